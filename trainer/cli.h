@@ -1,0 +1,7 @@
+/* cli.h: the subcommands of the `dapt` binary. Each takes (argc, argv) with
+ * argv[0] the subcommand name, prints its own usage for --help, and returns
+ * the process exit status (0 ok, 1 failure, 2 usage error). */
+#ifndef DAPT_CLI_H
+#define DAPT_CLI_H
+
+#endif

@@ -1,0 +1,49 @@
+/* dapt: the command-line entry point. Dispatches git-style subcommands
+ * (`dapt train`, `dapt tokenize`, ...) to the functions that implement them.
+ * Only this file and the cmd_* functions exit or print usage; library code
+ * returns a status with a message. */
+#include <stdio.h>
+#include <string.h>
+
+#include "trainer/cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+static const Command commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static void print_usage(FILE *f) {
+    fprintf(f, "dapt %s: domain-adaptive continual pretraining for GPT-2 and Llama models\n\n",
+            DAPT_VERSION);
+    fprintf(f, "usage: dapt <command> [args]\n       dapt --help | --version\n\ncommands:\n");
+    int n = 0;
+    for (const Command *c = commands; c->name; c++, n++)
+        fprintf(f, "  %-10s %s\n", c->name, c->summary);
+    if (n == 0) fprintf(f, "  (none yet in this build)\n");
+    fprintf(f, "\n`dapt <command> --help` describes each command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("dapt %s\n", DAPT_VERSION);
+        return 0;
+    }
+    for (const Command *c = commands; c->name; c++)
+        if (!strcmp(cmd, c->name)) return c->run(argc - 1, argv + 1);
+    fprintf(stderr, "dapt: unknown command '%s' (see `dapt --help`)\n", cmd);
+    return 2;
+}
