@@ -1,0 +1,555 @@
+/* ops_cpu.c: the CPU backend, the numerical reference of dapt. fp32
+ * everywhere; OpenBLAS sgemm for every matrix product, OpenMP for the rest.
+ *
+ * Determinism: no op reduces across OpenMP threads in arrival order. Where a
+ * reduction crosses rows (parameter gradients of norms and biases, embedding
+ * scatter, sum of squares) each thread owns a disjoint set of outputs, or
+ * fixed-size partial sums are combined sequentially, so results are bitwise
+ * reproducible for a given thread count (resume and parity tests rely on it).
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+
+#define LMHEAD_CHUNK_ROWS 256 /* rows of logits materialised at once */
+
+/* ---- memory ---- */
+
+static void *cpu_alloc(size_t n_bytes) {
+    size_t size = (n_bytes + 63) / 64 * 64;
+    if (size == 0) size = 64;
+    void *p = aligned_alloc(64, size);
+    if (p) memset(p, 0, size);
+    return p;
+}
+static void cpu_free(void *p) { free(p); }
+static void cpu_zero(void *p, size_t n_bytes) { memset(p, 0, n_bytes); }
+static void cpu_sync(void) {}
+static void cpu_upload(void *dst, const float *src, size_t n) { memcpy(dst, src, n * 4); }
+static void cpu_download(float *dst, const void *src, size_t n) { memcpy(dst, src, n * 4); }
+static void cpu_copy_bytes(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
+
+/* ---- embeddings ---- */
+
+static void cpu_embed_fwd(void *out_, const int32_t *tokens, const void *wte_, const void *wpe_,
+                          int B, int T, int C) {
+    float *out = out_;
+    const float *wte = wte_, *wpe = wpe_;
+#pragma omp parallel for
+    for (int n = 0; n < B * T; n++) {
+        const float *e = wte + (size_t)tokens[n] * C;
+        float *o = out + (size_t)n * C;
+        if (wpe) {
+            const float *p = wpe + (size_t)(n % T) * C;
+            for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+        } else {
+            memcpy(o, e, (size_t)C * 4);
+        }
+    }
+}
+
+/* Parallel over channel slices: each thread owns columns [c0, c1) of dwte
+ * and dwpe and walks all rows in order, so repeated tokens accumulate in a
+ * fixed order without atomics. */
+static void cpu_embed_bwd(void *dwte_, void *dwpe_, const void *dout_, const int32_t *tokens,
+                          int B, int T, int C) {
+    float *dwte = dwte_, *dwpe = dwpe_;
+    const float *dout = dout_;
+    const int slice = 32;
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += slice) {
+        int c1 = c0 + slice < C ? c0 + slice : C;
+        for (int n = 0; n < B * T; n++) {
+            const float *d = dout + (size_t)n * C;
+            float *w = dwte + (size_t)tokens[n] * C;
+            for (int c = c0; c < c1; c++) w[c] += d[c];
+            if (dwpe) {
+                float *p = dwpe + (size_t)(n % T) * C;
+                for (int c = c0; c < c1; c++) p[c] += d[c];
+            }
+        }
+    }
+}
+
+/* ---- norms ---- */
+
+static void cpu_layernorm_fwd(void *out_, float *mean, float *rstd, const void *inp_,
+                              const void *w_, const void *b_, int N, int C, float eps) {
+    float *out = out_;
+    const float *inp = inp_, *w = w_, *b = b_;
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        float m = 0.0f;
+#pragma omp simd reduction(+ : m)
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        v /= C;
+        float s = 1.0f / sqrtf(v + eps);
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+/* Two passes: rows in parallel for dinp, then channel slices in parallel for
+ * dw and db (each thread owns its channels; rows summed in order). */
+static void cpu_layernorm_bwd(void *dinp_, void *dw_, void *db_, const void *dout_,
+                              const void *inp_, const void *w_, const float *mean,
+                              const float *rstd, int N, int C) {
+    float *dinp = dinp_, *dw = dw_, *db = db_;
+    const float *dout = dout_, *inp = inp_, *w = w_;
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        float dn_mean = 0.0f, dnn_mean = 0.0f;
+#pragma omp simd reduction(+ : dn_mean, dnn_mean)
+        for (int c = 0; c < C; c++) {
+            float dn = d[c] * w[c];
+            dn_mean += dn;
+            dnn_mean += dn * (x[c] - m) * s;
+        }
+        dn_mean /= C;
+        dnn_mean /= C;
+        for (int c = 0; c < C; c++) {
+            float norm = (x[c] - m) * s;
+            dx[c] += (d[c] * w[c] - dn_mean - norm * dnn_mean) * s;
+        }
+    }
+    const int slice = 64;
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += slice) {
+        int c1 = c0 + slice < C ? c0 + slice : C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+            float m = mean[n], s = rstd[n];
+            for (int c = c0; c < c1; c++) {
+                dw[c] += d[c] * (x[c] - m) * s;
+                db[c] += d[c];
+            }
+        }
+    }
+}
+
+static void cpu_rmsnorm_fwd(void *out_, float *rstd, const void *inp_, const void *w_, int N,
+                            int C, float eps) {
+    float *out = out_;
+    const float *inp = inp_, *w = w_;
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int c = 0; c < C; c++) ss += x[c] * x[c];
+        float s = 1.0f / sqrtf(ss / C + eps);
+        for (int c = 0; c < C; c++) o[c] = x[c] * s * w[c];
+        rstd[n] = s;
+    }
+}
+
+static void cpu_rmsnorm_bwd(void *dinp_, void *dw_, const void *dout_, const void *inp_,
+                            const void *w_, const float *rstd, int N, int C) {
+    float *dinp = dinp_, *dw = dw_;
+    const float *dout = dout_, *inp = inp_, *w = w_;
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float s = rstd[n];
+        float dnn_mean = 0.0f;
+#pragma omp simd reduction(+ : dnn_mean)
+        for (int c = 0; c < C; c++) dnn_mean += d[c] * w[c] * x[c] * s;
+        dnn_mean /= C;
+        for (int c = 0; c < C; c++) dx[c] += (d[c] * w[c] - x[c] * s * dnn_mean) * s;
+    }
+    const int slice = 64;
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < C; c0 += slice) {
+        int c1 = c0 + slice < C ? c0 + slice : C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+            float s = rstd[n];
+            for (int c = c0; c < c1; c++) dw[c] += d[c] * x[c] * s;
+        }
+    }
+}
+
+/* ---- linear layers ---- */
+
+static void cpu_matmul_fwd(void *out_, const void *inp, const void *w, const void *bias_, int N,
+                           int IC, int OC) {
+    float *out = out_;
+    const float *bias = bias_;
+    float beta = 0.0f;
+    if (bias) {
+#pragma omp parallel for
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * 4);
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, w, IC, beta,
+                out, OC);
+}
+
+static void cpu_matmul_bwd(void *dinp, void *dw, void *dbias_, const void *dout_, const void *inp,
+                           const void *w, int N, int IC, int OC) {
+    const float *dout = dout_;
+    float *dbias = dbias_;
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, w, IC,
+                    0.0f, dinp, IC);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f,
+                dw, IC);
+    if (dbias) {
+        const int slice = 64;
+#pragma omp parallel for schedule(static)
+        for (int o0 = 0; o0 < OC; o0 += slice) {
+            int o1 = o0 + slice < OC ? o0 + slice : OC;
+            for (int n = 0; n < N; n++) {
+                const float *d = dout + (size_t)n * OC;
+                for (int o = o0; o < o1; o++) dbias[o] += d[o];
+            }
+        }
+    }
+}
+
+/* ---- RoPE ---- */
+
+/* cos/sin of t * theta^(-2i/HD), computed as Hugging Face does: the inverse
+ * frequency and the angle in fp32, cos/sin of that fp32 angle. */
+static void rope_table(float *cs, float *sn, int T, int HD, float theta) {
+    int half = HD / 2;
+    for (int i = 0; i < half; i++) {
+        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
+        for (int t = 0; t < T; t++) {
+            float a = (float)t * inv_freq;
+            cs[t * half + i] = cosf(a);
+            sn[t * half + i] = sinf(a);
+        }
+    }
+}
+
+/* dir = +1 rotates forward, -1 applies the inverse (transposed) rotation. */
+static void rope_apply(float *qkv, int B, int T, int NH, int NKV, int HD, float theta, float dir) {
+    int half = HD / 2, row = (NH + 2 * NKV) * HD;
+    float *cs = malloc(sizeof(float) * T * half), *sn = malloc(sizeof(float) * T * half);
+    rope_table(cs, sn, T, HD, theta);
+#pragma omp parallel for
+    for (int n = 0; n < B * T; n++) {
+        int t = n % T;
+        const float *c = cs + (size_t)t * half, *s = sn + (size_t)t * half;
+        for (int h = 0; h < NH + NKV; h++) {
+            float *x = qkv + (size_t)n * row + (size_t)h * HD;
+            for (int i = 0; i < half; i++) {
+                float x1 = x[i], x2 = x[i + half], si = dir * s[i];
+                x[i] = x1 * c[i] - x2 * si;
+                x[i + half] = x2 * c[i] + x1 * si;
+            }
+        }
+    }
+    free(cs);
+    free(sn);
+}
+
+static void cpu_rope_fwd(void *qkv, int B, int T, int NH, int NKV, int HD, float theta) {
+    rope_apply(qkv, B, T, NH, NKV, HD, theta, 1.0f);
+}
+static void cpu_rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, float theta) {
+    rope_apply(dqkv, B, T, NH, NKV, HD, theta, -1.0f);
+}
+
+/* ---- attention ----
+ * Forward: one task per (b, h, t) query row: scores over keys 0..t, softmax,
+ * weighted sum of values. Reads qkv, writes one row of att and out. */
+static void cpu_attention_fwd(void *out_, float *att, const void *qkv_, int B, int T, int NH,
+                              int NKV, int HD) {
+    float *out = out_;
+    const float *qkv = qkv_;
+    const int row = (NH + 2 * NKV) * HD, group = NH / NKV;
+    const float scale = 1.0f / sqrtf((float)HD);
+#pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                int g = h / group;
+                const float *q = qkv + (size_t)(b * T + t) * row + (size_t)h * HD;
+                float *p = att + (((size_t)b * NH + h) * T + t) * T;
+                float maxv = -INFINITY;
+                for (int j = 0; j <= t; j++) {
+                    const float *k = qkv + (size_t)(b * T + j) * row + (size_t)(NH + g) * HD;
+                    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+                    for (int i = 0; i < HD; i++) s += q[i] * k[i];
+                    s *= scale;
+                    p[j] = s;
+                    if (s > maxv) maxv = s;
+                }
+                float sum = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    p[j] = expf(p[j] - maxv);
+                    sum += p[j];
+                }
+                float inv = 1.0f / sum;
+                float *o = out + (size_t)(b * T + t) * NH * HD + (size_t)h * HD;
+                for (int i = 0; i < HD; i++) o[i] = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    p[j] *= inv;
+                    const float *v =
+                        qkv + (size_t)(b * T + j) * row + (size_t)(NH + NKV + g) * HD;
+                    float pj = p[j];
+#pragma omp simd
+                    for (int i = 0; i < HD; i++) o[i] += pj * v[i];
+                }
+            }
+}
+
+/* Backward in two passes, both race-free:
+ * 1. per (b, h, t) query row: dP = dout . v, dS = P (dP - sum P dP) into
+ *    datt, and dq = scale * dS @ K.
+ * 2. per (b, kv head g, key j): dk_j and dv_j summed over the query heads of
+ *    the group and the queries t >= j, in a fixed order. */
+static void cpu_attention_bwd(void *dqkv_, float *datt, const void *dout_, const void *qkv_,
+                              const float *att, int B, int T, int NH, int NKV, int HD) {
+    float *dqkv = dqkv_;
+    const float *dout = dout_, *qkv = qkv_;
+    const int row = (NH + 2 * NKV) * HD, group = NH / NKV;
+    const float scale = 1.0f / sqrtf((float)HD);
+#pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                int g = h / group;
+                const float *p = att + (((size_t)b * NH + h) * T + t) * T;
+                float *ds = datt + (((size_t)b * NH + h) * T + t) * T;
+                const float *d = dout + (size_t)(b * T + t) * NH * HD + (size_t)h * HD;
+                float pdp = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    const float *v =
+                        qkv + (size_t)(b * T + j) * row + (size_t)(NH + NKV + g) * HD;
+                    float dp = 0.0f;
+#pragma omp simd reduction(+ : dp)
+                    for (int i = 0; i < HD; i++) dp += d[i] * v[i];
+                    ds[j] = dp;
+                    pdp += p[j] * dp;
+                }
+                float *dq = dqkv + (size_t)(b * T + t) * row + (size_t)h * HD;
+                for (int i = 0; i < HD; i++) dq[i] = 0.0f;
+                for (int j = 0; j <= t; j++) {
+                    ds[j] = p[j] * (ds[j] - pdp);
+                    const float *k = qkv + (size_t)(b * T + j) * row + (size_t)(NH + g) * HD;
+                    float c = ds[j] * scale;
+#pragma omp simd
+                    for (int i = 0; i < HD; i++) dq[i] += c * k[i];
+                }
+            }
+#pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++)
+        for (int g = 0; g < NKV; g++)
+            for (int j = 0; j < T; j++) {
+                float *dk = dqkv + (size_t)(b * T + j) * row + (size_t)(NH + g) * HD;
+                float *dv = dqkv + (size_t)(b * T + j) * row + (size_t)(NH + NKV + g) * HD;
+                for (int i = 0; i < HD; i++) dk[i] = dv[i] = 0.0f;
+                for (int h = g * group; h < (g + 1) * group; h++)
+                    for (int t = j; t < T; t++) {
+                        size_t at = (((size_t)b * NH + h) * T + t) * T + j;
+                        const float *q = qkv + (size_t)(b * T + t) * row + (size_t)h * HD;
+                        const float *d = dout + (size_t)(b * T + t) * NH * HD + (size_t)h * HD;
+                        float cs = datt[at] * scale, cp = att[at];
+#pragma omp simd
+                        for (int i = 0; i < HD; i++) {
+                            dk[i] += cs * q[i];
+                            dv[i] += cp * d[i];
+                        }
+                    }
+            }
+}
+
+/* ---- activations ---- */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+
+static void cpu_gelu_fwd(void *out_, const void *inp_, size_t n) {
+    float *out = out_;
+    const float *inp = inp_;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    }
+}
+
+static void cpu_gelu_bwd(void *dinp_, const void *inp_, const void *dout_, size_t n) {
+    float *dinp = dinp_;
+    const float *inp = inp_, *dout = dout_;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float u = GELU_K * (x + 0.044715f * x * x * x);
+        float th = tanhf(u);
+        float sech2 = 1.0f - th * th;
+        float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * sech2 * du);
+    }
+}
+
+static void cpu_swiglu_fwd(void *out_, const void *gu_, int N, int F) {
+    float *out = out_;
+    const float *gu = gu_;
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * F, *u = g + F;
+        float *o = out + (size_t)n * F;
+        for (int i = 0; i < F; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+static void cpu_swiglu_bwd(void *dgu_, const void *dout_, const void *gu_, int N, int F) {
+    float *dgu = dgu_;
+    const float *dout = dout_, *gu = gu_;
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *g = gu + (size_t)n * 2 * F, *u = g + F, *d = dout + (size_t)n * F;
+        float *dg = dgu + (size_t)n * 2 * F, *du = dg + F;
+        for (int i = 0; i < F; i++) {
+            float sig = 1.0f / (1.0f + expf(-g[i]));
+            float silu = g[i] * sig;
+            du[i] = d[i] * silu;
+            dg[i] = d[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+        }
+    }
+}
+
+static void cpu_residual_fwd(void *out_, const void *a_, const void *b_, size_t n) {
+    float *out = out_;
+    const float *a = a_, *b = b_;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+}
+
+/* ---- LM head + cross-entropy ----
+ * Rows in chunks of LMHEAD_CHUNK_ROWS: logits by sgemm into scratch, then
+ * per row (parallel) logsumexp in double, loss, and in training the logits
+ * are turned in place into dlogits; two more sgemms give dx and dw. */
+static size_t cpu_lmhead_scratch_bytes(int N, int V) {
+    int rows = N < LMHEAD_CHUNK_ROWS ? N : LMHEAD_CHUNK_ROWS;
+    return (size_t)rows * V * sizeof(float);
+}
+
+static void cpu_lmhead_ce(float *losses, void *dx_, void *dw, const void *x_, const void *w,
+                          const int32_t *targets, int N, int C, int V, float grad_scale,
+                          void *scratch) {
+    float *logits = scratch, *dx = dx_;
+    const float *x = x_;
+    for (int n0 = 0; n0 < N; n0 += LMHEAD_CHUNK_ROWS) {
+        int rows = N - n0 < LMHEAD_CHUNK_ROWS ? N - n0 : LMHEAD_CHUNK_ROWS;
+        const float *xc = x + (size_t)n0 * C;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, V, C, 1.0f, xc, C, w, C, 0.0f,
+                    logits, V);
+#pragma omp parallel for
+        for (int r = 0; r < rows; r++) {
+            float *l = logits + (size_t)r * V;
+            int tgt = targets[n0 + r];
+            float maxv = -INFINITY;
+            for (int i = 0; i < V; i++)
+                if (l[i] > maxv) maxv = l[i];
+            double sum = 0.0;
+            for (int i = 0; i < V; i++) sum += exp((double)(l[i] - maxv));
+            double lse = maxv + log(sum);
+            losses[n0 + r] = tgt < 0 ? 0.0f : (float)(lse - l[tgt]);
+            if (!dx) continue;
+            if (tgt < 0) {
+                memset(l, 0, sizeof(float) * V);
+                continue;
+            }
+            for (int i = 0; i < V; i++) l[i] = (float)exp(l[i] - lse) * grad_scale;
+            l[tgt] -= grad_scale;
+        }
+        if (!dx) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, V, 1.0f, logits, V, w, C,
+                    0.0f, dx + (size_t)n0 * C, C);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, rows, 1.0f, logits, V, xc, C,
+                    1.0f, dw, C);
+    }
+}
+
+/* ---- optimizer ---- */
+
+/* Fixed blocks summed in parallel, then the block sums in order: the result
+ * does not depend on the number of threads. */
+static double cpu_sumsq(const void *g_, size_t n) {
+    const float *g = g_;
+    enum { NBLOCK = 64 };
+    double part[NBLOCK];
+    size_t per = (n + NBLOCK - 1) / NBLOCK;
+#pragma omp parallel for
+    for (int k = 0; k < NBLOCK; k++) {
+        size_t lo = k * per, hi = lo + per < n ? lo + per : n;
+        double s = 0.0;
+        for (size_t i = lo; i < hi; i++) s += (double)g[i] * g[i];
+        part[k] = s;
+    }
+    double s = 0.0;
+    for (int k = 0; k < NBLOCK; k++) s += part[k];
+    return s;
+}
+
+static void cpu_adamw(void *param_, float *master, const void *grad_, float *m, float *v, size_t n,
+                      float lr, float b1, float b2, float eps, float wd, int t, float grad_scale) {
+    (void)master; /* fp32 parameters are their own master copy */
+    float *p = param_;
+    const float *grad = grad_;
+    float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float g = grad[i] * grad_scale;
+        m[i] = b1 * m[i] + (1.0f - b1) * g;
+        v[i] = b2 * v[i] + (1.0f - b2) * g * g;
+        float mh = m[i] / bc1, vh = v[i] / bc2;
+        p[i] -= lr * (mh / (sqrtf(vh) + eps) + wd * p[i]);
+    }
+}
+
+static const Ops cpu_ops = {
+    .name = "cpu",
+    .act_bytes = 4,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .zero = cpu_zero,
+    .sync = cpu_sync,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .upload_bytes = cpu_copy_bytes,
+    .download_bytes = cpu_copy_bytes,
+    .embed_fwd = cpu_embed_fwd,
+    .embed_bwd = cpu_embed_bwd,
+    .layernorm_fwd = cpu_layernorm_fwd,
+    .layernorm_bwd = cpu_layernorm_bwd,
+    .rmsnorm_fwd = cpu_rmsnorm_fwd,
+    .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .matmul_fwd = cpu_matmul_fwd,
+    .matmul_bwd = cpu_matmul_bwd,
+    .rope_fwd = cpu_rope_fwd,
+    .rope_bwd = cpu_rope_bwd,
+    .attention_fwd = cpu_attention_fwd,
+    .attention_bwd = cpu_attention_bwd,
+    .gelu_fwd = cpu_gelu_fwd,
+    .gelu_bwd = cpu_gelu_bwd,
+    .swiglu_fwd = cpu_swiglu_fwd,
+    .swiglu_bwd = cpu_swiglu_bwd,
+    .residual_fwd = cpu_residual_fwd,
+    .lmhead_ce = cpu_lmhead_ce,
+    .lmhead_scratch_bytes = cpu_lmhead_scratch_bytes,
+    .sumsq = cpu_sumsq,
+    .adamw = cpu_adamw,
+};
+
+const Ops *ops_cpu(void) { return &cpu_ops; }

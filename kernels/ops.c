@@ -1,0 +1,20 @@
+/* ops.c: backend selection by name. The CUDA backend defines ops_cuda() in
+ * kernels/cuda when the build has CUDA; otherwise the stub below explains. */
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+
+#ifndef DAPT_HAVE_CUDA
+const Ops *ops_cuda(char *err, size_t err_len) {
+    snprintf(err, err_len, "this dapt was built without CUDA (nvcc was not found at build time)");
+    return NULL;
+}
+#endif
+
+const Ops *ops_get(const char *name, char *err, size_t err_len) {
+    if (!strcmp(name, "cpu")) return ops_cpu();
+    if (!strcmp(name, "cuda")) return ops_cuda(err, err_len);
+    snprintf(err, err_len, "unknown device '%s' (expected \"cpu\" or \"cuda\")", name);
+    return NULL;
+}

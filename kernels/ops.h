@@ -1,0 +1,151 @@
+/* ops.h: the op contract. Every numerical operation the model graph performs
+ * is listed here, forward and backward, as a function pointer in `Ops`. A
+ * backend (kernels/cpu, kernels/cuda) fills one `Ops` table; the model code
+ * (trainer/model.c) calls only through it, so one graph serves every backend
+ * and tests can compare backends op by op.
+ *
+ * Conventions, binding on every backend:
+ * - Buffers are backend memory obtained from ops->alloc. Activations, params
+ *   and their gradients have the backend's element type ("act" type:
+ *   fp32 on CPU; bf16 or fp32 on CUDA), `ops->act_bytes` bytes each, passed
+ *   as void*. Buffers typed `float *` are always fp32 (norm statistics,
+ *   per-token losses, AdamW master weights and moments). Token ids are
+ *   int32 in backend memory.
+ * - Shapes are row-major; N = B*T rows. A linear layer's weight is
+ *   [OC, IC] (the Hugging Face nn.Linear layout), out = inp @ W^T + bias.
+ * - Backward ops ACCUMULATE (+=) into parameter gradients and into the
+ *   gradient of an input that has several consumers (the residual stream:
+ *   `dinp` of the norms). Other input gradients are OVERWRITTEN; each op says
+ *   which. Accumulation is what gradient accumulation over micro-batches and
+ *   the residual stream rely on.
+ * - Ops are asynchronous on a device backend; `sync` waits for them.
+ *   Host<->backend copies (`upload`, `download`) convert between fp32 on the
+ *   host and the act type.
+ * - Deterministic: the same inputs and thread count give bitwise the same
+ *   outputs (resume and parity tests depend on it).
+ */
+#ifndef DAPT_OPS_H
+#define DAPT_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Ops {
+    const char *name; /* "cpu", "cuda" */
+    size_t act_bytes; /* bytes per activation/parameter element */
+
+    /* ---- memory ---- */
+    void *(*alloc)(size_t n_bytes); /* zero-filled; NULL on failure */
+    void (*free)(void *p);
+    void (*zero)(void *p, size_t n_bytes);
+    void (*sync)(void);
+    /* host fp32 -> act type (n elements) */
+    void (*upload)(void *dst, const float *src, size_t n);
+    /* act type -> host fp32 */
+    void (*download)(float *dst, const void *src, size_t n);
+    /* raw bytes host -> backend / backend -> host (token ids, fp32 stats) */
+    void (*upload_bytes)(void *dst, const void *src, size_t n_bytes);
+    void (*download_bytes)(void *dst, const void *src, size_t n_bytes);
+
+    /* ---- embeddings ----
+     * out[n,:] = wte[tokens[n],:] (+ wpe[n % T,:] when wpe != NULL) */
+    void (*embed_fwd)(void *out,            /* (N, C) */
+                      const int32_t *tokens, /* (N) */
+                      const void *wte,       /* (V, C) */
+                      const void *wpe,       /* (maxT, C) or NULL */
+                      int B, int T, int C);
+    /* dwte += scatter of dout rows; dwpe += sum over b (when non-NULL) */
+    void (*embed_bwd)(void *dwte, void *dwpe, const void *dout, const int32_t *tokens, int B,
+                      int T, int C);
+
+    /* ---- norms ----
+     * layernorm: out = (x - mean) * rstd * w + b; saves mean, rstd (fp32). */
+    void (*layernorm_fwd)(void *out, float *mean, float *rstd, /* (N,C) (N) (N) */
+                          const void *inp, const void *w, const void *b, /* (N,C) (C) (C) */
+                          int N, int C, float eps);
+    /* dinp += ; dw += ; db += */
+    void (*layernorm_bwd)(void *dinp, void *dw, void *db, const void *dout, const void *inp,
+                          const void *w, const float *mean, const float *rstd, int N, int C);
+    /* rmsnorm: out = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps) */
+    void (*rmsnorm_fwd)(void *out, float *rstd, const void *inp, const void *w, int N, int C,
+                        float eps);
+    /* dinp += ; dw += */
+    void (*rmsnorm_bwd)(void *dinp, void *dw, const void *dout, const void *inp, const void *w,
+                        const float *rstd, int N, int C);
+
+    /* ---- linear layers ----
+     * out (N, OC) = inp (N, IC) @ w^T (w: (OC, IC)) + bias (OC, or NULL) */
+    void (*matmul_fwd)(void *out, const void *inp, const void *w, const void *bias, int N, int IC,
+                       int OC);
+    /* dinp = dout @ w (OVERWRITTEN; skipped when dinp == NULL);
+     * dw += dout^T @ inp; dbias += colsum(dout) (when non-NULL) */
+    void (*matmul_bwd)(void *dinp, void *dw, void *dbias, const void *dout, const void *inp,
+                       const void *w, int N, int IC, int OC);
+
+    /* ---- attention ----
+     * qkv rows hold [q heads | k heads | v heads]: (N, (NH + 2*NKV) * HD), each
+     * head HD contiguous values. Query head h attends with kv head
+     * h / (NH / NKV) (grouped-query attention; NKV == NH is plain MHA).
+     * rope: rotates the NH q heads and NKV k heads of every row in place, at
+     * position t = n % T, in the Hugging Face rotate_half layout:
+     *   for i < HD/2, f = theta^(-2i/HD), a = t*f:
+     *   x'[i] = x[i] cos a - x[i+HD/2] sin a;  x'[i+HD/2] = x[i+HD/2] cos a + x[i] sin a */
+    void (*rope_fwd)(void *qkv, int B, int T, int NH, int NKV, int HD, float theta);
+    /* the inverse rotation, in place on the q and k parts of dqkv */
+    void (*rope_bwd)(void *dqkv, int B, int T, int NH, int NKV, int HD, float theta);
+    /* causal softmax(q k^T / sqrt(HD)) v.
+     * out: (N, NH*HD); att: (B, NH, T, T) saved probabilities (fp32, the
+     * upper triangle is never read). */
+    void (*attention_fwd)(void *out, float *att, const void *qkv, int B, int T, int NH, int NKV,
+                          int HD);
+    /* dqkv OVERWRITTEN (all of q, k, v parts); datt: (B, NH, T, T) fp32 scratch */
+    void (*attention_bwd)(void *dqkv, float *datt, const void *dout, const void *qkv,
+                          const float *att, int B, int T, int NH, int NKV, int HD);
+
+    /* ---- activations ----
+     * gelu, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    void (*gelu_fwd)(void *out, const void *inp, size_t n);
+    /* dinp OVERWRITTEN */
+    void (*gelu_bwd)(void *dinp, const void *inp, const void *dout, size_t n);
+    /* swiglu: gu rows are [gate (F) | up (F)]; out = silu(gate) * up, (N, F) */
+    void (*swiglu_fwd)(void *out, const void *gu, int N, int F);
+    /* dgu (N, 2F) OVERWRITTEN */
+    void (*swiglu_bwd)(void *dgu, const void *dout, const void *gu, int N, int F);
+    /* out = a + b (out may alias a or b) */
+    void (*residual_fwd)(void *out, const void *a, const void *b, size_t n);
+
+    /* ---- LM head fused with softmax cross-entropy ----
+     * For each row n: logits = x[n] @ w^T (V values, never all stored: rows
+     * are processed in chunks through `scratch`), losses[n] =
+     * logsumexp(logits) - logits[targets[n]], or 0 when targets[n] < 0
+     * (ignored position).
+     * When dx != NULL (training), also: dlogits = (softmax - onehot) *
+     * grad_scale for non-ignored rows (0 for ignored ones), dx = dlogits @ w
+     * (OVERWRITTEN), dw += dlogits^T @ x.
+     * scratch: at least ops->lmhead_scratch_bytes(N, V) bytes. */
+    void (*lmhead_ce)(float *losses, void *dx, void *dw, const void *x, const void *w,
+                      const int32_t *targets, int N, int C, int V, float grad_scale,
+                      void *scratch);
+    size_t (*lmhead_scratch_bytes)(int N, int V);
+
+    /* ---- optimizer ----
+     * sum of squares of n gradient elements, accumulated in at least fp32 */
+    double (*sumsq)(const void *g, size_t n);
+    /* AdamW (decoupled weight decay), step t >= 1, on n elements:
+     *   g = grad * grad_scale (clipping folds into grad_scale)
+     *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+     *   p -= lr * ( (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps) + wd * p )
+     * `master` is the fp32 copy of the parameters when the act type is not
+     * fp32 (updated, then rounded into `param`); NULL when param is fp32. */
+    void (*adamw)(void *param, float *master, const void *grad, float *m, float *v, size_t n,
+                  float lr, float b1, float b2, float eps, float wd, int t, float grad_scale);
+} Ops;
+
+/* Backends. ops_cpu never fails. ops_cuda returns NULL (and fills err) when
+ * the build has no CUDA or no GPU is present. */
+const Ops *ops_cpu(void);
+const Ops *ops_cuda(char *err, size_t err_len);
+/* by name: "cpu" or "cuda" */
+const Ops *ops_get(const char *name, char *err, size_t err_len);
+
+#endif
