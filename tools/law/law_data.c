@@ -153,24 +153,24 @@ static int csv_number(const char *name, int line, const char *cell, const char *
 
 #define CSV_MAX_CELLS 64
 
-static int parse_csv_header(const char *name, char *hdr, int *col_of, int *n_cols, char *err,
+static int parse_csv_header(const char *name, int line, char *hdr, int *col_of, int *n_cols, char *err,
                             size_t err_len) {
     char *cells[CSV_MAX_CELLS];
     int n = csv_split(hdr, cells, CSV_MAX_CELLS);
     *n_cols = n;
-    if (n > CSV_MAX_CELLS) return ERR("%s:1: more than %d columns", name, CSV_MAX_CELLS);
+    if (n > CSV_MAX_CELLS) return ERR("%s:%d: more than %d columns", name, line, CSV_MAX_CELLS);
     for (int c = 0; c < N_COLS; c++) col_of[c] = -1;
     for (int i = 0; i < n; i++)
         for (int c = 0; c < N_COLS; c++)
             if (!strcmp(cells[i], col_names[c])) {
-                if (col_of[c] >= 0) return ERR("%s:1: column \"%s\" appears twice", name, cells[i]);
+                if (col_of[c] >= 0) return ERR("%s:%d: column \"%s\" appears twice", name, line, cells[i]);
                 col_of[c] = i;
             }
     for (int c = COL_N; c <= COL_R; c++)
         if (col_of[c] < 0)
-            return ERR("%s:1: header lacks column \"%s\" (expected N,D,r_domain,loss_general,"
+            return ERR("%s:%d: header lacks column \"%s\" (expected N,D,r_domain,loss_general,"
                        "loss_domain)",
-                       name, col_names[c]);
+                       name, line, col_names[c]);
     return 0;
 }
 
@@ -261,7 +261,7 @@ int law_data_parse(const char *name, const char *text, LawData *out, char *err, 
         while (*q == ' ' || *q == '\t' || *q == '\r') q++;
         if (!*q || *q == '#') continue;
         if (csv && !have_hdr) {
-            rc = parse_csv_header(name, p, col_of, &n_hdr, err, err_len);
+            rc = parse_csv_header(name, line, p, col_of, &n_hdr, err, err_len);
             have_hdr = 1;
             continue;
         }
