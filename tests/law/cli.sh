@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# tests/law/cli.sh DAPT: end-to-end checks of `dapt law`. Generates a sweep
+# from a known D-CPT law (with a deterministic +-0.1% wobble standing in for
+# noise), fits it through the CLI from JSONL and from CSV, checks predictions
+# against the true law, checks both recommend usages against the law's own
+# predictions, and checks that bad results files and bad usage fail with
+# the right exit status and a message naming the file and line.
+set -uo pipefail
+dapt=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+fail() { echo "FAILED: $*" >&2; fails=$((fails + 1)); }
+
+# The true laws (same as tests/c/test_law_fit.c). law r N D -> loss.
+lawfn='function law(E,A,al,B,eta,be,C,ga,eps,N,D,r) {
+         return E + A*exp(-al*log(N)) + (r > 0 ? B*exp(eta*log(r) - be*log(D)) : 0) + C*exp(-ga*log(r+eps)) }
+       function lg(N,D,rd) { return law(1.8,300,0.32,40,0.6,0.28,0.25,0.7,0.08,N,D,1-rd) }
+       function ld(N,D,rd) { return law(1.5,400,0.35,50,0.5,0.3,0.4,0.6,0.05,N,D,rd) }'
+
+awk "$lawfn"'BEGIN {
+  split("5e7 1e8 2e8 4e8", Ns, " "); split("2e8 5e8 1e9 2e9 5e9", Ds, " ")
+  split("0 0.1 0.25 0.5 0.75 0.9 1", rs, " ")
+  print "N,D,r_domain,loss_general,loss_domain" > "'"$tmp"'/sweep.csv"
+  i = 0
+  for (a = 1; a <= 4; a++) for (b = 1; b <= 5; b++) for (c = 1; c <= 7; c++) {
+    N = Ns[a] + 0; D = Ds[b] + 0; r = rs[c] + 0; i++
+    g = lg(N, D, r) * (1 + 0.001 * sin(i)); d = ld(N, D, r) * (1 + 0.001 * cos(3 * i))
+    printf "{\"N\": %.17g, \"D\": %.17g, \"r_domain\": %.17g, \"loss_general\": %.17g, \"loss_domain\": %.17g}\n", N, D, r, g, d
+    printf "%.17g,%.17g,%.17g,%.17g,%.17g\n", N, D, r, g, d > "'"$tmp"'/sweep.csv"
+  } }' > "$tmp/sweep.jsonl"
+
+num() { sed -E "s/.*\"$1\":([^,}]*).*/\1/" <<<"$2"; }
+# within A B TOL: |A - B| <= TOL * |B|
+within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * (b < 0 ? -b : b)) }'; }
+
+# Help and usage.
+"$dapt" law --help | grep -q "recommend" || fail "law --help"
+"$dapt" law fit --help | grep -q -- "--out" || fail "law fit --help"
+"$dapt" law recommend --help | grep -q -- "--domain-tokens" || fail "law recommend --help"
+"$dapt" law fit "$tmp/sweep.jsonl" 2>/dev/null; [[ $? == 2 ]] || fail "fit without --out: exit 2"
+"$dapt" law fit "$tmp/sweep.jsonl" --out x --bogus 2>/dev/null; [[ $? == 2 ]] || fail "unknown option: exit 2"
+"$dapt" law frob 2>/dev/null; [[ $? == 2 ]] || fail "unknown subcommand: exit 2"
+
+# Fit from JSONL and CSV.
+"$dapt" law fit "$tmp/sweep.jsonl" --out "$tmp/law.json" > "$tmp/fit.txt" || fail "fit jsonl"
+grep -q "leave-one-ratio-out error" "$tmp/fit.txt" || fail "fit prints the held-out error"
+grep -qE '"format":[[:space:]]*"dapt-law"' "$tmp/law.json" || fail "law.json format"
+"$dapt" law fit "$tmp/sweep.csv" --out "$tmp/law_csv.json" --no-holdout > /dev/null || fail "fit csv"
+
+# Predict at points that are not on the grid: within 0.5% of the true law.
+for q in "1.5e8 7e8 0.4" "3e8 3e9 0.6" "7e7 4e9 0.15"; do
+  read -r N D r <<<"$q"
+  out=$("$dapt" law predict "$tmp/law.json" --N "$N" --D "$D" --r-domain "$r" --json) || fail "predict $q"
+  tg=$(awk "$lawfn"' BEGIN { printf "%.10g", lg('"$N"','"$D"','"$r"') }')
+  td=$(awk "$lawfn"' BEGIN { printf "%.10g", ld('"$N"','"$D"','"$r"') }')
+  within "$(num loss_general "$out")" "$tg" 0.005 || fail "predict $q general: $out vs $tg"
+  within "$(num loss_domain "$out")" "$td" 0.005 || fail "predict $q domain: $out vs $td"
+  out2=$("$dapt" law predict "$tmp/law_csv.json" --N "$N" --D "$D" --r-domain "$r" --json)
+  within "$(num loss_domain "$out2")" "$td" 0.005 || fail "predict (csv fit) $q: $out2 vs $td"
+done
+"$dapt" law predict "$tmp/law.json" --N 124M --D 2B --r-domain 0.3 | grep -q "loss_domain" || fail "suffixes"
+
+# Recommend, usage 1: the general loss stays within 3% of the law's loss at
+# r_domain = 0, and the reported losses are the law's own at the chosen r.
+base=$("$dapt" law predict "$tmp/law.json" --N 2e8 --D 1e9 --r-domain 0 --json)
+L0=$(num loss_general "$base")
+rec=$("$dapt" law recommend "$tmp/law.json" --N 2e8 --D 1e9 --max-general-rise 0.03 --json) || fail "recommend 1"
+r=$(num r_domain "$rec")
+awk -v r="$r" 'BEGIN { exit !(r > 0 && r < 1) }' || fail "usage 1 r in (0,1): $rec"
+awk -v g="$(num loss_general "$rec")" -v l="$L0" 'BEGIN { exit !(g <= 1.03 * l * (1 + 1e-12) && g > 1.03 * l * 0.9999) }' ||
+  fail "usage 1: general $(num loss_general "$rec") vs limit 1.03 * $L0 (binding)"
+at=$("$dapt" law predict "$tmp/law.json" --N 2e8 --D 1e9 --r-domain "$r" --json)
+within "$(num loss_domain "$rec")" "$(num loss_domain "$at")" 1e-6 || fail "usage 1 losses: $rec vs $at"
+"$dapt" law recommend "$tmp/law.json" --N 2e8 --D 1e9 --max-general-rise 0.03 | grep -q "flatness" || fail "flatness line"
+# Usage 2: a fixed domain-token budget.
+rec2=$("$dapt" law recommend "$tmp/law.json" --N 2e8 --domain-tokens 5e8 --json) || fail "recommend 2"
+awk -v r="$(num r_domain "$rec2")" 'BEGIN { exit !(r > 0 && r <= 1) }' || fail "usage 2: $rec2"
+"$dapt" law recommend "$tmp/law.json" --N 2e8 --domain-tokens 5e8 --D 1e9 2>/dev/null
+[[ $? == 2 ]] || fail "usage 2 with --D: exit 2"
+
+# Bad results files: exit 1, message names file:line and the problem.
+good='{"N": 1e8, "D": 1e9, "r_domain": 0.5, "loss_general": 3, "loss_domain": 2}'
+bad() { # NAME CONTENT EXPECTED-SUBSTRING
+  printf '%s\n' "$2" > "$tmp/$1"
+  "$dapt" law fit "$tmp/$1" --out "$tmp/bad.json" > /dev/null 2> "$tmp/err.txt"
+  rc=$?
+  [[ $rc == 1 ]] || fail "$1: exit $rc, expected 1"
+  grep -qF -- "$3" "$tmp/err.txt" || fail "$1: stderr '$(cat "$tmp/err.txt")' lacks '$3'"
+}
+bad nan.jsonl "$good"$'\n''{"N": 1e8, "D": 2e9, "r_domain": 0.5, "loss_domain": NaN}' "nan.jsonl:2:"
+bad neg.csv $'N,D,r_domain,loss_domain\n1e8,1e9,0.5,2\n1e8,2e9,0.5,-2' "neg.csv:3: loss_domain = -2 must be > 0"
+bad r.jsonl '{"N": 1e8, "D": 2e9, "r_domain": 2, "loss_domain": 2}' "r.jsonl:1: r_domain = 2 is outside [0, 1]"
+bad n.jsonl '{"N": -1, "D": 2e9, "r_domain": 0.5, "loss_domain": 2}' "n.jsonl:1: N = -1 must be > 0"
+bad d.jsonl '{"N": 1e8, "D": 0, "r_domain": 0.5, "loss_domain": 2}' "d.jsonl:1: D = 0 must be > 0"
+bad dup.jsonl "$good"$'\n'"$good" "dup.jsonl:2: duplicate row"
+bad few.jsonl "$good" "1 rows have loss_general but the law has 9 parameters"
+bad missing.jsonl '{"N": 1e8, "r_domain": 0.5, "loss_domain": 2}' 'missing.jsonl:1: missing field "D"'
+"$dapt" law fit "$tmp/nonexistent.jsonl" --out "$tmp/x.json" 2> "$tmp/err.txt"; rc=$?
+[[ $rc == 1 ]] && grep -q "nonexistent.jsonl: cannot open" "$tmp/err.txt" || fail "missing file"
+echo '{"format": "other"}' > "$tmp/notlaw.json"
+"$dapt" law predict "$tmp/notlaw.json" --N 1e8 --D 1e9 --r-domain 0.5 2> "$tmp/err.txt"; rc=$?
+[[ $rc == 1 ]] && grep -q "notlaw.json" "$tmp/err.txt" || fail "predict with a bad law file"
+
+if ((fails)); then echo "tests/law/cli.sh: $fails failure(s)" >&2; exit 1; fi
+echo "tests/law/cli.sh: all passed"
