@@ -165,6 +165,12 @@ static void print_fit(const char *title, const LawFit *f, int cross) {
     if (cross) printf("  F=%.6g mu=%.6g w1=%.6g w2=%.6g\n", p->F, p->mu, p->w1, p->w2);
     printf("  huber loss %.4g, R2 %.6f, rms relative error %.3f%%\n", f->huber_loss, f->r2,
            100 * f->rmse_rel);
+    if (isnan(f->r_rise_from))
+        printf("  trend: loss falls with r on all of (0, 1] (at every D >= %.4g)\n", f->D_min);
+    else
+        printf("  WARNING: loss rises with r for r >= %.3f at D = %.4g (the law should fall "
+               "with r; more data at high r may help)\n",
+               f->r_rise_from, f->D_min);
     if (isnan(f->holdout_mean_rel)) {
         printf("  held-out error: not computed\n");
         return;

@@ -86,6 +86,11 @@ typedef struct {
     double r2;         /* coefficient of determination on the losses */
     double rmse_rel;   /* root mean square relative error on the fit data */
     double N_min, N_max, D_min, D_max;
+    /* The paper requires dL/dr < 0. It holds for every D when it holds at
+     * D_min (the only positive term of dL/dr shrinks with D); r_rise_from is
+     * the smallest share r (the target's own) on a grid of step 0.001 where
+     * dL/dr >= 0 at D_min, or NAN when the loss falls with r on all of (0, 1]. */
+    double r_rise_from;
     int n_groups; /* groups with a held-out error */
     double holdout_mean_rel, holdout_max_rel;
     double group_r[LAW_MAX_GROUPS]; /* r_domain of each group (ratio mode) */

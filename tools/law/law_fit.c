@@ -332,6 +332,16 @@ static void to_params(const double *th, int cross, double N_ref, double D_ref, L
     }
 }
 
+static double rise_from(const LawParams *p, double D) {
+    for (int k = 1; k <= 1000; k++) {
+        double r = k / 1000.0;
+        double dL = p->B * p->eta * pow(r, p->eta - 1) * pow(D, -p->beta) -
+                    p->C * p->gamma * pow(r + p->epsilon, -p->gamma - 1);
+        if (dL >= 0) return r;
+    }
+    return NAN;
+}
+
 /* Leave-one-group-out: refit without each group and predict it. */
 static int holdout(const Problem *full, const double *th_full, const LawFitOptions *o, LawFit *out,
                    char *err, size_t err_len) {
@@ -435,6 +445,7 @@ int law_fit(const LawData *d, LawTarget t, const LawFitOptions *o, LawFit *out, 
     }
     out->r2 = ss_tot > 0 ? 1.0 - ss_res / ss_tot : (ss_res == 0 ? 1.0 : 0.0);
     out->rmse_rel = sqrt(sq_rel / n);
+    out->r_rise_from = rise_from(&out->p, out->D_min);
     out->holdout_mean_rel = out->holdout_max_rel = NAN;
     if (o->holdout && out->n_groups >= 2 && holdout(&pb, th, o, out, err, err_len)) goto done;
     if (!o->holdout || out->n_groups < 2) {

@@ -59,6 +59,7 @@ static cJSON *fit_to_json(const LawFit *f, LawTarget t, int cross) {
     cJSON_AddItemToObject(range, "N", cJSON_CreateDoubleArray(nr, 2));
     cJSON_AddItemToObject(range, "D", cJSON_CreateDoubleArray(dr, 2));
     cJSON_AddItemToObject(o, "range", range);
+    cJSON_AddNumberToObject(o, "r_rise_from", f->r_rise_from); /* null when it never rises */
     cJSON *h = cJSON_CreateObject(), *groups = cJSON_CreateArray();
     cJSON_AddStringToObject(h, "by", cross ? "domain" : "r_domain");
     cJSON_AddNumberToObject(h, "mean_rel_err", f->holdout_mean_rel);
@@ -140,6 +141,7 @@ static int fit_from_json(const cJSON *o, const char *path, const char *which, in
     get_num(o, "huber_loss", 0, &f->huber_loss);
     get_num(o, "r2", 0, &f->r2);
     get_num(o, "rmse_rel", 0, &f->rmse_rel);
+    get_num(o, "r_rise_from", 0, &f->r_rise_from);
     const cJSON *range = cJSON_GetObjectItemCaseSensitive(o, "range");
     const cJSON *rn = cJSON_GetObjectItemCaseSensitive(range, "N");
     const cJSON *rd = cJSON_GetObjectItemCaseSensitive(range, "D");
