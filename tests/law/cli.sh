@@ -79,6 +79,27 @@ awk -v r="$(num r_domain "$rec2")" 'BEGIN { exit !(r > 0 && r <= 1) }' || fail "
 "$dapt" law recommend "$tmp/law.json" --N 2e8 --domain-tokens 5e8 --D 1e9 2>/dev/null
 [[ $? == 2 ]] || fail "usage 2 with --D: exit 2"
 
+# Cross-domain law: 4 domains with their (k1, k2); predict a 5th from its
+# k1, k2 alone (its K lies inside the fitted range: within 1%).
+crossfn='function lx(N,D,r,k1,k2) { return law(1.5,400,0.35,50,0.5,0.3,0.4,0.6,0.05,N,D,r) + 0.5*exp(-1.2*log(0.6/k1 + 0.4*k2)) }'
+awk "$lawfn $crossfn"'BEGIN {
+  split("2.2 2.8 3.4 2.5", k1s, " "); split("0.30 0.12 0.20 0.08", k2s, " ")
+  split("5e7 1.5e8 4e8", Ns, " "); split("3e8 1e9 4e9", Ds, " "); split("0.1 0.3 0.6 1", rs, " ")
+  i = 0
+  for (k = 1; k <= 4; k++) for (a = 1; a <= 3; a++) for (b = 1; b <= 3; b++) for (c = 1; c <= 4; c++) {
+    i++; N = Ns[a] + 0; D = Ds[b] + 0; r = rs[c] + 0
+    printf "{\"domain\": \"d%d\", \"k1\": %s, \"k2\": %s, \"N\": %.17g, \"D\": %.17g, \"r_domain\": %.17g, \"loss_domain\": %.17g}\n", k, k1s[k], k2s[k], N, D, r, lx(N, D, r, k1s[k] + 0, k2s[k] + 0) * (1 + 0.001 * sin(i))
+  } }' > "$tmp/cross.jsonl"
+"$dapt" law fit "$tmp/cross.jsonl" --out "$tmp/cross.json" --cross-domain > "$tmp/fit.txt" || fail "fit --cross-domain"
+grep -q "leave-one-domain-out error" "$tmp/fit.txt" || fail "cross fit prints leave-one-domain-out"
+out=$("$dapt" law predict "$tmp/cross.json" --N 1e8 --D 2e9 --r-domain 0.5 --k1 3.0 --k2 0.25 --json) || fail "cross predict"
+t=$(awk "$lawfn $crossfn"' BEGIN { printf "%.10g", lx(1e8, 2e9, 0.5, 3.0, 0.25) }')
+within "$(num loss_domain "$out")" "$t" 0.01 || fail "cross predict: $out vs $t"
+"$dapt" law predict "$tmp/cross.json" --N 1e8 --D 2e9 --r-domain 0.5 2> "$tmp/err.txt"; rc=$?
+[[ $rc == 1 ]] && grep -q "k1" "$tmp/err.txt" || fail "cross predict without k1/k2"
+"$dapt" law fit "$tmp/sweep.jsonl" --out "$tmp/x.json" --cross-domain > /dev/null 2> "$tmp/err.txt"; rc=$?
+[[ $rc == 1 ]] && grep -q "sweep.jsonl:1: the cross-domain law needs" "$tmp/err.txt" || fail "cross fit without domains"
+
 # Bad results files: exit 1, message names file:line and the problem.
 good='{"N": 1e8, "D": 1e9, "r_domain": 0.5, "loss_general": 3, "loss_domain": 2}'
 bad() { # NAME CONTENT EXPECTED-SUBSTRING
