@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# tests/law/cli.sh DAPT: end-to-end checks of `dapt law`. Generates a sweep
-# from a known D-CPT law (with a deterministic +-0.1% wobble standing in for
-# noise), fits it through the CLI from JSONL and from CSV, checks predictions
-# against the true law, checks both recommend usages against the law's own
+# tests/law/cli.sh DAPT: end-to-end checks of `dapt law`. Takes the
+# synthetic sweeps of tests/law/synth.sh (known D-CPT laws), fits them
+# through the CLI from JSONL and from CSV, checks predictions against the
+# true law, checks both recommend usages against the law's own
 # predictions, and checks that bad results files and bad usage fail with
 # the right exit status and a message naming the file and line.
 set -uo pipefail
@@ -12,23 +12,7 @@ trap 'rm -rf "$tmp"' EXIT
 fails=0
 fail() { echo "FAILED: $*" >&2; fails=$((fails + 1)); }
 
-# The true laws (same as tests/c/test_law_fit.c). law r N D -> loss.
-lawfn='function law(E,A,al,B,eta,be,C,ga,eps,N,D,r) {
-         return E + A*exp(-al*log(N)) + (r > 0 ? B*exp(eta*log(r) - be*log(D)) : 0) + C*exp(-ga*log(r+eps)) }
-       function lg(N,D,rd) { return law(1.8,300,0.32,40,0.6,0.28,0.25,0.7,0.08,N,D,1-rd) }
-       function ld(N,D,rd) { return law(1.5,400,0.35,50,0.5,0.3,0.4,0.6,0.05,N,D,rd) }'
-
-awk "$lawfn"'BEGIN {
-  split("5e7 1e8 2e8 4e8", Ns, " "); split("2e8 5e8 1e9 2e9 5e9", Ds, " ")
-  split("0 0.1 0.25 0.5 0.75 0.9 1", rs, " ")
-  print "N,D,r_domain,loss_general,loss_domain" > "'"$tmp"'/sweep.csv"
-  i = 0
-  for (a = 1; a <= 4; a++) for (b = 1; b <= 5; b++) for (c = 1; c <= 7; c++) {
-    N = Ns[a] + 0; D = Ds[b] + 0; r = rs[c] + 0; i++
-    g = lg(N, D, r) * (1 + 0.001 * sin(i)); d = ld(N, D, r) * (1 + 0.001 * cos(3 * i))
-    printf "{\"N\": %.17g, \"D\": %.17g, \"r_domain\": %.17g, \"loss_general\": %.17g, \"loss_domain\": %.17g}\n", N, D, r, g, d
-    printf "%.17g,%.17g,%.17g,%.17g,%.17g\n", N, D, r, g, d > "'"$tmp"'/sweep.csv"
-  } }' > "$tmp/sweep.jsonl"
+source "$(dirname "$0")/synth.sh"
 
 num() { sed -E "s/.*\"$1\":([^,}]*).*/\1/" <<<"$2"; }
 # within A B TOL: |A - B| <= TOL * |B|
@@ -81,15 +65,6 @@ awk -v r="$(num r_domain "$rec2")" 'BEGIN { exit !(r > 0 && r <= 1) }' || fail "
 
 # Cross-domain law: 4 domains with their (k1, k2); predict a 5th from its
 # k1, k2 alone (its K lies inside the fitted range: within 1%).
-crossfn='function lx(N,D,r,k1,k2) { return law(1.5,400,0.35,50,0.5,0.3,0.4,0.6,0.05,N,D,r) + 0.5*exp(-1.2*log(0.6/k1 + 0.4*k2)) }'
-awk "$lawfn $crossfn"'BEGIN {
-  split("2.2 2.8 3.4 2.5", k1s, " "); split("0.30 0.12 0.20 0.08", k2s, " ")
-  split("5e7 1.5e8 4e8", Ns, " "); split("3e8 1e9 4e9", Ds, " "); split("0.1 0.3 0.6 1", rs, " ")
-  i = 0
-  for (k = 1; k <= 4; k++) for (a = 1; a <= 3; a++) for (b = 1; b <= 3; b++) for (c = 1; c <= 4; c++) {
-    i++; N = Ns[a] + 0; D = Ds[b] + 0; r = rs[c] + 0
-    printf "{\"domain\": \"d%d\", \"k1\": %s, \"k2\": %s, \"N\": %.17g, \"D\": %.17g, \"r_domain\": %.17g, \"loss_domain\": %.17g}\n", k, k1s[k], k2s[k], N, D, r, lx(N, D, r, k1s[k] + 0, k2s[k] + 0) * (1 + 0.001 * sin(i))
-  } }' > "$tmp/cross.jsonl"
 "$dapt" law fit "$tmp/cross.jsonl" --out "$tmp/cross.json" --cross-domain > "$tmp/fit.txt" || fail "fit --cross-domain"
 grep -q "leave-one-domain-out error" "$tmp/fit.txt" || fail "cross fit prints leave-one-domain-out"
 out=$("$dapt" law predict "$tmp/cross.json" --N 1e8 --D 2e9 --r-domain 0.5 --k1 3.0 --k2 0.25 --json) || fail "cross predict"
