@@ -27,10 +27,24 @@ static int failures;
 /* A plausible law for each loss: the general loss rises as the general
  * share falls; the domain loss falls with the domain share over the whole
  * grid (C*gamma/(1+eps)^(gamma+1) > B*eta/D_min^beta, so dL/dr < 0). */
-static const LawParams true_general = {.E = 1.8, .A = 300, .alpha = 0.32, .B = 40, .eta = 0.6,
-                                       .beta = 0.28, .C = 0.25, .gamma = 0.7, .epsilon = 0.08};
-static const LawParams true_domain = {.E = 1.5, .A = 400, .alpha = 0.35, .B = 50, .eta = 0.5,
-                                      .beta = 0.3, .C = 0.4, .gamma = 0.6, .epsilon = 0.05};
+static const LawParams true_general = {.E = 1.8,
+                                       .A = 300,
+                                       .alpha = 0.32,
+                                       .B = 40,
+                                       .eta = 0.6,
+                                       .beta = 0.28,
+                                       .C = 0.25,
+                                       .gamma = 0.7,
+                                       .epsilon = 0.08};
+static const LawParams true_domain = {.E = 1.5,
+                                      .A = 400,
+                                      .alpha = 0.35,
+                                      .B = 50,
+                                      .eta = 0.5,
+                                      .beta = 0.3,
+                                      .C = 0.4,
+                                      .gamma = 0.6,
+                                      .epsilon = 0.05};
 
 static const double grid_N[] = {5e7, 1e8, 2e8, 4e8};
 static const double grid_D[] = {2e8, 5e8, 1e9, 2e9, 5e9};
@@ -113,8 +127,8 @@ static void test_recovers_known_law(void) {
     CHECK(g.n_groups == LEN(grid_r) && m.n_groups == LEN(grid_r), "groups %d %d", g.n_groups,
           m.n_groups);
     for (int k = 0; k < m.n_groups; k++)
-        CHECK(isfinite(m.group_mean_rel[k]) && m.group_mean_rel[k] < 0.05,
-              "LORO r=%g error %g", m.group_r[k], m.group_mean_rel[k]);
+        CHECK(isfinite(m.group_mean_rel[k]) && m.group_mean_rel[k] < 0.05, "LORO r=%g error %g",
+              m.group_r[k], m.group_mean_rel[k]);
     CHECK(m.holdout_mean_rel < 0.01 && m.holdout_max_rel >= m.holdout_mean_rel, "LORO %g %g",
           m.holdout_mean_rel, m.holdout_max_rel);
     /* Both true laws fall with r everywhere, and so do the fits. */
@@ -122,7 +136,8 @@ static void test_recovers_known_law(void) {
           m.r_rise_from);
     /* The fit's parameters are all positive (log-parameter optimisation). */
     const double *p = &m.p.E;
-    for (int k = 0; k < 9; k++) CHECK(p[k] > 0 && isfinite(p[k]), "param %d = %g", k, p[k]);
+    for (int k = 0; k < 9; k++)
+        CHECK(p[k] > 0 && isfinite(p[k]), "param %d = %g", k, p[k]);
     free(d.rows);
 }
 
@@ -136,8 +151,7 @@ static void test_exact_data(void) {
     LawFit m;
     CHECK(law_fit(&d, LAW_DOMAIN, &o, &m, err, sizeof err) == 0, "%s", err);
     double ed = heldout_error(&m.p, &true_domain, 0);
-    printf("noise-free: held-out max rel err domain %.4f%%, huber %.3g\n", 100 * ed,
-           m.huber_loss);
+    printf("noise-free: held-out max rel err domain %.4f%%, huber %.3g\n", 100 * ed, m.huber_loss);
     CHECK(ed < 0.001, "domain held-out error %.5f", ed);
     CHECK(m.rmse_rel < 1e-4, "rmse %.3g", m.rmse_rel);
     CHECK(isnan(m.holdout_mean_rel), "holdout computed although disabled");
@@ -190,8 +204,8 @@ static void test_trends(void) {
                     bad += law_eval(p, N, D * 1.01, r, 0, 0) >= L;
                     bad += law_eval(p, N, D, r + h, 0, 0) >= L;
                     double dr_lo = law_eval(p, N, D, r + h, 0, 0) - L;
-                    double dr_hi = law_eval(p, N, D * 1.5, r + h, 0, 0) -
-                                   law_eval(p, N, D * 1.5, r, 0, 0);
+                    double dr_hi =
+                        law_eval(p, N, D * 1.5, r + h, 0, 0) - law_eval(p, N, D * 1.5, r, 0, 0);
                     bad += dr_hi >= dr_lo;
                 }
     CHECK(bad == 0, "%d trend violations", bad);
@@ -215,9 +229,9 @@ static void test_rise_reported(void) {
     }
     LawData d = synth(0.001, 0, 6);
     for (int i = 0; i < d.n; i++)
-        d.rows[i].loss_domain = law_eval(&truth, d.rows[i].N, d.rows[i].D, d.rows[i].r_domain,
-                                         0, 0) *
-                                (1 + 0.001 * sin(i));
+        d.rows[i].loss_domain =
+            law_eval(&truth, d.rows[i].N, d.rows[i].D, d.rows[i].r_domain, 0, 0) *
+            (1 + 0.001 * sin(i));
     LawFitOptions o;
     law_fit_options_default(&o);
     o.holdout = 0;
@@ -243,7 +257,8 @@ static void test_too_few_rows(void) {
     CHECK(strstr(err, "synthetic") && strstr(err, "8 rows") && strstr(err, "9 parameters"),
           "message: %s", err);
     d.n = 140;
-    for (int i = 0; i < d.n; i++) d.rows[i].has_general = i < 3;
+    for (int i = 0; i < d.n; i++)
+        d.rows[i].has_general = i < 3;
     CHECK(law_fit(&d, LAW_GENERAL, &o, &f, err, sizeof err) == -1, "3 general rows accepted");
     CHECK(strstr(err, "loss_general") && strstr(err, "3 rows"), "message: %s", err);
     free(d.rows);
@@ -325,7 +340,9 @@ int main(void) {
     test_rise_reported();
     test_too_few_rows();
     test_cross_domain();
-    if (failures) fprintf(stderr, "test_law_fit: %d failure(s)\n", failures);
-    else printf("test_law_fit: all passed\n");
+    if (failures)
+        fprintf(stderr, "test_law_fit: %d failure(s)\n", failures);
+    else
+        printf("test_law_fit: all passed\n");
     return failures != 0;
 }

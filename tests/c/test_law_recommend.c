@@ -27,10 +27,24 @@ static int failures;
 static LawModel usage1_model(void) {
     LawModel m = {0};
     m.has_general = m.has_domain = 1;
-    m.general.p = (LawParams){.E = 1.8, .A = 300, .alpha = 0.32, .B = 0, .eta = 0.6,
-                              .beta = 0.28, .C = 0.25, .gamma = 0.7, .epsilon = 0.08};
-    m.domain.p = (LawParams){.E = 1.5, .A = 400, .alpha = 0.35, .B = 50, .eta = 0.5,
-                             .beta = 0.3, .C = 0.4, .gamma = 0.6, .epsilon = 0.05};
+    m.general.p = (LawParams){.E = 1.8,
+                              .A = 300,
+                              .alpha = 0.32,
+                              .B = 0,
+                              .eta = 0.6,
+                              .beta = 0.28,
+                              .C = 0.25,
+                              .gamma = 0.7,
+                              .epsilon = 0.08};
+    m.domain.p = (LawParams){.E = 1.5,
+                             .A = 400,
+                             .alpha = 0.35,
+                             .B = 50,
+                             .eta = 0.5,
+                             .beta = 0.3,
+                             .C = 0.4,
+                             .gamma = 0.6,
+                             .epsilon = 0.05};
     m.huber_delta = 1e-3;
     return m;
 }
@@ -43,8 +57,8 @@ static void test_usage1(void) {
     double L0 = K + g->C * pow(1 + g->epsilon, -g->gamma); /* law at r_domain = 0 */
     double limit = (1 + T) * L0;
     double r_star = 1 + g->epsilon - pow(g->C / (limit - K), 1 / g->gamma);
-    LawRecommendQuery q = {.N = N, .D = D, .max_general_rise = T, .base_general_loss = NAN,
-                           .flat_tol = 1e-3};
+    LawRecommendQuery q = {
+        .N = N, .D = D, .max_general_rise = T, .base_general_loss = NAN, .flat_tol = 1e-3};
     LawRecommendation rec;
     char err[LAW_ERR_LEN];
     CHECK(law_recommend(&m, &q, &rec, err, sizeof err) == 0, "%s", err);
@@ -61,8 +75,8 @@ static void test_usage1(void) {
     CHECK(fabs(rec.loss_domain - law_eval(&m.domain.p, N, D, r_star, 0, 0)) < 1e-9, "domain");
     /* The optimum sits on the limit, so nothing above it is feasible and
      * the flat range ends at r itself. */
-    CHECK(rec.flat_hi == rec.r_domain && rec.flat_lo < rec.r_domain, "flat [%g, %g]",
-          rec.flat_lo, rec.flat_hi);
+    CHECK(rec.flat_hi == rec.r_domain && rec.flat_lo < rec.r_domain, "flat [%g, %g]", rec.flat_lo,
+          rec.flat_hi);
 
     /* An explicit base loss moves the limit and the answer with it. */
     q.base_general_loss = L0 * 1.01;
@@ -94,18 +108,25 @@ static void test_usage1(void) {
 static void test_usage2(void) {
     LawModel m = usage1_model();
     LawParams *p = &m.domain.p;
-    *p = (LawParams){.E = 1.5, .A = 400, .alpha = 0.35, .B = 400, .eta = 0.5, .beta = 0.3,
-                     .C = 0.4, .gamma = 0.4, .epsilon = 0.0};
+    *p = (LawParams){.E = 1.5,
+                     .A = 400,
+                     .alpha = 0.35,
+                     .B = 400,
+                     .eta = 0.5,
+                     .beta = 0.3,
+                     .C = 0.4,
+                     .gamma = 0.4,
+                     .epsilon = 0.0};
     double Dd = 1e9;
     double r_star = pow(p->C * p->gamma * pow(Dd, p->beta) / (p->B * (p->eta + p->beta)),
                         1 / (p->eta + p->beta + p->gamma));
-    LawRecommendQuery q = {.N = 2e8, .domain_tokens = Dd, .flat_tol = 1e-3,
-                           .base_general_loss = NAN};
+    LawRecommendQuery q = {
+        .N = 2e8, .domain_tokens = Dd, .flat_tol = 1e-3, .base_general_loss = NAN};
     LawRecommendation rec;
     char err[LAW_ERR_LEN];
     CHECK(law_recommend(&m, &q, &rec, err, sizeof err) == 0, "%s", err);
-    printf("usage 2: r %.8f (closed form %.8f), D %.4g, flat [%.4f, %.4f]\n", rec.r_domain,
-           r_star, rec.D, rec.flat_lo, rec.flat_hi);
+    printf("usage 2: r %.8f (closed form %.8f), D %.4g, flat [%.4f, %.4f]\n", rec.r_domain, r_star,
+           rec.D, rec.flat_lo, rec.flat_hi);
     /* Brent's minimiser locates a smooth minimum to ~sqrt(machine eps) in
      * r: 1e-6 is a safe bound, while a scan-only answer could be off by up
      * to 5e-5 (half a grid step). */
@@ -190,7 +211,9 @@ int main(void) {
     test_usage1();
     test_usage2();
     test_save_load();
-    if (failures) fprintf(stderr, "test_law_recommend: %d failure(s)\n", failures);
-    else printf("test_law_recommend: all passed\n");
+    if (failures)
+        fprintf(stderr, "test_law_recommend: %d failure(s)\n", failures);
+    else
+        printf("test_law_recommend: all passed\n");
     return failures != 0;
 }

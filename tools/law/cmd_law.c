@@ -30,7 +30,8 @@ static const char *usage_fit =
     "usage: dapt law fit RESULTS --out law.json [options]\n"
     "\n"
     "RESULTS: JSONL, one object per line, or CSV (name ending in .csv) with a header:\n"
-    "  {\"N\": params, \"D\": tokens, \"r_domain\": share, \"loss_general\": L, \"loss_domain\": L}\n"
+    "  {\"N\": params, \"D\": tokens, \"r_domain\": share, \"loss_general\": L, \"loss_domain\": "
+    "L}\n"
     "  Either loss may be absent (or null / an empty CSV cell) in a row.\n"
     "  Cross-domain rows also carry \"domain\": name, \"k1\": x, \"k2\": y (docs/dcpt.md).\n"
     "\n"
@@ -75,11 +76,22 @@ static int parse_number(const char *s, double *v) {
     double mult = 1;
     if (*end) {
         switch (*end) {
-        case 'k': case 'K': mult = 1e3; break;
-        case 'M': mult = 1e6; break;
-        case 'B': case 'G': mult = 1e9; break;
-        case 'T': mult = 1e12; break;
-        default: return -1;
+        case 'k':
+        case 'K':
+            mult = 1e3;
+            break;
+        case 'M':
+            mult = 1e6;
+            break;
+        case 'B':
+        case 'G':
+            mult = 1e9;
+            break;
+        case 'T':
+            mult = 1e12;
+            break;
+        default:
+            return -1;
         }
         if (end[1]) return -1;
     }
@@ -124,8 +136,10 @@ static int parse_opts(int argc, char **argv, Opt *opts, const char **positional,
         }
         o->seen = 1;
         if (o->takes_value) {
-            if (eq) o->value = eq + 1;
-            else if (i + 1 < argc) o->value = argv[++i];
+            if (eq)
+                o->value = eq + 1;
+            else if (i + 1 < argc)
+                o->value = argv[++i];
             else {
                 fprintf(stderr, "dapt law %s: %s needs a value\n", argv[1], o->name);
                 return 2;
@@ -178,15 +192,19 @@ static void print_fit(const char *title, const LawFit *f, int cross) {
     printf("  leave-one-%s-out error: mean %.3f%%, max %.3f%%\n", cross ? "domain" : "ratio",
            100 * f->holdout_mean_rel, 100 * f->holdout_max_rel);
     for (int g = 0; g < f->n_groups; g++) {
-        if (cross) printf("    domain %-12s ", f->group_domain[g]);
-        else printf("    r_domain %-8.4g ", f->group_r[g]);
-        if (isnan(f->group_mean_rel[g])) printf("(too few rows left to refit)\n");
-        else printf("mean %.3f%%\n", 100 * f->group_mean_rel[g]);
+        if (cross)
+            printf("    domain %-12s ", f->group_domain[g]);
+        else
+            printf("    r_domain %-8.4g ", f->group_r[g]);
+        if (isnan(f->group_mean_rel[g]))
+            printf("(too few rows left to refit)\n");
+        else
+            printf("mean %.3f%%\n", 100 * f->group_mean_rel[g]);
     }
 }
 
 static int law_cmd_fit(int argc, char **argv) {
-    Opt opts[] = {{"--out", 1, 0, 0},     {"--huber-delta", 1, 0, 0}, {"--starts", 1, 0, 0},
+    Opt opts[] = {{"--out", 1, 0, 0},      {"--huber-delta", 1, 0, 0}, {"--starts", 1, 0, 0},
                   {"--max-iter", 1, 0, 0}, {"--no-holdout", 0, 0, 0},  {"--cross-domain", 0, 0, 0},
                   {NULL, 0, 0, 0}};
     const char *results;
@@ -283,10 +301,14 @@ static int require(Opt *opts, const char *sub, const char *name, const char *usa
 }
 
 static void print_json_losses(cJSON *o, double general, double domain) {
-    if (isnan(general)) cJSON_AddNullToObject(o, "loss_general");
-    else cJSON_AddNumberToObject(o, "loss_general", general);
-    if (isnan(domain)) cJSON_AddNullToObject(o, "loss_domain");
-    else cJSON_AddNumberToObject(o, "loss_domain", domain);
+    if (isnan(general))
+        cJSON_AddNullToObject(o, "loss_general");
+    else
+        cJSON_AddNumberToObject(o, "loss_general", general);
+    if (isnan(domain))
+        cJSON_AddNullToObject(o, "loss_domain");
+    else
+        cJSON_AddNumberToObject(o, "loss_domain", domain);
     char *s = cJSON_PrintUnformatted(o);
     if (s) puts(s);
     free(s);
@@ -294,8 +316,9 @@ static void print_json_losses(cJSON *o, double general, double domain) {
 }
 
 static int law_cmd_predict(int argc, char **argv) {
-    Opt opts[] = {{"--N", 1, 0, 0},  {"--D", 1, 0, 0},  {"--r-domain", 1, 0, 0}, {"--k1", 1, 0, 0},
-                  {"--k2", 1, 0, 0}, {"--json", 0, 0, 0}, {NULL, 0, 0, 0}};
+    Opt opts[] = {{"--N", 1, 0, 0},  {"--D", 1, 0, 0},  {"--r-domain", 1, 0, 0},
+                  {"--k1", 1, 0, 0}, {"--k2", 1, 0, 0}, {"--json", 0, 0, 0},
+                  {NULL, 0, 0, 0}};
     const char *path;
     int rc = parse_opts(argc, argv, opts, &path, usage_predict);
     if (rc) return rc == 1 ? 0 : rc;
@@ -303,7 +326,8 @@ static int law_cmd_predict(int argc, char **argv) {
     if (require(opts, "predict", "--N", usage_predict) ||
         require(opts, "predict", "--D", usage_predict) ||
         require(opts, "predict", "--r-domain", usage_predict) ||
-        opt_number(opts, "predict", "--N", NAN, &N) || opt_number(opts, "predict", "--D", NAN, &D) ||
+        opt_number(opts, "predict", "--N", NAN, &N) ||
+        opt_number(opts, "predict", "--D", NAN, &D) ||
         opt_number(opts, "predict", "--r-domain", NAN, &r) ||
         opt_number(opts, "predict", "--k1", NAN, &k1) ||
         opt_number(opts, "predict", "--k2", NAN, &k2))
@@ -386,7 +410,8 @@ static int law_cmd_recommend(int argc, char **argv) {
                rec.general_limit, q.max_general_rise, rec.base_general_loss,
                isnan(q.base_general_loss) ? " (law at r_domain = 0)" : "",
                rec.constraint_active ? "binding" : "not binding");
-    else printf("  domain tokens %.6g, so D = Dd / r_domain\n", q.domain_tokens);
+    else
+        printf("  domain tokens %.6g, so D = Dd / r_domain\n", q.domain_tokens);
     printf("  flatness: r_domain in [%.4f, %.4f] keeps loss_domain within %.3g%% of the optimum\n",
            rec.flat_lo, rec.flat_hi, 100 * q.flat_tol);
     return 0;

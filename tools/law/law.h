@@ -21,7 +21,7 @@
 
 #include <stddef.h>
 
-#define LAW_ERR_LEN 512
+#define LAW_ERR_LEN         512
 #define LAW_DOMAIN_NAME_LEN 64
 
 /* One observation: a validation loss measured after D CPT tokens of a model
@@ -142,7 +142,7 @@ typedef struct {
                                  optimum (and feasible) */
 } LawRecommendation;
 
-int law_recommend(const LawModel *m, const LawRecommendQuery *q, LawRecommendation *out,
-                  char *err, size_t err_len);
+int law_recommend(const LawModel *m, const LawRecommendQuery *q, LawRecommendation *out, char *err,
+                  size_t err_len);
 
 #endif

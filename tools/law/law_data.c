@@ -17,7 +17,6 @@
 #include "tools/law/law.h"
 #include "tools/law/law_err.h"
 
-
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && !strcmp(s + n - m, suffix);
@@ -66,11 +65,11 @@ static int json_number(const char *name, int line, const cJSON *obj, const char 
     const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
     *present = 0;
     if (!it || cJSON_IsNull(it)) {
-        if (required) return ERR("%s:%d: missing field \"%s\" (expected a number)", name, line, key);
+        if (required)
+            return ERR("%s:%d: missing field \"%s\" (expected a number)", name, line, key);
         return 0;
     }
-    if (!cJSON_IsNumber(it))
-        return ERR("%s:%d: field \"%s\" is not a number", name, line, key);
+    if (!cJSON_IsNumber(it)) return ERR("%s:%d: field \"%s\" is not a number", name, line, key);
     *v = it->valuedouble;
     *present = 1;
     return 0;
@@ -127,9 +126,11 @@ static int csv_split(char *s, char **cells, int max) {
     for (;;) {
         char *comma = strchr(s, ',');
         if (comma) *comma = '\0';
-        while (*s == ' ' || *s == '\t') s++;
+        while (*s == ' ' || *s == '\t')
+            s++;
         char *end = s + strlen(s);
-        while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r')) *--end = '\0';
+        while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+            *--end = '\0';
         if (n < max) cells[n] = s;
         n++;
         if (!comma) break;
@@ -153,17 +154,19 @@ static int csv_number(const char *name, int line, const char *cell, const char *
 
 #define CSV_MAX_CELLS 64
 
-static int parse_csv_header(const char *name, int line, char *hdr, int *col_of, int *n_cols, char *err,
-                            size_t err_len) {
+static int parse_csv_header(const char *name, int line, char *hdr, int *col_of, int *n_cols,
+                            char *err, size_t err_len) {
     char *cells[CSV_MAX_CELLS];
     int n = csv_split(hdr, cells, CSV_MAX_CELLS);
     *n_cols = n;
     if (n > CSV_MAX_CELLS) return ERR("%s:%d: more than %d columns", name, line, CSV_MAX_CELLS);
-    for (int c = 0; c < N_COLS; c++) col_of[c] = -1;
+    for (int c = 0; c < N_COLS; c++)
+        col_of[c] = -1;
     for (int i = 0; i < n; i++)
         for (int c = 0; c < N_COLS; c++)
             if (!strcmp(cells[i], col_names[c])) {
-                if (col_of[c] >= 0) return ERR("%s:%d: column \"%s\" appears twice", name, line, cells[i]);
+                if (col_of[c] >= 0)
+                    return ERR("%s:%d: column \"%s\" appears twice", name, line, cells[i]);
                 col_of[c] = i;
             }
     for (int c = COL_N; c <= COL_R; c++)
@@ -181,7 +184,8 @@ static int parse_csv_line(const char *name, int line, char *text, const int *col
     if (n != n_hdr)
         return ERR("%s:%d: %d cells but the header has %d columns", name, line, n, n_hdr);
     const char *cell[N_COLS];
-    for (int c = 0; c < N_COLS; c++) cell[c] = col_of[c] >= 0 ? cells[col_of[c]] : NULL;
+    for (int c = 0; c < N_COLS; c++)
+        cell[c] = col_of[c] >= 0 ? cells[col_of[c]] : NULL;
     memset(o, 0, sizeof *o);
     o->line = line;
     int p = 0, has_k1 = 0, has_k2 = 0;
@@ -234,8 +238,8 @@ static int check_rows(const LawData *d, char *err, size_t err_len) {
                      b->domain[0] ? " and domain" : "", a->line);
         if (strcmp(a->domain, b->domain)) first = i;
         const LawObs *f = &s[first];
-        if (!rc && i != first && (f->has_k != b->has_k || (b->has_k && (f->k1 != b->k1 ||
-                                                                         f->k2 != b->k2))))
+        if (!rc && i != first &&
+            (f->has_k != b->has_k || (b->has_k && (f->k1 != b->k1 || f->k2 != b->k2))))
             rc = ERR("%s:%d: k1, k2 differ from line %d of the same domain \"%s\" (they are "
                      "per-domain constants)",
                      d->path, b->line, f->line, b->domain);
@@ -258,7 +262,8 @@ int law_data_parse(const char *name, const char *text, LawData *out, char *err, 
         if (nl) *nl = '\0';
         line++;
         char *q = p;
-        while (*q == ' ' || *q == '\t' || *q == '\r') q++;
+        while (*q == ' ' || *q == '\t' || *q == '\r')
+            q++;
         if (!*q || *q == '#') continue;
         if (csv && !have_hdr) {
             rc = parse_csv_header(name, line, p, col_of, &n_hdr, err, err_len);
@@ -301,9 +306,12 @@ int law_data_load(const char *path, LawData *out, char *err, size_t err_len) {
         if (!t) free(text);
         text = t;
     }
-    if (!text) rc = ERR("%s: out of memory", path);
-    else if (ferror(f)) rc = ERR("%s: read error", path);
-    else if (memchr(text, '\0', n)) rc = ERR("%s: contains a NUL byte (not a text file)", path);
+    if (!text)
+        rc = ERR("%s: out of memory", path);
+    else if (ferror(f))
+        rc = ERR("%s: read error", path);
+    else if (memchr(text, '\0', n))
+        rc = ERR("%s: contains a NUL byte (not a text file)", path);
     fclose(f);
     if (!rc) {
         text[n] = '\0';

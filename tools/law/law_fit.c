@@ -27,7 +27,6 @@
 #include "tools/law/law.h"
 #include "tools/law/law_err.h"
 
-
 enum { P_E, P_A, P_ALPHA, P_B, P_ETA, P_BETA, P_C, P_GAMMA, P_EPS, P_F, P_MU, P_W, P_MAX };
 
 /* One observation in fit units: n = N / N_ref, d = D / D_ref, r the
@@ -52,7 +51,9 @@ void law_fit_options_default(LawFitOptions *o) {
     o->cross_domain = 0;
 }
 
-int law_n_params(int cross) { return cross ? 12 : 9; }
+int law_n_params(int cross) {
+    return cross ? 12 : 9;
+}
 
 /* The law at one point in fit units, and (when grad != NULL) d pred / d theta. */
 static double model(const double *th, int np, const Pt *p, double *grad) {
@@ -189,13 +190,13 @@ static int cmp_start(const void *a, const void *b) {
  * least squares of the loss on the law's terms, weights 1/y^2 so that the
  * solve approximates a fit of relative error. Non-positive solutions are
  * replaced by a term worth ~1% of the mean loss: this is only a start. */
-static void linear_start(const Problem *pb, double *th, gsl_matrix *X, gsl_vector *w,
-                         gsl_vector *y, gsl_vector *c, gsl_matrix *cov,
-                         gsl_multifit_linear_workspace *ws) {
+static void linear_start(const Problem *pb, double *th, gsl_matrix *X, gsl_vector *w, gsl_vector *y,
+                         gsl_vector *c, gsl_matrix *cov, gsl_multifit_linear_workspace *ws) {
     int np = pb->n_params, nc = np > P_F ? 5 : 4;
     static const int coef[5] = {P_E, P_A, P_B, P_C, P_F};
     double ymean = 0.0, colmean[5] = {0};
-    for (int k = 0; k < nc; k++) th[coef[k]] = 0.0; /* unit coefficients: model terms alone */
+    for (int k = 0; k < nc; k++)
+        th[coef[k]] = 0.0; /* unit coefficients: model terms alone */
     for (int i = 0; i < pb->n_pts; i++) {
         const Pt *p = &pb->pts[i];
         double g[P_MAX];
@@ -349,7 +350,8 @@ static int holdout(const Problem *full, const double *th_full, const LawFitOptio
     if (!train) return ERR("out of memory");
     double sum = 0.0, max = 0.0;
     int count = 0, n_groups = out->n_groups, n_starts = o->n_starts / 4 > 4 ? o->n_starts / 4 : 4;
-    for (int g = 0; g < n_groups; g++) out->group_mean_rel[g] = NAN;
+    for (int g = 0; g < n_groups; g++)
+        out->group_mean_rel[g] = NAN;
     for (int g = 0; g < n_groups; g++) {
         int m = 0;
         for (int i = 0; i < full->n_pts; i++)
@@ -436,7 +438,8 @@ int law_fit(const LawData *d, LawTarget t, const LawFitOptions *o, LawFit *out, 
     out->n_obs = n;
     out->huber_loss = f * o->huber_delta * o->huber_delta;
     double ymean = 0.0, ss_tot = 0.0, ss_res = 0.0, sq_rel = 0.0;
-    for (int i = 0; i < n; i++) ymean += pts[i].y / n;
+    for (int i = 0; i < n; i++)
+        ymean += pts[i].y / n;
     for (int i = 0; i < n; i++) {
         double pred = model(th, np, &pts[i], NULL), e = pred - pts[i].y;
         ss_res += e * e;
@@ -449,7 +452,8 @@ int law_fit(const LawData *d, LawTarget t, const LawFitOptions *o, LawFit *out, 
     out->holdout_mean_rel = out->holdout_max_rel = NAN;
     if (o->holdout && out->n_groups >= 2 && holdout(&pb, th, o, out, err, err_len)) goto done;
     if (!o->holdout || out->n_groups < 2) {
-        for (int g = 0; g < out->n_groups; g++) out->group_mean_rel[g] = NAN;
+        for (int g = 0; g < out->n_groups; g++)
+            out->group_mean_rel[g] = NAN;
     }
     rc = 0;
 done:

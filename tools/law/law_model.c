@@ -16,7 +16,6 @@
 #include "tools/law/law.h"
 #include "tools/law/law_err.h"
 
-
 #define LAW_FORMAT  "dapt-law"
 #define LAW_VERSION 1
 
@@ -32,18 +31,21 @@ typedef struct {
     size_t offset;
 } ParamField;
 
-#define PF(x) {#x, offsetof(LawParams, x)}
-static const ParamField base_fields[] = {PF(E), PF(A),     PF(alpha), PF(B),      PF(eta),
+#define PF(x)                                                                                      \
+    { #x, offsetof(LawParams, x) }
+static const ParamField base_fields[] = {PF(E),    PF(A), PF(alpha), PF(B),      PF(eta),
                                          PF(beta), PF(C), PF(gamma), PF(epsilon)};
 static const ParamField cross_fields[] = {PF(F), PF(mu), PF(w1), PF(w2)};
 #define LEN(a) ((int)(sizeof(a) / sizeof(a)[0]))
 
-static double *field(LawParams *p, const ParamField *f) { return (double *)((char *)p + f->offset); }
+static double *field(LawParams *p, const ParamField *f) {
+    return (double *)((char *)p + f->offset);
+}
 
 static cJSON *fit_to_json(const LawFit *f, LawTarget t, int cross) {
     cJSON *o = cJSON_CreateObject(), *p = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "r", t == LAW_GENERAL ? "general share = 1 - r_domain"
-                                                     : "domain share = r_domain");
+    cJSON_AddStringToObject(
+        o, "r", t == LAW_GENERAL ? "general share = 1 - r_domain" : "domain share = r_domain");
     LawParams q = f->p;
     for (int i = 0; i < LEN(base_fields); i++)
         cJSON_AddNumberToObject(p, base_fields[i].name, *field(&q, &base_fields[i]));
@@ -66,8 +68,10 @@ static cJSON *fit_to_json(const LawFit *f, LawTarget t, int cross) {
     cJSON_AddNumberToObject(h, "max_rel_err", f->holdout_max_rel);
     for (int g = 0; g < f->n_groups; g++) {
         cJSON *e = cJSON_CreateObject();
-        if (cross) cJSON_AddStringToObject(e, "domain", f->group_domain[g]);
-        else cJSON_AddNumberToObject(e, "r_domain", f->group_r[g]);
+        if (cross)
+            cJSON_AddStringToObject(e, "domain", f->group_domain[g]);
+        else
+            cJSON_AddNumberToObject(e, "r_domain", f->group_r[g]);
         cJSON_AddNumberToObject(e, "mean_rel_err", f->group_mean_rel[g]);
         cJSON_AddItemToArray(groups, e);
     }
@@ -97,12 +101,15 @@ int law_model_save(const LawModel *m, const char *path, char *err, size_t err_le
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     int rc = 0;
-    if (!f) rc = ERR("%s: cannot create", tmp);
+    if (!f)
+        rc = ERR("%s: cannot create", tmp);
     else {
         int bad = fputs(text, f) < 0 || fputc('\n', f) == EOF;
         bad |= fclose(f) != 0;
-        if (bad) rc = ERR("%s: write failed", tmp);
-        else if (rename(tmp, path)) rc = ERR("%s: cannot rename to %s", tmp, path);
+        if (bad)
+            rc = ERR("%s: write failed", tmp);
+        else if (rename(tmp, path))
+            rc = ERR("%s: cannot rename to %s", tmp, path);
     }
     free(text);
     return rc;
@@ -192,7 +199,8 @@ int law_model_load(const char *path, LawModel *m, char *err, size_t err_len) {
     int rc = -1;
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     double version = 0;
-    if (!root) ERR("%s: not valid JSON", path);
+    if (!root)
+        ERR("%s: not valid JSON", path);
     else if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, LAW_FORMAT))
         ERR("%s: \"format\" is not \"%s\" (not a file written by `dapt law fit`)", path,
             LAW_FORMAT);
@@ -205,10 +213,12 @@ int law_model_load(const char *path, LawModel *m, char *err, size_t err_len) {
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "domain");
         m->has_general = g != NULL;
         m->has_domain = d != NULL;
-        if (!g && !d) ERR("%s: neither \"general\" nor \"domain\" law present", path);
+        if (!g && !d)
+            ERR("%s: neither \"general\" nor \"domain\" law present", path);
         else if (g && fit_from_json(g, path, "general", m->cross, &m->general, err, err_len)) {
         } else if (d && fit_from_json(d, path, "domain", m->cross, &m->domain, err, err_len)) {
-        } else rc = 0;
+        } else
+            rc = 0;
     }
     cJSON_Delete(root);
     return rc;

@@ -21,7 +21,6 @@
 #include "tools/law/law.h"
 #include "tools/law/law_err.h"
 
-
 #define LAW_SCAN 20000
 
 typedef struct {
@@ -87,8 +86,8 @@ static double interior(Ctx *c, double lo, double mid, double hi) {
     return r;
 }
 
-int law_recommend(const LawModel *m, const LawRecommendQuery *q, LawRecommendation *out,
-                  char *err, size_t err_len) {
+int law_recommend(const LawModel *m, const LawRecommendQuery *q, LawRecommendation *out, char *err,
+                  size_t err_len) {
     memset(out, 0, sizeof *out);
     gsl_set_error_handler_off(); /* GSL reports failures by status, never abort() */
     int usage2 = q->domain_tokens > 0;
