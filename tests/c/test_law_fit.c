@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <gsl/gsl_randist.h>
 #include <gsl/gsl_rng.h>
@@ -246,6 +247,41 @@ static void test_rise_reported(void) {
     free(d.rows);
 }
 
+/* One model size only: alpha is not determined and runs to the edge of its
+ * box, but the law stays finite and positive, so law.json loads again, and
+ * it still predicts that size (interpolating in D and r) within 0.5%. */
+static void test_one_size(void) {
+    LawData d = synth(0.002, 0, 7);
+    int m = 0;
+    for (int i = 0; i < d.n; i++)
+        if (d.rows[i].N == 1e8) d.rows[m++] = d.rows[i];
+    d.n = m;
+    LawFitOptions o;
+    law_fit_options_default(&o);
+    o.holdout = 0;
+    char err[LAW_ERR_LEN];
+    LawModel lm = {.has_domain = 1, .huber_delta = o.huber_delta}, back;
+    CHECK(law_fit(&d, LAW_DOMAIN, &o, &lm.domain, err, sizeof err) == 0, "%s", err);
+    const double *p = &lm.domain.p.E;
+    for (int k = 0; k < 9; k++)
+        CHECK(p[k] > 0 && isfinite(p[k]), "param %d = %g", k, p[k]);
+    char path[] = "/tmp/test_law_fitXXXXXX";
+    close(mkstemp(path));
+    CHECK(law_model_save(&lm, path, err, sizeof err) == 0, "%s", err);
+    CHECK(law_model_load(path, &back, err, sizeof err) == 0, "%s", err);
+    unlink(path);
+    double worst = 0;
+    for (double D = 2.5e8; D < 5e9; D *= 1.7)
+        for (double r = 0.05; r <= 1; r += 0.1) {
+            double t = law_eval(&true_domain, 1e8, D, r, 0, 0);
+            worst = fmax(worst, fabs(law_eval(&back.domain.p, 1e8, D, r, 0, 0) - t) / t);
+        }
+    printf("one size: alpha %.3g, max rel err at that size %.3f%%\n", back.domain.p.alpha,
+           100 * worst);
+    CHECK(worst < 0.005, "one-size error %.4f", worst);
+    free(d.rows);
+}
+
 static void test_too_few_rows(void) {
     LawData d = synth(0.002, 0, 4);
     d.n = 8; /* fewer than the 9 parameters */
@@ -338,6 +374,7 @@ int main(void) {
     test_outliers();
     test_trends();
     test_rise_reported();
+    test_one_size();
     test_too_few_rows();
     test_cross_domain();
     if (failures)

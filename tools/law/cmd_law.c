@@ -179,6 +179,12 @@ static void print_fit(const char *title, const LawFit *f, int cross) {
     if (cross) printf("  F=%.6g mu=%.6g w1=%.6g w2=%.6g\n", p->F, p->mu, p->w1, p->w2);
     printf("  huber loss %.4g, R2 %.6f, rms relative error %.3f%%\n", f->huber_loss, f->r2,
            100 * f->rmse_rel);
+    if (f->N_min == f->N_max)
+        printf("  WARNING: one model size only: A/N^alpha is not separable from E, so predictions "
+               "at other N are meaningless\n");
+    if (f->D_min == f->D_max)
+        printf("  WARNING: one token count only: the D dependence is not determined\n");
+    if (f->r2 < 0.9) printf("  WARNING: R2 %.3f: the law does not describe these data\n", f->r2);
     if (isnan(f->r_rise_from))
         printf("  trend: loss falls with r on all of (0, 1] (at every D >= %.4g)\n", f->D_min);
     else

@@ -4,8 +4,9 @@
  *
  * Objective: mean Huber loss (threshold delta) of the residuals
  * log(L_pred) - log(L_obs). The minimiser works on theta = log of every
- * positive parameter (and the logit of w2 for the cross-domain law), so
- * every iterate is a law with positive coefficients and exponents. N and D
+ * positive parameter (and the logit of w2 for the cross-domain law), held
+ * in a box (see th_lo), so every iterate is a law with finite, positive
+ * coefficients and exponents. N and D
  * are divided by their geometric means inside the fit so that log A and
  * log B are O(1); law_fit converts back to data units before returning.
  *
@@ -55,11 +56,29 @@ int law_n_params(int cross) {
     return cross ? 12 : 9;
 }
 
+/* Box on theta, so that every parameter stays finite and > 0 in double
+ * precision whatever the data: coefficients (fit units) within e^+-60,
+ * exponents and epsilon within [e^-20, e^3] = [2e-9, 20], w2 within
+ * logit +-30. Outside the box the value is held at the edge (and the
+ * derivative is zero), so the minimiser cannot leave it. */
+static const double th_lo[P_MAX] = {-60, -60, -20, -60, -20, -20, -60, -20, -20, -60, -20, -30};
+static const double th_hi[P_MAX] = {60, 60, 3, 60, 3, 3, 60, 3, 3, 60, 3, 30};
+
+/* The parameter values of theta (w2 for P_W) and which are inside the box. */
+static void values(const double *th, int np, double *v, double *inside) {
+    for (int j = 0; j < np; j++) {
+        double t = fmin(fmax(th[j], th_lo[j]), th_hi[j]);
+        inside[j] = t == th[j];
+        v[j] = j == P_W ? 1.0 / (1.0 + exp(-t)) : exp(t);
+    }
+}
+
 /* The law at one point in fit units, and (when grad != NULL) d pred / d theta. */
 static double model(const double *th, int np, const Pt *p, double *grad) {
-    double E = exp(th[P_E]), A = exp(th[P_A]), al = exp(th[P_ALPHA]), B = exp(th[P_B]);
-    double eta = exp(th[P_ETA]), be = exp(th[P_BETA]), C = exp(th[P_C]);
-    double ga = exp(th[P_GAMMA]), eps = exp(th[P_EPS]);
+    double v[P_MAX], in[P_MAX];
+    values(th, np, v, in);
+    double E = v[P_E], A = v[P_A], al = v[P_ALPHA], B = v[P_B], eta = v[P_ETA], be = v[P_BETA];
+    double C = v[P_C], ga = v[P_GAMMA], eps = v[P_EPS];
     double tA = A * pow(p->n, -al);
     double tB = p->r > 0 ? B * pow(p->r, eta) * pow(p->d, -be) : 0.0;
     double re = p->r + eps;
@@ -77,7 +96,7 @@ static double model(const double *th, int np, const Pt *p, double *grad) {
         grad[P_EPS] = -tC * ga * eps / re;
     }
     if (np > P_F) {
-        double F = exp(th[P_F]), mu = exp(th[P_MU]), w = 1.0 / (1.0 + exp(-th[P_W]));
+        double F = v[P_F], mu = v[P_MU], w = v[P_W];
         double K = (1.0 - w) / p->k1 + w * p->k2;
         double tF = F * pow(K, -mu);
         pred += tF;
@@ -87,6 +106,9 @@ static double model(const double *th, int np, const Pt *p, double *grad) {
             grad[P_W] = -tF * mu / K * w * (1.0 - w) * (p->k2 - 1.0 / p->k1);
         }
     }
+    if (grad)
+        for (int j = 0; j < np; j++)
+            grad[j] *= in[j];
     return pred;
 }
 
@@ -314,21 +336,23 @@ static int collect(const LawData *d, LawTarget t, int cross, Pt *pts, LawFit *ou
 }
 
 static void to_params(const double *th, int cross, double N_ref, double D_ref, LawParams *p) {
+    double v[P_MAX], in[P_MAX];
+    values(th, law_n_params(cross), v, in);
     memset(p, 0, sizeof *p);
-    p->alpha = exp(th[P_ALPHA]);
-    p->beta = exp(th[P_BETA]);
-    p->E = exp(th[P_E]);
-    p->A = exp(th[P_A]) * pow(N_ref, p->alpha);
-    p->B = exp(th[P_B]) * pow(D_ref, p->beta);
-    p->eta = exp(th[P_ETA]);
-    p->C = exp(th[P_C]);
-    p->gamma = exp(th[P_GAMMA]);
-    p->epsilon = exp(th[P_EPS]);
+    p->alpha = v[P_ALPHA];
+    p->beta = v[P_BETA];
+    p->E = v[P_E];
+    p->A = v[P_A] * pow(N_ref, p->alpha);
+    p->B = v[P_B] * pow(D_ref, p->beta);
+    p->eta = v[P_ETA];
+    p->C = v[P_C];
+    p->gamma = v[P_GAMMA];
+    p->epsilon = v[P_EPS];
     p->cross = cross;
     if (cross) {
-        p->F = exp(th[P_F]);
-        p->mu = exp(th[P_MU]);
-        p->w2 = 1.0 / (1.0 + exp(-th[P_W]));
+        p->F = v[P_F];
+        p->mu = v[P_MU];
+        p->w2 = v[P_W];
         p->w1 = 1.0 - p->w2;
     }
 }
