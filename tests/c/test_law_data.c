@@ -45,7 +45,7 @@ static void test_good_jsonl(void) {
 }
 
 static void test_good_csv(void) {
-    const char *text = "N,D,r_domain,loss_general,loss_domain,domain,k1,k2\n"
+    const char *text = "\xEF\xBB\xBFN,D,r_domain,loss_general,loss_domain,domain,k1,k2\n"
                        "1e8, 2e9, 0.5, 3.1, 2.7, med, 2.9, 0.1\n"
                        "1e8,4e9,0.5,,2.6,med,2.9,0.1\r\n"
                        "1e8,4e9,0.5,3.0,2.6,law,3.2,0.2\n";

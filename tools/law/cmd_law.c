@@ -306,6 +306,13 @@ static int require(Opt *opts, const char *sub, const char *name, const char *usa
     return 2;
 }
 
+/* A loss for humans: "n/a" when the law has no fit for it. buf: 32 bytes. */
+static const char *fmt_loss(double L, char *buf) {
+    if (isnan(L)) return "n/a (no fit for this loss)";
+    snprintf(buf, 32, "%.6f", L);
+    return buf;
+}
+
 static void print_json_losses(cJSON *o, double general, double domain) {
     if (isnan(general))
         cJSON_AddNullToObject(o, "loss_general");
@@ -351,7 +358,8 @@ static int law_cmd_predict(int argc, char **argv) {
         print_json_losses(cJSON_CreateObject(), lg, ld);
         return 0;
     }
-    printf("N=%.6g D=%.6g r_domain=%.6g: loss_general %.6f, loss_domain %.6f\n", N, D, r, lg, ld);
+    printf("N=%.6g D=%.6g r_domain=%.6g: loss_general %s, loss_domain %s\n", N, D, r,
+           fmt_loss(lg, (char[32]){0}), fmt_loss(ld, (char[32]){0}));
     return 0;
 }
 
@@ -410,7 +418,8 @@ static int law_cmd_recommend(int argc, char **argv) {
         return 0;
     }
     printf("recommended r_domain %.4f (N=%.6g, D=%.6g)\n", rec.r_domain, q.N, rec.D);
-    printf("  predicted loss_domain %.6f, loss_general %.6f\n", rec.loss_domain, rec.loss_general);
+    printf("  predicted loss_domain %.6f, loss_general %s\n", rec.loss_domain,
+           fmt_loss(rec.loss_general, (char[32]){0}));
     if (!usage2)
         printf("  general-loss limit %.6f = (1 + %g) * %.6f%s; the limit is %s\n",
                rec.general_limit, q.max_general_rise, rec.base_general_loss,

@@ -252,6 +252,7 @@ int law_data_parse(const char *name, const char *text, LawData *out, char *err, 
     memset(out, 0, sizeof *out);
     snprintf(out->path, sizeof out->path, "%s", name);
     int csv = ends_with(name, ".csv");
+    if (!strncmp(text, "\xEF\xBB\xBF", 3)) text += 3; /* UTF-8 byte-order mark */
     char *buf = strdup(text);
     if (!buf) return ERR("%s: out of memory", name);
     int cap = 0, line = 0, rc = 0, col_of[N_COLS], n_hdr = 0, have_hdr = 0;
