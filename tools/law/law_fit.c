@@ -248,7 +248,7 @@ static double fit_problem(const Problem *pb, int n_starts, int max_iter, const d
     int np = pb->n_params, cross = np > P_F;
     int n_grid = LEN(grid_alpha) * LEN(grid_beta) * LEN(grid_eta) * LEN(grid_gamma) *
                  LEN(grid_eps) * (cross ? LEN(grid_mu) : 1);
-    Start *st = malloc((size_t)n_grid * sizeof *st);
+    Start *st = calloc((size_t)n_grid, sizeof *st);
     size_t m = (size_t)pb->n_pts, nc = cross ? 5 : 4;
     gsl_matrix *X = gsl_matrix_alloc(m, nc), *cov = gsl_matrix_alloc(nc, nc);
     gsl_vector *w = gsl_vector_alloc(m), *y = gsl_vector_alloc(m), *c = gsl_vector_alloc(nc);
@@ -448,7 +448,7 @@ int law_fit(const LawData *d, LawTarget t, const LawFitOptions *o, LawFit *out, 
         pts[i].d /= D_ref;
     }
     Problem pb = {pts, n, np, o->huber_delta};
-    double th[P_MAX];
+    double th[P_MAX] = {0};
     double f = fit_problem(&pb, o->n_starts, o->max_iter, NULL, th);
     if (f < 0) {
         ERR("%s: out of memory", d->path);
