@@ -279,7 +279,7 @@ static double fit_problem(const Problem *pb, int n_starts, int max_iter, const d
     if (n_starts > n_grid) n_starts = n_grid;
     best = INFINITY;
     for (int i = 0; i < n_starts + (extra != NULL); i++) {
-        double th[P_MAX];
+        double th[P_MAX] = {0};
         memcpy(th, i < n_starts ? st[i].th : extra, sizeof th);
         double f = minimise(pb, th, max_iter);
         if (f < best) {
@@ -384,7 +384,7 @@ static int holdout(const Problem *full, const double *th_full, const LawFitOptio
         Problem pb = *full;
         pb.pts = train;
         pb.n_pts = m;
-        double th[P_MAX];
+        double th[P_MAX] = {0};
         if (fit_problem(&pb, n_starts, o->max_iter, th_full, th) < 0) {
             free(train);
             return ERR("out of memory");
