@@ -113,13 +113,19 @@ static int write_into(const char *dir, const Model *m, const CkptState *st, char
     const char *prefixes[] = {"exp_avg.", "exp_avg_sq."};
     int32_t step = (int32_t)(st->step > INT32_MAX ? INT32_MAX : st->step);
     StWriteTensor extra = {"step", ST_I32, 1, {1}, &step};
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (hf_path(path, sizeof path, dir, "optimizer.safetensors")) {
+        free(mv);
+        return snprintf(err, err_len, "%s: path too long", dir), 1;
+    }
     int rc = hf_write_params(path, m, bufs, prefixes, 2, &extra, 1, err, err_len);
     free(mv);
     if (rc) return 1;
     char *js = state_json(st);
     if (!js) return snprintf(err, err_len, "out of memory"), 1;
-    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    if (hf_path(path, sizeof path, dir, "trainer_state.json")) {
+        free(js);
+        return snprintf(err, err_len, "%s: path too long", dir), 1;
+    }
     rc = hf_write_file_atomic(path, js, err, err_len);
     free(js);
     return rc;
@@ -165,8 +171,7 @@ static void remove_tmp_dirs(const char *ckdir) {
     char path[4200];
     for (struct dirent *e; (e = readdir(d));) {
         if (strncmp(e->d_name, ".tmp-step-", 10) && strncmp(e->d_name, ".old-step-", 10)) continue;
-        snprintf(path, sizeof path, "%s/%s", ckdir, e->d_name);
-        rm_tree(path);
+        if (!hf_path(path, sizeof path, ckdir, e->d_name)) rm_tree(path);
     }
     closedir(d);
 }
@@ -175,13 +180,17 @@ int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep
               size_t path_len, char *err, size_t err_len) {
     char ckdir[4096], tmp[4200], final[4200], old[4200];
     if (st->step < 0) return snprintf(err, err_len, "checkpoint step %lld < 0", (long long)st->step), 1;
-    snprintf(ckdir, sizeof ckdir, "%s/ckpt", out_dir);
+    char name[64];
+    if (hf_path(ckdir, sizeof ckdir - 64, out_dir, "ckpt"))
+        return snprintf(err, err_len, "%s: path too long", out_dir), 1;
     if (mkdir_p(ckdir))
         return snprintf(err, err_len, "%s: cannot create: %s", ckdir, strerror(errno)), 1;
     remove_tmp_dirs(ckdir);
-    snprintf(tmp, sizeof tmp, "%s/.tmp-step-%08lld", ckdir, (long long)st->step);
-    snprintf(final, sizeof final, "%s/step-%08lld", ckdir, (long long)st->step);
-    snprintf(old, sizeof old, "%s/.old-step-%08lld", ckdir, (long long)st->step);
+    snprintf(name, sizeof name, ".tmp-step-%08lld", (long long)st->step);
+    hf_path(tmp, sizeof tmp, ckdir, name);
+    hf_path(final, sizeof final, ckdir, name + 5);
+    snprintf(name, sizeof name, ".old-step-%08lld", (long long)st->step);
+    hf_path(old, sizeof old, ckdir, name);
     if (mkdir(tmp, 0755)) return snprintf(err, err_len, "%s: cannot create: %s", tmp, strerror(errno)), 1;
     if (write_into(tmp, m, st, err, err_len)) {
         rm_tree(tmp);
@@ -206,7 +215,8 @@ int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep
         int n;
         if (list_steps(ckdir, &steps, &n, err, err_len)) return 1;
         for (int i = keep; i < n; i++) {
-            snprintf(old, sizeof old, "%s/step-%08lld", ckdir, (long long)steps[i]);
+            snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
+            hf_path(old, sizeof old, ckdir, name);
             if (rm_tree(old)) {
                 snprintf(err, err_len, "%s: cannot delete an old checkpoint: %s", old, strerror(errno));
                 free(steps);
@@ -221,7 +231,8 @@ int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep
 
 static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/trainer_state.json", dir);
+    if (hf_path(path, sizeof path, dir, "trainer_state.json"))
+        return snprintf(err, err_len, "%s: path too long", dir), NULL;
     char *text = hf_read_text(path, 64u << 20, err, err_len);
     if (!text) return NULL;
     cJSON *r = cJSON_Parse(text);
@@ -238,12 +249,12 @@ static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
 int ckpt_check(const char *dir, char *err, size_t err_len) {
     char path[4200];
     for (int i = 0; i < N_CKPT_FILES; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, ckpt_files[i]);
+        if (hf_path(path, sizeof path, dir, ckpt_files[i])) return snprintf(err, err_len, "%s: path too long", dir), 1;
         if (access(path, R_OK) != 0)
             return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, ckpt_files[i]), 1;
     }
     for (int i = 0; i < N_CKPT_FILES; i += 2) { /* the two safetensors files */
-        snprintf(path, sizeof path, "%s/%s", dir, ckpt_files[i]);
+        hf_path(path, sizeof path, dir, ckpt_files[i]);
         StFile *f = st_open(path, err, err_len);
         if (!f) return 1;
         st_close(f);
@@ -282,7 +293,7 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
         snprintf(err, err_len, "out of memory");
         goto out;
     }
-    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    hf_path(path, sizeof path, dir, "optimizer.safetensors");
     if (!(f = st_open(path, err, err_len))) goto out;
     if (hf_load_weights(dir, m, err, err_len)) goto out;
     for (int pass = 0; pass < 2; pass++) {
@@ -361,14 +372,16 @@ out:
 }
 
 int ckpt_find_latest(const char *out_dir, char *path, size_t path_len, char *err, size_t err_len) {
-    char ckdir[4096], dir[4200], e2[512];
-    snprintf(ckdir, sizeof ckdir, "%s/ckpt", out_dir);
+    char ckdir[4096], dir[4200], e2[512], name[64];
+    if (hf_path(ckdir, sizeof ckdir, out_dir, "ckpt"))
+        return snprintf(err, err_len, "%s: path too long", out_dir), -1;
     int64_t *steps;
     int n;
     if (list_steps(ckdir, &steps, &n, err, err_len)) return -1;
     int found = 1;
     for (int i = 0; i < n && found; i++) {
-        snprintf(dir, sizeof dir, "%s/step-%08lld", ckdir, (long long)steps[i]);
+        snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
+        hf_path(dir, sizeof dir, ckdir, name);
         if (ckpt_check(dir, e2, sizeof e2) == 0) {
             snprintf(path, path_len, "%s", dir);
             found = 0;

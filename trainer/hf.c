@@ -33,6 +33,15 @@ char *hf_read_text(const char *path, size_t max_bytes, char *err, size_t err_len
     return buf;
 }
 
+int hf_path(char *dst, size_t n, const char *dir, const char *name) {
+    int k = snprintf(dst, n, "%s/%s", dir, name);
+    if (k < 0 || (size_t)k >= n) {
+        if (n) dst[0] = 0;
+        return 1;
+    }
+    return 0;
+}
+
 int hf_write_file_atomic(const char *path, const char *text, char *err, size_t err_len) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -297,7 +306,7 @@ int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char 
 
 int hf_load_config(const char *dir, ModelConfig *cfg, char *err, size_t err_len) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (hf_path(path, sizeof path, dir, "config.json")) return snprintf(err, err_len, "%s: path too long", dir), 1;
     char *text = hf_read_text(path, 1u << 20, err, err_len);
     if (!text) return 1;
     int rc = hf_parse_config(text, path, cfg, err, err_len);
@@ -352,7 +361,7 @@ char *hf_config_json(const ModelConfig *c) {
 
 int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t err_len) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (hf_path(path, sizeof path, dir, "config.json")) return snprintf(err, err_len, "%s: path too long", dir), 1;
     char *text = hf_config_json(cfg);
     if (!text) return snprintf(err, err_len, "out of memory"), 1;
     int rc = hf_write_file_atomic(path, text, err, err_len);
@@ -540,7 +549,7 @@ out:
 
 int hf_save_weights(const char *dir, const Model *m, char *err, size_t err_len) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (hf_path(path, sizeof path, dir, "model.safetensors")) return snprintf(err, err_len, "%s: path too long", dir), 1;
     float *buf = malloc(model_num_params(m) * sizeof *buf);
     if (!buf) return snprintf(err, err_len, "out of memory"), 1;
     model_get_params(m, buf);

@@ -523,14 +523,18 @@ StSet *st_set_open(const char *dir, char *err, size_t err_len) {
     StSet *s = calloc(1, sizeof *s);
     char path[4096];
     if (!s) return snprintf(err, err_len, "out of memory"), NULL;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path - 40) {
+        snprintf(err, err_len, "%s: path too long", dir);
+        goto fail;
+    }
+    strcat(path, "/model.safetensors");
     if (access(path, F_OK) == 0) {
         s->files = calloc(1, sizeof *s->files);
         if (!s->files || !(s->files[0] = st_open(path, err, err_len))) goto fail;
         s->n_files = 1;
         return s;
     }
-    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    snprintf(path + strlen(dir), sizeof path - strlen(dir), "/model.safetensors.index.json");
     if (access(path, F_OK) != 0) {
         snprintf(err, err_len, "%s: no model.safetensors or model.safetensors.index.json", dir);
         goto fail;
