@@ -4,4 +4,7 @@
 #ifndef DAPT_CLI_H
 #define DAPT_CLI_H
 
+int cmd_tokenize(int argc, char **argv); /* tokenizer/cmd_tokenize.c */
+int cmd_inspect(int argc, char **argv);  /* data/cmd_inspect.c */
+
 #endif
