@@ -100,7 +100,7 @@ extern "C" int spm_train_bpe(const char *input_path, const char *prefix, uint32_
             {"vocab_size", std::to_string(vocab_size)},
             {"model_type", "bpe"},
             {"byte_fallback", "true"},
-            {"character_coverage", "1.0"},
+            {"character_coverage", "0.9995"},
             // Keep the text as it is (newlines, runs of spaces) as LLM
             // tokenizers do; byte fallback encodes what has no piece.
             {"normalization_rule_name", "identity"},
