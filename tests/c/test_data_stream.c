@@ -228,7 +228,7 @@ static void determinism(void) {
 static void bad_inputs(void) {
     Stream *s;
     StreamConfig c = config(7, 0);
-    char g[160];
+    char g[512];
     snprintf(g, sizeof g, "%s/nothing-*.tok.zst", dir);
     const char *empty[] = {g};
     sources[2].train_globs = empty;
