@@ -471,11 +471,19 @@ int shard_read_frame(Shard *s, uint64_t frame, uint32_t *out, char *err, size_t 
                     ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong size");
     size_t n = d / tb;
     uint32_t bad = 0;
+    /* One pass: widen (2-byte tokens) or byte-swap on big-endian hosts (the
+     * compiler drops it on little-endian ones), and check the ids. */
+    const uint32_t vocab = s->hdr.vocab_size;
     if (tb == 2)
-        for (size_t i = 0; i < n; i++) out[i] = (uint32_t)s->raw[2 * i] | (uint32_t)s->raw[2 * i + 1] << 8;
+        for (size_t i = 0; i < n; i++) {
+            out[i] = (uint32_t)s->raw[2 * i] | (uint32_t)s->raw[2 * i + 1] << 8;
+            bad |= out[i] >= vocab;
+        }
     else
-        for (size_t i = 0; i < n; i++) out[i] = get32((unsigned char *)out + 4 * i);
-    for (size_t i = 0; i < n; i++) bad |= (out[i] >= s->hdr.vocab_size);
+        for (size_t i = 0; i < n; i++) {
+            out[i] = get32((unsigned char *)out + 4 * i);
+            bad |= out[i] >= vocab;
+        }
     if (bad)
         for (size_t i = 0; i < n; i++)
             if (out[i] >= s->hdr.vocab_size)

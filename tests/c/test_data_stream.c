@@ -264,6 +264,28 @@ static void bad_inputs(void) {
     sources[2].train_globs = tr;
     CHECK_FAILS(stream_open(&s, &c, err, sizeof err), err, "trunc.tok.zst");
 
+    /* A flipped byte inside a frame of a general shard: the stream opens
+     * (header and seek table are intact) and the batch that needs the frame
+     * fails with the file's name; it never returns garbage. */
+    snprintf(g, sizeof g, "cp %s/books-0.tok.zst %s/flip.tok.zst && printf '\\377' | dd of=%s/flip.tok.zst "
+             "bs=1 seek=2000 conv=notrunc status=none", dir, dir, dir);
+    CHECK(system(g) == 0);
+    snprintf(g, sizeof g, "%s/flip.tok.zst", dir);
+    const char *fl[] = {g};
+    c = config(7, 2);
+    sources[2].train_globs = fl;
+    CHECK_OK(stream_open(&s, &c, err, sizeof err), err);
+    if (s) {
+        uint32_t tok[B * (T + 1)];
+        int32_t src[B];
+        int failed = 0;
+        for (uint64_t step = 0; step < STEPS && !failed; step++)
+            failed = stream_next_batch(s, step, 0, 1, tok, src, err, sizeof err) != 0;
+        CHECK(failed);
+        CHECK(strstr(err, "flip.tok.zst") != NULL);
+        stream_close(s);
+    }
+
     /* The schedule wants domain samples, no source is domain. */
     c = config(7, 0);
     c.sources = sources + 1;
