@@ -173,8 +173,7 @@ int cmd_tokenize(int argc, char **argv) {
     else if (!train && !o.model_path) why = "--model PATH is required (or --train-tokenizer)";
     else if (have_frac && o.val_docs >= 0) why = "give --val-frac or --val-docs, not both";
     if (why) {
-        fprintf(stderr, "dapt tokenize: %s\n", why);
-        usage(stderr);
+        fprintf(stderr, "dapt tokenize: %s (see `dapt tokenize --help`)\n", why);
         free(inputs);
         return 2;
     }
