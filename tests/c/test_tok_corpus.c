@@ -175,7 +175,35 @@ static int files_equal(const char *a, const char *b) {
     return system(cmd) == 0;
 }
 
+/* The UTF-8 validator against hand-made sequences. */
+static void utf8(void) {
+    struct {
+        const char *s;
+        size_t valid; /* length of the valid prefix */
+    } cases[] = {
+        {"plain ascii", 11},
+        {"caf\xc3\xa9", 5},              /* U+00E9 */
+        {"\xe2\x82\xac!", 4},             /* U+20AC */
+        {"\xf0\x9f\x98\x80", 4},          /* U+1F600 */
+        {"\xf4\x8f\xbf\xbf", 4},          /* U+10FFFF, the last code point */
+        {"a\xc0\x80", 1},                /* overlong NUL */
+        {"ab\xe0\x80\xaf", 2},            /* overlong '/' */
+        {"\xed\xa0\x80", 0},              /* surrogate U+D800 */
+        {"\xf4\x90\x80\x80", 0},          /* above U+10FFFF */
+        {"\xf5\x80\x80\x80", 0},          /* invalid lead byte */
+        {"abc\xe2\x82", 3},               /* cut short at the end */
+        {"\x80", 0},                      /* lone continuation */
+        {"x\xc3(", 1},                    /* bad continuation */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t got = corpus_utf8_valid((const unsigned char *)cases[i].s, strlen(cases[i].s));
+        if (got != cases[i].valid) fprintf(stderr, "utf8 case %zu: valid prefix %zu, expected %zu\n", i, got, cases[i].valid);
+        CHECK(got == cases[i].valid);
+    }
+}
+
 int main(void) {
+    utf8();
     strcpy(dir, "/tmp/dapt-tok-XXXXXX");
     if (!mkdtemp(dir)) return 1;
     char p_lines[256], p_text[256], p_jsonl[256], model[256], cmd[2048], p_ids[256];
@@ -381,6 +409,25 @@ int main(void) {
         while (dp && readdir(dp)) n_files++;
         if (dp) closedir(dp);
         CHECK(n_files == 2); /* only . and .. */
+    }
+    /* Compressed inputs that are corrupt: the error names the file. */
+    {
+        char in[300];
+        snprintf(in, sizeof in, "%s/garbage.txt.zst", dir);
+        f = fopen(in, "wb");
+        fputs("\x28\xb5\x2f\xfd this is not a zstd frame at all", f);
+        fclose(f);
+        snprintf(out2, sizeof out2, "%s/badzst", dir);
+        const char *ins[] = {in};
+        o = opts(model, out2, ins, 1);
+        CHECK_FAILS(tok_run(&o, &st, err, sizeof err), err, in, "zstd");
+        snprintf(in, sizeof in, "%s/cut.jsonl.gz", dir);
+        snprintf(cmd, sizeof cmd, "head -c 3000 %s.gz > %s", p_jsonl, in);
+        CHECK(system(cmd) == 0);
+        snprintf(out2, sizeof out2, "%s/badgz", dir);
+        ins[0] = in;
+        o = opts(model, out2, ins, 1);
+        CHECK_FAILS(tok_run(&o, &st, err, sizeof err), err, in);
     }
     /* An output directory that already holds shards is refused. */
     o = opts(model, out, in_text, 1);
