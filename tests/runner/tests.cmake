@@ -17,3 +17,11 @@ foreach(case import_llama_gqa import_llama_tied import_qwen2 import_gpt2 import_
                    $<TARGET_FILE:hf_driver>)
   set_tests_properties(hf_${case} PROPERTIES LABELS py)
 endforeach()
+
+# Python's tomllib (standard library, Python >= 3.11) reads dapt's configs alike.
+add_executable(config_driver ${CMAKE_CURRENT_SOURCE_DIR}/runner/config_driver.c)
+target_link_libraries(config_driver PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
+add_test(NAME toml_compat
+         COMMAND ${DAPT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/runner/test_toml_compat.py
+                 $<TARGET_FILE:config_driver> ${CMAKE_SOURCE_DIR})
+set_tests_properties(toml_compat PROPERTIES LABELS py)
