@@ -25,7 +25,7 @@ const KeyDef config_keys[] = {
      "run name: letters, digits, '.', '_', '-' (the run directory is out_dir/name)"},
     {"run", "out_dir", K_STR, F(run.out_dir), SZ(run.out_dir), 1, 0, 0, 0, NULL, "\"runs\"",
      "directory that holds run directories"},
-    {"run", "seed", K_INT64, F(run.seed), 0, 0, 9.2e18, 0, 0, NULL, "1",
+    {"run", "seed", K_INT64, F(run.seed), 0, 0, 1e18, 0, 0, NULL, "1",
      "seed of weight initialisation and data order"},
     {"run", "device", K_STR, F(run.device), SZ(run.device), 1, 0, 0, 0, "cpu|cuda", "\"cpu\"",
      "compute backend"},

@@ -303,7 +303,25 @@ static void test_fuzz(void) {
     free(buf);
 }
 
+/* docs/config.md has a table row for every key (tests run in tests/) */
+static void test_documented(void) {
+    FILE *f = fopen("../docs/config.md", "rb");
+    CHECK(f != NULL);
+    if (!f) return;
+    static char doc[1 << 16];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = 0;
+    for (int i = 0; i < config_num_keys; i++) {
+        char row[96];
+        snprintf(row, sizeof row, "| `%s` |", config_key_name(i));
+        if (!strstr(doc, row)) fprintf(stderr, "docs/config.md lacks the row %s\n", row);
+        CHECK(strstr(doc, row) != NULL);
+    }
+}
+
 int main(void) {
+    test_documented();
     test_defaults();
     test_full_file();
     test_errors();
