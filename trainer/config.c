@@ -580,7 +580,7 @@ char *config_to_toml(const Config *c) {
                 put(&b, "%s[", i ? ", " : "");
                 put_float(&b, pts[i].progress);
                 put(&b, ", ");
-                put_float(&b, pts[i].frac);
+                put_float(&b, pts[i].fraction);
                 put(&b, "]");
             }
             put(&b, "]\n");

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/mix.h" /* MixPoint */
 #include "trainer/model.h"
 #include "trainer/sched.h"
 
@@ -31,9 +32,6 @@ typedef struct {
     int n;
 } ConfigList;
 
-typedef struct {
-    double progress, frac; /* training progress in [0, 1] -> domain fraction */
-} MixPoint;
 
 typedef struct {
     struct {

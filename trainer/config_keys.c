@@ -433,11 +433,11 @@ static int assign_points(Config *c, const KeyDef *k, const Value *v, char *err, 
     for (int i = 0; i < v->n; i++) {
         const Value *p = &v->items[i];
         if (p->type != V_ARRAY || p->n != 2 || num_of(&p->items[0], &pts[i].progress) ||
-            num_of(&p->items[1], &pts[i].frac))
+            num_of(&p->items[1], &pts[i].fraction))
             return snprintf(err, err_len, "point %d: expected [progress, fraction] (two numbers)", i), 1;
-        if (!(pts[i].progress >= 0 && pts[i].progress <= 1) || !(pts[i].frac >= 0 && pts[i].frac <= 1))
+        if (!(pts[i].progress >= 0 && pts[i].progress <= 1) || !(pts[i].fraction >= 0 && pts[i].fraction <= 1))
             return snprintf(err, err_len, "point %d: [%g, %g]: progress and fraction must be in [0, 1]",
-                            i, pts[i].progress, pts[i].frac),
+                            i, pts[i].progress, pts[i].fraction),
                    1;
         if (i && pts[i].progress < pts[i - 1].progress)
             return snprintf(err, err_len, "point %d: progress %g comes before point %d's %g "

@@ -102,7 +102,7 @@ static void test_full_file(void) {
     CHECK(c.model.rope_theta == 5e5 && c.model.norm_eps == 1e-6 && c.model.tie_embeddings == 1);
     CHECK(c.data.domain.n == 2 && !strcmp(c.data.domain.items[1], "/data/bio/\xc3\xa9t\xc3\xa9-*.tok.zst"));
     CHECK(c.data.general.n == 1 && c.data.val_general.n == 0);
-    CHECK(c.mix.n_schedule == 4 && c.mix.schedule[2].progress == 0.85 && c.mix.schedule[3].frac == 0.6);
+    CHECK(c.mix.n_schedule == 4 && c.mix.schedule[2].progress == 0.85 && c.mix.schedule[3].fraction == 0.6);
     CHECK(c.train.grad_clip == 1.0 && c.train.eps == 1e-8 && !strcmp(c.train.lr_schedule, "wsd"));
     CHECK(c.eval.every == 200 && c.ckpt.keep == 2);
     ModelConfig m;
@@ -229,15 +229,15 @@ static void test_mix_points(void) {
     MixPoint p[CONFIG_MAX_MIX_POINTS];
     config_init(&c);
     CHECK(config_load_string(&c, "[mix]\ndomain_frac = 0.25\n", "a", err, sizeof err) == 0);
-    CHECK(config_mix_points(&c, p, CONFIG_MAX_MIX_POINTS) == 2 && p[0].frac == 0.25 && p[1].progress == 1.0);
+    CHECK(config_mix_points(&c, p, CONFIG_MAX_MIX_POINTS) == 2 && p[0].fraction == 0.25 && p[1].progress == 1.0);
     config_free(&c);
     config_init(&c);
     CHECK(config_load_string(&c, "[mix]\ndomain_frac = 0.3\nupsample_start = 0.85\nupsample_domain_frac = 0.6\n",
                              "b", err, sizeof err) == 0);
     CHECK(config_validate(&c, err, sizeof err) == 0);
     CHECK(config_mix_points(&c, p, CONFIG_MAX_MIX_POINTS) == 4);
-    CHECK(p[1].progress == 0.85 && p[1].frac == 0.3 && p[2].progress == 0.85 && p[2].frac == 0.6 &&
-          p[3].frac == 0.6);
+    CHECK(p[1].progress == 0.85 && p[1].fraction == 0.3 && p[2].progress == 0.85 && p[2].fraction == 0.6 &&
+          p[3].fraction == 0.6);
     config_free(&c);
 }
 
