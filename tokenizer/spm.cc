@@ -106,6 +106,9 @@ extern "C" int spm_train_bpe(const char *input_path, const char *prefix, uint32_
             {"normalization_rule_name", "identity"},
             {"remove_extra_whitespaces", "false"},
             {"split_digits", "true"},
+            // A large corpus trains on a random sample of 2M sentences.
+            {"input_sentence_size", "2000000"},
+            {"shuffle_input_sentence", "true"},
             {"minloglevel", "2"},
             {"num_threads", std::to_string(n_threads > 0 ? n_threads : 1)},
         };
