@@ -86,11 +86,6 @@ extern "C" int spm_decode(const SpmModel *m, const uint32_t *ids, size_t n_ids, 
     }
 }
 
-extern "C" const char *spm_piece(const SpmModel *m, uint32_t id) {
-    if (id >= (uint32_t)m->sp.GetPieceSize()) return "";
-    return m->sp.IdToPiece((int)id).c_str();
-}
-
 extern "C" int spm_train_bpe(const char *input_path, const char *prefix, uint32_t vocab_size,
                              int n_threads, char *err, size_t errlen) {
     try {
