@@ -35,7 +35,7 @@ struct CorpusReader {
     size_t doc_len, doc_cap;
 };
 
-#define BUF_BYTES (1u << 20)
+#define BUF_BYTES (256u << 10)
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) {
     if (err && errlen) {
