@@ -204,7 +204,7 @@ static void utf8(void) {
 
 int main(void) {
     utf8();
-    strcpy(dir, "/tmp/dapt-tok-XXXXXX");
+    strcpy(dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/dapt-tok-XXXXXX" : "/tmp/dapt-tok-XXXXXX");
     if (!mkdtemp(dir)) return 1;
     char p_lines[256], p_text[256], p_jsonl[256], model[256], cmd[2048], p_ids[256];
     snprintf(p_lines, sizeof p_lines, "%s/docs.lines", dir);
