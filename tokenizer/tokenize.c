@@ -399,8 +399,14 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_t reader, workers[256];
-    pthread_create(&reader, NULL, reader_main, p);
-    for (int i = 0; i < o->n_threads; i++) pthread_create(&workers[i], NULL, worker_main, p);
+    int n_workers = 0, have_reader = pthread_create(&reader, NULL, reader_main, p) == 0;
+    while (have_reader && n_workers < o->n_threads && pthread_create(&workers[n_workers], NULL, worker_main, p) == 0)
+        n_workers++;
+    if (!have_reader || n_workers == 0) {
+        pthread_mutex_lock(&p->mu);
+        pipe_abort(p, "cannot start the tokenizer threads");
+        pthread_mutex_unlock(&p->mu);
+    }
     double last = now_s();
     uint64_t bytes = 0;
     for (uint64_t seq = 0;; seq++) {
@@ -426,8 +432,8 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
             o->on_progress(st, bytes, total_bytes, 0, o->progress_ctx);
         }
     }
-    pthread_join(reader, NULL);
-    for (int i = 0; i < o->n_threads; i++) pthread_join(workers[i], NULL);
+    if (have_reader) pthread_join(reader, NULL);
+    for (int i = 0; i < n_workers; i++) pthread_join(workers[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     if (p->abort) {
