@@ -244,6 +244,11 @@ static void usage(FILE *f) {
 static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, double lr,
                      uint64_t fingerprint, const char *config_text) {
     char fp[32], path[CONFIG_PATH_LEN * 3], err[1024];
+    const char *bad = model_find_nonfinite(m);
+    if (bad) {
+        fprintf(stderr, "dapt train: not checkpointing step %d: %s is not finite\n", step, bad);
+        return 1;
+    }
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
     CkptState st = {.step = step, .tokens = tokens, .lr = lr, .data_fingerprint = fp,
                     .rng = {(uint64_t)a->cfg.run.seed, 0, 0, 0},
