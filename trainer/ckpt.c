@@ -33,7 +33,8 @@ void ckpt_state_free(CkptState *st) {
     if (!st) return;
     free(st->data_fingerprint);
     free(st->config_text);
-    st->data_fingerprint = st->config_text = NULL;
+    free(st->tokenizer_path);
+    st->data_fingerprint = st->config_text = st->tokenizer_path = NULL;
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -100,9 +101,58 @@ static char *state_json(const CkptState *st) {
     return s;
 }
 
+/* Copies src to dst via dst.tmp + fsync + rename. */
+static int copy_file(const char *src, const char *dst, char *err, size_t err_len) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
+    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = 1;
+    if (in < 0) return snprintf(err, err_len, "%s: cannot open: %s", src, strerror(errno)), 1;
+    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        snprintf(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
+        close(in);
+        return 1;
+    }
+    char buf[1 << 16];
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            snprintf(err, err_len, "%s: read failed: %s", src, strerror(errno));
+            goto done;
+        }
+        if (n == 0) break;
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                snprintf(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
+                goto done;
+            }
+            off += w;
+        }
+    }
+    if (fsync(out)) {
+        snprintf(err, err_len, "%s: fsync failed: %s", tmp, strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    close(in);
+    if (close(out) && !rc) rc = 1, snprintf(err, err_len, "%s: close failed", tmp);
+    if (!rc && rename(tmp, dst)) rc = 1, snprintf(err, err_len, "%s: rename failed: %s", tmp, strerror(errno));
+    if (rc) unlink(tmp);
+    return rc;
+}
+
 static int write_into(const char *dir, const Model *m, const CkptState *st, char *err,
                       size_t err_len) {
     char path[4200];
+    if (st->tokenizer_path && st->tokenizer_path[0]) {
+        if (hf_path(path, sizeof path, dir, "tokenizer.model") ||
+            copy_file(st->tokenizer_path, path, err, err_len))
+            return 1;
+    }
     if (hf_save_weights(dir, m, err, err_len) || hf_save_config(dir, model_config(m), err, err_len))
         return 1;
     size_t np = model_num_params(m);
@@ -345,6 +395,10 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     }
     model_set_params(m, buf);
     model_set_adam_state(m, buf + np, buf + 2 * np);
+    if (hf_find_tokenizer(dir, path, sizeof path) && !(tmp.tokenizer_path = strdup(path))) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
     if (st) {
         *st = tmp;
         memset(&tmp, 0, sizeof tmp);

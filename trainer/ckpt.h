@@ -8,6 +8,8 @@
  *                        (HF layout, like the weights) and "step" (I32 [1])
  *   trainer_state.json   step, tokens, lr, data fingerprint, rng state,
  *                        resolved config text
+ *   tokenizer.model      optional: the base model's sentencepiece model,
+ *                        copied so the checkpoint works as init_from
  *
  * Invariants: a step-* directory is complete or absent: it is written as
  * OUT_DIR/ckpt/.tmp-step-NNNNNNNN, every file and the directory fsynced,
@@ -33,6 +35,9 @@ typedef struct {
     char *data_fingerprint; /* the data stream's identity (shards + mixture) */
     uint64_t rng[CKPT_RNG_WORDS];
     char *config_text; /* resolved config (TOML) */
+    /* save: a tokenizer.model to copy into the checkpoint (NULL or "" for
+     * none); load: the checkpoint's tokenizer.model path, or NULL */
+    char *tokenizer_path;
 } CkptState;
 
 /* Frees the strings a ckpt_load filled in. */

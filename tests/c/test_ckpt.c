@@ -55,8 +55,14 @@ static void test_save_load(Arch arch) {
                     .data_fingerprint = "shards:abc123 mix:0.3",
                     .rng = {1, 0xffffffffffffffffull, 3, 0x0123456789abcdefull},
                     .config_text = "[run]\nname = \"x\"\n"};
+    char tok[600];
+    snprintf(tok, sizeof tok, "%s/tokenizer-src.model", dir);
+    FILE *tf = fopen(tok, "wb");
+    fputs("sentencepiece bytes \x01\x02", tf);
+    fclose(tf);
     for (int step = 100; step <= 120; step += 10) {
         st.step = step;
+        st.tokenizer_path = step == 120 ? tok : NULL;
         CHECK(ckpt_save(out, m, &st, 2, path, sizeof path, err, sizeof err) == 0);
     }
     snprintf(path, sizeof path, "%s/ckpt/step-00000100", out);
@@ -79,7 +85,19 @@ static void test_save_load(Arch arch) {
     CHECK(got.data_fingerprint && !strcmp(got.data_fingerprint, st.data_fingerprint));
     CHECK(got.config_text && !strcmp(got.config_text, st.config_text));
     CHECK(memcmp(got.rng, st.rng, sizeof st.rng) == 0);
+    /* the tokenizer was copied into the newest checkpoint only */
+    char tpath[4400];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.model", latest);
+    CHECK(got.tokenizer_path && !strcmp(got.tokenizer_path, tpath));
+    FILE *tr = fopen(tpath, "rb");
+    char tbuf[64] = "";
+    CHECK(tr && fread(tbuf, 1, sizeof tbuf - 1, tr) == 22 && !strcmp(tbuf, "sentencepiece bytes \x01\x02"));
+    if (tr) fclose(tr);
     ckpt_state_free(&got);
+    snprintf(path, sizeof path, "%s/ckpt/step-00000110", out);
+    CHECK(ckpt_load(path, m2, &got, err, sizeof err) == 0 && got.tokenizer_path == NULL);
+    ckpt_state_free(&got);
+    st.tokenizer_path = NULL;
 
     /* a checkpoint is an HF model directory: init_from loads it */
     Model *m4 = hf_load_model(latest, ops_cpu(), err, sizeof err);
