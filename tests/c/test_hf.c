@@ -279,7 +279,37 @@ static void test_config_export(void) {
     }
 }
 
+/* Random byte edits of an exported config.json: an error with a message or
+ * a config that passes model_config_check, never a crash (run under ASan). */
+static void test_config_fuzz(void) {
+    ModelConfig cfg = tiny(ARCH_LLAMA, 0, 1);
+    char *js = hf_config_json(&cfg), err[512];
+    size_t n = strlen(js);
+    char *buf = malloc(n + 1);
+    const char alphabet[] = "{}[]\":,.0123456789-etruflsn \\";
+    Rng r;
+    rng_seed(&r, 5);
+    int refused = 0;
+    for (int it = 0; it < 2000; it++) {
+        memcpy(buf, js, n + 1);
+        for (int e = 0; e < 1 + (int)(rng_u64(&r) % 3); e++)
+            buf[rng_u64(&r) % n] = alphabet[rng_u64(&r) % (sizeof alphabet - 1)];
+        ModelConfig c;
+        err[0] = 0;
+        if (parse(buf, &c, err, sizeof err)) {
+            refused++;
+            if (!err[0]) CHECK(!"refusal without a message");
+        } else {
+            CHECK(model_config_check(&c, err, sizeof err) == 0);
+        }
+    }
+    CHECK(refused > 100);
+    free(buf);
+    free(js);
+}
+
 int main(void) {
+    test_config_fuzz();
     snprintf(dir, sizeof dir, "/tmp/dapt-test-hf-XXXXXX");
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
     test_config_import();
