@@ -229,7 +229,10 @@ static void remove_tmp_dirs(const char *ckdir) {
 int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep, char *path_out,
               size_t path_len, char *err, size_t err_len) {
     char ckdir[4096], tmp[4200], final[4200], old[4200];
-    if (st->step < 0) return snprintf(err, err_len, "checkpoint step %lld < 0", (long long)st->step), 1;
+    if (st->step < 0 || st->step > INT32_MAX || st->tokens < 0)
+        return snprintf(err, err_len, "checkpoint step %lld / tokens %lld out of range", (long long)st->step,
+                        (long long)st->tokens),
+               1;
     char name[64];
     if (hf_path(ckdir, sizeof ckdir - 64, out_dir, "ckpt"))
         return snprintf(err, err_len, "%s: path too long", out_dir), 1;
@@ -287,9 +290,16 @@ static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
     if (!text) return NULL;
     cJSON *r = cJSON_Parse(text);
     free(text);
-    const cJSON *step = r ? cJSON_GetObjectItemCaseSensitive(r, "step") : NULL;
-    if (!cJSON_IsNumber(step)) {
-        snprintf(err, err_len, "%s: %s", path, r ? "no \"step\" number (damaged file?)" : "not valid JSON (truncated?)");
+    if (!r) {
+        snprintf(err, err_len, "%s: not valid JSON (truncated?)", path);
+        return NULL;
+    }
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(r, "step");
+    const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(r, "tokens");
+    if (!cJSON_IsNumber(step) || !(step->valuedouble >= 0 && step->valuedouble < 2147483647.0) ||
+        !cJSON_IsNumber(tokens) || !(tokens->valuedouble >= 0 && tokens->valuedouble < 9e15)) {
+        snprintf(err, err_len, "%s: \"step\" and \"tokens\" must be non-negative integers "
+                 "(damaged file?)", path);
         cJSON_Delete(r);
         return NULL;
     }

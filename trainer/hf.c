@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,9 +98,10 @@ static int get_int(Cfg *c, const char *key, long def, long lo, long hi, int *out
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(c->root, key);
     long v = def;
     if (j && !cJSON_IsNull(j)) {
-        if (!cJSON_IsNumber(j) || j->valuedouble != (double)(long)j->valuedouble)
+        double d = cJSON_IsNumber(j) ? j->valuedouble : 0.5;
+        if (!(d > -1e15 && d < 1e15) || d != floor(d))
             return snprintf(c->err, c->err_len, "%s: \"%s\" must be an integer", c->where, key), 1;
-        v = (long)j->valuedouble;
+        v = (long)d;
     }
     if (v < lo || v > hi)
         return snprintf(c->err, c->err_len, "%s: \"%s\" = %ld is out of range [%ld, %ld]",
@@ -113,8 +115,8 @@ static int get_float(Cfg *c, const char *key, double def, float *out) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(c->root, key);
     double v = def;
     if (j && !cJSON_IsNull(j)) {
-        if (!cJSON_IsNumber(j))
-            return snprintf(c->err, c->err_len, "%s: \"%s\" must be a number", c->where, key), 1;
+        if (!cJSON_IsNumber(j) || !(fabs(j->valuedouble) < 1e30))
+            return snprintf(c->err, c->err_len, "%s: \"%s\" must be a number below 1e30", c->where, key), 1;
         v = j->valuedouble;
     }
     *out = (float)v;
