@@ -153,7 +153,7 @@ static int write_into(const char *dir, const Model *m, const CkptState *st, char
             copy_file(st->tokenizer_path, path, err, err_len))
             return 1;
     }
-    if (hf_save_weights(dir, m, err, err_len) || hf_save_config(dir, model_config(m), err, err_len))
+    if (hf_save_weights(dir, m, st->max_shard_bytes, err, err_len) || hf_save_config(dir, model_config(m), err, err_len))
         return 1;
     size_t np = model_num_params(m);
     float *mv = malloc(2 * np * sizeof *mv + 1);
@@ -307,18 +307,24 @@ static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
 }
 
 int ckpt_check(const char *dir, char *err, size_t err_len) {
-    char path[4200];
-    for (int i = 0; i < N_CKPT_FILES; i++) {
-        if (hf_path(path, sizeof path, dir, ckpt_files[i])) return snprintf(err, err_len, "%s: path too long", dir), 1;
+    char path[4200], idx[4200];
+    if (hf_path(path, sizeof path, dir, ckpt_files[0]) ||
+        hf_path(idx, sizeof idx, dir, "model.safetensors.index.json"))
+        return snprintf(err, err_len, "%s: path too long", dir), 1;
+    int sharded = access(path, F_OK) != 0 && access(idx, F_OK) == 0;
+    for (int i = sharded; i < N_CKPT_FILES; i++) {
+        hf_path(path, sizeof path, dir, ckpt_files[i]);
         if (access(path, R_OK) != 0)
             return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, ckpt_files[i]), 1;
     }
-    for (int i = 0; i < N_CKPT_FILES; i += 2) { /* the two safetensors files */
-        hf_path(path, sizeof path, dir, ckpt_files[i]);
-        StFile *f = st_open(path, err, err_len);
-        if (!f) return 1;
-        st_close(f);
-    }
+    /* the weights (single or every shard) and the optimizer state are whole */
+    StSet *s = st_set_open(dir, err, err_len);
+    if (!s) return 1;
+    st_set_close(s);
+    hf_path(path, sizeof path, dir, "optimizer.safetensors");
+    StFile *f = st_open(path, err, err_len);
+    if (!f) return 1;
+    st_close(f);
     ModelConfig cfg;
     if (hf_load_config(dir, &cfg, err, err_len)) return 1;
     cJSON *r = load_state_json(dir, err, err_len);

@@ -2,6 +2,8 @@
  *
  * Layout: OUT_DIR/ckpt/step-NNNNNNNN/ (step zero-padded to 8 digits) holds
  *   model.safetensors    parameters, F32, Hugging Face names and layout
+ *                        (or shards + model.safetensors.index.json past
+ *                        max_shard_bytes)
  *   config.json          Hugging Face config (so the directory loads in
  *                        transformers' from_pretrained and as init_from)
  *   optimizer.safetensors  Adam moments "exp_avg.<name>", "exp_avg_sq.<name>"
@@ -38,6 +40,8 @@ typedef struct {
     /* save: a tokenizer.model to copy into the checkpoint (NULL or "" for
      * none); load: the checkpoint's tokenizer.model path, or NULL */
     char *tokenizer_path;
+    /* save: model.safetensors shard size (0 = HF_SHARD_BYTES, 5 GiB) */
+    size_t max_shard_bytes;
 } CkptState;
 
 /* Frees the strings a ckpt_load filled in. */
