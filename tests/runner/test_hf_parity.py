@@ -12,7 +12,7 @@ Tolerance: both sides compute in fp32 on the same weights; they differ only
 in summation order (BLAS blocking, attention and norm reductions), which
 moves a logit by a few ulps of the values summed per layer. With |logits| of
 O(1..10) that is ~1e-6..1e-5; we allow 3e-5 * max(1, max|logit|) (measured: at most
-2.4e-6 with max|logit| ~3.6, transformers 4.40.2 on torch 1.13 CPU), still
+3.1e-6 with max|logit| ~4.2, transformers 4.40.2 on torch 1.13 CPU), still
 far below what any layout error (a transposed or
 misplaced tensor, a wrong RoPE pairing, a missing bias) produces, which is
 O(max|logit|) (an untransposed GPT-2 Conv1D weight: 5.5). F16/BF16 files are compared with HF reading the same file
