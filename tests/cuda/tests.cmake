@@ -1,0 +1,12 @@
+# CUDA tests (label "cuda"), built only when the build has CUDA. Without a
+# GPU they print "no GPU" and exit 77, which ctest counts as skipped, never
+# as passed. cuda_ops_harness runs the same program CPU-against-CPU, so the
+# harness itself (poisoning, comparisons, shapes) is exercised on every build.
+if(DAPT_HAVE_CUDA)
+  add_executable(test_cuda_ops ${CMAKE_CURRENT_LIST_DIR}/test_cuda_ops.c)
+  target_link_libraries(test_cuda_ops PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group ${MATH_LIB})
+  add_test(NAME cuda_ops COMMAND test_cuda_ops)
+  set_tests_properties(cuda_ops PROPERTIES LABELS cuda SKIP_RETURN_CODE 77)
+  add_test(NAME cuda_ops_harness COMMAND test_cuda_ops --device cpu)
+  set_tests_properties(cuda_ops_harness PROPERTIES LABELS cuda)
+endif()
