@@ -183,7 +183,9 @@ static const float *rope_table(int T, int HD, float theta) {
     if (g_rope.table) CUDA_CHECK(cudaFree(g_rope.table));
     g_rope.table = NULL;
     CUDA_CHECK(cudaMalloc(&g_rope.table, 2 * n * sizeof(float)));
-    CUDA_CHECK(cudaMemcpy(g_rope.table, h, 2 * n * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpyAsync(g_rope.table, h, 2 * n * sizeof(float), cudaMemcpyHostToDevice,
+                               g_cuda.stream));
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
     free(h);
     g_rope.T = T, g_rope.HD = HD, g_rope.theta = theta;
     return g_rope.table;

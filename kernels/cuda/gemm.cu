@@ -10,6 +10,7 @@
  * transpose flags unchanged, m = N and n = M.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -34,7 +35,37 @@ static void layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int rows, int co
     }
 }
 
-void cuda_gemm(const GemmArgs *g) {
+/* Descriptors, layouts and the chosen algorithm of a GEMM shape are built
+ * once (the heuristic query costs far more than a small GEMM) and kept in a
+ * small cache keyed by everything but the pointers and scalars. */
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc, batch, has_bias, tf32;
+    long long sA, sB, sC;
+    cudaDataType_t ab_type, c_type;
+    uint32_t al_a, al_b, al_c;
+} GemmKey;
+
+typedef struct {
+    GemmKey key;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+} GemmPlan;
+
+#define GEMM_CACHE 128
+static GemmPlan g_plans[GEMM_CACHE];
+static int g_n_plans, g_next_evict;
+
+static void plan_destroy(GemmPlan *p) {
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->la));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lc));
+    CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
+}
+
+static void plan_build(GemmPlan *p, const GemmKey *key) {
+    const GemmKey *g = key;
+    p->key = *key;
     /* column-major problem: D (m, n) = op(a) (m, k) @ op(b) (k, n), a = B, b = A */
     int m = g->N, n = g->M, k = g->K;
     cublasOperation_t opa = g->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -42,62 +73,85 @@ void cuda_gemm(const GemmArgs *g) {
     cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
     if (g->ab_type == CUDA_R_32F && g->tf32) compute = CUBLAS_COMPUTE_32F_FAST_TF32;
 
-    cublasLtMatmulDesc_t desc;
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-    if (g->bias) {
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    if (g->has_bias) {
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        CUBLAS_CHECK(
-            cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                    &g->bias, sizeof g->bias));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                    sizeof epi));
         cudaDataType_t bt = g->c_type;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                     &bt, sizeof bt));
     }
-
-    cublasLtMatrixLayout_t la, lb, lc;
-    layout(&la, g->ab_type, g->tb ? k : m, g->tb ? m : k, g->ldb, g->batch, g->sB);
-    layout(&lb, g->ab_type, g->ta ? n : k, g->ta ? k : n, g->lda, g->batch, g->sA);
-    layout(&lc, g->c_type, m, n, g->ldc, g->batch, g->sC);
+    layout(&p->la, g->ab_type, g->tb ? k : m, g->tb ? m : k, g->ldb, g->batch, g->sB);
+    layout(&p->lb, g->ab_type, g->ta ? n : k, g->ta ? k : n, g->lda, g->batch, g->sA);
+    layout(&p->lc, g->c_type, m, n, g->ldc, g->batch, g->sC);
 
     cublasLtMatmulPreference_t pref;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &g_cuda.lt_ws_bytes,
         sizeof g_cuda.lt_ws_bytes));
-    uint32_t al_a = ptr_alignment(g->B), al_b = ptr_alignment(g->A), al_c = ptr_alignment(g->C);
+    /* operand a of the column-major call is B, operand b is A */
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &g->al_b, sizeof g->al_b));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b));
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &g->al_a, sizeof g->al_a));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &g->al_c, sizeof g->al_c));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &g->al_c, sizeof g->al_c));
     cublasLtMatmulHeuristicResult_t heur;
     int found = 0;
-    CUBLAS_CHECK(
-        cublasLtMatmulAlgoGetHeuristic(g_cuda.lt, desc, la, lb, lc, lc, pref, 1, &heur, &found));
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_cuda.lt, p->desc, p->la, p->lb, p->lc, p->lc,
+                                                pref, 1, &heur, &found));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     if (found == 0) {
         char msg[256];
         snprintf(msg, sizeof msg,
                  "cuBLASLt has no algorithm for M=%d N=%d K=%d ta=%d tb=%d batch=%d bias=%d", g->M,
-                 g->N, g->K, g->ta, g->tb, g->batch, g->bias != NULL);
+                 g->N, g->K, g->ta, g->tb, g->batch, g->has_bias);
         CUDA_FATAL(msg);
     }
-    CUBLAS_CHECK(cublasLtMatmul(g_cuda.lt, desc, &g->alpha, g->B, la, g->A, lb, &g->beta, g->C, lc,
-                                g->C, lc, &heur.algo, g_cuda.lt_ws, g_cuda.lt_ws_bytes,
-                                g_cuda.stream));
-    if (g_cuda.debug_sync) CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+    p->algo = heur.algo;
+}
 
-    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lc));
-    CUBLAS_CHECK(cublasLtMatmulDescDestroy(desc));
+static GemmPlan *plan_get(const GemmKey *key) {
+    for (int i = 0; i < g_n_plans; i++)
+        if (!memcmp(&g_plans[i].key, key, sizeof *key)) return &g_plans[i];
+    GemmPlan *p;
+    if (g_n_plans < GEMM_CACHE) {
+        p = &g_plans[g_n_plans++];
+    } else {
+        p = &g_plans[g_next_evict];
+        g_next_evict = (g_next_evict + 1) % GEMM_CACHE;
+        plan_destroy(p);
+    }
+    plan_build(p, key);
+    return p;
+}
+
+void cuda_gemm(const GemmArgs *g) {
+    GemmKey key;
+    memset(&key, 0, sizeof key); /* padding too: the key is compared with memcmp */
+    key.ta = g->ta, key.tb = g->tb, key.M = g->M, key.N = g->N, key.K = g->K;
+    key.lda = g->lda, key.ldb = g->ldb, key.ldc = g->ldc, key.batch = g->batch;
+    key.has_bias = g->bias != NULL, key.tf32 = g->tf32;
+    key.sA = g->batch > 1 ? g->sA : 0, key.sB = g->batch > 1 ? g->sB : 0;
+    key.sC = g->batch > 1 ? g->sC : 0;
+    key.ab_type = g->ab_type, key.c_type = g->c_type;
+    key.al_a = ptr_alignment(g->A), key.al_b = ptr_alignment(g->B), key.al_c = ptr_alignment(g->C);
+    GemmPlan *p = plan_get(&key);
+    if (g->bias)
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                    &g->bias, sizeof g->bias));
+    CUBLAS_CHECK(cublasLtMatmul(g_cuda.lt, p->desc, &g->alpha, g->B, p->la, g->A, p->lb, &g->beta,
+                                g->C, p->lc, g->C, p->lc, &p->algo, g_cuda.lt_ws,
+                                g_cuda.lt_ws_bytes, g_cuda.stream));
+    if (g_cuda.debug_sync) CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
 }
 
 /* out (N, OC) = inp (N, IC) @ w^T (w: (OC, IC)) + bias */
