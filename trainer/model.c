@@ -1,0 +1,637 @@
+/* model.c: the GPT-2 / Llama graph over the op contract (see model.h).
+ *
+ * Shapes: B batch, T sequence, N = B*T rows, C d_model, NH query heads,
+ * NKV key/value heads, HD = C / NH head size, QKV = (NH + 2 NKV) HD,
+ * F d_ff, UP = F (gpt2 c_fc) or 2F (llama gate|up), V vocab, L layers.
+ *
+ * Block l (pre-norm):
+ *   h1 = norm1(x_l); qkv = h1 W_qkv^T (+b); [rope]; y = attn(qkv);
+ *   x_mid = x_l + y W_o^T (+b)
+ *   h2 = norm2(x_mid); u = h2 W_up^T (+b); a = gelu(u) | swiglu(u);
+ *   x_{l+1} = x_mid + a W_down^T (+b)
+ * Head: loss = CE(norm_f(x_L) W_head^T, targets).
+ *
+ * Backward keeps one residual-stream gradient buffer `dresid` that the norm
+ * backward ops accumulate into (ops.h: norms' dinp is +=).
+ */
+#include "trainer/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer/rng.h"
+
+typedef struct {
+    void *resid;            /* (N, C) block input x_l; resid of layer L is x_L */
+    void *ln1;              /* (N, C) */
+    float *ln1_mean, *ln1_rstd; /* (N) */
+    void *qkv;              /* (N, QKV) after RoPE */
+    float *att;             /* (B, NH, T, T) */
+    void *atty;             /* (N, NH*HD) */
+    void *resid_mid;        /* (N, C) */
+    void *ln2;              /* (N, C) */
+    float *ln2_mean, *ln2_rstd; /* (N) */
+    void *up;               /* (N, UP) pre-activation */
+    void *act;              /* (N, F) */
+} LayerActs;
+
+struct Model {
+    ModelConfig cfg;
+    const Ops *ops;
+    int n_tensors;
+    ParamTensor *tensors;
+    LayerTensors *layers; /* (L) */
+    int t_wte, t_wpe, t_lnf_w, t_lnf_b, t_head;
+    size_t n_params;
+    void *params, *grads;      /* (n_params) act type */
+    float *adam_m, *adam_v;    /* (n_params) fp32 */
+    float *master;             /* (n_params) fp32 when act type is not fp32 */
+
+    /* activations for up to cap_N rows (cap_B, cap_T as allocated) */
+    int cap_B, cap_T;
+    int B, T; /* of the last forward pass */
+    LayerActs *acts;     /* (L) plus one more resid: acts[L].resid = x_L */
+    void *lnf;           /* (N, C) */
+    float *lnf_mean, *lnf_rstd;
+    int32_t *tokens, *targets; /* (N) backend */
+    float *losses;       /* (N) backend fp32 */
+    float *losses_host;  /* (N) */
+    void *scratch;       /* lm head scratch */
+    /* backward scratch */
+    void *dresid, *dln, *datty, *dbig, *dact; /* (N,C) (N,C) (N,NH*HD) (N,max(QKV,UP)) (N,F) */
+    float *datt;                              /* (B, NH, T, T) */
+    float *host_tmp;                          /* (n_params) for get/set and checks */
+    char nonfinite_name[112];
+};
+
+/* ---------------- config ---------------- */
+
+ModelConfig model_config_default(Arch arch) {
+    ModelConfig c = {0};
+    c.arch = arch;
+    c.rope_theta = 10000.0f;
+    c.norm_eps = arch == ARCH_GPT2 ? 1e-5f : 1e-6f;
+    c.tie_embeddings = arch == ARCH_GPT2;
+    return c;
+}
+
+int model_arch_parse(const char *name, Arch *arch, char *err, size_t err_len) {
+    if (!strcmp(name, "gpt2")) *arch = ARCH_GPT2;
+    else if (!strcmp(name, "llama")) *arch = ARCH_LLAMA;
+    else {
+        snprintf(err, err_len, "unknown architecture '%s' (expected \"gpt2\" or \"llama\")", name);
+        return 1;
+    }
+    return 0;
+}
+
+const char *model_arch_name(Arch arch) { return arch == ARCH_GPT2 ? "gpt2" : "llama"; }
+
+#define CHECK_POS(field)                                                                           \
+    if (c->field < 1) return snprintf(err, err_len, #field " must be >= 1 (got %d)", c->field), 1
+
+int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
+    if (c->arch != ARCH_GPT2 && c->arch != ARCH_LLAMA)
+        return snprintf(err, err_len, "unknown architecture id %d", (int)c->arch), 1;
+    CHECK_POS(n_layer);
+    CHECK_POS(n_head);
+    CHECK_POS(n_kv_head);
+    CHECK_POS(d_model);
+    CHECK_POS(d_ff);
+    CHECK_POS(vocab_size);
+    CHECK_POS(max_seq_len);
+    if (c->d_model % c->n_head)
+        return snprintf(err, err_len,
+                        "d_model (%d) must be divisible by n_head (%d): the head size is "
+                        "d_model / n_head",
+                        c->d_model, c->n_head),
+               1;
+    if (c->n_head % c->n_kv_head)
+        return snprintf(err, err_len,
+                        "n_head (%d) must be divisible by n_kv_head (%d): each key/value head "
+                        "serves n_head / n_kv_head query heads",
+                        c->n_head, c->n_kv_head),
+               1;
+    if (c->arch == ARCH_GPT2 && c->n_kv_head != c->n_head)
+        return snprintf(err, err_len,
+                        "gpt2 has no grouped-query attention: n_kv_head (%d) must equal "
+                        "n_head (%d)",
+                        c->n_kv_head, c->n_head),
+               1;
+    if (c->arch == ARCH_GPT2 && c->qkv_bias)
+        return snprintf(err, err_len, "qkv_bias is a llama option (gpt2 always has biases)"), 1;
+    if (c->arch == ARCH_LLAMA && (c->d_model / c->n_head) % 2)
+        return snprintf(err, err_len, "RoPE needs an even head size (d_model / n_head = %d)",
+                        c->d_model / c->n_head),
+               1;
+    if (c->arch == ARCH_LLAMA && !(c->rope_theta > 0.0f))
+        return snprintf(err, err_len, "rope_theta must be > 0 (got %g)", c->rope_theta), 1;
+    if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
+        return snprintf(err, err_len, "norm_eps must be in (0, 1) (got %g)", c->norm_eps), 1;
+    if (c->vocab_size > 0x7fffffff / c->d_model)
+        return snprintf(err, err_len, "vocab_size * d_model is too large"), 1;
+    return 0;
+}
+
+/* ---------------- parameter table ---------------- */
+
+static int add_tensor(Model *m, const char *name, int rows, int cols, int decay, int hf_t) {
+    ParamTensor *t = &m->tensors[m->n_tensors];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->offset = m->n_params;
+    t->ndim = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->numel = (size_t)rows * (cols ? cols : 1);
+    t->decay = decay;
+    t->hf_transposed = hf_t;
+    m->n_params += t->numel;
+    return m->n_tensors++;
+}
+
+static void build_table(Model *m) {
+    const ModelConfig *c = &m->cfg;
+    int C = c->d_model, F = c->d_ff, V = c->vocab_size, HD = C / c->n_head;
+    int qd = c->n_head * HD, kvd = c->n_kv_head * HD;
+    char nm[96];
+    m->t_wpe = m->t_lnf_b = m->t_head = -1;
+    if (c->arch == ARCH_GPT2) {
+        m->t_wte = add_tensor(m, "transformer.wte.weight", V, C, 1, 0);
+        m->t_wpe = add_tensor(m, "transformer.wpe.weight", c->max_seq_len, C, 1, 0);
+        for (int l = 0; l < c->n_layer; l++) {
+            LayerTensors *lt = &m->layers[l];
+#define T_(field, suffix, rows, cols, decay, hft)                                                  \
+    snprintf(nm, sizeof nm, "transformer.h.%d.%s", l, suffix);                                     \
+    lt->field = add_tensor(m, nm, rows, cols, decay, hft)
+            T_(ln1_w, "ln_1.weight", C, 0, 0, 0);
+            T_(ln1_b, "ln_1.bias", C, 0, 0, 0);
+            T_(qkv_w, "attn.c_attn.weight", 3 * C, C, 1, 1);
+            T_(qkv_b, "attn.c_attn.bias", 3 * C, 0, 0, 0);
+            T_(o_w, "attn.c_proj.weight", C, C, 1, 1);
+            T_(o_b, "attn.c_proj.bias", C, 0, 0, 0);
+            T_(ln2_w, "ln_2.weight", C, 0, 0, 0);
+            T_(ln2_b, "ln_2.bias", C, 0, 0, 0);
+            T_(up_w, "mlp.c_fc.weight", F, C, 1, 1);
+            T_(up_b, "mlp.c_fc.bias", F, 0, 0, 0);
+            T_(down_w, "mlp.c_proj.weight", C, F, 1, 1);
+            T_(down_b, "mlp.c_proj.bias", C, 0, 0, 0);
+        }
+        m->t_lnf_w = add_tensor(m, "transformer.ln_f.weight", C, 0, 0, 0);
+        m->t_lnf_b = add_tensor(m, "transformer.ln_f.bias", C, 0, 0, 0);
+    } else {
+        m->t_wte = add_tensor(m, "model.embed_tokens.weight", V, C, 1, 0);
+        for (int l = 0; l < c->n_layer; l++) {
+            LayerTensors *lt = &m->layers[l];
+            lt->ln1_b = lt->ln2_b = lt->qkv_b = lt->o_b = lt->up_b = lt->down_b = -1;
+#undef T_
+#define T_(field, suffix, rows, cols, decay)                                                       \
+    snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);                                      \
+    lt->field = add_tensor(m, nm, rows, cols, decay, 0)
+            T_(ln1_w, "input_layernorm.weight", C, 0, 0);
+            /* q, k, v adjacent: one stacked (QKV, C) weight */
+            T_(qkv_w, "self_attn.q_proj.weight", qd, C, 1);
+            snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_proj.weight", l);
+            add_tensor(m, nm, kvd, C, 1, 0);
+            snprintf(nm, sizeof nm, "model.layers.%d.self_attn.v_proj.weight", l);
+            add_tensor(m, nm, kvd, C, 1, 0);
+            if (c->qkv_bias) {
+                T_(qkv_b, "self_attn.q_proj.bias", qd, 0, 0);
+                snprintf(nm, sizeof nm, "model.layers.%d.self_attn.k_proj.bias", l);
+                add_tensor(m, nm, kvd, 0, 0, 0);
+                snprintf(nm, sizeof nm, "model.layers.%d.self_attn.v_proj.bias", l);
+                add_tensor(m, nm, kvd, 0, 0, 0);
+            }
+            T_(o_w, "self_attn.o_proj.weight", C, qd, 1);
+            T_(ln2_w, "post_attention_layernorm.weight", C, 0, 0);
+            /* gate, up adjacent: one stacked (2F, C) weight */
+            T_(up_w, "mlp.gate_proj.weight", F, C, 1);
+            snprintf(nm, sizeof nm, "model.layers.%d.mlp.up_proj.weight", l);
+            add_tensor(m, nm, F, C, 1, 0);
+            T_(down_w, "mlp.down_proj.weight", C, F, 1);
+#undef T_
+        }
+        m->t_lnf_w = add_tensor(m, "model.norm.weight", C, 0, 0, 0);
+    }
+    if (!c->tie_embeddings) m->t_head = add_tensor(m, "lm_head.weight", V, C, 1, 0);
+}
+
+/* ---------------- creation ---------------- */
+
+static void *P(const Model *m, int t) {
+    return t < 0 ? NULL : (char *)m->params + m->tensors[t].offset * m->ops->act_bytes;
+}
+static void *G(const Model *m, int t) {
+    return t < 0 ? NULL : (char *)m->grads + m->tensors[t].offset * m->ops->act_bytes;
+}
+
+Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t err_len) {
+    if (model_config_check(cfg, err, err_len)) return NULL;
+    Model *m = calloc(1, sizeof *m);
+    if (!m) return snprintf(err, err_len, "out of host memory"), NULL;
+    m->cfg = *cfg;
+    m->ops = ops;
+    int max_tensors = 4 + cfg->n_layer * 14;
+    m->tensors = calloc(max_tensors, sizeof *m->tensors);
+    m->layers = calloc(cfg->n_layer, sizeof *m->layers);
+    if (!m->tensors || !m->layers) goto oom;
+    build_table(m);
+    size_t n = m->n_params;
+    m->params = ops->alloc(n * ops->act_bytes);
+    m->grads = ops->alloc(n * ops->act_bytes);
+    m->adam_m = ops->alloc(n * sizeof(float));
+    m->adam_v = ops->alloc(n * sizeof(float));
+    m->host_tmp = malloc(n * sizeof(float));
+    if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->host_tmp) goto oom;
+    if (ops->act_bytes != sizeof(float)) {
+        m->master = ops->alloc(n * sizeof(float));
+        if (!m->master) goto oom;
+    }
+    return m;
+oom:
+    snprintf(err, err_len, "out of memory allocating a model of %zu parameters on %s",
+             m->n_params, ops->name);
+    model_free(m);
+    return NULL;
+}
+
+static void free_acts(Model *m) {
+    const Ops *o = m->ops;
+    if (!m->acts) return;
+    for (int l = 0; l <= m->cfg.n_layer; l++) {
+        LayerActs *a = &m->acts[l];
+        void *bufs[] = {a->resid, a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv,  a->att,
+                        a->atty,  a->resid_mid, a->ln2, a->ln2_mean, a->ln2_rstd, a->up, a->act};
+        for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+            if (bufs[i]) o->free(bufs[i]);
+    }
+    free(m->acts);
+    m->acts = NULL;
+    void *bufs[] = {m->lnf,   m->lnf_mean, m->lnf_rstd, m->tokens, m->targets, m->losses,
+                    m->scratch, m->dresid, m->dln,    m->datty,  m->dbig,    m->dact,
+                    m->datt};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (bufs[i]) o->free(bufs[i]);
+    free(m->losses_host);
+    m->lnf = m->lnf_mean = m->lnf_rstd = m->losses = m->datt = NULL;
+    m->tokens = m->targets = NULL;
+    m->scratch = m->dresid = m->dln = m->datty = m->dbig = m->dact = NULL;
+    m->losses_host = NULL;
+    m->cap_B = m->cap_T = 0;
+}
+
+void model_free(Model *m) {
+    if (!m) return;
+    const Ops *o = m->ops;
+    free_acts(m);
+    void *bufs[] = {m->params, m->grads, m->adam_m, m->adam_v, m->master};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+        if (bufs[i]) o->free(bufs[i]);
+    free(m->host_tmp);
+    free(m->tensors);
+    free(m->layers);
+    free(m);
+}
+
+/* Allocates activations for B x T (reallocating when either grows). */
+static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
+    if (m->acts && B <= m->cap_B && T <= m->cap_T) return 0;
+    if (m->acts) {
+        if (B < m->cap_B) B = m->cap_B;
+        if (T < m->cap_T) T = m->cap_T;
+    }
+    free_acts(m);
+    const ModelConfig *c = &m->cfg;
+    const Ops *o = m->ops;
+    size_t ab = o->act_bytes, N = (size_t)B * T, C = c->d_model, F = c->d_ff;
+    size_t HD = C / c->n_head, QKV = (c->n_head + 2 * c->n_kv_head) * HD;
+    size_t UP = c->arch == ARCH_LLAMA ? 2 * F : F, ATT = (size_t)B * c->n_head * T * T;
+    int ok = 1;
+#define A_(ptr, bytes) ok = ok && ((ptr) = o->alloc(bytes)) != NULL
+    m->acts = calloc(c->n_layer + 1, sizeof *m->acts);
+    if (!m->acts) return snprintf(err, err_len, "out of host memory"), 1;
+    for (int l = 0; l < c->n_layer; l++) {
+        LayerActs *a = &m->acts[l];
+        A_(a->resid, N * C * ab);
+        A_(a->ln1, N * C * ab);
+        if (c->arch == ARCH_GPT2) A_(a->ln1_mean, N * 4);
+        A_(a->ln1_rstd, N * 4);
+        A_(a->qkv, N * QKV * ab);
+        A_(a->att, ATT * 4);
+        A_(a->atty, N * c->n_head * HD * ab);
+        A_(a->resid_mid, N * C * ab);
+        A_(a->ln2, N * C * ab);
+        if (c->arch == ARCH_GPT2) A_(a->ln2_mean, N * 4);
+        A_(a->ln2_rstd, N * 4);
+        A_(a->up, N * UP * ab);
+        A_(a->act, N * F * ab);
+    }
+    A_(m->acts[c->n_layer].resid, N * C * ab);
+    A_(m->lnf, N * C * ab);
+    if (c->arch == ARCH_GPT2) A_(m->lnf_mean, N * 4);
+    A_(m->lnf_rstd, N * 4);
+    A_(m->tokens, N * 4);
+    A_(m->targets, N * 4);
+    A_(m->losses, N * 4);
+    A_(m->scratch, o->lmhead_scratch_bytes((int)N, c->vocab_size));
+    A_(m->dresid, N * C * ab);
+    A_(m->dln, N * C * ab);
+    A_(m->datty, N * c->n_head * HD * ab);
+    A_(m->dbig, N * (QKV > UP ? QKV : UP) * ab);
+    A_(m->dact, N * F * ab);
+    A_(m->datt, ATT * 4);
+#undef A_
+    m->losses_host = malloc(N * sizeof(float));
+    m->cap_B = B;
+    m->cap_T = T;
+    if (!ok || !m->losses_host) {
+        free_acts(m);
+        return snprintf(err, err_len, "out of memory allocating activations for B=%d T=%d on %s",
+                        B, T, o->name),
+               1;
+    }
+    return 0;
+}
+
+/* ---------------- accessors ---------------- */
+
+const ModelConfig *model_config(const Model *m) { return &m->cfg; }
+const Ops *model_ops(const Model *m) { return m->ops; }
+size_t model_num_params(const Model *m) { return m->n_params; }
+int model_num_tensors(const Model *m) { return m->n_tensors; }
+const ParamTensor *model_tensor(const Model *m, int i) { return &m->tensors[i]; }
+
+int model_find_tensor(const Model *m, const char *name) {
+    for (int i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) return i;
+    return -1;
+}
+
+static int is_residual_proj(const Model *m, int t) {
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        if (m->layers[l].o_w == t || m->layers[l].down_w == t) return 1;
+    return 0;
+}
+
+static int is_norm_weight(const Model *m, int t) {
+    if (t == m->t_lnf_w) return 1;
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        if (m->layers[l].ln1_w == t || m->layers[l].ln2_w == t) return 1;
+    return 0;
+}
+
+void model_init_weights(Model *m, uint64_t seed) {
+    Rng rng;
+    rng_seed(&rng, seed);
+    float *h = m->host_tmp;
+    float resid_std = 0.02f / sqrtf(2.0f * m->cfg.n_layer);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const ParamTensor *t = &m->tensors[i];
+        float *p = h + t->offset;
+        if (is_norm_weight(m, i)) {
+            for (size_t k = 0; k < t->numel; k++) p[k] = 1.0f;
+        } else if (t->ndim == 1) {
+            memset(p, 0, t->numel * sizeof(float));
+        } else {
+            float std = is_residual_proj(m, i) ? resid_std : 0.02f;
+            for (size_t k = 0; k < t->numel; k++) p[k] = (float)(std * rng_normal(&rng));
+        }
+    }
+    model_set_params(m, h);
+}
+
+void model_get_params(const Model *m, float *dst) {
+    m->ops->download(dst, m->params, m->n_params);
+}
+
+void model_set_params(Model *m, const float *src) {
+    m->ops->upload(m->params, src, m->n_params);
+    if (m->master) m->ops->upload_bytes(m->master, src, m->n_params * sizeof(float));
+}
+
+void model_get_grads(const Model *m, float *dst) { m->ops->download(dst, m->grads, m->n_params); }
+
+void model_get_adam_state(const Model *m, float *m_dst, float *v_dst) {
+    m->ops->download_bytes(m_dst, m->adam_m, m->n_params * sizeof(float));
+    m->ops->download_bytes(v_dst, m->adam_v, m->n_params * sizeof(float));
+}
+
+void model_set_adam_state(Model *m, const float *m_src, const float *v_src) {
+    m->ops->upload_bytes(m->adam_m, m_src, m->n_params * sizeof(float));
+    m->ops->upload_bytes(m->adam_v, v_src, m->n_params * sizeof(float));
+}
+
+/* ---------------- forward ---------------- */
+
+static int check_inputs(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                        char *err, size_t err_len) {
+    const ModelConfig *c = &m->cfg;
+    if (B < 1 || T < 1) return snprintf(err, err_len, "batch %d x %d is empty", B, T), 1;
+    if (T > c->max_seq_len)
+        return snprintf(err, err_len,
+                        "sequence length %d is above the model's max_seq_len %d", T,
+                        c->max_seq_len),
+               1;
+    for (int i = 0; i < B * T; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return snprintf(err, err_len,
+                            "token id %d at position %d is outside the vocabulary [0, %d)",
+                            tokens[i], i, c->vocab_size),
+                   1;
+        if (targets && targets[i] >= c->vocab_size)
+            return snprintf(err, err_len,
+                            "target id %d at position %d is outside the vocabulary [0, %d)",
+                            targets[i], i, c->vocab_size),
+                   1;
+    }
+    return ensure_acts(m, B, T, err, err_len);
+}
+
+static void norm_fwd(Model *m, void *out, float *mean, float *rstd, const void *inp, int tw,
+                     int tb, int N) {
+    const ModelConfig *c = &m->cfg;
+    if (c->arch == ARCH_GPT2)
+        m->ops->layernorm_fwd(out, mean, rstd, inp, P(m, tw), P(m, tb), N, c->d_model, c->norm_eps);
+    else
+        m->ops->rmsnorm_fwd(out, rstd, inp, P(m, tw), N, c->d_model, c->norm_eps);
+}
+
+static void norm_bwd(Model *m, void *dinp, const void *dout, const void *inp, const float *mean,
+                     const float *rstd, int tw, int tb, int N) {
+    const ModelConfig *c = &m->cfg;
+    if (c->arch == ARCH_GPT2)
+        m->ops->layernorm_bwd(dinp, G(m, tw), G(m, tb), dout, inp, P(m, tw), mean, rstd, N,
+                              c->d_model);
+    else
+        m->ops->rmsnorm_bwd(dinp, G(m, tw), dout, inp, P(m, tw), rstd, N, c->d_model);
+}
+
+/* Runs embeddings, blocks and the final norm; leaves x_L's norm in m->lnf. */
+static void forward_blocks(Model *m, int B, int T) {
+    const ModelConfig *c = &m->cfg;
+    const Ops *o = m->ops;
+    int N = B * T, C = c->d_model, F = c->d_ff, NH = c->n_head, NKV = c->n_kv_head;
+    int HD = C / NH, QKV = (NH + 2 * NKV) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
+    o->embed_fwd(m->acts[0].resid, m->tokens, P(m, m->t_wte), P(m, m->t_wpe), B, T, C);
+    for (int l = 0; l < c->n_layer; l++) {
+        const LayerTensors *w = &m->layers[l];
+        LayerActs *a = &m->acts[l];
+        void *out = m->acts[l + 1].resid;
+        norm_fwd(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->resid, w->ln1_w, w->ln1_b, N);
+        o->matmul_fwd(a->qkv, a->ln1, P(m, w->qkv_w), P(m, w->qkv_b), N, C, QKV);
+        if (c->arch == ARCH_LLAMA) o->rope_fwd(a->qkv, B, T, NH, NKV, HD, c->rope_theta);
+        o->attention_fwd(a->atty, a->att, a->qkv, B, T, NH, NKV, HD);
+        /* the o_proj output goes to `out` as a temporary, then x_mid = x + it */
+        o->matmul_fwd(out, a->atty, P(m, w->o_w), P(m, w->o_b), N, NH * HD, C);
+        o->residual_fwd(a->resid_mid, a->resid, out, (size_t)N * C);
+        norm_fwd(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid_mid, w->ln2_w, w->ln2_b, N);
+        o->matmul_fwd(a->up, a->ln2, P(m, w->up_w), P(m, w->up_b), N, C, UP);
+        if (c->arch == ARCH_LLAMA) o->swiglu_fwd(a->act, a->up, N, F);
+        else o->gelu_fwd(a->act, a->up, (size_t)N * F);
+        o->matmul_fwd(out, a->act, P(m, w->down_w), P(m, w->down_b), N, F, C);
+        o->residual_fwd(out, a->resid_mid, out, (size_t)N * C);
+    }
+    norm_fwd(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->acts[c->n_layer].resid, m->t_lnf_w,
+             m->t_lnf_b, N);
+}
+
+static float mean_of_losses(Model *m, const int32_t *targets, int N) {
+    m->ops->download_bytes(m->losses_host, m->losses, (size_t)N * sizeof(float));
+    double s = 0.0;
+    int n = 0;
+    for (int i = 0; i < N; i++)
+        if (targets[i] >= 0) s += m->losses_host[i], n++;
+    return n ? (float)(s / n) : NAN;
+}
+
+static int head_tensor(const Model *m) { return m->t_head >= 0 ? m->t_head : m->t_wte; }
+
+static int forward_common(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                          char *err, size_t err_len) {
+    if (check_inputs(m, tokens, targets, B, T, err, err_len)) return 1;
+    int N = B * T;
+    m->B = B;
+    m->T = T;
+    m->ops->upload_bytes(m->tokens, tokens, (size_t)N * 4);
+    if (targets) m->ops->upload_bytes(m->targets, targets, (size_t)N * 4);
+    forward_blocks(m, B, T);
+    return 0;
+}
+
+int model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                  float *mean_loss, char *err, size_t err_len) {
+    if (forward_common(m, tokens, targets, B, T, err, err_len)) return 1;
+    if (targets) {
+        const ModelConfig *c = &m->cfg;
+        int th = head_tensor(m);
+        m->ops->lmhead_ce(m->losses, NULL, NULL, m->lnf, P(m, th), m->targets, B * T, c->d_model,
+                          c->vocab_size, 0.0f, m->scratch);
+        if (mean_loss) *mean_loss = mean_of_losses(m, targets, B * T);
+    }
+    return 0;
+}
+
+/* ---------------- backward ---------------- */
+
+int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                           float grad_scale, float *mean_loss, char *err, size_t err_len) {
+    if (!targets) return snprintf(err, err_len, "training needs targets"), 1;
+    if (forward_common(m, tokens, targets, B, T, err, err_len)) return 1;
+    const ModelConfig *c = &m->cfg;
+    const Ops *o = m->ops;
+    int N = B * T, C = c->d_model, F = c->d_ff, NH = c->n_head, NKV = c->n_kv_head, L = c->n_layer;
+    int HD = C / NH, QKV = (NH + 2 * NKV) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
+    int th = head_tensor(m);
+
+    /* head: losses, d(lnf) into dln, d(W_head) accumulated */
+    o->lmhead_ce(m->losses, m->dln, G(m, th), m->lnf, P(m, th), m->targets, N, C, c->vocab_size,
+                 grad_scale, m->scratch);
+    if (mean_loss) *mean_loss = mean_of_losses(m, targets, N);
+    o->zero(m->dresid, (size_t)N * C * o->act_bytes);
+    norm_bwd(m, m->dresid, m->dln, m->acts[L].resid, m->lnf_mean, m->lnf_rstd, m->t_lnf_w,
+             m->t_lnf_b, N);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const LayerTensors *w = &m->layers[l];
+        LayerActs *a = &m->acts[l];
+        /* MLP: dresid is d(x_{l+1}) = d(mlp out) */
+        o->matmul_bwd(m->dact, G(m, w->down_w), G(m, w->down_b), m->dresid, a->act,
+                      P(m, w->down_w), N, F, C);
+        if (c->arch == ARCH_LLAMA) o->swiglu_bwd(m->dbig, m->dact, a->up, N, F);
+        else o->gelu_bwd(m->dbig, a->up, m->dact, (size_t)N * F);
+        o->matmul_bwd(m->dln, G(m, w->up_w), G(m, w->up_b), m->dbig, a->ln2, P(m, w->up_w), N, C,
+                      UP);
+        norm_bwd(m, m->dresid, m->dln, a->resid_mid, a->ln2_mean, a->ln2_rstd, w->ln2_w, w->ln2_b,
+                 N);
+        /* attention: dresid is now d(x_mid) = d(attn out) */
+        o->matmul_bwd(m->datty, G(m, w->o_w), G(m, w->o_b), m->dresid, a->atty, P(m, w->o_w), N,
+                      NH * HD, C);
+        o->attention_bwd(m->dbig, m->datt, m->datty, a->qkv, a->att, B, T, NH, NKV, HD);
+        if (c->arch == ARCH_LLAMA) o->rope_bwd(m->dbig, B, T, NH, NKV, HD, c->rope_theta);
+        o->matmul_bwd(m->dln, G(m, w->qkv_w), G(m, w->qkv_b), m->dbig, a->ln1, P(m, w->qkv_w), N,
+                      C, QKV);
+        norm_bwd(m, m->dresid, m->dln, a->resid, a->ln1_mean, a->ln1_rstd, w->ln1_w, w->ln1_b, N);
+    }
+    o->embed_bwd(G(m, m->t_wte), G(m, m->t_wpe), m->dresid, m->tokens, B, T, C);
+    return 0;
+}
+
+const float *model_token_losses(const Model *m) { return m->losses_host; }
+
+void model_logits(Model *m, float *dst) {
+    const ModelConfig *c = &m->cfg;
+    const Ops *o = m->ops;
+    size_t N = (size_t)m->B * m->T, V = c->vocab_size;
+    void *buf = o->alloc(N * V * o->act_bytes);
+    o->matmul_fwd(buf, m->lnf, P(m, head_tensor(m)), NULL, (int)N, c->d_model, (int)V);
+    o->download(dst, buf, N * V);
+    o->free(buf);
+}
+
+/* ---------------- optimizer ---------------- */
+
+void model_zero_grad(Model *m) { m->ops->zero(m->grads, m->n_params * m->ops->act_bytes); }
+
+float model_grad_norm(Model *m) { return (float)sqrt(m->ops->sumsq(m->grads, m->n_params)); }
+
+float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step) {
+    float norm = model_grad_norm(m);
+    float scale = 1.0f;
+    if (cfg->grad_clip > 0.0f) {
+        float coef = cfg->grad_clip / (norm + 1e-6f);
+        if (coef < 1.0f) scale = coef;
+    }
+    /* runs of adjacent tensors with the same decay flag in one call */
+    const Ops *o = m->ops;
+    size_t ab = o->act_bytes;
+    for (int i = 0; i < m->n_tensors;) {
+        int j = i;
+        size_t n = 0;
+        while (j < m->n_tensors && m->tensors[j].decay == m->tensors[i].decay)
+            n += m->tensors[j++].numel;
+        size_t off = m->tensors[i].offset;
+        o->adamw((char *)m->params + off * ab, m->master ? m->master + off : NULL,
+                 (char *)m->grads + off * ab, m->adam_m + off, m->adam_v + off, n, lr, cfg->beta1,
+                 cfg->beta2, cfg->eps, m->tensors[i].decay ? cfg->weight_decay : 0.0f, step,
+                 scale);
+        i = j;
+    }
+    return norm;
+}
+
+const char *model_find_nonfinite(Model *m) {
+    for (int pass = 0; pass < 2; pass++) {
+        m->ops->download(m->host_tmp, pass ? m->grads : m->params, m->n_params);
+        for (int i = 0; i < m->n_tensors; i++) {
+            const ParamTensor *t = &m->tensors[i];
+            for (size_t k = 0; k < t->numel; k++)
+                if (!isfinite(m->host_tmp[t->offset + k])) {
+                    snprintf(m->nonfinite_name, sizeof m->nonfinite_name, "%s%s",
+                             pass ? "grad:" : "", t->name);
+                    return m->nonfinite_name;
+                }
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,132 @@
+/* model.h: the transformer graph shared by every backend: GPT-2 (LayerNorm,
+ * learned positions, GELU, biases) and Llama (RMSNorm, RoPE, SwiGLU, GQA, no
+ * biases unless qkv_bias, Qwen2-style). Forward, backward, AdamW.
+ *
+ * Parameters live in one contiguous backend buffer carved into views named
+ * with the Hugging Face tensor names; gradients mirror it element for
+ * element (same offsets). In memory every linear weight is [out, in] (the
+ * nn.Linear layout); the HF GPT-2 Conv1D weights are [in, out] on disk, which
+ * ParamTensor.hf_transposed records for the checkpoint code.
+ *
+ * Invariants: a Model's activations are sized for the largest B*T seen so
+ * far; a backward pass uses the activations of the last forward pass, which
+ * must have been called with the same tokens. Only the ops table touches
+ * backend memory.
+ */
+#ifndef DAPT_MODEL_H
+#define DAPT_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/ops.h"
+
+typedef enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 } Arch;
+
+typedef struct {
+    Arch arch;
+    int n_layer;
+    int n_head;
+    int n_kv_head; /* == n_head for gpt2 and plain multi-head attention */
+    int d_model;
+    int d_ff; /* MLP hidden size (gpt2: usually 4*d_model) */
+    int vocab_size;
+    int max_seq_len;
+    float rope_theta; /* llama only */
+    float norm_eps;
+    int tie_embeddings; /* LM head shares the token embedding */
+    int qkv_bias;       /* llama: bias on q/k/v projections (Qwen2) */
+} ModelConfig;
+
+/* Defaults for an architecture (sizes must still be set). */
+ModelConfig model_config_default(Arch arch);
+/* "gpt2" | "llama" -> Arch; 0 on success. */
+int model_arch_parse(const char *name, Arch *arch, char *err, size_t err_len);
+const char *model_arch_name(Arch arch);
+/* Every rule a config must satisfy; the message names the value and the rule. */
+int model_config_check(const ModelConfig *cfg, char *err, size_t err_len);
+
+typedef struct {
+    char name[96];    /* Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight */
+    size_t offset;    /* in elements, into params and grads */
+    size_t numel;
+    int ndim;         /* 1 or 2 */
+    int shape[2];     /* in-memory shape: [out, in] for linear weights */
+    int decay;        /* AdamW weight decay applies (matrices, embeddings) */
+    int hf_transposed; /* HF stores it as shape[1] x shape[0] (GPT-2 Conv1D) */
+} ParamTensor;
+
+/* Indices into Model.tensors for one block; -1 when absent. qkv_w points at
+ * the first of the adjacent q, k, v weights (one stacked (QKV, C) matrix);
+ * up_w at gpt2's c_fc or at llama's adjacent gate_proj, up_proj (one stacked
+ * (2F, C) matrix). */
+typedef struct {
+    int ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;
+} LayerTensors;
+
+typedef struct {
+    float beta1, beta2, eps, weight_decay;
+    float grad_clip; /* <= 0: no clipping */
+} AdamWConfig;
+
+typedef struct Model Model;
+
+/* Builds the parameter table and allocates parameters, gradients and
+ * optimizer state on the backend (parameters zero until model_init_weights
+ * or model_set_params). Returns NULL with a message on a bad config or when
+ * memory runs out. */
+Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t err_len);
+void model_free(Model *m);
+
+const ModelConfig *model_config(const Model *m);
+const Ops *model_ops(const Model *m);
+size_t model_num_params(const Model *m);
+int model_num_tensors(const Model *m);
+const ParamTensor *model_tensor(const Model *m, int i);
+/* index of the tensor with this HF name, or -1 */
+int model_find_tensor(const Model *m, const char *name);
+
+/* GPT-2 initialisation with a seed: weights N(0, 0.02), residual output
+ * projections N(0, 0.02/sqrt(2 n_layer)), biases 0, norm weights 1. */
+void model_init_weights(Model *m, uint64_t seed);
+/* Host fp32 copies of all parameters / gradients (model_num_params floats,
+ * in-memory layout, tensor by tensor at their offsets). */
+void model_get_params(const Model *m, float *dst);
+void model_set_params(Model *m, const float *src);
+void model_get_grads(const Model *m, float *dst);
+
+/* Forward pass on tokens (B*T, host int32). With targets (B*T, host int32,
+ * < 0 = ignored) the per-token losses are computed and *mean_loss is their
+ * mean over non-ignored positions (NaN when all are ignored). Fails with a
+ * message when T > max_seq_len or a token id is out of range. */
+int model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                  float *mean_loss, char *err, size_t err_len);
+/* Forward and backward in one pass (the LM head and cross-entropy are fused),
+ * accumulating into the gradients: grad += grad_scale * d(sum of token
+ * losses)/d(param). For a batch of micro-batches, pass grad_scale = 1 /
+ * (non-ignored targets in the whole batch) so the gradient is that of the
+ * batch's mean loss. */
+int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
+                           float grad_scale, float *mean_loss, char *err, size_t err_len);
+/* Per-token losses of the last forward pass (B*T floats, host). */
+const float *model_token_losses(const Model *m);
+/* Logits of the last forward pass, (B*T, V) fp32 into host dst. */
+void model_logits(Model *m, float *dst);
+
+void model_zero_grad(Model *m);
+/* Global gradient L2 norm (before clipping). */
+float model_grad_norm(Model *m);
+/* Clip (coefficient min(1, clip / (norm + 1e-6)), as torch's
+ * clip_grad_norm_) and apply one AdamW step with learning rate lr; weight
+ * decay only on tensors with decay set. step counts from 1. Returns the
+ * gradient norm before clipping. */
+float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step);
+/* Optimizer moments, host fp32 copies (for checkpoints and tests). */
+void model_get_adam_state(const Model *m, float *m_dst, float *v_dst);
+void model_set_adam_state(Model *m, const float *m_src, const float *v_src);
+
+/* Name of the first parameter or gradient tensor holding a NaN or Inf
+ * (prefixed "grad:" for gradients), or NULL when everything is finite. */
+const char *model_find_nonfinite(Model *m);
+
+#endif
