@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/vecmath.h"
 #include "kernels/ops.h"
 
 #define LMHEAD_CHUNK_ROWS 256 /* rows of logits materialised at once */
@@ -294,8 +295,9 @@ static void cpu_attention_fwd(void *out_, float *att, const void *qkv_, int B, i
                     if (s > maxv) maxv = s;
                 }
                 float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
                 for (int j = 0; j <= t; j++) {
-                    p[j] = expf(p[j] - maxv);
+                    p[j] = vec_expf(p[j] - maxv);
                     sum += p[j];
                 }
                 float inv = 1.0f / sum;
@@ -380,21 +382,21 @@ static void cpu_attention_bwd(void *dqkv_, float *datt, const void *dout_, const
 static void cpu_gelu_fwd(void *out_, const void *inp_, size_t n) {
     float *out = out_;
     const float *inp = inp_;
-#pragma omp parallel for
+#pragma omp parallel for simd
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+        out[i] = 0.5f * x * (1.0f + vec_tanhf(GELU_K * (x + 0.044715f * x * x * x)));
     }
 }
 
 static void cpu_gelu_bwd(void *dinp_, const void *inp_, const void *dout_, size_t n) {
     float *dinp = dinp_;
     const float *inp = inp_, *dout = dout_;
-#pragma omp parallel for
+#pragma omp parallel for simd
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_K * (x + 0.044715f * x * x * x);
-        float th = tanhf(u);
+        float th = vec_tanhf(u);
         float sech2 = 1.0f - th * th;
         float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * x * sech2 * du);
@@ -408,7 +410,8 @@ static void cpu_swiglu_fwd(void *out_, const void *gu_, int N, int F) {
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * F, *u = g + F;
         float *o = out + (size_t)n * F;
-        for (int i = 0; i < F; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+#pragma omp simd
+        for (int i = 0; i < F; i++) o[i] = g[i] * vec_sigmoidf(g[i]) * u[i];
     }
 }
 
@@ -419,8 +422,9 @@ static void cpu_swiglu_bwd(void *dgu_, const void *dout_, const void *gu_, int N
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * F, *u = g + F, *d = dout + (size_t)n * F;
         float *dg = dgu + (size_t)n * 2 * F, *du = dg + F;
+#pragma omp simd
         for (int i = 0; i < F; i++) {
-            float sig = 1.0f / (1.0f + expf(-g[i]));
+            float sig = vec_sigmoidf(g[i]);
             float silu = g[i] * sig;
             du[i] = d[i] * silu;
             dg[i] = d[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
@@ -459,18 +463,20 @@ static void cpu_lmhead_ce(float *losses, void *dx_, void *dw, const void *x_, co
             float *l = logits + (size_t)r * V;
             int tgt = targets[n0 + r];
             float maxv = -INFINITY;
-            for (int i = 0; i < V; i++)
-                if (l[i] > maxv) maxv = l[i];
+#pragma omp simd reduction(max : maxv)
+            for (int i = 0; i < V; i++) maxv = l[i] > maxv ? l[i] : maxv;
             double sum = 0.0;
-            for (int i = 0; i < V; i++) sum += exp((double)(l[i] - maxv));
-            double lse = maxv + log(sum);
-            losses[n0 + r] = tgt < 0 ? 0.0f : (float)(lse - l[tgt]);
+#pragma omp simd reduction(+ : sum)
+            for (int i = 0; i < V; i++) sum += vec_expf(l[i] - maxv);
+            float lse = maxv + (float)log(sum);
+            losses[n0 + r] = tgt < 0 ? 0.0f : lse - l[tgt];
             if (!dx) continue;
             if (tgt < 0) {
                 memset(l, 0, sizeof(float) * V);
                 continue;
             }
-            for (int i = 0; i < V; i++) l[i] = (float)exp(l[i] - lse) * grad_scale;
+#pragma omp simd
+            for (int i = 0; i < V; i++) l[i] = vec_expf(l[i] - lse) * grad_scale;
             l[tgt] -= grad_scale;
         }
         if (!dx) continue;
