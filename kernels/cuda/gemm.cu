@@ -1,7 +1,8 @@
 /* gemm.cu: every matrix product of the CUDA backend goes through cuda_gemm(),
  * a row-major front end to cuBLASLt (which is column-major), and the linear
  * layer ops matmul_fwd/matmul_bwd built on it. The forward adds the bias in
- * cuBLASLt's BIAS epilogue; the bias gradient is a deterministic column sum
+ * cuBLASLt's BIAS epilogue (or a small kernel when the bias view is not
+ * 16-byte aligned); the bias gradient is a deterministic column sum
  * (norms.cu), not an atomics-based epilogue.
  *
  * Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a
@@ -154,16 +155,33 @@ void cuda_gemm(const GemmArgs *g) {
     if (g_cuda.debug_sync) CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
 }
 
+/* out (N, OC) += bias (OC) broadcast over rows; one thread per element.
+ * Used when the bias view is not 16-byte aligned, which cuBLASLt's bias
+ * epilogue does not reliably support. */
+template <typename T>
+__global__ void add_bias_kernel(T *out, const T *bias, int OC, size_t total) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += stride)
+        out[e] = from_f<T>(to_f(out[e]) + to_f(bias[e % OC]));
+}
+
 /* out (N, OC) = inp (N, IC) @ w^T (w: (OC, IC)) + bias */
 template <typename T>
 static void matmul_fwd(void *out, const void *inp, const void *w, const void *bias, int N, int IC,
                        int OC) {
+    int epilogue = bias && cuda_aligned16(bias);
     GemmArgs g = {};
     g.ta = 0, g.tb = 1, g.M = N, g.N = OC, g.K = IC;
     g.A = inp, g.lda = IC, g.B = w, g.ldb = IC, g.C = out, g.ldc = OC, g.batch = 1;
     g.ab_type = g.c_type = cuda_dtype<T>();
-    g.alpha = 1.0f, g.beta = 0.0f, g.bias = bias;
+    g.alpha = 1.0f, g.beta = 0.0f, g.bias = epilogue ? bias : NULL;
     cuda_gemm(&g);
+    if (bias && !epilogue) {
+        size_t total = (size_t)N * OC;
+        add_bias_kernel<T><<<cuda_grid(total, 256), 256, 0, g_cuda.stream>>>(
+            (T *)out, (const T *)bias, OC, total);
+        LAUNCH_CHECK();
+    }
 }
 
 /* dinp (N, IC) = dout (N, OC) @ w (OC, IC); dw (OC, IC) += dout^T @ inp;

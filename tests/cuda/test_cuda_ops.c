@@ -275,24 +275,31 @@ static void test_norms(Ctx *c, int N, int C) {
     pair_free(c, &inp), pair_free(c, &w), pair_free(c, &b), pair_free(c, &dout);
 }
 
+/* variant 0: no bias; 1: bias; 2: bias, with inp, w and bias views one
+ * element off their allocation (unaligned, as views into a parameter buffer
+ * can be) */
 static void test_matmul(Ctx *c, int N, int IC, int OC) {
-    Pair inp = pair_rand(c, (size_t)N * IC, -1, 1), w = pair_rand(c, (size_t)OC * IC, -0.3f, 0.3f);
-    Pair bias = pair_rand(c, OC, -1, 1), dout = pair_rand(c, (size_t)N * OC, -1, 1);
-    for (int with_bias = 0; with_bias < 2; with_bias++) {
+    Pair inp = pair_rand(c, (size_t)N * IC + 1, -1, 1);
+    Pair w = pair_rand(c, (size_t)OC * IC + 1, -0.3f, 0.3f);
+    Pair bias = pair_rand(c, OC + 1, -1, 1), dout = pair_rand(c, (size_t)N * OC, -1, 1);
+    static const char *fwd[3] = {"matmul_fwd", "matmul_fwd+b", "matmul_fwd+b@1"};
+    static const char *bwd[3] = {"matmul_bwd", "matmul_bwd+b", "matmul_bwd+b@1"};
+    for (int v = 0; v < 3; v++) {
+#define VIEW(p) ((char *)S(p) + (v == 2 ? SIDE(c, s)->act_bytes : 0))
         Pair out = pair_poison(c, (size_t)N * OC, 0);
         for (int s = 0; s < 2; s++)
-            SIDE(c, s)->matmul_fwd(S(out), S(inp), S(w), with_bias ? S(bias) : NULL, N, IC, OC);
-        check(c, with_bias ? "matmul_fwd+b" : "matmul_fwd", "out", &out);
+            SIDE(c, s)->matmul_fwd(S(out), VIEW(inp), VIEW(w), v ? VIEW(bias) : NULL, N, IC, OC);
+        check(c, fwd[v], "out", &out);
         pair_free(c, &out);
         Pair dinp = pair_poison(c, (size_t)N * IC, 0), dw = pair_rand(c, (size_t)OC * IC, -1, 1);
         Pair db = pair_rand(c, OC, -1, 1);
         for (int s = 0; s < 2; s++)
-            SIDE(c, s)->matmul_bwd(with_bias ? S(dinp) : NULL, S(dw), with_bias ? S(db) : NULL,
-                                   S(dout), S(inp), S(w), N, IC, OC);
-        const char *name = with_bias ? "matmul_bwd+b" : "matmul_bwd";
-        if (with_bias) check(c, name, "dinp", &dinp);
-        check(c, name, "dw", &dw);
-        if (with_bias) check(c, name, "dbias", &db);
+            SIDE(c, s)->matmul_bwd(v ? S(dinp) : NULL, S(dw), v ? S(db) : NULL, S(dout), VIEW(inp),
+                                   VIEW(w), N, IC, OC);
+#undef VIEW
+        if (v) check(c, bwd[v], "dinp", &dinp);
+        check(c, bwd[v], "dw", &dw);
+        if (v) check(c, bwd[v], "dbias", &db);
         pair_free(c, &dinp), pair_free(c, &dw), pair_free(c, &db);
     }
     pair_free(c, &inp), pair_free(c, &w), pair_free(c, &bias), pair_free(c, &dout);
