@@ -17,7 +17,10 @@
  * agree bitwise.
  *
  * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
- *                      [--device cpu]
+ *                      [--device cpu] [--only GROUP]
+ * GROUP: embed, norms, matmul, attention, activations, lmhead or optimizer
+ * (tools/gpu-check runs each group in its own process, so a fatal CUDA
+ * error in one group does not hide the results of the others).
  * --device cpu compares the CPU backend with itself: a harness self-check
  * that runs without a GPU. Exit 0: all passed; 1: a failure; 77: no GPU.
  */
@@ -438,24 +441,31 @@ static void test_optimizer(Ctx *c, size_t n) {
     pair_free(c, &g), pair_free(c, &p), pair_free(c, &m), pair_free(c, &v), pair_free(c, &master);
 }
 
+static const char *g_only; /* --only GROUP, or NULL for all */
+static const char *const GROUPS[] = {"embed",       "norms",  "matmul",    "attention",
+                                     "activations", "lmhead", "optimizer", NULL};
+static int want(const char *group) { return !g_only || !strcmp(g_only, group); }
+
 static void run_all(Ctx *c) {
     c->shape = "aligned";
-    test_embed(c, 2, 16, 64, 37);
-    test_norms(c, 24, 256);
-    test_matmul(c, 48, 64, 96);
-    test_attention(c, 2, 16, 4, 2, 16);
-    test_activations(c, 12, 64);
-    test_lmhead(c, 40, 64, 1000);
-    test_optimizer(c, 4096);
+    if (want("embed")) test_embed(c, 2, 16, 64, 37);
+    if (want("norms")) test_norms(c, 24, 256);
+    if (want("matmul")) test_matmul(c, 48, 64, 96);
+    if (want("attention")) test_attention(c, 2, 16, 4, 2, 16);
+    if (want("activations")) test_activations(c, 12, 64);
+    if (want("lmhead")) test_lmhead(c, 40, 64, 1000);
+    if (want("optimizer")) test_optimizer(c, 4096);
     c->shape = "odd";
-    test_embed(c, 3, 7, 45, 11);
-    test_norms(c, 13, 77);
-    test_matmul(c, 13, 35, 19);
-    test_attention(c, 1, 9, 3, 3, 6);
-    test_attention(c, 2, 33, 6, 2, 10);
-    test_activations(c, 5, 13);
-    test_lmhead(c, 7, 21, 333);
-    test_optimizer(c, 1001);
+    if (want("embed")) test_embed(c, 3, 7, 45, 11);
+    if (want("norms")) test_norms(c, 13, 77);
+    if (want("matmul")) test_matmul(c, 13, 35, 19);
+    if (want("attention")) {
+        test_attention(c, 1, 9, 3, 3, 6);
+        test_attention(c, 2, 33, 6, 2, 10);
+    }
+    if (want("activations")) test_activations(c, 5, 13);
+    if (want("lmhead")) test_lmhead(c, 7, 21, 333);
+    if (want("optimizer")) test_optimizer(c, 1001);
 }
 
 /* The comparison itself must be able to fail: NaN, a 1e-3 error at fp32
@@ -485,11 +495,20 @@ int main(int argc, char **argv) {
             json_path = argv[++i];
         else if (!strcmp(argv[i], "--device") && i + 1 < argc)
             device = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            g_only = argv[++i];
         else {
             fprintf(stderr, "usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] "
-                            "[--json FILE] [--device cpu]\n");
+                            "[--json FILE] [--device cpu] [--only GROUP]\n");
             return 2;
         }
+    }
+    int known = !g_only;
+    for (int i = 0; GROUPS[i]; i++) known |= g_only && !strcmp(g_only, GROUPS[i]);
+    if (!known) {
+        fprintf(stderr, "test_cuda_ops: unknown group '%s' (embed, norms, matmul, attention, "
+                        "activations, lmhead, optimizer)\n", g_only);
+        return 2;
     }
     if (!harness_selfcheck()) return 1;
     Ctx c = {0};
