@@ -4,4 +4,7 @@
 #ifndef DAPT_CLI_H
 #define DAPT_CLI_H
 
+/* tools/law/cmd_law.c: fit, predict and apply the D-CPT scaling law. */
+int cmd_law(int argc, char **argv);
+
 #endif

@@ -14,6 +14,7 @@ typedef struct {
 } Command;
 
 static const Command commands[] = {
+    {"law", cmd_law, "fit, predict and apply the D-CPT scaling law"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,182 @@
+/* test_ckpt.c: checkpoints: save -> load restores parameters, Adam moments
+ * and trainer state exactly; keep-last-k; find-latest skips damaged and
+ * temporary directories; truncated or missing files and a different model
+ * are refused with the file named. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tests/c/runner_check.h"
+#include "trainer/ckpt.h"
+#include "trainer/rng.h"
+
+static char dir[256];
+
+static ModelConfig tiny(Arch arch) {
+    ModelConfig c = model_config_default(arch);
+    c.n_layer = 2;
+    c.n_head = 2;
+    c.n_kv_head = arch == ARCH_LLAMA ? 1 : 2;
+    c.d_model = 8;
+    c.d_ff = 12;
+    c.vocab_size = 21;
+    c.max_seq_len = 8;
+    c.tie_embeddings = arch == ARCH_GPT2;
+    return c;
+}
+
+static void fill(float *x, size_t n, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_uniform(&r) - 0.5f;
+}
+
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+static void test_save_load(Arch arch) {
+    char out[512], path[4200], err[512];
+    snprintf(out, sizeof out, "%s/run-%s", dir, model_arch_name(arch));
+    ModelConfig cfg = tiny(arch);
+    Model *m = model_create(&cfg, ops_cpu(), err, sizeof err);
+    CHECK(m != NULL);
+    if (!m) return;
+    size_t n = model_num_params(m);
+    float *p = malloc(n * sizeof *p), *mm = malloc(n * sizeof *mm), *vv = malloc(n * sizeof *vv);
+    float *p2 = malloc(n * sizeof *p), *mm2 = malloc(n * sizeof *mm), *vv2 = malloc(n * sizeof *vv);
+    fill(p, n, 1);
+    fill(mm, n, 2);
+    fill(vv, n, 3);
+    model_set_params(m, p);
+    model_set_adam_state(m, mm, vv);
+    CkptState st = {.step = 120, .tokens = 123456789012LL, .lr = 2.5e-4,
+                    .data_fingerprint = "shards:abc123 mix:0.3",
+                    .rng = {1, 0xffffffffffffffffull, 3, 0x0123456789abcdefull},
+                    .config_text = "[run]\nname = \"x\"\n"};
+    for (int step = 100; step <= 120; step += 10) {
+        st.step = step;
+        CHECK(ckpt_save(out, m, &st, 2, path, sizeof path, err, sizeof err) == 0);
+    }
+    snprintf(path, sizeof path, "%s/ckpt/step-00000100", out);
+    CHECK(!exists(path)); /* keep = 2 */
+    snprintf(path, sizeof path, "%s/ckpt/step-00000110", out);
+    CHECK(exists(path));
+    char latest[4200];
+    CHECK(ckpt_find_latest(out, latest, sizeof latest, err, sizeof err) == 0);
+    CHECK(strstr(latest, "step-00000120") != NULL);
+
+    Model *m2 = model_create(&cfg, ops_cpu(), err, sizeof err);
+    CkptState got;
+    CHECK(ckpt_load(latest, m2, &got, err, sizeof err) == 0);
+    model_get_params(m2, p2);
+    model_get_adam_state(m2, mm2, vv2);
+    CHECK(memcmp(p, p2, n * sizeof *p) == 0);
+    CHECK(memcmp(mm, mm2, n * sizeof *p) == 0);
+    CHECK(memcmp(vv, vv2, n * sizeof *p) == 0);
+    CHECK(got.step == 120 && got.tokens == 123456789012LL && got.lr == 2.5e-4);
+    CHECK(got.data_fingerprint && !strcmp(got.data_fingerprint, st.data_fingerprint));
+    CHECK(got.config_text && !strcmp(got.config_text, st.config_text));
+    CHECK(memcmp(got.rng, st.rng, sizeof st.rng) == 0);
+    ckpt_state_free(&got);
+
+    /* a different model is refused */
+    ModelConfig other = cfg;
+    other.d_ff = 16;
+    Model *m3 = model_create(&other, ops_cpu(), err, sizeof err);
+    CHECK(ckpt_load(latest, m3, NULL, err, sizeof err) != 0);
+    CHECK_MSG(err, "different model");
+    model_free(m3);
+
+    /* a leftover temporary directory is not a checkpoint, and the next save removes it */
+    snprintf(path, sizeof path, "%s/ckpt/.tmp-step-00000130", out);
+    CHECK(mkdir(path, 0755) == 0);
+    CHECK(ckpt_find_latest(out, latest, sizeof latest, err, sizeof err) == 0 &&
+          strstr(latest, "step-00000120"));
+    st.step = 125;
+    CHECK(ckpt_save(out, m, &st, 0, NULL, 0, err, sizeof err) == 0);
+    CHECK(!exists(path));
+    /* re-saving an existing step replaces it */
+    st.lr = 1e-5;
+    CHECK(ckpt_save(out, m, &st, 0, NULL, 0, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/ckpt/step-00000125", out);
+    CHECK(ckpt_load(path, m2, &got, err, sizeof err) == 0 && got.lr == 1e-5);
+    ckpt_state_free(&got);
+
+    free(p), free(mm), free(vv), free(p2), free(mm2), free(vv2);
+    model_free(m);
+    model_free(m2);
+}
+
+static void truncate_file(const char *path, long by) {
+    struct stat sb;
+    CHECK(stat(path, &sb) == 0);
+    CHECK(truncate(path, sb.st_size - by) == 0);
+}
+
+static void test_damage(void) {
+    char out[512], path[4400], ck[4200], latest[4200], err[512];
+    snprintf(out, sizeof out, "%s/run-damage", dir);
+    ModelConfig cfg = tiny(ARCH_LLAMA);
+    Model *m = model_create(&cfg, ops_cpu(), err, sizeof err);
+    model_init_weights(m, 5);
+    CkptState st = {.step = 1, .data_fingerprint = "fp", .config_text = ""};
+    CHECK(ckpt_save(out, m, &st, 0, NULL, 0, err, sizeof err) == 0);
+    st.step = 2;
+    CHECK(ckpt_save(out, m, &st, 0, ck, sizeof ck, err, sizeof err) == 0);
+
+    /* truncated model.safetensors: refused, the file named; latest falls back */
+    snprintf(path, sizeof path, "%s/model.safetensors", ck);
+    truncate_file(path, 3);
+    CHECK(ckpt_load(ck, m, NULL, err, sizeof err) != 0);
+    CHECK_MSG(err, "model.safetensors");
+    CHECK_MSG(err, "truncated?");
+    CHECK(ckpt_check(ck, err, sizeof err) != 0);
+    CHECK(ckpt_find_latest(out, latest, sizeof latest, err, sizeof err) == 0 &&
+          strstr(latest, "step-00000001"));
+
+    /* missing trainer_state.json */
+    snprintf(path, sizeof path, "%s/trainer_state.json", latest);
+    CHECK(remove(path) == 0);
+    CHECK(ckpt_load(latest, m, NULL, err, sizeof err) != 0);
+    CHECK_MSG(err, "trainer_state.json is missing");
+    CHECK(ckpt_find_latest(out, latest, sizeof latest, err, sizeof err) == 1);
+
+    /* truncated optimizer.safetensors and trainer_state.json */
+    st.step = 3;
+    CHECK(ckpt_save(out, m, &st, 0, ck, sizeof ck, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", ck);
+    truncate_file(path, 1);
+    CHECK(ckpt_load(ck, m, NULL, err, sizeof err) != 0);
+    CHECK_MSG(err, "optimizer.safetensors");
+    st.step = 4;
+    CHECK(ckpt_save(out, m, &st, 0, ck, sizeof ck, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/trainer_state.json", ck);
+    truncate_file(path, 10);
+    CHECK(ckpt_load(ck, m, NULL, err, sizeof err) != 0);
+    CHECK_MSG(err, "trainer_state.json");
+    /* a missing config.json */
+    st.step = 5;
+    CHECK(ckpt_save(out, m, &st, 0, ck, sizeof ck, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/config.json", ck);
+    CHECK(remove(path) == 0);
+    CHECK(ckpt_load(ck, m, NULL, err, sizeof err) != 0);
+    CHECK_MSG(err, "config.json is missing");
+
+    /* no checkpoints at all */
+    snprintf(path, sizeof path, "%s/empty-run", dir);
+    CHECK(ckpt_find_latest(path, latest, sizeof latest, err, sizeof err) == 1);
+    model_free(m);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "/tmp/dapt-test-ckpt-XXXXXX");
+    if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
+    test_save_load(ARCH_LLAMA);
+    test_save_load(ARCH_GPT2);
+    test_damage();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
+    return TEST_EXIT();
+}

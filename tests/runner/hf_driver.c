@@ -1,0 +1,108 @@
+/* hf_driver.c: the C side of the HF transformers parity tests
+ * (tests/runner/test_hf_parity.py drives it; not part of `dapt`).
+ *
+ *   hf_driver logits DIR OUT.f32 ID...
+ *       load an HF model directory (hf_load_model, CPU backend), run the
+ *       forward pass on one sequence of token ids, write its logits
+ *       (T x V fp32, little-endian) to OUT.f32
+ *   hf_driver ckpt KIND OUT_DIR OUT.f32 ID...
+ *       build a tiny model (KIND: llama, llama-tied, qwen2, gpt2) with
+ *       random weights of O(1) logits, save it with ckpt_save under
+ *       OUT_DIR, print the checkpoint path, and write its logits
+ *
+ * Exit status 0 on success; 1 with a message on stderr otherwise.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer/ckpt.h"
+#include "trainer/hf.h"
+#include "trainer/rng.h"
+
+static int write_logits(Model *m, int argc, char **argv, const char *out) {
+    int T = argc;
+    if (T < 1) return fprintf(stderr, "hf_driver: no token ids\n"), 1;
+    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)atoi(argv[i]);
+    char err[512];
+    float loss;
+    if (model_forward(m, ids, NULL, 1, T, &loss, err, sizeof err)) {
+        free(ids);
+        return fprintf(stderr, "hf_driver: %s\n", err), 1;
+    }
+    size_t n = (size_t)T * (size_t)model_config(m)->vocab_size;
+    float *logits = malloc(n * sizeof *logits);
+    model_logits(m, logits);
+    FILE *f = fopen(out, "wb");
+    int bad = !f || fwrite(logits, sizeof *logits, n, f) != n;
+    if (f && fclose(f)) bad = 1;
+    free(logits);
+    free(ids);
+    if (bad) return fprintf(stderr, "hf_driver: cannot write %s\n", out), 1;
+    return 0;
+}
+
+/* Weights of O(1) logits: matrices uniform in [-0.3, 0.3], norm weights
+ * 1 +- 0.2, biases +- 0.2 (non-zero so their layout is checked too). */
+static void randomize(Model *m, uint64_t seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    float *p = malloc(model_num_params(m) * sizeof *p);
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        const ParamTensor *t = model_tensor(m, i);
+        int norm = t->ndim == 1 && strstr(t->name, ".weight");
+        for (size_t k = 0; k < t->numel; k++) {
+            float u = (float)rng_uniform(&r) * 2.0f - 1.0f;
+            p[t->offset + k] = t->ndim == 2 ? 0.3f * u : norm ? 1.0f + 0.2f * u : 0.2f * u;
+        }
+    }
+    model_set_params(m, p);
+    free(p);
+}
+
+static int cmd_ckpt(const char *kind, const char *out_dir, const char *out, int argc, char **argv) {
+    ModelConfig c = model_config_default(strcmp(kind, "gpt2") ? ARCH_LLAMA : ARCH_GPT2);
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_kv_head = c.arch == ARCH_LLAMA ? 2 : 4;
+    c.d_model = 32;
+    c.d_ff = c.arch == ARCH_LLAMA ? 48 : 128;
+    c.vocab_size = 64;
+    c.max_seq_len = 32;
+    c.rope_theta = 5000.0f;
+    c.norm_eps = 1e-5f;
+    c.tie_embeddings = strcmp(kind, "llama") != 0;
+    c.qkv_bias = !strcmp(kind, "qwen2");
+    if (strcmp(kind, "llama") && strcmp(kind, "llama-tied") && strcmp(kind, "qwen2") &&
+        strcmp(kind, "gpt2"))
+        return fprintf(stderr, "hf_driver: unknown kind '%s'\n", kind), 1;
+    char err[512], path[4200];
+    Model *m = model_create(&c, ops_cpu(), err, sizeof err);
+    if (!m) return fprintf(stderr, "hf_driver: %s\n", err), 1;
+    randomize(m, 1234);
+    CkptState st = {.step = 7, .tokens = 7 * 1024, .lr = 1e-4, .data_fingerprint = "test",
+                    .config_text = ""};
+    int rc = ckpt_save(out_dir, m, &st, 1, path, sizeof path, err, sizeof err);
+    if (rc) fprintf(stderr, "hf_driver: %s\n", err);
+    else {
+        printf("%s\n", path);
+        rc = write_logits(m, argc, argv, out);
+    }
+    model_free(m);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 5 && !strcmp(argv[1], "logits")) {
+        char err[512];
+        Model *m = hf_load_model(argv[2], ops_cpu(), err, sizeof err);
+        if (!m) return fprintf(stderr, "hf_driver: %s\n", err), 1;
+        int rc = write_logits(m, argc - 4, argv + 4, argv[3]);
+        model_free(m);
+        return rc;
+    }
+    if (argc >= 6 && !strcmp(argv[1], "ckpt")) return cmd_ckpt(argv[2], argv[3], argv[4], argc - 5, argv + 5);
+    fprintf(stderr, "usage: hf_driver logits DIR OUT.f32 ID... | hf_driver ckpt KIND OUT_DIR OUT.f32 ID...\n");
+    return 2;
+}

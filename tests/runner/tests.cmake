@@ -1,0 +1,19 @@
+# tests/runner: HF transformers parity tests (label "py") and their C driver.
+# The oracle runs in the project's virtualenv (tools/setup makes .venv with a
+# pinned transformers over Debian's torch). Without it the tests FAIL with a
+# message saying to run tools/setup; they never pass vacuously.
+set(DAPT_HF_PYTHON "${CMAKE_SOURCE_DIR}/.venv/bin/python" CACHE FILEPATH
+    "Python with transformers for the HF parity tests (made by tools/setup)")
+
+add_executable(hf_driver ${CMAKE_CURRENT_SOURCE_DIR}/runner/hf_driver.c)
+target_link_libraries(hf_driver PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
+
+foreach(case import_llama_gqa import_llama_tied import_qwen2 import_gpt2 import_llama_bf16
+             import_gpt2_f16 import_qwen2_bf16_sharded import_llama_sharded
+             ckpt_llama ckpt_llama_tied ckpt_qwen2 ckpt_gpt2)
+  add_test(NAME hf_${case}
+           COMMAND sh -c "if [ ! -x \"$0\" ]; then echo \"$0 not found: run tools/setup to make the .venv with transformers\" >&2; exit 1; fi; exec \"$0\" \"$@\""
+                   ${DAPT_HF_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/runner/test_hf_parity.py ${case}
+                   $<TARGET_FILE:hf_driver>)
+  set_tests_properties(hf_${case} PROPERTIES LABELS py)
+endforeach()

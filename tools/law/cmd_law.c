@@ -1,0 +1,446 @@
+/* cmd_law.c: `dapt law fit | predict | recommend`, the command-line face of
+ * the D-CPT law library (law.h). This is the only file of the module that
+ * prints or chooses an exit status: 0 success, 1 bad input or failed fit,
+ * 2 usage error. Machine-readable output (--json) is one JSON object on
+ * stdout; human-readable output goes to stdout, notes and errors to stderr. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "tools/law/law.h"
+#include "trainer/cli.h"
+
+static const char *usage_law =
+    "usage: dapt law <fit|predict|recommend> [args]   (dapt law <sub> --help for each)\n"
+    "\n"
+    "The D-CPT law (Que et al. 2024), fitted separately for the general loss\n"
+    "(r = general share) and the domain loss (r = domain share):\n"
+    "  L(N, D, r) = E + A/N^alpha + B*r^eta/D^beta + C/(r+epsilon)^gamma\n"
+    "\n"
+    "  fit        fit the law to sweep results, write law.json\n"
+    "  predict    predicted general and domain loss at (N, D, r_domain)\n"
+    "  recommend  the domain share r_domain to train with\n"
+    "\n"
+    "(`dapt law sweep`, which runs the small training runs, is not built yet.)\n";
+
+static const char *usage_fit =
+    "usage: dapt law fit RESULTS --out law.json [options]\n"
+    "\n"
+    "RESULTS: JSONL, one object per line, or CSV (name ending in .csv) with a header:\n"
+    "  {\"N\": params, \"D\": tokens, \"r_domain\": share, \"loss_general\": L, \"loss_domain\": "
+    "L}\n"
+    "  Either loss may be absent (or null / an empty CSV cell) in a row.\n"
+    "  Cross-domain rows also carry \"domain\": name, \"k1\": x, \"k2\": y (docs/dcpt.md).\n"
+    "\n"
+    "options:\n"
+    "  --out PATH          where to write the fitted law (required)\n"
+    "  --huber-delta X     Huber threshold on log-loss residuals (default 1e-3)\n"
+    "  --starts K          grid starts minimised fully per fit (default 16)\n"
+    "  --max-iter K        minimiser iterations per start (default 1000)\n"
+    "  --no-holdout        skip the leave-one-ratio-out (leave-one-domain-out) refits\n"
+    "  --cross-domain      fit the cross-domain law (adds F/K^mu, K = w1/k1 + w2*k2;\n"
+    "                      needs >= 3 domains)\n";
+
+static const char *usage_predict =
+    "usage: dapt law predict LAW.json --N n --D d --r-domain r [--k1 x --k2 y] [--json]\n"
+    "\n"
+    "Prints the predicted general and domain loss of a model with n parameters after\n"
+    "d CPT tokens at domain share r. Numbers accept k, M, B (or G) and T suffixes.\n"
+    "--k1/--k2: the new domain's early statistics, required by a cross-domain law.\n"
+    "--json: one object {\"loss_general\": x, \"loss_domain\": y}.\n";
+
+static const char *usage_recommend =
+    "usage: dapt law recommend LAW.json --N n --D d --max-general-rise T\n"
+    "                          [--base-general-loss L0] [options]\n"
+    "       dapt law recommend LAW.json --N n --domain-tokens Dd [options]\n"
+    "\n"
+    "1) the r_domain minimising the domain loss at (n, d) while the general loss stays\n"
+    "   within (1+T)*L0; L0 defaults to the law's general loss at r_domain = 0, same n, d.\n"
+    "2) with a fixed budget of Dd domain tokens: the r_domain minimising the domain loss\n"
+    "   when training on D = Dd / r_domain tokens.\n"
+    "\n"
+    "options:\n"
+    "  --flat-tol X   report the r_domain range whose domain loss is within a fraction X\n"
+    "                 of the optimum (default 0.001)\n"
+    "  --k1 x --k2 y  the domain's early statistics (cross-domain law only)\n"
+    "  --json         one object {\"r_domain\": r, \"loss_general\": x, \"loss_domain\": y}\n";
+
+/* A number with an optional k/M/B/G/T suffix; the whole string must parse. */
+static int parse_number(const char *s, double *v) {
+    char *end;
+    *v = strtod(s, &end);
+    if (end == s) return -1;
+    double mult = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k':
+        case 'K':
+            mult = 1e3;
+            break;
+        case 'M':
+            mult = 1e6;
+            break;
+        case 'B':
+        case 'G':
+            mult = 1e9;
+            break;
+        case 'T':
+            mult = 1e12;
+            break;
+        default:
+            return -1;
+        }
+        if (end[1]) return -1;
+    }
+    *v *= mult;
+    return isfinite(*v) ? 0 : -1;
+}
+
+typedef struct {
+    const char *name; /* "--N" */
+    int takes_value;
+    const char *value; /* set when seen */
+    int seen;
+} Opt;
+
+/* Parses argv[2..] into opts (options) and up to one positional; returns 0,
+ * 1 for --help, or 2 after printing a usage error. */
+static int parse_opts(int argc, char **argv, Opt *opts, const char **positional,
+                      const char *usage) {
+    *positional = NULL;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage, stdout);
+            return 1;
+        }
+        if (strncmp(a, "--", 2)) {
+            if (*positional) {
+                fprintf(stderr, "dapt law %s: unexpected argument '%s'\n%s", argv[1], a, usage);
+                return 2;
+            }
+            *positional = a;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        Opt *o = opts;
+        for (; o->name; o++)
+            if (strlen(o->name) == len && !strncmp(o->name, a, len)) break;
+        if (!o->name) {
+            fprintf(stderr, "dapt law %s: unknown option '%.*s'\n%s", argv[1], (int)len, a, usage);
+            return 2;
+        }
+        o->seen = 1;
+        if (o->takes_value) {
+            if (eq)
+                o->value = eq + 1;
+            else if (i + 1 < argc)
+                o->value = argv[++i];
+            else {
+                fprintf(stderr, "dapt law %s: %s needs a value\n", argv[1], o->name);
+                return 2;
+            }
+        } else if (eq) {
+            fprintf(stderr, "dapt law %s: %s takes no value\n", argv[1], o->name);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static Opt *find_opt(Opt *opts, const char *name) {
+    for (Opt *o = opts; o->name; o++)
+        if (!strcmp(o->name, name)) return o;
+    return NULL;
+}
+
+/* The option's number, or def when absent; 2 after a usage error. */
+static int opt_number(Opt *opts, const char *sub, const char *name, double def, double *v) {
+    Opt *o = find_opt(opts, name);
+    *v = def;
+    if (!o->seen) return 0;
+    if (parse_number(o->value, v)) {
+        fprintf(stderr, "dapt law %s: %s '%s' is not a number\n", sub, name, o->value);
+        return 2;
+    }
+    return 0;
+}
+
+static void print_fit(const char *title, const LawFit *f, int cross) {
+    const LawParams *p = &f->p;
+    printf("%s: %d observations\n", title, f->n_obs);
+    printf("  E=%.6g A=%.6g alpha=%.6g B=%.6g eta=%.6g beta=%.6g C=%.6g gamma=%.6g "
+           "epsilon=%.6g\n",
+           p->E, p->A, p->alpha, p->B, p->eta, p->beta, p->C, p->gamma, p->epsilon);
+    if (cross) printf("  F=%.6g mu=%.6g w1=%.6g w2=%.6g\n", p->F, p->mu, p->w1, p->w2);
+    printf("  huber loss %.4g, R2 %.6f, rms relative error %.3f%%\n", f->huber_loss, f->r2,
+           100 * f->rmse_rel);
+    if (f->N_min == f->N_max)
+        printf("  WARNING: one model size only: A/N^alpha is not separable from E, so predictions "
+               "at other N are meaningless\n");
+    if (f->D_min == f->D_max)
+        printf("  WARNING: one token count only: the D dependence is not determined\n");
+    if (f->r2 < 0.9) printf("  WARNING: R2 %.3f: the law does not describe these data\n", f->r2);
+    if (isnan(f->r_rise_from))
+        printf("  trend: loss falls with r on all of (0, 1] (at every D >= %.4g)\n", f->D_min);
+    else
+        printf("  WARNING: loss rises with r for r >= %.3f at D = %.4g (the law should fall "
+               "with r; more data at high r may help)\n",
+               f->r_rise_from, f->D_min);
+    if (isnan(f->holdout_mean_rel)) {
+        printf("  held-out error: not computed\n");
+        return;
+    }
+    printf("  leave-one-%s-out error: mean %.3f%%, max %.3f%%\n", cross ? "domain" : "ratio",
+           100 * f->holdout_mean_rel, 100 * f->holdout_max_rel);
+    for (int g = 0; g < f->n_groups; g++) {
+        if (cross)
+            printf("    domain %-12s ", f->group_domain[g]);
+        else
+            printf("    r_domain %-8.4g ", f->group_r[g]);
+        if (isnan(f->group_mean_rel[g]))
+            printf("(too few rows left to refit)\n");
+        else
+            printf("mean %.3f%%\n", 100 * f->group_mean_rel[g]);
+    }
+}
+
+static int law_cmd_fit(int argc, char **argv) {
+    Opt opts[] = {{"--out", 1, 0, 0},      {"--huber-delta", 1, 0, 0}, {"--starts", 1, 0, 0},
+                  {"--max-iter", 1, 0, 0}, {"--no-holdout", 0, 0, 0},  {"--cross-domain", 0, 0, 0},
+                  {NULL, 0, 0, 0}};
+    const char *results;
+    int rc = parse_opts(argc, argv, opts, &results, usage_fit);
+    if (rc) return rc == 1 ? 0 : rc;
+    const char *out = find_opt(opts, "--out")->value;
+    if (!results || !out) {
+        fprintf(stderr, "dapt law fit: %s is required\n%s", results ? "--out" : "RESULTS",
+                usage_fit);
+        return 2;
+    }
+    LawFitOptions fo;
+    law_fit_options_default(&fo);
+    double delta, starts, iters;
+    if (opt_number(opts, "fit", "--huber-delta", fo.huber_delta, &delta) ||
+        opt_number(opts, "fit", "--starts", fo.n_starts, &starts) ||
+        opt_number(opts, "fit", "--max-iter", fo.max_iter, &iters))
+        return 2;
+    if (!(delta > 0) || starts < 1 || starts > 10000 || iters < 1 || iters > 1e6) {
+        fprintf(stderr, "dapt law fit: --huber-delta must be > 0, --starts in [1, 10000], "
+                        "--max-iter in [1, 1e6]\n");
+        return 2;
+    }
+    fo.huber_delta = delta;
+    fo.n_starts = (int)starts;
+    fo.max_iter = (int)iters;
+    fo.holdout = !find_opt(opts, "--no-holdout")->seen;
+    fo.cross_domain = find_opt(opts, "--cross-domain")->seen;
+
+    char err[LAW_ERR_LEN];
+    LawData d;
+    if (law_data_load(results, &d, err, sizeof err)) {
+        fprintf(stderr, "dapt law fit: %s\n", err);
+        return 1;
+    }
+    LawModel m = {0};
+    m.huber_delta = fo.huber_delta;
+    m.cross = fo.cross_domain;
+    int n_general = 0, n_domain = 0;
+    for (int i = 0; i < d.n; i++) {
+        n_general += d.rows[i].has_general;
+        n_domain += d.rows[i].has_domain;
+    }
+    printf("dapt law fit: %s: %d rows (%d with loss_general, %d with loss_domain)\n", results, d.n,
+           n_general, n_domain);
+    rc = 0;
+    if (n_general) {
+        rc = law_fit(&d, LAW_GENERAL, &fo, &m.general, err, sizeof err);
+        m.has_general = !rc;
+        if (!rc) print_fit("general loss (r = general share)", &m.general, m.cross);
+    }
+    if (!rc && n_domain) {
+        rc = law_fit(&d, LAW_DOMAIN, &fo, &m.domain, err, sizeof err);
+        m.has_domain = !rc;
+        if (!rc) print_fit("domain loss (r = domain share)", &m.domain, m.cross);
+    }
+    law_data_free(&d);
+    if (!rc) rc = law_model_save(&m, out, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "dapt law fit: %s\n", err);
+        return 1;
+    }
+    printf("wrote %s\n", out);
+    return 0;
+}
+
+/* Notes on stderr when a query extrapolates beyond the fitted data. */
+static void note_range(const LawFit *f, double N, double D) {
+    if (isfinite(f->N_min) && (N < f->N_min || N > f->N_max))
+        fprintf(stderr, "note: N = %.4g is outside the fitted range [%.4g, %.4g]\n", N, f->N_min,
+                f->N_max);
+    if (isfinite(f->D_min) && (D < f->D_min || D > f->D_max))
+        fprintf(stderr, "note: D = %.4g is outside the fitted range [%.4g, %.4g]\n", D, f->D_min,
+                f->D_max);
+}
+
+static int load_model(const char *sub, const char *path, LawModel *m, const char *usage) {
+    if (!path) {
+        fprintf(stderr, "dapt law %s: LAW.json is required\n%s", sub, usage);
+        return 2;
+    }
+    char err[LAW_ERR_LEN];
+    if (law_model_load(path, m, err, sizeof err)) {
+        fprintf(stderr, "dapt law %s: %s\n", sub, err);
+        return 1;
+    }
+    return 0;
+}
+
+static int require(Opt *opts, const char *sub, const char *name, const char *usage) {
+    if (find_opt(opts, name)->seen) return 0;
+    fprintf(stderr, "dapt law %s: %s is required\n%s", sub, name, usage);
+    return 2;
+}
+
+/* A loss for humans: "n/a" when the law has no fit for it. buf: 32 bytes. */
+static const char *fmt_loss(double L, char *buf) {
+    if (isnan(L)) return "n/a (no fit for this loss)";
+    snprintf(buf, 32, "%.6f", L);
+    return buf;
+}
+
+static void print_json_losses(cJSON *o, double general, double domain) {
+    if (isnan(general))
+        cJSON_AddNullToObject(o, "loss_general");
+    else
+        cJSON_AddNumberToObject(o, "loss_general", general);
+    if (isnan(domain))
+        cJSON_AddNullToObject(o, "loss_domain");
+    else
+        cJSON_AddNumberToObject(o, "loss_domain", domain);
+    char *s = cJSON_PrintUnformatted(o);
+    if (s) puts(s);
+    free(s);
+    cJSON_Delete(o);
+}
+
+static int law_cmd_predict(int argc, char **argv) {
+    Opt opts[] = {{"--N", 1, 0, 0},  {"--D", 1, 0, 0},  {"--r-domain", 1, 0, 0},
+                  {"--k1", 1, 0, 0}, {"--k2", 1, 0, 0}, {"--json", 0, 0, 0},
+                  {NULL, 0, 0, 0}};
+    const char *path;
+    int rc = parse_opts(argc, argv, opts, &path, usage_predict);
+    if (rc) return rc == 1 ? 0 : rc;
+    double N, D, r, k1, k2;
+    if (require(opts, "predict", "--N", usage_predict) ||
+        require(opts, "predict", "--D", usage_predict) ||
+        require(opts, "predict", "--r-domain", usage_predict) ||
+        opt_number(opts, "predict", "--N", NAN, &N) ||
+        opt_number(opts, "predict", "--D", NAN, &D) ||
+        opt_number(opts, "predict", "--r-domain", NAN, &r) ||
+        opt_number(opts, "predict", "--k1", NAN, &k1) ||
+        opt_number(opts, "predict", "--k2", NAN, &k2))
+        return 2;
+    LawModel m;
+    if ((rc = load_model("predict", path, &m, usage_predict))) return rc;
+    double lg, ld;
+    char err[LAW_ERR_LEN];
+    if (law_predict(&m, N, D, r, k1, k2, &lg, &ld, err, sizeof err)) {
+        fprintf(stderr, "dapt law predict: %s\n", err);
+        return 1;
+    }
+    note_range(m.has_domain ? &m.domain : &m.general, N, D);
+    if (find_opt(opts, "--json")->seen) {
+        print_json_losses(cJSON_CreateObject(), lg, ld);
+        return 0;
+    }
+    printf("N=%.6g D=%.6g r_domain=%.6g: loss_general %s, loss_domain %s\n", N, D, r,
+           fmt_loss(lg, (char[32]){0}), fmt_loss(ld, (char[32]){0}));
+    return 0;
+}
+
+static int law_cmd_recommend(int argc, char **argv) {
+    Opt opts[] = {{"--N", 1, 0, 0},
+                  {"--D", 1, 0, 0},
+                  {"--max-general-rise", 1, 0, 0},
+                  {"--base-general-loss", 1, 0, 0},
+                  {"--domain-tokens", 1, 0, 0},
+                  {"--flat-tol", 1, 0, 0},
+                  {"--k1", 1, 0, 0},
+                  {"--k2", 1, 0, 0},
+                  {"--json", 0, 0, 0},
+                  {NULL, 0, 0, 0}};
+    const char *path;
+    int rc = parse_opts(argc, argv, opts, &path, usage_recommend);
+    if (rc) return rc == 1 ? 0 : rc;
+    int usage2 = find_opt(opts, "--domain-tokens")->seen;
+    if (require(opts, "recommend", "--N", usage_recommend)) return 2;
+    if (usage2 && (find_opt(opts, "--D")->seen || find_opt(opts, "--max-general-rise")->seen ||
+                   find_opt(opts, "--base-general-loss")->seen)) {
+        fprintf(stderr, "dapt law recommend: --domain-tokens (usage 2) sets D = Dd / r and takes "
+                        "no --D, --max-general-rise or --base-general-loss\n");
+        return 2;
+    }
+    if (!usage2 && (require(opts, "recommend", "--D", usage_recommend) ||
+                    require(opts, "recommend", "--max-general-rise", usage_recommend)))
+        return 2;
+    LawRecommendQuery q;
+    if (opt_number(opts, "recommend", "--N", NAN, &q.N) ||
+        opt_number(opts, "recommend", "--D", NAN, &q.D) ||
+        opt_number(opts, "recommend", "--max-general-rise", NAN, &q.max_general_rise) ||
+        opt_number(opts, "recommend", "--base-general-loss", NAN, &q.base_general_loss) ||
+        opt_number(opts, "recommend", "--domain-tokens", 0, &q.domain_tokens) ||
+        opt_number(opts, "recommend", "--flat-tol", 1e-3, &q.flat_tol) ||
+        opt_number(opts, "recommend", "--k1", NAN, &q.k1) ||
+        opt_number(opts, "recommend", "--k2", NAN, &q.k2))
+        return 2;
+    if (usage2 && !(q.domain_tokens > 0)) {
+        fprintf(stderr, "dapt law recommend: --domain-tokens must be > 0\n");
+        return 2;
+    }
+    LawModel m;
+    if ((rc = load_model("recommend", path, &m, usage_recommend))) return rc;
+    LawRecommendation rec;
+    char err[LAW_ERR_LEN];
+    if (law_recommend(&m, &q, &rec, err, sizeof err)) {
+        fprintf(stderr, "dapt law recommend: %s\n", err);
+        return 1;
+    }
+    note_range(&m.domain, q.N, rec.D);
+    if (find_opt(opts, "--json")->seen) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "r_domain", rec.r_domain);
+        print_json_losses(o, rec.loss_general, rec.loss_domain);
+        return 0;
+    }
+    printf("recommended r_domain %.4f (N=%.6g, D=%.6g)\n", rec.r_domain, q.N, rec.D);
+    printf("  predicted loss_domain %.6f, loss_general %s\n", rec.loss_domain,
+           fmt_loss(rec.loss_general, (char[32]){0}));
+    if (!usage2)
+        printf("  general-loss limit %.6f = (1 + %g) * %.6f%s; the limit is %s\n",
+               rec.general_limit, q.max_general_rise, rec.base_general_loss,
+               isnan(q.base_general_loss) ? " (law at r_domain = 0)" : "",
+               rec.constraint_active ? "binding" : "not binding");
+    else
+        printf("  domain tokens %.6g, so D = Dd / r_domain\n", q.domain_tokens);
+    printf("  flatness: r_domain in [%.4f, %.4f] keeps loss_domain within %.3g%% of the optimum\n",
+           rec.flat_lo, rec.flat_hi, 100 * q.flat_tol);
+    return 0;
+}
+
+int cmd_law(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        fputs(usage_law, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "fit")) return law_cmd_fit(argc, argv);
+    if (!strcmp(argv[1], "predict")) return law_cmd_predict(argc, argv);
+    if (!strcmp(argv[1], "recommend")) return law_cmd_recommend(argc, argv);
+    fprintf(stderr, "dapt law: unknown subcommand '%s'\n%s", argv[1], usage_law);
+    return 2;
+}

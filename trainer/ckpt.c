@@ -1,0 +1,392 @@
+/* ckpt.c: checkpoint save / check / load / find-latest / keep-last-k (see
+ * ckpt.h for the layout and the invariants).
+ *
+ * Crash safety: everything goes to .tmp-step-N first; each file is fsynced
+ * by its writer (st_write, hf_write_file_atomic), then the directory itself,
+ * then it is renamed to step-N and the parent fsynced. Leftover .tmp-step-*
+ * directories (a crash mid-save) are removed by the next save; one process
+ * saves into an OUT_DIR at a time.
+ */
+#define _GNU_SOURCE /* nftw's FTW_DEPTH | FTW_PHYS */
+#include "trainer/ckpt.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "trainer/hf.h"
+#include "trainer/safetensors.h"
+
+static const char *const ckpt_files[] = {"model.safetensors", "config.json",
+                                         "optimizer.safetensors", "trainer_state.json"};
+#define N_CKPT_FILES 4
+
+void ckpt_state_free(CkptState *st) {
+    if (!st) return;
+    free(st->data_fingerprint);
+    free(st->config_text);
+    st->data_fingerprint = st->config_text = NULL;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+static int rm_tree(const char *path) {
+    if (access(path, F_OK) != 0) return 0;
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int fsync_dir(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return 1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc != 0;
+}
+
+static int mkdir_p(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) && errno != EEXIST) return 1;
+        *p = '/';
+    }
+    return mkdir(buf, 0755) && errno != EEXIST;
+}
+
+/* "step-00000012" -> 12; -1 when the name is not a checkpoint's */
+static int64_t parse_step_name(const char *name) {
+    if (strncmp(name, "step-", 5) || strlen(name) < 13) return -1;
+    int64_t v = 0;
+    for (const char *p = name + 5; *p; p++) {
+        if (*p < '0' || *p > '9' || v > INT64_MAX / 10 - 10) return -1;
+        v = v * 10 + (*p - '0');
+    }
+    return v;
+}
+
+static char *state_json(const CkptState *st) {
+    cJSON *r = cJSON_CreateObject();
+    char hex[CKPT_RNG_WORDS][20];
+    const char *hp[CKPT_RNG_WORDS];
+    for (int i = 0; i < CKPT_RNG_WORDS; i++) {
+        snprintf(hex[i], sizeof hex[i], "%016" PRIx64, st->rng[i]);
+        hp[i] = hex[i];
+    }
+    if (!r || !cJSON_AddStringToObject(r, "format", "dapt-trainer-state") ||
+        !cJSON_AddNumberToObject(r, "version", 1) ||
+        !cJSON_AddNumberToObject(r, "step", (double)st->step) ||
+        !cJSON_AddNumberToObject(r, "tokens", (double)st->tokens) ||
+        !cJSON_AddNumberToObject(r, "lr", st->lr) ||
+        !cJSON_AddStringToObject(r, "data_fingerprint", st->data_fingerprint ? st->data_fingerprint : "") ||
+        !cJSON_AddItemToObject(r, "rng", cJSON_CreateStringArray(hp, CKPT_RNG_WORDS)) ||
+        !cJSON_AddStringToObject(r, "config", st->config_text ? st->config_text : "")) {
+        cJSON_Delete(r);
+        return NULL;
+    }
+    char *s = cJSON_Print(r);
+    cJSON_Delete(r);
+    return s;
+}
+
+static int write_into(const char *dir, const Model *m, const CkptState *st, char *err,
+                      size_t err_len) {
+    char path[4200];
+    if (hf_save_weights(dir, m, err, err_len) || hf_save_config(dir, model_config(m), err, err_len))
+        return 1;
+    size_t np = model_num_params(m);
+    float *mv = malloc(2 * np * sizeof *mv + 1);
+    if (!mv) return snprintf(err, err_len, "out of memory for the optimizer state"), 1;
+    model_get_adam_state(m, mv, mv + np);
+    const float *bufs[] = {mv, mv + np};
+    const char *prefixes[] = {"exp_avg.", "exp_avg_sq."};
+    int32_t step = (int32_t)(st->step > INT32_MAX ? INT32_MAX : st->step);
+    StWriteTensor extra = {"step", ST_I32, 1, {1}, &step};
+    if (hf_path(path, sizeof path, dir, "optimizer.safetensors")) {
+        free(mv);
+        return snprintf(err, err_len, "%s: path too long", dir), 1;
+    }
+    int rc = hf_write_params(path, m, bufs, prefixes, 2, &extra, 1, err, err_len);
+    free(mv);
+    if (rc) return 1;
+    char *js = state_json(st);
+    if (!js) return snprintf(err, err_len, "out of memory"), 1;
+    if (hf_path(path, sizeof path, dir, "trainer_state.json")) {
+        free(js);
+        return snprintf(err, err_len, "%s: path too long", dir), 1;
+    }
+    rc = hf_write_file_atomic(path, js, err, err_len);
+    free(js);
+    return rc;
+}
+
+/* Step numbers of the step-* directories, newest first (malloc'd). */
+static int list_steps(const char *ckdir, int64_t **steps, int *n, char *err, size_t err_len) {
+    *steps = NULL;
+    *n = 0;
+    DIR *d = opendir(ckdir);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        return snprintf(err, err_len, "%s: cannot list: %s", ckdir, strerror(errno)), 1;
+    }
+    int cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        int64_t s = parse_step_name(e->d_name);
+        if (s < 0) continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            int64_t *p = realloc(*steps, (size_t)cap * sizeof *p);
+            if (!p) {
+                closedir(d);
+                return snprintf(err, err_len, "out of memory"), 1;
+            }
+            *steps = p;
+        }
+        (*steps)[(*n)++] = s;
+    }
+    closedir(d);
+    for (int i = 1; i < *n; i++) /* insertion sort, descending */
+        for (int j = i; j > 0 && (*steps)[j] > (*steps)[j - 1]; j--) {
+            int64_t t = (*steps)[j];
+            (*steps)[j] = (*steps)[j - 1];
+            (*steps)[j - 1] = t;
+        }
+    return 0;
+}
+
+static void remove_tmp_dirs(const char *ckdir) {
+    DIR *d = opendir(ckdir);
+    if (!d) return;
+    char path[4200];
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strncmp(e->d_name, ".tmp-step-", 10) && strncmp(e->d_name, ".old-step-", 10)) continue;
+        if (!hf_path(path, sizeof path, ckdir, e->d_name)) rm_tree(path);
+    }
+    closedir(d);
+}
+
+int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep, char *path_out,
+              size_t path_len, char *err, size_t err_len) {
+    char ckdir[4096], tmp[4200], final[4200], old[4200];
+    if (st->step < 0) return snprintf(err, err_len, "checkpoint step %lld < 0", (long long)st->step), 1;
+    char name[64];
+    if (hf_path(ckdir, sizeof ckdir - 64, out_dir, "ckpt"))
+        return snprintf(err, err_len, "%s: path too long", out_dir), 1;
+    if (mkdir_p(ckdir))
+        return snprintf(err, err_len, "%s: cannot create: %s", ckdir, strerror(errno)), 1;
+    remove_tmp_dirs(ckdir);
+    snprintf(name, sizeof name, ".tmp-step-%08lld", (long long)st->step);
+    hf_path(tmp, sizeof tmp, ckdir, name);
+    hf_path(final, sizeof final, ckdir, name + 5);
+    snprintf(name, sizeof name, ".old-step-%08lld", (long long)st->step);
+    hf_path(old, sizeof old, ckdir, name);
+    if (mkdir(tmp, 0755)) return snprintf(err, err_len, "%s: cannot create: %s", tmp, strerror(errno)), 1;
+    if (write_into(tmp, m, st, err, err_len)) {
+        rm_tree(tmp);
+        return 1;
+    }
+    if (fsync_dir(tmp)) {
+        snprintf(err, err_len, "%s: fsync failed: %s", tmp, strerror(errno));
+        rm_tree(tmp);
+        return 1;
+    }
+    int replaced = access(final, F_OK) == 0;
+    if ((replaced && rename(final, old)) || rename(tmp, final)) {
+        snprintf(err, err_len, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+        rm_tree(tmp);
+        return 1;
+    }
+    fsync_dir(ckdir);
+    if (replaced) rm_tree(old);
+    if (path_out) snprintf(path_out, path_len, "%s", final);
+    if (keep > 0) {
+        int64_t *steps;
+        int n;
+        if (list_steps(ckdir, &steps, &n, err, err_len)) return 1;
+        for (int i = keep; i < n; i++) {
+            snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
+            hf_path(old, sizeof old, ckdir, name);
+            if (rm_tree(old)) {
+                snprintf(err, err_len, "%s: cannot delete an old checkpoint: %s", old, strerror(errno));
+                free(steps);
+                return 1;
+            }
+        }
+        free(steps);
+        fsync_dir(ckdir);
+    }
+    return 0;
+}
+
+static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
+    char path[4200];
+    if (hf_path(path, sizeof path, dir, "trainer_state.json"))
+        return snprintf(err, err_len, "%s: path too long", dir), NULL;
+    char *text = hf_read_text(path, 64u << 20, err, err_len);
+    if (!text) return NULL;
+    cJSON *r = cJSON_Parse(text);
+    free(text);
+    const cJSON *step = r ? cJSON_GetObjectItemCaseSensitive(r, "step") : NULL;
+    if (!cJSON_IsNumber(step)) {
+        snprintf(err, err_len, "%s: %s", path, r ? "no \"step\" number (damaged file?)" : "not valid JSON (truncated?)");
+        cJSON_Delete(r);
+        return NULL;
+    }
+    return r;
+}
+
+int ckpt_check(const char *dir, char *err, size_t err_len) {
+    char path[4200];
+    for (int i = 0; i < N_CKPT_FILES; i++) {
+        if (hf_path(path, sizeof path, dir, ckpt_files[i])) return snprintf(err, err_len, "%s: path too long", dir), 1;
+        if (access(path, R_OK) != 0)
+            return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, ckpt_files[i]), 1;
+    }
+    for (int i = 0; i < N_CKPT_FILES; i += 2) { /* the two safetensors files */
+        hf_path(path, sizeof path, dir, ckpt_files[i]);
+        StFile *f = st_open(path, err, err_len);
+        if (!f) return 1;
+        st_close(f);
+    }
+    ModelConfig cfg;
+    if (hf_load_config(dir, &cfg, err, err_len)) return 1;
+    cJSON *r = load_state_json(dir, err, err_len);
+    if (!r) return 1;
+    cJSON_Delete(r);
+    return 0;
+}
+
+static int same_config(const ModelConfig *a, const ModelConfig *b) {
+    return a->arch == b->arch && a->n_layer == b->n_layer && a->n_head == b->n_head &&
+           a->n_kv_head == b->n_kv_head && a->d_model == b->d_model && a->d_ff == b->d_ff &&
+           a->vocab_size == b->vocab_size && a->max_seq_len == b->max_seq_len &&
+           (a->arch == ARCH_GPT2 || a->rope_theta == b->rope_theta) && a->norm_eps == b->norm_eps &&
+           a->tie_embeddings == b->tie_embeddings && a->qkv_bias == b->qkv_bias;
+}
+
+int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_len) {
+    if (ckpt_check(dir, err, err_len)) return 1;
+    ModelConfig cfg;
+    if (hf_load_config(dir, &cfg, err, err_len)) return 1;
+    if (!same_config(&cfg, model_config(m)))
+        return snprintf(err, err_len, "%s/config.json describes a different model than the one "
+                        "being trained (compare its sizes with the run's [model] section)", dir), 1;
+    cJSON *r = load_state_json(dir, err, err_len);
+    if (!r) return 1;
+    char path[4200];
+    int rc = 1;
+    size_t np = model_num_params(m);
+    float *mv = malloc(2 * np * sizeof *mv + 1);
+    StFile *f = NULL;
+    if (!mv) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
+    hf_path(path, sizeof path, dir, "optimizer.safetensors");
+    if (!(f = st_open(path, err, err_len))) goto out;
+    if (hf_load_weights(dir, m, err, err_len)) goto out;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *prefix = pass ? "exp_avg_sq." : "exp_avg.";
+        float *dst = mv + (size_t)pass * np;
+        for (int i = 0; i < model_num_tensors(m); i++) {
+            const ParamTensor *p = model_tensor(m, i);
+            char name[200];
+            snprintf(name, sizeof name, "%s%s", prefix, p->name);
+            int k = st_find(f, name);
+            if (k < 0) {
+                snprintf(err, err_len, "%s: tensor '%s' is missing", path, name);
+                goto out;
+            }
+            const StTensor *t = st_tensor(f, k);
+            if (t->numel != p->numel || t->dtype != ST_F32) {
+                snprintf(err, err_len, "%s: tensor '%s' has %llu %s values, expected %zu F32", path,
+                         name, (unsigned long long)t->numel, st_dtype_name(t->dtype), p->numel);
+                goto out;
+            }
+            float *out = dst + p->offset;
+            if (st_read_f32(f, k, out, err, err_len)) goto out;
+            if (p->ndim == 2 && p->hf_transposed) { /* file (in, out) -> memory (out, in) */
+                int R = p->shape[1], C = p->shape[0];
+                float *tmp = malloc(p->numel * sizeof *tmp);
+                if (!tmp) {
+                    snprintf(err, err_len, "out of memory");
+                    goto out;
+                }
+                memcpy(tmp, out, p->numel * sizeof *tmp);
+                for (int rr = 0; rr < R; rr++)
+                    for (int c = 0; c < C; c++) out[(size_t)c * R + rr] = tmp[(size_t)rr * C + c];
+                free(tmp);
+            }
+        }
+    }
+    model_set_adam_state(m, mv, mv + np);
+    if (st) {
+        const cJSON *j;
+        memset(st, 0, sizeof *st);
+        st->step = (int64_t)cJSON_GetObjectItemCaseSensitive(r, "step")->valuedouble;
+        if (cJSON_IsNumber(j = cJSON_GetObjectItemCaseSensitive(r, "tokens"))) st->tokens = (int64_t)j->valuedouble;
+        if (cJSON_IsNumber(j = cJSON_GetObjectItemCaseSensitive(r, "lr"))) st->lr = j->valuedouble;
+        j = cJSON_GetObjectItemCaseSensitive(r, "data_fingerprint");
+        st->data_fingerprint = strdup(cJSON_IsString(j) ? j->valuestring : "");
+        j = cJSON_GetObjectItemCaseSensitive(r, "config");
+        st->config_text = strdup(cJSON_IsString(j) ? j->valuestring : "");
+        j = cJSON_GetObjectItemCaseSensitive(r, "rng");
+        if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != CKPT_RNG_WORDS) {
+            snprintf(err, err_len, "%s/trainer_state.json: \"rng\" must be %d hex strings", dir, CKPT_RNG_WORDS);
+            ckpt_state_free(st);
+            goto out;
+        }
+        for (int i = 0; i < CKPT_RNG_WORDS; i++) {
+            const cJSON *w = cJSON_GetArrayItem(j, i);
+            char *end = NULL;
+            if (cJSON_IsString(w)) st->rng[i] = strtoull(w->valuestring, &end, 16);
+            if (!end || *end || end == w->valuestring) {
+                snprintf(err, err_len, "%s/trainer_state.json: rng[%d] is not a hex string", dir, i);
+                ckpt_state_free(st);
+                goto out;
+            }
+        }
+        if (!st->data_fingerprint || !st->config_text) {
+            snprintf(err, err_len, "out of memory");
+            ckpt_state_free(st);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    st_close(f);
+    free(mv);
+    cJSON_Delete(r);
+    return rc;
+}
+
+int ckpt_find_latest(const char *out_dir, char *path, size_t path_len, char *err, size_t err_len) {
+    char ckdir[4096], dir[4200], e2[512], name[64];
+    if (hf_path(ckdir, sizeof ckdir, out_dir, "ckpt"))
+        return snprintf(err, err_len, "%s: path too long", out_dir), -1;
+    int64_t *steps;
+    int n;
+    if (list_steps(ckdir, &steps, &n, err, err_len)) return -1;
+    int found = 1;
+    for (int i = 0; i < n && found; i++) {
+        snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
+        hf_path(dir, sizeof dir, ckdir, name);
+        if (ckpt_check(dir, e2, sizeof e2) == 0) {
+            snprintf(path, path_len, "%s", dir);
+            found = 0;
+        }
+    }
+    free(steps);
+    return found;
+}

@@ -1,0 +1,60 @@
+/* ckpt.h: training checkpoints.
+ *
+ * Layout: OUT_DIR/ckpt/step-NNNNNNNN/ (step zero-padded to 8 digits) holds
+ *   model.safetensors    parameters, F32, Hugging Face names and layout
+ *   config.json          Hugging Face config (so the directory loads in
+ *                        transformers' from_pretrained and as init_from)
+ *   optimizer.safetensors  Adam moments "exp_avg.<name>", "exp_avg_sq.<name>"
+ *                        (HF layout, like the weights) and "step" (I32 [1])
+ *   trainer_state.json   step, tokens, lr, data fingerprint, rng state,
+ *                        resolved config text
+ *
+ * Invariants: a step-* directory is complete or absent: it is written as
+ * OUT_DIR/ckpt/.tmp-step-NNNNNNNN, every file and the directory fsynced,
+ * then renamed. After a save at most `keep` complete checkpoints remain
+ * (the newest ones; keep <= 0 keeps all). Loading checks that every file is
+ * present and that the safetensors files are whole before touching the
+ * Model; a damaged checkpoint is refused with the file named.
+ */
+#ifndef DAPT_CKPT_H
+#define DAPT_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trainer/model.h"
+
+#define CKPT_RNG_WORDS 4
+
+typedef struct {
+    int64_t step;   /* optimizer steps done */
+    int64_t tokens; /* training tokens consumed */
+    double lr;      /* learning rate of the last step */
+    char *data_fingerprint; /* the data stream's identity (shards + mixture) */
+    uint64_t rng[CKPT_RNG_WORDS];
+    char *config_text; /* resolved config (TOML) */
+} CkptState;
+
+/* Frees the strings a ckpt_load filled in. */
+void ckpt_state_free(CkptState *st);
+
+/* Saves m and st as OUT_DIR/ckpt/step-<st->step>, then deletes all but the
+ * newest `keep` complete checkpoints. The final path goes to path_out when
+ * it is not NULL. Saving over an existing step-N replaces it. */
+int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep, char *path_out,
+              size_t path_len, char *err, size_t err_len);
+
+/* Every file of a checkpoint directory present and whole (safetensors
+ * headers valid, data within the files, JSON parses); 0 when complete. */
+int ckpt_check(const char *ckpt_dir, char *err, size_t err_len);
+
+/* Loads weights, Adam moments and (when st != NULL) the trainer state into
+ * an m whose config matches the checkpoint's config.json. */
+int ckpt_load(const char *ckpt_dir, Model *m, CkptState *st, char *err, size_t err_len);
+
+/* Newest complete checkpoint under OUT_DIR/ckpt: 0 and its path, 1 when
+ * there is none, -1 on an error (message in err). Damaged step-* directories
+ * are skipped. */
+int ckpt_find_latest(const char *out_dir, char *path, size_t path_len, char *err, size_t err_len);
+
+#endif

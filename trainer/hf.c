@@ -1,0 +1,561 @@
+/* hf.c: Hugging Face config.json and weights <-> dapt (see hf.h).
+ *
+ * A missing config key takes the transformers default for that model type
+ * (what from_pretrained would use for the same file); a key whose value
+ * dapt cannot represent is refused by name. Weights move through one host
+ * fp32 buffer in the Model's in-memory layout.
+ */
+#include "trainer/hf.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---------------- small file helpers ---------------- */
+
+char *hf_read_text(const char *path, size_t max_bytes, char *err, size_t err_len) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno)), NULL;
+    char *buf = malloc(max_bytes + 1);
+    size_t n = buf ? fread(buf, 1, max_bytes + 1, fp) : 0;
+    int bad = !buf || ferror(fp) || n > max_bytes;
+    fclose(fp);
+    if (bad) {
+        free(buf);
+        snprintf(err, err_len, "%s: unreadable or larger than %zu bytes", path, max_bytes);
+        return NULL;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+int hf_path(char *dst, size_t n, const char *dir, const char *name) {
+    int k = snprintf(dst, n, "%s/%s", dir, name);
+    if (k < 0 || (size_t)k >= n) {
+        if (n) dst[0] = 0;
+        return 1;
+    }
+    return 0;
+}
+
+int hf_write_file_atomic(const char *path, const char *text, char *err, size_t err_len) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return snprintf(err, err_len, "%s: cannot create: %s", tmp, strerror(errno)), 1;
+    size_t n = strlen(text);
+    const char *p = text;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        p += w;
+        n -= (size_t)w;
+    }
+    if (n || fsync(fd)) {
+        snprintf(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return 1;
+    }
+    if (close(fd) || rename(tmp, path)) {
+        snprintf(err, err_len, "%s: cannot complete %s: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------------- config.json ---------------- */
+
+typedef enum { FAM_LLAMA, FAM_MISTRAL, FAM_QWEN2, FAM_GPT2 } Family;
+
+static const struct {
+    const char *arch, *type;
+    Family fam;
+} families[] = {
+    {"LlamaForCausalLM", "llama", FAM_LLAMA},
+    {"MistralForCausalLM", "mistral", FAM_MISTRAL},
+    {"Qwen2ForCausalLM", "qwen2", FAM_QWEN2},
+    {"GPT2LMHeadModel", "gpt2", FAM_GPT2},
+};
+#define N_FAMILIES ((int)(sizeof families / sizeof *families))
+
+typedef struct {
+    const cJSON *root;
+    const char *where;
+    char *err;
+    size_t err_len;
+} Cfg;
+
+/* Integer key with a default; present keys must be integral numbers. */
+static int get_int(Cfg *c, const char *key, long def, long lo, long hi, int *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    long v = def;
+    if (j && !cJSON_IsNull(j)) {
+        if (!cJSON_IsNumber(j) || j->valuedouble != (double)(long)j->valuedouble)
+            return snprintf(c->err, c->err_len, "%s: \"%s\" must be an integer", c->where, key), 1;
+        v = (long)j->valuedouble;
+    }
+    if (v < lo || v > hi)
+        return snprintf(c->err, c->err_len, "%s: \"%s\" = %ld is out of range [%ld, %ld]",
+                        c->where, key, v, lo, hi),
+               1;
+    *out = (int)v;
+    return 0;
+}
+
+static int get_float(Cfg *c, const char *key, double def, float *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    double v = def;
+    if (j && !cJSON_IsNull(j)) {
+        if (!cJSON_IsNumber(j))
+            return snprintf(c->err, c->err_len, "%s: \"%s\" must be a number", c->where, key), 1;
+        v = j->valuedouble;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+static int get_bool(Cfg *c, const char *key, int def, int *out) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    *out = def;
+    if (j && !cJSON_IsNull(j)) {
+        if (!cJSON_IsBool(j))
+            return snprintf(c->err, c->err_len, "%s: \"%s\" must be true or false", c->where, key), 1;
+        *out = cJSON_IsTrue(j);
+    }
+    return 0;
+}
+
+/* A key that must be absent, null, false or equal to `ok` (a string). */
+static int refuse_key(Cfg *c, const char *key, const char *ok, const char *why) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    if (!j || cJSON_IsNull(j) || cJSON_IsFalse(j)) return 0;
+    if (ok && cJSON_IsString(j) && !strcmp(j->valuestring, ok)) return 0;
+    char *v = cJSON_PrintUnformatted(j);
+    snprintf(c->err, c->err_len, "%s: \"%s\": %.60s is not supported: %s", c->where, key,
+             v ? v : "?", why);
+    free(v);
+    return 1;
+}
+
+static int str_is(Cfg *c, const char *key, const char *def, const char *const *ok, int n_ok) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c->root, key);
+    const char *v = def;
+    if (j && !cJSON_IsNull(j)) {
+        if (!cJSON_IsString(j))
+            return snprintf(c->err, c->err_len, "%s: \"%s\" must be a string", c->where, key), 1;
+        v = j->valuestring;
+    }
+    for (int i = 0; i < n_ok; i++)
+        if (!strcmp(v, ok[i])) return 0;
+    snprintf(c->err, c->err_len, "%s: \"%s\" = \"%.40s\" is not supported (dapt computes %s)",
+             c->where, key, v, ok[0]);
+    return 1;
+}
+
+static int detect_family(Cfg *c, Family *fam) {
+    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(c->root, "architectures");
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(c->root, "model_type");
+    int by_arch = -1, by_type = -1;
+    if (archs && !cJSON_IsNull(archs)) {
+        const cJSON *a0 = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
+        if (!cJSON_IsString(a0))
+            return snprintf(c->err, c->err_len, "%s: \"architectures\" must be a list of names",
+                            c->where),
+                   1;
+        for (int i = 0; i < N_FAMILIES; i++)
+            if (!strcmp(a0->valuestring, families[i].arch)) by_arch = i;
+        if (by_arch < 0)
+            return snprintf(c->err, c->err_len,
+                            "%s: \"architectures\": %.60s is not supported (dapt imports "
+                            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                            "GPT2LMHeadModel)",
+                            c->where, a0->valuestring),
+                   1;
+    }
+    if (cJSON_IsString(type)) {
+        for (int i = 0; i < N_FAMILIES; i++)
+            if (!strcmp(type->valuestring, families[i].type)) by_type = i;
+        if (by_type < 0)
+            return snprintf(c->err, c->err_len,
+                            "%s: \"model_type\": \"%.40s\" is not supported (llama, mistral, "
+                            "qwen2, gpt2)",
+                            c->where, type->valuestring),
+                   1;
+    }
+    if (by_arch < 0 && by_type < 0)
+        return snprintf(c->err, c->err_len, "%s: neither \"architectures\" nor \"model_type\" is set",
+                        c->where),
+               1;
+    if (by_arch >= 0 && by_type >= 0 && by_arch != by_type)
+        return snprintf(c->err, c->err_len,
+                        "%s: \"architectures\" (%s) and \"model_type\" (%s) disagree", c->where,
+                        families[by_arch].arch, families[by_type].type),
+               1;
+    *fam = families[by_arch >= 0 ? by_arch : by_type].fam;
+    return 0;
+}
+
+static int parse_llama(Cfg *c, Family fam, ModelConfig *m) {
+    /* transformers' defaults per model type */
+    long vocab = fam == FAM_QWEN2 ? 151936 : 32000;
+    long inter = fam == FAM_LLAMA ? 11008 : fam == FAM_MISTRAL ? 14336 : 22016;
+    long max_pos = fam == FAM_LLAMA ? 2048 : fam == FAM_MISTRAL ? 131072 : 32768;
+    const long BIG = 1L << 30;
+    *m = model_config_default(ARCH_LLAMA);
+    if (get_int(c, "vocab_size", vocab, 1, BIG, &m->vocab_size) ||
+        get_int(c, "hidden_size", 4096, 1, BIG, &m->d_model) ||
+        get_int(c, "intermediate_size", inter, 1, BIG, &m->d_ff) ||
+        get_int(c, "num_hidden_layers", 32, 1, 1 << 16, &m->n_layer) ||
+        get_int(c, "num_attention_heads", 32, 1, 1 << 16, &m->n_head) ||
+        get_int(c, "max_position_embeddings", max_pos, 1, BIG, &m->max_seq_len) ||
+        get_float(c, "rope_theta", 10000.0, &m->rope_theta) ||
+        get_float(c, "rms_norm_eps", 1e-6, &m->norm_eps) ||
+        get_bool(c, "tie_word_embeddings", 0, &m->tie_embeddings))
+        return 1;
+    if (get_int(c, "num_key_value_heads", fam == FAM_MISTRAL ? 8 : m->n_head, 1, 1 << 16,
+                &m->n_kv_head))
+        return 1;
+    static const char *const silu[] = {"silu", "swish"};
+    if (str_is(c, "hidden_act", "silu", silu, 2)) return 1;
+    if (refuse_key(c, "rope_scaling", NULL, "dapt implements plain RoPE only") ||
+        refuse_key(c, "attention_bias", NULL,
+                   "dapt's llama has q/k/v biases only as Qwen2 (no o_proj bias)") ||
+        refuse_key(c, "mlp_bias", NULL, "dapt's llama MLP has no biases"))
+        return 1;
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(c->root, "head_dim");
+    if (hd && !cJSON_IsNull(hd) &&
+        (!cJSON_IsNumber(hd) || hd->valuedouble * m->n_head != (double)m->d_model))
+        return snprintf(c->err, c->err_len,
+                        "%s: \"head_dim\" must equal hidden_size / num_attention_heads (%d)",
+                        c->where, m->d_model / m->n_head),
+               1;
+    m->qkv_bias = fam == FAM_QWEN2;
+    /* Sliding-window attention over a window W equals full causal attention
+     * for sequences of at most W tokens: cap max_seq_len at W. */
+    int use_sw = fam == FAM_MISTRAL, sw = 0;
+    if (fam == FAM_QWEN2 && get_bool(c, "use_sliding_window", 0, &use_sw)) return 1;
+    const cJSON *swj = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
+    if (use_sw && (!swj || !cJSON_IsNull(swj))) {
+        if (get_int(c, "sliding_window", 4096, 1, BIG, &sw)) return 1;
+        if (sw < m->max_seq_len) m->max_seq_len = sw;
+    }
+    return 0;
+}
+
+static int parse_gpt2(Cfg *c, ModelConfig *m) {
+    const long BIG = 1L << 30;
+    *m = model_config_default(ARCH_GPT2);
+    if (get_int(c, "vocab_size", 50257, 1, BIG, &m->vocab_size) ||
+        get_int(c, "n_embd", 768, 1, BIG, &m->d_model) ||
+        get_int(c, "n_layer", 12, 1, 1 << 16, &m->n_layer) ||
+        get_int(c, "n_head", 12, 1, 1 << 16, &m->n_head) ||
+        get_int(c, "n_positions", 1024, 1, BIG, &m->max_seq_len) ||
+        get_int(c, "n_inner", 4L * m->d_model, 1, BIG, &m->d_ff) ||
+        get_float(c, "layer_norm_epsilon", 1e-5, &m->norm_eps) ||
+        get_bool(c, "tie_word_embeddings", 1, &m->tie_embeddings))
+        return 1;
+    m->n_kv_head = m->n_head;
+    static const char *const gelu[] = {"gelu_new", "gelu_pytorch_tanh"};
+    if (str_is(c, "activation_function", "gelu_new", gelu, 2)) return 1;
+    int scale = 1;
+    if (get_bool(c, "scale_attn_weights", 1, &scale)) return 1;
+    if (!scale)
+        return snprintf(c->err, c->err_len,
+                        "%s: \"scale_attn_weights\": false is not supported (dapt scales by "
+                        "1/sqrt(head size))",
+                        c->where),
+               1;
+    if (refuse_key(c, "scale_attn_by_inverse_layer_idx", NULL, "dapt scales every layer alike") ||
+        refuse_key(c, "add_cross_attention", NULL, "dapt models are decoder-only"))
+        return 1;
+    return 0;
+}
+
+int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char *err,
+                    size_t err_len) {
+    cJSON *root = cJSON_Parse(json);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return snprintf(err, err_len, "%s: not a JSON object", where), 1;
+    }
+    Cfg c = {root, where, err, err_len};
+    for (const cJSON *a = root->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (!strcmp(a->string, b->string)) {
+                snprintf(err, err_len, "%s: \"%s\" appears twice", where, a->string);
+                cJSON_Delete(root);
+                return 1;
+            }
+    Family fam;
+    int rc = detect_family(&c, &fam);
+    if (!rc) rc = fam == FAM_GPT2 ? parse_gpt2(&c, cfg) : parse_llama(&c, fam, cfg);
+    cJSON_Delete(root);
+    if (rc) return 1;
+    char e2[400];
+    if (model_config_check(cfg, e2, sizeof e2))
+        return snprintf(err, err_len, "%s: %s", where, e2), 1;
+    return 0;
+}
+
+int hf_load_config(const char *dir, ModelConfig *cfg, char *err, size_t err_len) {
+    char path[4096];
+    if (hf_path(path, sizeof path, dir, "config.json")) return snprintf(err, err_len, "%s: path too long", dir), 1;
+    char *text = hf_read_text(path, 1u << 20, err, err_len);
+    if (!text) return 1;
+    int rc = hf_parse_config(text, path, cfg, err, err_len);
+    free(text);
+    return rc;
+}
+
+/* Shortest %g form that reads back as the same float (1e-06, not
+ * 9.99999997e-07), so config.json shows the value the user wrote. */
+static void fmt_float(char *buf, size_t n, float v) {
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    if (!strpbrk(buf, ".eEn")) strncat(buf, ".0", n - strlen(buf) - 1);
+}
+
+char *hf_config_json(const ModelConfig *c) {
+    size_t cap = 2048;
+    char *s = malloc(cap), eps[40], theta[40];
+    if (!s) return NULL;
+    fmt_float(eps, sizeof eps, c->norm_eps);
+    fmt_float(theta, sizeof theta, c->rope_theta);
+    const char *tie = c->tie_embeddings ? "true" : "false";
+    if (c->arch == ARCH_GPT2) {
+        snprintf(s, cap,
+                 "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n"
+                 "  \"vocab_size\": %d,\n  \"n_embd\": %d,\n  \"n_layer\": %d,\n  \"n_head\": %d,\n"
+                 "  \"n_inner\": %d,\n  \"n_positions\": %d,\n  \"n_ctx\": %d,\n"
+                 "  \"layer_norm_epsilon\": %s,\n  \"activation_function\": \"gelu_new\",\n"
+                 "  \"tie_word_embeddings\": %s,\n  \"scale_attn_weights\": true,\n"
+                 "  \"torch_dtype\": \"float32\"\n}\n",
+                 c->vocab_size, c->d_model, c->n_layer, c->n_head, c->d_ff, c->max_seq_len,
+                 c->max_seq_len, eps, tie);
+    } else {
+        int qwen = c->qkv_bias;
+        snprintf(s, cap,
+                 "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n"
+                 "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
+                 "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
+                 "  \"num_key_value_heads\": %d,\n  \"max_position_embeddings\": %d,\n"
+                 "  \"rope_theta\": %s,\n  \"rms_norm_eps\": %s,\n  \"hidden_act\": \"silu\",\n"
+                 "  \"tie_word_embeddings\": %s,\n  \"rope_scaling\": null,\n%s"
+                 "  \"torch_dtype\": \"float32\"\n}\n",
+                 qwen ? "Qwen2ForCausalLM" : "LlamaForCausalLM", qwen ? "qwen2" : "llama",
+                 c->vocab_size, c->d_model, c->d_ff, c->n_layer, c->n_head, c->n_kv_head,
+                 c->max_seq_len, theta, eps, tie,
+                 qwen ? "  \"use_sliding_window\": false,\n" : "  \"attention_bias\": false,\n");
+    }
+    return s;
+}
+
+int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t err_len) {
+    char path[4096];
+    if (hf_path(path, sizeof path, dir, "config.json")) return snprintf(err, err_len, "%s: path too long", dir), 1;
+    char *text = hf_config_json(cfg);
+    if (!text) return snprintf(err, err_len, "out of memory"), 1;
+    int rc = hf_write_file_atomic(path, text, err, err_len);
+    free(text);
+    return rc;
+}
+
+int hf_find_tokenizer(const char *dir, char *path, size_t path_len) {
+    snprintf(path, path_len, "%s/tokenizer.model", dir);
+    return access(path, R_OK) == 0;
+}
+
+/* ---------------- weights ---------------- */
+
+/* HF files of GPT-2 sometimes omit the "transformer." prefix (the base
+ * model's state dict); names are looked up with and without it. */
+static const char *strip_base_prefix(const char *name) {
+    return strncmp(name, "transformer.", 12) ? NULL : name + 12;
+}
+
+/* Non-parameter buffers that HF checkpoints may carry. */
+static int is_known_buffer(const char *name) {
+    static const char *const suffixes[] = {".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq"};
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n >= k && !strcmp(name + n - k, suffixes[i])) return 1;
+    }
+    return 0;
+}
+
+int hf_read_params(StSet *s, const Model *m, const char *prefix, float *dst, char *err,
+                   size_t err_len) {
+    float *tmp = NULL;
+    size_t tmp_n = 0;
+    int rc = 1;
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        const ParamTensor *p = model_tensor(m, i);
+        char name[200];
+        StFile *f;
+        int k;
+        snprintf(name, sizeof name, "%s%s", prefix, p->name);
+        int found = st_set_find(s, name, &f, &k) == 0;
+        const char *alt = strip_base_prefix(p->name);
+        if (!found && alt && !*prefix) found = st_set_find(s, alt, &f, &k) == 0;
+        if (!found) {
+            snprintf(err, err_len, "%s: tensor '%s' is missing", st_path(st_set_file(s, 0)), name);
+            goto out;
+        }
+        const StTensor *t = st_tensor(f, k);
+        int tr = p->ndim == 2 && p->hf_transposed;
+        int64_t want0 = tr ? p->shape[1] : p->shape[0], want1 = tr ? p->shape[0] : p->shape[1];
+        int ok = t->ndim == p->ndim && t->shape[0] == want0 && (p->ndim == 1 || t->shape[1] == want1);
+        if (!ok) {
+            char got[120] = "";
+            for (int d = 0; d < t->ndim && strlen(got) < 90; d++)
+                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
+                         (long long)t->shape[d]);
+            if (p->ndim == 1)
+                snprintf(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld]",
+                         st_path(f), t->name, got, (long long)want0);
+            else
+                snprintf(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld, %lld]",
+                         st_path(f), t->name, got, (long long)want0, (long long)want1);
+            goto out;
+        }
+        float *out = dst + p->offset;
+        if (tr) {
+            if (tmp_n < p->numel) {
+                free(tmp);
+                tmp = malloc(p->numel * sizeof *tmp);
+                tmp_n = p->numel;
+                if (!tmp) {
+                    snprintf(err, err_len, "out of memory");
+                    goto out;
+                }
+            }
+            if (st_read_f32(f, k, tmp, err, err_len)) goto out;
+            /* file (in=R, out=C) -> memory (out, in) */
+            int R = (int)want0, C = (int)want1;
+            for (int r = 0; r < R; r++)
+                for (int c = 0; c < C; c++) out[(size_t)c * R + r] = tmp[(size_t)r * C + c];
+        } else if (st_read_f32(f, k, out, err, err_len)) {
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(tmp);
+    return rc;
+}
+
+int hf_load_weights(const char *dir, Model *m, char *err, size_t err_len) {
+    StSet *s = st_set_open(dir, err, err_len);
+    if (!s) return 1;
+    float *buf = malloc(model_num_params(m) * sizeof *buf);
+    int rc = 1;
+    if (!buf) {
+        snprintf(err, err_len, "out of memory for %zu parameters", model_num_params(m));
+        goto out;
+    }
+    /* every tensor in the files must be a parameter or a known buffer */
+    for (int fi = 0; fi < st_set_num_files(s); fi++) {
+        StFile *f = st_set_file(s, fi);
+        for (int i = 0; i < st_num_tensors(f); i++) {
+            const char *name = st_tensor(f, i)->name;
+            char full[200];
+            snprintf(full, sizeof full, "transformer.%s", name);
+            if (model_find_tensor(m, name) >= 0 || is_known_buffer(name)) continue;
+            if (model_config(m)->arch == ARCH_GPT2 && model_find_tensor(m, full) >= 0) continue;
+            if (!strcmp(name, "lm_head.weight") && model_config(m)->tie_embeddings) continue;
+            snprintf(err, err_len, "%s: tensor '%s' is not a parameter of this %s model%s",
+                     st_path(f), name, model_arch_name(model_config(m)->arch),
+                     !strcmp(name, "lm_head.weight") ? " (config.json has tied embeddings)" : "");
+            goto out;
+        }
+    }
+    if (hf_read_params(s, m, "", buf, err, err_len)) goto out;
+    model_set_params(m, buf);
+    rc = 0;
+out:
+    free(buf);
+    st_set_close(s);
+    return rc;
+}
+
+Model *hf_load_model(const char *dir, const Ops *ops, char *err, size_t err_len) {
+    ModelConfig cfg;
+    if (hf_load_config(dir, &cfg, err, err_len)) return NULL;
+    Model *m = model_create(&cfg, ops, err, err_len);
+    if (!m) return NULL;
+    if (hf_load_weights(dir, m, err, err_len)) {
+        model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+int hf_write_params(const char *path, const Model *m, const float *const *bufs,
+                    const char *const *prefixes, int n_bufs, const StWriteTensor *extra,
+                    int n_extra, char *err, size_t err_len) {
+    int nt = model_num_tensors(m), n = nt * n_bufs + n_extra, rc = 1;
+    size_t np = model_num_params(m);
+    StWriteTensor *ts = calloc((size_t)n + 1, sizeof *ts);
+    char *names = calloc((size_t)n + 1, 200);
+    float *hf = malloc(np * (size_t)n_bufs * sizeof *hf + 1);
+    if (!ts || !names || !hf) {
+        snprintf(err, err_len, "%s: out of memory", path);
+        goto out;
+    }
+    for (int b = 0; b < n_bufs; b++) {
+        float *dst = hf + (size_t)b * np;
+        for (int i = 0; i < nt; i++) {
+            const ParamTensor *p = model_tensor(m, i);
+            const float *src = bufs[b] + p->offset;
+            StWriteTensor *t = &ts[b * nt + i];
+            char *nm = names + (size_t)(b * nt + i) * 200;
+            snprintf(nm, 200, "%s%s", prefixes[b], p->name);
+            t->name = nm;
+            t->dtype = ST_F32;
+            t->ndim = p->ndim;
+            t->data = dst + p->offset;
+            if (p->ndim == 2 && p->hf_transposed) { /* memory (out=R, in=C) -> file (in, out) */
+                int R = p->shape[0], C = p->shape[1];
+                for (int r = 0; r < R; r++)
+                    for (int c = 0; c < C; c++) dst[p->offset + (size_t)c * R + r] = src[(size_t)r * C + c];
+                t->shape[0] = C;
+                t->shape[1] = R;
+            } else {
+                memcpy(dst + p->offset, src, p->numel * sizeof *src);
+                t->shape[0] = p->shape[0];
+                t->shape[1] = p->shape[1];
+            }
+        }
+    }
+    for (int i = 0; i < n_extra; i++) ts[nt * n_bufs + i] = extra[i];
+    const char *meta[] = {"format", "pt"};
+    rc = st_write(path, ts, n, meta, 1, err, err_len);
+out:
+    free(ts);
+    free(names);
+    free(hf);
+    return rc;
+}
+
+int hf_save_weights(const char *dir, const Model *m, char *err, size_t err_len) {
+    char path[4096];
+    if (hf_path(path, sizeof path, dir, "model.safetensors")) return snprintf(err, err_len, "%s: path too long", dir), 1;
+    float *buf = malloc(model_num_params(m) * sizeof *buf);
+    if (!buf) return snprintf(err, err_len, "out of memory"), 1;
+    model_get_params(m, buf);
+    const float *bufs[] = {buf};
+    const char *prefixes[] = {""};
+    int rc = hf_write_params(path, m, bufs, prefixes, 1, NULL, 0, err, err_len);
+    free(buf);
+    return rc;
+}

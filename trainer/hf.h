@@ -1,0 +1,67 @@
+/* hf.h: Hugging Face interop: config.json <-> ModelConfig, and model
+ * weights from an HF directory (model.safetensors or sharded) into a Model.
+ *
+ * Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (all as
+ * dapt's `llama`; Qwen2 sets qkv_bias) and GPT2LMHeadModel (`gpt2`). What
+ * dapt cannot compute exactly (rope_scaling, an active sliding window beyond
+ * what max_seq_len can absorb, an o_proj bias, another activation, ...) is
+ * refused with the config key named, never silently approximated.
+ *
+ * Weights: every parameter of the Model must be in the files with its HF
+ * shape (GPT-2 Conv1D weights are [in, out] on disk and transposed on the
+ * way in and out); known non-parameter buffers are skipped; any other extra
+ * tensor, or a missing one, is an error naming it. F32, F16 and BF16 files
+ * load into the fp32 host copy exactly.
+ */
+#ifndef DAPT_HF_H
+#define DAPT_HF_H
+
+#include <stddef.h>
+
+#include "kernels/ops.h"
+#include "trainer/model.h"
+#include "trainer/safetensors.h"
+
+/* Reads DIR/config.json into *cfg (checked with model_config_check). */
+int hf_load_config(const char *dir, ModelConfig *cfg, char *err, size_t err_len);
+/* Parses config.json text (`where` names it in messages). */
+int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char *err,
+                    size_t err_len);
+/* config.json text for cfg (malloc'd; caller frees), loadable by
+ * transformers: architectures, model_type, torch_dtype float32 and the
+ * size keys. NULL when out of memory. */
+char *hf_config_json(const ModelConfig *cfg);
+/* Writes DIR/config.json (via a temporary file, fsynced, renamed). */
+int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t err_len);
+
+/* Loads every parameter of m from DIR's safetensors (single or sharded). */
+int hf_load_weights(const char *dir, Model *m, char *err, size_t err_len);
+/* hf_load_config + model_create + hf_load_weights; NULL with a message. */
+Model *hf_load_model(const char *dir, const Ops *ops, char *err, size_t err_len);
+/* Writes m's parameters as DIR/model.safetensors (F32, HF layout). */
+int hf_save_weights(const char *dir, const Model *m, char *err, size_t err_len);
+
+/* Lower level, shared with ckpt.c. Parameter buffers are host fp32 in the
+ * Model's in-memory layout (model_get_params order); `prefix` is prepended
+ * to every HF tensor name ("" for weights, "exp_avg." for Adam moments).
+ * Reads every parameter tensor `prefix + name` from s into dst. */
+int hf_read_params(StSet *s, const Model *m, const char *prefix, float *dst, char *err,
+                   size_t err_len);
+/* Writes n_bufs parameter buffers, buffer b under names prefixes[b] + name,
+ * in HF layout (GPT-2 Conv1D weights transposed), plus `extra` tensors, as
+ * one F32 file with __metadata__ format=pt (via st_write: tmp + rename). */
+int hf_write_params(const char *path, const Model *m, const float *const *bufs,
+                    const char *const *prefixes, int n_bufs, const StWriteTensor *extra,
+                    int n_extra, char *err, size_t err_len);
+
+/* DIR/tokenizer.model into path when it exists: 1 found, 0 not. */
+int hf_find_tokenizer(const char *dir, char *path, size_t path_len);
+
+/* dst = dir + "/" + name; 1 (and dst empty) when it does not fit in n. */
+int hf_path(char *dst, size_t n, const char *dir, const char *name);
+/* Writes text to PATH via PATH.tmp + fsync + rename (shared with ckpt.c). */
+int hf_write_file_atomic(const char *path, const char *text, char *err, size_t err_len);
+/* Whole file as a NUL-terminated string (malloc'd), at most max_bytes. */
+char *hf_read_text(const char *path, size_t max_bytes, char *err, size_t err_len);
+
+#endif
