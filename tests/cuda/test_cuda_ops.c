@@ -18,7 +18,8 @@
  *
  * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
  *                      [--device cpu] [--only GROUP]
- * GROUP: embed, norms, matmul, attention, activations, lmhead or optimizer
+ * GROUP: memory, embed, norms, matmul, attention, activations, lmhead or
+ * optimizer
  * (tools/gpu-check runs each group in its own process, so a fatal CUDA
  * error in one group does not hide the results of the others).
  * --device cpu compares the CPU backend with itself: a harness self-check
@@ -441,9 +442,49 @@ static void test_optimizer(Ctx *c, size_t n) {
     pair_free(c, &g), pair_free(c, &p), pair_free(c, &m), pair_free(c, &v), pair_free(c, &master);
 }
 
+/* Memory ops: upload/download round trips of more than one 16M-element
+ * staging chunk (fp32 bitwise; bf16 within half a bf16 step, 2^-9 relative,
+ * and idempotent), raw byte copies, zero. */
+static void test_memory(Ctx *c, size_t n) {
+    const Ops *d = c->dev;
+    float *h = hrand(c, n, -3, 3), *back = xmalloc(n * sizeof(float));
+    float *again = xmalloc(n * sizeof(float));
+    void *buf = dev_alloc(d, n * d->act_bytes);
+    d->upload(buf, h, n);
+    d->download(back, buf, n);
+    double worst = 0.0;
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)back[i] - h[i]) / fabs(h[i]);
+        finite &= isfinite(back[i]);
+        if (h[i] != 0.0f && !(e <= worst)) worst = e;
+    }
+    double mode_tol = c->tol;
+    c->tol = d->act_bytes == 4 ? 0.0 : 1.0 / 512; /* reported with the record */
+    record(c, "upload", "max_rel", finite ? worst : NAN, finite && worst <= c->tol);
+    c->tol = mode_tol;
+    d->upload(buf, back, n);
+    d->download(again, buf, n);
+    int same = !memcmp(back, again, n * sizeof(float));
+    record(c, "upload", "idempot", same ? 0.0 : 1.0, same);
+    d->zero(buf, n * d->act_bytes);
+    d->download(again, buf, n);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n; i++) nonzero += again[i] != 0.0f;
+    record(c, "zero", "nonzero", (double)nonzero, nonzero == 0);
+    d->upload_bytes(buf, h, 1000 * sizeof(float));
+    memset(again, 0, 1000 * sizeof(float));
+    d->download_bytes(again, buf, 1000 * sizeof(float));
+    same = !memcmp(h, again, 1000 * sizeof(float));
+    record(c, "upload_bytes", "bitwise", same ? 0.0 : 1.0, same);
+    d->free(buf);
+    free(h), free(back), free(again);
+}
+
 static const char *g_only; /* --only GROUP, or NULL for all */
-static const char *const GROUPS[] = {"embed",       "norms",  "matmul",    "attention",
-                                     "activations", "lmhead", "optimizer", NULL};
+static const char *const GROUPS[] = {"memory",    "embed",       "norms",  "matmul",
+                                     "attention", "activations", "lmhead", "optimizer",
+                                     NULL};
 static int want(const char *group) { return !g_only || !strcmp(g_only, group); }
 
 static void run_all(Ctx *c) {
@@ -466,6 +507,17 @@ static void run_all(Ctx *c) {
     if (want("activations")) test_activations(c, 5, 13);
     if (want("lmhead")) test_lmhead(c, 7, 21, 333);
     if (want("optimizer")) test_optimizer(c, 1001);
+    /* sizes past the kernels' thresholds: several chunks per thread in the
+     * norms (C > 8 * 512), several row chunks in the column sums, two LM-head
+     * chunks (N > 1024) with 1024-thread blocks (V >= 4096), the sumsq block
+     * cap, several staging chunks in upload/download */
+    c->shape = "large";
+    if (want("memory")) test_memory(c, ((size_t)1 << 24) + 13);
+    if (want("embed")) test_embed(c, 4, 128, 96, 3000);
+    if (want("norms")) test_norms(c, 300, 4104);
+    if (want("attention")) test_attention(c, 2, 128, 8, 2, 32);
+    if (want("lmhead")) test_lmhead(c, 1100, 64, 5000);
+    if (want("optimizer")) test_optimizer(c, 3000001);
 }
 
 /* The comparison itself must be able to fail: NaN, a 1e-3 error at fp32
@@ -506,7 +558,7 @@ int main(int argc, char **argv) {
     int known = !g_only;
     for (int i = 0; GROUPS[i]; i++) known |= g_only && !strcmp(g_only, GROUPS[i]);
     if (!known) {
-        fprintf(stderr, "test_cuda_ops: unknown group '%s' (embed, norms, matmul, attention, "
+        fprintf(stderr, "test_cuda_ops: unknown group '%s' (memory, embed, norms, matmul, attention, "
                         "activations, lmhead, optimizer)\n", g_only);
         return 2;
     }
