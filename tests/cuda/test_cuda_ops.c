@@ -443,7 +443,7 @@ static void test_optimizer(Ctx *c, size_t n) {
 }
 
 /* Memory ops: upload/download round trips of more than one 16M-element
- * staging chunk (fp32 bitwise; bf16 within half a bf16 step, 2^-9 relative,
+ * staging chunk (fp32 bitwise; bf16 within half a bf16 step: 2^-8 relative,
  * and idempotent), raw byte copies, zero. */
 static void test_memory(Ctx *c, size_t n) {
     const Ops *d = c->dev;
@@ -460,7 +460,7 @@ static void test_memory(Ctx *c, size_t n) {
         if (h[i] != 0.0f && !(e <= worst)) worst = e;
     }
     double mode_tol = c->tol;
-    c->tol = d->act_bytes == 4 ? 0.0 : 1.0 / 512; /* reported with the record */
+    c->tol = d->act_bytes == 4 ? 0.0 : 1.0 / 256; /* unit roundoff of bf16 (8-bit precision) */
     record(c, "upload", "max_rel", finite ? worst : NAN, finite && worst <= c->tol);
     c->tol = mode_tol;
     d->upload(buf, back, n);
