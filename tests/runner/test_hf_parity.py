@@ -29,7 +29,7 @@ import tempfile
 import torch
 import transformers
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM)
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 VOCAB, T = 64, 16
 REL_TOL = 3e-5
@@ -63,6 +63,14 @@ def make(kind):
                           max_position_embeddings=32, rope_theta=5000.0, rms_norm_eps=1e-5,
                           tie_word_embeddings=False)
         return Qwen2ForCausalLM(cfg)
+    if kind == "mistral":
+        # a sliding window of T tokens: dapt caps max_seq_len at it, and over
+        # at most T tokens it is full causal attention
+        cfg = MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                            max_position_embeddings=64, sliding_window=T, rope_theta=5000.0,
+                            rms_norm_eps=1e-5)
+        return MistralForCausalLM(cfg)
     if kind == "gpt2":
         cfg = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=32,
                          activation_function="gelu_new", layer_norm_epsilon=1e-5)
@@ -155,6 +163,7 @@ CASES = {
     "import_llama_tied": lambda d: case_import(d, "llama_tied"),
     "import_qwen2": lambda d: case_import(d, "qwen2"),
     "import_gpt2": lambda d: case_import(d, "gpt2"),
+    "import_mistral": lambda d: case_import(d, "mistral"),
     "import_llama_bf16": lambda d: case_import(d, "llama", dtype=torch.bfloat16),
     "import_gpt2_f16": lambda d: case_import(d, "gpt2", dtype=torch.float16),
     "import_qwen2_bf16_sharded": lambda d: case_import(d, "qwen2", dtype=torch.bfloat16, shard=True),
