@@ -11,8 +11,9 @@
  * 1e-5 in fp32 mode (cuBLASLt without TF32 vs OpenBLAS, fp32 everywhere:
  * the differences are summation order, ~1e-6 at these sizes) and 1e-2 in
  * bf16 mode (outputs rounded to bf16, relative step 2^-8 = 3.9e-3, plus TF32
- * inside attention). Shapes come in two sets: sizes that are multiples of 8
- * (16-byte vector paths) and odd sizes (scalar paths). Deterministic ops
+ * inside attention). Shapes come in three sets: sizes that are multiples of
+ * 8 (16-byte vector paths), odd sizes (scalar paths), and large sizes past
+ * every kernel's size thresholds. Deterministic ops
  * (embedding backward, norm backward, sumsq) are also run twice and must
  * agree bitwise.
  *
@@ -563,6 +564,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!harness_selfcheck()) return 1;
+    printf("test_cuda_ops: seed %llu%s%s\n", (unsigned long long)seed, g_only ? ", group " : "",
+           g_only ? g_only : "");
     Ctx c = {0};
     c.ref = ops_cpu();
     c.rng = seed * 2654435761u + 88172645463325252ull;
