@@ -599,6 +599,7 @@ StreamRole stream_source_role(const Stream *st, int j) { return st->src[j].role;
 uint64_t stream_source_tokens(const Stream *st, int j) { return st->src[j].tokens; }
 uint64_t stream_source_windows(const Stream *st, int j) { return st->src[j].windows; }
 uint32_t stream_vocab_size(const Stream *st) { return st->vocab; }
+uint64_t stream_tokenizer_hash(const Stream *st) { return st->ref.tokenizer_hash; }
 uint32_t stream_eos_id(const Stream *st) { return st->eos; }
 
 double stream_source_epochs(const Stream *st, int j, uint64_t step) {

@@ -90,6 +90,7 @@ uint64_t stream_source_windows(const Stream *s, int j); /* windows per epoch */
 /* Epochs of source j consumed by the end of step `step` (a fraction). */
 double stream_source_epochs(const Stream *s, int j, uint64_t step);
 uint32_t stream_vocab_size(const Stream *s);
+uint64_t stream_tokenizer_hash(const Stream *s); /* hash of the tokenizer model file */
 uint32_t stream_eos_id(const Stream *s);
 
 /* Eval windows: source j's first eval_windows consecutive windows of T+1

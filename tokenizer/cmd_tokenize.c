@@ -58,6 +58,18 @@ static int parse_u64(const char *opt, const char *v, uint64_t lo, uint64_t hi, u
     return 0;
 }
 
+/* The progress line, rewritten in place on the terminal. */
+static void show_progress(const TokStats *st, uint64_t bytes, uint64_t total, int final, void *ctx) {
+    (void)ctx;
+    double dt = st->seconds > 0 ? st->seconds : 1e-9;
+    double toks = (double)(st->tokens_train + st->tokens_val) / dt;
+    double eta = bytes > 0 && total > bytes ? dt * (double)(total - bytes) / (double)bytes : 0;
+    fprintf(stderr, "\r[tokenize] %.1f/%.1f MB  %.2f MB/s  %.3fM tok/s  ETA %d:%02d%s", (double)bytes / 1e6,
+            (double)total / 1e6, (double)bytes / dt / 1e6, toks / 1e6, (int)eta / 60, (int)eta % 60,
+            final ? "\n" : "   ");
+    fflush(stderr);
+}
+
 /* Writes every document of the inputs to `path`, for the sentencepiece trainer. */
 static int dump_text(const TokOptions *o, const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "wb");
@@ -96,7 +108,7 @@ int cmd_tokenize(int argc, char **argv) {
     tok_options_default(&o);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     o.n_threads = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
-    o.progress = isatty(2);
+    int progress = isatty(2);
     int train = 0, have_frac = 0;
     uint64_t vocab = 0, x;
     const char **inputs = calloc((size_t)argc, sizeof *inputs);
@@ -114,7 +126,7 @@ int cmd_tokenize(int argc, char **argv) {
         }
         if (!strcmp(a, "--train-tokenizer")) { train = 1; continue; }
         if (!strcmp(a, "--doc-per-file")) { o.doc_per_file = 1; continue; }
-        if (!strcmp(a, "--no-progress")) { o.progress = 0; continue; }
+        if (!strcmp(a, "--no-progress")) { progress = 0; continue; }
         char *eq = strchr(a, '=');
         if (eq) {
             *eq = 0;
@@ -179,6 +191,7 @@ int cmd_tokenize(int argc, char **argv) {
     }
     o.inputs = inputs;
     o.n_inputs = n_in;
+    if (progress) o.on_progress = show_progress;
     char name[256], err[8192], model[4096], txt[4096];
     if (!strcmp(o.name, "corpus")) {
         const char *b = strrchr(o.out_dir, '/');

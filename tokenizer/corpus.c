@@ -35,7 +35,7 @@ struct CorpusReader {
     size_t doc_len, doc_cap;
 };
 
-#define BUF_BYTES (1u << 20)
+#define BUF_BYTES (256u << 10)
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) {
     if (err && errlen) {
@@ -142,7 +142,7 @@ static long refill(CorpusReader *r, char *err, size_t errlen) {
     r->pos = r->len = 0;
     if (r->kind == SRC_PLAIN) {
         size_t k = fread(r->buf, 1, r->cap, r->f);
-        if (k == 0 && ferror(r->f)) return fail(err, errlen, "%s: read error", r->path);
+        if (k == 0 && ferror(r->f)) return fail(err, errlen, "%s: read error: %s", r->path, strerror(errno));
         r->bytes_read += k;
         r->len = k;
         return (long)k;
@@ -164,7 +164,7 @@ static long refill(CorpusReader *r, char *err, size_t errlen) {
             if (r->zeof) break;
             size_t k = fread(r->zin, 1, ZSTD_DStreamInSize(), r->f);
             if (k == 0) {
-                if (ferror(r->f)) return fail(err, errlen, "%s: read error", r->path);
+                if (ferror(r->f)) return fail(err, errlen, "%s: read error: %s", r->path, strerror(errno));
                 r->zeof = 1;
                 continue;
             }

@@ -86,11 +86,6 @@ extern "C" int spm_decode(const SpmModel *m, const uint32_t *ids, size_t n_ids, 
     }
 }
 
-extern "C" const char *spm_piece(const SpmModel *m, uint32_t id) {
-    if (id >= (uint32_t)m->sp.GetPieceSize()) return "";
-    return m->sp.IdToPiece((int)id).c_str();
-}
-
 extern "C" int spm_train_bpe(const char *input_path, const char *prefix, uint32_t vocab_size,
                              int n_threads, char *err, size_t errlen) {
     try {
@@ -106,6 +101,9 @@ extern "C" int spm_train_bpe(const char *input_path, const char *prefix, uint32_
             {"normalization_rule_name", "identity"},
             {"remove_extra_whitespaces", "false"},
             {"split_digits", "true"},
+            // A large corpus trains on a random sample of 2M sentences.
+            {"input_sentence_size", "2000000"},
+            {"shuffle_input_sentence", "true"},
             {"minloglevel", "2"},
             {"num_threads", std::to_string(n_threads > 0 ? n_threads : 1)},
         };

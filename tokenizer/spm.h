@@ -29,8 +29,6 @@ int spm_encode(const SpmModel *m, const char *text, size_t n_bytes, uint32_t **i
 /* Decodes ids to text into a malloc'd NUL-terminated string *text_out. */
 int spm_decode(const SpmModel *m, const uint32_t *ids, size_t n_ids, char **text_out, char *err,
                size_t errlen);
-/* The text of one piece (e.g. "▁the" or "<0x0A>"), or "" when out of range. */
-const char *spm_piece(const SpmModel *m, uint32_t id);
 /* Trains a BPE model with byte fallback from a text file of one sentence per
  * line, writing PREFIX.model and PREFIX.vocab. */
 int spm_train_bpe(const char *input_path, const char *prefix, uint32_t vocab_size, int n_threads,

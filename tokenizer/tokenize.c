@@ -292,17 +292,6 @@ static int write_chunk(const TokOptions *o, Outputs *out, const Chunk *c, TokSta
     return 0;
 }
 
-static void print_progress(const TokStats *st, uint64_t bytes, uint64_t total, double t0, int final) {
-    double dt = now_s() - t0;
-    if (dt <= 0) dt = 1e-9;
-    double mbs = (double)bytes / dt / 1e6, toks = (double)(st->tokens_train + st->tokens_val) / dt;
-    double eta = bytes > 0 && total > bytes ? dt * (double)(total - bytes) / (double)bytes : 0;
-    fprintf(stderr, "\r[tokenize] %.1f/%.1f MB  %.2f MB/s  %.3fM tok/s  ETA %d:%02d%s",
-            (double)bytes / 1e6, (double)total / 1e6, mbs, toks / 1e6, (int)eta / 60, (int)eta % 60,
-            final ? "\n" : "   ");
-    fflush(stderr);
-}
-
 /* For --val-docs N: the hash limit that admits the N documents of smallest
  * hash, found in one reading pass with a max-heap of the N smallest. */
 static int val_limit_for_count(const TokOptions *o, uint64_t *limit, char *err, size_t errlen) {
@@ -410,8 +399,14 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_t reader, workers[256];
-    pthread_create(&reader, NULL, reader_main, p);
-    for (int i = 0; i < o->n_threads; i++) pthread_create(&workers[i], NULL, worker_main, p);
+    int n_workers = 0, have_reader = pthread_create(&reader, NULL, reader_main, p) == 0;
+    while (have_reader && n_workers < o->n_threads && pthread_create(&workers[n_workers], NULL, worker_main, p) == 0)
+        n_workers++;
+    if (!have_reader || n_workers == 0) {
+        pthread_mutex_lock(&p->mu);
+        pipe_abort(p, "cannot start the tokenizer threads");
+        pthread_mutex_unlock(&p->mu);
+    }
     double last = now_s();
     uint64_t bytes = 0;
     for (uint64_t seq = 0;; seq++) {
@@ -431,20 +426,24 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
         if (bad) break;
-        if (o->progress && now_s() - last > 0.5) {
-            print_progress(st, bytes, total_bytes, t0, 0);
+        if (o->on_progress && now_s() - last > 0.5) {
             last = now_s();
+            st->seconds = last - t0;
+            o->on_progress(st, bytes, total_bytes, 0, o->progress_ctx);
         }
     }
-    pthread_join(reader, NULL);
-    for (int i = 0; i < o->n_threads; i++) pthread_join(workers[i], NULL);
+    if (have_reader) pthread_join(reader, NULL);
+    for (int i = 0; i < n_workers; i++) pthread_join(workers[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     if (p->abort) {
         fail(err, errlen, "%s", p->err);
         goto done;
     }
-    if (o->progress) print_progress(st, total_bytes, total_bytes, t0, 1);
+    if (o->on_progress) {
+        st->seconds = now_s() - t0;
+        o->on_progress(st, total_bytes, total_bytes, 1, o->progress_ctx);
+    }
     if (shard_writer_finish(out.val, err, errlen) || shard_writer_finish(out.train, err, errlen)) goto done;
     ShardWriter **dn = realloc(out.done, (out.n_done + 2) * sizeof *dn);
     if (!dn) {

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct TokStats;
+
 typedef struct {
     const char *model_path;
     const char *out_dir;
@@ -30,10 +32,15 @@ typedef struct {
     int zstd_level;
     size_t max_line_bytes;
     int doc_per_file;
-    int progress;              /* print a progress line to stderr */
+    /* Called about every half second and once at the end (final = 1) from
+     * the calling thread, when set: the counts so far (seconds = elapsed),
+     * input bytes read and their total. */
+    void (*on_progress)(const struct TokStats *so_far, uint64_t bytes_read, uint64_t bytes_total,
+                        int final, void *ctx);
+    void *progress_ctx;
 } TokOptions;
 
-typedef struct {
+typedef struct TokStats {
     uint64_t docs_train, docs_val, tokens_train, tokens_val;
     uint64_t input_bytes, text_bytes, output_bytes;
     int n_train_shards;

@@ -9,4 +9,6 @@ int cmd_inspect(int argc, char **argv);  /* data/cmd_inspect.c */
 /* tools/law/cmd_law.c: fit, predict and apply the D-CPT scaling law. */
 int cmd_law(int argc, char **argv);
 
+int cmd_train(int argc, char **argv);  /* trainer/train.c */
+
 #endif

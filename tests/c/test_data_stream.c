@@ -48,10 +48,10 @@ static uint32_t shard_len(uint32_t src, uint32_t shard) {
 
 /* A window is runs of consecutive tokens of one source, each run broken only
  * where a frame ends and another frame begins. Returns 1 when valid. */
-static int window_ok(const uint32_t *w, int32_t src_id) {
-    for (int i = 0; i <= T; i++)
+static int window_ok_n(const uint32_t *w, int32_t src_id, int n) {
+    for (int i = 0; i < n; i++)
         if (w[i] / SRC_BASE != (uint32_t)src_id) return 0;
-    for (int i = 0; i < T; i++) {
+    for (int i = 0; i + 1 < n; i++) {
         if (w[i + 1] == w[i] + 1 && (w[i] % SHARD_BASE + 1) % TPF != 0) continue;
         uint32_t a = w[i] % SRC_BASE, b = w[i + 1] % SRC_BASE;
         uint32_t pos_a = a % SHARD_BASE, len = shard_len((uint32_t)src_id, a / SHARD_BASE);
@@ -61,6 +61,8 @@ static int window_ok(const uint32_t *w, int32_t src_id) {
     }
     return 1;
 }
+
+static int window_ok(const uint32_t *w, int32_t src_id) { return window_ok_n(w, src_id, T + 1); }
 
 static StreamSourceConfig sources[3];
 static const char *med_globs[1], *med_val[1], *web_globs[2], *books_globs[1];
@@ -299,8 +301,30 @@ static void bad_inputs(void) {
     stream_close(s);
 }
 
+/* Windows longer than a frame (251 tokens over 100-token frames) with a
+ * cache of 2 frames: each window still a valid run over 3 or 4 frames. */
+static void long_windows(void) {
+    StreamConfig c = config(11, 1);
+    c.seq_len = 250;
+    c.global_batch = 8;
+    c.cache_frames = 2;
+    Stream *s;
+    CHECK_OK(stream_open(&s, &c, err, sizeof err), err);
+    if (!s) return;
+    uint32_t *tok = malloc(8 * 251 * sizeof *tok);
+    int32_t src[8];
+    size_t bad = 0;
+    for (uint64_t step = 0; step < 60; step++) {
+        CHECK_OK(stream_next_batch(s, step, 0, 1, tok, src, err, sizeof err), err);
+        for (int q = 0; q < 8; q++) bad += !window_ok_n(tok + q * 251, src[q], 251);
+    }
+    CHECK(bad == 0);
+    free(tok);
+    stream_close(s);
+}
+
 int main(void) {
-    strcpy(dir, "/tmp/dapt-stream-XXXXXX");
+    strcpy(dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/dapt-stream-XXXXXX" : "/tmp/dapt-stream-XXXXXX");
     if (!mkdtemp(dir)) return 1;
     make_shard("med-0.tok.zst", 0, 0, med_len[0], 0x1234, VOCAB);
     make_shard("med-1.tok.zst", 0, 1, med_len[1], 0x1234, VOCAB);
@@ -320,6 +344,7 @@ int main(void) {
     all_src = malloc((size_t)STEPS * B * sizeof *all_src);
     full_pass();
     determinism();
+    long_windows();
     bad_inputs();
     free(all_tokens);
     free(all_src);

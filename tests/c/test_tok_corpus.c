@@ -155,6 +155,17 @@ static int toks_eq(const Toks *a, const Toks *b) {
     return a->n == b->n && (a->n == 0 || !memcmp(a->tok, b->tok, a->n * sizeof *a->tok));
 }
 
+/* Progress callback: counts calls and keeps the last report. */
+static int n_final;
+static uint64_t last_bytes, last_total, last_tokens;
+static void on_progress(const TokStats *st, uint64_t bytes, uint64_t total, int final, void *ctx) {
+    (void)ctx;
+    n_final += final;
+    last_bytes = bytes;
+    last_total = total;
+    last_tokens = st->tokens_train + st->tokens_val;
+}
+
 static TokOptions opts(const char *model, const char *out, const char *const *in, int n_in) {
     TokOptions o;
     tok_options_default(&o);
@@ -204,7 +215,7 @@ static void utf8(void) {
 
 int main(void) {
     utf8();
-    strcpy(dir, "/tmp/dapt-tok-XXXXXX");
+    strcpy(dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/dapt-tok-XXXXXX" : "/tmp/dapt-tok-XXXXXX");
     if (!mkdtemp(dir)) return 1;
     char p_lines[256], p_text[256], p_jsonl[256], model[256], cmd[2048], p_ids[256];
     snprintf(p_lines, sizeof p_lines, "%s/docs.lines", dir);
@@ -254,8 +265,14 @@ int main(void) {
     const char *in_text[] = {p_text};
     TokOptions o = opts(model, out, in_text, 1);
     o.n_threads = 2;
+    o.on_progress = on_progress;
     TokStats st;
     CHECK_OK(tok_run(&o, &st, err, sizeof err), err);
+    /* one final report: all input bytes read, all tokens counted */
+    struct stat sb;
+    stat(p_text, &sb);
+    CHECK(n_final == 1 && last_bytes == (uint64_t)sb.st_size && last_total == last_bytes);
+    CHECK(last_tokens == st.tokens_train + st.tokens_val && last_tokens > 0);
     CHECK(st.docs_train == d.n && st.docs_val == 0);
     CHECK(st.n_train_shards >= 2);
     size_t n_got;

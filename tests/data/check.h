@@ -1,6 +1,8 @@
 /* tests/data/check.h: the assertion macros of the data and tokenizer tests.
  * A failed CHECK prints file:line and the expression and counts a failure;
- * CHECK_DONE() returns 1 from main when anything failed, so ctest sees it. */
+ * CHECK_DONE() returns 1 from main when anything failed, so ctest sees it.
+ * The tests keep their scratch files in /dev/shm when it is writable: they
+ * write thousands of small files, which a busy disk makes slow. */
 #ifndef DAPT_TESTS_DATA_CHECK_H
 #define DAPT_TESTS_DATA_CHECK_H
 
