@@ -309,15 +309,78 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static double median(const double *x, int n) {
+    double *y = malloc(sizeof(double) * n);
+    memcpy(y, x, sizeof(double) * n);
+    qsort(y, n, sizeof(double), cmp_double);
+    double r = n % 2 ? y[n / 2] : 0.5 * (y[n / 2 - 1] + y[n / 2]);
+    free(y);
+    return r;
+}
+
+/* One training step: zero grads, forward + backward (mean loss), clip +
+ * AdamW. ms[0] the whole step, ms[1..3] zero / fwd+bwd / adamw. */
+static int bench_step(Model *m, const AdamWConfig *adamw, float lr, int step,
+                      const int32_t *tokens, const int32_t *targets, int B, int T, double ms[4],
+                      float *loss) {
+    char err[512];
+    double t0 = now_s();
+    model_zero_grad(m);
+    double t1 = now_s();
+    if (model_forward_backward(m, tokens, targets, B, T, 1.0f / (B * T), loss, err, sizeof err)) {
+        fprintf(stderr, "dapt-bench: %s\n", err);
+        return 1;
+    }
+    double t2 = now_s();
+    model_adamw_step(m, adamw, lr, step);
+    double t3 = now_s();
+    if (!isfinite(*loss)) {
+        fprintf(stderr, "dapt-bench: loss is %f at step %d\n", *loss, step);
+        return 1;
+    }
+    ms[0] = 1e3 * (t3 - t0);
+    ms[1] = 1e3 * (t1 - t0);
+    ms[2] = 1e3 * (t2 - t1);
+    ms[3] = 1e3 * (t3 - t2);
+    return 0;
+}
+
+/* --serve: after "READY", one step per "step" line on stdin, answered with
+ * "STEP total_ms zero_ms fwd_bwd_ms adamw_ms loss"; "quit" or EOF ends. This
+ * lets tools/bench/run interleave dapt and torch steps, so both sides see
+ * the same machine load (the machine is shared). */
+static int serve_loop(Model *m, const AdamWConfig *adamw, float lr, const int32_t *tokens,
+                      const int32_t *targets, int B, int T) {
+    char line[64];
+    int step = 0;
+    printf("READY\n");
+    fflush(stdout);
+    while (fgets(line, sizeof line, stdin)) {
+        if (!strncmp(line, "quit", 4)) break;
+        if (strncmp(line, "step", 4)) {
+            fprintf(stderr, "dapt-bench: unknown command on stdin: %s", line);
+            return 2;
+        }
+        double ms[4];
+        float loss;
+        if (bench_step(m, adamw, lr, ++step, tokens, targets, B, T, ms, &loss)) return 1;
+        printf("STEP %.3f %.3f %.3f %.3f %.5f\n", ms[0], ms[1], ms[2], ms[3], loss);
+        fflush(stdout);
+    }
+    model_free(m);
+    return 0;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: dapt-bench [--model NAME] [--batch B] [--seq T] [--warmup N] [--steps N]\n"
-            "                  [--profile] [--sgemm]\n"
+            "                  [--profile] [--sgemm] [--serve]\n"
             "  --model    gpt2-124m (default) | llama-110m | gpt2-tiny | llama-tiny\n"
             "  --batch/--seq  batch size and sequence length (default 4 x 64)\n"
             "  --warmup   untimed steps first (default 1); --steps timed steps (default 3)\n"
             "  --profile  after the timed steps, one more step timed op by op\n"
             "  --sgemm    also measure the machine's sgemm rate at the step's shapes\n"
+            "  --serve    one step per \"step\" line on stdin (for tools/bench/run)\n"
             "Threads: OMP_NUM_THREADS and OPENBLAS_NUM_THREADS, as set by tools/bench/run.\n");
 }
 
@@ -334,13 +397,14 @@ static int parse_int(const char *s, const char *flag, int *out) {
 
 int main(int argc, char **argv) {
     const char *model_name = "gpt2-124m";
-    int B = 4, T = 64, warmup = 1, steps = 3, profile = 0, sgemm = 0;
+    int B = 4, T = 64, warmup = 1, steps = 3, profile = 0, sgemm = 0, serve = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int *target = NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return usage(stdout), 0;
         if (!strcmp(a, "--profile")) { profile = 1; continue; }
         if (!strcmp(a, "--sgemm")) { sgemm = 1; continue; }
+        if (!strcmp(a, "--serve")) { serve = 1; continue; }
         if (i + 1 >= argc) {
             fprintf(stderr, "dapt-bench: unknown option or missing value: %s\n", a);
             return usage(stderr), 2;
@@ -400,51 +464,34 @@ int main(int argc, char **argv) {
 
     char blas_path[512];
     blas_mapped_path(blas_path, sizeof blas_path);
-    printf("dapt %s: %zu parameters, B=%d T=%d, %d warm-up + %d timed steps\n", p->name,
-           model_num_params(m), B, T, warmup, steps);
+    printf("dapt %s: %zu parameters, B=%d T=%d", p->name, model_num_params(m), B, T);
+    if (serve) printf(", steps on request\n");
+    else printf(", %d warm-up + %d timed steps\n", warmup, steps);
     printf("BLAS: %s | core %s | %d threads | mapped %s\n", openblas_get_config(),
            openblas_get_corename(), openblas_get_num_threads(), blas_path);
 
+    if (serve) return serve_loop(m, &adamw, lr, tokens, targets, B, T);
+
     double *step_s = calloc(steps, sizeof(double));
-    double phase_s[3][64] = {{0}}; /* zero_grad, fwd+bwd, adamw; first 64 steps */
+    double *phase_s[3]; /* zero_grad, fwd+bwd, adamw */
+    for (int ph = 0; ph < 3; ph++) phase_s[ph] = calloc(steps, sizeof(double));
     float loss = NAN;
     for (int k = 0; k < warmup + steps; k++) {
-        double t0 = now_s();
-        model_zero_grad(m);
-        double t1 = now_s();
-        if (model_forward_backward(m, tokens, targets, B, T, 1.0f / N, &loss, err, sizeof err)) {
-            fprintf(stderr, "dapt-bench: %s\n", err);
-            return 1;
-        }
-        double t2 = now_s();
-        model_adamw_step(m, &adamw, lr, k + 1);
-        double t3 = now_s();
-        if (!isfinite(loss)) {
-            fprintf(stderr, "dapt-bench: loss is %f at step %d\n", loss, k + 1);
-            return 1;
-        }
+        double ms[4];
+        if (bench_step(m, &adamw, lr, k + 1, tokens, targets, B, T, ms, &loss)) return 1;
         int j = k - warmup;
         printf("  step %d%s: %.1f ms (zero %.1f, fwd+bwd %.1f, adamw %.1f) loss %.4f\n", k + 1,
-               j < 0 ? " (warm-up)" : "", 1e3 * (t3 - t0), 1e3 * (t1 - t0), 1e3 * (t2 - t1),
-               1e3 * (t3 - t2), loss);
+               j < 0 ? " (warm-up)" : "", ms[0], ms[1], ms[2], ms[3], loss);
         if (j >= 0) {
-            step_s[j] = t3 - t0;
-            if (j < 64) {
-                phase_s[0][j] = t1 - t0;
-                phase_s[1][j] = t2 - t1;
-                phase_s[2][j] = t3 - t2;
-            }
+            step_s[j] = 1e-3 * ms[0];
+            for (int ph = 0; ph < 3; ph++) phase_s[ph][j] = ms[ph + 1];
         }
     }
-    int n_ph = steps < 64 ? steps : 64;
-    for (int ph = 0; ph < 3; ph++) qsort(phase_s[ph], n_ph, sizeof(double), cmp_double);
-    qsort(step_s, steps, sizeof(double), cmp_double);
-    double med = steps % 2 ? step_s[steps / 2] : 0.5 * (step_s[steps / 2 - 1] + step_s[steps / 2]);
-    double med_ms = 1e3 * med;
+    double med = median(step_s, steps), med_ms = 1e3 * med;
+    double fwd_bwd_ms = median(phase_s[1], steps), adamw_ms = median(phase_s[2], steps);
     printf("median %.1f ms/step, %.1f tokens/s (phase medians: zero %.1f, fwd+bwd %.1f, adamw "
            "%.1f ms)\n",
-           med_ms, N / med, 1e3 * phase_s[0][n_ph / 2], 1e3 * phase_s[1][n_ph / 2],
-           1e3 * phase_s[2][n_ph / 2]);
+           med_ms, N / med, median(phase_s[0], steps), fwd_bwd_ms, adamw_ms);
 
     double step_flops = 0.0;
     if (profile) {
@@ -493,9 +540,10 @@ int main(int argc, char **argv) {
            "\"fwd_bwd_ms\": %.3f, \"adamw_ms\": %.3f, \"loss\": %.5f, \"step_gflop\": %.3f, "
            "\"blas\": \"%s | core %s | %d threads | %s\"}\n",
            p->name, model_num_params(m), B, T, warmup, steps, med_ms, N / med,
-           1e3 * phase_s[1][n_ph / 2], 1e3 * phase_s[2][n_ph / 2], loss, 1e-9 * step_flops,
+           fwd_bwd_ms, adamw_ms, loss, 1e-9 * step_flops,
            openblas_get_config(), openblas_get_corename(), openblas_get_num_threads(), blas_path);
     free(step_s);
+    for (int ph = 0; ph < 3; ph++) free(phase_s[ph]);
     free(tokens);
     model_free(m);
     return 0;

@@ -180,6 +180,23 @@ def blas_info():
         " ".join(info) or "BLAS_INFO=?", os.path.realpath(libblas), ", ".join(mapped), core)
 
 
+def serve(step):
+    """After READY, one step per "step" line on stdin, answered with
+    "STEP total_ms loss"; "quit" or EOF ends. tools/bench/run interleaves
+    the two sides' steps so both see the same machine load."""
+    print("READY", flush=True)
+    for line in sys.stdin:
+        if line.startswith("quit"):
+            break
+        if not line.startswith("step"):
+            sys.exit("torch_step: unknown command on stdin: %r" % line)
+        t0 = time.perf_counter()
+        loss = step()
+        print("STEP %.3f %.5f" % (1e3 * (time.perf_counter() - t0), loss), flush=True)
+        if not math.isfinite(loss):
+            sys.exit("torch_step: loss is %f" % loss)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="gpt2-124m", choices=sorted(PRESETS))
@@ -188,6 +205,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--serve", action="store_true",
+                    help='one step per "step" line on stdin (for tools/bench/run)')
     ap.add_argument("--profile", action="store_true",
                     help="after the timed steps, one step under torch.autograd.profiler")
     args = ap.parse_args()
@@ -215,10 +234,14 @@ def main():
         return loss.item()
 
     blas = blas_info()
-    print("torch %s %s: %d parameters, B=%d T=%d, %d warm-up + %d timed steps, %d threads"
-          % (torch.__version__, args.model, n_params, B, T, args.warmup, args.steps,
-             torch.get_num_threads()))
+    print("torch %s %s: %d parameters, B=%d T=%d, %s, %d threads"
+          % (torch.__version__, args.model, n_params, B, T,
+             "steps on request" if args.serve else
+             "%d warm-up + %d timed steps" % (args.warmup, args.steps), torch.get_num_threads()))
     print("BLAS: " + blas)
+    if args.serve:
+        serve(step)
+        return
     times = []
     for k in range(args.warmup + args.steps):
         t0 = time.perf_counter()
