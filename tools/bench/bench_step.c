@@ -367,7 +367,6 @@ static int serve_loop(Model *m, const AdamWConfig *adamw, float lr, const int32_
         printf("STEP %.3f %.3f %.3f %.3f %.5f\n", ms[0], ms[1], ms[2], ms[3], loss);
         fflush(stdout);
     }
-    model_free(m);
     return 0;
 }
 
@@ -470,7 +469,12 @@ int main(int argc, char **argv) {
     printf("BLAS: %s | core %s | %d threads | mapped %s\n", openblas_get_config(),
            openblas_get_corename(), openblas_get_num_threads(), blas_path);
 
-    if (serve) return serve_loop(m, &adamw, lr, tokens, targets, B, T);
+    if (serve) {
+        int rc = serve_loop(m, &adamw, lr, tokens, targets, B, T);
+        free(tokens);
+        model_free(m);
+        return rc;
+    }
 
     double *step_s = calloc(steps, sizeof(double));
     double *phase_s[3]; /* zero_grad, fwd+bwd, adamw */
@@ -502,15 +506,11 @@ int main(int argc, char **argv) {
         }
         model_init_weights(mp, 1234);
         /* a warm-up step, then one step op by op */
-        model_zero_grad(mp);
-        model_forward_backward(mp, tokens, targets, B, T, 1.0f / N, &loss, err, sizeof err);
-        model_adamw_step(mp, &adamw, lr, 1);
+        double ms[4];
+        if (bench_step(mp, &adamw, lr, 1, tokens, targets, B, T, ms, &loss)) return 1;
         profile_reset();
-        double t0 = now_s();
-        model_zero_grad(mp);
-        model_forward_backward(mp, tokens, targets, B, T, 1.0f / N, &loss, err, sizeof err);
-        model_adamw_step(mp, &adamw, lr, 2);
-        double prof_ms = 1e3 * (now_s() - t0);
+        if (bench_step(mp, &adamw, lr, 2, tokens, targets, B, T, ms, &loss)) return 1;
+        double prof_ms = ms[0];
         step_flops = profile_print(1, prof_ms);
         printf("step FLOPs (matmuls + lm head + attention): %.1f GFLOP; %.1f GFLOP/s at the "
                "median step\n",
