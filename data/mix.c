@@ -4,6 +4,7 @@
  * keeps the exact running sum at every MIX_CHECKPOINT-th step and resumes
  * the same in-order summation from there, so a count never depends on which
  * steps were asked for before. */
+#include "data/fail.h"
 #include "data/mix.h"
 
 #include <math.h>
@@ -29,16 +30,6 @@ struct MixSplit {
     uint16_t pattern[MIX_PATTERN];
     uint16_t rank[MIX_PATTERN]; /* occurrences of pattern[t] before t */
 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 double mix_schedule_fraction(const MixSchedule *m, double p) {
     if (p < m->pt[0].progress) return m->pt[0].fraction;

@@ -5,6 +5,7 @@
  * rewritten with the final counts. The reader trusts nothing: every size and
  * count is checked against the file size and the other counts. */
 #define _GNU_SOURCE
+#include "data/fail.h"
 #include "data/shard.h"
 
 #include <errno.h>
@@ -26,16 +27,6 @@
 #define HDR_FRAME (8 + HDR_PAYLOAD)
 #define SEEK_FOOTER 9
 static const char HDR_MAGIC[8] = {'D', 'A', 'P', 'T', 'T', 'O', 'K', 'S'};
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static void put32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));

@@ -13,6 +13,7 @@
  * one vocabulary, EOS id and tokenizer hash; every source has at least one
  * window per epoch. */
 #define _GNU_SOURCE
+#include "data/fail.h"
 #include "data/stream.h"
 
 #include <glob.h>
@@ -93,16 +94,6 @@ struct Stream {
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 

@@ -2,6 +2,7 @@
  * tokenizer/corpus.h). Bytes come from a refillable buffer; lines are cut
  * from it into a line buffer capped at max_line_bytes; documents are built
  * from lines. Errors name the file and the 1-based line. */
+#include "data/fail.h"
 #include "tokenizer/corpus.h"
 
 #include <cjson/cJSON.h>
@@ -36,16 +37,6 @@ struct CorpusReader {
 };
 
 #define BUF_BYTES (256u << 10)
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static int ends_with(const char *s, size_t n, const char *suf) {
     size_t k = strlen(suf);

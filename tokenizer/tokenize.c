@@ -9,6 +9,7 @@
  * input order whatever the thread count: the shards are byte-identical for
  * any --threads. The first error stops every thread; nothing is committed. */
 #define _GNU_SOURCE
+#include "data/fail.h"
 #include "tokenizer/tokenize.h"
 
 #include <errno.h>
@@ -57,16 +58,6 @@ typedef struct {
     int reader_done, abort;
     char err[ERR_LEN];
 } Pipe;
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 uint64_t tok_doc_hash(const char *text, size_t n_bytes) { return hash_bytes(text, n_bytes, 0x76616c); }
 
