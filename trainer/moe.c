@@ -352,6 +352,18 @@ void moe_layer_fwd(MoeState *s, int l, const void *params, size_t router_off, si
     o->moe_combine_fwd(out, m->ys, m->top_w, m->pos, N, K, C);
 }
 
+double moe_lbl(const int64_t *counts, const float *prob_sum, int E, int K, int n_tokens,
+               int lbl_norm, double *f, double *p) {
+    double tot = 0.0, lbl = 0.0;
+    for (int e = 0; e < E; e++) tot += (double)counts[e];
+    for (int e = 0; e < E; e++) {
+        f[e] = tot > 0 ? (double)counts[e] / tot : 0.0;
+        p[e] = (double)prob_sum[e] / n_tokens;
+        lbl += f[e] * p[e];
+    }
+    return (lbl_norm == MOE_LBL_NORM_HF ? K : 1) * (double)E * lbl;
+}
+
 int moe_after_forward(MoeState *s, int training, char *err, size_t err_len) {
     const ModelConfig *c = &s->cfg;
     int E = c->n_experts, N = s->N;
@@ -377,14 +389,7 @@ int moe_after_forward(MoeState *s, int training, char *err, size_t err_len) {
     for (int i = 0; i < s->n_moe; i++) {
         MoeLayer *m = &s->ml[i];
         const int64_t *cnt = global ? m->counts_global : m->counts_local;
-        double tot = 0.0, lbl = 0.0;
-        for (int e = 0; e < E; e++) tot += (double)cnt[e];
-        for (int e = 0; e < E; e++) {
-            m->f[e] = tot > 0 ? (double)cnt[e] / tot : 0.0;
-            m->p[e] = (double)m->stats_h[e] / N;
-            lbl += m->f[e] * m->p[e];
-        }
-        m->lbl = norm * E * lbl;
+        m->lbl = moe_lbl(cnt, m->stats_h, E, c->top_k, N, c->lbl_norm, m->f, m->p);
         m->z = (double)m->stats_h[E] / N;
         /* d(weight * coef * s E sum_i f_i P_i)/dprobs[n,e] = weight coef s E f_e / N */
         int on = c->lbl_mode != MOE_LBL_NONE;

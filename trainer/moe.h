@@ -52,6 +52,12 @@ int moe_is_layer(const ModelConfig *c, int l);
 int moe_config_set(ModelConfig *c, const char *key, const char *value, char *err,
                    size_t err_len);
 
+/* The load-balancing loss of one layer: f_i = counts_i / sum(counts)
+ * (written to f, E), P_i = prob_sum_i / n_tokens (written to p, E);
+ * returns s E sum_i f_i P_i, s = K for MOE_LBL_NORM_HF, 1 for paper. */
+double moe_lbl(const int64_t *counts, const float *prob_sum, int E, int K, int n_tokens,
+               int lbl_norm, double *f, double *p);
+
 /* ---------------- the training loop's API ---------------- */
 
 /* Distributed hook: in-place sum over ranks of n int64 values; 0 on
