@@ -275,6 +275,39 @@ static int same_config(const ModelConfig *a, const ModelConfig *b) {
            a->tie_embeddings == b->tie_embeddings && a->qkv_bias == b->qkv_bias;
 }
 
+/* trainer_state.json -> st (strings malloc'd) */
+static int parse_state(const cJSON *r, const char *dir, CkptState *st, char *err, size_t err_len) {
+    const cJSON *j;
+    memset(st, 0, sizeof *st);
+    st->step = (int64_t)cJSON_GetObjectItemCaseSensitive(r, "step")->valuedouble;
+    if (cJSON_IsNumber(j = cJSON_GetObjectItemCaseSensitive(r, "tokens"))) st->tokens = (int64_t)j->valuedouble;
+    if (cJSON_IsNumber(j = cJSON_GetObjectItemCaseSensitive(r, "lr"))) st->lr = j->valuedouble;
+    j = cJSON_GetObjectItemCaseSensitive(r, "data_fingerprint");
+    st->data_fingerprint = strdup(cJSON_IsString(j) ? j->valuestring : "");
+    j = cJSON_GetObjectItemCaseSensitive(r, "config");
+    st->config_text = strdup(cJSON_IsString(j) ? j->valuestring : "");
+    if (!st->data_fingerprint || !st->config_text) {
+        ckpt_state_free(st);
+        return snprintf(err, err_len, "out of memory"), 1;
+    }
+    j = cJSON_GetObjectItemCaseSensitive(r, "rng");
+    int ok = cJSON_IsArray(j) && cJSON_GetArraySize(j) == CKPT_RNG_WORDS;
+    for (int i = 0; ok && i < CKPT_RNG_WORDS; i++) {
+        const cJSON *w = cJSON_GetArrayItem(j, i);
+        char *end = NULL;
+        ok = cJSON_IsString(w) && w->valuestring[0] && strlen(w->valuestring) <= 16;
+        if (ok) st->rng[i] = strtoull(w->valuestring, &end, 16);
+        ok = ok && end && !*end;
+    }
+    if (!ok) {
+        ckpt_state_free(st);
+        return snprintf(err, err_len, "%s/trainer_state.json: \"rng\" must be %d hex strings", dir,
+                        CKPT_RNG_WORDS),
+               1;
+    }
+    return 0;
+}
+
 int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_len) {
     if (ckpt_check(dir, err, err_len)) return 1;
     ModelConfig cfg;
@@ -287,86 +320,40 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     char path[4200];
     int rc = 1;
     size_t np = model_num_params(m);
-    float *mv = malloc(2 * np * sizeof *mv + 1);
-    StFile *f = NULL;
-    if (!mv) {
+    float *buf = malloc(3 * np * sizeof *buf + 1); /* weights | exp_avg | exp_avg_sq */
+    StSet *f = NULL;
+    CkptState tmp = {0};
+    if (!buf) {
         snprintf(err, err_len, "out of memory");
         goto out;
     }
+    /* read and check everything before touching the model */
     hf_path(path, sizeof path, dir, "optimizer.safetensors");
-    if (!(f = st_open(path, err, err_len))) goto out;
-    if (hf_load_weights(dir, m, err, err_len)) goto out;
-    for (int pass = 0; pass < 2; pass++) {
-        const char *prefix = pass ? "exp_avg_sq." : "exp_avg.";
-        float *dst = mv + (size_t)pass * np;
-        for (int i = 0; i < model_num_tensors(m); i++) {
-            const ParamTensor *p = model_tensor(m, i);
-            char name[200];
-            snprintf(name, sizeof name, "%s%s", prefix, p->name);
-            int k = st_find(f, name);
-            if (k < 0) {
-                snprintf(err, err_len, "%s: tensor '%s' is missing", path, name);
-                goto out;
-            }
-            const StTensor *t = st_tensor(f, k);
-            if (t->numel != p->numel || t->dtype != ST_F32) {
-                snprintf(err, err_len, "%s: tensor '%s' has %llu %s values, expected %zu F32", path,
-                         name, (unsigned long long)t->numel, st_dtype_name(t->dtype), p->numel);
-                goto out;
-            }
-            float *out = dst + p->offset;
-            if (st_read_f32(f, k, out, err, err_len)) goto out;
-            if (p->ndim == 2 && p->hf_transposed) { /* file (in, out) -> memory (out, in) */
-                int R = p->shape[1], C = p->shape[0];
-                float *tmp = malloc(p->numel * sizeof *tmp);
-                if (!tmp) {
-                    snprintf(err, err_len, "out of memory");
-                    goto out;
-                }
-                memcpy(tmp, out, p->numel * sizeof *tmp);
-                for (int rr = 0; rr < R; rr++)
-                    for (int c = 0; c < C; c++) out[(size_t)c * R + rr] = tmp[(size_t)rr * C + c];
-                free(tmp);
-            }
-        }
+    if (hf_read_weights(dir, m, buf, err, err_len) || !(f = st_set_open_file(path, err, err_len)) ||
+        hf_read_params(f, m, "exp_avg.", buf + np, err, err_len) ||
+        hf_read_params(f, m, "exp_avg_sq.", buf + 2 * np, err, err_len) ||
+        parse_state(r, dir, &tmp, err, err_len))
+        goto out;
+    int k;
+    StFile *sf;
+    int32_t opt_step = -1;
+    if (st_set_find(f, "step", &sf, &k) || st_tensor(sf, k)->numel != 1 ||
+        st_read_i32(sf, k, &opt_step, err, err_len) || opt_step != tmp.step) {
+        snprintf(err, err_len, "%s: \"step\" (%d) is missing or differs from trainer_state.json's "
+                 "step (%lld)", path, opt_step, (long long)tmp.step);
+        goto out;
     }
-    model_set_adam_state(m, mv, mv + np);
+    model_set_params(m, buf);
+    model_set_adam_state(m, buf + np, buf + 2 * np);
     if (st) {
-        const cJSON *j;
-        memset(st, 0, sizeof *st);
-        st->step = (int64_t)cJSON_GetObjectItemCaseSensitive(r, "step")->valuedouble;
-        if (cJSON_IsNumber(j = cJSON_GetObjectItemCaseSensitive(r, "tokens"))) st->tokens = (int64_t)j->valuedouble;
-        if (cJSON_IsNumber(j = cJSON_GetObjectItemCaseSensitive(r, "lr"))) st->lr = j->valuedouble;
-        j = cJSON_GetObjectItemCaseSensitive(r, "data_fingerprint");
-        st->data_fingerprint = strdup(cJSON_IsString(j) ? j->valuestring : "");
-        j = cJSON_GetObjectItemCaseSensitive(r, "config");
-        st->config_text = strdup(cJSON_IsString(j) ? j->valuestring : "");
-        j = cJSON_GetObjectItemCaseSensitive(r, "rng");
-        if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) != CKPT_RNG_WORDS) {
-            snprintf(err, err_len, "%s/trainer_state.json: \"rng\" must be %d hex strings", dir, CKPT_RNG_WORDS);
-            ckpt_state_free(st);
-            goto out;
-        }
-        for (int i = 0; i < CKPT_RNG_WORDS; i++) {
-            const cJSON *w = cJSON_GetArrayItem(j, i);
-            char *end = NULL;
-            if (cJSON_IsString(w)) st->rng[i] = strtoull(w->valuestring, &end, 16);
-            if (!end || *end || end == w->valuestring) {
-                snprintf(err, err_len, "%s/trainer_state.json: rng[%d] is not a hex string", dir, i);
-                ckpt_state_free(st);
-                goto out;
-            }
-        }
-        if (!st->data_fingerprint || !st->config_text) {
-            snprintf(err, err_len, "out of memory");
-            ckpt_state_free(st);
-            goto out;
-        }
+        *st = tmp;
+        memset(&tmp, 0, sizeof tmp);
     }
     rc = 0;
 out:
-    st_close(f);
-    free(mv);
+    ckpt_state_free(&tmp);
+    st_set_close(f);
+    free(buf);
     cJSON_Delete(r);
     return rc;
 }

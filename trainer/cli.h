@@ -4,7 +4,11 @@
 #ifndef DAPT_CLI_H
 #define DAPT_CLI_H
 
+int cmd_tokenize(int argc, char **argv); /* tokenizer/cmd_tokenize.c */
+int cmd_inspect(int argc, char **argv);  /* data/cmd_inspect.c */
 /* tools/law/cmd_law.c: fit, predict and apply the D-CPT scaling law. */
 int cmd_law(int argc, char **argv);
+
+int cmd_train(int argc, char **argv);  /* trainer/train.c */
 
 #endif

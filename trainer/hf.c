@@ -495,15 +495,10 @@ out:
     return rc;
 }
 
-int hf_load_weights(const char *dir, Model *m, char *err, size_t err_len) {
+int hf_read_weights(const char *dir, const Model *m, float *dst, char *err, size_t err_len) {
     StSet *s = st_set_open(dir, err, err_len);
     if (!s) return 1;
-    float *buf = malloc(model_num_params(m) * sizeof *buf);
     int rc = 1;
-    if (!buf) {
-        snprintf(err, err_len, "out of memory for %zu parameters", model_num_params(m));
-        goto out;
-    }
     /* every tensor in the files must be a parameter or a known buffer */
     for (int fi = 0; fi < st_set_num_files(s); fi++) {
         StFile *f = st_set_file(s, fi);
@@ -520,12 +515,18 @@ int hf_load_weights(const char *dir, Model *m, char *err, size_t err_len) {
             goto out;
         }
     }
-    if (hf_read_params(s, m, "", buf, err, err_len)) goto out;
-    model_set_params(m, buf);
-    rc = 0;
+    rc = hf_read_params(s, m, "", dst, err, err_len);
 out:
-    free(buf);
     st_set_close(s);
+    return rc;
+}
+
+int hf_load_weights(const char *dir, Model *m, char *err, size_t err_len) {
+    float *buf = malloc(model_num_params(m) * sizeof *buf);
+    if (!buf) return snprintf(err, err_len, "out of memory for %zu parameters", model_num_params(m)), 1;
+    int rc = hf_read_weights(dir, m, buf, err, err_len);
+    if (!rc) model_set_params(m, buf);
+    free(buf);
     return rc;
 }
 
@@ -545,16 +546,14 @@ int hf_write_params(const char *path, const Model *m, const float *const *bufs,
                     const char *const *prefixes, int n_bufs, const StWriteTensor *extra,
                     int n_extra, char *err, size_t err_len) {
     int nt = model_num_tensors(m), n = nt * n_bufs + n_extra, rc = 1;
-    size_t np = model_num_params(m);
     StWriteTensor *ts = calloc((size_t)n + 1, sizeof *ts);
     char *names = calloc((size_t)n + 1, 200);
-    float *hf = malloc(np * (size_t)n_bufs * sizeof *hf + 1);
-    if (!ts || !names || !hf) {
+    float **copies = calloc((size_t)n + 1, sizeof *copies); /* transposed tensors only */
+    if (!ts || !names || !copies) {
         snprintf(err, err_len, "%s: out of memory", path);
         goto out;
     }
     for (int b = 0; b < n_bufs; b++) {
-        float *dst = hf + (size_t)b * np;
         for (int i = 0; i < nt; i++) {
             const ParamTensor *p = model_tensor(m, i);
             const float *src = bufs[b] + p->offset;
@@ -564,17 +563,21 @@ int hf_write_params(const char *path, const Model *m, const float *const *bufs,
             t->name = nm;
             t->dtype = ST_F32;
             t->ndim = p->ndim;
-            t->data = dst + p->offset;
+            t->shape[0] = p->shape[0];
+            t->shape[1] = p->shape[1];
+            t->data = src; /* written in place, except: */
             if (p->ndim == 2 && p->hf_transposed) { /* memory (out=R, in=C) -> file (in, out) */
                 int R = p->shape[0], C = p->shape[1];
+                float *d = copies[b * nt + i] = malloc(p->numel * sizeof *d);
+                if (!d) {
+                    snprintf(err, err_len, "%s: out of memory", path);
+                    goto out;
+                }
                 for (int r = 0; r < R; r++)
-                    for (int c = 0; c < C; c++) dst[p->offset + (size_t)c * R + r] = src[(size_t)r * C + c];
+                    for (int c = 0; c < C; c++) d[(size_t)c * R + r] = src[(size_t)r * C + c];
+                t->data = d;
                 t->shape[0] = C;
                 t->shape[1] = R;
-            } else {
-                memcpy(dst + p->offset, src, p->numel * sizeof *src);
-                t->shape[0] = p->shape[0];
-                t->shape[1] = p->shape[1];
             }
         }
     }
@@ -582,9 +585,10 @@ int hf_write_params(const char *path, const Model *m, const float *const *bufs,
     const char *meta[] = {"format", "pt"};
     rc = st_write(path, ts, n, meta, 1, err, err_len);
 out:
+    for (int i = 0; copies && i < n; i++) free(copies[i]);
+    free(copies);
     free(ts);
     free(names);
-    free(hf);
     return rc;
 }
 

@@ -39,7 +39,11 @@ char *hf_config_json(const ModelConfig *cfg);
 /* Writes DIR/config.json (via a temporary file, fsynced, renamed). */
 int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t err_len);
 
-/* Loads every parameter of m from DIR's safetensors (single or sharded). */
+/* Reads every parameter of m from DIR's safetensors (single or sharded)
+ * into dst (model_num_params floats, in-memory layout) without touching m;
+ * extra tensors that are not known buffers are an error. */
+int hf_read_weights(const char *dir, const Model *m, float *dst, char *err, size_t err_len);
+/* hf_read_weights, then model_set_params. */
 int hf_load_weights(const char *dir, Model *m, char *err, size_t err_len);
 /* hf_load_config + model_create + hf_load_weights; NULL with a message. */
 Model *hf_load_model(const char *dir, const Ops *ops, char *err, size_t err_len);

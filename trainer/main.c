@@ -14,6 +14,9 @@ typedef struct {
 } Command;
 
 static const Command commands[] = {
+    {"train", cmd_train, "continue pretraining a model on a domain/general mixture (config.toml)"},
+    {"tokenize", cmd_tokenize, "encode text/JSONL corpora into .tok.zst shards (+ val shard)"},
+    {"inspect", cmd_inspect, "print the header and stats of a .tok.zst shard, verify every frame"},
     {"law", cmd_law, "fit, predict and apply the D-CPT scaling law"},
     {NULL, NULL, NULL},
 };

@@ -519,6 +519,20 @@ static int add_shard(StSet *s, const char *dir, const char *file, char *err, siz
     return 0;
 }
 
+StSet *st_set_open_file(const char *path, char *err, size_t err_len) {
+    StSet *s = calloc(1, sizeof *s);
+    if (!s || !(s->files = calloc(1, sizeof *s->files))) {
+        free(s);
+        return snprintf(err, err_len, "out of memory"), NULL;
+    }
+    if (!(s->files[0] = st_open(path, err, err_len))) {
+        st_set_close(s);
+        return NULL;
+    }
+    s->n_files = 1;
+    return s;
+}
+
 StSet *st_set_open(const char *dir, char *err, size_t err_len) {
     StSet *s = calloc(1, sizeof *s);
     char path[4096];

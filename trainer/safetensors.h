@@ -99,6 +99,8 @@ typedef struct StSet StSet;
 /* Opens DIR/model.safetensors, or the shards named by
  * DIR/model.safetensors.index.json when there is no single file. */
 StSet *st_set_open(const char *dir, char *err, size_t err_len);
+/* A set of one file (e.g. optimizer.safetensors). */
+StSet *st_set_open_file(const char *path, char *err, size_t err_len);
 void st_set_close(StSet *s);
 int st_set_num_files(const StSet *s);
 StFile *st_set_file(StSet *s, int i);

@@ -17,6 +17,11 @@
 #include "kernels/ops.h"
 
 #define LMHEAD_CHUNK_ROWS 256 /* rows of logits materialised at once */
+/* Loops with less work than this many elements run on one thread: forking
+ * costs more than it saves, and on a busy machine a parallel region waits
+ * for its slowest (descheduled) thread. Results do not depend on it: every
+ * output element is computed by the same code whichever thread runs it. */
+#define PAR(work) ((work) >= 32768)
 
 /* ---- memory ---- */
 
@@ -40,7 +45,7 @@ static void cpu_embed_fwd(void *out_, const int32_t *tokens, const void *wte_, c
                           int B, int T, int C) {
     float *out = out_;
     const float *wte = wte_, *wpe = wpe_;
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)B * T * C))
     for (int n = 0; n < B * T; n++) {
         const float *e = wte + (size_t)tokens[n] * C;
         float *o = out + (size_t)n * C;
@@ -61,7 +66,7 @@ static void cpu_embed_bwd(void *dwte_, void *dwpe_, const void *dout_, const int
     float *dwte = dwte_, *dwpe = dwpe_;
     const float *dout = dout_;
     const int slice = 32;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR((size_t)B * T * C))
     for (int c0 = 0; c0 < C; c0 += slice) {
         int c1 = c0 + slice < C ? c0 + slice : C;
         for (int n = 0; n < B * T; n++) {
@@ -82,7 +87,7 @@ static void cpu_layernorm_fwd(void *out_, float *mean, float *rstd, const void *
                               const void *w_, const void *b_, int N, int C, float eps) {
     float *out = out_;
     const float *inp = inp_, *w = w_, *b = b_;
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)N * C))
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -108,7 +113,7 @@ static void cpu_layernorm_bwd(void *dinp_, void *dw_, void *db_, const void *dou
                               const float *rstd, int N, int C) {
     float *dinp = dinp_, *dw = dw_, *db = db_;
     const float *dout = dout_, *inp = inp_, *w = w_;
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)N * C))
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
@@ -128,7 +133,7 @@ static void cpu_layernorm_bwd(void *dinp_, void *dw_, void *db_, const void *dou
         }
     }
     const int slice = 64;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR((size_t)N * C))
     for (int c0 = 0; c0 < C; c0 += slice) {
         int c1 = c0 + slice < C ? c0 + slice : C;
         for (int n = 0; n < N; n++) {
@@ -146,7 +151,7 @@ static void cpu_rmsnorm_fwd(void *out_, float *rstd, const void *inp_, const voi
                             int C, float eps) {
     float *out = out_;
     const float *inp = inp_, *w = w_;
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)N * C))
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -163,7 +168,7 @@ static void cpu_rmsnorm_bwd(void *dinp_, void *dw_, const void *dout_, const voi
                             const void *w_, const float *rstd, int N, int C) {
     float *dinp = dinp_, *dw = dw_;
     const float *dout = dout_, *inp = inp_, *w = w_;
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)N * C))
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
@@ -175,7 +180,7 @@ static void cpu_rmsnorm_bwd(void *dinp_, void *dw_, const void *dout_, const voi
         for (int c = 0; c < C; c++) dx[c] += (d[c] * w[c] - x[c] * s * dnn_mean) * s;
     }
     const int slice = 64;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR((size_t)N * C))
     for (int c0 = 0; c0 < C; c0 += slice) {
         int c1 = c0 + slice < C ? c0 + slice : C;
         for (int n = 0; n < N; n++) {
@@ -194,7 +199,7 @@ static void cpu_matmul_fwd(void *out_, const void *inp, const void *w, const voi
     const float *bias = bias_;
     float beta = 0.0f;
     if (bias) {
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)N * OC))
         for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OC, bias, (size_t)OC * 4);
         beta = 1.0f;
     }
@@ -213,7 +218,7 @@ static void cpu_matmul_bwd(void *dinp, void *dw, void *dbias_, const void *dout_
                 dw, IC);
     if (dbias) {
         const int slice = 64;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (PAR((size_t)N * OC))
         for (int o0 = 0; o0 < OC; o0 += slice) {
             int o1 = o0 + slice < OC ? o0 + slice : OC;
             for (int n = 0; n < N; n++) {
@@ -245,7 +250,7 @@ static void rope_apply(float *qkv, int B, int T, int NH, int NKV, int HD, float 
     int half = HD / 2, row = (NH + 2 * NKV) * HD;
     float *cs = malloc(sizeof(float) * T * half), *sn = malloc(sizeof(float) * T * half);
     rope_table(cs, sn, T, HD, theta);
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)B * T * (NH + NKV) * HD))
     for (int n = 0; n < B * T; n++) {
         int t = n % T;
         const float *c = cs + (size_t)t * half, *s = sn + (size_t)t * half;
@@ -278,7 +283,7 @@ static void cpu_attention_fwd(void *out_, float *att, const void *qkv_, int B, i
     const float *qkv = qkv_;
     const int row = (NH + 2 * NKV) * HD, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HD);
-#pragma omp parallel for collapse(3)
+#pragma omp parallel for collapse(3) if (PAR((size_t)B * NH * T * T * HD))
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
@@ -326,7 +331,7 @@ static void cpu_attention_bwd(void *dqkv_, float *datt, const void *dout_, const
     const float *dout = dout_, *qkv = qkv_;
     const int row = (NH + 2 * NKV) * HD, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HD);
-#pragma omp parallel for collapse(3)
+#pragma omp parallel for collapse(3) if (PAR((size_t)B * NH * T * T * HD))
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
@@ -354,7 +359,7 @@ static void cpu_attention_bwd(void *dqkv_, float *datt, const void *dout_, const
                     for (int i = 0; i < HD; i++) dq[i] += c * k[i];
                 }
             }
-#pragma omp parallel for collapse(3)
+#pragma omp parallel for collapse(3) if (PAR((size_t)B * NH * T * T * HD))
     for (int b = 0; b < B; b++)
         for (int g = 0; g < NKV; g++)
             for (int j = 0; j < T; j++) {
@@ -383,7 +388,7 @@ static void cpu_attention_bwd(void *dqkv_, float *datt, const void *dout_, const
 static void cpu_gelu_fwd(void *out_, const void *inp_, size_t n) {
     float *out = out_;
     const float *inp = inp_;
-#pragma omp parallel for simd
+#pragma omp parallel for simd if (PAR(n))
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         out[i] = 0.5f * x * (1.0f + vec_tanhf(GELU_K * (x + 0.044715f * x * x * x)));
@@ -393,7 +398,7 @@ static void cpu_gelu_fwd(void *out_, const void *inp_, size_t n) {
 static void cpu_gelu_bwd(void *dinp_, const void *inp_, const void *dout_, size_t n) {
     float *dinp = dinp_;
     const float *inp = inp_, *dout = dout_;
-#pragma omp parallel for simd
+#pragma omp parallel for simd if (PAR(n))
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_K * (x + 0.044715f * x * x * x);
@@ -407,7 +412,7 @@ static void cpu_gelu_bwd(void *dinp_, const void *inp_, const void *dout_, size_
 static void cpu_swiglu_fwd(void *out_, const void *gu_, int N, int F) {
     float *out = out_;
     const float *gu = gu_;
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)N * F))
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * F, *u = g + F;
         float *o = out + (size_t)n * F;
@@ -419,7 +424,7 @@ static void cpu_swiglu_fwd(void *out_, const void *gu_, int N, int F) {
 static void cpu_swiglu_bwd(void *dgu_, const void *dout_, const void *gu_, int N, int F) {
     float *dgu = dgu_;
     const float *dout = dout_, *gu = gu_;
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)N * F))
     for (int n = 0; n < N; n++) {
         const float *g = gu + (size_t)n * 2 * F, *u = g + F, *d = dout + (size_t)n * F;
         float *dg = dgu + (size_t)n * 2 * F, *du = dg + F;
@@ -436,7 +441,7 @@ static void cpu_swiglu_bwd(void *dgu_, const void *dout_, const void *gu_, int N
 static void cpu_residual_fwd(void *out_, const void *a_, const void *b_, size_t n) {
     float *out = out_;
     const float *a = a_, *b = b_;
-#pragma omp parallel for
+#pragma omp parallel for if (PAR(n))
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
@@ -459,7 +464,7 @@ static void cpu_lmhead_ce(float *losses, void *dx_, void *dw, const void *x_, co
         const float *xc = x + (size_t)n0 * C;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, V, C, 1.0f, xc, C, w, C, 0.0f,
                     logits, V);
-#pragma omp parallel for
+#pragma omp parallel for if (PAR((size_t)rows * V))
         for (int r = 0; r < rows; r++) {
             float *l = logits + (size_t)r * V;
             int tgt = targets[n0 + r];
@@ -497,7 +502,7 @@ static double cpu_sumsq(const void *g_, size_t n) {
     enum { NBLOCK = 64 };
     double part[NBLOCK];
     size_t per = (n + NBLOCK - 1) / NBLOCK;
-#pragma omp parallel for
+#pragma omp parallel for if (PAR(n))
     for (int k = 0; k < NBLOCK; k++) {
         size_t lo = k * per, hi = lo + per < n ? lo + per : n;
         double s = 0.0;
@@ -515,7 +520,7 @@ static void cpu_adamw(void *param_, float *master, const void *grad_, float *m, 
     float *p = param_;
     const float *grad = grad_;
     float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-#pragma omp parallel for
+#pragma omp parallel for if (PAR(n))
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] * grad_scale;
         m[i] = b1 * m[i] + (1.0f - b1) * g;

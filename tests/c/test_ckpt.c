@@ -10,6 +10,7 @@
 
 #include "tests/c/runner_check.h"
 #include "trainer/ckpt.h"
+#include "trainer/hf.h"
 #include "trainer/rng.h"
 
 static char dir[256];
@@ -80,6 +81,15 @@ static void test_save_load(Arch arch) {
     CHECK(memcmp(got.rng, st.rng, sizeof st.rng) == 0);
     ckpt_state_free(&got);
 
+    /* a checkpoint is an HF model directory: init_from loads it */
+    Model *m4 = hf_load_model(latest, ops_cpu(), err, sizeof err);
+    CHECK(m4 != NULL);
+    if (m4) {
+        model_get_params(m4, p2);
+        CHECK(model_num_params(m4) == n && memcmp(p, p2, n * sizeof *p) == 0);
+        model_free(m4);
+    }
+
     /* a different model is refused */
     ModelConfig other = cfg;
     other.d_ff = 16;
@@ -147,8 +157,19 @@ static void test_damage(void) {
     CHECK(ckpt_save(out, m, &st, 0, ck, sizeof ck, err, sizeof err) == 0);
     snprintf(path, sizeof path, "%s/optimizer.safetensors", ck);
     truncate_file(path, 1);
+    /* a refused checkpoint leaves the model as it was */
+    size_t n = model_num_params(m);
+    float *before = malloc(n * sizeof *before), *after = malloc(n * sizeof *after);
+    model_get_params(m, before);
+    for (size_t i = 0; i < n; i++) after[i] = before[i] + 1.0f;
+    model_set_params(m, after);
+    model_get_params(m, before);
     CHECK(ckpt_load(ck, m, NULL, err, sizeof err) != 0);
     CHECK_MSG(err, "optimizer.safetensors");
+    model_get_params(m, after);
+    CHECK(memcmp(before, after, n * sizeof *after) == 0);
+    free(before);
+    free(after);
     st.step = 4;
     CHECK(ckpt_save(out, m, &st, 0, ck, sizeof ck, err, sizeof err) == 0);
     snprintf(path, sizeof path, "%s/trainer_state.json", ck);

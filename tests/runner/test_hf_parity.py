@@ -29,7 +29,8 @@ import tempfile
 import torch
 import transformers
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          MixtralConfig, MixtralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+                          MistralConfig, MistralForCausalLM, MixtralConfig,
+                          MixtralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 VOCAB, T = 64, 16
@@ -64,6 +65,14 @@ def make(kind):
                           max_position_embeddings=32, rope_theta=5000.0, rms_norm_eps=1e-5,
                           tie_word_embeddings=False)
         return Qwen2ForCausalLM(cfg)
+    if kind == "mistral":
+        # a sliding window of T tokens: dapt caps max_seq_len at it, and over
+        # at most T tokens it is full causal attention
+        cfg = MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                            max_position_embeddings=64, sliding_window=T, rope_theta=5000.0,
+                            rms_norm_eps=1e-5)
+        return MistralForCausalLM(cfg)
     if kind in ("mixtral", "mixtral_1layer"):
         cfg = MixtralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
                             num_hidden_layers=1 if kind == "mixtral_1layer" else 2,
@@ -205,6 +214,7 @@ CASES = {
     "import_llama_tied": lambda d: case_import(d, "llama_tied"),
     "import_qwen2": lambda d: case_import(d, "qwen2"),
     "import_gpt2": lambda d: case_import(d, "gpt2"),
+    "import_mistral": lambda d: case_import(d, "mistral"),
     "import_mixtral": lambda d: case_mixtral(d, "mixtral"),
     "import_mixtral_1layer": lambda d: case_mixtral(d, "mixtral_1layer"),
     "ckpt_mixtral": lambda d: case_ckpt(d, "mixtral"),

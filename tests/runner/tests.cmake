@@ -8,7 +8,7 @@ set(DAPT_HF_PYTHON "${CMAKE_SOURCE_DIR}/.venv/bin/python" CACHE FILEPATH
 add_executable(hf_driver ${CMAKE_CURRENT_SOURCE_DIR}/runner/hf_driver.c)
 target_link_libraries(hf_driver PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
 
-foreach(case import_llama_gqa import_llama_tied import_qwen2 import_gpt2 import_llama_bf16
+foreach(case import_llama_gqa import_llama_tied import_qwen2 import_gpt2 import_mistral import_llama_bf16
              import_gpt2_f16 import_qwen2_bf16_sharded import_llama_sharded
              ckpt_llama ckpt_llama_tied ckpt_qwen2 ckpt_gpt2
              import_mixtral import_mixtral_1layer ckpt_mixtral)
@@ -18,3 +18,11 @@ foreach(case import_llama_gqa import_llama_tied import_qwen2 import_gpt2 import_
                    $<TARGET_FILE:hf_driver>)
   set_tests_properties(hf_${case} PROPERTIES LABELS py)
 endforeach()
+
+# Python's tomllib (standard library, Python >= 3.11) reads dapt's configs alike.
+add_executable(config_driver ${CMAKE_CURRENT_SOURCE_DIR}/runner/config_driver.c)
+target_link_libraries(config_driver PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
+add_test(NAME toml_compat
+         COMMAND ${DAPT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/runner/test_toml_compat.py
+                 $<TARGET_FILE:config_driver> ${CMAKE_SOURCE_DIR})
+set_tests_properties(toml_compat PROPERTIES LABELS py)

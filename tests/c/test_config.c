@@ -1,0 +1,333 @@
+/* test_config.c: the config system: defaults are in range and valid, a file
+ * using every value form parses to the expected values, every error class
+ * gives a message with file, line and key, overrides follow the same rules,
+ * the resolved TOML parses back to the same values, and mutated files never
+ * crash the parser (run under ASan). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tests/c/runner_check.h"
+#include "trainer/config.h"
+#include "trainer/config_keys.h"
+#include "trainer/rng.h"
+
+static const char *full =
+    "# a config using every value form\n"
+    "[run]\n"
+    "name = \"med-cpt.v1\"   # trailing comment\n"
+    "out_dir = 'runs/lit # not a comment; nor this'\n"
+    "seed = 1_234\n"
+    "device = \"cuda\"\n"
+    "\n"
+    "[model]\n"
+    "  arch = \"llama\"\n"
+    "  n_layer = 4\n"
+    "\tn_head = 8\n"
+    "n_kv_head = 2\n"
+    "d_model = 256\n"
+    "d_ff = 688\n"
+    "vocab_size = 32000\n"
+    "max_seq_len = 2048\n"
+    "rope_theta = 5e5\n"
+    "norm_eps = 1e-6\n"
+    "tie_embeddings = true\n"
+    "qkv_bias = false\n"
+    "[data]\n"
+    "seq_len = 1024\n"
+    "domain = [\"/data/med/*.tok.zst\", \"/data/bio/\\u00e9t\\u00e9-*.tok.zst\",]\n"
+    "general = [ \"/data/web/*.tok.zst\" ]\n"
+    "val_domain = [\"/data/med/val.tok.zst\"]\n"
+    "val_general = []\n"
+    "[mix]\n"
+    "schedule = [[0.0, 0.3], [0.85, 0.3], [0.85, 0.6], [1, 0.6]]\n"
+    "[train]\n"
+    "micro_batch = 4\n"
+    "global_batch = 32\n"
+    "steps = 2000\n"
+    "lr = 0.0003\n"
+    "min_lr = 3e-05\n"
+    "warmup_steps = 50\n"
+    "lr_schedule = \"wsd\"\n"
+    "decay_frac = 0.1\n"
+    "weight_decay = 0.1\n"
+    "grad_clip = 1\n"
+    "beta1 = 0.9\n"
+    "beta2 = 0.95\n"
+    "eps = 1e-8\n"
+    "on_nonfinite = \"skip\"\n"
+    "[eval]\n"
+    "every = 200\n"
+    "batches = 10\n"
+    "[ckpt]\n"
+    "every = 500\n"
+    "keep = 2\n";
+
+static void test_defaults(void) {
+    char err[512];
+    CHECK(config_num_keys <= (int)(sizeof(((Config *)0)->origin) / sizeof(int)));
+    Config c;
+    memset(&c, 0, sizeof c);
+    for (int i = 0; i < config_num_keys; i++) { /* each default parses and is in range */
+        Value v;
+        int ok = value_parse(config_keys[i].def, &v, err, sizeof err) == 0 &&
+                 key_assign(&c, &config_keys[i], &v, err, sizeof err) == 0;
+        if (!ok) fprintf(stderr, "default of %s: %s\n", config_key_name(i), err);
+        CHECK(ok);
+        value_free(&v);
+        const char *type, *def, *range;
+        CHECK(config_key_info(i, &type, &def, &range) != NULL && strlen(range) > 0);
+    }
+    config_free(&c);
+    config_init(&c);
+    CHECK(config_validate(&c, err, sizeof err) == 0);
+    CHECK(!strcmp(c.run.device, "cpu") && c.train.micro_batch == 8 && c.train.lr == 3e-4 &&
+          c.model.n_layer == 12);
+    config_free(&c);
+}
+
+static void test_full_file(void) {
+    Config c;
+    char err[512];
+    config_init(&c);
+    int rc = config_load_string(&c, full, "full.toml", err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n", err);
+    CHECK(rc == 0);
+    CHECK(config_validate(&c, err, sizeof err) == 0);
+    CHECK(!strcmp(c.run.name, "med-cpt.v1"));
+    CHECK(!strcmp(c.run.out_dir, "runs/lit # not a comment; nor this"));
+    CHECK(c.run.seed == 1234 && !strcmp(c.run.device, "cuda"));
+    CHECK(c.model.n_layer == 4 && c.model.n_head == 8 && c.model.n_kv_head == 2);
+    CHECK(c.model.rope_theta == 5e5 && c.model.norm_eps == 1e-6 && c.model.tie_embeddings == 1);
+    CHECK(c.data.domain.n == 2 && !strcmp(c.data.domain.items[1], "/data/bio/\xc3\xa9t\xc3\xa9-*.tok.zst"));
+    CHECK(c.data.general.n == 1 && c.data.val_general.n == 0);
+    CHECK(c.mix.n_schedule == 4 && c.mix.schedule[2].progress == 0.85 && c.mix.schedule[3].fraction == 0.6);
+    CHECK(c.train.grad_clip == 1.0 && c.train.eps == 1e-8 && !strcmp(c.train.lr_schedule, "wsd"));
+    CHECK(c.eval.every == 200 && c.ckpt.keep == 2);
+    ModelConfig m;
+    CHECK(config_to_model_config(&c, &m, err, sizeof err) == 0);
+    CHECK(m.arch == ARCH_LLAMA && m.n_kv_head == 2 && m.d_ff == 688 && m.rope_theta == 5e5f &&
+          m.norm_eps == 1e-6f && m.tie_embeddings);
+    LrSchedule s;
+    CHECK(config_to_schedule(&c, &s, err, sizeof err) == 0);
+    CHECK(s.kind == SCHED_WSD && s.total_steps == 2000 && s.warmup_steps == 50 && s.decay_frac == 0.1f);
+    AdamWConfig a = config_to_adamw(&c);
+    CHECK(a.beta2 == 0.95f && a.grad_clip == 1.0f && a.weight_decay == 0.1f);
+    config_free(&c);
+}
+
+/* `text` must be refused with a message containing each of the substrings */
+static void refuse(const char *text, const char *s1, const char *s2) {
+    Config c;
+    char err[1024] = "";
+    config_init(&c);
+    int rc = config_load_string(&c, text, "cfg.toml", err, sizeof err);
+    if (!rc) rc = config_validate(&c, err, sizeof err);
+    CHECK(rc != 0);
+    CHECK_MSG(err, s1);
+    if (s2) CHECK_MSG(err, s2);
+    config_free(&c);
+}
+
+static void test_errors(void) {
+    /* bad type, out of range, choices */
+    refuse("[train]\n\nlr = \"high\"\n", "cfg.toml:3: train.lr: expected a number in (0, 10], got a string", NULL);
+    refuse("[train]\nmicro_batch = 0\n", "cfg.toml:2: train.micro_batch: expected an integer in [1, 65536], got 0", NULL);
+    refuse("[train]\nsteps = 1.5\n", "train.steps: expected an integer", "got a float");
+    refuse("[train]\nbeta2 = 1.0\n", "train.beta2: expected a number in [0, 1), got 1", NULL);
+    refuse("[run]\ndevice = \"tpu\"\n", "cfg.toml:2: run.device: expected one of \"cpu/cuda\", got \"tpu\"", NULL);
+    refuse("[model]\ntie_embeddings = 1\n", "model.tie_embeddings: expected true or false, got an integer", NULL);
+    refuse("[run]\nname = \"a/b\"\n", "run.name", "directory");
+    refuse("[data]\ndomain = \"x\"\n", "data.domain: expected an array of strings, got a string", NULL);
+    refuse("[data]\ndomain = [\"a\", 3]\n", "data.domain", "item 1 is an integer");
+    refuse("[mix]\nschedule = [[0.0, 0.3], [0.5]]\n", "mix.schedule: point 1", "two numbers");
+    refuse("[mix]\nschedule = [[0.0, 1.3]]\n", "point 0: [0, 1.3]", "[0, 1]");
+    refuse("[mix]\nschedule = [[0.5, 0.3], [0.2, 0.6]]\n", "point 1: progress 0.2 comes before", "sorted");
+    /* unknown key / section with suggestions */
+    refuse("[train]\nmicro_bach = 4\n", "cfg.toml:2: unknown key 'micro_bach' in [train] (did you mean 'micro_batch'?)", NULL);
+    refuse("[train]\nseq_len = 4\n", "unknown key 'seq_len' in [train] (did you mean [data] seq_len?)", NULL);
+    refuse("[train]\nfrobnicate = 4\n", "unknown key 'frobnicate' in [train] (keys: micro_batch", NULL);
+    refuse("[run]\nname = \"x\"\n[trian]\nlr = 1\n", "cfg.toml:3: unknown section [trian] (did you mean [train]?)", NULL);
+    refuse("[zzzzzzzz]\n", "cfg.toml:1: unknown section [zzzzzzzz] (sections:", NULL);
+    refuse("lr = 1\n", "cfg.toml:1: key 'lr' before any [section]", NULL);
+    /* syntax */
+    refuse("[train]\nlr = 0.1\nsteps 100\n", "cfg.toml:3: expected 'key = value'", NULL);
+    refuse("[run]\nname = \"abc\n", "cfg.toml:2: run.name: unterminated string", NULL);
+    refuse("[run]\nname = \"a\\qb\"\n", "run.name: unknown escape", NULL);
+    refuse("[train]\nsteps = 0100\n", "train.steps: leading zeros", NULL);
+    refuse("[train]\nlr = .5\n", "train.lr: expected a value", NULL);
+    refuse("[train]\nlr = 1.\n", "train.lr: expected a digit", NULL);
+    refuse("[train]\nlr = nan\n", "inf and nan", NULL);
+    refuse("[train]\nsteps = 10 20\n", "train.steps: unexpected text after the value at column 5", NULL);
+    refuse("[data]\ndomain = [\"a\",\n  \"b\"]\n", "cfg.toml:2: data.domain: unterminated array (arrays must be on one line)", NULL);
+    refuse("[train]\nlr =\n", "train.lr: missing value", NULL);
+    refuse("[train\n", "cfg.toml:1: bad section header", NULL);
+    refuse("[train] x\n", "bad section header", NULL);
+    refuse("[[train]]\n", "arrays of tables", NULL);
+    refuse("[train]\n\"lr\" = 1\n", "bad key", NULL);
+    refuse("[train]\ntrain.lr = 1\n", "bad key", NULL);
+    refuse("[run]\nname = {a = 1}\n", "inline tables", NULL);
+    /* duplicates */
+    refuse("[train]\nlr = 0.1\n\nlr = 0.2\n", "cfg.toml:4: train.lr is set twice (first on line 2)", NULL);
+    refuse("[train]\nlr = 0.1\n[eval]\nevery = 1\n[train]\nsteps = 3\n",
+           "cfg.toml:5: section [train] appears twice (first on line 1)", NULL);
+    /* cross-key rules name both keys and where they were set */
+    refuse("[train]\nmicro_batch = 6\nglobal_batch = 64\n",
+           "train.global_batch (cfg.toml:3) = 64 must be a multiple of train.micro_batch (cfg.toml:2) = 6", NULL);
+    refuse("[data]\nseq_len = 4096\n", "data.seq_len (cfg.toml:2) = 4096 is longer than the model's max_seq_len (1024", NULL);
+    refuse("[mix]\ndomain_frac = 0.2\nschedule = [[0, 0.1]]\n", "mix.domain_frac (cfg.toml:2) and mix.schedule (cfg.toml:3) are both given", NULL);
+    refuse("[mix]\nupsample_start = 0.9\n", "mix.upsample_start (cfg.toml:2) needs mix.upsample_domain_frac", NULL);
+    refuse("[mix]\nschedule = [[0, 0.1]]\nupsample_start = 0.9\nupsample_domain_frac = 0.5\n",
+           "goes with mix.domain_frac", NULL);
+    refuse("[mix]\nschedule = []\n", "mix.schedule (cfg.toml:2) is empty", NULL);
+    refuse("[model]\ninit_from = \"/models/tinyllama\"\nn_layer = 4\n",
+           "model.n_layer (cfg.toml:3) is set, but model.init_from", NULL);
+    refuse("[train]\nsteps = 10\nwarmup_steps = 20\n", "[train]: warmup_steps must be in [0, steps=10]", NULL);
+    refuse("[train]\nlr = 1e-4\nmin_lr = 1e-3\n", "[train]: min_lr", NULL);
+    refuse("[model]\nn_head = 12\nn_kv_head = 5\n", "[model]: n_head (12) must be divisible by n_kv_head (5)", NULL);
+    refuse("[model]\narch = \"gpt2\"\nn_kv_head = 4\n", "[model]: gpt2 has no grouped-query attention", NULL);
+}
+
+static void test_overrides(void) {
+    Config c;
+    char err[1024];
+    char *ok[] = {"--train.lr=1e-4", "--run.name=trial3", "run.out_dir=\"x y\"",
+                  "--data.domain=[\"a/*.zst\", \"b/*.zst\"]", "--mix.schedule=[[0, 0.3], [1, 0.6]]",
+                  "--model.tie_embeddings=true", "--train.steps=500"};
+    CHECK(config_from_args(&c, NULL, 7, ok, err, sizeof err) == 0);
+    CHECK(c.train.lr == 1e-4 && !strcmp(c.run.name, "trial3") && !strcmp(c.run.out_dir, "x y"));
+    CHECK(c.data.domain.n == 2 && !strcmp(c.data.domain.items[1], "b/*.zst"));
+    CHECK(c.mix.n_schedule == 2 && c.model.tie_embeddings && c.train.steps == 500);
+    /* an override replaces a file value; the origin says "command line" */
+    CHECK(config_override(&c, "--train.global_batch=10", err, sizeof err) == 0);
+    CHECK(config_validate(&c, err, sizeof err) != 0);
+    CHECK_MSG(err, "train.global_batch (command line) = 10 must be a multiple of train.micro_batch (default) = 8");
+    config_free(&c);
+
+    struct { const char *arg, *msg; } bad[] = {
+        {"--train.lrr=1", "override '--train.lrr=1': unknown key 'lrr' in [train] (did you mean 'lr'?)"},
+        {"--trian.lr=1", "unknown section [trian] (did you mean [train]?)"},
+        {"--train.lr=abc", "override --train.lr: expected a value"},
+        {"--train.lr=-1", "override --train.lr: expected a number in (0, 10], got -1"},
+        {"--train.steps=\"5\"", "expected an integer in [1, 1000000000], got a string"},
+        {"--run.device=tpu", "expected one of \"cpu/cuda\", got \"tpu\""},
+        {"--bogus", "expected --section.key=value"},
+        {"--train.lr", "expected --section.key=value"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        config_init(&c);
+        CHECK(config_override(&c, bad[i].arg, err, sizeof err) != 0);
+        CHECK_MSG(err, bad[i].msg);
+        config_free(&c);
+    }
+}
+
+static void test_mix_points(void) {
+    Config c;
+    char err[512];
+    MixPoint p[CONFIG_MAX_MIX_POINTS];
+    config_init(&c);
+    CHECK(config_load_string(&c, "[mix]\ndomain_frac = 0.25\n", "a", err, sizeof err) == 0);
+    CHECK(config_mix_points(&c, p, CONFIG_MAX_MIX_POINTS) == 2 && p[0].fraction == 0.25 && p[1].progress == 1.0);
+    config_free(&c);
+    config_init(&c);
+    CHECK(config_load_string(&c, "[mix]\ndomain_frac = 0.3\nupsample_start = 0.85\nupsample_domain_frac = 0.6\n",
+                             "b", err, sizeof err) == 0);
+    CHECK(config_validate(&c, err, sizeof err) == 0);
+    CHECK(config_mix_points(&c, p, CONFIG_MAX_MIX_POINTS) == 4);
+    CHECK(p[1].progress == 0.85 && p[1].fraction == 0.3 && p[2].progress == 0.85 && p[2].fraction == 0.6 &&
+          p[3].fraction == 0.6);
+    config_free(&c);
+}
+
+/* resolved TOML -> parse -> resolved TOML is a fixed point with equal values */
+static void test_round_trip(void) {
+    Config a, b;
+    char err[512];
+    config_init(&a);
+    CHECK(config_load_string(&a, full, "full.toml", err, sizeof err) == 0);
+    CHECK(config_override(&a, "--run.out_dir=with\"quote\\and\ttab", err, sizeof err) == 0);
+    char *t1 = config_to_toml(&a);
+    config_init(&b);
+    int rc = config_load_string(&b, t1, "resolved.toml", err, sizeof err);
+    if (rc) fprintf(stderr, "%s\n%s\n", err, t1);
+    CHECK(rc == 0 && config_validate(&b, err, sizeof err) == 0);
+    char *t2 = config_to_toml(&b);
+    CHECK(t1 && t2 && !strcmp(t1, t2));
+    CHECK(!strcmp(b.run.out_dir, "with\"quote\\and\ttab") && b.train.lr == a.train.lr && b.train.eps == a.train.eps &&
+          b.model.norm_eps == a.model.norm_eps && b.run.seed == a.run.seed &&
+          b.mix.n_schedule == a.mix.n_schedule &&
+          !memcmp(b.mix.schedule, a.mix.schedule, sizeof a.mix.schedule[0] * a.mix.n_schedule) &&
+          !strcmp(b.data.domain.items[1], a.data.domain.items[1]));
+    free(t1);
+    free(t2);
+    config_free(&a);
+    config_free(&b);
+    /* a config with init_from omits the model's shape keys, and still round-trips */
+    config_init(&a);
+    CHECK(config_load_string(&a, "[model]\ninit_from = \"/m/tiny\"\n[train]\nlr = 0.1\n", "i.toml", err, sizeof err) == 0);
+    t1 = config_to_toml(&a);
+    CHECK(t1 && !strstr(t1, "n_layer") && strstr(t1, "init_from = \"/m/tiny\""));
+    config_init(&b);
+    CHECK(config_load_string(&b, t1, "r.toml", err, sizeof err) == 0 && config_validate(&b, err, sizeof err) == 0);
+    free(t1);
+    config_free(&a);
+    config_free(&b);
+}
+
+/* Random byte edits of a valid file: a clean error or success, no crash. */
+static void test_fuzz(void) {
+    Rng r;
+    rng_seed(&r, 9);
+    size_t n = strlen(full);
+    char *buf = malloc(n + 1), err[1024];
+    const char alphabet[] = "[]=\"'#.,\\ \n0123456789eE+-_abtrufls{}\t";
+    int refused = 0;
+    for (int it = 0; it < 3000; it++) {
+        memcpy(buf, full, n + 1);
+        int edits = 1 + (int)(rng_u64(&r) % 3);
+        for (int e = 0; e < edits; e++) buf[rng_u64(&r) % n] = alphabet[rng_u64(&r) % (sizeof alphabet - 1)];
+        Config c;
+        config_init(&c);
+        err[0] = 0;
+        int rc = config_load_string(&c, buf, "fz.toml", err, sizeof err);
+        if (!rc) rc = config_validate(&c, err, sizeof err);
+        if (rc) {
+            refused++;
+            if (!err[0]) CHECK(!"refusal without a message");
+        }
+        config_free(&c);
+    }
+    CHECK(refused > 100);
+    free(buf);
+}
+
+/* docs/config.md has a table row for every key (tests run in tests/) */
+static void test_documented(void) {
+    FILE *f = fopen("../docs/config.md", "rb");
+    CHECK(f != NULL);
+    if (!f) return;
+    static char doc[1 << 16];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = 0;
+    for (int i = 0; i < config_num_keys; i++) {
+        char row[96];
+        snprintf(row, sizeof row, "| `%s` |", config_key_name(i));
+        if (!strstr(doc, row)) fprintf(stderr, "docs/config.md lacks the row %s\n", row);
+        CHECK(strstr(doc, row) != NULL);
+    }
+}
+
+int main(void) {
+    test_documented();
+    test_defaults();
+    test_full_file();
+    test_errors();
+    test_overrides();
+    test_mix_points();
+    test_round_trip();
+    test_fuzz();
+    return TEST_EXIT();
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# train_e2e.sh DAPT PYTHON MODE: end-to-end checks of `dapt train` on tiny
+# corpora (make_corpora.sh) and a tiny llama (tiny.toml.in). MODE:
+#   metrics   a run's metrics.jsonl has every field, the domain share follows
+#             the schedule exactly, evals and keep-last-k checkpoints exist,
+#             the resolved config parses back (tomllib)
+#   resume    SIGKILL between checkpoints, --resume: the final weights and the
+#             losses are bitwise those of an uninterrupted run
+#   signal    SIGINT: the step finishes, a checkpoint is written, exit 0
+#   errors    --resume without a checkpoint, init_from that is not a model,
+#             shards from a bigger vocabulary, a bad override: clear errors
+#   nonfinite a base model with a NaN weight: on_nonfinite=stop exits 1
+#             naming the step and tensor; skip skips every step; neither
+#             writes a checkpoint
+set -euo pipefail
+dapt=$1 py=$2 mode=$3
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$here/make_corpora.sh" "$dapt" "$work"
+sed "s#@DIR@#$work#g" "$here/tiny.toml.in" > "$work/tiny.toml"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect_error() { # expect_error PATTERN CMD...: CMD fails and stderr matches PATTERN
+  local pat=$1; shift
+  if "$@" > "$work/out" 2> "$work/err"; then fail "succeeded: $*"; fi
+  grep -qE "$pat" "$work/err" || { cat "$work/err" >&2; fail "error of '$*' lacks /$pat/"; }
+  echo "ok: $(head -c 300 "$work/err")"
+}
+
+case $mode in
+metrics)
+  "$dapt" train "$work/tiny.toml" > "$work/log"
+  "$py" "$here/check_metrics.py" "$work/runs/tiny" 8 30 "[[0,0.3],[0.85,0.3],[0.85,0.6],[1,0.6]]"
+  n=$(ls "$work/runs/tiny/ckpt" | wc -l)
+  [[ $n == 2 ]] || fail "keep = 2 but $n checkpoints: $(ls "$work/runs/tiny/ckpt")"
+  [[ -d $work/runs/tiny/ckpt/step-00000030 && -d $work/runs/tiny/ckpt/step-00000020 ]] ||
+    fail "newest checkpoints missing: $(ls "$work/runs/tiny/ckpt")"
+  grep -q "ETA" "$work/log" || fail "no progress line"
+  ;;
+resume)
+  "$dapt" train "$work/tiny.toml" --run.name=straight > /dev/null
+  "$dapt" train "$work/tiny.toml" --run.name=killed > "$work/killed.log" &
+  pid=$!
+  for _ in $(seq 1 600); do
+    [[ -d $work/runs/killed/ckpt/step-00000010 ]] && break
+    sleep 0.05
+  done
+  kill -9 $pid 2> /dev/null || fail "the run ended before it could be killed"
+  wait $pid 2> /dev/null || true
+  [[ ! -d $work/runs/killed/ckpt/step-00000030 ]] || fail "killed too late"
+  "$dapt" train "$work/tiny.toml" --run.name=killed --resume > "$work/resumed.log"
+  grep -q "resuming from" "$work/resumed.log" || fail "did not resume"
+  cmp "$work/runs/straight/ckpt/step-00000030/model.safetensors" \
+      "$work/runs/killed/ckpt/step-00000030/model.safetensors" || fail "weights differ"
+  cmp "$work/runs/straight/ckpt/step-00000030/optimizer.safetensors" \
+      "$work/runs/killed/ckpt/step-00000030/optimizer.safetensors" || fail "optimizer differs"
+  "$py" "$here/check_metrics.py" --same-losses "$work/runs/straight" "$work/runs/killed"
+  ;;
+signal)
+  "$dapt" train "$work/tiny.toml" --train.steps=400 --ckpt.every=0 > "$work/log" &
+  pid=$!
+  for _ in $(seq 1 600); do
+    grep -q '"step":3,' "$work/runs/tiny/metrics.jsonl" 2> /dev/null && break
+    sleep 0.05
+  done
+  kill -INT $pid
+  wait $pid || fail "exit status $? after SIGINT"
+  grep -q "SIGINT received" "$work/log" || fail "no message"
+  ls "$work/runs/tiny/ckpt" | grep -q step- || fail "no checkpoint after SIGINT"
+  last=$(ls "$work/runs/tiny/ckpt" | tail -1)
+  [[ $last != step-00000400 ]] || fail "ran to the end"
+  echo "ok: stopped with $last"
+  ;;
+errors)
+  expect_error "no complete checkpoint under .*runs/tiny/ckpt" \
+    "$dapt" train "$work/tiny.toml" --resume
+  # init_from takes the shape from the model: a config without the shape keys
+  sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
+    "$work/tiny.toml" > "$work/init.toml"
+  mkdir -p "$work/notamodel" && echo hi > "$work/notamodel/readme.txt"
+  expect_error "init_from = \".*notamodel\": .*config.json" \
+    "$dapt" train "$work/init.toml" --model.init_from="$work/notamodel"
+  expect_error "init_from = \".*init.toml\" is not a directory" \
+    "$dapt" train "$work/init.toml" --model.init_from="$work/init.toml"
+  expect_error "vocabulary of 512 tokens but the model has vocab_size 300" \
+    "$dapt" train "$work/tiny.toml" --model.vocab_size=300
+  expect_error "train.lr" "$dapt" train "$work/tiny.toml" --train.lr=abc
+  expect_error "did you mean" "$dapt" train "$work/tiny.toml" --train.stepz=3
+  expect_error "no such|cannot|not found" "$dapt" train "$work/missing.toml"
+  ;;
+nonfinite)
+  # a base model with one NaN weight: every step's loss is non-finite
+  sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
+    "$work/tiny.toml" > "$work/init.toml"
+  "$dapt" train "$work/tiny.toml" --train.steps=2 --train.warmup_steps=1 --eval.every=0 --run.name=base > /dev/null
+  mkdir -p "$work/nan" && cp "$work/runs/base/ckpt/step-00000002/config.json" "$work/nan/"
+  "$py" - "$work/runs/base/ckpt/step-00000002/model.safetensors" "$work/nan/model.safetensors" <<'PY'
+import json, struct, sys
+raw = bytearray(open(sys.argv[1], "rb").read())
+n = struct.unpack("<Q", raw[:8])[0]
+off = json.loads(raw[8:8 + n])["model.layers.1.mlp.down_proj.weight"]["data_offsets"][0]
+raw[8 + n + off:8 + n + off + 4] = struct.pack("<f", float("nan"))
+open(sys.argv[2], "wb").write(raw)
+PY
+  expect_error "step 0: non-finite loss .*first bad tensor model.layers.1.mlp.down_proj.weight.*stopping without a checkpoint" \
+    "$dapt" train "$work/init.toml" --model.init_from="$work/nan" --run.name=stop
+  grep -q '"event":"nonfinite"' "$work/runs/stop/metrics.jsonl" || fail "no nonfinite event"
+  [[ ! -d $work/runs/stop/ckpt ]] || fail "a checkpoint was written: $(ls "$work/runs/stop/ckpt")"
+  "$dapt" train "$work/init.toml" --model.init_from="$work/nan" --train.on_nonfinite=skip \
+    --train.steps=3 --train.warmup_steps=1 --run.name=skip > /dev/null 2> "$work/skip.err" || true
+  [[ $(grep -c "step skipped" "$work/skip.err") == 3 ]] || fail "skip mode: $(cat "$work/skip.err")"
+  [[ ! -d $work/runs/skip/ckpt ]] || fail "skip mode checkpointed a non-finite model"
+  echo "ok: non-finite runs stop or skip, and never checkpoint"
+  ;;
+*) fail "unknown mode $mode" ;;
+esac
+echo "PASS $mode"

@@ -1,0 +1,121 @@
+/* config.h: dapt's run configuration: a TOML subset (docs/config.md lists
+ * every key with its type, default and range).
+ *
+ * Files are read line by line through libinih (sections, comments, key
+ * lines) with dapt's own value parser on top: basic "..." and literal '...'
+ * strings, integers, floats, booleans, single-line arrays (nested too), and
+ * `#` comments. Everything accepted is valid TOML with the same meaning, so
+ * Python's tomllib reads the same files.
+ *
+ * Invariants: every key has a type, a default and a range; a Config that
+ * config_load / config_override accepted holds only in-range values, and
+ * config_validate has checked the rules that tie keys together. Errors name
+ * the file, line and key and say what was expected; unknown keys and
+ * sections are errors with a "did you mean" suggestion. The resolved config
+ * (config_to_toml) parses back to the same values.
+ */
+#ifndef DAPT_CONFIG_H
+#define DAPT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "data/mix.h" /* MixPoint */
+#include "trainer/model.h"
+#include "trainer/sched.h"
+
+#define CONFIG_MAX_MIX_POINTS 32
+#define CONFIG_PATH_LEN 1024
+
+typedef struct {
+    char **items; /* malloc'd strings */
+    int n;
+} ConfigList;
+
+
+typedef struct {
+    struct {
+        char name[128];
+        char out_dir[CONFIG_PATH_LEN];
+        int64_t seed;
+        char device[8]; /* "cpu" | "cuda" */
+    } run;
+    struct {
+        char init_from[CONFIG_PATH_LEN]; /* "" = from scratch */
+        char arch[16];
+        int n_layer, n_head, n_kv_head, d_model, d_ff, vocab_size, max_seq_len;
+        double rope_theta, norm_eps;
+        int tie_embeddings, qkv_bias;
+    } model;
+    struct {
+        int seq_len;
+        ConfigList domain, general, val_domain, val_general; /* globs */
+    } data;
+    struct {
+        double domain_frac;
+        int n_schedule;
+        MixPoint schedule[CONFIG_MAX_MIX_POINTS];
+        double upsample_start, upsample_domain_frac;
+    } mix;
+    struct {
+        int micro_batch, global_batch, steps, warmup_steps;
+        double lr, min_lr, decay_frac, weight_decay, grad_clip, beta1, beta2, eps;
+        char lr_schedule[16];
+        char on_nonfinite[8]; /* "skip" | "stop" */
+    } train;
+    struct {
+        int every, batches;
+    } eval;
+    struct {
+        int every, keep;
+    } ckpt;
+
+    /* where each key got its value (index = key number): 0 default,
+     * > 0 line in `source`, -1 a command-line override */
+    int origin[64];
+    char source[CONFIG_PATH_LEN];
+} Config;
+
+/* All defaults. Pair with config_free. */
+void config_init(Config *c);
+void config_free(Config *c);
+/* Reads a file on top of c (values replace defaults). */
+int config_load(Config *c, const char *path, char *err, size_t err_len);
+/* The same for text in memory; `name` stands for the file in messages. */
+int config_load_string(Config *c, const char *text, const char *name, char *err, size_t err_len);
+/* One override "--section.key=value" (the leading "--" is optional). Values
+ * follow the file's rules, except that a string key also takes an unquoted
+ * value verbatim (--run.name=trial3). */
+int config_override(Config *c, const char *arg, char *err, size_t err_len);
+/* The cross-key rules (batch divisibility, seq_len <= max_seq_len, mixture
+ * schedule, model shape, learning-rate schedule, ...). */
+int config_validate(const Config *c, char *err, size_t err_len);
+/* init + load (path may be NULL) + overrides + validate, in that order. */
+int config_from_args(Config *c, const char *path, int n_overrides, char *const *overrides,
+                     char *err, size_t err_len);
+
+/* The resolved config as TOML (malloc'd): every key with its value, the
+ * mixture as its explicit schedule; parses back to the same Config values. */
+char *config_to_toml(const Config *c);
+/* Writes config_to_toml(c) to path (temporary file + fsync + rename). */
+int config_write(const Config *c, const char *path, char *err, size_t err_len);
+
+/* The domain fraction schedule as points (constant domain_frac, end-of-
+ * training upsampling, or the explicit schedule): returns the count. */
+int config_mix_points(const Config *c, MixPoint *pts, int max_pts);
+/* [model] -> ModelConfig (only when init_from is ""), checked. */
+int config_to_model_config(const Config *c, ModelConfig *m, char *err, size_t err_len);
+/* [train] -> LrSchedule, checked. */
+int config_to_schedule(const Config *c, LrSchedule *s, char *err, size_t err_len);
+/* [train] -> AdamWConfig. */
+AdamWConfig config_to_adamw(const Config *c);
+/* Rules between the run config and the model actually loaded (init_from):
+ * data.seq_len <= max_seq_len. */
+int config_check_model(const Config *c, const ModelConfig *m, char *err, size_t err_len);
+
+/* Introspection for docs and tests: key i's "section.key", its type name,
+ * default (TOML text) and range description; NULL past the last key. */
+const char *config_key_name(int i);
+const char *config_key_info(int i, const char **type, const char **def, const char **range);
+
+#endif

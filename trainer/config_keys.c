@@ -1,0 +1,512 @@
+/* config_keys.c: the table of every config key (type, default, range, doc)
+ * and the TOML value grammar dapt accepts (see config.h).
+ *
+ * The grammar is a strict subset of TOML 1.0 so that anything accepted here
+ * means the same to tomllib: integers without leading zeros (underscores
+ * between digits allowed), floats with digits on both sides of the point
+ * and/or an exponent (no inf/nan), true/false, basic strings with TOML's
+ * escapes, literal strings, and arrays on one line (trailing comma allowed).
+ */
+#include "trainer/config_keys.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define F(field) offsetof(Config, field)
+#define SZ(field) sizeof(((Config *)0)->field)
+#define BIG 1e9
+
+/* clang-format off */
+const KeyDef config_keys[] = {
+    {"run", "name", K_STR, F(run.name), SZ(run.name), 1, 0, 0, 0, NULL, "\"dapt\"",
+     "run name: letters, digits, '.', '_', '-' (the run directory is out_dir/name)"},
+    {"run", "out_dir", K_STR, F(run.out_dir), SZ(run.out_dir), 1, 0, 0, 0, NULL, "\"runs\"",
+     "directory that holds run directories"},
+    {"run", "seed", K_INT64, F(run.seed), 0, 0, 1e18, 0, 0, NULL, "1",
+     "seed of weight initialisation and data order"},
+    {"run", "device", K_STR, F(run.device), SZ(run.device), 1, 0, 0, 0, "cpu|cuda", "\"cpu\"",
+     "compute backend"},
+    {"model", "init_from", K_STR, F(model.init_from), SZ(model.init_from), 0, 0, 0, 0, NULL, "\"\"",
+     "\"\" trains from scratch; else an HF model directory or a dapt checkpoint (its config.json "
+     "gives the model's shape, so the shape keys below must not be set)"},
+    {"model", "arch", K_STR, F(model.arch), SZ(model.arch), 1, 0, 0, 0, "gpt2|llama", "\"llama\"",
+     "architecture"},
+    {"model", "n_layer", K_INT, F(model.n_layer), 0, 1, 1024, 0, 0, NULL, "12", "transformer blocks"},
+    {"model", "n_head", K_INT, F(model.n_head), 0, 1, 1024, 0, 0, NULL, "12", "query heads"},
+    {"model", "n_kv_head", K_INT, F(model.n_kv_head), 0, 0, 1024, 0, 0, NULL, "0",
+     "key/value heads (grouped-query attention); 0 = n_head"},
+    {"model", "d_model", K_INT, F(model.d_model), 0, 1, 65536, 0, 0, NULL, "768", "residual width"},
+    {"model", "d_ff", K_INT, F(model.d_ff), 0, 1, 1048576, 0, 0, NULL, "2048", "MLP hidden width"},
+    {"model", "vocab_size", K_INT, F(model.vocab_size), 0, 1, 16777216, 0, 0, NULL, "32000",
+     "vocabulary size"},
+    {"model", "max_seq_len", K_INT, F(model.max_seq_len), 0, 1, 1048576, 0, 0, NULL, "1024",
+     "longest sequence (gpt2: learned positions)"},
+    {"model", "rope_theta", K_FLOAT, F(model.rope_theta), 0, 0, 1e9, 1, 0, NULL, "10000.0",
+     "RoPE base (llama)"},
+    {"model", "norm_eps", K_FLOAT, F(model.norm_eps), 0, 0, 0.1, 1, 0, NULL, "1e-05",
+     "epsilon of LayerNorm / RMSNorm"},
+    {"model", "tie_embeddings", K_BOOL, F(model.tie_embeddings), 0, 0, 0, 0, 0, NULL, "false",
+     "LM head shares the token embedding"},
+    {"model", "qkv_bias", K_BOOL, F(model.qkv_bias), 0, 0, 0, 0, 0, NULL, "false",
+     "llama: biases on q, k, v (Qwen2)"},
+    {"data", "seq_len", K_INT, F(data.seq_len), 0, 1, 1048576, 0, 0, NULL, "1024",
+     "tokens per training sequence (<= model.max_seq_len)"},
+    {"data", "domain", K_GLOBS, F(data.domain), 0, 0, 0, 0, 0, NULL, "[]",
+     "globs of the domain corpus' .tok.zst shards"},
+    {"data", "general", K_GLOBS, F(data.general), 0, 0, 0, 0, 0, NULL, "[]",
+     "globs of the general corpus' shards"},
+    {"data", "val_domain", K_GLOBS, F(data.val_domain), 0, 0, 0, 0, 0, NULL, "[]",
+     "globs of held-out domain shards"},
+    {"data", "val_general", K_GLOBS, F(data.val_general), 0, 0, 0, 0, 0, NULL, "[]",
+     "globs of held-out general shards"},
+    {"mix", "domain_frac", K_FLOAT, F(mix.domain_frac), 0, 0, 1, 0, 0, NULL, "0.3",
+     "constant fraction of domain samples (not with schedule)"},
+    {"mix", "schedule", K_POINTS, F(mix.schedule), 0, 0, 1, 0, 0, NULL, "[]",
+     "[[progress, frac], ...]: piecewise-linear domain fraction over training progress; "
+     "progress non-decreasing in [0, 1] (two equal progresses make a step), frac in [0, 1]"},
+    {"mix", "upsample_start", K_FLOAT, F(mix.upsample_start), 0, 0, 1, 0, 0, NULL, "1.0",
+     "progress at which the domain fraction steps up to upsample_domain_frac (with domain_frac)"},
+    {"mix", "upsample_domain_frac", K_FLOAT, F(mix.upsample_domain_frac), 0, 0, 1, 0, 0, NULL,
+     "0.0", "domain fraction from upsample_start to the end"},
+    {"train", "micro_batch", K_INT, F(train.micro_batch), 0, 1, 65536, 0, 0, NULL, "8",
+     "sequences per forward/backward pass"},
+    {"train", "global_batch", K_INT, F(train.global_batch), 0, 1, 16777216, 0, 0, NULL, "64",
+     "sequences per optimizer step (a multiple of micro_batch)"},
+    {"train", "steps", K_INT, F(train.steps), 0, 1, BIG, 0, 0, NULL, "1000", "optimizer steps"},
+    {"train", "lr", K_FLOAT, F(train.lr), 0, 0, 10, 1, 0, NULL, "0.0003", "peak learning rate"},
+    {"train", "min_lr", K_FLOAT, F(train.min_lr), 0, 0, 10, 0, 0, NULL, "3e-05",
+     "final learning rate (<= lr)"},
+    {"train", "warmup_steps", K_INT, F(train.warmup_steps), 0, 0, BIG, 0, 0, NULL, "100",
+     "linear warmup steps (<= steps)"},
+    {"train", "lr_schedule", K_STR, F(train.lr_schedule), SZ(train.lr_schedule), 1, 0, 0, 0,
+     "cosine|linear|wsd", "\"cosine\"", "decay after warmup"},
+    {"train", "decay_frac", K_FLOAT, F(train.decay_frac), 0, 0, 1, 0, 0, NULL, "0.2",
+     "wsd: fraction of the steps spent decaying"},
+    {"train", "weight_decay", K_FLOAT, F(train.weight_decay), 0, 0, 10, 0, 0, NULL, "0.1",
+     "AdamW decoupled weight decay (matrices and embeddings)"},
+    {"train", "grad_clip", K_FLOAT, F(train.grad_clip), 0, 0, 1e6, 0, 0, NULL, "1.0",
+     "global gradient-norm clip; 0 = none"},
+    {"train", "beta1", K_FLOAT, F(train.beta1), 0, 0, 1, 0, 1, NULL, "0.9", "Adam beta1"},
+    {"train", "beta2", K_FLOAT, F(train.beta2), 0, 0, 1, 0, 1, NULL, "0.95", "Adam beta2"},
+    {"train", "eps", K_FLOAT, F(train.eps), 0, 0, 1, 1, 0, NULL, "1e-08", "Adam epsilon"},
+    {"train", "on_nonfinite", K_STR, F(train.on_nonfinite), SZ(train.on_nonfinite), 1, 0, 0, 0,
+     "skip|stop", "\"stop\"", "a NaN/Inf loss or gradient: skip the step, or stop the run"},
+    {"eval", "every", K_INT, F(eval.every), 0, 0, BIG, 0, 0, NULL, "100",
+     "steps between evaluations; 0 = never"},
+    {"eval", "batches", K_INT, F(eval.batches), 0, 1, 1e6, 0, 0, NULL, "20",
+     "batches of each held-out source per evaluation"},
+    {"ckpt", "every", K_INT, F(ckpt.every), 0, 0, BIG, 0, 0, NULL, "1000",
+     "steps between checkpoints; 0 = no periodic checkpoints"},
+    {"ckpt", "keep", K_INT, F(ckpt.keep), 0, 0, 1e6, 0, 0, NULL, "3",
+     "newest checkpoints kept; 0 = all"},
+};
+/* clang-format on */
+const int config_num_keys = (int)(sizeof config_keys / sizeof *config_keys);
+const char *const config_sections[] = {"run", "model", "data", "mix", "train", "eval", "ckpt"};
+const int config_num_sections = 7;
+
+/* ---------------- value grammar ---------------- */
+
+typedef struct {
+    const char *s, *p;
+    char *err;
+    size_t err_len;
+} Cur;
+
+static int fail(Cur *c, const char *what) {
+    snprintf(c->err, c->err_len, "%s at column %d", what, (int)(c->p - c->s) + 1);
+    return 1;
+}
+
+static void skip_ws(Cur *c) {
+    while (*c->p == ' ' || *c->p == '\t') c->p++;
+}
+
+static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+
+/* digits with single underscores between them, copied without the '_' */
+static int digits(Cur *c, char *out, size_t *n, size_t cap) {
+    if (!is_digit(*c->p)) return fail(c, "expected a digit");
+    while (is_digit(*c->p) || (*c->p == '_' && is_digit(c->p[1]) && is_digit(c->p[-1]))) {
+        if (*c->p != '_') {
+            if (*n + 1 >= cap) return fail(c, "number too long");
+            out[(*n)++] = *c->p;
+        }
+        c->p++;
+    }
+    return 0;
+}
+
+static int parse_number(Cur *c, Value *v) {
+    char buf[128];
+    size_t n = 0;
+    const char *start = c->p;
+    if (*c->p == '+' || *c->p == '-') buf[n++] = *c->p++;
+    if (!strncmp(c->p, "inf", 3) || !strncmp(c->p, "nan", 3))
+        return fail(c, "inf and nan are not accepted");
+    const char *int_start = c->p;
+    if (digits(c, buf, &n, sizeof buf)) return 1;
+    if (*int_start == '0' && c->p - int_start > 1) {
+        c->p = int_start;
+        return fail(c, "leading zeros are not allowed in TOML numbers");
+    }
+    int is_float = 0;
+    if (*c->p == '.') {
+        buf[n++] = *c->p++;
+        if (digits(c, buf, &n, sizeof buf)) return 1;
+        is_float = 1;
+    }
+    if (*c->p == 'e' || *c->p == 'E') {
+        buf[n++] = *c->p++;
+        if (*c->p == '+' || *c->p == '-') buf[n++] = *c->p++;
+        if (digits(c, buf, &n, sizeof buf)) return 1;
+        is_float = 1;
+    }
+    buf[n] = 0;
+    errno = 0;
+    char *end;
+    if (is_float) {
+        v->type = V_FLOAT;
+        v->f = strtod(buf, &end);
+        if (errno == ERANGE && !isfinite(v->f)) {
+            c->p = start;
+            return fail(c, "float out of range");
+        }
+    } else {
+        v->type = V_INT;
+        v->i = strtoll(buf, &end, 10);
+        if (errno == ERANGE) {
+            c->p = start;
+            return fail(c, "integer out of the 64-bit range");
+        }
+    }
+    return 0;
+}
+
+static int put_utf8(char *out, size_t *n, unsigned long cp) {
+    if (cp < 0x80) out[(*n)++] = (char)cp;
+    else if (cp < 0x800) {
+        out[(*n)++] = (char)(0xc0 | cp >> 6);
+        out[(*n)++] = (char)(0x80 | (cp & 0x3f));
+    } else if (cp < 0x10000) {
+        if (cp >= 0xd800 && cp <= 0xdfff) return 1;
+        out[(*n)++] = (char)(0xe0 | cp >> 12);
+        out[(*n)++] = (char)(0x80 | (cp >> 6 & 0x3f));
+        out[(*n)++] = (char)(0x80 | (cp & 0x3f));
+    } else if (cp <= 0x10ffff) {
+        out[(*n)++] = (char)(0xf0 | cp >> 18);
+        out[(*n)++] = (char)(0x80 | (cp >> 12 & 0x3f));
+        out[(*n)++] = (char)(0x80 | (cp >> 6 & 0x3f));
+        out[(*n)++] = (char)(0x80 | (cp & 0x3f));
+    } else
+        return 1;
+    return 0;
+}
+
+static int parse_string(Cur *c, Value *v) {
+    char q = *c->p++;
+    size_t cap = strlen(c->p) + 8, n = 0;
+    char *out = malloc(cap);
+    if (!out) return fail(c, "out of memory");
+    for (;;) {
+        unsigned char ch = (unsigned char)*c->p;
+        if (!ch || ch == '\n' || ch == '\r') {
+            free(out);
+            return fail(c, "unterminated string (strings must end on their line)");
+        }
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            free(out);
+            return fail(c, "control character in a string");
+        }
+        if (ch == (unsigned char)q) {
+            c->p++;
+            break;
+        }
+        if (q == '"' && ch == '\\') {
+            char e = c->p[1];
+            const char *map = "b\bt\tn\nf\fr\r\"\"\\\\";
+            const char *m = e ? strchr(map, e) : NULL;
+            if (m && (m - map) % 2 == 0) {
+                out[n++] = m[1];
+                c->p += 2;
+                continue;
+            }
+            if (e == 'u' || e == 'U') {
+                int len = e == 'u' ? 4 : 8;
+                unsigned long cp = 0;
+                for (int i = 0; i < len; i++) {
+                    char h = c->p[2 + i];
+                    int d = is_digit(h) ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10
+                                                  : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1;
+                    if (d < 0) {
+                        free(out);
+                        return fail(c, "bad \\u escape (expected hex digits)");
+                    }
+                    cp = cp * 16 + (unsigned long)d;
+                }
+                if (put_utf8(out, &n, cp)) {
+                    free(out);
+                    return fail(c, "\\u escape is not a Unicode scalar value");
+                }
+                c->p += 2 + len;
+                continue;
+            }
+            free(out);
+            return fail(c, "unknown escape (TOML has \\b \\t \\n \\f \\r \\\" \\\\ \\uXXXX \\UXXXXXXXX)");
+        }
+        out[n++] = (char)ch;
+        c->p++;
+    }
+    out[n] = 0;
+    v->type = V_STR;
+    v->s = out;
+    return 0;
+}
+
+static int parse_any(Cur *c, Value *v, int depth);
+
+static int parse_array(Cur *c, Value *v, int depth) {
+    c->p++; /* [ */
+    v->type = V_ARRAY;
+    int cap = 0;
+    for (;;) {
+        skip_ws(c);
+        if (*c->p == ']') {
+            c->p++;
+            return 0;
+        }
+        if (!*c->p || *c->p == '#') return fail(c, "unterminated array (arrays must be on one line)");
+        if (v->n == cap) {
+            cap = cap ? 2 * cap : 4;
+            Value *p = realloc(v->items, (size_t)cap * sizeof *p);
+            if (!p) return fail(c, "out of memory");
+            v->items = p;
+        }
+        memset(&v->items[v->n], 0, sizeof *v->items);
+        v->n++;
+        if (parse_any(c, &v->items[v->n - 1], depth + 1)) return 1;
+        skip_ws(c);
+        if (*c->p == ',') c->p++;
+        else if (*c->p != ']') return fail(c, "expected ',' or ']' in an array");
+    }
+}
+
+static int parse_any(Cur *c, Value *v, int depth) {
+    if (depth > 8) return fail(c, "arrays nested too deeply");
+    char ch = *c->p;
+    if (ch == '"' || ch == '\'') {
+        if (c->p[1] == ch && c->p[2] == ch) return fail(c, "multi-line strings are not accepted");
+        return parse_string(c, v);
+    }
+    if (ch == '[') return parse_array(c, v, depth);
+    if (!strncmp(c->p, "true", 4) || !strncmp(c->p, "false", 5)) {
+        v->type = V_BOOL;
+        v->b = ch == 't';
+        c->p += v->b ? 4 : 5;
+        return 0;
+    }
+    if (ch == '{') return fail(c, "inline tables are not accepted");
+    if (is_digit(ch) || ch == '+' || ch == '-' || ch == 'i' || ch == 'n') return parse_number(c, v);
+    return fail(c, ch ? "expected a value (a \"string\", number, true/false or [array])"
+                      : "missing value");
+}
+
+void value_free(Value *v) {
+    if (!v) return;
+    free(v->s);
+    for (int i = 0; i < v->n; i++) value_free(&v->items[i]);
+    free(v->items);
+    memset(v, 0, sizeof *v);
+}
+
+int value_parse(const char *text, Value *v, char *err, size_t err_len) {
+    Cur c = {text, text, err, err_len};
+    memset(v, 0, sizeof *v);
+    skip_ws(&c);
+    int rc = parse_any(&c, v, 0);
+    if (!rc) {
+        skip_ws(&c);
+        if (*c.p == '#') {
+            for (const char *q = c.p; *q; q++)
+                if ((unsigned char)*q < 0x20 && *q != '\t' && *q != '\n' && *q != '\r') {
+                    c.p = q;
+                    rc = fail(&c, "control character in a comment");
+                    break;
+                }
+        } else if (*c.p && *c.p != '\n' && *c.p != '\r') {
+            rc = fail(&c, "unexpected text after the value");
+        }
+    }
+    if (rc) value_free(v);
+    return rc;
+}
+
+/* ---------------- typing and ranges ---------------- */
+
+static const char *type_name(KeyType t) {
+    switch (t) {
+    case K_STR: return "a string";
+    case K_INT:
+    case K_INT64: return "an integer";
+    case K_FLOAT: return "a number";
+    case K_BOOL: return "true or false";
+    case K_GLOBS: return "an array of strings";
+    case K_POINTS: return "an array of [progress, fraction] pairs";
+    }
+    return "?";
+}
+
+void key_expectation(const KeyDef *k, char *buf, size_t n) {
+    if (k->type == K_STR && k->choices) {
+        snprintf(buf, n, "one of \"%s\"", k->choices);
+        for (char *p = buf; *p; p++)
+            if (*p == '|') *p = '/';
+    } else if (k->type == K_INT || k->type == K_INT64 || k->type == K_FLOAT) {
+        snprintf(buf, n, "%s in %c%.10g, %.10g%c", type_name(k->type), k->lo_open ? '(' : '[',
+                 k->lo, k->hi, k->hi_open ? ')' : ']');
+    } else if (k->type == K_STR && k->lo > 0) {
+        snprintf(buf, n, "a non-empty string");
+    } else {
+        snprintf(buf, n, "%s", type_name(k->type));
+    }
+}
+
+static int in_range(const KeyDef *k, double x) {
+    return (k->lo_open ? x > k->lo : x >= k->lo) && (k->hi_open ? x < k->hi : x <= k->hi);
+}
+
+static const char *vtype_name(const Value *v) {
+    switch (v->type) {
+    case V_STR: return "a string";
+    case V_INT: return "an integer";
+    case V_FLOAT: return "a float";
+    case V_BOOL: return "a boolean";
+    case V_ARRAY: return "an array";
+    }
+    return "?";
+}
+
+static int want(const KeyDef *k, const char *got, char *err, size_t err_len) {
+    char exp[160];
+    key_expectation(k, exp, sizeof exp);
+    snprintf(err, err_len, "expected %s, got %s", exp, got);
+    return 1;
+}
+
+static int assign_list(Config *c, const KeyDef *k, const Value *v, char *err, size_t err_len) {
+    if (v->type != V_ARRAY) return want(k, vtype_name(v), err, err_len);
+    for (int i = 0; i < v->n; i++)
+        if (v->items[i].type != V_STR || !v->items[i].s[0])
+            return snprintf(err, err_len, "expected an array of non-empty strings, item %d is %s",
+                            i, v->items[i].type == V_STR ? "empty" : vtype_name(&v->items[i])),
+                   1;
+    ConfigList *l = (ConfigList *)((char *)c + k->off), nl = {NULL, 0};
+    nl.items = calloc((size_t)v->n + 1, sizeof *nl.items);
+    if (!nl.items) return snprintf(err, err_len, "out of memory"), 1;
+    for (; nl.n < v->n; nl.n++)
+        if (!(nl.items[nl.n] = strdup(v->items[nl.n].s))) {
+            for (int i = 0; i < nl.n; i++) free(nl.items[i]);
+            free(nl.items);
+            return snprintf(err, err_len, "out of memory"), 1;
+        }
+    for (int i = 0; i < l->n; i++) free(l->items[i]);
+    free(l->items);
+    *l = nl;
+    return 0;
+}
+
+static int num_of(const Value *v, double *x) {
+    if (v->type == V_INT) *x = (double)v->i;
+    else if (v->type == V_FLOAT) *x = v->f;
+    else return 1;
+    return 0;
+}
+
+static int assign_points(Config *c, const KeyDef *k, const Value *v, char *err, size_t err_len) {
+    if (v->type != V_ARRAY) return want(k, vtype_name(v), err, err_len);
+    if (v->n > CONFIG_MAX_MIX_POINTS)
+        return snprintf(err, err_len, "at most %d points (got %d)", CONFIG_MAX_MIX_POINTS, v->n), 1;
+    MixPoint pts[CONFIG_MAX_MIX_POINTS];
+    for (int i = 0; i < v->n; i++) {
+        const Value *p = &v->items[i];
+        if (p->type != V_ARRAY || p->n != 2 || num_of(&p->items[0], &pts[i].progress) ||
+            num_of(&p->items[1], &pts[i].fraction))
+            return snprintf(err, err_len, "point %d: expected [progress, fraction] (two numbers)", i), 1;
+        if (!(pts[i].progress >= 0 && pts[i].progress <= 1) || !(pts[i].fraction >= 0 && pts[i].fraction <= 1))
+            return snprintf(err, err_len, "point %d: [%g, %g]: progress and fraction must be in [0, 1]",
+                            i, pts[i].progress, pts[i].fraction),
+                   1;
+        if (i && pts[i].progress < pts[i - 1].progress)
+            return snprintf(err, err_len, "point %d: progress %g comes before point %d's %g "
+                            "(points must be sorted by progress)", i, pts[i].progress, i - 1,
+                            pts[i - 1].progress),
+                   1;
+    }
+    (void)k;
+    memcpy(c->mix.schedule, pts, (size_t)v->n * sizeof *pts);
+    c->mix.n_schedule = v->n;
+    return 0;
+}
+
+int key_assign(Config *c, const KeyDef *k, const Value *v, char *err, size_t err_len) {
+    void *dst = (char *)c + k->off;
+    double x;
+    switch (k->type) {
+    case K_STR: {
+        if (v->type != V_STR) return want(k, vtype_name(v), err, err_len);
+        size_t len = strlen(v->s);
+        if (len + 1 > k->size)
+            return snprintf(err, err_len, "string of %zu bytes is longer than %zu", len, k->size - 1), 1;
+        if (len < (size_t)k->lo) return want(k, "\"\"", err, err_len);
+        if (k->choices) {
+            int ok = 0;
+            for (const char *p = k->choices; *p;) {
+                size_t n = strcspn(p, "|");
+                if (n == len && !strncmp(p, v->s, n)) ok = 1;
+                p += n + (p[n] == '|');
+            }
+            if (!ok) {
+                char got[80];
+                snprintf(got, sizeof got, "\"%.60s\"", v->s);
+                return want(k, got, err, err_len);
+            }
+        }
+        if (!strcmp(k->key, "name") && strspn(v->s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != len)
+            return snprintf(err, err_len, "expected letters, digits, '.', '_' or '-' only (it names a directory)"), 1;
+        memcpy(dst, v->s, len + 1);
+        return 0;
+    }
+    case K_INT:
+    case K_INT64: {
+        char got[64];
+        if (v->type != V_INT) return want(k, vtype_name(v), err, err_len);
+        if (!in_range(k, (double)v->i)) {
+            snprintf(got, sizeof got, "%lld", (long long)v->i);
+            return want(k, got, err, err_len);
+        }
+        if (k->type == K_INT) *(int *)dst = (int)v->i;
+        else *(int64_t *)dst = v->i;
+        return 0;
+    }
+    case K_FLOAT: {
+        char got[64];
+        if (num_of(v, &x)) return want(k, vtype_name(v), err, err_len);
+        if (!in_range(k, x)) {
+            snprintf(got, sizeof got, "%g", x);
+            return want(k, got, err, err_len);
+        }
+        *(double *)dst = x;
+        return 0;
+    }
+    case K_BOOL:
+        if (v->type != V_BOOL) return want(k, vtype_name(v), err, err_len);
+        *(int *)dst = v->b;
+        return 0;
+    case K_GLOBS: return assign_list(c, k, v, err, err_len);
+    case K_POINTS: return assign_points(c, k, v, err, err_len);
+    }
+    return 1;
+}

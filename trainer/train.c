@@ -1,0 +1,507 @@
+/* train.c: `dapt train CONFIG.toml [--section.key=value ...] [--resume]`,
+ * the continued-pretraining loop.
+ *
+ * One optimizer step: the step's global batch comes from the mixture stream
+ * (data/stream.h: a pure function of the step number), is cut into
+ * micro-batches whose gradients accumulate with grad_scale = 1 / (tokens in
+ * the global batch), then the global norm is checked, clipped and AdamW
+ * applied. Every step appends a train record to RUN/metrics.jsonl; every
+ * eval.every steps (and at the end) the held-out windows of each source are
+ * evaluated; every ckpt.every steps (and at the end, and on SIGINT/SIGTERM)
+ * a checkpoint is written.
+ *
+ * Invariants: the state of a run is (model, Adam moments, step); the data is
+ * a function of the step and the stream fingerprint, so a run resumed from a
+ * checkpoint at step s computes bitwise what the uninterrupted run computed
+ * on CPU. A non-finite loss or gradient is never stepped on and never
+ * checkpointed.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "data/hash.h"
+#include "data/stream.h"
+#include "trainer/ckpt.h"
+#include "trainer/cli.h"
+#include "trainer/config.h"
+#include "trainer/hf.h"
+#include "trainer/model.h"
+#include "trainer/sched.h"
+
+static volatile sig_atomic_t stop_requested;
+static void on_signal(int sig) { stop_requested = sig; }
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int mkdir_p(const char *path, char *err, size_t err_len) {
+    char buf[CONFIG_PATH_LEN * 2];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) && errno != EEXIST)
+            return snprintf(err, err_len, "cannot create directory %.1000s: %s", buf, strerror(errno)), 1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) && errno != EEXIST)
+        return snprintf(err, err_len, "cannot create directory %.1000s: %s", buf, strerror(errno)), 1;
+    return 0;
+}
+
+static void fmt_duration(char *dst, size_t n, double s) {
+    if (!(s >= 0) || s > 1e8) snprintf(dst, n, "?");
+    else if (s < 60) snprintf(dst, n, "%.0fs", s);
+    else if (s < 3600) snprintf(dst, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else snprintf(dst, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+/* x as a JSON number, or null when it is not finite */
+static const char *json_num(char *buf, size_t n, double x) {
+    if (!isfinite(x)) return "null";
+    snprintf(buf, n, "%.6f", x);
+    return buf;
+}
+
+/* ---------------- setup ---------------- */
+
+/* The model: resumed from a checkpoint, loaded from init_from (an HF
+ * directory or a dapt checkpoint: both are HF layout), or fresh. */
+static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir, CkptState *st,
+                         char *err, size_t err_len) {
+    ModelConfig mc;
+    Model *m = NULL;
+    char why[512];
+    if (resume_dir) {
+        if (hf_load_config(resume_dir, &mc, why, sizeof why)) {
+            snprintf(err, err_len, "--resume: %s", why);
+            return NULL;
+        }
+        m = model_create(&mc, ops, err, err_len);
+        if (m && ckpt_load(resume_dir, m, st, why, sizeof why)) {
+            snprintf(err, err_len, "--resume: %s", why);
+            model_free(m);
+            return NULL;
+        }
+        return m;
+    }
+    if (c->model.init_from[0]) {
+        struct stat sb;
+        if (stat(c->model.init_from, &sb) || !S_ISDIR(sb.st_mode)) {
+            snprintf(err, err_len,
+                     "model.init_from = \"%s\" is not a directory (expected an HF model directory "
+                     "or a dapt checkpoint)",
+                     c->model.init_from);
+            return NULL;
+        }
+        m = hf_load_model(c->model.init_from, ops, why, sizeof why);
+        if (!m) snprintf(err, err_len, "model.init_from = \"%s\": %s", c->model.init_from, why);
+        return m;
+    }
+    if (config_to_model_config(c, &mc, err, err_len)) return NULL;
+    m = model_create(&mc, ops, err, err_len);
+    if (m) model_init_weights(m, (uint64_t)c->run.seed);
+    return m;
+}
+
+/* One source per role that has train shards. */
+static int open_stream(const Config *c, int n_steps, Stream **out, char *err, size_t err_len) {
+    static MixPoint pts[CONFIG_MAX_MIX_POINTS];
+    int n_pts = config_mix_points(c, pts, CONFIG_MAX_MIX_POINTS);
+    StreamSourceConfig src[2];
+    int n = 0;
+    if (c->data.domain.n) {
+        src[n++] = (StreamSourceConfig){"domain", STREAM_DOMAIN,
+                                        (const char *const *)c->data.domain.items,
+                                        c->data.domain.n,
+                                        (const char *const *)c->data.val_domain.items,
+                                        c->data.val_domain.n, 0.0};
+    }
+    if (c->data.general.n) {
+        src[n++] = (StreamSourceConfig){"general", STREAM_GENERAL,
+                                        (const char *const *)c->data.general.items,
+                                        c->data.general.n,
+                                        (const char *const *)c->data.val_general.items,
+                                        c->data.val_general.n, 0.0};
+    }
+    if (!n) return snprintf(err, err_len, "no training data: data.domain and data.general are both empty"), 1;
+    StreamConfig sc = {
+        .sources = src,
+        .n_sources = n,
+        .schedule = pts,
+        .n_schedule = n_pts,
+        .seq_len = (uint32_t)c->data.seq_len,
+        .global_batch = (uint32_t)c->train.global_batch,
+        .total_steps = (uint64_t)n_steps,
+        .seed = (uint64_t)c->run.seed,
+        .eval_windows = (uint32_t)(c->eval.batches * c->train.micro_batch),
+        .prefetch = 2,
+    };
+    return stream_open(out, &sc, err, err_len);
+}
+
+/* The shards must be tokenized for this model: vocabulary within the
+ * model's, and the same tokenizer.model when init_from ships one. */
+static int check_vocab(const Config *c, const Model *m, Stream *s, char *err, size_t err_len) {
+    uint32_t sv = stream_vocab_size(s);
+    int mv = model_config(m)->vocab_size;
+    if (sv > (uint32_t)mv)
+        return snprintf(err, err_len,
+                        "the shards were tokenized with a vocabulary of %u tokens but the model has "
+                        "vocab_size %d: tokenize the corpora with the model's tokenizer",
+                        sv, mv),
+               1;
+    char tok[CONFIG_PATH_LEN + 32];
+    if (c->model.init_from[0] && !hf_find_tokenizer(c->model.init_from, tok, sizeof tok)) {
+        uint64_t h;
+        if (!hash_file(tok, &h) && h != stream_tokenizer_hash(s))
+            return snprintf(err, err_len,
+                            "the shards were made with a different tokenizer than %s (tokenizer "
+                            "hash %016llx in the shard headers, %016llx for this file)",
+                            tok, (unsigned long long)stream_tokenizer_hash(s),
+                            (unsigned long long)h),
+                   1;
+    }
+    return 0;
+}
+
+/* ---------------- evaluation ---------------- */
+
+/* Mean loss over all eval windows of each role; NAN for a role without any. */
+static int evaluate(Model *m, Stream *s, int micro, int T, double loss_out[2], char *err,
+                    size_t err_len) {
+    double sum[2] = {0, 0};
+    long count[2] = {0, 0};
+    uint32_t *win = malloc(sizeof(uint32_t) * (T + 1));
+    int32_t *inp = malloc(sizeof(int32_t) * micro * T), *tgt = malloc(sizeof(int32_t) * micro * T);
+    int rc = 0;
+    for (int j = 0; j < stream_n_sources(s) && !rc; j++) {
+        int role = stream_source_role(s, j);
+        uint32_t n = stream_eval_count(s, j);
+        for (uint32_t w0 = 0; w0 < n && !rc; w0 += micro) {
+            int b = n - w0 < (uint32_t)micro ? (int)(n - w0) : micro;
+            for (int i = 0; i < b && !rc; i++) {
+                rc = stream_eval_window(s, j, w0 + i, win, err, err_len);
+                for (int t = 0; t < T; t++) {
+                    inp[i * T + t] = (int32_t)win[t];
+                    tgt[i * T + t] = (int32_t)win[t + 1];
+                }
+            }
+            float loss;
+            if (!rc) rc = model_forward(m, inp, tgt, b, T, &loss, err, err_len);
+            if (!rc) {
+                sum[role] += (double)loss * b * T;
+                count[role] += (long)b * T;
+            }
+        }
+    }
+    for (int r = 0; r < 2; r++) loss_out[r] = count[r] ? sum[r] / count[r] : NAN;
+    free(win), free(inp), free(tgt);
+    return rc;
+}
+
+static void write_eval(FILE *mf, int step, long long tokens, const double loss[2]) {
+    static const char *split[2] = {"val/domain", "val/general"};
+    for (int r = 0; r < 2; r++) {
+        if (isnan(loss[r])) continue;
+        fprintf(mf, "{\"type\":\"eval\",\"step\":%d,\"tokens\":%lld,\"split\":\"%s\",\"loss\":%.6f}\n",
+                step, tokens, split[r], loss[r]);
+        printf("eval step %d: %s loss %.4f (ppl %.2f)\n", step, split[r], loss[r], exp(loss[r]));
+    }
+    fflush(mf);
+}
+
+/* ---------------- the run ---------------- */
+
+typedef struct {
+    Config cfg;
+    int resume;
+    char run_dir[CONFIG_PATH_LEN * 2];
+} TrainArgs;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: dapt train CONFIG.toml [--section.key=value ...] [--resume]\n\n"
+            "Continues pretraining a model (model.init_from: an HF directory or a dapt\n"
+            "checkpoint; empty: from scratch) on the domain/general mixture of [data] and\n"
+            "[mix]. Writes RUN = run.out_dir/run.name: config.resolved.toml, metrics.jsonl,\n"
+            "ckpt/step-NNNNNNNN/. docs/config.md lists every key.\n\n"
+            "  --section.key=value  override one config key (any number)\n"
+            "  --resume             continue from the newest complete checkpoint in RUN\n"
+            "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n");
+}
+
+static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, double lr,
+                     uint64_t fingerprint, const char *config_text) {
+    char fp[32], path[CONFIG_PATH_LEN * 3], err[1024];
+    const char *bad = model_find_nonfinite(m);
+    if (bad) {
+        fprintf(stderr, "dapt train: not checkpointing step %d: %s is not finite\n", step, bad);
+        return 1;
+    }
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
+    CkptState st = {.step = step, .tokens = tokens, .lr = lr, .data_fingerprint = fp,
+                    .rng = {(uint64_t)a->cfg.run.seed, 0, 0, 0},
+                    .config_text = (char *)config_text};
+    if (ckpt_save(a->run_dir, m, &st, a->cfg.ckpt.keep, path, sizeof path, err, sizeof err)) {
+        fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
+        return 1;
+    }
+    printf("checkpoint: %s\n", path);
+    return 0;
+}
+
+static int run(TrainArgs *a) {
+    Config *c = &a->cfg;
+    char err[2048];
+    int rc = 1;
+    const Ops *ops = ops_get(c->run.device, err, sizeof err);
+    if (!ops) return fprintf(stderr, "dapt train: run.device: %s\n", err), 1;
+    snprintf(a->run_dir, sizeof a->run_dir, "%s/%s", c->run.out_dir, c->run.name);
+
+    char resume_path[CONFIG_PATH_LEN * 3];
+    CkptState st = {0};
+    if (a->resume) {
+        int f = ckpt_find_latest(a->run_dir, resume_path, sizeof resume_path, err, sizeof err);
+        if (f < 0) return fprintf(stderr, "dapt train: --resume: %s\n", err), 1;
+        if (f > 0)
+            return fprintf(stderr,
+                           "dapt train: --resume: no complete checkpoint under %s/ckpt (start the "
+                           "run without --resume)\n",
+                           a->run_dir),
+                   1;
+    }
+    Model *m = load_model(c, ops, a->resume ? resume_path : NULL, &st, err, sizeof err);
+    if (!m) return fprintf(stderr, "dapt train: %s\n", err), 1;
+    Stream *s = NULL;
+    char *config_text = NULL;
+    FILE *mf = NULL;
+    int32_t *inp = NULL, *tgt = NULL;
+    uint32_t *batch = NULL;
+    int32_t *src_ids = NULL;
+    const ModelConfig *mc = model_config(m);
+    LrSchedule sched;
+    if (config_check_model(c, mc, err, sizeof err) || config_to_schedule(c, &sched, err, sizeof err) ||
+        open_stream(c, c->train.steps, &s, err, sizeof err) || check_vocab(c, m, s, err, sizeof err)) {
+        fprintf(stderr, "dapt train: %s\n", err);
+        goto done;
+    }
+    uint64_t fingerprint = stream_fingerprint(s);
+    int start = 0;
+    long long tokens = 0;
+    if (a->resume) {
+        char fp[32];
+        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
+        if (!st.data_fingerprint || strcmp(st.data_fingerprint, fp)) {
+            fprintf(stderr,
+                    "dapt train: --resume: the data stream differs from the checkpoint's "
+                    "(fingerprint %s now, %s in %s): same shards, mixture, seed, seq_len, "
+                    "global_batch and steps are needed for an exact resume\n",
+                    fp, st.data_fingerprint ? st.data_fingerprint : "(none)", resume_path);
+            goto done;
+        }
+        start = (int)st.step;
+        tokens = st.tokens;
+        printf("resuming from %s (step %d)\n", resume_path, start);
+    }
+    if (mkdir_p(a->run_dir, err, sizeof err)) {
+        fprintf(stderr, "dapt train: %s\n", err);
+        goto done;
+    }
+    char path[CONFIG_PATH_LEN * 3];
+    snprintf(path, sizeof path, "%s/config.resolved.toml", a->run_dir);
+    config_text = config_to_toml(c);
+    if (config_write(c, path, err, sizeof err)) {
+        fprintf(stderr, "dapt train: %s\n", err);
+        goto done;
+    }
+    snprintf(path, sizeof path, "%s/metrics.jsonl", a->run_dir);
+    mf = fopen(path, "a");
+    if (!mf) {
+        fprintf(stderr, "dapt train: cannot open %s: %s\n", path, strerror(errno));
+        goto done;
+    }
+
+    const int T = c->data.seq_len, B = c->train.global_batch, micro = c->train.micro_batch;
+    const int rank = 0, world = 1, B_local = B / world, n_micro = B_local / micro;
+    AdamWConfig opt = config_to_adamw(c);
+    batch = malloc(sizeof(uint32_t) * B_local * (T + 1));
+    src_ids = malloc(sizeof(int32_t) * B_local);
+    inp = malloc(sizeof(int32_t) * micro * T);
+    tgt = malloc(sizeof(int32_t) * micro * T);
+    printf("dapt train: %s, %s %d layers d_model %d (%.2fM params) on %s; %d steps of %d x %d "
+           "tokens\n",
+           a->run_dir, model_arch_name(mc->arch), mc->n_layer, mc->d_model,
+           model_num_params(m) / 1e6, ops->name, c->train.steps, B, T);
+    for (int j = 0; j < stream_n_sources(s); j++)
+        printf("  source %-8s %12llu tokens, %llu windows per epoch\n", stream_source_name(s, j),
+               (unsigned long long)stream_source_tokens(s, j),
+               (unsigned long long)stream_source_windows(s, j));
+
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    int tty = isatty(STDOUT_FILENO), every_print = c->train.steps / 20 > 0 ? c->train.steps / 20 : 1;
+    double t_start = now_s();
+    int steps_run = 0, step = start;
+    double lr = 0.0;
+    rc = 0;
+    if (start == 0 && c->eval.every > 0) {
+        double ev[2];
+        if ((rc = evaluate(m, s, micro, T, ev, err, sizeof err))) goto fail;
+        write_eval(mf, 0, 0, ev);
+    }
+    for (; step < c->train.steps; step++) {
+        double t0 = now_s();
+        lr = sched_lr(&sched, step);
+        if ((rc = stream_next_batch(s, (uint64_t)step, rank, world, batch, src_ids, err, sizeof err)))
+            goto fail;
+        model_zero_grad(m);
+        double role_sum[2] = {0, 0}, total = 0;
+        int role_n[2] = {0, 0};
+        float grad_scale = 1.0f / ((float)B * T);
+        for (int k = 0; k < n_micro; k++) {
+            for (int i = 0; i < micro; i++) {
+                const uint32_t *w = batch + (size_t)(k * micro + i) * (T + 1);
+                for (int t = 0; t < T; t++) {
+                    inp[i * T + t] = (int32_t)w[t];
+                    tgt[i * T + t] = (int32_t)w[t + 1];
+                }
+            }
+            float loss;
+            if ((rc = model_forward_backward(m, inp, tgt, micro, T, grad_scale, &loss, err,
+                                             sizeof err)))
+                goto fail;
+            const float *tl = model_token_losses(m);
+            for (int i = 0; i < micro; i++) {
+                double ls = 0;
+                for (int t = 0; t < T; t++) ls += tl[i * T + t];
+                int role = stream_source_role(s, src_ids[k * micro + i]);
+                role_sum[role] += ls / T;
+                role_n[role]++;
+                total += ls;
+            }
+        }
+        double loss = total / ((double)B_local * T);
+        double ld = role_n[0] ? role_sum[0] / role_n[0] : NAN;
+        double lg = role_n[1] ? role_sum[1] / role_n[1] : NAN;
+        float gnorm = model_grad_norm(m);
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            const char *what = model_find_nonfinite(m);
+            fprintf(mf, "{\"type\":\"event\",\"step\":%d,\"event\":\"nonfinite\",\"loss\":%s,"
+                        "\"tensor\":\"%s\",\"action\":\"%s\"}\n",
+                    step, isfinite(loss) ? "\"finite\"" : "\"nonfinite\"", what ? what : "",
+                    c->train.on_nonfinite);
+            fflush(mf);
+            fprintf(stderr, "dapt train: step %d: non-finite %s (loss %g, grad norm %g%s%s): %s\n",
+                    step, isfinite(loss) ? "gradient" : "loss", loss, gnorm,
+                    what ? ", first bad tensor " : "", what ? what : "",
+                    strcmp(c->train.on_nonfinite, "skip") ? "stopping without a checkpoint"
+                                                          : "step skipped");
+            if (strcmp(c->train.on_nonfinite, "skip")) {
+                rc = 1;
+                goto done;
+            }
+            continue;
+        }
+        model_adamw_step(m, &opt, (float)lr, step + 1);
+        tokens += (long long)B * T;
+        steps_run++;
+        double dt = now_s() - t0, tok_s = (double)B * T / dt;
+        double dom_frac = (double)role_n[0] / B_local;
+        char b1[32], b2[32];
+        fprintf(mf,
+                "{\"type\":\"train\",\"step\":%d,\"tokens\":%lld,\"loss\":%.6f,\"loss_domain\":%s,"
+                "\"loss_general\":%s,\"lr\":%.6g,\"grad_norm\":%.6g,\"tok_s\":%.1f,"
+                "\"domain_frac\":%.6f}\n",
+                step + 1, tokens, loss, json_num(b1, sizeof b1, ld), json_num(b2, sizeof b2, lg),
+                lr, gnorm, tok_s, dom_frac);
+        if (tty || (step + 1) % every_print == 0 || step == start || step + 1 == c->train.steps) {
+            char eta[32];
+            double per = (now_s() - t_start) / steps_run;
+            fmt_duration(eta, sizeof eta, per * (c->train.steps - step - 1));
+            printf("step %5d/%d | loss %.4f (domain %.4f, general %.4f) | lr %.2e | gnorm %.3f | "
+                   "%.0f tok/s | domain %.2f | ETA %s\n",
+                   step + 1, c->train.steps, loss, ld, lg, lr, gnorm, tok_s, dom_frac, eta);
+            fflush(stdout);
+        }
+        int last = step + 1 == c->train.steps;
+        if (c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || last)) {
+            double ev[2];
+            if ((rc = evaluate(m, s, micro, T, ev, err, sizeof err))) goto fail;
+            write_eval(mf, step + 1, tokens, ev);
+        }
+        fflush(mf);
+        if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || stop_requested) {
+            if ((rc = save_ckpt(a, m, step + 1, tokens, lr, fingerprint, config_text))) goto done;
+        }
+        if (stop_requested && !last) {
+            printf("dapt train: %s received: stopped after step %d with a checkpoint; continue "
+                   "with --resume\n",
+                   stop_requested == SIGINT ? "SIGINT" : "SIGTERM", step + 1);
+            goto done;
+        }
+    }
+    printf("dapt train: done, %d steps in %.1fs; metrics in %s/metrics.jsonl\n", steps_run,
+           now_s() - t_start, a->run_dir);
+    goto done;
+fail:
+    fprintf(stderr, "dapt train: step %d: %s\n", step, err);
+done:
+    if (mf) fclose(mf);
+    free(config_text), free(batch), free(src_ids), free(inp), free(tgt);
+    ckpt_state_free(&st);
+    if (s) stream_close(s);
+    model_free(m);
+    return rc;
+}
+
+int cmd_train(int argc, char **argv) {
+    TrainArgs a = {0};
+    const char *path = NULL;
+    char **ovr = calloc(argc, sizeof *ovr);
+    int n_ovr = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            free(ovr);
+            return 0;
+        } else if (!strcmp(argv[i], "--resume")) {
+            a.resume = 1;
+        } else if (!strncmp(argv[i], "--", 2)) {
+            ovr[n_ovr++] = argv[i];
+        } else if (!path) {
+            path = argv[i];
+        } else {
+            fprintf(stderr, "dapt train: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            free(ovr);
+            return 2;
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        free(ovr);
+        return 2;
+    }
+    char err[2048];
+    if (config_from_args(&a.cfg, path, n_ovr, ovr, err, sizeof err)) {
+        fprintf(stderr, "dapt train: %s\n", err);
+        config_free(&a.cfg);
+        free(ovr);
+        return 1;
+    }
+    free(ovr);
+    int rc = run(&a);
+    config_free(&a.cfg);
+    return rc;
+}
