@@ -1,12 +1,14 @@
 /* test_moe.c: MoE properties that need no PyTorch: the hand-computed router
  * / LBL / z-loss vector, config errors, the refusal of a backend without MoE
  * kernels, global-vs-micro LBL counts through the all-reduce hook,
- * upcycling's equivalence with the dense model, and the routing metrics. */
+ * upcycling's equivalence with the dense model, the routing metrics, and
+ * the [moe] config section. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tests/c/check.h"
+#include "trainer/config.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 #include "trainer/rng.h"
@@ -316,7 +318,97 @@ static void test_metrics(void) {
     model_free(m);
 }
 
+static const char *const SHAPE =
+    "[model]\narch = \"llama\"\nn_layer = 4\nn_head = 4\nn_kv_head = 2\nd_model = 32\n"
+    "d_ff = 48\nvocab_size = 64\nmax_seq_len = 64\n[data]\nseq_len = 32\n";
+
+/* 0 when text loads and validates; else the message in err */
+static int load_cfg(Config *c, const char *text, char *err, size_t err_len) {
+    config_init(c);
+    return config_load_string(c, text, "t.toml", err, err_len) || config_validate(c, err, err_len);
+}
+
+static void test_config_section(void) {
+    char text[2048], err[600];
+    Config c;
+    ModelConfig m;
+    snprintf(text, sizeof text,
+             "%s[moe]\nn_experts = 4\ntop_k = 2\nlayer_start = 1\nlayer_step = 2\n"
+             "norm_topk_prob = false\nlbl = \"micro\"\nlbl_norm = \"hf\"\nlbl_coef = 0.01\n"
+             "z_loss_coef = 0.001\n",
+             SHAPE);
+    CHECK(load_cfg(&c, text, err, sizeof err) == 0, "%s", err);
+    CHECK(config_to_model_config(&c, &m, err, sizeof err) == 0, "%s", err);
+    CHECK(m.n_experts == 4 && m.top_k == 2 && m.moe_layer_start == 1 && m.moe_layer_step == 2 &&
+              !m.norm_topk_prob && m.lbl_mode == MOE_LBL_MICRO && m.lbl_norm == MOE_LBL_NORM_HF &&
+              fabsf(m.lbl_coef - 0.01f) < 1e-9f && fabsf(m.z_loss_coef - 0.001f) < 1e-9f,
+          "[moe] values not in the ModelConfig");
+    CHECK(moe_is_layer(&m, 1) && moe_is_layer(&m, 3) && !moe_is_layer(&m, 0) && !moe_is_layer(&m, 2),
+          "layer selection");
+    config_free(&c);
+    /* defaults: dense */
+    CHECK(load_cfg(&c, SHAPE, err, sizeof err) == 0, "%s", err);
+    config_to_model_config(&c, &m, err, sizeof err);
+    CHECK(m.n_experts == 0 && m.lbl_mode == MOE_LBL_GLOBAL && fabsf(m.lbl_coef - 0.008f) < 1e-9f,
+          "defaults: n_experts %d lbl %d", m.n_experts, m.lbl_mode);
+    config_free(&c);
+
+    static const struct {
+        const char *moe, *model_extra, *needle;
+    } bad[] = {
+        {"n_experts = 4\nlbl = \"globl\"\n", "", "moe.lbl"},
+        {"n_experts = 4\ntop_k = 5\n", "", "top_k must be in [1, n_experts = 4]"},
+        {"n_experts = 1\n", "", "n_experts must be 0 (dense) or >= 2"},
+        {"n_experts = 4\nlayer_start = 4\n", "", "layer_start must be in [0, n_layer = 4)"},
+        {"n_expert = 4\n", "", "did you mean"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        snprintf(text, sizeof text, "%s%s[moe]\n%s", SHAPE, bad[i].model_extra, bad[i].moe);
+        CHECK(load_cfg(&c, text, err, sizeof err) != 0, "bad [moe] %zu accepted", i);
+        CHECK_MSG(err, bad[i].needle);
+        config_free(&c);
+    }
+    /* MoE on gpt2 */
+    CHECK(load_cfg(&c,
+                   "[model]\narch = \"gpt2\"\nn_layer = 2\nn_head = 4\nd_model = 32\nd_ff = 64\n"
+                   "vocab_size = 64\nmax_seq_len = 64\n[data]\nseq_len = 32\n[moe]\nn_experts = 4\n",
+                   err, sizeof err) != 0,
+          "MoE gpt2 accepted");
+    CHECK_MSG(err, "gpt2 has no MoE FFN");
+    config_free(&c);
+    /* init_from keeps its experts; upcycling needs experts, excludes init_from */
+    CHECK(load_cfg(&c, "[model]\ninit_from = \"x\"\n[moe]\ntop_k = 1\n", err, sizeof err) != 0,
+          "top_k with init_from accepted");
+    CHECK_MSG(err, "moe.top_k");
+    config_free(&c);
+    CHECK(load_cfg(&c, "[model]\ninit_from = \"x\"\n[moe]\nlbl = \"micro\"\n", err, sizeof err) == 0,
+          "lbl with init_from refused: %s", err);
+    config_free(&c);
+    CHECK(load_cfg(&c, "[model]\nupcycle_from = \"d\"\n", err, sizeof err) != 0,
+          "upcycle_from without experts accepted");
+    CHECK_MSG(err, "n_experts >= 2");
+    config_free(&c);
+    CHECK(load_cfg(&c, "[model]\nupcycle_from = \"d\"\nn_layer = 3\n[moe]\nn_experts = 4\n", err,
+                   sizeof err) != 0,
+          "upcycle_from with shape keys accepted");
+    CHECK_MSG(err, "upcycle_from");
+    config_free(&c);
+    /* the resolved config of an upcycling run parses back */
+    CHECK(load_cfg(&c, "[model]\nupcycle_from = \"d\"\nupcycle_noise = 0.01\n[moe]\nn_experts = 4\n",
+                   err, sizeof err) == 0,
+          "%s", err);
+    char *toml = config_to_toml(&c);
+    Config c2;
+    CHECK(toml && load_cfg(&c2, toml, err, sizeof err) == 0, "round trip: %s", err);
+    CHECK(!strcmp(c2.moe.upcycle_from, "d") && c2.moe.n_experts == 4 && c2.moe.upcycle_noise == 0.01,
+          "round trip values");
+    free(toml);
+    config_free(&c);
+    config_free(&c2);
+}
+
 int main(void) {
+    test_config_section();
     test_hand_vector();
     test_config_errors();
     test_backend_without_moe();
