@@ -32,7 +32,7 @@ static inline float vec_expf(float x) {
     /* 2^k: k in [-126, 128]; split to stay in range for k = 128 and -126 */
     int32_t ki = (int32_t)k;
     int32_t k1 = ki >> 1, k2 = ki - k1;
-    int32_t b1 = (k1 + 127) << 23, b2 = (k2 + 127) << 23;
+    uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23; /* unsigned: no UB for NaN input */
     float s1, s2;
     memcpy(&s1, &b1, 4);
     memcpy(&s2, &b2, 4);
