@@ -9,6 +9,7 @@
 
 #include "tests/c/check.h"
 #include "trainer/config.h"
+#include "trainer/hf.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 #include "trainer/rng.h"
@@ -407,7 +408,33 @@ static void test_config_section(void) {
     config_free(&c2);
 }
 
+/* config.json: Mixtral for Mixtral layouts, dapt_* keys for the others,
+ * both read back to the same MoE fields; jitter noise refused. */
+static void test_hf_config(void) {
+    char err[400];
+    for (int variant = 0; variant < 2; variant++) {
+        ModelConfig c = tiny_moe(), back;
+        c.n_layer = 4;
+        if (variant) c.moe_layer_start = 1, c.moe_layer_step = 2, c.norm_topk_prob = 0;
+        char *json = hf_config_json(&c);
+        CHECK(json && strstr(json, "\"MixtralForCausalLM\"") && strstr(json, "\"num_local_experts\": 4"),
+              "variant %d: not a Mixtral config", variant);
+        CHECK((strstr(json, "dapt_moe_layer_start") != NULL) == variant, "variant %d: dapt keys", variant);
+        CHECK(hf_parse_config(json, "config.json", &back, err, sizeof err) == 0, "%s", err);
+        CHECK(back.n_experts == 4 && back.top_k == 2 && back.moe_layer_start == c.moe_layer_start &&
+                  back.moe_layer_step == c.moe_layer_step && back.norm_topk_prob == c.norm_topk_prob,
+              "variant %d: MoE fields did not round-trip", variant);
+        free(json);
+    }
+    const char *jit = "{\"architectures\": [\"MixtralForCausalLM\"], \"hidden_size\": 32, "
+                      "\"num_attention_heads\": 4, \"router_jitter_noise\": 0.1}";
+    ModelConfig c;
+    CHECK(hf_parse_config(jit, "config.json", &c, err, sizeof err) != 0, "jitter noise accepted");
+    CHECK_MSG(err, "router_jitter_noise");
+}
+
 int main(void) {
+    test_hf_config();
     test_config_section();
     test_hand_vector();
     test_config_errors();
