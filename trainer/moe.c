@@ -434,6 +434,26 @@ void moe_layer_bwd(MoeState *s, int l, const void *params, void *grads, size_t r
 
 /* ---------------- the loop's API ---------------- */
 
+int model_moe_set_loss(Model *mdl, const ModelConfig *src, char *err, size_t err_len) {
+    MoeState *s = model_moe_state(mdl);
+    if (!s) return 0;
+    ModelConfig c = s->cfg;
+    c.lbl_mode = src->lbl_mode;
+    c.lbl_norm = src->lbl_norm;
+    c.lbl_coef = src->lbl_coef;
+    c.z_loss_coef = src->z_loss_coef;
+    if (moe_config_check(&c, err, err_len)) return 1;
+    s->cfg = c;
+    /* the Model owns its config (model_config only hands out a const view);
+     * keep its copy of these fields equal to the one the MoE code uses */
+    ModelConfig *mc = (ModelConfig *)model_config(mdl);
+    mc->lbl_mode = c.lbl_mode;
+    mc->lbl_norm = c.lbl_norm;
+    mc->lbl_coef = c.lbl_coef;
+    mc->z_loss_coef = c.z_loss_coef;
+    return 0;
+}
+
 void model_moe_set_allreduce(Model *mdl, MoeAllreduceI64 fn, void *ctx) {
     MoeState *s = model_moe_state(mdl);
     if (!s) return;

@@ -60,6 +60,12 @@ double moe_lbl(const int64_t *counts, const float *prob_sum, int E, int K, int n
 
 /* ---------------- the training loop's API ---------------- */
 
+/* Sets the training-only MoE fields (lbl_mode, lbl_norm, lbl_coef,
+ * z_loss_coef) of m from src, e.g. the [moe] keys of a run over a model
+ * loaded from init_from or a checkpoint (whose config.json has no loss
+ * settings). Checked like model_config_check; no-op on a dense model. */
+int model_moe_set_loss(Model *m, const ModelConfig *src, char *err, size_t err_len);
+
 /* Distributed hook: in-place sum over ranks of n int64 values; 0 on
  * success. NULL (the default) means one rank. */
 typedef int (*MoeAllreduceI64)(void *ctx, int64_t *buf, size_t n, char *err, size_t err_len);
@@ -93,13 +99,13 @@ int model_moe_layer_stats(const Model *m, int i, MoeLayerStats *out);
 double model_moe_aux_loss(const Model *m);
 
 /* Routing metrics over a logging window. After a forward pass,
- * record the routings of its B rows: row_source[b] = 0 (general), 1
- * (domain), or -1 (not recorded). */
+ * record the routings of its B rows: row_source[b] = 0 (domain), 1
+ * (general), or -1 (not recorded): data/stream.h's StreamRole values. */
 int model_moe_record_routing(Model *m, const int *row_source, int B, char *err, size_t err_len);
 typedef struct {
     int n_layers, n_experts;
     /* per MoE layer i, expert e (arrays of n_layers * n_experts, row-major) */
-    double *dist[2];  /* routing distribution per source (0 general, 1 domain); sums to 1 */
+    double *dist[2];  /* routing distribution per source (0 domain, 1 general); sums to 1 */
     double *load_max; /* (n_layers) max/mean of f over both sources */
     double *jsd;      /* (n_layers) Jensen-Shannon divergence (nats) domain vs general */
     double specialization; /* mean of jsd over layers (NaN when a source has no tokens) */

@@ -289,20 +289,20 @@ static void test_metrics(void) {
     MoeLayerStats st;
     model_moe_layer_stats(m, 0, &st);
     memcpy(counts0, st.counts, sizeof counts0);
-    int all_general[4] = {0, 0, 0, 0}, all_domain[4] = {1, 1, 1, 1};
-    model_moe_record_routing(m, all_general, 4, err, sizeof err);
+    int all_domain[4] = {0, 0, 0, 0}, all_general[4] = {1, 1, 1, 1};
+    model_moe_record_routing(m, all_domain, 4, err, sizeof err);
     MoeMetrics mm;
     model_moe_metrics(m, &mm, err, sizeof err);
     CHECK(isnan(mm.specialization), "specialization defined with one source only");
     for (int e = 0; e < 4; e++)
-        CHECK(fabs(mm.dist[0][e] - counts0[e] / 64.0) < 1e-12, "general distribution %d", e);
+        CHECK(fabs(mm.dist[0][e] - counts0[e] / 64.0) < 1e-12, "domain distribution %d", e);
     moe_metrics_free(&mm);
-    /* the same routings as domain too: identical distributions, JSD 0 */
-    model_moe_record_routing(m, all_domain, 4, err, sizeof err);
+    /* the same routings as general too: identical distributions, JSD 0 */
+    model_moe_record_routing(m, all_general, 4, err, sizeof err);
     model_moe_metrics(m, &mm, err, sizeof err);
     CHECK(fabs(mm.specialization) < 1e-12, "identical routings: JSD %g", mm.specialization);
     moe_metrics_free(&mm);
-    /* rows 0,1 general, rows 2,3 domain: JSD in [0, ln 2], distributions sum to 1 */
+    /* rows 0,1 domain, rows 2,3 general: JSD in [0, ln 2], distributions sum to 1 */
     model_moe_metrics_reset(m);
     int split[4] = {0, 0, 1, 1};
     model_moe_record_routing(m, split, 4, err, sizeof err);
