@@ -359,6 +359,7 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
         A_(a->ln2, N * C * ab);
         if (c->arch == ARCH_GPT2) A_(a->ln2_mean, N * 4);
         A_(a->ln2_rstd, N * 4);
+        if (moe_is_layer(c, l)) continue; /* the MoE FFN keeps its own (trainer/moe.c) */
         A_(a->up, N * UP * ab);
         A_(a->act, N * F * ab);
     }
