@@ -10,11 +10,14 @@ const Ops *ops_cuda(char *err, size_t err_len) {
     snprintf(err, err_len, "this dapt was built without CUDA (nvcc was not found at build time)");
     return NULL;
 }
+const Ops *ops_cuda_fp32(char *err, size_t err_len) { return ops_cuda(err, err_len); }
 #endif
 
 const Ops *ops_get(const char *name, char *err, size_t err_len) {
     if (!strcmp(name, "cpu")) return ops_cpu();
     if (!strcmp(name, "cuda")) return ops_cuda(err, err_len);
-    snprintf(err, err_len, "unknown device '%s' (expected \"cpu\" or \"cuda\")", name);
+    if (!strcmp(name, "cuda-fp32")) return ops_cuda_fp32(err, err_len);
+    snprintf(err, err_len, "unknown device '%s' (expected \"cpu\", \"cuda\" or \"cuda-fp32\")",
+             name);
     return NULL;
 }

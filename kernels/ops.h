@@ -31,7 +31,7 @@
 #include <stdint.h>
 
 typedef struct Ops {
-    const char *name; /* "cpu", "cuda" */
+    const char *name; /* "cpu", "cuda", "cuda-fp32" */
     size_t act_bytes; /* bytes per activation/parameter element */
 
     /* ---- memory ---- */
@@ -185,10 +185,13 @@ typedef struct Ops {
 } Ops;
 
 /* Backends. ops_cpu never fails. ops_cuda returns NULL (and fills err) when
- * the build has no CUDA or no GPU is present. */
+ * the build has no CUDA or no GPU is present. ops_cuda_fp32 is the same CUDA
+ * backend with fp32 activations and no TF32 (the parity-test mode); it fails
+ * like ops_cuda. */
 const Ops *ops_cpu(void);
 const Ops *ops_cuda(char *err, size_t err_len);
-/* by name: "cpu" or "cuda" */
+const Ops *ops_cuda_fp32(char *err, size_t err_len);
+/* by name: "cpu", "cuda" or "cuda-fp32" */
 const Ops *ops_get(const char *name, char *err, size_t err_len);
 
 #endif

@@ -33,7 +33,8 @@ void ckpt_state_free(CkptState *st) {
     if (!st) return;
     free(st->data_fingerprint);
     free(st->config_text);
-    st->data_fingerprint = st->config_text = NULL;
+    free(st->tokenizer_path);
+    st->data_fingerprint = st->config_text = st->tokenizer_path = NULL;
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -100,10 +101,59 @@ static char *state_json(const CkptState *st) {
     return s;
 }
 
+/* Copies src to dst via dst.tmp + fsync + rename. */
+static int copy_file(const char *src, const char *dst, char *err, size_t err_len) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
+    int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = 1;
+    if (in < 0) return snprintf(err, err_len, "%s: cannot open: %s", src, strerror(errno)), 1;
+    out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+        snprintf(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
+        close(in);
+        return 1;
+    }
+    char buf[1 << 16];
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+            snprintf(err, err_len, "%s: read failed: %s", src, strerror(errno));
+            goto done;
+        }
+        if (n == 0) break;
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                snprintf(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
+                goto done;
+            }
+            off += w;
+        }
+    }
+    if (fsync(out)) {
+        snprintf(err, err_len, "%s: fsync failed: %s", tmp, strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    close(in);
+    if (close(out) && !rc) rc = 1, snprintf(err, err_len, "%s: close failed", tmp);
+    if (!rc && rename(tmp, dst)) rc = 1, snprintf(err, err_len, "%s: rename failed: %s", tmp, strerror(errno));
+    if (rc) unlink(tmp);
+    return rc;
+}
+
 static int write_into(const char *dir, const Model *m, const CkptState *st, char *err,
                       size_t err_len) {
     char path[4200];
-    if (hf_save_weights(dir, m, err, err_len) || hf_save_config(dir, model_config(m), err, err_len))
+    if (st->tokenizer_path && st->tokenizer_path[0]) {
+        if (hf_path(path, sizeof path, dir, "tokenizer.model") ||
+            copy_file(st->tokenizer_path, path, err, err_len))
+            return 1;
+    }
+    if (hf_save_weights(dir, m, st->max_shard_bytes, err, err_len) || hf_save_config(dir, model_config(m), err, err_len))
         return 1;
     size_t np = model_num_params(m);
     float *mv = malloc(2 * np * sizeof *mv + 1);
@@ -179,7 +229,10 @@ static void remove_tmp_dirs(const char *ckdir) {
 int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep, char *path_out,
               size_t path_len, char *err, size_t err_len) {
     char ckdir[4096], tmp[4200], final[4200], old[4200];
-    if (st->step < 0) return snprintf(err, err_len, "checkpoint step %lld < 0", (long long)st->step), 1;
+    if (st->step < 0 || st->step > INT32_MAX || st->tokens < 0)
+        return snprintf(err, err_len, "checkpoint step %lld / tokens %lld out of range", (long long)st->step,
+                        (long long)st->tokens),
+               1;
     char name[64];
     if (hf_path(ckdir, sizeof ckdir - 64, out_dir, "ckpt"))
         return snprintf(err, err_len, "%s: path too long", out_dir), 1;
@@ -237,9 +290,16 @@ static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
     if (!text) return NULL;
     cJSON *r = cJSON_Parse(text);
     free(text);
-    const cJSON *step = r ? cJSON_GetObjectItemCaseSensitive(r, "step") : NULL;
-    if (!cJSON_IsNumber(step)) {
-        snprintf(err, err_len, "%s: %s", path, r ? "no \"step\" number (damaged file?)" : "not valid JSON (truncated?)");
+    if (!r) {
+        snprintf(err, err_len, "%s: not valid JSON (truncated?)", path);
+        return NULL;
+    }
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(r, "step");
+    const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(r, "tokens");
+    if (!cJSON_IsNumber(step) || !(step->valuedouble >= 0 && step->valuedouble < 2147483647.0) ||
+        !cJSON_IsNumber(tokens) || !(tokens->valuedouble >= 0 && tokens->valuedouble < 9e15)) {
+        snprintf(err, err_len, "%s: \"step\" and \"tokens\" must be non-negative integers "
+                 "(damaged file?)", path);
         cJSON_Delete(r);
         return NULL;
     }
@@ -247,18 +307,24 @@ static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
 }
 
 int ckpt_check(const char *dir, char *err, size_t err_len) {
-    char path[4200];
-    for (int i = 0; i < N_CKPT_FILES; i++) {
-        if (hf_path(path, sizeof path, dir, ckpt_files[i])) return snprintf(err, err_len, "%s: path too long", dir), 1;
+    char path[4200], idx[4200];
+    if (hf_path(path, sizeof path, dir, ckpt_files[0]) ||
+        hf_path(idx, sizeof idx, dir, "model.safetensors.index.json"))
+        return snprintf(err, err_len, "%s: path too long", dir), 1;
+    int sharded = access(path, F_OK) != 0 && access(idx, F_OK) == 0;
+    for (int i = sharded; i < N_CKPT_FILES; i++) {
+        hf_path(path, sizeof path, dir, ckpt_files[i]);
         if (access(path, R_OK) != 0)
             return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, ckpt_files[i]), 1;
     }
-    for (int i = 0; i < N_CKPT_FILES; i += 2) { /* the two safetensors files */
-        hf_path(path, sizeof path, dir, ckpt_files[i]);
-        StFile *f = st_open(path, err, err_len);
-        if (!f) return 1;
-        st_close(f);
-    }
+    /* the weights (single or every shard) and the optimizer state are whole */
+    StSet *s = st_set_open(dir, err, err_len);
+    if (!s) return 1;
+    st_set_close(s);
+    hf_path(path, sizeof path, dir, "optimizer.safetensors");
+    StFile *f = st_open(path, err, err_len);
+    if (!f) return 1;
+    st_close(f);
     ModelConfig cfg;
     if (hf_load_config(dir, &cfg, err, err_len)) return 1;
     cJSON *r = load_state_json(dir, err, err_len);
@@ -345,6 +411,10 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     }
     model_set_params(m, buf);
     model_set_adam_state(m, buf + np, buf + 2 * np);
+    if (hf_find_tokenizer(dir, path, sizeof path) && !(tmp.tokenizer_path = strdup(path))) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
     if (st) {
         *st = tmp;
         memset(&tmp, 0, sizeof tmp);

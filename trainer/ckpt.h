@@ -2,12 +2,16 @@
  *
  * Layout: OUT_DIR/ckpt/step-NNNNNNNN/ (step zero-padded to 8 digits) holds
  *   model.safetensors    parameters, F32, Hugging Face names and layout
+ *                        (or shards + model.safetensors.index.json past
+ *                        max_shard_bytes)
  *   config.json          Hugging Face config (so the directory loads in
  *                        transformers' from_pretrained and as init_from)
  *   optimizer.safetensors  Adam moments "exp_avg.<name>", "exp_avg_sq.<name>"
  *                        (HF layout, like the weights) and "step" (I32 [1])
  *   trainer_state.json   step, tokens, lr, data fingerprint, rng state,
  *                        resolved config text
+ *   tokenizer.model      optional: the base model's sentencepiece model,
+ *                        copied so the checkpoint works as init_from
  *
  * Invariants: a step-* directory is complete or absent: it is written as
  * OUT_DIR/ckpt/.tmp-step-NNNNNNNN, every file and the directory fsynced,
@@ -33,6 +37,11 @@ typedef struct {
     char *data_fingerprint; /* the data stream's identity (shards + mixture) */
     uint64_t rng[CKPT_RNG_WORDS];
     char *config_text; /* resolved config (TOML) */
+    /* save: a tokenizer.model to copy into the checkpoint (NULL or "" for
+     * none); load: the checkpoint's tokenizer.model path, or NULL */
+    char *tokenizer_path;
+    /* save: model.safetensors shard size (0 = HF_SHARD_BYTES, 5 GiB) */
+    size_t max_shard_bytes;
 } CkptState;
 
 /* Frees the strings a ckpt_load filled in. */

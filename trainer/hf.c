@@ -8,8 +8,10 @@
 #include "trainer/hf.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,9 +100,10 @@ static int get_int(Cfg *c, const char *key, long def, long lo, long hi, int *out
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(c->root, key);
     long v = def;
     if (j && !cJSON_IsNull(j)) {
-        if (!cJSON_IsNumber(j) || j->valuedouble != (double)(long)j->valuedouble)
+        double d = cJSON_IsNumber(j) ? j->valuedouble : 0.5;
+        if (!(d > -1e15 && d < 1e15) || d != floor(d))
             return snprintf(c->err, c->err_len, "%s: \"%s\" must be an integer", c->where, key), 1;
-        v = (long)j->valuedouble;
+        v = (long)d;
     }
     if (v < lo || v > hi)
         return snprintf(c->err, c->err_len, "%s: \"%s\" = %ld is out of range [%ld, %ld]",
@@ -114,8 +117,8 @@ static int get_float(Cfg *c, const char *key, double def, float *out) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(c->root, key);
     double v = def;
     if (j && !cJSON_IsNull(j)) {
-        if (!cJSON_IsNumber(j))
-            return snprintf(c->err, c->err_len, "%s: \"%s\" must be a number", c->where, key), 1;
+        if (!cJSON_IsNumber(j) || !(fabs(j->valuedouble) < 1e30))
+            return snprintf(c->err, c->err_len, "%s: \"%s\" must be a number below 1e30", c->where, key), 1;
         v = j->valuedouble;
     }
     *out = (float)v;
@@ -542,10 +545,11 @@ Model *hf_load_model(const char *dir, const Ops *ops, char *err, size_t err_len)
     return m;
 }
 
-int hf_write_params(const char *path, const Model *m, const float *const *bufs,
-                    const char *const *prefixes, int n_bufs, const StWriteTensor *extra,
-                    int n_extra, char *err, size_t err_len) {
-    int nt = model_num_tensors(m), n = nt * n_bufs + n_extra, rc = 1;
+/* Tensors [t0, t1) of the parameter table, from each buffer, plus extra. */
+static int write_range(const char *path, const Model *m, const float *const *bufs,
+                       const char *const *prefixes, int n_bufs, int t0, int t1,
+                       const StWriteTensor *extra, int n_extra, char *err, size_t err_len) {
+    int nt = t1 - t0, n = nt * n_bufs + n_extra, rc = 1;
     StWriteTensor *ts = calloc((size_t)n + 1, sizeof *ts);
     char *names = calloc((size_t)n + 1, 200);
     float **copies = calloc((size_t)n + 1, sizeof *copies); /* transposed tensors only */
@@ -555,7 +559,7 @@ int hf_write_params(const char *path, const Model *m, const float *const *bufs,
     }
     for (int b = 0; b < n_bufs; b++) {
         for (int i = 0; i < nt; i++) {
-            const ParamTensor *p = model_tensor(m, i);
+            const ParamTensor *p = model_tensor(m, t0 + i);
             const float *src = bufs[b] + p->offset;
             StWriteTensor *t = &ts[b * nt + i];
             char *nm = names + (size_t)(b * nt + i) * 200;
@@ -592,15 +596,103 @@ out:
     return rc;
 }
 
-int hf_save_weights(const char *dir, const Model *m, char *err, size_t err_len) {
-    char path[4096];
-    if (hf_path(path, sizeof path, dir, "model.safetensors")) return snprintf(err, err_len, "%s: path too long", dir), 1;
+int hf_write_params(const char *path, const Model *m, const float *const *bufs,
+                    const char *const *prefixes, int n_bufs, const StWriteTensor *extra,
+                    int n_extra, char *err, size_t err_len) {
+    return write_range(path, m, bufs, prefixes, n_bufs, 0, model_num_tensors(m), extra, n_extra,
+                       err, err_len);
+}
+
+/* model.safetensors.index.json for shards: tensor i is in shard[i] */
+static char *index_json(const Model *m, const int *shard, int n_shards) {
+    cJSON *r = cJSON_CreateObject(), *meta, *wm;
+    size_t total = model_num_params(m) * sizeof(float);
+    if (!r || !(meta = cJSON_AddObjectToObject(r, "metadata")) ||
+        !cJSON_AddNumberToObject(meta, "total_size", (double)total) ||
+        !(wm = cJSON_AddObjectToObject(r, "weight_map"))) {
+        cJSON_Delete(r);
+        return NULL;
+    }
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        char file[64];
+        snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", shard[i] + 1, n_shards);
+        if (!cJSON_AddStringToObject(wm, model_tensor(m, i)->name, file)) {
+            cJSON_Delete(r);
+            return NULL;
+        }
+    }
+    char *s = cJSON_Print(r);
+    cJSON_Delete(r);
+    return s;
+}
+
+/* removes model-NNNNN-of-NNNNN.safetensors files left by an earlier save */
+static void remove_old_shards(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char path[4200];
+    for (struct dirent *e; (e = readdir(d));) {
+        unsigned a, b;
+        char tail[32];
+        if (sscanf(e->d_name, "model-%5u-of-%5u.%31s", &a, &b, tail) == 3 && !strcmp(tail, "safetensors") &&
+            strlen(e->d_name) == 32 && !hf_path(path, sizeof path, dir, e->d_name))
+            unlink(path);
+    }
+    closedir(d);
+}
+
+int hf_save_weights(const char *dir, const Model *m, size_t max_shard_bytes, char *err,
+                    size_t err_len) {
+    char path[4200], file[64];
+    int nt = model_num_tensors(m), rc = 1, n_shards = 1;
+    if (!max_shard_bytes) max_shard_bytes = HF_SHARD_BYTES;
     float *buf = malloc(model_num_params(m) * sizeof *buf);
-    if (!buf) return snprintf(err, err_len, "out of memory"), 1;
+    int *shard = calloc((size_t)nt + 1, sizeof *shard);
+    if (!buf || !shard) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
     model_get_params(m, buf);
+    /* tensors in table order, a new shard when the next one would overflow */
+    size_t cur = 0;
+    for (int i = 0; i < nt; i++) {
+        size_t b = model_tensor(m, i)->numel * sizeof(float);
+        if (cur && cur + b > max_shard_bytes) n_shards++, cur = 0;
+        shard[i] = n_shards - 1;
+        cur += b;
+    }
     const float *bufs[] = {buf};
     const char *prefixes[] = {""};
-    int rc = hf_write_params(path, m, bufs, prefixes, 1, NULL, 0, err, err_len);
+    const char *stale = n_shards == 1 ? "model.safetensors.index.json" : "model.safetensors";
+    if (hf_path(path, sizeof path, dir, stale)) {
+        snprintf(err, err_len, "%s: path too long", dir);
+        goto out;
+    }
+    unlink(path); /* st_set_open prefers model.safetensors: never leave both */
+    remove_old_shards(dir);
+    if (n_shards == 1) {
+        hf_path(path, sizeof path, dir, "model.safetensors");
+        rc = write_range(path, m, bufs, prefixes, 1, 0, nt, NULL, 0, err, err_len);
+        goto out;
+    }
+    for (int s = 0, t0 = 0; s < n_shards; s++) {
+        int t1 = t0;
+        while (t1 < nt && shard[t1] == s) t1++;
+        snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
+        hf_path(path, sizeof path, dir, file);
+        if (write_range(path, m, bufs, prefixes, 1, t0, t1, NULL, 0, err, err_len)) goto out;
+        t0 = t1;
+    }
+    char *idx = index_json(m, shard, n_shards);
+    if (!idx) {
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
+    hf_path(path, sizeof path, dir, "model.safetensors.index.json");
+    rc = hf_write_file_atomic(path, idx, err, err_len);
+    free(idx);
+out:
     free(buf);
+    free(shard);
     return rc;
 }

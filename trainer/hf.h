@@ -47,8 +47,14 @@ int hf_read_weights(const char *dir, const Model *m, float *dst, char *err, size
 int hf_load_weights(const char *dir, Model *m, char *err, size_t err_len);
 /* hf_load_config + model_create + hf_load_weights; NULL with a message. */
 Model *hf_load_model(const char *dir, const Ops *ops, char *err, size_t err_len);
-/* Writes m's parameters as DIR/model.safetensors (F32, HF layout). */
-int hf_save_weights(const char *dir, const Model *m, char *err, size_t err_len);
+/* Writes m's parameters (F32, HF layout) as DIR/model.safetensors, or as
+ * shards model-0000i-of-0000n.safetensors of at most max_shard_bytes each
+ * (a larger tensor gets a shard of its own) plus
+ * model.safetensors.index.json when they do not fit in one; 0 means
+ * HF_SHARD_BYTES. A stale single file or index of the other kind is removed. */
+#define HF_SHARD_BYTES ((size_t)5 << 30)
+int hf_save_weights(const char *dir, const Model *m, size_t max_shard_bytes, char *err,
+                    size_t err_len);
 
 /* Lower level, shared with ckpt.c. Parameter buffers are host fp32 in the
  * Model's in-memory layout (model_get_params order); `prefix` is prepended

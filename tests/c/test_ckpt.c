@@ -2,6 +2,7 @@
  * and trainer state exactly; keep-last-k; find-latest skips damaged and
  * temporary directories; truncated or missing files and a different model
  * are refused with the file named. */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,8 +56,14 @@ static void test_save_load(Arch arch) {
                     .data_fingerprint = "shards:abc123 mix:0.3",
                     .rng = {1, 0xffffffffffffffffull, 3, 0x0123456789abcdefull},
                     .config_text = "[run]\nname = \"x\"\n"};
+    char tok[600];
+    snprintf(tok, sizeof tok, "%s/tokenizer-src.model", dir);
+    FILE *tf = fopen(tok, "wb");
+    fputs("sentencepiece bytes \x01\x02", tf);
+    fclose(tf);
     for (int step = 100; step <= 120; step += 10) {
         st.step = step;
+        st.tokenizer_path = step == 120 ? tok : NULL;
         CHECK(ckpt_save(out, m, &st, 2, path, sizeof path, err, sizeof err) == 0);
     }
     snprintf(path, sizeof path, "%s/ckpt/step-00000100", out);
@@ -79,7 +86,19 @@ static void test_save_load(Arch arch) {
     CHECK(got.data_fingerprint && !strcmp(got.data_fingerprint, st.data_fingerprint));
     CHECK(got.config_text && !strcmp(got.config_text, st.config_text));
     CHECK(memcmp(got.rng, st.rng, sizeof st.rng) == 0);
+    /* the tokenizer was copied into the newest checkpoint only */
+    char tpath[4400];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.model", latest);
+    CHECK(got.tokenizer_path && !strcmp(got.tokenizer_path, tpath));
+    FILE *tr = fopen(tpath, "rb");
+    char tbuf[64] = "";
+    CHECK(tr && fread(tbuf, 1, sizeof tbuf - 1, tr) == 22 && !strcmp(tbuf, "sentencepiece bytes \x01\x02"));
+    if (tr) fclose(tr);
     ckpt_state_free(&got);
+    snprintf(path, sizeof path, "%s/ckpt/step-00000110", out);
+    CHECK(ckpt_load(path, m2, &got, err, sizeof err) == 0 && got.tokenizer_path == NULL);
+    ckpt_state_free(&got);
+    st.tokenizer_path = NULL;
 
     /* a checkpoint is an HF model directory: init_from loads it */
     Model *m4 = hf_load_model(latest, ops_cpu(), err, sizeof err);
@@ -183,6 +202,37 @@ static void test_damage(void) {
     CHECK(remove(path) == 0);
     CHECK(ckpt_load(ck, m, NULL, err, sizeof err) != 0);
     CHECK_MSG(err, "config.json is missing");
+
+    /* sharded weights: load back, and a truncated shard is named */
+    st.step = 6;
+    st.max_shard_bytes = 600;
+    float *w0 = malloc(model_num_params(m) * sizeof *w0), *w1 = malloc(model_num_params(m) * sizeof *w1);
+    model_get_params(m, w0);
+    CHECK(ckpt_save(out, m, &st, 0, ck, sizeof ck, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", ck);
+    CHECK(access(path, F_OK) == 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", ck);
+    CHECK(access(path, F_OK) != 0);
+    Model *ms = model_create(&cfg, ops_cpu(), err, sizeof err);
+    CHECK(ckpt_load(ck, ms, NULL, err, sizeof err) == 0);
+    model_get_params(ms, w1);
+    CHECK(memcmp(w0, w1, model_num_params(m) * sizeof *w0) == 0);
+    CHECK(ckpt_find_latest(out, latest, sizeof latest, err, sizeof err) == 0 && strstr(latest, "step-00000006"));
+    snprintf(path, sizeof path, "%s/model-00002-of-", ck);
+    char shard[4500];
+    snprintf(shard, sizeof shard, "%s", path);
+    DIR *dd = opendir(ck);
+    for (struct dirent *e; dd && (e = readdir(dd));)
+        if (!strncmp(e->d_name, "model-00002-of-", 15)) snprintf(shard, sizeof shard, "%s/%s", ck, e->d_name);
+    if (dd) closedir(dd);
+    truncate_file(shard, 4);
+    CHECK(ckpt_load(ck, ms, NULL, err, sizeof err) != 0);
+    CHECK_MSG(err, "model-00002-of-");
+    CHECK_MSG(err, "truncated?");
+    CHECK(ckpt_find_latest(out, latest, sizeof latest, err, sizeof err) == 1); /* all others damaged above */
+    model_free(ms);
+    free(w0);
+    free(w1);
 
     /* no checkpoints at all */
     snprintf(path, sizeof path, "%s/empty-run", dir);

@@ -223,6 +223,19 @@ static void test_overrides(void) {
     }
 }
 
+static void test_line_endings(void) {
+    Config c;
+    char err[512];
+    config_init(&c);
+    CHECK(config_load_string(&c, "[train]\r\nlr = 0.1\r\n# c\r\nsteps = 7", "crlf.toml", err, sizeof err) == 0);
+    CHECK(c.train.lr == 0.1 && c.train.steps == 7);
+    config_free(&c);
+    config_init(&c); /* errors count lines across CRLF too */
+    CHECK(config_load_string(&c, "[train]\r\n\r\nlr = x\r\n", "crlf.toml", err, sizeof err) != 0);
+    CHECK_MSG(err, "crlf.toml:3: train.lr");
+    config_free(&c);
+}
+
 static void test_mix_points(void) {
     Config c;
     char err[512];
@@ -326,6 +339,7 @@ int main(void) {
     test_full_file();
     test_errors();
     test_overrides();
+    test_line_endings();
     test_mix_points();
     test_round_trip();
     test_fuzz();

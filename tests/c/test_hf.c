@@ -4,6 +4,7 @@
  * name, export -> import is the identity, and weights survive a save/load
  * bit for bit (GPT-2 Conv1D weights transposed on disk), with missing,
  * extra and misshapen tensors refused by name. */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,8 +113,20 @@ static int same_cfg(const ModelConfig *a, const ModelConfig *b) {
            a->tie_embeddings == b->tie_embeddings && a->qkv_bias == b->qkv_bias;
 }
 
-/* save config + weights, load them back: identical config and parameters */
-static void round_trip(ModelConfig cfg, const char *sub) {
+/* model-*-of-*.safetensors files in dir/sub */
+static int count_shards(const char *sub) {
+    char d[512];
+    snprintf(d, sizeof d, "%s/%s", dir, sub);
+    DIR *dd = opendir(d);
+    int n = 0;
+    for (struct dirent *e; dd && (e = readdir(dd));) n += !strncmp(e->d_name, "model-", 6);
+    if (dd) closedir(dd);
+    return n;
+}
+
+/* save config + weights (sharded when shard_bytes > 0 is small), load them
+ * back: identical config and parameters */
+static void round_trip(ModelConfig cfg, const char *sub, size_t shard_bytes) {
     char d[512], err[512], cmd[600];
     snprintf(d, sizeof d, "%s/%s", dir, sub);
     snprintf(cmd, sizeof cmd, "mkdir -p %s", d);
@@ -123,7 +136,23 @@ static void round_trip(ModelConfig cfg, const char *sub) {
     if (!m) return;
     model_init_weights(m, 7);
     CHECK(hf_save_config(d, &cfg, err, sizeof err) == 0);
-    CHECK(hf_save_weights(d, m, err, sizeof err) == 0);
+    CHECK(hf_save_weights(d, m, shard_bytes, err, sizeof err) == 0);
+    char idx[600];
+    snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", d);
+    FILE *fi = fopen(idx, "rb");
+    CHECK((fi != NULL) == (shard_bytes > 0));
+    if (fi) fclose(fi);
+    if (shard_bytes) { /* several shards, none larger than asked unless one tensor is */
+        StSet *set = st_set_open(d, err, sizeof err);
+        CHECK(set && st_set_num_files(set) > 2);
+        for (int i = 0; set && i < st_set_num_files(set); i++) {
+            StFile *f = st_set_file(set, i);
+            uint64_t bytes = 0;
+            for (int k = 0; k < st_num_tensors(f); k++) bytes += st_tensor(f, k)->end - st_tensor(f, k)->begin;
+            CHECK(bytes <= shard_bytes || st_num_tensors(f) == 1);
+        }
+        st_set_close(set);
+    }
     Model *m2 = hf_load_model(d, ops_cpu(), err, sizeof err);
     CHECK(m2 != NULL);
     if (!m2) {
@@ -139,10 +168,10 @@ static void round_trip(ModelConfig cfg, const char *sub) {
     CHECK(n == model_num_params(m2) && memcmp(a, b, n * sizeof *a) == 0);
     /* on disk, GPT-2's c_attn is [in, out] = [C, 3C] and holds W^T */
     if (cfg.arch == ARCH_GPT2) {
-        char path[600];
-        snprintf(path, sizeof path, "%s/model.safetensors", d);
-        StFile *f = st_open(path, err, sizeof err);
-        int k = f ? st_find(f, "transformer.h.1.attn.c_attn.weight") : -1;
+        StSet *set = st_set_open(d, err, sizeof err);
+        StFile *f = NULL;
+        int k = -1;
+        if (set) st_set_find(set, "transformer.h.1.attn.c_attn.weight", &f, &k);
         CHECK(k >= 0);
         if (k >= 0) {
             const StTensor *t = st_tensor(f, k);
@@ -154,7 +183,7 @@ static void round_trip(ModelConfig cfg, const char *sub) {
             CHECK(w[1 * 3 * cfg.d_model + 5] == a[p->offset + 5 * cfg.d_model + 1]);
             free(w);
         }
-        st_close(f);
+        st_set_close(set);
     }
     free(a);
     free(b);
@@ -171,7 +200,7 @@ static void test_weight_errors(void) {
     float w[16 * 16] = {0};
     /* tied model with an lm_head.weight in the file: ignored, as transformers does */
     Model *m = model_create(&cfg, ops_cpu(), err, sizeof err);
-    CHECK(m && hf_save_weights(d, m, err, sizeof err) == 0);
+    CHECK(m && hf_save_weights(d, m, 0, err, sizeof err) == 0);
     StWriteTensor extra[2] = {{"lm_head.weight", ST_F32, 2, {37, 16}, NULL},
                               {"model.layers.0.self_attn.rotary_emb.inv_freq", ST_F32, 1, {2}, w}};
     float *head = calloc(37 * 16, sizeof *head);
@@ -279,16 +308,51 @@ static void test_config_export(void) {
     }
 }
 
+/* Random byte edits of an exported config.json: an error with a message or
+ * a config that passes model_config_check, never a crash (run under ASan). */
+static void test_config_fuzz(void) {
+    ModelConfig cfg = tiny(ARCH_LLAMA, 0, 1);
+    char *js = hf_config_json(&cfg), err[512];
+    size_t n = strlen(js);
+    char *buf = malloc(n + 1);
+    const char alphabet[] = "{}[]\":,.0123456789-etruflsn \\";
+    Rng r;
+    rng_seed(&r, 5);
+    int refused = 0;
+    for (int it = 0; it < 2000; it++) {
+        memcpy(buf, js, n + 1);
+        for (int e = 0; e < 1 + (int)(rng_u64(&r) % 3); e++)
+            buf[rng_u64(&r) % n] = alphabet[rng_u64(&r) % (sizeof alphabet - 1)];
+        ModelConfig c;
+        err[0] = 0;
+        if (parse(buf, &c, err, sizeof err)) {
+            refused++;
+            if (!err[0]) CHECK(!"refusal without a message");
+        } else {
+            CHECK(model_config_check(&c, err, sizeof err) == 0);
+        }
+    }
+    CHECK(refused > 100);
+    free(buf);
+    free(js);
+}
+
 int main(void) {
+    test_config_fuzz();
     snprintf(dir, sizeof dir, "/tmp/dapt-test-hf-XXXXXX");
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
     test_config_import();
     test_config_refusals();
     test_config_export();
-    round_trip(tiny(ARCH_LLAMA, 0, 0), "llama_untied");
-    round_trip(tiny(ARCH_LLAMA, 1, 0), "llama_tied");
-    round_trip(tiny(ARCH_LLAMA, 1, 1), "qwen2");
-    round_trip(tiny(ARCH_GPT2, 1, 0), "gpt2");
+    round_trip(tiny(ARCH_LLAMA, 0, 0), "llama_untied", 0);
+    round_trip(tiny(ARCH_LLAMA, 1, 0), "llama_tied", 0);
+    round_trip(tiny(ARCH_LLAMA, 1, 1), "qwen2", 0);
+    round_trip(tiny(ARCH_GPT2, 1, 0), "gpt2", 0);
+    round_trip(tiny(ARCH_LLAMA, 0, 1), "sharded", 3000);
+    round_trip(tiny(ARCH_GPT2, 1, 0), "gpt2", 2000); /* over a single file: index replaces it */
+    CHECK(count_shards("gpt2") > 2);
+    round_trip(tiny(ARCH_GPT2, 1, 0), "gpt2", 0);    /* and back, old shards removed */
+    CHECK(count_shards("gpt2") == 0);
     test_weight_errors();
     test_gpt2_bare_names();
     test_tokenizer_detection();

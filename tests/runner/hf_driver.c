@@ -6,7 +6,8 @@
  *       forward pass on one sequence of token ids, write its logits
  *       (T x V fp32, little-endian) to OUT.f32
  *   hf_driver ckpt KIND OUT_DIR OUT.f32 ID...
- *       build a tiny model (KIND: llama, llama-tied, qwen2, gpt2) with
+ *       build a tiny model (KIND: llama, llama-tied, qwen2, gpt2;
+ *       llama-sharded: llama with its weights in 16 KiB shards) with
  *       random weights of O(1) logits, save it with ckpt_save under
  *       OUT_DIR, print the checkpoint path, and write its logits
  *       (KIND mixtral: llama with 4 experts, top-2, in every layer)
@@ -78,18 +79,20 @@ static int cmd_ckpt(const char *kind, const char *out_dir, const char *out, int 
     c.max_seq_len = 32;
     c.rope_theta = 5000.0f;
     c.norm_eps = 1e-5f;
-    c.tie_embeddings = strcmp(kind, "llama") != 0;
+    int sharded = !strcmp(kind, "llama-sharded");
+    c.tie_embeddings = strcmp(kind, "llama") != 0 && !sharded;
     c.qkv_bias = !strcmp(kind, "qwen2");
     if (!strcmp(kind, "mixtral")) c.n_experts = 4, c.top_k = 2, c.tie_embeddings = 0;
     if (strcmp(kind, "llama") && strcmp(kind, "llama-tied") && strcmp(kind, "qwen2") &&
-        strcmp(kind, "gpt2") && strcmp(kind, "mixtral"))
+        strcmp(kind, "gpt2") && !sharded &&
+        strcmp(kind, "mixtral"))
         return fprintf(stderr, "hf_driver: unknown kind '%s'\n", kind), 1;
     char err[512], path[4200];
     Model *m = model_create(&c, ops_cpu(), err, sizeof err);
     if (!m) return fprintf(stderr, "hf_driver: %s\n", err), 1;
     randomize(m, 1234);
     CkptState st = {.step = 7, .tokens = 7 * 1024, .lr = 1e-4, .data_fingerprint = "test",
-                    .config_text = ""};
+                    .config_text = "", .max_shard_bytes = sharded ? 16384 : 0};
     int rc = ckpt_save(out_dir, m, &st, 1, path, sizeof path, err, sizeof err);
     if (rc) fprintf(stderr, "hf_driver: %s\n", err);
     else {

@@ -1,0 +1,206 @@
+/* ops_cuda.cu: start-up of the CUDA backend and its two op tables, the
+ * error reporting shared by all its files, the scratch buffer, and the
+ * memory ops (alloc, zero, upload/download with fp32 <-> act conversion).
+ *
+ * Tables: "cuda" (act type bf16: parameters, activations and gradients in
+ * bf16, fp32 master weights and Adam moments, fp32 accumulation everywhere)
+ * and "cuda-fp32" (act type fp32, no TF32: the mode the parity tests compare
+ * against the CPU backend). Both run the same kernels, templated on the
+ * element type. The device is the calling thread's current CUDA device when
+ * the backend is first asked for (a multi-GPU launcher calls cudaSetDevice
+ * before ops_cuda()).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+CudaState g_cuda;
+
+/* ---- errors ---- */
+
+void cuda_fatal(const char *file, int line, const char *call, const char *reason) {
+    fprintf(stderr, "dapt: CUDA error at %s:%d: %s%s%s\n", file, line, call, *call ? ": " : "",
+            reason);
+    fflush(stderr);
+    abort();
+}
+
+void cuda_check_(cudaError_t e, const char *file, int line, const char *call) {
+    if (e != cudaSuccess) cuda_fatal(file, line, call, cudaGetErrorString(e));
+}
+
+void cublas_check_(cublasStatus_t s, const char *file, int line, const char *call) {
+    if (s != CUBLAS_STATUS_SUCCESS) cuda_fatal(file, line, call, cublasLtGetStatusString(s));
+}
+
+void cuda_after_launch_(const char *file, int line) {
+    cuda_check_(cudaGetLastError(), file, line, "kernel launch");
+    if (g_cuda.debug_sync)
+        cuda_check_(cudaStreamSynchronize(g_cuda.stream), file, line, "kernel (DAPT_CUDA_SYNC)");
+}
+
+void *cuda_scratch(size_t n_bytes) {
+    if (n_bytes <= g_cuda.scratch_bytes) return g_cuda.scratch;
+    size_t want = n_bytes + n_bytes / 4;
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+    if (g_cuda.scratch) CUDA_CHECK(cudaFree(g_cuda.scratch));
+    g_cuda.scratch = NULL;
+    g_cuda.scratch_bytes = 0;
+    CUDA_CHECK(cudaMalloc(&g_cuda.scratch, want));
+    g_cuda.scratch_bytes = want;
+    return g_cuda.scratch;
+}
+
+/* ---- memory ---- */
+
+static void *cu_alloc(size_t n_bytes) {
+    void *p = NULL;
+    size_t size = n_bytes ? cuda_pad(n_bytes) : 256;
+    if (cudaMalloc(&p, size) != cudaSuccess) {
+        (void)cudaGetLastError(); /* out of memory is reported as NULL, not sticky */
+        return NULL;
+    }
+    CUDA_CHECK(cudaMemsetAsync(p, 0, size, g_cuda.stream));
+    return p;
+}
+
+static void cu_free(void *p) {
+    if (p) CUDA_CHECK(cudaFree(p));
+}
+
+static void cu_zero(void *p, size_t n_bytes) {
+    CUDA_CHECK(cudaMemsetAsync(p, 0, n_bytes, g_cuda.stream));
+}
+
+static void cu_sync(void) { CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream)); }
+
+static void cu_upload_bytes(void *dst, const void *src, size_t n_bytes) {
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyHostToDevice, g_cuda.stream));
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+}
+
+static void cu_download_bytes(void *dst, const void *src, size_t n_bytes) {
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToHost, g_cuda.stream));
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+}
+
+/* Elementwise type conversion, 8 elements per thread (grid-stride). */
+template <typename TO, typename TI>
+__global__ void convert_kernel(TO *out, const TI *in, size_t n, int vec) {
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t c = blockIdx.x * (size_t)blockDim.x + threadIdx.x; c * 8 < n; c += stride) {
+        size_t i0 = c * 8;
+        int cnt = n - i0 < 8 ? (int)(n - i0) : 8;
+        float f[8];
+        ld8v(f, in + i0, vec && cnt == 8, cnt);
+        st8v(out + i0, f, vec && cnt == 8, cnt);
+    }
+}
+
+/* fp32 host <-> bf16 device goes through an fp32 staging region of the
+ * scratch buffer, converted on the device, 16M elements at a time. */
+#define STAGE_ELEMS ((size_t)1 << 24)
+
+static void cu_upload_f32(void *dst, const float *src, size_t n) { cu_upload_bytes(dst, src, n * 4); }
+static void cu_download_f32(float *dst, const void *src, size_t n) {
+    cu_download_bytes(dst, src, n * 4);
+}
+
+static void cu_upload_bf16(void *dst_, const float *src, size_t n) {
+    bf16 *dst = (bf16 *)dst_;
+    float *stage = (float *)cuda_scratch(STAGE_ELEMS * 4);
+    for (size_t i = 0; i < n; i += STAGE_ELEMS) {
+        size_t m = n - i < STAGE_ELEMS ? n - i : STAGE_ELEMS;
+        CUDA_CHECK(cudaMemcpyAsync(stage, src + i, m * 4, cudaMemcpyHostToDevice, g_cuda.stream));
+        int vec = cuda_aligned16(dst + i);
+        convert_kernel<bf16, float><<<cuda_grid((m + 7) / 8, 256), 256, 0, g_cuda.stream>>>(
+            dst + i, stage, m, vec);
+        LAUNCH_CHECK();
+    }
+    CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+}
+
+static void cu_download_bf16(float *dst, const void *src_, size_t n) {
+    const bf16 *src = (const bf16 *)src_;
+    float *stage = (float *)cuda_scratch(STAGE_ELEMS * 4);
+    for (size_t i = 0; i < n; i += STAGE_ELEMS) {
+        size_t m = n - i < STAGE_ELEMS ? n - i : STAGE_ELEMS;
+        int vec = cuda_aligned16(src + i);
+        convert_kernel<float, bf16><<<cuda_grid((m + 7) / 8, 256), 256, 0, g_cuda.stream>>>(
+            stage, src + i, m, vec);
+        LAUNCH_CHECK();
+        CUDA_CHECK(cudaMemcpyAsync(dst + i, stage, m * 4, cudaMemcpyDeviceToHost, g_cuda.stream));
+        CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+    }
+}
+
+/* ---- start-up ---- */
+
+static Ops g_ops_bf16, g_ops_f32;
+
+static void fill_table(Ops *o, int use_bf16) {
+    memset(o, 0, sizeof *o);
+    o->name = use_bf16 ? "cuda" : "cuda-fp32";
+    o->act_bytes = use_bf16 ? 2 : 4;
+    o->alloc = cu_alloc;
+    o->free = cu_free;
+    o->zero = cu_zero;
+    o->sync = cu_sync;
+    o->upload = use_bf16 ? cu_upload_bf16 : cu_upload_f32;
+    o->download = use_bf16 ? cu_download_bf16 : cu_download_f32;
+    o->upload_bytes = cu_upload_bytes;
+    o->download_bytes = cu_download_bytes;
+    cuda_fill_gemm(o, use_bf16);
+    cuda_fill_norms(o, use_bf16);
+    cuda_fill_elementwise(o, use_bf16);
+    cuda_fill_attention(o, use_bf16);
+    cuda_fill_lmhead(o, use_bf16);
+    cuda_fill_adamw(o, use_bf16);
+}
+
+/* 0 on success; on failure fills err and leaves the backend unusable */
+static int cuda_start(char *err, size_t err_len) {
+    if (g_cuda.ready) return 0;
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        snprintf(err, err_len, "no GPU: cudaGetDeviceCount: %s",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        (void)cudaGetLastError();
+        return -1;
+    }
+    if ((e = cudaGetDevice(&g_cuda.device)) != cudaSuccess ||
+        (e = cudaDeviceGetAttribute(&g_cuda.sm_count, cudaDevAttrMultiProcessorCount,
+                                    g_cuda.device)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&g_cuda.stream, cudaStreamNonBlocking)) != cudaSuccess) {
+        snprintf(err, err_len, "CUDA start-up failed: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    cublasStatus_t s = cublasLtCreate(&g_cuda.lt);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        snprintf(err, err_len, "cublasLtCreate failed: %s", cublasLtGetStatusString(s));
+        return -1;
+    }
+    g_cuda.lt_ws_bytes = (size_t)32 << 20;
+    if ((e = cudaMalloc(&g_cuda.lt_ws, g_cuda.lt_ws_bytes)) != cudaSuccess) {
+        snprintf(err, err_len, "cudaMalloc of the cuBLASLt workspace failed: %s",
+                 cudaGetErrorString(e));
+        return -1;
+    }
+    const char *sync = getenv("DAPT_CUDA_SYNC");
+    g_cuda.debug_sync = sync && !strcmp(sync, "1");
+    fill_table(&g_ops_bf16, 1);
+    fill_table(&g_ops_f32, 0);
+    g_cuda.ready = 1;
+    return 0;
+}
+
+const Ops *ops_cuda(char *err, size_t err_len) {
+    return cuda_start(err, err_len) ? NULL : &g_ops_bf16;
+}
+
+const Ops *ops_cuda_fp32(char *err, size_t err_len) {
+    return cuda_start(err, err_len) ? NULL : &g_ops_f32;
+}

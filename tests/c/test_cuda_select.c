@@ -1,0 +1,46 @@
+/* test_cuda_select.c: backend selection by name. "cuda" and "cuda-fp32"
+ * either both work (a CUDA build on a machine with a GPU: bf16 and fp32
+ * tables with complete op sets) or both fail with a message (no CUDA in the
+ * build, or no GPU); an unknown name always fails with a message. Runs in
+ * every build, with or without CUDA. */
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+
+static int fails;
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            fails++;                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* every function pointer of the table is set */
+static int complete(const Ops *o) {
+    const void *const *p = (const void *const *)&o->alloc;
+    const void *const *end = (const void *const *)(&o->adamw + 1);
+    for (; p < end; p++)
+        if (!*p) return 0;
+    return 1;
+}
+
+int main(void) {
+    char e1[256] = "", e2[256] = "", e3[256] = "";
+    const Ops *cpu = ops_get("cpu", e1, sizeof e1);
+    CHECK(cpu == ops_cpu() && !strcmp(cpu->name, "cpu") && cpu->act_bytes == 4);
+    const Ops *bf = ops_get("cuda", e1, sizeof e1);
+    const Ops *f32 = ops_get("cuda-fp32", e2, sizeof e2);
+    CHECK((bf == NULL) == (f32 == NULL));
+    if (bf && f32) {
+        CHECK(!strcmp(bf->name, "cuda") && bf->act_bytes == 2 && complete(bf));
+        CHECK(!strcmp(f32->name, "cuda-fp32") && f32->act_bytes == 4 && complete(f32));
+        printf("CUDA backend present\n");
+    } else {
+        CHECK(e1[0] != '\0' && e2[0] != '\0');
+        printf("CUDA backend absent: %s\n", e1);
+    }
+    CHECK(ops_get("tpu", e3, sizeof e3) == NULL && strstr(e3, "tpu") != NULL);
+    return fails ? 1 : 0;
+}

@@ -1,0 +1,144 @@
+/* bench_cuda.c: training throughput of the CUDA backend (bf16 table) on two
+ * model shapes: GPT-2 124M (B=8, T=1024) and a ~1.1B Llama (the TinyLlama
+ * shape: 22 layers, d_model 2048, 32 heads over 4 kv heads, d_ff 5632,
+ * B=4, T=1024). A timed step is zero_grad + forward_backward + AdamW, after
+ * warm-up steps; the clock stops after the backend's sync.
+ *
+ * tokens/s = B*T*steps / seconds. MFU = flops per token * tokens/s / peak,
+ * flops per token = 6 * (parameters used in matmuls: all but the position
+ * table, and the input embedding when the head is untied) + 12 * L * C * T
+ * for attention scores and values (the usual count: forward 1x, backward 2x;
+ * causal masking not discounted). --peak-tflops is the card's dense bf16
+ * peak (default 989.4, H100 SXM); tools/gpu-check picks it from the card.
+ *
+ * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama]
+ * Exit 0, 1 on failure, 77 without a GPU.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "trainer/model.h"
+
+#define SKIP 77
+
+typedef struct {
+    const char *name;
+    ModelConfig cfg;
+    int B, T, warmup, steps;
+} Shape;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int bench(const Shape *s, const Ops *ops, double peak_flops, FILE *json) {
+    char err[256];
+    Model *m = model_create(&s->cfg, ops, err, sizeof err);
+    if (!m) {
+        fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
+        return 1;
+    }
+    const ModelConfig *c = &s->cfg;
+    model_init_weights(m, 1);
+    int N = s->B * s->T;
+    int32_t *tok = malloc(N * sizeof(int32_t)), *tgt = malloc(N * sizeof(int32_t));
+    uint64_t r = 88172645463325252ull;
+    for (int i = 0; i < N; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        tok[i] = (int32_t)(r % c->vocab_size);
+    }
+    for (int i = 0; i < N; i++) tgt[i] = tok[(i + 1) % N];
+    AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    float loss = NAN, first = NAN;
+    double t0 = 0.0;
+    for (int step = 0; step < s->warmup + s->steps; step++) {
+        if (step == s->warmup) {
+            ops->sync();
+            t0 = now_s();
+        }
+        model_zero_grad(m);
+        if (model_forward_backward(m, tok, tgt, s->B, s->T, 1.0f / N, &loss, err, sizeof err)) {
+            fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
+            return 1;
+        }
+        if (step == 0) first = loss;
+        model_adamw_step(m, &opt, 1e-4f, step + 1);
+    }
+    ops->sync();
+    double sec = now_s() - t0;
+    double tok_s = (double)N * s->steps / sec;
+    double p_mm = (double)model_num_params(m);
+    if (c->arch == ARCH_GPT2) p_mm -= (double)c->max_seq_len * c->d_model;
+    if (!c->tie_embeddings) p_mm -= (double)c->vocab_size * c->d_model;
+    double flops_tok = 6.0 * p_mm + 12.0 * c->n_layer * c->d_model * s->T;
+    double mfu = flops_tok * tok_s / peak_flops;
+    printf("%-10s params %7.1fM  B=%d T=%d  %6.1f ms/step  %9.0f tokens/s  MFU %5.1f%%  "
+           "loss %.3f -> %.3f\n",
+           s->name, model_num_params(m) / 1e6, s->B, s->T, 1e3 * sec / s->steps, tok_s,
+           100.0 * mfu, first, loss);
+    if (json)
+        fprintf(json,
+                "{\"bench\":\"%s\",\"params\":%zu,\"B\":%d,\"T\":%d,\"ms_per_step\":%.3f,"
+                "\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"loss_first\":%.4f,"
+                "\"loss_last\":%.4f}\n",
+                s->name, model_num_params(m), s->B, s->T, 1e3 * sec / s->steps, tok_s, mfu,
+                peak_flops / 1e12, first, loss);
+    free(tok);
+    free(tgt);
+    model_free(m);
+    return isfinite(loss) ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+    const char *json_path = NULL, *only = NULL;
+    double peak_tflops = 989.4;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json") && i + 1 < argc)
+            json_path = argv[++i];
+        else if (!strcmp(argv[i], "--peak-tflops") && i + 1 < argc)
+            peak_tflops = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
+        else {
+            fprintf(stderr,
+                    "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama]\n");
+            return 2;
+        }
+    }
+    char err[256];
+    const Ops *ops = ops_get("cuda", err, sizeof err);
+    if (!ops) {
+        printf("%s: benchmark skipped\n", err);
+        return SKIP;
+    }
+    FILE *json = NULL;
+    if (json_path && !(json = fopen(json_path, "w"))) {
+        fprintf(stderr, "bench_cuda: cannot write %s\n", json_path);
+        return 1;
+    }
+    Shape shapes[2];
+    shapes[0].name = "gpt2-124M";
+    shapes[0].cfg = model_config_default(ARCH_GPT2);
+    shapes[0].cfg.n_layer = 12, shapes[0].cfg.n_head = shapes[0].cfg.n_kv_head = 12;
+    shapes[0].cfg.d_model = 768, shapes[0].cfg.d_ff = 3072, shapes[0].cfg.vocab_size = 50257;
+    shapes[0].cfg.max_seq_len = 1024;
+    shapes[0].B = 8, shapes[0].T = 1024, shapes[0].warmup = 2, shapes[0].steps = 10;
+    shapes[1].name = "llama-1.1B";
+    shapes[1].cfg = model_config_default(ARCH_LLAMA);
+    shapes[1].cfg.n_layer = 22, shapes[1].cfg.n_head = 32, shapes[1].cfg.n_kv_head = 4;
+    shapes[1].cfg.d_model = 2048, shapes[1].cfg.d_ff = 5632, shapes[1].cfg.vocab_size = 32000;
+    shapes[1].cfg.max_seq_len = 2048, shapes[1].cfg.tie_embeddings = 0;
+    shapes[1].B = 4, shapes[1].T = 1024, shapes[1].warmup = 2, shapes[1].steps = 5;
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        if (only && strncmp(shapes[i].name, only, strlen(only))) continue;
+        rc |= bench(&shapes[i], ops, peak_tflops * 1e12, json);
+    }
+    if (json) fclose(json);
+    return rc;
+}

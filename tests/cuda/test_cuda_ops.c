@@ -1,0 +1,598 @@
+/* test_cuda_ops.c: every op of the CUDA backend against the CPU backend
+ * (the reference), on fresh random inputs, in the fp32 table ("cuda-fp32")
+ * and the bf16 table ("cuda").
+ *
+ * For each op: inputs are drawn at random, rounded through the device act
+ * type (so both backends see the same values), uploaded to both backends;
+ * outputs the op overwrites are poisoned with NaN first (an element the op
+ * fails to write stays NaN, and NaN never passes); outputs the op
+ * accumulates into start from the same random values on both sides. The
+ * score is ||dev - ref|| / ||ref|| over each output, which must stay under
+ * 1e-5 in fp32 mode (cuBLASLt without TF32 vs OpenBLAS, fp32 everywhere:
+ * the differences are summation order, ~1e-6 at these sizes) and 1e-2 in
+ * bf16 mode (outputs rounded to bf16, relative step 2^-8 = 3.9e-3, plus TF32
+ * inside attention). Shapes come in three sets: sizes that are multiples of
+ * 8 (16-byte vector paths), odd sizes (scalar paths), and large sizes past
+ * every kernel's size thresholds. Deterministic ops
+ * (embedding backward, norm backward, sumsq) are also run twice and must
+ * agree bitwise.
+ *
+ * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
+ *                      [--device cpu] [--only GROUP]
+ * GROUP: memory, embed, norms, matmul, attention, activations, lmhead or
+ * optimizer
+ * (tools/gpu-check runs each group in its own process, so a fatal CUDA
+ * error in one group does not hide the results of the others).
+ * --device cpu compares the CPU backend with itself: a harness self-check
+ * that runs without a GPU. Exit 0: all passed; 1: a failure; 77: no GPU.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+
+#define SKIP 77
+
+typedef struct {
+    const Ops *ref, *dev;
+    const char *mode; /* "fp32", "bf16", or "cpu" (self-check) */
+    const char *shape;
+    double tol;
+    uint64_t rng;
+    int n_pass, n_fail;
+    FILE *json;
+} Ctx;
+
+/* a buffer on both backends: b[0] on ref, b[1] on dev */
+typedef struct {
+    void *b[2];
+    size_t n;
+    int f32; /* 1: fp32 (or int32) bytes; 0: act type */
+} Pair;
+
+#define S(p) ((p).b[s])
+#define SF(p) ((float *)(p).b[s])
+#define SI(p) ((const int32_t *)(p).b[s])
+#define SIDE(c, s) ((s) ? (c)->dev : (c)->ref)
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "test_cuda_ops: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static float urand(Ctx *c) {
+    c->rng ^= c->rng << 13, c->rng ^= c->rng >> 7, c->rng ^= c->rng << 17;
+    return (float)((c->rng >> 40) / 16777216.0);
+}
+static float *hrand(Ctx *c, size_t n, float lo, float hi) {
+    float *h = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = lo + (hi - lo) * urand(c);
+    return h;
+}
+
+static void *dev_alloc(const Ops *o, size_t n_bytes) {
+    void *p = o->alloc(n_bytes);
+    if (!p) {
+        fprintf(stderr, "test_cuda_ops: %s alloc of %zu bytes failed\n", o->name, n_bytes);
+        exit(1);
+    }
+    return p;
+}
+
+/* round host values to what the device act type can hold */
+static void quantize(Ctx *c, float *h, size_t n) {
+    if (c->dev->act_bytes == 4) return;
+    void *d = dev_alloc(c->dev, n * c->dev->act_bytes);
+    c->dev->upload(d, h, n);
+    c->dev->download(h, d, n);
+    c->dev->free(d);
+}
+
+static Pair pair_new(Ctx *c, const float *h, size_t n, int f32) {
+    Pair p = {{0, 0}, n, f32};
+    for (int s = 0; s < 2; s++) {
+        const Ops *o = SIDE(c, s);
+        p.b[s] = dev_alloc(o, n * (f32 ? 4 : o->act_bytes));
+        if (f32)
+            o->upload_bytes(p.b[s], h, n * 4);
+        else
+            o->upload(p.b[s], h, n);
+    }
+    return p;
+}
+/* act-type input drawn in [lo, hi), identical on both sides */
+static Pair pair_rand(Ctx *c, size_t n, float lo, float hi) {
+    float *h = hrand(c, n, lo, hi);
+    quantize(c, h, n);
+    Pair p = pair_new(c, h, n, 0);
+    free(h);
+    return p;
+}
+static Pair pair_rand_f32(Ctx *c, size_t n, float lo, float hi) {
+    float *h = hrand(c, n, lo, hi);
+    Pair p = pair_new(c, h, n, 1);
+    free(h);
+    return p;
+}
+/* an output the op must overwrite: NaN on both sides */
+static Pair pair_poison(Ctx *c, size_t n, int f32) {
+    float *h = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = NAN;
+    Pair p = pair_new(c, h, n, f32);
+    free(h);
+    return p;
+}
+static Pair pair_i32(Ctx *c, const int32_t *h, size_t n) {
+    return pair_new(c, (const float *)(const void *)h, n, 1);
+}
+static void pair_free(Ctx *c, Pair *p) {
+    for (int s = 0; s < 2; s++) SIDE(c, s)->free(p->b[s]);
+}
+
+static float *fetch(const Ops *o, const void *d, size_t n, int f32) {
+    float *h = xmalloc(n * sizeof(float));
+    if (f32)
+        o->download_bytes(h, d, n * 4);
+    else
+        o->download(h, d, n);
+    return h;
+}
+
+static void record(Ctx *c, const char *op, const char *what, double err, int pass) {
+    if (pass)
+        c->n_pass++;
+    else
+        c->n_fail++;
+    printf("%-14s %-8s %-5s %-10s rel_err %-10.3g tol %-8.1g %s\n", op, what, c->mode, c->shape, err,
+           c->tol, pass ? "ok" : "FAIL");
+    if (c->json)
+        fprintf(c->json,
+                "{\"op\":\"%s\",\"output\":\"%s\",\"mode\":\"%s\",\"shape\":\"%s\","
+                "\"rel_err\":%.6g,\"tol\":%g,\"pass\":%s}\n",
+                op, what, c->mode, c->shape, isfinite(err) ? err : -1.0, c->tol,
+                pass ? "true" : "false");
+}
+
+/* ||a - b|| / ||b|| (||a - b|| alone when b == 0); any non-finite a fails */
+static double rel_err(const float *a, const float *b, size_t n, int *finite) {
+    double d = 0.0, r = 0.0;
+    *finite = 1;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]) || !isfinite(b[i])) *finite = 0;
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+static void check_host(Ctx *c, const char *op, const char *what, const float *dev, const float *ref,
+                       size_t n) {
+    int finite;
+    double e = rel_err(dev, ref, n, &finite);
+    record(c, op, what, finite ? e : NAN, finite && e <= c->tol);
+}
+
+static void check(Ctx *c, const char *op, const char *what, const Pair *p) {
+    c->dev->sync();
+    float *r = fetch(c->ref, p->b[0], p->n, p->f32), *d = fetch(c->dev, p->b[1], p->n, p->f32);
+    check_host(c, op, what, d, r, p->n);
+    free(r);
+    free(d);
+}
+
+/* the dev buffer equals a saved host copy bit for bit */
+static void check_same(Ctx *c, const char *op, const char *what, const Pair *p, const float *saved) {
+    float *d = fetch(c->dev, p->b[1], p->n, p->f32);
+    int same = memcmp(d, saved, p->n * sizeof(float)) == 0;
+    record(c, op, what, same ? 0.0 : 1.0, same);
+    free(d);
+}
+
+/* ---- the ops ---- */
+
+static void test_embed(Ctx *c, int B, int T, int C, int V) {
+    int N = B * T;
+    int32_t *tok = xmalloc(N * sizeof(int32_t));
+    for (int n = 0; n < N; n++) tok[n] = (int32_t)(urand(c) * V) % V; /* repeats likely */
+    Pair t = pair_i32(c, tok, N), wte = pair_rand(c, (size_t)V * C, -1, 1);
+    Pair wpe = pair_rand(c, (size_t)T * C, -1, 1);
+    for (int with_pos = 0; with_pos < 2; with_pos++) {
+        Pair out = pair_poison(c, (size_t)N * C, 0);
+        for (int s = 0; s < 2; s++)
+            SIDE(c, s)->embed_fwd(S(out), SI(t), S(wte), with_pos ? S(wpe) : NULL, B, T, C);
+        check(c, with_pos ? "embed_fwd+pos" : "embed_fwd", "out", &out);
+        pair_free(c, &out);
+    }
+    Pair dout = pair_rand(c, (size_t)N * C, -1, 1);
+    Pair dwte = pair_rand(c, (size_t)V * C, -1, 1), dwpe = pair_rand(c, (size_t)T * C, -1, 1);
+    float *w0 = fetch(c->dev, dwte.b[1], dwte.n, 0), *p0 = fetch(c->dev, dwpe.b[1], dwpe.n, 0);
+    for (int s = 0; s < 2; s++) SIDE(c, s)->embed_bwd(S(dwte), S(dwpe), S(dout), SI(t), B, T, C);
+    check(c, "embed_bwd", "dwte", &dwte);
+    check(c, "embed_bwd", "dwpe", &dwpe);
+    /* again from the same start on the device only: bitwise the same */
+    float *w1 = fetch(c->dev, dwte.b[1], dwte.n, 0), *p1 = fetch(c->dev, dwpe.b[1], dwpe.n, 0);
+    c->dev->upload(dwte.b[1], w0, dwte.n);
+    c->dev->upload(dwpe.b[1], p0, dwpe.n);
+    c->dev->embed_bwd(dwte.b[1], dwpe.b[1], dout.b[1], t.b[1], B, T, C);
+    c->dev->sync();
+    check_same(c, "embed_bwd", "determ", &dwte, w1);
+    check_same(c, "embed_bwd", "determ", &dwpe, p1);
+    free(w0), free(p0), free(w1), free(p1), free(tok);
+    pair_free(c, &t), pair_free(c, &wte), pair_free(c, &wpe), pair_free(c, &dout);
+    pair_free(c, &dwte), pair_free(c, &dwpe);
+}
+
+static void test_norms(Ctx *c, int N, int C) {
+    Pair inp = pair_rand(c, (size_t)N * C, -2, 2), w = pair_rand(c, C, 0.5f, 1.5f);
+    Pair b = pair_rand(c, C, -0.5f, 0.5f), dout = pair_rand(c, (size_t)N * C, -1, 1);
+    for (int rms = 0; rms < 2; rms++) {
+        const char *fwd = rms ? "rmsnorm_fwd" : "layernorm_fwd";
+        const char *bwd = rms ? "rmsnorm_bwd" : "layernorm_bwd";
+        Pair out = pair_poison(c, (size_t)N * C, 0);
+        Pair mean = pair_poison(c, N, 1), rstd = pair_poison(c, N, 1);
+        for (int s = 0; s < 2; s++) {
+            if (rms)
+                SIDE(c, s)->rmsnorm_fwd(S(out), SF(rstd), S(inp), S(w), N, C, 1e-5f);
+            else
+                SIDE(c, s)->layernorm_fwd(S(out), SF(mean), SF(rstd), S(inp), S(w), S(b), N, C,
+                                          1e-5f);
+        }
+        check(c, fwd, "out", &out);
+        if (!rms) check(c, fwd, "mean", &mean);
+        check(c, fwd, "rstd", &rstd);
+        /* backward from the reference statistics, copied to the device */
+        float *hm = fetch(c->ref, mean.b[0], N, 1), *hr = fetch(c->ref, rstd.b[0], N, 1);
+        c->dev->upload_bytes(mean.b[1], hm, (size_t)N * 4);
+        c->dev->upload_bytes(rstd.b[1], hr, (size_t)N * 4);
+        Pair dinp = pair_rand(c, (size_t)N * C, -1, 1), dw = pair_rand(c, C, -1, 1);
+        Pair db = pair_rand(c, C, -1, 1);
+        float *dw0 = fetch(c->dev, dw.b[1], C, 0);
+        for (int s = 0; s < 2; s++) {
+            if (rms)
+                SIDE(c, s)->rmsnorm_bwd(S(dinp), S(dw), S(dout), S(inp), S(w), SF(rstd), N, C);
+            else
+                SIDE(c, s)->layernorm_bwd(S(dinp), S(dw), S(db), S(dout), S(inp), S(w), SF(mean),
+                                          SF(rstd), N, C);
+        }
+        check(c, bwd, "dinp", &dinp);
+        check(c, bwd, "dw", &dw);
+        if (!rms) check(c, bwd, "db", &db);
+        float *dw1 = fetch(c->dev, dw.b[1], C, 0);
+        c->dev->upload(dw.b[1], dw0, C);
+        if (rms)
+            c->dev->rmsnorm_bwd(dinp.b[1], dw.b[1], dout.b[1], inp.b[1], w.b[1], rstd.b[1], N, C);
+        else
+            c->dev->layernorm_bwd(dinp.b[1], dw.b[1], db.b[1], dout.b[1], inp.b[1], w.b[1],
+                                  mean.b[1], rstd.b[1], N, C);
+        c->dev->sync();
+        check_same(c, bwd, "determ", &dw, dw1);
+        free(hm), free(hr), free(dw0), free(dw1);
+        pair_free(c, &out), pair_free(c, &mean), pair_free(c, &rstd);
+        pair_free(c, &dinp), pair_free(c, &dw), pair_free(c, &db);
+    }
+    pair_free(c, &inp), pair_free(c, &w), pair_free(c, &b), pair_free(c, &dout);
+}
+
+/* variant 0: no bias; 1: bias; 2: bias, with inp, w and bias views one
+ * element off their allocation (unaligned, as views into a parameter buffer
+ * can be) */
+static void test_matmul(Ctx *c, int N, int IC, int OC) {
+    Pair inp = pair_rand(c, (size_t)N * IC + 1, -1, 1);
+    Pair w = pair_rand(c, (size_t)OC * IC + 1, -0.3f, 0.3f);
+    Pair bias = pair_rand(c, OC + 1, -1, 1), dout = pair_rand(c, (size_t)N * OC, -1, 1);
+    static const char *fwd[3] = {"matmul_fwd", "matmul_fwd+b", "matmul_fwd+b@1"};
+    static const char *bwd[3] = {"matmul_bwd", "matmul_bwd+b", "matmul_bwd+b@1"};
+    for (int v = 0; v < 3; v++) {
+#define VIEW(p) ((char *)S(p) + (v == 2 ? SIDE(c, s)->act_bytes : 0))
+        Pair out = pair_poison(c, (size_t)N * OC, 0);
+        for (int s = 0; s < 2; s++)
+            SIDE(c, s)->matmul_fwd(S(out), VIEW(inp), VIEW(w), v ? VIEW(bias) : NULL, N, IC, OC);
+        check(c, fwd[v], "out", &out);
+        pair_free(c, &out);
+        Pair dinp = pair_poison(c, (size_t)N * IC, 0), dw = pair_rand(c, (size_t)OC * IC, -1, 1);
+        Pair db = pair_rand(c, OC, -1, 1);
+        for (int s = 0; s < 2; s++)
+            SIDE(c, s)->matmul_bwd(v ? S(dinp) : NULL, S(dw), v ? S(db) : NULL, S(dout), VIEW(inp),
+                                   VIEW(w), N, IC, OC);
+#undef VIEW
+        if (v) check(c, bwd[v], "dinp", &dinp);
+        check(c, bwd[v], "dw", &dw);
+        if (v) check(c, bwd[v], "dbias", &db);
+        pair_free(c, &dinp), pair_free(c, &dw), pair_free(c, &db);
+    }
+    pair_free(c, &inp), pair_free(c, &w), pair_free(c, &bias), pair_free(c, &dout);
+}
+
+static void test_attention(Ctx *c, int B, int T, int NH, int NKV, int HD) {
+    size_t N = (size_t)B * T, width = (size_t)(NH + 2 * NKV) * HD, A = (size_t)B * NH * T * T;
+    Pair qkv = pair_rand(c, N * width, -1, 1);
+    for (int bwd = 0; bwd < 2; bwd++) {
+        Pair x = pair_rand(c, N * width, -1, 1);
+        float *h = fetch(c->ref, x.b[0], x.n, 0);
+        for (int s = 0; s < 2; s++) {
+            if (bwd)
+                SIDE(c, s)->rope_bwd(S(x), B, T, NH, NKV, HD, 10000.0f);
+            else
+                SIDE(c, s)->rope_fwd(S(x), B, T, NH, NKV, HD, 10000.0f);
+        }
+        check(c, bwd ? "rope_bwd" : "rope_fwd", "qkv", &x);
+        /* the v part must be left alone: compare the device with the input */
+        float *d = fetch(c->dev, x.b[1], x.n, 0);
+        int same = 1;
+        for (size_t n = 0; n < N; n++)
+            for (size_t i = (size_t)(NH + NKV) * HD; i < width; i++)
+                same &= d[n * width + i] == h[n * width + i];
+        record(c, bwd ? "rope_bwd" : "rope_fwd", "v_kept", same ? 0.0 : 1.0, same);
+        free(h), free(d);
+        pair_free(c, &x);
+    }
+    Pair out = pair_poison(c, N * NH * HD, 0), att = pair_poison(c, A, 1);
+    for (int s = 0; s < 2; s++)
+        SIDE(c, s)->attention_fwd(S(out), SF(att), S(qkv), B, T, NH, NKV, HD);
+    check(c, "attention_fwd", "out", &out);
+    /* att: the lower triangle only (the upper one is never read) */
+    c->dev->sync();
+    float *ar = fetch(c->ref, att.b[0], A, 1), *ad = fetch(c->dev, att.b[1], A, 1);
+    float *lr = xmalloc(A * sizeof(float)), *ld = xmalloc(A * sizeof(float));
+    size_t k = 0;
+    for (size_t r = 0; r < A / T; r++)
+        for (int j = 0; j <= (int)(r % T); j++) lr[k] = ar[r * T + j], ld[k] = ad[r * T + j], k++;
+    check_host(c, "attention_fwd", "att", ld, lr, k);
+    /* backward from the reference att, whose upper triangle is still NaN */
+    c->dev->upload_bytes(att.b[1], ar, A * 4);
+    Pair dout = pair_rand(c, N * NH * HD, -1, 1), dqkv = pair_poison(c, N * width, 0);
+    Pair datt = pair_poison(c, A, 1);
+    for (int s = 0; s < 2; s++)
+        SIDE(c, s)->attention_bwd(S(dqkv), SF(datt), S(dout), S(qkv), SF(att), B, T, NH, NKV, HD);
+    check(c, "attention_bwd", "dqkv", &dqkv);
+    free(ar), free(ad), free(lr), free(ld);
+    pair_free(c, &qkv), pair_free(c, &out), pair_free(c, &att), pair_free(c, &dout);
+    pair_free(c, &dqkv), pair_free(c, &datt);
+}
+
+static void test_activations(Ctx *c, int N, int F) {
+    size_t n = (size_t)N * F;
+    Pair x = pair_rand(c, n, -4, 4), d = pair_rand(c, n, -1, 1), y = pair_rand(c, n, -1, 1);
+    Pair out = pair_poison(c, n, 0), dinp = pair_poison(c, n, 0);
+    for (int s = 0; s < 2; s++) {
+        SIDE(c, s)->gelu_fwd(S(out), S(x), n);
+        SIDE(c, s)->gelu_bwd(S(dinp), S(x), S(d), n);
+    }
+    check(c, "gelu_fwd", "out", &out);
+    check(c, "gelu_bwd", "dinp", &dinp);
+    Pair r = pair_poison(c, n, 0);
+    for (int s = 0; s < 2; s++) {
+        SIDE(c, s)->residual_fwd(S(r), S(x), S(y), n);
+        SIDE(c, s)->residual_fwd(S(y), S(y), S(x), n); /* out aliases a */
+    }
+    check(c, "residual_fwd", "out", &r);
+    check(c, "residual_fwd", "aliased", &y);
+    Pair gu = pair_rand(c, 2 * n, -4, 4), sw = pair_poison(c, n, 0), dgu = pair_poison(c, 2 * n, 0);
+    for (int s = 0; s < 2; s++) {
+        SIDE(c, s)->swiglu_fwd(S(sw), S(gu), N, F);
+        SIDE(c, s)->swiglu_bwd(S(dgu), S(d), S(gu), N, F);
+    }
+    check(c, "swiglu_fwd", "out", &sw);
+    check(c, "swiglu_bwd", "dgu", &dgu);
+    pair_free(c, &x), pair_free(c, &d), pair_free(c, &y), pair_free(c, &out);
+    pair_free(c, &dinp), pair_free(c, &r), pair_free(c, &gu), pair_free(c, &sw);
+    pair_free(c, &dgu);
+}
+
+static void test_lmhead(Ctx *c, int N, int C, int V) {
+    int32_t *tg = xmalloc(N * sizeof(int32_t));
+    for (int n = 0; n < N; n++) tg[n] = n % 5 == 3 ? -1 : (int32_t)(urand(c) * V) % V;
+    Pair t = pair_i32(c, tg, N), x = pair_rand(c, (size_t)N * C, -1, 1);
+    Pair w = pair_rand(c, (size_t)V * C, -0.5f, 0.5f);
+    for (int train = 0; train < 2; train++) {
+        Pair loss = pair_poison(c, N, 1), dx = pair_poison(c, (size_t)N * C, 0);
+        Pair dw = pair_rand(c, (size_t)V * C, -1, 1);
+        for (int s = 0; s < 2; s++) {
+            const Ops *o = SIDE(c, s);
+            void *scratch = dev_alloc(o, o->lmhead_scratch_bytes(N, V));
+            o->lmhead_ce(SF(loss), train ? S(dx) : NULL, S(dw), S(x), S(w), SI(t), N, C, V,
+                         1.0f / N, scratch);
+            o->sync();
+            o->free(scratch);
+        }
+        const char *name = train ? "lmhead_ce" : "lmhead_ce_eval";
+        check(c, name, "losses", &loss);
+        if (train) check(c, name, "dx", &dx);
+        check(c, name, "dw", &dw); /* unchanged in eval: still compared */
+        pair_free(c, &loss), pair_free(c, &dx), pair_free(c, &dw);
+    }
+    free(tg);
+    pair_free(c, &t), pair_free(c, &x), pair_free(c, &w);
+}
+
+static void test_optimizer(Ctx *c, size_t n) {
+    Pair g = pair_rand(c, n, -1, 1);
+    double r = c->ref->sumsq(g.b[0], n), d = c->dev->sumsq(g.b[1], n), d2 = c->dev->sumsq(g.b[1], n);
+    double e = fabs(d - r) / r;
+    record(c, "sumsq", "value", isfinite(d) ? e : NAN, isfinite(d) && e <= c->tol);
+    record(c, "sumsq", "determ", d == d2 ? 0.0 : 1.0, d == d2);
+    /* AdamW: the reference keeps fp32 params; the device keeps an fp32
+     * master in bf16 mode, whose rounding is its param */
+    float *hp = hrand(c, n, -1, 1);
+    quantize(c, hp, n);
+    Pair p = pair_new(c, hp, n, 0), m = pair_rand_f32(c, n, -0.01f, 0.01f);
+    Pair v = pair_rand_f32(c, n, 0.0f, 1e-4f);
+    Pair master = pair_new(c, hp, n, 1);
+    int use_master = c->dev->act_bytes != 4;
+    for (int t = 1; t <= 3; t++)
+        for (int s = 0; s < 2; s++)
+            SIDE(c, s)->adamw(S(p), s && use_master ? SF(master) : NULL, S(g), SF(m), SF(v), n,
+                              1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.5f);
+    check(c, "adamw", "param", &p);
+    check(c, "adamw", "m", &m);
+    check(c, "adamw", "v", &v);
+    if (use_master) {
+        c->dev->sync();
+        float *pr = fetch(c->ref, p.b[0], n, 0), *md = fetch(c->dev, master.b[1], n, 1);
+        check_host(c, "adamw", "master", md, pr, n);
+        free(pr), free(md);
+    }
+    free(hp);
+    pair_free(c, &g), pair_free(c, &p), pair_free(c, &m), pair_free(c, &v), pair_free(c, &master);
+}
+
+/* Memory ops: upload/download round trips of more than one 16M-element
+ * staging chunk (fp32 bitwise; bf16 within half a bf16 step: 2^-8 relative,
+ * and idempotent), raw byte copies, zero. */
+static void test_memory(Ctx *c, size_t n) {
+    const Ops *d = c->dev;
+    float *h = hrand(c, n, -3, 3), *back = xmalloc(n * sizeof(float));
+    float *again = xmalloc(n * sizeof(float));
+    void *buf = dev_alloc(d, n * d->act_bytes);
+    d->upload(buf, h, n);
+    d->download(back, buf, n);
+    double worst = 0.0;
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)back[i] - h[i]) / fabs(h[i]);
+        finite &= isfinite(back[i]);
+        if (h[i] != 0.0f && !(e <= worst)) worst = e;
+    }
+    double mode_tol = c->tol;
+    c->tol = d->act_bytes == 4 ? 0.0 : 1.0 / 256; /* unit roundoff of bf16 (8-bit precision) */
+    record(c, "upload", "max_rel", finite ? worst : NAN, finite && worst <= c->tol);
+    c->tol = mode_tol;
+    d->upload(buf, back, n);
+    d->download(again, buf, n);
+    int same = !memcmp(back, again, n * sizeof(float));
+    record(c, "upload", "idempot", same ? 0.0 : 1.0, same);
+    d->zero(buf, n * d->act_bytes);
+    d->download(again, buf, n);
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n; i++) nonzero += again[i] != 0.0f;
+    record(c, "zero", "nonzero", (double)nonzero, nonzero == 0);
+    d->upload_bytes(buf, h, 1000 * sizeof(float));
+    memset(again, 0, 1000 * sizeof(float));
+    d->download_bytes(again, buf, 1000 * sizeof(float));
+    same = !memcmp(h, again, 1000 * sizeof(float));
+    record(c, "upload_bytes", "bitwise", same ? 0.0 : 1.0, same);
+    d->free(buf);
+    free(h), free(back), free(again);
+}
+
+static const char *g_only; /* --only GROUP, or NULL for all */
+static const char *const GROUPS[] = {"memory",    "embed",       "norms",  "matmul",
+                                     "attention", "activations", "lmhead", "optimizer",
+                                     NULL};
+static int want(const char *group) { return !g_only || !strcmp(g_only, group); }
+
+static void run_all(Ctx *c) {
+    c->shape = "aligned";
+    if (want("embed")) test_embed(c, 2, 16, 64, 37);
+    if (want("norms")) test_norms(c, 24, 256);
+    if (want("matmul")) test_matmul(c, 48, 64, 96);
+    if (want("attention")) test_attention(c, 2, 16, 4, 2, 16);
+    if (want("activations")) test_activations(c, 12, 64);
+    if (want("lmhead")) test_lmhead(c, 40, 64, 1000);
+    if (want("optimizer")) test_optimizer(c, 4096);
+    c->shape = "odd";
+    if (want("embed")) test_embed(c, 3, 7, 45, 11);
+    if (want("norms")) test_norms(c, 13, 77);
+    if (want("matmul")) test_matmul(c, 13, 35, 19);
+    if (want("attention")) {
+        test_attention(c, 1, 9, 3, 3, 6);
+        test_attention(c, 2, 33, 6, 2, 10);
+    }
+    if (want("activations")) test_activations(c, 5, 13);
+    if (want("lmhead")) test_lmhead(c, 7, 21, 333);
+    if (want("optimizer")) test_optimizer(c, 1001);
+    /* sizes past the kernels' thresholds: several chunks per thread in the
+     * norms (C > 8 * 512), several row chunks in the column sums, two LM-head
+     * chunks (N > 1024) with 1024-thread blocks (V >= 4096), the sumsq block
+     * cap, several staging chunks in upload/download */
+    c->shape = "large";
+    if (want("memory")) test_memory(c, ((size_t)1 << 24) + 13);
+    if (want("embed")) test_embed(c, 4, 128, 96, 3000);
+    if (want("norms")) test_norms(c, 300, 4104);
+    if (want("attention")) test_attention(c, 2, 128, 8, 2, 32);
+    if (want("lmhead")) test_lmhead(c, 1100, 64, 5000);
+    if (want("optimizer")) test_optimizer(c, 3000001);
+}
+
+/* The comparison itself must be able to fail: NaN, a 1e-3 error at fp32
+ * tolerance, and an unwritten (poisoned) element are all caught. */
+static int harness_selfcheck(void) {
+    float a[4] = {1, 2, 3, 4}, b[4] = {1, 2, 3, 4};
+    int finite, ok = 1;
+    ok &= rel_err(a, b, 4, &finite) == 0.0 && finite;
+    a[2] = NAN;
+    rel_err(a, b, 4, &finite);
+    ok &= !finite;
+    a[2] = 3.003f;
+    ok &= rel_err(a, b, 4, &finite) > 1e-5;
+    if (!ok) fprintf(stderr, "test_cuda_ops: the comparison cannot fail: harness broken\n");
+    return ok;
+}
+
+int main(int argc, char **argv) {
+    const char *mode = "both", *json_path = NULL, *device = "cuda";
+    uint64_t seed = 1234;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--mode") && i + 1 < argc)
+            mode = argv[++i];
+        else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+            seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc)
+            json_path = argv[++i];
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc)
+            device = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            g_only = argv[++i];
+        else {
+            fprintf(stderr, "usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] "
+                            "[--json FILE] [--device cpu] [--only GROUP]\n");
+            return 2;
+        }
+    }
+    int known = !g_only;
+    for (int i = 0; GROUPS[i]; i++) known |= g_only && !strcmp(g_only, GROUPS[i]);
+    if (!known) {
+        fprintf(stderr, "test_cuda_ops: unknown group '%s' (memory, embed, norms, matmul, attention, "
+                        "activations, lmhead, optimizer)\n", g_only);
+        return 2;
+    }
+    if (!harness_selfcheck()) return 1;
+    printf("test_cuda_ops: seed %llu%s%s\n", (unsigned long long)seed, g_only ? ", group " : "",
+           g_only ? g_only : "");
+    Ctx c = {0};
+    c.ref = ops_cpu();
+    c.rng = seed * 2654435761u + 88172645463325252ull;
+    if (json_path && !(c.json = fopen(json_path, "w"))) {
+        fprintf(stderr, "test_cuda_ops: cannot write %s\n", json_path);
+        return 1;
+    }
+    if (!strcmp(device, "cpu")) {
+        c.dev = ops_cpu(), c.mode = "cpu", c.tol = 1e-5;
+        run_all(&c);
+    } else {
+        char err[256] = "";
+        const char *modes[2] = {"fp32", "bf16"};
+        for (int k = 0; k < 2; k++) {
+            if (strcmp(mode, "both") && strcmp(mode, modes[k])) continue;
+            c.dev = ops_get(k ? "cuda" : "cuda-fp32", err, sizeof err);
+            if (!c.dev) {
+                printf("%s: CUDA op tests skipped\n", err);
+                if (c.json) fclose(c.json);
+                return SKIP;
+            }
+            c.mode = modes[k];
+            c.tol = k ? 1e-2 : 1e-5;
+            run_all(&c);
+        }
+    }
+    if (c.json) fclose(c.json);
+    printf("test_cuda_ops: %d passed, %d failed\n", c.n_pass, c.n_fail);
+    return c.n_fail || c.n_pass == 0 ? 1 : 0;
+}
