@@ -1,5 +1,5 @@
 /* moe.c: the MoE FFN forward/backward over the op contract, the
- * load-balancing / z-loss bookkeeping, routing metrics and config keys
+ * load-balancing / z-loss bookkeeping, routing metrics and config checks
  * (see moe.h for the objective; docs/moe.md for the derivations).
  *
  * Shapes: N rows, C d_model, F expert hidden size, E experts, K top_k,
@@ -146,49 +146,6 @@ int moe_config_check(const ModelConfig *c, char *err, size_t err_len) {
                         c->lbl_coef, c->z_loss_coef),
                1;
     return 0;
-}
-
-static int parse_int(const char *key, const char *v, int lo, int hi, int *out, char *err,
-                     size_t err_len) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end || x < lo || x > hi)
-        return snprintf(err, err_len, "[moe] %s = \"%.40s\": expected an integer in [%d, %d]", key,
-                        v, lo, hi),
-               1;
-    *out = (int)x;
-    return 0;
-}
-
-int moe_config_set(ModelConfig *c, const char *key, const char *v, char *err, size_t err_len) {
-    static const char *const keys[] = {"n_experts", "top_k", "layer_start", "layer_step",
-                                       "norm_topk_prob", "lbl", "lbl_norm", "lbl_coef",
-                                       "z_loss_coef"};
-    if (!strcmp(key, "n_experts")) return parse_int(key, v, 0, 1 << 16, &c->n_experts, err, err_len);
-    if (!strcmp(key, "top_k")) return parse_int(key, v, 1, 1 << 16, &c->top_k, err, err_len);
-    if (!strcmp(key, "layer_start"))
-        return parse_int(key, v, 0, 1 << 16, &c->moe_layer_start, err, err_len);
-    if (!strcmp(key, "layer_step"))
-        return parse_int(key, v, 1, 1 << 16, &c->moe_layer_step, err, err_len);
-    if (!strcmp(key, "norm_topk_prob")) {
-        if (!strcmp(v, "true")) return c->norm_topk_prob = 1, 0;
-        if (!strcmp(v, "false")) return c->norm_topk_prob = 0, 0;
-        return snprintf(err, err_len, "[moe] norm_topk_prob = \"%.40s\": expected true or false", v), 1;
-    }
-    if (!strcmp(key, "lbl")) return moe_lbl_mode_parse(v, &c->lbl_mode, err, err_len);
-    if (!strcmp(key, "lbl_norm")) return moe_lbl_norm_parse(v, &c->lbl_norm, err, err_len);
-    if (!strcmp(key, "lbl_coef") || !strcmp(key, "z_loss_coef")) {
-        char *end;
-        double x = strtod(v, &end);
-        if (end == v || *end || !(x >= 0.0) || x > 1e6)
-            return snprintf(err, err_len, "[moe] %s = \"%.40s\": expected a number >= 0", key, v), 1;
-        *(key[0] == 'l' ? &c->lbl_coef : &c->z_loss_coef) = (float)x;
-        return 0;
-    }
-    const char *s = closest(key, keys, (int)(sizeof keys / sizeof *keys));
-    snprintf(err, err_len, "[moe] unknown key \"%.40s\"%s%s%s", key, s ? "; did you mean \"" : "",
-             s ? s : "", s ? "\"?" : "");
-    return 1;
 }
 
 /* ---------------- state ---------------- */

@@ -46,12 +46,6 @@ int moe_lbl_norm_parse(const char *s, int *norm, char *err, size_t err_len);
 int moe_config_check(const ModelConfig *c, char *err, size_t err_len);
 /* 1 when layer l has an MoE FFN */
 int moe_is_layer(const ModelConfig *c, int l);
-/* Applies one [moe] config key (n_experts, top_k, layer_start, layer_step,
- * norm_topk_prob, lbl, lbl_norm, lbl_coef, z_loss_coef) from its text
- * value. Unknown keys and bad values are errors naming the key. */
-int moe_config_set(ModelConfig *c, const char *key, const char *value, char *err,
-                   size_t err_len);
-
 /* The load-balancing loss of one layer: f_i = counts_i / sum(counts)
  * (written to f, E), P_i = prob_sum_i / n_tokens (written to p, E);
  * returns s E sum_i f_i P_i, s = K for MOE_LBL_NORM_HF, 1 for paper. */
