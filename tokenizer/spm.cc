@@ -44,6 +44,7 @@ extern "C" void spm_free(SpmModel *m) { delete m; }
 extern "C" uint32_t spm_vocab_size(const SpmModel *m) { return (uint32_t)m->sp.GetPieceSize(); }
 
 extern "C" int spm_eos_id(const SpmModel *m) { return m->sp.eos_id(); }
+extern "C" int spm_bos_id(const SpmModel *m) { return m->sp.bos_id(); }
 
 extern "C" int spm_encode(const SpmModel *m, const char *text, size_t n_bytes, uint32_t **ids,
                           size_t *n_ids, size_t *cap, char *err, size_t errlen) {

@@ -22,6 +22,8 @@ void spm_free(SpmModel *m);
 uint32_t spm_vocab_size(const SpmModel *m);
 /* The model's end-of-sequence id, or -1 when the model defines none. */
 int spm_eos_id(const SpmModel *m);
+/* The beginning-of-sequence id, or -1 when the model defines none. */
+int spm_bos_id(const SpmModel *m);
 /* Encodes text[0..n_bytes) as one string; *ids (capacity *cap) is grown with
  * realloc as needed and *n_ids set to the number of ids. */
 int spm_encode(const SpmModel *m, const char *text, size_t n_bytes, uint32_t **ids, size_t *n_ids,

@@ -10,5 +10,6 @@ int cmd_inspect(int argc, char **argv);  /* data/cmd_inspect.c */
 int cmd_law(int argc, char **argv);
 
 int cmd_train(int argc, char **argv);  /* trainer/train.c */
+int cmd_sample(int argc, char **argv); /* trainer/sample.c */
 
 #endif

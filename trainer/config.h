@@ -50,6 +50,7 @@ typedef struct {
     struct {
         int seq_len;
         ConfigList domain, general, val_domain, val_general; /* globs */
+        char tokenizer[CONFIG_PATH_LEN]; /* "" = init_from's tokenizer.model, if any */
     } data;
     struct {
         double domain_frac;

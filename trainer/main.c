@@ -14,6 +14,7 @@ typedef struct {
 } Command;
 
 static const Command commands[] = {
+    {"sample", cmd_sample, "generate text from a checkpoint or HF model directory"},
     {"train", cmd_train, "continue pretraining a model on a domain/general mixture (config.toml)"},
     {"tokenize", cmd_tokenize, "encode text/JSONL corpora into .tok.zst shards (+ val shard)"},
     {"inspect", cmd_inspect, "print the header and stats of a .tok.zst shard, verify every frame"},

@@ -154,8 +154,11 @@ static int open_stream(const Config *c, int n_steps, Stream **out, char *err, si
 }
 
 /* The shards must be tokenized for this model: vocabulary within the
- * model's, and the same tokenizer.model when init_from ships one. */
-static int check_vocab(const Config *c, const Model *m, Stream *s, char *err, size_t err_len) {
+ * model's, and made with the run's tokenizer (data.tokenizer, else
+ * init_from's tokenizer.model) when there is one; its path goes to tok_out
+ * ("" when none) so that checkpoints carry it. */
+static int check_vocab(const Config *c, const Model *m, Stream *s, char *tok_out, size_t tok_len,
+                       char *err, size_t err_len) {
     uint32_t sv = stream_vocab_size(s);
     int mv = model_config(m)->vocab_size;
     if (sv > (uint32_t)mv)
@@ -164,17 +167,21 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, char *err, si
                         "vocab_size %d: tokenize the corpora with the model's tokenizer",
                         sv, mv),
                1;
-    char tok[CONFIG_PATH_LEN + 32];
-    if (c->model.init_from[0] && !hf_find_tokenizer(c->model.init_from, tok, sizeof tok)) {
-        uint64_t h;
-        if (!hash_file(tok, &h) && h != stream_tokenizer_hash(s))
-            return snprintf(err, err_len,
-                            "the shards were made with a different tokenizer than %s (tokenizer "
-                            "hash %016llx in the shard headers, %016llx for this file)",
-                            tok, (unsigned long long)stream_tokenizer_hash(s),
-                            (unsigned long long)h),
-                   1;
-    }
+    tok_out[0] = 0;
+    if (c->data.tokenizer[0]) snprintf(tok_out, tok_len, "%s", c->data.tokenizer);
+    else if (c->model.init_from[0] && !hf_find_tokenizer(c->model.init_from, tok_out, tok_len))
+        tok_out[0] = 0;
+    if (!tok_out[0]) return 0;
+    uint64_t h;
+    if (hash_file(tok_out, &h))
+        return snprintf(err, err_len, "tokenizer %s: cannot read: %s", tok_out, strerror(errno)), 1;
+    if (h != stream_tokenizer_hash(s))
+        return snprintf(err, err_len,
+                        "the shards were made with a different tokenizer than %s (tokenizer hash "
+                        "%016llx in the shard headers, %016llx for this file)",
+                        tok_out, (unsigned long long)stream_tokenizer_hash(s),
+                        (unsigned long long)h),
+               1;
     return 0;
 }
 
@@ -230,6 +237,7 @@ typedef struct {
     Config cfg;
     int resume;
     char run_dir[CONFIG_PATH_LEN * 2];
+    char tokenizer[CONFIG_PATH_LEN + 32]; /* copied into checkpoints; "" = none */
 } TrainArgs;
 
 static void usage(FILE *f) {
@@ -255,7 +263,8 @@ static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, d
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
     CkptState st = {.step = step, .tokens = tokens, .lr = lr, .data_fingerprint = fp,
                     .rng = {(uint64_t)a->cfg.run.seed, 0, 0, 0},
-                    .config_text = (char *)config_text};
+                    .config_text = (char *)config_text,
+                    .tokenizer_path = a->tokenizer[0] ? (char *)a->tokenizer : NULL};
     if (ckpt_save(a->run_dir, m, &st, a->cfg.ckpt.keep, path, sizeof path, err, sizeof err)) {
         fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
         return 1;
@@ -297,7 +306,7 @@ static int run(TrainArgs *a) {
     LrSchedule sched;
     if (config_check_model(c, mc, err, sizeof err) || moe_loop_configure(m, c, err, sizeof err) ||
         config_to_schedule(c, &sched, err, sizeof err) ||
-        open_stream(c, c->train.steps, &s, err, sizeof err) || check_vocab(c, m, s, err, sizeof err)) {
+        open_stream(c, c->train.steps, &s, err, sizeof err) || check_vocab(c, m, s, a->tokenizer, sizeof a->tokenizer, err, sizeof err)) {
         fprintf(stderr, "dapt train: %s\n", err);
         goto done;
     }

@@ -275,31 +275,35 @@ static void cpu_rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, floa
 }
 
 /* ---- attention ----
- * Forward: one task per (b, h, t) query row: scores over keys 0..t, softmax,
- * weighted sum of values. Reads qkv, writes one row of att and out. */
+ * Per (b, head) the products are GEMMs read in place from the packed qkv
+ * rows (leading dimension (NH + 2 NKV) HD), run single-threaded inside the
+ * OpenMP loop over heads (OpenBLAS's OpenMP build does not fork inside a
+ * parallel region). The full T x T score matrix is computed and the upper
+ * triangle zeroed: at the sequence lengths of CPU runs the GEMM rate more
+ * than pays for the wasted half.
+ *
+ * Forward, task (b, h): S = scale Q K^T; row-wise causal softmax into att
+ * (zeros above the diagonal); O = P V. */
 static void cpu_attention_fwd(void *out_, float *att, const void *qkv_, int B, int T, int NH,
                               int NKV, int HD) {
     float *out = out_;
     const float *qkv = qkv_;
     const int row = (NH + 2 * NKV) * HD, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HD);
-#pragma omp parallel for collapse(3) if (PAR((size_t)B * NH * T * T * HD))
+#pragma omp parallel for collapse(2) if (PAR((size_t)B * NH * T * T * HD))
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
+        for (int h = 0; h < NH; h++) {
+            int g = h / group;
+            const float *q = qkv + (size_t)b * T * row + (size_t)h * HD;
+            const float *k = qkv + (size_t)b * T * row + (size_t)(NH + g) * HD;
+            const float *v = qkv + (size_t)b * T * row + (size_t)(NH + NKV + g) * HD;
+            float *P = att + ((size_t)b * NH + h) * T * T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, scale, q, row, k, row,
+                        0.0f, P, T);
             for (int t = 0; t < T; t++) {
-                int g = h / group;
-                const float *q = qkv + (size_t)(b * T + t) * row + (size_t)h * HD;
-                float *p = att + (((size_t)b * NH + h) * T + t) * T;
+                float *p = P + (size_t)t * T;
                 float maxv = -INFINITY;
-                for (int j = 0; j <= t; j++) {
-                    const float *k = qkv + (size_t)(b * T + j) * row + (size_t)(NH + g) * HD;
-                    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int i = 0; i < HD; i++) s += q[i] * k[i];
-                    s *= scale;
-                    p[j] = s;
-                    if (s > maxv) maxv = s;
-                }
+                for (int j = 0; j <= t; j++) maxv = p[j] > maxv ? p[j] : maxv;
                 float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
                 for (int j = 0; j <= t; j++) {
@@ -307,78 +311,72 @@ static void cpu_attention_fwd(void *out_, float *att, const void *qkv_, int B, i
                     sum += p[j];
                 }
                 float inv = 1.0f / sum;
-                float *o = out + (size_t)(b * T + t) * NH * HD + (size_t)h * HD;
-                for (int i = 0; i < HD; i++) o[i] = 0.0f;
-                for (int j = 0; j <= t; j++) {
-                    p[j] *= inv;
-                    const float *v =
-                        qkv + (size_t)(b * T + j) * row + (size_t)(NH + NKV + g) * HD;
-                    float pj = p[j];
-#pragma omp simd
-                    for (int i = 0; i < HD; i++) o[i] += pj * v[i];
-                }
+                for (int j = 0; j <= t; j++) p[j] *= inv;
+                for (int j = t + 1; j < T; j++) p[j] = 0.0f;
             }
+            float *o = out + (size_t)b * T * NH * HD + (size_t)h * HD;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, P, T, v, row,
+                        0.0f, o, NH * HD);
+        }
 }
 
-/* Backward in two passes, both race-free:
- * 1. per (b, h, t) query row: dP = dout . v, dS = P (dP - sum P dP) into
- *    datt, and dq = scale * dS @ K.
- * 2. per (b, kv head g, key j): dk_j and dv_j summed over the query heads of
- *    the group and the queries t >= j, in a fixed order. */
+/* Backward, task (b, kv head g), the group's query heads in order (so the
+ * shared dK, dV accumulate race-free and in a fixed order):
+ *   Pm = P with the upper triangle zeroed (only the lower one of att is
+ *        read), dV += Pm^T dO
+ *   dP = dO V^T, dS = Pm (dP - rowsum(Pm dP))   (in datt)
+ *   dQ = scale dS K,  dK += scale dS^T Q */
 static void cpu_attention_bwd(void *dqkv_, float *datt, const void *dout_, const void *qkv_,
                               const float *att, int B, int T, int NH, int NKV, int HD) {
     float *dqkv = dqkv_;
     const float *dout = dout_, *qkv = qkv_;
     const int row = (NH + 2 * NKV) * HD, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HD);
-#pragma omp parallel for collapse(3) if (PAR((size_t)B * NH * T * T * HD))
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
-            for (int t = 0; t < T; t++) {
-                int g = h / group;
-                const float *p = att + (((size_t)b * NH + h) * T + t) * T;
-                float *ds = datt + (((size_t)b * NH + h) * T + t) * T;
-                const float *d = dout + (size_t)(b * T + t) * NH * HD + (size_t)h * HD;
-                float pdp = 0.0f;
-                for (int j = 0; j <= t; j++) {
-                    const float *v =
-                        qkv + (size_t)(b * T + j) * row + (size_t)(NH + NKV + g) * HD;
-                    float dp = 0.0f;
-#pragma omp simd reduction(+ : dp)
-                    for (int i = 0; i < HD; i++) dp += d[i] * v[i];
-                    ds[j] = dp;
-                    pdp += p[j] * dp;
+#pragma omp parallel if (PAR((size_t)B * NH * T * T * HD))
+    {
+        float *pm = malloc(sizeof(float) * T * T);
+#pragma omp for collapse(2)
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < NKV; g++) {
+                const float *k = qkv + (size_t)b * T * row + (size_t)(NH + g) * HD;
+                const float *v = qkv + (size_t)b * T * row + (size_t)(NH + NKV + g) * HD;
+                float *dk = dqkv + (size_t)b * T * row + (size_t)(NH + g) * HD;
+                float *dv = dqkv + (size_t)b * T * row + (size_t)(NH + NKV + g) * HD;
+                for (int t = 0; t < T; t++) {
+                    memset(dk + (size_t)t * row, 0, sizeof(float) * HD);
+                    memset(dv + (size_t)t * row, 0, sizeof(float) * HD);
                 }
-                float *dq = dqkv + (size_t)(b * T + t) * row + (size_t)h * HD;
-                for (int i = 0; i < HD; i++) dq[i] = 0.0f;
-                for (int j = 0; j <= t; j++) {
-                    ds[j] = p[j] * (ds[j] - pdp);
-                    const float *k = qkv + (size_t)(b * T + j) * row + (size_t)(NH + g) * HD;
-                    float c = ds[j] * scale;
-#pragma omp simd
-                    for (int i = 0; i < HD; i++) dq[i] += c * k[i];
-                }
-            }
-#pragma omp parallel for collapse(3) if (PAR((size_t)B * NH * T * T * HD))
-    for (int b = 0; b < B; b++)
-        for (int g = 0; g < NKV; g++)
-            for (int j = 0; j < T; j++) {
-                float *dk = dqkv + (size_t)(b * T + j) * row + (size_t)(NH + g) * HD;
-                float *dv = dqkv + (size_t)(b * T + j) * row + (size_t)(NH + NKV + g) * HD;
-                for (int i = 0; i < HD; i++) dk[i] = dv[i] = 0.0f;
-                for (int h = g * group; h < (g + 1) * group; h++)
-                    for (int t = j; t < T; t++) {
-                        size_t at = (((size_t)b * NH + h) * T + t) * T + j;
-                        const float *q = qkv + (size_t)(b * T + t) * row + (size_t)h * HD;
-                        const float *d = dout + (size_t)(b * T + t) * NH * HD + (size_t)h * HD;
-                        float cs = datt[at] * scale, cp = att[at];
-#pragma omp simd
-                        for (int i = 0; i < HD; i++) {
-                            dk[i] += cs * q[i];
-                            dv[i] += cp * d[i];
-                        }
+                for (int h = g * group; h < (g + 1) * group; h++) {
+                    const float *P = att + ((size_t)b * NH + h) * T * T;
+                    float *dS = datt + ((size_t)b * NH + h) * T * T;
+                    const float *q = qkv + (size_t)b * T * row + (size_t)h * HD;
+                    const float *dO = dout + (size_t)b * T * NH * HD + (size_t)h * HD;
+                    float *dq = dqkv + (size_t)b * T * row + (size_t)h * HD;
+                    for (int t = 0; t < T; t++) {
+                        memcpy(pm + (size_t)t * T, P + (size_t)t * T, sizeof(float) * (t + 1));
+                        memset(pm + (size_t)t * T + t + 1, 0, sizeof(float) * (T - t - 1));
                     }
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, 1.0f, pm, T, dO,
+                                NH * HD, 1.0f, dv, row);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HD, 1.0f, dO,
+                                NH * HD, v, row, 0.0f, dS, T);
+                    for (int t = 0; t < T; t++) {
+                        const float *p = pm + (size_t)t * T;
+                        float *d = dS + (size_t)t * T;
+                        float pdp = 0.0f;
+#pragma omp simd reduction(+ : pdp)
+                        for (int j = 0; j <= t; j++) pdp += p[j] * d[j];
+#pragma omp simd
+                        for (int j = 0; j < T; j++) d[j] = p[j] * (d[j] - pdp);
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, scale, dS, T,
+                                k, row, 0.0f, dq, row);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HD, T, scale, dS, T, q,
+                                row, 1.0f, dk, row);
+                }
             }
+        free(pm);
+    }
 }
 
 /* ---- activations ---- */
@@ -506,6 +504,7 @@ static double cpu_sumsq(const void *g_, size_t n) {
     for (int k = 0; k < NBLOCK; k++) {
         size_t lo = k * per, hi = lo + per < n ? lo + per : n;
         double s = 0.0;
+#pragma omp simd reduction(+ : s)
         for (size_t i = lo; i < hi; i++) s += (double)g[i] * g[i];
         part[k] = s;
     }
@@ -520,7 +519,7 @@ static void cpu_adamw(void *param_, float *master, const void *grad_, float *m, 
     float *p = param_;
     const float *grad = grad_;
     float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-#pragma omp parallel for if (PAR(n))
+#pragma omp parallel for simd if (PAR(n))
     for (size_t i = 0; i < n; i++) {
         float g = grad[i] * grad_scale;
         m[i] = b1 * m[i] + (1.0f - b1) * g;

@@ -19,6 +19,7 @@
 static inline float vec_expf(float x) {
     const float lo = -87.33654f, hi = 88.72283f;
     float xc = x < lo ? lo : (x > hi ? hi : x);
+    xc = xc == xc ? xc : 0.0f; /* NaN: compute exp(0), replaced below */
     float k = rintf(xc * 1.44269504088896341f);
     float r = xc - k * 0.693359375f; /* ln2 high part, exact in float */
     r = r - k * -2.12194440e-4f;     /* ln2 low part */
@@ -31,8 +32,8 @@ static inline float vec_expf(float x) {
     p = p * r * r + r + 1.0f;
     /* 2^k: k in [-126, 128]; split to stay in range for k = 128 and -126 */
     int32_t ki = (int32_t)k;
-    int32_t k1 = ki >> 1, k2 = ki - k1;
-    uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23; /* unsigned: no UB for NaN input */
+    int32_t k1 = ki / 2, k2 = ki - k1; /* both in [-63, 64]: biased exponents > 0 */
+    uint32_t b1 = (uint32_t)(k1 + 127) << 23, b2 = (uint32_t)(k2 + 127) << 23;
     float s1, s2;
     memcpy(&s1, &b1, 4);
     memcpy(&s2, &b2, 4);

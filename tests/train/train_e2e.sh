@@ -36,6 +36,16 @@ metrics)
   [[ -d $work/runs/tiny/ckpt/step-00000030 && -d $work/runs/tiny/ckpt/step-00000020 ]] ||
     fail "newest checkpoints missing: $(ls "$work/runs/tiny/ckpt")"
   grep -q "ETA" "$work/log" || fail "no progress line"
+  # the checkpoint carries the tokenizer; sampling is seeded
+  ck=$work/runs/tiny/ckpt/step-00000030
+  cmp "$ck/tokenizer.model" "$work/tok/tokenizer.model" || fail "tokenizer not in the checkpoint"
+  a=$("$dapt" sample "$ck" --prompt "#include <stdio.h>" --max-new 20 --seed 5)
+  b=$("$dapt" sample "$ck" --prompt "#include <stdio.h>" --max-new 20 --seed 5)
+  c=$("$dapt" sample "$ck" --prompt "#include <stdio.h>" --max-new 20 --seed 6)
+  [[ $a == "$b" ]] || fail "same seed, different samples: '$a' vs '$b'"
+  [[ $a != "$c" ]] || fail "different seeds, same sample: '$a'"
+  [[ $a == "#include <stdio.h>"* && ${#a} -gt 20 ]] || fail "sample does not continue the prompt: '$a'"
+  echo "ok: sample '$a'"
   ;;
 resume)
   "$dapt" train "$work/tiny.toml" --run.name=straight > /dev/null
@@ -84,6 +94,10 @@ errors)
     "$dapt" train "$work/init.toml" --model.init_from="$work/init.toml"
   expect_error "vocabulary of 512 tokens but the model has vocab_size 300" \
     "$dapt" train "$work/tiny.toml" --model.vocab_size=300
+  "$dapt" tokenize --train-tokenizer --vocab-size 500 --out "$work/tok2" --no-progress \
+    "$work/general.txt" > /dev/null
+  expect_error "shards were made with a different tokenizer than .*tok2/tokenizer.model" \
+    "$dapt" train "$work/tiny.toml" --data.tokenizer="$work/tok2/tokenizer.model"
   expect_error "train.lr" "$dapt" train "$work/tiny.toml" --train.lr=abc
   expect_error "did you mean" "$dapt" train "$work/tiny.toml" --train.stepz=3
   expect_error "no such|cannot|not found" "$dapt" train "$work/missing.toml"
