@@ -139,6 +139,49 @@ typedef struct Ops {
      * fp32 (updated, then rounded into `param`); NULL when param is fp32. */
     void (*adamw)(void *param, float *master, const void *grad, float *m, float *v, size_t n,
                   float lr, float b1, float b2, float eps, float wd, int t, float grad_scale);
+    /* ---- mixture of experts (the llama MoE FFN, trainer/moe.c) ----
+     * Appended last; a backend without MoE kernels leaves them NULL and
+     * model_create refuses MoE configs on it. E experts, K <= E slots per
+     * token, NK = N*K routed (token, slot) rows. The router linear itself is
+     * matmul_fwd/bwd with the (E, C) router weight.
+     *
+     * route: probs = softmax(logits) in fp32 over all E experts; top_idx =
+     * the K largest probs in descending order (ties: the lower expert index
+     * first); top_w = those probs, divided by their sum when norm_topk
+     * (Mixtral) or left as they are (Qwen-MoE norm_topk_prob = false).
+     * lse = logsumexp(logits) per row (router z-loss). stats (E + 1) fp32:
+     * stats[e] = sum_n probs[n,e], stats[E] = sum_n lse[n]^2, accumulated in
+     * fp64 in row order. */
+    void (*moe_route_fwd)(float *probs, float *lse, int32_t *top_idx, float *top_w, /* (N,E) (N) (N,K) (N,K) */
+                          float *stats,                                            /* (E+1) */
+                          const void *logits,                                      /* (N,E) */
+                          int N, int E, int K, int norm_topk);
+    /* dlogits (N,E) OVERWRITTEN with the gradient through softmax of
+     *   dL/dprobs[n,e] = [through top_w: dtop_w (N,K), renormalisation
+     *                     included] + dprob[e] (same for every row: the
+     *                     load-balancing loss, dprob (E) fp32 or NULL)
+     * plus the z-loss term z_scale * 2 lse[n] probs[n,e] (z_scale = 0: none). */
+    void (*moe_route_bwd)(void *dlogits, const float *dtop_w, const float *dprob, float z_scale,
+                          const float *probs, const float *lse, const int32_t *top_idx,
+                          const float *top_w, int N, int E, int K, int norm_topk);
+    /* Stable counting sort of the NK routings by expert (token order within
+     * an expert): counts (E) rows per expert; row_token (NK) the token of
+     * packed row r; pos (N,K) the packed row of (token n, slot k). All int32
+     * backend buffers, OVERWRITTEN. Expert e owns packed rows
+     * [sum_{e'<e} counts[e'], + counts[e]). */
+    void (*moe_permute)(int32_t *counts, int32_t *row_token, int32_t *pos, const int32_t *top_idx,
+                        int N, int E, int K);
+    /* xs[r,:] = x[row_token[r],:]; xs (NK,C) OVERWRITTEN */
+    void (*moe_gather_fwd)(void *xs, const void *x, const int32_t *row_token, int NK, int C);
+    /* dx[n,:] = sum_k dxs[pos[n,k],:] in slot order; dx (N,C) OVERWRITTEN */
+    void (*moe_gather_bwd)(void *dx, const void *dxs, const int32_t *pos, int N, int K, int C);
+    /* out[n,:] = sum_k top_w[n,k] ys[pos[n,k],:] in slot order; out (N,C) OVERWRITTEN */
+    void (*moe_combine_fwd)(void *out, const void *ys, const float *top_w, const int32_t *pos,
+                            int N, int K, int C);
+    /* dys[pos[n,k],:] = top_w[n,k] dout[n,:] (NK,C); dtop_w[n,k] =
+     * dout[n,:] . ys[pos[n,k],:] (N,K) fp32; both OVERWRITTEN */
+    void (*moe_combine_bwd)(void *dys, float *dtop_w, const void *dout, const void *ys,
+                            const float *top_w, const int32_t *pos, int N, int K, int C);
 } Ops;
 
 /* Backends. ops_cpu never fails. ops_cuda returns NULL (and fills err) when

@@ -18,6 +18,7 @@
 
 #include "trainer/config_keys.h"
 #include "trainer/hf.h"
+#include "trainer/moe.h"
 
 void config_free(Config *c) {
     ConfigList *ls[] = {&c->data.domain, &c->data.general, &c->data.val_domain, &c->data.val_general};
@@ -133,7 +134,7 @@ static void unknown_key(const char *section, const char *key, char *msg, size_t 
 static void unknown_section(const char *section, char *msg, size_t n) {
     const char *s = closest(section, config_sections, config_num_sections);
     if (s) snprintf(msg, n, "unknown section [%s] (did you mean [%s]?)", section, s);
-    else snprintf(msg, n, "unknown section [%s] (sections: [run] [model] [data] [mix] [train] [eval] [ckpt])",
+    else snprintf(msg, n, "unknown section [%s] (sections: [run] [model] [data] [mix] [train] [eval] [ckpt] [moe])",
                   section);
 }
 
@@ -411,12 +412,33 @@ int config_validate(const Config *c, char *err, size_t err_len) {
                1;
     LrSchedule s;
     if (config_to_schedule(c, &s, e, sizeof e)) return snprintf(err, err_len, "%s", e), 1;
+    if (c->model.init_from[0] && c->moe.upcycle_from[0])
+        return snprintf(err, err_len, "%s and %s are both given: a run starts from one model",
+                        where(c, "model", "init_from", a, sizeof a),
+                        where(c, "model", "upcycle_from", b, sizeof b)),
+               1;
+    if (c->moe.upcycle_from[0] && c->moe.n_experts < 2)
+        return snprintf(err, err_len, "%s needs [moe] n_experts >= 2 (the experts to build)",
+                        where(c, "model", "upcycle_from", a, sizeof a)),
+               1;
     if (c->model.init_from[0]) {
+        static const char *const moe_shape[] = {"n_experts", "top_k", "layer_start", "layer_step",
+                                                "norm_topk_prob"};
+        for (int i = 0; i < 5; i++)
+            if (is_set(c, "moe", moe_shape[i]))
+                return snprintf(err, err_len, "%s is set, but model.init_from = \"%s\" takes the "
+                                "experts and routing from its config.json: remove it",
+                                where(c, "moe", moe_shape[i], a, sizeof a), c->model.init_from),
+                       1;
+    }
+    if (c->model.init_from[0] || c->moe.upcycle_from[0]) {
         for (int i = 0; i < N_SHAPE_KEYS; i++)
             if (is_set(c, "model", shape_keys[i]))
-                return snprintf(err, err_len, "%s is set, but model.init_from = \"%s\" takes the model's "
+                return snprintf(err, err_len, "%s is set, but model.%s = \"%s\" takes the model's "
                                 "shape from its config.json: remove it",
-                                where(c, "model", shape_keys[i], a, sizeof a), c->model.init_from),
+                                where(c, "model", shape_keys[i], a, sizeof a),
+                                c->model.init_from[0] ? "init_from" : "upcycle_from",
+                                c->model.init_from[0] ? c->model.init_from : c->moe.upcycle_from),
                        1;
     } else {
         ModelConfig m;
@@ -485,7 +507,27 @@ int config_to_model_config(const Config *c, ModelConfig *m, char *err, size_t er
     m->norm_eps = (float)c->model.norm_eps;
     m->tie_embeddings = c->model.tie_embeddings;
     m->qkv_bias = c->model.qkv_bias;
+    if (config_apply_moe(c, m, 0, e, sizeof e)) return snprintf(err, err_len, "%s", e), 1;
     if (model_config_check(m, e, sizeof e)) return snprintf(err, err_len, "[model]: %s", e), 1;
+    return 0;
+}
+
+int config_apply_moe(const Config *c, ModelConfig *m, int training_only, char *err,
+                     size_t err_len) {
+    char e[300];
+    if (moe_lbl_mode_parse(c->moe.lbl, &m->lbl_mode, e, sizeof e) ||
+        moe_lbl_norm_parse(c->moe.lbl_norm, &m->lbl_norm, e, sizeof e))
+        return snprintf(err, err_len, "%s", e), 1;
+    m->lbl_coef = (float)c->moe.lbl_coef;
+    m->z_loss_coef = (float)c->moe.z_loss_coef;
+    if (!training_only) {
+        m->n_experts = c->moe.n_experts;
+        m->top_k = c->moe.top_k;
+        m->moe_layer_start = c->moe.layer_start;
+        m->moe_layer_step = c->moe.layer_step;
+        m->norm_topk_prob = c->moe.norm_topk_prob;
+    }
+    if (moe_config_check(m, e, sizeof e)) return snprintf(err, err_len, "[moe]: %s", e), 1;
     return 0;
 }
 
@@ -564,6 +606,11 @@ static void put_string(Buf *b, const char *s) {
     put(b, "\"");
 }
 
+static int is_moe_training_key(const char *key) {
+    return !strcmp(key, "lbl") || !strcmp(key, "lbl_norm") || !strcmp(key, "lbl_coef") ||
+           !strcmp(key, "z_loss_coef");
+}
+
 char *config_to_toml(const Config *c) {
     Buf b = {malloc(4096), 0, 4096, 0};
     if (!b.s) return NULL;
@@ -590,6 +637,10 @@ char *config_to_toml(const Config *c) {
             const KeyDef *k = &config_keys[i];
             if (strcmp(k->section, sec)) continue;
             if (!strcmp(sec, "model") && c->model.init_from[0] && strcmp(k->key, "init_from")) continue;
+            if (!strcmp(sec, "model") && c->moe.upcycle_from[0] && strncmp(k->key, "upcycle_", 8))
+                continue; /* upcycling takes the shape from the dense model */
+            if (!strcmp(sec, "moe") && c->model.init_from[0] && !is_moe_training_key(k->key))
+                continue; /* init_from's config.json has the experts */
             const void *v = (const char *)c + k->off;
             put(&b, "%s = ", k->key);
             switch (k->type) {

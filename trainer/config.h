@@ -70,6 +70,14 @@ typedef struct {
     struct {
         int every, keep;
     } ckpt;
+    struct { /* [moe] (trainer/moe.h), plus [model] upcycle_from / upcycle_noise */
+        int n_experts, top_k, layer_start, layer_step, norm_topk_prob;
+        char lbl[8];      /* "global" | "micro" | "none" */
+        char lbl_norm[8]; /* "paper" | "hf" */
+        double lbl_coef, z_loss_coef;
+        char upcycle_from[CONFIG_PATH_LEN]; /* "" = no upcycling */
+        double upcycle_noise;
+    } moe;
 
     /* where each key got its value (index = key number): 0 default,
      * > 0 line in `source`, -1 a command-line override */
@@ -108,6 +116,13 @@ int config_mix_points(const Config *c, MixPoint *pts, int max_pts);
 int config_to_model_config(const Config *c, ModelConfig *m, char *err, size_t err_len);
 /* [train] -> LrSchedule, checked. */
 int config_to_schedule(const Config *c, LrSchedule *s, char *err, size_t err_len);
+/* [moe] -> the MoE fields of m: all of them (n_experts, top_k, layers,
+ * norm_topk_prob, lbl, lbl_norm, lbl_coef, z_loss_coef) when the model is
+ * built from the config (from scratch or by upcycling); only the training
+ * ones (lbl, lbl_norm, lbl_coef, z_loss_coef) when `training_only` (a
+ * model from init_from keeps its own experts and routing). Checked. */
+int config_apply_moe(const Config *c, ModelConfig *m, int training_only, char *err,
+                     size_t err_len);
 /* [train] -> AdamWConfig. */
 AdamWConfig config_to_adamw(const Config *c);
 /* Rules between the run config and the model actually loaded (init_from):

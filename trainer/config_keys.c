@@ -105,11 +105,35 @@ const KeyDef config_keys[] = {
      "steps between checkpoints; 0 = no periodic checkpoints"},
     {"ckpt", "keep", K_INT, F(ckpt.keep), 0, 0, 1e6, 0, 0, NULL, "3",
      "newest checkpoints kept; 0 = all"},
+    {"model", "upcycle_from", K_STR, F(moe.upcycle_from), SZ(moe.upcycle_from), 0, 0, 0, 0, NULL,
+     "\"\"", "\"\" or a dense llama checkpoint / HF directory: build an MoE ([moe]) whose experts "
+     "start as copies of its FFNs and whose routers are new (not with init_from)"},
+    {"model", "upcycle_noise", K_FLOAT, F(moe.upcycle_noise), 0, 0, 1, 0, 0, NULL, "0.0",
+     "upcycling: std of Gaussian noise added to every expert copy"},
+    {"moe", "n_experts", K_INT, F(moe.n_experts), 0, 0, 65536, 0, 0, NULL, "0",
+     "experts per MoE layer (llama only); 0 = dense, else >= 2"},
+    {"moe", "top_k", K_INT, F(moe.top_k), 0, 1, 65536, 0, 0, NULL, "2",
+     "experts per token (<= n_experts)"},
+    {"moe", "layer_start", K_INT, F(moe.layer_start), 0, 0, 1024, 0, 0, NULL, "0",
+     "first MoE layer"},
+    {"moe", "layer_step", K_INT, F(moe.layer_step), 0, 1, 1024, 0, 0, NULL, "1",
+     "every layer_step-th layer from layer_start is MoE (1 = all, as Mixtral)"},
+    {"moe", "norm_topk_prob", K_BOOL, F(moe.norm_topk_prob), 0, 0, 0, 0, 0, NULL, "true",
+     "renormalise the top-k routing weights to sum 1 (Mixtral); false = Qwen-MoE"},
+    {"moe", "lbl", K_STR, F(moe.lbl), SZ(moe.lbl), 1, 0, 0, 0, "global|micro|none", "\"global\"",
+     "load-balancing loss: expert counts of the global batch (all ranks and micro-batches of "
+     "the step, Qiu et al. 2025), of each micro-batch, or none"},
+    {"moe", "lbl_norm", K_STR, F(moe.lbl_norm), SZ(moe.lbl_norm), 1, 0, 0, 0, "paper|hf",
+     "\"paper\"", "LBL normalisation: paper (balanced minimum 1) or hf (top_k times larger)"},
+    {"moe", "lbl_coef", K_FLOAT, F(moe.lbl_coef), 0, 0, 1e3, 0, 0, NULL, "0.008",
+     "weight of the load-balancing loss, summed over MoE layers"},
+    {"moe", "z_loss_coef", K_FLOAT, F(moe.z_loss_coef), 0, 0, 1e3, 0, 0, NULL, "0.0",
+     "weight of the router z-loss, summed over MoE layers; 0 = off"},
 };
 /* clang-format on */
 const int config_num_keys = (int)(sizeof config_keys / sizeof *config_keys);
-const char *const config_sections[] = {"run", "model", "data", "mix", "train", "eval", "ckpt"};
-const int config_num_sections = 7;
+const char *const config_sections[] = {"run", "model", "data", "mix", "train", "eval", "ckpt", "moe"};
+const int config_num_sections = 8;
 
 /* ---------------- value grammar ---------------- */
 

@@ -74,7 +74,7 @@ int hf_write_file_atomic(const char *path, const char *text, char *err, size_t e
 
 /* ---------------- config.json ---------------- */
 
-typedef enum { FAM_LLAMA, FAM_MISTRAL, FAM_QWEN2, FAM_GPT2 } Family;
+typedef enum { FAM_LLAMA, FAM_MISTRAL, FAM_QWEN2, FAM_GPT2, FAM_MIXTRAL } Family;
 
 static const struct {
     const char *arch, *type;
@@ -84,6 +84,7 @@ static const struct {
     {"MistralForCausalLM", "mistral", FAM_MISTRAL},
     {"Qwen2ForCausalLM", "qwen2", FAM_QWEN2},
     {"GPT2LMHeadModel", "gpt2", FAM_GPT2},
+    {"MixtralForCausalLM", "mixtral", FAM_MIXTRAL},
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof *families))
 
@@ -178,7 +179,7 @@ static int detect_family(Cfg *c, Family *fam) {
             return snprintf(c->err, c->err_len,
                             "%s: \"architectures\": %.60s is not supported (dapt imports "
                             "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                            "GPT2LMHeadModel)",
+                            "GPT2LMHeadModel, MixtralForCausalLM)",
                             c->where, a0->valuestring),
                    1;
     }
@@ -188,7 +189,7 @@ static int detect_family(Cfg *c, Family *fam) {
         if (by_type < 0)
             return snprintf(c->err, c->err_len,
                             "%s: \"model_type\": \"%.40s\" is not supported (llama, mistral, "
-                            "qwen2, gpt2)",
+                            "qwen2, gpt2, mixtral)",
                             c->where, type->valuestring),
                    1;
     }
@@ -205,11 +206,31 @@ static int detect_family(Cfg *c, Family *fam) {
     return 0;
 }
 
+/* Mixtral's MoE keys, plus dapt's own for MoE layouts Mixtral cannot
+ * express (written by hf_config_json only when needed). */
+static int parse_mixtral(Cfg *c, ModelConfig *m) {
+    float jitter;
+    if (get_int(c, "num_local_experts", 8, 2, 1 << 16, &m->n_experts) ||
+        get_int(c, "num_experts_per_tok", 2, 1, 1 << 16, &m->top_k) ||
+        get_float(c, "router_jitter_noise", 0.0, &jitter) ||
+        get_int(c, "dapt_moe_layer_start", 0, 0, 1 << 16, &m->moe_layer_start) ||
+        get_int(c, "dapt_moe_layer_step", 1, 1, 1 << 16, &m->moe_layer_step) ||
+        get_bool(c, "dapt_norm_topk_prob", 1, &m->norm_topk_prob))
+        return 1;
+    if (jitter != 0.0f)
+        return snprintf(c->err, c->err_len,
+                        "%s: \"router_jitter_noise\": %g is not supported (dapt routes without noise)",
+                        c->where, jitter),
+               1;
+    return 0;
+}
+
 static int parse_llama(Cfg *c, Family fam, ModelConfig *m) {
     /* transformers' defaults per model type */
     long vocab = fam == FAM_QWEN2 ? 151936 : 32000;
-    long inter = fam == FAM_LLAMA ? 11008 : fam == FAM_MISTRAL ? 14336 : 22016;
-    long max_pos = fam == FAM_LLAMA ? 2048 : fam == FAM_MISTRAL ? 131072 : 32768;
+    int mix = fam == FAM_MIXTRAL;
+    long inter = fam == FAM_LLAMA ? 11008 : fam == FAM_MISTRAL || mix ? 14336 : 22016;
+    long max_pos = fam == FAM_LLAMA ? 2048 : fam == FAM_MISTRAL || mix ? 131072 : 32768;
     const long BIG = 1L << 30;
     *m = model_config_default(ARCH_LLAMA);
     if (get_int(c, "vocab_size", vocab, 1, BIG, &m->vocab_size) ||
@@ -218,11 +239,11 @@ static int parse_llama(Cfg *c, Family fam, ModelConfig *m) {
         get_int(c, "num_hidden_layers", 32, 1, 1 << 16, &m->n_layer) ||
         get_int(c, "num_attention_heads", 32, 1, 1 << 16, &m->n_head) ||
         get_int(c, "max_position_embeddings", max_pos, 1, BIG, &m->max_seq_len) ||
-        get_float(c, "rope_theta", 10000.0, &m->rope_theta) ||
-        get_float(c, "rms_norm_eps", 1e-6, &m->norm_eps) ||
+        get_float(c, "rope_theta", mix ? 1e6 : 10000.0, &m->rope_theta) ||
+        get_float(c, "rms_norm_eps", mix ? 1e-5 : 1e-6, &m->norm_eps) ||
         get_bool(c, "tie_word_embeddings", 0, &m->tie_embeddings))
         return 1;
-    if (get_int(c, "num_key_value_heads", fam == FAM_MISTRAL ? 8 : m->n_head, 1, 1 << 16,
+    if (get_int(c, "num_key_value_heads", fam == FAM_MISTRAL || mix ? 8 : m->n_head, 1, 1 << 16,
                 &m->n_kv_head))
         return 1;
     static const char *const silu[] = {"silu", "swish"};
@@ -242,14 +263,14 @@ static int parse_llama(Cfg *c, Family fam, ModelConfig *m) {
     m->qkv_bias = fam == FAM_QWEN2;
     /* Sliding-window attention over a window W equals full causal attention
      * for sequences of at most W tokens: cap max_seq_len at W. */
-    int use_sw = fam == FAM_MISTRAL, sw = 0;
+    int use_sw = fam == FAM_MISTRAL || mix, sw = 0;
     if (fam == FAM_QWEN2 && get_bool(c, "use_sliding_window", 0, &use_sw)) return 1;
     const cJSON *swj = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
     if (use_sw && (!swj || !cJSON_IsNull(swj))) {
         if (get_int(c, "sliding_window", 4096, 1, BIG, &sw)) return 1;
         if (sw < m->max_seq_len) m->max_seq_len = sw;
     }
-    return 0;
+    return mix ? parse_mixtral(c, m) : 0;
 }
 
 static int parse_gpt2(Cfg *c, ModelConfig *m) {
@@ -344,6 +365,26 @@ char *hf_config_json(const ModelConfig *c) {
                  "  \"torch_dtype\": \"float32\"\n}\n",
                  c->vocab_size, c->d_model, c->n_layer, c->n_head, c->d_ff, c->max_seq_len,
                  c->max_seq_len, eps, tie);
+    } else if (c->n_experts) {
+        /* Mixtral; dapt_* keys only for layouts Mixtral lacks (mixed
+         * dense/MoE layers, unnormalised top-k weights) */
+        char extra[200] = "";
+        if (c->moe_layer_start != 0 || c->moe_layer_step != 1 || !c->norm_topk_prob)
+            snprintf(extra, sizeof extra,
+                     "  \"dapt_moe_layer_start\": %d,\n  \"dapt_moe_layer_step\": %d,\n"
+                     "  \"dapt_norm_topk_prob\": %s,\n",
+                     c->moe_layer_start, c->moe_layer_step, c->norm_topk_prob ? "true" : "false");
+        snprintf(s, cap,
+                 "{\n  \"architectures\": [\"MixtralForCausalLM\"],\n  \"model_type\": \"mixtral\",\n"
+                 "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
+                 "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
+                 "  \"num_key_value_heads\": %d,\n  \"max_position_embeddings\": %d,\n"
+                 "  \"rope_theta\": %s,\n  \"rms_norm_eps\": %s,\n  \"hidden_act\": \"silu\",\n"
+                 "  \"tie_word_embeddings\": %s,\n  \"sliding_window\": null,\n"
+                 "  \"num_local_experts\": %d,\n  \"num_experts_per_tok\": %d,\n"
+                 "  \"router_jitter_noise\": 0.0,\n%s  \"torch_dtype\": \"float32\"\n}\n",
+                 c->vocab_size, c->d_model, c->d_ff, c->n_layer, c->n_head, c->n_kv_head,
+                 c->max_seq_len, theta, eps, tie, c->n_experts, c->top_k, extra);
     } else {
         int qwen = c->qkv_bias;
         snprintf(s, cap,

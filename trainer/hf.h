@@ -2,7 +2,12 @@
  * weights from an HF directory (model.safetensors or sharded) into a Model.
  *
  * Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (all as
- * dapt's `llama`; Qwen2 sets qkv_bias) and GPT2LMHeadModel (`gpt2`). What
+ * dapt's `llama`; Qwen2 sets qkv_bias), MixtralForCausalLM (`llama` with
+ * n_experts = num_local_experts, top_k = num_experts_per_tok, every layer
+ * MoE, renormalised top-k) and GPT2LMHeadModel (`gpt2`). An MoE model
+ * Mixtral cannot express (mixed dense/MoE layers, no renormalisation) is
+ * written as Mixtral plus dapt_moe_layer_start/_step, dapt_norm_topk_prob
+ * keys that dapt reads back (transformers then reports missing experts). What
  * dapt cannot compute exactly (rope_scaling, an active sliding window beyond
  * what max_seq_len can absorb, an o_proj bias, another activation, ...) is
  * refused with the config key named, never silently approximated.

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "trainer/moe.h"
 #include "trainer/rng.h"
 
 typedef struct {
@@ -64,6 +65,7 @@ struct Model {
     float *datt;                              /* (B, NH, T, T) */
     float *host_tmp;                          /* (n_params) for get/set and checks */
     char nonfinite_name[112];
+    MoeState *moe; /* NULL for a dense model (trainer/moe.c) */
 };
 
 /* ---------------- config ---------------- */
@@ -74,6 +76,11 @@ ModelConfig model_config_default(Arch arch) {
     c.rope_theta = 10000.0f;
     c.norm_eps = arch == ARCH_GPT2 ? 1e-5f : 1e-6f;
     c.tie_embeddings = arch == ARCH_GPT2;
+    c.top_k = 2;
+    c.moe_layer_step = 1;
+    c.norm_topk_prob = 1;
+    c.lbl_mode = MOE_LBL_GLOBAL;
+    c.lbl_coef = 0.008f;
     return c;
 }
 
@@ -132,7 +139,7 @@ int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
         return snprintf(err, err_len, "norm_eps must be in (0, 1) (got %g)", c->norm_eps), 1;
     if (c->vocab_size > 0x7fffffff / c->d_model)
         return snprintf(err, err_len, "vocab_size * d_model is too large"), 1;
-    return 0;
+    return moe_config_check(c, err, err_len);
 }
 
 /* ---------------- parameter table ---------------- */
@@ -151,6 +158,22 @@ static int add_tensor(Model *m, const char *name, int rows, int cols, int decay,
     return m->n_tensors++;
 }
 
+/* Mixtral names; expert e's w1 (gate), w3 (up) adjacent: one (2F, C) matrix */
+static void add_moe_tensors(Model *m, int l) {
+    int C = m->cfg.d_model, F = m->cfg.d_ff;
+    char nm[96];
+    snprintf(nm, sizeof nm, "model.layers.%d.block_sparse_moe.gate.weight", l);
+    m->layers[l].moe_router = add_tensor(m, nm, m->cfg.n_experts, C, 1, 0);
+    for (int e = 0; e < m->cfg.n_experts; e++) {
+        static const char *const w[] = {"w1", "w3", "w2"};
+        for (int j = 0; j < 3; j++) {
+            snprintf(nm, sizeof nm, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", l, e, w[j]);
+            int t = add_tensor(m, nm, j < 2 ? F : C, j < 2 ? C : F, 1, 0);
+            if (e == 0 && j == 0) m->layers[l].moe_expert0 = t;
+        }
+    }
+}
+
 static void build_table(Model *m) {
     const ModelConfig *c = &m->cfg;
     int C = c->d_model, F = c->d_ff, V = c->vocab_size, HD = C / c->n_head;
@@ -162,6 +185,7 @@ static void build_table(Model *m) {
         m->t_wpe = add_tensor(m, "transformer.wpe.weight", c->max_seq_len, C, 1, 0);
         for (int l = 0; l < c->n_layer; l++) {
             LayerTensors *lt = &m->layers[l];
+            lt->moe_router = lt->moe_expert0 = -1;
 #define T_(field, suffix, rows, cols, decay, hft)                                                  \
     snprintf(nm, sizeof nm, "transformer.h.%d.%s", l, suffix);                                     \
     lt->field = add_tensor(m, nm, rows, cols, decay, hft)
@@ -185,6 +209,7 @@ static void build_table(Model *m) {
         for (int l = 0; l < c->n_layer; l++) {
             LayerTensors *lt = &m->layers[l];
             lt->ln1_b = lt->ln2_b = lt->qkv_b = lt->o_b = lt->up_b = lt->down_b = -1;
+            lt->moe_router = lt->moe_expert0 = -1;
 #undef T_
 #define T_(field, suffix, rows, cols, decay)                                                       \
     snprintf(nm, sizeof nm, "model.layers.%d.%s", l, suffix);                                      \
@@ -205,6 +230,11 @@ static void build_table(Model *m) {
             }
             T_(o_w, "self_attn.o_proj.weight", C, qd, 1);
             T_(ln2_w, "post_attention_layernorm.weight", C, 0, 0);
+            if (moe_is_layer(c, l)) {
+                lt->up_w = lt->down_w = -1;
+                add_moe_tensors(m, l);
+                continue;
+            }
             /* gate, up adjacent: one stacked (2F, C) weight */
             T_(up_w, "mlp.gate_proj.weight", F, C, 1);
             snprintf(nm, sizeof nm, "model.layers.%d.mlp.up_proj.weight", l);
@@ -232,7 +262,7 @@ Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t er
     if (!m) return snprintf(err, err_len, "out of host memory"), NULL;
     m->cfg = *cfg;
     m->ops = ops;
-    int max_tensors = 4 + cfg->n_layer * 14;
+    int max_tensors = 4 + cfg->n_layer * (14 + 1 + 3 * cfg->n_experts);
     m->tensors = calloc(max_tensors, sizeof *m->tensors);
     m->layers = calloc(cfg->n_layer, sizeof *m->layers);
     if (!m->tensors || !m->layers) goto oom;
@@ -247,6 +277,10 @@ Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t er
     if (ops->act_bytes != sizeof(float)) {
         m->master = ops->alloc(n * sizeof(float));
         if (!m->master) goto oom;
+    }
+    if (cfg->n_experts && !(m->moe = moe_create(cfg, ops, err, err_len))) {
+        model_free(m);
+        return NULL;
     }
     return m;
 oom:
@@ -289,6 +323,7 @@ void model_free(Model *m) {
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) o->free(bufs[i]);
     free(m->host_tmp);
+    moe_free(m->moe);
     free(m->tensors);
     free(m->layers);
     free(m);
@@ -324,6 +359,7 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
         A_(a->ln2, N * C * ab);
         if (c->arch == ARCH_GPT2) A_(a->ln2_mean, N * 4);
         A_(a->ln2_rstd, N * 4);
+        if (moe_is_layer(c, l)) continue; /* the MoE FFN keeps its own (trainer/moe.c) */
         A_(a->up, N * UP * ab);
         A_(a->act, N * F * ab);
     }
@@ -345,6 +381,7 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
     m->losses_host = malloc(N * sizeof(float));
     m->cap_B = B;
     m->cap_T = T;
+    if (ok && m->moe && moe_ensure_acts(m->moe, (int)N, err, err_len)) return free_acts(m), 1;
     if (!ok || !m->losses_host) {
         free_acts(m);
         return snprintf(err, err_len, "out of memory allocating activations for B=%d T=%d on %s",
@@ -371,6 +408,9 @@ int model_find_tensor(const Model *m, const char *name) {
 static int is_residual_proj(const Model *m, int t) {
     for (int l = 0; l < m->cfg.n_layer; l++)
         if (m->layers[l].o_w == t || m->layers[l].down_w == t) return 1;
+        else if (m->layers[l].moe_expert0 >= 0 && t >= m->layers[l].moe_expert0 &&
+                 t < m->layers[l].moe_expert0 + 3 * m->cfg.n_experts)
+            return (t - m->layers[l].moe_expert0) % 3 == 2; /* experts' w2 */
     return 0;
 }
 
@@ -486,6 +526,12 @@ static void forward_blocks(Model *m, int B, int T) {
         o->matmul_fwd(out, a->atty, P(m, w->o_w), P(m, w->o_b), N, NH * HD, C);
         o->residual_fwd(a->resid_mid, a->resid, out, (size_t)N * C);
         norm_fwd(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid_mid, w->ln2_w, w->ln2_b, N);
+        if (w->moe_router >= 0) {
+            moe_layer_fwd(m->moe, l, m->params, m->tensors[w->moe_router].offset,
+                          m->tensors[w->moe_expert0].offset, out, a->ln2, N);
+            o->residual_fwd(out, a->resid_mid, out, (size_t)N * C);
+            continue;
+        }
         o->matmul_fwd(a->up, a->ln2, P(m, w->up_w), P(m, w->up_b), N, C, UP);
         if (c->arch == ARCH_LLAMA) o->swiglu_fwd(a->act, a->up, N, F);
         else o->gelu_fwd(a->act, a->up, (size_t)N * F);
@@ -522,6 +568,7 @@ static int forward_common(Model *m, const int32_t *tokens, const int32_t *target
 int model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                   float *mean_loss, char *err, size_t err_len) {
     if (forward_common(m, tokens, targets, B, T, err, err_len)) return 1;
+    if (m->moe && moe_after_forward(m->moe, 0, err, err_len)) return 1;
     if (targets) {
         const ModelConfig *c = &m->cfg;
         int th = head_tensor(m);
@@ -538,6 +585,7 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
                            float grad_scale, float *mean_loss, char *err, size_t err_len) {
     if (!targets) return snprintf(err, err_len, "training needs targets"), 1;
     if (forward_common(m, tokens, targets, B, T, err, err_len)) return 1;
+    if (m->moe && moe_after_forward(m->moe, 1, err, err_len)) return 1;
     const ModelConfig *c = &m->cfg;
     const Ops *o = m->ops;
     int N = B * T, C = c->d_model, F = c->d_ff, NH = c->n_head, NKV = c->n_kv_head, L = c->n_layer;
@@ -556,12 +604,18 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
         const LayerTensors *w = &m->layers[l];
         LayerActs *a = &m->acts[l];
         /* MLP: dresid is d(x_{l+1}) = d(mlp out) */
+        if (w->moe_router >= 0) {
+            moe_layer_bwd(m->moe, l, m->params, m->grads, m->tensors[w->moe_router].offset,
+                          m->tensors[w->moe_expert0].offset, m->dln, m->dresid, a->ln2, N);
+            goto norm2_bwd;
+        }
         o->matmul_bwd(m->dact, G(m, w->down_w), G(m, w->down_b), m->dresid, a->act,
                       P(m, w->down_w), N, F, C);
         if (c->arch == ARCH_LLAMA) o->swiglu_bwd(m->dbig, m->dact, a->up, N, F);
         else o->gelu_bwd(m->dbig, a->up, m->dact, (size_t)N * F);
         o->matmul_bwd(m->dln, G(m, w->up_w), G(m, w->up_b), m->dbig, a->ln2, P(m, w->up_w), N, C,
                       UP);
+    norm2_bwd:
         norm_bwd(m, m->dresid, m->dln, a->resid_mid, a->ln2_mean, a->ln2_rstd, w->ln2_w, w->ln2_b,
                  N);
         /* attention: dresid is now d(x_mid) = d(attn out) */
@@ -578,6 +632,8 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
 }
 
 const float *model_token_losses(const Model *m) { return m->losses_host; }
+
+MoeState *model_moe_state(const Model *m) { return m->moe; }
 
 void model_logits(Model *m, float *dst) {
     const ModelConfig *c = &m->cfg;

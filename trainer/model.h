@@ -36,7 +36,24 @@ typedef struct {
     float norm_eps;
     int tie_embeddings; /* LM head shares the token embedding */
     int qkv_bias;       /* llama: bias on q/k/v projections (Qwen2) */
+    /* ---- mixture of experts (llama only; trainer/moe.h, docs/moe.md) ---- */
+    int n_experts;       /* 0: dense FFN everywhere; >= 2: experts per MoE layer */
+    int top_k;           /* experts per token, 1..n_experts */
+    int moe_layer_start; /* layer l is MoE when l >= start and (l - start) % step == 0 */
+    int moe_layer_step;  /* >= 1 (1: every layer from start on, as Mixtral) */
+    int norm_topk_prob;  /* renormalise the k routing weights to sum 1 (Mixtral: 1) */
+    int lbl_mode;        /* MoeLblMode: load-balancing loss statistics scope */
+    int lbl_norm;        /* MoeLblNorm: paper (balanced minimum 1) or HF (top_k times larger) */
+    float lbl_coef;      /* weight of the load-balancing loss (paper: 0.008, paper norm) */
+    float z_loss_coef;   /* weight of the router z-loss (0: off) */
 } ModelConfig;
+
+/* Load-balancing loss modes ([moe] lbl = "none" | "micro" | "global"). */
+typedef enum { MOE_LBL_NONE = 0, MOE_LBL_MICRO = 1, MOE_LBL_GLOBAL = 2 } MoeLblMode;
+/* LBL normalisation: paper f_i = count_i / (K n_tokens) (sum 1, balanced
+ * minimum LBL = 1); hf f_i = count_i / n_tokens (transformers'
+ * load_balancing_loss_func, top_k times larger). */
+typedef enum { MOE_LBL_NORM_PAPER = 0, MOE_LBL_NORM_HF = 1 } MoeLblNorm;
 
 /* Defaults for an architecture (sizes must still be set). */
 ModelConfig model_config_default(Arch arch);
@@ -62,6 +79,11 @@ typedef struct {
  * (2F, C) matrix). */
 typedef struct {
     int ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;
+    /* MoE layers (up_w, down_w are -1 there): the router (E, C) and the
+     * first expert tensor; expert e's w1 (F, C), w3 (F, C), w2 (C, F) are
+     * tensors moe_expert0 + 3e + 0, 1, 2 (w1, w3 adjacent: one (2F, C)
+     * gate|up matrix). -1 on dense layers. */
+    int moe_router, moe_expert0;
 } LayerTensors;
 
 typedef struct {

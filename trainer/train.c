@@ -33,6 +33,8 @@
 #include "trainer/config.h"
 #include "trainer/hf.h"
 #include "trainer/model.h"
+#include "trainer/moe.h"
+#include "trainer/moe_loop.h"
 #include "trainer/sched.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -95,6 +97,7 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
         }
         return m;
     }
+    if (c->moe.upcycle_from[0]) return moe_loop_upcycle(c, ops, err, err_len);
     if (c->model.init_from[0]) {
         struct stat sb;
         if (stat(c->model.init_from, &sb) || !S_ISDIR(sb.st_mode)) {
@@ -298,9 +301,11 @@ static int run(TrainArgs *a) {
     int32_t *inp = NULL, *tgt = NULL;
     uint32_t *batch = NULL;
     int32_t *src_ids = NULL;
+    int *roles = NULL; /* (micro) StreamRole of each row, for MoE routing metrics */
     const ModelConfig *mc = model_config(m);
     LrSchedule sched;
-    if (config_check_model(c, mc, err, sizeof err) || config_to_schedule(c, &sched, err, sizeof err) ||
+    if (config_check_model(c, mc, err, sizeof err) || moe_loop_configure(m, c, err, sizeof err) ||
+        config_to_schedule(c, &sched, err, sizeof err) ||
         open_stream(c, c->train.steps, &s, err, sizeof err) || check_vocab(c, m, s, a->tokenizer, sizeof a->tokenizer, err, sizeof err)) {
         fprintf(stderr, "dapt train: %s\n", err);
         goto done;
@@ -348,6 +353,7 @@ static int run(TrainArgs *a) {
     src_ids = malloc(sizeof(int32_t) * B_local);
     inp = malloc(sizeof(int32_t) * micro * T);
     tgt = malloc(sizeof(int32_t) * micro * T);
+    roles = malloc(sizeof(int) * micro);
     printf("dapt train: %s, %s %d layers d_model %d (%.2fM params) on %s; %d steps of %d x %d "
            "tokens\n",
            a->run_dir, model_arch_name(mc->arch), mc->n_layer, mc->d_model,
@@ -378,6 +384,8 @@ static int run(TrainArgs *a) {
         double role_sum[2] = {0, 0}, total = 0;
         int role_n[2] = {0, 0};
         float grad_scale = 1.0f / ((float)B * T);
+        double moe_aux = 0.0; /* MoE: the step's aux loss (trainer/moe.h) */
+        if ((rc = model_moe_begin_step(m, (int64_t)B * T, err, sizeof err))) goto fail;
         for (int k = 0; k < n_micro; k++) {
             for (int i = 0; i < micro; i++) {
                 const uint32_t *w = batch + (size_t)(k * micro + i) * (T + 1);
@@ -390,6 +398,9 @@ static int run(TrainArgs *a) {
             if ((rc = model_forward_backward(m, inp, tgt, micro, T, grad_scale, &loss, err,
                                              sizeof err)))
                 goto fail;
+            moe_aux += model_moe_aux_loss(m);
+            for (int i = 0; i < micro; i++) roles[i] = stream_source_role(s, src_ids[k * micro + i]);
+            if ((rc = model_moe_record_routing(m, roles, micro, err, sizeof err))) goto fail;
             const float *tl = model_token_losses(m);
             for (int i = 0; i < micro; i++) {
                 double ls = 0;
@@ -427,20 +438,23 @@ static int run(TrainArgs *a) {
         steps_run++;
         double dt = now_s() - t0, tok_s = (double)B * T / dt;
         double dom_frac = (double)role_n[0] / B_local;
-        char b1[32], b2[32];
+        char b1[32], b2[32], moe_console[64];
+        char *moe_fields = moe_loop_step_fields(m, moe_aux, moe_console, sizeof moe_console);
         fprintf(mf,
                 "{\"type\":\"train\",\"step\":%d,\"tokens\":%lld,\"loss\":%.6f,\"loss_domain\":%s,"
                 "\"loss_general\":%s,\"lr\":%.6g,\"grad_norm\":%.6g,\"tok_s\":%.1f,"
-                "\"domain_frac\":%.6f}\n",
+                "\"domain_frac\":%.6f%s}\n",
                 step + 1, tokens, loss, json_num(b1, sizeof b1, ld), json_num(b2, sizeof b2, lg),
-                lr, gnorm, tok_s, dom_frac);
+                lr, gnorm, tok_s, dom_frac, moe_fields ? moe_fields : "");
+        free(moe_fields);
         if (tty || (step + 1) % every_print == 0 || step == start || step + 1 == c->train.steps) {
             char eta[32];
             double per = (now_s() - t_start) / steps_run;
             fmt_duration(eta, sizeof eta, per * (c->train.steps - step - 1));
             printf("step %5d/%d | loss %.4f (domain %.4f, general %.4f) | lr %.2e | gnorm %.3f | "
-                   "%.0f tok/s | domain %.2f | ETA %s\n",
-                   step + 1, c->train.steps, loss, ld, lg, lr, gnorm, tok_s, dom_frac, eta);
+                   "%.0f tok/s | domain %.2f%s | ETA %s\n",
+                   step + 1, c->train.steps, loss, ld, lg, lr, gnorm, tok_s, dom_frac, moe_console,
+                   eta);
             fflush(stdout);
         }
         int last = step + 1 == c->train.steps;
@@ -467,7 +481,7 @@ fail:
     fprintf(stderr, "dapt train: step %d: %s\n", step, err);
 done:
     if (mf) fclose(mf);
-    free(config_text), free(batch), free(src_ids), free(inp), free(tgt);
+    free(config_text), free(batch), free(src_ids), free(inp), free(tgt), free(roles);
     ckpt_state_free(&st);
     if (s) stream_close(s);
     model_free(m);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cpu/ops_cpu_moe.h"
 #include "kernels/cpu/vecmath.h"
 #include "kernels/ops.h"
 
@@ -560,6 +561,7 @@ static const Ops cpu_ops = {
     .lmhead_scratch_bytes = cpu_lmhead_scratch_bytes,
     .sumsq = cpu_sumsq,
     .adamw = cpu_adamw,
+    OPS_CPU_MOE_ENTRIES
 };
 
 const Ops *ops_cpu(void) { return &cpu_ops; }

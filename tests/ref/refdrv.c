@@ -8,6 +8,12 @@
  * then the batches, losses and final parameters of `steps` AdamW steps with
  * warmup + cosine.
  *
+ * MoE models (--experts E > 0, tests/ref/check_moe.py): every optimizer step
+ * starts with model_moe_begin_step(B*T); the accumulated pass uses --micro M
+ * micro-batches (default 2), and the per-layer LBL statistics (f, P, LBL, z)
+ * of the whole-batch pass and of the last accumulated micro-batch are
+ * dumped as moe.I.* and moeacc.I.*.
+ *
  * Output: OUT_DIR/data.bin (raw little-endian arrays back to back) and
  * OUT_DIR/meta.json ({"config": {...}, "train": {...}, "arrays": [{"name",
  * "dtype" ("f32"|"i32"), "shape", "offset" (bytes)}]}).
@@ -19,6 +25,7 @@
 #include <sys/stat.h>
 
 #include "trainer/model.h"
+#include "trainer/moe.h"
 #include "trainer/rng.h"
 #include "trainer/sched.h"
 
@@ -69,9 +76,35 @@ static void die(const char *msg) {
     exit(1);
 }
 
+/* f, P (E each) and [LBL, z] of every MoE layer of the last forward */
+static void dump_moe(Dump *d, const Model *m, const char *prefix) {
+    char name[160];
+    int E = model_config(m)->n_experts, two = 2;
+    float *buf = malloc(sizeof(float) * (E > 2 ? E : 2));
+    for (int i = 0; i < model_moe_num_layers(m); i++) {
+        MoeLayerStats st;
+        if (model_moe_layer_stats(m, i, &st)) die("model_moe_layer_stats failed");
+        for (int e = 0; e < E; e++) buf[e] = (float)st.f[e];
+        snprintf(name, sizeof name, "%s.%d.f", prefix, i);
+        dump_array(d, name, "f32", buf, 1, &E);
+        for (int e = 0; e < E; e++) buf[e] = (float)st.p[e];
+        snprintf(name, sizeof name, "%s.%d.p", prefix, i);
+        dump_array(d, name, "f32", buf, 1, &E);
+        buf[0] = (float)st.lbl, buf[1] = (float)st.z_loss;
+        snprintf(name, sizeof name, "%s.%d.lbl_z", prefix, i);
+        dump_array(d, name, "f32", buf, 1, &two);
+    }
+    free(buf);
+}
+
+static void begin_step(Model *m, int n_tokens) {
+    char err[256];
+    if (model_moe_begin_step(m, n_tokens, err, sizeof err)) die(err);
+}
+
 int main(int argc, char **argv) {
     ModelConfig c = model_config_default(ARCH_LLAMA);
-    int B = 2, T = 8, steps = 10, seed = 1;
+    int B = 2, T = 8, steps = 10, seed = 1, micro = 2;
     double ignore_frac = 0.0;
     const char *out = NULL, *arch = "llama";
     char err[256];
@@ -96,10 +129,22 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--seed")) seed = atoi(v);
         else if (!strcmp(k, "--ignore-frac")) ignore_frac = atof(v);
         else if (!strcmp(k, "--out")) out = v;
+        else if (!strcmp(k, "--micro")) micro = atoi(v);
+        else if (!strcmp(k, "--experts")) c.n_experts = atoi(v);
+        else if (!strcmp(k, "--top-k")) c.top_k = atoi(v);
+        else if (!strcmp(k, "--moe-start")) c.moe_layer_start = atoi(v);
+        else if (!strcmp(k, "--moe-step")) c.moe_layer_step = atoi(v);
+        else if (!strcmp(k, "--norm-topk")) c.norm_topk_prob = atoi(v);
+        else if (!strcmp(k, "--lbl")) {
+            if (moe_lbl_mode_parse(v, &c.lbl_mode, err, sizeof err)) die(err);
+        } else if (!strcmp(k, "--lbl-norm")) {
+            if (moe_lbl_norm_parse(v, &c.lbl_norm, err, sizeof err)) die(err);
+        } else if (!strcmp(k, "--lbl-coef")) c.lbl_coef = (float)atof(v);
+        else if (!strcmp(k, "--z-coef")) c.z_loss_coef = (float)atof(v);
         else die("unknown option");
     }
     if (!out) die("--out DIR is required");
-    if (B % 2) die("--B must be even (the batch is also split into two micro-batches)");
+    if (micro < 1 || B % micro) die("--B must be a multiple of --micro (the batch is also split into micro-batches)");
     Arch a;
     if (model_arch_parse(arch, &a, err, sizeof err)) die(err);
     ModelConfig d = model_config_default(a);
@@ -130,9 +175,18 @@ int main(int argc, char **argv) {
             "{\"config\": {\"arch\": \"%s\", \"n_layer\": %d, \"n_head\": %d, \"n_kv_head\": %d, "
             "\"d_model\": %d, \"d_ff\": %d, \"vocab_size\": %d, \"max_seq_len\": %d, "
             "\"rope_theta\": %.9g, \"norm_eps\": %.9g, \"tie_embeddings\": %d, \"qkv_bias\": %d, "
-            "\"B\": %d, \"T\": %d},\n",
+            "\"B\": %d, \"T\": %d, \"micro\": %d, \"n_experts\": %d, \"top_k\": %d, "
+            "\"moe_layers\": [",
             arch, c.n_layer, c.n_head, c.n_kv_head, c.d_model, c.d_ff, c.vocab_size,
-            c.max_seq_len, c.rope_theta, c.norm_eps, c.tie_embeddings, c.qkv_bias, B, T);
+            c.max_seq_len, c.rope_theta, c.norm_eps, c.tie_embeddings, c.qkv_bias, B, T, micro,
+            c.n_experts, c.top_k);
+    for (int l = 0, k = 0; l < c.n_layer; l++)
+        if (moe_is_layer(&c, l)) fprintf(dump.meta, "%s%d", k++ ? ", " : "", l);
+    fprintf(dump.meta,
+            "], \"norm_topk_prob\": %d, \"lbl\": \"%s\", \"lbl_norm\": \"%s\", "
+            "\"lbl_coef\": %.9g, \"z_loss_coef\": %.9g},\n",
+            c.norm_topk_prob, moe_lbl_mode_name(c.lbl_mode),
+            c.lbl_norm == MOE_LBL_NORM_HF ? "hf" : "paper", c.lbl_coef, c.z_loss_coef);
 
     AdamWConfig opt = {.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f,
                        .grad_clip = 1.0f};
@@ -156,7 +210,9 @@ int main(int argc, char **argv) {
     int nv = count_valid(tgt, N);
     float loss;
     model_zero_grad(m);
+    begin_step(m, N);
     if (model_forward_backward(m, tok, tgt, B, T, 1.0f / nv, &loss, err, sizeof err)) die(err);
+    dump_moe(&dump, m, "moe");
     model_logits(m, logits);
     int shape_l[3] = {B, T, V}, one = 1;
     dump_array(&dump, "logits", "f32", logits, 3, shape_l);
@@ -164,15 +220,17 @@ int main(int argc, char **argv) {
     model_get_grads(m, flat);
     dump_tensors(&dump, m, "grad.", flat);
 
-    /* the same batch as two accumulated micro-batches */
+    /* the same batch as `micro` accumulated micro-batches */
     model_zero_grad(m);
-    int half = N / 2;
-    if (model_forward_backward(m, tok, tgt, B / 2, T, 1.0f / nv, NULL, err, sizeof err) ||
-        model_forward_backward(m, tok + half, tgt + half, B / 2, T, 1.0f / nv, NULL, err,
-                               sizeof err))
-        die(err);
+    begin_step(m, N);
+    int part = N / micro;
+    for (int j = 0; j < micro; j++)
+        if (model_forward_backward(m, tok + j * part, tgt + j * part, B / micro, T, 1.0f / nv,
+                                   NULL, err, sizeof err))
+            die(err);
     model_get_grads(m, flat);
     dump_tensors(&dump, m, "gradacc.", flat);
+    dump_moe(&dump, m, "moeacc");
 
     /* eval-only forward gives the same loss */
     float eval_loss;
@@ -187,6 +245,7 @@ int main(int argc, char **argv) {
         int32_t *tk = all_tok + (size_t)s * N, *tg = all_tgt + (size_t)s * N;
         random_batch(&rng, tk, tg, N, V, ignore_frac);
         model_zero_grad(m);
+        begin_step(m, N);
         if (model_forward_backward(m, tk, tg, B, T, 1.0f / count_valid(tg, N), &losses[s], err,
                                    sizeof err))
             die(err);

@@ -9,3 +9,10 @@ foreach(case gpt2_tied gpt2_untied llama_mha llama_gqa llama_qkv_bias)
                    --driver $<TARGET_FILE:refdrv> --case ${case})
   set_tests_properties(ref_${case} PROPERTIES LABELS py)
 endforeach()
+# MoE cases (tests/ref/check_moe.py): each LBL mode, accumulation semantics
+foreach(case moe_global moe_micro moe_none)
+  add_test(NAME ref_${case}
+           COMMAND ${DAPT_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/check_moe.py
+                   --driver $<TARGET_FILE:refdrv> --case ${case})
+  set_tests_properties(ref_${case} PROPERTIES LABELS py)
+endforeach()

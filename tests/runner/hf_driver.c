@@ -10,6 +10,11 @@
  *       llama-sharded: llama with its weights in 16 KiB shards) with
  *       random weights of O(1) logits, save it with ckpt_save under
  *       OUT_DIR, print the checkpoint path, and write its logits
+ *       (KIND mixtral: llama with 4 experts, top-2, in every layer)
+ *   hf_driver moe_lbl DIR OUT.f32 ID...
+ *       load an HF Mixtral directory with the LBL in HF's normalisation,
+ *       run the forward pass and write each MoE layer's LBL (fp32, one per
+ *       layer) to OUT.f32
  *
  * Exit status 0 on success; 1 with a message on stderr otherwise.
  */
@@ -19,6 +24,7 @@
 
 #include "trainer/ckpt.h"
 #include "trainer/hf.h"
+#include "trainer/moe.h"
 #include "trainer/rng.h"
 
 static int write_logits(Model *m, int argc, char **argv, const char *out) {
@@ -76,8 +82,10 @@ static int cmd_ckpt(const char *kind, const char *out_dir, const char *out, int 
     int sharded = !strcmp(kind, "llama-sharded");
     c.tie_embeddings = strcmp(kind, "llama") != 0 && !sharded;
     c.qkv_bias = !strcmp(kind, "qwen2");
+    if (!strcmp(kind, "mixtral")) c.n_experts = 4, c.top_k = 2, c.tie_embeddings = 0;
     if (strcmp(kind, "llama") && strcmp(kind, "llama-tied") && strcmp(kind, "qwen2") &&
-        strcmp(kind, "gpt2") && !sharded)
+        strcmp(kind, "gpt2") && !sharded &&
+        strcmp(kind, "mixtral"))
         return fprintf(stderr, "hf_driver: unknown kind '%s'\n", kind), 1;
     char err[512], path[4200];
     Model *m = model_create(&c, ops_cpu(), err, sizeof err);
@@ -95,6 +103,38 @@ static int cmd_ckpt(const char *kind, const char *out_dir, const char *out, int 
     return rc;
 }
 
+static int cmd_moe_lbl(const char *dir, const char *out, int argc, char **argv) {
+    char err[512];
+    ModelConfig c;
+    if (hf_load_config(dir, &c, err, sizeof err)) return fprintf(stderr, "hf_driver: %s\n", err), 1;
+    c.lbl_norm = MOE_LBL_NORM_HF;
+    Model *m = model_create(&c, ops_cpu(), err, sizeof err);
+    if (!m || hf_load_weights(dir, m, err, sizeof err)) {
+        model_free(m);
+        return fprintf(stderr, "hf_driver: %s\n", err), 1;
+    }
+    int T = argc, rc = 1;
+    int32_t *ids = malloc((size_t)T * sizeof *ids);
+    for (int i = 0; i < T; i++) ids[i] = (int32_t)atoi(argv[i]);
+    if (model_forward(m, ids, NULL, 1, T, NULL, err, sizeof err)) {
+        fprintf(stderr, "hf_driver: %s\n", err);
+    } else {
+        FILE *f = fopen(out, "wb");
+        rc = !f;
+        for (int i = 0; f && i < model_moe_num_layers(m); i++) {
+            MoeLayerStats st;
+            model_moe_layer_stats(m, i, &st);
+            float v = (float)st.lbl;
+            rc |= fwrite(&v, sizeof v, 1, f) != 1;
+        }
+        if (f && fclose(f)) rc = 1;
+        if (rc) fprintf(stderr, "hf_driver: cannot write %s\n", out);
+    }
+    free(ids);
+    model_free(m);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 5 && !strcmp(argv[1], "logits")) {
         char err[512];
@@ -104,6 +144,7 @@ int main(int argc, char **argv) {
         model_free(m);
         return rc;
     }
+    if (argc >= 5 && !strcmp(argv[1], "moe_lbl")) return cmd_moe_lbl(argv[2], argv[3], argc - 4, argv + 4);
     if (argc >= 6 && !strcmp(argv[1], "ckpt")) return cmd_ckpt(argv[2], argv[3], argv[4], argc - 5, argv + 5);
     fprintf(stderr, "usage: hf_driver logits DIR OUT.f32 ID... | hf_driver ckpt KIND OUT_DIR OUT.f32 ID...\n");
     return 2;

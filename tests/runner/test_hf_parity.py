@@ -29,7 +29,9 @@ import tempfile
 import torch
 import transformers
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+                          MistralConfig, MistralForCausalLM, MixtralConfig,
+                          MixtralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 VOCAB, T = 64, 16
 REL_TOL = 3e-5
@@ -71,6 +73,13 @@ def make(kind):
                             max_position_embeddings=64, sliding_window=T, rope_theta=5000.0,
                             rms_norm_eps=1e-5)
         return MistralForCausalLM(cfg)
+    if kind in ("mixtral", "mixtral_1layer"):
+        cfg = MixtralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+                            num_hidden_layers=1 if kind == "mixtral_1layer" else 2,
+                            num_attention_heads=4, num_key_value_heads=2,
+                            max_position_embeddings=32, rope_theta=5000.0, rms_norm_eps=1e-5,
+                            num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False)
+        return MixtralForCausalLM(cfg)
     if kind == "gpt2":
         cfg = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=32,
                          activation_function="gelu_new", layer_norm_epsilon=1e-5)
@@ -140,10 +149,53 @@ def case_import(driver, kind, dtype=None, shard=False):
     compare(f"import {kind} {want}{' sharded' if shard else ''}", ref, got)
 
 
+def case_mixtral(driver, kind):
+    """Mixtral import: logits, and the router aux loss in HF's normalisation.
+    HF's model-level aux_loss concatenates the router logits of all layers
+    before averaging (load_balancing_loss_func); dapt's LBL is per layer. So
+    each dapt layer value is compared with load_balancing_loss_func on that
+    layer's router logits alone, and for a one-layer model with the
+    model's own outputs.aux_loss. Tolerance 1e-5 relative: the counts are
+    exact when the routing agrees, the mean probabilities differ by fp32
+    rounding (~1e-7)."""
+    ids = torch.randint(0, VOCAB, (T,), generator=torch.Generator().manual_seed(1)).tolist()
+    model = randomize(make(kind), seed=2)
+    cfg = model.config
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d, safe_serialization=True)
+        ref_model = MixtralForCausalLM.from_pretrained(d, torch_dtype=torch.float32)
+        ref_model.eval()
+        with torch.no_grad():
+            out_hf = ref_model(torch.tensor([ids]), output_router_logits=True)
+        out = os.path.join(d, "logits.f32")
+        run_driver(driver, "logits", d, out, *ids)
+        got = read_logits(out, T)
+        lbl_path = os.path.join(d, "lbl.f32")
+        run_driver(driver, "moe_lbl", d, lbl_path, *ids)
+        with open(lbl_path, "rb") as f:
+            lbl = torch.frombuffer(bytearray(f.read()), dtype=torch.float32)
+    compare(f"import {kind}", out_hf.logits[0].float(), got)
+    L, E, K = cfg.num_hidden_layers, cfg.num_local_experts, cfg.num_experts_per_tok
+    assert lbl.numel() == L, f"{lbl.numel()} LBL values for {L} layers"
+    for l in range(L):
+        rl = out_hf.router_logits[l]
+        p = torch.softmax(rl.float(), -1).sort(-1, descending=True).values
+        assert (p[:, K - 1] - p[:, K]).min() > 1e-5, "near-tie in HF's routing: change the seed"
+        ref = load_balancing_loss_func((rl,), E, K).item()
+        err = abs(lbl[l].item() - ref) / ref
+        print(f"layer {l}: HF aux loss {ref:.7f}, dapt LBL (hf norm) {lbl[l].item():.7f}, rel err {err:.2e}")
+        assert err <= 1e-5, f"layer {l}: LBL differs from HF's by {err:.2e}"
+    if L == 1:
+        err = abs(lbl[0].item() - out_hf.aux_loss.item()) / out_hf.aux_loss.item()
+        print(f"model aux_loss {out_hf.aux_loss.item():.7f}, rel err {err:.2e}")
+        assert err <= 1e-5, f"HF aux_loss differs by {err:.2e}"
+
+
 def case_ckpt(driver, kind):
     ids = torch.randint(0, VOCAB, (T,), generator=torch.Generator().manual_seed(3)).tolist()
     cls = {"llama": LlamaForCausalLM, "llama-tied": LlamaForCausalLM, "qwen2": Qwen2ForCausalLM,
-           "gpt2": GPT2LMHeadModel, "llama-sharded": LlamaForCausalLM}[kind]
+           "gpt2": GPT2LMHeadModel, "llama-sharded": LlamaForCausalLM,
+           "mixtral": MixtralForCausalLM}[kind]
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "logits.f32")
         path = run_driver(driver, "ckpt", kind, os.path.join(d, "run"), out, *ids).strip()
@@ -166,6 +218,9 @@ CASES = {
     "import_qwen2": lambda d: case_import(d, "qwen2"),
     "import_gpt2": lambda d: case_import(d, "gpt2"),
     "import_mistral": lambda d: case_import(d, "mistral"),
+    "import_mixtral": lambda d: case_mixtral(d, "mixtral"),
+    "import_mixtral_1layer": lambda d: case_mixtral(d, "mixtral_1layer"),
+    "ckpt_mixtral": lambda d: case_ckpt(d, "mixtral"),
     "import_llama_bf16": lambda d: case_import(d, "llama", dtype=torch.bfloat16),
     "import_gpt2_f16": lambda d: case_import(d, "gpt2", dtype=torch.float16),
     "import_qwen2_bf16_sharded": lambda d: case_import(d, "qwen2", dtype=torch.bfloat16, shard=True),

@@ -1,0 +1,144 @@
+/* moe.h: the mixture-of-experts FFN of `llama` models (Mixtral semantics):
+ * router linear -> softmax over all experts (fp32) -> top-k -> optional
+ * renormalisation of the k weights -> sum_k w_k * SwiGLU_expert(x).
+ * Dropless: every (token, slot) routing is computed.
+ *
+ * Also the load-balancing loss (LBL, Qiu et al. 2025) and router z-loss
+ * bookkeeping, the per-layer / per-source routing metrics, and upcycling
+ * of a dense model into an MoE. docs/moe.md has the math.
+ *
+ * Objective of one optimizer step (what the gradients accumulated by the
+ * micro-batches of a step, summed over ranks, are the gradient of):
+ *   L = CE_sum / n_valid_targets_global
+ *     + sum_{rank r, micro-batch j} (N_rj / N_global)
+ *         * sum_{MoE layers l} [ lbl_coef * LBL_lrj + z_loss_coef * Z_lrj ]
+ *   LBL_lrj = s * E * sum_i f_i * P_i,  P_i = mean_n probs[n,i] over the N_rj
+ *             tokens of micro-batch j on rank r (carries the gradient),
+ *   f_i = c_i / sum_i' c_i' (no gradient), c = routing counts:
+ *     micro : of micro-batch j on rank r only;
+ *     global: all-reduced over ranks at every micro-batch and summed over
+ *             micro-batches 1..j of the step (reset by model_moe_begin_step);
+ *   s = 1 (paper normalisation: balanced minimum LBL = 1) or K (HF's).
+ *   Z_lrj = mean_n logsumexp(router logits[n])^2.
+ * N counts every token position (ignored targets included: the router sees
+ * them all); N_global = model_moe_begin_step's n_tokens_global.
+ *
+ * Invariant: the MoE ops of the backend are non-NULL (model_create checks).
+ */
+#ifndef DAPT_MOE_H
+#define DAPT_MOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/ops.h"
+#include "trainer/model.h"
+
+/* ---------------- config ---------------- */
+
+/* "none" | "micro" | "global" -> MoeLblMode; a misspelling gets a
+ * "did you mean". */
+int moe_lbl_mode_parse(const char *s, int *mode, char *err, size_t err_len);
+const char *moe_lbl_mode_name(int mode);
+/* "paper" | "hf" -> MoeLblNorm */
+int moe_lbl_norm_parse(const char *s, int *norm, char *err, size_t err_len);
+/* The MoE rules of model_config_check (n_experts = 0: nothing to check). */
+int moe_config_check(const ModelConfig *c, char *err, size_t err_len);
+/* 1 when layer l has an MoE FFN */
+int moe_is_layer(const ModelConfig *c, int l);
+/* The load-balancing loss of one layer: f_i = counts_i / sum(counts)
+ * (written to f, E), P_i = prob_sum_i / n_tokens (written to p, E);
+ * returns s E sum_i f_i P_i, s = K for MOE_LBL_NORM_HF, 1 for paper. */
+double moe_lbl(const int64_t *counts, const float *prob_sum, int E, int K, int n_tokens,
+               int lbl_norm, double *f, double *p);
+
+/* ---------------- the training loop's API ---------------- */
+
+/* Sets the training-only MoE fields (lbl_mode, lbl_norm, lbl_coef,
+ * z_loss_coef) of m from src, e.g. the [moe] keys of a run over a model
+ * loaded from init_from or a checkpoint (whose config.json has no loss
+ * settings). Checked like model_config_check; no-op on a dense model. */
+int model_moe_set_loss(Model *m, const ModelConfig *src, char *err, size_t err_len);
+
+/* Distributed hook: in-place sum over ranks of n int64 values; 0 on
+ * success. NULL (the default) means one rank. */
+typedef int (*MoeAllreduceI64)(void *ctx, int64_t *buf, size_t n, char *err, size_t err_len);
+void model_moe_set_allreduce(Model *m, MoeAllreduceI64 fn, void *ctx);
+
+/* Starts an optimizer step: resets the global-LBL counts and sets the
+ * number of token positions of the whole global batch (all ranks, all
+ * micro-batches), which weighs each micro-batch's aux loss by
+ * N_micro / n_tokens_global. Must be called before the first
+ * model_forward_backward of every step of an MoE model. */
+int model_moe_begin_step(Model *m, int64_t n_tokens_global, char *err, size_t err_len);
+
+/* Number of MoE layers (0 for a dense model) and their layer indices. */
+int model_moe_num_layers(const Model *m);
+
+typedef struct {
+    int layer;          /* model layer index */
+    int n_tokens;       /* N of the last forward pass */
+    double lbl;         /* LBL of the last forward (cfg normalisation, without coef) */
+    double z_loss;      /* Z of the last forward (without coef) */
+    double load_max;    /* max_i f_i / mean_i f_i of the local counts of the last forward */
+    const double *f;    /* (E) f_i used by the LBL of the last forward (sum 1) */
+    const double *p;    /* (E) P_i of the last forward */
+    const int64_t *counts; /* (E) local routing counts of the last forward */
+} MoeLayerStats;
+/* Stats of MoE layer i (0 <= i < model_moe_num_layers) from the last
+ * forward pass; pointers valid until the next forward. */
+int model_moe_layer_stats(const Model *m, int i, MoeLayerStats *out);
+/* Aux objective of the last forward: sum_l (lbl_coef LBL_l + z_loss_coef
+ * Z_l), times the micro-batch weight in training (1 after model_forward). */
+double model_moe_aux_loss(const Model *m);
+
+/* Routing metrics over a logging window. After a forward pass,
+ * record the routings of its B rows: row_source[b] = 0 (domain), 1
+ * (general), or -1 (not recorded): data/stream.h's StreamRole values. */
+int model_moe_record_routing(Model *m, const int *row_source, int B, char *err, size_t err_len);
+typedef struct {
+    int n_layers, n_experts;
+    /* per MoE layer i, expert e (arrays of n_layers * n_experts, row-major) */
+    double *dist[2];  /* routing distribution per source (0 domain, 1 general); sums to 1 */
+    double *load_max; /* (n_layers) max/mean of f over both sources */
+    double *jsd;      /* (n_layers) Jensen-Shannon divergence (nats) domain vs general */
+    double specialization; /* mean of jsd over layers (NaN when a source has no tokens) */
+    double worst_load;     /* max of load_max over layers */
+} MoeMetrics;
+/* Fills *out from the routings recorded since the last reset (arrays
+ * malloc'd; moe_metrics_free). */
+int model_moe_metrics(const Model *m, MoeMetrics *out, char *err, size_t err_len);
+void moe_metrics_free(MoeMetrics *mm);
+void model_moe_metrics_reset(Model *m);
+
+/* Upcycling: a new MoE model (moe_cfg: the dense config plus MoE fields;
+ * every size must match the dense one's) on dense's backend whose shared
+ * tensors are copies of dense's, whose experts in MoE layers all start as
+ * copies of that layer's dense FFN (w1 = gate_proj, w3 = up_proj, w2 =
+ * down_proj) plus N(0, noise_std) noise when noise_std > 0, and whose
+ * router is N(0, 0.02) from seed. */
+Model *model_upcycle(Model *dense, const ModelConfig *moe_cfg, float noise_std, uint64_t seed,
+                     char *err, size_t err_len);
+
+/* ---------------- internal: used by trainer/model.c ---------------- */
+
+typedef struct MoeState MoeState;
+MoeState *moe_create(const ModelConfig *c, const Ops *ops, char *err, size_t err_len);
+void moe_free(MoeState *s);
+/* activations for N rows (reallocating when N grows) */
+int moe_ensure_acts(MoeState *s, int N, char *err, size_t err_len);
+/* out (N, C) = MoE FFN of x (N, C) for model layer l; params: the model's
+ * parameter buffer, router_off / expert0_off: element offsets of the
+ * router and of expert 0's w1 (experts contiguous: w1, w3, w2 each). */
+void moe_layer_fwd(MoeState *s, int l, const void *params, size_t router_off, size_t expert0_off,
+                   void *out, const void *x, int N);
+/* After all layers' forward: counts -> f (all-reduce in global mode when
+ * training), LBL and z values, backward coefficients. */
+int moe_after_forward(MoeState *s, int training, char *err, size_t err_len);
+/* dx (N, C) OVERWRITTEN = d(MoE FFN)/dx . dout; parameter grads +=. */
+void moe_layer_bwd(MoeState *s, int l, const void *params, void *grads, size_t router_off,
+                   size_t expert0_off, void *dx, const void *dout, const void *x, int N);
+/* model.c's accessor for the state of m (NULL for a dense model) */
+MoeState *model_moe_state(const Model *m);
+
+#endif
