@@ -6,5 +6,10 @@
 
 /* tools/law/cmd_law.c: fit, predict and apply the D-CPT scaling law. */
 int cmd_law(int argc, char **argv);
+/* trainer/cmd_logits.c: forward pass of a model on token ids; logits out. */
+int cmd_logits(int argc, char **argv);
+/* tools/gguf/cmd_export.c, cmd_import.c: GGUF (llama.cpp) export and import. */
+int cmd_export(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 
 #endif

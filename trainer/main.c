@@ -15,6 +15,9 @@ typedef struct {
 
 static const Command commands[] = {
     {"law", cmd_law, "fit, predict and apply the D-CPT scaling law"},
+    {"logits", cmd_logits, "logits of a model on token ids (the parity instrument)"},
+    {"export", cmd_export, "export a model: `dapt export gguf MODEL OUT.gguf`"},
+    {"import", cmd_import, "import a model: `dapt import gguf FILE.gguf OUT_DIR`"},
     {NULL, NULL, NULL},
 };
 
