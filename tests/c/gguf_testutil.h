@@ -97,6 +97,7 @@ static inline int write_bytes(const char *path, const void *b, size_t n) {
 }
 
 static inline uint8_t *read_bytes(const char *path, size_t *n) {
+    *n = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
