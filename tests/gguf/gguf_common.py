@@ -96,3 +96,98 @@ def permute_like_converter(w, n_head):
     rows = w.shape[0]
     return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
             .swapaxes(1, 2).reshape(w.shape))
+
+
+def tensor_map(kind, model):
+    """GGUF name -> (HF name, heads its rows are permuted over or 0,
+    transposed: HF stores it [in, out] (GPT-2 Conv1D))."""
+    cfg = model.config
+    out = {}
+    if kind.startswith("llama"):
+        nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+        out["token_embd.weight"] = ("model.embed_tokens.weight", 0, False)
+        out["output_norm.weight"] = ("model.norm.weight", 0, False)
+        if not cfg.tie_word_embeddings:
+            out["output.weight"] = ("lm_head.weight", 0, False)
+        for i in range(cfg.num_hidden_layers):
+            p, b = f"model.layers.{i}.", f"blk.{i}."
+            for hf, g, perm in (("input_layernorm", "attn_norm", 0),
+                                ("self_attn.q_proj", "attn_q", nh),
+                                ("self_attn.k_proj", "attn_k", nkv),
+                                ("self_attn.v_proj", "attn_v", 0),
+                                ("self_attn.o_proj", "attn_output", 0),
+                                ("post_attention_layernorm", "ffn_norm", 0),
+                                ("mlp.gate_proj", "ffn_gate", 0), ("mlp.up_proj", "ffn_up", 0),
+                                ("mlp.down_proj", "ffn_down", 0)):
+                out[b + g + ".weight"] = (p + hf + ".weight", perm, False)
+    else:
+        out["token_embd.weight"] = ("transformer.wte.weight", 0, False)
+        out["position_embd.weight"] = ("transformer.wpe.weight", 0, False)
+        out["output_norm.weight"] = ("transformer.ln_f.weight", 0, False)
+        out["output_norm.bias"] = ("transformer.ln_f.bias", 0, False)
+        for i in range(cfg.n_layer):
+            p, b = f"transformer.h.{i}.", f"blk.{i}."
+            for hf, g in (("ln_1", "attn_norm"), ("ln_2", "ffn_norm"), ("attn.c_attn", "attn_qkv"),
+                          ("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"),
+                          ("mlp.c_proj", "ffn_down")):
+                out[b + g + ".weight"] = (p + hf + ".weight", 0, not hf.startswith("ln"))
+                out[b + g + ".bias"] = (p + hf + ".bias", 0, False)
+    return out
+
+
+def expected_tensors(kind, model):
+    """GGUF name -> (HF tensor as [out, in] numpy fp32, permute heads or 0)."""
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    return {g: (sd[hf].T.copy() if tr else sd[hf], nh)
+            for g, (hf, nh, tr) in tensor_map(kind, model).items()}
+
+
+def q8_0_decode(raw, n):
+    blocks = np.frombuffer(raw.tobytes(), dtype=np.uint8).reshape(-1, 34)
+    d = blocks[:, :2].copy().view(np.float16).astype(np.float32)
+    q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
+    return (d * q).reshape(-1)[:n]
+
+
+def unpermute_like_converter(w, n_head):
+    """The inverse of permute_like_converter."""
+    rows = w.shape[0]
+    return (w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def gguf_tensor_f32(t):
+    """A gguf-py tensor's data as fp32, in its [ne1, ne0] row-major layout."""
+    shape = tuple(int(x) for x in reversed(list(t.shape)))
+    name = t.tensor_type.name
+    raw = np.asarray(t.data)
+    if name == "F32":
+        y = raw.astype(np.float32).reshape(-1)
+    elif name == "F16":
+        y = raw.view(np.float16).astype(np.float32).reshape(-1)
+    elif name == "BF16":
+        y = (raw.reshape(-1).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    elif name == "Q8_0":
+        y = q8_0_decode(raw, int(np.prod(shape)))
+    else:
+        raise SystemExit(f"{t.name}: type {name} not handled by the test")
+    return y.reshape(shape)
+
+
+def save_dequantized(kind, model, gguf_path, out_dir):
+    """Writes model with every weight replaced by its value in the GGUF file
+    (dequantized, Q/K rows permuted back): the weights llama.cpp computes
+    with, as an HF directory `dapt logits` reads."""
+    import gguf
+    r = gguf.GGUFReader(gguf_path)
+    tensors = {t.name: t for t in r.tensors}
+    sd = model.state_dict()
+    with torch.no_grad():
+        for gname, (hf, nh, tr) in tensor_map(kind, model).items():
+            w = gguf_tensor_f32(tensors[gname])
+            if nh:
+                w = unpermute_like_converter(w, nh)
+            if tr:
+                w = w.T
+            sd[hf].copy_(torch.from_numpy(np.ascontiguousarray(w)))
+    model.save_pretrained(out_dir, safe_serialization=True)

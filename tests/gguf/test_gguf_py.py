@@ -32,57 +32,9 @@ import gguf_common as C  # noqa: E402
 DT = {"f32": ("F32", 0), "f16": ("F16", 1), "bf16": ("BF16", 32), "q8_0": ("Q8_0", 7)}
 
 
-def expected_tensors(kind, model):
-    """GGUF name -> (HF tensor as [out, in] numpy fp32, permute heads or 0)."""
-    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    cfg = model.config
-    out = {}
-    if kind.startswith("llama"):
-        nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
-        out["token_embd.weight"] = (sd["model.embed_tokens.weight"], 0)
-        out["output_norm.weight"] = (sd["model.norm.weight"], 0)
-        if not cfg.tie_word_embeddings:
-            out["output.weight"] = (sd["lm_head.weight"], 0)
-        for i in range(cfg.num_hidden_layers):
-            p = f"model.layers.{i}."
-            b = f"blk.{i}."
-            out[b + "attn_norm.weight"] = (sd[p + "input_layernorm.weight"], 0)
-            out[b + "attn_q.weight"] = (sd[p + "self_attn.q_proj.weight"], nh)
-            out[b + "attn_k.weight"] = (sd[p + "self_attn.k_proj.weight"], nkv)
-            out[b + "attn_v.weight"] = (sd[p + "self_attn.v_proj.weight"], 0)
-            out[b + "attn_output.weight"] = (sd[p + "self_attn.o_proj.weight"], 0)
-            out[b + "ffn_norm.weight"] = (sd[p + "post_attention_layernorm.weight"], 0)
-            out[b + "ffn_gate.weight"] = (sd[p + "mlp.gate_proj.weight"], 0)
-            out[b + "ffn_up.weight"] = (sd[p + "mlp.up_proj.weight"], 0)
-            out[b + "ffn_down.weight"] = (sd[p + "mlp.down_proj.weight"], 0)
-    else:
-        out["token_embd.weight"] = (sd["transformer.wte.weight"], 0)
-        out["position_embd.weight"] = (sd["transformer.wpe.weight"], 0)
-        out["output_norm.weight"] = (sd["transformer.ln_f.weight"], 0)
-        out["output_norm.bias"] = (sd["transformer.ln_f.bias"], 0)
-        for i in range(cfg.n_layer):
-            p = f"transformer.h.{i}."
-            b = f"blk.{i}."
-            for hf, g in (("ln_1", "attn_norm"), ("ln_2", "ffn_norm"), ("attn.c_attn", "attn_qkv"),
-                          ("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"),
-                          ("mlp.c_proj", "ffn_down")):
-                w = sd[p + hf + ".weight"]
-                # Conv1D weights are [in, out] in HF files
-                out[b + g + ".weight"] = (w.T.copy() if w.ndim == 2 else w, 0)
-                out[b + g + ".bias"] = (sd[p + hf + ".bias"], 0)
-    return out
-
-
 def bf16_bits(x):
     u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def q8_0_decode(raw, n):
-    blocks = np.frombuffer(raw.tobytes(), dtype=np.uint8).reshape(-1, 34)
-    d = blocks[:, :2].copy().view(np.float16).astype(np.float32)
-    q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
-    return (d * q).reshape(-1)[:n]
 
 
 def field_value(f):
@@ -164,7 +116,7 @@ def check_export(kind, dtype, dapt):
         check(types == exp_types, "token types differ")
         check(types.count(6) == 256, f"{types.count(6)} byte pieces, want 256")
         # tensors
-        exp = expected_tensors(kind, model)
+        exp = C.expected_tensors(kind, model)
         got = {t.name: t for t in r.tensors}
         check(set(got) == set(exp), f"tensor set differs: extra {set(got) - set(exp)}, "
                                     f"missing {set(exp) - set(got)}")
@@ -189,7 +141,7 @@ def check_export(kind, dtype, dapt):
             elif t.tensor_type.name == "BF16":
                 ok = np.array_equal(np.asarray(t.data).reshape(-1).view(np.uint16), bf16_bits(flat))
             else:
-                y = q8_0_decode(np.asarray(t.data), flat.size)
+                y = C.q8_0_decode(np.asarray(t.data), flat.size)
                 step = np.repeat(np.abs(flat.reshape(-1, 32)).max(axis=1) / 127.0, 32)
                 ok = bool(np.all(np.abs(y - flat) <= 0.6 * step + 1e-12))
             check(ok, f"{name}: data differs from the HF weights ({t.tensor_type.name})")
