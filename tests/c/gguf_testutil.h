@@ -6,11 +6,13 @@
 #ifndef DAPT_TEST_GGUF_UTIL_H
 #define DAPT_TEST_GGUF_UTIL_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tools/gguf/gguf.h"
 #include "trainer/model.h"
 #include "trainer/rng.h"
 
@@ -142,6 +144,33 @@ static inline ModelConfig gguf_test_config(Arch arch, int tied, int mha, int qkv
     c.tie_embeddings = tied;
     c.qkv_bias = qkv_bias;
     return c;
+}
+
+/* A small GGUF with every kind of metadata the exporter writes and three
+ * tensors (F16 8x8, Q8_0 32x3, F32 64). The fp32 sources are static and
+ * stay valid for gguf_writer_write. */
+static float gguf_sample_a[64], gguf_sample_b[3 * 32];
+
+static inline GgufWriter *gguf_test_sample(void) {
+    GgufWriter *w = gguf_writer_new();
+    gguf_w_str(w, "general.architecture", "llama");
+    gguf_w_u32(w, "llama.block_count", 3);
+    gguf_w_i32(w, "x.i32", -5);
+    gguf_w_f32(w, "x.f32", 0.25f);
+    gguf_w_bool(w, "x.bool", 1);
+    const char *strs[] = {"a", "", "\xe2\x96\x81z"};
+    gguf_w_arr_str(w, "x.strs", strs, 3);
+    float fs[] = {1.5f, -2.0f};
+    gguf_w_arr_f32(w, "x.f32s", fs, 2);
+    int32_t is[] = {7, 8, 9};
+    gguf_w_arr_i32(w, "x.i32s", is, 3);
+    for (int i = 0; i < 64; i++) gguf_sample_a[i] = (float)i * 0.125f - 3.0f;
+    for (int i = 0; i < 96; i++) gguf_sample_b[i] = sinf((float)i);
+    uint64_t ne_a[2] = {8, 8}, ne_b[2] = {32, 3}, ne_c[1] = {64};
+    gguf_w_tensor(w, "a.f16", 2, ne_a, GGML_F16, gguf_sample_a);
+    gguf_w_tensor(w, "b.q8", 2, ne_b, GGML_Q8_0, gguf_sample_b);
+    gguf_w_tensor(w, "c.f32", 1, ne_c, GGML_F32, gguf_sample_a);
+    return w;
 }
 
 #endif

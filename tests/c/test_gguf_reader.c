@@ -76,33 +76,13 @@ static void expect_refused(B *b, const char *needle, const char *what) {
     memset(b, 0, sizeof *b);
 }
 
-static float src_a[64], src_b[3 * 32];
-
-static GgufWriter *sample_writer(void) {
-    GgufWriter *w = gguf_writer_new();
-    gguf_w_str(w, "general.architecture", "llama");
-    gguf_w_u32(w, "llama.block_count", 3);
-    gguf_w_i32(w, "x.i32", -5);
-    gguf_w_f32(w, "x.f32", 0.25f);
-    gguf_w_bool(w, "x.bool", 1);
-    const char *strs[] = {"a", "", "\xe2\x96\x81z"};
-    gguf_w_arr_str(w, "x.strs", strs, 3);
-    float fs[] = {1.5f, -2.0f};
-    gguf_w_arr_f32(w, "x.f32s", fs, 2);
-    int32_t is[] = {7, 8, 9};
-    gguf_w_arr_i32(w, "x.i32s", is, 3);
-    for (int i = 0; i < 64; i++) src_a[i] = (float)i * 0.125f - 3.0f;
-    for (int i = 0; i < 96; i++) src_b[i] = sinf((float)i);
-    uint64_t ne_a[2] = {8, 8}, ne_b[2] = {32, 3}, ne_c[1] = {64};
-    gguf_w_tensor(w, "a.f16", 2, ne_a, GGML_F16, src_a);
-    gguf_w_tensor(w, "b.q8", 2, ne_b, GGML_Q8_0, src_b);
-    gguf_w_tensor(w, "c.f32", 1, ne_c, GGML_F32, src_a);
-    return w;
-}
+/* the sample's sources (gguf_test_sample in gguf_testutil.h) */
+#define src_a gguf_sample_a
+#define src_b gguf_sample_b
 
 static void round_trip(const char *path) {
     char err[512];
-    GgufWriter *w = sample_writer();
+    GgufWriter *w = gguf_test_sample();
     CHECK(gguf_writer_write(w, path, err, sizeof err) == 0, "write: %s", err);
     gguf_writer_free(w);
     GgufFile *f = gguf_open(path, err, sizeof err);
