@@ -320,12 +320,45 @@ static void conversions(void) {
     CHECK(!memcmp(z, back, sizeof z), "q8_0 zero block");
 }
 
+/* `dapt inspect FILE.gguf` output: header line, keys with types, tensors
+ * with ggml shapes and types; a damaged file exits 1 with the offset. */
+static void inspect(const char *path, const char *dir) {
+    FILE *out = tmpfile(), *errs = tmpfile();
+    CHECK(gguf_is_gguf_file(path) == 1, "magic sniffing");
+    CHECK(gguf_inspect_main(path, out, errs) == 0, "inspect failed");
+    char text[8192] = "";
+    rewind(out);
+    text[fread(text, 1, sizeof text - 1, out)] = 0;
+    CHECK_MSG(text, "GGUF v3");
+    CHECK_MSG(text, "3 tensors");
+    CHECK_MSG(text, "\"llama.block_count\"                        UINT32  3\n");
+    CHECK_MSG(text, "\"x.strs\"                                   ARRAY   [STRING x 3] \"a\", \"\", ");
+    CHECK_MSG(text, "\"b.q8\"                             {32, 3}              Q8_0");
+    CHECK_MSG(text, "\"x.f32\"                                    FLOAT32 0.25\n");
+    size_t n;
+    uint8_t *b = read_bytes(path, &n);
+    char cut[96];
+    snprintf(cut, sizeof cut, "%s/cut.gguf", dir);
+    write_bytes(cut, b, n / 2);
+    free(b);
+    rewind(errs);
+    CHECK(gguf_inspect_main(cut, out, errs) == 1, "inspect of a truncated file succeeded");
+    rewind(errs);
+    text[fread(text, 1, sizeof text - 1, errs)] = 0;
+    CHECK_MSG(text, "cut.gguf: byte offset");
+    remove(cut);
+    CHECK(gguf_is_gguf_file(dir) == 0, "a directory is not GGUF");
+    fclose(out);
+    fclose(errs);
+}
+
 int main(void) {
     char dir[] = "/tmp/dapt_gguf_rd_XXXXXX", path[64];
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
     snprintf(path, sizeof path, "%s/s.gguf", dir);
     round_trip(path);
     truncations(path);
+    inspect(path, dir);
     corruptions();
     conversions();
     char err[256];

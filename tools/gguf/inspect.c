@@ -20,17 +20,26 @@ int gguf_is_gguf_file(const char *path) {
     return ok;
 }
 
-static void put_escaped(FILE *out, const char *s, size_t max) {
-    size_t n = 0;
-    fputc('"', out);
+/* s quoted, control bytes, quotes and backslashes escaped, at most max
+ * source bytes ("..." after a cut), into buf (at least 4 * max + 8 bytes). */
+static const char *escape(char *buf, const char *s, size_t max) {
+    size_t n = 0, k = 0;
+    buf[k++] = '"';
     for (; *s && n < max; s++, n++) {
         unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') fprintf(out, "\\%c", ch);
-        else if (ch < 0x20 || ch == 0x7f) fprintf(out, "\\x%02x", ch);
-        else fputc(ch, out);
+        if (ch == '"' || ch == '\\') k += (size_t)sprintf(buf + k, "\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f) k += (size_t)sprintf(buf + k, "\\x%02x", ch);
+        else buf[k++] = (char)ch;
     }
-    fputc('"', out);
-    if (*s) fputs("...", out);
+    buf[k++] = '"';
+    if (*s) k += (size_t)sprintf(buf + k, "...");
+    buf[k] = 0;
+    return buf;
+}
+
+static void put_escaped(FILE *out, const char *s, size_t max) {
+    char buf[4 * 200 + 8];
+    fputs(escape(buf, s, max < 200 ? max : 200), out);
 }
 
 static void put_elem(FILE *out, uint32_t type, const uint8_t *p) {
@@ -96,9 +105,8 @@ int gguf_inspect_main(const char *path, FILE *out, FILE *errs) {
     fprintf(out, "\nmetadata:\n");
     for (int i = 0; i < gguf_n_kv(f); i++) {
         const GgufKV *kv = gguf_kv(f, i);
-        fputs("  ", out);
-        put_escaped(out, kv->key, 120);
-        fprintf(out, " %s ", gguf_value_type_name(kv->type));
+        char buf[4 * 120 + 8];
+        fprintf(out, "  %-42s %-7s ", escape(buf, kv->key, 120), gguf_value_type_name(kv->type));
         put_value(out, kv);
         fputc('\n', out);
     }
@@ -113,9 +121,8 @@ int gguf_inspect_main(const char *path, FILE *out, FILE *errs) {
         snprintf(shape + n, sizeof shape - (size_t)n, "}");
         const char *tn = "?";
         gguf_ggml_type_info(t->type, &tn, NULL, NULL);
-        fputs("  ", out);
-        put_escaped(out, t->name, 64);
-        fprintf(out, " %-24s %-8s %14llu %14llu\n", shape, tn,
+        char buf[4 * 64 + 8];
+        fprintf(out, "  %-34s %-20s %-6s %12llu %12llu\n", escape(buf, t->name, 64), shape, tn,
                 (unsigned long long)t->offset, (unsigned long long)t->n_bytes);
     }
     gguf_close(f);
