@@ -51,14 +51,21 @@ def randomize(model, seed):
     return model
 
 
-KINDS = ("llama_gqa", "llama_mha_tied", "llama_gqa_tied", "llama_mha", "gpt2")
+KINDS = ("llama_gqa", "llama_mha_tied", "llama_gqa_tied", "llama_mha", "qwen2", "gpt2")
 
 
 def make_model(kind, out_dir):
     """A tiny random HF model of one kind saved to out_dir; returns it (eval, fp32)."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+                              Qwen2Config, Qwen2ForCausalLM)
     torch.manual_seed(0)
-    if kind.startswith("llama"):
+    if kind == "qwen2":  # dapt's llama with qkv_bias; exported as arch llama
+        cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-5,
+                          tie_word_embeddings=False)
+        model = Qwen2ForCausalLM(cfg)
+    elif kind.startswith("llama"):
         cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
                           num_hidden_layers=2, num_attention_heads=4,
                           num_key_value_heads=2 if "gqa" in kind else 4,
@@ -103,7 +110,7 @@ def tensor_map(kind, model):
     transposed: HF stores it [in, out] (GPT-2 Conv1D))."""
     cfg = model.config
     out = {}
-    if kind.startswith("llama"):
+    if kind.startswith("llama") or kind == "qwen2":
         nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
         out["token_embd.weight"] = ("model.embed_tokens.weight", 0, False)
         out["output_norm.weight"] = ("model.norm.weight", 0, False)
@@ -120,6 +127,10 @@ def tensor_map(kind, model):
                                 ("mlp.gate_proj", "ffn_gate", 0), ("mlp.up_proj", "ffn_up", 0),
                                 ("mlp.down_proj", "ffn_down", 0)):
                 out[b + g + ".weight"] = (p + hf + ".weight", perm, False)
+            if kind == "qwen2":
+                out[b + "attn_q.bias"] = (p + "self_attn.q_proj.bias", nh, False)
+                out[b + "attn_k.bias"] = (p + "self_attn.k_proj.bias", nkv, False)
+                out[b + "attn_v.bias"] = (p + "self_attn.v_proj.bias", 0, False)
     else:
         out["token_embd.weight"] = ("transformer.wte.weight", 0, False)
         out["position_embd.weight"] = ("transformer.wpe.weight", 0, False)

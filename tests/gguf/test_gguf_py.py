@@ -58,7 +58,7 @@ def check_export(kind, dtype, dapt):
         C.run([dapt, "export", "gguf", mdir, out, "--dtype", dtype, "--tokenizer", tok,
                "--name", "tiny-" + kind])
         r = gguf.GGUFReader(out)
-        arch = "llama" if kind.startswith("llama") else "gpt2"
+        arch = "gpt2" if kind == "gpt2" else "llama"
         T = gguf.GGUFValueType
         cfg = model.config
         want = {
