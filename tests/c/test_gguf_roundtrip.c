@@ -227,7 +227,18 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
 }
 
 static void refusals(void) {
-    char err[1024], path[256], big[128];
+    char err[1024], path[256], big[128], g[96];
+    int perm = -1;
+    /* names outside llama.cpp's tables (e.g. Mixtral experts) have no GGUF name */
+    CHECK(gguf_tensor_name(ARCH_LLAMA, "model.layers.0.block_sparse_moe.gate.weight", 4, 2, g,
+                           sizeof g, &perm) != 0, "MoE router mapped");
+    CHECK(gguf_tensor_name(ARCH_LLAMA, "model.layers.x.self_attn.q_proj.weight", 4, 2, g, sizeof g,
+                           &perm) != 0, "bad block number mapped");
+    CHECK(gguf_tensor_name(ARCH_LLAMA, "model.layers.12.self_attn.k_proj.weight", 4, 2, g, sizeof g,
+                           &perm) == 0 && !strcmp(g, "blk.12.attn_k.weight") && perm == 2,
+          "k_proj -> %s, permuted over %d heads", g, perm);
+    CHECK(gguf_tensor_name(ARCH_GPT2, "transformer.wpe.weight", 4, 4, g, sizeof g, &perm) == 0 &&
+              !strcmp(g, "position_embd.weight") && perm == 0, "wpe -> %s", g);
     ModelConfig c = gguf_test_config(ARCH_LLAMA, 0, 0, 0);
     Model *m = model_create(&c, ops_cpu(), err, sizeof err);
     if (!m) return;
