@@ -261,6 +261,36 @@ static void refusals(void) {
     CHECK_MSG(err, "sentencepiece");
     CHECK(access(path, F_OK) == 0, "a failed export must not remove the existing file");
     model_free(m);
+
+    /* import refuses hostile or unsupported hyperparameters before it
+     * allocates a model */
+    static float emb[64 * 40];
+    uint64_t ne[2] = {64, 40};
+    const char *keys[] = {"llama.block_count", "llama.context_length", "llama.rope.dimension_count",
+                          "llama.rope.scaling.type"};
+    const char *needles[] = {"tensors, but a dapt llama model with 1073741824 blocks",
+                             "larger than dapt's limit", "rotates part of the head",
+                             "no RoPE scaling"};
+    for (int k = 0; k < 4; k++) {
+        GgufWriter *w = gguf_writer_new();
+        gguf_w_str(w, "general.architecture", "llama");
+        gguf_w_u32(w, "llama.block_count", k == 0 ? 1u << 30 : 1);
+        gguf_w_u32(w, "llama.context_length", k == 1 ? 1u << 30 : 32);
+        gguf_w_u32(w, "llama.embedding_length", 64);
+        gguf_w_u32(w, "llama.feed_forward_length", 96);
+        gguf_w_u32(w, "llama.attention.head_count", 4);
+        gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        gguf_w_u32(w, "llama.rope.dimension_count", k == 2 ? 8 : 16);
+        if (k == 3) gguf_w_str(w, "llama.rope.scaling.type", "linear");
+        gguf_w_tensor(w, "token_embd.weight", 2, ne, GGML_F32, emb);
+        snprintf(path, sizeof path, "%s/hostile%d.gguf", dir, k);
+        CHECK(gguf_writer_write(w, path, err, sizeof err) == 0, "write: %s", err);
+        gguf_writer_free(w);
+        Model *mm = gguf_import_model(path, err, sizeof err);
+        CHECK(mm == NULL, "hostile %s accepted", keys[k]);
+        CHECK_MSG(err, needles[k]);
+        model_free(mm);
+    }
 }
 
 int main(void) {

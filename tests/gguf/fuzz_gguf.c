@@ -1,14 +1,13 @@
 /* fuzz_gguf.c: libFuzzer harness for the GGUF reader and the sentencepiece
- * protobuf reader (not part of the build; clang only). The first input byte
- * picks the parser (even: GGUF, odd: sentencepiece), the rest is the file.
+ * protobuf reader (not part of the build; clang only). An input starting
+ * with the GGUF magic goes to the GGUF reader, any other to the
+ * sentencepiece reader.
  * An accepted GGUF is walked like tests/c/test_gguf_fuzz.c does, so a bad
  * offset or length that slipped through shows up as an ASan report.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/gguf/fuzz_gguf.c \
  *       tools/gguf/gguf_read.c tools/gguf/gguf_quant.c tools/gguf/spm.c -lm -o /tmp/fuzz_gguf
  *   mkdir -p /tmp/fz && /tmp/fuzz_gguf -max_total_time=300 -max_len=8192 /tmp/fz tests/gguf/corpus
- *
- * (corpus files start with 'G', even, so they seed the GGUF parser.)
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +18,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[512];
-    if (size == 0) return 0;
-    if (data[0] & 1) {
+    if (size < 4 || memcmp(data, GGUF_MAGIC, 4)) {
         SpmVocab v;
-        if (!spm_vocab_parse(data + 1, size - 1, "fuzz", &v, err, sizeof err)) spm_vocab_free(&v);
+        if (!spm_vocab_parse(data, size, "fuzz", &v, err, sizeof err)) spm_vocab_free(&v);
         return 0;
     }
-    /* the GGUF parser sees the whole input, magic included */
     GgufFile *f = gguf_parse(data, size, "fuzz", err, sizeof err);
     if (!f) return 0;
     for (int i = 0; i < gguf_n_tensors(f); i++) {

@@ -141,6 +141,7 @@ void gguf_w_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *
                    const float *src) {
     if (w->fail[0]) return;
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS) return w_fail(w, "bad number of dimensions for tensor", name);
+    if (!name[0] || strlen(name) > 63) return w_fail(w, "tensor names must have 1..63 bytes (ggml):", name);
     if (type != GGML_F32 && type != GGML_F16 && type != GGML_BF16 && type != GGML_Q8_0)
         return w_fail(w, "the writer converts only to F32, F16, BF16, Q8_0: tensor", name);
     if (type == GGML_Q8_0 && ne[0] % GGUF_Q8_0_BLOCK)

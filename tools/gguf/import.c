@@ -79,6 +79,29 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
         return snprintf(err, err_len, "%s: no 2-D tensor token_embd.weight", path), 1;
     c->vocab_size = (int)emb->ne[1];
     c->tie_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+    /* cheap consistency checks before model_create allocates anything, so
+     * hostile hyperparameters cannot ask for a huge model */
+    if (emb->ne[0] != (uint64_t)c->d_model)
+        return snprintf(err, err_len, "%s: token_embd.weight has ne[0] = %llu but embedding_length is %d",
+                        path, (unsigned long long)emb->ne[0], c->d_model),
+               1;
+    if (c->max_seq_len > (1 << 22))
+        return snprintf(err, err_len, "%s: context_length %d is larger than dapt's limit of %d", path,
+                        c->max_seq_len, 1 << 22),
+               1;
+    const GgufTensor *pos = gguf_find_tensor(f, "position_embd.weight");
+    if (c->arch == ARCH_GPT2 && (!pos || pos->ne[1] != (uint64_t)c->max_seq_len))
+        return snprintf(err, err_len, "%s: position_embd.weight must have ne[1] = context_length (%d)",
+                        path, c->max_seq_len),
+               1;
+    long per_layer = c->arch == ARCH_LLAMA ? 9 + (c->qkv_bias ? 3 : 0) : 12;
+    long expect = (c->arch == ARCH_LLAMA ? 2 : 4) + !c->tie_embeddings + per_layer * c->n_layer;
+    if (gguf_n_tensors(f) != expect)
+        return snprintf(err, err_len,
+                        "%s: %d tensors, but a dapt %s model with %d blocks has %ld (unsupported "
+                        "tensors, or a wrong block_count)",
+                        path, gguf_n_tensors(f), arch, c->n_layer, expect),
+               1;
     if (model_config_check(c, e, sizeof e)) return snprintf(err, err_len, "%s: %s", path, e), 1;
     return 0;
 }
