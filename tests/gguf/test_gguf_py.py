@@ -3,6 +3,7 @@ exports; and `dapt logits` matches HF transformers.
 
     python test_gguf_py.py export KIND DTYPE DAPT   (KIND in gguf_common.KINDS; DTYPE f32|f16|bf16|q8_0)
     python test_gguf_py.py logits KIND DAPT
+    python test_gguf_py.py roundtrip KIND DAPT
 
 export: a random transformers model and a trained sentencepiece model are
 exported by `dapt export gguf`; GGUFReader must parse the file, and the test
@@ -14,6 +15,10 @@ to round-to-nearest-even; Q8_0 within 0.6 of a block's step amax/127:
 rounding to the integer grid costs half a step, the fp16 rounding of the
 scale at most 127 * 2^-11 steps more), and the vocabulary against
 sentencepiece (pieces, scores, types, special ids).
+
+roundtrip: export (f32) then `dapt import gguf`: the imported directory's
+weights are bitwise equal to the HF originals and transformers loads it and
+computes identical logits.
 
 logits: `dapt logits MODEL --out` against transformers on the same ids, fp32
 on both sides: the same tolerance as tests/runner (3e-5 * max(1, max|logit|):
@@ -179,8 +184,40 @@ def check_logits(kind, dapt):
             raise SystemExit(f"{len(lines)} summary lines for {len(ids)} ids")
 
 
+def check_roundtrip(kind, dapt):
+    """CLI round trip: HF dir -> dapt export gguf (f32) -> dapt import gguf ->
+    a directory transformers loads, with every weight bitwise equal to the
+    original's and the same logits."""
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = C.make_tokenizer(tmp)
+        mdir, out, back = (os.path.join(tmp, x) for x in ("model", "m.gguf", "back"))
+        model = C.make_model(kind, mdir)
+        C.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok])
+        C.run([dapt, "import", "gguf", out, back])
+        got = load_file(os.path.join(back, "model.safetensors"))
+        sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        bad = [k for k, v in got.items() if k not in sd or v.dtype != np.float32 or
+               v.shape != sd[k].shape or v.tobytes() != sd[k].tobytes()]
+        if bad:
+            raise SystemExit(f"tensors not bitwise equal after the round trip: {bad}")
+        missing = [k for k, _ in model.named_parameters() if k not in got]
+        if missing or not got:
+            raise SystemExit(f"parameters missing after the round trip: {missing}")
+        m2 = AutoModelForCausalLM.from_pretrained(back).eval()
+        ids = torch.tensor([[1, 17, 250, 3, 99]])
+        with torch.no_grad():
+            same = torch.equal(model(ids).logits, m2(ids).logits)
+        if not same:
+            raise SystemExit("transformers logits differ after the round trip")
+        print(f"round trip {kind}: {len(got)} tensors bitwise equal, transformers logits equal")
+
+
 def main():
-    if len(sys.argv) == 5 and sys.argv[1] == "export":
+    if len(sys.argv) == 4 and sys.argv[1] == "roundtrip":
+        check_roundtrip(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "export":
         check_export(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 4 and sys.argv[1] == "logits":
         check_logits(sys.argv[2], sys.argv[3])

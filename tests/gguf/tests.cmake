@@ -39,6 +39,10 @@ foreach(kind llama_gqa llama_mha_tied gpt2)
            COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
                    logits ${kind} $<TARGET_FILE:dapt>)
   set_tests_properties(gguf_logits_${kind} PROPERTIES LABELS py)
+  add_test(NAME gguf_roundtrip_${kind}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                   roundtrip ${kind} $<TARGET_FILE:dapt>)
+  set_tests_properties(gguf_roundtrip_${kind} PROPERTIES LABELS py)
 endforeach()
 
 # --- llama.cpp itself (label slow) ---
