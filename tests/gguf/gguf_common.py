@@ -3,8 +3,10 @@
 Models are made by HF transformers (not by dapt), saved with
 save_pretrained, and exported by the `dapt` binary under test; the
 sentencepiece model is trained by the sentencepiece library on a generated
-corpus (BPE with byte fallback, as Llama's). Nothing here decides a test's
-verdict: the test files assert.
+corpus (BPE with byte fallback, as Llama's). The name and layout tables
+here (tensor_map, permute_like_converter) restate llama.cpp's conventions
+independently of dapt's C code; the test files hold the assertions (run()
+only stops a test whose dapt command failed).
 """
 import os
 import random
@@ -154,6 +156,7 @@ def expected_tensors(kind, model):
 
 
 def q8_0_decode(raw, n):
+    """Q8_0 blocks (fp16 scale d, 32 int8 q; x = d * q) -> n fp32 values."""
     blocks = np.frombuffer(raw.tobytes(), dtype=np.uint8).reshape(-1, 34)
     d = blocks[:, :2].copy().view(np.float16).astype(np.float32)
     q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
