@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "data/shard.h"
+#include "tools/gguf/gguf.h"
 #include "tokenizer/spm.h"
 #include "trainer/cli.h"
 #include "data/hash.h"
@@ -135,10 +136,13 @@ int cmd_inspect(int argc, char **argv) {
         return 2;
     }
     if (ends_with(file, ".tok.zst")) return inspect_shard(file, decode_n, model);
-    if (ends_with(file, ".gguf") || ends_with(file, ".safetensors"))
-        fprintf(stderr, "dapt inspect: %s: this build cannot inspect this kind of file yet "
-                        "(only .tok.zst shards)\n", file);
+    if (gguf_is_gguf_file(file) || ends_with(file, ".gguf"))
+        return gguf_inspect_main(file, stdout, stderr);
+    if (ends_with(file, ".safetensors"))
+        fprintf(stderr, "dapt inspect: %s: this build cannot inspect safetensors files yet "
+                        "(.tok.zst shards and .gguf files)\n", file);
     else
-        fprintf(stderr, "dapt inspect: %s: unknown file type: expected a name ending in .tok.zst\n", file);
+        fprintf(stderr, "dapt inspect: %s: unknown file type: expected a name ending in .tok.zst "
+                        "or .gguf\n", file);
     return 1;
 }

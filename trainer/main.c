@@ -17,8 +17,11 @@ static const Command commands[] = {
     {"sample", cmd_sample, "generate text from a checkpoint or HF model directory"},
     {"train", cmd_train, "continue pretraining a model on a domain/general mixture (config.toml)"},
     {"tokenize", cmd_tokenize, "encode text/JSONL corpora into .tok.zst shards (+ val shard)"},
-    {"inspect", cmd_inspect, "print the header and stats of a .tok.zst shard, verify every frame"},
+    {"inspect", cmd_inspect, "print the header and stats of a .tok.zst shard (verifying every frame) or a .gguf file"},
     {"law", cmd_law, "fit, predict and apply the D-CPT scaling law"},
+    {"logits", cmd_logits, "logits of a model on token ids (the parity instrument)"},
+    {"export", cmd_export, "export a model: `dapt export gguf MODEL OUT.gguf`"},
+    {"import", cmd_import, "import a model: `dapt import gguf FILE.gguf OUT_DIR`"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,207 @@
+"""Shared helpers of the GGUF tests (tests/gguf/test_*.py).
+
+Models are made by HF transformers (not by dapt), saved with
+save_pretrained, and exported by the `dapt` binary under test; the
+sentencepiece model is trained by the sentencepiece library on a generated
+corpus (BPE with byte fallback, as Llama's). The name and layout tables
+here (tensor_map, permute_like_converter) restate llama.cpp's conventions
+independently of dapt's C code; the test files hold the assertions (run()
+only stops a test whose dapt command failed).
+"""
+import os
+import random
+import subprocess
+
+import numpy as np
+import torch
+
+VOCAB = 320
+SAMPLE_TEXT = ("The quick brown fox jumps over the lazy dog. Zebras quiz 42 jolly "
+               "wizards; naïve café owners say: ¿qué? — done.")
+
+
+def make_tokenizer(tmp):
+    """Trains a 320-piece BPE sentencepiece model with byte fallback and no
+    normalisation (as Llama's tokenizer.model); returns its path."""
+    import sentencepiece as spm
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8)))
+             for _ in range(300)] + SAMPLE_TEXT.split()
+    corpus = os.path.join(tmp, "corpus.txt")
+    with open(corpus, "w") as f:
+        for _ in range(3000):
+            f.write(" ".join(rng.choice(words) for _ in range(12)) + "\n")
+    prefix = os.path.join(tmp, "tok")
+    spm.SentencePieceTrainer.train(input=corpus, model_prefix=prefix, vocab_size=VOCAB,
+                                   model_type="bpe", byte_fallback=True, minloglevel=2,
+                                   normalization_rule_name="identity",
+                                   remove_extra_whitespaces=False)
+    return prefix + ".model"
+
+
+def randomize(model, seed):
+    """O(1) logits: matrices N(0, 0.2), norm weights 1 + N(0, 0.1), biases N(0, 0.1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            else:
+                p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+KINDS = ("llama_gqa", "llama_mha_tied", "llama_gqa_tied", "llama_mha", "qwen2", "gpt2")
+
+
+def make_model(kind, out_dir):
+    """A tiny random HF model of one kind saved to out_dir; returns it (eval, fp32)."""
+    from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
+                              Qwen2Config, Qwen2ForCausalLM)
+    torch.manual_seed(0)
+    if kind == "qwen2":  # dapt's llama with qkv_bias; exported as arch llama
+        cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-5,
+                          tie_word_embeddings=False)
+        model = Qwen2ForCausalLM(cfg)
+    elif kind.startswith("llama"):
+        cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                          num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2 if "gqa" in kind else 4,
+                          max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-5,
+                          tie_word_embeddings=kind.endswith("tied"))
+        model = LlamaForCausalLM(cfg)
+    elif kind == "gpt2":
+        cfg = GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=64,
+                         activation_function="gelu_new", layer_norm_epsilon=1e-5)
+        model = GPT2LMHeadModel(cfg)
+    else:
+        raise SystemExit(f"unknown model kind {kind}")
+    randomize(model, 1234)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    return model.eval()
+
+
+def run(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return r
+
+
+def dapt_logits(dapt, model_dir, ids, tmp):
+    out = os.path.join(tmp, "logits.f32")
+    run([dapt, "logits", model_dir, "--ids", ",".join(map(str, ids)), "--out", out])
+    x = np.fromfile(out, dtype="<f4")
+    return x.reshape(len(ids), -1)
+
+
+def permute_like_converter(w, n_head):
+    """llama.cpp's convert_hf_to_gguf reorders Q/K rows per head: view the
+    rows as (head, 2, head_dim/2) and swap the last two axes."""
+    rows = w.shape[0]
+    return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def tensor_map(kind, model):
+    """GGUF name -> (HF name, heads its rows are permuted over or 0,
+    transposed: HF stores it [in, out] (GPT-2 Conv1D))."""
+    cfg = model.config
+    out = {}
+    if kind.startswith("llama") or kind == "qwen2":
+        nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+        out["token_embd.weight"] = ("model.embed_tokens.weight", 0, False)
+        out["output_norm.weight"] = ("model.norm.weight", 0, False)
+        if not cfg.tie_word_embeddings:
+            out["output.weight"] = ("lm_head.weight", 0, False)
+        for i in range(cfg.num_hidden_layers):
+            p, b = f"model.layers.{i}.", f"blk.{i}."
+            for hf, g, perm in (("input_layernorm", "attn_norm", 0),
+                                ("self_attn.q_proj", "attn_q", nh),
+                                ("self_attn.k_proj", "attn_k", nkv),
+                                ("self_attn.v_proj", "attn_v", 0),
+                                ("self_attn.o_proj", "attn_output", 0),
+                                ("post_attention_layernorm", "ffn_norm", 0),
+                                ("mlp.gate_proj", "ffn_gate", 0), ("mlp.up_proj", "ffn_up", 0),
+                                ("mlp.down_proj", "ffn_down", 0)):
+                out[b + g + ".weight"] = (p + hf + ".weight", perm, False)
+            if kind == "qwen2":
+                out[b + "attn_q.bias"] = (p + "self_attn.q_proj.bias", nh, False)
+                out[b + "attn_k.bias"] = (p + "self_attn.k_proj.bias", nkv, False)
+                out[b + "attn_v.bias"] = (p + "self_attn.v_proj.bias", 0, False)
+    else:
+        out["token_embd.weight"] = ("transformer.wte.weight", 0, False)
+        out["position_embd.weight"] = ("transformer.wpe.weight", 0, False)
+        out["output_norm.weight"] = ("transformer.ln_f.weight", 0, False)
+        out["output_norm.bias"] = ("transformer.ln_f.bias", 0, False)
+        for i in range(cfg.n_layer):
+            p, b = f"transformer.h.{i}.", f"blk.{i}."
+            for hf, g in (("ln_1", "attn_norm"), ("ln_2", "ffn_norm"), ("attn.c_attn", "attn_qkv"),
+                          ("attn.c_proj", "attn_output"), ("mlp.c_fc", "ffn_up"),
+                          ("mlp.c_proj", "ffn_down")):
+                out[b + g + ".weight"] = (p + hf + ".weight", 0, not hf.startswith("ln"))
+                out[b + g + ".bias"] = (p + hf + ".bias", 0, False)
+    return out
+
+
+def expected_tensors(kind, model):
+    """GGUF name -> (HF tensor as [out, in] numpy fp32, permute heads or 0)."""
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    return {g: (sd[hf].T.copy() if tr else sd[hf], nh)
+            for g, (hf, nh, tr) in tensor_map(kind, model).items()}
+
+
+def q8_0_decode(raw, n):
+    """Q8_0 blocks (fp16 scale d, 32 int8 q; x = d * q) -> n fp32 values."""
+    blocks = np.frombuffer(raw.tobytes(), dtype=np.uint8).reshape(-1, 34)
+    d = blocks[:, :2].copy().view(np.float16).astype(np.float32)
+    q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
+    return (d * q).reshape(-1)[:n]
+
+
+def unpermute_like_converter(w, n_head):
+    """The inverse of permute_like_converter."""
+    rows = w.shape[0]
+    return (w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def gguf_tensor_f32(t):
+    """A gguf-py tensor's data as fp32, in its [ne1, ne0] row-major layout."""
+    shape = tuple(int(x) for x in reversed(list(t.shape)))
+    name = t.tensor_type.name
+    raw = np.asarray(t.data)
+    if name == "F32":
+        y = raw.astype(np.float32).reshape(-1)
+    elif name == "F16":
+        y = raw.view(np.float16).astype(np.float32).reshape(-1)
+    elif name == "BF16":
+        y = (raw.reshape(-1).view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    elif name == "Q8_0":
+        y = q8_0_decode(raw, int(np.prod(shape)))
+    else:
+        raise SystemExit(f"{t.name}: type {name} not handled by the test")
+    return y.reshape(shape)
+
+
+def save_dequantized(kind, model, gguf_path, out_dir):
+    """Writes model with every weight replaced by its value in the GGUF file
+    (dequantized, Q/K rows permuted back): the weights llama.cpp computes
+    with, as an HF directory `dapt logits` reads."""
+    import gguf
+    r = gguf.GGUFReader(gguf_path)
+    tensors = {t.name: t for t in r.tensors}
+    sd = model.state_dict()
+    with torch.no_grad():
+        for gname, (hf, nh, tr) in tensor_map(kind, model).items():
+            w = gguf_tensor_f32(tensors[gname])
+            if nh:
+                w = unpermute_like_converter(w, nh)
+            if tr:
+                w = w.T
+            sd[hf].copy_(torch.from_numpy(np.ascontiguousarray(w)))
+    model.save_pretrained(out_dir, safe_serialization=True)

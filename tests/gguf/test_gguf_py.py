@@ -1,0 +1,229 @@
+"""gguf-py (llama.cpp's own Python reader, PyPI `gguf`) reads dapt's GGUF
+exports; and `dapt logits` matches HF transformers.
+
+    python test_gguf_py.py export KIND DTYPE DAPT   (KIND in gguf_common.KINDS; DTYPE f32|f16|bf16|q8_0)
+    python test_gguf_py.py logits KIND DAPT
+    python test_gguf_py.py roundtrip KIND DAPT
+
+export: a random transformers model and a trained sentencepiece model are
+exported by `dapt export gguf`; GGUFReader must parse the file, and the test
+checks every metadata key llama.cpp needs with its exact GGUF type, the
+exact tensor set (names, ggml shapes, types: norms and biases F32, no output
+tensor when tied), the tensor data against the HF weights (Q/K rows permuted
+as llama.cpp's converter does; F16 equal to numpy's float16 cast; BF16 equal
+to round-to-nearest-even; Q8_0 within 0.6 of a block's step amax/127:
+rounding to the integer grid costs half a step, the fp16 rounding of the
+scale at most 127 * 2^-11 steps more), and the vocabulary against
+sentencepiece (pieces, scores, types, special ids).
+
+roundtrip: export (f32) then `dapt import gguf`: the imported directory's
+weights are bitwise equal to the HF originals and transformers loads it and
+computes identical logits.
+
+logits: `dapt logits MODEL --out` against transformers on the same ids, fp32
+on both sides: the same tolerance as tests/runner (3e-5 * max(1, max|logit|):
+summation order only; a layout error is O(max|logit|)).
+"""
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gguf_common as C  # noqa: E402
+
+DT = {"f32": ("F32", 0), "f16": ("F16", 1), "bf16": ("BF16", 32), "q8_0": ("Q8_0", 7)}
+
+
+def bf16_bits(x):
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def field_value(f):
+    return f.parts[f.data[0]]
+
+
+def check_export(kind, dtype, dapt):
+    import gguf
+    import sentencepiece as spm
+    fails = []
+
+    def check(cond, msg):
+        if not cond:
+            fails.append(msg)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = C.make_tokenizer(tmp)
+        mdir = os.path.join(tmp, "model")
+        model = C.make_model(kind, mdir)
+        out = os.path.join(tmp, "out.gguf")
+        C.run([dapt, "export", "gguf", mdir, out, "--dtype", dtype, "--tokenizer", tok,
+               "--name", "tiny-" + kind])
+        r = gguf.GGUFReader(out)
+        arch = "gpt2" if kind == "gpt2" else "llama"
+        T = gguf.GGUFValueType
+        cfg = model.config
+        want = {
+            "general.architecture": (T.STRING, arch),
+            "general.name": (T.STRING, "tiny-" + kind),
+            "general.file_type": (T.UINT32, DT[dtype][1]),
+            "general.alignment": (T.UINT32, 32),
+            f"{arch}.context_length": (T.UINT32, 64),
+            f"{arch}.embedding_length": (T.UINT32, 64),
+            f"{arch}.block_count": (T.UINT32, 2),
+            f"{arch}.attention.head_count": (T.UINT32, 4),
+            "tokenizer.ggml.model": (T.STRING, "llama"),
+            "tokenizer.ggml.bos_token_id": (T.UINT32, 1),
+            "tokenizer.ggml.eos_token_id": (T.UINT32, 2),
+            "tokenizer.ggml.unknown_token_id": (T.UINT32, 0),
+            "tokenizer.ggml.add_bos_token": (T.BOOL, True),
+        }
+        if arch == "llama":
+            want.update({
+                "llama.feed_forward_length": (T.UINT32, 96),
+                "llama.attention.head_count_kv": (T.UINT32, cfg.num_key_value_heads),
+                "llama.rope.dimension_count": (T.UINT32, 16),
+                "llama.rope.freq_base": (T.FLOAT32, 10000.0),
+                "llama.attention.layer_norm_rms_epsilon": (T.FLOAT32, np.float32(1e-5)),
+            })
+        else:
+            want.update({"gpt2.feed_forward_length": (T.UINT32, 256),
+                         "gpt2.attention.layer_norm_epsilon": (T.FLOAT32, np.float32(1e-5))})
+        for key, (typ, val) in want.items():
+            f = r.fields.get(key)
+            check(f is not None, f"missing key {key}")
+            if f is None:
+                continue
+            check(f.types == [typ], f"{key}: types {f.types}, want {typ}")
+            v = field_value(f)
+            got = bytes(v).decode() if typ == T.STRING else v[0]
+            check(got == val, f"{key} = {got!r}, want {val!r}")
+        # vocabulary
+        sp = spm.SentencePieceProcessor(model_file=tok)
+        toks = r.fields["tokenizer.ggml.tokens"]
+        check(toks.types == [T.ARRAY, T.STRING], f"tokens types {toks.types}")
+        pieces = [bytes(toks.parts[i]).decode() for i in toks.data]
+        check(pieces == [sp.id_to_piece(i) for i in range(sp.get_piece_size())],
+              "tokens differ from the sentencepiece pieces")
+        sc = r.fields["tokenizer.ggml.scores"]
+        check(sc.types == [T.ARRAY, T.FLOAT32], f"scores types {sc.types}")
+        scores = np.array([sc.parts[i][0] for i in sc.data], dtype=np.float32)
+        check(np.array_equal(scores, np.array([sp.get_score(i) for i in range(len(pieces))],
+                                              dtype=np.float32)), "scores differ")
+        tt = r.fields["tokenizer.ggml.token_type"]
+        check(tt.types == [T.ARRAY, T.INT32], f"token_type types {tt.types}")
+        types = [int(tt.parts[i][0]) for i in tt.data]
+        exp_types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i)
+                     else 5 if sp.is_unused(i) else 1 for i in range(len(pieces))]
+        check(types == exp_types, "token types differ")
+        check(types.count(6) == 256, f"{types.count(6)} byte pieces, want 256")
+        # tensors
+        exp = C.expected_tensors(kind, model)
+        got = {t.name: t for t in r.tensors}
+        check(set(got) == set(exp), f"tensor set differs: extra {set(got) - set(exp)}, "
+                                    f"missing {set(exp) - set(got)}")
+        for name, (w, nh) in exp.items():
+            t = got.get(name)
+            if t is None:
+                continue
+            ne = list(reversed(w.shape))
+            check(list(map(int, t.shape)) == ne, f"{name}: ne {list(t.shape)}, want {ne}")
+            if nh:
+                w = C.permute_like_converter(w, nh)
+            want_type = "F32" if w.ndim == 1 else DT[dtype][0]
+            if want_type == "Q8_0" and w.shape[-1] % 32:
+                want_type = "F16"
+            check(t.tensor_type.name == want_type, f"{name}: {t.tensor_type.name}, want {want_type}")
+            flat = w.reshape(-1)
+            if t.tensor_type.name == "F32":
+                ok = np.array_equal(np.asarray(t.data, dtype=np.float32).reshape(-1), flat)
+            elif t.tensor_type.name == "F16":
+                ok = np.array_equal(np.asarray(t.data).view(np.float16).reshape(-1),
+                                    flat.astype(np.float16))
+            elif t.tensor_type.name == "BF16":
+                ok = np.array_equal(np.asarray(t.data).reshape(-1).view(np.uint16), bf16_bits(flat))
+            else:
+                y = C.q8_0_decode(np.asarray(t.data), flat.size)
+                step = np.repeat(np.abs(flat.reshape(-1, 32)).max(axis=1) / 127.0, 32)
+                ok = bool(np.all(np.abs(y - flat) <= 0.6 * step + 1e-12))
+            check(ok, f"{name}: data differs from the HF weights ({t.tensor_type.name})")
+    if fails:
+        print("\n".join(fails))
+        raise SystemExit(f"{len(fails)} checks failed")
+    print(f"gguf-py read {kind} {dtype}: {len(exp)} tensors, {len(want)} keys checked")
+
+
+def check_logits(kind, dapt):
+    with tempfile.TemporaryDirectory() as tmp:
+        mdir = os.path.join(tmp, "model")
+        model = C.make_model(kind, mdir)
+        ids = [1, 17, 250, 3, 99, 319, 0, 42, 42, 7]
+        got = C.dapt_logits(dapt, mdir, ids, tmp)
+        with torch.no_grad():
+            ref = model(torch.tensor([ids])).logits[0].float().numpy()
+        if got.shape != ref.shape:
+            raise SystemExit(f"shape {got.shape}, want {ref.shape}")
+        diff = float(np.abs(got - ref).max())
+        tol = 3e-5 * max(1.0, float(np.abs(ref).max()))
+        print(f"dapt logits {kind}: max |diff| {diff:.3g} (tol {tol:.3g}), max|logit| {np.abs(ref).max():.3g}")
+        if not diff <= tol:
+            raise SystemExit("logits differ from transformers")
+        r = C.run([dapt, "logits", mdir, "--ids", ",".join(map(str, ids))])
+        lines = r.stdout.strip().splitlines()[1:]
+        for t, line in enumerate(lines):
+            _, tid, am, _, lse = line.split()
+            if int(tid) != ids[t] or int(am) != int(ref[t].argmax()):
+                raise SystemExit(f"summary line {t}: {line}")
+            want = float(torch.logsumexp(torch.tensor(ref[t], dtype=torch.float64), 0))
+            if abs(float(lse) - want) > 1e-4 * max(1.0, abs(want)):
+                raise SystemExit(f"summary logsumexp {lse} != {want}")
+        if len(lines) != len(ids):
+            raise SystemExit(f"{len(lines)} summary lines for {len(ids)} ids")
+
+
+def check_roundtrip(kind, dapt):
+    """CLI round trip: HF dir -> dapt export gguf (f32) -> dapt import gguf ->
+    a directory transformers loads, with every weight bitwise equal to the
+    original's and the same logits."""
+    from safetensors.numpy import load_file
+    from transformers import AutoModelForCausalLM
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = C.make_tokenizer(tmp)
+        mdir, out, back = (os.path.join(tmp, x) for x in ("model", "m.gguf", "back"))
+        model = C.make_model(kind, mdir)
+        C.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok])
+        C.run([dapt, "import", "gguf", out, back])
+        got = load_file(os.path.join(back, "model.safetensors"))
+        sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        bad = [k for k, v in got.items() if k not in sd or v.dtype != np.float32 or
+               v.shape != sd[k].shape or v.tobytes() != sd[k].tobytes()]
+        if bad:
+            raise SystemExit(f"tensors not bitwise equal after the round trip: {bad}")
+        missing = [k for k, _ in model.named_parameters() if k not in got]
+        if missing or not got:
+            raise SystemExit(f"parameters missing after the round trip: {missing}")
+        m2 = AutoModelForCausalLM.from_pretrained(back).eval()
+        ids = torch.tensor([[1, 17, 250, 3, 99]])
+        with torch.no_grad():
+            same = torch.equal(model(ids).logits, m2(ids).logits)
+        if not same:
+            raise SystemExit("transformers logits differ after the round trip")
+        print(f"round trip {kind}: {len(got)} tensors bitwise equal, transformers logits equal")
+
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "roundtrip":
+        check_roundtrip(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "export":
+        check_export(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 4 and sys.argv[1] == "logits":
+        check_logits(sys.argv[2], sys.argv[3])
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

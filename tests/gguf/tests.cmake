@@ -1,0 +1,65 @@
+# tests/gguf: GGUF export/import checks beyond the C unit tests
+# (tests/c/test_gguf*.c, label "c").
+#   label "c":    CLI refusals of the logits/export/import commands
+#   label "py":   gguf-py (llama.cpp's GGUF reader) reads every export; `dapt
+#                 logits` matches HF transformers. Python from tools/setup's .venv.
+#   label "slow": llama.cpp itself (PyPI llama-cpp-python, built from source
+#                 by tests/gguf/install_llama_cpp.sh: minutes) computes the
+#                 same logits and tokenizes like sentencepiece.
+#                 Run with: ctest --test-dir build -L slow --output-on-failure
+set(gguf_dir ${CMAKE_CURRENT_SOURCE_DIR}/gguf)
+set(gguf_need_venv "if [ ! -x \"$0\" ]; then echo \"$0 not found: run tools/setup to make the .venv\" >&2; exit 1; fi; exec \"$0\" \"$@\"")
+
+# --- CLI refusals (no Python) ---
+add_test(NAME gguf_cli_logits_bad_ids COMMAND dapt logits ${gguf_dir} --ids 1,x,3)
+set_tests_properties(gguf_cli_logits_bad_ids PROPERTIES LABELS c
+                     PASS_REGULAR_EXPRESSION "item 2 \\('x'\\) is not a token id")
+add_test(NAME gguf_cli_logits_no_model COMMAND dapt logits ${gguf_dir}/no-such-dir --ids 1)
+set_tests_properties(gguf_cli_logits_no_model PROPERTIES LABELS c WILL_FAIL TRUE)
+add_test(NAME gguf_cli_import_not_gguf COMMAND dapt import gguf ${gguf_dir}/tests.cmake ${CMAKE_BINARY_DIR}/gguf_never)
+set_tests_properties(gguf_cli_import_not_gguf PROPERTIES LABELS c
+                     PASS_REGULAR_EXPRESSION "byte offset 0: not a GGUF file")
+add_test(NAME gguf_cli_import_truncated COMMAND dapt import gguf ${gguf_dir}/corpus/truncated.gguf ${CMAKE_BINARY_DIR}/gguf_never)
+set_tests_properties(gguf_cli_import_truncated PROPERTIES LABELS c
+                     PASS_REGULAR_EXPRESSION "byte offset [0-9]+: .*past the end")
+add_test(NAME gguf_cli_export_usage COMMAND dapt export onnx a b)
+set_tests_properties(gguf_cli_export_usage PROPERTIES LABELS c PASS_REGULAR_EXPRESSION "the only format is gguf")
+
+# --- gguf-py and transformers (label py) ---
+foreach(kind llama_gqa llama_mha_tied qwen2 gpt2)
+  foreach(dtype f32 f16 bf16 q8_0)
+    add_test(NAME gguf_py_${kind}_${dtype}
+             COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                     export ${kind} ${dtype} $<TARGET_FILE:dapt>)
+    set_tests_properties(gguf_py_${kind}_${dtype} PROPERTIES LABELS py)
+  endforeach()
+endforeach()
+foreach(kind llama_gqa llama_mha_tied gpt2)
+  add_test(NAME gguf_logits_${kind}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                   logits ${kind} $<TARGET_FILE:dapt>)
+  set_tests_properties(gguf_logits_${kind} PROPERTIES LABELS py)
+  add_test(NAME gguf_roundtrip_${kind}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                   roundtrip ${kind} $<TARGET_FILE:dapt>)
+  set_tests_properties(gguf_roundtrip_${kind} PROPERTIES LABELS py)
+endforeach()
+
+# --- llama.cpp itself (label slow) ---
+# They need llama-cpp-python in the .venv, which builds llama.cpp from source
+# (minutes): tests/gguf/install_llama_cpp.sh .venv/bin/python. Without it
+# they are reported as skipped (exit 77) with that instruction, never passed.
+set(gguf_slow_cases "")
+foreach(kind llama_gqa llama_mha_tied llama_gqa_tied llama_mha qwen2 gpt2)
+  foreach(dtype f32 f16 bf16 q8_0)
+    add_test(NAME gguf_llamacpp_${kind}_${dtype}
+             COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
+                     logits ${kind} ${dtype} $<TARGET_FILE:dapt>)
+    list(APPEND gguf_slow_cases gguf_llamacpp_${kind}_${dtype})
+  endforeach()
+endforeach()
+add_test(NAME gguf_llamacpp_tokenizer
+         COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
+                 tokenizer $<TARGET_FILE:dapt>)
+list(APPEND gguf_slow_cases gguf_llamacpp_tokenizer)
+set_tests_properties(${gguf_slow_cases} PROPERTIES LABELS slow SKIP_RETURN_CODE 77 TIMEOUT 600)

@@ -1,0 +1,274 @@
+/* export.c: a dapt Model (arch llama or gpt2) -> a GGUF file llama.cpp
+ * loads: the architecture's hyperparameters under the key names and types
+ * llama.cpp's loader requires (counts UINT32, epsilons and RoPE base
+ * FLOAT32), the tensors under llama.cpp's names, and the sentencepiece
+ * vocabulary as tokenizer.ggml.* metadata.
+ *
+ * Invariants: every Model tensor maps to exactly one GGUF tensor and no
+ * other tensor is written (llama.cpp refuses files with extra tensors); a
+ * tied head is written only as token_embd.weight; shapes are ggml order
+ * (ne = {in, out} for an in-memory [out, in] weight); 1-D tensors (norms,
+ * biases) stay F32 whatever the dtype; Q and K rows (weights and biases) of
+ * a llama model are permuted per head from the HF rotate_half layout to
+ * ggml's adjacent-pair RoPE layout (llama.cpp's converter does the same);
+ * a matrix whose ne[0] is not a multiple of 32 is written F16 in a Q8_0 file
+ * (as llama.cpp's converter falls back).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tools/gguf/gguf.h"
+#include "trainer/model.h"
+
+/* HF suffix -> GGUF suffix, and which head count permutes its rows. */
+enum { PERM_NONE = 0, PERM_Q = 1, PERM_K = 2 };
+typedef struct {
+    const char *hf, *gguf;
+    int perm;
+} NameMap;
+
+static const NameMap llama_layer[] = {
+    {"input_layernorm.weight", "attn_norm.weight", PERM_NONE},
+    {"self_attn.q_proj.weight", "attn_q.weight", PERM_Q},
+    {"self_attn.k_proj.weight", "attn_k.weight", PERM_K},
+    {"self_attn.v_proj.weight", "attn_v.weight", PERM_NONE},
+    {"self_attn.q_proj.bias", "attn_q.bias", PERM_Q},
+    {"self_attn.k_proj.bias", "attn_k.bias", PERM_K},
+    {"self_attn.v_proj.bias", "attn_v.bias", PERM_NONE},
+    {"self_attn.o_proj.weight", "attn_output.weight", PERM_NONE},
+    {"post_attention_layernorm.weight", "ffn_norm.weight", PERM_NONE},
+    {"mlp.gate_proj.weight", "ffn_gate.weight", PERM_NONE},
+    {"mlp.up_proj.weight", "ffn_up.weight", PERM_NONE},
+    {"mlp.down_proj.weight", "ffn_down.weight", PERM_NONE},
+};
+static const NameMap llama_global[] = {
+    {"model.embed_tokens.weight", "token_embd.weight", PERM_NONE},
+    {"model.norm.weight", "output_norm.weight", PERM_NONE},
+    {"lm_head.weight", "output.weight", PERM_NONE},
+};
+static const NameMap gpt2_layer[] = {
+    {"ln_1.weight", "attn_norm.weight", PERM_NONE},
+    {"ln_1.bias", "attn_norm.bias", PERM_NONE},
+    {"attn.c_attn.weight", "attn_qkv.weight", PERM_NONE},
+    {"attn.c_attn.bias", "attn_qkv.bias", PERM_NONE},
+    {"attn.c_proj.weight", "attn_output.weight", PERM_NONE},
+    {"attn.c_proj.bias", "attn_output.bias", PERM_NONE},
+    {"ln_2.weight", "ffn_norm.weight", PERM_NONE},
+    {"ln_2.bias", "ffn_norm.bias", PERM_NONE},
+    {"mlp.c_fc.weight", "ffn_up.weight", PERM_NONE},
+    {"mlp.c_fc.bias", "ffn_up.bias", PERM_NONE},
+    {"mlp.c_proj.weight", "ffn_down.weight", PERM_NONE},
+    {"mlp.c_proj.bias", "ffn_down.bias", PERM_NONE},
+};
+static const NameMap gpt2_global[] = {
+    {"transformer.wte.weight", "token_embd.weight", PERM_NONE},
+    {"transformer.wpe.weight", "position_embd.weight", PERM_NONE},
+    {"transformer.ln_f.weight", "output_norm.weight", PERM_NONE},
+    {"transformer.ln_f.bias", "output_norm.bias", PERM_NONE},
+    {"lm_head.weight", "output.weight", PERM_NONE},
+};
+#define N_OF(a) (int)(sizeof(a) / sizeof((a)[0]))
+
+int gguf_tensor_name(int arch, const char *hf, int n_head, int n_kv_head, char *out,
+                     size_t out_len, int *permute_heads) {
+    const NameMap *layer = arch == ARCH_LLAMA ? llama_layer : gpt2_layer;
+    const NameMap *global = arch == ARCH_LLAMA ? llama_global : gpt2_global;
+    int n_layer_map = arch == ARCH_LLAMA ? N_OF(llama_layer) : N_OF(gpt2_layer);
+    int n_global = arch == ARCH_LLAMA ? N_OF(llama_global) : N_OF(gpt2_global);
+    const char *prefix = arch == ARCH_LLAMA ? "model.layers." : "transformer.h.";
+    const NameMap *hit = NULL;
+    int block = -1;
+    size_t pl = strlen(prefix);
+    if (!strncmp(hf, prefix, pl)) {
+        char *end;
+        long b = strtol(hf + pl, &end, 10);
+        if (end != hf + pl && *end == '.' && b >= 0 && b < 100000) {
+            for (int i = 0; i < n_layer_map && !hit; i++)
+                if (!strcmp(end + 1, layer[i].hf)) hit = &layer[i];
+            block = (int)b;
+        }
+    } else {
+        for (int i = 0; i < n_global && !hit; i++)
+            if (!strcmp(hf, global[i].hf)) hit = &global[i];
+    }
+    if (!hit) return 1;
+    int n = block >= 0 ? snprintf(out, out_len, "blk.%d.%s", block, hit->gguf)
+                       : snprintf(out, out_len, "%s", hit->gguf);
+    if (n < 0 || (size_t)n >= out_len) return 1;
+    *permute_heads = hit->perm == PERM_Q ? n_head : hit->perm == PERM_K ? n_kv_head : 0;
+    return 0;
+}
+
+/* Per head, HF keeps the two halves of each rotated pair hd/2 rows apart
+ * (rotate_half); ggml's "normal" RoPE rotates adjacent rows. GGUF row
+ * h*hd + 2*i + j holds HF row h*hd + j*hd/2 + i (i < hd/2, j in {0, 1}). */
+void gguf_permute_rows(const float *src, float *dst, int rows, int cols, int n_heads, int inverse) {
+    int hd = rows / n_heads, half = hd / 2;
+    for (int h = 0; h < n_heads; h++)
+        for (int i = 0; i < half; i++)
+            for (int j = 0; j < 2; j++) {
+                size_t g = (size_t)h * hd + 2 * i + j, f = (size_t)h * hd + (size_t)j * half + i;
+                size_t to = inverse ? f : g, from = inverse ? g : f;
+                memcpy(dst + to * cols, src + from * cols, (size_t)cols * sizeof *dst);
+            }
+}
+
+static uint32_t file_type_of(uint32_t dtype) {
+    switch (dtype) {
+    case GGML_F16: return GGUF_FTYPE_F16;
+    case GGML_BF16: return GGUF_FTYPE_BF16;
+    case GGML_Q8_0: return GGUF_FTYPE_Q8_0;
+    }
+    return GGUF_FTYPE_F32;
+}
+
+/* tokenizer.ggml.* from the sentencepiece model, padded to vocab_size with
+ * unused "[PAD<i>]" pieces when the model's embedding is larger. */
+static int write_vocab(GgufWriter *w, const SpmVocab *v, int vocab_size, const char *tok_path,
+                       char *err, size_t err_len) {
+    if (v->n > vocab_size)
+        return snprintf(err, err_len,
+                        "%s has %d pieces but the model's vocabulary (embedding rows) is %d",
+                        tok_path, v->n, vocab_size),
+               1;
+    const char **tokens = malloc((size_t)vocab_size * sizeof *tokens);
+    char *pads = malloc((size_t)(vocab_size - v->n) * 24 + 1);
+    float *scores = malloc((size_t)vocab_size * sizeof *scores);
+    int32_t *types = malloc((size_t)vocab_size * sizeof *types);
+    int rc = 0;
+    if (!tokens || !pads || !scores || !types) {
+        rc = 1;
+        snprintf(err, err_len, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < vocab_size; i++) {
+        if (i < v->n) {
+            tokens[i] = v->pieces[i];
+            scores[i] = v->scores[i];
+            types[i] = v->types[i];
+        } else {
+            char *p = pads + (size_t)(i - v->n) * 24;
+            snprintf(p, 24, "[PAD%d]", i);
+            tokens[i] = p;
+            scores[i] = 0.0f;
+            types[i] = 5; /* UNUSED */
+        }
+    }
+    gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", tokens, (size_t)vocab_size);
+    gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, (size_t)vocab_size);
+    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)vocab_size);
+    if (v->bos_id >= 0) gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos_id);
+    if (v->eos_id >= 0) gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)v->eos_id);
+    if (v->unk_id >= 0) gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)v->unk_id);
+    if (v->pad_id >= 0) gguf_w_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v->pad_id);
+    gguf_w_bool(w, "tokenizer.ggml.add_bos_token", v->bos_id >= 0);
+    gguf_w_bool(w, "tokenizer.ggml.add_eos_token", 0);
+    gguf_w_bool(w, "tokenizer.ggml.add_space_prefix", v->add_dummy_prefix);
+out:
+    free(tokens);
+    free(pads);
+    free(scores);
+    free(types);
+    return rc;
+}
+
+static void write_hparams(GgufWriter *w, const ModelConfig *c) {
+    const char *a = c->arch == ARCH_LLAMA ? "llama" : "gpt2";
+    char k[96];
+#define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", a, suffix), k)
+    gguf_w_u32(w, KEY("context_length"), (uint32_t)c->max_seq_len);
+    gguf_w_u32(w, KEY("embedding_length"), (uint32_t)c->d_model);
+    gguf_w_u32(w, KEY("block_count"), (uint32_t)c->n_layer);
+    gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)c->d_ff);
+    gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)c->n_head);
+    if (c->arch == ARCH_LLAMA) {
+        gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->n_kv_head);
+        gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)(c->d_model / c->n_head));
+        gguf_w_f32(w, KEY("rope.freq_base"), c->rope_theta);
+        gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->norm_eps);
+        gguf_w_u32(w, KEY("vocab_size"), (uint32_t)c->vocab_size);
+    } else {
+        gguf_w_f32(w, KEY("attention.layer_norm_epsilon"), c->norm_eps);
+    }
+#undef KEY
+}
+
+int gguf_export_model(const Model *m, const char *path, const GgufExportOptions *o, char *err,
+                      size_t err_len) {
+    const ModelConfig *c = model_config(m);
+    if (c->arch != ARCH_LLAMA && c->arch != ARCH_GPT2)
+        return snprintf(err, err_len, "architecture %d cannot be exported to GGUF", (int)c->arch), 1;
+    if (o->dtype != GGML_F32 && o->dtype != GGML_F16 && o->dtype != GGML_BF16 && o->dtype != GGML_Q8_0)
+        return snprintf(err, err_len, "dtype must be F32, F16, BF16 or Q8_0"), 1;
+    if (!o->tokenizer)
+        return snprintf(err, err_len,
+                        "no tokenizer.model: llama.cpp needs the vocabulary in the GGUF file "
+                        "(pass --tokenizer PATH)"),
+               1;
+    if (!o->force && access(path, F_OK) == 0)
+        return snprintf(err, err_len, "%s exists (pass --force to overwrite it)", path), 1;
+    /* map every tensor first: a model with a part GGUF cannot name is refused whole */
+    int n = model_num_tensors(m);
+    char gname[96];
+    for (int i = 0; i < n; i++) {
+        int perm;
+        const ParamTensor *t = model_tensor(m, i);
+        if (gguf_tensor_name(c->arch, t->name, c->n_head, c->n_kv_head, gname, sizeof gname, &perm))
+            return snprintf(err, err_len,
+                            "tensor '%s' has no llama.cpp equivalent for arch %s: this model "
+                            "cannot be exported to GGUF",
+                            t->name, model_arch_name(c->arch)),
+                   1;
+    }
+    SpmVocab v;
+    if (spm_vocab_load(o->tokenizer, &v, err, err_len)) return 1;
+    GgufWriter *w = gguf_writer_new();
+    float *params = malloc(model_num_params(m) * sizeof *params);
+    float **copies = calloc((size_t)n, sizeof *copies);
+    int rc = 1;
+    if (!w || !params || !copies) {
+        snprintf(err, err_len, "out of memory for a model of %zu parameters", model_num_params(m));
+        goto out;
+    }
+    model_get_params(m, params);
+    gguf_w_str(w, "general.architecture", model_arch_name(c->arch));
+    gguf_w_str(w, "general.name", o->name ? o->name : "dapt");
+    gguf_w_u32(w, "general.file_type", file_type_of(o->dtype));
+    write_hparams(w, c);
+    if (write_vocab(w, &v, c->vocab_size, o->tokenizer, err, err_len)) goto out;
+    for (int i = 0; i < n; i++) {
+        const ParamTensor *t = model_tensor(m, i);
+        int perm;
+        gguf_tensor_name(c->arch, t->name, c->n_head, c->n_kv_head, gname, sizeof gname, &perm);
+        const float *src = params + t->offset;
+        int rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
+        if (perm) {
+            if (!(copies[i] = malloc(t->numel * sizeof *copies[i]))) {
+                snprintf(err, err_len, "out of memory");
+                goto out;
+            }
+            gguf_permute_rows(src, copies[i], rows, cols, perm, 0);
+            src = copies[i];
+        }
+        uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
+        uint32_t type = GGML_F32;
+        if (t->ndim == 2) {
+            type = o->dtype;
+            if (type == GGML_Q8_0 && cols % GGUF_Q8_0_BLOCK) type = GGML_F16;
+            gguf_w_tensor(w, gname, 2, ne, type, src);
+        } else {
+            gguf_w_tensor(w, gname, 1, ne + 1, type, src);
+        }
+    }
+    rc = gguf_writer_write(w, path, err, err_len);
+out:
+    if (copies)
+        for (int i = 0; i < n; i++) free(copies[i]);
+    free(copies);
+    free(params);
+    gguf_writer_free(w);
+    spm_vocab_free(&v);
+    return rc;
+}
