@@ -133,7 +133,7 @@ static void unknown_key(const char *section, const char *key, char *msg, size_t 
 static void unknown_section(const char *section, char *msg, size_t n) {
     const char *s = closest(section, config_sections, config_num_sections);
     if (s) snprintf(msg, n, "unknown section [%s] (did you mean [%s]?)", section, s);
-    else snprintf(msg, n, "unknown section [%s] (sections: [run] [model] [data] [mix] [train] [eval] [ckpt])",
+    else snprintf(msg, n, "unknown section [%s] (sections: [run] [model] [data] [mix] [train] [eval] [ckpt] [dist])",
                   section);
 }
 

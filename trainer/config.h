@@ -70,6 +70,9 @@ typedef struct {
     struct {
         int every, keep;
     } ckpt;
+    struct {
+        int zero; /* ZeRO stage: 0 or 1 */
+    } dist;
 
     /* where each key got its value (index = key number): 0 default,
      * > 0 line in `source`, -1 a command-line override */

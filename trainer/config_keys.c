@@ -105,11 +105,14 @@ const KeyDef config_keys[] = {
      "steps between checkpoints; 0 = no periodic checkpoints"},
     {"ckpt", "keep", K_INT, F(ckpt.keep), 0, 0, 1e6, 0, 0, NULL, "3",
      "newest checkpoints kept; 0 = all"},
+    {"dist", "zero", K_INT, F(dist.zero), 0, 0, 1, 0, 0, NULL, "0",
+     "ZeRO stage: 0 = every rank keeps the whole AdamW state; 1 = each rank keeps and updates "
+     "1/world of it (gradients reduce-scattered, parameters all-gathered)"},
 };
 /* clang-format on */
 const int config_num_keys = (int)(sizeof config_keys / sizeof *config_keys);
-const char *const config_sections[] = {"run", "model", "data", "mix", "train", "eval", "ckpt"};
-const int config_num_sections = 7;
+const char *const config_sections[] = {"run", "model", "data", "mix", "train", "eval", "ckpt", "dist"};
+const int config_num_sections = 8;
 
 /* ---------------- value grammar ---------------- */
 
