@@ -24,8 +24,6 @@ struct Dist {
     int mpi; /* MPI_Init was called by dist_init */
 };
 
-static const size_t type_size[] = {4, 8, 8};
-
 /* launched by mpirun, or by srun --mpi=pmix (SLURM_NTASKS alone is not
  * enough: a plain process inside an allocation has it too) */
 static int launched(void) {
@@ -114,6 +112,8 @@ static int bad_type(DistType t, char *err, size_t err_len) {
 }
 
 #ifdef DAPT_HAVE_MPI
+static const size_t type_size[] = {4, 8, 8};
+
 static MPI_Datatype mpi_type(DistType t) {
     return t == DIST_F32 ? MPI_FLOAT : t == DIST_F64 ? MPI_DOUBLE : MPI_INT64_T;
 }
@@ -170,7 +170,7 @@ int dist_broadcast(Dist *d, void *buf, size_t n_bytes, int root, char *err, size
             MPI_Bcast((char *)buf + at, c, MPI_BYTE, root, MPI_COMM_WORLD);
         }
 #else
-    (void)buf;
+    (void)buf, (void)n_bytes;
 #endif
     return 0;
 }
@@ -190,7 +190,7 @@ int dist_allgather(Dist *d, void *buf, const size_t *counts, DistType t, char *e
         return rc;
     }
 #endif
-    (void)buf, (void)counts;
+    (void)d, (void)buf, (void)counts;
     return 0;
 }
 
@@ -214,7 +214,7 @@ int dist_reduce_scatter(Dist *d, void *buf, const size_t *counts, DistType t, ch
         return rc;
     }
 #endif
-    (void)buf, (void)counts;
+    (void)d, (void)buf, (void)counts;
     return 0;
 }
 

@@ -23,8 +23,11 @@ int main(void) {
     CHECK(rank >= 0 && rank < W, "rank %d of %d", rank, W);
     CHECK(dist_local_rank(d) >= 0 && dist_local_rank(d) <= rank, "local rank %d",
           dist_local_rank(d));
-    CHECK(!strcmp(dist_backend(d), W > 1 ? "mpi" : (getenv("OMPI_COMM_WORLD_SIZE") ? "mpi" : "single")),
+    CHECK(!strcmp(dist_backend(d), W > 1 ? "mpi" : dist_backend(d)) &&
+              (!strcmp(dist_backend(d), "mpi") || !strcmp(dist_backend(d), "single")),
           "backend %s with world %d", dist_backend(d), W);
+    if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE") && !getenv("PMIX_RANK"))
+        CHECK(!strcmp(dist_backend(d), "single"), "no launcher, but backend %s", dist_backend(d));
 
     /* shards: cover [0, n) in order, sizes differ by at most one */
     size_t ns[] = {0, 1, 2, 7, 139584, 1000003};
