@@ -475,7 +475,7 @@ static int run(TrainArgs *a) {
         }
         if (rc || (rc = dist_allreduce(d, red, 7, DIST_F64, DIST_SUM, err, sizeof err))) goto fail;
         gnorm = zero ? (float)sqrt(red[6]) : model_grad_norm(m);
-        int stop = stop_requested ? stop_requested : red[5] > 0 ? SIGTERM : 0;
+        int stop = red[5] > 0;
         role_n[0] = (int)red[3], role_n[1] = (int)red[4];
         double loss = red[0] / ((double)B * T);
         double ld = role_n[0] ? red[1] / role_n[0] : NAN;
@@ -542,9 +542,12 @@ static int run(TrainArgs *a) {
                 goto done;
         }
         if (stop && !last) {
-            printf("dapt train: %s received: stopped after step %d with a checkpoint; continue "
+            printf("dapt train: %s: stopped after step %d with a checkpoint; continue "
                    "with --resume\n",
-                   stop == SIGINT ? "SIGINT" : "SIGTERM", step + 1);
+                   stop_requested == SIGINT    ? "SIGINT received"
+                   : stop_requested == SIGTERM ? "SIGTERM received"
+                                               : "another rank received SIGINT/SIGTERM",
+                   step + 1);
             goto done;
         }
     }

@@ -8,7 +8,9 @@
 #           steps equal those of the 1-process run
 #   kill    SIGKILL to one rank mid-run: mpirun exits non-zero within 60 s
 #           naming the rank, and every checkpoint left is complete; a config
-#           error on all ranks aborts the job with the rank named
+#           error on all ranks aborts the job with the rank named; SIGINT to
+#           rank 1 alone: all ranks stop after the same step, rank 0
+#           checkpoints, exit 0
 #
 # Tolerances. The ranks sum their micro-batch gradients locally and then
 # across ranks, so each gradient element is a differently ordered fp32 sum
@@ -103,6 +105,22 @@ kill)
   grep -q "not a multiple of 2 ranks x train.micro_batch = 4" e.err || fail "no cause: $(cat e.err)"
   grep -qE "rank [01] of 2: .*aborting the job" e.err || fail "no rank named: $(cat e.err)"
   echo "ok: $(grep -m1 "aborting the job" e.err)"
+  "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS -np 2 \
+    "$dapt" train tiny.toml "${args[@]}" --train.steps=4000 --ckpt.every=0 --eval.every=0 \
+    --run.name=int > int.log 2> int.err &
+  pid=$!
+  for _ in $(seq 1 1200); do
+    grep -q '"step":3,' runs/int/metrics.jsonl 2> /dev/null && break
+    sleep 0.05
+  done
+  ranks=($(pgrep -P $pid -f "train tiny.toml" || true))
+  [[ ${#ranks[@]} == 2 ]] || fail "expected 2 rank processes, found: ${ranks[*]:-none}"
+  kill -INT "${ranks[1]}"
+  wait $pid || fail "exit status $? after SIGINT to rank 1: $(tail -3 int.err)"
+  grep -q "another rank received SIGINT/SIGTERM: stopped after step" int.log || fail "no stop message: $(tail -2 int.log)"
+  last=$(ls runs/int/ckpt)
+  [[ $last == step-* && $last != step-00004000 ]] || fail "checkpoints after SIGINT: $last"
+  "$ckcheck" "runs/int/ckpt/$last"
   ;;
 *) fail "unknown mode $mode" ;;
 esac
