@@ -3,9 +3,11 @@
  * used only when a launcher started this process.
  *
  * Invariants: MPI is initialised at most once per process and only when the
- * launcher's environment variables are present; MPI counts are int, so large
- * buffers are moved in chunks of at most DIST_CHUNK elements; float sums are
- * reduce-then-broadcast (identical bits on every rank).
+ * launcher's environment variables are present; MPI counts are int, so
+ * allreduce and broadcast move large buffers in chunks of at most DIST_CHUNK
+ * elements, and an allgather/reduce-scatter piece past INT_MAX elements is
+ * an error; float sums are reduce-then-broadcast (identical bits on every
+ * rank).
  */
 #include "trainer/dist.h"
 
