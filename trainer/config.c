@@ -134,7 +134,7 @@ static void unknown_key(const char *section, const char *key, char *msg, size_t 
 static void unknown_section(const char *section, char *msg, size_t n) {
     const char *s = closest(section, config_sections, config_num_sections);
     if (s) snprintf(msg, n, "unknown section [%s] (did you mean [%s]?)", section, s);
-    else snprintf(msg, n, "unknown section [%s] (sections: [run] [model] [data] [mix] [train] [eval] [ckpt] [moe])",
+    else snprintf(msg, n, "unknown section [%s] (sections: [run] [model] [data] [mix] [train] [eval] [ckpt] [moe] [dist])",
                   section);
 }
 
@@ -147,7 +147,7 @@ typedef struct {
     int line;
     char raw[8192];         /* the current line, leading whitespace stripped */
     const char *value;      /* text after '=' in raw, for the handler */
-    int section_seen[8];
+    int section_seen[CONFIG_MAX_SECTIONS];
     char *err;
     size_t err_len;
     int failed;
@@ -280,7 +280,7 @@ static int handler(void *user, const char *section, const char *name, const char
 
 /* TOML forbids reopening a table: track [section] lines ourselves */
 static int check_sections(Parse *p) {
-    int line = 0, seen[8] = {0};
+    int line = 0, seen[CONFIG_MAX_SECTIONS] = {0};
     for (const char *q = p->text; *q;) {
         const char *end = strchr(q, '\n');
         size_t len = end ? (size_t)(end - q) : strlen(q);

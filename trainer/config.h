@@ -25,6 +25,7 @@
 #include "trainer/sched.h"
 
 #define CONFIG_MAX_MIX_POINTS 32
+#define CONFIG_MAX_SECTIONS 16 /* >= config_num_sections */
 #define CONFIG_PATH_LEN 1024
 
 typedef struct {
@@ -78,10 +79,13 @@ typedef struct {
         char upcycle_from[CONFIG_PATH_LEN]; /* "" = no upcycling */
         double upcycle_noise;
     } moe;
+    struct {
+        int zero; /* ZeRO stage: 0 or 1 */
+    } dist;
 
     /* where each key got its value (index = key number): 0 default,
      * > 0 line in `source`, -1 a command-line override */
-    int origin[64];
+    int origin[128];
     char source[CONFIG_PATH_LEN];
 } Config;
 

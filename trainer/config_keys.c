@@ -129,11 +129,15 @@ const KeyDef config_keys[] = {
      "weight of the load-balancing loss, summed over MoE layers"},
     {"moe", "z_loss_coef", K_FLOAT, F(moe.z_loss_coef), 0, 0, 1e3, 0, 0, NULL, "0.0",
      "weight of the router z-loss, summed over MoE layers; 0 = off"},
+    {"dist", "zero", K_INT, F(dist.zero), 0, 0, 1, 0, 0, NULL, "0",
+     "ZeRO stage: 0 = every rank keeps the whole AdamW state; 1 = each rank keeps and updates "
+     "1/world of it (gradients reduce-scattered, parameters all-gathered)"},
 };
 /* clang-format on */
 const int config_num_keys = (int)(sizeof config_keys / sizeof *config_keys);
-const char *const config_sections[] = {"run", "model", "data", "mix", "train", "eval", "ckpt", "moe"};
-const int config_num_sections = 8;
+const char *const config_sections[] = {"run",  "model", "data", "mix", "train",
+                                       "eval", "ckpt",  "moe",  "dist"};
+const int config_num_sections = 9;
 
 /* ---------------- value grammar ---------------- */
 
@@ -537,3 +541,8 @@ int key_assign(Config *c, const KeyDef *k, const Value *v, char *err, size_t err
     }
     return 1;
 }
+_Static_assert(sizeof config_sections / sizeof *config_sections <= CONFIG_MAX_SECTIONS,
+               "raise CONFIG_MAX_SECTIONS");
+_Static_assert(sizeof config_keys / sizeof *config_keys <=
+                   sizeof(((Config *)0)->origin) / sizeof(((Config *)0)->origin[0]),
+               "raise the size of Config.origin");

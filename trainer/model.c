@@ -651,28 +651,47 @@ void model_zero_grad(Model *m) { m->ops->zero(m->grads, m->n_params * m->ops->ac
 
 float model_grad_norm(Model *m) { return (float)sqrt(m->ops->sumsq(m->grads, m->n_params)); }
 
-float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step) {
-    float norm = model_grad_norm(m);
-    float scale = 1.0f;
+float model_clip_scale(const AdamWConfig *cfg, float norm) {
     if (cfg->grad_clip > 0.0f) {
         float coef = cfg->grad_clip / (norm + 1e-6f);
-        if (coef < 1.0f) scale = coef;
+        if (coef < 1.0f) return coef;
     }
-    /* runs of adjacent tensors with the same decay flag in one call */
+    return 1.0f;
+}
+
+double model_grad_sumsq_range(Model *m, size_t offset, size_t count) {
+    return m->ops->sumsq((char *)m->grads + offset * m->ops->act_bytes, count);
+}
+
+void *model_params_buffer(Model *m) { return m->params; }
+void *model_grads_buffer(Model *m) { return m->grads; }
+
+void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step, size_t offset,
+                            size_t count, float clip_scale) {
+    /* runs of adjacent tensors with the same decay flag in one call, cut to
+     * [offset, offset + count) */
     const Ops *o = m->ops;
-    size_t ab = o->act_bytes;
+    size_t ab = o->act_bytes, end = offset + count;
     for (int i = 0; i < m->n_tensors;) {
         int j = i;
         size_t n = 0;
         while (j < m->n_tensors && m->tensors[j].decay == m->tensors[i].decay)
             n += m->tensors[j++].numel;
-        size_t off = m->tensors[i].offset;
-        o->adamw((char *)m->params + off * ab, m->master ? m->master + off : NULL,
-                 (char *)m->grads + off * ab, m->adam_m + off, m->adam_v + off, n, lr, cfg->beta1,
-                 cfg->beta2, cfg->eps, m->tensors[i].decay ? cfg->weight_decay : 0.0f, step,
-                 scale);
+        size_t lo = m->tensors[i].offset, hi = lo + n;
+        if (lo < offset) lo = offset;
+        if (hi > end) hi = end;
+        if (lo < hi)
+            o->adamw((char *)m->params + lo * ab, m->master ? m->master + lo : NULL,
+                     (char *)m->grads + lo * ab, m->adam_m + lo, m->adam_v + lo, hi - lo, lr,
+                     cfg->beta1, cfg->beta2, cfg->eps,
+                     m->tensors[i].decay ? cfg->weight_decay : 0.0f, step, clip_scale);
         i = j;
     }
+}
+
+float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step) {
+    float norm = model_grad_norm(m);
+    model_adamw_step_range(m, cfg, lr, step, 0, m->n_params, model_clip_scale(cfg, norm));
     return norm;
 }
 

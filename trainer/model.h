@@ -143,6 +143,20 @@ float model_grad_norm(Model *m);
  * decay only on tensors with decay set. step counts from 1. Returns the
  * gradient norm before clipping. */
 float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step);
+/* The clipping coefficient model_adamw_step applies for a gradient norm. */
+float model_clip_scale(const AdamWConfig *cfg, float norm);
+/* Sum of squares of gradients [offset, offset + count) (elements). */
+double model_grad_sumsq_range(Model *m, size_t offset, size_t count);
+/* AdamW (as model_adamw_step) on parameters [offset, offset + count) only,
+ * gradients multiplied by clip_scale; ZeRO-1 steps each rank's shard with
+ * it. model_adamw_step is this over the whole buffer. */
+void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step, size_t offset,
+                            size_t count, float clip_scale);
+/* The backend buffers of parameters and gradients: model_num_params
+ * elements of model_ops(m)->act_bytes bytes each, host memory on the CPU
+ * backend and device memory on CUDA; for collectives that work in place. */
+void *model_params_buffer(Model *m);
+void *model_grads_buffer(Model *m);
 /* Optimizer moments, host fp32 copies (for checkpoints and tests). */
 void model_get_adam_state(const Model *m, float *m_dst, float *v_dst);
 void model_set_adam_state(Model *m, const float *m_src, const float *v_src);

@@ -10,6 +10,17 @@
  * evaluated; every ckpt.every steps (and at the end, and on SIGINT/SIGTERM)
  * a checkpoint is written.
  *
+ * Data parallel (trainer/dist.h, under mpirun): rank r of W computes its
+ * slots of the same global batch; after the last micro-batch the gradients
+ * are summed over ranks (grad_scale already divides by the global batch's
+ * tokens), so every rank applies the same update; with dist.zero = 1 they are
+ * reduce-scattered instead, each rank steps its shard of the AdamW state and
+ * the parameters are all-gathered. Losses and eval sums are reduced; only
+ * rank 0 prints, writes metrics, the resolved config and checkpoints (the
+ * full optimizer state: ZeRO shards are gathered first), so a checkpoint
+ * resumes on any number of ranks that divides the global batch. A rank that
+ * fails aborts the whole job (dist_abort).
+ *
  * Invariants: the state of a run is (model, Adam moments, step); the data is
  * a function of the step and the stream fingerprint, so a run resumed from a
  * checkpoint at step s computes bitwise what the uninterrupted run computed
@@ -31,6 +42,7 @@
 #include "trainer/ckpt.h"
 #include "trainer/cli.h"
 #include "trainer/config.h"
+#include "trainer/dist.h"
 #include "trainer/hf.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
@@ -188,10 +200,13 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, char *tok_out
 /* ---------------- evaluation ---------------- */
 
 /* Mean loss over all eval windows of each role; NAN for a role without any. */
-static int evaluate(Model *m, Stream *s, int micro, int T, double loss_out[2], char *err,
+static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double loss_out[2], char *err,
                     size_t err_len) {
-    double sum[2] = {0, 0};
-    long count[2] = {0, 0};
+    /* rank r evaluates the micro-batches k with k % world == r; sums and
+     * counts are reduced (red = {sum domain, sum general, count domain,
+     * count general}), so every rank gets the same losses */
+    double red[4] = {0, 0, 0, 0}, *sum = red, *count = red + 2;
+    int rank = dist_rank(d), world = dist_world(d);
     uint32_t *win = malloc(sizeof(uint32_t) * (T + 1));
     int32_t *inp = malloc(sizeof(int32_t) * micro * T), *tgt = malloc(sizeof(int32_t) * micro * T);
     int rc = 0;
@@ -199,6 +214,7 @@ static int evaluate(Model *m, Stream *s, int micro, int T, double loss_out[2], c
         int role = stream_source_role(s, j);
         uint32_t n = stream_eval_count(s, j);
         for (uint32_t w0 = 0; w0 < n && !rc; w0 += micro) {
+            if ((int)((w0 / micro) % world) != rank) continue;
             int b = n - w0 < (uint32_t)micro ? (int)(n - w0) : micro;
             for (int i = 0; i < b && !rc; i++) {
                 rc = stream_eval_window(s, j, w0 + i, win, err, err_len);
@@ -211,10 +227,11 @@ static int evaluate(Model *m, Stream *s, int micro, int T, double loss_out[2], c
             if (!rc) rc = model_forward(m, inp, tgt, b, T, &loss, err, err_len);
             if (!rc) {
                 sum[role] += (double)loss * b * T;
-                count[role] += (long)b * T;
+                count[role] += (double)b * T;
             }
         }
     }
+    if (!rc) rc = dist_allreduce(d, red, 4, DIST_F64, DIST_SUM, err, err_len);
     for (int r = 0; r < 2; r++) loss_out[r] = count[r] ? sum[r] / count[r] : NAN;
     free(win), free(inp), free(tgt);
     return rc;
@@ -222,6 +239,7 @@ static int evaluate(Model *m, Stream *s, int micro, int T, double loss_out[2], c
 
 static void write_eval(FILE *mf, int step, long long tokens, const double loss[2]) {
     static const char *split[2] = {"val/domain", "val/general"};
+    if (!mf) return; /* not rank 0 */
     for (int r = 0; r < 2; r++) {
         if (isnan(loss[r])) continue;
         fprintf(mf, "{\"type\":\"eval\",\"step\":%d,\"tokens\":%lld,\"split\":\"%s\",\"loss\":%.6f}\n",
@@ -235,6 +253,7 @@ static void write_eval(FILE *mf, int step, long long tokens, const double loss[2
 
 typedef struct {
     Config cfg;
+    Dist *dist;
     int resume;
     char run_dir[CONFIG_PATH_LEN * 2];
     char tokenizer[CONFIG_PATH_LEN + 32]; /* copied into checkpoints; "" = none */
@@ -250,6 +269,21 @@ static void usage(FILE *f) {
             "  --section.key=value  override one config key (any number)\n"
             "  --resume             continue from the newest complete checkpoint in RUN\n"
             "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n");
+}
+
+/* ZeRO-1: each rank's shard of the Adam moments to every rank, so that
+ * rank 0 writes the whole optimizer state (a checkpoint does not depend on
+ * the number of ranks). */
+static int gather_adam_state(Model *m, Dist *d, const size_t *pieces, char *err, size_t err_len) {
+    size_t n = model_num_params(m);
+    float *mv = malloc(sizeof(float) * 2 * n);
+    if (!mv) return snprintf(err, err_len, "out of memory gathering the optimizer state"), 1;
+    model_get_adam_state(m, mv, mv + n);
+    int rc = dist_allgather(d, mv, pieces, DIST_F32, err, err_len) ||
+             dist_allgather(d, mv + n, pieces, DIST_F32, err, err_len);
+    if (!rc) model_set_adam_state(m, mv, mv + n);
+    free(mv);
+    return rc;
 }
 
 static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, double lr,
@@ -277,8 +311,21 @@ static int run(TrainArgs *a) {
     Config *c = &a->cfg;
     char err[2048];
     int rc = 1;
+    Dist *d = a->dist;
+    const int rank = dist_rank(d), world = dist_world(d), lead = rank == 0;
+    if (c->train.global_batch % (world * c->train.micro_batch))
+        return fprintf(stderr,
+                       "dapt train: train.global_batch = %d is not a multiple of %d ranks x "
+                       "train.micro_batch = %d\n",
+                       c->train.global_batch, world, c->train.micro_batch),
+               1;
     const Ops *ops = ops_get(c->run.device, err, sizeof err);
     if (!ops) return fprintf(stderr, "dapt train: run.device: %s\n", err), 1;
+    if (world > 1 && strcmp(ops->name, "cpu"))
+        return fprintf(stderr, "dapt train: %d ranks on run.device = \"%s\": data parallelism "
+                               "runs on the cpu backend only so far (docs/distributed.md)\n",
+                       world, c->run.device),
+               1;
     snprintf(a->run_dir, sizeof a->run_dir, "%s/%s", c->run.out_dir, c->run.name);
 
     char resume_path[CONFIG_PATH_LEN * 3];
@@ -295,6 +342,8 @@ static int run(TrainArgs *a) {
     }
     Model *m = load_model(c, ops, a->resume ? resume_path : NULL, &st, err, sizeof err);
     if (!m) return fprintf(stderr, "dapt train: %s\n", err), 1;
+    /* MoE global-batch load balancing sums expert counts over the ranks */
+    model_moe_set_allreduce(m, dist_allreduce_sum_i64_hook, d);
     Stream *s = NULL;
     char *config_text = NULL;
     FILE *mf = NULL;
@@ -302,6 +351,7 @@ static int run(TrainArgs *a) {
     uint32_t *batch = NULL;
     int32_t *src_ids = NULL;
     int *roles = NULL; /* (micro) StreamRole of each row, for MoE routing metrics */
+    size_t *pieces = NULL;
     const ModelConfig *mc = model_config(m);
     LrSchedule sched;
     if (config_check_model(c, mc, err, sizeof err) || moe_loop_configure(m, c, err, sizeof err) ||
@@ -328,27 +378,39 @@ static int run(TrainArgs *a) {
         tokens = st.tokens;
         printf("resuming from %s (step %d)\n", resume_path, start);
     }
-    if (mkdir_p(a->run_dir, err, sizeof err)) {
-        fprintf(stderr, "dapt train: %s\n", err);
-        goto done;
-    }
-    char path[CONFIG_PATH_LEN * 3];
-    snprintf(path, sizeof path, "%s/config.resolved.toml", a->run_dir);
     config_text = config_to_toml(c);
-    if (config_write(c, path, err, sizeof err)) {
-        fprintf(stderr, "dapt train: %s\n", err);
-        goto done;
-    }
-    snprintf(path, sizeof path, "%s/metrics.jsonl", a->run_dir);
-    mf = fopen(path, "a");
-    if (!mf) {
-        fprintf(stderr, "dapt train: cannot open %s: %s\n", path, strerror(errno));
-        goto done;
+    if (lead) { /* the run directory is rank 0's */
+        if (mkdir_p(a->run_dir, err, sizeof err)) {
+            fprintf(stderr, "dapt train: %s\n", err);
+            goto done;
+        }
+        char path[CONFIG_PATH_LEN * 3];
+        snprintf(path, sizeof path, "%s/config.resolved.toml", a->run_dir);
+        if (config_write(c, path, err, sizeof err)) {
+            fprintf(stderr, "dapt train: %s\n", err);
+            goto done;
+        }
+        snprintf(path, sizeof path, "%s/metrics.jsonl", a->run_dir);
+        mf = fopen(path, "a");
+        if (!mf) {
+            fprintf(stderr, "dapt train: cannot open %s: %s\n", path, strerror(errno));
+            goto done;
+        }
     }
 
     const int T = c->data.seq_len, B = c->train.global_batch, micro = c->train.micro_batch;
-    const int rank = 0, world = 1, B_local = B / world, n_micro = B_local / micro;
+    const int B_local = B / world, n_micro = B_local / micro;
     AdamWConfig opt = config_to_adamw(c);
+    /* ZeRO-1: this rank's shard [shard_off, shard_off + shard_n) of the flat
+     * parameter buffer; pieces[r] = rank r's shard length */
+    const int zero = c->dist.zero && world > 1;
+    size_t n_par = model_num_params(m), shard_off = 0, shard_n = n_par;
+    pieces = malloc(sizeof(size_t) * world);
+    for (int r = 0; r < world; r++) {
+        size_t o;
+        dist_shard(n_par, world, r, &o, &pieces[r]);
+        if (r == rank) shard_off = o, shard_n = pieces[r];
+    }
     batch = malloc(sizeof(uint32_t) * B_local * (T + 1));
     src_ids = malloc(sizeof(int32_t) * B_local);
     inp = malloc(sizeof(int32_t) * micro * T);
@@ -358,6 +420,9 @@ static int run(TrainArgs *a) {
            "tokens\n",
            a->run_dir, model_arch_name(mc->arch), mc->n_layer, mc->d_model,
            model_num_params(m) / 1e6, ops->name, c->train.steps, B, T);
+    if (world > 1)
+        printf("  data parallel: %d ranks (%s), %d sequences per rank per step%s\n", world,
+               dist_backend(d), B_local, zero ? ", ZeRO-1 optimizer state" : "");
     for (int j = 0; j < stream_n_sources(s); j++)
         printf("  source %-8s %12llu tokens, %llu windows per epoch\n", stream_source_name(s, j),
                (unsigned long long)stream_source_tokens(s, j),
@@ -372,7 +437,7 @@ static int run(TrainArgs *a) {
     rc = 0;
     if (start == 0 && c->eval.every > 0) {
         double ev[2];
-        if ((rc = evaluate(m, s, micro, T, ev, err, sizeof err))) goto fail;
+        if ((rc = evaluate(m, s, d, micro, T, ev, err, sizeof err))) goto fail;
         write_eval(mf, 0, 0, ev);
     }
     for (; step < c->train.steps; step++) {
@@ -411,36 +476,59 @@ static int run(TrainArgs *a) {
                 total += ls;
             }
         }
-        double loss = total / ((double)B_local * T);
-        double ld = role_n[0] ? role_sum[0] / role_n[0] : NAN;
-        double lg = role_n[1] ? role_sum[1] / role_n[1] : NAN;
-        float gnorm = model_grad_norm(m);
+        /* the gradients and the step's sums over all ranks; red[5] > 0 when
+         * some rank got SIGINT/SIGTERM, so that all stop after this step */
+        double red[7] = {total, role_sum[0], role_sum[1], role_n[0], role_n[1], stop_requested, 0};
+        float gnorm;
+        if (zero) {
+            rc = dist_reduce_scatter(d, model_grads_buffer(m), pieces, DIST_F32, err, sizeof err);
+            if (!rc) red[6] = model_grad_sumsq_range(m, shard_off, shard_n);
+        } else {
+            rc = dist_allreduce(d, model_grads_buffer(m), n_par, DIST_F32, DIST_SUM, err, sizeof err);
+        }
+        if (rc || (rc = dist_allreduce(d, red, 7, DIST_F64, DIST_SUM, err, sizeof err))) goto fail;
+        gnorm = zero ? (float)sqrt(red[6]) : model_grad_norm(m);
+        int stop = red[5] > 0;
+        role_n[0] = (int)red[3], role_n[1] = (int)red[4];
+        double loss = red[0] / ((double)B * T);
+        double ld = role_n[0] ? red[1] / role_n[0] : NAN;
+        double lg = role_n[1] ? red[2] / role_n[1] : NAN;
         if (!isfinite(loss) || !isfinite(gnorm)) {
             const char *what = model_find_nonfinite(m);
-            fprintf(mf, "{\"type\":\"event\",\"step\":%d,\"event\":\"nonfinite\",\"loss\":%s,"
-                        "\"tensor\":\"%s\",\"action\":\"%s\"}\n",
-                    step, isfinite(loss) ? "\"finite\"" : "\"nonfinite\"", what ? what : "",
-                    c->train.on_nonfinite);
-            fflush(mf);
-            fprintf(stderr, "dapt train: step %d: non-finite %s (loss %g, grad norm %g%s%s): %s\n",
-                    step, isfinite(loss) ? "gradient" : "loss", loss, gnorm,
-                    what ? ", first bad tensor " : "", what ? what : "",
-                    strcmp(c->train.on_nonfinite, "skip") ? "stopping without a checkpoint"
-                                                          : "step skipped");
+            if (lead) {
+                fprintf(mf, "{\"type\":\"event\",\"step\":%d,\"event\":\"nonfinite\",\"loss\":%s,"
+                            "\"tensor\":\"%s\",\"action\":\"%s\"}\n",
+                        step, isfinite(loss) ? "\"finite\"" : "\"nonfinite\"", what ? what : "",
+                        c->train.on_nonfinite);
+                fflush(mf);
+                fprintf(stderr, "dapt train: step %d: non-finite %s (loss %g, grad norm %g%s%s): %s\n",
+                        step, isfinite(loss) ? "gradient" : "loss", loss, gnorm,
+                        what ? ", first bad tensor " : "", what ? what : "",
+                        strcmp(c->train.on_nonfinite, "skip") ? "stopping without a checkpoint"
+                                                              : "step skipped");
+            }
             if (strcmp(c->train.on_nonfinite, "skip")) {
                 rc = 1;
                 goto done;
             }
             continue;
         }
-        model_adamw_step(m, &opt, (float)lr, step + 1);
+        if (zero) {
+            model_adamw_step_range(m, &opt, (float)lr, step + 1, shard_off, shard_n,
+                                   model_clip_scale(&opt, gnorm));
+            if ((rc = dist_allgather(d, model_params_buffer(m), pieces, DIST_F32, err, sizeof err)))
+                goto fail;
+        } else {
+            model_adamw_step(m, &opt, (float)lr, step + 1);
+        }
         tokens += (long long)B * T;
         steps_run++;
         double dt = now_s() - t0, tok_s = (double)B * T / dt;
-        double dom_frac = (double)role_n[0] / B_local;
+        double dom_frac = (double)role_n[0] / B;
         char b1[32], b2[32], moe_console[64];
         char *moe_fields = moe_loop_step_fields(m, moe_aux, moe_console, sizeof moe_console);
-        fprintf(mf,
+        if (mf)
+            fprintf(mf,
                 "{\"type\":\"train\",\"step\":%d,\"tokens\":%lld,\"loss\":%.6f,\"loss_domain\":%s,"
                 "\"loss_general\":%s,\"lr\":%.6g,\"grad_norm\":%.6g,\"tok_s\":%.1f,"
                 "\"domain_frac\":%.6f%s}\n",
@@ -460,17 +548,22 @@ static int run(TrainArgs *a) {
         int last = step + 1 == c->train.steps;
         if (c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || last)) {
             double ev[2];
-            if ((rc = evaluate(m, s, micro, T, ev, err, sizeof err))) goto fail;
+            if ((rc = evaluate(m, s, d, micro, T, ev, err, sizeof err))) goto fail;
             write_eval(mf, step + 1, tokens, ev);
         }
-        fflush(mf);
-        if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || stop_requested) {
-            if ((rc = save_ckpt(a, m, step + 1, tokens, lr, fingerprint, config_text))) goto done;
+        if (mf) fflush(mf);
+        if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || stop) {
+            if (zero && (rc = gather_adam_state(m, d, pieces, err, sizeof err))) goto fail;
+            if (lead && (rc = save_ckpt(a, m, step + 1, tokens, lr, fingerprint, config_text)))
+                goto done;
         }
-        if (stop_requested && !last) {
-            printf("dapt train: %s received: stopped after step %d with a checkpoint; continue "
+        if (stop && !last) {
+            printf("dapt train: %s: stopped after step %d with a checkpoint; continue "
                    "with --resume\n",
-                   stop_requested == SIGINT ? "SIGINT" : "SIGTERM", step + 1);
+                   stop_requested == SIGINT    ? "SIGINT received"
+                   : stop_requested == SIGTERM ? "SIGTERM received"
+                                               : "another rank received SIGINT/SIGTERM",
+                   step + 1);
             goto done;
         }
     }
@@ -478,10 +571,11 @@ static int run(TrainArgs *a) {
            now_s() - t_start, a->run_dir);
     goto done;
 fail:
-    fprintf(stderr, "dapt train: step %d: %s\n", step, err);
+    if (world > 1) fprintf(stderr, "dapt train: rank %d of %d: step %d: %s\n", rank, world, step, err);
+    else fprintf(stderr, "dapt train: step %d: %s\n", step, err);
 done:
     if (mf) fclose(mf);
-    free(config_text), free(batch), free(src_ids), free(inp), free(tgt), free(roles);
+    free(pieces), free(config_text), free(batch), free(src_ids), free(inp), free(tgt), free(roles);
     ckpt_state_free(&st);
     if (s) stream_close(s);
     model_free(m);
@@ -517,14 +611,21 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     char err[2048];
-    if (config_from_args(&a.cfg, path, n_ovr, ovr, err, sizeof err)) {
+    if (dist_init(&a.dist, err, sizeof err)) {
         fprintf(stderr, "dapt train: %s\n", err);
-        config_free(&a.cfg);
         free(ovr);
         return 1;
     }
+    int world = dist_world(a.dist), rc = 1;
+    /* rank 0 speaks for the job; the others print only errors */
+    if (dist_rank(a.dist) > 0 && !freopen("/dev/null", "w", stdout))
+        dist_abort(a.dist, 1, "cannot silence stdout");
+    if (config_from_args(&a.cfg, path, n_ovr, ovr, err, sizeof err))
+        fprintf(stderr, "dapt train: %s\n", err);
+    else rc = run(&a);
     free(ovr);
-    int rc = run(&a);
     config_free(&a.cfg);
+    if (rc && world > 1) dist_abort(a.dist, rc, "dapt train failed (the message above says why)");
+    dist_free(a.dist);
     return rc;
 }

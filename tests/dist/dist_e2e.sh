@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# dist_e2e.sh DAPT PYTHON MPIRUN CKPT_CHECK MODE: data-parallel `dapt train`
+# under mpirun on the tiny llama (tests/train/tiny.toml.in) with global_batch
+# 12 and micro_batch 2 (divisible by 1, 2, 3 ranks x 2), 20 steps. MODE:
+#   equal   -np 2 and -np 3 (and ZeRO-1 at -np 2 and 3) give the losses and
+#           the final weights of one process
+#   resume  a checkpoint of 2 ranks resumes on 3, one of 3 on 1: the resumed
+#           steps equal those of the 1-process run
+#   kill    SIGKILL to one rank mid-run: mpirun exits non-zero within 60 s
+#           naming the rank, and every checkpoint left is complete; a config
+#           error on all ranks aborts the job with the rank named; SIGINT to
+#           rank 1 alone: all ranks stop after the same step, rank 0
+#           checkpoints, exit 0
+#
+# Tolerances. The ranks sum their micro-batch gradients locally and then
+# across ranks, so each gradient element is a differently ordered fp32 sum
+# than in one process (a few ulps, ~1e-7 relative); AdamW divides by
+# sqrt(v), so the update moves by about as much relatively, and over 20 steps
+# we measured max |weight difference| 1.9e-7 (2 and 3 ranks, with and
+# without ZeRO). Weights must agree to 1e-6 (five times that; weights are
+# O(1) or below). Losses are logged with 6 decimals (%.6f, values 4..6.3) so
+# quantisation alone is up to 2e-7 relative: they must agree to 1e-6
+# relative; the grad norm is logged with 6 significant digits (%.6g), up to
+# 1e-5 relative of quantisation, so it gets 2e-5.
+set -euo pipefail
+dapt=$1 py=$2 mpirun=$3 ckcheck=$4 mode=$5
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$here/../train/make_corpora.sh" "$dapt" "$work"
+sed "s#@DIR@#$work#g" "$here/../train/tiny.toml.in" > "$work/tiny.toml"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+export OMP_NUM_THREADS=1 # ranks share 2 cores here; one thread each
+mpi() { local n=$1; shift; "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS -np "$n" "$@"; }
+args=(--train.global_batch=12 --train.micro_batch=2 --train.steps=20 --eval.every=10 --ckpt.every=10 --ckpt.keep=0)
+same() { # same RUN_A RUN_B [MIN_STEP]: losses and final weights agree
+  "$py" "$here/compare_losses.py" "$work/runs/$1" "$work/runs/$2" 1e-6 "${3:-0}"
+  "$py" "$here/compare_weights.py" "$work/runs/$1/ckpt/step-00000020/model.safetensors" \
+    "$work/runs/$2/ckpt/step-00000020/model.safetensors" 1e-6
+}
+cd "$work"
+
+case $mode in
+equal)
+  "$dapt" train tiny.toml "${args[@]}" --run.name=w1 > w1.log
+  for n in 2 3; do
+    mpi $n "$dapt" train tiny.toml "${args[@]}" --run.name=w$n > w$n.log
+    grep -q "data parallel: $n ranks (mpi)" w$n.log || fail "-np $n did not run $n ranks: $(head -5 w$n.log)"
+    [[ $(grep -c "^step " w$n.log) == $(grep -c "^step " w1.log) ]] || fail "-np $n: not only rank 0 prints"
+    same w1 w$n
+    mpi $n "$dapt" train tiny.toml "${args[@]}" --run.name=z$n --dist.zero=1 > z$n.log
+    grep -q "ZeRO-1" z$n.log || fail "-np $n --dist.zero=1 did not shard"
+    same w1 z$n
+  done
+  # ZeRO writes the whole optimizer state: it resumes like any checkpoint
+  "$py" "$here/compare_weights.py" runs/w3/ckpt/step-00000020/optimizer.safetensors \
+    runs/z3/ckpt/step-00000020/optimizer.safetensors 1e-6
+  ;;
+resume)
+  "$dapt" train tiny.toml "${args[@]}" --run.name=w1 > w1.log
+  # W ranks write steps 10 and 20; step 20 is dropped and W' ranks redo 11..20
+  for pair in "2 3" "3 1"; do
+    set -- $pair
+    run=r$1to$2
+    mpi $1 "$dapt" train tiny.toml "${args[@]}" --run.name=$run --dist.zero=$(( $1 == 3 )) > $run.a.log
+    rm -rf runs/$run/ckpt/step-00000020
+    mv runs/$run/metrics.jsonl runs/$run/metrics.first.jsonl
+    if [[ $2 == 1 ]]; then "$dapt" train tiny.toml "${args[@]}" --run.name=$run --resume > $run.b.log
+    else mpi $2 "$dapt" train tiny.toml "${args[@]}" --run.name=$run --resume > $run.b.log; fi
+    grep -q "resuming from .*step-00000010 (step 10)" $run.b.log || fail "$run did not resume at 10: $(head -3 $run.b.log)"
+    [[ $(grep -c '"type":"train"' runs/$run/metrics.jsonl) == 10 ]] || fail "$run: resumed run logged $(grep -c '"type":"train"' runs/$run/metrics.jsonl) steps"
+    same w1 $run 11
+  done
+  ;;
+kill)
+  "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS -np 2 \
+    "$dapt" train tiny.toml "${args[@]}" --train.steps=4000 --ckpt.every=5 --ckpt.keep=2 \
+    --eval.every=0 --run.name=k > k.log 2> k.err &
+  pid=$!
+  for _ in $(seq 1 1200); do
+    [[ -d runs/k/ckpt/step-00000010 ]] && break
+    sleep 0.05
+  done
+  ranks=($(pgrep -P $pid -f "train tiny.toml" || true))
+  [[ ${#ranks[@]} == 2 ]] || fail "expected 2 rank processes under mpirun, found: ${ranks[*]:-none}"
+  t0=$(date +%s.%N)
+  kill -9 "${ranks[1]}"
+  rc=0
+  wait $pid || rc=$?
+  dt=$(echo "$(date +%s.%N) - $t0" | bc)
+  echo "mpirun exited with status $rc $dt s after SIGKILL to one rank"
+  [[ $rc != 0 ]] || fail "mpirun exited 0 after a rank was killed"
+  (( $(echo "$dt < 60" | bc) )) || fail "mpirun took $dt s to notice"
+  grep -qiE "signal 9|killed" k.err || fail "mpirun's message does not name the kill: $(tail -5 k.err)"
+  grep -qE "rank [0-9]" k.err || fail "mpirun's message does not name the rank: $(tail -5 k.err)"
+  grep -m1 -iE "rank.*(signal|killed)" k.err || true
+  n=0
+  for ck in runs/k/ckpt/step-*; do "$ckcheck" "$ck" || fail "damaged checkpoint $ck"; n=$((n + 1)); done
+  [[ $n -ge 1 ]] || fail "no checkpoint left"
+  [[ ! -d runs/k/ckpt/step-00004000 ]] || fail "the run finished before the kill"
+  # an error on every rank: the job aborts, each rank names itself
+  rc=0
+  mpi 2 "$dapt" train tiny.toml --train.global_batch=12 --train.micro_batch=4 > e.log 2> e.err || rc=$?
+  [[ $rc != 0 ]] || fail "a config error under mpirun exited 0"
+  grep -q "not a multiple of 2 ranks x train.micro_batch = 4" e.err || fail "no cause: $(cat e.err)"
+  grep -qE "rank [01] of 2: .*aborting the job" e.err || fail "no rank named: $(cat e.err)"
+  echo "ok: $(grep -m1 "aborting the job" e.err)"
+  "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS -np 2 \
+    "$dapt" train tiny.toml "${args[@]}" --train.steps=4000 --ckpt.every=0 --eval.every=0 \
+    --run.name=int > int.log 2> int.err &
+  pid=$!
+  for _ in $(seq 1 1200); do
+    grep -q '"step":3,' runs/int/metrics.jsonl 2> /dev/null && break
+    sleep 0.05
+  done
+  ranks=($(pgrep -P $pid -f "train tiny.toml" || true))
+  [[ ${#ranks[@]} == 2 ]] || fail "expected 2 rank processes, found: ${ranks[*]:-none}"
+  kill -INT "${ranks[1]}"
+  wait $pid || fail "exit status $? after SIGINT to rank 1: $(tail -3 int.err)"
+  grep -q "another rank received SIGINT/SIGTERM: stopped after step" int.log || fail "no stop message: $(tail -2 int.log)"
+  last=$(ls runs/int/ckpt)
+  [[ $last == step-* && $last != step-00004000 ]] || fail "checkpoints after SIGINT: $last"
+  "$ckcheck" "runs/int/ckpt/$last"
+  ;;
+*) fail "unknown mode $mode" ;;
+esac
+echo "PASS $mode"

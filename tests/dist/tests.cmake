@@ -1,0 +1,19 @@
+# Distributed tests (tests/dist): the MPI collectives at 3 ranks, and
+# data-parallel `dapt train` under mpirun (dist_e2e.sh: equal losses at 1, 2,
+# 3 ranks and with ZeRO-1, elastic resume 2 -> 3 and 3 -> 1, a killed rank).
+# Only when dapt was built with MPI; mpirun runs them oversubscribed (CI has
+# 2 cores) and as root (containers).
+if(DAPT_HAVE_MPI AND MPIEXEC_EXECUTABLE)
+  add_executable(ckpt_check ${CMAKE_CURRENT_LIST_DIR}/ckpt_check.c)
+  target_link_libraries(ckpt_check PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
+  add_test(NAME dist_collectives
+           COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --bind-to none -np 3
+                   $<TARGET_FILE:test_dist>)
+  set_tests_properties(dist_collectives PROPERTIES LABELS py TIMEOUT 300)
+  foreach(mode equal resume kill)
+    add_test(NAME dist_${mode}
+             COMMAND ${CMAKE_CURRENT_LIST_DIR}/dist_e2e.sh $<TARGET_FILE:dapt> ${DAPT_PYTHON}
+                     ${MPIEXEC_EXECUTABLE} $<TARGET_FILE:ckpt_check> ${mode})
+    set_tests_properties(dist_${mode} PROPERTIES LABELS py TIMEOUT 900)
+  endforeach()
+endif()
