@@ -455,6 +455,13 @@ static const char *run_state_name(LawRunState st) {
     return st == LAW_RUN_COMPLETE ? "complete" : st == LAW_RUN_PARTIAL ? "partial" : "not started";
 }
 
+/* A partial run continues from its newest checkpoint when it has one. */
+static int resumes(const LawSweepRun *r, LawRunState st) {
+    char ckpt[sizeof r->run_dir + 8];
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", r->run_dir);
+    return st == LAW_RUN_PARTIAL && access(ckpt, F_OK) == 0;
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -513,7 +520,7 @@ static int law_cmd_sweep(int argc, char **argv) {
             if (st == LAW_RUN_COMPLETE) continue;
             law_sweep_command(exe, &s, &runs[i], cmd, sizeof cmd);
             printf("%s%s%s%s\n", launcher->seen ? launcher->value : "", launcher->seen ? " " : "",
-                   cmd, st == LAW_RUN_PARTIAL ? " --resume" : "");
+                   cmd, resumes(&runs[i], st) ? " --resume" : "");
         }
         free(runs);
         return 0;
@@ -540,10 +547,7 @@ static int law_cmd_sweep(int argc, char **argv) {
         }
         char log_path[sizeof s.out_dir + sizeof r->name + 8];
         snprintf(log_path, sizeof log_path, "%s/%s.log", s.out_dir, r->name);
-        /* a partial run continues from its newest checkpoint when it has one */
-        char ckpt[sizeof r->run_dir + 8];
-        snprintf(ckpt, sizeof ckpt, "%s/ckpt", r->run_dir);
-        int resume = st == LAW_RUN_PARTIAL && access(ckpt, F_OK) == 0;
+        int resume = resumes(r, st);
         printf("%s, %s ...\n", run_state_name(st), resume ? "resuming" : "training");
         fflush(stdout);
         double t0 = now_s();
