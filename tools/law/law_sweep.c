@@ -564,7 +564,10 @@ void law_sweep_command(const char *exe, const LawSweep *s, const LawSweepRun *r,
 
 static void json_num(FILE *f, const char *key, double v) {
     if (isnan(v)) fprintf(f, ",\"%s\":null", key);
-    else fprintf(f, ",\"%s\":%.17g", key, v);
+    else {
+        char num[32];
+        fprintf(f, ",\"%s\":%s", key, shortest(v, num, sizeof num));
+    }
 }
 
 int law_sweep_collect(const LawSweepRun *runs, int n_runs, const char *out_path, int *n_rows,
