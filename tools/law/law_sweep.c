@@ -343,8 +343,9 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
                     snprintf(size_tag + strlen(size_tag), sizeof size_tag - strlen(size_tag),
                              "-f%d", z->d_ff);
                 }
-                snprintf(r->name, sizeof r->name, "%s%s-s%d-r%.3f", s->name_prefix, size_tag,
-                         r->steps, r->r_domain);
+                if (snprintf(r->name, sizeof r->name, "%s%s-s%d-r%.3f", s->name_prefix, size_tag,
+                             r->steps, r->r_domain) >= (int)sizeof r->name)
+                    return expand_fail(rs, ERR("%s: run name too long: %s", s->path, r->name));
                 snprintf(r->run_dir, sizeof r->run_dir, "%s/%s", s->out_dir, r->name);
                 for (int j = 0; j < k; j++)
                     if (!strcmp(rs[j].name, r->name))
