@@ -294,8 +294,7 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
     *runs = NULL;
     *n_runs = 0;
     char why[1024];
-    Config base;
-    config_init(&base);
+    Config base; /* config_from_args initialises it; config_free after either outcome */
     if (config_from_args(&base, s->base, 0, NULL, why, sizeof why)) {
         config_free(&base);
         return ERR("%s: base config: %s", s->path, why);
@@ -367,7 +366,6 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
                 char *ov[LAW_SWEEP_MAX_OVERRIDES];
                 for (int j = 0; j < r->n_overrides; j++) ov[j] = r->overrides[j];
                 Config c;
-                config_init(&c);
                 ModelConfig mc;
                 int bad = config_from_args(&c, s->base, r->n_overrides, ov, why, sizeof why) ||
                           config_to_model_config(&c, &mc, why, sizeof why);
