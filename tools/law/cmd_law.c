@@ -1,5 +1,5 @@
-/* cmd_law.c: `dapt law fit | predict | recommend`, the command-line face of
- * the D-CPT law library (law.h). This is the only file of the module that
+/* cmd_law.c: `dapt law fit | predict | recommend | sweep`, the command-line
+ * face of the D-CPT law library (law.h, law_sweep.h). This is the only file of the module that
  * prints or chooses an exit status: 0 success, 1 bad input or failed fit,
  * 2 usage error. Machine-readable output (--json) is one JSON object on
  * stdout; human-readable output goes to stdout, notes and errors to stderr. */
@@ -7,14 +7,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
 #include "tools/law/law.h"
+#include "tools/law/law_sweep.h"
 #include "trainer/cli.h"
 
 static const char *usage_law =
-    "usage: dapt law <fit|predict|recommend> [args]   (dapt law <sub> --help for each)\n"
+    "usage: dapt law <fit|predict|recommend|sweep> [args]   (dapt law <sub> --help for each)\n"
     "\n"
     "The D-CPT law (Que et al. 2024), fitted separately for the general loss\n"
     "(r = general share) and the domain loss (r = domain share):\n"
@@ -23,8 +26,7 @@ static const char *usage_law =
     "  fit        fit the law to sweep results, write law.json\n"
     "  predict    predicted general and domain loss at (N, D, r_domain)\n"
     "  recommend  the domain share r_domain to train with\n"
-    "\n"
-    "(`dapt law sweep`, which runs the small training runs, is not built yet.)\n";
+    "  sweep      run the grid of small training runs, collect results.jsonl\n";
 
 static const char *usage_fit =
     "usage: dapt law fit RESULTS --out law.json [options]\n"
@@ -67,6 +69,23 @@ static const char *usage_recommend =
     "                 of the optimum (default 0.001)\n"
     "  --k1 x --k2 y  the domain's early statistics (cross-domain law only)\n"
     "  --json         one object {\"r_domain\": r, \"loss_general\": x, \"loss_domain\": y}\n";
+
+static const char *usage_sweep =
+    "usage: dapt law sweep SWEEP.toml [--print [--launcher PREFIX]] [--collect]\n"
+    "                      [--results PATH]\n"
+    "\n"
+    "Expands SWEEP.toml (a base training config and lists of domain ratios, model\n"
+    "sizes and budgets; docs/dcpt.md) into one `dapt train` run per (size, budget,\n"
+    "ratio), runs them one after another as child processes (log: OUT_DIR/NAME.log),\n"
+    "skips complete runs, resumes a partial run from its newest checkpoint, and\n"
+    "writes every eval of every complete run to OUT_DIR/results.jsonl for\n"
+    "`dapt law fit` (N = non-embedding parameters, D = tokens trained so far).\n"
+    "\n"
+    "options:\n"
+    "  --print            print the command of every run that is not complete, run nothing\n"
+    "  --launcher PREFIX  with --print: put PREFIX (e.g. 'mpirun -n 4', 'srun') before each\n"
+    "  --collect          run nothing, only collect the complete runs\n"
+    "  --results PATH     where to write the results (default OUT_DIR/results.jsonl)\n";
 
 /* A number with an optional k/M/B/G/T suffix; the whole string must parse. */
 static int parse_number(const char *s, double *v) {
@@ -432,6 +451,143 @@ static int law_cmd_recommend(int argc, char **argv) {
     return 0;
 }
 
+static const char *run_state_name(LawRunState st) {
+    return st == LAW_RUN_COMPLETE ? "complete" : st == LAW_RUN_PARTIAL ? "partial" : "not started";
+}
+
+/* A partial run continues from its newest checkpoint when it has one. */
+static int resumes(const LawSweepRun *r, LawRunState st) {
+    char ckpt[sizeof r->run_dir + 8];
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", r->run_dir);
+    return st == LAW_RUN_PARTIAL && access(ckpt, F_OK) == 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int law_cmd_sweep(int argc, char **argv) {
+    Opt opts[] = {{"--print", 0, NULL, 0},
+                  {"--launcher", 1, NULL, 0},
+                  {"--collect", 0, NULL, 0},
+                  {"--results", 1, NULL, 0},
+                  {NULL, 0, NULL, 0}};
+    const char *path;
+    int rc = parse_opts(argc, argv, opts, &path, usage_sweep);
+    if (rc) return rc == 1 ? 0 : rc;
+    if (!path) {
+        fprintf(stderr, "dapt law sweep: SWEEP.toml is required\n%s", usage_sweep);
+        return 2;
+    }
+    int print = find_opt(opts, "--print")->seen, collect_only = find_opt(opts, "--collect")->seen;
+    const Opt *launcher = find_opt(opts, "--launcher"), *results = find_opt(opts, "--results");
+    if (launcher->seen && !print) {
+        fprintf(stderr, "dapt law sweep: --launcher goes with --print\n%s", usage_sweep);
+        return 2;
+    }
+    if (print && collect_only) {
+        fprintf(stderr, "dapt law sweep: --print and --collect exclude each other\n%s", usage_sweep);
+        return 2;
+    }
+    char err[LAW_ERR_LEN * 2];
+    LawSweep s;
+    LawSweepRun *runs;
+    int n_runs;
+    if (law_sweep_load(path, &s, err, sizeof err) ||
+        law_sweep_expand(&s, &runs, &n_runs, err, sizeof err)) {
+        fprintf(stderr, "dapt law sweep: %s\n", err);
+        return 1;
+    }
+    char exe[LAW_SWEEP_PATH_LEN];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) {
+        fprintf(stderr, "dapt law sweep: cannot find the dapt binary (/proc/self/exe)\n");
+        free(runs);
+        return 1;
+    }
+    exe[n] = 0;
+    if (print) {
+        char cmd[LAW_SWEEP_PATH_LEN * (LAW_SWEEP_MAX_OVERRIDES + 4)];
+        for (int i = 0; i < n_runs; i++) {
+            LawRunState st;
+            if (law_sweep_run_state(&runs[i], &st, err, sizeof err)) {
+                fprintf(stderr, "dapt law sweep: %s\n", err);
+                free(runs);
+                return 1;
+            }
+            if (st == LAW_RUN_COMPLETE) continue;
+            law_sweep_command(exe, &s, &runs[i], cmd, sizeof cmd);
+            printf("%s%s%s%s\n", launcher->seen ? launcher->value : "", launcher->seen ? " " : "",
+                   cmd, resumes(&runs[i], st) ? " --resume" : "");
+        }
+        free(runs);
+        return 0;
+    }
+    if (law_sweep_mkdirs(s.out_dir, err, sizeof err)) {
+        fprintf(stderr, "dapt law sweep: %s\n", err);
+        free(runs);
+        return 1;
+    }
+    int n_failed = 0;
+    for (int i = 0; i < n_runs && !collect_only; i++) {
+        const LawSweepRun *r = &runs[i];
+        LawRunState st;
+        if (law_sweep_run_state(r, &st, err, sizeof err)) {
+            fprintf(stderr, "dapt law sweep: %s\n", err);
+            free(runs);
+            return 1;
+        }
+        printf("run %d/%d %s (N %.0f, r_domain %g, %d steps): ", i + 1, n_runs, r->name,
+               r->n_params, r->r_domain, r->steps);
+        if (st == LAW_RUN_COMPLETE) {
+            printf("complete, skipped\n");
+            continue;
+        }
+        char log_path[sizeof s.out_dir + sizeof r->name + 8];
+        snprintf(log_path, sizeof log_path, "%s/%s.log", s.out_dir, r->name);
+        int resume = resumes(r, st);
+        printf("%s, %s ...\n", run_state_name(st), resume ? "resuming" : "training");
+        fflush(stdout);
+        double t0 = now_s();
+        int status;
+        if (law_sweep_exec(exe, &s, r, resume, log_path, &status, err, sizeof err)) {
+            fprintf(stderr, "dapt law sweep: %s\n", err);
+            free(runs);
+            return 1;
+        }
+        if (status == 0 && (law_sweep_run_state(r, &st, err, sizeof err) || st != LAW_RUN_COMPLETE))
+            status = -1;
+        if (status) {
+            n_failed++;
+            fprintf(stderr, "dapt law sweep: run %s failed (%s %d); see %s\n", r->name,
+                    status < 0 ? "exit 0 but incomplete metrics, status" : "exit status", status,
+                    log_path);
+        } else
+            printf("  done in %.1f s (log %s)\n", now_s() - t0, log_path);
+        fflush(stdout);
+    }
+    char out[LAW_SWEEP_PATH_LEN + 32];
+    if (results->seen)
+        snprintf(out, sizeof out, "%s", results->value);
+    else
+        snprintf(out, sizeof out, "%s/results.jsonl", s.out_dir);
+    int n_rows, n_complete;
+    rc = law_sweep_collect(runs, n_runs, out, &n_rows, &n_complete, err, sizeof err);
+    free(runs);
+    if (rc) {
+        fprintf(stderr, "dapt law sweep: %s\n", err);
+        return 1;
+    }
+    printf("results: %s: %d rows from %d of %d runs complete\n", out, n_rows, n_complete, n_runs);
+    if (n_failed) {
+        fprintf(stderr, "dapt law sweep: %d run(s) failed\n", n_failed);
+        return 1;
+    }
+    return 0;
+}
+
 int cmd_law(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
@@ -441,6 +597,7 @@ int cmd_law(int argc, char **argv) {
     if (!strcmp(argv[1], "fit")) return law_cmd_fit(argc, argv);
     if (!strcmp(argv[1], "predict")) return law_cmd_predict(argc, argv);
     if (!strcmp(argv[1], "recommend")) return law_cmd_recommend(argc, argv);
+    if (!strcmp(argv[1], "sweep")) return law_cmd_sweep(argc, argv);
     fprintf(stderr, "dapt law: unknown subcommand '%s'\n%s", argv[1], usage_law);
     return 2;
 }
