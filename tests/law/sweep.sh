@@ -123,6 +123,9 @@ bad 1 "nope.toml" "$tmp/b2.toml"
 printf '[sweep]\nbase = "%s"\nout_dir = "o"\nratios = [0.5]\nsizes = [[1, 30, 4, 64]]\nsteps = [8]\n' "$tmp/base.toml" > "$tmp/b3.toml"
 bad 1 "run sweep-L1-d30-h4-f64-s8-r0.500: [model]" "$tmp/b3.toml" # 4 heads do not divide d_model 30
 bad 1 "cannot" "$tmp/missing.toml"
+printf '\n[moe]\nn_experts = 4\ntop_k = 2\n' | cat "$tmp/base.toml" - > "$tmp/base_moe.toml"
+printf '[sweep]\nbase = "%s"\nout_dir = "o"\nratios = [0.5]\nsteps = [8]\n' "$tmp/base_moe.toml" > "$tmp/b4.toml"
+bad 1 "is a mixture of experts" "$tmp/b4.toml"
 bad 2 "SWEEP.toml is required"
 bad 2 "--launcher goes with --print" "$tmp/sweep.toml" --launcher srun
 bad 2 "unknown option" "$tmp/sweep.toml" --frob

@@ -369,8 +369,15 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
                 ModelConfig mc;
                 int bad = config_from_args(&c, s->base, r->n_overrides, ov, why, sizeof why) ||
                           config_to_model_config(&c, &mc, why, sizeof why);
+                int moe = !bad && c.moe.n_experts > 0;
                 config_free(&c);
                 if (bad) return expand_fail(rs, ERR("%s: run %s: %s", s->path, r->name, why));
+                if (moe)
+                    return expand_fail(rs, ERR("%s: the base config is a mixture of experts "
+                                               "([moe] n_experts > 0): sweeps count N for dense "
+                                               "models only (total or active parameters is not "
+                                               "decided yet)",
+                                               s->path));
                 r->n_params = law_sweep_count_params(&mc);
             }
     *runs = rs;
