@@ -95,8 +95,15 @@ def main():
     files = sorted(glob.glob(os.path.join(root, "tests/runner/configs/*.toml")) +
                    glob.glob(os.path.join(root, "configs/*.toml")))
     assert files, "no config files found"
+    sweeps = []
     for path in files:
+        with open(path, "rb") as f:
+            if "sweep" in tomllib.load(f):  # a `dapt law sweep` file (tests/law)
+                sweeps.append(path)
+                continue
         check_file(driver, path)
+    print(f"{len(sweeps)} sweep file(s) parsed by tomllib, left to tests/law")
+    files = [f for f in files if f not in sweeps]
     check_invalid(driver)
     print(f"{len(files) + 1} passed, 0 failed")
 

@@ -2,8 +2,8 @@
 # The oracle runs in the project's virtualenv (tools/setup makes .venv with a
 # pinned transformers over Debian's torch). Without it the tests FAIL with a
 # message saying to run tools/setup; they never pass vacuously.
-set(DAPT_HF_PYTHON "${CMAKE_SOURCE_DIR}/.venv/bin/python" CACHE FILEPATH
-    "Python with transformers for the HF parity tests (made by tools/setup)")
+# (DAPT_HF_PYTHON, the .venv's python, is set in the root CMakeLists.txt so
+# that every tests/*/tests.cmake sees it on the first configure.)
 
 add_executable(hf_driver ${CMAKE_CURRENT_SOURCE_DIR}/runner/hf_driver.c)
 target_link_libraries(hf_driver PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
