@@ -286,7 +286,7 @@ static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
     char path[4200];
     if (hf_path(path, sizeof path, dir, "trainer_state.json"))
         return snprintf(err, err_len, "%s: path too long", dir), NULL;
-    char *text = hf_read_text(path, 64u << 20, err, err_len);
+    char *text = st_read_text(path, 64u << 20, err, err_len);
     if (!text) return NULL;
     cJSON *r = cJSON_Parse(text);
     free(text);

@@ -324,7 +324,7 @@ int config_load_string(Config *c, const char *text, const char *name, char *err,
 }
 
 int config_load(Config *c, const char *path, char *err, size_t err_len) {
-    char *text = hf_read_text(path, 1u << 20, err, err_len);
+    char *text = st_read_text(path, 1u << 20, err, err_len);
     if (!text) return 1;
     int rc = config_load_string(c, text, path, err, err_len);
     free(text);

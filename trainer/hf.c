@@ -19,22 +19,6 @@
 
 /* ---------------- small file helpers ---------------- */
 
-char *hf_read_text(const char *path, size_t max_bytes, char *err, size_t err_len) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno)), NULL;
-    char *buf = malloc(max_bytes + 1);
-    size_t n = buf ? fread(buf, 1, max_bytes + 1, fp) : 0;
-    int bad = !buf || ferror(fp) || n > max_bytes;
-    fclose(fp);
-    if (bad) {
-        free(buf);
-        snprintf(err, err_len, "%s: unreadable or larger than %zu bytes", path, max_bytes);
-        return NULL;
-    }
-    buf[n] = 0;
-    return buf;
-}
-
 int hf_path(char *dst, size_t n, const char *dir, const char *name) {
     int k = snprintf(dst, n, "%s/%s", dir, name);
     if (k < 0 || (size_t)k >= n) {
@@ -331,7 +315,7 @@ int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char 
 int hf_load_config(const char *dir, ModelConfig *cfg, char *err, size_t err_len) {
     char path[4096];
     if (hf_path(path, sizeof path, dir, "config.json")) return snprintf(err, err_len, "%s: path too long", dir), 1;
-    char *text = hf_read_text(path, 1u << 20, err, err_len);
+    char *text = st_read_text(path, 1u << 20, err, err_len);
     if (!text) return 1;
     int rc = hf_parse_config(text, path, cfg, err, err_len);
     free(text);

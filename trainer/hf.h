@@ -76,7 +76,5 @@ int hf_find_tokenizer(const char *dir, char *path, size_t path_len);
 int hf_path(char *dst, size_t n, const char *dir, const char *name);
 /* Writes text to PATH via PATH.tmp + fsync + rename (shared with ckpt.c). */
 int hf_write_file_atomic(const char *path, const char *text, char *err, size_t err_len);
-/* Whole file as a NUL-terminated string (malloc'd), at most max_bytes. */
-char *hf_read_text(const char *path, size_t max_bytes, char *err, size_t err_len);
 
 #endif

@@ -482,7 +482,7 @@ int st_set_find(StSet *s, const char *name, StFile **file, int *index) {
     return -1;
 }
 
-static char *read_text(const char *path, size_t max_bytes, char *err, size_t err_len) {
+char *st_read_text(const char *path, size_t max_bytes, char *err, size_t err_len) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno)), NULL;
     char *buf = malloc(max_bytes + 1);
@@ -553,7 +553,7 @@ StSet *st_set_open(const char *dir, char *err, size_t err_len) {
         snprintf(err, err_len, "%s: no model.safetensors or model.safetensors.index.json", dir);
         goto fail;
     }
-    char *text = read_text(path, 64u << 20, err, err_len);
+    char *text = st_read_text(path, 64u << 20, err, err_len);
     if (!text) goto fail;
     cJSON *root = cJSON_Parse(text);
     free(text);

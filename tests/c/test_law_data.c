@@ -7,18 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/c/check.h"
 #include "tools/law/law.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: FAILED %s: ", __FILE__, __LINE__, #cond);                      \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 static void test_good_jsonl(void) {
     const char *text = "{\"N\": 1e8, \"D\": 2e9, \"r_domain\": 0.25, \"loss_general\": 3.1, "
@@ -143,9 +134,9 @@ int main(void) {
     test_good_csv();
     test_bad_inputs();
     test_load_file();
-    if (failures)
-        fprintf(stderr, "test_law_data: %d failure(s)\n", failures);
+    if (check_failures)
+        fprintf(stderr, "test_law_data: %d failure(s)\n", check_failures);
     else
         printf("test_law_data: all passed\n");
-    return failures != 0;
+    return check_failures != 0;
 }

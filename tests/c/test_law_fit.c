@@ -12,18 +12,9 @@
 #include <gsl/gsl_randist.h>
 #include <gsl/gsl_rng.h>
 
+#include "tests/c/check.h"
 #include "tools/law/law.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: FAILED %s: ", __FILE__, __LINE__, #cond);                      \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 /* A plausible law for each loss: the general loss rises as the general
  * share falls; the domain loss falls with the domain share over the whole
@@ -377,9 +368,9 @@ int main(void) {
     test_one_size();
     test_too_few_rows();
     test_cross_domain();
-    if (failures)
-        fprintf(stderr, "test_law_fit: %d failure(s)\n", failures);
+    if (check_failures)
+        fprintf(stderr, "test_law_fit: %d failure(s)\n", check_failures);
     else
         printf("test_law_fit: all passed\n");
-    return failures != 0;
+    return check_failures != 0;
 }

@@ -7,18 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/c/check.h"
 #include "tools/law/law.h"
 
-static int failures;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "%s:%d: FAILED %s: ", __FILE__, __LINE__, #cond);                      \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fputc('\n', stderr);                                                                   \
-        }                                                                                          \
-    } while (0)
 
 /* General law with B = 0: L_g = K + C/(1 - r_domain + eps)^gamma with
  * K = E + A/N^alpha, so the general-loss limit is reached in closed form at
@@ -211,9 +202,9 @@ int main(void) {
     test_usage1();
     test_usage2();
     test_save_load();
-    if (failures)
-        fprintf(stderr, "test_law_recommend: %d failure(s)\n", failures);
+    if (check_failures)
+        fprintf(stderr, "test_law_recommend: %d failure(s)\n", check_failures);
     else
         printf("test_law_recommend: all passed\n");
-    return failures != 0;
+    return check_failures != 0;
 }

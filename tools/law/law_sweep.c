@@ -248,7 +248,7 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
 }
 
 int law_sweep_load(const char *path, LawSweep *s, char *err, size_t err_len) {
-    char *text = hf_read_text(path, 1u << 20, err, err_len);
+    char *text = st_read_text(path, 1u << 20, err, err_len);
     if (!text) return -1;
     int rc = law_sweep_parse(path, text, s, err, err_len);
     free(text);
