@@ -189,6 +189,10 @@ typedef struct Ops {
  * backend with fp32 activations and no TF32 (the parity-test mode); it fails
  * like ops_cuda. */
 const Ops *ops_cpu(void);
+/* A one-line hint when the CPU backend's BLAS runs its generic kernels on a
+ * CPU with AVX-512 (OpenBLAS 0.3.21 does not know recent Xeons and falls
+ * back to SSE3 "Prescott" kernels, ~5x slower here), else NULL. */
+const char *ops_cpu_blas_hint(void);
 const Ops *ops_cuda(char *err, size_t err_len);
 const Ops *ops_cuda_fp32(char *err, size_t err_len);
 /* by name: "cpu", "cuda" or "cuda-fp32" */

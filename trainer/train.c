@@ -416,6 +416,7 @@ static int run(TrainArgs *a) {
     inp = malloc(sizeof(int32_t) * micro * T);
     tgt = malloc(sizeof(int32_t) * micro * T);
     roles = malloc(sizeof(int) * micro);
+    if (!strcmp(ops->name, "cpu") && ops_cpu_blas_hint()) printf("%s\n", ops_cpu_blas_hint());
     printf("dapt train: %s, %s %d layers d_model %d (%.2fM params) on %s; %d steps of %d x %d "
            "tokens\n",
            a->run_dir, model_arch_name(mc->arch), mc->n_layer, mc->d_model,
