@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/c/model_random.h"
 #include "tools/gguf/gguf.h"
 #include "trainer/model.h"
 #include "trainer/rng.h"
@@ -109,24 +110,6 @@ static inline uint8_t *read_bytes(const char *path, size_t *n) {
     *n = fread(b, 1, (size_t)len, f);
     fclose(f);
     return b;
-}
-
-/* Weights of O(1) logits: matrices uniform in [-0.3, 0.3], norm weights
- * 1 +- 0.2, biases +- 0.2. */
-static inline void gguf_test_randomize(Model *m, uint64_t seed) {
-    Rng r;
-    rng_seed(&r, seed);
-    float *p = malloc(model_num_params(m) * sizeof *p);
-    for (int i = 0; i < model_num_tensors(m); i++) {
-        const ParamTensor *t = model_tensor(m, i);
-        int norm = t->ndim == 1 && strstr(t->name, ".weight");
-        for (size_t k = 0; k < t->numel; k++) {
-            float u = (float)rng_uniform(&r) * 2.0f - 1.0f;
-            p[t->offset + k] = t->ndim == 2 ? 0.3f * u : norm ? 1.0f + 0.2f * u : 0.2f * u;
-        }
-    }
-    model_set_params(m, p);
-    free(p);
 }
 
 /* A tiny config: llama (GQA unless mha), or gpt2. */

@@ -175,7 +175,7 @@ static uint8_t *exported_model(const char *dir, size_t *n) {
     c.max_seq_len = 8, c.tie_embeddings = 1;
     Model *m = model_create(&c, ops_cpu(), err, sizeof err);
     if (!m) return NULL;
-    gguf_test_randomize(m, 3);
+    test_model_randomize(m, 3);
     GgufExportOptions o = {.dtype = GGML_F16, .tokenizer = tok, .force = 1};
     int rc = gguf_export_model(m, path, &o, err, sizeof err);
     CHECK(rc == 0, "export: %s", err);

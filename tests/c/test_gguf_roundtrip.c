@@ -126,7 +126,7 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
     Model *m = model_create(&c, ops_cpu(), err, sizeof err);
     CHECK(m != NULL, "%s: %s", what, err);
     if (!m) return;
-    gguf_test_randomize(m, 42);
+    test_model_randomize(m, 42);
     float *p = params_of(m), *l = logits_of(m, 8);
     snprintf(path, sizeof path, "%s/%s.f32.gguf", dir, what);
     GgufExportOptions o = {.dtype = GGML_F32, .tokenizer = tok, .name = what};

@@ -11,9 +11,14 @@ only stops a test whose dapt command failed).
 import os
 import random
 import subprocess
+import sys
 
 import numpy as np
 import torch
+
+# the HF parity tests' weight randomizer (O(1) logits), shared
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "runner"))
+from test_hf_parity import randomize  # noqa: E402
 
 VOCAB = 320
 SAMPLE_TEXT = ("The quick brown fox jumps over the lazy dog. Zebras quiz 42 jolly "
@@ -37,20 +42,6 @@ def make_tokenizer(tmp):
                                    normalization_rule_name="identity",
                                    remove_extra_whitespaces=False)
     return prefix + ".model"
-
-
-def randomize(model, seed):
-    """O(1) logits: matrices N(0, 0.2), norm weights 1 + N(0, 0.1), biases N(0, 0.1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-            else:
-                p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.1)
-    return model
 
 
 KINDS = ("llama_gqa", "llama_mha_tied", "llama_gqa_tied", "llama_mha", "qwen2", "gpt2")

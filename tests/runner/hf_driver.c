@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/c/model_random.h"
 #include "trainer/ckpt.h"
 #include "trainer/hf.h"
 #include "trainer/moe.h"
@@ -50,24 +51,6 @@ static int write_logits(Model *m, int argc, char **argv, const char *out) {
     return 0;
 }
 
-/* Weights of O(1) logits: matrices uniform in [-0.3, 0.3], norm weights
- * 1 +- 0.2, biases +- 0.2 (non-zero so their layout is checked too). */
-static void randomize(Model *m, uint64_t seed) {
-    Rng r;
-    rng_seed(&r, seed);
-    float *p = malloc(model_num_params(m) * sizeof *p);
-    for (int i = 0; i < model_num_tensors(m); i++) {
-        const ParamTensor *t = model_tensor(m, i);
-        int norm = t->ndim == 1 && strstr(t->name, ".weight");
-        for (size_t k = 0; k < t->numel; k++) {
-            float u = (float)rng_uniform(&r) * 2.0f - 1.0f;
-            p[t->offset + k] = t->ndim == 2 ? 0.3f * u : norm ? 1.0f + 0.2f * u : 0.2f * u;
-        }
-    }
-    model_set_params(m, p);
-    free(p);
-}
-
 static int cmd_ckpt(const char *kind, const char *out_dir, const char *out, int argc, char **argv) {
     ModelConfig c = model_config_default(strcmp(kind, "gpt2") ? ARCH_LLAMA : ARCH_GPT2);
     c.n_layer = 2;
@@ -90,7 +73,7 @@ static int cmd_ckpt(const char *kind, const char *out_dir, const char *out, int 
     char err[512], path[4200];
     Model *m = model_create(&c, ops_cpu(), err, sizeof err);
     if (!m) return fprintf(stderr, "hf_driver: %s\n", err), 1;
-    randomize(m, 1234);
+    test_model_randomize(m, 1234);
     CkptState st = {.step = 7, .tokens = 7 * 1024, .lr = 1e-4, .data_fingerprint = "test",
                     .config_text = "", .max_shard_bytes = sharded ? 16384 : 0};
     int rc = ckpt_save(out_dir, m, &st, 1, path, sizeof path, err, sizeof err);
