@@ -94,13 +94,17 @@ typedef struct Ops {
     /* the inverse rotation, in place on the q and k parts of dqkv */
     void (*rope_bwd)(void *dqkv, int B, int T, int NH, int NKV, int HD, float theta);
     /* causal softmax(q k^T / sqrt(HD)) v.
-     * out: (N, NH*HD); att: (B, NH, T, T) saved probabilities (fp32, the
-     * upper triangle is never read). */
+     * out: (N, NH*HD); att: what the backward needs, fp32: the (B, NH, T, T)
+     * probabilities (the upper triangle is never read), unless the backend's
+     * attention_saved_floats says otherwise (a fused kernel keeps B*NH*T
+     * log-sum-exps instead and recomputes the probabilities). */
     void (*attention_fwd)(void *out, float *att, const void *qkv, int B, int T, int NH, int NKV,
                           int HD);
-    /* dqkv OVERWRITTEN (all of q, k, v parts); datt: (B, NH, T, T) fp32 scratch */
-    void (*attention_bwd)(void *dqkv, float *datt, const void *dout, const void *qkv,
-                          const float *att, int B, int T, int NH, int NKV, int HD);
+    /* dqkv OVERWRITTEN (all of q, k, v parts); datt: fp32 scratch of the
+     * same size as att; out: attention_fwd's output for these inputs */
+    void (*attention_bwd)(void *dqkv, float *datt, const void *dout, const void *out,
+                          const void *qkv, const float *att, int B, int T, int NH, int NKV,
+                          int HD);
 
     /* ---- activations ----
      * gelu, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
@@ -182,6 +186,12 @@ typedef struct Ops {
      * dout[n,:] . ys[pos[n,k],:] (N,K) fp32; both OVERWRITTEN */
     void (*moe_combine_bwd)(void *dys, float *dtop_w, const void *dout, const void *ys,
                             const float *top_w, const int32_t *pos, int N, int K, int C);
+
+    /* ---- attention's saved state (appended) ----
+     * Floats attention_fwd saves in `att`, and attention_bwd's `datt` scratch
+     * holds, for this shape. NULL: B*NH*T*T each (the probabilities). The
+     * CUDA bf16 table's fused kernel (head dims 64 and 128) needs B*NH*T. */
+    size_t (*attention_saved_floats)(int B, int T, int NH, int HD);
 } Ops;
 
 /* Backends. ops_cpu never fails. ops_cuda returns NULL (and fills err) when

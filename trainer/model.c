@@ -341,7 +341,11 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
     const Ops *o = m->ops;
     size_t ab = o->act_bytes, N = (size_t)B * T, C = c->d_model, F = c->d_ff;
     size_t HD = C / c->n_head, QKV = (c->n_head + 2 * c->n_kv_head) * HD;
-    size_t UP = c->arch == ARCH_LLAMA ? 2 * F : F, ATT = (size_t)B * c->n_head * T * T;
+    size_t UP = c->arch == ARCH_LLAMA ? 2 * F : F;
+    /* attention's saved state: the probabilities, or less (ops.h) */
+    size_t ATT = o->attention_saved_floats
+                     ? o->attention_saved_floats((int)B, (int)T, c->n_head, (int)HD)
+                     : (size_t)B * c->n_head * T * T;
     int ok = 1;
 #define A_(ptr, bytes) ok = ok && ((ptr) = o->alloc(bytes)) != NULL
     m->acts = calloc(c->n_layer + 1, sizeof *m->acts);
@@ -621,7 +625,7 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
         /* attention: dresid is now d(x_mid) = d(attn out) */
         o->matmul_bwd(m->datty, G(m, w->o_w), G(m, w->o_b), m->dresid, a->atty, P(m, w->o_w), N,
                       NH * HD, C);
-        o->attention_bwd(m->dbig, m->datt, m->datty, a->qkv, a->att, B, T, NH, NKV, HD);
+        o->attention_bwd(m->dbig, m->datt, m->datty, a->atty, a->qkv, a->att, B, T, NH, NKV, HD);
         if (c->arch == ARCH_LLAMA) o->rope_bwd(m->dbig, B, T, NH, NKV, HD, c->rope_theta);
         o->matmul_bwd(m->dln, G(m, w->qkv_w), G(m, w->qkv_b), m->dbig, a->ln1, P(m, w->qkv_w), N,
                       C, QKV);

@@ -326,8 +326,10 @@ static void cpu_attention_fwd(void *out_, float *att, const void *qkv_, int B, i
  *        read), dV += Pm^T dO
  *   dP = dO V^T, dS = Pm (dP - rowsum(Pm dP))   (in datt)
  *   dQ = scale dS K,  dK += scale dS^T Q */
-static void cpu_attention_bwd(void *dqkv_, float *datt, const void *dout_, const void *qkv_,
-                              const float *att, int B, int T, int NH, int NKV, int HD) {
+static void cpu_attention_bwd(void *dqkv_, float *datt, const void *dout_, const void *out,
+                              const void *qkv_, const float *att, int B, int T, int NH, int NKV,
+                              int HD) {
+    (void)out; /* the saved probabilities are enough */
     float *dqkv = dqkv_;
     const float *dout = dout_, *qkv = qkv_;
     const int row = (NH + 2 * NKV) * HD, group = NH / NKV;

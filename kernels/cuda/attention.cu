@@ -1,6 +1,9 @@
-/* attention.cu: causal self-attention with grouped-query heads, correct
- * first: head-split copies, batched cuBLASLt GEMMs and a causal softmax
- * kernel. (A fused flash-style kernel is a separate issue.)
+/* attention.cu: causal self-attention with grouped-query heads. The bf16
+ * table runs the fused flash-style kernels of flash_attention.cu for head
+ * dims 64 and 128 (saved state: B*NH*T log-sum-exps, see
+ * attention_saved_floats); everything else, and the fp32 parity table,
+ * takes the path below, correct first: head-split copies, batched cuBLASLt
+ * GEMMs and a causal softmax kernel.
  *
  * Whatever the act type, the inside of attention is fp32: q, k, v are copied
  * out of the packed qkv rows into fp32 (B, NH, T, HD) buffers in scratch,
@@ -16,6 +19,7 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/flash_attention.cuh"
 
 /* (B, NH, T, HD) fp32 q, k, v from qkv rows (N, (NH + 2 NKV) HD); one
  * thread per element of q; k and v of query head h come from kv head
@@ -146,6 +150,10 @@ static unsigned warp_rows_grid(size_t rows) { return (unsigned)((rows + 7) / 8);
 template <typename E>
 static void attention_fwd(void *out, float *att, const void *qkv, int B, int T, int NH, int NKV,
                           int HD) {
+    if (sizeof(E) == 2 && cuda_flash_enabled(HD)) {
+        cuda_flash_fwd(out, att, qkv, B, T, NH, NKV, HD);
+        return;
+    }
     size_t BH = (size_t)B * NH, per = (size_t)T * HD, total = BH * per, rows = BH * T;
     if (total == 0) return;
     int tf32 = sizeof(E) == 2;
@@ -170,8 +178,13 @@ static void attention_fwd(void *out, float *att, const void *qkv, int B, int T, 
 }
 
 template <typename E>
-static void attention_bwd(void *dqkv, float *datt, const void *dout, const void *qkv,
-                          const float *att, int B, int T, int NH, int NKV, int HD) {
+static void attention_bwd(void *dqkv, float *datt, const void *dout, const void *out,
+                          const void *qkv, const float *att, int B, int T, int NH, int NKV,
+                          int HD) {
+    if (sizeof(E) == 2 && cuda_flash_enabled(HD)) {
+        cuda_flash_bwd(dqkv, datt, dout, out, qkv, att, B, T, NH, NKV, HD);
+        return;
+    }
     size_t BH = (size_t)B * NH, per = (size_t)T * HD, total = BH * per, rows = BH * T;
     if (total == 0) return;
     int tf32 = sizeof(E) == 2;
@@ -205,7 +218,15 @@ static void attention_bwd(void *dqkv, float *datt, const void *dout, const void 
     LAUNCH_CHECK();
 }
 
+/* the bf16 table: log-sum-exps where the fused kernel runs, else the
+ * probabilities; the fp32 table leaves the hook NULL (probabilities) */
+static size_t saved_floats_bf16(int B, int T, int NH, int HD) {
+    size_t rows = (size_t)B * NH * T;
+    return cuda_flash_enabled(HD) ? rows : rows * T;
+}
+
 void cuda_fill_attention(Ops *o, int use_bf16) {
     o->attention_fwd = use_bf16 ? attention_fwd<bf16> : attention_fwd<float>;
     o->attention_bwd = use_bf16 ? attention_bwd<bf16> : attention_bwd<float>;
+    o->attention_saved_floats = use_bf16 ? saved_floats_bf16 : NULL;
 }

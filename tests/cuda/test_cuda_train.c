@@ -176,9 +176,17 @@ static void parity(Arch arch, const Ops *ref, const Ops *f32) {
     model_free(gpu);
 }
 
-static void curve(Arch arch, const Ops *f32, const Ops *bf) {
-    const char *an = model_arch_name(arch);
+/* hd64: heads of 64 (d_model 128, 2 heads; llama 1 kv head), the head dim
+ * where the bf16 table runs its fused attention kernel */
+static void curve(Arch arch, int hd64, const Ops *f32, const Ops *bf) {
+    char an[32];
+    snprintf(an, sizeof an, "%s%s", model_arch_name(arch), hd64 ? "-hd64" : "");
     ModelConfig c = tiny(arch);
+    if (hd64) {
+        c.d_model = 128;
+        c.n_head = 2;
+        c.n_kv_head = arch == ARCH_LLAMA ? 1 : 2;
+    }
     Model *a = make(&c, f32), *b = make(&c, bf);
     size_t P = model_num_params(a);
     float *p = malloc(P * 4);
@@ -238,8 +246,10 @@ int main(int argc, char **argv) {
     }
     parity(ARCH_GPT2, ops_cpu(), f32);
     parity(ARCH_LLAMA, ops_cpu(), f32);
-    curve(ARCH_GPT2, f32, bf);
-    curve(ARCH_LLAMA, f32, bf);
+    curve(ARCH_GPT2, 0, f32, bf);
+    curve(ARCH_LLAMA, 0, f32, bf);
+    curve(ARCH_GPT2, 1, f32, bf);
+    curve(ARCH_LLAMA, 1, f32, bf);
     if (json) fclose(json);
     printf("test_cuda_train: %s\n", n_fail ? "FAILED" : "passed");
     return n_fail ? 1 : 0;

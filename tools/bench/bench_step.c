@@ -154,10 +154,10 @@ static void p_attn_fwd(void *o, float *att, const void *qkv, int B, int T, int N
     TIMED(OP_ATTN_FWD, attn_flops(B, T, NH, HD),
           base->attention_fwd(o, att, qkv, B, T, NH, NKV, HD));
 }
-static void p_attn_bwd(void *dqkv, float *datt, const void *d, const void *qkv, const float *att,
-                       int B, int T, int NH, int NKV, int HD) {
+static void p_attn_bwd(void *dqkv, float *datt, const void *d, const void *out, const void *qkv,
+                       const float *att, int B, int T, int NH, int NKV, int HD) {
     TIMED(OP_ATTN_BWD, 2.0 * attn_flops(B, T, NH, HD),
-          base->attention_bwd(dqkv, datt, d, qkv, att, B, T, NH, NKV, HD));
+          base->attention_bwd(dqkv, datt, d, out, qkv, att, B, T, NH, NKV, HD));
 }
 static void p_gelu_fwd(void *o, const void *x, size_t n) {
     TIMED(OP_ACT_FWD, 0, base->gelu_fwd(o, x, n));

@@ -1,0 +1,533 @@
+/* flash_attention.cu: fused causal attention for the bf16 table, head dims
+ * 64 and 128, flash-style (Dao 2022/2023): q, k, v tiles in shared memory,
+ * scores and probabilities in registers, an online softmax, no T x T matrix
+ * anywhere. The forward saves one log-sum-exp per (b, h, t) row; the
+ * backward recomputes the probabilities from it.
+ *
+ * Tensor cores through mma.sync.m16n8k16 (bf16 in, fp32 accumulate; sm_80
+ * and later). A block of 4 warps owns a 64-row tile; each warp owns 16 rows
+ * of it. Register layouts of the m16n8k16 fragments (PTX ISA, "Matrix
+ * Fragments for mma.m16n8k16"), with g = lane / 4 and t = lane % 4:
+ *   A (16 x 16, row-major): reg0 = A[g][2t, 2t+1], reg1 = A[g+8][2t, 2t+1],
+ *                           reg2 = A[g][2t+8, +9], reg3 = A[g+8][2t+8, +9]
+ *   B (16 x 8):             reg0 = B[2t, 2t+1][g], reg1 = B[2t+8, +9][g]
+ *   C (16 x 8, fp32):       c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]
+ * so the accumulators of two adjacent 16 x 8 score tiles are, packed to
+ * bf16, exactly the A fragment of the next product (P V, dS K): the
+ * probabilities never leave registers.
+ *
+ * Scores are kept in log2 units: s2 = (q . k) * scale * log2(e), p =
+ * exp2(s2 - m). The saved "log-sum-exp" is lse2 = m + log2(l) in the same
+ * units; it is private to this file (ops.h: att's content is the backend's).
+ *
+ * Backward (deterministic, no atomics): D = rowsum(dO * O) first; then one
+ * kernel per key tile accumulates dK and dV over the query tiles (and over
+ * the query heads of a GQA group) in registers, and one kernel per query
+ * tile accumulates dQ over the key tiles. That recomputes Q K^T and dO V^T
+ * once more than a dQ-by-atomics design, for bitwise-repeatable gradients.
+ *
+ * Rows of a tile past T are zero-filled in shared memory and masked; every
+ * row t < T of out, dq, dk, dv is written exactly once.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/flash_attention.cuh"
+
+namespace {
+
+constexpr int TILE = 64;    /* rows per tile, queries and keys */
+constexpr int THREADS = 128; /* 4 warps x 16 rows */
+constexpr float LOG2E = 1.4426950408889634f;
+
+__device__ __forceinline__ uint32_t ld32(const bf16 *p) {
+    return *reinterpret_cast<const uint32_t *>(p);
+}
+__device__ __forceinline__ uint32_t pack2(bf16 lo, bf16 hi) {
+    return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
+}
+__device__ __forceinline__ uint32_t pack_f(float lo, float hi) {
+    return pack2(__float2bfloat16_rn(lo), __float2bfloat16_rn(hi));
+}
+
+/* d += a (16x16) b (16x8) */
+__device__ __forceinline__ void mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* A fragment of rows r0.., columns k0.. of a row-major shared tile */
+__device__ __forceinline__ void frag_a(uint32_t a[4], const bf16 *X, int ld, int r0, int k0, int g,
+                                       int t) {
+    const bf16 *p = X + (r0 + g) * ld + k0 + 2 * t;
+    a[0] = ld32(p);
+    a[1] = ld32(p + 8 * ld);
+    a[2] = ld32(p + 8);
+    a[3] = ld32(p + 8 * ld + 8);
+}
+/* B fragment with B[k][n] = Y[n0 + n][k0 + k] (Y's rows are B's columns:
+ * the K of Q K^T) */
+__device__ __forceinline__ void frag_b_rows(uint32_t &b0, uint32_t &b1, const bf16 *Y, int ld,
+                                            int n0, int k0, int g, int t) {
+    const bf16 *p = Y + (n0 + g) * ld + k0 + 2 * t;
+    b0 = ld32(p);
+    b1 = ld32(p + 8);
+}
+/* B fragment with B[k][n] = Y[k0 + k][n0 + n] (the V of P V) */
+__device__ __forceinline__ void frag_b_cols(uint32_t &b0, uint32_t &b1, const bf16 *Y, int ld,
+                                            int k0, int n0, int g, int t) {
+    const bf16 *p = Y + (k0 + 2 * t) * ld + n0 + g;
+    b0 = pack2(p[0], p[ld]);
+    b1 = pack2(p[8 * ld], p[9 * ld]);
+}
+/* the A fragment (16 x 16, columns 16c..16c+15) from score accumulators
+ * s[2c], s[2c+1] (16 x 8 each) */
+__device__ __forceinline__ void acc_to_a(uint32_t a[4], const float lo[4], const float hi[4]) {
+    a[0] = pack_f(lo[0], lo[1]);
+    a[1] = pack_f(lo[2], lo[3]);
+    a[2] = pack_f(hi[0], hi[1]);
+    a[3] = pack_f(hi[2], hi[3]);
+}
+
+/* rows row0.. row0+63 of one head into a shared tile (ld = HD + 8); element
+ * (r, c) at src + (row0 + r) * stride + c; rows >= T are zeros. 16-byte
+ * loads: the host checked the alignment. */
+template <int HD>
+__device__ __forceinline__ void load_tile(bf16 *S, const bf16 *src, size_t stride, int row0, int T) {
+    constexpr int CH = HD / 8, LD = HD + 8;
+    for (int i = threadIdx.x; i < TILE * CH; i += THREADS) {
+        int r = i / CH, c = (i % CH) * 8;
+        int4 v = make_int4(0, 0, 0, 0);
+        if (row0 + r < T) v = *reinterpret_cast<const int4 *>(src + (size_t)(row0 + r) * stride + c);
+        *reinterpret_cast<int4 *>(S + r * LD + c) = v;
+    }
+}
+
+/* max / sum over the 4 threads of a quad (the 4 holders of one C row) */
+__device__ __forceinline__ float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/* ---- forward: grid (B*NH, query tiles), the longest tiles first ---- */
+template <int HD>
+__global__ void __launch_bounds__(THREADS)
+    flash_fwd_kernel(bf16 *out, float *lse, const bf16 *qkv, int T, int NH, int NKV, float sl2) {
+    constexpr int LD = HD + 8, KS = HD / 16, ND = HD / 8;
+    extern __shared__ int4 smem_[];
+    bf16 *Qs = reinterpret_cast<bf16 *>(smem_), *Ks = Qs + TILE * LD, *Vs = Ks + TILE * LD;
+    const int bh = blockIdx.x, h = bh % NH, b = bh / NH, kvh = h / (NH / NKV);
+    const int qt = gridDim.y - 1 - blockIdx.y, q0 = qt * TILE;
+    const size_t W = (size_t)(NH + 2 * NKV) * HD;
+    const bf16 *base = qkv + (size_t)b * T * W;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+
+    load_tile<HD>(Qs, base + (size_t)h * HD, W, q0, T);
+    __syncthreads();
+    uint32_t qa[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) frag_a(qa[kk], Qs, LD, warp * 16, kk * 16, g, t);
+
+    float o[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const int r0 = q0 + warp * 16 + g, r1 = r0 + 8; /* this thread's two query rows */
+
+    for (int kt = 0; kt <= qt; kt++) {
+        const int k0 = kt * TILE;
+        __syncthreads(); /* the previous tile's K and V are no longer read */
+        load_tile<HD>(Ks, base + (size_t)(NH + kvh) * HD, W, k0, T);
+        load_tile<HD>(Vs, base + (size_t)(NH + NKV + kvh) * HD, W, k0, T);
+        __syncthreads();
+        float s[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t b0, b1;
+                frag_b_rows(b0, b1, Ks, LD, nt * 8, kk * 16, g, t);
+                mma(s[nt], qa[kk], b0, b1);
+            }
+        }
+        /* scale into log2 units; causal mask on the diagonal tile (the only
+         * one that can hold keys > query or keys >= T) */
+        const bool diag = kt == qt;
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                int col = k0 + nt * 8 + 2 * t + j;
+                float v0 = s[nt][j] * sl2, v1 = s[nt][2 + j] * sl2;
+                if (diag && col > r0) v0 = -INFINITY;
+                if (diag && col > r1) v1 = -INFINITY;
+                s[nt][j] = v0, s[nt][2 + j] = v1;
+                mx0 = fmaxf(mx0, v0), mx1 = fmaxf(mx1, v1);
+            }
+        mx0 = quad_max(mx0), mx1 = quad_max(mx1);
+        /* every row has a key <= itself in the tiles it visits: mx is finite */
+        const float a0 = exp2f(m0 - mx0), a1 = exp2f(m1 - mx1);
+        m0 = mx0, m1 = mx1;
+        float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+            s[nt][0] = exp2f(s[nt][0] - m0), s[nt][1] = exp2f(s[nt][1] - m0);
+            s[nt][2] = exp2f(s[nt][2] - m1), s[nt][3] = exp2f(s[nt][3] - m1);
+            rs0 += s[nt][0] + s[nt][1], rs1 += s[nt][2] + s[nt][3];
+        }
+        /* per-thread partial row sums: the quad shares m, so they add up at the end */
+        l0 = l0 * a0 + rs0, l1 = l1 * a1 + rs1;
+#pragma unroll
+        for (int n = 0; n < ND; n++) o[n][0] *= a0, o[n][1] *= a0, o[n][2] *= a1, o[n][3] *= a1;
+#pragma unroll
+        for (int kc = 0; kc < 4; kc++) {
+            uint32_t pa[4];
+            acc_to_a(pa, s[2 * kc], s[2 * kc + 1]);
+#pragma unroll
+            for (int n = 0; n < ND; n++) {
+                uint32_t b0, b1;
+                frag_b_cols(b0, b1, Vs, LD, kc * 16, n * 8, g, t);
+                mma(o[n], pa, b0, b1);
+            }
+        }
+    }
+    l0 = quad_sum(l0), l1 = quad_sum(l1);
+    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+        int col = h * HD + n * 8 + 2 * t;
+        if (r0 < T)
+            *reinterpret_cast<uint32_t *>(out + ((size_t)b * T + r0) * NH * HD + col) =
+                pack_f(o[n][0] * i0, o[n][1] * i0);
+        if (r1 < T)
+            *reinterpret_cast<uint32_t *>(out + ((size_t)b * T + r1) * NH * HD + col) =
+                pack_f(o[n][2] * i1, o[n][3] * i1);
+    }
+    if (t == 0) {
+        if (r0 < T) lse[(size_t)bh * T + r0] = m0 + log2f(l0);
+        if (r1 < T) lse[(size_t)bh * T + r1] = m1 + log2f(l1);
+    }
+}
+
+/* ---- backward ---- */
+
+/* D[(b, h), t] = sum_i dO[b, t, h, i] O[b, t, h, i]; one warp per row */
+template <int HD>
+__global__ void flash_bwd_dot_kernel(float *D, const bf16 *dout, const bf16 *out, int T, int NH,
+                                     size_t rows) {
+    size_t r = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32; /* (b, t, h) */
+    int lane = threadIdx.x % 32;
+    if (r >= rows) return;
+    const bf16 *a = dout + r * HD, *o = out + r * HD;
+    float s = 0.0f;
+#pragma unroll
+    for (int i = lane; i < HD; i += 32) s += __bfloat162float(a[i]) * __bfloat162float(o[i]);
+    s = warp_sum(s);
+    int h = (int)(r % NH);
+    size_t bt = r / NH;
+    int tt = (int)(bt % T), b = (int)(bt / T);
+    if (lane == 0) D[((size_t)b * NH + h) * T + tt] = s;
+}
+
+/* dQ: grid (B*NH, query tiles); each warp accumulates 16 rows of dQ over the
+ * key tiles: S = Q K^T, P = exp2(S sl2 - lse2), dP = dO V^T,
+ * dS = P (dP - D), dQ = scale dS K. */
+template <int HD>
+__global__ void __launch_bounds__(THREADS)
+    flash_bwd_dq_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv, const float *lse,
+                        const float *D, int T, int NH, int NKV, float sl2, float scale) {
+    constexpr int LD = HD + 8, KS = HD / 16, ND = HD / 8;
+    extern __shared__ int4 smem_[];
+    bf16 *Qs = reinterpret_cast<bf16 *>(smem_), *dOs = Qs + TILE * LD, *Ks = dOs + TILE * LD,
+         *Vs = Ks + TILE * LD;
+    const int bh = blockIdx.x, h = bh % NH, b = bh / NH, kvh = h / (NH / NKV);
+    const int qt = gridDim.y - 1 - blockIdx.y, q0 = qt * TILE;
+    const size_t W = (size_t)(NH + 2 * NKV) * HD, OW = (size_t)NH * HD;
+    const bf16 *base = qkv + (size_t)b * T * W;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+
+    load_tile<HD>(Qs, base + (size_t)h * HD, W, q0, T);
+    load_tile<HD>(dOs, dout + (size_t)b * T * OW + (size_t)h * HD, OW, q0, T);
+    const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+    const float L0 = r0 < T ? lse[(size_t)bh * T + r0] : 0.0f;
+    const float L1 = r1 < T ? lse[(size_t)bh * T + r1] : 0.0f;
+    const float D0 = r0 < T ? D[(size_t)bh * T + r0] : 0.0f;
+    const float D1 = r1 < T ? D[(size_t)bh * T + r1] : 0.0f;
+
+    float dq[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+
+    for (int kt = 0; kt <= qt; kt++) {
+        const int k0 = kt * TILE;
+        __syncthreads();
+        load_tile<HD>(Ks, base + (size_t)(NH + kvh) * HD, W, k0, T);
+        load_tile<HD>(Vs, base + (size_t)(NH + NKV + kvh) * HD, W, k0, T);
+        __syncthreads();
+        float s[8][4], dp[8][4];
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++) {
+#pragma unroll
+            for (int j = 0; j < 4; j++) s[nt][j] = dp[nt][j] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t a[4], b0, b1;
+                frag_a(a, Qs, LD, warp * 16, kk * 16, g, t);
+                frag_b_rows(b0, b1, Ks, LD, nt * 8, kk * 16, g, t);
+                mma(s[nt], a, b0, b1);
+                frag_a(a, dOs, LD, warp * 16, kk * 16, g, t);
+                frag_b_rows(b0, b1, Vs, LD, nt * 8, kk * 16, g, t);
+                mma(dp[nt], a, b0, b1);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                int col = k0 + nt * 8 + 2 * t + j;
+                float p0 = (col <= r0 && r0 < T) ? exp2f(s[nt][j] * sl2 - L0) : 0.0f;
+                float p1 = (col <= r1 && r1 < T) ? exp2f(s[nt][2 + j] * sl2 - L1) : 0.0f;
+                s[nt][j] = p0 * (dp[nt][j] - D0);
+                s[nt][2 + j] = p1 * (dp[nt][2 + j] - D1);
+            }
+#pragma unroll
+        for (int kc = 0; kc < 4; kc++) {
+            uint32_t a[4];
+            acc_to_a(a, s[2 * kc], s[2 * kc + 1]);
+#pragma unroll
+            for (int n = 0; n < ND; n++) {
+                uint32_t b0, b1;
+                frag_b_cols(b0, b1, Ks, LD, kc * 16, n * 8, g, t);
+                mma(dq[n], a, b0, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+        int col = h * HD + n * 8 + 2 * t;
+        if (r0 < T)
+            *reinterpret_cast<uint32_t *>(dqkv + ((size_t)b * T + r0) * W + col) =
+                pack_f(dq[n][0] * scale, dq[n][1] * scale);
+        if (r1 < T)
+            *reinterpret_cast<uint32_t *>(dqkv + ((size_t)b * T + r1) * W + col) =
+                pack_f(dq[n][2] * scale, dq[n][3] * scale);
+    }
+}
+
+/* dK, dV: grid (B*NKV, key tiles); each warp accumulates 16 key rows of dK
+ * and dV over the query tiles at or after its key tile and over the query
+ * heads of its GQA group, in a fixed order: S^T = K Q^T, P^T, dP^T = V dO^T,
+ * dV += P^T dO, dK += scale dS^T Q. */
+template <int HD>
+__global__ void __launch_bounds__(THREADS)
+    flash_bwd_dkdv_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv, const float *lse,
+                          const float *D, int T, int NH, int NKV, float sl2, float scale) {
+    constexpr int LD = HD + 8, KS = HD / 16, ND = HD / 8;
+    extern __shared__ int4 smem_[];
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_), *Vs = Ks + TILE * LD, *Qs = Vs + TILE * LD,
+         *dOs = Qs + TILE * LD;
+    float *Ls = reinterpret_cast<float *>(dOs + TILE * LD), *Ds = Ls + TILE;
+    const int bg = blockIdx.x, kvh = bg % NKV, b = bg / NKV, group = NH / NKV;
+    const int kt = blockIdx.y, k0 = kt * TILE, nq = (T + TILE - 1) / TILE;
+    const size_t W = (size_t)(NH + 2 * NKV) * HD, OW = (size_t)NH * HD;
+    const bf16 *base = qkv + (size_t)b * T * W;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int c0 = k0 + warp * 16 + g, c1 = c0 + 8; /* this thread's two key rows */
+
+    load_tile<HD>(Ks, base + (size_t)(NH + kvh) * HD, W, k0, T);
+    load_tile<HD>(Vs, base + (size_t)(NH + NKV + kvh) * HD, W, k0, T);
+
+    float dk[ND][4], dv[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+#pragma unroll
+        for (int j = 0; j < 4; j++) dk[n][j] = dv[n][j] = 0.0f;
+
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        const size_t bh = (size_t)b * NH + h;
+        for (int qt = kt; qt < nq; qt++) {
+            const int q0 = qt * TILE;
+            __syncthreads();
+            load_tile<HD>(Qs, base + (size_t)h * HD, W, q0, T);
+            load_tile<HD>(dOs, dout + (size_t)b * T * OW + (size_t)h * HD, OW, q0, T);
+            for (int i = threadIdx.x; i < TILE; i += THREADS) {
+                bool in = q0 + i < T;
+                Ls[i] = in ? lse[bh * T + q0 + i] : 0.0f;
+                Ds[i] = in ? D[bh * T + q0 + i] : 0.0f;
+            }
+            __syncthreads();
+            float st[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                st[nt][0] = st[nt][1] = st[nt][2] = st[nt][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    uint32_t a[4], b0, b1;
+                    frag_a(a, Ks, LD, warp * 16, kk * 16, g, t);
+                    frag_b_rows(b0, b1, Qs, LD, nt * 8, kk * 16, g, t);
+                    mma(st[nt], a, b0, b1);
+                }
+            }
+            /* P^T: rows are keys c, columns queries q; zero where q < c or q >= T */
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    int qi = nt * 8 + 2 * t + j, q = q0 + qi;
+                    float L = Ls[qi];
+                    st[nt][j] = (q >= c0 && q < T) ? exp2f(st[nt][j] * sl2 - L) : 0.0f;
+                    st[nt][2 + j] = (q >= c1 && q < T) ? exp2f(st[nt][2 + j] * sl2 - L) : 0.0f;
+                }
+            /* dV += P^T dO */
+#pragma unroll
+            for (int kc = 0; kc < 4; kc++) {
+                uint32_t a[4];
+                acc_to_a(a, st[2 * kc], st[2 * kc + 1]);
+#pragma unroll
+                for (int n = 0; n < ND; n++) {
+                    uint32_t b0, b1;
+                    frag_b_cols(b0, b1, dOs, LD, kc * 16, n * 8, g, t);
+                    mma(dv[n], a, b0, b1);
+                }
+            }
+            /* dS^T = P^T (dP^T - D), dP^T = V dO^T */
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                float dp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    uint32_t a[4], b0, b1;
+                    frag_a(a, Vs, LD, warp * 16, kk * 16, g, t);
+                    frag_b_rows(b0, b1, dOs, LD, nt * 8, kk * 16, g, t);
+                    mma(dp, a, b0, b1);
+                }
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    float Dq = Ds[nt * 8 + 2 * t + j];
+                    st[nt][j] *= dp[j] - Dq;
+                    st[nt][2 + j] *= dp[2 + j] - Dq;
+                }
+            }
+            /* dK += dS^T Q */
+#pragma unroll
+            for (int kc = 0; kc < 4; kc++) {
+                uint32_t a[4];
+                acc_to_a(a, st[2 * kc], st[2 * kc + 1]);
+#pragma unroll
+                for (int n = 0; n < ND; n++) {
+                    uint32_t b0, b1;
+                    frag_b_cols(b0, b1, Qs, LD, kc * 16, n * 8, g, t);
+                    mma(dk[n], a, b0, b1);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+        int kc = (NH + kvh) * HD + n * 8 + 2 * t, vc = (NH + NKV + kvh) * HD + n * 8 + 2 * t;
+        if (c0 < T) {
+            bf16 *row = dqkv + ((size_t)b * T + c0) * W;
+            *reinterpret_cast<uint32_t *>(row + kc) = pack_f(dk[n][0] * scale, dk[n][1] * scale);
+            *reinterpret_cast<uint32_t *>(row + vc) = pack_f(dv[n][0], dv[n][1]);
+        }
+        if (c1 < T) {
+            bf16 *row = dqkv + ((size_t)b * T + c1) * W;
+            *reinterpret_cast<uint32_t *>(row + kc) = pack_f(dk[n][2] * scale, dk[n][3] * scale);
+            *reinterpret_cast<uint32_t *>(row + vc) = pack_f(dv[n][2], dv[n][3]);
+        }
+    }
+}
+
+template <int HD> constexpr size_t fwd_smem() { return 3 * (size_t)TILE * (HD + 8) * sizeof(bf16); }
+template <int HD> constexpr size_t dq_smem() { return 4 * (size_t)TILE * (HD + 8) * sizeof(bf16); }
+template <int HD> constexpr size_t dkdv_smem() { return dq_smem<HD>() + 2 * TILE * sizeof(float); }
+
+/* once per kernel: allow more than 48 KiB of dynamic shared memory */
+template <typename K> static void allow_smem(K kernel, size_t bytes, int *done) {
+    if (*done) return;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)bytes));
+    *done = 1;
+}
+
+template <int HD>
+static void fwd(bf16 *out, float *lse, const bf16 *qkv, int B, int T, int NH, int NKV) {
+    static int ready;
+    allow_smem(flash_fwd_kernel<HD>, fwd_smem<HD>(), &ready);
+    dim3 grid((unsigned)(B * NH), (unsigned)((T + TILE - 1) / TILE));
+    float sl2 = LOG2E / sqrtf((float)HD);
+    flash_fwd_kernel<HD><<<grid, THREADS, fwd_smem<HD>(), g_cuda.stream>>>(out, lse, qkv, T, NH,
+                                                                          NKV, sl2);
+    LAUNCH_CHECK();
+}
+
+template <int HD>
+static void bwd(bf16 *dqkv, float *D, const bf16 *dout, const bf16 *out, const bf16 *qkv,
+                const float *lse, int B, int T, int NH, int NKV) {
+    static int ready_dq, ready_dkdv;
+    allow_smem(flash_bwd_dq_kernel<HD>, dq_smem<HD>(), &ready_dq);
+    allow_smem(flash_bwd_dkdv_kernel<HD>, dkdv_smem<HD>(), &ready_dkdv);
+    size_t rows = (size_t)B * T * NH;
+    flash_bwd_dot_kernel<HD><<<(unsigned)((rows + 7) / 8), 256, 0, g_cuda.stream>>>(D, dout, out,
+                                                                                   T, NH, rows);
+    LAUNCH_CHECK();
+    float scale = 1.0f / sqrtf((float)HD), sl2 = LOG2E * scale;
+    unsigned tiles = (unsigned)((T + TILE - 1) / TILE);
+    flash_bwd_dkdv_kernel<HD><<<dim3((unsigned)(B * NKV), tiles), THREADS, dkdv_smem<HD>(),
+                                g_cuda.stream>>>(dqkv, dout, qkv, lse, D, T, NH, NKV, sl2, scale);
+    LAUNCH_CHECK();
+    flash_bwd_dq_kernel<HD><<<dim3((unsigned)(B * NH), tiles), THREADS, dq_smem<HD>(),
+                              g_cuda.stream>>>(dqkv, dout, qkv, lse, D, T, NH, NKV, sl2, scale);
+    LAUNCH_CHECK();
+}
+
+static void need_aligned(const void *p, const char *what) {
+    if (!cuda_aligned16(p)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "flash attention: %s is not 16-byte aligned", what);
+        CUDA_FATAL(msg);
+    }
+}
+
+} // namespace
+
+int cuda_flash_enabled(int HD) {
+    static int enabled = -1;
+    if (enabled < 0) {
+        const char *e = getenv("DAPT_CUDA_FLASH");
+        enabled = !(e && !strcmp(e, "0"));
+    }
+    return enabled && (HD == 64 || HD == 128);
+}
+
+void cuda_flash_fwd(void *out, float *lse, const void *qkv, int B, int T, int NH, int NKV, int HD) {
+    if ((size_t)B * NH * T == 0) return;
+    need_aligned(out, "out"), need_aligned(qkv, "qkv");
+    if (HD == 64)
+        fwd<64>((bf16 *)out, lse, (const bf16 *)qkv, B, T, NH, NKV);
+    else
+        fwd<128>((bf16 *)out, lse, (const bf16 *)qkv, B, T, NH, NKV);
+}
+
+void cuda_flash_bwd(void *dqkv, float *D, const void *dout, const void *out, const void *qkv,
+                    const float *lse, int B, int T, int NH, int NKV, int HD) {
+    if ((size_t)B * NH * T == 0) return;
+    need_aligned(dqkv, "dqkv"), need_aligned(dout, "dout"), need_aligned(qkv, "qkv");
+    if (HD == 64)
+        bwd<64>((bf16 *)dqkv, D, (const bf16 *)dout, (const bf16 *)out, (const bf16 *)qkv, lse, B,
+                T, NH, NKV);
+    else
+        bwd<128>((bf16 *)dqkv, D, (const bf16 *)dout, (const bf16 *)out, (const bf16 *)qkv, lse, B,
+                 T, NH, NKV);
+}
