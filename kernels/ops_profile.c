@@ -16,20 +16,49 @@
 #include <time.h>
 
 enum {
-    P_ZERO, P_UPLOAD, P_DOWNLOAD, P_UPLOAD_BYTES, P_DOWNLOAD_BYTES, P_EMBED_FWD, P_EMBED_BWD,
-    P_LAYERNORM_FWD, P_LAYERNORM_BWD, P_RMSNORM_FWD, P_RMSNORM_BWD, P_MATMUL_FWD, P_MATMUL_BWD,
-    P_ROPE_FWD, P_ROPE_BWD, P_ATTENTION_FWD, P_ATTENTION_BWD, P_GELU_FWD, P_GELU_BWD,
-    P_SWIGLU_FWD, P_SWIGLU_BWD, P_RESIDUAL_FWD, P_LMHEAD_CE, P_SUMSQ, P_ADAMW, P_MOE_ROUTE_FWD,
-    P_MOE_ROUTE_BWD, P_MOE_PERMUTE, P_MOE_GATHER_FWD, P_MOE_GATHER_BWD, P_MOE_COMBINE_FWD,
-    P_MOE_COMBINE_BWD, P_COUNT
+    P_ZERO,
+    P_UPLOAD,
+    P_DOWNLOAD,
+    P_UPLOAD_BYTES,
+    P_DOWNLOAD_BYTES,
+    P_EMBED_FWD,
+    P_EMBED_BWD,
+    P_LAYERNORM_FWD,
+    P_LAYERNORM_BWD,
+    P_RMSNORM_FWD,
+    P_RMSNORM_BWD,
+    P_MATMUL_FWD,
+    P_MATMUL_BWD,
+    P_ROPE_FWD,
+    P_ROPE_BWD,
+    P_ATTENTION_FWD,
+    P_ATTENTION_BWD,
+    P_GELU_FWD,
+    P_GELU_BWD,
+    P_SWIGLU_FWD,
+    P_SWIGLU_BWD,
+    P_RESIDUAL_FWD,
+    P_LMHEAD_CE,
+    P_SUMSQ,
+    P_ADAMW,
+    P_MOE_ROUTE_FWD,
+    P_MOE_ROUTE_BWD,
+    P_MOE_PERMUTE,
+    P_MOE_GATHER_FWD,
+    P_MOE_GATHER_BWD,
+    P_MOE_COMBINE_FWD,
+    P_MOE_COMBINE_BWD,
+    P_COUNT
 };
 static const char *const op_names[P_COUNT] = {
-    "zero", "upload", "download", "upload_bytes", "download_bytes", "embed_fwd", "embed_bwd",
-    "layernorm_fwd", "layernorm_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "matmul_fwd", "matmul_bwd",
-    "rope_fwd", "rope_bwd", "attention_fwd", "attention_bwd", "gelu_fwd", "gelu_bwd",
-    "swiglu_fwd", "swiglu_bwd", "residual_fwd", "lmhead_ce", "sumsq", "adamw", "moe_route_fwd",
-    "moe_route_bwd", "moe_permute", "moe_gather_fwd", "moe_gather_bwd", "moe_combine_fwd",
-    "moe_combine_bwd",
+    "zero",           "upload",         "download",        "upload_bytes",
+    "download_bytes", "embed_fwd",      "embed_bwd",       "layernorm_fwd",
+    "layernorm_bwd",  "rmsnorm_fwd",    "rmsnorm_bwd",     "matmul_fwd",
+    "matmul_bwd",     "rope_fwd",       "rope_bwd",        "attention_fwd",
+    "attention_bwd",  "gelu_fwd",       "gelu_bwd",        "swiglu_fwd",
+    "swiglu_bwd",     "residual_fwd",   "lmhead_ce",       "sumsq",
+    "adamw",          "moe_route_fwd",  "moe_route_bwd",   "moe_permute",
+    "moe_gather_fwd", "moe_gather_bwd", "moe_combine_fwd", "moe_combine_bwd",
 };
 
 /* one slot per op, plus one per matmul (direction, IC, OC) */
@@ -60,7 +89,8 @@ static void prof_end(double t0, int id, int ic, int oc, double flops, double byt
     g.inner->sync();
     double dt = now_s() - t0;
     int i = 0;
-    while (i < g.n && !(g.id[i] == id && g.e[i].ic == ic && g.e[i].oc == oc)) i++;
+    while (i < g.n && !(g.id[i] == id && g.e[i].ic == ic && g.e[i].oc == oc))
+        i++;
     if (i == g.n) {
         if (g.n == MAX_ENTRIES) {
             g.dropped++;
@@ -138,8 +168,8 @@ static void p_rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *in
     PROF(P_RMSNORM_BWD, 0, 0, 0, 4.0 * N * C * AB,
          g.inner->rmsnorm_bwd(dinp, dw, dout, inp, w, rstd, N, C));
 }
-static void p_matmul_fwd(void *out, const void *inp, const void *w, const void *bias, int N,
-                         int IC, int OC) {
+static void p_matmul_fwd(void *out, const void *inp, const void *w, const void *bias, int N, int IC,
+                         int OC) {
     PROF(P_MATMUL_FWD, IC, OC, 2.0 * N * IC * OC, 0,
          g.inner->matmul_fwd(out, inp, w, bias, N, IC, OC));
 }
@@ -213,11 +243,11 @@ static void p_moe_route_bwd(void *dlogits, const float *dtop_w, const float *dpr
                             const float *probs, const float *lse, const int32_t *top_idx,
                             const float *top_w, int N, int E, int K, int norm_topk) {
     PROF(P_MOE_ROUTE_BWD, 0, 0, 0, 0,
-         g.inner->moe_route_bwd(dlogits, dtop_w, dprob, z_scale, probs, lse, top_idx, top_w, N,
-                                E, K, norm_topk));
+         g.inner->moe_route_bwd(dlogits, dtop_w, dprob, z_scale, probs, lse, top_idx, top_w, N, E,
+                                K, norm_topk));
 }
-static void p_moe_permute(int32_t *counts, int32_t *row_token, int32_t *pos,
-                          const int32_t *top_idx, int N, int E, int K) {
+static void p_moe_permute(int32_t *counts, int32_t *row_token, int32_t *pos, const int32_t *top_idx,
+                          int N, int E, int K) {
     PROF(P_MOE_PERMUTE, 0, 0, 0, 0, g.inner->moe_permute(counts, row_token, pos, top_idx, N, E, K));
 }
 static void p_moe_gather_fwd(void *xs, const void *x, const int32_t *row_token, int NK, int C) {
@@ -285,7 +315,9 @@ const Ops *ops_profiled(const Ops *in) {
     return t;
 }
 
-void ops_profile_enable(int on) { g.on = on != 0; }
+void ops_profile_enable(int on) {
+    g.on = on != 0;
+}
 
 void ops_profile_reset(void) {
     g.n = 0;
@@ -293,7 +325,8 @@ void ops_profile_reset(void) {
 }
 
 int ops_profile_entries(OpsProfileEntry *out, int max) {
-    for (int i = 0; i < g.n && i < max; i++) out[i] = g.e[i];
+    for (int i = 0; i < g.n && i < max; i++)
+        out[i] = g.e[i];
     return g.n;
 }
 
@@ -340,12 +373,14 @@ void ops_profile_report(FILE *f, double step_count, double wall_s) {
         char label[64];
         if (e[i].ic || e[i].oc)
             snprintf(label, sizeof label, "%s IC=%d OC=%d", e[i].op, e[i].ic, e[i].oc);
-        else snprintf(label, sizeof label, "%s", e[i].op);
+        else
+            snprintf(label, sizeof label, "%s", e[i].op);
         fprintf(f, "%-30s %10.1f %10.3f %6.1f%%", label, e[i].calls / step_count,
                 1e3 * e[i].seconds / step_count, 100.0 * e[i].seconds / total_s);
         if (e[i].flops > 0 && e[i].seconds > 0)
-            fprintf(f, " %8.1f", 1e-12 * e[i].flops / e[i].seconds);
-        else fprintf(f, " %8s", "");
+            fprintf(f, " %8.2f", 1e-12 * e[i].flops / e[i].seconds);
+        else
+            fprintf(f, " %8s", "");
         if (e[i].bytes > 0 && e[i].seconds > 0)
             fprintf(f, " %8.1f", 1e-9 * e[i].bytes / e[i].seconds);
         fprintf(f, "\n");

@@ -25,11 +25,14 @@ static double now_s(void) {
 
 static float *rand_host(Rng *r, size_t n) {
     float *p = malloc(n * sizeof *p);
-    for (size_t i = 0; i < n; i++) p[i] = (float)rng_uniform(r) * 2.0f - 1.0f;
+    for (size_t i = 0; i < n; i++)
+        p[i] = (float)rng_uniform(r) * 2.0f - 1.0f;
     return p;
 }
 
-static int same_bits(const void *a, const void *b, size_t n_bytes) { return !memcmp(a, b, n_bytes); }
+static int same_bits(const void *a, const void *b, size_t n_bytes) {
+    return !memcmp(a, b, n_bytes);
+}
 
 static void test_table(void) {
     const Ops *cpu = ops_cpu();
@@ -152,8 +155,10 @@ static void test_model(Arch arch, int n_experts) {
     int32_t tok[24], tgt[24];
     Rng r;
     rng_seed(&r, 11);
-    for (int i = 0; i < N; i++) tok[i] = (int32_t)(rng_uniform(&r) * c.vocab_size);
-    for (int i = 0; i < N; i++) tgt[i] = i % 5 == 4 ? -1 : tok[(i + 1) % N];
+    for (int i = 0; i < N; i++)
+        tok[i] = (int32_t)(rng_uniform(&r) * c.vocab_size);
+    for (int i = 0; i < N; i++)
+        tgt[i] = i % 5 == 4 ? -1 : tok[(i + 1) % N];
     AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     size_t P = model_num_params(m[0]);
     float *host[2], *grads[2], loss[2];
@@ -238,8 +243,8 @@ static void test_model(Arch arch, int n_experts) {
               x.flops == 6.0 * N * c.d_model * c.vocab_size,
           "%s: lmhead_ce calls %ld flops %g", what, x.calls, x.flops);
     const char *norm = arch == ARCH_GPT2 ? "layernorm_fwd" : "rmsnorm_fwd";
-    CHECK(ops_profile_get(norm, &x) == 0 && x.calls == 2 * c.n_layer + 1, "%s: %s calls %ld",
-          what, norm, x.calls);
+    CHECK(ops_profile_get(norm, &x) == 0 && x.calls == 2 * c.n_layer + 1, "%s: %s calls %ld", what,
+          norm, x.calls);
     CHECK(ops_profile_get("adamw", &x) == -1, "%s: adamw counted in forward_backward", what);
 
     /* the report: sorted by time, the ops' sum and the outside time */
