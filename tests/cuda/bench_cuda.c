@@ -11,8 +11,20 @@
  * causal masking not discounted). --peak-tflops is the card's dense bf16
  * peak (default 989.4, H100 SXM); tools/gpu-check picks it from the card.
  *
- * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama]
- * Exit 0, 1 on failure, 77 without a GPU.
+ * --profile: after the timed steps, 3 more steps (--profile-steps N) on the
+ * profiling wrapper (kernels/ops_profile.h) and its per-op table: ms/step,
+ * calls, TFLOP/s of the matmuls, GB/s of the memory-bound ops, and the time
+ * outside ops. The model then runs on the wrapper from the start, switched
+ * off (a straight pass-through) for the warm-up and timed steps, so the
+ * timed figures stay unprofiled; the profiled steps sync around every op.
+ * --device picks another backend by name (cpu, cuda-fp32; default cuda),
+ * e.g. `--device cpu --only gpt2 --warmup 1 --steps 1 --profile` for a
+ * CPU profile at the GPU shapes (slow: tens of seconds per step). --warmup and
+ * --steps override the per-shape step counts.
+ *
+ * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama] [--profile]
+ *                   [--profile-steps N] [--device NAME] [--warmup N] [--steps N]
+ * Exit 0, 1 on failure, 2 on bad usage, 77 without a GPU.
  */
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kernels/ops_profile.h"
 #include "trainer/model.h"
 
 #define SKIP 77
@@ -36,9 +49,13 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int bench(const Shape *s, const Ops *ops, double peak_flops, FILE *json) {
+static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_steps, FILE *json) {
     char err[256];
-    Model *m = model_create(&s->cfg, ops, err, sizeof err);
+    /* with --profile the model runs on the wrapper, off until the timed
+     * steps are done */
+    const Ops *prof = profile_steps > 0 ? ops_profiled(ops) : NULL;
+    if (prof) ops_profile_enable(0);
+    Model *m = model_create(&s->cfg, prof ? prof : ops, err, sizeof err);
     if (!m) {
         fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
         return 1;
@@ -88,6 +105,33 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, FILE *json) 
                 "\"loss_last\":%.4f}\n",
                 s->name, model_num_params(m), s->B, s->T, 1e3 * sec / s->steps, tok_s, mfu,
                 peak_flops / 1e12, first, loss);
+    fflush(stdout);
+    if (json) fflush(json);
+    /* the profiled steps, after the timed figures are out */
+    if (prof) {
+        float prof_loss;
+        ops_profile_reset();
+        ops_profile_enable(1);
+        double p0 = now_s();
+        for (int k = 0; k < profile_steps; k++) {
+            int step = s->warmup + s->steps + k;
+            model_zero_grad(m);
+            if (model_forward_backward(m, tok, tgt, s->B, s->T, 1.0f / N, &prof_loss, err,
+                                       sizeof err)) {
+                fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
+                return 1;
+            }
+            model_adamw_step(m, &opt, 1e-4f, step + 1);
+        }
+        ops->sync();
+        double prof_wall_s = now_s() - p0;
+        ops_profile_enable(0);
+        printf("%s profile (%d step(s) after the timed ones; the timed figures above are "
+               "unprofiled):\n",
+               s->name, profile_steps);
+        ops_profile_report(stdout, profile_steps, prof_wall_s);
+        fflush(stdout);
+    }
     free(tok);
     free(tgt);
     model_free(m);
@@ -95,8 +139,9 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, FILE *json) 
 }
 
 int main(int argc, char **argv) {
-    const char *json_path = NULL, *only = NULL;
+    const char *json_path = NULL, *only = NULL, *device = "cuda";
     double peak_tflops = 989.4;
+    int profile = 0, profile_steps = 3, warmup = -1, steps = -1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json_path = argv[++i];
@@ -104,15 +149,36 @@ int main(int argc, char **argv) {
             peak_tflops = atof(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
             only = argv[++i];
+        else if (!strcmp(argv[i], "--profile"))
+            profile = 1;
+        else if (!strcmp(argv[i], "--profile-steps") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
+            profile_steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc)
+            device = argv[++i];
+        else if (!strcmp(argv[i], "--warmup") && i + 1 < argc && atoi(argv[i + 1]) >= 0)
+            warmup = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
+            steps = atoi(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama]\n");
+                    "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama] "
+                    "[--profile]\n"
+                    "                  [--profile-steps N >= 1] [--device cpu|cuda|cuda-fp32]"
+                    " [--warmup N >= 0] [--steps N >= 1]\n");
             return 2;
         }
     }
+    if (only && strcmp(only, "gpt2") && strcmp(only, "llama")) {
+        fprintf(stderr, "bench_cuda: --only takes gpt2 or llama (got '%s')\n", only);
+        return 2;
+    }
     char err[256];
-    const Ops *ops = ops_get("cuda", err, sizeof err);
+    const Ops *ops = ops_get(device, err, sizeof err);
     if (!ops) {
+        if (strcmp(device, "cpu") && strcmp(device, "cuda") && strcmp(device, "cuda-fp32")) {
+            fprintf(stderr, "bench_cuda: %s\n", err);
+            return 2;
+        }
         printf("%s: benchmark skipped\n", err);
         return SKIP;
     }
@@ -137,7 +203,9 @@ int main(int argc, char **argv) {
     int rc = 0;
     for (int i = 0; i < 2; i++) {
         if (only && strncmp(shapes[i].name, only, strlen(only))) continue;
-        rc |= bench(&shapes[i], ops, peak_tflops * 1e12, json);
+        if (warmup >= 0) shapes[i].warmup = warmup;
+        if (steps >= 1) shapes[i].steps = steps;
+        rc |= bench(&shapes[i], ops, peak_tflops * 1e12, profile ? profile_steps : 0, json);
     }
     if (json) fclose(json);
     return rc;

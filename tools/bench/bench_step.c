@@ -3,10 +3,9 @@
  * GPT-2-124M or a ~110M Llama-shaped model on the CPU backend and prints the
  * median, with the phases timed separately and the BLAS in use.
  *
- * With --profile, the model runs on a copy of the CPU ops table whose
- * entries are timing wrappers around the real ones (the CPU backend is
- * synchronous, so wall time per call is the op's time): a per-op breakdown
- * of one step, without touching kernels/. With --sgemm, the machine's sgemm
+ * With --profile, a second model runs on the profiling wrapper of the CPU
+ * ops table (kernels/ops_profile.h; the CPU backend is synchronous, so the
+ * wrapper's syncs cost nothing): a per-op breakdown of one step. With --sgemm, the machine's sgemm
  * rate at the step's matrix shapes, for the floor of a step.
  *
  * The last line of the output is "RESULT {json}" for tools/bench/run to read.
@@ -21,6 +20,7 @@
 #include <time.h>
 
 #include "kernels/ops.h"
+#include "kernels/ops_profile.h"
 #include "trainer/model.h"
 
 static double now_s(void) {
@@ -53,203 +53,13 @@ static const Preset *preset_find(const char *name) {
 
 /* ---------------- per-op profile ---------------- */
 
-enum {
-    OP_EMBED_FWD, OP_EMBED_BWD, OP_NORM_FWD, OP_NORM_BWD, OP_ROPE_FWD, OP_ROPE_BWD,
-    OP_ATTN_FWD, OP_ATTN_BWD, OP_ACT_FWD, OP_ACT_BWD, OP_RESIDUAL, OP_LMHEAD_CE, OP_SUMSQ,
-    OP_ADAMW, OP_ZERO, OP_COUNT
-};
-static const char *op_names[OP_COUNT] = {
-    "embed_fwd", "embed_bwd", "norm_fwd", "norm_bwd", "rope_fwd", "rope_bwd",
-    "attention_fwd", "attention_bwd", "gelu|swiglu_fwd", "gelu|swiglu_bwd", "residual_fwd",
-    "lmhead_ce (3 sgemm + softmax)", "sumsq (grad norm)", "adamw", "zero (grads, dresid)",
-};
-
-typedef struct {
-    double s, flops;
-    long calls;
-} Slot;
-
-static Slot prof_op[OP_COUNT];
-/* matmuls by (direction, IC, OC) */
-typedef struct {
-    int bwd, ic, oc;
-    Slot slot;
-} MatmulSlot;
-static MatmulSlot prof_mm[32];
-static int prof_n_mm;
-static const Ops *base; /* the real CPU ops */
-
-static void op_add(int op, double s, double flops) {
-    prof_op[op].s += s;
-    prof_op[op].flops += flops;
-    prof_op[op].calls++;
-}
-
-static void mm_add(int bwd, int ic, int oc, double s, double flops) {
-    int i = 0;
-    while (i < prof_n_mm && !(prof_mm[i].bwd == bwd && prof_mm[i].ic == ic && prof_mm[i].oc == oc))
-        i++;
-    if (i == prof_n_mm) {
-        if (prof_n_mm == (int)(sizeof prof_mm / sizeof prof_mm[0])) return;
-        prof_mm[prof_n_mm++] = (MatmulSlot){bwd, ic, oc, {0, 0, 0}};
-    }
-    prof_mm[i].slot.s += s;
-    prof_mm[i].slot.flops += flops;
-    prof_mm[i].slot.calls++;
-}
-
-#define TIMED(op, flops, call)                                                                     \
-    do {                                                                                           \
-        double t0_ = now_s();                                                                      \
-        call;                                                                                      \
-        op_add(op, now_s() - t0_, flops);                                                          \
-    } while (0)
-
-static void p_zero(void *p, size_t n) { TIMED(OP_ZERO, 0, base->zero(p, n)); }
-static void p_embed_fwd(void *o, const int32_t *t, const void *e, const void *p, int B, int T,
-                        int C) {
-    TIMED(OP_EMBED_FWD, 0, base->embed_fwd(o, t, e, p, B, T, C));
-}
-static void p_embed_bwd(void *de, void *dp, const void *d, const int32_t *t, int B, int T, int C) {
-    TIMED(OP_EMBED_BWD, 0, base->embed_bwd(de, dp, d, t, B, T, C));
-}
-static void p_ln_fwd(void *o, float *m, float *r, const void *x, const void *w, const void *b,
-                     int N, int C, float eps) {
-    TIMED(OP_NORM_FWD, 0, base->layernorm_fwd(o, m, r, x, w, b, N, C, eps));
-}
-static void p_ln_bwd(void *dx, void *dw, void *db, const void *d, const void *x, const void *w,
-                     const float *m, const float *r, int N, int C) {
-    TIMED(OP_NORM_BWD, 0, base->layernorm_bwd(dx, dw, db, d, x, w, m, r, N, C));
-}
-static void p_rms_fwd(void *o, float *r, const void *x, const void *w, int N, int C, float eps) {
-    TIMED(OP_NORM_FWD, 0, base->rmsnorm_fwd(o, r, x, w, N, C, eps));
-}
-static void p_rms_bwd(void *dx, void *dw, const void *d, const void *x, const void *w,
-                      const float *r, int N, int C) {
-    TIMED(OP_NORM_BWD, 0, base->rmsnorm_bwd(dx, dw, d, x, w, r, N, C));
-}
-static void p_mm_fwd(void *o, const void *x, const void *w, const void *b, int N, int IC, int OC) {
-    double t0 = now_s();
-    base->matmul_fwd(o, x, w, b, N, IC, OC);
-    mm_add(0, IC, OC, now_s() - t0, 2.0 * N * IC * OC);
-}
-static void p_mm_bwd(void *dx, void *dw, void *db, const void *d, const void *x, const void *w,
-                     int N, int IC, int OC) {
-    double t0 = now_s();
-    base->matmul_bwd(dx, dw, db, d, x, w, N, IC, OC);
-    mm_add(1, IC, OC, now_s() - t0, (dx ? 4.0 : 2.0) * N * IC * OC);
-}
-static void p_rope_fwd(void *q, int B, int T, int NH, int NKV, int HD, float th) {
-    TIMED(OP_ROPE_FWD, 0, base->rope_fwd(q, B, T, NH, NKV, HD, th));
-}
-static void p_rope_bwd(void *q, int B, int T, int NH, int NKV, int HD, float th) {
-    TIMED(OP_ROPE_BWD, 0, base->rope_bwd(q, B, T, NH, NKV, HD, th));
-}
-/* causal: q.k and p.v over t(t+1)/2 pairs per head, 2 flops per multiply-add */
-static double attn_flops(int B, int T, int NH, int HD) {
-    return 2.0 * 2.0 * B * NH * HD * (double)T * (T + 1) / 2.0;
-}
-static void p_attn_fwd(void *o, float *att, const void *qkv, int B, int T, int NH, int NKV,
-                       int HD) {
-    TIMED(OP_ATTN_FWD, attn_flops(B, T, NH, HD),
-          base->attention_fwd(o, att, qkv, B, T, NH, NKV, HD));
-}
-static void p_attn_bwd(void *dqkv, float *datt, const void *d, const void *out, const void *qkv,
-                       const float *att, int B, int T, int NH, int NKV, int HD) {
-    TIMED(OP_ATTN_BWD, 2.0 * attn_flops(B, T, NH, HD),
-          base->attention_bwd(dqkv, datt, d, out, qkv, att, B, T, NH, NKV, HD));
-}
-static void p_gelu_fwd(void *o, const void *x, size_t n) {
-    TIMED(OP_ACT_FWD, 0, base->gelu_fwd(o, x, n));
-}
-static void p_gelu_bwd(void *dx, const void *x, const void *d, size_t n) {
-    TIMED(OP_ACT_BWD, 0, base->gelu_bwd(dx, x, d, n));
-}
-static void p_swiglu_fwd(void *o, const void *gu, int N, int F) {
-    TIMED(OP_ACT_FWD, 0, base->swiglu_fwd(o, gu, N, F));
-}
-static void p_swiglu_bwd(void *dgu, const void *d, const void *gu, int N, int F) {
-    TIMED(OP_ACT_BWD, 0, base->swiglu_bwd(dgu, d, gu, N, F));
-}
-static void p_residual(void *o, const void *a, const void *b, size_t n) {
-    TIMED(OP_RESIDUAL, 0, base->residual_fwd(o, a, b, n));
-}
-static void p_lmhead(float *l, void *dx, void *dw, const void *x, const void *w, const int32_t *t,
-                     int N, int C, int V, float gs, void *scratch) {
-    TIMED(OP_LMHEAD_CE, (dx ? 6.0 : 2.0) * N * C * V,
-          base->lmhead_ce(l, dx, dw, x, w, t, N, C, V, gs, scratch));
-}
-static double p_sumsq(const void *g, size_t n) {
-    double t0 = now_s();
-    double r = base->sumsq(g, n);
-    op_add(OP_SUMSQ, now_s() - t0, 0);
-    return r;
-}
-static void p_adamw(void *p, float *ms, const void *g, float *m, float *v, size_t n, float lr,
-                    float b1, float b2, float eps, float wd, int t, float gs) {
-    TIMED(OP_ADAMW, 0, base->adamw(p, ms, g, m, v, n, lr, b1, b2, eps, wd, t, gs));
-}
-
-static Ops profiled_ops(const Ops *real) {
-    Ops o = *real;
-    base = real;
-    o.zero = p_zero;
-    o.embed_fwd = p_embed_fwd;
-    o.embed_bwd = p_embed_bwd;
-    o.layernorm_fwd = p_ln_fwd;
-    o.layernorm_bwd = p_ln_bwd;
-    o.rmsnorm_fwd = p_rms_fwd;
-    o.rmsnorm_bwd = p_rms_bwd;
-    o.matmul_fwd = p_mm_fwd;
-    o.matmul_bwd = p_mm_bwd;
-    o.rope_fwd = p_rope_fwd;
-    o.rope_bwd = p_rope_bwd;
-    o.attention_fwd = p_attn_fwd;
-    o.attention_bwd = p_attn_bwd;
-    o.gelu_fwd = p_gelu_fwd;
-    o.gelu_bwd = p_gelu_bwd;
-    o.swiglu_fwd = p_swiglu_fwd;
-    o.swiglu_bwd = p_swiglu_bwd;
-    o.residual_fwd = p_residual;
-    o.lmhead_ce = p_lmhead;
-    o.sumsq = p_sumsq;
-    o.adamw = p_adamw;
-    return o;
-}
-
-static void profile_reset(void) {
-    memset(prof_op, 0, sizeof prof_op);
-    prof_n_mm = 0;
-}
-
-/* Per-op table of the profiled steps, ms per step and GFLOP/s where the op
- * has a flop count; returns the flops of one step. */
-static double profile_print(int n_steps, double step_ms) {
-    double total_s = 0.0, total_flops = 0.0;
-    printf("per-op profile, mean of %d step(s) (ms/step, %% of the %.1f ms step, GFLOP/s):\n",
-           n_steps, step_ms);
-    for (int i = 0; i < prof_n_mm; i++) {
-        const MatmulSlot *s = &prof_mm[i];
-        double ms = 1e3 * s->slot.s / n_steps;
-        total_s += s->slot.s;
-        total_flops += s->slot.flops;
-        printf("  matmul_%s IC=%-5d OC=%-5d %9.1f ms %5.1f%% %7.1f GFLOP/s  (%ld calls)\n",
-               s->bwd ? "bwd" : "fwd", s->ic, s->oc, ms, 100.0 * ms / step_ms,
-               1e-9 * s->slot.flops / s->slot.s, s->slot.calls / n_steps);
-    }
-    for (int op = 0; op < OP_COUNT; op++) {
-        const Slot *s = &prof_op[op];
-        if (!s->calls) continue;
-        double ms = 1e3 * s->s / n_steps;
-        total_s += s->s;
-        total_flops += s->flops;
-        printf("  %-30s %9.1f ms %5.1f%%", op_names[op], ms, 100.0 * ms / step_ms);
-        if (s->flops > 0) printf(" %7.1f GFLOP/s", 1e-9 * s->flops / s->s);
-        printf("  (%ld calls)\n", s->calls / n_steps);
-    }
-    printf("  %-30s %9.1f ms %5.1f%%\n", "(outside ops)", step_ms - 1e3 * total_s / n_steps,
-           100.0 - 1e5 * total_s / n_steps / step_ms);
-    return total_flops / n_steps;
+/* FLOPs the profiler counted (matmuls, lm head, causal attention) */
+static double profile_flops(void) {
+    OpsProfileEntry e[256];
+    int n = ops_profile_entries(e, 256);
+    double flops = 0.0;
+    for (int i = 0; i < n && i < 256; i++) flops += e[i].flops;
+    return flops;
 }
 
 /* ---------------- sgemm rate ---------------- */
@@ -439,8 +249,6 @@ int main(int argc, char **argv) {
     cfg.max_seq_len = p->max_seq_len;
     cfg.tie_embeddings = p->tied;
 
-    static Ops prof;
-    prof = profiled_ops(ops_cpu());
     char err[512];
     /* timed steps run on the plain ops; the profiled model is a second one */
     Model *m = model_create(&cfg, ops_cpu(), err, sizeof err);
@@ -499,7 +307,7 @@ int main(int argc, char **argv) {
 
     double step_flops = 0.0;
     if (profile) {
-        Model *mp = model_create(&cfg, &prof, err, sizeof err);
+        Model *mp = model_create(&cfg, ops_profiled(ops_cpu()), err, sizeof err);
         if (!mp) {
             fprintf(stderr, "dapt-bench: %s\n", err);
             return 1;
@@ -508,10 +316,10 @@ int main(int argc, char **argv) {
         /* a warm-up step, then one step op by op */
         double ms[4];
         if (bench_step(mp, &adamw, lr, 1, tokens, targets, B, T, ms, &loss)) return 1;
-        profile_reset();
+        ops_profile_reset();
         if (bench_step(mp, &adamw, lr, 2, tokens, targets, B, T, ms, &loss)) return 1;
-        double prof_ms = ms[0];
-        step_flops = profile_print(1, prof_ms);
+        ops_profile_report(stdout, 1, 1e-3 * ms[0]);
+        step_flops = profile_flops();
         printf("step FLOPs (matmuls + lm head + attention): %.1f GFLOP; %.1f GFLOP/s at the "
                "median step\n",
                1e-9 * step_flops, 1e-9 * step_flops / med);
