@@ -20,10 +20,12 @@
  * --device picks another backend by name (cpu, cuda-fp32; default cuda),
  * e.g. `--device cpu --only gpt2 --warmup 1 --steps 1 --profile` for a
  * CPU profile at the GPU shapes (slow: tens of seconds per step). --warmup and
- * --steps override the per-shape step counts.
+ * --steps override the per-shape step counts; --batch and --seq the batch
+ * size and sequence length (B x T per step) of the shapes run.
  *
  * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama] [--profile]
  *                   [--profile-steps N] [--device NAME] [--warmup N] [--steps N]
+ *                   [--batch B] [--seq T]
  * Exit 0, 1 on failure, 2 on bad usage, 77 without a GPU.
  */
 #include <math.h>
@@ -141,7 +143,7 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
 int main(int argc, char **argv) {
     const char *json_path = NULL, *only = NULL, *device = "cuda";
     double peak_tflops = 989.4;
-    int profile = 0, profile_steps = 3, warmup = -1, steps = -1;
+    int profile = 0, profile_steps = 3, warmup = -1, steps = -1, batch = 0, seq = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json_path = argv[++i];
@@ -159,12 +161,16 @@ int main(int argc, char **argv) {
             warmup = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
             steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
+            batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seq") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
+            seq = atoi(argv[++i]);
         else {
             fprintf(stderr,
                     "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama] "
                     "[--profile]\n"
                     "                  [--profile-steps N >= 1] [--device cpu|cuda|cuda-fp32]"
-                    " [--warmup N >= 0] [--steps N >= 1]\n");
+                    " [--warmup N >= 0] [--steps N >= 1] [--batch B] [--seq T]\n");
             return 2;
         }
     }
@@ -205,6 +211,11 @@ int main(int argc, char **argv) {
         if (only && strncmp(shapes[i].name, only, strlen(only))) continue;
         if (warmup >= 0) shapes[i].warmup = warmup;
         if (steps >= 1) shapes[i].steps = steps;
+        if (batch) shapes[i].B = batch;
+        if (seq) {
+            shapes[i].T = seq;
+            if (shapes[i].cfg.max_seq_len < seq) shapes[i].cfg.max_seq_len = seq;
+        }
         rc |= bench(&shapes[i], ops, peak_tflops * 1e12, profile ? profile_steps : 0, json);
     }
     if (json) fclose(json);
