@@ -3,11 +3,12 @@
  * shape: 22 layers, d_model 2048, 32 heads over 4 kv heads, d_ff 5632,
  * B=4, T=1024) and a Mixtral-shaped MoE Llama (8 layers, d_model 1024, 16
  * heads over 8 kv heads, 8 experts of hidden size 2816, top-2, B=4,
- * T=1024), timed twice on the same weights: lbl = "global" and "micro"
- * (with one rank the global mode's all-reduce is the identity: the two
- * differ only by the host bookkeeping, so the cost of the all-reduce over
- * NCCL is not measured here). A timed step is zero_grad + forward_backward +
- * AdamW, after warm-up steps; the clock stops after the backend's sync.
+ * T=1024), timed twice on one model: lbl = "global", then "micro" (the
+ * second run continues from the first one's weights; with one rank the
+ * global mode's all-reduce is the identity, so the two differ only by the
+ * host bookkeeping and the cost of an all-reduce over NCCL is not measured
+ * here). A timed step is zero_grad + forward_backward + AdamW, after
+ * warm-up steps; the clock stops after the backend's sync.
  *
  * tokens/s = B*T*steps / seconds. MFU = flops per token * tokens/s / peak,
  * flops per token = 6 * (parameters used in matmuls: all but the position
@@ -107,8 +108,8 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
     return isfinite(loss) ? 0 : 1;
 }
 
-/* a dense shape once; an MoE shape twice on the same weights, with lbl =
- * "global" and then "micro" (one rank: the all-reduce of the global mode is
+/* a dense shape once; an MoE shape twice on one model, with lbl = "global"
+ * and then "micro" (one rank: the all-reduce of the global mode is
  * the identity, so the difference is its bookkeeping, not communication) */
 static int bench(const Shape *s, const Ops *ops, double peak_flops, FILE *json) {
     char err[256];
