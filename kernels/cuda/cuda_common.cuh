@@ -204,5 +204,6 @@ void cuda_fill_elementwise(Ops *o, int use_bf16);
 void cuda_fill_attention(Ops *o, int use_bf16);
 void cuda_fill_lmhead(Ops *o, int use_bf16);
 void cuda_fill_adamw(Ops *o, int use_bf16);
+void cuda_fill_moe(Ops *o, int use_bf16);
 
 #endif

@@ -20,7 +20,7 @@ static int fails;
 /* every function pointer of the table is set */
 static int complete(const Ops *o) {
     const void *const *p = (const void *const *)&o->alloc;
-    const void *const *end = (const void *const *)(&o->adamw + 1);
+    const void *const *end = (const void *const *)(&o->moe_combine_bwd + 1);
     for (; p < end; p++)
         if (!*p) return 0;
     return 1;

@@ -1,12 +1,19 @@
-/* bench_cuda.c: training throughput of the CUDA backend (bf16 table) on two
- * model shapes: GPT-2 124M (B=8, T=1024) and a ~1.1B Llama (the TinyLlama
+/* bench_cuda.c: training throughput of the CUDA backend (bf16 table) on three
+ * model shapes: GPT-2 124M (B=8, T=1024), a ~1.1B Llama (the TinyLlama
  * shape: 22 layers, d_model 2048, 32 heads over 4 kv heads, d_ff 5632,
- * B=4, T=1024). A timed step is zero_grad + forward_backward + AdamW, after
+ * B=4, T=1024) and a Mixtral-shaped MoE Llama (8 layers, d_model 1024, 16
+ * heads over 8 kv heads, 8 experts of hidden size 2816, top-2, B=4,
+ * T=1024), timed twice on one model: lbl = "global", then "micro" (the
+ * second run continues from the first one's weights; with one rank the
+ * global mode's all-reduce is the identity, so the two differ only by the
+ * host bookkeeping and the cost of an all-reduce over NCCL is not measured
+ * here). A timed step is zero_grad + forward_backward + AdamW, after
  * warm-up steps; the clock stops after the backend's sync.
  *
  * tokens/s = B*T*steps / seconds. MFU = flops per token * tokens/s / peak,
  * flops per token = 6 * (parameters used in matmuls: all but the position
- * table, and the input embedding when the head is untied) + 12 * L * C * T
+ * table, and the input embedding when the head is untied; of an MoE layer's
+ * experts only the top_k a token is routed to) + 12 * L * C * T
  * for attention scores and values (the usual count: forward 1x, backward 2x;
  * causal masking not discounted). --peak-tflops is the card's dense bf16
  * peak (default 989.4, H100 SXM); tools/gpu-check picks it from the card.
@@ -23,7 +30,7 @@
  * --steps override the per-shape step counts; --batch and --seq the batch
  * size and sequence length (B x T per step) of the shapes run.
  *
- * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama] [--profile]
+ * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] [--profile]
  *                   [--profile-steps N] [--device NAME] [--warmup N] [--steps N]
  *                   [--batch B] [--seq T]
  * Exit 0, 1 on failure, 2 on bad usage, 77 without a GPU.
@@ -36,6 +43,7 @@
 
 #include "kernels/ops_profile.h"
 #include "trainer/model.h"
+#include "trainer/moe.h"
 
 #define SKIP 77
 
@@ -51,19 +59,24 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_steps, FILE *json) {
-    char err[256];
-    /* with --profile the model runs on the wrapper, off until the timed
-     * steps are done */
-    const Ops *prof = profile_steps > 0 ? ops_profiled(ops) : NULL;
-    if (prof) ops_profile_enable(0);
-    Model *m = model_create(&s->cfg, prof ? prof : ops, err, sizeof err);
-    if (!m) {
-        fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
-        return 1;
+/* flops per token: 6 * the parameters a token's matmuls use + attention.
+ * In an MoE model a token uses K of the E experts of each MoE layer. */
+static double flops_per_token(const Model *m, const ModelConfig *c, int T) {
+    double p_mm = (double)model_num_params(m);
+    if (c->arch == ARCH_GPT2) p_mm -= (double)c->max_seq_len * c->d_model;
+    if (!c->tie_embeddings) p_mm -= (double)c->vocab_size * c->d_model;
+    if (c->n_experts) {
+        double expert = 3.0 * c->d_ff * c->d_model;
+        p_mm -= (double)model_moe_num_layers(m) * (c->n_experts - c->top_k) * expert;
     }
+    return 6.0 * p_mm + 12.0 * c->n_layer * c->d_model * T;
+}
+
+/* warm-up and timed steps of m under the name `name` */
+static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, double peak_flops,
+                 int profile_steps, FILE *json) {
+    char err[256];
     const ModelConfig *c = &s->cfg;
-    model_init_weights(m, 1);
     int N = s->B * s->T;
     int32_t *tok = malloc(N * sizeof(int32_t)), *tgt = malloc(N * sizeof(int32_t));
     uint64_t r = 88172645463325252ull;
@@ -81,8 +94,10 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
             t0 = now_s();
         }
         model_zero_grad(m);
-        if (model_forward_backward(m, tok, tgt, s->B, s->T, 1.0f / N, &loss, err, sizeof err)) {
-            fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
+        if (model_moe_begin_step(m, N, err, sizeof err) ||
+            model_forward_backward(m, tok, tgt, s->B, s->T, 1.0f / N, &loss, err, sizeof err)) {
+            fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
+            free(tok), free(tgt);
             return 1;
         }
         if (step == 0) first = loss;
@@ -91,26 +106,23 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
     ops->sync();
     double sec = now_s() - t0;
     double tok_s = (double)N * s->steps / sec;
-    double p_mm = (double)model_num_params(m);
-    if (c->arch == ARCH_GPT2) p_mm -= (double)c->max_seq_len * c->d_model;
-    if (!c->tie_embeddings) p_mm -= (double)c->vocab_size * c->d_model;
-    double flops_tok = 6.0 * p_mm + 12.0 * c->n_layer * c->d_model * s->T;
-    double mfu = flops_tok * tok_s / peak_flops;
-    printf("%-10s params %7.1fM  B=%d T=%d  %6.1f ms/step  %9.0f tokens/s  MFU %5.1f%%  "
+    double mfu = flops_per_token(m, c, s->T) * tok_s / peak_flops;
+    printf("%-16s params %7.1fM  B=%d T=%d  %6.1f ms/step  %9.0f tokens/s  MFU %5.1f%%  "
            "loss %.3f -> %.3f\n",
-           s->name, model_num_params(m) / 1e6, s->B, s->T, 1e3 * sec / s->steps, tok_s,
-           100.0 * mfu, first, loss);
+           name, model_num_params(m) / 1e6, s->B, s->T, 1e3 * sec / s->steps, tok_s, 100.0 * mfu,
+           first, loss);
     if (json)
         fprintf(json,
                 "{\"bench\":\"%s\",\"params\":%zu,\"B\":%d,\"T\":%d,\"ms_per_step\":%.3f,"
                 "\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"loss_first\":%.4f,"
                 "\"loss_last\":%.4f}\n",
-                s->name, model_num_params(m), s->B, s->T, 1e3 * sec / s->steps, tok_s, mfu,
+                name, model_num_params(m), s->B, s->T, 1e3 * sec / s->steps, tok_s, mfu,
                 peak_flops / 1e12, first, loss);
     fflush(stdout);
     if (json) fflush(json);
-    /* the profiled steps, after the timed figures are out */
-    if (prof) {
+    /* the profiled steps, after the timed figures are out (the model runs on
+     * the profiling wrapper, switched off until now) */
+    if (profile_steps > 0) {
         float prof_loss;
         ops_profile_reset();
         ops_profile_enable(1);
@@ -118,9 +130,11 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
         for (int k = 0; k < profile_steps; k++) {
             int step = s->warmup + s->steps + k;
             model_zero_grad(m);
-            if (model_forward_backward(m, tok, tgt, s->B, s->T, 1.0f / N, &prof_loss, err,
+            if (model_moe_begin_step(m, N, err, sizeof err) ||
+                model_forward_backward(m, tok, tgt, s->B, s->T, 1.0f / N, &prof_loss, err,
                                        sizeof err)) {
-                fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
+                fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
+                free(tok), free(tgt);
                 return 1;
             }
             model_adamw_step(m, &opt, 1e-4f, step + 1);
@@ -130,14 +144,51 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
         ops_profile_enable(0);
         printf("%s profile (%d step(s) after the timed ones; the timed figures above are "
                "unprofiled):\n",
-               s->name, profile_steps);
+               name, profile_steps);
         ops_profile_report(stdout, profile_steps, prof_wall_s);
         fflush(stdout);
     }
     free(tok);
     free(tgt);
-    model_free(m);
     return isfinite(loss) ? 0 : 1;
+}
+
+/* a dense shape once; an MoE shape twice on one model, with lbl = "global"
+ * and then "micro" (one rank: the all-reduce of the global mode is
+ * the identity, so the difference is its bookkeeping, not communication) */
+static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_steps,
+                 FILE *json) {
+    char err[256];
+    /* with --profile the model runs on the wrapper, off until the timed
+     * steps are done */
+    const Ops *prof = profile_steps > 0 ? ops_profiled(ops) : NULL;
+    if (prof) ops_profile_enable(0);
+    Model *m = model_create(&s->cfg, prof ? prof : ops, err, sizeof err);
+    if (!m) {
+        fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
+        return 1;
+    }
+    model_init_weights(m, 1);
+    int rc = 0;
+    if (!s->cfg.n_experts) {
+        rc = timed(s, s->name, m, ops, peak_flops, profile_steps, json);
+    } else {
+        static const int modes[2] = {MOE_LBL_GLOBAL, MOE_LBL_MICRO};
+        for (int i = 0; i < 2 && !rc; i++) {
+            ModelConfig mc = s->cfg;
+            mc.lbl_mode = modes[i];
+            char name[64];
+            snprintf(name, sizeof name, "%s-%s", s->name, moe_lbl_mode_name(modes[i]));
+            if (model_moe_set_loss(m, &mc, err, sizeof err)) {
+                fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
+                rc = 1;
+            } else {
+                rc = timed(s, name, m, ops, peak_flops, profile_steps, json);
+            }
+        }
+    }
+    model_free(m);
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -167,15 +218,15 @@ int main(int argc, char **argv) {
             seq = atoi(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama] "
+                    "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] "
                     "[--profile]\n"
                     "                  [--profile-steps N >= 1] [--device cpu|cuda|cuda-fp32]"
                     " [--warmup N >= 0] [--steps N >= 1] [--batch B] [--seq T]\n");
             return 2;
         }
     }
-    if (only && strcmp(only, "gpt2") && strcmp(only, "llama")) {
-        fprintf(stderr, "bench_cuda: --only takes gpt2 or llama (got '%s')\n", only);
+    if (only && strcmp(only, "gpt2") && strcmp(only, "llama") && strcmp(only, "moe")) {
+        fprintf(stderr, "bench_cuda: --only takes gpt2, llama or moe (got '%s')\n", only);
         return 2;
     }
     char err[256];
@@ -193,7 +244,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_cuda: cannot write %s\n", json_path);
         return 1;
     }
-    Shape shapes[2];
+    Shape shapes[3];
     shapes[0].name = "gpt2-124M";
     shapes[0].cfg = model_config_default(ARCH_GPT2);
     shapes[0].cfg.n_layer = 12, shapes[0].cfg.n_head = shapes[0].cfg.n_kv_head = 12;
@@ -206,8 +257,16 @@ int main(int argc, char **argv) {
     shapes[1].cfg.d_model = 2048, shapes[1].cfg.d_ff = 5632, shapes[1].cfg.vocab_size = 32000;
     shapes[1].cfg.max_seq_len = 2048, shapes[1].cfg.tie_embeddings = 0;
     shapes[1].B = 4, shapes[1].T = 1024, shapes[1].warmup = 2, shapes[1].steps = 5;
+    shapes[2].name = "moe-e8k2";
+    shapes[2].cfg = model_config_default(ARCH_LLAMA);
+    shapes[2].cfg.n_layer = 8, shapes[2].cfg.n_head = 16, shapes[2].cfg.n_kv_head = 8;
+    shapes[2].cfg.d_model = 1024, shapes[2].cfg.d_ff = 2816, shapes[2].cfg.vocab_size = 32000;
+    shapes[2].cfg.max_seq_len = 1024, shapes[2].cfg.tie_embeddings = 0;
+    shapes[2].cfg.n_experts = 8, shapes[2].cfg.top_k = 2;
+    shapes[2].cfg.lbl_coef = 0.01f, shapes[2].cfg.z_loss_coef = 0.001f;
+    shapes[2].B = 4, shapes[2].T = 1024, shapes[2].warmup = 2, shapes[2].steps = 5;
     int rc = 0;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         if (only && strncmp(shapes[i].name, only, strlen(only))) continue;
         if (warmup >= 0) shapes[i].warmup = warmup;
         if (steps >= 1) shapes[i].steps = steps;

@@ -19,8 +19,8 @@
  *
  * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
  *                      [--device cpu] [--only GROUP]
- * GROUP: memory, embed, norms, matmul, attention, activations, lmhead or
- * optimizer
+ * GROUP: memory, embed, norms, matmul, attention, activations, lmhead,
+ * optimizer or moe
  * (tools/gpu-check runs each group in its own process, so a fatal CUDA
  * error in one group does not hide the results of the others).
  * --device cpu compares the CPU backend with itself: a harness self-check
@@ -495,10 +495,137 @@ static void test_memory(Ctx *c, size_t n) {
     free(h), free(back), free(again);
 }
 
+/* int32 outputs: the dev buffer equals the ref buffer exactly (the value
+ * printed is the number of differing elements) */
+static void check_exact(Ctx *c, const char *op, const char *what, const Pair *p) {
+    c->dev->sync();
+    float *r = fetch(c->ref, p->b[0], p->n, 1), *d = fetch(c->dev, p->b[1], p->n, 1);
+    size_t bad = 0;
+    for (size_t i = 0; i < p->n; i++) bad += memcmp(&r[i], &d[i], sizeof(float)) != 0;
+    double mode_tol = c->tol;
+    c->tol = 0;
+    record(c, op, what, (double)bad, bad == 0);
+    c->tol = mode_tol;
+    free(r);
+    free(d);
+}
+
+/* the ref buffer's contents copied to the dev buffer (fp32 / int32 bytes):
+ * a backward or a later stage starts from the reference's forward results,
+ * so one wrong op does not cascade into the checks of the next */
+static void copy_ref(Ctx *c, const Pair *p) {
+    float *h = fetch(c->ref, p->b[0], p->n, 1);
+    c->dev->upload_bytes(p->b[1], h, p->n * 4);
+    free(h);
+}
+
+/* Mixture of experts: N tokens, E experts, K slots, C channels. Every op of
+ * the MoE block against the reference; integer outputs (top_idx, counts,
+ * row_token, pos) exactly. Each stage takes its integer inputs from the
+ * reference's earlier stage. permute also runs on a skewed routing (experts
+ * of very different sizes, the last expert empty). */
+static void test_moe(Ctx *c, int N, int E, int K, int C, int norm_topk) {
+    size_t NK = (size_t)N * K;
+    char shape[64];
+    const char *shape0 = c->shape;
+    snprintf(shape, sizeof shape, "%s/E%dK%d%s", shape0, E, K, norm_topk ? "n" : "");
+    c->shape = shape;
+    /* route forward */
+    Pair logits = pair_rand(c, (size_t)N * E, -3, 3);
+    Pair probs = pair_poison(c, (size_t)N * E, 1), lse = pair_poison(c, N, 1);
+    Pair top_idx = pair_poison(c, NK, 1), top_w = pair_poison(c, NK, 1);
+    Pair stats = pair_poison(c, E + 1, 1);
+    for (int s = 0; s < 2; s++)
+        SIDE(c, s)->moe_route_fwd(SF(probs), SF(lse), (int32_t *)S(top_idx), SF(top_w), SF(stats),
+                                  S(logits), N, E, K, norm_topk);
+    check(c, "moe_route_fwd", "probs", &probs);
+    check(c, "moe_route_fwd", "lse", &lse);
+    check_exact(c, "moe_route_fwd", "top_idx", &top_idx);
+    check(c, "moe_route_fwd", "top_w", &top_w);
+    check(c, "moe_route_fwd", "stats", &stats);
+    float *st1 = fetch(c->dev, stats.b[1], stats.n, 1);
+    c->dev->moe_route_fwd(probs.b[1], lse.b[1], top_idx.b[1], top_w.b[1], stats.b[1],
+                          logits.b[1], N, E, K, norm_topk);
+    c->dev->sync();
+    check_same(c, "moe_route_fwd", "determ", &stats, st1);
+    free(st1);
+    copy_ref(c, &probs), copy_ref(c, &lse), copy_ref(c, &top_idx), copy_ref(c, &top_w);
+    /* route backward: with the LBL and z-loss terms, and without */
+    Pair dtop_w = pair_rand_f32(c, NK, -1, 1), dprob = pair_rand_f32(c, E, -0.1f, 0.1f);
+    for (int v = 0; v < 2; v++) {
+        Pair dlogits = pair_poison(c, (size_t)N * E, 0);
+        for (int s = 0; s < 2; s++)
+            SIDE(c, s)->moe_route_bwd(S(dlogits), SF(dtop_w), v ? NULL : SF(dprob),
+                                      v ? 0.0f : 0.01f, SF(probs), SF(lse), SI(top_idx), SF(top_w),
+                                      N, E, K, norm_topk);
+        check(c, v ? "moe_route_bwd" : "moe_route_bwd+lz", "dlogits", &dlogits);
+        pair_free(c, &dlogits);
+    }
+    /* permute: the routing above, then a skewed one */
+    Pair counts = pair_poison(c, E, 1), row_token = pair_poison(c, NK, 1);
+    Pair pos = pair_poison(c, NK, 1);
+    for (int v = 0; v < 2; v++) {
+        const char *op = v ? "moe_permute/sk" : "moe_permute";
+        Pair idx = top_idx;
+        if (v) {
+            /* slot k of token n: expert (n*n + 3k) % m for a small m, or
+             * expert 0 every third token (distinct experts per token as
+             * route_fwd guarantees: m >= K) */
+            int32_t *h = xmalloc(NK * sizeof(int32_t));
+            int m = E - 1 > K ? E - 1 : K;
+            for (int n = 0; n < N; n++) {
+                int base = n % 3 == 0 ? 0 : (int)(((size_t)n * n) % (size_t)m);
+                for (int k = 0; k < K; k++) h[(size_t)n * K + k] = (base + k) % m;
+            }
+            idx = pair_i32(c, h, NK);
+            free(h);
+        }
+        for (int s = 0; s < 2; s++)
+            SIDE(c, s)->moe_permute((int32_t *)S(counts), (int32_t *)S(row_token),
+                                    (int32_t *)S(pos), SI(idx), N, E, K);
+        check_exact(c, op, "counts", &counts);
+        check_exact(c, op, "row_tok", &row_token);
+        check_exact(c, op, "pos", &pos);
+        if (v) pair_free(c, &idx);
+    }
+    /* the routing of route_fwd again (the ref's), for gather and combine */
+    for (int s = 0; s < 2; s++)
+        SIDE(c, s)->moe_permute((int32_t *)S(counts), (int32_t *)S(row_token), (int32_t *)S(pos),
+                                SI(top_idx), N, E, K);
+    copy_ref(c, &counts), copy_ref(c, &row_token), copy_ref(c, &pos);
+    /* gather */
+    Pair x = pair_rand(c, (size_t)N * C, -1, 1), xs = pair_poison(c, NK * C, 0);
+    for (int s = 0; s < 2; s++) SIDE(c, s)->moe_gather_fwd(S(xs), S(x), SI(row_token), (int)NK, C);
+    check(c, "moe_gather_fwd", "xs", &xs);
+    Pair dxs = pair_rand(c, NK * C, -1, 1), dx = pair_poison(c, (size_t)N * C, 0);
+    for (int s = 0; s < 2; s++) SIDE(c, s)->moe_gather_bwd(S(dx), S(dxs), SI(pos), N, K, C);
+    check(c, "moe_gather_bwd", "dx", &dx);
+    /* combine */
+    Pair ys = pair_rand(c, NK * C, -1, 1), out = pair_poison(c, (size_t)N * C, 0);
+    for (int s = 0; s < 2; s++)
+        SIDE(c, s)->moe_combine_fwd(S(out), S(ys), SF(top_w), SI(pos), N, K, C);
+    check(c, "moe_combine_fwd", "out", &out);
+    Pair dout = pair_rand(c, (size_t)N * C, -1, 1), dys = pair_poison(c, NK * C, 0);
+    Pair dtw = pair_poison(c, NK, 1);
+    for (int s = 0; s < 2; s++)
+        SIDE(c, s)->moe_combine_bwd(S(dys), SF(dtw), S(dout), S(ys), SF(top_w), SI(pos), N, K, C);
+    check(c, "moe_combine_bwd", "dys", &dys);
+    check(c, "moe_combine_bwd", "dtop_w", &dtw);
+    float *dt1 = fetch(c->dev, dtw.b[1], dtw.n, 1);
+    c->dev->moe_combine_bwd(dys.b[1], dtw.b[1], dout.b[1], ys.b[1], top_w.b[1], pos.b[1], N, K, C);
+    c->dev->sync();
+    check_same(c, "moe_combine_bwd", "determ", &dtw, dt1);
+    free(dt1);
+    Pair *all[] = {&logits, &probs, &lse, &top_idx, &top_w, &stats, &dtop_w, &dprob,
+                   &counts, &row_token, &pos, &x, &xs, &dxs, &dx, &ys, &out, &dout, &dys, &dtw};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) pair_free(c, all[i]);
+    c->shape = shape0;
+}
+
 static const char *g_only; /* --only GROUP, or NULL for all */
 static const char *const GROUPS[] = {"memory",    "embed",       "norms",  "matmul",
                                      "attention", "activations", "lmhead", "optimizer",
-                                     NULL};
+                                     "moe",       NULL};
 static int want(const char *group) { return !g_only || !strcmp(g_only, group); }
 
 static void run_all(Ctx *c) {
@@ -510,6 +637,10 @@ static void run_all(Ctx *c) {
     if (want("activations")) test_activations(c, 12, 64);
     if (want("lmhead")) test_lmhead(c, 40, 64, 1000);
     if (want("optimizer")) test_optimizer(c, 4096);
+    if (want("moe")) {
+        test_moe(c, 64, 8, 2, 64, 1);
+        test_moe(c, 64, 8, 2, 64, 0);
+    }
     c->shape = "odd";
     if (want("embed")) test_embed(c, 3, 7, 45, 11);
     if (want("norms")) test_norms(c, 13, 77);
@@ -521,6 +652,12 @@ static void run_all(Ctx *c) {
     if (want("activations")) test_activations(c, 5, 13);
     if (want("lmhead")) test_lmhead(c, 7, 21, 333);
     if (want("optimizer")) test_optimizer(c, 1001);
+    if (want("moe")) { /* N not a multiple of 32; several permute chunks */
+        test_moe(c, 37, 4, 1, 45, 1);
+        test_moe(c, 37, 4, 1, 45, 0);
+        test_moe(c, 301, 6, 3, 21, 0);
+        test_moe(c, 77, 6, 3, 13, 1);
+    }
     /* sizes past the kernels' thresholds: several chunks per thread in the
      * norms (C > 8 * 512), several row chunks in the column sums, two LM-head
      * chunks (N > 1024) with 1024-thread blocks (V >= 4096), the sumsq block
@@ -541,6 +678,10 @@ static void run_all(Ctx *c) {
         test_attention(c, 1, 257, 8, 2, 64);
         test_attention(c, 1, 130, 4, 1, 128);
         test_attention(c, 2, 192, 2, 2, 128);
+    }
+    if (want("moe")) { /* many permute chunks; a Qwen-like 64 experts, top-8 */
+        test_moe(c, 2051, 8, 2, 520, 1);
+        test_moe(c, 1000, 64, 8, 96, 0);
     }
 }
 
@@ -583,7 +724,7 @@ int main(int argc, char **argv) {
     for (int i = 0; GROUPS[i]; i++) known |= g_only && !strcmp(g_only, GROUPS[i]);
     if (!known) {
         fprintf(stderr, "test_cuda_ops: unknown group '%s' (memory, embed, norms, matmul, attention, "
-                        "activations, lmhead, optimizer)\n", g_only);
+                        "activations, lmhead, optimizer, moe)\n", g_only);
         return 2;
     }
     if (!harness_selfcheck()) return 1;

@@ -1,6 +1,8 @@
 /* test_cuda_train.c: whole training steps of the model graph on the CUDA
- * backend against the CPU backend, for a tiny GPT-2 and a tiny Llama (GQA,
- * qkv bias, untied head).
+ * backend against the CPU backend, for a tiny GPT-2, a tiny Llama (GQA,
+ * qkv bias, untied head) and a tiny Mixtral-shaped MoE Llama (4 experts,
+ * top-2, global LBL and z-loss; its parity also compares the routing counts
+ * per expert of every layer exactly and the aux loss within 1e-5).
  *
  * 1. fp32 parity: the same weights and batches on "cpu" and "cuda-fp32",
  *    three steps of forward+backward+AdamW (clipping on). Per step: mean
@@ -29,6 +31,7 @@
 #include <string.h>
 
 #include "trainer/model.h"
+#include "trainer/moe.h"
 
 #define SKIP 77
 #define B 4
@@ -76,6 +79,22 @@ static ModelConfig tiny(Arch arch) {
     return c;
 }
 
+/* a tiny Mixtral: the llama above with an MoE FFN in every layer (4
+ * experts of hidden size 96, top-2, renormalised weights), global-batch
+ * LBL (one rank: the all-reduce is the identity) and a z-loss, so every MoE
+ * op and every term of the router gradient runs */
+static ModelConfig tiny_moe(void) {
+    ModelConfig c = tiny(ARCH_LLAMA);
+    c.n_experts = 4;
+    c.top_k = 2;
+    c.d_ff = 96;
+    c.norm_topk_prob = 1;
+    c.lbl_mode = MOE_LBL_GLOBAL;
+    c.lbl_coef = 0.01f;
+    c.z_loss_coef = 0.001f;
+    return c;
+}
+
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 static uint32_t next_u32(void) {
     g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
@@ -112,12 +131,19 @@ static Model *make(const ModelConfig *c, const Ops *ops) {
     return m;
 }
 
+/* forward + backward of one batch (an MoE model's step begins first) */
+static int fwd_bwd(Model *m, const int32_t *tok, const int32_t *tgt, float *loss, char *err,
+                   size_t err_len) {
+    if (model_moe_begin_step(m, B * T, err, err_len)) return 1;
+    return model_forward_backward(m, tok, tgt, B, T, grad_scale_of(tgt), loss, err, err_len);
+}
+
 static float step(Model *m, const int32_t *tok, const int32_t *tgt, int t, float lr) {
     char err[256];
     float loss = NAN;
     AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     model_zero_grad(m);
-    if (model_forward_backward(m, tok, tgt, B, T, grad_scale_of(tgt), &loss, err, sizeof err)) {
+    if (model_moe_begin_step(m, B * T, err, sizeof err) || model_forward_backward(m, tok, tgt, B, T, grad_scale_of(tgt), &loss, err, sizeof err)) {
         fprintf(stderr, "test_cuda_train: %s\n", err);
         exit(1);
     }
@@ -125,9 +151,7 @@ static float step(Model *m, const int32_t *tok, const int32_t *tgt, int t, float
     return loss;
 }
 
-static void parity(Arch arch, const Ops *ref, const Ops *f32) {
-    const char *an = model_arch_name(arch);
-    ModelConfig c = tiny(arch);
+static void parity(const char *an, ModelConfig c, const Ops *ref, const Ops *f32) {
     Model *cpu = make(&c, ref), *gpu = make(&c, f32);
     size_t P = model_num_params(cpu);
     float *pc = malloc(P * 4), *pg = malloc(P * 4), *gc = malloc(P * 4), *gg = malloc(P * 4);
@@ -142,8 +166,8 @@ static void parity(Arch arch, const Ops *ref, const Ops *f32) {
         float lc = NAN, lg = NAN;
         model_zero_grad(cpu);
         model_zero_grad(gpu);
-        if (model_forward_backward(cpu, tok, tgt, B, T, grad_scale_of(tgt), &lc, err, sizeof err) ||
-            model_forward_backward(gpu, tok, tgt, B, T, grad_scale_of(tgt), &lg, err, sizeof err)) {
+        if (fwd_bwd(cpu, tok, tgt, &lc, err, sizeof err) ||
+            fwd_bwd(gpu, tok, tgt, &lg, err, sizeof err)) {
             fprintf(stderr, "test_cuda_train: %s\n", err);
             exit(1);
         }
@@ -151,6 +175,22 @@ static void parity(Arch arch, const Ops *ref, const Ops *f32) {
         verdict(an, what, fabs((double)lg - lc) / lc, 1e-5);
         snprintf(what, sizeof what, "step %d token losses", t);
         verdict(an, what, rel_err(model_token_losses(gpu), model_token_losses(cpu), B * T), 1e-5);
+        /* MoE: the same routings (counts per expert of every layer), and the
+         * same aux loss (LBL + z-loss) */
+        for (int i = 0; i < model_moe_num_layers(cpu); i++) {
+            MoeLayerStats sc, sg;
+            model_moe_layer_stats(cpu, i, &sc);
+            model_moe_layer_stats(gpu, i, &sg);
+            size_t diff = 0;
+            for (int e = 0; e < c.n_experts; e++) diff += sc.counts[e] != sg.counts[e];
+            snprintf(what, sizeof what, "step %d layer %d routings", t, sc.layer);
+            verdict(an, what, (double)diff, 0);
+        }
+        if (c.n_experts) {
+            double ac = model_moe_aux_loss(cpu), ag = model_moe_aux_loss(gpu);
+            snprintf(what, sizeof what, "step %d aux loss", t);
+            verdict(an, what, fabs(ag - ac) / ac, 1e-5);
+        }
         model_get_grads(cpu, gc);
         model_get_grads(gpu, gg);
         snprintf(what, sizeof what, "step %d gradients", t);
@@ -176,17 +216,16 @@ static void parity(Arch arch, const Ops *ref, const Ops *f32) {
     model_free(gpu);
 }
 
-/* hd64: heads of 64 (d_model 128, 2 heads; llama 1 kv head), the head dim
+/* heads of 64 (d_model 128, 2 heads; llama 1 kv head), the head dim
  * where the bf16 table runs its fused attention kernel */
-static void curve(Arch arch, int hd64, const Ops *f32, const Ops *bf) {
-    char an[32];
-    snprintf(an, sizeof an, "%s%s", model_arch_name(arch), hd64 ? "-hd64" : "");
-    ModelConfig c = tiny(arch);
-    if (hd64) {
-        c.d_model = 128;
-        c.n_head = 2;
-        c.n_kv_head = arch == ARCH_LLAMA ? 1 : 2;
-    }
+static ModelConfig hd64(ModelConfig c) {
+    c.d_model = 128;
+    c.n_head = 2;
+    c.n_kv_head = c.arch == ARCH_LLAMA ? 1 : 2;
+    return c;
+}
+
+static void curve(const char *an, ModelConfig c, const Ops *f32, const Ops *bf) {
     Model *a = make(&c, f32), *b = make(&c, bf);
     size_t P = model_num_params(a);
     float *p = malloc(P * 4);
@@ -244,12 +283,14 @@ int main(int argc, char **argv) {
         printf("%s: CUDA training tests skipped\n", err);
         return SKIP;
     }
-    parity(ARCH_GPT2, ops_cpu(), f32);
-    parity(ARCH_LLAMA, ops_cpu(), f32);
-    curve(ARCH_GPT2, 0, f32, bf);
-    curve(ARCH_LLAMA, 0, f32, bf);
-    curve(ARCH_GPT2, 1, f32, bf);
-    curve(ARCH_LLAMA, 1, f32, bf);
+    parity("gpt2", tiny(ARCH_GPT2), ops_cpu(), f32);
+    parity("llama", tiny(ARCH_LLAMA), ops_cpu(), f32);
+    parity("moe", tiny_moe(), ops_cpu(), f32);
+    curve("gpt2", tiny(ARCH_GPT2), f32, bf);
+    curve("llama", tiny(ARCH_LLAMA), f32, bf);
+    curve("moe", tiny_moe(), f32, bf);
+    curve("gpt2-hd64", hd64(tiny(ARCH_GPT2)), f32, bf);
+    curve("llama-hd64", hd64(tiny(ARCH_LLAMA)), f32, bf);
     if (json) fclose(json);
     printf("test_cuda_train: %s\n", n_fail ? "FAILED" : "passed");
     return n_fail ? 1 : 0;

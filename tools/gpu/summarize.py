@@ -71,7 +71,7 @@ def main():
     if results["bench"]:
         print("\nbenchmark (bf16):")
         for b in results["bench"]:
-            print(f"  {b['bench']:<11} B={b['B']} T={b['T']} {b['ms_per_step']:.1f} ms/step "
+            print(f"  {b['bench']:<16} B={b['B']} T={b['T']} {b['ms_per_step']:.1f} ms/step "
                   f"{b['tokens_per_s']:.0f} tokens/s MFU {100 * b['mfu']:.1f}% "
                   f"(peak {b['peak_tflops']} TFLOPS)")
 
