@@ -21,9 +21,13 @@
  * units; it is private to this file (ops.h: att's content is the backend's).
  *
  * Backward (deterministic, no atomics): D = rowsum(dO * O) first; then one
- * kernel per key tile accumulates dK and dV over the query tiles (and over
- * the query heads of a GQA group) in registers, and one kernel per query
- * tile accumulates dQ over the key tiles. That recomputes Q K^T and dO V^T
+ * block per (query head, key tile) accumulates that head's share of dK and
+ * dV over the query tiles in registers, and one block per (query head,
+ * query tile) accumulates dQ over the key tiles. With GQA the shares of the
+ * query heads of a group go to fp32 scratch and a last kernel adds them in
+ * head order (one block per kv head looping over its group would leave
+ * 8x fewer, 8x longer blocks: a 1B llama's 32/4 heads filled one uneven
+ * wave of the card). That recomputes Q K^T and dO V^T
  * once more than a dQ-by-atomics design, for bitwise-repeatable gradients.
  *
  * Rows of a tile past T are zero-filled in shared memory and masked; every
@@ -325,20 +329,22 @@ __global__ void __launch_bounds__(THREADS)
     }
 }
 
-/* dK, dV: grid (B*NKV, key tiles); each warp accumulates 16 key rows of dK
- * and dV over the query tiles at or after its key tile and over the query
- * heads of its GQA group, in a fixed order: S^T = K Q^T, P^T, dP^T = V dO^T,
- * dV += P^T dO, dK += scale dS^T Q. */
+/* dK, dV: grid (B*NH, key tiles); each warp accumulates 16 key rows of one
+ * query head's dK and dV over the query tiles at or after its key tile:
+ * S^T = K Q^T, P^T, dP^T = V dO^T, dV += P^T dO, dK += scale dS^T Q.
+ * part == NULL (no GQA): written to dqkv; else fp32 rows of [dK | dV] at
+ * part[((b NH + h) T + t) 2 HD], summed over the group by flash_gqa_sum. */
 template <int HD>
 __global__ void __launch_bounds__(THREADS)
-    flash_bwd_dkdv_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv, const float *lse,
-                          const float *D, int T, int NH, int NKV, float sl2, float scale) {
+    flash_bwd_dkdv_kernel(bf16 *dqkv, float *part, const bf16 *dout, const bf16 *qkv,
+                          const float *lse, const float *D, int T, int NH, int NKV, float sl2,
+                          float scale) {
     constexpr int LD = HD + 8, KS = HD / 16, ND = HD / 8;
     extern __shared__ int4 smem_[];
     bf16 *Ks = reinterpret_cast<bf16 *>(smem_), *Vs = Ks + TILE * LD, *Qs = Vs + TILE * LD,
          *dOs = Qs + TILE * LD;
     float *Ls = reinterpret_cast<float *>(dOs + TILE * LD), *Ds = Ls + TILE;
-    const int bg = blockIdx.x, kvh = bg % NKV, b = bg / NKV, group = NH / NKV;
+    const int h = blockIdx.x % NH, b = blockIdx.x / NH, kvh = h / (NH / NKV);
     const int kt = blockIdx.y, k0 = kt * TILE, nq = (T + TILE - 1) / TILE;
     const size_t W = (size_t)(NH + 2 * NKV) * HD, OW = (size_t)NH * HD;
     const bf16 *base = qkv + (size_t)b * T * W;
@@ -354,7 +360,7 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
         for (int j = 0; j < 4; j++) dk[n][j] = dv[n][j] = 0.0f;
 
-    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+    {
         const size_t bh = (size_t)b * NH + h;
         for (int qt = kt; qt < nq; qt++) {
             const int q0 = qt * TILE;
@@ -433,6 +439,22 @@ __global__ void __launch_bounds__(THREADS)
             }
         }
     }
+    if (part) {
+        float *p0 = part + (((size_t)b * NH + h) * T + c0) * 2 * HD, *p1 = p0 + 8 * 2 * HD;
+#pragma unroll
+        for (int n = 0; n < ND; n++) {
+            int col = n * 8 + 2 * t;
+            if (c0 < T) {
+                *reinterpret_cast<float2 *>(p0 + col) = make_float2(dk[n][0] * scale, dk[n][1] * scale);
+                *reinterpret_cast<float2 *>(p0 + HD + col) = make_float2(dv[n][0], dv[n][1]);
+            }
+            if (c1 < T) {
+                *reinterpret_cast<float2 *>(p1 + col) = make_float2(dk[n][2] * scale, dk[n][3] * scale);
+                *reinterpret_cast<float2 *>(p1 + HD + col) = make_float2(dv[n][2], dv[n][3]);
+            }
+        }
+        return;
+    }
 #pragma unroll
     for (int n = 0; n < ND; n++) {
         int kc = (NH + kvh) * HD + n * 8 + 2 * t, vc = (NH + NKV + kvh) * HD + n * 8 + 2 * t;
@@ -447,6 +469,27 @@ __global__ void __launch_bounds__(THREADS)
             *reinterpret_cast<uint32_t *>(row + vc) = pack_f(dv[n][2], dv[n][3]);
         }
     }
+}
+
+/* dK, dV of GQA: dqkv's k and v parts = the sum over the NH / NKV query
+ * heads of each group, in head order, of the fp32 shares; one thread per
+ * (b, t, kv head, 2 HD) element */
+template <int HD>
+__global__ void flash_gqa_sum_kernel(bf16 *dqkv, const float *part, int T, int NH, int NKV,
+                                     size_t total) {
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= total) return;
+    int i = (int)(e % (2 * HD));
+    size_t r = e / (2 * HD);
+    int g = (int)(r % NKV);
+    size_t bt = r / NKV;
+    int tt = (int)(bt % T), b = (int)(bt / T), group = NH / NKV;
+    float s = 0.0f;
+    for (int h = g * group; h < (g + 1) * group; h++)
+        s += part[(((size_t)b * NH + h) * T + tt) * 2 * HD + i];
+    size_t W = (size_t)(NH + 2 * NKV) * HD;
+    int col = i < HD ? (NH + g) * HD + i : (NH + NKV + g) * HD + (i - HD);
+    dqkv[bt * W + col] = __float2bfloat16_rn(s);
 }
 
 template <int HD> constexpr size_t fwd_smem() { return 3 * (size_t)TILE * (HD + 8) * sizeof(bf16); }
@@ -484,9 +527,18 @@ static void bwd(bf16 *dqkv, float *D, const bf16 *dout, const bf16 *out, const b
     LAUNCH_CHECK();
     float scale = 1.0f / sqrtf((float)HD), sl2 = LOG2E * scale;
     unsigned tiles = (unsigned)((T + TILE - 1) / TILE);
-    flash_bwd_dkdv_kernel<HD><<<dim3((unsigned)(B * NKV), tiles), THREADS, dkdv_smem<HD>(),
-                                g_cuda.stream>>>(dqkv, dout, qkv, lse, D, T, NH, NKV, sl2, scale);
+    float *part = NH == NKV ? NULL
+                            : (float *)cuda_scratch((size_t)B * NH * T * 2 * HD * sizeof(float));
+    flash_bwd_dkdv_kernel<HD><<<dim3((unsigned)(B * NH), tiles), THREADS, dkdv_smem<HD>(),
+                                g_cuda.stream>>>(dqkv, part, dout, qkv, lse, D, T, NH, NKV, sl2,
+                                                 scale);
     LAUNCH_CHECK();
+    if (part) {
+        size_t total = (size_t)B * T * NKV * 2 * HD;
+        flash_gqa_sum_kernel<HD><<<(unsigned)((total + 255) / 256), 256, 0, g_cuda.stream>>>(
+            dqkv, part, T, NH, NKV, total);
+        LAUNCH_CHECK();
+    }
     flash_bwd_dq_kernel<HD><<<dim3((unsigned)(B * NH), tiles), THREADS, dq_smem<HD>(),
                               g_cuda.stream>>>(dqkv, dout, qkv, lse, D, T, NH, NKV, sl2, scale);
     LAUNCH_CHECK();

@@ -4,8 +4,11 @@
  * row into its loss and (when training) its dlogits in the act type, and two
  * GEMMs give dx (overwritten) and dw (accumulated).
  *
- * scratch layout per chunk: logits fp32 (rows, V), then in the bf16 table
- * dlogits bf16 (rows, V); the fp32 table writes dlogits over the logits.
+ * scratch layout per chunk: logits fp32 (rows, Vp), then in the bf16 table
+ * dlogits bf16 (rows, Vp); the fp32 table writes dlogits over the logits.
+ * Vp is V rounded up to 64: the rows of both are 16-byte aligned whatever V
+ * is (GPT-2's 50257 gives cuBLASLt 4- and 2-byte aligned rows otherwise,
+ * and only its slow kernels); the columns past V are never read.
  */
 #include <math.h>
 
@@ -13,7 +16,8 @@
 
 #define LMHEAD_CHUNK_ROWS 1024
 
-/* One block per row: max and sum of exp by block reductions (fp32),
+/* One block per row, two passes over the logits: an online max and sum of
+ * exp per thread (rescaled when the max grows), then block reductions (fp32),
  * loss = logsumexp - logit[target] (0 for target < 0, NaN for a target
  * >= V so a bad id is visible); when dl != NULL writes
  * dl = (softmax - onehot) * grad_scale (all 0 for an ignored row). dl may
@@ -21,21 +25,28 @@
  * by the same thread. */
 template <typename E>
 __global__ void lmhead_ce_kernel(float *losses, E *dl, const float *logits, const int32_t *targets,
-                                 int V, float grad_scale) {
-    const float *l = logits + (size_t)blockIdx.x * V;
+                                 int V, size_t ld, float grad_scale) {
+    const float *l = logits + (size_t)blockIdx.x * ld;
     int tgt = targets[blockIdx.x];
     /* read before the reductions' barriers: dl may overwrite l afterwards */
     float l_tgt = tgt >= 0 && tgt < V ? l[tgt] : 0.0f;
-    float m = -INFINITY;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) m = fmaxf(m, l[i]);
-    m = block_reduce(m, 1);
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) s += expf(l[i] - m);
-    float lse = m + logf(block_reduce(s, 0));
+    float m = -INFINITY, s = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float x = l[i];
+        if (x > m) {
+            s = s * expf(m - x) + 1.0f; /* expf(-inf) = 0 on the first element */
+            m = x;
+        } else {
+            s += expf(x - m);
+        }
+    }
+    float M = block_reduce(m, 1);
+    s = m == -INFINITY ? 0.0f : s * expf(m - M);
+    float lse = M + logf(block_reduce(s, 0));
     if (threadIdx.x == 0)
         losses[blockIdx.x] = tgt < 0 ? 0.0f : (tgt < V ? lse - l_tgt : NAN);
     if (!dl) return;
-    E *d = dl + (size_t)blockIdx.x * V;
+    E *d = dl + (size_t)blockIdx.x * ld;
     for (int i = threadIdx.x; i < V; i += blockDim.x) {
         float g = tgt < 0 ? 0.0f : expf(l[i] - lse) * grad_scale - (i == tgt ? grad_scale : 0.0f);
         d[i] = from_f<E>(g);
@@ -43,9 +54,11 @@ __global__ void lmhead_ce_kernel(float *losses, E *dl, const float *logits, cons
 }
 
 static size_t chunk_rows(int N) { return N < LMHEAD_CHUNK_ROWS ? (size_t)N : LMHEAD_CHUNK_ROWS; }
+/* the row stride of the logits and dlogits in scratch */
+static size_t padded_v(int V) { return ((size_t)V + 63) / 64 * 64; }
 
 template <typename E> static size_t lmhead_scratch_bytes(int N, int V) {
-    size_t cells = chunk_rows(N) * (size_t)V;
+    size_t cells = chunk_rows(N) * padded_v(V);
     return cuda_pad(cells * sizeof(float)) + (sizeof(E) == 4 ? 0 : cuda_pad(cells * sizeof(E)));
 }
 
@@ -54,9 +67,9 @@ static void lmhead_ce(float *losses, void *dx, void *dw, const void *x_, const v
                       const int32_t *targets, int N, int C, int V, float grad_scale,
                       void *scratch) {
     const E *x = (const E *)x_;
-    size_t R = chunk_rows(N);
+    size_t R = chunk_rows(N), Vp = padded_v(V);
     float *logits = (float *)scratch;
-    E *dl = sizeof(E) == 4 ? (E *)scratch : (E *)((char *)scratch + cuda_pad(R * V * sizeof(float)));
+    E *dl = sizeof(E) == 4 ? (E *)scratch : (E *)((char *)scratch + cuda_pad(R * Vp * sizeof(float)));
     for (int n0 = 0; n0 < N; n0 += (int)R) {
         int rows = N - n0 < (int)R ? N - n0 : (int)R;
         const E *xc = x + (size_t)n0 * C;
@@ -65,23 +78,23 @@ static void lmhead_ce(float *losses, void *dx, void *dw, const void *x_, const v
         g.alpha = 1.0f;
         /* logits (rows, V) fp32 = xc (rows, C) @ w^T */
         g.ta = 0, g.tb = 1, g.M = rows, g.N = V, g.K = C;
-        g.A = xc, g.lda = C, g.B = w, g.ldb = C, g.C = logits, g.ldc = V;
+        g.A = xc, g.lda = C, g.B = w, g.ldb = C, g.C = logits, g.ldc = (int)Vp;
         g.ab_type = cuda_dtype<E>(), g.c_type = CUDA_R_32F, g.beta = 0.0f;
         cuda_gemm(&g);
         int block = V >= 4096 ? 1024 : 256;
         lmhead_ce_kernel<E><<<rows, block, 0, g_cuda.stream>>>(
-            losses + n0, dx ? dl : NULL, logits, targets + n0, V, grad_scale);
+            losses + n0, dx ? dl : NULL, logits, targets + n0, V, Vp, grad_scale);
         LAUNCH_CHECK();
         if (!dx) continue;
         g.c_type = cuda_dtype<E>();
         /* dx (rows, C) = dl (rows, V) @ w (V, C) */
         g.ta = 0, g.tb = 0, g.M = rows, g.N = C, g.K = V;
-        g.A = dl, g.lda = V, g.B = w, g.ldb = C, g.C = (E *)dx + (size_t)n0 * C, g.ldc = C;
+        g.A = dl, g.lda = (int)Vp, g.B = w, g.ldb = C, g.C = (E *)dx + (size_t)n0 * C, g.ldc = C;
         g.beta = 0.0f;
         cuda_gemm(&g);
         /* dw (V, C) += dl^T (V, rows) @ xc (rows, C) */
         g.ta = 1, g.tb = 0, g.M = V, g.N = C, g.K = rows;
-        g.A = dl, g.lda = V, g.B = xc, g.ldb = C, g.C = dw, g.ldc = C, g.beta = 1.0f;
+        g.A = dl, g.lda = (int)Vp, g.B = xc, g.ldb = C, g.C = dw, g.ldc = C, g.beta = 1.0f;
         cuda_gemm(&g);
     }
 }
