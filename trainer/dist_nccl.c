@@ -28,6 +28,7 @@ typedef struct {
     ncclResult_t (*CommInitRankConfig)(ncclComm_t *, int, ncclUniqueId, int, ncclConfig_t *);
     ncclResult_t (*CommGetAsyncError)(ncclComm_t, ncclResult_t *);
     ncclResult_t (*CommAbort)(ncclComm_t);
+    ncclResult_t (*CommFinalize)(ncclComm_t);
     ncclResult_t (*CommDestroy)(ncclComm_t);
     ncclResult_t (*AllReduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t,
                               cudaStream_t);
@@ -50,6 +51,7 @@ struct DistNccl {
     cudaEvent_t done;
     int rank, world, device;
     double timeout_s;
+    int grouped; /* DAPT_NCCL_GROUPED=1: the unequal-pieces path always */
     char version[32];
 };
 
@@ -83,6 +85,7 @@ static int load_api(NcclApi *a, char *err, size_t err_len) {
     SYM(CommGetAsyncError, "ncclCommGetAsyncError");
     SYM(CommAbort, "ncclCommAbort");
     SYM(CommDestroy, "ncclCommDestroy");
+    SYM(CommFinalize, "ncclCommFinalize");
     SYM(AllReduce, "ncclAllReduce");
     SYM(ReduceScatter, "ncclReduceScatter");
     SYM(AllGather, "ncclAllGather");
@@ -173,7 +176,19 @@ static int nccl_type(size_t elem_bytes, ncclDataType_t *t, char *err, size_t err
 
 void dist_nccl_free(DistNccl *c) {
     if (!c) return;
-    if (c->comm) c->api.CommDestroy(c->comm);
+    if (c->comm) {
+        /* a non-blocking communicator is finalised (flushing its work) and
+         * polled before it is destroyed; one that does not finish in time
+         * is aborted instead */
+        ncclResult_t r = c->api.CommFinalize(c->comm), a = r;
+        double deadline = now_s() + c->timeout_s;
+        for (int iter = 0; a == ncclInProgress && now_s() < deadline; iter++) {
+            nap(iter);
+            if (c->api.CommGetAsyncError(c->comm, &a) != ncclSuccess) a = ncclInternalError;
+        }
+        if (a == ncclSuccess) c->api.CommDestroy(c->comm);
+        else c->api.CommAbort(c->comm);
+    }
     if (c->done) cudaEventDestroy(c->done);
     if (c->own_stream) cudaStreamDestroy(c->own_stream);
     if (c->api.lib) dlclose(c->api.lib);
@@ -186,6 +201,8 @@ int dist_nccl_init(Dist *d, double timeout_s, DistNccl **out, char *err, size_t 
     if (!c) return snprintf(err, err_len, "out of memory"), 1;
     c->rank = dist_rank(d), c->world = dist_world(d);
     c->timeout_s = timeout_s > 0 ? timeout_s : 600;
+    const char *g = getenv("DAPT_NCCL_GROUPED");
+    c->grouped = g && !strcmp(g, "1");
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     /* a rank that fails before the broadcast still reaches it, so no peer
@@ -267,8 +284,11 @@ int dist_nccl_allreduce_sum(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
                      "all-reduce", err, err_len);
 }
 
-/* 1 when every piece has the same length */
+/* 1 when every piece has the same length (and the grouped path is not
+ * forced: the one-GPU check runs it that way, since one rank's piece is
+ * always "equal") */
 static int equal_pieces(const DistNccl *c, const size_t *counts) {
+    if (c->grouped) return 0;
     for (int r = 1; r < c->world; r++)
         if (counts[r] != counts[0]) return 0;
     return 1;

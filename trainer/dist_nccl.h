@@ -53,7 +53,8 @@ int dist_nccl_allreduce_sum(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
  * rank r's piece is counts[r] elements at counts[0] + ... + counts[r-1].
  * Equal pieces use ncclReduceScatter / ncclAllGather; unequal ones (the
  * flat parameter buffer rarely divides evenly) one ncclReduce /
- * ncclBroadcast per piece in one NCCL group. */
+ * ncclBroadcast per piece in one NCCL group (DAPT_NCCL_GROUPED=1 in the
+ * environment forces that path, for the one-GPU check). */
 int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
                                  char *err, size_t err_len);
 int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
