@@ -89,8 +89,10 @@ if [[ -z $dapt_mpi || ! -x $dapt_mpi ]]; then
     mpi_note="mpirun -np 1 skipped: no dapt built with MPI in the pack"
 elif ! command -v mpirun >/dev/null; then
     mpi_note="mpirun -np 1 skipped: no mpirun on this machine"
-elif ldd "$dapt_mpi" | grep -q "not found"; then
-    mpi_note="mpirun -np 1 skipped: $(ldd "$dapt_mpi" | grep -m1 'not found' | awk '{print $1}') missing"
+elif ! timeout 20 mpirun --version 2>&1 | grep -q "Open MPI"; then
+    mpi_note="mpirun -np 1 skipped: this mpirun is not Open MPI's (dapt-mpi is built against Open MPI)"
+elif missing=$(ldd "$dapt_mpi" 2>&1 | awk '/not found/ {print $1}') && [[ -n $missing ]]; then
+    mpi_note="mpirun -np 1 skipped: dapt-mpi misses $(echo $missing)"
 else
     OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 \
         mpirun --allow-run-as-root --oversubscribe -np 1 "$dapt_mpi" train tiny.toml "${args[@]}" \
