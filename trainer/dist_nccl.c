@@ -191,7 +191,8 @@ void dist_nccl_free(DistNccl *c) {
     }
     if (c->done) cudaEventDestroy(c->done);
     if (c->own_stream) cudaStreamDestroy(c->own_stream);
-    if (c->api.lib) dlclose(c->api.lib);
+    /* the library stays loaded: NCCL may still have threads or exit
+     * handlers of its own, and unloading it under them would crash */
     free(c);
 }
 
