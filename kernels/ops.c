@@ -11,6 +11,7 @@ const Ops *ops_cuda(char *err, size_t err_len) {
     return NULL;
 }
 const Ops *ops_cuda_fp32(char *err, size_t err_len) { return ops_cuda(err, err_len); }
+void *ops_cuda_stream(void) { return NULL; }
 #endif
 
 const Ops *ops_get(const char *name, char *err, size_t err_len) {

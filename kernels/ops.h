@@ -207,5 +207,9 @@ const Ops *ops_cuda(char *err, size_t err_len);
 const Ops *ops_cuda_fp32(char *err, size_t err_len);
 /* by name: "cpu", "cuda" or "cuda-fp32" */
 const Ops *ops_get(const char *name, char *err, size_t err_len);
+/* The CUDA backend's compute stream (a cudaStream_t; every op is queued on
+ * it), so that collectives on device buffers (trainer/dist_nccl.h) are
+ * ordered with the ops; NULL before the backend started or without CUDA. */
+void *ops_cuda_stream(void);
 
 #endif

@@ -81,6 +81,8 @@ typedef struct {
     } moe;
     struct {
         int zero; /* ZeRO stage: 0 or 1 */
+        char backend[8]; /* "auto" | "nccl" (device-buffer collectives) */
+        double timeout;  /* seconds a NCCL collective may take (watchdog) */
     } dist;
 
     /* where each key got its value (index = key number): 0 default,

@@ -132,6 +132,12 @@ const KeyDef config_keys[] = {
     {"dist", "zero", K_INT, F(dist.zero), 0, 0, 1, 0, 0, NULL, "0",
      "ZeRO stage: 0 = every rank keeps the whole AdamW state; 1 = each rank keeps and updates "
      "1/world of it (gradients reduce-scattered, parameters all-gathered)"},
+    {"dist", "backend", K_STR, F(dist.backend), SZ(dist.backend), 1, 0, 0, 0, "auto|nccl",
+     "\"auto\"", "collectives on gradients and parameters: auto = NCCL when run.device = cuda "
+     "and the job has more than one rank, else MPI on host buffers; nccl = NCCL even for one "
+     "rank (needs run.device = cuda; the one-GPU check of the NCCL path)"},
+    {"dist", "timeout", K_FLOAT, F(dist.timeout), 0, 1, 1e6, 0, 0, NULL, "600.0",
+     "seconds a NCCL collective may take before the job is aborted (a dead or stuck peer)"},
 };
 /* clang-format on */
 const int config_num_keys = (int)(sizeof config_keys / sizeof *config_keys);

@@ -233,3 +233,38 @@ int dist_barrier(Dist *d, char *err, size_t err_len) {
 int dist_allreduce_sum_i64_hook(void *ctx, int64_t *buf, size_t n, char *err, size_t err_len) {
     return dist_allreduce((Dist *)ctx, buf, n, DIST_I64, DIST_SUM, err, err_len);
 }
+
+#ifndef DAPT_HAVE_NCCL
+/* trainer/dist_nccl.h in a build without CUDA or nccl.h */
+#include "trainer/dist_nccl.h"
+
+static int no_nccl(char *err, size_t err_len) {
+    return snprintf(err, err_len, "this dapt was built without NCCL (it needs the CUDA toolkit "
+                                  "and nccl.h at build time)"),
+           1;
+}
+int dist_nccl_init(Dist *d, double timeout_s, DistNccl **out, char *err, size_t err_len) {
+    (void)d, (void)timeout_s;
+    *out = NULL;
+    return no_nccl(err, err_len);
+}
+void dist_nccl_free(DistNccl *c) { (void)c; }
+void dist_nccl_set_stream(DistNccl *c, void *stream) { (void)c, (void)stream; }
+int dist_nccl_device(const DistNccl *c) { return (void)c, -1; }
+const char *dist_nccl_version(const DistNccl *c) { return (void)c, "none"; }
+int dist_nccl_allreduce_sum(DistNccl *c, void *buf, size_t n, size_t elem_bytes, char *err,
+                            size_t err_len) {
+    (void)c, (void)buf, (void)n, (void)elem_bytes;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
+                                 char *err, size_t err_len) {
+    (void)c, (void)buf, (void)counts, (void)elem_bytes;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
+                        char *err, size_t err_len) {
+    (void)c, (void)buf, (void)counts, (void)elem_bytes;
+    return no_nccl(err, err_len);
+}
+#endif

@@ -1,38 +1,171 @@
 /* dist_nccl.c: the NCCL communicator of a data-parallel job (see
  * dist_nccl.h). Bootstrap: rank 0 calls ncclGetUniqueId, dist_broadcast
- * (MPI) gives the id to every rank, each calls ncclCommInitRank on its GPU.
- * Unverified on hardware: compiled in CI only.
+ * (MPI) gives the id to every rank, each calls ncclCommInitRankConfig on its
+ * GPU with a non-blocking communicator, so that neither the initialisation
+ * nor a collective can block the host thread: every wait is a polling loop
+ * with a deadline (the watchdog).
+ *
+ * NCCL is dlopen'ed (nccl.h gives the types; the functions come from the
+ * library found at run time), so binaries run on machines without it.
+ * Unverified on hardware beyond one GPU (docs/gpu-log.md).
  */
 #include "trainer/dist_nccl.h"
 
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 #include <nccl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* the NCCL entry points, from the dlopen'ed library */
+typedef struct {
+    void *lib;
+    ncclResult_t (*GetVersion)(int *);
+    const char *(*GetErrorString)(ncclResult_t);
+    ncclResult_t (*GetUniqueId)(ncclUniqueId *);
+    ncclResult_t (*CommInitRankConfig)(ncclComm_t *, int, ncclUniqueId, int, ncclConfig_t *);
+    ncclResult_t (*CommGetAsyncError)(ncclComm_t, ncclResult_t *);
+    ncclResult_t (*CommAbort)(ncclComm_t);
+    ncclResult_t (*CommFinalize)(ncclComm_t);
+    ncclResult_t (*CommDestroy)(ncclComm_t);
+    ncclResult_t (*AllReduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t, ncclComm_t,
+                              cudaStream_t);
+    ncclResult_t (*ReduceScatter)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
+                                  ncclComm_t, cudaStream_t);
+    ncclResult_t (*AllGather)(const void *, void *, size_t, ncclDataType_t, ncclComm_t,
+                              cudaStream_t);
+    ncclResult_t (*Reduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t, int,
+                           ncclComm_t, cudaStream_t);
+    ncclResult_t (*Broadcast)(const void *, void *, size_t, ncclDataType_t, int, ncclComm_t,
+                              cudaStream_t);
+    ncclResult_t (*GroupStart)(void);
+    ncclResult_t (*GroupEnd)(void);
+} NcclApi;
 
 struct DistNccl {
-    ncclComm_t comm;
-    cudaStream_t stream;
+    NcclApi api;
+    ncclComm_t comm; /* NULL after an abort */
+    cudaStream_t own_stream, stream;
+    cudaEvent_t done;
     int rank, world, device;
+    double timeout_s;
+    int grouped; /* DAPT_NCCL_GROUPED=1: the unequal-pieces path always */
+    char version[32];
 };
 
-#define NCCL_TRY(call)                                                                             \
+static int load_api(NcclApi *a, char *err, size_t err_len) {
+    const char *path = getenv("DAPT_NCCL_LIB");
+    if (!path || !*path) path = "libnccl.so.2";
+    a->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!a->lib) {
+        const char *why = dlerror();
+        return snprintf(err, err_len,
+                        "cannot load NCCL (%s): %s; install NCCL (libnccl2) or point "
+                        "DAPT_NCCL_LIB at libnccl.so.2",
+                        path, why ? why : "dlopen failed"),
+               1;
+    }
+    /* POSIX: a void * from dlsym converts to a function pointer (memcpy
+     * keeps -Wpedantic quiet) */
+#define SYM(field, name)                                                                           \
     do {                                                                                           \
-        ncclResult_t r_ = (call);                                                                  \
-        if (r_ != ncclSuccess)                                                                     \
-            return snprintf(err, err_len, "%s:%d: %s: %s", __FILE__, __LINE__, #call,              \
-                            ncclGetErrorString(r_)),                                               \
+        void *p_ = dlsym(a->lib, name);                                                            \
+        if (!p_)                                                                                   \
+            return snprintf(err, err_len, "NCCL library %s lacks %s (NCCL >= 2.14 is needed)",     \
+                            path, name),                                                           \
                    1;                                                                              \
+        memcpy(&a->field, &p_, sizeof p_);                                                         \
     } while (0)
-#define CUDA_TRY(call)                                                                             \
-    do {                                                                                           \
-        cudaError_t r_ = (call);                                                                   \
-        if (r_ != cudaSuccess)                                                                     \
-            return snprintf(err, err_len, "%s:%d: %s: %s", __FILE__, __LINE__, #call,              \
-                            cudaGetErrorString(r_)),                                               \
-                   1;                                                                              \
-    } while (0)
+    SYM(GetVersion, "ncclGetVersion");
+    SYM(GetErrorString, "ncclGetErrorString");
+    SYM(GetUniqueId, "ncclGetUniqueId");
+    SYM(CommInitRankConfig, "ncclCommInitRankConfig");
+    SYM(CommGetAsyncError, "ncclCommGetAsyncError");
+    SYM(CommAbort, "ncclCommAbort");
+    SYM(CommDestroy, "ncclCommDestroy");
+    SYM(CommFinalize, "ncclCommFinalize");
+    SYM(AllReduce, "ncclAllReduce");
+    SYM(ReduceScatter, "ncclReduceScatter");
+    SYM(AllGather, "ncclAllGather");
+    SYM(Reduce, "ncclReduce");
+    SYM(Broadcast, "ncclBroadcast");
+    SYM(GroupStart, "ncclGroupStart");
+    SYM(GroupEnd, "ncclGroupEnd");
+#undef SYM
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* short sleeps first (a collective of a few MB takes tens of microseconds),
+ * then up to a millisecond */
+static void nap(int iter) {
+    struct timespec ts = {0, iter < 100 ? 10000 : iter < 1000 ? 100000 : 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* The communicator failed or timed out: abort it (frees its resources and
+ * makes its kernels return) and say why. Returns 1. */
+static int fail_abort(DistNccl *c, const char *what, const char *why, char *err, size_t err_len) {
+    snprintf(err, err_len, "NCCL %s on rank %d of %d (GPU %d): %s; NCCL communicator aborted", what,
+             c->rank, c->world, c->device, why);
+    if (c->comm) c->api.CommAbort(c->comm);
+    c->comm = NULL;
+    return 1;
+}
+
+/* The watchdog. r is what the NCCL call returned (ncclInProgress: a
+ * non-blocking communicator is still enqueueing). Waits until NCCL has
+ * enqueued the work, then until the stream has run it, polling the
+ * asynchronous error, all within timeout_s. */
+static int nccl_wait(DistNccl *c, ncclResult_t r, const char *what, char *err, size_t err_len) {
+    char why[256];
+    if (!c->comm) return snprintf(err, err_len, "NCCL %s: the communicator was aborted", what), 1;
+    if (r != ncclSuccess && r != ncclInProgress)
+        return fail_abort(c, what, c->api.GetErrorString(r), err, err_len);
+    double deadline = now_s() + c->timeout_s;
+    int stage = 0; /* 0: NCCL enqueueing; 1: the stream running it */
+    for (int iter = 0;; iter++) {
+        ncclResult_t a = ncclSuccess;
+        ncclResult_t q = c->api.CommGetAsyncError(c->comm, &a);
+        if (q != ncclSuccess) a = q;
+        if (a != ncclSuccess && a != ncclInProgress) {
+            snprintf(why, sizeof why, "asynchronous error: %s", c->api.GetErrorString(a));
+            return fail_abort(c, what, why, err, err_len);
+        }
+        if (stage == 0 && a == ncclSuccess) {
+            if (!c->done) return 0; /* the initialisation: nothing on a stream */
+            cudaError_t e = cudaEventRecord(c->done, c->stream);
+            if (e != cudaSuccess) {
+                snprintf(why, sizeof why, "cudaEventRecord: %s", cudaGetErrorString(e));
+                return fail_abort(c, what, why, err, err_len);
+            }
+            stage = 1;
+        }
+        if (stage == 1) {
+            cudaError_t e = cudaEventQuery(c->done);
+            if (e == cudaSuccess) return 0;
+            if (e != cudaErrorNotReady) {
+                snprintf(why, sizeof why, "CUDA error while waiting: %s", cudaGetErrorString(e));
+                return fail_abort(c, what, why, err, err_len);
+            }
+        }
+        if (now_s() > deadline) {
+            snprintf(why, sizeof why,
+                     "not finished after %.0f s (dist.timeout): a peer rank died, hangs or "
+                     "never reached this collective",
+                     c->timeout_s);
+            return fail_abort(c, what, why, err, err_len);
+        }
+        nap(iter);
+    }
+}
 
 static int nccl_type(size_t elem_bytes, ncclDataType_t *t, char *err, size_t err_len) {
     if (elem_bytes == 4) *t = ncclFloat32;
@@ -41,73 +174,174 @@ static int nccl_type(size_t elem_bytes, ncclDataType_t *t, char *err, size_t err
     return 0;
 }
 
-int dist_nccl_init(Dist *d, DistNccl **out, char *err, size_t err_len) {
+void dist_nccl_free(DistNccl *c) {
+    if (!c) return;
+    if (c->comm) {
+        /* a non-blocking communicator is finalised (flushing its work) and
+         * polled before it is destroyed; one that does not finish in time
+         * is aborted instead */
+        ncclResult_t r = c->api.CommFinalize(c->comm), a = r;
+        double deadline = now_s() + c->timeout_s;
+        for (int iter = 0; a == ncclInProgress && now_s() < deadline; iter++) {
+            nap(iter);
+            if (c->api.CommGetAsyncError(c->comm, &a) != ncclSuccess) a = ncclInternalError;
+        }
+        if (a == ncclSuccess) c->api.CommDestroy(c->comm);
+        else c->api.CommAbort(c->comm);
+    }
+    if (c->done) cudaEventDestroy(c->done);
+    if (c->own_stream) cudaStreamDestroy(c->own_stream);
+    /* the library stays loaded: NCCL may still have threads or exit
+     * handlers of its own, and unloading it under them would crash */
+    free(c);
+}
+
+int dist_nccl_init(Dist *d, double timeout_s, DistNccl **out, char *err, size_t err_len) {
     *out = NULL;
-    int n_dev = 0;
-    CUDA_TRY(cudaGetDeviceCount(&n_dev));
-    if (n_dev < 1) return snprintf(err, err_len, "dist_nccl: no CUDA device"), 1;
     DistNccl *c = calloc(1, sizeof *c);
     if (!c) return snprintf(err, err_len, "out of memory"), 1;
-    c->rank = dist_rank(d), c->world = dist_world(d), c->device = dist_local_rank(d) % n_dev;
+    c->rank = dist_rank(d), c->world = dist_world(d);
+    c->timeout_s = timeout_s > 0 ? timeout_s : 600;
+    const char *g = getenv("DAPT_NCCL_GROUPED");
+    c->grouped = g && !strcmp(g, "1");
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
-    int rc = 0;
-    if (cudaSetDevice(c->device) != cudaSuccess)
-        rc = (snprintf(err, err_len, "dist_nccl: cudaSetDevice(%d) failed", c->device), 1);
-    if (!rc && c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess)
-        rc = (snprintf(err, err_len, "dist_nccl: ncclGetUniqueId failed"), 1);
-    /* every rank reaches the broadcast, even one that failed above, so that
-     * no peer waits for it; the failing rank then aborts the job */
-    if (dist_broadcast(d, &id, sizeof id, 0, err, err_len)) rc = 1;
-    if (!rc && cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking) != cudaSuccess)
-        rc = (snprintf(err, err_len, "dist_nccl: cudaStreamCreate failed"), 1);
+    /* a rank that fails before the broadcast still reaches it, so no peer
+     * waits for it; it then returns the error and the caller aborts the job */
+    int rc = load_api(&c->api, err, err_len);
+    int n_dev = 0;
     if (!rc) {
-        ncclResult_t r = ncclCommInitRank(&c->comm, c->world, id, c->rank);
+        cudaError_t e = cudaGetDeviceCount(&n_dev);
+        if (e != cudaSuccess || n_dev < 1)
+            rc = (snprintf(err, err_len, "NCCL needs a GPU: cudaGetDeviceCount: %s",
+                           e != cudaSuccess ? cudaGetErrorString(e) : "0 devices"),
+                  1);
+    }
+    if (!rc) {
+        c->device = dist_local_rank(d) % n_dev;
+        cudaError_t e = cudaSetDevice(c->device);
+        if (e != cudaSuccess)
+            rc = (snprintf(err, err_len, "cudaSetDevice(%d): %s", c->device, cudaGetErrorString(e)), 1);
+    }
+    if (!rc) {
+        int v = 0;
+        c->api.GetVersion(&v);
+        /* NCCL_VERSION(X,Y,Z) = X*10000 + Y*100 + Z since 2.9 */
+        snprintf(c->version, sizeof c->version, "%d.%d.%d", v / 10000, v / 100 % 100, v % 100);
+    }
+    if (!rc && c->rank == 0) {
+        ncclResult_t r = c->api.GetUniqueId(&id);
         if (r != ncclSuccess)
-            rc = (snprintf(err, err_len, "dist_nccl: ncclCommInitRank(rank %d of %d, GPU %d): %s",
-                           c->rank, c->world, c->device, ncclGetErrorString(r)), 1);
+            rc = (snprintf(err, err_len, "ncclGetUniqueId: %s", c->api.GetErrorString(r)), 1);
+    }
+    char berr[256];
+    if (dist_broadcast(d, &id, sizeof id, 0, berr, sizeof berr) && !rc)
+        rc = (snprintf(err, err_len, "%s", berr), 1);
+    if (!rc) {
+        cudaError_t e = cudaStreamCreateWithFlags(&c->own_stream, cudaStreamNonBlocking);
+        if (e != cudaSuccess)
+            rc = (snprintf(err, err_len, "cudaStreamCreate: %s", cudaGetErrorString(e)), 1);
+        c->stream = c->own_stream;
+    }
+    if (!rc) {
+        ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+        cfg.blocking = 0;
+        ncclResult_t r = c->api.CommInitRankConfig(&c->comm, c->world, id, c->rank, &cfg);
+        if (r != ncclSuccess && r != ncclInProgress) {
+            rc = (snprintf(err, err_len, "ncclCommInitRank(rank %d of %d, GPU %d): %s", c->rank,
+                           c->world, c->device, c->api.GetErrorString(r)),
+                  1);
+            c->comm = NULL;
+        } else {
+            rc = nccl_wait(c, r, "initialisation", err, err_len);
+        }
+    }
+    if (!rc) {
+        cudaError_t e = cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming);
+        if (e != cudaSuccess)
+            rc = (snprintf(err, err_len, "cudaEventCreate: %s", cudaGetErrorString(e)), 1);
     }
     if (rc) {
-        if (c->stream) cudaStreamDestroy(c->stream);
-        free(c);
+        dist_nccl_free(c);
         return 1;
     }
     *out = c;
     return 0;
 }
 
-void dist_nccl_free(DistNccl *c) {
-    if (!c) return;
-    if (c->comm) ncclCommDestroy(c->comm);
-    if (c->stream) cudaStreamDestroy(c->stream);
-    free(c);
+void dist_nccl_set_stream(DistNccl *c, void *stream) {
+    c->stream = stream ? (cudaStream_t)stream : c->own_stream;
 }
+
+int dist_nccl_device(const DistNccl *c) { return c->device; }
+const char *dist_nccl_version(const DistNccl *c) { return c->version; }
 
 int dist_nccl_allreduce_sum(DistNccl *c, void *buf, size_t n, size_t elem_bytes, char *err,
                             size_t err_len) {
     ncclDataType_t t;
     if (nccl_type(elem_bytes, &t, err, err_len)) return 1;
-    NCCL_TRY(ncclAllReduce(buf, buf, n, t, ncclSum, c->comm, c->stream));
-    CUDA_TRY(cudaStreamSynchronize(c->stream));
-    return 0;
+    if (!c->comm) return snprintf(err, err_len, "NCCL all-reduce: the communicator was aborted"), 1;
+    return nccl_wait(c, c->api.AllReduce(buf, buf, n, t, ncclSum, c->comm, c->stream),
+                     "all-reduce", err, err_len);
 }
 
-int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, size_t n_per_rank, size_t elem_bytes,
+/* 1 when every piece has the same length (and the grouped path is not
+ * forced: the one-GPU check runs it that way, since one rank's piece is
+ * always "equal") */
+static int equal_pieces(const DistNccl *c, const size_t *counts) {
+    if (c->grouped) return 0;
+    for (int r = 1; r < c->world; r++)
+        if (counts[r] != counts[0]) return 0;
+    return 1;
+}
+
+static size_t piece_offset(const size_t *counts, int r) {
+    size_t off = 0;
+    for (int i = 0; i < r; i++) off += counts[i];
+    return off;
+}
+
+/* the result of a group: the first failed call's, else ncclGroupEnd's */
+static ncclResult_t group_end(DistNccl *c, ncclResult_t first) {
+    ncclResult_t r = c->api.GroupEnd();
+    return first != ncclSuccess && first != ncclInProgress ? first : r;
+}
+
+int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
                                  char *err, size_t err_len) {
     ncclDataType_t t;
     if (nccl_type(elem_bytes, &t, err, err_len)) return 1;
-    char *mine = (char *)buf + (size_t)c->rank * n_per_rank * elem_bytes;
-    NCCL_TRY(ncclReduceScatter(buf, mine, n_per_rank, t, ncclSum, c->comm, c->stream));
-    CUDA_TRY(cudaStreamSynchronize(c->stream));
-    return 0;
+    if (!c->comm) return snprintf(err, err_len, "NCCL reduce-scatter: the communicator was aborted"), 1;
+    char *b = buf;
+    if (equal_pieces(c, counts)) {
+        /* in place: recvbuff = sendbuff + rank * recvcount */
+        char *mine = b + (size_t)c->rank * counts[0] * elem_bytes;
+        return nccl_wait(c, c->api.ReduceScatter(b, mine, counts[0], t, ncclSum, c->comm, c->stream),
+                         "reduce-scatter", err, err_len);
+    }
+    ncclResult_t first = c->api.GroupStart();
+    for (int r = 0; r < c->world && (first == ncclSuccess || first == ncclInProgress); r++) {
+        char *p = b + piece_offset(counts, r) * elem_bytes;
+        if (counts[r]) first = c->api.Reduce(p, p, counts[r], t, ncclSum, r, c->comm, c->stream);
+    }
+    return nccl_wait(c, group_end(c, first), "reduce-scatter (grouped reduces)", err, err_len);
 }
 
-int dist_nccl_allgather(DistNccl *c, void *buf, size_t n_per_rank, size_t elem_bytes, char *err,
-                        size_t err_len) {
+int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
+                        char *err, size_t err_len) {
     ncclDataType_t t;
     if (nccl_type(elem_bytes, &t, err, err_len)) return 1;
-    const char *mine = (const char *)buf + (size_t)c->rank * n_per_rank * elem_bytes;
-    NCCL_TRY(ncclAllGather(mine, buf, n_per_rank, t, c->comm, c->stream));
-    CUDA_TRY(cudaStreamSynchronize(c->stream));
-    return 0;
+    if (!c->comm) return snprintf(err, err_len, "NCCL all-gather: the communicator was aborted"), 1;
+    char *b = buf;
+    if (equal_pieces(c, counts)) {
+        const char *mine = b + (size_t)c->rank * counts[0] * elem_bytes;
+        return nccl_wait(c, c->api.AllGather(mine, b, counts[0], t, c->comm, c->stream),
+                         "all-gather", err, err_len);
+    }
+    ncclResult_t first = c->api.GroupStart();
+    for (int r = 0; r < c->world && (first == ncclSuccess || first == ncclInProgress); r++) {
+        char *p = b + piece_offset(counts, r) * elem_bytes;
+        if (counts[r]) first = c->api.Broadcast(p, p, counts[r], t, r, c->comm, c->stream);
+    }
+    return nccl_wait(c, group_end(c, first), "all-gather (grouped broadcasts)", err, err_len);
 }

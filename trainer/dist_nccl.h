@@ -1,15 +1,27 @@
 /* dist_nccl.h: collectives on GPU buffers over NCCL, one communicator per
  * job, bootstrapped over the process group of trainer/dist.h (rank 0 makes
  * the unique id, dist_broadcast sends it; each rank takes GPU local_rank).
- * Built only with the CUDA backend (DAPT_HAVE_CUDA); NOT YET RUN ON A GPU
- * (docs/gpu-log.md) and not yet called by `dapt train`, which refuses more
- * than one rank on a CUDA device until it is.
+ * `dapt train` uses it for the gradient all-reduce and the ZeRO-1
+ * reduce-scatter/all-gather when run.device = "cuda" and the job has more
+ * than one rank, or whenever dist.backend = "nccl" (docs/distributed.md).
+ *
+ * libnccl is loaded with dlopen at dist_nccl_init (libnccl.so.2, or the
+ * file DAPT_NCCL_LIB names), so neither dapt nor the test programs need
+ * NCCL at run time unless a job asks for it. Compiled when the build has
+ * CUDA and nccl.h; otherwise every function fails with "built without
+ * NCCL" (stubs in dist.c).
  *
  * Invariants: buffers are device memory of the calling rank's GPU; sums are
- * in the buffer's type (fp32 or bf16); every call is enqueued on the
- * communicator's stream and synchronised before returning, so the caller
- * may use the result at once; a NCCL or CUDA failure returns a message
- * naming the call (the caller aborts the job: dist_abort).
+ * in the buffer's type (fp32 or bf16). Every call is enqueued on the
+ * communicator's stream (the CUDA backend's compute stream once
+ * dist_nccl_set_stream was called, so the collective is ordered after the
+ * backward that wrote the buffer and before the optimizer that reads it) and
+ * waited for before returning, under a watchdog: while waiting, the
+ * communicator's asynchronous error is polled, and when it reports an error
+ * or the collective has not finished within timeout_s (a dead or stuck
+ * peer), the communicator is aborted (ncclCommAbort) and the call returns
+ * a message naming the collective and the cause. After such a failure the
+ * communicator is unusable: the caller ends the job (dist_abort).
  */
 #ifndef DAPT_DIST_NCCL_H
 #define DAPT_DIST_NCCL_H
@@ -20,18 +32,32 @@
 
 typedef struct DistNccl DistNccl;
 
-/* Picks GPU local_rank % device count and joins the job's communicator. */
-int dist_nccl_init(Dist *d, DistNccl **out, char *err, size_t err_len);
+/* Picks GPU local_rank % device count (cudaSetDevice: call it before the
+ * CUDA backend starts, which uses the current device) and joins the job's
+ * communicator; the initialisation is non-blocking and bounded by
+ * timeout_s too. Collective (every rank of d calls it). */
+int dist_nccl_init(Dist *d, double timeout_s, DistNccl **out, char *err, size_t err_len);
 void dist_nccl_free(DistNccl *c);
+/* The stream collectives are enqueued on (a cudaStream_t of the same
+ * device; NULL: the communicator's own stream). */
+void dist_nccl_set_stream(DistNccl *c, void *stream);
+int dist_nccl_device(const DistNccl *c);
+/* "2.28.9": the version of the NCCL library loaded */
+const char *dist_nccl_version(const DistNccl *c);
 
-/* elem_bytes: 4 (fp32) or 2 (bf16). */
+/* buf (n elements of elem_bytes: 4 = fp32, 2 = bf16) becomes the sum over
+ * all ranks. */
 int dist_nccl_allreduce_sum(DistNccl *c, void *buf, size_t n, size_t elem_bytes, char *err,
                             size_t err_len);
-/* In place, equal pieces of n_per_rank elements: rank r's piece at
- * r * n_per_rank (pad the flat buffer to world * n_per_rank). */
-int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, size_t n_per_rank, size_t elem_bytes,
+/* In place, the layout of dist_reduce_scatter / dist_allgather (dist.h):
+ * rank r's piece is counts[r] elements at counts[0] + ... + counts[r-1].
+ * Equal pieces use ncclReduceScatter / ncclAllGather; unequal ones (the
+ * flat parameter buffer rarely divides evenly) one ncclReduce /
+ * ncclBroadcast per piece in one NCCL group (DAPT_NCCL_GROUPED=1 in the
+ * environment forces that path, for the one-GPU check). */
+int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
                                  char *err, size_t err_len);
-int dist_nccl_allgather(DistNccl *c, void *buf, size_t n_per_rank, size_t elem_bytes, char *err,
-                        size_t err_len);
+int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
+                        char *err, size_t err_len);
 
 #endif

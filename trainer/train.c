@@ -21,6 +21,14 @@
  * resumes on any number of ranks that divides the global batch. A rank that
  * fails aborts the whole job (dist_abort).
  *
+ * On run.device = "cuda" with more than one rank (or dist.backend = "nccl")
+ * the gradient and parameter buffers live on the GPU and their collectives
+ * go through NCCL (trainer/dist_nccl.h) on the CUDA backend's compute
+ * stream, under a watchdog (dist.timeout); host-side sums (losses, the
+ * stop flag, eval sums, MoE expert counts, the gathered Adam moments for a
+ * checkpoint) stay on the MPI group. A NCCL failure or timeout ends the job
+ * at once (dist_abort) without touching the GPU again.
+ *
  * Invariants: the state of a run is (model, Adam moments, step); the data is
  * a function of the step and the stream fingerprint, so a run resumed from a
  * checkpoint at step s computes bitwise what the uninterrupted run computed
@@ -43,6 +51,7 @@
 #include "trainer/cli.h"
 #include "trainer/config.h"
 #include "trainer/dist.h"
+#include "trainer/dist_nccl.h"
 #include "trainer/hf.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
@@ -286,6 +295,41 @@ static int gather_adam_state(Model *m, Dist *d, const size_t *pieces, char *err,
     return rc;
 }
 
+/* The collectives on the model's gradient/parameter buffers: NCCL on the
+ * compute stream when the run has a communicator, else the host group
+ * (CPU buffers). elem_bytes is the backend's act type size. */
+typedef struct {
+    Dist *d;
+    DistNccl *nccl; /* NULL: MPI / single on host buffers */
+    size_t elem_bytes;
+} BufComm;
+
+static int buf_allreduce_sum(BufComm *b, void *buf, size_t n, char *err, size_t err_len) {
+    if (b->nccl) return dist_nccl_allreduce_sum(b->nccl, buf, n, b->elem_bytes, err, err_len);
+    return dist_allreduce(b->d, buf, n, DIST_F32, DIST_SUM, err, err_len);
+}
+
+static int buf_reduce_scatter(BufComm *b, void *buf, const size_t *pieces, char *err,
+                              size_t err_len) {
+    if (b->nccl) return dist_nccl_reduce_scatter_sum(b->nccl, buf, pieces, b->elem_bytes, err, err_len);
+    return dist_reduce_scatter(b->d, buf, pieces, DIST_F32, err, err_len);
+}
+
+static int buf_allgather(BufComm *b, void *buf, const size_t *pieces, char *err, size_t err_len) {
+    if (b->nccl) return dist_nccl_allgather(b->nccl, buf, pieces, b->elem_bytes, err, err_len);
+    return dist_allgather(b->d, buf, pieces, DIST_F32, err, err_len);
+}
+
+/* A failed NCCL collective has aborted the communicator and may leave the
+ * compute stream unusable: end the job now, before any cleanup touches the
+ * GPU (the host group's MPI_Abort ends the other ranks). */
+static void nccl_failed(BufComm *b, int step, const char *err) {
+    if (!b->nccl) return;
+    char msg[2600];
+    snprintf(msg, sizeof msg, "dapt train: step %d: %s", step, err);
+    dist_abort(b->d, 1, msg);
+}
+
 static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, double lr,
                      uint64_t fingerprint, const char *config_text) {
     char fp[32], path[CONFIG_PATH_LEN * 3], err[1024];
@@ -319,19 +363,36 @@ static int run(TrainArgs *a) {
                        "train.micro_batch = %d\n",
                        c->train.global_batch, world, c->train.micro_batch),
                1;
-    const Ops *ops = ops_get(c->run.device, err, sizeof err);
-    if (!ops) return fprintf(stderr, "dapt train: run.device: %s\n", err), 1;
-    if (world > 1 && strcmp(ops->name, "cpu"))
-        return fprintf(stderr, "dapt train: %d ranks on run.device = \"%s\": data parallelism "
-                               "runs on the cpu backend only so far (docs/distributed.md)\n",
-                       world, c->run.device),
+    /* device buffers: NCCL; it must pick the GPU (local rank) before the
+     * CUDA backend starts on the current device */
+    const int on_gpu = strcmp(c->run.device, "cpu") != 0;
+    const int want_nccl = !strcmp(c->dist.backend, "nccl") || (on_gpu && world > 1);
+    if (want_nccl && !on_gpu)
+        return fprintf(stderr, "dapt train: dist.backend = \"nccl\" needs run.device = \"cuda\" "
+                               "(run.device is \"%s\")\n",
+                       c->run.device),
                1;
+    BufComm bc = {.d = d};
+    if (want_nccl && dist_nccl_init(d, c->dist.timeout, &bc.nccl, err, sizeof err)) {
+        if (world > 1) fprintf(stderr, "dapt train: rank %d of %d: %s (data parallelism on "
+                                       "run.device = \"cuda\" runs over NCCL)\n", rank, world, err);
+        else fprintf(stderr, "dapt train: dist.backend = \"nccl\": %s\n", err);
+        return 1;
+    }
+    const Ops *ops = ops_get(c->run.device, err, sizeof err);
+    if (!ops) {
+        dist_nccl_free(bc.nccl);
+        return fprintf(stderr, "dapt train: run.device: %s\n", err), 1;
+    }
+    bc.elem_bytes = ops->act_bytes;
+    if (bc.nccl) dist_nccl_set_stream(bc.nccl, ops_cuda_stream());
     snprintf(a->run_dir, sizeof a->run_dir, "%s/%s", c->run.out_dir, c->run.name);
 
     char resume_path[CONFIG_PATH_LEN * 3];
     CkptState st = {0};
     if (a->resume) {
         int f = ckpt_find_latest(a->run_dir, resume_path, sizeof resume_path, err, sizeof err);
+        if (f) dist_nccl_free(bc.nccl);
         if (f < 0) return fprintf(stderr, "dapt train: --resume: %s\n", err), 1;
         if (f > 0)
             return fprintf(stderr,
@@ -341,7 +402,10 @@ static int run(TrainArgs *a) {
                    1;
     }
     Model *m = load_model(c, ops, a->resume ? resume_path : NULL, &st, err, sizeof err);
-    if (!m) return fprintf(stderr, "dapt train: %s\n", err), 1;
+    if (!m) {
+        dist_nccl_free(bc.nccl);
+        return fprintf(stderr, "dapt train: %s\n", err), 1;
+    }
     /* MoE global-batch load balancing sums expert counts over the ranks */
     model_moe_set_allreduce(m, dist_allreduce_sum_i64_hook, d);
     Stream *s = NULL;
@@ -403,7 +467,7 @@ static int run(TrainArgs *a) {
     AdamWConfig opt = config_to_adamw(c);
     /* ZeRO-1: this rank's shard [shard_off, shard_off + shard_n) of the flat
      * parameter buffer; pieces[r] = rank r's shard length */
-    const int zero = c->dist.zero && world > 1;
+    const int zero = c->dist.zero && (world > 1 || bc.nccl);
     size_t n_par = model_num_params(m), shard_off = 0, shard_n = n_par;
     pieces = malloc(sizeof(size_t) * world);
     for (int r = 0; r < world; r++) {
@@ -421,9 +485,14 @@ static int run(TrainArgs *a) {
            "tokens\n",
            a->run_dir, model_arch_name(mc->arch), mc->n_layer, mc->d_model,
            model_num_params(m) / 1e6, ops->name, c->train.steps, B, T);
-    if (world > 1)
+    if (world > 1 && !bc.nccl)
         printf("  data parallel: %d ranks (%s), %d sequences per rank per step%s\n", world,
                dist_backend(d), B_local, zero ? ", ZeRO-1 optimizer state" : "");
+    if (bc.nccl)
+        printf("  data parallel: %d ranks (%s + nccl %s, GPU %d on rank 0), %d sequences per rank "
+               "per step%s\n",
+               world, dist_backend(d), dist_nccl_version(bc.nccl), dist_nccl_device(bc.nccl),
+               B_local, zero ? ", ZeRO-1 optimizer state" : "");
     for (int j = 0; j < stream_n_sources(s); j++)
         printf("  source %-8s %12llu tokens, %llu windows per epoch\n", stream_source_name(s, j),
                (unsigned long long)stream_source_tokens(s, j),
@@ -482,11 +551,12 @@ static int run(TrainArgs *a) {
         double red[7] = {total, role_sum[0], role_sum[1], role_n[0], role_n[1], stop_requested, 0};
         float gnorm;
         if (zero) {
-            rc = dist_reduce_scatter(d, model_grads_buffer(m), pieces, DIST_F32, err, sizeof err);
+            rc = buf_reduce_scatter(&bc, model_grads_buffer(m), pieces, err, sizeof err);
             if (!rc) red[6] = model_grad_sumsq_range(m, shard_off, shard_n);
         } else {
-            rc = dist_allreduce(d, model_grads_buffer(m), n_par, DIST_F32, DIST_SUM, err, sizeof err);
+            rc = buf_allreduce_sum(&bc, model_grads_buffer(m), n_par, err, sizeof err);
         }
+        if (rc) nccl_failed(&bc, step, err);
         if (rc || (rc = dist_allreduce(d, red, 7, DIST_F64, DIST_SUM, err, sizeof err))) goto fail;
         gnorm = zero ? (float)sqrt(red[6]) : model_grad_norm(m);
         int stop = red[5] > 0;
@@ -517,8 +587,10 @@ static int run(TrainArgs *a) {
         if (zero) {
             model_adamw_step_range(m, &opt, (float)lr, step + 1, shard_off, shard_n,
                                    model_clip_scale(&opt, gnorm));
-            if ((rc = dist_allgather(d, model_params_buffer(m), pieces, DIST_F32, err, sizeof err)))
+            if ((rc = buf_allgather(&bc, model_params_buffer(m), pieces, err, sizeof err))) {
+                nccl_failed(&bc, step, err);
                 goto fail;
+            }
         } else {
             model_adamw_step(m, &opt, (float)lr, step + 1);
         }
@@ -580,6 +652,7 @@ done:
     ckpt_state_free(&st);
     if (s) stream_close(s);
     model_free(m);
+    dist_nccl_free(bc.nccl);
     return rc;
 }
 

@@ -205,3 +205,5 @@ const Ops *ops_cuda(char *err, size_t err_len) {
 const Ops *ops_cuda_fp32(char *err, size_t err_len) {
     return cuda_start(err, err_len) ? NULL : &g_ops_f32;
 }
+
+void *ops_cuda_stream(void) { return g_cuda.ready ? (void *)g_cuda.stream : NULL; }

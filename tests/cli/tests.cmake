@@ -5,3 +5,8 @@ add_test(NAME cli_help COMMAND dapt --help)
 set_tests_properties(cli_help PROPERTIES LABELS "c" PASS_REGULAR_EXPRESSION "usage: dapt <command>")
 add_test(NAME cli_unknown COMMAND dapt frobnicate)
 set_tests_properties(cli_unknown PROPERTIES LABELS "c" WILL_FAIL TRUE)
+# dist.backend = "nccl" is for GPU buffers: refused, with the reason, on the cpu device
+add_test(NAME cli_train_nccl_cpu
+         COMMAND dapt train ${CMAKE_SOURCE_DIR}/tests/train/tiny.toml.in --dist.backend=nccl)
+set_tests_properties(cli_train_nccl_cpu PROPERTIES LABELS "c"
+                     PASS_REGULAR_EXPRESSION "dist.backend = \"nccl\" needs run.device = \"cuda\"")

@@ -22,3 +22,10 @@ if(DAPT_HAVE_CUDA)
   add_executable(bench_cuda ${CMAKE_CURRENT_LIST_DIR}/bench_cuda.c)
   target_link_libraries(bench_cuda PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group ${MATH_LIB})
 endif()
+# the NCCL path of `dapt train` at world size 1 against the same run without
+# NCCL (bitwise); tools/gpu-check runs it as stage "nccl" on a GPU machine
+if(DAPT_HAVE_CUDA)
+  add_test(NAME cuda_nccl_train
+           COMMAND ${CMAKE_CURRENT_LIST_DIR}/nccl_check.sh $<TARGET_FILE:dapt> make)
+  set_tests_properties(cuda_nccl_train PROPERTIES LABELS cuda SKIP_RETURN_CODE 77 TIMEOUT 600)
+endif()

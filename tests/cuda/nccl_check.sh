@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# nccl_check.sh DAPT DATA [DAPT_MPI]: the NCCL path of `dapt train` on one
+# GPU (tools/gpu-check stage "nccl"; docs/distributed.md).
+#
+# DATA holds the tiny test corpora (tests/train/make_corpora.sh output,
+# optionally with tiny.toml.in beside them; tools/gpu/pack makes it); DATA =
+# "make" makes them first (ctest does: needs the build machine's files). Trains the
+# tiny llama 20 steps on run.device = "cuda" (bf16) three times:
+#   plain  world size 1, no NCCL (the reference)
+#   nccl   --dist.backend=nccl: the gradient all-reduce goes through NCCL
+#   zero   --dist.backend=nccl --dist.zero=1: reduce-scatter + all-gather
+#   group  the same with DAPT_NCCL_GROUPED=1: the path for pieces of unequal
+#          length (grouped ncclReduce/ncclBroadcast), which one rank never
+#          takes on its own
+# and, when DAPT_MPI (a dapt built with MPI) and mpirun can run here,
+#   mpi    mpirun -np 1 DAPT_MPI --dist.backend=nccl (the MPI bootstrap)
+# With one rank an NCCL sum is a copy and ZeRO's shard is the whole buffer,
+# so every run must write bitwise the same weights and optimizer state as
+# plain (compared with cmp) and log the same losses and grad norms.
+# Exit 0 all equal, 1 a difference or a failed run, 77 skipped (no GPU, no
+# libnccl.so.2): the reason is the last line.
+set -uo pipefail
+dapt=$1 data=$2 dapt_mpi=${3:-}
+abs() { [[ -z $1 || $1 == /* ]] && echo "$1" || echo "$PWD/$1"; }
+dapt=$(abs "$dapt") dapt_mpi=$(abs "$dapt_mpi")
+[[ -x $dapt ]] || { echo "FAIL: no dapt binary at $dapt"; exit 1; }
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+skip() { echo "SKIP: $*"; exit 77; }
+fail() { echo "FAIL: $*"; exit 1; }
+if [[ $data == make ]]; then
+    data=$work/data
+    "$here/../train/make_corpora.sh" "$dapt" "$data" || fail "make_corpora.sh failed"
+fi
+data=$(cd "$data" && pwd) || fail "no directory $2"
+tmpl=$data/tiny.toml.in
+[[ -f $tmpl ]] || tmpl=$here/../train/tiny.toml.in
+[[ -f $data/tok/tokenizer.model ]] || fail "no test corpora in $data (tools/gpu/pack makes them)"
+sed "s#@DIR@#$data#g" "$tmpl" >"$work/tiny.toml"
+args=(--run.device=cuda --run.out_dir="$work/runs" --train.steps=20 --train.global_batch=8
+      --train.micro_batch=4 --eval.every=10 --ckpt.every=0 --ckpt.keep=0)
+cd "$work"
+train() { # NAME DAPT [ARGS...]: one run; its log is NAME.log
+    local name=$1 bin=$2
+    shift 2
+    "$bin" train tiny.toml "${args[@]}" --run.name="$name" "$@" >"$name.log" 2>&1
+}
+if ! train plain "$dapt"; then
+    tail -3 plain.log
+    grep -q "no GPU" plain.log && skip "no GPU: $(grep -m1 'no GPU' plain.log)"
+    fail "the plain cuda run failed (above)"
+fi
+if ! train nccl "$dapt" --dist.backend=nccl; then
+    tail -3 nccl.log
+    grep -q "cannot load NCCL" nccl.log && skip "$(grep -m1 'cannot load NCCL' nccl.log)"
+    fail "the NCCL run failed (above)"
+fi
+train zero "$dapt" --dist.backend=nccl --dist.zero=1 || { tail -3 zero.log; fail "the NCCL ZeRO-1 run failed (above)"; }
+DAPT_NCCL_GROUPED=1 train group "$dapt" --dist.backend=nccl --dist.zero=1 ||
+    { tail -3 group.log; fail "the NCCL ZeRO-1 run with grouped reduce/broadcast failed (above)"; }
+
+ck=ckpt/step-00000020
+# on a difference: is the CUDA backend itself repeatable run to run?
+nondet() {
+    train plain2 "$dapt" || return 0
+    cmp -s runs/plain/$ck/model.safetensors runs/plain2/$ck/model.safetensors ||
+        echo "note: two runs without NCCL differ too: the cuda backend is not repeatable run to run"
+}
+same() { # RUN: weights, optimizer state and logged losses equal plain's
+    local r=$1
+    grep -q "+ nccl" "$r.log" || fail "$r: the log does not say the NCCL path ran: $(grep -m1 'data parallel' "$r.log")"
+    for f in model.safetensors optimizer.safetensors; do
+        [[ -f runs/$r/$ck/$f ]] || fail "$r: no $ck/$f"
+        cmp -s "runs/plain/$ck/$f" "runs/$r/$ck/$f" || { nondet; fail "$r: $f differs from the run without NCCL"; }
+    done
+    # the train records without their timing (tok_s), and the eval records
+    local a b
+    a=$(sed 's/"tok_s":[^,]*,//' runs/plain/metrics.jsonl)
+    b=$(sed 's/"tok_s":[^,]*,//' "runs/$r/metrics.jsonl")
+    [[ $a == "$b" ]] || fail "$r: metrics.jsonl differs from the run without NCCL: $(diff <(echo "$a") <(echo "$b") | head -3)"
+    echo "$r: weights, optimizer state and 20 steps of metrics bitwise equal to plain ($(grep -m1 'data parallel' "$r.log" | sed 's/^ *//'))"
+}
+same nccl
+same zero
+same group
+mpi_note="mpirun -np 1 not run"
+if [[ -z $dapt_mpi || ! -x $dapt_mpi ]]; then
+    mpi_note="mpirun -np 1 skipped: no dapt built with MPI in the pack"
+elif ! command -v mpirun >/dev/null; then
+    mpi_note="mpirun -np 1 skipped: no mpirun on this machine"
+elif ! timeout 20 mpirun --version 2>&1 | grep -q "Open MPI"; then
+    mpi_note="mpirun -np 1 skipped: this mpirun is not Open MPI's (dapt-mpi is built against Open MPI)"
+elif missing=$(ldd "$dapt_mpi" 2>&1 | awk '/not found/ {print $1}') && [[ -n $missing ]]; then
+    mpi_note="mpirun -np 1 skipped: dapt-mpi misses $(echo $missing)"
+else
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 \
+        mpirun --allow-run-as-root --oversubscribe -np 1 "$dapt_mpi" train tiny.toml "${args[@]}" \
+        --run.name=mpi --dist.backend=nccl >mpi.log 2>&1
+    rc=$?
+    if [[ $rc != 0 ]]; then
+        tail -5 mpi.log
+        fail "mpirun -np 1 with NCCL failed (rc $rc, above)"
+    fi
+    grep -q "(mpi + nccl" mpi.log || fail "mpirun -np 1 did not use the MPI group: $(grep -m1 'data parallel' mpi.log)"
+    same mpi
+    mpi_note="mpirun -np 1 equal too"
+fi
+t() { grep -o 'done, 20 steps in [0-9.]*s' "$1.log" | grep -o '[0-9.]*s$'; }
+echo "times for 20 steps (tiny model, not a benchmark): plain $(t plain), nccl $(t nccl), zero $(t zero)"
+echo "NCCL path at world size 1 equals the run without NCCL bitwise (all-reduce, ZeRO-1 plain and grouped); $mpi_note"
