@@ -4,6 +4,7 @@ exports; and `dapt logits` matches HF transformers.
     python test_gguf_py.py export KIND DTYPE DAPT   (KIND in gguf_common.KINDS; DTYPE f32|f16|bf16|q8_0)
     python test_gguf_py.py logits KIND DAPT
     python test_gguf_py.py roundtrip KIND DAPT
+    python test_gguf_py.py refuse_qwen_moe DAPT
 
 export: a random transformers model (KIND mixtral: MixtralForCausalLM, an
 MoE) and a trained sentencepiece model are
@@ -227,11 +228,37 @@ def check_roundtrip(kind, dapt):
         print(f"round trip {kind}: {len(got)} tensors bitwise equal, transformers logits equal")
 
 
+def check_refuse_qwen_moe(dapt):
+    """A Mixtral checkpoint whose config says norm_topk_prob = false (dapt's
+    Qwen-MoE semantics, key dapt_norm_topk_prob) is refused by `dapt export
+    gguf` with the reason, and no file is left."""
+    import json
+    import subprocess
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = C.make_tokenizer(tmp)
+        mdir, out = os.path.join(tmp, "model"), os.path.join(tmp, "m.gguf")
+        C.make_model("mixtral", mdir)
+        cfg_path = os.path.join(mdir, "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        cfg["dapt_norm_topk_prob"] = False
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        r = subprocess.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok],
+                           capture_output=True, text=True)
+        msg = (r.stdout + r.stderr).strip()
+        print(f"exit {r.returncode}: {msg}")
+        if r.returncode == 0 or "norm_topk_prob = false" not in msg or os.path.exists(out):
+            raise SystemExit("a Qwen-MoE-semantics model was not refused as it should be")
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "roundtrip":
         check_roundtrip(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "export":
         check_export(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 3 and sys.argv[1] == "refuse_qwen_moe":
+        check_refuse_qwen_moe(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "logits":
         check_logits(sys.argv[2], sys.argv[3])
     else:

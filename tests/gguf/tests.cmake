@@ -45,6 +45,11 @@ foreach(kind llama_gqa llama_mha_tied gpt2 mixtral)
   set_tests_properties(gguf_roundtrip_${kind} PROPERTIES LABELS py)
 endforeach()
 
+add_test(NAME gguf_cli_refuse_qwen_moe
+         COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                 refuse_qwen_moe $<TARGET_FILE:dapt>)
+set_tests_properties(gguf_cli_refuse_qwen_moe PROPERTIES LABELS py)
+
 # --- llama.cpp itself (label slow) ---
 # They need llama-cpp-python in the .venv, which builds llama.cpp from source
 # (minutes): tests/gguf/install_llama_cpp.sh .venv/bin/python. Without it
