@@ -1,5 +1,5 @@
 /* test_gguf_roundtrip.c: export -> import of tiny llama (GQA untied, MHA
- * tied, qkv bias) and gpt2 models through GGUF files.
+ * tied, qkv bias, Mixtral-style MoE) and gpt2 models through GGUF files.
  *
  * Properties: F32 export -> import gives bitwise-equal parameters and
  * logits and the same config; F16/BF16 give each parameter rounded to
@@ -8,7 +8,11 @@
  * tensors are exactly llama.cpp's set (no output.weight when tied) with
  * ggml shapes and norms F32; Q/K rows are in adjacent-pair order; the
  * vocabulary is padded to the embedding size; bad exports are refused with
- * the reason (existing output, no tokenizer, vocabulary too large).
+ * the reason (existing output, no tokenizer, vocabulary too large). MoE:
+ * llama.expert_count / expert_used_count, the router F32 in every file, each
+ * layer's experts in one 3-D tensor per matrix (ne = {in, out, E}, slice e
+ * bitwise expert e's matrix in F32); MoE layouts llama.cpp cannot run (dense
+ * layers in between, no top-k renormalisation) refused with the reason.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -64,10 +68,61 @@ static void check_q_layout(const GgufFile *f, const Model *m, const float *p, co
     CHECK(bad == 0, "%s: %d Q/K rows not in adjacent-pair order", what, bad);
 }
 
+static ModelConfig moe_config(void) {
+    ModelConfig c = gguf_test_config(ARCH_LLAMA, 0, 0, 0);
+    c.n_experts = 4;
+    c.top_k = 2;
+    c.moe_layer_start = 0;
+    c.moe_layer_step = 1;
+    c.norm_topk_prob = 1;
+    return c;
+}
+
+/* The MoE tensors and keys; expert slices and router bitwise equal to the
+ * parameters p when the file is F32. */
+static void check_moe_layout(const GgufFile *f, const Model *m, const float *p, const char *what) {
+    const ModelConfig *c = model_config(m);
+    const GgufKV *kv = gguf_find_kv(f, "llama.expert_count");
+    CHECK(kv && kv->type == GGUF_UINT32 && kv->v.u == (uint64_t)c->n_experts, "%s: expert_count", what);
+    kv = gguf_find_kv(f, "llama.expert_used_count");
+    CHECK(kv && kv->type == GGUF_UINT32 && kv->v.u == (uint64_t)c->top_k, "%s: expert_used_count", what);
+    int E = c->n_experts, C = c->d_model, F = c->d_ff, bad = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        char name[128], hf[128];
+        snprintf(name, sizeof name, "blk.%d.ffn_gate_inp.weight", l);
+        const GgufTensor *r = gguf_find_tensor(f, name);
+        CHECK(r && r->type == GGML_F32 && r->n_dims == 2 && r->ne[0] == (uint64_t)C &&
+                  r->ne[1] == (uint64_t)E,
+              "%s: %s F32 {C, E}", what, name);
+        snprintf(hf, sizeof hf, "model.layers.%d.block_sparse_moe.gate.weight", l);
+        const ParamTensor *rt = model_tensor(m, model_find_tensor(m, hf));
+        if (r && r->type == GGML_F32) bad += memcmp(r->data, p + rt->offset, rt->numel * 4) != 0;
+        static const char *const gg[3] = {"ffn_gate_exps", "ffn_down_exps", "ffn_up_exps"};
+        for (int k = 1; k <= 3; k++) { /* w1 gate (F, C), w2 down (C, F), w3 up (F, C) */
+            uint64_t rows = k == 2 ? C : F, cols = k == 2 ? F : C;
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, gg[k - 1]);
+            const GgufTensor *g = gguf_find_tensor(f, name);
+            CHECK(g && g->n_dims == 3 && g->ne[0] == cols && g->ne[1] == rows && g->ne[2] == (uint64_t)E,
+                  "%s: %s ne = {%llu, %llu, %d}", what, name, (unsigned long long)cols,
+                  (unsigned long long)rows, E);
+            if (!g || g->type != GGML_F32) continue;
+            for (int e = 0; e < E; e++) {
+                snprintf(hf, sizeof hf, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight", l, e, k);
+                const ParamTensor *t = model_tensor(m, model_find_tensor(m, hf));
+                bad += memcmp((const float *)g->data + (size_t)e * rows * cols, p + t->offset,
+                              t->numel * 4) != 0;
+            }
+        }
+    }
+    CHECK(bad == 0, "%s: %d routers / expert slices differ from the parameters", what, bad);
+}
+
 static void check_tensor_set(const GgufFile *f, const Model *m, const char *what) {
     const ModelConfig *c = model_config(m);
-    CHECK(gguf_n_tensors(f) == model_num_tensors(m), "%s: %d GGUF tensors for %d dapt tensors", what,
-          gguf_n_tensors(f), model_num_tensors(m));
+    /* the E experts' 3 matrices of a layer are 3 stacked tensors */
+    int want = model_num_tensors(m) - (c->n_experts ? c->n_layer * 3 * (c->n_experts - 1) : 0);
+    CHECK(gguf_n_tensors(f) == want, "%s: %d GGUF tensors for %d dapt tensors (want %d)", what,
+          gguf_n_tensors(f), model_num_tensors(m), want);
     CHECK((gguf_find_tensor(f, "output.weight") != NULL) == !c->tie_embeddings,
           "%s: output.weight present iff untied", what);
     const GgufTensor *e = gguf_find_tensor(f, "token_embd.weight");
@@ -120,9 +175,9 @@ static void check_tensor_set(const GgufFile *f, const Model *m, const char *what
     CHECK(kv == NULL, "%s: pad_id -1 must not be written", what);
 }
 
-static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bias) {
+static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bias, int moe) {
     char err[1024], path[256], out_dir[256];
-    ModelConfig c = gguf_test_config(arch, tied, mha, qkv_bias);
+    ModelConfig c = moe ? moe_config() : gguf_test_config(arch, tied, mha, qkv_bias);
     Model *m = model_create(&c, ops_cpu(), err, sizeof err);
     CHECK(m != NULL, "%s: %s", what, err);
     if (!m) return;
@@ -136,6 +191,8 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
     if (f) {
         check_tensor_set(f, m, what);
         if (arch == ARCH_LLAMA) check_q_layout(f, m, p, what);
+        if (moe) check_moe_layout(f, m, p, what);
+        CHECK(moe || !gguf_find_kv(f, "llama.expert_count"), "%s: dense model with expert_count", what);
         gguf_close(f);
     }
     /* an existing output is refused without force, replaced with it */
@@ -152,7 +209,9 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
                   c2->n_kv_head == c.n_kv_head && c2->d_model == c.d_model && c2->d_ff == c.d_ff &&
                   c2->vocab_size == c.vocab_size && c2->max_seq_len == c.max_seq_len &&
                   c2->tie_embeddings == c.tie_embeddings && c2->qkv_bias == c.qkv_bias &&
-                  c2->norm_eps == c.norm_eps && (arch == ARCH_GPT2 || c2->rope_theta == c.rope_theta),
+                  c2->norm_eps == c.norm_eps && (arch == ARCH_GPT2 || c2->rope_theta == c.rope_theta) &&
+                  c2->n_experts == c.n_experts && (!moe || (c2->top_k == c.top_k &&
+                  c2->moe_layer_start == 0 && c2->moe_layer_step == 1 && c2->norm_topk_prob == 1)),
               "%s: config differs after import", what);
         if (model_num_params(m2) == model_num_params(m)) {
             float *p2 = params_of(m2), *l2 = logits_of(m2, 8);
@@ -183,10 +242,12 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
         int bad = 0;
         for (int i = 0; i < model_num_tensors(m); i++) {
             const ParamTensor *t = model_tensor(m, i);
+            /* norms, biases and MoE routers stay F32 */
+            int rounded = t->ndim == 2 && !strstr(t->name, "block_sparse_moe.gate.");
             for (size_t k = 0; k < t->numel; k++) {
                 float x = p[t->offset + k], y = p3[t->offset + k], want = x;
-                if (t->ndim == 2 && !d) want = (float)(_Float16)x;
-                if (t->ndim == 2 && d) {
+                if (rounded && !d) want = (float)(_Float16)x;
+                if (rounded && d) {
                     uint32_t u, r;
                     memcpy(&u, &y, 4);
                     /* bf16: low 16 bits zero and within half an ulp: ulp = 2^(e-7)
@@ -209,10 +270,12 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
     CHECK(f != NULL, "%s: q8_0 reopen: %s", what, err);
     if (f) {
         const GgufTensor *q = gguf_find_tensor(f, "blk.0.attn_output.weight");
-        const GgufTensor *dn = gguf_find_tensor(f, "blk.0.ffn_down.weight");
+        const GgufTensor *dn = gguf_find_tensor(f, moe ? "blk.0.ffn_down_exps.weight" : "blk.0.ffn_down.weight");
         CHECK(q && q->type == GGML_Q8_0, "%s: attn_output is Q8_0", what);
         /* ffn_down of llama has ne[0] = d_ff = 96 = 3 * 32: Q8_0 too */
         CHECK(dn && dn->type == GGML_Q8_0, "%s: ffn_down is Q8_0", what);
+        const GgufTensor *r = gguf_find_tensor(f, "blk.1.ffn_gate_inp.weight");
+        CHECK(!moe || (r && r->type == GGML_F32), "%s: the router stays F32 in Q8_0", what);
         const GgufKV *ft = gguf_find_kv(f, "general.file_type");
         CHECK(ft && ft->type == GGUF_UINT32 && ft->v.u == GGUF_FTYPE_Q8_0, "%s: file_type 7", what);
         gguf_close(f);
@@ -229,9 +292,32 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
 static void refusals(void) {
     char err[1024], path[256], big[128], g[96];
     int perm = -1;
-    /* names outside llama.cpp's tables (e.g. Mixtral experts) have no GGUF name */
-    CHECK(gguf_tensor_name(ARCH_LLAMA, "model.layers.0.block_sparse_moe.gate.weight", 4, 2, g,
-                           sizeof g, &perm) != 0, "MoE router mapped");
+    /* names outside llama.cpp's tables have no GGUF name; experts have a
+     * stacked one */
+    CHECK(gguf_tensor_name(ARCH_LLAMA, "model.layers.3.block_sparse_moe.gate.weight", 4, 2, g,
+                           sizeof g, &perm) == 0 && !strcmp(g, "blk.3.ffn_gate_inp.weight") && perm == 0,
+          "router -> %s", g);
+    CHECK(gguf_tensor_name(ARCH_LLAMA, "model.layers.0.block_sparse_moe.experts.0.w1.weight", 4, 2,
+                           g, sizeof g, &perm) != 0, "an expert has a 2-D name");
+    int ex = -1;
+    const char *en[3] = {"ffn_gate_exps", "ffn_down_exps", "ffn_up_exps"};
+    for (int k = 1; k <= 3; k++) {
+        char hf[96], want[64];
+        snprintf(hf, sizeof hf, "model.layers.11.block_sparse_moe.experts.7.w%d.weight", k);
+        snprintf(want, sizeof want, "blk.11.%s.weight", en[k - 1]);
+        CHECK(gguf_expert_tensor_name(hf, g, sizeof g, &ex) == 0 && !strcmp(g, want) && ex == 7,
+              "%s -> %s, expert %d", hf, g, ex);
+    }
+    const char *not_experts[] = {"model.layers.1.block_sparse_moe.experts.1.w4.weight",
+                                 "model.layers.1.block_sparse_moe.experts.x.w1.weight",
+                                 "model.layers.1.block_sparse_moe.experts.1.w1.bias",
+                                 "model.layers.1.block_sparse_moe.experts.-1.w1.weight",
+                                 "model.layers.+1.block_sparse_moe.experts.1.w1.weight",
+                                 "model.layers.1.block_sparse_moe.gate.weight",
+                                 "model.layers.1.mlp.gate_proj.weight"};
+    for (int i = 0; i < 7; i++)
+        CHECK(gguf_expert_tensor_name(not_experts[i], g, sizeof g, &ex) != 0, "%s mapped to %s",
+              not_experts[i], g);
     CHECK(gguf_tensor_name(ARCH_LLAMA, "model.layers.x.self_attn.q_proj.weight", 4, 2, g, sizeof g,
                            &perm) != 0, "bad block number mapped");
     CHECK(gguf_tensor_name(ARCH_LLAMA, "model.layers.12.self_attn.k_proj.weight", 4, 2, g, sizeof g,
@@ -262,16 +348,35 @@ static void refusals(void) {
     CHECK(access(path, F_OK) == 0, "a failed export must not remove the existing file");
     model_free(m);
 
+    /* MoE layouts llama.cpp's llama architecture cannot run */
+    o.tokenizer = tok;
+    for (int k = 0; k < 2; k++) {
+        c = moe_config();
+        if (k == 0) c.moe_layer_step = 2; /* layer 1 dense */
+        else c.norm_topk_prob = 0;        /* Qwen-MoE */
+        m = model_create(&c, ops_cpu(), err, sizeof err);
+        CHECK(m != NULL, "moe model %d: %s", k, err);
+        if (!m) continue;
+        snprintf(path, sizeof path, "%s/moe_refused%d.gguf", dir, k);
+        CHECK(gguf_export_model(m, path, &o, err, sizeof err) != 0, "moe layout %d exported", k);
+        CHECK_MSG(err, k == 0 ? "layer 1 of this MoE model is dense" : "norm_topk_prob = false");
+        CHECK(access(path, F_OK) != 0, "a refused export left %s", path);
+        model_free(m);
+    }
+
     /* import refuses hostile or unsupported hyperparameters before it
      * allocates a model */
     static float emb[64 * 40];
     uint64_t ne[2] = {64, 40};
     const char *keys[] = {"llama.block_count", "llama.context_length", "llama.rope.dimension_count",
-                          "llama.rope.scaling.type"};
+                          "llama.rope.scaling.type", "llama.expert_count",
+                          "llama.expert_used_count"};
     const char *needles[] = {"tensors, but a dapt llama model with 1073741824 blocks",
                              "larger than dapt's limit", "rotates part of the head",
-                             "no RoPE scaling"};
-    for (int k = 0; k < 4; k++) {
+                             "no RoPE scaling",
+                             "llama.expert_count = 1073741824 needs a 3-D tensor blk.0.ffn_gate_exps",
+                             "llama.expert_used_count"};
+    for (int k = 0; k < 6; k++) {
         GgufWriter *w = gguf_writer_new();
         gguf_w_str(w, "general.architecture", "llama");
         gguf_w_u32(w, "llama.block_count", k == 0 ? 1u << 30 : 1);
@@ -282,6 +387,9 @@ static void refusals(void) {
         gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
         gguf_w_u32(w, "llama.rope.dimension_count", k == 2 ? 8 : 16);
         if (k == 3) gguf_w_str(w, "llama.rope.scaling.type", "linear");
+        if (k == 4) gguf_w_u32(w, "llama.expert_count", 1u << 30);
+        if (k == 4) gguf_w_u32(w, "llama.expert_used_count", 2);
+        if (k == 5) gguf_w_u32(w, "llama.expert_count", 4); /* no expert_used_count */
         gguf_w_tensor(w, "token_embd.weight", 2, ne, GGML_F32, emb);
         snprintf(path, sizeof path, "%s/hostile%d.gguf", dir, k);
         CHECK(gguf_writer_write(w, path, err, sizeof err) == 0, "write: %s", err);
@@ -312,10 +420,11 @@ int main(void) {
           "spm pieces");
     spm_vocab_free(&v);
 
-    one_model("llama_gqa", ARCH_LLAMA, 0, 0, 0);
-    one_model("llama_mha_tied", ARCH_LLAMA, 1, 1, 0);
-    one_model("llama_qkv_bias", ARCH_LLAMA, 0, 0, 1);
-    one_model("gpt2", ARCH_GPT2, 1, 1, 0);
+    one_model("llama_gqa", ARCH_LLAMA, 0, 0, 0, 0);
+    one_model("llama_mha_tied", ARCH_LLAMA, 1, 1, 0, 0);
+    one_model("llama_qkv_bias", ARCH_LLAMA, 0, 0, 1, 0);
+    one_model("gpt2", ARCH_GPT2, 1, 1, 0, 0);
+    one_model("mixtral", ARCH_LLAMA, 0, 0, 0, 1);
     refusals();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -44,15 +44,24 @@ def make_tokenizer(tmp):
     return prefix + ".model"
 
 
-KINDS = ("llama_gqa", "llama_mha_tied", "llama_gqa_tied", "llama_mha", "qwen2", "gpt2")
+KINDS = ("llama_gqa", "llama_mha_tied", "llama_gqa_tied", "llama_mha", "qwen2", "gpt2", "mixtral")
+N_EXPERTS, TOP_K = 4, 2  # the mixtral kind
+MIXTRAL_SEED = 1259  # well-conditioned routing on the llama.cpp test ids (test_gguf_llamacpp.py)
 
 
 def make_model(kind, out_dir):
     """A tiny random HF model of one kind saved to out_dir; returns it (eval, fp32)."""
     from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
-                              Qwen2Config, Qwen2ForCausalLM)
+                              MixtralConfig, MixtralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
     torch.manual_seed(0)
-    if kind == "qwen2":  # dapt's llama with qkv_bias; exported as arch llama
+    if kind == "mixtral":  # dapt's llama MoE (every layer, top-k renormalised)
+        cfg = MixtralConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-5,
+                            num_local_experts=N_EXPERTS, num_experts_per_tok=TOP_K,
+                            tie_word_embeddings=False)
+        model = MixtralForCausalLM(cfg)
+    elif kind == "qwen2":  # dapt's llama with qkv_bias; exported as arch llama
         cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                           max_position_embeddings=64, rope_theta=10000.0, rms_norm_eps=1e-5,
@@ -71,7 +80,7 @@ def make_model(kind, out_dir):
         model = GPT2LMHeadModel(cfg)
     else:
         raise SystemExit(f"unknown model kind {kind}")
-    randomize(model, 1234)
+    randomize(model, MIXTRAL_SEED if kind == "mixtral" else 1234)
     model.save_pretrained(out_dir, safe_serialization=True)
     return model.eval()
 
@@ -100,10 +109,13 @@ def permute_like_converter(w, n_head):
 
 def tensor_map(kind, model):
     """GGUF name -> (HF name, heads its rows are permuted over or 0,
-    transposed: HF stores it [in, out] (GPT-2 Conv1D))."""
+    transposed: HF stores it [in, out] (GPT-2 Conv1D)). For llama.cpp's MoE
+    expert tensors the HF name is a list: the experts' [out, in] matrices,
+    stacked along a new first (numpy) axis, i.e. ggml ne = {in, out, E}, as
+    convert_hf_to_gguf.py does for Mixtral."""
     cfg = model.config
     out = {}
-    if kind.startswith("llama") or kind == "qwen2":
+    if kind.startswith("llama") or kind in ("qwen2", "mixtral"):
         nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
         out["token_embd.weight"] = ("model.embed_tokens.weight", 0, False)
         out["output_norm.weight"] = ("model.norm.weight", 0, False)
@@ -116,10 +128,18 @@ def tensor_map(kind, model):
                                 ("self_attn.k_proj", "attn_k", nkv),
                                 ("self_attn.v_proj", "attn_v", 0),
                                 ("self_attn.o_proj", "attn_output", 0),
-                                ("post_attention_layernorm", "ffn_norm", 0),
-                                ("mlp.gate_proj", "ffn_gate", 0), ("mlp.up_proj", "ffn_up", 0),
-                                ("mlp.down_proj", "ffn_down", 0)):
+                                ("post_attention_layernorm", "ffn_norm", 0)):
                 out[b + g + ".weight"] = (p + hf + ".weight", perm, False)
+            if kind == "mixtral":
+                out[b + "ffn_gate_inp.weight"] = (p + "block_sparse_moe.gate.weight", 0, False)
+                for w, g in (("w1", "ffn_gate_exps"), ("w3", "ffn_up_exps"), ("w2", "ffn_down_exps")):
+                    out[b + g + ".weight"] = (
+                        [f"{p}block_sparse_moe.experts.{e}.{w}.weight" for e in range(N_EXPERTS)],
+                        0, False)
+            else:
+                for hf, g in (("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
+                              ("mlp.down_proj", "ffn_down")):
+                    out[b + g + ".weight"] = (p + hf + ".weight", 0, False)
             if kind == "qwen2":
                 out[b + "attn_q.bias"] = (p + "self_attn.q_proj.bias", nh, False)
                 out[b + "attn_k.bias"] = (p + "self_attn.k_proj.bias", nkv, False)
@@ -139,11 +159,21 @@ def tensor_map(kind, model):
     return out
 
 
-def expected_tensors(kind, model):
-    """GGUF name -> (HF tensor as [out, in] numpy fp32, permute heads or 0)."""
-    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    return {g: (sd[hf].T.copy() if tr else sd[hf], nh)
-            for g, (hf, nh, tr) in tensor_map(kind, model).items()}
+def expected_tensors(kind, model, model_dir):
+    """GGUF name -> (HF tensor as [out, in] numpy fp32, or [E, out, in] for
+    an expert stack; permute heads or 0), read from model_dir's
+    model.safetensors (as written by save_pretrained) with the safetensors
+    package, not through dapt."""
+    from safetensors.numpy import load_file
+    sd = load_file(os.path.join(model_dir, "model.safetensors"))
+    out = {}
+    for g, (hf, nh, tr) in tensor_map(kind, model).items():
+        if isinstance(hf, list):
+            out[g] = (np.stack([sd[h] for h in hf]).astype(np.float32), nh)
+        else:
+            w = sd[hf].astype(np.float32)
+            out[g] = (w.T.copy() if tr else w, nh)
+    return out
 
 
 def q8_0_decode(raw, n):
@@ -162,7 +192,7 @@ def unpermute_like_converter(w, n_head):
 
 
 def gguf_tensor_f32(t):
-    """A gguf-py tensor's data as fp32, in its [ne1, ne0] row-major layout."""
+    """A gguf-py tensor's data as fp32, in its [..., ne1, ne0] row-major layout."""
     shape = tuple(int(x) for x in reversed(list(t.shape)))
     name = t.tensor_type.name
     raw = np.asarray(t.data)
@@ -190,6 +220,10 @@ def save_dequantized(kind, model, gguf_path, out_dir):
     with torch.no_grad():
         for gname, (hf, nh, tr) in tensor_map(kind, model).items():
             w = gguf_tensor_f32(tensors[gname])
+            if isinstance(hf, list):  # expert stack: slice e is expert e
+                for e, h in enumerate(hf):
+                    sd[h].copy_(torch.from_numpy(np.ascontiguousarray(w[e])))
+                continue
             if nh:
                 w = unpermute_like_converter(w, nh)
             if tr:

@@ -33,6 +33,20 @@ llama-cpp-python 0.3.16, in brackets):
         models amplify it over two layers).
 Every tolerance is at least 5x below the smallest layout error measured.
 
+mixtral (an MoE, exported with llama.cpp's ffn_gate_inp / ffn_*_exps
+tensors) uses the same tolerances. Measured (llama-cpp-python 0.3.16): f32
+(a) 1.4e-6; f16 (a) 6.2e-3 (b) 3.0e-3; bf16 (a) 2.1e-2 (b) 1.2e-2; q8_0 (a)
+5.6e-2 (b) 3.2e-2. Layout errors, f32 (a): gate and up stacks swapped 1.08,
+experts stacked in reverse order 1.29. Top-k routing is discontinuous: at a
+near-tie, rounding can pick another expert, an O(1) change that no rounding
+tolerance can separate from a layout error. So the test model is seeded to
+be well conditioned on IDS (gguf_common.MIXTRAL_SEED: every layer's and
+position's gap between the k-th and (k+1)-th router logit is >= 0.18; with
+the first seed tried, a gap of 0.002 flipped a routing in q8_0 and gave (a)
+0.42), and the test asserts, with transformers, that the fp32 model and the
+weights read back from the file choose the same experts everywhere (the
+premise of (a)); it fails, saying so, when they do not.
+
 tokenizer: a sentencepiece BPE model with byte fallback is exported with a
 tiny llama; llama.cpp's tokenizer must give sentencepiece's ids for sample
 texts (with and without BOS), and detokenise them back.
@@ -78,10 +92,14 @@ def check_logits(kind, dtype, dapt):
         C.run([dapt, "export", "gguf", mdir, out, "--dtype", dtype, "--tokenizer", tok])
         orig = C.dapt_logits(dapt, mdir, IDS, tmp)
         ref = orig
+        if kind == "mixtral":  # before save_dequantized overwrites model's weights
+            ref_routing = router_logits(model)
         if dtype != "f32":
             qdir = os.path.join(tmp, "dequantized")
             C.save_dequantized(kind, model, out, qdir)
             ref = C.dapt_logits(dapt, qdir, IDS, tmp)
+        if kind == "mixtral":
+            check_routing(ref_routing, qdir if dtype != "f32" else None)
         llm = load(out)
         llm.eval(IDS)
         got = np.array(llm.scores[:len(IDS)], dtype=np.float32)
@@ -99,6 +117,37 @@ def check_logits(kind, dtype, dapt):
           f"read back (tol {tol_back:g}); max|logit| {scale:.3g}, argmax agreement {agree:.2f}")
     if not (rel_orig <= tol_orig and rel_back <= tol_back):
         raise SystemExit("llama.cpp logits differ from dapt's")
+
+
+def router_logits(model):
+    """Per layer, the (len(IDS), E) router logits of an HF Mixtral model on IDS."""
+    import torch
+    with torch.no_grad():
+        return model(torch.tensor([IDS]), output_router_logits=True).router_logits
+
+
+def check_routing(ref_logits, readback_dir):
+    """The fp32 model's top-k expert sets on IDS (from ref_logits) equal those
+    of the weights read back from the GGUF file (HF MixtralForCausalLM)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def experts(logits):
+        return [torch.topk(x, C.TOP_K, dim=-1).indices.sort(-1).values for x in logits]
+
+    top = [torch.topk(x, C.TOP_K + 1, dim=-1).values for x in ref_logits]
+    gap = min(float((v[:, C.TOP_K - 1] - v[:, C.TOP_K]).min()) for v in top)
+    msg = f"routing: min top-k router logit gap {gap:.3g}"
+    if readback_dir:
+        back_logits = router_logits(AutoModelForCausalLM.from_pretrained(readback_dir).eval())
+        moved = max(float((a - b).abs().max()) for a, b in zip(ref_logits, back_logits))
+        same = all(torch.equal(a, b) for a, b in zip(experts(ref_logits), experts(back_logits)))
+        msg += f", router logits moved by <= {moved:.3g} by the file's rounding"
+        if not same:
+            raise SystemExit(msg + ": the read-back weights route some token to other experts "
+                             "(an ill-conditioned test model, not a dapt error: pick another "
+                             "MIXTRAL_SEED)")
+    print(msg)
 
 
 TEXTS = [C.SAMPLE_TEXT, "hello world", "  two  spaces and\ttab", "über 数字 123"]

@@ -4,8 +4,10 @@ exports; and `dapt logits` matches HF transformers.
     python test_gguf_py.py export KIND DTYPE DAPT   (KIND in gguf_common.KINDS; DTYPE f32|f16|bf16|q8_0)
     python test_gguf_py.py logits KIND DAPT
     python test_gguf_py.py roundtrip KIND DAPT
+    python test_gguf_py.py refuse_qwen_moe DAPT
 
-export: a random transformers model and a trained sentencepiece model are
+export: a random transformers model (KIND mixtral: MixtralForCausalLM, an
+MoE) and a trained sentencepiece model are
 exported by `dapt export gguf`; GGUFReader must parse the file, and the test
 checks every metadata key llama.cpp needs with its exact GGUF type, the
 exact tensor set (names, ggml shapes, types: norms and biases F32, no output
@@ -14,7 +16,12 @@ as llama.cpp's converter does; F16 equal to numpy's float16 cast; BF16 equal
 to round-to-nearest-even; Q8_0 within 0.6 of a block's step amax/127:
 rounding to the integer grid costs half a step, the fp16 rounding of the
 scale at most 127 * 2^-11 steps more), and the vocabulary against
-sentencepiece (pieces, scores, types, special ids).
+sentencepiece (pieces, scores, types, special ids). The expected tensors
+are read from the model's model.safetensors with the safetensors package;
+for mixtral, llama.expert_count / expert_used_count, the router
+blk.N.ffn_gate_inp (F32 whatever the dtype) and the experts stacked as
+llama.cpp's converter does (blk.N.ffn_{gate,up,down}_exps, ne = {in, out,
+E}, slice e = expert e's HF w1 / w3 / w2).
 
 roundtrip: export (f32) then `dapt import gguf`: the imported directory's
 weights are bitwise equal to the HF originals and transformers loads it and
@@ -89,6 +96,11 @@ def check_export(kind, dtype, dapt):
                 "llama.rope.freq_base": (T.FLOAT32, 10000.0),
                 "llama.attention.layer_norm_rms_epsilon": (T.FLOAT32, np.float32(1e-5)),
             })
+            if kind == "mixtral":  # llama.cpp's MoE keys (Mixtral: no shared experts)
+                want.update({"llama.expert_count": (T.UINT32, C.N_EXPERTS),
+                             "llama.expert_used_count": (T.UINT32, C.TOP_K)})
+            else:
+                check("llama.expert_count" not in r.fields, "a dense model has llama.expert_count")
         else:
             want.update({"gpt2.feed_forward_length": (T.UINT32, 256),
                          "gpt2.attention.layer_norm_epsilon": (T.FLOAT32, np.float32(1e-5))})
@@ -121,7 +133,7 @@ def check_export(kind, dtype, dapt):
         check(types == exp_types, "token types differ")
         check(types.count(6) == 256, f"{types.count(6)} byte pieces, want 256")
         # tensors
-        exp = C.expected_tensors(kind, model)
+        exp = C.expected_tensors(kind, model, mdir)
         got = {t.name: t for t in r.tensors}
         check(set(got) == set(exp), f"tensor set differs: extra {set(got) - set(exp)}, "
                                     f"missing {set(exp) - set(got)}")
@@ -133,7 +145,9 @@ def check_export(kind, dtype, dapt):
             check(list(map(int, t.shape)) == ne, f"{name}: ne {list(t.shape)}, want {ne}")
             if nh:
                 w = C.permute_like_converter(w, nh)
-            want_type = "F32" if w.ndim == 1 else DT[dtype][0]
+            # norms, biases and the MoE router (ffn_gate_inp: llama.cpp's
+            # converter and quantizer keep it F32) are F32 in every file
+            want_type = "F32" if w.ndim == 1 or ".ffn_gate_inp." in name else DT[dtype][0]
             if want_type == "Q8_0" and w.shape[-1] % 32:
                 want_type = "F16"
             check(t.tensor_type.name == want_type, f"{name}: {t.tensor_type.name}, want {want_type}")
@@ -214,11 +228,37 @@ def check_roundtrip(kind, dapt):
         print(f"round trip {kind}: {len(got)} tensors bitwise equal, transformers logits equal")
 
 
+def check_refuse_qwen_moe(dapt):
+    """A Mixtral checkpoint whose config says norm_topk_prob = false (dapt's
+    Qwen-MoE semantics, key dapt_norm_topk_prob) is refused by `dapt export
+    gguf` with the reason, and no file is left."""
+    import json
+    import subprocess
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = C.make_tokenizer(tmp)
+        mdir, out = os.path.join(tmp, "model"), os.path.join(tmp, "m.gguf")
+        C.make_model("mixtral", mdir)
+        cfg_path = os.path.join(mdir, "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        cfg["dapt_norm_topk_prob"] = False
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        r = subprocess.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok],
+                           capture_output=True, text=True)
+        msg = (r.stdout + r.stderr).strip()
+        print(f"exit {r.returncode}: {msg}")
+        if r.returncode == 0 or "norm_topk_prob = false" not in msg or os.path.exists(out):
+            raise SystemExit("a Qwen-MoE-semantics model was not refused as it should be")
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "roundtrip":
         check_roundtrip(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "export":
         check_export(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 3 and sys.argv[1] == "refuse_qwen_moe":
+        check_refuse_qwen_moe(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "logits":
         check_logits(sys.argv[2], sys.argv[3])
     else:

@@ -26,7 +26,7 @@ add_test(NAME gguf_cli_export_usage COMMAND dapt export onnx a b)
 set_tests_properties(gguf_cli_export_usage PROPERTIES LABELS c PASS_REGULAR_EXPRESSION "the only format is gguf")
 
 # --- gguf-py and transformers (label py) ---
-foreach(kind llama_gqa llama_mha_tied qwen2 gpt2)
+foreach(kind llama_gqa llama_mha_tied qwen2 gpt2 mixtral)
   foreach(dtype f32 f16 bf16 q8_0)
     add_test(NAME gguf_py_${kind}_${dtype}
              COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
@@ -34,7 +34,7 @@ foreach(kind llama_gqa llama_mha_tied qwen2 gpt2)
     set_tests_properties(gguf_py_${kind}_${dtype} PROPERTIES LABELS py)
   endforeach()
 endforeach()
-foreach(kind llama_gqa llama_mha_tied gpt2)
+foreach(kind llama_gqa llama_mha_tied gpt2 mixtral)
   add_test(NAME gguf_logits_${kind}
            COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
                    logits ${kind} $<TARGET_FILE:dapt>)
@@ -45,12 +45,17 @@ foreach(kind llama_gqa llama_mha_tied gpt2)
   set_tests_properties(gguf_roundtrip_${kind} PROPERTIES LABELS py)
 endforeach()
 
+add_test(NAME gguf_cli_refuse_qwen_moe
+         COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                 refuse_qwen_moe $<TARGET_FILE:dapt>)
+set_tests_properties(gguf_cli_refuse_qwen_moe PROPERTIES LABELS py)
+
 # --- llama.cpp itself (label slow) ---
 # They need llama-cpp-python in the .venv, which builds llama.cpp from source
 # (minutes): tests/gguf/install_llama_cpp.sh .venv/bin/python. Without it
 # they are reported as skipped (exit 77) with that instruction, never passed.
 set(gguf_slow_cases "")
-foreach(kind llama_gqa llama_mha_tied llama_gqa_tied llama_mha qwen2 gpt2)
+foreach(kind llama_gqa llama_mha_tied llama_gqa_tied llama_mha qwen2 gpt2 mixtral)
   foreach(dtype f32 f16 bf16 q8_0)
     add_test(NAME gguf_llamacpp_${kind}_${dtype}
              COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py

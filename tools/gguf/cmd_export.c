@@ -21,7 +21,10 @@ static void export_usage(FILE *f) {
             "GGUF v3 file for llama.cpp. Norm weights and biases stay F32; with q8_0, matrices\n"
             "whose rows are not a multiple of 32 are written F16. The vocabulary comes from\n"
             "the sentencepiece model (default MODEL/tokenizer.model). OUT.gguf must not exist\n"
-            "unless --force.\n");
+            "unless --force. An MoE (Mixtral) model gets llama.cpp's MoE tensors\n"
+            "(ffn_gate_inp, ffn_{gate,up,down}_exps) and keys (llama.expert_count,\n"
+            "llama.expert_used_count); one with dense layers in between or without top-k\n"
+            "renormalisation (Qwen-MoE) is refused: llama.cpp cannot run it.\n");
 }
 
 int cmd_export(int argc, char **argv) {

@@ -15,7 +15,8 @@ static void import_usage(FILE *f) {
     fprintf(f,
             "usage: dapt import gguf FILE.gguf OUT_DIR [--force]\n\n"
             "Converts an F32, F16 or BF16 llama/gpt2 GGUF file into a dapt checkpoint\n"
-            "directory (config.json + model.safetensors, F32). Quantized files are refused.\n"
+            "directory (config.json + model.safetensors, F32); an MoE file (llama.expert_count\n"
+            "> 0) becomes a Mixtral checkpoint. Quantized files are refused.\n"
             "OUT_DIR must not exist unless --force.\n");
 }
 

@@ -13,13 +13,24 @@
  * ggml's adjacent-pair RoPE layout (llama.cpp's converter does the same);
  * a matrix whose ne[0] is not a multiple of 32 is written F16 in a Q8_0 file
  * (as llama.cpp's converter falls back).
+ *
+ * MoE (Mixtral) layers: the router block_sparse_moe.gate (E, C) is
+ * blk.N.ffn_gate_inp.weight, always F32 (llama.cpp's converter and quantizer
+ * keep it F32: it decides the routing); the experts' w1, w3, w2 are stacked
+ * along a third, slowest dimension into blk.N.ffn_{gate,up,down}_exps.weight
+ * with ne = {in, out, E} (expert e's [out, in] matrix is slice e). llama.cpp's
+ * llama architecture makes every layer MoE when llama.expert_count > 0 and
+ * always renormalises the top-k weights, so a model with dense layers in
+ * between or with norm_topk_prob = 0 (Qwen-MoE) is refused.
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "tools/gguf/gguf.h"
 #include "trainer/model.h"
+#include "trainer/moe.h"
 
 /* HF suffix -> GGUF suffix, and which head count permutes its rows. */
 enum { PERM_NONE = 0, PERM_Q = 1, PERM_K = 2 };
@@ -41,6 +52,7 @@ static const NameMap llama_layer[] = {
     {"mlp.gate_proj.weight", "ffn_gate.weight", PERM_NONE},
     {"mlp.up_proj.weight", "ffn_up.weight", PERM_NONE},
     {"mlp.down_proj.weight", "ffn_down.weight", PERM_NONE},
+    {"block_sparse_moe.gate.weight", "ffn_gate_inp.weight", PERM_NONE},
 };
 static const NameMap llama_global[] = {
     {"model.embed_tokens.weight", "token_embd.weight", PERM_NONE},
@@ -98,6 +110,35 @@ int gguf_tensor_name(int arch, const char *hf, int n_head, int n_kv_head, char *
     if (n < 0 || (size_t)n >= out_len) return 1;
     *permute_heads = hit->perm == PERM_Q ? n_head : hit->perm == PERM_K ? n_kv_head : 0;
     return 0;
+}
+
+/* model.layers.N.block_sparse_moe.experts.E.wK.weight -> N, E, K (1..3);
+ * 1 when hf is not an expert tensor. */
+static int parse_expert(const char *hf, int *block, int *expert, int *k) {
+    static const char pre[] = "model.layers.", mid[] = ".block_sparse_moe.experts.";
+    const char *s = hf + sizeof pre - 1;
+    char *end;
+    if (strncmp(hf, pre, sizeof pre - 1) || !isdigit((unsigned char)*s)) return 1;
+    long b = strtol(s, &end, 10);
+    if (b >= 100000 || strncmp(end, mid, sizeof mid - 1)) return 1;
+    s = end + sizeof mid - 1;
+    if (!isdigit((unsigned char)*s)) return 1;
+    long e = strtol(s, &end, 10);
+    if (e >= (1 << 20) || end[0] != '.' || end[1] != 'w' || end[2] < '1' || end[2] > '3' ||
+        strcmp(end + 3, ".weight"))
+        return 1;
+    *block = (int)b;
+    *expert = (int)e;
+    *k = end[2] - '0';
+    return 0;
+}
+
+int gguf_expert_tensor_name(const char *hf, char *out, size_t out_len, int *expert) {
+    static const char *const stacked[4] = {NULL, "ffn_gate_exps", "ffn_down_exps", "ffn_up_exps"};
+    int block, k;
+    if (parse_expert(hf, &block, expert, &k)) return 1;
+    int n = snprintf(out, out_len, "blk.%d.%s.weight", block, stacked[k]);
+    return n < 0 || (size_t)n >= out_len;
 }
 
 /* Per head, HF keeps the two halves of each rotated pair hd/2 rows apart
@@ -189,10 +230,44 @@ static void write_hparams(GgufWriter *w, const ModelConfig *c) {
         gguf_w_f32(w, KEY("rope.freq_base"), c->rope_theta);
         gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->norm_eps);
         gguf_w_u32(w, KEY("vocab_size"), (uint32_t)c->vocab_size);
+        if (c->n_experts) {
+            gguf_w_u32(w, KEY("expert_count"), (uint32_t)c->n_experts);
+            gguf_w_u32(w, KEY("expert_used_count"), (uint32_t)c->top_k);
+        }
     } else {
         gguf_w_f32(w, KEY("attention.layer_norm_epsilon"), c->norm_eps);
     }
 #undef KEY
+}
+
+/* a matrix's GGUF type for the requested dtype: Q8_0 needs ne[0] (cols) a
+ * multiple of its block, else F16 (llama.cpp's converter falls back so) */
+static uint32_t matrix_type(uint32_t dtype, int cols) {
+    return dtype == GGML_Q8_0 && cols % GGUF_Q8_0_BLOCK ? GGML_F16 : dtype;
+}
+
+/* blk.N.ffn_{gate,down,up}_exps.weight: the E experts' wK matrices of block
+ * N stacked, ne = {cols, rows, E}; *buf (freed by the caller after the
+ * file is written) holds the stack. */
+static int write_expert_stack(GgufWriter *w, const Model *m, const float *params,
+                              const ParamTensor *t0, int block, int k, const char *gname,
+                              uint32_t dtype, float **buf, char *err, size_t err_len) {
+    const ModelConfig *c = model_config(m);
+    int E = c->n_experts, rows = t0->shape[0], cols = t0->shape[1];
+    if (!(*buf = malloc((size_t)E * t0->numel * sizeof **buf)))
+        return snprintf(err, err_len, "out of memory"), 1;
+    for (int e = 0; e < E; e++) {
+        char name[128];
+        snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight", block, e, k);
+        int j = model_find_tensor(m, name);
+        const ParamTensor *t = j >= 0 ? model_tensor(m, j) : NULL;
+        if (!t || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+            return snprintf(err, err_len, "expert tensor %s is missing or not [%d, %d]", name, rows, cols), 1;
+        memcpy(*buf + (size_t)e * t0->numel, params + t->offset, t0->numel * sizeof **buf);
+    }
+    uint64_t ne[3] = {(uint64_t)cols, (uint64_t)rows, (uint64_t)E};
+    gguf_w_tensor(w, gname, 3, ne, matrix_type(dtype, cols), *buf);
+    return 0;
 }
 
 int gguf_export_model(const Model *m, const char *path, const GgufExportOptions *o, char *err,
@@ -209,12 +284,31 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
                1;
     if (!o->force && access(path, F_OK) == 0)
         return snprintf(err, err_len, "%s exists (pass --force to overwrite it)", path), 1;
+    if (c->n_experts && !c->norm_topk_prob)
+        return snprintf(err, err_len,
+                        "this MoE model does not renormalise its top-%d routing weights "
+                        "(norm_topk_prob = false, Qwen-MoE semantics); llama.cpp's llama "
+                        "architecture always does (Mixtral semantics), so it would compute another "
+                        "function: not exported to GGUF",
+                        c->top_k),
+               1;
+    for (int l = 0; c->n_experts && l < c->n_layer; l++)
+        if (!moe_is_layer(c, l))
+            return snprintf(err, err_len,
+                            "layer %d of this MoE model is dense (moe layer_start %d, layer_step "
+                            "%d); llama.cpp's llama architecture makes every layer MoE when "
+                            "expert_count > 0: only models whose every layer is MoE (layer_start 0, "
+                            "layer_step 1, as Mixtral) can be exported to GGUF",
+                            l, c->moe_layer_start, c->moe_layer_step),
+                   1;
     /* map every tensor first: a model with a part GGUF cannot name is refused whole */
     int n = model_num_tensors(m);
     char gname[96];
     for (int i = 0; i < n; i++) {
-        int perm;
+        int perm, expert;
         const ParamTensor *t = model_tensor(m, i);
+        if (c->arch == ARCH_LLAMA && !gguf_expert_tensor_name(t->name, gname, sizeof gname, &expert))
+            continue;
         if (gguf_tensor_name(c->arch, t->name, c->n_head, c->n_kv_head, gname, sizeof gname, &perm))
             return snprintf(err, err_len,
                             "tensor '%s' has no llama.cpp equivalent for arch %s: this model "
@@ -240,10 +334,19 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
     if (write_vocab(w, &v, c->vocab_size, o->tokenizer, err, err_len)) goto out;
     for (int i = 0; i < n; i++) {
         const ParamTensor *t = model_tensor(m, i);
-        int perm;
+        int perm, block, expert, k;
+        int rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
+        if (c->arch == ARCH_LLAMA && !parse_expert(t->name, &block, &expert, &k)) {
+            /* expert 0's tensor writes the stack of all E experts' */
+            if (expert != 0) continue;
+            gguf_expert_tensor_name(t->name, gname, sizeof gname, &expert);
+            if (write_expert_stack(w, m, params, t, block, k, gname, o->dtype, &copies[i], err,
+                                   err_len))
+                goto out;
+            continue;
+        }
         gguf_tensor_name(c->arch, t->name, c->n_head, c->n_kv_head, gname, sizeof gname, &perm);
         const float *src = params + t->offset;
-        int rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
         if (perm) {
             if (!(copies[i] = malloc(t->numel * sizeof *copies[i]))) {
                 snprintf(err, err_len, "out of memory");
@@ -255,8 +358,8 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
         uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
         uint32_t type = GGML_F32;
         if (t->ndim == 2) {
-            type = o->dtype;
-            if (type == GGML_Q8_0 && cols % GGUF_Q8_0_BLOCK) type = GGML_F16;
+            type = matrix_type(o->dtype, cols);
+            if (strstr(gname, "ffn_gate_inp")) type = GGML_F32; /* the router, as llama.cpp's converter */
             gguf_w_tensor(w, gname, 2, ne, type, src);
         } else {
             gguf_w_tensor(w, gname, 1, ne + 1, type, src);

@@ -180,20 +180,28 @@ typedef struct {
 } GgufExportOptions;
 
 struct Model;
-/* Writes m as a GGUF file llama.cpp loads (arch llama or gpt2). Refuses,
- * naming the part, what llama.cpp cannot represent. */
+/* Writes m as a GGUF file llama.cpp loads (arch llama or gpt2, dense or
+ * Mixtral-style MoE). Refuses, naming the part, what llama.cpp cannot
+ * represent (e.g. MoE with dense layers in between or without top-k
+ * renormalisation). */
 int gguf_export_model(const struct Model *m, const char *path, const GgufExportOptions *o,
                       char *err, size_t err_len);
 /* GGUF name of a dapt (HF) tensor name for the architecture, and the
  * number of heads its rows are permuted over (0: none); 0 when known. */
 int gguf_tensor_name(int arch, const char *hf_name, int n_head, int n_kv_head, char *out,
                      size_t out_len, int *permute_heads);
+/* GGUF name of one Mixtral expert matrix, model.layers.N.block_sparse_moe.
+ * experts.E.w{1,2,3}.weight: blk.N.ffn_{gate,down,up}_exps.weight, the 3-D
+ * stack of all experts' (ne = {in, out, n_experts}, expert E at slice E,
+ * returned in *expert); 1 when hf_name is not an expert matrix. */
+int gguf_expert_tensor_name(const char *hf_name, char *out, size_t out_len, int *expert);
 /* Row permutation between HF rotate_half order and ggml's adjacent pairs
  * for one [rows, cols] matrix (cols = 1 for a bias) of n_heads heads:
  * inverse = 0 HF -> GGUF, 1 GGUF -> HF. */
 void gguf_permute_rows(const float *src, float *dst, int rows, int cols, int n_heads, int inverse);
 
-/* Reads an F32/F16/BF16 llama or gpt2 GGUF into a new Model (CPU backend);
+/* Reads an F32/F16/BF16 llama (dense or MoE: llama.expert_count > 0) or
+ * gpt2 GGUF into a new Model (CPU backend);
  * quantized tensors are refused with the type named. */
 struct Model *gguf_import_model(const char *path, char *err, size_t err_len);
 /* gguf_import_model + a checkpoint directory OUT_DIR (config.json,

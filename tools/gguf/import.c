@@ -5,7 +5,11 @@
  * It is export.c backwards: the hyperparameters come from the
  * architecture's keys (their types checked), the tensors are matched by
  * llama.cpp name through gguf_tensor_name, Q/K rows are permuted back to the
- * HF rotate_half layout, and F16/BF16 widen to fp32 exactly.
+ * HF rotate_half layout, and F16/BF16 widen to fp32 exactly. An MoE file
+ * (llama.expert_count > 0, Mixtral) becomes an MoE model with every layer
+ * MoE, top_k = llama.expert_used_count and renormalised top-k weights (what
+ * llama.cpp computes); each expert's matrices are slices of the 3-D
+ * blk.N.ffn_{gate,up,down}_exps stacks.
  *
  * Invariants: every Model tensor is found with its exact ggml shape and
  * every GGUF tensor is used (an unknown one is an error naming it, never
@@ -70,6 +74,18 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
         if (!rc && sc && !(sc->type == GGUF_STRING && !strcmp(sc->str, "none")))
             rc = snprintf(e, sizeof e, "llama.rope.scaling.type is set: dapt has no RoPE scaling") > 0;
         c->qkv_bias = gguf_find_tensor(f, "blk.0.attn_q.bias") != NULL;
+        /* MoE (Mixtral): llama.cpp's llama architecture makes every layer MoE
+         * and renormalises the top-k routing weights */
+        uint32_t n_exp = 0;
+        if (!rc && gguf_find_kv(f, "llama.expert_count"))
+            rc = gguf_get_u32(f, "llama.expert_count", &n_exp, e, sizeof e);
+        if (!rc && n_exp > 0) {
+            rc = get_u32_int(f, arch, "expert_used_count", &c->top_k, 1, e, sizeof e);
+            c->n_experts = n_exp > (uint32_t)INT32_MAX ? INT32_MAX : (int)n_exp;
+            c->moe_layer_start = 0;
+            c->moe_layer_step = 1;
+            c->norm_topk_prob = 1;
+        }
     } else if (!rc) {
         rc = gguf_get_f32(f, "gpt2.attention.layer_norm_epsilon", &c->norm_eps, e, sizeof e);
     }
@@ -94,7 +110,20 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
         return snprintf(err, err_len, "%s: position_embd.weight must have ne[1] = context_length (%d)",
                         path, c->max_seq_len),
                1;
-    long per_layer = c->arch == ARCH_LLAMA ? 9 + (c->qkv_bias ? 3 : 0) : 12;
+    if (c->n_experts) {
+        /* the expert stack bounds n_experts * d_model * d_ff by the file size
+         * before model_create allocates them */
+        const GgufTensor *g = gguf_find_tensor(f, "blk.0.ffn_gate_exps.weight");
+        if (!g || g->n_dims != 3 || g->ne[0] != (uint64_t)c->d_model ||
+            g->ne[1] != (uint64_t)c->d_ff || g->ne[2] != (uint64_t)c->n_experts)
+            return snprintf(err, err_len,
+                            "%s: llama.expert_count = %d needs a 3-D tensor blk.0.ffn_gate_exps.weight "
+                            "with ne = {embedding_length %d, feed_forward_length %d, %d}",
+                            path, c->n_experts, c->d_model, c->d_ff, c->n_experts),
+                   1;
+    }
+    /* llama: norms 2, attention 4 (+3 biases), FFN 3 (MoE: router + 3 expert stacks) */
+    long per_layer = c->arch == ARCH_LLAMA ? 9 + (c->qkv_bias ? 3 : 0) + (c->n_experts ? 1 : 0) : 12;
     long expect = (c->arch == ARCH_LLAMA ? 2 : 4) + !c->tie_embeddings + per_layer * c->n_layer;
     if (gguf_n_tensors(f) != expect)
         return snprintf(err, err_len,
@@ -126,8 +155,9 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
     for (int i = 0; i < model_num_tensors(m); i++) {
         const ParamTensor *t = model_tensor(m, i);
         char gname[96];
-        int perm;
-        if (gguf_tensor_name(c.arch, t->name, c.n_head, c.n_kv_head, gname, sizeof gname, &perm)) {
+        int perm = 0, expert = -1; /* expert >= 0: slice `expert` of a 3-D expert stack */
+        if (!(c.arch == ARCH_LLAMA && !gguf_expert_tensor_name(t->name, gname, sizeof gname, &expert)) &&
+            gguf_tensor_name(c.arch, t->name, c.n_head, c.n_kv_head, gname, sizeof gname, &perm)) {
             snprintf(err, err_len, "%s: dapt tensor '%s' has no GGUF name", path, t->name);
             goto bad;
         }
@@ -138,12 +168,17 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
         }
         used[g - gguf_tensor(f, 0)] = 1;
         int rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
-        int shape_ok = t->ndim == 2 ? g->n_dims == 2 && g->ne[0] == (uint64_t)cols && g->ne[1] == (uint64_t)rows
-                                    : g->n_dims == 1 && g->ne[0] == (uint64_t)rows;
+        int shape_ok = expert >= 0 ? g->n_dims == 3 && g->ne[0] == (uint64_t)cols &&
+                                         g->ne[1] == (uint64_t)rows && g->ne[2] == (uint64_t)c.n_experts
+                       : t->ndim == 2 ? g->n_dims == 2 && g->ne[0] == (uint64_t)cols && g->ne[1] == (uint64_t)rows
+                                      : g->n_dims == 1 && g->ne[0] == (uint64_t)rows;
         if (!shape_ok) {
-            snprintf(err, err_len, "%s: tensor '%s' has shape {%llu, %llu} (%u dims), expected {%d, %d}",
+            snprintf(err, err_len,
+                     "%s: tensor '%s' has shape {%llu, %llu, %llu} (%u dims), expected {%d, %d, %d} "
+                     "(%d dims)",
                      path, gname, (unsigned long long)g->ne[0], (unsigned long long)g->ne[1],
-                     g->n_dims, cols, t->ndim == 2 ? rows : 1);
+                     (unsigned long long)g->ne[2], g->n_dims, cols, t->ndim == 2 ? rows : 1,
+                     expert >= 0 ? c.n_experts : 1, expert >= 0 ? 3 : t->ndim);
             goto bad;
         }
         const char *tn = NULL;
@@ -157,17 +192,23 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
             goto bad;
         }
         float *dst = params + t->offset;
+        const void *src = g->data;
+        if (expert >= 0) { /* F32/F16/BF16: one element per block */
+            uint32_t be = 1, bb = 4;
+            gguf_ggml_type_info(g->type, NULL, &be, &bb);
+            src = (const uint8_t *)g->data + (size_t)expert * t->numel * bb;
+        }
         if (perm) {
             float *tmp = malloc(t->numel * sizeof *tmp);
             if (!tmp) {
                 snprintf(err, err_len, "out of memory");
                 goto bad;
             }
-            gguf_convert_to_f32(g->type, g->data, tmp, t->numel);
+            gguf_convert_to_f32(g->type, src, tmp, t->numel);
             gguf_permute_rows(tmp, dst, rows, cols, perm, 1);
             free(tmp);
         } else {
-            gguf_convert_to_f32(g->type, g->data, dst, t->numel);
+            gguf_convert_to_f32(g->type, src, dst, t->numel);
         }
     }
     for (int i = 0; i < gguf_n_tensors(f); i++)
