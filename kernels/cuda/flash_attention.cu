@@ -98,17 +98,30 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float lo[4], const
     a[3] = pack_f(hi[2], hi[3]);
 }
 
-/* rows row0.. row0+63 of one head into a shared tile (ld = HD + 8); element
- * (r, c) at src + (row0 + r) * stride + c; rows >= T are zeros. 16-byte
- * loads: the host checked the alignment. */
+/* rows row0.. row0+63 of one head into a shared tile (ld = HD + 8);
+ * element (r, c) at src + (row0 + r) * stride + c (the host checked the
+ * 16-byte alignment), with cp.async (sm_80+): 16-byte copies global ->
+ * shared that bypass registers and run while the block computes; rows >= T
+ * are zero-filled (source size 0, the address then only has to be valid: the
+ * head's first row). Issued copies form a group at cp_async_commit();
+ * cp_async_wait<N>() waits until at most N groups are still in flight. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 template <int HD>
-__device__ __forceinline__ void load_tile(bf16 *S, const bf16 *src, size_t stride, int row0, int T) {
+__device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *src, size_t stride, int row0,
+                                                int T) {
     constexpr int CH = HD / 8, LD = HD + 8;
     for (int i = threadIdx.x; i < TILE * CH; i += THREADS) {
         int r = i / CH, c = (i % CH) * 8;
-        int4 v = make_int4(0, 0, 0, 0);
-        if (row0 + r < T) v = *reinterpret_cast<const int4 *>(src + (size_t)(row0 + r) * stride + c);
-        *reinterpret_cast<int4 *>(S + r * LD + c) = v;
+        bool ok = row0 + r < T;
+        cp_async16(S + r * LD + c, ok ? src + (size_t)(row0 + r) * stride + c : src, ok);
     }
 }
 
@@ -128,14 +141,21 @@ __global__ void __launch_bounds__(THREADS)
     flash_fwd_kernel(bf16 *out, float *lse, const bf16 *qkv, int T, int NH, int NKV, float sl2) {
     constexpr int LD = HD + 8, KS = HD / 16, ND = HD / 8;
     extern __shared__ int4 smem_[];
-    bf16 *Qs = reinterpret_cast<bf16 *>(smem_), *Ks = Qs + TILE * LD, *Vs = Ks + TILE * LD;
+    /* Q, then K and V twice: tile kt+1 is copied in while tile kt is used */
+    bf16 *Qs = reinterpret_cast<bf16 *>(smem_), *Kb = Qs + TILE * LD, *Vb = Kb + 2 * TILE * LD;
     const int bh = blockIdx.x, h = bh % NH, b = bh / NH, kvh = h / (NH / NKV);
     const int qt = gridDim.y - 1 - blockIdx.y, q0 = qt * TILE;
     const size_t W = (size_t)(NH + 2 * NKV) * HD;
     const bf16 *base = qkv + (size_t)b * T * W;
+    const bf16 *kbase = base + (size_t)(NH + kvh) * HD, *vbase = base + (size_t)(NH + NKV + kvh) * HD;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
-    load_tile<HD>(Qs, base + (size_t)h * HD, W, q0, T);
+    load_tile_async<HD>(Qs, base + (size_t)h * HD, W, q0, T);
+    cp_async_commit();
+    load_tile_async<HD>(Kb, kbase, W, 0, T);
+    load_tile_async<HD>(Vb, vbase, W, 0, T);
+    cp_async_commit();
+    cp_async_wait<1>(); /* Q is in */
     __syncthreads();
     uint32_t qa[KS][4];
 #pragma unroll
@@ -148,11 +168,17 @@ __global__ void __launch_bounds__(THREADS)
     const int r0 = q0 + warp * 16 + g, r1 = r0 + 8; /* this thread's two query rows */
 
     for (int kt = 0; kt <= qt; kt++) {
-        const int k0 = kt * TILE;
-        __syncthreads(); /* the previous tile's K and V are no longer read */
-        load_tile<HD>(Ks, base + (size_t)(NH + kvh) * HD, W, k0, T);
-        load_tile<HD>(Vs, base + (size_t)(NH + NKV + kvh) * HD, W, k0, T);
+        const int k0 = kt * TILE, buf = kt & 1;
+        if (kt < qt) { /* the next tile into the other buffer (free: see the end of the loop) */
+            load_tile_async<HD>(Kb + (buf ^ 1) * TILE * LD, kbase, W, k0 + TILE, T);
+            load_tile_async<HD>(Vb + (buf ^ 1) * TILE * LD, vbase, W, k0 + TILE, T);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
+        const bf16 *Ks = Kb + buf * TILE * LD, *Vs = Vb + buf * TILE * LD;
         float s[8][4];
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) {
@@ -205,6 +231,7 @@ __global__ void __launch_bounds__(THREADS)
                 mma(o[n], pa, b0, b1);
             }
         }
+        __syncthreads(); /* this buffer is refilled two tiles on */
     }
     l0 = quad_sum(l0), l1 = quad_sum(l1);
     const float i0 = 1.0f / l0, i1 = 1.0f / l1;
@@ -253,16 +280,21 @@ __global__ void __launch_bounds__(THREADS)
                         const float *D, int T, int NH, int NKV, float sl2, float scale) {
     constexpr int LD = HD + 8, KS = HD / 16, ND = HD / 8;
     extern __shared__ int4 smem_[];
-    bf16 *Qs = reinterpret_cast<bf16 *>(smem_), *dOs = Qs + TILE * LD, *Ks = dOs + TILE * LD,
-         *Vs = Ks + TILE * LD;
+    /* Q, dO, then K and V twice (double-buffered as in the forward) */
+    bf16 *Qs = reinterpret_cast<bf16 *>(smem_), *dOs = Qs + TILE * LD, *Kb = dOs + TILE * LD,
+         *Vb = Kb + 2 * TILE * LD;
     const int bh = blockIdx.x, h = bh % NH, b = bh / NH, kvh = h / (NH / NKV);
     const int qt = gridDim.y - 1 - blockIdx.y, q0 = qt * TILE;
     const size_t W = (size_t)(NH + 2 * NKV) * HD, OW = (size_t)NH * HD;
     const bf16 *base = qkv + (size_t)b * T * W;
+    const bf16 *kbase = base + (size_t)(NH + kvh) * HD, *vbase = base + (size_t)(NH + NKV + kvh) * HD;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
 
-    load_tile<HD>(Qs, base + (size_t)h * HD, W, q0, T);
-    load_tile<HD>(dOs, dout + (size_t)b * T * OW + (size_t)h * HD, OW, q0, T);
+    load_tile_async<HD>(Qs, base + (size_t)h * HD, W, q0, T);
+    load_tile_async<HD>(dOs, dout + (size_t)b * T * OW + (size_t)h * HD, OW, q0, T);
+    load_tile_async<HD>(Kb, kbase, W, 0, T);
+    load_tile_async<HD>(Vb, vbase, W, 0, T);
+    cp_async_commit();
     const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
     const float L0 = r0 < T ? lse[(size_t)bh * T + r0] : 0.0f;
     const float L1 = r1 < T ? lse[(size_t)bh * T + r1] : 0.0f;
@@ -274,11 +306,17 @@ __global__ void __launch_bounds__(THREADS)
     for (int n = 0; n < ND; n++) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
 
     for (int kt = 0; kt <= qt; kt++) {
-        const int k0 = kt * TILE;
+        const int k0 = kt * TILE, buf = kt & 1;
+        if (kt < qt) {
+            load_tile_async<HD>(Kb + (buf ^ 1) * TILE * LD, kbase, W, k0 + TILE, T);
+            load_tile_async<HD>(Vb + (buf ^ 1) * TILE * LD, vbase, W, k0 + TILE, T);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
-        load_tile<HD>(Ks, base + (size_t)(NH + kvh) * HD, W, k0, T);
-        load_tile<HD>(Vs, base + (size_t)(NH + NKV + kvh) * HD, W, k0, T);
-        __syncthreads();
+        const bf16 *Ks = Kb + buf * TILE * LD, *Vs = Vb + buf * TILE * LD;
         float s[8][4], dp[8][4];
 #pragma unroll
         for (int nt = 0; nt < 8; nt++) {
@@ -316,6 +354,7 @@ __global__ void __launch_bounds__(THREADS)
                 mma(dq[n], a, b0, b1);
             }
         }
+        __syncthreads(); /* this buffer is refilled two tiles on */
     }
 #pragma unroll
     for (int n = 0; n < ND; n++) {
@@ -341,9 +380,11 @@ __global__ void __launch_bounds__(THREADS)
                           float scale) {
     constexpr int LD = HD + 8, KS = HD / 16, ND = HD / 8;
     extern __shared__ int4 smem_[];
-    bf16 *Ks = reinterpret_cast<bf16 *>(smem_), *Vs = Ks + TILE * LD, *Qs = Vs + TILE * LD,
-         *dOs = Qs + TILE * LD;
-    float *Ls = reinterpret_cast<float *>(dOs + TILE * LD), *Ds = Ls + TILE;
+    /* K, V, then Q and dO twice and the rows' lse2 and D twice: query tile
+     * qt+1 is copied in while tile qt is used */
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_), *Vs = Ks + TILE * LD, *Qb = Vs + TILE * LD,
+         *dOb = Qb + 2 * TILE * LD;
+    float *Lb = reinterpret_cast<float *>(dOb + 2 * TILE * LD), *Db = Lb + 2 * TILE;
     const int h = blockIdx.x % NH, b = blockIdx.x / NH, kvh = h / (NH / NKV);
     const int kt = blockIdx.y, k0 = kt * TILE, nq = (T + TILE - 1) / TILE;
     const size_t W = (size_t)(NH + 2 * NKV) * HD, OW = (size_t)NH * HD;
@@ -351,8 +392,22 @@ __global__ void __launch_bounds__(THREADS)
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     const int c0 = k0 + warp * 16 + g, c1 = c0 + 8; /* this thread's two key rows */
 
-    load_tile<HD>(Ks, base + (size_t)(NH + kvh) * HD, W, k0, T);
-    load_tile<HD>(Vs, base + (size_t)(NH + NKV + kvh) * HD, W, k0, T);
+    const size_t bh = (size_t)b * NH + h;
+    const bf16 *qbase = base + (size_t)h * HD, *obase = dout + (size_t)b * T * OW + (size_t)h * HD;
+    /* query tile q0's Q, dO (async) and lse2, D (plain stores) into buffer `to` */
+    auto fetch = [&](int q0, int to) {
+        load_tile_async<HD>(Qb + to * TILE * LD, qbase, W, q0, T);
+        load_tile_async<HD>(dOb + to * TILE * LD, obase, OW, q0, T);
+        for (int i = threadIdx.x; i < TILE; i += THREADS) {
+            bool in = q0 + i < T;
+            Lb[to * TILE + i] = in ? lse[bh * T + q0 + i] : 0.0f;
+            Db[to * TILE + i] = in ? D[bh * T + q0 + i] : 0.0f;
+        }
+    };
+    load_tile_async<HD>(Ks, base + (size_t)(NH + kvh) * HD, W, k0, T);
+    load_tile_async<HD>(Vs, base + (size_t)(NH + NKV + kvh) * HD, W, k0, T);
+    fetch(kt * TILE, 0);
+    cp_async_commit();
 
     float dk[ND][4], dv[ND][4];
 #pragma unroll
@@ -361,18 +416,18 @@ __global__ void __launch_bounds__(THREADS)
         for (int j = 0; j < 4; j++) dk[n][j] = dv[n][j] = 0.0f;
 
     {
-        const size_t bh = (size_t)b * NH + h;
         for (int qt = kt; qt < nq; qt++) {
-            const int q0 = qt * TILE;
-            __syncthreads();
-            load_tile<HD>(Qs, base + (size_t)h * HD, W, q0, T);
-            load_tile<HD>(dOs, dout + (size_t)b * T * OW + (size_t)h * HD, OW, q0, T);
-            for (int i = threadIdx.x; i < TILE; i += THREADS) {
-                bool in = q0 + i < T;
-                Ls[i] = in ? lse[bh * T + q0 + i] : 0.0f;
-                Ds[i] = in ? D[bh * T + q0 + i] : 0.0f;
+            const int q0 = qt * TILE, buf = (qt - kt) & 1;
+            if (qt + 1 < nq) {
+                fetch(q0 + TILE, buf ^ 1);
+                cp_async_commit();
+                cp_async_wait<1>();
+            } else {
+                cp_async_wait<0>();
             }
             __syncthreads();
+            const bf16 *Qs = Qb + buf * TILE * LD, *dOs = dOb + buf * TILE * LD;
+            const float *Ls = Lb + buf * TILE, *Ds = Db + buf * TILE;
             float st[8][4];
 #pragma unroll
             for (int nt = 0; nt < 8; nt++) {
@@ -437,6 +492,7 @@ __global__ void __launch_bounds__(THREADS)
                     mma(dk[n], a, b0, b1);
                 }
             }
+            __syncthreads(); /* this buffer is refilled two tiles on */
         }
     }
     if (part) {
@@ -492,9 +548,11 @@ __global__ void flash_gqa_sum_kernel(bf16 *dqkv, const float *part, int T, int N
     dqkv[bt * W + col] = __float2bfloat16_rn(s);
 }
 
-template <int HD> constexpr size_t fwd_smem() { return 3 * (size_t)TILE * (HD + 8) * sizeof(bf16); }
-template <int HD> constexpr size_t dq_smem() { return 4 * (size_t)TILE * (HD + 8) * sizeof(bf16); }
-template <int HD> constexpr size_t dkdv_smem() { return dq_smem<HD>() + 2 * TILE * sizeof(float); }
+/* shared memory: the forward's Q + 2 K + 2 V tiles; dQ's Q, dO + 2 K + 2 V;
+ * dK/dV's K, V + 2 Q + 2 dO tiles and 2 x (lse2, D) rows */
+template <int HD> constexpr size_t fwd_smem() { return 5 * (size_t)TILE * (HD + 8) * sizeof(bf16); }
+template <int HD> constexpr size_t dq_smem() { return 6 * (size_t)TILE * (HD + 8) * sizeof(bf16); }
+template <int HD> constexpr size_t dkdv_smem() { return dq_smem<HD>() + 4 * TILE * sizeof(float); }
 
 /* once per kernel: allow more than 48 KiB of dynamic shared memory */
 template <typename K> static void allow_smem(K kernel, size_t bytes, int *done) {
