@@ -28,4 +28,11 @@ if(DAPT_HAVE_CUDA)
   add_test(NAME cuda_nccl_train
            COMMAND ${CMAKE_CURRENT_LIST_DIR}/nccl_check.sh $<TARGET_FILE:dapt> make)
   set_tests_properties(cuda_nccl_train PROPERTIES LABELS cuda SKIP_RETURN_CODE 77 TIMEOUT 600)
+  # `dapt train` on cuda against cpu, and its exact resume (stage "cli");
+  # the harness runs the same checks cpu against cpu
+  add_test(NAME cuda_cli_train COMMAND ${CMAKE_CURRENT_LIST_DIR}/cli_check.sh $<TARGET_FILE:dapt> make)
+  set_tests_properties(cuda_cli_train PROPERTIES LABELS cuda SKIP_RETURN_CODE 77 TIMEOUT 600)
+  add_test(NAME cuda_cli_train_harness
+           COMMAND ${CMAKE_CURRENT_LIST_DIR}/cli_check.sh $<TARGET_FILE:dapt> make cpu)
+  set_tests_properties(cuda_cli_train_harness PROPERTIES LABELS cuda TIMEOUT 600)
 endif()
