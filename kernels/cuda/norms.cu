@@ -6,7 +6,7 @@
  * one warp per row:
  * - forward (C <= 4096): the row is read once into registers; mean,
  *   variance (or mean square) and the output come from there;
- * - backward (C <= 2048 LayerNorm, 4096 RMSNorm): one kernel adds dinp and
+ * - backward (C <= 2048 LayerNorm, 4104 RMSNorm): one kernel adds dinp and
  *   collects the dw (and db) terms per block in shared memory, written as one
  *   fp32 partial row per block; a second kernel adds the partials in a fixed
  *   order into dw/db (inputs read by one kernel only).
@@ -373,7 +373,9 @@ static int norm_fwd_warp(T *out, float *mean, float *rstd, const T *inp, const T
 #define NORM_BWD_BLOCKS 264 /* two resident blocks on each of an H100's 132 SMs */
 #define NORM_BWD_MAX_WARPS 8
 #define NORM_BWD_MIN_WARPS 4 /* fewer rows in flight: the per-row kernels instead */
-#define NORM_BWD_SMEM 65536 /* bytes of accumulators a block may use (opt-in above 48 KiB) */
+/* bytes of accumulators a block may use (opt-in above 48 KiB): 4 warps at
+ * LayerNorm C = 2048, RMSNorm C = 4104 */
+#define NORM_BWD_SMEM (65536 + 256)
 
 template <typename T, int LN>
 __global__ void __launch_bounds__(NORM_BWD_MAX_WARPS * 32, 2)
@@ -382,12 +384,14 @@ __global__ void __launch_bounds__(NORM_BWD_MAX_WARPS * 32, 2)
                           const T *__restrict__ w, const float *__restrict__ mean,
                           const float *__restrict__ rstd, int N, int C) {
     constexpr int U = 2, NACC = LN ? 2 : 1;
-    extern __shared__ float acc[]; /* [warp][NACC][8][nch]: column 8 i + j at j * nch + i */
+    /* acc[warp][NACC][8][nch + 1]: column 8 i + j at j * (nch + 1) + i (the +1
+     * spreads the 8 columns of a chunk over 8 banks for the final read) */
+    extern __shared__ float acc[];
     const int W = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int nch = C / 8;
-    for (int i = threadIdx.x; i < W * NACC * C; i += blockDim.x) acc[i] = 0.0f;
+    const int nch = C / 8, P = C + 8; /* P: one accumulator's stride */
+    for (int i = threadIdx.x; i < W * NACC * P; i += blockDim.x) acc[i] = 0.0f;
     __syncthreads();
-    float *aw = acc + (size_t)warp * NACC * C, *ab = aw + C;
+    float *aw = acc + (size_t)warp * NACC * P, *ab = aw + P;
     for (long long n = (long long)blockIdx.x * W + warp; n < N; n += (long long)gridDim.x * W) {
         const T *d = dout + n * C, *x = inp + n * C;
         T *g = dinp + n * C;
@@ -441,8 +445,8 @@ __global__ void __launch_bounds__(NORM_BWD_MAX_WARPS * 32, 2)
                     for (int j = 0; j < 8; j++) {
                         float xh = (xv[u][j] - m) * s;
                         gv[u][j] += (dv[u][j] * wf[j] - a - xh * b) * s;
-                        aw[j * nch + i] += dv[u][j] * xh;
-                        if (LN) ab[j * nch + i] += dv[u][j];
+                        aw[j * (nch + 1) + i] += dv[u][j] * xh;
+                        if (LN) ab[j * (nch + 1) + i] += dv[u][j];
                     }
                     st8(g + 8 * i, gv[u]);
                 }
@@ -451,11 +455,11 @@ __global__ void __launch_bounds__(NORM_BWD_MAX_WARPS * 32, 2)
     }
     __syncthreads();
     for (int c = threadIdx.x; c < C; c += blockDim.x) {
-        int k = (c & 7) * nch + (c >> 3);
+        int k = (c & 7) * (nch + 1) + (c >> 3);
         float s0 = 0.0f, s1 = 0.0f;
         for (int v = 0; v < W; v++) {
-            s0 += acc[(size_t)v * NACC * C + k];
-            if (LN) s1 += acc[(size_t)v * NACC * C + C + k];
+            s0 += acc[(size_t)v * NACC * P + k];
+            if (LN) s1 += acc[(size_t)v * NACC * P + P + k];
         }
         part[(size_t)blockIdx.x * C + c] = s0;
         if (LN) part[(size_t)(gridDim.x + blockIdx.x) * C + c] = s1;
@@ -464,7 +468,7 @@ __global__ void __launch_bounds__(NORM_BWD_MAX_WARPS * 32, 2)
 
 /* The fused path when the vector path applies (C % 8 == 0, 16-byte aligned
  * rows) and the accumulators of NORM_BWD_MIN_WARPS warps fit NORM_BWD_SMEM
- * (C <= 2048 for LayerNorm, 4096 for RMSNorm); returns 0 (nothing done)
+ * (C <= 2048 for LayerNorm, 4104 for RMSNorm); returns 0 (nothing done)
  * otherwise, and the caller takes the one-block-per-row kernel and
  * cuda_colsum. */
 template <typename T, int LN>
@@ -474,13 +478,13 @@ static int norm_bwd_fused(T *dinp, T *dw, T *db, const T *dout, const T *inp, co
     if (C % 8 || !cuda_aligned16(dinp) || !cuda_aligned16(dout) || !cuda_aligned16(inp) ||
         !cuda_aligned16(w))
         return 0;
-    int W = NORM_BWD_SMEM / (nacc * C * (int)sizeof(float));
+    int W = NORM_BWD_SMEM / (nacc * (C + 8) * (int)sizeof(float));
     if (W < NORM_BWD_MIN_WARPS) return 0;
     if (W > NORM_BWD_MAX_WARPS) W = NORM_BWD_MAX_WARPS;
     int G = (N + W - 1) / W;
     if (G > NORM_BWD_BLOCKS) G = NORM_BWD_BLOCKS;
     float *part = (float *)cuda_scratch((size_t)nacc * G * C * sizeof(float));
-    size_t smem = (size_t)W * nacc * C * sizeof(float);
+    size_t smem = (size_t)W * nacc * (C + 8) * sizeof(float);
     static int smem_opt_in; /* one per instantiation */
     if (!smem_opt_in) {
         CUDA_CHECK(cudaFuncSetAttribute(norm_bwd_fused_kernel<T, LN>,

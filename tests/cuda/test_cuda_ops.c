@@ -665,7 +665,8 @@ static void run_all(Ctx *c) {
         test_moe(c, 77, 6, 3, 13, 1);
     }
     /* sizes past the kernels' thresholds: several chunks per thread in the
-     * norms (C > 8 * 512), several row chunks in the column sums, two LM-head
+     * norms' per-row kernels (C > 8 * 512; the RMSNorm fused backward at its
+     * widest, 4 warps a block), several row chunks in the column sums, two LM-head
      * chunks (N > 1024) with 1024-thread blocks (V >= 4096), the sumsq block
      * cap, several staging chunks in upload/download */
     c->shape = "large";
@@ -681,7 +682,7 @@ static void run_all(Ctx *c) {
     if (want("optimizer")) test_optimizer(c, 3000001);
     /* the norms' warp-per-row kernels (forward: row in registers, C <= 4096;
      * backward: per-block fp32 partials of dw/db and their ordered sum,
-     * LayerNorm C <= 2048, RMSNorm C <= 4096): one row; one 8-column chunk;
+     * LayerNorm C <= 2048, RMSNorm C <= 4104): one row; one 8-column chunk;
      * C a multiple of 8 but not of 256 (a lane's last chunk batch partial)
      * with N not a multiple of the warps per block and more rows than warps
      * (fused backward at 2056: RMSNorm; at 1032: both); GPT-2's and the
