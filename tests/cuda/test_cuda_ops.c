@@ -229,9 +229,13 @@ static void test_embed(Ctx *c, int B, int T, int C, int V) {
     pair_free(c, &dwte), pair_free(c, &dwpe);
 }
 
-static void test_norms(Ctx *c, int N, int C) {
-    Pair inp = pair_rand(c, (size_t)N * C, -2, 2), w = pair_rand(c, C, 0.5f, 1.5f);
+/* woff: w is a view one element into its allocation (unaligned: the
+ * kernels' per-row paths, and the column sums' 8-column path in the
+ * LayerNorm backward) */
+static void test_norms_w(Ctx *c, int N, int C, int woff) {
+    Pair inp = pair_rand(c, (size_t)N * C, -2, 2), w = pair_rand(c, C + woff, 0.5f, 1.5f);
     Pair b = pair_rand(c, C, -0.5f, 0.5f), dout = pair_rand(c, (size_t)N * C, -1, 1);
+#define WV(s) ((char *)w.b[s] + (woff ? SIDE(c, s)->act_bytes : 0))
     for (int rms = 0; rms < 2; rms++) {
         const char *fwd = rms ? "rmsnorm_fwd" : "layernorm_fwd";
         const char *bwd = rms ? "rmsnorm_bwd" : "layernorm_bwd";
@@ -239,9 +243,9 @@ static void test_norms(Ctx *c, int N, int C) {
         Pair mean = pair_poison(c, N, 1), rstd = pair_poison(c, N, 1);
         for (int s = 0; s < 2; s++) {
             if (rms)
-                SIDE(c, s)->rmsnorm_fwd(S(out), SF(rstd), S(inp), S(w), N, C, 1e-5f);
+                SIDE(c, s)->rmsnorm_fwd(S(out), SF(rstd), S(inp), WV(s), N, C, 1e-5f);
             else
-                SIDE(c, s)->layernorm_fwd(S(out), SF(mean), SF(rstd), S(inp), S(w), S(b), N, C,
+                SIDE(c, s)->layernorm_fwd(S(out), SF(mean), SF(rstd), S(inp), WV(s), S(b), N, C,
                                           1e-5f);
         }
         check(c, fwd, "out", &out);
@@ -256,9 +260,9 @@ static void test_norms(Ctx *c, int N, int C) {
         float *dw0 = fetch(c->dev, dw.b[1], C, 0);
         for (int s = 0; s < 2; s++) {
             if (rms)
-                SIDE(c, s)->rmsnorm_bwd(S(dinp), S(dw), S(dout), S(inp), S(w), SF(rstd), N, C);
+                SIDE(c, s)->rmsnorm_bwd(S(dinp), S(dw), S(dout), S(inp), WV(s), SF(rstd), N, C);
             else
-                SIDE(c, s)->layernorm_bwd(S(dinp), S(dw), S(db), S(dout), S(inp), S(w), SF(mean),
+                SIDE(c, s)->layernorm_bwd(S(dinp), S(dw), S(db), S(dout), S(inp), WV(s), SF(mean),
                                           SF(rstd), N, C);
         }
         check(c, bwd, "dinp", &dinp);
@@ -267,9 +271,9 @@ static void test_norms(Ctx *c, int N, int C) {
         float *dw1 = fetch(c->dev, dw.b[1], C, 0);
         c->dev->upload(dw.b[1], dw0, C);
         if (rms)
-            c->dev->rmsnorm_bwd(dinp.b[1], dw.b[1], dout.b[1], inp.b[1], w.b[1], rstd.b[1], N, C);
+            c->dev->rmsnorm_bwd(dinp.b[1], dw.b[1], dout.b[1], inp.b[1], WV(1), rstd.b[1], N, C);
         else
-            c->dev->layernorm_bwd(dinp.b[1], dw.b[1], db.b[1], dout.b[1], inp.b[1], w.b[1],
+            c->dev->layernorm_bwd(dinp.b[1], dw.b[1], db.b[1], dout.b[1], inp.b[1], WV(1),
                                   mean.b[1], rstd.b[1], N, C);
         c->dev->sync();
         check_same(c, bwd, "determ", &dw, dw1);
@@ -277,8 +281,10 @@ static void test_norms(Ctx *c, int N, int C) {
         pair_free(c, &out), pair_free(c, &mean), pair_free(c, &rstd);
         pair_free(c, &dinp), pair_free(c, &dw), pair_free(c, &db);
     }
+#undef WV
     pair_free(c, &inp), pair_free(c, &w), pair_free(c, &b), pair_free(c, &dout);
 }
+static void test_norms(Ctx *c, int N, int C) { test_norms_w(c, N, C, 0); }
 
 /* variant 0: no bias; 1: bias; 2: bias, with inp, w and bias views one
  * element off their allocation (unaligned, as views into a parameter buffer
@@ -659,13 +665,17 @@ static void run_all(Ctx *c) {
         test_moe(c, 77, 6, 3, 13, 1);
     }
     /* sizes past the kernels' thresholds: several chunks per thread in the
-     * norms (C > 8 * 512), several row chunks in the column sums, two LM-head
+     * norms' per-row kernels (C > 8 * 512; the RMSNorm fused backward at its
+     * widest, 4 warps a block), several row chunks in the column sums, two LM-head
      * chunks (N > 1024) with 1024-thread blocks (V >= 4096), the sumsq block
      * cap, several staging chunks in upload/download */
     c->shape = "large";
     if (want("memory")) test_memory(c, ((size_t)1 << 24) + 13);
     if (want("embed")) test_embed(c, 4, 128, 96, 3000);
     if (want("norms")) test_norms(c, 300, 4104);
+    /* the bias column sum's 8-column path with 65 row chunks, the last one
+     * 13 rows (not a multiple of its 4-row loads) */
+    if (want("matmul")) test_matmul(c, 1037, 64, 200);
     if (want("attention")) test_attention(c, 2, 128, 8, 2, 32);
     if (want("lmhead")) test_lmhead(c, 1100, 64, 5000);
     /* GPT-2's vocabulary (a 17-column tail past the 64-aligned part), and one
@@ -673,6 +683,30 @@ static void run_all(Ctx *c) {
     if (want("lmhead")) test_lmhead(c, 96, 64, 50257);
     if (want("lmhead")) test_lmhead(c, 33, 64, 1024);
     if (want("optimizer")) test_optimizer(c, 3000001);
+    /* the norms' warp-per-row kernels (forward: row in registers, C <= 4096;
+     * backward: per-block fp32 partials of dw/db and their ordered sum,
+     * LayerNorm C <= 2048, RMSNorm C <= 4104): one row; one 8-column chunk;
+     * C a multiple of 8 but not of 256 (a lane's last chunk batch partial)
+     * with N not a multiple of the warps per block and more rows than warps
+     * (fused backward at 2056: RMSNorm; at 1032: both); GPT-2's and the
+     * llama's shapes (4 rows per warp); C = 4096 (LayerNorm backward
+     * per-row, the rest warp-per-row); wider rows (the per-row kernels); an
+     * unaligned w (the per-row kernels at C % 8 == 0) */
+    c->shape = "normrows";
+    if (want("norms")) {
+        test_norms(c, 1, 768);
+        test_norms(c, 5, 8);
+        test_norms(c, 2101, 2056);
+        test_norms(c, 8192, 768);
+        test_norms(c, 4096, 2048);
+        test_norms(c, 7, 4096);
+        test_norms(c, 4000, 1032);
+        test_norms(c, 40, 12296);
+        test_norms(c, 3, 16392);
+        c->shape = "w@1";
+        test_norms_w(c, 300, 768, 1);
+        c->shape = "normrows";
+    }
     /* the head dims of real models (the bf16 table's fused kernel): whole and
      * partial 64-row tiles, several tiles, GQA groups of 1, 2 and 4 */
     c->shape = "heads";
