@@ -313,12 +313,14 @@ static void test_matmul(Ctx *c, int N, int IC, int OC) {
 /* Row counts that change from call to call, as the tokens of an MoE expert
  * do. gemm.cu asks cuBLASLt's heuristic once per bucket of row counts (up
  * to a multiple of 128) and checks that algorithm for each exact shape:
- * 300 and 301 share the bucket 384 (fwd/dinp: M varies; dw: K varies), 384
- * is the bucket's own shape, 129 and 1000 are other buckets. Each run is
- * checked against the CPU. Then the bits: 301 and 300 again after the
- * others must reproduce their first runs, and so must 300 after the plan
- * caches were emptied and 301 ran first (a shape's algorithm, so its bits,
- * must not depend on which shape of its bucket came first). The outputs
+ * 300, 301 and 257 share the bucket 384 (fwd/dinp: M varies; dw: K
+ * varies), 384 is the bucket's own shape, 129 and 1000 are other buckets.
+ * Each run is checked against the CPU. Then the bits: 301 and 300 again
+ * after the others must reproduce their first runs, and so must 300 after
+ * the plan caches were emptied and 257 ran first (a shape's algorithm, so
+ * its bits, must not depend on which shape of its bucket came first; 257
+ * rather than 301 because an algorithm picked for 257 is likelier to differ
+ * from one picked for 300). The outputs
  * the GEMMs overwrite have a poisoned tail past their N rows, which must
  * stay NaN (a plan laid out for the bucket's rows would write there). */
 static Pair pair_poison_tail(Ctx *c, size_t n, size_t tail) {
@@ -335,8 +337,8 @@ static void check_tail(Ctx *c, const char *op, const Pair *p, size_t tail) {
 }
 
 static void test_matmul_rows(Ctx *c, int IC, int OC) {
-    enum { NMAX = 1000, RUNS = 8 };
-    static const int rows[RUNS] = {300, 301, 384, 129, 1000, 301, 300, 300};
+    enum { NMAX = 1000, RUNS = 9 };
+    static const int rows[RUNS] = {300, 301, 384, 257, 129, 1000, 301, 300, 300};
     const char *shape0 = c->shape;
     Pair inp = pair_rand(c, (size_t)NMAX * IC, -1, 1);
     Pair w = pair_rand(c, (size_t)OC * IC, -0.3f, 0.3f);
@@ -347,13 +349,13 @@ static void test_matmul_rows(Ctx *c, int IC, int OC) {
     char shape[32];
     for (int r = 0; r < RUNS; r++) {
         int N = rows[r], slot = N == 300 ? 0 : N == 301 ? 1 : -1;
-        if (r == RUNS - 1) { /* empty caches; 301 (same bucket) first */
+        if (r == RUNS - 1) { /* empty caches; 257 (same bucket) first */
             ops_cuda_forget_gemm_plans();
-            Pair o2 = pair_poison(c, (size_t)301 * OC, 0);
-            c->dev->matmul_fwd(o2.b[1], inp.b[1], w.b[1], NULL, 301, IC, OC);
-            Pair d2 = pair_poison(c, (size_t)301 * IC, 0);
+            Pair o2 = pair_poison(c, (size_t)257 * OC, 0);
+            c->dev->matmul_fwd(o2.b[1], inp.b[1], w.b[1], NULL, 257, IC, OC);
+            Pair d2 = pair_poison(c, (size_t)257 * IC, 0);
             Pair w2 = pair_new(c, dw0, (size_t)OC * IC, 0);
-            c->dev->matmul_bwd(d2.b[1], w2.b[1], NULL, dout.b[1], inp.b[1], w.b[1], 301, IC, OC);
+            c->dev->matmul_bwd(d2.b[1], w2.b[1], NULL, dout.b[1], inp.b[1], w.b[1], 257, IC, OC);
             c->dev->sync();
             pair_free(c, &o2), pair_free(c, &d2), pair_free(c, &w2);
         }
