@@ -12,6 +12,7 @@ const Ops *ops_cuda(char *err, size_t err_len) {
 }
 const Ops *ops_cuda_fp32(char *err, size_t err_len) { return ops_cuda(err, err_len); }
 void *ops_cuda_stream(void) { return NULL; }
+void ops_cuda_forget_gemm_plans(void) {}
 #endif
 
 const Ops *ops_get(const char *name, char *err, size_t err_len) {

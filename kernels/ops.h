@@ -211,5 +211,10 @@ const Ops *ops_get(const char *name, char *err, size_t err_len);
  * it), so that collectives on device buffers (trainer/dist_nccl.h) are
  * ordered with the ops; NULL before the backend started or without CUDA. */
 void *ops_cuda_stream(void);
+/* Test hook: the CUDA backend forgets every cached GEMM plan and heuristic
+ * result (kernels/cuda/gemm.cu). What the caches hold must never change a
+ * result; tests call this to check that a shape's bits do not depend on
+ * what ran before it. No effect without CUDA. */
+void ops_cuda_forget_gemm_plans(void);
 
 #endif

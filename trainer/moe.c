@@ -10,6 +10,11 @@
  * rows: gu = xs W13_e^T, h = swiglu(gu), ys = h W2_e^T; out = combine.
  * Per-expert row counts are downloaded to the host (the GEMM sizes).
  *
+ * Host transfers (each a stream sync on CUDA): one download per layer
+ * forward of counts and stats together (one device buffer, counts then
+ * stats, so one copy), and one upload per forward pass of every layer's LBL
+ * gradient (moe_after_forward), none in the backward.
+ *
  * Invariants: the counts, probs and top-k of a layer's last forward stay in
  * its buffers until the next forward; moe_after_forward has run between
  * the forward and the backward of a training pass.
@@ -27,17 +32,17 @@ typedef struct {
     float *probs, *lse;       /* (N, E) (N) */
     int32_t *top_idx;         /* (N, K) */
     float *top_w;             /* (N, K) */
-    int32_t *counts;          /* (E) backend */
+    int32_t *counts;          /* (E) backend, followed by stats in one allocation */
     int32_t *row_token, *pos; /* (NK) (N, K) */
-    float *stats;             /* (E + 1) backend */
+    float *stats;             /* (E + 1) backend, = (float *)(counts + E) */
     void *xs, *gu, *h, *ys;   /* (NK, C) (NK, 2F) (NK, F) (NK, C) act */
     /* host */
-    int32_t *counts_h;        /* (E) of the last forward */
+    int32_t *counts_h;        /* (E) of the last forward; stats_h follows it */
     int64_t *counts_local;    /* (E) same, int64 */
     int64_t *counts_global;   /* (E) running sum over the step (global mode) */
-    float *stats_h;           /* (E + 1) */
+    float *stats_h;           /* (E + 1) = (float *)(counts_h + E), not separately freed */
     double *f, *p;            /* (E) */
-    float *dprob_h;           /* (E) LBL gradient dL/dprobs[n,e] */
+    float *dprob_h;           /* (E) LBL gradient dL/dprobs[n,e]: row i of MoeState.dprob_h */
     float z_scale;
     double lbl, z;
     int64_t *window[2];       /* (E) recorded routings per source */
@@ -52,7 +57,8 @@ struct MoeState {
     int cap_N, N;
     /* backward scratch */
     void *dys, *dh, *dgu, *dxs, *dlogits, *dtmp; /* (NK,C) (NK,F) (NK,2F) (NK,C) (N,E) (N,C) */
-    float *dtop_w, *dprob;                        /* (N, K) (E) */
+    float *dtop_w, *dprob;                        /* (N, K) (Lm, E) */
+    float *dprob_h;                               /* (Lm, E) host, uploaded to dprob */
     int32_t *top_h;                               /* (N, K) host, for record_routing */
     /* step */
     int64_t step_tokens; /* 0: no step begun */
@@ -174,18 +180,21 @@ MoeState *moe_create(const ModelConfig *c, const Ops *ops, char *err, size_t err
         MoeLayer *m = &s->ml[s->n_moe];
         s->layer_to_moe[l] = s->n_moe++;
         m->layer = l;
-        m->counts_h = calloc(E, sizeof *m->counts_h);
+        /* counts then stats, as one download fills them */
+        m->counts_h = calloc((size_t)2 * E + 1, 4);
         m->counts_local = calloc(E, sizeof(int64_t));
         m->counts_global = calloc(E, sizeof(int64_t));
-        m->stats_h = calloc(E + 1, sizeof(float));
+        m->stats_h = m->counts_h ? (float *)(void *)(m->counts_h + E) : NULL;
         m->f = calloc(E, sizeof(double));
         m->p = calloc(E, sizeof(double));
-        m->dprob_h = calloc(E, sizeof(float));
         m->window[0] = calloc(E, sizeof(int64_t));
         m->window[1] = calloc(E, sizeof(int64_t));
-        ok = m->counts_h && m->counts_local && m->counts_global && m->stats_h && m->f && m->p &&
-             m->dprob_h && m->window[0] && m->window[1];
+        ok = m->counts_h && m->counts_local && m->counts_global && m->f && m->p &&
+             m->window[0] && m->window[1];
     }
+    s->dprob_h = calloc((size_t)s->n_moe * E + 1, sizeof(float));
+    ok = ok && s->dprob_h;
+    for (int i = 0; ok && i < s->n_moe; i++) s->ml[i].dprob_h = s->dprob_h + (size_t)i * E;
     if (!ok) {
         moe_free(s);
         return snprintf(err, err_len, "out of host memory"), NULL;
@@ -197,8 +206,9 @@ static void free_acts(MoeState *s) {
     const Ops *o = s->ops;
     for (int i = 0; i < s->n_moe; i++) {
         MoeLayer *m = &s->ml[i];
+        /* m->stats lives in m->counts' allocation */
         void *b[] = {m->logits, m->probs, m->lse, m->top_idx, m->top_w, m->counts, m->row_token,
-                     m->pos,    m->stats, m->xs,  m->gu,      m->h,     m->ys};
+                     m->pos,    m->xs,    m->gu,  m->h,       m->ys};
         for (size_t k = 0; k < sizeof b / sizeof *b; k++)
             if (b[k]) o->free(b[k]);
         m->logits = m->xs = m->gu = m->h = m->ys = NULL;
@@ -220,9 +230,10 @@ void moe_free(MoeState *s) {
     free_acts(s);
     for (int i = 0; i < s->n_moe; i++) {
         MoeLayer *m = &s->ml[i];
-        free(m->counts_h), free(m->counts_local), free(m->counts_global), free(m->stats_h);
-        free(m->f), free(m->p), free(m->dprob_h), free(m->window[0]), free(m->window[1]);
+        free(m->counts_h), free(m->counts_local), free(m->counts_global);
+        free(m->f), free(m->p), free(m->window[0]), free(m->window[1]);
     }
+    free(s->dprob_h);
     free(s->ml);
     free(s->layer_to_moe);
     free(s->red_buf);
@@ -244,10 +255,10 @@ int moe_ensure_acts(MoeState *s, int N, char *err, size_t err_len) {
         A_(m->lse, (size_t)N * 4);
         A_(m->top_idx, NK * 4);
         A_(m->top_w, NK * 4);
-        A_(m->counts, E * 4);
+        A_(m->counts, (2 * E + 1) * 4); /* counts (E) int32, stats (E + 1) fp32 */
+        if (m->counts) m->stats = (float *)(void *)(m->counts + E);
         A_(m->row_token, NK * 4);
         A_(m->pos, NK * 4);
-        A_(m->stats, (E + 1) * 4);
         A_(m->xs, NK * C * ab);
         A_(m->gu, NK * 2 * F * ab);
         A_(m->h, NK * F * ab);
@@ -260,7 +271,7 @@ int moe_ensure_acts(MoeState *s, int N, char *err, size_t err_len) {
     A_(s->dlogits, N * E * ab);
     A_(s->dtmp, N * C * ab);
     A_(s->dtop_w, NK * 4);
-    A_(s->dprob, E * 4);
+    A_(s->dprob, (size_t)s->n_moe * E * 4);
 #undef A_
     s->top_h = malloc(NK * sizeof *s->top_h);
     if (!ok || !s->top_h) {
@@ -290,8 +301,8 @@ void moe_layer_fwd(MoeState *s, int l, const void *params, size_t router_off, si
                      c->norm_topk_prob);
     o->moe_permute(m->counts, m->row_token, m->pos, m->top_idx, N, E, K);
     o->moe_gather_fwd(m->xs, x, m->row_token, N * K, C);
-    o->download_bytes(m->counts_h, m->counts, (size_t)E * 4);
-    o->download_bytes(m->stats_h, m->stats, (size_t)(E + 1) * 4);
+    /* counts and stats in one copy: the one host sync of this layer */
+    o->download_bytes(m->counts_h, m->counts, (size_t)(2 * E + 1) * 4);
     size_t row = 0;
     for (int e = 0; e < E; e++) {
         int n = m->counts_h[e];
@@ -354,6 +365,9 @@ int moe_after_forward(MoeState *s, int training, char *err, size_t err_len) {
             m->dprob_h[e] = on ? (float)(s->weight * c->lbl_coef * norm * E * m->f[e] / N) : 0.0f;
         m->z_scale = (float)(s->weight * c->z_loss_coef / N);
     }
+    /* every layer's LBL gradient in one upload (one sync per pass, not one
+     * per layer backward) */
+    if (s->dprob) s->ops->upload_bytes(s->dprob, s->dprob_h, (size_t)s->n_moe * E * 4);
     return 0;
 }
 
@@ -381,8 +395,9 @@ void moe_layer_bwd(MoeState *s, int l, const void *params, void *grads, size_t r
         row += (size_t)n;
     }
     o->moe_gather_bwd(dx, s->dxs, m->pos, N, K, C);
-    o->upload_bytes(s->dprob, m->dprob_h, (size_t)E * 4);
-    o->moe_route_bwd(s->dlogits, s->dtop_w, s->dprob, m->z_scale, m->probs, m->lse, m->top_idx,
+    /* dprob was uploaded for every layer by moe_after_forward */
+    const float *dprob = s->dprob + (size_t)s->layer_to_moe[l] * E;
+    o->moe_route_bwd(s->dlogits, s->dtop_w, dprob, m->z_scale, m->probs, m->lse, m->top_idx,
                      m->top_w, N, E, K, c->norm_topk_prob);
     o->matmul_bwd(s->dtmp, at(grads, router_off, ab), NULL, s->dlogits, x,
                   at(params, router_off, ab), N, C, E);

@@ -183,6 +183,9 @@ typedef struct GemmArgs {
     float alpha, beta;
     const void *bias;
     int tf32;
+    /* 1: M (vary_m) or K (vary_k) changes from call to call (token counts):
+     * the algorithm is chosen per bucket of that dimension (gemm.cu) */
+    int vary_m, vary_k;
 } GemmArgs;
 void cuda_gemm(const GemmArgs *g);
 

@@ -9,6 +9,13 @@
  * row-major (r, c) matrix is the column-major (c, r) matrix with the same
  * stride: so cuBLASLt is called with the operands swapped (B first), the
  * transpose flags unchanged, m = N and n = M.
+ *
+ * The host cost of a GEMM is a plan (descriptors, layouts, algorithm); the
+ * algorithm comes from cuBLASLt's heuristic query, which costs far more
+ * than a small GEMM. Plans are cached per exact shape, and the heuristic is
+ * asked once per bucket of row counts for the linear layers (whose row
+ * count, the tokens an MoE expert receives, changes every step): the rule
+ * that keeps this deterministic is under "plans" below.
  */
 #include <stdio.h>
 #include <string.h>
@@ -36,11 +43,50 @@ static void layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int rows, int co
     }
 }
 
-/* Descriptors, layouts and the chosen algorithm of a GEMM shape are built
- * once (the heuristic query costs far more than a small GEMM) and kept in a
- * small cache keyed by everything but the pointers and scalars. */
+/* ---- plans ----
+ * A plan is what cublasLtMatmul needs besides the pointers and scalars: the
+ * operation descriptor, the three matrix layouts and an algorithm. Two
+ * caches, both keyed by a GemmKey (every field of the call but pointers and
+ * scalars, plus the pointers' alignments and the vary flags):
+ *
+ *   g_plans   exact shape -> descriptor, layouts, algorithm (direct-mapped
+ *             hash table; a colliding shape replaces the entry; rebuilding
+ *             an entry costs a few descriptor creations and at most one
+ *             cublasLtMatmulAlgoCheck)
+ *   g_algos   shape -> the first result of cublasLtMatmulAlgoGetHeuristic
+ *             for it (the expensive call, hundreds of microseconds; an
+ *             open-addressed table, emptied when three quarters full)
+ *
+ * The algorithm rule. A dimension marked as varying (GemmArgs.vary_m /
+ * vary_k: the token rows of matmul_fwd/bwd, which for MoE experts change
+ * every step and every expert) is replaced by its bucket: x <= 128 rounds
+ * up to a power of two, larger x up to a multiple of 128. R is the shape
+ * with its varying dimensions bucketed, S the exact shape, H(X) the
+ * heuristic's first algorithm for shape X. Then
+ *
+ *   algo(S) = H(S)   if S == R (no varying dimension, or one already on a
+ *                    bucket boundary: every fixed shape of a dense model
+ *                    whose row count is a multiple of 128 keeps the
+ *                    algorithm it had before buckets existed; other
+ *                    fixed row counts may now take their bucket's)
+ *           = H(R)   if cublasLtMatmulAlgoCheck accepts H(R) for S with a
+ *                    workspace that fits
+ *           = H(S)   otherwise
+ *
+ * so one heuristic query serves every row count of a bucket. algo(S) is a
+ * function of S alone (given the device, the cuBLASLt build and the
+ * workspace size), never of the order of calls: the caches only memoise it,
+ * and what they evict or forget is recomputed to the same value. This rests
+ * on the heuristic and the check being deterministic functions of their
+ * arguments, which the single exact cache before this one already assumed.
+ * With one algorithm per shape, a given shape gives bitwise-repeatable
+ * results (ops.h). Two row counts of one bucket use the same algorithm but
+ * are different problems; two different buckets may use different
+ * algorithms (so different rounding), as two shapes always could. The vary
+ * flags are part of the key, so a shape reached with and without them
+ * cannot share a cache entry (they could choose differently). */
 typedef struct {
-    int ta, tb, M, N, K, lda, ldb, ldc, batch, has_bias, tf32;
+    int ta, tb, M, N, K, lda, ldb, ldc, batch, has_bias, tf32, vary_m, vary_k;
     long long sA, sB, sC;
     cudaDataType_t ab_type, c_type;
     uint32_t al_a, al_b, al_c;
@@ -48,25 +94,47 @@ typedef struct {
 
 typedef struct {
     GemmKey key;
+    int used;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t la, lb, lc;
     cublasLtMatmulAlgo_t algo;
 } GemmPlan;
 
-#define GEMM_CACHE 128
-static GemmPlan g_plans[GEMM_CACHE];
-static int g_n_plans, g_next_evict;
+typedef struct {
+    GemmKey key;
+    int used;
+    cublasLtMatmulAlgo_t algo;
+} AlgoEntry;
 
-static void plan_destroy(GemmPlan *p) {
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->la));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lb));
-    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lc));
-    CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->desc));
+#define GEMM_PLANS 4096 /* exact shapes (descriptors and layouts) */
+#define GEMM_ALGOS 4096 /* heuristic results */
+static GemmPlan g_plans[GEMM_PLANS];
+static AlgoEntry g_algos[GEMM_ALGOS];
+static int g_n_algos;
+
+/* FNV-1a over the key's bytes (padding included: keys are memset first) */
+static uint64_t key_hash(const GemmKey *k) {
+    const unsigned char *b = (const unsigned char *)k;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof *k; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
 }
 
-static void plan_build(GemmPlan *p, const GemmKey *key) {
-    const GemmKey *g = key;
-    p->key = *key;
+/* the bucket of a varying dimension: the row count whose heuristic result
+ * the whole bucket tries first */
+static int gemm_bucket(int x) {
+    if (x <= 0) return x;
+    if (x <= 128) {
+        int b = 1;
+        while (b < x) b <<= 1;
+        return b;
+    }
+    return (int)(((long long)x + 127) / 128 * 128);
+}
+
+/* the descriptor and layouts of a key's exact shape */
+static void plan_objects(const GemmKey *g, cublasLtMatmulDesc_t *desc, cublasLtMatrixLayout_t *la,
+                         cublasLtMatrixLayout_t *lb, cublasLtMatrixLayout_t *lc) {
     /* column-major problem: D (m, n) = op(a) (m, k) @ op(b) (k, n), a = B, b = A */
     int m = g->N, n = g->M, k = g->K;
     cublasOperation_t opa = g->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -74,23 +142,37 @@ static void plan_build(GemmPlan *p, const GemmKey *key) {
     cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
     if (g->ab_type == CUDA_R_32F && g->tf32) compute = CUBLAS_COMPUTE_32F_FAST_TF32;
 
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, compute, CUDA_R_32F));
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(desc, compute, CUDA_R_32F));
     CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+        cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
     CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+        cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
     if (g->has_bias) {
         cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                                     sizeof epi));
         cudaDataType_t bt = g->c_type;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(*desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                     &bt, sizeof bt));
     }
-    layout(&p->la, g->ab_type, g->tb ? k : m, g->tb ? m : k, g->ldb, g->batch, g->sB);
-    layout(&p->lb, g->ab_type, g->ta ? n : k, g->ta ? k : n, g->lda, g->batch, g->sA);
-    layout(&p->lc, g->c_type, m, n, g->ldc, g->batch, g->sC);
+    layout(la, g->ab_type, g->tb ? k : m, g->tb ? m : k, g->ldb, g->batch, g->sB);
+    layout(lb, g->ab_type, g->ta ? n : k, g->ta ? k : n, g->lda, g->batch, g->sA);
+    layout(lc, g->c_type, m, n, g->ldc, g->batch, g->sC);
+}
 
+static void objects_destroy(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la,
+                            cublasLtMatrixLayout_t lb, cublasLtMatrixLayout_t lc) {
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(la));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lb));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(lc));
+    CUBLAS_CHECK(cublasLtMatmulDescDestroy(desc));
+}
+
+/* H(g): the heuristic's first algorithm for the key's exact shape */
+static cublasLtMatmulAlgo_t heuristic(const GemmKey *g) {
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    plan_objects(g, &desc, &la, &lb, &lc);
     cublasLtMatmulPreference_t pref;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -107,9 +189,10 @@ static void plan_build(GemmPlan *p, const GemmKey *key) {
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &g->al_c, sizeof g->al_c));
     cublasLtMatmulHeuristicResult_t heur;
     int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_cuda.lt, p->desc, p->la, p->lb, p->lc, p->lc,
-                                                pref, 1, &heur, &found));
+    CUBLAS_CHECK(
+        cublasLtMatmulAlgoGetHeuristic(g_cuda.lt, desc, la, lb, lc, lc, pref, 1, &heur, &found));
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    objects_destroy(desc, la, lb, lc);
     if (found == 0) {
         char msg[256];
         snprintf(msg, sizeof msg,
@@ -117,22 +200,66 @@ static void plan_build(GemmPlan *p, const GemmKey *key) {
                  g->N, g->K, g->ta, g->tb, g->batch, g->has_bias);
         CUDA_FATAL(msg);
     }
-    p->algo = heur.algo;
+    return heur.algo;
+}
+
+/* H(g), memoised */
+static cublasLtMatmulAlgo_t algo_memo(const GemmKey *g) {
+    size_t i = (size_t)(key_hash(g) % GEMM_ALGOS);
+    for (; g_algos[i].used; i = (i + 1) % GEMM_ALGOS)
+        if (!memcmp(&g_algos[i].key, g, sizeof *g)) return g_algos[i].algo;
+    if (g_n_algos >= GEMM_ALGOS * 3 / 4) { /* forget everything: recomputed identically */
+        memset(g_algos, 0, sizeof g_algos);
+        g_n_algos = 0;
+        i = (size_t)(key_hash(g) % GEMM_ALGOS);
+    }
+    g_algos[i].key = *g;
+    g_algos[i].algo = heuristic(g);
+    g_algos[i].used = 1;
+    g_n_algos++;
+    return g_algos[i].algo;
+}
+
+/* algo(S) of the header comment; p holds S's descriptor and layouts */
+static cublasLtMatmulAlgo_t choose_algo(const GemmPlan *p) {
+    GemmKey rep = p->key;
+    if (rep.vary_m) rep.M = gemm_bucket(rep.M);
+    if (rep.vary_k) rep.K = gemm_bucket(rep.K);
+    cublasLtMatmulAlgo_t a = algo_memo(&rep);
+    if (!memcmp(&rep, &p->key, sizeof rep)) return a;
+    cublasLtMatmulHeuristicResult_t r;
+    memset(&r, 0, sizeof r);
+    /* a refusal is an answer here, not an error: the exact shape's own
+     * heuristic query follows */
+    cublasStatus_t st =
+        cublasLtMatmulAlgoCheck(g_cuda.lt, p->desc, p->la, p->lb, p->lc, p->lc, &a, &r);
+    if (st == CUBLAS_STATUS_SUCCESS && r.state == CUBLAS_STATUS_SUCCESS &&
+        r.workspaceSize <= g_cuda.lt_ws_bytes)
+        return a;
+    return algo_memo(&p->key);
 }
 
 static GemmPlan *plan_get(const GemmKey *key) {
-    for (int i = 0; i < g_n_plans; i++)
-        if (!memcmp(&g_plans[i].key, key, sizeof *key)) return &g_plans[i];
-    GemmPlan *p;
-    if (g_n_plans < GEMM_CACHE) {
-        p = &g_plans[g_n_plans++];
-    } else {
-        p = &g_plans[g_next_evict];
-        g_next_evict = (g_next_evict + 1) % GEMM_CACHE;
-        plan_destroy(p);
-    }
-    plan_build(p, key);
+    GemmPlan *p = &g_plans[key_hash(key) % GEMM_PLANS];
+    if (p->used && !memcmp(&p->key, key, sizeof *key)) return p;
+    if (p->used) objects_destroy(p->desc, p->la, p->lb, p->lc);
+    p->used = 0;
+    p->key = *key;
+    plan_objects(key, &p->desc, &p->la, &p->lb, &p->lc);
+    p->used = 1;
+    p->algo = choose_algo(p);
     return p;
+}
+
+void ops_cuda_forget_gemm_plans(void) {
+    if (g_cuda.ready) CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
+    for (int i = 0; i < GEMM_PLANS; i++) {
+        GemmPlan *p = &g_plans[i];
+        if (p->used) objects_destroy(p->desc, p->la, p->lb, p->lc);
+    }
+    memset(g_plans, 0, sizeof g_plans);
+    memset(g_algos, 0, sizeof g_algos);
+    g_n_algos = 0;
 }
 
 void cuda_gemm(const GemmArgs *g) {
@@ -141,6 +268,7 @@ void cuda_gemm(const GemmArgs *g) {
     key.ta = g->ta, key.tb = g->tb, key.M = g->M, key.N = g->N, key.K = g->K;
     key.lda = g->lda, key.ldb = g->ldb, key.ldc = g->ldc, key.batch = g->batch;
     key.has_bias = g->bias != NULL, key.tf32 = g->tf32;
+    key.vary_m = g->vary_m != 0, key.vary_k = g->vary_k != 0;
     key.sA = g->batch > 1 ? g->sA : 0, key.sB = g->batch > 1 ? g->sB : 0;
     key.sC = g->batch > 1 ? g->sC : 0;
     key.ab_type = g->ab_type, key.c_type = g->c_type;
@@ -175,6 +303,7 @@ static void matmul_fwd(void *out, const void *inp, const void *w, const void *bi
     g.A = inp, g.lda = IC, g.B = w, g.ldb = IC, g.C = out, g.ldc = OC, g.batch = 1;
     g.ab_type = g.c_type = cuda_dtype<T>();
     g.alpha = 1.0f, g.beta = 0.0f, g.bias = epilogue ? bias : NULL;
+    g.vary_m = 1; /* the rows: tokens, a different count per MoE expert and step */
     cuda_gemm(&g);
     if (bias && !epilogue) {
         size_t total = (size_t)N * OC;
@@ -196,10 +325,12 @@ static void matmul_bwd(void *dinp, void *dw, void *dbias, const void *dout, cons
     if (dinp) {
         g.ta = 0, g.tb = 0, g.M = N, g.N = IC, g.K = OC;
         g.A = dout, g.lda = OC, g.B = w, g.ldb = IC, g.C = dinp, g.ldc = IC, g.beta = 0.0f;
+        g.vary_m = 1, g.vary_k = 0; /* rows: tokens */
         cuda_gemm(&g);
     }
     g.ta = 1, g.tb = 0, g.M = OC, g.N = IC, g.K = N;
     g.A = dout, g.lda = OC, g.B = inp, g.ldb = IC, g.C = dw, g.ldc = IC, g.beta = 1.0f;
+    g.vary_m = 0, g.vary_k = 1; /* the reduction runs over the tokens */
     cuda_gemm(&g);
     if (dbias)
         cuda_colsum<T>((T *)dbias, NULL, (const T *)dout, NULL, NULL, NULL, N, OC, COLSUM_PLAIN);

@@ -316,6 +316,86 @@ static void test_matmul(Ctx *c, int N, int IC, int OC) {
     pair_free(c, &inp), pair_free(c, &w), pair_free(c, &bias), pair_free(c, &dout);
 }
 
+/* Row counts that change from call to call, as the tokens of an MoE expert
+ * do. gemm.cu asks cuBLASLt's heuristic once per bucket of row counts (up
+ * to a multiple of 128) and checks that algorithm for each exact shape:
+ * 300, 301 and 257 share the bucket 384 (fwd/dinp: M varies; dw: K
+ * varies), 384 is the bucket's own shape, 129 and 1000 are other buckets.
+ * Each run is checked against the CPU. Then the bits: 301 and 300 again
+ * after the others must reproduce their first runs, and so must 300 after
+ * the plan caches were emptied and 257 ran first (a shape's algorithm, so
+ * its bits, must not depend on which shape of its bucket came first; 257
+ * rather than 301 because an algorithm picked for 257 is likelier to differ
+ * from one picked for 300). The outputs
+ * the GEMMs overwrite have a poisoned tail past their N rows, which must
+ * stay NaN (a plan laid out for the bucket's rows would write there). */
+static Pair pair_poison_tail(Ctx *c, size_t n, size_t tail) {
+    Pair p = pair_poison(c, n + tail, 0);
+    p.n = n; /* check() and check_same() see the n elements; the tail is guarded */
+    return p;
+}
+static void check_tail(Ctx *c, const char *op, const Pair *p, size_t tail) {
+    float *d = fetch(c->dev, p->b[1], p->n + tail, 0);
+    size_t bad = 0;
+    for (size_t i = p->n; i < p->n + tail; i++) bad += !isnan(d[i]);
+    record(c, op, "tail", (double)bad, bad == 0);
+    free(d);
+}
+
+static void test_matmul_rows(Ctx *c, int IC, int OC) {
+    enum { NMAX = 1000, RUNS = 9 };
+    static const int rows[RUNS] = {300, 301, 384, 257, 129, 1000, 301, 300, 300};
+    const char *shape0 = c->shape;
+    Pair inp = pair_rand(c, (size_t)NMAX * IC, -1, 1);
+    Pair w = pair_rand(c, (size_t)OC * IC, -0.3f, 0.3f);
+    Pair dout = pair_rand(c, (size_t)NMAX * OC, -1, 1);
+    float *dw0 = hrand(c, (size_t)OC * IC, -1, 1);
+    quantize(c, dw0, (size_t)OC * IC);
+    float *first[2][3] = {{NULL}}; /* [300, 301][out, dinp, dw] device bits */
+    char shape[32];
+    for (int r = 0; r < RUNS; r++) {
+        int N = rows[r], slot = N == 300 ? 0 : N == 301 ? 1 : -1;
+        if (r == RUNS - 1) { /* empty caches; 257 (same bucket) first */
+            ops_cuda_forget_gemm_plans();
+            Pair o2 = pair_poison(c, (size_t)257 * OC, 0);
+            c->dev->matmul_fwd(o2.b[1], inp.b[1], w.b[1], NULL, 257, IC, OC);
+            Pair d2 = pair_poison(c, (size_t)257 * IC, 0);
+            Pair w2 = pair_new(c, dw0, (size_t)OC * IC, 0);
+            c->dev->matmul_bwd(d2.b[1], w2.b[1], NULL, dout.b[1], inp.b[1], w.b[1], 257, IC, OC);
+            c->dev->sync();
+            pair_free(c, &o2), pair_free(c, &d2), pair_free(c, &w2);
+        }
+        snprintf(shape, sizeof shape, "rows%d%s", N, r == RUNS - 1 ? "+forget" : "");
+        c->shape = shape;
+        size_t tail_o = (size_t)128 * OC, tail_i = (size_t)128 * IC;
+        Pair out = pair_poison_tail(c, (size_t)N * OC, tail_o);
+        for (int s = 0; s < 2; s++) SIDE(c, s)->matmul_fwd(S(out), S(inp), S(w), NULL, N, IC, OC);
+        check(c, "matmul_fwd", "out", &out);
+        check_tail(c, "matmul_fwd", &out, tail_o);
+        Pair dinp = pair_poison_tail(c, (size_t)N * IC, tail_i);
+        Pair dw = pair_new(c, dw0, (size_t)OC * IC, 0);
+        for (int s = 0; s < 2; s++)
+            SIDE(c, s)->matmul_bwd(S(dinp), S(dw), NULL, S(dout), S(inp), S(w), N, IC, OC);
+        check(c, "matmul_bwd", "dinp", &dinp);
+        check_tail(c, "matmul_bwd", &dinp, tail_i);
+        check(c, "matmul_bwd", "dw", &dw);
+        Pair *res[3] = {&out, &dinp, &dw};
+        static const char *same[3] = {"out=1st", "dinp=1st", "dw=1st"};
+        for (int k = 0; slot >= 0 && k < 3; k++) {
+            if (!first[slot][k])
+                first[slot][k] = fetch(c->dev, res[k]->b[1], res[k]->n, 0);
+            else
+                check_same(c, k ? "matmul_bwd" : "matmul_fwd", same[k], res[k], first[slot][k]);
+        }
+        pair_free(c, &out), pair_free(c, &dinp), pair_free(c, &dw);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int k = 0; k < 3; k++) free(first[i][k]);
+    free(dw0);
+    pair_free(c, &inp), pair_free(c, &w), pair_free(c, &dout);
+    c->shape = shape0;
+}
+
 static void test_attention(Ctx *c, int B, int T, int NH, int NKV, int HD) {
     size_t N = (size_t)B * T, width = (size_t)(NH + 2 * NKV) * HD, A = (size_t)B * NH * T * T;
     Pair qkv = pair_rand(c, N * width, -1, 1);
@@ -707,6 +787,7 @@ static void run_all(Ctx *c) {
         test_norms_w(c, 300, 768, 1);
         c->shape = "normrows";
     }
+    if (want("matmul")) test_matmul_rows(c, 128, 192); /* sets its own shape names */
     /* the head dims of real models (the bf16 table's fused kernel): whole and
      * partial 64-row tiles, several tiles, GQA groups of 1, 2 and 4 */
     c->shape = "heads";
