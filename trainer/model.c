@@ -445,8 +445,14 @@ void model_init_weights(Model *m, uint64_t seed) {
     model_set_params(m, h);
 }
 
+/* The fp32 master weights when the act type keeps them (the CUDA bf16
+ * table): they are the parameters, the bf16 copy is their rounding, and a
+ * checkpoint of the rounded values would not resume bitwise. */
 void model_get_params(const Model *m, float *dst) {
-    m->ops->download(dst, m->params, m->n_params);
+    if (m->master)
+        m->ops->download_bytes(dst, m->master, m->n_params * sizeof(float));
+    else
+        m->ops->download(dst, m->params, m->n_params);
 }
 
 void model_set_params(Model *m, const float *src) {

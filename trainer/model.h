@@ -112,7 +112,9 @@ int model_find_tensor(const Model *m, const char *name);
  * projections N(0, 0.02/sqrt(2 n_layer)), biases 0, norm weights 1. */
 void model_init_weights(Model *m, uint64_t seed);
 /* Host fp32 copies of all parameters / gradients (model_num_params floats,
- * in-memory layout, tensor by tensor at their offsets). */
+ * in-memory layout, tensor by tensor at their offsets). With a bf16 act type
+ * the parameters are the fp32 master weights (get), and set writes both the
+ * master and its bf16 rounding. */
 void model_get_params(const Model *m, float *dst);
 void model_set_params(Model *m, const float *src);
 void model_get_grads(const Model *m, float *dst);

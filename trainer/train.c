@@ -280,17 +280,25 @@ static void usage(FILE *f) {
             "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n");
 }
 
-/* ZeRO-1: each rank's shard of the Adam moments to every rank, so that
- * rank 0 writes the whole optimizer state (a checkpoint does not depend on
- * the number of ranks). */
+/* ZeRO-1: each rank's shard of the Adam moments, and of the fp32 master
+ * weights (the CUDA bf16 table keeps them; each rank updates only its
+ * shard, the step all-gathers just their bf16 rounding), to every rank, so
+ * that rank 0 writes the whole optimizer state and exact weights (a
+ * checkpoint does not depend on the number of ranks). On the CPU the
+ * parameters are already whole on every rank and gather to themselves. */
 static int gather_adam_state(Model *m, Dist *d, const size_t *pieces, char *err, size_t err_len) {
     size_t n = model_num_params(m);
-    float *mv = malloc(sizeof(float) * 2 * n);
+    float *mv = malloc(sizeof(float) * 3 * n);
     if (!mv) return snprintf(err, err_len, "out of memory gathering the optimizer state"), 1;
     model_get_adam_state(m, mv, mv + n);
+    model_get_params(m, mv + 2 * n);
     int rc = dist_allgather(d, mv, pieces, DIST_F32, err, err_len) ||
-             dist_allgather(d, mv + n, pieces, DIST_F32, err, err_len);
-    if (!rc) model_set_adam_state(m, mv, mv + n);
+             dist_allgather(d, mv + n, pieces, DIST_F32, err, err_len) ||
+             dist_allgather(d, mv + 2 * n, pieces, DIST_F32, err, err_len);
+    if (!rc) {
+        model_set_adam_state(m, mv, mv + n);
+        model_set_params(m, mv + 2 * n);
+    }
     free(mv);
     return rc;
 }
