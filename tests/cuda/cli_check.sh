@@ -16,22 +16,8 @@
 set -uo pipefail
 dapt=$1 data=$2 device=${3:-cuda}
 [[ $dapt == /* ]] || dapt=$PWD/$dapt
-[[ -x $dapt ]] || { echo "FAIL: no dapt binary at $dapt"; exit 1; }
-here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-skip() { echo "SKIP: $*"; exit 77; }
-fail() { echo "FAIL: $*"; exit 1; }
-if [[ $data == make ]]; then
-    data=$work/data
-    "$here/../train/make_corpora.sh" "$dapt" "$data" || fail "make_corpora.sh failed"
-fi
-data=$(cd "$data" && pwd) || fail "no directory $2"
-tmpl=$data/tiny.toml.in
-[[ -f $tmpl ]] || tmpl=$here/../train/tiny.toml.in
-[[ -f $data/tok/tokenizer.model ]] || fail "no test corpora in $data"
-sed "s#@DIR@#$data#g" "$tmpl" >"$work/tiny.toml"
-cd "$work"
+# shellcheck source=tests/cuda/tiny_setup.sh
+source "$(dirname "$0")/tiny_setup.sh"
 train() { # NAME DEVICE [ARGS...]
     local name=$1 dev=$2
     shift 2

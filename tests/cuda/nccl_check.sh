@@ -23,21 +23,8 @@ set -uo pipefail
 dapt=$1 data=$2 dapt_mpi=${3:-}
 abs() { [[ -z $1 || $1 == /* ]] && echo "$1" || echo "$PWD/$1"; }
 dapt=$(abs "$dapt") dapt_mpi=$(abs "$dapt_mpi")
-[[ -x $dapt ]] || { echo "FAIL: no dapt binary at $dapt"; exit 1; }
-here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-skip() { echo "SKIP: $*"; exit 77; }
-fail() { echo "FAIL: $*"; exit 1; }
-if [[ $data == make ]]; then
-    data=$work/data
-    "$here/../train/make_corpora.sh" "$dapt" "$data" || fail "make_corpora.sh failed"
-fi
-data=$(cd "$data" && pwd) || fail "no directory $2"
-tmpl=$data/tiny.toml.in
-[[ -f $tmpl ]] || tmpl=$here/../train/tiny.toml.in
-[[ -f $data/tok/tokenizer.model ]] || fail "no test corpora in $data (tools/gpu/pack makes them)"
-sed "s#@DIR@#$data#g" "$tmpl" >"$work/tiny.toml"
+# shellcheck source=tests/cuda/tiny_setup.sh
+source "$(dirname "$0")/tiny_setup.sh"
 args=(--run.device=cuda --run.out_dir="$work/runs" --train.steps=20 --train.global_batch=8
       --train.micro_batch=4 --eval.every=10 --ckpt.every=0 --ckpt.keep=0)
 cd "$work"
