@@ -14,8 +14,9 @@
  * slots of the same global batch; after the last micro-batch the gradients
  * are summed over ranks (grad_scale already divides by the global batch's
  * tokens), so every rank applies the same update; with dist.zero = 1 they are
- * reduce-scattered instead, each rank steps its shard of the AdamW state and
- * the parameters are all-gathered. Losses and eval sums are reduced; only
+ * reduce-scattered instead, each rank holds (model_shard_optimizer) and
+ * steps only its shard of the AdamW state (and of the fp32 master weights on
+ * the bf16 table) and the parameters are all-gathered. Losses and eval sums are reduced; only
  * rank 0 prints, writes metrics, the resolved config and checkpoints (the
  * full optimizer state: ZeRO shards are gathered first), so a checkpoint
  * resumes on any number of ranks that divides the global batch. A rank that
