@@ -153,13 +153,17 @@ static int write_into(const char *dir, const Model *m, const CkptState *st, char
             copy_file(st->tokenizer_path, path, err, err_len))
             return 1;
     }
-    if (hf_save_weights(dir, m, st->max_shard_bytes, err, err_len) || hf_save_config(dir, model_config(m), err, err_len))
+    if (hf_save_weights_from(dir, m, st->params, st->max_shard_bytes, err, err_len) ||
+        hf_save_config(dir, model_config(m), err, err_len))
         return 1;
     size_t np = model_num_params(m);
-    float *mv = malloc(2 * np * sizeof *mv + 1);
-    if (!mv) return snprintf(err, err_len, "out of memory for the optimizer state"), 1;
-    model_get_adam_state(m, mv, mv + np);
-    const float *bufs[] = {mv, mv + np};
+    float *mv = NULL;
+    if (!st->adam_m) {
+        if (!(mv = malloc(2 * np * sizeof *mv + 1)))
+            return snprintf(err, err_len, "out of memory for the optimizer state"), 1;
+        model_get_adam_state(m, mv, mv + np);
+    }
+    const float *bufs[] = {mv ? mv : st->adam_m, mv ? mv + np : st->adam_v};
     const char *prefixes[] = {"exp_avg.", "exp_avg_sq."};
     int32_t step = (int32_t)(st->step > INT32_MAX ? INT32_MAX : st->step);
     StWriteTensor extra = {"step", ST_I32, 1, {1}, &step};

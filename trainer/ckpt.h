@@ -42,6 +42,11 @@ typedef struct {
     char *tokenizer_path;
     /* save: model.safetensors shard size (0 = HF_SHARD_BYTES, 5 GiB) */
     size_t max_shard_bytes;
+    /* save: when set, host fp32 copies of the whole weights and Adam moments
+     * (model_num_params floats each, the model's layout) written instead of
+     * the model's own: a ZeRO-1 run gathers its ranks' optimizer shards
+     * into them (model_shard_optimizer). All three or none. */
+    const float *params, *adam_m, *adam_v;
 } CkptState;
 
 /* Frees the strings a ckpt_load filled in. */

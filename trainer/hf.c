@@ -627,16 +627,21 @@ static void remove_old_shards(const char *dir) {
 
 int hf_save_weights(const char *dir, const Model *m, size_t max_shard_bytes, char *err,
                     size_t err_len) {
+    return hf_save_weights_from(dir, m, NULL, max_shard_bytes, err, err_len);
+}
+
+int hf_save_weights_from(const char *dir, const Model *m, const float *params,
+                         size_t max_shard_bytes, char *err, size_t err_len) {
     char path[4200], file[64];
     int nt = model_num_tensors(m), rc = 1, n_shards = 1;
     if (!max_shard_bytes) max_shard_bytes = HF_SHARD_BYTES;
-    float *buf = malloc(model_num_params(m) * sizeof *buf);
+    float *buf = params ? NULL : malloc(model_num_params(m) * sizeof *buf);
     int *shard = calloc((size_t)nt + 1, sizeof *shard);
-    if (!buf || !shard) {
+    if ((!params && !buf) || !shard) {
         snprintf(err, err_len, "out of memory");
         goto out;
     }
-    model_get_params(m, buf);
+    if (!params) model_get_params(m, buf);
     /* tensors in table order, a new shard when the next one would overflow */
     size_t cur = 0;
     for (int i = 0; i < nt; i++) {
@@ -645,7 +650,7 @@ int hf_save_weights(const char *dir, const Model *m, size_t max_shard_bytes, cha
         shard[i] = n_shards - 1;
         cur += b;
     }
-    const float *bufs[] = {buf};
+    const float *bufs[] = {params ? params : buf};
     const char *prefixes[] = {""};
     const char *stale = n_shards == 1 ? "model.safetensors.index.json" : "model.safetensors";
     if (hf_path(path, sizeof path, dir, stale)) {

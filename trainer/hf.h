@@ -55,6 +55,10 @@ Model *hf_load_model(const char *dir, const Ops *ops, char *err, size_t err_len)
 #define HF_SHARD_BYTES ((size_t)5 << 30)
 int hf_save_weights(const char *dir, const Model *m, size_t max_shard_bytes, char *err,
                     size_t err_len);
+/* hf_save_weights of the host parameters `params` (model_num_params fp32 in
+ * m's layout) instead of m's own (NULL: m's, model_get_params). */
+int hf_save_weights_from(const char *dir, const Model *m, const float *params,
+                         size_t max_shard_bytes, char *err, size_t err_len);
 
 /* Lower level, shared with ckpt.c. Parameter buffers are host fp32 in the
  * Model's in-memory layout (model_get_params order); `prefix` is prepended

@@ -47,8 +47,9 @@ struct Model {
     int t_wte, t_wpe, t_lnf_w, t_lnf_b, t_head;
     size_t n_params;
     void *params, *grads;      /* (n_params) act type */
-    float *adam_m, *adam_v;    /* (n_params) fp32 */
-    float *master;             /* (n_params) fp32 when act type is not fp32 */
+    float *adam_m, *adam_v;    /* (opt_n) fp32: optimizer elements [opt_off, opt_off + opt_n) */
+    float *master;             /* (opt_n) fp32 when act type is not fp32 */
+    size_t opt_off, opt_n;     /* the optimizer shard; 0, n_params unless sharded */
 
     /* activations for up to cap_N rows (cap_B, cap_T as allocated) */
     int cap_B, cap_T;
@@ -268,6 +269,7 @@ Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t er
     if (!m->tensors || !m->layers) goto oom;
     build_table(m);
     size_t n = m->n_params;
+    m->opt_off = 0, m->opt_n = n;
     m->params = ops->alloc(n * ops->act_bytes);
     m->grads = ops->alloc(n * ops->act_bytes);
     m->adam_m = ops->alloc(n * sizeof(float));
@@ -447,29 +449,83 @@ void model_init_weights(Model *m, uint64_t seed) {
 
 /* The fp32 master weights when the act type keeps them (the CUDA bf16
  * table): they are the parameters, the bf16 copy is their rounding, and a
- * checkpoint of the rounded values would not resume bitwise. */
+ * checkpoint of the rounded values would not resume bitwise. A sharded
+ * model has the master of its shard only: elsewhere the bf16 copy. */
 void model_get_params(const Model *m, float *dst) {
-    if (m->master)
+    if (m->master && m->opt_n == m->n_params) {
         m->ops->download_bytes(dst, m->master, m->n_params * sizeof(float));
-    else
-        m->ops->download(dst, m->params, m->n_params);
+        return;
+    }
+    m->ops->download(dst, m->params, m->n_params);
+    if (m->master)
+        m->ops->download_bytes(dst + m->opt_off, m->master, m->opt_n * sizeof(float));
 }
 
 void model_set_params(Model *m, const float *src) {
     m->ops->upload(m->params, src, m->n_params);
-    if (m->master) m->ops->upload_bytes(m->master, src, m->n_params * sizeof(float));
+    if (m->master) m->ops->upload_bytes(m->master, src + m->opt_off, m->opt_n * sizeof(float));
 }
 
 void model_get_grads(const Model *m, float *dst) { m->ops->download(dst, m->grads, m->n_params); }
 
+/* A sharded model fills [opt_off, opt_off + opt_n) and zeroes the rest. */
 void model_get_adam_state(const Model *m, float *m_dst, float *v_dst) {
-    m->ops->download_bytes(m_dst, m->adam_m, m->n_params * sizeof(float));
-    m->ops->download_bytes(v_dst, m->adam_v, m->n_params * sizeof(float));
+    size_t off = m->opt_off, n = m->opt_n, end = off + n, np = m->n_params;
+    m->ops->download_bytes(m_dst + off, m->adam_m, n * sizeof(float));
+    m->ops->download_bytes(v_dst + off, m->adam_v, n * sizeof(float));
+    if (n == np) return;
+    memset(m_dst, 0, off * sizeof(float)), memset(v_dst, 0, off * sizeof(float));
+    memset(m_dst + end, 0, (np - end) * sizeof(float));
+    memset(v_dst + end, 0, (np - end) * sizeof(float));
 }
 
 void model_set_adam_state(Model *m, const float *m_src, const float *v_src) {
-    m->ops->upload_bytes(m->adam_m, m_src, m->n_params * sizeof(float));
-    m->ops->upload_bytes(m->adam_v, v_src, m->n_params * sizeof(float));
+    m->ops->upload_bytes(m->adam_m, m_src + m->opt_off, m->opt_n * sizeof(float));
+    m->ops->upload_bytes(m->adam_v, v_src + m->opt_off, m->opt_n * sizeof(float));
+}
+
+/* A buffer of n floats holding old[off, off + n) (old holds the whole
+ * parameter range), through the host; NULL when memory runs out. */
+static float *shard_copy(Model *m, const float *old, size_t off, size_t n) {
+    float *b = m->ops->alloc((n ? n : 1) * sizeof(float));
+    if (!b) return NULL;
+    m->ops->download_bytes(m->host_tmp, old, m->n_params * sizeof(float));
+    m->ops->upload_bytes(b, m->host_tmp + off, n * sizeof(float));
+    return b;
+}
+
+int model_shard_optimizer(Model *m, size_t offset, size_t count, char *err, size_t err_len) {
+    if (m->opt_n != m->n_params)
+        return snprintf(err, err_len, "the optimizer state is already sharded"), 1;
+    if (offset > m->n_params || count > m->n_params - offset)
+        return snprintf(err, err_len,
+                        "optimizer shard [%zu, %zu) is outside the %zu parameters", offset,
+                        offset + count, m->n_params),
+               1;
+    if (offset == 0 && count == m->n_params) return 0;
+    float *nm = shard_copy(m, m->adam_m, offset, count);
+    float *nv = nm ? shard_copy(m, m->adam_v, offset, count) : NULL;
+    float *nmaster = nv && m->master ? shard_copy(m, m->master, offset, count) : NULL;
+    if (!nv || (m->master && !nmaster)) {
+        float *bufs[] = {nm, nv, nmaster};
+        for (int i = 0; i < 3; i++)
+            if (bufs[i]) m->ops->free(bufs[i]);
+        return snprintf(err, err_len, "out of memory for an optimizer shard of %zu parameters on %s",
+                        count, m->ops->name),
+               1;
+    }
+    m->ops->free(m->adam_m), m->ops->free(m->adam_v);
+    if (m->master) m->ops->free(m->master);
+    m->adam_m = nm, m->adam_v = nv, m->master = nmaster;
+    m->opt_off = offset, m->opt_n = count;
+    return 0;
+}
+
+size_t model_optimizer_offset(const Model *m) { return m->opt_off; }
+size_t model_optimizer_count(const Model *m) { return m->opt_n; }
+
+size_t model_optimizer_bytes(const Model *m) {
+    return m->opt_n * sizeof(float) * (m->master ? 3 : 2);
 }
 
 /* ---------------- forward ---------------- */
@@ -678,10 +734,16 @@ void *model_grads_buffer(Model *m) { return m->grads; }
 
 void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step, size_t offset,
                             size_t count, float clip_scale) {
+    if (offset < m->opt_off || offset + count > m->opt_off + m->opt_n) {
+        fprintf(stderr, "model_adamw_step_range: [%zu, %zu) is outside the optimizer shard "
+                        "[%zu, %zu)\n",
+                offset, offset + count, m->opt_off, m->opt_off + m->opt_n);
+        abort();
+    }
     /* runs of adjacent tensors with the same decay flag in one call, cut to
-     * [offset, offset + count) */
+     * [offset, offset + count); the optimizer buffers start at opt_off */
     const Ops *o = m->ops;
-    size_t ab = o->act_bytes, end = offset + count;
+    size_t ab = o->act_bytes, end = offset + count, so = m->opt_off;
     for (int i = 0; i < m->n_tensors;) {
         int j = i;
         size_t n = 0;
@@ -691,9 +753,9 @@ void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step
         if (lo < offset) lo = offset;
         if (hi > end) hi = end;
         if (lo < hi)
-            o->adamw((char *)m->params + lo * ab, m->master ? m->master + lo : NULL,
-                     (char *)m->grads + lo * ab, m->adam_m + lo, m->adam_v + lo, hi - lo, lr,
-                     cfg->beta1, cfg->beta2, cfg->eps,
+            o->adamw((char *)m->params + lo * ab, m->master ? m->master + (lo - so) : NULL,
+                     (char *)m->grads + lo * ab, m->adam_m + (lo - so), m->adam_v + (lo - so),
+                     hi - lo, lr, cfg->beta1, cfg->beta2, cfg->eps,
                      m->tensors[i].decay ? cfg->weight_decay : 0.0f, step, clip_scale);
         i = j;
     }

@@ -114,7 +114,9 @@ void model_init_weights(Model *m, uint64_t seed);
 /* Host fp32 copies of all parameters / gradients (model_num_params floats,
  * in-memory layout, tensor by tensor at their offsets). With a bf16 act type
  * the parameters are the fp32 master weights (get), and set writes both the
- * master and its bf16 rounding. */
+ * master and its bf16 rounding. A sharded model (model_shard_optimizer)
+ * keeps the master of its shard only: get returns it there and the bf16
+ * parameters elsewhere, set reads src's shard into the master. */
 void model_get_params(const Model *m, float *dst);
 void model_set_params(Model *m, const float *src);
 void model_get_grads(const Model *m, float *dst);
@@ -151,7 +153,9 @@ float model_clip_scale(const AdamWConfig *cfg, float norm);
 double model_grad_sumsq_range(Model *m, size_t offset, size_t count);
 /* AdamW (as model_adamw_step) on parameters [offset, offset + count) only,
  * gradients multiplied by clip_scale; ZeRO-1 steps each rank's shard with
- * it. model_adamw_step is this over the whole buffer. */
+ * it. model_adamw_step is this over the whole buffer. The range must lie in
+ * the optimizer shard (the whole buffer unless model_shard_optimizer was
+ * called); outside it is a programming error and aborts. */
 void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step, size_t offset,
                             size_t count, float clip_scale);
 /* The backend buffers of parameters and gradients: model_num_params
@@ -159,9 +163,31 @@ void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step
  * backend and device memory on CUDA; for collectives that work in place. */
 void *model_params_buffer(Model *m);
 void *model_grads_buffer(Model *m);
-/* Optimizer moments, host fp32 copies (for checkpoints and tests). */
+/* Optimizer moments, host fp32 copies (for checkpoints and tests), always
+ * model_num_params floats each. A sharded model gets its shard at the
+ * shard's offset and zeroes the rest; set reads only the shard's range. */
 void model_get_adam_state(const Model *m, float *m_dst, float *v_dst);
 void model_set_adam_state(Model *m, const float *m_src, const float *v_src);
+
+/* ZeRO-1: keep the optimizer state (Adam m and v, and the fp32 master
+ * weights when the act type has them) for parameters [offset, offset +
+ * count) only, freeing the rest; the parameters and gradients stay whole.
+ * Call it once, right after model_create and before any state is set, so
+ * that the whole state is never allocated twice (called later, the shard's
+ * part of the current state is kept). Afterwards model_adamw_step_range
+ * takes ranges inside the shard only (model_adamw_step needs the whole
+ * buffer), and the whole parameters outside the shard are whatever was set
+ * or collectively gathered (the bf16 rounding of the other ranks' masters).
+ * The whole range is a no-op; without this call nothing changes. Fails
+ * (message in err) on a range outside the parameters, a second call, or no
+ * memory. */
+int model_shard_optimizer(Model *m, size_t offset, size_t count, char *err, size_t err_len);
+/* The optimizer shard (0 and model_num_params unless sharded). */
+size_t model_optimizer_offset(const Model *m);
+size_t model_optimizer_count(const Model *m);
+/* Bytes of optimizer state this model holds on its backend: m and v, plus
+ * the fp32 master weights when the act type keeps them. */
+size_t model_optimizer_bytes(const Model *m);
 
 /* Name of the first parameter or gradient tensor holding a NaN or Inf
  * (prefixed "grad:" for gradients), or NULL when everything is finite. */

@@ -14,8 +14,9 @@
  * slots of the same global batch; after the last micro-batch the gradients
  * are summed over ranks (grad_scale already divides by the global batch's
  * tokens), so every rank applies the same update; with dist.zero = 1 they are
- * reduce-scattered instead, each rank steps its shard of the AdamW state and
- * the parameters are all-gathered. Losses and eval sums are reduced; only
+ * reduce-scattered instead, each rank holds (model_shard_optimizer) and
+ * steps only its shard of the AdamW state (and of the fp32 master weights on
+ * the bf16 table) and the parameters are all-gathered. Losses and eval sums are reduced; only
  * rank 0 prints, writes metrics, the resolved config and checkpoints (the
  * full optimizer state: ZeRO shards are gathered first), so a checkpoint
  * resumes on any number of ranks that divides the global batch. A rank that
@@ -98,10 +99,23 @@ static const char *json_num(char *buf, size_t n, double x) {
 
 /* ---------------- setup ---------------- */
 
+/* ZeRO-1 (zero_world > 0): m keeps the optimizer state of rank's shard of
+ * zero_world only (dist_shard of the flat parameter buffer). */
+static int shard_model(Model *m, int zero_world, int rank, char *err, size_t err_len) {
+    if (!zero_world) return 0;
+    size_t off, n;
+    dist_shard(model_num_params(m), zero_world, rank, &off, &n);
+    return model_shard_optimizer(m, off, n, err, err_len);
+}
+
 /* The model: resumed from a checkpoint, loaded from init_from (an HF
- * directory or a dapt checkpoint: both are HF layout), or fresh. */
+ * directory or a dapt checkpoint: both are HF layout), or fresh. With ZeRO-1
+ * (zero_world > 0) the optimizer state is sharded before the checkpoint's
+ * state is sliced into it (resume) or the weights are initialised (fresh);
+ * an init_from or upcycled model (whose Adam state is zero) is sharded after
+ * loading. */
 static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir, CkptState *st,
-                         char *err, size_t err_len) {
+                         int zero_world, int rank, char *err, size_t err_len) {
     ModelConfig mc;
     Model *m = NULL;
     char why[512];
@@ -111,6 +125,10 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
             return NULL;
         }
         m = model_create(&mc, ops, err, err_len);
+        if (m && shard_model(m, zero_world, rank, err, err_len)) {
+            model_free(m);
+            return NULL;
+        }
         if (m && ckpt_load(resume_dir, m, st, why, sizeof why)) {
             snprintf(err, err_len, "--resume: %s", why);
             model_free(m);
@@ -118,7 +136,11 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
         }
         return m;
     }
-    if (c->moe.upcycle_from[0]) return moe_loop_upcycle(c, ops, err, err_len);
+    if (c->moe.upcycle_from[0]) {
+        m = moe_loop_upcycle(c, ops, err, err_len);
+        if (m && shard_model(m, zero_world, rank, err, err_len)) model_free(m), m = NULL;
+        return m;
+    }
     if (c->model.init_from[0]) {
         struct stat sb;
         if (stat(c->model.init_from, &sb) || !S_ISDIR(sb.st_mode)) {
@@ -130,10 +152,15 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
         }
         m = hf_load_model(c->model.init_from, ops, why, sizeof why);
         if (!m) snprintf(err, err_len, "model.init_from = \"%s\": %s", c->model.init_from, why);
+        if (m && shard_model(m, zero_world, rank, err, err_len)) model_free(m), m = NULL;
         return m;
     }
     if (config_to_model_config(c, &mc, err, err_len)) return NULL;
     m = model_create(&mc, ops, err, err_len);
+    if (m && shard_model(m, zero_world, rank, err, err_len)) {
+        model_free(m);
+        return NULL;
+    }
     if (m) model_init_weights(m, (uint64_t)c->run.seed);
     return m;
 }
@@ -280,26 +307,27 @@ static void usage(FILE *f) {
             "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n");
 }
 
-/* ZeRO-1: each rank's shard of the Adam moments, and of the fp32 master
- * weights (the CUDA bf16 table keeps them; each rank updates only its
- * shard, the step all-gathers just their bf16 rounding), to every rank, so
- * that rank 0 writes the whole optimizer state and exact weights (a
- * checkpoint does not depend on the number of ranks). On the CPU the
- * parameters are already whole on every rank and gather to themselves. */
-static int gather_adam_state(Model *m, Dist *d, const size_t *pieces, char *err, size_t err_len) {
+/* ZeRO-1: each rank holds the Adam moments, and on the CUDA bf16 table the
+ * fp32 master weights, of its shard only (model_shard_optimizer). For a
+ * checkpoint they are all-gathered into whole host copies (3 x
+ * model_num_params floats, freed after the save) that rank 0 writes, so a
+ * checkpoint holds the whole optimizer state and exact weights whatever the
+ * number of ranks. Outside its shard a rank's weights are the bf16 rounding
+ * of the other ranks' masters; the gather replaces them with the masters.
+ * On the CPU the weights are whole on every rank and gather to themselves.
+ * *out: params, exp_avg, exp_avg_sq, one malloc. */
+static int gather_opt_state(Model *m, Dist *d, const size_t *pieces, float **out, char *err,
+                            size_t err_len) {
     size_t n = model_num_params(m);
     float *mv = malloc(sizeof(float) * 3 * n);
     if (!mv) return snprintf(err, err_len, "out of memory gathering the optimizer state"), 1;
-    model_get_adam_state(m, mv, mv + n);
-    model_get_params(m, mv + 2 * n);
+    model_get_params(m, mv);
+    model_get_adam_state(m, mv + n, mv + 2 * n);
     int rc = dist_allgather(d, mv, pieces, DIST_F32, err, err_len) ||
              dist_allgather(d, mv + n, pieces, DIST_F32, err, err_len) ||
              dist_allgather(d, mv + 2 * n, pieces, DIST_F32, err, err_len);
-    if (!rc) {
-        model_set_adam_state(m, mv, mv + n);
-        model_set_params(m, mv + 2 * n);
-    }
-    free(mv);
+    if (rc) free(mv), mv = NULL;
+    *out = mv;
     return rc;
 }
 
@@ -338,8 +366,9 @@ static void nccl_failed(BufComm *b, int step, const char *err) {
     dist_abort(b->d, 1, msg);
 }
 
+/* gathered: NULL, or whole host params, exp_avg, exp_avg_sq (ZeRO-1) */
 static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, double lr,
-                     uint64_t fingerprint, const char *config_text) {
+                     uint64_t fingerprint, const char *config_text, const float *gathered) {
     char fp[32], path[CONFIG_PATH_LEN * 3], err[1024];
     const char *bad = model_find_nonfinite(m);
     if (bad) {
@@ -351,6 +380,10 @@ static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, d
                     .rng = {(uint64_t)a->cfg.run.seed, 0, 0, 0},
                     .config_text = (char *)config_text,
                     .tokenizer_path = a->tokenizer[0] ? (char *)a->tokenizer : NULL};
+    if (gathered) {
+        size_t n = model_num_params(m);
+        st.params = gathered, st.adam_m = gathered + n, st.adam_v = gathered + 2 * n;
+    }
     if (ckpt_save(a->run_dir, m, &st, a->cfg.ckpt.keep, path, sizeof path, err, sizeof err)) {
         fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
         return 1;
@@ -409,7 +442,11 @@ static int run(TrainArgs *a) {
                            a->run_dir),
                    1;
     }
-    Model *m = load_model(c, ops, a->resume ? resume_path : NULL, &st, err, sizeof err);
+    /* ZeRO-1 shards the optimizer state over the ranks (a no-op at world
+     * size 1: NCCL with one GPU keeps the whole state) */
+    const int zero = c->dist.zero && (world > 1 || bc.nccl);
+    Model *m = load_model(c, ops, a->resume ? resume_path : NULL, &st, zero ? world : 0, rank, err,
+                          sizeof err);
     if (!m) {
         dist_nccl_free(bc.nccl);
         return fprintf(stderr, "dapt train: %s\n", err), 1;
@@ -475,13 +512,16 @@ static int run(TrainArgs *a) {
     AdamWConfig opt = config_to_adamw(c);
     /* ZeRO-1: this rank's shard [shard_off, shard_off + shard_n) of the flat
      * parameter buffer; pieces[r] = rank r's shard length */
-    const int zero = c->dist.zero && (world > 1 || bc.nccl);
     size_t n_par = model_num_params(m), shard_off = 0, shard_n = n_par;
     pieces = malloc(sizeof(size_t) * world);
     for (int r = 0; r < world; r++) {
         size_t o;
         dist_shard(n_par, world, r, &o, &pieces[r]);
         if (r == rank) shard_off = o, shard_n = pieces[r];
+    }
+    if (zero && (model_optimizer_offset(m) != shard_off || model_optimizer_count(m) != shard_n)) {
+        fprintf(stderr, "dapt train: internal error: optimizer shard differs from the ZeRO-1 layout\n");
+        goto done;
     }
     batch = malloc(sizeof(uint32_t) * B_local * (T + 1));
     src_ids = malloc(sizeof(int32_t) * B_local);
@@ -501,6 +541,11 @@ static int run(TrainArgs *a) {
                "per step%s\n",
                world, dist_backend(d), dist_nccl_version(bc.nccl), dist_nccl_device(bc.nccl),
                B_local, zero ? ", ZeRO-1 optimizer state" : "");
+    if (world > 1 || bc.nccl)
+        printf("  optimizer state: %zu bytes on rank 0 (%s for %zu of %zu parameters)\n",
+               model_optimizer_bytes(m),
+               ops->act_bytes != sizeof(float) ? "Adam m, v and fp32 master" : "Adam m, v",
+               model_optimizer_count(m), n_par);
     for (int j = 0; j < stream_n_sources(s); j++)
         printf("  source %-8s %12llu tokens, %llu windows per epoch\n", stream_source_name(s, j),
                (unsigned long long)stream_source_tokens(s, j),
@@ -634,9 +679,11 @@ static int run(TrainArgs *a) {
         }
         if (mf) fflush(mf);
         if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || stop) {
-            if (zero && (rc = gather_adam_state(m, d, pieces, err, sizeof err))) goto fail;
-            if (lead && (rc = save_ckpt(a, m, step + 1, tokens, lr, fingerprint, config_text)))
-                goto done;
+            float *gathered = NULL;
+            if (zero && (rc = gather_opt_state(m, d, pieces, &gathered, err, sizeof err))) goto fail;
+            if (lead) rc = save_ckpt(a, m, step + 1, tokens, lr, fingerprint, config_text, gathered);
+            free(gathered);
+            if (rc) goto done;
         }
         if (stop && !last) {
             printf("dapt train: %s: stopped after step %d with a checkpoint; continue "

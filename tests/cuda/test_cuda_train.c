@@ -19,6 +19,14 @@
  *    stay within 5% of the fp32 loss at every step and within 2% on average
  *    (bf16 keeps ~3 significant digits; fp32 master weights keep the updates
  *    exact, so the curves drift apart slowly).
+ * 3. ZeRO-1 shards (model_shard_optimizer) on the bf16 table, whose fp32
+ *    master weights are sharded with the Adam moments: three steps of a
+ *    whole model and of two models holding one half of the optimizer state
+ *    each, fed the whole model's gradients (so no kernel's summation order
+ *    matters). After each step each shard's master weights and moments equal
+ *    the whole model's on its range bitwise (AdamW is elementwise), its
+ *    parameters outside the range did not move, and it holds half the
+ *    optimizer bytes; then both get the whole master (the step's allgather).
  *
  * Usage: test_cuda_train [--json FILE] [--device cpu]. Exit 0 passed, 1
  * failed, 77 no GPU. --device cpu puts the CPU backend in place of both CUDA
@@ -260,6 +268,67 @@ static void curve(const char *an, ModelConfig c, const Ops *f32, const Ops *bf) 
     model_free(b);
 }
 
+static size_t n_differ(const float *a, const float *b, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return k;
+}
+
+static void zero_shard(const char *an, ModelConfig c, const Ops *ops) {
+    char err[256], what[96];
+    Model *w = make(&c, ops), *sh[2];
+    size_t P = model_num_params(w), off[2] = {0, P / 2 + 1}, cnt[2] = {P / 2 + 1, P - P / 2 - 1};
+    for (int r = 0; r < 2; r++) {
+        sh[r] = make(&c, ops);
+        if (model_shard_optimizer(sh[r], off[r], cnt[r], err, sizeof err)) {
+            fprintf(stderr, "test_cuda_train: model_shard_optimizer: %s\n", err);
+            exit(1);
+        }
+        snprintf(what, sizeof what, "zero shard %d bytes - whole/2", r);
+        verdict(an, what, fabs((double)model_optimizer_bytes(sh[r]) -
+                               (double)model_optimizer_bytes(w) * cnt[r] / P), 0.0);
+    }
+    float *p = malloc(P * 4 * 6), *g = p + P, *mw = g + P, *vw = mw + P, *q = vw + P, *mq = q + P;
+    float *before = malloc(P * 4 * 2), *vq = before + P;
+    model_init_weights(w, 9);
+    model_get_params(w, p);
+    for (int r = 0; r < 2; r++) model_set_params(sh[r], p);
+    AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    int32_t tok[B * T], tgt[B * T];
+    for (int t = 1; t <= STEPS_PARITY; t++) {
+        float loss;
+        make_batch(tok, tgt, c.vocab_size);
+        model_zero_grad(w);
+        if (fwd_bwd(w, tok, tgt, &loss, err, sizeof err)) {
+            fprintf(stderr, "test_cuda_train: %s\n", err);
+            exit(1);
+        }
+        model_get_grads(w, g);
+        float clip = model_clip_scale(&opt, model_grad_norm(w));
+        model_adamw_step_range(w, &opt, 1e-3f, t, 0, P, clip);
+        model_get_params(w, p);
+        model_get_adam_state(w, mw, vw);
+        for (int r = 0; r < 2; r++) {
+            model_get_params(sh[r], before);
+            ops->upload(model_grads_buffer(sh[r]), g, P);
+            model_adamw_step_range(sh[r], &opt, 1e-3f, t, off[r], cnt[r], clip);
+            model_get_params(sh[r], q);
+            model_get_adam_state(sh[r], mq, vq);
+            size_t o = off[r], n = cnt[r], e = o + n;
+            size_t bad = n_differ(q + o, p + o, n) + n_differ(mq + o, mw + o, n) +
+                         n_differ(vq + o, vw + o, n);
+            snprintf(what, sizeof what, "zero step %d shard %d differ", t, r);
+            verdict(an, what, (double)bad, 0.0);
+            bad = n_differ(q, before, o) + n_differ(q + e, before + e, P - e);
+            snprintf(what, sizeof what, "zero step %d shard %d outside", t, r);
+            verdict(an, what, (double)bad, 0.0);
+        }
+        for (int r = 0; r < 2; r++) model_set_params(sh[r], p);
+    }
+    free(p), free(before);
+    model_free(w), model_free(sh[0]), model_free(sh[1]);
+}
+
 int main(int argc, char **argv) {
     const char *device = "cuda";
     for (int i = 1; i < argc; i++) {
@@ -291,6 +360,7 @@ int main(int argc, char **argv) {
     curve("moe", tiny_moe(), f32, bf);
     curve("gpt2-hd64", hd64(tiny(ARCH_GPT2)), f32, bf);
     curve("llama-hd64", hd64(tiny(ARCH_LLAMA)), f32, bf);
+    zero_shard("llama", tiny(ARCH_LLAMA), bf);
     if (json) fclose(json);
     printf("test_cuda_train: %s\n", n_fail ? "FAILED" : "passed");
     return n_fail ? 1 : 0;

@@ -3,9 +3,11 @@
 # under mpirun on the tiny llama (tests/train/tiny.toml.in) with global_batch
 # 12 and micro_batch 2 (divisible by 1, 2, 3 ranks x 2), 20 steps. MODE:
 #   equal   -np 2 and -np 3 (and ZeRO-1 at -np 2 and 3) give the losses and
-#           the final weights of one process
-#   resume  a checkpoint of 2 ranks resumes on 3, one of 3 on 1: the resumed
-#           steps equal those of the 1-process run
+#           the final weights of one process; with ZeRO-1 rank 0 holds about
+#           1/n of the optimizer state
+#   resume  a checkpoint of 2 ranks resumes on 3, one of 3 on 1 and 2, with
+#           and without ZeRO-1 on either side: the resumed steps equal those
+#           of the 1-process run
 #   kill    SIGKILL to one rank mid-run: mpirun exits non-zero within 60 s
 #           naming the rank, and every checkpoint left is complete; a config
 #           error on all ranks aborts the job with the rank named; SIGINT to
@@ -51,6 +53,13 @@ equal)
     mpi $n "$dapt" train tiny.toml "${args[@]}" --run.name=z$n --dist.zero=1 > z$n.log
     grep -q "ZeRO-1" z$n.log || fail "-np $n --dist.zero=1 did not shard"
     same w1 z$n
+    # the optimizer state really is sharded: rank 0 holds ceil(1/n) of it
+    # (Adam m and v, 8 bytes per parameter on the CPU)
+    full=$(sed -n 's/.*optimizer state: \([0-9]*\) bytes on rank 0.*/\1/p' w$n.log)
+    part=$(sed -n 's/.*optimizer state: \([0-9]*\) bytes on rank 0.*/\1/p' z$n.log)
+    [[ -n $full && -n $part ]] || fail "-np $n: no optimizer state line: $(head -5 z$n.log)"
+    (( part * n >= full && part * n < full + 8 * n && part < full )) ||
+      fail "-np $n ZeRO-1: rank 0 holds $part bytes of optimizer state, the plain run $full"
   done
   # ZeRO writes the whole optimizer state: it resumes like any checkpoint
   "$py" "$here/compare_weights.py" runs/w3/ckpt/step-00000020/optimizer.safetensors \
@@ -58,16 +67,23 @@ equal)
   ;;
 resume)
   "$dapt" train tiny.toml "${args[@]}" --run.name=w1 > w1.log
-  # W ranks write steps 10 and 20; step 20 is dropped and W' ranks redo 11..20
-  for pair in "2 3" "3 1"; do
+  # W ranks (ZeRO-1 when Z = 1) write steps 10 and 20; step 20 is dropped
+  # and W' ranks (ZeRO-1 when Z' = 1) redo 11..20: without, with, into and
+  # out of ZeRO-1, so the sharded state is sliced from the whole one
+  for src in "2 0" "2 1" "3 1"; do
+    set -- $src
+    mpi $1 "$dapt" train tiny.toml "${args[@]}" --run.name=s$1z$2 --dist.zero=$2 > s$1z$2.log
+    rm -rf runs/s$1z$2/ckpt/step-00000020
+    mv runs/s$1z$2/metrics.jsonl runs/s$1z$2/metrics.first.jsonl
+  done
+  for pair in "2 0 3 0" "2 0 3 1" "2 1 3 1" "2 1 3 0" "3 1 1 0" "3 1 2 1"; do
     set -- $pair
-    run=r$1to$2
-    mpi $1 "$dapt" train tiny.toml "${args[@]}" --run.name=$run --dist.zero=$(( $1 == 3 )) > $run.a.log
-    rm -rf runs/$run/ckpt/step-00000020
-    mv runs/$run/metrics.jsonl runs/$run/metrics.first.jsonl
-    if [[ $2 == 1 ]]; then "$dapt" train tiny.toml "${args[@]}" --run.name=$run --resume > $run.b.log
-    else mpi $2 "$dapt" train tiny.toml "${args[@]}" --run.name=$run --resume > $run.b.log; fi
+    run=r$1z$2to$3z$4
+    cp -r runs/s$1z$2 runs/$run
+    if [[ $3 == 1 ]]; then "$dapt" train tiny.toml "${args[@]}" --run.name=$run --resume > $run.b.log
+    else mpi $3 "$dapt" train tiny.toml "${args[@]}" --run.name=$run --dist.zero=$4 --resume > $run.b.log; fi
     grep -q "resuming from .*step-00000010 (step 10)" $run.b.log || fail "$run did not resume at 10: $(head -3 $run.b.log)"
+    (( $4 == 0 )) || grep -q "ZeRO-1" $run.b.log || fail "$run: the resumed run did not shard"
     [[ $(grep -c '"type":"train"' runs/$run/metrics.jsonl) == 10 ]] || fail "$run: resumed run logged $(grep -c '"type":"train"' runs/$run/metrics.jsonl) steps"
     same w1 $run 11
   done
