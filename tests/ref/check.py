@@ -62,15 +62,31 @@ CASES = {
 TOL = dict(logits=1e-5, loss=1e-5, grad=1e-4, train_loss=1e-5, grad_norm=1e-4, final=1e-4)
 
 
-def run_driver(driver, case, out):
+# the driver's option for each key of a case
+OPTS = dict(arch="--arch", layers="--layers", heads="--heads", kv_heads="--kv-heads",
+            d_model="--d-model", d_ff="--d-ff", vocab="--vocab", max_seq="--max-seq",
+            tie="--tie", qkv_bias="--qkv-bias", theta="--theta", B="--B", T="--T",
+            ignore_frac="--ignore-frac")
+
+
+def run_driver(driver, case, out, opts=OPTS):
     args = [driver, "--out", out]
-    names = dict(arch="--arch", layers="--layers", heads="--heads", kv_heads="--kv-heads",
-                 d_model="--d-model", d_ff="--d-ff", vocab="--vocab", max_seq="--max-seq",
-                 tie="--tie", qkv_bias="--qkv-bias", theta="--theta", B="--B", T="--T",
-                 ignore_frac="--ignore-frac")
     for k, v in case.items():
-        args += [names[k], str(v)]
+        args += [opts[k], str(v)]
     subprocess.run(args, check=True)
+
+
+def run_case(cases, opts=OPTS):
+    """--driver and --case from the command line: runs the driver on the
+    case and returns (case name, meta, arrays)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--driver", required=True)
+    ap.add_argument("--case", required=True, choices=sorted(cases))
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as out:
+        run_driver(args.driver, cases[args.case], out, opts)
+        return (args.case,) + load(out)
 
 
 def load(out):
@@ -205,16 +221,23 @@ class Checker:
         if not (r <= TOL[kind]):  # NaN fails too
             self.failures.append(f"{kind} {name}: relative error {r:.3e} > {TOL[kind]:.0e}")
 
+    def batch(self, A, logits, loss, params):
+        """one batch: dapt's logits, loss, eval loss and every gradient (the
+        arrays of A) against the reference's, after loss.backward(); returns
+        dapt's gradients by name"""
+        self.check("logits", "logits", A["logits"], logits.detach())
+        self.check("loss", "loss", A["loss"], loss.detach().reshape(1))
+        self.check("loss", "eval_loss", A["eval_loss"], loss.detach().reshape(1))
+        grads = prefixed(A, "grad.")
+        if set(grads) != set(params):
+            self.failures.append(f"tensor sets differ: {sorted(set(grads) ^ set(params))}")
+        for name, p in params.items():
+            self.check("grad", name, grads[name], p.grad)
+        return grads
+
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--driver", required=True)
-    ap.add_argument("--case", required=True, choices=sorted(CASES))
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as out:
-        run_driver(args.driver, CASES[args.case], out)
-        meta, A = load(out)
+    case, meta, A = run_case(CASES)
     cfg, tr = meta["config"], meta["train"]
     params = {k: v.clone().requires_grad_(True) for k, v in prefixed(A, "param.").items()}
     ck = Checker()
@@ -223,15 +246,9 @@ def main():
     logits = forward(params, cfg, A["tokens"])
     loss = loss_of(logits, A["targets"])
     loss.backward()
-    ck.check("logits", "logits", A["logits"], logits.detach())
-    ck.check("loss", "loss", A["loss"], loss.detach().reshape(1))
-    ck.check("loss", "eval_loss", A["eval_loss"], loss.detach().reshape(1))
-    grads = prefixed(A, "grad.")
+    grads = ck.batch(A, logits, loss, params)
     acc = prefixed(A, "gradacc.")
-    if set(grads) != set(params):
-        ck.failures.append(f"tensor sets differ: {sorted(set(grads) ^ set(params))}")
     for name, p in params.items():
-        ck.check("grad", name, grads[name], p.grad)
         ck.check("grad", "accumulated " + name, acc[name], p.grad)
     for kname, ks, qname, qs in key_bias_slices(cfg):
         if qname is None:  # RoPE: not invariant, see the tolerances above
@@ -269,7 +286,7 @@ def main():
     for name, p in final_torch.items():
         ck.check("final", name, final[name], p)
 
-    print(f"case {args.case}: loss dapt {A['loss'].item():.7f} torch {loss_of(logits, A['targets']).item():.7f}")
+    print(f"case {case}: loss dapt {A['loss'].item():.7f} torch {loss_of(logits, A['targets']).item():.7f}")
     for k in TOL:
         print(f"  worst {k:10s} relative error {ck.worst.get(k, float('nan')):.3e} (tolerance {TOL[k]:.0e})")
     if ck.failures:

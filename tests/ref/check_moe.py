@@ -33,17 +33,15 @@ Tolerances (fp32 both sides; see check.py): logits, losses 1e-5 relative;
 gradients 1e-4 relative per tensor; f exact to 1e-6 (ratios of small
 integer counts); P, LBL, z 1e-5 relative; final parameters 1e-4.
 """
-import argparse
 import math
 import os
 import sys
-import tempfile
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check import (Checker, TOL, causal_attention, load, lr_at, prefixed,  # noqa: E402
+from check import (Checker, TOL, causal_attention, lr_at, prefixed, run_case,  # noqa: E402
                    rmsnorm, rope_cos_sin, rotate_half, rel)
 
 BASE = dict(arch="llama", layers=2, heads=4, kv_heads=2, d_model=32, d_ff=24, vocab=61,
@@ -68,14 +66,6 @@ OPTS = dict(arch="--arch", layers="--layers", heads="--heads", kv_heads="--kv-he
             lbl_norm="--lbl-norm", lbl_coef="--lbl-coef", z_coef="--z-coef",
             ignore_frac="--ignore-frac", seed="--seed")
 MIN_GAP = 1e-5
-
-
-def run_driver(driver, case, out):
-    import subprocess
-    args = [driver, "--out", out]
-    for k, v in case.items():
-        args += [OPTS[k], str(v)]
-    subprocess.run(args, check=True)
 
 
 def forward(p, cfg, tokens):
@@ -180,14 +170,7 @@ def objective(p, cfg, tokens, targets, M, with_ce=True):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--driver", required=True)
-    ap.add_argument("--case", required=True, choices=sorted(CASES))
-    args = ap.parse_args()
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as out:
-        run_driver(args.driver, CASES[args.case], out)
-        meta, A = load(out)
+    case, meta, A = run_case(CASES, OPTS)
     cfg, tr = meta["config"], meta["train"]
     M, E = cfg["micro"], cfg["n_experts"]
     ck = Checker()
@@ -202,14 +185,7 @@ def main():
     obj, logits, f1, lz1, ce, aux = objective(params, cfg, tok, tgt, 1)
     obj.backward()
     ce_whole = ce.detach()
-    ck.check("logits", "logits", A["logits"], logits.detach())
-    ck.check("loss", "loss", A["loss"], ce.detach().reshape(1))
-    ck.check("loss", "eval_loss", A["eval_loss"], ce.detach().reshape(1))
-    grads = prefixed(A, "grad.")
-    if set(grads) != set(params):
-        fails.append(f"tensor sets differ: {sorted(set(grads) ^ set(params))}")
-    for name, p in params.items():
-        ck.check("grad", name, grads[name], p.grad)
+    ck.batch(A, logits, ce, params)
     worst_stat = 0.0
     for i in range(len(f1)):
         P, lbl, z = lz1[i]
@@ -274,7 +250,7 @@ def main():
     for name, p in params.items():
         ck.check("final", name, final[name], p.detach())
 
-    print(f"case {args.case}: loss dapt {A['loss'].item():.7f} torch {ce_whole.item():.7f}")
+    print(f"case {case}: loss dapt {A['loss'].item():.7f} torch {ce_whole.item():.7f}")
     for k in TOL:
         print(f"  worst {k:10s} relative error {ck.worst.get(k, float('nan')):.3e} (tolerance {TOL[k]:.0e})")
     print(f"  worst f/P/LBL/z error {worst_stat:.3e}")
