@@ -120,18 +120,25 @@ static MPI_Datatype mpi_type(DistType t) {
     return t == DIST_F32 ? MPI_FLOAT : t == DIST_F64 ? MPI_DOUBLE : MPI_INT64_T;
 }
 
-static int mpi_counts(const Dist *d, const size_t *counts, int *cnt, int *displ, char *err,
-                      size_t err_len) {
+/* MPI's int counts and displacements of the ranks' pieces: one malloc'd
+ * array, counts [0, world) then displacements [world, 2 world); NULL (err
+ * filled) when out of memory or a piece does not fit an int */
+static int *mpi_counts(const Dist *d, const size_t *counts, char *err, size_t err_len) {
+    int *cnt = malloc(sizeof(int) * 2 * d->world);
+    if (!cnt) return snprintf(err, err_len, "out of memory"), NULL;
     size_t off = 0;
     for (int r = 0; r < d->world; r++) {
-        if (counts[r] > (size_t)0x7fffffff || off > (size_t)0x7fffffff)
-            return snprintf(err, err_len, "dist: piece of %zu elements at %zu exceeds MPI's int "
-                                          "counts", counts[r], off), 1;
+        if (counts[r] > (size_t)0x7fffffff || off > (size_t)0x7fffffff) {
+            snprintf(err, err_len, "dist: piece of %zu elements at %zu exceeds MPI's int counts",
+                     counts[r], off);
+            free(cnt);
+            return NULL;
+        }
         cnt[r] = (int)counts[r];
-        displ[r] = (int)off;
+        cnt[d->world + r] = (int)off;
         off += counts[r];
     }
-    return 0;
+    return cnt;
 }
 #endif
 
@@ -182,14 +189,12 @@ int dist_allgather(Dist *d, void *buf, const size_t *counts, DistType t, char *e
     if (bad_type(t, err, err_len)) return 1;
 #ifdef DAPT_HAVE_MPI
     if (d->mpi && d->world > 1) {
-        int *cnt = malloc(sizeof(int) * 2 * d->world);
-        if (!cnt) return snprintf(err, err_len, "out of memory"), 1;
-        int rc = mpi_counts(d, counts, cnt, cnt + d->world, err, err_len);
-        if (!rc)
-            MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, cnt, cnt + d->world,
-                           mpi_type(t), MPI_COMM_WORLD);
+        int *cnt = mpi_counts(d, counts, err, err_len);
+        if (!cnt) return 1;
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, cnt, cnt + d->world, mpi_type(t),
+                       MPI_COMM_WORLD);
         free(cnt);
-        return rc;
+        return 0;
     }
 #endif
     (void)d, (void)buf, (void)counts;
@@ -201,19 +206,16 @@ int dist_reduce_scatter(Dist *d, void *buf, const size_t *counts, DistType t, ch
     if (bad_type(t, err, err_len)) return 1;
 #ifdef DAPT_HAVE_MPI
     if (d->mpi && d->world > 1) {
-        int *cnt = malloc(sizeof(int) * 2 * d->world);
-        if (!cnt) return snprintf(err, err_len, "out of memory"), 1;
-        int rc = mpi_counts(d, counts, cnt, cnt + d->world, err, err_len);
-        if (!rc) {
-            /* MPI's in-place reduce-scatter leaves rank r's piece at the
-             * start of buf; move it to its own offset */
-            size_t es = type_size[t];
-            MPI_Reduce_scatter(MPI_IN_PLACE, buf, cnt, mpi_type(t), MPI_SUM, MPI_COMM_WORLD);
-            size_t off = (size_t)cnt[d->world + d->rank];
-            if (off) memmove((char *)buf + off * es, buf, (size_t)cnt[d->rank] * es);
-        }
+        int *cnt = mpi_counts(d, counts, err, err_len);
+        if (!cnt) return 1;
+        /* MPI's in-place reduce-scatter leaves rank r's piece at the start
+         * of buf; move it to its own offset */
+        size_t es = type_size[t];
+        MPI_Reduce_scatter(MPI_IN_PLACE, buf, cnt, mpi_type(t), MPI_SUM, MPI_COMM_WORLD);
+        size_t off = (size_t)cnt[d->world + d->rank];
+        if (off) memmove((char *)buf + off * es, buf, (size_t)cnt[d->rank] * es);
         free(cnt);
-        return rc;
+        return 0;
     }
 #endif
     (void)d, (void)buf, (void)counts;
