@@ -1,5 +1,5 @@
 # tiny_setup.sh: sourced by the GPU checks of `dapt train` (cli_check.sh,
-# nccl_check.sh) with $dapt (absolute path of the binary) and $data (a
+# nccl_check.sh, tools/gpu/nccl-overhead) with $dapt (absolute path of the binary) and $data (a
 # folder of tiny test corpora, or "make" to make them with
 # tests/train/make_corpora.sh) set. Defines skip, fail, here and work (a
 # temporary folder, removed on exit), writes work/tiny.toml from the
