@@ -99,23 +99,10 @@ static const char *json_num(char *buf, size_t n, double x) {
 
 /* ---------------- setup ---------------- */
 
-/* ZeRO-1 (zero_world > 0): m keeps the optimizer state of rank's shard of
- * zero_world only (dist_shard of the flat parameter buffer). */
-static int shard_model(Model *m, int zero_world, int rank, char *err, size_t err_len) {
-    if (!zero_world) return 0;
-    size_t off, n;
-    dist_shard(model_num_params(m), zero_world, rank, &off, &n);
-    return model_shard_optimizer(m, off, n, err, err_len);
-}
-
 /* The model: resumed from a checkpoint, loaded from init_from (an HF
- * directory or a dapt checkpoint: both are HF layout), or fresh. With ZeRO-1
- * (zero_world > 0) the optimizer state is sharded before the checkpoint's
- * state is sliced into it (resume) or the weights are initialised (fresh);
- * an init_from or upcycled model (whose Adam state is zero) is sharded after
- * loading. */
-static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir, CkptState *st,
-                         int zero_world, int rank, char *err, size_t err_len) {
+ * directory or a dapt checkpoint: both are HF layout), or fresh. */
+static Model *load_whole_model(const Config *c, const Ops *ops, const char *resume_dir,
+                               CkptState *st, char *err, size_t err_len) {
     ModelConfig mc;
     Model *m = NULL;
     char why[512];
@@ -125,10 +112,6 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
             return NULL;
         }
         m = model_create(&mc, ops, err, err_len);
-        if (m && shard_model(m, zero_world, rank, err, err_len)) {
-            model_free(m);
-            return NULL;
-        }
         if (m && ckpt_load(resume_dir, m, st, why, sizeof why)) {
             snprintf(err, err_len, "--resume: %s", why);
             model_free(m);
@@ -136,11 +119,7 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
         }
         return m;
     }
-    if (c->moe.upcycle_from[0]) {
-        m = moe_loop_upcycle(c, ops, err, err_len);
-        if (m && shard_model(m, zero_world, rank, err, err_len)) model_free(m), m = NULL;
-        return m;
-    }
+    if (c->moe.upcycle_from[0]) return moe_loop_upcycle(c, ops, err, err_len);
     if (c->model.init_from[0]) {
         struct stat sb;
         if (stat(c->model.init_from, &sb) || !S_ISDIR(sb.st_mode)) {
@@ -152,16 +131,29 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
         }
         m = hf_load_model(c->model.init_from, ops, why, sizeof why);
         if (!m) snprintf(err, err_len, "model.init_from = \"%s\": %s", c->model.init_from, why);
-        if (m && shard_model(m, zero_world, rank, err, err_len)) model_free(m), m = NULL;
         return m;
     }
     if (config_to_model_config(c, &mc, err, err_len)) return NULL;
     m = model_create(&mc, ops, err, err_len);
-    if (m && shard_model(m, zero_world, rank, err, err_len)) {
+    if (m) model_init_weights(m, (uint64_t)c->run.seed);
+    return m;
+}
+
+/* load_whole_model, then with ZeRO-1 (zero_world > 0) the optimizer state
+ * cut to rank's shard of zero_world (dist_shard of the flat parameter
+ * buffer): model_shard_optimizer keeps the shard's part of what was loaded
+ * or initialised. model_create allocates the whole state anyway, so
+ * sharding after the load costs no extra peak memory. */
+static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir, CkptState *st,
+                         int zero_world, int rank, char *err, size_t err_len) {
+    Model *m = load_whole_model(c, ops, resume_dir, st, err, err_len);
+    if (!m || !zero_world) return m;
+    size_t off, n;
+    dist_shard(model_num_params(m), zero_world, rank, &off, &n);
+    if (model_shard_optimizer(m, off, n, err, err_len)) {
         model_free(m);
         return NULL;
     }
-    if (m) model_init_weights(m, (uint64_t)c->run.seed);
     return m;
 }
 
