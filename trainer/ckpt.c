@@ -77,6 +77,41 @@ static int64_t parse_step_name(const char *name) {
     return v;
 }
 
+void ckpt_opt_shard_name(char *buf, size_t len, int rank, int world) {
+    snprintf(buf, len, "optimizer-%05d-of-%05d.safetensors", rank, world);
+}
+
+/* "optimizer": {"layout": "hf", "file": "optimizer.safetensors"}, or
+ * {"layout": "zero1", "world": W, "numel": N, "shards": [{"file", "offset",
+ * "count"} x W]}; 0 when out of memory */
+static int add_opt_layout(cJSON *r, const CkptState *st) {
+    cJSON *o = cJSON_AddObjectToObject(r, "optimizer");
+    if (!o) return 0;
+    if (st->opt_world <= 0)
+        return cJSON_AddStringToObject(o, "layout", "hf") &&
+               cJSON_AddStringToObject(o, "file", "optimizer.safetensors");
+    cJSON *shards;
+    size_t off = 0;
+    for (int w = 0; w < st->opt_world; w++) off += st->opt_counts[w];
+    if (!cJSON_AddStringToObject(o, "layout", "zero1") ||
+        !cJSON_AddNumberToObject(o, "world", st->opt_world) ||
+        !cJSON_AddNumberToObject(o, "numel", (double)off) ||
+        !(shards = cJSON_AddArrayToObject(o, "shards")))
+        return 0;
+    off = 0;
+    for (int w = 0; w < st->opt_world; w++) {
+        char name[64];
+        cJSON *e = cJSON_CreateObject();
+        ckpt_opt_shard_name(name, sizeof name, w, st->opt_world);
+        if (!e || !cJSON_AddItemToArray(shards, e) || !cJSON_AddStringToObject(e, "file", name) ||
+            !cJSON_AddNumberToObject(e, "offset", (double)off) ||
+            !cJSON_AddNumberToObject(e, "count", (double)st->opt_counts[w]))
+            return 0;
+        off += st->opt_counts[w];
+    }
+    return 1;
+}
+
 static char *state_json(const CkptState *st) {
     cJSON *r = cJSON_CreateObject();
     char hex[CKPT_RNG_WORDS][20];
@@ -92,7 +127,8 @@ static char *state_json(const CkptState *st) {
         !cJSON_AddNumberToObject(r, "lr", st->lr) ||
         !cJSON_AddStringToObject(r, "data_fingerprint", st->data_fingerprint ? st->data_fingerprint : "") ||
         !cJSON_AddItemToObject(r, "rng", cJSON_CreateStringArray(hp, CKPT_RNG_WORDS)) ||
-        !cJSON_AddStringToObject(r, "config", st->config_text ? st->config_text : "")) {
+        !cJSON_AddStringToObject(r, "config", st->config_text ? st->config_text : "") ||
+        !add_opt_layout(r, st)) {
         cJSON_Delete(r);
         return NULL;
     }
@@ -145,6 +181,41 @@ done:
     return rc;
 }
 
+static int32_t step_i32(int64_t step) { return (int32_t)(step > INT32_MAX ? INT32_MAX : step); }
+
+/* optimizer.safetensors: the whole moments in HF layout, from the model */
+static int write_opt_whole(const char *dir, const Model *m, int64_t step, char *err,
+                           size_t err_len) {
+    char path[4200];
+    size_t np = model_num_params(m);
+    float *mv = malloc(2 * np * sizeof *mv + 1);
+    if (!mv) return snprintf(err, err_len, "out of memory for the optimizer state"), 1;
+    model_get_adam_state(m, mv, mv + np);
+    const float *bufs[] = {mv, mv + np};
+    const char *prefixes[] = {"exp_avg.", "exp_avg_sq."};
+    int32_t s32 = step_i32(step);
+    StWriteTensor extra = {"step", ST_I32, 1, {1}, &s32};
+    int rc = hf_path(path, sizeof path, dir, "optimizer.safetensors")
+                 ? (snprintf(err, err_len, "%s: path too long", dir), 1)
+                 : hf_write_params(path, m, bufs, prefixes, 2, &extra, 1, err, err_len);
+    free(mv);
+    return rc;
+}
+
+int ckpt_save_opt_shard(const char *tmp_dir, int rank, int world, int64_t step, size_t count,
+                        const float *adam_m, const float *adam_v, char *err, size_t err_len) {
+    char name[64], path[4200];
+    ckpt_opt_shard_name(name, sizeof name, rank, world);
+    if (hf_path(path, sizeof path, tmp_dir, name))
+        return snprintf(err, err_len, "%s: path too long", tmp_dir), 1;
+    int32_t s32 = step_i32(step);
+    StWriteTensor t[3] = {{"exp_avg", ST_F32, 1, {(int64_t)count}, adam_m},
+                          {"exp_avg_sq", ST_F32, 1, {(int64_t)count}, adam_v},
+                          {"step", ST_I32, 1, {1}, &s32}};
+    const char *meta[] = {"format", "pt"};
+    return st_write(path, t, 3, meta, 1, err, err_len);
+}
+
 static int write_into(const char *dir, const Model *m, const CkptState *st, char *err,
                       size_t err_len) {
     char path[4200];
@@ -156,31 +227,14 @@ static int write_into(const char *dir, const Model *m, const CkptState *st, char
     if (hf_save_weights_from(dir, m, st->params, st->max_shard_bytes, err, err_len) ||
         hf_save_config(dir, model_config(m), err, err_len))
         return 1;
-    size_t np = model_num_params(m);
-    float *mv = NULL;
-    if (!st->adam_m) {
-        if (!(mv = malloc(2 * np * sizeof *mv + 1)))
-            return snprintf(err, err_len, "out of memory for the optimizer state"), 1;
-        model_get_adam_state(m, mv, mv + np);
-    }
-    const float *bufs[] = {mv ? mv : st->adam_m, mv ? mv + np : st->adam_v};
-    const char *prefixes[] = {"exp_avg.", "exp_avg_sq."};
-    int32_t step = (int32_t)(st->step > INT32_MAX ? INT32_MAX : st->step);
-    StWriteTensor extra = {"step", ST_I32, 1, {1}, &step};
-    if (hf_path(path, sizeof path, dir, "optimizer.safetensors")) {
-        free(mv);
-        return snprintf(err, err_len, "%s: path too long", dir), 1;
-    }
-    int rc = hf_write_params(path, m, bufs, prefixes, 2, &extra, 1, err, err_len);
-    free(mv);
-    if (rc) return 1;
+    if (st->opt_world <= 0 && write_opt_whole(dir, m, st->step, err, err_len)) return 1;
     char *js = state_json(st);
     if (!js) return snprintf(err, err_len, "out of memory"), 1;
     if (hf_path(path, sizeof path, dir, "trainer_state.json")) {
         free(js);
         return snprintf(err, err_len, "%s: path too long", dir), 1;
     }
-    rc = hf_write_file_atomic(path, js, err, err_len);
+    int rc = hf_write_file_atomic(path, js, err, err_len);
     free(js);
     return rc;
 }
@@ -230,38 +284,58 @@ static void remove_tmp_dirs(const char *ckdir) {
     closedir(d);
 }
 
-int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep, char *path_out,
-              size_t path_len, char *err, size_t err_len) {
-    char ckdir[4096], tmp[4200], final[4200], old[4200];
-    if (st->step < 0 || st->step > INT32_MAX || st->tokens < 0)
-        return snprintf(err, err_len, "checkpoint step %lld / tokens %lld out of range", (long long)st->step,
-                        (long long)st->tokens),
-               1;
-    char name[64];
-    if (hf_path(ckdir, sizeof ckdir - 64, out_dir, "ckpt"))
+/* OUT_DIR/ckpt into ckdir; 0 or err filled */
+static int ckpt_dir_of(const char *out_dir, char *ckdir, size_t len, char *err, size_t err_len) {
+    if (hf_path(ckdir, len - 64, out_dir, "ckpt"))
         return snprintf(err, err_len, "%s: path too long", out_dir), 1;
+    return 0;
+}
+
+int ckpt_save_begin(const char *out_dir, int64_t step, char *tmp_dir, size_t tmp_len, char *err,
+                    size_t err_len) {
+    char ckdir[4096], name[64];
+    if (step < 0 || step > INT32_MAX)
+        return snprintf(err, err_len, "checkpoint step %lld out of range", (long long)step), 1;
+    if (ckpt_dir_of(out_dir, ckdir, sizeof ckdir, err, err_len)) return 1;
     if (mkdir_p(ckdir))
         return snprintf(err, err_len, "%s: cannot create: %s", ckdir, strerror(errno)), 1;
     remove_tmp_dirs(ckdir);
-    snprintf(name, sizeof name, ".tmp-step-%08lld", (long long)st->step);
-    hf_path(tmp, sizeof tmp, ckdir, name);
-    hf_path(final, sizeof final, ckdir, name + 5);
-    snprintf(name, sizeof name, ".old-step-%08lld", (long long)st->step);
-    hf_path(old, sizeof old, ckdir, name);
-    if (mkdir(tmp, 0755)) return snprintf(err, err_len, "%s: cannot create: %s", tmp, strerror(errno)), 1;
-    if (write_into(tmp, m, st, err, err_len)) {
-        rm_tree(tmp);
+    snprintf(name, sizeof name, ".tmp-step-%08lld", (long long)step);
+    if (hf_path(tmp_dir, tmp_len, ckdir, name))
+        return snprintf(err, err_len, "%s: path too long", ckdir), 1;
+    if (mkdir(tmp_dir, 0755))
+        return snprintf(err, err_len, "%s: cannot create: %s", tmp_dir, strerror(errno)), 1;
+    return 0;
+}
+
+int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
+                     const CkptState *st, int keep, char *path_out, size_t path_len, char *err,
+                     size_t err_len) {
+    char ckdir[4096], final[4200], old[4200], name[64];
+    if (st->step < 0 || st->step > INT32_MAX || st->tokens < 0) {
+        snprintf(err, err_len, "checkpoint step %lld / tokens %lld out of range",
+                 (long long)st->step, (long long)st->tokens);
+        rm_tree(tmp_dir);
         return 1;
     }
-    if (fsync_dir(tmp)) {
-        snprintf(err, err_len, "%s: fsync failed: %s", tmp, strerror(errno));
-        rm_tree(tmp);
+    if (ckpt_dir_of(out_dir, ckdir, sizeof ckdir, err, err_len)) return 1;
+    snprintf(name, sizeof name, "step-%08lld", (long long)st->step);
+    hf_path(final, sizeof final, ckdir, name);
+    snprintf(name, sizeof name, ".old-step-%08lld", (long long)st->step);
+    hf_path(old, sizeof old, ckdir, name);
+    if (write_into(tmp_dir, m, st, err, err_len)) {
+        rm_tree(tmp_dir);
+        return 1;
+    }
+    if (fsync_dir(tmp_dir)) {
+        snprintf(err, err_len, "%s: fsync failed: %s", tmp_dir, strerror(errno));
+        rm_tree(tmp_dir);
         return 1;
     }
     int replaced = access(final, F_OK) == 0;
-    if ((replaced && rename(final, old)) || rename(tmp, final)) {
-        snprintf(err, err_len, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
-        rm_tree(tmp);
+    if ((replaced && rename(final, old)) || rename(tmp_dir, final)) {
+        snprintf(err, err_len, "%s: cannot rename to %s: %s", tmp_dir, final, strerror(errno));
+        rm_tree(tmp_dir);
         return 1;
     }
     fsync_dir(ckdir);
@@ -284,6 +358,21 @@ int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep
         fsync_dir(ckdir);
     }
     return 0;
+}
+
+int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep, char *path_out,
+              size_t path_len, char *err, size_t err_len) {
+    char tmp[4200];
+    if (st->opt_world > 0)
+        return snprintf(err, err_len, "ckpt_save writes the whole optimizer state; a sharded one "
+                        "is saved with ckpt_save_begin / _opt_shard / _commit"),
+               1;
+    if (st->step < 0 || st->step > INT32_MAX || st->tokens < 0)
+        return snprintf(err, err_len, "checkpoint step %lld / tokens %lld out of range", (long long)st->step,
+                        (long long)st->tokens),
+               1;
+    return ckpt_save_begin(out_dir, st->step, tmp, sizeof tmp, err, err_len) ||
+           ckpt_save_commit(out_dir, tmp, m, st, keep, path_out, path_len, err, err_len);
 }
 
 static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
@@ -310,6 +399,103 @@ static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
     return r;
 }
 
+/* trainer_state.json's "optimizer": where the Adam moments are */
+typedef struct {
+    int world;         /* 0: optimizer.safetensors, HF layout */
+    size_t numel;      /* zero1: the flat parameter count */
+    size_t *off, *cnt; /* zero1: (world) each shard's range */
+} OptLayout;
+
+static void layout_free(OptLayout *L) {
+    free(L->off), free(L->cnt);
+    memset(L, 0, sizeof *L);
+}
+
+static int json_size(const cJSON *j, size_t *v) {
+    if (!cJSON_IsNumber(j) || !(j->valuedouble >= 0 && j->valuedouble <= 9007199254740992.0) ||
+        j->valuedouble != (double)(uint64_t)j->valuedouble)
+        return 1;
+    *v = (size_t)j->valuedouble;
+    return 0;
+}
+
+/* Checkpoints without "optimizer" (written before it existed) are "hf". */
+static int parse_layout(const cJSON *r, const char *dir, OptLayout *L, char *err, size_t err_len) {
+    memset(L, 0, sizeof *L);
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(r, "optimizer");
+    if (!o) return 0;
+    const cJSON *lay = cJSON_GetObjectItemCaseSensitive(o, "layout");
+    if (cJSON_IsString(lay) && !strcmp(lay->valuestring, "hf")) return 0;
+    if (!cJSON_IsString(lay) || strcmp(lay->valuestring, "zero1"))
+        return snprintf(err, err_len, "%s/trainer_state.json: unknown optimizer layout (expected "
+                        "\"hf\" or \"zero1\")", dir),
+               1;
+    const cJSON *shards = cJSON_GetObjectItemCaseSensitive(o, "shards");
+    size_t world, numel, off = 0;
+    int n = cJSON_IsArray(shards) ? cJSON_GetArraySize(shards) : -1;
+    if (json_size(cJSON_GetObjectItemCaseSensitive(o, "world"), &world) ||
+        json_size(cJSON_GetObjectItemCaseSensitive(o, "numel"), &numel) || world < 1 ||
+        world > 99999 || n != (int)world)
+        return snprintf(err, err_len, "%s/trainer_state.json: \"optimizer\" needs \"world\" "
+                        "(1..99999), \"numel\" and one \"shards\" entry per rank", dir),
+               1;
+    L->world = (int)world;
+    L->numel = numel;
+    L->off = malloc(world * sizeof(size_t));
+    L->cnt = malloc(world * sizeof(size_t));
+    if (!L->off || !L->cnt) return layout_free(L), snprintf(err, err_len, "out of memory"), 1;
+    for (int w = 0; w < n; w++) {
+        const cJSON *e = cJSON_GetArrayItem(shards, w);
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "file");
+        char name[64];
+        ckpt_opt_shard_name(name, sizeof name, w, L->world);
+        if (!cJSON_IsString(f) || strcmp(f->valuestring, name) ||
+            json_size(cJSON_GetObjectItemCaseSensitive(e, "offset"), &L->off[w]) ||
+            json_size(cJSON_GetObjectItemCaseSensitive(e, "count"), &L->cnt[w]) ||
+            L->off[w] != off || L->cnt[w] > numel - off) {
+            layout_free(L);
+            return snprintf(err, err_len, "%s/trainer_state.json: optimizer shard %d must be "
+                            "{\"file\": \"%s\", \"offset\": %zu, \"count\": N} within %zu "
+                            "elements", dir, w, name, off, numel),
+                   1;
+        }
+        off += L->cnt[w];
+    }
+    if (off != numel) {
+        layout_free(L);
+        return snprintf(err, err_len, "%s/trainer_state.json: the optimizer shards cover %zu of "
+                        "%zu elements", dir, off, numel),
+               1;
+    }
+    return 0;
+}
+
+/* A shard file of the zero1 layout: exp_avg and exp_avg_sq F32 [count] and
+ * the checkpoint's step; the index of exp_avg and exp_avg_sq to *im, *iv. */
+static StFile *open_opt_shard(const char *dir, const OptLayout *L, int w, int64_t step, int *im,
+                              int *iv, char *err, size_t err_len) {
+    char name[64], path[4200];
+    ckpt_opt_shard_name(name, sizeof name, w, L->world);
+    if (hf_path(path, sizeof path, dir, name)) return snprintf(err, err_len, "%s: path too long", dir), NULL;
+    if (access(path, R_OK) != 0)
+        return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, name), NULL;
+    StFile *f = st_open(path, err, err_len);
+    if (!f) return NULL;
+    int is = st_find(f, "step");
+    *im = st_find(f, "exp_avg"), *iv = st_find(f, "exp_avg_sq");
+    int32_t s32 = -1;
+    const StTensor *tm = *im >= 0 ? st_tensor(f, *im) : NULL, *tv = *iv >= 0 ? st_tensor(f, *iv) : NULL;
+    if (!tm || !tv || tm->dtype != ST_F32 || tv->dtype != ST_F32 || tm->numel != L->cnt[w] ||
+        tv->numel != L->cnt[w] || is < 0 || st_tensor(f, is)->numel != 1 ||
+        st_read_i32(f, is, &s32, err, err_len) || s32 != step) {
+        snprintf(err, err_len, "%s: expected exp_avg and exp_avg_sq (F32 [%zu]) and step %lld "
+                 "(damaged, or from another checkpoint?)", path, L->cnt[w], (long long)step);
+        st_close(f);
+        return NULL;
+    }
+    return f;
+}
+
 int ckpt_check(const char *dir, char *err, size_t err_len) {
     char path[4200], idx[4200];
     if (hf_path(path, sizeof path, dir, ckpt_files[0]) ||
@@ -317,6 +503,7 @@ int ckpt_check(const char *dir, char *err, size_t err_len) {
         return snprintf(err, err_len, "%s: path too long", dir), 1;
     int sharded = access(path, F_OK) != 0 && access(idx, F_OK) == 0;
     for (int i = sharded; i < N_CKPT_FILES; i++) {
+        if (!strcmp(ckpt_files[i], "optimizer.safetensors")) continue; /* by the layout, below */
         hf_path(path, sizeof path, dir, ckpt_files[i]);
         if (access(path, R_OK) != 0)
             return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, ckpt_files[i]), 1;
@@ -325,16 +512,32 @@ int ckpt_check(const char *dir, char *err, size_t err_len) {
     StSet *s = st_set_open(dir, err, err_len);
     if (!s) return 1;
     st_set_close(s);
-    hf_path(path, sizeof path, dir, "optimizer.safetensors");
-    StFile *f = st_open(path, err, err_len);
-    if (!f) return 1;
-    st_close(f);
     ModelConfig cfg;
     if (hf_load_config(dir, &cfg, err, err_len)) return 1;
     cJSON *r = load_state_json(dir, err, err_len);
     if (!r) return 1;
+    OptLayout L;
+    int rc = parse_layout(r, dir, &L, err, err_len);
+    int64_t step = (int64_t)cJSON_GetObjectItemCaseSensitive(r, "step")->valuedouble;
     cJSON_Delete(r);
-    return 0;
+    if (rc) return 1;
+    if (!L.world) {
+        hf_path(path, sizeof path, dir, "optimizer.safetensors");
+        if (access(path, R_OK) != 0)
+            return snprintf(err, err_len, "checkpoint %s is incomplete: optimizer.safetensors is missing", dir), 1;
+        StFile *f = st_open(path, err, err_len);
+        if (!f) return 1;
+        st_close(f);
+        return 0;
+    }
+    for (int w = 0; w < L.world && !rc; w++) {
+        int im, iv;
+        StFile *f = open_opt_shard(dir, &L, w, step, &im, &iv, err, err_len);
+        rc = !f;
+        st_close(f);
+    }
+    layout_free(&L);
+    return rc;
 }
 
 static int same_config(const ModelConfig *a, const ModelConfig *b) {
@@ -378,6 +581,25 @@ static int parse_state(const cJSON *r, const char *dir, CkptState *st, char *err
     return 0;
 }
 
+/* The model's optimizer shard [o, o + c) of the moments, read from the
+ * zero1 shard files that overlap it, into mom (c floats of exp_avg, then c
+ * of exp_avg_sq). */
+static int read_opt_range(const char *dir, const OptLayout *L, int64_t step, size_t o, size_t c,
+                          float *mom, char *err, size_t err_len) {
+    for (int w = 0; w < L->world; w++) {
+        size_t lo = L->off[w] > o ? L->off[w] : o;
+        size_t hi = L->off[w] + L->cnt[w] < o + c ? L->off[w] + L->cnt[w] : o + c;
+        if (lo >= hi) continue;
+        int im, iv;
+        StFile *f = open_opt_shard(dir, L, w, step, &im, &iv, err, err_len);
+        int rc = !f || st_read_f32_range(f, im, lo - L->off[w], hi - lo, mom + (lo - o), err, err_len) ||
+                 st_read_f32_range(f, iv, lo - L->off[w], hi - lo, mom + c + (lo - o), err, err_len);
+        st_close(f);
+        if (rc) return 1;
+    }
+    return 0;
+}
+
 int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_len) {
     if (ckpt_check(dir, err, err_len)) return 1;
     ModelConfig cfg;
@@ -389,36 +611,59 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     if (!r) return 1;
     char path[4200];
     int rc = 1;
-    size_t np = model_num_params(m);
-    float *buf = malloc(3 * np * sizeof *buf + 1); /* weights | exp_avg | exp_avg_sq */
+    size_t np = model_num_params(m), o = model_optimizer_offset(m), c = model_optimizer_count(m);
+    float *buf = malloc(np * sizeof *buf + 1), *mom = NULL; /* weights; exp_avg | exp_avg_sq */
     StSet *f = NULL;
     CkptState tmp = {0};
+    OptLayout L = {0};
     if (!buf) {
         snprintf(err, err_len, "out of memory");
         goto out;
     }
     /* read and check everything before touching the model */
-    hf_path(path, sizeof path, dir, "optimizer.safetensors");
-    if (hf_read_weights(dir, m, buf, err, err_len) || !(f = st_set_open_file(path, err, err_len)) ||
-        hf_read_params(f, m, "exp_avg.", buf + np, err, err_len) ||
-        hf_read_params(f, m, "exp_avg_sq.", buf + 2 * np, err, err_len) ||
-        parse_state(r, dir, &tmp, err, err_len))
+    if (hf_read_weights(dir, m, buf, err, err_len) || parse_state(r, dir, &tmp, err, err_len) ||
+        parse_layout(r, dir, &L, err, err_len))
         goto out;
-    int k;
-    StFile *sf;
-    int32_t opt_step = -1;
-    if (st_set_find(f, "step", &sf, &k) || st_tensor(sf, k)->numel != 1 ||
-        st_read_i32(sf, k, &opt_step, err, err_len) || opt_step != tmp.step) {
-        snprintf(err, err_len, "%s: \"step\" (%d) is missing or differs from trainer_state.json's "
-                 "step (%lld)", path, opt_step, (long long)tmp.step);
-        goto out;
+    if (L.world) {
+        /* per-rank shards: only the ranges this model's shard needs */
+        if (L.numel != np) {
+            snprintf(err, err_len, "%s: the optimizer shards hold %zu elements, the model has %zu "
+                     "parameters", dir, L.numel, np);
+            goto out;
+        }
+        if (!(mom = malloc(2 * c * sizeof *mom + 1))) {
+            snprintf(err, err_len, "out of memory for the optimizer state");
+            goto out;
+        }
+        if (read_opt_range(dir, &L, tmp.step, o, c, mom, err, err_len)) goto out;
+    } else {
+        int k;
+        StFile *sf;
+        int32_t opt_step = -1;
+        hf_path(path, sizeof path, dir, "optimizer.safetensors");
+        if (!(mom = malloc(2 * np * sizeof *mom + 1))) {
+            snprintf(err, err_len, "out of memory for the optimizer state");
+            goto out;
+        }
+        if (!(f = st_set_open_file(path, err, err_len)) ||
+            hf_read_params(f, m, "exp_avg.", mom, err, err_len) ||
+            hf_read_params(f, m, "exp_avg_sq.", mom + np, err, err_len))
+            goto out;
+        if (st_set_find(f, "step", &sf, &k) || st_tensor(sf, k)->numel != 1 ||
+            st_read_i32(sf, k, &opt_step, err, err_len) || opt_step != tmp.step) {
+            snprintf(err, err_len, "%s: \"step\" (%d) is missing or differs from trainer_state.json's "
+                     "step (%lld)", path, opt_step, (long long)tmp.step);
+            goto out;
+        }
     }
     model_set_params(m, buf);
-    model_set_adam_state(m, buf + np, buf + 2 * np);
+    if (L.world) model_set_adam_shard(m, mom, mom + c);
+    else model_set_adam_state(m, mom, mom + np);
     if (hf_find_tokenizer(dir, path, sizeof path) && !(tmp.tokenizer_path = strdup(path))) {
         snprintf(err, err_len, "out of memory");
         goto out;
     }
+    tmp.opt_world = L.world;
     if (st) {
         *st = tmp;
         memset(&tmp, 0, sizeof tmp);
@@ -426,8 +671,9 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     rc = 0;
 out:
     ckpt_state_free(&tmp);
+    layout_free(&L);
     st_set_close(f);
-    free(buf);
+    free(buf), free(mom);
     cJSON_Delete(r);
     return rc;
 }

@@ -7,7 +7,13 @@
  *   config.json          Hugging Face config (so the directory loads in
  *                        transformers' from_pretrained and as init_from)
  *   optimizer.safetensors  Adam moments "exp_avg.<name>", "exp_avg_sq.<name>"
- *                        (HF layout, like the weights) and "step" (I32 [1])
+ *                        (HF layout, like the weights) and "step" (I32 [1]);
+ *                        or, written by a ZeRO-1 run of W ranks, instead
+ *   optimizer-RRRRR-of-WWWWW.safetensors  rank R's shard of the moments over
+ *                        the flat parameter buffer (dapt's in-memory order):
+ *                        "exp_avg", "exp_avg_sq" F32 [count], "step" I32 [1];
+ *                        trainer_state.json's "optimizer" lists the files
+ *                        with their offsets and counts
  *   trainer_state.json   step, tokens, lr, data fingerprint, rng state,
  *                        resolved config text
  *   tokenizer.model      optional: the base model's sentencepiece model,
@@ -42,11 +48,17 @@ typedef struct {
     char *tokenizer_path;
     /* save: model.safetensors shard size (0 = HF_SHARD_BYTES, 5 GiB) */
     size_t max_shard_bytes;
-    /* save: when set, host fp32 copies of the whole weights and Adam moments
-     * (model_num_params floats each, the model's layout) written instead of
-     * the model's own: a ZeRO-1 run gathers its ranks' optimizer shards
-     * into them (model_shard_optimizer). All three or none. */
-    const float *params, *adam_m, *adam_v;
+    /* save: when set, a host fp32 copy of the whole weights
+     * (model_num_params floats, the model's layout) written instead of the
+     * model's own: a ZeRO-1 run gathers its ranks' master weights into it
+     * on rank 0. */
+    const float *params;
+    /* The optimizer state's layout. save: 0 writes optimizer.safetensors
+     * from the model; W > 0 says the state is already in the temporary
+     * directory as W per-rank files (ckpt_save_opt_shard), rank r's holding
+     * opt_counts[r] elements. load: the checkpoint's W (0: one file). */
+    int opt_world;
+    const size_t *opt_counts;
 } CkptState;
 
 /* Frees the strings a ckpt_load filled in. */
@@ -58,12 +70,37 @@ void ckpt_state_free(CkptState *st);
 int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep, char *path_out,
               size_t path_len, char *err, size_t err_len);
 
+/* A ZeRO-1 checkpoint is saved by all ranks together, each writing its own
+ * optimizer shard (no rank holds the whole optimizer state):
+ *   rank 0       ckpt_save_begin: OUT_DIR/ckpt/.tmp-step-N, created empty
+ *                (leftovers of an interrupted save are removed) -> tmp_dir
+ *   every rank   ckpt_save_opt_shard(tmp_dir, ...) once rank 0 has begun
+ *   rank 0       ckpt_save_commit once every rank has written, with
+ *                st->opt_world and st->opt_counts set: the weights, config,
+ *                trainer state, then the rename to step-N and `keep`.
+ * The ranks must agree on success between the calls (the trainer
+ * all-reduces a status); a failed commit removes the temporary directory.
+ * Every rank must see OUT_DIR (a shared filesystem across nodes). ckpt_save
+ * is begin + commit with optimizer.safetensors. */
+int ckpt_save_begin(const char *out_dir, int64_t step, char *tmp_dir, size_t tmp_len, char *err,
+                    size_t err_len);
+/* File name of rank's shard: optimizer-RRRRR-of-WWWWW.safetensors */
+void ckpt_opt_shard_name(char *buf, size_t len, int rank, int world);
+int ckpt_save_opt_shard(const char *tmp_dir, int rank, int world, int64_t step, size_t count,
+                        const float *adam_m, const float *adam_v, char *err, size_t err_len);
+int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
+                     const CkptState *st, int keep, char *path_out, size_t path_len, char *err,
+                     size_t err_len);
+
 /* Every file of a checkpoint directory present and whole (safetensors
  * headers valid, data within the files, JSON parses); 0 when complete. */
 int ckpt_check(const char *ckpt_dir, char *err, size_t err_len);
 
 /* Loads weights, Adam moments and (when st != NULL) the trainer state into
- * an m whose config matches the checkpoint's config.json. */
+ * an m whose config matches the checkpoint's config.json. A model whose
+ * optimizer state is sharded (model_shard_optimizer) gets its shard; from
+ * per-rank shard files only the overlapping ranges are read, so no rank
+ * reads or holds the whole optimizer state (resharding W -> W' ranks). */
 int ckpt_load(const char *ckpt_dir, Model *m, CkptState *st, char *err, size_t err_len);
 
 /* Newest complete checkpoint under OUT_DIR/ckpt: 0 and its path, 1 when

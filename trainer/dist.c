@@ -113,8 +113,9 @@ static int bad_type(DistType t, char *err, size_t err_len) {
     return snprintf(err, err_len, "dist: unknown element type %d", (int)t), 1;
 }
 
-#ifdef DAPT_HAVE_MPI
 static const size_t type_size[] = {4, 8, 8};
+
+#ifdef DAPT_HAVE_MPI
 
 static MPI_Datatype mpi_type(DistType t) {
     return t == DIST_F32 ? MPI_FLOAT : t == DIST_F64 ? MPI_DOUBLE : MPI_INT64_T;
@@ -219,6 +220,40 @@ int dist_reduce_scatter(Dist *d, void *buf, const size_t *counts, DistType t, ch
     }
 #endif
     (void)d, (void)buf, (void)counts;
+    return 0;
+}
+
+int dist_gather(Dist *d, const void *piece, void *buf, const size_t *counts, DistType t,
+                int root, char *err, size_t err_len) {
+    if (bad_type(t, err, err_len)) return 1;
+    if (root < 0 || root >= d->world)
+        return snprintf(err, err_len, "dist: gather to rank %d of %d", root, d->world), 1;
+    size_t es = type_size[t], off = 0;
+    for (int r = 0; r < d->rank; r++) off += counts[r];
+    if (d->rank == root && counts[root] && (char *)buf + off * es != (const char *)piece)
+        memmove((char *)buf + off * es, piece, counts[root] * es);
+#ifdef DAPT_HAVE_MPI
+    if (d->mpi && d->world > 1) {
+        /* point to point in chunks: pieces and offsets may pass MPI's int */
+        if (d->rank != root) {
+            for (size_t at = 0; at < counts[d->rank]; at += DIST_CHUNK) {
+                size_t c = counts[d->rank] - at < DIST_CHUNK ? counts[d->rank] - at : DIST_CHUNK;
+                MPI_Send((const char *)piece + at * es, (int)c, mpi_type(t), root, 7,
+                         MPI_COMM_WORLD);
+            }
+            return 0;
+        }
+        off = 0;
+        for (int r = 0; r < d->world; r++) {
+            for (size_t at = 0; r != root && at < counts[r]; at += DIST_CHUNK) {
+                size_t c = counts[r] - at < DIST_CHUNK ? counts[r] - at : DIST_CHUNK;
+                MPI_Recv((char *)buf + (off + at) * es, (int)c, mpi_type(t), r, 7,
+                         MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            }
+            off += counts[r];
+        }
+    }
+#endif
     return 0;
 }
 

@@ -55,6 +55,13 @@ int dist_allgather(Dist *d, void *buf, const size_t *counts, DistType t, char *e
  * piece; the rest of buf is left unspecified. */
 int dist_reduce_scatter(Dist *d, void *buf, const size_t *counts, DistType t, char *err,
                         size_t err_len);
+/* Rank r's counts[r] elements at `piece` land in root's buf at offset
+ * counts[0] + ... + counts[r-1]; buf (the sum of counts elements) is used on
+ * root only (NULL elsewhere is fine), and root's own piece may already be in
+ * place. Point to point in chunks, so neither pieces nor offsets are limited
+ * to MPI's int counts. */
+int dist_gather(Dist *d, const void *piece, void *buf, const size_t *counts, DistType t,
+                int root, char *err, size_t err_len);
 int dist_barrier(Dist *d, char *err, size_t err_len);
 
 /* Prints "dapt: rank R of W: MSG; aborting the job" to stderr and ends every

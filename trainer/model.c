@@ -484,6 +484,25 @@ void model_set_adam_state(Model *m, const float *m_src, const float *v_src) {
     m->ops->upload_bytes(m->adam_v, v_src + m->opt_off, m->opt_n * sizeof(float));
 }
 
+/* The optimizer shard's part only (model_optimizer_count floats each). */
+void model_get_params_shard(const Model *m, float *dst) {
+    if (m->master) {
+        m->ops->download_bytes(dst, m->master, m->opt_n * sizeof(float));
+        return;
+    }
+    m->ops->download(dst, (const char *)m->params + m->opt_off * m->ops->act_bytes, m->opt_n);
+}
+
+void model_get_adam_shard(const Model *m, float *m_dst, float *v_dst) {
+    m->ops->download_bytes(m_dst, m->adam_m, m->opt_n * sizeof(float));
+    m->ops->download_bytes(v_dst, m->adam_v, m->opt_n * sizeof(float));
+}
+
+void model_set_adam_shard(Model *m, const float *m_src, const float *v_src) {
+    m->ops->upload_bytes(m->adam_m, m_src, m->opt_n * sizeof(float));
+    m->ops->upload_bytes(m->adam_v, v_src, m->opt_n * sizeof(float));
+}
+
 /* A buffer of n floats holding old[off, off + n) (old holds the whole
  * parameter range), through the host; NULL when memory runs out. */
 static float *shard_copy(Model *m, const float *old, size_t off, size_t n) {

@@ -169,6 +169,15 @@ void *model_grads_buffer(Model *m);
 void model_get_adam_state(const Model *m, float *m_dst, float *v_dst);
 void model_set_adam_state(Model *m, const float *m_src, const float *v_src);
 
+/* The same for the optimizer shard alone (model_optimizer_count floats
+ * each, the shard's first element first): a ZeRO-1 checkpoint writes and
+ * reads each rank's shard without a whole-model host copy. get_params_shard
+ * returns the fp32 master weights of the shard (the parameters themselves
+ * when the act type is fp32). */
+void model_get_params_shard(const Model *m, float *dst);
+void model_get_adam_shard(const Model *m, float *m_dst, float *v_dst);
+void model_set_adam_shard(Model *m, const float *m_src, const float *v_src);
+
 /* ZeRO-1: keep the optimizer state (Adam m and v, and the fp32 master
  * weights when the act type has them) for parameters [offset, offset +
  * count) only, freeing the rest; the parameters and gradients stay whole.

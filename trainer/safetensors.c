@@ -321,10 +321,17 @@ const char *st_metadata(const StFile *f, const char *key) {
 }
 
 /* Reads a tensor's raw bytes in chunks through `buf` and converts each. */
-int st_read_f32(StFile *f, int i, float *dst, char *err, size_t err_len) {
+int st_read_f32_range(StFile *f, int i, uint64_t first, uint64_t count, float *dst, char *err,
+                      size_t err_len) {
     const StTensor *t = st_tensor(f, i);
     if (!t) return snprintf(err, err_len, "%s: no tensor #%d", f->path, i), 1;
-    if (t->dtype == ST_F32) return read_at(f, dst, t->end - t->begin, f->data_start + t->begin, err, err_len);
+    if (first > t->numel || count > t->numel - first)
+        return snprintf(err, err_len, "%s: tensor '%s' has %llu elements; elements [%llu, %llu) "
+                        "were asked for", f->path, t->name, (unsigned long long)t->numel,
+                        (unsigned long long)first, (unsigned long long)(first + count)),
+               1;
+    if (t->dtype == ST_F32)
+        return read_at(f, dst, count * 4, f->data_start + t->begin + first * 4, err, err_len);
     if (t->dtype != ST_F16 && t->dtype != ST_BF16)
         return snprintf(err, err_len, "%s: tensor '%s' is %s; dapt reads F32, F16 or BF16 weights",
                         f->path, t->name, dtypes[t->dtype].name),
@@ -332,9 +339,9 @@ int st_read_f32(StFile *f, int i, float *dst, char *err, size_t err_len) {
     enum { CHUNK = 1 << 16 };
     uint16_t *buf = malloc(CHUNK * sizeof *buf);
     if (!buf) return snprintf(err, err_len, "out of memory"), 1;
-    for (uint64_t done = 0; done < t->numel;) {
-        size_t k = t->numel - done < CHUNK ? (size_t)(t->numel - done) : CHUNK;
-        if (read_at(f, buf, k * 2, f->data_start + t->begin + done * 2, err, err_len)) {
+    for (uint64_t done = 0; done < count;) {
+        size_t k = count - done < CHUNK ? (size_t)(count - done) : CHUNK;
+        if (read_at(f, buf, k * 2, f->data_start + t->begin + (first + done) * 2, err, err_len)) {
             free(buf);
             return 1;
         }
@@ -344,6 +351,12 @@ int st_read_f32(StFile *f, int i, float *dst, char *err, size_t err_len) {
     }
     free(buf);
     return 0;
+}
+
+int st_read_f32(StFile *f, int i, float *dst, char *err, size_t err_len) {
+    const StTensor *t = st_tensor(f, i);
+    if (!t) return snprintf(err, err_len, "%s: no tensor #%d", f->path, i), 1;
+    return st_read_f32_range(f, i, 0, t->numel, dst, err, err_len);
 }
 
 int st_read_i32(StFile *f, int i, int32_t *dst, char *err, size_t err_len) {

@@ -72,6 +72,10 @@ int st_find(const StFile *f, const char *name);
 const char *st_metadata(const StFile *f, const char *key);
 /* Tensor i as fp32 (numel floats) from F32, F16 or BF16 data. */
 int st_read_f32(StFile *f, int i, float *dst, char *err, size_t err_len);
+/* Elements [first, first + count) of tensor i (flat, row-major) as fp32;
+ * fails naming the tensor when the range is outside it. */
+int st_read_f32_range(StFile *f, int i, uint64_t first, uint64_t count, float *dst, char *err,
+                      size_t err_len);
 /* Tensor i as int32 (numel values) from I32 data. */
 int st_read_i32(StFile *f, int i, int32_t *dst, char *err, size_t err_len);
 

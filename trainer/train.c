@@ -16,18 +16,20 @@
  * tokens), so every rank applies the same update; with dist.zero = 1 they are
  * reduce-scattered instead, each rank holds (model_shard_optimizer) and
  * steps only its shard of the AdamW state (and of the fp32 master weights on
- * the bf16 table) and the parameters are all-gathered. Losses and eval sums are reduced; only
- * rank 0 prints, writes metrics, the resolved config and checkpoints (the
- * full optimizer state: ZeRO shards are gathered first), so a checkpoint
- * resumes on any number of ranks that divides the global batch. A rank that
- * fails aborts the whole job (dist_abort).
+ * the bf16 table) and the parameters are all-gathered. Losses and eval sums
+ * are reduced; only rank 0 prints, writes metrics, the resolved config and
+ * checkpoints, except that under ZeRO-1 each rank writes its own optimizer
+ * shard into the checkpoint (save_ckpt_zero); a checkpoint resumes on any
+ * number of ranks that divides the global batch, each reading only its range
+ * of the optimizer state. A rank that fails aborts the whole job
+ * (dist_abort).
  *
  * On run.device = "cuda" with more than one rank (or dist.backend = "nccl")
  * the gradient and parameter buffers live on the GPU and their collectives
  * go through NCCL (trainer/dist_nccl.h) on the CUDA backend's compute
  * stream, under a watchdog (dist.timeout); host-side sums (losses, the
- * stop flag, eval sums, MoE expert counts, the gathered Adam moments for a
- * checkpoint) stay on the MPI group. A NCCL failure or timeout ends the job
+ * stop flag, eval sums, MoE expert counts, the master weights gathered to
+ * rank 0 for a checkpoint) stay on the MPI group. A NCCL failure or timeout ends the job
  * at once (dist_abort) without touching the GPU again.
  *
  * Invariants: the state of a run is (model, Adam moments, step); the data is
@@ -99,26 +101,12 @@ static const char *json_num(char *buf, size_t n, double x) {
 
 /* ---------------- setup ---------------- */
 
-/* The model: resumed from a checkpoint, loaded from init_from (an HF
- * directory or a dapt checkpoint: both are HF layout), or fresh. */
-static Model *load_whole_model(const Config *c, const Ops *ops, const char *resume_dir,
-                               CkptState *st, char *err, size_t err_len) {
+/* The model loaded from init_from (an HF directory or a dapt checkpoint:
+ * both are HF layout), upcycled, or fresh. */
+static Model *load_base_model(const Config *c, const Ops *ops, char *err, size_t err_len) {
     ModelConfig mc;
     Model *m = NULL;
     char why[512];
-    if (resume_dir) {
-        if (hf_load_config(resume_dir, &mc, why, sizeof why)) {
-            snprintf(err, err_len, "--resume: %s", why);
-            return NULL;
-        }
-        m = model_create(&mc, ops, err, err_len);
-        if (m && ckpt_load(resume_dir, m, st, why, sizeof why)) {
-            snprintf(err, err_len, "--resume: %s", why);
-            model_free(m);
-            return NULL;
-        }
-        return m;
-    }
     if (c->moe.upcycle_from[0]) return moe_loop_upcycle(c, ops, err, err_len);
     if (c->model.init_from[0]) {
         struct stat sb;
@@ -139,18 +127,40 @@ static Model *load_whole_model(const Config *c, const Ops *ops, const char *resu
     return m;
 }
 
-/* load_whole_model, then with ZeRO-1 (zero_world > 0) the optimizer state
- * cut to rank's shard of zero_world (dist_shard of the flat parameter
- * buffer): model_shard_optimizer keeps the shard's part of what was loaded
- * or initialised. model_create allocates the whole state anyway, so
- * sharding after the load costs no extra peak memory. */
+/* With ZeRO-1 (zero_world > 0) the optimizer state cut to rank's shard of
+ * zero_world (dist_shard of the flat parameter buffer). */
+static int shard_for_rank(Model *m, int zero_world, int rank, char *err, size_t err_len) {
+    size_t off, n;
+    if (!zero_world) return 0;
+    dist_shard(model_num_params(m), zero_world, rank, &off, &n);
+    return model_shard_optimizer(m, off, n, err, err_len);
+}
+
+/* The model, resumed from a checkpoint (resume_dir) or from load_base_model,
+ * with its optimizer state sharded for ZeRO-1. A resumed model is sharded
+ * before the checkpoint is read, so that each rank reads only its range of
+ * the optimizer state (ckpt_load); a base model keeps the shard's part of
+ * what was loaded or initialised (model_create allocates the whole state
+ * anyway, so sharding after the load costs no extra peak memory). */
 static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir, CkptState *st,
                          int zero_world, int rank, char *err, size_t err_len) {
-    Model *m = load_whole_model(c, ops, resume_dir, st, err, err_len);
-    if (!m || !zero_world) return m;
-    size_t off, n;
-    dist_shard(model_num_params(m), zero_world, rank, &off, &n);
-    if (model_shard_optimizer(m, off, n, err, err_len)) {
+    ModelConfig mc;
+    char why[512];
+    Model *m = NULL;
+    if (!resume_dir) {
+        m = load_base_model(c, ops, err, err_len);
+    } else if (hf_load_config(resume_dir, &mc, why, sizeof why)) {
+        snprintf(err, err_len, "--resume: %s", why);
+        return NULL;
+    } else {
+        m = model_create(&mc, ops, err, err_len);
+    }
+    if (m && shard_for_rank(m, zero_world, rank, err, err_len)) {
+        model_free(m);
+        return NULL;
+    }
+    if (m && resume_dir && ckpt_load(resume_dir, m, st, why, sizeof why)) {
+        snprintf(err, err_len, "--resume: %s", why);
         model_free(m);
         return NULL;
     }
@@ -299,30 +309,6 @@ static void usage(FILE *f) {
             "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n");
 }
 
-/* ZeRO-1: each rank holds the Adam moments, and on the CUDA bf16 table the
- * fp32 master weights, of its shard only (model_shard_optimizer). For a
- * checkpoint they are all-gathered into whole host copies (3 x
- * model_num_params floats, freed after the save) that rank 0 writes, so a
- * checkpoint holds the whole optimizer state and exact weights whatever the
- * number of ranks. Outside its shard a rank's weights are the bf16 rounding
- * of the other ranks' masters; the gather replaces them with the masters.
- * On the CPU the weights are whole on every rank and gather to themselves.
- * *out: params, exp_avg, exp_avg_sq, one malloc. */
-static int gather_opt_state(Model *m, Dist *d, const size_t *pieces, float **out, char *err,
-                            size_t err_len) {
-    size_t n = model_num_params(m);
-    float *mv = malloc(sizeof(float) * 3 * n);
-    if (!mv) return snprintf(err, err_len, "out of memory gathering the optimizer state"), 1;
-    model_get_params(m, mv);
-    model_get_adam_state(m, mv + n, mv + 2 * n);
-    int rc = dist_allgather(d, mv, pieces, DIST_F32, err, err_len) ||
-             dist_allgather(d, mv + n, pieces, DIST_F32, err, err_len) ||
-             dist_allgather(d, mv + 2 * n, pieces, DIST_F32, err, err_len);
-    if (rc) free(mv), mv = NULL;
-    *out = mv;
-    return rc;
-}
-
 /* The collectives on the model's gradient/parameter buffers: NCCL on the
  * compute stream when the run has a communicator, else the host group
  * (CPU buffers). elem_bytes is the backend's act type size. */
@@ -358,9 +344,16 @@ static void nccl_failed(BufComm *b, int step, const char *err) {
     dist_abort(b->d, 1, msg);
 }
 
-/* gathered: NULL, or whole host params, exp_avg, exp_avg_sq (ZeRO-1) */
+static CkptState ckpt_state(const TrainArgs *a, int step, long long tokens, double lr,
+                            const char *fp, const char *config_text) {
+    return (CkptState){.step = step, .tokens = tokens, .lr = lr, .data_fingerprint = (char *)fp,
+                       .rng = {(uint64_t)a->cfg.run.seed, 0, 0, 0},
+                       .config_text = (char *)config_text,
+                       .tokenizer_path = a->tokenizer[0] ? (char *)a->tokenizer : NULL};
+}
+
 static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, double lr,
-                     uint64_t fingerprint, const char *config_text, const float *gathered) {
+                     uint64_t fingerprint, const char *config_text) {
     char fp[32], path[CONFIG_PATH_LEN * 3], err[1024];
     const char *bad = model_find_nonfinite(m);
     if (bad) {
@@ -368,20 +361,77 @@ static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, d
         return 1;
     }
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
-    CkptState st = {.step = step, .tokens = tokens, .lr = lr, .data_fingerprint = fp,
-                    .rng = {(uint64_t)a->cfg.run.seed, 0, 0, 0},
-                    .config_text = (char *)config_text,
-                    .tokenizer_path = a->tokenizer[0] ? (char *)a->tokenizer : NULL};
-    if (gathered) {
-        size_t n = model_num_params(m);
-        st.params = gathered, st.adam_m = gathered + n, st.adam_v = gathered + 2 * n;
-    }
+    CkptState st = ckpt_state(a, step, tokens, lr, fp, config_text);
     if (ckpt_save(a->run_dir, m, &st, a->cfg.ckpt.keep, path, sizeof path, err, sizeof err)) {
         fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
         return 1;
     }
     printf("checkpoint: %s\n", path);
     return 0;
+}
+
+/* 1 when rc is non-zero on any rank: the ranks go on or stop together. */
+static int any_rank_failed(Dist *d, int rc) {
+    double v = rc != 0;
+    char e[256];
+    if (dist_allreduce(d, &v, 1, DIST_F64, DIST_MAX, e, sizeof e)) return 1;
+    return v > 0;
+}
+
+/* A ZeRO-1 checkpoint, written by every rank (trainer/ckpt.h): rank 0
+ * creates the temporary directory, each rank writes its own optimizer
+ * shard (host memory: its shard of Adam m and v), the fp32 master weights
+ * of the shards are gathered to rank 0 alone (the whole weights there, the
+ * shard elsewhere), and rank 0 writes weights, config and trainer state and
+ * renames. No rank ever holds the whole optimizer state. pieces[r] = rank
+ * r's shard length. */
+static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *pieces, int step,
+                          long long tokens, double lr, uint64_t fingerprint,
+                          const char *config_text) {
+    const int rank = dist_rank(d), world = dist_world(d), lead = rank == 0;
+    char fp[32], path[CONFIG_PATH_LEN * 3], tmp[CONFIG_PATH_LEN * 3], err[1024] = "";
+    size_t n = model_optimizer_count(m), n_par = model_num_params(m);
+    float *shard = NULL, *whole = NULL;
+    int rc = 0;
+    const char *bad = lead ? model_find_nonfinite(m) : NULL;
+    if (bad) {
+        fprintf(stderr, "dapt train: not checkpointing step %d: %s is not finite\n", step, bad);
+        rc = 1;
+    }
+    memset(tmp, 0, sizeof tmp);
+    if (!rc && lead) rc = ckpt_save_begin(a->run_dir, step, tmp, sizeof tmp, err, sizeof err);
+    if (any_rank_failed(d, rc) || dist_broadcast(d, tmp, sizeof tmp, 0, err, sizeof err)) {
+        rc = 1;
+        goto out;
+    }
+    if (!(shard = malloc(sizeof(float) * (3 * n + 1))) ||
+        (lead && !(whole = malloc(sizeof(float) * n_par)))) {
+        snprintf(err, sizeof err, "out of memory for the optimizer shard");
+        rc = 1;
+    } else {
+        model_get_adam_shard(m, shard, shard + n);
+        model_get_params_shard(m, shard + 2 * n);
+        rc = ckpt_save_opt_shard(tmp, rank, world, step, n, shard, shard + n, err, sizeof err);
+    }
+    if (rc) fprintf(stderr, "dapt train: rank %d: checkpoint at step %d failed: %s\n", rank, step, err);
+    if (any_rank_failed(d, rc) ||
+        dist_gather(d, shard + 2 * n, whole, pieces, DIST_F32, 0, err, sizeof err)) {
+        rc = 1;
+        goto out;
+    }
+    if (lead) {
+        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
+        CkptState st = ckpt_state(a, step, tokens, lr, fp, config_text);
+        st.params = whole, st.opt_world = world, st.opt_counts = pieces;
+        rc = ckpt_save_commit(a->run_dir, tmp, m, &st, a->cfg.ckpt.keep, path, sizeof path, err,
+                              sizeof err);
+        if (rc) fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
+        else printf("checkpoint: %s (optimizer state in %d per-rank shards)\n", path, world);
+    }
+    rc = any_rank_failed(d, rc);
+out:
+    free(shard), free(whole);
+    return rc;
 }
 
 static int run(TrainArgs *a) {
@@ -671,10 +721,10 @@ static int run(TrainArgs *a) {
         }
         if (mf) fflush(mf);
         if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || stop) {
-            float *gathered = NULL;
-            if (zero && (rc = gather_opt_state(m, d, pieces, &gathered, err, sizeof err))) goto fail;
-            if (lead) rc = save_ckpt(a, m, step + 1, tokens, lr, fingerprint, config_text, gathered);
-            free(gathered);
+            if (zero)
+                rc = save_ckpt_zero(a, m, d, pieces, step + 1, tokens, lr, fingerprint, config_text);
+            else if (lead)
+                rc = save_ckpt(a, m, step + 1, tokens, lr, fingerprint, config_text);
             if (rc) goto done;
         }
         if (stop && !last) {

@@ -240,12 +240,93 @@ static void test_damage(void) {
     model_free(m);
 }
 
+/* ZeRO-1 layout: three "ranks" (one process, the collective calls made in
+ * turn) write their optimizer shards; the checkpoint loads bitwise into a
+ * whole model and into each shard of 2 and 4 ranks (resharding reads the
+ * overlapping ranges only); a missing or foreign shard file is refused. */
+static void test_opt_shards(void) {
+    char out[512], tmp[4200], ck[4200], path[4400], err[512];
+    snprintf(out, sizeof out, "%s/run-zero", dir);
+    ModelConfig cfg = tiny(ARCH_GPT2);
+    Model *m = model_create(&cfg, ops_cpu(), err, sizeof err);
+    size_t n = model_num_params(m);
+    float *p = malloc(n * sizeof *p), *mm = malloc(n * sizeof *mm), *vv = malloc(n * sizeof *vv);
+    float *got_m = malloc(n * sizeof *mm), *got_v = malloc(n * sizeof *vv);
+    fill(p, n, 11), fill(mm, n, 12), fill(vv, n, 13);
+    model_set_params(m, p);
+    size_t counts[3] = {n / 3 + 1, n / 3, n - 2 * (n / 3) - 1}, off = 0;
+    CkptState st = {.step = 7, .tokens = 70, .data_fingerprint = "fp", .config_text = "",
+                    .params = p, .opt_world = 3, .opt_counts = counts};
+    CHECK(ckpt_save_begin(out, st.step, tmp, sizeof tmp, err, sizeof err) == 0);
+    for (int r = 0; r < 3; r++) {
+        CHECK(ckpt_save_opt_shard(tmp, r, 3, st.step, counts[r], mm + off, vv + off, err,
+                                  sizeof err) == 0);
+        off += counts[r];
+    }
+    CHECK(ckpt_save_commit(out, tmp, m, &st, 0, ck, sizeof ck, err, sizeof err) == 0);
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", ck);
+    CHECK(!exists(path));
+    snprintf(path, sizeof path, "%s/optimizer-00001-of-00003.safetensors", ck);
+    CHECK(exists(path));
+    CHECK(ckpt_check(ck, err, sizeof err) == 0);
+
+    /* into a whole model: every moment back bitwise */
+    Model *w = model_create(&cfg, ops_cpu(), err, sizeof err);
+    CkptState got;
+    CHECK(ckpt_load(ck, w, &got, err, sizeof err) == 0);
+    CHECK(got.opt_world == 3 && got.step == 7);
+    ckpt_state_free(&got);
+    model_get_adam_state(w, got_m, got_v);
+    CHECK(memcmp(got_m, mm, n * sizeof *mm) == 0 && memcmp(got_v, vv, n * sizeof *vv) == 0);
+    model_free(w);
+    /* into the shards of 2 and of 4 ranks */
+    for (int world = 2; world <= 4; world += 2) {
+        size_t o = 0;
+        for (int r = 0; r < world; r++) {
+            size_t c = n / world + (r < (int)(n % world));
+            Model *s = model_create(&cfg, ops_cpu(), err, sizeof err);
+            CHECK(model_shard_optimizer(s, o, c, err, sizeof err) == 0);
+            CHECK(ckpt_load(ck, s, NULL, err, sizeof err) == 0);
+            model_get_adam_shard(s, got_m, got_v);
+            CHECK(memcmp(got_m, mm + o, c * sizeof *mm) == 0);
+            CHECK(memcmp(got_v, vv + o, c * sizeof *vv) == 0);
+            model_get_params(s, got_m);
+            CHECK(memcmp(got_m, p, n * sizeof *p) == 0);
+            model_free(s);
+            o += c;
+        }
+    }
+
+    /* a shard of another step, a truncated one, a missing one: refused, named */
+    snprintf(path, sizeof path, "%s/optimizer-00002-of-00003.safetensors", ck);
+    CHECK(ckpt_save_opt_shard(ck, 2, 3, 6, counts[2], mm, vv, err, sizeof err) == 0);
+    CHECK(ckpt_check(ck, err, sizeof err) != 0);
+    CHECK_MSG(err, "optimizer-00002-of-00003.safetensors");
+    CHECK_MSG(err, "step 7");
+    CHECK(ckpt_save_opt_shard(ck, 2, 3, 7, counts[2], mm, vv, err, sizeof err) == 0);
+    CHECK(ckpt_check(ck, err, sizeof err) == 0);
+    truncate_file(path, 4);
+    CHECK(ckpt_check(ck, err, sizeof err) != 0);
+    CHECK_MSG(err, "optimizer-00002-of-00003.safetensors");
+    CHECK(remove(path) == 0);
+    Model *w2 = model_create(&cfg, ops_cpu(), err, sizeof err);
+    CHECK(ckpt_load(ck, w2, NULL, err, sizeof err) != 0);
+    CHECK_MSG(err, "optimizer-00002-of-00003.safetensors is missing");
+    CHECK(ckpt_find_latest(out, path, sizeof path, err, sizeof err) == 1);
+    /* ckpt_save refuses the sharded layout (it has no shards to write) */
+    CHECK(ckpt_save(out, m, &st, 0, NULL, 0, err, sizeof err) != 0);
+    model_free(w2);
+    model_free(m);
+    free(p), free(mm), free(vv), free(got_m), free(got_v);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/dapt-test-ckpt-XXXXXX");
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
     test_save_load(ARCH_LLAMA);
     test_save_load(ARCH_GPT2);
     test_damage();
+    test_opt_shards();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

@@ -4,7 +4,8 @@
  * MPI collectives with rank-dependent data whose results are known exactly
  * (small integers in floats, so every summation order gives the same bits):
  * sum/avg/max allreduce, broadcast from a non-zero root, allgather and
- * reduce-scatter of uneven pieces, the shard split, and the MoE count hook.
+ * reduce-scatter of uneven pieces, gather to a root, the shard split, and
+ * the MoE count hook.
  */
 #include <stdlib.h>
 
@@ -107,6 +108,24 @@ int main(void) {
         bad += f[i] != s;
     }
     CHECK(bad == 0, "%d wrong values in rank %d's reduced piece", bad, rank);
+    /* gather of uneven pieces to rank 0 and to the last rank: only the root
+     * gets them, from separate piece buffers (int64 as the second type) */
+    for (int root = 0; root < W; root += W > 1 ? W - 1 : 1) {
+        int64_t *piece = malloc(sizeof(int64_t) * (my_n + 1)), *all = NULL;
+        for (size_t k = 0; k < my_n; k++) piece[k] = 1000 * rank + (int64_t)(my_off + k);
+        if (rank == root) {
+            all = malloc(sizeof(int64_t) * N);
+            for (size_t i = 0; i < N; i++) all[i] = -1;
+        }
+        CHECK(dist_gather(d, piece, all, pieces, DIST_I64, root, err, sizeof err) == 0, "%s", err);
+        bad = 0;
+        for (int r = 0, i = 0; all && r < W; r++)
+            for (size_t k = 0; k < pieces[r]; k++, i++) bad += all[i] != 1000 * r + i;
+        CHECK(bad == 0, "%d wrong values gathered on root %d", bad, root);
+        free(piece), free(all);
+    }
+    CHECK(dist_gather(d, f, f, pieces, DIST_F32, W, err, sizeof err) != 0, "gather root out of range");
+    CHECK_MSG(err, "gather to rank");
     CHECK(dist_barrier(d, err, sizeof err) == 0, "%s", err);
 
     free(pieces), free(f);

@@ -23,19 +23,24 @@ def load(path):
     return out
 
 
-a, b, tol = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3])
-if a.keys() != b.keys():
-    sys.exit(f"FAIL: different tensors: {sorted(a.keys() ^ b.keys())}")
-worst, where, n = 0.0, None, 0
-for name in a:
-    (sa, xa), (sb, xb) = a[name], b[name]
-    if sa != sb:
-        sys.exit(f"FAIL: {name}: shape {sa} vs {sb}")
-    n += len(xa)
-    for u, v in zip(xa, xb):
-        d = abs(u - v)
-        if not d <= worst:  # NaN counts as a difference
-            worst, where = d if d == d else float("inf"), name
-print(f"{n} weights, max |difference| {worst:.3g} in {where}")
-if worst > tol:
-    sys.exit(f"FAIL: {worst:.3g} > {tol}")
+def main():
+    a, b, tol = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3])
+    if a.keys() != b.keys():
+        sys.exit(f"FAIL: different tensors: {sorted(a.keys() ^ b.keys())}")
+    worst, where, n = 0.0, None, 0
+    for name in a:
+        (sa, xa), (sb, xb) = a[name], b[name]
+        if sa != sb:
+            sys.exit(f"FAIL: {name}: shape {sa} vs {sb}")
+        n += len(xa)
+        for u, v in zip(xa, xb):
+            d = abs(u - v)
+            if not d <= worst:  # NaN counts as a difference
+                worst, where = d if d == d else float("inf"), name
+    print(f"{n} weights, max |difference| {worst:.3g} in {where}")
+    if worst > tol:
+        sys.exit(f"FAIL: {worst:.3g} > {tol}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,8 @@
 # 12 and micro_batch 2 (divisible by 1, 2, 3 ranks x 2), 20 steps. MODE:
 #   equal   -np 2 and -np 3 (and ZeRO-1 at -np 2 and 3) give the losses and
 #           the final weights of one process; with ZeRO-1 rank 0 holds about
-#           1/n of the optimizer state
+#           1/n of the optimizer state, and checkpoints hold it as n per-rank
+#           shard files with the plain run's moments
 #   resume  a checkpoint of 2 ranks resumes on 3, one of 3 on 1 and 2, with
 #           and without ZeRO-1 on either side: the resumed steps equal those
 #           of the 1-process run
@@ -61,9 +62,12 @@ equal)
     (( part * n >= full && part * n < full + 8 * n && part < full )) ||
       fail "-np $n ZeRO-1: rank 0 holds $part bytes of optimizer state, the plain run $full"
   done
-  # ZeRO writes the whole optimizer state: it resumes like any checkpoint
-  "$py" "$here/compare_weights.py" runs/w3/ckpt/step-00000020/optimizer.safetensors \
-    runs/z3/ckpt/step-00000020/optimizer.safetensors 1e-6
+  # ZeRO-1: each rank wrote its own shard of the optimizer state, and
+  # together they hold the plain run's moments
+  for n in 2 3; do
+    "$py" "$here/compare_opt_shards.py" runs/w$n/ckpt/step-00000020 runs/z$n/ckpt/step-00000020 $n 1e-6
+    "$ckcheck" runs/z$n/ckpt/step-00000010 > /dev/null || fail "z$n: step 10 is not a complete checkpoint"
+  done
   ;;
 resume)
   "$dapt" train tiny.toml "${args[@]}" --run.name=w1 > w1.log
