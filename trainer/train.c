@@ -384,7 +384,8 @@ static int any_rank_failed(Dist *d, int rc) {
  * of the shards are gathered to rank 0 alone (the whole weights there, the
  * shard elsewhere), and rank 0 writes weights, config and trainer state and
  * renames. No rank ever holds the whole optimizer state. pieces[r] = rank
- * r's shard length. */
+ * r's shard length. At world size 1 (NCCL on one GPU) the shard is the
+ * whole state and rank 0 writes it as optimizer.safetensors. */
 static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *pieces, int step,
                           long long tokens, double lr, uint64_t fingerprint,
                           const char *config_text) {
@@ -409,9 +410,11 @@ static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *p
         snprintf(err, sizeof err, "out of memory for the optimizer shard");
         rc = 1;
     } else {
-        model_get_adam_shard(m, shard, shard + n);
         model_get_params_shard(m, shard + 2 * n);
-        rc = ckpt_save_opt_shard(tmp, rank, world, step, n, shard, shard + n, err, sizeof err);
+        if (world > 1) { /* one rank (NCCL at world size 1) writes the plain layout */
+            model_get_adam_shard(m, shard, shard + n);
+            rc = ckpt_save_opt_shard(tmp, rank, world, step, n, shard, shard + n, err, sizeof err);
+        }
     }
     if (rc) fprintf(stderr, "dapt train: rank %d: checkpoint at step %d failed: %s\n", rank, step, err);
     if (any_rank_failed(d, rc) ||
@@ -422,11 +425,12 @@ static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *p
     if (lead) {
         snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
         CkptState st = ckpt_state(a, step, tokens, lr, fp, config_text);
-        st.params = whole, st.opt_world = world, st.opt_counts = pieces;
+        st.params = whole, st.opt_world = world > 1 ? world : 0, st.opt_counts = pieces;
         rc = ckpt_save_commit(a->run_dir, tmp, m, &st, a->cfg.ckpt.keep, path, sizeof path, err,
                               sizeof err);
         if (rc) fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
-        else printf("checkpoint: %s (optimizer state in %d per-rank shards)\n", path, world);
+        else if (world > 1) printf("checkpoint: %s (optimizer state in %d per-rank shards)\n", path, world);
+        else printf("checkpoint: %s\n", path);
     }
     rc = any_rank_failed(d, rc);
 out:
