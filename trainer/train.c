@@ -400,7 +400,8 @@ static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *p
         rc = 1;
     }
     memset(tmp, 0, sizeof tmp);
-    if (!rc && lead) rc = ckpt_save_begin(a->run_dir, step, tmp, sizeof tmp, err, sizeof err);
+    if (!rc && lead && (rc = ckpt_save_begin(a->run_dir, step, tmp, sizeof tmp, err, sizeof err)))
+        fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
     if (any_rank_failed(d, rc) || dist_broadcast(d, tmp, sizeof tmp, 0, err, sizeof err)) {
         rc = 1;
         goto out;
