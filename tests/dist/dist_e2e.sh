@@ -13,7 +13,8 @@
 #           naming the rank, and every checkpoint left is complete; a config
 #           error on all ranks aborts the job with the rank named; SIGINT to
 #           rank 1 alone: all ranks stop after the same step, rank 0
-#           checkpoints, exit 0
+#           checkpoints, exit 0; a ZeRO-1 checkpoint that cannot be written
+#           stops every rank with the cause
 #
 # Tolerances. The ranks sum their micro-batch gradients locally and then
 # across ranks, so each gradient element is a differently ordered fp32 sum
@@ -125,6 +126,15 @@ kill)
   grep -q "not a multiple of 2 ranks x train.micro_batch = 4" e.err || fail "no cause: $(cat e.err)"
   grep -qE "rank [01] of 2: .*aborting the job" e.err || fail "no rank named: $(cat e.err)"
   echo "ok: $(grep -m1 "aborting the job" e.err)"
+  # a ZeRO-1 checkpoint that cannot be written (ckpt/ is a file): every
+  # rank stops at the same step with the cause, nothing hangs
+  mkdir -p runs/nockpt && touch runs/nockpt/ckpt
+  rc=0
+  timeout 120 "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS -np 2 \
+    "$dapt" train tiny.toml "${args[@]}" --dist.zero=1 --run.name=nockpt > nc.log 2> nc.err || rc=$?
+  [[ $rc != 0 && $rc != 124 ]] || fail "an unwritable ZeRO-1 checkpoint: exit status $rc (124: hung)"
+  grep -q "checkpoint at step 10 failed: .*ckpt" nc.err || fail "no cause: $(tail -3 nc.err)"
+  grep -q '"step":11,' runs/nockpt/metrics.jsonl && fail "the run went on after the failed checkpoint"
   "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS -np 2 \
     "$dapt" train tiny.toml "${args[@]}" --train.steps=4000 --ckpt.every=0 --eval.every=0 \
     --run.name=int > int.log 2> int.err &
