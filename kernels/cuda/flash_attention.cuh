@@ -5,6 +5,12 @@
 
 #include <stddef.h>
 
+/* which fused kernels run, from DAPT_CUDA_FLASH (read at each call): 0 the
+ * GEMM path (DAPT_CUDA_FLASH=0), 2 version 2 (DAPT_CUDA_FLASH=2: 128-row
+ * tiles, ldmatrix; opt-in until verified on a GPU), else 1 (the default).
+ * Both versions save the same lse2, so either backward runs from either
+ * forward. */
+int cuda_flash_version(void);
 /* 1 when the fused kernel handles head dim HD (64 or 128) and it is not
  * switched off with DAPT_CUDA_FLASH=0 (then the GEMM path runs: for A/B
  * benchmarks and as a fallback) */
