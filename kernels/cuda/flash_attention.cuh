@@ -1,5 +1,6 @@
 /* flash_attention.cuh: the fused attention of the bf16 table
- * (flash_attention.cu), called by attention.cu's ops. */
+ * (flash_attention.cu: version 1 and the entry points; flash_attention2.cu:
+ * version 2), called by attention.cu's ops. */
 #ifndef DAPT_FLASH_ATTENTION_CUH
 #define DAPT_FLASH_ATTENTION_CUH
 
@@ -21,5 +22,11 @@ void cuda_flash_fwd(void *out, float *lse, const void *qkv, int B, int T, int NH
 /* dqkv overwritten; D (B*NH*T) fp32 scratch; out and lse from cuda_flash_fwd */
 void cuda_flash_bwd(void *dqkv, float *D, const void *dout, const void *out, const void *qkv,
                     const float *lse, int B, int T, int NH, int NKV, int HD);
+
+/* version 2's kernels (flash_attention2.cu), which cuda_flash_fwd/bwd call
+ * when cuda_flash_version() is 2 (after their checks); same arguments */
+void cuda_flash2_fwd(void *out, float *lse, const void *qkv, int B, int T, int NH, int NKV, int HD);
+void cuda_flash2_bwd(void *dqkv, float *D, const void *dout, const void *out, const void *qkv,
+                     const float *lse, int B, int T, int NH, int NKV, int HD);
 
 #endif
