@@ -10,7 +10,9 @@
  * GEMM path (DAPT_CUDA_FLASH=0), 2 version 2 (DAPT_CUDA_FLASH=2: 128-row
  * tiles, ldmatrix; opt-in until verified on a GPU), else 1 (the default).
  * Both versions save the same lse2, so either backward runs from either
- * forward. */
+ * forward. Switching between 0 and the others inside a process would change
+ * attention_saved_floats under a model's feet: only test_cuda_ops switches,
+ * between 1 and 2. */
 int cuda_flash_version(void);
 /* 1 when the fused kernel handles head dim HD (64 or 128) and it is not
  * switched off with DAPT_CUDA_FLASH=0 (then the GEMM path runs: for A/B
