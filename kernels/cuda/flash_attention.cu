@@ -39,30 +39,15 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/flash_attention.cuh"
+#include "kernels/cuda/flash_common.cuh"
 
 namespace {
 
 constexpr int TILE = 64;    /* rows per tile, queries and keys */
 constexpr int THREADS = 128; /* 4 warps x 16 rows */
-constexpr float LOG2E = 1.4426950408889634f;
 
 __device__ __forceinline__ uint32_t ld32(const bf16 *p) {
     return *reinterpret_cast<const uint32_t *>(p);
-}
-__device__ __forceinline__ uint32_t pack2(bf16 lo, bf16 hi) {
-    return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
-}
-__device__ __forceinline__ uint32_t pack_f(float lo, float hi) {
-    return pack2(__float2bfloat16_rn(lo), __float2bfloat16_rn(hi));
-}
-
-/* d += a (16x16) b (16x8) */
-__device__ __forceinline__ void mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 /* A fragment of rows r0.., columns k0.. of a row-major shared tile */
@@ -89,31 +74,11 @@ __device__ __forceinline__ void frag_b_cols(uint32_t &b0, uint32_t &b1, const bf
     b0 = pack2(p[0], p[ld]);
     b1 = pack2(p[8 * ld], p[9 * ld]);
 }
-/* the A fragment (16 x 16, columns 16c..16c+15) from score accumulators
- * s[2c], s[2c+1] (16 x 8 each) */
-__device__ __forceinline__ void acc_to_a(uint32_t a[4], const float lo[4], const float hi[4]) {
-    a[0] = pack_f(lo[0], lo[1]);
-    a[1] = pack_f(lo[2], lo[3]);
-    a[2] = pack_f(hi[0], hi[1]);
-    a[3] = pack_f(hi[2], hi[3]);
-}
 
 /* rows row0.. row0+63 of one head into a shared tile (ld = HD + 8);
  * element (r, c) at src + (row0 + r) * stride + c (the host checked the
- * 16-byte alignment), with cp.async (sm_80+): 16-byte copies global ->
- * shared that bypass registers and run while the block computes; rows >= T
- * are zero-filled (source size 0, the address then only has to be valid: the
- * head's first row). Issued copies form a group at cp_async_commit();
- * cp_async_wait<N>() waits until at most N groups are still in flight. */
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    int n = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
+ * 16-byte alignment), with cp_async16; rows >= T are zero-filled (from the
+ * head's first row, a valid address) */
 template <int HD>
 __device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *src, size_t stride, int row0,
                                                 int T) {
@@ -123,16 +88,6 @@ __device__ __forceinline__ void load_tile_async(bf16 *S, const bf16 *src, size_t
         bool ok = row0 + r < T;
         cp_async16(S + r * LD + c, ok ? src + (size_t)(row0 + r) * stride + c : src, ok);
     }
-}
-
-/* max / sum over the 4 threads of a quad (the 4 holders of one C row) */
-__device__ __forceinline__ float quad_max(float v) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
 /* ---- forward: grid (B*NH, query tiles), the longest tiles first ---- */
@@ -253,23 +208,6 @@ __global__ void __launch_bounds__(THREADS)
 
 /* ---- backward ---- */
 
-/* D[(b, h), t] = sum_i dO[b, t, h, i] O[b, t, h, i]; one warp per row */
-template <int HD>
-__global__ void flash_bwd_dot_kernel(float *D, const bf16 *dout, const bf16 *out, int T, int NH,
-                                     size_t rows) {
-    size_t r = blockIdx.x * (size_t)(blockDim.x / 32) + threadIdx.x / 32; /* (b, t, h) */
-    int lane = threadIdx.x % 32;
-    if (r >= rows) return;
-    const bf16 *a = dout + r * HD, *o = out + r * HD;
-    float s = 0.0f;
-#pragma unroll
-    for (int i = lane; i < HD; i += 32) s += __bfloat162float(a[i]) * __bfloat162float(o[i]);
-    s = warp_sum(s);
-    int h = (int)(r % NH);
-    size_t bt = r / NH;
-    int tt = (int)(bt % T), b = (int)(bt / T);
-    if (lane == 0) D[((size_t)b * NH + h) * T + tt] = s;
-}
 
 /* dQ: grid (B*NH, query tiles); each warp accumulates 16 rows of dQ over the
  * key tiles: S = Q K^T, P = exp2(S sl2 - lse2), dP = dO V^T,
@@ -527,26 +465,6 @@ __global__ void __launch_bounds__(THREADS)
     }
 }
 
-/* dK, dV of GQA: dqkv's k and v parts = the sum over the NH / NKV query
- * heads of each group, in head order, of the fp32 shares; one thread per
- * (b, t, kv head, 2 HD) element */
-template <int HD>
-__global__ void flash_gqa_sum_kernel(bf16 *dqkv, const float *part, int T, int NH, int NKV,
-                                     size_t total) {
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= total) return;
-    int i = (int)(e % (2 * HD));
-    size_t r = e / (2 * HD);
-    int g = (int)(r % NKV);
-    size_t bt = r / NKV;
-    int tt = (int)(bt % T), b = (int)(bt / T), group = NH / NKV;
-    float s = 0.0f;
-    for (int h = g * group; h < (g + 1) * group; h++)
-        s += part[(((size_t)b * NH + h) * T + tt) * 2 * HD + i];
-    size_t W = (size_t)(NH + 2 * NKV) * HD;
-    int col = i < HD ? (NH + g) * HD + i : (NH + NKV + g) * HD + (i - HD);
-    dqkv[bt * W + col] = __float2bfloat16_rn(s);
-}
 
 /* shared memory: the forward's Q + 2 K + 2 V tiles; dQ's Q, dO + 2 K + 2 V;
  * dK/dV's K, V + 2 Q + 2 dO tiles and 2 x (lse2, D) rows */
@@ -554,13 +472,6 @@ template <int HD> constexpr size_t fwd_smem() { return 5 * (size_t)TILE * (HD + 
 template <int HD> constexpr size_t dq_smem() { return 6 * (size_t)TILE * (HD + 8) * sizeof(bf16); }
 template <int HD> constexpr size_t dkdv_smem() { return dq_smem<HD>() + 4 * TILE * sizeof(float); }
 
-/* once per kernel: allow more than 48 KiB of dynamic shared memory */
-template <typename K> static void allow_smem(K kernel, size_t bytes, int *done) {
-    if (*done) return;
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)bytes));
-    *done = 1;
-}
 
 template <int HD>
 static void fwd(bf16 *out, float *lse, const bf16 *qkv, int B, int T, int NH, int NKV) {
@@ -612,18 +523,24 @@ static void need_aligned(const void *p, const char *what) {
 
 } // namespace
 
-int cuda_flash_enabled(int HD) {
-    static int enabled = -1;
-    if (enabled < 0) {
-        const char *e = getenv("DAPT_CUDA_FLASH");
-        enabled = !(e && !strcmp(e, "0"));
-    }
-    return enabled && (HD == 64 || HD == 128);
+int cuda_flash_version(void) {
+    /* read at every call (a getenv, next to a kernel launch): the op tests
+     * switch versions inside one process */
+    const char *e = getenv("DAPT_CUDA_FLASH");
+    if (e && !strcmp(e, "0")) return 0;
+    if (e && !strcmp(e, "2")) return 2;
+    return 1;
 }
+
+int cuda_flash_enabled(int HD) { return cuda_flash_version() != 0 && (HD == 64 || HD == 128); }
 
 void cuda_flash_fwd(void *out, float *lse, const void *qkv, int B, int T, int NH, int NKV, int HD) {
     if ((size_t)B * NH * T == 0) return;
     need_aligned(out, "out"), need_aligned(qkv, "qkv");
+    if (cuda_flash_version() == 2) {
+        cuda_flash2_fwd(out, lse, qkv, B, T, NH, NKV, HD);
+        return;
+    }
     if (HD == 64)
         fwd<64>((bf16 *)out, lse, (const bf16 *)qkv, B, T, NH, NKV);
     else
@@ -634,6 +551,10 @@ void cuda_flash_bwd(void *dqkv, float *D, const void *dout, const void *out, con
                     const float *lse, int B, int T, int NH, int NKV, int HD) {
     if ((size_t)B * NH * T == 0) return;
     need_aligned(dqkv, "dqkv"), need_aligned(dout, "dout"), need_aligned(qkv, "qkv");
+    if (cuda_flash_version() == 2) {
+        cuda_flash2_bwd(dqkv, D, dout, out, qkv, lse, B, T, NH, NKV, HD);
+        return;
+    }
     if (HD == 64)
         bwd<64>((bf16 *)dqkv, D, (const bf16 *)dout, (const bf16 *)out, (const bf16 *)qkv, lse, B,
                 T, NH, NKV);

@@ -14,8 +14,10 @@
  * inside attention). Shapes come in three sets: sizes that are multiples of
  * 8 (16-byte vector paths), odd sizes (scalar paths), and large sizes past
  * every kernel's size thresholds. Deterministic ops
- * (embedding backward, norm backward, sumsq) are also run twice and must
- * agree bitwise.
+ * (embedding backward, norm backward, sumsq, the fused attention) are also
+ * run twice and must agree bitwise. The attention group checks each
+ * version of the bf16 table's fused attention (DAPT_CUDA_FLASH: the one the
+ * environment selects, then version 2: rows flash2_attn_*).
  *
  * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
  *                      [--device cpu] [--only GROUP]
@@ -396,6 +398,109 @@ static void test_matmul_rows(Ctx *c, int IC, int OC) {
     c->shape = shape0;
 }
 
+/* The bf16 table's fused attention comes in versions (DAPT_CUDA_FLASH,
+ * read by the backend at each call: unset 1, "2" version 2, "0" the GEMM
+ * path; kernels/cuda/flash_attention.cuh). test_attention runs the table as
+ * the environment selects it, then version 2 on the same inputs against
+ * the same CPU results (rows flash2_attn_*), and each version's backward
+ * from the other's saved log-sum-exps (they share the layout). */
+static char *g_flash_env; /* DAPT_CUDA_FLASH as the process started, or NULL */
+static int g_flash_env_read;
+static void flash_env_set(const char *v) {
+    if (!g_flash_env_read) {
+        const char *e = getenv("DAPT_CUDA_FLASH");
+        g_flash_env = e ? strcpy(xmalloc(strlen(e) + 1), e) : NULL;
+        g_flash_env_read = 1;
+    }
+    if (v)
+        setenv("DAPT_CUDA_FLASH", v, 1);
+    else if (g_flash_env)
+        setenv("DAPT_CUDA_FLASH", g_flash_env, 1);
+    else
+        unsetenv("DAPT_CUDA_FLASH");
+}
+/* a version-2 run adds something: the device keeps log-sum-exps with
+ * DAPT_CUDA_FLASH=2 (the bf16 CUDA table at head dims 64, 128), and the
+ * default run was not already version 2 */
+static int flash2_applies(Ctx *c, int B, int T, int NH, int HD) {
+    if (!c->dev->attention_saved_floats) return 0;
+    const char *e = getenv("DAPT_CUDA_FLASH");
+    if (e && !strcmp(e, "2")) return 0;
+    flash_env_set("2");
+    size_t keep = c->dev->attention_saved_floats(B, T, NH, HD);
+    flash_env_set(NULL);
+    return keep != (size_t)B * NH * T * T;
+}
+/* a device-only output next to the reference's: b[0] is ref's (already
+ * computed), b[1] a fresh NaN-poisoned device buffer of n elements (0: as
+ * many as ref's; a fused kernel's saved state needs fewer than the
+ * reference's probabilities) */
+static Pair dev_twin(Ctx *c, const Pair *ref, size_t n) {
+    Pair p = *ref;
+    if (n) p.n = n;
+    float *h = xmalloc(p.n * sizeof(float));
+    for (size_t i = 0; i < p.n; i++) h[i] = NAN;
+    p.b[1] = dev_alloc(c->dev, p.n * (p.f32 ? 4 : c->dev->act_bytes));
+    if (p.f32)
+        c->dev->upload_bytes(p.b[1], h, p.n * 4);
+    else
+        c->dev->upload(p.b[1], h, p.n);
+    free(h);
+    return p;
+}
+/* the fused kernels are deterministic (no atomics): the forward and the
+ * backward run again on the device give bitwise the same out and dqkv */
+static void flash_determ(Ctx *c, const char *bwd, const Pair *dout, const Pair *out,
+                         const Pair *qkv, const Pair *att, const Pair *datt, const Pair *dqkv,
+                         int B, int T, int NH, int NKV, int HD) {
+    float *o1 = fetch(c->dev, out->b[1], out->n, 0), *d1 = fetch(c->dev, dqkv->b[1], dqkv->n, 0);
+    size_t keep = c->dev->attention_saved_floats(B, T, NH, HD);
+    Pair o2 = dev_twin(c, out, 0), d2 = dev_twin(c, dqkv, 0), a2 = dev_twin(c, att, keep);
+    c->dev->attention_fwd(o2.b[1], a2.b[1], qkv->b[1], B, T, NH, NKV, HD);
+    c->dev->attention_bwd(d2.b[1], datt->b[1], dout->b[1], o2.b[1], qkv->b[1], a2.b[1], B, T, NH,
+                          NKV, HD);
+    c->dev->sync();
+    check_same(c, bwd, "out=1st", &o2, o1);
+    check_same(c, bwd, "dqkv=1st", &d2, d1);
+    free(o1), free(d1);
+    c->dev->free(o2.b[1]), c->dev->free(d2.b[1]), c->dev->free(a2.b[1]);
+}
+/* version 2 on the device against the reference's out and dqkv (computed
+ * by test_attention); with fused (version 1 ran first): each version's
+ * backward from the other's forward */
+static void test_flash2(Ctx *c, const Pair *qkv, const Pair *out, const Pair *att,
+                        const Pair *dout, const Pair *dqkv, int fused, int B, int T, int NH,
+                        int NKV, int HD) {
+    const Ops *d = c->dev;
+    int v1 = fused && !(getenv("DAPT_CUDA_FLASH") && !strcmp(getenv("DAPT_CUDA_FLASH"), "0"));
+    flash_env_set("2");
+    size_t keep = d->attention_saved_floats(B, T, NH, HD);
+    Pair o2 = dev_twin(c, out, 0), a2 = dev_twin(c, att, keep), dq2 = dev_twin(c, dqkv, 0);
+    Pair datt = dev_twin(c, att, keep);
+    d->attention_fwd(o2.b[1], a2.b[1], qkv->b[1], B, T, NH, NKV, HD);
+    check(c, "flash2_attn_fwd", "out", &o2);
+    d->attention_bwd(dq2.b[1], datt.b[1], dout->b[1], o2.b[1], qkv->b[1], a2.b[1], B, T, NH, NKV,
+                     HD);
+    check(c, "flash2_attn_bwd", "dqkv", &dq2);
+    flash_determ(c, "flash2_attn_bwd", dout, &o2, qkv, &a2, &datt, &dq2, B, T, NH, NKV, HD);
+    if (v1) {
+        /* version 2's backward from version 1's forward (out, lse2) */
+        Pair x = dev_twin(c, dqkv, 0);
+        d->attention_bwd(x.b[1], datt.b[1], dout->b[1], out->b[1], qkv->b[1], att->b[1], B, T, NH,
+                         NKV, HD);
+        check(c, "flash2_attn_bwd", "dqkv@v1fwd", &x);
+        /* version 1's backward from version 2's forward */
+        flash_env_set(NULL);
+        Pair y = dev_twin(c, dqkv, 0);
+        d->attention_bwd(y.b[1], datt.b[1], dout->b[1], o2.b[1], qkv->b[1], a2.b[1], B, T, NH, NKV,
+                         HD);
+        check(c, "flash_attn_bwd", "dqkv@v2fwd", &y);
+        d->free(x.b[1]), d->free(y.b[1]);
+    }
+    flash_env_set(NULL);
+    d->free(o2.b[1]), d->free(a2.b[1]), d->free(dq2.b[1]), d->free(datt.b[1]);
+}
+
 static void test_attention(Ctx *c, int B, int T, int NH, int NKV, int HD) {
     size_t N = (size_t)B * T, width = (size_t)(NH + 2 * NKV) * HD, A = (size_t)B * NH * T * T;
     Pair qkv = pair_rand(c, N * width, -1, 1);
@@ -452,6 +557,9 @@ static void test_attention(Ctx *c, int B, int T, int NH, int NKV, int HD) {
         SIDE(c, s)->attention_bwd(S(dqkv), SF(datt), S(dout), S(out), S(qkv), SF(att), B, T, NH,
                                   NKV, HD);
     check(c, bwd, "dqkv", &dqkv);
+    if (fused) flash_determ(c, bwd, &dout, &out, &qkv, &att, &datt, &dqkv, B, T, NH, NKV, HD);
+    if (flash2_applies(c, B, T, NH, HD))
+        test_flash2(c, &qkv, &out, &att, &dout, &dqkv, fused, B, T, NH, NKV, HD);
     pair_free(c, &qkv), pair_free(c, &out), pair_free(c, &att), pair_free(c, &dout);
     pair_free(c, &dqkv), pair_free(c, &datt);
 }
@@ -788,8 +896,13 @@ static void run_all(Ctx *c) {
         c->shape = "normrows";
     }
     if (want("matmul")) test_matmul_rows(c, 128, 192); /* sets its own shape names */
-    /* the head dims of real models (the bf16 table's fused kernel): whole and
-     * partial 64-row tiles, several tiles, GQA groups of 1, 2 and 4 */
+    /* the head dims of real models (the bf16 table's fused kernels, each
+     * version: test_attention): whole and partial 64- and 128-row tiles,
+     * several tiles, GQA groups of 1, 2 and 4; then T = 1000 (7 whole
+     * 128-row tiles and a partial one) with the benchmark llama's group of
+     * 8, and T = 77 (one partial tile) with enough heads that version 2's
+     * one-block-per-SM kernels run several waves on a 132-SM card (256 and
+     * 512 blocks) */
     c->shape = "heads";
     if (want("attention")) {
         test_attention(c, 2, 64, 4, 4, 64);
@@ -797,6 +910,10 @@ static void run_all(Ctx *c) {
         test_attention(c, 1, 257, 8, 2, 64);
         test_attention(c, 1, 130, 4, 1, 128);
         test_attention(c, 2, 192, 2, 2, 128);
+        test_attention(c, 2, 1000, 16, 2, 64);
+        test_attention(c, 1, 1000, 8, 8, 128);
+        test_attention(c, 16, 77, 32, 32, 64);
+        test_attention(c, 8, 77, 32, 8, 128);
     }
     if (want("moe")) { /* many permute chunks; a Qwen-like 64 experts, top-8 */
         test_moe(c, 2051, 8, 2, 520, 1);

@@ -1,0 +1,545 @@
+/* flash_attention2.cu: version 2 of the fused causal attention of the bf16
+ * table (DAPT_CUDA_FLASH=2, kernels/cuda/flash_attention.cuh; opt-in and
+ * unverified on a GPU until a GPU round checks it: docs/gpu-log.md).
+ *
+ * The same mathematics, fragment layouts and saved lse2 as version 1
+ * (flash_attention.cu, whose opening comment describes them; either
+ * version's backward runs from the other's forward), arranged like
+ * FlashAttention-2:
+ * - every mma operand comes from shared memory through ldmatrix (four 8 x 8
+ *   matrices a warp instruction) and ldmatrix.trans for the operands read
+ *   transposed (V in P V, dO and Q in dV/dK, K in dQ), where version 1 made
+ *   32-bit loads and two-halfword packs. Rows stay padded to HD + 8 elements
+ *   (144 or 272 bytes): the 8 row addresses of one 8 x 8 matrix then fall
+ *   in 8 different 16-byte bank groups, no conflicts.
+ * - the forward and the dQ pass own 128 query rows a block (8 warps x 16),
+ *   against 64-row key/value tiles: each K/V tile is loaded once for twice
+ *   the rows. The dK/dV pass owns 128 key rows a block against 64-row
+ *   query tiles.
+ * - a warp skips a tile all of whose keys lie after its 16 queries (the
+ *   diagonal of a 128 x 64 pairing), and masks only the tiles that cross
+ *   its diagonal.
+ * Fragment addresses of ldmatrix.x4 (lane l gives the row address of
+ * matrix l / 8, row l % 8; register i receives matrix i in the layout of an
+ * mma fragment, row lane / 4, columns 2 (lane % 4), +1, or with .trans its
+ * transpose):
+ *   A (16 x 16 at X[r0][c0]):             row r0 + l % 16, column c0 + (l / 16) 8
+ *   B^T pairs (B[k][n] = Y[n0 + n][k0 + k], n-tiles n0 and n0 + 8):
+ *                                         row n0 + l % 8 + (l / 16) 8,
+ *                                         column k0 + (l / 8 % 2) 8
+ *   B pairs, .trans (B[k][n] = Y[k0 + k][n0 + n]): as A with (r0, c0) = (k0, n0)
+ * giving {b0, b1} of n-tile n0 in registers 0, 1 and of n0 + 8 in 2, 3. */
+#include <math.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/flash_attention.cuh"
+#include "kernels/cuda/flash_common.cuh"
+
+namespace {
+
+constexpr int V2_ROWS = 128;    /* rows a block owns: queries (fwd, dQ) or keys (dK/dV) */
+constexpr int V2_TILE = 64;     /* rows of the tiles it loops over */
+constexpr int V2_THREADS = 256; /* 8 warps x 16 rows */
+
+__device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm4_t(uint32_t r[4], const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+/* this lane's ldmatrix address for an A fragment at (r0, c0), or a .trans
+ * B pair at (k0, n0) */
+__device__ __forceinline__ const bf16 *at_a(const bf16 *X, int ld, int r0, int c0, int lane) {
+    return X + (r0 + (lane & 15)) * ld + c0 + (lane >> 4) * 8;
+}
+/* ... for a B^T pair: n-tiles n0, n0 + 8 of B[k][n] = Y[n0 + n][k0 + k] */
+__device__ __forceinline__ const bf16 *at_bt(const bf16 *Y, int ld, int n0, int k0, int lane) {
+    return Y + (n0 + (lane & 7) + ((lane >> 4) << 3)) * ld + k0 + ((lane >> 3) & 1) * 8;
+}
+
+/* ROWS rows row0.. of one head into a shared tile (ld = HD + 8), as
+ * load_tile_async with the block's V2_THREADS threads */
+template <int HD, int ROWS>
+__device__ __forceinline__ void load_rows_async(bf16 *S, const bf16 *src, size_t stride, int row0,
+                                                int T) {
+    constexpr int CH = HD / 8, LD = HD + 8;
+    static_assert(ROWS * CH % V2_THREADS == 0, "whole 16-byte chunks per thread");
+    /* thread x copies chunk x % CH of rows x / CH + k V2_THREADS / CH */
+    const int r1 = threadIdx.x / CH, c = (threadIdx.x % CH) * 8;
+#pragma unroll
+    for (int k = 0; k < ROWS * CH / V2_THREADS; k++) {
+        int r = r1 + k * (V2_THREADS / CH);
+        bool ok = row0 + r < T;
+        cp_async16(S + r * LD + c, ok ? src + (size_t)(row0 + r) * stride + c : src, ok);
+    }
+}
+
+/* acc[8][4] (16 x 64) += A (16 x HD, rows r0.. of X) B, B[k][n] = Y[n][k]
+ * for the 64 rows of Y: the Q K^T (and dO V^T, K Q^T, V dO^T) of a warp */
+template <int HD>
+__device__ __forceinline__ void mma_rows_t(float acc[8][4], const bf16 *X, int r0, const bf16 *Y,
+                                           int lane) {
+    constexpr int LD = HD + 8;
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint32_t a[4];
+        ldsm4(a, at_a(X, LD, r0, kk * 16, lane));
+#pragma unroll
+        for (int np = 0; np < 4; np++) {
+            uint32_t bq[4];
+            ldsm4(bq, at_bt(Y, LD, np * 16, kk * 16, lane));
+            mma(acc[2 * np], a, bq[0], bq[1]);
+            mma(acc[2 * np + 1], a, bq[2], bq[3]);
+        }
+    }
+}
+/* acc[HD/8][4] (16 x HD) += P (16 x 64, from the score accumulators p) Y
+ * (64 rows x HD): the P V (dS K, P^T dO, dS^T Q) of a warp */
+template <int HD>
+__device__ __forceinline__ void mma_acc_rows(float acc[][4], const float p[8][4], const bf16 *Y,
+                                             int lane) {
+    constexpr int LD = HD + 8;
+#pragma unroll
+    for (int kc = 0; kc < 4; kc++) {
+        uint32_t a[4];
+        acc_to_a(a, p[2 * kc], p[2 * kc + 1]);
+#pragma unroll
+        for (int np = 0; np < HD / 16; np++) {
+            uint32_t bv[4];
+            ldsm4_t(bv, at_a(Y, LD, kc * 16, np * 16, lane));
+            mma(acc[2 * np], a, bv[0], bv[1]);
+            mma(acc[2 * np + 1], a, bv[2], bv[3]);
+        }
+    }
+}
+
+/* ---- forward: grid (B*NH, 128-row query tiles), the longest first ---- */
+template <int HD>
+__global__ void __launch_bounds__(V2_THREADS, HD == 64 ? 2 : 1)
+    flash2_fwd_kernel(bf16 *out, float *lse, const bf16 *qkv, int T, int NH, int NKV, float sl2) {
+    constexpr int LD = HD + 8, ND = HD / 8;
+    extern __shared__ int4 smem_[];
+    /* Q (128 rows), then K and V (64 rows) twice */
+    bf16 *Qs = reinterpret_cast<bf16 *>(smem_), *Kb = Qs + V2_ROWS * LD,
+         *Vb = Kb + 2 * V2_TILE * LD;
+    const int bh = blockIdx.x, h = bh % NH, b = bh / NH, kvh = h / (NH / NKV);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * V2_ROWS;
+    /* key tiles up to the last valid row of this query tile */
+    const int nk = min(q0 + V2_ROWS - 1, T - 1) / V2_TILE + 1;
+    const size_t W = (size_t)(NH + 2 * NKV) * HD;
+    const bf16 *base = qkv + (size_t)b * T * W;
+    const bf16 *kbase = base + (size_t)(NH + kvh) * HD,
+               *vbase = base + (size_t)(NH + NKV + kvh) * HD;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int w0 = q0 + warp * 16; /* this warp's first query row */
+
+    load_rows_async<HD, V2_ROWS>(Qs, base + (size_t)h * HD, W, q0, T);
+    cp_async_commit();
+    load_rows_async<HD, V2_TILE>(Kb, kbase, W, 0, T);
+    load_rows_async<HD, V2_TILE>(Vb, vbase, W, 0, T);
+    cp_async_commit();
+
+    float o[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+        o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const int r0 = w0 + g, r1 = r0 + 8; /* this thread's two query rows */
+
+    for (int kt = 0; kt < nk; kt++) {
+        const int k0 = kt * V2_TILE, buf = kt & 1;
+        if (kt + 1 < nk) { /* the next tile into the other buffer (free: see the end of the loop) */
+            load_rows_async<HD, V2_TILE>(Kb + (buf ^ 1) * V2_TILE * LD, kbase, W, k0 + V2_TILE, T);
+            load_rows_async<HD, V2_TILE>(Vb + (buf ^ 1) * V2_TILE * LD, vbase, W, k0 + V2_TILE, T);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        /* warp-uniform: skip a tile entirely after this warp's rows (and
+         * warps wholly past T); tile 0 is never skipped by a row < T, so
+         * every written row has a finite running max */
+        if (k0 <= w0 + 15 && w0 < T) {
+            const bf16 *Ks = Kb + buf * V2_TILE * LD, *Vs = Vb + buf * V2_TILE * LD;
+            float s[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+                s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+            /* Q's fragments from shared memory at every tile (one ldmatrix
+             * per 8 mma; held in registers they cost the HD-64 kernel its
+             * second block per SM) */
+            mma_rows_t<HD>(s, Qs, warp * 16, Ks, lane);
+            /* scale into log2 units; the causal mask where the tile crosses
+             * this warp's diagonal (keys >= T lie after every row < T) */
+            const bool diag = k0 + V2_TILE - 1 > w0;
+            float mx0 = m0, mx1 = m1;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    int col = k0 + nt * 8 + 2 * t + j;
+                    float v0 = s[nt][j] * sl2, v1 = s[nt][2 + j] * sl2;
+                    if (diag && col > r0) v0 = -INFINITY;
+                    if (diag && col > r1) v1 = -INFINITY;
+                    s[nt][j] = v0, s[nt][2 + j] = v1;
+                    mx0 = fmaxf(mx0, v0), mx1 = fmaxf(mx1, v1);
+                }
+            mx0 = quad_max(mx0), mx1 = quad_max(mx1);
+            const float a0 = exp2f(m0 - mx0), a1 = exp2f(m1 - mx1);
+            m0 = mx0, m1 = mx1;
+            float rs0 = 0.0f, rs1 = 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++) {
+                s[nt][0] = exp2f(s[nt][0] - m0), s[nt][1] = exp2f(s[nt][1] - m0);
+                s[nt][2] = exp2f(s[nt][2] - m1), s[nt][3] = exp2f(s[nt][3] - m1);
+                rs0 += s[nt][0] + s[nt][1], rs1 += s[nt][2] + s[nt][3];
+            }
+            l0 = l0 * a0 + rs0, l1 = l1 * a1 + rs1;
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+                o[n][0] *= a0, o[n][1] *= a0, o[n][2] *= a1, o[n][3] *= a1;
+            mma_acc_rows<HD>(o, s, Vs, lane);
+        }
+        __syncthreads(); /* this buffer is refilled two tiles on */
+    }
+    l0 = quad_sum(l0), l1 = quad_sum(l1);
+    const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+        int col = h * HD + n * 8 + 2 * t;
+        if (r0 < T)
+            *reinterpret_cast<uint32_t *>(out + ((size_t)b * T + r0) * NH * HD + col) =
+                pack_f(o[n][0] * i0, o[n][1] * i0);
+        if (r1 < T)
+            *reinterpret_cast<uint32_t *>(out + ((size_t)b * T + r1) * NH * HD + col) =
+                pack_f(o[n][2] * i1, o[n][3] * i1);
+    }
+    if (t == 0) {
+        if (r0 < T) lse[(size_t)bh * T + r0] = m0 + log2f(l0);
+        if (r1 < T) lse[(size_t)bh * T + r1] = m1 + log2f(l1);
+    }
+}
+
+/* ---- backward: dQ; grid (B*NH, 128-row query tiles), the longest first.
+ * Each warp accumulates 16 rows of dQ over the 64-row key tiles up to its
+ * diagonal: S = Q K^T, P = exp2(S sl2 - lse2), dP = dO V^T,
+ * dS = P (dP - D), dQ = scale dS K. Rows >= T take lse2 = +inf: P = 0. */
+template <int HD>
+__global__ void __launch_bounds__(V2_THREADS, HD == 64 ? 2 : 1)
+    flash2_bwd_dq_kernel(bf16 *dqkv, const bf16 *dout, const bf16 *qkv, const float *lse,
+                         const float *D, int T, int NH, int NKV, float sl2, float scale) {
+    constexpr int LD = HD + 8, ND = HD / 8;
+    extern __shared__ int4 smem_[];
+    /* Q, dO (128 rows), then K and V (64 rows) twice */
+    bf16 *Qs = reinterpret_cast<bf16 *>(smem_), *dOs = Qs + V2_ROWS * LD, *Kb = dOs + V2_ROWS * LD,
+         *Vb = Kb + 2 * V2_TILE * LD;
+    const int bh = blockIdx.x, h = bh % NH, b = bh / NH, kvh = h / (NH / NKV);
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * V2_ROWS;
+    const int nk = min(q0 + V2_ROWS - 1, T - 1) / V2_TILE + 1;
+    const size_t W = (size_t)(NH + 2 * NKV) * HD, OW = (size_t)NH * HD;
+    const bf16 *base = qkv + (size_t)b * T * W;
+    const bf16 *kbase = base + (size_t)(NH + kvh) * HD,
+               *vbase = base + (size_t)(NH + NKV + kvh) * HD;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int w0 = q0 + warp * 16;
+
+    load_rows_async<HD, V2_ROWS>(Qs, base + (size_t)h * HD, W, q0, T);
+    load_rows_async<HD, V2_ROWS>(dOs, dout + (size_t)b * T * OW + (size_t)h * HD, OW, q0, T);
+    load_rows_async<HD, V2_TILE>(Kb, kbase, W, 0, T);
+    load_rows_async<HD, V2_TILE>(Vb, vbase, W, 0, T);
+    cp_async_commit();
+    const int r0 = w0 + g, r1 = r0 + 8;
+    const float L0 = r0 < T ? lse[(size_t)bh * T + r0] : INFINITY;
+    const float L1 = r1 < T ? lse[(size_t)bh * T + r1] : INFINITY;
+    const float D0 = r0 < T ? D[(size_t)bh * T + r0] : 0.0f;
+    const float D1 = r1 < T ? D[(size_t)bh * T + r1] : 0.0f;
+
+    float dq[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+        dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+
+    for (int kt = 0; kt < nk; kt++) {
+        const int k0 = kt * V2_TILE, buf = kt & 1;
+        if (kt + 1 < nk) {
+            load_rows_async<HD, V2_TILE>(Kb + (buf ^ 1) * V2_TILE * LD, kbase, W, k0 + V2_TILE, T);
+            load_rows_async<HD, V2_TILE>(Vb + (buf ^ 1) * V2_TILE * LD, vbase, W, k0 + V2_TILE, T);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (k0 <= w0 + 15 && w0 < T) {
+            const bf16 *Ks = Kb + buf * V2_TILE * LD, *Vs = Vb + buf * V2_TILE * LD;
+            float s[8][4], dp[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    s[nt][j] = dp[nt][j] = 0.0f;
+            mma_rows_t<HD>(s, Qs, warp * 16, Ks, lane);
+            mma_rows_t<HD>(dp, dOs, warp * 16, Vs, lane);
+            const bool diag = k0 + V2_TILE - 1 > w0;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    int col = k0 + nt * 8 + 2 * t + j;
+                    float p0 = exp2f(s[nt][j] * sl2 - L0), p1 = exp2f(s[nt][2 + j] * sl2 - L1);
+                    if (diag && col > r0) p0 = 0.0f;
+                    if (diag && col > r1) p1 = 0.0f;
+                    s[nt][j] = p0 * (dp[nt][j] - D0);
+                    s[nt][2 + j] = p1 * (dp[nt][2 + j] - D1);
+                }
+            mma_acc_rows<HD>(dq, s, Ks, lane);
+        }
+        __syncthreads(); /* this buffer is refilled two tiles on */
+    }
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+        int col = h * HD + n * 8 + 2 * t;
+        if (r0 < T)
+            *reinterpret_cast<uint32_t *>(dqkv + ((size_t)b * T + r0) * W + col) =
+                pack_f(dq[n][0] * scale, dq[n][1] * scale);
+        if (r1 < T)
+            *reinterpret_cast<uint32_t *>(dqkv + ((size_t)b * T + r1) * W + col) =
+                pack_f(dq[n][2] * scale, dq[n][3] * scale);
+    }
+}
+
+/* ---- backward: dK, dV; grid (B*NH, 128-row key tiles). Each warp
+ * accumulates 16 key rows of one query head's dK and dV over the 64-row
+ * query tiles from its diagonal on: S^T = K Q^T, P^T, dP^T = V dO^T,
+ * dV += P^T dO, dK += scale dS^T Q. Query rows >= T take lse2 = +inf
+ * (P = 0). part as in flash_bwd_dkdv_kernel. */
+template <int HD>
+__global__ void __launch_bounds__(V2_THREADS, 1)
+    flash2_bwd_dkdv_kernel(bf16 *dqkv, float *part, const bf16 *dout, const bf16 *qkv,
+                           const float *lse, const float *D, int T, int NH, int NKV, float sl2,
+                           float scale) {
+    constexpr int LD = HD + 8, ND = HD / 8;
+    extern __shared__ int4 smem_[];
+    /* K, V (128 rows), then Q and dO (64 rows) twice and the rows' lse2 and
+     * D twice */
+    bf16 *Ks = reinterpret_cast<bf16 *>(smem_), *Vs = Ks + V2_ROWS * LD, *Qb = Vs + V2_ROWS * LD,
+         *dOb = Qb + 2 * V2_TILE * LD;
+    float *Lb = reinterpret_cast<float *>(dOb + 2 * V2_TILE * LD), *Db = Lb + 2 * V2_TILE;
+    const int h = blockIdx.x % NH, b = blockIdx.x / NH, kvh = h / (NH / NKV);
+    const int k0 = blockIdx.y * V2_ROWS, nq = (T + V2_TILE - 1) / V2_TILE;
+    const size_t W = (size_t)(NH + 2 * NKV) * HD, OW = (size_t)NH * HD;
+    const bf16 *base = qkv + (size_t)b * T * W;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int wk = k0 + warp * 16;      /* this warp's first key row */
+    const int c0 = wk + g, c1 = c0 + 8; /* this thread's two key rows */
+
+    const size_t bh = (size_t)b * NH + h;
+    const bf16 *qbase = base + (size_t)h * HD, *obase = dout + (size_t)b * T * OW + (size_t)h * HD;
+    auto fetch = [&](int q0, int to) {
+        load_rows_async<HD, V2_TILE>(Qb + to * V2_TILE * LD, qbase, W, q0, T);
+        load_rows_async<HD, V2_TILE>(dOb + to * V2_TILE * LD, obase, OW, q0, T);
+        for (int i = threadIdx.x; i < V2_TILE; i += V2_THREADS) {
+            bool in = q0 + i < T;
+            Lb[to * V2_TILE + i] = in ? lse[bh * T + q0 + i] : INFINITY;
+            Db[to * V2_TILE + i] = in ? D[bh * T + q0 + i] : 0.0f;
+        }
+    };
+    const int qt0 = k0 / V2_TILE; /* the first query tile with a query >= k0 */
+    load_rows_async<HD, V2_ROWS>(Ks, base + (size_t)(NH + kvh) * HD, W, k0, T);
+    load_rows_async<HD, V2_ROWS>(Vs, base + (size_t)(NH + NKV + kvh) * HD, W, k0, T);
+    fetch(qt0 * V2_TILE, 0);
+    cp_async_commit();
+
+    float dk[ND][4], dv[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            dk[n][j] = dv[n][j] = 0.0f;
+
+    for (int qt = qt0; qt < nq; qt++) {
+        const int q0 = qt * V2_TILE, buf = (qt - qt0) & 1;
+        if (qt + 1 < nq) {
+            fetch(q0 + V2_TILE, buf ^ 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        /* warp-uniform: skip query tiles wholly before this warp's keys (and
+         * warps wholly past T) */
+        if (q0 + V2_TILE - 1 >= wk && wk < T) {
+            const bf16 *Qs = Qb + buf * V2_TILE * LD, *dOs = dOb + buf * V2_TILE * LD;
+            const float *Ls = Lb + buf * V2_TILE, *Ds = Db + buf * V2_TILE;
+            float st[8][4];
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+                st[nt][0] = st[nt][1] = st[nt][2] = st[nt][3] = 0.0f;
+            mma_rows_t<HD>(st, Ks, warp * 16, Qs, lane);
+            /* P^T: rows are keys c, columns queries q; zero where q < c
+             * (only where the tile crosses this warp's diagonal) */
+            const bool diag = q0 < wk + 15;
+#pragma unroll
+            for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    int qi = nt * 8 + 2 * t + j, q = q0 + qi;
+                    float L = Ls[qi];
+                    float p0 = exp2f(st[nt][j] * sl2 - L), p1 = exp2f(st[nt][2 + j] * sl2 - L);
+                    if (diag && q < c0) p0 = 0.0f;
+                    if (diag && q < c1) p1 = 0.0f;
+                    st[nt][j] = p0, st[nt][2 + j] = p1;
+                }
+            mma_acc_rows<HD>(dv, st, dOs, lane); /* dV += P^T dO */
+            /* dS^T = P^T (dP^T - D), dP^T = V dO^T, in chunks of CH n-tiles
+             * (all 8 at HD 64; 2 at HD 128, where registers are short) */
+            constexpr int CH = HD == 64 ? 8 : 2;
+#pragma unroll
+            for (int c = 0; c < 8; c += CH) {
+                float dp[CH][4];
+#pragma unroll
+                for (int i = 0; i < CH; i++)
+                    dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.0f;
+#pragma unroll 2
+                for (int kk = 0; kk < HD / 16; kk++) {
+                    uint32_t a[4];
+                    ldsm4(a, at_a(Vs, LD, warp * 16, kk * 16, lane));
+#pragma unroll
+                    for (int i = 0; i < CH; i += 2) {
+                        uint32_t bq[4];
+                        ldsm4(bq, at_bt(dOs, LD, (c + i) * 8, kk * 16, lane));
+                        mma(dp[i], a, bq[0], bq[1]);
+                        mma(dp[i + 1], a, bq[2], bq[3]);
+                    }
+                }
+#pragma unroll
+                for (int i = 0; i < CH; i++)
+#pragma unroll
+                    for (int j = 0; j < 2; j++) {
+                        float Dq = Ds[(c + i) * 8 + 2 * t + j];
+                        st[c + i][j] *= dp[i][j] - Dq;
+                        st[c + i][2 + j] *= dp[i][2 + j] - Dq;
+                    }
+            }
+            mma_acc_rows<HD>(dk, st, Qs, lane); /* dK += dS^T Q */
+        }
+        __syncthreads(); /* this buffer is refilled two tiles on */
+    }
+    if (part) {
+        float *p0 = part + (((size_t)b * NH + h) * T + c0) * 2 * HD, *p1 = p0 + 8 * 2 * HD;
+#pragma unroll
+        for (int n = 0; n < ND; n++) {
+            int col = n * 8 + 2 * t;
+            if (c0 < T) {
+                *reinterpret_cast<float2 *>(p0 + col) =
+                    make_float2(dk[n][0] * scale, dk[n][1] * scale);
+                *reinterpret_cast<float2 *>(p0 + HD + col) = make_float2(dv[n][0], dv[n][1]);
+            }
+            if (c1 < T) {
+                *reinterpret_cast<float2 *>(p1 + col) =
+                    make_float2(dk[n][2] * scale, dk[n][3] * scale);
+                *reinterpret_cast<float2 *>(p1 + HD + col) = make_float2(dv[n][2], dv[n][3]);
+            }
+        }
+        return;
+    }
+#pragma unroll
+    for (int n = 0; n < ND; n++) {
+        int kc = (NH + kvh) * HD + n * 8 + 2 * t, vc = (NH + NKV + kvh) * HD + n * 8 + 2 * t;
+        if (c0 < T) {
+            bf16 *row = dqkv + ((size_t)b * T + c0) * W;
+            *reinterpret_cast<uint32_t *>(row + kc) = pack_f(dk[n][0] * scale, dk[n][1] * scale);
+            *reinterpret_cast<uint32_t *>(row + vc) = pack_f(dv[n][0], dv[n][1]);
+        }
+        if (c1 < T) {
+            bf16 *row = dqkv + ((size_t)b * T + c1) * W;
+            *reinterpret_cast<uint32_t *>(row + kc) = pack_f(dk[n][2] * scale, dk[n][3] * scale);
+            *reinterpret_cast<uint32_t *>(row + vc) = pack_f(dv[n][2], dv[n][3]);
+        }
+    }
+}
+
+/* shared memory: the forward's 128-row Q + 2 x (64-row K, V); dQ's 128-row
+ * Q, dO + 2 x (K, V); dK/dV's 128-row K, V + 2 x (64-row Q, dO) and
+ * 2 x (lse2, D) rows */
+template <int HD> constexpr size_t bytes_rows(int rows) {
+    return (size_t)rows * (HD + 8) * sizeof(bf16);
+}
+template <int HD> constexpr size_t fwd2_smem() {
+    return bytes_rows<HD>(V2_ROWS) + 4 * bytes_rows<HD>(V2_TILE);
+}
+template <int HD> constexpr size_t dq2_smem() {
+    return 2 * bytes_rows<HD>(V2_ROWS) + 4 * bytes_rows<HD>(V2_TILE);
+}
+template <int HD> constexpr size_t dkdv2_smem() {
+    return dq2_smem<HD>() + 4 * V2_TILE * sizeof(float);
+}
+
+template <int HD>
+static void fwd2(bf16 *out, float *lse, const bf16 *qkv, int B, int T, int NH, int NKV) {
+    static int ready;
+    allow_smem(flash2_fwd_kernel<HD>, fwd2_smem<HD>(), &ready);
+    dim3 grid((unsigned)(B * NH), (unsigned)((T + V2_ROWS - 1) / V2_ROWS));
+    float sl2 = LOG2E / sqrtf((float)HD);
+    flash2_fwd_kernel<HD>
+        <<<grid, V2_THREADS, fwd2_smem<HD>(), g_cuda.stream>>>(out, lse, qkv, T, NH, NKV, sl2);
+    LAUNCH_CHECK();
+}
+
+template <int HD>
+static void bwd2(bf16 *dqkv, float *D, const bf16 *dout, const bf16 *out, const bf16 *qkv,
+                 const float *lse, int B, int T, int NH, int NKV) {
+    static int ready_dq, ready_dkdv;
+    allow_smem(flash2_bwd_dq_kernel<HD>, dq2_smem<HD>(), &ready_dq);
+    allow_smem(flash2_bwd_dkdv_kernel<HD>, dkdv2_smem<HD>(), &ready_dkdv);
+    size_t rows = (size_t)B * T * NH;
+    flash_bwd_dot_kernel<HD>
+        <<<(unsigned)((rows + 7) / 8), 256, 0, g_cuda.stream>>>(D, dout, out, T, NH, rows);
+    LAUNCH_CHECK();
+    float scale = 1.0f / sqrtf((float)HD), sl2 = LOG2E * scale;
+    unsigned tiles = (unsigned)((T + V2_ROWS - 1) / V2_ROWS);
+    float *part =
+        NH == NKV ? NULL : (float *)cuda_scratch((size_t)B * NH * T * 2 * HD * sizeof(float));
+    flash2_bwd_dkdv_kernel<HD>
+        <<<dim3((unsigned)(B * NH), tiles), V2_THREADS, dkdv2_smem<HD>(), g_cuda.stream>>>(
+            dqkv, part, dout, qkv, lse, D, T, NH, NKV, sl2, scale);
+    LAUNCH_CHECK();
+    if (part) {
+        size_t total = (size_t)B * T * NKV * 2 * HD;
+        flash_gqa_sum_kernel<HD><<<(unsigned)((total + 255) / 256), 256, 0, g_cuda.stream>>>(
+            dqkv, part, T, NH, NKV, total);
+        LAUNCH_CHECK();
+    }
+    flash2_bwd_dq_kernel<HD>
+        <<<dim3((unsigned)(B * NH), tiles), V2_THREADS, dq2_smem<HD>(), g_cuda.stream>>>(
+            dqkv, dout, qkv, lse, D, T, NH, NKV, sl2, scale);
+    LAUNCH_CHECK();
+}
+
+} // namespace
+
+void cuda_flash2_fwd(void *out, float *lse, const void *qkv, int B, int T, int NH, int NKV,
+                     int HD) {
+    if (HD == 64)
+        fwd2<64>((bf16 *)out, lse, (const bf16 *)qkv, B, T, NH, NKV);
+    else
+        fwd2<128>((bf16 *)out, lse, (const bf16 *)qkv, B, T, NH, NKV);
+}
+
+void cuda_flash2_bwd(void *dqkv, float *D, const void *dout, const void *out, const void *qkv,
+                     const float *lse, int B, int T, int NH, int NKV, int HD) {
+    if (HD == 64)
+        bwd2<64>((bf16 *)dqkv, D, (const bf16 *)dout, (const bf16 *)out, (const bf16 *)qkv, lse, B,
+                 T, NH, NKV);
+    else
+        bwd2<128>((bf16 *)dqkv, D, (const bf16 *)dout, (const bf16 *)out, (const bf16 *)qkv, lse, B,
+                  T, NH, NKV);
+}
