@@ -22,7 +22,8 @@
 
 static float *rand_host(Rng *r, size_t n, float lo, float hi) {
     float *p = malloc(n * sizeof *p);
-    for (size_t i = 0; i < n; i++) p[i] = lo + (hi - lo) * (float)rng_uniform(r);
+    for (size_t i = 0; i < n; i++)
+        p[i] = lo + (hi - lo) * (float)rng_uniform(r);
     return p;
 }
 
@@ -32,7 +33,9 @@ static float *dup(const float *p, size_t n) {
     return q;
 }
 
-static int same(const float *a, const float *b, size_t n) { return !memcmp(a, b, n * sizeof *a); }
+static int same(const float *a, const float *b, size_t n) {
+    return !memcmp(a, b, n * sizeof *a);
+}
 
 /* the worst row's relative error (statistics, and the output row's
  * ||out - ref|| / ||ref||) against a double-precision norm of a + b */
@@ -44,7 +47,8 @@ static double err_vs_double(const float *out, const float *mean, const float *rs
         const float *x = a + (size_t)n * C, *y = b + (size_t)n * C;
         double m = 0.0, v = 0.0;
         if (!rms) {
-            for (int c = 0; c < C; c++) m += (double)(x[c] + y[c]);
+            for (int c = 0; c < C; c++)
+                m += (double)(x[c] + y[c]);
             m /= C;
         }
         for (int c = 0; c < C; c++) {
@@ -87,8 +91,10 @@ static void test_op(int N, int C, int alias) {
         /* fused, res_out as selected (the aliased input is a copy) */
         float *ca = dup(a, NC), *cb = dup(b, NC), *res1 = malloc(NC * 4);
         float *out1 = malloc(NC * 4), *mean1 = malloc(N * 4), *rstd1 = malloc(N * 4);
-        for (size_t i = 0; i < NC; i++) out1[i] = NAN, res1[i] = NAN;
-        for (int i = 0; i < N; i++) mean1[i] = rstd1[i] = NAN;
+        for (size_t i = 0; i < NC; i++)
+            out1[i] = NAN, res1[i] = NAN;
+        for (int i = 0; i < N; i++)
+            mean1[i] = rstd1[i] = NAN;
         float *res = alias == 1 ? ca : alias == 2 ? cb : res1;
         if (rms)
             o->residual_rmsnorm_fwd(res, out1, rstd1, ca, cb, w, N, C, eps);
@@ -136,8 +142,10 @@ static void test_model(Arch arch, int n_experts) {
     int32_t tok[24], tgt[24];
     Rng r;
     rng_seed(&r, 17);
-    for (int i = 0; i < N; i++) tok[i] = (int32_t)(rng_uniform(&r) * c.vocab_size);
-    for (int i = 0; i < N; i++) tgt[i] = i % 7 == 6 ? -1 : tok[(i + 1) % N];
+    for (int i = 0; i < N; i++)
+        tok[i] = (int32_t)(rng_uniform(&r) * c.vocab_size);
+    for (int i = 0; i < N; i++)
+        tgt[i] = i % 7 == 6 ? -1 : tok[(i + 1) % N];
     AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     float *params[2] = {0}, *grads[2] = {0}, loss[2][3];
     size_t P = 0;
@@ -163,20 +171,23 @@ static void test_model(Arch arch, int n_experts) {
         model_get_grads(m, grads[k]);
         model_free(m);
     }
-    CHECK(isfinite(loss[0][0]) && same(loss[0], loss[1], 3), "%s: losses %.9g %.9g %.9g fused, "
-          "%.9g %.9g %.9g two ops", what, loss[0][0], loss[0][1], loss[0][2], loss[1][0],
-          loss[1][1], loss[1][2]);
+    CHECK(isfinite(loss[0][0]) && same(loss[0], loss[1], 3),
+          "%s: losses %.9g %.9g %.9g fused, "
+          "%.9g %.9g %.9g two ops",
+          what, loss[0][0], loss[0][1], loss[0][2], loss[1][0], loss[1][1], loss[1][2]);
     CHECK(loss[0][2] < loss[0][0], "%s: loss did not fall (%g -> %g)", what, loss[0][0],
           loss[0][2]);
     CHECK(same(grads[0], grads[1], P), "%s: gradients differ", what);
     CHECK(same(params[0], params[1], P), "%s: parameters differ", what);
-    for (int k = 0; k < 2; k++) free(params[k]), free(grads[k]);
+    for (int k = 0; k < 2; k++)
+        free(params[k]), free(grads[k]);
 }
 
 int main(void) {
     static const int shapes[][2] = {{1, 1}, {3, 7}, {13, 77}, {24, 256}, {5, 768}, {64, 2048}};
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
-        for (int alias = 0; alias < 3; alias++) test_op(shapes[i][0], shapes[i][1], alias);
+        for (int alias = 0; alias < 3; alias++)
+            test_op(shapes[i][0], shapes[i][1], alias);
     test_model(ARCH_GPT2, 0);
     test_model(ARCH_LLAMA, 0);
     test_model(ARCH_LLAMA, 4);
