@@ -201,9 +201,10 @@ typedef struct Ops {
      * the same backend. One pass saves the norm's re-read of res_out.
      * NULL: the backend has no fused kernel (or it is not selected: the CUDA
      * one is opt-in, DAPT_CUDA_FUSED_NORM=1) and the model calls the two ops. */
-    void (*residual_layernorm_fwd)(void *res_out, void *norm_out, float *mean, float *rstd, /* (N,C) (N,C) (N) (N) */
-                                   const void *a, const void *b,                        /* (N,C) (N,C) */
-                                   const void *w, const void *bias,                     /* (C) (C) */
+    void (*residual_layernorm_fwd)(void *res_out, void *norm_out,   /* (N,C) (N,C) */
+                                   float *mean, float *rstd,         /* (N) (N) */
+                                   const void *a, const void *b,     /* (N,C) (N,C) */
+                                   const void *w, const void *bias,  /* (C) (C) */
                                    int N, int C, float eps);
     void (*residual_rmsnorm_fwd)(void *res_out, void *norm_out, float *rstd, /* (N,C) (N,C) (N) */
                                  const void *a, const void *b, const void *w, /* (N,C) (N,C) (C) */

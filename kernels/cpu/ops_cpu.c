@@ -87,8 +87,9 @@ static void cpu_embed_bwd(void *dwte_, void *dwpe_, const void *dout_, const int
  * residual + norm ops call the same code on the row as stored, so the fused
  * ones are bitwise the two-op sequence (ops.h); noinline keeps it one body
  * of machine code, vectorised once, whichever op calls it. */
-__attribute__((noinline)) static void layernorm_row(float *o, float *mean, float *rstd, const float *x,
-                                 const float *w, const float *b, int C, float eps) {
+__attribute__((noinline)) static void layernorm_row(float *o, float *mean, float *rstd,
+                                                    const float *x, const float *w, const float *b,
+                                                    int C, float eps) {
     float m = 0.0f;
 #pragma omp simd reduction(+ : m)
     for (int c = 0; c < C; c++) m += x[c];
@@ -103,8 +104,8 @@ __attribute__((noinline)) static void layernorm_row(float *o, float *mean, float
     *rstd = s;
 }
 
-__attribute__((noinline)) static void rmsnorm_row(float *o, float *rstd, const float *x, const float *w, int C,
-                               float eps) {
+__attribute__((noinline)) static void rmsnorm_row(float *o, float *rstd, const float *x,
+                                                  const float *w, int C, float eps) {
     float ss = 0.0f;
 #pragma omp simd reduction(+ : ss)
     for (int c = 0; c < C; c++) ss += x[c] * x[c];

@@ -537,8 +537,8 @@ template <typename T>
 static void layernorm_fwd(void *out, float *mean, float *rstd, const void *inp, const void *w,
                           const void *b, int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
-    if (norm_fwd_warp<T, 1, 0>((T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N, C,
-                            eps))
+    if (norm_fwd_warp<T, 1, 0>((T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N,
+                               C, eps))
         return;
     int vec = C % 8 == 0 && cuda_aligned16(out) && cuda_aligned16(inp) && cuda_aligned16(w) &&
               cuda_aligned16(b);
@@ -566,7 +566,8 @@ template <typename T>
 static void rmsnorm_fwd(void *out, float *rstd, const void *inp, const void *w, int N, int C,
                         float eps) {
     if (N <= 0 || C <= 0) return;
-    if (norm_fwd_warp<T, 0, 0>((T *)out, NULL, rstd, (const T *)inp, (const T *)w, NULL, N, C, eps))
+    if (norm_fwd_warp<T, 0, 0>((T *)out, NULL, rstd, (const T *)inp, (const T *)w, NULL, N, C,
+                               eps))
         return;
     int vec = C % 8 == 0 && cuda_aligned16(out) && cuda_aligned16(inp) && cuda_aligned16(w);
     rmsnorm_fwd_kernel<T><<<N, norm_block(C), 0, g_cuda.stream>>>(
@@ -632,6 +633,7 @@ void cuda_fill_norms(Ops *o, int use_bf16) {
     if (fused && !strcmp(fused, "1")) {
         o->residual_layernorm_fwd =
             use_bf16 ? residual_layernorm_fwd<bf16> : residual_layernorm_fwd<float>;
-        o->residual_rmsnorm_fwd = use_bf16 ? residual_rmsnorm_fwd<bf16> : residual_rmsnorm_fwd<float>;
+        o->residual_rmsnorm_fwd =
+            use_bf16 ? residual_rmsnorm_fwd<bf16> : residual_rmsnorm_fwd<float>;
     }
 }
