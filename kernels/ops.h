@@ -192,6 +192,23 @@ typedef struct Ops {
      * holds, for this shape. NULL: B*NH*T*T each (the probabilities). The
      * CUDA bf16 table's fused kernel (head dims 64 and 128) needs B*NH*T. */
     size_t (*attention_saved_floats)(int B, int T, int NH, int HD);
+
+    /* ---- residual add fused with the next norm's forward (appended) ----
+     * res_out = a + b (res_out may alias a or b: elementwise, same index in
+     * and out), then norm_out = norm(res_out) exactly as layernorm_fwd /
+     * rmsnorm_fwd compute it from res_out as stored (after rounding to the
+     * act type): bitwise the results of residual_fwd followed by the norm on
+     * the same backend. One pass saves the norm's re-read of res_out.
+     * NULL: the backend has no fused kernel (or it is not selected: the CUDA
+     * one is opt-in, DAPT_CUDA_FUSED_NORM=1) and the model calls the two ops. */
+    void (*residual_layernorm_fwd)(void *res_out, void *norm_out,   /* (N,C) (N,C) */
+                                   float *mean, float *rstd,         /* (N) (N) */
+                                   const void *a, const void *b,     /* (N,C) (N,C) */
+                                   const void *w, const void *bias,  /* (C) (C) */
+                                   int N, int C, float eps);
+    void (*residual_rmsnorm_fwd)(void *res_out, void *norm_out, float *rstd, /* (N,C) (N,C) (N) */
+                                 const void *a, const void *b, const void *w, /* (N,C) (N,C) (C) */
+                                 int N, int C, float eps);
 } Ops;
 
 /* Backends. ops_cpu never fails. ops_cuda returns NULL (and fills err) when

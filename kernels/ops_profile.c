@@ -48,6 +48,8 @@ enum {
     P_MOE_GATHER_BWD,
     P_MOE_COMBINE_FWD,
     P_MOE_COMBINE_BWD,
+    P_RESIDUAL_LAYERNORM_FWD,
+    P_RESIDUAL_RMSNORM_FWD,
     P_COUNT
 };
 static const char *const op_names[P_COUNT] = {
@@ -59,6 +61,7 @@ static const char *const op_names[P_COUNT] = {
     "swiglu_bwd",     "residual_fwd",   "lmhead_ce",       "sumsq",
     "adamw",          "moe_route_fwd",  "moe_route_bwd",   "moe_permute",
     "moe_gather_fwd", "moe_gather_bwd", "moe_combine_fwd", "moe_combine_bwd",
+    "residual_layernorm_fwd", "residual_rmsnorm_fwd",
 };
 
 /* one slot per op, plus one per matmul (direction, IC, OC) */
@@ -269,6 +272,18 @@ static void p_moe_combine_bwd(void *dys, float *dtop_w, const void *dout, const 
     PROF(P_MOE_COMBINE_BWD, 0, 0, 0, (1.0 + 2.0 * K) * N * C * AB,
          g.inner->moe_combine_bwd(dys, dtop_w, dout, ys, top_w, pos, N, K, C));
 }
+/* read a, b; write res, out */
+static void p_residual_layernorm_fwd(void *res, void *out, float *mean, float *rstd, const void *a,
+                                     const void *b, const void *w, const void *bias, int N, int C,
+                                     float eps) {
+    PROF(P_RESIDUAL_LAYERNORM_FWD, 0, 0, 0, 4.0 * N * C * AB,
+         g.inner->residual_layernorm_fwd(res, out, mean, rstd, a, b, w, bias, N, C, eps));
+}
+static void p_residual_rmsnorm_fwd(void *res, void *out, float *rstd, const void *a, const void *b,
+                                   const void *w, int N, int C, float eps) {
+    PROF(P_RESIDUAL_RMSNORM_FWD, 0, 0, 0, 4.0 * N * C * AB,
+         g.inner->residual_rmsnorm_fwd(res, out, rstd, a, b, w, N, C, eps));
+}
 
 /* the wrapper where the inner table has the op, else NULL */
 #define WRAP(field, fn) t->field = in->field ? fn : NULL
@@ -311,6 +326,8 @@ const Ops *ops_profiled(const Ops *in) {
     WRAP(moe_gather_bwd, p_moe_gather_bwd);
     WRAP(moe_combine_fwd, p_moe_combine_fwd);
     WRAP(moe_combine_bwd, p_moe_combine_bwd);
+    WRAP(residual_layernorm_fwd, p_residual_layernorm_fwd);
+    WRAP(residual_rmsnorm_fwd, p_residual_rmsnorm_fwd);
     g.inner = in;
     g.on = 1;
     ops_profile_reset();

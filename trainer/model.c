@@ -592,39 +592,69 @@ static void norm_bwd(Model *m, void *dinp, const void *dout, const void *inp, co
         m->ops->rmsnorm_bwd(dinp, G(m, tw), dout, inp, P(m, tw), rstd, N, c->d_model);
 }
 
-/* Runs embeddings, blocks and the final norm; leaves x_L's norm in m->lnf. */
+/* res = a + b, then the norm of res (weights tw, tb) into out: the fused op
+ * when the backend has it (bitwise the same, ops.h), else the two ops. res
+ * may alias a or b. */
+static void resid_norm_fwd(Model *m, void *res, const void *a, const void *b, void *out,
+                           float *mean, float *rstd, int tw, int tb, int N) {
+    const ModelConfig *c = &m->cfg;
+    const Ops *o = m->ops;
+    if (c->arch == ARCH_GPT2 && o->residual_layernorm_fwd)
+        o->residual_layernorm_fwd(res, out, mean, rstd, a, b, P(m, tw), P(m, tb), N, c->d_model,
+                                  c->norm_eps);
+    else if (c->arch == ARCH_LLAMA && o->residual_rmsnorm_fwd)
+        o->residual_rmsnorm_fwd(res, out, rstd, a, b, P(m, tw), N, c->d_model, c->norm_eps);
+    else {
+        o->residual_fwd(res, a, b, (size_t)N * c->d_model);
+        norm_fwd(m, out, mean, rstd, res, tw, tb, N);
+    }
+}
+
+/* Runs embeddings, blocks and the final norm; leaves x_L's norm in m->lnf.
+ * Each residual add is fused with the norm that reads its result: block l's
+ * attention residual with its norm2, its MLP residual with norm1 of block
+ * l + 1 (or the final norm after the last block). */
 static void forward_blocks(Model *m, int B, int T) {
     const ModelConfig *c = &m->cfg;
     const Ops *o = m->ops;
     int N = B * T, C = c->d_model, F = c->d_ff, NH = c->n_head, NKV = c->n_kv_head;
     int HD = C / NH, QKV = (NH + 2 * NKV) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
     o->embed_fwd(m->acts[0].resid, m->tokens, P(m, m->t_wte), P(m, m->t_wpe), B, T, C);
+    norm_fwd(m, m->acts[0].ln1, m->acts[0].ln1_mean, m->acts[0].ln1_rstd, m->acts[0].resid,
+             m->layers[0].ln1_w, m->layers[0].ln1_b, N);
     for (int l = 0; l < c->n_layer; l++) {
         const LayerTensors *w = &m->layers[l];
         LayerActs *a = &m->acts[l];
         void *out = m->acts[l + 1].resid;
-        norm_fwd(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->resid, w->ln1_w, w->ln1_b, N);
+        /* a->ln1 = norm1(x_l): computed before the loop or by the previous
+         * block's last residual */
         o->matmul_fwd(a->qkv, a->ln1, P(m, w->qkv_w), P(m, w->qkv_b), N, C, QKV);
         if (c->arch == ARCH_LLAMA) o->rope_fwd(a->qkv, B, T, NH, NKV, HD, c->rope_theta);
         o->attention_fwd(a->atty, a->att, a->qkv, B, T, NH, NKV, HD);
         /* the o_proj output goes to `out` as a temporary, then x_mid = x + it */
         o->matmul_fwd(out, a->atty, P(m, w->o_w), P(m, w->o_b), N, NH * HD, C);
-        o->residual_fwd(a->resid_mid, a->resid, out, (size_t)N * C);
-        norm_fwd(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->resid_mid, w->ln2_w, w->ln2_b, N);
+        resid_norm_fwd(m, a->resid_mid, a->resid, out, a->ln2, a->ln2_mean, a->ln2_rstd, w->ln2_w,
+                       w->ln2_b, N);
         if (w->moe_router >= 0) {
             moe_layer_fwd(m->moe, l, m->params, m->tensors[w->moe_router].offset,
                           m->tensors[w->moe_expert0].offset, out, a->ln2, N);
-            o->residual_fwd(out, a->resid_mid, out, (size_t)N * C);
-            continue;
+        } else {
+            o->matmul_fwd(a->up, a->ln2, P(m, w->up_w), P(m, w->up_b), N, C, UP);
+            if (c->arch == ARCH_LLAMA) o->swiglu_fwd(a->act, a->up, N, F);
+            else o->gelu_fwd(a->act, a->up, (size_t)N * F);
+            o->matmul_fwd(out, a->act, P(m, w->down_w), P(m, w->down_b), N, F, C);
         }
-        o->matmul_fwd(a->up, a->ln2, P(m, w->up_w), P(m, w->up_b), N, C, UP);
-        if (c->arch == ARCH_LLAMA) o->swiglu_fwd(a->act, a->up, N, F);
-        else o->gelu_fwd(a->act, a->up, (size_t)N * F);
-        o->matmul_fwd(out, a->act, P(m, w->down_w), P(m, w->down_b), N, F, C);
-        o->residual_fwd(out, a->resid_mid, out, (size_t)N * C);
+        /* x_{l+1} = x_mid + mlp(...) (in place in `out`), and the norm that
+         * reads it: the next block's norm1, or the final norm */
+        if (l + 1 < c->n_layer) {
+            LayerActs *nx = &m->acts[l + 1];
+            resid_norm_fwd(m, out, a->resid_mid, out, nx->ln1, nx->ln1_mean, nx->ln1_rstd,
+                           m->layers[l + 1].ln1_w, m->layers[l + 1].ln1_b, N);
+        } else {
+            resid_norm_fwd(m, out, a->resid_mid, out, m->lnf, m->lnf_mean, m->lnf_rstd,
+                           m->t_lnf_w, m->t_lnf_b, N);
+        }
     }
-    norm_fwd(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->acts[c->n_layer].resid, m->t_lnf_w,
-             m->t_lnf_b, N);
 }
 
 static float mean_of_losses(Model *m, const int32_t *targets, int N) {

@@ -83,26 +83,58 @@ static void cpu_embed_bwd(void *dwte_, void *dwpe_, const void *dout_, const int
 
 /* ---- norms ---- */
 
+/* One row of LayerNorm / RMSNorm forward. The plain ops and the fused
+ * residual + norm ops call the same code on the row as stored, so the fused
+ * ones are bitwise the two-op sequence (ops.h); noinline keeps it one body
+ * of machine code, vectorised once, whichever op calls it. */
+__attribute__((noinline)) static void layernorm_row(float *o, float *mean, float *rstd,
+                                                    const float *x, const float *w, const float *b,
+                                                    int C, float eps) {
+    float m = 0.0f;
+#pragma omp simd reduction(+ : m)
+    for (int c = 0; c < C; c++) m += x[c];
+    m /= C;
+    float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+    for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+    v /= C;
+    float s = 1.0f / sqrtf(v + eps);
+    for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
+    *mean = m;
+    *rstd = s;
+}
+
+__attribute__((noinline)) static void rmsnorm_row(float *o, float *rstd, const float *x,
+                                                  const float *w, int C, float eps) {
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int c = 0; c < C; c++) ss += x[c] * x[c];
+    float s = 1.0f / sqrtf(ss / C + eps);
+    for (int c = 0; c < C; c++) o[c] = x[c] * s * w[c];
+    *rstd = s;
+}
+
 static void cpu_layernorm_fwd(void *out_, float *mean, float *rstd, const void *inp_,
                               const void *w_, const void *b_, int N, int C, float eps) {
     float *out = out_;
     const float *inp = inp_, *w = w_, *b = b_;
 #pragma omp parallel for if (PAR((size_t)N * C))
+    for (int n = 0; n < N; n++)
+        layernorm_row(out + (size_t)n * C, &mean[n], &rstd[n], inp + (size_t)n * C, w, b, C, eps);
+}
+
+/* res = a + b row by row (the same additions as cpu_residual_fwd), then the
+ * norm of the row just written */
+static void cpu_residual_layernorm_fwd(void *res_, void *out_, float *mean, float *rstd,
+                                       const void *a_, const void *b_, const void *w_,
+                                       const void *bias_, int N, int C, float eps) {
+    float *res = res_, *out = out_;
+    const float *a = a_, *b = b_, *w = w_, *bias = bias_;
+#pragma omp parallel for if (PAR((size_t)N * C))
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *o = out + (size_t)n * C;
-        float m = 0.0f;
-#pragma omp simd reduction(+ : m)
-        for (int c = 0; c < C; c++) m += x[c];
-        m /= C;
-        float v = 0.0f;
-#pragma omp simd reduction(+ : v)
-        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
-        v /= C;
-        float s = 1.0f / sqrtf(v + eps);
-        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * w[c] + b[c];
-        mean[n] = m;
-        rstd[n] = s;
+        size_t r = (size_t)n * C;
+        for (int c = 0; c < C; c++) res[r + c] = a[r + c] + b[r + c];
+        layernorm_row(out + r, &mean[n], &rstd[n], res + r, w, bias, C, eps);
     }
 }
 
@@ -152,15 +184,19 @@ static void cpu_rmsnorm_fwd(void *out_, float *rstd, const void *inp_, const voi
     float *out = out_;
     const float *inp = inp_, *w = w_;
 #pragma omp parallel for if (PAR((size_t)N * C))
+    for (int n = 0; n < N; n++)
+        rmsnorm_row(out + (size_t)n * C, &rstd[n], inp + (size_t)n * C, w, C, eps);
+}
+
+static void cpu_residual_rmsnorm_fwd(void *res_, void *out_, float *rstd, const void *a_,
+                                     const void *b_, const void *w_, int N, int C, float eps) {
+    float *res = res_, *out = out_;
+    const float *a = a_, *b = b_, *w = w_;
+#pragma omp parallel for if (PAR((size_t)N * C))
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *o = out + (size_t)n * C;
-        float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-        for (int c = 0; c < C; c++) ss += x[c] * x[c];
-        float s = 1.0f / sqrtf(ss / C + eps);
-        for (int c = 0; c < C; c++) o[c] = x[c] * s * w[c];
-        rstd[n] = s;
+        size_t r = (size_t)n * C;
+        for (int c = 0; c < C; c++) res[r + c] = a[r + c] + b[r + c];
+        rmsnorm_row(out + r, &rstd[n], res + r, w, C, eps);
     }
 }
 
@@ -564,6 +600,8 @@ static const Ops cpu_ops = {
     .sumsq = cpu_sumsq,
     .adamw = cpu_adamw,
     OPS_CPU_MOE_ENTRIES
+    .residual_layernorm_fwd = cpu_residual_layernorm_fwd,
+    .residual_rmsnorm_fwd = cpu_residual_rmsnorm_fwd,
 };
 
 const Ops *ops_cpu(void) { return &cpu_ops; }

@@ -14,7 +14,12 @@
  * with block reductions, and the dw/db column sums as a separate pass
  * (cuda_colsum). No atomics anywhere; every sum has a fixed order, so the
  * results are bitwise reproducible.
+ * The forward's warp-per-row kernel also serves the fused residual add +
+ * norm ops (opt-in: DAPT_CUDA_FUSED_NORM=1), at the end of the file.
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include "kernels/cuda/cuda_common.cuh"
 
 static int norm_block(int C) {
@@ -271,24 +276,42 @@ template void cuda_colsum<bf16>(bf16 *, bf16 *, const bf16 *, const bf16 *, cons
  * the mean square) and the output all come from those registers, so inp is
  * read once. K is a compile-time bound (4, 8 or 16 chunks a lane) so that
  * f[][] stays in registers; chunks past the row are zero and skipped.
- * The arithmetic is the per-row kernels' above, in warp order. */
+ * The arithmetic is the per-row kernels' above, in warp order.
+ *
+ * RES (the fused residual + norm ops): instead of reading inp, a lane reads
+ * its chunks of ra and rb, adds them (float, as residual_kernel does), stores
+ * the sum to res rounded to T and continues with the rounded values, i.e.
+ * with exactly what the plain kernel would read back from res: the rest of
+ * the kernel is the same code, so the results are those of residual_fwd
+ * followed by the norm. res may alias ra or rb (a lane reads its chunk of
+ * both before it writes that chunk; no other lane touches it), so these
+ * three pointers are not __restrict__. */
 #define NORM_FWD_WARPS 4
 
-template <typename T, int LN, int K>
+template <typename T, int LN, int K, int RES>
 __global__ void __launch_bounds__(NORM_FWD_WARPS * 32)
     norm_fwd_warp_kernel(T *__restrict__ out, float *__restrict__ mean, float *__restrict__ rstd,
                          const T *__restrict__ inp, const T *__restrict__ w,
-                         const T *__restrict__ b, int N, int C, float eps) {
+                         const T *__restrict__ b, int N, int C, float eps, T *res, const T *ra,
+                         const T *rb) {
     const int lane = threadIdx.x & 31, nch = C / 8;
     const long long n = (long long)blockIdx.x * NORM_FWD_WARPS + (threadIdx.x >> 5);
     if (n >= N) return; /* whole warps only: the warp sums below stay uniform */
-    const T *x = inp + n * C;
     float f[K][8];
 #pragma unroll
     for (int k = 0; k < K; k++) {
         int i = lane + 32 * k;
         if (i < nch) {
-            ld8(f[k], x + 8 * i);
+            if (RES) {
+                float y[8];
+                ld8(f[k], ra + n * C + 8 * i);
+                ld8(y, rb + n * C + 8 * i);
+#pragma unroll
+                for (int j = 0; j < 8; j++) f[k][j] = to_f(from_f<T>(f[k][j] + y[j]));
+                st8(res + n * C + 8 * i, f[k]); /* exact: f is representable in T */
+            } else {
+                ld8(f[k], inp + n * C + 8 * i);
+            }
         } else {
 #pragma unroll
             for (int j = 0; j < 8; j++) f[k][j] = 0.0f;
@@ -332,24 +355,31 @@ __global__ void __launch_bounds__(NORM_FWD_WARPS * 32)
 }
 
 /* The warp-per-row forward when the vector path applies (C % 8 == 0,
- * 16-byte aligned rows, C <= 4096); returns 0 (nothing done) otherwise. */
-template <typename T, int LN>
+ * 16-byte aligned rows, C <= 4096); returns 0 (nothing done) otherwise.
+ * RES: the input row is ra + rb, stored to res (inp unused). */
+template <typename T, int LN, int RES>
 static int norm_fwd_warp(T *out, float *mean, float *rstd, const T *inp, const T *w, const T *b,
-                         int N, int C, float eps) {
-    if (C % 8 || C > 8 * 32 * 16 || !cuda_aligned16(out) || !cuda_aligned16(inp) ||
-        !cuda_aligned16(w) || (LN && !cuda_aligned16(b)))
+                         int N, int C, float eps, T *res = NULL, const T *ra = NULL,
+                         const T *rb = NULL) {
+    if (C % 8 || C > 8 * 32 * 16 || !cuda_aligned16(out) || !cuda_aligned16(w) ||
+        (LN && !cuda_aligned16(b)))
+        return 0;
+    if (RES ? !cuda_aligned16(res) || !cuda_aligned16(ra) || !cuda_aligned16(rb)
+            : !cuda_aligned16(inp))
         return 0;
     unsigned grid = (unsigned)((N + NORM_FWD_WARPS - 1) / NORM_FWD_WARPS);
     unsigned blk = NORM_FWD_WARPS * 32;
     cudaStream_t st = g_cuda.stream;
     int nch = C / 8;
     if (nch <= 32 * 4)
-        norm_fwd_warp_kernel<T, LN, 4><<<grid, blk, 0, st>>>(out, mean, rstd, inp, w, b, N, C, eps);
+        norm_fwd_warp_kernel<T, LN, 4, RES>
+            <<<grid, blk, 0, st>>>(out, mean, rstd, inp, w, b, N, C, eps, res, ra, rb);
     else if (nch <= 32 * 8)
-        norm_fwd_warp_kernel<T, LN, 8><<<grid, blk, 0, st>>>(out, mean, rstd, inp, w, b, N, C, eps);
+        norm_fwd_warp_kernel<T, LN, 8, RES>
+            <<<grid, blk, 0, st>>>(out, mean, rstd, inp, w, b, N, C, eps, res, ra, rb);
     else
-        norm_fwd_warp_kernel<T, LN, 16><<<grid, blk, 0, st>>>(out, mean, rstd, inp, w, b, N, C,
-                                                                 eps);
+        norm_fwd_warp_kernel<T, LN, 16, RES>
+            <<<grid, blk, 0, st>>>(out, mean, rstd, inp, w, b, N, C, eps, res, ra, rb);
     LAUNCH_CHECK();
     return 1;
 }
@@ -507,8 +537,8 @@ template <typename T>
 static void layernorm_fwd(void *out, float *mean, float *rstd, const void *inp, const void *w,
                           const void *b, int N, int C, float eps) {
     if (N <= 0 || C <= 0) return;
-    if (norm_fwd_warp<T, 1>((T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N, C,
-                            eps))
+    if (norm_fwd_warp<T, 1, 0>((T *)out, mean, rstd, (const T *)inp, (const T *)w, (const T *)b, N,
+                               C, eps))
         return;
     int vec = C % 8 == 0 && cuda_aligned16(out) && cuda_aligned16(inp) && cuda_aligned16(w) &&
               cuda_aligned16(b);
@@ -536,7 +566,8 @@ template <typename T>
 static void rmsnorm_fwd(void *out, float *rstd, const void *inp, const void *w, int N, int C,
                         float eps) {
     if (N <= 0 || C <= 0) return;
-    if (norm_fwd_warp<T, 0>((T *)out, NULL, rstd, (const T *)inp, (const T *)w, NULL, N, C, eps))
+    if (norm_fwd_warp<T, 0, 0>((T *)out, NULL, rstd, (const T *)inp, (const T *)w, NULL, N, C,
+                               eps))
         return;
     int vec = C % 8 == 0 && cuda_aligned16(out) && cuda_aligned16(inp) && cuda_aligned16(w);
     rmsnorm_fwd_kernel<T><<<N, norm_block(C), 0, g_cuda.stream>>>(
@@ -559,9 +590,50 @@ static void rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *inp,
     cuda_colsum<T>((T *)dw, NULL, (const T *)dout, (const T *)inp, NULL, rstd, N, C, COLSUM_RMS);
 }
 
+/* ---- residual add + norm forward (ops.h residual_layernorm_fwd /
+ * residual_rmsnorm_fwd) ----
+ * The warp-per-row kernel with RES where it applies; otherwise (odd or
+ * unaligned sizes, C > 4096) the table's own residual_fwd and then the
+ * plain norm: two launches, the same results. Opt-in until a GPU round has
+ * verified it: cuda_fill_norms fills the entries only when
+ * DAPT_CUDA_FUSED_NORM=1 (docs/gpu-log.md). */
+template <typename T> static const Ops *own_table(void) {
+    return sizeof(T) == 2 ? ops_cuda(NULL, 0) : ops_cuda_fp32(NULL, 0); /* started: no error */
+}
+
+template <typename T>
+static void residual_layernorm_fwd(void *res, void *out, float *mean, float *rstd, const void *a,
+                                   const void *b, const void *w, const void *bias, int N, int C,
+                                   float eps) {
+    if (N <= 0 || C <= 0) return;
+    if (norm_fwd_warp<T, 1, 1>((T *)out, mean, rstd, NULL, (const T *)w, (const T *)bias, N, C,
+                               eps, (T *)res, (const T *)a, (const T *)b))
+        return;
+    own_table<T>()->residual_fwd(res, a, b, (size_t)N * C);
+    layernorm_fwd<T>(out, mean, rstd, res, w, bias, N, C, eps);
+}
+
+template <typename T>
+static void residual_rmsnorm_fwd(void *res, void *out, float *rstd, const void *a, const void *b,
+                                 const void *w, int N, int C, float eps) {
+    if (N <= 0 || C <= 0) return;
+    if (norm_fwd_warp<T, 0, 1>((T *)out, NULL, rstd, NULL, (const T *)w, NULL, N, C, eps, (T *)res,
+                               (const T *)a, (const T *)b))
+        return;
+    own_table<T>()->residual_fwd(res, a, b, (size_t)N * C);
+    rmsnorm_fwd<T>(out, rstd, res, w, N, C, eps);
+}
+
 void cuda_fill_norms(Ops *o, int use_bf16) {
     o->layernorm_fwd = use_bf16 ? layernorm_fwd<bf16> : layernorm_fwd<float>;
     o->layernorm_bwd = use_bf16 ? layernorm_bwd<bf16> : layernorm_bwd<float>;
     o->rmsnorm_fwd = use_bf16 ? rmsnorm_fwd<bf16> : rmsnorm_fwd<float>;
     o->rmsnorm_bwd = use_bf16 ? rmsnorm_bwd<bf16> : rmsnorm_bwd<float>;
+    const char *fused = getenv("DAPT_CUDA_FUSED_NORM");
+    if (fused && !strcmp(fused, "1")) {
+        o->residual_layernorm_fwd =
+            use_bf16 ? residual_layernorm_fwd<bf16> : residual_layernorm_fwd<float>;
+        o->residual_rmsnorm_fwd =
+            use_bf16 ? residual_rmsnorm_fwd<bf16> : residual_rmsnorm_fwd<float>;
+    }
 }

@@ -242,9 +242,18 @@ static void test_model(Arch arch, int n_experts) {
     CHECK(ops_profile_get("lmhead_ce", &x) == 0 && x.calls == 1 &&
               x.flops == 6.0 * N * c.d_model * c.vocab_size,
           "%s: lmhead_ce calls %ld flops %g", what, x.calls, x.flops);
+    /* the CPU table has the fused residual + norm op: the first block's
+     * norm1 alone, then two fused calls a block (norm2; the next norm1 or
+     * the final norm), and no plain residual add */
     const char *norm = arch == ARCH_GPT2 ? "layernorm_fwd" : "rmsnorm_fwd";
-    CHECK(ops_profile_get(norm, &x) == 0 && x.calls == 2 * c.n_layer + 1, "%s: %s calls %ld", what,
-          norm, x.calls);
+    const char *fused = arch == ARCH_GPT2 ? "residual_layernorm_fwd" : "residual_rmsnorm_fwd";
+    CHECK(ops_profile_get(norm, &x) == 0 && x.calls == 1, "%s: %s calls %ld", what, norm, x.calls);
+    CHECK(ops_profile_get(fused, &x) == 0 && x.calls == 2 * c.n_layer &&
+              x.bytes == 2 * c.n_layer * 4.0 * N * c.d_model * 4,
+          "%s: %s calls %ld bytes %g", what, fused, x.calls, x.bytes);
+    if (!n_experts) /* (the MoE backward adds with residual_fwd) */
+        CHECK(ops_profile_get("residual_fwd", &x) == -1, "%s: residual_fwd calls %ld", what,
+              x.calls);
     CHECK(ops_profile_get("adamw", &x) == -1, "%s: adamw counted in forward_backward", what);
 
     /* the report: sorted by time, the ops' sum and the outside time */

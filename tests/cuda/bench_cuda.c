@@ -1,22 +1,43 @@
 /* bench_cuda.c: training throughput of the CUDA backend (bf16 table) on three
- * model shapes: GPT-2 124M (B=8, T=1024), a ~1.1B Llama (the TinyLlama
- * shape: 22 layers, d_model 2048, 32 heads over 4 kv heads, d_ff 5632,
- * B=4, T=1024) and a Mixtral-shaped MoE Llama (8 layers, d_model 1024, 16
- * heads over 8 kv heads, 8 experts of hidden size 2816, top-2, B=4,
- * T=1024), timed twice on one model: lbl = "global", then "micro" (the
+ * model shapes: GPT-2 124M (B=8, T=1024: llm.c's side-by-side shape), a
+ * ~1.1B Llama (the TinyLlama shape: 22 layers, d_model 2048, 32 heads over 4
+ * kv heads, d_ff 5632) at the issue's T=2048 with B=16 (most of an 80 GB
+ * H100, below), and a Mixtral-shaped MoE Llama (8 layers, d_model
+ * 1024, 16 heads over 8 kv heads, 8 experts of hidden size 2816, top-2,
+ * B=4, T=1024), timed twice on one model: lbl = "global", then "micro" (the
  * second run continues from the first one's weights; with one rank the
  * global mode's all-reduce is the identity, so the two differ only by the
  * host bookkeeping and the cost of an all-reduce over NCCL is not measured
- * here). A timed step is zero_grad + forward_backward + AdamW, after
- * warm-up steps; the clock stops after the backend's sync.
+ * here). A timed step is zero_grad + `--accum` forward_backward passes
+ * (micro-batches of B x T tokens each, gradients accumulated with
+ * grad_scale 1 / (all tokens of the step), as `dapt train` does) + AdamW,
+ * after warm-up steps; the clock stops after the backend's sync.
  *
- * tokens/s = B*T*steps / seconds. MFU = flops per token * tokens/s / peak,
+ * The llama's batch: device memory by model.c's allocations (bf16 table) is
+ * 16 bytes a parameter (bf16 weights and gradients, fp32 master, Adam m
+ * and v: 17.6 GB for 1.10G parameters) plus ~1.38 MB a token of a
+ * micro-batch at T=2048 (per layer and token: x, ln1, atty, x_mid, ln2 of
+ * C, qkv of (NH + 2 NKV) HD = 2560, up of 2F, act of F: 29,696 bf16 values,
+ * plus rstds and the fused attention's NH log-sum-exps: 59.5 KB, x 22
+ * layers; once: the backward's scratch and lnf, 54 KB; the GQA attention
+ * backward's fp32 partials in the backend scratch, 16 KB), plus the LM
+ * head's 197 MB of chunk scratch and the 32 MB cuBLASLt workspace. B=16 x
+ * 2048: 17.6 + 45.2 + 0.2 + ~0.7 (CUDA context) = ~64 GB of an H100's 80;
+ * B=20 would be ~75 GB, left aside until a GPU run has checked the estimate
+ * (docs/performance.md, change 6). `--batch 4 --seq 1024` is the shape
+ * measured before change 6.
+ *
+ * tokens/s = B*T*accum*steps / seconds. MFU = flops per token * tokens/s / peak,
  * flops per token = 6 * (parameters used in matmuls: all but the position
  * table, and the input embedding when the head is untied; of an MoE layer's
  * experts only the top_k a token is routed to) + 12 * L * C * T
  * for attention scores and values (the usual count: forward 1x, backward 2x;
  * causal masking not discounted). --peak-tflops is the card's dense bf16
  * peak (default 989.4, H100 SXM); tools/gpu-check picks it from the card.
+ * A line ends in "fused residual+norm" when the table has the fused
+ * residual + norm forward for the shape's norm (ops.h; on CUDA opt-in with
+ * DAPT_CUDA_FUSED_NORM=1; the CPU table always has it); the JSON record's
+ * "fused_norm" says the same.
  *
  * --profile: after the timed steps, 3 more steps (--profile-steps N) on the
  * profiling wrapper (kernels/ops_profile.h) and its per-op table: ms/step,
@@ -28,11 +49,12 @@
  * e.g. `--device cpu --only gpt2 --warmup 1 --steps 1 --profile` for a
  * CPU profile at the GPU shapes (slow: tens of seconds per step). --warmup and
  * --steps override the per-shape step counts; --batch and --seq the batch
- * size and sequence length (B x T per step) of the shapes run.
+ * size and sequence length (B x T per micro-batch) of the shapes run;
+ * --accum N the micro-batches per optimizer step (default 1).
  *
  * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] [--profile]
  *                   [--profile-steps N] [--device NAME] [--warmup N] [--steps N]
- *                   [--batch B] [--seq T]
+ *                   [--batch B] [--seq T] [--accum N]
  * Exit 0, 1 on failure, 2 on bad usage, 77 without a GPU.
  */
 #include <math.h>
@@ -50,7 +72,7 @@
 typedef struct {
     const char *name;
     ModelConfig cfg;
-    int B, T, warmup, steps;
+    int B, T, warmup, steps, accum;
 } Shape;
 
 static double now_s(void) {
@@ -72,20 +94,43 @@ static double flops_per_token(const Model *m, const ModelConfig *c, int T) {
     return 6.0 * p_mm + 12.0 * c->n_layer * c->d_model * T;
 }
 
+/* one optimizer step: zero_grad, s->accum micro-batches of N = B*T tokens
+ * (tok, tgt hold all of them), AdamW; the last micro-batch's loss in *loss */
+static int one_step(const Shape *s, const char *name, Model *m, const int32_t *tok,
+                    const int32_t *tgt, int step, float *loss) {
+    char err[256];
+    int N = s->B * s->T;
+    AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    model_zero_grad(m);
+    if (model_moe_begin_step(m, (int64_t)N * s->accum, err, sizeof err)) {
+        fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
+        return 1;
+    }
+    for (int k = 0; k < s->accum; k++) {
+        if (model_forward_backward(m, tok + (size_t)k * N, tgt + (size_t)k * N, s->B, s->T,
+                                   1.0f / ((float)N * s->accum), loss, err, sizeof err)) {
+            fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
+            return 1;
+        }
+    }
+    model_adamw_step(m, &opt, 1e-4f, step + 1);
+    return 0;
+}
+
 /* warm-up and timed steps of m under the name `name` */
 static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, double peak_flops,
                  int profile_steps, FILE *json) {
-    char err[256];
     const ModelConfig *c = &s->cfg;
-    int N = s->B * s->T;
-    int32_t *tok = malloc(N * sizeof(int32_t)), *tgt = malloc(N * sizeof(int32_t));
+    size_t N = (size_t)s->B * s->T, NA = N * s->accum;
+    int32_t *tok = malloc(NA * sizeof(int32_t)), *tgt = malloc(NA * sizeof(int32_t));
     uint64_t r = 88172645463325252ull;
-    for (int i = 0; i < N; i++) {
+    for (size_t i = 0; i < NA; i++) {
         r ^= r << 13, r ^= r >> 7, r ^= r << 17;
         tok[i] = (int32_t)(r % c->vocab_size);
     }
-    for (int i = 0; i < N; i++) tgt[i] = tok[(i + 1) % N];
-    AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    for (size_t i = 0; i < NA; i++) tgt[i] = tok[(i + 1) % NA];
+    int fused = c->arch == ARCH_GPT2 ? ops->residual_layernorm_fwd != NULL
+                                     : ops->residual_rmsnorm_fwd != NULL;
     float loss = NAN, first = NAN;
     double t0 = 0.0;
     for (int step = 0; step < s->warmup + s->steps; step++) {
@@ -93,31 +138,30 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
             ops->sync();
             t0 = now_s();
         }
-        model_zero_grad(m);
-        if (model_moe_begin_step(m, N, err, sizeof err) ||
-            model_forward_backward(m, tok, tgt, s->B, s->T, 1.0f / N, &loss, err, sizeof err)) {
-            fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
+        if (one_step(s, name, m, tok, tgt, step, &loss)) {
             free(tok), free(tgt);
             return 1;
         }
         if (step == 0) first = loss;
-        model_adamw_step(m, &opt, 1e-4f, step + 1);
     }
     ops->sync();
     double sec = now_s() - t0;
-    double tok_s = (double)N * s->steps / sec;
+    double tok_s = (double)NA * s->steps / sec;
     double mfu = flops_per_token(m, c, s->T) * tok_s / peak_flops;
-    printf("%-16s params %7.1fM  B=%d T=%d  %6.1f ms/step  %9.0f tokens/s  MFU %5.1f%%  "
-           "loss %.3f -> %.3f\n",
-           name, model_num_params(m) / 1e6, s->B, s->T, 1e3 * sec / s->steps, tok_s, 100.0 * mfu,
-           first, loss);
+    char accum[32] = "";
+    if (s->accum > 1) snprintf(accum, sizeof accum, " accum=%d", s->accum);
+    printf("%-16s params %7.1fM  B=%d T=%d%s  %6.1f ms/step  %9.0f tokens/s  MFU %5.1f%%  "
+           "loss %.3f -> %.3f%s\n",
+           name, model_num_params(m) / 1e6, s->B, s->T, accum, 1e3 * sec / s->steps, tok_s,
+           100.0 * mfu, first, loss, fused ? "  fused residual+norm" : "");
     if (json)
         fprintf(json,
-                "{\"bench\":\"%s\",\"params\":%zu,\"B\":%d,\"T\":%d,\"ms_per_step\":%.3f,"
+                "{\"bench\":\"%s\",\"params\":%zu,\"B\":%d,\"T\":%d,\"accum\":%d,"
+                "\"fused_norm\":%d,\"ms_per_step\":%.3f,"
                 "\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"loss_first\":%.4f,"
                 "\"loss_last\":%.4f}\n",
-                name, model_num_params(m), s->B, s->T, 1e3 * sec / s->steps, tok_s, mfu,
-                peak_flops / 1e12, first, loss);
+                name, model_num_params(m), s->B, s->T, s->accum, fused, 1e3 * sec / s->steps,
+                tok_s, mfu, peak_flops / 1e12, first, loss);
     fflush(stdout);
     if (json) fflush(json);
     /* the profiled steps, after the timed figures are out (the model runs on
@@ -128,16 +172,10 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
         ops_profile_enable(1);
         double p0 = now_s();
         for (int k = 0; k < profile_steps; k++) {
-            int step = s->warmup + s->steps + k;
-            model_zero_grad(m);
-            if (model_moe_begin_step(m, N, err, sizeof err) ||
-                model_forward_backward(m, tok, tgt, s->B, s->T, 1.0f / N, &prof_loss, err,
-                                       sizeof err)) {
-                fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
+            if (one_step(s, name, m, tok, tgt, s->warmup + s->steps + k, &prof_loss)) {
                 free(tok), free(tgt);
                 return 1;
             }
-            model_adamw_step(m, &opt, 1e-4f, step + 1);
         }
         ops->sync();
         double prof_wall_s = now_s() - p0;
@@ -194,7 +232,7 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
 int main(int argc, char **argv) {
     const char *json_path = NULL, *only = NULL, *device = "cuda";
     double peak_tflops = 989.4;
-    int profile = 0, profile_steps = 3, warmup = -1, steps = -1, batch = 0, seq = 0;
+    int profile = 0, profile_steps = 3, warmup = -1, steps = -1, batch = 0, seq = 0, accum = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json_path = argv[++i];
@@ -216,12 +254,15 @@ int main(int argc, char **argv) {
             batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seq") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
             seq = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--accum") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
+            accum = atoi(argv[++i]);
         else {
             fprintf(stderr,
                     "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] "
                     "[--profile]\n"
                     "                  [--profile-steps N >= 1] [--device cpu|cuda|cuda-fp32]"
-                    " [--warmup N >= 0] [--steps N >= 1] [--batch B] [--seq T]\n");
+                    " [--warmup N >= 0] [--steps N >= 1] [--batch B] [--seq T]"
+                    " [--accum N >= 1]\n");
             return 2;
         }
     }
@@ -256,7 +297,8 @@ int main(int argc, char **argv) {
     shapes[1].cfg.n_layer = 22, shapes[1].cfg.n_head = 32, shapes[1].cfg.n_kv_head = 4;
     shapes[1].cfg.d_model = 2048, shapes[1].cfg.d_ff = 5632, shapes[1].cfg.vocab_size = 32000;
     shapes[1].cfg.max_seq_len = 2048, shapes[1].cfg.tie_embeddings = 0;
-    shapes[1].B = 4, shapes[1].T = 1024, shapes[1].warmup = 2, shapes[1].steps = 5;
+    /* T=2048 (the shape), B=16: ~64 GB of an 80 GB card (above) */
+    shapes[1].B = 16, shapes[1].T = 2048, shapes[1].warmup = 2, shapes[1].steps = 5;
     shapes[2].name = "moe-e8k2";
     shapes[2].cfg = model_config_default(ARCH_LLAMA);
     shapes[2].cfg.n_layer = 8, shapes[2].cfg.n_head = 16, shapes[2].cfg.n_kv_head = 8;
@@ -268,6 +310,7 @@ int main(int argc, char **argv) {
     int rc = 0;
     for (int i = 0; i < 3; i++) {
         if (only && strncmp(shapes[i].name, only, strlen(only))) continue;
+        shapes[i].accum = accum;
         if (warmup >= 0) shapes[i].warmup = warmup;
         if (steps >= 1) shapes[i].steps = steps;
         if (batch) shapes[i].B = batch;

@@ -25,6 +25,10 @@
  * optimizer or moe
  * (tools/gpu-check runs each group in its own process, so a fatal CUDA
  * error in one group does not hide the results of the others).
+ * The program sets DAPT_CUDA_FUSED_NORM=1 before the CUDA backend starts, so
+ * the tables carry the opt-in fused residual + norm kernels and the norms
+ * group tests them (against the CPU, and bitwise against the device's own
+ * residual_fwd + norm).
  * --device cpu compares the CPU backend with itself: a harness self-check
  * that runs without a GPU. Exit 0: all passed; 1: a failure; 77: no GPU.
  */
@@ -286,7 +290,80 @@ static void test_norms_w(Ctx *c, int N, int C, int woff) {
 #undef WV
     pair_free(c, &inp), pair_free(c, &w), pair_free(c, &b), pair_free(c, &dout);
 }
-static void test_norms(Ctx *c, int N, int C) { test_norms_w(c, N, C, 0); }
+/* the fused residual add + norm forward (ops.h residual_layernorm_fwd,
+ * residual_rmsnorm_fwd; the CUDA kernels are opt-in, DAPT_CUDA_FUSED_NORM=1,
+ * which main sets): the device's fused op against the CPU's two ops
+ * (residual_fwd, then the norm), with res_out separate and aliasing a; and
+ * bit for bit against the device's own two ops, as the contract requires.
+ * aoff: a is a view one element into its allocation (unaligned: the
+ * two-launch fallback) */
+static void test_residual_norms(Ctx *c, int N, int C, int aoff) {
+    size_t NC = (size_t)N * C;
+    Pair a = pair_rand(c, NC + aoff, -2, 2), b = pair_rand(c, NC, -2, 2);
+    Pair w = pair_rand(c, C, 0.5f, 1.5f), bias = pair_rand(c, C, -0.5f, 0.5f);
+    float *ha = fetch(c->ref, a.b[0], NC + aoff, 0); /* (the ref side is fp32: exact) */
+#define AV(p, s) ((char *)(p).b[s] + (aoff ? SIDE(c, s)->act_bytes : 0))
+    for (int rms = 0; rms < 2; rms++) {
+        const char *op = rms ? "resid_rmsnorm" : "resid_layernorm";
+        if (rms ? !c->dev->residual_rmsnorm_fwd : !c->dev->residual_layernorm_fwd) {
+            record(c, op, "missing", NAN, 0);
+            continue;
+        }
+        for (int alias = 0; alias < 2; alias++) {
+            Pair ca = pair_new(c, ha, NC + aoff, 0); /* a fresh copy: res may overwrite it */
+            Pair res = alias ? ca : pair_poison(c, NC + aoff, 0);
+            Pair out = pair_poison(c, NC, 0), mean = pair_poison(c, N, 1), rstd = pair_poison(c, N, 1);
+            void *r0 = AV(res, 0), *r1 = AV(res, 1);
+            c->ref->residual_fwd(r0, AV(ca, 0), b.b[0], NC);
+            if (rms) {
+                c->ref->rmsnorm_fwd(out.b[0], rstd.b[0], r0, w.b[0], N, C, 1e-5f);
+                c->dev->residual_rmsnorm_fwd(r1, out.b[1], rstd.b[1], AV(ca, 1), b.b[1], w.b[1], N,
+                                             C, 1e-5f);
+            } else {
+                c->ref->layernorm_fwd(out.b[0], mean.b[0], rstd.b[0], r0, w.b[0], bias.b[0], N, C,
+                                      1e-5f);
+                c->dev->residual_layernorm_fwd(r1, out.b[1], mean.b[1], rstd.b[1], AV(ca, 1),
+                                               b.b[1], w.b[1], bias.b[1], N, C, 1e-5f);
+            }
+            Pair res_v = res; /* the checked part: past the view offset */
+            res_v.b[0] = r0, res_v.b[1] = r1, res_v.n = NC;
+            check(c, op, alias ? "res@a" : "res", &res_v);
+            check(c, op, "out", &out);
+            if (!rms) check(c, op, "mean", &mean);
+            check(c, op, "rstd", &rstd);
+            if (!alias) {
+                /* the device's two ops on the same inputs: bitwise */
+                Pair res2 = pair_poison(c, NC, 0), out2 = pair_poison(c, NC, 0);
+                Pair mean2 = pair_poison(c, N, 1), rstd2 = pair_poison(c, N, 1);
+                c->dev->residual_fwd(res2.b[1], AV(ca, 1), b.b[1], NC);
+                if (rms)
+                    c->dev->rmsnorm_fwd(out2.b[1], rstd2.b[1], res2.b[1], w.b[1], N, C, 1e-5f);
+                else
+                    c->dev->layernorm_fwd(out2.b[1], mean2.b[1], rstd2.b[1], res2.b[1], w.b[1],
+                                          bias.b[1], N, C, 1e-5f);
+                c->dev->sync();
+                float *h[4] = {fetch(c->dev, res2.b[1], NC, 0), fetch(c->dev, out2.b[1], NC, 0),
+                               fetch(c->dev, mean2.b[1], N, 1), fetch(c->dev, rstd2.b[1], N, 1)};
+                check_same(c, op, "bits-res", &res_v, h[0]);
+                check_same(c, op, "bits-out", &out, h[1]);
+                if (!rms) check_same(c, op, "bits-mean", &mean, h[2]);
+                check_same(c, op, "bits-rstd", &rstd, h[3]);
+                for (int i = 0; i < 4; i++) free(h[i]);
+                pair_free(c, &res2), pair_free(c, &out2), pair_free(c, &mean2), pair_free(c, &rstd2);
+            }
+            if (!alias) pair_free(c, &res);
+            pair_free(c, &ca), pair_free(c, &out), pair_free(c, &mean), pair_free(c, &rstd);
+        }
+    }
+#undef AV
+    free(ha);
+    pair_free(c, &a), pair_free(c, &b), pair_free(c, &w), pair_free(c, &bias);
+}
+
+static void test_norms(Ctx *c, int N, int C) {
+    test_norms_w(c, N, C, 0);
+    test_residual_norms(c, N, C, 0);
+}
 
 /* variant 0: no bias; 1: bias; 2: bias, with inp, w and bias views one
  * element off their allocation (unaligned, as views into a parameter buffer
@@ -891,8 +968,11 @@ static void run_all(Ctx *c) {
         test_norms(c, 4000, 1032);
         test_norms(c, 40, 12296);
         test_norms(c, 3, 16392);
+        test_norms(c, 4096, 1024); /* the MoE benchmark's C (GPT-2's 768, the llama's 2048 above) */
         c->shape = "w@1";
         test_norms_w(c, 300, 768, 1);
+        c->shape = "a@1";
+        test_residual_norms(c, 300, 768, 1);
         c->shape = "normrows";
     }
     if (want("matmul")) test_matmul_rows(c, 128, 192); /* sets its own shape names */
@@ -964,6 +1044,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!harness_selfcheck()) return 1;
+    /* the opt-in fused residual + norm kernels (read when the CUDA backend
+     * starts): the norms group tests them directly */
+    setenv("DAPT_CUDA_FUSED_NORM", "1", 1);
     printf("test_cuda_ops: seed %llu%s%s\n", (unsigned long long)seed, g_only ? ", group " : "",
            g_only ? g_only : "");
     Ctx c = {0};

@@ -28,6 +28,13 @@
  *    parameters outside the range did not move, and it holds half the
  *    optimizer bytes; then both get the whole master (the step's allgather).
  *
+ * 4. The opt-in fused residual + norm forward (DAPT_CUDA_FUSED_NORM=1, set
+ *    by this program before the backend starts; the checks above run on
+ *    copies of the tables without it): three steps on the table with it and
+ *    on the same table without it, from the same weights and batches:
+ *    losses, gradients and parameters bitwise equal (bf16: gpt2, llama,
+ *    moe; fp32: llama).
+ *
  * Usage: test_cuda_train [--json FILE] [--device cpu]. Exit 0 passed, 1
  * failed, 77 no GPU. --device cpu puts the CPU backend in place of both CUDA
  * tables: a self-check of the test (the fp32 curve must still learn) that
@@ -329,6 +336,51 @@ static void zero_shard(const char *an, ModelConfig c, const Ops *ops) {
     model_free(w), model_free(sh[0]), model_free(sh[1]);
 }
 
+/* The fused residual + norm forward (ops.h; on CUDA opt-in with
+ * DAPT_CUDA_FUSED_NORM=1, which main sets) against the same table without
+ * it (the model then calls residual_fwd and the norm): three training steps
+ * from the same weights and batches must give bitwise the same losses,
+ * gradients and parameters, as the contract says. */
+static void fused_norm_bits(const char *an, ModelConfig c, const Ops *plain, const Ops *fused) {
+    char what[96];
+    if (c.arch == ARCH_GPT2 ? !fused->residual_layernorm_fwd : !fused->residual_rmsnorm_fwd) {
+        snprintf(what, sizeof what, "fused norm on %s: missing", fused->name);
+        verdict(an, what, 1.0, 0.0);
+        return;
+    }
+    Model *m[2] = {make(&c, plain), make(&c, fused)};
+    size_t P = model_num_params(m[0]);
+    float *h[2][2], loss[2][STEPS_PARITY];
+    for (int k = 0; k < 2; k++) model_init_weights(m[k], 13);
+    uint64_t rng0 = g_rng;
+    for (int k = 0; k < 2; k++) {
+        g_rng = rng0; /* the same batches for both */
+        int32_t tok[B * T], tgt[B * T];
+        for (int t = 1; t <= STEPS_PARITY; t++) {
+            make_batch(tok, tgt, c.vocab_size);
+            loss[k][t - 1] = step(m[k], tok, tgt, t, 1e-3f);
+        }
+        h[k][0] = malloc(P * 4), h[k][1] = malloc(P * 4);
+        model_get_grads(m[k], h[k][0]);
+        model_get_params(m[k], h[k][1]);
+    }
+    snprintf(what, sizeof what, "fused norm %s loss differ", fused->name);
+    verdict(an, what, (double)n_differ(loss[0], loss[1], STEPS_PARITY), 0.0);
+    snprintf(what, sizeof what, "fused norm %s grad differ", fused->name);
+    verdict(an, what, (double)n_differ(h[0][0], h[1][0], P), 0.0);
+    snprintf(what, sizeof what, "fused norm %s param differ", fused->name);
+    verdict(an, what, (double)n_differ(h[0][1], h[1][1], P), 0.0);
+    for (int k = 0; k < 2; k++) free(h[k][0]), free(h[k][1]), model_free(m[k]);
+}
+
+/* a copy of a table without the fused residual + norm ops */
+static const Ops *without_fused(const Ops *o, Ops *copy) {
+    *copy = *o;
+    copy->residual_layernorm_fwd = NULL;
+    copy->residual_rmsnorm_fwd = NULL;
+    return copy;
+}
+
 int main(int argc, char **argv) {
     const char *device = "cuda";
     for (int i = 1; i < argc; i++) {
@@ -346,12 +398,18 @@ int main(int argc, char **argv) {
     }
     char err[256];
     int self = !strcmp(device, "cpu");
-    const Ops *f32 = self ? ops_cpu() : ops_get("cuda-fp32", err, sizeof err);
-    const Ops *bf = self ? ops_cpu() : f32 ? ops_get("cuda", err, sizeof err) : NULL;
-    if (!f32 || !bf) {
+    /* the tables with the opt-in fused residual + norm kernels (read when the
+     * backend starts); every check but fused_norm_bits runs on copies
+     * without them: the default path */
+    setenv("DAPT_CUDA_FUSED_NORM", "1", 1);
+    const Ops *f32_fused = self ? ops_cpu() : ops_get("cuda-fp32", err, sizeof err);
+    const Ops *bf_fused = self ? ops_cpu() : f32_fused ? ops_get("cuda", err, sizeof err) : NULL;
+    if (!f32_fused || !bf_fused) {
         printf("%s: CUDA training tests skipped\n", err);
         return SKIP;
     }
+    static Ops f32_copy, bf_copy;
+    const Ops *f32 = without_fused(f32_fused, &f32_copy), *bf = without_fused(bf_fused, &bf_copy);
     parity("gpt2", tiny(ARCH_GPT2), ops_cpu(), f32);
     parity("llama", tiny(ARCH_LLAMA), ops_cpu(), f32);
     parity("moe", tiny_moe(), ops_cpu(), f32);
@@ -361,6 +419,10 @@ int main(int argc, char **argv) {
     curve("gpt2-hd64", hd64(tiny(ARCH_GPT2)), f32, bf);
     curve("llama-hd64", hd64(tiny(ARCH_LLAMA)), f32, bf);
     zero_shard("llama", tiny(ARCH_LLAMA), bf);
+    fused_norm_bits("gpt2", tiny(ARCH_GPT2), bf, bf_fused);
+    fused_norm_bits("llama", tiny(ARCH_LLAMA), bf, bf_fused);
+    fused_norm_bits("moe", tiny_moe(), bf, bf_fused);
+    fused_norm_bits("llama", tiny(ARCH_LLAMA), f32, f32_fused);
     if (json) fclose(json);
     printf("test_cuda_train: %s\n", n_fail ? "FAILED" : "passed");
     return n_fail ? 1 : 0;

@@ -71,9 +71,11 @@ def main():
     if results["bench"]:
         print("\nbenchmark (bf16):")
         for b in results["bench"]:
-            print(f"  {b['bench']:<16} B={b['B']} T={b['T']} {b['ms_per_step']:.1f} ms/step "
+            accum = f" accum={b['accum']}" if b.get("accum", 1) > 1 else ""
+            fused = " fused residual+norm" if b.get("fused_norm") else ""
+            print(f"  {b['bench']:<16} B={b['B']} T={b['T']}{accum} {b['ms_per_step']:.1f} ms/step "
                   f"{b['tokens_per_s']:.0f} tokens/s MFU {100 * b['mfu']:.1f}% "
-                  f"(peak {b['peak_tflops']} TFLOPS)")
+                  f"(peak {b['peak_tflops']} TFLOPS){fused}")
 
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
