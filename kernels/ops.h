@@ -192,6 +192,22 @@ typedef struct Ops {
      * holds, for this shape. NULL: B*NH*T*T each (the probabilities). The
      * CUDA bf16 table's fused kernel (head dims 64 and 128) needs B*NH*T. */
     size_t (*attention_saved_floats)(int B, int T, int NH, int HD);
+
+    /* ---- grouped expert GEMMs (appended; optional) ----
+     * NULL (the CPU backend; the CUDA backend unless DAPT_CUDA_MOE_GROUPED=1):
+     * trainer/moe.c calls matmul_fwd/bwd once per expert instead. E experts;
+     * counts (E) is a HOST int32 array: expert e owns rows [r_e, r_e +
+     * counts[e]) of the packed row buffers, r_e = sum_{e'<e} counts[e'];
+     * expert e's weight (OC, IC) (and its gradient) starts e * w_stride
+     * elements into w (dw). Exactly matmul_fwd / matmul_bwd without bias on
+     * each expert's rows, experts with counts[e] == 0 skipped:
+     *   fwd: out_e (n_e, OC) = inp_e (n_e, IC) @ w_e^T   (OVERWRITTEN)
+     *   bwd: dinp_e (n_e, IC) = dout_e @ w_e (OVERWRITTEN); dw_e += dout_e^T @ inp_e */
+    void (*moe_expert_matmul_fwd)(void *out, const void *inp, const void *w, size_t w_stride,
+                                  const int32_t *counts, int E, int IC, int OC);
+    void (*moe_expert_matmul_bwd)(void *dinp, void *dw, const void *dout, const void *inp,
+                                  const void *w, size_t w_stride, const int32_t *counts, int E,
+                                  int IC, int OC);
 } Ops;
 
 /* Backends. ops_cpu never fails. ops_cuda returns NULL (and fills err) when

@@ -8,7 +8,11 @@
  * Layer forward: logits = x Wr^T; route (probs, top-k, weights); permute
  * routed rows by expert; xs = gather(x); per expert e on its contiguous
  * rows: gu = xs W13_e^T, h = swiglu(gu), ys = h W2_e^T; out = combine.
- * Per-expert row counts are downloaded to the host (the GEMM sizes).
+ * Per-expert row counts are downloaded to the host (the GEMM sizes). The
+ * expert GEMMs are one matmul_fwd/bwd per expert, or, when the backend has
+ * moe_expert_matmul_fwd/bwd (ops.h; CUDA with DAPT_CUDA_MOE_GROUPED=1),
+ * one grouped call per GEMM over all experts, SwiGLU then running on all
+ * NK rows at once (it is row-wise, so that is the same).
  *
  * Host transfers (each a stream sync on CUDA): one download per layer
  * forward of counts and stats together (one device buffer, counts then
@@ -313,19 +317,28 @@ void moe_layer_fwd(MoeState *s, int l, const void *params, size_t router_off, si
     o->moe_gather_fwd(m->xs, x, m->row_token, N * K, C);
     /* counts and stats in one copy: the one host sync of this layer */
     o->download_bytes(m->counts_h, m->counts, (size_t)(2 * E + 1) * 4);
-    size_t row = 0;
-    for (int e = 0; e < E; e++) {
-        int n = m->counts_h[e];
-        if (n) {
-            const void *w13 = at(params, expert0_off + e * expert_numel, ab);
-            const void *w2 = at(params, expert0_off + e * expert_numel + (size_t)2 * F * C, ab);
-            void *xs = at(m->xs, row * C, ab), *gu = at(m->gu, row * 2 * F, ab);
-            void *h = at(m->h, row * F, ab), *ys = at(m->ys, row * C, ab);
-            o->matmul_fwd(gu, xs, w13, NULL, n, C, 2 * F);
-            o->swiglu_fwd(h, gu, n, F);
-            o->matmul_fwd(ys, h, w2, NULL, n, F, C);
+    if (o->moe_expert_matmul_fwd) {
+        /* grouped: each GEMM over all experts in one call, SwiGLU on all rows */
+        const void *w13 = at(params, expert0_off, ab);
+        const void *w2 = at(params, expert0_off + (size_t)2 * F * C, ab);
+        o->moe_expert_matmul_fwd(m->gu, m->xs, w13, expert_numel, m->counts_h, E, C, 2 * F);
+        o->swiglu_fwd(m->h, m->gu, N * K, F);
+        o->moe_expert_matmul_fwd(m->ys, m->h, w2, expert_numel, m->counts_h, E, F, C);
+    } else {
+        size_t row = 0;
+        for (int e = 0; e < E; e++) {
+            int n = m->counts_h[e];
+            if (n) {
+                const void *w13 = at(params, expert0_off + e * expert_numel, ab);
+                const void *w2 = at(params, expert0_off + e * expert_numel + (size_t)2 * F * C, ab);
+                void *xs = at(m->xs, row * C, ab), *gu = at(m->gu, row * 2 * F, ab);
+                void *h = at(m->h, row * F, ab), *ys = at(m->ys, row * C, ab);
+                o->matmul_fwd(gu, xs, w13, NULL, n, C, 2 * F);
+                o->swiglu_fwd(h, gu, n, F);
+                o->matmul_fwd(ys, h, w2, NULL, n, F, C);
+            }
+            row += (size_t)n;
         }
-        row += (size_t)n;
     }
     o->moe_combine_fwd(out, m->ys, m->top_w, m->pos, N, K, C);
 }
@@ -427,20 +440,31 @@ void moe_layer_bwd(MoeState *s, int l, const void *params, void *grads, size_t r
     int E = c->n_experts, K = c->top_k, C = c->d_model, F = c->d_ff;
     size_t ab = o->act_bytes, expert_numel = (size_t)3 * F * C;
     o->moe_combine_bwd(s->dys, s->dtop_w, dout, m->ys, m->top_w, m->pos, N, K, C);
-    size_t row = 0;
-    for (int e = 0; e < E; e++) {
-        int n = m->counts_h[e];
-        if (n) {
-            size_t w13_off = expert0_off + e * expert_numel, w2_off = w13_off + (size_t)2 * F * C;
-            void *dys = at(s->dys, row * C, ab), *dh = at(s->dh, row * F, ab);
-            void *dgu = at(s->dgu, row * 2 * F, ab), *dxs = at(s->dxs, row * C, ab);
-            o->matmul_bwd(dh, at(grads, w2_off, ab), NULL, dys, at(m->h, row * F, ab),
-                          at(params, w2_off, ab), n, F, C);
-            o->swiglu_bwd(dgu, dh, at(m->gu, row * 2 * F, ab), n, F);
-            o->matmul_bwd(dxs, at(grads, w13_off, ab), NULL, dgu, at(m->xs, row * C, ab),
-                          at(params, w13_off, ab), n, C, 2 * F);
+    if (o->moe_expert_matmul_bwd) {
+        /* grouped, as the forward */
+        size_t w13_off = expert0_off, w2_off = expert0_off + (size_t)2 * F * C;
+        o->moe_expert_matmul_bwd(s->dh, at(grads, w2_off, ab), s->dys, m->h,
+                                 at(params, w2_off, ab), expert_numel, m->counts_h, E, F, C);
+        o->swiglu_bwd(s->dgu, s->dh, m->gu, N * K, F);
+        o->moe_expert_matmul_bwd(s->dxs, at(grads, w13_off, ab), s->dgu, m->xs,
+                                 at(params, w13_off, ab), expert_numel, m->counts_h, E, C, 2 * F);
+    } else {
+        size_t row = 0;
+        for (int e = 0; e < E; e++) {
+            int n = m->counts_h[e];
+            if (n) {
+                size_t w13_off = expert0_off + e * expert_numel;
+                size_t w2_off = w13_off + (size_t)2 * F * C;
+                void *dys = at(s->dys, row * C, ab), *dh = at(s->dh, row * F, ab);
+                void *dgu = at(s->dgu, row * 2 * F, ab), *dxs = at(s->dxs, row * C, ab);
+                o->matmul_bwd(dh, at(grads, w2_off, ab), NULL, dys, at(m->h, row * F, ab),
+                              at(params, w2_off, ab), n, F, C);
+                o->swiglu_bwd(dgu, dh, at(m->gu, row * 2 * F, ab), n, F);
+                o->matmul_bwd(dxs, at(grads, w13_off, ab), NULL, dgu, at(m->xs, row * C, ab),
+                              at(params, w13_off, ab), n, C, 2 * F);
+            }
+            row += (size_t)n;
         }
-        row += (size_t)n;
     }
     o->moe_gather_bwd(dx, s->dxs, m->pos, N, K, C);
     /* dprob was uploaded for every layer by moe_after_forward or
