@@ -3,12 +3,22 @@
  * shape: 22 layers, d_model 2048, 32 heads over 4 kv heads, d_ff 5632,
  * B=4, T=1024) and a Mixtral-shaped MoE Llama (8 layers, d_model 1024, 16
  * heads over 8 kv heads, 8 experts of hidden size 2816, top-2, B=4,
- * T=1024), timed twice on one model: lbl = "global", then "micro" (the
- * second run continues from the first one's weights; with one rank the
- * global mode's all-reduce is the identity, so the two differ only by the
- * host bookkeeping and the cost of an all-reduce over NCCL is not measured
- * here). A timed step is zero_grad + forward_backward + AdamW, after
- * warm-up steps; the clock stops after the backend's sync.
+ * T=1024), timed twice: lbl = "global", then "micro", each from the same
+ * initial weights (seed 1, restored, Adam state zeroed) on the same tokens,
+ * then the ratio of their tokens/s. Before them, an untimed replay of the
+ * global run's steps fills the GEMM plan cache (per process, kernels/cuda/
+ * gemm.cu), so neither timed run pays for plans the other made. One rank
+ * and one micro-batch per step: the global mode's f is the micro-batch's
+ * own, the same as micro's, so the two train the same routings (equal
+ * losses and loads, up to run-to-run nondeterminism of the backend) and the
+ * ratio is the cost of the global mode's bookkeeping; the cost of a sum
+ * over NCCL is not measured here. After each MoE run's timed steps: the
+ * routing imbalance of its last step, max/mean expert load per layer (1 =
+ * balanced, E = all tokens on one expert), worst and mean over layers. A
+ * timed step is zero_grad + forward_backward + AdamW, after warm-up steps;
+ * the clock stops after the backend's sync. With DAPT_CUDA_MOE_GROUPED=1
+ * (the opt-in grouped expert GEMMs) the MoE lines are named
+ * moe-e8k2-grouped-global / -micro.
  *
  * tokens/s = B*T*steps / seconds. MFU = flops per token * tokens/s / peak,
  * flops per token = 6 * (parameters used in matmuls: all but the position
@@ -72,9 +82,22 @@ static double flops_per_token(const Model *m, const ModelConfig *c, int T) {
     return 6.0 * p_mm + 12.0 * c->n_layer * c->d_model * T;
 }
 
-/* warm-up and timed steps of m under the name `name` */
+/* max/mean expert load of the last forward: worst and mean over MoE layers */
+static void moe_imbalance(const Model *m, double *worst, double *mean) {
+    int Lm = model_moe_num_layers(m);
+    *worst = *mean = 0.0;
+    for (int i = 0; i < Lm; i++) {
+        MoeLayerStats st;
+        if (model_moe_layer_stats(m, i, &st)) continue;
+        if (st.load_max > *worst) *worst = st.load_max;
+        *mean += st.load_max / Lm;
+    }
+}
+
+/* warm-up and timed steps of m under the name `name`; *tok_s_out: the
+ * timed tokens/s; quiet: report nothing (and no profile) */
 static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, double peak_flops,
-                 int profile_steps, FILE *json) {
+                 int profile_steps, FILE *json, double *tok_s_out, int quiet) {
     char err[256];
     const ModelConfig *c = &s->cfg;
     int N = s->B * s->T;
@@ -107,17 +130,34 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
     double sec = now_s() - t0;
     double tok_s = (double)N * s->steps / sec;
     double mfu = flops_per_token(m, c, s->T) * tok_s / peak_flops;
+    *tok_s_out = tok_s;
+    if (quiet) {
+        free(tok), free(tgt);
+        return isfinite(loss) ? 0 : 1;
+    }
     printf("%-16s params %7.1fM  B=%d T=%d  %6.1f ms/step  %9.0f tokens/s  MFU %5.1f%%  "
            "loss %.3f -> %.3f\n",
            name, model_num_params(m) / 1e6, s->B, s->T, 1e3 * sec / s->steps, tok_s, 100.0 * mfu,
            first, loss);
-    if (json)
+    double load_worst = 0.0, load_mean = 0.0;
+    if (c->n_experts) {
+        moe_imbalance(m, &load_worst, &load_mean);
+        printf("%-16s last step's expert load max/mean: worst layer %.3f, mean over %d layers "
+               "%.3f (1 = balanced, %d = one expert)\n",
+               name, load_worst, model_moe_num_layers(m), load_mean, c->n_experts);
+    }
+    if (json) {
         fprintf(json,
                 "{\"bench\":\"%s\",\"params\":%zu,\"B\":%d,\"T\":%d,\"ms_per_step\":%.3f,"
                 "\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"loss_first\":%.4f,"
-                "\"loss_last\":%.4f}\n",
+                "\"loss_last\":%.4f",
                 name, model_num_params(m), s->B, s->T, 1e3 * sec / s->steps, tok_s, mfu,
                 peak_flops / 1e12, first, loss);
+        if (c->n_experts)
+            fprintf(json, ",\"moe_load_worst\":%.4f,\"moe_load_mean\":%.4f", load_worst,
+                    load_mean);
+        fprintf(json, "}\n");
+    }
     fflush(stdout);
     if (json) fflush(json);
     /* the profiled steps, after the timed figures are out (the model runs on
@@ -153,9 +193,48 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
     return isfinite(loss) ? 0 : 1;
 }
 
-/* a dense shape once; an MoE shape twice on one model, with lbl = "global"
- * and then "micro" (one rank: the all-reduce of the global mode is
- * the identity, so the difference is its bookkeeping, not communication) */
+/* An MoE shape: an untimed replay of the global run (the plan cache), then
+ * lbl = "global" and "micro" timed from the same initial weights and a
+ * zero Adam state, and the ratio. */
+static int bench_moe(const Shape *s, Model *m, const Ops *ops, double peak_flops,
+                     int profile_steps, FILE *json) {
+    static const int modes[3] = {MOE_LBL_GLOBAL, MOE_LBL_GLOBAL, MOE_LBL_MICRO};
+    const char *tag = ops->moe_expert_matmul_fwd ? "-grouped" : "";
+    size_t n = model_num_params(m);
+    float *init = malloc(n * sizeof(float)), *zero = calloc(n, sizeof(float));
+    if (!init || !zero) {
+        free(init), free(zero);
+        fprintf(stderr, "bench_cuda: %s: out of host memory for a copy of the weights\n", s->name);
+        return 1;
+    }
+    model_get_params(m, init);
+    double tok_s[3] = {0.0, 0.0, 0.0};
+    int rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        char err[256], name[64];
+        ModelConfig mc = s->cfg;
+        mc.lbl_mode = modes[i];
+        snprintf(name, sizeof name, "%s%s-%s", s->name, tag, moe_lbl_mode_name(modes[i]));
+        if (model_moe_set_loss(m, &mc, err, sizeof err)) {
+            fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
+            rc = 1;
+            break;
+        }
+        if (i > 0) {
+            model_set_params(m, init);
+            model_set_adam_state(m, zero, zero);
+        }
+        rc = timed(s, name, m, ops, peak_flops, i ? profile_steps : 0, i ? json : NULL,
+                   &tok_s[i], i == 0);
+    }
+    if (!rc)
+        printf("%s%s global / micro LBL tokens/s = %.3f (same initial weights and tokens, plan "
+               "cache warmed by an untimed replay)\n",
+               s->name, tag, tok_s[1] / tok_s[2]);
+    free(init), free(zero);
+    return rc;
+}
+
 static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_steps,
                  FILE *json) {
     char err[256];
@@ -169,24 +248,10 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
         return 1;
     }
     model_init_weights(m, 1);
-    int rc = 0;
-    if (!s->cfg.n_experts) {
-        rc = timed(s, s->name, m, ops, peak_flops, profile_steps, json);
-    } else {
-        static const int modes[2] = {MOE_LBL_GLOBAL, MOE_LBL_MICRO};
-        for (int i = 0; i < 2 && !rc; i++) {
-            ModelConfig mc = s->cfg;
-            mc.lbl_mode = modes[i];
-            char name[64];
-            snprintf(name, sizeof name, "%s-%s", s->name, moe_lbl_mode_name(modes[i]));
-            if (model_moe_set_loss(m, &mc, err, sizeof err)) {
-                fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
-                rc = 1;
-            } else {
-                rc = timed(s, name, m, ops, peak_flops, profile_steps, json);
-            }
-        }
-    }
+    double tok_s;
+    int rc = s->cfg.n_experts
+                 ? bench_moe(s, m, ops, peak_flops, profile_steps, json)
+                 : timed(s, s->name, m, ops, peak_flops, profile_steps, json, &tok_s, 0);
     model_free(m);
     return rc;
 }
