@@ -209,6 +209,21 @@ typedef struct Ops {
     void (*residual_rmsnorm_fwd)(void *res_out, void *norm_out, float *rstd, /* (N,C) (N,C) (N) */
                                  const void *a, const void *b, const void *w, /* (N,C) (N,C) (C) */
                                  int N, int C, float eps);
+    /* ---- grouped expert GEMMs (appended; optional) ----
+     * NULL (the CPU backend; the CUDA backend unless DAPT_CUDA_MOE_GROUPED=1):
+     * trainer/moe.c calls matmul_fwd/bwd once per expert instead. E experts;
+     * counts (E) is a HOST int32 array: expert e owns rows [r_e, r_e +
+     * counts[e]) of the packed row buffers, r_e = sum_{e'<e} counts[e'];
+     * expert e's weight (OC, IC) (and its gradient) starts e * w_stride
+     * elements into w (dw). Exactly matmul_fwd / matmul_bwd without bias on
+     * each expert's rows, experts with counts[e] == 0 skipped:
+     *   fwd: out_e (n_e, OC) = inp_e (n_e, IC) @ w_e^T   (OVERWRITTEN)
+     *   bwd: dinp_e (n_e, IC) = dout_e @ w_e (OVERWRITTEN); dw_e += dout_e^T @ inp_e */
+    void (*moe_expert_matmul_fwd)(void *out, const void *inp, const void *w, size_t w_stride,
+                                  const int32_t *counts, int E, int IC, int OC);
+    void (*moe_expert_matmul_bwd)(void *dinp, void *dw, const void *dout, const void *inp,
+                                  const void *w, size_t w_stride, const int32_t *counts, int E,
+                                  int IC, int OC);
 } Ops;
 
 /* Backends. ops_cpu never fails. ops_cuda returns NULL (and fills err) when

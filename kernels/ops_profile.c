@@ -4,6 +4,7 @@
  * bookkeeping happens outside the timed interval.
  *
  * FLOPs (2 per multiply-add): matmul_fwd 2·N·IC·OC; matmul_bwd 4·N·IC·OC
+ * (moe_expert_matmul_fwd/bwd the same with N the rows of all experts)
  * (2 when dinp is NULL); lmhead_ce 2·N·C·V forward, 6·N·C·V with the
  * backward; attention_fwd 4·B·NH·HD·T(T+1)/2 (causal: only the pairs the
  * mask keeps), attention_bwd twice that. Bytes: the activation-sized
@@ -50,6 +51,8 @@ enum {
     P_MOE_COMBINE_BWD,
     P_RESIDUAL_LAYERNORM_FWD,
     P_RESIDUAL_RMSNORM_FWD,
+    P_MOE_EXPERT_MATMUL_FWD,
+    P_MOE_EXPERT_MATMUL_BWD,
     P_COUNT
 };
 static const char *const op_names[P_COUNT] = {
@@ -62,6 +65,7 @@ static const char *const op_names[P_COUNT] = {
     "adamw",          "moe_route_fwd",  "moe_route_bwd",   "moe_permute",
     "moe_gather_fwd", "moe_gather_bwd", "moe_combine_fwd", "moe_combine_bwd",
     "residual_layernorm_fwd", "residual_rmsnorm_fwd",
+    "moe_expert_mm_fwd", "moe_expert_mm_bwd",
 };
 
 /* one slot per op, plus one per matmul (direction, IC, OC) */
@@ -285,6 +289,24 @@ static void p_residual_rmsnorm_fwd(void *res, void *out, float *rstd, const void
          g.inner->residual_rmsnorm_fwd(res, out, rstd, a, b, w, N, C, eps));
 }
 
+/* the grouped expert GEMMs: as matmul_fwd/bwd over the sum of the rows */
+static double rows_of(const int32_t *counts, int E) {
+    double r = 0.0;
+    for (int e = 0; e < E; e++) r += counts[e] > 0 ? counts[e] : 0;
+    return r;
+}
+static void p_moe_expert_matmul_fwd(void *out, const void *inp, const void *w, size_t w_stride,
+                                    const int32_t *counts, int E, int IC, int OC) {
+    PROF(P_MOE_EXPERT_MATMUL_FWD, IC, OC, 2.0 * rows_of(counts, E) * IC * OC, 0,
+         g.inner->moe_expert_matmul_fwd(out, inp, w, w_stride, counts, E, IC, OC));
+}
+static void p_moe_expert_matmul_bwd(void *dinp, void *dw, const void *dout, const void *inp,
+                                    const void *w, size_t w_stride, const int32_t *counts, int E,
+                                    int IC, int OC) {
+    PROF(P_MOE_EXPERT_MATMUL_BWD, IC, OC, 4.0 * rows_of(counts, E) * IC * OC, 0,
+         g.inner->moe_expert_matmul_bwd(dinp, dw, dout, inp, w, w_stride, counts, E, IC, OC));
+}
+
 /* the wrapper where the inner table has the op, else NULL */
 #define WRAP(field, fn) t->field = in->field ? fn : NULL
 
@@ -328,6 +350,8 @@ const Ops *ops_profiled(const Ops *in) {
     WRAP(moe_combine_bwd, p_moe_combine_bwd);
     WRAP(residual_layernorm_fwd, p_residual_layernorm_fwd);
     WRAP(residual_rmsnorm_fwd, p_residual_rmsnorm_fwd);
+    WRAP(moe_expert_matmul_fwd, p_moe_expert_matmul_fwd);
+    WRAP(moe_expert_matmul_bwd, p_moe_expert_matmul_bwd);
     g.inner = in;
     g.on = 1;
     ops_profile_reset();

@@ -267,10 +267,6 @@ int dist_barrier(Dist *d, char *err, size_t err_len) {
     return 0;
 }
 
-int dist_allreduce_sum_i64_hook(void *ctx, int64_t *buf, size_t n, char *err, size_t err_len) {
-    return dist_allreduce((Dist *)ctx, buf, n, DIST_I64, DIST_SUM, err, err_len);
-}
-
 #ifndef DAPT_HAVE_NCCL
 /* trainer/dist_nccl.h in a build without CUDA or nccl.h */
 #include "trainer/dist_nccl.h"
@@ -302,6 +298,89 @@ int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, s
 int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
                         char *err, size_t err_len) {
     (void)c, (void)buf, (void)counts, (void)elem_bytes;
+    return no_nccl(err, err_len);
+}
+#endif
+
+/* ---------------- non-blocking int64 sum (dist.h) ---------------- */
+
+/* the request: the caller's buffer, and the values in flight (MPI: the
+ * send copy then the receive buffer, 2 n; single: the copy, n) */
+struct DistRequest {
+    int64_t *dst;
+    size_t n;
+#ifdef DAPT_HAVE_MPI
+    MPI_Request mpi; /* MPI_REQUEST_NULL: nothing in flight (single) */
+#endif
+    int64_t vals[];
+};
+
+int dist_iallreduce_sum_i64_begin(Dist *d, int64_t *buf, size_t n, DistRequest **req, char *err,
+                                  size_t err_len) {
+    *req = NULL;
+    if (n > (size_t)0x7fffffff)
+        return snprintf(err, err_len, "dist: non-blocking sum of %zu values exceeds MPI's int counts",
+                        n),
+               1;
+    DistRequest *r = malloc(sizeof *r + 2 * n * sizeof(int64_t));
+    if (!r) return snprintf(err, err_len, "out of memory"), 1;
+    r->dst = buf, r->n = n;
+    memcpy(r->vals, buf, n * sizeof(int64_t));
+#ifdef DAPT_HAVE_MPI
+    r->mpi = MPI_REQUEST_NULL;
+    if (d->mpi && d->world > 1)
+        MPI_Iallreduce(r->vals, r->vals + n, (int)n, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD, &r->mpi);
+#else
+    (void)d;
+#endif
+    *req = r;
+    return 0;
+}
+
+int dist_iallreduce_finish(Dist *d, DistRequest *req, char *err, size_t err_len) {
+    (void)d;
+    if (!req) return snprintf(err, err_len, "dist: finish of a sum that was not begun"), 1;
+    const int64_t *sum = req->vals;
+#ifdef DAPT_HAVE_MPI
+    if (req->mpi != MPI_REQUEST_NULL) {
+        MPI_Wait(&req->mpi, MPI_STATUS_IGNORE);
+        sum = req->vals + req->n;
+    }
+#endif
+    memcpy(req->dst, sum, req->n * sizeof(int64_t));
+    free(req);
+    return 0;
+}
+
+int dist_moe_sum_begin(void *ctx, int64_t *buf, size_t n, void **req, char *err, size_t err_len) {
+    DistRequest *r = NULL;
+    int rc = dist_iallreduce_sum_i64_begin((Dist *)ctx, buf, n, &r, err, err_len);
+    *req = r;
+    return rc;
+}
+
+int dist_moe_sum_finish(void *ctx, void *req, char *err, size_t err_len) {
+    return dist_iallreduce_finish((Dist *)ctx, (DistRequest *)req, err, err_len);
+}
+
+#ifndef DAPT_HAVE_NCCL
+/* the non-blocking sum of trainer/dist_nccl.h in a build without NCCL */
+int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len) {
+    (void)c, (void)buf, (void)n;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_isum_i64_finish(DistNccl *c, char *err, size_t err_len) {
+    (void)c;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_moe_sum_begin(void *ctx, int64_t *buf, size_t n, void **req, char *err,
+                            size_t err_len) {
+    (void)ctx, (void)buf, (void)n;
+    *req = NULL;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_moe_sum_finish(void *ctx, void *req, char *err, size_t err_len) {
+    (void)ctx, (void)req;
     return no_nccl(err, err_len);
 }
 #endif

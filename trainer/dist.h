@@ -72,8 +72,22 @@ _Noreturn void dist_abort(Dist *d, int code, const char *msg);
  * [offset, offset + count); the first n % world ranks own one more. */
 void dist_shard(size_t n, int world, int rank, size_t *offset, size_t *count);
 
-/* Sum-allreduce of int64 counts with the MoE hook's signature
- * (trainer/moe.h MoeAllreduceI64); ctx is the Dist. */
-int dist_allreduce_sum_i64_hook(void *ctx, int64_t *buf, size_t n, char *err, size_t err_len);
+/* Non-blocking sum-allreduce of int64 values (the MoE expert counts,
+ * trainer/moe.h): begin copies buf's n values and starts their sum over the
+ * ranks (MPI_Iallreduce; single: nothing to do) and returns at once with a
+ * request; finish waits for it, writes the n sums into the buf given to
+ * begin and frees the request. In between, the caller computes, and may
+ * call other collectives of d (every rank in the same order); buf is the
+ * caller's until finish overwrites it (reading it early sees the caller's
+ * own values, never a partial sum). Integer sums: exact and identical on
+ * every rank. Every begin needs its finish (MPI: before dist_free). */
+typedef struct DistRequest DistRequest;
+int dist_iallreduce_sum_i64_begin(Dist *d, int64_t *buf, size_t n, DistRequest **req, char *err,
+                                  size_t err_len);
+int dist_iallreduce_finish(Dist *d, DistRequest *req, char *err, size_t err_len);
+/* The two with the MoE hooks' signatures (trainer/moe.h MoeSumBegin,
+ * MoeSumFinish); ctx is the Dist, *req / req a DistRequest. */
+int dist_moe_sum_begin(void *ctx, int64_t *buf, size_t n, void **req, char *err, size_t err_len);
+int dist_moe_sum_finish(void *ctx, void *req, char *err, size_t err_len);
 
 #endif

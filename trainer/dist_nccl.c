@@ -53,6 +53,11 @@ struct DistNccl {
     double timeout_s;
     int grouped; /* DAPT_NCCL_GROUPED=1: the unequal-pieces path always */
     char version[32];
+    /* the non-blocking int64 sum (dist_nccl_isum_i64_*), on own_stream */
+    int64_t *sum_dev, *sum_host; /* (sum_cap) device, pinned host */
+    size_t sum_cap, sum_n;
+    int64_t *sum_dst; /* the caller's buffer while a sum is in flight, else NULL */
+    cudaEvent_t sum_done;
 };
 
 static int load_api(NcclApi *a, char *err, size_t err_len) {
@@ -120,51 +125,76 @@ static int fail_abort(DistNccl *c, const char *what, const char *why, char *err,
     return 1;
 }
 
-/* The watchdog. r is what the NCCL call returned (ncclInProgress: a
- * non-blocking communicator is still enqueueing). Waits until NCCL has
- * enqueued the work, then until the stream has run it, polling the
- * asynchronous error, all within timeout_s. */
-static int nccl_wait(DistNccl *c, ncclResult_t r, const char *what, char *err, size_t err_len) {
+/* The watchdog, in two stages that poll the communicator's asynchronous
+ * error until deadline. nccl_enqueued: until NCCL has enqueued the work (a
+ * non-blocking communicator may return ncclInProgress; r is what the NCCL
+ * call returned). nccl_event_wait: until the stream has run up to event
+ * ev, recorded after the work. */
+static int nccl_timed_out(DistNccl *c, const char *what, char *err, size_t err_len) {
     char why[256];
+    snprintf(why, sizeof why,
+             "not finished after %.0f s (dist.timeout): a peer rank died, hangs or never reached "
+             "this collective",
+             c->timeout_s);
+    return fail_abort(c, what, why, err, err_len);
+}
+
+/* 1 (and the communicator aborted) when it reports an error; *a its state */
+static int nccl_async_failed(DistNccl *c, const char *what, ncclResult_t *a, char *err,
+                             size_t err_len) {
+    char why[256];
+    *a = ncclSuccess;
+    ncclResult_t q = c->api.CommGetAsyncError(c->comm, a);
+    if (q != ncclSuccess) *a = q;
+    if (*a == ncclSuccess || *a == ncclInProgress) return 0;
+    snprintf(why, sizeof why, "asynchronous error: %s", c->api.GetErrorString(*a));
+    return fail_abort(c, what, why, err, err_len);
+}
+
+static int nccl_enqueued(DistNccl *c, ncclResult_t r, const char *what, double deadline, char *err,
+                         size_t err_len) {
     if (!c->comm) return snprintf(err, err_len, "NCCL %s: the communicator was aborted", what), 1;
     if (r != ncclSuccess && r != ncclInProgress)
         return fail_abort(c, what, c->api.GetErrorString(r), err, err_len);
-    double deadline = now_s() + c->timeout_s;
-    int stage = 0; /* 0: NCCL enqueueing; 1: the stream running it */
     for (int iter = 0;; iter++) {
-        ncclResult_t a = ncclSuccess;
-        ncclResult_t q = c->api.CommGetAsyncError(c->comm, &a);
-        if (q != ncclSuccess) a = q;
-        if (a != ncclSuccess && a != ncclInProgress) {
-            snprintf(why, sizeof why, "asynchronous error: %s", c->api.GetErrorString(a));
-            return fail_abort(c, what, why, err, err_len);
-        }
-        if (stage == 0 && a == ncclSuccess) {
-            if (!c->done) return 0; /* the initialisation: nothing on a stream */
-            cudaError_t e = cudaEventRecord(c->done, c->stream);
-            if (e != cudaSuccess) {
-                snprintf(why, sizeof why, "cudaEventRecord: %s", cudaGetErrorString(e));
-                return fail_abort(c, what, why, err, err_len);
-            }
-            stage = 1;
-        }
-        if (stage == 1) {
-            cudaError_t e = cudaEventQuery(c->done);
-            if (e == cudaSuccess) return 0;
-            if (e != cudaErrorNotReady) {
-                snprintf(why, sizeof why, "CUDA error while waiting: %s", cudaGetErrorString(e));
-                return fail_abort(c, what, why, err, err_len);
-            }
-        }
-        if (now_s() > deadline) {
-            snprintf(why, sizeof why,
-                     "not finished after %.0f s (dist.timeout): a peer rank died, hangs or "
-                     "never reached this collective",
-                     c->timeout_s);
-            return fail_abort(c, what, why, err, err_len);
-        }
+        ncclResult_t a;
+        if (nccl_async_failed(c, what, &a, err, err_len)) return 1;
+        if (a == ncclSuccess) return 0;
+        if (now_s() > deadline) return nccl_timed_out(c, what, err, err_len);
         nap(iter);
     }
+}
+
+static int nccl_event_wait(DistNccl *c, cudaEvent_t ev, const char *what, double deadline,
+                           char *err, size_t err_len) {
+    char why[256];
+    for (int iter = 0;; iter++) {
+        ncclResult_t a;
+        if (nccl_async_failed(c, what, &a, err, err_len)) return 1;
+        cudaError_t e = cudaEventQuery(ev);
+        if (e == cudaSuccess) return 0;
+        if (e != cudaErrorNotReady) {
+            snprintf(why, sizeof why, "CUDA error while waiting: %s", cudaGetErrorString(e));
+            return fail_abort(c, what, why, err, err_len);
+        }
+        if (now_s() > deadline) return nccl_timed_out(c, what, err, err_len);
+        nap(iter);
+    }
+}
+
+/* A blocking collective: enqueued, then run by c->stream (the
+ * initialisation has no event yet and nothing on a stream). */
+static int nccl_wait(DistNccl *c, ncclResult_t r, const char *what, char *err, size_t err_len) {
+    double deadline = now_s() + c->timeout_s;
+    if (nccl_enqueued(c, r, what, deadline, err, err_len)) return 1;
+    if (!c->done) return 0;
+    cudaError_t e = cudaEventRecord(c->done, c->stream);
+    if (e != cudaSuccess) {
+        char why[256];
+        snprintf(why, sizeof why, "cudaEventRecord: %s", cudaGetErrorString(e));
+        return fail_abort(c, what, why, err, err_len);
+    }
+    return nccl_event_wait(c, c->done, what, deadline, err, err_len);
 }
 
 static int nccl_type(size_t elem_bytes, ncclDataType_t *t, char *err, size_t err_len) {
@@ -190,6 +220,9 @@ void dist_nccl_free(DistNccl *c) {
         else c->api.CommAbort(c->comm);
     }
     if (c->done) cudaEventDestroy(c->done);
+    if (c->sum_done) cudaEventDestroy(c->sum_done);
+    if (c->sum_dev) cudaFree(c->sum_dev);
+    if (c->sum_host) cudaFreeHost(c->sum_host);
     if (c->own_stream) cudaStreamDestroy(c->own_stream);
     /* the library stays loaded: NCCL may still have threads or exit
      * handlers of its own, and unloading it under them would crash */
@@ -344,4 +377,78 @@ int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t ele
         if (counts[r]) first = c->api.Broadcast(p, p, counts[r], t, r, c->comm, c->stream);
     }
     return nccl_wait(c, group_end(c, first), "all-gather (grouped broadcasts)", err, err_len);
+}
+
+/* ---------------- the non-blocking int64 sum ---------------- */
+
+static int cuda_failed(DistNccl *c, const char *what, const char *call, cudaError_t e, char *err,
+                       size_t err_len) {
+    if (e == cudaSuccess) return 0;
+    char why[256];
+    snprintf(why, sizeof why, "%s: %s", call, cudaGetErrorString(e));
+    return fail_abort(c, what, why, err, err_len);
+}
+
+int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len) {
+    static const char what[] = "int64 all-reduce (MoE counts)";
+    if (!c->comm) return snprintf(err, err_len, "NCCL %s: the communicator was aborted", what), 1;
+    if (c->sum_dst)
+        return snprintf(err, err_len, "NCCL %s: begun while the previous one is in flight", what), 1;
+    if (n > c->sum_cap) {
+        /* grows once: the counts of a model have one size */
+        if (c->sum_dev) cudaFree(c->sum_dev), c->sum_dev = NULL;
+        if (c->sum_host) cudaFreeHost(c->sum_host), c->sum_host = NULL;
+        c->sum_cap = 0;
+        cudaError_t e = cudaMalloc((void **)&c->sum_dev, n * sizeof(int64_t));
+        if (e == cudaSuccess) e = cudaMallocHost((void **)&c->sum_host, n * sizeof(int64_t));
+        if (e != cudaSuccess)
+            return snprintf(err, err_len, "NCCL %s: allocating %zu values: %s", what, n,
+                            cudaGetErrorString(e)),
+                   1;
+        c->sum_cap = n;
+    }
+    if (!c->sum_done) {
+        cudaError_t e = cudaEventCreateWithFlags(&c->sum_done, cudaEventDisableTiming);
+        if (e != cudaSuccess)
+            return snprintf(err, err_len, "NCCL %s: cudaEventCreate: %s", what, cudaGetErrorString(e)),
+                   1;
+    }
+    size_t bytes = n * sizeof(int64_t);
+    memcpy(c->sum_host, buf, bytes);
+    cudaStream_t st = c->own_stream;
+    if (cuda_failed(c, what, "cudaMemcpyAsync (upload)",
+                    cudaMemcpyAsync(c->sum_dev, c->sum_host, bytes, cudaMemcpyHostToDevice, st), err,
+                    err_len))
+        return 1;
+    ncclResult_t r = c->api.AllReduce(c->sum_dev, c->sum_dev, n, ncclInt64, ncclSum, c->comm, st);
+    if (nccl_enqueued(c, r, what, now_s() + c->timeout_s, err, err_len)) return 1;
+    if (cuda_failed(c, what, "cudaMemcpyAsync (download)",
+                    cudaMemcpyAsync(c->sum_host, c->sum_dev, bytes, cudaMemcpyDeviceToHost, st), err,
+                    err_len) ||
+        cuda_failed(c, what, "cudaEventRecord", cudaEventRecord(c->sum_done, st), err, err_len))
+        return 1;
+    c->sum_dst = buf, c->sum_n = n;
+    return 0;
+}
+
+int dist_nccl_isum_i64_finish(DistNccl *c, char *err, size_t err_len) {
+    static const char what[] = "int64 all-reduce (MoE counts)";
+    if (!c->sum_dst) return snprintf(err, err_len, "NCCL %s: finish without a begin", what), 1;
+    int64_t *dst = c->sum_dst;
+    c->sum_dst = NULL;
+    if (!c->comm) return snprintf(err, err_len, "NCCL %s: the communicator was aborted", what), 1;
+    if (nccl_event_wait(c, c->sum_done, what, now_s() + c->timeout_s, err, err_len)) return 1;
+    memcpy(dst, c->sum_host, c->sum_n * sizeof(int64_t));
+    return 0;
+}
+
+int dist_nccl_moe_sum_begin(void *ctx, int64_t *buf, size_t n, void **req, char *err,
+                            size_t err_len) {
+    *req = ctx;
+    return dist_nccl_isum_i64_begin((DistNccl *)ctx, buf, n, err, err_len);
+}
+
+int dist_nccl_moe_sum_finish(void *ctx, void *req, char *err, size_t err_len) {
+    (void)req;
+    return dist_nccl_isum_i64_finish((DistNccl *)ctx, err, err_len);
 }

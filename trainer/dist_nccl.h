@@ -60,4 +60,23 @@ int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, s
 int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
                         char *err, size_t err_len);
 
+/* The non-blocking int64 sum of dist.h (dist_iallreduce_sum_i64_begin /
+ * dist_iallreduce_finish: buf is written at finish, never before) over
+ * NCCL, for the MoE expert counts of global-batch load balancing. begin
+ * copies buf's n values to pinned host memory and, on the communicator's
+ * own stream (not the compute stream: the sum runs beside the kernels the
+ * compute stream runs meanwhile), uploads them, all-reduces them (int64
+ * sum), downloads the sums and records an event; it waits only until NCCL
+ * has enqueued the all-reduce. finish waits for the event under the
+ * watchdog and copies the sums into buf. One sum in flight at a time, and
+ * no other collective of c between begin and finish (they share the
+ * communicator; NCCL does not order work across streams). */
+int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len);
+int dist_nccl_isum_i64_finish(DistNccl *c, char *err, size_t err_len);
+/* The two with the MoE hooks' signatures (trainer/moe.h); ctx is the
+ * DistNccl, and so is the request. */
+int dist_nccl_moe_sum_begin(void *ctx, int64_t *buf, size_t n, void **req, char *err,
+                            size_t err_len);
+int dist_nccl_moe_sum_finish(void *ctx, void *req, char *err, size_t err_len);
+
 #endif

@@ -720,6 +720,10 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
         LayerActs *a = &m->acts[l];
         /* MLP: dresid is d(x_{l+1}) = d(mlp out) */
         if (w->moe_router >= 0) {
+            /* the first MoE layer here finishes global LBL's counts sum,
+             * begun after the forward: it overlapped the head and the
+             * layers above */
+            if (moe_before_backward(m->moe, err, err_len)) return 1;
             moe_layer_bwd(m->moe, l, m->params, m->grads, m->tensors[w->moe_router].offset,
                           m->tensors[w->moe_expert0].offset, m->dln, m->dresid, a->ln2, N);
             goto norm2_bwd;

@@ -8,16 +8,28 @@
  * Layer forward: logits = x Wr^T; route (probs, top-k, weights); permute
  * routed rows by expert; xs = gather(x); per expert e on its contiguous
  * rows: gu = xs W13_e^T, h = swiglu(gu), ys = h W2_e^T; out = combine.
- * Per-expert row counts are downloaded to the host (the GEMM sizes).
+ * Per-expert row counts are downloaded to the host (the GEMM sizes). The
+ * expert GEMMs are one matmul_fwd/bwd per expert, or, when the backend has
+ * moe_expert_matmul_fwd/bwd (ops.h; CUDA with DAPT_CUDA_MOE_GROUPED=1),
+ * one grouped call per GEMM over all experts, SwiGLU then running on all
+ * NK rows at once (it is row-wise, so that is the same).
  *
  * Host transfers (each a stream sync on CUDA): one download per layer
  * forward of counts and stats together (one device buffer, counts then
  * stats, so one copy), and one upload per forward pass of every layer's LBL
- * gradient (moe_after_forward), none in the backward.
+ * gradient (moe_after_forward, or in global mode with sum hooks
+ * moe_before_backward of the first MoE layer's backward).
+ *
+ * Global LBL over ranks: moe_after_forward begins the non-blocking sum of
+ * all layers' counts (red_buf) and moe_before_backward finishes it, so the
+ * LM head and the layers above the last MoE layer compute while the counts
+ * travel.
  *
  * Invariants: the counts, probs and top-k of a layer's last forward stay in
  * its buffers until the next forward; moe_after_forward has run between
- * the forward and the backward of a training pass.
+ * the forward and the backward of a training pass, and
+ * moe_before_backward before every MoE layer's backward; red_buf is the
+ * hooks' between begin and finish (sum_pending).
  */
 #include "trainer/moe.h"
 
@@ -63,9 +75,11 @@ struct MoeState {
     /* step */
     int64_t step_tokens; /* 0: no step begun */
     double weight;       /* N / step_tokens of the last training forward; 1 otherwise */
-    MoeAllreduceI64 allreduce;
-    void *allreduce_ctx;
-    int64_t *red_buf;    /* (Lm * E) */
+    MoeSumBegin sum_begin; /* NULL: one rank */
+    MoeSumFinish sum_finish;
+    void *sum_ctx, *sum_req;
+    int sum_pending;     /* begun, not finished */
+    int64_t *red_buf;    /* (Lm * E) the counts in flight */
 };
 
 /* ---------------- config ---------------- */
@@ -303,19 +317,28 @@ void moe_layer_fwd(MoeState *s, int l, const void *params, size_t router_off, si
     o->moe_gather_fwd(m->xs, x, m->row_token, N * K, C);
     /* counts and stats in one copy: the one host sync of this layer */
     o->download_bytes(m->counts_h, m->counts, (size_t)(2 * E + 1) * 4);
-    size_t row = 0;
-    for (int e = 0; e < E; e++) {
-        int n = m->counts_h[e];
-        if (n) {
-            const void *w13 = at(params, expert0_off + e * expert_numel, ab);
-            const void *w2 = at(params, expert0_off + e * expert_numel + (size_t)2 * F * C, ab);
-            void *xs = at(m->xs, row * C, ab), *gu = at(m->gu, row * 2 * F, ab);
-            void *h = at(m->h, row * F, ab), *ys = at(m->ys, row * C, ab);
-            o->matmul_fwd(gu, xs, w13, NULL, n, C, 2 * F);
-            o->swiglu_fwd(h, gu, n, F);
-            o->matmul_fwd(ys, h, w2, NULL, n, F, C);
+    if (o->moe_expert_matmul_fwd) {
+        /* grouped: each GEMM over all experts in one call, SwiGLU on all rows */
+        const void *w13 = at(params, expert0_off, ab);
+        const void *w2 = at(params, expert0_off + (size_t)2 * F * C, ab);
+        o->moe_expert_matmul_fwd(m->gu, m->xs, w13, expert_numel, m->counts_h, E, C, 2 * F);
+        o->swiglu_fwd(m->h, m->gu, N * K, F);
+        o->moe_expert_matmul_fwd(m->ys, m->h, w2, expert_numel, m->counts_h, E, F, C);
+    } else {
+        size_t row = 0;
+        for (int e = 0; e < E; e++) {
+            int n = m->counts_h[e];
+            if (n) {
+                const void *w13 = at(params, expert0_off + e * expert_numel, ab);
+                const void *w2 = at(params, expert0_off + e * expert_numel + (size_t)2 * F * C, ab);
+                void *xs = at(m->xs, row * C, ab), *gu = at(m->gu, row * 2 * F, ab);
+                void *h = at(m->h, row * F, ab), *ys = at(m->ys, row * C, ab);
+                o->matmul_fwd(gu, xs, w13, NULL, n, C, 2 * F);
+                o->swiglu_fwd(h, gu, n, F);
+                o->matmul_fwd(ys, h, w2, NULL, n, F, C);
+            }
+            row += (size_t)n;
         }
-        row += (size_t)n;
     }
     o->moe_combine_fwd(out, m->ys, m->top_w, m->pos, N, K, C);
 }
@@ -332,6 +355,34 @@ double moe_lbl(const int64_t *counts, const float *prob_sum, int E, int K, int n
     return (lbl_norm == MOE_LBL_NORM_HF ? K : 1) * (double)E * lbl;
 }
 
+/* f, LBL values and LBL gradients of every layer from counts_local
+ * (micro) or counts_global (global, the step's sums so far), and one upload
+ * of the gradients */
+static void lbl_and_grad(MoeState *s, int global) {
+    const ModelConfig *c = &s->cfg;
+    int E = c->n_experts, N = s->N;
+    double norm = c->lbl_norm == MOE_LBL_NORM_HF ? c->top_k : 1.0;
+    for (int i = 0; i < s->n_moe; i++) {
+        MoeLayer *m = &s->ml[i];
+        const int64_t *cnt = global ? m->counts_global : m->counts_local;
+        m->lbl = moe_lbl(cnt, m->stats_h, E, c->top_k, N, c->lbl_norm, m->f, m->p);
+        /* d(weight * coef * s E sum_i f_i P_i)/dprobs[n,e] = weight coef s E f_e / N */
+        int on = c->lbl_mode != MOE_LBL_NONE;
+        for (int e = 0; e < E; e++)
+            m->dprob_h[e] = on ? (float)(s->weight * c->lbl_coef * norm * E * m->f[e] / N) : 0.0f;
+    }
+    /* every layer's LBL gradient in one upload (one sync per pass, not one
+     * per layer backward) */
+    if (s->dprob) s->ops->upload_bytes(s->dprob, s->dprob_h, (size_t)s->n_moe * E * 4);
+}
+
+/* red_buf holds the sums over ranks: add them to the step's counts */
+static void add_global(MoeState *s) {
+    int E = s->cfg.n_experts;
+    for (int i = 0; i < s->n_moe; i++)
+        for (int e = 0; e < E; e++) s->ml[i].counts_global[e] += s->red_buf[(size_t)i * E + e];
+}
+
 int moe_after_forward(MoeState *s, int training, char *err, size_t err_len) {
     const ModelConfig *c = &s->cfg;
     int E = c->n_experts, N = s->N;
@@ -340,34 +391,44 @@ int moe_after_forward(MoeState *s, int training, char *err, size_t err_len) {
                         "MoE training needs model_moe_begin_step(n_tokens_global) before the "
                         "first micro-batch of every optimizer step"),
                1;
+    if (s->sum_pending)
+        return snprintf(err, err_len,
+                        "MoE: the previous pass's counts sum was never finished (a training "
+                        "forward without its backward)"),
+               1;
     for (int i = 0; i < s->n_moe; i++)
         for (int e = 0; e < E; e++) s->ml[i].counts_local[e] = s->ml[i].counts_h[e];
+    s->weight = training ? (double)N / (double)s->step_tokens : 1.0;
+    for (int i = 0; i < s->n_moe; i++) {
+        MoeLayer *m = &s->ml[i];
+        m->z = (double)m->stats_h[E] / N;
+        m->z_scale = (float)(s->weight * c->z_loss_coef / N);
+    }
     int global = training && c->lbl_mode == MOE_LBL_GLOBAL;
     if (global) {
         for (int i = 0; i < s->n_moe; i++)
             memcpy(s->red_buf + (size_t)i * E, s->ml[i].counts_local, (size_t)E * sizeof(int64_t));
-        if (s->allreduce &&
-            s->allreduce(s->allreduce_ctx, s->red_buf, (size_t)s->n_moe * E, err, err_len))
-            return 1;
-        for (int i = 0; i < s->n_moe; i++)
-            for (int e = 0; e < E; e++) s->ml[i].counts_global[e] += s->red_buf[(size_t)i * E + e];
+        if (s->sum_begin) {
+            /* moe_before_backward finishes it */
+            if (s->sum_begin(s->sum_ctx, s->red_buf, (size_t)s->n_moe * E, &s->sum_req, err,
+                             err_len))
+                return 1;
+            s->sum_pending = 1;
+            return 0;
+        }
+        add_global(s); /* one rank: the sum is the local counts */
     }
-    s->weight = training ? (double)N / (double)s->step_tokens : 1.0;
-    double norm = c->lbl_norm == MOE_LBL_NORM_HF ? c->top_k : 1.0;
-    for (int i = 0; i < s->n_moe; i++) {
-        MoeLayer *m = &s->ml[i];
-        const int64_t *cnt = global ? m->counts_global : m->counts_local;
-        m->lbl = moe_lbl(cnt, m->stats_h, E, c->top_k, N, c->lbl_norm, m->f, m->p);
-        m->z = (double)m->stats_h[E] / N;
-        /* d(weight * coef * s E sum_i f_i P_i)/dprobs[n,e] = weight coef s E f_e / N */
-        int on = c->lbl_mode != MOE_LBL_NONE;
-        for (int e = 0; e < E; e++)
-            m->dprob_h[e] = on ? (float)(s->weight * c->lbl_coef * norm * E * m->f[e] / N) : 0.0f;
-        m->z_scale = (float)(s->weight * c->z_loss_coef / N);
-    }
-    /* every layer's LBL gradient in one upload (one sync per pass, not one
-     * per layer backward) */
-    if (s->dprob) s->ops->upload_bytes(s->dprob, s->dprob_h, (size_t)s->n_moe * E * 4);
+    lbl_and_grad(s, global);
+    return 0;
+}
+
+int moe_before_backward(MoeState *s, char *err, size_t err_len) {
+    if (!s->sum_pending) return 0;
+    s->sum_pending = 0;
+    if (s->sum_finish(s->sum_ctx, s->sum_req, err, err_len)) return 1;
+    s->sum_req = NULL;
+    add_global(s);
+    lbl_and_grad(s, 1);
     return 0;
 }
 
@@ -379,23 +440,35 @@ void moe_layer_bwd(MoeState *s, int l, const void *params, void *grads, size_t r
     int E = c->n_experts, K = c->top_k, C = c->d_model, F = c->d_ff;
     size_t ab = o->act_bytes, expert_numel = (size_t)3 * F * C;
     o->moe_combine_bwd(s->dys, s->dtop_w, dout, m->ys, m->top_w, m->pos, N, K, C);
-    size_t row = 0;
-    for (int e = 0; e < E; e++) {
-        int n = m->counts_h[e];
-        if (n) {
-            size_t w13_off = expert0_off + e * expert_numel, w2_off = w13_off + (size_t)2 * F * C;
-            void *dys = at(s->dys, row * C, ab), *dh = at(s->dh, row * F, ab);
-            void *dgu = at(s->dgu, row * 2 * F, ab), *dxs = at(s->dxs, row * C, ab);
-            o->matmul_bwd(dh, at(grads, w2_off, ab), NULL, dys, at(m->h, row * F, ab),
-                          at(params, w2_off, ab), n, F, C);
-            o->swiglu_bwd(dgu, dh, at(m->gu, row * 2 * F, ab), n, F);
-            o->matmul_bwd(dxs, at(grads, w13_off, ab), NULL, dgu, at(m->xs, row * C, ab),
-                          at(params, w13_off, ab), n, C, 2 * F);
+    if (o->moe_expert_matmul_bwd) {
+        /* grouped, as the forward */
+        size_t w13_off = expert0_off, w2_off = expert0_off + (size_t)2 * F * C;
+        o->moe_expert_matmul_bwd(s->dh, at(grads, w2_off, ab), s->dys, m->h,
+                                 at(params, w2_off, ab), expert_numel, m->counts_h, E, F, C);
+        o->swiglu_bwd(s->dgu, s->dh, m->gu, N * K, F);
+        o->moe_expert_matmul_bwd(s->dxs, at(grads, w13_off, ab), s->dgu, m->xs,
+                                 at(params, w13_off, ab), expert_numel, m->counts_h, E, C, 2 * F);
+    } else {
+        size_t row = 0;
+        for (int e = 0; e < E; e++) {
+            int n = m->counts_h[e];
+            if (n) {
+                size_t w13_off = expert0_off + e * expert_numel;
+                size_t w2_off = w13_off + (size_t)2 * F * C;
+                void *dys = at(s->dys, row * C, ab), *dh = at(s->dh, row * F, ab);
+                void *dgu = at(s->dgu, row * 2 * F, ab), *dxs = at(s->dxs, row * C, ab);
+                o->matmul_bwd(dh, at(grads, w2_off, ab), NULL, dys, at(m->h, row * F, ab),
+                              at(params, w2_off, ab), n, F, C);
+                o->swiglu_bwd(dgu, dh, at(m->gu, row * 2 * F, ab), n, F);
+                o->matmul_bwd(dxs, at(grads, w13_off, ab), NULL, dgu, at(m->xs, row * C, ab),
+                              at(params, w13_off, ab), n, C, 2 * F);
+            }
+            row += (size_t)n;
         }
-        row += (size_t)n;
     }
     o->moe_gather_bwd(dx, s->dxs, m->pos, N, K, C);
-    /* dprob was uploaded for every layer by moe_after_forward */
+    /* dprob was uploaded for every layer by moe_after_forward or
+     * moe_before_backward */
     const float *dprob = s->dprob + (size_t)s->layer_to_moe[l] * E;
     o->moe_route_bwd(s->dlogits, s->dtop_w, dprob, m->z_scale, m->probs, m->lse, m->top_idx,
                      m->top_w, N, E, K, c->norm_topk_prob);
@@ -426,11 +499,12 @@ int model_moe_set_loss(Model *mdl, const ModelConfig *src, char *err, size_t err
     return 0;
 }
 
-void model_moe_set_allreduce(Model *mdl, MoeAllreduceI64 fn, void *ctx) {
+void model_moe_set_allreduce(Model *mdl, MoeSumBegin begin, MoeSumFinish finish, void *ctx) {
     MoeState *s = model_moe_state(mdl);
     if (!s) return;
-    s->allreduce = fn;
-    s->allreduce_ctx = ctx;
+    s->sum_begin = begin && finish ? begin : NULL;
+    s->sum_finish = begin && finish ? finish : NULL;
+    s->sum_ctx = ctx;
 }
 
 int model_moe_begin_step(Model *mdl, int64_t n_tokens_global, char *err, size_t err_len) {

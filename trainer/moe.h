@@ -60,10 +60,20 @@ double moe_lbl(const int64_t *counts, const float *prob_sum, int E, int K, int n
  * settings). Checked like model_config_check; no-op on a dense model. */
 int model_moe_set_loss(Model *m, const ModelConfig *src, char *err, size_t err_len);
 
-/* Distributed hook: in-place sum over ranks of n int64 values; 0 on
- * success. NULL (the default) means one rank. */
-typedef int (*MoeAllreduceI64)(void *ctx, int64_t *buf, size_t n, char *err, size_t err_len);
-void model_moe_set_allreduce(Model *m, MoeAllreduceI64 fn, void *ctx);
+/* Distributed hooks, a non-blocking sum over ranks of n int64 values (the
+ * global-LBL expert counts of every MoE layer): begin starts it and sets
+ * *req, a handle for finish; finish waits for it and writes the sums into
+ * the buf given to begin (until then buf is the caller's and is not read).
+ * 0 on success. After the forward of a training micro-batch, the MoE code
+ * begins the sum; the first MoE layer's backward finishes it (see
+ * moe_before_backward; docs/moe.md says what runs in between). NULL (the
+ * default) means one rank. dist_moe_sum_begin/finish (trainer/dist.h, MPI)
+ * and dist_nccl_moe_sum_begin/finish (trainer/dist_nccl.h) are such
+ * hooks. */
+typedef int (*MoeSumBegin)(void *ctx, int64_t *buf, size_t n, void **req, char *err,
+                           size_t err_len);
+typedef int (*MoeSumFinish)(void *ctx, void *req, char *err, size_t err_len);
+void model_moe_set_allreduce(Model *m, MoeSumBegin begin, MoeSumFinish finish, void *ctx);
 
 /* Starts an optimizer step: resets the global-LBL counts and sets the
  * number of token positions of the whole global batch (all ranks, all
@@ -132,9 +142,15 @@ int moe_ensure_acts(MoeState *s, int N, char *err, size_t err_len);
  * router and of expert 0's w1 (experts contiguous: w1, w3, w2 each). */
 void moe_layer_fwd(MoeState *s, int l, const void *params, size_t router_off, size_t expert0_off,
                    void *out, const void *x, int N);
-/* After all layers' forward: counts -> f (all-reduce in global mode when
- * training), LBL and z values, backward coefficients. */
+/* After all layers' forward: z values and coefficients; counts -> f, LBL
+ * values and gradients, except in global mode when training with sum
+ * hooks: then it begins the counts' sum over ranks and
+ * moe_before_backward does the rest. */
 int moe_after_forward(MoeState *s, int training, char *err, size_t err_len);
+/* Before each MoE layer's backward (a no-op but for the first of a pass):
+ * finishes the counts' sum begun by moe_after_forward, then f, the LBL
+ * values and the LBL gradients of every layer (one upload). */
+int moe_before_backward(MoeState *s, char *err, size_t err_len);
 /* dx (N, C) OVERWRITTEN = d(MoE FFN)/dx . dout; parameter grads +=. */
 void moe_layer_bwd(MoeState *s, int l, const void *params, void *grads, size_t router_off,
                    size_t expert0_off, void *dx, const void *dout, const void *x, int N);

@@ -498,8 +498,11 @@ static int run(TrainArgs *a) {
         dist_nccl_free(bc.nccl);
         return fprintf(stderr, "dapt train: %s\n", err), 1;
     }
-    /* MoE global-batch load balancing sums expert counts over the ranks */
-    model_moe_set_allreduce(m, dist_allreduce_sum_i64_hook, d);
+    /* MoE global-batch load balancing sums expert counts over the ranks,
+     * non-blocking (trainer/moe.h): over NCCL when the run has it */
+    if (bc.nccl)
+        model_moe_set_allreduce(m, dist_nccl_moe_sum_begin, dist_nccl_moe_sum_finish, bc.nccl);
+    else model_moe_set_allreduce(m, dist_moe_sum_begin, dist_moe_sum_finish, d);
     Stream *s = NULL;
     char *config_text = NULL;
     FILE *mf = NULL;

@@ -208,5 +208,7 @@ void cuda_fill_attention(Ops *o, int use_bf16);
 void cuda_fill_lmhead(Ops *o, int use_bf16);
 void cuda_fill_adamw(Ops *o, int use_bf16);
 void cuda_fill_moe(Ops *o, int use_bf16);
+/* the grouped expert GEMMs when DAPT_CUDA_MOE_GROUPED=1, else NULL */
+void cuda_fill_moe_grouped(Ops *o, int use_bf16);
 
 #endif

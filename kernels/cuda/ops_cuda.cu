@@ -159,6 +159,7 @@ static void fill_table(Ops *o, int use_bf16) {
     cuda_fill_lmhead(o, use_bf16);
     cuda_fill_adamw(o, use_bf16);
     cuda_fill_moe(o, use_bf16);
+    cuda_fill_moe_grouped(o, use_bf16);
 }
 
 /* 0 on success; on failure fills err and leaves the backend unusable */

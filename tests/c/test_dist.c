@@ -5,7 +5,7 @@
  * (small integers in floats, so every summation order gives the same bits):
  * sum/avg/max allreduce, broadcast from a non-zero root, allgather and
  * reduce-scatter of uneven pieces, gather to a root, the shard split, and
- * the MoE count hook.
+ * the non-blocking int64 sum of the MoE count hooks.
  */
 #include <stdlib.h>
 
@@ -14,6 +14,44 @@
 
 /* rank r's value at index i */
 static float val(int r, size_t i) { return (float)(r * 100 + (int)i); }
+
+/* The non-blocking int64 sum (the MoE counts' hooks): rank-distinct values
+ * beyond 2^32; between begin and finish the buffer is overwritten with
+ * garbage and a blocking allreduce runs (the caller may do both), so the
+ * sums must come from the values at begin and land in buf at finish
+ * exactly; a finish that wrote nothing, or early, leaves the garbage or the
+ * caller's values. Two rounds through the MoE hooks' signatures too. */
+static void test_isum(Dist *d, int rank, int W) {
+    char err[256] = "";
+    enum { M = 37 };
+    int64_t buf[M], want[M], other = rank + 1;
+    for (int i = 0; i < M; i++) {
+        buf[i] = ((int64_t)(rank + 1) << 33) + i * (rank + 1);
+        want[i] = 0;
+        for (int r = 0; r < W; r++) want[i] += ((int64_t)(r + 1) << 33) + i * (r + 1);
+    }
+    DistRequest *req = NULL;
+    CHECK(dist_iallreduce_sum_i64_begin(d, buf, M, &req, err, sizeof err) == 0 && req, "%s", err);
+    for (int i = 0; i < M; i++) buf[i] = -7;
+    CHECK(dist_allreduce(d, &other, 1, DIST_I64, DIST_SUM, err, sizeof err) == 0 &&
+              other == (int64_t)W * (W + 1) / 2,
+          "blocking sum between begin and finish: %lld (%s)", (long long)other, err);
+    CHECK(dist_iallreduce_finish(d, req, err, sizeof err) == 0, "%s", err);
+    int bad = 0;
+    for (int i = 0; i < M; i++) bad += buf[i] != want[i];
+    CHECK(bad == 0, "non-blocking sum: %d of %d wrong (buf[1] = %lld, want %lld)", bad, M,
+          (long long)buf[1], (long long)want[1]);
+    for (int round = 0; round < 2; round++) {
+        void *r = NULL;
+        int64_t v[2] = {rank, -(int64_t)rank * round};
+        CHECK(dist_moe_sum_begin(d, v, 2, &r, err, sizeof err) == 0 && r, "%s", err);
+        CHECK(dist_moe_sum_finish(d, r, err, sizeof err) == 0, "%s", err);
+        CHECK(v[0] == (int64_t)W * (W - 1) / 2 && v[1] == -(int64_t)W * (W - 1) / 2 * round,
+              "hook round %d: %lld %lld", round, (long long)v[0], (long long)v[1]);
+    }
+    CHECK(dist_iallreduce_finish(d, NULL, err, sizeof err) != 0, "finish without begin");
+    CHECK_MSG(err, "not begun");
+}
 
 int main(void) {
     char err[256] = "";
@@ -69,9 +107,10 @@ int main(void) {
     CHECK(dist_allreduce(d, dd, 1, DIST_F64, DIST_MAX, err, sizeof err) == 0 && dd[0] == 7.5,
           "max %g", dd[0]);
     q[0] = (int64_t)1 << 40, q[1] = rank;
-    CHECK(dist_allreduce_sum_i64_hook(d, q, 2, err, sizeof err) == 0, "%s", err);
+    CHECK(dist_allreduce(d, q, 2, DIST_I64, DIST_SUM, err, sizeof err) == 0, "%s", err);
     CHECK(q[0] == ((int64_t)W << 40) && q[1] == (int64_t)W * (W - 1) / 2, "i64 %lld %lld",
           (long long)q[0], (long long)q[1]);
+    test_isum(d, rank, W);
     CHECK(dist_allreduce(d, q, 1, (DistType)9, DIST_SUM, err, sizeof err) != 0, "bad type");
     CHECK_MSG(err, "unknown element type");
 

@@ -1,6 +1,7 @@
 /* test_moe.c: MoE properties that need no PyTorch: the hand-computed router
  * / LBL / z-loss vector, config errors, the refusal of a backend without MoE
- * kernels, global-vs-micro LBL counts through the all-reduce hook,
+ * kernels, global-vs-micro LBL counts through the non-blocking sum hooks
+ * (finished before the gradient is used),
  * upcycling's equivalence with the dense model, the routing metrics, and
  * the [moe] config section. */
 #include <math.h>
@@ -125,17 +126,34 @@ static void test_backend_without_moe(void) {
     model_free(m);
 }
 
-/* another rank's counts, added by the fake all-reduce */
+/* A fake non-blocking sum over ranks: begin keeps the values and poisons
+ * buf (which the hook may do: buf is the hook's until finish), finish
+ * writes the values plus another rank's counts (1, 2, 3, 4 per expert;
+ * other = 0: a second rank that routed nothing, i.e. the identity). So
+ * counts used before the finish, or a skipped finish, give huge or
+ * negative f and wrong gradients. */
 typedef struct {
-    int calls;
+    int begins, finishes, other;
     size_t n;
+    int64_t *buf, kept[64];
+    void *req;
 } FakeDist;
-static int fake_allreduce(void *ctx, int64_t *buf, size_t n, char *err, size_t err_len) {
-    (void)err, (void)err_len;
+static int fake_begin(void *ctx, int64_t *buf, size_t n, void **req, char *err, size_t err_len) {
     FakeDist *d = ctx;
-    d->calls++;
-    d->n = n;
-    for (size_t i = 0; i < n; i++) buf[i] += (int64_t)(i % 4 + 1); /* other rank: 1,2,3,4 */
+    if (n > 64 || d->begins != d->finishes)
+        return snprintf(err, err_len, "fake sum: n %zu, or begun twice", n), 1;
+    d->begins++;
+    d->n = n, d->buf = buf;
+    for (size_t i = 0; i < n; i++) d->kept[i] = buf[i], buf[i] = (int64_t)(i % 3) << 40;
+    *req = d->req = &d->kept;
+    return 0;
+}
+static int fake_finish(void *ctx, void *req, char *err, size_t err_len) {
+    FakeDist *d = ctx;
+    if (req != d->req || d->finishes != d->begins - 1)
+        return snprintf(err, err_len, "fake sum: finish of another request, or without begin"), 1;
+    d->finishes++;
+    for (size_t i = 0; i < d->n; i++) d->buf[i] = d->kept[i] + d->other * (int64_t)(i % 4 + 1);
     return 0;
 }
 
@@ -152,8 +170,8 @@ static void test_global_counts(void) {
         CHECK(m != NULL, "%s", err);
         if (!m) return;
         model_init_weights(m, 5);
-        FakeDist d = {0};
-        model_moe_set_allreduce(m, fake_allreduce, &d);
+        FakeDist d = {.other = 1};
+        model_moe_set_allreduce(m, fake_begin, fake_finish, &d);
         Rng r;
         rng_seed(&r, 9);
         int32_t tok[3][16], tgt[3][16];
@@ -181,8 +199,10 @@ static void test_global_counts(void) {
                       moe_lbl_mode_name(mode), j, i, worst);
             }
         }
-        CHECK(d.calls == (mode == MOE_LBL_GLOBAL ? 3 : 0) && (mode != MOE_LBL_GLOBAL || d.n == 8),
-              "%s: all-reduce called %d times with %zu values", moe_lbl_mode_name(mode), d.calls, d.n);
+        CHECK(d.begins == (mode == MOE_LBL_GLOBAL ? 3 : 0) && d.finishes == d.begins &&
+                  (mode != MOE_LBL_GLOBAL || d.n == 8),
+              "%s: sum begun %d, finished %d times with %zu values", moe_lbl_mode_name(mode),
+              d.begins, d.finishes, d.n);
         /* a new step starts from zero counts */
         model_moe_begin_step(m, 16, err, sizeof err);
         model_forward_backward(m, tok[0], tgt[0], 2, 8, 1.0f / 16, NULL, err, sizeof err);
@@ -194,6 +214,57 @@ static void test_global_counts(void) {
               "%s: counts not reset by model_moe_begin_step", moe_lbl_mode_name(mode));
         model_free(m);
     }
+}
+
+/* Global LBL through the non-blocking hooks at "one rank" (the fake's
+ * other = 0: the sum is the identity) gives bitwise the gradients, LBL and
+ * aux loss of the model without hooks (which computes f right after the
+ * forward): the finish comes before any LBL gradient is used, and the
+ * poisoned buffer is never read. lbl_coef 1 makes the LBL gradient a
+ * visible part of the router gradient; the check that it is visible: the
+ * same model with lbl = "none" has other router gradients. */
+static void test_sum_before_backward(void) {
+    char err[300];
+    ModelConfig c = tiny_moe();
+    c.lbl_coef = 1.0f;
+    Model *m[3];
+    FakeDist d = {.other = 0};
+    for (int k = 0; k < 3; k++) {
+        c.lbl_mode = k == 2 ? MOE_LBL_NONE : MOE_LBL_GLOBAL;
+        m[k] = model_create(&c, ops_cpu(), err, sizeof err);
+        CHECK(m[k] != NULL, "%s", err);
+        if (!m[k]) return;
+        model_init_weights(m[k], 21);
+    }
+    model_moe_set_allreduce(m[1], fake_begin, fake_finish, &d);
+    size_t n = model_num_params(m[0]);
+    float *g[3];
+    double aux[3];
+    Rng r;
+    rng_seed(&r, 4);
+    int32_t tok[2][16], tgt[2][16];
+    for (int j = 0; j < 2; j++) random_tokens(&r, tok[j], tgt[j], 16, c.vocab_size);
+    for (int k = 0; k < 3; k++) {
+        g[k] = malloc(n * sizeof(float));
+        model_zero_grad(m[k]);
+        CHECK(model_moe_begin_step(m[k], 32, err, sizeof err) == 0, "%s", err);
+        aux[k] = 0;
+        for (int j = 0; j < 2; j++) {
+            CHECK(model_forward_backward(m[k], tok[j], tgt[j], 2, 8, 1.0f / 32, NULL, err,
+                                         sizeof err) == 0,
+                  "%s", err);
+            aux[k] += model_moe_aux_loss(m[k]);
+        }
+        model_get_grads(m[k], g[k]);
+    }
+    CHECK(d.begins == 2 && d.finishes == 2, "sum begun %d, finished %d times", d.begins,
+          d.finishes);
+    size_t diff = 0, diff_none = 0;
+    for (size_t i = 0; i < n; i++) diff += g[0][i] != g[1][i], diff_none += g[0][i] != g[2][i];
+    CHECK(diff == 0 && aux[0] == aux[1], "hooks vs none: %zu of %zu gradients differ, aux %g vs %g",
+          diff, n, aux[0], aux[1]);
+    CHECK(diff_none > 0, "the LBL gradient did not change any gradient (coef 1)");
+    for (int k = 0; k < 3; k++) model_free(m[k]), free(g[k]);
 }
 
 /* Dense init with std 0.3 matrices (O(1) logits), then upcycle. */
@@ -430,6 +501,7 @@ int main(void) {
     test_config_errors();
     test_backend_without_moe();
     test_global_counts();
+    test_sum_before_backward();
     test_upcycle();
     test_metrics();
     return CHECK_DONE();

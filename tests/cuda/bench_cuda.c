@@ -2,16 +2,26 @@
  * model shapes: GPT-2 124M (B=8, T=1024: llm.c's side-by-side shape), a
  * ~1.1B Llama (the TinyLlama shape: 22 layers, d_model 2048, 32 heads over 4
  * kv heads, d_ff 5632) at the issue's T=2048 with B=16 (most of an 80 GB
- * H100, below), and a Mixtral-shaped MoE Llama (8 layers, d_model
- * 1024, 16 heads over 8 kv heads, 8 experts of hidden size 2816, top-2,
- * B=4, T=1024), timed twice on one model: lbl = "global", then "micro" (the
- * second run continues from the first one's weights; with one rank the
- * global mode's all-reduce is the identity, so the two differ only by the
- * host bookkeeping and the cost of an all-reduce over NCCL is not measured
- * here). A timed step is zero_grad + `--accum` forward_backward passes
- * (micro-batches of B x T tokens each, gradients accumulated with
- * grad_scale 1 / (all tokens of the step), as `dapt train` does) + AdamW,
- * after warm-up steps; the clock stops after the backend's sync.
+ * H100, below), and a Mixtral-shaped MoE Llama (8 layers, d_model 1024, 16
+ * heads over 8 kv heads, 8 experts of hidden size 2816, top-2, B=4,
+ * T=1024), timed twice: lbl = "global", then "micro", each from the same
+ * initial weights (seed 1, restored, Adam state zeroed) on the same tokens,
+ * then the ratio of their tokens/s. Before them, an untimed replay of the
+ * global run's steps fills the GEMM plan cache (per process, kernels/cuda/
+ * gemm.cu), so neither timed run pays for plans the other made. One rank
+ * and one micro-batch per step: the global mode's f is the micro-batch's
+ * own, the same as micro's, so the two train the same routings (equal
+ * losses and loads, up to run-to-run nondeterminism of the backend) and the
+ * ratio is the cost of the global mode's bookkeeping; the cost of a sum
+ * over NCCL is not measured here. After each MoE run's timed steps: the
+ * routing imbalance of its last step, max/mean expert load per layer (1 =
+ * balanced, E = all tokens on one expert), worst and mean over layers. With
+ * DAPT_CUDA_MOE_GROUPED=1 (the opt-in grouped expert GEMMs) the MoE lines
+ * are named moe-e8k2-grouped-global / -micro. A timed step is zero_grad +
+ * `--accum` forward_backward passes (micro-batches of B x T tokens each,
+ * gradients accumulated with grad_scale 1 / (all tokens of the step), as
+ * `dapt train` does) + AdamW, after warm-up steps; the clock stops after
+ * the backend's sync.
  *
  * The llama's batch: device memory by model.c's allocations (bf16 table) is
  * 16 bytes a parameter (bf16 weights and gradients, fp32 master, Adam m
@@ -117,9 +127,22 @@ static int one_step(const Shape *s, const char *name, Model *m, const int32_t *t
     return 0;
 }
 
-/* warm-up and timed steps of m under the name `name` */
+/* max/mean expert load of the last forward: worst and mean over MoE layers */
+static void moe_imbalance(const Model *m, double *worst, double *mean) {
+    int Lm = model_moe_num_layers(m);
+    *worst = *mean = 0.0;
+    for (int i = 0; i < Lm; i++) {
+        MoeLayerStats st;
+        if (model_moe_layer_stats(m, i, &st)) continue;
+        if (st.load_max > *worst) *worst = st.load_max;
+        *mean += st.load_max / Lm;
+    }
+}
+
+/* warm-up and timed steps of m under the name `name`; *tok_s_out: the
+ * timed tokens/s; quiet: report nothing (and no profile) */
 static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, double peak_flops,
-                 int profile_steps, FILE *json) {
+                 int profile_steps, FILE *json, double *tok_s_out, int quiet) {
     const ModelConfig *c = &s->cfg;
     size_t N = (size_t)s->B * s->T, NA = N * s->accum;
     int32_t *tok = malloc(NA * sizeof(int32_t)), *tgt = malloc(NA * sizeof(int32_t));
@@ -148,20 +171,37 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
     double sec = now_s() - t0;
     double tok_s = (double)NA * s->steps / sec;
     double mfu = flops_per_token(m, c, s->T) * tok_s / peak_flops;
+    *tok_s_out = tok_s;
+    if (quiet) {
+        free(tok), free(tgt);
+        return isfinite(loss) ? 0 : 1;
+    }
     char accum[32] = "";
     if (s->accum > 1) snprintf(accum, sizeof accum, " accum=%d", s->accum);
     printf("%-16s params %7.1fM  B=%d T=%d%s  %6.1f ms/step  %9.0f tokens/s  MFU %5.1f%%  "
            "loss %.3f -> %.3f%s\n",
            name, model_num_params(m) / 1e6, s->B, s->T, accum, 1e3 * sec / s->steps, tok_s,
            100.0 * mfu, first, loss, fused ? "  fused residual+norm" : "");
-    if (json)
+    double load_worst = 0.0, load_mean = 0.0;
+    if (c->n_experts) {
+        moe_imbalance(m, &load_worst, &load_mean);
+        printf("%-16s last step's expert load max/mean: worst layer %.3f, mean over %d layers "
+               "%.3f (1 = balanced, %d = one expert)\n",
+               name, load_worst, model_moe_num_layers(m), load_mean, c->n_experts);
+    }
+    if (json) {
         fprintf(json,
                 "{\"bench\":\"%s\",\"params\":%zu,\"B\":%d,\"T\":%d,\"accum\":%d,"
                 "\"fused_norm\":%d,\"ms_per_step\":%.3f,"
                 "\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"loss_first\":%.4f,"
-                "\"loss_last\":%.4f}\n",
+                "\"loss_last\":%.4f",
                 name, model_num_params(m), s->B, s->T, s->accum, fused, 1e3 * sec / s->steps,
                 tok_s, mfu, peak_flops / 1e12, first, loss);
+        if (c->n_experts)
+            fprintf(json, ",\"moe_load_worst\":%.4f,\"moe_load_mean\":%.4f", load_worst,
+                    load_mean);
+        fprintf(json, "}\n");
+    }
     fflush(stdout);
     if (json) fflush(json);
     /* the profiled steps, after the timed figures are out (the model runs on
@@ -191,9 +231,48 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
     return isfinite(loss) ? 0 : 1;
 }
 
-/* a dense shape once; an MoE shape twice on one model, with lbl = "global"
- * and then "micro" (one rank: the all-reduce of the global mode is
- * the identity, so the difference is its bookkeeping, not communication) */
+/* An MoE shape: an untimed replay of the global run (the plan cache), then
+ * lbl = "global" and "micro" timed from the same initial weights and a
+ * zero Adam state, and the ratio. */
+static int bench_moe(const Shape *s, Model *m, const Ops *ops, double peak_flops,
+                     int profile_steps, FILE *json) {
+    static const int modes[3] = {MOE_LBL_GLOBAL, MOE_LBL_GLOBAL, MOE_LBL_MICRO};
+    const char *tag = ops->moe_expert_matmul_fwd ? "-grouped" : "";
+    size_t n = model_num_params(m);
+    float *init = malloc(n * sizeof(float)), *zero = calloc(n, sizeof(float));
+    if (!init || !zero) {
+        free(init), free(zero);
+        fprintf(stderr, "bench_cuda: %s: out of host memory for a copy of the weights\n", s->name);
+        return 1;
+    }
+    model_get_params(m, init);
+    double tok_s[3] = {0.0, 0.0, 0.0};
+    int rc = 0;
+    for (int i = 0; i < 3 && !rc; i++) {
+        char err[256], name[64];
+        ModelConfig mc = s->cfg;
+        mc.lbl_mode = modes[i];
+        snprintf(name, sizeof name, "%s%s-%s", s->name, tag, moe_lbl_mode_name(modes[i]));
+        if (model_moe_set_loss(m, &mc, err, sizeof err)) {
+            fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
+            rc = 1;
+            break;
+        }
+        if (i > 0) {
+            model_set_params(m, init);
+            model_set_adam_state(m, zero, zero);
+        }
+        rc = timed(s, name, m, ops, peak_flops, i ? profile_steps : 0, i ? json : NULL,
+                   &tok_s[i], i == 0);
+    }
+    if (!rc)
+        printf("%s%s global / micro LBL tokens/s = %.3f (same initial weights and tokens, plan "
+               "cache warmed by an untimed replay)\n",
+               s->name, tag, tok_s[1] / tok_s[2]);
+    free(init), free(zero);
+    return rc;
+}
+
 static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_steps,
                  FILE *json) {
     char err[256];
@@ -207,24 +286,10 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
         return 1;
     }
     model_init_weights(m, 1);
-    int rc = 0;
-    if (!s->cfg.n_experts) {
-        rc = timed(s, s->name, m, ops, peak_flops, profile_steps, json);
-    } else {
-        static const int modes[2] = {MOE_LBL_GLOBAL, MOE_LBL_MICRO};
-        for (int i = 0; i < 2 && !rc; i++) {
-            ModelConfig mc = s->cfg;
-            mc.lbl_mode = modes[i];
-            char name[64];
-            snprintf(name, sizeof name, "%s-%s", s->name, moe_lbl_mode_name(modes[i]));
-            if (model_moe_set_loss(m, &mc, err, sizeof err)) {
-                fprintf(stderr, "bench_cuda: %s: %s\n", name, err);
-                rc = 1;
-            } else {
-                rc = timed(s, name, m, ops, peak_flops, profile_steps, json);
-            }
-        }
-    }
+    double tok_s;
+    int rc = s->cfg.n_experts
+                 ? bench_moe(s, m, ops, peak_flops, profile_steps, json)
+                 : timed(s, s->name, m, ops, peak_flops, profile_steps, json, &tok_s, 0);
     model_free(m);
     return rc;
 }

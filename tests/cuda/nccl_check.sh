@@ -12,11 +12,16 @@
 #   group  the same with DAPT_NCCL_GROUPED=1: the path for pieces of unequal
 #          length (grouped ncclReduce/ncclBroadcast), which one rank never
 #          takes on its own
+#   moe    a 4-expert top-2 MoE with lbl = "global", without NCCL
+#          (moe-plain) and with --dist.backend=nccl (moe-nccl): the expert
+#          counts' non-blocking int64 sum (dist_nccl_isum_i64_*, on the
+#          communicator's own stream) runs at every micro-batch
 # and, when DAPT_MPI (a dapt built with MPI) and mpirun can run here,
 #   mpi    mpirun -np 1 DAPT_MPI --dist.backend=nccl (the MPI bootstrap)
 # With one rank an NCCL sum is a copy and ZeRO's shard is the whole buffer,
 # so every run must write bitwise the same weights and optimizer state as
-# plain (compared with cmp) and log the same losses and grad norms.
+# plain (moe-nccl: as moe-plain) (compared with cmp) and log the same losses,
+# grad norms (and MoE metrics).
 # Exit 0 all equal, 1 a difference or a failed run, 77 skipped (no GPU, no
 # libnccl.so.2): the reason is the last line.
 set -uo pipefail
@@ -46,6 +51,10 @@ fi
 train zero "$dapt" --dist.backend=nccl --dist.zero=1 || { tail -3 zero.log; fail "the NCCL ZeRO-1 run failed (above)"; }
 DAPT_NCCL_GROUPED=1 train group "$dapt" --dist.backend=nccl --dist.zero=1 ||
     { tail -3 group.log; fail "the NCCL ZeRO-1 run with grouped reduce/broadcast failed (above)"; }
+moe=(--moe.n_experts=4 --moe.top_k=2 --moe.lbl=global)
+train moe-plain "$dapt" "${moe[@]}" || { tail -3 moe-plain.log; fail "the MoE cuda run failed (above)"; }
+train moe-nccl "$dapt" --dist.backend=nccl "${moe[@]}" ||
+    { tail -3 moe-nccl.log; fail "the MoE run with NCCL (global LBL counts over NCCL) failed (above)"; }
 
 ck=ckpt/step-00000020
 # on a difference: is the CUDA backend itself repeatable run to run?
@@ -54,23 +63,24 @@ nondet() {
     cmp -s runs/plain/$ck/model.safetensors runs/plain2/$ck/model.safetensors ||
         echo "note: two runs without NCCL differ too: the cuda backend is not repeatable run to run"
 }
-same() { # RUN: weights, optimizer state and logged losses equal plain's
-    local r=$1
+same() { # RUN [BASE]: weights, optimizer state and logged losses equal BASE's (plain)
+    local r=$1 base=${2:-plain}
     grep -q "+ nccl" "$r.log" || fail "$r: the log does not say the NCCL path ran: $(grep -m1 'data parallel' "$r.log")"
     for f in model.safetensors optimizer.safetensors; do
         [[ -f runs/$r/$ck/$f ]] || fail "$r: no $ck/$f"
-        cmp -s "runs/plain/$ck/$f" "runs/$r/$ck/$f" || { nondet; fail "$r: $f differs from the run without NCCL"; }
+        cmp -s "runs/$base/$ck/$f" "runs/$r/$ck/$f" || { nondet; fail "$r: $f differs from the run without NCCL ($base)"; }
     done
     # the train records without their timing (tok_s), and the eval records
     local a b
-    a=$(sed 's/"tok_s":[^,]*,//' runs/plain/metrics.jsonl)
+    a=$(sed 's/"tok_s":[^,]*,//' "runs/$base/metrics.jsonl")
     b=$(sed 's/"tok_s":[^,]*,//' "runs/$r/metrics.jsonl")
-    [[ $a == "$b" ]] || fail "$r: metrics.jsonl differs from the run without NCCL: $(diff <(echo "$a") <(echo "$b") | head -3)"
-    echo "$r: weights, optimizer state and 20 steps of metrics bitwise equal to plain ($(grep -m1 'data parallel' "$r.log" | sed 's/^ *//'))"
+    [[ $a == "$b" ]] || fail "$r: metrics.jsonl differs from the run without NCCL ($base): $(diff <(echo "$a") <(echo "$b") | head -3)"
+    echo "$r: weights, optimizer state and 20 steps of metrics bitwise equal to $base ($(grep -m1 'data parallel' "$r.log" | sed 's/^ *//'))"
 }
 same nccl
 same zero
 same group
+same moe-nccl moe-plain
 mpi_note="mpirun -np 1 not run"
 if [[ -z $dapt_mpi || ! -x $dapt_mpi ]]; then
     mpi_note="mpirun -np 1 skipped: no dapt built with MPI in the pack"
@@ -95,4 +105,4 @@ else
 fi
 t() { grep -o 'done, 20 steps in [0-9.]*s' "$1.log" | grep -o '[0-9.]*s$'; }
 echo "times for 20 steps (tiny model, not a benchmark): plain $(t plain), nccl $(t nccl), zero $(t zero)"
-echo "NCCL path at world size 1 equals the run without NCCL bitwise (all-reduce, ZeRO-1 plain and grouped); $mpi_note"
+echo "NCCL path at world size 1 equals the run without NCCL bitwise (all-reduce, ZeRO-1 plain and grouped, MoE global LBL counts); $mpi_note"

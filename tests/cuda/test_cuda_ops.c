@@ -22,7 +22,8 @@
  * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
  *                      [--device cpu] [--only GROUP]
  * GROUP: memory, embed, norms, matmul, attention, activations, lmhead,
- * optimizer or moe
+ * optimizer or moe (moe includes the opt-in grouped expert GEMMs: main sets
+ * DAPT_CUDA_MOE_GROUPED=1 before the backend starts)
  * (tools/gpu-check runs each group in its own process, so a fatal CUDA
  * error in one group does not hide the results of the others).
  * The program sets DAPT_CUDA_FUSED_NORM=1 before the CUDA backend starts, so
@@ -893,6 +894,58 @@ static void test_moe(Ctx *c, int N, int E, int K, int C, int norm_topk) {
     c->shape = shape0;
 }
 
+/* The grouped expert GEMMs (moe_expert_matmul_fwd/bwd; the CUDA tables
+ * have them because main sets DAPT_CUDA_MOE_GROUPED=1) against the CPU
+ * backend's matmul_fwd/bwd run once per expert on its rows: E experts with
+ * counts[e] rows (zeros included: such an expert's weight gradient must
+ * stay as it was), weights w_stride = OC*IC + 8*IC elements apart (the gap
+ * must stay untouched too: dw is compared whole, from the same random
+ * start on both sides). */
+static void test_moe_grouped(Ctx *c, int E, int IC, int OC, const int32_t *counts) {
+    if (!c->dev->moe_expert_matmul_fwd || !c->dev->moe_expert_matmul_bwd) {
+        /* the CPU self-check has none; a CUDA table must (main asked for
+         * them: stderr says why the backend could not) */
+        int cpu = !strcmp(c->mode, "cpu");
+        printf("moe_expert_mm   %-5s %s: the %s table has no grouped expert GEMMs\n", c->mode,
+               cpu ? "skipped" : "FAIL", c->dev->name);
+        if (!cpu) c->n_fail++;
+        return;
+    }
+    char shape[64];
+    const char *shape0 = c->shape;
+    snprintf(shape, sizeof shape, "%s/E%d", shape0, E);
+    c->shape = shape;
+    size_t R = 0, stride = (size_t)OC * IC + (size_t)8 * IC;
+    for (int e = 0; e < E; e++) R += (size_t)counts[e];
+    Pair inp = pair_rand(c, R * IC, -1, 1), w = pair_rand(c, E * stride, -1, 1);
+    Pair out = pair_poison(c, R * OC, 0);
+    Pair dout = pair_rand(c, R * OC, -1, 1), dinp = pair_poison(c, R * IC, 0);
+    Pair dw = pair_rand(c, E * stride, -1, 1);
+    const Ops *ref = c->ref;
+    size_t ab = ref->act_bytes, row = 0;
+    for (int e = 0; e < E; e++) {
+        int n = counts[e];
+        if (n) {
+            const char *we = (const char *)w.b[0] + e * stride * ab;
+            const char *ie = (const char *)inp.b[0] + row * IC * ab;
+            const char *de = (const char *)dout.b[0] + row * OC * ab;
+            ref->matmul_fwd((char *)out.b[0] + row * OC * ab, ie, we, NULL, n, IC, OC);
+            ref->matmul_bwd((char *)dinp.b[0] + row * IC * ab, (char *)dw.b[0] + e * stride * ab,
+                            NULL, de, ie, we, n, IC, OC);
+        }
+        row += (size_t)n;
+    }
+    c->dev->moe_expert_matmul_fwd(out.b[1], inp.b[1], w.b[1], stride, counts, E, IC, OC);
+    check(c, "moe_expert_mm_f", "out", &out);
+    c->dev->moe_expert_matmul_bwd(dinp.b[1], dw.b[1], dout.b[1], inp.b[1], w.b[1], stride, counts,
+                                  E, IC, OC);
+    check(c, "moe_expert_mm_b", "dinp", &dinp);
+    check(c, "moe_expert_mm_b", "dw", &dw);
+    Pair *all[] = {&inp, &w, &out, &dout, &dinp, &dw};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) pair_free(c, all[i]);
+    c->shape = shape0;
+}
+
 static const char *g_only; /* --only GROUP, or NULL for all */
 static const char *const GROUPS[] = {"memory",    "embed",       "norms",  "matmul",
                                      "attention", "activations", "lmhead", "optimizer",
@@ -911,6 +964,8 @@ static void run_all(Ctx *c) {
     if (want("moe")) {
         test_moe(c, 64, 8, 2, 64, 1);
         test_moe(c, 64, 8, 2, 64, 0);
+        static const int32_t cnt[8] = {37, 0, 128, 1, 64, 0, 9, 16};
+        test_moe_grouped(c, 8, 64, 96, cnt);
     }
     c->shape = "odd";
     if (want("embed")) test_embed(c, 3, 7, 45, 11);
@@ -928,6 +983,8 @@ static void run_all(Ctx *c) {
         test_moe(c, 37, 4, 1, 45, 0);
         test_moe(c, 301, 6, 3, 21, 0);
         test_moe(c, 77, 6, 3, 13, 1);
+        static const int32_t cnt[5] = {13, 0, 1, 30, 7};
+        test_moe_grouped(c, 5, 45, 21, cnt);
     }
     /* sizes past the kernels' thresholds: several chunks per thread in the
      * norms' per-row kernels (C > 8 * 512; the RMSNorm fused backward at its
@@ -998,6 +1055,13 @@ static void run_all(Ctx *c) {
     if (want("moe")) { /* many permute chunks; a Qwen-like 64 experts, top-8 */
         test_moe(c, 2051, 8, 2, 520, 1);
         test_moe(c, 1000, 64, 8, 96, 0);
+        /* the Mixtral-like bench's expert shapes at a smaller width; 70
+         * experts: more problems than one grouped call takes (128) */
+        static const int32_t cnt8[8] = {517, 260, 0, 1024, 3, 700, 129, 8};
+        test_moe_grouped(c, 8, 256, 704, cnt8);
+        int32_t cnt70[70];
+        for (int e = 0; e < 70; e++) cnt70[e] = e % 7 == 3 ? 0 : 1 + (e * 37) % 50;
+        test_moe_grouped(c, 70, 32, 48, cnt70);
     }
 }
 
@@ -1047,6 +1111,9 @@ int main(int argc, char **argv) {
     /* the opt-in fused residual + norm kernels (read when the CUDA backend
      * starts): the norms group tests them directly */
     setenv("DAPT_CUDA_FUSED_NORM", "1", 1);
+    /* every op, the opt-in ones too: the grouped expert GEMMs are in the
+     * CUDA tables only with this set when the backend starts */
+    setenv("DAPT_CUDA_MOE_GROUPED", "1", 1);
     printf("test_cuda_ops: seed %llu%s%s\n", (unsigned long long)seed, g_only ? ", group " : "",
            g_only ? g_only : "");
     Ctx c = {0};

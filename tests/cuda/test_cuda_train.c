@@ -35,10 +35,13 @@
  *    losses, gradients and parameters bitwise equal (bf16: gpt2, llama,
  *    moe; fp32: llama).
  *
- * Usage: test_cuda_train [--json FILE] [--device cpu]. Exit 0 passed, 1
- * failed, 77 no GPU. --device cpu puts the CPU backend in place of both CUDA
- * tables: a self-check of the test (the fp32 curve must still learn) that
- * runs without a GPU.
+ * Usage: test_cuda_train [--json FILE] [--device cpu] [--only moe|dense].
+ * Exit 0 passed, 1 failed, 77 no GPU. --device cpu puts the CPU backend in
+ * place of both CUDA tables: a self-check of the test (the fp32 curve must
+ * still learn) that runs without a GPU. --only moe runs the MoE model's
+ * parts alone: tools/gpu-check runs them a second time with
+ * DAPT_CUDA_MOE_GROUPED=1 (the opt-in grouped expert GEMMs, whose parity
+ * with the CPU backend's per-expert GEMMs this then checks).
  */
 #include <math.h>
 #include <stdio.h>
@@ -382,17 +385,21 @@ static const Ops *without_fused(const Ops *o, Ops *copy) {
 }
 
 int main(int argc, char **argv) {
-    const char *device = "cuda";
+    const char *device = "cuda", *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) {
             device = argv[++i];
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc &&
+                   (!strcmp(argv[i + 1], "moe") || !strcmp(argv[i + 1], "dense"))) {
+            only = argv[++i];
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) {
             if (!(json = fopen(argv[++i], "w"))) {
                 fprintf(stderr, "test_cuda_train: cannot write %s\n", argv[i]);
                 return 1;
             }
         } else {
-            fprintf(stderr, "usage: test_cuda_train [--json FILE] [--device cpu]\n");
+            fprintf(stderr,
+                    "usage: test_cuda_train [--json FILE] [--device cpu] [--only moe|dense]\n");
             return 2;
         }
     }
@@ -410,19 +417,29 @@ int main(int argc, char **argv) {
     }
     static Ops f32_copy, bf_copy;
     const Ops *f32 = without_fused(f32_fused, &f32_copy), *bf = without_fused(bf_fused, &bf_copy);
-    parity("gpt2", tiny(ARCH_GPT2), ops_cpu(), f32);
-    parity("llama", tiny(ARCH_LLAMA), ops_cpu(), f32);
-    parity("moe", tiny_moe(), ops_cpu(), f32);
-    curve("gpt2", tiny(ARCH_GPT2), f32, bf);
-    curve("llama", tiny(ARCH_LLAMA), f32, bf);
-    curve("moe", tiny_moe(), f32, bf);
-    curve("gpt2-hd64", hd64(tiny(ARCH_GPT2)), f32, bf);
-    curve("llama-hd64", hd64(tiny(ARCH_LLAMA)), f32, bf);
-    zero_shard("llama", tiny(ARCH_LLAMA), bf);
-    fused_norm_bits("gpt2", tiny(ARCH_GPT2), bf, bf_fused);
-    fused_norm_bits("llama", tiny(ARCH_LLAMA), bf, bf_fused);
-    fused_norm_bits("moe", tiny_moe(), bf, bf_fused);
-    fused_norm_bits("llama", tiny(ARCH_LLAMA), f32, f32_fused);
+    int dense = !only || !strcmp(only, "dense"), moe = !only || !strcmp(only, "moe");
+    const char *grouped = getenv("DAPT_CUDA_MOE_GROUPED");
+    if (!self && grouped && !strcmp(grouped, "1") &&
+        !(f32->moe_expert_matmul_fwd && bf->moe_expert_matmul_fwd)) {
+        printf("DAPT_CUDA_MOE_GROUPED=1 but the CUDA tables have no grouped expert GEMMs (stderr "
+               "says why)\n");
+        n_fail++;
+    }
+    if (moe && f32->moe_expert_matmul_fwd)
+        printf("MoE expert GEMMs: grouped (moe_expert_matmul_fwd/bwd, DAPT_CUDA_MOE_GROUPED=1)\n");
+    if (dense) parity("gpt2", tiny(ARCH_GPT2), ops_cpu(), f32);
+    if (dense) parity("llama", tiny(ARCH_LLAMA), ops_cpu(), f32);
+    if (moe) parity("moe", tiny_moe(), ops_cpu(), f32);
+    if (dense) curve("gpt2", tiny(ARCH_GPT2), f32, bf);
+    if (dense) curve("llama", tiny(ARCH_LLAMA), f32, bf);
+    if (moe) curve("moe", tiny_moe(), f32, bf);
+    if (dense) curve("gpt2-hd64", hd64(tiny(ARCH_GPT2)), f32, bf);
+    if (dense) curve("llama-hd64", hd64(tiny(ARCH_LLAMA)), f32, bf);
+    if (dense) zero_shard("llama", tiny(ARCH_LLAMA), bf);
+    if (dense) fused_norm_bits("gpt2", tiny(ARCH_GPT2), bf, bf_fused);
+    if (dense) fused_norm_bits("llama", tiny(ARCH_LLAMA), bf, bf_fused);
+    if (moe) fused_norm_bits("moe", tiny_moe(), bf, bf_fused);
+    if (dense) fused_norm_bits("llama", tiny(ARCH_LLAMA), f32, f32_fused);
     if (json) fclose(json);
     printf("test_cuda_train: %s\n", n_fail ? "FAILED" : "passed");
     return n_fail ? 1 : 0;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# moe_dist.sh DAPT PYTHON MPIRUN: global-batch load balancing over ranks in
+# `dapt train` (the non-blocking sum of the expert counts, trainer/moe.h).
+# A 4-expert top-2 tiny llama (tests/train/tiny.toml.in), lbl_coef 0.1 so
+# the LBL gradient moves the routers visibly, global batch 4, 8 steps:
+#   global  one process with one micro-batch of 4 sequences, and 2 ranks
+#           with one micro-batch of 2 each under mpirun: every step's f is
+#           that of the same 4 sequences, so the objective is the same and
+#           the losses and final weights must agree up to fp32 summation
+#           order. A rank that used its own counts (the sum not finished,
+#           or read before it) is the micro mode below.
+#   micro   the same pair with lbl = "micro": each rank's f is that of its 2
+#           sequences, not of the 4, so the weights must differ.
+# Tolerances, measured 2026-11-26 (8 steps): global pair max |weight
+# difference| 5.1e-6, losses 4.1e-7 relative; the same pair with lbl =
+# "none" (no counts at all) 8.8e-6: the expert GEMMs of a 4-sequence and a
+# 2-sequence micro-batch sum in another order and Adam's first steps
+# amplify that on the experts' small gradients. The micro pair differs by
+# 1.8e-2. So: global weights within 1e-4, losses within 1e-5 relative;
+# micro weights must differ by more than 1e-3.
+set -euo pipefail
+dapt=$(realpath "$1") py=$2 mpirun=$3
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$here/../train/make_corpora.sh" "$dapt" "$work" > /dev/null
+sed "s#@DIR@#$work#g" "$here/../train/tiny.toml.in" > "$work/tiny.toml"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+export OMP_NUM_THREADS=1 # ranks share 2 cores here; one thread each
+cd "$work"
+args=(--moe.n_experts=4 --moe.top_k=2 --moe.lbl_coef=0.1 --train.global_batch=4 --train.steps=8
+      --train.warmup_steps=1 --eval.every=0 --ckpt.every=8 --ckpt.keep=0)
+w=ckpt/step-00000008/model.safetensors
+for mode in global micro; do
+  "$dapt" train tiny.toml "${args[@]}" --moe.lbl=$mode --train.micro_batch=4 --run.name=${mode}1 > ${mode}1.log ||
+    { tail -5 ${mode}1.log; fail "$mode: one process"; }
+  "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS -np 2 \
+    "$dapt" train tiny.toml "${args[@]}" --moe.lbl=$mode --train.micro_batch=2 --run.name=${mode}2 > ${mode}2.log ||
+    { tail -5 ${mode}2.log; fail "$mode: mpirun -np 2"; }
+  grep -q "data parallel: 2 ranks (mpi)" ${mode}2.log || fail "$mode: -np 2 did not run 2 ranks: $(head -5 ${mode}2.log)"
+done
+"$py" "$here/../dist/compare_losses.py" runs/global1 runs/global2 1e-5 || fail "global: 2 ranks' losses differ from one process's"
+"$py" "$here/../dist/compare_weights.py" runs/global1/$w runs/global2/$w 1e-4 || fail "global: 2 ranks' weights differ from one process's"
+if out=$("$py" "$here/../dist/compare_weights.py" runs/micro1/$w runs/micro2/$w 1e-3 2>&1); then
+  fail "micro: 2 ranks' weights equal one process's within 1e-3 ($out): the LBL is too weak for this test to see the counts"
+fi
+echo "micro (expected to differ): $out"
+echo "global LBL at 2 ranks equals one process; micro differs"
