@@ -16,6 +16,7 @@
 
 #include "kernels/ops.h"
 #include "tests/c/check.h"
+#include "tests/c/tiny_model.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 #include "trainer/rng.h"
@@ -113,24 +114,11 @@ static void test_op(int N, int C, int alias) {
     free(a), free(b), free(w), free(bias);
 }
 
-static ModelConfig tiny(Arch arch, int n_experts) {
-    ModelConfig c = model_config_default(arch);
-    c.n_layer = 3;
-    c.n_head = 4;
-    c.n_kv_head = arch == ARCH_LLAMA ? 2 : 4;
-    c.d_model = 32;
-    c.d_ff = 48;
-    c.vocab_size = 50;
-    c.max_seq_len = 16;
-    if (n_experts) c.n_experts = n_experts, c.top_k = 2;
-    return c;
-}
-
 /* Three training steps on the CPU table (fused) and on a copy without the
  * fused entries (two ops), from the same weights: bitwise equal. */
 static void test_model(Arch arch, int n_experts) {
     const char *what = n_experts ? "moe" : arch == ARCH_GPT2 ? "gpt2" : "llama";
-    ModelConfig c = tiny(arch, n_experts);
+    ModelConfig c = test_tiny_config(arch, n_experts);
     char err[256];
     Ops plain = *ops_cpu();
     plain.residual_layernorm_fwd = NULL;

@@ -13,6 +13,7 @@
 
 #include "kernels/ops_profile.h"
 #include "tests/c/check.h"
+#include "tests/c/tiny_model.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 #include "trainer/rng.h"
@@ -125,25 +126,12 @@ static void test_single_ops(void) {
     free(x), free(w), free(b), free(dy), free(dw0), free(g);
 }
 
-static ModelConfig tiny(Arch arch, int n_experts) {
-    ModelConfig c = model_config_default(arch);
-    c.n_layer = 3;
-    c.n_head = 4;
-    c.n_kv_head = arch == ARCH_LLAMA ? 2 : 4;
-    c.d_model = 32;
-    c.d_ff = 48;
-    c.vocab_size = 50;
-    c.max_seq_len = 16;
-    if (n_experts) c.n_experts = n_experts, c.top_k = 2;
-    return c;
-}
-
 /* Two training steps (forward_backward + AdamW) on the plain and on the
  * profiled table from the same weights: parameters, gradients and losses
  * bitwise equal. Then the counters of one forward_backward. */
 static void test_model(Arch arch, int n_experts) {
     const char *what = n_experts ? "moe" : arch == ARCH_GPT2 ? "gpt2" : "llama";
-    ModelConfig c = tiny(arch, n_experts);
+    ModelConfig c = test_tiny_config(arch, n_experts);
     char err[256];
     const Ops *cpu = ops_cpu(), *prof = ops_profiled(cpu);
     Model *m[2] = {model_create(&c, cpu, err, sizeof err), model_create(&c, prof, err, sizeof err)};
