@@ -634,8 +634,12 @@ static int run(TrainArgs *a) {
             }
             float loss;
             if ((rc = model_forward_backward(m, inp, tgt, micro, T, grad_scale, &loss, err,
-                                             sizeof err)))
+                                             sizeof err))) {
+                /* on a NCCL run this may be the MoE counts' sum over NCCL
+                 * (moe.c): end the job before cleanup touches the GPU */
+                nccl_failed(&bc, step, err);
                 goto fail;
+            }
             moe_aux += model_moe_aux_loss(m);
             for (int i = 0; i < micro; i++) roles[i] = stream_source_role(s, src_ids[k * micro + i]);
             if ((rc = model_moe_record_routing(m, roles, micro, err, sizeof err))) goto fail;
