@@ -427,9 +427,29 @@ static int is_norm_weight(const Model *m, int t) {
     return 0;
 }
 
+/* p[k] = std * rng_normal(rng) for k < n, in order: the u64 stream is drawn
+ * sequentially (cheap) in chunks into u, and the Box-Muller values (log,
+ * cos: most of the time) computed in parallel from it; the same numbers as
+ * the sequential loop (rng_normal_of), whatever the thread count. u: NULL
+ * or NORMAL_CHUNK x 2 u64s. */
+#define NORMAL_CHUNK ((size_t)1 << 20)
+static void normals(Rng *rng, float *p, size_t n, float std, uint64_t *u) {
+    for (size_t c0 = 0; c0 < n; c0 += NORMAL_CHUNK) {
+        long c = (long)(n - c0 < NORMAL_CHUNK ? n - c0 : NORMAL_CHUNK);
+        if (!u) { /* no scratch: one by one */
+            for (long k = 0; k < c; k++) p[c0 + k] = (float)(std * rng_normal(rng));
+            continue;
+        }
+        for (long k = 0; k < 2 * c; k++) u[k] = rng_u64(rng);
+#pragma omp parallel for schedule(static) if (c > 65536)
+        for (long k = 0; k < c; k++) p[c0 + k] = (float)(std * rng_normal_of(u[2 * k], u[2 * k + 1]));
+    }
+}
+
 void model_init_weights(Model *m, uint64_t seed) {
     Rng rng;
     rng_seed(&rng, seed);
+    uint64_t *u = malloc(2 * NORMAL_CHUNK * sizeof *u);
     float *h = m->host_tmp;
     float resid_std = 0.02f / sqrtf(2.0f * m->cfg.n_layer);
     for (int i = 0; i < m->n_tensors; i++) {
@@ -441,9 +461,10 @@ void model_init_weights(Model *m, uint64_t seed) {
             memset(p, 0, t->numel * sizeof(float));
         } else {
             float std = is_residual_proj(m, i) ? resid_std : 0.02f;
-            for (size_t k = 0; k < t->numel; k++) p[k] = (float)(std * rng_normal(&rng));
+            normals(&rng, p, t->numel, std, u);
         }
     }
+    free(u);
     model_set_params(m, h);
 }
 

@@ -41,11 +41,19 @@ static inline double rng_uniform(Rng *r) { return (double)(rng_u64(r) >> 11) * 0
  * for n far below 2^64 */
 static inline uint64_t rng_below(Rng *r, uint64_t n) { return rng_u64(r) % n; }
 
-/* standard normal (Box-Muller, one value per call) */
-static inline double rng_normal(Rng *r) {
-    double u1 = rng_uniform(r), u2 = rng_uniform(r);
+/* The normal rng_normal makes of two consecutive rng_u64 outputs: callers
+ * that draw the u64 stream first may compute the values in any order (in
+ * parallel) and get the same numbers. */
+static inline double rng_normal_of(uint64_t a, uint64_t b) {
+    double u1 = (double)(a >> 11) * 0x1.0p-53, u2 = (double)(b >> 11) * 0x1.0p-53;
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+/* standard normal (Box-Muller, one value per call: two u64 draws) */
+static inline double rng_normal(Rng *r) {
+    uint64_t a = rng_u64(r);
+    return rng_normal_of(a, rng_u64(r));
 }
 
 #endif

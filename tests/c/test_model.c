@@ -1,7 +1,9 @@
 /* test_model.c: properties of the model graph that need no oracle:
  * config validation messages, a tiny model overfitting one batch, NaN
- * detection, bitwise determinism, and the LR schedules' values. */
+ * detection, bitwise determinism, the initial weights against their
+ * definition, and the LR schedules' values. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 
 #include "tests/c/check.h"
@@ -148,6 +150,52 @@ static void test_nonfinite(void) {
     model_free(m);
 }
 
+/* model_init_weights against its definition, written out here: the matrices
+ * draw rng_normal from one stream in tensor order (scaled by 0.02, the
+ * residual projections by 0.02 / sqrt(2 n_layer)), norm weights are 1 and
+ * biases 0. The embedding (1.6M elements) crosses the init's 1M-value chunks
+ * and runs its parallel path; the values must be bitwise the sequential
+ * ones, with 1 thread and with several. */
+static void test_init_weights(void) {
+    char err[256];
+    ModelConfig c = tiny(ARCH_GPT2);
+    c.vocab_size = 25000;
+    c.d_model = 64;
+    c.d_ff = 96;
+    Model *m = model_create(&c, ops_cpu(), err, sizeof err);
+    if (!m) {
+        CHECK(0, "%s", err);
+        return;
+    }
+    size_t P = model_num_params(m);
+    float *want = malloc(P * sizeof(float)), *got = malloc(P * sizeof(float));
+    Rng r;
+    rng_seed(&r, 42);
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        const ParamTensor *t = model_tensor(m, i);
+        float *w = want + t->offset;
+        int proj = strstr(t->name, "attn.c_proj.weight") || strstr(t->name, "mlp.c_proj.weight");
+        float std = proj ? 0.02f / sqrtf(2.0f * c.n_layer) : 0.02f;
+        for (size_t k = 0; k < t->numel; k++)
+            w[k] = t->ndim == 2                                          ? (float)(std * rng_normal(&r))
+                   : strstr(t->name, "ln_") && strstr(t->name, ".weight") ? 1.0f
+                                                                          : 0.0f;
+    }
+    CHECK(P > ((size_t)1 << 20) + 65536, "the test model (%zu params) is too small", P);
+    for (int threads = 1; threads <= 3; threads += 2) {
+        omp_set_num_threads(threads);
+        model_init_weights(m, 42);
+        model_get_params(m, got);
+        size_t bad = 0;
+        for (size_t k = 0; k < P; k++) bad += memcmp(&want[k], &got[k], sizeof(float)) != 0;
+        CHECK(bad == 0, "%zu of %zu initial weights differ from the definition (%d threads)", bad,
+              P, threads);
+    }
+    omp_set_num_threads(omp_get_num_procs());
+    free(want), free(got);
+    model_free(m);
+}
+
 /* Same seed and inputs: bitwise identical parameters after three steps. */
 static void test_determinism(void) {
     char err[256];
@@ -216,6 +264,7 @@ int main(void) {
     test_overfit(ARCH_GPT2);
     test_nonfinite();
     test_determinism();
+    test_init_weights();
     test_schedules();
     return CHECK_DONE();
 }
