@@ -390,7 +390,7 @@ static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *p
                           long long tokens, double lr, uint64_t fingerprint,
                           const char *config_text) {
     const int rank = dist_rank(d), world = dist_world(d), lead = rank == 0;
-    char fp[32], path[CONFIG_PATH_LEN * 3], tmp[CONFIG_PATH_LEN * 3], err[1024] = "";
+    char fp[32], path[CONFIG_PATH_LEN * 3], tmp[CONFIG_PATH_LEN * 3], err[CONFIG_PATH_LEN * 3 + 512] = "";
     size_t n = model_optimizer_count(m), n_par = model_num_params(m);
     float *shard = NULL, *whole = NULL;
     int rc = 0;
@@ -409,6 +409,13 @@ static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *p
     if (!(shard = malloc(sizeof(float) * (3 * n + 1))) ||
         (lead && !(whole = malloc(sizeof(float) * n_par)))) {
         snprintf(err, sizeof err, "out of memory for the optimizer shard");
+        rc = 1;
+    } else if (!lead && access(tmp, W_OK) != 0) {
+        snprintf(err, sizeof err,
+                 "cannot write into %s (%s): with dist.zero = 1 every rank writes its optimizer "
+                 "shard into the checkpoint, so run.out_dir must be on a file system all nodes "
+                 "share",
+                 tmp, strerror(errno));
         rc = 1;
     } else {
         model_get_params_shard(m, shard + 2 * n);
