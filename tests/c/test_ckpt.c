@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "tests/c/runner_check.h"
+#include "tests/c/check.h"
 #include "trainer/ckpt.h"
 #include "trainer/hf.h"
 #include "trainer/rng.h"
@@ -330,5 +330,5 @@ int main(void) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
-    return TEST_EXIT();
+    return CHECK_DONE();
 }

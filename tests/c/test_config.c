@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tests/c/runner_check.h"
+#include "tests/c/check.h"
 #include "trainer/config.h"
 #include "trainer/config_keys.h"
 #include "trainer/rng.h"
@@ -343,5 +343,5 @@ int main(void) {
     test_mix_points();
     test_round_trip();
     test_fuzz();
-    return TEST_EXIT();
+    return CHECK_DONE();
 }

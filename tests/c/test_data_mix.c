@@ -6,10 +6,11 @@
  * change must be deliberate). */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "data/hash.h"
 #include "data/mix.h"
-#include "tests/data/check.h"
+#include "tests/c/check.h"
 
 static char err[512];
 
@@ -163,5 +164,5 @@ int main(void) {
     double w5[] = {1, -1};
     MixSplit *m;
     CHECK_FAILS(mix_split_create(&m, w5, 2, err, sizeof err), err, "positive");
-    CHECK_DONE();
+    return CHECK_DONE();
 }

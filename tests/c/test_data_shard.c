@@ -3,12 +3,14 @@
  * access, the temporary-name rule, and corrupt shards (truncation, a flipped
  * byte, wrong magic/version) failing with a message naming the file. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "data/hash.h"
 #include "data/shard.h"
-#include "tests/data/check.h"
+#include "tests/c/check.h"
+#include "tests/data/scratch.h"
 
 static char dir[64];
 static char err[SHARD_ERR_MAX];
@@ -287,16 +289,13 @@ static void hostile(void) {
 }
 
 int main(void) {
-    strcpy(dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/dapt-shard-XXXXXX" : "/tmp/dapt-shard-XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    if (scratch_make(dir, sizeof dir, "shard")) return 1;
     round_trip(1000, 2);
     round_trip(65536, 2);
     round_trip(100000, 4);
     corrupt();
     writer_rules();
     hostile();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd)) return 1;
-    CHECK_DONE();
+    if (scratch_remove(dir)) return 1;
+    return CHECK_DONE();
 }

@@ -9,11 +9,13 @@
  * sizes; resume at step s; eval windows; and the bad-input errors. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "data/shard.h"
 #include "data/stream.h"
-#include "tests/data/check.h"
+#include "tests/c/check.h"
+#include "tests/data/scratch.h"
 
 #define TPF 100     /* tokens per frame: windows cross frames often */
 #define T 31        /* seq_len: windows of 32 tokens */
@@ -324,8 +326,7 @@ static void long_windows(void) {
 }
 
 int main(void) {
-    strcpy(dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/dapt-stream-XXXXXX" : "/tmp/dapt-stream-XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    if (scratch_make(dir, sizeof dir, "stream")) return 1;
     make_shard("med-0.tok.zst", 0, 0, med_len[0], 0x1234, VOCAB);
     make_shard("med-1.tok.zst", 0, 1, med_len[1], 0x1234, VOCAB);
     make_shard("med-val.tok.zst", 0, 3, 300, 0x1234, VOCAB);
@@ -348,8 +349,6 @@ int main(void) {
     bad_inputs();
     free(all_tokens);
     free(all_src);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd)) return 1;
-    CHECK_DONE();
+    if (scratch_remove(dir)) return 1;
+    return CHECK_DONE();
 }

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tests/c/runner_check.h"
+#include "tests/c/check.h"
 #include "trainer/hf.h"
 #include "trainer/rng.h"
 
@@ -359,5 +359,5 @@ int main(void) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
-    return TEST_EXIT();
+    return CHECK_DONE();
 }

@@ -134,9 +134,5 @@ int main(void) {
     test_good_csv();
     test_bad_inputs();
     test_load_file();
-    if (check_failures)
-        fprintf(stderr, "test_law_data: %d failure(s)\n", check_failures);
-    else
-        printf("test_law_data: all passed\n");
-    return check_failures != 0;
+    return CHECK_DONE();
 }

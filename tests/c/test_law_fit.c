@@ -368,9 +368,5 @@ int main(void) {
     test_one_size();
     test_too_few_rows();
     test_cross_domain();
-    if (check_failures)
-        fprintf(stderr, "test_law_fit: %d failure(s)\n", check_failures);
-    else
-        printf("test_law_fit: all passed\n");
-    return check_failures != 0;
+    return CHECK_DONE();
 }

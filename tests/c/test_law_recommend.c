@@ -202,9 +202,5 @@ int main(void) {
     test_usage1();
     test_usage2();
     test_save_load();
-    if (check_failures)
-        fprintf(stderr, "test_law_recommend: %d failure(s)\n", check_failures);
-    else
-        printf("test_law_recommend: all passed\n");
-    return check_failures != 0;
+    return CHECK_DONE();
 }

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tests/c/runner_check.h"
+#include "tests/c/check.h"
 #include "trainer/rng.h"
 #include "trainer/safetensors.h"
 
@@ -288,5 +288,5 @@ int main(void) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);
-    return TEST_EXIT();
+    return CHECK_DONE();
 }

@@ -9,12 +9,14 @@
 #include <dirent.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "data/hash.h"
 #include "data/shard.h"
-#include "tests/data/check.h"
+#include "tests/c/check.h"
+#include "tests/data/scratch.h"
 #include "tokenizer/corpus.h"
 #include "tokenizer/spm.h"
 #include "tokenizer/tokenize.h"
@@ -215,8 +217,7 @@ static void utf8(void) {
 
 int main(void) {
     utf8();
-    strcpy(dir, access("/dev/shm", W_OK) == 0 ? "/dev/shm/dapt-tok-XXXXXX" : "/tmp/dapt-tok-XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    if (scratch_make(dir, sizeof dir, "tok")) return 1;
     char p_lines[256], p_text[256], p_jsonl[256], model[256], cmd[2048], p_ids[256];
     snprintf(p_lines, sizeof p_lines, "%s/docs.lines", dir);
     snprintf(p_text, sizeof p_text, "%s/docs.txt", dir);
@@ -454,7 +455,6 @@ int main(void) {
     for (size_t i = 0; i < d.n; i++) free(d.doc[i]);
     free(d.doc);
     spm_free(spm);
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd)) return 1;
-    CHECK_DONE();
+    if (scratch_remove(dir)) return 1;
+    return CHECK_DONE();
 }
