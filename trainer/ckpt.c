@@ -368,8 +368,8 @@ int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep
                         "is saved with ckpt_save_begin / _opt_shard / _commit"),
                1;
     if (st->step < 0 || st->step > INT32_MAX || st->tokens < 0)
-        return snprintf(err, err_len, "checkpoint step %lld / tokens %lld out of range", (long long)st->step,
-                        (long long)st->tokens),
+        return snprintf(err, err_len, "checkpoint step %lld / tokens %lld out of range",
+                        (long long)st->step, (long long)st->tokens),
                1;
     return ckpt_save_begin(out_dir, st->step, tmp, sizeof tmp, err, err_len) ||
            ckpt_save_commit(out_dir, tmp, m, st, keep, path_out, path_len, err, err_len);
@@ -476,7 +476,8 @@ static StFile *open_opt_shard(const char *dir, const OptLayout *L, int w, int64_
                               int *iv, char *err, size_t err_len) {
     char name[64], path[4200];
     ckpt_opt_shard_name(name, sizeof name, w, L->world);
-    if (hf_path(path, sizeof path, dir, name)) return snprintf(err, err_len, "%s: path too long", dir), NULL;
+    if (hf_path(path, sizeof path, dir, name))
+        return snprintf(err, err_len, "%s: path too long", dir), NULL;
     if (access(path, R_OK) != 0)
         return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, name), NULL;
     StFile *f = st_open(path, err, err_len);
@@ -484,7 +485,8 @@ static StFile *open_opt_shard(const char *dir, const OptLayout *L, int w, int64_
     int is = st_find(f, "step");
     *im = st_find(f, "exp_avg"), *iv = st_find(f, "exp_avg_sq");
     int32_t s32 = -1;
-    const StTensor *tm = *im >= 0 ? st_tensor(f, *im) : NULL, *tv = *iv >= 0 ? st_tensor(f, *iv) : NULL;
+    const StTensor *tm = *im >= 0 ? st_tensor(f, *im) : NULL;
+    const StTensor *tv = *iv >= 0 ? st_tensor(f, *iv) : NULL;
     if (!tm || !tv || tm->dtype != ST_F32 || tv->dtype != ST_F32 || tm->numel != L->cnt[w] ||
         tv->numel != L->cnt[w] || is < 0 || st_tensor(f, is)->numel != 1 ||
         st_read_i32(f, is, &s32, err, err_len) || s32 != step) {
@@ -524,7 +526,9 @@ int ckpt_check(const char *dir, char *err, size_t err_len) {
     if (!L.world) {
         hf_path(path, sizeof path, dir, "optimizer.safetensors");
         if (access(path, R_OK) != 0)
-            return snprintf(err, err_len, "checkpoint %s is incomplete: optimizer.safetensors is missing", dir), 1;
+            return snprintf(err, err_len,
+                            "checkpoint %s is incomplete: optimizer.safetensors is missing", dir),
+                   1;
         StFile *f = st_open(path, err, err_len);
         if (!f) return 1;
         st_close(f);
@@ -592,8 +596,9 @@ static int read_opt_range(const char *dir, const OptLayout *L, int64_t step, siz
         if (lo >= hi) continue;
         int im, iv;
         StFile *f = open_opt_shard(dir, L, w, step, &im, &iv, err, err_len);
-        int rc = !f || st_read_f32_range(f, im, lo - L->off[w], hi - lo, mom + (lo - o), err, err_len) ||
-                 st_read_f32_range(f, iv, lo - L->off[w], hi - lo, mom + c + (lo - o), err, err_len);
+        size_t first = lo - L->off[w], at = lo - o;
+        int rc = !f || st_read_f32_range(f, im, first, hi - lo, mom + at, err, err_len) ||
+                 st_read_f32_range(f, iv, first, hi - lo, mom + c + at, err, err_len);
         st_close(f);
         if (rc) return 1;
     }

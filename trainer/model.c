@@ -442,7 +442,8 @@ static void normals(Rng *rng, float *p, size_t n, float std, uint64_t *u) {
         }
         for (long k = 0; k < 2 * c; k++) u[k] = rng_u64(rng);
 #pragma omp parallel for schedule(static) if (c > 65536)
-        for (long k = 0; k < c; k++) p[c0 + k] = (float)(std * rng_normal_of(u[2 * k], u[2 * k + 1]));
+        for (long k = 0; k < c; k++)
+            p[c0 + k] = (float)(std * rng_normal_of(u[2 * k], u[2 * k + 1]));
     }
 }
 

@@ -390,7 +390,8 @@ static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *p
                           long long tokens, double lr, uint64_t fingerprint,
                           const char *config_text) {
     const int rank = dist_rank(d), world = dist_world(d), lead = rank == 0;
-    char fp[32], path[CONFIG_PATH_LEN * 3], tmp[CONFIG_PATH_LEN * 3], err[CONFIG_PATH_LEN * 3 + 512] = "";
+    char fp[32], path[CONFIG_PATH_LEN * 3], tmp[CONFIG_PATH_LEN * 3];
+    char err[CONFIG_PATH_LEN * 3 + 512] = "";
     size_t n = model_optimizer_count(m), n_par = model_num_params(m);
     float *shard = NULL, *whole = NULL;
     int rc = 0;
@@ -424,7 +425,8 @@ static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *p
             rc = ckpt_save_opt_shard(tmp, rank, world, step, n, shard, shard + n, err, sizeof err);
         }
     }
-    if (rc) fprintf(stderr, "dapt train: rank %d: checkpoint at step %d failed: %s\n", rank, step, err);
+    if (rc)
+        fprintf(stderr, "dapt train: rank %d: checkpoint at step %d failed: %s\n", rank, step, err);
     if (any_rank_failed(d, rc) ||
         dist_gather(d, shard + 2 * n, whole, pieces, DIST_F32, 0, err, sizeof err)) {
         rc = 1;
@@ -437,8 +439,10 @@ static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *p
         rc = ckpt_save_commit(a->run_dir, tmp, m, &st, a->cfg.ckpt.keep, path, sizeof path, err,
                               sizeof err);
         if (rc) fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
-        else if (world > 1) printf("checkpoint: %s (optimizer state in %d per-rank shards)\n", path, world);
-        else printf("checkpoint: %s\n", path);
+        else if (world > 1)
+            printf("checkpoint: %s (optimizer state in %d per-rank shards)\n", path, world);
+        else
+            printf("checkpoint: %s\n", path);
     }
     rc = any_rank_failed(d, rc);
 out:

@@ -163,7 +163,8 @@ int main(void) {
         CHECK(bad == 0, "%d wrong values gathered on root %d", bad, root);
         free(piece), free(all);
     }
-    CHECK(dist_gather(d, f, f, pieces, DIST_F32, W, err, sizeof err) != 0, "gather root out of range");
+    CHECK(dist_gather(d, f, f, pieces, DIST_F32, W, err, sizeof err) != 0,
+          "gather root out of range");
     CHECK_MSG(err, "gather to rank");
     CHECK(dist_barrier(d, err, sizeof err) == 0, "%s", err);
 

@@ -177,9 +177,8 @@ static void test_init_weights(void) {
         int proj = strstr(t->name, "attn.c_proj.weight") || strstr(t->name, "mlp.c_proj.weight");
         float std = proj ? 0.02f / sqrtf(2.0f * c.n_layer) : 0.02f;
         for (size_t k = 0; k < t->numel; k++)
-            w[k] = t->ndim == 2                                          ? (float)(std * rng_normal(&r))
-                   : strstr(t->name, "ln_") && strstr(t->name, ".weight") ? 1.0f
-                                                                          : 0.0f;
+            if (t->ndim == 2) w[k] = (float)(std * rng_normal(&r));
+            else w[k] = strstr(t->name, "ln_") && strstr(t->name, ".weight") ? 1.0f : 0.0f;
     }
     CHECK(P > ((size_t)1 << 20) + 65536, "the test model (%zu params) is too small", P);
     for (int threads = 1; threads <= 3; threads += 2) {
