@@ -308,6 +308,8 @@ int ckpt_save_begin(const char *out_dir, int64_t step, char *tmp_dir, size_t tmp
     return 0;
 }
 
+void ckpt_save_abort(const char *tmp_dir) { rm_tree(tmp_dir); }
+
 int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
                      const CkptState *st, int keep, char *path_out, size_t path_len, char *err,
                      size_t err_len) {

@@ -88,6 +88,9 @@ int ckpt_save_begin(const char *out_dir, int64_t step, char *tmp_dir, size_t tmp
 void ckpt_opt_shard_name(char *buf, size_t len, int rank, int world);
 int ckpt_save_opt_shard(const char *tmp_dir, int rank, int world, int64_t step, size_t count,
                         const float *adam_m, const float *adam_v, char *err, size_t err_len);
+/* Rank 0, when a rank failed between begin and commit: removes tmp_dir
+ * (the next ckpt_save_begin would too). */
+void ckpt_save_abort(const char *tmp_dir);
 int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
                      const CkptState *st, int keep, char *path_out, size_t path_len, char *err,
                      size_t err_len);

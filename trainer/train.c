@@ -429,6 +429,7 @@ static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *p
         fprintf(stderr, "dapt train: rank %d: checkpoint at step %d failed: %s\n", rank, step, err);
     if (any_rank_failed(d, rc) ||
         dist_gather(d, shard + 2 * n, whole, pieces, DIST_F32, 0, err, sizeof err)) {
+        if (lead) ckpt_save_abort(tmp);
         rc = 1;
         goto out;
     }

@@ -313,6 +313,11 @@ static void test_opt_shards(void) {
     CHECK(ckpt_load(ck, w2, NULL, err, sizeof err) != 0);
     CHECK_MSG(err, "optimizer-00002-of-00003.safetensors is missing");
     CHECK(ckpt_find_latest(out, path, sizeof path, err, sizeof err) == 1);
+    /* an aborted collective save leaves no temporary directory behind */
+    CHECK(ckpt_save_begin(out, 8, tmp, sizeof tmp, err, sizeof err) == 0);
+    CHECK(ckpt_save_opt_shard(tmp, 0, 3, 8, counts[0], mm, vv, err, sizeof err) == 0);
+    ckpt_save_abort(tmp);
+    CHECK(!exists(tmp));
     /* ckpt_save refuses the sharded layout (it has no shards to write) */
     CHECK(ckpt_save(out, m, &st, 0, NULL, 0, err, sizeof err) != 0);
     model_free(w2);
