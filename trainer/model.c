@@ -469,44 +469,11 @@ void model_init_weights(Model *m, uint64_t seed) {
     model_set_params(m, h);
 }
 
-/* The fp32 master weights when the act type keeps them (the CUDA bf16
- * table): they are the parameters, the bf16 copy is their rounding, and a
- * checkpoint of the rounded values would not resume bitwise. A sharded
- * model has the master of its shard only: elsewhere the bf16 copy. */
-void model_get_params(const Model *m, float *dst) {
-    if (m->master && m->opt_n == m->n_params) {
-        m->ops->download_bytes(dst, m->master, m->n_params * sizeof(float));
-        return;
-    }
-    m->ops->download(dst, m->params, m->n_params);
-    if (m->master)
-        m->ops->download_bytes(dst + m->opt_off, m->master, m->opt_n * sizeof(float));
-}
-
-void model_set_params(Model *m, const float *src) {
-    m->ops->upload(m->params, src, m->n_params);
-    if (m->master) m->ops->upload_bytes(m->master, src + m->opt_off, m->opt_n * sizeof(float));
-}
-
-void model_get_grads(const Model *m, float *dst) { m->ops->download(dst, m->grads, m->n_params); }
-
-/* A sharded model fills [opt_off, opt_off + opt_n) and zeroes the rest. */
-void model_get_adam_state(const Model *m, float *m_dst, float *v_dst) {
-    size_t off = m->opt_off, n = m->opt_n, end = off + n, np = m->n_params;
-    m->ops->download_bytes(m_dst + off, m->adam_m, n * sizeof(float));
-    m->ops->download_bytes(v_dst + off, m->adam_v, n * sizeof(float));
-    if (n == np) return;
-    memset(m_dst, 0, off * sizeof(float)), memset(v_dst, 0, off * sizeof(float));
-    memset(m_dst + end, 0, (np - end) * sizeof(float));
-    memset(v_dst + end, 0, (np - end) * sizeof(float));
-}
-
-void model_set_adam_state(Model *m, const float *m_src, const float *v_src) {
-    m->ops->upload_bytes(m->adam_m, m_src + m->opt_off, m->opt_n * sizeof(float));
-    m->ops->upload_bytes(m->adam_v, v_src + m->opt_off, m->opt_n * sizeof(float));
-}
-
-/* The optimizer shard's part only (model_optimizer_count floats each). */
+/* The optimizer shard's part only (model_optimizer_count floats each).
+ * Parameters: the fp32 master weights when the act type keeps them (the
+ * CUDA bf16 table): they are the parameters, the bf16 copy is their
+ * rounding, and a checkpoint of the rounded values would not resume
+ * bitwise. */
 void model_get_params_shard(const Model *m, float *dst) {
     if (m->master) {
         m->ops->download_bytes(dst, m->master, m->opt_n * sizeof(float));
@@ -523,6 +490,34 @@ void model_get_adam_shard(const Model *m, float *m_dst, float *v_dst) {
 void model_set_adam_shard(Model *m, const float *m_src, const float *v_src) {
     m->ops->upload_bytes(m->adam_m, m_src, m->opt_n * sizeof(float));
     m->ops->upload_bytes(m->adam_v, v_src, m->opt_n * sizeof(float));
+}
+
+/* The whole-buffer versions: the shard's part at its offset. A sharded
+ * model has the master of its shard only: elsewhere the bf16 copy. */
+void model_get_params(const Model *m, float *dst) {
+    if (!m->master || m->opt_n != m->n_params) m->ops->download(dst, m->params, m->n_params);
+    if (m->master) model_get_params_shard(m, dst + m->opt_off);
+}
+
+void model_set_params(Model *m, const float *src) {
+    m->ops->upload(m->params, src, m->n_params);
+    if (m->master) m->ops->upload_bytes(m->master, src + m->opt_off, m->opt_n * sizeof(float));
+}
+
+void model_get_grads(const Model *m, float *dst) { m->ops->download(dst, m->grads, m->n_params); }
+
+/* A sharded model fills [opt_off, opt_off + opt_n) and zeroes the rest. */
+void model_get_adam_state(const Model *m, float *m_dst, float *v_dst) {
+    size_t off = m->opt_off, end = off + m->opt_n, np = m->n_params;
+    model_get_adam_shard(m, m_dst + off, v_dst + off);
+    if (m->opt_n == np) return;
+    memset(m_dst, 0, off * sizeof(float)), memset(v_dst, 0, off * sizeof(float));
+    memset(m_dst + end, 0, (np - end) * sizeof(float));
+    memset(v_dst + end, 0, (np - end) * sizeof(float));
+}
+
+void model_set_adam_state(Model *m, const float *m_src, const float *v_src) {
+    model_set_adam_shard(m, m_src + m->opt_off, v_src + m->opt_off);
 }
 
 /* A buffer of n floats holding old[off, off + n) (old holds the whole
