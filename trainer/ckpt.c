@@ -25,9 +25,11 @@
 #include "trainer/hf.h"
 #include "trainer/safetensors.h"
 
+/* the files every checkpoint has; the optimizer state's depend on its
+ * layout (trainer_state.json "optimizer") */
 static const char *const ckpt_files[] = {"model.safetensors", "config.json",
-                                         "optimizer.safetensors", "trainer_state.json"};
-#define N_CKPT_FILES 4
+                                         "trainer_state.json"};
+#define N_CKPT_FILES 3
 
 void ckpt_state_free(CkptState *st) {
     if (!st) return;
@@ -369,10 +371,7 @@ int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep
         return snprintf(err, err_len, "ckpt_save writes the whole optimizer state; a sharded one "
                         "is saved with ckpt_save_begin / _opt_shard / _commit"),
                1;
-    if (st->step < 0 || st->step > INT32_MAX || st->tokens < 0)
-        return snprintf(err, err_len, "checkpoint step %lld / tokens %lld out of range",
-                        (long long)st->step, (long long)st->tokens),
-               1;
+    /* begin checks the step, commit the step and tokens */
     return ckpt_save_begin(out_dir, st->step, tmp, sizeof tmp, err, err_len) ||
            ckpt_save_commit(out_dir, tmp, m, st, keep, path_out, path_len, err, err_len);
 }
@@ -472,16 +471,22 @@ static int parse_layout(const cJSON *r, const char *dir, OptLayout *L, char *err
     return 0;
 }
 
+/* DIR/NAME into path; 0 when it is readable, else 1 with "incomplete" in err */
+static int present(const char *dir, const char *name, char *path, size_t len, char *err,
+                   size_t err_len) {
+    if (hf_path(path, len, dir, name)) return snprintf(err, err_len, "%s: path too long", dir), 1;
+    if (access(path, R_OK) != 0)
+        return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, name), 1;
+    return 0;
+}
+
 /* A shard file of the zero1 layout: exp_avg and exp_avg_sq F32 [count] and
  * the checkpoint's step; the index of exp_avg and exp_avg_sq to *im, *iv. */
 static StFile *open_opt_shard(const char *dir, const OptLayout *L, int w, int64_t step, int *im,
                               int *iv, char *err, size_t err_len) {
     char name[64], path[4200];
     ckpt_opt_shard_name(name, sizeof name, w, L->world);
-    if (hf_path(path, sizeof path, dir, name))
-        return snprintf(err, err_len, "%s: path too long", dir), NULL;
-    if (access(path, R_OK) != 0)
-        return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, name), NULL;
+    if (present(dir, name, path, sizeof path, err, err_len)) return NULL;
     StFile *f = st_open(path, err, err_len);
     if (!f) return NULL;
     int is = st_find(f, "step");
@@ -506,12 +511,8 @@ int ckpt_check(const char *dir, char *err, size_t err_len) {
         hf_path(idx, sizeof idx, dir, "model.safetensors.index.json"))
         return snprintf(err, err_len, "%s: path too long", dir), 1;
     int sharded = access(path, F_OK) != 0 && access(idx, F_OK) == 0;
-    for (int i = sharded; i < N_CKPT_FILES; i++) {
-        if (!strcmp(ckpt_files[i], "optimizer.safetensors")) continue; /* by the layout, below */
-        hf_path(path, sizeof path, dir, ckpt_files[i]);
-        if (access(path, R_OK) != 0)
-            return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, ckpt_files[i]), 1;
-    }
+    for (int i = sharded; i < N_CKPT_FILES; i++)
+        if (present(dir, ckpt_files[i], path, sizeof path, err, err_len)) return 1;
     /* the weights (single or every shard) and the optimizer state are whole */
     StSet *s = st_set_open(dir, err, err_len);
     if (!s) return 1;
@@ -526,11 +527,7 @@ int ckpt_check(const char *dir, char *err, size_t err_len) {
     cJSON_Delete(r);
     if (rc) return 1;
     if (!L.world) {
-        hf_path(path, sizeof path, dir, "optimizer.safetensors");
-        if (access(path, R_OK) != 0)
-            return snprintf(err, err_len,
-                            "checkpoint %s is incomplete: optimizer.safetensors is missing", dir),
-                   1;
+        if (present(dir, "optimizer.safetensors", path, sizeof path, err, err_len)) return 1;
         StFile *f = st_open(path, err, err_len);
         if (!f) return 1;
         st_close(f);
