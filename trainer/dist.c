@@ -300,6 +300,25 @@ int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t ele
     (void)c, (void)buf, (void)counts, (void)elem_bytes;
     return no_nccl(err, err_len);
 }
+/* the non-blocking sum of trainer/dist_nccl.h in a build without NCCL */
+int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len) {
+    (void)c, (void)buf, (void)n;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_isum_i64_finish(DistNccl *c, char *err, size_t err_len) {
+    (void)c;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_moe_sum_begin(void *ctx, int64_t *buf, size_t n, void **req, char *err,
+                            size_t err_len) {
+    (void)ctx, (void)buf, (void)n;
+    *req = NULL;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_moe_sum_finish(void *ctx, void *req, char *err, size_t err_len) {
+    (void)ctx, (void)req;
+    return no_nccl(err, err_len);
+}
 #endif
 
 /* ---------------- non-blocking int64 sum (dist.h) ---------------- */
@@ -363,24 +382,3 @@ int dist_moe_sum_finish(void *ctx, void *req, char *err, size_t err_len) {
     return dist_iallreduce_finish((Dist *)ctx, (DistRequest *)req, err, err_len);
 }
 
-#ifndef DAPT_HAVE_NCCL
-/* the non-blocking sum of trainer/dist_nccl.h in a build without NCCL */
-int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len) {
-    (void)c, (void)buf, (void)n;
-    return no_nccl(err, err_len);
-}
-int dist_nccl_isum_i64_finish(DistNccl *c, char *err, size_t err_len) {
-    (void)c;
-    return no_nccl(err, err_len);
-}
-int dist_nccl_moe_sum_begin(void *ctx, int64_t *buf, size_t n, void **req, char *err,
-                            size_t err_len) {
-    (void)ctx, (void)buf, (void)n;
-    *req = NULL;
-    return no_nccl(err, err_len);
-}
-int dist_nccl_moe_sum_finish(void *ctx, void *req, char *err, size_t err_len) {
-    (void)ctx, (void)req;
-    return no_nccl(err, err_len);
-}
-#endif

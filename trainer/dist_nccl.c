@@ -182,18 +182,23 @@ static int nccl_event_wait(DistNccl *c, cudaEvent_t ev, const char *what, double
     }
 }
 
+/* a CUDA call made for a collective failed: abort (0 when e is cudaSuccess) */
+static int cuda_failed(DistNccl *c, const char *what, const char *call, cudaError_t e, char *err,
+                       size_t err_len) {
+    if (e == cudaSuccess) return 0;
+    char why[256];
+    snprintf(why, sizeof why, "%s: %s", call, cudaGetErrorString(e));
+    return fail_abort(c, what, why, err, err_len);
+}
+
 /* A blocking collective: enqueued, then run by c->stream (the
  * initialisation has no event yet and nothing on a stream). */
 static int nccl_wait(DistNccl *c, ncclResult_t r, const char *what, char *err, size_t err_len) {
     double deadline = now_s() + c->timeout_s;
     if (nccl_enqueued(c, r, what, deadline, err, err_len)) return 1;
     if (!c->done) return 0;
-    cudaError_t e = cudaEventRecord(c->done, c->stream);
-    if (e != cudaSuccess) {
-        char why[256];
-        snprintf(why, sizeof why, "cudaEventRecord: %s", cudaGetErrorString(e));
-        return fail_abort(c, what, why, err, err_len);
-    }
+    if (cuda_failed(c, what, "cudaEventRecord", cudaEventRecord(c->done, c->stream), err, err_len))
+        return 1;
     return nccl_event_wait(c, c->done, what, deadline, err, err_len);
 }
 
@@ -380,14 +385,6 @@ int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t ele
 }
 
 /* ---------------- the non-blocking int64 sum ---------------- */
-
-static int cuda_failed(DistNccl *c, const char *what, const char *call, cudaError_t e, char *err,
-                       size_t err_len) {
-    if (e == cudaSuccess) return 0;
-    char why[256];
-    snprintf(why, sizeof why, "%s: %s", call, cudaGetErrorString(e));
-    return fail_abort(c, what, why, err, err_len);
-}
 
 int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len) {
     static const char what[] = "int64 all-reduce (MoE counts)";
