@@ -134,56 +134,57 @@ void run_problems(const Problem *p, int n, cudaDataType_t t) {
     }
 }
 
-template <typename T>
-void expert_matmul_fwd(void *out, const void *inp, const void *w, size_t w_stride,
-                       const int32_t *counts, int E, int IC, int OC) {
-    Problem *p = (Problem *)malloc((size_t)(E > 0 ? E : 1) * sizeof *p);
+/* The experts with rows, in order: add(e, rows, first_row, out) writes
+ * its (at most per_expert) problems to out and returns how many; then all
+ * of them run. */
+template <typename F>
+void run_experts(const int32_t *counts, int E, int per_expert, cudaDataType_t t, F add) {
+    Problem *p = (Problem *)malloc((size_t)(E > 0 ? per_expert * E : 1) * sizeof *p);
     if (!p) CUDA_FATAL("out of host memory (grouped expert GEMM)");
     int n = 0;
     size_t row = 0;
     for (int e = 0; e < E; e++) {
         int r = counts[e];
         if (r > 0) {
-            Problem q = {};
-            q.ta = CUBLAS_OP_T, q.tb = CUBLAS_OP_N, q.m = OC, q.n = r, q.k = IC;
-            q.A = (const T *)w + (size_t)e * w_stride, q.lda = IC;
-            q.B = (const T *)inp + row * IC, q.ldb = IC;
-            q.C = (T *)out + row * OC, q.ldc = OC, q.beta = 0.0f;
-            p[n++] = q;
+            n += add(e, r, row, p + n);
+            row += (size_t)r;
         }
-        row += (size_t)(r > 0 ? r : 0);
     }
-    run_problems(p, n, cuda_dtype<T>());
+    run_problems(p, n, t);
     free(p);
+}
+
+template <typename T>
+void expert_matmul_fwd(void *out, const void *inp, const void *w, size_t w_stride,
+                       const int32_t *counts, int E, int IC, int OC) {
+    run_experts(counts, E, 1, cuda_dtype<T>(), [&](int e, int r, size_t row, Problem *q) {
+        *q = Problem{};
+        q->ta = CUBLAS_OP_T, q->tb = CUBLAS_OP_N, q->m = OC, q->n = r, q->k = IC;
+        q->A = (const T *)w + (size_t)e * w_stride, q->lda = IC;
+        q->B = (const T *)inp + row * IC, q->ldb = IC;
+        q->C = (T *)out + row * OC, q->ldc = OC, q->beta = 0.0f;
+        return 1;
+    });
 }
 
 template <typename T>
 void expert_matmul_bwd(void *dinp, void *dw, const void *dout, const void *inp, const void *w,
                        size_t w_stride, const int32_t *counts, int E, int IC, int OC) {
-    Problem *p = (Problem *)malloc((size_t)(E > 0 ? 2 * E : 1) * sizeof *p);
-    if (!p) CUDA_FATAL("out of host memory (grouped expert GEMM)");
-    int n = 0;
-    size_t row = 0;
-    for (int e = 0; e < E; e++) {
-        int r = counts[e];
-        if (r > 0) {
-            Problem q = {};
-            q.ta = CUBLAS_OP_N, q.tb = CUBLAS_OP_N, q.m = IC, q.n = r, q.k = OC;
-            q.A = (const T *)w + (size_t)e * w_stride, q.lda = IC;
-            q.B = (const T *)dout + row * OC, q.ldb = OC;
-            q.C = (T *)dinp + row * IC, q.ldc = IC, q.beta = 0.0f;
-            p[n++] = q;
-            Problem g = {};
-            g.ta = CUBLAS_OP_N, g.tb = CUBLAS_OP_T, g.m = IC, g.n = OC, g.k = r;
-            g.A = (const T *)inp + row * IC, g.lda = IC;
-            g.B = (const T *)dout + row * OC, g.ldb = OC;
-            g.C = (T *)dw + (size_t)e * w_stride, g.ldc = IC, g.beta = 1.0f;
-            p[n++] = g;
-        }
-        row += (size_t)(r > 0 ? r : 0);
-    }
-    run_problems(p, n, cuda_dtype<T>());
-    free(p);
+    run_experts(counts, E, 2, cuda_dtype<T>(), [&](int e, int r, size_t row, Problem *q) {
+        /* dinp_e = dout_e @ w_e (overwritten) */
+        q[0] = Problem{};
+        q[0].ta = CUBLAS_OP_N, q[0].tb = CUBLAS_OP_N, q[0].m = IC, q[0].n = r, q[0].k = OC;
+        q[0].A = (const T *)w + (size_t)e * w_stride, q[0].lda = IC;
+        q[0].B = (const T *)dout + row * OC, q[0].ldb = OC;
+        q[0].C = (T *)dinp + row * IC, q[0].ldc = IC, q[0].beta = 0.0f;
+        /* dw_e += dout_e^T @ inp_e */
+        q[1] = Problem{};
+        q[1].ta = CUBLAS_OP_N, q[1].tb = CUBLAS_OP_T, q[1].m = IC, q[1].n = OC, q[1].k = r;
+        q[1].A = (const T *)inp + row * IC, q[1].lda = IC;
+        q[1].B = (const T *)dout + row * OC, q[1].ldb = OC;
+        q[1].C = (T *)dw + (size_t)e * w_stride, q[1].ldc = IC, q[1].beta = 1.0f;
+        return 2;
+    });
 }
 
 } // namespace
