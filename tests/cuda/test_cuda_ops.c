@@ -333,17 +333,20 @@ static void test_residual_norms(Ctx *c, int N, int C, int aoff) {
             if (!rms) check(c, op, "mean", &mean);
             check(c, op, "rstd", &rstd);
             if (!alias) {
-                /* the device's two ops on the same inputs: bitwise */
-                Pair res2 = pair_poison(c, NC, 0), out2 = pair_poison(c, NC, 0);
+                /* the device's two ops on the same inputs, res2 at res's
+                 * offset (a norm's reduction order may depend on its
+                 * input's alignment): bitwise */
+                Pair res2 = pair_poison(c, NC + aoff, 0), out2 = pair_poison(c, NC, 0);
                 Pair mean2 = pair_poison(c, N, 1), rstd2 = pair_poison(c, N, 1);
-                c->dev->residual_fwd(res2.b[1], AV(ca, 1), b.b[1], NC);
+                void *r2 = AV(res2, 1);
+                c->dev->residual_fwd(r2, AV(ca, 1), b.b[1], NC);
                 if (rms)
-                    c->dev->rmsnorm_fwd(out2.b[1], rstd2.b[1], res2.b[1], w.b[1], N, C, 1e-5f);
+                    c->dev->rmsnorm_fwd(out2.b[1], rstd2.b[1], r2, w.b[1], N, C, 1e-5f);
                 else
-                    c->dev->layernorm_fwd(out2.b[1], mean2.b[1], rstd2.b[1], res2.b[1], w.b[1],
+                    c->dev->layernorm_fwd(out2.b[1], mean2.b[1], rstd2.b[1], r2, w.b[1],
                                           bias.b[1], N, C, 1e-5f);
                 c->dev->sync();
-                float *h[4] = {fetch(c->dev, res2.b[1], NC, 0), fetch(c->dev, out2.b[1], NC, 0),
+                float *h[4] = {fetch(c->dev, r2, NC, 0), fetch(c->dev, out2.b[1], NC, 0),
                                fetch(c->dev, mean2.b[1], N, 1), fetch(c->dev, rstd2.b[1], N, 1)};
                 check_same(c, op, "bits-res", &res_v, h[0]);
                 check_same(c, op, "bits-out", &out, h[1]);
