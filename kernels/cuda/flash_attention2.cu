@@ -41,6 +41,10 @@ constexpr int V2_ROWS = 128;    /* rows a block owns: queries (fwd, dQ) or keys 
 constexpr int V2_TILE = 64;     /* rows of the tiles it loops over */
 constexpr int V2_THREADS = 256; /* 8 warps x 16 rows */
 
+#ifdef DAPT_CUEMU /* the host emulator's (tests/cuemu) */
+__device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p) { cuemu::ldmatrix_x4(r, p, 0); }
+__device__ __forceinline__ void ldsm4_t(uint32_t r[4], const bf16 *p) { cuemu::ldmatrix_x4(r, p, 1); }
+#else
 __device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p) {
     unsigned a = (unsigned)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -53,6 +57,7 @@ __device__ __forceinline__ void ldsm4_t(uint32_t r[4], const bf16 *p) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
 }
+#endif
 /* this lane's ldmatrix address for an A fragment at (r0, c0), or a .trans
  * B pair at (k0, n0) */
 __device__ __forceinline__ const bf16 *at_a(const bf16 *X, int ld, int r0, int c0, int lane) {

@@ -24,11 +24,15 @@ __device__ __forceinline__ uint32_t pack_f(float lo, float hi) {
 
 /* d += a (16x16) b (16x8) */
 __device__ __forceinline__ void mma(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+#ifdef DAPT_CUEMU /* the host emulator's (tests/cuemu) */
+    cuemu::mma_bf16_16816(d, a, b0, b1);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 /* the A fragment (16 x 16, columns 16c..16c+15) from score accumulators
@@ -45,6 +49,13 @@ __device__ __forceinline__ void acc_to_a(uint32_t a[4], const float lo[4], const
  * (source size 0, the address then only has to be valid). Issued copies
  * form a group at cp_async_commit(); cp_async_wait<N>() waits until at
  * most N groups are still in flight. */
+#ifdef DAPT_CUEMU /* the host emulator's (tests/cuemu) */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+    cuemu::cp_async16(dst, src, valid);
+}
+__device__ __forceinline__ void cp_async_commit() { cuemu::cp_async_commit(); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { cuemu::cp_async_wait(N); }
+#else
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     int n = valid ? 16 : 0;
@@ -54,6 +65,7 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
+#endif
 
 /* max / sum over the 4 threads of a quad (the 4 holders of one C row) */
 __device__ __forceinline__ float quad_max(float v) {

@@ -1,0 +1,710 @@
+/* cuemu.cc: the emulator's runtime (tests/cuemu/cuemu.h): fibers and the
+ * block scheduler, warp collectives, the PTX instructions the kernels use
+ * (mma.m16n8k16 bf16, ldmatrix.x4, cp.async), the runtime API, and
+ * cuBLASLt / cuBLAS GEMMs through OpenBLAS.
+ *
+ * Fragment layouts of mma.sync.m16n8k16.row.col with bf16 operands (PTX
+ * ISA, "Matrix fragments for mma.m16n8k16"), for lane l, g = l / 4,
+ * t = l % 4; each 32-bit register holds two bf16, the lower column (or k)
+ * in the low half:
+ *   A (16 x 16): a0 = A[g][2t, 2t+1], a1 = A[g+8][2t..], a2 = A[g][2t+8..],
+ *                a3 = A[g+8][2t+8..]
+ *   B (16 x 8):  b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]
+ *   C, D (fp32): c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]
+ * ldmatrix.x4: lanes 8i..8i+7 give the 8 row addresses (16 bytes each) of
+ * matrix i; register i of lane l receives row l / 4, elements 2 (l % 4) and
+ * 2 (l % 4) + 1 of matrix i, or with .trans of its transpose. */
+#include "tests/cuemu/cuemu.h"
+
+#include <cblas.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+#include <vector>
+
+namespace cuemu {
+
+struct Pending {
+    void *dst;
+    const void *src;
+    int valid;
+    long group;
+};
+
+struct Fiber {
+#if defined(__x86_64__)
+    void *sp; /* saved stack pointer (callee-saved registers below it) */
+#else
+    ucontext_t uc;
+#endif
+    dim3 tid;
+    int warp, lane;
+    bool done;
+    std::vector<Pending> copies; /* cp.async not yet landed */
+    long committed;              /* groups committed so far */
+    const char *waiting;         /* where it waits, for the deadlock report */
+};
+
+struct Warp {
+    unsigned gen, arrived, lanes;
+    int op[2][32];
+    Slot slot[2][32];
+};
+
+Fiber *g_cur;
+dim3 g_block, g_bdim, g_gdim;
+
+namespace {
+
+const size_t STACK = 256 << 10;
+const size_t SMEM = 227 << 10; /* an H100's dynamic shared memory limit per block */
+const size_t SMEM_DEFAULT = 48 << 10;
+
+/* Switching: on x86-64 a 7-instruction stack switch (the callee-saved
+ * registers pushed on the old stack, popped from the new one); glibc's
+ * swapcontext also saves the signal mask, a system call per switch, which
+ * made the emulator several times slower. Elsewhere ucontext. */
+#if defined(__x86_64__)
+extern "C" void cuemu_switch(void **save_sp, void *to_sp);
+asm(".text\n"
+    ".globl cuemu_switch\n"
+    ".type cuemu_switch, @function\n"
+    "cuemu_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n"
+    "  movq %rsi, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n"
+    ".size cuemu_switch, .-cuemu_switch\n");
+void *g_sched_sp;
+#else
+ucontext_t g_sched;
+#endif
+std::vector<Fiber> g_fibers;
+std::vector<Warp> g_warps;
+char *g_stacks;
+size_t g_n_stacks;
+alignas(16) unsigned char g_smem[SMEM];
+size_t g_smem_bytes;
+unsigned g_live;
+unsigned g_bar_arrived, g_bar_gen;
+unsigned long long g_events;
+void (*g_body)(void *);
+void *g_ctx;
+const void *g_kernel;
+cudaError_t g_last;
+
+struct FuncAttr {
+    const void *kernel;
+    int smem;
+};
+std::vector<FuncAttr> g_attrs;
+
+void yield(void) {
+#if defined(__x86_64__)
+    cuemu_switch(&g_cur->sp, g_sched_sp);
+#else
+    swapcontext(&g_cur->uc, &g_sched);
+#endif
+}
+
+void entry(void) {
+    g_body(g_ctx);
+    Fiber *f = g_cur;
+    for (Pending &p : f->copies) /* still in flight at exit: they land */
+        if (p.valid)
+            memcpy(p.dst, p.src, 16);
+        else
+            memset(p.dst, 0, 16);
+    f->copies.clear();
+    f->done = true;
+    g_events++;
+    g_live--;
+    Warp &w = g_warps[f->warp];
+    if (w.arrived) fail("thread (%u,%u,%u) exited while its warp waits in a collective", f->tid.x, f->tid.y, f->tid.z);
+    w.lanes--;
+    if (g_bar_arrived && g_bar_arrived == g_live) g_bar_arrived = 0, g_bar_gen++;
+#if defined(__x86_64__)
+    void *dead;
+    cuemu_switch(&dead, g_sched_sp); /* never resumed */
+    __builtin_unreachable();
+#endif
+    /* (ucontext: uc_link returns to the scheduler) */
+}
+
+void ensure_stacks(size_t n) {
+    if (n <= g_n_stacks) return;
+    if (g_stacks) munmap(g_stacks, g_n_stacks * STACK);
+    g_stacks = (char *)mmap(NULL, n * STACK, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (g_stacks == MAP_FAILED) fail("cannot map %zu fiber stacks", n);
+    g_n_stacks = n;
+}
+
+int smem_limit(const void *kernel) {
+    for (const FuncAttr &a : g_attrs)
+        if (a.kernel == kernel) return a.smem;
+    return (int)SMEM_DEFAULT;
+}
+
+void run_block(unsigned nthreads) {
+    g_fibers.assign(nthreads, Fiber());
+    unsigned nwarps = (nthreads + 31) / 32;
+    g_warps.assign(nwarps, Warp());
+    for (unsigned w = 0; w < nwarps; w++)
+        g_warps[w].lanes = nthreads - 32 * w < 32 ? nthreads - 32 * w : 32;
+    memset(g_smem, 0xff, g_smem_bytes); /* NaN bf16 and fp32: unloaded data shows */
+    g_live = nthreads;
+    g_bar_arrived = 0;
+    for (unsigned i = 0; i < nthreads; i++) {
+        Fiber &f = g_fibers[i];
+        f.tid = dim3(i % g_bdim.x, i / g_bdim.x % g_bdim.y, i / (g_bdim.x * g_bdim.y));
+        f.warp = (int)(i / 32), f.lane = (int)(i % 32);
+        f.done = false;
+        f.committed = 0;
+#if defined(__x86_64__)
+        /* what cuemu_switch pops: six registers (zero), then entry as the
+         * return address, with the stack aligned as after a call */
+        void **top = (void **)(g_stacks + (size_t)(i + 1) * STACK) - 2;
+        top[0] = (void *)entry, top[1] = NULL;
+        top -= 6;
+        memset(top, 0, 6 * sizeof *top);
+        f.sp = top;
+#else
+        getcontext(&f.uc);
+        f.uc.uc_stack.ss_sp = g_stacks + (size_t)i * STACK;
+        f.uc.uc_stack.ss_size = STACK;
+        f.uc.uc_link = &g_sched;
+        makecontext(&f.uc, entry, 0);
+#endif
+    }
+    for (;;) {
+        unsigned long long before = g_events;
+        unsigned alive = 0;
+        for (Fiber &f : g_fibers) {
+            if (f.done) continue;
+            g_cur = &f;
+#if defined(__x86_64__)
+            cuemu_switch(&g_sched_sp, f.sp);
+#else
+            swapcontext(&g_sched, &f.uc);
+#endif
+            alive += !f.done;
+        }
+        g_cur = NULL;
+        if (!alive) return;
+        if (g_events == before) {
+            fprintf(stderr, "cuemu: deadlock in block (%u,%u,%u):\n", g_block.x, g_block.y, g_block.z);
+            int shown = 0;
+            for (Fiber &f : g_fibers)
+                if (!f.done && shown++ < 8)
+                    fprintf(stderr, "  thread (%u,%u,%u) waits at %s\n", f.tid.x, f.tid.y, f.tid.z,
+                            f.waiting ? f.waiting : "?");
+            fail("no thread can make progress");
+        }
+    }
+}
+
+} // namespace
+
+void fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "cuemu: ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (g_cur)
+        fprintf(stderr, " (block %u,%u,%u thread %u,%u,%u)", g_block.x, g_block.y, g_block.z,
+                g_cur->tid.x, g_cur->tid.y, g_cur->tid.z);
+    fprintf(stderr, "\n");
+    fflush(stderr);
+    abort();
+}
+
+const dim3 &thread_idx(void) {
+    if (!g_cur) fail("threadIdx outside a kernel");
+    return g_cur->tid;
+}
+int lane(void) { return g_cur->lane; }
+void *dyn_smem(void) { return g_smem; }
+int in_smem(const void *p, size_t n) {
+    const unsigned char *c = (const unsigned char *)p;
+    return c >= g_smem && c + n <= g_smem + g_smem_bytes;
+}
+
+void set_func_smem(const void *kernel, int bytes) {
+    if (bytes > (int)SMEM) fail("cudaFuncSetAttribute: %d bytes of dynamic shared memory (limit %zu)", bytes, SMEM);
+    for (FuncAttr &a : g_attrs)
+        if (a.kernel == kernel) {
+            a.smem = bytes;
+            return;
+        }
+    g_attrs.push_back(FuncAttr{kernel, bytes});
+}
+
+void syncthreads(void) {
+    Fiber *f = g_cur;
+    unsigned gen = g_bar_gen;
+    g_events++;
+    if (++g_bar_arrived == g_live) {
+        g_bar_arrived = 0, g_bar_gen++;
+        return;
+    }
+    f->waiting = "__syncthreads";
+    while (g_bar_gen == gen) yield();
+    f->waiting = NULL;
+}
+
+const Slot *warp_collect(int op, const uint64_t in[SLOT], void (*complete)(Slot *all)) {
+    Fiber *f = g_cur;
+    Warp &w = g_warps[f->warp];
+    if (w.lanes != 32) fail("warp collective in a warp of %u live lanes (full mask)", w.lanes);
+    int ph = (int)(w.gen & 1);
+    memcpy(w.slot[ph][f->lane], in, sizeof w.slot[ph][f->lane]);
+    w.op[ph][f->lane] = op;
+    unsigned gen = w.gen;
+    g_events++;
+    if (++w.arrived == w.lanes) {
+        for (int l = 1; l < 32; l++)
+            if (w.op[ph][l] != w.op[ph][0])
+                fail("warp %d: lane 0 in collective %d, lane %d in %d", f->warp, w.op[ph][0], l, w.op[ph][l]);
+        if (complete) complete(w.slot[ph]);
+        w.arrived = 0, w.gen++;
+    } else {
+        f->waiting = "a warp collective";
+        while (w.gen == gen) yield();
+        f->waiting = NULL;
+    }
+    return w.slot[ph];
+}
+
+/* ---- PTX ---- */
+
+static inline float lo_bf(uint32_t r) { return cuemu_u2f(r << 16); }
+static inline float hi_bf(uint32_t r) { return cuemu_u2f(r & 0xffff0000u); }
+
+/* run once per warp by the last lane to arrive: every lane deposited
+ * {a0 a1, a2 a3, b0 b1, d0 d1, d2 d3}; the d words become the results */
+static void mma_complete(Slot *all) {
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++) {
+        int g = l / 4, t = l % 4;
+        uint32_t a[4] = {(uint32_t)all[l][0], (uint32_t)(all[l][0] >> 32), (uint32_t)all[l][1],
+                         (uint32_t)(all[l][1] >> 32)};
+        uint32_t b[2] = {(uint32_t)all[l][2], (uint32_t)(all[l][2] >> 32)};
+        for (int i = 0; i < 4; i++) { /* a_i: row g + 8 (i % 2), columns 2t + 8 (i / 2) + {0, 1} */
+            A[g + 8 * (i % 2)][2 * t + 8 * (i / 2)] = lo_bf(a[i]);
+            A[g + 8 * (i % 2)][2 * t + 8 * (i / 2) + 1] = hi_bf(a[i]);
+        }
+        for (int i = 0; i < 2; i++) { /* b_i: rows 2t + 8 i + {0, 1}, column g */
+            B[2 * t + 8 * i][g] = lo_bf(b[i]);
+            B[2 * t + 8 * i + 1][g] = hi_bf(b[i]);
+        }
+    }
+    /* D = C + A B row by row, the 8 columns side by side (each sum still
+     * over k in order) */
+    for (int r = 0; r < 16; r++) {
+        float acc[8];
+        for (int n = 0; n < 8; n++) /* d_i: row g + 8 (i / 2), column 2t + i % 2 */
+            memcpy(&acc[n], (const char *)&all[(r % 8) * 4 + n / 2][3] + 4 * (2 * (r / 8) + n % 2), 4);
+        for (int k = 0; k < 16; k++)
+            for (int n = 0; n < 8; n++) acc[n] += A[r][k] * B[k][n];
+        for (int n = 0; n < 8; n++)
+            memcpy((char *)&all[(r % 8) * 4 + n / 2][3] + 4 * (2 * (r / 8) + n % 2), &acc[n], 4);
+    }
+}
+
+void mma_bf16_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    uint64_t in[SLOT] = {(uint64_t)a[0] | (uint64_t)a[1] << 32, (uint64_t)a[2] | (uint64_t)a[3] << 32,
+                         (uint64_t)b0 | (uint64_t)b1 << 32};
+    memcpy(&in[3], d, 4 * sizeof(float));
+    const Slot *all = warp_collect(OP_MMA, in, mma_complete);
+    memcpy(d, &all[g_cur->lane][3], 4 * sizeof(float));
+}
+
+void ldmatrix_x4(uint32_t r[4], const void *row_addr, int trans) {
+    if (((uintptr_t)row_addr & 15) || !in_smem(row_addr, 16))
+        fail("ldmatrix: row address %p not a 16-byte aligned shared-memory row", row_addr);
+    uint64_t in[SLOT] = {(uint64_t)(uintptr_t)row_addr};
+    const Slot *all = warp_collect(trans ? OP_LDSM_T : OP_LDSM, in);
+    int l = g_cur->lane;
+    for (int i = 0; i < 4; i++) {
+        uint16_t e[2];
+        for (int j = 0; j < 2; j++) {
+            int row = trans ? 2 * (l % 4) + j : l / 4, col = trans ? l / 4 : 2 * (l % 4) + j;
+            const uint16_t *p = (const uint16_t *)(uintptr_t)all[8 * i + row][0];
+            e[j] = p[col];
+        }
+        r[i] = (uint32_t)e[0] | (uint32_t)e[1] << 16;
+    }
+}
+
+void cp_async16(void *dst, const void *src, int valid) {
+    if (((uintptr_t)dst & 15) || !in_smem(dst, 16))
+        fail("cp.async: destination %p not 16-byte aligned shared memory", dst);
+    if ((uintptr_t)src & 15) fail("cp.async: source %p not 16-byte aligned", src);
+    g_cur->copies.push_back(Pending{dst, src, valid, g_cur->committed});
+}
+void cp_async_commit(void) { g_cur->committed++; }
+void cp_async_wait(int n) {
+    Fiber *f = g_cur;
+    /* groups committed before the newest n land; later ones stay in flight */
+    long keep_from = f->committed - n;
+    std::vector<Pending> rest;
+    for (Pending &p : f->copies) {
+        if (p.group < keep_from) {
+            if (p.valid)
+                memcpy(p.dst, p.src, 16);
+            else
+                memset(p.dst, 0, 16);
+        } else {
+            rest.push_back(p);
+        }
+    }
+    f->copies.swap(rest);
+}
+
+/* ---- launches ---- */
+
+void run_grid(const LaunchCfg &cfg, void (*body)(void *), void *ctx) {
+    if (g_cur) fail("kernel launch from inside a kernel");
+    unsigned nthreads = cfg.block.x * cfg.block.y * cfg.block.z;
+    if (nthreads == 0 || nthreads > 1024 || cfg.block.z > 64)
+        fail("launch with a block of %u x %u x %u threads", cfg.block.x, cfg.block.y, cfg.block.z);
+    if (cfg.grid.x == 0 || cfg.grid.y == 0 || cfg.grid.z == 0 || cfg.grid.y > 65535 ||
+        cfg.grid.z > 65535 || cfg.grid.x > 0x7fffffffu)
+        fail("launch with a grid of %u x %u x %u blocks", cfg.grid.x, cfg.grid.y, cfg.grid.z);
+    if (cfg.smem > (size_t)smem_limit(cfg.kernel))
+        fail("launch with %zu bytes of dynamic shared memory, %d allowed (cudaFuncSetAttribute)",
+             cfg.smem, smem_limit(cfg.kernel));
+    ensure_stacks(nthreads);
+    g_body = body, g_ctx = ctx, g_kernel = cfg.kernel;
+    g_bdim = cfg.block, g_gdim = cfg.grid;
+    g_smem_bytes = cfg.smem;
+    for (unsigned z = 0; z < cfg.grid.z; z++)
+        for (unsigned y = 0; y < cfg.grid.y; y++)
+            for (unsigned x = 0; x < cfg.grid.x; x++) {
+                g_block = dim3(x, y, z);
+                run_block(nthreads);
+            }
+    g_fibers.clear();
+}
+
+} // namespace cuemu
+
+using cuemu::fail;
+
+/* ---- runtime API ---- */
+
+cudaError_t cudaMalloc(void **p, size_t n) {
+    *p = NULL;
+    if (posix_memalign(p, 256, n ? n : 1)) return cuemu::g_last = cudaErrorMemoryAllocation;
+    memset(*p, 0xa5, n); /* cudaMalloc'd memory is not zeroed */
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) {
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind) {
+    if (n) memmove(dst, src, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t) {
+    return cudaMemcpy(dst, src, n, k);
+}
+cudaError_t cudaMemset(void *p, int v, size_t n) {
+    if (n) memset(p, v, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) { return cudaMemset(p, v, n); }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaGetDeviceCount(int *n) {
+    *n = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+cudaError_t cudaGetDevice(int *d) {
+    *d = 0;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
+    /* few SMs: grid-stride loops and grid caps get exercised at small sizes */
+    if (a != cudaDevAttrMultiProcessorCount) return cudaErrorInvalidValue;
+    const char *e = getenv("CUEMU_SM_COUNT");
+    *v = e && atoi(e) > 0 ? atoi(e) : 2;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
+    static int dummy;
+    *s = (cudaStream_t)&dummy;
+    return cudaSuccess;
+}
+cudaError_t cudaGetLastError(void) {
+    cudaError_t e = cuemu::g_last;
+    cuemu::g_last = cudaSuccess;
+    return e;
+}
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    default: return "invalid argument";
+    }
+}
+
+/* ---- GEMMs ---- */
+
+struct cuemuLtHandle {
+    int dummy;
+};
+struct cuemuLtDesc {
+    cublasComputeType_t compute;
+    cublasOperation_t ta, tb;
+    cublasLtEpilogue_t epi;
+    const void *bias;
+    cudaDataType_t bias_type;
+    int bias_type_set;
+};
+struct cuemuLtLayout {
+    cudaDataType_t type;
+    uint64_t rows, cols;
+    int64_t ld;
+    int32_t batch;
+    int64_t stride;
+};
+struct cuemuLtPref {
+    int dummy;
+};
+struct cuemuHandle {
+    int dummy;
+};
+
+namespace {
+
+float load(const void *p, cudaDataType_t t, size_t i) {
+    return t == CUDA_R_32F ? ((const float *)p)[i] : __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+void store(void *p, cudaDataType_t t, size_t i, float v) {
+    if (t == CUDA_R_32F)
+        ((float *)p)[i] = v;
+    else
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+}
+/* TF32: 10 mantissa bits, round to nearest (ties away, as cvt.rna.tf32) */
+float tf32(float x) {
+    uint32_t u = cuemu_f2u(x);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    u = (u + 0x1000u) & 0xffffe000u;
+    return cuemu_u2f(u);
+}
+
+/* column-major D (m x n) = alpha op(A) op(B) + beta C (+ bias[m] per
+ * column); op(A) is m x k of A stored (m x k) or, transposed, (k x m) */
+void gemm_cm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+             const void *A, cudaDataType_t at, int64_t lda, const void *B, cudaDataType_t bt,
+             int64_t ldb, float beta, const void *C, cudaDataType_t ct, int64_t ldc, void *D,
+             int64_t ldd, const void *bias, cudaDataType_t biast, int round_tf32) {
+    if (m <= 0 || n <= 0) return;
+    /* fp32 copies of op(A) (m x k) and op(B) (k x n), column-major, packed */
+    std::vector<float> a((size_t)m * k), b((size_t)k * n), d((size_t)m * n);
+    for (int j = 0; j < k; j++)
+        for (int i = 0; i < m; i++) {
+            float v = ta == CUBLAS_OP_N ? load(A, at, (size_t)i + (size_t)j * lda)
+                                        : load(A, at, (size_t)j + (size_t)i * lda);
+            a[(size_t)i + (size_t)j * m] = round_tf32 ? tf32(v) : v;
+        }
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < k; i++) {
+            float v = tb == CUBLAS_OP_N ? load(B, bt, (size_t)i + (size_t)j * ldb)
+                                        : load(B, bt, (size_t)j + (size_t)i * ldb);
+            b[(size_t)i + (size_t)j * k] = round_tf32 ? tf32(v) : v;
+        }
+    if (k > 0)
+        cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, a.data(), m,
+                    b.data(), k, 0.0f, d.data(), m);
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++) {
+            float v = alpha * d[(size_t)i + (size_t)j * m];
+            if (beta != 0.0f) v += beta * load(C, ct, (size_t)i + (size_t)j * ldc);
+            if (bias) v += load(bias, biast, (size_t)i);
+            store(D, ct, (size_t)i + (size_t)j * ldd, v);
+        }
+}
+
+} // namespace
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t *h) {
+    static cuemuLtHandle one;
+    *h = &one;
+    return CUBLAS_STATUS_SUCCESS;
+}
+const char *cublasLtGetStatusString(cublasStatus_t s) {
+    return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : "CUBLAS_STATUS_(emulated error)";
+}
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c,
+                                        cudaDataType_t scale) {
+    if (scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+    *d = new cuemuLtDesc{c, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, NULL, CUDA_R_32F, 0};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+    delete d;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
+                                              cublasLtMatmulDescAttributes_t a, const void *v,
+                                              size_t n) {
+    switch (a) {
+    case CUBLASLT_MATMUL_DESC_TRANSA:
+        if (n != sizeof d->ta) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&d->ta, v, n);
+        break;
+    case CUBLASLT_MATMUL_DESC_TRANSB:
+        if (n != sizeof d->tb) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&d->tb, v, n);
+        break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE:
+        if (n != sizeof d->epi) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&d->epi, v, n);
+        break;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
+        if (n != sizeof d->bias) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&d->bias, v, n);
+        break;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
+        if (n != sizeof d->bias_type) return CUBLAS_STATUS_INVALID_VALUE;
+        memcpy(&d->bias_type, v, n);
+        d->bias_type_set = 1;
+        break;
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType_t t,
+                                          uint64_t rows, uint64_t cols, int64_t ld) {
+    if (ld < (int64_t)rows && rows > 1) return CUBLAS_STATUS_INVALID_VALUE;
+    *l = new cuemuLtLayout{t, rows, cols, ld, 1, 0};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+    delete l;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l,
+                                                cublasLtMatrixLayoutAttribute_t a, const void *v,
+                                                size_t n) {
+    if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT && n == sizeof l->batch)
+        memcpy(&l->batch, v, n);
+    else if (a == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET && n == sizeof l->stride)
+        memcpy(&l->stride, v, n);
+    else
+        return CUBLAS_STATUS_INVALID_VALUE;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
+    *p = new cuemuLtPref{0};
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+    delete p;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t,
+                                                    cublasLtMatmulPreferenceAttributes_t,
+                                                    const void *, size_t) {
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+/* the shapes cublasLtMatmul checks: op(A) m x k, op(B) k x n, C and D m x n */
+static cublasStatus_t check_shapes(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
+                                   cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c) {
+    uint64_t m = c->rows, n = c->cols;
+    uint64_t am = d->ta == CUBLAS_OP_N ? a->rows : a->cols, ak = d->ta == CUBLAS_OP_N ? a->cols : a->rows;
+    uint64_t bk = d->tb == CUBLAS_OP_N ? b->rows : b->cols, bn = d->tb == CUBLAS_OP_N ? b->cols : b->rows;
+    if (am != m || bn != n || ak != bk || a->type != b->type) return CUBLAS_STATUS_INVALID_VALUE;
+    if (a->batch != b->batch || a->batch != c->batch) return CUBLAS_STATUS_INVALID_VALUE;
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t,
+                                              cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatmulHeuristicResult_t *out, int *found) {
+    *found = 0;
+    if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
+    cublasStatus_t s = check_shapes(d, a, b, c);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    memset(out, 0, sizeof *out);
+    out->algo.data[0] = 0xc0e0;
+    out->state = CUBLAS_STATUS_SUCCESS;
+    *found = 1;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t d,
+                                       cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                       cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t,
+                                       const cublasLtMatmulAlgo_t *algo,
+                                       cublasLtMatmulHeuristicResult_t *out) {
+    memset(out, 0, sizeof *out);
+    out->algo = *algo;
+    out->state = check_shapes(d, a, b, c);
+    return out->state;
+}
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void *alpha,
+                              const void *A, cublasLtMatrixLayout_t la, const void *B,
+                              cublasLtMatrixLayout_t lb, const void *beta, const void *C,
+                              cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
+                              const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t) {
+    if (!algo || algo->data[0] != 0xc0e0) fail("cublasLtMatmul without an algorithm from the heuristic");
+    cublasStatus_t s = check_shapes(d, la, lb, lc);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    if (C != D || lc->type != ld->type) return CUBLAS_STATUS_NOT_SUPPORTED; /* dapt's use */
+    if (d->epi == CUBLASLT_EPILOGUE_BIAS && !d->bias) fail("cublasLtMatmul: bias epilogue without a bias pointer");
+    const void *bias = d->epi == CUBLASLT_EPILOGUE_BIAS ? d->bias : NULL;
+    cudaDataType_t bt = d->bias_type_set ? d->bias_type : lc->type;
+    size_t ea = la->type == CUDA_R_32F ? 4 : 2, ec = lc->type == CUDA_R_32F ? 4 : 2;
+    int k = (int)(d->ta == CUBLAS_OP_N ? la->cols : la->rows);
+    int tf = d->compute == CUBLAS_COMPUTE_32F_FAST_TF32 && la->type == CUDA_R_32F;
+    for (int i = 0; i < lc->batch; i++)
+        gemm_cm(d->ta, d->tb, (int)lc->rows, (int)lc->cols, k, *(const float *)alpha,
+                (const char *)A + (size_t)(i * la->stride) * ea, la->type, la->ld,
+                (const char *)B + (size_t)(i * lb->stride) * ea, lb->type, lb->ld,
+                *(const float *)beta, (const char *)C + (size_t)(i * lc->stride) * ec, lc->type,
+                lc->ld, (char *)D + (size_t)(i * lc->stride) * ec, lc->ld, bias, bt, tf);
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
+    static cuemuHandle one;
+    *h = &one;
+    return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasGemmGroupedBatchedEx(
+    cublasHandle_t, const cublasOperation_t transa[], const cublasOperation_t transb[],
+    const int m[], const int n[], const int k[], const void *alpha, const void *const A[],
+    cudaDataType_t at, const int lda[], const void *const B[], cudaDataType_t bt, const int ldb[],
+    const void *beta, void *const C[], cudaDataType_t ct, const int ldc[], int group_count,
+    const int group_size[], cublasComputeType_t compute) {
+    if (compute != CUBLAS_COMPUTE_32F || at != bt || at != ct) return CUBLAS_STATUS_NOT_SUPPORTED;
+    const float *al = (const float *)alpha, *be = (const float *)beta;
+    int p = 0;
+    for (int g = 0; g < group_count; g++)
+        for (int i = 0; i < group_size[g]; i++, p++) {
+            int rows_a = transa[g] == CUBLAS_OP_N ? m[g] : k[g];
+            int rows_b = transb[g] == CUBLAS_OP_N ? k[g] : n[g];
+            if (lda[g] < rows_a || ldb[g] < rows_b || ldc[g] < m[g]) return CUBLAS_STATUS_INVALID_VALUE;
+            gemm_cm(transa[g], transb[g], m[g], n[g], k[g], al[g], A[p], at, lda[g], B[p], bt, ldb[g],
+                    be[g], C[p], ct, ldc[g], C[p], ldc[g], NULL, ct, 0);
+        }
+    return CUBLAS_STATUS_SUCCESS;
+}

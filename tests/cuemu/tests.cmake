@@ -1,0 +1,81 @@
+# The CUDA backend on the host emulator (tests/cuemu/README.md): every
+# kernels/cuda source, rewritten by hostify.py and compiled by the host C++
+# compiler against cuemu.h, runs the CUDA test programs on any machine (no
+# nvcc, no GPU). Label "emu"; the programs are the GPU ones (tests/cuda)
+# linked against this library instead of the real backend.
+# Not in the sanitizer build (its fibers switch stacks behind ASan's back)
+# and only with the Python that hostify.py runs on.
+if(DAPT_SANITIZE OR NOT EXISTS ${DAPT_PYTHON})
+  return()
+endif()
+set(cuemu_dir ${CMAKE_BINARY_DIR}/cuemu)
+file(GLOB cuemu_in CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/kernels/cuda/*.cu
+     ${CMAKE_SOURCE_DIR}/kernels/cuda/*.cuh)
+set(cuemu_out "")
+foreach(f ${cuemu_in})
+  get_filename_component(name ${f} NAME)
+  if(name MATCHES "\\.cu$")
+    set(out ${cuemu_dir}/kernels/cuda/${name}.cc)
+  else()
+    set(out ${cuemu_dir}/kernels/cuda/${name})
+  endif()
+  add_custom_command(OUTPUT ${out}
+    COMMAND ${DAPT_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/hostify.py ${f} ${out}
+    DEPENDS ${f} ${CMAKE_CURRENT_LIST_DIR}/hostify.py
+    COMMENT "hostify ${name}")
+  list(APPEND cuemu_out ${out})
+endforeach()
+
+add_library(dapt_cuemu STATIC ${cuemu_out} ${CMAKE_CURRENT_LIST_DIR}/cuemu.cc
+            ${CMAKE_SOURCE_DIR}/kernels/ops.c)
+# the rewritten headers before the originals
+target_include_directories(dapt_cuemu BEFORE PRIVATE ${cuemu_dir})
+target_compile_definitions(dapt_cuemu PRIVATE DAPT_CUEMU DAPT_HAVE_CUDA)
+target_compile_options(dapt_cuemu PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wno-unknown-pragmas -fno-strict-aliasing>)
+target_link_libraries(dapt_cuemu PUBLIC dapt_blas ${CMAKE_DL_LIBS})
+
+# dapt_cuemu first in the group: its ops_get/ops_cuda win over the real
+# backend's (or the no-CUDA stubs), whose objects are then never pulled in
+foreach(prog test_cuda_ops test_cuda_train)
+  add_executable(${prog}_emu ${CMAKE_SOURCE_DIR}/tests/cuda/${prog}.c)
+  target_link_libraries(${prog}_emu PRIVATE -Wl,--start-group dapt_cuemu ${dapt_libs}
+                        -Wl,--end-group ${MATH_LIB})
+  set_target_properties(${prog}_emu PROPERTIES LINKER_LANGUAGE CXX)
+endforeach()
+add_executable(test_cuemu ${CMAKE_CURRENT_LIST_DIR}/test_cuemu.cc)
+target_include_directories(test_cuemu BEFORE PRIVATE ${cuemu_dir})
+target_compile_definitions(test_cuemu PRIVATE DAPT_CUEMU)
+target_link_libraries(test_cuemu PRIVATE dapt_cuemu)
+
+add_test(NAME cuemu_self COMMAND test_cuemu)
+set_tests_properties(cuemu_self PROPERTIES LABELS emu)
+
+# the GPU test programs on the emulator: each op group in its own test (so
+# ctest runs them side by side; attention is the long one, ~3 minutes);
+# one OpenMP thread for the CPU reference, as the harness tests
+foreach(group memory embed norms matmul attention activations lmhead optimizer moe)
+  add_test(NAME emu_ops_${group} COMMAND test_cuda_ops_emu --only ${group})
+  set_tests_properties(emu_ops_${group} PROPERTIES LABELS emu ENVIRONMENT OMP_NUM_THREADS=1
+                       TIMEOUT 1200)
+endforeach()
+add_test(NAME emu_train COMMAND test_cuda_train_emu)
+# the training steps again with the version-2 fused attention, and the MoE
+# parts with the grouped expert GEMMs (as tools/gpu-check runs them)
+add_test(NAME emu_train_flash2 COMMAND test_cuda_train_emu --only dense)
+add_test(NAME emu_train_moe_grouped COMMAND test_cuda_train_emu --only moe)
+set_tests_properties(emu_train PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
+set_tests_properties(emu_train_flash2 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1;DAPT_CUDA_FLASH=2")
+set_tests_properties(emu_train_moe_grouped PROPERTIES
+                     ENVIRONMENT "OMP_NUM_THREADS=1;DAPT_CUDA_MOE_GROUPED=1")
+# `dapt train` on "cuda" against "cpu", and its exact resume (stage cli)
+add_test(NAME emu_cli_train COMMAND ${CMAKE_SOURCE_DIR}/tests/cuda/cli_check.sh
+         $<TARGET_FILE:dapt_emu> make)
+set_tests_properties(emu_cli_train PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
+set_tests_properties(emu_train emu_train_flash2 emu_train_moe_grouped emu_cli_train PROPERTIES
+                     LABELS emu TIMEOUT 1200)
+
+# `dapt` itself on the emulated backend: `dapt train` with run.device = "cuda"
+add_executable(dapt_emu ${CMAKE_SOURCE_DIR}/trainer/main.c)
+target_compile_definitions(dapt_emu PRIVATE DAPT_VERSION="${PROJECT_VERSION}-cuemu")
+target_link_libraries(dapt_emu PRIVATE -Wl,--start-group dapt_cuemu ${dapt_libs} -Wl,--end-group)
+set_target_properties(dapt_emu PROPERTIES LINKER_LANGUAGE CXX)
