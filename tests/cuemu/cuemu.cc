@@ -98,6 +98,10 @@ void (*g_body)(void *);
 void *g_ctx;
 const void *g_kernel;
 cudaError_t g_last;
+/* CUEMU_ORDER=reverse: blocks, and threads between switches, run last
+ * first, so a result that depends on the order (a missing barrier, one
+ * block reading what another writes) differs between the two orders */
+bool g_reverse; /* read at every launch */
 
 struct FuncAttr {
     const void *kernel;
@@ -186,7 +190,8 @@ void run_block(unsigned nthreads) {
     for (;;) {
         unsigned long long before = g_events;
         unsigned alive = 0;
-        for (Fiber &f : g_fibers) {
+        for (unsigned k = 0; k < nthreads; k++) {
+            Fiber &f = g_fibers[g_reverse ? nthreads - 1 - k : k];
             if (f.done) continue;
             g_cur = &f;
 #if defined(__x86_64__)
@@ -382,16 +387,19 @@ void run_grid(const LaunchCfg &cfg, void (*body)(void *), void *ctx) {
     if (cfg.smem > (size_t)smem_limit(cfg.kernel))
         fail("launch with %zu bytes of dynamic shared memory, %d allowed (cudaFuncSetAttribute)",
              cfg.smem, smem_limit(cfg.kernel));
+    const char *order = getenv("CUEMU_ORDER");
+    g_reverse = order && !strcmp(order, "reverse");
     ensure_stacks(nthreads);
     g_body = body, g_ctx = ctx, g_kernel = cfg.kernel;
     g_bdim = cfg.block, g_gdim = cfg.grid;
     g_smem_bytes = cfg.smem;
-    for (unsigned z = 0; z < cfg.grid.z; z++)
-        for (unsigned y = 0; y < cfg.grid.y; y++)
-            for (unsigned x = 0; x < cfg.grid.x; x++) {
-                g_block = dim3(x, y, z);
-                run_block(nthreads);
-            }
+    size_t nblocks = (size_t)cfg.grid.x * cfg.grid.y * cfg.grid.z;
+    for (size_t k = 0; k < nblocks; k++) {
+        size_t b = g_reverse ? nblocks - 1 - k : k;
+        g_block = dim3((unsigned)(b % cfg.grid.x), (unsigned)(b / cfg.grid.x % cfg.grid.y),
+                       (unsigned)(b / ((size_t)cfg.grid.x * cfg.grid.y)));
+        run_block(nthreads);
+    }
     g_fibers.clear();
 }
 

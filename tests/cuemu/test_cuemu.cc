@@ -188,6 +188,32 @@ static void check_threads(void) {
     CHECK(bad == 0, "grid-stride loop over a 3-d grid: %d elements not visited once", bad);
 }
 
+/* CUEMU_ORDER=reverse: blocks and threads run last first */
+static void order_kernel(int *order, int *counter) {
+    if (threadIdx.x == 0) order[blockIdx.x] = atomicAdd(counter, 1);
+    __syncthreads();
+    if (blockIdx.x == 0) order[4 + threadIdx.x] = atomicAdd(counter, 1);
+}
+
+static void check_order(void) {
+    for (int rev = 0; rev < 2; rev++) {
+        if (rev)
+            setenv("CUEMU_ORDER", "reverse", 1);
+        else
+            unsetenv("CUEMU_ORDER");
+        int order[4 + 32], counter = 0;
+        cuemu::launch(order_kernel, 4, 32)(order, &counter);
+        /* blocks in order (or reversed); after the barrier the thread that
+         * completed it goes on first, the others in order (or reversed) */
+        int bad = 0;
+        for (int b = 0; b < 3; b++) bad += rev ? order[b] < order[b + 1] : order[b] > order[b + 1];
+        for (int t = 1; t < 30; t++)
+            bad += rev ? order[4 + t] < order[5 + t] : order[4 + t] > order[5 + t];
+        CHECK(bad == 0, "CUEMU_ORDER=%s: %d launches out of order", rev ? "reverse" : "(unset)", bad);
+    }
+    unsetenv("CUEMU_ORDER");
+}
+
 /* ---- faults ---- */
 
 /* half a warp waits at the barrier for the other half, which waits in a
@@ -259,6 +285,7 @@ int main(void) {
     check_ldmatrix();
     check_cp_async();
     check_threads();
+    check_order();
     check_faults();
     return CHECK_DONE();
 }
