@@ -60,11 +60,13 @@
  * CPU profile at the GPU shapes (slow: tens of seconds per step). --warmup and
  * --steps override the per-shape step counts; --batch and --seq the batch
  * size and sequence length (B x T per micro-batch) of the shapes run;
- * --accum N the micro-batches per optimizer step (default 1).
+ * --accum N the micro-batches per optimizer step (default 1); --layers N
+ * the layer count of every shape (a smaller model of the same width, e.g.
+ * for the emulator's smoke run, tests/cuemu).
  *
  * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] [--profile]
  *                   [--profile-steps N] [--device NAME] [--warmup N] [--steps N]
- *                   [--batch B] [--seq T] [--accum N]
+ *                   [--batch B] [--seq T] [--accum N] [--layers N]
  * Exit 0, 1 on failure, 2 on bad usage, 77 without a GPU.
  */
 #include <math.h>
@@ -298,6 +300,7 @@ int main(int argc, char **argv) {
     const char *json_path = NULL, *only = NULL, *device = "cuda";
     double peak_tflops = 989.4;
     int profile = 0, profile_steps = 3, warmup = -1, steps = -1, batch = 0, seq = 0, accum = 1;
+    int layers = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json_path = argv[++i];
@@ -321,13 +324,15 @@ int main(int argc, char **argv) {
             seq = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--accum") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
             accum = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--layers") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
+            layers = atoi(argv[++i]);
         else {
             fprintf(stderr,
                     "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] "
                     "[--profile]\n"
                     "                  [--profile-steps N >= 1] [--device cpu|cuda|cuda-fp32]"
                     " [--warmup N >= 0] [--steps N >= 1] [--batch B] [--seq T]"
-                    " [--accum N >= 1]\n");
+                    " [--accum N >= 1] [--layers N >= 1]\n");
             return 2;
         }
     }
@@ -379,6 +384,7 @@ int main(int argc, char **argv) {
         if (warmup >= 0) shapes[i].warmup = warmup;
         if (steps >= 1) shapes[i].steps = steps;
         if (batch) shapes[i].B = batch;
+        if (layers) shapes[i].cfg.n_layer = layers;
         if (seq) {
             shapes[i].T = seq;
             if (shapes[i].cfg.max_seq_len < seq) shapes[i].cfg.max_seq_len = seq;

@@ -36,7 +36,7 @@ target_link_libraries(dapt_cuemu PUBLIC dapt_blas ${CMAKE_DL_LIBS})
 
 # dapt_cuemu first in the group: its ops_get/ops_cuda win over the real
 # backend's (or the no-CUDA stubs), whose objects are then never pulled in
-foreach(prog test_cuda_ops test_cuda_train)
+foreach(prog test_cuda_ops test_cuda_train bench_cuda)
   add_executable(${prog}_emu ${CMAKE_SOURCE_DIR}/tests/cuda/${prog}.c)
   target_link_libraries(${prog}_emu PRIVATE -Wl,--start-group dapt_cuemu ${dapt_libs}
                         -Wl,--end-group ${MATH_LIB})
@@ -78,6 +78,12 @@ add_test(NAME emu_reverse_train COMMAND test_cuda_train_emu)
 set_tests_properties(emu_reverse_attention emu_reverse_norms emu_reverse_moe emu_reverse_train
                      PROPERTIES LABELS emu TIMEOUT 1200
                      ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_ORDER=reverse")
+# bench_cuda's paths (--accum, --profile, the MoE global/micro restore, the
+# opt-in kernels' lines) at one layer: a smoke run, not a benchmark
+add_test(NAME emu_bench_smoke COMMAND ${CMAKE_CURRENT_LIST_DIR}/bench_smoke.sh
+         $<TARGET_FILE:bench_cuda_emu>)
+set_tests_properties(emu_bench_smoke PROPERTIES LABELS emu TIMEOUT 1200
+                     ENVIRONMENT OMP_NUM_THREADS=1)
 # `dapt train` on "cuda" against "cpu", and its exact resume (stage cli)
 add_test(NAME emu_cli_train COMMAND ${CMAKE_SOURCE_DIR}/tests/cuda/cli_check.sh
          $<TARGET_FILE:dapt_emu> make)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# bench_smoke.sh BENCH: bench_cuda's code paths on the emulated backend, at
+# one layer, B=1, T=64, two micro-batches a step, with the opt-in fused
+# norm, version-2 attention and grouped expert GEMMs, and the profile: each
+# shape must run (exit 0, finite losses), and the MoE shape's global and
+# micro LBL runs, which start from the same restored weights, zeroed Adam
+# state and tokens, must log the same first and last losses (one rank, one
+# forward per micro-batch: the two modes train alike; the emulator is
+# deterministic). Timings mean nothing here.
+set -euo pipefail
+bench=$1
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+DAPT_CUDA_FUSED_NORM=1 DAPT_CUDA_FLASH=2 DAPT_CUDA_MOE_GROUPED=1 \
+    "$bench" --layers 1 --batch 1 --seq 64 --warmup 0 --steps 1 --accum 2 --profile \
+    --profile-steps 1 --json "$out/bench.json" >"$out/bench.log" 2>&1 || {
+    tail -20 "$out/bench.log"
+    echo "FAIL: bench_cuda failed"
+    exit 1
+}
+python3 - "$out/bench.json" "$out/bench.log" <<'PY'
+import json, math, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+log = open(sys.argv[2]).read()
+names = [r["bench"] for r in recs]
+want = ["gpt2-124M", "llama-1.1B", "moe-e8k2-grouped-global", "moe-e8k2-grouped-micro"]
+if names != want:
+    sys.exit(f"FAIL: records {names}, want {want}")
+for r in recs:
+    if not (math.isfinite(r["loss_first"]) and math.isfinite(r["loss_last"])):
+        sys.exit(f"FAIL: {r['bench']}: losses {r['loss_first']} {r['loss_last']}")
+    if r["accum"] != 2 or r["T"] != 64 or not r["fused_norm"]:
+        sys.exit(f"FAIL: {r['bench']}: accum {r['accum']} T {r['T']} fused {r['fused_norm']}")
+g, m = recs[2], recs[3]
+if (g["loss_first"], g["loss_last"]) != (m["loss_first"], m["loss_last"]):
+    sys.exit(f"FAIL: global losses {g['loss_first']} {g['loss_last']} vs micro "
+             f"{m['loss_first']} {m['loss_last']}")
+for what in ["profile (1 step(s)", "global / micro LBL tokens/s"]:
+    if what not in log:
+        sys.exit(f"FAIL: the log lacks '{what}'")
+print(f"ok: {', '.join(names)}; MoE global = micro losses {g['loss_first']:.4f} -> {g['loss_last']:.4f}")
+PY
