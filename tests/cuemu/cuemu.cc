@@ -567,34 +567,27 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
     delete d;
     return CUBLAS_STATUS_SUCCESS;
 }
+/* an attribute's value into its field, when the sizes agree */
+static cublasStatus_t set_field(void *field, size_t size, const void *v, size_t n) {
+    if (n != size) return CUBLAS_STATUS_INVALID_VALUE;
+    memcpy(field, v, n);
+    return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d,
                                               cublasLtMatmulDescAttributes_t a, const void *v,
                                               size_t n) {
     switch (a) {
-    case CUBLASLT_MATMUL_DESC_TRANSA:
-        if (n != sizeof d->ta) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&d->ta, v, n);
-        break;
-    case CUBLASLT_MATMUL_DESC_TRANSB:
-        if (n != sizeof d->tb) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&d->tb, v, n);
-        break;
-    case CUBLASLT_MATMUL_DESC_EPILOGUE:
-        if (n != sizeof d->epi) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&d->epi, v, n);
-        break;
-    case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
-        if (n != sizeof d->bias) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&d->bias, v, n);
-        break;
-    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE:
-        if (n != sizeof d->bias_type) return CUBLAS_STATUS_INVALID_VALUE;
-        memcpy(&d->bias_type, v, n);
-        d->bias_type_set = 1;
-        break;
+    case CUBLASLT_MATMUL_DESC_TRANSA: return set_field(&d->ta, sizeof d->ta, v, n);
+    case CUBLASLT_MATMUL_DESC_TRANSB: return set_field(&d->tb, sizeof d->tb, v, n);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: return set_field(&d->epi, sizeof d->epi, v, n);
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return set_field(&d->bias, sizeof d->bias, v, n);
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: {
+        cublasStatus_t st = set_field(&d->bias_type, sizeof d->bias_type, v, n);
+        d->bias_type_set |= st == CUBLAS_STATUS_SUCCESS;
+        return st;
+    }
     default: return CUBLAS_STATUS_NOT_SUPPORTED;
     }
-    return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t *l, cudaDataType_t t,
                                           uint64_t rows, uint64_t cols, int64_t ld) {
@@ -609,13 +602,10 @@ cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
 cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l,
                                                 cublasLtMatrixLayoutAttribute_t a, const void *v,
                                                 size_t n) {
-    if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT && n == sizeof l->batch)
-        memcpy(&l->batch, v, n);
-    else if (a == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET && n == sizeof l->stride)
-        memcpy(&l->stride, v, n);
-    else
-        return CUBLAS_STATUS_INVALID_VALUE;
-    return CUBLAS_STATUS_SUCCESS;
+    if (a == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT) return set_field(&l->batch, sizeof l->batch, v, n);
+    if (a == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET)
+        return set_field(&l->stride, sizeof l->stride, v, n);
+    return CUBLAS_STATUS_INVALID_VALUE;
 }
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t *p) {
     *p = new cuemuLtPref{0};
