@@ -89,7 +89,7 @@ std::vector<Fiber> g_fibers;
 std::vector<Warp> g_warps;
 char *g_stacks;
 size_t g_n_stacks;
-alignas(16) unsigned char g_smem[SMEM];
+alignas(128) unsigned char g_smem[SMEM];
 size_t g_smem_bytes;
 unsigned g_live;
 unsigned g_bar_arrived, g_bar_gen;
@@ -332,11 +332,40 @@ void mma_bf16_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     memcpy(d, &all[g_cur->lane][3], 4 * sizeof(float));
 }
 
+/* Bank conflicts of ldmatrix: the 8 rows of one matrix (16 bytes each) are
+ * read in one shared-memory wavefront when they fall in 8 different 16-byte
+ * slots of the 128-byte bank window, else in as many wavefronts as the most
+ * rows sharing a slot. Counted always; CUEMU_BANK_CONFLICTS=fail makes a
+ * conflict a fault. */
+long g_ldsm_matrices, g_ldsm_extra;
+static void ldsm_complete(Slot *all) {
+    static const int fail_on = [] {
+        const char *e = getenv("CUEMU_BANK_CONFLICTS");
+        return e && !strcmp(e, "fail");
+    }();
+    for (int i = 0; i < 4; i++) {
+        int n[8] = {0}, worst = 0;
+        for (int j = 0; j < 8; j++) {
+            size_t off = (size_t)((const unsigned char *)(uintptr_t)all[8 * i + j][0] - g_smem);
+            int k = ++n[(off >> 4) & 7];
+            worst = k > worst ? k : worst;
+        }
+        g_ldsm_matrices++;
+        g_ldsm_extra += worst - 1;
+        if (worst > 1 && fail_on)
+            fail("ldmatrix: matrix %d's 8 rows hit the same banks %d times (a %d-way conflict)", i,
+                 worst, worst);
+    }
+}
+void ldmatrix_stats(long *matrices, long *extra_wavefronts) {
+    *matrices = g_ldsm_matrices, *extra_wavefronts = g_ldsm_extra;
+}
+
 void ldmatrix_x4(uint32_t r[4], const void *row_addr, int trans) {
     if (((uintptr_t)row_addr & 15) || !in_smem(row_addr, 16))
         fail("ldmatrix: row address %p not a 16-byte aligned shared-memory row", row_addr);
     uint64_t in[SLOT] = {(uint64_t)(uintptr_t)row_addr};
-    const Slot *all = warp_collect(trans ? OP_LDSM_T : OP_LDSM, in);
+    const Slot *all = warp_collect(trans ? OP_LDSM_T : OP_LDSM, in, ldsm_complete);
     int l = g_cur->lane;
     for (int i = 0; i < 4; i++) {
         uint16_t e[2];

@@ -219,6 +219,10 @@ void mma_bf16_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
 /* ldmatrix.x4 (.trans when trans): r[i] from matrix i, whose 8 row
  * addresses lanes 8i..8i+7 give */
 void ldmatrix_x4(uint32_t r[4], const void *row_addr, int trans);
+/* matrices ldmatrix read so far, and the extra shared-memory wavefronts
+ * their bank conflicts cost (0: conflict-free); CUEMU_BANK_CONFLICTS=fail
+ * in the environment makes a conflict a fault */
+void ldmatrix_stats(long *matrices, long *extra_wavefronts);
 /* cp.async.cg 16 bytes (zero-fill when !valid), commit_group, wait_group n */
 void cp_async16(void *dst, const void *src, int valid);
 void cp_async_commit(void);

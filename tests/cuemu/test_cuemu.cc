@@ -87,6 +87,13 @@ static void ldsm_kernel(uint32_t *out, const bf16 *src) {
     }
 }
 
+/* rows 128 bytes apart: all 8 rows of a matrix in the same banks */
+static void ldsm_conflict_kernel(void) {
+    bf16 *S = (bf16 *)cuemu::dyn_smem();
+    uint32_t r[4];
+    cuemu::ldmatrix_x4(r, S + threadIdx.x * 64, 0);
+}
+
 static void check_ldmatrix(void) {
     bf16 src[8 * 40];
     for (int i = 0; i < 8 * 40; i++) src[i] = __float2bfloat16_rn((float)i);
@@ -105,6 +112,16 @@ static void check_ldmatrix(void) {
                 bad += got0 != bfr(want0) || got1 != bfr(want1);
             }
     CHECK(bad == 0, "ldmatrix: %d registers differ from the layout", bad);
+    /* the 80-byte rows above: 8 distinct 16-byte slots mod 128, no conflict
+     * (two matrices of 4 each: plain and .trans); 128-byte rows: 8-way */
+    long mats, extra;
+    cuemu::ldmatrix_stats(&mats, &extra);
+    CHECK(mats == 8 && extra == 0, "ldmatrix: %ld matrices, %ld extra wavefronts (want 8, 0)", mats, extra);
+    cuemu::launch(ldsm_conflict_kernel, 1, 32, 32 * 128)();
+    long mats2, extra2;
+    cuemu::ldmatrix_stats(&mats2, &extra2);
+    CHECK(mats2 - mats == 4 && extra2 - extra == 4 * 7,
+          "ldmatrix at a 128-byte row stride: %ld extra wavefronts, want 28", extra2 - extra);
 }
 
 /* ---- cp.async ---- */
