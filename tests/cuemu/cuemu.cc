@@ -25,6 +25,7 @@
 #include <ucontext.h>
 #endif
 
+#include <unordered_map>
 #include <vector>
 
 namespace cuemu {
@@ -438,13 +439,39 @@ using cuemu::fail;
 
 /* ---- runtime API ---- */
 
+/* device memory in use and its peak (CUEMU_MEM_REPORT=1: printed at exit) */
+namespace cuemu {
+namespace {
+std::unordered_map<void *, size_t> g_allocs;
+size_t g_dev_bytes, g_dev_peak;
+void mem_report(void) {
+    fprintf(stderr, "cuemu: device memory peak %zu bytes (%.3f GiB), %zu in use at exit\n",
+            g_dev_peak, g_dev_peak / 1073741824.0, g_dev_bytes);
+}
+} // namespace
+void device_bytes(size_t *current, size_t *peak) { *current = g_dev_bytes, *peak = g_dev_peak; }
+} // namespace cuemu
+
 cudaError_t cudaMalloc(void **p, size_t n) {
+    static int reported = [] {
+        const char *e = getenv("CUEMU_MEM_REPORT");
+        return e && !strcmp(e, "1") ? atexit(cuemu::mem_report) == 0 : 0;
+    }();
+    (void)reported;
     *p = NULL;
     if (posix_memalign(p, 256, n ? n : 1)) return cuemu::g_last = cudaErrorMemoryAllocation;
     memset(*p, 0xa5, n); /* cudaMalloc'd memory is not zeroed */
+    cuemu::g_allocs[*p] = n;
+    cuemu::g_dev_bytes += n;
+    if (cuemu::g_dev_bytes > cuemu::g_dev_peak) cuemu::g_dev_peak = cuemu::g_dev_bytes;
     return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) {
+    if (!p) return cudaSuccess;
+    auto it = cuemu::g_allocs.find(p);
+    if (it == cuemu::g_allocs.end()) fail("cudaFree(%p): not a cudaMalloc'd pointer", p);
+    cuemu::g_dev_bytes -= it->second;
+    cuemu::g_allocs.erase(it);
     free(p);
     return cudaSuccess;
 }

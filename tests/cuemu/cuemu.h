@@ -223,6 +223,10 @@ void ldmatrix_x4(uint32_t r[4], const void *row_addr, int trans);
  * their bank conflicts cost (0: conflict-free); CUEMU_BANK_CONFLICTS=fail
  * in the environment makes a conflict a fault */
 void ldmatrix_stats(long *matrices, long *extra_wavefronts);
+/* bytes of "device" memory cudaMalloc'd now and at the peak (with
+ * CUEMU_MEM_REPORT=1 the peak is printed at exit): model.c's allocations
+ * are the GPU's, so this checks a memory estimate without the GPU */
+void device_bytes(size_t *current, size_t *peak);
 /* cp.async.cg 16 bytes (zero-fill when !valid), commit_group, wait_group n */
 void cp_async16(void *dst, const void *src, int valid);
 void cp_async_commit(void);
