@@ -17,6 +17,7 @@
 #include "tests/cuemu/cuemu.h"
 
 #include <cblas.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -439,40 +440,85 @@ using cuemu::fail;
 
 /* ---- runtime API ---- */
 
-/* device memory in use and its peak (CUEMU_MEM_REPORT=1: printed at exit) */
+/* Device memory: each allocation its own mapping, ending (rounded up to 256
+ * bytes, cudaMalloc's alignment) right before an inaccessible guard page,
+ * so a kernel reading or writing past the end of a buffer faults at once
+ * (a GPU would often read on silently); the fault handler names the block
+ * and thread. In use and peak bytes are counted (CUEMU_MEM_REPORT=1: the
+ * peak printed at exit). */
 namespace cuemu {
 namespace {
-std::unordered_map<void *, size_t> g_allocs;
+struct Alloc {
+    void *base;
+    size_t map_bytes, n;
+};
+std::unordered_map<void *, Alloc> g_allocs;
 size_t g_dev_bytes, g_dev_peak;
+const size_t PAGE = 4096;
 void mem_report(void) {
     fprintf(stderr, "cuemu: device memory peak %zu bytes (%.3f GiB), %zu in use at exit\n",
             g_dev_peak, g_dev_peak / 1073741824.0, g_dev_bytes);
+}
+void on_fault(int sig, siginfo_t *si, void *) {
+    /* (not async-signal-safe; the process ends here anyway) */
+    if (g_cur)
+        fprintf(stderr,
+                "cuemu: memory fault (signal %d) at %p in a kernel: block %u,%u,%u thread %u,%u,%u "
+                "(past the end of a device buffer?)\n",
+                sig, si->si_addr, g_block.x, g_block.y, g_block.z, g_cur->tid.x, g_cur->tid.y,
+                g_cur->tid.z);
+    else
+        fprintf(stderr, "cuemu: memory fault (signal %d) at %p outside kernels\n", sig, si->si_addr);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+void start(void) {
+    static bool done;
+    if (done) return;
+    done = true;
+    const char *e = getenv("CUEMU_MEM_REPORT");
+    if (e && !strcmp(e, "1")) atexit(mem_report);
+    /* the handler runs on its own stack: a fault may come from a fiber */
+    static char alt[1 << 16];
+    stack_t ss = {};
+    ss.ss_sp = alt, ss.ss_size = sizeof alt;
+    sigaltstack(&ss, NULL);
+    struct sigaction sa = {};
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
 }
 } // namespace
 void device_bytes(size_t *current, size_t *peak) { *current = g_dev_bytes, *peak = g_dev_peak; }
 } // namespace cuemu
 
 cudaError_t cudaMalloc(void **p, size_t n) {
-    static int reported = [] {
-        const char *e = getenv("CUEMU_MEM_REPORT");
-        return e && !strcmp(e, "1") ? atexit(cuemu::mem_report) == 0 : 0;
-    }();
-    (void)reported;
+    using namespace cuemu;
+    start();
     *p = NULL;
-    if (posix_memalign(p, 256, n ? n : 1)) return cuemu::g_last = cudaErrorMemoryAllocation;
-    memset(*p, 0xa5, n); /* cudaMalloc'd memory is not zeroed */
-    cuemu::g_allocs[*p] = n;
-    cuemu::g_dev_bytes += n;
-    if (cuemu::g_dev_bytes > cuemu::g_dev_peak) cuemu::g_dev_peak = cuemu::g_dev_bytes;
+    size_t len = (n + 255) / 256 * 256, data = (len + PAGE - 1) / PAGE * PAGE;
+    if (!len) len = 256, data = PAGE;
+    size_t map_bytes = data + PAGE;
+    char *base = (char *)mmap(NULL, map_bytes, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) return g_last = cudaErrorMemoryAllocation;
+    if (mprotect(base + data, PAGE, PROT_NONE)) fail("mprotect of a guard page failed");
+    *p = base + data - len;
+    memset(*p, 0xa5, len); /* cudaMalloc'd memory is not zeroed */
+    g_allocs[*p] = Alloc{base, map_bytes, n};
+    g_dev_bytes += n;
+    if (g_dev_bytes > g_dev_peak) g_dev_peak = g_dev_bytes;
     return cudaSuccess;
 }
 cudaError_t cudaFree(void *p) {
+    using namespace cuemu;
     if (!p) return cudaSuccess;
-    auto it = cuemu::g_allocs.find(p);
-    if (it == cuemu::g_allocs.end()) fail("cudaFree(%p): not a cudaMalloc'd pointer", p);
-    cuemu::g_dev_bytes -= it->second;
-    cuemu::g_allocs.erase(it);
-    free(p);
+    auto it = g_allocs.find(p);
+    if (it == g_allocs.end()) fail("cudaFree(%p): not a cudaMalloc'd pointer", p);
+    g_dev_bytes -= it->second.n;
+    munmap(it->second.base, it->second.map_bytes);
+    g_allocs.erase(it);
     return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind) {

@@ -11,7 +11,8 @@
  * - faults the emulator must stop on (each in a child process, which must
  *   die with the emulator's message): a barrier one warp skips, lanes of a
  *   warp in different collectives, > 48 KiB of dynamic shared memory
- *   without cudaFuncSetAttribute, an ldmatrix address outside shared memory.
+ *   without cudaFuncSetAttribute, an ldmatrix address outside shared memory,
+ *   a read one element past the end of a cudaMalloc'd buffer.
  * Exit 0 when all pass. */
 #include "tests/cuemu/cuemu.h"
 
@@ -254,6 +255,27 @@ static void ldsm_global_kernel(const bf16 *p) {
     cuemu::ldmatrix_x4(r, p, 0);
 }
 
+static void past_end_kernel(float *out, const float *in, int n) { out[0] = in[n]; }
+static void run_past_end(void) {
+    float *in, *out;
+    cudaMalloc(&in, 64 * sizeof(float)); /* 256 bytes: ends at the guard page */
+    cudaMalloc(&out, sizeof(float));
+    cuemu::launch(past_end_kernel, 1, 32)(out, in, 64);
+}
+static void in_bounds(void) {
+    float *in, *out;
+    cudaMalloc(&in, 64 * sizeof(float));
+    cudaMalloc(&out, sizeof(float));
+    cuemu::launch(past_end_kernel, 1, 32)(out, in, 63);
+    size_t cur, peak;
+    cuemu::device_bytes(&cur, &peak);
+    cudaFree(in), cudaFree(out);
+    size_t cur2, peak2;
+    cuemu::device_bytes(&cur2, &peak2);
+    CHECK(cur - cur2 == 65 * sizeof(float) && peak2 >= 65 * sizeof(float),
+          "device_bytes: %zu freed (want 260), peak %zu", cur - cur2, peak2);
+}
+
 /* runs f in a child; it must die, and its stderr must contain `want` */
 static int dies_with(void (*f)(void), const char *want) {
     int fd[2];
@@ -292,6 +314,8 @@ static void check_faults(void) {
     CHECK(dies_with(run_mixed, "lane 0 in collective"), "lanes in different collectives are not reported");
     CHECK(dies_with(run_big_smem, "dynamic shared memory"), "64 KiB of dynamic shared memory passed");
     CHECK(dies_with(run_ldsm_global, "ldmatrix"), "ldmatrix from global memory passed");
+    CHECK(dies_with(run_past_end, "memory fault"), "a read past the end of a buffer passed");
+    in_bounds();
     /* and with the attribute set, the launch runs */
     cudaFuncSetAttribute(nothing_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 << 10);
     cuemu::launch(nothing_kernel, 1, 32, 64 << 10)();
