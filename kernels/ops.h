@@ -248,5 +248,14 @@ void *ops_cuda_stream(void);
  * result; tests call this to check that a shape's bits do not depend on
  * what ran before it. No effect without CUDA. */
 void ops_cuda_forget_gemm_plans(void);
+/* Kernel times inside ops, for profiles: while on, the CUDA backend
+ * brackets the kernels of its multi-kernel ops (the fused attention's
+ * forward, and its backward's D, dK/dV, GQA-sum and dQ kernels) with
+ * events and waits for each (slow: profile steps only), adding the time to
+ * the kernel's line; report prints ms and calls per step (steps: how many
+ * steps ran while on) and clears the table. No effect without CUDA; the
+ * report then prints nothing. */
+void ops_cuda_ktime_enable(int on);
+void ops_cuda_ktime_report(void *file, int steps);
 
 #endif

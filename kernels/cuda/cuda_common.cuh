@@ -200,6 +200,21 @@ template <typename T>
 void cuda_colsum(T *o0, T *o1, const T *dout, const T *inp, const float *mean, const float *rstd,
                  int N, int C, int mode);
 
+/* ---- kernel times inside ops (ops_cuda_ktime_enable, ops.h) ----
+ * KTIME_BEGIN("name"); launch; KTIME_END(); around a kernel: one branch on
+ * a flag while timing is off. */
+extern int g_ktime_on;
+void cuda_ktime_begin(const char *name);
+void cuda_ktime_end(void);
+#define KTIME_BEGIN(name)                                                                          \
+    do {                                                                                           \
+        if (g_ktime_on) cuda_ktime_begin(name);                                                    \
+    } while (0)
+#define KTIME_END()                                                                                \
+    do {                                                                                           \
+        if (g_ktime_on) cuda_ktime_end();                                                          \
+    } while (0)
+
 /* ---- table filling: each file sets the ops it implements ---- */
 void cuda_fill_gemm(Ops *o, int use_bf16);
 void cuda_fill_norms(Ops *o, int use_bf16);

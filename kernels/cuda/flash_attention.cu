@@ -479,9 +479,11 @@ static void fwd(bf16 *out, float *lse, const bf16 *qkv, int B, int T, int NH, in
     allow_smem(flash_fwd_kernel<HD>, fwd_smem<HD>(), &ready);
     dim3 grid((unsigned)(B * NH), (unsigned)((T + TILE - 1) / TILE));
     float sl2 = LOG2E / sqrtf((float)HD);
+    KTIME_BEGIN("flash1_fwd");
     flash_fwd_kernel<HD><<<grid, THREADS, fwd_smem<HD>(), g_cuda.stream>>>(out, lse, qkv, T, NH,
                                                                           NKV, sl2);
     LAUNCH_CHECK();
+    KTIME_END();
 }
 
 template <int HD>
@@ -491,26 +493,34 @@ static void bwd(bf16 *dqkv, float *D, const bf16 *dout, const bf16 *out, const b
     allow_smem(flash_bwd_dq_kernel<HD>, dq_smem<HD>(), &ready_dq);
     allow_smem(flash_bwd_dkdv_kernel<HD>, dkdv_smem<HD>(), &ready_dkdv);
     size_t rows = (size_t)B * T * NH;
+    KTIME_BEGIN("flash1_bwd_D");
     flash_bwd_dot_kernel<HD><<<(unsigned)((rows + 7) / 8), 256, 0, g_cuda.stream>>>(D, dout, out,
                                                                                    T, NH, rows);
     LAUNCH_CHECK();
+    KTIME_END();
     float scale = 1.0f / sqrtf((float)HD), sl2 = LOG2E * scale;
     unsigned tiles = (unsigned)((T + TILE - 1) / TILE);
     float *part = NH == NKV ? NULL
                             : (float *)cuda_scratch((size_t)B * NH * T * 2 * HD * sizeof(float));
+    KTIME_BEGIN("flash1_bwd_dkdv");
     flash_bwd_dkdv_kernel<HD><<<dim3((unsigned)(B * NH), tiles), THREADS, dkdv_smem<HD>(),
                                 g_cuda.stream>>>(dqkv, part, dout, qkv, lse, D, T, NH, NKV, sl2,
                                                  scale);
     LAUNCH_CHECK();
+    KTIME_END();
     if (part) {
         size_t total = (size_t)B * T * NKV * 2 * HD;
+        KTIME_BEGIN("flash1_bwd_gqa_sum");
         flash_gqa_sum_kernel<HD><<<(unsigned)((total + 255) / 256), 256, 0, g_cuda.stream>>>(
             dqkv, part, T, NH, NKV, total);
         LAUNCH_CHECK();
+        KTIME_END();
     }
+    KTIME_BEGIN("flash1_bwd_dq");
     flash_bwd_dq_kernel<HD><<<dim3((unsigned)(B * NH), tiles), THREADS, dq_smem<HD>(),
                               g_cuda.stream>>>(dqkv, dout, qkv, lse, D, T, NH, NKV, sl2, scale);
     LAUNCH_CHECK();
+    KTIME_END();
 }
 
 static void need_aligned(const void *p, const char *what) {

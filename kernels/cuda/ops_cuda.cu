@@ -53,6 +53,64 @@ void *cuda_scratch(size_t n_bytes) {
     return g_cuda.scratch;
 }
 
+/* ---- kernel times ---- */
+
+int g_ktime_on;
+namespace {
+struct KTime {
+    const char *name;
+    double ms;
+    long calls;
+};
+KTime g_ktimes[64];
+int g_n_ktimes;
+cudaEvent_t g_kt_start, g_kt_stop;
+const char *g_kt_name;
+} // namespace
+
+void cuda_ktime_begin(const char *name) {
+    if (!g_kt_start) {
+        CUDA_CHECK(cudaEventCreate(&g_kt_start));
+        CUDA_CHECK(cudaEventCreate(&g_kt_stop));
+    }
+    g_kt_name = name;
+    CUDA_CHECK(cudaEventRecord(g_kt_start, g_cuda.stream));
+}
+
+void cuda_ktime_end(void) {
+    CUDA_CHECK(cudaEventRecord(g_kt_stop, g_cuda.stream));
+    CUDA_CHECK(cudaEventSynchronize(g_kt_stop));
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, g_kt_start, g_kt_stop));
+    int i = 0;
+    while (i < g_n_ktimes && strcmp(g_ktimes[i].name, g_kt_name)) i++;
+    if (i == g_n_ktimes) {
+        if (g_n_ktimes == (int)(sizeof g_ktimes / sizeof *g_ktimes)) return;
+        g_ktimes[g_n_ktimes++] = KTime{g_kt_name, 0.0, 0};
+    }
+    g_ktimes[i].ms += ms;
+    g_ktimes[i].calls++;
+}
+
+void ops_cuda_ktime_enable(int on) { g_ktime_on = on && g_cuda.ready; }
+
+void ops_cuda_ktime_report(void *file, int steps) {
+    FILE *f = (FILE *)file;
+    if (g_n_ktimes == 0 || steps < 1) return;
+    /* largest first */
+    for (int i = 1; i < g_n_ktimes; i++)
+        for (int j = i; j > 0 && g_ktimes[j].ms > g_ktimes[j - 1].ms; j--) {
+            KTime t = g_ktimes[j];
+            g_ktimes[j] = g_ktimes[j - 1], g_ktimes[j - 1] = t;
+        }
+    fprintf(f, "kernels inside ops (CUDA events, each kernel waited for):\n");
+    fprintf(f, "  %-24s %10s %10s\n", "kernel", "calls/step", "ms/step");
+    for (int i = 0; i < g_n_ktimes; i++)
+        fprintf(f, "  %-24s %10.1f %10.3f\n", g_ktimes[i].name, (double)g_ktimes[i].calls / steps,
+                g_ktimes[i].ms / steps);
+    g_n_ktimes = 0;
+}
+
 /* ---- memory ---- */
 
 static void *cu_alloc(size_t n_bytes) {

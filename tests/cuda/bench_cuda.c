@@ -55,6 +55,9 @@
  * outside ops. The model then runs on the wrapper from the start, switched
  * off (a straight pass-through) for the warm-up and timed steps, so the
  * timed figures stay unprofiled; the profiled steps sync around every op.
+ * The profiled steps also time the kernels inside the fused attention ops
+ * (ops_cuda_ktime_enable, ops.h): the forward, and the backward's D,
+ * dK/dV, GQA-sum and dQ kernels, a line each after the op table.
  * --device picks another backend by name (cpu, cuda-fp32; default cuda),
  * e.g. `--device cpu --only gpt2 --warmup 1 --steps 1 --profile` for a
  * CPU profile at the GPU shapes (slow: tens of seconds per step). --warmup and
@@ -212,6 +215,7 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
         float prof_loss;
         ops_profile_reset();
         ops_profile_enable(1);
+        ops_cuda_ktime_enable(1);
         double p0 = now_s();
         for (int k = 0; k < profile_steps; k++) {
             if (one_step(s, name, m, tok, tgt, s->warmup + s->steps + k, &prof_loss)) {
@@ -222,10 +226,12 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
         ops->sync();
         double prof_wall_s = now_s() - p0;
         ops_profile_enable(0);
+        ops_cuda_ktime_enable(0);
         printf("%s profile (%d step(s) after the timed ones; the timed figures above are "
                "unprofiled):\n",
                name, profile_steps);
         ops_profile_report(stdout, profile_steps, prof_wall_s);
+        ops_cuda_ktime_report(stdout, profile_steps);
         fflush(stdout);
     }
     free(tok);

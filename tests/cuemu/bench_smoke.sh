@@ -6,7 +6,8 @@
 # micro LBL runs, which start from the same restored weights, zeroed Adam
 # state and tokens, must log the same first and last losses (one rank, one
 # forward per micro-batch: the two modes train alike; the emulator is
-# deterministic). Timings mean nothing here.
+# deterministic), and the profile must list the fused attention's kernels.
+# Timings mean nothing here.
 set -euo pipefail
 bench=$1
 out=$(mktemp -d)
@@ -35,7 +36,8 @@ g, m = recs[2], recs[3]
 if (g["loss_first"], g["loss_last"]) != (m["loss_first"], m["loss_last"]):
     sys.exit(f"FAIL: global losses {g['loss_first']} {g['loss_last']} vs micro "
              f"{m['loss_first']} {m['loss_last']}")
-for what in ["profile (1 step(s)", "global / micro LBL tokens/s"]:
+for what in ["profile (1 step(s)", "global / micro LBL tokens/s", "kernels inside ops",
+             "flash2_fwd ", "flash2_bwd_dkdv ", "flash2_bwd_gqa_sum ", "flash2_bwd_dq "]:
     if what not in log:
         sys.exit(f"FAIL: the log lacks '{what}'")
 print(f"ok: {', '.join(names)}; MoE global = micro losses {g['loss_first']:.4f} -> {g['loss_last']:.4f}")

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
@@ -554,6 +555,30 @@ cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
     static int dummy;
     *s = (cudaStream_t)&dummy;
+    return cudaSuccess;
+}
+struct cuemuEvent {
+    double t;
+    int recorded;
+};
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    *e = new cuemuEvent{0.0, 0};
+    return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    delete e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    e->t = ts.tv_sec + ts.tv_nsec * 1e-9, e->recorded = 1;
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t stop) {
+    if (!start->recorded || !stop->recorded) return cudaErrorInvalidValue;
+    *ms = (float)((stop->t - start->t) * 1e3);
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) {
