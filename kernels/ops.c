@@ -14,7 +14,7 @@ const Ops *ops_cuda_fp32(char *err, size_t err_len) { return ops_cuda(err, err_l
 void *ops_cuda_stream(void) { return NULL; }
 void ops_cuda_forget_gemm_plans(void) {}
 void ops_cuda_ktime_enable(int on) { (void)on; }
-void ops_cuda_ktime_report(void *file, int steps) { (void)file, (void)steps; }
+void ops_cuda_ktime_report(FILE *f, int steps) { (void)f, (void)steps; }
 #endif
 
 const Ops *ops_get(const char *name, char *err, size_t err_len) {

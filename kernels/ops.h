@@ -29,6 +29,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct Ops {
     const char *name; /* "cpu", "cuda", "cuda-fp32" */
@@ -256,6 +257,6 @@ void ops_cuda_forget_gemm_plans(void);
  * steps ran while on) and clears the table. No effect without CUDA; the
  * report then prints nothing. */
 void ops_cuda_ktime_enable(int on);
-void ops_cuda_ktime_report(void *file, int steps);
+void ops_cuda_ktime_report(FILE *f, int steps);
 
 #endif

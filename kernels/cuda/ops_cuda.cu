@@ -94,8 +94,7 @@ void cuda_ktime_end(void) {
 
 void ops_cuda_ktime_enable(int on) { g_ktime_on = on && g_cuda.ready; }
 
-void ops_cuda_ktime_report(void *file, int steps) {
-    FILE *f = (FILE *)file;
+void ops_cuda_ktime_report(FILE *f, int steps) {
     if (g_n_ktimes == 0 || steps < 1) return;
     /* largest first */
     for (int i = 1; i < g_n_ktimes; i++)
