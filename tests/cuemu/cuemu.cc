@@ -68,7 +68,7 @@ const size_t STACK = 256 << 10;
 const size_t SMEM = 227 << 10; /* an H100's dynamic shared memory limit per block */
 const size_t SMEM_DEFAULT = 48 << 10;
 
-/* Switching: on x86-64 a 7-instruction stack switch (the callee-saved
+/* Switching: on x86-64 a stack switch of 15 instructions (the callee-saved
  * registers pushed on the old stack, popped from the new one); glibc's
  * swapcontext also saves the signal mask, a system call per switch, which
  * made the emulator several times slower. Elsewhere ucontext. */
@@ -99,7 +99,6 @@ unsigned g_bar_arrived, g_bar_gen;
 unsigned long long g_events;
 void (*g_body)(void *);
 void *g_ctx;
-const void *g_kernel;
 cudaError_t g_last;
 /* CUEMU_ORDER=reverse: blocks, and threads between switches, run last
  * first, so a result that depends on the order (a missing barrier, one
@@ -133,7 +132,9 @@ void entry(void) {
     g_events++;
     g_live--;
     Warp &w = g_warps[f->warp];
-    if (w.arrived) fail("thread (%u,%u,%u) exited while its warp waits in a collective", f->tid.x, f->tid.y, f->tid.z);
+    if (w.arrived)
+        fail("thread (%u,%u,%u) exited while its warp waits in a collective", f->tid.x, f->tid.y,
+             f->tid.z);
     w.lanes--;
     if (g_bar_arrived && g_bar_arrived == g_live) g_bar_arrived = 0, g_bar_gen++;
 #if defined(__x86_64__)
@@ -207,7 +208,8 @@ void run_block(unsigned nthreads) {
         g_cur = NULL;
         if (!alive) return;
         if (g_events == before) {
-            fprintf(stderr, "cuemu: deadlock in block (%u,%u,%u):\n", g_block.x, g_block.y, g_block.z);
+            fprintf(stderr, "cuemu: deadlock in block (%u,%u,%u):\n", g_block.x, g_block.y,
+                    g_block.z);
             int shown = 0;
             for (Fiber &f : g_fibers)
                 if (!f.done && shown++ < 8)
@@ -246,7 +248,8 @@ int in_smem(const void *p, size_t n) {
 }
 
 void set_func_smem(const void *kernel, int bytes) {
-    if (bytes > (int)SMEM) fail("cudaFuncSetAttribute: %d bytes of dynamic shared memory (limit %zu)", bytes, SMEM);
+    if (bytes > (int)SMEM)
+        fail("cudaFuncSetAttribute: %d bytes of dynamic shared memory (limit %zu)", bytes, SMEM);
     for (FuncAttr &a : g_attrs)
         if (a.kernel == kernel) {
             a.smem = bytes;
@@ -280,7 +283,8 @@ const Slot *warp_collect(int op, const uint64_t in[SLOT], void (*complete)(Slot 
     if (++w.arrived == w.lanes) {
         for (int l = 1; l < 32; l++)
             if (w.op[ph][l] != w.op[ph][0])
-                fail("warp %d: lane 0 in collective %d, lane %d in %d", f->warp, w.op[ph][0], l, w.op[ph][l]);
+                fail("warp %d: lane 0 in collective %d, lane %d in %d", f->warp, w.op[ph][0], l,
+                     w.op[ph][l]);
         if (complete) complete(w.slot[ph]);
         w.arrived = 0, w.gen++;
     } else {
@@ -319,7 +323,8 @@ static void mma_complete(Slot *all) {
     for (int r = 0; r < 16; r++) {
         float acc[8];
         for (int n = 0; n < 8; n++) /* d_i: row g + 8 (i / 2), column 2t + i % 2 */
-            memcpy(&acc[n], (const char *)&all[(r % 8) * 4 + n / 2][3] + 4 * (2 * (r / 8) + n % 2), 4);
+            memcpy(&acc[n], (const char *)&all[(r % 8) * 4 + n / 2][3] + 4 * (2 * (r / 8) + n % 2),
+                   4);
         for (int k = 0; k < 16; k++)
             for (int n = 0; n < 8; n++) acc[n] += A[r][k] * B[k][n];
         for (int n = 0; n < 8; n++)
@@ -328,8 +333,8 @@ static void mma_complete(Slot *all) {
 }
 
 void mma_bf16_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    uint64_t in[SLOT] = {(uint64_t)a[0] | (uint64_t)a[1] << 32, (uint64_t)a[2] | (uint64_t)a[3] << 32,
-                         (uint64_t)b0 | (uint64_t)b1 << 32};
+    uint64_t in[SLOT] = {(uint64_t)a[0] | (uint64_t)a[1] << 32,
+                         (uint64_t)a[2] | (uint64_t)a[3] << 32, (uint64_t)b0 | (uint64_t)b1 << 32};
     memcpy(&in[3], d, 4 * sizeof(float));
     const Slot *all = warp_collect(OP_MMA, in, mma_complete);
     memcpy(d, &all[g_cur->lane][3], 4 * sizeof(float));
@@ -422,7 +427,7 @@ void run_grid(const LaunchCfg &cfg, void (*body)(void *), void *ctx) {
     const char *order = getenv("CUEMU_ORDER");
     g_reverse = order && !strcmp(order, "reverse");
     ensure_stacks(nthreads);
-    g_body = body, g_ctx = ctx, g_kernel = cfg.kernel;
+    g_body = body, g_ctx = ctx;
     g_bdim = cfg.block, g_gdim = cfg.grid;
     g_smem_bytes = cfg.smem;
     size_t nblocks = (size_t)cfg.grid.x * cfg.grid.y * cfg.grid.z;
@@ -469,7 +474,8 @@ void on_fault(int sig, siginfo_t *si, void *) {
                 sig, si->si_addr, g_block.x, g_block.y, g_block.z, g_cur->tid.x, g_cur->tid.y,
                 g_cur->tid.z);
     else
-        fprintf(stderr, "cuemu: memory fault (signal %d) at %p outside kernels\n", sig, si->si_addr);
+        fprintf(stderr, "cuemu: memory fault (signal %d) at %p outside kernels\n", sig,
+                si->si_addr);
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -625,7 +631,8 @@ struct cuemuHandle {
 namespace {
 
 float load(const void *p, cudaDataType_t t, size_t i) {
-    return t == CUDA_R_32F ? ((const float *)p)[i] : __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    return t == CUDA_R_32F ? ((const float *)p)[i]
+                           : __bfloat162float(((const __nv_bfloat16 *)p)[i]);
 }
 void store(void *p, cudaDataType_t t, size_t i, float v) {
     if (t == CUDA_R_32F)
@@ -687,7 +694,8 @@ const char *cublasLtGetStatusString(cublasStatus_t s) {
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t *d, cublasComputeType_t c,
                                         cudaDataType_t scale) {
     if (scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
-    *d = new cuemuLtDesc{c, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, NULL, CUDA_R_32F, 0};
+    *d = new cuemuLtDesc{c, CUBLAS_OP_N, CUBLAS_OP_N, CUBLASLT_EPILOGUE_DEFAULT, NULL, CUDA_R_32F,
+                         0};
     return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
@@ -752,8 +760,10 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t,
 static cublasStatus_t check_shapes(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
                                    cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c) {
     uint64_t m = c->rows, n = c->cols;
-    uint64_t am = d->ta == CUBLAS_OP_N ? a->rows : a->cols, ak = d->ta == CUBLAS_OP_N ? a->cols : a->rows;
-    uint64_t bk = d->tb == CUBLAS_OP_N ? b->rows : b->cols, bn = d->tb == CUBLAS_OP_N ? b->cols : b->rows;
+    uint64_t am = d->ta == CUBLAS_OP_N ? a->rows : a->cols,
+             ak = d->ta == CUBLAS_OP_N ? a->cols : a->rows;
+    uint64_t bk = d->tb == CUBLAS_OP_N ? b->rows : b->cols,
+             bn = d->tb == CUBLAS_OP_N ? b->cols : b->rows;
     if (am != m || bn != n || ak != bk || a->type != b->type) return CUBLAS_STATUS_INVALID_VALUE;
     if (a->batch != b->batch || a->batch != c->batch) return CUBLAS_STATUS_INVALID_VALUE;
     return CUBLAS_STATUS_SUCCESS;
@@ -789,11 +799,13 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
                               cublasLtMatrixLayout_t lb, const void *beta, const void *C,
                               cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
                               const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t) {
-    if (!algo || algo->data[0] != 0xc0e0) fail("cublasLtMatmul without an algorithm from the heuristic");
+    if (!algo || algo->data[0] != 0xc0e0)
+        fail("cublasLtMatmul without an algorithm from the heuristic");
     cublasStatus_t s = check_shapes(d, la, lb, lc);
     if (s != CUBLAS_STATUS_SUCCESS) return s;
     if (C != D || lc->type != ld->type) return CUBLAS_STATUS_NOT_SUPPORTED; /* dapt's use */
-    if (d->epi == CUBLASLT_EPILOGUE_BIAS && !d->bias) fail("cublasLtMatmul: bias epilogue without a bias pointer");
+    if (d->epi == CUBLASLT_EPILOGUE_BIAS && !d->bias)
+        fail("cublasLtMatmul: bias epilogue without a bias pointer");
     const void *bias = d->epi == CUBLASLT_EPILOGUE_BIAS ? d->bias : NULL;
     cudaDataType_t bt = d->bias_type_set ? d->bias_type : lc->type;
     size_t ea = la->type == CUDA_R_32F ? 4 : 2, ec = lc->type == CUDA_R_32F ? 4 : 2;
@@ -827,9 +839,10 @@ cublasStatus_t cublasGemmGroupedBatchedEx(
         for (int i = 0; i < group_size[g]; i++, p++) {
             int rows_a = transa[g] == CUBLAS_OP_N ? m[g] : k[g];
             int rows_b = transb[g] == CUBLAS_OP_N ? k[g] : n[g];
-            if (lda[g] < rows_a || ldb[g] < rows_b || ldc[g] < m[g]) return CUBLAS_STATUS_INVALID_VALUE;
-            gemm_cm(transa[g], transb[g], m[g], n[g], k[g], al[g], A[p], at, lda[g], B[p], bt, ldb[g],
-                    be[g], C[p], ct, ldc[g], C[p], ldc[g], NULL, ct, 0);
+            if (lda[g] < rows_a || ldb[g] < rows_b || ldc[g] < m[g])
+                return CUBLAS_STATUS_INVALID_VALUE;
+            gemm_cm(transa[g], transb[g], m[g], n[g], k[g], al[g], A[p], at, lda[g], B[p], bt,
+                    ldb[g], be[g], C[p], ct, ldc[g], C[p], ldc[g], NULL, ct, 0);
         }
     return CUBLAS_STATUS_SUCCESS;
 }

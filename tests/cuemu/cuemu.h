@@ -172,7 +172,8 @@ namespace cuemu {
 void set_func_smem(const void *kernel, int bytes);
 }
 template <class K> inline cudaError_t cudaFuncSetAttribute(K *kernel, cudaFuncAttribute a, int v) {
-    if (a == cudaFuncAttributeMaxDynamicSharedMemorySize) cuemu::set_func_smem((const void *)kernel, v);
+    if (a == cudaFuncAttributeMaxDynamicSharedMemorySize)
+        cuemu::set_func_smem((const void *)kernel, v);
     return cudaSuccess;
 }
 
@@ -292,7 +293,8 @@ inline Launcher<F> launch(F *kernel, dim3 grid, dim3 block, size_t smem = 0, cud
 
 inline void __syncthreads(void) { cuemu::syncthreads(); }
 template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int m, int width = 32) {
-    return cuemu::shuffle(mask, v, [&](int l) { return (l & ~(width - 1)) | ((l ^ m) & (width - 1)); });
+    return cuemu::shuffle(mask, v,
+                          [&](int l) { return (l & ~(width - 1)) | ((l ^ m) & (width - 1)); });
 }
 template <class T> inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
     return cuemu::shuffle(mask, v, [&](int l) { return (l & ~(width - 1)) | (src & (width - 1)); });

@@ -79,7 +79,8 @@ def main():
     with open(path) as f:
         src = f.read()
     src = CUDA_HEADERS.sub('#include "tests/cuemu/cuemu.h"', src)
-    src = DYN_SMEM.sub(lambda m: f'{m.group(1)} *{m.group(2)} = ({m.group(1)} *)cuemu::dyn_smem();', src)
+    src = DYN_SMEM.sub(
+        lambda m: f'{m.group(1)} *{m.group(2)} = ({m.group(1)} *)cuemu::dyn_smem();', src)
     src = rewrite_launches(src, path)
     os.makedirs(os.path.dirname(os.path.abspath(sys.argv[2])), exist_ok=True)
     with open(sys.argv[2], "w") as f:

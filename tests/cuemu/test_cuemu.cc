@@ -107,7 +107,8 @@ static void check_ldmatrix(void) {
                 /* matrix i element (row, col) is src[row * 40 + 8 i + col] */
                 int r = l / 4, c = 2 * (l % 4);
                 float want0 = trans ? (float)(c * 40 + 8 * i + r) : (float)(r * 40 + 8 * i + c);
-                float want1 = trans ? (float)((c + 1) * 40 + 8 * i + r) : (float)(r * 40 + 8 * i + c + 1);
+                float want1 =
+                    trans ? (float)((c + 1) * 40 + 8 * i + r) : (float)(r * 40 + 8 * i + c + 1);
                 uint32_t v = out[(trans * 4 + i) * 32 + l];
                 float got0 = cuemu_u2f(v << 16), got1 = cuemu_u2f(v & 0xffff0000u);
                 bad += got0 != bfr(want0) || got1 != bfr(want1);
@@ -117,7 +118,8 @@ static void check_ldmatrix(void) {
      * (two matrices of 4 each: plain and .trans); 128-byte rows: 8-way */
     long mats, extra;
     cuemu::ldmatrix_stats(&mats, &extra);
-    CHECK(mats == 8 && extra == 0, "ldmatrix: %ld matrices, %ld extra wavefronts (want 8, 0)", mats, extra);
+    CHECK(mats == 8 && extra == 0, "ldmatrix: %ld matrices, %ld extra wavefronts (want 8, 0)", mats,
+          extra);
     cuemu::launch(ldsm_conflict_kernel, 1, 32, 32 * 128)();
     long mats2, extra2;
     cuemu::ldmatrix_stats(&mats2, &extra2);
@@ -148,10 +150,14 @@ static void check_cp_async(void) {
     float src[16], out[8];
     for (int i = 0; i < 16; i++) src[i] = (float)(i + 1);
     cuemu::launch(cp_kernel, 1, 32, 64)(out, src);
-    CHECK(isnan(out[0]) && isnan(out[1]), "cp.async: data visible before the wait (%g %g)", out[0], out[1]);
-    CHECK(out[2] == 1.0f && out[3] == 0.0f, "cp.async: first group %g %g, want 1 0", out[2], out[3]);
-    CHECK(isnan(out[4]) && isnan(out[5]), "cp.async: second group landed early (%g %g)", out[4], out[5]);
-    CHECK(out[6] == 9.0f && out[7] == 13.0f, "cp.async: second group %g %g, want 9 13", out[6], out[7]);
+    CHECK(isnan(out[0]) && isnan(out[1]), "cp.async: data visible before the wait (%g %g)", out[0],
+          out[1]);
+    CHECK(out[2] == 1.0f && out[3] == 0.0f, "cp.async: first group %g %g, want 1 0", out[2],
+          out[3]);
+    CHECK(isnan(out[4]) && isnan(out[5]), "cp.async: second group landed early (%g %g)", out[4],
+          out[5]);
+    CHECK(out[6] == 9.0f && out[7] == 13.0f, "cp.async: second group %g %g, want 9 13", out[6],
+          out[7]);
 }
 
 /* ---- shuffles, barriers, static shared memory, grids, parameters ---- */
@@ -227,7 +233,8 @@ static void check_order(void) {
         for (int b = 0; b < 3; b++) bad += rev ? order[b] < order[b + 1] : order[b] > order[b + 1];
         for (int t = 1; t < 30; t++)
             bad += rev ? order[4 + t] < order[5 + t] : order[4 + t] > order[5 + t];
-        CHECK(bad == 0, "CUEMU_ORDER=%s: %d launches out of order", rev ? "reverse" : "(unset)", bad);
+        CHECK(bad == 0, "CUEMU_ORDER=%s: %d launches out of order", rev ? "reverse" : "(unset)",
+              bad);
     }
     unsetenv("CUEMU_ORDER");
 }
@@ -311,8 +318,10 @@ static void run_ldsm_global(void) {
 
 static void check_faults(void) {
     CHECK(dies_with(run_skip_barrier, "deadlock"), "a barrier one warp skips is not reported");
-    CHECK(dies_with(run_mixed, "lane 0 in collective"), "lanes in different collectives are not reported");
-    CHECK(dies_with(run_big_smem, "dynamic shared memory"), "64 KiB of dynamic shared memory passed");
+    CHECK(dies_with(run_mixed, "lane 0 in collective"),
+          "lanes in different collectives are not reported");
+    CHECK(dies_with(run_big_smem, "dynamic shared memory"),
+          "64 KiB of dynamic shared memory passed");
     CHECK(dies_with(run_ldsm_global, "ldmatrix"), "ldmatrix from global memory passed");
     CHECK(dies_with(run_past_end, "memory fault"), "a read past the end of a buffer passed");
     in_bounds();
