@@ -42,8 +42,12 @@ constexpr int V2_TILE = 64;     /* rows of the tiles it loops over */
 constexpr int V2_THREADS = 256; /* 8 warps x 16 rows */
 
 #ifdef DAPT_CUEMU /* the host emulator's (tests/cuemu) */
-__device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p) { cuemu::ldmatrix_x4(r, p, 0); }
-__device__ __forceinline__ void ldsm4_t(uint32_t r[4], const bf16 *p) { cuemu::ldmatrix_x4(r, p, 1); }
+__device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p) {
+    cuemu::ldmatrix_x4(r, p, 0);
+}
+__device__ __forceinline__ void ldsm4_t(uint32_t r[4], const bf16 *p) {
+    cuemu::ldmatrix_x4(r, p, 1);
+}
 #else
 __device__ __forceinline__ void ldsm4(uint32_t r[4], const bf16 *p) {
     unsigned a = (unsigned)__cvta_generic_to_shared(p);
