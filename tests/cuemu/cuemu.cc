@@ -27,6 +27,9 @@
 #include <ucontext.h>
 #endif
 
+#include <deque>
+#include <functional>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -528,20 +531,90 @@ cudaError_t cudaFree(void *p) {
     g_allocs.erase(it);
     return cudaSuccess;
 }
+cudaError_t cudaMallocHost(void **p, size_t n) {
+    *p = malloc(n ? n : 1);
+    return *p ? cudaSuccess : (cuemu::g_last = cudaErrorMemoryAllocation);
+}
+cudaError_t cudaFreeHost(void *p) {
+    free(p);
+    return cudaSuccess;
+}
+
+/* Streams: a queue of deferred work (cuemu.h, cuemu_stream_defer); empty
+ * but for the emulated NCCL's collectives and what is enqueued behind them.
+ * The null stream is g_null; as the legacy default stream, the synchronous
+ * cudaMemcpy/cudaMemset wait for it and for every stream created without
+ * cudaStreamNonBlocking. */
+struct CUstream_st {
+    std::deque<std::function<int(int)>> q;
+    uint64_t queued = 0, done = 0; /* works ever queued / finished */
+    bool blocking = true;
+};
+namespace cuemu {
+namespace {
+CUstream_st g_null;
+std::set<CUstream_st *> g_streams = {&g_null};
+CUstream_st *stream_of(cudaStream_t s) { return s ? s : &g_null; }
+/* runs s's queue in order up to the upto-th work ever queued; wait = 0:
+ * stops at the first that is not done yet. 1 when it got there. */
+int stream_advance(CUstream_st *s, int wait, uint64_t upto) {
+    while (s->done < upto) {
+        if (!s->q.front()(wait)) return 0;
+        s->q.pop_front(), s->done++;
+    }
+    return 1;
+}
+/* f runs now when nothing is queued on s, else behind the queue */
+void stream_run(cudaStream_t st, std::function<void(void)> f) {
+    CUstream_st *s = stream_of(st);
+    if (s->q.empty()) return f();
+    s->q.push_back([f](int) { return f(), 1; }), s->queued++;
+}
+} // namespace
+void stream_finish(cudaStream_t st) {
+    CUstream_st *s = stream_of(st);
+    stream_advance(s, 1, s->queued);
+}
+/* the synchronous copies: after the legacy default stream's work */
+void legacy_sync(void) {
+    for (CUstream_st *s : g_streams)
+        if (s->blocking) stream_finish(s);
+}
+} // namespace cuemu
+void cuemu_stream_defer(void *st, int (*poll)(void *, int), void *ctx) {
+    CUstream_st *s = cuemu::stream_of((cudaStream_t)st);
+    if (s->q.empty()) poll(ctx, -1); /* first in line: it starts now */
+    s->q.push_back([poll, ctx](int wait) { return poll(ctx, wait); }), s->queued++;
+}
+void cuemu_progress(void) {
+    for (CUstream_st *s : cuemu::g_streams) cuemu::stream_advance(s, 0, s->queued);
+}
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind) {
+    cuemu::legacy_sync();
     if (n) memmove(dst, src, n);
     return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind k, cudaStream_t) {
-    return cudaMemcpy(dst, src, n, k);
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind, cudaStream_t s) {
+    if (n) cuemu::stream_run(s, [=] { memmove(dst, src, n); });
+    return cudaSuccess;
 }
 cudaError_t cudaMemset(void *p, int v, size_t n) {
+    cuemu::legacy_sync();
     if (n) memset(p, v, n);
     return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) { return cudaMemset(p, v, n); }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t s) {
+    if (n) cuemu::stream_run(s, [=] { memset(p, v, n); });
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    cuemu::stream_finish(s);
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) {
+    for (CUstream_st *s : cuemu::g_streams) cuemu::stream_finish(s);
+    return cudaSuccess;
+}
 cudaError_t cudaGetDeviceCount(int *n) {
     *n = 1;
     return cudaSuccess;
@@ -558,30 +631,51 @@ cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
     *v = e && atoi(e) > 0 ? atoi(e) : 2;
     return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
-    static int dummy;
-    *s = (cudaStream_t)&dummy;
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags) {
+    *s = new CUstream_st;
+    (*s)->blocking = !(flags & cudaStreamNonBlocking);
+    cuemu::g_streams.insert(*s);
     return cudaSuccess;
 }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    if (!s || !cuemu::g_streams.erase(s)) fail("cudaStreamDestroy(%p): not a created stream", s);
+    cuemu::stream_finish(s); /* as the runtime: destroyed once its work is done */
+    delete s;
+    return cudaSuccess;
+}
+/* an event is ready once its stream has finished the work queued before
+ * its record (s: that stream, NULL when nothing was queued) */
 struct cuemuEvent {
     double t;
     int recorded;
+    CUstream_st *s;
+    uint64_t upto;
 };
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
-    *e = new cuemuEvent{0.0, 0};
+    *e = new cuemuEvent{0.0, 0, NULL, 0};
     return cudaSuccess;
 }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
     delete e;
     return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t st) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     e->t = ts.tv_sec + ts.tv_nsec * 1e-9, e->recorded = 1;
+    CUstream_st *s = cuemu::stream_of(st);
+    e->s = s->q.empty() ? NULL : s, e->upto = s->queued;
     return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+    if (!e->s || cuemu::g_streams.count(e->s) == 0) return cudaSuccess;
+    return cuemu::stream_advance(e->s, 0, e->upto) ? cudaSuccess : cudaErrorNotReady;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (e->s && cuemu::g_streams.count(e->s)) cuemu::stream_advance(e->s, 1, e->upto);
+    return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t stop) {
     if (!start->recorded || !stop->recorded) return cudaErrorInvalidValue;
     *ms = (float)((stop->t - start->t) * 1e3);
@@ -597,6 +691,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaSuccess: return "no error";
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorNotReady: return "device not ready";
     default: return "invalid argument";
     }
 }
@@ -625,7 +720,7 @@ struct cuemuLtPref {
     int dummy;
 };
 struct cuemuHandle {
-    int dummy;
+    cudaStream_t stream;
 };
 
 namespace {
@@ -798,7 +893,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
                               const void *A, cublasLtMatrixLayout_t la, const void *B,
                               cublasLtMatrixLayout_t lb, const void *beta, const void *C,
                               cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
-                              const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t) {
+                              const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t st) {
+    cuemu::stream_finish(st);
     if (!algo || algo->data[0] != 0xc0e0)
         fail("cublasLtMatmul without an algorithm from the heuristic");
     cublasStatus_t s = check_shapes(d, la, lb, lc);
@@ -821,18 +917,21 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
 }
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t *h) {
-    static cuemuHandle one;
-    *h = &one;
+    *h = new cuemuHandle{};
     return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
+    h->stream = s;
+    return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasGemmGroupedBatchedEx(
-    cublasHandle_t, const cublasOperation_t transa[], const cublasOperation_t transb[],
+    cublasHandle_t h, const cublasOperation_t transa[], const cublasOperation_t transb[],
     const int m[], const int n[], const int k[], const void *alpha, const void *const A[],
     cudaDataType_t at, const int lda[], const void *const B[], cudaDataType_t bt, const int ldb[],
     const void *beta, void *const C[], cudaDataType_t ct, const int ldc[], int group_count,
     const int group_size[], cublasComputeType_t compute) {
     if (compute != CUBLAS_COMPUTE_32F || at != bt || at != ct) return CUBLAS_STATUS_NOT_SUPPORTED;
+    cuemu::stream_finish(h->stream);
     const float *al = (const float *)alpha, *be = (const float *)beta;
     int p = 0;
     for (int g = 0; g < group_count; g++)

@@ -129,6 +129,7 @@ typedef enum cudaError {
     cudaErrorInvalidValue = 1,
     cudaErrorMemoryAllocation = 2,
     cudaErrorNoDevice = 100,
+    cudaErrorNotReady = 600,
 } cudaError_t;
 typedef struct CUstream_st *cudaStream_t;
 typedef enum {
@@ -141,12 +142,21 @@ typedef enum {
 typedef enum { cudaDevAttrMultiProcessorCount = 16 } cudaDeviceAttr;
 typedef enum { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 } cudaFuncAttribute;
 #define cudaStreamNonBlocking 0x01
+#define cudaEventDisableTiming 0x02
 
+/* C linkage, and the runtime's signatures: C code compiled against the real
+ * cuda_runtime.h (trainer/dist_nccl.c) links to these in the emulator's
+ * programs */
+extern "C" {
 cudaError_t cudaMalloc(void **p, size_t n);
+}
 template <class T> inline cudaError_t cudaMalloc(T **p, size_t n) {
     return cudaMalloc((void **)p, n);
 }
+extern "C" {
 cudaError_t cudaFree(void *p);
+cudaError_t cudaMallocHost(void **p, size_t n);
+cudaError_t cudaFreeHost(void *p);
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind,
                             cudaStream_t s = 0);
@@ -159,17 +169,40 @@ cudaError_t cudaSetDevice(int d);
 cudaError_t cudaGetDevice(int *d);
 cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
 typedef struct cuemuEvent *cudaEvent_t;
 cudaError_t cudaEventCreate(cudaEvent_t *e);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
-/* streams are synchronous: an event is the host clock at its record */
+/* Streams run kernels, copies and GEMMs at once, on the host. Only work
+ * deferred onto a stream by cuemu_stream_defer (the emulated NCCL's
+ * collectives) makes a stream lag: what comes after it on that stream waits
+ * (copies and events queue behind it; a kernel or GEMM launch first
+ * finishes it), and an event recorded behind it is ready once it is done.
+ * Stricter than a GPU: deferred work starts as soon as it is first in line
+ * (reading its inputs early) but finishes (writing its outputs) only when
+ * the host waits for it: cudaEventQuery/Synchronize on an event behind it,
+ * cudaStreamSynchronize, a launch on its stream, a synchronous copy after a
+ * blocking stream, cuemu_progress. A read that does not wait sees the old
+ * data. An event's time is the host clock at its record. */
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
+cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t stop);
 cudaError_t cudaGetLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
+/* Work that a stream runs in its order, from a library outside the
+ * emulator (tests/cuemu/nccl_emu.c): poll(ctx, wait) advances it and
+ * returns 1 when it is done (wait = 1: blocks until then; wait = -1: only
+ * starts it, returns 0); after a 1 it is not called again. */
+void cuemu_stream_defer(void *stream, int (*poll)(void *ctx, int wait), void *ctx);
+/* advances every stream's deferred work as far as it goes without waiting */
+void cuemu_progress(void);
+}
 namespace cuemu {
 void set_func_smem(const void *kernel, int bytes);
+/* finishes the work deferred onto stream s (before a kernel or GEMM on s) */
+void stream_finish(cudaStream_t s);
 }
 template <class K> inline cudaError_t cudaFuncSetAttribute(K *kernel, cudaFuncAttribute a, int v) {
     if (a == cudaFuncAttributeMaxDynamicSharedMemorySize)
@@ -279,7 +312,7 @@ template <class... P> struct Launcher<void(P...)> {
 };
 template <class F>
 inline Launcher<F> launch(F *kernel, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t s = 0) {
-    (void)s;
+    stream_finish(s);
     return Launcher<F>{kernel, LaunchCfg{grid, block, smem, (const void *)kernel}};
 }
 
