@@ -39,7 +39,7 @@ typedef struct {
         char name[128];
         char out_dir[CONFIG_PATH_LEN];
         int64_t seed;
-        char device[8]; /* "cpu" | "cuda" */
+        char device[16]; /* "cpu" | "cuda" | "cuda-fp32" */
     } run;
     struct {
         char init_from[CONFIG_PATH_LEN]; /* "" = from scratch */

@@ -27,8 +27,9 @@ const KeyDef config_keys[] = {
      "directory that holds run directories"},
     {"run", "seed", K_INT64, F(run.seed), 0, 0, 1e18, 0, 0, NULL, "1",
      "seed of weight initialisation and data order"},
-    {"run", "device", K_STR, F(run.device), SZ(run.device), 1, 0, 0, 0, "cpu|cuda", "\"cpu\"",
-     "compute backend"},
+    {"run", "device", K_STR, F(run.device), SZ(run.device), 1, 0, 0, 0, "cpu|cuda|cuda-fp32",
+     "\"cpu\"", "compute backend (cuda: bf16 with fp32 master weights; cuda-fp32: fp32 "
+     "throughout, for parity checks)"},
     {"model", "init_from", K_STR, F(model.init_from), SZ(model.init_from), 0, 0, 0, 0, NULL, "\"\"",
      "\"\" trains from scratch; else an HF model directory or a dapt checkpoint (its config.json "
      "gives the model's shape, so the shape keys below must not be set)"},

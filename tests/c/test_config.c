@@ -136,7 +136,7 @@ static void test_errors(void) {
     refuse("[train]\nmicro_batch = 0\n", "cfg.toml:2: train.micro_batch: expected an integer in [1, 65536], got 0", NULL);
     refuse("[train]\nsteps = 1.5\n", "train.steps: expected an integer", "got a float");
     refuse("[train]\nbeta2 = 1.0\n", "train.beta2: expected a number in [0, 1), got 1", NULL);
-    refuse("[run]\ndevice = \"tpu\"\n", "cfg.toml:2: run.device: expected one of \"cpu/cuda\", got \"tpu\"", NULL);
+    refuse("[run]\ndevice = \"tpu\"\n", "cfg.toml:2: run.device: expected one of \"cpu/cuda/cuda-fp32\", got \"tpu\"", NULL);
     refuse("[model]\ntie_embeddings = 1\n", "model.tie_embeddings: expected true or false, got an integer", NULL);
     refuse("[run]\nname = \"a/b\"\n", "run.name", "directory");
     refuse("[data]\ndomain = \"x\"\n", "data.domain: expected an array of strings, got a string", NULL);
@@ -211,7 +211,7 @@ static void test_overrides(void) {
         {"--train.lr=abc", "override --train.lr: expected a value"},
         {"--train.lr=-1", "override --train.lr: expected a number in (0, 10], got -1"},
         {"--train.steps=\"5\"", "expected an integer in [1, 1000000000], got a string"},
-        {"--run.device=tpu", "expected one of \"cpu/cuda\", got \"tpu\""},
+        {"--run.device=tpu", "expected one of \"cpu/cuda/cuda-fp32\", got \"tpu\""},
         {"--bogus", "expected --section.key=value"},
         {"--train.lr", "expected --section.key=value"},
     };
