@@ -98,3 +98,30 @@ add_executable(dapt_emu ${CMAKE_SOURCE_DIR}/trainer/main.c)
 target_compile_definitions(dapt_emu PRIVATE DAPT_VERSION="${PROJECT_VERSION}-cuemu")
 target_link_libraries(dapt_emu PRIVATE -Wl,--start-group dapt_cuemu ${dapt_libs} -Wl,--end-group)
 set_target_properties(dapt_emu PROPERTIES LINKER_LANGUAGE CXX)
+
+# NCCL on the emulator (tests/cuemu/nccl_emu.c): libnccl_cuemu.so, loaded by
+# dapt_emu through DAPT_NCCL_LIB, runs dist_nccl.c's collectives over MPI
+# between emulated GPUs, one per process; it calls back into the emulator's
+# streams (cuemu_stream_defer), which dapt_emu exports. Needs nccl.h (for
+# dist_nccl.c too) and MPI.
+if(DAPT_HAVE_CUDA AND DAPT_NCCL_INC AND DAPT_HAVE_MPI)
+  add_library(nccl_cuemu SHARED ${CMAKE_CURRENT_LIST_DIR}/nccl_emu.c)
+  target_include_directories(nccl_cuemu PRIVATE ${DAPT_NCCL_INC} ${CUDAToolkit_INCLUDE_DIRS})
+  target_link_libraries(nccl_cuemu PRIVATE MPI::MPI_C)
+  set_target_properties(dapt_emu PROPERTIES ENABLE_EXPORTS ON)
+  add_dependencies(dapt_emu nccl_cuemu)
+endif()
+if(TARGET nccl_cuemu AND MPIEXEC_EXECUTABLE)
+  # the NCCL path at world size 1 (tools/gpu-check's stage nccl, here with
+  # mpirun -np 1 too), then at 2 and 3 ranks (tests/cuemu/nccl_dist.sh)
+  add_test(NAME emu_nccl_one COMMAND ${CMAKE_SOURCE_DIR}/tests/cuda/nccl_check.sh
+           $<TARGET_FILE:dapt_emu> make $<TARGET_FILE:dapt_emu>)
+  set_tests_properties(emu_nccl_one PROPERTIES LABELS emu TIMEOUT 600 ENVIRONMENT
+                       "OMP_NUM_THREADS=1;DAPT_NCCL_LIB=$<TARGET_FILE:nccl_cuemu>")
+  foreach(mode equal moe watchdog)
+    add_test(NAME emu_nccl_${mode}
+             COMMAND ${CMAKE_CURRENT_LIST_DIR}/nccl_dist.sh $<TARGET_FILE:dapt_emu>
+                     $<TARGET_FILE:nccl_cuemu> ${DAPT_PYTHON} ${MPIEXEC_EXECUTABLE} ${mode})
+    set_tests_properties(emu_nccl_${mode} PROPERTIES LABELS emu TIMEOUT 600)
+  endforeach()
+endif()
