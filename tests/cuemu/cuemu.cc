@@ -586,6 +586,12 @@ void cuemu_stream_defer(void *st, int (*poll)(void *, int), void *ctx) {
     if (s->q.empty()) poll(ctx, -1); /* first in line: it starts now */
     s->q.push_back([poll, ctx](int wait) { return poll(ctx, wait); }), s->queued++;
 }
+int cuemu_device_range(const void *p, size_t n) {
+    const char *q = (const char *)p;
+    for (auto &a : cuemu::g_allocs)
+        if (q >= (const char *)a.first && q + n <= (const char *)a.first + a.second.n) return 1;
+    return 0;
+}
 void cuemu_progress(void) {
     for (CUstream_st *s : cuemu::g_streams) cuemu::stream_advance(s, 0, s->queued);
 }

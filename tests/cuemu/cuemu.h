@@ -198,6 +198,8 @@ const char *cudaGetErrorString(cudaError_t e);
 void cuemu_stream_defer(void *stream, int (*poll)(void *ctx, int wait), void *ctx);
 /* advances every stream's deferred work as far as it goes without waiting */
 void cuemu_progress(void);
+/* 1 when [p, p + n) lies inside one cudaMalloc'd buffer */
+int cuemu_device_range(const void *p, size_t n);
 }
 namespace cuemu {
 void set_func_smem(const void *kernel, int bytes);

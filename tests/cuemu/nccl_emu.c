@@ -24,7 +24,10 @@
  * ..., so every rank gets the same bits; fp32 and bf16 round after each
  * addition (a chain, as a ring reduction does; bf16 to nearest even), int64
  * is exact. Only ncclSum, and fp32, bf16, int64 (and bytes for gathers and
- * broadcasts) are supported; anything else returns ncclInvalidArgument.
+ * broadcasts) are supported; anything else returns ncclInvalidArgument, as
+ * do buffers that are not device memory (cudaMalloc'd, whole) or that
+ * overlap other than in NCCL's in-place form: a host copy would forgive
+ * both, a GPU would not.
  *
  * Non-blocking communicators (config.blocking = 0) behave as NCCL
  * documents: initialisation, each call and ncclGroupEnd return
@@ -50,6 +53,7 @@
 /* exported by the emulator (tests/cuemu/cuemu.h) */
 void cuemu_stream_defer(void *stream, int (*poll)(void *ctx, int wait), void *ctx);
 void cuemu_progress(void);
+int cuemu_device_range(const void *p, size_t n);
 
 static const char ID_MAGIC[] = "cuemu-nccl-id";
 
@@ -63,6 +67,8 @@ struct ncclComm {
 };
 
 typedef enum { OP_ALLREDUCE, OP_REDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER, OP_BROADCAST } OpKind;
+static const char *const OP_NAME[] = {"all-reduce", "reduce", "reduce-scatter", "all-gather",
+                                      "broadcast"};
 
 typedef struct Work {
     ncclComm_t comm;
@@ -204,6 +210,34 @@ static void enqueue(Work *w) {
     cuemu_stream_defer(w->stream, work_poll, w);
 }
 
+/* NCCL's rules for buffers, which a host copy would forgive: device memory
+ * of this GPU, and send and receive overlapping only in NCCL's in-place
+ * form (the same pointer; for reduce-scatter recv = send + rank * count,
+ * for all-gather send = recv + rank * count). 0 when they hold. */
+static int bad_buffers(OpKind kind, const void *send, void *recv, size_t count, size_t e, int root,
+                       const struct ncclComm *c) {
+    const char *s = send, *r = recv;
+    size_t send_bytes = (kind == OP_REDUCE_SCATTER ? count * c->world : count) * e;
+    size_t recv_bytes = (kind == OP_ALLGATHER ? count * c->world : count) * e;
+    int uses_send = kind != OP_BROADCAST || c->rank == root;
+    int uses_recv = kind != OP_REDUCE || c->rank == root;
+    const char *why = NULL;
+    if (uses_send && !cuemu_device_range(s, send_bytes))
+        why = "the send buffer is not device memory";
+    else if (uses_recv && !cuemu_device_range(r, recv_bytes))
+        why = "the receive buffer is not device memory";
+    else if (uses_send && uses_recv && s < r + recv_bytes && r < s + send_bytes) {
+        const char *in_place = kind == OP_REDUCE_SCATTER ? s + (size_t)c->rank * count * e
+                               : kind == OP_ALLGATHER    ? r + (size_t)c->rank * count * e
+                                                         : s;
+        if (kind == OP_ALLGATHER ? s != in_place : r != in_place)
+            why = "send and receive buffers overlap, not in NCCL's in-place form";
+    }
+    if (!why) return 0;
+    fprintf(stderr, "nccl_emu: rank %d: %s: %s\n", c->rank, OP_NAME[kind], why);
+    return 1;
+}
+
 /* CUEMU_NCCL_FAULT: 1 when this call is the one to fail (and it failed) */
 static int injected_fault(ncclComm_t c) {
     const char *f = getenv("CUEMU_NCCL_FAULT");
@@ -232,6 +266,7 @@ static ncclResult_t collective(OpKind kind, const void *send, void *recv, size_t
         return ncclInvalidArgument;
     size_t piece = kind == OP_REDUCE_SCATTER ? count * c->world : count;
     if (piece > (size_t)INT_MAX / e) return ncclInvalidArgument; /* MPI counts are int */
+    if (bad_buffers(kind, send, recv, count, e, root, c)) return ncclInvalidArgument;
     if (injected_fault(c)) return returned(c);
     Work *w = calloc(1, sizeof *w);
     if (!w) return ncclSystemError;
