@@ -16,7 +16,8 @@
 #             plain 2-rank run: losses, weights and moments.
 #   moe       global-batch LBL with the expert counts summed over NCCL
 #             (dist_nccl_isum_i64_*), cuda-fp32: 2 ranks with one micro-batch
-#             of 2 equal one process with one of 4; lbl = "micro" differs
+#             of 2 equal one process with one of 4; lbl = "micro" differs;
+#             3 ranks with ZeRO-1 (unequal shards) equal one process
 #   watchdog  dist.timeout = 3 s, a fault injected into rank 1's 5th
 #             collective (CUEMU_NCCL_FAULT): "stall" (rank 1 never reaches
 #             the all-reduce): rank 0's watchdog names the collective and
@@ -33,7 +34,8 @@
 # that misses a rank, differs by 1.69); bf16 ZeRO-1 against bf16 plain at
 # 2 ranks: the same sums in the same order, 1e-6 (measured: bitwise). moe:
 # moe_dist.sh's (global weights 1e-4, losses 1e-5; micro must differ by
-# > 1e-3); measured global 8.1e-6 weights, micro 1.8e-2.
+# > 1e-3); measured global 8.1e-6 weights (3 ranks, ZeRO-1: 5.9e-6), micro
+# 1.8e-2.
 set -euo pipefail
 dapt=$(realpath "$1") lib=$(realpath "$2") py=$3 mpirun=$4 mode=$5
 here=$(cd "$(dirname "$0")" && pwd)
@@ -118,6 +120,16 @@ moe)
     fail "micro: 2 ranks' weights equal one process's within 1e-3 ($out): the LBL is too weak for this test to see the counts"
   fi
   echo "micro (expected to differ): $out"
+  # 3 ranks with ZeRO-1: 287,552 parameters make unequal pieces (95,851 /
+  # 95,851 / 95,850), so the grouped reduces and broadcasts run unforced
+  "$dapt" train tiny.toml "${args[@]}" --moe.lbl=global --train.global_batch=6 --train.micro_batch=6 --run.name=g6 > g6.log 2>&1 ||
+    { tail -5 g6.log; fail "global, 6 sequences: one process"; }
+  mpi 3 -- "${args[@]}" --moe.lbl=global --train.global_batch=6 --train.micro_batch=2 --dist.zero=1 --run.name=g3z > g3z.log 2>&1 ||
+    { tail -5 g3z.log; fail "global: mpirun -np 3 with ZeRO-1"; }
+  ranks_ran g3z.log 3
+  grep -q "for 95851 of 287552 parameters" g3z.log || fail "g3z: not the unequal shards: $(grep -m1 'optimizer state' g3z.log)"
+  "$py" "$dist/compare_losses.py" runs/g6 runs/g3z 1e-5 || fail "global: 3 ranks' losses differ from one process's"
+  "$py" "$dist/compare_weights.py" runs/g6/$w runs/g3z/$w 1e-4 || fail "global: 3 ranks' weights differ from one process's"
   ;;
 watchdog)
   for fault in stall error; do
