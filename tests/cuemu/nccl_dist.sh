@@ -38,14 +38,10 @@
 # 1.8e-2.
 set -euo pipefail
 dapt=$(realpath "$1") lib=$(realpath "$2") py=$3 mpirun=$4 mode=$5
-here=$(cd "$(dirname "$0")" && pwd)
-dist=$here/../dist
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-"$here/../train/make_corpora.sh" "$dapt" "$work" > /dev/null
-sed "s#@DIR@#$work#g" "$here/../train/tiny.toml.in" > "$work/tiny.toml"
-fail() { echo "FAIL: $*" >&2; exit 1; }
-cd "$work"
+dist=$(cd "$(dirname "$0")/../dist" && pwd)
+data=make
+# shellcheck source=tests/cuda/tiny_setup.sh
+source "$(dirname "$0")/../cuda/tiny_setup.sh" > /dev/null # work/tiny.toml, fail; cd work
 export OMP_NUM_THREADS=1 # ranks share 2 cores here; one thread each
 # N [VAR=VALUE...] -- ARGS: N ranks of dapt_emu train, each with the
 # emulated NCCL and the variables given; a collective that hangs fails the
@@ -62,7 +58,8 @@ ranks_ran() { # LOG N: the log says N ranks ran over the emulated NCCL
   grep -q "data parallel: $2 ranks (mpi + nccl" "$1" || fail "$1: not $2 ranks over NCCL: $(grep -m1 'data parallel' "$1")"
   grep -q "nccl_emu: emulated NCCL.*$2 ranks over MPI" "$1" || fail "$1: not the emulated NCCL"
 }
-args=(--train.global_batch=12 --train.micro_batch=2 --train.steps=20 --eval.every=10 --ckpt.every=10 --ckpt.keep=0)
+args=(--run.out_dir="$work/runs" --train.global_batch=12 --train.micro_batch=2 --train.steps=20
+      --eval.every=10 --ckpt.every=10 --ckpt.keep=0)
 ck=ckpt/step-00000020
 
 case $mode in
@@ -104,7 +101,8 @@ equal)
   "$py" "$dist/compare_opt_shards.py" runs/b2/$ck runs/b2z/$ck 2 1e-6
   ;;
 moe)
-  args=(--run.device=cuda-fp32 --moe.n_experts=4 --moe.top_k=2 --moe.lbl_coef=0.1 --train.global_batch=4
+  args=(--run.out_dir="$work/runs" --run.device=cuda-fp32 --moe.n_experts=4 --moe.top_k=2
+        --moe.lbl_coef=0.1 --train.global_batch=4
         --train.steps=8 --train.warmup_steps=1 --eval.every=0 --ckpt.every=8 --ckpt.keep=0)
   w=ckpt/step-00000008/model.safetensors
   for lbl in global micro; do
