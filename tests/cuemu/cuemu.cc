@@ -575,6 +575,11 @@ void stream_finish(cudaStream_t st) {
     CUstream_st *s = stream_of(st);
     stream_advance(s, 1, s->queued);
 }
+unsigned long g_launches;
+void note_launch(cudaStream_t s) {
+    stream_finish(s);
+    g_launches++;
+}
 /* the synchronous copies: after the legacy default stream's work */
 void legacy_sync(void) {
     for (CUstream_st *s : g_streams)
@@ -592,6 +597,7 @@ int cuemu_device_range(const void *p, size_t n) {
         if (q >= (const char *)a.first && q + n <= (const char *)a.first + a.second.n) return 1;
     return 0;
 }
+unsigned long cuemu_launches(void) { return cuemu::g_launches; }
 void cuemu_progress(void) {
     for (CUstream_st *s : cuemu::g_streams) cuemu::stream_advance(s, 0, s->queued);
 }
@@ -900,7 +906,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
                               cublasLtMatrixLayout_t lb, const void *beta, const void *C,
                               cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
                               const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t st) {
-    cuemu::stream_finish(st);
+    cuemu::note_launch(st);
     if (!algo || algo->data[0] != 0xc0e0)
         fail("cublasLtMatmul without an algorithm from the heuristic");
     cublasStatus_t s = check_shapes(d, la, lb, lc);
@@ -937,7 +943,7 @@ cublasStatus_t cublasGemmGroupedBatchedEx(
     const void *beta, void *const C[], cudaDataType_t ct, const int ldc[], int group_count,
     const int group_size[], cublasComputeType_t compute) {
     if (compute != CUBLAS_COMPUTE_32F || at != bt || at != ct) return CUBLAS_STATUS_NOT_SUPPORTED;
-    cuemu::stream_finish(h->stream);
+    cuemu::note_launch(h->stream);
     const float *al = (const float *)alpha, *be = (const float *)beta;
     int p = 0;
     for (int g = 0; g < group_count; g++)

@@ -200,11 +200,15 @@ void cuemu_stream_defer(void *stream, int (*poll)(void *ctx, int wait), void *ct
 void cuemu_progress(void);
 /* 1 when [p, p + n) lies inside one cudaMalloc'd buffer */
 int cuemu_device_range(const void *p, size_t n);
+/* kernels and GEMMs launched so far, on any stream */
+unsigned long cuemu_launches(void);
 }
 namespace cuemu {
 void set_func_smem(const void *kernel, int bytes);
-/* finishes the work deferred onto stream s (before a kernel or GEMM on s) */
+/* finishes the work deferred onto stream s */
 void stream_finish(cudaStream_t s);
+/* a kernel or GEMM on stream s: finishes s's deferred work, counts it */
+void note_launch(cudaStream_t s);
 }
 template <class K> inline cudaError_t cudaFuncSetAttribute(K *kernel, cudaFuncAttribute a, int v) {
     if (a == cudaFuncAttributeMaxDynamicSharedMemorySize)
@@ -314,7 +318,7 @@ template <class... P> struct Launcher<void(P...)> {
 };
 template <class F>
 inline Launcher<F> launch(F *kernel, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t s = 0) {
-    stream_finish(s);
+    note_launch(s);
     return Launcher<F>{kernel, LaunchCfg{grid, block, smem, (const void *)kernel}};
 }
 

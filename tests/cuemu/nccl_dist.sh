@@ -16,8 +16,10 @@
 #             plain 2-rank run: losses, weights and moments.
 #   moe       global-batch LBL with the expert counts summed over NCCL
 #             (dist_nccl_isum_i64_*), cuda-fp32: 2 ranks with one micro-batch
-#             of 2 equal one process with one of 4; lbl = "micro" differs;
-#             3 ranks with ZeRO-1 (unequal shards) equal one process
+#             of 2 equal one process with one of 4, and each sum is in
+#             flight while kernels run (nccl_emu counts them); lbl =
+#             "micro" differs; 3 ranks with ZeRO-1 (unequal shards) equal
+#             one process
 #   watchdog  dist.timeout = 3 s, a fault injected into rank 1's 5th
 #             collective (CUEMU_NCCL_FAULT): "stall" (rank 1 never reaches
 #             the all-reduce): rank 0's watchdog names the collective and
@@ -112,6 +114,13 @@ moe)
       { tail -5 ${lbl}2.log; fail "$lbl: mpirun -np 2"; }
     ranks_ran ${lbl}2.log 2
   done
+  # one sum a micro-batch (8 steps x 1), each in flight while the LM head's
+  # kernels run (moe_after_forward begins it, the first MoE layer's
+  # backward waits for it): the overlap the non-blocking sum is for
+  ov=$(grep -m1 "nccl_emu: rank 0: .* int64 all-reduces" global2.log) || fail "global2: no int64 sums counted"
+  echo "$ov"
+  [[ $ov =~ rank\ 0:\ 8\ int64\ all-reduces.*flight:\ ([0-9]+)\ to ]] || fail "global2: not 8 sums: $ov"
+  (( BASH_REMATCH[1] >= 1 )) || fail "global2: a counts' sum overlapped no kernel: $ov"
   "$py" "$dist/compare_losses.py" runs/global1 runs/global2 1e-5 || fail "global: 2 ranks' losses differ from one process's"
   "$py" "$dist/compare_weights.py" runs/global1/$w runs/global2/$w 1e-4 || fail "global: 2 ranks' weights differ from one process's"
   if out=$("$py" "$dist/compare_weights.py" runs/micro1/$w runs/micro2/$w 1e-3 2>&1); then

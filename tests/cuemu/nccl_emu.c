@@ -54,6 +54,7 @@
 void cuemu_stream_defer(void *stream, int (*poll)(void *ctx, int wait), void *ctx);
 void cuemu_progress(void);
 int cuemu_device_range(const void *p, size_t n);
+unsigned long cuemu_launches(void);
 
 static const char ID_MAGIC[] = "cuemu-nccl-id";
 
@@ -64,6 +65,10 @@ struct ncclComm {
     int aborted, finalizing;
     long calls;   /* collective calls so far (fault injection counts them) */
     int inflight; /* collectives deferred and not finished */
+    /* the int64 sums' overlap: kernels and GEMMs launched between the call
+     * and the wait that finished it (fewest, most) */
+    long i64_sums;
+    unsigned long i64_overlap_min, i64_overlap_max;
 };
 
 typedef enum { OP_ALLREDUCE, OP_REDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER, OP_BROADCAST } OpKind;
@@ -82,7 +87,8 @@ typedef struct Work {
     char *mine, *all;   /* this rank's copy; every rank's, rank after rank */
     MPI_Request req;
     cudaStream_t stream;
-    struct Work *next; /* in a group */
+    unsigned long launches; /* cuemu_launches() at the call */
+    struct Work *next;      /* in a group */
 } Work;
 
 static struct {
@@ -171,6 +177,11 @@ static void work_finish(Work *w) {
         break;
     case OP_ALLGATHER: memmove(w->recv, w->all, w->count * e * c->world); break;
     case OP_BROADCAST: memmove(w->recv, w->all, w->count * e); break;
+    }
+    if (w->kind == OP_ALLREDUCE && w->type == ncclInt64) {
+        unsigned long k = cuemu_launches() - w->launches;
+        if (!c->i64_sums++ || k < c->i64_overlap_min) c->i64_overlap_min = k;
+        if (k > c->i64_overlap_max) c->i64_overlap_max = k;
     }
 }
 
@@ -271,7 +282,8 @@ static ncclResult_t collective(OpKind kind, const void *send, void *recv, size_t
     Work *w = calloc(1, sizeof *w);
     if (!w) return ncclSystemError;
     *w = (Work){.comm = c, .kind = kind, .send = send, .recv = recv, .count = count, .type = type,
-                .root = root, .piece_bytes = piece * e, .stream = stream};
+                .root = root, .piece_bytes = piece * e, .stream = stream,
+                .launches = cuemu_launches()};
     if (g_group.depth) {
         if (g_group.tail) g_group.tail->next = w;
         else g_group.head = w;
@@ -380,6 +392,11 @@ static void comm_free(ncclComm_t c) {
 ncclResult_t ncclCommDestroy(ncclComm_t c) {
     if (!c) return ncclInvalidArgument;
     if (c->inflight) return ncclInvalidUsage; /* destroyed under running collectives */
+    if (c->i64_sums)
+        fprintf(stderr,
+                "nccl_emu: rank %d: %ld int64 all-reduces; kernels and GEMMs launched while one "
+                "was in flight: %lu to %lu\n",
+                c->rank, c->i64_sums, c->i64_overlap_min, c->i64_overlap_max);
     comm_free(c);
     return ncclSuccess;
 }
