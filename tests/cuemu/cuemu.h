@@ -1,6 +1,7 @@
 /* cuemu.h: a host emulator of the CUDA subset dapt's kernels use, so that
  * the CUDA backend (kernels/cuda) runs, unchanged, on a machine without a
- * GPU: CI tests its kernels against the CPU backend (tests/cuemu/README.md).
+ * GPU: CI tests its kernels against the CPU backend (docs/cuda.md, "Without
+ * a GPU").
  *
  * tests/cuemu/hostify.py rewrites each kernels/cuda source for the host
  * compiler (launches `k<<<grid, block, smem, stream>>>(args)` become
@@ -24,8 +25,9 @@
  *
  * cuBLASLt (cublasLtMatmul with bias epilogue, batches, TF32 rounding) and
  * cublasGemmGroupedBatchedEx are emulated through OpenBLAS sgemm on fp32
- * copies of the operands. Streams are synchronous; "device" memory is host
- * memory. */
+ * copies of the operands. Streams run their work at once, but for what the
+ * emulated NCCL defers onto them (below, cuemu_stream_defer); "device"
+ * memory is host memory. */
 #ifndef DAPT_CUEMU_H
 #define DAPT_CUEMU_H
 

@@ -1,4 +1,4 @@
-# The CUDA backend on the host emulator (tests/cuemu/README.md): every
+# The CUDA backend on the host emulator (docs/cuda.md, "Without a GPU"): every
 # kernels/cuda source, rewritten by hostify.py and compiled by the host C++
 # compiler against cuemu.h, runs the CUDA test programs on any machine (no
 # nvcc, no GPU). Label "emu"; the programs are the GPU ones (tests/cuda)
