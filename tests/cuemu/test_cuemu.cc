@@ -12,7 +12,12 @@
  *   die with the emulator's message): a barrier one warp skips, lanes of a
  *   warp in different collectives, > 48 KiB of dynamic shared memory
  *   without cudaFuncSetAttribute, an ldmatrix address outside shared memory,
- *   a read one element past the end of a cudaMalloc'd buffer.
+ *   a read one element past the end of a cudaMalloc'd buffer;
+ * - streams with deferred work (cuemu_stream_defer, what the emulated NCCL
+ *   uses): it starts when first in line, finishes only when waited for;
+ *   copies and events queue behind it, a launch on its stream or a
+ *   synchronous copy after a blocking stream finishes it, other streams
+ *   run on; cuemu_device_range.
  * Exit 0 when all pass. */
 #include "tests/cuemu/cuemu.h"
 
@@ -330,7 +335,68 @@ static void check_faults(void) {
     cuemu::launch(nothing_kernel, 1, 32, 64 << 10)();
 }
 
+/* deferred work that is done at its `need`-th non-waiting poll */
+struct Deferred {
+    int started, polls, need, done;
+};
+static int deferred_poll(void *ctx, int wait) {
+    Deferred *d = (Deferred *)ctx;
+    d->started = 1;
+    if (wait < 0) return 0;
+    if (wait || ++d->polls >= d->need) d->done = 1;
+    return d->done;
+}
+static void add_one_kernel(float *x) { x[0] += 1.0f; }
+
+static void check_streams(void) {
+    cudaStream_t s, nb;
+    cudaStreamCreateWithFlags(&s, 0);
+    cudaStreamCreateWithFlags(&nb, cudaStreamNonBlocking);
+    float *dev, host = 5.0f, back = -1.0f;
+    cudaMalloc(&dev, 4 * sizeof(float));
+    CHECK(cuemu_device_range(dev + 1, 3 * sizeof(float)) && !cuemu_device_range(dev + 1, 16) &&
+              !cuemu_device_range(&host, 4),
+          "cuemu_device_range");
+    cudaMemcpy(dev, &host, 4, cudaMemcpyHostToDevice);
+    /* deferred work on nb, then a copy and an event behind it */
+    Deferred a = {0, 0, 3, 0};
+    cuemu_stream_defer(nb, deferred_poll, &a);
+    CHECK(a.started && !a.done, "deferred work: started %d done %d, want 1 0", a.started, a.done);
+    cudaMemcpyAsync(&back, dev, 4, cudaMemcpyDeviceToHost, nb);
+    cudaEvent_t ev;
+    cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    cudaEventRecord(ev, nb);
+    CHECK(back == -1.0f, "a copy behind deferred work ran at once (%g)", back);
+    /* the other stream and synchronous copies run on (nb is non-blocking) */
+    cuemu::launch(add_one_kernel, 1, 1, 0, s)(dev);
+    float now = 0.0f;
+    cudaMemcpy(&now, dev, 4, cudaMemcpyDeviceToHost);
+    CHECK(now == 6.0f && !a.done, "another stream: %g (want 6), deferred done %d (want 0)", now,
+          a.done);
+    int ready = 0, queries = 0;
+    for (; queries < 10 && !ready; queries++) ready = cudaEventQuery(ev) == cudaSuccess;
+    CHECK(ready && queries == 3 && a.done && back == 6.0f,
+          "event: ready %d after %d queries (want 3), deferred done %d, copy %g (want 6)", ready,
+          queries, a.done, back);
+    /* a launch on the stream finishes its deferred work first */
+    Deferred b = {0, 0, 1000, 0};
+    cuemu_stream_defer(nb, deferred_poll, &b);
+    cuemu::launch(add_one_kernel, 1, 1, 0, nb)(dev);
+    CHECK(b.done, "a launch on the stream did not finish its deferred work");
+    /* a synchronous copy waits for a blocking stream */
+    Deferred c = {0, 0, 1000, 0};
+    cuemu_stream_defer(s, deferred_poll, &c);
+    cudaMemcpy(&now, dev, 4, cudaMemcpyDeviceToHost);
+    CHECK(c.done && now == 7.0f, "cudaMemcpy after a blocking stream: done %d, %g (want 1, 7)",
+          c.done, now);
+    cudaEventDestroy(ev);
+    cudaFree(dev);
+    cudaStreamDestroy(s);
+    cudaStreamDestroy(nb);
+}
+
 int main(void) {
+    check_streams();
     check_mma();
     check_ldmatrix();
     check_cp_async();
