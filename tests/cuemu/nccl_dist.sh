@@ -25,7 +25,8 @@
 #             the all-reduce): rank 0's watchdog names the collective and
 #             the timeout and the job ends within 60 s; "error" (rank 1's
 #             communicator reports ncclRemoteError): rank 1 names the
-#             asynchronous error and the job ends
+#             asynchronous error and the job ends; and a stall before a MoE
+#             expert-count sum (the non-blocking int64 all-reduce's wait)
 #
 # Tolerances. fp32 (equal): as dist_e2e.sh, 1e-6 relative on losses and
 # absolute on weights (each gradient element is a differently ordered fp32
@@ -139,26 +140,35 @@ moe)
   "$py" "$dist/compare_weights.py" runs/g6/$w runs/g3z/$w 1e-4 || fail "global: 3 ranks' weights differ from one process's"
   ;;
 watchdog)
-  for fault in stall error; do
+  # NAME FAULT STEPS_BEFORE MESSAGE [ARGS...]: the job with FAULT injected
+  # ends within 60 s, rank MESSAGE names the cause, STEPS_BEFORE steps logged
+  faulty() {
+    local name=$1 fault=$2 steps=$3 want=$4 t0 dt rc=0
+    shift 4
     t0=$(date +%s.%N)
-    rc=0
     timeout 120 "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS=1 \
-      -x "DAPT_NCCL_LIB=$lib" -x "CUEMU_NCCL_FAULT=$fault:1:5" -np 2 "$dapt" train tiny.toml "${args[@]}" \
-      --run.device=cuda-fp32 --eval.every=0 --ckpt.every=0 --dist.timeout=3 --run.name=$fault > $fault.log 2> $fault.err || rc=$?
+      -x "DAPT_NCCL_LIB=$lib" -x "CUEMU_NCCL_FAULT=$fault" -np 2 "$dapt" train tiny.toml "${args[@]}" \
+      --run.device=cuda-fp32 --eval.every=0 --ckpt.every=0 --dist.timeout=3 --run.name=$name "$@" \
+      > $name.log 2> $name.err || rc=$?
     dt=$(echo "$(date +%s.%N) - $t0" | bc)
-    echo "$fault: mpirun exited with status $rc after $dt s"
-    [[ $rc != 0 && $rc != 124 ]] || fail "$fault: exit status $rc (124: hung)"
-    (( $(echo "$dt < 60" | bc) )) || fail "$fault: $dt s to end the job"
-    grep -q "injected fault \"$fault\" at collective call 5" $fault.err || fail "$fault: not injected: $(tail -3 $fault.err)"
-    if [[ $fault == stall ]]; then
-      want="rank 0 of 2: dapt train: step 4: NCCL all-reduce on rank 0 of 2 \(GPU 0\): not finished after 3 s \(dist.timeout\).*NCCL communicator aborted; aborting the job"
-    else
-      want="rank 1 of 2: dapt train: step 4: NCCL all-reduce on rank 1 of 2 \(GPU 0\): asynchronous error: .*NCCL communicator aborted; aborting the job"
-    fi
-    grep -m1 -E "$want" $fault.err || fail "$fault: no such message: $want; got: $(grep -v '^ *$' $fault.err | head -5)"
-    n=$(grep -c '"type":"train"' runs/$fault/metrics.jsonl)
-    [[ $n == 4 ]] || fail "$fault: $n steps logged, expected the 4 before the fault"
-  done
+    echo "$name: mpirun exited with status $rc after $dt s"
+    [[ $rc != 0 && $rc != 124 ]] || fail "$name: exit status $rc (124: hung)"
+    (( $(echo "$dt < 60" | bc) )) || fail "$name: $dt s to end the job"
+    grep -q "injected fault \"${fault%%:*}\" at collective call ${fault##*:}" $name.err ||
+      fail "$name: not injected: $(tail -3 $name.err)"
+    grep -m1 -E "$want" $name.err || fail "$name: no such message: $want; got: $(grep -v '^ *$' $name.err | head -5)"
+    local n
+    n=$(grep -c '"type":"train"' runs/$name/metrics.jsonl)
+    [[ $n == "$steps" ]] || fail "$name: $n steps logged, expected the $steps before the fault"
+  }
+  late="not finished after 3 s \(dist.timeout\).*NCCL communicator aborted; aborting the job"
+  # the 5th collective is step 5's gradient all-reduce
+  faulty stall stall:1:5 4 "rank 0 of 2: dapt train: step 4: NCCL all-reduce on rank 0 of 2 \(GPU 0\): $late"
+  faulty error error:1:5 4 "rank 1 of 2: dapt train: step 4: NCCL all-reduce on rank 1 of 2 \(GPU 0\): asynchronous error: .*NCCL communicator aborted; aborting the job"
+  # MoE with global LBL: the 3rd collective is step 2's expert-count sum
+  # (dist_nccl_isum_i64_*), waited for in the first MoE layer's backward
+  faulty moe-stall stall:1:3 1 "rank 0 of 2: dapt train: step 1: NCCL int64 all-reduce \(MoE counts\) on rank 0 of 2 \(GPU 0\): $late" \
+    --moe.n_experts=4 --moe.top_k=2 --moe.lbl=global --train.global_batch=4
   ;;
 *) fail "unknown mode $mode" ;;
 esac
