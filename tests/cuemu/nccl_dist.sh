@@ -19,7 +19,7 @@
 #             of 2 equal one process with one of 4, and each sum is in
 #             flight while kernels run (nccl_emu counts them); lbl =
 #             "micro" differs; 3 ranks with ZeRO-1 (unequal shards) equal
-#             one process
+#             one process; bf16 at 2 ranks: ZeRO-1 equals the plain run
 #   watchdog  dist.timeout = 3 s, a fault injected into rank 1's 5th
 #             collective (CUEMU_NCCL_FAULT): "stall" (rank 1 never reaches
 #             the all-reduce): rank 0's watchdog names the collective and
@@ -138,6 +138,18 @@ moe)
   grep -q "for 95851 of 287552 parameters" g3z.log || fail "g3z: not the unequal shards: $(grep -m1 'optimizer state' g3z.log)"
   "$py" "$dist/compare_losses.py" runs/g6 runs/g3z 1e-5 || fail "global: 3 ranks' losses differ from one process's"
   "$py" "$dist/compare_weights.py" runs/g6/$w runs/g3z/$w 1e-4 || fail "global: 3 ranks' weights differ from one process's"
+  # bf16 (cuda), 2 ranks: ZeRO-1 (the experts' fp32 master weights and
+  # moments sharded) against the plain 2-rank run, the same sums in the
+  # same order: 1e-6 (measured: bitwise)
+  for z in 0 1; do
+    mpi 2 -- "${args[@]}" --run.device=cuda --moe.lbl=global --train.micro_batch=2 --dist.zero=$z \
+      --run.name=b$z > b$z.log 2>&1 ||
+      { tail -5 b$z.log; fail "bf16 MoE, ZeRO-1 = $z: mpirun -np 2"; }
+  done
+  grep -q "fp32 master for [0-9]* of 287552 parameters" b1.log || fail "b1: no sharded bf16 master: $(grep -m1 'optimizer state' b1.log)"
+  "$py" "$dist/compare_losses.py" runs/b0 runs/b1 1e-6
+  "$py" "$dist/compare_weights.py" runs/b0/$w runs/b1/$w 1e-6
+  "$py" "$dist/compare_opt_shards.py" runs/b0/${w%/*} runs/b1/${w%/*} 2 1e-6
   ;;
 watchdog)
   # NAME FAULT STEPS_BEFORE MESSAGE [ARGS...]: the job with FAULT injected
