@@ -44,7 +44,7 @@ dapt=$(realpath "$1") lib=$(realpath "$2") py=$3 mpirun=$4 mode=$5
 dist=$(cd "$(dirname "$0")/../dist" && pwd)
 data=make
 # shellcheck source=tests/cuda/tiny_setup.sh
-source "$(dirname "$0")/../cuda/tiny_setup.sh" > /dev/null # work/tiny.toml, fail; cd work
+source "$(dirname "$0")/../cuda/tiny_setup.sh" # work/tiny.toml, fail; cd work
 export OMP_NUM_THREADS=1 # ranks share 2 cores here; one thread each
 # N [VAR=VALUE...] -- ARGS: N ranks of dapt_emu train, each with the
 # emulated NCCL and the variables given; a collective that hangs fails the
