@@ -204,6 +204,10 @@ void cuemu_progress(void);
 int cuemu_device_range(const void *p, size_t n);
 /* kernels and GEMMs launched so far, on any stream */
 unsigned long cuemu_launches(void);
+/* the emulated device's bf16 conversions (cuemu_f2bf: to nearest even),
+ * for C code beside the emulator */
+uint16_t cuemu_f32_to_bf16(float f);
+float cuemu_bf16_to_f32(uint16_t h);
 }
 namespace cuemu {
 void set_func_smem(const void *kernel, int bytes);

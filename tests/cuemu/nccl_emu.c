@@ -22,8 +22,9 @@
  *
  * Sums are done by each rank over the gathered copies in rank order 0, 1,
  * ..., so every rank gets the same bits; fp32 and bf16 round after each
- * addition (a chain, as a ring reduction does; bf16 to nearest even), int64
- * is exact. Only ncclSum, and fp32, bf16, int64 (and bytes for gathers and
+ * addition (a chain, as a ring reduction does; bf16 with the emulated
+ * device's conversion, cuemu_f32_to_bf16: to nearest even), int64 is
+ * exact. Only ncclSum, and fp32, bf16, int64 (and bytes for gathers and
  * broadcasts) are supported; anything else returns ncclInvalidArgument, as
  * do buffers that are not device memory (cudaMalloc'd, whole) or that
  * overlap other than in NCCL's in-place form: a host copy would forgive
@@ -55,6 +56,8 @@ void cuemu_stream_defer(void *stream, int (*poll)(void *ctx, int wait), void *ct
 void cuemu_progress(void);
 int cuemu_device_range(const void *p, size_t n);
 unsigned long cuemu_launches(void);
+uint16_t cuemu_f32_to_bf16(float f);
+float cuemu_bf16_to_f32(uint16_t h);
 
 static const char ID_MAGIC[] = "cuemu-nccl-id";
 
@@ -106,20 +109,6 @@ static size_t type_bytes(ncclDataType_t t) {
     }
 }
 
-static float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static uint16_t f32_to_bf16(float f) { /* to nearest even; NaN stays NaN */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
-
 /* out[i] = sum over ranks r of all[r * stride + off + i], r = 0, 1, ... */
 static void sum_pieces(const Work *w, size_t off, size_t stride, void *out) {
     int n = w->comm->world;
@@ -133,7 +122,8 @@ static void sum_pieces(const Work *w, size_t off, size_t stride, void *out) {
             const uint16_t *a = (const uint16_t *)w->all;
             uint16_t acc = a[off + i];
             for (int r = 1; r < n; r++)
-                acc = f32_to_bf16(bf16_to_f32(acc) + bf16_to_f32(a[r * stride + off + i]));
+                acc = cuemu_f32_to_bf16(cuemu_bf16_to_f32(acc) +
+                                        cuemu_bf16_to_f32(a[r * stride + off + i]));
             ((uint16_t *)out)[i] = acc;
         } else {
             const int64_t *a = (const int64_t *)w->all;
