@@ -139,6 +139,10 @@ const KeyDef config_keys[] = {
      "rank (needs run.device = cuda; the one-GPU check of the NCCL path)"},
     {"dist", "timeout", K_FLOAT, F(dist.timeout), 0, 1, 1e6, 0, 0, NULL, "600.0",
      "seconds a NCCL collective may take before the job is aborted (a dead or stuck peer)"},
+    {"dist", "bucket_mb", K_FLOAT, F(dist.bucket_mb), 0, 0, 1e5, 0, 0, NULL, "0.0",
+     "NCCL only: 0 = gradients summed after the last micro-batch's backward; > 0 = summed "
+     "during it, in buckets of about this many MiB, beside the backward's kernels (the MPI "
+     "backend ignores it)"},
 };
 /* clang-format on */
 const int config_num_keys = (int)(sizeof config_keys / sizeof *config_keys);

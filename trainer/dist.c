@@ -300,6 +300,21 @@ int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t ele
     (void)c, (void)buf, (void)counts, (void)elem_bytes;
     return no_nccl(err, err_len);
 }
+int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
+                            size_t bucket_elems, const size_t *pieces, void *compute_stream,
+                            char *err, size_t err_len) {
+    (void)c, (void)buf, (void)n, (void)elem_bytes, (void)bucket_elems, (void)pieces;
+    (void)compute_stream;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_buckets_ready(void *ctx, size_t offset, char *err, size_t err_len) {
+    (void)ctx, (void)offset;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_buckets_finish(DistNccl *c, char *err, size_t err_len) {
+    (void)c;
+    return no_nccl(err, err_len);
+}
 /* the non-blocking sum of trainer/dist_nccl.h in a build without NCCL */
 int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len) {
     (void)c, (void)buf, (void)n;

@@ -58,6 +58,14 @@ struct DistNccl {
     size_t sum_cap, sum_n;
     int64_t *sum_dst; /* the caller's buffer while a sum is in flight, else NULL */
     cudaEvent_t sum_done;
+    /* the overlapped gradient sums (dist_nccl_buckets_*), on own_stream */
+    int bk_armed;
+    char *bk_buf;
+    size_t bk_n, bk_elem, bk_cap, bk_hi; /* [bk_hi, bk_n) already handed to NCCL */
+    ncclDataType_t bk_type;
+    size_t *bk_pieces; /* (world) ZeRO-1 owners' counts; NULL: all-reduce */
+    cudaStream_t bk_compute;
+    cudaEvent_t bk_ready, bk_done;
 };
 
 static int load_api(NcclApi *a, char *err, size_t err_len) {
@@ -226,6 +234,9 @@ void dist_nccl_free(DistNccl *c) {
     }
     if (c->done) cudaEventDestroy(c->done);
     if (c->sum_done) cudaEventDestroy(c->sum_done);
+    if (c->bk_ready) cudaEventDestroy(c->bk_ready);
+    if (c->bk_done) cudaEventDestroy(c->bk_done);
+    free(c->bk_pieces);
     if (c->sum_dev) cudaFree(c->sum_dev);
     if (c->sum_host) cudaFreeHost(c->sum_host);
     if (c->own_stream) cudaStreamDestroy(c->own_stream);
@@ -382,6 +393,93 @@ int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t ele
         if (counts[r]) first = c->api.Broadcast(p, p, counts[r], t, r, c->comm, c->stream);
     }
     return nccl_wait(c, group_end(c, first), "all-gather (grouped broadcasts)", err, err_len);
+}
+
+/* ---------------- gradient sums overlapped with the backward ---------------- */
+
+static const char BK_WHAT[] = "gradient bucket sum (overlapped with the backward)";
+
+int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
+                            size_t bucket_elems, const size_t *pieces, void *compute_stream,
+                            char *err, size_t err_len) {
+    if (!c->comm)
+        return snprintf(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT), 1;
+    if (c->bk_armed) return snprintf(err, err_len, "NCCL %s: begun twice", BK_WHAT), 1;
+    if (nccl_type(elem_bytes, &c->bk_type, err, err_len)) return 1;
+    if (!c->bk_ready) {
+        cudaError_t e = cudaEventCreateWithFlags(&c->bk_ready, cudaEventDisableTiming);
+        if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->bk_done, cudaEventDisableTiming);
+        if (e != cudaSuccess)
+            return snprintf(err, err_len, "NCCL %s: cudaEventCreate: %s", BK_WHAT,
+                            cudaGetErrorString(e)),
+                   1;
+    }
+    if (pieces && !c->bk_pieces && !(c->bk_pieces = malloc((size_t)c->world * sizeof(size_t))))
+        return snprintf(err, err_len, "NCCL %s: out of memory", BK_WHAT), 1;
+    if (pieces) memcpy(c->bk_pieces, pieces, (size_t)c->world * sizeof(size_t));
+    c->bk_buf = buf, c->bk_n = n, c->bk_hi = n, c->bk_elem = elem_bytes;
+    c->bk_cap = bucket_elems ? bucket_elems : 1;
+    c->bk_compute = (cudaStream_t)compute_stream;
+    c->bk_armed = pieces ? 2 : 1;
+    return 0;
+}
+
+/* [lo, bk_hi) to NCCL, on own_stream after the compute stream's work so far */
+static int bucket_issue(DistNccl *c, size_t lo, char *err, size_t err_len) {
+    size_t hi = c->bk_hi, e = c->bk_elem;
+    cudaStream_t st = c->own_stream;
+    if (cuda_failed(c, BK_WHAT, "cudaEventRecord", cudaEventRecord(c->bk_ready, c->bk_compute), err,
+                    err_len) ||
+        cuda_failed(c, BK_WHAT, "cudaStreamWaitEvent", cudaStreamWaitEvent(st, c->bk_ready, 0), err,
+                    err_len))
+        return 1;
+    ncclResult_t r;
+    if (c->bk_armed == 1) {
+        char *p = c->bk_buf + lo * e;
+        r = c->api.AllReduce(p, p, hi - lo, c->bk_type, ncclSum, c->comm, st);
+    } else {
+        /* ZeRO-1: each owner's part of [lo, hi) reduced to it */
+        r = c->api.GroupStart();
+        size_t off = 0;
+        for (int k = 0; k < c->world && (r == ncclSuccess || r == ncclInProgress); k++) {
+            size_t a = off > lo ? off : lo,
+                   b = off + c->bk_pieces[k] < hi ? off + c->bk_pieces[k] : hi;
+            off += c->bk_pieces[k];
+            if (a >= b) continue;
+            char *p = c->bk_buf + a * e;
+            r = c->api.Reduce(p, p, b - a, c->bk_type, ncclSum, k, c->comm, st);
+        }
+        r = group_end(c, r);
+    }
+    if (nccl_enqueued(c, r, BK_WHAT, now_s() + c->timeout_s, err, err_len)) return 1;
+    c->bk_hi = lo;
+    return 0;
+}
+
+int dist_nccl_buckets_ready(void *ctx, size_t offset, char *err, size_t err_len) {
+    DistNccl *c = ctx;
+    if (!c->bk_armed) return snprintf(err, err_len, "NCCL %s: not begun", BK_WHAT), 1;
+    if (offset > c->bk_hi)
+        return snprintf(err, err_len, "NCCL %s: offset %zu after %zu was handed over", BK_WHAT,
+                        offset, c->bk_hi),
+               1;
+    if (!c->comm)
+        return snprintf(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT), 1;
+    if (c->bk_hi - offset < c->bk_cap && offset > 0) return 0;
+    return offset < c->bk_hi ? bucket_issue(c, offset, err, err_len) : 0;
+}
+
+int dist_nccl_buckets_finish(DistNccl *c, char *err, size_t err_len) {
+    if (!c->bk_armed) return snprintf(err, err_len, "NCCL %s: finish without a begin", BK_WHAT), 1;
+    int rc = c->bk_hi > 0 ? dist_nccl_buckets_ready(c, 0, err, err_len) : 0;
+    c->bk_armed = 0;
+    if (rc) return 1;
+    if (!c->comm)
+        return snprintf(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT), 1;
+    if (cuda_failed(c, BK_WHAT, "cudaEventRecord", cudaEventRecord(c->bk_done, c->own_stream), err,
+                    err_len))
+        return 1;
+    return nccl_event_wait(c, c->bk_done, BK_WHAT, now_s() + c->timeout_s, err, err_len);
 }
 
 /* ---------------- the non-blocking int64 sum ---------------- */

@@ -60,6 +60,32 @@ int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, s
 int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
                         char *err, size_t err_len);
 
+/* Gradient sums overlapped with the backward (dist.bucket_mb,
+ * docs/distributed.md). begin arms them for one backward over buf (n
+ * elements of elem_bytes, the model's gradients): the model's grad-ready
+ * hook (trainer/model.h ModelGradReady; dist_nccl_buckets_ready has its
+ * signature, ctx = the DistNccl) hands over [offset, end) as the backward
+ * goes, and whenever at least bucket_elems elements are waiting (or offset
+ * is 0) they are summed as one bucket: an event recorded on
+ * compute_stream, the communicator's own stream made to wait for it, and
+ * there ncclAllReduce (pieces NULL) or, for ZeRO-1 (pieces: the counts of
+ * dist_nccl_reduce_scatter_sum), one ncclReduce to each owner of a part of
+ * the bucket, in one NCCL group; the owner's part ends up as the
+ * reduce-scatter would leave it. The backward's later kernels run beside
+ * the sums. Every rank has the same buckets (they depend on the layout
+ * alone), so the collectives are issued in the same order everywhere.
+ * finish sums what is left and waits, under the watchdog, until every
+ * bucket is done; then buf is what dist_nccl_allreduce_sum /
+ * dist_nccl_reduce_scatter_sum would have made of it (on the emulated NCCL
+ * bit for bit; with real NCCL on several GPUs sums over different ranges
+ * may round differently, the same on every rank). The buckets share the
+ * own stream with the int64 sum below, behind it. */
+int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
+                            size_t bucket_elems, const size_t *pieces, void *compute_stream,
+                            char *err, size_t err_len);
+int dist_nccl_buckets_ready(void *ctx, size_t offset, char *err, size_t err_len);
+int dist_nccl_buckets_finish(DistNccl *c, char *err, size_t err_len);
+
 /* The non-blocking int64 sum of dist.h (dist_iallreduce_sum_i64_begin /
  * dist_iallreduce_finish: buf is written at finish, never before) over
  * NCCL, for the MoE expert counts of global-batch load balancing. begin
@@ -69,8 +95,9 @@ int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t ele
  * sum), downloads the sums and records an event; it waits only until NCCL
  * has enqueued the all-reduce. finish waits for the event under the
  * watchdog and copies the sums into buf. One sum in flight at a time, and
- * no other collective of c between begin and finish (they share the
- * communicator; NCCL does not order work across streams). */
+ * no other collective of c between begin and finish but the overlapped
+ * buckets, which go on the same stream (they share the communicator; NCCL
+ * does not order work across streams). */
 int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len);
 int dist_nccl_isum_i64_finish(DistNccl *c, char *err, size_t err_len);
 /* The two with the MoE hooks' signatures (trainer/moe.h); ctx is the

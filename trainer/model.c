@@ -67,6 +67,8 @@ struct Model {
     float *host_tmp;                          /* (n_params) for get/set and checks */
     char nonfinite_name[112];
     MoeState *moe; /* NULL for a dense model (trainer/moe.c) */
+    ModelGradReady grad_ready; /* NULL: none (model_set_grad_ready) */
+    void *grad_ready_ctx;
 };
 
 /* ---------------- config ---------------- */
@@ -713,6 +715,16 @@ int model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B
 
 /* ---------------- backward ---------------- */
 
+void model_set_grad_ready(Model *m, ModelGradReady fn, void *ctx) {
+    m->grad_ready = fn, m->grad_ready_ctx = ctx;
+}
+
+/* gradients from tensor t's offset on are final (t < 0: all of them) */
+static int grads_ready(Model *m, int t, char *err, size_t err_len) {
+    if (!m->grad_ready) return 0;
+    return m->grad_ready(m->grad_ready_ctx, t < 0 ? 0 : m->tensors[t].offset, err, err_len);
+}
+
 int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                            float grad_scale, float *mean_loss, char *err, size_t err_len) {
     if (!targets) return snprintf(err, err_len, "training needs targets"), 1;
@@ -731,6 +743,7 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
     o->zero(m->dresid, (size_t)N * C * o->act_bytes);
     norm_bwd(m, m->dresid, m->dln, m->acts[L].resid, m->lnf_mean, m->lnf_rstd, m->t_lnf_w,
              m->t_lnf_b, N);
+    if (grads_ready(m, m->t_lnf_w, err, err_len)) return 1;
 
     for (int l = L - 1; l >= 0; l--) {
         const LayerTensors *w = &m->layers[l];
@@ -762,9 +775,11 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
         o->matmul_bwd(m->dln, G(m, w->qkv_w), G(m, w->qkv_b), m->dbig, a->ln1, P(m, w->qkv_w), N,
                       C, QKV);
         norm_bwd(m, m->dresid, m->dln, a->resid, a->ln1_mean, a->ln1_rstd, w->ln1_w, w->ln1_b, N);
+        /* ln1_w is the block's first tensor (build_table) */
+        if (grads_ready(m, w->ln1_w, err, err_len)) return 1;
     }
     o->embed_bwd(G(m, m->t_wte), G(m, m->t_wpe), m->dresid, m->tokens, B, T, C);
-    return 0;
+    return grads_ready(m, -1, err, err_len);
 }
 
 const float *model_token_losses(const Model *m) { return m->losses_host; }

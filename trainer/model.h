@@ -134,6 +134,19 @@ int model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B
  * batch's mean loss. */
 int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                            float grad_scale, float *mean_loss, char *err, size_t err_len);
+/* A hook the backward of model_forward_backward calls as gradients become
+ * final, for collectives that overlap the rest of the backward: after the
+ * final norm (offset = the norm weight's), after each block (offset = its
+ * first tensor's, the blocks from the last down) and after the embedding
+ * (offset 0). Each call means: gradient elements [offset, model_num_params)
+ * are written for this backward, and no kernel still to run in it writes
+ * them (the backend's queue may still be running the kernels that did:
+ * order a collective after them, e.g. with an event on the compute stream).
+ * Offsets never increase; a tied embedding sits at offset 0, so its two
+ * writes (head and embedding) are both before the last call. Nonzero
+ * (message in err) ends the backward with that error. NULL: no hook. */
+typedef int (*ModelGradReady)(void *ctx, size_t offset, char *err, size_t err_len);
+void model_set_grad_ready(Model *m, ModelGradReady fn, void *ctx);
 /* Per-token losses of the last forward pass (B*T floats, host). */
 const float *model_token_losses(const Model *m);
 /* Logits of the last forward pass, (B*T, V) fp32 into host dst. */

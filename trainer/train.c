@@ -27,7 +27,10 @@
  * On run.device = "cuda" with more than one rank (or dist.backend = "nccl")
  * the gradient and parameter buffers live on the GPU and their collectives
  * go through NCCL (trainer/dist_nccl.h) on the CUDA backend's compute
- * stream, under a watchdog (dist.timeout); host-side sums (losses, the
+ * stream (with dist.bucket_mb > 0 the gradient sums run on NCCL's own
+ * stream during the last micro-batch's backward, bucket by bucket as
+ * model.c's grad-ready hook hands them over), under a watchdog
+ * (dist.timeout); host-side sums (losses, the
  * stop flag, eval sums, MoE expert counts, the master weights gathered to
  * rank 0 for a checkpoint) stay on the MPI group. A NCCL failure or timeout ends the job
  * at once (dist_abort) without touching the GPU again.
@@ -585,6 +588,11 @@ static int run(TrainArgs *a) {
         fprintf(stderr, "dapt train: internal error: optimizer shard differs from the ZeRO-1 layout\n");
         goto done;
     }
+    /* dist.bucket_mb > 0: the gradient sums overlap the last backward
+     * (NCCL only; with MPI on host buffers they stay after it) */
+    const int overlap = bc.nccl && c->dist.bucket_mb > 0;
+    size_t bucket_elems = (size_t)(c->dist.bucket_mb * 1048576.0 / ops->act_bytes);
+    if (bucket_elems < 1) bucket_elems = 1;
     batch = malloc(sizeof(uint32_t) * B_local * (T + 1));
     src_ids = malloc(sizeof(int32_t) * B_local);
     inp = malloc(sizeof(int32_t) * micro * T);
@@ -603,6 +611,12 @@ static int run(TrainArgs *a) {
                "per step%s\n",
                world, dist_backend(d), dist_nccl_version(bc.nccl), dist_nccl_device(bc.nccl),
                B_local, zero ? ", ZeRO-1 optimizer state" : "");
+    if (overlap)
+        printf("  gradient sums overlapped with the backward: buckets of %zu elements (%.3g MiB)\n",
+               bucket_elems, c->dist.bucket_mb);
+    else if (c->dist.bucket_mb > 0 && world > 1)
+        printf(
+            "  dist.bucket_mb: ignored, the MPI backend sums the gradients after the backward\n");
     if (world > 1 || bc.nccl)
         printf("  optimizer state: %zu bytes on rank 0 (%s for %zu of %zu parameters)\n",
                model_optimizer_bytes(m),
@@ -645,6 +659,16 @@ static int run(TrainArgs *a) {
                 }
             }
             float loss;
+            /* dist.bucket_mb: the last micro-batch's backward hands its
+             * finished gradients to NCCL as it goes */
+            const int arm = overlap && k == n_micro - 1;
+            if (arm && (rc = dist_nccl_buckets_begin(
+                            bc.nccl, model_grads_buffer(m), n_par, bc.elem_bytes, bucket_elems,
+                            zero ? pieces : NULL, ops_cuda_stream(), err, sizeof err))) {
+                nccl_failed(&bc, step, err);
+                goto fail;
+            }
+            model_set_grad_ready(m, arm ? dist_nccl_buckets_ready : NULL, bc.nccl);
             if ((rc = model_forward_backward(m, inp, tgt, micro, T, grad_scale, &loss, err,
                                              sizeof err))) {
                 /* on a NCCL run this may be the MoE counts' sum over NCCL
@@ -669,12 +693,13 @@ static int run(TrainArgs *a) {
          * some rank got SIGINT/SIGTERM, so that all stop after this step */
         double red[7] = {total, role_sum[0], role_sum[1], role_n[0], role_n[1], stop_requested, 0};
         float gnorm;
-        if (zero) {
+        if (overlap)
+            rc = dist_nccl_buckets_finish(bc.nccl, err, sizeof err);
+        else if (zero)
             rc = buf_reduce_scatter(&bc, model_grads_buffer(m), pieces, err, sizeof err);
-            if (!rc) red[6] = model_grad_sumsq_range(m, shard_off, shard_n);
-        } else {
+        else
             rc = buf_allreduce_sum(&bc, model_grads_buffer(m), n_par, err, sizeof err);
-        }
+        if (!rc && zero) red[6] = model_grad_sumsq_range(m, shard_off, shard_n);
         if (rc) nccl_failed(&bc, step, err);
         if (rc || (rc = dist_allreduce(d, red, 7, DIST_F64, DIST_SUM, err, sizeof err))) goto fail;
         gnorm = zero ? (float)sqrt(red[6]) : model_grad_norm(m);

@@ -16,6 +16,9 @@
 #          (moe-plain) and with --dist.backend=nccl (moe-nccl): the expert
 #          counts' non-blocking int64 sum (dist_nccl_isum_i64_*, on the
 #          communicator's own stream) runs at every micro-batch
+#   overlap --dist.bucket_mb=0.05: the gradient sums in buckets on NCCL's
+#          own stream during the backward (all-reduce; with ZeRO-1,
+#          zero-overlap: reduces to the owner; with the MoE, moe-overlap)
 # and, when DAPT_MPI (a dapt built with MPI) and mpirun can run here,
 #   mpi    mpirun -np 1 DAPT_MPI --dist.backend=nccl (the MPI bootstrap)
 # With one rank an NCCL sum is a copy and ZeRO's shard is the whole buffer,
@@ -55,6 +58,15 @@ moe=(--moe.n_experts=4 --moe.top_k=2 --moe.lbl=global)
 train moe-plain "$dapt" "${moe[@]}" || { tail -3 moe-plain.log; fail "the MoE cuda run failed (above)"; }
 train moe-nccl "$dapt" --dist.backend=nccl "${moe[@]}" ||
     { tail -3 moe-nccl.log; fail "the MoE run with NCCL (global LBL counts over NCCL) failed (above)"; }
+bk=--dist.bucket_mb=0.05
+train overlap "$dapt" --dist.backend=nccl $bk || { tail -3 overlap.log; fail "the NCCL run with overlapped gradient sums failed (above)"; }
+train zero-overlap "$dapt" --dist.backend=nccl --dist.zero=1 $bk ||
+    { tail -3 zero-overlap.log; fail "the NCCL ZeRO-1 run with overlapped gradient sums failed (above)"; }
+train moe-overlap "$dapt" --dist.backend=nccl "${moe[@]}" $bk ||
+    { tail -3 moe-overlap.log; fail "the MoE NCCL run with overlapped gradient sums failed (above)"; }
+for r in overlap zero-overlap moe-overlap; do
+    grep -q "gradient sums overlapped with the backward" $r.log || fail "$r: the log does not say the sums overlap"
+done
 
 ck=ckpt/step-00000020
 # on a difference: is the CUDA backend itself repeatable run to run?
@@ -81,6 +93,9 @@ same nccl
 same zero
 same group
 same moe-nccl moe-plain
+same overlap
+same zero-overlap
+same moe-overlap moe-plain
 mpi_note="mpirun -np 1 not run"
 if [[ -z $dapt_mpi || ! -x $dapt_mpi ]]; then
     mpi_note="mpirun -np 1 skipped: no dapt built with MPI in the pack"
@@ -105,4 +120,4 @@ else
 fi
 t() { grep -o 'done, 20 steps in [0-9.]*s' "$1.log" | grep -o '[0-9.]*s$'; }
 echo "times for 20 steps (tiny model, not a benchmark): plain $(t plain), nccl $(t nccl), zero $(t zero)"
-echo "NCCL path at world size 1 equals the run without NCCL bitwise (all-reduce, ZeRO-1 plain and grouped, MoE global LBL counts); $mpi_note"
+echo "NCCL path at world size 1 equals the run without NCCL bitwise (all-reduce, ZeRO-1 plain and grouped, MoE global LBL counts, overlapped bucket sums); $mpi_note"

@@ -690,6 +690,19 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
     if (e->s && cuemu::g_streams.count(e->s)) cuemu::stream_advance(e->s, 1, e->upto);
     return cudaSuccess;
 }
+cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t e, unsigned flags) {
+    if (flags) return cuemu::g_last = cudaErrorInvalidValue;
+    CUstream_st *s = cuemu::stream_of(st), *es = e->s;
+    if (!es || es == s || !cuemu::g_streams.count(es)) return cudaSuccess;
+    uint64_t upto = e->upto;
+    if (cuemu::stream_advance(es, 0, upto)) return cudaSuccess; /* ready: nothing to wait for */
+    s->q.push_back([es, upto](int wait) -> int {
+        if (wait < 0 || !cuemu::g_streams.count(es)) return wait >= 0;
+        return cuemu::stream_advance(es, wait, upto);
+    });
+    s->queued++;
+    return cudaSuccess;
+}
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t stop) {
     if (!start->recorded || !stop->recorded) return cudaErrorInvalidValue;
     *ms = (float)((stop->t - start->t) * 1e3);

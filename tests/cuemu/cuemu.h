@@ -191,6 +191,10 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
 cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t stop);
+/* work queued on s after this call runs after e's: a no-op when e is ready
+ * (or on s itself), else a deferred wait on s that advances e's stream when
+ * s is advanced (flags must be 0) */
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
 cudaError_t cudaGetLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
 /* Work that a stream runs in its order, from a library outside the

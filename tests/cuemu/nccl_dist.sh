@@ -20,6 +20,16 @@
 #             flight while kernels run (nccl_emu counts them); lbl =
 #             "micro" differs; 3 ranks with ZeRO-1 (unequal shards) equal
 #             one process; bf16 at 2 ranks: ZeRO-1 equals the plain run
+#   overlap   dist.bucket_mb > 0 (the gradient sums in buckets on NCCL's
+#             own stream during the last micro-batch's backward): cuda-fp32
+#             at 2 ranks (3 micro-batches each), ZeRO-1 at 3 ranks (the
+#             buckets' reduces to each owner), bf16 at 2 ranks, and the MoE
+#             with global LBL at 2 ranks (bucket and count sums on one
+#             stream) write bitwise the weights, optimizer state and metrics
+#             of the same runs without it (nccl_emu sums in rank order
+#             whatever the ranges), with several buckets a step and kernels
+#             launched while the first buckets are in flight; the
+#             non-overlapped runs launch none during their sums
 #   watchdog  dist.timeout = 3 s, a fault injected into rank 1's 5th
 #             collective (CUEMU_NCCL_FAULT): "stall" (rank 1 never reaches
 #             the all-reduce): rank 0's watchdog names the collective and
@@ -150,6 +160,58 @@ moe)
   "$py" "$dist/compare_losses.py" runs/b0 runs/b1 1e-6
   "$py" "$dist/compare_weights.py" runs/b0/$w runs/b1/$w 1e-6
   "$py" "$dist/compare_opt_shards.py" runs/b0/${w%/*} runs/b1/${w%/*} 2 1e-6
+  ;;
+overlap)
+  bucket=--dist.bucket_mb=0.05 # ~13k fp32 elements: several buckets of the tiny llama
+  # A B: bitwise the same weights, optimizer state (every shard) and metrics
+  bitwise() {
+    local f
+    for f in runs/$1/$ck/*.safetensors; do
+      cmp -s "$f" "runs/$2/$ck/${f##*/}" || fail "$2: ${f##*/} differs from $1's"
+    done
+    diff <(sed 's/"tok_s":[^,]*,//' runs/$1/metrics.jsonl) <(sed 's/"tok_s":[^,]*,//' runs/$2/metrics.jsonl) > /dev/null ||
+      fail "$2: metrics differ from $1's"
+    echo "$2: weights, optimizer state and metrics bitwise equal to $1's"
+  }
+  # LOG STEPS MIN_PER_STEP: rank 0's float sums (nccl_emu's count), at least
+  # MIN_PER_STEP a step; $flight: the most kernels launched while one was in
+  # flight
+  sums() {
+    local line
+    line=$(grep -m1 "nccl_emu: rank 0: .* fp32/bf16 all-reduces and reduces" "$1") || fail "$1: no float sums counted"
+    [[ $line =~ rank\ 0:\ ([0-9]+)\ fp32.*flight:\ ([0-9]+)\ to\ ([0-9]+) ]] || fail "$1: $line"
+    (( BASH_REMATCH[1] >= $2 * $3 )) || fail "$1: ${BASH_REMATCH[1]} sums in $2 steps, want >= $3 a step: $line"
+    echo "$1: $line"
+    flight=${BASH_REMATCH[3]}
+  }
+  run() { # NAME N [ARGS...]
+    local name=$1 n=$2
+    shift 2
+    mpi "$n" -- "${args[@]}" --run.name="$name" "$@" > "$name.log" 2>&1 || { tail -5 "$name.log"; fail "$name: mpirun -np $n"; }
+    ranks_ran "$name.log" "$n"
+  }
+  for dev in cuda-fp32 cuda; do
+    run p2-$dev 2 --run.device=$dev
+    run o2-$dev 2 --run.device=$dev $bucket
+    grep -q "gradient sums overlapped with the backward: buckets of" o2-$dev.log || fail "o2-$dev: no overlap line"
+    bitwise p2-$dev o2-$dev
+    sums p2-$dev.log 20 1
+    (( flight == 0 )) || fail "p2-$dev: kernels ran during a sum after the backward"
+    sums o2-$dev.log 20 3
+    (( flight >= 5 )) || fail "o2-$dev: the first buckets overlapped fewer than 5 kernels"
+  done
+  run p3z 3 --run.device=cuda-fp32 --dist.zero=1
+  run o3z 3 --run.device=cuda-fp32 --dist.zero=1 $bucket
+  bitwise p3z o3z
+  sums o3z.log 20 3
+  (( flight >= 5 )) || fail "o3z: the first buckets overlapped fewer than 5 kernels"
+  moe=(--run.device=cuda-fp32 --moe.n_experts=4 --moe.top_k=2 --moe.lbl_coef=0.1 --moe.lbl=global)
+  run pm 2 "${moe[@]}"
+  run om 2 "${moe[@]}" $bucket
+  bitwise pm om
+  sums om.log 20 3
+  (( flight >= 5 )) || fail "om: the first buckets overlapped fewer than 5 kernels"
+  grep -q "int64 all-reduces" om.log || fail "om: no MoE count sums"
   ;;
 watchdog)
   # NAME FAULT STEPS_BEFORE MESSAGE [ARGS...]: the job with FAULT injected

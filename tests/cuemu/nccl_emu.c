@@ -72,6 +72,9 @@ struct ncclComm {
      * and the wait that finished it (fewest, most) */
     long i64_sums;
     unsigned long i64_overlap_min, i64_overlap_max;
+    /* the same for the fp32/bf16 all-reduces and reduces (gradient sums) */
+    long f_sums;
+    unsigned long f_overlap_min, f_overlap_max;
 };
 
 typedef enum { OP_ALLREDUCE, OP_REDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER, OP_BROADCAST } OpKind;
@@ -168,10 +171,13 @@ static void work_finish(Work *w) {
     case OP_ALLGATHER: memmove(w->recv, w->all, w->count * e * c->world); break;
     case OP_BROADCAST: memmove(w->recv, w->all, w->count * e); break;
     }
+    unsigned long k = cuemu_launches() - w->launches;
     if (w->kind == OP_ALLREDUCE && w->type == ncclInt64) {
-        unsigned long k = cuemu_launches() - w->launches;
         if (!c->i64_sums++ || k < c->i64_overlap_min) c->i64_overlap_min = k;
         if (k > c->i64_overlap_max) c->i64_overlap_max = k;
+    } else if (w->kind == OP_ALLREDUCE || w->kind == OP_REDUCE) {
+        if (!c->f_sums++ || k < c->f_overlap_min) c->f_overlap_min = k;
+        if (k > c->f_overlap_max) c->f_overlap_max = k;
     }
 }
 
@@ -387,6 +393,11 @@ ncclResult_t ncclCommDestroy(ncclComm_t c) {
                 "nccl_emu: rank %d: %ld int64 all-reduces; kernels and GEMMs launched while one "
                 "was in flight: %lu to %lu\n",
                 c->rank, c->i64_sums, c->i64_overlap_min, c->i64_overlap_max);
+    if (c->f_sums)
+        fprintf(stderr,
+                "nccl_emu: rank %d: %ld fp32/bf16 all-reduces and reduces; kernels and GEMMs "
+                "launched while one was in flight: %lu to %lu\n",
+                c->rank, c->f_sums, c->f_overlap_min, c->f_overlap_max);
     comm_free(c);
     return ncclSuccess;
 }

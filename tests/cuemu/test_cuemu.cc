@@ -389,6 +389,25 @@ static void check_streams(void) {
     cudaMemcpy(&now, dev, 4, cudaMemcpyDeviceToHost);
     CHECK(c.done && now == 7.0f, "cudaMemcpy after a blocking stream: done %d, %g (want 1, 7)",
           c.done, now);
+    /* cudaStreamWaitEvent: work queued on s behind the wait runs after
+     * nb's deferred work, and only when s is advanced */
+    Deferred d = {0, 0, 2, 0}, e = {0, 0, 1, 0};
+    cuemu_stream_defer(nb, deferred_poll, &d);
+    cudaEventRecord(ev, nb);
+    CHECK(cudaStreamWaitEvent(s, ev, 0) == cudaSuccess, "cudaStreamWaitEvent failed");
+    cuemu_stream_defer(s, deferred_poll, &e);
+    CHECK(d.started && !d.done && !e.started,
+          "behind a wait: nb's work started %d done %d (want 1 0), s's started %d (want 0)",
+          d.started, d.done, e.started);
+    cudaStreamSynchronize(s);
+    CHECK(d.done && e.done, "synchronizing s left nb's work %d / s's %d undone", d.done, e.done);
+    /* an event already reached: the wait is a no-op, what follows starts */
+    Deferred f = {0, 0, 1, 0};
+    cudaEventRecord(ev, nb);
+    cudaStreamWaitEvent(s, ev, 0);
+    cuemu_stream_defer(s, deferred_poll, &f);
+    CHECK(f.started, "a wait on a ready event held back the work behind it");
+    cudaStreamSynchronize(s);
     cudaEventDestroy(ev);
     cudaFree(dev);
     cudaStreamDestroy(s);
