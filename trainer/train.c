@@ -689,6 +689,7 @@ static int run(TrainArgs *a) {
                 total += ls;
             }
         }
+        model_set_grad_ready(m, NULL, NULL);
         /* the gradients and the step's sums over all ranks; red[5] > 0 when
          * some rank got SIGINT/SIGTERM, so that all stop after this step */
         double red[7] = {total, role_sum[0], role_sum[1], role_n[0], role_n[1], stop_requested, 0};
