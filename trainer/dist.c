@@ -315,6 +315,20 @@ int dist_nccl_buckets_finish(DistNccl *c, char *err, size_t err_len) {
     (void)c;
     return no_nccl(err, err_len);
 }
+int dist_nccl_gather_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes, size_t chunk_elems,
+                           const size_t *pieces, void *compute_stream, char *err, size_t err_len) {
+    (void)c, (void)buf, (void)n, (void)elem_bytes, (void)chunk_elems, (void)pieces;
+    (void)compute_stream;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_gather_needed(void *ctx, size_t end, char *err, size_t err_len) {
+    (void)ctx, (void)end;
+    return no_nccl(err, err_len);
+}
+int dist_nccl_gather_finish(DistNccl *c, char *err, size_t err_len) {
+    (void)c;
+    return no_nccl(err, err_len);
+}
 /* the non-blocking sum of trainer/dist_nccl.h in a build without NCCL */
 int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len) {
     (void)c, (void)buf, (void)n;

@@ -66,6 +66,11 @@ struct DistNccl {
     size_t *bk_pieces; /* (world) ZeRO-1 owners' counts; NULL: all-reduce */
     cudaStream_t bk_compute;
     cudaEvent_t bk_ready, bk_done;
+    /* the overlapped ZeRO-1 all-gather (dist_nccl_gather_*), on own_stream:
+     * chunks [g_waited, g_chunks) are not waited for yet */
+    size_t g_n, g_chunk, g_chunks, g_waited;
+    cudaEvent_t *g_ev; /* (g_ev_n) one per chunk */
+    size_t g_ev_n;
 };
 
 static int load_api(NcclApi *a, char *err, size_t err_len) {
@@ -237,6 +242,9 @@ void dist_nccl_free(DistNccl *c) {
     if (c->bk_ready) cudaEventDestroy(c->bk_ready);
     if (c->bk_done) cudaEventDestroy(c->bk_done);
     free(c->bk_pieces);
+    for (size_t i = 0; i < c->g_ev_n; i++)
+        cudaEventDestroy(c->g_ev[i]);
+    free(c->g_ev);
     if (c->sum_dev) cudaFree(c->sum_dev);
     if (c->sum_host) cudaFreeHost(c->sum_host);
     if (c->own_stream) cudaStreamDestroy(c->own_stream);
@@ -397,6 +405,14 @@ int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t ele
 
 /* ---------------- gradient sums overlapped with the backward ---------------- */
 
+/* [*a, *b): the part of [lo, hi) in the piece [off, off + len); 1 when not
+ * empty */
+static int part_of(size_t off, size_t len, size_t lo, size_t hi, size_t *a, size_t *b) {
+    *a = off > lo ? off : lo;
+    *b = off + len < hi ? off + len : hi;
+    return *a < *b;
+}
+
 static const char BK_WHAT[] = "gradient bucket sum (overlapped with the backward)";
 
 int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
@@ -442,12 +458,12 @@ static int bucket_issue(DistNccl *c, size_t lo, char *err, size_t err_len) {
         r = c->api.GroupStart();
         size_t off = 0;
         for (int k = 0; k < c->world && (r == ncclSuccess || r == ncclInProgress); k++) {
-            size_t a = off > lo ? off : lo,
-                   b = off + c->bk_pieces[k] < hi ? off + c->bk_pieces[k] : hi;
+            size_t a, b;
+            if (part_of(off, c->bk_pieces[k], lo, hi, &a, &b)) {
+                char *p = c->bk_buf + a * e;
+                r = c->api.Reduce(p, p, b - a, c->bk_type, ncclSum, k, c->comm, st);
+            }
             off += c->bk_pieces[k];
-            if (a >= b) continue;
-            char *p = c->bk_buf + a * e;
-            r = c->api.Reduce(p, p, b - a, c->bk_type, ncclSum, k, c->comm, st);
         }
         r = group_end(c, r);
     }
@@ -480,6 +496,77 @@ int dist_nccl_buckets_finish(DistNccl *c, char *err, size_t err_len) {
                     err_len))
         return 1;
     return nccl_event_wait(c, c->bk_done, BK_WHAT, now_s() + c->timeout_s, err, err_len);
+}
+
+/* ---------------- ZeRO-1's all-gather overlapped with the forward ---------------- */
+
+static const char G_WHAT[] = "parameter all-gather (overlapped with the forward)";
+
+int dist_nccl_gather_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes, size_t chunk_elems,
+                           const size_t *pieces, void *compute_stream, char *err, size_t err_len) {
+    ncclDataType_t t;
+    if (nccl_type(elem_bytes, &t, err, err_len)) return 1;
+    if (!c->comm) return snprintf(err, err_len, "NCCL %s: the communicator was aborted", G_WHAT), 1;
+    if (c->g_waited < c->g_chunks)
+        return snprintf(err, err_len, "NCCL %s: begun while the last one is pending", G_WHAT), 1;
+    size_t chunk = chunk_elems ? chunk_elems : 1, chunks = n ? (n - 1) / chunk + 1 : 0;
+    if (chunks > c->g_ev_n) {
+        cudaEvent_t *ev = realloc(c->g_ev, chunks * sizeof *ev);
+        if (!ev) return snprintf(err, err_len, "NCCL %s: out of memory", G_WHAT), 1;
+        c->g_ev = ev;
+        for (; c->g_ev_n < chunks; c->g_ev_n++) {
+            cudaError_t e = cudaEventCreateWithFlags(&ev[c->g_ev_n], cudaEventDisableTiming);
+            if (e != cudaSuccess)
+                return snprintf(err, err_len, "NCCL %s: cudaEventCreate: %s", G_WHAT,
+                                cudaGetErrorString(e)),
+                       1;
+        }
+    }
+    if (!c->bk_ready &&
+        cudaEventCreateWithFlags(&c->bk_ready, cudaEventDisableTiming) != cudaSuccess)
+        return snprintf(err, err_len, "NCCL %s: cudaEventCreate failed", G_WHAT), 1;
+    cudaStream_t st = c->own_stream;
+    if (cuda_failed(c, G_WHAT, "cudaEventRecord",
+                    cudaEventRecord(c->bk_ready, (cudaStream_t)compute_stream), err, err_len) ||
+        cuda_failed(c, G_WHAT, "cudaStreamWaitEvent", cudaStreamWaitEvent(st, c->bk_ready, 0), err,
+                    err_len))
+        return 1;
+    char *b = buf;
+    for (size_t i = 0; i < chunks; i++) {
+        size_t lo = i * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        ncclResult_t r = c->api.GroupStart();
+        size_t off = 0;
+        for (int k = 0; k < c->world && (r == ncclSuccess || r == ncclInProgress); k++) {
+            size_t a, e;
+            if (part_of(off, pieces[k], lo, hi, &a, &e)) {
+                char *p = b + a * elem_bytes;
+                r = c->api.Broadcast(p, p, e - a, t, k, c->comm, st);
+            }
+            off += pieces[k];
+        }
+        if (nccl_enqueued(c, group_end(c, r), G_WHAT, now_s() + c->timeout_s, err, err_len) ||
+            cuda_failed(c, G_WHAT, "cudaEventRecord", cudaEventRecord(c->g_ev[i], st), err,
+                        err_len))
+            return 1;
+    }
+    c->g_n = n, c->g_chunk = chunk, c->g_chunks = chunks, c->g_waited = 0;
+    return 0;
+}
+
+int dist_nccl_gather_needed(void *ctx, size_t end, char *err, size_t err_len) {
+    DistNccl *c = ctx;
+    double deadline = now_s() + c->timeout_s;
+    while (c->g_waited < c->g_chunks && c->g_waited * c->g_chunk < end) {
+        if (!c->comm)
+            return snprintf(err, err_len, "NCCL %s: the communicator was aborted", G_WHAT), 1;
+        if (nccl_event_wait(c, c->g_ev[c->g_waited], G_WHAT, deadline, err, err_len)) return 1;
+        c->g_waited++;
+    }
+    return 0;
+}
+
+int dist_nccl_gather_finish(DistNccl *c, char *err, size_t err_len) {
+    return dist_nccl_gather_needed(c, c->g_n, err, err_len);
 }
 
 /* ---------------- the non-blocking int64 sum ---------------- */

@@ -86,6 +86,24 @@ int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
 int dist_nccl_buckets_ready(void *ctx, size_t offset, char *err, size_t err_len);
 int dist_nccl_buckets_finish(DistNccl *c, char *err, size_t err_len);
 
+/* ZeRO-1's all-gather of the updated parameters overlapped with the next
+ * forward (dist.bucket_mb > 0 with dist.zero = 1). begin (after the
+ * optimizer step on compute_stream) makes NCCL's own stream wait for it and
+ * queues there, for each chunk of chunk_elems elements of buf in order,
+ * one ncclBroadcast from each owner of a part of the chunk (pieces: as for
+ * dist_nccl_allgather), in one NCCL group, and an event. needed (the
+ * model's params-needed hook, trainer/model.h; ctx = the DistNccl) waits
+ * under the watchdog for the chunks below `end` that are not yet waited
+ * for, so each block's forward starts once its own parameters are here
+ * while the later chunks are still on the way; a no-op when nothing is
+ * pending. finish waits for all of it (before a checkpoint reads the
+ * parameters, and at the end). Broadcasts copy, so the parameters are
+ * bitwise what dist_nccl_allgather would have made. */
+int dist_nccl_gather_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes, size_t chunk_elems,
+                           const size_t *pieces, void *compute_stream, char *err, size_t err_len);
+int dist_nccl_gather_needed(void *ctx, size_t end, char *err, size_t err_len);
+int dist_nccl_gather_finish(DistNccl *c, char *err, size_t err_len);
+
 /* The non-blocking int64 sum of dist.h (dist_iallreduce_sum_i64_begin /
  * dist_iallreduce_finish: buf is written at finish, never before) over
  * NCCL, for the MoE expert counts of global-batch load balancing. begin
@@ -96,7 +114,7 @@ int dist_nccl_buckets_finish(DistNccl *c, char *err, size_t err_len);
  * has enqueued the all-reduce. finish waits for the event under the
  * watchdog and copies the sums into buf. One sum in flight at a time, and
  * no other collective of c between begin and finish but the overlapped
- * buckets, which go on the same stream (they share the communicator; NCCL
+ * buckets and gathers, which go on the same stream (they share the communicator; NCCL
  * does not order work across streams). */
 int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len);
 int dist_nccl_isum_i64_finish(DistNccl *c, char *err, size_t err_len);

@@ -69,6 +69,8 @@ struct Model {
     MoeState *moe; /* NULL for a dense model (trainer/moe.c) */
     ModelGradReady grad_ready; /* NULL: none (model_set_grad_ready) */
     void *grad_ready_ctx;
+    ModelGradReady params_needed; /* NULL: none (model_set_params_needed) */
+    void *params_needed_ctx;
 };
 
 /* ---------------- config ---------------- */
@@ -633,11 +635,24 @@ static void resid_norm_fwd(Model *m, void *res, const void *a, const void *b, vo
  * Each residual add is fused with the norm that reads its result: block l's
  * attention residual with its norm2, its MLP residual with norm1 of block
  * l + 1 (or the final norm after the last block). */
-static void forward_blocks(Model *m, int B, int T) {
+void model_set_params_needed(Model *m, ModelGradReady fn, void *ctx) {
+    m->params_needed = fn, m->params_needed_ctx = ctx;
+}
+
+/* parameters below block l's qkv weight are about to be read (l = n_layer:
+ * all of them) */
+static int params_needed(Model *m, int l, char *err, size_t err_len) {
+    if (!m->params_needed) return 0;
+    size_t end = l < m->cfg.n_layer ? m->tensors[m->layers[l].qkv_w].offset : m->n_params;
+    return m->params_needed(m->params_needed_ctx, end, err, err_len);
+}
+
+static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
     const ModelConfig *c = &m->cfg;
     const Ops *o = m->ops;
     int N = B * T, C = c->d_model, F = c->d_ff, NH = c->n_head, NKV = c->n_kv_head;
     int HD = C / NH, QKV = (NH + 2 * NKV) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
+    if (params_needed(m, 0, err, err_len)) return 1;
     o->embed_fwd(m->acts[0].resid, m->tokens, P(m, m->t_wte), P(m, m->t_wpe), B, T, C);
     norm_fwd(m, m->acts[0].ln1, m->acts[0].ln1_mean, m->acts[0].ln1_rstd, m->acts[0].resid,
              m->layers[0].ln1_w, m->layers[0].ln1_b, N);
@@ -645,6 +660,9 @@ static void forward_blocks(Model *m, int B, int T) {
         const LayerTensors *w = &m->layers[l];
         LayerActs *a = &m->acts[l];
         void *out = m->acts[l + 1].resid;
+        /* this block's weights and the next block's norm (the last block:
+         * the final norm and the head) */
+        if (params_needed(m, l + 1 < c->n_layer ? l + 1 : c->n_layer, err, err_len)) return 1;
         /* a->ln1 = norm1(x_l): computed before the loop or by the previous
          * block's last residual */
         o->matmul_fwd(a->qkv, a->ln1, P(m, w->qkv_w), P(m, w->qkv_b), N, C, QKV);
@@ -674,6 +692,7 @@ static void forward_blocks(Model *m, int B, int T) {
                            m->t_lnf_w, m->t_lnf_b, N);
         }
     }
+    return 0;
 }
 
 static float mean_of_losses(Model *m, const int32_t *targets, int N) {
@@ -695,8 +714,7 @@ static int forward_common(Model *m, const int32_t *tokens, const int32_t *target
     m->T = T;
     m->ops->upload_bytes(m->tokens, tokens, (size_t)N * 4);
     if (targets) m->ops->upload_bytes(m->targets, targets, (size_t)N * 4);
-    forward_blocks(m, B, T);
-    return 0;
+    return forward_blocks(m, B, T, err, err_len);
 }
 
 int model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,

@@ -147,6 +147,18 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
  * (message in err) ends the backward with that error. NULL: no hook. */
 typedef int (*ModelGradReady)(void *ctx, size_t offset, char *err, size_t err_len);
 void model_set_grad_ready(Model *m, ModelGradReady fn, void *ctx);
+/* The forward's counterpart, for parameters still arriving (ZeRO-1's
+ * all-gather overlapped with the next forward): forward passes
+ * (model_forward, model_forward_backward) call it before they read
+ * parameter elements below `end`: before the embedding (end = the first
+ * block's qkv weight: the embedding and block 0's norm), before each block
+ * l (end = block l + 1's qkv weight: the next block's norm is computed at
+ * the end of block l) and before the last block (end = model_num_params:
+ * the final norm and the head too). A call returns once those parameters
+ * may be read by kernels launched after it. Ends never decrease within a
+ * pass. Nonzero (message in err) ends the pass with that error. NULL: no
+ * hook. */
+void model_set_params_needed(Model *m, ModelGradReady fn, void *ctx);
 /* Per-token losses of the last forward pass (B*T floats, host). */
 const float *model_token_losses(const Model *m);
 /* Logits of the last forward pass, (B*T, V) fp32 into host dst. */

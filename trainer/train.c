@@ -347,6 +347,14 @@ static void nccl_failed(BufComm *b, int step, const char *err) {
     dist_abort(b->d, 1, msg);
 }
 
+/* ZeRO-1's overlapped all-gather (pending: dist.bucket_mb > 0) finished;
+ * a failure ends the job (nccl_failed) */
+static int gather_done(BufComm *b, int pending, int step, char *err, size_t err_len) {
+    if (!pending || !dist_nccl_gather_finish(b->nccl, err, err_len)) return 0;
+    nccl_failed(b, step, err);
+    return 1;
+}
+
 static CkptState ckpt_state(const TrainArgs *a, int step, long long tokens, double lr,
                             const char *fp, const char *config_text) {
     return (CkptState){.step = step, .tokens = tokens, .lr = lr, .data_fingerprint = (char *)fp,
@@ -507,6 +515,8 @@ static int run(TrainArgs *a) {
     /* ZeRO-1 shards the optimizer state over the ranks (a no-op at world
      * size 1: NCCL with one GPU keeps the whole state) */
     const int zero = c->dist.zero && (world > 1 || bc.nccl);
+    /* dist.bucket_mb > 0: collectives overlapped with compute (NCCL only) */
+    const int overlap = bc.nccl && c->dist.bucket_mb > 0;
     Model *m = load_model(c, ops, a->resume ? resume_path : NULL, &st, zero ? world : 0, rank, err,
                           sizeof err);
     if (!m) {
@@ -588,11 +598,13 @@ static int run(TrainArgs *a) {
         fprintf(stderr, "dapt train: internal error: optimizer shard differs from the ZeRO-1 layout\n");
         goto done;
     }
-    /* dist.bucket_mb > 0: the gradient sums overlap the last backward
-     * (NCCL only; with MPI on host buffers they stay after it) */
-    const int overlap = bc.nccl && c->dist.bucket_mb > 0;
+    /* the gradient sums overlap the last backward (with MPI on host
+     * buffers they stay after it) */
     size_t bucket_elems = (size_t)(c->dist.bucket_mb * 1048576.0 / ops->act_bytes);
     if (bucket_elems < 1) bucket_elems = 1;
+    /* ZeRO-1: every forward pass (training and evaluation) waits for the
+     * parameters' all-gather block by block, when one is pending */
+    if (overlap && zero) model_set_params_needed(m, dist_nccl_gather_needed, bc.nccl);
     batch = malloc(sizeof(uint32_t) * B_local * (T + 1));
     src_ids = malloc(sizeof(int32_t) * B_local);
     inp = malloc(sizeof(int32_t) * micro * T);
@@ -612,8 +624,10 @@ static int run(TrainArgs *a) {
                world, dist_backend(d), dist_nccl_version(bc.nccl), dist_nccl_device(bc.nccl),
                B_local, zero ? ", ZeRO-1 optimizer state" : "");
     if (overlap)
-        printf("  gradient sums overlapped with the backward: buckets of %zu elements (%.3g MiB)\n",
-               bucket_elems, c->dist.bucket_mb);
+        printf("  gradient sums overlapped with the backward%s: buckets of %zu elements (%.3g "
+               "MiB)\n",
+               zero ? ", the parameters' all-gather with the next forward" : "", bucket_elems,
+               c->dist.bucket_mb);
     else if (c->dist.bucket_mb > 0 && world > 1)
         printf(
             "  dist.bucket_mb: ignored, the MPI backend sums the gradients after the backward\n");
@@ -732,7 +746,14 @@ static int run(TrainArgs *a) {
         if (zero) {
             model_adamw_step_range(m, &opt, (float)lr, step + 1, shard_off, shard_n,
                                    model_clip_scale(&opt, gnorm));
-            if ((rc = buf_allgather(&bc, model_params_buffer(m), pieces, err, sizeof err))) {
+            /* overlapped: the next forward waits for each block's part */
+            if (overlap)
+                rc = dist_nccl_gather_begin(bc.nccl, model_params_buffer(m), n_par, bc.elem_bytes,
+                                            bucket_elems, pieces, ops_cuda_stream(), err,
+                                            sizeof err);
+            else
+                rc = buf_allgather(&bc, model_params_buffer(m), pieces, err, sizeof err);
+            if (rc) {
                 nccl_failed(&bc, step, err);
                 goto fail;
             }
@@ -766,11 +787,18 @@ static int run(TrainArgs *a) {
         int last = step + 1 == c->train.steps;
         if (c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || last)) {
             double ev[2];
+            /* the gather done on every rank before evaluation (outside the
+             * timed step): a rank without evaluation windows runs no forward
+             * to wait in, and the emulated NCCL (tests/cuemu) advances a
+             * rank's collectives only when that rank waits */
+            if ((rc = gather_done(&bc, overlap && zero, step, err, sizeof err))) goto fail;
             if ((rc = evaluate(m, s, d, micro, T, ev, err, sizeof err))) goto fail;
             write_eval(mf, step + 1, tokens, ev);
         }
         if (mf) fflush(mf);
         if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || stop) {
+            /* the checkpoint reads the parameters: the gather must be done */
+            if ((rc = gather_done(&bc, overlap && zero, step, err, sizeof err))) goto fail;
             if (zero)
                 rc = save_ckpt_zero(a, m, d, pieces, step + 1, tokens, lr, fingerprint, config_text);
             else if (lead)
@@ -794,6 +822,14 @@ fail:
     if (world > 1) fprintf(stderr, "dapt train: rank %d of %d: step %d: %s\n", rank, world, step, err);
     else fprintf(stderr, "dapt train: step %d: %s\n", step, err);
 done:
+    /* nothing may free the parameters while NCCL still writes them */
+    if (overlap && zero) {
+        char gerr[512], msg[600];
+        if (dist_nccl_gather_finish(bc.nccl, gerr, sizeof gerr)) {
+            snprintf(msg, sizeof msg, "dapt train: at the end: %s", gerr);
+            dist_abort(d, 1, msg);
+        }
+    }
     if (mf) fclose(mf);
     free(pieces), free(config_text), free(batch), free(src_ids), free(inp), free(tgt), free(roles);
     ckpt_state_free(&st);

@@ -1,7 +1,12 @@
 /* test_grad_ready.c: the backward's "gradients are final" hook
  * (model_set_grad_ready, trainer/model.h), which the overlapped gradient
  * sums of `dapt train` (dist.bucket_mb) rely on: a range handed to a
- * collective while the backward goes on must not be written again.
+ * collective while the backward goes on must not be written again; and the
+ * forward's "parameters needed" hook (model_set_params_needed), which the
+ * overlapped ZeRO-1 all-gather relies on: no parameter may be read before
+ * a call has covered it (the parameters above the covered range are NaN
+ * until then, so an early read shows in the loss or the gradients, which
+ * must equal a pass without the hook bit for bit).
  *
  * Oracle: the gradients at the end of the backward. At each call the hook
  * copies elements [offset, end); every copy must equal the final gradients
@@ -12,6 +17,7 @@
  * final norm and the embedding, and a hook's error ends the backward with
  * its message. Tiny GPT-2 (tied embedding), Llama (untied head) and a MoE
  * Llama, on the CPU table. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -108,9 +114,88 @@ static void test_model(Arch arch, int n_experts) {
     model_free(m);
 }
 
+/* model_set_params_needed: the parameters at and above the last `end`
+ * stay NaN until a call covers them, so a kernel that reads one too early
+ * makes the loss or a gradient NaN or different */
+typedef struct {
+    float *params, *saved;
+    size_t n, done;
+    int calls, bad_order;
+} Needed;
+
+static int on_needed(void *ctx, size_t end, char *err, size_t err_len) {
+    Needed *q = ctx;
+    (void)err, (void)err_len;
+    if (end < q->done) q->bad_order = 1;
+    if (end > q->done)
+        memcpy(q->params + q->done, q->saved + q->done, (end - q->done) * sizeof(float));
+    if (end > q->done) q->done = end;
+    q->calls++;
+    return 0;
+}
+
+static void poison(Needed *q) {
+    for (size_t i = 0; i < q->n; i++)
+        q->params[i] = NAN;
+    q->done = 0, q->calls = 0;
+}
+
+static void test_params_needed(Arch arch, int n_experts) {
+    const char *what = n_experts ? "moe" : arch == ARCH_GPT2 ? "gpt2" : "llama";
+    ModelConfig c = test_tiny_config(arch, n_experts);
+    char err[256];
+    Model *m = model_create(&c, ops_cpu(), err, sizeof err);
+    if (!m) {
+        CHECK(0, "%s: model_create: %s", what, err);
+        return;
+    }
+    model_init_weights(m, 7);
+    size_t P = model_num_params(m);
+    int B = 2, T = 12, N = B * T;
+    int32_t tok[24], tgt[24];
+    for (int i = 0; i < N; i++)
+        tok[i] = (int32_t)((i * 7 + 3) % c.vocab_size);
+    for (int i = 0; i < N; i++)
+        tgt[i] = tok[(i + 1) % N];
+    float *ref_g = malloc(P * sizeof(float)), *g = malloc(P * sizeof(float));
+    float ref_loss = NAN, ref_eval = NAN, loss = NAN, eval = NAN;
+    model_zero_grad(m);
+    int rc = model_moe_begin_step(m, N, err, sizeof err);
+    if (!rc) rc = model_forward_backward(m, tok, tgt, B, T, 1.0f / N, &ref_loss, err, sizeof err);
+    model_get_grads(m, ref_g);
+    if (!rc) rc = model_forward(m, tok, tgt, B, T, &ref_eval, err, sizeof err);
+    CHECK(!rc && isfinite(ref_loss), "%s: reference pass: %s", what, rc ? err : "non-finite loss");
+    Needed q = {.params = model_params_buffer(m), .n = P};
+    q.saved = malloc(P * sizeof(float));
+    memcpy(q.saved, q.params, P * sizeof(float));
+    model_set_params_needed(m, on_needed, &q);
+    poison(&q);
+    model_zero_grad(m);
+    rc = model_moe_begin_step(m, N, err, sizeof err);
+    if (!rc) rc = model_forward_backward(m, tok, tgt, B, T, 1.0f / N, &loss, err, sizeof err);
+    model_get_grads(m, g);
+    CHECK(!rc && q.calls == c.n_layer + 1 && !q.bad_order && q.done == P,
+          "%s: forward_backward: rc %d, %d calls (want %d), order %s, covered %zu of %zu", what, rc,
+          q.calls, c.n_layer + 1, q.bad_order ? "bad" : "ok", q.done, P);
+    CHECK(loss == ref_loss && !memcmp(g, ref_g, P * sizeof(float)),
+          "%s: a parameter was read before the hook covered it (loss %g, reference %g)", what, loss,
+          ref_loss);
+    poison(&q);
+    rc = model_forward(m, tok, tgt, B, T, &eval, err, sizeof err);
+    CHECK(!rc && q.calls == c.n_layer + 1 && eval == ref_eval,
+          "%s: model_forward: rc %d, %d calls, loss %g (reference %g)", what, rc, q.calls, eval,
+          ref_eval);
+    model_set_params_needed(m, NULL, NULL);
+    free(q.saved), free(ref_g), free(g);
+    model_free(m);
+}
+
 int main(void) {
     test_model(ARCH_GPT2, 0);
     test_model(ARCH_LLAMA, 0);
     test_model(ARCH_LLAMA, 4);
+    test_params_needed(ARCH_GPT2, 0);
+    test_params_needed(ARCH_LLAMA, 0);
+    test_params_needed(ARCH_LLAMA, 4);
     return CHECK_DONE();
 }

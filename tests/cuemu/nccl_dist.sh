@@ -23,7 +23,9 @@
 #   overlap   dist.bucket_mb > 0 (the gradient sums in buckets on NCCL's
 #             own stream during the last micro-batch's backward): cuda-fp32
 #             at 2 ranks (3 micro-batches each), ZeRO-1 at 3 ranks (the
-#             buckets' reduces to each owner), bf16 at 2 ranks, and the MoE
+#             buckets' reduces to each owner; the parameters' gather as
+#             broadcasts waited for block by block in the next forward),
+#             bf16 at 2 ranks, and the MoE
 #             with global LBL at 2 ranks (bucket and count sums on one
 #             stream) write bitwise the weights, optimizer state and metrics
 #             of the same runs without it (nccl_emu sums in rank order
@@ -205,6 +207,12 @@ overlap)
   bitwise p3z o3z
   sums o3z.log 20 3
   (( flight >= 5 )) || fail "o3z: the first buckets overlapped fewer than 5 kernels"
+  grep -q "the parameters' all-gather with the next forward" o3z.log || fail "o3z: no overlapped gather"
+  # the parameters' gather: broadcasts in flight while the next forward runs
+  line=$(grep -m1 "nccl_emu: rank 0: .* broadcasts;" o3z.log) || fail "o3z: no broadcasts counted"
+  echo "o3z.log: $line"
+  [[ $line =~ flight:\ ([0-9]+)\ to\ ([0-9]+) ]] && (( BASH_REMATCH[2] >= 5 )) ||
+    fail "o3z: the gathers overlapped fewer than 5 kernels: $line"
   moe=(--run.device=cuda-fp32 --moe.n_experts=4 --moe.top_k=2 --moe.lbl_coef=0.1 --moe.lbl=global)
   run pm 2 "${moe[@]}"
   run om 2 "${moe[@]}" $bucket

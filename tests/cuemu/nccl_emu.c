@@ -75,6 +75,9 @@ struct ncclComm {
     /* the same for the fp32/bf16 all-reduces and reduces (gradient sums) */
     long f_sums;
     unsigned long f_overlap_min, f_overlap_max;
+    /* and for the broadcasts (ZeRO-1's grouped parameter gathers) */
+    long bcasts;
+    unsigned long b_overlap_min, b_overlap_max;
 };
 
 typedef enum { OP_ALLREDUCE, OP_REDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER, OP_BROADCAST } OpKind;
@@ -178,6 +181,9 @@ static void work_finish(Work *w) {
     } else if (w->kind == OP_ALLREDUCE || w->kind == OP_REDUCE) {
         if (!c->f_sums++ || k < c->f_overlap_min) c->f_overlap_min = k;
         if (k > c->f_overlap_max) c->f_overlap_max = k;
+    } else if (w->kind == OP_BROADCAST) {
+        if (!c->bcasts++ || k < c->b_overlap_min) c->b_overlap_min = k;
+        if (k > c->b_overlap_max) c->b_overlap_max = k;
     }
 }
 
@@ -398,6 +404,11 @@ ncclResult_t ncclCommDestroy(ncclComm_t c) {
                 "nccl_emu: rank %d: %ld fp32/bf16 all-reduces and reduces; kernels and GEMMs "
                 "launched while one was in flight: %lu to %lu\n",
                 c->rank, c->f_sums, c->f_overlap_min, c->f_overlap_max);
+    if (c->bcasts)
+        fprintf(stderr,
+                "nccl_emu: rank %d: %ld broadcasts; kernels and GEMMs launched while one was in "
+                "flight: %lu to %lu\n",
+                c->rank, c->bcasts, c->b_overlap_min, c->b_overlap_max);
     comm_free(c);
     return ncclSuccess;
 }
