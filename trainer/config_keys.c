@@ -141,7 +141,8 @@ const KeyDef config_keys[] = {
      "seconds a NCCL collective may take before the job is aborted (a dead or stuck peer)"},
     {"dist", "bucket_mb", K_FLOAT, F(dist.bucket_mb), 0, 0, 1e5, 0, 0, NULL, "0.0",
      "NCCL only: 0 = gradients summed after the last micro-batch's backward; > 0 = summed "
-     "during it, in buckets of about this many MiB, beside the backward's kernels (the MPI "
+     "during it, in buckets of about this many MiB, beside the backward's kernels, and with "
+     "dist.zero = 1 the parameters gathered in such chunks during the next forward (the MPI "
      "backend ignores it)"},
 };
 /* clang-format on */
