@@ -413,6 +413,14 @@ static int part_of(size_t off, size_t len, size_t lo, size_t hi, size_t *a, size
     return *a < *b;
 }
 
+/* *e created (once: a no-op when it exists) */
+static int new_event(cudaEvent_t *e, const char *what, char *err, size_t err_len) {
+    cudaError_t r = *e ? cudaSuccess : cudaEventCreateWithFlags(e, cudaEventDisableTiming);
+    if (r == cudaSuccess) return 0;
+    *e = NULL;
+    return snprintf(err, err_len, "NCCL %s: cudaEventCreate: %s", what, cudaGetErrorString(r)), 1;
+}
+
 static const char BK_WHAT[] = "gradient bucket sum (overlapped with the backward)";
 
 int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
@@ -422,14 +430,9 @@ int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
         return snprintf(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT), 1;
     if (c->bk_armed) return snprintf(err, err_len, "NCCL %s: begun twice", BK_WHAT), 1;
     if (nccl_type(elem_bytes, &c->bk_type, err, err_len)) return 1;
-    if (!c->bk_ready) {
-        cudaError_t e = cudaEventCreateWithFlags(&c->bk_ready, cudaEventDisableTiming);
-        if (e == cudaSuccess) e = cudaEventCreateWithFlags(&c->bk_done, cudaEventDisableTiming);
-        if (e != cudaSuccess)
-            return snprintf(err, err_len, "NCCL %s: cudaEventCreate: %s", BK_WHAT,
-                            cudaGetErrorString(e)),
-                   1;
-    }
+    if (new_event(&c->bk_ready, BK_WHAT, err, err_len) ||
+        new_event(&c->bk_done, BK_WHAT, err, err_len))
+        return 1;
     if (pieces && !c->bk_pieces && !(c->bk_pieces = malloc((size_t)c->world * sizeof(size_t))))
         return snprintf(err, err_len, "NCCL %s: out of memory", BK_WHAT), 1;
     if (pieces) memcpy(c->bk_pieces, pieces, (size_t)c->world * sizeof(size_t));
@@ -515,16 +518,11 @@ int dist_nccl_gather_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes, 
         if (!ev) return snprintf(err, err_len, "NCCL %s: out of memory", G_WHAT), 1;
         c->g_ev = ev;
         for (; c->g_ev_n < chunks; c->g_ev_n++) {
-            cudaError_t e = cudaEventCreateWithFlags(&ev[c->g_ev_n], cudaEventDisableTiming);
-            if (e != cudaSuccess)
-                return snprintf(err, err_len, "NCCL %s: cudaEventCreate: %s", G_WHAT,
-                                cudaGetErrorString(e)),
-                       1;
+            ev[c->g_ev_n] = NULL;
+            if (new_event(&ev[c->g_ev_n], G_WHAT, err, err_len)) return 1;
         }
     }
-    if (!c->bk_ready &&
-        cudaEventCreateWithFlags(&c->bk_ready, cudaEventDisableTiming) != cudaSuccess)
-        return snprintf(err, err_len, "NCCL %s: cudaEventCreate failed", G_WHAT), 1;
+    if (new_event(&c->bk_ready, G_WHAT, err, err_len)) return 1;
     cudaStream_t st = c->own_stream;
     if (cuda_failed(c, G_WHAT, "cudaEventRecord",
                     cudaEventRecord(c->bk_ready, (cudaStream_t)compute_stream), err, err_len) ||
