@@ -37,8 +37,10 @@
 #             the all-reduce): rank 0's watchdog names the collective and
 #             the timeout and the job ends within 60 s; "error" (rank 1's
 #             communicator reports ncclRemoteError): rank 1 names the
-#             asynchronous error and the job ends; and a stall before a MoE
-#             expert-count sum (the non-blocking int64 all-reduce's wait)
+#             asynchronous error and the job ends; a stall before an
+#             overlapped gradient bucket (dist.bucket_mb: the wait after the
+#             backward); and a stall before a MoE expert-count sum (the
+#             non-blocking int64 all-reduce's wait)
 #
 # Tolerances. fp32 (equal): as dist_e2e.sh, 1e-6 relative on losses and
 # absolute on weights (each gradient element is a differently ordered fp32
@@ -247,6 +249,10 @@ watchdog)
   # the 5th collective is step 5's gradient all-reduce
   faulty stall stall:1:5 4 "rank 0 of 2: dapt train: step 4: NCCL all-reduce on rank 0 of 2 \(GPU 0\): $late"
   faulty error error:1:5 4 "rank 1 of 2: dapt train: step 4: NCCL all-reduce on rank 1 of 2 \(GPU 0\): asynchronous error: .*NCCL communicator aborted; aborting the job"
+  # overlapped gradient sums (4 buckets a step): the 5th collective is step
+  # 2's first bucket, waited for after the backward
+  faulty bucket-stall stall:1:5 1 "rank 0 of 2: dapt train: step 1: NCCL gradient bucket sum \(overlapped with the backward\) on rank 0 of 2 \(GPU 0\): $late" \
+    --dist.bucket_mb=0.05
   # MoE with global LBL: the 3rd collective is step 2's expert-count sum
   # (dist_nccl_isum_i64_*), waited for in the first MoE layer's backward
   faulty moe-stall stall:1:3 1 "rank 0 of 2: dapt train: step 1: NCCL int64 all-reduce \(MoE counts\) on rank 0 of 2 \(GPU 0\): $late" \
