@@ -48,16 +48,22 @@ static int on_ready(void *ctx, size_t offset, char *err, size_t err_len) {
     return 0;
 }
 
+/* the tiny model on the CPU table, weights from seed; NULL (a failed check)
+ * when it cannot be made */
+static Model *tiny(const ModelConfig *c, const char *what, uint64_t seed) {
+    char err[256];
+    Model *m = model_create(c, ops_cpu(), err, sizeof err);
+    if (!m) CHECK(0, "%s: model_create: %s", what, err);
+    else model_init_weights(m, seed);
+    return m;
+}
+
 static void test_model(Arch arch, int n_experts) {
     const char *what = n_experts ? "moe" : arch == ARCH_GPT2 ? "gpt2" : "llama";
     ModelConfig c = test_tiny_config(arch, n_experts);
     char err[256];
-    Model *m = model_create(&c, ops_cpu(), err, sizeof err);
-    if (!m) {
-        CHECK(0, "%s: model_create: %s", what, err);
-        return;
-    }
-    model_init_weights(m, 3);
+    Model *m = tiny(&c, what, 3);
+    if (!m) return;
     size_t P = model_num_params(m);
     int B = 2, T = 12, N = B * T;
     int32_t tok[2][24], tgt[2][24];
@@ -144,12 +150,8 @@ static void test_params_needed(Arch arch, int n_experts) {
     const char *what = n_experts ? "moe" : arch == ARCH_GPT2 ? "gpt2" : "llama";
     ModelConfig c = test_tiny_config(arch, n_experts);
     char err[256];
-    Model *m = model_create(&c, ops_cpu(), err, sizeof err);
-    if (!m) {
-        CHECK(0, "%s: model_create: %s", what, err);
-        return;
-    }
-    model_init_weights(m, 7);
+    Model *m = tiny(&c, what, 7);
+    if (!m) return;
     size_t P = model_num_params(m);
     int B = 2, T = 12, N = B * T;
     int32_t tok[24], tgt[24];
