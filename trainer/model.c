@@ -662,7 +662,7 @@ static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
         void *out = m->acts[l + 1].resid;
         /* this block's weights and the next block's norm (the last block:
          * the final norm and the head) */
-        if (params_needed(m, l + 1 < c->n_layer ? l + 1 : c->n_layer, err, err_len)) return 1;
+        if (params_needed(m, l + 1, err, err_len)) return 1;
         /* a->ln1 = norm1(x_l): computed before the loop or by the previous
          * block's last residual */
         o->matmul_fwd(a->qkv, a->ln1, P(m, w->qkv_w), P(m, w->qkv_b), N, C, QKV);
