@@ -21,7 +21,11 @@
  * or the collective has not finished within timeout_s (a dead or stuck
  * peer), the communicator is aborted (ncclCommAbort) and the call returns
  * a message naming the collective and the cause. After such a failure the
- * communicator is unusable: the caller ends the job (dist_abort).
+ * communicator is unusable: the caller ends the job (dist_abort). The
+ * exceptions are the overlapped collectives further down (the int64 sum,
+ * the gradient buckets, ZeRO-1's parameter gather): they run on the
+ * communicator's own stream and are waited for later, under the same
+ * watchdog.
  */
 #ifndef DAPT_DIST_NCCL_H
 #define DAPT_DIST_NCCL_H

@@ -29,7 +29,9 @@
  * go through NCCL (trainer/dist_nccl.h) on the CUDA backend's compute
  * stream (with dist.bucket_mb > 0 the gradient sums run on NCCL's own
  * stream during the last micro-batch's backward, bucket by bucket as
- * model.c's grad-ready hook hands them over), under a watchdog
+ * model.c's grad-ready hook hands them over, and ZeRO-1's parameter gather
+ * during the next forward, waited for block by block through its
+ * params-needed hook), under a watchdog
  * (dist.timeout); host-side sums (losses, the
  * stop flag, eval sums, MoE expert counts, the master weights gathered to
  * rank 0 for a checkpoint) stay on the MPI group. A NCCL failure or timeout ends the job
