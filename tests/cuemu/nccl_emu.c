@@ -51,13 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* exported by the emulator (tests/cuemu/cuemu.h) */
-void cuemu_stream_defer(void *stream, int (*poll)(void *ctx, int wait), void *ctx);
-void cuemu_progress(void);
-int cuemu_device_range(const void *p, size_t n);
-unsigned long cuemu_launches(void);
-uint16_t cuemu_f32_to_bf16(float f);
-float cuemu_bf16_to_f32(uint16_t h);
+#include "cuemu_export.h" /* what the emulator's program exports */
 
 static const char ID_MAGIC[] = "cuemu-nccl-id";
 
