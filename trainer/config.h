@@ -83,7 +83,7 @@ typedef struct {
         int zero; /* ZeRO stage: 0 or 1 */
         char backend[8]; /* "auto" | "nccl" (device-buffer collectives) */
         double timeout;  /* seconds a NCCL collective may take (watchdog) */
-        double bucket_mb; /* > 0: NCCL gradient sums overlapped with the backward, MiB a bucket */
+        double bucket_mb; /* > 0: NCCL sums (and ZeRO-1 gathers) overlapped, MiB a bucket */
     } dist;
 
     /* where each key got its value (index = key number): 0 default,

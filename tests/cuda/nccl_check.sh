@@ -18,7 +18,9 @@
 #          communicator's own stream) runs at every micro-batch
 #   overlap --dist.bucket_mb=0.05: the gradient sums in buckets on NCCL's
 #          own stream during the backward (all-reduce; with ZeRO-1,
-#          zero-overlap: reduces to the owner; with the MoE, moe-overlap)
+#          zero-overlap: reduces to the owner, and the parameters' gather
+#          waited for block by block in the next forward; with the MoE,
+#          moe-overlap)
 # and, when DAPT_MPI (a dapt built with MPI) and mpirun can run here,
 #   mpi    mpirun -np 1 DAPT_MPI --dist.backend=nccl (the MPI bootstrap)
 # With one rank an NCCL sum is a copy and ZeRO's shard is the whole buffer,
@@ -83,10 +85,8 @@ same() { # RUN [BASE]: weights, optimizer state and logged losses equal BASE's (
         cmp -s "runs/$base/$ck/$f" "runs/$r/$ck/$f" || { nondet; fail "$r: $f differs from the run without NCCL ($base)"; }
     done
     # the train records without their timing (tok_s), and the eval records
-    local a b
-    a=$(sed 's/"tok_s":[^,]*,//' "runs/$base/metrics.jsonl")
-    b=$(sed 's/"tok_s":[^,]*,//' "runs/$r/metrics.jsonl")
-    [[ $a == "$b" ]] || fail "$r: metrics.jsonl differs from the run without NCCL ($base): $(diff <(echo "$a") <(echo "$b") | head -3)"
+    local d
+    d=$(metrics_diff "runs/$base" "runs/$r") || fail "$r: metrics.jsonl differs from the run without NCCL ($base): $(echo "$d" | head -3)"
     echo "$r: weights, optimizer state and 20 steps of metrics bitwise equal to $base ($(grep -m1 'data parallel' "$r.log" | sed 's/^ *//'))"
 }
 same nccl

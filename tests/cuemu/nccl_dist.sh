@@ -173,8 +173,7 @@ overlap)
     for f in runs/$1/$ck/*.safetensors; do
       cmp -s "$f" "runs/$2/$ck/${f##*/}" || fail "$2: ${f##*/} differs from $1's"
     done
-    diff <(sed 's/"tok_s":[^,]*,//' runs/$1/metrics.jsonl) <(sed 's/"tok_s":[^,]*,//' runs/$2/metrics.jsonl) > /dev/null ||
-      fail "$2: metrics differ from $1's"
+    metrics_diff runs/$1 runs/$2 > /dev/null || fail "$2: metrics differ from $1's"
     echo "$2: weights, optimizer state and metrics bitwise equal to $1's"
   }
   # LOG STEPS MIN_PER_STEP: rank 0's float sums (nccl_emu's count), at least
