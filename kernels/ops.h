@@ -200,8 +200,8 @@ typedef struct Ops {
      * rmsnorm_fwd compute it from res_out as stored (after rounding to the
      * act type): bitwise the results of residual_fwd followed by the norm on
      * the same backend. One pass saves the norm's re-read of res_out.
-     * NULL: the backend has no fused kernel (or it is not selected: the CUDA
-     * one is opt-in, DAPT_CUDA_FUSED_NORM=1) and the model calls the two ops. */
+     * NULL: the backend has no fused kernel (or it is switched off: the CUDA
+     * one with DAPT_CUDA_FUSED_NORM=0) and the model calls the two ops. */
     void (*residual_layernorm_fwd)(void *res_out, void *norm_out,   /* (N,C) (N,C) */
                                    float *mean, float *rstd,         /* (N) (N) */
                                    const void *a, const void *b,     /* (N,C) (N,C) */

@@ -213,13 +213,53 @@ __global__ void rope_kernel(E *qkv, const float *table, int T, int NH, int NKV, 
     }
 }
 
+/* The same rotation, 8 pairs a thread (i = 8 k .. 8 k + 7 of one head):
+ * 16-byte loads and stores of x and the table, and one index division
+ * chain per 8 pairs instead of per pair (the scalar kernel ran at ~1.3 TB/s
+ * on an H200, docs/gpu-log.md fifth run). Needs HD / 2 % 8 == 0 and a
+ * 16-byte aligned qkv; the arithmetic per element is the scalar kernel's. */
+template <typename E>
+__global__ void rope8_kernel(E *qkv, const float *table, int T, int NH, int NKV, int HD,
+                             float dir, size_t total) {
+    int half = HD / 2, heads = NH + NKV, chunks = half / 8;
+    size_t row = (size_t)(NH + 2 * NKV) * HD, tab = (size_t)T * half;
+    size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; e < total; e += stride) {
+        int i = (int)(e % chunks) * 8;
+        size_t r = e / chunks;
+        int h = (int)(r % heads);
+        size_t n = r / heads;
+        int t = (int)(n % T);
+        E *x = qkv + n * row + (size_t)h * HD;
+        float c[8], s[8], x1[8], x2[8], y1[8], y2[8];
+        ld8(c, table + (size_t)t * half + i);
+        ld8(s, table + tab + (size_t)t * half + i);
+        ld8(x1, x + i);
+        ld8(x2, x + i + half);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            float sj = dir * s[j];
+            y1[j] = x1[j] * c[j] - x2[j] * sj;
+            y2[j] = x2[j] * c[j] + x1[j] * sj;
+        }
+        st8(x + i, y1);
+        st8(x + i + half, y2);
+    }
+}
+
 template <typename E>
 static void rope_apply(void *qkv, int B, int T, int NH, int NKV, int HD, float theta, float dir) {
     size_t total = (size_t)B * T * (NH + NKV) * (HD / 2);
     if (total == 0) return;
     const float *table = rope_table(T, HD, theta);
-    rope_kernel<E><<<cuda_grid(total, 256), 256, 0, g_cuda.stream>>>((E *)qkv, table, T, NH, NKV,
-                                                                       HD, dir, total);
+    if ((HD / 2) % 8 == 0 && cuda_aligned16(qkv)) {
+        total /= 8;
+        rope8_kernel<E><<<cuda_grid(total, 256), 256, 0, g_cuda.stream>>>((E *)qkv, table, T, NH,
+                                                                            NKV, HD, dir, total);
+    } else {
+        rope_kernel<E><<<cuda_grid(total, 256), 256, 0, g_cuda.stream>>>((E *)qkv, table, T, NH,
+                                                                           NKV, HD, dir, total);
+    }
     LAUNCH_CHECK();
 }
 template <typename E>

@@ -45,8 +45,8 @@
  * causal masking not discounted). --peak-tflops is the card's dense bf16
  * peak (default 989.4, H100 SXM); tools/gpu-check picks it from the card.
  * A line ends in "fused residual+norm" when the table has the fused
- * residual + norm forward for the shape's norm (ops.h; on CUDA opt-in with
- * DAPT_CUDA_FUSED_NORM=1; the CPU table always has it); the JSON record's
+ * residual + norm forward for the shape's norm (ops.h; on CUDA unless
+ * DAPT_CUDA_FUSED_NORM=0; the CPU table always has it); the JSON record's
  * "fused_norm" says the same.
  *
  * --profile: after the timed steps, 3 more steps (--profile-steps N) on the
@@ -57,7 +57,8 @@
  * timed figures stay unprofiled; the profiled steps sync around every op.
  * The profiled steps also time the kernels inside the fused attention ops
  * (ops_cuda_ktime_enable, ops.h): the forward, and the backward's D,
- * dK/dV, GQA-sum and dQ kernels, a line each after the op table.
+ * dK/dV, GQA-sum (when a group is split over blocks) and dQ kernels, a line
+ * each after the op table.
  * --device picks another backend by name (cpu, cuda-fp32; default cuda),
  * e.g. `--device cpu --only gpt2 --warmup 1 --steps 1 --profile` for a
  * CPU profile at the GPU shapes (slow: tens of seconds per step). --warmup and

@@ -15,9 +15,9 @@
  * 8 (16-byte vector paths), odd sizes (scalar paths), and large sizes past
  * every kernel's size thresholds. Deterministic ops
  * (embedding backward, norm backward, sumsq, the fused attention) are also
- * run twice and must agree bitwise. The attention group checks each
- * version of the bf16 table's fused attention (DAPT_CUDA_FLASH: the one the
- * environment selects, then version 2: rows flash2_attn_*).
+ * run twice and must agree bitwise. The attention group checks the bf16
+ * table's fused attention (unless DAPT_CUDA_FLASH=0) and, with GQA, its
+ * backward at every split of a group over dK/dV blocks (rows dqkv@hpbN).
  *
  * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
  *                      [--device cpu] [--only GROUP]
@@ -27,7 +27,8 @@
  * (tools/gpu-check runs each group in its own process, so a fatal CUDA
  * error in one group does not hide the results of the others).
  * The program sets DAPT_CUDA_FUSED_NORM=1 before the CUDA backend starts, so
- * the tables carry the opt-in fused residual + norm kernels and the norms
+ * the tables carry the fused residual + norm kernels (the default; a
+ * caller's DAPT_CUDA_FUSED_NORM=0 cannot skip them) and the norms
  * group tests them (against the CPU, and bitwise against the device's own
  * residual_fwd + norm).
  * --device cpu compares the CPU backend with itself: a harness self-check
@@ -292,8 +293,8 @@ static void test_norms_w(Ctx *c, int N, int C, int woff) {
     pair_free(c, &inp), pair_free(c, &w), pair_free(c, &b), pair_free(c, &dout);
 }
 /* the fused residual add + norm forward (ops.h residual_layernorm_fwd,
- * residual_rmsnorm_fwd; the CUDA kernels are opt-in, DAPT_CUDA_FUSED_NORM=1,
- * which main sets): the device's fused op against the CPU's two ops
+ * residual_rmsnorm_fwd; the CUDA kernels are on unless DAPT_CUDA_FUSED_NORM=0,
+ * main sets 1): the device's fused op against the CPU's two ops
  * (residual_fwd, then the norm), with res_out separate and aliasing a; and
  * bit for bit against the device's own two ops, as the contract requires.
  * aoff: a is a view one element into its allocation (unaligned: the
@@ -479,39 +480,6 @@ static void test_matmul_rows(Ctx *c, int IC, int OC) {
     c->shape = shape0;
 }
 
-/* The bf16 table's fused attention comes in versions (DAPT_CUDA_FLASH,
- * read by the backend at each call: unset 1, "2" version 2, "0" the GEMM
- * path; kernels/cuda/flash_attention.cuh). test_attention runs the table as
- * the environment selects it, then version 2 on the same inputs against
- * the same CPU results (rows flash2_attn_*), and each version's backward
- * from the other's saved log-sum-exps (they share the layout). */
-static char *g_flash_env; /* DAPT_CUDA_FLASH as the process started, or NULL */
-static int g_flash_env_read;
-static void flash_env_set(const char *v) {
-    if (!g_flash_env_read) {
-        const char *e = getenv("DAPT_CUDA_FLASH");
-        g_flash_env = e ? strcpy(xmalloc(strlen(e) + 1), e) : NULL;
-        g_flash_env_read = 1;
-    }
-    if (v)
-        setenv("DAPT_CUDA_FLASH", v, 1);
-    else if (g_flash_env)
-        setenv("DAPT_CUDA_FLASH", g_flash_env, 1);
-    else
-        unsetenv("DAPT_CUDA_FLASH");
-}
-/* a version-2 run adds something: the device keeps log-sum-exps with
- * DAPT_CUDA_FLASH=2 (the bf16 CUDA table at head dims 64, 128), and the
- * default run was not already version 2 */
-static int flash2_applies(Ctx *c, int B, int T, int NH, int HD) {
-    if (!c->dev->attention_saved_floats) return 0;
-    const char *e = getenv("DAPT_CUDA_FLASH");
-    if (e && !strcmp(e, "2")) return 0;
-    flash_env_set("2");
-    size_t keep = c->dev->attention_saved_floats(B, T, NH, HD);
-    flash_env_set(NULL);
-    return keep != (size_t)B * NH * T * T;
-}
 /* a device-only output next to the reference's: b[0] is ref's (already
  * computed), b[1] a fresh NaN-poisoned device buffer of n elements (0: as
  * many as ref's; a fused kernel's saved state needs fewer than the
@@ -546,40 +514,39 @@ static void flash_determ(Ctx *c, const char *bwd, const Pair *dout, const Pair *
     free(o1), free(d1);
     c->dev->free(o2.b[1]), c->dev->free(d2.b[1]), c->dev->free(a2.b[1]);
 }
-/* version 2 on the device against the reference's out and dqkv (computed
- * by test_attention); with fused (version 1 ran first): each version's
- * backward from the other's forward */
-static void test_flash2(Ctx *c, const Pair *qkv, const Pair *out, const Pair *att,
-                        const Pair *dout, const Pair *dqkv, int fused, int B, int T, int NH,
-                        int NKV, int HD) {
-    const Ops *d = c->dev;
-    int v1 = fused && !(getenv("DAPT_CUDA_FLASH") && !strcmp(getenv("DAPT_CUDA_FLASH"), "0"));
-    flash_env_set("2");
-    size_t keep = d->attention_saved_floats(B, T, NH, HD);
-    Pair o2 = dev_twin(c, out, 0), a2 = dev_twin(c, att, keep), dq2 = dev_twin(c, dqkv, 0);
-    Pair datt = dev_twin(c, att, keep);
-    d->attention_fwd(o2.b[1], a2.b[1], qkv->b[1], B, T, NH, NKV, HD);
-    check(c, "flash2_attn_fwd", "out", &o2);
-    d->attention_bwd(dq2.b[1], datt.b[1], dout->b[1], o2.b[1], qkv->b[1], a2.b[1], B, T, NH, NKV,
-                     HD);
-    check(c, "flash2_attn_bwd", "dqkv", &dq2);
-    flash_determ(c, "flash2_attn_bwd", dout, &o2, qkv, &a2, &datt, &dq2, B, T, NH, NKV, HD);
-    if (v1) {
-        /* version 2's backward from version 1's forward (out, lse2) */
+/* The fused backward's dK/dV blocks own 1 to NH / NKV query heads of a GQA
+ * group (DAPT_CUDA_FLASH_HPB, read at each call; by default the backend
+ * picks from the shape and the card's SM count, so a test shape exercises
+ * one choice): every divisor of the group, from the device's own forward,
+ * against the reference's dqkv (rows dqkv@hpbN), and bitwise repeatable. */
+static void test_flash_hpb(Ctx *c, const Pair *qkv, const Pair *out, const Pair *att,
+                           const Pair *datt, const Pair *dout, const Pair *dqkv, int B, int T,
+                           int NH, int NKV, int HD) {
+    const char *e0 = getenv("DAPT_CUDA_FLASH_HPB");
+    char *keep = e0 ? strcpy(xmalloc(strlen(e0) + 1), e0) : NULL;
+    for (int hpb = 1; hpb <= NH / NKV; hpb++) {
+        if ((NH / NKV) % hpb) continue;
+        char v[16], what[32];
+        snprintf(v, sizeof v, "%d", hpb);
+        setenv("DAPT_CUDA_FLASH_HPB", v, 1);
         Pair x = dev_twin(c, dqkv, 0);
-        d->attention_bwd(x.b[1], datt.b[1], dout->b[1], out->b[1], qkv->b[1], att->b[1], B, T, NH,
-                         NKV, HD);
-        check(c, "flash2_attn_bwd", "dqkv@v1fwd", &x);
-        /* version 1's backward from version 2's forward */
-        flash_env_set(NULL);
-        Pair y = dev_twin(c, dqkv, 0);
-        d->attention_bwd(y.b[1], datt.b[1], dout->b[1], o2.b[1], qkv->b[1], a2.b[1], B, T, NH, NKV,
-                         HD);
-        check(c, "flash_attn_bwd", "dqkv@v2fwd", &y);
-        d->free(x.b[1]), d->free(y.b[1]);
+        c->dev->attention_bwd(x.b[1], datt->b[1], dout->b[1], out->b[1], qkv->b[1], att->b[1], B,
+                              T, NH, NKV, HD);
+        snprintf(what, sizeof what, "dqkv@hpb%d", hpb);
+        check(c, "flash_attn_bwd", what, &x);
+        float *first = fetch(c->dev, x.b[1], x.n, 0);
+        c->dev->attention_bwd(x.b[1], datt->b[1], dout->b[1], out->b[1], qkv->b[1], att->b[1], B,
+                              T, NH, NKV, HD);
+        c->dev->sync();
+        snprintf(what, sizeof what, "dqkv@hpb%d=1st", hpb);
+        check_same(c, "flash_attn_bwd", what, &x, first);
+        free(first);
+        c->dev->free(x.b[1]);
     }
-    flash_env_set(NULL);
-    d->free(o2.b[1]), d->free(a2.b[1]), d->free(dq2.b[1]), d->free(datt.b[1]);
+    if (keep)
+        setenv("DAPT_CUDA_FLASH_HPB", keep, 1), free(keep);
+    else
+        unsetenv("DAPT_CUDA_FLASH_HPB");
 }
 
 static void test_attention(Ctx *c, int B, int T, int NH, int NKV, int HD) {
@@ -639,8 +606,8 @@ static void test_attention(Ctx *c, int B, int T, int NH, int NKV, int HD) {
                                   NKV, HD);
     check(c, bwd, "dqkv", &dqkv);
     if (fused) flash_determ(c, bwd, &dout, &out, &qkv, &att, &datt, &dqkv, B, T, NH, NKV, HD);
-    if (flash2_applies(c, B, T, NH, HD))
-        test_flash2(c, &qkv, &out, &att, &dout, &dqkv, fused, B, T, NH, NKV, HD);
+    if (fused && NH != NKV)
+        test_flash_hpb(c, &qkv, &out, &att, &datt, &dout, &dqkv, B, T, NH, NKV, HD);
     pair_free(c, &qkv), pair_free(c, &out), pair_free(c, &att), pair_free(c, &dout);
     pair_free(c, &dqkv), pair_free(c, &datt);
 }
@@ -1111,8 +1078,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!harness_selfcheck()) return 1;
-    /* the opt-in fused residual + norm kernels (read when the CUDA backend
-     * starts): the norms group tests them directly */
+    /* the fused residual + norm kernels (the default, forced on here; read
+     * when the CUDA backend starts): the norms group tests them directly */
     setenv("DAPT_CUDA_FUSED_NORM", "1", 1);
     /* every op, the opt-in ones too: the grouped expert GEMMs are in the
      * CUDA tables only with this set when the backend starts */

@@ -28,9 +28,10 @@
  *    parameters outside the range did not move, and it holds half the
  *    optimizer bytes; then both get the whole master (the step's allgather).
  *
- * 4. The opt-in fused residual + norm forward (DAPT_CUDA_FUSED_NORM=1, set
- *    by this program before the backend starts; the checks above run on
- *    copies of the tables without it): three steps on the table with it and
+ * 4. The fused residual + norm forward (on by default; this program sets
+ *    DAPT_CUDA_FUSED_NORM=1 before the backend starts so a caller's =0
+ *    cannot skip it; the checks above run on copies of the tables without
+ *    it): three steps on the table with it and
  *    on the same table without it, from the same weights and batches:
  *    losses, gradients and parameters bitwise equal (bf16: gpt2, llama,
  *    moe; fp32: llama).
@@ -339,8 +340,8 @@ static void zero_shard(const char *an, ModelConfig c, const Ops *ops) {
     model_free(w), model_free(sh[0]), model_free(sh[1]);
 }
 
-/* The fused residual + norm forward (ops.h; on CUDA opt-in with
- * DAPT_CUDA_FUSED_NORM=1, which main sets) against the same table without
+/* The fused residual + norm forward (ops.h; on CUDA unless
+ * DAPT_CUDA_FUSED_NORM=0; main sets 1) against the same table without
  * it (the model then calls residual_fwd and the norm): three training steps
  * from the same weights and batches must give bitwise the same losses,
  * gradients and parameters, as the contract says. */
@@ -405,9 +406,9 @@ int main(int argc, char **argv) {
     }
     char err[256];
     int self = !strcmp(device, "cpu");
-    /* the tables with the opt-in fused residual + norm kernels (read when the
+    /* the tables with the fused residual + norm kernels (read when the
      * backend starts); every check but fused_norm_bits runs on copies
-     * without them: the default path */
+     * without them: the two ops' path */
     setenv("DAPT_CUDA_FUSED_NORM", "1", 1);
     const Ops *f32_fused = self ? ops_cpu() : ops_get("cuda-fp32", err, sizeof err);
     const Ops *bf_fused = self ? ops_cpu() : f32_fused ? ops_get("cuda", err, sizeof err) : NULL;

@@ -61,12 +61,10 @@ foreach(group memory embed norms matmul attention activations lmhead optimizer m
                        ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_BANK_CONFLICTS=fail")
 endforeach()
 add_test(NAME emu_train COMMAND test_cuda_train_emu)
-# the training steps again with the version-2 fused attention, and the MoE
-# parts with the grouped expert GEMMs (as tools/gpu-check runs them)
-add_test(NAME emu_train_flash2 COMMAND test_cuda_train_emu --only dense)
+# the MoE parts again with the grouped expert GEMMs (as tools/gpu-check
+# runs them)
 add_test(NAME emu_train_moe_grouped COMMAND test_cuda_train_emu --only moe)
 set_tests_properties(emu_train PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
-set_tests_properties(emu_train_flash2 PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1;DAPT_CUDA_FLASH=2")
 set_tests_properties(emu_train_moe_grouped PROPERTIES
                      ENVIRONMENT "OMP_NUM_THREADS=1;DAPT_CUDA_MOE_GROUPED=1")
 # again with blocks and threads in reverse order (CUEMU_ORDER=reverse): a
@@ -90,7 +88,7 @@ set_tests_properties(emu_bench_smoke PROPERTIES LABELS emu TIMEOUT 1200
 add_test(NAME emu_cli_train COMMAND ${CMAKE_SOURCE_DIR}/tests/cuda/cli_check.sh
          $<TARGET_FILE:dapt_emu> make)
 set_tests_properties(emu_cli_train PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
-set_tests_properties(emu_train emu_train_flash2 emu_train_moe_grouped emu_cli_train PROPERTIES
+set_tests_properties(emu_train emu_train_moe_grouped emu_cli_train PROPERTIES
                      LABELS emu TIMEOUT 1200)
 
 # `dapt` itself on the emulated backend: `dapt train` with run.device = "cuda"
