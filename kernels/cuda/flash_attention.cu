@@ -485,14 +485,18 @@ __global__ void __launch_bounds__(THREADS, HD == 64 ? 2 : 1)
  * head order, and for each over the 64-row query tiles from its diagonal
  * on: S^T = K Q^T, P^T, dP^T = V dO^T, dV += P^T dO, dK += scale dS^T Q.
  * With the whole group in the block (hpb = NH / NKV, what bwd picks when
- * that still gives the card 4 waves of blocks) the sum stays in registers
+ * that still gives every SM 4 blocks) the sum stays in registers
  * and is written once, in bf16. Otherwise each block writes its fp32 share
  * to part (B, NH/hpb, T, 2 HD: dK then dV) and flash_gqa_sum_kernel adds
  * a group's shares (with 1 head a block, that kernel took 4.3 ms a step of
  * the 1.1B llama at 16 x 2048 on an H200). Query rows >= T take lse2 =
- * +inf (P = 0). */
+ * +inf (P = 0). At HD 64 two blocks share an SM: the launch bounds cap
+ * ptxas at 128 registers (24 bytes spilled), dP^T goes in chunks of 2
+ * n-tiles (the same products in the same order: bitwise the results of
+ * chunks of 8), and the kernel ran 9% faster than at one block an SM and
+ * 203 registers (H100, docs/gpu-log.md sixth run). */
 template <int HD>
-__global__ void __launch_bounds__(THREADS, 1)
+__global__ void __launch_bounds__(THREADS, HD == 64 ? 2 : 1)
     flash_bwd_dkdv_kernel(bf16 *dqkv, float *part, const bf16 *dout, const bf16 *qkv,
                           const float *lse, const float *D, int T, int NH, int NKV, int hpb,
                           float sl2, float scale) {
@@ -573,9 +577,9 @@ __global__ void __launch_bounds__(THREADS, 1)
                     st[nt][j] = p0, st[nt][2 + j] = p1;
                 }
             mma_acc_rows<HD>(dv, st, dOs, lane); /* dV += P^T dO */
-            /* dS^T = P^T (dP^T - D), dP^T = V dO^T, in chunks of CH n-tiles
-             * (all 8 at HD 64; 2 at HD 128, where registers are short) */
-            constexpr int CH = HD == 64 ? 8 : 2;
+            /* dS^T = P^T (dP^T - D), dP^T = V dO^T, in chunks of CH = 2
+             * n-tiles (registers are short) */
+            constexpr int CH = 2;
 #pragma unroll
             for (int c = 0; c < 8; c += CH) {
                 float dp[CH][4];
@@ -671,7 +675,7 @@ static void fwd(bf16 *out, float *lse, const bf16 *qkv, int B, int T, int NH, in
 }
 
 /* query heads a dK/dV block owns: the whole group (NH / NKV) when that
- * still makes 4 waves of the card's SMs (one 8-warp block an SM), else the
+ * still makes 4 blocks for each of the card's SMs, else the
  * largest divisor of the group that does, else 1; DAPT_CUDA_FLASH_HPB=N
  * (read at each call; N must divide the group) overrides it, for the op
  * tests and A/B runs */

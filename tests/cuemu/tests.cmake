@@ -60,6 +60,11 @@ foreach(group memory embed norms matmul attention activations lmhead optimizer m
   set_tests_properties(emu_ops_${group} PROPERTIES LABELS emu TIMEOUT 1200
                        ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_BANK_CONFLICTS=fail")
 endforeach()
+# the LM head in chunks of 100 rows (DAPT_CUDA_LMHEAD_ROWS, an A/B knob of
+# kernels/cuda/lmhead.cu): every lmhead shape then spans several chunks
+add_test(NAME emu_ops_lmhead_chunks COMMAND test_cuda_ops_emu --only lmhead)
+set_tests_properties(emu_ops_lmhead_chunks PROPERTIES LABELS emu TIMEOUT 1200
+                     ENVIRONMENT "OMP_NUM_THREADS=1;DAPT_CUDA_LMHEAD_ROWS=100")
 add_test(NAME emu_train COMMAND test_cuda_train_emu)
 # the MoE parts again with the grouped expert GEMMs (as tools/gpu-check
 # runs them)
