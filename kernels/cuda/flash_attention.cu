@@ -226,17 +226,17 @@ __device__ __forceinline__ const bf16 *at_bt(const bf16 *Y, int ld, int n0, int 
     return Y + (n0 + (lane & 7) + ((lane >> 4) << 3)) * ld + k0 + ((lane >> 3) & 1) * 8;
 }
 
-/* ROWS rows row0.. of one head into a shared tile (ld = HD + 8), as
- * load_tile_async with the block's THREADS threads */
-template <int HD, int ROWS>
+/* NR rows row0.. of one head into a shared tile (ld = HD + 8), as
+ * 16-byte cp.async copies by the block's THREADS threads */
+template <int HD, int NR>
 __device__ __forceinline__ void load_rows_async(bf16 *S, const bf16 *src, size_t stride, int row0,
                                                 int T) {
     constexpr int CH = HD / 8, LD = HD + 8;
-    static_assert(ROWS * CH % THREADS == 0, "whole 16-byte chunks per thread");
+    static_assert(NR * CH % THREADS == 0, "whole 16-byte chunks per thread");
     /* thread x copies chunk x % CH of rows x / CH + k THREADS / CH */
     const int r1 = threadIdx.x / CH, c = (threadIdx.x % CH) * 8;
 #pragma unroll
-    for (int k = 0; k < ROWS * CH / THREADS; k++) {
+    for (int k = 0; k < NR * CH / THREADS; k++) {
         int r = r1 + k * (THREADS / CH);
         bool ok = row0 + r < T;
         cp_async16(S + r * LD + c, ok ? src + (size_t)(row0 + r) * stride + c : src, ok);

@@ -1003,13 +1003,12 @@ static void run_all(Ctx *c) {
         c->shape = "normrows";
     }
     if (want("matmul")) test_matmul_rows(c, 128, 192); /* sets its own shape names */
-    /* the head dims of real models (the bf16 table's fused kernels, each
-     * version: test_attention): whole and partial 64- and 128-row tiles,
-     * several tiles, GQA groups of 1, 2 and 4; then T = 1000 (7 whole
-     * 128-row tiles and a partial one) with the benchmark llama's group of
-     * 8, and T = 77 (one partial tile) with enough heads that version 2's
-     * one-block-per-SM kernels run several waves on a 132-SM card (256 and
-     * 512 blocks) */
+    /* the head dims of real models (the bf16 table's fused kernels:
+     * test_attention): whole and partial 64- and 128-row tiles, several
+     * tiles, GQA groups of 1, 2 and 4; then T = 1000 (7 whole 128-row tiles
+     * and a partial one) with the benchmark llama's group of 8, and T = 77
+     * (one partial tile) with enough heads that the kernels run several
+     * waves on a 132-SM card (256 and 512 blocks) */
     c->shape = "heads";
     if (want("attention")) {
         test_attention(c, 2, 64, 4, 4, 64);
