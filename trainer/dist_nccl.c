@@ -352,16 +352,44 @@ static int equal_pieces(const DistNccl *c, const size_t *counts) {
     return 1;
 }
 
-static size_t piece_offset(const size_t *counts, int r) {
-    size_t off = 0;
-    for (int i = 0; i < r; i++) off += counts[i];
-    return off;
-}
-
 /* the result of a group: the first failed call's, else ncclGroupEnd's */
 static ncclResult_t group_end(DistNccl *c, ncclResult_t first) {
     ncclResult_t r = c->api.GroupEnd();
     return first != ncclSuccess && first != ncclInProgress ? first : r;
+}
+
+/* [*a, *b): the part of [lo, hi) in the piece [off, off + len); 1 when not
+ * empty */
+static int part_of(size_t off, size_t len, size_t lo, size_t hi, size_t *a, size_t *b) {
+    *a = off > lo ? off : lo;
+    *b = off + len < hi ? off + len : hi;
+    return *a < *b;
+}
+
+/* [lo, hi) of buf (elements; rank k owns the piece counts[k], in rank order)
+ * in one group on stream st: each owner's part reduced to it (ncclSum), or
+ * broadcast from it (bcast); empty parts skipped */
+static ncclResult_t grouped_pieces(DistNccl *c, int bcast, void *buf, const size_t *counts,
+                                   size_t lo, size_t hi, size_t elem_bytes, ncclDataType_t t,
+                                   cudaStream_t st) {
+    ncclResult_t r = c->api.GroupStart();
+    size_t off = 0;
+    for (int k = 0; k < c->world && (r == ncclSuccess || r == ncclInProgress); k++) {
+        size_t a, b;
+        if (part_of(off, counts[k], lo, hi, &a, &b)) {
+            char *p = (char *)buf + a * elem_bytes;
+            r = bcast ? c->api.Broadcast(p, p, b - a, t, k, c->comm, st)
+                      : c->api.Reduce(p, p, b - a, t, ncclSum, k, c->comm, st);
+        }
+        off += counts[k];
+    }
+    return group_end(c, r);
+}
+
+static size_t pieces_total(const DistNccl *c, const size_t *counts) {
+    size_t n = 0;
+    for (int k = 0; k < c->world; k++) n += counts[k];
+    return n;
 }
 
 int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
@@ -376,12 +404,10 @@ int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, s
         return nccl_wait(c, c->api.ReduceScatter(b, mine, counts[0], t, ncclSum, c->comm, c->stream),
                          "reduce-scatter", err, err_len);
     }
-    ncclResult_t first = c->api.GroupStart();
-    for (int r = 0; r < c->world && (first == ncclSuccess || first == ncclInProgress); r++) {
-        char *p = b + piece_offset(counts, r) * elem_bytes;
-        if (counts[r]) first = c->api.Reduce(p, p, counts[r], t, ncclSum, r, c->comm, c->stream);
-    }
-    return nccl_wait(c, group_end(c, first), "reduce-scatter (grouped reduces)", err, err_len);
+    return nccl_wait(c,
+                     grouped_pieces(c, 0, b, counts, 0, pieces_total(c, counts), elem_bytes, t,
+                                    c->stream),
+                     "reduce-scatter (grouped reduces)", err, err_len);
 }
 
 int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
@@ -395,23 +421,13 @@ int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t ele
         return nccl_wait(c, c->api.AllGather(mine, b, counts[0], t, c->comm, c->stream),
                          "all-gather", err, err_len);
     }
-    ncclResult_t first = c->api.GroupStart();
-    for (int r = 0; r < c->world && (first == ncclSuccess || first == ncclInProgress); r++) {
-        char *p = b + piece_offset(counts, r) * elem_bytes;
-        if (counts[r]) first = c->api.Broadcast(p, p, counts[r], t, r, c->comm, c->stream);
-    }
-    return nccl_wait(c, group_end(c, first), "all-gather (grouped broadcasts)", err, err_len);
+    return nccl_wait(c,
+                     grouped_pieces(c, 1, b, counts, 0, pieces_total(c, counts), elem_bytes, t,
+                                    c->stream),
+                     "all-gather (grouped broadcasts)", err, err_len);
 }
 
 /* ---------------- gradient sums overlapped with the backward ---------------- */
-
-/* [*a, *b): the part of [lo, hi) in the piece [off, off + len); 1 when not
- * empty */
-static int part_of(size_t off, size_t len, size_t lo, size_t hi, size_t *a, size_t *b) {
-    *a = off > lo ? off : lo;
-    *b = off + len < hi ? off + len : hi;
-    return *a < *b;
-}
 
 /* *e created (once: a no-op when it exists) */
 static int new_event(cudaEvent_t *e, const char *what, char *err, size_t err_len) {
@@ -419,6 +435,16 @@ static int new_event(cudaEvent_t *e, const char *what, char *err, size_t err_len
     if (r == cudaSuccess) return 0;
     *e = NULL;
     return snprintf(err, err_len, "NCCL %s: cudaEventCreate: %s", what, cudaGetErrorString(r)), 1;
+}
+
+/* own_stream's next work after the compute stream's work so far (an event
+ * recorded there, waited for on own_stream; the host does not wait) */
+static int own_after_compute(DistNccl *c, cudaStream_t compute, const char *what, char *err,
+                             size_t err_len) {
+    return cuda_failed(c, what, "cudaEventRecord", cudaEventRecord(c->bk_ready, compute), err,
+                       err_len) ||
+           cuda_failed(c, what, "cudaStreamWaitEvent",
+                       cudaStreamWaitEvent(c->own_stream, c->bk_ready, 0), err, err_len);
 }
 
 static const char BK_WHAT[] = "gradient bucket sum (overlapped with the backward)";
@@ -447,28 +473,13 @@ int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
 static int bucket_issue(DistNccl *c, size_t lo, char *err, size_t err_len) {
     size_t hi = c->bk_hi, e = c->bk_elem;
     cudaStream_t st = c->own_stream;
-    if (cuda_failed(c, BK_WHAT, "cudaEventRecord", cudaEventRecord(c->bk_ready, c->bk_compute), err,
-                    err_len) ||
-        cuda_failed(c, BK_WHAT, "cudaStreamWaitEvent", cudaStreamWaitEvent(st, c->bk_ready, 0), err,
-                    err_len))
-        return 1;
+    if (own_after_compute(c, c->bk_compute, BK_WHAT, err, err_len)) return 1;
     ncclResult_t r;
     if (c->bk_armed == 1) {
         char *p = c->bk_buf + lo * e;
         r = c->api.AllReduce(p, p, hi - lo, c->bk_type, ncclSum, c->comm, st);
-    } else {
-        /* ZeRO-1: each owner's part of [lo, hi) reduced to it */
-        r = c->api.GroupStart();
-        size_t off = 0;
-        for (int k = 0; k < c->world && (r == ncclSuccess || r == ncclInProgress); k++) {
-            size_t a, b;
-            if (part_of(off, c->bk_pieces[k], lo, hi, &a, &b)) {
-                char *p = c->bk_buf + a * e;
-                r = c->api.Reduce(p, p, b - a, c->bk_type, ncclSum, k, c->comm, st);
-            }
-            off += c->bk_pieces[k];
-        }
-        r = group_end(c, r);
+    } else { /* ZeRO-1: each owner's part of [lo, hi) reduced to it */
+        r = grouped_pieces(c, 0, c->bk_buf, c->bk_pieces, lo, hi, e, c->bk_type, st);
     }
     if (nccl_enqueued(c, r, BK_WHAT, now_s() + c->timeout_s, err, err_len)) return 1;
     c->bk_hi = lo;
@@ -522,27 +533,14 @@ int dist_nccl_gather_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes, 
             if (new_event(&ev[c->g_ev_n], G_WHAT, err, err_len)) return 1;
         }
     }
-    if (new_event(&c->bk_ready, G_WHAT, err, err_len)) return 1;
-    cudaStream_t st = c->own_stream;
-    if (cuda_failed(c, G_WHAT, "cudaEventRecord",
-                    cudaEventRecord(c->bk_ready, (cudaStream_t)compute_stream), err, err_len) ||
-        cuda_failed(c, G_WHAT, "cudaStreamWaitEvent", cudaStreamWaitEvent(st, c->bk_ready, 0), err,
-                    err_len))
+    if (new_event(&c->bk_ready, G_WHAT, err, err_len) ||
+        own_after_compute(c, (cudaStream_t)compute_stream, G_WHAT, err, err_len))
         return 1;
-    char *b = buf;
+    cudaStream_t st = c->own_stream;
     for (size_t i = 0; i < chunks; i++) {
         size_t lo = i * chunk, hi = lo + chunk < n ? lo + chunk : n;
-        ncclResult_t r = c->api.GroupStart();
-        size_t off = 0;
-        for (int k = 0; k < c->world && (r == ncclSuccess || r == ncclInProgress); k++) {
-            size_t a, e;
-            if (part_of(off, pieces[k], lo, hi, &a, &e)) {
-                char *p = b + a * elem_bytes;
-                r = c->api.Broadcast(p, p, e - a, t, k, c->comm, st);
-            }
-            off += pieces[k];
-        }
-        if (nccl_enqueued(c, group_end(c, r), G_WHAT, now_s() + c->timeout_s, err, err_len) ||
+        ncclResult_t r = grouped_pieces(c, 1, buf, pieces, lo, hi, elem_bytes, t, st);
+        if (nccl_enqueued(c, r, G_WHAT, now_s() + c->timeout_s, err, err_len) ||
             cuda_failed(c, G_WHAT, "cudaEventRecord", cudaEventRecord(c->g_ev[i], st), err,
                         err_len))
             return 1;

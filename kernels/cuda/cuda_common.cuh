@@ -64,6 +64,10 @@ extern CudaState g_cuda;
  * stream order, so one op's scratch is free when the next op is queued).
  * Growing synchronises the stream first. */
 void *cuda_scratch(size_t n_bytes);
+/* the integer in environment variable `name` (read at each call), dflt when
+ * it is unset or empty; fatal (cuda_fatal, naming the variable) when it is
+ * not an integer from lo to hi. For the backend's A/B knobs. */
+long cuda_env_long(const char *name, long lo, long hi, long dflt);
 /* round up to 256 bytes, for carving several regions out of one scratch */
 static inline size_t cuda_pad(size_t n_bytes) { return (n_bytes + 255) / 256 * 256; }
 

@@ -681,15 +681,13 @@ static void fwd(bf16 *out, float *lse, const bf16 *qkv, int B, int T, int NH, in
  * tests and A/B runs */
 static int heads_per_block(int B, int NH, int NKV, unsigned tiles) {
     const int group = NH / NKV;
-    const char *e = getenv("DAPT_CUDA_FLASH_HPB");
-    if (e && *e) {
-        char *end;
-        long v = strtol(e, &end, 10);
-        if (*end || v < 1 || group % v) {
+    const long v = cuda_env_long("DAPT_CUDA_FLASH_HPB", 1, group, 0);
+    if (v) {
+        if (group % v) {
             char msg[160];
             snprintf(msg, sizeof msg,
-                     "DAPT_CUDA_FLASH_HPB=%s: must be a divisor of the %d query heads of a group",
-                     e, group);
+                     "DAPT_CUDA_FLASH_HPB=%ld: must be a divisor of the %d query heads of a group",
+                     v, group);
             CUDA_FATAL(msg);
         }
         return (int)v;

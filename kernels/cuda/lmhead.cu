@@ -11,8 +11,6 @@
  * and only its slow kernels); the columns past V are never read.
  */
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -59,18 +57,7 @@ __global__ void lmhead_ce_kernel(float *losses, E *dl, const float *logits, cons
  * for tools/gpu-check; read at each call, so it must not change between a
  * model's lmhead_scratch_bytes and its steps) */
 static size_t chunk_rows(int N) {
-    size_t R = LMHEAD_CHUNK_ROWS;
-    const char *e = getenv("DAPT_CUDA_LMHEAD_ROWS");
-    if (e && *e) {
-        char *end;
-        long v = strtol(e, &end, 10);
-        if (*end || v < 1 || v > (1L << 20)) {
-            char msg[128];
-            snprintf(msg, sizeof msg, "DAPT_CUDA_LMHEAD_ROWS=%s: want a row count, 1 to 1048576", e);
-            CUDA_FATAL(msg);
-        }
-        R = (size_t)v;
-    }
+    size_t R = (size_t)cuda_env_long("DAPT_CUDA_LMHEAD_ROWS", 1, 1L << 20, LMHEAD_CHUNK_ROWS);
     return (size_t)N < R ? (size_t)N : R;
 }
 /* the row stride of the logits and dlogits in scratch */

@@ -53,6 +53,19 @@ void *cuda_scratch(size_t n_bytes) {
     return g_cuda.scratch;
 }
 
+long cuda_env_long(const char *name, long lo, long hi, long dflt) {
+    const char *e = getenv(name);
+    if (!e || !*e) return dflt;
+    char *end;
+    long v = strtol(e, &end, 10);
+    if (*end || v < lo || v > hi) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s=%s: want an integer from %ld to %ld", name, e, lo, hi);
+        CUDA_FATAL(msg);
+    }
+    return v;
+}
+
 /* ---- kernel times ---- */
 
 int g_ktime_on;
