@@ -55,6 +55,26 @@
 
 static const char ID_MAGIC[] = "cuemu-nccl-id";
 
+/* n collectives, and the fewest and most kernels and GEMMs launched while
+ * one was in flight */
+typedef struct {
+    long n;
+    unsigned long lo, hi;
+} Spread;
+
+static void spread_add(Spread *s, unsigned long k) {
+    if (!s->n++ || k < s->lo) s->lo = k;
+    if (k > s->hi) s->hi = k;
+}
+
+static void spread_print(const Spread *s, int rank, const char *what) {
+    if (s->n)
+        fprintf(stderr,
+                "nccl_emu: rank %d: %ld %s; kernels and GEMMs launched while one was in flight: "
+                "%lu to %lu\n",
+                rank, s->n, what, s->lo, s->hi);
+}
+
 struct ncclComm {
     MPI_Comm mpi; /* MPI_COMM_NULL at world size 1 */
     int rank, world, blocking;
@@ -62,16 +82,11 @@ struct ncclComm {
     int aborted, finalizing;
     long calls;   /* collective calls so far (fault injection counts them) */
     int inflight; /* collectives deferred and not finished */
-    /* the int64 sums' overlap: kernels and GEMMs launched between the call
-     * and the wait that finished it (fewest, most) */
-    long i64_sums;
-    unsigned long i64_overlap_min, i64_overlap_max;
-    /* the same for the fp32/bf16 all-reduces and reduces (gradient sums) */
-    long f_sums;
-    unsigned long f_overlap_min, f_overlap_max;
-    /* and for the broadcasts (ZeRO-1's grouped parameter gathers) */
-    long bcasts;
-    unsigned long b_overlap_min, b_overlap_max;
+    /* how much each kind of collective overlapped compute: kernels and
+     * GEMMs launched between the call and the wait that finished it */
+    Spread i64; /* the int64 all-reduces (MoE counts) */
+    Spread f;   /* the fp32/bf16 all-reduces and reduces (gradient sums) */
+    Spread bc;  /* the broadcasts (ZeRO-1's grouped parameter gathers) */
 };
 
 typedef enum { OP_ALLREDUCE, OP_REDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER, OP_BROADCAST } OpKind;
@@ -169,16 +184,12 @@ static void work_finish(Work *w) {
     case OP_BROADCAST: memmove(w->recv, w->all, w->count * e); break;
     }
     unsigned long k = cuemu_launches() - w->launches;
-    if (w->kind == OP_ALLREDUCE && w->type == ncclInt64) {
-        if (!c->i64_sums++ || k < c->i64_overlap_min) c->i64_overlap_min = k;
-        if (k > c->i64_overlap_max) c->i64_overlap_max = k;
-    } else if (w->kind == OP_ALLREDUCE || w->kind == OP_REDUCE) {
-        if (!c->f_sums++ || k < c->f_overlap_min) c->f_overlap_min = k;
-        if (k > c->f_overlap_max) c->f_overlap_max = k;
-    } else if (w->kind == OP_BROADCAST) {
-        if (!c->bcasts++ || k < c->b_overlap_min) c->b_overlap_min = k;
-        if (k > c->b_overlap_max) c->b_overlap_max = k;
-    }
+    if (w->kind == OP_ALLREDUCE && w->type == ncclInt64)
+        spread_add(&c->i64, k);
+    else if (w->kind == OP_ALLREDUCE || w->kind == OP_REDUCE)
+        spread_add(&c->f, k);
+    else if (w->kind == OP_BROADCAST)
+        spread_add(&c->bc, k);
 }
 
 /* cuemu_stream_defer's poll: 1 when done (or dropped by an abort) */
@@ -388,21 +399,9 @@ static void comm_free(ncclComm_t c) {
 ncclResult_t ncclCommDestroy(ncclComm_t c) {
     if (!c) return ncclInvalidArgument;
     if (c->inflight) return ncclInvalidUsage; /* destroyed under running collectives */
-    if (c->i64_sums)
-        fprintf(stderr,
-                "nccl_emu: rank %d: %ld int64 all-reduces; kernels and GEMMs launched while one "
-                "was in flight: %lu to %lu\n",
-                c->rank, c->i64_sums, c->i64_overlap_min, c->i64_overlap_max);
-    if (c->f_sums)
-        fprintf(stderr,
-                "nccl_emu: rank %d: %ld fp32/bf16 all-reduces and reduces; kernels and GEMMs "
-                "launched while one was in flight: %lu to %lu\n",
-                c->rank, c->f_sums, c->f_overlap_min, c->f_overlap_max);
-    if (c->bcasts)
-        fprintf(stderr,
-                "nccl_emu: rank %d: %ld broadcasts; kernels and GEMMs launched while one was in "
-                "flight: %lu to %lu\n",
-                c->rank, c->bcasts, c->b_overlap_min, c->b_overlap_max);
+    spread_print(&c->i64, c->rank, "int64 all-reduces");
+    spread_print(&c->f, c->rank, "fp32/bf16 all-reduces and reduces");
+    spread_print(&c->bc, c->rank, "broadcasts");
     comm_free(c);
     return ncclSuccess;
 }
