@@ -104,14 +104,19 @@ equal)
     { tail -5 r3to2.log; fail "resume on 2 ranks"; }
   grep -q "resuming from .*step-00000010 (step 10)" r3to2.log || fail "r3to2 did not resume at 10: $(head -3 r3to2.log)"
   same r3to2 11
-  # bf16: gradient sums in bf16
-  "$dapt" train tiny.toml "${args[@]}" --run.device=cuda --run.name=b1 > b1.log 2>&1 || { tail -5 b1.log; fail "bf16: one process"; }
-  mpi 2 -- "${args[@]}" --run.device=cuda --run.name=b2 > b2.log 2>&1 || { tail -5 b2.log; fail "bf16: mpirun -np 2"; }
+  # bf16: gradient sums in bf16, one micro-batch of 6 a rank (one process:
+  # two, the ranks' in rank order); the first step's sums dumped by nccl_emu
+  # (one process: over a one-rank NCCL all-reduce)
+  bf=(--run.device=cuda --train.micro_batch=6)
+  mkdir -p dump1 dump2
+  CUEMU_NCCL_DUMP=dump1 DAPT_NCCL_LIB=$lib "$dapt" train tiny.toml "${args[@]}" "${bf[@]}" --dist.backend=nccl \
+    --run.name=b1 > b1.log 2>&1 || { tail -5 b1.log; fail "bf16: one process"; }
+  mpi 2 CUEMU_NCCL_DUMP=dump2 -- "${args[@]}" "${bf[@]}" --run.name=b2 > b2.log 2>&1 || { tail -5 b2.log; fail "bf16: mpirun -np 2"; }
   ranks_ran b2.log 2
-  "$py" "$dist/compare_losses.py" runs/b1 runs/b2 1e-2
+  "$py" "$here/../cuemu/check_bf16_sum.py" dump1 dump2 runs/b1 runs/b2
   # bf16 ZeRO-1: each rank keeps the fp32 master weights and moments of its
   # shard only (model_shard_optimizer), the rest as in b2
-  mpi 2 -- "${args[@]}" --run.device=cuda --run.name=b2z --dist.zero=1 > b2z.log 2>&1 || { tail -5 b2z.log; fail "bf16 ZeRO-1: mpirun -np 2"; }
+  mpi 2 -- "${args[@]}" "${bf[@]}" --run.name=b2z --dist.zero=1 > b2z.log 2>&1 || { tail -5 b2z.log; fail "bf16 ZeRO-1: mpirun -np 2"; }
   grep -q "fp32 master for [0-9]* of [0-9]* parameters" b2z.log || fail "b2z: no sharded master: $(grep -m1 'optimizer state' b2z.log)"
   "$py" "$dist/compare_losses.py" runs/b2 runs/b2z 1e-6
   "$py" "$dist/compare_weights.py" runs/b2/$ck/model.safetensors runs/b2z/$ck/model.safetensors 1e-6

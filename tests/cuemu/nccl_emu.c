@@ -40,6 +40,11 @@
  *   stall  the call never returns (a peer stuck before the collective);
  *   error  the communicator's asynchronous error becomes ncclRemoteError.
  * A line on stderr says when a fault is injected.
+ *
+ * CUEMU_NCCL_DUMP = DIR writes the operands of each rank's first bf16
+ * all-reduce (the first step's gradient sum) for tests/cuemu/check_bf16_sum.py:
+ * DIR/bf16-allreduce-rR.in (every rank's send buffer, rank after rank) and
+ * DIR/bf16-allreduce-rR.out (this rank's result), raw little-endian bf16.
  */
 #include <limits.h>
 #include <mpi.h>
@@ -82,6 +87,7 @@ struct ncclComm {
     int aborted, finalizing;
     long calls;   /* collective calls so far (fault injection counts them) */
     int inflight; /* collectives deferred and not finished */
+    int dumped;   /* CUEMU_NCCL_DUMP: the first bf16 all-reduce is written */
     /* how much each kind of collective overlapped compute: kernels and
      * GEMMs launched between the call and the wait that finished it */
     Spread i64; /* the int64 all-reduces (MoE counts) */
@@ -168,6 +174,26 @@ static void work_start(Work *w) {
     w->started = 1;
 }
 
+/* DIR/bf16-allreduce-rR.SUFFIX := n bytes at p; a failure ends the test */
+static void dump_file(const char *dir, int rank, const char *suffix, const void *p, size_t n) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bf16-allreduce-r%d.%s", dir, rank, suffix);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, n, f) != n || fclose(f))
+        fprintf(stderr, "nccl_emu: CUEMU_NCCL_DUMP: cannot write %s\n", path), abort();
+}
+
+/* CUEMU_NCCL_DUMP: the operands and result of this rank's first bf16
+ * all-reduce, once its result is written */
+static void dump_first_bf16_sum(const Work *w) {
+    const char *dir = getenv("CUEMU_NCCL_DUMP");
+    ncclComm_t c = w->comm;
+    if (!dir || c->dumped || w->kind != OP_ALLREDUCE || w->type != ncclBfloat16) return;
+    c->dumped = 1;
+    dump_file(dir, c->rank, "in", w->all, w->piece_bytes * c->world);
+    dump_file(dir, c->rank, "out", w->recv, w->count * type_bytes(w->type));
+}
+
 /* every rank's piece is here: write this rank's result */
 static void work_finish(Work *w) {
     ncclComm_t c = w->comm;
@@ -183,6 +209,7 @@ static void work_finish(Work *w) {
     case OP_ALLGATHER: memmove(w->recv, w->all, w->count * e * c->world); break;
     case OP_BROADCAST: memmove(w->recv, w->all, w->count * e); break;
     }
+    dump_first_bf16_sum(w);
     unsigned long k = cuemu_launches() - w->launches;
     if (w->kind == OP_ALLREDUCE && w->type == ncclInt64)
         spread_add(&c->i64, k);
