@@ -9,7 +9,7 @@
  * (IC, OC) shape, so the report shows which GEMM runs slowly.
  *
  * Syncing around every op serialises what a device backend would overlap
- * (the next launch no longer hides behind the running kernel): the profile
+ * (the next launch does not hide behind the running kernel): the profile
  * says where the time goes, it is not the benchmark. Time outside ops in
  * the report (wall minus the ops' sum) is host work and launch gaps.
  *

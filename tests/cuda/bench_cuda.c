@@ -33,9 +33,8 @@
  * backward's fp32 partials in the backend scratch, 16 KB), plus the LM
  * head's 197 MB of chunk scratch and the 32 MB cuBLASLt workspace. B=16 x
  * 2048: 17.6 + 45.2 + 0.2 + ~0.7 (CUDA context) = ~64 GB of an H100's 80;
- * B=20 would be ~75 GB, left aside until a GPU run has checked the estimate
- * (docs/performance.md, change 6). `--batch 4 --seq 1024` is the shape
- * measured before change 6.
+ * B=20 would be ~75 GB, too close to the 80 GB (docs/performance.md).
+ * `--batch 4 --seq 1024` is a smaller llama shape.
  *
  * tokens/s = B*T*accum*steps / seconds. MFU = flops per token * tokens/s / peak,
  * flops per token = 6 * (parameters used in matmuls: all but the position
