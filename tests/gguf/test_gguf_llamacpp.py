@@ -58,17 +58,19 @@ import os
 import sys
 import tempfile
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gguf_common as C  # noqa: E402
-
+# first, before torch and transformers load (seconds): without llama_cpp the
+# test is skipped at once
 try:
     import llama_cpp
 except ImportError:
     print("llama_cpp is not installed: run tests/gguf/install_llama_cpp.sh .venv/bin/python "
           "(builds llama.cpp from source, minutes)")
     sys.exit(77)
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gguf_common as C  # noqa: E402
 
 TOL_ORIG = {"f32": 1e-4, "f16": 1e-2, "bf16": 6e-2, "q8_0": 0.2}   # (a)
 TOL_READBACK = {"f16": 5e-3, "bf16": 4e-2, "q8_0": 0.1}            # (b)
