@@ -215,8 +215,8 @@ __global__ void rope_kernel(E *qkv, const float *table, int T, int NH, int NKV, 
 
 /* The same rotation, 8 pairs a thread (i = 8 k .. 8 k + 7 of one head):
  * 16-byte loads and stores of x and the table, and one index division
- * chain per 8 pairs instead of per pair (the scalar kernel ran at ~1.3 TB/s
- * on an H200, docs/gpu-log.md fifth run). Needs HD / 2 % 8 == 0 and a
+ * chain per 8 pairs instead of per pair (a scalar kernel runs at ~1.3 TB/s
+ * on an H200, docs/log/performance-history.md, change 9). Needs HD / 2 % 8 == 0 and a
  * 16-byte aligned qkv; the arithmetic per element is the scalar kernel's. */
 template <typename E>
 __global__ void rope8_kernel(E *qkv, const float *table, int T, int NH, int NKV, int HD,

@@ -3,10 +3,10 @@
  * q, k, v tiles in shared memory, scores and probabilities in registers, an
  * online softmax, no T x T matrix anywhere. The forward saves one
  * log-sum-exp per (b, h, t) row; the backward recomputes the probabilities
- * from it. (Until 2026-11-26 a first version with 64-row blocks of 4 warps
- * and 32-bit fragment loads was the default; this one, verified on an H200,
- * was 1.03x faster on GPT-2 124M and 1.07x on the 1.1B llama:
- * docs/gpu-log.md, fifth run, and docs/performance.md change 7.)
+ * from it. Blocks of 128 query rows in 8 warps with ldmatrix fragment
+ * loads: 1.03x faster on GPT-2 124M and 1.07x on the 1.1B llama than 64-row
+ * blocks of 4 warps with 32-bit loads, measured on an H200
+ * (docs/log/performance-history.md, change 7).
  *
  * Tensor cores through mma.sync.m16n8k16 (bf16 in, fp32 accumulate; sm_80
  * and later). Register layouts of the m16n8k16 fragments (PTX ISA, "Matrix
@@ -493,8 +493,8 @@ __global__ void __launch_bounds__(THREADS, HD == 64 ? 2 : 1)
  * +inf (P = 0). At HD 64 two blocks share an SM: the launch bounds cap
  * ptxas at 128 registers (24 bytes spilled), dP^T goes in chunks of 2
  * n-tiles (the same products in the same order: bitwise the results of
- * chunks of 8), and the kernel ran 9% faster than at one block an SM and
- * 203 registers (H100, docs/gpu-log.md sixth run). */
+ * chunks of 8), and the kernel runs 9% faster than at one block an SM and
+ * 203 registers (measured on an H100, docs/log/gpu-runs-history.md). */
 template <int HD>
 __global__ void __launch_bounds__(THREADS, HD == 64 ? 2 : 1)
     flash_bwd_dkdv_kernel(bf16 *dqkv, float *part, const bf16 *dout, const bf16 *qkv,

@@ -66,9 +66,9 @@ static void layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int rows, int co
  *
  *   algo(S) = H(S)   if S == R (no varying dimension, or one already on a
  *                    bucket boundary: every fixed shape of a dense model
- *                    whose row count is a multiple of 128 keeps the
- *                    algorithm it had before buckets existed; other
- *                    fixed row counts may now take their bucket's)
+ *                    whose row count is a multiple of 128 gets its own
+ *                    shape's algorithm; other fixed row counts may take
+ *                    their bucket's)
  *           = H(R)   if cublasLtMatmulAlgoCheck accepts H(R) for S with a
  *                    workspace that fits
  *           = H(S)   otherwise
@@ -78,7 +78,7 @@ static void layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int rows, int co
  * workspace size), never of the order of calls: the caches only memoise it,
  * and what they evict or forget is recomputed to the same value. This rests
  * on the heuristic and the check being deterministic functions of their
- * arguments, which the single exact cache before this one already assumed.
+ * arguments, as any plan cache assumes.
  * With one algorithm per shape, a given shape gives bitwise-repeatable
  * results (ops.h). Two row counts of one bucket use the same algorithm but
  * are different problems; two different buckets may use different
