@@ -1,6 +1,6 @@
 /* metrics.h: RUN/metrics.jsonl, one JSON object per line, and the one
  * writer of its records (train, eval and event records of `dapt train`;
- * docs/formats.md lists their fields). A record is built field by field
+ * docs/train.md lists their fields). A record is built field by field
  * (metrics_rec_*) and appended whole (metrics_write), so a reader never
  * sees half a line.
  *
