@@ -213,15 +213,17 @@ float comm_grad_norm(Comm *c, double sumsq_all) {
     return c->zero ? (float)sqrt(sumsq_all) : model_grad_norm(c->m);
 }
 
-int comm_optimizer_step(Comm *c, const AdamWConfig *opt, float lr, int t, float grad_norm, int step,
-                        char *err, size_t err_len) {
-    int rc;
-    if (!c->zero) {
+void comm_optimizer_step(Comm *c, const AdamWConfig *opt, float lr, int t, float grad_norm) {
+    if (c->zero)
+        model_adamw_step_range(c->m, opt, lr, t, c->shard_off, c->shard_n,
+                               model_clip_scale(opt, grad_norm));
+    else
         model_adamw_step(c->m, opt, lr, t);
-        return 0;
-    }
-    model_adamw_step_range(c->m, opt, lr, t, c->shard_off, c->shard_n,
-                           model_clip_scale(opt, grad_norm));
+}
+
+int comm_params_gather(Comm *c, int step, char *err, size_t err_len) {
+    int rc;
+    if (!c->zero) return 0;
     /* overlapped: the next forward waits for each block's part */
     if (c->overlap)
         rc = dist_nccl_gather_begin(c->nccl, model_params_buffer(c->m), c->n_par, c->elem_bytes,

@@ -1,8 +1,8 @@
 /* comm.h: the training step's collectives on the model's gradient and
  * parameter buffers, one handle made from the config (dist.backend,
  * dist.zero, dist.bucket_mb, dist.timeout) over the job's process group.
- * The step asks for two things, "sum the gradients" and "gather the
- * parameters"; how is this module's business:
+ * The step asks for "sum the gradients", "step the optimizer" and "gather
+ * the parameters"; how is this module's business:
  *
  *   - the host group (trainer/dist.h, MPI or a single process) on CPU
  *     buffers, or NCCL (trainer/dist_nccl.h) on GPU buffers, ordered on the
@@ -63,11 +63,13 @@ int comm_grad_sync_finish(Comm *c, int step, char *err, size_t err_len);
 double comm_grad_sumsq(Comm *c);
 /* The global gradient norm, from the sum over ranks of comm_grad_sumsq. */
 float comm_grad_norm(Comm *c, double sumsq_all);
-/* AdamW with learning rate lr on this rank's parameters (its shard under
- * ZeRO-1, clipped for grad_norm), then the parameters gathered: at once, or
- * pending until the next forward needs them (overlap). */
-int comm_optimizer_step(Comm *c, const AdamWConfig *opt, float lr, int t, float grad_norm, int step,
-                        char *err, size_t err_len);
+/* AdamW step t with learning rate lr on this rank's parameters: all of
+ * them, or under ZeRO-1 its shard, clipped for grad_norm. */
+void comm_optimizer_step(Comm *c, const AdamWConfig *opt, float lr, int t, float grad_norm);
+/* Under ZeRO-1 after comm_optimizer_step: the updated shards gathered on
+ * every rank, at once, or pending until the next forward needs them
+ * (overlap); a no-op otherwise. */
+int comm_params_gather(Comm *c, int step, char *err, size_t err_len);
 /* Waits for a pending parameter gather (before something other than a
  * forward reads the parameters, or before a rank without eval windows
  * skips its forward); a no-op otherwise. */

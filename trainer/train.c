@@ -413,8 +413,8 @@ static int train_step(Trainer *t, int step, StepOut *o, char *err, size_t err_le
     o->grad_norm = comm_grad_norm(t->comm, sums.grad_sumsq);
     step_results(t, &sums, o);
     if (o->nonfinite) return 0;
-    return comm_optimizer_step(t->comm, &t->opt, (float)o->lr, step + 1, o->grad_norm, step, err,
-                               err_len);
+    comm_optimizer_step(t->comm, &t->opt, (float)o->lr, step + 1, o->grad_norm);
+    return comm_params_gather(t->comm, step, err, err_len);
 }
 
 /* The event record and the console line of a non-finite step. */
