@@ -14,7 +14,7 @@ int cmd_logits(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 
-int cmd_train(int argc, char **argv);  /* trainer/train.c */
+int cmd_train(int argc, char **argv);  /* trainer/cli/train.c */
 int cmd_sample(int argc, char **argv); /* trainer/sample.c */
 
 #endif

@@ -1,41 +1,25 @@
-/* train.c: `dapt train CONFIG.toml [--section.key=value ...] [--resume]`,
- * the continued-pretraining loop.
+/* train.c: the continued-pretraining run (train.h): setup, the run loop
+ * (evaluation, checkpoints, signals, metrics) and, in one screen,
+ * train_step.
  *
  * One optimizer step: the step's global batch comes from the mixture stream
  * (data/stream.h: a pure function of the step number), is cut into
  * micro-batches whose gradients accumulate with grad_scale = 1 / (tokens in
- * the global batch), then the global norm is checked, clipped and AdamW
- * applied. Every step appends a train record to RUN/metrics.jsonl; every
- * eval.every steps (and at the end) the held-out windows of each source are
- * evaluated; every ckpt.every steps (and at the end, and on SIGINT/SIGTERM)
- * a checkpoint is written.
+ * the global batch); the gradients are summed over the ranks (trainer/comm.h:
+ * all-reduced, or reduce-scattered under ZeRO-1, over MPI or NCCL,
+ * overlapped with the backward or not), the step's sums (StepSums) over the
+ * host group, then the global norm is checked, clipped and AdamW applied
+ * (to this rank's shard under ZeRO-1, the parameters then gathered). Every
+ * step appends a train record to RUN/metrics.jsonl (trainer/metrics.h);
+ * every eval.every steps (and at the end) the held-out windows of each
+ * source are evaluated; every ckpt.every steps (and at the end, and on
+ * SIGINT/SIGTERM) a checkpoint is written (trainer/train_ckpt.h).
  *
  * Data parallel (trainer/dist.h, under mpirun): rank r of W computes its
- * slots of the same global batch; after the last micro-batch the gradients
- * are summed over ranks (grad_scale already divides by the global batch's
- * tokens), so every rank applies the same update; with dist.zero = 1 they are
- * reduce-scattered instead, each rank holds (model_shard_optimizer) and
- * steps only its shard of the AdamW state (and of the fp32 master weights on
- * the bf16 table) and the parameters are all-gathered. Losses and eval sums
- * are reduced; only rank 0 prints, writes metrics, the resolved config and
- * checkpoints, except that under ZeRO-1 each rank writes its own optimizer
- * shard into the checkpoint (save_ckpt_zero); a checkpoint resumes on any
- * number of ranks that divides the global batch, each reading only its range
- * of the optimizer state. A rank that fails aborts the whole job
- * (dist_abort).
- *
- * On run.device = "cuda" with more than one rank (or dist.backend = "nccl")
- * the gradient and parameter buffers live on the GPU and their collectives
- * go through NCCL (trainer/dist_nccl.h) on the CUDA backend's compute
- * stream (with dist.bucket_mb > 0 the gradient sums run on NCCL's own
- * stream during the last micro-batch's backward, bucket by bucket as
- * model.c's grad-ready hook hands them over, and ZeRO-1's parameter gather
- * during the next forward, waited for block by block through its
- * params-needed hook), under a watchdog
- * (dist.timeout); host-side sums (losses, the
- * stop flag, eval sums, MoE expert counts, the master weights gathered to
- * rank 0 for a checkpoint) stay on the MPI group. A NCCL failure or timeout ends the job
- * at once (dist_abort) without touching the GPU again.
+ * slots of the same global batch, so every rank applies the same update.
+ * Only rank 0 prints, writes metrics, the resolved config and checkpoints
+ * (under ZeRO-1 each rank writes its own optimizer shard); a checkpoint
+ * resumes on any number of ranks that divides the global batch.
  *
  * Invariants: the state of a run is (model, Adam moments, step); the data is
  * a function of the step and the stream fingerprint, so a run resumed from a
@@ -43,6 +27,8 @@
  * on CPU. A non-finite loss or gradient is never stepped on and never
  * checkpointed.
  */
+#include "trainer/train.h"
+
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -56,18 +42,19 @@
 #include "data/hash.h"
 #include "data/stream.h"
 #include "trainer/ckpt.h"
-#include "trainer/cli.h"
-#include "trainer/config.h"
-#include "trainer/dist.h"
-#include "trainer/dist_nccl.h"
+#include "trainer/comm.h"
 #include "trainer/hf.h"
+#include "trainer/metrics.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 #include "trainer/moe_loop.h"
 #include "trainer/sched.h"
+#include "trainer/train_ckpt.h"
 
 static volatile sig_atomic_t stop_requested;
-static void on_signal(int sig) { stop_requested = sig; }
+static void on_signal(int sig) {
+    stop_requested = sig;
+}
 
 static double now_s(void) {
     struct timespec t;
@@ -82,26 +69,26 @@ static int mkdir_p(const char *path, char *err, size_t err_len) {
         if (*p != '/') continue;
         *p = 0;
         if (mkdir(buf, 0755) && errno != EEXIST)
-            return snprintf(err, err_len, "cannot create directory %.1000s: %s", buf, strerror(errno)), 1;
+            return snprintf(err, err_len, "cannot create directory %.1000s: %s", buf,
+                            strerror(errno)),
+                   1;
         *p = '/';
     }
     if (mkdir(buf, 0755) && errno != EEXIST)
-        return snprintf(err, err_len, "cannot create directory %.1000s: %s", buf, strerror(errno)), 1;
+        return snprintf(err, err_len, "cannot create directory %.1000s: %s", buf, strerror(errno)),
+               1;
     return 0;
 }
 
 static void fmt_duration(char *dst, size_t n, double s) {
-    if (!(s >= 0) || s > 1e8) snprintf(dst, n, "?");
-    else if (s < 60) snprintf(dst, n, "%.0fs", s);
-    else if (s < 3600) snprintf(dst, n, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else snprintf(dst, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
-}
-
-/* x as a JSON number, or null when it is not finite */
-static const char *json_num(char *buf, size_t n, double x) {
-    if (!isfinite(x)) return "null";
-    snprintf(buf, n, "%.6f", x);
-    return buf;
+    if (!(s >= 0) || s > 1e8)
+        snprintf(dst, n, "?");
+    else if (s < 60)
+        snprintf(dst, n, "%.0fs", s);
+    else if (s < 3600)
+        snprintf(dst, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else
+        snprintf(dst, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
 /* ---------------- setup ---------------- */
@@ -179,20 +166,27 @@ static int open_stream(const Config *c, int n_steps, Stream **out, char *err, si
     StreamSourceConfig src[2];
     int n = 0;
     if (c->data.domain.n) {
-        src[n++] = (StreamSourceConfig){"domain", STREAM_DOMAIN,
+        src[n++] = (StreamSourceConfig){"domain",
+                                        STREAM_DOMAIN,
                                         (const char *const *)c->data.domain.items,
                                         c->data.domain.n,
                                         (const char *const *)c->data.val_domain.items,
-                                        c->data.val_domain.n, 0.0};
+                                        c->data.val_domain.n,
+                                        0.0};
     }
     if (c->data.general.n) {
-        src[n++] = (StreamSourceConfig){"general", STREAM_GENERAL,
+        src[n++] = (StreamSourceConfig){"general",
+                                        STREAM_GENERAL,
                                         (const char *const *)c->data.general.items,
                                         c->data.general.n,
                                         (const char *const *)c->data.val_general.items,
-                                        c->data.val_general.n, 0.0};
+                                        c->data.val_general.n,
+                                        0.0};
     }
-    if (!n) return snprintf(err, err_len, "no training data: data.domain and data.general are both empty"), 1;
+    if (!n)
+        return snprintf(err, err_len,
+                        "no training data: data.domain and data.general are both empty"),
+               1;
     StreamConfig sc = {
         .sources = src,
         .n_sources = n,
@@ -217,13 +211,15 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, char *tok_out
     uint32_t sv = stream_vocab_size(s);
     int mv = model_config(m)->vocab_size;
     if (sv > (uint32_t)mv)
-        return snprintf(err, err_len,
-                        "the shards were tokenized with a vocabulary of %u tokens but the model has "
-                        "vocab_size %d: tokenize the corpora with the model's tokenizer",
-                        sv, mv),
+        return snprintf(
+                   err, err_len,
+                   "the shards were tokenized with a vocabulary of %u tokens but the model has "
+                   "vocab_size %d: tokenize the corpora with the model's tokenizer",
+                   sv, mv),
                1;
     tok_out[0] = 0;
-    if (c->data.tokenizer[0]) snprintf(tok_out, tok_len, "%s", c->data.tokenizer);
+    if (c->data.tokenizer[0])
+        snprintf(tok_out, tok_len, "%s", c->data.tokenizer);
     else if (c->model.init_from[0] && !hf_find_tokenizer(c->model.init_from, tok_out, tok_len))
         tok_out[0] = 0;
     if (!tok_out[0]) return 0;
@@ -275,616 +271,403 @@ static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double loss_
         }
     }
     if (!rc) rc = dist_allreduce(d, red, 4, DIST_F64, DIST_SUM, err, err_len);
-    for (int r = 0; r < 2; r++) loss_out[r] = count[r] ? sum[r] / count[r] : NAN;
+    for (int r = 0; r < 2; r++)
+        loss_out[r] = count[r] ? sum[r] / count[r] : NAN;
     free(win), free(inp), free(tgt);
     return rc;
 }
 
-static void write_eval(FILE *mf, int step, long long tokens, const double loss[2]) {
+static int write_eval(Metrics *mf, int step, long long tokens, const double loss[2], char *err,
+                      size_t err_len) {
     static const char *split[2] = {"val/domain", "val/general"};
-    if (!mf) return; /* not rank 0 */
+    if (!mf) return 0; /* not rank 0 */
     for (int r = 0; r < 2; r++) {
         if (isnan(loss[r])) continue;
-        fprintf(mf, "{\"type\":\"eval\",\"step\":%d,\"tokens\":%lld,\"split\":\"%s\",\"loss\":%.6f}\n",
-                step, tokens, split[r], loss[r]);
+        MetricsRec rec;
+        metrics_rec_begin(&rec, "eval");
+        metrics_rec_int(&rec, "step", step);
+        metrics_rec_int(&rec, "tokens", tokens);
+        metrics_rec_str(&rec, "split", split[r]);
+        metrics_rec_num(&rec, "loss", "%.6f", loss[r]);
+        if (metrics_write(mf, &rec, err, err_len)) return 1;
         printf("eval step %d: %s loss %.4f (ppl %.2f)\n", step, split[r], loss[r], exp(loss[r]));
     }
-    fflush(mf);
+    return 0;
 }
 
 /* ---------------- the run ---------------- */
 
+/* Everything a run holds, made by train_setup, freed by train_teardown. */
 typedef struct {
-    Config cfg;
-    Dist *dist;
-    int resume;
+    const Config *c;
+    Dist *d;
+    int rank, world, lead;
+    const Ops *ops;
+    Comm *comm;
+    Model *m;
+    Stream *s;
+    Metrics *mf; /* rank 0 only */
+    LrSchedule sched;
+    AdamWConfig opt;
+    CkptState resumed; /* the trainer state of the checkpoint resumed from */
+    TrainCkpt ckpt;    /* what every checkpoint carries */
+    char *config_text; /* config_to_toml */
     char run_dir[CONFIG_PATH_LEN * 2];
     char tokenizer[CONFIG_PATH_LEN + 32]; /* copied into checkpoints; "" = none */
-} TrainArgs;
+    int T, B, micro, B_local, n_micro;    /* seq_len, global batch, micro-batch rows */
+    uint32_t *batch;                      /* (B_local, T + 1) this rank's windows of the step */
+    int32_t *src_ids;                     /* (B_local) source of each window */
+    int32_t *inp, *tgt;                   /* (micro, T) */
+    int *roles; /* (micro) StreamRole of each row, for MoE routing metrics */
+    int start_step;
+    long long tokens; /* trained on so far, all ranks */
+} Trainer;
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: dapt train CONFIG.toml [--section.key=value ...] [--resume]\n\n"
-            "Continues pretraining a model (model.init_from: an HF directory or a dapt\n"
-            "checkpoint; empty: from scratch) on the domain/general mixture of [data] and\n"
-            "[mix]. Writes RUN = run.out_dir/run.name: config.resolved.toml, metrics.jsonl,\n"
-            "ckpt/step-NNNNNNNN/. docs/config.md lists every key.\n\n"
-            "  --section.key=value  override one config key (any number)\n"
-            "  --resume             continue from the newest complete checkpoint in RUN\n"
-            "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n");
-}
-
-/* The collectives on the model's gradient/parameter buffers: NCCL on the
- * compute stream when the run has a communicator, else the host group
- * (CPU buffers). elem_bytes is the backend's act type size. */
+/* The sums of one step over all ranks, reduced as one array of doubles. */
 typedef struct {
-    Dist *d;
-    DistNccl *nccl; /* NULL: MPI / single on host buffers */
-    size_t elem_bytes;
-} BufComm;
+    double loss_sum;     /* Σ token losses */
+    double role_loss[2]; /* Σ rows' mean token loss, per StreamRole */
+    double role_rows[2]; /* rows per StreamRole */
+    double stop;         /* > 0: some rank got SIGINT/SIGTERM; all stop after this step */
+    double grad_sumsq;   /* ZeRO-1: Σ squared gradients of the shards (comm_grad_sumsq) */
+} StepSums;
+#define STEP_SUMS_N (sizeof(StepSums) / sizeof(double))
 
-static int buf_allreduce_sum(BufComm *b, void *buf, size_t n, char *err, size_t err_len) {
-    if (b->nccl) return dist_nccl_allreduce_sum(b->nccl, buf, n, b->elem_bytes, err, err_len);
-    return dist_allreduce(b->d, buf, n, DIST_F32, DIST_SUM, err, err_len);
-}
+/* What a step reports. */
+typedef struct {
+    double lr, loss, loss_domain, loss_general; /* loss_*: NAN without rows of that role */
+    double domain_frac;                         /* domain rows / global batch */
+    double moe_aux;                             /* Σ micro-batches' MoE aux loss */
+    float grad_norm;                            /* before clipping */
+    int stop;                                   /* finish the run after this step */
+    int nonfinite;                              /* loss or gradient not finite: not stepped */
+} StepOut;
 
-static int buf_reduce_scatter(BufComm *b, void *buf, const size_t *pieces, char *err,
-                              size_t err_len) {
-    if (b->nccl) return dist_nccl_reduce_scatter_sum(b->nccl, buf, pieces, b->elem_bytes, err, err_len);
-    return dist_reduce_scatter(b->d, buf, pieces, DIST_F32, err, err_len);
-}
-
-static int buf_allgather(BufComm *b, void *buf, const size_t *pieces, char *err, size_t err_len) {
-    if (b->nccl) return dist_nccl_allgather(b->nccl, buf, pieces, b->elem_bytes, err, err_len);
-    return dist_allgather(b->d, buf, pieces, DIST_F32, err, err_len);
-}
-
-/* A failed NCCL collective has aborted the communicator and may leave the
- * compute stream unusable: end the job now, before any cleanup touches the
- * GPU (the host group's MPI_Abort ends the other ranks). */
-static void nccl_failed(BufComm *b, int step, const char *err) {
-    if (!b->nccl) return;
-    char msg[2600];
-    snprintf(msg, sizeof msg, "dapt train: step %d: %s", step, err);
-    dist_abort(b->d, 1, msg);
-}
-
-/* ZeRO-1's overlapped all-gather (pending: dist.bucket_mb > 0) finished;
- * a failure ends the job (nccl_failed) */
-static int gather_done(BufComm *b, int pending, int step, char *err, size_t err_len) {
-    if (!pending || !dist_nccl_gather_finish(b->nccl, err, err_len)) return 0;
-    nccl_failed(b, step, err);
-    return 1;
-}
-
-static CkptState ckpt_state(const TrainArgs *a, int step, long long tokens, double lr,
-                            const char *fp, const char *config_text) {
-    return (CkptState){.step = step, .tokens = tokens, .lr = lr, .data_fingerprint = (char *)fp,
-                       .rng = {(uint64_t)a->cfg.run.seed, 0, 0, 0},
-                       .config_text = (char *)config_text,
-                       .tokenizer_path = a->tokenizer[0] ? (char *)a->tokenizer : NULL};
-}
-
-static int save_ckpt(const TrainArgs *a, Model *m, int step, long long tokens, double lr,
-                     uint64_t fingerprint, const char *config_text) {
-    char fp[32], path[CONFIG_PATH_LEN * 3], err[1024];
-    const char *bad = model_find_nonfinite(m);
-    if (bad) {
-        fprintf(stderr, "dapt train: not checkpointing step %d: %s is not finite\n", step, bad);
-        return 1;
+/* Micro-batch k of the step's windows into inp/tgt. */
+static void micro_batch(Trainer *t, int k) {
+    for (int i = 0; i < t->micro; i++) {
+        const uint32_t *w = t->batch + (size_t)(k * t->micro + i) * (t->T + 1);
+        for (int j = 0; j < t->T; j++) {
+            t->inp[i * t->T + j] = (int32_t)w[j];
+            t->tgt[i * t->T + j] = (int32_t)w[j + 1];
+        }
     }
-    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
-    CkptState st = ckpt_state(a, step, tokens, lr, fp, config_text);
-    if (ckpt_save(a->run_dir, m, &st, a->cfg.ckpt.keep, path, sizeof path, err, sizeof err)) {
-        fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
-        return 1;
+}
+
+/* Micro-batch k's token losses into the step's sums, its routing into the
+ * MoE metrics. */
+static int add_losses(Trainer *t, int k, StepSums *sums, char *err, size_t err_len) {
+    const int T = t->T;
+    for (int i = 0; i < t->micro; i++)
+        t->roles[i] = stream_source_role(t->s, t->src_ids[k * t->micro + i]);
+    if (model_moe_record_routing(t->m, t->roles, t->micro, err, err_len)) return 1;
+    const float *tl = model_token_losses(t->m);
+    for (int i = 0; i < t->micro; i++) {
+        double ls = 0;
+        for (int j = 0; j < T; j++)
+            ls += tl[i * T + j];
+        sums->role_loss[t->roles[i]] += ls / T;
+        sums->role_rows[t->roles[i]]++;
+        sums->loss_sum += ls;
     }
-    printf("checkpoint: %s\n", path);
     return 0;
 }
 
-/* 1 when rc is non-zero on any rank: the ranks go on or stop together. */
-static int any_rank_failed(Dist *d, int rc) {
-    double v = rc != 0;
-    char e[256];
-    if (dist_allreduce(d, &v, 1, DIST_F64, DIST_MAX, e, sizeof e)) return 1;
-    return v > 0;
+static void step_results(const Trainer *t, const StepSums *sums, StepOut *o) {
+    int rows_domain = (int)sums->role_rows[0], rows_general = (int)sums->role_rows[1];
+    o->loss = sums->loss_sum / ((double)t->B * t->T);
+    o->loss_domain = rows_domain ? sums->role_loss[0] / rows_domain : NAN;
+    o->loss_general = rows_general ? sums->role_loss[1] / rows_general : NAN;
+    o->domain_frac = (double)rows_domain / t->B;
+    o->stop = sums->stop > 0;
+    o->nonfinite = !isfinite(o->loss) || !isfinite(o->grad_norm);
 }
 
-/* A ZeRO-1 checkpoint, written by every rank (trainer/ckpt.h): rank 0
- * creates the temporary directory, each rank writes its own optimizer
- * shard (host memory: its shard of Adam m and v), the fp32 master weights
- * of the shards are gathered to rank 0 alone (the whole weights there, the
- * shard elsewhere), and rank 0 writes weights, config and trainer state and
- * renames. No rank ever holds the whole optimizer state. pieces[r] = rank
- * r's shard length. At world size 1 (NCCL on one GPU) the shard is the
- * whole state and rank 0 writes it as optimizer.safetensors. */
-static int save_ckpt_zero(const TrainArgs *a, Model *m, Dist *d, const size_t *pieces, int step,
-                          long long tokens, double lr, uint64_t fingerprint,
-                          const char *config_text) {
-    const int rank = dist_rank(d), world = dist_world(d), lead = rank == 0;
-    char fp[32], path[CONFIG_PATH_LEN * 3], tmp[CONFIG_PATH_LEN * 3];
-    char err[CONFIG_PATH_LEN * 3 + 512] = "";
-    size_t n = model_optimizer_count(m), n_par = model_num_params(m);
-    float *shard = NULL, *whole = NULL;
-    int rc = 0;
-    const char *bad = lead ? model_find_nonfinite(m) : NULL;
-    if (bad) {
-        fprintf(stderr, "dapt train: not checkpointing step %d: %s is not finite\n", step, bad);
-        rc = 1;
+/* One optimizer step: micro-batches -> forward/backward -> gradient sync ->
+ * clip -> AdamW. A non-finite loss or gradient norm is reported
+ * (o->nonfinite) and not stepped on. */
+static int train_step(Trainer *t, int step, StepOut *o, char *err, size_t err_len) {
+    Model *m = t->m;
+    StepSums sums = {0};
+    const float grad_scale = 1.0f / ((float)t->B * t->T);
+    *o = (StepOut){.lr = sched_lr(&t->sched, step)};
+    if (stream_next_batch(t->s, (uint64_t)step, t->rank, t->world, t->batch, t->src_ids, err,
+                          err_len))
+        return 1;
+    model_zero_grad(m);
+    if (model_moe_begin_step(m, (int64_t)t->B * t->T, err, err_len)) return 1;
+    for (int k = 0; k < t->n_micro; k++) {
+        float loss;
+        micro_batch(t, k);
+        if (comm_grad_sync_begin(t->comm, k == t->n_micro - 1, step, err, err_len)) return 1;
+        if (model_forward_backward(m, t->inp, t->tgt, t->micro, t->T, grad_scale, &loss, err,
+                                   err_len))
+            return comm_fail(t->comm, step, err), 1; /* maybe the MoE counts' sum over NCCL */
+        o->moe_aux += model_moe_aux_loss(m);
+        if (add_losses(t, k, &sums, err, err_len)) return 1;
     }
-    memset(tmp, 0, sizeof tmp);
-    if (!rc && lead && (rc = ckpt_save_begin(a->run_dir, step, tmp, sizeof tmp, err, sizeof err)))
-        fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
-    if (any_rank_failed(d, rc) || dist_broadcast(d, tmp, sizeof tmp, 0, err, sizeof err)) {
-        rc = 1;
-        goto out;
-    }
-    if (!(shard = malloc(sizeof(float) * (3 * n + 1))) ||
-        (lead && !(whole = malloc(sizeof(float) * n_par)))) {
-        snprintf(err, sizeof err, "out of memory for the optimizer shard");
-        rc = 1;
-    } else if (!lead && access(tmp, W_OK) != 0) {
-        snprintf(err, sizeof err,
-                 "cannot write into %s (%s): with dist.zero = 1 every rank writes its optimizer "
-                 "shard into the checkpoint, so run.out_dir must be on a file system all nodes "
-                 "share",
-                 tmp, strerror(errno));
-        rc = 1;
-    } else {
-        model_get_params_shard(m, shard + 2 * n);
-        if (world > 1) { /* one rank (NCCL at world size 1) writes the plain layout */
-            model_get_adam_shard(m, shard, shard + n);
-            rc = ckpt_save_opt_shard(tmp, rank, world, step, n, shard, shard + n, err, sizeof err);
-        }
-    }
-    if (rc)
-        fprintf(stderr, "dapt train: rank %d: checkpoint at step %d failed: %s\n", rank, step, err);
-    if (any_rank_failed(d, rc) ||
-        dist_gather(d, shard + 2 * n, whole, pieces, DIST_F32, 0, err, sizeof err)) {
-        if (lead) ckpt_save_abort(tmp);
-        rc = 1;
-        goto out;
-    }
-    if (lead) {
-        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
-        CkptState st = ckpt_state(a, step, tokens, lr, fp, config_text);
-        st.params = whole, st.opt_world = world > 1 ? world : 0, st.opt_counts = pieces;
-        rc = ckpt_save_commit(a->run_dir, tmp, m, &st, a->cfg.ckpt.keep, path, sizeof path, err,
-                              sizeof err);
-        if (rc) fprintf(stderr, "dapt train: checkpoint at step %d failed: %s\n", step, err);
-        else if (world > 1)
-            printf("checkpoint: %s (optimizer state in %d per-rank shards)\n", path, world);
-        else
-            printf("checkpoint: %s\n", path);
-    }
-    rc = any_rank_failed(d, rc);
-out:
-    free(shard), free(whole);
-    return rc;
+    sums.stop = stop_requested;
+    if (comm_grad_sync_finish(t->comm, step, err, err_len)) return 1;
+    sums.grad_sumsq = comm_grad_sumsq(t->comm);
+    if (dist_allreduce(t->d, &sums, STEP_SUMS_N, DIST_F64, DIST_SUM, err, err_len)) return 1;
+    o->grad_norm = comm_grad_norm(t->comm, sums.grad_sumsq);
+    step_results(t, &sums, o);
+    if (o->nonfinite) return 0;
+    comm_optimizer_step(t->comm, &t->opt, (float)o->lr, step + 1, o->grad_norm);
+    return comm_params_gather(t->comm, step, err, err_len);
 }
 
-static int run(TrainArgs *a) {
-    Config *c = &a->cfg;
-    char err[2048];
-    int rc = 1;
-    Dist *d = a->dist;
-    const int rank = dist_rank(d), world = dist_world(d), lead = rank == 0;
-    if (c->train.global_batch % (world * c->train.micro_batch))
-        return fprintf(stderr,
-                       "dapt train: train.global_batch = %d is not a multiple of %d ranks x "
-                       "train.micro_batch = %d\n",
-                       c->train.global_batch, world, c->train.micro_batch),
-               1;
-    /* device buffers: NCCL; it must pick the GPU (local rank) before the
-     * CUDA backend starts on the current device */
-    const int on_gpu = strcmp(c->run.device, "cpu") != 0;
-    const int want_nccl = !strcmp(c->dist.backend, "nccl") || (on_gpu && world > 1);
-    if (want_nccl && !on_gpu)
-        return fprintf(stderr, "dapt train: dist.backend = \"nccl\" needs run.device = \"cuda\" "
-                               "(run.device is \"%s\")\n",
-                       c->run.device),
-               1;
-    BufComm bc = {.d = d};
-    if (want_nccl && dist_nccl_init(d, c->dist.timeout, &bc.nccl, err, sizeof err)) {
-        if (world > 1) fprintf(stderr, "dapt train: rank %d of %d: %s (data parallelism on "
-                                       "run.device = \"cuda\" runs over NCCL)\n", rank, world, err);
-        else fprintf(stderr, "dapt train: dist.backend = \"nccl\": %s\n", err);
+/* The event record and the console line of a non-finite step. */
+static void report_nonfinite(Trainer *t, int step, const StepOut *o) {
+    const char *what = model_find_nonfinite(t->m);
+    const char *action = t->c->train.on_nonfinite;
+    char err[256];
+    if (!t->lead) return;
+    MetricsRec r;
+    metrics_rec_begin(&r, "event");
+    metrics_rec_int(&r, "step", step);
+    metrics_rec_str(&r, "event", "nonfinite");
+    metrics_rec_str(&r, "loss", isfinite(o->loss) ? "finite" : "nonfinite");
+    metrics_rec_str(&r, "tensor", what ? what : "");
+    metrics_rec_str(&r, "action", action);
+    if (metrics_write(t->mf, &r, err, sizeof err)) fprintf(stderr, "dapt train: %s\n", err);
+    fprintf(stderr, "dapt train: step %d: non-finite %s (loss %g, grad norm %g%s%s): %s\n", step,
+            isfinite(o->loss) ? "gradient" : "loss", o->loss, o->grad_norm,
+            what ? ", first bad tensor " : "", what ? what : "",
+            strcmp(action, "skip") ? "stopping without a checkpoint" : "step skipped");
+}
+
+/* The step's train record (every rank builds it: the MoE fields reset the
+ * routing window; rank 0 writes it) and its console fragment. */
+static int write_train(Trainer *t, int step, const StepOut *o, double tok_s, char *console,
+                       size_t console_len, char *err, size_t err_len) {
+    MetricsRec r;
+    metrics_rec_begin(&r, "train");
+    metrics_rec_int(&r, "step", step + 1);
+    metrics_rec_int(&r, "tokens", t->tokens);
+    metrics_rec_num(&r, "loss", "%.6f", o->loss);
+    metrics_rec_num(&r, "loss_domain", "%.6f", o->loss_domain);
+    metrics_rec_num(&r, "loss_general", "%.6f", o->loss_general);
+    metrics_rec_num(&r, "lr", "%.6g", o->lr);
+    metrics_rec_num(&r, "grad_norm", "%.6g", o->grad_norm);
+    metrics_rec_num(&r, "tok_s", "%.1f", tok_s);
+    metrics_rec_num(&r, "domain_frac", "%.6f", o->domain_frac);
+    if (moe_loop_step_fields(t->m, o->moe_aux, &r, console, console_len, err, err_len)) {
+        metrics_rec_free(&r);
         return 1;
     }
-    const Ops *ops = ops_get(c->run.device, err, sizeof err);
-    if (!ops) {
-        dist_nccl_free(bc.nccl);
-        return fprintf(stderr, "dapt train: run.device: %s\n", err), 1;
-    }
-    bc.elem_bytes = ops->act_bytes;
-    if (bc.nccl) dist_nccl_set_stream(bc.nccl, ops_cuda_stream());
-    snprintf(a->run_dir, sizeof a->run_dir, "%s/%s", c->run.out_dir, c->run.name);
+    return metrics_write(t->mf, &r, err, err_len);
+}
 
-    char resume_path[CONFIG_PATH_LEN * 3];
-    CkptState st = {0};
-    if (a->resume) {
-        int f = ckpt_find_latest(a->run_dir, resume_path, sizeof resume_path, err, sizeof err);
-        if (f) dist_nccl_free(bc.nccl);
-        if (f < 0) return fprintf(stderr, "dapt train: --resume: %s\n", err), 1;
-        if (f > 0)
-            return fprintf(stderr,
-                           "dapt train: --resume: no complete checkpoint under %s/ckpt (start the "
-                           "run without --resume)\n",
-                           a->run_dir),
-                   1;
-    }
-    /* ZeRO-1 shards the optimizer state over the ranks (a no-op at world
-     * size 1: NCCL with one GPU keeps the whole state) */
-    const int zero = c->dist.zero && (world > 1 || bc.nccl);
-    /* dist.bucket_mb > 0: collectives overlapped with compute (NCCL only) */
-    const int overlap = bc.nccl && c->dist.bucket_mb > 0;
-    Model *m = load_model(c, ops, a->resume ? resume_path : NULL, &st, zero ? world : 0, rank, err,
-                          sizeof err);
-    if (!m) {
-        dist_nccl_free(bc.nccl);
-        return fprintf(stderr, "dapt train: %s\n", err), 1;
-    }
-    /* MoE global-batch load balancing sums expert counts over the ranks,
-     * non-blocking (trainer/moe.h): over NCCL when the run has it */
-    if (bc.nccl)
-        model_moe_set_allreduce(m, dist_nccl_moe_sum_begin, dist_nccl_moe_sum_finish, bc.nccl);
-    else model_moe_set_allreduce(m, dist_moe_sum_begin, dist_moe_sum_finish, d);
-    Stream *s = NULL;
-    char *config_text = NULL;
-    FILE *mf = NULL;
-    int32_t *inp = NULL, *tgt = NULL;
-    uint32_t *batch = NULL;
-    int32_t *src_ids = NULL;
-    int *roles = NULL; /* (micro) StreamRole of each row, for MoE routing metrics */
-    size_t *pieces = NULL;
-    const ModelConfig *mc = model_config(m);
-    LrSchedule sched;
-    if (config_check_model(c, mc, err, sizeof err) || moe_loop_configure(m, c, err, sizeof err) ||
-        config_to_schedule(c, &sched, err, sizeof err) ||
-        open_stream(c, c->train.steps, &s, err, sizeof err) || check_vocab(c, m, s, a->tokenizer, sizeof a->tokenizer, err, sizeof err)) {
-        fprintf(stderr, "dapt train: %s\n", err);
-        goto done;
-    }
-    uint64_t fingerprint = stream_fingerprint(s);
-    int start = 0;
-    long long tokens = 0;
-    if (a->resume) {
-        char fp[32];
-        snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
-        if (!st.data_fingerprint || strcmp(st.data_fingerprint, fp)) {
-            fprintf(stderr,
-                    "dapt train: --resume: the data stream differs from the checkpoint's "
-                    "(fingerprint %s now, %s in %s): same shards, mixture, seed, seq_len, "
-                    "global_batch and steps are needed for an exact resume\n",
-                    fp, st.data_fingerprint ? st.data_fingerprint : "(none)", resume_path);
-            goto done;
-        }
-        start = (int)st.step;
-        tokens = st.tokens;
-        printf("resuming from %s (step %d)\n", resume_path, start);
-    }
-    config_text = config_to_toml(c);
-    if (lead) { /* the run directory is rank 0's */
-        if (mkdir_p(a->run_dir, err, sizeof err)) {
-            fprintf(stderr, "dapt train: %s\n", err);
-            goto done;
-        }
-        char path[CONFIG_PATH_LEN * 3];
-        snprintf(path, sizeof path, "%s/config.resolved.toml", a->run_dir);
-        if (config_write(c, path, err, sizeof err)) {
-            fprintf(stderr, "dapt train: %s\n", err);
-            goto done;
-        }
-        snprintf(path, sizeof path, "%s/metrics.jsonl", a->run_dir);
-        mf = fopen(path, "a");
-        if (!mf) {
-            fprintf(stderr, "dapt train: cannot open %s: %s\n", path, strerror(errno));
-            goto done;
-        }
-    }
+/* The eval records of the model after `step` steps. */
+static int eval_and_write(Trainer *t, int step, char *err, size_t err_len) {
+    double ev[2];
+    return evaluate(t->m, t->s, t->d, t->micro, t->T, ev, err, err_len) ||
+           write_eval(t->mf, step, t->tokens, ev, err, err_len);
+}
 
-    const int T = c->data.seq_len, B = c->train.global_batch, micro = c->train.micro_batch;
-    const int B_local = B / world, n_micro = B_local / micro;
-    AdamWConfig opt = config_to_adamw(c);
-    /* ZeRO-1: this rank's shard [shard_off, shard_off + shard_n) of the flat
-     * parameter buffer; pieces[r] = rank r's shard length */
-    size_t n_par = model_num_params(m), shard_off = 0, shard_n = n_par;
-    pieces = malloc(sizeof(size_t) * world);
-    for (int r = 0; r < world; r++) {
-        size_t o;
-        dist_shard(n_par, world, r, &o, &pieces[r]);
-        if (r == rank) shard_off = o, shard_n = pieces[r];
-    }
-    if (zero && (model_optimizer_offset(m) != shard_off || model_optimizer_count(m) != shard_n)) {
-        fprintf(stderr, "dapt train: internal error: optimizer shard differs from the ZeRO-1 layout\n");
-        goto done;
-    }
-    /* the gradient sums overlap the last backward (with MPI on host
-     * buffers they stay after it) */
-    size_t bucket_elems = (size_t)(c->dist.bucket_mb * 1048576.0 / ops->act_bytes);
-    if (bucket_elems < 1) bucket_elems = 1;
-    /* ZeRO-1: every forward pass (training and evaluation) waits for the
-     * parameters' all-gather block by block, when one is pending */
-    if (overlap && zero) model_set_params_needed(m, dist_nccl_gather_needed, bc.nccl);
-    batch = malloc(sizeof(uint32_t) * B_local * (T + 1));
-    src_ids = malloc(sizeof(int32_t) * B_local);
-    inp = malloc(sizeof(int32_t) * micro * T);
-    tgt = malloc(sizeof(int32_t) * micro * T);
-    roles = malloc(sizeof(int) * micro);
-    if (!strcmp(ops->name, "cpu") && ops_cpu_blas_hint()) printf("%s\n", ops_cpu_blas_hint());
-    printf("dapt train: %s, %s %d layers d_model %d (%.2fM params) on %s; %d steps of %d x %d "
-           "tokens\n",
-           a->run_dir, model_arch_name(mc->arch), mc->n_layer, mc->d_model,
-           model_num_params(m) / 1e6, ops->name, c->train.steps, B, T);
-    if (world > 1 && !bc.nccl)
-        printf("  data parallel: %d ranks (%s), %d sequences per rank per step%s\n", world,
-               dist_backend(d), B_local, zero ? ", ZeRO-1 optimizer state" : "");
-    if (bc.nccl)
-        printf("  data parallel: %d ranks (%s + nccl %s, GPU %d on rank 0), %d sequences per rank "
-               "per step%s\n",
-               world, dist_backend(d), dist_nccl_version(bc.nccl), dist_nccl_device(bc.nccl),
-               B_local, zero ? ", ZeRO-1 optimizer state" : "");
-    if (overlap)
-        printf("  gradient sums overlapped with the backward%s: buckets of %zu elements (%.3g "
-               "MiB)\n",
-               zero ? ", the parameters' all-gather with the next forward" : "", bucket_elems,
-               c->dist.bucket_mb);
-    else if (c->dist.bucket_mb > 0 && world > 1)
-        printf(
-            "  dist.bucket_mb: ignored, the MPI backend sums the gradients after the backward\n");
-    if (world > 1 || bc.nccl)
-        printf("  optimizer state: %zu bytes on rank 0 (%s for %zu of %zu parameters)\n",
-               model_optimizer_bytes(m),
-               ops->act_bytes != sizeof(float) ? "Adam m, v and fp32 master" : "Adam m, v",
-               model_optimizer_count(m), n_par);
-    for (int j = 0; j < stream_n_sources(s); j++)
-        printf("  source %-8s %12llu tokens, %llu windows per epoch\n", stream_source_name(s, j),
-               (unsigned long long)stream_source_tokens(s, j),
-               (unsigned long long)stream_source_windows(s, j));
+/* err, prefixed with the rank (when there are several) and the step */
+static int step_failed(const Trainer *t, int step, char *err, size_t err_len) {
+    char msg[2600];
+    if (t->world > 1)
+        snprintf(msg, sizeof msg, "rank %d of %d: step %d: %s", t->rank, t->world, step, err);
+    else
+        snprintf(msg, sizeof msg, "step %d: %s", step, err);
+    snprintf(err, err_len, "%s", msg);
+    return 1;
+}
 
+/* The steps from start_step on, with evaluation, checkpoints, metrics and
+ * the console line; stops early on a non-finite step (on_nonfinite =
+ * "stop") or a signal. */
+static int train_loop(Trainer *t, char *err, size_t err_len) {
+    const Config *c = t->c;
+    const int steps = c->train.steps;
+    const int tty = isatty(STDOUT_FILENO), every_print = steps / 20 > 0 ? steps / 20 : 1;
+    double t_start = now_s();
+    int steps_run = 0;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    int tty = isatty(STDOUT_FILENO), every_print = c->train.steps / 20 > 0 ? c->train.steps / 20 : 1;
-    double t_start = now_s();
-    int steps_run = 0, step = start;
-    double lr = 0.0;
-    rc = 0;
-    if (start == 0 && c->eval.every > 0) {
-        double ev[2];
-        if ((rc = evaluate(m, s, d, micro, T, ev, err, sizeof err))) goto fail;
-        write_eval(mf, 0, 0, ev);
-    }
-    for (; step < c->train.steps; step++) {
+    if (t->start_step == 0 && c->eval.every > 0 && eval_and_write(t, 0, err, err_len))
+        return step_failed(t, 0, err, err_len);
+    for (int step = t->start_step; step < steps; step++) {
+        StepOut o;
+        char moe_console[64];
         double t0 = now_s();
-        lr = sched_lr(&sched, step);
-        if ((rc = stream_next_batch(s, (uint64_t)step, rank, world, batch, src_ids, err, sizeof err)))
-            goto fail;
-        model_zero_grad(m);
-        double role_sum[2] = {0, 0}, total = 0;
-        int role_n[2] = {0, 0};
-        float grad_scale = 1.0f / ((float)B * T);
-        double moe_aux = 0.0; /* MoE: the step's aux loss (trainer/moe.h) */
-        if ((rc = model_moe_begin_step(m, (int64_t)B * T, err, sizeof err))) goto fail;
-        for (int k = 0; k < n_micro; k++) {
-            for (int i = 0; i < micro; i++) {
-                const uint32_t *w = batch + (size_t)(k * micro + i) * (T + 1);
-                for (int t = 0; t < T; t++) {
-                    inp[i * T + t] = (int32_t)w[t];
-                    tgt[i * T + t] = (int32_t)w[t + 1];
-                }
-            }
-            float loss;
-            /* dist.bucket_mb: the last micro-batch's backward hands its
-             * finished gradients to NCCL as it goes */
-            const int arm = overlap && k == n_micro - 1;
-            if (arm && (rc = dist_nccl_buckets_begin(
-                            bc.nccl, model_grads_buffer(m), n_par, bc.elem_bytes, bucket_elems,
-                            zero ? pieces : NULL, ops_cuda_stream(), err, sizeof err))) {
-                nccl_failed(&bc, step, err);
-                goto fail;
-            }
-            model_set_grad_ready(m, arm ? dist_nccl_buckets_ready : NULL, bc.nccl);
-            if ((rc = model_forward_backward(m, inp, tgt, micro, T, grad_scale, &loss, err,
-                                             sizeof err))) {
-                /* on a NCCL run this may be the MoE counts' sum over NCCL
-                 * (moe.c): end the job before cleanup touches the GPU */
-                nccl_failed(&bc, step, err);
-                goto fail;
-            }
-            moe_aux += model_moe_aux_loss(m);
-            for (int i = 0; i < micro; i++) roles[i] = stream_source_role(s, src_ids[k * micro + i]);
-            if ((rc = model_moe_record_routing(m, roles, micro, err, sizeof err))) goto fail;
-            const float *tl = model_token_losses(m);
-            for (int i = 0; i < micro; i++) {
-                double ls = 0;
-                for (int t = 0; t < T; t++) ls += tl[i * T + t];
-                int role = stream_source_role(s, src_ids[k * micro + i]);
-                role_sum[role] += ls / T;
-                role_n[role]++;
-                total += ls;
-            }
-        }
-        model_set_grad_ready(m, NULL, NULL);
-        /* the gradients and the step's sums over all ranks; red[5] > 0 when
-         * some rank got SIGINT/SIGTERM, so that all stop after this step */
-        double red[7] = {total, role_sum[0], role_sum[1], role_n[0], role_n[1], stop_requested, 0};
-        float gnorm;
-        if (overlap)
-            rc = dist_nccl_buckets_finish(bc.nccl, err, sizeof err);
-        else if (zero)
-            rc = buf_reduce_scatter(&bc, model_grads_buffer(m), pieces, err, sizeof err);
-        else
-            rc = buf_allreduce_sum(&bc, model_grads_buffer(m), n_par, err, sizeof err);
-        if (!rc && zero) red[6] = model_grad_sumsq_range(m, shard_off, shard_n);
-        if (rc) nccl_failed(&bc, step, err);
-        if (rc || (rc = dist_allreduce(d, red, 7, DIST_F64, DIST_SUM, err, sizeof err))) goto fail;
-        gnorm = zero ? (float)sqrt(red[6]) : model_grad_norm(m);
-        int stop = red[5] > 0;
-        role_n[0] = (int)red[3], role_n[1] = (int)red[4];
-        double loss = red[0] / ((double)B * T);
-        double ld = role_n[0] ? red[1] / role_n[0] : NAN;
-        double lg = role_n[1] ? red[2] / role_n[1] : NAN;
-        if (!isfinite(loss) || !isfinite(gnorm)) {
-            const char *what = model_find_nonfinite(m);
-            if (lead) {
-                fprintf(mf, "{\"type\":\"event\",\"step\":%d,\"event\":\"nonfinite\",\"loss\":%s,"
-                            "\"tensor\":\"%s\",\"action\":\"%s\"}\n",
-                        step, isfinite(loss) ? "\"finite\"" : "\"nonfinite\"", what ? what : "",
-                        c->train.on_nonfinite);
-                fflush(mf);
-                fprintf(stderr, "dapt train: step %d: non-finite %s (loss %g, grad norm %g%s%s): %s\n",
-                        step, isfinite(loss) ? "gradient" : "loss", loss, gnorm,
-                        what ? ", first bad tensor " : "", what ? what : "",
-                        strcmp(c->train.on_nonfinite, "skip") ? "stopping without a checkpoint"
-                                                              : "step skipped");
-            }
-            if (strcmp(c->train.on_nonfinite, "skip")) {
-                rc = 1;
-                goto done;
-            }
+        if (train_step(t, step, &o, err, err_len)) return step_failed(t, step, err, err_len);
+        if (o.nonfinite) {
+            report_nonfinite(t, step, &o);
+            if (strcmp(c->train.on_nonfinite, "skip")) return err[0] = 0, 1;
             continue;
         }
-        if (zero) {
-            model_adamw_step_range(m, &opt, (float)lr, step + 1, shard_off, shard_n,
-                                   model_clip_scale(&opt, gnorm));
-            /* overlapped: the next forward waits for each block's part */
-            if (overlap)
-                rc = dist_nccl_gather_begin(bc.nccl, model_params_buffer(m), n_par, bc.elem_bytes,
-                                            bucket_elems, pieces, ops_cuda_stream(), err,
-                                            sizeof err);
-            else
-                rc = buf_allgather(&bc, model_params_buffer(m), pieces, err, sizeof err);
-            if (rc) {
-                nccl_failed(&bc, step, err);
-                goto fail;
-            }
-        } else {
-            model_adamw_step(m, &opt, (float)lr, step + 1);
-        }
-        tokens += (long long)B * T;
+        t->tokens += (long long)t->B * t->T;
         steps_run++;
-        double dt = now_s() - t0, tok_s = (double)B * T / dt;
-        double dom_frac = (double)role_n[0] / B;
-        char b1[32], b2[32], moe_console[64];
-        char *moe_fields = moe_loop_step_fields(m, moe_aux, moe_console, sizeof moe_console);
-        if (mf)
-            fprintf(mf,
-                "{\"type\":\"train\",\"step\":%d,\"tokens\":%lld,\"loss\":%.6f,\"loss_domain\":%s,"
-                "\"loss_general\":%s,\"lr\":%.6g,\"grad_norm\":%.6g,\"tok_s\":%.1f,"
-                "\"domain_frac\":%.6f%s}\n",
-                step + 1, tokens, loss, json_num(b1, sizeof b1, ld), json_num(b2, sizeof b2, lg),
-                lr, gnorm, tok_s, dom_frac, moe_fields ? moe_fields : "");
-        free(moe_fields);
-        if (tty || (step + 1) % every_print == 0 || step == start || step + 1 == c->train.steps) {
+        double tok_s = (double)t->B * t->T / (now_s() - t0);
+        if (write_train(t, step, &o, tok_s, moe_console, sizeof moe_console, err, err_len))
+            return step_failed(t, step, err, err_len);
+        if (tty || (step + 1) % every_print == 0 || step == t->start_step || step + 1 == steps) {
             char eta[32];
             double per = (now_s() - t_start) / steps_run;
-            fmt_duration(eta, sizeof eta, per * (c->train.steps - step - 1));
+            fmt_duration(eta, sizeof eta, per * (steps - step - 1));
             printf("step %5d/%d | loss %.4f (domain %.4f, general %.4f) | lr %.2e | gnorm %.3f | "
                    "%.0f tok/s | domain %.2f%s | ETA %s\n",
-                   step + 1, c->train.steps, loss, ld, lg, lr, gnorm, tok_s, dom_frac, moe_console,
-                   eta);
+                   step + 1, steps, o.loss, o.loss_domain, o.loss_general, o.lr, o.grad_norm, tok_s,
+                   o.domain_frac, moe_console, eta);
             fflush(stdout);
         }
-        int last = step + 1 == c->train.steps;
-        if (c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || last)) {
-            double ev[2];
-            /* the gather done on every rank before evaluation (outside the
-             * timed step): a rank without evaluation windows runs no forward
-             * to wait in, and the emulated NCCL (tests/cuemu) advances a
-             * rank's collectives only when that rank waits */
-            if ((rc = gather_done(&bc, overlap && zero, step, err, sizeof err))) goto fail;
-            if ((rc = evaluate(m, s, d, micro, T, ev, err, sizeof err))) goto fail;
-            write_eval(mf, step + 1, tokens, ev);
-        }
-        if (mf) fflush(mf);
-        if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || stop) {
+        int last = step + 1 == steps;
+        /* the gather done on every rank before evaluation (outside the
+         * timed step): a rank without evaluation windows runs no forward to
+         * wait in, and the emulated NCCL (tests/cuemu) advances a rank's
+         * collectives only when that rank waits */
+        if (c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || last) &&
+            (comm_gather_wait(t->comm, step, err, err_len) ||
+             eval_and_write(t, step + 1, err, err_len)))
+            return step_failed(t, step, err, err_len);
+        if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || o.stop) {
             /* the checkpoint reads the parameters: the gather must be done */
-            if ((rc = gather_done(&bc, overlap && zero, step, err, sizeof err))) goto fail;
-            if (zero)
-                rc = save_ckpt_zero(a, m, d, pieces, step + 1, tokens, lr, fingerprint, config_text);
-            else if (lead)
-                rc = save_ckpt(a, m, step + 1, tokens, lr, fingerprint, config_text);
-            if (rc) goto done;
+            if (comm_gather_wait(t->comm, step, err, err_len))
+                return step_failed(t, step, err, err_len);
+            if (train_ckpt_save(&t->ckpt, t->m, step + 1, t->tokens, o.lr))
+                return err[0] = 0, 1; /* the failing rank said why */
         }
-        if (stop && !last) {
+        if (o.stop && !last) {
             printf("dapt train: %s: stopped after step %d with a checkpoint; continue "
                    "with --resume\n",
                    stop_requested == SIGINT    ? "SIGINT received"
                    : stop_requested == SIGTERM ? "SIGTERM received"
                                                : "another rank received SIGINT/SIGTERM",
                    step + 1);
-            goto done;
+            return 0;
         }
     }
     printf("dapt train: done, %d steps in %.1fs; metrics in %s/metrics.jsonl\n", steps_run,
-           now_s() - t_start, a->run_dir);
-    goto done;
-fail:
-    if (world > 1) fprintf(stderr, "dapt train: rank %d of %d: step %d: %s\n", rank, world, step, err);
-    else fprintf(stderr, "dapt train: step %d: %s\n", step, err);
-done:
-    /* nothing may free the parameters while NCCL still writes them */
-    if (overlap && zero) {
-        char gerr[512], msg[600];
-        if (dist_nccl_gather_finish(bc.nccl, gerr, sizeof gerr)) {
-            snprintf(msg, sizeof msg, "dapt train: at the end: %s", gerr);
-            dist_abort(d, 1, msg);
-        }
-    }
-    if (mf) fclose(mf);
-    free(pieces), free(config_text), free(batch), free(src_ids), free(inp), free(tgt), free(roles);
-    ckpt_state_free(&st);
-    if (s) stream_close(s);
-    model_free(m);
-    dist_nccl_free(bc.nccl);
-    return rc;
+           now_s() - t_start, t->run_dir);
+    return 0;
 }
 
-int cmd_train(int argc, char **argv) {
-    TrainArgs a = {0};
-    const char *path = NULL;
-    char **ovr = calloc(argc, sizeof *ovr);
-    int n_ovr = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            free(ovr);
-            return 0;
-        } else if (!strcmp(argv[i], "--resume")) {
-            a.resume = 1;
-        } else if (!strncmp(argv[i], "--", 2)) {
-            ovr[n_ovr++] = argv[i];
-        } else if (!path) {
-            path = argv[i];
-        } else {
-            fprintf(stderr, "dapt train: unexpected argument '%s'\n", argv[i]);
-            usage(stderr);
-            free(ovr);
-            return 2;
-        }
-    }
-    if (!path) {
-        usage(stderr);
-        free(ovr);
-        return 2;
-    }
-    char err[2048];
-    if (dist_init(&a.dist, err, sizeof err)) {
-        fprintf(stderr, "dapt train: %s\n", err);
-        free(ovr);
+/* --resume: the newest complete checkpoint of the run directory; its
+ * trainer state must match the data stream. */
+static int find_resume(const Trainer *t, char *path, size_t path_len, char *err, size_t err_len) {
+    char why[1024];
+    int f = ckpt_find_latest(t->run_dir, path, path_len, why, sizeof why);
+    if (f < 0) return snprintf(err, err_len, "--resume: %s", why), 1;
+    if (f > 0)
+        return snprintf(err, err_len,
+                        "--resume: no complete checkpoint under %s/ckpt (start the run without "
+                        "--resume)",
+                        t->run_dir),
+               1;
+    return 0;
+}
+
+/* The run directory (rank 0's): config.resolved.toml and metrics.jsonl. */
+static int open_run_dir(Trainer *t, char *err, size_t err_len) {
+    char path[CONFIG_PATH_LEN * 3];
+    if (!t->lead) return 0;
+    if (mkdir_p(t->run_dir, err, err_len)) return 1;
+    snprintf(path, sizeof path, "%s/config.resolved.toml", t->run_dir);
+    if (config_write(t->c, path, err, err_len)) return 1;
+    return metrics_open(&t->mf, t->run_dir, err, err_len);
+}
+
+static void print_setup(const Trainer *t) {
+    const ModelConfig *mc = model_config(t->m);
+    if (!strcmp(t->ops->name, "cpu") && ops_cpu_blas_hint()) printf("%s\n", ops_cpu_blas_hint());
+    printf("dapt train: %s, %s %d layers d_model %d (%.2fM params) on %s; %d steps of %d x %d "
+           "tokens\n",
+           t->run_dir, model_arch_name(mc->arch), mc->n_layer, mc->d_model,
+           model_num_params(t->m) / 1e6, t->ops->name, t->c->train.steps, t->B, t->T);
+    comm_print(t->comm, t->B_local);
+    for (int j = 0; j < stream_n_sources(t->s); j++)
+        printf("  source %-8s %12llu tokens, %llu windows per epoch\n", stream_source_name(t->s, j),
+               (unsigned long long)stream_source_tokens(t->s, j),
+               (unsigned long long)stream_source_windows(t->s, j));
+}
+
+/* Everything a run needs, from the config: the collectives, the backend,
+ * the model (resumed or from its base), the data stream, the run
+ * directory and the step's buffers. On failure what was made stays in t
+ * for train_teardown. */
+static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len) {
+    const Config *c = &a->cfg;
+    char resume_path[CONFIG_PATH_LEN * 3], fp[32];
+    t->c = c, t->d = a->dist;
+    t->rank = dist_rank(t->d), t->world = dist_world(t->d), t->lead = t->rank == 0;
+    t->T = c->data.seq_len, t->B = c->train.global_batch, t->micro = c->train.micro_batch;
+    if (t->B % (t->world * t->micro))
+        return snprintf(err, err_len,
+                        "train.global_batch = %d is not a multiple of %d ranks x "
+                        "train.micro_batch = %d",
+                        t->B, t->world, t->micro),
+               1;
+    t->B_local = t->B / t->world, t->n_micro = t->B_local / t->micro;
+    if (comm_open(t->d, c, &t->comm, err, err_len)) return 1;
+    char why[1024];
+    if (!(t->ops = ops_get(c->run.device, why, sizeof why)))
+        return snprintf(err, err_len, "run.device: %s", why), 1;
+    snprintf(t->run_dir, sizeof t->run_dir, "%s/%s", c->run.out_dir, c->run.name);
+    if (a->resume && find_resume(t, resume_path, sizeof resume_path, err, err_len)) return 1;
+    t->m = load_model(c, t->ops, a->resume ? resume_path : NULL, &t->resumed,
+                      comm_zero_world(t->comm), t->rank, err, err_len);
+    if (!t->m || comm_bind(t->comm, t->m, t->ops, err, err_len)) return 1;
+    if (config_check_model(c, model_config(t->m), err, err_len) ||
+        moe_loop_configure(t->m, c, err, err_len) ||
+        config_to_schedule(c, &t->sched, err, err_len) ||
+        open_stream(c, c->train.steps, &t->s, err, err_len) ||
+        check_vocab(c, t->m, t->s, t->tokenizer, sizeof t->tokenizer, err, err_len))
         return 1;
+    uint64_t fingerprint = stream_fingerprint(t->s);
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
+    if (a->resume) {
+        const char *was = t->resumed.data_fingerprint;
+        if (!was || strcmp(was, fp))
+            return snprintf(err, err_len,
+                            "--resume: the data stream differs from the checkpoint's "
+                            "(fingerprint %s now, %s in %s): same shards, mixture, seed, seq_len, "
+                            "global_batch and steps are needed for an exact resume",
+                            fp, was ? was : "(none)", resume_path),
+                   1;
+        t->start_step = (int)t->resumed.step;
+        t->tokens = t->resumed.tokens;
+        printf("resuming from %s (step %d)\n", resume_path, t->start_step);
     }
-    int world = dist_world(a.dist), rc = 1;
-    /* rank 0 speaks for the job; the others print only errors */
-    if (dist_rank(a.dist) > 0 && !freopen("/dev/null", "w", stdout))
-        dist_abort(a.dist, 1, "cannot silence stdout");
-    if (config_from_args(&a.cfg, path, n_ovr, ovr, err, sizeof err))
-        fprintf(stderr, "dapt train: %s\n", err);
-    else rc = run(&a);
-    free(ovr);
-    config_free(&a.cfg);
-    if (rc && world > 1) dist_abort(a.dist, rc, "dapt train failed (the message above says why)");
-    dist_free(a.dist);
+    t->config_text = config_to_toml(c);
+    if (open_run_dir(t, err, err_len)) return 1;
+    t->opt = config_to_adamw(c);
+    t->ckpt = (TrainCkpt){.run_dir = t->run_dir,
+                          .keep = c->ckpt.keep,
+                          .seed = (uint64_t)c->run.seed,
+                          .fingerprint = fingerprint,
+                          .config_text = t->config_text,
+                          .tokenizer = t->tokenizer,
+                          .d = t->d,
+                          .pieces = comm_zero_world(t->comm) ? comm_pieces(t->comm) : NULL};
+    t->batch = malloc(sizeof(uint32_t) * t->B_local * (t->T + 1));
+    t->src_ids = malloc(sizeof(int32_t) * t->B_local);
+    t->inp = malloc(sizeof(int32_t) * t->micro * t->T);
+    t->tgt = malloc(sizeof(int32_t) * t->micro * t->T);
+    t->roles = malloc(sizeof(int) * t->micro);
+    if (!t->batch || !t->src_ids || !t->inp || !t->tgt || !t->roles)
+        return snprintf(err, err_len, "out of memory for the batch"), 1;
+    print_setup(t);
+    return 0;
+}
+
+static void train_teardown(Trainer *t) {
+    comm_drain(t->comm); /* nothing may free the parameters while NCCL still writes them */
+    metrics_close(t->mf);
+    free(t->config_text), free(t->batch), free(t->src_ids), free(t->inp), free(t->tgt);
+    free(t->roles);
+    ckpt_state_free(&t->resumed);
+    if (t->s) stream_close(t->s);
+    model_free(t->m);
+    comm_free(t->comm);
+}
+
+int train_run(const TrainArgs *a, char *err, size_t err_len) {
+    Trainer t = {0};
+    int rc = train_setup(&t, a, err, err_len) || train_loop(&t, err, err_len);
+    train_teardown(&t);
     return rc;
 }

@@ -1,0 +1,71 @@
+/* cli/train.c: `dapt train CONFIG.toml [--section.key=value ...] [--resume]`:
+ * the command line, the process group and the config, then train_run
+ * (trainer/train.h). The one place of the command that prints usage and
+ * error messages and ends a multi-rank job that failed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer/cli.h"
+#include "trainer/train.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: dapt train CONFIG.toml [--section.key=value ...] [--resume]\n\n"
+               "Continues pretraining a model (model.init_from: an HF directory or a dapt\n"
+               "checkpoint; empty: from scratch) on the domain/general mixture of [data] and\n"
+               "[mix]. Writes RUN = run.out_dir/run.name: config.resolved.toml, metrics.jsonl,\n"
+               "ckpt/step-NNNNNNNN/. docs/config.md lists every key.\n\n"
+               "  --section.key=value  override one config key (any number)\n"
+               "  --resume             continue from the newest complete checkpoint in RUN\n"
+               "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n");
+}
+
+int cmd_train(int argc, char **argv) {
+    TrainArgs a = {0};
+    const char *path = NULL;
+    char **ovr = calloc(argc, sizeof *ovr);
+    int n_ovr = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            free(ovr);
+            return 0;
+        } else if (!strcmp(argv[i], "--resume")) {
+            a.resume = 1;
+        } else if (!strncmp(argv[i], "--", 2)) {
+            ovr[n_ovr++] = argv[i];
+        } else if (!path) {
+            path = argv[i];
+        } else {
+            fprintf(stderr, "dapt train: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            free(ovr);
+            return 2;
+        }
+    }
+    if (!path) {
+        usage(stderr);
+        free(ovr);
+        return 2;
+    }
+    char err[4096] = "";
+    if (dist_init(&a.dist, err, sizeof err)) {
+        fprintf(stderr, "dapt train: %s\n", err);
+        free(ovr);
+        return 1;
+    }
+    int world = dist_world(a.dist), rc = 1;
+    /* rank 0 speaks for the job; the others print only errors */
+    if (dist_rank(a.dist) > 0 && !freopen("/dev/null", "w", stdout))
+        dist_abort(a.dist, 1, "cannot silence stdout");
+    if (config_from_args(&a.cfg, path, n_ovr, ovr, err, sizeof err)) {
+        fprintf(stderr, "dapt train: %s\n", err);
+    } else if ((rc = train_run(&a, err, sizeof err)) && err[0]) {
+        fprintf(stderr, "dapt train: %s\n", err);
+    }
+    free(ovr);
+    config_free(&a.cfg);
+    if (rc && world > 1) dist_abort(a.dist, rc, "dapt train failed (the message above says why)");
+    dist_free(a.dist);
+    return rc;
+}

@@ -1,0 +1,33 @@
+/* train_ckpt.h: the checkpoints `dapt train` writes (trainer/ckpt.h does
+ * the files): the whole state from rank 0, or under ZeRO-1 the optimizer
+ * state in per-rank shards. Internal to trainer/train.c. */
+#ifndef DAPT_TRAIN_CKPT_H
+#define DAPT_TRAIN_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trainer/dist.h"
+#include "trainer/model.h"
+
+/* What every checkpoint of a run carries besides the model. */
+typedef struct {
+    const char *run_dir;
+    int keep;                /* ckpt.keep */
+    uint64_t seed;           /* run.seed */
+    uint64_t fingerprint;    /* the data stream's */
+    const char *config_text; /* config_to_toml */
+    const char *tokenizer;   /* copied into checkpoints; "" = none */
+    Dist *d;
+    const size_t *pieces; /* ZeRO-1: rank r's optimizer shard length; NULL: whole state */
+} TrainCkpt;
+
+/* Writes RUN/ckpt/step-NNNNNNNN (step, tokens, lr: the trainer state after
+ * that step). Collective under ZeRO-1 (every rank writes its optimizer
+ * shard), else rank 0's alone. Refuses a model with a non-finite tensor.
+ * 1 on failure on any rank; the rank that failed prints the cause on
+ * stderr at once ("dapt train: ..."), before the collective that tells the
+ * others, whose abort may end this process before it returns. */
+int train_ckpt_save(const TrainCkpt *k, Model *m, int step, long long tokens, double lr);
+
+#endif
