@@ -1,6 +1,7 @@
 // tokenizer/spm.cc: the extern "C" shim over sentencepiece declared in
 // tokenizer/spm.h. No exception or sentencepiece status crosses the C
 // boundary: every entry point catches and converts to (return code, message).
+#include "kernels/util.h"
 #include "tokenizer/spm.h"
 
 #include <sentencepiece_processor.h>
@@ -18,7 +19,7 @@ struct SpmModel {
 };
 
 static int spm_fail(char *err, size_t errlen, const std::string &msg) {
-    if (err && errlen) snprintf(err, errlen, "%s", msg.c_str());
+    if (err && errlen) err_set(err, errlen, "%s", msg.c_str());
     return -1;
 }
 
