@@ -49,20 +49,27 @@ int mix_schedule_create(MixSchedule **out, const MixPoint *points, int n, uint64
                         uint32_t global_batch, char *err, size_t errlen) {
     *out = NULL;
     if (n < 1 || n > MIX_MAX_POINTS)
-        return err_set(err, errlen, "mixture schedule: %d points, expected 1 to %d", n, MIX_MAX_POINTS);
+        return err_set(err, errlen, "mixture schedule: %d points, expected 1 to %d", n,
+                       MIX_MAX_POINTS);
     if (total_steps < 1 || global_batch < 1)
-        return err_set(err, errlen, "mixture schedule: total steps and global batch must be positive");
+        return err_set(err, errlen,
+                       "mixture schedule: total steps and global batch must be positive");
     for (int k = 0; k < n; k++) {
         const MixPoint *p = &points[k];
         if (!(p->progress >= 0 && p->progress <= 1) || !(p->fraction >= 0 && p->fraction <= 1))
-            return err_set(err, errlen, "mixture schedule point %d [%g, %g]: progress and fraction must be in [0, 1]",
-                        k, p->progress, p->fraction);
+            return err_set(
+                err, errlen,
+                "mixture schedule point %d [%g, %g]: progress and fraction must be in [0, 1]", k,
+                p->progress, p->fraction);
         if (k > 0 && p->progress < points[k - 1].progress)
-            return err_set(err, errlen, "mixture schedule point %d: progress %g is below the previous point's %g",
-                        k, p->progress, points[k - 1].progress);
+            return err_set(
+                err, errlen,
+                "mixture schedule point %d: progress %g is below the previous point's %g", k,
+                p->progress, points[k - 1].progress);
         if (k > 1 && p->progress == points[k - 2].progress)
-            return err_set(err, errlen, "mixture schedule point %d: more than two points at progress %g", k,
-                        p->progress);
+            return err_set(err, errlen,
+                           "mixture schedule point %d: more than two points at progress %g", k,
+                           p->progress);
     }
     MixSchedule *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, errlen, "out of memory");
@@ -127,10 +134,12 @@ void mix_schedule_range(const MixSchedule *m, double *lo, double *hi) {
 
 int mix_split_create(MixSplit **out, const double *w, int n, char *err, size_t errlen) {
     *out = NULL;
-    if (n < 1 || n > MIX_MAX_SOURCES) return err_set(err, errlen, "%d sources in one role, expected 1 to %d", n, MIX_MAX_SOURCES);
+    if (n < 1 || n > MIX_MAX_SOURCES)
+        return err_set(err, errlen, "%d sources in one role, expected 1 to %d", n, MIX_MAX_SOURCES);
     double total = 0;
     for (int j = 0; j < n; j++) {
-        if (!(w[j] > 0) || !isfinite(w[j])) return err_set(err, errlen, "source weight %g must be positive", w[j]);
+        if (!(w[j] > 0) || !isfinite(w[j]))
+            return err_set(err, errlen, "source weight %g must be positive", w[j]);
         total += w[j];
     }
     MixSplit *m = calloc(1, sizeof *m);

@@ -83,10 +83,10 @@ int shard_writer_open(ShardWriter **out, const char *path, const ShardHeader *hd
     *out = NULL;
     if (hdr->vocab_size == 0 || hdr->eos_id >= hdr->vocab_size)
         return err_set(err, errlen, "%s: eos id %u is not below vocab size %u", path, hdr->eos_id,
-                    hdr->vocab_size);
+                       hdr->vocab_size);
     if (hdr->tokens_per_frame == 0 || hdr->tokens_per_frame > (1u << 26))
         return err_set(err, errlen, "%s: tokens per frame %u not in [1, 2^26]", path,
-                    hdr->tokens_per_frame);
+                       hdr->tokens_per_frame);
     ShardWriter *w = calloc(1, sizeof *w);
     if (!w) return err_set(err, errlen, "%s: out of memory", path);
     w->hdr = *hdr;
@@ -161,8 +161,8 @@ int shard_writer_append(ShardWriter *w, const uint32_t *tokens, size_t n, uint64
     for (size_t i = 0; i < n; i++)
         if (tokens[i] >= w->hdr.vocab_size)
             return err_set(err, errlen, "%s: token %u at position %llu is not below vocab size %u",
-                        w->path, tokens[i], (unsigned long long)(w->hdr.n_tokens + i),
-                        w->hdr.vocab_size);
+                           w->path, tokens[i], (unsigned long long)(w->hdr.n_tokens + i),
+                           w->hdr.vocab_size);
     size_t tpf = w->hdr.tokens_per_frame;
     while (n > 0) {
         size_t k = tpf - w->frame_n;
@@ -226,7 +226,8 @@ int shard_writer_commit(ShardWriter *w, char *err, size_t errlen) {
         return -1;
     }
     if (rename(w->tmp_path, w->path)) {
-        err_set(err, errlen, "%s: cannot rename from %s: %s", w->path, w->tmp_path, strerror(errno));
+        err_set(err, errlen, "%s: cannot rename from %s: %s", w->path, w->tmp_path,
+                strerror(errno));
         shard_writer_abort(w);
         return -1;
     }
@@ -296,7 +297,7 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
     s->file_bytes = (uint64_t)st.st_size;
     if (s->file_bytes < HDR_FRAME + 8 + SEEK_FOOTER) {
         err_set(err, errlen, "%s: truncated: %llu bytes, a shard has at least %d", path,
-             (unsigned long long)s->file_bytes, HDR_FRAME + 8 + SEEK_FOOTER);
+                (unsigned long long)s->file_bytes, HDR_FRAME + 8 + SEEK_FOOTER);
         goto bad;
     }
     unsigned char h[HDR_FRAME];
@@ -316,7 +317,7 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
     s->hdr.version = get32(p + 8);
     if (s->hdr.version != SHARD_VERSION) {
         err_set(err, errlen, "%s: byte 16: format version %u, this build reads version %d", path,
-             s->hdr.version, SHARD_VERSION);
+                s->hdr.version, SHARD_VERSION);
         goto bad;
     }
     s->hdr.token_bytes = get32(p + 12);
@@ -334,30 +335,32 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
     if ((tb != 2 && tb != 4) || (tb == 2) != (s->hdr.vocab_size <= 65536) ||
         s->hdr.vocab_size == 0 || s->hdr.eos_id >= s->hdr.vocab_size ||
         s->hdr.tokens_per_frame == 0 || s->hdr.tokens_per_frame > (1u << 26)) {
-        err_set(err, errlen,
-             "%s: byte 20: inconsistent header (token bytes %u, vocab %u, eos %u, tokens/frame %u)",
-             path, tb, s->hdr.vocab_size, s->hdr.eos_id, s->hdr.tokens_per_frame);
+        err_set(
+            err, errlen,
+            "%s: byte 20: inconsistent header (token bytes %u, vocab %u, eos %u, tokens/frame %u)",
+            path, tb, s->hdr.vocab_size, s->hdr.eos_id, s->hdr.tokens_per_frame);
         goto bad;
     }
     unsigned char foot[SEEK_FOOTER];
     uint64_t foot_off = s->file_bytes - SEEK_FOOTER;
     if (read_at(s->fd, foot, SEEK_FOOTER, foot_off) || get32(foot + 5) != SEEKABLE_MAGIC) {
         err_set(err, errlen, "%s: byte %llu: no seek table footer (truncated or not a shard)", path,
-             (unsigned long long)foot_off);
+                (unsigned long long)foot_off);
         goto bad;
     }
     s->n_frames = get32(foot);
     if (foot[4] & 0x7f) {
         err_set(err, errlen, "%s: byte %llu: reserved bits set in seek table descriptor", path,
-             (unsigned long long)(foot_off + 4));
+                (unsigned long long)(foot_off + 4));
         goto bad;
     }
     uint64_t entry = (foot[4] & 0x80) ? 12 : 8;
     uint64_t table = 8 + entry * s->n_frames + SEEK_FOOTER;
     if (s->n_frames != hdr_frames || table + HDR_FRAME > s->file_bytes) {
-        err_set(err, errlen, "%s: byte %llu: seek table has %llu frames, header says %u (file %llu bytes)",
-             path, (unsigned long long)foot_off, (unsigned long long)s->n_frames, hdr_frames,
-             (unsigned long long)s->file_bytes);
+        err_set(err, errlen,
+                "%s: byte %llu: seek table has %llu frames, header says %u (file %llu bytes)", path,
+                (unsigned long long)foot_off, (unsigned long long)s->n_frames, hdr_frames,
+                (unsigned long long)s->file_bytes);
         goto bad;
     }
     uint64_t table_off = s->file_bytes - table;
@@ -373,7 +376,7 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
         get32(t + 4) != table - 8) {
         free(t);
         err_set(err, errlen, "%s: byte %llu: seek table frame header is wrong", path,
-             (unsigned long long)table_off);
+                (unsigned long long)table_off);
         goto bad;
     }
     uint64_t off = HDR_FRAME, total = 0, frame_bytes = (uint64_t)s->hdr.tokens_per_frame * tb;
@@ -383,9 +386,11 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
         int last = i + 1 == s->n_frames;
         if (d == 0 || d % tb || d > frame_bytes || (!last && d != frame_bytes) || c == 0) {
             free(t);
-            err_set(err, errlen, "%s: byte %llu: seek table entry %llu has sizes %u/%u, expected %llu "
-                 "decompressed bytes", path, (unsigned long long)(table_off + 8 + entry * i),
-                 (unsigned long long)i, c, d, (unsigned long long)frame_bytes);
+            err_set(err, errlen,
+                    "%s: byte %llu: seek table entry %llu has sizes %u/%u, expected %llu "
+                    "decompressed bytes",
+                    path, (unsigned long long)(table_off + 8 + entry * i), (unsigned long long)i, c,
+                    d, (unsigned long long)frame_bytes);
             goto bad;
         }
         s->offset[i] = off;
@@ -397,10 +402,11 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
     free(t);
     s->offset[s->n_frames] = off;
     if (off != table_off || total != s->hdr.n_tokens * tb) {
-        err_set(err, errlen, "%s: frames end at byte %llu with %llu token bytes, but the seek table "
-             "starts at byte %llu and the header says %llu tokens (truncated or corrupt)", path,
-             (unsigned long long)off, (unsigned long long)total, (unsigned long long)table_off,
-             (unsigned long long)s->hdr.n_tokens);
+        err_set(err, errlen,
+                "%s: frames end at byte %llu with %llu token bytes, but the seek table "
+                "starts at byte %llu and the header says %llu tokens (truncated or corrupt)",
+                path, (unsigned long long)off, (unsigned long long)total,
+                (unsigned long long)table_off, (unsigned long long)s->hdr.n_tokens);
         goto bad;
     }
     s->zcap = max_c;
@@ -442,24 +448,24 @@ uint64_t shard_header_hash(const Shard *s) { return s->header_hash; }
 int shard_read_frame(Shard *s, uint64_t frame, uint32_t *out, char *err, size_t errlen) {
     if (frame >= s->n_frames)
         return err_set(err, errlen, "%s: frame %llu out of range (%llu frames)", s->path,
-                    (unsigned long long)frame, (unsigned long long)s->n_frames);
+                       (unsigned long long)frame, (unsigned long long)s->n_frames);
     uint64_t off = s->offset[frame];
     size_t c = (size_t)(s->offset[frame + 1] - off), d = s->dsize[frame];
     if (read_at(s->fd, s->zbuf, c, off))
         return err_set(err, errlen, "%s: byte %llu: cannot read frame %llu (%zu bytes)", s->path,
-                    (unsigned long long)off, (unsigned long long)frame, c);
+                       (unsigned long long)off, (unsigned long long)frame, c);
     unsigned long long fcs = ZSTD_getFrameContentSize(s->zbuf, c);
     if (fcs != d)
-        return err_set(err, errlen, "%s: byte %llu: frame %llu: content size %lld, seek table says %zu",
-                    s->path, (unsigned long long)off, (unsigned long long)frame,
-                    (long long)fcs, d);
+        return err_set(err, errlen,
+                       "%s: byte %llu: frame %llu: content size %lld, seek table says %zu", s->path,
+                       (unsigned long long)off, (unsigned long long)frame, (long long)fcs, d);
     uint32_t tb = s->hdr.token_bytes;
     void *dst = (tb == 4) ? (void *)out : (void *)s->raw;
     size_t r = ZSTD_decompressDCtx(s->dctx, dst, d, s->zbuf, c);
     if (ZSTD_isError(r) || r != d)
         return err_set(err, errlen, "%s: byte %llu: frame %llu does not decode: %s", s->path,
-                    (unsigned long long)off, (unsigned long long)frame,
-                    ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong size");
+                       (unsigned long long)off, (unsigned long long)frame,
+                       ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong size");
     size_t n = d / tb;
     uint32_t bad = 0;
     /* One pass: widen (2-byte tokens) or byte-swap on big-endian hosts (the
@@ -478,7 +484,8 @@ int shard_read_frame(Shard *s, uint64_t frame, uint32_t *out, char *err, size_t 
     if (bad)
         for (size_t i = 0; i < n; i++)
             if (out[i] >= s->hdr.vocab_size)
-                return err_set(err, errlen, "%s: frame %llu token %zu: id %u is not below vocab size %u",
-                            s->path, (unsigned long long)frame, i, out[i], s->hdr.vocab_size);
+                return err_set(err, errlen,
+                               "%s: frame %llu token %zu: id %u is not below vocab size %u",
+                               s->path, (unsigned long long)frame, i, out[i], s->hdr.vocab_size);
     return 0;
 }

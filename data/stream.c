@@ -109,7 +109,8 @@ static int expand(const char *src, const char *what, const char *const *globs, i
             if (rc == 0) globfree(&gl);
             for (int i = 0; i < np; i++) free(paths[i]);
             free(paths);
-            return err_set(err, errlen, "source '%s': %s glob '%s' matched no files", src, what, globs[g]);
+            return err_set(err, errlen, "source '%s': %s glob '%s' matched no files", src, what,
+                           globs[g]);
         }
         char **p = realloc(paths, (np + gl.gl_pathc) * sizeof *p);
         if (!p) {
@@ -157,10 +158,12 @@ static int open_shards(Stream *st, Source *src, const char *what, const char *co
         if (h->vocab_size != h0->vocab_size || h->eos_id != h0->eos_id ||
             h->tokenizer_hash != h0->tokenizer_hash) {
             rc = err_set(err, errlen,
-                      "%s: vocab size %u, eos %u, tokenizer hash %016llx differ from %s's %u, %u, %016llx "
-                      "(all sources must use one tokenizer)", paths[i], h->vocab_size, h->eos_id,
-                      (unsigned long long)h->tokenizer_hash, st->ref_path, h0->vocab_size, h0->eos_id,
-                      (unsigned long long)h0->tokenizer_hash);
+                         "%s: vocab size %u, eos %u, tokenizer hash %016llx differ from %s's %u, "
+                         "%u, %016llx "
+                         "(all sources must use one tokenizer)",
+                         paths[i], h->vocab_size, h->eos_id, (unsigned long long)h->tokenizer_hash,
+                         st->ref_path, h0->vocab_size, h0->eos_id,
+                         (unsigned long long)h0->tokenizer_hash);
             break;
         }
         const char *base = strrchr(paths[i], '/');
@@ -194,7 +197,8 @@ static int source_init(Stream *st, Source *src, const StreamSourceConfig *c, cha
     if (!c->name || !c->name[0]) return err_set(err, errlen, "a source has no name");
     if (c->role != STREAM_DOMAIN && c->role != STREAM_GENERAL)
         return err_set(err, errlen, "source '%s': role must be domain or general", c->name);
-    if (c->n_train_globs < 1) return err_set(err, errlen, "source '%s': no train shards given", c->name);
+    if (c->n_train_globs < 1)
+        return err_set(err, errlen, "source '%s': no train shards given", c->name);
     if (open_shards(st, src, "train", c->train_globs, c->n_train_globs, &src->shards, &src->n_shards, err, errlen))
         return -1;
     for (int i = 0; i < src->n_shards; i++) {
@@ -206,10 +210,13 @@ static int source_init(Stream *st, Source *src, const StreamSourceConfig *c, cha
     uint64_t T1 = (uint64_t)cfg->seq_len + 1;
     src->windows = src->tokens / T1;
     if (src->windows == 0)
-        return err_set(err, errlen, "source '%s': %llu train tokens in %d shard(s) (first: %s), fewer than one "
-                    "window of seq_len + 1 = %llu tokens", c->name, (unsigned long long)src->tokens,
-                    src->n_shards, shard_path(src->shards[0]), (unsigned long long)T1);
-    if (src->n_frames > UINT32_MAX) return err_set(err, errlen, "source '%s': more than 2^32 frames", c->name);
+        return err_set(err, errlen,
+                       "source '%s': %llu train tokens in %d shard(s) (first: %s), fewer than one "
+                       "window of seq_len + 1 = %llu tokens",
+                       c->name, (unsigned long long)src->tokens, src->n_shards,
+                       shard_path(src->shards[0]), (unsigned long long)T1);
+    if (src->n_frames > UINT32_MAX)
+        return err_set(err, errlen, "source '%s': more than 2^32 frames", c->name);
     src->f_shard = malloc(src->n_frames * sizeof *src->f_shard);
     src->f_local = malloc(src->n_frames * sizeof *src->f_local);
     src->f_len = malloc(src->n_frames * sizeof *src->f_len);
@@ -220,7 +227,8 @@ static int source_init(Stream *st, Source *src, const StreamSourceConfig *c, cha
     }
     src->n_cache = cfg->cache_frames;
     src->cache = calloc(src->n_cache, sizeof *src->cache);
-    if (!src->f_shard || !src->f_local || !src->f_len || !src->cache) return err_set(err, errlen, "out of memory");
+    if (!src->f_shard || !src->f_local || !src->f_len || !src->cache)
+        return err_set(err, errlen, "out of memory");
     for (uint32_t i = 0; i < src->n_cache; i++) {
         src->cache[i].frame = -1;
         src->cache[i].tok = malloc((size_t)src->max_frame_tokens * sizeof(uint32_t));
@@ -316,7 +324,8 @@ static int read_window(Stream *st, Source *src, int64_t e, uint64_t w, uint32_t 
         else hi = mid;
     }
     for (uint64_t i = lo; need > 0; i++) {
-        if (i >= src->n_frames) return err_set(err, errlen, "source '%s': window past the end (internal)", src->name);
+        if (i >= src->n_frames)
+            return err_set(err, errlen, "source '%s': window past the end (internal)", src->name);
         uint32_t f = ep->order[i];
         uint64_t off = pos - ep->start[i], k = src->f_len[f] - off;
         if (k == 0) continue;
@@ -419,7 +428,8 @@ int stream_open(Stream **out, const StreamConfig *cfg_in, char *err, size_t errl
     if (cfg.n_sources < 1) return err_set(err, errlen, "no data sources");
     if (cfg.seq_len < 1 || cfg.global_batch < 1 || cfg.total_steps < 1)
         return err_set(err, errlen, "seq_len, global_batch and total_steps must be positive");
-    if (cfg.prefetch < 0 || cfg.prefetch > 64) return err_set(err, errlen, "prefetch %d not in [0, 64]", cfg.prefetch);
+    if (cfg.prefetch < 0 || cfg.prefetch > 64)
+        return err_set(err, errlen, "prefetch %d not in [0, 64]", cfg.prefetch);
     Stream *st = calloc(1, sizeof *st);
     if (!st) return err_set(err, errlen, "out of memory");
     st->cfg = cfg;
@@ -474,12 +484,14 @@ int stream_open(Stream **out, const StreamConfig *cfg_in, char *err, size_t errl
         }
         const char *rname = r == STREAM_DOMAIN ? "domain" : "general";
         if (n_explicit && n_explicit != st->n_role[r]) {
-            err_set(err, errlen, "%s sources: give every one a weight or none (token-proportional)", rname);
+            err_set(err, errlen, "%s sources: give every one a weight or none (token-proportional)",
+                    rname);
             goto bad;
         }
         if (st->n_role[r] == 0) {
             if ((r == STREAM_DOMAIN && hi > 0) || (r == STREAM_GENERAL && lo < 1)) {
-                err_set(err, errlen, "the schedule asks for %s samples but no source has role %s", rname, rname);
+                err_set(err, errlen, "the schedule asks for %s samples but no source has role %s",
+                        rname, rname);
                 goto bad;
             }
             continue;
@@ -541,8 +553,9 @@ void stream_close(Stream *st) {
 int stream_next_batch(Stream *st, uint64_t step, int rank, int world, uint32_t *tokens, int32_t *source_ids,
                       char *err, size_t errlen) {
     if (world < 1 || rank < 0 || rank >= world || st->cfg.global_batch % (uint32_t)world)
-        return err_set(err, errlen, "rank %d of world %d: global batch %u must divide evenly over the ranks", rank,
-                    world, st->cfg.global_batch);
+        return err_set(err, errlen,
+                       "rank %d of world %d: global batch %u must divide evenly over the ranks",
+                       rank, world, st->cfg.global_batch);
     if (st->depth == 0) return assemble(st, step, rank, world, tokens, source_ids, err, errlen);
     uint32_t bl = st->cfg.global_batch / (uint32_t)world;
     size_t T1 = (size_t)st->cfg.seq_len + 1;
@@ -559,7 +572,8 @@ int stream_next_batch(Stream *st, uint64_t step, int rank, int world, uint32_t *
     Slot *sl = &st->slot[step % (uint64_t)st->depth];
     while (!(sl->ready && sl->step == step)) pthread_cond_wait(&st->cv, &st->mu);
     int rc = sl->rc;
-    if (rc) err_set(err, errlen, "%s", sl->err);
+    if (rc)
+        err_set(err, errlen, "%s", sl->err);
     else {
         memcpy(tokens, sl->tokens, bl * T1 * sizeof *tokens);
         memcpy(source_ids, sl->src, bl * sizeof *source_ids);
@@ -573,7 +587,9 @@ int stream_next_batch(Stream *st, uint64_t step, int rank, int world, uint32_t *
 
 int stream_sample(Stream *st, uint64_t step, uint32_t slot, uint32_t *tokens, int32_t *source_id, char *err,
                   size_t errlen) {
-    if (slot >= st->cfg.global_batch) return err_set(err, errlen, "slot %u not below global batch %u", slot, st->cfg.global_batch);
+    if (slot >= st->cfg.global_batch)
+        return err_set(err, errlen, "slot %u not below global batch %u", slot,
+                       st->cfg.global_batch);
     StepInfo si = step_info(st, step);
     pthread_mutex_lock(&st->read_mu);
     int rc = sample_at(st, &si, slot, tokens, source_id, err, errlen);
@@ -606,7 +622,8 @@ uint32_t stream_eval_count(const Stream *st, int j) { return st->src[j].n_eval; 
 int stream_eval_window(Stream *st, int j, uint32_t index, uint32_t *tokens, char *err, size_t errlen) {
     Source *src = &st->src[j];
     if (index >= src->n_eval)
-        return err_set(err, errlen, "source '%s': eval window %u of %u", src->name, index, src->n_eval);
+        return err_set(err, errlen, "source '%s': eval window %u of %u", src->name, index,
+                       src->n_eval);
     uint64_t T1 = (uint64_t)st->cfg.seq_len + 1, pos = index * T1, need = T1, base = 0;
     for (int i = 0; i < src->n_val && need > 0; i++) {
         Shard *sh = src->val[i];
@@ -623,5 +640,7 @@ int stream_eval_window(Stream *st, int j, uint32_t index, uint32_t *tokens, char
             base += len;
         }
     }
-    return need ? err_set(err, errlen, "source '%s': val shards end inside eval window %u", src->name, index) : 0;
+    return need ? err_set(err, errlen, "source '%s': val shards end inside eval window %u",
+                          src->name, index)
+                : 0;
 }

@@ -23,6 +23,6 @@ const Ops *ops_get(const char *name, char *err, size_t err_len) {
     if (!strcmp(name, "cuda")) return ops_cuda(err, err_len);
     if (!strcmp(name, "cuda-fp32")) return ops_cuda_fp32(err, err_len);
     err_set(err, err_len, "unknown device '%s' (expected \"cpu\", \"cuda\" or \"cuda-fp32\")",
-             name);
+            name);
     return NULL;
 }

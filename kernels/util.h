@@ -18,8 +18,7 @@ extern "C" {
 
 /* Formats the message into err (truncated to err_len - 1 bytes and always
  * terminated); err == NULL or err_len == 0 writes nothing. Returns -1. */
-__attribute__((format(printf, 3, 4))) int err_set(char *err, size_t err_len, const char *fmt,
-                                                  ...);
+__attribute__((format(printf, 3, 4))) int err_set(char *err, size_t err_len, const char *fmt, ...);
 
 /* Seconds on CLOCK_MONOTONIC: only differences mean anything. */
 double now_s(void);

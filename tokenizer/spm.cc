@@ -1,8 +1,8 @@
 // tokenizer/spm.cc: the extern "C" shim over sentencepiece declared in
 // tokenizer/spm.h. No exception or sentencepiece status crosses the C
 // boundary: every entry point catches and converts to (return code, message).
-#include "kernels/util.h"
 #include "tokenizer/spm.h"
+#include "kernels/util.h"
 
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>

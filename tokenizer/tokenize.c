@@ -9,8 +9,8 @@
  * input order whatever the thread count: the shards are byte-identical for
  * any --threads. The first error stops every thread; nothing is committed. */
 #define _GNU_SOURCE
-#include "kernels/util.h"
 #include "tokenizer/tokenize.h"
+#include "kernels/util.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -284,7 +284,8 @@ static int val_limit_for_count(const TokOptions *o, uint64_t *limit, char *err, 
         return 0;
     }
     uint64_t *heap = malloc(n * sizeof *heap);
-    if (!heap) return err_set(err, errlen, "out of memory for --val-docs %llu", (unsigned long long)n);
+    if (!heap)
+        return err_set(err, errlen, "out of memory for --val-docs %llu", (unsigned long long)n);
     for (int i = 0; i < o->n_inputs; i++) {
         CorpusReader *r;
         if (corpus_open(&r, o->inputs[i], o->max_line_bytes, o->doc_per_file, err, errlen)) {
@@ -327,13 +328,15 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     double t0 = now_s();
     if (o->n_inputs < 1) return err_set(err, errlen, "no input files");
-    if (o->n_threads < 1 || o->n_threads > 256) return err_set(err, errlen, "--threads %d not in [1, 256]", o->n_threads);
+    if (o->n_threads < 1 || o->n_threads > 256)
+        return err_set(err, errlen, "--threads %d not in [1, 256]", o->n_threads);
     if (o->val_docs < 0 && !(o->val_frac >= 0 && o->val_frac <= 1))
         return err_set(err, errlen, "--val-frac %g not in [0, 1]", o->val_frac);
     uint64_t total_bytes = 0;
     for (int i = 0; i < o->n_inputs; i++) {
         struct stat sb;
-        if (stat(o->inputs[i], &sb)) return err_set(err, errlen, "%s: cannot open: %s", o->inputs[i], strerror(errno));
+        if (stat(o->inputs[i], &sb))
+            return err_set(err, errlen, "%s: cannot open: %s", o->inputs[i], strerror(errno));
         total_bytes += (uint64_t)sb.st_size;
     }
     if (mkdir(o->out_dir, 0777) && errno != EEXIST)
@@ -343,7 +346,9 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof path, "%s/%s", o->out_dir, existing[i]);
         if (access(path, F_OK) == 0)
-            return err_set(err, errlen, "%s already exists: remove the old shards or choose another --out", path);
+            return err_set(err, errlen,
+                           "%s already exists: remove the old shards or choose another --out",
+                           path);
     }
     SpmModel *spm;
     if (spm_load(&spm, o->model_path, err, errlen)) return -1;
@@ -357,7 +362,8 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     p->o = o;
     p->spm = spm;
     if (spm_eos_id(spm) < 0) {
-        err_set(err, errlen, "%s: the model defines no end-of-sequence (</s>) piece", o->model_path);
+        err_set(err, errlen, "%s: the model defines no end-of-sequence (</s>) piece",
+                o->model_path);
         goto done;
     }
     p->eos = (uint32_t)spm_eos_id(spm);

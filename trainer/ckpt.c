@@ -8,8 +8,8 @@
  * saves into an OUT_DIR at a time.
  */
 #define _GNU_SOURCE /* nftw's FTW_DEPTH | FTW_PHYS */
-#include "kernels/util.h"
 #include "trainer/ckpt.h"
+#include "kernels/util.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -166,8 +166,9 @@ static int copy_file(const char *src, const char *dst, char *err, size_t err_len
     rc = 0;
 done:
     close(in);
-    if (close(out) && !rc) rc = 1, err_set(err, err_len, "%s: close failed", tmp);
-    if (!rc && rename(tmp, dst)) rc = 1, err_set(err, err_len, "%s: rename failed: %s", tmp, strerror(errno));
+    if (close(out) && !rc) rc = err_set(err, err_len, "%s: close failed", tmp);
+    if (!rc && rename(tmp, dst))
+        rc = err_set(err, err_len, "%s: rename failed: %s", tmp, strerror(errno));
     if (rc) unlink(tmp);
     return rc;
 }
@@ -306,7 +307,7 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
     char ckdir[4096], final[4200], old[4200], name[64];
     if (st->step < 0 || st->step > INT32_MAX || st->tokens < 0) {
         err_set(err, err_len, "checkpoint step %lld / tokens %lld out of range",
-                 (long long)st->step, (long long)st->tokens);
+                (long long)st->step, (long long)st->tokens);
         rm_tree(tmp_dir);
         return 1;
     }
@@ -341,7 +342,8 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
             snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
             hf_path(old, sizeof old, ckdir, name);
             if (rm_tree(old)) {
-                err_set(err, err_len, "%s: cannot delete an old checkpoint: %s", old, strerror(errno));
+                err_set(err, err_len, "%s: cannot delete an old checkpoint: %s", old,
+                        strerror(errno));
                 free(steps);
                 return 1;
             }
@@ -356,8 +358,9 @@ int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep
               size_t path_len, char *err, size_t err_len) {
     char tmp[4200];
     if (st->opt_world > 0)
-        return err_set(err, err_len, "ckpt_save writes the whole optimizer state; a sharded one "
-                        "is saved with ckpt_save_begin / _opt_shard / _commit");
+        return err_set(err, err_len,
+                       "ckpt_save writes the whole optimizer state; a sharded one "
+                       "is saved with ckpt_save_begin / _opt_shard / _commit");
     /* begin checks the step, commit the step and tokens */
     return ckpt_save_begin(out_dir, st->step, tmp, sizeof tmp, err, err_len) ||
            ckpt_save_commit(out_dir, tmp, m, st, keep, path_out, path_len, err, err_len);
@@ -379,8 +382,10 @@ static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
     const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(r, "tokens");
     if (!cJSON_IsNumber(step) || !(step->valuedouble >= 0 && step->valuedouble < 2147483647.0) ||
         !cJSON_IsNumber(tokens) || !(tokens->valuedouble >= 0 && tokens->valuedouble < 9e15)) {
-        err_set(err, err_len, "%s: \"step\" and \"tokens\" must be non-negative integers "
-                 "(damaged file?)", path);
+        err_set(err, err_len,
+                "%s: \"step\" and \"tokens\" must be non-negative integers "
+                "(damaged file?)",
+                path);
         cJSON_Delete(r);
         return NULL;
     }
@@ -415,21 +420,25 @@ static int parse_layout(const cJSON *r, const char *dir, OptLayout *L, char *err
     const cJSON *lay = cJSON_GetObjectItemCaseSensitive(o, "layout");
     if (cJSON_IsString(lay) && !strcmp(lay->valuestring, "hf")) return 0;
     if (!cJSON_IsString(lay) || strcmp(lay->valuestring, "zero1"))
-        return err_set(err, err_len, "%s/trainer_state.json: unknown optimizer layout (expected "
-                        "\"hf\" or \"zero1\")", dir);
+        return err_set(err, err_len,
+                       "%s/trainer_state.json: unknown optimizer layout (expected "
+                       "\"hf\" or \"zero1\")",
+                       dir);
     const cJSON *shards = cJSON_GetObjectItemCaseSensitive(o, "shards");
     size_t world, numel, off = 0;
     int n = cJSON_IsArray(shards) ? cJSON_GetArraySize(shards) : -1;
     if (json_size(cJSON_GetObjectItemCaseSensitive(o, "world"), &world) ||
         json_size(cJSON_GetObjectItemCaseSensitive(o, "numel"), &numel) || world < 1 ||
         world > 99999 || n != (int)world)
-        return err_set(err, err_len, "%s/trainer_state.json: \"optimizer\" needs \"world\" "
-                        "(1..99999), \"numel\" and one \"shards\" entry per rank", dir);
+        return err_set(err, err_len,
+                       "%s/trainer_state.json: \"optimizer\" needs \"world\" "
+                       "(1..99999), \"numel\" and one \"shards\" entry per rank",
+                       dir);
     L->world = (int)world;
     L->numel = numel;
     L->off = malloc(world * sizeof(size_t));
     L->cnt = malloc(world * sizeof(size_t));
-    if (!L->off || !L->cnt) return layout_free(L), err_set(err, err_len, "out of memory"), 1;
+    if (!L->off || !L->cnt) return layout_free(L), err_set(err, err_len, "out of memory");
     for (int w = 0; w < n; w++) {
         const cJSON *e = cJSON_GetArrayItem(shards, w);
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "file");
@@ -440,16 +449,20 @@ static int parse_layout(const cJSON *r, const char *dir, OptLayout *L, char *err
             json_size(cJSON_GetObjectItemCaseSensitive(e, "count"), &L->cnt[w]) ||
             L->off[w] != off || L->cnt[w] > numel - off) {
             layout_free(L);
-            return err_set(err, err_len, "%s/trainer_state.json: optimizer shard %d must be "
-                            "{\"file\": \"%s\", \"offset\": %zu, \"count\": N} within %zu "
-                            "elements", dir, w, name, off, numel);
+            return err_set(err, err_len,
+                           "%s/trainer_state.json: optimizer shard %d must be "
+                           "{\"file\": \"%s\", \"offset\": %zu, \"count\": N} within %zu "
+                           "elements",
+                           dir, w, name, off, numel);
         }
         off += L->cnt[w];
     }
     if (off != numel) {
         layout_free(L);
-        return err_set(err, err_len, "%s/trainer_state.json: the optimizer shards cover %zu of "
-                        "%zu elements", dir, off, numel);
+        return err_set(err, err_len,
+                       "%s/trainer_state.json: the optimizer shards cover %zu of "
+                       "%zu elements",
+                       dir, off, numel);
     }
     return 0;
 }
@@ -480,8 +493,10 @@ static StFile *open_opt_shard(const char *dir, const OptLayout *L, int w, int64_
     if (!tm || !tv || tm->dtype != ST_F32 || tv->dtype != ST_F32 || tm->numel != L->cnt[w] ||
         tv->numel != L->cnt[w] || is < 0 || st_tensor(f, is)->numel != 1 ||
         st_read_i32(f, is, &s32, err, err_len) || s32 != step) {
-        err_set(err, err_len, "%s: expected exp_avg and exp_avg_sq (F32 [%zu]) and step %lld "
-                 "(damaged, or from another checkpoint?)", path, L->cnt[w], (long long)step);
+        err_set(err, err_len,
+                "%s: expected exp_avg and exp_avg_sq (F32 [%zu]) and step %lld "
+                "(damaged, or from another checkpoint?)",
+                path, L->cnt[w], (long long)step);
         st_close(f);
         return NULL;
     }
@@ -561,7 +576,7 @@ static int parse_state(const cJSON *r, const char *dir, CkptState *st, char *err
     if (!ok) {
         ckpt_state_free(st);
         return err_set(err, err_len, "%s/trainer_state.json: \"rng\" must be %d hex strings", dir,
-                        CKPT_RNG_WORDS);
+                       CKPT_RNG_WORDS);
     }
     return 0;
 }
@@ -591,8 +606,10 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     ModelConfig cfg;
     if (hf_load_config(dir, &cfg, err, err_len)) return 1;
     if (!same_config(&cfg, model_config(m)))
-        return err_set(err, err_len, "%s/config.json describes a different model than the one "
-                        "being trained (compare its sizes with the run's [model] section)", dir);
+        return err_set(err, err_len,
+                       "%s/config.json describes a different model than the one "
+                       "being trained (compare its sizes with the run's [model] section)",
+                       dir);
     cJSON *r = load_state_json(dir, err, err_len);
     if (!r) return 1;
     char path[4200];
@@ -613,8 +630,10 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     if (L.world) {
         /* per-rank shards: only the ranges this model's shard needs */
         if (L.numel != np) {
-            err_set(err, err_len, "%s: the optimizer shards hold %zu elements, the model has %zu "
-                     "parameters", dir, L.numel, np);
+            err_set(err, err_len,
+                    "%s: the optimizer shards hold %zu elements, the model has %zu "
+                    "parameters",
+                    dir, L.numel, np);
             goto out;
         }
         if (!(mom = malloc(2 * c * sizeof *mom + 1))) {
@@ -637,8 +656,10 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
             goto out;
         if (st_set_find(f, "step", &sf, &k) || st_tensor(sf, k)->numel != 1 ||
             st_read_i32(sf, k, &opt_step, err, err_len) || opt_step != tmp.step) {
-            err_set(err, err_len, "%s: \"step\" (%d) is missing or differs from trainer_state.json's "
-                     "step (%lld)", path, opt_step, (long long)tmp.step);
+            err_set(err, err_len,
+                    "%s: \"step\" (%d) is missing or differs from trainer_state.json's "
+                    "step (%lld)",
+                    path, opt_step, (long long)tmp.step);
             goto out;
         }
     }

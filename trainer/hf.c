@@ -5,8 +5,8 @@
  * dapt cannot represent is refused by name. Weights move through one host
  * fp32 buffer in the Model's in-memory layout.
  */
-#include "kernels/util.h"
 #include "trainer/hf.h"
+#include "kernels/util.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -91,8 +91,8 @@ static int get_int(Cfg *c, const char *key, long def, long lo, long hi, int *out
         v = (long)d;
     }
     if (v < lo || v > hi)
-        return err_set(c->err, c->err_len, "%s: \"%s\" = %ld is out of range [%ld, %ld]",
-                        c->where, key, v, lo, hi);
+        return err_set(c->err, c->err_len, "%s: \"%s\" = %ld is out of range [%ld, %ld]", c->where,
+                       key, v, lo, hi);
     *out = (int)v;
     return 0;
 }
@@ -102,7 +102,8 @@ static int get_float(Cfg *c, const char *key, double def, float *out) {
     double v = def;
     if (j && !cJSON_IsNull(j)) {
         if (!cJSON_IsNumber(j) || !(fabs(j->valuedouble) < 1e30))
-            return err_set(c->err, c->err_len, "%s: \"%s\" must be a number below 1e30", c->where, key);
+            return err_set(c->err, c->err_len, "%s: \"%s\" must be a number below 1e30", c->where,
+                           key);
         v = j->valuedouble;
     }
     *out = (float)v;
@@ -127,7 +128,7 @@ static int refuse_key(Cfg *c, const char *key, const char *ok, const char *why) 
     if (ok && cJSON_IsString(j) && !strcmp(j->valuestring, ok)) return 0;
     char *v = cJSON_PrintUnformatted(j);
     err_set(c->err, c->err_len, "%s: \"%s\": %.60s is not supported: %s", c->where, key,
-             v ? v : "?", why);
+            v ? v : "?", why);
     free(v);
     return 1;
 }
@@ -143,7 +144,7 @@ static int str_is(Cfg *c, const char *key, const char *def, const char *const *o
     for (int i = 0; i < n_ok; i++)
         if (!strcmp(v, ok[i])) return 0;
     return err_set(c->err, c->err_len, "%s: \"%s\" = \"%.40s\" is not supported (dapt computes %s)",
-             c->where, key, v, ok[0]);
+                   c->where, key, v, ok[0]);
 }
 
 static int detect_family(Cfg *c, Family *fam) {
@@ -154,32 +155,32 @@ static int detect_family(Cfg *c, Family *fam) {
         const cJSON *a0 = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
         if (!cJSON_IsString(a0))
             return err_set(c->err, c->err_len, "%s: \"architectures\" must be a list of names",
-                            c->where);
+                           c->where);
         for (int i = 0; i < N_FAMILIES; i++)
             if (!strcmp(a0->valuestring, families[i].arch)) by_arch = i;
         if (by_arch < 0)
             return err_set(c->err, c->err_len,
-                            "%s: \"architectures\": %.60s is not supported (dapt imports "
-                            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                            "GPT2LMHeadModel, MixtralForCausalLM)",
-                            c->where, a0->valuestring);
+                           "%s: \"architectures\": %.60s is not supported (dapt imports "
+                           "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                           "GPT2LMHeadModel, MixtralForCausalLM)",
+                           c->where, a0->valuestring);
     }
     if (cJSON_IsString(type)) {
         for (int i = 0; i < N_FAMILIES; i++)
             if (!strcmp(type->valuestring, families[i].type)) by_type = i;
         if (by_type < 0)
             return err_set(c->err, c->err_len,
-                            "%s: \"model_type\": \"%.40s\" is not supported (llama, mistral, "
-                            "qwen2, gpt2, mixtral)",
-                            c->where, type->valuestring);
+                           "%s: \"model_type\": \"%.40s\" is not supported (llama, mistral, "
+                           "qwen2, gpt2, mixtral)",
+                           c->where, type->valuestring);
     }
     if (by_arch < 0 && by_type < 0)
-        return err_set(c->err, c->err_len, "%s: neither \"architectures\" nor \"model_type\" is set",
-                        c->where);
+        return err_set(c->err, c->err_len,
+                       "%s: neither \"architectures\" nor \"model_type\" is set", c->where);
     if (by_arch >= 0 && by_type >= 0 && by_arch != by_type)
         return err_set(c->err, c->err_len,
-                        "%s: \"architectures\" (%s) and \"model_type\" (%s) disagree", c->where,
-                        families[by_arch].arch, families[by_type].type);
+                       "%s: \"architectures\" (%s) and \"model_type\" (%s) disagree", c->where,
+                       families[by_arch].arch, families[by_type].type);
     *fam = families[by_arch >= 0 ? by_arch : by_type].fam;
     return 0;
 }
@@ -196,9 +197,10 @@ static int parse_mixtral(Cfg *c, ModelConfig *m) {
         get_bool(c, "dapt_norm_topk_prob", 1, &m->norm_topk_prob))
         return 1;
     if (jitter != 0.0f)
-        return err_set(c->err, c->err_len,
-                        "%s: \"router_jitter_noise\": %g is not supported (dapt routes without noise)",
-                        c->where, jitter);
+        return err_set(
+            c->err, c->err_len,
+            "%s: \"router_jitter_noise\": %g is not supported (dapt routes without noise)",
+            c->where, jitter);
     return 0;
 }
 
@@ -234,8 +236,8 @@ static int parse_llama(Cfg *c, Family fam, ModelConfig *m) {
     if (hd && !cJSON_IsNull(hd) &&
         (!cJSON_IsNumber(hd) || hd->valuedouble * m->n_head != (double)m->d_model))
         return err_set(c->err, c->err_len,
-                        "%s: \"head_dim\" must equal hidden_size / num_attention_heads (%d)",
-                        c->where, m->d_model / m->n_head);
+                       "%s: \"head_dim\" must equal hidden_size / num_attention_heads (%d)",
+                       c->where, m->d_model / m->n_head);
     m->qkv_bias = fam == FAM_QWEN2;
     /* Sliding-window attention over a window W equals full causal attention
      * for sequences of at most W tokens: cap max_seq_len at W. */
@@ -268,9 +270,9 @@ static int parse_gpt2(Cfg *c, ModelConfig *m) {
     if (get_bool(c, "scale_attn_weights", 1, &scale)) return 1;
     if (!scale)
         return err_set(c->err, c->err_len,
-                        "%s: \"scale_attn_weights\": false is not supported (dapt scales by "
-                        "1/sqrt(head size))",
-                        c->where);
+                       "%s: \"scale_attn_weights\": false is not supported (dapt scales by "
+                       "1/sqrt(head size))",
+                       c->where);
     if (refuse_key(c, "scale_attn_by_inverse_layer_idx", NULL, "dapt scales every layer alike") ||
         refuse_key(c, "add_cross_attention", NULL, "dapt models are decoder-only"))
         return 1;
@@ -298,14 +300,14 @@ int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char 
     cJSON_Delete(root);
     if (rc) return 1;
     char e2[400];
-    if (model_config_check(cfg, e2, sizeof e2))
-        return err_set(err, err_len, "%s: %s", where, e2);
+    if (model_config_check(cfg, e2, sizeof e2)) return err_set(err, err_len, "%s: %s", where, e2);
     return 0;
 }
 
 int hf_load_config(const char *dir, ModelConfig *cfg, char *err, size_t err_len) {
     char path[4096];
-    if (hf_path(path, sizeof path, dir, "config.json")) return err_set(err, err_len, "%s: path too long", dir);
+    if (hf_path(path, sizeof path, dir, "config.json"))
+        return err_set(err, err_len, "%s: path too long", dir);
     char *text = st_read_text(path, 1u << 20, err, err_len);
     if (!text) return 1;
     int rc = hf_parse_config(text, path, cfg, err, err_len);
@@ -380,7 +382,8 @@ char *hf_config_json(const ModelConfig *c) {
 
 int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t err_len) {
     char path[4096];
-    if (hf_path(path, sizeof path, dir, "config.json")) return err_set(err, err_len, "%s: path too long", dir);
+    if (hf_path(path, sizeof path, dir, "config.json"))
+        return err_set(err, err_len, "%s: path too long", dir);
     char *text = hf_config_json(cfg);
     if (!text) return err_set(err, err_len, "out of memory");
     int rc = hf_write_file_atomic(path, text, err, err_len);
@@ -441,10 +444,11 @@ int hf_read_params(StSet *s, const Model *m, const char *prefix, float *dst, cha
                          (long long)t->shape[d]);
             if (p->ndim == 1)
                 err_set(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld]",
-                         st_path(f), t->name, got, (long long)want0);
+                        st_path(f), t->name, got, (long long)want0);
             else
-                err_set(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld, %lld]",
-                         st_path(f), t->name, got, (long long)want0, (long long)want1);
+                err_set(err, err_len,
+                        "%s: tensor '%s' has shape [%s], the model needs [%lld, %lld]", st_path(f),
+                        t->name, got, (long long)want0, (long long)want1);
             goto out;
         }
         float *out = dst + p->offset;
@@ -488,8 +492,8 @@ int hf_read_weights(const char *dir, const Model *m, float *dst, char *err, size
             if (model_config(m)->arch == ARCH_GPT2 && model_find_tensor(m, full) >= 0) continue;
             if (!strcmp(name, "lm_head.weight") && model_config(m)->tie_embeddings) continue;
             err_set(err, err_len, "%s: tensor '%s' is not a parameter of this %s model%s",
-                     st_path(f), name, model_arch_name(model_config(m)->arch),
-                     !strcmp(name, "lm_head.weight") ? " (config.json has tied embeddings)" : "");
+                    st_path(f), name, model_arch_name(model_config(m)->arch),
+                    !strcmp(name, "lm_head.weight") ? " (config.json has tied embeddings)" : "");
             goto out;
         }
     }

@@ -1,7 +1,7 @@
 /* moe_loop.c: see moe_loop.h. Invariant: touches the model only through
  * the public model / moe API. */
-#include "kernels/util.h"
 #include "trainer/moe_loop.h"
+#include "kernels/util.h"
 
 #include <math.h>
 #include <stdarg.h>

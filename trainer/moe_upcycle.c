@@ -21,15 +21,15 @@ Model *model_upcycle(Model *dense, const ModelConfig *mc, float noise_std, uint6
         return err_set(err, err_len, "upcycle_from: the source model is already an MoE"), NULL;
     if (mc->n_experts < 2)
         return err_set(err, err_len, "upcycle_from needs [moe] n_experts >= 2 (got %d)",
-                        mc->n_experts),
+                       mc->n_experts),
                NULL;
     if (dc->arch != mc->arch || dc->n_layer != mc->n_layer || dc->n_head != mc->n_head ||
         dc->n_kv_head != mc->n_kv_head || dc->d_model != mc->d_model || dc->d_ff != mc->d_ff ||
         dc->vocab_size != mc->vocab_size || dc->tie_embeddings != mc->tie_embeddings ||
         dc->qkv_bias != mc->qkv_bias)
         return err_set(err, err_len,
-                        "upcycle_from: the MoE config's sizes (layers, heads, d_model, d_ff, vocab, "
-                        "tying, qkv_bias) must equal the dense checkpoint's"),
+                       "upcycle_from: the MoE config's sizes (layers, heads, d_model, d_ff, vocab, "
+                       "tying, qkv_bias) must equal the dense checkpoint's"),
                NULL;
     if (!(noise_std >= 0.0f))
         return err_set(err, err_len, "upcycle noise must be >= 0 (got %g)", noise_std), NULL;
@@ -61,7 +61,7 @@ Model *model_upcycle(Model *dense, const ModelConfig *mc, float noise_std, uint6
         int j = model_find_tensor(dense, name);
         if (j < 0 || model_tensor(dense, j)->numel != t->numel) {
             err_set(err, err_len, "upcycle_from: the dense model has no tensor %s for %s", name,
-                     t->name);
+                    t->name);
             free(src), free(dst), model_free(m);
             return NULL;
         }

@@ -5,8 +5,8 @@
  * use, offsets against the file size, and no read is issued before st_open
  * has validated the entry it touches.
  */
-#include "kernels/util.h"
 #include "trainer/safetensors.h"
+#include "kernels/util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -99,7 +99,8 @@ static int read_at(StFile *f, void *dst, size_t n, uint64_t off, char *err, size
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             return err_set(err, err_len, "%s: read failed at byte %llu: %s", f->path,
-                     (unsigned long long)off, r < 0 ? strerror(errno) : "unexpected end of file");
+                           (unsigned long long)off,
+                           r < 0 ? strerror(errno) : "unexpected end of file");
         }
         p += r;
         n -= (size_t)r;
@@ -118,9 +119,8 @@ static int json_u64(const cJSON *j, uint64_t *out) {
 }
 
 /* "<path>: tensor '<name>': <message>" into err; -1 */
-__attribute__((format(printf, 5, 6))) static int tensor_err(char *err, size_t err_len,
-                                                            const char *path, const char *name,
-                                                            const char *fmt, ...) {
+__attribute__((format(printf, 5, 6))) static int
+tensor_err(char *err, size_t err_len, const char *path, const char *name, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -185,7 +185,7 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
         const char *at = cJSON_GetErrorPtr();
         long pos = at && at >= json && at <= json + len ? (long)(at - json) : -1;
         return err_set(err, err_len, "%s: header is not valid JSON (near file byte %ld)", f->path,
-                 pos < 0 ? -1L : pos + 8);
+                       pos < 0 ? -1L : pos + 8);
     }
     int rc = 1;
     if (!cJSON_IsObject(root)) {
@@ -210,7 +210,7 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
             for (const cJSON *m = e->child; m; m = m->next) {
                 if (!cJSON_IsString(m)) {
                     err_set(err, err_len, "%s: __metadata__ value '%s' is not a string", f->path,
-                             m->string);
+                            m->string);
                     goto out;
                 }
                 f->meta[2 * f->n_meta] = strdup(m->string);
@@ -223,7 +223,7 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
         for (int i = 0; i < f->n; i++)
             if (!strcmp(f->t[i].name, e->string)) {
                 err_set(err, err_len, "%s: tensor '%s' appears twice in the header", f->path,
-                         e->string);
+                        e->string);
                 goto out;
             }
         if (parse_entry(f, e, &f->t[f->n], data_bytes, err, err_len)) goto out;
@@ -240,7 +240,7 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
         if (s[i].begin == s[i].end) continue;
         if (prev && s[i].begin < prev_end) {
             err_set(err, err_len, "%s: tensors '%s' and '%s' overlap in the data section", f->path,
-                     prev, s[i].name);
+                    prev, s[i].name);
             free(s);
             goto out;
         }
@@ -276,7 +276,7 @@ StFile *st_open(const char *path, char *err, size_t err_len) {
     f->file_bytes = (uint64_t)sb.st_size;
     if (f->file_bytes < 8) {
         err_set(err, err_len, "%s: %llu bytes, too short for the 8-byte header length (truncated?)",
-                 path, (unsigned long long)f->file_bytes);
+                path, (unsigned long long)f->file_bytes);
         goto fail;
     }
     unsigned char lenb[8];
@@ -284,13 +284,17 @@ StFile *st_open(const char *path, char *err, size_t err_len) {
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | lenb[i];
     if (hlen < 2 || hlen > ST_MAX_HEADER_BYTES) {
-        err_set(err, err_len, "%s: header length %llu at byte 0 is not in [2, %u] (not a "
-                 "safetensors file?)", path, (unsigned long long)hlen, ST_MAX_HEADER_BYTES);
+        err_set(err, err_len,
+                "%s: header length %llu at byte 0 is not in [2, %u] (not a "
+                "safetensors file?)",
+                path, (unsigned long long)hlen, ST_MAX_HEADER_BYTES);
         goto fail;
     }
     if (hlen > f->file_bytes - 8) {
-        err_set(err, err_len, "%s: header of %llu bytes runs past the end of the file (%llu bytes; "
-                 "truncated?)", path, (unsigned long long)hlen, (unsigned long long)f->file_bytes);
+        err_set(err, err_len,
+                "%s: header of %llu bytes runs past the end of the file (%llu bytes; "
+                "truncated?)",
+                path, (unsigned long long)hlen, (unsigned long long)f->file_bytes);
         goto fail;
     }
     f->data_start = 8 + hlen;
@@ -333,14 +337,16 @@ int st_read_f32_range(StFile *f, int i, uint64_t first, uint64_t count, float *d
     const StTensor *t = st_tensor(f, i);
     if (!t) return err_set(err, err_len, "%s: no tensor #%d", f->path, i);
     if (first > t->numel || count > t->numel - first)
-        return err_set(err, err_len, "%s: tensor '%s' has %llu elements; elements [%llu, %llu) "
-                        "were asked for", f->path, t->name, (unsigned long long)t->numel,
-                        (unsigned long long)first, (unsigned long long)(first + count));
+        return err_set(err, err_len,
+                       "%s: tensor '%s' has %llu elements; elements [%llu, %llu) "
+                       "were asked for",
+                       f->path, t->name, (unsigned long long)t->numel, (unsigned long long)first,
+                       (unsigned long long)(first + count));
     if (t->dtype == ST_F32)
         return read_at(f, dst, count * 4, f->data_start + t->begin + first * 4, err, err_len);
     if (t->dtype != ST_F16 && t->dtype != ST_BF16)
         return err_set(err, err_len, "%s: tensor '%s' is %s; dapt reads F32, F16 or BF16 weights",
-                        f->path, t->name, dtypes[t->dtype].name);
+                       f->path, t->name, dtypes[t->dtype].name);
     enum { CHUNK = 1 << 16 };
     uint16_t *buf = malloc(CHUNK * sizeof *buf);
     if (!buf) return err_set(err, err_len, "out of memory");
@@ -369,7 +375,7 @@ int st_read_i32(StFile *f, int i, int32_t *dst, char *err, size_t err_len) {
     if (!t) return err_set(err, err_len, "%s: no tensor #%d", f->path, i);
     if (t->dtype != ST_I32)
         return err_set(err, err_len, "%s: tensor '%s' is %s, expected I32", f->path, t->name,
-                        dtypes[t->dtype].name);
+                       dtypes[t->dtype].name);
     return read_at(f, dst, t->end - t->begin, f->data_start + t->begin, err, err_len);
 }
 
@@ -575,8 +581,7 @@ StSet *st_set_open(const char *dir, char *err, size_t err_len) {
     free(text);
     const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
     if (!cJSON_IsObject(wm)) {
-        err_set(err, err_len, "%s: %s", path,
-                 root ? "no \"weight_map\" object" : "not valid JSON");
+        err_set(err, err_len, "%s: %s", path, root ? "no \"weight_map\" object" : "not valid JSON");
         cJSON_Delete(root);
         goto fail;
     }
@@ -601,7 +606,7 @@ StSet *st_set_open(const char *dir, char *err, size_t err_len) {
         int k;
         if (st_set_find(s, e->string, &f, &k) || strcmp(strrchr(st_path(f), '/') + 1, e->valuestring)) {
             err_set(err, err_len, "%s: weight_map puts '%s' in %s, which does not contain it", path,
-                     e->string, e->valuestring);
+                    e->string, e->valuestring);
             cJSON_Delete(root);
             goto fail;
         }

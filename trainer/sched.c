@@ -1,6 +1,6 @@
 /* sched.c: learning-rate schedules (see sched.h for the formulas). */
-#include "kernels/util.h"
 #include "trainer/sched.h"
+#include "kernels/util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -11,8 +11,9 @@ int sched_kind_parse(const char *name, SchedKind *kind, char *err, size_t err_le
     else if (!strcmp(name, "linear")) *kind = SCHED_LINEAR;
     else if (!strcmp(name, "wsd")) *kind = SCHED_WSD;
     else {
-        return err_set(err, err_len, "unknown lr_schedule '%s' (expected \"cosine\", \"linear\" or \"wsd\")",
-                 name);
+        return err_set(err, err_len,
+                       "unknown lr_schedule '%s' (expected \"cosine\", \"linear\" or \"wsd\")",
+                       name);
     }
     return 0;
 }
@@ -25,7 +26,7 @@ int sched_check(const LrSchedule *s, char *err, size_t err_len) {
         return err_set(err, err_len, "steps must be >= 1 (got %d)", s->total_steps);
     if (s->warmup_steps < 0 || s->warmup_steps > s->total_steps)
         return err_set(err, err_len, "warmup_steps must be in [0, steps=%d] (got %d)",
-                        s->total_steps, s->warmup_steps);
+                       s->total_steps, s->warmup_steps);
     if (s->kind == SCHED_WSD && !(s->decay_frac >= 0.0f && s->decay_frac <= 1.0f))
         return err_set(err, err_len, "decay_frac must be in [0, 1] (got %g)", s->decay_frac);
     return 0;

@@ -50,7 +50,7 @@ static void test_mkdir_p(void) {
     snprintf(path, sizeof path, "%s/a/b/c", root);
     CHECK_OK(mkdir_p(path, err, sizeof err), err);
     CHECK(is_dir(path));
-    CHECK_OK(mkdir_p(path, err, sizeof err), err); /* exists: fine */
+    CHECK_OK(mkdir_p(path, err, sizeof err), err);  /* exists: fine */
     snprintf(path, sizeof path, "%s/a/b/c/", root); /* trailing slash */
     CHECK_OK(mkdir_p(path, err, sizeof err), err);
 

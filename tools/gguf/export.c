@@ -171,8 +171,8 @@ static int write_vocab(GgufWriter *w, const SpmVocab *v, int vocab_size, const c
                        char *err, size_t err_len) {
     if (v->n > vocab_size)
         return err_set(err, err_len,
-                        "%s has %d pieces but the model's vocabulary (embedding rows) is %d",
-                        tok_path, v->n, vocab_size);
+                       "%s has %d pieces but the model's vocabulary (embedding rows) is %d",
+                       tok_path, v->n, vocab_size);
     const char **tokens = malloc((size_t)vocab_size * sizeof *tokens);
     char *pads = malloc((size_t)(vocab_size - v->n) * 24 + 1);
     float *scores = malloc((size_t)vocab_size * sizeof *scores);
@@ -262,7 +262,8 @@ static int write_expert_stack(GgufWriter *w, const Model *m, const float *params
         int j = model_find_tensor(m, name);
         const ParamTensor *t = j >= 0 ? model_tensor(m, j) : NULL;
         if (!t || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
-            return err_set(err, err_len, "expert tensor %s is missing or not [%d, %d]", name, rows, cols);
+            return err_set(err, err_len, "expert tensor %s is missing or not [%d, %d]", name, rows,
+                           cols);
         memcpy(*buf + (size_t)e * t0->numel, params + t->offset, t0->numel * sizeof **buf);
     }
     uint64_t ne[3] = {(uint64_t)cols, (uint64_t)rows, (uint64_t)E};
@@ -279,25 +280,25 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
         return err_set(err, err_len, "dtype must be F32, F16, BF16 or Q8_0");
     if (!o->tokenizer)
         return err_set(err, err_len,
-                        "no tokenizer.model: llama.cpp needs the vocabulary in the GGUF file "
-                        "(pass --tokenizer PATH)");
+                       "no tokenizer.model: llama.cpp needs the vocabulary in the GGUF file "
+                       "(pass --tokenizer PATH)");
     if (!o->force && access(path, F_OK) == 0)
         return err_set(err, err_len, "%s exists (pass --force to overwrite it)", path);
     if (c->n_experts && !c->norm_topk_prob)
         return err_set(err, err_len,
-                        "this MoE model does not renormalise its top-%d routing weights "
-                        "(norm_topk_prob = false, Qwen-MoE semantics); llama.cpp's llama "
-                        "architecture always does (Mixtral semantics), so it would compute another "
-                        "function: not exported to GGUF",
-                        c->top_k);
+                       "this MoE model does not renormalise its top-%d routing weights "
+                       "(norm_topk_prob = false, Qwen-MoE semantics); llama.cpp's llama "
+                       "architecture always does (Mixtral semantics), so it would compute another "
+                       "function: not exported to GGUF",
+                       c->top_k);
     for (int l = 0; c->n_experts && l < c->n_layer; l++)
         if (!moe_is_layer(c, l))
             return err_set(err, err_len,
-                            "layer %d of this MoE model is dense (moe layer_start %d, layer_step "
-                            "%d); llama.cpp's llama architecture makes every layer MoE when "
-                            "expert_count > 0: only models whose every layer is MoE (layer_start 0, "
-                            "layer_step 1, as Mixtral) can be exported to GGUF",
-                            l, c->moe_layer_start, c->moe_layer_step);
+                           "layer %d of this MoE model is dense (moe layer_start %d, layer_step "
+                           "%d); llama.cpp's llama architecture makes every layer MoE when "
+                           "expert_count > 0: only models whose every layer is MoE (layer_start 0, "
+                           "layer_step 1, as Mixtral) can be exported to GGUF",
+                           l, c->moe_layer_start, c->moe_layer_step);
     /* map every tensor first: a model with a part GGUF cannot name is refused whole */
     int n = model_num_tensors(m);
     char gname[96];
@@ -308,9 +309,9 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
             continue;
         if (gguf_tensor_name(c->arch, t->name, c->n_head, c->n_kv_head, gname, sizeof gname, &perm))
             return err_set(err, err_len,
-                            "tensor '%s' has no llama.cpp equivalent for arch %s: this model "
-                            "cannot be exported to GGUF",
-                            t->name, model_arch_name(c->arch));
+                           "tensor '%s' has no llama.cpp equivalent for arch %s: this model "
+                           "cannot be exported to GGUF",
+                           t->name, model_arch_name(c->arch));
     }
     SpmVocab v;
     if (spm_vocab_load(o->tokenizer, &v, err, err_len)) return 1;

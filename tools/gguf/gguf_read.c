@@ -57,8 +57,8 @@ __attribute__((format(printf, 3, 4))) static int fail(Cur *c, uint64_t at, const
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return err_set(c->err, c->err_len, "%s: byte offset %llu: %s", c->where,
-                   (unsigned long long)at, msg);
+    return err_set(c->err, c->err_len, "%s: byte offset %llu: %s", c->where, (unsigned long long)at,
+                   msg);
 }
 
 static int rd(Cur *c, void *dst, uint64_t n, const char *what) {
@@ -334,7 +334,8 @@ GgufFile *gguf_open(const char *path, char *err, size_t err_len) {
     }
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return err_set(err, err_len, "%s: mmap: %s", path, strerror(errno)), NULL;
+    if (map == MAP_FAILED)
+        return err_set(err, err_len, "%s: mmap: %s", path, strerror(errno)), NULL;
     GgufFile *f = parse(map, (uint64_t)st.st_size, path, err, err_len);
     if (!f) {
         munmap(map, (size_t)st.st_size);
@@ -388,8 +389,8 @@ static const GgufKV *get_typed(const GgufFile *f, const char *key, uint32_t type
     if (!kv) return err_set(err, err_len, "metadata key '%s' is missing", key), NULL;
     if (kv->type != type)
         return err_set(err, err_len, "metadata key '%s' (byte offset %llu) is %s, expected %s", key,
-                        (unsigned long long)kv->offset, gguf_value_type_name(kv->type),
-                        gguf_value_type_name(type)),
+                       (unsigned long long)kv->offset, gguf_value_type_name(kv->type),
+                       gguf_value_type_name(type)),
                NULL;
     return kv;
 }

@@ -49,8 +49,8 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
         return err_set(err, err_len, "%s: %s", path, e);
     if (strcmp(arch, "llama") && strcmp(arch, "gpt2"))
         return err_set(err, err_len,
-                        "%s: general.architecture is '%s'; dapt imports 'llama' and 'gpt2'", path,
-                        arch);
+                       "%s: general.architecture is '%s'; dapt imports 'llama' and 'gpt2'", path,
+                       arch);
     *c = model_config_default(strcmp(arch, "llama") ? ARCH_GPT2 : ARCH_LLAMA);
     int rc = get_u32_int(f, arch, "context_length", &c->max_seq_len, 1, e, sizeof e) ||
              get_u32_int(f, arch, "embedding_length", &c->d_model, 1, e, sizeof e) ||
@@ -98,34 +98,37 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
     /* cheap consistency checks before model_create allocates anything, so
      * hostile hyperparameters cannot ask for a huge model */
     if (emb->ne[0] != (uint64_t)c->d_model)
-        return err_set(err, err_len, "%s: token_embd.weight has ne[0] = %llu but embedding_length is %d",
-                        path, (unsigned long long)emb->ne[0], c->d_model);
+        return err_set(err, err_len,
+                       "%s: token_embd.weight has ne[0] = %llu but embedding_length is %d", path,
+                       (unsigned long long)emb->ne[0], c->d_model);
     if (c->max_seq_len > (1 << 22))
-        return err_set(err, err_len, "%s: context_length %d is larger than dapt's limit of %d", path,
-                        c->max_seq_len, 1 << 22);
+        return err_set(err, err_len, "%s: context_length %d is larger than dapt's limit of %d",
+                       path, c->max_seq_len, 1 << 22);
     const GgufTensor *pos = gguf_find_tensor(f, "position_embd.weight");
     if (c->arch == ARCH_GPT2 && (!pos || pos->ne[1] != (uint64_t)c->max_seq_len))
-        return err_set(err, err_len, "%s: position_embd.weight must have ne[1] = context_length (%d)",
-                        path, c->max_seq_len);
+        return err_set(err, err_len,
+                       "%s: position_embd.weight must have ne[1] = context_length (%d)", path,
+                       c->max_seq_len);
     if (c->n_experts) {
         /* the expert stack bounds n_experts * d_model * d_ff by the file size
          * before model_create allocates them */
         const GgufTensor *g = gguf_find_tensor(f, "blk.0.ffn_gate_exps.weight");
         if (!g || g->n_dims != 3 || g->ne[0] != (uint64_t)c->d_model ||
             g->ne[1] != (uint64_t)c->d_ff || g->ne[2] != (uint64_t)c->n_experts)
-            return err_set(err, err_len,
-                            "%s: llama.expert_count = %d needs a 3-D tensor blk.0.ffn_gate_exps.weight "
-                            "with ne = {embedding_length %d, feed_forward_length %d, %d}",
-                            path, c->n_experts, c->d_model, c->d_ff, c->n_experts);
+            return err_set(
+                err, err_len,
+                "%s: llama.expert_count = %d needs a 3-D tensor blk.0.ffn_gate_exps.weight "
+                "with ne = {embedding_length %d, feed_forward_length %d, %d}",
+                path, c->n_experts, c->d_model, c->d_ff, c->n_experts);
     }
     /* llama: norms 2, attention 4 (+3 biases), FFN 3 (MoE: router + 3 expert stacks) */
     long per_layer = c->arch == ARCH_LLAMA ? 9 + (c->qkv_bias ? 3 : 0) + (c->n_experts ? 1 : 0) : 12;
     long expect = (c->arch == ARCH_LLAMA ? 2 : 4) + !c->tie_embeddings + per_layer * c->n_layer;
     if (gguf_n_tensors(f) != expect)
         return err_set(err, err_len,
-                        "%s: %d tensors, but a dapt %s model with %d blocks has %ld (unsupported "
-                        "tensors, or a wrong block_count)",
-                        path, gguf_n_tensors(f), arch, c->n_layer, expect);
+                       "%s: %d tensors, but a dapt %s model with %d blocks has %ld (unsupported "
+                       "tensors, or a wrong block_count)",
+                       path, gguf_n_tensors(f), arch, c->n_layer, expect);
     if (model_config_check(c, e, sizeof e)) return err_set(err, err_len, "%s: %s", path, e);
     return 0;
 }
@@ -158,7 +161,8 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
         }
         const GgufTensor *g = gguf_find_tensor(f, gname);
         if (!g) {
-            err_set(err, err_len, "%s: tensor '%s' is missing (needed for %s)", path, gname, t->name);
+            err_set(err, err_len, "%s: tensor '%s' is missing (needed for %s)", path, gname,
+                    t->name);
             goto bad;
         }
         used[g - gguf_tensor(f, 0)] = 1;
@@ -169,21 +173,21 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
                                       : g->n_dims == 1 && g->ne[0] == (uint64_t)rows;
         if (!shape_ok) {
             err_set(err, err_len,
-                     "%s: tensor '%s' has shape {%llu, %llu, %llu} (%u dims), expected {%d, %d, %d} "
-                     "(%d dims)",
-                     path, gname, (unsigned long long)g->ne[0], (unsigned long long)g->ne[1],
-                     (unsigned long long)g->ne[2], g->n_dims, cols, t->ndim == 2 ? rows : 1,
-                     expert >= 0 ? c.n_experts : 1, expert >= 0 ? 3 : t->ndim);
+                    "%s: tensor '%s' has shape {%llu, %llu, %llu} (%u dims), expected {%d, %d, %d} "
+                    "(%d dims)",
+                    path, gname, (unsigned long long)g->ne[0], (unsigned long long)g->ne[1],
+                    (unsigned long long)g->ne[2], g->n_dims, cols, t->ndim == 2 ? rows : 1,
+                    expert >= 0 ? c.n_experts : 1, expert >= 0 ? 3 : t->ndim);
             goto bad;
         }
         const char *tn = NULL;
         gguf_ggml_type_info(g->type, &tn, NULL, NULL);
         if (g->type != GGML_F32 && g->type != GGML_F16 && g->type != GGML_BF16) {
             err_set(err, err_len,
-                     "%s: tensor '%s' is %s: dapt imports F32, F16 and BF16 GGUF files only "
-                     "(training from a quantized model would train its rounding error; convert the "
-                     "original weights instead)",
-                     path, gname, tn ? tn : "?");
+                    "%s: tensor '%s' is %s: dapt imports F32, F16 and BF16 GGUF files only "
+                    "(training from a quantized model would train its rounding error; convert the "
+                    "original weights instead)",
+                    path, gname, tn ? tn : "?");
             goto bad;
         }
         float *dst = params + t->offset;
@@ -208,8 +212,9 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
     }
     for (int i = 0; i < gguf_n_tensors(f); i++)
         if (!used[i]) {
-            err_set(err, err_len, "%s: tensor '%s' is not part of a dapt %s model (unsupported feature?)",
-                     path, gguf_tensor(f, i)->name, model_arch_name(c.arch));
+            err_set(err, err_len,
+                    "%s: tensor '%s' is not part of a dapt %s model (unsupported feature?)", path,
+                    gguf_tensor(f, i)->name, model_arch_name(c.arch));
             goto bad;
         }
     model_set_params(m, params);
@@ -257,7 +262,7 @@ int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *e
     if (stat(out_dir, &st) == 0) remove_dir(out_dir);
     if (rename(tmp, out_dir)) {
         err_set(err, err_len, "cannot rename %s to %s: %s (a non-empty directory is not replaced)",
-                 tmp, out_dir, strerror(errno));
+                tmp, out_dir, strerror(errno));
         remove_dir(tmp);
         goto out;
     }

@@ -193,7 +193,8 @@ int spm_vocab_parse(const uint8_t *buf, size_t len, const char *where, SpmVocab 
     }
     if (v->n == 0) {
         spm_vocab_free(v);
-        return err_set(err, err_len, "%s: no vocabulary pieces (not a sentencepiece model?)", where);
+        return err_set(err, err_len, "%s: no vocabulary pieces (not a sentencepiece model?)",
+                       where);
     }
     v->model_type = trainer[0];
     v->unk_id = trainer[1];
@@ -207,7 +208,7 @@ int spm_vocab_parse(const uint8_t *buf, size_t len, const char *where, SpmVocab 
         if (*ids[k] < 0) *ids[k] = -1;
         if (*ids[k] >= v->n) {
             err_set(err, err_len, "%s: trainer_spec.%s = %d but the model has %d pieces", where,
-                     names[k], *ids[k], v->n);
+                    names[k], *ids[k], v->n);
             spm_vocab_free(v);
             return 1;
         }

@@ -308,9 +308,11 @@ static int collect(const LawData *d, LawTarget t, int cross, Pt *pts, LawFit *ou
         const LawObs *o = &d->rows[i];
         if (!(t == LAW_GENERAL ? o->has_general : o->has_domain)) continue;
         if (cross && (!o->has_k || !o->domain[0]))
-            return err_set(err, err_len, "%s:%d: the cross-domain law needs \"domain\", \"k1\" and \"k2\" on every "
-                       "row",
-                       d->path, o->line);
+            return err_set(
+                err, err_len,
+                "%s:%d: the cross-domain law needs \"domain\", \"k1\" and \"k2\" on every "
+                "row",
+                d->path, o->line);
         Pt *p = &pts[n++];
         p->n = o->N;
         p->d = o->D;
@@ -324,8 +326,8 @@ static int collect(const LawData *d, LawTarget t, int cross, Pt *pts, LawFit *ou
                 break;
         if (g == out->n_groups) {
             if (g == LAW_MAX_GROUPS)
-                return err_set(err, err_len, "%s:%d: more than %d distinct %s values", d->path, o->line,
-                           LAW_MAX_GROUPS, cross ? "domain" : "r_domain");
+                return err_set(err, err_len, "%s:%d: more than %d distinct %s values", d->path,
+                               o->line, LAW_MAX_GROUPS, cross ? "domain" : "r_domain");
             out->group_r[g] = o->r_domain;
             snprintf(out->group_domain[g], LAW_DOMAIN_NAME_LEN, "%s", o->domain);
             out->n_groups++;
@@ -416,19 +418,22 @@ int law_fit(const LawData *d, LawTarget t, const LawFitOptions *o, LawFit *out, 
     const char *what = t == LAW_GENERAL ? "loss_general" : "loss_domain";
     int cross = o->cross_domain, np = law_n_params(cross);
     if (!(o->huber_delta > 0) || o->n_starts < 1 || o->max_iter < 1)
-        return err_set(err, err_len, "law_fit: huber_delta must be > 0, n_starts and max_iter >= 1");
+        return err_set(err, err_len,
+                       "law_fit: huber_delta must be > 0, n_starts and max_iter >= 1");
     Pt *pts = malloc((size_t)(d->n ? d->n : 1) * sizeof *pts);
     if (!pts) return err_set(err, err_len, "%s: out of memory", d->path);
     int n = collect(d, t, cross, pts, out, err, err_len), rc = -1;
     if (n < 0) goto done;
     if (n < np) {
-        err_set(err, err_len, "%s: %d rows have %s but the law has %d parameters (need at least %d observations)",
-            d->path, n, what, np, np);
+        err_set(err, err_len,
+                "%s: %d rows have %s but the law has %d parameters (need at least %d observations)",
+                d->path, n, what, np, np);
         goto done;
     }
     if (cross && out->n_groups < 3) {
-        err_set(err, err_len, "%s: the cross-domain law needs at least 3 domains with %s (found %d)", d->path, what,
-            out->n_groups);
+        err_set(err, err_len,
+                "%s: the cross-domain law needs at least 3 domains with %s (found %d)", d->path,
+                what, out->n_groups);
         goto done;
     }
     /* Geometric means of N and D: the fit's units. */

@@ -132,15 +132,16 @@ static int fit_from_json(const cJSON *o, const char *path, const char *which, in
     memset(f, 0, sizeof *f);
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "params");
     if (!cJSON_IsObject(o) || !cJSON_IsObject(p))
-        return err_set(err, err_len, "%s: \"%s.params\" missing (expected an object of parameters)", path, which);
+        return err_set(err, err_len, "%s: \"%s.params\" missing (expected an object of parameters)",
+                       path, which);
     f->p.cross = cross;
     for (int i = 0; i < LEN(base_fields) + (cross ? LEN(cross_fields) : 0); i++) {
         const ParamField *pf =
             i < LEN(base_fields) ? &base_fields[i] : &cross_fields[i - LEN(base_fields)];
         double *v = field(&f->p, pf);
         if (get_num(p, pf->name, 1, v) || !isfinite(*v) || *v <= 0)
-            return err_set(err, err_len, "%s: \"%s.params.%s\" missing or not a finite number > 0", path, which,
-                       pf->name);
+            return err_set(err, err_len, "%s: \"%s.params.%s\" missing or not a finite number > 0",
+                           path, which, pf->name);
     }
     double n_obs = 0;
     get_num(o, "n_obs", 0, &n_obs);
@@ -202,8 +203,8 @@ int law_model_load(const char *path, LawModel *m, char *err, size_t err_len) {
     if (!root)
         err_set(err, err_len, "%s: not valid JSON", path);
     else if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, LAW_FORMAT))
-        err_set(err, err_len, "%s: \"format\" is not \"%s\" (not a file written by `dapt law fit`)", path,
-            LAW_FORMAT);
+        err_set(err, err_len, "%s: \"format\" is not \"%s\" (not a file written by `dapt law fit`)",
+                path, LAW_FORMAT);
     else if (get_num(root, "version", 1, &version) || version != LAW_VERSION)
         err_set(err, err_len, "%s: \"version\" must be %d", path, LAW_VERSION);
     else {
@@ -226,11 +227,15 @@ int law_model_load(const char *path, LawModel *m, char *err, size_t err_len) {
 
 int law_predict(const LawModel *m, double N, double D, double r_domain, double k1, double k2,
                 double *loss_general, double *loss_domain, char *err, size_t err_len) {
-    if (!(N > 0) || !isfinite(N)) return err_set(err, err_len, "N = %g must be a finite number > 0", N);
-    if (!(D > 0) || !isfinite(D)) return err_set(err, err_len, "D = %g must be a finite number > 0", D);
-    if (!(r_domain >= 0 && r_domain <= 1)) return err_set(err, err_len, "r_domain = %g is outside [0, 1]", r_domain);
+    if (!(N > 0) || !isfinite(N))
+        return err_set(err, err_len, "N = %g must be a finite number > 0", N);
+    if (!(D > 0) || !isfinite(D))
+        return err_set(err, err_len, "D = %g must be a finite number > 0", D);
+    if (!(r_domain >= 0 && r_domain <= 1))
+        return err_set(err, err_len, "r_domain = %g is outside [0, 1]", r_domain);
     if (m->cross && (!(k1 > 0) || !(k2 > 0) || !isfinite(k1) || !isfinite(k2)))
-        return err_set(err, err_len, "this is a cross-domain law: k1 and k2 of the domain are required (> 0)");
+        return err_set(err, err_len,
+                       "this is a cross-domain law: k1 and k2 of the domain are required (> 0)");
     *loss_general = m->has_general ? law_eval(&m->general.p, N, D, 1.0 - r_domain, k1, k2) : NAN;
     *loss_domain = m->has_domain ? law_eval(&m->domain.p, N, D, r_domain, k1, k2) : NAN;
     return 0;

@@ -87,7 +87,8 @@ static int parse_num(Src *src, const char *key, const char **p, double *v) {
     char *end;
     *v = n ? strtod(buf, &end) : 0;
     if (!n || *end || !isfinite(*v) || !strcmp(buf, "inf") || !strcmp(buf, "nan"))
-        return src_err(src, key, "expected a number, got '%.*s'", (int)(q - *p > 0 ? q - *p : 1), *p);
+        return src_err(src, key, "expected a number, got '%.*s'", (int)(q - *p > 0 ? q - *p : 1),
+                       *p);
     *p = q;
     return 0;
 }
@@ -101,10 +102,12 @@ static int parse_array(Src *src, const char *key, const char *p, int depth, doub
     if (*p != '[') return src_err(src, key, "expected an array [...]");
     p = skip_ws(p + 1);
     while (*p != ']') {
-        if (!*p || *p == '#') return src_err(src, key, "unterminated array (arrays must fit on one line)");
+        if (!*p || *p == '#')
+            return src_err(src, key, "unterminated array (arrays must fit on one line)");
         if (depth == 2) {
             if (*p != '[') return src_err(src, key, "expected an array of arrays [[...], ...]");
-            if (*n_rows >= LAW_SWEEP_MAX) return src_err(src, key, "more than %d entries", LAW_SWEEP_MAX);
+            if (*n_rows >= LAW_SWEEP_MAX)
+                return src_err(src, key, "more than %d entries", LAW_SWEEP_MAX);
             p = skip_ws(p + 1);
             int len = 0;
             while (*p != ']') {
@@ -113,7 +116,8 @@ static int parse_array(Src *src, const char *key, const char *p, int depth, doub
                 (*n_out)++, len++;
                 p = skip_ws(p);
                 if (*p == ',') p = skip_ws(p + 1);
-                else if (*p != ']') return src_err(src, key, "expected ',' or ']' in an inner array");
+                else if (*p != ']')
+                    return src_err(src, key, "expected ',' or ']' in an inner array");
             }
             row_len[(*n_rows)++] = len;
             p = skip_ws(p + 1);
@@ -124,7 +128,8 @@ static int parse_array(Src *src, const char *key, const char *p, int depth, doub
             p = skip_ws(p);
         }
         if (*p == ',') p = skip_ws(p + 1);
-        else if (*p != ']') return src_err(src, key, "expected ',' or ']' (arrays must fit on one line)");
+        else if (*p != ']')
+            return src_err(src, key, "expected ',' or ']' (arrays must fit on one line)");
     }
     if (!at_line_end(p + 1)) return src_err(src, key, "unexpected text after the array");
     return 0;
@@ -147,7 +152,8 @@ static int set_key(Src *src, LawSweep *s, const char *key, const char *val) {
     if (!strcmp(key, "ratios")) {
         if (parse_array(src, key, val, 1, nums, LAW_SWEEP_MAX, &n, rows, &n_rows)) return -1;
         for (int i = 0; i < n; i++) {
-            if (nums[i] < 0 || nums[i] > 1) return src_err(src, key, "%g is outside [0, 1]", nums[i]);
+            if (nums[i] < 0 || nums[i] > 1)
+                return src_err(src, key, "%g is outside [0, 1]", nums[i]);
             for (int j = 0; j < i; j++)
                 if (nums[j] == nums[i]) return src_err(src, key, "%g is listed twice", nums[i]);
             s->ratios[i] = nums[i];
@@ -160,10 +166,11 @@ static int set_key(Src *src, LawSweep *s, const char *key, const char *val) {
         int k = 0;
         for (int i = 0; i < n_rows; i++) {
             if (rows[i] != 4 && rows[i] != 5)
-                return src_err(src, key,
-                            "size %d has %d numbers; expected [n_layer, d_model, n_head, d_ff] or "
-                            "[n_layer, d_model, n_head, n_kv_head, d_ff]",
-                            i + 1, rows[i]);
+                return src_err(
+                    src, key,
+                    "size %d has %d numbers; expected [n_layer, d_model, n_head, d_ff] or "
+                    "[n_layer, d_model, n_head, n_kv_head, d_ff]",
+                    i + 1, rows[i]);
             int v[5];
             for (int j = 0; j < rows[i]; j++) {
                 double x = nums[k + j];
@@ -194,8 +201,9 @@ static int set_key(Src *src, LawSweep *s, const char *key, const char *val) {
         s->budget_is_tokens = tok;
         return 0;
     }
-    return src_err(src, key,
-                "unknown key (expected base, out_dir, name_prefix, ratios, sizes, steps or tokens)");
+    return src_err(
+        src, key,
+        "unknown key (expected base, out_dir, name_prefix, ratios, sizes, steps or tokens)");
 }
 
 int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, size_t err_len) {
@@ -211,7 +219,8 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
         const char *e = strchr(p, '\n');
         size_t len = e ? (size_t)(e - p) : strlen(p);
         src.line++;
-        if (len >= sizeof line) return src_err(&src, "line", "longer than %zu bytes", sizeof line - 1);
+        if (len >= sizeof line)
+            return src_err(&src, "line", "longer than %zu bytes", sizeof line - 1);
         memcpy(line, p, len);
         line[len] = 0;
         p += len + (e != NULL);
@@ -247,10 +256,16 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
     }
     src.line = 0;
     if (!seen_sweep) return err_set(err, err_len, "%s: no [sweep] table", name);
-    if (!s->base[0]) return err_set(err, err_len, "%s: [sweep] base (the base training config) is required", name);
+    if (!s->base[0])
+        return err_set(err, err_len, "%s: [sweep] base (the base training config) is required",
+                       name);
     if (!s->out_dir[0]) return err_set(err, err_len, "%s: [sweep] out_dir is required", name);
-    if (!s->n_ratios) return err_set(err, err_len, "%s: [sweep] ratios (a list of domain shares) is required", name);
-    if (!s->n_budgets) return err_set(err, err_len, "%s: [sweep] steps or tokens (a list of budgets) is required", name);
+    if (!s->n_ratios)
+        return err_set(err, err_len, "%s: [sweep] ratios (a list of domain shares) is required",
+                       name);
+    if (!s->n_budgets)
+        return err_set(err, err_len, "%s: [sweep] steps or tokens (a list of budgets) is required",
+                       name);
     return 0;
 }
 
@@ -330,12 +345,16 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
                 LawSweepRun *r = &rs[k];
                 long long b = s->budgets[bi];
                 if (s->budget_is_tokens && b % tps)
-                    return expand_fail(rs, err_set(err, err_len, "%s: tokens: %lld is not a multiple of the %lld tokens of "
-                                         "a step (train.global_batch * data.seq_len)",
-                                         s->path, b, tps));
+                    return expand_fail(
+                        rs, err_set(err, err_len,
+                                    "%s: tokens: %lld is not a multiple of the %lld tokens of "
+                                    "a step (train.global_batch * data.seq_len)",
+                                    s->path, b, tps));
                 long long steps = s->budget_is_tokens ? b / tps : b;
                 if (steps > 1000000000)
-                    return expand_fail(rs, err_set(err, err_len, "%s: tokens: %lld is more than 1e9 steps", s->path, b));
+                    return expand_fail(rs, err_set(err, err_len,
+                                                   "%s: tokens: %lld is more than 1e9 steps",
+                                                   s->path, b));
                 r->steps = (int)steps;
                 r->tokens_per_step = tps;
                 r->r_domain = s->ratios[ri];
@@ -351,13 +370,16 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
                 }
                 if (snprintf(r->name, sizeof r->name, "%s%s-s%d-r%.3f", s->name_prefix, size_tag,
                              r->steps, r->r_domain) >= (int)sizeof r->name)
-                    return expand_fail(rs, err_set(err, err_len, "%s: run name too long: %s", s->path, r->name));
+                    return expand_fail(
+                        rs, err_set(err, err_len, "%s: run name too long: %s", s->path, r->name));
                 snprintf(r->run_dir, sizeof r->run_dir, "%s/%s", s->out_dir, r->name);
                 for (int j = 0; j < k; j++)
                     if (!strcmp(rs[j].name, r->name))
-                        return expand_fail(rs, err_set(err, err_len, "%s: two runs would share the name %s (ratios that "
-                                             "agree to 3 decimals?)",
-                                             s->path, r->name));
+                        return expand_fail(
+                            rs, err_set(err, err_len,
+                                        "%s: two runs would share the name %s (ratios that "
+                                        "agree to 3 decimals?)",
+                                        s->path, r->name));
                 add_override(r, "--run.out_dir=%s", s->out_dir);
                 add_override(r, "--run.name=%s", r->name);
                 add_override(r, "--mix.domain_frac=%s", shortest(r->r_domain, num, sizeof num));
@@ -378,9 +400,13 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
                           config_to_model_config(&c, &mc, why, sizeof why);
                 int moe = !bad && c.moe.n_experts > 0;
                 config_free(&c);
-                if (bad) return expand_fail(rs, err_set(err, err_len, "%s: run %s: %s", s->path, r->name, why));
+                if (bad)
+                    return expand_fail(
+                        rs, err_set(err, err_len, "%s: run %s: %s", s->path, r->name, why));
                 if (moe)
-                    return expand_fail(rs, err_set(err, err_len, "%s: the base config is a mixture of experts "
+                    return expand_fail(rs,
+                                       err_set(err, err_len,
+                                               "%s: the base config is a mixture of experts "
                                                "([moe] n_experts > 0): sweeps count N for dense "
                                                "models only (total or active parameters is not "
                                                "decided yet)",
@@ -454,7 +480,9 @@ static int read_metrics(const LawSweepRun *r, RunMetrics *m, char *err, size_t e
                     free(line);
                     fclose(f);
                     free(m->rows);
-                    return err_set(err, err_len, "%s:%d: an eval record without split, loss and tokens", path, lineno);
+                    return err_set(err, err_len,
+                                   "%s:%d: an eval record without split, loss and tokens", path,
+                                   lineno);
                 }
                 EvalRow *e = eval_row(m, st);
                 if (!e) {
@@ -497,7 +525,8 @@ int law_sweep_run_state(const LawSweepRun *r, LawRunState *state, char *err, siz
 
 int law_sweep_mkdirs(const char *dir, char *err, size_t err_len) {
     char buf[LAW_SWEEP_PATH_LEN];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return err_set(err, err_len, "path too long: %s", dir);
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+        return err_set(err, err_len, "path too long: %s", dir);
     for (char *p = buf + 1;; p++) {
         if (*p == '/' || *p == 0) {
             char c = *p;
@@ -616,8 +645,10 @@ int law_sweep_collect(const LawSweepRun *runs, int n_runs, const char *out_path,
         }
         free(m.rows);
     }
-    if (fclose(f)) return remove(tmp), err_set(err, err_len, "cannot write %s: %s", tmp, strerror(errno));
-    if (rename(tmp, out_path)) return remove(tmp), err_set(err, err_len, "cannot rename %s: %s", tmp, strerror(errno));
+    if (fclose(f))
+        return remove(tmp), err_set(err, err_len, "cannot write %s: %s", tmp, strerror(errno));
+    if (rename(tmp, out_path))
+        return remove(tmp), err_set(err, err_len, "cannot rename %s: %s", tmp, strerror(errno));
     if (*n_rows == 0) return 0;
     LawData d;
     char why[LAW_ERR_LEN];
