@@ -4,8 +4,8 @@
  * keeps the exact running sum at every MIX_CHECKPOINT-th step and resumes
  * the same in-order summation from there, so a count never depends on which
  * steps were asked for before. */
-#include "data/fail.h"
 #include "data/mix.h"
+#include "kernels/util.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -49,23 +49,30 @@ int mix_schedule_create(MixSchedule **out, const MixPoint *points, int n, uint64
                         uint32_t global_batch, char *err, size_t errlen) {
     *out = NULL;
     if (n < 1 || n > MIX_MAX_POINTS)
-        return fail(err, errlen, "mixture schedule: %d points, expected 1 to %d", n, MIX_MAX_POINTS);
+        return err_set(err, errlen, "mixture schedule: %d points, expected 1 to %d", n,
+                       MIX_MAX_POINTS);
     if (total_steps < 1 || global_batch < 1)
-        return fail(err, errlen, "mixture schedule: total steps and global batch must be positive");
+        return err_set(err, errlen,
+                       "mixture schedule: total steps and global batch must be positive");
     for (int k = 0; k < n; k++) {
         const MixPoint *p = &points[k];
         if (!(p->progress >= 0 && p->progress <= 1) || !(p->fraction >= 0 && p->fraction <= 1))
-            return fail(err, errlen, "mixture schedule point %d [%g, %g]: progress and fraction must be in [0, 1]",
-                        k, p->progress, p->fraction);
+            return err_set(
+                err, errlen,
+                "mixture schedule point %d [%g, %g]: progress and fraction must be in [0, 1]", k,
+                p->progress, p->fraction);
         if (k > 0 && p->progress < points[k - 1].progress)
-            return fail(err, errlen, "mixture schedule point %d: progress %g is below the previous point's %g",
-                        k, p->progress, points[k - 1].progress);
+            return err_set(
+                err, errlen,
+                "mixture schedule point %d: progress %g is below the previous point's %g", k,
+                p->progress, points[k - 1].progress);
         if (k > 1 && p->progress == points[k - 2].progress)
-            return fail(err, errlen, "mixture schedule point %d: more than two points at progress %g", k,
-                        p->progress);
+            return err_set(err, errlen,
+                           "mixture schedule point %d: more than two points at progress %g", k,
+                           p->progress);
     }
     MixSchedule *m = calloc(1, sizeof *m);
-    if (!m) return fail(err, errlen, "out of memory");
+    if (!m) return err_set(err, errlen, "out of memory");
     memcpy(m->pt, points, (size_t)n * sizeof *points);
     m->n = n;
     m->total_steps = total_steps;
@@ -74,7 +81,7 @@ int mix_schedule_create(MixSchedule **out, const MixPoint *points, int n, uint64
     m->acc = malloc(m->n_acc * sizeof *m->acc);
     if (!m->acc) {
         free(m);
-        return fail(err, errlen, "out of memory");
+        return err_set(err, errlen, "out of memory");
     }
     long double acc = 0;
     for (uint64_t i = 0; i < m->n_acc * MIX_CHECKPOINT; i++) {
@@ -127,14 +134,16 @@ void mix_schedule_range(const MixSchedule *m, double *lo, double *hi) {
 
 int mix_split_create(MixSplit **out, const double *w, int n, char *err, size_t errlen) {
     *out = NULL;
-    if (n < 1 || n > MIX_MAX_SOURCES) return fail(err, errlen, "%d sources in one role, expected 1 to %d", n, MIX_MAX_SOURCES);
+    if (n < 1 || n > MIX_MAX_SOURCES)
+        return err_set(err, errlen, "%d sources in one role, expected 1 to %d", n, MIX_MAX_SOURCES);
     double total = 0;
     for (int j = 0; j < n; j++) {
-        if (!(w[j] > 0) || !isfinite(w[j])) return fail(err, errlen, "source weight %g must be positive", w[j]);
+        if (!(w[j] > 0) || !isfinite(w[j]))
+            return err_set(err, errlen, "source weight %g must be positive", w[j]);
         total += w[j];
     }
     MixSplit *m = calloc(1, sizeof *m);
-    if (!m) return fail(err, errlen, "out of memory");
+    if (!m) return err_set(err, errlen, "out of memory");
     m->n = n;
     /* Largest remainder, then at least one slot per source (taken from the largest). */
     double rem[MIX_MAX_SOURCES];

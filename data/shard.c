@@ -5,8 +5,8 @@
  * rewritten with the final counts. The reader trusts nothing: every size and
  * count is checked against the file size and the other counts. */
 #define _GNU_SOURCE
-#include "data/fail.h"
 #include "data/shard.h"
+#include "kernels/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -82,13 +82,13 @@ int shard_writer_open(ShardWriter **out, const char *path, const ShardHeader *hd
                       char *err, size_t errlen) {
     *out = NULL;
     if (hdr->vocab_size == 0 || hdr->eos_id >= hdr->vocab_size)
-        return fail(err, errlen, "%s: eos id %u is not below vocab size %u", path, hdr->eos_id,
-                    hdr->vocab_size);
+        return err_set(err, errlen, "%s: eos id %u is not below vocab size %u", path, hdr->eos_id,
+                       hdr->vocab_size);
     if (hdr->tokens_per_frame == 0 || hdr->tokens_per_frame > (1u << 26))
-        return fail(err, errlen, "%s: tokens per frame %u not in [1, 2^26]", path,
-                    hdr->tokens_per_frame);
+        return err_set(err, errlen, "%s: tokens per frame %u not in [1, 2^26]", path,
+                       hdr->tokens_per_frame);
     ShardWriter *w = calloc(1, sizeof *w);
-    if (!w) return fail(err, errlen, "%s: out of memory", path);
+    if (!w) return err_set(err, errlen, "%s: out of memory", path);
     w->hdr = *hdr;
     w->hdr.version = SHARD_VERSION;
     w->hdr.token_bytes = hdr->vocab_size <= 65536 ? 2 : 4;
@@ -104,7 +104,7 @@ int shard_writer_open(ShardWriter **out, const char *path, const ShardHeader *hd
     w->cctx = ZSTD_createCCtx();
     if (!w->path || !w->tmp_path || !w->frame || !w->packed || !w->zbuf || !w->cctx) {
         shard_writer_abort(w);
-        return fail(err, errlen, "%s: out of memory", path);
+        return err_set(err, errlen, "%s: out of memory", path);
     }
     sprintf(w->tmp_path, "%s.tmp", path);
     ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, level);
@@ -112,14 +112,14 @@ int shard_writer_open(ShardWriter **out, const char *path, const ShardHeader *hd
     ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_contentSizeFlag, 1);
     w->f = fopen(w->tmp_path, "wb");
     if (!w->f) {
-        fail(err, errlen, "%s: cannot create: %s", w->tmp_path, strerror(errno));
+        err_set(err, errlen, "%s: cannot create: %s", w->tmp_path, strerror(errno));
         shard_writer_abort(w);
         return -1;
     }
     unsigned char buf[HDR_FRAME];
     header_encode(&w->hdr, 0, buf);
     if (fwrite(buf, 1, HDR_FRAME, w->f) != HDR_FRAME) {
-        fail(err, errlen, "%s: write failed: %s", w->tmp_path, strerror(errno));
+        err_set(err, errlen, "%s: write failed: %s", w->tmp_path, strerror(errno));
         shard_writer_abort(w);
         return -1;
     }
@@ -139,13 +139,13 @@ static int writer_flush_frame(ShardWriter *w, char *err, size_t errlen) {
         for (size_t i = 0; i < n; i++) put32(w->packed + 4 * i, w->frame[i]);
     size_t z = ZSTD_compress2(w->cctx, w->zbuf, w->zcap, w->packed, n * tb);
     if (ZSTD_isError(z))
-        return fail(err, errlen, "%s: zstd: %s", w->tmp_path, ZSTD_getErrorName(z));
+        return err_set(err, errlen, "%s: zstd: %s", w->tmp_path, ZSTD_getErrorName(z));
     if (fwrite(w->zbuf, 1, z, w->f) != z)
-        return fail(err, errlen, "%s: write failed: %s", w->tmp_path, strerror(errno));
+        return err_set(err, errlen, "%s: write failed: %s", w->tmp_path, strerror(errno));
     if (w->n_frames == w->sizes_cap) {
         size_t cap = w->sizes_cap ? 2 * w->sizes_cap : 64;
         uint32_t *p = realloc(w->sizes, 2 * cap * sizeof *p);
-        if (!p) return fail(err, errlen, "%s: out of memory", w->tmp_path);
+        if (!p) return err_set(err, errlen, "%s: out of memory", w->tmp_path);
         w->sizes = p;
         w->sizes_cap = cap;
     }
@@ -160,9 +160,9 @@ int shard_writer_append(ShardWriter *w, const uint32_t *tokens, size_t n, uint64
                         char *err, size_t errlen) {
     for (size_t i = 0; i < n; i++)
         if (tokens[i] >= w->hdr.vocab_size)
-            return fail(err, errlen, "%s: token %u at position %llu is not below vocab size %u",
-                        w->path, tokens[i], (unsigned long long)(w->hdr.n_tokens + i),
-                        w->hdr.vocab_size);
+            return err_set(err, errlen, "%s: token %u at position %llu is not below vocab size %u",
+                           w->path, tokens[i], (unsigned long long)(w->hdr.n_tokens + i),
+                           w->hdr.vocab_size);
     size_t tpf = w->hdr.tokens_per_frame;
     while (n > 0) {
         size_t k = tpf - w->frame_n;
@@ -184,7 +184,7 @@ int shard_writer_finish(ShardWriter *w, char *err, size_t errlen) {
     if (writer_flush_frame(w, err, errlen)) return -1;
     size_t table = 8 + 8 * w->n_frames + SEEK_FOOTER;
     unsigned char *t = malloc(table);
-    if (!t) return fail(err, errlen, "%s: out of memory", w->tmp_path);
+    if (!t) return err_set(err, errlen, "%s: out of memory", w->tmp_path);
     put32(t, SKIP_MAGIC_SEEK);
     put32(t + 4, (uint32_t)(table - 8));
     for (size_t i = 0; i < w->n_frames; i++) {
@@ -200,10 +200,10 @@ int shard_writer_finish(ShardWriter *w, char *err, size_t errlen) {
     header_encode(&w->hdr, (uint32_t)w->n_frames, hbuf);
     if (wrote != table || fseek(w->f, 0, SEEK_SET) || fwrite(hbuf, 1, HDR_FRAME, w->f) != HDR_FRAME ||
         fflush(w->f) || fsync(fileno(w->f)))
-        return fail(err, errlen, "%s: write failed: %s", w->tmp_path, strerror(errno));
+        return err_set(err, errlen, "%s: write failed: %s", w->tmp_path, strerror(errno));
     int rc = fclose(w->f);
     w->f = NULL;
-    if (rc) return fail(err, errlen, "%s: close failed: %s", w->tmp_path, strerror(errno));
+    if (rc) return err_set(err, errlen, "%s: close failed: %s", w->tmp_path, strerror(errno));
     w->finished = 1;
     /* Only the names are needed until commit: release the buffers now, so
      * that many finished shards awaiting commit cost little memory. */
@@ -221,12 +221,13 @@ int shard_writer_finish(ShardWriter *w, char *err, size_t errlen) {
 
 int shard_writer_commit(ShardWriter *w, char *err, size_t errlen) {
     if (!w->finished) {
-        fail(err, errlen, "%s: commit before finish", w->path);
+        err_set(err, errlen, "%s: commit before finish", w->path);
         shard_writer_abort(w);
         return -1;
     }
     if (rename(w->tmp_path, w->path)) {
-        fail(err, errlen, "%s: cannot rename from %s: %s", w->path, w->tmp_path, strerror(errno));
+        err_set(err, errlen, "%s: cannot rename from %s: %s", w->path, w->tmp_path,
+                strerror(errno));
         shard_writer_abort(w);
         return -1;
     }
@@ -284,39 +285,39 @@ static int read_at(int fd, void *buf, size_t n, uint64_t off) {
 int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
     *out = NULL;
     Shard *s = calloc(1, sizeof *s);
-    if (!s) return fail(err, errlen, "%s: out of memory", path);
+    if (!s) return err_set(err, errlen, "%s: out of memory", path);
     s->fd = -1;
     s->path = strdup(path);
     s->fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (s->fd < 0 || fstat(s->fd, &st)) {
-        fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        err_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         goto bad;
     }
     s->file_bytes = (uint64_t)st.st_size;
     if (s->file_bytes < HDR_FRAME + 8 + SEEK_FOOTER) {
-        fail(err, errlen, "%s: truncated: %llu bytes, a shard has at least %d", path,
-             (unsigned long long)s->file_bytes, HDR_FRAME + 8 + SEEK_FOOTER);
+        err_set(err, errlen, "%s: truncated: %llu bytes, a shard has at least %d", path,
+                (unsigned long long)s->file_bytes, HDR_FRAME + 8 + SEEK_FOOTER);
         goto bad;
     }
     unsigned char h[HDR_FRAME];
     if (read_at(s->fd, h, HDR_FRAME, 0)) {
-        fail(err, errlen, "%s: read failed at byte 0", path);
+        err_set(err, errlen, "%s: read failed at byte 0", path);
         goto bad;
     }
     if (get32(h) != SKIP_MAGIC_HEADER || get32(h + 4) != HDR_PAYLOAD || memcmp(h + 8, HDR_MAGIC, 8)) {
-        fail(err, errlen, "%s: byte 0: wrong magic: not a dapt .tok.zst shard", path);
+        err_set(err, errlen, "%s: byte 0: wrong magic: not a dapt .tok.zst shard", path);
         goto bad;
     }
     const unsigned char *p = h + 8;
     if (get64(p + 184) != hash_bytes(p, 184, 0)) {
-        fail(err, errlen, "%s: byte 8: header check value mismatch (corrupt header)", path);
+        err_set(err, errlen, "%s: byte 8: header check value mismatch (corrupt header)", path);
         goto bad;
     }
     s->hdr.version = get32(p + 8);
     if (s->hdr.version != SHARD_VERSION) {
-        fail(err, errlen, "%s: byte 16: format version %u, this build reads version %d", path,
-             s->hdr.version, SHARD_VERSION);
+        err_set(err, errlen, "%s: byte 16: format version %u, this build reads version %d", path,
+                s->hdr.version, SHARD_VERSION);
         goto bad;
     }
     s->hdr.token_bytes = get32(p + 12);
@@ -334,30 +335,32 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
     if ((tb != 2 && tb != 4) || (tb == 2) != (s->hdr.vocab_size <= 65536) ||
         s->hdr.vocab_size == 0 || s->hdr.eos_id >= s->hdr.vocab_size ||
         s->hdr.tokens_per_frame == 0 || s->hdr.tokens_per_frame > (1u << 26)) {
-        fail(err, errlen,
-             "%s: byte 20: inconsistent header (token bytes %u, vocab %u, eos %u, tokens/frame %u)",
-             path, tb, s->hdr.vocab_size, s->hdr.eos_id, s->hdr.tokens_per_frame);
+        err_set(
+            err, errlen,
+            "%s: byte 20: inconsistent header (token bytes %u, vocab %u, eos %u, tokens/frame %u)",
+            path, tb, s->hdr.vocab_size, s->hdr.eos_id, s->hdr.tokens_per_frame);
         goto bad;
     }
     unsigned char foot[SEEK_FOOTER];
     uint64_t foot_off = s->file_bytes - SEEK_FOOTER;
     if (read_at(s->fd, foot, SEEK_FOOTER, foot_off) || get32(foot + 5) != SEEKABLE_MAGIC) {
-        fail(err, errlen, "%s: byte %llu: no seek table footer (truncated or not a shard)", path,
-             (unsigned long long)foot_off);
+        err_set(err, errlen, "%s: byte %llu: no seek table footer (truncated or not a shard)", path,
+                (unsigned long long)foot_off);
         goto bad;
     }
     s->n_frames = get32(foot);
     if (foot[4] & 0x7f) {
-        fail(err, errlen, "%s: byte %llu: reserved bits set in seek table descriptor", path,
-             (unsigned long long)(foot_off + 4));
+        err_set(err, errlen, "%s: byte %llu: reserved bits set in seek table descriptor", path,
+                (unsigned long long)(foot_off + 4));
         goto bad;
     }
     uint64_t entry = (foot[4] & 0x80) ? 12 : 8;
     uint64_t table = 8 + entry * s->n_frames + SEEK_FOOTER;
     if (s->n_frames != hdr_frames || table + HDR_FRAME > s->file_bytes) {
-        fail(err, errlen, "%s: byte %llu: seek table has %llu frames, header says %u (file %llu bytes)",
-             path, (unsigned long long)foot_off, (unsigned long long)s->n_frames, hdr_frames,
-             (unsigned long long)s->file_bytes);
+        err_set(err, errlen,
+                "%s: byte %llu: seek table has %llu frames, header says %u (file %llu bytes)", path,
+                (unsigned long long)foot_off, (unsigned long long)s->n_frames, hdr_frames,
+                (unsigned long long)s->file_bytes);
         goto bad;
     }
     uint64_t table_off = s->file_bytes - table;
@@ -366,14 +369,14 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
     s->dsize = malloc((s->n_frames + 1) * sizeof *s->dsize);
     if (!t || !s->offset || !s->dsize) {
         free(t);
-        fail(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, "%s: out of memory", path);
         goto bad;
     }
     if (read_at(s->fd, t, table, table_off) || get32(t) != SKIP_MAGIC_SEEK ||
         get32(t + 4) != table - 8) {
         free(t);
-        fail(err, errlen, "%s: byte %llu: seek table frame header is wrong", path,
-             (unsigned long long)table_off);
+        err_set(err, errlen, "%s: byte %llu: seek table frame header is wrong", path,
+                (unsigned long long)table_off);
         goto bad;
     }
     uint64_t off = HDR_FRAME, total = 0, frame_bytes = (uint64_t)s->hdr.tokens_per_frame * tb;
@@ -383,9 +386,11 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
         int last = i + 1 == s->n_frames;
         if (d == 0 || d % tb || d > frame_bytes || (!last && d != frame_bytes) || c == 0) {
             free(t);
-            fail(err, errlen, "%s: byte %llu: seek table entry %llu has sizes %u/%u, expected %llu "
-                 "decompressed bytes", path, (unsigned long long)(table_off + 8 + entry * i),
-                 (unsigned long long)i, c, d, (unsigned long long)frame_bytes);
+            err_set(err, errlen,
+                    "%s: byte %llu: seek table entry %llu has sizes %u/%u, expected %llu "
+                    "decompressed bytes",
+                    path, (unsigned long long)(table_off + 8 + entry * i), (unsigned long long)i, c,
+                    d, (unsigned long long)frame_bytes);
             goto bad;
         }
         s->offset[i] = off;
@@ -397,10 +402,11 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
     free(t);
     s->offset[s->n_frames] = off;
     if (off != table_off || total != s->hdr.n_tokens * tb) {
-        fail(err, errlen, "%s: frames end at byte %llu with %llu token bytes, but the seek table "
-             "starts at byte %llu and the header says %llu tokens (truncated or corrupt)", path,
-             (unsigned long long)off, (unsigned long long)total, (unsigned long long)table_off,
-             (unsigned long long)s->hdr.n_tokens);
+        err_set(err, errlen,
+                "%s: frames end at byte %llu with %llu token bytes, but the seek table "
+                "starts at byte %llu and the header says %llu tokens (truncated or corrupt)",
+                path, (unsigned long long)off, (unsigned long long)total,
+                (unsigned long long)table_off, (unsigned long long)s->hdr.n_tokens);
         goto bad;
     }
     s->zcap = max_c;
@@ -408,7 +414,7 @@ int shard_open(Shard **out, const char *path, char *err, size_t errlen) {
     s->raw = malloc(frame_bytes);
     s->dctx = ZSTD_createDCtx();
     if (!s->zbuf || !s->raw || !s->dctx) {
-        fail(err, errlen, "%s: out of memory", path);
+        err_set(err, errlen, "%s: out of memory", path);
         goto bad;
     }
     *out = s;
@@ -441,25 +447,25 @@ uint64_t shard_header_hash(const Shard *s) { return s->header_hash; }
 
 int shard_read_frame(Shard *s, uint64_t frame, uint32_t *out, char *err, size_t errlen) {
     if (frame >= s->n_frames)
-        return fail(err, errlen, "%s: frame %llu out of range (%llu frames)", s->path,
-                    (unsigned long long)frame, (unsigned long long)s->n_frames);
+        return err_set(err, errlen, "%s: frame %llu out of range (%llu frames)", s->path,
+                       (unsigned long long)frame, (unsigned long long)s->n_frames);
     uint64_t off = s->offset[frame];
     size_t c = (size_t)(s->offset[frame + 1] - off), d = s->dsize[frame];
     if (read_at(s->fd, s->zbuf, c, off))
-        return fail(err, errlen, "%s: byte %llu: cannot read frame %llu (%zu bytes)", s->path,
-                    (unsigned long long)off, (unsigned long long)frame, c);
+        return err_set(err, errlen, "%s: byte %llu: cannot read frame %llu (%zu bytes)", s->path,
+                       (unsigned long long)off, (unsigned long long)frame, c);
     unsigned long long fcs = ZSTD_getFrameContentSize(s->zbuf, c);
     if (fcs != d)
-        return fail(err, errlen, "%s: byte %llu: frame %llu: content size %lld, seek table says %zu",
-                    s->path, (unsigned long long)off, (unsigned long long)frame,
-                    (long long)fcs, d);
+        return err_set(err, errlen,
+                       "%s: byte %llu: frame %llu: content size %lld, seek table says %zu", s->path,
+                       (unsigned long long)off, (unsigned long long)frame, (long long)fcs, d);
     uint32_t tb = s->hdr.token_bytes;
     void *dst = (tb == 4) ? (void *)out : (void *)s->raw;
     size_t r = ZSTD_decompressDCtx(s->dctx, dst, d, s->zbuf, c);
     if (ZSTD_isError(r) || r != d)
-        return fail(err, errlen, "%s: byte %llu: frame %llu does not decode: %s", s->path,
-                    (unsigned long long)off, (unsigned long long)frame,
-                    ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong size");
+        return err_set(err, errlen, "%s: byte %llu: frame %llu does not decode: %s", s->path,
+                       (unsigned long long)off, (unsigned long long)frame,
+                       ZSTD_isError(r) ? ZSTD_getErrorName(r) : "wrong size");
     size_t n = d / tb;
     uint32_t bad = 0;
     /* One pass: widen (2-byte tokens) or byte-swap on big-endian hosts (the
@@ -478,7 +484,8 @@ int shard_read_frame(Shard *s, uint64_t frame, uint32_t *out, char *err, size_t 
     if (bad)
         for (size_t i = 0; i < n; i++)
             if (out[i] >= s->hdr.vocab_size)
-                return fail(err, errlen, "%s: frame %llu token %zu: id %u is not below vocab size %u",
-                            s->path, (unsigned long long)frame, i, out[i], s->hdr.vocab_size);
+                return err_set(err, errlen,
+                               "%s: frame %llu token %zu: id %u is not below vocab size %u",
+                               s->path, (unsigned long long)frame, i, out[i], s->hdr.vocab_size);
     return 0;
 }

@@ -13,8 +13,8 @@
  * one vocabulary, EOS id and tokenizer hash; every source has at least one
  * window per epoch. */
 #define _GNU_SOURCE
-#include "data/fail.h"
 #include "data/stream.h"
+#include "kernels/util.h"
 
 #include <glob.h>
 #include <pthread.h>
@@ -109,12 +109,13 @@ static int expand(const char *src, const char *what, const char *const *globs, i
             if (rc == 0) globfree(&gl);
             for (int i = 0; i < np; i++) free(paths[i]);
             free(paths);
-            return fail(err, errlen, "source '%s': %s glob '%s' matched no files", src, what, globs[g]);
+            return err_set(err, errlen, "source '%s': %s glob '%s' matched no files", src, what,
+                           globs[g]);
         }
         char **p = realloc(paths, (np + gl.gl_pathc) * sizeof *p);
         if (!p) {
             globfree(&gl);
-            return fail(err, errlen, "out of memory");
+            return err_set(err, errlen, "out of memory");
         }
         paths = p;
         for (size_t i = 0; i < gl.gl_pathc; i++) paths[np++] = strdup(gl.gl_pathv[i]);
@@ -141,7 +142,7 @@ static int open_shards(Stream *st, Source *src, const char *what, const char *co
     int np = 0;
     if (expand(src->name, what, globs, n, &paths, &np, err, errlen)) return -1;
     Shard **sh = calloc((size_t)np, sizeof *sh);
-    int rc = sh ? 0 : fail(err, errlen, "out of memory");
+    int rc = sh ? 0 : err_set(err, errlen, "out of memory");
     for (int i = 0; rc == 0 && i < np; i++) {
         rc = shard_open(&sh[i], paths[i], err, errlen);
         if (rc) break;
@@ -156,11 +157,13 @@ static int open_shards(Stream *st, Source *src, const char *what, const char *co
         const ShardHeader *h0 = &st->ref;
         if (h->vocab_size != h0->vocab_size || h->eos_id != h0->eos_id ||
             h->tokenizer_hash != h0->tokenizer_hash) {
-            rc = fail(err, errlen,
-                      "%s: vocab size %u, eos %u, tokenizer hash %016llx differ from %s's %u, %u, %016llx "
-                      "(all sources must use one tokenizer)", paths[i], h->vocab_size, h->eos_id,
-                      (unsigned long long)h->tokenizer_hash, st->ref_path, h0->vocab_size, h0->eos_id,
-                      (unsigned long long)h0->tokenizer_hash);
+            rc = err_set(err, errlen,
+                         "%s: vocab size %u, eos %u, tokenizer hash %016llx differ from %s's %u, "
+                         "%u, %016llx "
+                         "(all sources must use one tokenizer)",
+                         paths[i], h->vocab_size, h->eos_id, (unsigned long long)h->tokenizer_hash,
+                         st->ref_path, h0->vocab_size, h0->eos_id,
+                         (unsigned long long)h0->tokenizer_hash);
             break;
         }
         const char *base = strrchr(paths[i], '/');
@@ -191,10 +194,11 @@ static int source_init(Stream *st, Source *src, const StreamSourceConfig *c, cha
     uint64_t wbits;
     memcpy(&wbits, &c->weight, sizeof wbits);
     st->fingerprint = hash_key(st->fingerprint, wbits);
-    if (!c->name || !c->name[0]) return fail(err, errlen, "a source has no name");
+    if (!c->name || !c->name[0]) return err_set(err, errlen, "a source has no name");
     if (c->role != STREAM_DOMAIN && c->role != STREAM_GENERAL)
-        return fail(err, errlen, "source '%s': role must be domain or general", c->name);
-    if (c->n_train_globs < 1) return fail(err, errlen, "source '%s': no train shards given", c->name);
+        return err_set(err, errlen, "source '%s': role must be domain or general", c->name);
+    if (c->n_train_globs < 1)
+        return err_set(err, errlen, "source '%s': no train shards given", c->name);
     if (open_shards(st, src, "train", c->train_globs, c->n_train_globs, &src->shards, &src->n_shards, err, errlen))
         return -1;
     for (int i = 0; i < src->n_shards; i++) {
@@ -206,25 +210,29 @@ static int source_init(Stream *st, Source *src, const StreamSourceConfig *c, cha
     uint64_t T1 = (uint64_t)cfg->seq_len + 1;
     src->windows = src->tokens / T1;
     if (src->windows == 0)
-        return fail(err, errlen, "source '%s': %llu train tokens in %d shard(s) (first: %s), fewer than one "
-                    "window of seq_len + 1 = %llu tokens", c->name, (unsigned long long)src->tokens,
-                    src->n_shards, shard_path(src->shards[0]), (unsigned long long)T1);
-    if (src->n_frames > UINT32_MAX) return fail(err, errlen, "source '%s': more than 2^32 frames", c->name);
+        return err_set(err, errlen,
+                       "source '%s': %llu train tokens in %d shard(s) (first: %s), fewer than one "
+                       "window of seq_len + 1 = %llu tokens",
+                       c->name, (unsigned long long)src->tokens, src->n_shards,
+                       shard_path(src->shards[0]), (unsigned long long)T1);
+    if (src->n_frames > UINT32_MAX)
+        return err_set(err, errlen, "source '%s': more than 2^32 frames", c->name);
     src->f_shard = malloc(src->n_frames * sizeof *src->f_shard);
     src->f_local = malloc(src->n_frames * sizeof *src->f_local);
     src->f_len = malloc(src->n_frames * sizeof *src->f_len);
     for (int e = 0; e < 2; e++) {
         src->ep[e].order = malloc(src->n_frames * sizeof(uint32_t));
         src->ep[e].start = malloc((src->n_frames + 1) * sizeof(uint64_t));
-        if (!src->ep[e].order || !src->ep[e].start) return fail(err, errlen, "out of memory");
+        if (!src->ep[e].order || !src->ep[e].start) return err_set(err, errlen, "out of memory");
     }
     src->n_cache = cfg->cache_frames;
     src->cache = calloc(src->n_cache, sizeof *src->cache);
-    if (!src->f_shard || !src->f_local || !src->f_len || !src->cache) return fail(err, errlen, "out of memory");
+    if (!src->f_shard || !src->f_local || !src->f_len || !src->cache)
+        return err_set(err, errlen, "out of memory");
     for (uint32_t i = 0; i < src->n_cache; i++) {
         src->cache[i].frame = -1;
         src->cache[i].tok = malloc((size_t)src->max_frame_tokens * sizeof(uint32_t));
-        if (!src->cache[i].tok) return fail(err, errlen, "out of memory");
+        if (!src->cache[i].tok) return err_set(err, errlen, "out of memory");
     }
     uint64_t f = 0;
     for (int i = 0; i < src->n_shards; i++)
@@ -245,7 +253,7 @@ static int source_init(Stream *st, Source *src, const StreamSourceConfig *c, cha
         uint64_t nw = vt / T1;
         src->n_eval = (uint32_t)(nw < cfg->eval_windows ? nw : cfg->eval_windows);
         src->val_buf = malloc((size_t)maxf * sizeof(uint32_t) + 4);
-        if (!src->val_buf) return fail(err, errlen, "out of memory");
+        if (!src->val_buf) return err_set(err, errlen, "out of memory");
     }
     return 0;
 }
@@ -316,7 +324,8 @@ static int read_window(Stream *st, Source *src, int64_t e, uint64_t w, uint32_t 
         else hi = mid;
     }
     for (uint64_t i = lo; need > 0; i++) {
-        if (i >= src->n_frames) return fail(err, errlen, "source '%s': window past the end (internal)", src->name);
+        if (i >= src->n_frames)
+            return err_set(err, errlen, "source '%s': window past the end (internal)", src->name);
         uint32_t f = ep->order[i];
         uint64_t off = pos - ep->start[i], k = src->f_len[f] - off;
         if (k == 0) continue;
@@ -416,12 +425,13 @@ int stream_open(Stream **out, const StreamConfig *cfg_in, char *err, size_t errl
     if (!cfg.shuffle_windows) cfg.shuffle_windows = 64;
     if (!cfg.eval_windows) cfg.eval_windows = 64;
     if (!cfg.cache_frames) cfg.cache_frames = 8;
-    if (cfg.n_sources < 1) return fail(err, errlen, "no data sources");
+    if (cfg.n_sources < 1) return err_set(err, errlen, "no data sources");
     if (cfg.seq_len < 1 || cfg.global_batch < 1 || cfg.total_steps < 1)
-        return fail(err, errlen, "seq_len, global_batch and total_steps must be positive");
-    if (cfg.prefetch < 0 || cfg.prefetch > 64) return fail(err, errlen, "prefetch %d not in [0, 64]", cfg.prefetch);
+        return err_set(err, errlen, "seq_len, global_batch and total_steps must be positive");
+    if (cfg.prefetch < 0 || cfg.prefetch > 64)
+        return err_set(err, errlen, "prefetch %d not in [0, 64]", cfg.prefetch);
     Stream *st = calloc(1, sizeof *st);
-    if (!st) return fail(err, errlen, "out of memory");
+    if (!st) return err_set(err, errlen, "out of memory");
     st->cfg = cfg;
     st->n_src = cfg.n_sources;
     st->src = calloc((size_t)cfg.n_sources, sizeof *st->src);
@@ -444,7 +454,7 @@ int stream_open(Stream **out, const StreamConfig *cfg_in, char *err, size_t errl
     for (int j = 0; j < cfg.n_sources; j++) {
         for (int i = 0; i < j; i++)
             if (cfg.sources[i].name && cfg.sources[j].name && !strcmp(cfg.sources[i].name, cfg.sources[j].name)) {
-                fail(err, errlen, "two sources are named '%s'", cfg.sources[j].name);
+                err_set(err, errlen, "two sources are named '%s'", cfg.sources[j].name);
                 goto bad;
             }
         if (source_init(st, &st->src[j], &cfg.sources[j], err, errlen)) {
@@ -464,7 +474,7 @@ int stream_open(Stream **out, const StreamConfig *cfg_in, char *err, size_t errl
         for (int j = 0; j < st->n_src; j++) {
             if (st->src[j].role != (StreamRole)r) continue;
             if (st->n_role[r] == MIX_MAX_SOURCES) {
-                fail(err, errlen, "more than %d sources of one role", MIX_MAX_SOURCES);
+                err_set(err, errlen, "more than %d sources of one role", MIX_MAX_SOURCES);
                 goto bad;
             }
             n_explicit += cfg.sources[j].weight > 0;
@@ -474,12 +484,14 @@ int stream_open(Stream **out, const StreamConfig *cfg_in, char *err, size_t errl
         }
         const char *rname = r == STREAM_DOMAIN ? "domain" : "general";
         if (n_explicit && n_explicit != st->n_role[r]) {
-            fail(err, errlen, "%s sources: give every one a weight or none (token-proportional)", rname);
+            err_set(err, errlen, "%s sources: give every one a weight or none (token-proportional)",
+                    rname);
             goto bad;
         }
         if (st->n_role[r] == 0) {
             if ((r == STREAM_DOMAIN && hi > 0) || (r == STREAM_GENERAL && lo < 1)) {
-                fail(err, errlen, "the schedule asks for %s samples but no source has role %s", rname, rname);
+                err_set(err, errlen, "the schedule asks for %s samples but no source has role %s",
+                        rname, rname);
                 goto bad;
             }
             continue;
@@ -497,7 +509,7 @@ int stream_open(Stream **out, const StreamConfig *cfg_in, char *err, size_t errl
             if (!st->slot[i].tokens || !st->slot[i].src) goto oom;
         }
         if (pthread_create(&st->thread, NULL, prefetch_main, st)) {
-            fail(err, errlen, "cannot start the prefetch thread");
+            err_set(err, errlen, "cannot start the prefetch thread");
             goto bad;
         }
         st->thread_on = 1;
@@ -505,7 +517,7 @@ int stream_open(Stream **out, const StreamConfig *cfg_in, char *err, size_t errl
     *out = st;
     return 0;
 oom:
-    fail(err, errlen, "out of memory");
+    err_set(err, errlen, "out of memory");
 bad:
     stream_close(st);
     return -1;
@@ -541,8 +553,9 @@ void stream_close(Stream *st) {
 int stream_next_batch(Stream *st, uint64_t step, int rank, int world, uint32_t *tokens, int32_t *source_ids,
                       char *err, size_t errlen) {
     if (world < 1 || rank < 0 || rank >= world || st->cfg.global_batch % (uint32_t)world)
-        return fail(err, errlen, "rank %d of world %d: global batch %u must divide evenly over the ranks", rank,
-                    world, st->cfg.global_batch);
+        return err_set(err, errlen,
+                       "rank %d of world %d: global batch %u must divide evenly over the ranks",
+                       rank, world, st->cfg.global_batch);
     if (st->depth == 0) return assemble(st, step, rank, world, tokens, source_ids, err, errlen);
     uint32_t bl = st->cfg.global_batch / (uint32_t)world;
     size_t T1 = (size_t)st->cfg.seq_len + 1;
@@ -559,7 +572,8 @@ int stream_next_batch(Stream *st, uint64_t step, int rank, int world, uint32_t *
     Slot *sl = &st->slot[step % (uint64_t)st->depth];
     while (!(sl->ready && sl->step == step)) pthread_cond_wait(&st->cv, &st->mu);
     int rc = sl->rc;
-    if (rc) fail(err, errlen, "%s", sl->err);
+    if (rc)
+        err_set(err, errlen, "%s", sl->err);
     else {
         memcpy(tokens, sl->tokens, bl * T1 * sizeof *tokens);
         memcpy(source_ids, sl->src, bl * sizeof *source_ids);
@@ -573,7 +587,9 @@ int stream_next_batch(Stream *st, uint64_t step, int rank, int world, uint32_t *
 
 int stream_sample(Stream *st, uint64_t step, uint32_t slot, uint32_t *tokens, int32_t *source_id, char *err,
                   size_t errlen) {
-    if (slot >= st->cfg.global_batch) return fail(err, errlen, "slot %u not below global batch %u", slot, st->cfg.global_batch);
+    if (slot >= st->cfg.global_batch)
+        return err_set(err, errlen, "slot %u not below global batch %u", slot,
+                       st->cfg.global_batch);
     StepInfo si = step_info(st, step);
     pthread_mutex_lock(&st->read_mu);
     int rc = sample_at(st, &si, slot, tokens, source_id, err, errlen);
@@ -606,7 +622,8 @@ uint32_t stream_eval_count(const Stream *st, int j) { return st->src[j].n_eval; 
 int stream_eval_window(Stream *st, int j, uint32_t index, uint32_t *tokens, char *err, size_t errlen) {
     Source *src = &st->src[j];
     if (index >= src->n_eval)
-        return fail(err, errlen, "source '%s': eval window %u of %u", src->name, index, src->n_eval);
+        return err_set(err, errlen, "source '%s': eval window %u of %u", src->name, index,
+                       src->n_eval);
     uint64_t T1 = (uint64_t)st->cfg.seq_len + 1, pos = index * T1, need = T1, base = 0;
     for (int i = 0; i < src->n_val && need > 0; i++) {
         Shard *sh = src->val[i];
@@ -623,5 +640,7 @@ int stream_eval_window(Stream *st, int j, uint32_t index, uint32_t *tokens, char
             base += len;
         }
     }
-    return need ? fail(err, errlen, "source '%s': val shards end inside eval window %u", src->name, index) : 0;
+    return need ? err_set(err, errlen, "source '%s': val shards end inside eval window %u",
+                          src->name, index)
+                : 0;
 }

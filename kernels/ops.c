@@ -4,10 +4,11 @@
 #include <string.h>
 
 #include "kernels/ops.h"
+#include "kernels/util.h"
 
 #ifndef DAPT_HAVE_CUDA
 const Ops *ops_cuda(char *err, size_t err_len) {
-    snprintf(err, err_len, "this dapt was built without CUDA (nvcc was not found at build time)");
+    err_set(err, err_len, "this dapt was built without CUDA (nvcc was not found at build time)");
     return NULL;
 }
 const Ops *ops_cuda_fp32(char *err, size_t err_len) { return ops_cuda(err, err_len); }
@@ -21,7 +22,7 @@ const Ops *ops_get(const char *name, char *err, size_t err_len) {
     if (!strcmp(name, "cpu")) return ops_cpu();
     if (!strcmp(name, "cuda")) return ops_cuda(err, err_len);
     if (!strcmp(name, "cuda-fp32")) return ops_cuda_fp32(err, err_len);
-    snprintf(err, err_len, "unknown device '%s' (expected \"cpu\", \"cuda\" or \"cuda-fp32\")",
-             name);
+    err_set(err, err_len, "unknown device '%s' (expected \"cpu\", \"cuda\" or \"cuda-fp32\")",
+            name);
     return NULL;
 }

@@ -11,10 +11,10 @@
  * buffers each op reads and writes once (act_bytes per element, fp32
  * buffers 4), small per-row statistics and weight vectors left out. */
 #include "kernels/ops_profile.h"
+#include "kernels/util.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum {
     P_ZERO,
@@ -80,12 +80,6 @@ static struct {
     OpsProfileEntry e[MAX_ENTRIES];
     long dropped; /* calls not counted: more distinct shapes than slots */
 } g;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double prof_begin(void) {
     g.inner->sync();

@@ -2,8 +2,8 @@
  * tokenizer/corpus.h). Bytes come from a refillable buffer; lines are cut
  * from it into a line buffer capped at max_line_bytes; documents are built
  * from lines. Errors name the file and the 1-based line. */
-#include "data/fail.h"
 #include "tokenizer/corpus.h"
+#include "kernels/util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -77,7 +77,7 @@ int corpus_open(CorpusReader **out, const char *path, size_t max_line_bytes, int
                 char *err, size_t errlen) {
     *out = NULL;
     CorpusReader *r = calloc(1, sizeof *r);
-    if (!r) return fail(err, errlen, "%s: out of memory", path);
+    if (!r) return err_set(err, errlen, "%s: out of memory", path);
     r->path = strdup(path);
     size_t n = strlen(path);
     if (ends_with(path, n, ".gz")) r->kind = SRC_GZ, n -= 3;
@@ -105,12 +105,12 @@ int corpus_open(CorpusReader **out, const char *path, size_t max_line_bytes, int
     *out = r;
     return 0;
 cannot:
-    fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    err_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     corpus_close(r);
     return -1;
 oom:
     corpus_close(r);
-    return fail(err, errlen, "%s: out of memory", path);
+    return err_set(err, errlen, "%s: out of memory", path);
 }
 
 void corpus_close(CorpusReader *r) {
@@ -133,7 +133,8 @@ static long refill(CorpusReader *r, char *err, size_t errlen) {
     r->pos = r->len = 0;
     if (r->kind == SRC_PLAIN) {
         size_t k = fread(r->buf, 1, r->cap, r->f);
-        if (k == 0 && ferror(r->f)) return fail(err, errlen, "%s: read error: %s", r->path, strerror(errno));
+        if (k == 0 && ferror(r->f))
+            return err_set(err, errlen, "%s: read error: %s", r->path, strerror(errno));
         r->bytes_read += k;
         r->len = k;
         return (long)k;
@@ -143,7 +144,7 @@ static long refill(CorpusReader *r, char *err, size_t errlen) {
         if (k < 0) {
             int e;
             const char *m = gzerror(r->gz, &e);
-            return fail(err, errlen, "%s: gzip: %s", r->path, m);
+            return err_set(err, errlen, "%s: gzip: %s", r->path, m);
         }
         r->bytes_read = (uint64_t)gzoffset(r->gz);
         r->len = (size_t)k;
@@ -155,7 +156,8 @@ static long refill(CorpusReader *r, char *err, size_t errlen) {
             if (r->zeof) break;
             size_t k = fread(r->zin, 1, ZSTD_DStreamInSize(), r->f);
             if (k == 0) {
-                if (ferror(r->f)) return fail(err, errlen, "%s: read error: %s", r->path, strerror(errno));
+                if (ferror(r->f))
+                    return err_set(err, errlen, "%s: read error: %s", r->path, strerror(errno));
                 r->zeof = 1;
                 continue;
             }
@@ -164,8 +166,8 @@ static long refill(CorpusReader *r, char *err, size_t errlen) {
         }
         size_t rc = ZSTD_decompressStream(r->dctx, &ob, &r->zib);
         if (ZSTD_isError(rc))
-            return fail(err, errlen, "%s: zstd: %s (near compressed byte %llu)", r->path,
-                        ZSTD_getErrorName(rc), (unsigned long long)r->bytes_read);
+            return err_set(err, errlen, "%s: zstd: %s (near compressed byte %llu)", r->path,
+                           ZSTD_getErrorName(rc), (unsigned long long)r->bytes_read);
     }
     r->len = ob.pos;
     return (long)ob.pos;
@@ -191,12 +193,12 @@ static int next_line(CorpusReader *r, char *err, size_t errlen) {
         unsigned char *nl = memchr(start, '\n', r->len - r->pos);
         size_t k = nl ? (size_t)(nl - start) : r->len - r->pos;
         if (r->line_len + k > r->max_line)
-            return fail(err, errlen, "%s:%llu: line longer than %zu bytes (--max-line-bytes)", r->path,
-                        (unsigned long long)(r->line_no + 1), r->max_line);
+            return err_set(err, errlen, "%s:%llu: line longer than %zu bytes (--max-line-bytes)",
+                           r->path, (unsigned long long)(r->line_no + 1), r->max_line);
         if (r->line_len + k + 1 > r->line_cap) {
             size_t c = 2 * (r->line_len + k + 1);
             char *p = realloc(r->line, c);
-            if (!p) return fail(err, errlen, "%s: out of memory", r->path);
+            if (!p) return err_set(err, errlen, "%s: out of memory", r->path);
             r->line = p;
             r->line_cap = c;
         }
@@ -210,8 +212,8 @@ static int next_line(CorpusReader *r, char *err, size_t errlen) {
     if (r->line_len && r->line[r->line_len - 1] == '\r') r->line[--r->line_len] = 0;
     size_t ok = corpus_utf8_valid((unsigned char *)r->line, r->line_len);
     if (ok != r->line_len)
-        return fail(err, errlen, "%s:%llu: invalid UTF-8 at byte %zu of the line", r->path,
-                    (unsigned long long)r->line_no, ok + 1);
+        return err_set(err, errlen, "%s:%llu: invalid UTF-8 at byte %zu of the line", r->path,
+                       (unsigned long long)r->line_no, ok + 1);
     return 1;
 }
 
@@ -245,22 +247,24 @@ int corpus_next(CorpusReader *r, const char **doc, size_t *n_bytes, char *err, s
             if (is_blank(r->line, r->line_len)) continue;
             cJSON *j = cJSON_ParseWithLength(r->line, r->line_len);
             if (!j)
-                return fail(err, errlen, "%s:%llu: not valid JSON (near byte %ld of the line)", r->path,
-                            (unsigned long long)r->line_no,
-                            cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - r->line) + 1 : 0L);
+                return err_set(err, errlen, "%s:%llu: not valid JSON (near byte %ld of the line)",
+                               r->path, (unsigned long long)r->line_no,
+                               cJSON_GetErrorPtr() ? (long)(cJSON_GetErrorPtr() - r->line) + 1
+                                                   : 0L);
             cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "text");
             if (!cJSON_IsString(t)) {
                 cJSON_Delete(j);
-                return fail(err, errlen, "%s:%llu: no string field \"text\" in this JSON line", r->path,
-                            (unsigned long long)r->line_no);
+                return err_set(err, errlen, "%s:%llu: no string field \"text\" in this JSON line",
+                               r->path, (unsigned long long)r->line_no);
             }
             size_t n = strlen(t->valuestring);
             int bad = doc_append(r, t->valuestring, n, 0);
             cJSON_Delete(j);
-            if (bad) return fail(err, errlen, "%s: out of memory", r->path);
+            if (bad) return err_set(err, errlen, "%s: out of memory", r->path);
             if (corpus_utf8_valid((unsigned char *)r->doc, r->doc_len) != r->doc_len)
-                return fail(err, errlen, "%s:%llu: \"text\" decodes to invalid UTF-8 (a lone \\u surrogate?)",
-                            r->path, (unsigned long long)r->line_no);
+                return err_set(err, errlen,
+                               "%s:%llu: \"text\" decodes to invalid UTF-8 (a lone \\u surrogate?)",
+                               r->path, (unsigned long long)r->line_no);
             *doc = r->doc;
             *n_bytes = r->doc_len;
             return 1;
@@ -274,7 +278,8 @@ int corpus_next(CorpusReader *r, const char **doc, size_t *n_bytes, char *err, s
             if (in_doc) break;
             continue;
         }
-        if (doc_append(r, r->line, r->line_len, in_doc)) return fail(err, errlen, "%s: out of memory", r->path);
+        if (doc_append(r, r->line, r->line_len, in_doc))
+            return err_set(err, errlen, "%s: out of memory", r->path);
         in_doc = 1;
     }
     if (rc < 0) return -1;

@@ -2,6 +2,7 @@
 // tokenizer/spm.h. No exception or sentencepiece status crosses the C
 // boundary: every entry point catches and converts to (return code, message).
 #include "tokenizer/spm.h"
+#include "kernels/util.h"
 
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
@@ -18,7 +19,7 @@ struct SpmModel {
 };
 
 static int spm_fail(char *err, size_t errlen, const std::string &msg) {
-    if (err && errlen) snprintf(err, errlen, "%s", msg.c_str());
+    if (err && errlen) err_set(err, errlen, "%s", msg.c_str());
     return -1;
 }
 

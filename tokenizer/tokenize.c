@@ -9,8 +9,8 @@
  * input order whatever the thread count: the shards are byte-identical for
  * any --threads. The first error stops every thread; nothing is committed. */
 #define _GNU_SOURCE
-#include "data/fail.h"
 #include "tokenizer/tokenize.h"
+#include "kernels/util.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "data/hash.h"
@@ -71,12 +70,6 @@ void tok_options_default(TokOptions *o) {
     o->shard_tokens = 256ull << 20;
     o->zstd_level = 3;
     o->max_line_bytes = 64u << 20;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* Records the first error and wakes everyone. Caller holds mu. */
@@ -150,8 +143,7 @@ static void *reader_main(void *arg) {
         while ((rc = corpus_next(r, &doc, &n, err, sizeof err)) == 1) {
             if (n == 0) continue; /* an empty document has nothing to learn */
             if (chunk_add(c, doc, n)) {
-                snprintf(err, sizeof err, "%s: out of memory", o->inputs[i]);
-                rc = -1;
+                rc = err_set(err, sizeof err, "%s: out of memory", o->inputs[i]);
                 break;
             }
             if (c->text_len >= CHUNK_BYTES) {
@@ -200,7 +192,7 @@ static int encode_chunk(Pipe *p, Chunk *c, char *err, size_t errlen) {
             uint32_t *q = realloc(c->tok, tc * sizeof *q);
             if (!q) {
                 free(ids);
-                return fail(err, errlen, "out of memory");
+                return err_set(err, errlen, "out of memory");
             }
             c->tok = q;
             c->tok_cap = tc;
@@ -265,7 +257,7 @@ static int write_chunk(const TokOptions *o, Outputs *out, const Chunk *c, TokSta
         } else {
             if (shard_writer_tokens(out->train) >= o->shard_tokens) {
                 ShardWriter **dn = realloc(out->done, (out->n_done + 1) * sizeof *dn);
-                if (!dn) return fail(err, errlen, "out of memory");
+                if (!dn) return err_set(err, errlen, "out of memory");
                 out->done = dn;
                 if (shard_writer_finish(out->train, err, errlen)) return -1;
                 out->done[out->n_done++] = out->train;
@@ -292,7 +284,8 @@ static int val_limit_for_count(const TokOptions *o, uint64_t *limit, char *err, 
         return 0;
     }
     uint64_t *heap = malloc(n * sizeof *heap);
-    if (!heap) return fail(err, errlen, "out of memory for --val-docs %llu", (unsigned long long)n);
+    if (!heap)
+        return err_set(err, errlen, "out of memory for --val-docs %llu", (unsigned long long)n);
     for (int i = 0; i < o->n_inputs; i++) {
         CorpusReader *r;
         if (corpus_open(&r, o->inputs[i], o->max_line_bytes, o->doc_per_file, err, errlen)) {
@@ -334,24 +327,28 @@ static int val_limit_for_count(const TokOptions *o, uint64_t *limit, char *err, 
 int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     double t0 = now_s();
-    if (o->n_inputs < 1) return fail(err, errlen, "no input files");
-    if (o->n_threads < 1 || o->n_threads > 256) return fail(err, errlen, "--threads %d not in [1, 256]", o->n_threads);
+    if (o->n_inputs < 1) return err_set(err, errlen, "no input files");
+    if (o->n_threads < 1 || o->n_threads > 256)
+        return err_set(err, errlen, "--threads %d not in [1, 256]", o->n_threads);
     if (o->val_docs < 0 && !(o->val_frac >= 0 && o->val_frac <= 1))
-        return fail(err, errlen, "--val-frac %g not in [0, 1]", o->val_frac);
+        return err_set(err, errlen, "--val-frac %g not in [0, 1]", o->val_frac);
     uint64_t total_bytes = 0;
     for (int i = 0; i < o->n_inputs; i++) {
         struct stat sb;
-        if (stat(o->inputs[i], &sb)) return fail(err, errlen, "%s: cannot open: %s", o->inputs[i], strerror(errno));
+        if (stat(o->inputs[i], &sb))
+            return err_set(err, errlen, "%s: cannot open: %s", o->inputs[i], strerror(errno));
         total_bytes += (uint64_t)sb.st_size;
     }
     if (mkdir(o->out_dir, 0777) && errno != EEXIST)
-        return fail(err, errlen, "%s: cannot create directory: %s", o->out_dir, strerror(errno));
+        return err_set(err, errlen, "%s: cannot create directory: %s", o->out_dir, strerror(errno));
     char path[4096];
     const char *existing[] = {"train-00000.tok.zst", "val.tok.zst"};
     for (int i = 0; i < 2; i++) {
         snprintf(path, sizeof path, "%s/%s", o->out_dir, existing[i]);
         if (access(path, F_OK) == 0)
-            return fail(err, errlen, "%s already exists: remove the old shards or choose another --out", path);
+            return err_set(err, errlen,
+                           "%s already exists: remove the old shards or choose another --out",
+                           path);
     }
     SpmModel *spm;
     if (spm_load(&spm, o->model_path, err, errlen)) return -1;
@@ -360,12 +357,13 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     int rc = -1;
     if (!p) {
         spm_free(spm);
-        return fail(err, errlen, "out of memory");
+        return err_set(err, errlen, "out of memory");
     }
     p->o = o;
     p->spm = spm;
     if (spm_eos_id(spm) < 0) {
-        fail(err, errlen, "%s: the model defines no end-of-sequence (</s>) piece", o->model_path);
+        err_set(err, errlen, "%s: the model defines no end-of-sequence (</s>) piece",
+                o->model_path);
         goto done;
     }
     p->eos = (uint32_t)spm_eos_id(spm);
@@ -380,7 +378,7 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     out.hdr.tokens_per_frame = o->tokens_per_frame;
     snprintf(out.hdr.name, sizeof out.hdr.name, "%s", o->name);
     if (hash_file(o->model_path, &out.hdr.tokenizer_hash)) {
-        fail(err, errlen, "%s: cannot read: %s", o->model_path, strerror(errno));
+        err_set(err, errlen, "%s: cannot read: %s", o->model_path, strerror(errno));
         goto done;
     }
     snprintf(path, sizeof path, "%s/val.tok.zst", o->out_dir);
@@ -428,7 +426,7 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     if (p->abort) {
-        fail(err, errlen, "%s", p->err);
+        err_set(err, errlen, "%s", p->err);
         goto done;
     }
     if (o->on_progress) {
@@ -438,7 +436,7 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
     if (shard_writer_finish(out.val, err, errlen) || shard_writer_finish(out.train, err, errlen)) goto done;
     ShardWriter **dn = realloc(out.done, (out.n_done + 2) * sizeof *dn);
     if (!dn) {
-        fail(err, errlen, "out of memory");
+        err_set(err, errlen, "out of memory");
         goto done;
     }
     out.done = dn;

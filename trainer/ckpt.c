@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE /* nftw's FTW_DEPTH | FTW_PHYS */
 #include "trainer/ckpt.h"
+#include "kernels/util.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -54,18 +55,6 @@ static int fsync_dir(const char *path) {
     int rc = fsync(fd);
     close(fd);
     return rc != 0;
-}
-
-static int mkdir_p(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) && errno != EEXIST) return 1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) && errno != EEXIST;
 }
 
 /* "step-00000012" -> 12; -1 when the name is not a checkpoint's */
@@ -144,10 +133,10 @@ static int copy_file(const char *src, const char *dst, char *err, size_t err_len
     char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp", dst);
     int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = 1;
-    if (in < 0) return snprintf(err, err_len, "%s: cannot open: %s", src, strerror(errno)), 1;
+    if (in < 0) return err_set(err, err_len, "%s: cannot open: %s", src, strerror(errno));
     out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (out < 0) {
-        snprintf(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
+        err_set(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
         close(in);
         return 1;
     }
@@ -156,7 +145,7 @@ static int copy_file(const char *src, const char *dst, char *err, size_t err_len
         ssize_t n = read(in, buf, sizeof buf);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) {
-            snprintf(err, err_len, "%s: read failed: %s", src, strerror(errno));
+            err_set(err, err_len, "%s: read failed: %s", src, strerror(errno));
             goto done;
         }
         if (n == 0) break;
@@ -164,21 +153,22 @@ static int copy_file(const char *src, const char *dst, char *err, size_t err_len
             ssize_t w = write(out, buf + off, (size_t)(n - off));
             if (w < 0 && errno == EINTR) continue;
             if (w <= 0) {
-                snprintf(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
+                err_set(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
                 goto done;
             }
             off += w;
         }
     }
     if (fsync(out)) {
-        snprintf(err, err_len, "%s: fsync failed: %s", tmp, strerror(errno));
+        err_set(err, err_len, "%s: fsync failed: %s", tmp, strerror(errno));
         goto done;
     }
     rc = 0;
 done:
     close(in);
-    if (close(out) && !rc) rc = 1, snprintf(err, err_len, "%s: close failed", tmp);
-    if (!rc && rename(tmp, dst)) rc = 1, snprintf(err, err_len, "%s: rename failed: %s", tmp, strerror(errno));
+    if (close(out) && !rc) rc = err_set(err, err_len, "%s: close failed", tmp);
+    if (!rc && rename(tmp, dst))
+        rc = err_set(err, err_len, "%s: rename failed: %s", tmp, strerror(errno));
     if (rc) unlink(tmp);
     return rc;
 }
@@ -191,14 +181,14 @@ static int write_opt_whole(const char *dir, const Model *m, int64_t step, char *
     char path[4200];
     size_t np = model_num_params(m);
     float *mv = malloc(2 * np * sizeof *mv + 1);
-    if (!mv) return snprintf(err, err_len, "out of memory for the optimizer state"), 1;
+    if (!mv) return err_set(err, err_len, "out of memory for the optimizer state");
     model_get_adam_state(m, mv, mv + np);
     const float *bufs[] = {mv, mv + np};
     const char *prefixes[] = {"exp_avg.", "exp_avg_sq."};
     int32_t s32 = step_i32(step);
     StWriteTensor extra = {"step", ST_I32, 1, {1}, &s32};
     int rc = hf_path(path, sizeof path, dir, "optimizer.safetensors")
-                 ? (snprintf(err, err_len, "%s: path too long", dir), 1)
+                 ? err_set(err, err_len, "%s: path too long", dir)
                  : hf_write_params(path, m, bufs, prefixes, 2, &extra, 1, err, err_len);
     free(mv);
     return rc;
@@ -209,7 +199,7 @@ int ckpt_save_opt_shard(const char *tmp_dir, int rank, int world, int64_t step, 
     char name[64], path[4200];
     ckpt_opt_shard_name(name, sizeof name, rank, world);
     if (hf_path(path, sizeof path, tmp_dir, name))
-        return snprintf(err, err_len, "%s: path too long", tmp_dir), 1;
+        return err_set(err, err_len, "%s: path too long", tmp_dir);
     int32_t s32 = step_i32(step);
     StWriteTensor t[3] = {{"exp_avg", ST_F32, 1, {(int64_t)count}, adam_m},
                           {"exp_avg_sq", ST_F32, 1, {(int64_t)count}, adam_v},
@@ -231,10 +221,10 @@ static int write_into(const char *dir, const Model *m, const CkptState *st, char
         return 1;
     if (st->opt_world <= 0 && write_opt_whole(dir, m, st->step, err, err_len)) return 1;
     char *js = state_json(st);
-    if (!js) return snprintf(err, err_len, "out of memory"), 1;
+    if (!js) return err_set(err, err_len, "out of memory");
     if (hf_path(path, sizeof path, dir, "trainer_state.json")) {
         free(js);
-        return snprintf(err, err_len, "%s: path too long", dir), 1;
+        return err_set(err, err_len, "%s: path too long", dir);
     }
     int rc = hf_write_file_atomic(path, js, err, err_len);
     free(js);
@@ -248,7 +238,7 @@ static int list_steps(const char *ckdir, int64_t **steps, int *n, char *err, siz
     DIR *d = opendir(ckdir);
     if (!d) {
         if (errno == ENOENT) return 0;
-        return snprintf(err, err_len, "%s: cannot list: %s", ckdir, strerror(errno)), 1;
+        return err_set(err, err_len, "%s: cannot list: %s", ckdir, strerror(errno));
     }
     int cap = 0;
     for (struct dirent *e; (e = readdir(d));) {
@@ -259,7 +249,7 @@ static int list_steps(const char *ckdir, int64_t **steps, int *n, char *err, siz
             int64_t *p = realloc(*steps, (size_t)cap * sizeof *p);
             if (!p) {
                 closedir(d);
-                return snprintf(err, err_len, "out of memory"), 1;
+                return err_set(err, err_len, "out of memory");
             }
             *steps = p;
         }
@@ -289,7 +279,7 @@ static void remove_tmp_dirs(const char *ckdir) {
 /* OUT_DIR/ckpt into ckdir; 0 or err filled */
 static int ckpt_dir_of(const char *out_dir, char *ckdir, size_t len, char *err, size_t err_len) {
     if (hf_path(ckdir, len - 64, out_dir, "ckpt"))
-        return snprintf(err, err_len, "%s: path too long", out_dir), 1;
+        return err_set(err, err_len, "%s: path too long", out_dir);
     return 0;
 }
 
@@ -297,16 +287,15 @@ int ckpt_save_begin(const char *out_dir, int64_t step, char *tmp_dir, size_t tmp
                     size_t err_len) {
     char ckdir[4096], name[64];
     if (step < 0 || step > INT32_MAX)
-        return snprintf(err, err_len, "checkpoint step %lld out of range", (long long)step), 1;
+        return err_set(err, err_len, "checkpoint step %lld out of range", (long long)step);
     if (ckpt_dir_of(out_dir, ckdir, sizeof ckdir, err, err_len)) return 1;
-    if (mkdir_p(ckdir))
-        return snprintf(err, err_len, "%s: cannot create: %s", ckdir, strerror(errno)), 1;
+    if (mkdir_p(ckdir, err, err_len)) return -1;
     remove_tmp_dirs(ckdir);
     snprintf(name, sizeof name, ".tmp-step-%08lld", (long long)step);
     if (hf_path(tmp_dir, tmp_len, ckdir, name))
-        return snprintf(err, err_len, "%s: path too long", ckdir), 1;
+        return err_set(err, err_len, "%s: path too long", ckdir);
     if (mkdir(tmp_dir, 0755))
-        return snprintf(err, err_len, "%s: cannot create: %s", tmp_dir, strerror(errno)), 1;
+        return err_set(err, err_len, "%s: cannot create: %s", tmp_dir, strerror(errno));
     return 0;
 }
 
@@ -317,8 +306,8 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
                      size_t err_len) {
     char ckdir[4096], final[4200], old[4200], name[64];
     if (st->step < 0 || st->step > INT32_MAX || st->tokens < 0) {
-        snprintf(err, err_len, "checkpoint step %lld / tokens %lld out of range",
-                 (long long)st->step, (long long)st->tokens);
+        err_set(err, err_len, "checkpoint step %lld / tokens %lld out of range",
+                (long long)st->step, (long long)st->tokens);
         rm_tree(tmp_dir);
         return 1;
     }
@@ -332,13 +321,13 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
         return 1;
     }
     if (fsync_dir(tmp_dir)) {
-        snprintf(err, err_len, "%s: fsync failed: %s", tmp_dir, strerror(errno));
+        err_set(err, err_len, "%s: fsync failed: %s", tmp_dir, strerror(errno));
         rm_tree(tmp_dir);
         return 1;
     }
     int replaced = access(final, F_OK) == 0;
     if ((replaced && rename(final, old)) || rename(tmp_dir, final)) {
-        snprintf(err, err_len, "%s: cannot rename to %s: %s", tmp_dir, final, strerror(errno));
+        err_set(err, err_len, "%s: cannot rename to %s: %s", tmp_dir, final, strerror(errno));
         rm_tree(tmp_dir);
         return 1;
     }
@@ -353,7 +342,8 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
             snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
             hf_path(old, sizeof old, ckdir, name);
             if (rm_tree(old)) {
-                snprintf(err, err_len, "%s: cannot delete an old checkpoint: %s", old, strerror(errno));
+                err_set(err, err_len, "%s: cannot delete an old checkpoint: %s", old,
+                        strerror(errno));
                 free(steps);
                 return 1;
             }
@@ -368,9 +358,9 @@ int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep
               size_t path_len, char *err, size_t err_len) {
     char tmp[4200];
     if (st->opt_world > 0)
-        return snprintf(err, err_len, "ckpt_save writes the whole optimizer state; a sharded one "
-                        "is saved with ckpt_save_begin / _opt_shard / _commit"),
-               1;
+        return err_set(err, err_len,
+                       "ckpt_save writes the whole optimizer state; a sharded one "
+                       "is saved with ckpt_save_begin / _opt_shard / _commit");
     /* begin checks the step, commit the step and tokens */
     return ckpt_save_begin(out_dir, st->step, tmp, sizeof tmp, err, err_len) ||
            ckpt_save_commit(out_dir, tmp, m, st, keep, path_out, path_len, err, err_len);
@@ -379,21 +369,23 @@ int ckpt_save(const char *out_dir, const Model *m, const CkptState *st, int keep
 static cJSON *load_state_json(const char *dir, char *err, size_t err_len) {
     char path[4200];
     if (hf_path(path, sizeof path, dir, "trainer_state.json"))
-        return snprintf(err, err_len, "%s: path too long", dir), NULL;
+        return err_set(err, err_len, "%s: path too long", dir), NULL;
     char *text = st_read_text(path, 64u << 20, err, err_len);
     if (!text) return NULL;
     cJSON *r = cJSON_Parse(text);
     free(text);
     if (!r) {
-        snprintf(err, err_len, "%s: not valid JSON (truncated?)", path);
+        err_set(err, err_len, "%s: not valid JSON (truncated?)", path);
         return NULL;
     }
     const cJSON *step = cJSON_GetObjectItemCaseSensitive(r, "step");
     const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(r, "tokens");
     if (!cJSON_IsNumber(step) || !(step->valuedouble >= 0 && step->valuedouble < 2147483647.0) ||
         !cJSON_IsNumber(tokens) || !(tokens->valuedouble >= 0 && tokens->valuedouble < 9e15)) {
-        snprintf(err, err_len, "%s: \"step\" and \"tokens\" must be non-negative integers "
-                 "(damaged file?)", path);
+        err_set(err, err_len,
+                "%s: \"step\" and \"tokens\" must be non-negative integers "
+                "(damaged file?)",
+                path);
         cJSON_Delete(r);
         return NULL;
     }
@@ -428,23 +420,25 @@ static int parse_layout(const cJSON *r, const char *dir, OptLayout *L, char *err
     const cJSON *lay = cJSON_GetObjectItemCaseSensitive(o, "layout");
     if (cJSON_IsString(lay) && !strcmp(lay->valuestring, "hf")) return 0;
     if (!cJSON_IsString(lay) || strcmp(lay->valuestring, "zero1"))
-        return snprintf(err, err_len, "%s/trainer_state.json: unknown optimizer layout (expected "
-                        "\"hf\" or \"zero1\")", dir),
-               1;
+        return err_set(err, err_len,
+                       "%s/trainer_state.json: unknown optimizer layout (expected "
+                       "\"hf\" or \"zero1\")",
+                       dir);
     const cJSON *shards = cJSON_GetObjectItemCaseSensitive(o, "shards");
     size_t world, numel, off = 0;
     int n = cJSON_IsArray(shards) ? cJSON_GetArraySize(shards) : -1;
     if (json_size(cJSON_GetObjectItemCaseSensitive(o, "world"), &world) ||
         json_size(cJSON_GetObjectItemCaseSensitive(o, "numel"), &numel) || world < 1 ||
         world > 99999 || n != (int)world)
-        return snprintf(err, err_len, "%s/trainer_state.json: \"optimizer\" needs \"world\" "
-                        "(1..99999), \"numel\" and one \"shards\" entry per rank", dir),
-               1;
+        return err_set(err, err_len,
+                       "%s/trainer_state.json: \"optimizer\" needs \"world\" "
+                       "(1..99999), \"numel\" and one \"shards\" entry per rank",
+                       dir);
     L->world = (int)world;
     L->numel = numel;
     L->off = malloc(world * sizeof(size_t));
     L->cnt = malloc(world * sizeof(size_t));
-    if (!L->off || !L->cnt) return layout_free(L), snprintf(err, err_len, "out of memory"), 1;
+    if (!L->off || !L->cnt) return layout_free(L), err_set(err, err_len, "out of memory");
     for (int w = 0; w < n; w++) {
         const cJSON *e = cJSON_GetArrayItem(shards, w);
         const cJSON *f = cJSON_GetObjectItemCaseSensitive(e, "file");
@@ -455,18 +449,20 @@ static int parse_layout(const cJSON *r, const char *dir, OptLayout *L, char *err
             json_size(cJSON_GetObjectItemCaseSensitive(e, "count"), &L->cnt[w]) ||
             L->off[w] != off || L->cnt[w] > numel - off) {
             layout_free(L);
-            return snprintf(err, err_len, "%s/trainer_state.json: optimizer shard %d must be "
-                            "{\"file\": \"%s\", \"offset\": %zu, \"count\": N} within %zu "
-                            "elements", dir, w, name, off, numel),
-                   1;
+            return err_set(err, err_len,
+                           "%s/trainer_state.json: optimizer shard %d must be "
+                           "{\"file\": \"%s\", \"offset\": %zu, \"count\": N} within %zu "
+                           "elements",
+                           dir, w, name, off, numel);
         }
         off += L->cnt[w];
     }
     if (off != numel) {
         layout_free(L);
-        return snprintf(err, err_len, "%s/trainer_state.json: the optimizer shards cover %zu of "
-                        "%zu elements", dir, off, numel),
-               1;
+        return err_set(err, err_len,
+                       "%s/trainer_state.json: the optimizer shards cover %zu of "
+                       "%zu elements",
+                       dir, off, numel);
     }
     return 0;
 }
@@ -474,9 +470,9 @@ static int parse_layout(const cJSON *r, const char *dir, OptLayout *L, char *err
 /* DIR/NAME into path; 0 when it is readable, else 1 with "incomplete" in err */
 static int present(const char *dir, const char *name, char *path, size_t len, char *err,
                    size_t err_len) {
-    if (hf_path(path, len, dir, name)) return snprintf(err, err_len, "%s: path too long", dir), 1;
+    if (hf_path(path, len, dir, name)) return err_set(err, err_len, "%s: path too long", dir);
     if (access(path, R_OK) != 0)
-        return snprintf(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, name), 1;
+        return err_set(err, err_len, "checkpoint %s is incomplete: %s is missing", dir, name);
     return 0;
 }
 
@@ -497,8 +493,10 @@ static StFile *open_opt_shard(const char *dir, const OptLayout *L, int w, int64_
     if (!tm || !tv || tm->dtype != ST_F32 || tv->dtype != ST_F32 || tm->numel != L->cnt[w] ||
         tv->numel != L->cnt[w] || is < 0 || st_tensor(f, is)->numel != 1 ||
         st_read_i32(f, is, &s32, err, err_len) || s32 != step) {
-        snprintf(err, err_len, "%s: expected exp_avg and exp_avg_sq (F32 [%zu]) and step %lld "
-                 "(damaged, or from another checkpoint?)", path, L->cnt[w], (long long)step);
+        err_set(err, err_len,
+                "%s: expected exp_avg and exp_avg_sq (F32 [%zu]) and step %lld "
+                "(damaged, or from another checkpoint?)",
+                path, L->cnt[w], (long long)step);
         st_close(f);
         return NULL;
     }
@@ -509,7 +507,7 @@ int ckpt_check(const char *dir, char *err, size_t err_len) {
     char path[4200], idx[4200];
     if (hf_path(path, sizeof path, dir, ckpt_files[0]) ||
         hf_path(idx, sizeof idx, dir, "model.safetensors.index.json"))
-        return snprintf(err, err_len, "%s: path too long", dir), 1;
+        return err_set(err, err_len, "%s: path too long", dir);
     int sharded = access(path, F_OK) != 0 && access(idx, F_OK) == 0;
     for (int i = sharded; i < N_CKPT_FILES; i++)
         if (present(dir, ckpt_files[i], path, sizeof path, err, err_len)) return 1;
@@ -564,7 +562,7 @@ static int parse_state(const cJSON *r, const char *dir, CkptState *st, char *err
     st->config_text = strdup(cJSON_IsString(j) ? j->valuestring : "");
     if (!st->data_fingerprint || !st->config_text) {
         ckpt_state_free(st);
-        return snprintf(err, err_len, "out of memory"), 1;
+        return err_set(err, err_len, "out of memory");
     }
     j = cJSON_GetObjectItemCaseSensitive(r, "rng");
     int ok = cJSON_IsArray(j) && cJSON_GetArraySize(j) == CKPT_RNG_WORDS;
@@ -577,9 +575,8 @@ static int parse_state(const cJSON *r, const char *dir, CkptState *st, char *err
     }
     if (!ok) {
         ckpt_state_free(st);
-        return snprintf(err, err_len, "%s/trainer_state.json: \"rng\" must be %d hex strings", dir,
-                        CKPT_RNG_WORDS),
-               1;
+        return err_set(err, err_len, "%s/trainer_state.json: \"rng\" must be %d hex strings", dir,
+                       CKPT_RNG_WORDS);
     }
     return 0;
 }
@@ -609,8 +606,10 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     ModelConfig cfg;
     if (hf_load_config(dir, &cfg, err, err_len)) return 1;
     if (!same_config(&cfg, model_config(m)))
-        return snprintf(err, err_len, "%s/config.json describes a different model than the one "
-                        "being trained (compare its sizes with the run's [model] section)", dir), 1;
+        return err_set(err, err_len,
+                       "%s/config.json describes a different model than the one "
+                       "being trained (compare its sizes with the run's [model] section)",
+                       dir);
     cJSON *r = load_state_json(dir, err, err_len);
     if (!r) return 1;
     char path[4200];
@@ -621,7 +620,7 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     CkptState tmp = {0};
     OptLayout L = {0};
     if (!buf) {
-        snprintf(err, err_len, "out of memory");
+        err_set(err, err_len, "out of memory");
         goto out;
     }
     /* read and check everything before touching the model */
@@ -631,12 +630,14 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     if (L.world) {
         /* per-rank shards: only the ranges this model's shard needs */
         if (L.numel != np) {
-            snprintf(err, err_len, "%s: the optimizer shards hold %zu elements, the model has %zu "
-                     "parameters", dir, L.numel, np);
+            err_set(err, err_len,
+                    "%s: the optimizer shards hold %zu elements, the model has %zu "
+                    "parameters",
+                    dir, L.numel, np);
             goto out;
         }
         if (!(mom = malloc(2 * c * sizeof *mom + 1))) {
-            snprintf(err, err_len, "out of memory for the optimizer state");
+            err_set(err, err_len, "out of memory for the optimizer state");
             goto out;
         }
         if (read_opt_range(dir, &L, tmp.step, o, c, mom, err, err_len)) goto out;
@@ -646,7 +647,7 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
         int32_t opt_step = -1;
         hf_path(path, sizeof path, dir, "optimizer.safetensors");
         if (!(mom = malloc(2 * np * sizeof *mom + 1))) {
-            snprintf(err, err_len, "out of memory for the optimizer state");
+            err_set(err, err_len, "out of memory for the optimizer state");
             goto out;
         }
         if (!(f = st_set_open_file(path, err, err_len)) ||
@@ -655,8 +656,10 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
             goto out;
         if (st_set_find(f, "step", &sf, &k) || st_tensor(sf, k)->numel != 1 ||
             st_read_i32(sf, k, &opt_step, err, err_len) || opt_step != tmp.step) {
-            snprintf(err, err_len, "%s: \"step\" (%d) is missing or differs from trainer_state.json's "
-                     "step (%lld)", path, opt_step, (long long)tmp.step);
+            err_set(err, err_len,
+                    "%s: \"step\" (%d) is missing or differs from trainer_state.json's "
+                    "step (%lld)",
+                    path, opt_step, (long long)tmp.step);
             goto out;
         }
     }
@@ -664,7 +667,7 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     if (L.world) model_set_adam_shard(m, mom, mom + c);
     else model_set_adam_state(m, mom, mom + np);
     if (hf_find_tokenizer(dir, path, sizeof path) && !(tmp.tokenizer_path = strdup(path))) {
-        snprintf(err, err_len, "out of memory");
+        err_set(err, err_len, "out of memory");
         goto out;
     }
     tmp.opt_world = L.world;
@@ -685,7 +688,7 @@ out:
 int ckpt_find_latest(const char *out_dir, char *path, size_t path_len, char *err, size_t err_len) {
     char ckdir[4096], dir[4200], e2[512], name[64];
     if (hf_path(ckdir, sizeof ckdir, out_dir, "ckpt"))
-        return snprintf(err, err_len, "%s: path too long", out_dir), -1;
+        return err_set(err, err_len, "%s: path too long", out_dir);
     int64_t *steps;
     int n;
     if (list_steps(ckdir, &steps, &n, err, err_len)) return -1;

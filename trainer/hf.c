@@ -6,6 +6,7 @@
  * fp32 buffer in the Model's in-memory layout.
  */
 #include "trainer/hf.h"
+#include "kernels/util.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -32,7 +33,7 @@ int hf_write_file_atomic(const char *path, const char *text, char *err, size_t e
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return snprintf(err, err_len, "%s: cannot create: %s", tmp, strerror(errno)), 1;
+    if (fd < 0) return err_set(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
     size_t n = strlen(text);
     const char *p = text;
     while (n) {
@@ -43,13 +44,13 @@ int hf_write_file_atomic(const char *path, const char *text, char *err, size_t e
         n -= (size_t)w;
     }
     if (n || fsync(fd)) {
-        snprintf(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
+        err_set(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
         close(fd);
         unlink(tmp);
         return 1;
     }
     if (close(fd) || rename(tmp, path)) {
-        snprintf(err, err_len, "%s: cannot complete %s: %s", tmp, path, strerror(errno));
+        err_set(err, err_len, "%s: cannot complete %s: %s", tmp, path, strerror(errno));
         unlink(tmp);
         return 1;
     }
@@ -86,13 +87,12 @@ static int get_int(Cfg *c, const char *key, long def, long lo, long hi, int *out
     if (j && !cJSON_IsNull(j)) {
         double d = cJSON_IsNumber(j) ? j->valuedouble : 0.5;
         if (!(d > -1e15 && d < 1e15) || d != floor(d))
-            return snprintf(c->err, c->err_len, "%s: \"%s\" must be an integer", c->where, key), 1;
+            return err_set(c->err, c->err_len, "%s: \"%s\" must be an integer", c->where, key);
         v = (long)d;
     }
     if (v < lo || v > hi)
-        return snprintf(c->err, c->err_len, "%s: \"%s\" = %ld is out of range [%ld, %ld]",
-                        c->where, key, v, lo, hi),
-               1;
+        return err_set(c->err, c->err_len, "%s: \"%s\" = %ld is out of range [%ld, %ld]", c->where,
+                       key, v, lo, hi);
     *out = (int)v;
     return 0;
 }
@@ -102,7 +102,8 @@ static int get_float(Cfg *c, const char *key, double def, float *out) {
     double v = def;
     if (j && !cJSON_IsNull(j)) {
         if (!cJSON_IsNumber(j) || !(fabs(j->valuedouble) < 1e30))
-            return snprintf(c->err, c->err_len, "%s: \"%s\" must be a number below 1e30", c->where, key), 1;
+            return err_set(c->err, c->err_len, "%s: \"%s\" must be a number below 1e30", c->where,
+                           key);
         v = j->valuedouble;
     }
     *out = (float)v;
@@ -114,7 +115,7 @@ static int get_bool(Cfg *c, const char *key, int def, int *out) {
     *out = def;
     if (j && !cJSON_IsNull(j)) {
         if (!cJSON_IsBool(j))
-            return snprintf(c->err, c->err_len, "%s: \"%s\" must be true or false", c->where, key), 1;
+            return err_set(c->err, c->err_len, "%s: \"%s\" must be true or false", c->where, key);
         *out = cJSON_IsTrue(j);
     }
     return 0;
@@ -126,8 +127,8 @@ static int refuse_key(Cfg *c, const char *key, const char *ok, const char *why) 
     if (!j || cJSON_IsNull(j) || cJSON_IsFalse(j)) return 0;
     if (ok && cJSON_IsString(j) && !strcmp(j->valuestring, ok)) return 0;
     char *v = cJSON_PrintUnformatted(j);
-    snprintf(c->err, c->err_len, "%s: \"%s\": %.60s is not supported: %s", c->where, key,
-             v ? v : "?", why);
+    err_set(c->err, c->err_len, "%s: \"%s\": %.60s is not supported: %s", c->where, key,
+            v ? v : "?", why);
     free(v);
     return 1;
 }
@@ -137,14 +138,13 @@ static int str_is(Cfg *c, const char *key, const char *def, const char *const *o
     const char *v = def;
     if (j && !cJSON_IsNull(j)) {
         if (!cJSON_IsString(j))
-            return snprintf(c->err, c->err_len, "%s: \"%s\" must be a string", c->where, key), 1;
+            return err_set(c->err, c->err_len, "%s: \"%s\" must be a string", c->where, key);
         v = j->valuestring;
     }
     for (int i = 0; i < n_ok; i++)
         if (!strcmp(v, ok[i])) return 0;
-    snprintf(c->err, c->err_len, "%s: \"%s\" = \"%.40s\" is not supported (dapt computes %s)",
-             c->where, key, v, ok[0]);
-    return 1;
+    return err_set(c->err, c->err_len, "%s: \"%s\" = \"%.40s\" is not supported (dapt computes %s)",
+                   c->where, key, v, ok[0]);
 }
 
 static int detect_family(Cfg *c, Family *fam) {
@@ -154,38 +154,33 @@ static int detect_family(Cfg *c, Family *fam) {
     if (archs && !cJSON_IsNull(archs)) {
         const cJSON *a0 = cJSON_IsArray(archs) ? cJSON_GetArrayItem(archs, 0) : NULL;
         if (!cJSON_IsString(a0))
-            return snprintf(c->err, c->err_len, "%s: \"architectures\" must be a list of names",
-                            c->where),
-                   1;
+            return err_set(c->err, c->err_len, "%s: \"architectures\" must be a list of names",
+                           c->where);
         for (int i = 0; i < N_FAMILIES; i++)
             if (!strcmp(a0->valuestring, families[i].arch)) by_arch = i;
         if (by_arch < 0)
-            return snprintf(c->err, c->err_len,
-                            "%s: \"architectures\": %.60s is not supported (dapt imports "
-                            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                            "GPT2LMHeadModel, MixtralForCausalLM)",
-                            c->where, a0->valuestring),
-                   1;
+            return err_set(c->err, c->err_len,
+                           "%s: \"architectures\": %.60s is not supported (dapt imports "
+                           "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                           "GPT2LMHeadModel, MixtralForCausalLM)",
+                           c->where, a0->valuestring);
     }
     if (cJSON_IsString(type)) {
         for (int i = 0; i < N_FAMILIES; i++)
             if (!strcmp(type->valuestring, families[i].type)) by_type = i;
         if (by_type < 0)
-            return snprintf(c->err, c->err_len,
-                            "%s: \"model_type\": \"%.40s\" is not supported (llama, mistral, "
-                            "qwen2, gpt2, mixtral)",
-                            c->where, type->valuestring),
-                   1;
+            return err_set(c->err, c->err_len,
+                           "%s: \"model_type\": \"%.40s\" is not supported (llama, mistral, "
+                           "qwen2, gpt2, mixtral)",
+                           c->where, type->valuestring);
     }
     if (by_arch < 0 && by_type < 0)
-        return snprintf(c->err, c->err_len, "%s: neither \"architectures\" nor \"model_type\" is set",
-                        c->where),
-               1;
+        return err_set(c->err, c->err_len,
+                       "%s: neither \"architectures\" nor \"model_type\" is set", c->where);
     if (by_arch >= 0 && by_type >= 0 && by_arch != by_type)
-        return snprintf(c->err, c->err_len,
-                        "%s: \"architectures\" (%s) and \"model_type\" (%s) disagree", c->where,
-                        families[by_arch].arch, families[by_type].type),
-               1;
+        return err_set(c->err, c->err_len,
+                       "%s: \"architectures\" (%s) and \"model_type\" (%s) disagree", c->where,
+                       families[by_arch].arch, families[by_type].type);
     *fam = families[by_arch >= 0 ? by_arch : by_type].fam;
     return 0;
 }
@@ -193,7 +188,7 @@ static int detect_family(Cfg *c, Family *fam) {
 /* Mixtral's MoE keys, plus dapt's own for MoE layouts Mixtral cannot
  * express (written by hf_config_json only when needed). */
 static int parse_mixtral(Cfg *c, ModelConfig *m) {
-    float jitter;
+    float jitter = 0.0f;
     if (get_int(c, "num_local_experts", 8, 2, 1 << 16, &m->n_experts) ||
         get_int(c, "num_experts_per_tok", 2, 1, 1 << 16, &m->top_k) ||
         get_float(c, "router_jitter_noise", 0.0, &jitter) ||
@@ -202,10 +197,10 @@ static int parse_mixtral(Cfg *c, ModelConfig *m) {
         get_bool(c, "dapt_norm_topk_prob", 1, &m->norm_topk_prob))
         return 1;
     if (jitter != 0.0f)
-        return snprintf(c->err, c->err_len,
-                        "%s: \"router_jitter_noise\": %g is not supported (dapt routes without noise)",
-                        c->where, jitter),
-               1;
+        return err_set(
+            c->err, c->err_len,
+            "%s: \"router_jitter_noise\": %g is not supported (dapt routes without noise)",
+            c->where, jitter);
     return 0;
 }
 
@@ -240,10 +235,9 @@ static int parse_llama(Cfg *c, Family fam, ModelConfig *m) {
     const cJSON *hd = cJSON_GetObjectItemCaseSensitive(c->root, "head_dim");
     if (hd && !cJSON_IsNull(hd) &&
         (!cJSON_IsNumber(hd) || hd->valuedouble * m->n_head != (double)m->d_model))
-        return snprintf(c->err, c->err_len,
-                        "%s: \"head_dim\" must equal hidden_size / num_attention_heads (%d)",
-                        c->where, m->d_model / m->n_head),
-               1;
+        return err_set(c->err, c->err_len,
+                       "%s: \"head_dim\" must equal hidden_size / num_attention_heads (%d)",
+                       c->where, m->d_model / m->n_head);
     m->qkv_bias = fam == FAM_QWEN2;
     /* Sliding-window attention over a window W equals full causal attention
      * for sequences of at most W tokens: cap max_seq_len at W. */
@@ -275,11 +269,10 @@ static int parse_gpt2(Cfg *c, ModelConfig *m) {
     int scale = 1;
     if (get_bool(c, "scale_attn_weights", 1, &scale)) return 1;
     if (!scale)
-        return snprintf(c->err, c->err_len,
-                        "%s: \"scale_attn_weights\": false is not supported (dapt scales by "
-                        "1/sqrt(head size))",
-                        c->where),
-               1;
+        return err_set(c->err, c->err_len,
+                       "%s: \"scale_attn_weights\": false is not supported (dapt scales by "
+                       "1/sqrt(head size))",
+                       c->where);
     if (refuse_key(c, "scale_attn_by_inverse_layer_idx", NULL, "dapt scales every layer alike") ||
         refuse_key(c, "add_cross_attention", NULL, "dapt models are decoder-only"))
         return 1;
@@ -291,30 +284,30 @@ int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char 
     cJSON *root = cJSON_Parse(json);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return snprintf(err, err_len, "%s: not a JSON object", where), 1;
+        return err_set(err, err_len, "%s: not a JSON object", where);
     }
     Cfg c = {root, where, err, err_len};
     for (const cJSON *a = root->child; a; a = a->next)
         for (const cJSON *b = a->next; b; b = b->next)
             if (!strcmp(a->string, b->string)) {
-                snprintf(err, err_len, "%s: \"%s\" appears twice", where, a->string);
+                err_set(err, err_len, "%s: \"%s\" appears twice", where, a->string);
                 cJSON_Delete(root);
                 return 1;
             }
-    Family fam;
+    Family fam = FAM_LLAMA;
     int rc = detect_family(&c, &fam);
     if (!rc) rc = fam == FAM_GPT2 ? parse_gpt2(&c, cfg) : parse_llama(&c, fam, cfg);
     cJSON_Delete(root);
     if (rc) return 1;
     char e2[400];
-    if (model_config_check(cfg, e2, sizeof e2))
-        return snprintf(err, err_len, "%s: %s", where, e2), 1;
+    if (model_config_check(cfg, e2, sizeof e2)) return err_set(err, err_len, "%s: %s", where, e2);
     return 0;
 }
 
 int hf_load_config(const char *dir, ModelConfig *cfg, char *err, size_t err_len) {
     char path[4096];
-    if (hf_path(path, sizeof path, dir, "config.json")) return snprintf(err, err_len, "%s: path too long", dir), 1;
+    if (hf_path(path, sizeof path, dir, "config.json"))
+        return err_set(err, err_len, "%s: path too long", dir);
     char *text = st_read_text(path, 1u << 20, err, err_len);
     if (!text) return 1;
     int rc = hf_parse_config(text, path, cfg, err, err_len);
@@ -389,9 +382,10 @@ char *hf_config_json(const ModelConfig *c) {
 
 int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t err_len) {
     char path[4096];
-    if (hf_path(path, sizeof path, dir, "config.json")) return snprintf(err, err_len, "%s: path too long", dir), 1;
+    if (hf_path(path, sizeof path, dir, "config.json"))
+        return err_set(err, err_len, "%s: path too long", dir);
     char *text = hf_config_json(cfg);
-    if (!text) return snprintf(err, err_len, "out of memory"), 1;
+    if (!text) return err_set(err, err_len, "out of memory");
     int rc = hf_write_file_atomic(path, text, err, err_len);
     free(text);
     return rc;
@@ -436,7 +430,7 @@ int hf_read_params(StSet *s, const Model *m, const char *prefix, float *dst, cha
         const char *alt = strip_base_prefix(p->name);
         if (!found && alt && !*prefix) found = st_set_find(s, alt, &f, &k) == 0;
         if (!found) {
-            snprintf(err, err_len, "%s: tensor '%s' is missing", st_path(st_set_file(s, 0)), name);
+            err_set(err, err_len, "%s: tensor '%s' is missing", st_path(st_set_file(s, 0)), name);
             goto out;
         }
         const StTensor *t = st_tensor(f, k);
@@ -449,11 +443,12 @@ int hf_read_params(StSet *s, const Model *m, const char *prefix, float *dst, cha
                 snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
                          (long long)t->shape[d]);
             if (p->ndim == 1)
-                snprintf(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld]",
-                         st_path(f), t->name, got, (long long)want0);
+                err_set(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld]",
+                        st_path(f), t->name, got, (long long)want0);
             else
-                snprintf(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld, %lld]",
-                         st_path(f), t->name, got, (long long)want0, (long long)want1);
+                err_set(err, err_len,
+                        "%s: tensor '%s' has shape [%s], the model needs [%lld, %lld]", st_path(f),
+                        t->name, got, (long long)want0, (long long)want1);
             goto out;
         }
         float *out = dst + p->offset;
@@ -463,7 +458,7 @@ int hf_read_params(StSet *s, const Model *m, const char *prefix, float *dst, cha
                 tmp = malloc(p->numel * sizeof *tmp);
                 tmp_n = p->numel;
                 if (!tmp) {
-                    snprintf(err, err_len, "out of memory");
+                    err_set(err, err_len, "out of memory");
                     goto out;
                 }
             }
@@ -496,9 +491,9 @@ int hf_read_weights(const char *dir, const Model *m, float *dst, char *err, size
             if (model_find_tensor(m, name) >= 0 || is_known_buffer(name)) continue;
             if (model_config(m)->arch == ARCH_GPT2 && model_find_tensor(m, full) >= 0) continue;
             if (!strcmp(name, "lm_head.weight") && model_config(m)->tie_embeddings) continue;
-            snprintf(err, err_len, "%s: tensor '%s' is not a parameter of this %s model%s",
-                     st_path(f), name, model_arch_name(model_config(m)->arch),
-                     !strcmp(name, "lm_head.weight") ? " (config.json has tied embeddings)" : "");
+            err_set(err, err_len, "%s: tensor '%s' is not a parameter of this %s model%s",
+                    st_path(f), name, model_arch_name(model_config(m)->arch),
+                    !strcmp(name, "lm_head.weight") ? " (config.json has tied embeddings)" : "");
             goto out;
         }
     }
@@ -510,7 +505,7 @@ out:
 
 int hf_load_weights(const char *dir, Model *m, char *err, size_t err_len) {
     float *buf = malloc(model_num_params(m) * sizeof *buf);
-    if (!buf) return snprintf(err, err_len, "out of memory for %zu parameters", model_num_params(m)), 1;
+    if (!buf) return err_set(err, err_len, "out of memory for %zu parameters", model_num_params(m));
     int rc = hf_read_weights(dir, m, buf, err, err_len);
     if (!rc) model_set_params(m, buf);
     free(buf);
@@ -538,7 +533,7 @@ static int write_range(const char *path, const Model *m, const float *const *buf
     char *names = calloc((size_t)n + 1, 200);
     float **copies = calloc((size_t)n + 1, sizeof *copies); /* transposed tensors only */
     if (!ts || !names || !copies) {
-        snprintf(err, err_len, "%s: out of memory", path);
+        err_set(err, err_len, "%s: out of memory", path);
         goto out;
     }
     for (int b = 0; b < n_bufs; b++) {
@@ -558,7 +553,7 @@ static int write_range(const char *path, const Model *m, const float *const *buf
                 int R = p->shape[0], C = p->shape[1];
                 float *d = copies[b * nt + i] = malloc(p->numel * sizeof *d);
                 if (!d) {
-                    snprintf(err, err_len, "%s: out of memory", path);
+                    err_set(err, err_len, "%s: out of memory", path);
                     goto out;
                 }
                 for (int r = 0; r < R; r++)
@@ -638,7 +633,7 @@ int hf_save_weights_from(const char *dir, const Model *m, const float *params,
     float *buf = params ? NULL : malloc(model_num_params(m) * sizeof *buf);
     int *shard = calloc((size_t)nt + 1, sizeof *shard);
     if ((!params && !buf) || !shard) {
-        snprintf(err, err_len, "out of memory");
+        err_set(err, err_len, "out of memory");
         goto out;
     }
     if (!params) model_get_params(m, buf);
@@ -654,7 +649,7 @@ int hf_save_weights_from(const char *dir, const Model *m, const float *params,
     const char *prefixes[] = {""};
     const char *stale = n_shards == 1 ? "model.safetensors.index.json" : "model.safetensors";
     if (hf_path(path, sizeof path, dir, stale)) {
-        snprintf(err, err_len, "%s: path too long", dir);
+        err_set(err, err_len, "%s: path too long", dir);
         goto out;
     }
     unlink(path); /* st_set_open prefers model.safetensors: never leave both */
@@ -674,7 +669,7 @@ int hf_save_weights_from(const char *dir, const Model *m, const float *params,
     }
     char *idx = index_json(m, shard, n_shards);
     if (!idx) {
-        snprintf(err, err_len, "out of memory");
+        err_set(err, err_len, "out of memory");
         goto out;
     }
     hf_path(path, sizeof path, dir, "model.safetensors.index.json");

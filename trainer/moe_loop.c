@@ -1,6 +1,7 @@
 /* moe_loop.c: see moe_loop.h. Invariant: touches the model only through
  * the public model / moe API. */
 #include "trainer/moe_loop.h"
+#include "kernels/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,14 +14,14 @@ Model *moe_loop_upcycle(const Config *c, const Ops *ops, char *err, size_t err_l
     char why[512];
     Model *dense = hf_load_model(c->moe.upcycle_from, ops, why, sizeof why);
     if (!dense)
-        return snprintf(err, err_len, "model.upcycle_from = \"%s\": %s", c->moe.upcycle_from, why),
+        return err_set(err, err_len, "model.upcycle_from = \"%s\": %s", c->moe.upcycle_from, why),
                NULL;
     ModelConfig mc = *model_config(dense);
     Model *m = NULL;
     if (config_apply_moe(c, &mc, 0, why, sizeof why) == 0)
         m = model_upcycle(dense, &mc, (float)c->moe.upcycle_noise, (uint64_t)c->run.seed, why,
                           sizeof why);
-    if (!m) snprintf(err, err_len, "model.upcycle_from = \"%s\": %s", c->moe.upcycle_from, why);
+    if (!m) err_set(err, err_len, "model.upcycle_from = \"%s\": %s", c->moe.upcycle_from, why);
     model_free(dense);
     return m;
 }

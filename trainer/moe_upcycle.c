@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/util.h"
 #include "trainer/moe.h"
 #include "trainer/rng.h"
 
@@ -17,28 +18,28 @@ Model *model_upcycle(Model *dense, const ModelConfig *mc, float noise_std, uint6
                      char *err, size_t err_len) {
     const ModelConfig *dc = model_config(dense);
     if (dc->n_experts)
-        return snprintf(err, err_len, "upcycle_from: the source model is already an MoE"), NULL;
+        return err_set(err, err_len, "upcycle_from: the source model is already an MoE"), NULL;
     if (mc->n_experts < 2)
-        return snprintf(err, err_len, "upcycle_from needs [moe] n_experts >= 2 (got %d)",
-                        mc->n_experts),
+        return err_set(err, err_len, "upcycle_from needs [moe] n_experts >= 2 (got %d)",
+                       mc->n_experts),
                NULL;
     if (dc->arch != mc->arch || dc->n_layer != mc->n_layer || dc->n_head != mc->n_head ||
         dc->n_kv_head != mc->n_kv_head || dc->d_model != mc->d_model || dc->d_ff != mc->d_ff ||
         dc->vocab_size != mc->vocab_size || dc->tie_embeddings != mc->tie_embeddings ||
         dc->qkv_bias != mc->qkv_bias)
-        return snprintf(err, err_len,
-                        "upcycle_from: the MoE config's sizes (layers, heads, d_model, d_ff, vocab, "
-                        "tying, qkv_bias) must equal the dense checkpoint's"),
+        return err_set(err, err_len,
+                       "upcycle_from: the MoE config's sizes (layers, heads, d_model, d_ff, vocab, "
+                       "tying, qkv_bias) must equal the dense checkpoint's"),
                NULL;
     if (!(noise_std >= 0.0f))
-        return snprintf(err, err_len, "upcycle noise must be >= 0 (got %g)", noise_std), NULL;
+        return err_set(err, err_len, "upcycle noise must be >= 0 (got %g)", noise_std), NULL;
     Model *m = model_create(mc, model_ops(dense), err, err_len);
     if (!m) return NULL;
     float *src = malloc(model_num_params(dense) * sizeof *src);
     float *dst = malloc(model_num_params(m) * sizeof *dst);
     if (!src || !dst) {
         free(src), free(dst), model_free(m);
-        return snprintf(err, err_len, "out of host memory"), NULL;
+        return err_set(err, err_len, "out of host memory"), NULL;
     }
     model_get_params(dense, src);
     Rng rng;
@@ -59,8 +60,8 @@ Model *model_upcycle(Model *dense, const ModelConfig *mc, float noise_std, uint6
         else snprintf(name, sizeof name, "%s", t->name);
         int j = model_find_tensor(dense, name);
         if (j < 0 || model_tensor(dense, j)->numel != t->numel) {
-            snprintf(err, err_len, "upcycle_from: the dense model has no tensor %s for %s", name,
-                     t->name);
+            err_set(err, err_len, "upcycle_from: the dense model has no tensor %s for %s", name,
+                    t->name);
             free(src), free(dst), model_free(m);
             return NULL;
         }

@@ -6,10 +6,12 @@
  * has validated the entry it touches.
  */
 #include "trainer/safetensors.h"
+#include "kernels/util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,9 +98,9 @@ static int read_at(StFile *f, void *dst, size_t n, uint64_t off, char *err, size
         ssize_t r = pread(f->fd, p, n, (off_t)off);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
-            snprintf(err, err_len, "%s: read failed at byte %llu: %s", f->path,
-                     (unsigned long long)off, r < 0 ? strerror(errno) : "unexpected end of file");
-            return 1;
+            return err_set(err, err_len, "%s: read failed at byte %llu: %s", f->path,
+                           (unsigned long long)off,
+                           r < 0 ? strerror(errno) : "unexpected end of file");
         }
         p += r;
         n -= (size_t)r;
@@ -116,14 +118,20 @@ static int json_u64(const cJSON *j, uint64_t *out) {
     return 0;
 }
 
+/* "<path>: tensor '<name>': <message>" into err; -1 */
+__attribute__((format(printf, 5, 6))) static int
+tensor_err(char *err, size_t err_len, const char *path, const char *name, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return err_set(err, err_len, "%s: tensor '%s': %s", path, name, msg);
+}
+
 static int parse_entry(StFile *f, const cJSON *e, StTensor *t, uint64_t data_bytes, char *err,
                        size_t err_len) {
-#define FAIL(...)                                                                                  \
-    do {                                                                                           \
-        int k_ = snprintf(err, err_len, "%s: tensor '%s': ", f->path, e->string);                  \
-        if (k_ >= 0 && (size_t)k_ < err_len) snprintf(err + k_, err_len - (size_t)k_, __VA_ARGS__); \
-        return 1;                                                                                  \
-    } while (0)
+#define FAIL(...) return tensor_err(err, err_len, f->path, e->string, __VA_ARGS__)
     if (!cJSON_IsObject(e)) FAIL("entry is not a JSON object");
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
@@ -176,13 +184,12 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
     if (!root) {
         const char *at = cJSON_GetErrorPtr();
         long pos = at && at >= json && at <= json + len ? (long)(at - json) : -1;
-        snprintf(err, err_len, "%s: header is not valid JSON (near file byte %ld)", f->path,
-                 pos < 0 ? -1L : pos + 8);
-        return 1;
+        return err_set(err, err_len, "%s: header is not valid JSON (near file byte %ld)", f->path,
+                       pos < 0 ? -1L : pos + 8);
     }
     int rc = 1;
     if (!cJSON_IsObject(root)) {
-        snprintf(err, err_len, "%s: header is not a JSON object", f->path);
+        err_set(err, err_len, "%s: header is not a JSON object", f->path);
         goto out;
     }
     int n = 0;
@@ -193,7 +200,7 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
     for (const cJSON *e = root->child; e; e = e->next) {
         if (!strcmp(e->string, "__metadata__")) {
             if (!cJSON_IsObject(e)) {
-                snprintf(err, err_len, "%s: __metadata__ is not an object", f->path);
+                err_set(err, err_len, "%s: __metadata__ is not an object", f->path);
                 goto out;
             }
             int nm = 0;
@@ -202,8 +209,8 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
             if (!f->meta) goto oom;
             for (const cJSON *m = e->child; m; m = m->next) {
                 if (!cJSON_IsString(m)) {
-                    snprintf(err, err_len, "%s: __metadata__ value '%s' is not a string", f->path,
-                             m->string);
+                    err_set(err, err_len, "%s: __metadata__ value '%s' is not a string", f->path,
+                            m->string);
                     goto out;
                 }
                 f->meta[2 * f->n_meta] = strdup(m->string);
@@ -215,8 +222,8 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
         }
         for (int i = 0; i < f->n; i++)
             if (!strcmp(f->t[i].name, e->string)) {
-                snprintf(err, err_len, "%s: tensor '%s' appears twice in the header", f->path,
-                         e->string);
+                err_set(err, err_len, "%s: tensor '%s' appears twice in the header", f->path,
+                        e->string);
                 goto out;
             }
         if (parse_entry(f, e, &f->t[f->n], data_bytes, err, err_len)) goto out;
@@ -232,8 +239,8 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
     for (int i = 0; i < f->n; i++) {
         if (s[i].begin == s[i].end) continue;
         if (prev && s[i].begin < prev_end) {
-            snprintf(err, err_len, "%s: tensors '%s' and '%s' overlap in the data section", f->path,
-                     prev, s[i].name);
+            err_set(err, err_len, "%s: tensors '%s' and '%s' overlap in the data section", f->path,
+                    prev, s[i].name);
             free(s);
             goto out;
         }
@@ -244,7 +251,7 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
     rc = 0;
     goto out;
 oom:
-    snprintf(err, err_len, "%s: out of memory reading the header", f->path);
+    err_set(err, err_len, "%s: out of memory reading the header", f->path);
 out:
     cJSON_Delete(root);
     return rc;
@@ -252,24 +259,24 @@ out:
 
 StFile *st_open(const char *path, char *err, size_t err_len) {
     StFile *f = calloc(1, sizeof *f);
-    if (!f) return snprintf(err, err_len, "%s: out of memory", path), NULL;
+    if (!f) return err_set(err, err_len, "%s: out of memory", path), NULL;
     f->fd = -1;
     f->path = strdup(path);
     if (!f->path) goto oom;
     f->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (f->fd < 0) {
-        snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno));
+        err_set(err, err_len, "%s: cannot open: %s", path, strerror(errno));
         goto fail;
     }
     struct stat sb;
     if (fstat(f->fd, &sb) || !S_ISREG(sb.st_mode)) {
-        snprintf(err, err_len, "%s: not a regular file", path);
+        err_set(err, err_len, "%s: not a regular file", path);
         goto fail;
     }
     f->file_bytes = (uint64_t)sb.st_size;
     if (f->file_bytes < 8) {
-        snprintf(err, err_len, "%s: %llu bytes, too short for the 8-byte header length (truncated?)",
-                 path, (unsigned long long)f->file_bytes);
+        err_set(err, err_len, "%s: %llu bytes, too short for the 8-byte header length (truncated?)",
+                path, (unsigned long long)f->file_bytes);
         goto fail;
     }
     unsigned char lenb[8];
@@ -277,13 +284,17 @@ StFile *st_open(const char *path, char *err, size_t err_len) {
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | lenb[i];
     if (hlen < 2 || hlen > ST_MAX_HEADER_BYTES) {
-        snprintf(err, err_len, "%s: header length %llu at byte 0 is not in [2, %u] (not a "
-                 "safetensors file?)", path, (unsigned long long)hlen, ST_MAX_HEADER_BYTES);
+        err_set(err, err_len,
+                "%s: header length %llu at byte 0 is not in [2, %u] (not a "
+                "safetensors file?)",
+                path, (unsigned long long)hlen, ST_MAX_HEADER_BYTES);
         goto fail;
     }
     if (hlen > f->file_bytes - 8) {
-        snprintf(err, err_len, "%s: header of %llu bytes runs past the end of the file (%llu bytes; "
-                 "truncated?)", path, (unsigned long long)hlen, (unsigned long long)f->file_bytes);
+        err_set(err, err_len,
+                "%s: header of %llu bytes runs past the end of the file (%llu bytes; "
+                "truncated?)",
+                path, (unsigned long long)hlen, (unsigned long long)f->file_bytes);
         goto fail;
     }
     f->data_start = 8 + hlen;
@@ -298,7 +309,7 @@ StFile *st_open(const char *path, char *err, size_t err_len) {
     if (bad) goto fail;
     return f;
 oom:
-    snprintf(err, err_len, "%s: out of memory", path);
+    err_set(err, err_len, "%s: out of memory", path);
 fail:
     st_close(f);
     return NULL;
@@ -324,21 +335,21 @@ const char *st_metadata(const StFile *f, const char *key) {
 int st_read_f32_range(StFile *f, int i, uint64_t first, uint64_t count, float *dst, char *err,
                       size_t err_len) {
     const StTensor *t = st_tensor(f, i);
-    if (!t) return snprintf(err, err_len, "%s: no tensor #%d", f->path, i), 1;
+    if (!t) return err_set(err, err_len, "%s: no tensor #%d", f->path, i);
     if (first > t->numel || count > t->numel - first)
-        return snprintf(err, err_len, "%s: tensor '%s' has %llu elements; elements [%llu, %llu) "
-                        "were asked for", f->path, t->name, (unsigned long long)t->numel,
-                        (unsigned long long)first, (unsigned long long)(first + count)),
-               1;
+        return err_set(err, err_len,
+                       "%s: tensor '%s' has %llu elements; elements [%llu, %llu) "
+                       "were asked for",
+                       f->path, t->name, (unsigned long long)t->numel, (unsigned long long)first,
+                       (unsigned long long)(first + count));
     if (t->dtype == ST_F32)
         return read_at(f, dst, count * 4, f->data_start + t->begin + first * 4, err, err_len);
     if (t->dtype != ST_F16 && t->dtype != ST_BF16)
-        return snprintf(err, err_len, "%s: tensor '%s' is %s; dapt reads F32, F16 or BF16 weights",
-                        f->path, t->name, dtypes[t->dtype].name),
-               1;
+        return err_set(err, err_len, "%s: tensor '%s' is %s; dapt reads F32, F16 or BF16 weights",
+                       f->path, t->name, dtypes[t->dtype].name);
     enum { CHUNK = 1 << 16 };
     uint16_t *buf = malloc(CHUNK * sizeof *buf);
-    if (!buf) return snprintf(err, err_len, "out of memory"), 1;
+    if (!buf) return err_set(err, err_len, "out of memory");
     for (uint64_t done = 0; done < count;) {
         size_t k = count - done < CHUNK ? (size_t)(count - done) : CHUNK;
         if (read_at(f, buf, k * 2, f->data_start + t->begin + (first + done) * 2, err, err_len)) {
@@ -355,17 +366,16 @@ int st_read_f32_range(StFile *f, int i, uint64_t first, uint64_t count, float *d
 
 int st_read_f32(StFile *f, int i, float *dst, char *err, size_t err_len) {
     const StTensor *t = st_tensor(f, i);
-    if (!t) return snprintf(err, err_len, "%s: no tensor #%d", f->path, i), 1;
+    if (!t) return err_set(err, err_len, "%s: no tensor #%d", f->path, i);
     return st_read_f32_range(f, i, 0, t->numel, dst, err, err_len);
 }
 
 int st_read_i32(StFile *f, int i, int32_t *dst, char *err, size_t err_len) {
     const StTensor *t = st_tensor(f, i);
-    if (!t) return snprintf(err, err_len, "%s: no tensor #%d", f->path, i), 1;
+    if (!t) return err_set(err, err_len, "%s: no tensor #%d", f->path, i);
     if (t->dtype != ST_I32)
-        return snprintf(err, err_len, "%s: tensor '%s' is %s, expected I32", f->path, t->name,
-                        dtypes[t->dtype].name),
-               1;
+        return err_set(err, err_len, "%s: tensor '%s' is %s, expected I32", f->path, t->name,
+                       dtypes[t->dtype].name);
     return read_at(f, dst, t->end - t->begin, f->data_start + t->begin, err, err_len);
 }
 
@@ -399,12 +409,12 @@ int st_write(const char *path, const StWriteTensor *tensors, int n, const char *
     for (int i = 0; i < n; i++) {
         const StWriteTensor *t = &tensors[i];
         if (t->dtype != ST_F32 && t->dtype != ST_I32) {
-            snprintf(err, err_len, "%s: tensor '%s': dapt writes F32 or I32 only", path, t->name);
+            err_set(err, err_len, "%s: tensor '%s': dapt writes F32 or I32 only", path, t->name);
             goto out;
         }
         if (t->ndim < 0 || t->ndim > ST_MAX_DIMS || !strcmp(t->name, "__metadata__") ||
             cJSON_GetObjectItemCaseSensitive(root, t->name)) {
-            snprintf(err, err_len, "%s: tensor '%s': bad rank or duplicate name", path, t->name);
+            err_set(err, err_len, "%s: tensor '%s': bad rank or duplicate name", path, t->name);
             goto out;
         }
         uint64_t numel = 1;
@@ -426,7 +436,7 @@ int st_write(const char *path, const StWriteTensor *tensors, int n, const char *
     sprintf(tmp, "%s.tmp", path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        snprintf(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
+        err_set(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
         goto out;
     }
     unsigned char lenb[8];
@@ -440,23 +450,23 @@ int st_write(const char *path, const StWriteTensor *tensors, int n, const char *
         bad = write_all(fd, tensors[i].data, numel * 4);
     }
     if (bad || fsync(fd)) {
-        snprintf(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
+        err_set(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
         goto out;
     }
     if (close(fd)) {
         fd = -1;
-        snprintf(err, err_len, "%s: close failed: %s", tmp, strerror(errno));
+        err_set(err, err_len, "%s: close failed: %s", tmp, strerror(errno));
         goto out;
     }
     fd = -1;
     if (rename(tmp, path)) {
-        snprintf(err, err_len, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
+        err_set(err, err_len, "%s: cannot rename to %s: %s", tmp, path, strerror(errno));
         goto out;
     }
     rc = 0;
     goto out;
 oom:
-    snprintf(err, err_len, "%s: out of memory building the header", path);
+    err_set(err, err_len, "%s: out of memory building the header", path);
 out:
     if (fd >= 0) close(fd);
     if (rc && tmp) unlink(tmp);
@@ -497,14 +507,14 @@ int st_set_find(StSet *s, const char *name, StFile **file, int *index) {
 
 char *st_read_text(const char *path, size_t max_bytes, char *err, size_t err_len) {
     FILE *fp = fopen(path, "rb");
-    if (!fp) return snprintf(err, err_len, "%s: cannot open: %s", path, strerror(errno)), NULL;
+    if (!fp) return err_set(err, err_len, "%s: cannot open: %s", path, strerror(errno)), NULL;
     char *buf = malloc(max_bytes + 1);
     size_t n = buf ? fread(buf, 1, max_bytes + 1, fp) : 0;
     int bad = !buf || ferror(fp) || n > max_bytes;
     fclose(fp);
     if (bad) {
         free(buf);
-        snprintf(err, err_len, "%s: unreadable or larger than %zu bytes", path, max_bytes);
+        err_set(err, err_len, "%s: unreadable or larger than %zu bytes", path, max_bytes);
         return NULL;
     }
     buf[n] = 0;
@@ -518,12 +528,11 @@ static int add_shard(StSet *s, const char *dir, const char *file, char *err, siz
         if (!strcmp(base ? base + 1 : p, file)) return 0;
     }
     if (strchr(file, '/') || !strcmp(file, "..")) {
-        snprintf(err, err_len, "%s: shard name '%s' is not a plain file name", dir, file);
-        return 1;
+        return err_set(err, err_len, "%s: shard name '%s' is not a plain file name", dir, file);
     }
     size_t len = strlen(dir) + strlen(file) + 2;
     char *path = malloc(len);
-    if (!path) return snprintf(err, err_len, "out of memory"), 1;
+    if (!path) return err_set(err, err_len, "out of memory");
     snprintf(path, len, "%s/%s", dir, file);
     StFile *f = st_open(path, err, err_len);
     free(path);
@@ -536,7 +545,7 @@ StSet *st_set_open_file(const char *path, char *err, size_t err_len) {
     StSet *s = calloc(1, sizeof *s);
     if (!s || !(s->files = calloc(1, sizeof *s->files))) {
         free(s);
-        return snprintf(err, err_len, "out of memory"), NULL;
+        return err_set(err, err_len, "out of memory"), NULL;
     }
     if (!(s->files[0] = st_open(path, err, err_len))) {
         st_set_close(s);
@@ -549,9 +558,9 @@ StSet *st_set_open_file(const char *path, char *err, size_t err_len) {
 StSet *st_set_open(const char *dir, char *err, size_t err_len) {
     StSet *s = calloc(1, sizeof *s);
     char path[4096];
-    if (!s) return snprintf(err, err_len, "out of memory"), NULL;
+    if (!s) return err_set(err, err_len, "out of memory"), NULL;
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path - 40) {
-        snprintf(err, err_len, "%s: path too long", dir);
+        err_set(err, err_len, "%s: path too long", dir);
         goto fail;
     }
     strcat(path, "/model.safetensors");
@@ -563,7 +572,7 @@ StSet *st_set_open(const char *dir, char *err, size_t err_len) {
     }
     snprintf(path + strlen(dir), sizeof path - strlen(dir), "/model.safetensors.index.json");
     if (access(path, F_OK) != 0) {
-        snprintf(err, err_len, "%s: no model.safetensors or model.safetensors.index.json", dir);
+        err_set(err, err_len, "%s: no model.safetensors or model.safetensors.index.json", dir);
         goto fail;
     }
     char *text = st_read_text(path, 64u << 20, err, err_len);
@@ -572,8 +581,7 @@ StSet *st_set_open(const char *dir, char *err, size_t err_len) {
     free(text);
     const cJSON *wm = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
     if (!cJSON_IsObject(wm)) {
-        snprintf(err, err_len, "%s: %s", path,
-                 root ? "no \"weight_map\" object" : "not valid JSON");
+        err_set(err, err_len, "%s: %s", path, root ? "no \"weight_map\" object" : "not valid JSON");
         cJSON_Delete(root);
         goto fail;
     }
@@ -586,7 +594,7 @@ StSet *st_set_open(const char *dir, char *err, size_t err_len) {
     }
     for (const cJSON *e = wm->child; e; e = e->next) {
         if (!cJSON_IsString(e)) {
-            snprintf(err, err_len, "%s: weight_map['%s'] is not a file name", path, e->string);
+            err_set(err, err_len, "%s: weight_map['%s'] is not a file name", path, e->string);
             cJSON_Delete(root);
             goto fail;
         }
@@ -597,15 +605,15 @@ StSet *st_set_open(const char *dir, char *err, size_t err_len) {
         StFile *f;
         int k;
         if (st_set_find(s, e->string, &f, &k) || strcmp(strrchr(st_path(f), '/') + 1, e->valuestring)) {
-            snprintf(err, err_len, "%s: weight_map puts '%s' in %s, which does not contain it", path,
-                     e->string, e->valuestring);
+            err_set(err, err_len, "%s: weight_map puts '%s' in %s, which does not contain it", path,
+                    e->string, e->valuestring);
             cJSON_Delete(root);
             goto fail;
         }
     }
     cJSON_Delete(root);
     if (!s->n_files) {
-        snprintf(err, err_len, "%s: weight_map is empty", path);
+        err_set(err, err_len, "%s: weight_map is empty", path);
         goto fail;
     }
     return s;

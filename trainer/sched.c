@@ -1,5 +1,6 @@
 /* sched.c: learning-rate schedules (see sched.h for the formulas). */
 #include "trainer/sched.h"
+#include "kernels/util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -10,25 +11,24 @@ int sched_kind_parse(const char *name, SchedKind *kind, char *err, size_t err_le
     else if (!strcmp(name, "linear")) *kind = SCHED_LINEAR;
     else if (!strcmp(name, "wsd")) *kind = SCHED_WSD;
     else {
-        snprintf(err, err_len, "unknown lr_schedule '%s' (expected \"cosine\", \"linear\" or \"wsd\")",
-                 name);
-        return 1;
+        return err_set(err, err_len,
+                       "unknown lr_schedule '%s' (expected \"cosine\", \"linear\" or \"wsd\")",
+                       name);
     }
     return 0;
 }
 
 int sched_check(const LrSchedule *s, char *err, size_t err_len) {
-    if (!(s->lr > 0.0f)) return snprintf(err, err_len, "lr must be > 0 (got %g)", s->lr), 1;
+    if (!(s->lr > 0.0f)) return err_set(err, err_len, "lr must be > 0 (got %g)", s->lr);
     if (!(s->min_lr >= 0.0f && s->min_lr <= s->lr))
-        return snprintf(err, err_len, "min_lr must be in [0, lr=%g] (got %g)", s->lr, s->min_lr), 1;
+        return err_set(err, err_len, "min_lr must be in [0, lr=%g] (got %g)", s->lr, s->min_lr);
     if (s->total_steps < 1)
-        return snprintf(err, err_len, "steps must be >= 1 (got %d)", s->total_steps), 1;
+        return err_set(err, err_len, "steps must be >= 1 (got %d)", s->total_steps);
     if (s->warmup_steps < 0 || s->warmup_steps > s->total_steps)
-        return snprintf(err, err_len, "warmup_steps must be in [0, steps=%d] (got %d)",
-                        s->total_steps, s->warmup_steps),
-               1;
+        return err_set(err, err_len, "warmup_steps must be in [0, steps=%d] (got %d)",
+                       s->total_steps, s->warmup_steps);
     if (s->kind == SCHED_WSD && !(s->decay_frac >= 0.0f && s->decay_frac <= 1.0f))
-        return snprintf(err, err_len, "decay_frac must be in [0, 1] (got %g)", s->decay_frac), 1;
+        return err_set(err, err_len, "decay_frac must be in [0, 1] (got %g)", s->decay_frac);
     return 0;
 }
 

@@ -9,20 +9,14 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernels/ops_profile.h"
+#include "kernels/util.h"
 #include "tests/c/check.h"
 #include "tests/c/tiny_model.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 #include "trainer/rng.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static float *rand_host(Rng *r, size_t n) {
     float *p = malloc(n * sizeof *p);

@@ -76,9 +76,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernels/ops_profile.h"
+#include "kernels/util.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 
@@ -89,12 +89,6 @@ typedef struct {
     ModelConfig cfg;
     int B, T, warmup, steps, accum;
 } Shape;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* flops per token: 6 * the parameters a token's matmuls use + attention.
  * In an MoE model a token uses K of the E experts of each MoE layer. */

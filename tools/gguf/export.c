@@ -28,6 +28,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/util.h"
 #include "tools/gguf/gguf.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
@@ -169,10 +170,9 @@ static uint32_t file_type_of(uint32_t dtype) {
 static int write_vocab(GgufWriter *w, const SpmVocab *v, int vocab_size, const char *tok_path,
                        char *err, size_t err_len) {
     if (v->n > vocab_size)
-        return snprintf(err, err_len,
-                        "%s has %d pieces but the model's vocabulary (embedding rows) is %d",
-                        tok_path, v->n, vocab_size),
-               1;
+        return err_set(err, err_len,
+                       "%s has %d pieces but the model's vocabulary (embedding rows) is %d",
+                       tok_path, v->n, vocab_size);
     const char **tokens = malloc((size_t)vocab_size * sizeof *tokens);
     char *pads = malloc((size_t)(vocab_size - v->n) * 24 + 1);
     float *scores = malloc((size_t)vocab_size * sizeof *scores);
@@ -180,7 +180,7 @@ static int write_vocab(GgufWriter *w, const SpmVocab *v, int vocab_size, const c
     int rc = 0;
     if (!tokens || !pads || !scores || !types) {
         rc = 1;
-        snprintf(err, err_len, "out of memory");
+        err_set(err, err_len, "out of memory");
         goto out;
     }
     for (int i = 0; i < vocab_size; i++) {
@@ -255,14 +255,15 @@ static int write_expert_stack(GgufWriter *w, const Model *m, const float *params
     const ModelConfig *c = model_config(m);
     int E = c->n_experts, rows = t0->shape[0], cols = t0->shape[1];
     if (!(*buf = malloc((size_t)E * t0->numel * sizeof **buf)))
-        return snprintf(err, err_len, "out of memory"), 1;
+        return err_set(err, err_len, "out of memory");
     for (int e = 0; e < E; e++) {
         char name[128];
         snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight", block, e, k);
         int j = model_find_tensor(m, name);
         const ParamTensor *t = j >= 0 ? model_tensor(m, j) : NULL;
         if (!t || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
-            return snprintf(err, err_len, "expert tensor %s is missing or not [%d, %d]", name, rows, cols), 1;
+            return err_set(err, err_len, "expert tensor %s is missing or not [%d, %d]", name, rows,
+                           cols);
         memcpy(*buf + (size_t)e * t0->numel, params + t->offset, t0->numel * sizeof **buf);
     }
     uint64_t ne[3] = {(uint64_t)cols, (uint64_t)rows, (uint64_t)E};
@@ -274,33 +275,30 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
                       size_t err_len) {
     const ModelConfig *c = model_config(m);
     if (c->arch != ARCH_LLAMA && c->arch != ARCH_GPT2)
-        return snprintf(err, err_len, "architecture %d cannot be exported to GGUF", (int)c->arch), 1;
+        return err_set(err, err_len, "architecture %d cannot be exported to GGUF", (int)c->arch);
     if (o->dtype != GGML_F32 && o->dtype != GGML_F16 && o->dtype != GGML_BF16 && o->dtype != GGML_Q8_0)
-        return snprintf(err, err_len, "dtype must be F32, F16, BF16 or Q8_0"), 1;
+        return err_set(err, err_len, "dtype must be F32, F16, BF16 or Q8_0");
     if (!o->tokenizer)
-        return snprintf(err, err_len,
-                        "no tokenizer.model: llama.cpp needs the vocabulary in the GGUF file "
-                        "(pass --tokenizer PATH)"),
-               1;
+        return err_set(err, err_len,
+                       "no tokenizer.model: llama.cpp needs the vocabulary in the GGUF file "
+                       "(pass --tokenizer PATH)");
     if (!o->force && access(path, F_OK) == 0)
-        return snprintf(err, err_len, "%s exists (pass --force to overwrite it)", path), 1;
+        return err_set(err, err_len, "%s exists (pass --force to overwrite it)", path);
     if (c->n_experts && !c->norm_topk_prob)
-        return snprintf(err, err_len,
-                        "this MoE model does not renormalise its top-%d routing weights "
-                        "(norm_topk_prob = false, Qwen-MoE semantics); llama.cpp's llama "
-                        "architecture always does (Mixtral semantics), so it would compute another "
-                        "function: not exported to GGUF",
-                        c->top_k),
-               1;
+        return err_set(err, err_len,
+                       "this MoE model does not renormalise its top-%d routing weights "
+                       "(norm_topk_prob = false, Qwen-MoE semantics); llama.cpp's llama "
+                       "architecture always does (Mixtral semantics), so it would compute another "
+                       "function: not exported to GGUF",
+                       c->top_k);
     for (int l = 0; c->n_experts && l < c->n_layer; l++)
         if (!moe_is_layer(c, l))
-            return snprintf(err, err_len,
-                            "layer %d of this MoE model is dense (moe layer_start %d, layer_step "
-                            "%d); llama.cpp's llama architecture makes every layer MoE when "
-                            "expert_count > 0: only models whose every layer is MoE (layer_start 0, "
-                            "layer_step 1, as Mixtral) can be exported to GGUF",
-                            l, c->moe_layer_start, c->moe_layer_step),
-                   1;
+            return err_set(err, err_len,
+                           "layer %d of this MoE model is dense (moe layer_start %d, layer_step "
+                           "%d); llama.cpp's llama architecture makes every layer MoE when "
+                           "expert_count > 0: only models whose every layer is MoE (layer_start 0, "
+                           "layer_step 1, as Mixtral) can be exported to GGUF",
+                           l, c->moe_layer_start, c->moe_layer_step);
     /* map every tensor first: a model with a part GGUF cannot name is refused whole */
     int n = model_num_tensors(m);
     char gname[96];
@@ -310,11 +308,10 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
         if (c->arch == ARCH_LLAMA && !gguf_expert_tensor_name(t->name, gname, sizeof gname, &expert))
             continue;
         if (gguf_tensor_name(c->arch, t->name, c->n_head, c->n_kv_head, gname, sizeof gname, &perm))
-            return snprintf(err, err_len,
-                            "tensor '%s' has no llama.cpp equivalent for arch %s: this model "
-                            "cannot be exported to GGUF",
-                            t->name, model_arch_name(c->arch)),
-                   1;
+            return err_set(err, err_len,
+                           "tensor '%s' has no llama.cpp equivalent for arch %s: this model "
+                           "cannot be exported to GGUF",
+                           t->name, model_arch_name(c->arch));
     }
     SpmVocab v;
     if (spm_vocab_load(o->tokenizer, &v, err, err_len)) return 1;
@@ -323,7 +320,7 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
     float **copies = calloc((size_t)n, sizeof *copies);
     int rc = 1;
     if (!w || !params || !copies) {
-        snprintf(err, err_len, "out of memory for a model of %zu parameters", model_num_params(m));
+        err_set(err, err_len, "out of memory for a model of %zu parameters", model_num_params(m));
         goto out;
     }
     model_get_params(m, params);
@@ -349,7 +346,7 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
         const float *src = params + t->offset;
         if (perm) {
             if (!(copies[i] = malloc(t->numel * sizeof *copies[i]))) {
-                snprintf(err, err_len, "out of memory");
+                err_set(err, err_len, "out of memory");
                 goto out;
             }
             gguf_permute_rows(src, copies[i], rows, cols, perm, 0);

@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kernels/util.h"
 #include "tools/gguf/gguf.h"
 
 struct GgufFile {
@@ -49,15 +50,15 @@ typedef struct {
     size_t err_len;
 } Cur;
 
-static int fail(Cur *c, uint64_t at, const char *fmt, ...) {
-    int n = snprintf(c->err, c->err_len, "%s: byte offset %llu: ", c->where, (unsigned long long)at);
-    if (n >= 0 && (size_t)n < c->err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(c->err + n, c->err_len - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    return 1;
+/* "<where>: byte offset <at>: <message>" into c's buffer; -1 */
+__attribute__((format(printf, 3, 4))) static int fail(Cur *c, uint64_t at, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return err_set(c->err, c->err_len, "%s: byte offset %llu: %s", c->where, (unsigned long long)at,
+                   msg);
 }
 
 static int rd(Cur *c, void *dst, uint64_t n, const char *what) {
@@ -211,7 +212,7 @@ static int rd_tensor(Cur *c, GgufTensor *t) {
 static GgufFile *parse(const uint8_t *buf, uint64_t len, const char *where, char *err, size_t err_len) {
     Cur c = {buf, len, 0, where, err, err_len};
     GgufFile *f = calloc(1, sizeof *f);
-    if (!f) return snprintf(err, err_len, "%s: out of memory", where), NULL;
+    if (!f) return err_set(err, err_len, "%s: out of memory", where), NULL;
     f->buf = buf;
     f->len = len;
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
@@ -321,19 +322,20 @@ GgufFile *gguf_parse(const void *buf, size_t len, const char *where, char *err, 
 
 GgufFile *gguf_open(const char *path, char *err, size_t err_len) {
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return snprintf(err, err_len, "%s: %s", path, strerror(errno)), NULL;
+    if (fd < 0) return err_set(err, err_len, "%s: %s", path, strerror(errno)), NULL;
     struct stat st;
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
         close(fd);
-        return snprintf(err, err_len, "%s: not a regular file", path), NULL;
+        return err_set(err, err_len, "%s: not a regular file", path), NULL;
     }
     if (st.st_size == 0) {
         close(fd);
-        return snprintf(err, err_len, "%s: byte offset 0: empty file (not GGUF)", path), NULL;
+        return err_set(err, err_len, "%s: byte offset 0: empty file (not GGUF)", path), NULL;
     }
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (map == MAP_FAILED) return snprintf(err, err_len, "%s: mmap: %s", path, strerror(errno)), NULL;
+    if (map == MAP_FAILED)
+        return err_set(err, err_len, "%s: mmap: %s", path, strerror(errno)), NULL;
     GgufFile *f = parse(map, (uint64_t)st.st_size, path, err, err_len);
     if (!f) {
         munmap(map, (size_t)st.st_size);
@@ -384,11 +386,11 @@ const GgufTensor *gguf_find_tensor(const GgufFile *f, const char *name) {
 static const GgufKV *get_typed(const GgufFile *f, const char *key, uint32_t type, char *err,
                                size_t err_len) {
     const GgufKV *kv = gguf_find_kv(f, key);
-    if (!kv) return snprintf(err, err_len, "metadata key '%s' is missing", key), NULL;
+    if (!kv) return err_set(err, err_len, "metadata key '%s' is missing", key), NULL;
     if (kv->type != type)
-        return snprintf(err, err_len, "metadata key '%s' (byte offset %llu) is %s, expected %s", key,
-                        (unsigned long long)kv->offset, gguf_value_type_name(kv->type),
-                        gguf_value_type_name(type)),
+        return err_set(err, err_len, "metadata key '%s' (byte offset %llu) is %s, expected %s", key,
+                       (unsigned long long)kv->offset, gguf_value_type_name(kv->type),
+                       gguf_value_type_name(type)),
                NULL;
     return kv;
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/util.h"
 #include "tools/gguf/gguf.h"
 
 typedef struct {
@@ -201,7 +202,7 @@ static int write_all(GgufWriter *w, FILE *f, char *err, size_t err_len) {
     put(&h, zeros, (size_t)(pad_to(hlen, GGUF_DEFAULT_ALIGNMENT) - hlen));
     if (h.fail[0]) {
         free(h.kv);
-        return snprintf(err, err_len, "%s", h.fail), 1;
+        return err_set(err, err_len, "%s", h.fail);
     }
     int bad = fwrite(h.kv, 1, h.kv_len, f) != h.kv_len;
     free(h.kv);
@@ -213,7 +214,7 @@ static int write_all(GgufWriter *w, FILE *f, char *err, size_t err_len) {
         if (rb > row_cap) {
             free(row);
             row_cap = rb;
-            if (!(row = malloc(row_cap))) return snprintf(err, err_len, "out of memory"), 1;
+            if (!(row = malloc(row_cap))) return err_set(err, err_len, "out of memory");
         }
         for (uint64_t r = 0; r < rows && !bad; r++) {
             gguf_convert_from_f32(t->type, t->src + r * t->ne[0], row, t->ne[0]);
@@ -224,17 +225,17 @@ static int write_all(GgufWriter *w, FILE *f, char *err, size_t err_len) {
         if (!bad && pad) bad = fwrite(zeros, 1, pad, f) != pad;
     }
     free(row);
-    if (bad) return snprintf(err, err_len, "write failed: %s", strerror(errno)), 1;
+    if (bad) return err_set(err, err_len, "write failed: %s", strerror(errno));
     return 0;
 }
 
 int gguf_writer_write(GgufWriter *w, const char *path, char *err, size_t err_len) {
-    if (w->fail[0]) return snprintf(err, err_len, "%s", w->fail), 1;
+    if (w->fail[0]) return err_set(err, err_len, "%s", w->fail);
     char tmp[4200];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-        return snprintf(err, err_len, "%s: path too long", path), 1;
+        return err_set(err, err_len, "%s: path too long", path);
     FILE *f = fopen(tmp, "wb");
-    if (!f) return snprintf(err, err_len, "%s: %s", tmp, strerror(errno)), 1;
+    if (!f) return err_set(err, err_len, "%s: %s", tmp, strerror(errno));
     char why[512] = "";
     int bad = write_all(w, f, why, sizeof why);
     if (!bad && (fflush(f) || fsync(fileno(f)))) {
@@ -251,7 +252,7 @@ int gguf_writer_write(GgufWriter *w, const char *path, char *err, size_t err_len
     }
     if (bad) {
         remove(tmp);
-        return snprintf(err, err_len, "%s: %s", path, why), 1;
+        return err_set(err, err_len, "%s: %s", path, why);
     }
     return 0;
 }

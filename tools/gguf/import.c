@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kernels/util.h"
 #include "tools/gguf/gguf.h"
 #include "trainer/hf.h"
 #include "trainer/model.h"
@@ -36,7 +37,7 @@ static int get_u32_int(const GgufFile *f, const char *arch, const char *suffix, 
     if (!required && !gguf_find_kv(f, key)) return 0;
     if (gguf_get_u32(f, key, &v, err, err_len)) return 1;
     if (v < 1 || v > (uint32_t)INT32_MAX)
-        return snprintf(err, err_len, "metadata %s = %u is out of range", key, v), 1;
+        return err_set(err, err_len, "metadata %s = %u is out of range", key, v);
     *out = (int)v;
     return 0;
 }
@@ -45,12 +46,11 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
     const char *arch;
     char e[512];
     if (gguf_get_str(f, "general.architecture", &arch, e, sizeof e))
-        return snprintf(err, err_len, "%s: %s", path, e), 1;
+        return err_set(err, err_len, "%s: %s", path, e);
     if (strcmp(arch, "llama") && strcmp(arch, "gpt2"))
-        return snprintf(err, err_len,
-                        "%s: general.architecture is '%s'; dapt imports 'llama' and 'gpt2'", path,
-                        arch),
-               1;
+        return err_set(err, err_len,
+                       "%s: general.architecture is '%s'; dapt imports 'llama' and 'gpt2'", path,
+                       arch);
     *c = model_config_default(strcmp(arch, "llama") ? ARCH_GPT2 : ARCH_LLAMA);
     int rc = get_u32_int(f, arch, "context_length", &c->max_seq_len, 1, e, sizeof e) ||
              get_u32_int(f, arch, "embedding_length", &c->d_model, 1, e, sizeof e) ||
@@ -66,13 +66,13 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
             rc = gguf_get_f32(f, "llama.rope.freq_base", &c->rope_theta, e, sizeof e);
         if (!rc) rc = get_u32_int(f, arch, "rope.dimension_count", &rope_dims, 0, e, sizeof e);
         if (!rc && rope_dims && rope_dims != c->d_model / c->n_head)
-            rc = snprintf(e, sizeof e,
-                          "llama.rope.dimension_count = %d rotates part of the head (head size %d); "
-                          "dapt's RoPE rotates the whole head",
-                          rope_dims, c->d_model / c->n_head) > 0;
+            rc = err_set(e, sizeof e,
+                         "llama.rope.dimension_count = %d rotates part of the head (head size %d); "
+                         "dapt's RoPE rotates the whole head",
+                         rope_dims, c->d_model / c->n_head);
         const GgufKV *sc = gguf_find_kv(f, "llama.rope.scaling.type");
         if (!rc && sc && !(sc->type == GGUF_STRING && !strcmp(sc->str, "none")))
-            rc = snprintf(e, sizeof e, "llama.rope.scaling.type is set: dapt has no RoPE scaling") > 0;
+            rc = err_set(e, sizeof e, "llama.rope.scaling.type is set: dapt has no RoPE scaling");
         c->qkv_bias = gguf_find_tensor(f, "blk.0.attn_q.bias") != NULL;
         /* MoE (Mixtral): llama.cpp's llama architecture makes every layer MoE
          * and renormalises the top-k routing weights */
@@ -89,49 +89,47 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
     } else if (!rc) {
         rc = gguf_get_f32(f, "gpt2.attention.layer_norm_epsilon", &c->norm_eps, e, sizeof e);
     }
-    if (rc) return snprintf(err, err_len, "%s: %s", path, e), 1;
+    if (rc) return err_set(err, err_len, "%s: %s", path, e);
     const GgufTensor *emb = gguf_find_tensor(f, "token_embd.weight");
     if (!emb || emb->n_dims != 2 || emb->ne[1] > INT32_MAX)
-        return snprintf(err, err_len, "%s: no 2-D tensor token_embd.weight", path), 1;
+        return err_set(err, err_len, "%s: no 2-D tensor token_embd.weight", path);
     c->vocab_size = (int)emb->ne[1];
     c->tie_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
     /* cheap consistency checks before model_create allocates anything, so
      * hostile hyperparameters cannot ask for a huge model */
     if (emb->ne[0] != (uint64_t)c->d_model)
-        return snprintf(err, err_len, "%s: token_embd.weight has ne[0] = %llu but embedding_length is %d",
-                        path, (unsigned long long)emb->ne[0], c->d_model),
-               1;
+        return err_set(err, err_len,
+                       "%s: token_embd.weight has ne[0] = %llu but embedding_length is %d", path,
+                       (unsigned long long)emb->ne[0], c->d_model);
     if (c->max_seq_len > (1 << 22))
-        return snprintf(err, err_len, "%s: context_length %d is larger than dapt's limit of %d", path,
-                        c->max_seq_len, 1 << 22),
-               1;
+        return err_set(err, err_len, "%s: context_length %d is larger than dapt's limit of %d",
+                       path, c->max_seq_len, 1 << 22);
     const GgufTensor *pos = gguf_find_tensor(f, "position_embd.weight");
     if (c->arch == ARCH_GPT2 && (!pos || pos->ne[1] != (uint64_t)c->max_seq_len))
-        return snprintf(err, err_len, "%s: position_embd.weight must have ne[1] = context_length (%d)",
-                        path, c->max_seq_len),
-               1;
+        return err_set(err, err_len,
+                       "%s: position_embd.weight must have ne[1] = context_length (%d)", path,
+                       c->max_seq_len);
     if (c->n_experts) {
         /* the expert stack bounds n_experts * d_model * d_ff by the file size
          * before model_create allocates them */
         const GgufTensor *g = gguf_find_tensor(f, "blk.0.ffn_gate_exps.weight");
         if (!g || g->n_dims != 3 || g->ne[0] != (uint64_t)c->d_model ||
             g->ne[1] != (uint64_t)c->d_ff || g->ne[2] != (uint64_t)c->n_experts)
-            return snprintf(err, err_len,
-                            "%s: llama.expert_count = %d needs a 3-D tensor blk.0.ffn_gate_exps.weight "
-                            "with ne = {embedding_length %d, feed_forward_length %d, %d}",
-                            path, c->n_experts, c->d_model, c->d_ff, c->n_experts),
-                   1;
+            return err_set(
+                err, err_len,
+                "%s: llama.expert_count = %d needs a 3-D tensor blk.0.ffn_gate_exps.weight "
+                "with ne = {embedding_length %d, feed_forward_length %d, %d}",
+                path, c->n_experts, c->d_model, c->d_ff, c->n_experts);
     }
     /* llama: norms 2, attention 4 (+3 biases), FFN 3 (MoE: router + 3 expert stacks) */
     long per_layer = c->arch == ARCH_LLAMA ? 9 + (c->qkv_bias ? 3 : 0) + (c->n_experts ? 1 : 0) : 12;
     long expect = (c->arch == ARCH_LLAMA ? 2 : 4) + !c->tie_embeddings + per_layer * c->n_layer;
     if (gguf_n_tensors(f) != expect)
-        return snprintf(err, err_len,
-                        "%s: %d tensors, but a dapt %s model with %d blocks has %ld (unsupported "
-                        "tensors, or a wrong block_count)",
-                        path, gguf_n_tensors(f), arch, c->n_layer, expect),
-               1;
-    if (model_config_check(c, e, sizeof e)) return snprintf(err, err_len, "%s: %s", path, e), 1;
+        return err_set(err, err_len,
+                       "%s: %d tensors, but a dapt %s model with %d blocks has %ld (unsupported "
+                       "tensors, or a wrong block_count)",
+                       path, gguf_n_tensors(f), arch, c->n_layer, expect);
+    if (model_config_check(c, e, sizeof e)) return err_set(err, err_len, "%s: %s", path, e);
     return 0;
 }
 
@@ -143,13 +141,13 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
     float *params = NULL;
     unsigned char *used = calloc((size_t)gguf_n_tensors(f) + 1, 1);
     if (!used) {
-        snprintf(err, err_len, "out of memory");
+        err_set(err, err_len, "out of memory");
         goto bad;
     }
     if (read_config(f, path, &c, err, err_len)) goto bad;
     if (!(m = model_create(&c, ops_cpu(), err, err_len))) goto bad;
     if (!(params = malloc(model_num_params(m) * sizeof *params))) {
-        snprintf(err, err_len, "out of memory for %zu parameters", model_num_params(m));
+        err_set(err, err_len, "out of memory for %zu parameters", model_num_params(m));
         goto bad;
     }
     for (int i = 0; i < model_num_tensors(m); i++) {
@@ -158,12 +156,13 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
         int perm = 0, expert = -1; /* expert >= 0: slice `expert` of a 3-D expert stack */
         if (!(c.arch == ARCH_LLAMA && !gguf_expert_tensor_name(t->name, gname, sizeof gname, &expert)) &&
             gguf_tensor_name(c.arch, t->name, c.n_head, c.n_kv_head, gname, sizeof gname, &perm)) {
-            snprintf(err, err_len, "%s: dapt tensor '%s' has no GGUF name", path, t->name);
+            err_set(err, err_len, "%s: dapt tensor '%s' has no GGUF name", path, t->name);
             goto bad;
         }
         const GgufTensor *g = gguf_find_tensor(f, gname);
         if (!g) {
-            snprintf(err, err_len, "%s: tensor '%s' is missing (needed for %s)", path, gname, t->name);
+            err_set(err, err_len, "%s: tensor '%s' is missing (needed for %s)", path, gname,
+                    t->name);
             goto bad;
         }
         used[g - gguf_tensor(f, 0)] = 1;
@@ -173,22 +172,22 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
                        : t->ndim == 2 ? g->n_dims == 2 && g->ne[0] == (uint64_t)cols && g->ne[1] == (uint64_t)rows
                                       : g->n_dims == 1 && g->ne[0] == (uint64_t)rows;
         if (!shape_ok) {
-            snprintf(err, err_len,
-                     "%s: tensor '%s' has shape {%llu, %llu, %llu} (%u dims), expected {%d, %d, %d} "
-                     "(%d dims)",
-                     path, gname, (unsigned long long)g->ne[0], (unsigned long long)g->ne[1],
-                     (unsigned long long)g->ne[2], g->n_dims, cols, t->ndim == 2 ? rows : 1,
-                     expert >= 0 ? c.n_experts : 1, expert >= 0 ? 3 : t->ndim);
+            err_set(err, err_len,
+                    "%s: tensor '%s' has shape {%llu, %llu, %llu} (%u dims), expected {%d, %d, %d} "
+                    "(%d dims)",
+                    path, gname, (unsigned long long)g->ne[0], (unsigned long long)g->ne[1],
+                    (unsigned long long)g->ne[2], g->n_dims, cols, t->ndim == 2 ? rows : 1,
+                    expert >= 0 ? c.n_experts : 1, expert >= 0 ? 3 : t->ndim);
             goto bad;
         }
         const char *tn = NULL;
         gguf_ggml_type_info(g->type, &tn, NULL, NULL);
         if (g->type != GGML_F32 && g->type != GGML_F16 && g->type != GGML_BF16) {
-            snprintf(err, err_len,
-                     "%s: tensor '%s' is %s: dapt imports F32, F16 and BF16 GGUF files only "
-                     "(training from a quantized model would train its rounding error; convert the "
-                     "original weights instead)",
-                     path, gname, tn ? tn : "?");
+            err_set(err, err_len,
+                    "%s: tensor '%s' is %s: dapt imports F32, F16 and BF16 GGUF files only "
+                    "(training from a quantized model would train its rounding error; convert the "
+                    "original weights instead)",
+                    path, gname, tn ? tn : "?");
             goto bad;
         }
         float *dst = params + t->offset;
@@ -201,7 +200,7 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
         if (perm) {
             float *tmp = malloc(t->numel * sizeof *tmp);
             if (!tmp) {
-                snprintf(err, err_len, "out of memory");
+                err_set(err, err_len, "out of memory");
                 goto bad;
             }
             gguf_convert_to_f32(g->type, src, tmp, t->numel);
@@ -213,8 +212,9 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
     }
     for (int i = 0; i < gguf_n_tensors(f); i++)
         if (!used[i]) {
-            snprintf(err, err_len, "%s: tensor '%s' is not part of a dapt %s model (unsupported feature?)",
-                     path, gguf_tensor(f, i)->name, model_arch_name(c.arch));
+            err_set(err, err_len,
+                    "%s: tensor '%s' is not part of a dapt %s model (unsupported feature?)", path,
+                    gguf_tensor(f, i)->name, model_arch_name(c.arch));
             goto bad;
         }
     model_set_params(m, params);
@@ -241,18 +241,18 @@ static void remove_dir(const char *dir) {
 int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *err, size_t err_len) {
     struct stat st;
     if (stat(out_dir, &st) == 0 && !force)
-        return snprintf(err, err_len, "%s exists (pass --force to replace it)", out_dir), 1;
+        return err_set(err, err_len, "%s exists (pass --force to replace it)", out_dir);
     Model *m = gguf_import_model(path, err, err_len);
     if (!m) return 1;
     char tmp[4200];
     int rc = 1;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", out_dir) >= sizeof tmp) {
-        snprintf(err, err_len, "%s: path too long", out_dir);
+        err_set(err, err_len, "%s: path too long", out_dir);
         goto out;
     }
     remove_dir(tmp);
     if (mkdir(tmp, 0755)) {
-        snprintf(err, err_len, "%s: %s", tmp, strerror(errno));
+        err_set(err, err_len, "%s: %s", tmp, strerror(errno));
         goto out;
     }
     if (hf_save_config(tmp, model_config(m), err, err_len) || hf_save_weights(tmp, m, 0, err, err_len)) {
@@ -261,8 +261,8 @@ int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *e
     }
     if (stat(out_dir, &st) == 0) remove_dir(out_dir);
     if (rename(tmp, out_dir)) {
-        snprintf(err, err_len, "cannot rename %s to %s: %s (a non-empty directory is not replaced)",
-                 tmp, out_dir, strerror(errno));
+        err_set(err, err_len, "cannot rename %s to %s: %s (a non-empty directory is not replaced)",
+                tmp, out_dir, strerror(errno));
         remove_dir(tmp);
         goto out;
     }

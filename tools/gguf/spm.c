@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/util.h"
 #include "tools/gguf/gguf.h"
 
 typedef struct {
@@ -27,10 +28,12 @@ typedef struct {
     size_t err_len;
 } Pb;
 
+/* -1 spelled out rather than err_set's: the readers leave their outputs unset
+ * on this path, and gcc's flow analysis must see that it is a failure. */
 static int pb_fail(Pb *b, const char *what) {
-    snprintf(b->err, b->err_len, "%s: byte offset %ld: %s (not a sentencepiece model?)", b->where,
-             (long)(b->p - b->base), what);
-    return 1;
+    err_set(b->err, b->err_len, "%s: byte offset %ld: %s (not a sentencepiece model?)", b->where,
+            (long)(b->p - b->base), what);
+    return -1;
 }
 
 static int pb_varint(Pb *b, uint64_t *v) {
@@ -165,7 +168,7 @@ int spm_vocab_parse(const uint8_t *buf, size_t len, const char *where, SpmVocab 
     v->types = calloc(cap, sizeof *v->types);
     if (!v->pieces || !v->scores || !v->types) {
         spm_vocab_free(v);
-        return snprintf(err, err_len, "%s: out of memory", where), 1;
+        return err_set(err, err_len, "%s: out of memory", where);
     }
     int trainer[5] = {1, 0, 1, 2, -1}; /* model_type, unk, bos, eos, pad defaults */
     int normalizer[1] = {1};          /* add_dummy_prefix */
@@ -190,7 +193,8 @@ int spm_vocab_parse(const uint8_t *buf, size_t len, const char *where, SpmVocab 
     }
     if (v->n == 0) {
         spm_vocab_free(v);
-        return snprintf(err, err_len, "%s: no vocabulary pieces (not a sentencepiece model?)", where), 1;
+        return err_set(err, err_len, "%s: no vocabulary pieces (not a sentencepiece model?)",
+                       where);
     }
     v->model_type = trainer[0];
     v->unk_id = trainer[1];
@@ -203,8 +207,8 @@ int spm_vocab_parse(const uint8_t *buf, size_t len, const char *where, SpmVocab 
     for (int k = 0; k < 4; k++) {
         if (*ids[k] < 0) *ids[k] = -1;
         if (*ids[k] >= v->n) {
-            snprintf(err, err_len, "%s: trainer_spec.%s = %d but the model has %d pieces", where,
-                     names[k], *ids[k], v->n);
+            err_set(err, err_len, "%s: trainer_spec.%s = %d but the model has %d pieces", where,
+                    names[k], *ids[k], v->n);
             spm_vocab_free(v);
             return 1;
         }
@@ -215,7 +219,7 @@ int spm_vocab_parse(const uint8_t *buf, size_t len, const char *where, SpmVocab 
 int spm_vocab_load(const char *path, SpmVocab *v, char *err, size_t err_len) {
     memset(v, 0, sizeof *v);
     FILE *f = fopen(path, "rb");
-    if (!f) return snprintf(err, err_len, "%s: cannot open", path), 1;
+    if (!f) return err_set(err, err_len, "%s: cannot open", path);
     uint8_t *buf = NULL;
     size_t len = 0, cap = 0, n;
     do {
@@ -225,7 +229,7 @@ int spm_vocab_load(const char *path, SpmVocab *v, char *err, size_t err_len) {
             if (!q) {
                 free(buf);
                 fclose(f);
-                return snprintf(err, err_len, "%s: too large or out of memory", path), 1;
+                return err_set(err, err_len, "%s: too large or out of memory", path);
             }
             buf = q;
         }
@@ -234,7 +238,7 @@ int spm_vocab_load(const char *path, SpmVocab *v, char *err, size_t err_len) {
     } while (n > 0);
     int bad = ferror(f);
     fclose(f);
-    int rc = bad ? (snprintf(err, err_len, "%s: read error", path), 1)
+    int rc = bad ? err_set(err, err_len, "%s: read error", path)
                  : spm_vocab_parse(buf, len, path, v, err, err_len);
     free(buf);
     return rc;

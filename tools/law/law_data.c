@@ -14,8 +14,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "kernels/util.h"
 #include "tools/law/law.h"
-#include "tools/law/law_err.h"
 
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
@@ -25,13 +25,17 @@ static int ends_with(const char *s, const char *suffix) {
 /* Checks one numeric field: finite, and > 0 (or within [0,1] for r). */
 static int check_value(const char *name, const char *field, int line, double v, int is_ratio,
                        char *err, size_t err_len) {
-    if (isnan(v)) return ERR("%s:%d: %s is NaN (expected a finite number)", name, line, field);
-    if (isinf(v)) return ERR("%s:%d: %s is infinite (expected a finite number)", name, line, field);
+    if (isnan(v))
+        return err_set(err, err_len, "%s:%d: %s is NaN (expected a finite number)", name, line,
+                       field);
+    if (isinf(v))
+        return err_set(err, err_len, "%s:%d: %s is infinite (expected a finite number)", name, line,
+                       field);
     if (is_ratio) {
         if (v < 0.0 || v > 1.0)
-            return ERR("%s:%d: %s = %g is outside [0, 1]", name, line, field, v);
+            return err_set(err, err_len, "%s:%d: %s = %g is outside [0, 1]", name, line, field, v);
     } else if (v <= 0.0) {
-        return ERR("%s:%d: %s = %g must be > 0", name, line, field, v);
+        return err_set(err, err_len, "%s:%d: %s = %g must be > 0", name, line, field, v);
     }
     return 0;
 }
@@ -47,10 +51,11 @@ static int check_row(const char *name, LawObs *o, int has_k1, int has_k2, char *
     if (o->has_domain && check_value(name, "loss_domain", line, o->loss_domain, 0, err, err_len))
         return -1;
     if (!o->has_general && !o->has_domain)
-        return ERR("%s:%d: row has neither loss_general nor loss_domain", name, line);
+        return err_set(err, err_len, "%s:%d: row has neither loss_general nor loss_domain", name,
+                       line);
     if (has_k1 != has_k2)
-        return ERR("%s:%d: k1 and k2 must be given together (found only %s)", name, line,
-                   has_k1 ? "k1" : "k2");
+        return err_set(err, err_len, "%s:%d: k1 and k2 must be given together (found only %s)",
+                       name, line, has_k1 ? "k1" : "k2");
     o->has_k = has_k1;
     if (o->has_k) {
         if (check_value(name, "k1", line, o->k1, 0, err, err_len)) return -1;
@@ -66,10 +71,12 @@ static int json_number(const char *name, int line, const cJSON *obj, const char 
     *present = 0;
     if (!it || cJSON_IsNull(it)) {
         if (required)
-            return ERR("%s:%d: missing field \"%s\" (expected a number)", name, line, key);
+            return err_set(err, err_len, "%s:%d: missing field \"%s\" (expected a number)", name,
+                           line, key);
         return 0;
     }
-    if (!cJSON_IsNumber(it)) return ERR("%s:%d: field \"%s\" is not a number", name, line, key);
+    if (!cJSON_IsNumber(it))
+        return err_set(err, err_len, "%s:%d: field \"%s\" is not a number", name, line, key);
     *v = it->valuedouble;
     *present = 1;
     return 0;
@@ -81,10 +88,12 @@ static int parse_json_line(const char *name, int line, const char *text, LawObs 
     if (!obj || !cJSON_IsObject(obj)) {
         cJSON_Delete(obj);
         if (strstr(text, "NaN") || strstr(text, "nan") || strstr(text, "Infinity"))
-            return ERR("%s:%d: not a valid JSON object (a NaN or Infinity value? losses must be "
-                       "finite numbers)",
-                       name, line);
-        return ERR("%s:%d: not a valid JSON object", name, line);
+            return err_set(
+                err, err_len,
+                "%s:%d: not a valid JSON object (a NaN or Infinity value? losses must be "
+                "finite numbers)",
+                name, line);
+        return err_set(err, err_len, "%s:%d: not a valid JSON object", name, line);
     }
     int p = 0, has_k1 = 0, has_k2 = 0, rc = -1;
     memset(o, 0, sizeof *o);
@@ -103,8 +112,9 @@ static int parse_json_line(const char *name, int line, const char *text, LawObs 
     const cJSON *dom = cJSON_GetObjectItemCaseSensitive(obj, "domain");
     if (dom && !cJSON_IsNull(dom)) {
         if (!cJSON_IsString(dom) || strlen(dom->valuestring) >= LAW_DOMAIN_NAME_LEN) {
-            ERR("%s:%d: field \"domain\" must be a string shorter than %d characters", name, line,
-                LAW_DOMAIN_NAME_LEN);
+            err_set(err, err_len,
+                    "%s:%d: field \"domain\" must be a string shorter than %d characters", name,
+                    line, LAW_DOMAIN_NAME_LEN);
             goto done;
         }
         strcpy(o->domain, dom->valuestring);
@@ -147,7 +157,7 @@ static int csv_number(const char *name, int line, const char *cell, const char *
     errno = 0;
     *v = strtod(cell, &end);
     if (end == cell || *end)
-        return ERR("%s:%d: %s = \"%s\" is not a number", name, line, field, cell);
+        return err_set(err, err_len, "%s:%d: %s = \"%s\" is not a number", name, line, field, cell);
     *present = 1;
     return 0;
 }
@@ -159,21 +169,24 @@ static int parse_csv_header(const char *name, int line, char *hdr, int *col_of, 
     char *cells[CSV_MAX_CELLS];
     int n = csv_split(hdr, cells, CSV_MAX_CELLS);
     *n_cols = n;
-    if (n > CSV_MAX_CELLS) return ERR("%s:%d: more than %d columns", name, line, CSV_MAX_CELLS);
+    if (n > CSV_MAX_CELLS)
+        return err_set(err, err_len, "%s:%d: more than %d columns", name, line, CSV_MAX_CELLS);
     for (int c = 0; c < N_COLS; c++)
         col_of[c] = -1;
     for (int i = 0; i < n; i++)
         for (int c = 0; c < N_COLS; c++)
             if (!strcmp(cells[i], col_names[c])) {
                 if (col_of[c] >= 0)
-                    return ERR("%s:%d: column \"%s\" appears twice", name, line, cells[i]);
+                    return err_set(err, err_len, "%s:%d: column \"%s\" appears twice", name, line,
+                                   cells[i]);
                 col_of[c] = i;
             }
     for (int c = COL_N; c <= COL_R; c++)
         if (col_of[c] < 0)
-            return ERR("%s:%d: header lacks column \"%s\" (expected N,D,r_domain,loss_general,"
-                       "loss_domain)",
-                       name, line, col_names[c]);
+            return err_set(err, err_len,
+                           "%s:%d: header lacks column \"%s\" (expected N,D,r_domain,loss_general,"
+                           "loss_domain)",
+                           name, line, col_names[c]);
     return 0;
 }
 
@@ -182,7 +195,8 @@ static int parse_csv_line(const char *name, int line, char *text, const int *col
     char *cells[CSV_MAX_CELLS];
     int n = csv_split(text, cells, CSV_MAX_CELLS);
     if (n != n_hdr)
-        return ERR("%s:%d: %d cells but the header has %d columns", name, line, n, n_hdr);
+        return err_set(err, err_len, "%s:%d: %d cells but the header has %d columns", name, line, n,
+                       n_hdr);
     const char *cell[N_COLS];
     for (int c = 0; c < N_COLS; c++)
         cell[c] = col_of[c] >= 0 ? cells[col_of[c]] : NULL;
@@ -191,7 +205,8 @@ static int parse_csv_line(const char *name, int line, char *text, const int *col
     int p = 0, has_k1 = 0, has_k2 = 0;
     for (int c = COL_N; c <= COL_R; c++)
         if (!cell[c] || !*cell[c])
-            return ERR("%s:%d: %s is empty (expected a number)", name, line, col_names[c]);
+            return err_set(err, err_len, "%s:%d: %s is empty (expected a number)", name, line,
+                           col_names[c]);
     if (csv_number(name, line, cell[COL_N], "N", &o->N, &p, err, err_len)) return -1;
     if (csv_number(name, line, cell[COL_D], "D", &o->D, &p, err, err_len)) return -1;
     if (csv_number(name, line, cell[COL_R], "r_domain", &o->r_domain, &p, err, err_len)) return -1;
@@ -205,8 +220,8 @@ static int parse_csv_line(const char *name, int line, char *text, const int *col
     if (csv_number(name, line, cell[COL_K2], "k2", &o->k2, &has_k2, err, err_len)) return -1;
     if (cell[COL_DOMAIN]) {
         if (strlen(cell[COL_DOMAIN]) >= LAW_DOMAIN_NAME_LEN)
-            return ERR("%s:%d: domain name longer than %d characters", name, line,
-                       LAW_DOMAIN_NAME_LEN - 1);
+            return err_set(err, err_len, "%s:%d: domain name longer than %d characters", name, line,
+                           LAW_DOMAIN_NAME_LEN - 1);
         strcpy(o->domain, cell[COL_DOMAIN]);
     }
     return check_row(name, o, has_k1, has_k2, err, err_len);
@@ -226,7 +241,7 @@ static int cmp_obs(const void *a, const void *b) {
  * a sorted copy so the data keep file order. */
 static int check_rows(const LawData *d, char *err, size_t err_len) {
     LawObs *s = malloc((size_t)d->n * sizeof *s);
-    if (!s) return ERR("%s: out of memory", d->path);
+    if (!s) return err_set(err, err_len, "%s: out of memory", d->path);
     memcpy(s, d->rows, (size_t)d->n * sizeof *s);
     qsort(s, (size_t)d->n, sizeof *s, cmp_obs);
     int rc = 0, first = 0;
@@ -234,15 +249,16 @@ static int check_rows(const LawData *d, char *err, size_t err_len) {
         const LawObs *a = &s[i - 1], *b = &s[i];
         if (!strcmp(a->domain, b->domain) && a->N == b->N && a->D == b->D &&
             a->r_domain == b->r_domain)
-            rc = ERR("%s:%d: duplicate row: same N, D, r_domain%s as line %d", d->path, b->line,
-                     b->domain[0] ? " and domain" : "", a->line);
+            rc = err_set(err, err_len, "%s:%d: duplicate row: same N, D, r_domain%s as line %d",
+                         d->path, b->line, b->domain[0] ? " and domain" : "", a->line);
         if (strcmp(a->domain, b->domain)) first = i;
         const LawObs *f = &s[first];
         if (!rc && i != first &&
             (f->has_k != b->has_k || (b->has_k && (f->k1 != b->k1 || f->k2 != b->k2))))
-            rc = ERR("%s:%d: k1, k2 differ from line %d of the same domain \"%s\" (they are "
-                     "per-domain constants)",
-                     d->path, b->line, f->line, b->domain);
+            rc = err_set(err, err_len,
+                         "%s:%d: k1, k2 differ from line %d of the same domain \"%s\" (they are "
+                         "per-domain constants)",
+                         d->path, b->line, f->line, b->domain);
     }
     free(s);
     return rc;
@@ -254,7 +270,7 @@ int law_data_parse(const char *name, const char *text, LawData *out, char *err, 
     int csv = ends_with(name, ".csv");
     if (!strncmp(text, "\xEF\xBB\xBF", 3)) text += 3; /* UTF-8 byte-order mark */
     char *buf = strdup(text);
-    if (!buf) return ERR("%s: out of memory", name);
+    if (!buf) return err_set(err, err_len, "%s: out of memory", name);
     int cap = 0, line = 0, rc = 0, col_of[N_COLS], n_hdr = 0, have_hdr = 0;
     char *save = NULL;
     for (char *p = buf; p && !rc; p = save) {
@@ -275,7 +291,7 @@ int law_data_parse(const char *name, const char *text, LawData *out, char *err, 
             cap = cap ? 2 * cap : 64;
             LawObs *r = realloc(out->rows, (size_t)cap * sizeof *r);
             if (!r) {
-                rc = ERR("%s: out of memory", name);
+                rc = err_set(err, err_len, "%s: out of memory", name);
                 break;
             }
             out->rows = r;
@@ -286,7 +302,8 @@ int law_data_parse(const char *name, const char *text, LawData *out, char *err, 
         if (!rc) out->n++;
     }
     free(buf);
-    if (!rc && out->n == 0) rc = ERR("%s: no observations (expected one row per line)", name);
+    if (!rc && out->n == 0)
+        rc = err_set(err, err_len, "%s: no observations (expected one row per line)", name);
     if (!rc) rc = check_rows(out, err, err_len);
     if (rc) law_data_free(out);
     return rc;
@@ -295,7 +312,7 @@ int law_data_parse(const char *name, const char *text, LawData *out, char *err, 
 int law_data_load(const char *path, LawData *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
     FILE *f = fopen(path, "rb");
-    if (!f) return ERR("%s: cannot open: %s", path, strerror(errno));
+    if (!f) return err_set(err, err_len, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;
     char *text = malloc(cap);
     int rc = 0;
@@ -308,11 +325,11 @@ int law_data_load(const char *path, LawData *out, char *err, size_t err_len) {
         text = t;
     }
     if (!text)
-        rc = ERR("%s: out of memory", path);
+        rc = err_set(err, err_len, "%s: out of memory", path);
     else if (ferror(f))
-        rc = ERR("%s: read error", path);
+        rc = err_set(err, err_len, "%s: read error", path);
     else if (memchr(text, '\0', n))
-        rc = ERR("%s: contains a NUL byte (not a text file)", path);
+        rc = err_set(err, err_len, "%s: contains a NUL byte (not a text file)", path);
     fclose(f);
     if (!rc) {
         text[n] = '\0';

@@ -25,8 +25,8 @@
 #include <gsl/gsl_multifit_nlinear.h>
 #include <gsl/gsl_vector.h>
 
+#include "kernels/util.h"
 #include "tools/law/law.h"
-#include "tools/law/law_err.h"
 
 enum { P_E, P_A, P_ALPHA, P_B, P_ETA, P_BETA, P_C, P_GAMMA, P_EPS, P_F, P_MU, P_W, P_MAX };
 
@@ -308,9 +308,11 @@ static int collect(const LawData *d, LawTarget t, int cross, Pt *pts, LawFit *ou
         const LawObs *o = &d->rows[i];
         if (!(t == LAW_GENERAL ? o->has_general : o->has_domain)) continue;
         if (cross && (!o->has_k || !o->domain[0]))
-            return ERR("%s:%d: the cross-domain law needs \"domain\", \"k1\" and \"k2\" on every "
-                       "row",
-                       d->path, o->line);
+            return err_set(
+                err, err_len,
+                "%s:%d: the cross-domain law needs \"domain\", \"k1\" and \"k2\" on every "
+                "row",
+                d->path, o->line);
         Pt *p = &pts[n++];
         p->n = o->N;
         p->d = o->D;
@@ -324,8 +326,8 @@ static int collect(const LawData *d, LawTarget t, int cross, Pt *pts, LawFit *ou
                 break;
         if (g == out->n_groups) {
             if (g == LAW_MAX_GROUPS)
-                return ERR("%s:%d: more than %d distinct %s values", d->path, o->line,
-                           LAW_MAX_GROUPS, cross ? "domain" : "r_domain");
+                return err_set(err, err_len, "%s:%d: more than %d distinct %s values", d->path,
+                               o->line, LAW_MAX_GROUPS, cross ? "domain" : "r_domain");
             out->group_r[g] = o->r_domain;
             snprintf(out->group_domain[g], LAW_DOMAIN_NAME_LEN, "%s", o->domain);
             out->n_groups++;
@@ -371,7 +373,7 @@ static double rise_from(const LawParams *p, double D) {
 static int holdout(const Problem *full, const double *th_full, const LawFitOptions *o, LawFit *out,
                    char *err, size_t err_len) {
     Pt *train = malloc((size_t)full->n_pts * sizeof *train);
-    if (!train) return ERR("out of memory");
+    if (!train) return err_set(err, err_len, "out of memory");
     double sum = 0.0, max = 0.0;
     int count = 0, n_groups = out->n_groups, n_starts = o->n_starts / 4 > 4 ? o->n_starts / 4 : 4;
     for (int g = 0; g < n_groups; g++)
@@ -387,7 +389,7 @@ static int holdout(const Problem *full, const double *th_full, const LawFitOptio
         double th[P_MAX] = {0};
         if (fit_problem(&pb, n_starts, o->max_iter, th_full, th) < 0) {
             free(train);
-            return ERR("out of memory");
+            return err_set(err, err_len, "out of memory");
         }
         double gsum = 0.0;
         int gn = 0;
@@ -416,19 +418,22 @@ int law_fit(const LawData *d, LawTarget t, const LawFitOptions *o, LawFit *out, 
     const char *what = t == LAW_GENERAL ? "loss_general" : "loss_domain";
     int cross = o->cross_domain, np = law_n_params(cross);
     if (!(o->huber_delta > 0) || o->n_starts < 1 || o->max_iter < 1)
-        return ERR("law_fit: huber_delta must be > 0, n_starts and max_iter >= 1");
+        return err_set(err, err_len,
+                       "law_fit: huber_delta must be > 0, n_starts and max_iter >= 1");
     Pt *pts = malloc((size_t)(d->n ? d->n : 1) * sizeof *pts);
-    if (!pts) return ERR("%s: out of memory", d->path);
+    if (!pts) return err_set(err, err_len, "%s: out of memory", d->path);
     int n = collect(d, t, cross, pts, out, err, err_len), rc = -1;
     if (n < 0) goto done;
     if (n < np) {
-        ERR("%s: %d rows have %s but the law has %d parameters (need at least %d observations)",
-            d->path, n, what, np, np);
+        err_set(err, err_len,
+                "%s: %d rows have %s but the law has %d parameters (need at least %d observations)",
+                d->path, n, what, np, np);
         goto done;
     }
     if (cross && out->n_groups < 3) {
-        ERR("%s: the cross-domain law needs at least 3 domains with %s (found %d)", d->path, what,
-            out->n_groups);
+        err_set(err, err_len,
+                "%s: the cross-domain law needs at least 3 domains with %s (found %d)", d->path,
+                what, out->n_groups);
         goto done;
     }
     /* Geometric means of N and D: the fit's units. */
@@ -451,11 +456,11 @@ int law_fit(const LawData *d, LawTarget t, const LawFitOptions *o, LawFit *out, 
     double th[P_MAX] = {0};
     double f = fit_problem(&pb, o->n_starts, o->max_iter, NULL, th);
     if (f < 0) {
-        ERR("%s: out of memory", d->path);
+        err_set(err, err_len, "%s: out of memory", d->path);
         goto done;
     }
     if (!isfinite(f) || f >= 1e30) {
-        ERR("%s: the fit of %s failed to find finite parameters", d->path, what);
+        err_set(err, err_len, "%s: the fit of %s failed to find finite parameters", d->path, what);
         goto done;
     }
     to_params(th, cross, N_ref, D_ref, &out->p);

@@ -13,8 +13,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "kernels/util.h"
 #include "tools/law/law.h"
-#include "tools/law/law_err.h"
 
 #define LAW_FORMAT  "dapt-law"
 #define LAW_VERSION 1
@@ -96,20 +96,20 @@ int law_model_save(const LawModel *m, const char *path, char *err, size_t err_le
         cJSON_AddItemToObject(root, "domain", fit_to_json(&m->domain, LAW_DOMAIN, m->cross));
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
-    if (!text) return ERR("%s: out of memory", path);
+    if (!text) return err_set(err, err_len, "%s: out of memory", path);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     int rc = 0;
     if (!f)
-        rc = ERR("%s: cannot create", tmp);
+        rc = err_set(err, err_len, "%s: cannot create", tmp);
     else {
         int bad = fputs(text, f) < 0 || fputc('\n', f) == EOF;
         bad |= fclose(f) != 0;
         if (bad)
-            rc = ERR("%s: write failed", tmp);
+            rc = err_set(err, err_len, "%s: write failed", tmp);
         else if (rename(tmp, path))
-            rc = ERR("%s: cannot rename to %s", tmp, path);
+            rc = err_set(err, err_len, "%s: cannot rename to %s", tmp, path);
     }
     free(text);
     return rc;
@@ -132,15 +132,16 @@ static int fit_from_json(const cJSON *o, const char *path, const char *which, in
     memset(f, 0, sizeof *f);
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "params");
     if (!cJSON_IsObject(o) || !cJSON_IsObject(p))
-        return ERR("%s: \"%s.params\" missing (expected an object of parameters)", path, which);
+        return err_set(err, err_len, "%s: \"%s.params\" missing (expected an object of parameters)",
+                       path, which);
     f->p.cross = cross;
     for (int i = 0; i < LEN(base_fields) + (cross ? LEN(cross_fields) : 0); i++) {
         const ParamField *pf =
             i < LEN(base_fields) ? &base_fields[i] : &cross_fields[i - LEN(base_fields)];
         double *v = field(&f->p, pf);
         if (get_num(p, pf->name, 1, v) || !isfinite(*v) || *v <= 0)
-            return ERR("%s: \"%s.params.%s\" missing or not a finite number > 0", path, which,
-                       pf->name);
+            return err_set(err, err_len, "%s: \"%s.params.%s\" missing or not a finite number > 0",
+                           path, which, pf->name);
     }
     double n_obs = 0;
     get_num(o, "n_obs", 0, &n_obs);
@@ -178,20 +179,20 @@ static int fit_from_json(const cJSON *o, const char *path, const char *which, in
 int law_model_load(const char *path, LawModel *m, char *err, size_t err_len) {
     memset(m, 0, sizeof *m);
     FILE *f = fopen(path, "rb");
-    if (!f) return ERR("%s: cannot open", path);
+    if (!f) return err_set(err, err_len, "%s: cannot open", path);
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
     fseek(f, 0, SEEK_SET);
     if (size < 0 || size > (64 << 20)) {
         fclose(f);
-        return ERR("%s: not a law file (size %ld bytes)", path, size);
+        return err_set(err, err_len, "%s: not a law file (size %ld bytes)", path, size);
     }
     char *text = malloc((size_t)size + 1);
     size_t got = text ? fread(text, 1, (size_t)size, f) : 0;
     fclose(f);
     if (!text || got != (size_t)size) {
         free(text);
-        return ERR("%s: read failed", path);
+        return err_set(err, err_len, "%s: read failed", path);
     }
     text[size] = '\0';
     cJSON *root = cJSON_Parse(text);
@@ -200,12 +201,12 @@ int law_model_load(const char *path, LawModel *m, char *err, size_t err_len) {
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     double version = 0;
     if (!root)
-        ERR("%s: not valid JSON", path);
+        err_set(err, err_len, "%s: not valid JSON", path);
     else if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, LAW_FORMAT))
-        ERR("%s: \"format\" is not \"%s\" (not a file written by `dapt law fit`)", path,
-            LAW_FORMAT);
+        err_set(err, err_len, "%s: \"format\" is not \"%s\" (not a file written by `dapt law fit`)",
+                path, LAW_FORMAT);
     else if (get_num(root, "version", 1, &version) || version != LAW_VERSION)
-        ERR("%s: \"version\" must be %d", path, LAW_VERSION);
+        err_set(err, err_len, "%s: \"version\" must be %d", path, LAW_VERSION);
     else {
         m->cross = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "cross_domain"));
         get_num(root, "huber_delta", 0, &m->huber_delta);
@@ -214,7 +215,7 @@ int law_model_load(const char *path, LawModel *m, char *err, size_t err_len) {
         m->has_general = g != NULL;
         m->has_domain = d != NULL;
         if (!g && !d)
-            ERR("%s: neither \"general\" nor \"domain\" law present", path);
+            err_set(err, err_len, "%s: neither \"general\" nor \"domain\" law present", path);
         else if (g && fit_from_json(g, path, "general", m->cross, &m->general, err, err_len)) {
         } else if (d && fit_from_json(d, path, "domain", m->cross, &m->domain, err, err_len)) {
         } else
@@ -226,11 +227,15 @@ int law_model_load(const char *path, LawModel *m, char *err, size_t err_len) {
 
 int law_predict(const LawModel *m, double N, double D, double r_domain, double k1, double k2,
                 double *loss_general, double *loss_domain, char *err, size_t err_len) {
-    if (!(N > 0) || !isfinite(N)) return ERR("N = %g must be a finite number > 0", N);
-    if (!(D > 0) || !isfinite(D)) return ERR("D = %g must be a finite number > 0", D);
-    if (!(r_domain >= 0 && r_domain <= 1)) return ERR("r_domain = %g is outside [0, 1]", r_domain);
+    if (!(N > 0) || !isfinite(N))
+        return err_set(err, err_len, "N = %g must be a finite number > 0", N);
+    if (!(D > 0) || !isfinite(D))
+        return err_set(err, err_len, "D = %g must be a finite number > 0", D);
+    if (!(r_domain >= 0 && r_domain <= 1))
+        return err_set(err, err_len, "r_domain = %g is outside [0, 1]", r_domain);
     if (m->cross && (!(k1 > 0) || !(k2 > 0) || !isfinite(k1) || !isfinite(k2)))
-        return ERR("this is a cross-domain law: k1 and k2 of the domain are required (> 0)");
+        return err_set(err, err_len,
+                       "this is a cross-domain law: k1 and k2 of the domain are required (> 0)");
     *loss_general = m->has_general ? law_eval(&m->general.p, N, D, 1.0 - r_domain, k1, k2) : NAN;
     *loss_domain = m->has_domain ? law_eval(&m->domain.p, N, D, r_domain, k1, k2) : NAN;
     return 0;

@@ -18,8 +18,8 @@
 #include <gsl/gsl_min.h>
 #include <gsl/gsl_roots.h>
 
+#include "kernels/util.h"
 #include "tools/law/law.h"
-#include "tools/law/law_err.h"
 
 #define LAW_SCAN 20000
 
@@ -91,26 +91,33 @@ int law_recommend(const LawModel *m, const LawRecommendQuery *q, LawRecommendati
     memset(out, 0, sizeof *out);
     gsl_set_error_handler_off(); /* GSL reports failures by status, never abort() */
     int usage2 = q->domain_tokens > 0;
-    if (!m->has_domain) return ERR("the law has no domain-loss fit (no loss_domain in the data)");
-    if (!(q->N > 0) || !isfinite(q->N)) return ERR("N = %g must be a finite number > 0", q->N);
+    if (!m->has_domain)
+        return err_set(err, err_len, "the law has no domain-loss fit (no loss_domain in the data)");
+    if (!(q->N > 0) || !isfinite(q->N))
+        return err_set(err, err_len, "N = %g must be a finite number > 0", q->N);
     if (usage2 && !isfinite(q->domain_tokens))
-        return ERR("domain_tokens = %g must be finite", q->domain_tokens);
+        return err_set(err, err_len, "domain_tokens = %g must be finite", q->domain_tokens);
     if (!usage2 && (!(q->D > 0) || !isfinite(q->D)))
-        return ERR("D = %g must be a finite number > 0", q->D);
+        return err_set(err, err_len, "D = %g must be a finite number > 0", q->D);
     if (m->cross && (!(q->k1 > 0) || !(q->k2 > 0)))
-        return ERR("this is a cross-domain law: k1 and k2 of the domain are required (> 0)");
-    if (!(q->flat_tol >= 0)) return ERR("flat_tol = %g must be >= 0", q->flat_tol);
+        return err_set(err, err_len,
+                       "this is a cross-domain law: k1 and k2 of the domain are required (> 0)");
+    if (!(q->flat_tol >= 0))
+        return err_set(err, err_len, "flat_tol = %g must be >= 0", q->flat_tol);
     Ctx c = {m, q, INFINITY};
     if (!usage2) {
         if (!m->has_general)
-            return ERR("the law has no general-loss fit, so the general-loss limit cannot be "
-                       "checked");
+            return err_set(err, err_len,
+                           "the law has no general-loss fit, so the general-loss limit cannot be "
+                           "checked");
         if (!(q->max_general_rise >= 0) || !isfinite(q->max_general_rise))
-            return ERR("max_general_rise = %g must be a finite number >= 0", q->max_general_rise);
+            return err_set(err, err_len, "max_general_rise = %g must be a finite number >= 0",
+                           q->max_general_rise);
         double base = q->base_general_loss;
         if (isnan(base)) base = law_eval(&m->general.p, q->N, q->D, 1.0, q->k1, q->k2);
         if (!(base > 0) || !isfinite(base))
-            return ERR("base general loss = %g must be a finite number > 0", base);
+            return err_set(err, err_len, "base general loss = %g must be a finite number > 0",
+                           base);
         out->base_general_loss = base;
         c.limit = out->general_limit = (1.0 + q->max_general_rise) * base;
     }
@@ -128,9 +135,11 @@ int law_recommend(const LawModel *m, const LawRecommendQuery *q, LawRecommendati
     }
     if (best < 0) {
         double g1 = general_excess(0.0, &c) + c.limit;
-        return ERR("no r_domain in [0, 1] keeps the general loss within %.6g (= (1 + %g) * %.6g); "
-                   "the law's general loss is %.6g at r_domain = 0",
-                   c.limit, q->max_general_rise, out->base_general_loss, g1);
+        return err_set(
+            err, err_len,
+            "no r_domain in [0, 1] keeps the general loss within %.6g (= (1 + %g) * %.6g); "
+            "the law's general loss is %.6g at r_domain = 0",
+            c.limit, q->max_general_rise, out->base_general_loss, g1);
     }
     double r = (double)best / LAW_SCAN;
     for (int side = -1; side <= 1; side += 2) {

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +23,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "kernels/util.h"
 #include "tools/law/law.h"
-#include "tools/law/law_err.h"
 #include "trainer/config.h"
 #include "trainer/hf.h"
 
@@ -36,10 +37,16 @@ typedef struct {
     size_t err_len;
 } Src;
 
-#define SERR(src, key, ...)                                                                        \
-    (snprintf((src)->err, (src)->err_len, "%s:%d: %s: ", (src)->name, (src)->line, key),           \
-     snprintf((src)->err + strlen((src)->err), (src)->err_len - strlen((src)->err), __VA_ARGS__),  \
-     -1)
+/* "<file>:<line>: <key>: <message>" into src's buffer; -1 */
+__attribute__((format(printf, 3, 4))) static int src_err(const Src *src, const char *key,
+                                                         const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return err_set(src->err, src->err_len, "%s:%d: %s: %s", src->name, src->line, key, msg);
+}
 
 static const char *skip_ws(const char *p) {
     while (*p == ' ' || *p == '\t') p++;
@@ -53,17 +60,17 @@ static int at_line_end(const char *p) {
 }
 
 static int parse_string(Src *src, const char *key, const char *p, char *out, size_t out_len) {
-    if (*p != '"') return SERR(src, key, "expected a \"string\"");
+    if (*p != '"') return src_err(src, key, "expected a \"string\"");
     p++;
     size_t n = 0;
     for (; *p && *p != '"'; p++) {
-        if (*p == '\\') return SERR(src, key, "escapes are not supported in strings");
-        if (n + 1 >= out_len) return SERR(src, key, "string longer than %zu bytes", out_len - 1);
+        if (*p == '\\') return src_err(src, key, "escapes are not supported in strings");
+        if (n + 1 >= out_len) return src_err(src, key, "string longer than %zu bytes", out_len - 1);
         out[n++] = *p;
     }
-    if (*p != '"') return SERR(src, key, "unterminated string");
+    if (*p != '"') return src_err(src, key, "unterminated string");
     out[n] = 0;
-    if (!at_line_end(p + 1)) return SERR(src, key, "unexpected text after the string");
+    if (!at_line_end(p + 1)) return src_err(src, key, "unexpected text after the string");
     return 0;
 }
 
@@ -80,7 +87,8 @@ static int parse_num(Src *src, const char *key, const char **p, double *v) {
     char *end;
     *v = n ? strtod(buf, &end) : 0;
     if (!n || *end || !isfinite(*v) || !strcmp(buf, "inf") || !strcmp(buf, "nan"))
-        return SERR(src, key, "expected a number, got '%.*s'", (int)(q - *p > 0 ? q - *p : 1), *p);
+        return src_err(src, key, "expected a number, got '%.*s'", (int)(q - *p > 0 ? q - *p : 1),
+                       *p);
     *p = q;
     return 0;
 }
@@ -91,35 +99,39 @@ static int parse_array(Src *src, const char *key, const char *p, int depth, doub
                        int max_out, int *n_out, int *row_len, int *n_rows) {
     *n_out = 0;
     *n_rows = 0;
-    if (*p != '[') return SERR(src, key, "expected an array [...]");
+    if (*p != '[') return src_err(src, key, "expected an array [...]");
     p = skip_ws(p + 1);
     while (*p != ']') {
-        if (!*p || *p == '#') return SERR(src, key, "unterminated array (arrays must fit on one line)");
+        if (!*p || *p == '#')
+            return src_err(src, key, "unterminated array (arrays must fit on one line)");
         if (depth == 2) {
-            if (*p != '[') return SERR(src, key, "expected an array of arrays [[...], ...]");
-            if (*n_rows >= LAW_SWEEP_MAX) return SERR(src, key, "more than %d entries", LAW_SWEEP_MAX);
+            if (*p != '[') return src_err(src, key, "expected an array of arrays [[...], ...]");
+            if (*n_rows >= LAW_SWEEP_MAX)
+                return src_err(src, key, "more than %d entries", LAW_SWEEP_MAX);
             p = skip_ws(p + 1);
             int len = 0;
             while (*p != ']') {
-                if (*n_out >= max_out) return SERR(src, key, "too many numbers");
+                if (*n_out >= max_out) return src_err(src, key, "too many numbers");
                 if (parse_num(src, key, &p, &out[*n_out])) return -1;
                 (*n_out)++, len++;
                 p = skip_ws(p);
                 if (*p == ',') p = skip_ws(p + 1);
-                else if (*p != ']') return SERR(src, key, "expected ',' or ']' in an inner array");
+                else if (*p != ']')
+                    return src_err(src, key, "expected ',' or ']' in an inner array");
             }
             row_len[(*n_rows)++] = len;
             p = skip_ws(p + 1);
         } else {
-            if (*n_out >= max_out) return SERR(src, key, "more than %d entries", max_out);
+            if (*n_out >= max_out) return src_err(src, key, "more than %d entries", max_out);
             if (parse_num(src, key, &p, &out[*n_out])) return -1;
             (*n_out)++;
             p = skip_ws(p);
         }
         if (*p == ',') p = skip_ws(p + 1);
-        else if (*p != ']') return SERR(src, key, "expected ',' or ']' (arrays must fit on one line)");
+        else if (*p != ']')
+            return src_err(src, key, "expected ',' or ']' (arrays must fit on one line)");
     }
-    if (!at_line_end(p + 1)) return SERR(src, key, "unexpected text after the array");
+    if (!at_line_end(p + 1)) return src_err(src, key, "unexpected text after the array");
     return 0;
 }
 
@@ -134,15 +146,16 @@ static int set_key(Src *src, LawSweep *s, const char *key, const char *val) {
         if (parse_string(src, key, val, s->name_prefix, sizeof s->name_prefix)) return -1;
         for (const char *c = s->name_prefix; *c; c++)
             if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.')
-                return SERR(src, key, "use only letters, digits, '-', '_' and '.'");
+                return src_err(src, key, "use only letters, digits, '-', '_' and '.'");
         return 0;
     }
     if (!strcmp(key, "ratios")) {
         if (parse_array(src, key, val, 1, nums, LAW_SWEEP_MAX, &n, rows, &n_rows)) return -1;
         for (int i = 0; i < n; i++) {
-            if (nums[i] < 0 || nums[i] > 1) return SERR(src, key, "%g is outside [0, 1]", nums[i]);
+            if (nums[i] < 0 || nums[i] > 1)
+                return src_err(src, key, "%g is outside [0, 1]", nums[i]);
             for (int j = 0; j < i; j++)
-                if (nums[j] == nums[i]) return SERR(src, key, "%g is listed twice", nums[i]);
+                if (nums[j] == nums[i]) return src_err(src, key, "%g is listed twice", nums[i]);
             s->ratios[i] = nums[i];
         }
         s->n_ratios = n;
@@ -153,15 +166,16 @@ static int set_key(Src *src, LawSweep *s, const char *key, const char *val) {
         int k = 0;
         for (int i = 0; i < n_rows; i++) {
             if (rows[i] != 4 && rows[i] != 5)
-                return SERR(src, key,
-                            "size %d has %d numbers; expected [n_layer, d_model, n_head, d_ff] or "
-                            "[n_layer, d_model, n_head, n_kv_head, d_ff]",
-                            i + 1, rows[i]);
+                return src_err(
+                    src, key,
+                    "size %d has %d numbers; expected [n_layer, d_model, n_head, d_ff] or "
+                    "[n_layer, d_model, n_head, n_kv_head, d_ff]",
+                    i + 1, rows[i]);
             int v[5];
             for (int j = 0; j < rows[i]; j++) {
                 double x = nums[k + j];
                 if (!is_int(x) || x < 1 || x > 1 << 20)
-                    return SERR(src, key, "size %d: %g is not a positive integer", i + 1, x);
+                    return src_err(src, key, "size %d: %g is not a positive integer", i + 1, x);
                 v[j] = (int)x;
             }
             LawSweepSize *z = &s->sizes[i];
@@ -175,20 +189,21 @@ static int set_key(Src *src, LawSweep *s, const char *key, const char *val) {
     }
     if (!strcmp(key, "steps") || !strcmp(key, "tokens")) {
         int tok = !strcmp(key, "tokens");
-        if (s->n_budgets) return SERR(src, key, "give either steps or tokens, not both");
+        if (s->n_budgets) return src_err(src, key, "give either steps or tokens, not both");
         if (parse_array(src, key, val, 1, nums, LAW_SWEEP_MAX, &n, rows, &n_rows)) return -1;
         for (int i = 0; i < n; i++) {
             if (!is_int(nums[i]) || nums[i] < 1 || (!tok && nums[i] > 1e9))
-                return SERR(src, key, "%g is not a positive integer", nums[i]);
+                return src_err(src, key, "%g is not a positive integer", nums[i]);
             s->budgets[i] = (long long)nums[i];
         }
-        if (!n) return SERR(src, key, "the list is empty");
+        if (!n) return src_err(src, key, "the list is empty");
         s->n_budgets = n;
         s->budget_is_tokens = tok;
         return 0;
     }
-    return SERR(src, key,
-                "unknown key (expected base, out_dir, name_prefix, ratios, sizes, steps or tokens)");
+    return src_err(
+        src, key,
+        "unknown key (expected base, out_dir, name_prefix, ratios, sizes, steps or tokens)");
 }
 
 int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, size_t err_len) {
@@ -204,7 +219,8 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
         const char *e = strchr(p, '\n');
         size_t len = e ? (size_t)(e - p) : strlen(p);
         src.line++;
-        if (len >= sizeof line) return SERR(&src, "line", "longer than %zu bytes", sizeof line - 1);
+        if (len >= sizeof line)
+            return src_err(&src, "line", "longer than %zu bytes", sizeof line - 1);
         memcpy(line, p, len);
         line[len] = 0;
         p += len + (e != NULL);
@@ -215,35 +231,41 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
             size_t n = strcspn(t, " \t]");
             if (n == 5 && !strncmp(t, "sweep", 5) && *skip_ws(t + 5) == ']' &&
                 at_line_end(skip_ws(t + 5) + 1)) {
-                if (seen_sweep) return SERR(&src, "[sweep]", "the table appears twice");
+                if (seen_sweep) return src_err(&src, "[sweep]", "the table appears twice");
                 in_sweep = seen_sweep = 1;
                 continue;
             }
-            return SERR(&src, "table", "unknown table '%s' (only [sweep])", q);
+            return src_err(&src, "table", "unknown table '%s' (only [sweep])", q);
         }
         char key[64];
         size_t kn = strcspn(q, " \t=");
-        if (!kn || kn >= sizeof key) return SERR(&src, "line", "expected key = value");
+        if (!kn || kn >= sizeof key) return src_err(&src, "line", "expected key = value");
         memcpy(key, q, kn);
         key[kn] = 0;
         const char *v = skip_ws(q + kn);
-        if (*v != '=') return SERR(&src, key, "expected '=' after the key");
+        if (*v != '=') return src_err(&src, key, "expected '=' after the key");
         v = skip_ws(v + 1);
-        if (!in_sweep) return SERR(&src, key, "keys belong in the [sweep] table");
+        if (!in_sweep) return src_err(&src, key, "keys belong in the [sweep] table");
         for (int i = 0; i < 7; i++)
             if (!strcmp(key, keys[i])) {
                 if (seen_line[i])
-                    return SERR(&src, key, "given twice (first on line %d)", seen_line[i]);
+                    return src_err(&src, key, "given twice (first on line %d)", seen_line[i]);
                 seen_line[i] = src.line;
             }
         if (set_key(&src, s, key, v)) return -1;
     }
     src.line = 0;
-    if (!seen_sweep) return ERR("%s: no [sweep] table", name);
-    if (!s->base[0]) return ERR("%s: [sweep] base (the base training config) is required", name);
-    if (!s->out_dir[0]) return ERR("%s: [sweep] out_dir is required", name);
-    if (!s->n_ratios) return ERR("%s: [sweep] ratios (a list of domain shares) is required", name);
-    if (!s->n_budgets) return ERR("%s: [sweep] steps or tokens (a list of budgets) is required", name);
+    if (!seen_sweep) return err_set(err, err_len, "%s: no [sweep] table", name);
+    if (!s->base[0])
+        return err_set(err, err_len, "%s: [sweep] base (the base training config) is required",
+                       name);
+    if (!s->out_dir[0]) return err_set(err, err_len, "%s: [sweep] out_dir is required", name);
+    if (!s->n_ratios)
+        return err_set(err, err_len, "%s: [sweep] ratios (a list of domain shares) is required",
+                       name);
+    if (!s->n_budgets)
+        return err_set(err, err_len, "%s: [sweep] steps or tokens (a list of budgets) is required",
+                       name);
     return 0;
 }
 
@@ -297,7 +319,7 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
     Config base; /* config_from_args initialises it; config_free after either outcome */
     if (config_from_args(&base, s->base, 0, NULL, why, sizeof why)) {
         config_free(&base);
-        return ERR("%s: base config: %s", s->path, why);
+        return err_set(err, err_len, "%s: base config: %s", s->path, why);
     }
     const char *problem = NULL;
     if (base.model.init_from[0])
@@ -310,12 +332,12 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
         problem = "both data.val_domain and data.val_general are needed (the law fits both losses)";
     long long tps = (long long)base.train.global_batch * base.data.seq_len;
     config_free(&base);
-    if (problem) return ERR("%s: base config %s: %s", s->path, s->base, problem);
+    if (problem) return err_set(err, err_len, "%s: base config %s: %s", s->path, s->base, problem);
 
     int n_sizes = s->n_sizes ? s->n_sizes : 1;
     int n = n_sizes * s->n_budgets * s->n_ratios;
     LawSweepRun *rs = calloc((size_t)n, sizeof *rs);
-    if (!rs) return ERR("out of memory");
+    if (!rs) return err_set(err, err_len, "out of memory");
     int k = 0;
     for (int zi = 0; zi < n_sizes; zi++)
         for (int bi = 0; bi < s->n_budgets; bi++)
@@ -323,12 +345,16 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
                 LawSweepRun *r = &rs[k];
                 long long b = s->budgets[bi];
                 if (s->budget_is_tokens && b % tps)
-                    return expand_fail(rs, ERR("%s: tokens: %lld is not a multiple of the %lld tokens of "
-                                         "a step (train.global_batch * data.seq_len)",
-                                         s->path, b, tps));
+                    return expand_fail(
+                        rs, err_set(err, err_len,
+                                    "%s: tokens: %lld is not a multiple of the %lld tokens of "
+                                    "a step (train.global_batch * data.seq_len)",
+                                    s->path, b, tps));
                 long long steps = s->budget_is_tokens ? b / tps : b;
                 if (steps > 1000000000)
-                    return expand_fail(rs, ERR("%s: tokens: %lld is more than 1e9 steps", s->path, b));
+                    return expand_fail(rs, err_set(err, err_len,
+                                                   "%s: tokens: %lld is more than 1e9 steps",
+                                                   s->path, b));
                 r->steps = (int)steps;
                 r->tokens_per_step = tps;
                 r->r_domain = s->ratios[ri];
@@ -344,13 +370,16 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
                 }
                 if (snprintf(r->name, sizeof r->name, "%s%s-s%d-r%.3f", s->name_prefix, size_tag,
                              r->steps, r->r_domain) >= (int)sizeof r->name)
-                    return expand_fail(rs, ERR("%s: run name too long: %s", s->path, r->name));
+                    return expand_fail(
+                        rs, err_set(err, err_len, "%s: run name too long: %s", s->path, r->name));
                 snprintf(r->run_dir, sizeof r->run_dir, "%s/%s", s->out_dir, r->name);
                 for (int j = 0; j < k; j++)
                     if (!strcmp(rs[j].name, r->name))
-                        return expand_fail(rs, ERR("%s: two runs would share the name %s (ratios that "
-                                             "agree to 3 decimals?)",
-                                             s->path, r->name));
+                        return expand_fail(
+                            rs, err_set(err, err_len,
+                                        "%s: two runs would share the name %s (ratios that "
+                                        "agree to 3 decimals?)",
+                                        s->path, r->name));
                 add_override(r, "--run.out_dir=%s", s->out_dir);
                 add_override(r, "--run.name=%s", r->name);
                 add_override(r, "--mix.domain_frac=%s", shortest(r->r_domain, num, sizeof num));
@@ -371,9 +400,13 @@ int law_sweep_expand(const LawSweep *s, LawSweepRun **runs, int *n_runs, char *e
                           config_to_model_config(&c, &mc, why, sizeof why);
                 int moe = !bad && c.moe.n_experts > 0;
                 config_free(&c);
-                if (bad) return expand_fail(rs, ERR("%s: run %s: %s", s->path, r->name, why));
+                if (bad)
+                    return expand_fail(
+                        rs, err_set(err, err_len, "%s: run %s: %s", s->path, r->name, why));
                 if (moe)
-                    return expand_fail(rs, ERR("%s: the base config is a mixture of experts "
+                    return expand_fail(rs,
+                                       err_set(err, err_len,
+                                               "%s: the base config is a mixture of experts "
                                                "([moe] n_experts > 0): sweeps count N for dense "
                                                "models only (total or active parameters is not "
                                                "decided yet)",
@@ -423,7 +456,7 @@ static int read_metrics(const LawSweepRun *r, RunMetrics *m, char *err, size_t e
     FILE *f = fopen(path, "r");
     if (!f) {
         if (errno == ENOENT) return 1;
-        return ERR("cannot open %s: %s", path, strerror(errno));
+        return err_set(err, err_len, "cannot open %s: %s", path, strerror(errno));
     }
     char *line = NULL;
     size_t cap = 0;
@@ -447,7 +480,9 @@ static int read_metrics(const LawSweepRun *r, RunMetrics *m, char *err, size_t e
                     free(line);
                     fclose(f);
                     free(m->rows);
-                    return ERR("%s:%d: an eval record without split, loss and tokens", path, lineno);
+                    return err_set(err, err_len,
+                                   "%s:%d: an eval record without split, loss and tokens", path,
+                                   lineno);
                 }
                 EvalRow *e = eval_row(m, st);
                 if (!e) {
@@ -455,7 +490,7 @@ static int read_metrics(const LawSweepRun *r, RunMetrics *m, char *err, size_t e
                     free(line);
                     fclose(f);
                     free(m->rows);
-                    return ERR("out of memory");
+                    return err_set(err, err_len, "out of memory");
                 }
                 e->tokens = (long long)tok->valuedouble;
                 if (!strcmp(split->valuestring, "val/domain")) e->loss_domain = loss->valuedouble;
@@ -490,13 +525,14 @@ int law_sweep_run_state(const LawSweepRun *r, LawRunState *state, char *err, siz
 
 int law_sweep_mkdirs(const char *dir, char *err, size_t err_len) {
     char buf[LAW_SWEEP_PATH_LEN];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return ERR("path too long: %s", dir);
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+        return err_set(err, err_len, "path too long: %s", dir);
     for (char *p = buf + 1;; p++) {
         if (*p == '/' || *p == 0) {
             char c = *p;
             *p = 0;
             if (mkdir(buf, 0755) && errno != EEXIST)
-                return ERR("cannot create %s: %s", buf, strerror(errno));
+                return err_set(err, err_len, "cannot create %s: %s", buf, strerror(errno));
             *p = c;
             if (!c) break;
         }
@@ -515,12 +551,12 @@ int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, int
     if (resume) argv[a++] = "--resume";
     argv[a] = NULL;
     int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) return ERR("cannot open %s: %s", log_path, strerror(errno));
+    if (fd < 0) return err_set(err, err_len, "cannot open %s: %s", log_path, strerror(errno));
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
         close(fd);
-        return ERR("fork: %s", strerror(errno));
+        return err_set(err, err_len, "fork: %s", strerror(errno));
     }
     if (pid == 0) {
         if (dup2(fd, 1) < 0 || dup2(fd, 2) < 0) _exit(127);
@@ -531,7 +567,7 @@ int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, int
     close(fd);
     int st;
     while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) return ERR("waitpid: %s", strerror(errno));
+        if (errno != EINTR) return err_set(err, err_len, "waitpid: %s", strerror(errno));
     *exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     return 0;
 }
@@ -582,7 +618,7 @@ int law_sweep_collect(const LawSweepRun *runs, int n_runs, const char *out_path,
     char tmp[LAW_SWEEP_PATH_LEN + 16];
     snprintf(tmp, sizeof tmp, "%s.tmp", out_path);
     FILE *f = fopen(tmp, "w");
-    if (!f) return ERR("cannot write %s: %s", tmp, strerror(errno));
+    if (!f) return err_set(err, err_len, "cannot write %s: %s", tmp, strerror(errno));
     for (int i = 0; i < n_runs; i++) {
         const LawSweepRun *r = &runs[i];
         RunMetrics m;
@@ -609,13 +645,15 @@ int law_sweep_collect(const LawSweepRun *runs, int n_runs, const char *out_path,
         }
         free(m.rows);
     }
-    if (fclose(f)) return remove(tmp), ERR("cannot write %s: %s", tmp, strerror(errno));
-    if (rename(tmp, out_path)) return remove(tmp), ERR("cannot rename %s: %s", tmp, strerror(errno));
+    if (fclose(f))
+        return remove(tmp), err_set(err, err_len, "cannot write %s: %s", tmp, strerror(errno));
+    if (rename(tmp, out_path))
+        return remove(tmp), err_set(err, err_len, "cannot rename %s: %s", tmp, strerror(errno));
     if (*n_rows == 0) return 0;
     LawData d;
     char why[LAW_ERR_LEN];
     if (law_data_load(out_path, &d, why, sizeof why))
-        return ERR("the collected results do not load: %s", why);
+        return err_set(err, err_len, "the collected results do not load: %s", why);
     law_data_free(&d);
     return 0;
 }

@@ -1,0 +1,53 @@
+/* kernels/util.c: the helpers every part of dapt shares (see util.h). */
+#include "kernels/util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+int err_set(char *err, size_t err_len, const char *fmt, ...) {
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* 0 when dir now exists as a directory; else -1 with errno set (ENOTDIR when
+ * something else holds the name). */
+static int mkdir_one(const char *dir) {
+    struct stat st;
+    if (mkdir(dir, 0755) == 0) return 0;
+    if (errno != EEXIST) return -1;
+    if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
+    errno = ENOTDIR;
+    return -1;
+}
+
+int mkdir_p(const char *path, char *err, size_t err_len) {
+    char buf[8192];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return err_set(err, err_len, "cannot create directory %.1000s: path too long", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir_one(buf))
+            return err_set(err, err_len, "cannot create directory %.1000s: %s", buf,
+                           strerror(errno));
+        *p = '/';
+    }
+    if (mkdir_one(buf))
+        return err_set(err, err_len, "cannot create directory %.1000s: %s", buf, strerror(errno));
+    return 0;
+}

@@ -1,0 +1,34 @@
+/* kernels/util.h: the helpers every part of dapt shares. It sits at the
+ * bottom of the dependency order (kernels <- data <- tokenizer <- trainer <-
+ * tools <- cli) so that any module can use it without a second copy.
+ *
+ * The error idiom: library functions take (char *err, size_t err_len), and a
+ * failure is one line that names the file, line, key or byte offset and what
+ * was expected:
+ *     return err_set(err, err_len, "%s: byte %llu: expected ..., found ...", path, off, ...);
+ * err_set always returns -1; callers test any nonzero status as failure. */
+#ifndef DAPT_KERNELS_UTIL_H
+#define DAPT_KERNELS_UTIL_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Formats the message into err (truncated to err_len - 1 bytes and always
+ * terminated); err == NULL or err_len == 0 writes nothing. Returns -1. */
+__attribute__((format(printf, 3, 4))) int err_set(char *err, size_t err_len, const char *fmt, ...);
+
+/* Seconds on CLOCK_MONOTONIC: only differences mean anything. */
+double now_s(void);
+
+/* mkdir -p: creates path and its missing parents (mode 0755). Returns 0, or
+ * -1 with "cannot create directory <component>: <reason>" in err. */
+int mkdir_p(const char *path, char *err, size_t err_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
