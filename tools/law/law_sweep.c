@@ -619,3 +619,9 @@ int law_sweep_collect(const LawSweepRun *runs, int n_runs, const char *out_path,
     law_data_free(&d);
     return 0;
 }
+
+int law_sweep_resumes(const LawSweepRun *r, LawRunState st) {
+    char ckpt[sizeof r->run_dir + 8];
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", r->run_dir);
+    return st == LAW_RUN_PARTIAL && access(ckpt, F_OK) == 0;
+}

@@ -73,6 +73,10 @@ typedef enum { LAW_RUN_NONE = 0, LAW_RUN_PARTIAL = 1, LAW_RUN_COMPLETE = 2 } Law
  * file exists without that; NONE: it does not exist. */
 int law_sweep_run_state(const LawSweepRun *r, LawRunState *state, char *err, size_t err_len);
 
+/* 1 when run r in state st continues from a checkpoint: a partial run with
+ * RUN/ckpt (its newest checkpoint). */
+int law_sweep_resumes(const LawSweepRun *r, LawRunState st);
+
 /* mkdir -p */
 int law_sweep_mkdirs(const char *dir, char *err, size_t err_len);
 
