@@ -1,6 +1,6 @@
 /* main.c: the `dapt` binary's entry point. Dispatches git-style subcommands
  * (`dapt train`, `dapt tokenize`, ...) to the cmd_* functions of
- * trainer/cli/ (cli.h). Only this folder prints usage or chooses an exit
+ * trainer/cli/ (cli.h). Only the commands print usage or choose an exit
  * status; library code returns a status with a message. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -28,7 +28,8 @@ typedef struct {
 enum { CLI_OK = 0, CLI_HELP = 1, CLI_USAGE = 2 };
 
 /* Parses argv[first..argc): options into spec->opts, positionals into pos
- * (room for argc entries) and their count into *n_pos. Returns CLI_OK,
+ * (room for max_pos entries, or argc when max_pos is -1) and their count
+ * into *n_pos. Returns CLI_OK,
  * CLI_HELP after printing the usage on stdout, or CLI_USAGE after printing
  * what was wrong on stderr. */
 int cli_parse(const CliSpec *spec, int argc, char **argv, int first, const char **pos, int *n_pos);
