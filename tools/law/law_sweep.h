@@ -86,6 +86,13 @@ int law_sweep_mkdirs(const char *dir, char *err, size_t err_len);
 int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, int resume,
                    const char *log_path, int *exit_status, char *err, size_t err_len);
 
+/* Trains run r, in state st (law_sweep_run_state; not COMPLETE), to its
+ * end: law_sweep_exec, with --resume when law_sweep_resumes(r, st). Then
+ * *status is 0 when the run is complete, the exit status when it was not 0,
+ * and -1 when the run exited 0 without complete metrics. */
+int law_sweep_train(const char *exe, const LawSweep *s, const LawSweepRun *r, LawRunState st,
+                    const char *log_path, int *status, char *err, size_t err_len);
+
 /* The command line of one run, shell-quoted, into buf (for --print). */
 void law_sweep_command(const char *exe, const LawSweep *s, const LawSweepRun *r, char *buf,
                        size_t buf_len);

@@ -491,13 +491,11 @@ static int law_cmd_sweep(int argc, char **argv) {
         fflush(stdout);
         double t0 = now_s();
         int status;
-        if (law_sweep_exec(exe, &s, r, resume, log_path, &status, err, sizeof err)) {
+        if (law_sweep_train(exe, &s, r, st, log_path, &status, err, sizeof err)) {
             fprintf(stderr, "dapt law sweep: %s\n", err);
             free(runs);
             return 1;
         }
-        if (status == 0 && (law_sweep_run_state(r, &st, err, sizeof err) || st != LAW_RUN_COMPLETE))
-            status = -1;
         if (status) {
             n_failed++;
             fprintf(stderr, "dapt law sweep: run %s failed (%s %d); see %s\n", r->name,
