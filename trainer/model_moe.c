@@ -26,13 +26,17 @@ int model_moe_begin_step(Model *m, int64_t n_tokens_global, char *err, size_t er
     return moe_begin_step(model_moe_state(m), n_tokens_global, err, err_len);
 }
 
-int model_moe_num_layers(const Model *m) { return moe_num_layers(model_moe_state(m)); }
+int model_moe_num_layers(const Model *m) {
+    return moe_num_layers(model_moe_state(m));
+}
 
 int model_moe_layer_stats(const Model *m, int i, MoeLayerStats *out) {
     return moe_layer_stats(model_moe_state(m), i, out);
 }
 
-double model_moe_aux_loss(const Model *m) { return moe_aux_loss(model_moe_state(m)); }
+double model_moe_aux_loss(const Model *m) {
+    return moe_aux_loss(model_moe_state(m));
+}
 
 int model_moe_record_routing(Model *m, const int *row_source, int B, char *err, size_t err_len) {
     return moe_record_routing(model_moe_state(m), row_source, B, err, err_len);
@@ -42,4 +46,6 @@ int model_moe_metrics(const Model *m, MoeMetrics *out, char *err, size_t err_len
     return moe_metrics(model_moe_state(m), out, err, err_len);
 }
 
-void model_moe_metrics_reset(Model *m) { moe_metrics_reset(model_moe_state(m)); }
+void model_moe_metrics_reset(Model *m) {
+    moe_metrics_reset(model_moe_state(m));
+}

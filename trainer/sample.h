@@ -20,7 +20,7 @@ typedef struct {
     float temperature; /* 0: greedy */
     int top_k;         /* 0: all tokens */
     uint64_t seed;
-    int eos_id;        /* generation stops before this token; -1: never */
+    int eos_id; /* generation stops before this token; -1: never */
 } SampleOptions;
 
 /* Continues prompt (n_prompt ids) with at most o->max_new tokens. *out

@@ -24,8 +24,11 @@ static const char usage[] =
     "renormalisation (Qwen-MoE) is refused: llama.cpp cannot run it.\n";
 
 int cmd_export(int argc, char **argv) {
-    CliOpt opts[] = {{"--dtype", 1, 0, 0}, {"--tokenizer", 1, 0, 0}, {"--name", 1, 0, 0},
-                     {"--force", 0, 0, 0}, {NULL, 0, 0, 0}};
+    CliOpt opts[] = {{"--dtype", 1, 0, 0},
+                     {"--tokenizer", 1, 0, 0},
+                     {"--name", 1, 0, 0},
+                     {"--force", 0, 0, 0},
+                     {NULL, 0, 0, 0}};
     const CliSpec spec = {"export", usage, opts, 2};
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(usage, stdout);
@@ -42,11 +45,16 @@ int cmd_export(int argc, char **argv) {
     const char *model_dir = pos[0], *out = pos[1];
     GgufExportOptions o = {.dtype = GGML_F32};
     const char *d = cli_opt(&spec, "--dtype")->value;
-    if (!d || !strcmp(d, "f32")) o.dtype = GGML_F32;
-    else if (!strcmp(d, "f16")) o.dtype = GGML_F16;
-    else if (!strcmp(d, "bf16")) o.dtype = GGML_BF16;
-    else if (!strcmp(d, "q8_0")) o.dtype = GGML_Q8_0;
-    else return cli_usage_error(&spec, "--dtype '%s' is not one of f32, f16, bf16, q8_0", d);
+    if (!d || !strcmp(d, "f32"))
+        o.dtype = GGML_F32;
+    else if (!strcmp(d, "f16"))
+        o.dtype = GGML_F16;
+    else if (!strcmp(d, "bf16"))
+        o.dtype = GGML_BF16;
+    else if (!strcmp(d, "q8_0"))
+        o.dtype = GGML_Q8_0;
+    else
+        return cli_usage_error(&spec, "--dtype '%s' is not one of f32, f16, bf16, q8_0", d);
     o.force = cli_opt(&spec, "--force")->seen > 0;
     o.name = cli_opt(&spec, "--name")->value;
     const char *tok = cli_opt(&spec, "--tokenizer")->value;
@@ -57,8 +65,10 @@ int cmd_export(int argc, char **argv) {
     Model *m = hf_load_model(model_dir, ops_cpu(), err, sizeof err);
     if (!m) return cli_fail(&spec, "%s", err);
     rc = gguf_export_model(m, out, &o, err, sizeof err);
-    if (rc) cli_fail(&spec, "%s", err);
-    else printf("wrote %s (%zu parameters)\n", out, model_num_params(m));
+    if (rc)
+        cli_fail(&spec, "%s", err);
+    else
+        printf("wrote %s (%zu parameters)\n", out, model_num_params(m));
     model_free(m);
     return rc ? 1 : 0;
 }

@@ -34,7 +34,8 @@ static int print_decoded(const CliSpec *spec, const ShardHeader *h, const char *
     uint64_t mh = 0;
     if (spm_load(&m, model, err, sizeof err)) return cli_fail(spec, "%s", err);
     if (hash_file(model, &mh) == 0 && mh != h->tokenizer_hash)
-        fprintf(stderr, "dapt inspect: warning: %s has hash %016llx, the shard was made with %016llx\n",
+        fprintf(stderr,
+                "dapt inspect: warning: %s has hash %016llx, the shard was made with %016llx\n",
                 model, (unsigned long long)mh, (unsigned long long)h->tokenizer_hash);
     char *text;
     int rc = 0;
@@ -48,7 +49,8 @@ static int print_decoded(const CliSpec *spec, const ShardHeader *h, const char *
     return rc;
 }
 
-static int inspect_shard(const CliSpec *spec, const char *path, size_t decode_n, const char *model) {
+static int inspect_shard(const CliSpec *spec, const char *path, size_t decode_n,
+                         const char *model) {
     char err[SHARD_ERR_MAX];
     Shard *s;
     if (shard_open(&s, path, err, sizeof err)) return cli_fail(spec, "%s", err);
@@ -62,9 +64,10 @@ static int inspect_shard(const CliSpec *spec, const char *path, size_t decode_n,
     printf("tokenizer hash  %016llx\n", (unsigned long long)h->tokenizer_hash);
     printf("tokens          %llu\n", (unsigned long long)h->n_tokens);
     printf("documents       %llu\n", (unsigned long long)h->n_docs);
-    printf("frames          %llu of up to %u tokens\n", (unsigned long long)nf, h->tokens_per_frame);
-    printf("file bytes      %llu (%.3f bytes/token, %.2fx over raw tokens)\n", (unsigned long long)fb,
-           h->n_tokens ? (double)fb / (double)h->n_tokens : 0.0,
+    printf("frames          %llu of up to %u tokens\n", (unsigned long long)nf,
+           h->tokens_per_frame);
+    printf("file bytes      %llu (%.3f bytes/token, %.2fx over raw tokens)\n",
+           (unsigned long long)fb, h->n_tokens ? (double)fb / (double)h->n_tokens : 0.0,
            fb ? (double)(h->n_tokens * h->token_bytes) / (double)fb : 0.0);
     uint32_t *first = decode_n > 0 ? malloc(decode_n * sizeof *first) : NULL;
     ShardScan sc;
@@ -79,7 +82,8 @@ static int inspect_shard(const CliSpec *spec, const char *path, size_t decode_n,
                (unsigned long long)sc.n_tokens);
     }
     if (rc == 0 && first)
-        rc = print_decoded(spec, h, model, first, sc.n_tokens < decode_n ? (size_t)sc.n_tokens : decode_n);
+        rc = print_decoded(spec, h, model, first,
+                           sc.n_tokens < decode_n ? (size_t)sc.n_tokens : decode_n);
     free(first);
     shard_close(s);
     return rc;
@@ -103,7 +107,10 @@ int cmd_inspect(int argc, char **argv) {
         return gguf_describe(file, stdout, err, sizeof err) ? cli_fail(&spec, "%s", err) : 0;
     }
     if (ends_with(file, ".safetensors"))
-        return cli_fail(&spec, "%s: this build cannot inspect safetensors files yet "
-                               "(.tok.zst shards and .gguf files)", file);
-    return cli_fail(&spec, "%s: unknown file type: expected a name ending in .tok.zst or .gguf", file);
+        return cli_fail(&spec,
+                        "%s: this build cannot inspect safetensors files yet "
+                        "(.tok.zst shards and .gguf files)",
+                        file);
+    return cli_fail(&spec, "%s: unknown file type: expected a name ending in .tok.zst or .gguf",
+                    file);
 }

@@ -186,9 +186,8 @@ static int law_cmd_fit(int argc, char **argv) {
     const char *results = pos[0];
     const char *out = cli_opt(&spec, "--out")->value;
     if (!results || !out) {
-        fprintf(stderr, "dapt law fit: %s is required\n%s", results ? "--out" : "RESULTS",
-                usage_fit);
-        return 2;
+        cli_usage_error(&spec, "%s is required", results ? "--out" : "RESULTS");
+        return cli_usage(&spec);
     }
     LawFitOptions fo;
     law_fit_options_default(&fo);
@@ -197,11 +196,9 @@ static int law_cmd_fit(int argc, char **argv) {
         opt_number(&spec, "--starts", fo.n_starts, &starts) ||
         opt_number(&spec, "--max-iter", fo.max_iter, &iters))
         return 2;
-    if (!(delta > 0) || starts < 1 || starts > 10000 || iters < 1 || iters > 1e6) {
-        fprintf(stderr, "dapt law fit: --huber-delta must be > 0, --starts in [1, 10000], "
-                        "--max-iter in [1, 1e6]\n");
-        return 2;
-    }
+    if (!(delta > 0) || starts < 1 || starts > 10000 || iters < 1 || iters > 1e6)
+        return cli_usage_error(&spec, "--huber-delta must be > 0, --starts in [1, 10000], "
+                                      "--max-iter in [1, 1e6]");
     fo.huber_delta = delta;
     fo.n_starts = (int)starts;
     fo.max_iter = (int)iters;
@@ -210,10 +207,7 @@ static int law_cmd_fit(int argc, char **argv) {
 
     char err[LAW_ERR_LEN];
     LawData d;
-    if (law_data_load(results, &d, err, sizeof err)) {
-        fprintf(stderr, "dapt law fit: %s\n", err);
-        return 1;
-    }
+    if (law_data_load(results, &d, err, sizeof err)) return cli_fail(&spec, "%s", err);
     LawModel m = {0};
     m.huber_delta = fo.huber_delta;
     m.cross = fo.cross_domain;
@@ -237,10 +231,7 @@ static int law_cmd_fit(int argc, char **argv) {
     }
     law_data_free(&d);
     if (!rc) rc = law_model_save(&m, out, err, sizeof err);
-    if (rc) {
-        fprintf(stderr, "dapt law fit: %s\n", err);
-        return 1;
-    }
+    if (rc) return cli_fail(&spec, "%s", err);
     printf("wrote %s\n", out);
     return 0;
 }
@@ -310,10 +301,8 @@ static int law_cmd_predict(int argc, char **argv) {
     if ((rc = load_model(&spec, path, &m))) return rc;
     double lg, ld;
     char err[LAW_ERR_LEN];
-    if (law_predict(&m, N, D, r, k1, k2, &lg, &ld, err, sizeof err)) {
-        fprintf(stderr, "dapt law predict: %s\n", err);
-        return 1;
-    }
+    if (law_predict(&m, N, D, r, k1, k2, &lg, &ld, err, sizeof err))
+        return cli_fail(&spec, "%s", err);
     note_range(m.has_domain ? &m.domain : &m.general, N, D);
     if (cli_opt(&spec, "--json")->seen) {
         print_json_losses(cJSON_CreateObject(), lg, ld);
@@ -343,11 +332,9 @@ static int law_cmd_recommend(int argc, char **argv) {
     int usage2 = cli_opt(&spec, "--domain-tokens")->seen;
     if (require(&spec, "--N")) return 2;
     if (usage2 && (cli_opt(&spec, "--D")->seen || cli_opt(&spec, "--max-general-rise")->seen ||
-                   cli_opt(&spec, "--base-general-loss")->seen)) {
-        fprintf(stderr, "dapt law recommend: --domain-tokens (usage 2) sets D = Dd / r and takes "
-                        "no --D, --max-general-rise or --base-general-loss\n");
-        return 2;
-    }
+                   cli_opt(&spec, "--base-general-loss")->seen))
+        return cli_usage_error(&spec, "--domain-tokens (usage 2) sets D = Dd / r and takes "
+                                      "no --D, --max-general-rise or --base-general-loss");
     if (!usage2 && (require(&spec, "--D") ||
                     require(&spec, "--max-general-rise")))
         return 2;
@@ -362,17 +349,13 @@ static int law_cmd_recommend(int argc, char **argv) {
         opt_number(&spec, "--k2", NAN, &q.k2))
         return 2;
     if (usage2 && !(q.domain_tokens > 0)) {
-        fprintf(stderr, "dapt law recommend: --domain-tokens must be > 0\n");
-        return 2;
+        return cli_usage_error(&spec, "--domain-tokens must be > 0");
     }
     LawModel m;
     if ((rc = load_model(&spec, path, &m))) return rc;
     LawRecommendation rec;
     char err[LAW_ERR_LEN];
-    if (law_recommend(&m, &q, &rec, err, sizeof err)) {
-        fprintf(stderr, "dapt law recommend: %s\n", err);
-        return 1;
-    }
+    if (law_recommend(&m, &q, &rec, err, sizeof err)) return cli_fail(&spec, "%s", err);
     note_range(&m.domain, q.N, rec.D);
     if (cli_opt(&spec, "--json")->seen) {
         cJSON *o = cJSON_CreateObject();
@@ -417,32 +400,30 @@ static int law_cmd_sweep(int argc, char **argv) {
     if (rc) return rc == CLI_HELP ? 0 : rc;
     const char *path = pos[0];
     if (!path) {
-        fprintf(stderr, "dapt law sweep: SWEEP.toml is required\n%s", usage_sweep);
-        return 2;
+        cli_usage_error(&spec, "SWEEP.toml is required");
+        return cli_usage(&spec);
     }
     int print = cli_opt(&spec, "--print")->seen, collect_only = cli_opt(&spec, "--collect")->seen;
     const CliOpt *launcher = cli_opt(&spec, "--launcher"), *results = cli_opt(&spec, "--results");
     if (launcher->seen && !print) {
-        fprintf(stderr, "dapt law sweep: --launcher goes with --print\n%s", usage_sweep);
-        return 2;
+        cli_usage_error(&spec, "--launcher goes with --print");
+        return cli_usage(&spec);
     }
     if (print && collect_only) {
-        fprintf(stderr, "dapt law sweep: --print and --collect exclude each other\n%s", usage_sweep);
-        return 2;
+        cli_usage_error(&spec, "--print and --collect exclude each other");
+        return cli_usage(&spec);
     }
     char err[LAW_ERR_LEN * 2];
     LawSweep s;
     LawSweepRun *runs;
     int n_runs;
     if (law_sweep_load(path, &s, err, sizeof err) ||
-        law_sweep_expand(&s, &runs, &n_runs, err, sizeof err)) {
-        fprintf(stderr, "dapt law sweep: %s\n", err);
-        return 1;
-    }
+        law_sweep_expand(&s, &runs, &n_runs, err, sizeof err))
+        return cli_fail(&spec, "%s", err);
     char exe[LAW_SWEEP_PATH_LEN];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n <= 0) {
-        fprintf(stderr, "dapt law sweep: cannot find the dapt binary (/proc/self/exe)\n");
+        cli_fail(&spec, "cannot find the dapt binary (/proc/self/exe)");
         free(runs);
         return 1;
     }
@@ -452,7 +433,7 @@ static int law_cmd_sweep(int argc, char **argv) {
         for (int i = 0; i < n_runs; i++) {
             LawRunState st;
             if (law_sweep_run_state(&runs[i], &st, err, sizeof err)) {
-                fprintf(stderr, "dapt law sweep: %s\n", err);
+                cli_fail(&spec, "%s", err);
                 free(runs);
                 return 1;
             }
@@ -465,7 +446,7 @@ static int law_cmd_sweep(int argc, char **argv) {
         return 0;
     }
     if (law_sweep_mkdirs(s.out_dir, err, sizeof err)) {
-        fprintf(stderr, "dapt law sweep: %s\n", err);
+        cli_fail(&spec, "%s", err);
         free(runs);
         return 1;
     }
@@ -474,7 +455,7 @@ static int law_cmd_sweep(int argc, char **argv) {
         const LawSweepRun *r = &runs[i];
         LawRunState st;
         if (law_sweep_run_state(r, &st, err, sizeof err)) {
-            fprintf(stderr, "dapt law sweep: %s\n", err);
+            cli_fail(&spec, "%s", err);
             free(runs);
             return 1;
         }
@@ -492,13 +473,13 @@ static int law_cmd_sweep(int argc, char **argv) {
         double t0 = now_s();
         int status;
         if (law_sweep_train(exe, &s, r, st, log_path, &status, err, sizeof err)) {
-            fprintf(stderr, "dapt law sweep: %s\n", err);
+            cli_fail(&spec, "%s", err);
             free(runs);
             return 1;
         }
         if (status) {
             n_failed++;
-            fprintf(stderr, "dapt law sweep: run %s failed (%s %d); see %s\n", r->name,
+            cli_fail(&spec, "run %s failed (%s %d); see %s", r->name,
                     status < 0 ? "exit 0 but incomplete metrics, status" : "exit status", status,
                     log_path);
         } else
@@ -513,15 +494,9 @@ static int law_cmd_sweep(int argc, char **argv) {
     int n_rows, n_complete;
     rc = law_sweep_collect(runs, n_runs, out, &n_rows, &n_complete, err, sizeof err);
     free(runs);
-    if (rc) {
-        fprintf(stderr, "dapt law sweep: %s\n", err);
-        return 1;
-    }
+    if (rc) return cli_fail(&spec, "%s", err);
     printf("results: %s: %d rows from %d of %d runs complete\n", out, n_rows, n_complete, n_runs);
-    if (n_failed) {
-        fprintf(stderr, "dapt law sweep: %d run(s) failed\n", n_failed);
-        return 1;
-    }
+    if (n_failed) return cli_fail(&spec, "%d run(s) failed", n_failed);
     return 0;
 }
 

@@ -11,7 +11,8 @@
 static size_t edit_distance(const char *a, size_t n, const char *b) {
     size_t m = strlen(b), row[64];
     if (n >= 63 || m >= 63) return (size_t)-1;
-    for (size_t j = 0; j <= m; j++) row[j] = j;
+    for (size_t j = 0; j <= m; j++)
+        row[j] = j;
     for (size_t i = 1; i <= n; i++) {
         size_t diag = row[0];
         row[0] = i;
@@ -62,7 +63,8 @@ static int unknown_option(const CliSpec *spec, const char *a, size_t len) {
     }
     if (best && best_d <= 2 + len / 4)
         return cli_usage_error(spec, "unknown option %.*s (did you mean %s?)", (int)len, a, best);
-    return cli_usage_error(spec, "unknown option %.*s (see `dapt %s --help`)", (int)len, a, spec->cmd);
+    return cli_usage_error(spec, "unknown option %.*s (see `dapt %s --help`)", (int)len, a,
+                           spec->cmd);
 }
 
 int cli_parse(const CliSpec *spec, int argc, char **argv, int first, const char **pos, int *n_pos) {

@@ -40,7 +40,8 @@ CliOpt *cli_opt(const CliSpec *spec, const char *name);
 /* "dapt CMD: MESSAGE" on stderr; the return values are the exit statuses
  * (cli_usage_error 2, cli_fail 1). cli_usage prints the usage on stderr
  * and returns 2. */
-int cli_usage_error(const CliSpec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const CliSpec *spec, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 int cli_fail(const CliSpec *spec, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cli_usage(const CliSpec *spec);
 

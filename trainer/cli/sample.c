@@ -34,8 +34,10 @@ static int number(const CliSpec *spec, const char *name, long def, long *v_long,
     if (v_float) *v_float = (float)def;
     if (!s) return 0;
     char *end;
-    if (v_long) *v_long = strtol(s, &end, 10);
-    else *v_float = strtof(s, &end);
+    if (v_long)
+        *v_long = strtol(s, &end, 10);
+    else
+        *v_float = strtof(s, &end);
     if (*end) return cli_usage_error(spec, "%s: '%s' is not a number", name, s);
     return 0;
 }
@@ -49,15 +51,17 @@ static int encode_prompt(SpmModel *sp, const char *prompt, int first, int32_t **
     *seq = malloc(sizeof(int32_t) * (n_ids + 1));
     *n = 0;
     if (first >= 0) (*seq)[(*n)++] = first;
-    for (size_t i = 0; i < n_ids; i++) (*seq)[(*n)++] = (int32_t)ids[i];
+    for (size_t i = 0; i < n_ids; i++)
+        (*seq)[(*n)++] = (int32_t)ids[i];
     free(ids);
     return 0;
 }
 
 int cmd_sample(int argc, char **argv) {
-    CliOpt opts[] = {{"--prompt", 1, 0, 0},  {"--tokenizer", 1, 0, 0},   {"--start", 1, 0, 0},
-                     {"--max-new", 1, 0, 0}, {"--temperature", 1, 0, 0}, {"--top-k", 1, 0, 0},
-                     {"--seed", 1, 0, 0},    {NULL, 0, 0, 0}};
+    CliOpt opts[] = {{"--prompt", 1, 0, 0},      {"--tokenizer", 1, 0, 0},
+                     {"--start", 1, 0, 0},       {"--max-new", 1, 0, 0},
+                     {"--temperature", 1, 0, 0}, {"--top-k", 1, 0, 0},
+                     {"--seed", 1, 0, 0},        {NULL, 0, 0, 0}};
     const CliSpec spec = {"sample", usage, opts, 1};
     const char *pos[1];
     int n_pos, rc = cli_parse(&spec, argc, argv, 1, pos, &n_pos);
@@ -67,9 +71,10 @@ int cmd_sample(int argc, char **argv) {
     const char *start = cli_opt(&spec, "--start")->value;
     long max_new, top_k, seed;
     float temperature = 0.8f;
-    if (number(&spec, "--max-new", 64, &max_new, NULL) || number(&spec, "--top-k", 40, &top_k, NULL) ||
-        number(&spec, "--seed", 1, &seed, NULL) ||
-        (cli_opt(&spec, "--temperature")->value && number(&spec, "--temperature", 0, NULL, &temperature)))
+    if (number(&spec, "--max-new", 64, &max_new, NULL) ||
+        number(&spec, "--top-k", 40, &top_k, NULL) || number(&spec, "--seed", 1, &seed, NULL) ||
+        (cli_opt(&spec, "--temperature")->value &&
+         number(&spec, "--temperature", 0, NULL, &temperature)))
         return CLI_USAGE;
     if (n_pos == 0 || !prompt) return cli_usage(&spec);
     const char *model_dir = pos[0];
@@ -100,7 +105,9 @@ int cmd_sample(int argc, char **argv) {
         return cli_fail(&spec, "%s", err);
     }
     const ModelConfig *mc = model_config(m);
-    int first = !strcmp(start, "bos") ? spm_bos_id(sp) : !strcmp(start, "eos") ? spm_eos_id(sp) : -1;
+    int first = !strcmp(start, "bos")   ? spm_bos_id(sp)
+                : !strcmp(start, "eos") ? spm_eos_id(sp)
+                                        : -1;
     SampleOptions so = {(int)max_new, temperature, (int)top_k, (uint64_t)seed, spm_eos_id(sp)};
     int32_t *seq = NULL, *gen = NULL;
     int n_seq = 0, n_gen = 0;
@@ -116,7 +123,8 @@ int cmd_sample(int argc, char **argv) {
         /* the text: everything after the start token */
         int skip = first >= 0 ? 1 : 0;
         uint32_t *ids = malloc(sizeof(uint32_t) * (size_t)(n_gen + 1));
-        for (int i = skip; i < n_gen; i++) ids[i - skip] = (uint32_t)gen[i];
+        for (int i = skip; i < n_gen; i++)
+            ids[i - skip] = (uint32_t)gen[i];
         char *text = NULL;
         if (spm_decode(sp, ids, (size_t)(n_gen - skip), &text, err, sizeof err)) {
             cli_fail(&spec, "%s", err);
