@@ -489,3 +489,27 @@ int shard_read_frame(Shard *s, uint64_t frame, uint32_t *out, char *err, size_t 
                                s->path, (unsigned long long)frame, i, out[i], s->hdr.vocab_size);
     return 0;
 }
+
+int shard_scan(Shard *s, ShardScan *out, uint32_t *first, size_t n_first, char *err, size_t errlen) {
+    const ShardHeader *h = shard_header(s);
+    ShardScan sc = {0, 0, UINT32_MAX, 0};
+    uint32_t *buf = malloc((size_t)h->tokens_per_frame * sizeof *buf);
+    if (!buf) return err_set(err, errlen, "%s: out of memory for a frame of %u tokens", shard_path(s),
+                           h->tokens_per_frame);
+    int rc = 0;
+    for (uint64_t f = 0; f < shard_n_frames(s) && rc == 0; f++) {
+        rc = shard_read_frame(s, f, buf, err, errlen);
+        uint64_t m = rc ? 0 : shard_frame_tokens(s, f);
+        for (uint64_t i = 0; i < m; i++) {
+            uint32_t t = buf[i];
+            sc.n_eos += t == h->eos_id;
+            if (t < sc.min_id) sc.min_id = t;
+            if (t > sc.max_id) sc.max_id = t;
+            if (first && sc.n_tokens < n_first) first[sc.n_tokens] = t;
+            sc.n_tokens++;
+        }
+    }
+    free(buf);
+    *out = sc;
+    return rc ? -1 : 0;
+}

@@ -71,4 +71,14 @@ uint64_t shard_header_hash(const Shard *s);
  * shard's own zstd context and scratch buffer: one thread per Shard. */
 int shard_read_frame(Shard *s, uint64_t frame, uint32_t *out, char *err, size_t errlen);
 
+/* What shard_scan saw: tokens decoded, EOS tokens among them, smallest and
+ * largest token id (min_id > max_id when the shard is empty). */
+typedef struct {
+    uint64_t n_tokens, n_eos;
+    uint32_t min_id, max_id;
+} ShardScan;
+/* Decodes and checks every frame in order (shard_read_frame), counting into
+ * out; copies the first n_first tokens to first (NULL: none). */
+int shard_scan(Shard *s, ShardScan *out, uint32_t *first, size_t n_first, char *err, size_t errlen);
+
 #endif

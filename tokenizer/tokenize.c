@@ -475,3 +475,54 @@ done:
     st->seconds = now_s() - t0;
     return rc;
 }
+
+/* Writes every document of the inputs to `path`, one per line, for the
+ * sentencepiece trainer. */
+static int dump_text(const TokOptions *o, const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        return -1;
+    }
+    for (int i = 0; i < o->n_inputs; i++) {
+        CorpusReader *r;
+        if (corpus_open(&r, o->inputs[i], o->max_line_bytes, o->doc_per_file, err, errlen)) {
+            fclose(f);
+            return -1;
+        }
+        const char *doc;
+        size_t n;
+        int rc;
+        while ((rc = corpus_next(r, &doc, &n, err, errlen)) == 1) {
+            fwrite(doc, 1, n, f);
+            fputc('\n', f);
+        }
+        corpus_close(r);
+        if (rc < 0) {
+            fclose(f);
+            return -1;
+        }
+    }
+    if (fclose(f)) {
+        snprintf(err, errlen, "%s: write failed", path);
+        return -1;
+    }
+    return 0;
+}
+
+int tok_train_tokenizer(const TokOptions *o, uint32_t vocab_size, char *model_path,
+                        size_t model_path_len, char *err, size_t errlen) {
+    if (mkdir(o->out_dir, 0777) && errno != EEXIST) {
+        snprintf(err, errlen, "%s: cannot create directory: %s", o->out_dir, strerror(errno));
+        return -1;
+    }
+    char txt[4096], prefix[4096];
+    snprintf(txt, sizeof txt, "%s/tokenizer.train.txt", o->out_dir);
+    snprintf(prefix, sizeof prefix, "%s/tokenizer", o->out_dir);
+    int rc = dump_text(o, txt, err, errlen);
+    if (rc == 0) rc = spm_train_bpe(txt, prefix, vocab_size, o->n_threads, err, errlen);
+    unlink(txt);
+    if (rc) return -1;
+    snprintf(model_path, model_path_len, "%s/tokenizer.model", o->out_dir);
+    return 0;
+}

@@ -50,6 +50,13 @@ typedef struct TokStats {
 
 void tok_options_default(TokOptions *o);
 int tok_run(const TokOptions *o, TokStats *stats, char *err, size_t errlen);
+/* Trains a BPE sentencepiece model (byte fallback) of vocab_size pieces on
+ * every document of o->inputs, read as tok_run reads them, into
+ * o->out_dir/tokenizer.model (out_dir is created when missing); its path
+ * goes to model_path. The documents pass through a temporary text file in
+ * out_dir, removed afterwards. */
+int tok_train_tokenizer(const TokOptions *o, uint32_t vocab_size, char *model_path,
+                        size_t model_path_len, char *err, size_t errlen);
 /* The hash that decides a document's split (text bytes, no EOS). */
 uint64_t tok_doc_hash(const char *text, size_t n_bytes);
 

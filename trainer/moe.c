@@ -477,11 +477,9 @@ void moe_layer_bwd(MoeState *s, int l, const void *params, void *grads, size_t r
     o->residual_fwd(dx, dx, s->dtmp, (size_t)N * C);
 }
 
-/* ---------------- the loop's API ---------------- */
+/* ---------------- the loop's API (model_moe.c forwards to it) ---------------- */
 
-int model_moe_set_loss(Model *mdl, const ModelConfig *src, char *err, size_t err_len) {
-    MoeState *s = model_moe_state(mdl);
-    if (!s) return 0;
+int moe_set_loss(MoeState *s, const ModelConfig *src, char *err, size_t err_len) {
     ModelConfig c = s->cfg;
     c.lbl_mode = src->lbl_mode;
     c.lbl_norm = src->lbl_norm;
@@ -489,26 +487,17 @@ int model_moe_set_loss(Model *mdl, const ModelConfig *src, char *err, size_t err
     c.z_loss_coef = src->z_loss_coef;
     if (moe_config_check(&c, err, err_len)) return 1;
     s->cfg = c;
-    /* the Model owns its config (model_config only hands out a const view);
-     * keep its copy of these fields equal to the one the MoE code uses */
-    ModelConfig *mc = (ModelConfig *)model_config(mdl);
-    mc->lbl_mode = c.lbl_mode;
-    mc->lbl_norm = c.lbl_norm;
-    mc->lbl_coef = c.lbl_coef;
-    mc->z_loss_coef = c.z_loss_coef;
     return 0;
 }
 
-void model_moe_set_allreduce(Model *mdl, MoeSumBegin begin, MoeSumFinish finish, void *ctx) {
-    MoeState *s = model_moe_state(mdl);
+void moe_set_allreduce(MoeState *s, MoeSumBegin begin, MoeSumFinish finish, void *ctx) {
     if (!s) return;
     s->sum_begin = begin && finish ? begin : NULL;
     s->sum_finish = begin && finish ? finish : NULL;
     s->sum_ctx = ctx;
 }
 
-int model_moe_begin_step(Model *mdl, int64_t n_tokens_global, char *err, size_t err_len) {
-    MoeState *s = model_moe_state(mdl);
+int moe_begin_step(MoeState *s, int64_t n_tokens_global, char *err, size_t err_len) {
     if (!s) return 0;
     if (n_tokens_global < 1)
         return snprintf(err, err_len, "model_moe_begin_step: n_tokens_global must be >= 1 (got %lld)",
@@ -520,13 +509,11 @@ int model_moe_begin_step(Model *mdl, int64_t n_tokens_global, char *err, size_t 
     return 0;
 }
 
-int model_moe_num_layers(const Model *mdl) {
-    MoeState *s = model_moe_state(mdl);
+int moe_num_layers(const MoeState *s) {
     return s ? s->n_moe : 0;
 }
 
-int model_moe_layer_stats(const Model *mdl, int i, MoeLayerStats *out) {
-    MoeState *s = model_moe_state(mdl);
+int moe_layer_stats(const MoeState *s, int i, MoeLayerStats *out) {
     if (!s || i < 0 || i >= s->n_moe) return 1;
     const MoeLayer *m = &s->ml[i];
     int E = s->cfg.n_experts;
@@ -546,8 +533,7 @@ int model_moe_layer_stats(const Model *mdl, int i, MoeLayerStats *out) {
     return 0;
 }
 
-double model_moe_aux_loss(const Model *mdl) {
-    MoeState *s = model_moe_state(mdl);
+double moe_aux_loss(const MoeState *s) {
     if (!s) return 0.0;
     double a = 0.0;
     for (int i = 0; i < s->n_moe; i++) {
@@ -557,8 +543,7 @@ double model_moe_aux_loss(const Model *mdl) {
     return a * s->weight;
 }
 
-int model_moe_record_routing(Model *mdl, const int *row_source, int B, char *err, size_t err_len) {
-    MoeState *s = model_moe_state(mdl);
+int moe_record_routing(MoeState *s, const int *row_source, int B, char *err, size_t err_len) {
     if (!s) return 0;
     int K = s->cfg.top_k, N = s->N;
     if (B < 1 || N % B)
@@ -576,8 +561,7 @@ int model_moe_record_routing(Model *mdl, const int *row_source, int B, char *err
     return 0;
 }
 
-void model_moe_metrics_reset(Model *mdl) {
-    MoeState *s = model_moe_state(mdl);
+void moe_metrics_reset(MoeState *s) {
     if (!s) return;
     for (int i = 0; i < s->n_moe; i++)
         for (int src = 0; src < 2; src++)
@@ -598,9 +582,8 @@ static double kl_to_mix(const double *p, const double *q, int E) {
     return s;
 }
 
-int model_moe_metrics(const Model *mdl, MoeMetrics *out, char *err, size_t err_len) {
+int moe_metrics(const MoeState *s, MoeMetrics *out, char *err, size_t err_len) {
     memset(out, 0, sizeof *out);
-    MoeState *s = model_moe_state(mdl);
     if (!s) return 0;
     int E = s->cfg.n_experts, Lm = s->n_moe;
     out->n_layers = Lm;

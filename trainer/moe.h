@@ -130,7 +130,7 @@ void model_moe_metrics_reset(Model *m);
 Model *model_upcycle(Model *dense, const ModelConfig *moe_cfg, float noise_std, uint64_t seed,
                      char *err, size_t err_len);
 
-/* ---------------- internal: used by trainer/model.c ---------------- */
+/* ---------------- internal: used by trainer/model.c and model_moe.c ---------------- */
 
 typedef struct MoeState MoeState;
 MoeState *moe_create(const ModelConfig *c, const Ops *ops, char *err, size_t err_len);
@@ -154,6 +154,18 @@ int moe_before_backward(MoeState *s, char *err, size_t err_len);
 /* dx (N, C) OVERWRITTEN = d(MoE FFN)/dx . dout; parameter grads +=. */
 void moe_layer_bwd(MoeState *s, int l, const void *params, void *grads, size_t router_off,
                    size_t expert0_off, void *dx, const void *dout, const void *x, int N);
+/* The loop's API above on the state itself (model_moe.c forwards each
+ * model_moe_X(m, ...) to moe_X(model_moe_state(m), ...); s NULL: a dense
+ * model, nothing to do, except moe_set_loss, which needs a state). */
+int moe_set_loss(MoeState *s, const ModelConfig *src, char *err, size_t err_len);
+void moe_set_allreduce(MoeState *s, MoeSumBegin begin, MoeSumFinish finish, void *ctx);
+int moe_begin_step(MoeState *s, int64_t n_tokens_global, char *err, size_t err_len);
+int moe_num_layers(const MoeState *s);
+int moe_layer_stats(const MoeState *s, int i, MoeLayerStats *out);
+double moe_aux_loss(const MoeState *s);
+int moe_record_routing(MoeState *s, const int *row_source, int B, char *err, size_t err_len);
+int moe_metrics(const MoeState *s, MoeMetrics *out, char *err, size_t err_len);
+void moe_metrics_reset(MoeState *s);
 /* model.c's accessor for the state of m (NULL for a dense model) */
 MoeState *model_moe_state(const Model *m);
 

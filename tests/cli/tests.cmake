@@ -10,3 +10,6 @@ add_test(NAME cli_train_nccl_cpu
          COMMAND dapt train ${CMAKE_SOURCE_DIR}/tests/train/tiny.toml.in --dist.backend=nccl)
 set_tests_properties(cli_train_nccl_cpu PROPERTIES LABELS "c"
                      PASS_REGULAR_EXPRESSION "dist.backend = \"nccl\" needs run.device = \"cuda\"")
+# the commands' option parser: help, unknown options, missing values (exit 2)
+add_test(NAME cli_options COMMAND ${CMAKE_CURRENT_LIST_DIR}/opt.sh $<TARGET_FILE:dapt>)
+set_tests_properties(cli_options PROPERTIES LABELS "c")

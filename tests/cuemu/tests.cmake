@@ -26,20 +26,21 @@ foreach(f ${cuemu_in})
   list(APPEND cuemu_out ${out})
 endforeach()
 
-add_library(dapt_cuemu STATIC ${cuemu_out} ${CMAKE_CURRENT_LIST_DIR}/cuemu.cc
+# An OBJECT library: its objects are linked into each program whole, before
+# any archive, so its ops_get/ops_cuda (and every other symbol of the CUDA
+# backend) are the program's, and the linker never takes the real backend's
+# (or the no-CUDA stubs') members from dapt_kernels' archives.
+add_library(dapt_cuemu OBJECT ${cuemu_out} ${CMAKE_CURRENT_LIST_DIR}/cuemu.cc
             ${CMAKE_SOURCE_DIR}/kernels/ops.c)
 # the rewritten headers before the originals
 target_include_directories(dapt_cuemu BEFORE PRIVATE ${cuemu_dir})
 target_compile_definitions(dapt_cuemu PRIVATE DAPT_CUEMU DAPT_HAVE_CUDA)
 target_compile_options(dapt_cuemu PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wno-unknown-pragmas -fno-strict-aliasing>)
-target_link_libraries(dapt_cuemu PUBLIC dapt_blas ${CMAKE_DL_LIBS})
+target_link_libraries(dapt_cuemu PUBLIC dapt_kernels dapt_blas ${CMAKE_DL_LIBS})
 
-# dapt_cuemu first in the group: its ops_get/ops_cuda win over the real
-# backend's (or the no-CUDA stubs), whose objects are then never pulled in
 foreach(prog test_cuda_ops test_cuda_train bench_cuda)
   add_executable(${prog}_emu ${CMAKE_SOURCE_DIR}/tests/cuda/${prog}.c)
-  target_link_libraries(${prog}_emu PRIVATE -Wl,--start-group dapt_cuemu ${dapt_libs}
-                        -Wl,--end-group ${MATH_LIB})
+  target_link_libraries(${prog}_emu PRIVATE dapt_cuemu ${dapt_libs} ${MATH_LIB})
   set_target_properties(${prog}_emu PROPERTIES LINKER_LANGUAGE CXX)
 endforeach()
 add_executable(test_cuemu ${CMAKE_CURRENT_LIST_DIR}/test_cuemu.cc)
@@ -97,9 +98,9 @@ set_tests_properties(emu_train emu_train_moe_grouped emu_cli_train PROPERTIES
                      LABELS emu TIMEOUT 1200)
 
 # `dapt` itself on the emulated backend: `dapt train` with run.device = "cuda"
-add_executable(dapt_emu ${CMAKE_SOURCE_DIR}/trainer/main.c)
+add_executable(dapt_emu ${CMAKE_SOURCE_DIR}/trainer/cli/main.c)
 target_compile_definitions(dapt_emu PRIVATE DAPT_VERSION="${PROJECT_VERSION}-cuemu")
-target_link_libraries(dapt_emu PRIVATE -Wl,--start-group dapt_cuemu ${dapt_libs} -Wl,--end-group)
+target_link_libraries(dapt_emu PRIVATE dapt_cuemu dapt_cli)
 set_target_properties(dapt_emu PROPERTIES LINKER_LANGUAGE CXX)
 
 # NCCL on the emulator (tests/cuemu/nccl_emu.c): libnccl_cuemu.so, loaded by

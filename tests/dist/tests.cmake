@@ -5,7 +5,7 @@
 # 2 cores) and as root (containers).
 if(DAPT_HAVE_MPI AND MPIEXEC_EXECUTABLE)
   add_executable(ckpt_check ${CMAKE_CURRENT_LIST_DIR}/ckpt_check.c)
-  target_link_libraries(ckpt_check PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
+  target_link_libraries(ckpt_check PRIVATE ${dapt_libs})
   add_test(NAME dist_collectives
            COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --bind-to none -np 3
                    $<TARGET_FILE:test_dist>)

@@ -1,8 +1,7 @@
 # PyTorch reference tests: tests/ref/refdrv (dapt) against tests/ref/check.py
 # (torch autograd), one ctest test per case.
-get_property(dapt_libs GLOBAL PROPERTY DAPT_LIBS)
 add_executable(refdrv ${CMAKE_CURRENT_LIST_DIR}/refdrv.c)
-target_link_libraries(refdrv PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
+target_link_libraries(refdrv PRIVATE ${dapt_libs})
 foreach(case gpt2_tied gpt2_untied llama_mha llama_gqa llama_qkv_bias)
   add_test(NAME ref_${case}
            COMMAND ${DAPT_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/check.py

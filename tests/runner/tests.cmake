@@ -6,7 +6,7 @@
 # that every tests/*/tests.cmake sees it on the first configure.)
 
 add_executable(hf_driver ${CMAKE_CURRENT_SOURCE_DIR}/runner/hf_driver.c)
-target_link_libraries(hf_driver PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
+target_link_libraries(hf_driver PRIVATE ${dapt_libs})
 
 foreach(case import_llama_gqa import_llama_tied import_qwen2 import_gpt2 import_mistral import_llama_bf16
              import_gpt2_f16 import_qwen2_bf16_sharded import_llama_sharded
@@ -21,7 +21,7 @@ endforeach()
 
 # Python's tomllib (standard library, Python >= 3.11) reads dapt's configs alike.
 add_executable(config_driver ${CMAKE_CURRENT_SOURCE_DIR}/runner/config_driver.c)
-target_link_libraries(config_driver PRIVATE -Wl,--start-group ${dapt_libs} -Wl,--end-group)
+target_link_libraries(config_driver PRIVATE ${dapt_libs})
 add_test(NAME toml_compat
          COMMAND ${DAPT_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/runner/test_toml_compat.py
                  $<TARGET_FILE:config_driver> ${CMAKE_SOURCE_DIR})

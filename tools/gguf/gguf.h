@@ -208,12 +208,12 @@ struct Model *gguf_import_model(const char *path, char *err, size_t err_len);
  * model.safetensors) written as OUT_DIR.tmp and renamed. */
 int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *err, size_t err_len);
 
-/* ---------------- CLI (cmd_*.c) ---------------- */
+/* ---------------- description (inspect.c) ---------------- */
 
 /* 1 when PATH starts with the GGUF magic (for `dapt inspect` dispatch). */
 int gguf_is_gguf_file(const char *path);
-/* `dapt inspect FILE.gguf`: header, metadata and tensor table to out,
- * errors to errs; returns the exit status (0 ok, 1 bad file). */
-int gguf_inspect_main(const char *path, FILE *out, FILE *errs);
+/* Header, metadata and tensor table of the file at path, printed to out
+ * (`dapt inspect FILE.gguf`); 1 with a message on a bad file. */
+int gguf_describe(const char *path, FILE *out, char *err, size_t err_len);
 
 #endif

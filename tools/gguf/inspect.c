@@ -1,4 +1,5 @@
-/* inspect.c: `dapt inspect FILE.gguf`: the header, every metadata pair
+/* inspect.c: the description of a GGUF file that `dapt inspect FILE.gguf`
+ * prints: the header, every metadata pair
  * (arrays shortened to their first elements) and the tensor table (name,
  * ggml shape, type, offset, bytes) of a GGUF file, read with the hardened
  * reader, so a damaged file gets the reader's message with its byte offset.
@@ -88,13 +89,9 @@ static void put_value(FILE *out, const GgufKV *kv) {
     fprintf(out, "%llu", (unsigned long long)kv->v.u);
 }
 
-int gguf_inspect_main(const char *path, FILE *out, FILE *errs) {
-    char err[1024];
-    GgufFile *f = gguf_open(path, err, sizeof err);
-    if (!f) {
-        fprintf(errs, "dapt inspect: %s\n", err);
-        return 1;
-    }
+int gguf_describe(const char *path, FILE *out, char *err, size_t err_len) {
+    GgufFile *f = gguf_open(path, err, err_len);
+    if (!f) return 1;
     uint64_t total = 0;
     for (int i = 0; i < gguf_n_tensors(f); i++) total += gguf_tensor(f, i)->n_elems;
     fprintf(out, "%s: GGUF v%u, %llu bytes, %d metadata pairs, %d tensors (%llu elements), "

@@ -657,3 +657,20 @@ int law_sweep_collect(const LawSweepRun *runs, int n_runs, const char *out_path,
     law_data_free(&d);
     return 0;
 }
+
+int law_sweep_resumes(const LawSweepRun *r, LawRunState st) {
+    char ckpt[sizeof r->run_dir + 8];
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt", r->run_dir);
+    return st == LAW_RUN_PARTIAL && access(ckpt, F_OK) == 0;
+}
+
+int law_sweep_train(const char *exe, const LawSweep *s, const LawSweepRun *r, LawRunState st,
+                    const char *log_path, int *status, char *err, size_t err_len) {
+    if (law_sweep_exec(exe, s, r, law_sweep_resumes(r, st), log_path, status, err, err_len))
+        return 1;
+    char ignored[LAW_ERR_LEN];
+    if (*status == 0 &&
+        (law_sweep_run_state(r, &st, ignored, sizeof ignored) || st != LAW_RUN_COMPLETE))
+        *status = -1;
+    return 0;
+}

@@ -73,6 +73,10 @@ typedef enum { LAW_RUN_NONE = 0, LAW_RUN_PARTIAL = 1, LAW_RUN_COMPLETE = 2 } Law
  * file exists without that; NONE: it does not exist. */
 int law_sweep_run_state(const LawSweepRun *r, LawRunState *state, char *err, size_t err_len);
 
+/* 1 when run r in state st continues from a checkpoint: a partial run with
+ * RUN/ckpt (its newest checkpoint). */
+int law_sweep_resumes(const LawSweepRun *r, LawRunState st);
+
 /* mkdir -p */
 int law_sweep_mkdirs(const char *dir, char *err, size_t err_len);
 
@@ -81,6 +85,13 @@ int law_sweep_mkdirs(const char *dir, char *err, size_t err_len);
  * its exit status (128 + signal number when a signal ended it). */
 int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, int resume,
                    const char *log_path, int *exit_status, char *err, size_t err_len);
+
+/* Trains run r, in state st (law_sweep_run_state; not COMPLETE), to its
+ * end: law_sweep_exec, with --resume when law_sweep_resumes(r, st). Then
+ * *status is 0 when the run is complete, the exit status when it was not 0,
+ * and -1 when the run exited 0 without complete metrics. */
+int law_sweep_train(const char *exe, const LawSweep *s, const LawSweepRun *r, LawRunState st,
+                    const char *log_path, int *status, char *err, size_t err_len);
 
 /* The command line of one run, shell-quoted, into buf (for --print). */
 void law_sweep_command(const char *exe, const LawSweep *s, const LawSweepRun *r, char *buf,

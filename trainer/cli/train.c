@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "trainer/cli.h"
+#include "trainer/cli/cli.h"
 #include "trainer/train.h"
 
 static void usage(FILE *f) {

@@ -1,6 +1,6 @@
-/* cmd_law.c: `dapt law fit | predict | recommend | sweep`, the command-line
- * face of the D-CPT law library (law.h, law_sweep.h). This is the only file of the module that
- * prints or chooses an exit status: 0 success, 1 bad input or failed fit,
+/* law.c: `dapt law fit | predict | recommend | sweep`, the command-line
+ * face of the D-CPT law library (tools/law: law.h, law_sweep.h). It prints
+ * and chooses the exit status: 0 success, 1 bad input or failed fit,
  * 2 usage error. Machine-readable output (--json) is one JSON object on
  * stdout; human-readable output goes to stdout, notes and errors to stderr. */
 #include <math.h>
@@ -14,7 +14,8 @@
 
 #include "tools/law/law.h"
 #include "tools/law/law_sweep.h"
-#include "trainer/cli.h"
+#include "trainer/cli/cli.h"
+#include "trainer/cli/opt.h"
 
 static const char *usage_law =
     "usage: dapt law <fit|predict|recommend|sweep> [args]   (dapt law <sub> --help for each)\n"
@@ -118,75 +119,21 @@ static int parse_number(const char *s, double *v) {
     return isfinite(*v) ? 0 : -1;
 }
 
-typedef struct {
-    const char *name; /* "--N" */
-    int takes_value;
-    const char *value; /* set when seen */
-    int seen;
-} Opt;
-
-/* Parses argv[2..] into opts (options) and up to one positional; returns 0,
- * 1 for --help, or 2 after printing a usage error. */
-static int parse_opts(int argc, char **argv, Opt *opts, const char **positional,
-                      const char *usage) {
-    *positional = NULL;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(usage, stdout);
-            return 1;
-        }
-        if (strncmp(a, "--", 2)) {
-            if (*positional) {
-                fprintf(stderr, "dapt law %s: unexpected argument '%s'\n%s", argv[1], a, usage);
-                return 2;
-            }
-            *positional = a;
-            continue;
-        }
-        const char *eq = strchr(a, '=');
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-        Opt *o = opts;
-        for (; o->name; o++)
-            if (strlen(o->name) == len && !strncmp(o->name, a, len)) break;
-        if (!o->name) {
-            fprintf(stderr, "dapt law %s: unknown option '%.*s'\n%s", argv[1], (int)len, a, usage);
-            return 2;
-        }
-        o->seen = 1;
-        if (o->takes_value) {
-            if (eq)
-                o->value = eq + 1;
-            else if (i + 1 < argc)
-                o->value = argv[++i];
-            else {
-                fprintf(stderr, "dapt law %s: %s needs a value\n", argv[1], o->name);
-                return 2;
-            }
-        } else if (eq) {
-            fprintf(stderr, "dapt law %s: %s takes no value\n", argv[1], o->name);
-            return 2;
-        }
-    }
-    return 0;
-}
-
-static Opt *find_opt(Opt *opts, const char *name) {
-    for (Opt *o = opts; o->name; o++)
-        if (!strcmp(o->name, name)) return o;
-    return NULL;
-}
-
-/* The option's number, or def when absent; 2 after a usage error. */
-static int opt_number(Opt *opts, const char *sub, const char *name, double def, double *v) {
-    Opt *o = find_opt(opts, name);
+/* The option's number (parse_number), or def when absent; 2 after a usage
+ * error. */
+static int opt_number(const CliSpec *spec, const char *name, double def, double *v) {
+    const CliOpt *o = cli_opt(spec, name);
     *v = def;
     if (!o->seen) return 0;
-    if (parse_number(o->value, v)) {
-        fprintf(stderr, "dapt law %s: %s '%s' is not a number\n", sub, name, o->value);
-        return 2;
-    }
+    if (parse_number(o->value, v))
+        return cli_usage_error(spec, "%s '%s' is not a number", name, o->value);
     return 0;
+}
+
+static int require(const CliSpec *spec, const char *name) {
+    if (cli_opt(spec, name)->seen) return 0;
+    cli_usage_error(spec, "%s is required", name);
+    return cli_usage(spec);
 }
 
 static void print_fit(const char *title, const LawFit *f, int cross) {
@@ -229,42 +176,38 @@ static void print_fit(const char *title, const LawFit *f, int cross) {
 }
 
 static int law_cmd_fit(int argc, char **argv) {
-    Opt opts[] = {{"--out", 1, 0, 0},      {"--huber-delta", 1, 0, 0}, {"--starts", 1, 0, 0},
+    CliOpt opts[] = {{"--out", 1, 0, 0},      {"--huber-delta", 1, 0, 0}, {"--starts", 1, 0, 0},
                   {"--max-iter", 1, 0, 0}, {"--no-holdout", 0, 0, 0},  {"--cross-domain", 0, 0, 0},
                   {NULL, 0, 0, 0}};
-    const char *results;
-    int rc = parse_opts(argc, argv, opts, &results, usage_fit);
-    if (rc) return rc == 1 ? 0 : rc;
-    const char *out = find_opt(opts, "--out")->value;
+    const CliSpec spec = {"law fit", usage_fit, opts, 1};
+    const char *pos[1] = {NULL};
+    int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
+    if (rc) return rc == CLI_HELP ? 0 : rc;
+    const char *results = pos[0];
+    const char *out = cli_opt(&spec, "--out")->value;
     if (!results || !out) {
-        fprintf(stderr, "dapt law fit: %s is required\n%s", results ? "--out" : "RESULTS",
-                usage_fit);
-        return 2;
+        cli_usage_error(&spec, "%s is required", results ? "--out" : "RESULTS");
+        return cli_usage(&spec);
     }
     LawFitOptions fo;
     law_fit_options_default(&fo);
     double delta, starts, iters;
-    if (opt_number(opts, "fit", "--huber-delta", fo.huber_delta, &delta) ||
-        opt_number(opts, "fit", "--starts", fo.n_starts, &starts) ||
-        opt_number(opts, "fit", "--max-iter", fo.max_iter, &iters))
+    if (opt_number(&spec, "--huber-delta", fo.huber_delta, &delta) ||
+        opt_number(&spec, "--starts", fo.n_starts, &starts) ||
+        opt_number(&spec, "--max-iter", fo.max_iter, &iters))
         return 2;
-    if (!(delta > 0) || starts < 1 || starts > 10000 || iters < 1 || iters > 1e6) {
-        fprintf(stderr, "dapt law fit: --huber-delta must be > 0, --starts in [1, 10000], "
-                        "--max-iter in [1, 1e6]\n");
-        return 2;
-    }
+    if (!(delta > 0) || starts < 1 || starts > 10000 || iters < 1 || iters > 1e6)
+        return cli_usage_error(&spec, "--huber-delta must be > 0, --starts in [1, 10000], "
+                                      "--max-iter in [1, 1e6]");
     fo.huber_delta = delta;
     fo.n_starts = (int)starts;
     fo.max_iter = (int)iters;
-    fo.holdout = !find_opt(opts, "--no-holdout")->seen;
-    fo.cross_domain = find_opt(opts, "--cross-domain")->seen;
+    fo.holdout = !cli_opt(&spec, "--no-holdout")->seen;
+    fo.cross_domain = cli_opt(&spec, "--cross-domain")->seen;
 
     char err[LAW_ERR_LEN];
     LawData d;
-    if (law_data_load(results, &d, err, sizeof err)) {
-        fprintf(stderr, "dapt law fit: %s\n", err);
-        return 1;
-    }
+    if (law_data_load(results, &d, err, sizeof err)) return cli_fail(&spec, "%s", err);
     LawModel m = {0};
     m.huber_delta = fo.huber_delta;
     m.cross = fo.cross_domain;
@@ -288,10 +231,7 @@ static int law_cmd_fit(int argc, char **argv) {
     }
     law_data_free(&d);
     if (!rc) rc = law_model_save(&m, out, err, sizeof err);
-    if (rc) {
-        fprintf(stderr, "dapt law fit: %s\n", err);
-        return 1;
-    }
+    if (rc) return cli_fail(&spec, "%s", err);
     printf("wrote %s\n", out);
     return 0;
 }
@@ -306,23 +246,14 @@ static void note_range(const LawFit *f, double N, double D) {
                 f->D_max);
 }
 
-static int load_model(const char *sub, const char *path, LawModel *m, const char *usage) {
+static int load_model(const CliSpec *spec, const char *path, LawModel *m) {
     if (!path) {
-        fprintf(stderr, "dapt law %s: LAW.json is required\n%s", sub, usage);
-        return 2;
+        cli_usage_error(spec, "LAW.json is required");
+        return cli_usage(spec);
     }
     char err[LAW_ERR_LEN];
-    if (law_model_load(path, m, err, sizeof err)) {
-        fprintf(stderr, "dapt law %s: %s\n", sub, err);
-        return 1;
-    }
+    if (law_model_load(path, m, err, sizeof err)) return cli_fail(spec, "%s", err);
     return 0;
-}
-
-static int require(Opt *opts, const char *sub, const char *name, const char *usage) {
-    if (find_opt(opts, name)->seen) return 0;
-    fprintf(stderr, "dapt law %s: %s is required\n%s", sub, name, usage);
-    return 2;
 }
 
 /* A loss for humans: "n/a" when the law has no fit for it. buf: 32 bytes. */
@@ -348,32 +279,32 @@ static void print_json_losses(cJSON *o, double general, double domain) {
 }
 
 static int law_cmd_predict(int argc, char **argv) {
-    Opt opts[] = {{"--N", 1, 0, 0},  {"--D", 1, 0, 0},  {"--r-domain", 1, 0, 0},
+    CliOpt opts[] = {{"--N", 1, 0, 0},  {"--D", 1, 0, 0},  {"--r-domain", 1, 0, 0},
                   {"--k1", 1, 0, 0}, {"--k2", 1, 0, 0}, {"--json", 0, 0, 0},
                   {NULL, 0, 0, 0}};
-    const char *path;
-    int rc = parse_opts(argc, argv, opts, &path, usage_predict);
-    if (rc) return rc == 1 ? 0 : rc;
+    const CliSpec spec = {"law predict", usage_predict, opts, 1};
+    const char *pos[1] = {NULL};
+    int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
+    if (rc) return rc == CLI_HELP ? 0 : rc;
+    const char *path = pos[0];
     double N, D, r, k1, k2;
-    if (require(opts, "predict", "--N", usage_predict) ||
-        require(opts, "predict", "--D", usage_predict) ||
-        require(opts, "predict", "--r-domain", usage_predict) ||
-        opt_number(opts, "predict", "--N", NAN, &N) ||
-        opt_number(opts, "predict", "--D", NAN, &D) ||
-        opt_number(opts, "predict", "--r-domain", NAN, &r) ||
-        opt_number(opts, "predict", "--k1", NAN, &k1) ||
-        opt_number(opts, "predict", "--k2", NAN, &k2))
+    if (require(&spec, "--N") ||
+        require(&spec, "--D") ||
+        require(&spec, "--r-domain") ||
+        opt_number(&spec, "--N", NAN, &N) ||
+        opt_number(&spec, "--D", NAN, &D) ||
+        opt_number(&spec, "--r-domain", NAN, &r) ||
+        opt_number(&spec, "--k1", NAN, &k1) ||
+        opt_number(&spec, "--k2", NAN, &k2))
         return 2;
     LawModel m;
-    if ((rc = load_model("predict", path, &m, usage_predict))) return rc;
+    if ((rc = load_model(&spec, path, &m))) return rc;
     double lg, ld;
     char err[LAW_ERR_LEN];
-    if (law_predict(&m, N, D, r, k1, k2, &lg, &ld, err, sizeof err)) {
-        fprintf(stderr, "dapt law predict: %s\n", err);
-        return 1;
-    }
+    if (law_predict(&m, N, D, r, k1, k2, &lg, &ld, err, sizeof err))
+        return cli_fail(&spec, "%s", err);
     note_range(m.has_domain ? &m.domain : &m.general, N, D);
-    if (find_opt(opts, "--json")->seen) {
+    if (cli_opt(&spec, "--json")->seen) {
         print_json_losses(cJSON_CreateObject(), lg, ld);
         return 0;
     }
@@ -383,7 +314,7 @@ static int law_cmd_predict(int argc, char **argv) {
 }
 
 static int law_cmd_recommend(int argc, char **argv) {
-    Opt opts[] = {{"--N", 1, 0, 0},
+    CliOpt opts[] = {{"--N", 1, 0, 0},
                   {"--D", 1, 0, 0},
                   {"--max-general-rise", 1, 0, 0},
                   {"--base-general-loss", 1, 0, 0},
@@ -393,44 +324,40 @@ static int law_cmd_recommend(int argc, char **argv) {
                   {"--k2", 1, 0, 0},
                   {"--json", 0, 0, 0},
                   {NULL, 0, 0, 0}};
-    const char *path;
-    int rc = parse_opts(argc, argv, opts, &path, usage_recommend);
-    if (rc) return rc == 1 ? 0 : rc;
-    int usage2 = find_opt(opts, "--domain-tokens")->seen;
-    if (require(opts, "recommend", "--N", usage_recommend)) return 2;
-    if (usage2 && (find_opt(opts, "--D")->seen || find_opt(opts, "--max-general-rise")->seen ||
-                   find_opt(opts, "--base-general-loss")->seen)) {
-        fprintf(stderr, "dapt law recommend: --domain-tokens (usage 2) sets D = Dd / r and takes "
-                        "no --D, --max-general-rise or --base-general-loss\n");
-        return 2;
-    }
-    if (!usage2 && (require(opts, "recommend", "--D", usage_recommend) ||
-                    require(opts, "recommend", "--max-general-rise", usage_recommend)))
+    const CliSpec spec = {"law recommend", usage_recommend, opts, 1};
+    const char *pos[1] = {NULL};
+    int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
+    if (rc) return rc == CLI_HELP ? 0 : rc;
+    const char *path = pos[0];
+    int usage2 = cli_opt(&spec, "--domain-tokens")->seen;
+    if (require(&spec, "--N")) return 2;
+    if (usage2 && (cli_opt(&spec, "--D")->seen || cli_opt(&spec, "--max-general-rise")->seen ||
+                   cli_opt(&spec, "--base-general-loss")->seen))
+        return cli_usage_error(&spec, "--domain-tokens (usage 2) sets D = Dd / r and takes "
+                                      "no --D, --max-general-rise or --base-general-loss");
+    if (!usage2 && (require(&spec, "--D") ||
+                    require(&spec, "--max-general-rise")))
         return 2;
     LawRecommendQuery q;
-    if (opt_number(opts, "recommend", "--N", NAN, &q.N) ||
-        opt_number(opts, "recommend", "--D", NAN, &q.D) ||
-        opt_number(opts, "recommend", "--max-general-rise", NAN, &q.max_general_rise) ||
-        opt_number(opts, "recommend", "--base-general-loss", NAN, &q.base_general_loss) ||
-        opt_number(opts, "recommend", "--domain-tokens", 0, &q.domain_tokens) ||
-        opt_number(opts, "recommend", "--flat-tol", 1e-3, &q.flat_tol) ||
-        opt_number(opts, "recommend", "--k1", NAN, &q.k1) ||
-        opt_number(opts, "recommend", "--k2", NAN, &q.k2))
+    if (opt_number(&spec, "--N", NAN, &q.N) ||
+        opt_number(&spec, "--D", NAN, &q.D) ||
+        opt_number(&spec, "--max-general-rise", NAN, &q.max_general_rise) ||
+        opt_number(&spec, "--base-general-loss", NAN, &q.base_general_loss) ||
+        opt_number(&spec, "--domain-tokens", 0, &q.domain_tokens) ||
+        opt_number(&spec, "--flat-tol", 1e-3, &q.flat_tol) ||
+        opt_number(&spec, "--k1", NAN, &q.k1) ||
+        opt_number(&spec, "--k2", NAN, &q.k2))
         return 2;
     if (usage2 && !(q.domain_tokens > 0)) {
-        fprintf(stderr, "dapt law recommend: --domain-tokens must be > 0\n");
-        return 2;
+        return cli_usage_error(&spec, "--domain-tokens must be > 0");
     }
     LawModel m;
-    if ((rc = load_model("recommend", path, &m, usage_recommend))) return rc;
+    if ((rc = load_model(&spec, path, &m))) return rc;
     LawRecommendation rec;
     char err[LAW_ERR_LEN];
-    if (law_recommend(&m, &q, &rec, err, sizeof err)) {
-        fprintf(stderr, "dapt law recommend: %s\n", err);
-        return 1;
-    }
+    if (law_recommend(&m, &q, &rec, err, sizeof err)) return cli_fail(&spec, "%s", err);
     note_range(&m.domain, q.N, rec.D);
-    if (find_opt(opts, "--json")->seen) {
+    if (cli_opt(&spec, "--json")->seen) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "r_domain", rec.r_domain);
         print_json_losses(o, rec.loss_general, rec.loss_domain);
@@ -455,13 +382,6 @@ static const char *run_state_name(LawRunState st) {
     return st == LAW_RUN_COMPLETE ? "complete" : st == LAW_RUN_PARTIAL ? "partial" : "not started";
 }
 
-/* A partial run continues from its newest checkpoint when it has one. */
-static int resumes(const LawSweepRun *r, LawRunState st) {
-    char ckpt[sizeof r->run_dir + 8];
-    snprintf(ckpt, sizeof ckpt, "%s/ckpt", r->run_dir);
-    return st == LAW_RUN_PARTIAL && access(ckpt, F_OK) == 0;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -469,41 +389,41 @@ static double now_s(void) {
 }
 
 static int law_cmd_sweep(int argc, char **argv) {
-    Opt opts[] = {{"--print", 0, NULL, 0},
+    CliOpt opts[] = {{"--print", 0, NULL, 0},
                   {"--launcher", 1, NULL, 0},
                   {"--collect", 0, NULL, 0},
                   {"--results", 1, NULL, 0},
                   {NULL, 0, NULL, 0}};
-    const char *path;
-    int rc = parse_opts(argc, argv, opts, &path, usage_sweep);
-    if (rc) return rc == 1 ? 0 : rc;
+    const CliSpec spec = {"law sweep", usage_sweep, opts, 1};
+    const char *pos[1] = {NULL};
+    int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
+    if (rc) return rc == CLI_HELP ? 0 : rc;
+    const char *path = pos[0];
     if (!path) {
-        fprintf(stderr, "dapt law sweep: SWEEP.toml is required\n%s", usage_sweep);
-        return 2;
+        cli_usage_error(&spec, "SWEEP.toml is required");
+        return cli_usage(&spec);
     }
-    int print = find_opt(opts, "--print")->seen, collect_only = find_opt(opts, "--collect")->seen;
-    const Opt *launcher = find_opt(opts, "--launcher"), *results = find_opt(opts, "--results");
+    int print = cli_opt(&spec, "--print")->seen, collect_only = cli_opt(&spec, "--collect")->seen;
+    const CliOpt *launcher = cli_opt(&spec, "--launcher"), *results = cli_opt(&spec, "--results");
     if (launcher->seen && !print) {
-        fprintf(stderr, "dapt law sweep: --launcher goes with --print\n%s", usage_sweep);
-        return 2;
+        cli_usage_error(&spec, "--launcher goes with --print");
+        return cli_usage(&spec);
     }
     if (print && collect_only) {
-        fprintf(stderr, "dapt law sweep: --print and --collect exclude each other\n%s", usage_sweep);
-        return 2;
+        cli_usage_error(&spec, "--print and --collect exclude each other");
+        return cli_usage(&spec);
     }
     char err[LAW_ERR_LEN * 2];
     LawSweep s;
     LawSweepRun *runs;
     int n_runs;
     if (law_sweep_load(path, &s, err, sizeof err) ||
-        law_sweep_expand(&s, &runs, &n_runs, err, sizeof err)) {
-        fprintf(stderr, "dapt law sweep: %s\n", err);
-        return 1;
-    }
+        law_sweep_expand(&s, &runs, &n_runs, err, sizeof err))
+        return cli_fail(&spec, "%s", err);
     char exe[LAW_SWEEP_PATH_LEN];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n <= 0) {
-        fprintf(stderr, "dapt law sweep: cannot find the dapt binary (/proc/self/exe)\n");
+        cli_fail(&spec, "cannot find the dapt binary (/proc/self/exe)");
         free(runs);
         return 1;
     }
@@ -513,20 +433,20 @@ static int law_cmd_sweep(int argc, char **argv) {
         for (int i = 0; i < n_runs; i++) {
             LawRunState st;
             if (law_sweep_run_state(&runs[i], &st, err, sizeof err)) {
-                fprintf(stderr, "dapt law sweep: %s\n", err);
+                cli_fail(&spec, "%s", err);
                 free(runs);
                 return 1;
             }
             if (st == LAW_RUN_COMPLETE) continue;
             law_sweep_command(exe, &s, &runs[i], cmd, sizeof cmd);
             printf("%s%s%s%s\n", launcher->seen ? launcher->value : "", launcher->seen ? " " : "",
-                   cmd, resumes(&runs[i], st) ? " --resume" : "");
+                   cmd, law_sweep_resumes(&runs[i], st) ? " --resume" : "");
         }
         free(runs);
         return 0;
     }
     if (law_sweep_mkdirs(s.out_dir, err, sizeof err)) {
-        fprintf(stderr, "dapt law sweep: %s\n", err);
+        cli_fail(&spec, "%s", err);
         free(runs);
         return 1;
     }
@@ -535,7 +455,7 @@ static int law_cmd_sweep(int argc, char **argv) {
         const LawSweepRun *r = &runs[i];
         LawRunState st;
         if (law_sweep_run_state(r, &st, err, sizeof err)) {
-            fprintf(stderr, "dapt law sweep: %s\n", err);
+            cli_fail(&spec, "%s", err);
             free(runs);
             return 1;
         }
@@ -547,21 +467,19 @@ static int law_cmd_sweep(int argc, char **argv) {
         }
         char log_path[sizeof s.out_dir + sizeof r->name + 8];
         snprintf(log_path, sizeof log_path, "%s/%s.log", s.out_dir, r->name);
-        int resume = resumes(r, st);
+        int resume = law_sweep_resumes(r, st);
         printf("%s, %s ...\n", run_state_name(st), resume ? "resuming" : "training");
         fflush(stdout);
         double t0 = now_s();
         int status;
-        if (law_sweep_exec(exe, &s, r, resume, log_path, &status, err, sizeof err)) {
-            fprintf(stderr, "dapt law sweep: %s\n", err);
+        if (law_sweep_train(exe, &s, r, st, log_path, &status, err, sizeof err)) {
+            cli_fail(&spec, "%s", err);
             free(runs);
             return 1;
         }
-        if (status == 0 && (law_sweep_run_state(r, &st, err, sizeof err) || st != LAW_RUN_COMPLETE))
-            status = -1;
         if (status) {
             n_failed++;
-            fprintf(stderr, "dapt law sweep: run %s failed (%s %d); see %s\n", r->name,
+            cli_fail(&spec, "run %s failed (%s %d); see %s", r->name,
                     status < 0 ? "exit 0 but incomplete metrics, status" : "exit status", status,
                     log_path);
         } else
@@ -576,15 +494,9 @@ static int law_cmd_sweep(int argc, char **argv) {
     int n_rows, n_complete;
     rc = law_sweep_collect(runs, n_runs, out, &n_rows, &n_complete, err, sizeof err);
     free(runs);
-    if (rc) {
-        fprintf(stderr, "dapt law sweep: %s\n", err);
-        return 1;
-    }
+    if (rc) return cli_fail(&spec, "%s", err);
     printf("results: %s: %d rows from %d of %d runs complete\n", out, n_rows, n_complete, n_runs);
-    if (n_failed) {
-        fprintf(stderr, "dapt law sweep: %d run(s) failed\n", n_failed);
-        return 1;
-    }
+    if (n_failed) return cli_fail(&spec, "%d run(s) failed", n_failed);
     return 0;
 }
 

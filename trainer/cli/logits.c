@@ -1,4 +1,4 @@
-/* cmd_logits.c: `dapt logits MODEL --ids 1,2,3 [--out FILE]`, the common
+/* logits.c: `dapt logits MODEL --ids 1,2,3 [--out FILE]`, the common
  * instrument of every parity check (HF transformers, llama.cpp, PyTorch).
  *
  * Loads a dapt checkpoint or an HF model directory (hf_load_model, CPU
@@ -18,18 +18,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "trainer/cli.h"
+#include "trainer/cli/cli.h"
+#include "trainer/cli/opt.h"
 #include "trainer/hf.h"
 
-static void logits_usage(FILE *f) {
-    fprintf(f,
-            "usage: dapt logits MODEL --ids ID,ID,... [--out FILE]\n\n"
-            "Runs the forward pass of MODEL (a dapt checkpoint or an HF model directory:\n"
-            "config.json + model.safetensors) on one sequence of token ids, on the CPU in fp32.\n"
-            "  --ids LIST   comma-separated token ids, e.g. 1,15043,3186\n"
-            "  --out FILE   write float32 logits, row-major [n_ids x vocab], little-endian,\n"
-            "               no header; without it, print per position: id, argmax, logsumexp\n");
-}
+static const char usage[] =
+    "usage: dapt logits MODEL --ids ID,ID,... [--out FILE]\n\n"
+    "Runs the forward pass of MODEL (a dapt checkpoint or an HF model directory:\n"
+    "config.json + model.safetensors) on one sequence of token ids, on the CPU in fp32.\n"
+    "  --ids LIST   comma-separated token ids, e.g. 1,15043,3186\n"
+    "  --out FILE   write float32 logits, row-major [n_ids x vocab], little-endian,\n"
+    "               no header; without it, print per position: id, argmax, logsumexp\n";
 
 /* "1,2,3" -> ids (malloc'd); 0 on success. */
 static int parse_ids(const char *s, int32_t **ids_out, int *n_out, char *err, size_t err_len) {
@@ -73,40 +72,21 @@ static int write_f32(const char *path, const float *x, size_t n, char *err, size
 }
 
 int cmd_logits(int argc, char **argv) {
-    const char *model_dir = NULL, *ids_arg = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            logits_usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--ids") && i + 1 < argc) {
-            ids_arg = argv[++i];
-        } else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
-            out = argv[++i];
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "dapt logits: unknown or incomplete option '%s'\n", argv[i]);
-            logits_usage(stderr);
-            return 2;
-        } else if (!model_dir) {
-            model_dir = argv[i];
-        } else {
-            fprintf(stderr, "dapt logits: unexpected argument '%s'\n", argv[i]);
-            return 2;
-        }
-    }
-    if (!model_dir || !ids_arg) {
-        logits_usage(stderr);
-        return 2;
-    }
+    CliOpt opts[] = {{"--ids", 1, 0, 0}, {"--out", 1, 0, 0}, {NULL, 0, 0, 0}};
+    const CliSpec spec = {"logits", usage, opts, 1};
+    const char *pos[1];
+    int n_pos, prc = cli_parse(&spec, argc, argv, 1, pos, &n_pos);
+    if (prc) return prc == CLI_HELP ? 0 : prc;
+    const char *ids_arg = cli_opt(&spec, "--ids")->value, *out = cli_opt(&spec, "--out")->value;
+    if (n_pos == 0 || !ids_arg) return cli_usage(&spec);
+    const char *model_dir = pos[0];
     char err[1024];
     int32_t *ids = NULL;
     int n = 0;
-    if (parse_ids(ids_arg, &ids, &n, err, sizeof err)) {
-        fprintf(stderr, "dapt logits: %s\n", err);
-        return 2;
-    }
+    if (parse_ids(ids_arg, &ids, &n, err, sizeof err)) return cli_usage_error(&spec, "%s", err);
     Model *m = hf_load_model(model_dir, ops_cpu(), err, sizeof err);
     if (!m) {
-        fprintf(stderr, "dapt logits: %s\n", err);
+        cli_fail(&spec, "%s", err);
         free(ids);
         return 1;
     }
@@ -114,18 +94,18 @@ int cmd_logits(int argc, char **argv) {
     float loss, *logits = NULL;
     const int V = model_config(m)->vocab_size;
     if (model_forward(m, ids, NULL, 1, n, &loss, err, sizeof err)) {
-        fprintf(stderr, "dapt logits: %s: %s\n", model_dir, err);
+        cli_fail(&spec, "%s: %s", model_dir, err);
         goto done;
     }
     logits = malloc((size_t)n * (size_t)V * sizeof *logits); /* (n, V) */
     if (!logits) {
-        fprintf(stderr, "dapt logits: out of memory for %d x %d logits\n", n, V);
+        cli_fail(&spec, "out of memory for %d x %d logits", n, V);
         goto done;
     }
     model_logits(m, logits);
     if (out) {
         if (write_f32(out, logits, (size_t)n * (size_t)V, err, sizeof err)) {
-            fprintf(stderr, "dapt logits: %s\n", err);
+            cli_fail(&spec, "%s", err);
             goto done;
         }
         printf("wrote %d x %d float32 logits to %s\n", n, V, out);

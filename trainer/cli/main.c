@@ -1,13 +1,13 @@
-/* dapt: the command-line entry point. Dispatches git-style subcommands
- * (`dapt train`, `dapt tokenize`, ...) to the functions that implement them.
- * Only this file and the cmd_* functions exit or print usage; library code
- * returns a status with a message. */
+/* main.c: the `dapt` binary's entry point. Dispatches git-style subcommands
+ * (`dapt train`, `dapt tokenize`, ...) to the cmd_* functions of
+ * trainer/cli/ (cli.h). Only the commands print usage or choose an exit
+ * status; library code returns a status with a message. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "trainer/cli.h"
+#include "trainer/cli/cli.h"
 
 typedef struct {
     const char *name;
