@@ -10,6 +10,7 @@
 
 #include "trainer/dist_nccl.h"
 #include "trainer/moe.h"
+#include "kernels/util.h"
 
 typedef struct {
     int (*allreduce_sum)(Comm *c, void *buf, size_t n, char *err, size_t err_len);
@@ -64,15 +65,14 @@ int comm_open(Dist *d, const Config *cfg, Comm **out, char *err, size_t err_len)
     const int want_nccl = !strcmp(cfg->dist.backend, "nccl") || (on_gpu && world > 1);
     *out = NULL;
     if (want_nccl && !on_gpu)
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "dist.backend = \"nccl\" needs run.device = \"cuda\" (run.device is "
                         "\"%s\")",
-                        cfg->run.device),
-               1;
+                        cfg->run.device);
     Comm *c = calloc(1, sizeof *c);
     if (!c || !(c->pieces = malloc(sizeof(size_t) * world))) {
         free(c);
-        return snprintf(err, err_len, "out of memory"), 1;
+        return err_set(err, err_len, "out of memory");
     }
     c->d = d;
     c->vt = &host_vt;
@@ -80,12 +80,12 @@ int comm_open(Dist *d, const Config *cfg, Comm **out, char *err, size_t err_len)
         char why[1536];
         if (dist_nccl_init(d, cfg->dist.timeout, &c->nccl, why, sizeof why)) {
             if (world > 1)
-                snprintf(err, err_len,
+                err_set(err, err_len,
                          "rank %d of %d: %s (data parallelism on run.device = \"cuda\" runs over "
                          "NCCL)",
                          rank, world, why);
             else
-                snprintf(err, err_len, "dist.backend = \"nccl\": %s", why);
+                err_set(err, err_len, "dist.backend = \"nccl\": %s", why);
             comm_free(c);
             return 1;
         }
@@ -127,9 +127,8 @@ int comm_bind(Comm *c, Model *m, const Ops *ops, char *err, size_t err_len) {
     }
     if (c->zero &&
         (model_optimizer_offset(m) != c->shard_off || model_optimizer_count(m) != c->shard_n))
-        return snprintf(err, err_len,
-                        "internal error: optimizer shard differs from the ZeRO-1 layout"),
-               1;
+        return err_set(err, err_len,
+                        "internal error: optimizer shard differs from the ZeRO-1 layout");
     /* the gradient sums overlap the last backward (with MPI on host
      * buffers they stay after it) */
     c->bucket_elems = (size_t)(c->bucket_mb * 1048576.0 / ops->act_bytes);

@@ -10,6 +10,7 @@
  * rank).
  */
 #include "trainer/dist.h"
+#include "kernels/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,13 +47,13 @@ static int launched_env_world(void) {
 int dist_init(Dist **out, char *err, size_t err_len) {
     *out = NULL;
     Dist *d = calloc(1, sizeof *d);
-    if (!d) return snprintf(err, err_len, "out of memory"), 1;
+    if (!d) return err_set(err, err_len, "out of memory");
     d->world = 1;
     if (launched()) {
 #ifdef DAPT_HAVE_MPI
         if (MPI_Init(NULL, NULL) != MPI_SUCCESS) {
             free(d);
-            return snprintf(err, err_len, "MPI_Init failed"), 1;
+            return err_set(err, err_len, "MPI_Init failed");
         }
         d->mpi = 1;
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
@@ -66,11 +67,10 @@ int dist_init(Dist **out, char *err, size_t err_len) {
         int w = launched_env_world();
         if (w > 1) {
             free(d);
-            return snprintf(err, err_len,
+            return err_set(err, err_len,
                             "started by a launcher with %d processes, but this dapt was built "
                             "without MPI (install libopenmpi-dev and rebuild)",
-                            w),
-                   1;
+                            w);
         }
 #endif
     }
@@ -110,7 +110,7 @@ _Noreturn void dist_abort(Dist *d, int code, const char *msg) {
 
 static int bad_type(DistType t, char *err, size_t err_len) {
     if ((unsigned)t <= DIST_I64) return 0;
-    return snprintf(err, err_len, "dist: unknown element type %d", (int)t), 1;
+    return err_set(err, err_len, "dist: unknown element type %d", (int)t);
 }
 
 static const size_t type_size[] = {4, 8, 8};
@@ -126,11 +126,11 @@ static MPI_Datatype mpi_type(DistType t) {
  * filled) when out of memory or a piece does not fit an int */
 static int *mpi_counts(const Dist *d, const size_t *counts, char *err, size_t err_len) {
     int *cnt = malloc(sizeof(int) * 2 * d->world);
-    if (!cnt) return snprintf(err, err_len, "out of memory"), NULL;
+    if (!cnt) return err_set(err, err_len, "out of memory"), NULL;
     size_t off = 0;
     for (int r = 0; r < d->world; r++) {
         if (counts[r] > (size_t)0x7fffffff || off > (size_t)0x7fffffff) {
-            snprintf(err, err_len, "dist: piece of %zu elements at %zu exceeds MPI's int counts",
+            err_set(err, err_len, "dist: piece of %zu elements at %zu exceeds MPI's int counts",
                      counts[r], off);
             free(cnt);
             return NULL;
@@ -172,7 +172,7 @@ int dist_allreduce(Dist *d, void *buf, size_t n, DistType t, DistOp op, char *er
 
 int dist_broadcast(Dist *d, void *buf, size_t n_bytes, int root, char *err, size_t err_len) {
     if (root < 0 || root >= d->world)
-        return snprintf(err, err_len, "dist: broadcast root %d outside 0..%d", root, d->world - 1), 1;
+        return err_set(err, err_len, "dist: broadcast root %d outside 0..%d", root, d->world - 1);
 #ifdef DAPT_HAVE_MPI
     if (d->mpi && d->world > 1)
         for (size_t at = 0; at < n_bytes; at += DIST_CHUNK) {
@@ -227,7 +227,7 @@ int dist_gather(Dist *d, const void *piece, void *buf, const size_t *counts, Dis
                 int root, char *err, size_t err_len) {
     if (bad_type(t, err, err_len)) return 1;
     if (root < 0 || root >= d->world)
-        return snprintf(err, err_len, "dist: gather to rank %d of %d", root, d->world), 1;
+        return err_set(err, err_len, "dist: gather to rank %d of %d", root, d->world);
     size_t es = type_size[t], off = 0;
     for (int r = 0; r < d->rank; r++) off += counts[r];
     if (d->rank == root && counts[root] && (char *)buf + off * es != (const char *)piece)
@@ -272,9 +272,8 @@ int dist_barrier(Dist *d, char *err, size_t err_len) {
 #include "trainer/dist_nccl.h"
 
 static int no_nccl(char *err, size_t err_len) {
-    return snprintf(err, err_len, "this dapt was built without NCCL (it needs the CUDA toolkit "
-                                  "and nccl.h at build time)"),
-           1;
+    return err_set(err, err_len, "this dapt was built without NCCL (it needs the CUDA toolkit "
+                                  "and nccl.h at build time)");
 }
 int dist_nccl_init(Dist *d, double timeout_s, DistNccl **out, char *err, size_t err_len) {
     (void)d, (void)timeout_s;
@@ -367,11 +366,10 @@ int dist_iallreduce_sum_i64_begin(Dist *d, int64_t *buf, size_t n, DistRequest *
                                   size_t err_len) {
     *req = NULL;
     if (n > (size_t)0x7fffffff)
-        return snprintf(err, err_len, "dist: non-blocking sum of %zu values exceeds MPI's int counts",
-                        n),
-               1;
+        return err_set(err, err_len, "dist: non-blocking sum of %zu values exceeds MPI's int counts",
+                        n);
     DistRequest *r = malloc(sizeof *r + 2 * n * sizeof(int64_t));
-    if (!r) return snprintf(err, err_len, "out of memory"), 1;
+    if (!r) return err_set(err, err_len, "out of memory");
     r->dst = buf, r->n = n;
     memcpy(r->vals, buf, n * sizeof(int64_t));
 #ifdef DAPT_HAVE_MPI
@@ -387,7 +385,7 @@ int dist_iallreduce_sum_i64_begin(Dist *d, int64_t *buf, size_t n, DistRequest *
 
 int dist_iallreduce_finish(Dist *d, DistRequest *req, char *err, size_t err_len) {
     (void)d;
-    if (!req) return snprintf(err, err_len, "dist: finish of a sum that was not begun"), 1;
+    if (!req) return err_set(err, err_len, "dist: finish of a sum that was not begun");
     const int64_t *sum = req->vals;
 #ifdef DAPT_HAVE_MPI
     if (req->mpi != MPI_REQUEST_NULL) {

@@ -1,5 +1,6 @@
 /* metrics.c: see metrics.h. */
 #include "trainer/metrics.h"
+#include "kernels/util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -16,10 +17,10 @@ struct Metrics {
 int metrics_open(Metrics **out, const char *run_dir, char *err, size_t err_len) {
     Metrics *mf = calloc(1, sizeof *mf);
     *out = NULL;
-    if (!mf) return snprintf(err, err_len, "out of memory"), 1;
+    if (!mf) return err_set(err, err_len, "out of memory");
     snprintf(mf->path, sizeof mf->path, "%s/metrics.jsonl", run_dir);
     if (!(mf->f = fopen(mf->path, "a"))) {
-        snprintf(err, err_len, "cannot open %s: %s", mf->path, strerror(errno));
+        err_set(err, err_len, "cannot open %s: %s", mf->path, strerror(errno));
         free(mf);
         return 1;
     }
@@ -124,10 +125,10 @@ int metrics_write(Metrics *mf, MetricsRec *r, char *err, size_t err_len) {
     put(r, "}\n");
     if (r->oom || r->depth) {
         rc = 1;
-        snprintf(err, err_len, "metrics record: %s", r->oom ? "out of memory" : "unclosed array");
+        err_set(err, err_len, "metrics record: %s", r->oom ? "out of memory" : "unclosed array");
     } else if (mf && (fputs(r->s, mf->f) == EOF || fflush(mf->f))) {
         rc = 1;
-        snprintf(err, err_len, "cannot write %s: %s", mf->path, strerror(errno));
+        err_set(err, err_len, "cannot write %s: %s", mf->path, strerror(errno));
     }
     metrics_rec_free(r);
     return rc;

@@ -23,6 +23,7 @@
 
 #include "trainer/moe.h"
 #include "trainer/rng.h"
+#include "kernels/util.h"
 
 typedef struct {
     void *resid;            /* (N, C) block input x_l; resid of layer L is x_L */
@@ -93,7 +94,7 @@ int model_arch_parse(const char *name, Arch *arch, char *err, size_t err_len) {
     if (!strcmp(name, "gpt2")) *arch = ARCH_GPT2;
     else if (!strcmp(name, "llama")) *arch = ARCH_LLAMA;
     else {
-        snprintf(err, err_len, "unknown architecture '%s' (expected \"gpt2\" or \"llama\")", name);
+        err_set(err, err_len, "unknown architecture '%s' (expected \"gpt2\" or \"llama\")", name);
         return 1;
     }
     return 0;
@@ -102,11 +103,11 @@ int model_arch_parse(const char *name, Arch *arch, char *err, size_t err_len) {
 const char *model_arch_name(Arch arch) { return arch == ARCH_GPT2 ? "gpt2" : "llama"; }
 
 #define CHECK_POS(field)                                                                           \
-    if (c->field < 1) return snprintf(err, err_len, #field " must be >= 1 (got %d)", c->field), 1
+    if (c->field < 1) return err_set(err, err_len, #field " must be >= 1 (got %d)", c->field), 1
 
 int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
     if (c->arch != ARCH_GPT2 && c->arch != ARCH_LLAMA)
-        return snprintf(err, err_len, "unknown architecture id %d", (int)c->arch), 1;
+        return err_set(err, err_len, "unknown architecture id %d", (int)c->arch);
     CHECK_POS(n_layer);
     CHECK_POS(n_head);
     CHECK_POS(n_kv_head);
@@ -115,35 +116,31 @@ int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
     CHECK_POS(vocab_size);
     CHECK_POS(max_seq_len);
     if (c->d_model % c->n_head)
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "d_model (%d) must be divisible by n_head (%d): the head size is "
                         "d_model / n_head",
-                        c->d_model, c->n_head),
-               1;
+                        c->d_model, c->n_head);
     if (c->n_head % c->n_kv_head)
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "n_head (%d) must be divisible by n_kv_head (%d): each key/value head "
                         "serves n_head / n_kv_head query heads",
-                        c->n_head, c->n_kv_head),
-               1;
+                        c->n_head, c->n_kv_head);
     if (c->arch == ARCH_GPT2 && c->n_kv_head != c->n_head)
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "gpt2 has no grouped-query attention: n_kv_head (%d) must equal "
                         "n_head (%d)",
-                        c->n_kv_head, c->n_head),
-               1;
+                        c->n_kv_head, c->n_head);
     if (c->arch == ARCH_GPT2 && c->qkv_bias)
-        return snprintf(err, err_len, "qkv_bias is a llama option (gpt2 always has biases)"), 1;
+        return err_set(err, err_len, "qkv_bias is a llama option (gpt2 always has biases)");
     if (c->arch == ARCH_LLAMA && (c->d_model / c->n_head) % 2)
-        return snprintf(err, err_len, "RoPE needs an even head size (d_model / n_head = %d)",
-                        c->d_model / c->n_head),
-               1;
+        return err_set(err, err_len, "RoPE needs an even head size (d_model / n_head = %d)",
+                        c->d_model / c->n_head);
     if (c->arch == ARCH_LLAMA && !(c->rope_theta > 0.0f))
-        return snprintf(err, err_len, "rope_theta must be > 0 (got %g)", c->rope_theta), 1;
+        return err_set(err, err_len, "rope_theta must be > 0 (got %g)", c->rope_theta);
     if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
-        return snprintf(err, err_len, "norm_eps must be in (0, 1) (got %g)", c->norm_eps), 1;
+        return err_set(err, err_len, "norm_eps must be in (0, 1) (got %g)", c->norm_eps);
     if (c->vocab_size > 0x7fffffff / c->d_model)
-        return snprintf(err, err_len, "vocab_size * d_model is too large"), 1;
+        return err_set(err, err_len, "vocab_size * d_model is too large");
     return moe_config_check(c, err, err_len);
 }
 
@@ -264,7 +261,7 @@ static void *G(const Model *m, int t) {
 Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t err_len) {
     if (model_config_check(cfg, err, err_len)) return NULL;
     Model *m = calloc(1, sizeof *m);
-    if (!m) return snprintf(err, err_len, "out of host memory"), NULL;
+    if (!m) return err_set(err, err_len, "out of host memory"), NULL;
     m->cfg = *cfg;
     m->ops = ops;
     int max_tensors = 4 + cfg->n_layer * (14 + 1 + 3 * cfg->n_experts);
@@ -290,7 +287,7 @@ Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t er
     }
     return m;
 oom:
-    snprintf(err, err_len, "out of memory allocating a model of %zu parameters on %s",
+    err_set(err, err_len, "out of memory allocating a model of %zu parameters on %s",
              m->n_params, ops->name);
     model_free(m);
     return NULL;
@@ -355,7 +352,7 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
     int ok = 1;
 #define A_(ptr, bytes) ok = ok && ((ptr) = o->alloc(bytes)) != NULL
     m->acts = calloc(c->n_layer + 1, sizeof *m->acts);
-    if (!m->acts) return snprintf(err, err_len, "out of host memory"), 1;
+    if (!m->acts) return err_set(err, err_len, "out of host memory");
     for (int l = 0; l < c->n_layer; l++) {
         LayerActs *a = &m->acts[l];
         A_(a->resid, N * C * ab);
@@ -394,9 +391,8 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
     if (ok && m->moe && moe_ensure_acts(m->moe, (int)N, err, err_len)) return free_acts(m), 1;
     if (!ok || !m->losses_host) {
         free_acts(m);
-        return snprintf(err, err_len, "out of memory allocating activations for B=%d T=%d on %s",
-                        B, T, o->name),
-               1;
+        return err_set(err, err_len, "out of memory allocating activations for B=%d T=%d on %s",
+                        B, T, o->name);
     }
     return 0;
 }
@@ -536,12 +532,11 @@ static float *shard_copy(Model *m, const float *old, size_t off, size_t n) {
 
 int model_shard_optimizer(Model *m, size_t offset, size_t count, char *err, size_t err_len) {
     if (m->opt_n != m->n_params)
-        return snprintf(err, err_len, "the optimizer state is already sharded"), 1;
+        return err_set(err, err_len, "the optimizer state is already sharded");
     if (offset > m->n_params || count > m->n_params - offset)
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "optimizer shard [%zu, %zu) is outside the %zu parameters", offset,
-                        offset + count, m->n_params),
-               1;
+                        offset + count, m->n_params);
     if (offset == 0 && count == m->n_params) return 0;
     float *nm = shard_copy(m, m->adam_m, offset, count);
     float *nv = nm ? shard_copy(m, m->adam_v, offset, count) : NULL;
@@ -550,9 +545,8 @@ int model_shard_optimizer(Model *m, size_t offset, size_t count, char *err, size
         float *bufs[] = {nm, nv, nmaster};
         for (int i = 0; i < 3; i++)
             if (bufs[i]) m->ops->free(bufs[i]);
-        return snprintf(err, err_len, "out of memory for an optimizer shard of %zu parameters on %s",
-                        count, m->ops->name),
-               1;
+        return err_set(err, err_len, "out of memory for an optimizer shard of %zu parameters on %s",
+                        count, m->ops->name);
     }
     m->ops->free(m->adam_m), m->ops->free(m->adam_v);
     if (m->master) m->ops->free(m->master);
@@ -573,23 +567,20 @@ size_t model_optimizer_bytes(const Model *m) {
 static int check_inputs(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                         char *err, size_t err_len) {
     const ModelConfig *c = &m->cfg;
-    if (B < 1 || T < 1) return snprintf(err, err_len, "batch %d x %d is empty", B, T), 1;
+    if (B < 1 || T < 1) return err_set(err, err_len, "batch %d x %d is empty", B, T);
     if (T > c->max_seq_len)
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "sequence length %d is above the model's max_seq_len %d", T,
-                        c->max_seq_len),
-               1;
+                        c->max_seq_len);
     for (int i = 0; i < B * T; i++) {
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return snprintf(err, err_len,
+            return err_set(err, err_len,
                             "token id %d at position %d is outside the vocabulary [0, %d)",
-                            tokens[i], i, c->vocab_size),
-                   1;
+                            tokens[i], i, c->vocab_size);
         if (targets && targets[i] >= c->vocab_size)
-            return snprintf(err, err_len,
+            return err_set(err, err_len,
                             "target id %d at position %d is outside the vocabulary [0, %d)",
-                            targets[i], i, c->vocab_size),
-                   1;
+                            targets[i], i, c->vocab_size);
     }
     return ensure_acts(m, B, T, err, err_len);
 }
@@ -745,7 +736,7 @@ static int grads_ready(Model *m, int t, char *err, size_t err_len) {
 
 int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                            float grad_scale, float *mean_loss, char *err, size_t err_len) {
-    if (!targets) return snprintf(err, err_len, "training needs targets"), 1;
+    if (!targets) return err_set(err, err_len, "training needs targets");
     if (forward_common(m, tokens, targets, B, T, err, err_len)) return 1;
     if (m->moe && moe_after_forward(m->moe, 1, err, err_len)) return 1;
     const ModelConfig *c = &m->cfg;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "trainer/rng.h"
+#include "kernels/util.h"
 
 /* index of the token drawn from logits (V) */
 static int draw(const float *logits, int V, float temperature, int top_k, Rng *rng, float *prob) {
@@ -50,7 +51,7 @@ int sample_generate(Model *m, const int32_t *prompt, int n_prompt, const SampleO
     float *logits = NULL, *prob = malloc(sizeof(float) * mc->vocab_size);
     if (!seq || !prob) {
         free(seq), free(prob);
-        return snprintf(err, err_len, "out of memory"), 1;
+        return err_set(err, err_len, "out of memory");
     }
     memcpy(seq, prompt, sizeof(int32_t) * (size_t)n_prompt);
     int n = n_prompt, rc = 0;

@@ -50,34 +50,11 @@
 #include "trainer/moe_loop.h"
 #include "trainer/sched.h"
 #include "trainer/train_ckpt.h"
+#include "kernels/util.h"
 
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) {
     stop_requested = sig;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int mkdir_p(const char *path, char *err, size_t err_len) {
-    char buf[CONFIG_PATH_LEN * 2];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(buf, 0755) && errno != EEXIST)
-            return snprintf(err, err_len, "cannot create directory %.1000s: %s", buf,
-                            strerror(errno)),
-                   1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) && errno != EEXIST)
-        return snprintf(err, err_len, "cannot create directory %.1000s: %s", buf, strerror(errno)),
-               1;
-    return 0;
 }
 
 static void fmt_duration(char *dst, size_t n, double s) {
@@ -103,14 +80,14 @@ static Model *load_base_model(const Config *c, const Ops *ops, char *err, size_t
     if (c->model.init_from[0]) {
         struct stat sb;
         if (stat(c->model.init_from, &sb) || !S_ISDIR(sb.st_mode)) {
-            snprintf(err, err_len,
+            err_set(err, err_len,
                      "model.init_from = \"%s\" is not a directory (expected an HF model directory "
                      "or a dapt checkpoint)",
                      c->model.init_from);
             return NULL;
         }
         m = hf_load_model(c->model.init_from, ops, why, sizeof why);
-        if (!m) snprintf(err, err_len, "model.init_from = \"%s\": %s", c->model.init_from, why);
+        if (!m) err_set(err, err_len, "model.init_from = \"%s\": %s", c->model.init_from, why);
         return m;
     }
     if (config_to_model_config(c, &mc, err, err_len)) return NULL;
@@ -142,7 +119,7 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
     if (!resume_dir) {
         m = load_base_model(c, ops, err, err_len);
     } else if (hf_load_config(resume_dir, &mc, why, sizeof why)) {
-        snprintf(err, err_len, "--resume: %s", why);
+        err_set(err, err_len, "--resume: %s", why);
         return NULL;
     } else {
         m = model_create(&mc, ops, err, err_len);
@@ -152,7 +129,7 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
         return NULL;
     }
     if (m && resume_dir && ckpt_load(resume_dir, m, st, why, sizeof why)) {
-        snprintf(err, err_len, "--resume: %s", why);
+        err_set(err, err_len, "--resume: %s", why);
         model_free(m);
         return NULL;
     }
@@ -184,9 +161,8 @@ static int open_stream(const Config *c, int n_steps, Stream **out, char *err, si
                                         0.0};
     }
     if (!n)
-        return snprintf(err, err_len,
-                        "no training data: data.domain and data.general are both empty"),
-               1;
+        return err_set(err, err_len,
+                        "no training data: data.domain and data.general are both empty");
     StreamConfig sc = {
         .sources = src,
         .n_sources = n,
@@ -211,12 +187,11 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, char *tok_out
     uint32_t sv = stream_vocab_size(s);
     int mv = model_config(m)->vocab_size;
     if (sv > (uint32_t)mv)
-        return snprintf(
+        return err_set(
                    err, err_len,
                    "the shards were tokenized with a vocabulary of %u tokens but the model has "
                    "vocab_size %d: tokenize the corpora with the model's tokenizer",
-                   sv, mv),
-               1;
+                   sv, mv);
     tok_out[0] = 0;
     if (c->data.tokenizer[0])
         snprintf(tok_out, tok_len, "%s", c->data.tokenizer);
@@ -225,14 +200,13 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, char *tok_out
     if (!tok_out[0]) return 0;
     uint64_t h;
     if (hash_file(tok_out, &h))
-        return snprintf(err, err_len, "tokenizer %s: cannot read: %s", tok_out, strerror(errno)), 1;
+        return err_set(err, err_len, "tokenizer %s: cannot read: %s", tok_out, strerror(errno));
     if (h != stream_tokenizer_hash(s))
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "the shards were made with a different tokenizer than %s (tokenizer hash "
                         "%016llx in the shard headers, %016llx for this file)",
                         tok_out, (unsigned long long)stream_tokenizer_hash(s),
-                        (unsigned long long)h),
-               1;
+                        (unsigned long long)h);
     return 0;
 }
 
@@ -473,7 +447,7 @@ static int step_failed(const Trainer *t, int step, char *err, size_t err_len) {
         snprintf(msg, sizeof msg, "rank %d of %d: step %d: %s", t->rank, t->world, step, err);
     else
         snprintf(msg, sizeof msg, "step %d: %s", step, err);
-    snprintf(err, err_len, "%s", msg);
+    err_set(err, err_len, "%s", msg);
     return 1;
 }
 
@@ -551,13 +525,12 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
 static int find_resume(const Trainer *t, char *path, size_t path_len, char *err, size_t err_len) {
     char why[1024];
     int f = ckpt_find_latest(t->run_dir, path, path_len, why, sizeof why);
-    if (f < 0) return snprintf(err, err_len, "--resume: %s", why), 1;
+    if (f < 0) return err_set(err, err_len, "--resume: %s", why);
     if (f > 0)
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "--resume: no complete checkpoint under %s/ckpt (start the run without "
                         "--resume)",
-                        t->run_dir),
-               1;
+                        t->run_dir);
     return 0;
 }
 
@@ -596,16 +569,15 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     t->rank = dist_rank(t->d), t->world = dist_world(t->d), t->lead = t->rank == 0;
     t->T = c->data.seq_len, t->B = c->train.global_batch, t->micro = c->train.micro_batch;
     if (t->B % (t->world * t->micro))
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "train.global_batch = %d is not a multiple of %d ranks x "
                         "train.micro_batch = %d",
-                        t->B, t->world, t->micro),
-               1;
+                        t->B, t->world, t->micro);
     t->B_local = t->B / t->world, t->n_micro = t->B_local / t->micro;
     if (comm_open(t->d, c, &t->comm, err, err_len)) return 1;
     char why[1024];
     if (!(t->ops = ops_get(c->run.device, why, sizeof why)))
-        return snprintf(err, err_len, "run.device: %s", why), 1;
+        return err_set(err, err_len, "run.device: %s", why);
     snprintf(t->run_dir, sizeof t->run_dir, "%s/%s", c->run.out_dir, c->run.name);
     if (a->resume && find_resume(t, resume_path, sizeof resume_path, err, err_len)) return 1;
     t->m = load_model(c, t->ops, a->resume ? resume_path : NULL, &t->resumed,
@@ -622,12 +594,11 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     if (a->resume) {
         const char *was = t->resumed.data_fingerprint;
         if (!was || strcmp(was, fp))
-            return snprintf(err, err_len,
+            return err_set(err, err_len,
                             "--resume: the data stream differs from the checkpoint's "
                             "(fingerprint %s now, %s in %s): same shards, mixture, seed, seq_len, "
                             "global_batch and steps are needed for an exact resume",
-                            fp, was ? was : "(none)", resume_path),
-                   1;
+                            fp, was ? was : "(none)", resume_path);
         t->start_step = (int)t->resumed.step;
         t->tokens = t->resumed.tokens;
         printf("resuming from %s (step %d)\n", resume_path, t->start_step);
@@ -649,7 +620,7 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     t->tgt = malloc(sizeof(int32_t) * t->micro * t->T);
     t->roles = malloc(sizeof(int) * t->micro);
     if (!t->batch || !t->src_ids || !t->inp || !t->tgt || !t->roles)
-        return snprintf(err, err_len, "out of memory for the batch"), 1;
+        return err_set(err, err_len, "out of memory for the batch");
     print_setup(t);
     return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "trainer/ckpt.h"
 #include "trainer/config.h"
+#include "kernels/util.h"
 
 static CkptState ckpt_state(const TrainCkpt *k, int step, long long tokens, double lr,
                             const char *fp) {
@@ -74,10 +75,10 @@ static int save_sharded(const TrainCkpt *k, Model *m, int step, long long tokens
     }
     if (!(shard = malloc(sizeof(float) * (3 * n + 1))) ||
         (lead && !(whole = malloc(sizeof(float) * n_par)))) {
-        snprintf(err, sizeof err, "out of memory for the optimizer shard");
+        err_set(err, sizeof err, "out of memory for the optimizer shard");
         rc = 1;
     } else if (!lead && access(tmp, W_OK) != 0) {
-        snprintf(err, sizeof err,
+        err_set(err, sizeof err,
                  "cannot write into %s (%s): with dist.zero = 1 every rank writes its optimizer "
                  "shard into the checkpoint, so run.out_dir must be on a file system all nodes "
                  "share",

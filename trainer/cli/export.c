@@ -29,7 +29,7 @@ int cmd_export(int argc, char **argv) {
                      {"--name", 1, 0, 0},
                      {"--force", 0, 0, 0},
                      {NULL, 0, 0, 0}};
-    const CliSpec spec = {"export", usage, opts, 2};
+    const CliSpec spec = {"export", usage, opts, 2, NULL, NULL};
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(usage, stdout);
         return 0;

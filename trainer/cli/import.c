@@ -18,7 +18,7 @@ static const char usage[] =
 
 int cmd_import(int argc, char **argv) {
     CliOpt opts[] = {{"--force", 0, 0, 0}, {NULL, 0, 0, 0}};
-    const CliSpec spec = {"import", usage, opts, 2};
+    const CliSpec spec = {"import", usage, opts, 2, NULL, NULL};
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         fputs(usage, stdout);
         return 0;

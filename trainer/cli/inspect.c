@@ -91,7 +91,7 @@ static int inspect_shard(const CliSpec *spec, const char *path, size_t decode_n,
 
 int cmd_inspect(int argc, char **argv) {
     CliOpt opts[] = {{"--decode", 1, 0, 0}, {"--model", 1, 0, 0}, {NULL, 0, 0, 0}};
-    const CliSpec spec = {"inspect", usage, opts, 1};
+    const CliSpec spec = {"inspect", usage, opts, 1, NULL, NULL};
     const char *pos[1];
     int n_pos, rc = cli_parse(&spec, argc, argv, 1, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

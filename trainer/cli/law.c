@@ -16,6 +16,7 @@
 #include "tools/law/law_sweep.h"
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
+#include "kernels/util.h"
 
 static const char *usage_law =
     "usage: dapt law <fit|predict|recommend|sweep> [args]   (dapt law <sub> --help for each)\n"
@@ -179,7 +180,7 @@ static int law_cmd_fit(int argc, char **argv) {
     CliOpt opts[] = {{"--out", 1, 0, 0},      {"--huber-delta", 1, 0, 0}, {"--starts", 1, 0, 0},
                   {"--max-iter", 1, 0, 0}, {"--no-holdout", 0, 0, 0},  {"--cross-domain", 0, 0, 0},
                   {NULL, 0, 0, 0}};
-    const CliSpec spec = {"law fit", usage_fit, opts, 1};
+    const CliSpec spec = {"law fit", usage_fit, opts, 1, NULL, NULL};
     const char *pos[1] = {NULL};
     int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
@@ -282,7 +283,7 @@ static int law_cmd_predict(int argc, char **argv) {
     CliOpt opts[] = {{"--N", 1, 0, 0},  {"--D", 1, 0, 0},  {"--r-domain", 1, 0, 0},
                   {"--k1", 1, 0, 0}, {"--k2", 1, 0, 0}, {"--json", 0, 0, 0},
                   {NULL, 0, 0, 0}};
-    const CliSpec spec = {"law predict", usage_predict, opts, 1};
+    const CliSpec spec = {"law predict", usage_predict, opts, 1, NULL, NULL};
     const char *pos[1] = {NULL};
     int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
@@ -324,7 +325,7 @@ static int law_cmd_recommend(int argc, char **argv) {
                   {"--k2", 1, 0, 0},
                   {"--json", 0, 0, 0},
                   {NULL, 0, 0, 0}};
-    const CliSpec spec = {"law recommend", usage_recommend, opts, 1};
+    const CliSpec spec = {"law recommend", usage_recommend, opts, 1, NULL, NULL};
     const char *pos[1] = {NULL};
     int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
@@ -382,19 +383,13 @@ static const char *run_state_name(LawRunState st) {
     return st == LAW_RUN_COMPLETE ? "complete" : st == LAW_RUN_PARTIAL ? "partial" : "not started";
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-
 static int law_cmd_sweep(int argc, char **argv) {
     CliOpt opts[] = {{"--print", 0, NULL, 0},
                   {"--launcher", 1, NULL, 0},
                   {"--collect", 0, NULL, 0},
                   {"--results", 1, NULL, 0},
                   {NULL, 0, NULL, 0}};
-    const CliSpec spec = {"law sweep", usage_sweep, opts, 1};
+    const CliSpec spec = {"law sweep", usage_sweep, opts, 1, NULL, NULL};
     const char *pos[1] = {NULL};
     int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

@@ -21,6 +21,7 @@
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
 #include "trainer/hf.h"
+#include "kernels/util.h"
 
 static const char usage[] =
     "usage: dapt logits MODEL --ids ID,ID,... [--out FILE]\n\n"
@@ -35,14 +36,14 @@ static int parse_ids(const char *s, int32_t **ids_out, int *n_out, char *err, si
     int n = 1;
     for (const char *p = s; *p; p++) n += *p == ',';
     int32_t *ids = malloc((size_t)n * sizeof *ids);
-    if (!ids) return snprintf(err, err_len, "out of memory"), 1;
+    if (!ids) return err_set(err, err_len, "out of memory");
     const char *p = s;
     for (int i = 0; i < n; i++) {
         char *end;
         errno = 0;
         long v = strtol(p, &end, 10);
         if (end == p || (*end != ',' && *end != '\0') || errno || v < 0 || v > INT32_MAX) {
-            snprintf(err, err_len, "--ids: item %d ('%.*s') is not a token id (a non-negative integer)",
+            err_set(err, err_len, "--ids: item %d ('%.*s') is not a token id (a non-negative integer)",
                      i + 1, (int)strcspn(p, ","), p);
             free(ids);
             return 1;
@@ -58,13 +59,13 @@ static int parse_ids(const char *s, int32_t **ids_out, int *n_out, char *err, si
 static int write_f32(const char *path, const float *x, size_t n, char *err, size_t err_len) {
     char tmp[4200];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-        return snprintf(err, err_len, "%s: path too long", path), 1;
+        return err_set(err, err_len, "%s: path too long", path);
     FILE *f = fopen(tmp, "wb");
-    if (!f) return snprintf(err, err_len, "%.900s: %s", tmp, strerror(errno)), 1;
+    if (!f) return err_set(err, err_len, "%.900s: %s", tmp, strerror(errno));
     int bad = fwrite(x, sizeof *x, n, f) != n;
     if (fclose(f)) bad = 1;
     if (bad || rename(tmp, path)) {
-        snprintf(err, err_len, "%.900s: write failed: %s", path, strerror(errno));
+        err_set(err, err_len, "%.900s: write failed: %s", path, strerror(errno));
         remove(tmp);
         return 1;
     }
@@ -73,7 +74,7 @@ static int write_f32(const char *path, const float *x, size_t n, char *err, size
 
 int cmd_logits(int argc, char **argv) {
     CliOpt opts[] = {{"--ids", 1, 0, 0}, {"--out", 1, 0, 0}, {NULL, 0, 0, 0}};
-    const CliSpec spec = {"logits", usage, opts, 1};
+    const CliSpec spec = {"logits", usage, opts, 1, NULL, NULL};
     const char *pos[1];
     int n_pos, prc = cli_parse(&spec, argc, argv, 1, pos, &n_pos);
     if (prc) return prc == CLI_HELP ? 0 : prc;

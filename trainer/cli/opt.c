@@ -84,6 +84,10 @@ int cli_parse(const CliSpec *spec, int argc, char **argv, int first, const char 
         }
         const char *eq = strchr(a, '=');
         size_t len = eq ? (size_t)(eq - a) : strlen(a);
+        if (spec->overrides && memchr(a, '.', len)) {
+            spec->overrides[(*spec->n_overrides)++] = argv[i];
+            continue;
+        }
         CliOpt *o = spec->opts;
         for (; o && o->name; o++)
             if (strlen(o->name) == len && !strncmp(o->name, a, len)) break;

@@ -23,6 +23,11 @@ typedef struct {
     const char *usage; /* the help text, printed for --help */
     CliOpt *opts;      /* the options, ending with {NULL} */
     int max_pos;       /* positionals accepted; -1: any number */
+    /* commands that take config overrides (`--section.key=value`, checked
+     * by the config layer): each such argument lands here, in order; NULL
+     * when the command takes none (room for argc entries) */
+    char **overrides;
+    int *n_overrides;
 } CliSpec;
 
 enum { CLI_OK = 0, CLI_HELP = 1, CLI_USAGE = 2 };

@@ -62,7 +62,7 @@ int cmd_sample(int argc, char **argv) {
                      {"--start", 1, 0, 0},       {"--max-new", 1, 0, 0},
                      {"--temperature", 1, 0, 0}, {"--top-k", 1, 0, 0},
                      {"--seed", 1, 0, 0},        {NULL, 0, 0, 0}};
-    const CliSpec spec = {"sample", usage, opts, 1};
+    const CliSpec spec = {"sample", usage, opts, 1, NULL, NULL};
     const char *pos[1];
     int n_pos, rc = cli_parse(&spec, argc, argv, 1, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;

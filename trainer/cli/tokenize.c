@@ -78,7 +78,7 @@ int cmd_tokenize(int argc, char **argv) {
                      {"--vocab-size", 1, 0, 0},   {"--train-tokenizer", 0, 0, 0},
                      {"--doc-per-file", 0, 0, 0}, {"--no-progress", 0, 0, 0},
                      {NULL, 0, 0, 0}};
-    const CliSpec spec = {"tokenize", usage, opts, -1};
+    const CliSpec spec = {"tokenize", usage, opts, -1, NULL, NULL};
     const char **inputs = calloc((size_t)argc, sizeof *inputs);
     int n_in = 0;
     int rc = cli_parse(&spec, argc, argv, 1, inputs, &n_in);

@@ -7,47 +7,35 @@
 #include <string.h>
 
 #include "trainer/cli/cli.h"
+#include "trainer/cli/opt.h"
 #include "trainer/train.h"
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: dapt train CONFIG.toml [--section.key=value ...] [--resume]\n\n"
-               "Continues pretraining a model (model.init_from: an HF directory or a dapt\n"
-               "checkpoint; empty: from scratch) on the domain/general mixture of [data] and\n"
-               "[mix]. Writes RUN = run.out_dir/run.name: config.resolved.toml, metrics.jsonl,\n"
-               "ckpt/step-NNNNNNNN/. docs/config.md lists every key.\n\n"
-               "  --section.key=value  override one config key (any number)\n"
-               "  --resume             continue from the newest complete checkpoint in RUN\n"
-               "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n");
-}
+static const char USAGE[] =
+    "usage: dapt train CONFIG.toml [--section.key=value ...] [--resume]\n\n"
+    "Continues pretraining a model (model.init_from: an HF directory or a dapt\n"
+    "checkpoint; empty: from scratch) on the domain/general mixture of [data] and\n"
+    "[mix]. Writes RUN = run.out_dir/run.name: config.resolved.toml, metrics.jsonl,\n"
+    "ckpt/step-NNNNNNNN/. docs/config.md lists every key.\n\n"
+    "  --section.key=value  override one config key (any number)\n"
+    "  --resume             continue from the newest complete checkpoint in RUN\n"
+    "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n";
 
 int cmd_train(int argc, char **argv) {
     TrainArgs a = {0};
-    const char *path = NULL;
     char **ovr = calloc(argc, sizeof *ovr);
-    int n_ovr = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            free(ovr);
-            return 0;
-        } else if (!strcmp(argv[i], "--resume")) {
-            a.resume = 1;
-        } else if (!strncmp(argv[i], "--", 2)) {
-            ovr[n_ovr++] = argv[i];
-        } else if (!path) {
-            path = argv[i];
-        } else {
-            fprintf(stderr, "dapt train: unexpected argument '%s'\n", argv[i]);
-            usage(stderr);
-            free(ovr);
-            return 2;
-        }
-    }
-    if (!path) {
-        usage(stderr);
+    int n_ovr = 0, n_pos = 0;
+    const char *pos[1];
+    CliOpt opts[] = {{"--resume", 0, 0, 0}, {NULL, 0, 0, 0}};
+    CliSpec spec = {"train", USAGE, opts, 1, ovr, &n_ovr};
+    if (!ovr) return cli_fail(&spec, "out of memory");
+    int st = cli_parse(&spec, argc, argv, 1, pos, &n_pos);
+    if (st == CLI_OK && n_pos == 0) st = cli_usage(&spec);
+    if (st != CLI_OK) {
         free(ovr);
-        return 2;
+        return st == CLI_HELP ? 0 : st;
     }
+    const char *path = pos[0];
+    a.resume = cli_opt(&spec, "--resume")->seen > 0;
     char err[4096] = "";
     if (dist_init(&a.dist, err, sizeof err)) {
         fprintf(stderr, "dapt train: %s\n", err);
@@ -63,6 +51,7 @@ int cmd_train(int argc, char **argv) {
     } else if ((rc = train_run(&a, err, sizeof err)) && err[0]) {
         fprintf(stderr, "dapt train: %s\n", err);
     }
+    rc = rc ? 1 : 0; /* the exit status: library errors may be -1 */
     free(ovr);
     config_free(&a.cfg);
     if (rc && world > 1) dist_abort(a.dist, rc, "dapt train failed (the message above says why)");
