@@ -72,6 +72,17 @@ t=$(awk "$lawfn $crossfn"' BEGIN { printf "%.10g", lx(1e8, 2e9, 0.5, 3.0, 0.25) 
 within "$(num loss_domain "$out")" "$t" 0.01 || fail "cross predict: $out vs $t"
 "$dapt" law predict "$tmp/cross.json" --N 1e8 --D 2e9 --r-domain 0.5 2> "$tmp/err.txt"; rc=$?
 [[ $rc == 1 ]] && grep -q "k1" "$tmp/err.txt" || fail "cross predict without k1/k2"
+# --stdin: many points in one process, each line the same object as --json
+one=$("$dapt" law predict "$tmp/law.json" --N 2e8 --D 1e9 --r-domain 0.3 --json)
+many=$(printf '1e8 2e9 0.5\n\n2e8 1G 0.3\n' | "$dapt" law predict "$tmp/law.json" --stdin) || fail "predict --stdin"
+[[ $(echo "$many" | wc -l) == 2 && $(echo "$many" | sed -n 2p) == "$one" ]] ||
+  fail "predict --stdin: line 2 '$(echo "$many" | sed -n 2p)' is not --json's '$one'"
+cross=$(echo "1e8 2e9 0.5 3.0 0.25" | "$dapt" law predict "$tmp/cross.json" --stdin) || fail "cross --stdin"
+[[ $cross == "$out" ]] || fail "cross predict --stdin: '$cross' vs '$out'"
+printf '1e8 2e9 0.5\n1e8 x 0.5\n' | "$dapt" law predict "$tmp/law.json" --stdin > /dev/null 2> "$tmp/err.txt"; rc=$?
+[[ $rc == 1 ]] && grep -q "stdin:2: expected" "$tmp/err.txt" || fail "predict --stdin, bad line: $(cat "$tmp/err.txt")"
+echo "1e8 2e9" | "$dapt" law predict "$tmp/law.json" --stdin > /dev/null 2> "$tmp/err.txt"; rc=$?
+[[ $rc == 1 ]] && grep -q "stdin:1: expected 3 or 5 numbers" "$tmp/err.txt" || fail "predict --stdin, 2 numbers: $(cat "$tmp/err.txt")"
 "$dapt" law fit "$tmp/sweep.jsonl" --out "$tmp/x.json" --cross-domain > /dev/null 2> "$tmp/err.txt"; rc=$?
 [[ $rc == 1 ]] && grep -q "sweep.jsonl:1: the cross-domain law needs" "$tmp/err.txt" || fail "cross fit without domains"
 

@@ -53,21 +53,36 @@ def read_rows(path):
 
 
 class Predictor:
+    """the law's predictions from one `dapt law predict LAW --stdin` process:
+    a point a line in, a JSON object a line out"""
+
     def __init__(self, dapt, law):
-        self.dapt, self.law, self.cache = dapt, law, {}
+        self.cmd = [dapt, "law", "predict", law, "--stdin"]
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.cache = {}
 
     def __call__(self, N, D, r, k1=None, k2=None):
         key = (N, D, r, k1, k2)
         if key not in self.cache:
-            cmd = [self.dapt, "law", "predict", self.law, "--N", repr(N), "--D", repr(D),
-                   "--r-domain", repr(r), "--json"]
-            if k1 is not None:
-                cmd += ["--k1", repr(k1), "--k2", repr(k2)]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode != 0:
-                sys.exit(f"plot.py: {' '.join(cmd)} failed: {res.stderr.strip()}")
-            self.cache[key] = json.loads(res.stdout)
+            point = [N, D, r] + ([k1, k2] if k1 is not None else [])
+            line = ""
+            try:
+                self.proc.stdin.write(" ".join(repr(float(x)) for x in point) + "\n")
+                self.proc.stdin.flush()
+                line = self.proc.stdout.readline()
+            except BrokenPipeError:
+                pass
+            if not line:
+                self.proc.kill()
+                sys.exit(f"plot.py: {' '.join(self.cmd)} failed at {point}: "
+                         f"{self.proc.stderr.read().strip()}")
+            self.cache[key] = json.loads(line)
         return self.cache[key]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def main():
@@ -125,6 +140,7 @@ def main():
         ax.set_title(f"{loss}: R2={fit['r2']:.4f}", fontsize=9)
         ax.set_xlabel("observed", fontsize=8)
         ax.set_ylabel("predicted", fontsize=8)
+    predict.close()
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")

@@ -50,11 +50,14 @@ static const char *usage_fit =
 
 static const char *usage_predict =
     "usage: dapt law predict LAW.json --N n --D d --r-domain r [--k1 x --k2 y] [--json]\n"
+    "       dapt law predict LAW.json --stdin\n"
     "\n"
     "Prints the predicted general and domain loss of a model with n parameters after\n"
     "d CPT tokens at domain share r. Numbers accept k, M, B (or G) and T suffixes.\n"
     "--k1/--k2: the new domain's early statistics, required by a cross-domain law.\n"
-    "--json: one object {\"loss_general\": x, \"loss_domain\": y}.\n";
+    "--json: one object {\"loss_general\": x, \"loss_domain\": y}.\n"
+    "--stdin: many points, one a line on standard input, \"N D r_domain [k1 k2]\";\n"
+    "         one --json object a line on standard output for each, in order.\n";
 
 static const char *usage_recommend =
     "usage: dapt law recommend LAW.json --N n --D d --max-general-rise T\n"
@@ -279,15 +282,47 @@ static void print_json_losses(cJSON *o, double general, double domain) {
     cJSON_Delete(o);
 }
 
+/* --stdin: "N D r [k1 k2]" a line -> one JSON object a line; a line that is
+ * not 3 or 5 numbers, or a point the law refuses, stops with stdin:LINE */
+static int predict_lines(const CliSpec *spec, const LawModel *m) {
+    char line[1024], err[LAW_ERR_LEN];
+    for (long no = 1; fgets(line, sizeof line, stdin); no++) {
+        double x[6];
+        int n = 0;
+        for (char *tok = strtok(line, " \t\r\n"); tok; tok = strtok(NULL, " \t\r\n")) {
+            if (n == 6 || parse_number(tok, &x[n]))
+                return cli_fail(spec, "stdin:%ld: expected \"N D r_domain [k1 k2]\" (numbers)", no);
+            n++;
+        }
+        if (n == 0) continue;
+        if (n != 3 && n != 5)
+            return cli_fail(spec, "stdin:%ld: expected 3 or 5 numbers (N D r_domain [k1 k2]), got %d",
+                            no, n);
+        double lg, ld;
+        if (law_predict(m, x[0], x[1], x[2], n == 5 ? x[3] : NAN, n == 5 ? x[4] : NAN, &lg, &ld,
+                        err, sizeof err))
+            return cli_fail(spec, "stdin:%ld: %s", no, err);
+        print_json_losses(cJSON_CreateObject(), lg, ld);
+        /* a line out for each line in: a caller may wait for each answer */
+        if (fflush(stdout)) return cli_fail(spec, "cannot write the predictions");
+    }
+    return 0;
+}
+
 static int law_cmd_predict(int argc, char **argv) {
-    CliOpt opts[] = {{"--N", 1, 0, 0},  {"--D", 1, 0, 0},  {"--r-domain", 1, 0, 0},
-                  {"--k1", 1, 0, 0}, {"--k2", 1, 0, 0}, {"--json", 0, 0, 0},
-                  {NULL, 0, 0, 0}};
+    CliOpt opts[] = {{"--N", 1, 0, 0},  {"--D", 1, 0, 0},    {"--r-domain", 1, 0, 0},
+                     {"--k1", 1, 0, 0}, {"--k2", 1, 0, 0},   {"--json", 0, 0, 0},
+                     {"--stdin", 0, 0, 0}, {NULL, 0, 0, 0}};
     const CliSpec spec = {"law predict", usage_predict, opts, 1, NULL, NULL};
     const char *pos[1] = {NULL};
     int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
     const char *path = pos[0];
+    if (cli_opt(&spec, "--stdin")->seen) {
+        LawModel m;
+        if ((rc = load_model(&spec, path, &m))) return rc;
+        return predict_lines(&spec, &m);
+    }
     double N, D, r, k1, k2;
     if (require(&spec, "--N") ||
         require(&spec, "--D") ||
