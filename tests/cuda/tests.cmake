@@ -7,7 +7,7 @@ if(DAPT_HAVE_CUDA)
   target_link_libraries(test_cuda_ops PRIVATE ${dapt_libs} ${MATH_LIB})
   add_test(NAME cuda_ops COMMAND test_cuda_ops)
   set_tests_properties(cuda_ops PROPERTIES LABELS cuda SKIP_RETURN_CODE 77)
-  add_test(NAME cuda_ops_harness COMMAND test_cuda_ops --device cpu)
+  add_test(NAME cuda_ops_harness ${FULL} COMMAND test_cuda_ops --device cpu)
   # one OpenMP thread: the CPU side is tiny, and oversubscribed threads on a
   # small CI machine make it 15x slower
   set_tests_properties(cuda_ops_harness PROPERTIES LABELS cuda ENVIRONMENT OMP_NUM_THREADS=1)
@@ -32,7 +32,7 @@ if(DAPT_HAVE_CUDA)
   # the harness runs the same checks cpu against cpu
   add_test(NAME cuda_cli_train COMMAND ${CMAKE_CURRENT_LIST_DIR}/cli_check.sh $<TARGET_FILE:dapt> make)
   set_tests_properties(cuda_cli_train PROPERTIES LABELS cuda SKIP_RETURN_CODE 77 TIMEOUT 600)
-  add_test(NAME cuda_cli_train_harness
+  add_test(NAME cuda_cli_train_harness ${FULL}
            COMMAND ${CMAKE_CURRENT_LIST_DIR}/cli_check.sh $<TARGET_FILE:dapt> make cpu)
   set_tests_properties(cuda_cli_train_harness PROPERTIES LABELS cuda TIMEOUT 600)
 endif()

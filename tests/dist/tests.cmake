@@ -11,7 +11,13 @@ if(DAPT_HAVE_MPI AND MPIEXEC_EXECUTABLE)
                    $<TARGET_FILE:test_dist>)
   set_tests_properties(dist_collectives PROPERTIES LABELS py TIMEOUT 300)
   foreach(mode equal resume kill)
-    add_test(NAME dist_${mode}
+    # quick set: equal; the restarts (resume on other rank counts, a killed
+    # rank) in the full set
+    set(cfg ${FULL})
+    if(mode STREQUAL "equal")
+      set(cfg "")
+    endif()
+    add_test(NAME dist_${mode} ${cfg}
              COMMAND ${CMAKE_CURRENT_LIST_DIR}/dist_e2e.sh $<TARGET_FILE:dapt> ${DAPT_PYTHON}
                      ${MPIEXEC_EXECUTABLE} $<TARGET_FILE:ckpt_check> ${mode})
     set_tests_properties(dist_${mode} PROPERTIES LABELS py TIMEOUT 900)

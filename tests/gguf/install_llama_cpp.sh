@@ -3,7 +3,7 @@
 # (PyPI llama-cpp-python, which builds the llama.cpp it vendors from source:
 # CPU only, ~10-20 minutes on 2 cores) importable by PYTHON (the .venv made
 # by tools/setup). Idempotent: does nothing when the pinned version imports.
-# Run it once before the slow GGUF tests (ctest -L slow).
+# Run it once before the slow GGUF tests (ctest -C full -L slow).
 set -euo pipefail
 py=${1:?usage: install_llama_cpp.sh PYTHON}
 version=0.3.16

@@ -6,7 +6,7 @@
 #   label "slow": llama.cpp itself (PyPI llama-cpp-python, built from source
 #                 by tests/gguf/install_llama_cpp.sh: minutes) computes the
 #                 same logits and tokenizes like sentencepiece.
-#                 Run with: ctest --test-dir build -L slow --output-on-failure
+#                 In the full set only: ctest --test-dir build -C full -L slow
 set(gguf_dir ${CMAKE_CURRENT_SOURCE_DIR}/gguf)
 set(gguf_need_venv "if [ ! -x \"$0\" ]; then echo \"$0 not found: run tools/setup to make the .venv\" >&2; exit 1; fi; exec \"$0\" \"$@\"")
 
@@ -28,18 +28,31 @@ set_tests_properties(gguf_cli_export_usage PROPERTIES LABELS c PASS_REGULAR_EXPR
 # --- gguf-py and transformers (label py) ---
 foreach(kind llama_gqa llama_mha_tied qwen2 gpt2 mixtral)
   foreach(dtype f32 f16 bf16 q8_0)
-    add_test(NAME gguf_py_${kind}_${dtype}
+    # quick set: q8_0 of every architecture, f32 of llama_gqa and gpt2
+    set(cfg ${FULL})
+    if(dtype STREQUAL "q8_0" OR (dtype STREQUAL "f32" AND kind MATCHES "^(llama_gqa|gpt2)$"))
+      set(cfg "")
+    endif()
+    add_test(NAME gguf_py_${kind}_${dtype} ${cfg}
              COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
                      export ${kind} ${dtype} $<TARGET_FILE:dapt>)
     set_tests_properties(gguf_py_${kind}_${dtype} PROPERTIES LABELS py)
   endforeach()
 endforeach()
 foreach(kind llama_gqa llama_mha_tied gpt2 mixtral)
-  add_test(NAME gguf_logits_${kind}
+  # quick set: llama_gqa's logits and round trip, mixtral's logits
+  set(cfg ${FULL})
+  if(kind MATCHES "^(llama_gqa|mixtral)$")
+    set(cfg "")
+  endif()
+  add_test(NAME gguf_logits_${kind} ${cfg}
            COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
                    logits ${kind} $<TARGET_FILE:dapt>)
   set_tests_properties(gguf_logits_${kind} PROPERTIES LABELS py)
-  add_test(NAME gguf_roundtrip_${kind}
+  if(NOT kind STREQUAL "llama_gqa")
+    set(cfg ${FULL})
+  endif()
+  add_test(NAME gguf_roundtrip_${kind} ${cfg}
            COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
                    roundtrip ${kind} $<TARGET_FILE:dapt>)
   set_tests_properties(gguf_roundtrip_${kind} PROPERTIES LABELS py)
@@ -57,13 +70,13 @@ set_tests_properties(gguf_cli_refuse_qwen_moe PROPERTIES LABELS py)
 set(gguf_slow_cases "")
 foreach(kind llama_gqa llama_mha_tied llama_gqa_tied llama_mha qwen2 gpt2 mixtral)
   foreach(dtype f32 f16 bf16 q8_0)
-    add_test(NAME gguf_llamacpp_${kind}_${dtype}
+    add_test(NAME gguf_llamacpp_${kind}_${dtype} ${FULL}
              COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
                      logits ${kind} ${dtype} $<TARGET_FILE:dapt>)
     list(APPEND gguf_slow_cases gguf_llamacpp_${kind}_${dtype})
   endforeach()
 endforeach()
-add_test(NAME gguf_llamacpp_tokenizer
+add_test(NAME gguf_llamacpp_tokenizer ${FULL}
          COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
                  tokenizer $<TARGET_FILE:dapt>)
 list(APPEND gguf_slow_cases gguf_llamacpp_tokenizer)

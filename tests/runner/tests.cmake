@@ -12,7 +12,12 @@ foreach(case import_llama_gqa import_llama_tied import_qwen2 import_gpt2 import_
              import_gpt2_f16 import_qwen2_bf16_sharded import_llama_sharded
              ckpt_llama ckpt_llama_tied ckpt_qwen2 ckpt_gpt2 ckpt_llama_sharded
              import_mixtral import_mixtral_1layer ckpt_mixtral)
-  add_test(NAME hf_${case}
+  # quick set: one import per architecture, the sharded import, two checkpoints
+  set(cfg ${FULL})
+  if(case MATCHES "^(import_(llama_gqa|qwen2|gpt2|mixtral|llama_sharded)|ckpt_(llama|mixtral))$")
+    set(cfg "")
+  endif()
+  add_test(NAME hf_${case} ${cfg}
            COMMAND sh -c "if [ ! -x \"$0\" ]; then echo \"$0 not found: run tools/setup to make the .venv with transformers\" >&2; exit 1; fi; exec \"$0\" \"$@\""
                    ${DAPT_HF_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/runner/test_hf_parity.py ${case}
                    $<TARGET_FILE:hf_driver>)
