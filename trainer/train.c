@@ -486,13 +486,15 @@ static int run(TrainArgs *a) {
                        c->run.device),
                1;
     BufComm bc = {.d = d};
-    if (want_nccl && dist_nccl_init(d, c->dist.timeout, &bc.nccl, err, sizeof err)) {
+    if (want_nccl &&
+        dist_nccl_init(d, c->dist.timeout, c->dist.nccl_grouped, &bc.nccl, err, sizeof err)) {
         if (world > 1) fprintf(stderr, "dapt train: rank %d of %d: %s (data parallelism on "
                                        "run.device = \"cuda\" runs over NCCL)\n", rank, world, err);
         else fprintf(stderr, "dapt train: dist.backend = \"nccl\": %s\n", err);
         return 1;
     }
-    const Ops *ops = ops_get(c->run.device, err, sizeof err);
+    const OpsOptions ops_opt = config_to_ops_options(c); /* [cuda] */
+    const Ops *ops = ops_get(c->run.device, &ops_opt, err, sizeof err);
     if (!ops) {
         dist_nccl_free(bc.nccl);
         return fprintf(stderr, "dapt train: run.device: %s\n", err), 1;
