@@ -55,7 +55,6 @@ void *cuda_scratch(size_t n_bytes) {
     return g_cuda.scratch;
 }
 
-
 /* ---- kernel times ---- */
 
 int g_ktime_on;
