@@ -1,5 +1,6 @@
-/* ops.c: backend selection by name. The CUDA backend defines ops_cuda() in
- * kernels/cuda when the build has CUDA; otherwise the stub below explains. */
+/* ops.c: backend selection by name, and the defaults of the backend options.
+ * The CUDA backend defines ops_cuda() in kernels/cuda when the build has
+ * CUDA; otherwise the stub below explains. */
 #include <stdio.h>
 #include <string.h>
 
@@ -7,21 +8,34 @@
 #include "kernels/util.h"
 
 #ifndef DAPT_HAVE_CUDA
-const Ops *ops_cuda(char *err, size_t err_len) {
+const Ops *ops_cuda(const OpsOptions *opt, char *err, size_t err_len) {
+    (void)opt;
     err_set(err, err_len, "this dapt was built without CUDA (nvcc was not found at build time)");
     return NULL;
 }
-const Ops *ops_cuda_fp32(char *err, size_t err_len) { return ops_cuda(err, err_len); }
+const Ops *ops_cuda_fp32(const OpsOptions *opt, char *err, size_t err_len) {
+    return ops_cuda(opt, err, err_len);
+}
 void *ops_cuda_stream(void) { return NULL; }
 void ops_cuda_forget_gemm_plans(void) {}
 void ops_cuda_ktime_enable(int on) { (void)on; }
 void ops_cuda_ktime_report(FILE *f, int steps) { (void)f, (void)steps; }
 #endif
 
-const Ops *ops_get(const char *name, char *err, size_t err_len) {
-    if (!strcmp(name, "cpu")) return ops_cpu();
-    if (!strcmp(name, "cuda")) return ops_cuda(err, err_len);
-    if (!strcmp(name, "cuda-fp32")) return ops_cuda_fp32(err, err_len);
+OpsOptions ops_options_default(void) {
+    OpsOptions o = {.cuda = {.flash_attention = 1,
+                             .flash_heads_per_block = 0,
+                             .fused_norm = 1,
+                             .moe_grouped_gemm = 0,
+                             .lmhead_chunk_rows = 1024,
+                             .sync_debug = 0}};
+    return o;
+}
+
+const Ops *ops_get(const char *name, const OpsOptions *opt, char *err, size_t err_len) {
+    if (!strcmp(name, "cpu")) return ops_cpu(); /* no options */
+    if (!strcmp(name, "cuda")) return ops_cuda(opt, err, err_len);
+    if (!strcmp(name, "cuda-fp32")) return ops_cuda_fp32(opt, err, err_len);
     err_set(err, err_len, "unknown device '%s' (expected \"cpu\", \"cuda\" or \"cuda-fp32\")",
             name);
     return NULL;

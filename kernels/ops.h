@@ -201,7 +201,7 @@ typedef struct Ops {
      * act type): bitwise the results of residual_fwd followed by the norm on
      * the same backend. One pass saves the norm's re-read of res_out.
      * NULL: the backend has no fused kernel (or it is switched off: the CUDA
-     * one with DAPT_CUDA_FUSED_NORM=0) and the model calls the two ops. */
+     * one with cuda.fused_norm = false) and the model calls the two ops. */
     void (*residual_layernorm_fwd)(void *res_out, void *norm_out,   /* (N,C) (N,C) */
                                    float *mean, float *rstd,         /* (N) (N) */
                                    const void *a, const void *b,     /* (N,C) (N,C) */
@@ -211,7 +211,7 @@ typedef struct Ops {
                                  const void *a, const void *b, const void *w, /* (N,C) (N,C) (C) */
                                  int N, int C, float eps);
     /* ---- grouped expert GEMMs (appended; optional) ----
-     * NULL (the CPU backend; the CUDA backend unless DAPT_CUDA_MOE_GROUPED=1):
+     * NULL (the CPU backend; the CUDA backend unless cuda.moe_grouped_gemm):
      * trainer/moe.c calls matmul_fwd/bwd once per expert instead. E experts;
      * counts (E) is a HOST int32 array: expert e owns rows [r_e, r_e +
      * counts[e]) of the packed row buffers, r_e = sum_{e'<e} counts[e'];
@@ -227,19 +227,47 @@ typedef struct Ops {
                                   int IC, int OC);
 } Ops;
 
+/* The options a backend is created with: the [cuda] section of the config
+ * (docs/config.md; trainer/config.h config_to_ops_options builds them from
+ * a Config, whose table holds the defaults). Only the CUDA backend has
+ * options; the CPU backend ignores them. */
+typedef struct OpsOptions {
+    struct {
+        int flash_attention;       /* 1: the fused attention for head dims 64 and 128; 0: the
+                                    * GEMM + softmax path always */
+        int flash_heads_per_block; /* query heads a dK/dV block of the fused backward owns;
+                                    * 0 = chosen from the shape and the card; else a
+                                    * divisor of n_head / n_kv_head */
+        int fused_norm;            /* 1: residual add fused with the next norm (the table's
+                                    * residual_*norm_fwd); 0: NULL, the model calls both ops */
+        int moe_grouped_gemm;      /* 1: the grouped expert GEMMs (moe_expert_matmul_*) */
+        int lmhead_chunk_rows;     /* rows of logits the LM head computes at once */
+        int sync_debug;            /* 1: synchronise after every kernel (faults are then
+                                    * reported at the launch that caused them) */
+    } cuda;
+} OpsOptions;
+/* the defaults: the values config_keys.c gives the [cuda] keys (test_config
+ * checks that the two agree) */
+OpsOptions ops_options_default(void);
+
 /* Backends. ops_cpu never fails. ops_cuda returns NULL (and fills err) when
- * the build has no CUDA or no GPU is present. ops_cuda_fp32 is the same CUDA
- * backend with fp32 activations and no TF32 (the parity-test mode); it fails
- * like ops_cuda. */
+ * the build has no CUDA or no GPU is present, or an option is out of range.
+ * ops_cuda_fp32 is the same CUDA backend with fp32 activations and no TF32
+ * (the parity-test mode); it fails like ops_cuda. opt NULL: the defaults.
+ * The CUDA backend is one per process (its tables are process-wide): a
+ * later ops_cuda / ops_cuda_fp32 with other options reconfigures both
+ * tables for every op from then on (tests do it between models; a model's
+ * memory plan, e.g. attention_saved_floats, assumes the options it was
+ * created under). */
 const Ops *ops_cpu(void);
 /* A one-line hint when the CPU backend's BLAS runs its generic kernels on a
  * CPU with AVX-512 (OpenBLAS 0.3.21 does not know recent Xeons and falls
  * back to SSE3 "Prescott" kernels, ~5x slower here), else NULL. */
 const char *ops_cpu_blas_hint(void);
-const Ops *ops_cuda(char *err, size_t err_len);
-const Ops *ops_cuda_fp32(char *err, size_t err_len);
-/* by name: "cpu", "cuda" or "cuda-fp32" */
-const Ops *ops_get(const char *name, char *err, size_t err_len);
+const Ops *ops_cuda(const OpsOptions *opt, char *err, size_t err_len);
+const Ops *ops_cuda_fp32(const OpsOptions *opt, char *err, size_t err_len);
+/* by name: "cpu", "cuda" or "cuda-fp32", created with opt (NULL: defaults) */
+const Ops *ops_get(const char *name, const OpsOptions *opt, char *err, size_t err_len);
 /* The CUDA backend's compute stream (a cudaStream_t; every op is queued on
  * it), so that collectives on device buffers (trainer/dist_nccl.h) are
  * ordered with the ops; NULL before the backend started or without CUDA. */

@@ -78,7 +78,8 @@ int comm_open(Dist *d, const Config *cfg, Comm **out, char *err, size_t err_len)
     c->vt = &host_vt;
     if (want_nccl) {
         char why[1536];
-        if (dist_nccl_init(d, cfg->dist.timeout, &c->nccl, why, sizeof why)) {
+        if (dist_nccl_init(d, cfg->dist.timeout, cfg->dist.nccl_grouped, &c->nccl, why,
+                           sizeof why)) {
             if (world > 1)
                 err_set(err, err_len,
                          "rank %d of %d: %s (data parallelism on run.device = \"cuda\" runs over "

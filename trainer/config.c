@@ -455,6 +455,15 @@ int config_check_model(const Config *c, const ModelConfig *m, char *err, size_t 
                         where(c, "data", "seq_len", a, sizeof a), c->data.seq_len, m->max_seq_len,
                         c->model.init_from[0] ? ", from init_from's config.json" : ", model.max_seq_len"),
                1;
+    const int hpb = c->cuda.flash_heads_per_block, kv = m->n_kv_head ? m->n_kv_head : m->n_head;
+    const int group = m->n_head / kv;
+    if (strcmp(c->run.device, "cpu") && hpb && (hpb > group || group % hpb))
+        return snprintf(err, err_len,
+                        "%s = %d must divide the model's %d query heads per kv head (n_head %d / "
+                        "n_kv_head %d)",
+                        where(c, "cuda", "flash_heads_per_block", a, sizeof a), hpb, group,
+                        m->n_head, kv),
+               1;
     return 0;
 }
 
@@ -548,6 +557,16 @@ AdamWConfig config_to_adamw(const Config *c) {
     AdamWConfig a = {(float)c->train.beta1, (float)c->train.beta2, (float)c->train.eps,
                      (float)c->train.weight_decay, (float)c->train.grad_clip};
     return a;
+}
+
+OpsOptions config_to_ops_options(const Config *c) {
+    OpsOptions o = {.cuda = {.flash_attention = c->cuda.flash_attention,
+                             .flash_heads_per_block = c->cuda.flash_heads_per_block,
+                             .fused_norm = c->cuda.fused_norm,
+                             .moe_grouped_gemm = c->cuda.moe_grouped_gemm,
+                             .lmhead_chunk_rows = c->cuda.lmhead_chunk_rows,
+                             .sync_debug = c->cuda.sync_debug}};
+    return o;
 }
 
 /* ---------------- writing ---------------- */

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "data/mix.h" /* MixPoint */
+#include "kernels/ops.h" /* OpsOptions */
 #include "trainer/model.h"
 #include "trainer/sched.h"
 
@@ -84,7 +85,12 @@ typedef struct {
         char backend[8]; /* "auto" | "nccl" (device-buffer collectives) */
         double timeout;  /* seconds a NCCL collective may take (watchdog) */
         double bucket_mb; /* > 0: NCCL sums (and ZeRO-1 gathers) overlapped, MiB a bucket */
+        int nccl_grouped; /* 1: reduce-scatter / all-gather always as grouped per-owner calls */
     } dist;
+    struct { /* [cuda]: the CUDA backend's options (kernels/ops.h OpsOptions) */
+        int flash_attention, flash_heads_per_block, fused_norm, moe_grouped_gemm;
+        int lmhead_chunk_rows, sync_debug;
+    } cuda;
 
     /* where each key got its value (index = key number): 0 default,
      * > 0 line in `source`, -1 a command-line override */
@@ -132,8 +138,11 @@ int config_apply_moe(const Config *c, ModelConfig *m, int training_only, char *e
                      size_t err_len);
 /* [train] -> AdamWConfig. */
 AdamWConfig config_to_adamw(const Config *c);
+/* [cuda] -> the options the backend is created with (ops_get). */
+OpsOptions config_to_ops_options(const Config *c);
 /* Rules between the run config and the model actually loaded (init_from):
- * data.seq_len <= max_seq_len. */
+ * data.seq_len <= max_seq_len; cuda.flash_heads_per_block (when not 0)
+ * divides the model's query heads per kv head (on a CUDA device). */
 int config_check_model(const Config *c, const ModelConfig *m, char *err, size_t err_len);
 
 /* Introspection for docs and tests: key i's "section.key", its type name,

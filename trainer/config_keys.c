@@ -144,12 +144,39 @@ const KeyDef config_keys[] = {
      "during it, in buckets of about this many MiB, beside the backward's kernels, and with "
      "dist.zero = 1 the parameters gathered in such chunks during the next forward (the MPI "
      "backend ignores it)"},
+    {"dist", "nccl_grouped", K_BOOL, F(dist.nccl_grouped), 0, 0, 0, 0, 0, NULL, "false",
+     "NCCL only: reduce-scatter and all-gather always as one ncclReduce / ncclBroadcast per "
+     "rank's piece in one NCCL group (the path pieces of unequal length take anyway), also "
+     "when the pieces are equal; the same bits, for checking that path on one GPU"},
+    {"cuda", "flash_attention", K_BOOL, F(cuda.flash_attention), 0, 0, 0, 0, 0, NULL, "true",
+     "fused flash-style attention on run.device = \"cuda\" for head dims 64 and 128 (other "
+     "head dims and cuda-fp32 always take the GEMM + softmax path); false = the GEMM path, for "
+     "A/B runs"},
+    {"cuda", "flash_heads_per_block", K_INT, F(cuda.flash_heads_per_block), 0, 0, 1024, 0, 0,
+     NULL, "0",
+     "query heads of a GQA group one dK/dV block of the fused attention's backward owns: 0 = "
+     "chosen from the shape and the card's SM count; else a divisor of n_head / n_kv_head. "
+     "The same bits whatever the choice"},
+    {"cuda", "fused_norm", K_BOOL, F(cuda.fused_norm), 0, 0, 0, 0, 0, NULL, "true",
+     "residual add fused with the next norm's forward (bitwise the two ops); false = the two "
+     "ops, for A/B runs"},
+    {"cuda", "moe_grouped_gemm", K_BOOL, F(cuda.moe_grouped_gemm), 0, 0, 0, 0, 0, NULL, "false",
+     "MoE experts' GEMMs as one cuBLAS grouped GEMM per op (libcublas loaded at start; without "
+     "it a warning and the per-expert GEMMs); false = one cuBLASLt GEMM per expert (faster on "
+     "the benchmark's MoE)"},
+    {"cuda", "lmhead_chunk_rows", K_INT, F(cuda.lmhead_chunk_rows), 0, 1, 1048576, 0, 0, NULL,
+     "1024",
+     "rows of logits (tokens) the fused LM head + cross-entropy computes at once; scratch is "
+     "rows x vocab x 6 bytes on cuda (4 on cuda-fp32)"},
+    {"cuda", "sync_debug", K_BOOL, F(cuda.sync_debug), 0, 0, 0, 0, 0, NULL, "false",
+     "synchronise after every kernel, so an asynchronous fault is reported at the launch that "
+     "caused it (slow: for debugging and tools/gpu-check's op tests)"},
 };
 /* clang-format on */
 const int config_num_keys = (int)(sizeof config_keys / sizeof *config_keys);
-const char *const config_sections[] = {"run",  "model", "data", "mix", "train",
-                                       "eval", "ckpt",  "moe",  "dist"};
-const int config_num_sections = 9;
+const char *const config_sections[] = {"run",  "model", "data", "mix",  "train",
+                                       "eval", "ckpt",  "moe",  "dist", "cuda"};
+const int config_num_sections = 10;
 
 /* ---------------- value grammar ---------------- */
 

@@ -28,7 +28,9 @@ struct Dist {
 };
 
 /* launched by mpirun, or by srun --mpi=pmix (SLURM_NTASKS alone is not
- * enough: a plain process inside an allocation has it too) */
+ * enough: a plain process inside an allocation has it too). The launcher's
+ * variables are among the few dapt reads from the environment (all listed
+ * in docs/config.md, "Environment"). */
 static int launched(void) {
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
 }
@@ -275,8 +277,9 @@ static int no_nccl(char *err, size_t err_len) {
     return err_set(err, err_len, "this dapt was built without NCCL (it needs the CUDA toolkit "
                                   "and nccl.h at build time)");
 }
-int dist_nccl_init(Dist *d, double timeout_s, DistNccl **out, char *err, size_t err_len) {
-    (void)d, (void)timeout_s;
+int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char *err,
+                   size_t err_len) {
+    (void)d, (void)timeout_s, (void)grouped;
     *out = NULL;
     return no_nccl(err, err_len);
 }

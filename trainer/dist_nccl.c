@@ -51,7 +51,7 @@ struct DistNccl {
     cudaEvent_t done;
     int rank, world, device;
     double timeout_s;
-    int grouped; /* DAPT_NCCL_GROUPED=1: the unequal-pieces path always */
+    int grouped; /* dist.nccl_grouped: the unequal-pieces path always */
     char version[32];
     /* the non-blocking int64 sum (dist_nccl_isum_i64_*), on own_stream */
     int64_t *sum_dev, *sum_host; /* (sum_cap) device, pinned host */
@@ -73,6 +73,9 @@ struct DistNccl {
     size_t g_ev_n;
 };
 
+/* DAPT_NCCL_LIB: where libnccl.so.2 is, a fact about the machine (the
+ * environment variables dapt reads are listed in docs/config.md,
+ * "Environment") */
 static int load_api(NcclApi *a, char *err, size_t err_len) {
     const char *path = getenv("DAPT_NCCL_LIB");
     if (!path || !*path) path = "libnccl.so.2";
@@ -253,14 +256,14 @@ void dist_nccl_free(DistNccl *c) {
     free(c);
 }
 
-int dist_nccl_init(Dist *d, double timeout_s, DistNccl **out, char *err, size_t err_len) {
+int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char *err,
+                   size_t err_len) {
     *out = NULL;
     DistNccl *c = calloc(1, sizeof *c);
     if (!c) return snprintf(err, err_len, "out of memory"), 1;
     c->rank = dist_rank(d), c->world = dist_world(d);
     c->timeout_s = timeout_s > 0 ? timeout_s : 600;
-    const char *g = getenv("DAPT_NCCL_GROUPED");
-    c->grouped = g && !strcmp(g, "1");
+    c->grouped = grouped;
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
     /* a rank that fails before the broadcast still reaches it, so no peer

@@ -39,8 +39,11 @@ typedef struct DistNccl DistNccl;
 /* Picks GPU local_rank % device count (cudaSetDevice: call it before the
  * CUDA backend starts, which uses the current device) and joins the job's
  * communicator; the initialisation is non-blocking and bounded by
- * timeout_s too. Collective (every rank of d calls it). */
-int dist_nccl_init(Dist *d, double timeout_s, DistNccl **out, char *err, size_t err_len);
+ * timeout_s too. grouped (dist.nccl_grouped): reduce-scatter and
+ * all-gather always take the grouped per-piece path (below). Collective
+ * (every rank of d calls it). */
+int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char *err,
+                   size_t err_len);
 void dist_nccl_free(DistNccl *c);
 /* The stream collectives are enqueued on (a cudaStream_t of the same
  * device; NULL: the communicator's own stream). */
@@ -57,8 +60,9 @@ int dist_nccl_allreduce_sum(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
  * rank r's piece is counts[r] elements at counts[0] + ... + counts[r-1].
  * Equal pieces use ncclReduceScatter / ncclAllGather; unequal ones (the
  * flat parameter buffer rarely divides evenly) one ncclReduce /
- * ncclBroadcast per piece in one NCCL group (DAPT_NCCL_GROUPED=1 in the
- * environment forces that path, for the one-GPU check). */
+ * ncclBroadcast per piece in one NCCL group (dist_nccl_init's grouped,
+ * the config's dist.nccl_grouped, forces that path, for the one-GPU
+ * check). */
 int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,
                                  char *err, size_t err_len);
 int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t elem_bytes,

@@ -10,7 +10,7 @@
  * rows: gu = xs W13_e^T, h = swiglu(gu), ys = h W2_e^T; out = combine.
  * Per-expert row counts are downloaded to the host (the GEMM sizes). The
  * expert GEMMs are one matmul_fwd/bwd per expert, or, when the backend has
- * moe_expert_matmul_fwd/bwd (ops.h; CUDA with DAPT_CUDA_MOE_GROUPED=1),
+ * moe_expert_matmul_fwd/bwd (ops.h; CUDA with cuda.moe_grouped_gemm),
  * one grouped call per GEMM over all experts, SwiGLU then running on all
  * NK rows at once (it is row-wise, so that is the same).
  *

@@ -576,7 +576,8 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     t->B_local = t->B / t->world, t->n_micro = t->B_local / t->micro;
     if (comm_open(t->d, c, &t->comm, err, err_len)) return 1;
     char why[1024];
-    if (!(t->ops = ops_get(c->run.device, why, sizeof why)))
+    const OpsOptions ops_opt = config_to_ops_options(c); /* [cuda] */
+    if (!(t->ops = ops_get(c->run.device, &ops_opt, why, sizeof why)))
         return err_set(err, err_len, "run.device: %s", why);
     snprintf(t->run_dir, sizeof t->run_dir, "%s/%s", c->run.out_dir, c->run.name);
     if (a->resume && find_resume(t, resume_path, sizeof resume_path, err, err_len)) return 1;

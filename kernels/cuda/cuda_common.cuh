@@ -6,15 +6,17 @@
  * Error policy: the op signatures in kernels/ops.h return nothing, so a
  * failed CUDA or cuBLASLt call inside an op is fatal: cuda_fatal() prints
  * "dapt: CUDA error at FILE:LINE: CALL: REASON" to stderr and calls abort().
- * Setting DAPT_CUDA_SYNC=1 in the environment synchronises after every
- * kernel, so an asynchronous fault is reported at the launch that caused it.
- * Only ops_cuda()/ops_cuda_fp32() (backend start-up) return an error string
- * instead, e.g. when there is no GPU.
+ * The option cuda.sync_debug synchronises after every kernel, so an
+ * asynchronous fault is reported at the launch that caused it. Only
+ * ops_cuda()/ops_cuda_fp32() (backend start-up) return an error string
+ * instead, e.g. when there is no GPU or an option is out of range.
  *
  * Device state is one process-wide struct (the op table has no context
- * argument): the stream every op is queued on, the cuBLASLt handle and
- * workspace, and a grow-only scratch buffer. The backend is single-threaded:
- * ops must be called from one host thread.
+ * argument): the options the backend was created with (ops.h OpsOptions;
+ * the kernels read them from here, never from the environment), the stream
+ * every op is queued on, the cuBLASLt handle and workspace, and a grow-only
+ * scratch buffer. The backend is single-threaded: ops must be called from
+ * one host thread.
  */
 #ifndef DAPT_CUDA_COMMON_CUH
 #define DAPT_CUDA_COMMON_CUH
@@ -40,7 +42,7 @@ void cuda_after_launch_(const char *file, int line);
 
 #define CUDA_CHECK(call) cuda_check_((call), __FILE__, __LINE__, #call)
 #define CUBLAS_CHECK(call) cublas_check_((call), __FILE__, __LINE__, #call)
-/* after every kernel launch: launch errors, and a sync when DAPT_CUDA_SYNC=1 */
+/* after every kernel launch: launch errors, and a sync with cuda.sync_debug */
 #define LAUNCH_CHECK() cuda_after_launch_(__FILE__, __LINE__)
 #define CUDA_FATAL(reason) cuda_fatal(__FILE__, __LINE__, "", (reason))
 
@@ -49,7 +51,8 @@ void cuda_after_launch_(const char *file, int line);
 typedef struct CudaState {
     int ready;
     int device, sm_count;
-    int debug_sync;          /* DAPT_CUDA_SYNC=1 */
+    OpsOptions opt;          /* from ops_cuda / ops_cuda_fp32 (opt.cuda) */
+    int debug_sync;          /* opt.cuda.sync_debug */
     cudaStream_t stream;     /* every op is queued here */
     cublasLtHandle_t lt;
     void *lt_ws;             /* cuBLASLt workspace */
@@ -64,10 +67,9 @@ extern CudaState g_cuda;
  * stream order, so one op's scratch is free when the next op is queued).
  * Growing synchronises the stream first. */
 void *cuda_scratch(size_t n_bytes);
-/* the integer in environment variable `name` (read at each call), dflt when
- * it is unset or empty; fatal (cuda_fatal, naming the variable) when it is
- * not an integer from lo to hi. For the backend's A/B knobs. */
-long cuda_env_long(const char *name, long lo, long hi, long dflt);
+/* the started backend's own table (use_bf16: "cuda", else "cuda-fp32"),
+ * without reconfiguring it */
+const Ops *cuda_table(int use_bf16);
 /* round up to 256 bytes, for carving several regions out of one scratch */
 static inline size_t cuda_pad(size_t n_bytes) { return (n_bytes + 255) / 256 * 256; }
 
@@ -227,7 +229,7 @@ void cuda_fill_attention(Ops *o, int use_bf16);
 void cuda_fill_lmhead(Ops *o, int use_bf16);
 void cuda_fill_adamw(Ops *o, int use_bf16);
 void cuda_fill_moe(Ops *o, int use_bf16);
-/* the grouped expert GEMMs when DAPT_CUDA_MOE_GROUPED=1, else NULL */
+/* the grouped expert GEMMs with cuda.moe_grouped_gemm, else NULL */
 void cuda_fill_moe_grouped(Ops *o, int use_bf16);
 
 #endif

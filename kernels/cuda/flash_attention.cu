@@ -676,21 +676,22 @@ static void fwd(bf16 *out, float *lse, const bf16 *qkv, int B, int T, int NH, in
 
 /* query heads a dK/dV block owns: the whole group (NH / NKV) when that
  * still makes 4 blocks for each of the card's SMs, else the
- * largest divisor of the group that does, else 1; DAPT_CUDA_FLASH_HPB=N
- * (read at each call; N must divide the group) overrides it, for the op
- * tests and A/B runs */
+ * largest divisor of the group that does, else 1; the option
+ * cuda.flash_heads_per_block = N (N must divide the group) overrides it,
+ * for the op tests and A/B runs */
 static int heads_per_block(int B, int NH, int NKV, unsigned tiles) {
     const int group = NH / NKV;
-    const long v = cuda_env_long("DAPT_CUDA_FLASH_HPB", 1, group, 0);
+    const int v = g_cuda.opt.cuda.flash_heads_per_block;
     if (v) {
-        if (group % v) {
+        if (v > group || group % v) {
             char msg[160];
             snprintf(msg, sizeof msg,
-                     "DAPT_CUDA_FLASH_HPB=%ld: must be a divisor of the %d query heads of a group",
+                     "cuda.flash_heads_per_block = %d: must be a divisor of the %d query heads "
+                     "of a group",
                      v, group);
             CUDA_FATAL(msg);
         }
-        return (int)v;
+        return v;
     }
     const size_t want = 4 * (size_t)(g_cuda.sm_count > 0 ? g_cuda.sm_count : 1);
     for (int hpb = group; hpb > 1; hpb--)
@@ -749,9 +750,7 @@ static void need_aligned(const void *p, const char *what) {
 } // namespace
 
 int cuda_flash_enabled(int HD) {
-    /* read at every call (a getenv, next to a kernel launch) */
-    const char *e = getenv("DAPT_CUDA_FLASH");
-    return !(e && !strcmp(e, "0")) && (HD == 64 || HD == 128);
+    return g_cuda.opt.cuda.flash_attention && (HD == 64 || HD == 128);
 }
 
 void cuda_flash_fwd(void *out, float *lse, const void *qkv, int B, int T, int NH, int NKV, int HD) {

@@ -6,9 +6,9 @@
 #include <stddef.h>
 
 /* 1 when the fused kernels handle head dim HD (64 or 128) and they are not
- * switched off with DAPT_CUDA_FLASH=0 (read at each call; then the GEMM
- * path runs: for A/B benchmarks and as a fallback). Switching inside a
- * process would change attention_saved_floats under a model's feet. */
+ * switched off with cuda.flash_attention = false (then the GEMM path runs:
+ * for A/B benchmarks and as a fallback). Reconfiguring the backend inside
+ * a process would change attention_saved_floats under a model's feet. */
 int cuda_flash_enabled(int HD);
 /* out (N, NH*HD) bf16; lse (B*NH*T) fp32, base-2 log-sum-exp of the scaled
  * scores; qkv (N, (NH + 2 NKV) HD) bf16 */

@@ -1,5 +1,6 @@
 /* lmhead.cu: the LM head fused with softmax cross-entropy. Rows go through
- * in chunks of LMHEAD_CHUNK_ROWS so the full (N, V) logits never exist:
+ * in chunks of cuda.lmhead_chunk_rows rows (default 1024, ops.c) so the
+ * full (N, V) logits never exist:
  * per chunk, one GEMM writes fp32 logits into scratch, one kernel turns each
  * row into its loss and (when training) its dlogits in the act type, and two
  * GEMMs give dx (overwritten) and dw (accumulated).
@@ -13,8 +14,6 @@
 #include <math.h>
 
 #include "kernels/cuda/cuda_common.cuh"
-
-#define LMHEAD_CHUNK_ROWS 1024
 
 /* One block per row, two passes over the logits: an online max and sum of
  * exp per thread (rescaled when the max grows), then block reductions (fp32),
@@ -53,11 +52,11 @@ __global__ void lmhead_ce_kernel(float *losses, E *dl, const float *logits, cons
     }
 }
 
-/* rows a chunk: LMHEAD_CHUNK_ROWS, or DAPT_CUDA_LMHEAD_ROWS=N (an A/B knob
- * for tools/gpu-check; read at each call, so it must not change between a
- * model's lmhead_scratch_bytes and its steps) */
+/* rows a chunk: the option cuda.lmhead_chunk_rows (an A/B knob for
+ * tools/gpu-check; read at each call, so the backend must not be
+ * reconfigured between a model's lmhead_scratch_bytes and its steps) */
 static size_t chunk_rows(int N) {
-    size_t R = (size_t)cuda_env_long("DAPT_CUDA_LMHEAD_ROWS", 1, 1L << 20, LMHEAD_CHUNK_ROWS);
+    size_t R = (size_t)g_cuda.opt.cuda.lmhead_chunk_rows;
     return (size_t)N < R ? (size_t)N : R;
 }
 /* the row stride of the logits and dlogits in scratch */

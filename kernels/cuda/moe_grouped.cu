@@ -1,7 +1,7 @@
 /* moe_grouped.cu: the grouped expert GEMMs of the op contract
  * (moe_expert_matmul_fwd/bwd, kernels/ops.h). Opt-in: the table gets them
- * only with DAPT_CUDA_MOE_GROUPED=1 in the environment when the backend
- * starts (and libcublas loads: it is dlopen'ed then, so nothing else
+ * only with the option cuda.moe_grouped_gemm = true when the backend is
+ * configured (and libcublas loads: it is dlopen'ed then, so nothing else
  * needs it); otherwise trainer/moe.c runs one matmul_fwd/bwd (cuBLASLt,
  * gemm.cu) per expert. Written without a GPU (docs/gpu-log.md).
  *
@@ -199,14 +199,13 @@ void expert_matmul_bwd(void *dinp, void *dw, const void *dout, const void *inp, 
 void cuda_fill_moe_grouped(Ops *o, int use_bf16) {
     o->moe_expert_matmul_fwd = NULL;
     o->moe_expert_matmul_bwd = NULL;
-    const char *e = getenv("DAPT_CUDA_MOE_GROUPED");
-    if (!(e && !strcmp(e, "1"))) return;
+    if (!g_cuda.opt.cuda.moe_grouped_gemm) return;
     char err[256];
     if (grouped_load(err, sizeof err)) {
         /* the per-expert GEMMs still work: say (once) why the asked-for
          * path is off */
         static int said;
-        if (!said++) fprintf(stderr, "dapt: DAPT_CUDA_MOE_GROUPED=1 ignored: %s\n", err);
+        if (!said++) fprintf(stderr, "dapt: cuda.moe_grouped_gemm = true ignored: %s\n", err);
         return;
     }
     o->moe_expert_matmul_fwd = use_bf16 ? expert_matmul_fwd<bf16> : expert_matmul_fwd<float>;

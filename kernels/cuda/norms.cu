@@ -15,10 +15,8 @@
  * (cuda_colsum). No atomics anywhere; every sum has a fixed order, so the
  * results are bitwise reproducible.
  * The forward's warp-per-row kernel also serves the fused residual add +
- * norm ops (on unless DAPT_CUDA_FUSED_NORM=0), at the end of the file.
+ * norm ops (on unless cuda.fused_norm = false), at the end of the file.
  */
-#include <stdlib.h>
-#include <string.h>
 
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -596,12 +594,10 @@ static void rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *inp,
  * unaligned sizes, C > 4096) the table's own residual_fwd and then the
  * plain norm: two launches, the same results. Verified bitwise against the
  * two ops on an H200 and 4.6 ms a step faster on the 1.1B llama
- * (docs/gpu-log.md, fifth run): on by default; DAPT_CUDA_FUSED_NORM=0 when
- * the backend starts leaves the entries NULL (the model then calls the two
- * ops), for A/B runs. */
-template <typename T> static const Ops *own_table(void) {
-    return sizeof(T) == 2 ? ops_cuda(NULL, 0) : ops_cuda_fp32(NULL, 0); /* started: no error */
-}
+ * (docs/gpu-log.md, fifth run): on by default; cuda.fused_norm = false
+ * leaves the entries NULL (the model then calls the two ops), for A/B
+ * runs. */
+template <typename T> static const Ops *own_table(void) { return cuda_table(sizeof(T) == 2); }
 
 template <typename T>
 static void residual_layernorm_fwd(void *res, void *out, float *mean, float *rstd, const void *a,
@@ -631,8 +627,7 @@ void cuda_fill_norms(Ops *o, int use_bf16) {
     o->layernorm_bwd = use_bf16 ? layernorm_bwd<bf16> : layernorm_bwd<float>;
     o->rmsnorm_fwd = use_bf16 ? rmsnorm_fwd<bf16> : rmsnorm_fwd<float>;
     o->rmsnorm_bwd = use_bf16 ? rmsnorm_bwd<bf16> : rmsnorm_bwd<float>;
-    const char *fused = getenv("DAPT_CUDA_FUSED_NORM");
-    if (!(fused && !strcmp(fused, "0"))) {
+    if (g_cuda.opt.cuda.fused_norm) {
         o->residual_layernorm_fwd =
             use_bf16 ? residual_layernorm_fwd<bf16> : residual_layernorm_fwd<float>;
         o->residual_rmsnorm_fwd =

@@ -8,7 +8,9 @@
  * against the CPU backend). Both run the same kernels, templated on the
  * element type. The device is the calling thread's current CUDA device when
  * the backend is first asked for (a multi-GPU launcher calls cudaSetDevice
- * before ops_cuda()).
+ * before ops_cuda()). The options (ops.h OpsOptions) are checked and kept in
+ * g_cuda at every ops_cuda / ops_cuda_fp32, and both tables are filled
+ * again from them.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +40,7 @@ void cublas_check_(cublasStatus_t s, const char *file, int line, const char *cal
 void cuda_after_launch_(const char *file, int line) {
     cuda_check_(cudaGetLastError(), file, line, "kernel launch");
     if (g_cuda.debug_sync)
-        cuda_check_(cudaStreamSynchronize(g_cuda.stream), file, line, "kernel (DAPT_CUDA_SYNC)");
+        cuda_check_(cudaStreamSynchronize(g_cuda.stream), file, line, "kernel (cuda.sync_debug)");
 }
 
 void *cuda_scratch(size_t n_bytes) {
@@ -51,19 +53,6 @@ void *cuda_scratch(size_t n_bytes) {
     CUDA_CHECK(cudaMalloc(&g_cuda.scratch, want));
     g_cuda.scratch_bytes = want;
     return g_cuda.scratch;
-}
-
-long cuda_env_long(const char *name, long lo, long hi, long dflt) {
-    const char *e = getenv(name);
-    if (!e || !*e) return dflt;
-    char *end;
-    long v = strtol(e, &end, 10);
-    if (*end || v < lo || v > hi) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "%s=%s: want an integer from %ld to %ld", name, e, lo, hi);
-        CUDA_FATAL(msg);
-    }
-    return v;
 }
 
 /* ---- kernel times ---- */
@@ -232,7 +221,28 @@ static void fill_table(Ops *o, int use_bf16) {
     cuda_fill_moe_grouped(o, use_bf16);
 }
 
-/* 0 on success; on failure fills err and leaves the backend unusable */
+/* 0 when every option is in range (the ranges of the [cuda] keys,
+ * trainer/config_keys.c), else fills err naming the key */
+static int check_options(const OpsOptions *o, char *err, size_t err_len) {
+    const struct {
+        const char *key;
+        int v, lo, hi;
+    } k[] = {{"cuda.flash_attention", o->cuda.flash_attention, 0, 1},
+             {"cuda.flash_heads_per_block", o->cuda.flash_heads_per_block, 0, 1024},
+             {"cuda.fused_norm", o->cuda.fused_norm, 0, 1},
+             {"cuda.moe_grouped_gemm", o->cuda.moe_grouped_gemm, 0, 1},
+             {"cuda.lmhead_chunk_rows", o->cuda.lmhead_chunk_rows, 1, 1 << 20},
+             {"cuda.sync_debug", o->cuda.sync_debug, 0, 1}};
+    for (size_t i = 0; i < sizeof k / sizeof *k; i++)
+        if (k[i].v < k[i].lo || k[i].v > k[i].hi)
+            return snprintf(err, err_len, "%s = %d: expected %d to %d", k[i].key, k[i].v,
+                            k[i].lo, k[i].hi),
+                   -1;
+    return 0;
+}
+
+/* the device, stream, cuBLASLt handle and workspace, once; 0 on success, on
+ * failure fills err and leaves the backend unusable */
 static int cuda_start(char *err, size_t err_len) {
     if (g_cuda.ready) return 0;
     int count = 0;
@@ -261,20 +271,29 @@ static int cuda_start(char *err, size_t err_len) {
                  cudaGetErrorString(e));
         return -1;
     }
-    const char *sync = getenv("DAPT_CUDA_SYNC");
-    g_cuda.debug_sync = sync && !strcmp(sync, "1");
-    fill_table(&g_ops_bf16, 1);
-    fill_table(&g_ops_f32, 0);
     g_cuda.ready = 1;
     return 0;
 }
 
-const Ops *ops_cuda(char *err, size_t err_len) {
-    return cuda_start(err, err_len) ? NULL : &g_ops_bf16;
+/* starts the backend (once) and (re)configures it with opt: 0 on success */
+static int cuda_configure(const OpsOptions *opt, char *err, size_t err_len) {
+    const OpsOptions o = opt ? *opt : ops_options_default();
+    if (check_options(&o, err, err_len) || cuda_start(err, err_len)) return -1;
+    g_cuda.opt = o;
+    g_cuda.debug_sync = o.cuda.sync_debug;
+    fill_table(&g_ops_bf16, 1);
+    fill_table(&g_ops_f32, 0);
+    return 0;
 }
 
-const Ops *ops_cuda_fp32(char *err, size_t err_len) {
-    return cuda_start(err, err_len) ? NULL : &g_ops_f32;
+const Ops *ops_cuda(const OpsOptions *opt, char *err, size_t err_len) {
+    return cuda_configure(opt, err, err_len) ? NULL : &g_ops_bf16;
 }
+
+const Ops *ops_cuda_fp32(const OpsOptions *opt, char *err, size_t err_len) {
+    return cuda_configure(opt, err, err_len) ? NULL : &g_ops_f32;
+}
+
+const Ops *cuda_table(int use_bf16) { return use_bf16 ? &g_ops_bf16 : &g_ops_f32; }
 
 void *ops_cuda_stream(void) { return g_cuda.ready ? (void *)g_cuda.stream : NULL; }

@@ -316,6 +316,88 @@ static void test_fuzz(void) {
     free(buf);
 }
 
+/* [cuda] and dist.nccl_grouped: the defaults are the backend's own
+ * (ops_options_default: today's behaviour), a file and overrides set them,
+ * out-of-range values are refused naming the key, the resolved TOML lists
+ * them and parses back, and config_check_model holds
+ * cuda.flash_heads_per_block to the model's GQA group */
+static void test_backend_keys(void) {
+    char err[1024];
+    Config c;
+    config_init(&c);
+    OpsOptions o = config_to_ops_options(&c), d = ops_options_default();
+    CHECK(!memcmp(&o, &d, sizeof o));
+    CHECK(o.cuda.flash_attention == 1 && o.cuda.flash_heads_per_block == 0 &&
+          o.cuda.fused_norm == 1 && o.cuda.moe_grouped_gemm == 0 &&
+          o.cuda.lmhead_chunk_rows == 1024 && o.cuda.sync_debug == 0);
+    CHECK(c.dist.nccl_grouped == 0);
+    char *toml = config_to_toml(&c);
+    CHECK(toml && strstr(toml, "\n[cuda]\n") && strstr(toml, "\nflash_attention = true\n") &&
+          strstr(toml, "\nflash_heads_per_block = 0\n") && strstr(toml, "\nfused_norm = true\n") &&
+          strstr(toml, "\nmoe_grouped_gemm = false\n") &&
+          strstr(toml, "\nlmhead_chunk_rows = 1024\n") && strstr(toml, "\nsync_debug = false\n") &&
+          strstr(toml, "\nnccl_grouped = false\n"));
+    free(toml);
+    config_free(&c);
+
+    CHECK(config_load_string(&c, "[cuda]\nfused_norm = false\nlmhead_chunk_rows = 4096\n"
+                                 "[dist]\nnccl_grouped = true\n",
+                             "b.toml", err, sizeof err) == 0);
+    char *over[] = {"--cuda.flash_attention=false", "--cuda.moe_grouped_gemm=true",
+                    "--cuda.sync_debug=true", "--cuda.flash_heads_per_block=2"};
+    for (int i = 0; i < 4; i++) CHECK(config_override(&c, over[i], err, sizeof err) == 0);
+    CHECK(config_validate(&c, err, sizeof err) == 0);
+    o = config_to_ops_options(&c);
+    CHECK(o.cuda.flash_attention == 0 && o.cuda.flash_heads_per_block == 2 &&
+          o.cuda.fused_norm == 0 && o.cuda.moe_grouped_gemm == 1 &&
+          o.cuda.lmhead_chunk_rows == 4096 && o.cuda.sync_debug == 1 && c.dist.nccl_grouped == 1);
+    /* the resolved TOML holds them and parses back to the same options */
+    toml = config_to_toml(&c);
+    CHECK(toml && strstr(toml, "\nlmhead_chunk_rows = 4096\n") &&
+          strstr(toml, "\nnccl_grouped = true\n") && strstr(toml, "\nfused_norm = false\n"));
+    Config back;
+    config_init(&back);
+    CHECK(toml && config_load_string(&back, toml, "resolved.toml", err, sizeof err) == 0);
+    OpsOptions ob = config_to_ops_options(&back);
+    CHECK(!memcmp(&o, &ob, sizeof o) && back.dist.nccl_grouped == 1);
+    config_free(&back);
+    free(toml);
+
+    /* flash_heads_per_block against the model: 8 heads over 2 kv heads (a
+     * group of 4) take 1, 2 or 4; only on a CUDA device */
+    ModelConfig m = model_config_default(ARCH_LLAMA);
+    m.n_head = 8, m.n_kv_head = 2, m.max_seq_len = 2048;
+    snprintf(c.run.device, sizeof c.run.device, "cuda");
+    CHECK(config_check_model(&c, &m, err, sizeof err) == 0);
+    CHECK(config_override(&c, "--cuda.flash_heads_per_block=3", err, sizeof err) == 0);
+    CHECK(config_check_model(&c, &m, err, sizeof err) != 0);
+    CHECK_MSG(err, "cuda.flash_heads_per_block (command line) = 3 must divide the model's 4 query "
+                   "heads per kv head");
+    snprintf(c.run.device, sizeof c.run.device, "cpu");
+    CHECK(config_check_model(&c, &m, err, sizeof err) == 0);
+    config_free(&c);
+
+    /* out of range or of the wrong type: refused, naming the key */
+    refuse("[cuda]\nlmhead_chunk_rows = 0\n",
+           "cfg.toml:2: cuda.lmhead_chunk_rows: expected an integer in [1, 1048576], got 0", NULL);
+    refuse("[cuda]\nflash_heads_per_block = -1\n", "cuda.flash_heads_per_block", "[0, 1024]");
+    refuse("[cuda]\nfused_norm = 0\n", "cfg.toml:2: cuda.fused_norm: expected true or false", NULL);
+    refuse("[cuda]\nfused_norms = false\n", "did you mean 'fused_norm'", NULL);
+    refuse("[dist]\nnccl_grouped = 1\n", "dist.nccl_grouped", NULL);
+    struct { const char *arg, *msg; } bad[] = {
+        {"--cuda.lmhead_chunk_rows=2000000", "override --cuda.lmhead_chunk_rows: expected an "
+                                             "integer in [1, 1048576], got 2000000"},
+        {"--cuda.sync_debug=1", "override --cuda.sync_debug"},
+        {"--cuda.flash_heads_per_block=1025", "cuda.flash_heads_per_block"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        config_init(&c);
+        CHECK(config_override(&c, bad[i].arg, err, sizeof err) != 0);
+        CHECK_MSG(err, bad[i].msg);
+        config_free(&c);
+    }
+}
+
 /* docs/config.md has a table row for every key (tests run in tests/) */
 static void test_documented(void) {
     FILE *f = fopen("../docs/config.md", "rb");
@@ -339,6 +421,7 @@ int main(void) {
     test_full_file();
     test_errors();
     test_overrides();
+    test_backend_keys();
     test_line_endings();
     test_mix_points();
     test_round_trip();

@@ -16,7 +16,7 @@
  * over NCCL is not measured here. After each MoE run's timed steps: the
  * routing imbalance of its last step, max/mean expert load per layer (1 =
  * balanced, E = all tokens on one expert), worst and mean over layers. With
- * DAPT_CUDA_MOE_GROUPED=1 (the opt-in grouped expert GEMMs) the MoE lines
+ * --cuda.moe_grouped_gemm=true (the opt-in grouped expert GEMMs) the MoE lines
  * are named moe-e8k2-grouped-global / -micro. A timed step is zero_grad +
  * `--accum` forward_backward passes (micro-batches of B x T tokens each,
  * gradients accumulated with grad_scale 1 / (all tokens of the step), as
@@ -45,7 +45,7 @@
  * peak (default 989.4, H100 SXM); tools/gpu-check picks it from the card.
  * A line ends in "fused residual+norm" when the table has the fused
  * residual + norm forward for the shape's norm (ops.h; on CUDA unless
- * DAPT_CUDA_FUSED_NORM=0; the CPU table always has it); the JSON record's
+ * --cuda.fused_norm=false; the CPU table always has it); the JSON record's
  * "fused_norm" says the same.
  *
  * --profile: after the timed steps, 3 more steps (--profile-steps N) on the
@@ -65,11 +65,13 @@
  * size and sequence length (B x T per micro-batch) of the shapes run;
  * --accum N the micro-batches per optimizer step (default 1); --layers N
  * the layer count of every shape (a smaller model of the same width, e.g.
- * for the emulator's smoke run, tests/cuemu).
+ * for the emulator's smoke run, tests/cuemu). --cuda.KEY=VALUE: the CUDA
+ * backend's options, as the config's [cuda] keys (docs/config.md; parsed
+ * by config_override), for A/B runs (tools/gpu-check).
  *
  * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] [--profile]
  *                   [--profile-steps N] [--device NAME] [--warmup N] [--steps N]
- *                   [--batch B] [--seq T] [--accum N] [--layers N]
+ *                   [--batch B] [--seq T] [--accum N] [--layers N] [--cuda.KEY=VALUE ...]
  * Exit 0, 1 on failure, 2 on bad usage, 77 without a GPU.
  */
 #include <math.h>
@@ -79,6 +81,7 @@
 
 #include "kernels/ops_profile.h"
 #include "kernels/util.h"
+#include "trainer/config.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 
@@ -301,8 +304,16 @@ int main(int argc, char **argv) {
     double peak_tflops = 989.4;
     int profile = 0, profile_steps = 3, warmup = -1, steps = -1, batch = 0, seq = 0, accum = 1;
     int layers = 0;
+    char err[256];
+    Config cfg; /* only its [cuda] keys are used */
+    config_init(&cfg);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json") && i + 1 < argc)
+        if (!strncmp(argv[i], "--cuda.", 7)) {
+            if (config_override(&cfg, argv[i], err, sizeof err)) {
+                fprintf(stderr, "bench_cuda: %s\n", err);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json_path = argv[++i];
         else if (!strcmp(argv[i], "--peak-tflops") && i + 1 < argc)
             peak_tflops = atof(argv[++i]);
@@ -332,7 +343,7 @@ int main(int argc, char **argv) {
                     "[--profile]\n"
                     "                  [--profile-steps N >= 1] [--device cpu|cuda|cuda-fp32]"
                     " [--warmup N >= 0] [--steps N >= 1] [--batch B] [--seq T]"
-                    " [--accum N >= 1] [--layers N >= 1]\n");
+                    " [--accum N >= 1] [--layers N >= 1] [--cuda.KEY=VALUE ...]\n");
             return 2;
         }
     }
@@ -340,8 +351,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_cuda: --only takes gpt2, llama or moe (got '%s')\n", only);
         return 2;
     }
-    char err[256];
-    const Ops *ops = ops_get(device, err, sizeof err);
+    const OpsOptions opt = config_to_ops_options(&cfg);
+    config_free(&cfg);
+    const Ops *ops = ops_get(device, &opt, err, sizeof err);
     if (!ops) {
         if (strcmp(device, "cpu") && strcmp(device, "cuda") && strcmp(device, "cuda-fp32")) {
             fprintf(stderr, "bench_cuda: %s\n", err);

@@ -9,7 +9,7 @@
 #   plain  world size 1, no NCCL (the reference)
 #   nccl   --dist.backend=nccl: the gradient all-reduce goes through NCCL
 #   zero   --dist.backend=nccl --dist.zero=1: reduce-scatter + all-gather
-#   group  the same with DAPT_NCCL_GROUPED=1: the path for pieces of unequal
+#   group  the same with --dist.nccl_grouped=true: the path for pieces of unequal
 #          length (grouped ncclReduce/ncclBroadcast), which one rank never
 #          takes on its own
 #   moe    a 4-expert top-2 MoE with lbl = "global", without NCCL
@@ -54,7 +54,7 @@ if ! train nccl "$dapt" --dist.backend=nccl; then
     fail "the NCCL run failed (above)"
 fi
 train zero "$dapt" --dist.backend=nccl --dist.zero=1 || { tail -3 zero.log; fail "the NCCL ZeRO-1 run failed (above)"; }
-DAPT_NCCL_GROUPED=1 train group "$dapt" --dist.backend=nccl --dist.zero=1 ||
+train group "$dapt" --dist.backend=nccl --dist.zero=1 --dist.nccl_grouped=true ||
     { tail -3 group.log; fail "the NCCL ZeRO-1 run with grouped reduce/broadcast failed (above)"; }
 moe=(--moe.n_experts=4 --moe.top_k=2 --moe.lbl=global)
 train moe-plain "$dapt" "${moe[@]}" || { tail -3 moe-plain.log; fail "the MoE cuda run failed (above)"; }

@@ -16,21 +16,25 @@
  * every kernel's size thresholds. Deterministic ops
  * (embedding backward, norm backward, sumsq, the fused attention) are also
  * run twice and must agree bitwise. The attention group checks the bf16
- * table's fused attention (unless DAPT_CUDA_FLASH=0) and, with GQA, its
- * backward at every split of a group over dK/dV blocks (rows dqkv@hpbN).
+ * table's fused attention (unless --cuda.flash_attention=false) and, with
+ * GQA, its backward at every split of a group over dK/dV blocks (rows
+ * dqkv@hpbN).
  *
  * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
- *                      [--device cpu] [--only GROUP]
+ *                      [--device cpu] [--only GROUP] [--cuda.KEY=VALUE ...]
  * GROUP: memory, embed, norms, matmul, attention, activations, lmhead,
- * optimizer or moe (moe includes the opt-in grouped expert GEMMs: main sets
- * DAPT_CUDA_MOE_GROUPED=1 before the backend starts)
+ * optimizer or moe (moe includes the opt-in grouped expert GEMMs: the
+ * program creates the backend with cuda.moe_grouped_gemm on)
  * (tools/gpu-check runs each group in its own process, so a fatal CUDA
  * error in one group does not hide the results of the others).
- * The program sets DAPT_CUDA_FUSED_NORM=1 before the CUDA backend starts, so
- * the tables carry the fused residual + norm kernels (the default; a
- * caller's DAPT_CUDA_FUSED_NORM=0 cannot skip them) and the norms
- * group tests them (against the CPU, and bitwise against the device's own
- * residual_fwd + norm).
+ * --cuda.KEY=VALUE: the CUDA backend's options, as the config's [cuda] keys
+ * (docs/config.md; parsed by config_override), e.g.
+ * --cuda.lmhead_chunk_rows=100 or --cuda.sync_debug=true. Whatever they say,
+ * the program creates the backend with cuda.fused_norm and
+ * cuda.moe_grouped_gemm on, so the tables carry the fused residual + norm
+ * kernels and the grouped expert GEMMs and the norms and moe groups test
+ * them (the fused norms against the CPU, and bitwise against the device's
+ * own residual_fwd + norm).
  * --device cpu compares the CPU backend with itself: a harness self-check
  * that runs without a GPU. Exit 0: all passed; 1: a failure; 77: no GPU.
  */
@@ -41,6 +45,7 @@
 #include <string.h>
 
 #include "kernels/ops.h"
+#include "trainer/config.h"
 
 #define SKIP 77
 
@@ -293,8 +298,8 @@ static void test_norms_w(Ctx *c, int N, int C, int woff) {
     pair_free(c, &inp), pair_free(c, &w), pair_free(c, &b), pair_free(c, &dout);
 }
 /* the fused residual add + norm forward (ops.h residual_layernorm_fwd,
- * residual_rmsnorm_fwd; the CUDA kernels are on unless DAPT_CUDA_FUSED_NORM=0,
- * main sets 1): the device's fused op against the CPU's two ops
+ * residual_rmsnorm_fwd; the CUDA kernels are on unless cuda.fused_norm is
+ * false, main sets it on): the device's fused op against the CPU's two ops
  * (residual_fwd, then the norm), with res_out separate and aliasing a; and
  * bit for bit against the device's own two ops, as the contract requires.
  * aoff: a is a view one element into its allocation (unaligned: the
@@ -514,21 +519,34 @@ static void flash_determ(Ctx *c, const char *bwd, const Pair *dout, const Pair *
     free(o1), free(d1);
     c->dev->free(o2.b[1]), c->dev->free(d2.b[1]), c->dev->free(a2.b[1]);
 }
+/* the options the CUDA backend was created with (main) */
+static OpsOptions g_opt;
+
+/* the device table reconfigured with opt (ops.h: the CUDA backend is one per
+ * process; the table pointer stays the same) */
+static void reconfigure(const Ctx *c, const OpsOptions *opt) {
+    char err[256];
+    if (ops_get(c->dev->name, opt, err, sizeof err) != c->dev) {
+        fprintf(stderr, "test_cuda_ops: reconfiguring %s: %s\n", c->dev->name, err);
+        exit(1);
+    }
+}
+
 /* The fused backward's dK/dV blocks own 1 to NH / NKV query heads of a GQA
- * group (DAPT_CUDA_FLASH_HPB, read at each call; by default the backend
- * picks from the shape and the card's SM count, so a test shape exercises
- * one choice): every divisor of the group, from the device's own forward,
- * against the reference's dqkv (rows dqkv@hpbN), and bitwise repeatable. */
+ * group (cuda.flash_heads_per_block; by default the backend picks from the
+ * shape and the card's SM count, so a test shape exercises one choice):
+ * every divisor of the group, from the device's own forward, against the
+ * reference's dqkv (rows dqkv@hpbN), and bitwise repeatable. The backend
+ * is reconfigured for each and then back to g_opt. */
 static void test_flash_hpb(Ctx *c, const Pair *qkv, const Pair *out, const Pair *att,
                            const Pair *datt, const Pair *dout, const Pair *dqkv, int B, int T,
                            int NH, int NKV, int HD) {
-    const char *e0 = getenv("DAPT_CUDA_FLASH_HPB");
-    char *keep = e0 ? strcpy(xmalloc(strlen(e0) + 1), e0) : NULL;
     for (int hpb = 1; hpb <= NH / NKV; hpb++) {
         if ((NH / NKV) % hpb) continue;
-        char v[16], what[32];
-        snprintf(v, sizeof v, "%d", hpb);
-        setenv("DAPT_CUDA_FLASH_HPB", v, 1);
+        char what[32];
+        OpsOptions o = g_opt;
+        o.cuda.flash_heads_per_block = hpb;
+        reconfigure(c, &o);
         Pair x = dev_twin(c, dqkv, 0);
         c->dev->attention_bwd(x.b[1], datt->b[1], dout->b[1], out->b[1], qkv->b[1], att->b[1], B,
                               T, NH, NKV, HD);
@@ -543,10 +561,7 @@ static void test_flash_hpb(Ctx *c, const Pair *qkv, const Pair *out, const Pair 
         free(first);
         c->dev->free(x.b[1]);
     }
-    if (keep)
-        setenv("DAPT_CUDA_FLASH_HPB", keep, 1), free(keep);
-    else
-        unsetenv("DAPT_CUDA_FLASH_HPB");
+    reconfigure(c, &g_opt);
 }
 
 static void test_attention(Ctx *c, int B, int T, int NH, int NKV, int HD) {
@@ -865,7 +880,7 @@ static void test_moe(Ctx *c, int N, int E, int K, int C, int norm_topk) {
 }
 
 /* The grouped expert GEMMs (moe_expert_matmul_fwd/bwd; the CUDA tables
- * have them because main sets DAPT_CUDA_MOE_GROUPED=1) against the CPU
+ * have them because main sets cuda.moe_grouped_gemm) against the CPU
  * backend's matmul_fwd/bwd run once per expert on its rows: E experts with
  * counts[e] rows (zeros included: such an expert's weight gradient must
  * stay as it was), weights w_stride = OC*IC + 8*IC elements apart (the gap
@@ -1052,8 +1067,16 @@ static int harness_selfcheck(void) {
 int main(int argc, char **argv) {
     const char *mode = "both", *json_path = NULL, *device = "cuda";
     uint64_t seed = 1234;
+    char err[256] = "";
+    Config cfg; /* only its [cuda] keys are used */
+    config_init(&cfg);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--mode") && i + 1 < argc)
+        if (!strncmp(argv[i], "--cuda.", 7)) {
+            if (config_override(&cfg, argv[i], err, sizeof err)) {
+                fprintf(stderr, "test_cuda_ops: %s\n", err);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--mode") && i + 1 < argc)
             mode = argv[++i];
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             seed = strtoull(argv[++i], NULL, 10);
@@ -1065,7 +1088,8 @@ int main(int argc, char **argv) {
             g_only = argv[++i];
         else {
             fprintf(stderr, "usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] "
-                            "[--json FILE] [--device cpu] [--only GROUP]\n");
+                            "[--json FILE] [--device cpu] [--only GROUP] "
+                            "[--cuda.KEY=VALUE ...]\n");
             return 2;
         }
     }
@@ -1077,12 +1101,14 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (!harness_selfcheck()) return 1;
-    /* the fused residual + norm kernels (the default, forced on here; read
-     * when the CUDA backend starts): the norms group tests them directly */
-    setenv("DAPT_CUDA_FUSED_NORM", "1", 1);
+    g_opt = config_to_ops_options(&cfg);
+    config_free(&cfg);
+    /* the fused residual + norm kernels (the default, forced on here): the
+     * norms group tests them directly */
+    g_opt.cuda.fused_norm = 1;
     /* every op, the opt-in ones too: the grouped expert GEMMs are in the
-     * CUDA tables only with this set when the backend starts */
-    setenv("DAPT_CUDA_MOE_GROUPED", "1", 1);
+     * CUDA tables only with this option */
+    g_opt.cuda.moe_grouped_gemm = 1;
     printf("test_cuda_ops: seed %llu%s%s\n", (unsigned long long)seed, g_only ? ", group " : "",
            g_only ? g_only : "");
     Ctx c = {0};
@@ -1096,11 +1122,10 @@ int main(int argc, char **argv) {
         c.dev = ops_cpu(), c.mode = "cpu", c.tol = 1e-5;
         run_all(&c);
     } else {
-        char err[256] = "";
         const char *modes[2] = {"fp32", "bf16"};
         for (int k = 0; k < 2; k++) {
             if (strcmp(mode, "both") && strcmp(mode, modes[k])) continue;
-            c.dev = ops_get(k ? "cuda" : "cuda-fp32", err, sizeof err);
+            c.dev = ops_get(k ? "cuda" : "cuda-fp32", &g_opt, err, sizeof err);
             if (!c.dev) {
                 printf("%s: CUDA op tests skipped\n", err);
                 if (c.json) fclose(c.json);

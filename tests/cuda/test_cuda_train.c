@@ -28,27 +28,30 @@
  *    parameters outside the range did not move, and it holds half the
  *    optimizer bytes; then both get the whole master (the step's allgather).
  *
- * 4. The fused residual + norm forward (on by default; this program sets
- *    DAPT_CUDA_FUSED_NORM=1 before the backend starts so a caller's =0
- *    cannot skip it; the checks above run on copies of the tables without
- *    it): three steps on the table with it and
+ * 4. The fused residual + norm forward (on by default; this program
+ *    creates the backend with cuda.fused_norm on whatever the flags say;
+ *    the checks above run on copies of the tables without it): three steps on the table with it and
  *    on the same table without it, from the same weights and batches:
  *    losses, gradients and parameters bitwise equal (bf16: gpt2, llama,
  *    moe; fp32: llama).
  *
- * Usage: test_cuda_train [--json FILE] [--device cpu] [--only moe|dense].
+ * Usage: test_cuda_train [--json FILE] [--device cpu] [--only moe|dense]
+ *                        [--cuda.KEY=VALUE ...]
  * Exit 0 passed, 1 failed, 77 no GPU. --device cpu puts the CPU backend in
  * place of both CUDA tables: a self-check of the test (the fp32 curve must
  * still learn) that runs without a GPU. --only moe runs the MoE model's
  * parts alone: tools/gpu-check runs them a second time with
- * DAPT_CUDA_MOE_GROUPED=1 (the opt-in grouped expert GEMMs, whose parity
- * with the CPU backend's per-expert GEMMs this then checks).
+ * --cuda.moe_grouped_gemm=true (the opt-in grouped expert GEMMs, whose
+ * parity with the CPU backend's per-expert GEMMs this then checks).
+ * --cuda.KEY=VALUE: the CUDA backend's options, as the config's [cuda] keys
+ * (docs/config.md; parsed by config_override).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "trainer/config.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 
@@ -341,7 +344,7 @@ static void zero_shard(const char *an, ModelConfig c, const Ops *ops) {
 }
 
 /* The fused residual + norm forward (ops.h; on CUDA unless
- * DAPT_CUDA_FUSED_NORM=0; main sets 1) against the same table without
+ * cuda.fused_norm is false; main sets it on) against the same table without
  * it (the model then calls residual_fwd and the norm): three training steps
  * from the same weights and batches must give bitwise the same losses,
  * gradients and parameters, as the contract says. */
@@ -387,8 +390,16 @@ static const Ops *without_fused(const Ops *o, Ops *copy) {
 
 int main(int argc, char **argv) {
     const char *device = "cuda", *only = NULL;
+    char err[256];
+    Config cfg; /* only its [cuda] keys are used */
+    config_init(&cfg);
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+        if (!strncmp(argv[i], "--cuda.", 7)) {
+            if (config_override(&cfg, argv[i], err, sizeof err)) {
+                fprintf(stderr, "test_cuda_train: %s\n", err);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
             device = argv[++i];
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc &&
                    (!strcmp(argv[i + 1], "moe") || !strcmp(argv[i + 1], "dense"))) {
@@ -400,18 +411,20 @@ int main(int argc, char **argv) {
             }
         } else {
             fprintf(stderr,
-                    "usage: test_cuda_train [--json FILE] [--device cpu] [--only moe|dense]\n");
+                    "usage: test_cuda_train [--json FILE] [--device cpu] [--only moe|dense] "
+                    "[--cuda.KEY=VALUE ...]\n");
             return 2;
         }
     }
-    char err[256];
+    OpsOptions opt = config_to_ops_options(&cfg);
+    config_free(&cfg);
     int self = !strcmp(device, "cpu");
-    /* the tables with the fused residual + norm kernels (read when the
-     * backend starts); every check but fused_norm_bits runs on copies
-     * without them: the two ops' path */
-    setenv("DAPT_CUDA_FUSED_NORM", "1", 1);
-    const Ops *f32_fused = self ? ops_cpu() : ops_get("cuda-fp32", err, sizeof err);
-    const Ops *bf_fused = self ? ops_cpu() : f32_fused ? ops_get("cuda", err, sizeof err) : NULL;
+    /* the tables with the fused residual + norm kernels; every check but
+     * fused_norm_bits runs on copies without them: the two ops' path */
+    opt.cuda.fused_norm = 1;
+    const Ops *f32_fused = self ? ops_cpu() : ops_get("cuda-fp32", &opt, err, sizeof err);
+    const Ops *bf_fused =
+        self ? ops_cpu() : f32_fused ? ops_get("cuda", &opt, err, sizeof err) : NULL;
     if (!f32_fused || !bf_fused) {
         printf("%s: CUDA training tests skipped\n", err);
         return SKIP;
@@ -419,15 +432,14 @@ int main(int argc, char **argv) {
     static Ops f32_copy, bf_copy;
     const Ops *f32 = without_fused(f32_fused, &f32_copy), *bf = without_fused(bf_fused, &bf_copy);
     int dense = !only || !strcmp(only, "dense"), moe = !only || !strcmp(only, "moe");
-    const char *grouped = getenv("DAPT_CUDA_MOE_GROUPED");
-    if (!self && grouped && !strcmp(grouped, "1") &&
+    if (!self && opt.cuda.moe_grouped_gemm &&
         !(f32->moe_expert_matmul_fwd && bf->moe_expert_matmul_fwd)) {
-        printf("DAPT_CUDA_MOE_GROUPED=1 but the CUDA tables have no grouped expert GEMMs (stderr "
-               "says why)\n");
+        printf("cuda.moe_grouped_gemm = true but the CUDA tables have no grouped expert GEMMs "
+               "(stderr says why)\n");
         n_fail++;
     }
     if (moe && f32->moe_expert_matmul_fwd)
-        printf("MoE expert GEMMs: grouped (moe_expert_matmul_fwd/bwd, DAPT_CUDA_MOE_GROUPED=1)\n");
+        printf("MoE expert GEMMs: grouped (moe_expert_matmul_fwd/bwd, cuda.moe_grouped_gemm)\n");
     if (dense) parity("gpt2", tiny(ARCH_GPT2), ops_cpu(), f32);
     if (dense) parity("llama", tiny(ARCH_LLAMA), ops_cpu(), f32);
     if (moe) parity("moe", tiny_moe(), ops_cpu(), f32);

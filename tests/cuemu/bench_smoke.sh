@@ -12,9 +12,8 @@ set -euo pipefail
 bench=$1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-DAPT_CUDA_MOE_GROUPED=1 \
-    "$bench" --layers 1 --batch 1 --seq 64 --warmup 0 --steps 1 --accum 2 --profile \
-    --profile-steps 1 --json "$out/bench.json" >"$out/bench.log" 2>&1 || {
+"$bench" --layers 1 --batch 1 --seq 64 --warmup 0 --steps 1 --accum 2 --profile \
+    --profile-steps 1 --cuda.moe_grouped_gemm=true --json "$out/bench.json" >"$out/bench.log" 2>&1 || {
     tail -20 "$out/bench.log"
     echo "FAIL: bench_cuda failed"
     exit 1

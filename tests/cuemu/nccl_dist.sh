@@ -6,7 +6,7 @@
 # tests/dist/dist_e2e.sh and tests/moe/moe_dist.sh run it on the CPU:
 #   equal     run.device = "cuda-fp32": 2 ranks (gradient all-reduce), 3
 #             ranks, ZeRO-1 at 3 ranks (reduce-scatter + all-gather) and at
-#             2 ranks with DAPT_NCCL_GROUPED=1 (the grouped reduces and
+#             2 ranks with --dist.nccl_grouped=true (the grouped reduces and
 #             broadcasts of unequal pieces) give the losses and weights of
 #             one process; the ZeRO-1 checkpoint holds the plain 3-rank
 #             run's moments in 3 shards, and resumes on 2 ranks equal to
@@ -86,12 +86,11 @@ equal)
     "$py" "$dist/compare_losses.py" runs/w1 "runs/$1" 1e-6 "${2:-0}"
     "$py" "$dist/compare_weights.py" runs/w1/$ck/model.safetensors "runs/$1/$ck/model.safetensors" 1e-6
   }
-  for run in "n2 2" "n3 3" "z3 3 --dist.zero=1" "g2 2 --dist.zero=1"; do
+  for run in "n2 2" "n3 3" "z3 3 --dist.zero=1" "g2 2 --dist.zero=1 --dist.nccl_grouped=true"; do
     set -- $run
     name=$1 n=$2
     shift 2
-    grouped=DAPT_NCCL_GROUPED=$([[ $name == g* ]] && echo 1 || echo 0)
-    mpi "$n" "$grouped" -- "${args[@]}" --run.device=cuda-fp32 --run.name=$name "$@" > $name.log 2>&1 ||
+    mpi "$n" -- "${args[@]}" --run.device=cuda-fp32 --run.name=$name "$@" > $name.log 2>&1 ||
       { tail -5 $name.log; fail "$name: mpirun -np $n"; }
     ranks_ran $name.log "$n"
     [[ $name == n* ]] || grep -q "ZeRO-1 optimizer state" $name.log || fail "$name did not shard"

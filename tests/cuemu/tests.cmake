@@ -61,18 +61,18 @@ foreach(group memory embed norms matmul attention activations lmhead optimizer m
   set_tests_properties(emu_ops_${group} PROPERTIES LABELS emu TIMEOUT 1200
                        ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_BANK_CONFLICTS=fail")
 endforeach()
-# the LM head in chunks of 100 rows (DAPT_CUDA_LMHEAD_ROWS, an A/B knob of
+# the LM head in chunks of 100 rows (cuda.lmhead_chunk_rows, an A/B knob of
 # kernels/cuda/lmhead.cu): every lmhead shape then spans several chunks
-add_test(NAME emu_ops_lmhead_chunks COMMAND test_cuda_ops_emu --only lmhead)
+add_test(NAME emu_ops_lmhead_chunks COMMAND test_cuda_ops_emu --only lmhead
+         --cuda.lmhead_chunk_rows=100)
 set_tests_properties(emu_ops_lmhead_chunks PROPERTIES LABELS emu TIMEOUT 1200
-                     ENVIRONMENT "OMP_NUM_THREADS=1;DAPT_CUDA_LMHEAD_ROWS=100")
+                     ENVIRONMENT OMP_NUM_THREADS=1)
 add_test(NAME emu_train COMMAND test_cuda_train_emu)
 # the MoE parts again with the grouped expert GEMMs (as tools/gpu-check
 # runs them)
-add_test(NAME emu_train_moe_grouped COMMAND test_cuda_train_emu --only moe)
-set_tests_properties(emu_train PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
-set_tests_properties(emu_train_moe_grouped PROPERTIES
-                     ENVIRONMENT "OMP_NUM_THREADS=1;DAPT_CUDA_MOE_GROUPED=1")
+add_test(NAME emu_train_moe_grouped COMMAND test_cuda_train_emu --only moe
+         --cuda.moe_grouped_gemm=true)
+set_tests_properties(emu_train emu_train_moe_grouped PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
 # again with blocks and threads in reverse order (CUEMU_ORDER=reverse): a
 # result that depends on the order of blocks, or of threads between
 # barriers, differs between the two runs; the groups with the kernels not

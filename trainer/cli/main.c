@@ -39,7 +39,9 @@ static void print_usage(FILE *f) {
 }
 
 /* OpenMP threads that wait for work sleep instead of spinning, unless the
- * user chose otherwise: libgomp's default spin-wait burns the cores that
+ * user chose otherwise (OMP_WAIT_POLICY: one of the few environment
+ * variables dapt reads, all listed in docs/config.md, "Environment"):
+ * libgomp's default spin-wait burns the cores that
  * OpenBLAS, the data thread or other processes need (measured on a shared
  * 2-core machine: 8 steps of a tiny model took 4.8 s spinning, 1.9 s
  * passive). libgomp reads the variable when it is loaded, before main, so
