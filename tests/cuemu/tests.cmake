@@ -52,46 +52,53 @@ add_test(NAME cuemu_self COMMAND test_cuemu)
 set_tests_properties(cuemu_self PROPERTIES LABELS emu)
 
 # the GPU test programs on the emulator: each op group in its own test (so
-# ctest runs them side by side; attention is the long one, ~3 minutes);
+# ctest runs them side by side; attention is the long one, 3-6 minutes);
+# the groups that take seconds are in the quick set, norms and attention
+# in the full one (${FULL}, tests/CMakeLists.txt);
 # one OpenMP thread for the CPU reference, as the harness tests
 # CUEMU_BANK_CONFLICTS=fail: an ldmatrix whose rows share shared-memory
 # banks is a fault (the version-2 attention is designed conflict-free)
 foreach(group memory embed norms matmul attention activations lmhead optimizer moe)
-  add_test(NAME emu_ops_${group} COMMAND test_cuda_ops_emu --only ${group})
+  set(cfg "")
+  if(group MATCHES "^(norms|attention)$")
+    set(cfg ${FULL})
+  endif()
+  add_test(NAME emu_ops_${group} ${cfg} COMMAND test_cuda_ops_emu --only ${group})
   set_tests_properties(emu_ops_${group} PROPERTIES LABELS emu TIMEOUT 1200
                        ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_BANK_CONFLICTS=fail")
 endforeach()
 # the LM head in chunks of 100 rows (cuda.lmhead_chunk_rows, an A/B knob of
 # kernels/cuda/lmhead.cu): every lmhead shape then spans several chunks
-add_test(NAME emu_ops_lmhead_chunks COMMAND test_cuda_ops_emu --only lmhead
+add_test(NAME emu_ops_lmhead_chunks ${FULL} COMMAND test_cuda_ops_emu --only lmhead
          --cuda.lmhead_chunk_rows=100)
 set_tests_properties(emu_ops_lmhead_chunks PROPERTIES LABELS emu TIMEOUT 1200
                      ENVIRONMENT OMP_NUM_THREADS=1)
-add_test(NAME emu_train COMMAND test_cuda_train_emu)
+add_test(NAME emu_train ${FULL} COMMAND test_cuda_train_emu)
 # the MoE parts again with the grouped expert GEMMs (as tools/gpu-check
 # runs them)
-add_test(NAME emu_train_moe_grouped COMMAND test_cuda_train_emu --only moe
+add_test(NAME emu_train_moe_grouped ${FULL} COMMAND test_cuda_train_emu --only moe
          --cuda.moe_grouped_gemm=true)
 set_tests_properties(emu_train emu_train_moe_grouped PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
 # again with blocks and threads in reverse order (CUEMU_ORDER=reverse): a
 # result that depends on the order of blocks, or of threads between
-# barriers, differs between the two runs; the groups with the kernels not
-# yet run on a GPU (attention: the bf16 table's fused versions)
-add_test(NAME emu_reverse_attention COMMAND test_cuda_ops_emu --only attention --mode bf16)
-add_test(NAME emu_reverse_norms COMMAND test_cuda_ops_emu --only norms)
-add_test(NAME emu_reverse_moe COMMAND test_cuda_ops_emu --only moe)
-add_test(NAME emu_reverse_train COMMAND test_cuda_train_emu)
+# barriers, differs between the two runs: the groups whose kernels depend
+# most on block and thread order (attention: the bf16 table's fused
+# kernel; norms; moe) and the training steps
+add_test(NAME emu_reverse_attention ${FULL} COMMAND test_cuda_ops_emu --only attention --mode bf16)
+add_test(NAME emu_reverse_norms ${FULL} COMMAND test_cuda_ops_emu --only norms)
+add_test(NAME emu_reverse_moe ${FULL} COMMAND test_cuda_ops_emu --only moe)
+add_test(NAME emu_reverse_train ${FULL} COMMAND test_cuda_train_emu)
 set_tests_properties(emu_reverse_attention emu_reverse_norms emu_reverse_moe emu_reverse_train
                      PROPERTIES LABELS emu TIMEOUT 1200
                      ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_ORDER=reverse")
 # bench_cuda's paths (--accum, --profile, the MoE global/micro restore, the
 # opt-in kernels' lines) at one layer: a smoke run, not a benchmark
-add_test(NAME emu_bench_smoke COMMAND ${CMAKE_CURRENT_LIST_DIR}/bench_smoke.sh
+add_test(NAME emu_bench_smoke ${FULL} COMMAND ${CMAKE_CURRENT_LIST_DIR}/bench_smoke.sh
          $<TARGET_FILE:bench_cuda_emu>)
 set_tests_properties(emu_bench_smoke PROPERTIES LABELS emu TIMEOUT 1200
                      ENVIRONMENT OMP_NUM_THREADS=1)
 # `dapt train` on "cuda" against "cpu", and its exact resume (stage cli)
-add_test(NAME emu_cli_train COMMAND ${CMAKE_SOURCE_DIR}/tests/cuda/cli_check.sh
+add_test(NAME emu_cli_train ${FULL} COMMAND ${CMAKE_SOURCE_DIR}/tests/cuda/cli_check.sh
          $<TARGET_FILE:dapt_emu> make)
 set_tests_properties(emu_cli_train PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
 set_tests_properties(emu_train emu_train_moe_grouped emu_cli_train PROPERTIES
@@ -118,12 +125,12 @@ endif()
 if(TARGET nccl_cuemu AND MPIEXEC_EXECUTABLE)
   # the NCCL path at world size 1 (tools/gpu-check's stage nccl, here with
   # mpirun -np 1 too), then at 2 and 3 ranks (tests/cuemu/nccl_dist.sh)
-  add_test(NAME emu_nccl_one COMMAND ${CMAKE_SOURCE_DIR}/tests/cuda/nccl_check.sh
+  add_test(NAME emu_nccl_one ${FULL} COMMAND ${CMAKE_SOURCE_DIR}/tests/cuda/nccl_check.sh
            $<TARGET_FILE:dapt_emu> make $<TARGET_FILE:dapt_emu>)
   set_tests_properties(emu_nccl_one PROPERTIES LABELS emu TIMEOUT 600 ENVIRONMENT
                        "OMP_NUM_THREADS=1;DAPT_NCCL_LIB=$<TARGET_FILE:nccl_cuemu>")
   foreach(mode equal moe overlap watchdog)
-    add_test(NAME emu_nccl_${mode}
+    add_test(NAME emu_nccl_${mode} ${FULL}
              COMMAND ${CMAKE_CURRENT_LIST_DIR}/nccl_dist.sh $<TARGET_FILE:dapt_emu>
                      $<TARGET_FILE:nccl_cuemu> ${DAPT_PYTHON} ${MPIEXEC_EXECUTABLE} ${mode})
     set_tests_properties(emu_nccl_${mode} PROPERTIES LABELS emu TIMEOUT 600)
