@@ -481,8 +481,7 @@ done:
 static int dump_text(const TokOptions *o, const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "wb");
     if (!f) {
-        snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
-        return -1;
+        return err_set(err, errlen, "%s: cannot create: %s", path, strerror(errno));
     }
     for (int i = 0; i < o->n_inputs; i++) {
         CorpusReader *r;
@@ -504,8 +503,7 @@ static int dump_text(const TokOptions *o, const char *path, char *err, size_t er
         }
     }
     if (fclose(f)) {
-        snprintf(err, errlen, "%s: write failed", path);
-        return -1;
+        return err_set(err, errlen, "%s: write failed", path);
     }
     return 0;
 }
@@ -513,8 +511,7 @@ static int dump_text(const TokOptions *o, const char *path, char *err, size_t er
 int tok_train_tokenizer(const TokOptions *o, uint32_t vocab_size, char *model_path,
                         size_t model_path_len, char *err, size_t errlen) {
     if (mkdir(o->out_dir, 0777) && errno != EEXIST) {
-        snprintf(err, errlen, "%s: cannot create directory: %s", o->out_dir, strerror(errno));
-        return -1;
+        return err_set(err, errlen, "%s: cannot create directory: %s", o->out_dir, strerror(errno));
     }
     char txt[4096], prefix[4096];
     snprintf(txt, sizeof txt, "%s/tokenizer.train.txt", o->out_dir);

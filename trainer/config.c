@@ -19,6 +19,7 @@
 #include "trainer/config_keys.h"
 #include "trainer/hf.h"
 #include "trainer/moe.h"
+#include "kernels/util.h"
 
 void config_free(Config *c) {
     ConfigList *ls[] = {&c->data.domain, &c->data.general, &c->data.val_domain, &c->data.val_general};
@@ -133,9 +134,14 @@ static void unknown_key(const char *section, const char *key, char *msg, size_t 
 
 static void unknown_section(const char *section, char *msg, size_t n) {
     const char *s = closest(section, config_sections, config_num_sections);
-    if (s) snprintf(msg, n, "unknown section [%s] (did you mean [%s]?)", section, s);
-    else snprintf(msg, n, "unknown section [%s] (sections: [run] [model] [data] [mix] [train] [eval] [ckpt] [moe] [dist])",
-                  section);
+    if (s) {
+        snprintf(msg, n, "unknown section [%s] (did you mean [%s]?)", section, s);
+        return;
+    }
+    int k = snprintf(msg, n, "unknown section [%s] (sections:", section);
+    for (int i = 0; i < config_num_sections && k > 0 && (size_t)k < n; i++)
+        k += snprintf(msg + k, n - (size_t)k, " [%s]", config_sections[i]);
+    if (k > 0 && (size_t)k < n) snprintf(msg + k, n - (size_t)k, ")");
 }
 
 /* ---------------- file parsing ---------------- */
@@ -317,7 +323,7 @@ int config_load_string(Config *c, const char *text, const char *name, char *err,
     int rc = ini_parse_stream(reader, &p, handler, &p);
     if (p.failed) return 1;
     if (rc) {
-        snprintf(err, err_len, "%s:%d: syntax error", name, rc);
+        err_set(err, err_len, "%s:%d: syntax error", name, rc);
         return 1;
     }
     return 0;
@@ -335,18 +341,18 @@ int config_override(Config *c, const char *arg, char *err, size_t err_len) {
     const char *a = strncmp(arg, "--", 2) ? arg : arg + 2;
     const char *dot = strchr(a, '.'), *eq = strchr(a, '=');
     if (!dot || !eq || dot > eq)
-        return snprintf(err, err_len, "override '%s': expected --section.key=value", arg), 1;
+        return err_set(err, err_len, "override '%s': expected --section.key=value", arg);
     char section[64], key[64], msg[600];
     snprintf(section, sizeof section, "%.*s", (int)(dot - a), a);
     snprintf(key, sizeof key, "%.*s", (int)(eq - dot - 1), dot + 1);
     if (find_section(section) < 0) {
         unknown_section(section, msg, sizeof msg);
-        return snprintf(err, err_len, "override '%s': %s", arg, msg), 1;
+        return err_set(err, err_len, "override '%s': %s", arg, msg);
     }
     int k = find_key(section, key);
     if (k < 0) {
         unknown_key(section, key, msg, sizeof msg);
-        return snprintf(err, err_len, "override '%s': %s", arg, msg), 1;
+        return err_set(err, err_len, "override '%s': %s", arg, msg);
     }
     const char *val = eq + 1;
     Value v = {0};
@@ -360,7 +366,7 @@ int config_override(Config *c, const char *arg, char *err, size_t err_len) {
     }
     if (!rc) rc = key_assign(c, &config_keys[k], &v, msg, sizeof msg);
     value_free(&v);
-    if (rc) return snprintf(err, err_len, "override --%s.%s: %s", section, key, msg), 1;
+    if (rc) return err_set(err, err_len, "override --%s.%s: %s", section, key, msg);
     c->origin[k] = -1;
     return 0;
 }
@@ -388,62 +394,53 @@ static const char *const shape_keys[] = {"arch", "n_layer", "n_head", "n_kv_head
 int config_validate(const Config *c, char *err, size_t err_len) {
     char a[CONFIG_PATH_LEN + 64], b[CONFIG_PATH_LEN + 64], e[400];
     if (c->train.global_batch % c->train.micro_batch)
-        return snprintf(err, err_len, "%s = %d must be a multiple of %s = %d",
+        return err_set(err, err_len, "%s = %d must be a multiple of %s = %d",
                         where(c, "train", "global_batch", a, sizeof a), c->train.global_batch,
-                        where(c, "train", "micro_batch", b, sizeof b), c->train.micro_batch),
-               1;
+                        where(c, "train", "micro_batch", b, sizeof b), c->train.micro_batch);
     if (is_set(c, "mix", "schedule") && is_set(c, "mix", "domain_frac"))
-        return snprintf(err, err_len, "%s and %s are both given: use one (a constant or a schedule)",
-                        where(c, "mix", "domain_frac", a, sizeof a), where(c, "mix", "schedule", b, sizeof b)),
-               1;
+        return err_set(err, err_len, "%s and %s are both given: use one (a constant or a schedule)",
+                        where(c, "mix", "domain_frac", a, sizeof a), where(c, "mix", "schedule", b, sizeof b));
     if (is_set(c, "mix", "schedule") && c->mix.n_schedule == 0)
-        return snprintf(err, err_len, "%s is empty: give at least one [progress, fraction] point",
-                        where(c, "mix", "schedule", a, sizeof a)),
-               1;
+        return err_set(err, err_len, "%s is empty: give at least one [progress, fraction] point",
+                        where(c, "mix", "schedule", a, sizeof a));
     int ups = is_set(c, "mix", "upsample_start"), upf = is_set(c, "mix", "upsample_domain_frac");
     if (ups != upf)
-        return snprintf(err, err_len, "%s needs %s too",
+        return err_set(err, err_len, "%s needs %s too",
                         where(c, "mix", ups ? "upsample_start" : "upsample_domain_frac", a, sizeof a),
-                        ups ? "mix.upsample_domain_frac" : "mix.upsample_start"),
-               1;
+                        ups ? "mix.upsample_domain_frac" : "mix.upsample_start");
     if (ups && is_set(c, "mix", "schedule"))
-        return snprintf(err, err_len, "%s goes with mix.domain_frac, not with %s (put the step into the schedule)",
-                        where(c, "mix", "upsample_start", a, sizeof a), where(c, "mix", "schedule", b, sizeof b)),
-               1;
+        return err_set(err, err_len, "%s goes with mix.domain_frac, not with %s (put the step into the schedule)",
+                        where(c, "mix", "upsample_start", a, sizeof a), where(c, "mix", "schedule", b, sizeof b));
     LrSchedule s;
-    if (config_to_schedule(c, &s, e, sizeof e)) return snprintf(err, err_len, "%s", e), 1;
+    if (config_to_schedule(c, &s, e, sizeof e)) return err_set(err, err_len, "%s", e);
     if (c->model.init_from[0] && c->moe.upcycle_from[0])
-        return snprintf(err, err_len, "%s and %s are both given: a run starts from one model",
+        return err_set(err, err_len, "%s and %s are both given: a run starts from one model",
                         where(c, "model", "init_from", a, sizeof a),
-                        where(c, "model", "upcycle_from", b, sizeof b)),
-               1;
+                        where(c, "model", "upcycle_from", b, sizeof b));
     if (c->moe.upcycle_from[0] && c->moe.n_experts < 2)
-        return snprintf(err, err_len, "%s needs [moe] n_experts >= 2 (the experts to build)",
-                        where(c, "model", "upcycle_from", a, sizeof a)),
-               1;
+        return err_set(err, err_len, "%s needs [moe] n_experts >= 2 (the experts to build)",
+                        where(c, "model", "upcycle_from", a, sizeof a));
     if (c->model.init_from[0]) {
         static const char *const moe_shape[] = {"n_experts", "top_k", "layer_start", "layer_step",
                                                 "norm_topk_prob"};
         for (int i = 0; i < 5; i++)
             if (is_set(c, "moe", moe_shape[i]))
-                return snprintf(err, err_len, "%s is set, but model.init_from = \"%s\" takes the "
+                return err_set(err, err_len, "%s is set, but model.init_from = \"%s\" takes the "
                                 "experts and routing from its config.json: remove it",
-                                where(c, "moe", moe_shape[i], a, sizeof a), c->model.init_from),
-                       1;
+                                where(c, "moe", moe_shape[i], a, sizeof a), c->model.init_from);
     }
     if (c->model.init_from[0] || c->moe.upcycle_from[0]) {
         for (int i = 0; i < N_SHAPE_KEYS; i++)
             if (is_set(c, "model", shape_keys[i]))
-                return snprintf(err, err_len, "%s is set, but model.%s = \"%s\" takes the model's "
+                return err_set(err, err_len, "%s is set, but model.%s = \"%s\" takes the model's "
                                 "shape from its config.json: remove it",
                                 where(c, "model", shape_keys[i], a, sizeof a),
                                 c->model.init_from[0] ? "init_from" : "upcycle_from",
-                                c->model.init_from[0] ? c->model.init_from : c->moe.upcycle_from),
-                       1;
+                                c->model.init_from[0] ? c->model.init_from : c->moe.upcycle_from);
     } else {
         ModelConfig m;
-        if (config_to_model_config(c, &m, e, sizeof e)) return snprintf(err, err_len, "%s", e), 1;
-        if (config_check_model(c, &m, e, sizeof e)) return snprintf(err, err_len, "%s", e), 1;
+        if (config_to_model_config(c, &m, e, sizeof e)) return err_set(err, err_len, "%s", e);
+        if (config_check_model(c, &m, e, sizeof e)) return err_set(err, err_len, "%s", e);
     }
     return 0;
 }
@@ -451,19 +448,17 @@ int config_validate(const Config *c, char *err, size_t err_len) {
 int config_check_model(const Config *c, const ModelConfig *m, char *err, size_t err_len) {
     char a[CONFIG_PATH_LEN + 64];
     if (c->data.seq_len > m->max_seq_len)
-        return snprintf(err, err_len, "%s = %d is longer than the model's max_seq_len (%d%s)",
+        return err_set(err, err_len, "%s = %d is longer than the model's max_seq_len (%d%s)",
                         where(c, "data", "seq_len", a, sizeof a), c->data.seq_len, m->max_seq_len,
-                        c->model.init_from[0] ? ", from init_from's config.json" : ", model.max_seq_len"),
-               1;
+                        c->model.init_from[0] ? ", from init_from's config.json" : ", model.max_seq_len");
     const int hpb = c->cuda.flash_heads_per_block, kv = m->n_kv_head ? m->n_kv_head : m->n_head;
     const int group = m->n_head / kv;
     if (strcmp(c->run.device, "cpu") && hpb && (hpb > group || group % hpb))
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "%s = %d must divide the model's %d query heads per kv head (n_head %d / "
                         "n_kv_head %d)",
                         where(c, "cuda", "flash_heads_per_block", a, sizeof a), hpb, group,
-                        m->n_head, kv),
-               1;
+                        m->n_head, kv);
     return 0;
 }
 
@@ -503,7 +498,7 @@ int config_to_model_config(const Config *c, ModelConfig *m, char *err, size_t er
     Arch arch;
     char e[300];
     if (model_arch_parse(c->model.arch, &arch, e, sizeof e))
-        return snprintf(err, err_len, "model.arch: %s", e), 1;
+        return err_set(err, err_len, "model.arch: %s", e);
     *m = model_config_default(arch);
     m->n_layer = c->model.n_layer;
     m->n_head = c->model.n_head;
@@ -516,8 +511,8 @@ int config_to_model_config(const Config *c, ModelConfig *m, char *err, size_t er
     m->norm_eps = (float)c->model.norm_eps;
     m->tie_embeddings = c->model.tie_embeddings;
     m->qkv_bias = c->model.qkv_bias;
-    if (config_apply_moe(c, m, 0, e, sizeof e)) return snprintf(err, err_len, "%s", e), 1;
-    if (model_config_check(m, e, sizeof e)) return snprintf(err, err_len, "[model]: %s", e), 1;
+    if (config_apply_moe(c, m, 0, e, sizeof e)) return err_set(err, err_len, "%s", e);
+    if (model_config_check(m, e, sizeof e)) return err_set(err, err_len, "[model]: %s", e);
     return 0;
 }
 
@@ -526,7 +521,7 @@ int config_apply_moe(const Config *c, ModelConfig *m, int training_only, char *e
     char e[300];
     if (moe_lbl_mode_parse(c->moe.lbl, &m->lbl_mode, e, sizeof e) ||
         moe_lbl_norm_parse(c->moe.lbl_norm, &m->lbl_norm, e, sizeof e))
-        return snprintf(err, err_len, "%s", e), 1;
+        return err_set(err, err_len, "%s", e);
     m->lbl_coef = (float)c->moe.lbl_coef;
     m->z_loss_coef = (float)c->moe.z_loss_coef;
     if (!training_only) {
@@ -536,20 +531,20 @@ int config_apply_moe(const Config *c, ModelConfig *m, int training_only, char *e
         m->moe_layer_step = c->moe.layer_step;
         m->norm_topk_prob = c->moe.norm_topk_prob;
     }
-    if (moe_config_check(m, e, sizeof e)) return snprintf(err, err_len, "[moe]: %s", e), 1;
+    if (moe_config_check(m, e, sizeof e)) return err_set(err, err_len, "[moe]: %s", e);
     return 0;
 }
 
 int config_to_schedule(const Config *c, LrSchedule *s, char *err, size_t err_len) {
     char e[300];
     if (sched_kind_parse(c->train.lr_schedule, &s->kind, e, sizeof e))
-        return snprintf(err, err_len, "train.lr_schedule: %s", e), 1;
+        return err_set(err, err_len, "train.lr_schedule: %s", e);
     s->lr = (float)c->train.lr;
     s->min_lr = (float)c->train.min_lr;
     s->warmup_steps = c->train.warmup_steps;
     s->total_steps = c->train.steps;
     s->decay_frac = (float)c->train.decay_frac;
-    if (sched_check(s, e, sizeof e)) return snprintf(err, err_len, "[train]: %s", e), 1;
+    if (sched_check(s, e, sizeof e)) return err_set(err, err_len, "[train]: %s", e);
     return 0;
 }
 
@@ -692,7 +687,7 @@ char *config_to_toml(const Config *c) {
 
 int config_write(const Config *c, const char *path, char *err, size_t err_len) {
     char *t = config_to_toml(c);
-    if (!t) return snprintf(err, err_len, "out of memory"), 1;
+    if (!t) return err_set(err, err_len, "out of memory");
     int rc = hf_write_file_atomic(path, t, err, err_len);
     free(t);
     return rc;

@@ -8,6 +8,7 @@
  * escapes, literal strings, and arrays on one line (trailing comma allowed).
  */
 #include "trainer/config_keys.h"
+#include "kernels/util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -187,7 +188,7 @@ typedef struct {
 } Cur;
 
 static int fail(Cur *c, const char *what) {
-    snprintf(c->err, c->err_len, "%s at column %d", what, (int)(c->p - c->s) + 1);
+    err_set(c->err, c->err_len, "%s at column %d", what, (int)(c->p - c->s) + 1);
     return 1;
 }
 
@@ -462,7 +463,7 @@ static const char *vtype_name(const Value *v) {
 static int want(const KeyDef *k, const char *got, char *err, size_t err_len) {
     char exp[160];
     key_expectation(k, exp, sizeof exp);
-    snprintf(err, err_len, "expected %s, got %s", exp, got);
+    err_set(err, err_len, "expected %s, got %s", exp, got);
     return 1;
 }
 
@@ -470,17 +471,16 @@ static int assign_list(Config *c, const KeyDef *k, const Value *v, char *err, si
     if (v->type != V_ARRAY) return want(k, vtype_name(v), err, err_len);
     for (int i = 0; i < v->n; i++)
         if (v->items[i].type != V_STR || !v->items[i].s[0])
-            return snprintf(err, err_len, "expected an array of non-empty strings, item %d is %s",
-                            i, v->items[i].type == V_STR ? "empty" : vtype_name(&v->items[i])),
-                   1;
+            return err_set(err, err_len, "expected an array of non-empty strings, item %d is %s",
+                            i, v->items[i].type == V_STR ? "empty" : vtype_name(&v->items[i]));
     ConfigList *l = (ConfigList *)((char *)c + k->off), nl = {NULL, 0};
     nl.items = calloc((size_t)v->n + 1, sizeof *nl.items);
-    if (!nl.items) return snprintf(err, err_len, "out of memory"), 1;
+    if (!nl.items) return err_set(err, err_len, "out of memory");
     for (; nl.n < v->n; nl.n++)
         if (!(nl.items[nl.n] = strdup(v->items[nl.n].s))) {
             for (int i = 0; i < nl.n; i++) free(nl.items[i]);
             free(nl.items);
-            return snprintf(err, err_len, "out of memory"), 1;
+            return err_set(err, err_len, "out of memory");
         }
     for (int i = 0; i < l->n; i++) free(l->items[i]);
     free(l->items);
@@ -498,22 +498,20 @@ static int num_of(const Value *v, double *x) {
 static int assign_points(Config *c, const KeyDef *k, const Value *v, char *err, size_t err_len) {
     if (v->type != V_ARRAY) return want(k, vtype_name(v), err, err_len);
     if (v->n > CONFIG_MAX_MIX_POINTS)
-        return snprintf(err, err_len, "at most %d points (got %d)", CONFIG_MAX_MIX_POINTS, v->n), 1;
+        return err_set(err, err_len, "at most %d points (got %d)", CONFIG_MAX_MIX_POINTS, v->n);
     MixPoint pts[CONFIG_MAX_MIX_POINTS];
     for (int i = 0; i < v->n; i++) {
         const Value *p = &v->items[i];
         if (p->type != V_ARRAY || p->n != 2 || num_of(&p->items[0], &pts[i].progress) ||
             num_of(&p->items[1], &pts[i].fraction))
-            return snprintf(err, err_len, "point %d: expected [progress, fraction] (two numbers)", i), 1;
+            return err_set(err, err_len, "point %d: expected [progress, fraction] (two numbers)", i);
         if (!(pts[i].progress >= 0 && pts[i].progress <= 1) || !(pts[i].fraction >= 0 && pts[i].fraction <= 1))
-            return snprintf(err, err_len, "point %d: [%g, %g]: progress and fraction must be in [0, 1]",
-                            i, pts[i].progress, pts[i].fraction),
-                   1;
+            return err_set(err, err_len, "point %d: [%g, %g]: progress and fraction must be in [0, 1]",
+                            i, pts[i].progress, pts[i].fraction);
         if (i && pts[i].progress < pts[i - 1].progress)
-            return snprintf(err, err_len, "point %d: progress %g comes before point %d's %g "
+            return err_set(err, err_len, "point %d: progress %g comes before point %d's %g "
                             "(points must be sorted by progress)", i, pts[i].progress, i - 1,
-                            pts[i - 1].progress),
-                   1;
+                            pts[i - 1].progress);
     }
     (void)k;
     memcpy(c->mix.schedule, pts, (size_t)v->n * sizeof *pts);
@@ -529,7 +527,7 @@ int key_assign(Config *c, const KeyDef *k, const Value *v, char *err, size_t err
         if (v->type != V_STR) return want(k, vtype_name(v), err, err_len);
         size_t len = strlen(v->s);
         if (len + 1 > k->size)
-            return snprintf(err, err_len, "string of %zu bytes is longer than %zu", len, k->size - 1), 1;
+            return err_set(err, err_len, "string of %zu bytes is longer than %zu", len, k->size - 1);
         if (len < (size_t)k->lo) return want(k, "\"\"", err, err_len);
         if (k->choices) {
             int ok = 0;
@@ -545,7 +543,7 @@ int key_assign(Config *c, const KeyDef *k, const Value *v, char *err, size_t err
             }
         }
         if (!strcmp(k->key, "name") && strspn(v->s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != len)
-            return snprintf(err, err_len, "expected letters, digits, '.', '_' or '-' only (it names a directory)"), 1;
+            return err_set(err, err_len, "expected letters, digits, '.', '_' or '-' only (it names a directory)");
         memcpy(dst, v->s, len + 1);
         return 0;
     }

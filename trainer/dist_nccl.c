@@ -10,6 +10,7 @@
  * Unverified on hardware beyond one GPU (docs/gpu-log.md).
  */
 #include "trainer/dist_nccl.h"
+#include "kernels/util.h"
 
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -82,11 +83,10 @@ static int load_api(NcclApi *a, char *err, size_t err_len) {
     a->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!a->lib) {
         const char *why = dlerror();
-        return snprintf(err, err_len,
+        return err_set(err, err_len,
                         "cannot load NCCL (%s): %s; install NCCL (libnccl2) or point "
                         "DAPT_NCCL_LIB at libnccl.so.2",
-                        path, why ? why : "dlopen failed"),
-               1;
+                        path, why ? why : "dlopen failed");
     }
     /* POSIX: a void * from dlsym converts to a function pointer (memcpy
      * keeps -Wpedantic quiet) */
@@ -94,7 +94,7 @@ static int load_api(NcclApi *a, char *err, size_t err_len) {
     do {                                                                                           \
         void *p_ = dlsym(a->lib, name);                                                            \
         if (!p_)                                                                                   \
-            return snprintf(err, err_len, "NCCL library %s lacks %s (NCCL >= 2.14 is needed)",     \
+            return err_set(err, err_len, "NCCL library %s lacks %s (NCCL >= 2.14 is needed)",     \
                             path, name),                                                           \
                    1;                                                                              \
         memcpy(&a->field, &p_, sizeof p_);                                                         \
@@ -118,12 +118,6 @@ static int load_api(NcclApi *a, char *err, size_t err_len) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 /* short sleeps first (a collective of a few MB takes tens of microseconds),
  * then up to a millisecond */
 static void nap(int iter) {
@@ -134,7 +128,7 @@ static void nap(int iter) {
 /* The communicator failed or timed out: abort it (frees its resources and
  * makes its kernels return) and say why. Returns 1. */
 static int fail_abort(DistNccl *c, const char *what, const char *why, char *err, size_t err_len) {
-    snprintf(err, err_len, "NCCL %s on rank %d of %d (GPU %d): %s; NCCL communicator aborted", what,
+    err_set(err, err_len, "NCCL %s on rank %d of %d (GPU %d): %s; NCCL communicator aborted", what,
              c->rank, c->world, c->device, why);
     if (c->comm) c->api.CommAbort(c->comm);
     c->comm = NULL;
@@ -169,7 +163,7 @@ static int nccl_async_failed(DistNccl *c, const char *what, ncclResult_t *a, cha
 
 static int nccl_enqueued(DistNccl *c, ncclResult_t r, const char *what, double deadline, char *err,
                          size_t err_len) {
-    if (!c->comm) return snprintf(err, err_len, "NCCL %s: the communicator was aborted", what), 1;
+    if (!c->comm) return err_set(err, err_len, "NCCL %s: the communicator was aborted", what);
     if (r != ncclSuccess && r != ncclInProgress)
         return fail_abort(c, what, c->api.GetErrorString(r), err, err_len);
     for (int iter = 0;; iter++) {
@@ -219,9 +213,9 @@ static int nccl_wait(DistNccl *c, ncclResult_t r, const char *what, char *err, s
 }
 
 static int nccl_type(size_t elem_bytes, ncclDataType_t *t, char *err, size_t err_len) {
-    if (elem_bytes == 4) *t = ncclFloat32;
-    else if (elem_bytes == 2) *t = ncclBfloat16;
-    else return snprintf(err, err_len, "dist_nccl: %zu-byte elements (expected 4 or 2)", elem_bytes), 1;
+    *t = elem_bytes == 2 ? ncclBfloat16 : ncclFloat32;
+    if (elem_bytes != 4 && elem_bytes != 2)
+        return err_set(err, err_len, "dist_nccl: %zu-byte elements (expected 4 or 2)", elem_bytes);
     return 0;
 }
 
@@ -260,7 +254,7 @@ int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char 
                    size_t err_len) {
     *out = NULL;
     DistNccl *c = calloc(1, sizeof *c);
-    if (!c) return snprintf(err, err_len, "out of memory"), 1;
+    if (!c) return err_set(err, err_len, "out of memory");
     c->rank = dist_rank(d), c->world = dist_world(d);
     c->timeout_s = timeout_s > 0 ? timeout_s : 600;
     c->grouped = grouped;
@@ -273,15 +267,14 @@ int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char 
     if (!rc) {
         cudaError_t e = cudaGetDeviceCount(&n_dev);
         if (e != cudaSuccess || n_dev < 1)
-            rc = (snprintf(err, err_len, "NCCL needs a GPU: cudaGetDeviceCount: %s",
-                           e != cudaSuccess ? cudaGetErrorString(e) : "0 devices"),
-                  1);
+            rc = err_set(err, err_len, "NCCL needs a GPU: cudaGetDeviceCount: %s",
+                           e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     }
     if (!rc) {
         c->device = dist_local_rank(d) % n_dev;
         cudaError_t e = cudaSetDevice(c->device);
         if (e != cudaSuccess)
-            rc = (snprintf(err, err_len, "cudaSetDevice(%d): %s", c->device, cudaGetErrorString(e)), 1);
+            rc = err_set(err, err_len, "cudaSetDevice(%d): %s", c->device, cudaGetErrorString(e));
     }
     if (!rc) {
         int v = 0;
@@ -292,15 +285,15 @@ int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char 
     if (!rc && c->rank == 0) {
         ncclResult_t r = c->api.GetUniqueId(&id);
         if (r != ncclSuccess)
-            rc = (snprintf(err, err_len, "ncclGetUniqueId: %s", c->api.GetErrorString(r)), 1);
+            rc = err_set(err, err_len, "ncclGetUniqueId: %s", c->api.GetErrorString(r));
     }
     char berr[256];
     if (dist_broadcast(d, &id, sizeof id, 0, berr, sizeof berr) && !rc)
-        rc = (snprintf(err, err_len, "%s", berr), 1);
+        rc = err_set(err, err_len, "%s", berr);
     if (!rc) {
         cudaError_t e = cudaStreamCreateWithFlags(&c->own_stream, cudaStreamNonBlocking);
         if (e != cudaSuccess)
-            rc = (snprintf(err, err_len, "cudaStreamCreate: %s", cudaGetErrorString(e)), 1);
+            rc = err_set(err, err_len, "cudaStreamCreate: %s", cudaGetErrorString(e));
         c->stream = c->own_stream;
     }
     if (!rc) {
@@ -308,9 +301,8 @@ int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char 
         cfg.blocking = 0;
         ncclResult_t r = c->api.CommInitRankConfig(&c->comm, c->world, id, c->rank, &cfg);
         if (r != ncclSuccess && r != ncclInProgress) {
-            rc = (snprintf(err, err_len, "ncclCommInitRank(rank %d of %d, GPU %d): %s", c->rank,
-                           c->world, c->device, c->api.GetErrorString(r)),
-                  1);
+            rc = err_set(err, err_len, "ncclCommInitRank(rank %d of %d, GPU %d): %s", c->rank,
+                           c->world, c->device, c->api.GetErrorString(r));
             c->comm = NULL;
         } else {
             rc = nccl_wait(c, r, "initialisation", err, err_len);
@@ -319,7 +311,7 @@ int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char 
     if (!rc) {
         cudaError_t e = cudaEventCreateWithFlags(&c->done, cudaEventDisableTiming);
         if (e != cudaSuccess)
-            rc = (snprintf(err, err_len, "cudaEventCreate: %s", cudaGetErrorString(e)), 1);
+            rc = err_set(err, err_len, "cudaEventCreate: %s", cudaGetErrorString(e));
     }
     if (rc) {
         dist_nccl_free(c);
@@ -340,7 +332,7 @@ int dist_nccl_allreduce_sum(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
                             size_t err_len) {
     ncclDataType_t t;
     if (nccl_type(elem_bytes, &t, err, err_len)) return 1;
-    if (!c->comm) return snprintf(err, err_len, "NCCL all-reduce: the communicator was aborted"), 1;
+    if (!c->comm) return err_set(err, err_len, "NCCL all-reduce: the communicator was aborted");
     return nccl_wait(c, c->api.AllReduce(buf, buf, n, t, ncclSum, c->comm, c->stream),
                      "all-reduce", err, err_len);
 }
@@ -399,7 +391,7 @@ int dist_nccl_reduce_scatter_sum(DistNccl *c, void *buf, const size_t *counts, s
                                  char *err, size_t err_len) {
     ncclDataType_t t;
     if (nccl_type(elem_bytes, &t, err, err_len)) return 1;
-    if (!c->comm) return snprintf(err, err_len, "NCCL reduce-scatter: the communicator was aborted"), 1;
+    if (!c->comm) return err_set(err, err_len, "NCCL reduce-scatter: the communicator was aborted");
     char *b = buf;
     if (equal_pieces(c, counts)) {
         /* in place: recvbuff = sendbuff + rank * recvcount */
@@ -417,7 +409,7 @@ int dist_nccl_allgather(DistNccl *c, void *buf, const size_t *counts, size_t ele
                         char *err, size_t err_len) {
     ncclDataType_t t;
     if (nccl_type(elem_bytes, &t, err, err_len)) return 1;
-    if (!c->comm) return snprintf(err, err_len, "NCCL all-gather: the communicator was aborted"), 1;
+    if (!c->comm) return err_set(err, err_len, "NCCL all-gather: the communicator was aborted");
     char *b = buf;
     if (equal_pieces(c, counts)) {
         const char *mine = b + (size_t)c->rank * counts[0] * elem_bytes;
@@ -437,7 +429,7 @@ static int new_event(cudaEvent_t *e, const char *what, char *err, size_t err_len
     cudaError_t r = *e ? cudaSuccess : cudaEventCreateWithFlags(e, cudaEventDisableTiming);
     if (r == cudaSuccess) return 0;
     *e = NULL;
-    return snprintf(err, err_len, "NCCL %s: cudaEventCreate: %s", what, cudaGetErrorString(r)), 1;
+    return err_set(err, err_len, "NCCL %s: cudaEventCreate: %s", what, cudaGetErrorString(r));
 }
 
 /* own_stream's next work after the compute stream's work so far (an event
@@ -456,14 +448,14 @@ int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
                             size_t bucket_elems, const size_t *pieces, void *compute_stream,
                             char *err, size_t err_len) {
     if (!c->comm)
-        return snprintf(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT), 1;
-    if (c->bk_armed) return snprintf(err, err_len, "NCCL %s: begun twice", BK_WHAT), 1;
+        return err_set(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT);
+    if (c->bk_armed) return err_set(err, err_len, "NCCL %s: begun twice", BK_WHAT);
     if (nccl_type(elem_bytes, &c->bk_type, err, err_len)) return 1;
     if (new_event(&c->bk_ready, BK_WHAT, err, err_len) ||
         new_event(&c->bk_done, BK_WHAT, err, err_len))
         return 1;
     if (pieces && !c->bk_pieces && !(c->bk_pieces = malloc((size_t)c->world * sizeof(size_t))))
-        return snprintf(err, err_len, "NCCL %s: out of memory", BK_WHAT), 1;
+        return err_set(err, err_len, "NCCL %s: out of memory", BK_WHAT);
     if (pieces) memcpy(c->bk_pieces, pieces, (size_t)c->world * sizeof(size_t));
     c->bk_buf = buf, c->bk_n = n, c->bk_hi = n, c->bk_elem = elem_bytes;
     c->bk_cap = bucket_elems ? bucket_elems : 1;
@@ -491,24 +483,23 @@ static int bucket_issue(DistNccl *c, size_t lo, char *err, size_t err_len) {
 
 int dist_nccl_buckets_ready(void *ctx, size_t offset, char *err, size_t err_len) {
     DistNccl *c = ctx;
-    if (!c->bk_armed) return snprintf(err, err_len, "NCCL %s: not begun", BK_WHAT), 1;
+    if (!c->bk_armed) return err_set(err, err_len, "NCCL %s: not begun", BK_WHAT);
     if (offset > c->bk_hi)
-        return snprintf(err, err_len, "NCCL %s: offset %zu after %zu was handed over", BK_WHAT,
-                        offset, c->bk_hi),
-               1;
+        return err_set(err, err_len, "NCCL %s: offset %zu after %zu was handed over", BK_WHAT,
+                        offset, c->bk_hi);
     if (!c->comm)
-        return snprintf(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT), 1;
+        return err_set(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT);
     if (c->bk_hi - offset < c->bk_cap && offset > 0) return 0;
     return offset < c->bk_hi ? bucket_issue(c, offset, err, err_len) : 0;
 }
 
 int dist_nccl_buckets_finish(DistNccl *c, char *err, size_t err_len) {
-    if (!c->bk_armed) return snprintf(err, err_len, "NCCL %s: finish without a begin", BK_WHAT), 1;
+    if (!c->bk_armed) return err_set(err, err_len, "NCCL %s: finish without a begin", BK_WHAT);
     int rc = c->bk_hi > 0 ? dist_nccl_buckets_ready(c, 0, err, err_len) : 0;
     c->bk_armed = 0;
     if (rc) return 1;
     if (!c->comm)
-        return snprintf(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT), 1;
+        return err_set(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT);
     if (cuda_failed(c, BK_WHAT, "cudaEventRecord", cudaEventRecord(c->bk_done, c->own_stream), err,
                     err_len))
         return 1;
@@ -523,13 +514,13 @@ int dist_nccl_gather_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes, 
                            const size_t *pieces, void *compute_stream, char *err, size_t err_len) {
     ncclDataType_t t;
     if (nccl_type(elem_bytes, &t, err, err_len)) return 1;
-    if (!c->comm) return snprintf(err, err_len, "NCCL %s: the communicator was aborted", G_WHAT), 1;
+    if (!c->comm) return err_set(err, err_len, "NCCL %s: the communicator was aborted", G_WHAT);
     if (c->g_waited < c->g_chunks)
-        return snprintf(err, err_len, "NCCL %s: begun while the last one is pending", G_WHAT), 1;
+        return err_set(err, err_len, "NCCL %s: begun while the last one is pending", G_WHAT);
     size_t chunk = chunk_elems ? chunk_elems : 1, chunks = n ? (n - 1) / chunk + 1 : 0;
     if (chunks > c->g_ev_n) {
         cudaEvent_t *ev = realloc(c->g_ev, chunks * sizeof *ev);
-        if (!ev) return snprintf(err, err_len, "NCCL %s: out of memory", G_WHAT), 1;
+        if (!ev) return err_set(err, err_len, "NCCL %s: out of memory", G_WHAT);
         c->g_ev = ev;
         for (; c->g_ev_n < chunks; c->g_ev_n++) {
             ev[c->g_ev_n] = NULL;
@@ -557,7 +548,7 @@ int dist_nccl_gather_needed(void *ctx, size_t end, char *err, size_t err_len) {
     double deadline = now_s() + c->timeout_s;
     while (c->g_waited < c->g_chunks && c->g_waited * c->g_chunk < end) {
         if (!c->comm)
-            return snprintf(err, err_len, "NCCL %s: the communicator was aborted", G_WHAT), 1;
+            return err_set(err, err_len, "NCCL %s: the communicator was aborted", G_WHAT);
         if (nccl_event_wait(c, c->g_ev[c->g_waited], G_WHAT, deadline, err, err_len)) return 1;
         c->g_waited++;
     }
@@ -572,9 +563,9 @@ int dist_nccl_gather_finish(DistNccl *c, char *err, size_t err_len) {
 
 int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, size_t err_len) {
     static const char what[] = "int64 all-reduce (MoE counts)";
-    if (!c->comm) return snprintf(err, err_len, "NCCL %s: the communicator was aborted", what), 1;
+    if (!c->comm) return err_set(err, err_len, "NCCL %s: the communicator was aborted", what);
     if (c->sum_dst)
-        return snprintf(err, err_len, "NCCL %s: begun while the previous one is in flight", what), 1;
+        return err_set(err, err_len, "NCCL %s: begun while the previous one is in flight", what);
     if (n > c->sum_cap) {
         /* grows once: the counts of a model have one size */
         if (c->sum_dev) cudaFree(c->sum_dev), c->sum_dev = NULL;
@@ -583,16 +574,14 @@ int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, siz
         cudaError_t e = cudaMalloc((void **)&c->sum_dev, n * sizeof(int64_t));
         if (e == cudaSuccess) e = cudaMallocHost((void **)&c->sum_host, n * sizeof(int64_t));
         if (e != cudaSuccess)
-            return snprintf(err, err_len, "NCCL %s: allocating %zu values: %s", what, n,
-                            cudaGetErrorString(e)),
-                   1;
+            return err_set(err, err_len, "NCCL %s: allocating %zu values: %s", what, n,
+                            cudaGetErrorString(e));
         c->sum_cap = n;
     }
     if (!c->sum_done) {
         cudaError_t e = cudaEventCreateWithFlags(&c->sum_done, cudaEventDisableTiming);
         if (e != cudaSuccess)
-            return snprintf(err, err_len, "NCCL %s: cudaEventCreate: %s", what, cudaGetErrorString(e)),
-                   1;
+            return err_set(err, err_len, "NCCL %s: cudaEventCreate: %s", what, cudaGetErrorString(e));
     }
     size_t bytes = n * sizeof(int64_t);
     memcpy(c->sum_host, buf, bytes);
@@ -614,10 +603,10 @@ int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, siz
 
 int dist_nccl_isum_i64_finish(DistNccl *c, char *err, size_t err_len) {
     static const char what[] = "int64 all-reduce (MoE counts)";
-    if (!c->sum_dst) return snprintf(err, err_len, "NCCL %s: finish without a begin", what), 1;
+    if (!c->sum_dst) return err_set(err, err_len, "NCCL %s: finish without a begin", what);
     int64_t *dst = c->sum_dst;
     c->sum_dst = NULL;
-    if (!c->comm) return snprintf(err, err_len, "NCCL %s: the communicator was aborted", what), 1;
+    if (!c->comm) return err_set(err, err_len, "NCCL %s: the communicator was aborted", what);
     if (nccl_event_wait(c, c->sum_done, what, now_s() + c->timeout_s, err, err_len)) return 1;
     memcpy(dst, c->sum_host, c->sum_n * sizeof(int64_t));
     return 0;

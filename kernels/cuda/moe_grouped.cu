@@ -37,6 +37,7 @@
 #include <cublas_v2.h>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/util.h"
 
 namespace {
 
@@ -89,14 +90,14 @@ int grouped_load(char *err, size_t err_len) {
         g_grouped.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
     if (!g_grouped.lib) {
         const char *why = dlerror();
-        snprintf(err, err_len, "cannot load libcublas.so.13: %s", why ? why : "dlopen failed");
+        err_set(err, err_len, "cannot load libcublas.so.13: %s", why ? why : "dlopen failed");
         return 1;
     }
     void *c = dlsym(g_grouped.lib, "cublasCreate_v2");
     void *st = dlsym(g_grouped.lib, "cublasSetStream_v2");
     void *gm = dlsym(g_grouped.lib, "cublasGemmGroupedBatchedEx");
     if (!c || !st || !gm) {
-        snprintf(err, err_len, "libcublas lacks cublasGemmGroupedBatchedEx (CUDA >= 12.5 needed)");
+        err_set(err, err_len, "libcublas lacks cublasGemmGroupedBatchedEx (CUDA >= 12.5 needed)");
         return 1;
     }
     /* POSIX: a void * from dlsym converts to a function pointer */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/util.h"
 
 CudaState g_cuda;
 
@@ -235,9 +236,8 @@ static int check_options(const OpsOptions *o, char *err, size_t err_len) {
              {"cuda.sync_debug", o->cuda.sync_debug, 0, 1}};
     for (size_t i = 0; i < sizeof k / sizeof *k; i++)
         if (k[i].v < k[i].lo || k[i].v > k[i].hi)
-            return snprintf(err, err_len, "%s = %d: expected %d to %d", k[i].key, k[i].v,
-                            k[i].lo, k[i].hi),
-                   -1;
+            return err_set(err, err_len, "%s = %d: expected %d to %d", k[i].key, k[i].v, k[i].lo,
+                           k[i].hi);
     return 0;
 }
 
@@ -248,7 +248,7 @@ static int cuda_start(char *err, size_t err_len) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
-        snprintf(err, err_len, "no GPU: cudaGetDeviceCount: %s",
+        err_set(err, err_len, "no GPU: cudaGetDeviceCount: %s",
                  e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
         (void)cudaGetLastError();
         return -1;
@@ -257,17 +257,17 @@ static int cuda_start(char *err, size_t err_len) {
         (e = cudaDeviceGetAttribute(&g_cuda.sm_count, cudaDevAttrMultiProcessorCount,
                                     g_cuda.device)) != cudaSuccess ||
         (e = cudaStreamCreateWithFlags(&g_cuda.stream, cudaStreamNonBlocking)) != cudaSuccess) {
-        snprintf(err, err_len, "CUDA start-up failed: %s", cudaGetErrorString(e));
+        err_set(err, err_len, "CUDA start-up failed: %s", cudaGetErrorString(e));
         return -1;
     }
     cublasStatus_t s = cublasLtCreate(&g_cuda.lt);
     if (s != CUBLAS_STATUS_SUCCESS) {
-        snprintf(err, err_len, "cublasLtCreate failed: %s", cublasLtGetStatusString(s));
+        err_set(err, err_len, "cublasLtCreate failed: %s", cublasLtGetStatusString(s));
         return -1;
     }
     g_cuda.lt_ws_bytes = (size_t)32 << 20;
     if ((e = cudaMalloc(&g_cuda.lt_ws, g_cuda.lt_ws_bytes)) != cudaSuccess) {
-        snprintf(err, err_len, "cudaMalloc of the cuBLASLt workspace failed: %s",
+        err_set(err, err_len, "cudaMalloc of the cuBLASLt workspace failed: %s",
                  cudaGetErrorString(e));
         return -1;
     }
