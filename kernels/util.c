@@ -51,3 +51,21 @@ int mkdir_p(const char *path, char *err, size_t err_len) {
         return err_set(err, err_len, "cannot create directory %.1000s: %s", buf, strerror(errno));
     return 0;
 }
+
+size_t edit_distance(const char *a, size_t n, const char *b) {
+    size_t m = strlen(b), row[64];
+    if (n >= 63 || m >= 63) return (size_t)-1;
+    for (size_t j = 0; j <= m; j++) row[j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[m];
+}

@@ -27,6 +27,11 @@ double now_s(void);
  * -1 with "cannot create directory <component>: <reason>" in err. */
 int mkdir_p(const char *path, char *err, size_t err_len);
 
+/* Levenshtein distance between the first n chars of a and the string b,
+ * for "did you mean" suggestions; (size_t)-1 when either is 63 chars or
+ * longer (names that long get no suggestion). */
+size_t edit_distance(const char *a, size_t n, const char *b);
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,32 +66,14 @@ const char *config_key_info(int i, const char **type, const char **def, const ch
 
 /* ---------------- suggestions ---------------- */
 
-static int edit_distance(const char *a, const char *b) {
-    int la = (int)strlen(a), lb = (int)strlen(b), row[65];
-    if (la > 63 || lb > 63) return 99;
-    for (int j = 0; j <= lb; j++) row[j] = j;
-    for (int i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = i;
-        for (int j = 1; j <= lb; j++) {
-            int up = row[j], best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            diag = up;
-            row[j] = best;
-        }
-    }
-    return row[lb];
-}
-
 /* the closest candidate within max(2, len/3) edits, or NULL */
 static const char *closest(const char *word, const char *const *cands, int n) {
     const char *best = NULL;
-    int bd = (int)strlen(word) / 3;
+    size_t len = strlen(word), bd = len / 3;
     if (bd < 2) bd = 2;
     bd++;
     for (int i = 0; i < n; i++) {
-        int d = edit_distance(word, cands[i]);
+        size_t d = edit_distance(word, len, cands[i]);
         if (d < bd) bd = d, best = cands[i];
     }
     return best;

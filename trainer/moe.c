@@ -87,26 +87,11 @@ struct MoeState {
 
 static const char *const lbl_names[] = {"none", "micro", "global"};
 
-/* small edit distance for "did you mean" */
-static int edit_distance(const char *a, const char *b) {
-    int la = (int)strlen(a), lb = (int)strlen(b), d[32][32];
-    if (la > 30 || lb > 30) return 99;
-    for (int i = 0; i <= la; i++) d[i][0] = i;
-    for (int j = 0; j <= lb; j++) d[0][j] = j;
-    for (int i = 1; i <= la; i++)
-        for (int j = 1; j <= lb; j++) {
-            int c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c) c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c) c = d[i][j - 1] + 1;
-            d[i][j] = c;
-        }
-    return d[la][lb];
-}
-
 static const char *closest(const char *s, const char *const *names, int n) {
-    int best = -1, bd = 3;
+    int best = -1;
+    size_t bd = 3, len = strlen(s);
     for (int i = 0; i < n; i++) {
-        int d = edit_distance(s, names[i]);
+        size_t d = edit_distance(s, len, names[i]);
         if (d < bd) bd = d, best = i;
     }
     return best < 0 ? NULL : names[best];

@@ -96,9 +96,22 @@ static void test_now_s(void) {
     CHECK(now_s() - t0 >= 0.015);
 }
 
+static void test_edit_distance(void) {
+    CHECK(edit_distance("resume", 6, "resume") == 0);
+    CHECK(edit_distance("resum", 5, "resume") == 1);
+    CHECK(edit_distance("--modle", 7, "--model") == 2);  /* a swap is two edits */
+    CHECK(edit_distance("kitten", 6, "sitting") == 3);
+    CHECK(edit_distance("abcdef", 3, "abc") == 0);       /* only the first n chars */
+    CHECK(edit_distance("", 0, "abc") == 3);
+    char long_name[70];
+    memset(long_name, 'x', sizeof long_name - 1), long_name[sizeof long_name - 1] = 0;
+    CHECK(edit_distance(long_name, strlen(long_name), "x") == (size_t)-1);
+}
+
 int main(void) {
     test_err_set();
     test_mkdir_p();
     test_now_s();
+    test_edit_distance();
     return CHECK_DONE();
 }

@@ -30,16 +30,11 @@ int cmd_export(int argc, char **argv) {
                      {"--force", 0, 0, 0},
                      {NULL, 0, 0, 0}};
     const CliSpec spec = {"export", usage, opts, 2, NULL, NULL};
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc < 2 || strcmp(argv[1], "gguf")) {
-        cli_usage_error(&spec, "the only format is gguf");
-        return cli_usage(&spec);
-    }
+    int rc = cli_format(&spec, argc, argv, "gguf");
+    if (rc >= 0) return rc;
     const char *pos[2];
-    int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
+    int n_pos;
+    rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
     if (n_pos < 2) return cli_usage(&spec);
     const char *model_dir = pos[0], *out = pos[1];

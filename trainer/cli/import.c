@@ -19,16 +19,11 @@ static const char usage[] =
 int cmd_import(int argc, char **argv) {
     CliOpt opts[] = {{"--force", 0, 0, 0}, {NULL, 0, 0, 0}};
     const CliSpec spec = {"import", usage, opts, 2, NULL, NULL};
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc < 2 || strcmp(argv[1], "gguf")) {
-        cli_usage_error(&spec, "the only format is gguf");
-        return cli_usage(&spec);
-    }
+    int rc = cli_format(&spec, argc, argv, "gguf");
+    if (rc >= 0) return rc;
     const char *pos[2];
-    int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
+    int n_pos;
+    rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
     if (n_pos < 2) return cli_usage(&spec);
     char err[1024];

@@ -7,25 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Edit distance between a (n chars) and b, for "did you mean". */
-static size_t edit_distance(const char *a, size_t n, const char *b) {
-    size_t m = strlen(b), row[64];
-    if (n >= 63 || m >= 63) return (size_t)-1;
-    for (size_t j = 0; j <= m; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= n; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= m; j++) {
-            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[m];
-}
+#include "kernels/util.h"
 
 static void vmessage(const CliSpec *spec, const char *fmt, va_list ap) {
     fprintf(stderr, "dapt %s: ", spec->cmd);
@@ -106,6 +88,16 @@ int cli_parse(const CliSpec *spec, int argc, char **argv, int first, const char 
         }
     }
     return CLI_OK;
+}
+
+int cli_format(const CliSpec *spec, int argc, char **argv, const char *format) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(spec->usage, stdout);
+        return 0;
+    }
+    if (argc >= 2 && !strcmp(argv[1], format)) return -1;
+    cli_usage_error(spec, "the only format is %s", format);
+    return cli_usage(spec);
 }
 
 CliOpt *cli_opt(const CliSpec *spec, const char *name) {

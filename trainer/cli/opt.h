@@ -39,6 +39,12 @@ enum { CLI_OK = 0, CLI_HELP = 1, CLI_USAGE = 2 };
  * what was wrong on stderr. */
 int cli_parse(const CliSpec *spec, int argc, char **argv, int first, const char **pos, int *n_pos);
 
+/* `dapt CMD FORMAT ...` where FORMAT is the only format there is: -1 when
+ * argv[1] is it (options and positionals start at argv[2]), else the exit
+ * status: 0 after printing the usage for --help/-h, 2 after saying "the
+ * only format is FORMAT". */
+int cli_format(const CliSpec *spec, int argc, char **argv, const char *format);
+
 /* The option called name (which the table must list). */
 CliOpt *cli_opt(const CliSpec *spec, const char *name);
 
