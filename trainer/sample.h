@@ -2,7 +2,7 @@
  * behind `dapt sample`).
  *
  * Generation recomputes the forward pass over the whole context for every
- * new token (no KV cache yet): fine for the small models of a CPU session,
+ * new token (no KV cache): fine for the small models a CPU runs,
  * O(n^2) in the generated length. The context is the last max_seq_len
  * tokens. Sampling: softmax(logits / temperature) restricted to the top_k
  * most likely tokens, drawn with a seeded generator (temperature 0: argmax),

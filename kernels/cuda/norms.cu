@@ -592,9 +592,9 @@ static void rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *inp,
  * residual_rmsnorm_fwd) ----
  * The warp-per-row kernel with RES where it applies; otherwise (odd or
  * unaligned sizes, C > 4096) the table's own residual_fwd and then the
- * plain norm: two launches, the same results. Verified bitwise against the
- * two ops on an H200 and 4.6 ms a step faster on the 1.1B llama
- * (docs/gpu-log.md, fifth run): on by default; cuda.fused_norm = false
+ * plain norm: two launches, the same results. Bitwise the two ops (verified
+ * on an H100 and an H200, docs/gpu-log.md) and 1-3 ms a step faster on the
+ * 1.1B llama (docs/performance.md): on by default; cuda.fused_norm = false
  * leaves the entries NULL (the model then calls the two ops), for A/B
  * runs. */
 template <typename T> static const Ops *own_table(void) { return cuda_table(sizeof(T) == 2); }

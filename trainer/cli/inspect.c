@@ -108,8 +108,8 @@ int cmd_inspect(int argc, char **argv) {
     }
     if (ends_with(file, ".safetensors"))
         return cli_fail(&spec,
-                        "%s: this build cannot inspect safetensors files yet "
-                        "(.tok.zst shards and .gguf files)",
+                        "%s: dapt inspect reads .tok.zst shards and .gguf files, not "
+                        "safetensors",
                         file);
     return cli_fail(&spec, "%s: unknown file type: expected a name ending in .tok.zst or .gguf",
                     file);

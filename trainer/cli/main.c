@@ -34,7 +34,7 @@ static void print_usage(FILE *f) {
     int n = 0;
     for (const Command *c = commands; c->name; c++, n++)
         fprintf(f, "  %-10s %s\n", c->name, c->summary);
-    if (n == 0) fprintf(f, "  (none yet in this build)\n");
+    if (n == 0) fprintf(f, "  (none in this build)\n");
     fprintf(f, "\n`dapt <command> --help` describes each command.\n");
 }
 
