@@ -114,6 +114,8 @@ static void test_parse(void) {
           "ratios %d budgets %d %lld", s.n_ratios, s.n_budgets, s.budgets[0]);
     bad_sweep("base = \"b\"\n", "S.toml:1: base", "[sweep] table");
     bad_sweep("[model]\n", "S.toml:1: table", "only [sweep]");
+    bad_sweep("[sw\n", "S.toml:1: table", "only [sweep]");
+    bad_sweep("[sweep] x\n", "S.toml:1: table", "only [sweep]");
     bad_sweep("[sweep]\n[sweep]\n", "S.toml:2: [sweep]", "twice");
     bad_sweep("[sweep]\nout_dir = \"o\"\nratios = [0]\nsteps = [1]\n", "S.toml", "base");
     bad_sweep("[sweep]\nbase = \"b\"\nout_dir = \"o\"\nsteps = [1]\n", "S.toml", "ratios");

@@ -206,8 +206,9 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
         if (rest_blank(q)) continue;
         if (*q == '[') {
             const char *t = q + 1 + strspn(q + 1, " \t");
-            const char *close = t + 5 + strspn(t + 5, " \t");
-            if (!strncmp(t, "sweep", 5) && *close == ']' && rest_blank(close + 1)) {
+            int is_sweep = !strncmp(t, "sweep", 5);
+            const char *close = is_sweep ? t + 5 + strspn(t + 5, " \t") : t;
+            if (is_sweep && *close == ']' && rest_blank(close + 1)) {
                 if (seen_sweep) return src_err(&src, "[sweep]", "the table appears twice");
                 in_sweep = seen_sweep = 1;
                 continue;
