@@ -1,5 +1,5 @@
 /* config.c: loading, overriding, validating and writing dapt's config (see
- * config.h; the keys and the value grammar are in config_keys.c).
+ * config.h; the keys are in config_keys.c, the value grammar in toml.c).
  *
  * libinih splits the file into sections and key lines. Our reader feeds it
  * one line at a time, so the handler knows the line number (Debian's inih

@@ -1,13 +1,14 @@
 /* config_keys.h: internal to config.c / config_keys.c: the key table and
- * the TOML value parser. The table is the single source of truth for every
- * key's type, default, range and documentation. */
+ * the typing of parsed values (trainer/toml.h) into a Config. The table is
+ * the single source of truth for every key's type, default, range and
+ * documentation. */
 #ifndef DAPT_CONFIG_KEYS_H
 #define DAPT_CONFIG_KEYS_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 #include "trainer/config.h"
+#include "trainer/toml.h"
 
 typedef enum { K_STR, K_INT, K_INT64, K_FLOAT, K_BOOL, K_GLOBS, K_POINTS } KeyType;
 
@@ -27,25 +28,6 @@ extern const KeyDef config_keys[];
 extern const int config_num_keys;
 extern const char *const config_sections[];
 extern const int config_num_sections;
-
-/* ---- parsed TOML values ---- */
-typedef enum { V_STR, V_INT, V_FLOAT, V_BOOL, V_ARRAY } ValueType;
-
-typedef struct Value {
-    ValueType type;
-    char *s;   /* V_STR */
-    int64_t i; /* V_INT */
-    double f;  /* V_FLOAT */
-    int b;     /* V_BOOL */
-    struct Value *items; /* V_ARRAY */
-    int n;
-} Value;
-
-/* Parses one value and what follows it on the line (spaces, an optional
- * `# comment`). 0 on success, else a message (what was expected, at which
- * column of `text`). */
-int value_parse(const char *text, Value *v, char *err, size_t err_len);
-void value_free(Value *v);
 
 /* Stores v into key k of c after checking type, choices and range; the
  * message says what was expected ("expected an integer in [1, 1024]"). */

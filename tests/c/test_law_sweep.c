@@ -88,9 +88,34 @@ static void test_parse(void) {
     snprintf(t, sizeof t, "%sratios = [0.5] x\n", h);
     bad_sweep(t, "S.toml:4: ratios", "unexpected text");
     snprintf(t, sizeof t, "%sratios = [abc]\n", h);
-    bad_sweep(t, "S.toml:4: ratios", "expected a number");
+    bad_sweep(t, "S.toml:4: ratios",
+              "expected a value (a \"string\", number, true/false or [array]) at column 3 "
+              "(ratios takes an array of numbers in [0, 1])");
+    /* well-formed TOML of the wrong type: what the key takes and what it got */
+    snprintf(t, sizeof t, "%sratios = [0.5, \"1\"]\n", h);
+    bad_sweep(t, "S.toml:4: ratios", "expected an array of numbers in [0, 1], item 2 is a string");
+    snprintf(t, sizeof t, "%sname_prefix = 3\n", h);
+    bad_sweep(t, "S.toml:4: name_prefix", "expected a string, got an integer");
+    snprintf(t, sizeof t, "%ssteps = 10\n", h);
+    bad_sweep(t, "S.toml:4: steps", "expected an array of positive integers, got an integer");
+    snprintf(t, sizeof t, "%ssizes = [[2, 64, 4, 128], 5]\n", h);
+    bad_sweep(t, "S.toml:4: sizes", "size 2 is an integer");
+    snprintf(t, sizeof t, "%ssizes = [[2, 64, true, 128]]\n", h);
+    bad_sweep(t, "S.toml:4: sizes", "size 1: item 3 is a boolean");
+    snprintf(t, sizeof t, "%sname_prefix = \"a\\qb\"\n", h);
+    bad_sweep(t, "S.toml:4: name_prefix", "unknown escape");
+    /* TOML's escapes and literal strings, integral floats as budgets (tomllib agrees) */
+    const char *toml = "[sweep]\nbase = 'b\\c.toml'\nout_dir = \"o\\u00e9\"\n"
+                       "ratios = [1, 0.5,]\nsteps = [1e2, 20]\n";
+    CHECK(law_sweep_parse("S.toml", toml, &s, err, sizeof err) == 0, "%s", err);
+    CHECK(!strcmp(s.base, "b\\c.toml") && !strcmp(s.out_dir, "o\xc3\xa9"), "strings %s %s", s.base,
+          s.out_dir);
+    CHECK(s.n_ratios == 2 && s.n_budgets == 2 && s.budgets[0] == 100 && !s.budget_is_tokens,
+          "ratios %d budgets %d %lld", s.n_ratios, s.n_budgets, s.budgets[0]);
     bad_sweep("base = \"b\"\n", "S.toml:1: base", "[sweep] table");
     bad_sweep("[model]\n", "S.toml:1: table", "only [sweep]");
+    bad_sweep("[sw\n", "S.toml:1: table", "only [sweep]");
+    bad_sweep("[sweep] x\n", "S.toml:1: table", "only [sweep]");
     bad_sweep("[sweep]\n[sweep]\n", "S.toml:2: [sweep]", "twice");
     bad_sweep("[sweep]\nout_dir = \"o\"\nratios = [0]\nsteps = [1]\n", "S.toml", "base");
     bad_sweep("[sweep]\nbase = \"b\"\nout_dir = \"o\"\nsteps = [1]\n", "S.toml", "ratios");

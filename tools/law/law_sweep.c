@@ -4,9 +4,9 @@
  * every eval into a results file for `dapt law fit`.
  *
  * SWEEP.toml is a TOML subset read line by line: comments, one [sweep]
- * table, `key = value` lines whose value is a basic string, a number or a
- * single-line array of numbers or of arrays of numbers. Python's tomllib
- * reads the same file with the same meaning. */
+ * table and `key = value` lines. The values are parsed by the config's TOML
+ * value parser (trainer/toml.h: strings, numbers, single-line arrays), so
+ * Python's tomllib reads the same file with the same meaning. */
 #include "tools/law/law_sweep.h"
 
 #include <ctype.h>
@@ -27,6 +27,7 @@
 #include "tools/law/law.h"
 #include "trainer/config.h"
 #include "trainer/hf.h"
+#include "trainer/toml.h"
 
 /* ---------------- SWEEP.toml ---------------- */
 
@@ -48,162 +49,140 @@ __attribute__((format(printf, 3, 4))) static int src_err(const Src *src, const c
     return err_set(src->err, src->err_len, "%s:%d: %s: %s", src->name, src->line, key, msg);
 }
 
-static const char *skip_ws(const char *p) {
-    while (*p == ' ' || *p == '\t') p++;
-    return p;
+/* Whether only spaces, a comment or nothing is left on the line. */
+static int rest_blank(const char *p) {
+    p += strspn(p, " \t");
+    return !*p || *p == '#' || *p == '\r';
 }
 
-/* After a value: only whitespace and an optional comment may follow. */
-static int at_line_end(const char *p) {
-    p = skip_ws(p);
-    return *p == 0 || *p == '#' || *p == '\r';
-}
+/* The keys of [sweep] and what each takes, for messages. */
+enum { K_BASE, K_OUT_DIR, K_NAME_PREFIX, K_RATIOS, K_SIZES, K_STEPS, K_TOKENS, N_KEYS };
+static const struct {
+    const char *key, *takes;
+} sweep_keys[N_KEYS] = {
+    {"base", "a string"},
+    {"out_dir", "a string"},
+    {"name_prefix", "a string"},
+    {"ratios", "an array of numbers in [0, 1]"},
+    {"sizes", "an array of [n_layer, d_model, n_head, d_ff] or "
+              "[n_layer, d_model, n_head, n_kv_head, d_ff] arrays"},
+    {"steps", "an array of positive integers"},
+    {"tokens", "an array of positive integers"},
+};
 
-static int parse_string(Src *src, const char *key, const char *p, char *out, size_t out_len) {
-    if (*p != '"') return src_err(src, key, "expected a \"string\"");
-    p++;
-    size_t n = 0;
-    for (; *p && *p != '"'; p++) {
-        if (*p == '\\') return src_err(src, key, "escapes are not supported in strings");
-        if (n + 1 >= out_len) return src_err(src, key, "string longer than %zu bytes", out_len - 1);
-        out[n++] = *p;
-    }
-    if (*p != '"') return src_err(src, key, "unterminated string");
-    out[n] = 0;
-    if (!at_line_end(p + 1)) return src_err(src, key, "unexpected text after the string");
+static int take_string(Src *src, int k, const Value *v, char *out, size_t out_len) {
+    const char *key = sweep_keys[k].key;
+    if (v->type != V_STR)
+        return src_err(src, key, "expected %s, got %s", sweep_keys[k].takes, value_type_name(v));
+    size_t n = strlen(v->s);
+    if (n >= out_len) return src_err(src, key, "string longer than %zu bytes", out_len - 1);
+    memcpy(out, v->s, n + 1);
     return 0;
 }
 
-/* A TOML number (underscores between digits allowed); *p advanced. */
-static int parse_num(Src *src, const char *key, const char **p, double *v) {
-    char buf[64];
-    size_t n = 0;
-    const char *q = *p;
-    while (*q && (isalnum((unsigned char)*q) || *q == '.' || *q == '-' || *q == '+' || *q == '_')) {
-        if (*q != '_' && n + 1 < sizeof buf) buf[n++] = *q;
-        q++;
-    }
-    buf[n] = 0;
-    char *end;
-    *v = n ? strtod(buf, &end) : 0;
-    if (!n || *end || !isfinite(*v) || !strcmp(buf, "inf") || !strcmp(buf, "nan"))
-        return src_err(src, key, "expected a number, got '%.*s'", (int)(q - *p > 0 ? q - *p : 1),
-                       *p);
-    *p = q;
-    return 0;
-}
-
-/* A single-line array of numbers (depth 1) or of arrays of numbers (depth
- * 2); out holds the numbers row by row, row_len[i] each row's length. */
-static int parse_array(Src *src, const char *key, const char *p, int depth, double *out,
-                       int max_out, int *n_out, int *row_len, int *n_rows) {
-    *n_out = 0;
-    *n_rows = 0;
-    if (*p != '[') return src_err(src, key, "expected an array [...]");
-    p = skip_ws(p + 1);
-    while (*p != ']') {
-        if (!*p || *p == '#')
-            return src_err(src, key, "unterminated array (arrays must fit on one line)");
-        if (depth == 2) {
-            if (*p != '[') return src_err(src, key, "expected an array of arrays [[...], ...]");
-            if (*n_rows >= LAW_SWEEP_MAX)
-                return src_err(src, key, "more than %d entries", LAW_SWEEP_MAX);
-            p = skip_ws(p + 1);
-            int len = 0;
-            while (*p != ']') {
-                if (*n_out >= max_out) return src_err(src, key, "too many numbers");
-                if (parse_num(src, key, &p, &out[*n_out])) return -1;
-                (*n_out)++, len++;
-                p = skip_ws(p);
-                if (*p == ',') p = skip_ws(p + 1);
-                else if (*p != ']')
-                    return src_err(src, key, "expected ',' or ']' in an inner array");
-            }
-            row_len[(*n_rows)++] = len;
-            p = skip_ws(p + 1);
-        } else {
-            if (*n_out >= max_out) return src_err(src, key, "more than %d entries", max_out);
-            if (parse_num(src, key, &p, &out[*n_out])) return -1;
-            (*n_out)++;
-            p = skip_ws(p);
-        }
-        if (*p == ',') p = skip_ws(p + 1);
-        else if (*p != ']')
-            return src_err(src, key, "expected ',' or ']' (arrays must fit on one line)");
-    }
-    if (!at_line_end(p + 1)) return src_err(src, key, "unexpected text after the array");
+/* An array of at most LAW_SWEEP_MAX numbers (integers or floats) into out. */
+static int take_numbers(Src *src, int k, const Value *v, double *out) {
+    const char *key = sweep_keys[k].key;
+    if (v->type != V_ARRAY)
+        return src_err(src, key, "expected %s, got %s", sweep_keys[k].takes, value_type_name(v));
+    if (v->n > LAW_SWEEP_MAX) return src_err(src, key, "more than %d entries", LAW_SWEEP_MAX);
+    for (int i = 0; i < v->n; i++)
+        if (value_number(&v->items[i], &out[i]))
+            return src_err(src, key, "expected %s, item %d is %s", sweep_keys[k].takes, i + 1,
+                           value_type_name(&v->items[i]));
     return 0;
 }
 
 static int is_int(double v) { return v == floor(v) && fabs(v) < 9e15; }
 
-static int set_key(Src *src, LawSweep *s, const char *key, const char *val) {
-    double nums[LAW_SWEEP_MAX * 5];
-    int n, rows[LAW_SWEEP_MAX], n_rows;
-    if (!strcmp(key, "base")) return parse_string(src, key, val, s->base, sizeof s->base);
-    if (!strcmp(key, "out_dir")) return parse_string(src, key, val, s->out_dir, sizeof s->out_dir);
-    if (!strcmp(key, "name_prefix")) {
-        if (parse_string(src, key, val, s->name_prefix, sizeof s->name_prefix)) return -1;
+static int take_sizes(Src *src, LawSweep *s, const Value *v) {
+    const char *key = sweep_keys[K_SIZES].key;
+    if (v->type != V_ARRAY)
+        return src_err(src, key, "expected %s, got %s", sweep_keys[K_SIZES].takes,
+                       value_type_name(v));
+    if (v->n > LAW_SWEEP_MAX) return src_err(src, key, "more than %d entries", LAW_SWEEP_MAX);
+    for (int i = 0; i < v->n; i++) {
+        const Value *row = &v->items[i];
+        if (row->type != V_ARRAY)
+            return src_err(src, key, "expected %s, size %d is %s", sweep_keys[K_SIZES].takes, i + 1,
+                           value_type_name(row));
+        if (row->n != 4 && row->n != 5)
+            return src_err(src, key,
+                           "size %d has %d numbers; expected [n_layer, d_model, n_head, d_ff] or "
+                           "[n_layer, d_model, n_head, n_kv_head, d_ff]",
+                           i + 1, row->n);
+        int x[5];
+        for (int j = 0; j < row->n; j++) {
+            double d;
+            if (value_number(&row->items[j], &d))
+                return src_err(src, key, "size %d: item %d is %s, not a positive integer", i + 1,
+                               j + 1, value_type_name(&row->items[j]));
+            if (!is_int(d) || d < 1 || d > 1 << 20)
+                return src_err(src, key, "size %d: %g is not a positive integer", i + 1, d);
+            x[j] = (int)d;
+        }
+        LawSweepSize *z = &s->sizes[i];
+        z->n_layer = x[0], z->d_model = x[1], z->n_head = x[2];
+        z->n_kv_head = row->n == 5 ? x[3] : x[2];
+        z->d_ff = row->n == 5 ? x[4] : x[3];
+    }
+    s->n_sizes = v->n;
+    return 0;
+}
+
+static int assign(Src *src, LawSweep *s, int k, const Value *v) {
+    const char *key = sweep_keys[k].key;
+    double nums[LAW_SWEEP_MAX];
+    switch (k) {
+    case K_BASE: return take_string(src, k, v, s->base, sizeof s->base);
+    case K_OUT_DIR: return take_string(src, k, v, s->out_dir, sizeof s->out_dir);
+    case K_NAME_PREFIX:
+        if (take_string(src, k, v, s->name_prefix, sizeof s->name_prefix)) return -1;
         for (const char *c = s->name_prefix; *c; c++)
             if (!isalnum((unsigned char)*c) && *c != '-' && *c != '_' && *c != '.')
                 return src_err(src, key, "use only letters, digits, '-', '_' and '.'");
         return 0;
-    }
-    if (!strcmp(key, "ratios")) {
-        if (parse_array(src, key, val, 1, nums, LAW_SWEEP_MAX, &n, rows, &n_rows)) return -1;
-        for (int i = 0; i < n; i++) {
+    case K_RATIOS:
+        if (take_numbers(src, k, v, nums)) return -1;
+        for (int i = 0; i < v->n; i++) {
             if (nums[i] < 0 || nums[i] > 1)
                 return src_err(src, key, "%g is outside [0, 1]", nums[i]);
             for (int j = 0; j < i; j++)
                 if (nums[j] == nums[i]) return src_err(src, key, "%g is listed twice", nums[i]);
             s->ratios[i] = nums[i];
         }
-        s->n_ratios = n;
+        s->n_ratios = v->n;
         return 0;
-    }
-    if (!strcmp(key, "sizes")) {
-        if (parse_array(src, key, val, 2, nums, LAW_SWEEP_MAX * 5, &n, rows, &n_rows)) return -1;
-        int k = 0;
-        for (int i = 0; i < n_rows; i++) {
-            if (rows[i] != 4 && rows[i] != 5)
-                return src_err(
-                    src, key,
-                    "size %d has %d numbers; expected [n_layer, d_model, n_head, d_ff] or "
-                    "[n_layer, d_model, n_head, n_kv_head, d_ff]",
-                    i + 1, rows[i]);
-            int v[5];
-            for (int j = 0; j < rows[i]; j++) {
-                double x = nums[k + j];
-                if (!is_int(x) || x < 1 || x > 1 << 20)
-                    return src_err(src, key, "size %d: %g is not a positive integer", i + 1, x);
-                v[j] = (int)x;
-            }
-            LawSweepSize *z = &s->sizes[i];
-            z->n_layer = v[0], z->d_model = v[1], z->n_head = v[2];
-            z->n_kv_head = rows[i] == 5 ? v[3] : v[2];
-            z->d_ff = rows[i] == 5 ? v[4] : v[3];
-            k += rows[i];
-        }
-        s->n_sizes = n_rows;
-        return 0;
-    }
-    if (!strcmp(key, "steps") || !strcmp(key, "tokens")) {
-        int tok = !strcmp(key, "tokens");
+    case K_SIZES: return take_sizes(src, s, v);
+    case K_STEPS:
+    case K_TOKENS: {
+        int tok = k == K_TOKENS;
         if (s->n_budgets) return src_err(src, key, "give either steps or tokens, not both");
-        if (parse_array(src, key, val, 1, nums, LAW_SWEEP_MAX, &n, rows, &n_rows)) return -1;
-        for (int i = 0; i < n; i++) {
+        if (take_numbers(src, k, v, nums)) return -1;
+        for (int i = 0; i < v->n; i++) {
             if (!is_int(nums[i]) || nums[i] < 1 || (!tok && nums[i] > 1e9))
                 return src_err(src, key, "%g is not a positive integer", nums[i]);
             s->budgets[i] = (long long)nums[i];
         }
-        if (!n) return src_err(src, key, "the list is empty");
-        s->n_budgets = n;
+        if (!v->n) return src_err(src, key, "the list is empty");
+        s->n_budgets = v->n;
         s->budget_is_tokens = tok;
         return 0;
     }
-    return src_err(
-        src, key,
-        "unknown key (expected base, out_dir, name_prefix, ratios, sizes, steps or tokens)");
+    }
+    return -1;
+}
+
+/* Key k's value from text (what follows the '='), by the config's parser. */
+static int set_key(Src *src, LawSweep *s, int k, const char *text) {
+    Value v;
+    char why[512];
+    if (value_parse(text, &v, why, sizeof why))
+        return src_err(src, sweep_keys[k].key, "%s (%s takes %s)", why, sweep_keys[k].key,
+                       sweep_keys[k].takes);
+    int rc = assign(src, s, k, &v);
+    value_free(&v);
+    return rc;
 }
 
 int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, size_t err_len) {
@@ -212,8 +191,7 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
     snprintf(s->name_prefix, sizeof s->name_prefix, "sweep");
     Src src = {name, 0, err, err_len};
     int in_sweep = 0, seen_sweep = 0;
-    int seen_line[7] = {0};
-    static const char *keys[7] = {"base", "out_dir", "name_prefix", "ratios", "sizes", "steps", "tokens"};
+    int seen_line[N_KEYS] = {0};
     char line[8192];
     for (const char *p = text; *p;) {
         const char *e = strchr(p, '\n');
@@ -224,13 +202,13 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
         memcpy(line, p, len);
         line[len] = 0;
         p += len + (e != NULL);
-        const char *q = skip_ws(line);
-        if (at_line_end(q)) continue;
+        const char *q = line + strspn(line, " \t");
+        if (rest_blank(q)) continue;
         if (*q == '[') {
-            const char *t = skip_ws(q + 1);
-            size_t n = strcspn(t, " \t]");
-            if (n == 5 && !strncmp(t, "sweep", 5) && *skip_ws(t + 5) == ']' &&
-                at_line_end(skip_ws(t + 5) + 1)) {
+            const char *t = q + 1 + strspn(q + 1, " \t");
+            int is_sweep = !strncmp(t, "sweep", 5);
+            const char *close = is_sweep ? t + 5 + strspn(t + 5, " \t") : t;
+            if (is_sweep && *close == ']' && rest_blank(close + 1)) {
                 if (seen_sweep) return src_err(&src, "[sweep]", "the table appears twice");
                 in_sweep = seen_sweep = 1;
                 continue;
@@ -242,17 +220,18 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
         if (!kn || kn >= sizeof key) return src_err(&src, "line", "expected key = value");
         memcpy(key, q, kn);
         key[kn] = 0;
-        const char *v = skip_ws(q + kn);
+        const char *v = q + kn + strspn(q + kn, " \t");
         if (*v != '=') return src_err(&src, key, "expected '=' after the key");
-        v = skip_ws(v + 1);
         if (!in_sweep) return src_err(&src, key, "keys belong in the [sweep] table");
-        for (int i = 0; i < 7; i++)
-            if (!strcmp(key, keys[i])) {
-                if (seen_line[i])
-                    return src_err(&src, key, "given twice (first on line %d)", seen_line[i]);
-                seen_line[i] = src.line;
-            }
-        if (set_key(&src, s, key, v)) return -1;
+        int k = 0;
+        while (k < N_KEYS && strcmp(key, sweep_keys[k].key)) k++;
+        if (k == N_KEYS)
+            return src_err(&src, key,
+                           "unknown key (expected base, out_dir, name_prefix, ratios, sizes, "
+                           "steps or tokens)");
+        if (seen_line[k]) return src_err(&src, key, "given twice (first on line %d)", seen_line[k]);
+        seen_line[k] = src.line;
+        if (set_key(&src, s, k, v + 1)) return -1;
     }
     src.line = 0;
     if (!seen_sweep) return err_set(err, err_len, "%s: no [sweep] table", name);
