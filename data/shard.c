@@ -490,12 +490,14 @@ int shard_read_frame(Shard *s, uint64_t frame, uint32_t *out, char *err, size_t 
     return 0;
 }
 
-int shard_scan(Shard *s, ShardScan *out, uint32_t *first, size_t n_first, char *err, size_t errlen) {
+int shard_scan(Shard *s, ShardScan *out, uint32_t *first, size_t n_first, char *err,
+               size_t errlen) {
     const ShardHeader *h = shard_header(s);
     ShardScan sc = {0, 0, UINT32_MAX, 0};
     uint32_t *buf = malloc((size_t)h->tokens_per_frame * sizeof *buf);
-    if (!buf) return err_set(err, errlen, "%s: out of memory for a frame of %u tokens", shard_path(s),
-                           h->tokens_per_frame);
+    if (!buf)
+        return err_set(err, errlen, "%s: out of memory for a frame of %u tokens", shard_path(s),
+                       h->tokens_per_frame);
     int rc = 0;
     for (uint64_t f = 0; f < shard_n_frames(s) && rc == 0; f++) {
         rc = shard_read_frame(s, f, buf, err, errlen);

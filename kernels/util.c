@@ -55,7 +55,8 @@ int mkdir_p(const char *path, char *err, size_t err_len) {
 size_t edit_distance(const char *a, size_t n, const char *b) {
     size_t m = strlen(b), row[64];
     if (n >= 63 || m >= 63) return (size_t)-1;
-    for (size_t j = 0; j <= m; j++) row[j] = j;
+    for (size_t j = 0; j <= m; j++)
+        row[j] = j;
     for (size_t i = 1; i <= n; i++) {
         size_t diag = row[0];
         row[0] = i;

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/util.h"
 #include "trainer/dist_nccl.h"
 #include "trainer/moe.h"
-#include "kernels/util.h"
 
 typedef struct {
     int (*allreduce_sum)(Comm *c, void *buf, size_t n, char *err, size_t err_len);
@@ -66,9 +66,9 @@ int comm_open(Dist *d, const Config *cfg, Comm **out, char *err, size_t err_len)
     *out = NULL;
     if (want_nccl && !on_gpu)
         return err_set(err, err_len,
-                        "dist.backend = \"nccl\" needs run.device = \"cuda\" (run.device is "
-                        "\"%s\")",
-                        cfg->run.device);
+                       "dist.backend = \"nccl\" needs run.device = \"cuda\" (run.device is "
+                       "\"%s\")",
+                       cfg->run.device);
     Comm *c = calloc(1, sizeof *c);
     if (!c || !(c->pieces = malloc(sizeof(size_t) * world))) {
         free(c);
@@ -82,9 +82,9 @@ int comm_open(Dist *d, const Config *cfg, Comm **out, char *err, size_t err_len)
                            sizeof why)) {
             if (world > 1)
                 err_set(err, err_len,
-                         "rank %d of %d: %s (data parallelism on run.device = \"cuda\" runs over "
-                         "NCCL)",
-                         rank, world, why);
+                        "rank %d of %d: %s (data parallelism on run.device = \"cuda\" runs over "
+                        "NCCL)",
+                        rank, world, why);
             else
                 err_set(err, err_len, "dist.backend = \"nccl\": %s", why);
             comm_free(c);
@@ -129,7 +129,7 @@ int comm_bind(Comm *c, Model *m, const Ops *ops, char *err, size_t err_len) {
     if (c->zero &&
         (model_optimizer_offset(m) != c->shard_off || model_optimizer_count(m) != c->shard_n))
         return err_set(err, err_len,
-                        "internal error: optimizer shard differs from the ZeRO-1 layout");
+                       "internal error: optimizer shard differs from the ZeRO-1 layout");
     /* the gradient sums overlap the last backward (with MPI on host
      * buffers they stay after it) */
     c->bucket_elems = (size_t)(c->bucket_mb * 1048576.0 / ops->act_bytes);

@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/util.h"
 #include "trainer/config_keys.h"
 #include "trainer/hf.h"
 #include "trainer/moe.h"
-#include "kernels/util.h"
 
 void config_free(Config *c) {
     ConfigList *ls[] = {&c->data.domain, &c->data.general, &c->data.val_domain, &c->data.val_general};
@@ -377,48 +377,54 @@ int config_validate(const Config *c, char *err, size_t err_len) {
     char a[CONFIG_PATH_LEN + 64], b[CONFIG_PATH_LEN + 64], e[400];
     if (c->train.global_batch % c->train.micro_batch)
         return err_set(err, err_len, "%s = %d must be a multiple of %s = %d",
-                        where(c, "train", "global_batch", a, sizeof a), c->train.global_batch,
-                        where(c, "train", "micro_batch", b, sizeof b), c->train.micro_batch);
+                       where(c, "train", "global_batch", a, sizeof a), c->train.global_batch,
+                       where(c, "train", "micro_batch", b, sizeof b), c->train.micro_batch);
     if (is_set(c, "mix", "schedule") && is_set(c, "mix", "domain_frac"))
         return err_set(err, err_len, "%s and %s are both given: use one (a constant or a schedule)",
-                        where(c, "mix", "domain_frac", a, sizeof a), where(c, "mix", "schedule", b, sizeof b));
+                       where(c, "mix", "domain_frac", a, sizeof a),
+                       where(c, "mix", "schedule", b, sizeof b));
     if (is_set(c, "mix", "schedule") && c->mix.n_schedule == 0)
         return err_set(err, err_len, "%s is empty: give at least one [progress, fraction] point",
-                        where(c, "mix", "schedule", a, sizeof a));
+                       where(c, "mix", "schedule", a, sizeof a));
     int ups = is_set(c, "mix", "upsample_start"), upf = is_set(c, "mix", "upsample_domain_frac");
     if (ups != upf)
-        return err_set(err, err_len, "%s needs %s too",
-                        where(c, "mix", ups ? "upsample_start" : "upsample_domain_frac", a, sizeof a),
-                        ups ? "mix.upsample_domain_frac" : "mix.upsample_start");
+        return err_set(
+            err, err_len, "%s needs %s too",
+            where(c, "mix", ups ? "upsample_start" : "upsample_domain_frac", a, sizeof a),
+            ups ? "mix.upsample_domain_frac" : "mix.upsample_start");
     if (ups && is_set(c, "mix", "schedule"))
-        return err_set(err, err_len, "%s goes with mix.domain_frac, not with %s (put the step into the schedule)",
-                        where(c, "mix", "upsample_start", a, sizeof a), where(c, "mix", "schedule", b, sizeof b));
+        return err_set(err, err_len,
+                       "%s goes with mix.domain_frac, not with %s (put the step into the schedule)",
+                       where(c, "mix", "upsample_start", a, sizeof a),
+                       where(c, "mix", "schedule", b, sizeof b));
     LrSchedule s;
     if (config_to_schedule(c, &s, e, sizeof e)) return err_set(err, err_len, "%s", e);
     if (c->model.init_from[0] && c->moe.upcycle_from[0])
         return err_set(err, err_len, "%s and %s are both given: a run starts from one model",
-                        where(c, "model", "init_from", a, sizeof a),
-                        where(c, "model", "upcycle_from", b, sizeof b));
+                       where(c, "model", "init_from", a, sizeof a),
+                       where(c, "model", "upcycle_from", b, sizeof b));
     if (c->moe.upcycle_from[0] && c->moe.n_experts < 2)
         return err_set(err, err_len, "%s needs [moe] n_experts >= 2 (the experts to build)",
-                        where(c, "model", "upcycle_from", a, sizeof a));
+                       where(c, "model", "upcycle_from", a, sizeof a));
     if (c->model.init_from[0]) {
         static const char *const moe_shape[] = {"n_experts", "top_k", "layer_start", "layer_step",
                                                 "norm_topk_prob"};
         for (int i = 0; i < 5; i++)
             if (is_set(c, "moe", moe_shape[i]))
-                return err_set(err, err_len, "%s is set, but model.init_from = \"%s\" takes the "
-                                "experts and routing from its config.json: remove it",
-                                where(c, "moe", moe_shape[i], a, sizeof a), c->model.init_from);
+                return err_set(err, err_len,
+                               "%s is set, but model.init_from = \"%s\" takes the "
+                               "experts and routing from its config.json: remove it",
+                               where(c, "moe", moe_shape[i], a, sizeof a), c->model.init_from);
     }
     if (c->model.init_from[0] || c->moe.upcycle_from[0]) {
         for (int i = 0; i < N_SHAPE_KEYS; i++)
             if (is_set(c, "model", shape_keys[i]))
-                return err_set(err, err_len, "%s is set, but model.%s = \"%s\" takes the model's "
-                                "shape from its config.json: remove it",
-                                where(c, "model", shape_keys[i], a, sizeof a),
-                                c->model.init_from[0] ? "init_from" : "upcycle_from",
-                                c->model.init_from[0] ? c->model.init_from : c->moe.upcycle_from);
+                return err_set(err, err_len,
+                               "%s is set, but model.%s = \"%s\" takes the model's "
+                               "shape from its config.json: remove it",
+                               where(c, "model", shape_keys[i], a, sizeof a),
+                               c->model.init_from[0] ? "init_from" : "upcycle_from",
+                               c->model.init_from[0] ? c->model.init_from : c->moe.upcycle_from);
     } else {
         ModelConfig m;
         if (config_to_model_config(c, &m, e, sizeof e)) return err_set(err, err_len, "%s", e);
@@ -431,16 +437,17 @@ int config_check_model(const Config *c, const ModelConfig *m, char *err, size_t 
     char a[CONFIG_PATH_LEN + 64];
     if (c->data.seq_len > m->max_seq_len)
         return err_set(err, err_len, "%s = %d is longer than the model's max_seq_len (%d%s)",
-                        where(c, "data", "seq_len", a, sizeof a), c->data.seq_len, m->max_seq_len,
-                        c->model.init_from[0] ? ", from init_from's config.json" : ", model.max_seq_len");
+                       where(c, "data", "seq_len", a, sizeof a), c->data.seq_len, m->max_seq_len,
+                       c->model.init_from[0] ? ", from init_from's config.json"
+                                             : ", model.max_seq_len");
     const int hpb = c->cuda.flash_heads_per_block, kv = m->n_kv_head ? m->n_kv_head : m->n_head;
     const int group = m->n_head / kv;
     if (strcmp(c->run.device, "cpu") && hpb && (hpb > group || group % hpb))
         return err_set(err, err_len,
-                        "%s = %d must divide the model's %d query heads per kv head (n_head %d / "
-                        "n_kv_head %d)",
-                        where(c, "cuda", "flash_heads_per_block", a, sizeof a), hpb, group,
-                        m->n_head, kv);
+                       "%s = %d must divide the model's %d query heads per kv head (n_head %d / "
+                       "n_kv_head %d)",
+                       where(c, "cuda", "flash_heads_per_block", a, sizeof a), hpb, group,
+                       m->n_head, kv);
     return 0;
 }
 

@@ -217,8 +217,8 @@ static int assign_list(Config *c, const KeyDef *k, const Value *v, char *err, si
     if (v->type != V_ARRAY) return want(k, value_type_name(v), err, err_len);
     for (int i = 0; i < v->n; i++)
         if (v->items[i].type != V_STR || !v->items[i].s[0])
-            return err_set(err, err_len, "expected an array of non-empty strings, item %d is %s",
-                            i, v->items[i].type == V_STR ? "empty" : value_type_name(&v->items[i]));
+            return err_set(err, err_len, "expected an array of non-empty strings, item %d is %s", i,
+                           v->items[i].type == V_STR ? "empty" : value_type_name(&v->items[i]));
     ConfigList *l = (ConfigList *)((char *)c + k->off), nl = {NULL, 0};
     nl.items = calloc((size_t)v->n + 1, sizeof *nl.items);
     if (!nl.items) return err_set(err, err_len, "out of memory");
@@ -243,14 +243,17 @@ static int assign_points(Config *c, const KeyDef *k, const Value *v, char *err, 
         const Value *p = &v->items[i];
         if (p->type != V_ARRAY || p->n != 2 || value_number(&p->items[0], &pts[i].progress) ||
             value_number(&p->items[1], &pts[i].fraction))
-            return err_set(err, err_len, "point %d: expected [progress, fraction] (two numbers)", i);
+            return err_set(err, err_len, "point %d: expected [progress, fraction] (two numbers)",
+                           i);
         if (!(pts[i].progress >= 0 && pts[i].progress <= 1) || !(pts[i].fraction >= 0 && pts[i].fraction <= 1))
-            return err_set(err, err_len, "point %d: [%g, %g]: progress and fraction must be in [0, 1]",
-                            i, pts[i].progress, pts[i].fraction);
+            return err_set(err, err_len,
+                           "point %d: [%g, %g]: progress and fraction must be in [0, 1]", i,
+                           pts[i].progress, pts[i].fraction);
         if (i && pts[i].progress < pts[i - 1].progress)
-            return err_set(err, err_len, "point %d: progress %g comes before point %d's %g "
-                            "(points must be sorted by progress)", i, pts[i].progress, i - 1,
-                            pts[i - 1].progress);
+            return err_set(err, err_len,
+                           "point %d: progress %g comes before point %d's %g "
+                           "(points must be sorted by progress)",
+                           i, pts[i].progress, i - 1, pts[i - 1].progress);
     }
     (void)k;
     memcpy(c->mix.schedule, pts, (size_t)v->n * sizeof *pts);
@@ -266,7 +269,8 @@ int key_assign(Config *c, const KeyDef *k, const Value *v, char *err, size_t err
         if (v->type != V_STR) return want(k, value_type_name(v), err, err_len);
         size_t len = strlen(v->s);
         if (len + 1 > k->size)
-            return err_set(err, err_len, "string of %zu bytes is longer than %zu", len, k->size - 1);
+            return err_set(err, err_len, "string of %zu bytes is longer than %zu", len,
+                           k->size - 1);
         if (len < (size_t)k->lo) return want(k, "\"\"", err, err_len);
         if (k->choices) {
             int ok = 0;
@@ -282,7 +286,8 @@ int key_assign(Config *c, const KeyDef *k, const Value *v, char *err, size_t err
             }
         }
         if (!strcmp(k->key, "name") && strspn(v->s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != len)
-            return err_set(err, err_len, "expected letters, digits, '.', '_' or '-' only (it names a directory)");
+            return err_set(err, err_len,
+                           "expected letters, digits, '.', '_' or '-' only (it names a directory)");
         memcpy(dst, v->s, len + 1);
         return 0;
     }

@@ -70,9 +70,9 @@ int dist_init(Dist **out, char *err, size_t err_len) {
         if (w > 1) {
             free(d);
             return err_set(err, err_len,
-                            "started by a launcher with %d processes, but this dapt was built "
-                            "without MPI (install libopenmpi-dev and rebuild)",
-                            w);
+                           "started by a launcher with %d processes, but this dapt was built "
+                           "without MPI (install libopenmpi-dev and rebuild)",
+                           w);
         }
 #endif
     }
@@ -133,7 +133,7 @@ static int *mpi_counts(const Dist *d, const size_t *counts, char *err, size_t er
     for (int r = 0; r < d->world; r++) {
         if (counts[r] > (size_t)0x7fffffff || off > (size_t)0x7fffffff) {
             err_set(err, err_len, "dist: piece of %zu elements at %zu exceeds MPI's int counts",
-                     counts[r], off);
+                    counts[r], off);
             free(cnt);
             return NULL;
         }
@@ -274,8 +274,9 @@ int dist_barrier(Dist *d, char *err, size_t err_len) {
 #include "trainer/dist_nccl.h"
 
 static int no_nccl(char *err, size_t err_len) {
-    return err_set(err, err_len, "this dapt was built without NCCL (it needs the CUDA toolkit "
-                                  "and nccl.h at build time)");
+    return err_set(err, err_len,
+                   "this dapt was built without NCCL (it needs the CUDA toolkit "
+                   "and nccl.h at build time)");
 }
 int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char *err,
                    size_t err_len) {
@@ -369,8 +370,8 @@ int dist_iallreduce_sum_i64_begin(Dist *d, int64_t *buf, size_t n, DistRequest *
                                   size_t err_len) {
     *req = NULL;
     if (n > (size_t)0x7fffffff)
-        return err_set(err, err_len, "dist: non-blocking sum of %zu values exceeds MPI's int counts",
-                        n);
+        return err_set(err, err_len,
+                       "dist: non-blocking sum of %zu values exceeds MPI's int counts", n);
     DistRequest *r = malloc(sizeof *r + 2 * n * sizeof(int64_t));
     if (!r) return err_set(err, err_len, "out of memory");
     r->dst = buf, r->n = n;

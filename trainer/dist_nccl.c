@@ -84,9 +84,9 @@ static int load_api(NcclApi *a, char *err, size_t err_len) {
     if (!a->lib) {
         const char *why = dlerror();
         return err_set(err, err_len,
-                        "cannot load NCCL (%s): %s; install NCCL (libnccl2) or point "
-                        "DAPT_NCCL_LIB at libnccl.so.2",
-                        path, why ? why : "dlopen failed");
+                       "cannot load NCCL (%s): %s; install NCCL (libnccl2) or point "
+                       "DAPT_NCCL_LIB at libnccl.so.2",
+                       path, why ? why : "dlopen failed");
     }
     /* POSIX: a void * from dlsym converts to a function pointer (memcpy
      * keeps -Wpedantic quiet) */
@@ -94,8 +94,8 @@ static int load_api(NcclApi *a, char *err, size_t err_len) {
     do {                                                                                           \
         void *p_ = dlsym(a->lib, name);                                                            \
         if (!p_)                                                                                   \
-            return err_set(err, err_len, "NCCL library %s lacks %s (NCCL >= 2.14 is needed)",     \
-                            path, name),                                                           \
+            return err_set(err, err_len, "NCCL library %s lacks %s (NCCL >= 2.14 is needed)",      \
+                           path, name),                                                            \
                    1;                                                                              \
         memcpy(&a->field, &p_, sizeof p_);                                                         \
     } while (0)
@@ -129,7 +129,7 @@ static void nap(int iter) {
  * makes its kernels return) and say why. Returns 1. */
 static int fail_abort(DistNccl *c, const char *what, const char *why, char *err, size_t err_len) {
     err_set(err, err_len, "NCCL %s on rank %d of %d (GPU %d): %s; NCCL communicator aborted", what,
-             c->rank, c->world, c->device, why);
+            c->rank, c->world, c->device, why);
     if (c->comm) c->api.CommAbort(c->comm);
     c->comm = NULL;
     return 1;
@@ -268,7 +268,7 @@ int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char 
         cudaError_t e = cudaGetDeviceCount(&n_dev);
         if (e != cudaSuccess || n_dev < 1)
             rc = err_set(err, err_len, "NCCL needs a GPU: cudaGetDeviceCount: %s",
-                           e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+                         e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     }
     if (!rc) {
         c->device = dist_local_rank(d) % n_dev;
@@ -302,7 +302,7 @@ int dist_nccl_init(Dist *d, double timeout_s, int grouped, DistNccl **out, char 
         ncclResult_t r = c->api.CommInitRankConfig(&c->comm, c->world, id, c->rank, &cfg);
         if (r != ncclSuccess && r != ncclInProgress) {
             rc = err_set(err, err_len, "ncclCommInitRank(rank %d of %d, GPU %d): %s", c->rank,
-                           c->world, c->device, c->api.GetErrorString(r));
+                         c->world, c->device, c->api.GetErrorString(r));
             c->comm = NULL;
         } else {
             rc = nccl_wait(c, r, "initialisation", err, err_len);
@@ -447,8 +447,7 @@ static const char BK_WHAT[] = "gradient bucket sum (overlapped with the backward
 int dist_nccl_buckets_begin(DistNccl *c, void *buf, size_t n, size_t elem_bytes,
                             size_t bucket_elems, const size_t *pieces, void *compute_stream,
                             char *err, size_t err_len) {
-    if (!c->comm)
-        return err_set(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT);
+    if (!c->comm) return err_set(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT);
     if (c->bk_armed) return err_set(err, err_len, "NCCL %s: begun twice", BK_WHAT);
     if (nccl_type(elem_bytes, &c->bk_type, err, err_len)) return 1;
     if (new_event(&c->bk_ready, BK_WHAT, err, err_len) ||
@@ -486,9 +485,8 @@ int dist_nccl_buckets_ready(void *ctx, size_t offset, char *err, size_t err_len)
     if (!c->bk_armed) return err_set(err, err_len, "NCCL %s: not begun", BK_WHAT);
     if (offset > c->bk_hi)
         return err_set(err, err_len, "NCCL %s: offset %zu after %zu was handed over", BK_WHAT,
-                        offset, c->bk_hi);
-    if (!c->comm)
-        return err_set(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT);
+                       offset, c->bk_hi);
+    if (!c->comm) return err_set(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT);
     if (c->bk_hi - offset < c->bk_cap && offset > 0) return 0;
     return offset < c->bk_hi ? bucket_issue(c, offset, err, err_len) : 0;
 }
@@ -498,8 +496,7 @@ int dist_nccl_buckets_finish(DistNccl *c, char *err, size_t err_len) {
     int rc = c->bk_hi > 0 ? dist_nccl_buckets_ready(c, 0, err, err_len) : 0;
     c->bk_armed = 0;
     if (rc) return 1;
-    if (!c->comm)
-        return err_set(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT);
+    if (!c->comm) return err_set(err, err_len, "NCCL %s: the communicator was aborted", BK_WHAT);
     if (cuda_failed(c, BK_WHAT, "cudaEventRecord", cudaEventRecord(c->bk_done, c->own_stream), err,
                     err_len))
         return 1;
@@ -547,8 +544,7 @@ int dist_nccl_gather_needed(void *ctx, size_t end, char *err, size_t err_len) {
     DistNccl *c = ctx;
     double deadline = now_s() + c->timeout_s;
     while (c->g_waited < c->g_chunks && c->g_waited * c->g_chunk < end) {
-        if (!c->comm)
-            return err_set(err, err_len, "NCCL %s: the communicator was aborted", G_WHAT);
+        if (!c->comm) return err_set(err, err_len, "NCCL %s: the communicator was aborted", G_WHAT);
         if (nccl_event_wait(c, c->g_ev[c->g_waited], G_WHAT, deadline, err, err_len)) return 1;
         c->g_waited++;
     }
@@ -575,13 +571,14 @@ int dist_nccl_isum_i64_begin(DistNccl *c, int64_t *buf, size_t n, char *err, siz
         if (e == cudaSuccess) e = cudaMallocHost((void **)&c->sum_host, n * sizeof(int64_t));
         if (e != cudaSuccess)
             return err_set(err, err_len, "NCCL %s: allocating %zu values: %s", what, n,
-                            cudaGetErrorString(e));
+                           cudaGetErrorString(e));
         c->sum_cap = n;
     }
     if (!c->sum_done) {
         cudaError_t e = cudaEventCreateWithFlags(&c->sum_done, cudaEventDisableTiming);
         if (e != cudaSuccess)
-            return err_set(err, err_len, "NCCL %s: cudaEventCreate: %s", what, cudaGetErrorString(e));
+            return err_set(err, err_len, "NCCL %s: cudaEventCreate: %s", what,
+                           cudaGetErrorString(e));
     }
     size_t bytes = n * sizeof(int64_t);
     memcpy(c->sum_host, buf, bytes);

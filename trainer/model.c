@@ -21,9 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/util.h"
 #include "trainer/moe.h"
 #include "trainer/rng.h"
-#include "kernels/util.h"
 
 typedef struct {
     void *resid;            /* (N, C) block input x_l; resid of layer L is x_L */
@@ -117,24 +117,24 @@ int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
     CHECK_POS(max_seq_len);
     if (c->d_model % c->n_head)
         return err_set(err, err_len,
-                        "d_model (%d) must be divisible by n_head (%d): the head size is "
-                        "d_model / n_head",
-                        c->d_model, c->n_head);
+                       "d_model (%d) must be divisible by n_head (%d): the head size is "
+                       "d_model / n_head",
+                       c->d_model, c->n_head);
     if (c->n_head % c->n_kv_head)
         return err_set(err, err_len,
-                        "n_head (%d) must be divisible by n_kv_head (%d): each key/value head "
-                        "serves n_head / n_kv_head query heads",
-                        c->n_head, c->n_kv_head);
+                       "n_head (%d) must be divisible by n_kv_head (%d): each key/value head "
+                       "serves n_head / n_kv_head query heads",
+                       c->n_head, c->n_kv_head);
     if (c->arch == ARCH_GPT2 && c->n_kv_head != c->n_head)
         return err_set(err, err_len,
-                        "gpt2 has no grouped-query attention: n_kv_head (%d) must equal "
-                        "n_head (%d)",
-                        c->n_kv_head, c->n_head);
+                       "gpt2 has no grouped-query attention: n_kv_head (%d) must equal "
+                       "n_head (%d)",
+                       c->n_kv_head, c->n_head);
     if (c->arch == ARCH_GPT2 && c->qkv_bias)
         return err_set(err, err_len, "qkv_bias is a llama option (gpt2 always has biases)");
     if (c->arch == ARCH_LLAMA && (c->d_model / c->n_head) % 2)
         return err_set(err, err_len, "RoPE needs an even head size (d_model / n_head = %d)",
-                        c->d_model / c->n_head);
+                       c->d_model / c->n_head);
     if (c->arch == ARCH_LLAMA && !(c->rope_theta > 0.0f))
         return err_set(err, err_len, "rope_theta must be > 0 (got %g)", c->rope_theta);
     if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
@@ -287,8 +287,8 @@ Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t er
     }
     return m;
 oom:
-    err_set(err, err_len, "out of memory allocating a model of %zu parameters on %s",
-             m->n_params, ops->name);
+    err_set(err, err_len, "out of memory allocating a model of %zu parameters on %s", m->n_params,
+            ops->name);
     model_free(m);
     return NULL;
 }
@@ -391,8 +391,8 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
     if (ok && m->moe && moe_ensure_acts(m->moe, (int)N, err, err_len)) return free_acts(m), 1;
     if (!ok || !m->losses_host) {
         free_acts(m);
-        return err_set(err, err_len, "out of memory allocating activations for B=%d T=%d on %s",
-                        B, T, o->name);
+        return err_set(err, err_len, "out of memory allocating activations for B=%d T=%d on %s", B,
+                       T, o->name);
     }
     return 0;
 }
@@ -534,9 +534,8 @@ int model_shard_optimizer(Model *m, size_t offset, size_t count, char *err, size
     if (m->opt_n != m->n_params)
         return err_set(err, err_len, "the optimizer state is already sharded");
     if (offset > m->n_params || count > m->n_params - offset)
-        return err_set(err, err_len,
-                        "optimizer shard [%zu, %zu) is outside the %zu parameters", offset,
-                        offset + count, m->n_params);
+        return err_set(err, err_len, "optimizer shard [%zu, %zu) is outside the %zu parameters",
+                       offset, offset + count, m->n_params);
     if (offset == 0 && count == m->n_params) return 0;
     float *nm = shard_copy(m, m->adam_m, offset, count);
     float *nv = nm ? shard_copy(m, m->adam_v, offset, count) : NULL;
@@ -546,7 +545,7 @@ int model_shard_optimizer(Model *m, size_t offset, size_t count, char *err, size
         for (int i = 0; i < 3; i++)
             if (bufs[i]) m->ops->free(bufs[i]);
         return err_set(err, err_len, "out of memory for an optimizer shard of %zu parameters on %s",
-                        count, m->ops->name);
+                       count, m->ops->name);
     }
     m->ops->free(m->adam_m), m->ops->free(m->adam_v);
     if (m->master) m->ops->free(m->master);
@@ -569,18 +568,17 @@ static int check_inputs(Model *m, const int32_t *tokens, const int32_t *targets,
     const ModelConfig *c = &m->cfg;
     if (B < 1 || T < 1) return err_set(err, err_len, "batch %d x %d is empty", B, T);
     if (T > c->max_seq_len)
-        return err_set(err, err_len,
-                        "sequence length %d is above the model's max_seq_len %d", T,
-                        c->max_seq_len);
+        return err_set(err, err_len, "sequence length %d is above the model's max_seq_len %d", T,
+                       c->max_seq_len);
     for (int i = 0; i < B * T; i++) {
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return err_set(err, err_len,
-                            "token id %d at position %d is outside the vocabulary [0, %d)",
-                            tokens[i], i, c->vocab_size);
+                           "token id %d at position %d is outside the vocabulary [0, %d)",
+                           tokens[i], i, c->vocab_size);
         if (targets && targets[i] >= c->vocab_size)
             return err_set(err, err_len,
-                            "target id %d at position %d is outside the vocabulary [0, %d)",
-                            targets[i], i, c->vocab_size);
+                           "target id %d at position %d is outside the vocabulary [0, %d)",
+                           targets[i], i, c->vocab_size);
     }
     return ensure_acts(m, B, T, err, err_len);
 }

@@ -101,8 +101,9 @@ int moe_lbl_mode_parse(const char *s, int *mode, char *err, size_t err_len) {
     for (int i = 0; i < 3; i++)
         if (!strcmp(s, lbl_names[i])) return *mode = i, 0;
     const char *c = closest(s, lbl_names, 3);
-    err_set(err, err_len, "[moe] lbl = \"%.40s\" is not a mode (\"global\", \"micro\" or \"none\")%s%s%s", s,
-             c ? "; did you mean \"" : "", c ? c : "", c ? "\"?" : "");
+    err_set(err, err_len,
+            "[moe] lbl = \"%.40s\" is not a mode (\"global\", \"micro\" or \"none\")%s%s%s", s,
+            c ? "; did you mean \"" : "", c ? c : "", c ? "\"?" : "");
     return 1;
 }
 
@@ -113,7 +114,8 @@ const char *moe_lbl_mode_name(int mode) {
 int moe_lbl_norm_parse(const char *s, int *norm, char *err, size_t err_len) {
     if (!strcmp(s, "paper")) return *norm = MOE_LBL_NORM_PAPER, 0;
     if (!strcmp(s, "hf")) return *norm = MOE_LBL_NORM_HF, 0;
-    err_set(err, err_len, "[moe] lbl_norm = \"%.40s\" is not a normalisation (\"paper\" or \"hf\")", s);
+    err_set(err, err_len, "[moe] lbl_norm = \"%.40s\" is not a normalisation (\"paper\" or \"hf\")",
+            s);
     return 1;
 }
 
@@ -126,26 +128,26 @@ int moe_config_check(const ModelConfig *c, char *err, size_t err_len) {
     if (c->n_experts == 0) return 0;
     if (c->arch != ARCH_LLAMA)
         return err_set(err, err_len, "MoE (n_experts = %d) is a llama option: gpt2 has no MoE FFN",
-                        c->n_experts);
+                       c->n_experts);
     if (c->n_experts < 2)
         return err_set(err, err_len,
-                        "n_experts must be 0 (dense) or >= 2 (got %d): one expert is a dense FFN",
-                        c->n_experts);
+                       "n_experts must be 0 (dense) or >= 2 (got %d): one expert is a dense FFN",
+                       c->n_experts);
     if (c->top_k < 1 || c->top_k > c->n_experts)
-        return err_set(err, err_len, "top_k must be in [1, n_experts = %d] (got %d)",
-                        c->n_experts, c->top_k);
+        return err_set(err, err_len, "top_k must be in [1, n_experts = %d] (got %d)", c->n_experts,
+                       c->top_k);
     if (c->moe_layer_step < 1)
         return err_set(err, err_len, "[moe] layer_step must be >= 1 (got %d)", c->moe_layer_step);
     if (c->moe_layer_start < 0 || c->moe_layer_start >= c->n_layer)
         return err_set(err, err_len, "[moe] layer_start must be in [0, n_layer = %d) (got %d)",
-                        c->n_layer, c->moe_layer_start);
+                       c->n_layer, c->moe_layer_start);
     if (c->lbl_mode < MOE_LBL_NONE || c->lbl_mode > MOE_LBL_GLOBAL)
         return err_set(err, err_len, "unknown lbl mode id %d", c->lbl_mode);
     if (c->lbl_norm != MOE_LBL_NORM_PAPER && c->lbl_norm != MOE_LBL_NORM_HF)
         return err_set(err, err_len, "unknown lbl_norm id %d", c->lbl_norm);
     if (!(c->lbl_coef >= 0.0f) || !(c->z_loss_coef >= 0.0f))
         return err_set(err, err_len, "lbl_coef and z_loss_coef must be >= 0 (got %g, %g)",
-                        c->lbl_coef, c->z_loss_coef);
+                       c->lbl_coef, c->z_loss_coef);
     return 0;
 }
 
@@ -155,9 +157,9 @@ MoeState *moe_create(const ModelConfig *c, const Ops *ops, char *err, size_t err
     if (!ops->moe_route_fwd || !ops->moe_route_bwd || !ops->moe_permute || !ops->moe_gather_fwd ||
         !ops->moe_gather_bwd || !ops->moe_combine_fwd || !ops->moe_combine_bwd)
         return err_set(err, err_len,
-                        "the %s backend has no MoE kernels (n_experts = %d): run MoE models on "
-                        "the cpu backend",
-                        ops->name, c->n_experts),
+                       "the %s backend has no MoE kernels (n_experts = %d): run MoE models on "
+                       "the cpu backend",
+                       ops->name, c->n_experts),
                NULL;
     MoeState *s = calloc(1, sizeof *s);
     if (!s) return err_set(err, err_len, "out of host memory"), NULL;
@@ -272,7 +274,7 @@ int moe_ensure_acts(MoeState *s, int N, char *err, size_t err_len) {
     if (!ok || !s->top_h) {
         free_acts(s);
         return err_set(err, err_len, "out of memory allocating MoE activations for %d rows on %s",
-                        N, o->name);
+                       N, o->name);
     }
     s->cap_N = N;
     return 0;
@@ -368,12 +370,12 @@ int moe_after_forward(MoeState *s, int training, char *err, size_t err_len) {
     int E = c->n_experts, N = s->N;
     if (training && s->step_tokens <= 0)
         return err_set(err, err_len,
-                        "MoE training needs model_moe_begin_step(n_tokens_global) before the "
-                        "first micro-batch of every optimizer step");
+                       "MoE training needs model_moe_begin_step(n_tokens_global) before the "
+                       "first micro-batch of every optimizer step");
     if (s->sum_pending)
         return err_set(err, err_len,
-                        "MoE: the previous pass's counts sum was never finished (a training "
-                        "forward without its backward)");
+                       "MoE: the previous pass's counts sum was never finished (a training "
+                       "forward without its backward)");
     for (int i = 0; i < s->n_moe; i++)
         for (int e = 0; e < E; e++) s->ml[i].counts_local[e] = s->ml[i].counts_h[e];
     s->weight = training ? (double)N / (double)s->step_tokens : 1.0;
@@ -478,8 +480,9 @@ void moe_set_allreduce(MoeState *s, MoeSumBegin begin, MoeSumFinish finish, void
 int moe_begin_step(MoeState *s, int64_t n_tokens_global, char *err, size_t err_len) {
     if (!s) return 0;
     if (n_tokens_global < 1)
-        return err_set(err, err_len, "model_moe_begin_step: n_tokens_global must be >= 1 (got %lld)",
-                        (long long)n_tokens_global);
+        return err_set(err, err_len,
+                       "model_moe_begin_step: n_tokens_global must be >= 1 (got %lld)",
+                       (long long)n_tokens_global);
     s->step_tokens = n_tokens_global;
     for (int i = 0; i < s->n_moe; i++)
         memset(s->ml[i].counts_global, 0, (size_t)s->cfg.n_experts * sizeof(int64_t));
@@ -524,7 +527,8 @@ int moe_record_routing(MoeState *s, const int *row_source, int B, char *err, siz
     if (!s) return 0;
     int K = s->cfg.top_k, N = s->N;
     if (B < 1 || N % B)
-        return err_set(err, err_len, "record_routing: %d rows do not split the last forward's %d tokens", B, N);
+        return err_set(err, err_len,
+                       "record_routing: %d rows do not split the last forward's %d tokens", B, N);
     int T = N / B;
     for (int i = 0; i < s->n_moe; i++) {
         MoeLayer *m = &s->ml[i];

@@ -27,7 +27,7 @@ int moe_loop_configure(Model *m, const Config *c, char *err, size_t err_len);
  * moe_load_max [per layer], moe_worst_load, moe_routing_domain,
  * moe_routing_general [layer][expert], moe_specialization (null until both
  * sources have tokens). */
-int moe_loop_step_fields(Model *m, double aux_sum, MetricsRec *r, char *console,
-                         size_t console_len, char *err, size_t err_len);
+int moe_loop_step_fields(Model *m, double aux_sum, MetricsRec *r, char *console, size_t console_len,
+                         char *err, size_t err_len);
 
 #endif

@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "trainer/rng.h"
 #include "kernels/util.h"
+#include "trainer/rng.h"
 
 /* index of the token drawn from logits (V) */
 static int draw(const float *logits, int V, float temperature, int top_k, Rng *rng, float *prob) {

@@ -28,10 +28,13 @@ static int fail(Cur *c, const char *what) {
 }
 
 static void skip_ws(Cur *c) {
-    while (*c->p == ' ' || *c->p == '\t') c->p++;
+    while (*c->p == ' ' || *c->p == '\t')
+        c->p++;
 }
 
-static int is_digit(char ch) { return ch >= '0' && ch <= '9'; }
+static int is_digit(char ch) {
+    return ch >= '0' && ch <= '9';
+}
 
 /* digits with single underscores between them, copied without the '_' */
 static int digits(Cur *c, char *out, size_t *n, size_t cap) {
@@ -93,7 +96,8 @@ static int parse_number(Cur *c, Value *v) {
 }
 
 static int put_utf8(char *out, size_t *n, unsigned long cp) {
-    if (cp < 0x80) out[(*n)++] = (char)cp;
+    if (cp < 0x80)
+        out[(*n)++] = (char)cp;
     else if (cp < 0x800) {
         out[(*n)++] = (char)(0xc0 | cp >> 6);
         out[(*n)++] = (char)(0x80 | (cp & 0x3f));
@@ -145,8 +149,10 @@ static int parse_string(Cur *c, Value *v) {
                 unsigned long cp = 0;
                 for (int i = 0; i < len; i++) {
                     char h = c->p[2 + i];
-                    int d = is_digit(h) ? h - '0' : (h >= 'a' && h <= 'f') ? h - 'a' + 10
-                                                  : (h >= 'A' && h <= 'F') ? h - 'A' + 10 : -1;
+                    int d = is_digit(h)              ? h - '0'
+                            : (h >= 'a' && h <= 'f') ? h - 'a' + 10
+                            : (h >= 'A' && h <= 'F') ? h - 'A' + 10
+                                                     : -1;
                     if (d < 0) {
                         free(out);
                         return fail(c, "bad \\u escape (expected hex digits)");
@@ -161,7 +167,8 @@ static int parse_string(Cur *c, Value *v) {
                 continue;
             }
             free(out);
-            return fail(c, "unknown escape (TOML has \\b \\t \\n \\f \\r \\\" \\\\ \\uXXXX \\UXXXXXXXX)");
+            return fail(
+                c, "unknown escape (TOML has \\b \\t \\n \\f \\r \\\" \\\\ \\uXXXX \\UXXXXXXXX)");
         }
         out[n++] = (char)ch;
         c->p++;
@@ -184,7 +191,8 @@ static int parse_array(Cur *c, Value *v, int depth) {
             c->p++;
             return 0;
         }
-        if (!*c->p || *c->p == '#') return fail(c, "unterminated array (arrays must be on one line)");
+        if (!*c->p || *c->p == '#')
+            return fail(c, "unterminated array (arrays must be on one line)");
         if (v->n == cap) {
             cap = cap ? 2 * cap : 4;
             Value *p = realloc(v->items, (size_t)cap * sizeof *p);
@@ -195,8 +203,10 @@ static int parse_array(Cur *c, Value *v, int depth) {
         v->n++;
         if (parse_any(c, &v->items[v->n - 1], depth + 1)) return 1;
         skip_ws(c);
-        if (*c->p == ',') c->p++;
-        else if (*c->p != ']') return fail(c, "expected ',' or ']' in an array");
+        if (*c->p == ',')
+            c->p++;
+        else if (*c->p != ']')
+            return fail(c, "expected ',' or ']' in an array");
     }
 }
 
@@ -223,7 +233,8 @@ static int parse_any(Cur *c, Value *v, int depth) {
 void value_free(Value *v) {
     if (!v) return;
     free(v->s);
-    for (int i = 0; i < v->n; i++) value_free(&v->items[i]);
+    for (int i = 0; i < v->n; i++)
+        value_free(&v->items[i]);
     free(v->items);
     memset(v, 0, sizeof *v);
 }
@@ -252,18 +263,26 @@ int value_parse(const char *text, Value *v, char *err, size_t err_len) {
 
 const char *value_type_name(const Value *v) {
     switch (v->type) {
-    case V_STR: return "a string";
-    case V_INT: return "an integer";
-    case V_FLOAT: return "a float";
-    case V_BOOL: return "a boolean";
-    case V_ARRAY: return "an array";
+    case V_STR:
+        return "a string";
+    case V_INT:
+        return "an integer";
+    case V_FLOAT:
+        return "a float";
+    case V_BOOL:
+        return "a boolean";
+    case V_ARRAY:
+        return "an array";
     }
     return "?";
 }
 
 int value_number(const Value *v, double *x) {
-    if (v->type == V_INT) *x = (double)v->i;
-    else if (v->type == V_FLOAT) *x = v->f;
-    else return 1;
+    if (v->type == V_INT)
+        *x = (double)v->i;
+    else if (v->type == V_FLOAT)
+        *x = v->f;
+    else
+        return 1;
     return 0;
 }

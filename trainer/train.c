@@ -41,6 +41,7 @@
 
 #include "data/hash.h"
 #include "data/stream.h"
+#include "kernels/util.h"
 #include "trainer/ckpt.h"
 #include "trainer/comm.h"
 #include "trainer/hf.h"
@@ -50,7 +51,6 @@
 #include "trainer/moe_loop.h"
 #include "trainer/sched.h"
 #include "trainer/train_ckpt.h"
-#include "kernels/util.h"
 
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) {
@@ -81,9 +81,9 @@ static Model *load_base_model(const Config *c, const Ops *ops, char *err, size_t
         struct stat sb;
         if (stat(c->model.init_from, &sb) || !S_ISDIR(sb.st_mode)) {
             err_set(err, err_len,
-                     "model.init_from = \"%s\" is not a directory (expected an HF model directory "
-                     "or a dapt checkpoint)",
-                     c->model.init_from);
+                    "model.init_from = \"%s\" is not a directory (expected an HF model directory "
+                    "or a dapt checkpoint)",
+                    c->model.init_from);
             return NULL;
         }
         m = hf_load_model(c->model.init_from, ops, why, sizeof why);
@@ -162,7 +162,7 @@ static int open_stream(const Config *c, int n_steps, Stream **out, char *err, si
     }
     if (!n)
         return err_set(err, err_len,
-                        "no training data: data.domain and data.general are both empty");
+                       "no training data: data.domain and data.general are both empty");
     StreamConfig sc = {
         .sources = src,
         .n_sources = n,
@@ -187,11 +187,10 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, char *tok_out
     uint32_t sv = stream_vocab_size(s);
     int mv = model_config(m)->vocab_size;
     if (sv > (uint32_t)mv)
-        return err_set(
-                   err, err_len,
-                   "the shards were tokenized with a vocabulary of %u tokens but the model has "
-                   "vocab_size %d: tokenize the corpora with the model's tokenizer",
-                   sv, mv);
+        return err_set(err, err_len,
+                       "the shards were tokenized with a vocabulary of %u tokens but the model has "
+                       "vocab_size %d: tokenize the corpora with the model's tokenizer",
+                       sv, mv);
     tok_out[0] = 0;
     if (c->data.tokenizer[0])
         snprintf(tok_out, tok_len, "%s", c->data.tokenizer);
@@ -203,10 +202,10 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, char *tok_out
         return err_set(err, err_len, "tokenizer %s: cannot read: %s", tok_out, strerror(errno));
     if (h != stream_tokenizer_hash(s))
         return err_set(err, err_len,
-                        "the shards were made with a different tokenizer than %s (tokenizer hash "
-                        "%016llx in the shard headers, %016llx for this file)",
-                        tok_out, (unsigned long long)stream_tokenizer_hash(s),
-                        (unsigned long long)h);
+                       "the shards were made with a different tokenizer than %s (tokenizer hash "
+                       "%016llx in the shard headers, %016llx for this file)",
+                       tok_out, (unsigned long long)stream_tokenizer_hash(s),
+                       (unsigned long long)h);
     return 0;
 }
 
@@ -528,9 +527,9 @@ static int find_resume(const Trainer *t, char *path, size_t path_len, char *err,
     if (f < 0) return err_set(err, err_len, "--resume: %s", why);
     if (f > 0)
         return err_set(err, err_len,
-                        "--resume: no complete checkpoint under %s/ckpt (start the run without "
-                        "--resume)",
-                        t->run_dir);
+                       "--resume: no complete checkpoint under %s/ckpt (start the run without "
+                       "--resume)",
+                       t->run_dir);
     return 0;
 }
 
@@ -570,9 +569,9 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     t->T = c->data.seq_len, t->B = c->train.global_batch, t->micro = c->train.micro_batch;
     if (t->B % (t->world * t->micro))
         return err_set(err, err_len,
-                        "train.global_batch = %d is not a multiple of %d ranks x "
-                        "train.micro_batch = %d",
-                        t->B, t->world, t->micro);
+                       "train.global_batch = %d is not a multiple of %d ranks x "
+                       "train.micro_batch = %d",
+                       t->B, t->world, t->micro);
     t->B_local = t->B / t->world, t->n_micro = t->B_local / t->micro;
     if (comm_open(t->d, c, &t->comm, err, err_len)) return 1;
     char why[1024];
@@ -596,10 +595,10 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
         const char *was = t->resumed.data_fingerprint;
         if (!was || strcmp(was, fp))
             return err_set(err, err_len,
-                            "--resume: the data stream differs from the checkpoint's "
-                            "(fingerprint %s now, %s in %s): same shards, mixture, seed, seq_len, "
-                            "global_batch and steps are needed for an exact resume",
-                            fp, was ? was : "(none)", resume_path);
+                           "--resume: the data stream differs from the checkpoint's "
+                           "(fingerprint %s now, %s in %s): same shards, mixture, seed, seq_len, "
+                           "global_batch and steps are needed for an exact resume",
+                           fp, was ? was : "(none)", resume_path);
         t->start_step = (int)t->resumed.step;
         t->tokens = t->resumed.tokens;
         printf("resuming from %s (step %d)\n", resume_path, t->start_step);

@@ -7,9 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/util.h"
 #include "trainer/ckpt.h"
 #include "trainer/config.h"
-#include "kernels/util.h"
 
 static CkptState ckpt_state(const TrainCkpt *k, int step, long long tokens, double lr,
                             const char *fp) {
@@ -79,10 +79,10 @@ static int save_sharded(const TrainCkpt *k, Model *m, int step, long long tokens
         rc = 1;
     } else if (!lead && access(tmp, W_OK) != 0) {
         err_set(err, sizeof err,
-                 "cannot write into %s (%s): with dist.zero = 1 every rank writes its optimizer "
-                 "shard into the checkpoint, so run.out_dir must be on a file system all nodes "
-                 "share",
-                 tmp, strerror(errno));
+                "cannot write into %s (%s): with dist.zero = 1 every rank writes its optimizer "
+                "shard into the checkpoint, so run.out_dir must be on a file system all nodes "
+                "share",
+                tmp, strerror(errno));
         rc = 1;
     } else {
         model_get_params_shard(m, shard + 2 * n);

@@ -340,12 +340,14 @@ static void test_backend_keys(void) {
     free(toml);
     config_free(&c);
 
-    CHECK(config_load_string(&c, "[cuda]\nfused_norm = false\nlmhead_chunk_rows = 4096\n"
-                                 "[dist]\nnccl_grouped = true\n",
+    CHECK(config_load_string(&c,
+                             "[cuda]\nfused_norm = false\nlmhead_chunk_rows = 4096\n"
+                             "[dist]\nnccl_grouped = true\n",
                              "b.toml", err, sizeof err) == 0);
     char *over[] = {"--cuda.flash_attention=false", "--cuda.moe_grouped_gemm=true",
                     "--cuda.sync_debug=true", "--cuda.flash_heads_per_block=2"};
-    for (int i = 0; i < 4; i++) CHECK(config_override(&c, over[i], err, sizeof err) == 0);
+    for (int i = 0; i < 4; i++)
+        CHECK(config_override(&c, over[i], err, sizeof err) == 0);
     CHECK(config_validate(&c, err, sizeof err) == 0);
     o = config_to_ops_options(&c);
     CHECK(o.cuda.flash_attention == 0 && o.cuda.flash_heads_per_block == 2 &&
@@ -384,7 +386,9 @@ static void test_backend_keys(void) {
     refuse("[cuda]\nfused_norm = 0\n", "cfg.toml:2: cuda.fused_norm: expected true or false", NULL);
     refuse("[cuda]\nfused_norms = false\n", "did you mean 'fused_norm'", NULL);
     refuse("[dist]\nnccl_grouped = 1\n", "dist.nccl_grouped", NULL);
-    struct { const char *arg, *msg; } bad[] = {
+    struct {
+        const char *arg, *msg;
+    } bad[] = {
         {"--cuda.lmhead_chunk_rows=2000000", "override --cuda.lmhead_chunk_rows: expected an "
                                              "integer in [1, 1048576], got 2000000"},
         {"--cuda.sync_debug=1", "override --cuda.sync_debug"},

@@ -44,7 +44,8 @@ int main(void) {
     metrics_rec_array_begin(&r, "routing");
     for (int i = 0; i < 2; i++) {
         metrics_rec_array_begin(&r, NULL);
-        for (int e = 0; e < 3; e++) metrics_rec_num(&r, NULL, "%.6g", i * 3 + e);
+        for (int e = 0; e < 3; e++)
+            metrics_rec_num(&r, NULL, "%.6g", i * 3 + e);
         metrics_rec_array_end(&r);
     }
     metrics_rec_array_end(&r);
@@ -75,12 +76,11 @@ int main(void) {
 
     snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
     char *got = slurp(path);
-    const char *want =
-        "{\"type\":\"train\",\"step\":12,\"tokens\":3072000000000,\"loss\":4.712346,"
-        "\"loss_domain\":null,\"lr\":0.0025,\"tok_s\":null,\"moe_lbl\":[1.5,null],"
-        "\"routing\":[[0,1,2],[3,4,5]],\"empty\":[],\"last\":0.5}\n"
-        "{\"type\":\"event\",\"tensor\":\"a\\\"b\\\\c\\u000ad\"}\n"
-        "{\"type\":\"eval\",\"split\":\"val/domain\"}\n";
+    const char *want = "{\"type\":\"train\",\"step\":12,\"tokens\":3072000000000,\"loss\":4.712346,"
+                       "\"loss_domain\":null,\"lr\":0.0025,\"tok_s\":null,\"moe_lbl\":[1.5,null],"
+                       "\"routing\":[[0,1,2],[3,4,5]],\"empty\":[],\"last\":0.5}\n"
+                       "{\"type\":\"event\",\"tensor\":\"a\\\"b\\\\c\\u000ad\"}\n"
+                       "{\"type\":\"eval\",\"split\":\"val/domain\"}\n";
     CHECK(got && !strcmp(got, want), "got:\n%s\nwant:\n%s", got ? got : "(nothing)", want);
     free(got);
 

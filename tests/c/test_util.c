@@ -99,9 +99,9 @@ static void test_now_s(void) {
 static void test_edit_distance(void) {
     CHECK(edit_distance("resume", 6, "resume") == 0);
     CHECK(edit_distance("resum", 5, "resume") == 1);
-    CHECK(edit_distance("--modle", 7, "--model") == 2);  /* a swap is two edits */
+    CHECK(edit_distance("--modle", 7, "--model") == 2); /* a swap is two edits */
     CHECK(edit_distance("kitten", 6, "sitting") == 3);
-    CHECK(edit_distance("abcdef", 3, "abc") == 0);       /* only the first n chars */
+    CHECK(edit_distance("abcdef", 3, "abc") == 0); /* only the first n chars */
     CHECK(edit_distance("", 0, "abc") == 3);
     char long_name[70];
     memset(long_name, 'x', sizeof long_name - 1), long_name[sizeof long_name - 1] = 0;

@@ -423,8 +423,9 @@ int main(int argc, char **argv) {
      * fused_norm_bits runs on copies without them: the two ops' path */
     opt.cuda.fused_norm = 1;
     const Ops *f32_fused = self ? ops_cpu() : ops_get("cuda-fp32", &opt, err, sizeof err);
-    const Ops *bf_fused =
-        self ? ops_cpu() : f32_fused ? ops_get("cuda", &opt, err, sizeof err) : NULL;
+    const Ops *bf_fused = self        ? ops_cpu()
+                          : f32_fused ? ops_get("cuda", &opt, err, sizeof err)
+                                      : NULL;
     if (!f32_fused || !bf_fused) {
         printf("%s: CUDA training tests skipped\n", err);
         return SKIP;

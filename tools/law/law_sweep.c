@@ -93,7 +93,9 @@ static int take_numbers(Src *src, int k, const Value *v, double *out) {
     return 0;
 }
 
-static int is_int(double v) { return v == floor(v) && fabs(v) < 9e15; }
+static int is_int(double v) {
+    return v == floor(v) && fabs(v) < 9e15;
+}
 
 static int take_sizes(Src *src, LawSweep *s, const Value *v) {
     const char *key = sweep_keys[K_SIZES].key;
@@ -134,8 +136,10 @@ static int assign(Src *src, LawSweep *s, int k, const Value *v) {
     const char *key = sweep_keys[k].key;
     double nums[LAW_SWEEP_MAX];
     switch (k) {
-    case K_BASE: return take_string(src, k, v, s->base, sizeof s->base);
-    case K_OUT_DIR: return take_string(src, k, v, s->out_dir, sizeof s->out_dir);
+    case K_BASE:
+        return take_string(src, k, v, s->base, sizeof s->base);
+    case K_OUT_DIR:
+        return take_string(src, k, v, s->out_dir, sizeof s->out_dir);
     case K_NAME_PREFIX:
         if (take_string(src, k, v, s->name_prefix, sizeof s->name_prefix)) return -1;
         for (const char *c = s->name_prefix; *c; c++)
@@ -153,7 +157,8 @@ static int assign(Src *src, LawSweep *s, int k, const Value *v) {
         }
         s->n_ratios = v->n;
         return 0;
-    case K_SIZES: return take_sizes(src, s, v);
+    case K_SIZES:
+        return take_sizes(src, s, v);
     case K_STEPS:
     case K_TOKENS: {
         int tok = k == K_TOKENS;
@@ -224,7 +229,8 @@ int law_sweep_parse(const char *name, const char *text, LawSweep *s, char *err, 
         if (*v != '=') return src_err(&src, key, "expected '=' after the key");
         if (!in_sweep) return src_err(&src, key, "keys belong in the [sweep] table");
         int k = 0;
-        while (k < N_KEYS && strcmp(key, sweep_keys[k].key)) k++;
+        while (k < N_KEYS && strcmp(key, sweep_keys[k].key))
+            k++;
         if (k == N_KEYS)
             return src_err(&src, key,
                            "unknown key (expected base, out_dir, name_prefix, ratios, sizes, "

@@ -12,11 +12,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "kernels/util.h"
 #include "tools/law/law.h"
 #include "tools/law/law_sweep.h"
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
-#include "kernels/util.h"
 
 static const char *usage_law =
     "usage: dapt law <fit|predict|recommend|sweep> [args]   (dapt law <sub> --help for each)\n"
@@ -180,9 +180,10 @@ static void print_fit(const char *title, const LawFit *f, int cross) {
 }
 
 static int law_cmd_fit(int argc, char **argv) {
-    CliOpt opts[] = {{"--out", 1, 0, 0},      {"--huber-delta", 1, 0, 0}, {"--starts", 1, 0, 0},
-                  {"--max-iter", 1, 0, 0}, {"--no-holdout", 0, 0, 0},  {"--cross-domain", 0, 0, 0},
-                  {NULL, 0, 0, 0}};
+    CliOpt opts[] = {
+        {"--out", 1, 0, 0},      {"--huber-delta", 1, 0, 0}, {"--starts", 1, 0, 0},
+        {"--max-iter", 1, 0, 0}, {"--no-holdout", 0, 0, 0},  {"--cross-domain", 0, 0, 0},
+        {NULL, 0, 0, 0}};
     const CliSpec spec = {"law fit", usage_fit, opts, 1, NULL, NULL};
     const char *pos[1] = {NULL};
     int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
@@ -296,8 +297,8 @@ static int predict_lines(const CliSpec *spec, const LawModel *m) {
         }
         if (n == 0) continue;
         if (n != 3 && n != 5)
-            return cli_fail(spec, "stdin:%ld: expected 3 or 5 numbers (N D r_domain [k1 k2]), got %d",
-                            no, n);
+            return cli_fail(
+                spec, "stdin:%ld: expected 3 or 5 numbers (N D r_domain [k1 k2]), got %d", no, n);
         double lg, ld;
         if (law_predict(m, x[0], x[1], x[2], n == 5 ? x[3] : NAN, n == 5 ? x[4] : NAN, &lg, &ld,
                         err, sizeof err))
@@ -310,8 +311,8 @@ static int predict_lines(const CliSpec *spec, const LawModel *m) {
 }
 
 static int law_cmd_predict(int argc, char **argv) {
-    CliOpt opts[] = {{"--N", 1, 0, 0},  {"--D", 1, 0, 0},    {"--r-domain", 1, 0, 0},
-                     {"--k1", 1, 0, 0}, {"--k2", 1, 0, 0},   {"--json", 0, 0, 0},
+    CliOpt opts[] = {{"--N", 1, 0, 0},     {"--D", 1, 0, 0},  {"--r-domain", 1, 0, 0},
+                     {"--k1", 1, 0, 0},    {"--k2", 1, 0, 0}, {"--json", 0, 0, 0},
                      {"--stdin", 0, 0, 0}, {NULL, 0, 0, 0}};
     const CliSpec spec = {"law predict", usage_predict, opts, 1, NULL, NULL};
     const char *pos[1] = {NULL};
@@ -324,13 +325,9 @@ static int law_cmd_predict(int argc, char **argv) {
         return predict_lines(&spec, &m);
     }
     double N, D, r, k1, k2;
-    if (require(&spec, "--N") ||
-        require(&spec, "--D") ||
-        require(&spec, "--r-domain") ||
-        opt_number(&spec, "--N", NAN, &N) ||
-        opt_number(&spec, "--D", NAN, &D) ||
-        opt_number(&spec, "--r-domain", NAN, &r) ||
-        opt_number(&spec, "--k1", NAN, &k1) ||
+    if (require(&spec, "--N") || require(&spec, "--D") || require(&spec, "--r-domain") ||
+        opt_number(&spec, "--N", NAN, &N) || opt_number(&spec, "--D", NAN, &D) ||
+        opt_number(&spec, "--r-domain", NAN, &r) || opt_number(&spec, "--k1", NAN, &k1) ||
         opt_number(&spec, "--k2", NAN, &k2))
         return 2;
     LawModel m;
@@ -351,15 +348,15 @@ static int law_cmd_predict(int argc, char **argv) {
 
 static int law_cmd_recommend(int argc, char **argv) {
     CliOpt opts[] = {{"--N", 1, 0, 0},
-                  {"--D", 1, 0, 0},
-                  {"--max-general-rise", 1, 0, 0},
-                  {"--base-general-loss", 1, 0, 0},
-                  {"--domain-tokens", 1, 0, 0},
-                  {"--flat-tol", 1, 0, 0},
-                  {"--k1", 1, 0, 0},
-                  {"--k2", 1, 0, 0},
-                  {"--json", 0, 0, 0},
-                  {NULL, 0, 0, 0}};
+                     {"--D", 1, 0, 0},
+                     {"--max-general-rise", 1, 0, 0},
+                     {"--base-general-loss", 1, 0, 0},
+                     {"--domain-tokens", 1, 0, 0},
+                     {"--flat-tol", 1, 0, 0},
+                     {"--k1", 1, 0, 0},
+                     {"--k2", 1, 0, 0},
+                     {"--json", 0, 0, 0},
+                     {NULL, 0, 0, 0}};
     const CliSpec spec = {"law recommend", usage_recommend, opts, 1, NULL, NULL};
     const char *pos[1] = {NULL};
     int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
@@ -371,18 +368,14 @@ static int law_cmd_recommend(int argc, char **argv) {
                    cli_opt(&spec, "--base-general-loss")->seen))
         return cli_usage_error(&spec, "--domain-tokens (usage 2) sets D = Dd / r and takes "
                                       "no --D, --max-general-rise or --base-general-loss");
-    if (!usage2 && (require(&spec, "--D") ||
-                    require(&spec, "--max-general-rise")))
-        return 2;
+    if (!usage2 && (require(&spec, "--D") || require(&spec, "--max-general-rise"))) return 2;
     LawRecommendQuery q;
-    if (opt_number(&spec, "--N", NAN, &q.N) ||
-        opt_number(&spec, "--D", NAN, &q.D) ||
+    if (opt_number(&spec, "--N", NAN, &q.N) || opt_number(&spec, "--D", NAN, &q.D) ||
         opt_number(&spec, "--max-general-rise", NAN, &q.max_general_rise) ||
         opt_number(&spec, "--base-general-loss", NAN, &q.base_general_loss) ||
         opt_number(&spec, "--domain-tokens", 0, &q.domain_tokens) ||
         opt_number(&spec, "--flat-tol", 1e-3, &q.flat_tol) ||
-        opt_number(&spec, "--k1", NAN, &q.k1) ||
-        opt_number(&spec, "--k2", NAN, &q.k2))
+        opt_number(&spec, "--k1", NAN, &q.k1) || opt_number(&spec, "--k2", NAN, &q.k2))
         return 2;
     if (usage2 && !(q.domain_tokens > 0)) {
         return cli_usage_error(&spec, "--domain-tokens must be > 0");
@@ -420,10 +413,10 @@ static const char *run_state_name(LawRunState st) {
 
 static int law_cmd_sweep(int argc, char **argv) {
     CliOpt opts[] = {{"--print", 0, NULL, 0},
-                  {"--launcher", 1, NULL, 0},
-                  {"--collect", 0, NULL, 0},
-                  {"--results", 1, NULL, 0},
-                  {NULL, 0, NULL, 0}};
+                     {"--launcher", 1, NULL, 0},
+                     {"--collect", 0, NULL, 0},
+                     {"--results", 1, NULL, 0},
+                     {NULL, 0, NULL, 0}};
     const CliSpec spec = {"law sweep", usage_sweep, opts, 1, NULL, NULL};
     const char *pos[1] = {NULL};
     int n_pos, rc = cli_parse(&spec, argc, argv, 2, pos, &n_pos);
@@ -510,8 +503,8 @@ static int law_cmd_sweep(int argc, char **argv) {
         if (status) {
             n_failed++;
             cli_fail(&spec, "run %s failed (%s %d); see %s", r->name,
-                    status < 0 ? "exit 0 but incomplete metrics, status" : "exit status", status,
-                    log_path);
+                     status < 0 ? "exit 0 but incomplete metrics, status" : "exit status", status,
+                     log_path);
         } else
             printf("  done in %.1f s (log %s)\n", now_s() - t0, log_path);
         fflush(stdout);

@@ -18,10 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/util.h"
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
 #include "trainer/hf.h"
-#include "kernels/util.h"
 
 static const char usage[] =
     "usage: dapt logits MODEL --ids ID,ID,... [--out FILE]\n\n"
@@ -34,7 +34,8 @@ static const char usage[] =
 /* "1,2,3" -> ids (malloc'd); 0 on success. */
 static int parse_ids(const char *s, int32_t **ids_out, int *n_out, char *err, size_t err_len) {
     int n = 1;
-    for (const char *p = s; *p; p++) n += *p == ',';
+    for (const char *p = s; *p; p++)
+        n += *p == ',';
     int32_t *ids = malloc((size_t)n * sizeof *ids);
     if (!ids) return err_set(err, err_len, "out of memory");
     const char *p = s;
@@ -43,8 +44,9 @@ static int parse_ids(const char *s, int32_t **ids_out, int *n_out, char *err, si
         errno = 0;
         long v = strtol(p, &end, 10);
         if (end == p || (*end != ',' && *end != '\0') || errno || v < 0 || v > INT32_MAX) {
-            err_set(err, err_len, "--ids: item %d ('%.*s') is not a token id (a non-negative integer)",
-                     i + 1, (int)strcspn(p, ","), p);
+            err_set(err, err_len,
+                    "--ids: item %d ('%.*s') is not a token id (a non-negative integer)", i + 1,
+                    (int)strcspn(p, ","), p);
             free(ids);
             return 1;
         }
@@ -118,7 +120,8 @@ int cmd_logits(int argc, char **argv) {
             for (int v = 1; v < V; v++)
                 if (row[v] > row[best]) best = v;
             double s = 0.0;
-            for (int v = 0; v < V; v++) s += exp((double)row[v] - row[best]);
+            for (int v = 0; v < V; v++)
+                s += exp((double)row[v] - row[best]);
             printf("%-6d %-8d %-8d %-12.6g %.6g\n", t, ids[t], best, row[best], row[best] + log(s));
         }
     }

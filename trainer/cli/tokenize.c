@@ -41,14 +41,15 @@ static const char usage[] =
     "  --vocab-size V        vocabulary size for --train-tokenizer\n";
 
 /* The progress line, rewritten in place on the terminal. */
-static void show_progress(const TokStats *st, uint64_t bytes, uint64_t total, int final, void *ctx) {
+static void show_progress(const TokStats *st, uint64_t bytes, uint64_t total, int final,
+                          void *ctx) {
     (void)ctx;
     double dt = st->seconds > 0 ? st->seconds : 1e-9;
     double toks = (double)(st->tokens_train + st->tokens_val) / dt;
     double eta = bytes > 0 && total > bytes ? dt * (double)(total - bytes) / (double)bytes : 0;
-    fprintf(stderr, "\r[tokenize] %.1f/%.1f MB  %.2f MB/s  %.3fM tok/s  ETA %d:%02d%s", (double)bytes / 1e6,
-            (double)total / 1e6, (double)bytes / dt / 1e6, toks / 1e6, (int)eta / 60, (int)eta % 60,
-            final ? "\n" : "   ");
+    fprintf(stderr, "\r[tokenize] %.1f/%.1f MB  %.2f MB/s  %.3fM tok/s  ETA %d:%02d%s",
+            (double)bytes / 1e6, (double)total / 1e6, (double)bytes / dt / 1e6, toks / 1e6,
+            (int)eta / 60, (int)eta % 60, final ? "\n" : "   ");
     fflush(stderr);
 }
 
@@ -59,25 +60,25 @@ static void print_summary(const TokStats *st, int n_threads) {
            (unsigned long long)st->docs_val, (unsigned long long)tokens,
            (unsigned long long)st->tokens_train, (unsigned long long)st->tokens_val);
     printf("input %.2f MB (%.2f MB of text), output %.2f MB in %d train shard(s) + val.tok.zst\n",
-           (double)st->input_bytes / 1e6, (double)st->text_bytes / 1e6, (double)st->output_bytes / 1e6,
-           st->n_train_shards);
+           (double)st->input_bytes / 1e6, (double)st->text_bytes / 1e6,
+           (double)st->output_bytes / 1e6, st->n_train_shards);
     double out_b = st->output_bytes ? (double)st->output_bytes : 1.0;
-    printf("compression: %.2fx over raw %u-byte tokens, %.2fx over the text; %.2f bytes of text per token\n",
-           (double)tokens * st->token_bytes / out_b, st->token_bytes, (double)st->text_bytes / out_b,
-           tokens ? (double)st->text_bytes / (double)tokens : 0.0);
+    printf("compression: %.2fx over raw %u-byte tokens, %.2fx over the text; %.2f bytes of text "
+           "per token\n",
+           (double)tokens * st->token_bytes / out_b, st->token_bytes,
+           (double)st->text_bytes / out_b, tokens ? (double)st->text_bytes / (double)tokens : 0.0);
     printf("%.2f s: %.2f MB/s of text, %.3fM tokens/s with %d thread(s)\n", st->seconds,
-           (double)st->text_bytes / 1e6 / st->seconds, (double)tokens / 1e6 / st->seconds, n_threads);
+           (double)st->text_bytes / 1e6 / st->seconds, (double)tokens / 1e6 / st->seconds,
+           n_threads);
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    CliOpt opts[] = {{"--model", 1, 0, 0},        {"--out", 1, 0, 0},
-                     {"--name", 1, 0, 0},         {"--val-frac", 1, 0, 0},
-                     {"--val-docs", 1, 0, 0},     {"--threads", 1, 0, 0},
-                     {"--frame-tokens", 1, 0, 0}, {"--shard-tokens", 1, 0, 0},
-                     {"--level", 1, 0, 0},        {"--max-line-bytes", 1, 0, 0},
-                     {"--vocab-size", 1, 0, 0},   {"--train-tokenizer", 0, 0, 0},
-                     {"--doc-per-file", 0, 0, 0}, {"--no-progress", 0, 0, 0},
-                     {NULL, 0, 0, 0}};
+    CliOpt opts[] = {
+        {"--model", 1, 0, 0},          {"--out", 1, 0, 0},          {"--name", 1, 0, 0},
+        {"--val-frac", 1, 0, 0},       {"--val-docs", 1, 0, 0},     {"--threads", 1, 0, 0},
+        {"--frame-tokens", 1, 0, 0},   {"--shard-tokens", 1, 0, 0}, {"--level", 1, 0, 0},
+        {"--max-line-bytes", 1, 0, 0}, {"--vocab-size", 1, 0, 0},   {"--train-tokenizer", 0, 0, 0},
+        {"--doc-per-file", 0, 0, 0},   {"--no-progress", 0, 0, 0},  {NULL, 0, 0, 0}};
     const CliSpec spec = {"tokenize", usage, opts, -1, NULL, NULL};
     const char **inputs = calloc((size_t)argc, sizeof *inputs);
     int n_in = 0;
@@ -121,11 +122,16 @@ int cmd_tokenize(int argc, char **argv) {
     o.zstd_level = (int)level;
     o.max_line_bytes = (size_t)line;
     const char *why = NULL;
-    if (!o.out_dir) why = "--out DIR is required";
-    else if (n_in == 0) why = "no INPUT files given";
-    else if (train && vocab == 0) why = "--train-tokenizer needs --vocab-size V";
-    else if (!train && !o.model_path) why = "--model PATH is required (or --train-tokenizer)";
-    else if (frac->value && o.val_docs >= 0) why = "give --val-frac or --val-docs, not both";
+    if (!o.out_dir)
+        why = "--out DIR is required";
+    else if (n_in == 0)
+        why = "no INPUT files given";
+    else if (train && vocab == 0)
+        why = "--train-tokenizer needs --vocab-size V";
+    else if (!train && !o.model_path)
+        why = "--model PATH is required (or --train-tokenizer)";
+    else if (frac->value && o.val_docs >= 0)
+        why = "give --val-frac or --val-docs, not both";
     if (why) {
         free(inputs);
         return cli_usage_error(&spec, "%s (see `dapt tokenize --help`)", why);
@@ -141,7 +147,8 @@ int cmd_tokenize(int argc, char **argv) {
         o.name = name;
     }
     if (train) {
-        fprintf(stderr, "[tokenize] training a %llu-piece BPE model on the inputs\n", (unsigned long long)vocab);
+        fprintf(stderr, "[tokenize] training a %llu-piece BPE model on the inputs\n",
+                (unsigned long long)vocab);
         if (tok_train_tokenizer(&o, (uint32_t)vocab, model, sizeof model, err, sizeof err)) {
             free(inputs);
             return cli_fail(&spec, "%s", err);
