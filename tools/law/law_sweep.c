@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -507,23 +506,6 @@ int law_sweep_run_state(const LawSweepRun *r, LawRunState *state, char *err, siz
 }
 
 /* ---------------- child processes ---------------- */
-
-int law_sweep_mkdirs(const char *dir, char *err, size_t err_len) {
-    char buf[LAW_SWEEP_PATH_LEN];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-        return err_set(err, err_len, "path too long: %s", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == 0) {
-            char c = *p;
-            *p = 0;
-            if (mkdir(buf, 0755) && errno != EEXIST)
-                return err_set(err, err_len, "cannot create %s: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
-    return 0;
-}
 
 int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, int resume,
                    const char *log_path, int *exit_status, char *err, size_t err_len) {

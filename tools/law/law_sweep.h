@@ -77,9 +77,6 @@ int law_sweep_run_state(const LawSweepRun *r, LawRunState *state, char *err, siz
  * RUN/ckpt (its newest checkpoint). */
 int law_sweep_resumes(const LawSweepRun *r, LawRunState st);
 
-/* mkdir -p */
-int law_sweep_mkdirs(const char *dir, char *err, size_t err_len);
-
 /* Runs `exe train BASE OVERRIDES... [--resume]` as a child process with its
  * stdout and stderr appended to log_path and waits for it; *exit_status is
  * its exit status (128 + signal number when a signal ended it). */

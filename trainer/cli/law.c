@@ -468,7 +468,7 @@ static int law_cmd_sweep(int argc, char **argv) {
         free(runs);
         return 0;
     }
-    if (law_sweep_mkdirs(s.out_dir, err, sizeof err)) {
+    if (mkdir_p(s.out_dir, err, sizeof err)) {
         cli_fail(&spec, "%s", err);
         free(runs);
         return 1;
