@@ -209,6 +209,18 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, char *tok_out
     return 0;
 }
 
+/* rows windows of T + 1 tokens, one after another, as the model's inputs
+ * (tokens 0..T-1) and targets (tokens 1..T): inp, tgt (rows, T) */
+static void split_windows(const uint32_t *win, int rows, int T, int32_t *inp, int32_t *tgt) {
+    for (int i = 0; i < rows; i++) {
+        const uint32_t *w = win + (size_t)i * (T + 1);
+        for (int j = 0; j < T; j++) {
+            inp[i * T + j] = (int32_t)w[j];
+            tgt[i * T + j] = (int32_t)w[j + 1];
+        }
+    }
+}
+
 /* ---------------- evaluation ---------------- */
 
 /* Mean loss over all eval windows of each role; NAN for a role without any. */
@@ -219,7 +231,7 @@ static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double loss_
      * count general}), so every rank gets the same losses */
     double red[4] = {0, 0, 0, 0}, *sum = red, *count = red + 2;
     int rank = dist_rank(d), world = dist_world(d);
-    uint32_t *win = malloc(sizeof(uint32_t) * (T + 1));
+    uint32_t *win = malloc(sizeof(uint32_t) * micro * (T + 1)); /* (micro, T + 1) */
     int32_t *inp = malloc(sizeof(int32_t) * micro * T), *tgt = malloc(sizeof(int32_t) * micro * T);
     int rc = 0;
     for (int j = 0; j < stream_n_sources(s) && !rc; j++) {
@@ -228,13 +240,9 @@ static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double loss_
         for (uint32_t w0 = 0; w0 < n && !rc; w0 += micro) {
             if ((int)((w0 / micro) % world) != rank) continue;
             int b = n - w0 < (uint32_t)micro ? (int)(n - w0) : micro;
-            for (int i = 0; i < b && !rc; i++) {
-                rc = stream_eval_window(s, j, w0 + i, win, err, err_len);
-                for (int t = 0; t < T; t++) {
-                    inp[i * T + t] = (int32_t)win[t];
-                    tgt[i * T + t] = (int32_t)win[t + 1];
-                }
-            }
+            for (int i = 0; i < b && !rc; i++)
+                rc = stream_eval_window(s, j, w0 + i, win + (size_t)i * (T + 1), err, err_len);
+            if (!rc) split_windows(win, b, T, inp, tgt);
             float loss;
             if (!rc) rc = model_forward(m, inp, tgt, b, T, &loss, err, err_len);
             if (!rc) {
@@ -316,17 +324,6 @@ typedef struct {
     int nonfinite;                              /* loss or gradient not finite: not stepped */
 } StepOut;
 
-/* Micro-batch k of the step's windows into inp/tgt. */
-static void micro_batch(Trainer *t, int k) {
-    for (int i = 0; i < t->micro; i++) {
-        const uint32_t *w = t->batch + (size_t)(k * t->micro + i) * (t->T + 1);
-        for (int j = 0; j < t->T; j++) {
-            t->inp[i * t->T + j] = (int32_t)w[j];
-            t->tgt[i * t->T + j] = (int32_t)w[j + 1];
-        }
-    }
-}
-
 /* Micro-batch k's token losses into the step's sums, its routing into the
  * MoE metrics. */
 static int add_losses(Trainer *t, int k, StepSums *sums, char *err, size_t err_len) {
@@ -371,7 +368,7 @@ static int train_step(Trainer *t, int step, StepOut *o, char *err, size_t err_le
     if (model_moe_begin_step(m, (int64_t)t->B * t->T, err, err_len)) return 1;
     for (int k = 0; k < t->n_micro; k++) {
         float loss;
-        micro_batch(t, k);
+        split_windows(t->batch + (size_t)k * t->micro * (t->T + 1), t->micro, t->T, t->inp, t->tgt);
         if (comm_grad_sync_begin(t->comm, k == t->n_micro - 1, step, err, err_len)) return 1;
         if (model_forward_backward(m, t->inp, t->tgt, t->micro, t->T, grad_scale, &loss, err,
                                    err_len))
