@@ -27,7 +27,7 @@
 #include "tokenizer/bpe_impl.h"
 #include "tokenizer/corpus.h"
 
-#define CACHE_KEY_MAX   64        /* longer pre-tokens are not cached */
+#define CACHE_KEY_MAX   64         /* longer pre-tokens are not cached */
 #define CACHE_ENTRIES   (1u << 15) /* the cache is emptied when it holds this many... */
 #define CACHE_IDS       (1u << 18) /* ...pre-tokens or ids */
 #define JIT_STACK_BYTES (1u << 20)
@@ -57,7 +57,8 @@ static int map_rehash(BpeMap *m, uint32_t n_slots) {
     if (!slot) return -1;
     for (uint32_t e = 0; e < m->n; e++) {
         uint32_t i = (uint32_t)m->ent[e].hash & (n_slots - 1);
-        while (slot[i]) i = (i + 1) & (n_slots - 1);
+        while (slot[i])
+            i = (i + 1) & (n_slots - 1);
         slot[i] = e + 1;
     }
     free(m->slot);
@@ -134,7 +135,8 @@ int bpe_pairs_put(BpePairMap *p, uint32_t left, uint32_t right, uint64_t val) {
         for (uint64_t i = 0; p->key && i <= p->mask; i++) {
             if (p->key[i] == ~0ull) continue;
             uint64_t j = bpe_pair_slot(p->key[i]) & (n - 1);
-            while (key[j] != ~0ull) j = (j + 1) & (n - 1);
+            while (key[j] != ~0ull)
+                j = (j + 1) & (n - 1);
             key[j] = p->key[i];
             v[j] = p->val[i];
         }
@@ -145,7 +147,8 @@ int bpe_pairs_put(BpePairMap *p, uint32_t left, uint32_t right, uint64_t val) {
         p->mask = (uint32_t)(n - 1);
     }
     uint64_t k = bpe_pair_key(left, right), i = bpe_pair_slot(k) & p->mask;
-    while (p->key[i] != ~0ull && p->key[i] != k) i = (i + 1) & p->mask;
+    while (p->key[i] != ~0ull && p->key[i] != k)
+        i = (i + 1) & p->mask;
     if (p->key[i] == ~0ull) p->n++;
     p->key[i] = k;
     p->val[i] = val;
@@ -176,7 +179,7 @@ struct BpeState {
     pcre2_match_data *md;
     pcre2_match_context *mctx;
     pcre2_jit_stack *jit_stack;
-    BpeMap cache;       /* pre-token -> (offset << 32 | count) in cache_ids */
+    BpeMap cache;        /* pre-token -> (offset << 32 | count) in cache_ids */
     uint32_t *cache_ids; /* (CACHE_IDS) */
     size_t cache_n;
     Sym *sym;
@@ -249,7 +252,8 @@ typedef struct {
 static int reserve(Enc *e, size_t more) {
     if (e->n + more <= e->cap) return 0;
     size_t cap = e->cap ? e->cap : 64;
-    while (cap < e->n + more) cap *= 2;
+    while (cap < e->n + more)
+        cap *= 2;
     uint32_t *p = realloc(e->ids, cap * sizeof *p);
     if (!p) return err_set(e->err, e->errlen, "out of memory for %zu token ids", cap);
     e->ids = p;
@@ -272,7 +276,8 @@ static uint32_t cp_at(const char *s, size_t n, size_t *width) {
 }
 static uint32_t cp_before(const char *s, size_t at, size_t *width) {
     size_t i = at - 1;
-    while (i > 0 && ((unsigned char)s[i] & 0xc0) == 0x80) i--;
+    while (i > 0 && ((unsigned char)s[i] & 0xc0) == 0x80)
+        i--;
     return cp_at(s + i, at - i, width);
 }
 
@@ -286,10 +291,17 @@ static int is_white(uint32_t c) {
 }
 static int is_word(uint32_t c) {
     switch (utf8proc_category((utf8proc_int32_t)c)) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN:
-    case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_ND:
-    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_PC:
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_PC:
         return 1;
     default: /* joiners, and the So letters that are Other_Alphabetic */
         return c == 0x200c || c == 0x200d || (c >= 0x24b6 && c <= 0x24e9) ||
@@ -309,8 +321,10 @@ static int32_t trie_longest(const BpeTrie *t, const char *s, size_t n, size_t *l
         unsigned char b = (unsigned char)s[j];
         while (lo < hi) { /* edges are sorted by byte */
             uint32_t mid = (lo + hi) / 2;
-            if (e[mid].byte < b) lo = mid + 1;
-            else hi = mid;
+            if (e[mid].byte < b)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
         if (lo == nd->n || e[lo].byte != b) break;
         node = e[lo].child;
@@ -415,7 +429,8 @@ static int merge_word(Enc *e, const char *s, size_t n) {
         }
     }
     if (reserve(e, (size_t)k)) return -1;
-    for (int32_t i = 0; i >= 0; i = sym[i].next) e->ids[e->n++] = sym[i].id;
+    for (int32_t i = 0; i >= 0; i = sym[i].next)
+        e->ids[e->n++] = sym[i].id;
     return 0;
 }
 
@@ -458,9 +473,9 @@ static int regex_pieces(Enc *e, const pcre2_code *re, int next, const char *s, s
     BpeState *st = e->st;
     size_t pos = 0, prev = 0;
     while (pos < n) {
-        int r = e->m->jit ? pcre2_jit_match(re, (PCRE2_SPTR)s, n, pos, 0, st->md, st->mctx)
-                          : pcre2_match(re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, st->md,
-                                        st->mctx);
+        int r = e->m->jit
+                    ? pcre2_jit_match(re, (PCRE2_SPTR)s, n, pos, 0, st->md, st->mctx)
+                    : pcre2_match(re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, st->md, st->mctx);
         if (r == PCRE2_ERROR_NOMATCH) break;
         if (r < 0) {
             PCRE2_UCHAR msg[256];
@@ -475,7 +490,8 @@ static int regex_pieces(Enc *e, const pcre2_code *re, int next, const char *s, s
         prev = b;
         pos = b;
         if (b == a) /* an empty match: go on after the next character */
-            for (pos++; pos < n && ((unsigned char)s[pos] & 0xc0) == 0x80;) pos++;
+            for (pos++; pos < n && ((unsigned char)s[pos] & 0xc0) == 0x80;)
+                pos++;
     }
     return prev < n ? run_stage(e, next, s + prev, n - prev) : 0;
 }
@@ -530,11 +546,13 @@ static int split_added(Enc *e, const BpeTrie *t, const char *s, size_t n, GapFn 
             continue;
         if (a->lstrip) {
             size_t ns = start;
-            while (ns > 0 && is_white(cp_before(s, ns, &w))) ns -= w;
+            while (ns > 0 && is_white(cp_before(s, ns, &w)))
+                ns -= w;
             start = ns > start_offset ? ns : start_offset;
         }
         if (a->rstrip)
-            while (stop < n && is_white(cp_at(s + stop, n - stop, &w))) stop += w;
+            while (stop < n && is_white(cp_at(s + stop, n - stop, &w)))
+                stop += w;
         if (start_offset < start && gap(e, s + start_offset, start - start_offset)) return -1;
         if (push(e, a->id)) return -1;
         start_offset = stop;
@@ -542,7 +560,9 @@ static int split_added(Enc *e, const BpeTrie *t, const char *s, size_t n, GapFn 
     return start_offset < n ? gap(e, s + start_offset, n - start_offset) : 0;
 }
 
-static int pre_tokenize(Enc *e, const char *s, size_t n) { return run_stage(e, 0, s, n); }
+static int pre_tokenize(Enc *e, const char *s, size_t n) {
+    return run_stage(e, 0, s, n);
+}
 
 /* Code points below U+0300 (lead bytes below 0xCC) never change under NFC. */
 static int may_change_under_nfc(const char *s, size_t n) {
@@ -604,7 +624,8 @@ int bpe_encode(const BpeModel *m, const char *text, size_t n, uint32_t **ids, si
 static size_t invalid_len(const unsigned char *s, size_t n) {
     unsigned c = s[0], lo = 0x80, hi = 0xbf;
     size_t need;
-    if (c >= 0xc2 && c <= 0xdf) need = 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        need = 1;
     else if (c >= 0xe0 && c <= 0xef) {
         need = 2;
         if (c == 0xe0) lo = 0xa0;
@@ -617,18 +638,19 @@ static size_t invalid_len(const unsigned char *s, size_t n) {
         return 1;
     if (n < 2 || s[1] < lo || s[1] > hi) return 1;
     size_t j = 2;
-    while (j <= need && j < n && s[j] >= 0x80 && s[j] <= 0xbf) j++;
+    while (j <= need && j < n && s[j] >= 0x80 && s[j] <= 0xbf)
+        j++;
     return j;
 }
 
-int bpe_decode(const BpeModel *m, const uint32_t *ids, size_t n, int skip_special,
-               char **text_out, size_t *len_out, char *err, size_t errlen) {
+int bpe_decode(const BpeModel *m, const uint32_t *ids, size_t n, int skip_special, char **text_out,
+               size_t *len_out, char *err, size_t errlen) {
     *text_out = NULL;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] >= m->n_ids || m->tok[ids[i]].type == BPE_TOKEN_UNUSED)
-            return err_set(err, errlen, "%s: id %u (position %zu) is not a token", m->path,
-                           ids[i], i);
+            return err_set(err, errlen, "%s: id %u (position %zu) is not a token", m->path, ids[i],
+                           i);
         total += m->tok[ids[i]].raw_len;
     }
     unsigned char *raw = malloc(total + 1);
@@ -666,7 +688,9 @@ int bpe_decode(const BpeModel *m, const uint32_t *ids, size_t n, int skip_specia
 
 /* --------------------------------------------------------------- accessors */
 
-uint32_t bpe_vocab_size(const BpeModel *m) { return m->n_ids; }
+uint32_t bpe_vocab_size(const BpeModel *m) {
+    return m->n_ids;
+}
 
 const char *bpe_token(const BpeModel *m, uint32_t id) {
     if (id >= m->n_ids || m->tok[id].type == BPE_TOKEN_UNUSED) return NULL;
@@ -685,7 +709,9 @@ int bpe_token_type(const BpeModel *m, uint32_t id) {
     return id < m->n_ids ? m->tok[id].type : BPE_TOKEN_UNUSED;
 }
 
-size_t bpe_n_merges(const BpeModel *m) { return m->n_merges; }
+size_t bpe_n_merges(const BpeModel *m) {
+    return m->n_merges;
+}
 
 void bpe_merge(const BpeModel *m, size_t i, const char **left, const char **right) {
     *left = *right = NULL;
@@ -694,7 +720,9 @@ void bpe_merge(const BpeModel *m, size_t i, const char **left, const char **righ
     *right = m->arena + m->tok[m->merge_r[i]].spell_off;
 }
 
-int bpe_template_bos(const BpeModel *m) { return m->template_bos; }
+int bpe_template_bos(const BpeModel *m) {
+    return m->template_bos;
+}
 
 const BpeFamily *bpe_family(const BpeModel *m) {
     if (m->prefix_space) return NULL;

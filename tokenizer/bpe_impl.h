@@ -18,9 +18,9 @@
 
 #include "tokenizer/bpe.h"
 
-#define BPE_MAX_IDS        (1u << 24) /* ids at or above are refused */
-#define BPE_MAX_SPLITS     8          /* Split pre-tokenizers in a Sequence */
-#define BPE_MAX_ADDED_LEN  1024       /* bytes of an added token's content */
+#define BPE_MAX_IDS       (1u << 24) /* ids at or above are refused */
+#define BPE_MAX_SPLITS    8          /* Split pre-tokenizers in a Sequence */
+#define BPE_MAX_ADDED_LEN 1024       /* bytes of an added token's content */
 #define BPE_GPT2_PATTERN                                                                           \
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 
@@ -125,11 +125,11 @@ struct BpeModel {
     size_t arena_len, arena_cap;
 
     /* model */
-    uint32_t vocab_count;   /* entries of model.vocab (HF's get_vocab_size) */
-    BpeMap spell;           /* model.vocab spelling -> id */
-    BpeMap raw;             /* model.vocab tokens of byte-level spelling: bytes -> id */
-    int32_t byte_id[256];   /* the token of each single byte, -1: none */
-    int32_t unk_id;         /* -1: no unk_token */
+    uint32_t vocab_count; /* entries of model.vocab (HF's get_vocab_size) */
+    BpeMap spell;         /* model.vocab spelling -> id */
+    BpeMap raw;           /* model.vocab tokens of byte-level spelling: bytes -> id */
+    int32_t byte_id[256]; /* the token of each single byte, -1: none */
+    int32_t unk_id;       /* -1: no unk_token */
     int fuse_unk, ignore_merges;
     BpePairMap pairs;
     uint32_t *merge_l, *merge_r; /* (n_merges) as listed, for bpe_merge */
@@ -138,7 +138,7 @@ struct BpeModel {
     /* added tokens */
     BpeAdded *added;
     uint32_t n_added;
-    BpeMap added_map; /* content -> index into added */
+    BpeMap added_map;            /* content -> index into added */
     BpeTrie trie_raw, trie_norm; /* normalized false / true */
 
     /* normalizer, pre-tokenizer, post-processor */

@@ -66,15 +66,20 @@ __attribute__((format(printf, 2, 3))) static int bad(Ld *l, const char *fmt, ...
 static const cJSON *get(const cJSON *obj, const char *key) {
     return cJSON_GetObjectItemCaseSensitive(obj, key);
 }
-static int is_null(const cJSON *v) { return !v || cJSON_IsNull(v); }
+static int is_null(const cJSON *v) {
+    return !v || cJSON_IsNull(v);
+}
 
 /* An optional boolean (missing or null: def). */
 static int opt_bool(Ld *l, const cJSON *obj, const char *where, const char *key, int def,
                     int *out) {
     const cJSON *v = get(obj, key);
-    if (is_null(v)) *out = def;
-    else if (cJSON_IsBool(v)) *out = cJSON_IsTrue(v);
-    else return bad(l, "%s.%s must be true or false", where, key);
+    if (is_null(v))
+        *out = def;
+    else if (cJSON_IsBool(v))
+        *out = cJSON_IsTrue(v);
+    else
+        return bad(l, "%s.%s must be true or false", where, key);
     return 0;
 }
 
@@ -154,13 +159,15 @@ static int vocab_id(const BpeModel *m, const char *s, size_t n) {
 }
 
 /* One merge: its two token strings, given as "a b" or ["a", "b"]. */
-static int merge_parts(Ld *l, const cJSON *it, size_t i, const char **a, size_t *na,
-                       const char **b, size_t *nb) {
+static int merge_parts(Ld *l, const cJSON *it, size_t i, const char **a, size_t *na, const char **b,
+                       size_t *nb) {
     if (cJSON_IsString(it)) {
         const char *s = it->valuestring, *sp = strchr(s, ' ');
         if (!sp || strchr(sp + 1, ' '))
-            return bad(l, "model.merges[%zu] is \"%.60s\": expected two tokens separated by one "
-                          "space", i, s);
+            return bad(l,
+                       "model.merges[%zu] is \"%.60s\": expected two tokens separated by one "
+                       "space",
+                       i, s);
         *a = s;
         *na = (size_t)(sp - s);
         *b = sp + 1;
@@ -236,8 +243,10 @@ static int read_model(Ld *l, const cJSON *model) {
     if (!cJSON_IsObject(model)) return bad(l, "model: missing or not an object");
     if (type_of(l, model, "model", &type)) return -1;
     if (strcmp(type, "BPE"))
-        return bad(l, "model.type is \"%s\": only BPE models are supported (not WordPiece, "
-                      "Unigram or WordLevel)", type);
+        return bad(l,
+                   "model.type is \"%s\": only BPE models are supported (not WordPiece, "
+                   "Unigram or WordLevel)",
+                   type);
     const cJSON *v = get(model, "dropout");
     if (!is_null(v) && !(cJSON_IsNumber(v) && v->valuedouble == 0))
         return bad(l, "model.dropout: BPE dropout is not supported (null or 0 expected)");
@@ -283,7 +292,8 @@ static int read_added(Ld *l, const cJSON *arr) {
         char where[64];
         snprintf(where, sizeof where, "added_tokens[%zu]", i);
         const cJSON *c = cJSON_IsObject(it) ? get(it, "content") : NULL;
-        if (!cJSON_IsString(c)) return bad(l, "%s: expected an object with a \"content\" string", where);
+        if (!cJSON_IsString(c))
+            return bad(l, "%s: expected an object with a \"content\" string", where);
         const char *s = c->valuestring;
         size_t len = strlen(s);
         if (len == 0) return bad(l, "%s: the content is empty", where);
@@ -313,9 +323,10 @@ static int read_added(Ld *l, const cJSON *arr) {
                           ? (uint32_t)(max_added + 1)
                           : m->vocab_count;
         if (hf != a->id)
-            return bad(l, "%s (\"%.40s\"): the file gives id %u but Hugging Face tokenizers "
-                          "assigns it id %u (the model's id of that string, else the next id "
-                          "after model.vocab and the added tokens before it)",
+            return bad(l,
+                       "%s (\"%.40s\"): the file gives id %u but Hugging Face tokenizers "
+                       "assigns it id %u (the model's id of that string, else the next id "
+                       "after model.vocab and the added tokens before it)",
                        where, s, a->id, hf);
         if ((int64_t)a->id > max_added) max_added = a->id;
         int r = bpe_map_put(&m->added_map, s, len, bpe_hash(s, len), m->n_added);
@@ -402,7 +413,8 @@ static int read_split(Ld *l, const cJSON *v, const char *where) {
                    where);
     if (!cJSON_IsString(beh) || strcmp(beh->valuestring, "Isolated"))
         return bad(l, "%s.behavior is %s%s%s: only \"Isolated\" is supported", where,
-                   cJSON_IsString(beh) ? "\"" : "", cJSON_IsString(beh) ? beh->valuestring : "missing",
+                   cJSON_IsString(beh) ? "\"" : "",
+                   cJSON_IsString(beh) ? beh->valuestring : "missing",
                    cJSON_IsString(beh) ? "\"" : "");
     if (opt_bool(l, v, where, "invert", 0, &invert)) return -1;
     if (invert) return bad(l, "%s.invert is true: only false is supported", where);
@@ -421,8 +433,10 @@ static int read_pre_tokenizer(Ld *l, const cJSON *v) {
     if (type_of(l, v, "pre_tokenizer", &type)) return -1;
     if (!strcmp(type, "ByteLevel")) return read_byte_level(l, v, "pre_tokenizer");
     if (strcmp(type, "Sequence"))
-        return bad(l, "pre_tokenizer.type is \"%s\": not supported (ByteLevel, or a Sequence of "
-                      "Split and a final ByteLevel)", type);
+        return bad(l,
+                   "pre_tokenizer.type is \"%s\": not supported (ByteLevel, or a Sequence of "
+                   "Split and a final ByteLevel)",
+                   type);
     const cJSON *list = get(v, "pretokenizers");
     int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : 0, i = 0;
     if (n == 0) return bad(l, "pre_tokenizer.pretokenizers must be a non-empty array");
@@ -437,8 +451,10 @@ static int read_pre_tokenizer(Ld *l, const cJSON *v) {
         } else if (!strcmp(type, "Split") && !last) {
             if (read_split(l, it, where)) return -1;
         } else {
-            return bad(l, "%s.type is \"%s\": not supported here (Split pre-tokenizers followed "
-                          "by one ByteLevel)", where, type);
+            return bad(l,
+                       "%s.type is \"%s\": not supported here (Split pre-tokenizers followed "
+                       "by one ByteLevel)",
+                       where, type);
         }
     }
     return 0;
@@ -465,7 +481,8 @@ static int read_template(Ld *l, const cJSON *v, const char *where) {
     const cJSON *first = single->child, *sp = first ? get(first, "SpecialToken") : NULL;
     if (!sp) return 0; /* starts with the sequence: no BOS */
     const cJSON *name = get(sp, "id"), *specials = get(v, "special_tokens");
-    if (!cJSON_IsString(name)) return bad(l, "%s.single[0].SpecialToken.id must be a string", where);
+    if (!cJSON_IsString(name))
+        return bad(l, "%s.single[0].SpecialToken.id must be a string", where);
     const cJSON *entry = cJSON_IsObject(specials) ? get(specials, name->valuestring) : NULL;
     const cJSON *ids = entry ? get(entry, "ids") : NULL;
     if (!cJSON_IsArray(ids) || cJSON_GetArraySize(ids) != 1)
@@ -496,8 +513,10 @@ static int read_post_processor(Ld *l, const cJSON *v, const char *where, int dep
         }
         return 0;
     }
-    return bad(l, "%s.type is \"%s\": not supported (TemplateProcessing, ByteLevel or a Sequence "
-                  "of them)", where, type);
+    return bad(l,
+               "%s.type is \"%s\": not supported (TemplateProcessing, ByteLevel or a Sequence "
+               "of them)",
+               where, type);
 }
 
 /* ------------------------------------------------------------- token table */
@@ -514,7 +533,8 @@ static int token_bytes(Ld *l, const char *s, size_t n, uint32_t *off, uint32_t *
     *byte_level = 1;
     while (i < (utf8proc_ssize_t)n) {
         utf8proc_int32_t cp;
-        utf8proc_ssize_t w = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)n - i, &cp);
+        utf8proc_ssize_t w =
+            utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)n - i, &cp);
         int b = w > 0 ? bpe_char_byte((uint32_t)cp) : -1;
         if (b < 0) {
             *byte_level = 0;
@@ -540,7 +560,8 @@ static int build_tokens(Ld *l) {
     m->n_ids = max_id + 1;
     m->tok = calloc(m->n_ids, sizeof *m->tok);
     if (!m->tok) return bad(l, "out of memory for %u token ids", m->n_ids);
-    for (int b = 0; b < 256; b++) m->byte_id[b] = -1;
+    for (int b = 0; b < 256; b++)
+        m->byte_id[b] = -1;
     for (uint32_t i = 0; i < l->n_vocab; i++) {
         uint32_t id = l->vocab_id[i];
         BpeToken *t = &m->tok[id];
@@ -566,8 +587,10 @@ static int build_tokens(Ld *l) {
         const BpeAdded *a = &m->added[i];
         BpeToken *t = &m->tok[a->id];
         const char *s = m->arena + a->content_off;
-        if (t->in_vocab && (t->spell_len != a->content_len || memcmp(m->arena + t->spell_off, s, a->content_len)))
-            return bad(l, "added_tokens[%u]: id %u is \"%.40s\" but model.vocab gives it to \"%.40s\"",
+        if (t->in_vocab &&
+            (t->spell_len != a->content_len || memcmp(m->arena + t->spell_off, s, a->content_len)))
+            return bad(l,
+                       "added_tokens[%u]: id %u is \"%.40s\" but model.vocab gives it to \"%.40s\"",
                        i, a->id, s, m->arena + t->spell_off);
         int byte_level;
         t->spell_off = a->content_off;
@@ -595,7 +618,8 @@ int bpe_parse(BpeModel **out, const char *json, size_t n, const char *name, char
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, n, &end, 0);
     m->path = strdup(name);
-    if (!m->path) bad(&l, "out of memory");
+    if (!m->path)
+        bad(&l, "out of memory");
     else if (!root)
         bad(&l, "byte offset %zu: not valid JSON%s",
             end && end >= json && end <= json + n ? (size_t)(end - json) : n,
@@ -606,8 +630,8 @@ int bpe_parse(BpeModel **out, const char *json, size_t n, const char *name, char
         const cJSON *ver = get(root, "version");
         if (!is_null(ver) && !(cJSON_IsString(ver) && !strcmp(ver->valuestring, "1.0")))
             bad(&l, "version: only \"1.0\" is known");
-        else if (!read_model(&l, get(root, "model")) && !read_added(&l, get(root, "added_tokens")) &&
-                 !build_tokens(&l) &&
+        else if (!read_model(&l, get(root, "model")) &&
+                 !read_added(&l, get(root, "added_tokens")) && !build_tokens(&l) &&
                  !read_normalizer(&l, get(root, "normalizer"), "normalizer", 0) &&
                  !normalize_added(&l) && !read_pre_tokenizer(&l, get(root, "pre_tokenizer")) &&
                  !read_decoder(&l, get(root, "decoder")) &&
@@ -681,7 +705,9 @@ void bpe_free(BpeModel *m) {
 
 /* Unicode White_Space, which is what \s means to Oniguruma (HF tokenizers'
  * regex engine); PCRE2 10.42's \s also matches U+180E. */
-#define WHITE_SPACE "\\t-\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
+#define WHITE_SPACE                                                                                \
+    "\\t-\\r "                                                                                     \
+    "\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
 
 pcre2_code *bpe_regex_compile(const char *pattern, int *jit_ok, char *err, size_t errlen) {
     size_t n = strlen(pattern), k = 0;
@@ -755,11 +781,13 @@ static int trie_fill(BpeTrie *t, const Pat *pats, size_t lo, size_t hi, uint32_t
                      uint32_t node) {
     if (lo < hi && pats[lo].n == depth) t->node[node].added = pats[lo++].added;
     /* duplicate patterns (two tokens normalizing alike): the first listed wins */
-    while (lo < hi && pats[lo].n == depth) lo++;
+    while (lo < hi && pats[lo].n == depth)
+        lo++;
     uint32_t first = t->n_edges, n = 0;
     for (size_t i = lo; i < hi;) {
         size_t j = i;
-        while (j < hi && pats[j].s[depth] == pats[i].s[depth]) j++;
+        while (j < hi && pats[j].s[depth] == pats[i].s[depth])
+            j++;
         t->edge[t->n_edges++] = (BpeTrieEdge){t->n_nodes++, (uint8_t)pats[i].s[depth]};
         n++;
         i = j;
@@ -769,7 +797,8 @@ static int trie_fill(BpeTrie *t, const Pat *pats, size_t lo, size_t hi, uint32_t
     size_t i = lo;
     for (uint32_t e = 0; e < n; e++) {
         size_t j = i;
-        while (j < hi && pats[j].s[depth] == pats[i].s[depth]) j++;
+        while (j < hi && pats[j].s[depth] == pats[i].s[depth])
+            j++;
         uint32_t child = t->edge[first + e].child;
         t->node[child] = (BpeTrieNode){0, 0, -1};
         if (trie_fill(t, pats, i, j, depth + 1, child)) return -1;
@@ -788,7 +817,8 @@ int bpe_trie_build(BpeTrie *t, const BpeModel *m, int want_normalized) {
         if (a->normalized != want_normalized || a->pattern_len == 0) continue;
         pats[n++] = (Pat){m->arena + a->pattern_off, a->pattern_len, (int32_t)i};
         total += a->pattern_len;
-        t->first[(uint8_t)pats[n - 1].s[0] >> 3] |= (uint8_t)(1u << ((uint8_t)pats[n - 1].s[0] & 7));
+        t->first[(uint8_t)pats[n - 1].s[0] >> 3] |=
+            (uint8_t)(1u << ((uint8_t)pats[n - 1].s[0] & 7));
     }
     qsort(pats, n, sizeof *pats, pat_cmp);
     t->node = malloc(total * sizeof *t->node);

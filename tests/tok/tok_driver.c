@@ -67,8 +67,8 @@ static int cmd_info(const Tokenizer *t) {
     const BpeFamily *f = b ? bpe_family(b) : NULL;
     printf("kind %s\nvocab %u\nbos %d\neos %d\nadd_bos %d\nadd_eos %d\nfamily %s\nhash %016llx\n",
            tokenizer_kind_name(t), tokenizer_vocab_size(t), tokenizer_bos_id(t),
-           tokenizer_eos_id(t), tokenizer_add_bos(t), tokenizer_add_eos(t),
-           f ? f->gguf_pre : "-", (unsigned long long)tokenizer_hash(t));
+           tokenizer_eos_id(t), tokenizer_add_bos(t), tokenizer_add_eos(t), f ? f->gguf_pre : "-",
+           (unsigned long long)tokenizer_hash(t));
     return 0;
 }
 
@@ -82,8 +82,10 @@ static int cmd_encode(const Tokenizer *t, const char *path, int as_doc, int repe
     double t0 = now_s();
     for (int r = 0; r < (repeat ? repeat : 1); r++)
         for (size_t d = 0; d < n_docs; d++) {
-            int rc = as_doc ? tokenizer_encode_doc(t, doc[d], len[d], &ids, &n_ids, &cap, err, sizeof err)
-                            : tokenizer_encode(t, doc[d], len[d], &ids, &n_ids, &cap, err, sizeof err);
+            int rc =
+                as_doc
+                    ? tokenizer_encode_doc(t, doc[d], len[d], &ids, &n_ids, &cap, err, sizeof err)
+                    : tokenizer_encode(t, doc[d], len[d], &ids, &n_ids, &cap, err, sizeof err);
             bytes += len[d];
             toks += rc ? 0 : n_ids;
             if (repeat) continue;
@@ -92,7 +94,8 @@ static int cmd_encode(const Tokenizer *t, const char *path, int as_doc, int repe
                 continue;
             }
             fputs("ok", stdout);
-            for (size_t i = 0; i < n_ids; i++) printf(" %u", ids[i]);
+            for (size_t i = 0; i < n_ids; i++)
+                printf(" %u", ids[i]);
             putchar('\n');
         }
     if (repeat) printf("bytes %zu tokens %zu seconds %.6f\n", bytes, toks, now_s() - t0);
@@ -123,7 +126,8 @@ static int cmd_decode(const Tokenizer *t, const char *path, int skip) {
             continue;
         }
         fputs("ok ", stdout);
-        for (size_t i = 0; i < len; i++) printf("%02x", (unsigned char)text[i]);
+        for (size_t i = 0; i < len; i++)
+            printf("%02x", (unsigned char)text[i]);
         putchar('\n');
         free(text);
     }
@@ -135,7 +139,8 @@ static int cmd_decode(const Tokenizer *t, const char *path, int skip) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: tok_driver info|encode|decode|time TOKENIZER [FILE] [doc|skip|N]\n");
+        fprintf(stderr,
+                "usage: tok_driver info|encode|decode|time TOKENIZER [FILE] [doc|skip|N]\n");
         return 1;
     }
     char err[1024];
@@ -146,11 +151,16 @@ int main(int argc, char **argv) {
     }
     const char *opt = argc > 4 ? argv[4] : "";
     int rc = 1;
-    if (!strcmp(argv[1], "info")) rc = cmd_info(t);
-    else if (!strcmp(argv[1], "encode") && argc > 3) rc = cmd_encode(t, argv[3], !strcmp(opt, "doc"), 0);
-    else if (!strcmp(argv[1], "time") && argc > 4) rc = cmd_encode(t, argv[3], 0, atoi(opt) > 0 ? atoi(opt) : 1);
-    else if (!strcmp(argv[1], "decode") && argc > 3) rc = cmd_decode(t, argv[3], !strcmp(opt, "skip"));
-    else fprintf(stderr, "tok_driver: unknown command %s\n", argv[1]);
+    if (!strcmp(argv[1], "info"))
+        rc = cmd_info(t);
+    else if (!strcmp(argv[1], "encode") && argc > 3)
+        rc = cmd_encode(t, argv[3], !strcmp(opt, "doc"), 0);
+    else if (!strcmp(argv[1], "time") && argc > 4)
+        rc = cmd_encode(t, argv[3], 0, atoi(opt) > 0 ? atoi(opt) : 1);
+    else if (!strcmp(argv[1], "decode") && argc > 3)
+        rc = cmd_decode(t, argv[3], !strcmp(opt, "skip"));
+    else
+        fprintf(stderr, "tok_driver: unknown command %s\n", argv[1]);
     tokenizer_free(t);
     return rc;
 }
