@@ -446,16 +446,12 @@ static int read_pre_tokenizer(Ld *l, const cJSON *v) {
         snprintf(where, sizeof where, "pre_tokenizer.pretokenizers[%d]", i);
         if (type_of(l, it, where, &type)) return -1;
         int last = ++i == n;
-        if (!strcmp(type, "ByteLevel") && last) {
-            if (read_byte_level(l, it, where)) return -1;
-        } else if (!strcmp(type, "Split") && !last) {
-            if (read_split(l, it, where)) return -1;
-        } else {
-            return bad(l,
-                       "%s.type is \"%s\": not supported here (Split pre-tokenizers followed "
-                       "by one ByteLevel)",
-                       where, type);
-        }
+        if (strcmp(type, "ByteLevel") && strcmp(type, "Split"))
+            return bad(l, "%s.type is \"%s\": not supported (Split pre-tokenizers followed by "
+                          "one ByteLevel)", where, type);
+        if ((strcmp(type, "ByteLevel") == 0) != last)
+            return bad(l, "%s: the Sequence must end with its only ByteLevel", where);
+        if (last ? read_byte_level(l, it, where) : read_split(l, it, where)) return -1;
     }
     return 0;
 }

@@ -27,7 +27,9 @@ through tok_driver (tests/tok/tok_driver.c, the tokenizer interface):
   test_bpe_hf.py DRIVER            the checks above (a few seconds)
   test_bpe_hf.py DRIVER sweep      1 as well for every Unicode scalar value
                                    in a few contexts (the regex classes and
-                                   NFC of each code point; about a minute)
+                                   NFC of each code point; minutes)
+  test_bpe_hf.py corpus DIR        write the fuzz seeds (tests/tok/corpus):
+                                   one tokenizer.json of 300 ids per family
 
 Prints one line per family with the counts; exit 1 on the first family
 with a mismatch (and prints up to 5 of them).
@@ -160,7 +162,7 @@ def samples(vocab, specials):
     return s
 
 
-def build(family, lines):
+def build(family, lines, vocab_size=None):
     pre, specials, bos = FAMILIES[family]
     tok = Tokenizer(models.BPE(ignore_merges=(family == "llama-bpe")))
     if family == "gpt-2":
@@ -173,7 +175,7 @@ def build(family, lines):
     if family == "qwen2":
         tok.normalizer = normalizers.NFC()
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=3000 if family != "qwen2" else 4000,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size or (3000 if family != "qwen2" else 4000),
                                   special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(lines, trainer=trainer)
@@ -302,6 +304,11 @@ def check_family(driver, family, work, sweep):
 
 
 def main():
+    if sys.argv[1] == "corpus":
+        lines, _ = training_corpus()
+        for family in FAMILIES:
+            build(family, lines[:2000], 300)[0].save(os.path.join(sys.argv[2], family + ".json"))
+        return
     driver = sys.argv[1]
     sweep = len(sys.argv) > 2 and sys.argv[2] == "sweep"
     work = tempfile.mkdtemp(prefix="dapt-bpe-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
