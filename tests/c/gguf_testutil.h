@@ -53,12 +53,14 @@ static inline void spm_test_piece(int i, char *out, size_t n, int *type) {
     if (i == 0) snprintf(out, n, "<unk>"), *type = 2;
     else if (i == 1) snprintf(out, n, "<s>"), *type = 3;
     else if (i == 2) snprintf(out, n, "</s>"), *type = 3;
-    else if (i < 3 + 8) snprintf(out, n, "<0x%02X>", i - 3), *type = 6;
+    /* user-defined: byte pieces (type 6) need all 256 and byte_fallback */
+    else if (i < 3 + 8) snprintf(out, n, "<0x%02X>", i - 3), *type = 4;
     else snprintf(out, n, "\xe2\x96\x81p%d", i), *type = 1; /* "▁p<i>" */
 }
 
 /* tokenizer.model bytes with n_pieces pieces (>= 12), unk 0, bos 1, eos 2,
- * pad -1 (a negative varint), BPE, add_dummy_prefix. Caller frees. */
+ * pad -1 (a negative varint), BPE, add_dummy_prefix: a model the
+ * sentencepiece library loads. Caller frees. */
 static inline uint8_t *spm_test_model(int n_pieces, size_t *len) {
     PbBuf out = {0};
     for (int i = 0; i < n_pieces; i++) {
