@@ -158,4 +158,25 @@ static inline GgufWriter *gguf_test_sample(void) {
     return w;
 }
 
+/* The tokenizer.ggml.* keys of a tiny byte-level BPE (model "gpt2", pre
+ * "gpt-2"): tokens 0-8 normal ("\xc4\xa0" is the byte-level space 'Ġ'),
+ * 9 control "<|endoftext|>" (EOS), 10 unused "[PAD10]", 11 user-defined
+ * "<tool>"; merges "a b", "ab c", "Ġ a", "Ġa b". */
+#define GGUF_TEST_BPE_N 12
+static const char *const gguf_test_bpe_tokens[GGUF_TEST_BPE_N] = {
+    "a", "b", "c", "\xc4\xa0", "ab", "abc", "\xc4\xa0" "a", "\xc4\xa0" "ab", "\xc3\xa9",
+    "<|endoftext|>", "[PAD10]", "<tool>"};
+static const int32_t gguf_test_bpe_types[GGUF_TEST_BPE_N] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 5, 4};
+static const char *const gguf_test_bpe_merges[4] = {"a b", "ab c", "\xc4\xa0 a",
+                                                    "\xc4\xa0" "a b"};
+static inline void gguf_test_bpe_vocab(GgufWriter *w) {
+    gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_w_str(w, "tokenizer.ggml.pre", "gpt-2");
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", gguf_test_bpe_tokens, GGUF_TEST_BPE_N);
+    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", gguf_test_bpe_types, GGUF_TEST_BPE_N);
+    gguf_w_arr_str(w, "tokenizer.ggml.merges", gguf_test_bpe_merges, 4);
+    gguf_w_u32(w, "tokenizer.ggml.eos_token_id", 9);
+    gguf_w_bool(w, "tokenizer.ggml.add_bos_token", 0);
+}
+
 #endif
