@@ -2,8 +2,12 @@
  * (tokenizer.ggml.model "gpt2") back to the Hugging Face files, for
  * `dapt import gguf`:
  *
- *   tokenizer.json         model BPE: the normal tokens as its vocab, the
- *                          merges in rank order, ignore_merges as llama.cpp
+ *   tokenizer.json         model BPE: every token but the unused ones as
+ *                          its vocab (added tokens too: tokenizers gives an
+ *                          added token the model's id for its string, else
+ *                          the next free one, not the id written beside
+ *                          it), the merges in rank order, ignore_merges as
+ *                          llama.cpp
  *                          runs the family (true for llama-bpe); the
  *                          normalizer and pre-tokenizer of the family that
  *                          tokenizer.ggml.pre names (tokenizer/bpe.h's
@@ -359,7 +363,7 @@ static cJSON *model_json(const Vocab *v) {
     cJSON_AddBoolToObject(m, "ignore_merges", v->ignore_merges);
     cJSON *vocab = cJSON_AddObjectToObject(m, "vocab");
     for (uint32_t i = 0; i < v->n; i++)
-        if (v->types[i] == TT_NORMAL)
+        if (v->types[i] != TT_UNUSED)
             cJSON_AddItemToObject(vocab, v->tokens->arr_str[i], cJSON_CreateNumber(i));
     cJSON *merges = cJSON_AddArrayToObject(m, "merges");
     for (uint64_t i = 0; i < v->merges->arr_n; i++)
