@@ -27,6 +27,10 @@
 typedef struct BpeModel BpeModel;
 
 int bpe_load(BpeModel **out, const char *json_path, char *err, size_t errlen);
+/* The same from the file's bytes json[0..n) (need not be NUL-terminated);
+ * name stands for the file in messages. */
+int bpe_parse(BpeModel **out, const char *json, size_t n, const char *name, char *err,
+              size_t errlen);
 void bpe_free(BpeModel *m);
 
 /* One past the largest id (model vocabulary and added tokens). */

@@ -216,10 +216,10 @@ int tokenizer_load(Tokenizer **out, const char *path, char *err, size_t errlen) 
         }
         if (!rc && t->add_bos && t->bos < 0)
             rc = err_set(err, errlen, "%s: add_bos_token is true but there is no bos_token", file);
+        uint64_t h = 0;
+        if (!rc && hash_file(file, &h))
+            rc = err_set(err, errlen, "%s: cannot read: %s", file, strerror(errno));
         if (!rc) {
-            uint64_t h;
-            if (hash_file(file, &h))
-                rc = err_set(err, errlen, "%s: cannot read: %s", file, strerror(errno));
             int64_t mix[4] = {t->bos, t->eos, t->add_bos, t->add_eos};
             t->hash = hash_bytes(mix, sizeof mix, h);
         }
@@ -283,18 +283,6 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t n, uint32_t **
     return spm_encode(t->spm, text, n, ids, n_ids, cap, err, errlen);
 }
 
-static int push(uint32_t **ids, size_t *n, size_t *cap, uint32_t id, char *err, size_t errlen) {
-    if (*n == *cap) {
-        size_t c = *cap ? 2 * *cap : 64;
-        uint32_t *p = realloc(*ids, c * sizeof *p);
-        if (!p) return err_set(err, errlen, "out of memory");
-        *ids = p;
-        *cap = c;
-    }
-    (*ids)[(*n)++] = id;
-    return 0;
-}
-
 int tokenizer_encode_doc(const Tokenizer *t, const char *text, size_t n, uint32_t **ids,
                          size_t *n_ids, size_t *cap, char *err, size_t errlen) {
     if (t->eos < 0)
@@ -302,23 +290,22 @@ int tokenizer_encode_doc(const Tokenizer *t, const char *text, size_t n, uint32_
                        "%s: the tokenizer has no end-of-sequence token to end documents with "
                        "(give eos_token in tokenizer_config.json)",
                        t->files[0].path);
-    size_t n_body = 0;
-    uint32_t *body = NULL;
-    size_t body_cap = 0;
-    /* The body is encoded into the caller's buffer after BOS. */
-    *n_ids = 0;
-    if (t->add_bos && push(ids, n_ids, cap, (uint32_t)t->bos, err, errlen)) return -1;
-    if (tokenizer_encode(t, text, n, &body, &n_body, &body_cap, err, errlen)) {
-        free(body);
-        return -1;
+    /* The body goes into the caller's buffer, then moves up one for BOS. */
+    if (tokenizer_encode(t, text, n, ids, n_ids, cap, err, errlen)) return -1;
+    size_t need = *n_ids + 2;
+    if (need > *cap) {
+        uint32_t *p = realloc(*ids, need * sizeof *p);
+        if (!p) return err_set(err, errlen, "out of memory");
+        *ids = p;
+        *cap = need;
     }
-    for (size_t i = 0; i < n_body; i++)
-        if (push(ids, n_ids, cap, body[i], err, errlen)) {
-            free(body);
-            return -1;
-        }
-    free(body);
-    return push(ids, n_ids, cap, (uint32_t)t->eos, err, errlen);
+    if (t->add_bos) {
+        memmove(*ids + 1, *ids, *n_ids * sizeof **ids);
+        (*ids)[0] = (uint32_t)t->bos;
+        (*n_ids)++;
+    }
+    (*ids)[(*n_ids)++] = (uint32_t)t->eos;
+    return 0;
 }
 
 int tokenizer_decode(const Tokenizer *t, const uint32_t *ids, size_t n, int skip_special,
