@@ -193,12 +193,11 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, Tokenizer **t
                        "vocab_size %d: tokenize the corpora with the model's tokenizer",
                        sv, mv);
     char found[CONFIG_PATH_LEN + 32], why[CONFIG_PATH_LEN + 512];
-    const char *path = c->data.tokenizer[0] ? c->data.tokenizer
-                       : c->model.init_from[0] && tokenizer_find(c->model.init_from, found,
-                                                                 sizeof found)
-                           ? c->model.init_from
-                           : NULL;
-    const char *key = c->data.tokenizer[0] ? "data.tokenizer" : "model.init_from's tokenizer";
+    const char *path = NULL, *key = "data.tokenizer";
+    if (c->data.tokenizer[0])
+        path = c->data.tokenizer;
+    else if (c->model.init_from[0] && tokenizer_find(c->model.init_from, found, sizeof found))
+        path = c->model.init_from, key = "model.init_from's tokenizer";
     if (!path) return 0;
     if (tokenizer_load(tok_out, path, why, sizeof why))
         return err_set(err, err_len, "%s: %s", key, why);
@@ -301,12 +300,12 @@ typedef struct {
     TrainCkpt ckpt;    /* what every checkpoint carries */
     char *config_text; /* config_to_toml */
     char run_dir[CONFIG_PATH_LEN * 2];
-    Tokenizer *tok;                       /* copied into checkpoints; NULL: none */
-    int T, B, micro, B_local, n_micro;    /* seq_len, global batch, micro-batch rows */
-    uint32_t *batch;                      /* (B_local, T + 1) this rank's windows of the step */
-    int32_t *src_ids;                     /* (B_local) source of each window */
-    int32_t *inp, *tgt;                   /* (micro, T) */
-    int *roles; /* (micro) StreamRole of each row, for MoE routing metrics */
+    Tokenizer *tok;                    /* copied into checkpoints; NULL: none */
+    int T, B, micro, B_local, n_micro; /* seq_len, global batch, micro-batch rows */
+    uint32_t *batch;                   /* (B_local, T + 1) this rank's windows of the step */
+    int32_t *src_ids;                  /* (B_local) source of each window */
+    int32_t *inp, *tgt;                /* (micro, T) */
+    int *roles;                        /* (micro) StreamRole of each row, for MoE routing metrics */
     int start_step;
     long long tokens; /* trained on so far, all ranks */
 } Trainer;

@@ -159,16 +159,15 @@ static inline GgufWriter *gguf_test_sample(void) {
 }
 
 /* The tokenizer.ggml.* keys of a tiny byte-level BPE (model "gpt2", pre
- * "gpt-2"): tokens 0-8 normal ("\xc4\xa0" is the byte-level space 'Ġ'),
+ * "gpt-2"): tokens 0-8 normal ("\304\240" is the byte-level space 'Ġ'),
  * 9 control "<|endoftext|>" (EOS), 10 unused "[PAD10]", 11 user-defined
  * "<tool>"; merges "a b", "ab c", "Ġ a", "Ġa b". */
 #define GGUF_TEST_BPE_N 12
 static const char *const gguf_test_bpe_tokens[GGUF_TEST_BPE_N] = {
-    "a", "b", "c", "\xc4\xa0", "ab", "abc", "\xc4\xa0" "a", "\xc4\xa0" "ab", "\xc3\xa9",
-    "<|endoftext|>", "[PAD10]", "<tool>"};
+    "a",         "b",          "c",        "\304\240",      "ab",      "abc",
+    "\304\240a", "\304\240ab", "\303\251", "<|endoftext|>", "[PAD10]", "<tool>"};
 static const int32_t gguf_test_bpe_types[GGUF_TEST_BPE_N] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 5, 4};
-static const char *const gguf_test_bpe_merges[4] = {"a b", "ab c", "\xc4\xa0 a",
-                                                    "\xc4\xa0" "a b"};
+static const char *const gguf_test_bpe_merges[4] = {"a b", "ab c", "\304\240 a", "\304\240a b"};
 static inline void gguf_test_bpe_vocab(GgufWriter *w) {
     gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
     gguf_w_str(w, "tokenizer.ggml.pre", "gpt-2");

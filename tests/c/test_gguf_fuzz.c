@@ -280,7 +280,8 @@ int main(int argc, char **argv) {
            "accepted, %d refused\n",
            accepted_gguf, refused_gguf, vocab_json, vocab_refused, accepted_spm, refused_spm);
     CHECK(accepted_gguf > 100 && refused_gguf > 1000, "the GGUF mutations explore both outcomes");
-    CHECK(vocab_json > 100 && vocab_refused > 100, "the vocabulary mutations explore both outcomes");
+    CHECK(vocab_json > 100 && vocab_refused > 100,
+          "the vocabulary mutations explore both outcomes");
     CHECK(accepted_spm > 100 && refused_spm > 1000, "the spm mutations explore both outcomes");
     free(spm[0].b);
     free(spm[1].b);

@@ -26,33 +26,40 @@ static char dir[64];
 
 /* The test vocabulary with one change. */
 typedef struct {
-    const char *key;    /* the key changed: NULL none */
-    int drop;           /* leave key out */
-    int wrong_type;     /* write key with another type */
-    const char *pre;    /* tokenizer.ggml.pre, NULL: "gpt-2" */
-    int token_at;       /* tokens[token_at] = token (with token) */
+    const char *key; /* the key changed: NULL none */
+    int drop;        /* leave key out */
+    int wrong_type;  /* write key with another type */
+    const char *pre; /* tokenizer.ggml.pre, NULL: "gpt-2" */
+    int token_at;    /* tokens[token_at] = token (with token) */
     const char *token;
-    int type_at, type;  /* types[type_at] = type (type != 0) */
-    int n_types;        /* 0: all */
-    const char *merge;  /* merges[1] = merge */
-    int bos, eos;       /* -1: absent (eos: 0 means the base's 9) */
-    int add_bos;        /* -1: absent */
+    int type_at, type; /* types[type_at] = type (type != 0) */
+    int n_types;       /* 0: all */
+    const char *merge; /* merges[1] = merge */
+    int bos, eos;      /* -1: absent (eos: 0 means the base's 9) */
+    int add_bos;       /* -1: absent */
 } Case;
 
-static void put_key(GgufWriter *w, const Case *c, const char *key, int is_str, void (*put)(GgufWriter *, const Case *)) {
+static void put_key(GgufWriter *w, const Case *c, const char *key, int is_str,
+                    void (*put)(GgufWriter *, const Case *)) {
     if (c->key && !strcmp(c->key, key)) {
         if (c->drop) return;
         if (c->wrong_type) {
-            if (is_str) gguf_w_u32(w, key, 7);
-            else gguf_w_str(w, key, "x");
+            if (is_str)
+                gguf_w_u32(w, key, 7);
+            else
+                gguf_w_str(w, key, "x");
             return;
         }
     }
     put(w, c);
 }
 
-static void put_model(GgufWriter *w, const Case *c) { (void)c, gguf_w_str(w, "tokenizer.ggml.model", "gpt2"); }
-static void put_pre(GgufWriter *w, const Case *c) { gguf_w_str(w, "tokenizer.ggml.pre", c->pre ? c->pre : "gpt-2"); }
+static void put_model(GgufWriter *w, const Case *c) {
+    (void)c, gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+}
+static void put_pre(GgufWriter *w, const Case *c) {
+    gguf_w_str(w, "tokenizer.ggml.pre", c->pre ? c->pre : "gpt-2");
+}
 static void put_tokens(GgufWriter *w, const Case *c) {
     const char *t[GGUF_TEST_BPE_N];
     memcpy(t, gguf_test_bpe_tokens, sizeof t);
@@ -63,7 +70,8 @@ static void put_types(GgufWriter *w, const Case *c) {
     int32_t t[GGUF_TEST_BPE_N];
     memcpy(t, gguf_test_bpe_types, sizeof t);
     if (c->type) t[c->type_at] = c->type;
-    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", t, c->n_types ? (size_t)c->n_types : GGUF_TEST_BPE_N);
+    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", t,
+                   c->n_types ? (size_t)c->n_types : GGUF_TEST_BPE_N);
 }
 static void put_merges(GgufWriter *w, const Case *c) {
     const char *m[4];
@@ -107,8 +115,12 @@ static int convert(const Case *c, char **json, char **config, char *err, size_t 
 
 static const Case base = {.bos = -1, .add_bos = 0};
 
-static const cJSON *at(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
-static int is_str(const cJSON *o, const char *s) { return cJSON_IsString(o) && !strcmp(o->valuestring, s); }
+static const cJSON *at(const cJSON *o, const char *k) {
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
+static int is_str(const cJSON *o, const char *s) {
+    return cJSON_IsString(o) && !strcmp(o->valuestring, s);
+}
 
 static void test_base(void) {
     char *json, *config, err[512];
@@ -132,8 +144,9 @@ static void test_base(void) {
     const cJSON *added = at(r, "added_tokens");
     CHECK(cJSON_GetArraySize(added) == 2);
     const cJSON *a0 = cJSON_GetArrayItem(added, 0), *a1 = cJSON_GetArrayItem(added, 1);
-    CHECK(at(a0, "id") && at(a0, "id")->valueint == 9 && is_str(at(a0, "content"), "<|endoftext|>") &&
-          cJSON_IsTrue(at(a0, "special")) && cJSON_IsFalse(at(a0, "normalized")));
+    CHECK(at(a0, "id") && at(a0, "id")->valueint == 9 &&
+          is_str(at(a0, "content"), "<|endoftext|>") && cJSON_IsTrue(at(a0, "special")) &&
+          cJSON_IsFalse(at(a0, "normalized")));
     CHECK(at(a1, "id") && at(a1, "id")->valueint == 11 && is_str(at(a1, "content"), "<tool>") &&
           cJSON_IsFalse(at(a1, "special")));
     /* gpt-2: no normalizer, ByteLevel with the GPT-2 regex; no BOS */
@@ -183,15 +196,21 @@ static void test_families(void) {
         if (fam->pattern) {
             const cJSON *list = at(pre, "pretokenizers"), *split = cJSON_GetArrayItem(list, 0),
                         *bl = cJSON_GetArrayItem(list, 1);
-            CHECK(is_str(at(pre, "type"), "Sequence") && cJSON_GetArraySize(list) == 2, "%s", fam->gguf_pre);
-            CHECK(is_str(at(split, "type"), "Split") && is_str(at(at(split, "pattern"), "Regex"), fam->pattern) &&
-                  is_str(at(split, "behavior"), "Isolated"), "%s split", fam->gguf_pre);
-            CHECK(is_str(at(bl, "type"), "ByteLevel") && cJSON_IsFalse(at(bl, "use_regex")), "%s", fam->gguf_pre);
+            CHECK(is_str(at(pre, "type"), "Sequence") && cJSON_GetArraySize(list) == 2, "%s",
+                  fam->gguf_pre);
+            CHECK(is_str(at(split, "type"), "Split") &&
+                      is_str(at(at(split, "pattern"), "Regex"), fam->pattern) &&
+                      is_str(at(split, "behavior"), "Isolated"),
+                  "%s split", fam->gguf_pre);
+            CHECK(is_str(at(bl, "type"), "ByteLevel") && cJSON_IsFalse(at(bl, "use_regex")), "%s",
+                  fam->gguf_pre);
         } else {
-            CHECK(is_str(at(pre, "type"), "ByteLevel") && cJSON_IsTrue(at(pre, "use_regex")), "%s", fam->gguf_pre);
+            CHECK(is_str(at(pre, "type"), "ByteLevel") && cJSON_IsTrue(at(pre, "use_regex")), "%s",
+                  fam->gguf_pre);
         }
         CHECK(cJSON_IsBool(at(at(r, "model"), "ignore_merges")) &&
-              cJSON_IsTrue(at(at(r, "model"), "ignore_merges")) == llama3, "%s ignore_merges", fam->gguf_pre);
+                  cJSON_IsTrue(at(at(r, "model"), "ignore_merges")) == llama3,
+              "%s ignore_merges", fam->gguf_pre);
         CHECK(cJSON_IsTrue(at(cf, "add_bos_token")) == llama3, "%s add_bos default", fam->gguf_pre);
         cJSON_Delete(r), cJSON_Delete(cf);
         free(json), free(config);
@@ -222,13 +241,21 @@ static void test_refusals(void) {
         const char *needle;
         int offset; /* the message names a byte offset */
     } bad[] = {
-        {{.key = "tokenizer.ggml.model", .wrong_type = 1, .bos = -1}, "is UINT32, expected STRING", 1},
+        {{.key = "tokenizer.ggml.model", .wrong_type = 1, .bos = -1},
+         "is UINT32, expected STRING",
+         1},
         {{.key = "tokenizer.ggml.pre", .drop = 1, .bos = -1}, "'tokenizer.ggml.pre' is missing", 0},
         {{.key = "tokenizer.ggml.pre", .wrong_type = 1, .bos = -1}, "expected STRING", 1},
         {{.pre = "deepseek-llm", .bos = -1}, "pre-tokenizer 'deepseek-llm' is not one", 1},
-        {{.key = "tokenizer.ggml.tokens", .drop = 1, .bos = -1}, "'tokenizer.ggml.tokens' is missing", 0},
-        {{.key = "tokenizer.ggml.tokens", .wrong_type = 1, .bos = -1}, "is STRING, expected ARRAY of STRING", 1},
-        {{.key = "tokenizer.ggml.token_type", .wrong_type = 1, .bos = -1}, "expected ARRAY of INT32", 1},
+        {{.key = "tokenizer.ggml.tokens", .drop = 1, .bos = -1},
+         "'tokenizer.ggml.tokens' is missing",
+         0},
+        {{.key = "tokenizer.ggml.tokens", .wrong_type = 1, .bos = -1},
+         "is STRING, expected ARRAY of STRING",
+         1},
+        {{.key = "tokenizer.ggml.token_type", .wrong_type = 1, .bos = -1},
+         "expected ARRAY of INT32",
+         1},
         {{.n_types = 11, .bos = -1}, "11 types for 12 tokens", 1},
         {{.type_at = 4, .type = 6, .bos = -1}, "token 4 has type 6", 1},
         {{.type_at = 4, .type = 0x7fffffff, .bos = -1}, "has type 2147483647", 1},
@@ -238,7 +265,9 @@ static void test_refusals(void) {
         {{.token_at = 2, .token = "\xc0\xaf", .bos = -1}, "token 2 is not valid UTF-8", 1},
         {{.token_at = 2, .token = "\xed\xa0\x80", .bos = -1}, "token 2 is not valid UTF-8", 1},
         {{.token_at = 2, .token = "\xe2\x82", .bos = -1}, "token 2 is not valid UTF-8", 1},
-        {{.key = "tokenizer.ggml.merges", .drop = 1, .bos = -1}, "'tokenizer.ggml.merges' is missing", 0},
+        {{.key = "tokenizer.ggml.merges", .drop = 1, .bos = -1},
+         "'tokenizer.ggml.merges' is missing",
+         0},
         {{.merge = "abc", .bos = -1}, "merge 1 ('abc') is not two tokens joined by one space", 1},
         {{.merge = " ab", .bos = -1}, "is not two tokens joined", 1},
         {{.merge = "ab ", .bos = -1}, "is not two tokens joined", 1},
@@ -247,9 +276,13 @@ static void test_refusals(void) {
         {{.merge = "b c", .bos = -1}, "'bc' is not a token", 1},
         {{.merge = "a <tool>", .bos = -1}, "'<tool>' is an added token", 1},
         {{.bos = 12}, "token id 12 is not below the 12 tokens", 1},
-        {{.key = "tokenizer.ggml.eos_token_id", .wrong_type = 1, .bos = -1}, "is STRING, expected UINT32", 1},
+        {{.key = "tokenizer.ggml.eos_token_id", .wrong_type = 1, .bos = -1},
+         "is STRING, expected UINT32",
+         1},
         {{.key = "tokenizer.ggml.add_bos_token", .wrong_type = 1, .bos = -1}, "expected BOOL", 1},
-        {{.bos = -1, .add_bos = 1}, "add_bos_token is true but tokenizer.ggml.bos_token_id is missing", 0},
+        {{.bos = -1, .add_bos = 1},
+         "add_bos_token is true but tokenizer.ggml.bos_token_id is missing",
+         0},
         {{.bos = -1, .eos = 10}, "eos_token_id 10 is an unused token", 0},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

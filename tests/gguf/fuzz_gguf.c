@@ -9,8 +9,10 @@
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/gguf/fuzz_gguf.c \
  *       tools/gguf/gguf_read.c tools/gguf/gguf_quant.c tools/gguf/spm.c \
- *       tools/gguf/vocab_import.c tokenizer/bpe.c kernels/util.c \
- *       $(pkg-config --cflags --libs libcjson libpcre2-8) -lm -o /tmp/fuzz_gguf
+ *       tools/gguf/vocab_import.c tokenizer/bpe.c tokenizer/bpe_json.c \
+ *       tokenizer/corpus.c kernels/util.c \
+ *       $(pkg-config --cflags --libs libcjson libpcre2-8 libutf8proc) -lz -lzstd -lm \
+ *       -o /tmp/fuzz_gguf
  *   mkdir -p /tmp/fz && /tmp/fuzz_gguf -max_total_time=300 -max_len=8192 /tmp/fz tests/gguf/corpus
  */
 #include <stdlib.h>

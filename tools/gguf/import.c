@@ -234,10 +234,10 @@ bad:
 
 static void remove_dir(const char *dir) {
     char p[4200];
-    const char *files[] = {"config.json",           "model.safetensors",
-                           "tokenizer.json",        "tokenizer_config.json",
-                           "config.json.tmp",       "model.safetensors.tmp",
-                           "tokenizer.json.tmp",    "tokenizer_config.json.tmp"};
+    const char *files[] = {"config.json",        "model.safetensors",
+                           "tokenizer.json",     "tokenizer_config.json",
+                           "config.json.tmp",    "model.safetensors.tmp",
+                           "tokenizer.json.tmp", "tokenizer_config.json.tmp"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (!hf_path(p, sizeof p, dir, files[i])) remove(p);
     rmdir(dir);

@@ -141,8 +141,8 @@ static int bpe_merge_strings(const BpeModel *b, const char ***merges, char *err,
 }
 
 /* tokenizer.ggml.* ("gpt2") from a byte-level BPE, padded to vocab_size. */
-static int write_bpe(GgufWriter *w, const Tokenizer *t, int vocab_size, const char *path,
-                     char *err, size_t err_len) {
+static int write_bpe(GgufWriter *w, const Tokenizer *t, int vocab_size, const char *path, char *err,
+                     size_t err_len) {
     const BpeModel *b = tokenizer_bpe(t);
     if (bpe_vocab_size(b) > (uint32_t)vocab_size)
         return err_set(err, err_len,
@@ -164,8 +164,7 @@ static int write_bpe(GgufWriter *w, const Tokenizer *t, int vocab_size, const ch
     int32_t *types = malloc((size_t)vocab_size * sizeof *types);
     char *pads = malloc((size_t)vocab_size * PAD_LEN);
     int rc = 0;
-    if (!tokens || !types || !pads)
-        rc = err_set(err, err_len, "out of memory");
+    if (!tokens || !types || !pads) rc = err_set(err, err_len, "out of memory");
     if (!rc) rc = bpe_tokens(b, vocab_size, path, tokens, types, pads, err, err_len);
     if (!rc) rc = bpe_merge_strings(b, &merges, err, err_len);
     if (!rc) {

@@ -37,30 +37,14 @@
 
 #include "kernels/util.h"
 #include "tokenizer/bpe.h"
+#include "tokenizer/corpus.h"
 #include "tools/gguf/gguf.h"
 
 enum { TT_NORMAL = 1, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5 };
 
 /* "metadata key 'K' (byte offset N): <message>" */
-#define KEY_FMT "metadata key '%s' (byte offset %llu): "
+#define KEY_FMT      "metadata key '%s' (byte offset %llu): "
 #define KEY_ARGS(kv) (kv)->key, (unsigned long long)(kv)->offset
-
-static int utf8_valid(const unsigned char *s, size_t n) {
-    for (size_t i = 0; i < n;) {
-        unsigned c = s[i];
-        size_t k = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : 9;
-        if (k == 9 || k >= n - i) return 0;
-        uint32_t cp = k == 0 ? c : c & (0x3f >> k);
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xc0) != 0x80) return 0;
-            cp = cp << 6 | (s[i + j] & 0x3f);
-        }
-        static const uint32_t min_cp[4] = {0, 0x80, 0x800, 0x10000};
-        if (cp < min_cp[k] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-        i += k + 1;
-    }
-    return 1;
-}
 
 /* Token string -> id, open addressing over the strings of the tokens
  * array (which outlive it). */
@@ -72,7 +56,8 @@ typedef struct {
 
 static uint64_t str_hash(const char *s, size_t n) {
     uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
     return h;
 }
 
@@ -90,7 +75,8 @@ static int map_add(TokMap *m, int32_t id, int *dup) {
     size_t n = m->tokens->arr_str_len[id];
     if ((*dup = map_find(m, s, n)) >= 0) return -1;
     size_t i = str_hash(s, n) & m->mask;
-    while (m->slot[i]) i = (i + 1) & m->mask;
+    while (m->slot[i])
+        i = (i + 1) & m->mask;
     m->slot[i] = id + 1;
     return 0;
 }
@@ -98,13 +84,13 @@ static int map_add(TokMap *m, int32_t id, int *dup) {
 /* The checked vocabulary. */
 typedef struct {
     const GgufKV *tokens, *merges;
-    int32_t *types;      /* (n) */
+    int32_t *types; /* (n) */
     uint32_t n;
-    int bos, eos;        /* -1: none */
+    int bos, eos; /* -1: none */
     int add_bos, add_eos;
     const BpeFamily *family;
     int ignore_merges;
-    TokMap map;          /* every token but the unused ones */
+    TokMap map; /* every token but the unused ones */
 } Vocab;
 
 static void vocab_free(Vocab *v) {
@@ -116,7 +102,8 @@ static const GgufKV *find_typed(const GgufFile *f, const char *key, uint32_t typ
                                 uint32_t arr_type, int required, char *err, size_t err_len) {
     const GgufKV *kv = gguf_find_kv(f, key);
     if (!kv) {
-        if (required) err_set(err, err_len, "metadata key '%s' is missing (a gpt2 tokenizer needs it)", key);
+        if (required)
+            err_set(err, err_len, "metadata key '%s' is missing (a gpt2 tokenizer needs it)", key);
         return NULL;
     }
     if (kv->type != type || (type == GGUF_ARRAY && kv->arr_type != arr_type)) {
@@ -155,22 +142,26 @@ static int read_flag(const GgufFile *f, const char *key, int def, int *v, char *
 }
 
 static int read_tokens(const GgufFile *f, Vocab *v, char *err, size_t err_len) {
-    const GgufKV *t = find_typed(f, "tokenizer.ggml.tokens", GGUF_ARRAY, GGUF_STRING, 1, err, err_len);
+    const GgufKV *t =
+        find_typed(f, "tokenizer.ggml.tokens", GGUF_ARRAY, GGUF_STRING, 1, err, err_len);
     if (!t) return 1;
     if (t->arr_n < 1 || t->arr_n > INT32_MAX)
         return err_set(err, err_len, KEY_FMT "%llu tokens (expected 1 to %d)", KEY_ARGS(t),
                        (unsigned long long)t->arr_n, INT32_MAX);
     v->tokens = t;
     v->n = (uint32_t)t->arr_n;
-    if (!(v->types = malloc(v->n * sizeof *v->types))) return err_set(err, err_len, "out of memory");
+    if (!(v->types = malloc(v->n * sizeof *v->types)))
+        return err_set(err, err_len, "out of memory");
     const GgufKV *ty = gguf_find_kv(f, "tokenizer.ggml.token_type");
     if (ty && !(ty = find_typed(f, ty->key, GGUF_ARRAY, GGUF_INT32, 1, err, err_len))) return 1;
     if (ty && ty->arr_n != t->arr_n)
         return err_set(err, err_len, KEY_FMT "%llu types for %u tokens", KEY_ARGS(ty),
                        (unsigned long long)ty->arr_n, v->n);
     size_t cap = 16;
-    while (cap < 2 * (size_t)v->n) cap *= 2;
-    if (!(v->map.slot = calloc(cap, sizeof *v->map.slot))) return err_set(err, err_len, "out of memory");
+    while (cap < 2 * (size_t)v->n)
+        cap *= 2;
+    if (!(v->map.slot = calloc(cap, sizeof *v->map.slot)))
+        return err_set(err, err_len, "out of memory");
     v->map.tokens = t;
     v->map.mask = cap - 1;
     for (uint32_t i = 0; i < v->n; i++) {
@@ -181,25 +172,27 @@ static int read_tokens(const GgufFile *f, Vocab *v, char *err, size_t err_len) {
         if (type != TT_NORMAL && type != TT_CONTROL && type != TT_USER_DEFINED && type != TT_UNUSED)
             return err_set(err, err_len,
                            KEY_FMT "token %u has type %d: a byte-level BPE has normal (1), "
-                           "control (3), user-defined (4) and unused (5) tokens only",
+                                   "control (3), user-defined (4) and unused (5) tokens only",
                            KEY_ARGS(ty), i, type);
         v->types[i] = type;
         if (type == TT_UNUSED) continue;
-        if (!len || strlen(s) != len || !utf8_valid((const unsigned char *)s, len))
+        if (!len || strlen(s) != len || corpus_utf8_valid((const unsigned char *)s, len) != len)
             return err_set(err, err_len, KEY_FMT "token %u is %s", KEY_ARGS(t), i,
-                           !len ? "empty" : strlen(s) != len ? "a string with a NUL byte"
-                                                            : "not valid UTF-8");
+                           !len               ? "empty"
+                           : strlen(s) != len ? "a string with a NUL byte"
+                                              : "not valid UTF-8");
         int dup;
         if (map_add(&v->map, (int32_t)i, &dup))
-            return err_set(err, err_len, KEY_FMT "tokens %d and %u are both '%s'", KEY_ARGS(t),
-                           dup, i, s);
+            return err_set(err, err_len, KEY_FMT "tokens %d and %u are both '%s'", KEY_ARGS(t), dup,
+                           i, s);
     }
     return 0;
 }
 
 /* Every merge "a b": a and b normal tokens, and so is ab. */
 static int read_merges(const GgufFile *f, Vocab *v, char *err, size_t err_len) {
-    const GgufKV *m = find_typed(f, "tokenizer.ggml.merges", GGUF_ARRAY, GGUF_STRING, 1, err, err_len);
+    const GgufKV *m =
+        find_typed(f, "tokenizer.ggml.merges", GGUF_ARRAY, GGUF_STRING, 1, err, err_len);
     if (!m) return 1;
     v->merges = m;
     char *cat = NULL;
@@ -211,7 +204,8 @@ static int read_merges(const GgufFile *f, Vocab *v, char *err, size_t err_len) {
         const char *sp = memchr(s, ' ', len);
         if (!sp || sp == s || sp == s + len - 1 || strlen(s) != len ||
             memchr(sp + 1, ' ', len - (size_t)(sp + 1 - s))) {
-            rc = err_set(err, err_len, KEY_FMT "merge %llu ('%s') is not two tokens joined by one space",
+            rc = err_set(err, err_len,
+                         KEY_FMT "merge %llu ('%s') is not two tokens joined by one space",
                          KEY_ARGS(m), (unsigned long long)i, s);
             break;
         }
@@ -231,8 +225,7 @@ static int read_merges(const GgufFile *f, Vocab *v, char *err, size_t err_len) {
         for (int k = 0; k < 3 && !rc; k++) {
             int id = map_find(&v->map, part[k], part_len[k]);
             if (id < 0 || v->types[id] != TT_NORMAL)
-                rc = err_set(err, err_len,
-                             KEY_FMT "merge %llu ('%s'): '%.*s' is %s", KEY_ARGS(m),
+                rc = err_set(err, err_len, KEY_FMT "merge %llu ('%s'): '%.*s' is %s", KEY_ARGS(m),
                              (unsigned long long)i, s, (int)part_len[k], part[k],
                              id < 0 ? "not a token" : "an added token, not one of the model's");
         }
@@ -253,7 +246,7 @@ static int read_vocab(const GgufFile *f, Vocab *v, char *err, size_t err_len) {
                      bpe_families[i].gguf_pre);
         return err_set(err, err_len,
                        KEY_FMT "pre-tokenizer '%s' is not one dapt can write a tokenizer.json for "
-                       "(%s)",
+                               "(%s)",
                        KEY_ARGS(pre), pre->str, names);
     }
     /* llama.cpp's llama-bpe ignores merges for words in the vocabulary and
@@ -408,10 +401,14 @@ static char *tokenizer_config(const Vocab *v) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddBoolToObject(root, "add_bos_token", v->add_bos);
     cJSON_AddBoolToObject(root, "add_eos_token", v->add_eos);
-    if (v->bos >= 0) cJSON_AddStringToObject(root, "bos_token", v->tokens->arr_str[v->bos]);
-    else cJSON_AddNullToObject(root, "bos_token");
-    if (v->eos >= 0) cJSON_AddStringToObject(root, "eos_token", v->tokens->arr_str[v->eos]);
-    else cJSON_AddNullToObject(root, "eos_token");
+    if (v->bos >= 0)
+        cJSON_AddStringToObject(root, "bos_token", v->tokens->arr_str[v->bos]);
+    else
+        cJSON_AddNullToObject(root, "bos_token");
+    if (v->eos >= 0)
+        cJSON_AddStringToObject(root, "eos_token", v->tokens->arr_str[v->eos]);
+    else
+        cJSON_AddNullToObject(root, "eos_token");
     cJSON_AddBoolToObject(root, "clean_up_tokenization_spaces", 0);
     cJSON_AddStringToObject(root, "tokenizer_class", "PreTrainedTokenizerFast");
     char *text = cJSON_Print(root);

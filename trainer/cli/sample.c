@@ -44,8 +44,8 @@ static int number(const CliSpec *spec, const char *name, long def, long *v_long,
 }
 
 /* The prompt's ids, after the start token first (-1: none). */
-static int encode_prompt(const Tokenizer *tok, const char *prompt, int first, int32_t **seq,
-                         int *n, char *err, size_t err_len) {
+static int encode_prompt(const Tokenizer *tok, const char *prompt, int first, int32_t **seq, int *n,
+                         char *err, size_t err_len) {
     uint32_t *ids = NULL;
     size_t n_ids = 0, cap = 0;
     if (tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids, &cap, err, err_len)) {
@@ -123,8 +123,8 @@ int cmd_sample(int argc, char **argv) {
     if (encode_prompt(tok, prompt, first, &seq, &n_seq, err, sizeof err)) {
         cli_fail(&spec, "%s", err);
     } else if (tokenizer_vocab_size(tok) > (uint32_t)mc->vocab_size) {
-        cli_fail(&spec, "the tokenizer has %u tokens, the model only %d",
-                 tokenizer_vocab_size(tok), mc->vocab_size);
+        cli_fail(&spec, "the tokenizer has %u tokens, the model only %d", tokenizer_vocab_size(tok),
+                 mc->vocab_size);
     } else if (sample_generate(m, seq, n_seq, &so, &gen, &n_gen, err, sizeof err)) {
         cli_fail(&spec, "%s", err);
     } else {
@@ -135,8 +135,7 @@ int cmd_sample(int argc, char **argv) {
         for (int i = skip; i < n_gen; i++)
             ids[i - skip] = (uint32_t)gen[i];
         char *text = NULL;
-        if (tokenizer_decode(tok, ids, (size_t)(n_gen - skip), 1, &text, NULL, err,
-                             sizeof err)) {
+        if (tokenizer_decode(tok, ids, (size_t)(n_gen - skip), 1, &text, NULL, err, sizeof err)) {
             cli_fail(&spec, "%s", err);
         } else {
             printf("%s\n", text);
