@@ -7,6 +7,7 @@ exports; and `dapt logits` matches HF transformers.
     python test_gguf_py.py refuse_qwen_moe DAPT
     python test_gguf_py.py export_bpe FAMILY DAPT           (FAMILY in gguf_common.BPE_FAMILIES)
     python test_gguf_py.py import_bpe FAMILY gguf-py|dapt DAPT
+    python test_gguf_py.py refuse_bpe DAPT
 
 export: a random transformers model (KIND mixtral: MixtralForCausalLM, an
 MoE) and a trained sentencepiece model are
@@ -39,6 +40,9 @@ gguf-py alone or by `dapt export gguf` (round trip): the imported
 tokenizer.json / tokenizer_config.json encode and decode like the
 original, in HF tokenizers and transformers' AutoTokenizer, and `dapt
 tokenize` with the imported directory gives HF's ids.
+
+refuse_bpe: a BPE of no family llama.cpp names, and one larger than the
+model's vocabulary, are refused by the export with the reason.
 
 logits: `dapt logits MODEL --out` against transformers on the same ids, fp32
 on both sides: the same tolerance as tests/runner (3e-5 * max(1, max|logit|):
@@ -378,6 +382,35 @@ def check_import_bpe(family, source, dapt):
           f"the imported directory)")
 
 
+def check_refuse_bpe(dapt):
+    """`dapt export gguf` refuses, with the reason and leaving no file, a
+    byte-level BPE whose pre-tokenizer is none of llama.cpp's families (a
+    Split with another regex: llama.cpp would split text differently) and
+    one with more tokens than the model has rows."""
+    import subprocess
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+    with tempfile.TemporaryDirectory() as tmp:
+        mdir, out = os.path.join(tmp, "model"), os.path.join(tmp, "m.gguf")
+        C.make_model("llama_gqa", mdir)
+        odd = C.make_bpe_tokenizer(os.path.join(tmp, "odd"), "llama-bpe")
+        path = os.path.join(odd, "tokenizer.json")
+        tok = Tokenizer.from_file(path)
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"\p{L}+|\p{N}+|\s+|[^\s\p{L}\p{N}]+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.save(path)
+        big = C.make_bpe_tokenizer(os.path.join(tmp, "big"), "qwen2", vocab_size=400)
+        cases = ((odd, "none of the families llama.cpp names"),
+                 (big, f"has 401 tokens but the model's vocabulary (embedding rows) is {C.VOCAB}"))
+        for tok_dir, want in cases:
+            r = subprocess.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok_dir],
+                               capture_output=True, text=True)
+            msg = (r.stdout + r.stderr).strip()
+            print(f"exit {r.returncode}: {msg}")
+            if r.returncode == 0 or want not in msg or os.path.exists(out):
+                raise SystemExit(f"not refused as it should be (want '{want}')")
+
+
 def check_refuse_qwen_moe(dapt):
     """A Mixtral checkpoint whose config says norm_topk_prob = false (dapt's
     Qwen-MoE semantics, key dapt_norm_topk_prob) is refused by `dapt export
@@ -407,6 +440,8 @@ def main():
         check_roundtrip(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "export":
         check_export(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 3 and sys.argv[1] == "refuse_bpe":
+        check_refuse_bpe(sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "refuse_qwen_moe":
         check_refuse_qwen_moe(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "export_bpe":

@@ -80,6 +80,10 @@ foreach(family gpt-2 llama-bpe qwen2)
                        gguf_py_bpe_import_${family} PROPERTIES LABELS py)
 endforeach()
 
+add_test(NAME gguf_cli_refuse_bpe
+         COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                 refuse_bpe $<TARGET_FILE:dapt>)
+set_tests_properties(gguf_cli_refuse_bpe PROPERTIES LABELS py)
 add_test(NAME gguf_cli_refuse_qwen_moe
          COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
                  refuse_qwen_moe $<TARGET_FILE:dapt>)
