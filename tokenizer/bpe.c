@@ -52,14 +52,19 @@ uint64_t bpe_hash(const void *p, size_t n) {
     return h ^ (h >> 32);
 }
 
+/* A slot: the high half of the key's hash, and its entry's index + 1. */
+static uint64_t map_slot(uint64_t hash, uint32_t e) {
+    return (hash & ~0xffffffffull) | (e + 1u);
+}
+
 static int map_rehash(BpeMap *m, uint32_t n_slots) {
-    uint32_t *slot = calloc(n_slots, sizeof *slot);
+    uint64_t *slot = calloc(n_slots, sizeof *slot);
     if (!slot) return -1;
     for (uint32_t e = 0; e < m->n; e++) {
         uint32_t i = (uint32_t)m->ent[e].hash & (n_slots - 1);
         while (slot[i])
             i = (i + 1) & (n_slots - 1);
-        slot[i] = e + 1;
+        slot[i] = map_slot(m->ent[e].hash, e);
     }
     free(m->slot);
     m->slot = slot;
@@ -74,7 +79,8 @@ int bpe_map_put(BpeMap *m, const char *key, size_t n, uint64_t hash, uint64_t va
     }
     uint32_t i = (uint32_t)hash & m->mask;
     for (; m->slot[i]; i = (i + 1) & m->mask) {
-        const BpeMapEntry *e = &m->ent[m->slot[i] - 1];
+        if ((m->slot[i] ^ hash) >> 32) continue;
+        const BpeMapEntry *e = &m->ent[(uint32_t)m->slot[i] - 1];
         if (e->hash == hash && e->len == n && !memcmp(m->keys + e->off, key, n)) return 1;
     }
     if (m->n == m->ent_cap) {
@@ -95,16 +101,17 @@ int bpe_map_put(BpeMap *m, const char *key, size_t n, uint64_t hash, uint64_t va
     memcpy(m->keys + m->keys_len, key, n);
     m->ent[m->n] = (BpeMapEntry){hash, value, (uint32_t)m->keys_len, (uint32_t)n};
     m->keys_len += n;
-    m->slot[i] = ++m->n;
+    m->slot[i] = map_slot(hash, m->n++);
     return 0;
 }
 
 const uint64_t *bpe_map_get(const BpeMap *m, const char *key, size_t n, uint64_t hash) {
     if (!m->slot) return NULL;
     for (uint32_t i = (uint32_t)hash & m->mask;; i = (i + 1) & m->mask) {
-        uint32_t s = m->slot[i];
+        uint64_t s = m->slot[i];
         if (!s) return NULL;
-        const BpeMapEntry *e = &m->ent[s - 1];
+        if ((s ^ hash) >> 32) continue; /* another key: no need to look at its entry */
+        const BpeMapEntry *e = &m->ent[(uint32_t)s - 1];
         if (e->hash == hash && e->len == n && !memcmp(m->keys + e->off, key, n)) return &e->value;
     }
 }
@@ -441,15 +448,17 @@ static int bpe_word(Enc *e, const char *s, size_t n) {
     if (n == 1 && m->byte_id[(unsigned char)s[0]] >= 0)
         return push(e, (uint32_t)m->byte_id[(unsigned char)s[0]]);
     uint64_t h = bpe_hash(s, n);
-    const uint64_t *v = n <= CACHE_KEY_MAX ? bpe_map_get(&st->cache, s, n, h) : NULL;
-    if (v) {
+    /* ignore_merges first (HF looks in its cache first, which never holds a
+     * token of the vocabulary: the same ids) */
+    const uint64_t *v = m->ignore_merges ? bpe_map_get(&m->raw, s, n, h) : NULL;
+    if (v) return push(e, (uint32_t)*v);
+    if (n <= CACHE_KEY_MAX && (v = bpe_map_get(&st->cache, s, n, h))) {
         uint32_t k = (uint32_t)*v;
         if (reserve(e, k)) return -1;
         memcpy(e->ids + e->n, st->cache_ids + (*v >> 32), k * sizeof *e->ids);
         e->n += k;
         return 0;
     }
-    if (m->ignore_merges && (v = bpe_map_get(&m->raw, s, n, h))) return push(e, (uint32_t)*v);
     size_t start = e->n;
     if (merge_word(e, s, n)) return -1;
     size_t k = e->n - start;

@@ -1,23 +1,39 @@
 /* tokenizer/bpe.h: Hugging Face tokenizer.json with a byte-level BPE model,
- * as Llama 3, Qwen 2/2.5/3 and GPT-2 ship it.
+ * as Llama 3, Qwen 2/2.5/3 and GPT-2 ship it. Encoding gives the ids of HF
+ * tokenizers' encode(text, add_special_tokens=False) (tests/tok compares
+ * them, for every Unicode code point too).
  *
  * Implemented (everything else in the file is refused by key, with the
- * reason, rather than encoded differently):
+ * reason, rather than encoded differently; docs/data.md has the table):
  *   model          BPE with merges (both the "a b" string and the [a, b] pair
- *                  forms), ignore_merges, no dropout, byte-level vocabulary
- *   normalizer     null, NFC, or a Sequence of those
+ *                  forms), ignore_merges, unk_token/fuse_unk, dropout null
+ *                  or 0, byte_fallback false, no subword prefix or suffix
+ *   normalizer     null, NFC (utf8proc), or a Sequence of those
  *   pre_tokenizer  ByteLevel (use_regex: the GPT-2 pattern; add_prefix_space)
- *                  and Sequence[Split(Regex, Isolated), ByteLevel(use_regex
- *                  false)] (Llama 3, Qwen 2); the patterns run in PCRE2
- *   added_tokens   matched before pre-tokenization, longest first, with
- *                  their single_word/lstrip/rstrip/normalized flags honoured
- *                  or refused
+ *                  and Sequence[Split(Regex, Isolated)..., ByteLevel] (Llama
+ *                  3, Qwen 2); the patterns run in PCRE2 with \s as Unicode
+ *                  White_Space, as HF's Oniguruma reads it
+ *   added_tokens   matched before normalization (normalized true: in the
+ *                  normalized text), leftmost then longest, with
+ *                  single_word/lstrip/rstrip honoured; each id must be the
+ *                  one HF assigns on load
  *   decoder        ByteLevel
- *   post_processor TemplateProcessing / ByteLevel (read only for BOS)
+ *   post_processor TemplateProcessing / ByteLevel / Sequence (read only for
+ *                  BOS); truncation and padding are ignored
  *
- * Invariants: a loaded BpeModel is immutable (encode is thread-safe); the
- * file is a stranger's: every size is checked, and errors name the file and
- * the JSON key. */
+ * Text that is not valid UTF-8 is refused by bpe_encode with the byte
+ * offset of the first bad byte ("byte offset N of the text: invalid
+ * UTF-8"): HF tokenizers takes only Unicode strings (Rust &str, Python str;
+ * a Python str holding a lone surrogate becomes three U+FFFD there). A byte
+ * with no token in the vocabulary and no unk_token is refused too (HF drops
+ * it silently). bpe_decode is HF's ByteLevel decoder: a character cut
+ * between tokens becomes U+FFFD per maximal invalid subpart (Rust's
+ * from_utf8_lossy); an id that no token has is an error.
+ *
+ * Invariants: a loaded BpeModel is immutable (encode is thread-safe: each
+ * call borrows a per-thread state from the model's pool); the file is a
+ * stranger's: every size is checked, and errors name the file and the JSON
+ * key. */
 #ifndef DAPT_TOKENIZER_BPE_H
 #define DAPT_TOKENIZER_BPE_H
 

@@ -36,7 +36,7 @@ typedef struct {
 } BpeMapEntry;
 
 typedef struct {
-    uint32_t *slot; /* (mask + 1) entry index + 1; 0: empty */
+    uint64_t *slot; /* (mask + 1) hash >> 32 << 32 | entry index + 1; 0: empty */
     uint32_t mask;
     BpeMapEntry *ent;
     uint32_t n, ent_cap;

@@ -20,16 +20,23 @@ through tok_driver (tests/tok/tok_driver.c, the tokenizer interface):
      round-trips; and for seeded random id sequences that cut characters
      (U+FFFD replacement as Rust's from_utf8_lossy);
   5. info: the family (gpt-2 / llama-bpe / qwen2), vocabulary size, BOS/EOS;
+     and `dapt tokenize --tokenizer DIR --threads 2` on the texts as JSONL:
+     the train shard (read with `zstd -dc`) is each document's HF
+     encode(add_special_tokens=True) + EOS, in order;
   6. invalid UTF-8: HF cannot take it (its Rust API takes &str; its Python
      API takes str and replaces a lone surrogate with three U+FFFD); dapt
      refuses it naming the byte offset of the first bad byte.
 
-  test_bpe_hf.py DRIVER            the checks above (a few seconds)
-  test_bpe_hf.py DRIVER sweep      1 as well for every Unicode scalar value
+  test_bpe_hf.py DRIVER DAPT       the checks above (a few seconds)
+  test_bpe_hf.py DRIVER DAPT sweep 1 as well for every Unicode scalar value
                                    in a few contexts (the regex classes and
                                    NFC of each code point; minutes)
   test_bpe_hf.py corpus DIR        write the fuzz seeds (tests/tok/corpus):
                                    one tokenizer.json of 300 ids per family
+  test_bpe_hf.py train FAMILY V TEXT DIR
+                                   train a tokenizer of the family with V ids
+                                   on TEXT's lines (no extra added tokens)
+                                   into DIR (tools/bench-data uses it)
 
 Prints one line per family with the counts; exit 1 on the first family
 with a mismatch (and prints up to 5 of them).
@@ -162,7 +169,7 @@ def samples(vocab, specials):
     return s
 
 
-def build(family, lines, vocab_size=None):
+def build(family, lines, vocab_size=None, extras=True):
     pre, specials, bos = FAMILIES[family]
     tok = Tokenizer(models.BPE(ignore_merges=(family == "llama-bpe")))
     if family == "gpt-2":
@@ -187,6 +194,8 @@ def build(family, lines, vocab_size=None):
                                           special_tokens=[(bos, bos_id)])])
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    if not extras:
+        return tok, specials[0], bos
     tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, rstrip=True, special=True,
                                        normalized=False)])
     tok.add_tokens([AddedToken("zzword", single_word=True, normalized=False),
@@ -215,15 +224,41 @@ def ids_of(lines):
     return out
 
 
-def check_family(driver, family, work, sweep):
-    lines, vocab = training_corpus()
-    tok, eos, bos = build(family, lines)
-    d = os.path.join(work, family)
-    os.makedirs(d)
+def save(tok, eos, bos, d):
+    """tokenizer.json and a tokenizer_config.json naming BOS and EOS, in d."""
+    os.makedirs(d, exist_ok=True)
     path = os.path.join(d, "tokenizer.json")
     tok.save(path)
     with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
         json.dump({"bos_token": bos, "eos_token": eos, "tokenizer_class": "PreTrainedTokenizerFast"}, f)
+    return path
+
+
+def check_tokenize(dapt, d, tok, texts, eos):
+    """`dapt tokenize` on the texts: the shard holds HF's documents."""
+    docs = [t for t in texts if t and "\x00" not in t]
+    jsonl = os.path.join(d, "docs.jsonl")
+    with open(jsonl, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    out = os.path.join(d, "shards")
+    subprocess.run([dapt, "tokenize", "--tokenizer", d, "--out", out, "--val-frac", "0",
+                    "--threads", "2", "--no-progress", jsonl], check=True, capture_output=True)
+    raw = subprocess.run(["zstd", "-q", "-dc", os.path.join(out, "train-00000.tok.zst")],
+                         check=True, capture_output=True).stdout
+    width = 2 if tok.get_vocab_size(with_added_tokens=True) <= 65536 else 4
+    got = list(struct.unpack(f"<{len(raw) // width}{'H' if width == 2 else 'I'}", raw))
+    want = [i for e in tok.encode_batch(docs, add_special_tokens=True) for i in e.ids + [eos]]
+    if got == want:
+        return []
+    k = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    return [f"dapt tokenize: {len(got)} tokens, HF {len(want)}; first difference at {k}"]
+
+
+def check_family(driver, dapt, family, work, sweep):
+    lines, vocab = training_corpus()
+    tok, eos, bos = build(family, lines)
+    d = os.path.join(work, family)
+    path = save(tok, eos, bos, d)
     tok = Tokenizer.from_file(path)  # what the file says, as dapt reads it
     bad = []
 
@@ -252,7 +287,8 @@ def check_family(driver, family, work, sweep):
     if sweep:
         return bad, len(texts), n_ids
 
-    # 2. documents
+    # 2. documents, also through `dapt tokenize`
+    bad += check_tokenize(dapt, d, tok, texts, tok.token_to_id(eos))
     hf_doc = [e.ids + [tok.token_to_id(eos)] for e in tok.encode_batch(texts, add_special_tokens=True)]
     for t, h, m in zip(texts, hf_doc, ids_of(run(driver, "encode", d, docs, "doc"))):
         if h != m:
@@ -304,18 +340,23 @@ def check_family(driver, family, work, sweep):
 
 
 def main():
+    if sys.argv[1] == "train":
+        family, v, text, d = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+        with open(text, encoding="utf-8") as f:
+            save(*build(family, f.read().split("\n"), v, extras=False), d)
+        return
     if sys.argv[1] == "corpus":
         lines, _ = training_corpus()
         for family in FAMILIES:
             build(family, lines[:2000], 300)[0].save(os.path.join(sys.argv[2], family + ".json"))
         return
-    driver = sys.argv[1]
-    sweep = len(sys.argv) > 2 and sys.argv[2] == "sweep"
+    driver, dapt = sys.argv[1], sys.argv[2]
+    sweep = len(sys.argv) > 3 and sys.argv[3] == "sweep"
     work = tempfile.mkdtemp(prefix="dapt-bpe-", dir="/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     failed = False
     try:
         for family in FAMILIES:
-            bad, n_texts, n_ids = check_family(driver, family, work, sweep)
+            bad, n_texts, n_ids = check_family(driver, dapt, family, work, sweep)
             print(f"{family}: {n_texts} texts, {n_ids} ids, {len(bad)} mismatches")
             for b in bad[:5]:
                 print("  " + b)
