@@ -179,10 +179,27 @@ int tokenizer_load(Tokenizer **out, const char *path, char *err, size_t errlen) 
         else
             snprintf(dir, sizeof dir, ".");
     }
+    int bpe = ends_with(file, ".json");
+    if (bpe && is_dir(path)) {
+        /* A directory with both files (Llama 2, Mistral, Gemma): their
+         * tokenizer.json is a sentencepiece-style BPE (Metaspace, byte
+         * fallback) that bpe_load refuses, and the tokenizer.model beside
+         * it is the same tokenizer: that one is loaded instead. */
+        char model[4096];
+        int w = snprintf(model, sizeof model, "%s/tokenizer.model", dir);
+        if (w > 0 && (size_t)w < sizeof model && readable(model)) {
+            char why[512];
+            if (bpe_load(&t->bpe, file, why, sizeof why)) {
+                t->bpe = NULL;
+                snprintf(file, sizeof file, "%s", model);
+                bpe = 0;
+            }
+        }
+    }
     const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
-    if (ends_with(file, ".json")) {
+    if (bpe) {
         t->kind = TOKENIZER_BPE;
-        rc = bpe_load(&t->bpe, file, err, errlen);
+        rc = t->bpe ? 0 : bpe_load(&t->bpe, file, err, errlen);
         if (!rc) {
             t->files[0].path = strdup(file);
             t->files[0].name = "tokenizer.json";

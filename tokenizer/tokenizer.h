@@ -3,7 +3,9 @@
  * with a byte-level BPE model (tokenizer/bpe.h).
  *
  * tokenizer_load takes any of:
- *   - an HF model directory: tokenizer.json if present, else tokenizer.model;
+ *   - an HF model directory: tokenizer.json if present, else tokenizer.model
+ *     (and tokenizer.model when both are present and the tokenizer.json is
+ *     not a byte-level BPE: Llama 2, Mistral and Gemma ship both);
  *     tokenizer_config.json beside it (optional) gives bos_token, eos_token,
  *     add_bos_token and add_eos_token;
  *   - a tokenizer.json file (tokenizer_config.json in its directory is read
@@ -75,8 +77,10 @@ const TokenizerFile *tokenizer_files(const Tokenizer *t, int *n_out);
 const struct BpeModel *tokenizer_bpe(const Tokenizer *t);
 const struct SpmModel *tokenizer_spm(const Tokenizer *t);
 
-/* Where a model directory's tokenizer is: dir itself when it holds
- * tokenizer.json or tokenizer.model (copied to path); 0 when none. */
+/* Whether a model directory has a tokenizer: 1 and the path of its
+ * tokenizer.json, else of its tokenizer.model, in path; 0 when it has
+ * neither. tokenizer_load(dir) loads it (the tokenizer.model when
+ * the directory has both and bpe_load refuses the tokenizer.json). */
 int tokenizer_find(const char *dir, char *path, size_t path_len);
 
 #endif
