@@ -241,6 +241,13 @@ int tokenizer_load(Tokenizer **out, const char *path, char *err, size_t errlen) 
         if (!rc && !strcmp(base, "tokenizer.model")) rc = read_config(t, dir, err, errlen);
         if (!rc && t->add_bos && t->bos < 0)
             rc = err_set(err, errlen, "%s: add_bos_token is true but the model has no BOS", file);
+        /* Shards that start documents with BOS are not those of the bare
+         * .model: the flag joins the hash (without it, the hash stays the
+         * file's, which older shards record). */
+        if (!rc && t->add_bos) {
+            int64_t mix[2] = {t->bos, t->add_bos};
+            t->hash = hash_bytes(mix, sizeof mix, t->hash);
+        }
     }
     if (rc) {
         tokenizer_free(t);

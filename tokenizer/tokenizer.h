@@ -43,7 +43,8 @@ int tokenizer_eos_id(const Tokenizer *t); /* -1: none */
 int tokenizer_add_bos(const Tokenizer *t);
 int tokenizer_add_eos(const Tokenizer *t);
 /* The content hash recorded in shards and checked by `dapt train`: for a
- * sentencepiece model, hash_file() of the .model (as before); for BPE, the
+ * sentencepiece model, hash_file() of the .model (as before), mixed with
+ * the BOS id when tokenizer_config.json asks for BOS; for BPE, the
  * tokenizer.json bytes mixed with the BOS/EOS ids and add flags. */
 uint64_t tokenizer_hash(const Tokenizer *t);
 
