@@ -718,6 +718,13 @@ int bpe_token_type(const BpeModel *m, uint32_t id) {
     return id < m->n_ids ? m->tok[id].type : BPE_TOKEN_UNUSED;
 }
 
+int bpe_token_strips(const BpeModel *m, uint32_t id) {
+    for (uint32_t i = 0; i < m->n_added; i++)
+        if (m->added[i].id == id)
+            return m->added[i].lstrip || m->added[i].rstrip || m->added[i].single_word;
+    return 0;
+}
+
 size_t bpe_n_merges(const BpeModel *m) {
     return m->n_merges;
 }

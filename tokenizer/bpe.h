@@ -69,6 +69,9 @@ enum { BPE_TOKEN_NORMAL = 1, BPE_TOKEN_SPECIAL = 2, BPE_TOKEN_ADDED = 3, BPE_TOK
 /* NORMAL: in the model's vocabulary; SPECIAL: an added token with special
  * true; ADDED: an added token with special false; UNUSED: no token. */
 int bpe_token_type(const BpeModel *m, uint32_t id);
+/* 1 when id is an added token whose matching GGUF cannot carry (lstrip,
+ * rstrip or single_word set), else 0. */
+int bpe_token_strips(const BpeModel *m, uint32_t id);
 
 size_t bpe_n_merges(const BpeModel *m);
 /* Merge i (rank order) as its two token strings. */

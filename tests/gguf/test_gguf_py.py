@@ -385,10 +385,11 @@ def check_import_bpe(family, source, dapt):
 def check_refuse_bpe(dapt):
     """`dapt export gguf` refuses, with the reason and leaving no file, a
     byte-level BPE whose pre-tokenizer is none of llama.cpp's families (a
-    Split with another regex: llama.cpp would split text differently) and
-    one with more tokens than the model has rows."""
+    Split with another regex: llama.cpp would split text differently), one
+    with more tokens than the model has rows, and one with an added token
+    that strips the space before it (GGUF cannot say so)."""
     import subprocess
-    from tokenizers import Regex, Tokenizer, pre_tokenizers
+    from tokenizers import AddedToken, Regex, Tokenizer, pre_tokenizers
     with tempfile.TemporaryDirectory() as tmp:
         mdir, out = os.path.join(tmp, "model"), os.path.join(tmp, "m.gguf")
         C.make_model("llama_gqa", mdir)
@@ -400,8 +401,14 @@ def check_refuse_bpe(dapt):
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
         tok.save(path)
         big = C.make_bpe_tokenizer(os.path.join(tmp, "big"), "qwen2", vocab_size=400)
+        strip = C.make_bpe_tokenizer(os.path.join(tmp, "strip"), "llama-bpe")
+        path = os.path.join(strip, "tokenizer.json")
+        tok = Tokenizer.from_file(path)
+        tok.add_special_tokens([AddedToken("<mask>", lstrip=True)])
+        tok.save(path)
         cases = ((odd, "none of the families llama.cpp names"),
-                 (big, f"has 401 tokens but the model's vocabulary (embedding rows) is {C.VOCAB}"))
+                 (big, f"has 401 tokens but the model's vocabulary (embedding rows) is {C.VOCAB}"),
+                 (strip, "sets lstrip, rstrip or single_word"))
         for tok_dir, want in cases:
             r = subprocess.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok_dir],
                                capture_output=True, text=True)

@@ -110,6 +110,12 @@ static int bpe_tokens(const BpeModel *b, int vocab_size, const char *path, const
                            "%s: token %d ('%s') %s: llama.cpp maps token strings to ids one to "
                            "one; not exported",
                            path, i, s, s[0] ? "has the spelling of another token" : "is empty");
+        if (bpe_token_strips(b, (uint32_t)i))
+            return err_set(err, err_len,
+                           "%s: added token %d ('%s') sets lstrip, rstrip or single_word, which "
+                           "GGUF cannot carry: llama.cpp would tokenize around it differently; "
+                           "not exported",
+                           path, i, s);
         tokens[i] = s;
         types[i] = type == BPE_TOKEN_SPECIAL ? TT_CONTROL
                    : type == BPE_TOKEN_ADDED ? TT_USER_DEFINED
