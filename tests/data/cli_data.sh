@@ -27,6 +27,9 @@ bytes=$(zstd -q -dc "$tmp/out/train-00000.tok.zst" | wc -c)
 
 "$dapt" inspect "$tmp/out/train-00000.tok.zst" --decode 80 --model "$tmp/out/tokenizer.model" > "$tmp/decoded"
 grep -q "GNU GENERAL PUBLIC LICENSE" "$tmp/decoded" || fail "decode: $(cat "$tmp/decoded")"
+# --tokenizer is the option's name, --model its alias: the same text
+"$dapt" inspect "$tmp/out/train-00000.tok.zst" --decode 80 --tokenizer "$tmp/out/tokenizer.model" > "$tmp/decoded2"
+cmp -s "$tmp/decoded" "$tmp/decoded2" || fail "inspect --tokenizer and --model decode differently"
 
 # A flipped byte in the middle of the shard: inspect fails naming the file.
 cp "$tmp/out/train-00000.tok.zst" "$tmp/bad.tok.zst"

@@ -13,14 +13,15 @@
 #include "trainer/cli/opt.h"
 
 static const char usage[] =
-    "usage: dapt inspect FILE.tok.zst [--decode N --model TOKENIZER]\n"
+    "usage: dapt inspect FILE.tok.zst [--decode N --tokenizer PATH]\n"
     "\n"
     "Prints the shard's header and statistics and verifies every frame (zstd\n"
     "checksum, sizes, token ids below the vocab size); exits 1 on any error.\n"
     "  --decode N      also print the first N tokens as text\n"
-    "  --model PATH    the tokenizer to decode with: an HF model directory, a\n"
+    "  --tokenizer PATH  the tokenizer to decode with: an HF model directory, a\n"
     "                  tokenizer.json or a sentencepiece .model (special tokens\n"
-    "                  such as BOS and EOS are shown where it spells them)\n";
+    "                  such as BOS and EOS are shown where it spells them);\n"
+    "                  --model is an alias\n";
 
 static int ends_with(const char *s, const char *suf) {
     size_t n = strlen(s), k = strlen(suf);
@@ -91,17 +92,19 @@ static int inspect_shard(const CliSpec *spec, const char *path, size_t decode_n,
 }
 
 int cmd_inspect(int argc, char **argv) {
-    CliOpt opts[] = {{"--decode", 1, 0, 0}, {"--model", 1, 0, 0}, {NULL, 0, 0, 0}};
+    CliOpt opts[] = {
+        {"--decode", 1, 0, 0}, {"--tokenizer", 1, 0, 0}, {"--model", 1, 0, 0}, {NULL, 0, 0, 0}};
     const CliSpec spec = {"inspect", usage, opts, 1, NULL, NULL};
     const char *pos[1];
     int n_pos, rc = cli_parse(&spec, argc, argv, 1, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
     uint64_t decode_n = 0;
     if (cli_u64(&spec, cli_opt(&spec, "--decode"), 1, 1ull << 40, &decode_n)) return CLI_USAGE;
-    const char *model = cli_opt(&spec, "--model")->value;
+    const char *model = cli_opt(&spec, "--tokenizer")->value;
+    if (!model) model = cli_opt(&spec, "--model")->value;
     if (n_pos == 0) return cli_usage(&spec);
     const char *file = pos[0];
-    if (decode_n && !model) return cli_usage_error(&spec, "--decode needs --model TOKENIZER");
+    if (decode_n && !model) return cli_usage_error(&spec, "--decode needs --tokenizer PATH");
     if (ends_with(file, ".tok.zst")) return inspect_shard(&spec, file, (size_t)decode_n, model);
     if (gguf_is_gguf_file(file) || ends_with(file, ".gguf")) {
         char err[1024];
