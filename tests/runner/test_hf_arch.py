@@ -57,17 +57,18 @@ def randomize(model, seed):
     return model
 
 
-def make(kind):
+def make(kind, vocab=VOCAB):
     """kind -> (model, T). llama31: rope_scaling llama3 with factor 8, low
     1, high 4 and an original context of 28 < T = 32; head size 16 over
     theta 100 puts the wavelengths 2 pi 100^(i/8) = 6.3, 11, 20, 35, ... in
     all three bands (one kept below 28/4, two blended, five divided).
-    llama_linear: factor 2 as {"type": "linear"} (the older spelling).
+    llama_linear: factor 2 as {"type": "linear"} (the older spelling), tied,
+    and a llama's head_dim (16) apart from hidden / heads (8).
     qwen3: hidden 32 over 4 heads with head_dim 16 (not 8), GQA, no sliding
     window (as Qwen3's released configs: "sliding_window": null)."""
     torch.manual_seed(0)
     if kind == "llama31":
-        cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=80,
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=80,
                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
                           max_position_embeddings=64, rope_theta=100.0, rms_norm_eps=1e-5,
                           tie_word_embeddings=False,
@@ -76,13 +77,14 @@ def make(kind):
                                         "original_max_position_embeddings": 28})
         return LlamaForCausalLM(cfg), 32
     if kind == "llama_linear":
-        cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=48,
                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                          max_position_embeddings=64, rope_theta=5000.0, rms_norm_eps=1e-5,
-                          tie_word_embeddings=True, rope_scaling={"type": "linear", "factor": 2.0})
+                          head_dim=16, max_position_embeddings=64, rope_theta=5000.0,
+                          rms_norm_eps=1e-5, tie_word_embeddings=True,
+                          rope_scaling={"type": "linear", "factor": 2.0})
         return LlamaForCausalLM(cfg), 24
     if kind in ("qwen3", "qwen3_tied"):
-        cfg = Qwen3Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=48,
+        cfg = Qwen3Config(vocab_size=vocab, hidden_size=32, intermediate_size=48,
                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                           head_dim=16, max_position_embeddings=32, rope_theta=5000.0,
                           rms_norm_eps=1e-5, tie_word_embeddings=(kind == "qwen3_tied"),
@@ -152,7 +154,7 @@ def case_import(driver, kind):
 
 
 def make_plain_inv_freq(cfg):
-    hd = cfg.hidden_size // cfg.num_attention_heads
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     return 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
 
 
