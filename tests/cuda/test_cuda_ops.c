@@ -23,8 +23,10 @@
  * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
  *                      [--device cpu] [--only GROUP] [--cuda.KEY=VALUE ...]
  * GROUP: memory, embed, norms, matmul, attention, activations, lmhead,
- * optimizer or moe (moe includes the opt-in grouped expert GEMMs: the
- * program creates the backend with cuda.moe_grouped_gemm on)
+ * optimizer, moe (moe includes the opt-in grouped expert GEMMs: the
+ * program creates the backend with cuda.moe_grouped_gemm on) or arch (the
+ * newer architectures' ops: qk_norm_fwd/bwd, rope with Llama 3 scaled
+ * frequencies; the attention group runs the rope checks too)
  * (tools/gpu-check runs each group in its own process, so a fatal CUDA
  * error in one group does not hide the results of the others).
  * --cuda.KEY=VALUE: the CUDA backend's options, as the config's [cuda] keys
@@ -1005,14 +1007,15 @@ static void test_moe_grouped(Ctx *c, int E, int IC, int OC, const int32_t *count
 static const char *g_only; /* --only GROUP, or NULL for all */
 static const char *const GROUPS[] = {"memory",    "embed",       "norms",  "matmul",
                                      "attention", "activations", "lmhead", "optimizer",
-                                     "moe",       NULL};
+                                     "moe",       "arch",        NULL};
 static int want(const char *group) { return !g_only || !strcmp(g_only, group); }
 
 static void run_all(Ctx *c) {
     c->shape = "aligned";
     if (want("embed")) test_embed(c, 2, 16, 64, 37);
     if (want("norms")) test_norms(c, 24, 256);
-    if (want("norms")) test_qk_norm(c, 24, 4, 2, 16);
+    if (want("arch")) test_qk_norm(c, 24, 4, 2, 16);
+    if (want("arch")) test_rope(c, 2, 16, 4, 2, 16);
     if (want("matmul")) test_matmul(c, 48, 64, 96);
     if (want("attention")) test_attention(c, 2, 16, 4, 2, 16);
     if (want("activations")) test_activations(c, 12, 64);
@@ -1027,7 +1030,8 @@ static void run_all(Ctx *c) {
     c->shape = "odd";
     if (want("embed")) test_embed(c, 3, 7, 45, 11);
     if (want("norms")) test_norms(c, 13, 77);
-    if (want("norms")) test_qk_norm(c, 13, 3, 1, 10);
+    if (want("arch")) test_qk_norm(c, 13, 3, 1, 10);
+    if (want("arch")) test_rope(c, 2, 33, 6, 2, 10);
     if (want("matmul")) test_matmul(c, 13, 35, 19);
     if (want("attention")) {
         test_attention(c, 1, 9, 3, 3, 6);
@@ -1054,9 +1058,11 @@ static void run_all(Ctx *c) {
     if (want("embed")) test_embed(c, 4, 128, 96, 3000);
     if (want("norms")) test_norms(c, 300, 4104);
     /* Qwen3's head size with several row chunks in the weight gradients
-     * (the last one partial), and a head wider than a warp's 8 elements a lane */
-    if (want("norms")) test_qk_norm(c, 1000, 8, 2, 128);
-    if (want("norms")) test_qk_norm(c, 37, 2, 1, 320);
+     * (the last one partial), and a head wider than a warp's 8 elements a
+     * lane; RoPE at Qwen3's head size (the 8-pair kernel) */
+    if (want("arch")) test_qk_norm(c, 1000, 8, 2, 128);
+    if (want("arch")) test_qk_norm(c, 37, 2, 1, 320);
+    if (want("arch")) test_rope(c, 1, 130, 4, 1, 128);
     /* the bias column sum's 8-column path with 65 row chunks, the last one
      * 13 rows (not a multiple of its 4-row loads) */
     if (want("matmul")) test_matmul(c, 1037, 64, 200);
@@ -1174,7 +1180,7 @@ int main(int argc, char **argv) {
     for (int i = 0; GROUPS[i]; i++) known |= g_only && !strcmp(g_only, GROUPS[i]);
     if (!known) {
         fprintf(stderr, "test_cuda_ops: unknown group '%s' (memory, embed, norms, matmul, attention, "
-                        "activations, lmhead, optimizer, moe)\n", g_only);
+                        "activations, lmhead, optimizer, moe, arch)\n", g_only);
         return 2;
     }
     if (!harness_selfcheck()) return 1;

@@ -58,7 +58,7 @@ set_tests_properties(cuemu_self PROPERTIES LABELS emu)
 # one OpenMP thread for the CPU reference, as the harness tests
 # CUEMU_BANK_CONFLICTS=fail: an ldmatrix whose rows share shared-memory
 # banks is a fault (the version-2 attention is designed conflict-free)
-foreach(group memory embed norms matmul attention activations lmhead optimizer moe)
+foreach(group memory embed norms matmul attention activations lmhead optimizer moe arch)
   set(cfg "")
   if(group MATCHES "^(norms|attention)$")
     set(cfg ${FULL})
@@ -75,9 +75,9 @@ set_tests_properties(emu_ops_lmhead_chunks PROPERTIES LABELS emu TIMEOUT 1200
                      ENVIRONMENT OMP_NUM_THREADS=1)
 add_test(NAME emu_train ${FULL} COMMAND test_cuda_train_emu)
 # the newer architectures' steps alone (Llama-3.1-style rope scaling, Qwen3's
-# q/k norms and free head size: parity with the CPU and bf16 curves, ~45 s)
-# in the quick set: their CUDA code has no other quick test
-add_test(NAME emu_train_arch COMMAND test_cuda_train_emu --only arch)
+# q/k norms and free head size: parity with the CPU and bf16 curves; 45-90 s;
+# their ops are in the quick set as op group arch)
+add_test(NAME emu_train_arch ${FULL} COMMAND test_cuda_train_emu --only arch)
 # the MoE parts again with the grouped expert GEMMs (as tools/gpu-check
 # runs them)
 add_test(NAME emu_train_moe_grouped ${FULL} COMMAND test_cuda_train_emu --only moe
