@@ -27,7 +27,7 @@ typedef struct {
     uint32_t tokens_per_frame;
     uint64_t n_tokens;
     uint64_t n_docs;
-    uint64_t tokenizer_hash; /* hash_file() of the tokenizer model */
+    uint64_t tokenizer_hash; /* tokenizer_hash() of the tokenizer (tokenizer/tokenizer.h) */
     char name[SHARD_NAME_MAX];
 } ShardHeader;
 

@@ -25,6 +25,7 @@
 #include "data/shard.h"
 #include "tokenizer/corpus.h"
 #include "tokenizer/spm.h"
+#include "tokenizer/tokenizer.h"
 
 #define NSLOT 16
 #define CHUNK_BYTES (256u << 10)
@@ -38,7 +39,7 @@ typedef struct {
     size_t text_len, text_cap;
     size_t *doc_off; /* (n_docs + 1) start of each document in text */
     size_t n_docs, docs_cap;
-    uint32_t *tok;   /* all documents' ids, each followed by EOS */
+    uint32_t *tok; /* all documents' ids: [BOS] + the text's + EOS each */
     size_t n_tok, tok_cap;
     size_t *doc_end; /* (n_docs) end of each document's ids in tok */
     unsigned char *is_val;
@@ -47,8 +48,7 @@ typedef struct {
 
 typedef struct {
     const TokOptions *o;
-    const SpmModel *spm;
-    uint32_t eos;
+    const Tokenizer *tok;
     uint64_t val_limit; /* a document is val iff tok_doc_hash < val_limit */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -183,12 +183,12 @@ static int encode_chunk(Pipe *p, Chunk *c, char *err, size_t errlen) {
         const char *t = c->text + c->doc_off[d];
         size_t n = c->doc_off[d + 1] - c->doc_off[d];
         c->is_val[d] = tok_doc_hash(t, n) < p->val_limit;
-        if (spm_encode(p->spm, t, n, &ids, &n_ids, &cap, err, errlen)) {
+        if (tokenizer_encode_doc(p->tok, t, n, &ids, &n_ids, &cap, err, errlen)) {
             free(ids);
             return -1;
         }
-        if (c->n_tok + n_ids + 1 > c->tok_cap) {
-            size_t tc = 2 * (c->n_tok + n_ids + 1);
+        if (c->n_tok + n_ids > c->tok_cap) {
+            size_t tc = 2 * (c->n_tok + n_ids);
             uint32_t *q = realloc(c->tok, tc * sizeof *q);
             if (!q) {
                 free(ids);
@@ -199,7 +199,6 @@ static int encode_chunk(Pipe *p, Chunk *c, char *err, size_t errlen) {
         }
         memcpy(c->tok + c->n_tok, ids, n_ids * sizeof *ids);
         c->n_tok += n_ids;
-        c->tok[c->n_tok++] = p->eos;
         c->doc_end[d] = c->n_tok;
     }
     free(ids);
@@ -350,37 +349,35 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
                            "%s already exists: remove the old shards or choose another --out",
                            path);
     }
-    SpmModel *spm;
-    if (spm_load(&spm, o->model_path, err, errlen)) return -1;
+    Tokenizer *tok;
+    if (tokenizer_load(&tok, o->tokenizer_path, err, errlen)) return -1;
     Pipe *p = calloc(1, sizeof *p);
     Outputs out = {0};
     int rc = -1;
     if (!p) {
-        spm_free(spm);
+        tokenizer_free(tok);
         return err_set(err, errlen, "out of memory");
     }
     p->o = o;
-    p->spm = spm;
-    if (spm_eos_id(spm) < 0) {
-        err_set(err, errlen, "%s: the model defines no end-of-sequence (</s>) piece",
-                o->model_path);
+    p->tok = tok;
+    if (tokenizer_eos_id(tok) < 0) {
+        err_set(err, errlen,
+                "%s: the tokenizer has no end-of-sequence token to end documents with (a "
+                "sentencepiece </s> piece, or eos_token in tokenizer_config.json)",
+                o->tokenizer_path);
         goto done;
     }
-    p->eos = (uint32_t)spm_eos_id(spm);
     if (o->val_docs >= 0) {
         if (val_limit_for_count(o, &p->val_limit, err, errlen)) goto done;
     } else {
         p->val_limit = o->val_frac >= 1 ? UINT64_MAX : (uint64_t)(o->val_frac * 18446744073709551616.0);
     }
-    out.hdr.vocab_size = spm_vocab_size(spm);
-    st->token_bytes = out.hdr.vocab_size <= 65536 ? 2 : 4;
-    out.hdr.eos_id = p->eos;
+    out.hdr.vocab_size = tokenizer_vocab_size(tok);
+    st->token_bytes = out.hdr.vocab_size <= 65536 ? 2 : 4; /* as the shard writer decides */
+    out.hdr.eos_id = (uint32_t)tokenizer_eos_id(tok);
     out.hdr.tokens_per_frame = o->tokens_per_frame;
+    out.hdr.tokenizer_hash = tokenizer_hash(tok);
     snprintf(out.hdr.name, sizeof out.hdr.name, "%s", o->name);
-    if (hash_file(o->model_path, &out.hdr.tokenizer_hash)) {
-        err_set(err, errlen, "%s: cannot read: %s", o->model_path, strerror(errno));
-        goto done;
-    }
     snprintf(path, sizeof path, "%s/val.tok.zst", o->out_dir);
     if (shard_writer_open(&out.val, path, &out.hdr, o->zstd_level, err, errlen)) goto done;
     if (open_train(o, &out, err, errlen)) goto done;
@@ -471,7 +468,7 @@ done:
         free(p->slot[i].is_val);
     }
     free(p);
-    spm_free(spm);
+    tokenizer_free(tok);
     st->seconds = now_s() - t0;
     return rc;
 }

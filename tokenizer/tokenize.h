@@ -1,8 +1,11 @@
 /* tokenizer/tokenize.h: corpus files -> .tok.zst shards (the library behind
- * `dapt tokenize`). Documents are read in input order, encoded with a
- * sentencepiece model by n_threads workers, and written in input order, each
- * followed by the model's EOS id, so the output is the same for any thread
- * count. A document goes to the val shard when its hash (tok_doc_hash) is
+ * `dapt tokenize`). Documents are read in input order, encoded by n_threads
+ * workers with a tokenizer (tokenizer/tokenizer.h: a sentencepiece model or
+ * an HF tokenizer.json) as tokenizer_encode_doc makes them ([BOS when the
+ * tokenizer adds one] + the text's ids + EOS), and written in input order,
+ * so the output is the same for any thread count. The shard headers record
+ * the tokenizer's vocabulary size (above 65536: 4-byte tokens), EOS id and
+ * tokenizer_hash. A document goes to the val shard when its hash (tok_doc_hash) is
  * below the val threshold, so train and val never share a document, and all
  * copies of a duplicated document land on the same side.
  *
@@ -19,7 +22,7 @@
 struct TokStats;
 
 typedef struct {
-    const char *model_path;
+    const char *tokenizer_path; /* what tokenizer_load takes */
     const char *out_dir;
     const char *name;          /* corpus name stored in the headers */
     const char *const *inputs;

@@ -211,10 +211,12 @@ int ckpt_save_opt_shard(const char *tmp_dir, int rank, int world, int64_t step, 
 static int write_into(const char *dir, const Model *m, const CkptState *st, char *err,
                       size_t err_len) {
     char path[4200];
-    if (st->tokenizer_path && st->tokenizer_path[0]) {
-        if (hf_path(path, sizeof path, dir, "tokenizer.model") ||
-            copy_file(st->tokenizer_path, path, err, err_len))
-            return 1;
+    int n_tok = 0;
+    const TokenizerFile *tf = st->tokenizer ? tokenizer_files(st->tokenizer, &n_tok) : NULL;
+    for (int i = 0; i < n_tok; i++) {
+        if (hf_path(path, sizeof path, dir, tf[i].name))
+            return err_set(err, err_len, "%s: path too long", dir);
+        if (copy_file(tf[i].path, path, err, err_len)) return 1;
     }
     if (hf_save_weights_from(dir, m, st->params, st->max_shard_bytes, err, err_len) ||
         hf_save_config(dir, model_config(m), err, err_len))
@@ -658,7 +660,7 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     model_set_params(m, buf);
     if (L.world) model_set_adam_shard(m, mom, mom + c);
     else model_set_adam_state(m, mom, mom + np);
-    if (hf_find_tokenizer(dir, path, sizeof path) && !(tmp.tokenizer_path = strdup(path))) {
+    if (tokenizer_find(dir, path, sizeof path) && !(tmp.tokenizer_path = strdup(path))) {
         err_set(err, err_len, "out of memory");
         goto out;
     }

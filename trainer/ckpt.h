@@ -16,8 +16,12 @@
  *                        with their offsets and counts
  *   trainer_state.json   step, tokens, lr, data fingerprint, rng state,
  *                        resolved config text
- *   tokenizer.model      optional: the base model's sentencepiece model,
- *                        copied so the checkpoint works as init_from
+ *   tokenizer files      optional: every file of the run's tokenizer
+ *                        (tokenizer_files: tokenizer.json and/or
+ *                        tokenizer.model, tokenizer_config.json,
+ *                        special_tokens_map.json), copied under their HF
+ *                        names so the checkpoint is a complete HF model
+ *                        directory and works as init_from
  *
  * Invariants: a step-* directory is complete or absent: it is written as
  * OUT_DIR/ckpt/.tmp-step-NNNNNNNN, every file and the directory fsynced,
@@ -32,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tokenizer/tokenizer.h"
 #include "trainer/model.h"
 
 #define CKPT_RNG_WORDS 4
@@ -43,8 +48,10 @@ typedef struct {
     char *data_fingerprint; /* the data stream's identity (shards + mixture) */
     uint64_t rng[CKPT_RNG_WORDS];
     char *config_text; /* resolved config (TOML) */
-    /* save: a tokenizer.model to copy into the checkpoint (NULL or "" for
-     * none); load: the checkpoint's tokenizer.model path, or NULL */
+    /* save: the tokenizer whose files are copied into the checkpoint;
+     * NULL: none */
+    const Tokenizer *tokenizer;
+    /* load: the checkpoint's tokenizer (tokenizer_find's path), or NULL */
     char *tokenizer_path;
     /* save: model.safetensors shard size (0 = HF_SHARD_BYTES, 5 GiB) */
     size_t max_shard_bytes;

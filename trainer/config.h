@@ -55,7 +55,7 @@ typedef struct {
     struct {
         int seq_len;
         ConfigList domain, general, val_domain, val_general; /* globs */
-        char tokenizer[CONFIG_PATH_LEN]; /* "" = init_from's tokenizer.model, if any */
+        char tokenizer[CONFIG_PATH_LEN]; /* HF dir, tokenizer.json or .model; "" = init_from's */
     } data;
     struct {
         double domain_frac;

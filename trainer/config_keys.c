@@ -73,8 +73,9 @@ const KeyDef config_keys[] = {
     {"data", "val_general", K_GLOBS, F(data.val_general), 0, 0, 0, 0, 0, NULL, "[]",
      "globs of held-out general shards"},
     {"data", "tokenizer", K_STR, F(data.tokenizer), SZ(data.tokenizer), 0, 0, 0, 0, NULL, "\"\"",
-     "sentencepiece model the shards were made with: checked against the shards' tokenizer hash "
-     "and copied into every checkpoint (\"\": init_from's tokenizer.model, if any)"},
+     "tokenizer the shards were made with (an HF model directory, a tokenizer.json or a "
+     "sentencepiece .model): checked against the shards' tokenizer hash, and its files copied "
+     "into every checkpoint (\"\": init_from's tokenizer.json or tokenizer.model, if any)"},
     {"mix", "domain_frac", K_FLOAT, F(mix.domain_frac), 0, 0, 1, 0, 0, NULL, "0.3",
      "constant fraction of domain samples (not with schedule)"},
     {"mix", "schedule", K_POINTS, F(mix.schedule), 0, 0, 1, 0, 0, NULL, "[]",

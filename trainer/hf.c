@@ -491,11 +491,6 @@ int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t er
     return rc;
 }
 
-int hf_find_tokenizer(const char *dir, char *path, size_t path_len) {
-    snprintf(path, path_len, "%s/tokenizer.model", dir);
-    return access(path, R_OK) == 0;
-}
-
 /* ---------------- weights ---------------- */
 
 /* HF files of GPT-2 sometimes omit the "transformer." prefix (the base

@@ -75,9 +75,6 @@ int hf_write_params(const char *path, const Model *m, const float *const *bufs,
                     const char *const *prefixes, int n_bufs, const StWriteTensor *extra,
                     int n_extra, char *err, size_t err_len);
 
-/* DIR/tokenizer.model into path when it exists: 1 found, 0 not. */
-int hf_find_tokenizer(const char *dir, char *path, size_t path_len);
-
 /* dst = dir + "/" + name; 1 (and dst empty) when it does not fit in n. */
 int hf_path(char *dst, size_t n, const char *dir, const char *name);
 /* Writes text to PATH via PATH.tmp + fsync + rename (shared with ckpt.c). */

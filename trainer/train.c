@@ -29,7 +29,6 @@
  */
 #include "trainer/train.h"
 
-#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,9 +38,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "data/hash.h"
 #include "data/stream.h"
 #include "kernels/util.h"
+#include "tokenizer/tokenizer.h"
 #include "trainer/ckpt.h"
 #include "trainer/comm.h"
 #include "trainer/hf.h"
@@ -179,33 +178,40 @@ static int open_stream(const Config *c, int n_steps, Stream **out, char *err, si
 }
 
 /* The shards must be tokenized for this model: vocabulary within the
- * model's, and made with the run's tokenizer (data.tokenizer, else
- * init_from's tokenizer.model) when there is one; its path goes to tok_out
- * ("" when none) so that checkpoints carry it. */
-static int check_vocab(const Config *c, const Model *m, Stream *s, char *tok_out, size_t tok_len,
-                       char *err, size_t err_len) {
+ * model's, and made with the run's tokenizer when there is one:
+ * data.tokenizer (an HF model directory, a tokenizer.json or a
+ * sentencepiece .model), else init_from's (tokenizer_find). It is loaded
+ * into *tok_out (NULL when none) so that checkpoints carry its files. */
+static int check_vocab(const Config *c, const Model *m, Stream *s, Tokenizer **tok_out, char *err,
+                       size_t err_len) {
     uint32_t sv = stream_vocab_size(s);
     int mv = model_config(m)->vocab_size;
+    *tok_out = NULL;
     if (sv > (uint32_t)mv)
         return err_set(err, err_len,
                        "the shards were tokenized with a vocabulary of %u tokens but the model has "
                        "vocab_size %d: tokenize the corpora with the model's tokenizer",
                        sv, mv);
-    tok_out[0] = 0;
+    char found[CONFIG_PATH_LEN + 32], why[CONFIG_PATH_LEN + 512];
+    const char *path = NULL, *key = "data.tokenizer";
     if (c->data.tokenizer[0])
-        snprintf(tok_out, tok_len, "%s", c->data.tokenizer);
-    else if (c->model.init_from[0] && !hf_find_tokenizer(c->model.init_from, tok_out, tok_len))
-        tok_out[0] = 0;
-    if (!tok_out[0]) return 0;
-    uint64_t h;
-    if (hash_file(tok_out, &h))
-        return err_set(err, err_len, "tokenizer %s: cannot read: %s", tok_out, strerror(errno));
+        path = c->data.tokenizer;
+    else if (c->model.init_from[0] && tokenizer_find(c->model.init_from, found, sizeof found))
+        path = c->model.init_from, key = "model.init_from's tokenizer";
+    if (!path) return 0;
+    if (tokenizer_load(tok_out, path, why, sizeof why))
+        return err_set(err, err_len, "%s: %s", key, why);
+    uint64_t h = tokenizer_hash(*tok_out);
     if (h != stream_tokenizer_hash(s))
         return err_set(err, err_len,
-                       "the shards were made with a different tokenizer than %s (tokenizer hash "
-                       "%016llx in the shard headers, %016llx for this file)",
-                       tok_out, (unsigned long long)stream_tokenizer_hash(s),
-                       (unsigned long long)h);
+                       "the shards were made with a different tokenizer than %s (%s, %s: "
+                       "tokenizer hash %016llx in the shard headers, %016llx for this one): "
+                       "tokenize the corpora with it, or give the shards' tokenizer",
+                       path, key, tokenizer_kind_name(*tok_out),
+                       (unsigned long long)stream_tokenizer_hash(s), (unsigned long long)h);
+    if (tokenizer_vocab_size(*tok_out) > (uint32_t)mv)
+        return err_set(err, err_len, "%s %s has %u tokens but the model has vocab_size %d", key,
+                       path, tokenizer_vocab_size(*tok_out), mv);
     return 0;
 }
 
@@ -294,12 +300,12 @@ typedef struct {
     TrainCkpt ckpt;    /* what every checkpoint carries */
     char *config_text; /* config_to_toml */
     char run_dir[CONFIG_PATH_LEN * 2];
-    char tokenizer[CONFIG_PATH_LEN + 32]; /* copied into checkpoints; "" = none */
-    int T, B, micro, B_local, n_micro;    /* seq_len, global batch, micro-batch rows */
-    uint32_t *batch;                      /* (B_local, T + 1) this rank's windows of the step */
-    int32_t *src_ids;                     /* (B_local) source of each window */
-    int32_t *inp, *tgt;                   /* (micro, T) */
-    int *roles; /* (micro) StreamRole of each row, for MoE routing metrics */
+    Tokenizer *tok;                    /* copied into checkpoints; NULL: none */
+    int T, B, micro, B_local, n_micro; /* seq_len, global batch, micro-batch rows */
+    uint32_t *batch;                   /* (B_local, T + 1) this rank's windows of the step */
+    int32_t *src_ids;                  /* (B_local) source of each window */
+    int32_t *inp, *tgt;                /* (micro, T) */
+    int *roles;                        /* (micro) StreamRole of each row, for MoE routing metrics */
     int start_step;
     long long tokens; /* trained on so far, all ranks */
 } Trainer;
@@ -584,7 +590,7 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
         moe_loop_configure(t->m, c, err, err_len) ||
         config_to_schedule(c, &t->sched, err, err_len) ||
         open_stream(c, c->train.steps, &t->s, err, err_len) ||
-        check_vocab(c, t->m, t->s, t->tokenizer, sizeof t->tokenizer, err, err_len))
+        check_vocab(c, t->m, t->s, &t->tok, err, err_len))
         return 1;
     uint64_t fingerprint = stream_fingerprint(t->s);
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);
@@ -608,7 +614,7 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
                           .seed = (uint64_t)c->run.seed,
                           .fingerprint = fingerprint,
                           .config_text = t->config_text,
-                          .tokenizer = t->tokenizer,
+                          .tokenizer = t->tok,
                           .d = t->d,
                           .pieces = comm_zero_world(t->comm) ? comm_pieces(t->comm) : NULL};
     t->batch = malloc(sizeof(uint32_t) * t->B_local * (t->T + 1));
@@ -628,6 +634,7 @@ static void train_teardown(Trainer *t) {
     free(t->config_text), free(t->batch), free(t->src_ids), free(t->inp), free(t->tgt);
     free(t->roles);
     ckpt_state_free(&t->resumed);
+    tokenizer_free(t->tok);
     if (t->s) stream_close(t->s);
     model_free(t->m);
     comm_free(t->comm);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tokenizer/tokenizer.h"
 #include "trainer/dist.h"
 #include "trainer/model.h"
 
@@ -17,7 +18,7 @@ typedef struct {
     uint64_t seed;           /* run.seed */
     uint64_t fingerprint;    /* the data stream's */
     const char *config_text; /* config_to_toml */
-    const char *tokenizer;   /* copied into checkpoints; "" = none */
+    const Tokenizer *tokenizer; /* its files are copied into checkpoints; NULL: none */
     Dist *d;
     const size_t *pieces; /* ZeRO-1: rank r's optimizer shard length; NULL: whole state */
 } TrainCkpt;

@@ -53,12 +53,14 @@ static inline void spm_test_piece(int i, char *out, size_t n, int *type) {
     if (i == 0) snprintf(out, n, "<unk>"), *type = 2;
     else if (i == 1) snprintf(out, n, "<s>"), *type = 3;
     else if (i == 2) snprintf(out, n, "</s>"), *type = 3;
-    else if (i < 3 + 8) snprintf(out, n, "<0x%02X>", i - 3), *type = 6;
+    /* user-defined: byte pieces (type 6) need all 256 and byte_fallback */
+    else if (i < 3 + 8) snprintf(out, n, "<0x%02X>", i - 3), *type = 4;
     else snprintf(out, n, "\xe2\x96\x81p%d", i), *type = 1; /* "▁p<i>" */
 }
 
 /* tokenizer.model bytes with n_pieces pieces (>= 12), unk 0, bos 1, eos 2,
- * pad -1 (a negative varint), BPE, add_dummy_prefix. Caller frees. */
+ * pad -1 (a negative varint), BPE, add_dummy_prefix: a model the
+ * sentencepiece library loads. Caller frees. */
 static inline uint8_t *spm_test_model(int n_pieces, size_t *len) {
     PbBuf out = {0};
     for (int i = 0; i < n_pieces; i++) {
@@ -154,6 +156,26 @@ static inline GgufWriter *gguf_test_sample(void) {
     gguf_w_tensor(w, "b.q8", 2, ne_b, GGML_Q8_0, gguf_sample_b);
     gguf_w_tensor(w, "c.f32", 1, ne_c, GGML_F32, gguf_sample_a);
     return w;
+}
+
+/* The tokenizer.ggml.* keys of a tiny byte-level BPE (model "gpt2", pre
+ * "gpt-2"): tokens 0-8 normal ("\304\240" is the byte-level space 'Ġ'),
+ * 9 control "<|endoftext|>" (EOS), 10 unused "[PAD10]", 11 user-defined
+ * "<tool>"; merges "a b", "ab c", "Ġ a", "Ġa b". */
+#define GGUF_TEST_BPE_N 12
+static const char *const gguf_test_bpe_tokens[GGUF_TEST_BPE_N] = {
+    "a",         "b",          "c",        "\304\240",      "ab",      "abc",
+    "\304\240a", "\304\240ab", "\303\251", "<|endoftext|>", "[PAD10]", "<tool>"};
+static const int32_t gguf_test_bpe_types[GGUF_TEST_BPE_N] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 5, 4};
+static const char *const gguf_test_bpe_merges[4] = {"a b", "ab c", "\304\240 a", "\304\240a b"};
+static inline void gguf_test_bpe_vocab(GgufWriter *w) {
+    gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_w_str(w, "tokenizer.ggml.pre", "gpt-2");
+    gguf_w_arr_str(w, "tokenizer.ggml.tokens", gguf_test_bpe_tokens, GGUF_TEST_BPE_N);
+    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", gguf_test_bpe_types, GGUF_TEST_BPE_N);
+    gguf_w_arr_str(w, "tokenizer.ggml.merges", gguf_test_bpe_merges, 4);
+    gguf_w_u32(w, "tokenizer.ggml.eos_token_id", 9);
+    gguf_w_bool(w, "tokenizer.ggml.add_bos_token", 0);
 }
 
 #endif

@@ -1,7 +1,8 @@
 /* test_ckpt.c: checkpoints: save -> load restores parameters, Adam moments
  * and trainer state exactly; keep-last-k; find-latest skips damaged and
  * temporary directories; truncated or missing files and a different model
- * are refused with the file named. */
+ * are refused with the file named; every file of the run's tokenizer is
+ * copied and loads back as the same tokenizer. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,8 @@
 #include <unistd.h>
 
 #include "tests/c/check.h"
+#include "tests/c/gguf_testutil.h"
+#include "tokenizer/tokenizer.h"
 #include "trainer/ckpt.h"
 #include "trainer/hf.h"
 #include "trainer/rng.h"
@@ -56,14 +59,27 @@ static void test_save_load(Arch arch) {
                     .data_fingerprint = "shards:abc123 mix:0.3",
                     .rng = {1, 0xffffffffffffffffull, 3, 0x0123456789abcdefull},
                     .config_text = "[run]\nname = \"x\"\n"};
-    char tok[600];
-    snprintf(tok, sizeof tok, "%s/tokenizer-src.model", dir);
-    FILE *tf = fopen(tok, "wb");
-    fputs("sentencepiece bytes \x01\x02", tf);
-    fclose(tf);
+    /* a tokenizer directory as HF ships one: the model and its config */
+    static const char *const tok_names[3] = {"tokenizer.model", "tokenizer_config.json",
+                                             "special_tokens_map.json"};
+    static const char tok_config[] = "{\"add_bos_token\": true, \"add_eos_token\": false}";
+    static const char tok_map[] = "{\"bos_token\": \"<s>\"}";
+    char tok_dir[600], tp[700];
+    snprintf(tok_dir, sizeof tok_dir, "%s/tok-%s", dir, model_arch_name(arch));
+    mkdir(tok_dir, 0755);
+    size_t spm_n;
+    uint8_t *spm = spm_test_model(24, &spm_n);
+    const void *tok_bytes[3] = {spm, tok_config, tok_map};
+    size_t tok_len[3] = {spm_n, sizeof tok_config - 1, sizeof tok_map - 1};
+    for (int i = 0; i < 3; i++) {
+        snprintf(tp, sizeof tp, "%s/%s", tok_dir, tok_names[i]);
+        CHECK(write_bytes(tp, tok_bytes[i], tok_len[i]) == 0);
+    }
+    Tokenizer *tok = NULL;
+    CHECK_OK(tokenizer_load(&tok, tok_dir, err, sizeof err), err);
     for (int step = 100; step <= 120; step += 10) {
         st.step = step;
-        st.tokenizer_path = step == 120 ? tok : NULL;
+        st.tokenizer = step == 120 ? tok : NULL;
         CHECK(ckpt_save(out, m, &st, 2, path, sizeof path, err, sizeof err) == 0);
     }
     snprintf(path, sizeof path, "%s/ckpt/step-00000100", out);
@@ -86,19 +102,35 @@ static void test_save_load(Arch arch) {
     CHECK(got.data_fingerprint && !strcmp(got.data_fingerprint, st.data_fingerprint));
     CHECK(got.config_text && !strcmp(got.config_text, st.config_text));
     CHECK(memcmp(got.rng, st.rng, sizeof st.rng) == 0);
-    /* the tokenizer was copied into the newest checkpoint only */
+    /* every file of the tokenizer was copied into the newest checkpoint
+     * only, bytewise, and the checkpoint's tokenizer is the same one */
     char tpath[4400];
     snprintf(tpath, sizeof tpath, "%s/tokenizer.model", latest);
     CHECK(got.tokenizer_path && !strcmp(got.tokenizer_path, tpath));
-    FILE *tr = fopen(tpath, "rb");
-    char tbuf[64] = "";
-    CHECK(tr && fread(tbuf, 1, sizeof tbuf - 1, tr) == 22 && !strcmp(tbuf, "sentencepiece bytes \x01\x02"));
-    if (tr) fclose(tr);
+    for (int i = 0; i < 3; i++) {
+        size_t n_got;
+        snprintf(tpath, sizeof tpath, "%s/%s", latest, tok_names[i]);
+        uint8_t *b = read_bytes(tpath, &n_got);
+        CHECK(b && n_got == tok_len[i] && !memcmp(b, tok_bytes[i], n_got));
+        free(b);
+    }
+    Tokenizer *back = NULL;
+    CHECK_OK(tokenizer_load(&back, latest, err, sizeof err), err);
+    CHECK(back && tokenizer_hash(back) == tokenizer_hash(tok) && tokenizer_add_bos(back) == 1);
+    tokenizer_free(back);
+    /* the same .model alone adds no BOS, so its shards differ: so does the hash */
+    snprintf(tpath, sizeof tpath, "%s/bare-%s.model", dir, model_arch_name(arch));
+    CHECK(write_bytes(tpath, spm, spm_n) == 0);
+    CHECK_OK(tokenizer_load(&back, tpath, err, sizeof err), err);
+    CHECK(back && tokenizer_add_bos(back) == 0 && tokenizer_hash(back) != tokenizer_hash(tok));
+    tokenizer_free(back);
     ckpt_state_free(&got);
     snprintf(path, sizeof path, "%s/ckpt/step-00000110", out);
     CHECK(ckpt_load(path, m2, &got, err, sizeof err) == 0 && got.tokenizer_path == NULL);
     ckpt_state_free(&got);
-    st.tokenizer_path = NULL;
+    st.tokenizer = NULL;
+    tokenizer_free(tok);
+    free(spm);
 
     /* a checkpoint is an HF model directory: init_from loads it */
     Model *m4 = hf_load_model(latest, ops_cpu(), err, sizeof err);

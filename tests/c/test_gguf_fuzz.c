@@ -1,15 +1,19 @@
-/* test_gguf_fuzz.c: a deterministic mutation fuzzer for the GGUF reader and
- * the sentencepiece protobuf reader (the libFuzzer harness in
+/* test_gguf_fuzz.c: a deterministic mutation fuzzer for the GGUF reader,
+ * the GGUF byte-level BPE vocabulary reader (gguf_tokenizer_json) and the
+ * sentencepiece protobuf reader (the libFuzzer harness in
  * tests/gguf/fuzz_gguf.c explores further; its corpus seeds this test).
  *
- * Seeds: the writer's sample file, an exported tiny llama model, a
- * synthetic tokenizer.model, and every file in tests/gguf/corpus/. Each
+ * Seeds: the writer's sample file, an exported tiny llama model, a GGUF
+ * with a tiny gpt2 vocabulary, a synthetic tokenizer.model, and every file
+ * in tests/gguf/corpus/. Each
  * iteration applies 1-4 mutations (bit flips, interesting bytes and 64-bit
  * values at random or at length/count-like positions, truncation, chunk
  * duplication/deletion) to an exactly-sized heap copy and parses it. Under
  * ASan (the sanitizer build runs every "c" test) a read outside the copy
  * fails the run; without it, the test still checks the properties:
  *   - every refusal carries a message with "byte offset";
+ *   - gguf_tokenizer_json on an accepted file gives both JSON texts, which
+ *     parse, or neither with a message naming a tokenizer.ggml key;
  *   - an accepted file is consistent: every tensor's data lies inside the
  *     buffer (and F32/F16/BF16/Q8_0 tensors convert), every string is
  *     NUL-terminated where its length says;
@@ -19,6 +23,7 @@
  *   test_gguf_fuzz                  run the loop (fixed seed; ~0.5 s, ~5 s under ASan)
  *   test_gguf_fuzz --write-corpus D write the seed files into D
  */
+#include <cjson/cJSON.h>
 #include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,7 +94,22 @@ static void mutate(Rng *r, uint8_t *buf, size_t *n, size_t cap) {
     }
 }
 
-static int accepted_gguf, refused_gguf, accepted_spm, refused_spm;
+static int accepted_gguf, refused_gguf, accepted_spm, refused_spm, vocab_json, vocab_refused;
+
+static void check_vocab(const GgufFile *f) {
+    char *json = NULL, *config = NULL, err[512] = "";
+    if (gguf_tokenizer_json(f, &json, &config, err, sizeof err)) {
+        vocab_refused++;
+        CHECK(!json && !config && strstr(err, "tokenizer.ggml."), "vocab refusal: %s", err);
+        return;
+    }
+    if (!json) return;
+    vocab_json++;
+    cJSON *a = cJSON_Parse(json), *b = cJSON_Parse(config);
+    CHECK(a && b, "the vocabulary's JSON does not parse");
+    cJSON_Delete(a), cJSON_Delete(b);
+    free(json), free(config);
+}
 
 static void check_gguf(const uint8_t *data, size_t n) {
     uint8_t *copy = malloc(n ? n : 1);
@@ -107,8 +127,10 @@ static void check_gguf(const uint8_t *data, size_t n) {
         const GgufKV *kv = gguf_kv(f, i);
         if (kv->type == GGUF_STRING && strlen(kv->str) > kv->str_len) CHECK(0, "string length");
         if (kv->type == GGUF_ARRAY && kv->arr_type == GGUF_STRING)
-            for (uint64_t j = 0; j < kv->arr_n; j++) (void)strlen(kv->arr_str[j]);
+            for (uint64_t j = 0; j < kv->arr_n; j++)
+                if (strlen(kv->arr_str[j]) > kv->arr_str_len[j]) CHECK(0, "array string length");
     }
+    check_vocab(f);
     for (int i = 0; i < gguf_n_tensors(f); i++) {
         const GgufTensor *t = gguf_tensor(f, i);
         const uint8_t *d = t->data;
@@ -162,6 +184,19 @@ static void fuzz(Blob *set, int n_set, int iters, uint64_t seed, void (*check)(c
     free(buf);
 }
 
+/* A GGUF holding only the test gpt2 vocabulary (gguf_testutil.h). */
+static uint8_t *bpe_vocab(const char *dir, size_t *n) {
+    char err[512], path[256];
+    snprintf(path, sizeof path, "%s/gpt2_vocab.gguf", dir);
+    GgufWriter *w = gguf_writer_new();
+    gguf_w_str(w, "general.architecture", "llama");
+    gguf_test_bpe_vocab(w);
+    int rc = gguf_writer_write(w, path, err, sizeof err);
+    CHECK(rc == 0, "gpt2 vocab: %s", err);
+    gguf_writer_free(w);
+    return rc ? NULL : read_bytes(path, n);
+}
+
 static uint8_t *exported_model(const char *dir, size_t *n) {
     char err[512], tok[256], path[256];
     size_t tn;
@@ -198,12 +233,17 @@ int main(int argc, char **argv) {
     uint8_t *tiny = exported_model(dir, &n);
     add_seed(tiny, n);
     size_t tiny_n = n;
+    uint8_t *vocab = bpe_vocab(dir, &n);
+    add_seed(vocab, n);
+    size_t vocab_n = n;
     if (argc == 3 && !strcmp(argv[1], "--write-corpus")) {
         char p[4200];
         snprintf(p, sizeof p, "%s/sample.gguf", argv[2]);
         int bad = write_bytes(p, sample, sample_n);
         snprintf(p, sizeof p, "%s/tiny_llama_f16.gguf", argv[2]);
         bad |= write_bytes(p, tiny, tiny_n);
+        snprintf(p, sizeof p, "%s/gpt2_vocab.gguf", argv[2]);
+        bad |= write_bytes(p, vocab, vocab_n);
         snprintf(p, sizeof p, "%s/truncated.gguf", argv[2]);
         bad |= write_bytes(p, sample, sample_n - 100);
         for (int i = 0; i < n_seeds; i++) free(seeds[i].b);
@@ -227,15 +267,21 @@ int main(int argc, char **argv) {
     }
     if (d) closedir(d);
     CHECK(from_corpus >= 3, "only %d corpus files", from_corpus);
-    /* 150,000 parses in all */
+    /* 170,000 parses in all; the gpt2 vocabulary also on its own, as it is
+     * one seed of many */
     fuzz(seeds, n_seeds, 100000, 12345, check_gguf);
+    Blob vocab_seed = {vocab, vocab_n};
+    if (vocab) fuzz(&vocab_seed, 1, 20000, 4242, check_gguf);
     Blob spm[2];
     spm[0].b = spm_test_model(40, &spm[0].n);
     spm[1].b = spm_test_model(12, &spm[1].n);
     fuzz(spm, 2, 50000, 777, check_spm);
-    printf("gguf: %d accepted, %d refused; spm: %d accepted, %d refused\n", accepted_gguf,
-           refused_gguf, accepted_spm, refused_spm);
+    printf("gguf: %d accepted, %d refused (gpt2 vocabulary: %d converted, %d refused); spm: %d "
+           "accepted, %d refused\n",
+           accepted_gguf, refused_gguf, vocab_json, vocab_refused, accepted_spm, refused_spm);
     CHECK(accepted_gguf > 100 && refused_gguf > 1000, "the GGUF mutations explore both outcomes");
+    CHECK(vocab_json > 100 && vocab_refused > 100,
+          "the vocabulary mutations explore both outcomes");
     CHECK(accepted_spm > 100 && refused_spm > 1000, "the spm mutations explore both outcomes");
     free(spm[0].b);
     free(spm[1].b);

@@ -247,8 +247,9 @@ static void check_tensor_set(const GgufFile *f, const Model *m, const char *what
         memcpy(&t3, kv->arr_data + 12, 4);
         memcpy(&t20, kv->arr_data + 80, 4);
         memcpy(&tpad, kv->arr_data + 4 * (c->vocab_size - 1), 4);
-        CHECK(t0 == 2 && t1 == 3 && t3 == 6 && t20 == 1 && tpad == 5,
-              "%s: types unk %d bos %d byte %d normal %d pad %d", what, t0, t1, t3, t20, tpad);
+        CHECK(t0 == 2 && t1 == 3 && t3 == 4 && t20 == 1 && tpad == 5,
+              "%s: types unk %d bos %d user-defined %d normal %d pad %d", what, t0, t1, t3, t20,
+              tpad);
     }
     kv = gguf_find_kv(f, "tokenizer.ggml.padding_token_id");
     CHECK(kv == NULL, "%s: pad_id -1 must not be written", what);
@@ -595,7 +596,7 @@ int main(void) {
               v.model_type == 2 && v.add_dummy_prefix == 1,
           "spm ids: n %d unk %d bos %d eos %d pad %d type %d", v.n, v.unk_id, v.bos_id, v.eos_id,
           v.pad_id, v.model_type);
-    CHECK(v.n == 30 && !strcmp(v.pieces[3], "<0x00>") && v.types[3] == 6 && v.scores[4] == -2.0f,
+    CHECK(v.n == 30 && !strcmp(v.pieces[3], "<0x00>") && v.types[3] == 4 && v.scores[4] == -2.0f,
           "spm pieces");
     spm_vocab_free(&v);
 

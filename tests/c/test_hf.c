@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "tests/c/check.h"
+#include "tokenizer/tokenizer.h"
 #include "trainer/hf.h"
 #include "trainer/rng.h"
 
@@ -384,16 +385,22 @@ static void test_gpt2_bare_names(void) {
     model_free(m);
 }
 
+/* An HF directory's tokenizer: tokenizer.json before tokenizer.model. */
 static void test_tokenizer_detection(void) {
-    char d[512], path[600];
+    char d[512], path[600], json[600], got[600];
     snprintf(d, sizeof d, "%s/llama_tied", dir);
-    CHECK(hf_find_tokenizer(d, path, sizeof path) == 0);
+    CHECK(tokenizer_find(d, path, sizeof path) == 0);
     snprintf(path, sizeof path, "%s/tokenizer.model", d);
-    FILE *f = fopen(path, "wb");
-    fputs("x", f);
-    fclose(f);
-    char got[600];
-    CHECK(hf_find_tokenizer(d, got, sizeof got) == 1 && !strcmp(got, path));
+    snprintf(json, sizeof json, "%s/tokenizer.json", d);
+    const char *files[2] = {path, json};
+    for (int i = 0; i < 2; i++) {
+        FILE *f = fopen(files[i], "wb");
+        fputs("x", f);
+        fclose(f);
+        CHECK(tokenizer_find(d, got, sizeof got) == 1 && !strcmp(got, files[i]));
+    }
+    remove(path);
+    remove(json);
 }
 
 static void test_config_export(void) {

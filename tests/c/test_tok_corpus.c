@@ -171,7 +171,7 @@ static void on_progress(const TokStats *st, uint64_t bytes, uint64_t total, int 
 static TokOptions opts(const char *model, const char *out, const char *const *in, int n_in) {
     TokOptions o;
     tok_options_default(&o);
-    o.model_path = model;
+    o.tokenizer_path = model;
     o.out_dir = out;
     o.name = "test";
     o.inputs = in;

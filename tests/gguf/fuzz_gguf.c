@@ -1,12 +1,18 @@
-/* fuzz_gguf.c: libFuzzer harness for the GGUF reader and the sentencepiece
- * protobuf reader (not part of the build; clang only). An input starting
- * with the GGUF magic goes to the GGUF reader, any other to the
- * sentencepiece reader.
+/* fuzz_gguf.c: libFuzzer harness for the GGUF reader, its byte-level BPE
+ * vocabulary reader (gguf_tokenizer_json) and the sentencepiece protobuf
+ * reader (not part of the build; clang only). An input starting with the
+ * GGUF magic goes to the GGUF reader, any other to the sentencepiece
+ * reader.
  * An accepted GGUF is walked like tests/c/test_gguf_fuzz.c does, so a bad
- * offset or length that slipped through shows up as an ASan report.
+ * offset or length that slipped through shows up as an ASan report, and its
+ * vocabulary (if gpt2) is converted to tokenizer.json text.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/gguf/fuzz_gguf.c \
- *       tools/gguf/gguf_read.c tools/gguf/gguf_quant.c tools/gguf/spm.c -lm -o /tmp/fuzz_gguf
+ *       tools/gguf/gguf_read.c tools/gguf/gguf_quant.c tools/gguf/spm.c \
+ *       tools/gguf/vocab_import.c tokenizer/bpe.c tokenizer/bpe_json.c \
+ *       tokenizer/corpus.c kernels/util.c \
+ *       $(pkg-config --cflags --libs libcjson libpcre2-8 libutf8proc) -lz -lzstd -lm \
+ *       -o /tmp/fuzz_gguf
  *   mkdir -p /tmp/fz && /tmp/fuzz_gguf -max_total_time=300 -max_len=8192 /tmp/fz tests/gguf/corpus
  */
 #include <stdlib.h>
@@ -38,6 +44,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             volatile uint8_t last = kv->arr_data[0];
             (void)last;
         }
+    }
+    char *json, *config;
+    if (!gguf_tokenizer_json(f, &json, &config, err, sizeof err)) {
+        free(json);
+        free(config);
     }
     gguf_close(f);
     return 0;

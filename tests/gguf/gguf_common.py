@@ -3,11 +3,13 @@
 Models are made by HF transformers (not by dapt), saved with
 save_pretrained, and exported by the `dapt` binary under test; the
 sentencepiece model is trained by the sentencepiece library on a generated
-corpus (BPE with byte fallback, as Llama's). The name and layout tables
+corpus (BPE with byte fallback, as Llama's), the byte-level BPE ones by HF
+tokenizers (make_bpe_tokenizer). The name and layout tables
 here (tensor_map, permute_like_converter) restate llama.cpp's conventions
 independently of dapt's C code; the test files hold the assertions (run()
 only stops a test whose dapt command failed).
 """
+import json
 import os
 import random
 import subprocess
@@ -29,19 +31,128 @@ def make_tokenizer(tmp):
     """Trains a 320-piece BPE sentencepiece model with byte fallback and no
     normalisation (as Llama's tokenizer.model); returns its path."""
     import sentencepiece as spm
-    rng = random.Random(0)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8)))
-             for _ in range(300)] + SAMPLE_TEXT.split()
     corpus = os.path.join(tmp, "corpus.txt")
     with open(corpus, "w") as f:
-        for _ in range(3000):
-            f.write(" ".join(rng.choice(words) for _ in range(12)) + "\n")
+        f.write("\n".join(corpus_lines()) + "\n")
     prefix = os.path.join(tmp, "tok")
     spm.SentencePieceTrainer.train(input=corpus, model_prefix=prefix, vocab_size=VOCAB,
                                    model_type="bpe", byte_fallback=True, minloglevel=2,
                                    normalization_rule_name="identity",
                                    remove_extra_whitespaces=False)
     return prefix + ".model"
+
+
+# Byte-level BPE tokenizers (HF tokenizers), one per pre-tokenizer family
+# llama.cpp names (tokenizer.ggml.pre). The Split patterns are those of
+# Llama 3's and Qwen2's tokenizer.json; GPT-2's is ByteLevel's own regex.
+BPE_FAMILIES = ("gpt-2", "llama-bpe", "qwen2")
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?"
+                  r"[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?"
+                 r"[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+BPE_SPECIALS = {"gpt-2": ["<|endoftext|>"],
+                "llama-bpe": ["<|begin_of_text|>", "<|end_of_text|>"],
+                "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]}
+BPE_USER_TOKEN = "<tool>"  # an added token that is not special (GGUF user-defined)
+
+
+def corpus_lines(n=3000):
+    """The generated corpus of make_tokenizer: n lines of 12 words."""
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 8)))
+             for _ in range(300)] + SAMPLE_TEXT.split()
+    return [" ".join(rng.choice(words) for _ in range(12)) for _ in range(n)]
+
+
+def bpe_texts(family):
+    """Texts whose tokenization the BPE tests compare: ASCII, accents, CJK,
+    digit runs (split in threes by Llama 3, one by one by Qwen2),
+    contractions, whitespace runs and newlines, special and added tokens."""
+    sp = BPE_SPECIALS[family]
+    return [SAMPLE_TEXT, "hello world", "  two  spaces and\ttab\n\n  new paragraph\n",
+            "über 数字 1234567 don't I'LL we've", f"{sp[0]}text around {BPE_USER_TOKEN} and "
+            f"{sp[-1]} tokens{sp[0]}", "naïve café — done.\r\n"]
+
+
+def make_bpe_tokenizer(out_dir, family, vocab_size=310, files=None):
+    """Trains a byte-level BPE tokenizer of the family (HF tokenizers) on
+    files (default: the generated corpus) and saves it as an HF tokenizer
+    directory: tokenizer.json and tokenizer_config.json as Llama 3 (BOS by
+    its post-processor, ignore_merges), Qwen2 (NFC, no BOS) and GPT-2 ship
+    them, with plain added tokens only (tests/tok/test_bpe_hf.py's tokenizers
+    also have lstrip/rstrip/single_word ones, which GGUF cannot carry).
+    Returns out_dir."""
+    from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
+                            pre_tokenizers, processors, trainers)
+    os.makedirs(out_dir, exist_ok=True)
+    tok = Tokenizer(models.BPE(ignore_merges=family == "llama-bpe"))
+    if family == "gpt-2":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    else:
+        pattern = LLAMA3_PATTERN if family == "llama-bpe" else QWEN2_PATTERN
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if family == "qwen2":
+        tok.normalizer = normalizers.NFC()
+    tok.decoder = decoders.ByteLevel()
+    specials = BPE_SPECIALS[family]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    if files is None:
+        # the generated corpus, and digit runs and contractions often enough
+        # to be merged: the families split them differently (Llama 3 digits
+        # in threes, Qwen2 one by one, GPT-2 whole)
+        rng = random.Random(1)
+        extra = ["1234567", "2024", "31415", "don't", "we've", "I'LL", "it's"]
+        path = os.path.join(out_dir, "corpus.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(corpus_lines()) + "\n")
+            for _ in range(1000):
+                f.write(" ".join(rng.choice(extra) for _ in range(6)) + "\n")
+        files = [path]
+    tok.train(files, trainer)
+    tok.add_tokens([AddedToken(BPE_USER_TOKEN, special=False, normalized=False)])
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": specials[0],
+              "clean_up_tokenization_spaces": False}
+    if family == "llama-bpe":
+        bos = specials[0]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos}:1 $B:1",
+            special_tokens=[(bos, tok.token_to_id(bos))])
+        config.update(bos_token=bos, eos_token=specials[1])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    return out_dir
+
+
+def gguf_bpe_vocab(tok_dir, family, n_vocab):
+    """The tokenizer.ggml.* values llama.cpp's convert_hf_to_gguf.py writes
+    for a byte-level BPE directory, restated from its rules: tokens by id
+    (the tokenizer.json spelling; "[PAD<i>]" for ids no token has, up to the
+    model's n_vocab rows), types (1 normal, 3 special added, 4 other added,
+    5 padding), merges as "a b", the special ids and the add-BOS flag."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    reverse = {i: t for t, i in tok.get_vocab().items()}
+    added = tok.added_tokens_decoder
+    tokens, types = [], []
+    for i in range(n_vocab):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(5)
+        else:
+            tokens.append(reverse[i])
+            types.append((3 if added[i].special else 4) if i in added else 1)
+    with open(os.path.join(tok_dir, "tokenizer.json")) as f:
+        merges = json.load(f)["model"]["merges"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    return {"tokens": tokens, "types": types, "merges": merges, "pre": family,
+            "bos": tok.bos_token_id, "eos": tok.eos_token_id, "add_bos": family == "llama-bpe"}
 
 
 KINDS = ("llama_gqa", "llama_mha_tied", "llama_gqa_tied", "llama_mha", "qwen2", "gpt2", "mixtral")
@@ -90,6 +201,29 @@ def run(cmd, **kw):
     if r.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
     return r
+
+
+def dapt_tokenize(dapt, tok, texts, tmp):
+    """`dapt tokenize --tokenizer TOK` of each text as a document of its own
+    shard (a text may hold the EOS token itself): the document's ids without
+    the EOS that ends it (with BOS when the tokenizer adds it)."""
+    docs = []
+    for k, text in enumerate(texts):
+        src, out = os.path.join(tmp, f"text{k}.jsonl"), os.path.join(tmp, f"shards{k}")
+        with open(src, "w") as f:
+            f.write(json.dumps({"text": text}) + "\n")
+        run([dapt, "tokenize", "--tokenizer", tok, "--out", out, "--val-frac", "0",
+             "--threads", "1", "--no-progress", src])
+        shard = os.path.join(out, "train-00000.tok.zst")
+        info = run([dapt, "inspect", shard]).stdout
+        width = int(info.split("token width ")[1].split()[0])
+        eos = int(info.split("eos id")[1].split()[0])
+        raw = subprocess.run(["zstd", "-dc", shard], capture_output=True, check=True).stdout
+        ids = np.frombuffer(raw, dtype="<u2" if width == 2 else "<u4").tolist()
+        if ids[-1:] != [eos]:
+            raise SystemExit(f"dapt tokenize: document {k} does not end with EOS {eos}: {ids}")
+        docs.append(ids[:-1])
+    return docs
 
 
 def dapt_logits(dapt, model_dir, ids, tmp):

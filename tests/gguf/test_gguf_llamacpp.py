@@ -2,6 +2,8 @@
 
     python test_gguf_llamacpp.py logits KIND DTYPE DAPT
     python test_gguf_llamacpp.py tokenizer DAPT
+    python test_gguf_llamacpp.py tokenizer_bpe FAMILY DAPT   (FAMILY in gguf_common.BPE_FAMILIES)
+    python test_gguf_llamacpp.py logits_bpe FAMILY DAPT
 
 logits: a random transformers model (KIND in gguf_common.KINDS) is exported
 with `dapt export gguf --dtype DTYPE`; llama.cpp evaluates the same ids
@@ -51,6 +53,16 @@ tokenizer: a sentencepiece BPE model with byte fallback is exported with a
 tiny llama; llama.cpp's tokenizer must give sentencepiece's ids for sample
 texts (with and without BOS), and detokenise them back.
 
+tokenizer_bpe: a byte-level BPE tokenizer of the family (HF tokenizers;
+special and non-special added tokens) is exported with a tiny llama;
+llama.cpp's tokenizer (vocab_only, parsing special tokens as HF does) must
+give HF tokenizers' ids for sample texts, and `dapt tokenize`'s, without
+and with the special tokens the tokenizer adds (BOS for llama-bpe, read
+from tokenizer.ggml.add_bos_token).
+
+logits_bpe: the logits check (llama_gqa, f32) of a model exported with
+that tokenizer: llama.cpp loads the file with its gpt2 vocabulary.
+
 Exit status 77 (ctest: skipped) when llama_cpp is not importable: build it
 with tests/gguf/install_llama_cpp.sh .venv/bin/python.
 """
@@ -85,9 +97,10 @@ def load(path, n_ctx=64):
                            n_gpu_layers=0, verbose=False)
 
 
-def check_logits(kind, dtype, dapt):
+def check_logits(kind, dtype, dapt, bpe_family=None):
     with tempfile.TemporaryDirectory() as tmp:
-        tok = C.make_tokenizer(tmp)
+        tok = (C.make_bpe_tokenizer(os.path.join(tmp, "tok"), bpe_family) if bpe_family
+               else C.make_tokenizer(tmp))
         mdir = os.path.join(tmp, "model")
         model = C.make_model(kind, mdir)
         out = os.path.join(tmp, "m.gguf")
@@ -179,11 +192,43 @@ def check_tokenizer(dapt):
         raise SystemExit(f"{bad} of {len(TEXTS)} texts tokenised differently")
 
 
+def check_tokenizer_bpe(family, dapt):
+    from tokenizers import Tokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = C.make_bpe_tokenizer(os.path.join(tmp, "tok"), family)
+        mdir = os.path.join(tmp, "model")
+        C.make_model("llama_gqa", mdir)
+        out = os.path.join(tmp, "m.gguf")
+        C.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok])
+        hf = Tokenizer.from_file(os.path.join(tok, "tokenizer.json"))
+        texts = C.bpe_texts(family)
+        ours = C.dapt_tokenize(dapt, tok, texts, tmp)
+        llm = llama_cpp.Llama(model_path=out, vocab_only=True, verbose=False)
+        bad = 0
+        for text, doc in zip(texts, ours):
+            want = hf.encode(text, add_special_tokens=False).ids
+            want_special = hf.encode(text, add_special_tokens=True).ids
+            got = llm.tokenize(text.encode(), add_bos=False, special=True)
+            got_special = llm.tokenize(text.encode(), add_bos=True, special=True)
+            ok = got == want and got_special == want_special and doc == want_special
+            print(f"{'ok ' if ok else 'BAD'} {text!r}: HF {want_special} llama.cpp {got_special} "
+                  f"dapt {doc}")
+            bad += not ok
+        del llm
+    if bad:
+        raise SystemExit(f"{bad} of {len(texts)} texts tokenised differently")
+    print(f"{family}: llama.cpp, HF tokenizers and dapt agree on {len(texts)} texts")
+
+
 def main():
     if len(sys.argv) == 5 and sys.argv[1] == "logits":
         check_logits(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 4 and sys.argv[1] == "logits_bpe":
+        check_logits("llama_gqa", "f32", sys.argv[3], bpe_family=sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "tokenizer":
         check_tokenizer(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "tokenizer_bpe":
+        check_tokenizer_bpe(sys.argv[2], sys.argv[3])
     else:
         raise SystemExit(__doc__)
 

@@ -5,6 +5,9 @@ exports; and `dapt logits` matches HF transformers.
     python test_gguf_py.py logits KIND DAPT
     python test_gguf_py.py roundtrip KIND DAPT
     python test_gguf_py.py refuse_qwen_moe DAPT
+    python test_gguf_py.py export_bpe FAMILY DAPT           (FAMILY in gguf_common.BPE_FAMILIES)
+    python test_gguf_py.py import_bpe FAMILY gguf-py|dapt DAPT
+    python test_gguf_py.py refuse_bpe DAPT
 
 export: a random transformers model (KIND mixtral: MixtralForCausalLM, an
 MoE) and a trained sentencepiece model are
@@ -26,6 +29,20 @@ E}, slice e = expert e's HF w1 / w3 / w2).
 roundtrip: export (f32) then `dapt import gguf`: the imported directory's
 weights are bitwise equal to the HF originals and transformers loads it and
 computes identical logits.
+
+export_bpe: a byte-level BPE tokenizer of the family (HF tokenizers, with
+special and non-special added tokens) exported with a tiny llama: gguf-py
+reads every tokenizer.ggml.* key with the type and value llama.cpp's
+converter writes (gguf_common.gguf_bpe_vocab).
+
+import_bpe: `dapt import gguf` of such a vocabulary, from a file written by
+gguf-py alone or by `dapt export gguf` (round trip): the imported
+tokenizer.json / tokenizer_config.json encode and decode like the
+original, in HF tokenizers and transformers' AutoTokenizer, and `dapt
+tokenize` with the imported directory gives HF's ids.
+
+refuse_bpe: a BPE of no family llama.cpp names, and one larger than the
+model's vocabulary, are refused by the export with the reason.
 
 logits: `dapt logits MODEL --out` against transformers on the same ids, fp32
 on both sides: the same tolerance as tests/runner (3e-5 * max(1, max|logit|):
@@ -228,6 +245,172 @@ def check_roundtrip(kind, dapt):
         print(f"round trip {kind}: {len(got)} tensors bitwise equal, transformers logits equal")
 
 
+def gguf_fields(path):
+    """The tokenizer.ggml.* fields of a GGUF file (gguf-py) as
+    {key: (types, value)}: strings decoded, arrays as lists."""
+    import gguf
+    T = gguf.GGUFValueType
+    out = {}
+    for key, f in gguf.GGUFReader(path).fields.items():
+        if not key.startswith("tokenizer.ggml."):
+            continue
+        def one(part, t):
+            return bytes(part).decode() if t == T.STRING else part.tolist()[0]
+        if f.types[0] == T.ARRAY:
+            val = [one(f.parts[i], f.types[1]) for i in f.data]
+        else:
+            val = one(f.parts[f.data[0]], f.types[0])
+        out[key] = (f.types, val)
+    return out
+
+
+def check_export_bpe(family, dapt):
+    """A byte-level BPE tokenizer directory of the family is exported with a
+    tiny llama (320 rows, the tokenizer 311 tokens): gguf-py reads the
+    tokenizer.ggml.* keys llama.cpp's converter writes, with its types and
+    values (gguf_common.gguf_bpe_vocab)."""
+    import gguf
+    T = gguf.GGUFValueType
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = C.make_bpe_tokenizer(os.path.join(tmp, "tok"), family)
+        mdir, out = os.path.join(tmp, "model"), os.path.join(tmp, "m.gguf")
+        C.make_model("llama_gqa", mdir)
+        C.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok])
+        got = gguf_fields(out)
+        want = C.gguf_bpe_vocab(tok, family, C.VOCAB)
+    exp = {"tokenizer.ggml.model": ([T.STRING], "gpt2"),
+           "tokenizer.ggml.pre": ([T.STRING], family),
+           "tokenizer.ggml.tokens": ([T.ARRAY, T.STRING], want["tokens"]),
+           "tokenizer.ggml.token_type": ([T.ARRAY, T.INT32], want["types"]),
+           "tokenizer.ggml.merges": ([T.ARRAY, T.STRING], want["merges"]),
+           "tokenizer.ggml.add_bos_token": ([T.BOOL], want["add_bos"]),
+           "tokenizer.ggml.add_eos_token": ([T.BOOL], False)}
+    for k in ("bos", "eos"):
+        if want[k] is not None:
+            exp[f"tokenizer.ggml.{k}_token_id"] = ([T.UINT32], want[k])
+    fails = [f"{k}: {got.get(k, ('missing', None))[0]} {str(got.get(k, (0, None))[1])[:80]}, "
+             f"want {t} {str(v)[:80]}" for k, (t, v) in exp.items() if got.get(k) != (t, v)]
+    fails += [f"unexpected key {k}" for k in got if k not in exp]
+    if fails:
+        raise SystemExit("\n".join(fails))
+    types = want["types"]
+    print(f"gguf-py read the {family} vocabulary: {len(want['tokens'])} tokens ({types.count(1)} "
+          f"normal, {types.count(3)} control, {types.count(4)} user-defined, {types.count(5)} "
+          f"unused), {len(want['merges'])} merges, pre {family}, bos {want['bos']} eos "
+          f"{want['eos']} add_bos {want['add_bos']}: all {len(exp)} keys as llama.cpp's converter")
+
+
+def write_gguf_like_converter(path, kind, model, mdir, vocab):
+    """A GGUF file made by gguf-py alone (no dapt): the tiny llama's F32
+    tensors (Q/K permuted as the converter does) and the byte-level BPE
+    vocabulary vocab (gguf_common.gguf_bpe_vocab)."""
+    import gguf
+    cfg = model.config
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_rope_freq_base(cfg.rope_theta)
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_file_type(0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(vocab["pre"])
+    w.add_token_list(vocab["tokens"])
+    w.add_token_types(vocab["types"])
+    w.add_token_merges(vocab["merges"])
+    for k, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id)):
+        if vocab[k] is not None:
+            add(vocab[k])
+    w.add_add_bos_token(vocab["add_bos"])
+    for name, (t, nh) in C.expected_tensors(kind, model, mdir).items():
+        w.add_tensor(name, np.ascontiguousarray(C.permute_like_converter(t, nh) if nh else t))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def check_import_bpe(family, source, dapt):
+    """`dapt import gguf` of a byte-level BPE vocabulary (source gguf-py: a
+    file written by gguf-py as llama.cpp's converter would; dapt: `dapt
+    export gguf`'s, a round trip) writes a tokenizer.json and
+    tokenizer_config.json that HF tokenizers and transformers' AutoTokenizer
+    load and that encode and decode every test text exactly as the original
+    directory does, with and without special tokens; dapt itself tokenizes
+    with the imported directory as HF does with the original."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = C.make_bpe_tokenizer(os.path.join(tmp, "tok"), family)
+        mdir, out, back = (os.path.join(tmp, x) for x in ("model", "m.gguf", "back"))
+        model = C.make_model("llama_gqa", mdir)
+        if source == "gguf-py":
+            write_gguf_like_converter(out, "llama_gqa", model, mdir,
+                                      C.gguf_bpe_vocab(tok, family, C.VOCAB))
+        else:
+            C.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok])
+        C.run([dapt, "import", "gguf", out, back])
+        a, b = (Tokenizer.from_file(os.path.join(d, "tokenizer.json")) for d in (tok, back))
+        ha, hb = (AutoTokenizer.from_pretrained(d) for d in (tok, back))
+        texts = C.bpe_texts(family)
+        ours = C.dapt_tokenize(dapt, back, texts, tmp)
+        bad, n = [], 0
+        for text, doc in zip(texts, ours):
+            n += 1
+            if doc != a.encode(text, add_special_tokens=True).ids:
+                bad.append(f"dapt tokenize with the import {text!r}: {doc}")
+            for special in (False, True):
+                ea, eb = a.encode(text, add_special_tokens=special), b.encode(text, add_special_tokens=special)
+                n += 1
+                if ea.ids != eb.ids or a.decode(ea.ids) != b.decode(eb.ids):
+                    bad.append(f"{text!r} special={special}: {ea.ids} vs {eb.ids}")
+            n += 1
+            if ha(text)["input_ids"] != hb(text)["input_ids"]:
+                bad.append(f"AutoTokenizer {text!r}: {ha(text)['input_ids']} vs {hb(text)['input_ids']}")
+        for attr in ("bos_token", "eos_token", "bos_token_id", "eos_token_id"):
+            n += 1
+            if getattr(ha, attr) != getattr(hb, attr):
+                bad.append(f"{attr}: {getattr(ha, attr)!r} vs {getattr(hb, attr)!r}")
+    if bad:
+        raise SystemExit("the imported tokenizer differs:\n" + "\n".join(bad))
+    print(f"import of a {family} vocabulary ({source}): {n} encodings, decodings and special "
+          f"tokens equal to the original's (tokenizers, AutoTokenizer, and dapt tokenize with "
+          f"the imported directory)")
+
+
+def check_refuse_bpe(dapt):
+    """`dapt export gguf` refuses, with the reason and leaving no file, a
+    byte-level BPE whose pre-tokenizer is none of llama.cpp's families (a
+    Split with another regex: llama.cpp would split text differently) and
+    one with more tokens than the model has rows."""
+    import subprocess
+    from tokenizers import Regex, Tokenizer, pre_tokenizers
+    with tempfile.TemporaryDirectory() as tmp:
+        mdir, out = os.path.join(tmp, "model"), os.path.join(tmp, "m.gguf")
+        C.make_model("llama_gqa", mdir)
+        odd = C.make_bpe_tokenizer(os.path.join(tmp, "odd"), "llama-bpe")
+        path = os.path.join(odd, "tokenizer.json")
+        tok = Tokenizer.from_file(path)
+        tok.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(r"\p{L}+|\p{N}+|\s+|[^\s\p{L}\p{N}]+"), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+        tok.save(path)
+        big = C.make_bpe_tokenizer(os.path.join(tmp, "big"), "qwen2", vocab_size=400)
+        cases = ((odd, "none of the families llama.cpp names"),
+                 (big, f"has 401 tokens but the model's vocabulary (embedding rows) is {C.VOCAB}"))
+        for tok_dir, want in cases:
+            r = subprocess.run([dapt, "export", "gguf", mdir, out, "--tokenizer", tok_dir],
+                               capture_output=True, text=True)
+            msg = (r.stdout + r.stderr).strip()
+            print(f"exit {r.returncode}: {msg}")
+            if r.returncode == 0 or want not in msg or os.path.exists(out):
+                raise SystemExit(f"not refused as it should be (want '{want}')")
+
+
 def check_refuse_qwen_moe(dapt):
     """A Mixtral checkpoint whose config says norm_topk_prob = false (dapt's
     Qwen-MoE semantics, key dapt_norm_topk_prob) is refused by `dapt export
@@ -257,8 +440,14 @@ def main():
         check_roundtrip(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 5 and sys.argv[1] == "export":
         check_export(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) == 3 and sys.argv[1] == "refuse_bpe":
+        check_refuse_bpe(sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "refuse_qwen_moe":
         check_refuse_qwen_moe(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "export_bpe":
+        check_export_bpe(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "import_bpe":
+        check_import_bpe(sys.argv[2], sys.argv[3], sys.argv[4])
     elif len(sys.argv) == 4 and sys.argv[1] == "logits":
         check_logits(sys.argv[2], sys.argv[3])
     else:

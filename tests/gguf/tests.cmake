@@ -5,7 +5,8 @@
 #                 logits` matches HF transformers. Python from tools/setup's .venv.
 #   label "slow": llama.cpp itself (PyPI llama-cpp-python, built from source
 #                 by tests/gguf/install_llama_cpp.sh: minutes) computes the
-#                 same logits and tokenizes like sentencepiece.
+#                 same logits and tokenizes like sentencepiece and like HF
+#                 tokenizers (byte-level BPE).
 #                 In the full set only: ctest --test-dir build -C full -L slow
 set(gguf_dir ${CMAKE_CURRENT_SOURCE_DIR}/gguf)
 set(gguf_need_venv "if [ ! -x \"$0\" ]; then echo \"$0 not found: run tools/setup to make the .venv\" >&2; exit 1; fi; exec \"$0\" \"$@\"")
@@ -81,6 +82,32 @@ foreach(kind llama31 llama_linear qwen3 qwen3_tied)
 endforeach()
 set_tests_properties(${gguf_arch_cases} PROPERTIES LABELS py SKIP_RETURN_CODE 77)
 
+# byte-level BPE tokenizers (HF tokenizers), one per llama.cpp pre-tokenizer
+# family: export read by gguf-py, import of a gguf-py file and the round
+# trip; quick set: llama-bpe's export and round trip
+foreach(family gpt-2 llama-bpe qwen2)
+  set(cfg ${FULL})
+  if(family STREQUAL "llama-bpe")
+    set(cfg "")
+  endif()
+  add_test(NAME gguf_py_bpe_export_${family} ${cfg}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                   export_bpe ${family} $<TARGET_FILE:dapt>)
+  add_test(NAME gguf_py_bpe_roundtrip_${family} ${cfg}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                   import_bpe ${family} dapt $<TARGET_FILE:dapt>)
+  add_test(NAME gguf_py_bpe_import_${family} ${FULL}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                   import_bpe ${family} gguf-py $<TARGET_FILE:dapt>)
+  set_tests_properties(gguf_py_bpe_export_${family} gguf_py_bpe_roundtrip_${family}
+                       gguf_py_bpe_import_${family} PROPERTIES LABELS py)
+endforeach()
+
+add_test(NAME gguf_cli_refuse_bpe
+         COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
+                 refuse_bpe $<TARGET_FILE:dapt>)
+set_tests_properties(gguf_cli_refuse_bpe PROPERTIES LABELS py)
+
 add_test(NAME gguf_cli_refuse_qwen_moe
          COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
                  refuse_qwen_moe $<TARGET_FILE:dapt>)
@@ -111,4 +138,14 @@ add_test(NAME gguf_llamacpp_tokenizer ${FULL}
          COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
                  tokenizer $<TARGET_FILE:dapt>)
 list(APPEND gguf_slow_cases gguf_llamacpp_tokenizer)
+foreach(family gpt-2 llama-bpe qwen2)
+  add_test(NAME gguf_llamacpp_tokenizer_bpe_${family} ${FULL}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
+                   tokenizer_bpe ${family} $<TARGET_FILE:dapt>)
+  list(APPEND gguf_slow_cases gguf_llamacpp_tokenizer_bpe_${family})
+endforeach()
+add_test(NAME gguf_llamacpp_logits_bpe ${FULL}
+         COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
+                 logits_bpe llama-bpe $<TARGET_FILE:dapt>)
+list(APPEND gguf_slow_cases gguf_llamacpp_logits_bpe)
 set_tests_properties(${gguf_slow_cases} PROPERTIES LABELS slow SKIP_RETURN_CODE 77 TIMEOUT 600)

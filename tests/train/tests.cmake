@@ -4,3 +4,10 @@ foreach(mode metrics resume signal errors nonfinite)
            COMMAND ${CMAKE_CURRENT_LIST_DIR}/train_e2e.sh $<TARGET_FILE:dapt> ${DAPT_PYTHON} ${mode})
   set_tests_properties(train_${mode} PROPERTIES LABELS py TIMEOUT 600)
 endforeach()
+# A Hugging Face byte-level BPE tokenizer directory end to end (tokenize,
+# train, checkpoint contents loaded by transformers' AutoTokenizer, sample,
+# init_from, refusals): tests/train/bpe_e2e.py, HF tokenizers and
+# transformers from the .venv.
+add_test(NAME train_bpe_tokenizer
+         COMMAND ${DAPT_HF_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/bpe_e2e.py $<TARGET_FILE:dapt>)
+set_tests_properties(train_bpe_tokenizer PROPERTIES LABELS py TIMEOUT 600)

@@ -1,8 +1,8 @@
 /* export.c: a dapt Model (arch llama or gpt2) -> a GGUF file llama.cpp
  * loads: the architecture's hyperparameters under the key names and types
  * llama.cpp's loader requires (counts UINT32, epsilons and RoPE base
- * FLOAT32), the tensors under llama.cpp's names, and the sentencepiece
- * vocabulary as tokenizer.ggml.* metadata. A llama with q/k head norms is
+ * FLOAT32), the tensors under llama.cpp's names, and the tokenizer as
+ * tokenizer.ggml.* metadata (vocab_export.c). A llama with q/k head norms is
  * llama.cpp's "qwen3" (tensors blk.N.attn_q_norm / attn_k_norm), any other
  * llama "llama"; a head size apart from d_model / n_head is written as
  * ARCH.attention.key_length / value_length.
@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "kernels/util.h"
+#include "tokenizer/tokenizer.h"
 #include "tools/gguf/gguf.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
@@ -180,56 +181,6 @@ static uint32_t file_type_of(uint32_t dtype) {
     return GGUF_FTYPE_F32;
 }
 
-/* tokenizer.ggml.* from the sentencepiece model, padded to vocab_size with
- * unused "[PAD<i>]" pieces when the model's embedding is larger. */
-static int write_vocab(GgufWriter *w, const SpmVocab *v, int vocab_size, const char *tok_path,
-                       char *err, size_t err_len) {
-    if (v->n > vocab_size)
-        return err_set(err, err_len,
-                       "%s has %d pieces but the model's vocabulary (embedding rows) is %d",
-                       tok_path, v->n, vocab_size);
-    const char **tokens = malloc((size_t)vocab_size * sizeof *tokens);
-    char *pads = malloc((size_t)(vocab_size - v->n) * 24 + 1);
-    float *scores = malloc((size_t)vocab_size * sizeof *scores);
-    int32_t *types = malloc((size_t)vocab_size * sizeof *types);
-    int rc = 0;
-    if (!tokens || !pads || !scores || !types) {
-        rc = 1;
-        err_set(err, err_len, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < vocab_size; i++) {
-        if (i < v->n) {
-            tokens[i] = v->pieces[i];
-            scores[i] = v->scores[i];
-            types[i] = v->types[i];
-        } else {
-            char *p = pads + (size_t)(i - v->n) * 24;
-            snprintf(p, 24, "[PAD%d]", i);
-            tokens[i] = p;
-            scores[i] = 0.0f;
-            types[i] = 5; /* UNUSED */
-        }
-    }
-    gguf_w_str(w, "tokenizer.ggml.model", "llama");
-    gguf_w_arr_str(w, "tokenizer.ggml.tokens", tokens, (size_t)vocab_size);
-    gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, (size_t)vocab_size);
-    gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)vocab_size);
-    if (v->bos_id >= 0) gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos_id);
-    if (v->eos_id >= 0) gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)v->eos_id);
-    if (v->unk_id >= 0) gguf_w_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)v->unk_id);
-    if (v->pad_id >= 0) gguf_w_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v->pad_id);
-    gguf_w_bool(w, "tokenizer.ggml.add_bos_token", v->bos_id >= 0);
-    gguf_w_bool(w, "tokenizer.ggml.add_eos_token", 0);
-    gguf_w_bool(w, "tokenizer.ggml.add_space_prefix", v->add_dummy_prefix);
-out:
-    free(tokens);
-    free(pads);
-    free(scores);
-    free(types);
-    return rc;
-}
-
 const char *gguf_arch_name(const ModelConfig *c) {
     return c->arch == ARCH_GPT2 ? "gpt2" : c->qk_norm ? "qwen3" : "llama";
 }
@@ -328,8 +279,8 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
         return err_set(err, err_len, "dtype must be F32, F16, BF16 or Q8_0");
     if (!o->tokenizer)
         return err_set(err, err_len,
-                       "no tokenizer.model: llama.cpp needs the vocabulary in the GGUF file "
-                       "(pass --tokenizer PATH)");
+                       "no tokenizer (tokenizer.json or tokenizer.model): llama.cpp needs the "
+                       "vocabulary in the GGUF file (pass --tokenizer PATH)");
     if (!o->force && access(path, F_OK) == 0)
         return err_set(err, err_len, "%s exists (pass --force to overwrite it)", path);
     if (c->qk_norm && c->rope_scaling == ROPE_SCALING_LLAMA3)
@@ -365,8 +316,8 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
                            "cannot be exported to GGUF",
                            t->name, model_arch_name(c->arch));
     }
-    SpmVocab v;
-    if (spm_vocab_load(o->tokenizer, &v, err, err_len)) return 1;
+    Tokenizer *tok;
+    if (tokenizer_load(&tok, o->tokenizer, err, err_len)) return 1;
     GgufWriter *w = gguf_writer_new();
     float *params = malloc(model_num_params(m) * sizeof *params);
     float **copies = calloc((size_t)n, sizeof *copies);
@@ -381,7 +332,7 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
     gguf_w_str(w, "general.name", o->name ? o->name : "dapt");
     gguf_w_u32(w, "general.file_type", file_type_of(o->dtype));
     write_hparams(w, c);
-    if (write_vocab(w, &v, c->vocab_size, o->tokenizer, err, err_len)) goto out;
+    if (gguf_write_tokenizer(w, tok, c->vocab_size, err, err_len)) goto out;
     for (int i = 0; i < n; i++) {
         const ParamTensor *t = model_tensor(m, i);
         int perm, block, expert, k;
@@ -432,6 +383,6 @@ out:
     free(params);
     free(freqs);
     gguf_writer_free(w);
-    spm_vocab_free(&v);
+    tokenizer_free(tok);
     return rc;
 }

@@ -115,6 +115,7 @@ typedef struct {
     uint64_t arr_n;
     const uint8_t *arr_data; /* ARRAY of numbers/bools: raw little-endian elements */
     char **arr_str;       /* ARRAY of strings: arr_n NUL-terminated copies */
+    uint64_t *arr_str_len; /* and their lengths (a string may hold NUL bytes) */
 } GgufKV;
 
 typedef struct {
@@ -172,11 +173,31 @@ int spm_vocab_parse(const uint8_t *buf, size_t len, const char *where, SpmVocab 
                     size_t err_len);
 void spm_vocab_free(SpmVocab *v);
 
+/* ---------------- tokenizer metadata (vocab_export.c, vocab_import.c) ---------------- */
+
+struct Tokenizer;
+/* tokenizer.ggml.* for t, padded to vocab_size (the model's embedding
+ * rows): a sentencepiece model as tokenizer.ggml.model "llama", a
+ * byte-level BPE as "gpt2" with its merges and tokenizer.ggml.pre. Refuses
+ * a tokenizer with more tokens than vocab_size and a BPE that llama.cpp
+ * would tokenize differently (see vocab_export.c). */
+int gguf_write_tokenizer(GgufWriter *w, const struct Tokenizer *t, int vocab_size, char *err,
+                         size_t err_len);
+/* The "gpt2" (byte-level BPE) tokenizer of a GGUF file as the malloc'd
+ * text of an HF tokenizer.json and tokenizer_config.json; both NULL (and
+ * 0) when tokenizer.ggml.model is absent or another model (a sentencepiece
+ * "llama" vocabulary is not converted back). Every key it reads is
+ * checked; a bad one is refused naming the key and its byte offset. */
+int gguf_tokenizer_json(const GgufFile *f, char **tokenizer_json, char **tokenizer_config,
+                        char *err, size_t err_len);
+
 /* ---------------- model export / import (export.c, import.c) ---------------- */
 
 typedef struct {
     uint32_t dtype;          /* GGML_F32, GGML_F16, GGML_BF16 or GGML_Q8_0 */
-    const char *tokenizer;   /* tokenizer.model path; NULL: none (metadata without vocab refused) */
+    const char *tokenizer;   /* as tokenizer_load takes it: an HF model directory, a
+                              * tokenizer.json or a sentencepiece .model; NULL: none
+                              * (refused: llama.cpp needs the vocabulary) */
     const char *name;        /* general.name; NULL: "dapt" */
     int force;               /* overwrite an existing output file */
 } GgufExportOptions;

@@ -153,9 +153,10 @@ static int rd_value(Cur *c, GgufKV *kv) {
             return fail(c, at, "key '%s': %llu strings cannot fit in the %llu bytes left", kv->key,
                         (unsigned long long)kv->arr_n, (unsigned long long)left);
         kv->arr_str = calloc(kv->arr_n ? kv->arr_n : 1, sizeof *kv->arr_str);
-        if (!kv->arr_str) return fail(c, at, "out of memory");
+        kv->arr_str_len = calloc(kv->arr_n ? kv->arr_n : 1, sizeof *kv->arr_str_len);
+        if (!kv->arr_str || !kv->arr_str_len) return fail(c, at, "out of memory");
         for (uint64_t i = 0; i < kv->arr_n; i++)
-            if (rd_str(c, &kv->arr_str[i], NULL, "array string", 0, 0)) return 1;
+            if (rd_str(c, &kv->arr_str[i], &kv->arr_str_len[i], "array string", 0, 0)) return 1;
         return 0;
     }
     if (kv->arr_n > left / esz)
@@ -354,6 +355,7 @@ void gguf_close(GgufFile *f) {
         if (kv->arr_str)
             for (uint64_t j = 0; j < kv->arr_n; j++) free(kv->arr_str[j]);
         free(kv->arr_str);
+        free(kv->arr_str_len);
     }
     for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
     free(f->kvs);

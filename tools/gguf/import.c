@@ -1,6 +1,8 @@
 /* import.c: a llama, qwen3 or gpt2 GGUF file (F32, F16, BF16 tensors) -> a
  * dapt Model, and from there a checkpoint directory (config.json +
- * model.safetensors) that `dapt train` can start a CPT run from.
+ * model.safetensors, and tokenizer.json + tokenizer_config.json for a
+ * byte-level BPE vocabulary: vocab_import.c) that `dapt train` can start a
+ * CPT run from.
  *
  * It is export.c backwards: the hyperparameters come from the
  * architecture's keys (their types checked), the tensors are matched by
@@ -336,10 +338,43 @@ bad:
 
 static void remove_dir(const char *dir) {
     char p[4200];
-    const char *files[] = {"config.json", "model.safetensors", "config.json.tmp", "model.safetensors.tmp"};
+    const char *files[] = {"config.json",        "model.safetensors",
+                           "tokenizer.json",     "tokenizer_config.json",
+                           "config.json.tmp",    "model.safetensors.tmp",
+                           "tokenizer.json.tmp", "tokenizer_config.json.tmp"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (!hf_path(p, sizeof p, dir, files[i])) remove(p);
     rmdir(dir);
+}
+
+/* The file's byte-level BPE tokenizer as tokenizer.json and
+ * tokenizer_config.json text (both NULL when it has none); its tokens must
+ * fit the model's vocabulary (embedding rows). */
+static int read_tokenizer(const char *path, int vocab_size, char **json, char **config, char *err,
+                          size_t err_len) {
+    char e[1024];
+    GgufFile *f = gguf_open(path, err, err_len);
+    if (!f) return 1;
+    int rc = gguf_tokenizer_json(f, json, config, e, sizeof e);
+    if (rc) {
+        err_set(err, err_len, "%s: %s", path, e);
+    } else if (*json) {
+        const GgufKV *t = gguf_find_kv(f, "tokenizer.ggml.tokens");
+        if (t->arr_n > (uint64_t)vocab_size)
+            rc = err_set(err, err_len,
+                         "%s: %llu tokens in tokenizer.ggml.tokens but the model's vocabulary "
+                         "(token_embd.weight rows) is %d",
+                         path, (unsigned long long)t->arr_n, vocab_size);
+    }
+    gguf_close(f);
+    return rc;
+}
+
+static int write_text(const char *dir, const char *name, const char *text, char *err,
+                      size_t err_len) {
+    char p[4200];
+    if (hf_path(p, sizeof p, dir, name)) return err_set(err, err_len, "%s: path too long", dir);
+    return hf_write_file_atomic(p, text, err, err_len);
 }
 
 int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *err, size_t err_len) {
@@ -349,7 +384,10 @@ int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *e
     Model *m = gguf_import_model(path, err, err_len);
     if (!m) return 1;
     char tmp[4200];
+    char *tok_json = NULL, *tok_config = NULL;
     int rc = 1;
+    if (read_tokenizer(path, model_config(m)->vocab_size, &tok_json, &tok_config, err, err_len))
+        goto out;
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", out_dir) >= sizeof tmp) {
         err_set(err, err_len, "%s: path too long", out_dir);
         goto out;
@@ -359,7 +397,10 @@ int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *e
         err_set(err, err_len, "%s: %s", tmp, strerror(errno));
         goto out;
     }
-    if (hf_save_config(tmp, model_config(m), err, err_len) || hf_save_weights(tmp, m, 0, err, err_len)) {
+    if (hf_save_config(tmp, model_config(m), err, err_len) ||
+        hf_save_weights(tmp, m, 0, err, err_len) ||
+        (tok_json && (write_text(tmp, "tokenizer.json", tok_json, err, err_len) ||
+                      write_text(tmp, "tokenizer_config.json", tok_config, err, err_len)))) {
         remove_dir(tmp);
         goto out;
     }
@@ -372,6 +413,8 @@ int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *e
     }
     rc = 0;
 out:
+    free(tok_json);
+    free(tok_config);
     model_free(m);
     return rc;
 }

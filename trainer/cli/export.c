@@ -1,11 +1,12 @@
 /* export.c: `dapt export gguf MODEL OUT.gguf [--dtype f32|f16|bf16|q8_0]
- * [--tokenizer tokenizer.model] [--name NAME] [--force]`: the command over
+ * [--tokenizer PATH] [--name NAME] [--force]`: the command over
  * gguf_export_model. MODEL is a dapt checkpoint or an HF model directory;
- * the tokenizer defaults to MODEL/tokenizer.model. All checks and the
- * writing are the library's. */
+ * the tokenizer defaults to MODEL's own (tokenizer.json or
+ * tokenizer.model). All checks and the writing are the library's. */
 #include <stdio.h>
 #include <string.h>
 
+#include "tokenizer/tokenizer.h"
 #include "tools/gguf/gguf.h"
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
@@ -13,13 +14,15 @@
 
 static const char usage[] =
     "usage: dapt export gguf MODEL OUT.gguf [--dtype f32|f16|bf16|q8_0]\n"
-    "                        [--tokenizer tokenizer.model] [--name NAME] [--force]\n\n"
+    "                        [--tokenizer PATH] [--name NAME] [--force]\n\n"
     "Writes MODEL (a dapt checkpoint or HF model directory, arch llama or gpt2; a\n"
     "llama with q/k norms as llama.cpp's qwen3) as a GGUF v3 file for llama.cpp.\n"
     "Norm weights and biases stay F32; with q8_0, matrices\n"
     "whose rows are not a multiple of 32 are written F16. The vocabulary comes from\n"
-    "the sentencepiece model (default MODEL/tokenizer.model). OUT.gguf must not exist\n"
-    "unless --force. An MoE (Mixtral) model gets llama.cpp's MoE tensors\n"
+    "the tokenizer: an HF model directory, a tokenizer.json (byte-level BPE: Llama 3,\n"
+    "Qwen, GPT-2) or a sentencepiece .model (default: MODEL's tokenizer.json or\n"
+    "tokenizer.model). OUT.gguf must not exist unless --force.\n"
+    "An MoE (Mixtral) model gets llama.cpp's MoE tensors\n"
     "(ffn_gate_inp, ffn_{gate,up,down}_exps) and keys (llama.expert_count,\n"
     "llama.expert_used_count); one with dense layers in between or without top-k\n"
     "renormalisation (Qwen-MoE) is refused: llama.cpp cannot run it. Llama 3 rope\n"
@@ -57,7 +60,7 @@ int cmd_export(int argc, char **argv) {
     o.name = cli_opt(&spec, "--name")->value;
     const char *tok = cli_opt(&spec, "--tokenizer")->value;
     char tok_path[4200];
-    if (!tok && hf_find_tokenizer(model_dir, tok_path, sizeof tok_path)) tok = tok_path;
+    if (!tok && tokenizer_find(model_dir, tok_path, sizeof tok_path)) tok = model_dir;
     o.tokenizer = tok;
     char err[1024];
     Model *m = hf_load_model(model_dir, ops_cpu(), err, sizeof err);

@@ -6,20 +6,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/hash.h"
 #include "data/shard.h"
-#include "tokenizer/spm.h"
+#include "tokenizer/tokenizer.h"
 #include "tools/gguf/gguf.h"
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
 
 static const char usage[] =
-    "usage: dapt inspect FILE.tok.zst [--decode N --model tokenizer.model]\n"
+    "usage: dapt inspect FILE.tok.zst [--decode N --model TOKENIZER]\n"
     "\n"
     "Prints the shard's header and statistics and verifies every frame (zstd\n"
     "checksum, sizes, token ids below the vocab size); exits 1 on any error.\n"
     "  --decode N      also print the first N tokens as text\n"
-    "  --model PATH    the sentencepiece model to decode with\n";
+    "  --model PATH    the tokenizer to decode with: an HF model directory, a\n"
+    "                  tokenizer.json or a sentencepiece .model (special tokens\n"
+    "                  such as BOS and EOS are shown where it spells them)\n";
 
 static int ends_with(const char *s, const char *suf) {
     size_t n = strlen(s), k = strlen(suf);
@@ -30,22 +31,22 @@ static int ends_with(const char *s, const char *suf) {
 static int print_decoded(const CliSpec *spec, const ShardHeader *h, const char *model,
                          const uint32_t *first, size_t n) {
     char err[SHARD_ERR_MAX];
-    SpmModel *m;
-    uint64_t mh = 0;
-    if (spm_load(&m, model, err, sizeof err)) return cli_fail(spec, "%s", err);
-    if (hash_file(model, &mh) == 0 && mh != h->tokenizer_hash)
+    Tokenizer *t;
+    if (tokenizer_load(&t, model, err, sizeof err)) return cli_fail(spec, "%s", err);
+    uint64_t th = tokenizer_hash(t);
+    if (th != h->tokenizer_hash)
         fprintf(stderr,
                 "dapt inspect: warning: %s has hash %016llx, the shard was made with %016llx\n",
-                model, (unsigned long long)mh, (unsigned long long)h->tokenizer_hash);
+                model, (unsigned long long)th, (unsigned long long)h->tokenizer_hash);
     char *text;
     int rc = 0;
-    if (spm_decode(m, first, n, &text, err, sizeof err)) {
+    if (tokenizer_decode(t, first, n, 0, &text, NULL, err, sizeof err)) {
         rc = cli_fail(spec, "%s", err);
     } else {
         printf("first %zu tokens:\n%s\n", n, text);
         free(text);
     }
-    spm_free(m);
+    tokenizer_free(t);
     return rc;
 }
 
@@ -100,7 +101,7 @@ int cmd_inspect(int argc, char **argv) {
     const char *model = cli_opt(&spec, "--model")->value;
     if (n_pos == 0) return cli_usage(&spec);
     const char *file = pos[0];
-    if (decode_n && !model) return cli_usage_error(&spec, "--decode needs --model tokenizer.model");
+    if (decode_n && !model) return cli_usage_error(&spec, "--decode needs --model TOKENIZER");
     if (ends_with(file, ".tok.zst")) return inspect_shard(&spec, file, (size_t)decode_n, model);
     if (gguf_is_gguf_file(file) || ends_with(file, ".gguf")) {
         char err[1024];

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "tokenizer/spm.h"
+#include "tokenizer/tokenizer.h"
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
 #include "trainer/hf.h"
@@ -17,7 +17,8 @@ static const char usage[] =
     "usage: dapt sample MODEL --prompt TEXT [options]\n\n"
     "Generates text from MODEL (a dapt checkpoint or an HF model directory).\n\n"
     "  --prompt TEXT        the text to continue\n"
-    "  --tokenizer PATH     sentencepiece model (default: MODEL/tokenizer.model)\n"
+    "  --tokenizer PATH     an HF model directory, tokenizer.json or sentencepiece\n"
+    "                       .model (default: MODEL's tokenizer.json or tokenizer.model)\n"
     "  --max-new N          tokens to generate (default 64)\n"
     "  --temperature T      0 = greedy (default 0.8)\n"
     "  --top-k K            sample among the K most likely tokens, 0 = all (default 40)\n"
@@ -43,11 +44,14 @@ static int number(const CliSpec *spec, const char *name, long def, long *v_long,
 }
 
 /* The prompt's ids, after the start token first (-1: none). */
-static int encode_prompt(SpmModel *sp, const char *prompt, int first, int32_t **seq, int *n,
+static int encode_prompt(const Tokenizer *tok, const char *prompt, int first, int32_t **seq, int *n,
                          char *err, size_t err_len) {
     uint32_t *ids = NULL;
     size_t n_ids = 0, cap = 0;
-    if (spm_encode(sp, prompt, strlen(prompt), &ids, &n_ids, &cap, err, err_len)) return 1;
+    if (tokenizer_encode(tok, prompt, strlen(prompt), &ids, &n_ids, &cap, err, err_len)) {
+        free(ids);
+        return 1;
+    }
     *seq = malloc(sizeof(int32_t) * (n_ids + 1));
     *n = 0;
     if (first >= 0) (*seq)[(*n)++] = first;
@@ -84,9 +88,12 @@ int cmd_sample(int argc, char **argv) {
                                       "--temperature in [0, 100]");
     char err[2048], found[2048];
     if (!tok_path) {
-        if (!hf_find_tokenizer(model_dir, found, sizeof found))
-            return cli_fail(&spec, "%s has no tokenizer.model: pass --tokenizer PATH", model_dir);
-        tok_path = found;
+        if (!tokenizer_find(model_dir, found, sizeof found))
+            return cli_fail(&spec,
+                            "%s has neither tokenizer.json nor tokenizer.model: pass --tokenizer "
+                            "PATH",
+                            model_dir);
+        tok_path = model_dir;
     }
     if (!start) {
         char p[2048];
@@ -97,36 +104,38 @@ int cmd_sample(int argc, char **argv) {
     if (strcmp(start, "bos") && strcmp(start, "eos") && strcmp(start, "none"))
         return cli_usage_error(&spec, "--start must be bos, eos or none");
 
-    SpmModel *sp = NULL;
-    if (spm_load(&sp, tok_path, err, sizeof err)) return cli_fail(&spec, "%s", err);
+    Tokenizer *tok = NULL;
+    if (tokenizer_load(&tok, tok_path, err, sizeof err)) return cli_fail(&spec, "%s", err);
     Model *m = hf_load_model(model_dir, ops_cpu(), err, sizeof err);
     if (!m) {
-        spm_free(sp);
+        tokenizer_free(tok);
         return cli_fail(&spec, "%s", err);
     }
     const ModelConfig *mc = model_config(m);
-    int first = !strcmp(start, "bos")   ? spm_bos_id(sp)
-                : !strcmp(start, "eos") ? spm_eos_id(sp)
+    int first = !strcmp(start, "bos")   ? tokenizer_bos_id(tok)
+                : !strcmp(start, "eos") ? tokenizer_eos_id(tok)
                                         : -1;
-    SampleOptions so = {(int)max_new, temperature, (int)top_k, (uint64_t)seed, spm_eos_id(sp)};
+    SampleOptions so = {(int)max_new, temperature, (int)top_k, (uint64_t)seed,
+                        tokenizer_eos_id(tok)};
     int32_t *seq = NULL, *gen = NULL;
     int n_seq = 0, n_gen = 0;
     rc = 1;
-    if (encode_prompt(sp, prompt, first, &seq, &n_seq, err, sizeof err)) {
+    if (encode_prompt(tok, prompt, first, &seq, &n_seq, err, sizeof err)) {
         cli_fail(&spec, "%s", err);
-    } else if (spm_vocab_size(sp) > (uint32_t)mc->vocab_size) {
-        cli_fail(&spec, "the tokenizer has %u tokens, the model only %d", spm_vocab_size(sp),
+    } else if (tokenizer_vocab_size(tok) > (uint32_t)mc->vocab_size) {
+        cli_fail(&spec, "the tokenizer has %u tokens, the model only %d", tokenizer_vocab_size(tok),
                  mc->vocab_size);
     } else if (sample_generate(m, seq, n_seq, &so, &gen, &n_gen, err, sizeof err)) {
         cli_fail(&spec, "%s", err);
     } else {
-        /* the text: everything after the start token */
+        /* the text: everything after the start token, special tokens
+         * (BOS, EOS) dropped as sentencepiece drops its control tokens */
         int skip = first >= 0 ? 1 : 0;
         uint32_t *ids = malloc(sizeof(uint32_t) * (size_t)(n_gen + 1));
         for (int i = skip; i < n_gen; i++)
             ids[i - skip] = (uint32_t)gen[i];
         char *text = NULL;
-        if (spm_decode(sp, ids, (size_t)(n_gen - skip), &text, err, sizeof err)) {
+        if (tokenizer_decode(tok, ids, (size_t)(n_gen - skip), 1, &text, NULL, err, sizeof err)) {
             cli_fail(&spec, "%s", err);
         } else {
             printf("%s\n", text);
@@ -138,6 +147,6 @@ int cmd_sample(int argc, char **argv) {
     free(gen);
     free(seq);
     model_free(m);
-    spm_free(sp);
+    tokenizer_free(tok);
     return rc;
 }

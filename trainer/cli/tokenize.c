@@ -1,5 +1,6 @@
 /* tokenize.c: `dapt tokenize`, the command-line face of tokenizer/tokenize.h
- * (and of sentencepiece training for demos). Parses and validates options,
+ * (and of sentencepiece training for demos); --tokenizer takes whatever
+ * tokenizer_load takes (tokenizer/tokenizer.h). Parses and validates options,
  * prints progress and a summary; all work is in tok_train_tokenizer and
  * tok_run. */
 #include <stdio.h>
@@ -12,11 +13,12 @@
 #include "trainer/cli/opt.h"
 
 static const char usage[] =
-    "usage: dapt tokenize --model tokenizer.model --out DIR [options] INPUT...\n"
+    "usage: dapt tokenize --tokenizer PATH --out DIR [options] INPUT...\n"
     "       dapt tokenize --train-tokenizer --vocab-size V --out DIR [options] INPUT...\n"
     "\n"
-    "Encodes documents with a sentencepiece model into DIR/train-00000.tok.zst, ...\n"
-    "and DIR/val.tok.zst, each document followed by the model's EOS id.\n"
+    "Encodes documents into DIR/train-00000.tok.zst, ... and DIR/val.tok.zst: each\n"
+    "document is [BOS] + its tokens + EOS (BOS when the tokenizer adds one: Llama 3's\n"
+    "template, or add_bos_token in tokenizer_config.json).\n"
     "\n"
     "Inputs (by name; a .gz or .zst suffix is decompressed first):\n"
     "  *.jsonl, *.json   one JSON object per line, the document is its \"text\" field\n"
@@ -24,7 +26,11 @@ static const char usage[] =
     "                    blank lines (--doc-per-file: one document per file)\n"
     "\n"
     "Options:\n"
-    "  --model PATH          sentencepiece model (e.g. the base model's tokenizer.model)\n"
+    "  --tokenizer PATH      the base model's tokenizer: an HF model directory\n"
+    "                        (tokenizer.json, else tokenizer.model), a tokenizer.json\n"
+    "                        (byte-level BPE: GPT-2, Llama 3, Qwen2) or a\n"
+    "                        sentencepiece .model\n"
+    "  --model PATH          the same as --tokenizer\n"
     "  --out DIR             output directory (created; must not hold shards already)\n"
     "  --val-frac F          held-out share of documents, by document hash (default 0.005)\n"
     "  --val-docs N          instead: hold out the N documents of smallest hash\n"
@@ -36,8 +42,8 @@ static const char usage[] =
     "  --max-line-bytes N    longest accepted input line (default 67108864)\n"
     "  --doc-per-file        plain text: each file is one document\n"
     "  --no-progress         no progress line (it is shown only on a terminal anyway)\n"
-    "  --train-tokenizer     first train a BPE model (byte fallback) on the inputs into\n"
-    "                        DIR/tokenizer.model, then tokenize with it\n"
+    "  --train-tokenizer     first train a sentencepiece BPE model (byte fallback) on the\n"
+    "                        inputs into DIR/tokenizer.model, then tokenize with it\n"
     "  --vocab-size V        vocabulary size for --train-tokenizer\n";
 
 /* The progress line, rewritten in place on the terminal. */
@@ -73,12 +79,22 @@ static void print_summary(const TokStats *st, int n_threads) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    CliOpt opts[] = {
-        {"--model", 1, 0, 0},          {"--out", 1, 0, 0},          {"--name", 1, 0, 0},
-        {"--val-frac", 1, 0, 0},       {"--val-docs", 1, 0, 0},     {"--threads", 1, 0, 0},
-        {"--frame-tokens", 1, 0, 0},   {"--shard-tokens", 1, 0, 0}, {"--level", 1, 0, 0},
-        {"--max-line-bytes", 1, 0, 0}, {"--vocab-size", 1, 0, 0},   {"--train-tokenizer", 0, 0, 0},
-        {"--doc-per-file", 0, 0, 0},   {"--no-progress", 0, 0, 0},  {NULL, 0, 0, 0}};
+    CliOpt opts[] = {{"--tokenizer", 1, 0, 0},
+                     {"--model", 1, 0, 0},
+                     {"--out", 1, 0, 0},
+                     {"--name", 1, 0, 0},
+                     {"--val-frac", 1, 0, 0},
+                     {"--val-docs", 1, 0, 0},
+                     {"--threads", 1, 0, 0},
+                     {"--frame-tokens", 1, 0, 0},
+                     {"--shard-tokens", 1, 0, 0},
+                     {"--level", 1, 0, 0},
+                     {"--max-line-bytes", 1, 0, 0},
+                     {"--vocab-size", 1, 0, 0},
+                     {"--train-tokenizer", 0, 0, 0},
+                     {"--doc-per-file", 0, 0, 0},
+                     {"--no-progress", 0, 0, 0},
+                     {NULL, 0, 0, 0}};
     const CliSpec spec = {"tokenize", usage, opts, -1, NULL, NULL};
     const char **inputs = calloc((size_t)argc, sizeof *inputs);
     int n_in = 0;
@@ -91,7 +107,8 @@ int cmd_tokenize(int argc, char **argv) {
     tok_options_default(&o);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     o.n_threads = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
-    o.model_path = cli_opt(&spec, "--model")->value;
+    const CliOpt *tok_opt = cli_opt(&spec, "--tokenizer"), *model_opt = cli_opt(&spec, "--model");
+    o.tokenizer_path = tok_opt->value ? tok_opt->value : model_opt->value;
     o.out_dir = cli_opt(&spec, "--out")->value;
     if (cli_opt(&spec, "--name")->value) o.name = cli_opt(&spec, "--name")->value;
     o.doc_per_file = cli_opt(&spec, "--doc-per-file")->seen > 0;
@@ -128,8 +145,10 @@ int cmd_tokenize(int argc, char **argv) {
         why = "no INPUT files given";
     else if (train && vocab == 0)
         why = "--train-tokenizer needs --vocab-size V";
-    else if (!train && !o.model_path)
-        why = "--model PATH is required (or --train-tokenizer)";
+    else if (tok_opt->value && model_opt->value)
+        why = "give --tokenizer or --model (the same option), not both";
+    else if (!train && !o.tokenizer_path)
+        why = "--tokenizer PATH is required (or --train-tokenizer)";
     else if (frac->value && o.val_docs >= 0)
         why = "give --val-frac or --val-docs, not both";
     if (why) {
@@ -154,7 +173,7 @@ int cmd_tokenize(int argc, char **argv) {
             return cli_fail(&spec, "%s", err);
         }
         fprintf(stderr, "[tokenize] wrote %s\n", model);
-        if (!o.model_path) o.model_path = model;
+        if (!o.tokenizer_path) o.tokenizer_path = model;
     }
     TokStats st;
     rc = tok_run(&o, &st, err, sizeof err);
