@@ -88,12 +88,14 @@ set_tests_properties(emu_train emu_train_moe_grouped emu_train_arch PROPERTIES
 # result that depends on the order of blocks, or of threads between
 # barriers, differs between the two runs: the groups whose kernels depend
 # most on block and thread order (attention: the bf16 table's fused
-# kernel; norms; moe) and the training steps
+# kernel; norms; moe; arch: the q/k norms' column sums) and the training steps
 add_test(NAME emu_reverse_attention ${FULL} COMMAND test_cuda_ops_emu --only attention --mode bf16)
 add_test(NAME emu_reverse_norms ${FULL} COMMAND test_cuda_ops_emu --only norms)
 add_test(NAME emu_reverse_moe ${FULL} COMMAND test_cuda_ops_emu --only moe)
+add_test(NAME emu_reverse_arch ${FULL} COMMAND test_cuda_ops_emu --only arch)
 add_test(NAME emu_reverse_train ${FULL} COMMAND test_cuda_train_emu)
-set_tests_properties(emu_reverse_attention emu_reverse_norms emu_reverse_moe emu_reverse_train
+set_tests_properties(emu_reverse_attention emu_reverse_norms emu_reverse_moe emu_reverse_arch
+                     emu_reverse_train
                      PROPERTIES LABELS emu TIMEOUT 1200
                      ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_ORDER=reverse")
 # bench_cuda's paths (--accum, --profile, the MoE global/micro restore, the
