@@ -1,6 +1,8 @@
-/* ops.c: backend selection by name, and the defaults of the backend options.
+/* ops.c: backend selection by name, the defaults of the backend options,
+ * and the host code every backend shares (the RoPE table).
  * The CUDA backend defines ops_cuda() in kernels/cuda when the build has
  * CUDA; otherwise the stub below explains. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -39,4 +41,13 @@ const Ops *ops_get(const char *name, const OpsOptions *opt, char *err, size_t er
     err_set(err, err_len, "unknown device '%s' (expected \"cpu\", \"cuda\" or \"cuda-fp32\")",
             name);
     return NULL;
+}
+
+void ops_rope_table(float *cs, float *sn, int T, int half, const float *inv_freq) {
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            float a = (float)t * inv_freq[i];
+            cs[(size_t)t * half + i] = cosf(a);
+            sn[(size_t)t * half + i] = sinf(a);
+        }
 }

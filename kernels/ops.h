@@ -89,11 +89,14 @@ typedef struct Ops {
      * h / (NH / NKV) (grouped-query attention; NKV == NH is plain MHA).
      * rope: rotates the NH q heads and NKV k heads of every row in place, at
      * position t = n % T, in the Hugging Face rotate_half layout:
-     *   for i < HD/2, f = theta^(-2i/HD), a = t*f:
-     *   x'[i] = x[i] cos a - x[i+HD/2] sin a;  x'[i+HD/2] = x[i+HD/2] cos a + x[i] sin a */
-    void (*rope_fwd)(void *qkv, int B, int T, int NH, int NKV, int HD, float theta);
+     *   for i < HD/2, f = inv_freq[i], a = t*f (fp32 product), cos a and sin a
+     *   of that fp32 angle:
+     *   x'[i] = x[i] cos a - x[i+HD/2] sin a;  x'[i+HD/2] = x[i+HD/2] cos a + x[i] sin a
+     * inv_freq: HD/2 floats in HOST memory (the model's model_rope_inv_freq:
+     * theta^(-2i/HD), scaled as the config says); read during the call only. */
+    void (*rope_fwd)(void *qkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq);
     /* the inverse rotation, in place on the q and k parts of dqkv */
-    void (*rope_bwd)(void *dqkv, int B, int T, int NH, int NKV, int HD, float theta);
+    void (*rope_bwd)(void *dqkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq);
     /* causal softmax(q k^T / sqrt(HD)) v.
      * out: (N, NH*HD); att: what the backward needs, fp32: the (B, NH, T, T)
      * probabilities (the upper triangle is never read), unless the backend's
@@ -225,6 +228,23 @@ typedef struct Ops {
     void (*moe_expert_matmul_bwd)(void *dinp, void *dw, const void *dout, const void *inp,
                                   const void *w, size_t w_stride, const int32_t *counts, int E,
                                   int IC, int OC);
+
+    /* ---- per-head RMSNorm of q and k (Qwen3's q_norm, k_norm; appended) ----
+     * qkv rows as attention's. For every row n and head h < NH + NKV (the NH
+     * q heads, then the NKV k heads; the v heads are not touched), with x the
+     * head's HD values as stored:
+     *   saved[n, h HD + i] = x[i];  rstd[n, h] = 1 / sqrt(mean(x^2) + eps);
+     *   qkv[n, h HD + i] = x[i] rstd[n, h] w[i], w = wq for q heads, wk for k heads.
+     * In place on qkv; saved (N, (NH + NKV) HD) act type and rstd (N, NH + NKV)
+     * fp32 OVERWRITTEN (what the backward needs). */
+    void (*qk_norm_fwd)(void *qkv, void *saved, float *rstd, const void *wq, const void *wk, int N,
+                        int NH, int NKV, int HD, float eps);
+    /* dqkv's q and k parts hold the gradient of the normalised heads; they
+     * are OVERWRITTEN with the gradient of the heads before the norm (as
+     * rmsnorm_bwd's dinp, not accumulated); v parts untouched. dwq += , dwk +=
+     * (sums over every row and head). saved, rstd: the forward's. */
+    void (*qk_norm_bwd)(void *dqkv, void *dwq, void *dwk, const void *saved, const void *wq,
+                        const void *wk, const float *rstd, int N, int NH, int NKV, int HD);
 } Ops;
 
 /* The options a backend is created with: the [cuda] section of the config
@@ -266,6 +286,10 @@ const Ops *ops_cpu(void);
 const char *ops_cpu_blas_hint(void);
 const Ops *ops_cuda(const OpsOptions *opt, char *err, size_t err_len);
 const Ops *ops_cuda_fp32(const OpsOptions *opt, char *err, size_t err_len);
+/* RoPE's cos/sin table for positions t < T, shared by the backends' rope
+ * ops: cs[t*half + i] = cosf(a), sn[t*half + i] = sinf(a), a = (float)t *
+ * inv_freq[i] in fp32 (as transformers computes the angle). */
+void ops_rope_table(float *cs, float *sn, int T, int half, const float *inv_freq);
 /* by name: "cpu", "cuda" or "cuda-fp32", created with opt (NULL: defaults) */
 const Ops *ops_get(const char *name, const OpsOptions *opt, char *err, size_t err_len);
 /* The CUDA backend's compute stream (a cudaStream_t; every op is queued on

@@ -53,6 +53,8 @@ enum {
     P_RESIDUAL_RMSNORM_FWD,
     P_MOE_EXPERT_MATMUL_FWD,
     P_MOE_EXPERT_MATMUL_BWD,
+    P_QK_NORM_FWD,
+    P_QK_NORM_BWD,
     P_COUNT
 };
 static const char *const op_names[P_COUNT] = {
@@ -65,7 +67,7 @@ static const char *const op_names[P_COUNT] = {
     "adamw",          "moe_route_fwd",  "moe_route_bwd",   "moe_permute",
     "moe_gather_fwd", "moe_gather_bwd", "moe_combine_fwd", "moe_combine_bwd",
     "residual_layernorm_fwd", "residual_rmsnorm_fwd",
-    "moe_expert_mm_fwd", "moe_expert_mm_bwd",
+    "moe_expert_mm_fwd", "moe_expert_mm_bwd", "qk_norm_fwd", "qk_norm_bwd",
 };
 
 /* one slot per op, plus one per matmul (direction, IC, OC) */
@@ -179,13 +181,25 @@ static void p_matmul_bwd(void *dinp, void *dw, void *dbias, const void *dout, co
     PROF(P_MATMUL_BWD, IC, OC, (dinp ? 4.0 : 2.0) * N * IC * OC, 0,
          g.inner->matmul_bwd(dinp, dw, dbias, dout, inp, w, N, IC, OC));
 }
-static void p_rope_fwd(void *qkv, int B, int T, int NH, int NKV, int HD, float theta) {
+static void p_rope_fwd(void *qkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq) {
     PROF(P_ROPE_FWD, 0, 0, 0, 2.0 * B * T * (NH + NKV) * HD * AB,
-         g.inner->rope_fwd(qkv, B, T, NH, NKV, HD, theta));
+         g.inner->rope_fwd(qkv, B, T, NH, NKV, HD, inv_freq));
 }
-static void p_rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, float theta) {
+static void p_rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq) {
     PROF(P_ROPE_BWD, 0, 0, 0, 2.0 * B * T * (NH + NKV) * HD * AB,
-         g.inner->rope_bwd(dqkv, B, T, NH, NKV, HD, theta));
+         g.inner->rope_bwd(dqkv, B, T, NH, NKV, HD, inv_freq));
+}
+/* q and k heads read and written, their input saved; the backward reads
+ * the gradient, the saved input and writes the gradient */
+static void p_qk_norm_fwd(void *qkv, void *saved, float *rstd, const void *wq, const void *wk,
+                          int N, int NH, int NKV, int HD, float eps) {
+    PROF(P_QK_NORM_FWD, 0, 0, 0, 3.0 * N * (NH + NKV) * HD * AB,
+         g.inner->qk_norm_fwd(qkv, saved, rstd, wq, wk, N, NH, NKV, HD, eps));
+}
+static void p_qk_norm_bwd(void *dqkv, void *dwq, void *dwk, const void *saved, const void *wq,
+                          const void *wk, const float *rstd, int N, int NH, int NKV, int HD) {
+    PROF(P_QK_NORM_BWD, 0, 0, 0, 5.0 * N * (NH + NKV) * HD * AB,
+         g.inner->qk_norm_bwd(dqkv, dwq, dwk, saved, wq, wk, rstd, N, NH, NKV, HD));
 }
 /* causal: q.k and p.v over T(T+1)/2 pairs per head */
 static double attention_flops(int B, int T, int NH, int HD) {
@@ -325,6 +339,8 @@ const Ops *ops_profiled(const Ops *in) {
     WRAP(matmul_bwd, p_matmul_bwd);
     WRAP(rope_fwd, p_rope_fwd);
     WRAP(rope_bwd, p_rope_bwd);
+    WRAP(qk_norm_fwd, p_qk_norm_fwd);
+    WRAP(qk_norm_bwd, p_qk_norm_bwd);
     WRAP(attention_fwd, p_attention_fwd);
     WRAP(attention_bwd, p_attention_bwd);
     WRAP(gelu_fwd, p_gelu_fwd);

@@ -543,14 +543,6 @@ int ckpt_check(const char *dir, char *err, size_t err_len) {
     return rc;
 }
 
-static int same_config(const ModelConfig *a, const ModelConfig *b) {
-    return a->arch == b->arch && a->n_layer == b->n_layer && a->n_head == b->n_head &&
-           a->n_kv_head == b->n_kv_head && a->d_model == b->d_model && a->d_ff == b->d_ff &&
-           a->vocab_size == b->vocab_size && a->max_seq_len == b->max_seq_len &&
-           (a->arch == ARCH_GPT2 || a->rope_theta == b->rope_theta) && a->norm_eps == b->norm_eps &&
-           a->tie_embeddings == b->tie_embeddings && a->qkv_bias == b->qkv_bias;
-}
-
 /* trainer_state.json -> st (strings malloc'd) */
 static int parse_state(const cJSON *r, const char *dir, CkptState *st, char *err, size_t err_len) {
     const cJSON *j;
@@ -607,7 +599,7 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     if (ckpt_check(dir, err, err_len)) return 1;
     ModelConfig cfg;
     if (hf_load_config(dir, &cfg, err, err_len)) return 1;
-    if (!same_config(&cfg, model_config(m)))
+    if (!model_config_same(&cfg, model_config(m)))
         return err_set(err, err_len,
                        "%s/config.json describes a different model than the one "
                        "being trained (compare its sizes with the run's [model] section)",

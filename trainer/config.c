@@ -368,10 +368,12 @@ static int is_set(const Config *c, const char *section, const char *key) {
     return k >= 0 && c->origin[k] != 0;
 }
 
-static const char *const shape_keys[] = {"arch", "n_layer", "n_head", "n_kv_head", "d_model",
-                                         "d_ff", "vocab_size", "max_seq_len", "rope_theta",
-                                         "norm_eps", "tie_embeddings", "qkv_bias"};
-#define N_SHAPE_KEYS 12
+static const char *const shape_keys[] = {
+    "arch", "n_layer", "n_head", "n_kv_head", "d_model", "d_ff", "vocab_size", "max_seq_len",
+    "rope_theta", "norm_eps", "tie_embeddings", "qkv_bias", "head_dim", "qk_norm",
+    "rope_scaling", "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor",
+    "rope_original_max_seq_len"};
+#define N_SHAPE_KEYS ((int)(sizeof shape_keys / sizeof *shape_keys))
 
 int config_validate(const Config *c, char *err, size_t err_len) {
     char a[CONFIG_PATH_LEN + 64], b[CONFIG_PATH_LEN + 64], e[400];
@@ -500,6 +502,15 @@ int config_to_model_config(const Config *c, ModelConfig *m, char *err, size_t er
     m->norm_eps = (float)c->model.norm_eps;
     m->tie_embeddings = c->model.tie_embeddings;
     m->qkv_bias = c->model.qkv_bias;
+    m->head_dim = c->model.head_dim;
+    m->qk_norm = c->model.qk_norm;
+    m->rope_scaling = !strcmp(c->model.rope_scaling, "linear")   ? ROPE_SCALING_LINEAR
+                      : !strcmp(c->model.rope_scaling, "llama3") ? ROPE_SCALING_LLAMA3
+                                                                 : ROPE_SCALING_NONE;
+    m->rope_factor = (float)c->model.rope_factor;
+    m->rope_low_freq_factor = (float)c->model.rope_low_freq_factor;
+    m->rope_high_freq_factor = (float)c->model.rope_high_freq_factor;
+    m->rope_original_max_pos = c->model.rope_original_max_seq_len;
     if (config_apply_moe(c, m, 0, e, sizeof e)) return err_set(err, err_len, "%s", e);
     if (model_config_check(m, e, sizeof e)) return err_set(err, err_len, "[model]: %s", e);
     return 0;

@@ -47,7 +47,10 @@ typedef struct {
         char arch[16];
         int n_layer, n_head, n_kv_head, d_model, d_ff, vocab_size, max_seq_len;
         double rope_theta, norm_eps;
-        int tie_embeddings, qkv_bias;
+        int tie_embeddings, qkv_bias, head_dim, qk_norm;
+        char rope_scaling[8]; /* "none" | "linear" | "llama3" */
+        double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+        int rope_original_max_seq_len;
     } model;
     struct {
         int seq_len;

@@ -59,7 +59,7 @@ int hf_write_file_atomic(const char *path, const char *text, char *err, size_t e
 
 /* ---------------- config.json ---------------- */
 
-typedef enum { FAM_LLAMA, FAM_MISTRAL, FAM_QWEN2, FAM_GPT2, FAM_MIXTRAL } Family;
+typedef enum { FAM_LLAMA, FAM_MISTRAL, FAM_QWEN2, FAM_QWEN3, FAM_GPT2, FAM_MIXTRAL } Family;
 
 static const struct {
     const char *arch, *type;
@@ -68,6 +68,7 @@ static const struct {
     {"LlamaForCausalLM", "llama", FAM_LLAMA},
     {"MistralForCausalLM", "mistral", FAM_MISTRAL},
     {"Qwen2ForCausalLM", "qwen2", FAM_QWEN2},
+    {"Qwen3ForCausalLM", "qwen3", FAM_QWEN3},
     {"GPT2LMHeadModel", "gpt2", FAM_GPT2},
     {"MixtralForCausalLM", "mixtral", FAM_MIXTRAL},
 };
@@ -162,7 +163,7 @@ static int detect_family(Cfg *c, Family *fam) {
             return err_set(c->err, c->err_len,
                            "%s: \"architectures\": %.60s is not supported (dapt imports "
                            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
-                           "GPT2LMHeadModel, MixtralForCausalLM)",
+                           "Qwen3ForCausalLM, GPT2LMHeadModel, MixtralForCausalLM)",
                            c->where, a0->valuestring);
     }
     if (cJSON_IsString(type)) {
@@ -171,7 +172,7 @@ static int detect_family(Cfg *c, Family *fam) {
         if (by_type < 0)
             return err_set(c->err, c->err_len,
                            "%s: \"model_type\": \"%.40s\" is not supported (llama, mistral, "
-                           "qwen2, gpt2, mixtral)",
+                           "qwen2, qwen3, gpt2, mixtral)",
                            c->where, type->valuestring);
     }
     if (by_arch < 0 && by_type < 0)
@@ -204,10 +205,72 @@ static int parse_mixtral(Cfg *c, ModelConfig *m) {
     return 0;
 }
 
+/* "rope_scaling": null, or {"rope_type" (or the older "type"): "default" |
+ * "linear" | "llama3", and that type's keys}; every other type, and any key
+ * the type does not use, is refused by name. */
+static int parse_rope_scaling(Cfg *c, ModelConfig *m) {
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(c->root, "rope_scaling");
+    if (!rs || cJSON_IsNull(rs)) return 0;
+    if (!cJSON_IsObject(rs))
+        return err_set(c->err, c->err_len, "%s: \"rope_scaling\" must be an object or null",
+                       c->where);
+    const cJSON *t1 = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    const cJSON *t2 = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    const cJSON *t = t1 ? t1 : t2;
+    if (!cJSON_IsString(t) || (t1 && t2 && !cJSON_IsString(t2)))
+        return err_set(c->err, c->err_len,
+                       "%s: \"rope_scaling\" needs \"rope_type\" (or \"type\") as a string",
+                       c->where);
+    if (t1 && t2 && strcmp(t1->valuestring, t2->valuestring))
+        return err_set(c->err, c->err_len,
+                       "%s: \"rope_scaling\": \"rope_type\" (\"%.40s\") and \"type\" (\"%.40s\") "
+                       "disagree",
+                       c->where, t1->valuestring, t2->valuestring);
+    const char *type = t->valuestring;
+    static const char *const linear_keys[] = {"factor", NULL};
+    static const char *const llama3_keys[] = {"factor", "low_freq_factor", "high_freq_factor",
+                                              "original_max_position_embeddings", NULL};
+    static const char *const no_keys[] = {NULL};
+    const char *const *keys;
+    if (!strcmp(type, "default")) m->rope_scaling = ROPE_SCALING_NONE, keys = no_keys;
+    else if (!strcmp(type, "linear")) m->rope_scaling = ROPE_SCALING_LINEAR, keys = linear_keys;
+    else if (!strcmp(type, "llama3")) m->rope_scaling = ROPE_SCALING_LLAMA3, keys = llama3_keys;
+    else
+        return err_set(c->err, c->err_len,
+                       "%s: \"rope_scaling\": rope_type \"%.40s\" is not supported (dapt computes "
+                       "\"linear\" and \"llama3\")",
+                       c->where, type);
+    for (const cJSON *k = rs->child; k; k = k->next) {
+        int known = !strcmp(k->string, "rope_type") || !strcmp(k->string, "type");
+        for (int i = 0; keys[i] && !known; i++) known = !strcmp(k->string, keys[i]);
+        if (!known)
+            return err_set(c->err, c->err_len,
+                           "%s: \"rope_scaling\": key \"%.60s\" is not supported with rope_type "
+                           "\"%s\"",
+                           c->where, k->string, type);
+    }
+    for (int i = 0; keys[i]; i++)
+        if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(rs, keys[i])) ||
+            !cJSON_GetObjectItemCaseSensitive(rs, keys[i]))
+            return err_set(c->err, c->err_len,
+                           "%s: \"rope_scaling\": rope_type \"%s\" needs \"%s\"", c->where, type,
+                           keys[i]);
+    Cfg sub = {rs, c->where, c->err, c->err_len};
+    if (m->rope_scaling != ROPE_SCALING_NONE && get_float(&sub, "factor", 1.0, &m->rope_factor))
+        return 1;
+    if (m->rope_scaling == ROPE_SCALING_LLAMA3 &&
+        (get_float(&sub, "low_freq_factor", 1.0, &m->rope_low_freq_factor) ||
+         get_float(&sub, "high_freq_factor", 4.0, &m->rope_high_freq_factor) ||
+         get_int(&sub, "original_max_position_embeddings", 8192, 1, 1L << 30,
+                 &m->rope_original_max_pos)))
+        return 1;
+    return 0;
+}
+
 static int parse_llama(Cfg *c, Family fam, ModelConfig *m) {
     /* transformers' defaults per model type */
-    long vocab = fam == FAM_QWEN2 ? 151936 : 32000;
-    int mix = fam == FAM_MIXTRAL;
+    int mix = fam == FAM_MIXTRAL, qwen = fam == FAM_QWEN2 || fam == FAM_QWEN3;
+    long vocab = qwen ? 151936 : 32000;
     long inter = fam == FAM_LLAMA ? 11008 : fam == FAM_MISTRAL || mix ? 14336 : 22016;
     long max_pos = fam == FAM_LLAMA ? 2048 : fam == FAM_MISTRAL || mix ? 131072 : 32768;
     const long BIG = 1L << 30;
@@ -225,24 +288,26 @@ static int parse_llama(Cfg *c, Family fam, ModelConfig *m) {
     if (get_int(c, "num_key_value_heads", fam == FAM_MISTRAL || mix ? 8 : m->n_head, 1, 1 << 16,
                 &m->n_kv_head))
         return 1;
+    /* head_dim: Qwen3's default is 128; the others' hidden_size / heads */
+    int hd = 0;
+    if (get_int(c, "head_dim", fam == FAM_QWEN3 ? 128 : m->d_model / m->n_head, 1, 1 << 16, &hd))
+        return 1;
+    m->head_dim = hd * m->n_head == m->d_model ? 0 : hd;
     static const char *const silu[] = {"silu", "swish"};
     if (str_is(c, "hidden_act", "silu", silu, 2)) return 1;
-    if (refuse_key(c, "rope_scaling", NULL, "dapt implements plain RoPE only") ||
-        refuse_key(c, "attention_bias", NULL,
-                   "dapt's llama has q/k/v biases only as Qwen2 (no o_proj bias)") ||
-        refuse_key(c, "mlp_bias", NULL, "dapt's llama MLP has no biases"))
+    if (refuse_key(c, "attention_bias", NULL,
+                   fam == FAM_QWEN3
+                       ? "Qwen3's attention_bias biases q, k, v and o_proj; dapt has no o_proj bias"
+                       : "dapt's llama has q/k/v biases only as Qwen2 (no o_proj bias)") ||
+        refuse_key(c, "mlp_bias", NULL, "dapt's llama MLP has no biases") ||
+        parse_rope_scaling(c, m))
         return 1;
-    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(c->root, "head_dim");
-    if (hd && !cJSON_IsNull(hd) &&
-        (!cJSON_IsNumber(hd) || hd->valuedouble * m->n_head != (double)m->d_model))
-        return err_set(c->err, c->err_len,
-                       "%s: \"head_dim\" must equal hidden_size / num_attention_heads (%d)",
-                       c->where, m->d_model / m->n_head);
     m->qkv_bias = fam == FAM_QWEN2;
+    m->qk_norm = fam == FAM_QWEN3;
     /* Sliding-window attention over a window W equals full causal attention
      * for sequences of at most W tokens: cap max_seq_len at W. */
     int use_sw = fam == FAM_MISTRAL || mix, sw = 0;
-    if (fam == FAM_QWEN2 && get_bool(c, "use_sliding_window", 0, &use_sw)) return 1;
+    if (qwen && get_bool(c, "use_sliding_window", 0, &use_sw)) return 1;
     const cJSON *swj = cJSON_GetObjectItemCaseSensitive(c->root, "sliding_window");
     if (use_sw && (!swj || !cJSON_IsNull(swj))) {
         if (get_int(c, "sliding_window", 4096, 1, BIG, &sw)) return 1;
@@ -325,12 +390,37 @@ static void fmt_float(char *buf, size_t n, float v) {
     if (!strpbrk(buf, ".eEn")) strncat(buf, ".0", n - strlen(buf) - 1);
 }
 
+/* "rope_scaling": null or the object transformers reads, and "head_dim"
+ * when the head size is not hidden_size / heads or the family's default
+ * differs (Qwen3: 128): the llama keys every family shares. linear is
+ * written {"type", "factor"}, the form older transformers also accept. */
+static void rope_head_json(char *buf, size_t n, const ModelConfig *c) {
+    char f[40], lo[40], hi[40], head[48] = "";
+    fmt_float(f, sizeof f, c->rope_factor);
+    if (c->head_dim || c->qk_norm)
+        snprintf(head, sizeof head, "  \"head_dim\": %d,\n", model_head_dim(c));
+    if (c->rope_scaling == ROPE_SCALING_LINEAR) {
+        snprintf(buf, n, "%s  \"rope_scaling\": {\"type\": \"linear\", \"factor\": %s},\n", head, f);
+    } else if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
+        fmt_float(lo, sizeof lo, c->rope_low_freq_factor);
+        fmt_float(hi, sizeof hi, c->rope_high_freq_factor);
+        snprintf(buf, n,
+                 "%s  \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": %s, "
+                 "\"low_freq_factor\": %s, \"high_freq_factor\": %s, "
+                 "\"original_max_position_embeddings\": %d},\n",
+                 head, f, lo, hi, c->rope_original_max_pos);
+    } else {
+        snprintf(buf, n, "%s  \"rope_scaling\": null,\n", head);
+    }
+}
+
 char *hf_config_json(const ModelConfig *c) {
-    size_t cap = 2048;
-    char *s = malloc(cap), eps[40], theta[40];
+    size_t cap = 4096;
+    char *s = malloc(cap), eps[40], theta[40], rope[400];
     if (!s) return NULL;
     fmt_float(eps, sizeof eps, c->norm_eps);
     fmt_float(theta, sizeof theta, c->rope_theta);
+    rope_head_json(rope, sizeof rope, c);
     const char *tie = c->tie_embeddings ? "true" : "false";
     if (c->arch == ARCH_GPT2) {
         snprintf(s, cap,
@@ -357,25 +447,35 @@ char *hf_config_json(const ModelConfig *c) {
                  "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
                  "  \"num_key_value_heads\": %d,\n  \"max_position_embeddings\": %d,\n"
                  "  \"rope_theta\": %s,\n  \"rms_norm_eps\": %s,\n  \"hidden_act\": \"silu\",\n"
-                 "  \"tie_word_embeddings\": %s,\n  \"sliding_window\": null,\n"
+                 "  \"tie_word_embeddings\": %s,\n%s  \"sliding_window\": null,\n"
                  "  \"num_local_experts\": %d,\n  \"num_experts_per_tok\": %d,\n"
                  "  \"router_jitter_noise\": 0.0,\n%s  \"torch_dtype\": \"float32\"\n}\n",
                  c->vocab_size, c->d_model, c->d_ff, c->n_layer, c->n_head, c->n_kv_head,
-                 c->max_seq_len, theta, eps, tie, c->n_experts, c->top_k, extra);
+                 c->max_seq_len, theta, eps, tie, rope, c->n_experts, c->top_k, extra);
     } else {
-        int qwen = c->qkv_bias;
+        /* Qwen3 (q/k norms), Qwen2 (q/k/v biases) or Llama */
+        const char *arch = c->qk_norm ? "Qwen3ForCausalLM" : c->qkv_bias ? "Qwen2ForCausalLM"
+                                                                          : "LlamaForCausalLM";
+        const char *type = c->qk_norm ? "qwen3" : c->qkv_bias ? "qwen2" : "llama";
+        /* "sliding_window": null, not just use_sliding_window false:
+         * transformers 4.51's Qwen2/Qwen3 causal mask applies
+         * config.sliding_window (default 4096) whatever use_sliding_window says */
+        const char *extra = c->qk_norm    ? "  \"attention_bias\": false,\n"
+                                            "  \"use_sliding_window\": false,\n"
+                                            "  \"sliding_window\": null,\n"
+                            : c->qkv_bias ? "  \"use_sliding_window\": false,\n"
+                                            "  \"sliding_window\": null,\n"
+                                          : "  \"attention_bias\": false,\n";
         snprintf(s, cap,
                  "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n"
                  "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
                  "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
                  "  \"num_key_value_heads\": %d,\n  \"max_position_embeddings\": %d,\n"
                  "  \"rope_theta\": %s,\n  \"rms_norm_eps\": %s,\n  \"hidden_act\": \"silu\",\n"
-                 "  \"tie_word_embeddings\": %s,\n  \"rope_scaling\": null,\n%s"
+                 "  \"tie_word_embeddings\": %s,\n%s%s"
                  "  \"torch_dtype\": \"float32\"\n}\n",
-                 qwen ? "Qwen2ForCausalLM" : "LlamaForCausalLM", qwen ? "qwen2" : "llama",
-                 c->vocab_size, c->d_model, c->d_ff, c->n_layer, c->n_head, c->n_kv_head,
-                 c->max_seq_len, theta, eps, tie,
-                 qwen ? "  \"use_sliding_window\": false,\n" : "  \"attention_bias\": false,\n");
+                 arch, type, c->vocab_size, c->d_model, c->d_ff, c->n_layer, c->n_head,
+                 c->n_kv_head, c->max_seq_len, theta, eps, tie, rope, extra);
     }
     return s;
 }

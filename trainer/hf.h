@@ -1,15 +1,17 @@
 /* hf.h: Hugging Face interop: config.json <-> ModelConfig, and model
  * weights from an HF directory (model.safetensors or sharded) into a Model.
  *
- * Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM (all as
- * dapt's `llama`; Qwen2 sets qkv_bias), MixtralForCausalLM (`llama` with
- * n_experts = num_local_experts, top_k = num_experts_per_tok, every layer
- * MoE, renormalised top-k) and GPT2LMHeadModel (`gpt2`). An MoE model
- * Mixtral cannot express (mixed dense/MoE layers, no renormalisation) is
- * written as Mixtral plus dapt_moe_layer_start/_step, dapt_norm_topk_prob
- * keys that dapt reads back (transformers then reports missing experts). What
- * dapt cannot compute exactly (rope_scaling, an active sliding window beyond
- * what max_seq_len can absorb, an o_proj bias, another activation, ...) is
+ * Supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM,
+ * Qwen3ForCausalLM (all as dapt's `llama`; Qwen2 sets qkv_bias, Qwen3
+ * qk_norm), MixtralForCausalLM (`llama` with n_experts = num_local_experts,
+ * top_k = num_experts_per_tok, every layer MoE, renormalised top-k) and
+ * GPT2LMHeadModel (`gpt2`); head_dim and rope_scaling (linear, llama3) for
+ * every llama family. An MoE model Mixtral cannot express (mixed dense/MoE
+ * layers, no renormalisation) is written as Mixtral plus
+ * dapt_moe_layer_start/_step, dapt_norm_topk_prob keys that dapt reads back
+ * (transformers then reports missing experts). What dapt cannot compute
+ * exactly (another rope_scaling type, an active sliding window beyond what
+ * max_seq_len can absorb, an o_proj bias, another activation, ...) is
  * refused with the config key named, never silently approximated.
  *
  * Weights: every parameter of the Model must be in the files with its HF
@@ -33,8 +35,8 @@ int hf_load_config(const char *dir, ModelConfig *cfg, char *err, size_t err_len)
 int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char *err,
                     size_t err_len);
 /* config.json text for cfg (malloc'd; caller frees), loadable by
- * transformers: architectures, model_type, torch_dtype float32 and the
- * size keys. NULL when out of memory. */
+ * transformers: architectures, model_type, torch_dtype float32, the size
+ * keys, head_dim when needed and rope_scaling. NULL when out of memory. */
 char *hf_config_json(const ModelConfig *cfg);
 /* Writes DIR/config.json (via a temporary file, fsynced, renamed). */
 int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t err_len);

@@ -1,11 +1,13 @@
 /* model.c: the GPT-2 / Llama graph over the op contract (see model.h).
  *
  * Shapes: B batch, T sequence, N = B*T rows, C d_model, NH query heads,
- * NKV key/value heads, HD = C / NH head size, QKV = (NH + 2 NKV) HD,
- * F d_ff, UP = F (gpt2 c_fc) or 2F (llama gate|up), V vocab, L layers.
+ * NKV key/value heads, HD head size (model_head_dim: C / NH unless
+ * head_dim), QKV = (NH + 2 NKV) HD, QK = (NH + NKV) HD, F d_ff, UP = F
+ * (gpt2 c_fc) or 2F (llama gate|up), V vocab, L layers.
  *
  * Block l (pre-norm):
- *   h1 = norm1(x_l); qkv = h1 W_qkv^T (+b); [rope]; y = attn(qkv);
+ *   h1 = norm1(x_l); qkv = h1 W_qkv^T (+b); [q/k head norms]; [rope];
+ *   y = attn(qkv);
  *   x_mid = x_l + y W_o^T (+b)
  *   h2 = norm2(x_mid); u = h2 W_up^T (+b); a = gelu(u) | swiglu(u);
  *   x_{l+1} = x_mid + a W_down^T (+b)
@@ -30,6 +32,8 @@ typedef struct {
     void *ln1;              /* (N, C) */
     float *ln1_mean, *ln1_rstd; /* (N) */
     void *qkv;              /* (N, QKV) after RoPE */
+    void *qk_pre;           /* (N, QK) q and k before their head norms (qk_norm only) */
+    float *qk_rstd;         /* (N, NH + NKV) the head norms' 1/rms (qk_norm only) */
     float *att;             /* (B, NH, T, T) */
     void *atty;             /* (N, NH*HD) */
     void *resid_mid;        /* (N, C) */
@@ -47,6 +51,7 @@ struct Model {
     LayerTensors *layers; /* (L) */
     int t_wte, t_wpe, t_lnf_w, t_lnf_b, t_head;
     size_t n_params;
+    float *rope_inv_freq;      /* (HD / 2) host: model_rope_inv_freq, what the rope ops rotate by */
     void *params, *grads;      /* (n_params) act type */
     float *adam_m, *adam_v;    /* (opt_n) fp32: optimizer elements [opt_off, opt_off + opt_n) */
     float *master;             /* (opt_n) fp32 when act type is not fp32 */
@@ -73,76 +78,6 @@ struct Model {
     ModelGradReady params_needed; /* NULL: none (model_set_params_needed) */
     void *params_needed_ctx;
 };
-
-/* ---------------- config ---------------- */
-
-ModelConfig model_config_default(Arch arch) {
-    ModelConfig c = {0};
-    c.arch = arch;
-    c.rope_theta = 10000.0f;
-    c.norm_eps = arch == ARCH_GPT2 ? 1e-5f : 1e-6f;
-    c.tie_embeddings = arch == ARCH_GPT2;
-    c.top_k = 2;
-    c.moe_layer_step = 1;
-    c.norm_topk_prob = 1;
-    c.lbl_mode = MOE_LBL_GLOBAL;
-    c.lbl_coef = 0.008f;
-    return c;
-}
-
-int model_arch_parse(const char *name, Arch *arch, char *err, size_t err_len) {
-    if (!strcmp(name, "gpt2")) *arch = ARCH_GPT2;
-    else if (!strcmp(name, "llama")) *arch = ARCH_LLAMA;
-    else {
-        err_set(err, err_len, "unknown architecture '%s' (expected \"gpt2\" or \"llama\")", name);
-        return 1;
-    }
-    return 0;
-}
-
-const char *model_arch_name(Arch arch) { return arch == ARCH_GPT2 ? "gpt2" : "llama"; }
-
-#define CHECK_POS(field)                                                                           \
-    if (c->field < 1) return err_set(err, err_len, #field " must be >= 1 (got %d)", c->field), 1
-
-int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
-    if (c->arch != ARCH_GPT2 && c->arch != ARCH_LLAMA)
-        return err_set(err, err_len, "unknown architecture id %d", (int)c->arch);
-    CHECK_POS(n_layer);
-    CHECK_POS(n_head);
-    CHECK_POS(n_kv_head);
-    CHECK_POS(d_model);
-    CHECK_POS(d_ff);
-    CHECK_POS(vocab_size);
-    CHECK_POS(max_seq_len);
-    if (c->d_model % c->n_head)
-        return err_set(err, err_len,
-                       "d_model (%d) must be divisible by n_head (%d): the head size is "
-                       "d_model / n_head",
-                       c->d_model, c->n_head);
-    if (c->n_head % c->n_kv_head)
-        return err_set(err, err_len,
-                       "n_head (%d) must be divisible by n_kv_head (%d): each key/value head "
-                       "serves n_head / n_kv_head query heads",
-                       c->n_head, c->n_kv_head);
-    if (c->arch == ARCH_GPT2 && c->n_kv_head != c->n_head)
-        return err_set(err, err_len,
-                       "gpt2 has no grouped-query attention: n_kv_head (%d) must equal "
-                       "n_head (%d)",
-                       c->n_kv_head, c->n_head);
-    if (c->arch == ARCH_GPT2 && c->qkv_bias)
-        return err_set(err, err_len, "qkv_bias is a llama option (gpt2 always has biases)");
-    if (c->arch == ARCH_LLAMA && (c->d_model / c->n_head) % 2)
-        return err_set(err, err_len, "RoPE needs an even head size (d_model / n_head = %d)",
-                       c->d_model / c->n_head);
-    if (c->arch == ARCH_LLAMA && !(c->rope_theta > 0.0f))
-        return err_set(err, err_len, "rope_theta must be > 0 (got %g)", c->rope_theta);
-    if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
-        return err_set(err, err_len, "norm_eps must be in (0, 1) (got %g)", c->norm_eps);
-    if (c->vocab_size > 0x7fffffff / c->d_model)
-        return err_set(err, err_len, "vocab_size * d_model is too large");
-    return moe_config_check(c, err, err_len);
-}
 
 /* ---------------- parameter table ---------------- */
 
@@ -178,7 +113,7 @@ static void add_moe_tensors(Model *m, int l) {
 
 static void build_table(Model *m) {
     const ModelConfig *c = &m->cfg;
-    int C = c->d_model, F = c->d_ff, V = c->vocab_size, HD = C / c->n_head;
+    int C = c->d_model, F = c->d_ff, V = c->vocab_size, HD = model_head_dim(c);
     int qd = c->n_head * HD, kvd = c->n_kv_head * HD;
     char nm[96];
     m->t_wpe = m->t_lnf_b = m->t_head = -1;
@@ -187,7 +122,7 @@ static void build_table(Model *m) {
         m->t_wpe = add_tensor(m, "transformer.wpe.weight", c->max_seq_len, C, 1, 0);
         for (int l = 0; l < c->n_layer; l++) {
             LayerTensors *lt = &m->layers[l];
-            lt->moe_router = lt->moe_expert0 = -1;
+            lt->moe_router = lt->moe_expert0 = lt->q_norm_w = lt->k_norm_w = -1;
 #define T_(field, suffix, rows, cols, decay, hft)                                                  \
     snprintf(nm, sizeof nm, "transformer.h.%d.%s", l, suffix);                                     \
     lt->field = add_tensor(m, nm, rows, cols, decay, hft)
@@ -231,6 +166,11 @@ static void build_table(Model *m) {
                 add_tensor(m, nm, kvd, 0, 0, 0);
             }
             T_(o_w, "self_attn.o_proj.weight", C, qd, 1);
+            lt->q_norm_w = lt->k_norm_w = -1;
+            if (c->qk_norm) {
+                T_(q_norm_w, "self_attn.q_norm.weight", HD, 0, 0);
+                T_(k_norm_w, "self_attn.k_norm.weight", HD, 0, 0);
+            }
             T_(ln2_w, "post_attention_layernorm.weight", C, 0, 0);
             if (moe_is_layer(c, l)) {
                 lt->up_w = lt->down_w = -1;
@@ -264,10 +204,12 @@ Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t er
     if (!m) return err_set(err, err_len, "out of host memory"), NULL;
     m->cfg = *cfg;
     m->ops = ops;
-    int max_tensors = 4 + cfg->n_layer * (14 + 1 + 3 * cfg->n_experts);
+    int max_tensors = 4 + cfg->n_layer * (16 + 1 + 3 * cfg->n_experts);
     m->tensors = calloc(max_tensors, sizeof *m->tensors);
     m->layers = calloc(cfg->n_layer, sizeof *m->layers);
-    if (!m->tensors || !m->layers) goto oom;
+    m->rope_inv_freq = malloc((size_t)(model_head_dim(cfg) / 2 + 1) * sizeof(float));
+    if (!m->tensors || !m->layers || !m->rope_inv_freq) goto oom;
+    model_rope_inv_freq(cfg, m->rope_inv_freq);
     build_table(m);
     size_t n = m->n_params;
     m->opt_off = 0, m->opt_n = n;
@@ -298,8 +240,9 @@ static void free_acts(Model *m) {
     if (!m->acts) return;
     for (int l = 0; l <= m->cfg.n_layer; l++) {
         LayerActs *a = &m->acts[l];
-        void *bufs[] = {a->resid, a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv,  a->att,
-                        a->atty,  a->resid_mid, a->ln2, a->ln2_mean, a->ln2_rstd, a->up, a->act};
+        void *bufs[] = {a->resid,     a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv,
+                        a->qk_pre,    a->qk_rstd, a->att, a->atty, a->resid_mid,
+                        a->ln2,       a->ln2_mean, a->ln2_rstd, a->up, a->act};
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
             if (bufs[i]) o->free(bufs[i]);
     }
@@ -326,6 +269,7 @@ void model_free(Model *m) {
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) o->free(bufs[i]);
     free(m->host_tmp);
+    free(m->rope_inv_freq);
     moe_free(m->moe);
     free(m->tensors);
     free(m->layers);
@@ -343,8 +287,8 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
     const ModelConfig *c = &m->cfg;
     const Ops *o = m->ops;
     size_t ab = o->act_bytes, N = (size_t)B * T, C = c->d_model, F = c->d_ff;
-    size_t HD = C / c->n_head, QKV = (c->n_head + 2 * c->n_kv_head) * HD;
-    size_t UP = c->arch == ARCH_LLAMA ? 2 * F : F;
+    size_t HD = model_head_dim(c), QKV = (c->n_head + 2 * c->n_kv_head) * HD;
+    size_t UP = c->arch == ARCH_LLAMA ? 2 * F : F, NQK = c->n_head + c->n_kv_head;
     /* attention's saved state: the probabilities, or less (ops.h) */
     size_t ATT = o->attention_saved_floats
                      ? o->attention_saved_floats((int)B, (int)T, c->n_head, (int)HD)
@@ -360,6 +304,10 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
         if (c->arch == ARCH_GPT2) A_(a->ln1_mean, N * 4);
         A_(a->ln1_rstd, N * 4);
         A_(a->qkv, N * QKV * ab);
+        if (c->qk_norm) {
+            A_(a->qk_pre, N * NQK * HD * ab);
+            A_(a->qk_rstd, N * NQK * 4);
+        }
         A_(a->att, ATT * 4);
         A_(a->atty, N * c->n_head * HD * ab);
         A_(a->resid_mid, N * C * ab);
@@ -422,8 +370,10 @@ static int is_residual_proj(const Model *m, int t) {
 
 static int is_norm_weight(const Model *m, int t) {
     if (t == m->t_lnf_w) return 1;
-    for (int l = 0; l < m->cfg.n_layer; l++)
-        if (m->layers[l].ln1_w == t || m->layers[l].ln2_w == t) return 1;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const LayerTensors *lt = &m->layers[l];
+        if (lt->ln1_w == t || lt->ln2_w == t || lt->q_norm_w == t || lt->k_norm_w == t) return 1;
+    }
     return 0;
 }
 
@@ -640,7 +590,7 @@ static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
     const ModelConfig *c = &m->cfg;
     const Ops *o = m->ops;
     int N = B * T, C = c->d_model, F = c->d_ff, NH = c->n_head, NKV = c->n_kv_head;
-    int HD = C / NH, QKV = (NH + 2 * NKV) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
+    int HD = model_head_dim(c), QKV = (NH + 2 * NKV) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
     if (params_needed(m, 0, err, err_len)) return 1;
     o->embed_fwd(m->acts[0].resid, m->tokens, P(m, m->t_wte), P(m, m->t_wpe), B, T, C);
     norm_fwd(m, m->acts[0].ln1, m->acts[0].ln1_mean, m->acts[0].ln1_rstd, m->acts[0].resid,
@@ -655,7 +605,10 @@ static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
         /* a->ln1 = norm1(x_l): computed before the loop or by the previous
          * block's last residual */
         o->matmul_fwd(a->qkv, a->ln1, P(m, w->qkv_w), P(m, w->qkv_b), N, C, QKV);
-        if (c->arch == ARCH_LLAMA) o->rope_fwd(a->qkv, B, T, NH, NKV, HD, c->rope_theta);
+        if (c->qk_norm)
+            o->qk_norm_fwd(a->qkv, a->qk_pre, a->qk_rstd, P(m, w->q_norm_w), P(m, w->k_norm_w), N,
+                           NH, NKV, HD, c->norm_eps);
+        if (c->arch == ARCH_LLAMA) o->rope_fwd(a->qkv, B, T, NH, NKV, HD, m->rope_inv_freq);
         o->attention_fwd(a->atty, a->att, a->qkv, B, T, NH, NKV, HD);
         /* the o_proj output goes to `out` as a temporary, then x_mid = x + it */
         o->matmul_fwd(out, a->atty, P(m, w->o_w), P(m, w->o_b), N, NH * HD, C);
@@ -740,7 +693,7 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
     const ModelConfig *c = &m->cfg;
     const Ops *o = m->ops;
     int N = B * T, C = c->d_model, F = c->d_ff, NH = c->n_head, NKV = c->n_kv_head, L = c->n_layer;
-    int HD = C / NH, QKV = (NH + 2 * NKV) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
+    int HD = model_head_dim(c), QKV = (NH + 2 * NKV) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
     int th = head_tensor(m);
 
     /* head: losses, d(lnf) into dln, d(W_head) accumulated */
@@ -778,7 +731,10 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
         o->matmul_bwd(m->datty, G(m, w->o_w), G(m, w->o_b), m->dresid, a->atty, P(m, w->o_w), N,
                       NH * HD, C);
         o->attention_bwd(m->dbig, m->datt, m->datty, a->atty, a->qkv, a->att, B, T, NH, NKV, HD);
-        if (c->arch == ARCH_LLAMA) o->rope_bwd(m->dbig, B, T, NH, NKV, HD, c->rope_theta);
+        if (c->arch == ARCH_LLAMA) o->rope_bwd(m->dbig, B, T, NH, NKV, HD, m->rope_inv_freq);
+        if (c->qk_norm)
+            o->qk_norm_bwd(m->dbig, G(m, w->q_norm_w), G(m, w->k_norm_w), a->qk_pre,
+                           P(m, w->q_norm_w), P(m, w->k_norm_w), a->qk_rstd, N, NH, NKV, HD);
         o->matmul_bwd(m->dln, G(m, w->qkv_w), G(m, w->qkv_b), m->dbig, a->ln1, P(m, w->qkv_w), N,
                       C, QKV);
         norm_bwd(m, m->dresid, m->dln, a->resid, a->ln1_mean, a->ln1_rstd, w->ln1_w, w->ln1_b, N);

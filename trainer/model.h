@@ -1,6 +1,8 @@
 /* model.h: the transformer graph shared by every backend: GPT-2 (LayerNorm,
  * learned positions, GELU, biases) and Llama (RMSNorm, RoPE, SwiGLU, GQA, no
- * biases unless qkv_bias, Qwen2-style). Forward, backward, AdamW.
+ * biases unless qkv_bias, Qwen2-style; per-head q/k RMSNorm and a free head
+ * size with qk_norm and head_dim, Qwen3-style; RoPE frequencies scaled as
+ * Llama 3.x's rope_scaling). Forward, backward, AdamW.
  *
  * Parameters live in one contiguous backend buffer carved into views named
  * with the Hugging Face tensor names; gradients mirror it element for
@@ -23,6 +25,12 @@
 
 typedef enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 } Arch;
 
+/* RoPE frequency scaling (Hugging Face config.json "rope_scaling"; llama):
+ * none; linear: inv_freq / factor (positions divided by factor); llama3:
+ * transformers' _compute_llama3_parameters remap, low frequencies divided
+ * by factor, high ones kept, a smooth blend between (model_rope_inv_freq). */
+typedef enum { ROPE_SCALING_NONE = 0, ROPE_SCALING_LINEAR = 1, ROPE_SCALING_LLAMA3 = 2 } RopeScaling;
+
 typedef struct {
     Arch arch;
     int n_layer;
@@ -36,6 +44,16 @@ typedef struct {
     float norm_eps;
     int tie_embeddings; /* LM head shares the token embedding */
     int qkv_bias;       /* llama: bias on q/k/v projections (Qwen2) */
+    int head_dim;       /* llama: size of a head; 0 = d_model / n_head (model_head_dim).
+                         * q_proj is (n_head*head_dim, d_model), o_proj (d_model, n_head*head_dim) */
+    int qk_norm;        /* llama: RMSNorm (weights of head_dim, eps norm_eps) on every q and
+                         * k head after the projection, before RoPE (Qwen3's q_norm, k_norm) */
+    /* ---- RoPE scaling (llama; RopeScaling) ---- */
+    int rope_scaling;           /* RopeScaling */
+    float rope_factor;          /* linear, llama3: > 0 */
+    float rope_low_freq_factor; /* llama3 */
+    float rope_high_freq_factor;     /* llama3: > rope_low_freq_factor */
+    int rope_original_max_pos;  /* llama3: original_max_position_embeddings, >= 1 */
     /* ---- mixture of experts (llama only; trainer/moe.h, docs/moe.md) ---- */
     int n_experts;       /* 0: dense FFN everywhere; >= 2: experts per MoE layer */
     int top_k;           /* experts per token, 1..n_experts */
@@ -62,6 +80,19 @@ int model_arch_parse(const char *name, Arch *arch, char *err, size_t err_len);
 const char *model_arch_name(Arch arch);
 /* Every rule a config must satisfy; the message names the value and the rule. */
 int model_config_check(const ModelConfig *cfg, char *err, size_t err_len);
+/* 1 when a and b describe the same parameters and the same function (the
+ * training-only MoE loss options aside): what a checkpoint's config.json must
+ * match to resume. */
+int model_config_same(const ModelConfig *a, const ModelConfig *b);
+/* The size of a head: head_dim, or d_model / n_head when it is 0. */
+int model_head_dim(const ModelConfig *cfg);
+/* "none" | "linear" | "llama3" (Hugging Face's rope_type names). */
+const char *model_rope_scaling_name(int rope_scaling);
+/* RoPE's inverse frequencies (model_head_dim / 2 floats) as transformers
+ * computes them in fp32: theta^(-2i/HD), then the config's scaling. The one
+ * place they are computed: the forward passes hand them to the rope ops,
+ * GGUF export derives llama.cpp's frequency factors from them. */
+void model_rope_inv_freq(const ModelConfig *cfg, float *inv_freq);
 
 typedef struct {
     char name[96];    /* Hugging Face name, e.g. model.layers.0.self_attn.q_proj.weight */
@@ -79,6 +110,7 @@ typedef struct {
  * (2F, C) matrix). */
 typedef struct {
     int ln1_w, ln1_b, qkv_w, qkv_b, o_w, o_b, ln2_w, ln2_b, up_w, up_b, down_w, down_b;
+    int q_norm_w, k_norm_w; /* qk_norm: (HD) each; -1 otherwise */
     /* MoE layers (up_w, down_w are -1 there): the router (E, C) and the
      * first expert tensor; expert e's w1 (F, C), w3 (F, C), w2 (C, F) are
      * tensors moe_expert0 + 3e + 0, 1, 2 (w1, w3 adjacent: one (2F, C)

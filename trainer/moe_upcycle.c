@@ -26,10 +26,10 @@ Model *model_upcycle(Model *dense, const ModelConfig *mc, float noise_std, uint6
     if (dc->arch != mc->arch || dc->n_layer != mc->n_layer || dc->n_head != mc->n_head ||
         dc->n_kv_head != mc->n_kv_head || dc->d_model != mc->d_model || dc->d_ff != mc->d_ff ||
         dc->vocab_size != mc->vocab_size || dc->tie_embeddings != mc->tie_embeddings ||
-        dc->qkv_bias != mc->qkv_bias)
+        dc->qkv_bias != mc->qkv_bias || model_head_dim(dc) != model_head_dim(mc))
         return err_set(err, err_len,
-                       "upcycle_from: the MoE config's sizes (layers, heads, d_model, d_ff, vocab, "
-                       "tying, qkv_bias) must equal the dense checkpoint's"),
+                       "upcycle_from: the MoE config's sizes (layers, heads, head size, d_model, "
+                       "d_ff, vocab, tying, qkv_bias) must equal the dense checkpoint's"),
                NULL;
     if (!(noise_std >= 0.0f))
         return err_set(err, err_len, "upcycle noise must be >= 0 (got %g)", noise_std), NULL;

@@ -265,27 +265,16 @@ static void cpu_matmul_bwd(void *dinp, void *dw, void *dbias_, const void *dout_
     }
 }
 
-/* ---- RoPE ---- */
-
-/* cos/sin of t * theta^(-2i/HD), computed as Hugging Face does: the inverse
- * frequency and the angle in fp32, cos/sin of that fp32 angle. */
-static void rope_table(float *cs, float *sn, int T, int HD, float theta) {
-    int half = HD / 2;
-    for (int i = 0; i < half; i++) {
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
-        for (int t = 0; t < T; t++) {
-            float a = (float)t * inv_freq;
-            cs[t * half + i] = cosf(a);
-            sn[t * half + i] = sinf(a);
-        }
-    }
-}
+/* ---- RoPE ----
+ * The cos/sin table (T, HD/2) from ops_rope_table, then one pass over the
+ * rows in parallel. */
 
 /* dir = +1 rotates forward, -1 applies the inverse (transposed) rotation. */
-static void rope_apply(float *qkv, int B, int T, int NH, int NKV, int HD, float theta, float dir) {
+static void rope_apply(float *qkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq,
+                       float dir) {
     int half = HD / 2, row = (NH + 2 * NKV) * HD;
     float *cs = malloc(sizeof(float) * T * half), *sn = malloc(sizeof(float) * T * half);
-    rope_table(cs, sn, T, HD, theta);
+    ops_rope_table(cs, sn, T, half, inv_freq);
 #pragma omp parallel for if (PAR((size_t)B * T * (NH + NKV) * HD))
     for (int n = 0; n < B * T; n++) {
         int t = n % T;
@@ -303,11 +292,61 @@ static void rope_apply(float *qkv, int B, int T, int NH, int NKV, int HD, float 
     free(sn);
 }
 
-static void cpu_rope_fwd(void *qkv, int B, int T, int NH, int NKV, int HD, float theta) {
-    rope_apply(qkv, B, T, NH, NKV, HD, theta, 1.0f);
+static void cpu_rope_fwd(void *qkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq) {
+    rope_apply(qkv, B, T, NH, NKV, HD, inv_freq, 1.0f);
 }
-static void cpu_rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, float theta) {
-    rope_apply(dqkv, B, T, NH, NKV, HD, theta, -1.0f);
+static void cpu_rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq) {
+    rope_apply(dqkv, B, T, NH, NKV, HD, inv_freq, -1.0f);
+}
+
+/* ---- q/k head norms (Qwen3) ----
+ * Forward: each head through rmsnorm_row (as rmsnorm_fwd), its input
+ * saved first, rows in parallel. Backward: the weight gradients first (they need the incoming
+ * gradient, which the second pass overwrites), each column of wq and wk
+ * summed over rows then heads in order by one thread (deterministic at any
+ * thread count); then the input gradients row by row. */
+static void cpu_qk_norm_fwd(void *qkv_, void *saved_, float *rstd, const void *wq_, const void *wk_,
+                            int N, int NH, int NKV, int HD, float eps) {
+    float *qkv = qkv_, *saved = saved_;
+    const float *wq = wq_, *wk = wk_;
+    int H = NH + NKV;
+    size_t row = (size_t)(NH + 2 * NKV) * HD;
+#pragma omp parallel for if (PAR((size_t)N * H * HD))
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            float *x = qkv + n * row + (size_t)h * HD, *s = saved + ((size_t)n * H + h) * HD;
+            memcpy(s, x, (size_t)HD * sizeof *s);
+            rmsnorm_row(x, &rstd[(size_t)n * H + h], s, h < NH ? wq : wk, HD, eps);
+        }
+}
+
+static void cpu_qk_norm_bwd(void *dqkv_, void *dwq_, void *dwk_, const void *saved_,
+                            const void *wq_, const void *wk_, const float *rstd, int N, int NH,
+                            int NKV, int HD) {
+    float *dqkv = dqkv_, *dwq = dwq_, *dwk = dwk_;
+    const float *saved = saved_, *wq = wq_, *wk = wk_;
+    int H = NH + NKV;
+    size_t row = (size_t)(NH + 2 * NKV) * HD;
+#pragma omp parallel for if (PAR((size_t)N * H * HD))
+    for (int c = 0; c < 2 * HD; c++) { /* c < HD: column c of wq; else of wk */
+        int i = c % HD, h0 = c < HD ? 0 : NH, h1 = c < HD ? NH : H;
+        float acc = 0.0f;
+        for (int n = 0; n < N; n++)
+            for (int h = h0; h < h1; h++)
+                acc += dqkv[n * row + (size_t)h * HD + i] * saved[((size_t)n * H + h) * HD + i] *
+                       rstd[(size_t)n * H + h];
+        (c < HD ? dwq : dwk)[i] += acc;
+    }
+#pragma omp parallel for if (PAR((size_t)N * H * HD))
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            float *d = dqkv + n * row + (size_t)h * HD;
+            const float *x = saved + ((size_t)n * H + h) * HD, *w = h < NH ? wq : wk;
+            float s = rstd[(size_t)n * H + h], a = 0.0f;
+            for (int i = 0; i < HD; i++) a += d[i] * w[i] * x[i] * s;
+            a /= HD;
+            for (int i = 0; i < HD; i++) d[i] = (d[i] * w[i] - x[i] * s * a) * s;
+        }
 }
 
 /* ---- attention ----
@@ -588,6 +627,8 @@ static const Ops cpu_ops = {
     .matmul_bwd = cpu_matmul_bwd,
     .rope_fwd = cpu_rope_fwd,
     .rope_bwd = cpu_rope_bwd,
+    .qk_norm_fwd = cpu_qk_norm_fwd,
+    .qk_norm_bwd = cpu_qk_norm_bwd,
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
     .gelu_fwd = cpu_gelu_fwd,

@@ -156,30 +156,27 @@ static void embed_bwd(void *dwte, void *dwpe, const void *dout, const int32_t *t
 }
 
 /* ---- RoPE ----
- * The cos/sin table (T, HD/2) is computed on the host exactly as the CPU
- * backend computes it (fp32 inverse frequency and angle, libm cosf/sinf) and
- * kept on the device until T, HD or theta change. */
+ * The cos/sin table (T, HD/2) is computed on the host by ops_rope_table
+ * (kernels/ops.c, the CPU backend's too) from the model's inverse
+ * frequencies, and kept on the device until T, HD or the frequencies
+ * change (compared value for value: HD/2 floats). */
 static struct {
-    float *table; /* [T*half cos][T*half sin] */
+    float *table;    /* [T*half cos][T*half sin] */
+    float *inv_freq; /* (half) host copy of the frequencies the table is for */
     int T, HD;
-    float theta;
 } g_rope;
 
-static const float *rope_table(int T, int HD, float theta) {
-    if (g_rope.table && g_rope.T == T && g_rope.HD == HD && g_rope.theta == theta)
-        return g_rope.table;
+static const float *rope_table(int T, int HD, const float *inv_freq) {
     int half = HD / 2;
+    if (g_rope.table && g_rope.T == T && g_rope.HD == HD &&
+        !memcmp(g_rope.inv_freq, inv_freq, (size_t)half * sizeof(float)))
+        return g_rope.table;
     size_t n = (size_t)T * half;
     float *h = (float *)malloc(2 * n * sizeof(float));
-    if (!h) CUDA_FATAL("rope: out of host memory");
-    for (int i = 0; i < half; i++) {
-        float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)HD);
-        for (int t = 0; t < T; t++) {
-            float a = (float)t * inv_freq;
-            h[(size_t)t * half + i] = cosf(a);
-            h[n + (size_t)t * half + i] = sinf(a);
-        }
-    }
+    float *f = (float *)realloc(g_rope.inv_freq, (size_t)half * sizeof(float));
+    if (!h || !f) CUDA_FATAL("rope: out of host memory");
+    g_rope.inv_freq = f;
+    ops_rope_table(h, h + n, T, half, inv_freq);
     if (g_rope.table) CUDA_CHECK(cudaFree(g_rope.table));
     g_rope.table = NULL;
     CUDA_CHECK(cudaMalloc(&g_rope.table, 2 * n * sizeof(float)));
@@ -187,7 +184,8 @@ static const float *rope_table(int T, int HD, float theta) {
                                g_cuda.stream));
     CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
     free(h);
-    g_rope.T = T, g_rope.HD = HD, g_rope.theta = theta;
+    memcpy(g_rope.inv_freq, inv_freq, (size_t)half * sizeof(float));
+    g_rope.T = T, g_rope.HD = HD;
     return g_rope.table;
 }
 
@@ -248,10 +246,11 @@ __global__ void rope8_kernel(E *qkv, const float *table, int T, int NH, int NKV,
 }
 
 template <typename E>
-static void rope_apply(void *qkv, int B, int T, int NH, int NKV, int HD, float theta, float dir) {
+static void rope_apply(void *qkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq,
+                       float dir) {
     size_t total = (size_t)B * T * (NH + NKV) * (HD / 2);
     if (total == 0) return;
-    const float *table = rope_table(T, HD, theta);
+    const float *table = rope_table(T, HD, inv_freq);
     if ((HD / 2) % 8 == 0 && cuda_aligned16(qkv)) {
         total /= 8;
         rope8_kernel<E><<<cuda_grid(total, 256), 256, 0, g_cuda.stream>>>((E *)qkv, table, T, NH,
@@ -263,12 +262,12 @@ static void rope_apply(void *qkv, int B, int T, int NH, int NKV, int HD, float t
     LAUNCH_CHECK();
 }
 template <typename E>
-static void rope_fwd(void *qkv, int B, int T, int NH, int NKV, int HD, float theta) {
-    rope_apply<E>(qkv, B, T, NH, NKV, HD, theta, 1.0f);
+static void rope_fwd(void *qkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq) {
+    rope_apply<E>(qkv, B, T, NH, NKV, HD, inv_freq, 1.0f);
 }
 template <typename E>
-static void rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, float theta) {
-    rope_apply<E>(dqkv, B, T, NH, NKV, HD, theta, -1.0f);
+static void rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq) {
+    rope_apply<E>(dqkv, B, T, NH, NKV, HD, inv_freq, -1.0f);
 }
 
 /* ---- GELU (tanh) ---- */

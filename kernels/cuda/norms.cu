@@ -1,5 +1,6 @@
-/* norms.cu: LayerNorm and RMSNorm, forward and backward, and the
- * deterministic column sums that parameter gradients of norms and biases use.
+/* norms.cu: LayerNorm and RMSNorm, forward and backward (and the per-head
+ * RMSNorm of q and k, Qwen3's), and the deterministic column sums that
+ * parameter gradients of norms and biases use.
  *
  * Two paths for each op. The vector path (C % 8 == 0 and 16-byte aligned
  * pointers: every model shape) works on 8-element chunks with 16-byte loads,
@@ -588,6 +589,118 @@ static void rmsnorm_bwd(void *dinp, void *dw, const void *dout, const void *inp,
     cuda_colsum<T>((T *)dw, NULL, (const T *)dout, (const T *)inp, NULL, rstd, N, C, COLSUM_RMS);
 }
 
+/* ---- per-head q/k RMSNorm (Qwen3's q_norm, k_norm; ops.h qk_norm_fwd/bwd) ----
+ * One warp per (row, head) pair p = n (NH + NKV) + h, QK_WARPS pairs a
+ * block; lane j takes the head's elements j, j + 32, ... (any HD), a
+ * warp_sum reduces. The weight gradients are column sums over every pair
+ * of the q (k) heads: qk_norm_dw_kernel adds, for one column, a chunk of
+ * rows and their heads in order into one fp32 partial row per chunk
+ * (part[y] for wq, part[R + y] for wk), then colsum_finish_kernel adds the
+ * R partials in order. It runs before the input-gradient kernel, which
+ * overwrites the gradient it reads. No atomics: bitwise reproducible. */
+#define QK_WARPS 4
+
+/* qkv's q and k heads in place, saved (N*H, HD) and rstd (N*H) written */
+template <typename T>
+__global__ void __launch_bounds__(QK_WARPS * 32)
+    qk_norm_fwd_kernel(T *qkv, T *saved, float *rstd, const T *wq, const T *wk, int N, int NH,
+                       int NKV, int HD, float eps) {
+    const int lane = threadIdx.x & 31, H = NH + NKV;
+    const long long p = (long long)blockIdx.x * QK_WARPS + (threadIdx.x >> 5);
+    if (p >= (long long)N * H) return; /* whole warps: the warp sum stays uniform */
+    const long long n = p / H;
+    const int h = (int)(p % H);
+    T *x = qkv + n * (NH + 2 * NKV) * HD + (long long)h * HD, *s = saved + p * HD;
+    const T *w = h < NH ? wq : wk;
+    float ss = 0.0f;
+    for (int i = lane; i < HD; i += 32) {
+        float v = to_f(x[i]);
+        ss += v * v;
+    }
+    const float r = 1.0f / sqrtf(warp_sum(ss) / HD + eps);
+    for (int i = lane; i < HD; i += 32) {
+        T v = x[i];
+        s[i] = v;
+        x[i] = from_f<T>(to_f(v) * r * to_f(w[i]));
+    }
+    if (lane == 0) rstd[p] = r;
+}
+
+/* part[y][i] (wq) / part[R + y][i] (wk) = sum over rows of chunk y, then
+ * heads, of dout * x * rstd; block (64 columns of the 2 HD, chunk y) */
+template <typename T>
+__global__ void qk_norm_dw_kernel(float *part, const T *dqkv, const T *saved, const float *rstd,
+                                  int N, int NH, int NKV, int HD, int rows_per) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= 2 * HD) return;
+    const int H = NH + NKV, i = c % HD, h0 = c < HD ? 0 : NH, h1 = c < HD ? NH : H;
+    const long long n0 = (long long)blockIdx.y * rows_per;
+    const long long n1 = min((long long)N, n0 + rows_per);
+    const long long row = (long long)(NH + 2 * NKV) * HD;
+    float a = 0.0f;
+    for (long long n = n0; n < n1; n++)
+        for (int h = h0; h < h1; h++) {
+            long long p = n * H + h;
+            a += to_f(dqkv[n * row + (long long)h * HD + i]) * to_f(saved[p * HD + i]) * rstd[p];
+        }
+    part[(size_t)(c < HD ? blockIdx.y : gridDim.y + blockIdx.y) * HD + i] = a;
+}
+
+/* dqkv's q and k heads overwritten with the gradient before the norm */
+template <typename T>
+__global__ void __launch_bounds__(QK_WARPS * 32)
+    qk_norm_bwd_kernel(T *dqkv, const T *saved, const T *wq, const T *wk, const float *rstd, int N,
+                       int NH, int NKV, int HD) {
+    const int lane = threadIdx.x & 31, H = NH + NKV;
+    const long long p = (long long)blockIdx.x * QK_WARPS + (threadIdx.x >> 5);
+    if (p >= (long long)N * H) return;
+    const long long n = p / H;
+    const int h = (int)(p % H);
+    T *d = dqkv + n * (NH + 2 * NKV) * HD + (long long)h * HD;
+    const T *x = saved + p * HD, *w = h < NH ? wq : wk;
+    const float s = rstd[p];
+    float a = 0.0f;
+    for (int i = lane; i < HD; i += 32) a += to_f(d[i]) * to_f(w[i]) * to_f(x[i]) * s;
+    a = warp_sum(a) / HD;
+    for (int i = lane; i < HD; i += 32)
+        d[i] = from_f<T>((to_f(d[i]) * to_f(w[i]) - to_f(x[i]) * s * a) * s);
+}
+
+template <typename T>
+static void qk_norm_fwd(void *qkv, void *saved, float *rstd, const void *wq, const void *wk, int N,
+                        int NH, int NKV, int HD, float eps) {
+    long long pairs = (long long)N * (NH + NKV);
+    if (pairs <= 0 || HD <= 0) return;
+    unsigned grid = (unsigned)((pairs + QK_WARPS - 1) / QK_WARPS);
+    qk_norm_fwd_kernel<T><<<grid, QK_WARPS * 32, 0, g_cuda.stream>>>(
+        (T *)qkv, (T *)saved, rstd, (const T *)wq, (const T *)wk, N, NH, NKV, HD, eps);
+    LAUNCH_CHECK();
+}
+
+template <typename T>
+static void qk_norm_bwd(void *dqkv, void *dwq, void *dwk, const void *saved, const void *wq,
+                        const void *wk, const float *rstd, int N, int NH, int NKV, int HD) {
+    long long pairs = (long long)N * (NH + NKV);
+    if (pairs <= 0 || HD <= 0) return;
+    /* chunks of >= 16 rows, at most 256 */
+    int R = (N + 15) / 16;
+    if (R > 256) R = 256;
+    int rows_per = (N + R - 1) / R;
+    R = (N + rows_per - 1) / rows_per;
+    float *part = (float *)cuda_scratch((size_t)2 * R * HD * sizeof(float));
+    dim3 grid((2 * HD + 63) / 64, R);
+    qk_norm_dw_kernel<T><<<grid, 64, 0, g_cuda.stream>>>(part, (const T *)dqkv, (const T *)saved,
+                                                         rstd, N, NH, NKV, HD, rows_per);
+    LAUNCH_CHECK();
+    colsum_finish_kernel<T>
+        <<<(HD + 31) / 32, dim3(32, 8), 0, g_cuda.stream>>>((T *)dwq, (T *)dwk, part, R, HD);
+    LAUNCH_CHECK();
+    unsigned g = (unsigned)((pairs + QK_WARPS - 1) / QK_WARPS);
+    qk_norm_bwd_kernel<T><<<g, QK_WARPS * 32, 0, g_cuda.stream>>>(
+        (T *)dqkv, (const T *)saved, (const T *)wq, (const T *)wk, rstd, N, NH, NKV, HD);
+    LAUNCH_CHECK();
+}
+
 /* ---- residual add + norm forward (ops.h residual_layernorm_fwd /
  * residual_rmsnorm_fwd) ----
  * The warp-per-row kernel with RES where it applies; otherwise (odd or
@@ -627,6 +740,8 @@ void cuda_fill_norms(Ops *o, int use_bf16) {
     o->layernorm_bwd = use_bf16 ? layernorm_bwd<bf16> : layernorm_bwd<float>;
     o->rmsnorm_fwd = use_bf16 ? rmsnorm_fwd<bf16> : rmsnorm_fwd<float>;
     o->rmsnorm_bwd = use_bf16 ? rmsnorm_bwd<bf16> : rmsnorm_bwd<float>;
+    o->qk_norm_fwd = use_bf16 ? qk_norm_fwd<bf16> : qk_norm_fwd<float>;
+    o->qk_norm_bwd = use_bf16 ? qk_norm_bwd<bf16> : qk_norm_bwd<float>;
     if (g_cuda.opt.cuda.fused_norm) {
         o->residual_layernorm_fwd =
             use_bf16 ? residual_layernorm_fwd<bf16> : residual_layernorm_fwd<float>;

@@ -187,6 +187,44 @@ static void test_errors(void) {
     refuse("[train]\nlr = 1e-4\nmin_lr = 1e-3\n", "[train]: min_lr", NULL);
     refuse("[model]\nn_head = 12\nn_kv_head = 5\n", "[model]: n_head (12) must be divisible by n_kv_head (5)", NULL);
     refuse("[model]\narch = \"gpt2\"\nn_kv_head = 4\n", "[model]: gpt2 has no grouped-query attention", NULL);
+    /* the newer architectures' keys: choices, ranges, the model rules, and
+     * init_from takes them from its config.json */
+    refuse("[model]\nrope_scaling = \"yarn\"\n", "model.rope_scaling", "none/linear/llama3");
+    refuse("[model]\nrope_scaling = \"llama3\"\nrope_low_freq_factor = 4.0\n",
+           "[model]: llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor", NULL);
+    refuse("[model]\nhead_dim = 33\n", "[model]: RoPE needs an even head size (head_dim = 33)", NULL);
+    refuse("[model]\nqk_norm = true\nqkv_bias = true\n", "[model]: qk_norm with qkv_bias", NULL);
+    refuse("[model]\narch = \"gpt2\"\nn_kv_head = 12\nqk_norm = true\n", "qk_norm is a llama option",
+           NULL);
+    refuse("[model]\ninit_from = \"/models/qwen3\"\nqk_norm = true\n",
+           "model.qk_norm (cfg.toml:3) is set, but model.init_from", NULL);
+}
+
+/* Qwen3- and Llama-3.1-shaped models from [model] keys */
+static void test_arch_keys(void) {
+    Config c;
+    char err[1024] = "";
+    config_init(&c);
+    CHECK(config_load_string(&c, "[model]\nn_head = 8\nn_kv_head = 4\nd_model = 256\n"
+                                 "head_dim = 64\nqk_norm = true\nrope_scaling = \"llama3\"\n"
+                                 "rope_factor = 32.0\nrope_original_max_seq_len = 4096\n",
+                             "cfg.toml", err, sizeof err) == 0);
+    ModelConfig m;
+    CHECK(config_to_model_config(&c, &m, err, sizeof err) == 0);
+    CHECK(m.head_dim == 64 && model_head_dim(&m) == 64 && m.qk_norm &&
+          m.rope_scaling == ROPE_SCALING_LLAMA3 && m.rope_factor == 32.0f &&
+          m.rope_low_freq_factor == 1.0f && m.rope_high_freq_factor == 4.0f &&
+          m.rope_original_max_pos == 4096);
+    config_free(&c);
+    config_init(&c); /* the defaults: no scaling, d_model / n_head, no norms */
+    CHECK(config_to_model_config(&c, &m, err, sizeof err) == 0);
+    CHECK(m.head_dim == 0 && !m.qk_norm && m.rope_scaling == ROPE_SCALING_NONE);
+    char *ov[] = {"--model.rope_scaling=linear", "--model.rope_factor=4"};
+    config_free(&c);
+    CHECK(config_from_args(&c, NULL, 2, ov, err, sizeof err) == 0);
+    CHECK(config_to_model_config(&c, &m, err, sizeof err) == 0);
+    CHECK(m.rope_scaling == ROPE_SCALING_LINEAR && m.rope_factor == 4.0f);
+    config_free(&c);
 }
 
 static void test_overrides(void) {
@@ -425,6 +463,7 @@ int main(void) {
     test_full_file();
     test_errors();
     test_overrides();
+    test_arch_keys();
     test_backend_keys();
     test_line_endings();
     test_mix_points();

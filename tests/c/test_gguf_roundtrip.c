@@ -1,5 +1,7 @@
 /* test_gguf_roundtrip.c: export -> import of tiny llama (GQA untied, MHA
- * tied, qkv bias, Mixtral-style MoE) and gpt2 models through GGUF files.
+ * tied, qkv bias, Mixtral-style MoE, Llama-3.1-style llama3 rope scaling,
+ * linear rope scaling, a head size apart from d_model / n_head), Qwen3 (q/k
+ * head norms; tied and untied) and gpt2 models through GGUF files.
  *
  * Properties: F32 export -> import gives bitwise-equal parameters and
  * logits and the same config; F16/BF16 give each parameter rounded to
@@ -13,6 +15,13 @@
  * layer's experts in one 3-D tensor per matrix (ne = {in, out, E}, slice e
  * bitwise expert e's matrix in F32); MoE layouts llama.cpp cannot run (dense
  * layers in between, no top-k renormalisation) refused with the reason.
+ * The newer architectures: qwen3 files (general.architecture "qwen3",
+ * attn_q_norm / attn_k_norm F32, Q/K rows NOT permuted: llama.cpp's qwen3
+ * rotates HF's pairs), attention.key_length / value_length for a free head
+ * size, rope.scaling.type/factor for linear scaling, rope_freqs.weight
+ * (plain over scaled inverse frequency) plus dapt.rope_scaling.* for
+ * llama3; import rebuilds the same config (model_config_same) and refuses
+ * rope_freqs without those keys or with factors they do not give.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -42,10 +51,11 @@ static float *logits_of(Model *m, int n) {
     return l;
 }
 
-/* Q rows: GGUF row h*hd + 2i + j == HF row h*hd + j*hd/2 + i. */
+/* Q rows: GGUF row h*hd + 2i + j == HF row h*hd + j*hd/2 + i (qwen3: the
+ * HF rows as they are) */
 static void check_q_layout(const GgufFile *f, const Model *m, const float *p, const char *what) {
     const ModelConfig *c = model_config(m);
-    int hd = c->d_model / c->n_head, C = c->d_model;
+    int hd = model_head_dim(c), C = c->d_model, perm = !c->qk_norm;
     const ParamTensor *q = model_tensor(m, model_find_tensor(m, "model.layers.1.self_attn.q_proj.weight"));
     const ParamTensor *k = model_tensor(m, model_find_tensor(m, "model.layers.1.self_attn.k_proj.weight"));
     const GgufTensor *gq = gguf_find_tensor(f, "blk.1.attn_q.weight");
@@ -56,16 +66,80 @@ static void check_q_layout(const GgufFile *f, const Model *m, const float *p, co
     for (int h = 0; h < c->n_head; h++)
         for (int i = 0; i < hd / 2; i++)
             for (int j = 0; j < 2; j++) {
-                const float *g = (const float *)gq->data + (size_t)(h * hd + 2 * i + j) * C;
+                size_t gr = (size_t)h * hd + (perm ? 2 * i + j : j * hd / 2 + i);
+                const float *g = (const float *)gq->data + gr * C;
                 const float *s = p + q->offset + (size_t)(h * hd + j * hd / 2 + i) * C;
                 bad += memcmp(g, s, (size_t)C * sizeof *g) != 0;
                 if (h < c->n_kv_head) {
-                    g = (const float *)gk->data + (size_t)(h * hd + 2 * i + j) * C;
+                    g = (const float *)gk->data + gr * C;
                     s = p + k->offset + (size_t)(h * hd + j * hd / 2 + i) * C;
                     bad += memcmp(g, s, (size_t)C * sizeof *g) != 0;
                 }
             }
-    CHECK(bad == 0, "%s: %d Q/K rows not in adjacent-pair order", what, bad);
+    CHECK(bad == 0, "%s: %d Q/K rows not in %s order", what, bad,
+          perm ? "adjacent-pair" : "HF's rotate_half");
+}
+
+/* the newer architectures' keys and tensors: head size, q/k norms, rope
+ * scaling as llama.cpp reads it */
+static void check_arch_layout(const GgufFile *f, const Model *m, const float *p, const char *what) {
+    const ModelConfig *c = model_config(m);
+    const char *a = gguf_arch_name(c);
+    char key[96];
+    int HD = model_head_dim(c), free_head = HD * c->n_head != c->d_model || c->qk_norm;
+    for (int v = 0; v < 2; v++) {
+        snprintf(key, sizeof key, "%s.attention.%s_length", a, v ? "value" : "key");
+        const GgufKV *kv = gguf_find_kv(f, key);
+        CHECK(free_head ? kv && kv->type == GGUF_UINT32 && kv->v.u == (uint64_t)HD : !kv,
+              "%s: %s %s", what, key, free_head ? "= head_dim" : "absent");
+    }
+    for (int l = 0; l < c->n_layer && c->qk_norm; l++)
+        for (int k = 0; k < 2; k++) {
+            char g[64], hf[96];
+            snprintf(g, sizeof g, "blk.%d.attn_%c_norm.weight", l, k ? 'k' : 'q');
+            snprintf(hf, sizeof hf, "model.layers.%d.self_attn.%c_norm.weight", l, k ? 'k' : 'q');
+            const GgufTensor *t = gguf_find_tensor(f, g);
+            const ParamTensor *pt = model_tensor(m, model_find_tensor(m, hf));
+            CHECK(t && t->type == GGML_F32 && t->n_dims == 1 && t->ne[0] == (uint64_t)HD &&
+                      !memcmp(t->data, p + pt->offset, (size_t)HD * 4),
+                  "%s: %s F32 {head_dim}, the weights", what, g);
+        }
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    const GgufKV *st = gguf_find_kv(f, key);
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", a);
+    const GgufKV *sf = gguf_find_kv(f, key);
+    int linear = c->rope_scaling == ROPE_SCALING_LINEAR;
+    CHECK(linear ? st && st->type == GGUF_STRING && !strcmp(st->str, "linear") && sf &&
+                       sf->type == GGUF_FLOAT32 && sf->v.f == (double)c->rope_factor
+                 : !st && !sf,
+          "%s: rope.scaling.type/factor %s", what, linear ? "linear" : "absent");
+    const GgufTensor *rf = gguf_find_tensor(f, "rope_freqs.weight");
+    const GgufKV *dt = gguf_find_kv(f, "dapt.rope_scaling.type");
+    if (c->rope_scaling != ROPE_SCALING_LLAMA3) {
+        CHECK(!rf && !dt, "%s: rope_freqs / dapt.rope_scaling without llama3 scaling", what);
+        return;
+    }
+    CHECK(rf && rf->type == GGML_F32 && rf->n_dims == 1 && rf->ne[0] == (uint64_t)HD / 2,
+          "%s: rope_freqs.weight F32 {head_dim / 2}", what);
+    CHECK(dt && dt->type == GGUF_STRING && !strcmp(dt->str, "llama3"), "%s: dapt.rope_scaling.type",
+          what);
+    if (!rf || rf->type != GGML_F32) return;
+    /* factor i = plain / scaled inverse frequency: 1 for the kept band, the
+     * factor for the divided one, between for the blend */
+    ModelConfig plain = *c;
+    plain.rope_scaling = ROPE_SCALING_NONE;
+    float *a0 = malloc((size_t)HD / 2 * 4), *a1 = malloc((size_t)HD / 2 * 4);
+    model_rope_inv_freq(&plain, a0);
+    model_rope_inv_freq(c, a1);
+    int bad = 0, kept = 0, divided = 0;
+    for (int i = 0; i < HD / 2; i++) {
+        float got = ((const float *)rf->data)[i];
+        bad += got != a0[i] / a1[i] || !(got >= 1.0f && got <= c->rope_factor);
+        kept += got == 1.0f, divided += got == c->rope_factor;
+    }
+    CHECK(bad == 0 && kept > 0 && divided > 0 && kept + divided < HD / 2,
+          "%s: rope_freqs: %d wrong, %d kept, %d divided of %d", what, bad, kept, divided, HD / 2);
+    free(a0), free(a1);
 }
 
 static ModelConfig moe_config(void) {
@@ -119,8 +193,10 @@ static void check_moe_layout(const GgufFile *f, const Model *m, const float *p, 
 
 static void check_tensor_set(const GgufFile *f, const Model *m, const char *what) {
     const ModelConfig *c = model_config(m);
-    /* the E experts' 3 matrices of a layer are 3 stacked tensors */
-    int want = model_num_tensors(m) - (c->n_experts ? c->n_layer * 3 * (c->n_experts - 1) : 0);
+    /* the E experts' 3 matrices of a layer are 3 stacked tensors; llama3
+     * scaling adds rope_freqs.weight */
+    int want = model_num_tensors(m) - (c->n_experts ? c->n_layer * 3 * (c->n_experts - 1) : 0) +
+               (c->rope_scaling == ROPE_SCALING_LLAMA3);
     CHECK(gguf_n_tensors(f) == want, "%s: %d GGUF tensors for %d dapt tensors (want %d)", what,
           gguf_n_tensors(f), model_num_tensors(m), want);
     CHECK((gguf_find_tensor(f, "output.weight") != NULL) == !c->tie_embeddings,
@@ -133,18 +209,21 @@ static void check_tensor_set(const GgufFile *f, const Model *m, const char *what
         if (t->n_dims == 1) CHECK(t->type == GGML_F32, "%s: 1-D %s is type %u", what, t->name, t->type);
     }
     const GgufKV *kv = gguf_find_kv(f, "general.architecture");
-    CHECK(kv && kv->type == GGUF_STRING && !strcmp(kv->str, model_arch_name(c->arch)), "%s: arch", what);
+    CHECK(kv && kv->type == GGUF_STRING && !strcmp(kv->str, gguf_arch_name(c)), "%s: arch", what);
     char key[96];
-    snprintf(key, sizeof key, "%s.block_count", model_arch_name(c->arch));
+    snprintf(key, sizeof key, "%s.block_count", gguf_arch_name(c));
     kv = gguf_find_kv(f, key);
     CHECK(kv && kv->type == GGUF_UINT32 && kv->v.u == (uint64_t)c->n_layer, "%s: %s UINT32", what, key);
     if (c->arch == ARCH_LLAMA) {
-        kv = gguf_find_kv(f, "llama.attention.head_count_kv");
+        snprintf(key, sizeof key, "%s.attention.head_count_kv", gguf_arch_name(c));
+        kv = gguf_find_kv(f, key);
         CHECK(kv && kv->type == GGUF_UINT32 && kv->v.u == (uint64_t)c->n_kv_head, "%s: head_count_kv", what);
-        kv = gguf_find_kv(f, "llama.rope.dimension_count");
-        CHECK(kv && kv->type == GGUF_UINT32 && kv->v.u == (uint64_t)(c->d_model / c->n_head),
+        snprintf(key, sizeof key, "%s.rope.dimension_count", gguf_arch_name(c));
+        kv = gguf_find_kv(f, key);
+        CHECK(kv && kv->type == GGUF_UINT32 && kv->v.u == (uint64_t)model_head_dim(c),
               "%s: rope dims = head size", what);
-        kv = gguf_find_kv(f, "llama.attention.layer_norm_rms_epsilon");
+        snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", gguf_arch_name(c));
+        kv = gguf_find_kv(f, key);
         CHECK(kv && kv->type == GGUF_FLOAT32 && kv->v.f == (double)c->norm_eps, "%s: eps FLOAT32", what);
     }
     kv = gguf_find_kv(f, "tokenizer.ggml.tokens");
@@ -176,9 +255,10 @@ static void check_tensor_set(const GgufFile *f, const Model *m, const char *what
     CHECK(kv == NULL, "%s: pad_id -1 must not be written", what);
 }
 
-static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bias, int moe) {
+static void one_config(const char *what, ModelConfig c) {
     char err[1024], path[256], out_dir[256];
-    ModelConfig c = moe ? moe_config() : gguf_test_config(arch, tied, mha, qkv_bias);
+    Arch arch = c.arch;
+    int moe = c.n_experts > 0;
     Model *m = model_create(&c, ops_cpu(), err, sizeof err);
     CHECK(m != NULL, "%s: %s", what, err);
     if (!m) return;
@@ -192,6 +272,7 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
     if (f) {
         check_tensor_set(f, m, what);
         if (arch == ARCH_LLAMA) check_q_layout(f, m, p, what);
+        if (arch == ARCH_LLAMA) check_arch_layout(f, m, p, what);
         if (moe) check_moe_layout(f, m, p, what);
         CHECK(moe || !gguf_find_kv(f, "llama.expert_count"), "%s: dense model with expert_count", what);
         gguf_close(f);
@@ -212,7 +293,8 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
                   c2->tie_embeddings == c.tie_embeddings && c2->qkv_bias == c.qkv_bias &&
                   c2->norm_eps == c.norm_eps && (arch == ARCH_GPT2 || c2->rope_theta == c.rope_theta) &&
                   c2->n_experts == c.n_experts && (!moe || (c2->top_k == c.top_k &&
-                  c2->moe_layer_start == 0 && c2->moe_layer_step == 1 && c2->norm_topk_prob == 1)),
+                  c2->moe_layer_start == 0 && c2->moe_layer_step == 1 && c2->norm_topk_prob == 1)) &&
+                  model_config_same(c2, &c),
               "%s: config differs after import", what);
         if (model_num_params(m2) == model_num_params(m)) {
             float *p2 = params_of(m2), *l2 = logits_of(m2, 8);
@@ -288,6 +370,103 @@ static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bi
     free(p);
     free(l);
     model_free(m);
+}
+
+static void one_model(const char *what, Arch arch, int tied, int mha, int qkv_bias, int moe) {
+    one_config(what, moe ? moe_config() : gguf_test_config(arch, tied, mha, qkv_bias));
+}
+
+/* Qwen3: q/k norms, head size 32 where d_model / n_head is 16 */
+static ModelConfig qwen3_config(int tied) {
+    ModelConfig c = gguf_test_config(ARCH_LLAMA, tied, 0, 0);
+    c.qk_norm = 1;
+    c.head_dim = 32;
+    return c;
+}
+
+/* Llama 3.1's scaling (factor 8, low 1, high 4) over theta 100 and head
+ * size 16 (wavelengths 6.3, 11, 20, 35, ...): original context 28 puts one
+ * frequency in the kept band, two in the blend, five divided */
+static ModelConfig llama3_config(void) {
+    ModelConfig c = gguf_test_config(ARCH_LLAMA, 0, 0, 0);
+    c.rope_theta = 100.0f;
+    c.rope_scaling = ROPE_SCALING_LLAMA3;
+    c.rope_factor = 8.0f, c.rope_low_freq_factor = 1.0f, c.rope_high_freq_factor = 4.0f;
+    c.rope_original_max_pos = 28;
+    return c;
+}
+
+/* the newer architectures' refusals: llama3 scaling on qwen3 (llama.cpp's
+ * qwen3 has no rope_freqs), rope_freqs without dapt's keys, factors the
+ * keys do not give, a value head size apart from the key's */
+static void arch_refusals(void) {
+    char err[1024], path[256];
+    GgufExportOptions o = {.dtype = GGML_F32, .tokenizer = tok, .force = 1};
+    ModelConfig c = qwen3_config(0);
+    c.rope_scaling = ROPE_SCALING_LLAMA3;
+    c.rope_factor = 8.0f, c.rope_low_freq_factor = 1.0f, c.rope_high_freq_factor = 4.0f;
+    c.rope_original_max_pos = 28;
+    Model *m = model_create(&c, ops_cpu(), err, sizeof err);
+    CHECK(m != NULL, "qwen3 llama3: %s", err);
+    snprintf(path, sizeof path, "%s/qwen3_llama3.gguf", dir);
+    CHECK(m && gguf_export_model(m, path, &o, err, sizeof err) != 0, "qwen3 + llama3 exported");
+    CHECK_MSG(err, "no rope_freqs tensor");
+    model_free(m);
+
+    /* a llama3 export whose rope_freqs factor 3 is changed: refused */
+    c = llama3_config();
+    m = model_create(&c, ops_cpu(), err, sizeof err);
+    if (!m) return;
+    test_model_randomize(m, 3);
+    snprintf(path, sizeof path, "%s/llama3_bad_freqs.gguf", dir);
+    CHECK(gguf_export_model(m, path, &o, err, sizeof err) == 0, "llama3 export: %s", err);
+    model_free(m);
+    GgufFile *f = gguf_open(path, err, sizeof err);
+    const GgufTensor *rf = f ? gguf_find_tensor(f, "rope_freqs.weight") : NULL;
+    uint64_t at = rf ? gguf_data_offset(f) + rf->offset + 3 * 4 : 0;
+    gguf_close(f);
+    CHECK(at > 0, "llama3 export has rope_freqs.weight");
+    size_t n;
+    uint8_t *b = read_bytes(path, &n);
+    float x = 1.5f;
+    if (b && at + 4 <= n) memcpy(b + at, &x, 4);
+    write_bytes(path, b, n);
+    free(b);
+    Model *mm = gguf_import_model(path, err, sizeof err);
+    CHECK(mm == NULL, "changed rope_freqs imported");
+    CHECK_MSG(err, "rope_freqs.weight[3] = 1.5");
+    model_free(mm);
+
+    /* minimal files refused before any tensor is read */
+    static float emb[64 * 40], freqs[8];
+    uint64_t ne[2] = {64, 40}, ne_f = 8;
+    const char *needles[] = {"rope_freqs.weight without dapt.rope_scaling.type = llama3",
+                             "dapt.rope_scaling.type without rope_freqs.weight",
+                             "value_length = 8 differs from key_length 16",
+                             "metadata key 'llama.rope.scaling.factor' is missing"};
+    for (int k = 0; k < 4; k++) {
+        GgufWriter *w = gguf_writer_new();
+        gguf_w_str(w, "general.architecture", "llama");
+        gguf_w_u32(w, "llama.block_count", 1);
+        gguf_w_u32(w, "llama.context_length", 32);
+        gguf_w_u32(w, "llama.embedding_length", 64);
+        gguf_w_u32(w, "llama.feed_forward_length", 96);
+        gguf_w_u32(w, "llama.attention.head_count", 4);
+        gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        if (k == 1) gguf_w_str(w, "dapt.rope_scaling.type", "llama3");
+        if (k == 2) gguf_w_u32(w, "llama.attention.key_length", 16);
+        if (k == 2) gguf_w_u32(w, "llama.attention.value_length", 8);
+        if (k == 3) gguf_w_str(w, "llama.rope.scaling.type", "linear");
+        gguf_w_tensor(w, "token_embd.weight", 2, ne, GGML_F32, emb);
+        if (k == 0) gguf_w_tensor(w, "rope_freqs.weight", 1, &ne_f, GGML_F32, freqs);
+        snprintf(path, sizeof path, "%s/arch_refused%d.gguf", dir, k);
+        CHECK(gguf_writer_write(w, path, err, sizeof err) == 0, "write: %s", err);
+        gguf_writer_free(w);
+        mm = gguf_import_model(path, err, sizeof err);
+        CHECK(mm == NULL, "arch refusal %d accepted", k);
+        CHECK_MSG(err, needles[k]);
+        model_free(mm);
+    }
 }
 
 static void refusals(void) {
@@ -374,7 +553,7 @@ static void refusals(void) {
                           "llama.expert_used_count"};
     const char *needles[] = {"tensors, but a dapt llama model with 1073741824 blocks",
                              "larger than dapt's limit", "rotates part of the head",
-                             "no RoPE scaling",
+                             "llama.rope.scaling.type = yarn is not supported",
                              "llama.expert_count = 1073741824 needs a 3-D tensor blk.0.ffn_gate_exps",
                              "llama.expert_used_count"};
     for (int k = 0; k < 6; k++) {
@@ -387,7 +566,7 @@ static void refusals(void) {
         gguf_w_u32(w, "llama.attention.head_count", 4);
         gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
         gguf_w_u32(w, "llama.rope.dimension_count", k == 2 ? 8 : 16);
-        if (k == 3) gguf_w_str(w, "llama.rope.scaling.type", "linear");
+        if (k == 3) gguf_w_str(w, "llama.rope.scaling.type", "yarn");
         if (k == 4) gguf_w_u32(w, "llama.expert_count", 1u << 30);
         if (k == 4) gguf_w_u32(w, "llama.expert_used_count", 2);
         if (k == 5) gguf_w_u32(w, "llama.expert_count", 4); /* no expert_used_count */
@@ -426,7 +605,15 @@ int main(void) {
     one_model("llama_qkv_bias", ARCH_LLAMA, 0, 0, 1, 0);
     one_model("gpt2", ARCH_GPT2, 1, 1, 0, 0);
     one_model("mixtral", ARCH_LLAMA, 0, 0, 0, 1);
+    one_config("qwen3", qwen3_config(0));
+    one_config("qwen3_tied", qwen3_config(1));
+    one_config("llama3", llama3_config());
+    ModelConfig c = gguf_test_config(ARCH_LLAMA, 1, 0, 0);
+    c.rope_scaling = ROPE_SCALING_LINEAR, c.rope_factor = 4.0f;
+    c.head_dim = 24; /* a llama's head size apart from d_model / n_head (16) */
+    one_config("llama_linear_hd24", c);
     refusals();
+    arch_refusals();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "cleanup");

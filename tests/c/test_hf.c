@@ -1,7 +1,8 @@
 /* test_hf.c: HF config.json import/export and weight loading in C (the
  * numerical parity with transformers is tests/runner/): every supported
- * family maps to the right ModelConfig, unsupported keys are refused by
- * name, export -> import is the identity, and weights survive a save/load
+ * family maps to the right ModelConfig, rope_scaling and head_dim as
+ * transformers reads them, unsupported keys are refused by name, export ->
+ * import is the identity, and weights survive a save/load
  * bit for bit (GPT-2 Conv1D weights transposed on disk), with missing,
  * extra and misshapen tensors refused by name. */
 #include <dirent.h>
@@ -56,6 +57,72 @@ static void test_config_import(void) {
                 "\"activation_function\":\"gelu_new\"}", &c, err, sizeof err) == 0);
     CHECK(c.arch == ARCH_GPT2 && c.d_model == 48 && c.d_ff == 192 && c.n_head == 3 &&
           c.n_kv_head == 3 && c.max_seq_len == 64 && c.vocab_size == 99 && c.tie_embeddings);
+    /* Qwen3: q/k norms, no biases, head_dim 128 unless set (transformers' default) */
+    CHECK(parse("{\"architectures\":[\"Qwen3ForCausalLM\"],\"model_type\":\"qwen3\","
+                "\"hidden_size\":64,\"num_attention_heads\":4,\"num_key_value_heads\":2,"
+                "\"num_hidden_layers\":1,\"intermediate_size\":8,\"vocab_size\":10,"
+                "\"attention_bias\":false,\"use_sliding_window\":false,\"sliding_window\":null,"
+                "\"max_window_layers\":28}", &c, err, sizeof err) == 0);
+    CHECK(c.qk_norm && !c.qkv_bias && model_head_dim(&c) == 128 && c.head_dim == 128 &&
+          c.max_seq_len == 32768 && c.vocab_size == 10 && !c.tie_embeddings);
+    CHECK(parse("{\"model_type\":\"qwen3\",\"hidden_size\":64,\"num_attention_heads\":4,"
+                "\"num_hidden_layers\":1,\"intermediate_size\":8,\"vocab_size\":10,"
+                "\"head_dim\":16,\"tie_word_embeddings\":true,\"use_sliding_window\":true,"
+                "\"sliding_window\":64}", &c, err, sizeof err) == 0);
+    CHECK(c.qk_norm && c.head_dim == 0 && model_head_dim(&c) == 16 && c.tie_embeddings &&
+          c.max_seq_len == 64);
+    /* head_dim apart from hidden_size / heads, any llama family */
+    CHECK(parse("{\"model_type\":\"llama\",\"hidden_size\":64,\"num_attention_heads\":4,"
+                "\"num_hidden_layers\":1,\"intermediate_size\":8,\"vocab_size\":10,"
+                "\"head_dim\":32}", &c, err, sizeof err) == 0);
+    CHECK(!c.qk_norm && c.head_dim == 32 && model_head_dim(&c) == 32);
+}
+
+/* rope_scaling: llama3 and linear (also spelled "type"), "default" and null
+ * as none */
+static void test_rope_scaling_import(void) {
+#define L "\"model_type\":\"llama\",\"hidden_size\":64,\"num_attention_heads\":4,\"num_hidden_layers\":1," \
+          "\"intermediate_size\":8,\"vocab_size\":10"
+    ModelConfig c;
+    char err[512] = "";
+    CHECK(parse("{" L ",\"max_position_embeddings\":131072,\"rope_scaling\":{\"factor\":8.0,"
+                "\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
+                "\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"}}",
+                &c, err, sizeof err) == 0);
+    CHECK(c.rope_scaling == ROPE_SCALING_LLAMA3 && c.rope_factor == 8.0f &&
+          c.rope_low_freq_factor == 1.0f && c.rope_high_freq_factor == 4.0f &&
+          c.rope_original_max_pos == 8192 && c.max_seq_len == 131072);
+    CHECK(parse("{" L ",\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.5}}", &c, err,
+                sizeof err) == 0);
+    CHECK(c.rope_scaling == ROPE_SCALING_LINEAR && c.rope_factor == 2.5f);
+    CHECK(parse("{" L ",\"rope_scaling\":{\"rope_type\":\"linear\",\"type\":\"linear\","
+                "\"factor\":4}}", &c, err, sizeof err) == 0);
+    CHECK(c.rope_scaling == ROPE_SCALING_LINEAR && c.rope_factor == 4.0f);
+    CHECK(parse("{" L ",\"rope_scaling\":{\"rope_type\":\"default\"}}", &c, err, sizeof err) == 0);
+    CHECK(c.rope_scaling == ROPE_SCALING_NONE);
+    /* Llama 3.1's frequencies (theta 500000, head 128, factor 8, 1, 4, 8192;
+     * wavelength 2 pi 500000^(i/64)): i <= 28 kept (below 2048 up to i =
+     * 28.2), i = 29..34 blended (8192 at i = 35.0), divided by 8 from there
+     * (the counts transformers 4.51.3 gives) */
+    c = model_config_default(ARCH_LLAMA);
+    c.d_model = 128, c.n_head = 1, c.rope_theta = 500000.0f;
+    float plain[64], scaled[64];
+    model_rope_inv_freq(&c, plain);
+    c.rope_scaling = ROPE_SCALING_LLAMA3, c.rope_factor = 8.0f, c.rope_low_freq_factor = 1.0f;
+    c.rope_high_freq_factor = 4.0f, c.rope_original_max_pos = 8192;
+    model_rope_inv_freq(&c, scaled);
+    int kept = 0, divided = 0, blended = 0;
+    for (int i = 0; i < 64; i++) {
+        kept += scaled[i] == plain[i];
+        divided += scaled[i] == plain[i] / 8.0f;
+        blended += scaled[i] < plain[i] && scaled[i] > plain[i] / 8.0f;
+        if (i) CHECK(scaled[i] < scaled[i - 1]); /* still decreasing */
+    }
+    CHECK(kept == 29 && blended == 6 && divided == 29);
+    c.rope_scaling = ROPE_SCALING_LINEAR, c.rope_factor = 4.0f;
+    model_rope_inv_freq(&c, scaled);
+    for (int i = 0; i < 64; i++) CHECK(scaled[i] == plain[i] / 4.0f);
+#undef L
 }
 
 static void refuse(const char *json, const char *expect) {
@@ -68,11 +135,37 @@ static void refuse(const char *json, const char *expect) {
 static void test_config_refusals(void) {
 #define L "\"model_type\":\"llama\",\"hidden_size\":64,\"num_attention_heads\":4,\"num_hidden_layers\":1," \
           "\"intermediate_size\":8,\"vocab_size\":10"
-    refuse("{" L ",\"rope_scaling\":{\"type\":\"linear\",\"factor\":2.0}}", "\"rope_scaling\"");
+    /* rope_scaling types dapt does not compute, keys a type does not use,
+     * missing and contradictory ones */
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"yarn\",\"factor\":4.0,"
+           "\"original_max_position_embeddings\":32768}}", "rope_type \"yarn\" is not supported");
+    refuse("{" L ",\"rope_scaling\":{\"type\":\"dynamic\",\"factor\":2.0}}", "\"dynamic\"");
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"longrope\"}}", "\"longrope\"");
+    refuse("{" L ",\"rope_scaling\":{\"type\":\"su\",\"short_factor\":[1]}}", "\"su\"");
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"linear\",\"factor\":2.0,\"attention_factor\":1.0}}",
+           "key \"attention_factor\" is not supported with rope_type \"linear\"");
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,"
+           "\"high_freq_factor\":4.0}}", "needs \"original_max_position_embeddings\"");
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"linear\",\"factor\":null}}", "needs \"factor\"");
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"linear\",\"factor\":\"2\"}}",
+           "\"factor\" must be a number");
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"linear\",\"type\":\"dynamic\",\"factor\":2.0}}",
+           "disagree");
+    refuse("{" L ",\"rope_scaling\":{\"factor\":2.0}}", "needs \"rope_type\"");
+    refuse("{" L ",\"rope_scaling\":\"linear\"}", "\"rope_scaling\" must be an object");
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"linear\",\"factor\":0}}", "factor must be > 0");
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":4.0,"
+           "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":64}}",
+           "0 < low_freq_factor < high_freq_factor");
+    refuse("{" L ",\"rope_scaling\":{\"rope_type\":\"llama3\",\"factor\":8.0,\"low_freq_factor\":1.0,"
+           "\"high_freq_factor\":4.0,\"original_max_position_embeddings\":0}}",
+           "\"original_max_position_embeddings\" = 0 is out of range");
     refuse("{" L ",\"attention_bias\":true}", "\"attention_bias\"");
+    refuse("{\"model_type\":\"qwen3\",\"attention_bias\":true}", "no o_proj bias");
     refuse("{" L ",\"mlp_bias\":true}", "\"mlp_bias\"");
     refuse("{" L ",\"hidden_act\":\"gelu\"}", "\"hidden_act\"");
-    refuse("{" L ",\"head_dim\":32}", "\"head_dim\"");
+    refuse("{" L ",\"head_dim\":31}", "even head size (head_dim = 31)");
+    refuse("{" L ",\"head_dim\":\"32\"}", "\"head_dim\" must be an integer");
     refuse("{" L ",\"num_key_value_heads\":3}", "n_kv_head");
     refuse("{\"model_type\":\"llama\",\"hidden_size\":\"64\"}", "\"hidden_size\" must be an integer");
     refuse("{\"model_type\":\"llama\",\"vocab_size\":0}", "\"vocab_size\" = 0 is out of range");
@@ -106,12 +199,23 @@ static ModelConfig tiny(Arch arch, int tie, int qkv_bias) {
     return c;
 }
 
-static int same_cfg(const ModelConfig *a, const ModelConfig *b) {
-    return a->arch == b->arch && a->n_layer == b->n_layer && a->n_head == b->n_head &&
-           a->n_kv_head == b->n_kv_head && a->d_model == b->d_model && a->d_ff == b->d_ff &&
-           a->vocab_size == b->vocab_size && a->max_seq_len == b->max_seq_len &&
-           (a->arch == ARCH_GPT2 || a->rope_theta == b->rope_theta) && a->norm_eps == b->norm_eps &&
-           a->tie_embeddings == b->tie_embeddings && a->qkv_bias == b->qkv_bias;
+static int same_cfg(const ModelConfig *a, const ModelConfig *b) { return model_config_same(a, b); }
+
+/* Qwen3-shaped: q/k norms, a head size (12) apart from d_model / n_head (4) */
+static ModelConfig tiny_qwen3(int tie) {
+    ModelConfig c = tiny(ARCH_LLAMA, tie, 0);
+    c.qk_norm = 1;
+    c.head_dim = 12;
+    return c;
+}
+
+/* Llama-3.1-shaped: llama3 rope scaling */
+static ModelConfig tiny_llama3(void) {
+    ModelConfig c = tiny(ARCH_LLAMA, 0, 0);
+    c.rope_scaling = ROPE_SCALING_LLAMA3;
+    c.rope_factor = 8.0f, c.rope_low_freq_factor = 1.0f, c.rope_high_freq_factor = 4.0f;
+    c.rope_original_max_pos = 6;
+    return c;
 }
 
 /* model-*-of-*.safetensors files in dir/sub */
@@ -301,18 +405,39 @@ static void test_tokenizer_detection(void) {
 
 static void test_config_export(void) {
     /* exported configs parse back to the same ModelConfig */
-    ModelConfig cs[] = {tiny(ARCH_LLAMA, 0, 0), tiny(ARCH_LLAMA, 1, 1), tiny(ARCH_GPT2, 1, 0)};
+    ModelConfig cs[] = {tiny(ARCH_LLAMA, 0, 0), tiny(ARCH_LLAMA, 1, 1), tiny(ARCH_GPT2, 1, 0),
+                        tiny_qwen3(1), tiny_llama3(), tiny(ARCH_LLAMA, 0, 0),
+                        tiny(ARCH_LLAMA, 0, 0)};
     cs[0].norm_eps = 1e-6f;
     cs[0].rope_theta = 1e6f;
-    for (int i = 0; i < 3; i++) {
+    cs[3].head_dim = 0; /* Qwen3 with head_dim = hidden / heads: written anyway (default 128) */
+    cs[5].rope_scaling = ROPE_SCALING_LINEAR, cs[5].rope_factor = 2.5f;
+    cs[6].n_experts = 4, cs[6].head_dim = 8, cs[6].rope_scaling = ROPE_SCALING_LINEAR;
+    cs[6].rope_factor = 3.0f;
+    for (int i = 0; i < 7; i++) {
         char *js = hf_config_json(&cs[i]), err[512];
         ModelConfig back;
         CHECK(js && parse(js, &back, err, sizeof err) == 0 && same_cfg(&cs[i], &back));
         if (i == 0) CHECK(strstr(js, "\"rms_norm_eps\": 1e-06") && strstr(js, "\"rope_theta\": 1e+06"));
+        if (i == 0) CHECK(strstr(js, "\"rope_scaling\": null") && !strstr(js, "head_dim"));
         if (i == 1) CHECK_MSG(js, "Qwen2ForCausalLM");
         if (i == 2) CHECK_MSG(js, "GPT2LMHeadModel");
+        if (i == 3) CHECK(strstr(js, "\"Qwen3ForCausalLM\"") && strstr(js, "\"head_dim\": 4"));
+        if (i == 4)
+            CHECK_MSG(js, "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
+                          "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+                          "\"original_max_position_embeddings\": 6}");
+        if (i == 5) CHECK_MSG(js, "\"rope_scaling\": {\"type\": \"linear\", \"factor\": 2.5}");
+        if (i == 6) CHECK(strstr(js, "MixtralForCausalLM") && strstr(js, "\"head_dim\": 8") &&
+                          strstr(js, "\"linear\""));
         free(js);
     }
+    /* what no HF architecture computes is refused before it could be written */
+    ModelConfig bad = tiny_qwen3(0);
+    char err[512] = "";
+    bad.qkv_bias = 1;
+    CHECK(model_config_check(&bad, err, sizeof err) != 0);
+    CHECK_MSG(err, "qk_norm with qkv_bias");
 }
 
 /* Random byte edits of an exported config.json: an error with a message or
@@ -349,12 +474,16 @@ int main(void) {
     snprintf(dir, sizeof dir, "/tmp/dapt-test-hf-XXXXXX");
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
     test_config_import();
+    test_rope_scaling_import();
     test_config_refusals();
     test_config_export();
     round_trip(tiny(ARCH_LLAMA, 0, 0), "llama_untied", 0);
     round_trip(tiny(ARCH_LLAMA, 1, 0), "llama_tied", 0);
     round_trip(tiny(ARCH_LLAMA, 1, 1), "qwen2", 0);
     round_trip(tiny(ARCH_GPT2, 1, 0), "gpt2", 0);
+    round_trip(tiny_qwen3(0), "qwen3", 0);
+    round_trip(tiny_qwen3(1), "qwen3_tied", 0);
+    round_trip(tiny_llama3(), "llama3", 0);
     round_trip(tiny(ARCH_LLAMA, 0, 1), "sharded", 3000);
     round_trip(tiny(ARCH_GPT2, 1, 0), "gpt2", 2000); /* over a single file: index replaces it */
     CHECK(count_shards("gpt2") > 2);

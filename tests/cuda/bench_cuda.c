@@ -39,7 +39,7 @@
  * tokens/s = B*T*accum*steps / seconds. MFU = flops per token * tokens/s / peak,
  * flops per token = 6 * (parameters used in matmuls: all but the position
  * table, and the input embedding when the head is untied; of an MoE layer's
- * experts only the top_k a token is routed to) + 12 * L * C * T
+ * experts only the top_k a token is routed to) + 12 * L * NH * HD * T
  * for attention scores and values (the usual count: forward 1x, backward 2x;
  * causal masking not discounted). --peak-tflops is the card's dense bf16
  * peak (default 989.4, H100 SXM); tools/gpu-check picks it from the card.
@@ -103,7 +103,7 @@ static double flops_per_token(const Model *m, const ModelConfig *c, int T) {
         double expert = 3.0 * c->d_ff * c->d_model;
         p_mm -= (double)model_moe_num_layers(m) * (c->n_experts - c->top_k) * expert;
     }
-    return 6.0 * p_mm + 12.0 * c->n_layer * c->d_model * T;
+    return 6.0 * p_mm + 12.0 * c->n_layer * c->n_head * model_head_dim(c) * T;
 }
 
 /* one optimizer step: zero_grad, s->accum micro-batches of N = B*T tokens

@@ -23,8 +23,10 @@
  * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
  *                      [--device cpu] [--only GROUP] [--cuda.KEY=VALUE ...]
  * GROUP: memory, embed, norms, matmul, attention, activations, lmhead,
- * optimizer or moe (moe includes the opt-in grouped expert GEMMs: the
- * program creates the backend with cuda.moe_grouped_gemm on)
+ * optimizer, moe (moe includes the opt-in grouped expert GEMMs: the
+ * program creates the backend with cuda.moe_grouped_gemm on) or arch (the
+ * newer architectures' ops: qk_norm_fwd/bwd, rope with Llama 3 scaled
+ * frequencies; the attention group runs the rope checks too)
  * (tools/gpu-check runs each group in its own process, so a fatal CUDA
  * error in one group does not hide the results of the others).
  * --cuda.KEY=VALUE: the CUDA backend's options, as the config's [cuda] keys
@@ -46,6 +48,7 @@
 
 #include "kernels/ops.h"
 #include "trainer/config.h"
+#include "trainer/model.h"
 
 #define SKIP 77
 
@@ -297,6 +300,54 @@ static void test_norms_w(Ctx *c, int N, int C, int woff) {
 #undef WV
     pair_free(c, &inp), pair_free(c, &w), pair_free(c, &b), pair_free(c, &dout);
 }
+/* the per-head q/k RMSNorm (ops.h qk_norm_fwd/bwd, Qwen3): the normalised
+ * heads in place, the saved input and rstd; the backward's dqkv (q and k
+ * parts overwritten, v untouched) and the accumulated dwq, dwk, whose
+ * column sums must also be bitwise the same when run again */
+static void test_qk_norm(Ctx *c, int N, int NH, int NKV, int HD) {
+    size_t width = (size_t)(NH + 2 * NKV) * HD, H = (size_t)NH + NKV;
+    Pair wq = pair_rand(c, HD, 0.5f, 1.5f), wk = pair_rand(c, HD, 0.5f, 1.5f);
+    Pair x = pair_rand(c, N * width, -2, 2), saved = pair_poison(c, N * H * HD, 0);
+    Pair rstd = pair_poison(c, N * H, 1);
+    for (int s = 0; s < 2; s++)
+        SIDE(c, s)->qk_norm_fwd(S(x), S(saved), SF(rstd), S(wq), S(wk), N, NH, NKV, HD, 1e-6f);
+    check(c, "qk_norm_fwd", "qkv", &x);
+    check(c, "qk_norm_fwd", "saved", &saved);
+    check(c, "qk_norm_fwd", "rstd", &rstd);
+    /* backward from the reference's saved state, copied to the device */
+    float *hs = fetch(c->ref, saved.b[0], saved.n, 0), *hr = fetch(c->ref, rstd.b[0], N * H, 1);
+    c->dev->upload(saved.b[1], hs, saved.n);
+    c->dev->upload_bytes(rstd.b[1], hr, N * H * 4);
+    Pair d = pair_rand(c, N * width, -1, 1);
+    Pair dwq = pair_rand(c, HD, -1, 1), dwk = pair_rand(c, HD, -1, 1);
+    float *d0 = fetch(c->dev, d.b[1], d.n, 0), *q0 = fetch(c->dev, dwq.b[1], HD, 0);
+    float *k0 = fetch(c->dev, dwk.b[1], HD, 0);
+    for (int s = 0; s < 2; s++)
+        SIDE(c, s)->qk_norm_bwd(S(d), S(dwq), S(dwk), S(saved), S(wq), S(wk), SF(rstd), N, NH, NKV,
+                                HD);
+    check(c, "qk_norm_bwd", "dqkv", &d);
+    check(c, "qk_norm_bwd", "dwq", &dwq);
+    check(c, "qk_norm_bwd", "dwk", &dwk);
+    float *d1 = fetch(c->dev, d.b[1], d.n, 0), *q1 = fetch(c->dev, dwq.b[1], HD, 0);
+    float *k1 = fetch(c->dev, dwk.b[1], HD, 0);
+    int same = 1;
+    for (size_t n = 0; n < (size_t)N; n++)
+        for (size_t i = H * HD; i < width; i++) same &= d1[n * width + i] == d0[n * width + i];
+    record(c, "qk_norm_bwd", "v_kept", same ? 0.0 : 1.0, same);
+    c->dev->upload(d.b[1], d0, d.n);
+    c->dev->upload(dwq.b[1], q0, HD);
+    c->dev->upload(dwk.b[1], k0, HD);
+    c->dev->qk_norm_bwd(d.b[1], dwq.b[1], dwk.b[1], saved.b[1], wq.b[1], wk.b[1], rstd.b[1], N, NH,
+                        NKV, HD);
+    c->dev->sync();
+    check_same(c, "qk_norm_bwd", "determ dqkv", &d, d1);
+    check_same(c, "qk_norm_bwd", "determ dwq", &dwq, q1);
+    check_same(c, "qk_norm_bwd", "determ dwk", &dwk, k1);
+    free(hs), free(hr), free(d0), free(q0), free(k0), free(d1), free(q1), free(k1);
+    pair_free(c, &wq), pair_free(c, &wk), pair_free(c, &x), pair_free(c, &saved);
+    pair_free(c, &rstd), pair_free(c, &d), pair_free(c, &dwq), pair_free(c, &dwk);
+}
+
 /* the fused residual add + norm forward (ops.h residual_layernorm_fwd,
  * residual_rmsnorm_fwd; the CUDA kernels are on unless cuda.fused_norm is
  * false, main sets it on): the device's fused op against the CPU's two ops
@@ -564,29 +615,51 @@ static void test_flash_hpb(Ctx *c, const Pair *qkv, const Pair *out, const Pair 
     reconfigure(c, &g_opt);
 }
 
+/* RoPE with plain frequencies (theta 10000), then Llama 3.1's scaled ones
+ * (model_rope_inv_freq: factor 8, low/high 1/4, an original context of T/2
+ * so that every band of the remap occurs): the second call on the same
+ * shape must not reuse the first one's cos/sin table. */
+static void test_rope(Ctx *c, int B, int T, int NH, int NKV, int HD) {
+    size_t N = (size_t)B * T, width = (size_t)(NH + 2 * NKV) * HD;
+    ModelConfig mc = model_config_default(ARCH_LLAMA);
+    mc.d_model = HD, mc.n_head = 1;
+    float *inv = xmalloc((size_t)HD / 2 * sizeof(float));
+    for (int scaled = 0; scaled < 2; scaled++) {
+        if (scaled) {
+            mc.rope_theta = 500000.0f;
+            mc.rope_scaling = ROPE_SCALING_LLAMA3;
+            mc.rope_factor = 8.0f, mc.rope_low_freq_factor = 1.0f;
+            mc.rope_high_freq_factor = 4.0f, mc.rope_original_max_pos = T / 2 > 1 ? T / 2 : 1;
+        }
+        model_rope_inv_freq(&mc, inv);
+        for (int bwd = 0; bwd < 2; bwd++) {
+            const char *op = scaled ? (bwd ? "rope_bwd llama3" : "rope_fwd llama3")
+                                    : (bwd ? "rope_bwd" : "rope_fwd");
+            Pair x = pair_rand(c, N * width, -1, 1);
+            float *h = fetch(c->ref, x.b[0], x.n, 0);
+            for (int s = 0; s < 2; s++) {
+                if (bwd) SIDE(c, s)->rope_bwd(S(x), B, T, NH, NKV, HD, inv);
+                else SIDE(c, s)->rope_fwd(S(x), B, T, NH, NKV, HD, inv);
+            }
+            check(c, op, "qkv", &x);
+            /* the v part must be left alone: compare the device with the input */
+            float *d = fetch(c->dev, x.b[1], x.n, 0);
+            int same = 1;
+            for (size_t n = 0; n < N; n++)
+                for (size_t i = (size_t)(NH + NKV) * HD; i < width; i++)
+                    same &= d[n * width + i] == h[n * width + i];
+            record(c, op, "v_kept", same ? 0.0 : 1.0, same);
+            free(h), free(d);
+            pair_free(c, &x);
+        }
+    }
+    free(inv);
+}
+
 static void test_attention(Ctx *c, int B, int T, int NH, int NKV, int HD) {
     size_t N = (size_t)B * T, width = (size_t)(NH + 2 * NKV) * HD, A = (size_t)B * NH * T * T;
     Pair qkv = pair_rand(c, N * width, -1, 1);
-    for (int bwd = 0; bwd < 2; bwd++) {
-        Pair x = pair_rand(c, N * width, -1, 1);
-        float *h = fetch(c->ref, x.b[0], x.n, 0);
-        for (int s = 0; s < 2; s++) {
-            if (bwd)
-                SIDE(c, s)->rope_bwd(S(x), B, T, NH, NKV, HD, 10000.0f);
-            else
-                SIDE(c, s)->rope_fwd(S(x), B, T, NH, NKV, HD, 10000.0f);
-        }
-        check(c, bwd ? "rope_bwd" : "rope_fwd", "qkv", &x);
-        /* the v part must be left alone: compare the device with the input */
-        float *d = fetch(c->dev, x.b[1], x.n, 0);
-        int same = 1;
-        for (size_t n = 0; n < N; n++)
-            for (size_t i = (size_t)(NH + NKV) * HD; i < width; i++)
-                same &= d[n * width + i] == h[n * width + i];
-        record(c, bwd ? "rope_bwd" : "rope_fwd", "v_kept", same ? 0.0 : 1.0, same);
-        free(h), free(d);
-        pair_free(c, &x);
-    }
+    test_rope(c, B, T, NH, NKV, HD);
     /* A backend that keeps less than the probabilities (a fused kernel
      * saving log-sum-exps, ops.h attention_saved_floats) is checked through
      * its outputs and gradients; its saved state is its own business. */
@@ -934,13 +1007,15 @@ static void test_moe_grouped(Ctx *c, int E, int IC, int OC, const int32_t *count
 static const char *g_only; /* --only GROUP, or NULL for all */
 static const char *const GROUPS[] = {"memory",    "embed",       "norms",  "matmul",
                                      "attention", "activations", "lmhead", "optimizer",
-                                     "moe",       NULL};
+                                     "moe",       "arch",        NULL};
 static int want(const char *group) { return !g_only || !strcmp(g_only, group); }
 
 static void run_all(Ctx *c) {
     c->shape = "aligned";
     if (want("embed")) test_embed(c, 2, 16, 64, 37);
     if (want("norms")) test_norms(c, 24, 256);
+    if (want("arch")) test_qk_norm(c, 24, 4, 2, 16);
+    if (want("arch")) test_rope(c, 2, 16, 4, 2, 16);
     if (want("matmul")) test_matmul(c, 48, 64, 96);
     if (want("attention")) test_attention(c, 2, 16, 4, 2, 16);
     if (want("activations")) test_activations(c, 12, 64);
@@ -955,6 +1030,8 @@ static void run_all(Ctx *c) {
     c->shape = "odd";
     if (want("embed")) test_embed(c, 3, 7, 45, 11);
     if (want("norms")) test_norms(c, 13, 77);
+    if (want("arch")) test_qk_norm(c, 13, 3, 1, 10);
+    if (want("arch")) test_rope(c, 2, 33, 6, 2, 10);
     if (want("matmul")) test_matmul(c, 13, 35, 19);
     if (want("attention")) {
         test_attention(c, 1, 9, 3, 3, 6);
@@ -980,6 +1057,12 @@ static void run_all(Ctx *c) {
     if (want("memory")) test_memory(c, ((size_t)1 << 24) + 13);
     if (want("embed")) test_embed(c, 4, 128, 96, 3000);
     if (want("norms")) test_norms(c, 300, 4104);
+    /* Qwen3's head size with several row chunks in the weight gradients
+     * (the last one partial), and a head wider than a warp's 8 elements a
+     * lane; RoPE at Qwen3's head size (the 8-pair kernel) */
+    if (want("arch")) test_qk_norm(c, 1000, 8, 2, 128);
+    if (want("arch")) test_qk_norm(c, 37, 2, 1, 320);
+    if (want("arch")) test_rope(c, 1, 130, 4, 1, 128);
     /* the bias column sum's 8-column path with 65 row chunks, the last one
      * 13 rows (not a multiple of its 4-row loads) */
     if (want("matmul")) test_matmul(c, 1037, 64, 200);
@@ -1097,7 +1180,7 @@ int main(int argc, char **argv) {
     for (int i = 0; GROUPS[i]; i++) known |= g_only && !strcmp(g_only, GROUPS[i]);
     if (!known) {
         fprintf(stderr, "test_cuda_ops: unknown group '%s' (memory, embed, norms, matmul, attention, "
-                        "activations, lmhead, optimizer, moe)\n", g_only);
+                        "activations, lmhead, optimizer, moe, arch)\n", g_only);
         return 2;
     }
     if (!harness_selfcheck()) return 1;

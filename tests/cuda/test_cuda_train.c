@@ -1,8 +1,12 @@
 /* test_cuda_train.c: whole training steps of the model graph on the CUDA
  * backend against the CPU backend, for a tiny GPT-2, a tiny Llama (GQA,
- * qkv bias, untied head) and a tiny Mixtral-shaped MoE Llama (4 experts,
+ * qkv bias, untied head), a tiny Mixtral-shaped MoE Llama (4 experts,
  * top-2, global LBL and z-loss; its parity also compares the routing counts
- * per expert of every layer exactly and the aux loss within 1e-5).
+ * per expert of every layer exactly and the aux loss within 1e-5), and the
+ * newer architectures (--only arch): a Llama-3.1-style llama (llama3 rope
+ * scaling whose original context, 28, is shorter than T) and a tied Qwen3
+ * (q/k head norms, head size 32 where d_model / n_head is 16; its bf16
+ * curve at head size 64, the fused attention's).
  *
  * 1. fp32 parity: the same weights and batches on "cpu" and "cuda-fp32",
  *    three steps of forward+backward+AdamW (clipping on). Per step: mean
@@ -35,12 +39,15 @@
  *    losses, gradients and parameters bitwise equal (bf16: gpt2, llama,
  *    moe; fp32: llama).
  *
- * Usage: test_cuda_train [--json FILE] [--device cpu] [--only moe|dense]
+ * Usage: test_cuda_train [--json FILE] [--device cpu] [--only GROUP[,GROUP...]]
  *                        [--cuda.KEY=VALUE ...]
  * Exit 0 passed, 1 failed, 77 no GPU. --device cpu puts the CPU backend in
  * place of both CUDA tables: a self-check of the test (the fp32 curve must
- * still learn) that runs without a GPU. --only moe runs the MoE model's
- * parts alone: tools/gpu-check runs them a second time with
+ * still learn) that runs without a GPU. --only runs the listed groups: dense
+ * (the gpt2 and llama parts), moe, arch (the newer architectures); none: all
+ * (tools/gpu-check's stages train and train-arch run dense,moe and arch).
+ * --only moe runs the MoE model's parts alone: tools/gpu-check runs them a
+ * second time with
  * --cuda.moe_grouped_gemm=true (the opt-in grouped expert GEMMs, whose
  * parity with the CPU backend's per-expert GEMMs this then checks).
  * --cuda.KEY=VALUE: the CUDA backend's options, as the config's [cuda] keys
@@ -114,6 +121,29 @@ static ModelConfig tiny_moe(void) {
     c.lbl_mode = MOE_LBL_GLOBAL;
     c.lbl_coef = 0.01f;
     c.z_loss_coef = 0.001f;
+    return c;
+}
+
+/* Llama 3.1's rope scaling (factor 8, low 1, high 4) with an original
+ * context of 28 < T: head size 16 over theta 10000 has wavelengths 6.3,
+ * 20, 63, ...: one kept, one blended, six divided by 8 */
+static ModelConfig tiny_llama3(void) {
+    ModelConfig c = tiny(ARCH_LLAMA);
+    c.qkv_bias = 0;
+    c.rope_scaling = ROPE_SCALING_LLAMA3;
+    c.rope_factor = 8.0f, c.rope_low_freq_factor = 1.0f, c.rope_high_freq_factor = 4.0f;
+    c.rope_original_max_pos = 28;
+    return c;
+}
+
+/* Qwen3: q/k head norms, no biases, tied, head size apart from d_model /
+ * n_head (head_dim 32; 64 for the curve: the fused attention's size) */
+static ModelConfig tiny_qwen3(int head_dim) {
+    ModelConfig c = tiny(ARCH_LLAMA);
+    c.qkv_bias = 0;
+    c.qk_norm = 1;
+    c.head_dim = head_dim;
+    c.tie_embeddings = 1;
     return c;
 }
 
@@ -388,6 +418,25 @@ static const Ops *without_fused(const Ops *o, Ops *copy) {
     return copy;
 }
 
+/* --only's list: GROUP[,GROUP...] of dense, moe, arch; NULL = all */
+static int in_groups(const char *list, const char *group) {
+    size_t n = strlen(group);
+    for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (!strncmp(p, group, n) && (p[n] == ',' || p[n] == 0)) return 1;
+    return list == NULL;
+}
+
+static int groups_known(const char *list) {
+    static const char *const known[] = {"dense", "moe", "arch"};
+    for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        size_t n = strcspn(p, ",");
+        int ok = 0;
+        for (int i = 0; i < 3; i++) ok |= strlen(known[i]) == n && !strncmp(p, known[i], n);
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
     const char *device = "cuda", *only = NULL;
     char err[256];
@@ -401,8 +450,7 @@ int main(int argc, char **argv) {
             }
         } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
             device = argv[++i];
-        } else if (!strcmp(argv[i], "--only") && i + 1 < argc &&
-                   (!strcmp(argv[i + 1], "moe") || !strcmp(argv[i + 1], "dense"))) {
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc && groups_known(argv[i + 1])) {
             only = argv[++i];
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) {
             if (!(json = fopen(argv[++i], "w"))) {
@@ -411,7 +459,7 @@ int main(int argc, char **argv) {
             }
         } else {
             fprintf(stderr,
-                    "usage: test_cuda_train [--json FILE] [--device cpu] [--only moe|dense] "
+                    "usage: test_cuda_train [--json FILE] [--device cpu] [--only GROUP[,GROUP...]] "
                     "[--cuda.KEY=VALUE ...]\n");
             return 2;
         }
@@ -432,7 +480,8 @@ int main(int argc, char **argv) {
     }
     static Ops f32_copy, bf_copy;
     const Ops *f32 = without_fused(f32_fused, &f32_copy), *bf = without_fused(bf_fused, &bf_copy);
-    int dense = !only || !strcmp(only, "dense"), moe = !only || !strcmp(only, "moe");
+    int dense = in_groups(only, "dense"), moe = in_groups(only, "moe");
+    int arch = in_groups(only, "arch");
     if (!self && opt.cuda.moe_grouped_gemm &&
         !(f32->moe_expert_matmul_fwd && bf->moe_expert_matmul_fwd)) {
         printf("cuda.moe_grouped_gemm = true but the CUDA tables have no grouped expert GEMMs "
@@ -444,11 +493,15 @@ int main(int argc, char **argv) {
     if (dense) parity("gpt2", tiny(ARCH_GPT2), ops_cpu(), f32);
     if (dense) parity("llama", tiny(ARCH_LLAMA), ops_cpu(), f32);
     if (moe) parity("moe", tiny_moe(), ops_cpu(), f32);
+    if (arch) parity("llama3", tiny_llama3(), ops_cpu(), f32);
+    if (arch) parity("qwen3", tiny_qwen3(32), ops_cpu(), f32);
     if (dense) curve("gpt2", tiny(ARCH_GPT2), f32, bf);
     if (dense) curve("llama", tiny(ARCH_LLAMA), f32, bf);
     if (moe) curve("moe", tiny_moe(), f32, bf);
     if (dense) curve("gpt2-hd64", hd64(tiny(ARCH_GPT2)), f32, bf);
     if (dense) curve("llama-hd64", hd64(tiny(ARCH_LLAMA)), f32, bf);
+    if (arch) curve("llama3", tiny_llama3(), f32, bf);
+    if (arch) curve("qwen3-hd64", tiny_qwen3(64), f32, bf);
     if (dense) zero_shard("llama", tiny(ARCH_LLAMA), bf);
     if (dense) fused_norm_bits("gpt2", tiny(ARCH_GPT2), bf, bf_fused);
     if (dense) fused_norm_bits("llama", tiny(ARCH_LLAMA), bf, bf_fused);

@@ -58,7 +58,7 @@ set_tests_properties(cuemu_self PROPERTIES LABELS emu)
 # one OpenMP thread for the CPU reference, as the harness tests
 # CUEMU_BANK_CONFLICTS=fail: an ldmatrix whose rows share shared-memory
 # banks is a fault (the version-2 attention is designed conflict-free)
-foreach(group memory embed norms matmul attention activations lmhead optimizer moe)
+foreach(group memory embed norms matmul attention activations lmhead optimizer moe arch)
   set(cfg "")
   if(group MATCHES "^(norms|attention)$")
     set(cfg ${FULL})
@@ -74,21 +74,28 @@ add_test(NAME emu_ops_lmhead_chunks ${FULL} COMMAND test_cuda_ops_emu --only lmh
 set_tests_properties(emu_ops_lmhead_chunks PROPERTIES LABELS emu TIMEOUT 1200
                      ENVIRONMENT OMP_NUM_THREADS=1)
 add_test(NAME emu_train ${FULL} COMMAND test_cuda_train_emu)
+# the newer architectures' steps alone (Llama-3.1-style rope scaling, Qwen3's
+# q/k norms and free head size: parity with the CPU and bf16 curves; 45-90 s;
+# their ops are in the quick set as op group arch)
+add_test(NAME emu_train_arch ${FULL} COMMAND test_cuda_train_emu --only arch)
 # the MoE parts again with the grouped expert GEMMs (as tools/gpu-check
 # runs them)
 add_test(NAME emu_train_moe_grouped ${FULL} COMMAND test_cuda_train_emu --only moe
          --cuda.moe_grouped_gemm=true)
-set_tests_properties(emu_train emu_train_moe_grouped PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
+set_tests_properties(emu_train emu_train_moe_grouped emu_train_arch PROPERTIES
+                     ENVIRONMENT OMP_NUM_THREADS=1)
 # again with blocks and threads in reverse order (CUEMU_ORDER=reverse): a
 # result that depends on the order of blocks, or of threads between
 # barriers, differs between the two runs: the groups whose kernels depend
 # most on block and thread order (attention: the bf16 table's fused
-# kernel; norms; moe) and the training steps
+# kernel; norms; moe; arch: the q/k norms' column sums) and the training steps
 add_test(NAME emu_reverse_attention ${FULL} COMMAND test_cuda_ops_emu --only attention --mode bf16)
 add_test(NAME emu_reverse_norms ${FULL} COMMAND test_cuda_ops_emu --only norms)
 add_test(NAME emu_reverse_moe ${FULL} COMMAND test_cuda_ops_emu --only moe)
+add_test(NAME emu_reverse_arch ${FULL} COMMAND test_cuda_ops_emu --only arch)
 add_test(NAME emu_reverse_train ${FULL} COMMAND test_cuda_train_emu)
-set_tests_properties(emu_reverse_attention emu_reverse_norms emu_reverse_moe emu_reverse_train
+set_tests_properties(emu_reverse_attention emu_reverse_norms emu_reverse_moe emu_reverse_arch
+                     emu_reverse_train
                      PROPERTIES LABELS emu TIMEOUT 1200
                      ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_ORDER=reverse")
 # bench_cuda's paths (--accum, --profile, the MoE global/micro restore, the
@@ -101,7 +108,7 @@ set_tests_properties(emu_bench_smoke PROPERTIES LABELS emu TIMEOUT 1200
 add_test(NAME emu_cli_train ${FULL} COMMAND ${CMAKE_SOURCE_DIR}/tests/cuda/cli_check.sh
          $<TARGET_FILE:dapt_emu> make)
 set_tests_properties(emu_cli_train PROPERTIES ENVIRONMENT OMP_NUM_THREADS=1)
-set_tests_properties(emu_train emu_train_moe_grouped emu_cli_train PROPERTIES
+set_tests_properties(emu_train emu_train_moe_grouped emu_train_arch emu_cli_train PROPERTIES
                      LABELS emu TIMEOUT 1200)
 
 # `dapt` itself on the emulated backend: `dapt train` with run.device = "cuda"

@@ -59,6 +59,29 @@ foreach(kind llama_gqa llama_mha_tied gpt2 mixtral)
   set_tests_properties(gguf_roundtrip_${kind} PROPERTIES LABELS py)
 endforeach()
 
+# the newer architectures (Llama 3.x rope scaling, Qwen3): models made by
+# transformers 4.51.3 in .venv-hf (DAPT_HF_NEW_PYTHON), read by gguf-py here;
+# skipped (77) without .venv-hf. Quick set: the f32 exports of llama31
+# (rope_freqs.weight) and qwen3 (q/k norms, key_length, no Q/K permutation).
+set(gguf_arch_cases "")
+foreach(kind llama31 llama_linear qwen3 qwen3_tied)
+  foreach(dtype f32 q8_0)
+    set(cfg ${FULL})
+    if(dtype STREQUAL "f32" AND kind MATCHES "^(llama31|qwen3)$")
+      set(cfg "")
+    endif()
+    add_test(NAME gguf_arch_export_${kind}_${dtype} ${cfg}
+             COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_arch.py
+                     export ${kind} ${dtype} $<TARGET_FILE:dapt> ${DAPT_HF_NEW_PYTHON})
+    list(APPEND gguf_arch_cases gguf_arch_export_${kind}_${dtype})
+  endforeach()
+  add_test(NAME gguf_arch_roundtrip_${kind} ${FULL}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_arch.py
+                   roundtrip ${kind} $<TARGET_FILE:dapt> ${DAPT_HF_NEW_PYTHON})
+  list(APPEND gguf_arch_cases gguf_arch_roundtrip_${kind})
+endforeach()
+set_tests_properties(${gguf_arch_cases} PROPERTIES LABELS py SKIP_RETURN_CODE 77)
+
 # byte-level BPE tokenizers (HF tokenizers), one per llama.cpp pre-tokenizer
 # family: export read by gguf-py, import of a gguf-py file and the round
 # trip; quick set: llama-bpe's export and round trip
@@ -84,6 +107,7 @@ add_test(NAME gguf_cli_refuse_bpe
          COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
                  refuse_bpe $<TARGET_FILE:dapt>)
 set_tests_properties(gguf_cli_refuse_bpe PROPERTIES LABELS py)
+
 add_test(NAME gguf_cli_refuse_qwen_moe
          COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_py.py
                  refuse_qwen_moe $<TARGET_FILE:dapt>)
@@ -100,6 +124,14 @@ foreach(kind llama_gqa llama_mha_tied llama_gqa_tied llama_mha qwen2 gpt2 mixtra
              COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
                      logits ${kind} ${dtype} $<TARGET_FILE:dapt>)
     list(APPEND gguf_slow_cases gguf_llamacpp_${kind}_${dtype})
+  endforeach()
+endforeach()
+foreach(kind llama31 llama_linear qwen3 qwen3_tied)
+  foreach(dtype f32 q8_0)
+    add_test(NAME gguf_llamacpp_arch_${kind}_${dtype} ${FULL}
+             COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_arch.py
+                     llamacpp ${kind} ${dtype} $<TARGET_FILE:dapt> ${DAPT_HF_NEW_PYTHON})
+    list(APPEND gguf_slow_cases gguf_llamacpp_arch_${kind}_${dtype})
   endforeach()
 endforeach()
 add_test(NAME gguf_llamacpp_tokenizer ${FULL}

@@ -57,6 +57,21 @@ CASES = {
     "llama_qkv_bias": dict(arch="llama", layers=2, heads=4, kv_heads=2, d_model=32, d_ff=56,
                            vocab=64, max_seq=24, tie=0, qkv_bias=1, theta=1000000.0, B=4,
                            T=9),
+    # Qwen3-style: q/k head norms, head size 12 apart from d_model / n_head (8), tied
+    "llama_qk_norm": dict(arch="llama", layers=2, heads=4, kv_heads=2, d_model=32, d_ff=56,
+                          vocab=64, max_seq=24, tie=1, head_dim=12, qk_norm=1,
+                          theta=1000000.0, B=2, T=13),
+    # Llama-3.1-style rope scaling (factor 8, low 1, high 4) with an original
+    # context (28) shorter than T (32); head size 16 over theta 100:
+    # wavelengths 2 pi 100^(i/8) = 6.3, 11, 20, 35, ... 353, so one is kept
+    # (< 28/4), two blended and five divided by the factor
+    "llama_rope_llama3": dict(arch="llama", layers=2, heads=4, kv_heads=1, d_model=64, d_ff=80,
+                              vocab=71, max_seq=32, tie=0, theta=100.0, rope_scaling="llama3",
+                              rope_factor=8.0, rope_low=1.0, rope_high=4.0, rope_orig=28,
+                              B=2, T=32),
+    "llama_rope_linear": dict(arch="llama", layers=1, heads=2, kv_heads=2, d_model=32, d_ff=48,
+                              vocab=53, max_seq=16, tie=1, theta=10000.0, rope_scaling="linear",
+                              rope_factor=4.0, B=2, T=16),
 }
 
 TOL = dict(logits=1e-5, loss=1e-5, grad=1e-4, train_loss=1e-5, grad_norm=1e-4, final=1e-4)
@@ -66,7 +81,9 @@ TOL = dict(logits=1e-5, loss=1e-5, grad=1e-4, train_loss=1e-5, grad_norm=1e-4, f
 OPTS = dict(arch="--arch", layers="--layers", heads="--heads", kv_heads="--kv-heads",
             d_model="--d-model", d_ff="--d-ff", vocab="--vocab", max_seq="--max-seq",
             tie="--tie", qkv_bias="--qkv-bias", theta="--theta", B="--B", T="--T",
-            ignore_frac="--ignore-frac")
+            ignore_frac="--ignore-frac", head_dim="--head-dim", qk_norm="--qk-norm",
+            rope_scaling="--rope-scaling", rope_factor="--rope-factor", rope_low="--rope-low",
+            rope_high="--rope-high", rope_orig="--rope-orig")
 
 
 def run_driver(driver, case, out, opts=OPTS):
@@ -114,8 +131,28 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
-def rope_cos_sin(T, hd, theta):
-    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+def rope_inv_freq(hd, cfg):
+    """theta^(-2i/hd), then rope_scaling as transformers' rope_utils defines
+    it (linear: / factor; llama3: low frequencies / factor, high ones kept,
+    a linear blend in 1/wavelength between)"""
+    inv_freq = 1.0 / (cfg["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+    kind = cfg.get("rope_scaling", "none")
+    if kind == "linear":
+        return inv_freq / cfg["rope_factor"]
+    if kind == "llama3":
+        factor, lo, hi = cfg["rope_factor"], cfg["rope_low_freq_factor"], cfg["rope_high_freq_factor"]
+        orig = cfg["rope_original_max_pos"]
+        wavelen = 2 * math.pi / inv_freq
+        smooth = (orig / wavelen - lo) / (hi - lo)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        out = torch.where(wavelen > orig / lo, inv_freq / factor, inv_freq)
+        medium = (wavelen >= orig / hi) & (wavelen <= orig / lo)
+        return torch.where(medium, blended, out)
+    return inv_freq
+
+
+def rope_cos_sin(T, hd, cfg):
+    inv_freq = rope_inv_freq(hd, cfg)
     freqs = torch.outer(torch.arange(T, dtype=torch.float32), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
@@ -135,7 +172,7 @@ def causal_attention(q, k, v):
 def forward(p, cfg, tokens):
     B, T = tokens.shape
     C, nh, L = cfg["d_model"], cfg["n_head"], cfg["n_layer"]
-    nkv, hd, eps = cfg["n_kv_head"], cfg["d_model"] // cfg["n_head"], cfg["norm_eps"]
+    nkv, hd, eps = cfg["n_kv_head"], cfg.get("head_dim") or cfg["d_model"] // cfg["n_head"], cfg["norm_eps"]
     tok = tokens.long()
     if cfg["arch"] == "gpt2":
         x = p["transformer.wte.weight"][tok] + p["transformer.wpe.weight"][:T]
@@ -153,7 +190,7 @@ def forward(p, cfg, tokens):
         x = F.layer_norm(x, (C,), p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], eps)
         head = p["transformer.wte.weight"] if cfg["tie_embeddings"] else p["lm_head.weight"]
     else:
-        cos, sin = rope_cos_sin(T, hd, cfg["rope_theta"])
+        cos, sin = rope_cos_sin(T, hd, cfg)
         x = p["model.embed_tokens.weight"][tok]
         for l in range(L):
             pre = f"model.layers.{l}."
@@ -163,6 +200,9 @@ def forward(p, cfg, tokens):
                 b = p.get(pre + f"self_attn.{n}_proj.bias")
                 t = F.linear(h, p[pre + f"self_attn.{n}_proj.weight"], b)
                 proj[n] = t.view(B, T, heads, hd).transpose(1, 2)
+            if cfg.get("qk_norm"):  # per head, before RoPE (Qwen3)
+                proj["q"] = rmsnorm(proj["q"], p[pre + "self_attn.q_norm.weight"], eps)
+                proj["k"] = rmsnorm(proj["k"], p[pre + "self_attn.k_norm.weight"], eps)
             q = proj["q"] * cos + rotate_half(proj["q"]) * sin
             k = proj["k"] * cos + rotate_half(proj["k"]) * sin
             y = causal_attention(q, k, proj["v"]).transpose(1, 2).reshape(B, T, nh * hd)

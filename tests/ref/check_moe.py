@@ -73,7 +73,7 @@ def forward(p, cfg, tokens):
     B, T = tokens.shape
     C, nh, nkv, L = cfg["d_model"], cfg["n_head"], cfg["n_kv_head"], cfg["n_layer"]
     hd, eps, E, K = C // nh, cfg["norm_eps"], cfg["n_experts"], cfg["top_k"]
-    cos, sin = rope_cos_sin(T, hd, cfg["rope_theta"])
+    cos, sin = rope_cos_sin(T, hd, cfg)
     x = p["model.embed_tokens.weight"][tokens.long()]
     routes = []
     for l in range(L):

@@ -123,6 +123,16 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--eps")) c.norm_eps = (float)atof(v), eps_set = 1;
         else if (!strcmp(k, "--tie")) c.tie_embeddings = atoi(v);
         else if (!strcmp(k, "--qkv-bias")) c.qkv_bias = atoi(v);
+        else if (!strcmp(k, "--head-dim")) c.head_dim = atoi(v);
+        else if (!strcmp(k, "--qk-norm")) c.qk_norm = atoi(v);
+        else if (!strcmp(k, "--rope-scaling"))
+            c.rope_scaling = !strcmp(v, "llama3")   ? ROPE_SCALING_LLAMA3
+                             : !strcmp(v, "linear") ? ROPE_SCALING_LINEAR
+                                                    : ROPE_SCALING_NONE;
+        else if (!strcmp(k, "--rope-factor")) c.rope_factor = (float)atof(v);
+        else if (!strcmp(k, "--rope-low")) c.rope_low_freq_factor = (float)atof(v);
+        else if (!strcmp(k, "--rope-high")) c.rope_high_freq_factor = (float)atof(v);
+        else if (!strcmp(k, "--rope-orig")) c.rope_original_max_pos = atoi(v);
         else if (!strcmp(k, "--B")) B = atoi(v);
         else if (!strcmp(k, "--T")) T = atoi(v);
         else if (!strcmp(k, "--steps")) steps = atoi(v);
@@ -175,10 +185,15 @@ int main(int argc, char **argv) {
             "{\"config\": {\"arch\": \"%s\", \"n_layer\": %d, \"n_head\": %d, \"n_kv_head\": %d, "
             "\"d_model\": %d, \"d_ff\": %d, \"vocab_size\": %d, \"max_seq_len\": %d, "
             "\"rope_theta\": %.9g, \"norm_eps\": %.9g, \"tie_embeddings\": %d, \"qkv_bias\": %d, "
+            "\"head_dim\": %d, \"qk_norm\": %d, \"rope_scaling\": \"%s\", \"rope_factor\": %.9g, "
+            "\"rope_low_freq_factor\": %.9g, \"rope_high_freq_factor\": %.9g, "
+            "\"rope_original_max_pos\": %d, "
             "\"B\": %d, \"T\": %d, \"micro\": %d, \"n_experts\": %d, \"top_k\": %d, "
             "\"moe_layers\": [",
             arch, c.n_layer, c.n_head, c.n_kv_head, c.d_model, c.d_ff, c.vocab_size,
-            c.max_seq_len, c.rope_theta, c.norm_eps, c.tie_embeddings, c.qkv_bias, B, T, micro,
+            c.max_seq_len, c.rope_theta, c.norm_eps, c.tie_embeddings, c.qkv_bias,
+            model_head_dim(&c), c.qk_norm, model_rope_scaling_name(c.rope_scaling), c.rope_factor,
+            c.rope_low_freq_factor, c.rope_high_freq_factor, c.rope_original_max_pos, B, T, micro,
             c.n_experts, c.top_k);
     for (int l = 0, k = 0; l < c.n_layer; l++)
         if (moe_is_layer(&c, l)) fprintf(dump.meta, "%s%d", k++ ? ", " : "", l);

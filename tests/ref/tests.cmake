@@ -2,8 +2,13 @@
 # (torch autograd), one ctest test per case.
 add_executable(refdrv ${CMAKE_CURRENT_LIST_DIR}/refdrv.c)
 target_link_libraries(refdrv PRIVATE ${dapt_libs})
-foreach(case gpt2_tied gpt2_untied llama_mha llama_gqa llama_qkv_bias)
-  add_test(NAME ref_${case}
+foreach(case gpt2_tied gpt2_untied llama_mha llama_gqa llama_qkv_bias llama_qk_norm
+             llama_rope_llama3 llama_rope_linear)
+  set(cfg "")
+  if(case STREQUAL "llama_rope_linear") # the llama3 case covers the scaled frequencies quickly
+    set(cfg ${FULL})
+  endif()
+  add_test(NAME ref_${case} ${cfg}
            COMMAND ${DAPT_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/check.py
                    --driver $<TARGET_FILE:refdrv> --case ${case})
   set_tests_properties(ref_${case} PROPERTIES LABELS py)

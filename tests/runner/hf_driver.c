@@ -10,7 +10,19 @@
  *       llama-sharded: llama with its weights in 16 KiB shards) with
  *       random weights of O(1) logits, save it with ckpt_save under
  *       OUT_DIR, print the checkpoint path, and write its logits
- *       (KIND mixtral: llama with 4 experts, top-2, in every layer)
+ *       (KIND mixtral: llama with 4 experts, top-2, in every layer;
+ *       qwen3, qwen3-tied: q/k head norms, head size 12 apart from
+ *       d_model / n_head = 8; llama3: llama with llama3 rope scaling,
+ *       factor 8, low/high 1/4, original context 12; llama-linear: linear
+ *       rope scaling, factor 2.5)
+ *   hf_driver grads DIR OUT.safetensors ID...
+ *       load an HF model directory, run forward + backward on the ids
+ *       (inputs ids[0..T-1], targets ids[1..T]: the mean next-token loss),
+ *       print the loss and write every parameter's gradient under its HF
+ *       name and layout (F32 safetensors)
+ *   hf_driver inv_freq DIR OUT.f32
+ *       load an HF model directory's config.json and write RoPE's inverse
+ *       frequencies (model_rope_inv_freq: head_dim / 2 fp32)
  *   hf_driver moe_lbl DIR OUT.f32 ID...
  *       load an HF Mixtral directory with the LBL in HF's normalisation,
  *       run the forward pass and write each MoE layer's LBL (fp32, one per
@@ -66,10 +78,20 @@ static int cmd_ckpt(const char *kind, const char *out_dir, const char *out, int 
     c.tie_embeddings = strcmp(kind, "llama") != 0 && !sharded;
     c.qkv_bias = !strcmp(kind, "qwen2");
     if (!strcmp(kind, "mixtral")) c.n_experts = 4, c.top_k = 2, c.tie_embeddings = 0;
-    if (strcmp(kind, "llama") && strcmp(kind, "llama-tied") && strcmp(kind, "qwen2") &&
-        strcmp(kind, "gpt2") && !sharded &&
-        strcmp(kind, "mixtral"))
-        return fprintf(stderr, "hf_driver: unknown kind '%s'\n", kind), 1;
+    if (!strncmp(kind, "qwen3", 5)) c.qk_norm = 1, c.head_dim = 12;
+    if (!strcmp(kind, "qwen3")) c.tie_embeddings = 0;
+    if (!strcmp(kind, "llama3")) {
+        c.tie_embeddings = 0;
+        c.rope_scaling = ROPE_SCALING_LLAMA3;
+        c.rope_factor = 8.0f, c.rope_low_freq_factor = 1.0f, c.rope_high_freq_factor = 4.0f;
+        c.rope_original_max_pos = 12;
+    }
+    if (!strcmp(kind, "llama-linear")) c.rope_scaling = ROPE_SCALING_LINEAR, c.rope_factor = 2.5f;
+    static const char *const kinds[] = {"llama", "llama-tied", "qwen2", "gpt2", "llama-sharded",
+                                        "mixtral", "qwen3", "qwen3-tied", "llama3", "llama-linear"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) known |= !strcmp(kind, kinds[i]);
+    if (!known) return fprintf(stderr, "hf_driver: unknown kind '%s'\n", kind), 1;
     char err[512], path[4200];
     Model *m = model_create(&c, ops_cpu(), err, sizeof err);
     if (!m) return fprintf(stderr, "hf_driver: %s\n", err), 1;
@@ -118,6 +140,48 @@ static int cmd_moe_lbl(const char *dir, const char *out, int argc, char **argv) 
     return rc;
 }
 
+static int cmd_grads(const char *dir, const char *out, int argc, char **argv) {
+    char err[512];
+    int T = argc - 1, rc = 1;
+    if (T < 1) return fprintf(stderr, "hf_driver: grads needs at least 2 token ids\n"), 1;
+    Model *m = hf_load_model(dir, ops_cpu(), err, sizeof err);
+    if (!m) return fprintf(stderr, "hf_driver: %s\n", err), 1;
+    int32_t *ids = malloc((size_t)argc * sizeof *ids);
+    for (int i = 0; i < argc; i++) ids[i] = (int32_t)atoi(argv[i]);
+    size_t np = model_num_params(m);
+    float *g = malloc(np * sizeof *g), loss;
+    model_zero_grad(m);
+    if (model_forward_backward(m, ids, ids + 1, 1, T, 1.0f / T, &loss, err, sizeof err)) {
+        fprintf(stderr, "hf_driver: %s\n", err);
+    } else {
+        model_get_grads(m, g);
+        const float *bufs[] = {g};
+        const char *prefixes[] = {""};
+        rc = hf_write_params(out, m, bufs, prefixes, 1, NULL, 0, err, sizeof err);
+        if (rc) fprintf(stderr, "hf_driver: %s\n", err);
+        else printf("%.9g\n", loss);
+    }
+    free(g);
+    free(ids);
+    model_free(m);
+    return rc;
+}
+
+static int cmd_inv_freq(const char *dir, const char *out) {
+    char err[512];
+    ModelConfig c;
+    if (hf_load_config(dir, &c, err, sizeof err)) return fprintf(stderr, "hf_driver: %s\n", err), 1;
+    int half = model_head_dim(&c) / 2;
+    float *f = malloc((size_t)half * sizeof *f);
+    model_rope_inv_freq(&c, f);
+    FILE *fp = fopen(out, "wb");
+    int bad = !fp || fwrite(f, sizeof *f, (size_t)half, fp) != (size_t)half;
+    if (fp && fclose(fp)) bad = 1;
+    free(f);
+    if (bad) return fprintf(stderr, "hf_driver: cannot write %s\n", out), 1;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 5 && !strcmp(argv[1], "logits")) {
         char err[512];
@@ -129,6 +193,10 @@ int main(int argc, char **argv) {
     }
     if (argc >= 5 && !strcmp(argv[1], "moe_lbl")) return cmd_moe_lbl(argv[2], argv[3], argc - 4, argv + 4);
     if (argc >= 6 && !strcmp(argv[1], "ckpt")) return cmd_ckpt(argv[2], argv[3], argv[4], argc - 5, argv + 5);
-    fprintf(stderr, "usage: hf_driver logits DIR OUT.f32 ID... | hf_driver ckpt KIND OUT_DIR OUT.f32 ID...\n");
+    if (argc >= 6 && !strcmp(argv[1], "grads")) return cmd_grads(argv[2], argv[3], argc - 4, argv + 4);
+    if (argc == 4 && !strcmp(argv[1], "inv_freq")) return cmd_inv_freq(argv[2], argv[3]);
+    fprintf(stderr, "usage: hf_driver logits DIR OUT.f32 ID... | hf_driver ckpt KIND OUT_DIR OUT.f32 "
+                    "ID... | hf_driver grads DIR OUT.safetensors ID... | hf_driver inv_freq DIR "
+                    "OUT.f32\n");
     return 2;
 }

@@ -12,6 +12,12 @@
 #   nonfinite a base model with a NaN weight: on_nonfinite=stop exits 1
 #             naming the step and tensor; skip skips every step; neither
 #             writes a checkpoint
+#   arch      a Qwen3-shaped llama (q/k norms, head_dim 32 where d_model /
+#             n_head is 16) with Llama 3.1's rope scaling (original context
+#             16 < seq_len 32) from [model] keys: its checkpoints' config.json
+#             is a Qwen3 one with head_dim and rope_scaling, SIGKILL and
+#             --resume end bitwise as the uninterrupted run, and a run
+#             init_from its checkpoint takes that config
 set -euo pipefail
 dapt=$1 py=$2 mode=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -125,6 +131,42 @@ PY
   [[ $(grep -c "step skipped" "$work/skip.err") == 3 ]] || fail "skip mode: $(cat "$work/skip.err")"
   [[ ! -d $work/runs/skip/ckpt ]] || fail "skip mode checkpointed a non-finite model"
   echo "ok: non-finite runs stop or skip, and never checkpoint"
+  ;;
+arch)
+  q=(--model.qk_norm=true --model.head_dim=32 --model.rope_scaling=llama3
+     --model.rope_original_max_seq_len=16)
+  "$dapt" train "$work/tiny.toml" "${q[@]}" --run.name=straight > /dev/null
+  ck=$work/runs/straight/ckpt/step-00000030
+  "$py" - "$ck/config.json" <<'PY' || fail "checkpoint config.json"
+import json, sys
+c = json.load(open(sys.argv[1]))
+want = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "head_dim": 32,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}
+bad = {k: c.get(k) for k, v in want.items() if c.get(k) != v}
+print("config.json:", {k: c.get(k) for k in want})
+sys.exit(1 if bad else 0)
+PY
+  "$dapt" train "$work/tiny.toml" "${q[@]}" --run.name=killed > "$work/killed.log" &
+  pid=$!
+  for _ in $(seq 1 600); do
+    [[ -d $work/runs/killed/ckpt/step-00000010 ]] && break
+    sleep 0.05
+  done
+  kill -9 $pid 2> /dev/null || fail "the run ended before it could be killed"
+  wait $pid 2> /dev/null || true
+  "$dapt" train "$work/tiny.toml" "${q[@]}" --run.name=killed --resume > "$work/resumed.log"
+  grep -q "resuming from" "$work/resumed.log" || fail "did not resume"
+  cmp "$ck/model.safetensors" "$work/runs/killed/ckpt/step-00000030/model.safetensors" ||
+    fail "weights differ after the resume"
+  "$py" "$here/check_metrics.py" --same-losses "$work/runs/straight" "$work/runs/killed"
+  sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
+    "$work/tiny.toml" > "$work/init.toml"
+  "$dapt" train "$work/init.toml" --model.init_from="$ck" --train.steps=2 \
+    --train.warmup_steps=1 --eval.every=0 --run.name=cpt > /dev/null
+  cmp "$ck/config.json" "$work/runs/cpt/ckpt/step-00000002/config.json" ||
+    fail "init_from's config.json not carried over"
+  echo "ok: Qwen3-shaped llama3-scaled run, resume and init_from"
   ;;
 *) fail "unknown mode $mode" ;;
 esac

@@ -2,17 +2,30 @@
  * loads: the architecture's hyperparameters under the key names and types
  * llama.cpp's loader requires (counts UINT32, epsilons and RoPE base
  * FLOAT32), the tensors under llama.cpp's names, and the tokenizer as
- * tokenizer.ggml.* metadata (vocab_export.c).
+ * tokenizer.ggml.* metadata (vocab_export.c). A llama with q/k head norms is
+ * llama.cpp's "qwen3" (tensors blk.N.attn_q_norm / attn_k_norm), any other
+ * llama "llama"; a head size apart from d_model / n_head is written as
+ * ARCH.attention.key_length / value_length.
+ *
+ * RoPE scaling: linear as ARCH.rope.scaling.type = "linear" and
+ * rope.scaling.factor (llama.cpp divides the positions); llama3 (arch llama
+ * only: llama.cpp's qwen3 has no such tensor) as llama.cpp's converter
+ * writes it, a tensor rope_freqs.weight of head_dim / 2 F32 factors that
+ * llama.cpp divides each frequency by (here plain / scaled inverse
+ * frequency, model_rope_inv_freq), plus dapt.rope_scaling.* keys with the
+ * parameters, from which import rebuilds the config (llama.cpp ignores
+ * them).
  *
  * Invariants: every Model tensor maps to exactly one GGUF tensor and no
- * other tensor is written (llama.cpp refuses files with extra tensors); a
- * tied head is written only as token_embd.weight; shapes are ggml order
- * (ne = {in, out} for an in-memory [out, in] weight); 1-D tensors (norms,
- * biases) stay F32 whatever the dtype; Q and K rows (weights and biases) of
- * a llama model are permuted per head from the HF rotate_half layout to
- * ggml's adjacent-pair RoPE layout (llama.cpp's converter does the same);
- * a matrix whose ne[0] is not a multiple of 32 is written F16 in a Q8_0 file
- * (as llama.cpp's converter falls back).
+ * other tensor is written but rope_freqs.weight (llama.cpp refuses files
+ * with extra tensors); a tied head is written only as token_embd.weight;
+ * shapes are ggml order (ne = {in, out} for an in-memory [out, in] weight);
+ * 1-D tensors (norms, biases, rope_freqs) stay F32 whatever the dtype; Q and
+ * K rows (weights and biases) of an arch-llama model are permuted per head
+ * from the HF rotate_half layout to ggml's adjacent-pair RoPE layout
+ * (llama.cpp's converter does the same; its qwen3 rotates rotate_half pairs:
+ * no permutation); a matrix whose ne[0] is not a multiple of 32 is written
+ * F16 in a Q8_0 file (as llama.cpp's converter falls back).
  *
  * MoE (Mixtral) layers: the router block_sparse_moe.gate (E, C) is
  * blk.N.ffn_gate_inp.weight, always F32 (llama.cpp's converter and quantizer
@@ -50,6 +63,8 @@ static const NameMap llama_layer[] = {
     {"self_attn.k_proj.bias", "attn_k.bias", PERM_K},
     {"self_attn.v_proj.bias", "attn_v.bias", PERM_NONE},
     {"self_attn.o_proj.weight", "attn_output.weight", PERM_NONE},
+    {"self_attn.q_norm.weight", "attn_q_norm.weight", PERM_NONE},
+    {"self_attn.k_norm.weight", "attn_k_norm.weight", PERM_NONE},
     {"post_attention_layernorm.weight", "ffn_norm.weight", PERM_NONE},
     {"mlp.gate_proj.weight", "ffn_gate.weight", PERM_NONE},
     {"mlp.up_proj.weight", "ffn_up.weight", PERM_NONE},
@@ -166,8 +181,25 @@ static uint32_t file_type_of(uint32_t dtype) {
     return GGUF_FTYPE_F32;
 }
 
+const char *gguf_arch_name(const ModelConfig *c) {
+    return c->arch == ARCH_GPT2 ? "gpt2" : c->qk_norm ? "qwen3" : "llama";
+}
+
+int gguf_rope_freq_factors(const ModelConfig *c, float *factors) {
+    int half = model_head_dim(c) / 2;
+    ModelConfig plain = *c;
+    plain.rope_scaling = ROPE_SCALING_NONE;
+    float *scaled = malloc((size_t)(half + 1) * sizeof *scaled);
+    if (!scaled) return 1;
+    model_rope_inv_freq(&plain, factors);
+    model_rope_inv_freq(c, scaled);
+    for (int i = 0; i < half; i++) factors[i] /= scaled[i];
+    free(scaled);
+    return 0;
+}
+
 static void write_hparams(GgufWriter *w, const ModelConfig *c) {
-    const char *a = c->arch == ARCH_LLAMA ? "llama" : "gpt2";
+    const char *a = gguf_arch_name(c);
     char k[96];
 #define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", a, suffix), k)
     gguf_w_u32(w, KEY("context_length"), (uint32_t)c->max_seq_len);
@@ -176,11 +208,27 @@ static void write_hparams(GgufWriter *w, const ModelConfig *c) {
     gguf_w_u32(w, KEY("feed_forward_length"), (uint32_t)c->d_ff);
     gguf_w_u32(w, KEY("attention.head_count"), (uint32_t)c->n_head);
     if (c->arch == ARCH_LLAMA) {
+        int HD = model_head_dim(c);
         gguf_w_u32(w, KEY("attention.head_count_kv"), (uint32_t)c->n_kv_head);
-        gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)(c->d_model / c->n_head));
+        if (c->qk_norm || HD * c->n_head != c->d_model) {
+            gguf_w_u32(w, KEY("attention.key_length"), (uint32_t)HD);
+            gguf_w_u32(w, KEY("attention.value_length"), (uint32_t)HD);
+        }
+        gguf_w_u32(w, KEY("rope.dimension_count"), (uint32_t)HD);
         gguf_w_f32(w, KEY("rope.freq_base"), c->rope_theta);
         gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->norm_eps);
         gguf_w_u32(w, KEY("vocab_size"), (uint32_t)c->vocab_size);
+        if (c->rope_scaling == ROPE_SCALING_LINEAR) {
+            gguf_w_str(w, KEY("rope.scaling.type"), "linear");
+            gguf_w_f32(w, KEY("rope.scaling.factor"), c->rope_factor);
+        } else if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
+            gguf_w_str(w, "dapt.rope_scaling.type", "llama3");
+            gguf_w_f32(w, "dapt.rope_scaling.factor", c->rope_factor);
+            gguf_w_f32(w, "dapt.rope_scaling.low_freq_factor", c->rope_low_freq_factor);
+            gguf_w_f32(w, "dapt.rope_scaling.high_freq_factor", c->rope_high_freq_factor);
+            gguf_w_u32(w, "dapt.rope_scaling.original_max_position_embeddings",
+                       (uint32_t)c->rope_original_max_pos);
+        }
         if (c->n_experts) {
             gguf_w_u32(w, KEY("expert_count"), (uint32_t)c->n_experts);
             gguf_w_u32(w, KEY("expert_used_count"), (uint32_t)c->top_k);
@@ -235,6 +283,10 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
                        "vocabulary in the GGUF file (pass --tokenizer PATH)");
     if (!o->force && access(path, F_OK) == 0)
         return err_set(err, err_len, "%s exists (pass --force to overwrite it)", path);
+    if (c->qk_norm && c->rope_scaling == ROPE_SCALING_LLAMA3)
+        return err_set(err, err_len,
+                       "llama3 rope scaling on a model with q/k norms (Qwen3): llama.cpp's qwen3 "
+                       "architecture has no rope_freqs tensor to carry it: not exported to GGUF");
     if (c->n_experts && !c->norm_topk_prob)
         return err_set(err, err_len,
                        "this MoE model does not renormalise its top-%d routing weights "
@@ -269,13 +321,14 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
     GgufWriter *w = gguf_writer_new();
     float *params = malloc(model_num_params(m) * sizeof *params);
     float **copies = calloc((size_t)n, sizeof *copies);
+    float *freqs = malloc((size_t)(model_head_dim(c) / 2 + 1) * sizeof *freqs);
     int rc = 1;
-    if (!w || !params || !copies) {
+    if (!w || !params || !copies || !freqs) {
         err_set(err, err_len, "out of memory for a model of %zu parameters", model_num_params(m));
         goto out;
     }
     model_get_params(m, params);
-    gguf_w_str(w, "general.architecture", model_arch_name(c->arch));
+    gguf_w_str(w, "general.architecture", gguf_arch_name(c));
     gguf_w_str(w, "general.name", o->name ? o->name : "dapt");
     gguf_w_u32(w, "general.file_type", file_type_of(o->dtype));
     write_hparams(w, c);
@@ -294,6 +347,7 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
             continue;
         }
         gguf_tensor_name(c->arch, t->name, c->n_head, c->n_kv_head, gname, sizeof gname, &perm);
+        if (c->qk_norm) perm = 0; /* qwen3: rotate_half pairs, as HF */
         const float *src = params + t->offset;
         if (perm) {
             if (!(copies[i] = malloc(t->numel * sizeof *copies[i]))) {
@@ -313,12 +367,21 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
             gguf_w_tensor(w, gname, 1, ne + 1, type, src);
         }
     }
+    if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
+        uint64_t ne = (uint64_t)model_head_dim(c) / 2;
+        if (gguf_rope_freq_factors(c, freqs)) {
+            err_set(err, err_len, "out of memory");
+            goto out;
+        }
+        gguf_w_tensor(w, "rope_freqs.weight", 1, &ne, GGML_F32, freqs);
+    }
     rc = gguf_writer_write(w, path, err, err_len);
 out:
     if (copies)
         for (int i = 0; i < n; i++) free(copies[i]);
     free(copies);
     free(params);
+    free(freqs);
     gguf_writer_free(w);
     tokenizer_free(tok);
     return rc;

@@ -27,6 +27,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "trainer/model.h"
+
 #define GGUF_MAGIC "GGUF"
 #define GGUF_VERSION 3
 #define GGUF_DEFAULT_ALIGNMENT 32
@@ -207,8 +209,16 @@ struct Model;
  * renormalisation). */
 int gguf_export_model(const struct Model *m, const char *path, const GgufExportOptions *o,
                       char *err, size_t err_len);
+/* llama.cpp's architecture for a config: "gpt2"; "qwen3" for a llama with
+ * q/k head norms; else "llama" (general.architecture and the key prefix). */
+const char *gguf_arch_name(const ModelConfig *c);
+/* llama3 rope scaling as llama.cpp's rope_freqs.weight: head_dim / 2
+ * factors, each the plain inverse frequency over the scaled one (llama.cpp
+ * divides the frequency by it); 1 when out of memory. */
+int gguf_rope_freq_factors(const ModelConfig *c, float *factors);
 /* GGUF name of a dapt (HF) tensor name for the architecture, and the
- * number of heads its rows are permuted over (0: none); 0 when known. */
+ * number of heads its rows are permuted over (0: none; the caller leaves
+ * qwen3's unpermuted); 0 when known. */
 int gguf_tensor_name(int arch, const char *hf_name, int n_head, int n_kv_head, char *out,
                      size_t out_len, int *permute_heads);
 /* GGUF name of one Mixtral expert matrix, model.layers.N.block_sparse_moe.

@@ -1,5 +1,5 @@
-/* import.c: a llama or gpt2 GGUF file (F32, F16, BF16 tensors) -> a dapt
- * Model, and from there a checkpoint directory (config.json +
+/* import.c: a llama, qwen3 or gpt2 GGUF file (F32, F16, BF16 tensors) -> a
+ * dapt Model, and from there a checkpoint directory (config.json +
  * model.safetensors, and tokenizer.json + tokenizer_config.json for a
  * byte-level BPE vocabulary: vocab_import.c) that `dapt train` can start a
  * CPT run from.
@@ -11,13 +11,21 @@
  * (llama.expert_count > 0, Mixtral) becomes an MoE model with every layer
  * MoE, top_k = llama.expert_used_count and renormalised top-k weights (what
  * llama.cpp computes); each expert's matrices are slices of the 3-D
- * blk.N.ffn_{gate,up,down}_exps stacks.
+ * blk.N.ffn_{gate,up,down}_exps stacks. A qwen3 file is a llama with q/k
+ * head norms (attn_q_norm, attn_k_norm; Q/K rows not permuted: llama.cpp's
+ * qwen3 rotates HF's rotate_half pairs); attention.key_length sets the head
+ * size. RoPE scaling: ARCH.rope.scaling.type "linear" with its factor; a
+ * rope_freqs.weight tensor (llama.cpp's form of Llama 3's scaling) only
+ * with the dapt.rope_scaling.* keys export writes, whose llama3 parameters
+ * must give exactly those factors: the factors alone do not say which
+ * parameters made them, so a file without the keys is refused (import the
+ * Hugging Face model instead).
  *
  * Invariants: every Model tensor is found with its exact ggml shape and
  * every GGUF tensor is used (an unknown one is an error naming it, never
- * silently dropped); what dapt cannot compute exactly (rope scaling, a RoPE
- * that rotates only part of the head, a quantized tensor) is refused with
- * the key or tensor and type named; the output directory appears only when
+ * silently dropped); what dapt cannot compute exactly (another rope scaling
+ * type, a RoPE that rotates only part of the head, a quantized tensor) is
+ * refused with the key or tensor and type named; the output directory appears only when
  * complete (OUT_DIR.tmp, renamed).
  */
 #include <errno.h>
@@ -44,43 +52,121 @@ static int get_u32_int(const GgufFile *f, const char *arch, const char *suffix, 
     return 0;
 }
 
+/* ARCH.rope.scaling.* (linear) and dapt.rope_scaling.* (llama3, with the
+ * rope_freqs.weight tensor) into c */
+static int read_rope_scaling(const GgufFile *f, const char *arch, ModelConfig *c, char *e,
+                             size_t n) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    const GgufKV *sc = gguf_find_kv(f, key);
+    if (sc && !(sc->type == GGUF_STRING && !strcmp(sc->str, "none"))) {
+        if (sc->type != GGUF_STRING || strcmp(sc->str, "linear"))
+            return err_set(e, n,
+                           "%s = %.40s is not supported: dapt computes linear scaling (and "
+                           "llama3's as rope_freqs.weight)",
+                           key, sc->type == GGUF_STRING ? sc->str : "(not a string)");
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+        c->rope_scaling = ROPE_SCALING_LINEAR;
+        if (gguf_get_f32(f, key, &c->rope_factor, e, n)) return 1;
+    }
+    const GgufTensor *rf = gguf_find_tensor(f, "rope_freqs.weight");
+    const GgufKV *dt = gguf_find_kv(f, "dapt.rope_scaling.type");
+    if (!rf && !dt) return 0;
+    if (!rf || !dt || dt->type != GGUF_STRING || strcmp(dt->str, "llama3") || sc)
+        return err_set(e, n,
+                       "%s: rope_freqs.weight (llama.cpp's form of Llama 3 rope scaling) needs the "
+                       "dapt.rope_scaling.* keys with type llama3 (dapt cannot tell the llama3 "
+                       "parameters from the factors alone; import the Hugging Face model instead)",
+                       rf ? "rope_freqs.weight without dapt.rope_scaling.type = llama3"
+                          : "dapt.rope_scaling.type without rope_freqs.weight");
+    uint32_t orig = 0;
+    c->rope_scaling = ROPE_SCALING_LLAMA3;
+    if (gguf_get_f32(f, "dapt.rope_scaling.factor", &c->rope_factor, e, n) ||
+        gguf_get_f32(f, "dapt.rope_scaling.low_freq_factor", &c->rope_low_freq_factor, e, n) ||
+        gguf_get_f32(f, "dapt.rope_scaling.high_freq_factor", &c->rope_high_freq_factor, e, n) ||
+        gguf_get_u32(f, "dapt.rope_scaling.original_max_position_embeddings", &orig, e, n))
+        return 1;
+    c->rope_original_max_pos = orig > (uint32_t)INT32_MAX ? INT32_MAX : (int)orig;
+    return 0;
+}
+
+/* rope_freqs.weight must hold exactly the factors c's llama3 parameters
+ * give (F32, head_dim / 2 of them) */
+static int check_rope_freqs(const GgufTensor *t, const ModelConfig *c, char *e, size_t n) {
+    int half = model_head_dim(c) / 2;
+    if (t->type != GGML_F32 || t->n_dims != 1 || t->ne[0] != (uint64_t)half)
+        return err_set(e, n, "rope_freqs.weight must be F32 with ne = {%d} (head_dim / 2)", half);
+    float *want = malloc((size_t)half * sizeof *want);
+    if (!want || gguf_rope_freq_factors(c, want)) {
+        free(want);
+        return err_set(e, n, "out of memory");
+    }
+    int bad = -1;
+    for (int i = 0; i < half && bad < 0; i++) {
+        float got;
+        memcpy(&got, (const float *)t->data + i, sizeof got);
+        if (got != want[i]) bad = i;
+    }
+    if (bad >= 0) {
+        float got;
+        memcpy(&got, (const float *)t->data + bad, sizeof got);
+        err_set(e, n,
+                "rope_freqs.weight[%d] = %.9g, but the dapt.rope_scaling.* parameters give %.9g: "
+                "the factors are not those of llama3 scaling with these parameters",
+                bad, got, want[bad]);
+    }
+    free(want);
+    return bad >= 0;
+}
+
 static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char *err, size_t err_len) {
     const char *arch;
-    char e[512];
+    char e[512], key[128];
     if (gguf_get_str(f, "general.architecture", &arch, e, sizeof e))
         return err_set(err, err_len, "%s: %s", path, e);
-    if (strcmp(arch, "llama") && strcmp(arch, "gpt2"))
+    if (strcmp(arch, "llama") && strcmp(arch, "qwen3") && strcmp(arch, "gpt2"))
         return err_set(err, err_len,
-                       "%s: general.architecture is '%s'; dapt imports 'llama' and 'gpt2'", path,
-                       arch);
-    *c = model_config_default(strcmp(arch, "llama") ? ARCH_GPT2 : ARCH_LLAMA);
+                       "%s: general.architecture is '%s'; dapt imports 'llama', 'qwen3' and 'gpt2'",
+                       path, arch);
+    *c = model_config_default(strcmp(arch, "gpt2") ? ARCH_LLAMA : ARCH_GPT2);
     int rc = get_u32_int(f, arch, "context_length", &c->max_seq_len, 1, e, sizeof e) ||
              get_u32_int(f, arch, "embedding_length", &c->d_model, 1, e, sizeof e) ||
              get_u32_int(f, arch, "block_count", &c->n_layer, 1, e, sizeof e) ||
              get_u32_int(f, arch, "feed_forward_length", &c->d_ff, 1, e, sizeof e) ||
              get_u32_int(f, arch, "attention.head_count", &c->n_head, 1, e, sizeof e);
     c->n_kv_head = c->n_head;
+#define KEY(suffix) (snprintf(key, sizeof key, "%s.%s", arch, suffix), key)
     if (!rc && c->arch == ARCH_LLAMA) {
-        int rope_dims = 0;
+        int rope_dims = 0, head_dim = c->d_model / c->n_head, value_dim = 0;
+        c->qk_norm = !strcmp(arch, "qwen3");
         rc = get_u32_int(f, arch, "attention.head_count_kv", &c->n_kv_head, 0, e, sizeof e) ||
-             gguf_get_f32(f, "llama.attention.layer_norm_rms_epsilon", &c->norm_eps, e, sizeof e);
-        if (!rc && gguf_find_kv(f, "llama.rope.freq_base"))
-            rc = gguf_get_f32(f, "llama.rope.freq_base", &c->rope_theta, e, sizeof e);
-        if (!rc) rc = get_u32_int(f, arch, "rope.dimension_count", &rope_dims, 0, e, sizeof e);
-        if (!rc && rope_dims && rope_dims != c->d_model / c->n_head)
+             gguf_get_f32(f, KEY("attention.layer_norm_rms_epsilon"), &c->norm_eps, e, sizeof e) ||
+             get_u32_int(f, arch, "attention.key_length", &head_dim, 0, e, sizeof e) ||
+             get_u32_int(f, arch, "attention.value_length", &value_dim, 0, e, sizeof e);
+        if (!rc && value_dim && value_dim != head_dim)
             rc = err_set(e, sizeof e,
-                         "llama.rope.dimension_count = %d rotates part of the head (head size %d); "
+                         "%s.attention.value_length = %d differs from key_length %d: dapt's heads "
+                         "have one size",
+                         arch, value_dim, head_dim);
+        if (head_dim * c->n_head != c->d_model) c->head_dim = head_dim;
+        if (!rc && gguf_find_kv(f, KEY("rope.freq_base")))
+            rc = gguf_get_f32(f, key, &c->rope_theta, e, sizeof e);
+        if (!rc) rc = get_u32_int(f, arch, "rope.dimension_count", &rope_dims, 0, e, sizeof e);
+        if (!rc && rope_dims && rope_dims != model_head_dim(c))
+            rc = err_set(e, sizeof e,
+                         "%s.rope.dimension_count = %d rotates part of the head (head size %d); "
                          "dapt's RoPE rotates the whole head",
-                         rope_dims, c->d_model / c->n_head);
-        const GgufKV *sc = gguf_find_kv(f, "llama.rope.scaling.type");
-        if (!rc && sc && !(sc->type == GGUF_STRING && !strcmp(sc->str, "none")))
-            rc = err_set(e, sizeof e, "llama.rope.scaling.type is set: dapt has no RoPE scaling");
+                         arch, rope_dims, model_head_dim(c));
+        if (!rc) rc = read_rope_scaling(f, arch, c, e, sizeof e);
+        if (!rc && c->qk_norm && c->rope_scaling == ROPE_SCALING_LLAMA3)
+            rc = err_set(e, sizeof e, "rope_freqs.weight in a qwen3 file: llama.cpp's qwen3 has "
+                                      "no such tensor");
         c->qkv_bias = gguf_find_tensor(f, "blk.0.attn_q.bias") != NULL;
         /* MoE (Mixtral): llama.cpp's llama architecture makes every layer MoE
          * and renormalises the top-k routing weights */
         uint32_t n_exp = 0;
-        if (!rc && gguf_find_kv(f, "llama.expert_count"))
-            rc = gguf_get_u32(f, "llama.expert_count", &n_exp, e, sizeof e);
+        if (!rc && gguf_find_kv(f, KEY("expert_count")))
+            rc = gguf_get_u32(f, key, &n_exp, e, sizeof e);
         if (!rc && n_exp > 0) {
             rc = get_u32_int(f, arch, "expert_used_count", &c->top_k, 1, e, sizeof e);
             c->n_experts = n_exp > (uint32_t)INT32_MAX ? INT32_MAX : (int)n_exp;
@@ -123,15 +209,30 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
                 "with ne = {embedding_length %d, feed_forward_length %d, %d}",
                 path, c->n_experts, c->d_model, c->d_ff, c->n_experts);
     }
-    /* llama: norms 2, attention 4 (+3 biases), FFN 3 (MoE: router + 3 expert stacks) */
-    long per_layer = c->arch == ARCH_LLAMA ? 9 + (c->qkv_bias ? 3 : 0) + (c->n_experts ? 1 : 0) : 12;
-    long expect = (c->arch == ARCH_LLAMA ? 2 : 4) + !c->tie_embeddings + per_layer * c->n_layer;
+#undef KEY
+    /* llama: norms 2, attention 4 (+3 biases, +2 q/k norms), FFN 3 (MoE:
+     * router + 3 expert stacks); rope_freqs.weight once */
+    long per_layer = c->arch == ARCH_LLAMA ? 9 + (c->qkv_bias ? 3 : 0) + (c->qk_norm ? 2 : 0) +
+                                                 (c->n_experts ? 1 : 0)
+                                           : 12;
+    long expect = (c->arch == ARCH_LLAMA ? 2 : 4) + !c->tie_embeddings + per_layer * c->n_layer +
+                  (c->rope_scaling == ROPE_SCALING_LLAMA3);
     if (gguf_n_tensors(f) != expect)
         return err_set(err, err_len,
                        "%s: %d tensors, but a dapt %s model with %d blocks has %ld (unsupported "
                        "tensors, or a wrong block_count)",
                        path, gguf_n_tensors(f), arch, c->n_layer, expect);
+    /* the head size (attention.key_length) against the q weight */
+    const GgufTensor *q = gguf_find_tensor(f, "blk.0.attn_q.weight");
+    if (c->arch == ARCH_LLAMA &&
+        (!q || q->n_dims != 2 || q->ne[1] != (uint64_t)c->n_head * model_head_dim(c)))
+        return err_set(err, err_len,
+                       "%s: blk.0.attn_q.weight must be 2-D with ne[1] = head_count %d * head size "
+                       "%d",
+                       path, c->n_head, model_head_dim(c));
     if (model_config_check(c, e, sizeof e)) return err_set(err, err_len, "%s: %s", path, e);
+    const GgufTensor *rf = gguf_find_tensor(f, "rope_freqs.weight");
+    if (rf && check_rope_freqs(rf, c, e, sizeof e)) return err_set(err, err_len, "%s: %s", path, e);
     return 0;
 }
 
@@ -161,6 +262,7 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
             err_set(err, err_len, "%s: dapt tensor '%s' has no GGUF name", path, t->name);
             goto bad;
         }
+        if (c.qk_norm) perm = 0; /* qwen3: rotate_half pairs, as HF */
         const GgufTensor *g = gguf_find_tensor(f, gname);
         if (!g) {
             err_set(err, err_len, "%s: tensor '%s' is missing (needed for %s)", path, gname,
@@ -212,6 +314,8 @@ Model *gguf_import_model(const char *path, char *err, size_t err_len) {
             gguf_convert_to_f32(g->type, src, dst, t->numel);
         }
     }
+    const GgufTensor *rf = gguf_find_tensor(f, "rope_freqs.weight");
+    if (rf) used[rf - gguf_tensor(f, 0)] = 1; /* checked against the config (read_config) */
     for (int i = 0; i < gguf_n_tensors(f); i++)
         if (!used[i]) {
             err_set(err, err_len,

@@ -2,7 +2,8 @@
 """tools/gpu/summarize.py: the results step of tools/gpu-check.
 
 Reads the JSON-lines files the CUDA test programs wrote under OUT
-(ops-fp32.jsonl, ops-bf16.jsonl, train.jsonl, bench.jsonl), prints one line
+(ops-fp32.jsonl, ops-bf16.jsonl, train.jsonl, train-arch.jsonl, bench.jsonl),
+prints one line
 per op and mode (worst relative error over its outputs and shapes, the
 tolerance, pass/FAIL), the training checks and the benchmark figures, and
 writes everything to OUT/results.json.
@@ -56,7 +57,8 @@ def main():
                 o["worst_rel_err"] = None
             results["ops"].append(o)
 
-    for r in read_jsonl(os.path.join(out, "train.jsonl")):
+    train = read_jsonl(os.path.join(out, "train.jsonl"))
+    for r in train + read_jsonl(os.path.join(out, "train-arch.jsonl")):
         if r.get("test") == "curve":
             results["curves"].append(r)
         else:

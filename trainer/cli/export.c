@@ -15,8 +15,9 @@
 static const char usage[] =
     "usage: dapt export gguf MODEL OUT.gguf [--dtype f32|f16|bf16|q8_0]\n"
     "                        [--tokenizer PATH] [--name NAME] [--force]\n\n"
-    "Writes MODEL (a dapt checkpoint or HF model directory, arch llama or gpt2) as a\n"
-    "GGUF v3 file for llama.cpp. Norm weights and biases stay F32; with q8_0, matrices\n"
+    "Writes MODEL (a dapt checkpoint or HF model directory, arch llama or gpt2; a\n"
+    "llama with q/k norms as llama.cpp's qwen3) as a GGUF v3 file for llama.cpp.\n"
+    "Norm weights and biases stay F32; with q8_0, matrices\n"
     "whose rows are not a multiple of 32 are written F16. The vocabulary comes from\n"
     "the tokenizer: an HF model directory, a tokenizer.json (byte-level BPE: Llama 3,\n"
     "Qwen, GPT-2) or a sentencepiece .model (default: MODEL's tokenizer.json or\n"
@@ -24,7 +25,9 @@ static const char usage[] =
     "An MoE (Mixtral) model gets llama.cpp's MoE tensors\n"
     "(ffn_gate_inp, ffn_{gate,up,down}_exps) and keys (llama.expert_count,\n"
     "llama.expert_used_count); one with dense layers in between or without top-k\n"
-    "renormalisation (Qwen-MoE) is refused: llama.cpp cannot run it.\n";
+    "renormalisation (Qwen-MoE) is refused: llama.cpp cannot run it. Llama 3 rope\n"
+    "scaling is written as rope_freqs.weight (and dapt.rope_scaling.* keys), linear\n"
+    "scaling as rope.scaling.type/factor.\n";
 
 int cmd_export(int argc, char **argv) {
     CliOpt opts[] = {{"--dtype", 1, 0, 0},

@@ -1,5 +1,5 @@
 /* import.c: `dapt import gguf FILE.gguf OUT_DIR [--force]`: the command over
- * gguf_import_to_dir (an F32/F16/BF16 llama or gpt2 GGUF to a dapt
+ * gguf_import_to_dir (an F32/F16/BF16 llama, qwen3 or gpt2 GGUF to a dapt
  * checkpoint directory that `init_from` and `dapt logits` accept). All checks
  * and the writing are the library's. */
 #include <stdio.h>
@@ -11,9 +11,10 @@
 
 static const char usage[] =
     "usage: dapt import gguf FILE.gguf OUT_DIR [--force]\n\n"
-    "Converts an F32, F16 or BF16 llama/gpt2 GGUF file into a dapt checkpoint\n"
+    "Converts an F32, F16 or BF16 llama/qwen3/gpt2 GGUF file into a dapt checkpoint\n"
     "directory (config.json + model.safetensors, F32); an MoE file (llama.expert_count\n"
-    "> 0) becomes a Mixtral checkpoint. Quantized files are refused.\n"
+    "> 0) becomes a Mixtral checkpoint, a qwen3 file a Qwen3 one. Quantized files are\n"
+    "refused.\n"
     "OUT_DIR must not exist unless --force.\n";
 
 int cmd_import(int argc, char **argv) {
