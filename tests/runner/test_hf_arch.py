@@ -27,7 +27,6 @@ Exit 77 (skipped) when transformers cannot provide the architecture.
 """
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -36,25 +35,13 @@ try:
     import transformers
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
     from safetensors.torch import load_file
+    from hf_common import compare_logits, hf_logits, main, randomize, read_f32, run_driver
 except ImportError as e:  # not the .venv-hf of tools/setup
     print(f"skipped: {e} (tools/setup makes .venv-hf with transformers 4.51.3)")
     sys.exit(77)
 
 VOCAB = 64
-REL_TOL = 3e-5
 GRAD_TOL = 1e-4
-
-
-def randomize(model, seed):
-    """O(1) logits: matrices N(0, 0.2), norm weights 1 + N(0, 0.1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-            else:
-                p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.1)
-    return model
 
 
 def make(kind, vocab=VOCAB):
@@ -95,37 +82,6 @@ def make(kind, vocab=VOCAB):
 
 def ids_of(n, seed):
     return torch.randint(0, VOCAB, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
-
-
-def run_driver(driver, *args):
-    r = subprocess.run([driver, *map(str, args)], capture_output=True, text=True)
-    assert r.returncode == 0, f"hf_driver {args[0]} failed ({r.returncode}): {r.stderr}"
-    return r.stdout
-
-
-def read_f32(path, n):
-    with open(path, "rb") as f:
-        t = torch.frombuffer(bytearray(f.read()), dtype=torch.float32)
-    assert t.numel() == n, f"{path}: {t.numel()} floats, expected {n}"
-    return t
-
-
-def compare_logits(name, ref, got):
-    assert ref.shape == got.shape, f"{name}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
-    scale = max(1.0, ref.abs().max().item())
-    diff = (ref - got).abs().max().item()
-    rel = ((ref - got).norm() / ref.norm()).item()
-    print(f"{name}: max |logit| {scale:.3f}, max abs diff {diff:.3e} (tolerance "
-          f"{REL_TOL * scale:.3e}), relative {rel:.3e}")
-    assert scale > 1.0, f"{name}: logits too small to be a meaningful comparison"
-    assert torch.isfinite(got).all(), f"{name}: dapt logits not finite"
-    assert diff <= REL_TOL * scale, f"{name}: dapt and transformers differ by {diff:.3e}"
-
-
-def hf_logits(model, ids):
-    model.eval()
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].float()
 
 
 def case_import(driver, kind):
@@ -247,9 +203,4 @@ CASES = {
 }
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in CASES:
-        raise SystemExit(f"usage: {sys.argv[0]} CASE HF_DRIVER; cases: {' '.join(CASES)}")
-    torch.set_num_threads(1)
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
-    CASES[sys.argv[1]](sys.argv[2])
-    print("1 passed, 0 failed")
+    main(CASES, transformers)

@@ -22,33 +22,17 @@ sides. The test prints the max abs difference it measured.
 import json
 import os
 import struct
-import subprocess
-import sys
 import tempfile
 
 import torch
 import transformers
+from hf_common import compare_logits, hf_logits, main, randomize, read_f32, run_driver
 from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, MixtralConfig,
                           MixtralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 VOCAB, T = 64, 16
-REL_TOL = 3e-5
-
-
-def randomize(model, seed):
-    """O(1) logits: matrices N(0, 0.2), norm weights 1 + N(0, 0.1), biases N(0, 0.1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-            else:
-                p.copy_(1.0 + torch.randn(p.shape, generator=g) * 0.1)
-    return model
 
 
 def make(kind):
@@ -87,18 +71,8 @@ def make(kind):
     raise SystemExit(f"unknown model kind {kind}")
 
 
-def hf_logits(model, ids):
-    model.eval()
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].float()
-
-
 def read_logits(path, n_tokens):
-    with open(path, "rb") as f:
-        data = f.read()
-    t = torch.frombuffer(bytearray(data), dtype=torch.float32)
-    assert t.numel() == n_tokens * VOCAB, f"{path}: {t.numel()} floats, expected {n_tokens * VOCAB}"
-    return t.view(n_tokens, VOCAB)
+    return read_f32(path, n_tokens * VOCAB).view(n_tokens, VOCAB)
 
 
 def st_dtypes(path):
@@ -107,22 +81,6 @@ def st_dtypes(path):
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
     return {v["dtype"] for k, v in header.items() if k != "__metadata__"}
-
-
-def compare(name, ref, got):
-    assert ref.shape == got.shape, f"{name}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
-    scale = max(1.0, ref.abs().max().item())
-    diff = (ref - got).abs().max().item()
-    print(f"{name}: max |logit| {scale:.3f}, max abs diff {diff:.3e} (tolerance {REL_TOL * scale:.3e})")
-    assert scale > 1.0, f"{name}: logits too small to be a meaningful comparison"
-    assert torch.isfinite(got).all(), f"{name}: dapt logits not finite"
-    assert diff <= REL_TOL * scale, f"{name}: dapt and transformers differ by {diff:.3e}"
-
-
-def run_driver(driver, *args):
-    r = subprocess.run([driver, *map(str, args)], capture_output=True, text=True)
-    assert r.returncode == 0, f"hf_driver {args[0]} failed ({r.returncode}): {r.stderr}"
-    return r.stdout
 
 
 def case_import(driver, kind, dtype=None, shard=False):
@@ -146,7 +104,7 @@ def case_import(driver, kind, dtype=None, shard=False):
         out = os.path.join(d, "logits.f32")
         run_driver(driver, "logits", d, out, *ids)
         got = read_logits(out, T)
-    compare(f"import {kind} {want}{' sharded' if shard else ''}", ref, got)
+    compare_logits(f"import {kind} {want}{' sharded' if shard else ''}", ref, got)
 
 
 def case_mixtral(driver, kind):
@@ -174,7 +132,7 @@ def case_mixtral(driver, kind):
         run_driver(driver, "moe_lbl", d, lbl_path, *ids)
         with open(lbl_path, "rb") as f:
             lbl = torch.frombuffer(bytearray(f.read()), dtype=torch.float32)
-    compare(f"import {kind}", out_hf.logits[0].float(), got)
+    compare_logits(f"import {kind}", out_hf.logits[0].float(), got)
     L, E, K = cfg.num_hidden_layers, cfg.num_local_experts, cfg.num_experts_per_tok
     assert lbl.numel() == L, f"{lbl.numel()} LBL values for {L} layers"
     for l in range(L):
@@ -209,7 +167,7 @@ def case_ckpt(driver, kind):
         with open(os.path.join(path, "config.json")) as f:
             assert json.load(f)["architectures"] == [cls.__name__]
         ref = hf_logits(model, ids)
-    compare(f"checkpoint {kind} -> {cls.__name__}", ref, got)
+    compare_logits(f"checkpoint {kind} -> {cls.__name__}", ref, got)
 
 
 CASES = {
@@ -233,9 +191,4 @@ CASES = {
 }
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in CASES:
-        raise SystemExit(f"usage: {sys.argv[0]} CASE HF_DRIVER; cases: {' '.join(CASES)}")
-    torch.set_num_threads(1)
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
-    CASES[sys.argv[1]](sys.argv[2])
-    print("1 passed, 0 failed")
+    main(CASES, transformers)
