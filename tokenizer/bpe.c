@@ -181,6 +181,19 @@ typedef struct {
     uint32_t new_id;
 } Cand;
 
+/* Puts x at slot i of the min-heap heap[0..n) and moves it down to its place. */
+static inline void sift_down(Cand *heap, size_t n, size_t i, Cand x) {
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && heap[c + 1].key < heap[c].key) c++;
+        if (heap[c].key >= x.key) break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    heap[i] = x;
+}
+
 struct BpeState {
     BpeState *next;
     pcre2_match_data *md;
@@ -382,31 +395,10 @@ static int merge_word(Enc *e, const char *s, size_t n) {
         if (v != ~0ull) heap[hn++] = (Cand){(v & ~0xffffffffull) | (uint32_t)i, (uint32_t)v};
     }
     /* heapify (a min-heap on key) */
-    for (size_t r = hn / 2; r-- > 0;) {
-        Cand x = heap[r];
-        size_t i = r;
-        for (;;) {
-            size_t c = 2 * i + 1;
-            if (c >= hn) break;
-            if (c + 1 < hn && heap[c + 1].key < heap[c].key) c++;
-            if (heap[c].key >= x.key) break;
-            heap[i] = heap[c];
-            i = c;
-        }
-        heap[i] = x;
-    }
+    for (size_t r = hn / 2; r-- > 0;) sift_down(heap, hn, r, heap[r]);
     while (hn) {
         Cand top = heap[0], x = heap[--hn];
-        size_t i = 0;
-        for (;;) { /* sift the last one down from the root */
-            size_t c = 2 * i + 1;
-            if (c >= hn) break;
-            if (c + 1 < hn && heap[c + 1].key < heap[c].key) c++;
-            if (heap[c].key >= x.key) break;
-            heap[i] = heap[c];
-            i = c;
-        }
-        if (hn) heap[i] = x;
+        if (hn) sift_down(heap, hn, 0, x); /* the last one, down from the root */
         int32_t pos = (int32_t)(uint32_t)top.key;
         Sym *a = &sym[pos];
         if (!a->alive || a->next < 0) continue;
