@@ -284,6 +284,13 @@ const Ops *ops_cpu(void);
  * CPU with AVX-512 (OpenBLAS 0.3.21 does not know recent Xeons and falls
  * back to SSE3 "Prescott" kernels, ~5x slower here), else NULL. */
 const char *ops_cpu_blas_hint(void);
+/* The CPU backend's byte accounting: bytes allocated through its alloc and
+ * not yet freed (requested sizes, before alignment padding), and the most
+ * there ever were since the process started or the last reset (which sets
+ * the peak to what is live now). What `dapt plan` predicts is checked
+ * against the peak (tests/c/test_plan.c). */
+void ops_cpu_mem(size_t *live_bytes, size_t *peak_bytes);
+void ops_cpu_mem_reset_peak(void);
 const Ops *ops_cuda(const OpsOptions *opt, char *err, size_t err_len);
 const Ops *ops_cuda_fp32(const OpsOptions *opt, char *err, size_t err_len);
 /* RoPE's cos/sin table for positions t < T, shared by the backends' rope

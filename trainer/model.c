@@ -347,6 +347,16 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
 
 /* ---------------- accessors ---------------- */
 
+size_t model_config_num_params(const ModelConfig *cfg) {
+    Model m = {.cfg = *cfg};
+    m.tensors = calloc(4 + (size_t)cfg->n_layer * (16 + 1 + 3 * cfg->n_experts), sizeof *m.tensors);
+    m.layers = calloc(cfg->n_layer, sizeof *m.layers);
+    if (m.tensors && m.layers) build_table(&m);
+    free(m.tensors);
+    free(m.layers);
+    return m.n_params;
+}
+
 const ModelConfig *model_config(const Model *m) { return &m->cfg; }
 const Ops *model_ops(const Model *m) { return m->ops; }
 size_t model_num_params(const Model *m) { return m->n_params; }

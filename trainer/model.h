@@ -135,6 +135,9 @@ void model_free(Model *m);
 const ModelConfig *model_config(const Model *m);
 const Ops *model_ops(const Model *m);
 size_t model_num_params(const Model *m);
+/* The parameters model_create would allocate for cfg (a valid config),
+ * counted without allocating them (0 when host memory runs out). */
+size_t model_config_num_params(const ModelConfig *cfg);
 int model_num_tensors(const Model *m);
 const ParamTensor *model_tensor(const Model *m, int i);
 /* index of the tensor with this HF name, or -1 */

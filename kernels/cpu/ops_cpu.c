@@ -25,14 +25,37 @@
 
 /* ---- memory ---- */
 
+/* Byte accounting (ops_cpu_mem): each block carries its requested size in
+ * a 64-byte header in front of it (the data stays 64-byte aligned), so free
+ * can subtract it. Allocations happen on the thread that drives the model. */
+#define ALLOC_HEADER 64
+static size_t g_mem_live, g_mem_peak;
+
 static void *cpu_alloc(size_t n_bytes) {
     size_t size = (n_bytes + 63) / 64 * 64;
     if (size == 0) size = 64;
-    void *p = aligned_alloc(64, size);
-    if (p) memset(p, 0, size);
-    return p;
+    char *p = aligned_alloc(64, ALLOC_HEADER + size);
+    if (!p) return NULL;
+    memset(p + ALLOC_HEADER, 0, size);
+    memcpy(p, &n_bytes, sizeof n_bytes);
+    g_mem_live += n_bytes;
+    if (g_mem_live > g_mem_peak) g_mem_peak = g_mem_live;
+    return p + ALLOC_HEADER;
 }
-static void cpu_free(void *p) { free(p); }
+static void cpu_free(void *p) {
+    if (!p) return;
+    char *base = (char *)p - ALLOC_HEADER;
+    size_t n_bytes;
+    memcpy(&n_bytes, base, sizeof n_bytes);
+    g_mem_live -= n_bytes;
+    free(base);
+}
+
+void ops_cpu_mem(size_t *live_bytes, size_t *peak_bytes) {
+    if (live_bytes) *live_bytes = g_mem_live;
+    if (peak_bytes) *peak_bytes = g_mem_peak;
+}
+void ops_cpu_mem_reset_peak(void) { g_mem_peak = g_mem_live; }
 static void cpu_zero(void *p, size_t n_bytes) { memset(p, 0, n_bytes); }
 static void cpu_sync(void) {}
 static void cpu_upload(void *dst, const float *src, size_t n) { memcpy(dst, src, n * 4); }

@@ -1,0 +1,134 @@
+/* test_plan.c: the memory plan (trainer/plan.h) against measurement. The
+ * oracle is the CPU backend's byte accounting (ops_cpu_mem): a tiny dense
+ * llama, a GPT-2, an MoE llama and a ZeRO-1 shard each run one training
+ * step (create, init, forward+backward, AdamW), and the plan's peak must be
+ * within 5% of the peak of bytes the step allocated through ops->alloc (the
+ * tolerance `dapt plan` promises; the plan leaves out only alignment
+ * padding, which the accounting does not count either, so the two agree
+ * closely). Plans that are wrong on purpose (bf16 sizes, twice the batch,
+ * the ZeRO-1 shard forgotten) must miss the same tolerance, so the check
+ * can fail. Freeing the model returns the accounting to where it was. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "tests/c/check.h"
+#include "trainer/model.h"
+#include "trainer/moe.h"
+#include "trainer/plan.h"
+#include "trainer/rng.h"
+
+enum { B = 2, T = 32, N = B * T };
+
+static ModelConfig shape(Arch arch, int n_experts) {
+    ModelConfig c = model_config_default(arch);
+    c.n_layer = 3;
+    c.n_head = 4;
+    c.n_kv_head = arch == ARCH_LLAMA ? 2 : 4;
+    c.d_model = 64;
+    c.d_ff = 160;
+    c.vocab_size = 300;
+    c.max_seq_len = T;
+    if (n_experts) c.n_experts = n_experts, c.top_k = 2, c.moe_layer_start = 1;
+    return c;
+}
+
+static PlanSetup cpu_setup(int zero_world) {
+    return (PlanSetup){.act_bytes = 4, .B = B, .T = T, .zero_world = zero_world};
+}
+
+/* The peak of backend bytes one step of cfg allocates on the CPU backend,
+ * with the optimizer sharded as rank 0 of zero_world (0: not sharded). */
+static size_t measure_step(const ModelConfig *cfg, int zero_world) {
+    char err[256] = "";
+    size_t live0, live1, peak;
+    ops_cpu_mem(&live0, NULL);
+    ops_cpu_mem_reset_peak();
+    Model *m = model_create(cfg, ops_cpu(), err, sizeof err);
+    CHECK(m, "%s", err);
+    if (!m) return 0;
+    model_init_weights(m, 7);
+    if (zero_world > 1) {
+        size_t P = model_num_params(m), n = (P + zero_world - 1) / zero_world;
+        CHECK_OK(model_shard_optimizer(m, 0, n, err, sizeof err), err);
+    }
+    Rng r;
+    rng_seed(&r, 3);
+    int32_t tok[N], tgt[N];
+    for (int i = 0; i < N; i++)
+        tok[i] = (int32_t)rng_below(&r, (uint64_t)cfg->vocab_size);
+    for (int i = 0; i < N; i++)
+        tgt[i] = (int32_t)rng_below(&r, (uint64_t)cfg->vocab_size);
+    float loss;
+    if (cfg->n_experts) CHECK_OK(model_moe_begin_step(m, N, err, sizeof err), err);
+    CHECK_OK(model_forward_backward(m, tok, tgt, B, T, 1.0f / N, &loss, err, sizeof err), err);
+    CHECK(isfinite(loss));
+    AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    if (zero_world > 1)
+        model_adamw_step_range(m, &opt, 1e-3f, 1, 0, model_optimizer_count(m), 1.0f);
+    else
+        model_adamw_step(m, &opt, 1e-3f, 1);
+    ops_cpu_mem(NULL, &peak);
+    model_free(m);
+    ops_cpu_mem(&live1, NULL);
+    CHECK(live1 == live0, "accounting after free: %zu bytes live, %zu before", live1, live0);
+    return peak - live0;
+}
+
+static int within(size_t predicted, size_t measured) {
+    return fabs((double)predicted - (double)measured) <= 0.05 * (double)measured;
+}
+
+static void check_case(const char *name, const ModelConfig *cfg, int zero_world) {
+    size_t measured = measure_step(cfg, zero_world);
+    PlanSetup s = cpu_setup(zero_world);
+    Plan p;
+    plan_compute(cfg, &s, &p);
+    printf("%-12s predicted %9zu bytes, measured %9zu (%+.3f%%)\n", name, p.peak, measured,
+           100.0 * ((double)p.peak - (double)measured) / (double)measured);
+    CHECK(within(p.peak, measured), "%s: plan %zu vs measured %zu", name, p.peak, measured);
+    /* wrong plans miss: bf16 element sizes, twice the micro-batch */
+    PlanSetup bf16 = s, big = s;
+    bf16.act_bytes = 2;
+    big.B = 2 * B;
+    Plan wrong;
+    plan_compute(cfg, &bf16, &wrong);
+    CHECK(!within(wrong.peak, measured), "%s: a bf16 plan (%zu) passes", name, wrong.peak);
+    plan_compute(cfg, &big, &wrong);
+    CHECK(!within(wrong.peak, measured), "%s: a B=%d plan (%zu) passes", name, 2 * B, wrong.peak);
+    if (zero_world > 1) {
+        PlanSetup whole = s;
+        whole.zero_world = 0;
+        plan_compute(cfg, &whole, &wrong);
+        CHECK(!within(wrong.peak, measured), "%s: an unsharded plan (%zu) passes", name,
+              wrong.peak);
+    }
+}
+
+/* the largest micro-batch under a budget fits, one more does not */
+static void check_max_micro_batch(void) {
+    ModelConfig c = shape(ARCH_LLAMA, 0);
+    PlanSetup s = cpu_setup(0);
+    Plan p4, p5;
+    s.B = 4;
+    plan_compute(&c, &s, &p4);
+    s.B = 5;
+    plan_compute(&c, &s, &p5);
+    CHECK(p5.peak > p4.peak);
+    CHECK(plan_max_micro_batch(&c, &s, p4.peak, 64) == 4);
+    CHECK(plan_max_micro_batch(&c, &s, p5.peak - 1, 64) == 4);
+    CHECK(plan_max_micro_batch(&c, &s, p5.peak, 64) == 5);
+    CHECK(plan_max_micro_batch(&c, &s, 1000, 64) == 0);
+}
+
+int main(void) {
+    ModelConfig llama = shape(ARCH_LLAMA, 0), gpt2 = shape(ARCH_GPT2, 0);
+    ModelConfig moe = shape(ARCH_LLAMA, 4), qwen3 = shape(ARCH_LLAMA, 0);
+    qwen3.qk_norm = 1, qwen3.head_dim = 32, qwen3.tie_embeddings = 1;
+    check_case("llama", &llama, 0);
+    check_case("gpt2", &gpt2, 0);
+    check_case("moe", &moe, 0);
+    check_case("qwen3-like", &qwen3, 0);
+    check_case("llama zero3", &llama, 3);
+    check_max_micro_batch();
+    return CHECK_DONE();
+}

@@ -1,0 +1,147 @@
+/* plan.c: the memory plan of a training run (see plan.h). Every term names
+ * the buffer it stands for; the shapes are model.c's (B, T, N = B*T, C,
+ * NH, NKV, HD, QKV, F, UP, V, L) and moe.c's (E experts, K slots, NK =
+ * N*K). Alignment padding (64 bytes a block on the CPU, 256 on CUDA) is
+ * left out: a few KiB against the GiB that matter. */
+#include "trainer/plan.h"
+
+#include "trainer/moe.h"
+
+#define CPU_LMHEAD_CHUNK_ROWS 256                /* kernels/cpu/ops_cpu.c LMHEAD_CHUNK_ROWS */
+#define CUDA_LT_WORKSPACE     ((size_t)32 << 20) /* kernels/cuda/ops_cuda.cu lt_ws_bytes */
+
+static size_t pad(size_t n, size_t to) {
+    return (n + to - 1) / to * to;
+}
+
+/* attention's saved floats per layer (ops.h attention_saved_floats): the
+ * CUDA bf16 fused kernel keeps B*NH*T log-sum-exps for head dims 64 and
+ * 128, everything else the (B, NH, T, T) probabilities */
+static size_t att_floats(const ModelConfig *c, const PlanSetup *s) {
+    size_t rows = (size_t)s->B * c->n_head * s->T;
+    int HD = model_head_dim(c);
+    int fused = s->cuda && s->act_bytes == 2 && s->flash_attention && (HD == 64 || HD == 128);
+    return fused ? rows : rows * s->T;
+}
+
+/* bytes of layer l's LayerActs (model.c ensure_acts) */
+static size_t layer_bytes(const ModelConfig *c, const PlanSetup *s, int l) {
+    size_t ab = s->act_bytes, N = (size_t)s->B * s->T, C = c->d_model, F = c->d_ff;
+    size_t HD = model_head_dim(c), QKV = (c->n_head + 2 * c->n_kv_head) * HD;
+    size_t UP = c->arch == ARCH_LLAMA ? 2 * F : F, NQK = c->n_head + c->n_kv_head;
+    size_t stats = c->arch == ARCH_GPT2 ? 2 : 1;          /* mean and rstd, or rstd */
+    size_t b = 4 * N * C * ab;                            /* resid, ln1, resid_mid, ln2 */
+    b += 2 * stats * N * 4;                               /* ln1 and ln2 statistics */
+    b += N * QKV * ab + N * c->n_head * HD * ab;          /* qkv, atty */
+    if (c->qk_norm) b += N * NQK * HD * ab + N * NQK * 4; /* qk_pre, qk_rstd */
+    b += att_floats(c, s) * 4;
+    if (!moe_is_layer(c, l)) b += N * UP * ab + N * F * ab; /* up, act */
+    return b;
+}
+
+/* one MoE layer's saved activations (moe.c moe_ensure_acts) */
+static size_t moe_layer_bytes(const ModelConfig *c, const PlanSetup *s) {
+    size_t ab = s->act_bytes, N = (size_t)s->B * s->T, E = c->n_experts, C = c->d_model;
+    size_t F = c->d_ff, NK = N * c->top_k;
+    return N * E * ab + N * E * 4 + N * 4       /* logits, probs, lse */
+           + 4 * NK * 4 + (2 * E + 1) * 4       /* top_idx, top_w, row_token, pos; counts */
+           + NK * C * ab * 2 + NK * 3 * F * ab; /* xs, ys; gu (2F), h (F) */
+}
+
+static int n_moe_layers(const ModelConfig *c) {
+    int n = 0;
+    for (int l = 0; c->n_experts && l < c->n_layer; l++)
+        n += moe_is_layer(c, l);
+    return n;
+}
+
+void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
+    *p = (Plan){0};
+    size_t ab = s->act_bytes, N = (size_t)s->B * s->T, C = c->d_model, F = c->d_ff;
+    size_t V = c->vocab_size, HD = model_head_dim(c);
+    size_t QKV = (c->n_head + 2 * c->n_kv_head) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
+    size_t P = model_config_num_params(c);
+    p->n_params = P;
+    p->params = P * ab;
+    p->grads = P * ab;
+    /* ZeRO-1: dist_shard gives the first P % W ranks one element more */
+    size_t W = s->zero_world > 1 ? (size_t)s->zero_world : 1, shard = (P + W - 1) / W;
+    size_t opt_per_elem = ab == 4 ? 8 : 12; /* m, v (+ fp32 master) */
+    p->moments = shard * 8;
+    p->master = ab == 4 ? 0 : shard * 4;
+    p->opt_startup = W > 1 ? P * opt_per_elem : 0;
+
+    for (int l = 0; l < c->n_layer; l++)
+        p->acts += layer_bytes(c, s, l);
+    p->attention = (size_t)c->n_layer * att_floats(c, s) * 4;
+    p->attention_fused = att_floats(c, s) < (size_t)s->B * c->n_head * s->T * s->T;
+    size_t stats = c->arch == ARCH_GPT2 ? 2 : 1;
+    p->acts += 2 * N * C * ab + stats * N * 4; /* resid[L], lnf, its statistics */
+    int n_moe = n_moe_layers(c);
+    if (n_moe) {
+        size_t NK = N * c->top_k, E = c->n_experts;
+        p->moe_acts = (size_t)n_moe * moe_layer_bytes(c, s);
+        /* dys, dxs, dtmp; dh, dgu; dlogits; dtop_w, dprob */
+        p->bwd_scratch += 2 * NK * C * ab + N * C * ab + NK * 3 * F * ab + N * E * ab + NK * 4 +
+                          (size_t)n_moe * E * 4;
+    }
+    /* dresid, dln, datty, dbig, dact, datt */
+    p->bwd_scratch += 2 * N * C * ab + N * c->n_head * HD * ab + N * (QKV > UP ? QKV : UP) * ab +
+                      N * F * ab + att_floats(c, s) * 4;
+    p->io = 3 * N * 4;
+    if (s->cuda) {
+        size_t R = N < (size_t)s->lmhead_chunk_rows ? N : (size_t)s->lmhead_chunk_rows;
+        size_t cells = R * pad(V, 64);
+        p->lmhead_scratch = pad(cells * 4, 256) + (ab == 4 ? 0 : pad(cells * ab, 256));
+        p->cuda_workspace = CUDA_LT_WORKSPACE;
+        p->context = s->context_bytes;
+    } else {
+        p->lmhead_scratch = (N < CPU_LMHEAD_CHUNK_ROWS ? N : CPU_LMHEAD_CHUNK_ROWS) * V * 4;
+    }
+    size_t fixed = p->params + p->grads + p->cuda_workspace + p->context;
+    p->steady = fixed + p->master + p->moments + p->acts + p->moe_acts + p->bwd_scratch +
+                p->lmhead_scratch + p->io;
+    /* model_shard_optimizer copies the shard out of the whole state before
+     * freeing it; activations come later, at the first forward */
+    p->startup = fixed + p->opt_startup + (W > 1 ? p->master + p->moments : 0);
+    p->peak = p->steady > p->startup ? p->steady : p->startup;
+    p->host = P * 4 + N * 4; /* host_tmp, losses_host */
+    p->act_bytes_per_token =
+        (double)(p->acts + p->moe_acts + p->bwd_scratch + p->io) / (double)(N ? N : 1);
+}
+
+int plan_max_micro_batch(const ModelConfig *cfg, const PlanSetup *s, size_t budget_bytes,
+                         int max_B) {
+    PlanSetup t = *s;
+    int best = 0;
+    for (int B = 1; B <= max_B; B++) {
+        Plan p;
+        t.B = B;
+        plan_compute(cfg, &t, &p);
+        if (p.peak > budget_bytes) break; /* the peak grows with B */
+        best = B;
+    }
+    return best;
+}
+
+void plan_future(const ModelConfig *c, const PlanSetup *s, PlanFuture *f) {
+    Plan p;
+    plan_compute(c, s, &p);
+    size_t W = s->zero_world > 1 ? (size_t)s->zero_world : 1;
+    /* recompute = "block": every block's input (N, C) stays; the largest
+     * block's activations (and one MoE layer's) exist for one block at a
+     * time, during its forward and again during its backward */
+    size_t N = (size_t)s->B * s->T, one = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t b = layer_bytes(c, s, l) + (moe_is_layer(c, l) ? moe_layer_bytes(c, s) : 0);
+        if (b > one) one = b;
+    }
+    size_t kept = (size_t)c->n_layer * N * c->d_model * s->act_bytes;
+    size_t layers = p.acts - 2 * N * c->d_model * s->act_bytes -
+                    (c->arch == ARCH_GPT2 ? 2 : 1) * N * 4; /* the blocks' part of acts */
+    f->recompute_block = p.steady - layers - p.moe_acts + kept + one;
+    size_t gshard = (p.grads + W - 1) / W, pshard = (p.params + W - 1) / W;
+    f->zero2 = p.steady - p.grads + gshard;
+    f->zero3 = f->zero2 - p.params + pshard;
+    f->offload = p.steady - p.master - p.moments;
+}
