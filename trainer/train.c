@@ -489,6 +489,12 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
                    "%.0f tok/s | domain %.2f%s | ETA %s\n",
                    step + 1, steps, o.loss, o.loss_domain, o.loss_general, o.lr, o.grad_norm, tok_s,
                    o.domain_frac, moe_console, eta);
+            if (step == t->start_step && !strcmp(t->ops->name, "cpu")) {
+                size_t peak;
+                ops_cpu_mem(NULL, &peak);
+                printf("  cpu backend memory: peak %zu bytes allocated (`dapt plan` predicts it)\n",
+                       peak);
+            }
             fflush(stdout);
         }
         int last = step + 1 == steps;

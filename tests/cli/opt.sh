@@ -18,7 +18,7 @@ expect() {
   [[ $got == "$want" ]] || fail "dapt $*: exit $got, expected $want: $(cat "$tmp/err")"
   grep -qF -- "$pat" "$tmp/err" || fail "dapt $*: stderr lacks '$pat': $(cat "$tmp/err")"
 }
-for cmd in tokenize inspect logits sample "law fit" "law predict" "law recommend" "law sweep" \
+for cmd in tokenize inspect logits sample plan "law fit" "law predict" "law recommend" "law sweep" \
            "export gguf" "import gguf"; do
   # shellcheck disable=SC2086
   "$dapt" $cmd --help >"$tmp/out" 2>&1 || fail "dapt $cmd --help: exit $?"
@@ -26,6 +26,8 @@ for cmd in tokenize inspect logits sample "law fit" "law predict" "law recommend
   # shellcheck disable=SC2086
   expect 2 "dapt ${cmd% gguf}: unknown option --frobnicate" $cmd --frobnicate
 done
+expect 2 "dapt plan: --gpu-mem abc: expected GiB > 0" plan x.toml --gpu-mem abc
+expect 2 "dapt plan: --world 0: expected an integer" plan x.toml --world 0
 expect 2 "dapt tokenize: unknown option --modle (did you mean --model?)" tokenize --modle m
 expect 2 "dapt export: unknown option --dtyp (did you mean --dtype?)" export gguf --dtyp f16 a b
 expect 2 "dapt tokenize: --out needs a value" tokenize --model m --out

@@ -13,3 +13,8 @@ set_tests_properties(cli_train_nccl_cpu PROPERTIES LABELS "c"
 # the commands' option parser: help, unknown options, missing values (exit 2)
 add_test(NAME cli_options COMMAND ${CMAKE_CURRENT_LIST_DIR}/opt.sh $<TARGET_FILE:dapt>)
 set_tests_properties(cli_options PROPERTIES LABELS "c")
+# dapt plan: the Llama-3.1-8B figures docs/distributed.md quotes (ZeRO-1 over 8
+# GPUs: the startup peak of the whole optimizer state and the shard)
+add_test(NAME cli_plan_8b COMMAND dapt plan ${CMAKE_SOURCE_DIR}/configs/plan-llama3-8b.toml --world 8)
+set_tests_properties(cli_plan_8b PROPERTIES LABELS "c"
+                     PASS_REGULAR_EXPRESSION "steady state \\(training step\\) +60\\.400 GiB.*startup \\(while sharding\\) +131\\.910 GiB")

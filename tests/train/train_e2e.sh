@@ -18,6 +18,11 @@
 #             is a Qwen3 one with head_dim and rope_scaling, SIGKILL and
 #             --resume end bitwise as the uninterrupted run, and a run
 #             init_from its checkpoint takes that config
+#   plan      `dapt plan` on the config of a one-step run (a llama, a GPT-2,
+#             an MoE llama, a llama init_from a checkpoint) predicts the cpu
+#             backend's peak the run prints within 5% (the tolerance the
+#             plan promises; docs/distributed.md), and a plan for twice the
+#             micro-batch misses it
 set -euo pipefail
 dapt=$1 py=$2 mode=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -167,6 +172,31 @@ PY
   cmp "$ck/config.json" "$work/runs/cpt/ckpt/step-00000002/config.json" ||
     fail "init_from's config.json not carried over"
   echo "ok: Qwen3-shaped llama3-scaled run, resume and init_from"
+  ;;
+plan)
+  one=(--train.steps=1 --train.warmup_steps=0 --eval.every=0)
+  # within NAME PREDICTED MEASURED: |predicted - measured| <= 5% of measured
+  within() { awk -v p="$2" -v m="$3" 'BEGIN { d = p - m; exit !(m > 0 && d * d <= 0.0025 * m * m) }'; }
+  plan_peak() { "$dapt" plan "$@" | sed -nE 's/.*= peak .* ([0-9]+) bytes per process.*/\1/p'; }
+  check() { # check NAME CONFIG OVERRIDES...
+    local name=$1 cfg=$2
+    shift 2
+    "$dapt" train "$cfg" --run.name="$name" "${one[@]}" "$@" > "$work/$name.log"
+    local measured predicted wrong
+    measured=$(sed -nE 's/.*peak ([0-9]+) bytes allocated.*/\1/p' "$work/$name.log")
+    predicted=$(plan_peak "$cfg" "$@")
+    wrong=$(plan_peak "$cfg" "$@" --train.micro_batch=8)
+    within "$name" "$predicted" "$measured" ||
+      fail "$name: plan $predicted bytes, the run's peak ${measured:-missing}"
+    ! within "$name" "$wrong" "$measured" || fail "$name: a plan for micro_batch 8 passes ($wrong)"
+    echo "ok: $name: plan $predicted bytes, measured $measured"
+  }
+  check llama "$work/tiny.toml"
+  check gpt2 "$work/tiny.toml" --model.arch=gpt2 --model.n_kv_head=4
+  check moe "$work/tiny.toml" --moe.n_experts=4 --moe.top_k=2
+  sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
+    "$work/tiny.toml" > "$work/init.toml"
+  check init "$work/init.toml" --model.init_from="$work/runs/llama/ckpt/step-00000001"
   ;;
 *) fail "unknown mode $mode" ;;
 esac

@@ -13,5 +13,6 @@ int cmd_logits(int argc, char **argv);   /* forward pass on token ids; logits ou
 int cmd_export(int argc, char **argv);   /* a model to GGUF (llama.cpp) */
 int cmd_import(int argc, char **argv);   /* a GGUF file to a checkpoint */
 int cmd_sample(int argc, char **argv);   /* text generation */
+int cmd_plan(int argc, char **argv);     /* the memory a training config needs */
 
 #endif

@@ -18,6 +18,7 @@ typedef struct {
 static const Command commands[] = {
     {"sample", cmd_sample, "generate text from a checkpoint or HF model directory"},
     {"train", cmd_train, "continue pretraining a model on a domain/general mixture (config.toml)"},
+    {"plan", cmd_plan, "the memory a training config needs per GPU and host, and what would fit"},
     {"tokenize", cmd_tokenize, "encode text/JSONL corpora into .tok.zst shards (+ val shard)"},
     {"inspect", cmd_inspect,
      "print the header and stats of a .tok.zst shard (verifying every frame) or a .gguf file"},
