@@ -9,6 +9,10 @@
 
 #define CPU_LMHEAD_CHUNK_ROWS 256                /* kernels/cpu/ops_cpu.c LMHEAD_CHUNK_ROWS */
 #define CUDA_LT_WORKSPACE     ((size_t)32 << 20) /* kernels/cuda/ops_cuda.cu lt_ws_bytes */
+/* kernels/cuda/ops_cuda.cu: the bf16 table converts uploads and downloads
+ * through STAGE_ELEMS (1 << 24) fp32 values of cuda_scratch, which
+ * allocates a quarter more than asked */
+#define CUDA_BF16_STAGE_SCRATCH (((size_t)1 << 24) * 4 / 4 * 5)
 
 static size_t pad(size_t n, size_t to) {
     return (n + to - 1) / to * to;
@@ -94,11 +98,12 @@ void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
         size_t cells = R * pad(V, 64);
         p->lmhead_scratch = pad(cells * 4, 256) + (ab == 4 ? 0 : pad(cells * ab, 256));
         p->cuda_workspace = CUDA_LT_WORKSPACE;
+        p->cuda_scratch = ab == 2 ? CUDA_BF16_STAGE_SCRATCH : 0;
         p->context = s->context_bytes;
     } else {
         p->lmhead_scratch = (N < CPU_LMHEAD_CHUNK_ROWS ? N : CPU_LMHEAD_CHUNK_ROWS) * V * 4;
     }
-    size_t fixed = p->params + p->grads + p->cuda_workspace + p->context;
+    size_t fixed = p->params + p->grads + p->cuda_workspace + p->cuda_scratch + p->context;
     p->steady = fixed + p->master + p->moments + p->acts + p->moe_acts + p->bwd_scratch +
                 p->lmhead_scratch + p->io;
     /* model_shard_optimizer copies the shard out of the whole state before

@@ -48,6 +48,8 @@ typedef struct {
     size_t lmhead_scratch; /* the fused LM head's chunk of logits (and dlogits) */
     size_t io;             /* tokens, targets, per-token losses */
     size_t cuda_workspace; /* cuBLASLt workspace (32 MiB) */
+    size_t cuda_scratch;   /* the kernels' shared scratch: at least the bf16 upload staging
+                            * (80 MiB); larger kernel needs are in the context allowance */
     size_t context;        /* PlanSetup.context_bytes on CUDA */
     size_t steady, startup, peak; /* backend bytes */
     size_t host;                  /* host buffers besides: model host_tmp, losses */

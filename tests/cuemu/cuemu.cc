@@ -598,6 +598,7 @@ int cuemu_device_range(const void *p, size_t n) {
     return 0;
 }
 unsigned long cuemu_launches(void) { return cuemu::g_launches; }
+void cuemu_device_bytes(size_t *current, size_t *peak) { cuemu::device_bytes(current, peak); }
 uint16_t cuemu_f32_to_bf16(float f) { return cuemu_f2bf(f); }
 float cuemu_bf16_to_f32(uint16_t h) { return cuemu_u2f((uint32_t)h << 16); }
 void cuemu_progress(void) {

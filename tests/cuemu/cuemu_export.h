@@ -17,6 +17,9 @@ void cuemu_stream_defer(void *stream, int (*poll)(void *ctx, int wait), void *ct
 void cuemu_progress(void);
 /* 1 when [p, p + n) lies inside one cudaMalloc'd buffer */
 int cuemu_device_range(const void *p, size_t n);
+/* bytes cudaMalloc'd and not yet freed, and the most there ever were
+ * (cuemu::device_bytes), for C programs (tests/cuemu/plan_emu.c) */
+void cuemu_device_bytes(size_t *current, size_t *peak);
 /* kernels and GEMMs launched so far, on any stream */
 unsigned long cuemu_launches(void);
 /* the emulated device's bf16 conversions (cuemu_f2bf: to nearest even),

@@ -71,6 +71,8 @@ static void print_plan(const Plan *p, const PlanSetup *s) {
     row("communication buckets", 0, "none: gradient sums run in place in the gradient buffer");
     if (s->cuda) {
         row("cuBLASLt workspace", p->cuda_workspace, "");
+        if (p->cuda_scratch)
+            row("kernel scratch (at least)", p->cuda_scratch, "the bf16 upload/download staging");
         row("CUDA context allowance", p->context,
             "ASSUMPTION: context, NCCL buffers, kernel scratch");
     }
