@@ -60,7 +60,10 @@ struct Model {
     /* activations for up to cap_N rows (cap_B, cap_T as allocated) */
     int cap_B, cap_T;
     int B, T; /* of the last forward pass */
-    LayerActs *acts;     /* (L) plus one more resid: acts[L].resid = x_L */
+    LayerActs *acts;     /* (L) plus one more resid: acts[L].resid = x_L; with
+                          * recompute, acts[l > 0] share acts[0]'s buffers but resid */
+    int recompute;       /* ModelRecompute; the acts are allocated for it */
+    size_t act_bytes;    /* backend bytes ensure_acts allocated (model_activation_bytes) */
     void *lnf;           /* (N, C) */
     float *lnf_mean, *lnf_rstd;
     int32_t *tokens, *targets; /* (N) backend */
@@ -240,6 +243,10 @@ static void free_acts(Model *m) {
     if (!m->acts) return;
     for (int l = 0; l <= m->cfg.n_layer; l++) {
         LayerActs *a = &m->acts[l];
+        if (l > 0 && m->recompute) { /* only x_l is its own (ensure_acts) */
+            if (a->resid) o->free(a->resid);
+            continue;
+        }
         void *bufs[] = {a->resid,     a->ln1, a->ln1_mean, a->ln1_rstd, a->qkv,
                         a->qk_pre,    a->qk_rstd, a->att, a->atty, a->resid_mid,
                         a->ln2,       a->ln2_mean, a->ln2_rstd, a->up, a->act};
@@ -259,6 +266,7 @@ static void free_acts(Model *m) {
     m->scratch = m->dresid = m->dln = m->datty = m->dbig = m->dact = NULL;
     m->losses_host = NULL;
     m->cap_B = m->cap_T = 0;
+    m->act_bytes = 0;
 }
 
 void model_free(Model *m) {
@@ -294,12 +302,22 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
                      ? o->attention_saved_floats((int)B, (int)T, c->n_head, (int)HD)
                      : (size_t)B * c->n_head * T * T;
     int ok = 1;
-#define A_(ptr, bytes) ok = ok && ((ptr) = o->alloc(bytes)) != NULL
+#define A_(ptr, bytes) ok = ok && ((ptr) = o->alloc(bytes)) != NULL && (m->act_bytes += (bytes), 1)
     m->acts = calloc(c->n_layer + 1, sizeof *m->acts);
     if (!m->acts) return err_set(err, err_len, "out of host memory");
+    int any_dense = 0; /* a layer with a dense FFN: the shared set needs up, act */
+    for (int l = 0; l < c->n_layer; l++) any_dense |= !moe_is_layer(c, l);
     for (int l = 0; l < c->n_layer; l++) {
         LayerActs *a = &m->acts[l];
         A_(a->resid, N * C * ab);
+        if (l > 0 && m->recompute) {
+            /* one block's worth for all blocks: block 0's (free_acts frees
+             * only resid here) */
+            void *resid = a->resid;
+            *a = m->acts[0];
+            a->resid = resid;
+            continue;
+        }
         A_(a->ln1, N * C * ab);
         if (c->arch == ARCH_GPT2) A_(a->ln1_mean, N * 4);
         A_(a->ln1_rstd, N * 4);
@@ -314,7 +332,8 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
         A_(a->ln2, N * C * ab);
         if (c->arch == ARCH_GPT2) A_(a->ln2_mean, N * 4);
         A_(a->ln2_rstd, N * 4);
-        if (moe_is_layer(c, l)) continue; /* the MoE FFN keeps its own (trainer/moe.c) */
+        /* the MoE FFN keeps its own (trainer/moe.c) */
+        if (m->recompute ? !any_dense : moe_is_layer(c, l)) continue;
         A_(a->up, N * UP * ab);
         A_(a->act, N * F * ab);
     }
@@ -580,10 +599,6 @@ static void resid_norm_fwd(Model *m, void *res, const void *a, const void *b, vo
     }
 }
 
-/* Runs embeddings, blocks and the final norm; leaves x_L's norm in m->lnf.
- * Each residual add is fused with the norm that reads its result: block l's
- * attention residual with its norm2, its MLP residual with norm1 of block
- * l + 1 (or the final norm after the last block). */
 void model_set_params_needed(Model *m, ModelGradReady fn, void *ctx) {
     m->params_needed = fn, m->params_needed_ctx = ctx;
 }
@@ -596,43 +611,64 @@ static int params_needed(Model *m, int l, char *err, size_t err_len) {
     return m->params_needed(m->params_needed_ctx, end, err, err_len);
 }
 
-static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
+/* Block l's forward from a->ln1 = norm1(x_l) (computed before the loop or
+ * by the previous block's last residual) up to its FFN output in out
+ * (N, C), also the o_proj output's temporary: x_{l+1}'s buffer in the
+ * forward, scratch when recomputing (again = 1). The last residual add is
+ * the caller's (fused with the next norm). again skips the dense FFN's down
+ * projection (the backward does not read its output) and checks that an MoE
+ * layer routes as in the forward (moe_layer_refwd). */
+static int block_fwd(Model *m, int l, int B, int T, void *out, int again, char *err,
+                     size_t err_len) {
     const ModelConfig *c = &m->cfg;
     const Ops *o = m->ops;
     int N = B * T, C = c->d_model, F = c->d_ff, NH = c->n_head, NKV = c->n_kv_head;
     int HD = model_head_dim(c), QKV = (NH + 2 * NKV) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
+    const LayerTensors *w = &m->layers[l];
+    LayerActs *a = &m->acts[l];
+    o->matmul_fwd(a->qkv, a->ln1, P(m, w->qkv_w), P(m, w->qkv_b), N, C, QKV);
+    if (c->qk_norm)
+        o->qk_norm_fwd(a->qkv, a->qk_pre, a->qk_rstd, P(m, w->q_norm_w), P(m, w->k_norm_w), N, NH,
+                       NKV, HD, c->norm_eps);
+    if (c->arch == ARCH_LLAMA) o->rope_fwd(a->qkv, B, T, NH, NKV, HD, m->rope_inv_freq);
+    o->attention_fwd(a->atty, a->att, a->qkv, B, T, NH, NKV, HD);
+    /* the o_proj output goes to `out` as a temporary, then x_mid = x + it */
+    o->matmul_fwd(out, a->atty, P(m, w->o_w), P(m, w->o_b), N, NH * HD, C);
+    resid_norm_fwd(m, a->resid_mid, a->resid, out, a->ln2, a->ln2_mean, a->ln2_rstd, w->ln2_w,
+                   w->ln2_b, N);
+    if (w->moe_router >= 0) {
+        size_t r_off = m->tensors[w->moe_router].offset, e_off = m->tensors[w->moe_expert0].offset;
+        if (again) return moe_layer_refwd(m->moe, l, m->params, r_off, e_off, out, a->ln2, N, err,
+                                          err_len);
+        moe_layer_fwd(m->moe, l, m->params, r_off, e_off, out, a->ln2, N);
+        return 0;
+    }
+    o->matmul_fwd(a->up, a->ln2, P(m, w->up_w), P(m, w->up_b), N, C, UP);
+    if (c->arch == ARCH_LLAMA) o->swiglu_fwd(a->act, a->up, N, F);
+    else o->gelu_fwd(a->act, a->up, (size_t)N * F);
+    if (!again) o->matmul_fwd(out, a->act, P(m, w->down_w), P(m, w->down_b), N, F, C);
+    return 0;
+}
+
+/* Runs embeddings, blocks and the final norm; leaves x_L's norm in m->lnf.
+ * Each residual add is fused with the norm that reads its result: block l's
+ * attention residual with its norm2, its MLP residual with norm1 of block
+ * l + 1 (or the final norm after the last block). */
+static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
+    const ModelConfig *c = &m->cfg;
+    const Ops *o = m->ops;
+    int N = B * T, C = c->d_model;
     if (params_needed(m, 0, err, err_len)) return 1;
     o->embed_fwd(m->acts[0].resid, m->tokens, P(m, m->t_wte), P(m, m->t_wpe), B, T, C);
     norm_fwd(m, m->acts[0].ln1, m->acts[0].ln1_mean, m->acts[0].ln1_rstd, m->acts[0].resid,
              m->layers[0].ln1_w, m->layers[0].ln1_b, N);
     for (int l = 0; l < c->n_layer; l++) {
-        const LayerTensors *w = &m->layers[l];
         LayerActs *a = &m->acts[l];
         void *out = m->acts[l + 1].resid;
         /* this block's weights and the next block's norm (the last block:
          * the final norm and the head) */
         if (params_needed(m, l + 1, err, err_len)) return 1;
-        /* a->ln1 = norm1(x_l): computed before the loop or by the previous
-         * block's last residual */
-        o->matmul_fwd(a->qkv, a->ln1, P(m, w->qkv_w), P(m, w->qkv_b), N, C, QKV);
-        if (c->qk_norm)
-            o->qk_norm_fwd(a->qkv, a->qk_pre, a->qk_rstd, P(m, w->q_norm_w), P(m, w->k_norm_w), N,
-                           NH, NKV, HD, c->norm_eps);
-        if (c->arch == ARCH_LLAMA) o->rope_fwd(a->qkv, B, T, NH, NKV, HD, m->rope_inv_freq);
-        o->attention_fwd(a->atty, a->att, a->qkv, B, T, NH, NKV, HD);
-        /* the o_proj output goes to `out` as a temporary, then x_mid = x + it */
-        o->matmul_fwd(out, a->atty, P(m, w->o_w), P(m, w->o_b), N, NH * HD, C);
-        resid_norm_fwd(m, a->resid_mid, a->resid, out, a->ln2, a->ln2_mean, a->ln2_rstd, w->ln2_w,
-                       w->ln2_b, N);
-        if (w->moe_router >= 0) {
-            moe_layer_fwd(m->moe, l, m->params, m->tensors[w->moe_router].offset,
-                          m->tensors[w->moe_expert0].offset, out, a->ln2, N);
-        } else {
-            o->matmul_fwd(a->up, a->ln2, P(m, w->up_w), P(m, w->up_b), N, C, UP);
-            if (c->arch == ARCH_LLAMA) o->swiglu_fwd(a->act, a->up, N, F);
-            else o->gelu_fwd(a->act, a->up, (size_t)N * F);
-            o->matmul_fwd(out, a->act, P(m, w->down_w), P(m, w->down_b), N, F, C);
-        }
+        if (block_fwd(m, l, B, T, out, 0, err, err_len)) return 1;
         /* x_{l+1} = x_mid + mlp(...) (in place in `out`), and the norm that
          * reads it: the next block's norm1, or the final norm */
         if (l + 1 < c->n_layer) {
@@ -645,6 +681,21 @@ static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
         }
     }
     return 0;
+}
+
+/* Block l's activations again, for its backward (MODEL_RECOMPUTE_BLOCK):
+ * norm1 of the kept x_l, then block_fwd into m->dln, scratch between two
+ * blocks' backwards. Bitwise the forward's: the same ops on the same
+ * inputs, and the fused residual + norm that made ln1 in the forward equals
+ * the norm alone on the stored x_l (ops.h). The last block is not
+ * recomputed: the forward left its activations in the shared buffers (the
+ * final norm and the head write elsewhere). */
+static int recompute_block(Model *m, int l, int B, int T, char *err, size_t err_len) {
+    if (!m->recompute || l == m->cfg.n_layer - 1) return 0;
+    LayerActs *a = &m->acts[l];
+    const LayerTensors *w = &m->layers[l];
+    norm_fwd(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->resid, w->ln1_w, w->ln1_b, B * T);
+    return block_fwd(m, l, B, T, m->dln, 1, err, err_len);
 }
 
 static float mean_of_losses(Model *m, const int32_t *targets, int N) {
@@ -718,6 +769,7 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
     for (int l = L - 1; l >= 0; l--) {
         const LayerTensors *w = &m->layers[l];
         LayerActs *a = &m->acts[l];
+        if (recompute_block(m, l, B, T, err, err_len)) return 1;
         /* MLP: dresid is d(x_{l+1}) = d(mlp out) */
         if (w->moe_router >= 0) {
             /* the first MoE layer here finishes global LBL's counts sum,
@@ -756,6 +808,32 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
 }
 
 const float *model_token_losses(const Model *m) { return m->losses_host; }
+
+static const char *const recompute_names[] = {"none", "block"};
+
+int model_recompute_parse(const char *name, int *mode, char *err, size_t err_len) {
+    for (int i = 0; i < 2; i++)
+        if (!strcmp(name, recompute_names[i])) return *mode = i, 0;
+    return err_set(err, err_len, "recompute = \"%.40s\" is not a mode (\"none\" or \"block\")",
+                   name);
+}
+
+const char *model_recompute_name(int mode) {
+    return mode >= 0 && mode < 2 ? recompute_names[mode] : "?";
+}
+
+void model_set_recompute(Model *m, int mode) {
+    if (mode == m->recompute) return;
+    free_acts(m); /* allocated again for the mode by the next forward */
+    m->recompute = mode;
+    if (m->moe) moe_set_recompute(m->moe, mode);
+}
+
+int model_recompute(const Model *m) { return m->recompute; }
+
+size_t model_activation_bytes(const Model *m) {
+    return m->act_bytes + (m->moe ? moe_activation_bytes(m->moe) : 0);
+}
 
 MoeState *model_moe_state(const Model *m) { return m->moe; }
 

@@ -194,6 +194,25 @@ void model_set_grad_ready(Model *m, ModelGradReady fn, void *ctx);
  * pass. Nonzero (message in err) ends the pass with that error. NULL: no
  * hook. */
 void model_set_params_needed(Model *m, ModelGradReady fn, void *ctx);
+/* Activation recomputation ([train] recompute). NONE keeps every block's
+ * activations from the forward for the backward. BLOCK keeps each block's
+ * input x_l (and the MoE routing counts, to check the recomputation) and
+ * one block's worth of activations, shared by all blocks: the backward runs
+ * each block's forward again, from x_l, just before that block's backward.
+ * Same ops on the same inputs, so the gradients are bitwise those of NONE
+ * (ops.h: deterministic); the cost is about one more forward per step. */
+typedef enum { MODEL_RECOMPUTE_NONE = 0, MODEL_RECOMPUTE_BLOCK = 1 } ModelRecompute;
+/* "none" | "block" -> ModelRecompute; 0 on success. */
+int model_recompute_parse(const char *name, int *mode, char *err, size_t err_len);
+const char *model_recompute_name(int mode);
+/* Sets the mode; the activations are freed when it changes and allocated
+ * again, for the mode, by the next forward pass. */
+void model_set_recompute(Model *m, int mode);
+int model_recompute(const Model *m);
+/* Backend bytes allocated for activations and backward scratch (the MoE
+ * FFN's included) for the largest B*T seen so far: 0 before the first
+ * forward pass. */
+size_t model_activation_bytes(const Model *m);
 /* Per-token losses of the last forward pass (B*T floats, host). */
 const float *model_token_losses(const Model *m);
 /* Logits of the last forward pass, (B*T, V) fp32 into host dst. */

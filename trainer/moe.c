@@ -68,6 +68,8 @@ struct MoeState {
     int *layer_to_moe;  /* (L) -1 on dense layers */
     MoeLayer *ml;       /* (Lm) */
     int cap_N, N;
+    int recompute;      /* xs, gu, h, ys of ml[i > 0] are ml[0]'s (moe_set_recompute) */
+    size_t act_bytes;   /* backend bytes of moe_ensure_acts */
     /* backward scratch */
     void *dys, *dh, *dgu, *dxs, *dlogits, *dtmp; /* (NK,C) (NK,F) (NK,2F) (NK,C) (N,E) (N,C) */
     float *dtop_w, *dprob;                        /* (N, K) (Lm, E) */
@@ -203,10 +205,12 @@ static void free_acts(MoeState *s) {
     const Ops *o = s->ops;
     for (int i = 0; i < s->n_moe; i++) {
         MoeLayer *m = &s->ml[i];
-        /* m->stats lives in m->counts' allocation */
+        /* m->stats lives in m->counts' allocation; shared expert buffers
+         * are freed with layer 0's (the last 4) */
         void *b[] = {m->logits, m->probs, m->lse, m->top_idx, m->top_w, m->counts, m->row_token,
                      m->pos,    m->xs,    m->gu,  m->h,       m->ys};
-        for (size_t k = 0; k < sizeof b / sizeof *b; k++)
+        size_t nb = sizeof b / sizeof *b - (i > 0 && s->recompute ? 4 : 0);
+        for (size_t k = 0; k < nb; k++)
             if (b[k]) o->free(b[k]);
         m->logits = m->xs = m->gu = m->h = m->ys = NULL;
         m->probs = m->lse = m->top_w = m->stats = NULL;
@@ -220,7 +224,16 @@ static void free_acts(MoeState *s) {
     free(s->top_h);
     s->top_h = NULL;
     s->cap_N = 0;
+    s->act_bytes = 0;
 }
+
+void moe_set_recompute(MoeState *s, int on) {
+    if (on == s->recompute) return;
+    free_acts(s);
+    s->recompute = on;
+}
+
+size_t moe_activation_bytes(const MoeState *s) { return s->act_bytes; }
 
 void moe_free(MoeState *s) {
     if (!s) return;
@@ -244,7 +257,7 @@ int moe_ensure_acts(MoeState *s, int N, char *err, size_t err_len) {
     size_t ab = o->act_bytes, E = s->cfg.n_experts, K = s->cfg.top_k, C = s->cfg.d_model;
     size_t F = s->cfg.d_ff, NK = (size_t)N * K;
     int ok = 1;
-#define A_(ptr, bytes) ok = ok && ((ptr) = o->alloc(bytes)) != NULL
+#define A_(ptr, bytes) ok = ok && ((ptr) = o->alloc(bytes)) != NULL && (s->act_bytes += (bytes), 1)
     for (int i = 0; i < s->n_moe; i++) {
         MoeLayer *m = &s->ml[i];
         A_(m->logits, N * E * ab);
@@ -256,6 +269,10 @@ int moe_ensure_acts(MoeState *s, int N, char *err, size_t err_len) {
         if (m->counts) m->stats = (float *)(void *)(m->counts + E);
         A_(m->row_token, NK * 4);
         A_(m->pos, NK * 4);
+        if (i > 0 && s->recompute) {
+            m->xs = s->ml[0].xs, m->gu = s->ml[0].gu, m->h = s->ml[0].h, m->ys = s->ml[0].ys;
+            continue;
+        }
         A_(m->xs, NK * C * ab);
         A_(m->gu, NK * 2 * F * ab);
         A_(m->h, NK * F * ab);
@@ -323,6 +340,19 @@ void moe_layer_fwd(MoeState *s, int l, const void *params, size_t router_off, si
         }
     }
     o->moe_combine_fwd(out, m->ys, m->top_w, m->pos, N, K, C);
+}
+
+int moe_layer_refwd(MoeState *s, int l, const void *params, size_t router_off, size_t expert0_off,
+                    void *out, const void *x, int N, char *err, size_t err_len) {
+    MoeLayer *m = &s->ml[s->layer_to_moe[l]];
+    moe_layer_fwd(s, l, params, router_off, expert0_off, out, x, N);
+    for (int e = 0; e < s->cfg.n_experts; e++)
+        if (m->counts_h[e] != m->counts_local[e])
+            return err_set(err, err_len,
+                           "recompute: layer %d routes %d rows to expert %d, the forward %lld "
+                           "(a nondeterministic op on %s)",
+                           l, m->counts_h[e], e, (long long)m->counts_local[e], s->ops->name);
+    return 0;
 }
 
 double moe_lbl(const int64_t *counts, const float *prob_sum, int E, int K, int n_tokens,

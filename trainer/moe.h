@@ -142,6 +142,19 @@ int moe_ensure_acts(MoeState *s, int N, char *err, size_t err_len);
  * router and of expert 0's w1 (experts contiguous: w1, w3, w2 each). */
 void moe_layer_fwd(MoeState *s, int l, const void *params, size_t router_off, size_t expert0_off,
                    void *out, const void *x, int N);
+/* moe_layer_fwd again, for the backward of a recomputing model
+ * (MODEL_RECOMPUTE_BLOCK): fails (message in err) when the routing counts
+ * differ from the forward's (moe_after_forward's copy), which would make
+ * the gradients those of another routing. The LBL counts are not counted
+ * again: moe_after_forward alone adds them up. */
+int moe_layer_refwd(MoeState *s, int l, const void *params, size_t router_off, size_t expert0_off,
+                    void *out, const void *x, int N, char *err, size_t err_len);
+/* on: the expert activations (xs, gu, h, ys: the bulk) become one layer's
+ * worth, shared by all MoE layers (the routing stays per layer); frees
+ * the activations when it changes (the next moe_ensure_acts allocates) */
+void moe_set_recompute(MoeState *s, int on);
+/* backend bytes moe_ensure_acts allocated */
+size_t moe_activation_bytes(const MoeState *s);
 /* After all layers' forward: z values and coefficients; counts -> f, LBL
  * values and gradients, except in global mode when training with sum
  * hooks: then it begins the counts' sum over ranks and
