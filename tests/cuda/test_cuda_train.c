@@ -38,13 +38,19 @@
  *    on the same table without it, from the same weights and batches:
  *    losses, gradients and parameters bitwise equal (bf16: gpt2, llama,
  *    moe; fp32: llama).
+ * 5. Activation recomputation (--only recompute; model.h ModelRecompute):
+ *    two steps with recompute "block" and "none" on the same table (fused
+ *    norms on), from the same weights and batches: losses, gradients and
+ *    parameters bitwise equal, and fewer activation bytes with "block"
+ *    (bf16: gpt2, llama, qwen3 at head size 64, moe; fp32: llama).
  *
  * Usage: test_cuda_train [--json FILE] [--device cpu] [--only GROUP[,GROUP...]]
  *                        [--cuda.KEY=VALUE ...]
  * Exit 0 passed, 1 failed, 77 no GPU. --device cpu puts the CPU backend in
  * place of both CUDA tables: a self-check of the test (the fp32 curve must
  * still learn) that runs without a GPU. --only runs the listed groups: dense
- * (the gpt2 and llama parts), moe, arch (the newer architectures); none: all
+ * (the gpt2 and llama parts), moe, arch (the newer architectures),
+ * recompute (5. above, on every architecture); none: all
  * (tools/gpu-check's stages train and train-arch run dense,moe and arch).
  * --only moe runs the MoE model's parts alone: tools/gpu-check runs them a
  * second time with
@@ -410,6 +416,52 @@ static void fused_norm_bits(const char *an, ModelConfig c, const Ops *plain, con
     for (int k = 0; k < 2; k++) free(h[k][0]), free(h[k][1]), model_free(m[k]);
 }
 
+/* Activation recomputation (model.h ModelRecompute) against none on the
+ * same table: two training steps from the same weights and batches must
+ * give bitwise the same losses, gradients (of the last step, before it is
+ * applied) and parameters, as the deterministic ops make them on the CPU
+ * backend (tests/c/test_recompute.c); with the activation bytes of both. */
+static void recompute_bits(const char *an, ModelConfig c, const Ops *ops) {
+    enum { STEPS_RC = 2 };
+    char what[96], err[256];
+    Model *m[2] = {make(&c, ops), make(&c, ops)};
+    model_set_recompute(m[1], MODEL_RECOMPUTE_BLOCK);
+    size_t P = model_num_params(m[0]);
+    float *h[2][2], loss[2][STEPS_RC];
+    for (int k = 0; k < 2; k++) model_init_weights(m[k], 13);
+    uint64_t rng0 = g_rng;
+    AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    for (int k = 0; k < 2; k++) {
+        g_rng = rng0; /* the same batches for both */
+        int32_t tok[B * T], tgt[B * T];
+        h[k][0] = malloc(P * 4), h[k][1] = malloc(P * 4);
+        for (int t = 1; t <= STEPS_RC; t++) {
+            make_batch(tok, tgt, c.vocab_size);
+            model_zero_grad(m[k]);
+            if (fwd_bwd(m[k], tok, tgt, &loss[k][t - 1], err, sizeof err)) {
+                fprintf(stderr, "test_cuda_train: recompute %s: %s\n",
+                        model_recompute_name(model_recompute(m[k])), err);
+                exit(1);
+            }
+            if (t == STEPS_RC) model_get_grads(m[k], h[k][0]);
+            model_adamw_step(m[k], &opt, 1e-3f, t);
+        }
+        model_get_params(m[k], h[k][1]);
+    }
+    size_t bytes[2] = {model_activation_bytes(m[0]), model_activation_bytes(m[1])};
+    printf("%-6s %s B=%d T=%d: activations %zu bytes (none), %zu (block)\n", an, ops->name, B, T,
+           bytes[0], bytes[1]);
+    snprintf(what, sizeof what, "recompute %s loss differ", ops->name);
+    verdict(an, what, (double)n_differ(loss[0], loss[1], STEPS_RC), 0.0);
+    snprintf(what, sizeof what, "recompute %s grad differ", ops->name);
+    verdict(an, what, (double)n_differ(h[0][0], h[1][0], P), 0.0);
+    snprintf(what, sizeof what, "recompute %s param differ", ops->name);
+    verdict(an, what, (double)n_differ(h[0][1], h[1][1], P), 0.0);
+    snprintf(what, sizeof what, "recompute %s block/none bytes", ops->name);
+    verdict(an, what, (double)bytes[1] / (double)bytes[0], 0.9);
+    for (int k = 0; k < 2; k++) free(h[k][0]), free(h[k][1]), model_free(m[k]);
+}
+
 /* a copy of a table without the fused residual + norm ops */
 static const Ops *without_fused(const Ops *o, Ops *copy) {
     *copy = *o;
@@ -418,7 +470,7 @@ static const Ops *without_fused(const Ops *o, Ops *copy) {
     return copy;
 }
 
-/* --only's list: GROUP[,GROUP...] of dense, moe, arch; NULL = all */
+/* --only's list: GROUP[,GROUP...] of dense, moe, arch, recompute; NULL = all */
 static int in_groups(const char *list, const char *group) {
     size_t n = strlen(group);
     for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
@@ -427,11 +479,11 @@ static int in_groups(const char *list, const char *group) {
 }
 
 static int groups_known(const char *list) {
-    static const char *const known[] = {"dense", "moe", "arch"};
+    static const char *const known[] = {"dense", "moe", "arch", "recompute"};
     for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
         size_t n = strcspn(p, ",");
         int ok = 0;
-        for (int i = 0; i < 3; i++) ok |= strlen(known[i]) == n && !strncmp(p, known[i], n);
+        for (int i = 0; i < 4; i++) ok |= strlen(known[i]) == n && !strncmp(p, known[i], n);
         if (!ok) return 0;
     }
     return 1;
@@ -481,7 +533,7 @@ int main(int argc, char **argv) {
     static Ops f32_copy, bf_copy;
     const Ops *f32 = without_fused(f32_fused, &f32_copy), *bf = without_fused(bf_fused, &bf_copy);
     int dense = in_groups(only, "dense"), moe = in_groups(only, "moe");
-    int arch = in_groups(only, "arch");
+    int arch = in_groups(only, "arch"), rc = in_groups(only, "recompute");
     if (!self && opt.cuda.moe_grouped_gemm &&
         !(f32->moe_expert_matmul_fwd && bf->moe_expert_matmul_fwd)) {
         printf("cuda.moe_grouped_gemm = true but the CUDA tables have no grouped expert GEMMs "
@@ -507,6 +559,13 @@ int main(int argc, char **argv) {
     if (dense) fused_norm_bits("llama", tiny(ARCH_LLAMA), bf, bf_fused);
     if (moe) fused_norm_bits("moe", tiny_moe(), bf, bf_fused);
     if (dense) fused_norm_bits("llama", tiny(ARCH_LLAMA), f32, f32_fused);
+    /* recomputation on the tables a run uses (fused norms on), bf16; the
+     * qwen3 at head size 64: the bf16 fused attention (saved state B*NH*T) */
+    if (rc) recompute_bits("gpt2", tiny(ARCH_GPT2), bf_fused);
+    if (rc) recompute_bits("llama", tiny(ARCH_LLAMA), bf_fused);
+    if (rc) recompute_bits("qwen3", tiny_qwen3(64), bf_fused);
+    if (rc) recompute_bits("moe", tiny_moe(), bf_fused);
+    if (rc) recompute_bits("llama", tiny(ARCH_LLAMA), f32_fused);
     if (json) fclose(json);
     printf("test_cuda_train: %s\n", n_fail ? "FAILED" : "passed");
     return n_fail ? 1 : 0;

@@ -84,6 +84,14 @@ add_test(NAME emu_train_moe_grouped ${FULL} COMMAND test_cuda_train_emu --only m
          --cuda.moe_grouped_gemm=true)
 set_tests_properties(emu_train emu_train_moe_grouped emu_train_arch PROPERTIES
                      ENVIRONMENT OMP_NUM_THREADS=1)
+# activation recomputation ("block" against "none", bitwise; every
+# architecture, bf16 and fp32): seconds, so in the quick set, and again with
+# the grouped expert GEMMs
+add_test(NAME emu_train_recompute COMMAND test_cuda_train_emu --only recompute)
+add_test(NAME emu_train_recompute_grouped ${FULL} COMMAND test_cuda_train_emu --only recompute
+         --cuda.moe_grouped_gemm=true)
+set_tests_properties(emu_train_recompute emu_train_recompute_grouped PROPERTIES LABELS emu
+                     ENVIRONMENT OMP_NUM_THREADS=1)
 # again with blocks and threads in reverse order (CUEMU_ORDER=reverse): a
 # result that depends on the order of blocks, or of threads between
 # barriers, differs between the two runs: the groups whose kernels depend
