@@ -68,6 +68,7 @@ typedef struct {
         double lr, min_lr, decay_frac, weight_decay, grad_clip, beta1, beta2, eps;
         char lr_schedule[16];
         char on_nonfinite[8]; /* "skip" | "stop" */
+        char recompute[8];    /* "none" | "block" (model.h ModelRecompute) */
     } train;
     struct {
         int every, batches;

@@ -108,6 +108,10 @@ const KeyDef config_keys[] = {
     {"train", "eps", K_FLOAT, F(train.eps), 0, 0, 1, 1, 0, NULL, "1e-08", "Adam epsilon"},
     {"train", "on_nonfinite", K_STR, F(train.on_nonfinite), SZ(train.on_nonfinite), 1, 0, 0, 0,
      "skip|stop", "\"stop\"", "a NaN/Inf loss or gradient: skip the step, or stop the run"},
+    {"train", "recompute", K_STR, F(train.recompute), SZ(train.recompute), 1, 0, 0, 0,
+     "none|block", "\"none\"",
+     "activation recomputation: block keeps each block's input and reruns the block's forward "
+     "before its backward (bitwise the same gradients; about one more forward per step)"},
     {"eval", "every", K_INT, F(eval.every), 0, 0, BIG, 0, 0, NULL, "100",
      "steps between evaluations; 0 = never"},
     {"eval", "batches", K_INT, F(eval.batches), 0, 1, 1e6, 0, 0, NULL, "20",

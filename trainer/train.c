@@ -135,6 +135,15 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
     return m;
 }
 
+/* [train] recompute onto the model (the config has checked the choice;
+ * the parse names it again should it not have) */
+static int apply_recompute(Model *m, const Config *c, char *err, size_t err_len) {
+    int mode;
+    if (model_recompute_parse(c->train.recompute, &mode, err, err_len)) return 1;
+    model_set_recompute(m, mode);
+    return 0;
+}
+
 /* One source per role that has train shards. */
 static int open_stream(const Config *c, int n_steps, Stream **out, char *err, size_t err_len) {
     static MixPoint pts[CONFIG_MAX_MIX_POINTS];
@@ -594,6 +603,7 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     if (!t->m || comm_bind(t->comm, t->m, t->ops, err, err_len)) return 1;
     if (config_check_model(c, model_config(t->m), err, err_len) ||
         moe_loop_configure(t->m, c, err, err_len) ||
+        apply_recompute(t->m, c, err, err_len) ||
         config_to_schedule(c, &t->sched, err, err_len) ||
         open_stream(c, c->train.steps, &t->s, err, err_len) ||
         check_vocab(c, t->m, t->s, &t->tok, err, err_len))

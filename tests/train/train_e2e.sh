@@ -23,6 +23,9 @@
 #             backend's peak the run prints within 5% (the tolerance the
 #             plan promises; docs/distributed.md), and a plan for twice the
 #             micro-batch misses it
+#   recompute train.recompute = "block": the final weights, optimizer state
+#             and losses bitwise those of "none", and the key in the
+#             resolved config
 set -euo pipefail
 dapt=$1 py=$2 mode=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -197,6 +200,17 @@ plan)
   sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
     "$work/tiny.toml" > "$work/init.toml"
   check init "$work/init.toml" --model.init_from="$work/runs/llama/ckpt/step-00000001"
+  ;;
+recompute)
+  "$dapt" train "$work/tiny.toml" --run.name=none > /dev/null
+  "$dapt" train "$work/tiny.toml" --run.name=block --train.recompute=block > /dev/null
+  grep -q '^recompute = "block"' "$work/runs/block/config.resolved.toml" ||
+    fail "recompute not in the resolved config"
+  for f in model optimizer; do
+    cmp "$work/runs/none/ckpt/step-00000030/$f.safetensors" \
+        "$work/runs/block/ckpt/step-00000030/$f.safetensors" || fail "$f differs"
+  done
+  "$py" "$here/check_metrics.py" --same-losses "$work/runs/none" "$work/runs/block"
   ;;
 *) fail "unknown mode $mode" ;;
 esac
