@@ -15,6 +15,10 @@
  *
  * Backward keeps one residual-stream gradient buffer `dresid` that the norm
  * backward ops accumulate into (ops.h: norms' dinp is +=).
+ *
+ * Recompute "block" (model.h ModelRecompute): the blocks share one set of
+ * activation buffers (acts[0]'s) and keep only x_l each; the backward runs
+ * block_fwd again before each block's backward (recompute_block).
  */
 #include "trainer/model.h"
 
