@@ -65,13 +65,17 @@
  * size and sequence length (B x T per micro-batch) of the shapes run;
  * --accum N the micro-batches per optimizer step (default 1); --layers N
  * the layer count of every shape (a smaller model of the same width, e.g.
- * for the emulator's smoke run, tests/cuemu). --cuda.KEY=VALUE: the CUDA
+ * for the emulator's smoke run, tests/cuemu); --recompute block the
+ * activation recomputation of train.recompute (model.h ModelRecompute; the
+ * line and the record then give the activation bytes too).
+ * --cuda.KEY=VALUE: the CUDA
  * backend's options, as the config's [cuda] keys (docs/config.md; parsed
  * by config_override), for A/B runs (tools/gpu-check).
  *
  * Usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] [--profile]
  *                   [--profile-steps N] [--device NAME] [--warmup N] [--steps N]
- *                   [--batch B] [--seq T] [--accum N] [--layers N] [--cuda.KEY=VALUE ...]
+ *                   [--batch B] [--seq T] [--accum N] [--layers N] [--recompute none|block]
+ *                   [--cuda.KEY=VALUE ...]
  * Exit 0, 1 on failure, 2 on bad usage, 77 without a GPU.
  */
 #include <math.h>
@@ -91,6 +95,7 @@ typedef struct {
     const char *name;
     ModelConfig cfg;
     int B, T, warmup, steps, accum;
+    int recompute; /* ModelRecompute (--recompute) */
 } Shape;
 
 /* flops per token: 6 * the parameters a token's matmuls use + attention.
@@ -178,8 +183,12 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
         free(tok), free(tgt);
         return isfinite(loss) ? 0 : 1;
     }
-    char accum[32] = "";
-    if (s->accum > 1) snprintf(accum, sizeof accum, " accum=%d", s->accum);
+    char accum[96] = "";
+    size_t n_acc = 0;
+    if (s->accum > 1) n_acc = (size_t)snprintf(accum, sizeof accum, " accum=%d", s->accum);
+    if (s->recompute)
+        snprintf(accum + n_acc, sizeof accum - n_acc, " recompute=%s (activations %.0f MiB)",
+                 model_recompute_name(s->recompute), model_activation_bytes(m) / 1048576.0);
     printf("%-16s params %7.1fM  B=%d T=%d%s  %6.1f ms/step  %9.0f tokens/s  MFU %5.1f%%  "
            "loss %.3f -> %.3f%s\n",
            name, model_num_params(m) / 1e6, s->B, s->T, accum, 1e3 * sec / s->steps, tok_s,
@@ -194,10 +203,11 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
     if (json) {
         fprintf(json,
                 "{\"bench\":\"%s\",\"params\":%zu,\"B\":%d,\"T\":%d,\"accum\":%d,"
-                "\"fused_norm\":%d,\"ms_per_step\":%.3f,"
+                "\"recompute\":\"%s\",\"act_bytes\":%zu,\"fused_norm\":%d,\"ms_per_step\":%.3f,"
                 "\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"loss_first\":%.4f,"
                 "\"loss_last\":%.4f",
-                name, model_num_params(m), s->B, s->T, s->accum, fused, 1e3 * sec / s->steps,
+                name, model_num_params(m), s->B, s->T, s->accum, model_recompute_name(s->recompute),
+                model_activation_bytes(m), fused, 1e3 * sec / s->steps,
                 tok_s, mfu, peak_flops / 1e12, first, loss);
         if (c->n_experts)
             fprintf(json, ",\"moe_load_worst\":%.4f,\"moe_load_mean\":%.4f", load_worst,
@@ -290,6 +300,7 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
         fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
         return 1;
     }
+    model_set_recompute(m, s->recompute);
     model_init_weights(m, 1);
     double tok_s;
     int rc = s->cfg.n_experts
@@ -303,7 +314,7 @@ int main(int argc, char **argv) {
     const char *json_path = NULL, *only = NULL, *device = "cuda";
     double peak_tflops = 989.4;
     int profile = 0, profile_steps = 3, warmup = -1, steps = -1, batch = 0, seq = 0, accum = 1;
-    int layers = 0;
+    int layers = 0, recompute = MODEL_RECOMPUTE_NONE;
     char err[256];
     Config cfg; /* only its [cuda] keys are used */
     config_init(&cfg);
@@ -337,13 +348,17 @@ int main(int argc, char **argv) {
             accum = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--layers") && i + 1 < argc && atoi(argv[i + 1]) >= 1)
             layers = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--recompute") && i + 1 < argc &&
+                 !model_recompute_parse(argv[i + 1], &recompute, err, sizeof err))
+            i++;
         else {
             fprintf(stderr,
                     "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] "
                     "[--profile]\n"
                     "                  [--profile-steps N >= 1] [--device cpu|cuda|cuda-fp32]"
                     " [--warmup N >= 0] [--steps N >= 1] [--batch B] [--seq T]"
-                    " [--accum N >= 1] [--layers N >= 1] [--cuda.KEY=VALUE ...]\n");
+                    " [--accum N >= 1] [--layers N >= 1] [--recompute none|block]"
+                    " [--cuda.KEY=VALUE ...]\n");
             return 2;
         }
     }
@@ -393,6 +408,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++) {
         if (only && strncmp(shapes[i].name, only, strlen(only))) continue;
         shapes[i].accum = accum;
+        shapes[i].recompute = recompute;
         if (warmup >= 0) shapes[i].warmup = warmup;
         if (steps >= 1) shapes[i].steps = steps;
         if (batch) shapes[i].B = batch;
