@@ -642,8 +642,9 @@ static int block_fwd(Model *m, int l, int B, int T, void *out, int again, char *
                    w->ln2_b, N);
     if (w->moe_router >= 0) {
         size_t r_off = m->tensors[w->moe_router].offset, e_off = m->tensors[w->moe_expert0].offset;
-        if (again) return moe_layer_refwd(m->moe, l, m->params, r_off, e_off, out, a->ln2, N, err,
-                                          err_len);
+        if (again)
+            return moe_layer_refwd(m->moe, l, m->params, r_off, e_off, out, a->ln2, N, err,
+                                   err_len);
         moe_layer_fwd(m->moe, l, m->params, r_off, e_off, out, a->ln2, N);
         return 0;
     }

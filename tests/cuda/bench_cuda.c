@@ -207,8 +207,8 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
                 "\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"loss_first\":%.4f,"
                 "\"loss_last\":%.4f",
                 name, model_num_params(m), s->B, s->T, s->accum, model_recompute_name(s->recompute),
-                model_activation_bytes(m), fused, 1e3 * sec / s->steps,
-                tok_s, mfu, peak_flops / 1e12, first, loss);
+                model_activation_bytes(m), fused, 1e3 * sec / s->steps, tok_s, mfu,
+                peak_flops / 1e12, first, loss);
         if (c->n_experts)
             fprintf(json, ",\"moe_load_worst\":%.4f,\"moe_load_mean\":%.4f", load_worst,
                     load_mean);
