@@ -24,8 +24,8 @@
 #             plan promises; docs/distributed.md), and a plan for twice the
 #             micro-batch misses it
 #   recompute train.recompute = "block": the final weights, optimizer state
-#             and losses bitwise those of "none", and the key in the
-#             resolved config
+#             and losses bitwise those of "none", a lower peak of the cpu
+#             backend's allocations, and the key in the resolved config
 set -euo pipefail
 dapt=$1 py=$2 mode=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -202,8 +202,13 @@ plan)
   check init "$work/init.toml" --model.init_from="$work/runs/llama/ckpt/step-00000001"
   ;;
 recompute)
-  "$dapt" train "$work/tiny.toml" --run.name=none > /dev/null
-  "$dapt" train "$work/tiny.toml" --run.name=block --train.recompute=block > /dev/null
+  "$dapt" train "$work/tiny.toml" --run.name=none > "$work/none.log"
+  "$dapt" train "$work/tiny.toml" --run.name=block --train.recompute=block > "$work/block.log"
+  # the cpu backend's peak (its own count of what it allocated) is lower
+  peak() { sed -nE 's/.*peak ([0-9]+) bytes allocated.*/\1/p' "$1"; }
+  p0=$(peak "$work/none.log") p1=$(peak "$work/block.log")
+  [[ -n $p0 && -n $p1 && $p1 -lt $p0 ]] || fail "peak ${p1:-?} bytes with block, ${p0:-?} none"
+  echo "ok: cpu backend peak $p0 bytes (none), $p1 (block)"
   grep -q '^recompute = "block"' "$work/runs/block/config.resolved.toml" ||
     fail "recompute not in the resolved config"
   for f in model optimizer; do
