@@ -28,8 +28,9 @@ static size_t att_floats(const ModelConfig *c, const PlanSetup *s) {
     return fused ? rows : rows * s->T;
 }
 
-/* bytes of layer l's LayerActs (model.c ensure_acts) */
-static size_t layer_bytes(const ModelConfig *c, const PlanSetup *s, int l) {
+/* bytes of one layer's LayerActs (model.c ensure_acts); dense_ffn: with the
+ * dense FFN's up and act */
+static size_t layer_bytes(const ModelConfig *c, const PlanSetup *s, int dense_ffn) {
     size_t ab = s->act_bytes, N = (size_t)s->B * s->T, C = c->d_model, F = c->d_ff;
     size_t HD = model_head_dim(c), QKV = (c->n_head + 2 * c->n_kv_head) * HD;
     size_t UP = c->arch == ARCH_LLAMA ? 2 * F : F, NQK = c->n_head + c->n_kv_head;
@@ -39,17 +40,28 @@ static size_t layer_bytes(const ModelConfig *c, const PlanSetup *s, int l) {
     b += N * QKV * ab + N * c->n_head * HD * ab;          /* qkv, atty */
     if (c->qk_norm) b += N * NQK * HD * ab + N * NQK * 4; /* qk_pre, qk_rstd */
     b += att_floats(c, s) * 4;
-    if (!moe_is_layer(c, l)) b += N * UP * ab + N * F * ab; /* up, act */
+    if (dense_ffn) b += N * UP * ab + N * F * ab; /* up, act */
     return b;
 }
 
-/* one MoE layer's saved activations (moe.c moe_ensure_acts) */
-static size_t moe_layer_bytes(const ModelConfig *c, const PlanSetup *s) {
-    size_t ab = s->act_bytes, N = (size_t)s->B * s->T, E = c->n_experts, C = c->d_model;
+/* one MoE layer's routing state (moe.c moe_ensure_acts): kept per layer
+ * with recomputation too */
+static size_t moe_route_bytes(const ModelConfig *c, const PlanSetup *s) {
+    size_t ab = s->act_bytes, N = (size_t)s->B * s->T, E = c->n_experts, NK = N * c->top_k;
+    return N * E * ab + N * E * 4 + N * 4 /* logits, probs, lse */
+           + 4 * NK * 4 + (2 * E + 1) * 4; /* top_idx, top_w, row_token, pos; counts */
+}
+
+/* one MoE layer's expert activations: shared by all layers with
+ * recomputation */
+static size_t moe_expert_bytes(const ModelConfig *c, const PlanSetup *s) {
+    size_t ab = s->act_bytes, N = (size_t)s->B * s->T, C = c->d_model;
     size_t F = c->d_ff, NK = N * c->top_k;
-    return N * E * ab + N * E * 4 + N * 4       /* logits, probs, lse */
-           + 4 * NK * 4 + (2 * E + 1) * 4       /* top_idx, top_w, row_token, pos; counts */
-           + NK * C * ab * 2 + NK * 3 * F * ab; /* xs, ys; gu (2F), h (F) */
+    return NK * C * ab * 2 + NK * 3 * F * ab; /* xs, ys; gu (2F), h (F) */
+}
+
+static size_t moe_layer_bytes(const ModelConfig *c, const PlanSetup *s) {
+    return moe_route_bytes(c, s) + moe_expert_bytes(c, s);
 }
 
 static int n_moe_layers(const ModelConfig *c) {
@@ -75,16 +87,28 @@ void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
     p->master = ab == 4 ? 0 : shard * 4;
     p->opt_startup = W > 1 ? P * opt_per_elem : 0;
 
-    for (int l = 0; l < c->n_layer; l++)
-        p->acts += layer_bytes(c, s, l);
-    p->attention = (size_t)c->n_layer * att_floats(c, s) * 4;
+    if (s->recompute) {
+        /* train.recompute = "block": one set of block activations that
+         * every block reuses (with the dense FFN's when any layer is dense)
+         * and each other block's input */
+        int any_dense = 0;
+        for (int l = 0; l < c->n_layer; l++)
+            any_dense |= !moe_is_layer(c, l);
+        p->acts += layer_bytes(c, s, any_dense) + (size_t)(c->n_layer - 1) * N * C * ab;
+        p->attention = att_floats(c, s) * 4;
+    } else {
+        for (int l = 0; l < c->n_layer; l++)
+            p->acts += layer_bytes(c, s, !moe_is_layer(c, l));
+        p->attention = (size_t)c->n_layer * att_floats(c, s) * 4;
+    }
     p->attention_fused = att_floats(c, s) < (size_t)s->B * c->n_head * s->T * s->T;
     size_t stats = c->arch == ARCH_GPT2 ? 2 : 1;
     p->acts += 2 * N * C * ab + stats * N * 4; /* resid[L], lnf, its statistics */
     int n_moe = n_moe_layers(c);
     if (n_moe) {
         size_t NK = N * c->top_k, E = c->n_experts;
-        p->moe_acts = (size_t)n_moe * moe_layer_bytes(c, s);
+        p->moe_acts = s->recompute ? (size_t)n_moe * moe_route_bytes(c, s) + moe_expert_bytes(c, s)
+                                   : (size_t)n_moe * moe_layer_bytes(c, s);
         /* dys, dxs, dtmp; dh, dgu; dlogits; dtop_w, dprob */
         p->bwd_scratch += 2 * NK * C * ab + N * C * ab + NK * 3 * F * ab + N * E * ab + NK * 4 +
                           (size_t)n_moe * E * 4;
@@ -133,18 +157,6 @@ void plan_future(const ModelConfig *c, const PlanSetup *s, PlanFuture *f) {
     Plan p;
     plan_compute(c, s, &p);
     size_t W = s->zero_world > 1 ? (size_t)s->zero_world : 1;
-    /* recompute = "block": every block's input (N, C) stays; the largest
-     * block's activations (and one MoE layer's) exist for one block at a
-     * time, during its forward and again during its backward */
-    size_t N = (size_t)s->B * s->T, one = 0;
-    for (int l = 0; l < c->n_layer; l++) {
-        size_t b = layer_bytes(c, s, l) + (moe_is_layer(c, l) ? moe_layer_bytes(c, s) : 0);
-        if (b > one) one = b;
-    }
-    size_t kept = (size_t)c->n_layer * N * c->d_model * s->act_bytes;
-    size_t layers = p.acts - 2 * N * c->d_model * s->act_bytes -
-                    (c->arch == ARCH_GPT2 ? 2 : 1) * N * 4; /* the blocks' part of acts */
-    f->recompute_block = p.steady - layers - p.moe_acts + kept + one;
     size_t gshard = (p.grads + W - 1) / W, pshard = (p.params + W - 1) / W;
     f->zero2 = p.steady - p.grads + gshard;
     f->zero3 = f->zero2 - p.params + pshard;

@@ -28,6 +28,7 @@ typedef struct {
     int lmhead_chunk_rows; /* cuda.lmhead_chunk_rows; the CPU backend's is fixed at 256 */
     int B, T;              /* micro-batch and sequence length */
     int zero_world;        /* ZeRO-1 over this many ranks; 0 or 1: the whole optimizer state */
+    int recompute;         /* train.recompute: 1 = "block" (model.c keeps block inputs only) */
     size_t context_bytes;  /* CUDA context + NCCL + kernel scratch allowance (an assumption) */
 } PlanSetup;
 
@@ -64,12 +65,11 @@ int plan_max_micro_batch(const ModelConfig *cfg, const PlanSetup *s, size_t budg
                          int max_B);
 
 /* Features dapt does not have yet, estimated from the same terms, for
- * comparison only: block recomputation keeps each block's input (N, C)
- * and one block's activations at a time; ZeRO-2 shards the gradients too,
+ * comparison only: ZeRO-2 shards the gradients too,
  * ZeRO-3 the parameters too (over zero_world, ignoring gather buffers);
  * optimizer offload keeps master weights and moments on the host. */
 typedef struct {
-    size_t recompute_block, zero2, zero3, offload;
+    size_t zero2, zero3, offload;
 } PlanFuture;
 void plan_future(const ModelConfig *cfg, const PlanSetup *s, PlanFuture *f);
 

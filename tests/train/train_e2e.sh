@@ -197,6 +197,8 @@ plan)
   check llama "$work/tiny.toml"
   check gpt2 "$work/tiny.toml" --model.arch=gpt2 --model.n_kv_head=4
   check moe "$work/tiny.toml" --moe.n_experts=4 --moe.top_k=2
+  check recompute "$work/tiny.toml" --train.recompute=block
+  check moe_recompute "$work/tiny.toml" --moe.n_experts=4 --moe.top_k=2 --train.recompute=block
   sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
     "$work/tiny.toml" > "$work/init.toml"
   check init "$work/init.toml" --model.init_from="$work/runs/llama/ckpt/step-00000001"

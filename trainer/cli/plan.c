@@ -127,6 +127,7 @@ int cmd_plan(int argc, char **argv) {
                    .B = cfg.train.micro_batch,
                    .T = cfg.data.seq_len,
                    .zero_world = cfg.dist.zero ? (int)world : 0,
+                   .recompute = !strcmp(cfg.train.recompute, "block"),
                    .context_bytes = CONTEXT_BYTES};
     size_t budget = (size_t)(gpu_gib * GIB);
     Plan p;
@@ -137,10 +138,10 @@ int cmd_plan(int argc, char **argv) {
            mc.vocab_size);
     if (mc.n_experts) printf(", %d experts (top %d)", mc.n_experts, mc.top_k);
     printf("\n       %.3f B parameters\n", p.n_params / 1e9);
-    printf("run:   run.device = \"%s\", world %d, dist.zero = %d, micro_batch %d x seq_len %d, "
-           "global_batch %d (%d micro-batches a step per rank)\n\n",
-           dev, (int)world, cfg.dist.zero, s.B, s.T, cfg.train.global_batch,
-           s.B ? per_rank / s.B : 0);
+    printf("run:   run.device = \"%s\", world %d, dist.zero = %d, train.recompute = \"%s\", "
+           "micro_batch %d x seq_len %d, global_batch %d (%d micro-batches a step per rank)\n\n",
+           dev, (int)world, cfg.dist.zero, s.recompute ? "block" : "none", s.B, s.T,
+           cfg.train.global_batch, s.B ? per_rank / s.B : 0);
     printf("per %s:\n", s.cuda ? "GPU" : "process");
     print_plan(&p, &s);
     size_t host_rank = p.host + (s.cuda ? 0 : p.peak);
@@ -196,6 +197,15 @@ int cmd_plan(int argc, char **argv) {
         printf("  cuda.lmhead_chunk_rows = 256: saves %.2f GiB (scratch %.2f GiB)\n",
                (p.lmhead_scratch - q.lmhead_scratch) / GIB, q.lmhead_scratch / GIB);
     }
+    if (!s.recompute) {
+        PlanSetup r = s;
+        r.recompute = 1;
+        Plan q;
+        plan_compute(&mc, &r, &q);
+        printf("  train.recompute = \"block\": peak %.1f GiB (activations %.2f GiB; about one "
+               "more forward a step)\n",
+               q.peak / GIB, (q.acts + q.moe_acts) / GIB);
+    }
     if (p.peak <= budget)
         printf("  (it fits as it is)\n");
     else if (!any)
@@ -209,8 +219,6 @@ int cmd_plan(int argc, char **argv) {
     plan_future(&mc, &s, &f);
     plan_future(&mc, &z, &fz);
     printf("\nNOT IMPLEMENTED YET (estimates of the steady state, for planning only):\n");
-    row("train.recompute = \"block\"", f.recompute_block,
-        "keep block inputs, one block's activations");
     snprintf(err, sizeof err, "optimizer state and gradients sharded over --world %d", (int)world);
     row("ZeRO-2", fz.zero2, err);
     row("ZeRO-3", fz.zero3, "parameters sharded too (gather buffers not counted)");
