@@ -41,6 +41,17 @@ expect_error() { # expect_error PATTERN CMD...: CMD fails and stderr matches PAT
   echo "ok: $(head -c 300 "$work/err")"
 }
 
+kill_at_step10() { # kill_at_step10 ARGS...: dapt train ARGS --run.name=killed, SIGKILLed
+  # once its step-10 checkpoint exists
+  "$dapt" train "$@" --run.name=killed > "$work/killed.log" &
+  local pid=$!
+  for _ in $(seq 1 600); do
+    [[ -d $work/runs/killed/ckpt/step-00000010 ]] && break
+    sleep 0.05
+  done
+  kill -9 $pid 2> /dev/null || fail "the run ended before it could be killed"
+  wait $pid 2> /dev/null || true
+}
 case $mode in
 metrics)
   "$dapt" train "$work/tiny.toml" > "$work/log"
@@ -63,14 +74,7 @@ metrics)
   ;;
 resume)
   "$dapt" train "$work/tiny.toml" --run.name=straight > /dev/null
-  "$dapt" train "$work/tiny.toml" --run.name=killed > "$work/killed.log" &
-  pid=$!
-  for _ in $(seq 1 600); do
-    [[ -d $work/runs/killed/ckpt/step-00000010 ]] && break
-    sleep 0.05
-  done
-  kill -9 $pid 2> /dev/null || fail "the run ended before it could be killed"
-  wait $pid 2> /dev/null || true
+  kill_at_step10 "$work/tiny.toml"
   [[ ! -d $work/runs/killed/ckpt/step-00000030 ]] || fail "killed too late"
   "$dapt" train "$work/tiny.toml" --run.name=killed --resume > "$work/resumed.log"
   grep -q "resuming from" "$work/resumed.log" || fail "did not resume"
@@ -155,14 +159,7 @@ bad = {k: c.get(k) for k, v in want.items() if c.get(k) != v}
 print("config.json:", {k: c.get(k) for k in want})
 sys.exit(1 if bad else 0)
 PY
-  "$dapt" train "$work/tiny.toml" "${q[@]}" --run.name=killed > "$work/killed.log" &
-  pid=$!
-  for _ in $(seq 1 600); do
-    [[ -d $work/runs/killed/ckpt/step-00000010 ]] && break
-    sleep 0.05
-  done
-  kill -9 $pid 2> /dev/null || fail "the run ended before it could be killed"
-  wait $pid 2> /dev/null || true
+  kill_at_step10 "$work/tiny.toml" "${q[@]}"
   "$dapt" train "$work/tiny.toml" "${q[@]}" --run.name=killed --resume > "$work/resumed.log"
   grep -q "resuming from" "$work/resumed.log" || fail "did not resume"
   cmp "$ck/model.safetensors" "$work/runs/killed/ckpt/step-00000030/model.safetensors" ||
