@@ -47,6 +47,8 @@ typedef struct Ops {
     /* raw bytes host -> backend / backend -> host (token ids, fp32 stats) */
     void (*upload_bytes)(void *dst, const void *src, size_t n_bytes);
     void (*download_bytes)(void *dst, const void *src, size_t n_bytes);
+    /* raw bytes backend -> backend (ordered with the ops; buffers disjoint) */
+    void (*copy)(void *dst, const void *src, size_t n_bytes);
 
     /* ---- embeddings ----
      * out[n,:] = wte[tokens[n],:] (+ wpe[n % T,:] when wpe != NULL) */

@@ -23,8 +23,11 @@ struct Comm {
     Dist *d;
     DistNccl *nccl; /* NULL: the host group on host buffers */
     Model *m;
-    int zero;    /* ZeRO-1: reduce-scatter, sharded AdamW, all-gather */
-    int overlap; /* NCCL with dist.bucket_mb > 0 */
+    int zero;    /* ZeRO stage 1..3 (0: off): sharded AdamW; 1, 2: the
+                  * parameters all-gathered after it; 1: the gradients
+                  * reduce-scattered after the backward; 2, 3: by the model
+                  * during the backward, unit by unit */
+    int overlap; /* NCCL with dist.bucket_mb > 0, stages 0 and 1 */
     double bucket_mb;
     size_t elem_bytes; /* the backend's act type size */
     size_t bucket_elems;
@@ -92,14 +95,28 @@ int comm_open(Dist *d, const Config *cfg, Comm **out, char *err, size_t err_len)
         }
         c->vt = &nccl_vt;
     }
-    /* ZeRO-1 shards the optimizer state over the ranks (a no-op at world
-     * size 1: NCCL with one GPU keeps the whole state) */
-    c->zero = cfg->dist.zero && (world > 1 || c->nccl);
-    /* dist.bucket_mb > 0: collectives overlapped with compute (NCCL only) */
-    c->overlap = c->nccl && cfg->dist.bucket_mb > 0;
+    /* ZeRO shards the optimizer state (and from stage 2 the gradients,
+     * from 3 the parameters) over the ranks (at world size 1, NCCL with one
+     * GPU, the shard is everything) */
+    c->zero = world > 1 || c->nccl ? cfg->dist.zero : 0;
+    /* dist.bucket_mb > 0: collectives overlapped with compute (NCCL only;
+     * stages 2 and 3 sum the gradients unit by unit in the backward) */
+    c->overlap = c->nccl && cfg->dist.bucket_mb > 0 && c->zero < 2;
     c->bucket_mb = cfg->dist.bucket_mb;
     *out = c;
     return 0;
+}
+
+/* The model's collectives for stages 2 and 3 (model.h ModelShardComm). */
+static int shard_allgather(void *ctx, void *buf, const size_t *counts, char *err,
+                           size_t err_len) {
+    Comm *c = ctx;
+    return c->vt->allgather(c, buf, counts, err, err_len);
+}
+static int shard_reduce_scatter(void *ctx, void *buf, const size_t *counts, char *err,
+                                size_t err_len) {
+    Comm *c = ctx;
+    return c->vt->reduce_scatter_sum(c, buf, counts, err, err_len);
 }
 
 int comm_zero_world(const Comm *c) {
@@ -129,7 +146,12 @@ int comm_bind(Comm *c, Model *m, const Ops *ops, char *err, size_t err_len) {
     if (c->zero &&
         (model_optimizer_offset(m) != c->shard_off || model_optimizer_count(m) != c->shard_n))
         return err_set(err, err_len,
-                       "internal error: optimizer shard differs from the ZeRO-1 layout");
+                       "internal error: optimizer shard differs from the ZeRO layout");
+    if (c->zero >= 2 && model_zero_stage(m) != c->zero)
+        return err_set(err, err_len, "internal error: the model is not made for ZeRO-%d",
+                       c->zero);
+    if (c->zero >= 2)
+        model_set_shard_comm(m, &(ModelShardComm){shard_allgather, shard_reduce_scatter, c});
     /* the gradient sums overlap the last backward (with MPI on host
      * buffers they stay after it) */
     c->bucket_elems = (size_t)(c->bucket_mb * 1048576.0 / ops->act_bytes);
@@ -143,7 +165,10 @@ int comm_bind(Comm *c, Model *m, const Ops *ops, char *err, size_t err_len) {
 void comm_print(const Comm *c, int rows_per_rank) {
     const Ops *ops = model_ops(c->m);
     int world = dist_world(c->d);
-    const char *zero = c->zero ? ", ZeRO-1 optimizer state" : "";
+    static const char *const zeros[] = {
+        "", ", ZeRO-1 optimizer state", ", ZeRO-2 optimizer state and gradients",
+        ", ZeRO-3 optimizer state, gradients and parameters"};
+    const char *zero = zeros[c->zero];
     if (world > 1 && !c->nccl)
         printf("  data parallel: %d ranks (%s), %d sequences per rank per step%s\n", world,
                dist_backend(c->d), rows_per_rank, zero);
@@ -157,6 +182,10 @@ void comm_print(const Comm *c, int rows_per_rank) {
                "MiB)\n",
                c->zero ? ", the parameters' all-gather with the next forward" : "", c->bucket_elems,
                c->bucket_mb);
+    else if (c->bucket_mb > 0 && c->zero >= 2)
+        printf("  dist.bucket_mb: ignored, ZeRO-%d sums the gradients block by block in the "
+               "backward\n",
+               c->zero);
     else if (c->bucket_mb > 0 && world > 1)
         printf(
             "  dist.bucket_mb: ignored, the MPI backend sums the gradients after the backward\n");
@@ -165,6 +194,11 @@ void comm_print(const Comm *c, int rows_per_rank) {
                model_optimizer_bytes(c->m),
                ops->act_bytes != sizeof(float) ? "Adam m, v and fp32 master" : "Adam m, v",
                model_optimizer_count(c->m), c->n_par);
+    if (c->zero >= 2)
+        printf("  parameters: %zu bytes, gradients: %zu bytes on rank 0 (%s, with the windows "
+               "of one block)\n",
+               model_param_bytes(c->m), model_grad_bytes(c->m),
+               c->zero >= 3 ? "both sharded" : "whole parameters, sharded gradients");
 }
 
 void comm_fail(Comm *c, int step, const char *err) {
@@ -196,6 +230,7 @@ int comm_grad_sync_begin(Comm *c, int last, int step, char *err, size_t err_len)
 int comm_grad_sync_finish(Comm *c, int step, char *err, size_t err_len) {
     int rc;
     model_set_grad_ready(c->m, NULL, NULL);
+    if (c->zero >= 2) return 0; /* summed by the backward, unit by unit */
     if (c->overlap)
         rc = dist_nccl_buckets_finish(c->nccl, err, err_len);
     else if (c->zero)
@@ -223,7 +258,7 @@ void comm_optimizer_step(Comm *c, const AdamWConfig *opt, float lr, int t, float
 
 int comm_params_gather(Comm *c, int step, char *err, size_t err_len) {
     int rc;
-    if (!c->zero) return 0;
+    if (!c->zero || c->zero >= 3) return 0; /* stage 3: gathered by each forward */
     /* overlapped: the next forward waits for each block's part */
     if (c->overlap)
         rc = dist_nccl_gather_begin(c->nccl, model_params_buffer(c->m), c->n_par, c->elem_bytes,

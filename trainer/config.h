@@ -85,7 +85,7 @@ typedef struct {
         double upcycle_noise;
     } moe;
     struct {
-        int zero; /* ZeRO stage: 0 or 1 */
+        int zero; /* ZeRO stage: 0..3 */
         char backend[8]; /* "auto" | "nccl" (device-buffer collectives) */
         double timeout;  /* seconds a NCCL collective may take (watchdog) */
         double bucket_mb; /* > 0: NCCL sums (and ZeRO-1 gathers) overlapped, MiB a bucket */

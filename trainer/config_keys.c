@@ -144,9 +144,12 @@ const KeyDef config_keys[] = {
      "weight of the load-balancing loss, summed over MoE layers"},
     {"moe", "z_loss_coef", K_FLOAT, F(moe.z_loss_coef), 0, 0, 1e3, 0, 0, NULL, "0.0",
      "weight of the router z-loss, summed over MoE layers; 0 = off"},
-    {"dist", "zero", K_INT, F(dist.zero), 0, 0, 1, 0, 0, NULL, "0",
+    {"dist", "zero", K_INT, F(dist.zero), 0, 0, 3, 0, 0, NULL, "0",
      "ZeRO stage: 0 = every rank keeps the whole AdamW state; 1 = each rank keeps and updates "
-     "1/world of it (gradients reduce-scattered, parameters all-gathered)"},
+     "1/world of it (gradients reduce-scattered, parameters all-gathered); 2 = also 1/world of "
+     "the gradients (reduce-scattered block by block during the backward); 3 = also 1/world of "
+     "the parameters (each block all-gathered before its forward and again before its "
+     "backward)"},
     {"dist", "backend", K_STR, F(dist.backend), SZ(dist.backend), 1, 0, 0, 0, "auto|nccl",
      "\"auto\"", "collectives on gradients and parameters: auto = NCCL when run.device = cuda "
      "and the job has more than one rank, else MPI on host buffers; nccl = NCCL even for one "

@@ -84,6 +84,26 @@ struct Model {
     void *grad_ready_ctx;
     ModelGradReady params_needed; /* NULL: none (model_set_params_needed) */
     void *params_needed_ctx;
+
+    /* ---- ZeRO (model_create_sharded): params is the shard under stage 3,
+     * grads under stages 2 and 3; the shard is [opt_off, opt_off + opt_n) */
+    int zero;                 /* stage 0..3 */
+    int world, rank;
+    size_t *pieces, *piece_off; /* (world) rank r's piece and its offset */
+    ModelShardComm sc;
+    int n_units;              /* L + 2: embeddings, blocks, tail (model.h) */
+    size_t *unit_lo;          /* (n_units + 1) unit u is [unit_lo[u], unit_lo[u + 1]) */
+    int *tensor_unit;         /* (n_tensors) */
+    size_t *counts;           /* (world) scratch: pieces' overlaps with a unit */
+    size_t win_elems;         /* the largest unit */
+    /* windows: the unit each holds (-1: none) and, per unit, its window */
+    void *gwin[2];            /* stages 2, 3: gradients (2 with a tied head) */
+    int gwin_unit[2];
+    void **gptr;              /* (n_units) */
+    void *pwin[2];            /* stage 3: parameters */
+    int pwin_unit[2];
+    unsigned long pwin_tick[2], tick;
+    void **pptr;              /* (n_units) */
 };
 
 /* ---------------- parameter table ---------------- */
@@ -198,14 +218,97 @@ static void build_table(Model *m) {
 
 /* ---------------- creation ---------------- */
 
-static void *P(const Model *m, int t) {
-    return t < 0 ? NULL : (char *)m->params + m->tensors[t].offset * m->ops->act_bytes;
-}
-static void *G(const Model *m, int t) {
-    return t < 0 ? NULL : (char *)m->grads + m->tensors[t].offset * m->ops->act_bytes;
+/* Tensor t's place in a unit's window (stages 2, 3): the window must be
+ * there (a missing one is a bug in the unit sequence: abort). */
+static void *in_window(const Model *m, void *const *ptr, int t, const char *what) {
+    int u = m->tensor_unit[t];
+    if (!ptr[u]) {
+        fprintf(stderr, "dapt: internal error: %s of %s read outside its unit's window\n", what,
+                m->tensors[t].name);
+        abort();
+    }
+    return (char *)ptr[u] + (m->tensors[t].offset - m->unit_lo[u]) * m->ops->act_bytes;
 }
 
-Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t err_len) {
+static void *P(const Model *m, int t) {
+    if (t < 0) return NULL;
+    if (m->zero >= 3) return in_window(m, m->pptr, t, "parameters");
+    return (char *)m->params + m->tensors[t].offset * m->ops->act_bytes;
+}
+static void *G(const Model *m, int t) {
+    if (t < 0) return NULL;
+    if (m->zero >= 2) return in_window(m, m->gptr, t, "gradients");
+    return (char *)m->grads + m->tensors[t].offset * m->ops->act_bytes;
+}
+
+/* elements of the flat buffer this rank keeps of params / grads */
+static size_t param_elems(const Model *m) { return m->zero >= 3 ? m->opt_n : m->n_params; }
+static size_t grad_elems(const Model *m) { return m->zero >= 2 ? m->opt_n : m->n_params; }
+/* element `off` of the flat buffer in this rank's params / grads (off in
+ * the shard when they are sharded) */
+static char *param_at(const Model *m, size_t off) {
+    return (char *)m->params + (off - (m->zero >= 3 ? m->opt_off : 0)) * m->ops->act_bytes;
+}
+static char *grad_at(const Model *m, size_t off) {
+    return (char *)m->grads + (off - (m->zero >= 2 ? m->opt_off : 0)) * m->ops->act_bytes;
+}
+
+/* Units (model.h): block l starts at its first norm weight; the tail at
+ * the final norm. */
+static int build_units(Model *m) {
+    const ModelConfig *c = &m->cfg;
+    int L = c->n_layer;
+    m->n_units = L + 2;
+    m->unit_lo = malloc(sizeof(size_t) * (m->n_units + 1));
+    m->tensor_unit = malloc(sizeof(int) * (m->n_tensors ? m->n_tensors : 1));
+    m->gptr = calloc(m->n_units, sizeof(void *));
+    m->pptr = calloc(m->n_units, sizeof(void *));
+    if (!m->unit_lo || !m->tensor_unit || !m->gptr || !m->pptr) return 1;
+    m->unit_lo[0] = 0;
+    for (int l = 0; l < L; l++) m->unit_lo[1 + l] = m->tensors[m->layers[l].ln1_w].offset;
+    m->unit_lo[L + 1] = m->tensors[m->t_lnf_w].offset;
+    m->unit_lo[L + 2] = m->n_params;
+    m->win_elems = 0;
+    for (int u = 0; u < m->n_units; u++)
+        if (m->unit_lo[u + 1] - m->unit_lo[u] > m->win_elems)
+            m->win_elems = m->unit_lo[u + 1] - m->unit_lo[u];
+    for (int t = 0, u = 0; t < m->n_tensors; t++) {
+        while (m->tensors[t].offset >= m->unit_lo[u + 1]) u++;
+        m->tensor_unit[t] = u;
+    }
+    m->gwin_unit[0] = m->gwin_unit[1] = m->pwin_unit[0] = m->pwin_unit[1] = -1;
+    return 0;
+}
+
+/* The shard of sh: pieces, this rank's offset and count. */
+static int set_shard(Model *m, const ModelShard *sh, char *err, size_t err_len) {
+    if (sh->stage < 0 || sh->stage > 3)
+        return err_set(err, err_len, "ZeRO stage %d is not 0, 1, 2 or 3", sh->stage);
+    if (sh->world < 1 || sh->rank < 0 || sh->rank >= sh->world)
+        return err_set(err, err_len, "rank %d of %d is not a rank", sh->rank, sh->world);
+    m->zero = sh->stage, m->world = sh->world, m->rank = sh->rank;
+    m->pieces = malloc(sizeof(size_t) * sh->world);
+    m->piece_off = malloc(sizeof(size_t) * sh->world);
+    m->counts = malloc(sizeof(size_t) * sh->world);
+    if (!m->pieces || !m->piece_off || !m->counts) return err_set(err, err_len, "out of memory");
+    size_t sum = 0;
+    for (int r = 0; r < sh->world; r++) {
+        size_t p = sh->pieces ? sh->pieces[r] : (r == 0 ? m->n_params : 0);
+        if (p > m->n_params - sum)
+            return err_set(err, err_len, "ZeRO pieces add up to more than the %zu parameters",
+                           m->n_params);
+        m->piece_off[r] = sum, m->pieces[r] = p;
+        sum += p;
+    }
+    if (sum != m->n_params)
+        return err_set(err, err_len, "ZeRO pieces add up to %zu, not the %zu parameters", sum,
+                       m->n_params);
+    m->opt_off = m->piece_off[sh->rank], m->opt_n = m->pieces[sh->rank];
+    return 0;
+}
+
+Model *model_create_sharded(const ModelConfig *cfg, const Ops *ops, const ModelShard *sh,
+                            char *err, size_t err_len) {
     if (model_config_check(cfg, err, err_len)) return NULL;
     Model *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, err_len, "out of host memory"), NULL;
@@ -218,18 +321,33 @@ Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t er
     if (!m->tensors || !m->layers || !m->rope_inv_freq) goto oom;
     model_rope_inv_freq(cfg, m->rope_inv_freq);
     build_table(m);
+    if (build_units(m)) goto oom;
     size_t n = m->n_params;
     m->opt_off = 0, m->opt_n = n;
-    m->params = ops->alloc(n * ops->act_bytes);
-    m->grads = ops->alloc(n * ops->act_bytes);
-    m->adam_m = ops->alloc(n * sizeof(float));
-    m->adam_v = ops->alloc(n * sizeof(float));
+    m->world = 1;
+    if (sh && sh->stage > 0 && set_shard(m, sh, err, err_len)) {
+        model_free(m);
+        return NULL;
+    }
+    /* an empty shard still gets a buffer (alloc(0) may be NULL) */
+    size_t on = m->opt_n ? m->opt_n : 1, ab = ops->act_bytes;
+    m->params = ops->alloc((m->zero >= 3 ? on : n) * ab);
+    m->grads = ops->alloc((m->zero >= 2 ? on : n) * ab);
+    m->adam_m = ops->alloc(on * sizeof(float));
+    m->adam_v = ops->alloc(on * sizeof(float));
     m->host_tmp = malloc(n * sizeof(float));
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->host_tmp) goto oom;
     if (ops->act_bytes != sizeof(float)) {
-        m->master = ops->alloc(n * sizeof(float));
+        m->master = ops->alloc(on * sizeof(float));
         if (!m->master) goto oom;
     }
+    /* gradient windows: one, and a second for the embeddings while a tied
+     * head's gradient waits for theirs; parameter windows: two (a block
+     * and the next block's first norm) */
+    for (int i = 0; m->zero >= 2 && i < (cfg->tie_embeddings ? 2 : 1); i++)
+        if (!(m->gwin[i] = ops->alloc(m->win_elems * ab))) goto oom;
+    for (int i = 0; m->zero >= 3 && i < 2; i++)
+        if (!(m->pwin[i] = ops->alloc(m->win_elems * ab))) goto oom;
     if (cfg->n_experts && !(m->moe = moe_create(cfg, ops, err, err_len))) {
         model_free(m);
         return NULL;
@@ -240,6 +358,126 @@ oom:
             ops->name);
     model_free(m);
     return NULL;
+}
+
+Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t err_len) {
+    return model_create_sharded(cfg, ops, NULL, err, err_len);
+}
+
+void model_set_shard_comm(Model *m, const ModelShardComm *sc) {
+    m->sc = sc ? *sc : (ModelShardComm){0};
+}
+
+int model_zero_stage(const Model *m) { return m->zero; }
+
+size_t model_param_bytes(const Model *m) {
+    return (param_elems(m) + (m->pwin[0] ? 2 * m->win_elems : 0)) * m->ops->act_bytes;
+}
+
+size_t model_grad_bytes(const Model *m) {
+    int nw = (m->gwin[0] != NULL) + (m->gwin[1] != NULL);
+    return (grad_elems(m) + nw * m->win_elems) * m->ops->act_bytes;
+}
+
+/* ---------------- ZeRO windows ---------------- */
+
+/* counts[r] = the overlap of rank r's piece with unit u; returns the
+ * overlap [*a, *b) of this rank's */
+static void unit_counts(Model *m, int u, size_t *a, size_t *b) {
+    size_t lo = m->unit_lo[u], hi = m->unit_lo[u + 1];
+    *a = *b = lo;
+    for (int r = 0; r < m->world; r++) {
+        size_t x = m->piece_off[r] > lo ? m->piece_off[r] : lo;
+        size_t y = m->piece_off[r] + m->pieces[r] < hi ? m->piece_off[r] + m->pieces[r] : hi;
+        m->counts[r] = x < y ? y - x : 0;
+        if (r == m->rank) *a = x, *b = x < y ? y : x;
+    }
+}
+
+/* Stage 3: units ua and ub (-1: none) gathered into the parameter windows,
+ * each in one that holds neither unless it is there already; the least
+ * recently used otherwise. The same calls on every rank make the same
+ * gathers. */
+static int need_units(Model *m, int ua, int ub, char *err, size_t err_len) {
+    if (m->zero < 3) return 0;
+    const int want[2] = {ua, ub};
+    for (int k = 0; k < 2; k++) {
+        int u = want[k];
+        if (u < 0) continue;
+        if (m->pptr[u]) {
+            for (int i = 0; i < 2; i++)
+                if (m->pwin_unit[i] == u) m->pwin_tick[i] = ++m->tick;
+            continue;
+        }
+        int slot = -1;
+        for (int i = 0; i < 2; i++) {
+            int h = m->pwin_unit[i];
+            if (h >= 0 && (h == ua || h == ub)) continue; /* in use by this call */
+            if (h < 0) {
+                slot = i;
+                break;
+            }
+            if (slot < 0 || m->pwin_tick[i] < m->pwin_tick[slot]) slot = i;
+        }
+        if (m->pwin_unit[slot] >= 0) m->pptr[m->pwin_unit[slot]] = NULL;
+        size_t a, b, lo = m->unit_lo[u], ab = m->ops->act_bytes;
+        unit_counts(m, u, &a, &b);
+        char *w = m->pwin[slot];
+        if (b > a) m->ops->copy(w + (a - lo) * ab, param_at(m, a), (b - a) * ab);
+        if (m->world > 1) {
+            if (!m->sc.allgather)
+                return err_set(err, err_len, "internal error: ZeRO-3 without collectives");
+            if (m->sc.allgather(m->sc.ctx, w, m->counts, err, err_len)) {
+                m->pwin_unit[slot] = -1;
+                return 1;
+            }
+        }
+        m->pwin_unit[slot] = u, m->pwin_tick[slot] = ++m->tick;
+        m->pptr[u] = w;
+    }
+    return 0;
+}
+
+/* Stage 3: the gathered parameters are stale (an optimizer step, a set). */
+static void drop_units(Model *m) {
+    for (int i = 0; i < 2; i++) {
+        if (m->pwin_unit[i] >= 0) m->pptr[m->pwin_unit[i]] = NULL;
+        m->pwin_unit[i] = -1;
+    }
+}
+
+/* Stages 2, 3: a zeroed gradient window for unit u (the backward
+ * accumulates into it); nothing when it is open already. */
+static void grad_open(Model *m, int u) {
+    if (m->zero < 2 || m->gptr[u]) return;
+    int slot = m->gwin_unit[0] < 0 ? 0 : 1;
+    if (!m->gwin[slot] || m->gwin_unit[slot] >= 0) {
+        fprintf(stderr, "dapt: internal error: no free gradient window for unit %d\n", u);
+        abort();
+    }
+    size_t n = m->unit_lo[u + 1] - m->unit_lo[u];
+    m->ops->zero(m->gwin[slot], n * m->ops->act_bytes);
+    m->gwin_unit[slot] = u;
+    m->gptr[u] = m->gwin[slot];
+}
+
+/* Stages 2, 3: unit u's gradients are final for this micro-batch: summed
+ * over the ranks (reduce-scatter), this rank's part added to its gradient
+ * shard, the window freed. */
+static int grad_close(Model *m, int u, char *err, size_t err_len) {
+    if (m->zero < 2) return 0;
+    int slot = m->gwin_unit[0] == u ? 0 : 1;
+    char *w = m->gptr[u];
+    size_t a, b, lo = m->unit_lo[u], ab = m->ops->act_bytes;
+    m->gptr[u] = NULL, m->gwin_unit[slot] = -1;
+    unit_counts(m, u, &a, &b);
+    if (m->world > 1) {
+        if (!m->sc.reduce_scatter)
+            return err_set(err, err_len, "internal error: ZeRO-2 without collectives");
+        if (m->sc.reduce_scatter(m->sc.ctx, w, m->counts, err, err_len)) return 1;
+    }
+    if (b > a) m->ops->residual_fwd(grad_at(m, a), grad_at(m, a), w + (a - lo) * ab, b - a);
+    return 0;
 }
 
 static void free_acts(Model *m) {
@@ -277,10 +515,13 @@ void model_free(Model *m) {
     if (!m) return;
     const Ops *o = m->ops;
     free_acts(m);
-    void *bufs[] = {m->params, m->grads, m->adam_m, m->adam_v, m->master};
+    void *bufs[] = {m->params,  m->grads,   m->adam_m,  m->adam_v, m->master,
+                    m->gwin[0], m->gwin[1], m->pwin[0], m->pwin[1]};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) o->free(bufs[i]);
     free(m->host_tmp);
+    free(m->pieces), free(m->piece_off), free(m->counts);
+    free(m->unit_lo), free(m->tensor_unit), free(m->gptr), free(m->pptr);
     free(m->rope_inv_freq);
     moe_free(m->moe);
     free(m->tensors);
@@ -462,7 +703,7 @@ void model_get_params_shard(const Model *m, float *dst) {
         m->ops->download_bytes(dst, m->master, m->opt_n * sizeof(float));
         return;
     }
-    m->ops->download(dst, (const char *)m->params + m->opt_off * m->ops->act_bytes, m->opt_n);
+    m->ops->download(dst, param_at(m, m->opt_off), m->opt_n);
 }
 
 void model_get_adam_shard(const Model *m, float *m_dst, float *v_dst) {
@@ -475,19 +716,44 @@ void model_set_adam_shard(Model *m, const float *m_src, const float *v_src) {
     m->ops->upload_bytes(m->adam_v, v_src, m->opt_n * sizeof(float));
 }
 
+/* dst[0, n_params) zero outside this rank's shard */
+static void zero_outside_shard(const Model *m, float *dst) {
+    memset(dst, 0, m->opt_off * sizeof(float));
+    size_t end = m->opt_off + m->opt_n;
+    memset(dst + end, 0, (m->n_params - end) * sizeof(float));
+}
+
 /* The whole-buffer versions: the shard's part at its offset. A sharded
- * model has the master of its shard only: elsewhere the bf16 copy. */
+ * model has the master of its shard only: elsewhere the bf16 copy (stage
+ * 3: zeros, it has no parameters there). */
 void model_get_params(const Model *m, float *dst) {
+    if (m->zero >= 3) {
+        zero_outside_shard(m, dst);
+        model_get_params_shard(m, dst + m->opt_off);
+        return;
+    }
     if (!m->master || m->opt_n != m->n_params) m->ops->download(dst, m->params, m->n_params);
     if (m->master) model_get_params_shard(m, dst + m->opt_off);
 }
 
 void model_set_params(Model *m, const float *src) {
-    m->ops->upload(m->params, src, m->n_params);
+    if (m->zero >= 3) {
+        m->ops->upload(m->params, src + m->opt_off, m->opt_n);
+        drop_units(m);
+    } else {
+        m->ops->upload(m->params, src, m->n_params);
+    }
     if (m->master) m->ops->upload_bytes(m->master, src + m->opt_off, m->opt_n * sizeof(float));
 }
 
-void model_get_grads(const Model *m, float *dst) { m->ops->download(dst, m->grads, m->n_params); }
+void model_get_grads(const Model *m, float *dst) {
+    if (m->zero < 2) {
+        m->ops->download(dst, m->grads, m->n_params);
+        return;
+    }
+    zero_outside_shard(m, dst);
+    m->ops->download(dst + m->opt_off, m->grads, m->opt_n);
+}
 
 /* A sharded model fills [opt_off, opt_off + opt_n) and zeroes the rest. */
 void model_get_adam_state(const Model *m, float *m_dst, float *v_dst) {
@@ -641,11 +907,12 @@ static int block_fwd(Model *m, int l, int B, int T, void *out, int again, char *
     resid_norm_fwd(m, a->resid_mid, a->resid, out, a->ln2, a->ln2_mean, a->ln2_rstd, w->ln2_w,
                    w->ln2_b, N);
     if (w->moe_router >= 0) {
-        size_t r_off = m->tensors[w->moe_router].offset, e_off = m->tensors[w->moe_expert0].offset;
+        /* the router's place, the experts after it in the same unit */
+        size_t e_off = m->tensors[w->moe_expert0].offset - m->tensors[w->moe_router].offset;
         if (again)
-            return moe_layer_refwd(m->moe, l, m->params, r_off, e_off, out, a->ln2, N, err,
+            return moe_layer_refwd(m->moe, l, P(m, w->moe_router), 0, e_off, out, a->ln2, N, err,
                                    err_len);
-        moe_layer_fwd(m->moe, l, m->params, r_off, e_off, out, a->ln2, N);
+        moe_layer_fwd(m->moe, l, P(m, w->moe_router), 0, e_off, out, a->ln2, N);
         return 0;
     }
     o->matmul_fwd(a->up, a->ln2, P(m, w->up_w), P(m, w->up_b), N, C, UP);
@@ -663,7 +930,7 @@ static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
     const ModelConfig *c = &m->cfg;
     const Ops *o = m->ops;
     int N = B * T, C = c->d_model;
-    if (params_needed(m, 0, err, err_len)) return 1;
+    if (params_needed(m, 0, err, err_len) || need_units(m, 0, 1, err, err_len)) return 1;
     o->embed_fwd(m->acts[0].resid, m->tokens, P(m, m->t_wte), P(m, m->t_wpe), B, T, C);
     norm_fwd(m, m->acts[0].ln1, m->acts[0].ln1_mean, m->acts[0].ln1_rstd, m->acts[0].resid,
              m->layers[0].ln1_w, m->layers[0].ln1_b, N);
@@ -672,7 +939,8 @@ static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
         void *out = m->acts[l + 1].resid;
         /* this block's weights and the next block's norm (the last block:
          * the final norm and the head) */
-        if (params_needed(m, l + 1, err, err_len)) return 1;
+        if (params_needed(m, l + 1, err, err_len) || need_units(m, 1 + l, 2 + l, err, err_len))
+            return 1;
         if (block_fwd(m, l, B, T, out, 0, err, err_len)) return 1;
         /* x_{l+1} = x_mid + mlp(...) (in place in `out`), and the norm that
          * reads it: the next block's norm1, or the final norm */
@@ -713,6 +981,7 @@ static float mean_of_losses(Model *m, const int32_t *targets, int N) {
 }
 
 static int head_tensor(const Model *m) { return m->t_head >= 0 ? m->t_head : m->t_wte; }
+static int head_unit(const Model *m) { return m->tensor_unit[head_tensor(m)]; }
 
 static int forward_common(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                           char *err, size_t err_len) {
@@ -722,7 +991,10 @@ static int forward_common(Model *m, const int32_t *tokens, const int32_t *target
     m->T = T;
     m->ops->upload_bytes(m->tokens, tokens, (size_t)N * 4);
     if (targets) m->ops->upload_bytes(m->targets, targets, (size_t)N * 4);
-    return forward_blocks(m, B, T, err, err_len);
+    if (forward_blocks(m, B, T, err, err_len)) return 1;
+    /* the head (stage 3: gathered after every forward, so that every rank
+     * gathers the same units, and model_logits has it) */
+    return need_units(m, head_unit(m), -1, err, err_len);
 }
 
 int model_forward(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
@@ -763,26 +1035,32 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
     int th = head_tensor(m);
 
     /* head: losses, d(lnf) into dln, d(W_head) accumulated */
+    grad_open(m, head_unit(m));
     o->lmhead_ce(m->losses, m->dln, G(m, th), m->lnf, P(m, th), m->targets, N, C, c->vocab_size,
                  grad_scale, m->scratch);
     if (mean_loss) *mean_loss = mean_of_losses(m, targets, N);
     o->zero(m->dresid, (size_t)N * C * o->act_bytes);
+    if (need_units(m, L + 1, -1, err, err_len)) return 1;
+    grad_open(m, L + 1);
     norm_bwd(m, m->dresid, m->dln, m->acts[L].resid, m->lnf_mean, m->lnf_rstd, m->t_lnf_w,
              m->t_lnf_b, N);
-    if (grads_ready(m, m->t_lnf_w, err, err_len)) return 1;
+    if (grad_close(m, L + 1, err, err_len) || grads_ready(m, m->t_lnf_w, err, err_len)) return 1;
 
     for (int l = L - 1; l >= 0; l--) {
         const LayerTensors *w = &m->layers[l];
         LayerActs *a = &m->acts[l];
-        if (recompute_block(m, l, B, T, err, err_len)) return 1;
+        if (need_units(m, 1 + l, -1, err, err_len) || recompute_block(m, l, B, T, err, err_len))
+            return 1;
+        grad_open(m, 1 + l);
         /* MLP: dresid is d(x_{l+1}) = d(mlp out) */
         if (w->moe_router >= 0) {
             /* the first MoE layer here finishes global LBL's counts sum,
              * begun after the forward: it overlapped the head and the
              * layers above */
             if (moe_before_backward(m->moe, err, err_len)) return 1;
-            moe_layer_bwd(m->moe, l, m->params, m->grads, m->tensors[w->moe_router].offset,
-                          m->tensors[w->moe_expert0].offset, m->dln, m->dresid, a->ln2, N);
+            moe_layer_bwd(m->moe, l, P(m, w->moe_router), G(m, w->moe_router), 0,
+                          m->tensors[w->moe_expert0].offset - m->tensors[w->moe_router].offset,
+                          m->dln, m->dresid, a->ln2, N);
             goto norm2_bwd;
         }
         o->matmul_bwd(m->dact, G(m, w->down_w), G(m, w->down_b), m->dresid, a->act,
@@ -806,13 +1084,23 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
                       C, QKV);
         norm_bwd(m, m->dresid, m->dln, a->resid, a->ln1_mean, a->ln1_rstd, w->ln1_w, w->ln1_b, N);
         /* ln1_w is the block's first tensor (build_table) */
-        if (grads_ready(m, w->ln1_w, err, err_len)) return 1;
+        if (grad_close(m, 1 + l, err, err_len) || grads_ready(m, w->ln1_w, err, err_len))
+            return 1;
     }
+    grad_open(m, 0); /* open already with a tied head */
     o->embed_bwd(G(m, m->t_wte), G(m, m->t_wpe), m->dresid, m->tokens, B, T, C);
+    if (grad_close(m, 0, err, err_len)) return 1;
     return grads_ready(m, -1, err, err_len);
 }
 
 const float *model_token_losses(const Model *m) { return m->losses_host; }
+
+int model_forward_join(Model *m, char *err, size_t err_len) {
+    if (m->zero < 3 || m->world < 2) return 0;
+    int32_t tok = 0, tgt = 0;
+    float loss;
+    return model_forward(m, &tok, &tgt, 1, 1, &loss, err, err_len);
+}
 
 static const char *const recompute_names[] = {"none", "block"};
 
@@ -854,9 +1142,9 @@ void model_logits(Model *m, float *dst) {
 
 /* ---------------- optimizer ---------------- */
 
-void model_zero_grad(Model *m) { m->ops->zero(m->grads, m->n_params * m->ops->act_bytes); }
+void model_zero_grad(Model *m) { m->ops->zero(m->grads, grad_elems(m) * m->ops->act_bytes); }
 
-float model_grad_norm(Model *m) { return (float)sqrt(m->ops->sumsq(m->grads, m->n_params)); }
+float model_grad_norm(Model *m) { return (float)sqrt(m->ops->sumsq(m->grads, grad_elems(m))); }
 
 float model_clip_scale(const AdamWConfig *cfg, float norm) {
     if (cfg->grad_clip > 0.0f) {
@@ -867,7 +1155,7 @@ float model_clip_scale(const AdamWConfig *cfg, float norm) {
 }
 
 double model_grad_sumsq_range(Model *m, size_t offset, size_t count) {
-    return m->ops->sumsq((char *)m->grads + offset * m->ops->act_bytes, count);
+    return m->ops->sumsq(grad_at(m, offset), count);
 }
 
 void *model_params_buffer(Model *m) { return m->params; }
@@ -884,7 +1172,7 @@ void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step
     /* runs of adjacent tensors with the same decay flag in one call, cut to
      * [offset, offset + count); the optimizer buffers start at opt_off */
     const Ops *o = m->ops;
-    size_t ab = o->act_bytes, end = offset + count, so = m->opt_off;
+    size_t end = offset + count, so = m->opt_off;
     for (int i = 0; i < m->n_tensors;) {
         int j = i;
         size_t n = 0;
@@ -894,12 +1182,13 @@ void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step
         if (lo < offset) lo = offset;
         if (hi > end) hi = end;
         if (lo < hi)
-            o->adamw((char *)m->params + lo * ab, m->master ? m->master + (lo - so) : NULL,
-                     (char *)m->grads + lo * ab, m->adam_m + (lo - so), m->adam_v + (lo - so),
+            o->adamw(param_at(m, lo), m->master ? m->master + (lo - so) : NULL, grad_at(m, lo),
+                     m->adam_m + (lo - so), m->adam_v + (lo - so),
                      hi - lo, lr, cfg->beta1, cfg->beta2, cfg->eps,
                      m->tensors[i].decay ? cfg->weight_decay : 0.0f, step, clip_scale);
         i = j;
     }
+    drop_units(m); /* stage 3: the gathered parameters are the old ones */
 }
 
 float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step) {
@@ -908,13 +1197,19 @@ float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step) {
     return norm;
 }
 
+/* The parameters and gradients this rank holds: the whole buffer, or the
+ * shard [opt_off, opt_off + opt_n) where the stage shards it. */
 const char *model_find_nonfinite(Model *m) {
     for (int pass = 0; pass < 2; pass++) {
-        m->ops->download(m->host_tmp, pass ? m->grads : m->params, m->n_params);
+        size_t n = pass ? grad_elems(m) : param_elems(m);
+        size_t base = n == m->n_params ? 0 : m->opt_off;
+        m->ops->download(m->host_tmp, pass ? m->grads : m->params, n);
         for (int i = 0; i < m->n_tensors; i++) {
             const ParamTensor *t = &m->tensors[i];
-            for (size_t k = 0; k < t->numel; k++)
-                if (!isfinite(m->host_tmp[t->offset + k])) {
+            size_t lo = t->offset > base ? t->offset : base;
+            size_t hi = t->offset + t->numel < base + n ? t->offset + t->numel : base + n;
+            for (size_t k = lo; k < hi; k++)
+                if (!isfinite(m->host_tmp[k - base])) {
                     snprintf(m->nonfinite_name, sizeof m->nonfinite_name, "%s%s",
                              pass ? "grad:" : "", t->name);
                     return m->nonfinite_name;

@@ -130,6 +130,59 @@ typedef struct Model Model;
  * or model_set_params). Returns NULL with a message on a bad config or when
  * memory runs out. */
 Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t err_len);
+
+/* ZeRO data parallelism (dist.zero, docs/distributed.md). The flat
+ * parameter buffer is cut into world contiguous pieces, rank r's being
+ * pieces[r] elements after those of ranks 0..r-1 (they sum to the model's
+ * parameters; trainer/dist.h dist_shard makes them). A rank keeps, of its
+ * piece only:
+ *   stage 1: the optimizer state (Adam m, v; the fp32 master weights on a
+ *            bf16 act type); parameters and gradients whole;
+ *   stage 2: also the gradients: the backward writes each unit's
+ *            gradients (below) into a window, and when the unit is done the
+ *            window is reduce-scattered over the ranks and the rank's part
+ *            added to its gradient shard (every micro-batch);
+ *   stage 3: also the parameters: before a unit's parameters are read (in
+ *            the forward, and again in the backward) they are all-gathered
+ *            into one of two windows; a gathered unit stays until its window
+ *            is needed for another, or the parameters change.
+ * Units: 0 = everything before block 0 (embeddings), 1 + l = block l
+ * (from its first norm on), L + 1 = the final norm and an untied head.
+ * Stage 0 keeps everything whole (the plain model). */
+typedef struct {
+    int stage;             /* 0..3 */
+    int world, rank;       /* world >= 1, 0 <= rank < world */
+    const size_t *pieces;  /* (world) copied; NULL: the whole model on one rank */
+} ModelShard;
+/* model_create for this rank's shard: nothing is ever allocated whole that
+ * the stage shards (no start-up peak). sh NULL or stage 0: model_create. */
+Model *model_create_sharded(const ModelConfig *cfg, const Ops *ops, const ModelShard *sh,
+                            char *err, size_t err_len);
+/* The collectives stages 2 and 3 need, on backend buffers in place, with
+ * the layout of trainer/dist.h: rank r's piece is counts[r] elements at
+ * counts[0] + ... + counts[r-1] (some counts may be 0). allgather copies
+ * every rank's piece to every rank; reduce_scatter sums rank r's piece over
+ * the ranks into rank r's piece. Every rank calls them in the same order
+ * (the model's unit sequence is the same on every rank). Nonzero, with a
+ * message, is an error that ends the pass. At world size 1 none is needed. */
+typedef struct {
+    int (*allgather)(void *ctx, void *buf, const size_t *counts, char *err, size_t err_len);
+    int (*reduce_scatter)(void *ctx, void *buf, const size_t *counts, char *err,
+                          size_t err_len);
+    void *ctx;
+} ModelShardComm;
+void model_set_shard_comm(Model *m, const ModelShardComm *sc);
+/* The ZeRO stage the model was created for (0 when unsharded). */
+int model_zero_stage(const Model *m);
+/* Backend bytes of parameters and gradients (the shards and the windows
+ * under stages 2 and 3), for the start-up line and the plan. */
+size_t model_param_bytes(const Model *m);
+size_t model_grad_bytes(const Model *m);
+/* Stage 3: a forward pass that joins the parameter gathers of a
+ * model_forward with targets without computing anything useful (B = T = 1,
+ * token 0): a rank with no evaluation batch left runs it so that every rank
+ * gathers the same units in the same order. Other stages: nothing. */
+int model_forward_join(Model *m, char *err, size_t err_len);
 void model_free(Model *m);
 
 const ModelConfig *model_config(const Model *m);

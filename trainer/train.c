@@ -69,13 +69,53 @@ static void fmt_duration(char *dst, size_t n, double s) {
 
 /* ---------------- setup ---------------- */
 
-/* The model loaded from init_from (an HF directory or a dapt checkpoint:
- * both are HF layout), upcycled, or fresh. */
-static Model *load_base_model(const Config *c, const Ops *ops, char *err, size_t err_len) {
+/* The ZeRO shard of this rank: dist.zero's stage over world ranks (world
+ * 0: no sharding). */
+typedef struct {
+    int stage, world, rank;
+} Shard;
+
+/* A model of mc created for the shard (the pieces: dist_shard of the flat
+ * parameter buffer), so that no rank ever allocates what the stage
+ * shards. */
+static Model *create_sharded(const ModelConfig *mc, const Ops *ops, const Shard *sh, char *err,
+                             size_t err_len) {
+    if (!sh->world) return model_create(mc, ops, err, err_len);
+    size_t *pieces = malloc(sizeof(size_t) * sh->world), n = model_config_num_params(mc), off;
+    if (!pieces || !n) {
+        free(pieces);
+        return err_set(err, err_len, "out of host memory"), NULL;
+    }
+    for (int r = 0; r < sh->world; r++) dist_shard(n, sh->world, r, &off, &pieces[r]);
+    ModelShard ms = {.stage = sh->stage, .world = sh->world, .rank = sh->rank, .pieces = pieces};
+    Model *m = model_create_sharded(mc, ops, &ms, err, err_len);
+    free(pieces);
+    return m;
+}
+
+/* The base model, from init_from (an HF directory or a dapt checkpoint:
+ * both are HF layout), upcycled, or fresh, created for the shard. */
+static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, char *err,
+                              size_t err_len) {
     ModelConfig mc;
     Model *m = NULL;
     char why[512];
-    if (c->moe.upcycle_from[0]) return moe_loop_upcycle(c, ops, err, err_len);
+    if (c->moe.upcycle_from[0]) {
+        /* upcycled whole (the dense model and the MoE one at once), then
+         * its parameters moved into a model made for the shard */
+        Model *whole = moe_loop_upcycle(c, ops, err, err_len);
+        if (!whole || !sh->world) return whole;
+        float *buf = malloc(sizeof(float) * model_num_params(whole));
+        if (buf && (m = create_sharded(model_config(whole), ops, sh, err, err_len))) {
+            model_get_params(whole, buf);
+            model_set_params(m, buf);
+        } else if (!buf) {
+            err_set(err, err_len, "out of host memory moving the upcycled model");
+        }
+        free(buf);
+        model_free(whole);
+        return m;
+    }
     if (c->model.init_from[0]) {
         struct stat sb;
         if (stat(c->model.init_from, &sb) || !S_ISDIR(sb.st_mode)) {
@@ -85,49 +125,38 @@ static Model *load_base_model(const Config *c, const Ops *ops, char *err, size_t
                     c->model.init_from);
             return NULL;
         }
-        m = hf_load_model(c->model.init_from, ops, why, sizeof why);
-        if (!m) err_set(err, err_len, "model.init_from = \"%s\": %s", c->model.init_from, why);
+        if (hf_load_config(c->model.init_from, &mc, why, sizeof why) ||
+            !(m = create_sharded(&mc, ops, sh, why, sizeof why)) ||
+            hf_load_weights(c->model.init_from, m, why, sizeof why)) {
+            err_set(err, err_len, "model.init_from = \"%s\": %s", c->model.init_from, why);
+            model_free(m);
+            return NULL;
+        }
         return m;
     }
     if (config_to_model_config(c, &mc, err, err_len)) return NULL;
-    m = model_create(&mc, ops, err, err_len);
+    m = create_sharded(&mc, ops, sh, err, err_len);
     if (m) model_init_weights(m, (uint64_t)c->run.seed);
     return m;
 }
 
-/* With ZeRO-1 (zero_world > 0) the optimizer state cut to rank's shard of
- * zero_world (dist_shard of the flat parameter buffer). */
-static int shard_for_rank(Model *m, int zero_world, int rank, char *err, size_t err_len) {
-    size_t off, n;
-    if (!zero_world) return 0;
-    dist_shard(model_num_params(m), zero_world, rank, &off, &n);
-    return model_shard_optimizer(m, off, n, err, err_len);
-}
-
-/* The model, resumed from a checkpoint (resume_dir) or from load_base_model,
- * with its optimizer state sharded for ZeRO-1. A resumed model is sharded
- * before the checkpoint is read, so that each rank reads only its range of
- * the optimizer state (ckpt_load); a base model keeps the shard's part of
- * what was loaded or initialised (model_create allocates the whole state
- * anyway, so sharding after the load costs no extra peak memory). */
+/* The model, resumed from a checkpoint (resume_dir) or from
+ * load_base_model, created for this rank's ZeRO shard (zero_world > 0) so
+ * that each rank allocates only its shard of what the stage shards, and a
+ * resume reads only its range of the optimizer state (ckpt_load). */
 static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir, CkptState *st,
                          int zero_world, int rank, char *err, size_t err_len) {
     ModelConfig mc;
     char why[512];
     Model *m = NULL;
-    if (!resume_dir) {
-        m = load_base_model(c, ops, err, err_len);
-    } else if (hf_load_config(resume_dir, &mc, why, sizeof why)) {
+    Shard sh = {.stage = c->dist.zero, .world = zero_world, .rank = rank};
+    if (!resume_dir) return load_base_model(c, ops, &sh, err, err_len);
+    if (hf_load_config(resume_dir, &mc, why, sizeof why)) {
         err_set(err, err_len, "--resume: %s", why);
         return NULL;
-    } else {
-        m = model_create(&mc, ops, err, err_len);
     }
-    if (m && shard_for_rank(m, zero_world, rank, err, err_len)) {
-        model_free(m);
-        return NULL;
-    }
-    if (m && resume_dir && ckpt_load(resume_dir, m, st, why, sizeof why)) {
+    m = create_sharded(&mc, ops, &sh, err, err_len);
+    if (m && ckpt_load(resume_dir, m, st, why, sizeof why)) {
         err_set(err, err_len, "--resume: %s", why);
         model_free(m);
         return NULL;
@@ -265,6 +294,11 @@ static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double loss_
                 count[role] += (double)b * T;
             }
         }
+        /* ZeRO-3: every forward gathers the parameters, so every rank runs
+         * as many as the rank with the most micro-batches of this source */
+        uint32_t nb = (n + micro - 1) / micro;
+        if (!rc && (uint32_t)rank >= nb % world && nb % world)
+            rc = model_forward_join(m, err, err_len);
     }
     if (!rc) rc = dist_allreduce(d, red, 4, DIST_F64, DIST_SUM, err, err_len);
     for (int r = 0; r < 2; r++)

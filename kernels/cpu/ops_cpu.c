@@ -640,6 +640,7 @@ static const Ops cpu_ops = {
     .download = cpu_download,
     .upload_bytes = cpu_copy_bytes,
     .download_bytes = cpu_copy_bytes,
+    .copy = cpu_copy_bytes,
     .embed_fwd = cpu_embed_fwd,
     .embed_bwd = cpu_embed_bwd,
     .layernorm_fwd = cpu_layernorm_fwd,

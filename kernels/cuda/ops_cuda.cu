@@ -146,6 +146,11 @@ static void cu_download_bytes(void *dst, const void *src, size_t n_bytes) {
     CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
 }
 
+static void cu_copy(void *dst, const void *src, size_t n_bytes) {
+    if (n_bytes)
+        CUDA_CHECK(cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToDevice, g_cuda.stream));
+}
+
 /* Elementwise type conversion, 8 elements per thread (grid-stride). */
 template <typename TO, typename TI>
 __global__ void convert_kernel(TO *out, const TI *in, size_t n, int vec) {
@@ -212,6 +217,7 @@ static void fill_table(Ops *o, int use_bf16) {
     o->download = use_bf16 ? cu_download_bf16 : cu_download_f32;
     o->upload_bytes = cu_upload_bytes;
     o->download_bytes = cu_download_bytes;
+    o->copy = cu_copy;
     cuda_fill_gemm(o, use_bf16);
     cuda_fill_norms(o, use_bf16);
     cuda_fill_elementwise(o, use_bf16);

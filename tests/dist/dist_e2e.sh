@@ -6,9 +6,14 @@
 #           the final weights of one process; with ZeRO-1 rank 0 holds about
 #           1/n of the optimizer state, and checkpoints hold it as n per-rank
 #           shard files with the plain run's moments
+#   zero23  ZeRO-2 and ZeRO-3 at -np 2 and 3 (and ZeRO-3 with recompute =
+#           "block") give the losses and the final weights of one process;
+#           rank 0 holds 1/n of the gradients (stage 2) and of the
+#           parameters too (stage 3), plus one unit's window of each; the
+#           checkpoints' optimizer shards hold one process's moments
 #   resume  a checkpoint of 2 ranks resumes on 3, one of 3 on 1 and 2, with
-#           and without ZeRO-1 on either side: the resumed steps equal those
-#           of the 1-process run
+#           and without ZeRO-1 on either side, and across stages 0..3: the
+#           resumed steps equal those of the 1-process run
 #   kill    SIGKILL to one rank mid-run: mpirun exits non-zero within 60 s
 #           naming the rank, and every checkpoint left is complete; a config
 #           error on all ranks aborts the job with the rank named; SIGINT to
@@ -70,25 +75,59 @@ equal)
     "$ckcheck" runs/z$n/ckpt/step-00000010 > /dev/null || fail "z$n: step 10 is not a complete checkpoint"
   done
   ;;
+zero23)
+  "$dapt" train tiny.toml "${args[@]}" --run.name=w1 > w1.log
+  # the tiny llama (tests/train/tiny.toml.in: C 64, F 128, 4 heads of 16,
+  # 2 kv heads, vocab 512, untied): P parameters, its largest unit a block
+  # (2 norms, q|k|v, o, gate|up, down), 4 bytes each on the CPU
+  C=64 F=128 HD=16 NH=4 NKV=2 V=512 L=2
+  block=$(( 2 * C + (NH + 2 * NKV) * HD * C + NH * HD * C + 3 * F * C ))
+  P=$(( 2 * V * C + L * block + C ))
+  for n in 2 3; do
+    shard=$(( (P + n - 1) / n )) # rank 0's piece (dist_shard: the first ranks get the extra)
+    for z in 2 3; do
+      run=z${z}n$n
+      mpi $n "$dapt" train tiny.toml "${args[@]}" --run.name=$run --dist.zero=$z > $run.log
+      grep -q "data parallel: $n ranks (mpi), .*ZeRO-$z" $run.log || fail "$run did not run ZeRO-$z: $(head -5 $run.log)"
+      same w1 $run
+      "$py" "$here/compare_opt_shards.py" runs/w1/ckpt/step-00000020 runs/$run/ckpt/step-00000020 $n 1e-6
+      "$ckcheck" runs/$run/ckpt/step-00000010 > /dev/null || fail "$run: step 10 is not a complete checkpoint"
+      # what rank 0 holds: its shard of the gradients (and of the
+      # parameters at stage 3) and one window of a block for each
+      line=$(grep "parameters: .* bytes, gradients: .* bytes on rank 0" $run.log) || fail "$run: no memory line"
+      pb=$(sed -n 's/.*parameters: \([0-9]*\) bytes.*/\1/p' <<< "$line")
+      gb=$(sed -n 's/.*gradients: \([0-9]*\) bytes.*/\1/p' <<< "$line")
+      want_g=$(( 4 * (shard + block) ))
+      want_p=$(( z == 3 ? 4 * (shard + 2 * block) : 4 * P ))
+      [[ $gb == "$want_g" && $pb == "$want_p" ]] ||
+        fail "$run: rank 0 holds $pb bytes of parameters and $gb of gradients, expected $want_p and $want_g"
+    done
+  done
+  # recomputation with sharded parameters: each block gathered again for
+  # its recomputed forward
+  mpi 3 "$dapt" train tiny.toml "${args[@]}" --run.name=z3rc --dist.zero=3 --train.recompute=block > z3rc.log
+  same w1 z3rc
+  ;;
 resume)
   "$dapt" train tiny.toml "${args[@]}" --run.name=w1 > w1.log
   # W ranks (ZeRO-1 when Z = 1) write steps 10 and 20; step 20 is dropped
   # and W' ranks (ZeRO-1 when Z' = 1) redo 11..20: without, with, into and
   # out of ZeRO-1, so the sharded state is sliced from the whole one
-  for src in "2 0" "2 1" "3 1"; do
+  for src in "2 0" "2 1" "3 1" "2 2" "3 3"; do
     set -- $src
     mpi $1 "$dapt" train tiny.toml "${args[@]}" --run.name=s$1z$2 --dist.zero=$2 > s$1z$2.log
     rm -rf runs/s$1z$2/ckpt/step-00000020
     mv runs/s$1z$2/metrics.jsonl runs/s$1z$2/metrics.first.jsonl
   done
-  for pair in "2 0 3 0" "2 0 3 1" "2 1 3 1" "2 1 3 0" "3 1 1 0" "3 1 2 1"; do
+  for pair in "2 0 3 0" "2 0 3 1" "2 1 3 1" "2 1 3 0" "3 1 1 0" "3 1 2 1" \
+              "2 0 3 3" "3 3 2 2" "2 2 3 1" "3 3 1 0" "2 1 2 3"; do
     set -- $pair
     run=r$1z$2to$3z$4
     cp -r runs/s$1z$2 runs/$run
     if [[ $3 == 1 ]]; then "$dapt" train tiny.toml "${args[@]}" --run.name=$run --resume > $run.b.log
     else mpi $3 "$dapt" train tiny.toml "${args[@]}" --run.name=$run --dist.zero=$4 --resume > $run.b.log; fi
     grep -q "resuming from .*step-00000010 (step 10)" $run.b.log || fail "$run did not resume at 10: $(head -3 $run.b.log)"
-    (( $4 == 0 )) || grep -q "ZeRO-1" $run.b.log || fail "$run: the resumed run did not shard"
+    (( $4 == 0 )) || grep -q "ZeRO-$4" $run.b.log || fail "$run: the resumed run did not shard"
     [[ $(grep -c '"type":"train"' runs/$run/metrics.jsonl) == 10 ]] || fail "$run: resumed run logged $(grep -c '"type":"train"' runs/$run/metrics.jsonl) steps"
     same w1 $run 11
   done

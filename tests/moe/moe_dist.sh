@@ -9,6 +9,8 @@
 #           the losses and final weights must agree up to fp32 summation
 #           order. A rank that used its own counts (the sum not finished,
 #           or read before it) is the micro mode below.
+#           The same at 2 ranks with ZeRO-2 and ZeRO-3 and recompute =
+#           "block" (routing recomputed, the counts not summed twice).
 #   micro   the same pair with lbl = "micro": each rank's f is that of its 2
 #           sequences, not of the 4, so the weights must differ.
 # Tolerances, measured 2026-11-26 (8 steps): global pair max |weight
@@ -41,6 +43,19 @@ for mode in global micro; do
 done
 "$py" "$here/../dist/compare_losses.py" runs/global1 runs/global2 1e-5 || fail "global: 2 ranks' losses differ from one process's"
 "$py" "$here/../dist/compare_weights.py" runs/global1/$w runs/global2/$w 1e-4 || fail "global: 2 ranks' weights differ from one process's"
+# ZeRO-2 and ZeRO-3 (the router and experts reduce-scattered block by
+# block, and at stage 3 gathered for each forward, with the recomputed
+# forward of "block" routing again): still one process's objective, the LBL
+# counted once per layer
+for z in 2 3; do
+  "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS -np 2 \
+    "$dapt" train tiny.toml "${args[@]}" --moe.lbl=global --train.micro_batch=2 --dist.zero=$z \
+    --train.recompute=block --run.name=globalz$z > globalz$z.log ||
+    { tail -5 globalz$z.log; fail "global: mpirun -np 2 --dist.zero=$z"; }
+  grep -q "ZeRO-$z" globalz$z.log || fail "global: --dist.zero=$z did not shard: $(head -5 globalz$z.log)"
+  "$py" "$here/../dist/compare_losses.py" runs/global1 runs/globalz$z 1e-5 || fail "global ZeRO-$z: losses differ from one process's"
+  "$py" "$here/../dist/compare_weights.py" runs/global1/$w runs/globalz$z/$w 1e-4 || fail "global ZeRO-$z: weights differ from one process's"
+done
 if out=$("$py" "$here/../dist/compare_weights.py" runs/micro1/$w runs/micro2/$w 1e-3 2>&1); then
   fail "micro: 2 ranks' weights equal one process's within 1e-3 ($out): the LBL is too weak for this test to see the counts"
 fi
