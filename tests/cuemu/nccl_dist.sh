@@ -14,6 +14,10 @@
 #             ranks: losses close to one process's; with ZeRO-1 (the
 #             sharded fp32 master weights of the bf16 table) equal to the
 #             plain 2-rank run: losses, weights and moments.
+#   zero23    ZeRO-2 at 2 ranks, ZeRO-3 at 3 ranks and ZeRO-3 with recompute
+#             = "block" at 2 ranks, cuda-fp32: the losses and weights of one
+#             process; bf16 ZeRO-3 at 2 ranks equals the plain 2-rank bf16
+#             run (one micro-batch a rank: the same sums)
 #   moe       global-batch LBL with the expert counts summed over NCCL
 #             (dist_nccl_isum_i64_*), cuda-fp32: 2 ranks with one micro-batch
 #             of 2 equal one process with one of 4, and each sum is in
@@ -120,6 +124,32 @@ equal)
   "$py" "$dist/compare_losses.py" runs/b2 runs/b2z 1e-6
   "$py" "$dist/compare_weights.py" runs/b2/$ck/model.safetensors runs/b2z/$ck/model.safetensors 1e-6
   "$py" "$dist/compare_opt_shards.py" runs/b2/$ck runs/b2z/$ck 2 1e-6
+  ;;
+zero23)
+  # ZeRO-2 and ZeRO-3 over NCCL (each unit's gradients reduce-scattered in
+  # the backward, at stage 3 its parameters all-gathered before its forward
+  # and backward, pieces of 0 elements where a unit misses a rank's shard)
+  "$dapt" train tiny.toml "${args[@]}" --run.device=cuda-fp32 --run.name=w1 > w1.log 2>&1 || { tail -5 w1.log; fail "one process"; }
+  for run in "z2 2 2" "z3 3 3" "r3 2 3 --train.recompute=block"; do
+    set -- $run
+    name=$1 n=$2 z=$3
+    shift 3
+    mpi "$n" -- "${args[@]}" --run.device=cuda-fp32 --run.name=$name --dist.zero=$z "$@" > $name.log 2>&1 ||
+      { tail -5 $name.log; fail "$name: mpirun -np $n"; }
+    ranks_ran $name.log "$n"
+    grep -q "ZeRO-$z optimizer state" $name.log || fail "$name did not run ZeRO-$z"
+    "$py" "$dist/compare_losses.py" runs/w1 runs/$name 1e-6
+    "$py" "$dist/compare_weights.py" runs/w1/$ck/model.safetensors runs/$name/$ck/model.safetensors 1e-6
+  done
+  # bf16, one micro-batch a rank: the plain 2-rank run's sums (one bf16
+  # sum of the step's gradients in rank order), unit by unit: equal to it
+  bf=(--run.device=cuda --train.micro_batch=6)
+  for z in 0 3; do
+    mpi 2 -- "${args[@]}" "${bf[@]}" --run.name=b2z$z --dist.zero=$z > b2z$z.log 2>&1 || { tail -5 b2z$z.log; fail "bf16 ZeRO-$z: mpirun -np 2"; }
+  done
+  grep -q "ZeRO-3 optimizer state" b2z3.log || fail "b2z3 did not run ZeRO-3"
+  "$py" "$dist/compare_losses.py" runs/b2z0 runs/b2z3 1e-6
+  "$py" "$dist/compare_weights.py" runs/b2z0/$ck/model.safetensors runs/b2z3/$ck/model.safetensors 1e-6
   ;;
 moe)
   args=(--run.out_dir="$work/runs" --run.device=cuda-fp32 --moe.n_experts=4 --moe.top_k=2

@@ -144,7 +144,7 @@ if(TARGET nccl_cuemu AND MPIEXEC_EXECUTABLE)
            $<TARGET_FILE:dapt_emu> make $<TARGET_FILE:dapt_emu>)
   set_tests_properties(emu_nccl_one PROPERTIES LABELS emu TIMEOUT 600 ENVIRONMENT
                        "OMP_NUM_THREADS=1;DAPT_NCCL_LIB=$<TARGET_FILE:nccl_cuemu>")
-  foreach(mode equal moe overlap watchdog)
+  foreach(mode equal zero23 moe overlap watchdog)
     add_test(NAME emu_nccl_${mode} ${FULL}
              COMMAND ${CMAKE_CURRENT_LIST_DIR}/nccl_dist.sh $<TARGET_FILE:dapt_emu>
                      $<TARGET_FILE:nccl_cuemu> ${DAPT_PYTHON} ${MPIEXEC_EXECUTABLE} ${mode})
