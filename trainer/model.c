@@ -611,15 +611,25 @@ static int ensure_acts(Model *m, int B, int T, char *err, size_t err_len) {
 
 /* ---------------- accessors ---------------- */
 
-size_t model_config_num_params(const ModelConfig *cfg) {
+/* cfg's table (and units) on the host, nothing on a backend; what out
+ * selects: 0 the parameters, 1 the largest unit */
+static size_t config_table(const ModelConfig *cfg, int out) {
     Model m = {.cfg = *cfg};
+    size_t r = 0;
     m.tensors = calloc(4 + (size_t)cfg->n_layer * (16 + 1 + 3 * cfg->n_experts), sizeof *m.tensors);
     m.layers = calloc(cfg->n_layer, sizeof *m.layers);
-    if (m.tensors && m.layers) build_table(&m);
-    free(m.tensors);
-    free(m.layers);
-    return m.n_params;
+    if (m.tensors && m.layers) {
+        build_table(&m);
+        r = m.n_params;
+        if (out == 1) r = build_units(&m) ? 0 : m.win_elems;
+    }
+    free(m.tensors), free(m.layers);
+    free(m.unit_lo), free(m.tensor_unit), free(m.gptr), free(m.pptr);
+    return r;
 }
+
+size_t model_config_num_params(const ModelConfig *cfg) { return config_table(cfg, 0); }
+size_t model_config_max_unit(const ModelConfig *cfg) { return config_table(cfg, 1); }
 
 const ModelConfig *model_config(const Model *m) { return &m->cfg; }
 const Ops *model_ops(const Model *m) { return m->ops; }

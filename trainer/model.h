@@ -191,6 +191,10 @@ size_t model_num_params(const Model *m);
 /* The parameters model_create would allocate for cfg (a valid config),
  * counted without allocating them (0 when host memory runs out). */
 size_t model_config_num_params(const ModelConfig *cfg);
+/* The largest ZeRO unit of cfg (model_create_sharded), in elements: the size
+ * of one parameter or gradient window under stages 2 and 3 (0 when host
+ * memory runs out). */
+size_t model_config_max_unit(const ModelConfig *cfg);
 int model_num_tensors(const Model *m);
 const ParamTensor *model_tensor(const Model *m, int i);
 /* index of the tensor with this HF name, or -1 */

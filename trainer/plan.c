@@ -78,14 +78,19 @@ void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
     size_t QKV = (c->n_head + 2 * c->n_kv_head) * HD, UP = c->arch == ARCH_LLAMA ? 2 * F : F;
     size_t P = model_config_num_params(c);
     p->n_params = P;
-    p->params = P * ab;
-    p->grads = P * ab;
-    /* ZeRO-1: dist_shard gives the first P % W ranks one element more */
+    /* ZeRO: dist_shard gives the first P % W ranks one element more; stage
+     * 2 adds a gradient window of the largest unit (two with a tied head:
+     * the embeddings' waits through the backward), stage 3 two parameter
+     * windows (model.c model_create_sharded) */
     size_t W = s->zero_world > 1 ? (size_t)s->zero_world : 1, shard = (P + W - 1) / W;
-    size_t opt_per_elem = ab == 4 ? 8 : 12; /* m, v (+ fp32 master) */
+    int stage = W > 1 ? (s->zero_stage ? s->zero_stage : 1) : 0;
+    size_t unit = stage >= 2 ? model_config_max_unit(c) : 0;
+    p->param_windows = stage >= 3 ? 2 * unit * ab : 0;
+    p->grad_windows = stage >= 2 ? (c->tie_embeddings ? 2 : 1) * unit * ab : 0;
+    p->params = (stage >= 3 ? shard : P) * ab + p->param_windows;
+    p->grads = (stage >= 2 ? shard : P) * ab + p->grad_windows;
     p->moments = shard * 8;
     p->master = ab == 4 ? 0 : shard * 4;
-    p->opt_startup = W > 1 ? P * opt_per_elem : 0;
 
     if (s->recompute) {
         /* train.recompute = "block": one set of block activations that
@@ -130,10 +135,7 @@ void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
     size_t fixed = p->params + p->grads + p->cuda_workspace + p->cuda_scratch + p->context;
     p->steady = fixed + p->master + p->moments + p->acts + p->moe_acts + p->bwd_scratch +
                 p->lmhead_scratch + p->io;
-    /* model_shard_optimizer copies the shard out of the whole state before
-     * freeing it; activations come later, at the first forward */
-    p->startup = fixed + p->opt_startup + (W > 1 ? p->master + p->moments : 0);
-    p->peak = p->steady > p->startup ? p->steady : p->startup;
+    p->peak = p->steady;
     p->host = P * 4 + N * 4; /* host_tmp, losses_host */
     p->act_bytes_per_token =
         (double)(p->acts + p->moe_acts + p->bwd_scratch + p->io) / (double)(N ? N : 1);
@@ -156,9 +158,5 @@ int plan_max_micro_batch(const ModelConfig *cfg, const PlanSetup *s, size_t budg
 void plan_future(const ModelConfig *c, const PlanSetup *s, PlanFuture *f) {
     Plan p;
     plan_compute(c, s, &p);
-    size_t W = s->zero_world > 1 ? (size_t)s->zero_world : 1;
-    size_t gshard = (p.grads + W - 1) / W, pshard = (p.params + W - 1) / W;
-    f->zero2 = p.steady - p.grads + gshard;
-    f->zero3 = f->zero2 - p.params + pshard;
     f->offload = p.steady - p.master - p.moments;
 }

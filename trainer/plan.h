@@ -3,8 +3,8 @@
  * docs/distributed.md "Memory plan").
  *
  * The plan mirrors what dapt allocates today, buffer for buffer: the
- * parameter, gradient and optimizer buffers of model_create and
- * model_shard_optimizer, the activations of the model's and the MoE FFN's
+ * parameter, gradient and optimizer buffers of model_create_sharded (the
+ * shards and the ZeRO-2/3 windows), the activations of the model's and the MoE FFN's
  * ensure_acts, the LM head scratch of the backend's lmhead_scratch_bytes.
  * tests/c/test_plan.c holds it to within 5% of the CPU backend's measured
  * peak (ops_cpu_mem): when model.c or moe.c allocate differently, that test
@@ -27,20 +27,22 @@ typedef struct {
     int flash_attention;   /* cuda.flash_attention (bf16 only, head dims 64 and 128) */
     int lmhead_chunk_rows; /* cuda.lmhead_chunk_rows; the CPU backend's is fixed at 256 */
     int B, T;              /* micro-batch and sequence length */
-    int zero_world;        /* ZeRO-1 over this many ranks; 0 or 1: the whole optimizer state */
+    int zero_world;        /* ZeRO over this many ranks; 0 or 1: nothing sharded */
+    int zero_stage;        /* 1..3 when zero_world > 1 (0 there means 1) */
     int recompute;         /* train.recompute: 1 = "block" (model.c keeps block inputs only) */
     size_t context_bytes;  /* CUDA context + NCCL + kernel scratch allowance (an assumption) */
 } PlanSetup;
 
-/* Bytes, per rank. steady = everything live during a training step; startup
- * = the moment model_shard_optimizer holds the whole optimizer state and
- * the shard's copies at once; peak = the larger of the two. */
+/* Bytes, per rank. steady = everything live during a training step (the
+ * model is created for its shard, so nothing is allocated whole before:
+ * peak = steady). */
 typedef struct {
     size_t n_params;
-    size_t params, grads;  /* act type each, whole (ZeRO-1 shards neither) */
+    size_t params, grads;  /* act type each: whole, or the shard plus the windows (ZeRO-3
+                            * parameters, ZeRO-2/3 gradients) */
+    size_t param_windows, grad_windows; /* of which the windows of the largest unit */
     size_t master;         /* fp32 master weights of the shard (bf16 act type only) */
     size_t moments;        /* Adam m and v of the shard, fp32 */
-    size_t opt_startup;    /* the whole optimizer state before sharding (0 unsharded) */
     size_t acts;           /* forward activations kept for the backward, attention's included */
     size_t attention;      /* of which attention's saved state (probabilities or LSEs) */
     int attention_fused;   /* 1: the CUDA fused kernel's log-sum-exps, 0: the probabilities */
@@ -52,7 +54,7 @@ typedef struct {
     size_t cuda_scratch;   /* the kernels' shared scratch: at least the bf16 upload staging
                             * (80 MiB); larger kernel needs are in the context allowance */
     size_t context;        /* PlanSetup.context_bytes on CUDA */
-    size_t steady, startup, peak; /* backend bytes */
+    size_t steady, peak; /* backend bytes */
     size_t host;                  /* host buffers besides: model host_tmp, losses */
     double act_bytes_per_token;   /* (acts + bwd_scratch + io) / (B*T) */
 } Plan;
@@ -65,11 +67,10 @@ int plan_max_micro_batch(const ModelConfig *cfg, const PlanSetup *s, size_t budg
                          int max_B);
 
 /* Features dapt does not have yet, estimated from the same terms, for
- * comparison only: ZeRO-2 shards the gradients too,
- * ZeRO-3 the parameters too (over zero_world, ignoring gather buffers);
- * optimizer offload keeps master weights and moments on the host. */
+ * comparison only: optimizer offload keeps master weights and moments on
+ * the host. */
 typedef struct {
-    size_t zero2, zero3, offload;
+    size_t offload;
 } PlanFuture;
 void plan_future(const ModelConfig *cfg, const PlanSetup *s, PlanFuture *f);
 

@@ -14,7 +14,11 @@ set_tests_properties(cli_train_nccl_cpu PROPERTIES LABELS "c"
 add_test(NAME cli_options COMMAND ${CMAKE_CURRENT_LIST_DIR}/opt.sh $<TARGET_FILE:dapt>)
 set_tests_properties(cli_options PROPERTIES LABELS "c")
 # dapt plan: the Llama-3.1-8B figures docs/distributed.md quotes (ZeRO-1 over 8
-# GPUs: the startup peak of the whole optimizer state and the shard)
+# GPUs; ZeRO-3 over 8 GPUs at T = 8192 with recomputation)
 add_test(NAME cli_plan_8b COMMAND dapt plan ${CMAKE_SOURCE_DIR}/configs/plan-llama3-8b.toml --world 8)
 set_tests_properties(cli_plan_8b PROPERTIES LABELS "c"
-                     PASS_REGULAR_EXPRESSION "steady state \\(training step\\) +60\\.478 GiB.*startup \\(while sharding\\) +131\\.988 GiB")
+                     PASS_REGULAR_EXPRESSION "= peak +60\\.478 GiB")
+add_test(NAME cli_plan_8b_zero3 COMMAND dapt plan ${CMAKE_SOURCE_DIR}/configs/plan-llama3-8b.toml
+         --world 8 --dist.zero=3 --data.seq_len=8192 --train.recompute=block)
+set_tests_properties(cli_plan_8b_zero3 PROPERTIES LABELS "c"
+                     PASS_REGULAR_EXPRESSION "= peak +23\\.707 GiB")

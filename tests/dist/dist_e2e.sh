@@ -101,6 +101,14 @@ zero23)
       want_p=$(( z == 3 ? 4 * (shard + 2 * block) : 4 * P ))
       [[ $gb == "$want_g" && $pb == "$want_p" ]] ||
         fail "$run: rank 0 holds $pb bytes of parameters and $gb of gradients, expected $want_p and $want_g"
+      # dapt plan --world n predicts rank 0's peak (the cpu backend's count)
+      # within 5% (measured: to the byte)
+      measured=$(sed -nE 's/.*peak ([0-9]+) bytes allocated.*/\1/p' $run.log)
+      predicted=$("$dapt" plan tiny.toml "${args[@]}" --dist.zero=$z --world $n |
+        sed -nE 's/.*= peak .* ([0-9]+) bytes per process.*/\1/p')
+      [[ -n $measured && -n $predicted ]] &&
+        awk -v p="$predicted" -v m="$measured" 'BEGIN { d = p - m; exit !(d * d <= 0.0025 * m * m) }' ||
+        fail "$run: dapt plan predicts ${predicted:-nothing} bytes for rank 0, the run's peak ${measured:-missing}"
     done
   done
   # recomputation with sharded parameters: each block gathered again for

@@ -19,8 +19,9 @@ static const char USAGE[] =
     "                 [--section.key=value ...]\n\n"
     "Prints the memory `dapt train CONFIG.toml` allocates today, per GPU (per\n"
     "process on run.device = \"cpu\") and per host: parameters, gradients, fp32\n"
-    "master weights and Adam moments (ZeRO-1-sharded over --world ranks when\n"
-    "dist.zero = 1), activations for train.micro_batch x data.seq_len, attention\n"
+    "master weights and Adam moments (sharded over --world ranks as dist.zero\n"
+    "says: 1 the optimizer state, 2 the gradients too, 3 the parameters too),\n"
+    "activations for train.micro_batch x data.seq_len, attention\n"
     "and LM head scratch; then the largest micro-batch that fits --gpu-mem and\n"
     "which settings would make the config fit. The model shape comes from\n"
     "[model] or from init_from's (upcycle_from's) config.json.\n\n"
@@ -49,12 +50,22 @@ static void row(const char *name, size_t bytes, const char *note) {
     printf("  %-34s %10.3f GiB  %s\n", name, bytes / GIB, note);
 }
 
-static void print_plan(const Plan *p, const PlanSetup *s) {
+static void print_plan(const Plan *p, const PlanSetup *s, const ModelConfig *mc) {
     char note[160];
-    const char *opt = s->zero_world > 1 ? "ZeRO-1 shard" : "whole";
-    row("parameters", p->params, s->act_bytes == 2 ? "bf16" : "fp32");
-    row("gradients", p->grads,
-        s->act_bytes == 2 ? "bf16, whole on every rank" : "fp32, whole on every rank");
+    int stage = s->zero_world > 1 ? (s->zero_stage ? s->zero_stage : 1) : 0;
+    const char *opt = stage ? "1/world shard" : "whole";
+    const char *ty = s->act_bytes == 2 ? "bf16" : "fp32";
+    snprintf(note, sizeof note, "%s, %s", ty,
+             stage >= 3 ? "1/world shard + 2 windows of the largest block" : "whole on every rank");
+    row("parameters", p->params, note);
+    snprintf(note, sizeof note, "%s, %s", ty,
+             stage < 2             ? "whole on every rank"
+             : mc->tie_embeddings ? "1/world shard + 2 windows of the largest block"
+                                  : "1/world shard + a window of the largest block");
+    row("gradients", p->grads, note);
+    if (stage >= 2)
+        row("  of which ZeRO windows", p->param_windows + p->grad_windows,
+            "the largest unit being gathered / reduce-scattered");
     snprintf(note, sizeof note, "fp32, %s", opt);
     if (p->master) row("master weights", p->master, note);
     row("Adam moments (m, v)", p->moments, note);
@@ -68,7 +79,8 @@ static void print_plan(const Plan *p, const PlanSetup *s) {
     row("backward scratch", p->bwd_scratch, "input gradients, attention's datt");
     row("LM head scratch", p->lmhead_scratch,
         s->cuda ? "cuda.lmhead_chunk_rows x vocab" : "256 rows x vocab");
-    row("communication buckets", 0, "none: gradient sums run in place in the gradient buffer");
+    if (stage < 2)
+        row("communication buckets", 0, "none: gradient sums run in place in the gradient buffer");
     if (s->cuda) {
         row("cuBLASLt workspace", p->cuda_workspace, "");
         if (p->cuda_scratch)
@@ -77,8 +89,6 @@ static void print_plan(const Plan *p, const PlanSetup *s) {
             "ASSUMPTION: context, NCCL buffers, kernel scratch");
     }
     row("= steady state (training step)", p->steady, "");
-    if (p->opt_startup)
-        row("startup (while sharding)", p->startup, "whole optimizer state + shard copies");
     char peak[96];
     snprintf(peak, sizeof peak, "%zu bytes %s", p->peak,
              s->cuda ? "per GPU" : "per process (cpu backend memory)");
@@ -127,6 +137,7 @@ int cmd_plan(int argc, char **argv) {
                    .B = cfg.train.micro_batch,
                    .T = cfg.data.seq_len,
                    .zero_world = cfg.dist.zero ? (int)world : 0,
+                   .zero_stage = cfg.dist.zero,
                    .recompute = !strcmp(cfg.train.recompute, "block"),
                    .context_bytes = CONTEXT_BYTES};
     size_t budget = (size_t)(gpu_gib * GIB);
@@ -143,7 +154,7 @@ int cmd_plan(int argc, char **argv) {
            dev, (int)world, cfg.dist.zero, s.recompute ? "block" : "none", s.B, s.T,
            cfg.train.global_batch, s.B ? per_rank / s.B : 0);
     printf("per %s:\n", s.cuda ? "GPU" : "process");
-    print_plan(&p, &s);
+    print_plan(&p, &s, &mc);
     size_t host_rank = p.host + (s.cuda ? 0 : p.peak);
     int ranks_host = (int)world < GPUS_PER_HOST ? (int)world : GPUS_PER_HOST;
     printf("\nper host (ASSUMPTION: %d rank%s a host):\n", ranks_host, ranks_host > 1 ? "s" : "");
@@ -159,12 +170,11 @@ int cmd_plan(int argc, char **argv) {
         printf("fit in --host-mem %.1f GiB: %s\n", host_gib,
                host_rank * ranks_host <= (size_t)(host_gib * GIB) ? "yes" : "NO");
     int maxB = plan_max_micro_batch(&mc, &s, budget, MAX_MICRO);
-    printf("largest micro_batch that fits: %d%s\n", maxB,
-           maxB                 ? ""
-           : p.startup > budget ? " (the startup peak alone does not fit: model_create "
-                                  "allocates the whole optimizer state before ZeRO-1 "
-                                  "shards it)"
-                                : " (not even one sequence)");
+    printf("largest micro_batch that fits: %d%s\n", maxB, maxB ? "" : " (not even one sequence)");
+    if (cfg.moe.upcycle_from[0] && cfg.dist.zero)
+        printf("(model.upcycle_from: the upcycled model is built whole on every rank before it "
+               "is moved into the shard: %.1f GiB more at start-up, not in the peak above)\n",
+               (double)p.n_params * (2 * s.act_bytes + 8 + (s.act_bytes == 2 ? 4 : 0)) / GIB);
     printf("\nexisting settings that would fit:\n");
     int any = 0;
     if (p.peak > budget && maxB > 0) {
@@ -175,20 +185,31 @@ int cmd_plan(int argc, char **argv) {
                per_rank / b);
         any = 1;
     }
-    /* ZeRO-1 over more ranks: the fewest (powers of 2) at this micro-batch,
-     * else the fewest that fit one sequence */
-    for (int pass = 0; pass < 2 && !any && p.peak > budget; pass++)
-        for (int w = 2; w <= 65536 && !any; w *= 2) {
-            PlanSetup z = s;
-            z.zero_world = w;
-            if (pass) z.B = 1;
-            Plan q;
-            plan_compute(&mc, &z, &q);
-            if (q.peak > budget) continue;
-            printf("  dist.zero = 1 over %d ranks at train.micro_batch = %d: peak %.1f GiB\n", w,
-                   z.B, q.peak / GIB);
-            any = 1;
-        }
+    /* a higher ZeRO stage over --world, then each stage over more ranks:
+     * the fewest (powers of 2) at this micro-batch, else at one sequence */
+    for (int z = cfg.dist.zero + 1; z <= 3 && world > 1 && p.peak > budget; z++) {
+        PlanSetup t = s;
+        t.zero_world = (int)world, t.zero_stage = z;
+        Plan q;
+        plan_compute(&mc, &t, &q);
+        if (q.peak > budget) continue;
+        printf("  dist.zero = %d over --world %d: peak %.1f GiB\n", z, (int)world, q.peak / GIB);
+        any = 1;
+        break;
+    }
+    for (int z = 1; z <= 3 && !any && p.peak > budget; z++)
+        for (int pass = 0; pass < 2 && !any; pass++)
+            for (int w = 2; w <= 65536 && !any; w *= 2) {
+                PlanSetup t = s;
+                t.zero_world = w, t.zero_stage = z;
+                if (pass) t.B = 1;
+                Plan q;
+                plan_compute(&mc, &t, &q);
+                if (q.peak > budget) continue;
+                printf("  dist.zero = %d over %d ranks at train.micro_batch = %d: peak %.1f GiB\n",
+                       z, w, t.B, q.peak / GIB);
+                any = 1;
+            }
     if (s.cuda && s.lmhead_chunk_rows > 256) {
         PlanSetup l = s;
         l.lmhead_chunk_rows = 256;
@@ -209,19 +230,11 @@ int cmd_plan(int argc, char **argv) {
     if (p.peak <= budget)
         printf("  (it fits as it is)\n");
     else if (!any)
-        printf("  none of micro_batch, dist.zero (up to 65536 ranks) fit\n");
+        printf("  none of micro_batch, dist.zero 1-3 (up to 65536 ranks) fit\n");
 
-    /* ZeRO-2/3 shard over --world (with ZeRO-1 under them); the other rows
-     * change the config as it is */
-    PlanFuture f, fz;
-    PlanSetup z = s;
-    z.zero_world = (int)world;
+    PlanFuture f;
     plan_future(&mc, &s, &f);
-    plan_future(&mc, &z, &fz);
     printf("\nNOT IMPLEMENTED YET (estimates of the steady state, for planning only):\n");
-    snprintf(err, sizeof err, "optimizer state and gradients sharded over --world %d", (int)world);
-    row("ZeRO-2", fz.zero2, err);
-    row("ZeRO-3", fz.zero3, "parameters sharded too (gather buffers not counted)");
     row("optimizer offload", f.offload, "master weights and moments on the host");
     config_free(&cfg);
     return 0;
