@@ -38,6 +38,10 @@ typedef struct Ops {
     /* ---- memory ---- */
     void *(*alloc)(size_t n_bytes); /* zero-filled; NULL on failure */
     void (*free)(void *p);
+    /* host memory the backend copies to and from fastest (CUDA: pinned),
+     * zero-filled; NULL on failure. NULL ops: calloc / free serve. */
+    void *(*alloc_host)(size_t n_bytes);
+    void (*free_host)(void *p);
     void (*zero)(void *p, size_t n_bytes);
     void (*sync)(void);
     /* host fp32 -> act type (n elements) */

@@ -189,11 +189,12 @@ void comm_print(const Comm *c, int rows_per_rank) {
     else if (c->bucket_mb > 0 && world > 1)
         printf(
             "  dist.bucket_mb: ignored, the MPI backend sums the gradients after the backward\n");
-    if (world > 1 || c->nccl)
-        printf("  optimizer state: %zu bytes on rank 0 (%s for %zu of %zu parameters)\n",
+    if (world > 1 || c->nccl || model_offload(c->m))
+        printf("  optimizer state: %zu bytes on rank 0 (%s for %zu of %zu parameters)%s\n",
                model_optimizer_bytes(c->m),
                ops->act_bytes != sizeof(float) ? "Adam m, v and fp32 master" : "Adam m, v",
-               model_optimizer_count(c->m), c->n_par);
+               model_optimizer_count(c->m), c->n_par,
+               model_offload(c->m) ? ", offloaded: in host memory, AdamW on the CPU" : "");
     if (c->zero >= 2)
         printf("  parameters: %zu bytes, gradients: %zu bytes on rank 0 (%s, with the windows "
                "of one block)\n",

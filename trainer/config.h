@@ -69,6 +69,7 @@ typedef struct {
         char lr_schedule[16];
         char on_nonfinite[8]; /* "skip" | "stop" */
         char recompute[8];    /* "none" | "block" (model.h ModelRecompute) */
+        int offload_optimizer; /* optimizer state in host memory, AdamW there (model.h ModelShard) */
     } train;
     struct {
         int every, batches;

@@ -112,6 +112,11 @@ const KeyDef config_keys[] = {
      "none|block", "\"none\"",
      "activation recomputation: block keeps each block's input and reruns the block's forward "
      "before its backward (bitwise the same gradients; about one more forward per step)"},
+    {"train", "offload_optimizer", K_BOOL, F(train.offload_optimizer), 0, 0, 0, 0, 0, NULL,
+     "false",
+     "keep the fp32 master weights and Adam moments (of this rank's ZeRO shard) in host memory "
+     "(pinned on CUDA) and run AdamW on the CPU: 12 bytes a parameter off the GPU on the bf16 "
+     "table, for a gradient download and a parameter upload each step"},
     {"eval", "every", K_INT, F(eval.every), 0, 0, BIG, 0, 0, NULL, "100",
      "steps between evaluations; 0 = never"},
     {"eval", "batches", K_INT, F(eval.batches), 0, 1, 1e6, 0, 0, NULL, "20",

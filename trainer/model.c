@@ -104,7 +104,13 @@ struct Model {
     int pwin_unit[2];
     unsigned long pwin_tick[2], tick;
     void **pptr;              /* (n_units) */
+    /* optimizer offload: adam_m, adam_v, master are host memory */
+    int offload;
+    float *off_g, *off_p;     /* (OFFLOAD_CHUNK) host staging: gradients, fp32 parameters */
 };
+
+/* elements a chunk of the offloaded AdamW moves through the host */
+#define OFFLOAD_CHUNK ((size_t)1 << 22)
 
 /* ---------------- parameter table ---------------- */
 
@@ -253,6 +259,28 @@ static char *grad_at(const Model *m, size_t off) {
     return (char *)m->grads + (off - (m->zero >= 2 ? m->opt_off : 0)) * m->ops->act_bytes;
 }
 
+/* The optimizer state's memory: the backend's, or host memory with
+ * offload (the backend's pinned allocator when it has one). */
+static void *opt_alloc(Model *m, size_t bytes) {
+    if (!m->offload) return m->ops->alloc(bytes);
+    return m->ops->alloc_host ? m->ops->alloc_host(bytes) : calloc(1, bytes ? bytes : 1);
+}
+static void opt_free(const Model *m, void *p) {
+    if (!p) return;
+    if (!m->offload) m->ops->free(p);
+    else if (m->ops->alloc_host) m->ops->free_host(p);
+    else free(p);
+}
+/* optimizer state <-> host */
+static void opt_get(const Model *m, void *dst, const void *src, size_t bytes) {
+    if (m->offload) memcpy(dst, src, bytes);
+    else m->ops->download_bytes(dst, src, bytes);
+}
+static void opt_put(const Model *m, void *dst, const void *src, size_t bytes) {
+    if (m->offload) memcpy(dst, src, bytes);
+    else m->ops->upload_bytes(dst, src, bytes);
+}
+
 /* Units (model.h): block l starts at its first norm weight; the tail at
  * the final norm. */
 static int build_units(Model *m) {
@@ -333,13 +361,20 @@ Model *model_create_sharded(const ModelConfig *cfg, const Ops *ops, const ModelS
     size_t on = m->opt_n ? m->opt_n : 1, ab = ops->act_bytes;
     m->params = ops->alloc((m->zero >= 3 ? on : n) * ab);
     m->grads = ops->alloc((m->zero >= 2 ? on : n) * ab);
-    m->adam_m = ops->alloc(on * sizeof(float));
-    m->adam_v = ops->alloc(on * sizeof(float));
+    m->offload = sh && sh->offload;
+    m->adam_m = opt_alloc(m, on * sizeof(float));
+    m->adam_v = opt_alloc(m, on * sizeof(float));
     m->host_tmp = malloc(n * sizeof(float));
     if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->host_tmp) goto oom;
     if (ops->act_bytes != sizeof(float)) {
-        m->master = ops->alloc(on * sizeof(float));
+        m->master = opt_alloc(m, on * sizeof(float));
         if (!m->master) goto oom;
+    }
+    if (m->offload) {
+        size_t ch = on < OFFLOAD_CHUNK ? on : OFFLOAD_CHUNK;
+        m->off_g = opt_alloc(m, ch * sizeof(float));
+        m->off_p = m->master ? NULL : opt_alloc(m, ch * sizeof(float));
+        if (!m->off_g || (!m->master && !m->off_p)) goto oom;
     }
     /* gradient windows: one, and a second for the embeddings while a tied
      * head's gradient waits for theirs; parameter windows: two (a block
@@ -369,6 +404,14 @@ void model_set_shard_comm(Model *m, const ModelShardComm *sc) {
 }
 
 int model_zero_stage(const Model *m) { return m->zero; }
+int model_offload(const Model *m) { return m->offload; }
+
+size_t model_offload_host_bytes(const Model *m) {
+    if (!m->offload) return 0;
+    size_t ch = m->opt_n < OFFLOAD_CHUNK ? m->opt_n : OFFLOAD_CHUNK;
+    if (!ch) ch = 1;
+    return model_optimizer_bytes(m) + ch * sizeof(float) * (m->master ? 1 : 2);
+}
 
 size_t model_param_bytes(const Model *m) {
     return (param_elems(m) + (m->pwin[0] ? 2 * m->win_elems : 0)) * m->ops->act_bytes;
@@ -515,10 +558,11 @@ void model_free(Model *m) {
     if (!m) return;
     const Ops *o = m->ops;
     free_acts(m);
-    void *bufs[] = {m->params,  m->grads,   m->adam_m,  m->adam_v, m->master,
-                    m->gwin[0], m->gwin[1], m->pwin[0], m->pwin[1]};
+    void *bufs[] = {m->params, m->grads, m->gwin[0], m->gwin[1], m->pwin[0], m->pwin[1]};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) o->free(bufs[i]);
+    void *opt[] = {m->adam_m, m->adam_v, m->master, m->off_g, m->off_p};
+    for (size_t i = 0; i < sizeof opt / sizeof *opt; i++) opt_free(m, opt[i]);
     free(m->host_tmp);
     free(m->pieces), free(m->piece_off), free(m->counts);
     free(m->unit_lo), free(m->tensor_unit), free(m->gptr), free(m->pptr);
@@ -710,20 +754,20 @@ void model_init_weights(Model *m, uint64_t seed) {
  * bitwise. */
 void model_get_params_shard(const Model *m, float *dst) {
     if (m->master) {
-        m->ops->download_bytes(dst, m->master, m->opt_n * sizeof(float));
+        opt_get(m, dst, m->master, m->opt_n * sizeof(float));
         return;
     }
     m->ops->download(dst, param_at(m, m->opt_off), m->opt_n);
 }
 
 void model_get_adam_shard(const Model *m, float *m_dst, float *v_dst) {
-    m->ops->download_bytes(m_dst, m->adam_m, m->opt_n * sizeof(float));
-    m->ops->download_bytes(v_dst, m->adam_v, m->opt_n * sizeof(float));
+    opt_get(m, m_dst, m->adam_m, m->opt_n * sizeof(float));
+    opt_get(m, v_dst, m->adam_v, m->opt_n * sizeof(float));
 }
 
 void model_set_adam_shard(Model *m, const float *m_src, const float *v_src) {
-    m->ops->upload_bytes(m->adam_m, m_src, m->opt_n * sizeof(float));
-    m->ops->upload_bytes(m->adam_v, v_src, m->opt_n * sizeof(float));
+    opt_put(m, m->adam_m, m_src, m->opt_n * sizeof(float));
+    opt_put(m, m->adam_v, v_src, m->opt_n * sizeof(float));
 }
 
 /* dst[0, n_params) zero outside this rank's shard */
@@ -753,7 +797,7 @@ void model_set_params(Model *m, const float *src) {
     } else {
         m->ops->upload(m->params, src, m->n_params);
     }
-    if (m->master) m->ops->upload_bytes(m->master, src + m->opt_off, m->opt_n * sizeof(float));
+    if (m->master) opt_put(m, m->master, src + m->opt_off, m->opt_n * sizeof(float));
 }
 
 void model_get_grads(const Model *m, float *dst) {
@@ -790,6 +834,8 @@ static float *shard_copy(Model *m, const float *old, size_t off, size_t n) {
 }
 
 int model_shard_optimizer(Model *m, size_t offset, size_t count, char *err, size_t err_len) {
+    if (m->offload)
+        return err_set(err, err_len, "an offloaded optimizer is sharded at model_create_sharded");
     if (m->opt_n != m->n_params)
         return err_set(err, err_len, "the optimizer state is already sharded");
     if (offset > m->n_params || count > m->n_params - offset)
@@ -1171,6 +1217,25 @@ double model_grad_sumsq_range(Model *m, size_t offset, size_t count) {
 void *model_params_buffer(Model *m) { return m->params; }
 void *model_grads_buffer(Model *m) { return m->grads; }
 
+/* AdamW on [lo, hi) with the state in host memory: chunk by chunk, the
+ * gradients downloaded (fp32), the fp32 parameters (the master, or the
+ * downloaded fp32 parameters) updated by the CPU backend's adamw (the same
+ * update as the backend's), the result uploaded (rounded to the act type). */
+static void adamw_offloaded(Model *m, const AdamWConfig *cfg, float lr, int step, size_t lo,
+                            size_t hi, float wd, float clip_scale) {
+    const Ops *o = m->ops, *h = ops_cpu();
+    size_t so = m->opt_off;
+    for (size_t x = lo; x < hi; x += OFFLOAD_CHUNK) {
+        size_t n = hi - x < OFFLOAD_CHUNK ? hi - x : OFFLOAD_CHUNK;
+        float *p = m->master ? m->master + (x - so) : m->off_p;
+        o->download(m->off_g, grad_at(m, x), n);
+        if (!m->master) o->download(p, param_at(m, x), n);
+        h->adamw(p, NULL, m->off_g, m->adam_m + (x - so), m->adam_v + (x - so), n, lr, cfg->beta1,
+                 cfg->beta2, cfg->eps, wd, step, clip_scale);
+        o->upload(param_at(m, x), p, n);
+    }
+}
+
 void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step, size_t offset,
                             size_t count, float clip_scale) {
     if (offset < m->opt_off || offset + count > m->opt_off + m->opt_n) {
@@ -1191,7 +1256,10 @@ void model_adamw_step_range(Model *m, const AdamWConfig *cfg, float lr, int step
         size_t lo = m->tensors[i].offset, hi = lo + n;
         if (lo < offset) lo = offset;
         if (hi > end) hi = end;
-        if (lo < hi)
+        if (lo < hi && m->offload)
+            adamw_offloaded(m, cfg, lr, step, lo, hi, m->tensors[i].decay ? cfg->weight_decay : 0.0f,
+                            clip_scale);
+        else if (lo < hi)
             o->adamw(param_at(m, lo), m->master ? m->master + (lo - so) : NULL, grad_at(m, lo),
                      m->adam_m + (lo - so), m->adam_v + (lo - so),
                      hi - lo, lr, cfg->beta1, cfg->beta2, cfg->eps,

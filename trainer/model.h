@@ -153,9 +153,15 @@ typedef struct {
     int stage;             /* 0..3 */
     int world, rank;       /* world >= 1, 0 <= rank < world */
     const size_t *pieces;  /* (world) copied; NULL: the whole model on one rank */
+    /* optimizer offload (train.offload_optimizer; any stage, 0 too): the
+     * Adam moments and the fp32 master weights of the shard live in host
+     * memory (the backend's alloc_host: pinned on CUDA) and AdamW runs on
+     * the host (the CPU backend's adamw, OpenMP), chunk by chunk: the
+     * gradients downloaded, the updated parameters uploaded. */
+    int offload;
 } ModelShard;
 /* model_create for this rank's shard: nothing is ever allocated whole that
- * the stage shards (no start-up peak). sh NULL or stage 0: model_create. */
+ * the stage shards (no start-up peak). sh NULL: model_create. */
 Model *model_create_sharded(const ModelConfig *cfg, const Ops *ops, const ModelShard *sh,
                             char *err, size_t err_len);
 /* The collectives stages 2 and 3 need, on backend buffers in place, with
@@ -174,6 +180,11 @@ typedef struct {
 void model_set_shard_comm(Model *m, const ModelShardComm *sc);
 /* The ZeRO stage the model was created for (0 when unsharded). */
 int model_zero_stage(const Model *m);
+/* 1 when the optimizer state is offloaded to host memory (ModelShard). */
+int model_offload(const Model *m);
+/* Host bytes of the offloaded optimizer state and its staging buffers (0
+ * without offload). */
+size_t model_offload_host_bytes(const Model *m);
 /* Backend bytes of parameters and gradients (the shards and the windows
  * under stages 2 and 3), for the start-up line and the plan. */
 size_t model_param_bytes(const Model *m);
@@ -330,8 +341,9 @@ int model_shard_optimizer(Model *m, size_t offset, size_t count, char *err, size
 /* The optimizer shard (0 and model_num_params unless sharded). */
 size_t model_optimizer_offset(const Model *m);
 size_t model_optimizer_count(const Model *m);
-/* Bytes of optimizer state this model holds on its backend: m and v, plus
- * the fp32 master weights when the act type keeps them. */
+/* Bytes of optimizer state this model holds: m and v, plus the fp32 master
+ * weights when the act type keeps them (on the backend, or offloaded in
+ * host memory: model_offload). */
 size_t model_optimizer_bytes(const Model *m);
 
 /* Name of the first parameter or gradient tensor holding a NaN or Inf

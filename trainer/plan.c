@@ -133,10 +133,17 @@ void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
         p->lmhead_scratch = (N < CPU_LMHEAD_CHUNK_ROWS ? N : CPU_LMHEAD_CHUNK_ROWS) * V * 4;
     }
     size_t fixed = p->params + p->grads + p->cuda_workspace + p->cuda_scratch + p->context;
-    p->steady = fixed + p->master + p->moments + p->acts + p->moe_acts + p->bwd_scratch +
-                p->lmhead_scratch + p->io;
+    size_t opt = p->master + p->moments;
+    if (s->offload) {
+        /* model.c: the state and OFFLOAD_CHUNK (1 << 22) fp32 gradients
+         * (and parameters without a master) of staging, in host memory */
+        size_t ch = shard < ((size_t)1 << 22) ? shard : ((size_t)1 << 22);
+        p->offloaded = opt + ch * 4 * (p->master ? 1 : 2);
+        opt = 0;
+    }
+    p->steady = fixed + opt + p->acts + p->moe_acts + p->bwd_scratch + p->lmhead_scratch + p->io;
     p->peak = p->steady;
-    p->host = P * 4 + N * 4; /* host_tmp, losses_host */
+    p->host = P * 4 + N * 4 + p->offloaded; /* host_tmp, losses_host, the offloaded state */
     p->act_bytes_per_token =
         (double)(p->acts + p->moe_acts + p->bwd_scratch + p->io) / (double)(N ? N : 1);
 }
@@ -155,8 +162,3 @@ int plan_max_micro_batch(const ModelConfig *cfg, const PlanSetup *s, size_t budg
     return best;
 }
 
-void plan_future(const ModelConfig *c, const PlanSetup *s, PlanFuture *f) {
-    Plan p;
-    plan_compute(c, s, &p);
-    f->offload = p.steady - p.master - p.moments;
-}

@@ -30,6 +30,7 @@ typedef struct {
     int zero_world;        /* ZeRO over this many ranks; 0 or 1: nothing sharded */
     int zero_stage;        /* 1..3 when zero_world > 1 (0 there means 1) */
     int recompute;         /* train.recompute: 1 = "block" (model.c keeps block inputs only) */
+    int offload;           /* train.offload_optimizer: master and moments in host memory */
     size_t context_bytes;  /* CUDA context + NCCL + kernel scratch allowance (an assumption) */
 } PlanSetup;
 
@@ -43,6 +44,8 @@ typedef struct {
     size_t param_windows, grad_windows; /* of which the windows of the largest unit */
     size_t master;         /* fp32 master weights of the shard (bf16 act type only) */
     size_t moments;        /* Adam m and v of the shard, fp32 */
+    size_t offloaded;      /* with offload: master + moments + the host staging, in host
+                            * memory (not in steady/peak) */
     size_t acts;           /* forward activations kept for the backward, attention's included */
     size_t attention;      /* of which attention's saved state (probabilities or LSEs) */
     int attention_fused;   /* 1: the CUDA fused kernel's log-sum-exps, 0: the probabilities */
@@ -66,12 +69,5 @@ void plan_compute(const ModelConfig *cfg, const PlanSetup *s, Plan *p);
 int plan_max_micro_batch(const ModelConfig *cfg, const PlanSetup *s, size_t budget_bytes,
                          int max_B);
 
-/* Features dapt does not have yet, estimated from the same terms, for
- * comparison only: optimizer offload keeps master weights and moments on
- * the host. */
-typedef struct {
-    size_t offload;
-} PlanFuture;
-void plan_future(const ModelConfig *cfg, const PlanSetup *s, PlanFuture *f);
 
 #endif

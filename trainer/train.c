@@ -70,9 +70,9 @@ static void fmt_duration(char *dst, size_t n, double s) {
 /* ---------------- setup ---------------- */
 
 /* The ZeRO shard of this rank: dist.zero's stage over world ranks (world
- * 0: no sharding). */
+ * 0: no sharding), and the optimizer offload. */
 typedef struct {
-    int stage, world, rank;
+    int stage, world, rank, offload;
 } Shard;
 
 /* A model of mc created for the shard (the pieces: dist_shard of the flat
@@ -80,14 +80,16 @@ typedef struct {
  * shards. */
 static Model *create_sharded(const ModelConfig *mc, const Ops *ops, const Shard *sh, char *err,
                              size_t err_len) {
-    if (!sh->world) return model_create(mc, ops, err, err_len);
-    size_t *pieces = malloc(sizeof(size_t) * sh->world), n = model_config_num_params(mc), off;
+    if (!sh->world && !sh->offload) return model_create(mc, ops, err, err_len);
+    int world = sh->world ? sh->world : 1;
+    size_t *pieces = malloc(sizeof(size_t) * world), n = model_config_num_params(mc), off;
     if (!pieces || !n) {
         free(pieces);
         return err_set(err, err_len, "out of host memory"), NULL;
     }
-    for (int r = 0; r < sh->world; r++) dist_shard(n, sh->world, r, &off, &pieces[r]);
-    ModelShard ms = {.stage = sh->stage, .world = sh->world, .rank = sh->rank, .pieces = pieces};
+    for (int r = 0; r < world; r++) dist_shard(n, world, r, &off, &pieces[r]);
+    ModelShard ms = {.stage = sh->world ? sh->stage : 0, .world = world,
+                     .rank = sh->world ? sh->rank : 0, .pieces = pieces, .offload = sh->offload};
     Model *m = model_create_sharded(mc, ops, &ms, err, err_len);
     free(pieces);
     return m;
@@ -104,7 +106,7 @@ static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, 
         /* upcycled whole (the dense model and the MoE one at once), then
          * its parameters moved into a model made for the shard */
         Model *whole = moe_loop_upcycle(c, ops, err, err_len);
-        if (!whole || !sh->world) return whole;
+        if (!whole || (!sh->world && !sh->offload)) return whole;
         float *buf = malloc(sizeof(float) * model_num_params(whole));
         if (buf && (m = create_sharded(model_config(whole), ops, sh, err, err_len))) {
             model_get_params(whole, buf);
@@ -149,7 +151,8 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
     ModelConfig mc;
     char why[512];
     Model *m = NULL;
-    Shard sh = {.stage = c->dist.zero, .world = zero_world, .rank = rank};
+    Shard sh = {.stage = c->dist.zero, .world = zero_world, .rank = rank,
+                .offload = c->train.offload_optimizer};
     if (!resume_dir) return load_base_model(c, ops, &sh, err, err_len);
     if (hf_load_config(resume_dir, &mc, why, sizeof why)) {
         err_set(err, err_len, "--resume: %s", why);

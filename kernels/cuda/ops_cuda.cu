@@ -146,6 +146,17 @@ static void cu_download_bytes(void *dst, const void *src, size_t n_bytes) {
     CUDA_CHECK(cudaStreamSynchronize(g_cuda.stream));
 }
 
+static void *cu_alloc_host(size_t n_bytes) {
+    void *p = NULL;
+    if (cudaMallocHost(&p, n_bytes ? n_bytes : 1) != cudaSuccess) return NULL;
+    memset(p, 0, n_bytes);
+    return p;
+}
+
+static void cu_free_host(void *p) {
+    if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
 static void cu_copy(void *dst, const void *src, size_t n_bytes) {
     if (n_bytes)
         CUDA_CHECK(cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToDevice, g_cuda.stream));
@@ -218,6 +229,8 @@ static void fill_table(Ops *o, int use_bf16) {
     o->upload_bytes = cu_upload_bytes;
     o->download_bytes = cu_download_bytes;
     o->copy = cu_copy;
+    o->alloc_host = cu_alloc_host;
+    o->free_host = cu_free_host;
     cuda_fill_gemm(o, use_bf16);
     cuda_fill_norms(o, use_bf16);
     cuda_fill_elementwise(o, use_bf16);

@@ -46,6 +46,7 @@ static int no_comm(void *ctx, void *buf, const size_t *counts, char *err, size_t
 }
 
 static int recompute_case; /* 1: the next cases run with train.recompute = "block" */
+static int offload_case;   /* 1: the next cases offload the optimizer state */
 
 /* The peak of backend bytes one step of cfg allocates on the CPU backend,
  * as rank 0 of zero_world at ZeRO stage `stage` (zero_world 0: not
@@ -57,12 +58,14 @@ static size_t measure_step(const ModelConfig *cfg, int zero_world, int stage) {
     ops_cpu_mem(&live0, NULL);
     ops_cpu_mem_reset_peak();
     Model *m;
-    if (zero_world > 1) {
+    if (zero_world > 1 || offload_case) {
+        if (zero_world < 1) zero_world = 1;
         size_t P = model_config_num_params(cfg), n0 = (P + zero_world - 1) / zero_world;
         for (int r = 0; r < zero_world; r++) /* dist_shard's: the first ranks one more */
             pieces[r] = P / zero_world + ((size_t)r < P % zero_world);
         CHECK(pieces[0] == n0);
-        ModelShard sh = {.stage = stage, .world = zero_world, .rank = 0, .pieces = pieces};
+        ModelShard sh = {.stage = stage, .world = zero_world, .rank = 0, .pieces = pieces,
+                         .offload = offload_case};
         m = model_create_sharded(cfg, ops_cpu(), &sh, err, sizeof err);
         if (m) model_set_shard_comm(m, &(ModelShardComm){no_comm, no_comm, NULL});
     } else {
@@ -104,6 +107,7 @@ static void check_case(const char *name, const ModelConfig *cfg, int zero_world,
     size_t measured = measure_step(cfg, zero_world, stage);
     PlanSetup s = cpu_setup(zero_world, stage);
     s.recompute = recompute_case;
+    s.offload = offload_case;
     Plan p;
     plan_compute(cfg, &s, &p);
     printf("%-12s%s predicted %9zu bytes, measured %9zu (%+.3f%%)\n", name,
@@ -184,6 +188,20 @@ int main(void) {
         CHECK(!within(wrong.peak, measured), "a recompute-less plan (%zu) passes %zu", wrong.peak,
               measured);
     }
+    /* train.offload_optimizer: the moments leave the backend (and a plan
+     * that keeps them there misses) */
+    offload_case = 1;
+    check_case("llama off", &llama, 0, 0);
+    check_case("llama z3 off", &llama, 3, 3);
+    {
+        size_t measured = measure_step(&llama, 0, 0);
+        PlanSetup kept = cpu_setup(0, 0);
+        Plan wrong;
+        plan_compute(&llama, &kept, &wrong);
+        CHECK(!within(wrong.peak, measured), "a plan without offload (%zu) passes %zu", wrong.peak,
+              measured);
+    }
+    offload_case = 0;
     check_max_micro_batch();
     return CHECK_DONE();
 }

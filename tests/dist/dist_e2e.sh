@@ -7,7 +7,9 @@
 #           1/n of the optimizer state, and checkpoints hold it as n per-rank
 #           shard files with the plain run's moments
 #   zero23  ZeRO-2 and ZeRO-3 at -np 2 and 3 (and ZeRO-3 with recompute =
-#           "block") give the losses and the final weights of one process;
+#           "block", and with train.offload_optimizer) give the losses and
+#           the final weights of one process (offload in one process:
+#           bitwise);
 #           rank 0 holds 1/n of the gradients (stage 2) and of the
 #           parameters too (stage 3), plus one unit's window of each; the
 #           checkpoints' optimizer shards hold one process's moments
@@ -115,6 +117,18 @@ zero23)
   # its recomputed forward
   mpi 3 "$dapt" train tiny.toml "${args[@]}" --run.name=z3rc --dist.zero=3 --train.recompute=block > z3rc.log
   same w1 z3rc
+  # optimizer offload: the state in host memory, AdamW by the same CPU
+  # kernel, chunk by chunk: bitwise one process's weights and moments; and
+  # under ZeRO-3 at 3 ranks each rank offloads its shard
+  "$dapt" train tiny.toml "${args[@]}" --run.name=o1 --train.offload_optimizer=true > o1.log
+  grep -q "offloaded: in host memory" o1.log || fail "o1: no offload line: $(head -5 o1.log)"
+  "$py" "$here/compare_weights.py" runs/w1/ckpt/step-00000020/model.safetensors runs/o1/ckpt/step-00000020/model.safetensors 0
+  cmp runs/w1/ckpt/step-00000020/optimizer.safetensors runs/o1/ckpt/step-00000020/optimizer.safetensors ||
+    fail "o1: the offloaded optimizer state differs from one process's"
+  mpi 3 "$dapt" train tiny.toml "${args[@]}" --run.name=o3 --dist.zero=3 --train.offload_optimizer=true > o3.log
+  grep -q "for $(( (P + 2) / 3 )) of $P parameters), offloaded" o3.log || fail "o3: rank 0 did not offload its shard: $(grep -m1 'optimizer state' o3.log)"
+  same w1 o3
+  "$py" "$here/compare_opt_shards.py" runs/w1/ckpt/step-00000020 runs/o3/ckpt/step-00000020 3 1e-6
   ;;
 resume)
   "$dapt" train tiny.toml "${args[@]}" --run.name=w1 > w1.log

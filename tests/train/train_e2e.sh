@@ -196,6 +196,7 @@ plan)
   check moe "$work/tiny.toml" --moe.n_experts=4 --moe.top_k=2
   check recompute "$work/tiny.toml" --train.recompute=block
   check moe_recompute "$work/tiny.toml" --moe.n_experts=4 --moe.top_k=2 --train.recompute=block
+  check offload "$work/tiny.toml" --train.offload_optimizer=true
   sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
     "$work/tiny.toml" > "$work/init.toml"
   check init "$work/init.toml" --model.init_from="$work/runs/llama/ckpt/step-00000001"

@@ -66,7 +66,8 @@ static void print_plan(const Plan *p, const PlanSetup *s, const ModelConfig *mc)
     if (stage >= 2)
         row("  of which ZeRO windows", p->param_windows + p->grad_windows,
             "the largest unit being gathered / reduce-scattered");
-    snprintf(note, sizeof note, "fp32, %s", opt);
+    snprintf(note, sizeof note, "fp32, %s%s", opt,
+             s->offload ? ", OFFLOADED: host memory, not in the sum" : "");
     if (p->master) row("master weights", p->master, note);
     row("Adam moments (m, v)", p->moments, note);
     snprintf(note, sizeof note, "%.0f bytes/token, B*T = %d x %d", p->act_bytes_per_token, s->B,
@@ -139,6 +140,7 @@ int cmd_plan(int argc, char **argv) {
                    .zero_world = cfg.dist.zero ? (int)world : 0,
                    .zero_stage = cfg.dist.zero,
                    .recompute = !strcmp(cfg.train.recompute, "block"),
+                   .offload = cfg.train.offload_optimizer,
                    .context_bytes = CONTEXT_BYTES};
     size_t budget = (size_t)(gpu_gib * GIB);
     Plan p;
@@ -158,7 +160,9 @@ int cmd_plan(int argc, char **argv) {
     size_t host_rank = p.host + (s.cuda ? 0 : p.peak);
     int ranks_host = (int)world < GPUS_PER_HOST ? (int)world : GPUS_PER_HOST;
     printf("\nper host (ASSUMPTION: %d rank%s a host):\n", ranks_host, ranks_host > 1 ? "s" : "");
-    row("host buffers a rank", p.host, "fp32 host copy of the parameters (model host_tmp)");
+    row("host buffers a rank", p.host,
+        s.offload ? "fp32 host copy of the parameters (model host_tmp), the offloaded state"
+                  : "fp32 host copy of the parameters (model host_tmp)");
     if (cfg.model.init_from[0] || cfg.moe.upcycle_from[0])
         row("  + while loading init_from", p.n_params * 4, "hf.c's fp32 staging buffer");
     row("= per host", host_rank * ranks_host,
@@ -227,15 +231,23 @@ int cmd_plan(int argc, char **argv) {
                "more forward a step)\n",
                q.peak / GIB, (q.acts + q.moe_acts) / GIB);
     }
+    if (!s.offload) {
+        PlanSetup r = s;
+        r.offload = 1;
+        Plan q, q2;
+        plan_compute(&mc, &r, &q);
+        r.recompute = 1;
+        plan_compute(&mc, &r, &q2);
+        printf("  train.offload_optimizer = true: peak %.1f GiB (%.1f GiB more host memory a "
+               "rank)%s",
+               q.peak / GIB, q.offloaded / GIB, s.recompute ? "\n" : "");
+        if (!s.recompute) printf("; with train.recompute = \"block\": %.1f GiB\n", q2.peak / GIB);
+    }
     if (p.peak <= budget)
         printf("  (it fits as it is)\n");
     else if (!any)
         printf("  none of micro_batch, dist.zero 1-3 (up to 65536 ranks) fit\n");
 
-    PlanFuture f;
-    plan_future(&mc, &s, &f);
-    printf("\nNOT IMPLEMENTED YET (estimates of the steady state, for planning only):\n");
-    row("optimizer offload", f.offload, "master weights and moments on the host");
     config_free(&cfg);
     return 0;
 }
