@@ -21,6 +21,10 @@ const Ops *ops_cuda_fp32(const OpsOptions *opt, char *err, size_t err_len) {
 void *ops_cuda_stream(void) { return NULL; }
 void ops_cuda_forget_gemm_plans(void) {}
 void ops_cuda_ktime_enable(int on) { (void)on; }
+int ops_cuda_mem(size_t *used, size_t *total) {
+    *used = *total = 0;
+    return 1;
+}
 void ops_cuda_ktime_report(FILE *f, int steps) { (void)f, (void)steps; }
 #endif
 

@@ -322,6 +322,10 @@ void ops_cuda_forget_gemm_plans(void);
  * steps ran while on) and clears the table. No effect without CUDA; the
  * report then prints nothing. */
 void ops_cuda_ktime_enable(int on);
+/* Device memory in use on the current GPU (cudaMemGetInfo: total - free,
+ * the CUDA context and every other process's allocations included) and its
+ * total; 1 without CUDA. */
+int ops_cuda_mem(size_t *used, size_t *total);
 void ops_cuda_ktime_report(FILE *f, int steps);
 
 #endif

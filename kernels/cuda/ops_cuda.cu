@@ -316,3 +316,11 @@ const Ops *ops_cuda_fp32(const OpsOptions *opt, char *err, size_t err_len) {
 const Ops *cuda_table(int use_bf16) { return use_bf16 ? &g_ops_bf16 : &g_ops_f32; }
 
 void *ops_cuda_stream(void) { return g_cuda.ready ? (void *)g_cuda.stream : NULL; }
+
+int ops_cuda_mem(size_t *used, size_t *total) {
+    size_t fr = 0, tot = 0;
+    *used = *total = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) return 1;
+    *used = tot - fr, *total = tot;
+    return 0;
+}

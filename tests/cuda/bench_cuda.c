@@ -88,15 +88,53 @@
 #include "trainer/config.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
+#include "trainer/plan.h"
 
 #define SKIP 77
 
 typedef struct {
-    const char *name;
+    const char *name, *alias; /* alias: what --only names it by */
     ModelConfig cfg;
     int B, T, warmup, steps, accum;
     int recompute; /* ModelRecompute (--recompute) */
+    int offload;   /* train.offload_optimizer (--offload) */
 } Shape;
+
+static OpsOptions g_opt; /* the [cuda] options, for the memory plan */
+static size_t g_used0;   /* device memory in use before the model (context, ...) */
+
+/* Device memory after the timed steps (cudaMemGetInfo: everything a step
+ * allocates stays allocated, so this is the step's peak) less what was in
+ * use before the model was created (the CUDA context, the backend's
+ * start-up buffers: the cuBLASLt workspace), against `dapt plan`'s peak for
+ * the same run without its context allowance and that workspace; printed with the total in use, in the JSON
+ * record, and a FAIL beyond 5%. */
+static int memory_line(const Shape *s, const char *name, const Ops *ops, FILE *json) {
+    size_t used, total;
+    if (ops_cuda_mem(&used, &total)) return 0;
+    PlanSetup ps = {.act_bytes = ops->act_bytes, .cuda = 1,
+                    .flash_attention = g_opt.cuda.flash_attention,
+                    .lmhead_chunk_rows = g_opt.cuda.lmhead_chunk_rows, .B = s->B, .T = s->T,
+                    .recompute = s->recompute, .offload = s->offload};
+    Plan p;
+    plan_compute(&s->cfg, &ps, &p);
+    /* the cuBLASLt workspace is allocated when the backend starts: in g_used0 */
+    size_t run = used > g_used0 ? used - g_used0 : 0, want = p.peak - p.cuda_workspace;
+    double r = (double)run / (double)want;
+    int ok = fabs(r - 1.0) <= 0.05;
+    printf("%-16s device memory %.2f GiB for the run (%.2f GiB in use of %.1f, cudaMemGetInfo), "
+           "dapt plan %.2f GiB: %.3fx %s%s\n",
+           name, run / 1073741824.0, used / 1073741824.0, total / 1073741824.0,
+           want / 1073741824.0, r, ok ? "(within 5%)" : "FAIL: more than 5% apart",
+           s->offload ? "; optimizer state offloaded to host memory" : "");
+    if (json)
+        fprintf(json,
+                "{\"bench\":\"%s-memory\",\"used_bytes\":%zu,\"plan_bytes\":%zu,\"ratio\":%.4f,"
+                "\"offload\":%d,\"recompute\":\"%s\",\"pass\":%s}\n",
+                name, run, want, r, s->offload, model_recompute_name(s->recompute),
+                ok ? "true" : "false");
+    return ok ? 0 : 1;
+}
 
 /* flops per token: 6 * the parameters a token's matmuls use + attention.
  * In an MoE model a token uses K of the E experts of each MoE layer. */
@@ -187,8 +225,11 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
     size_t n_acc = 0;
     if (s->accum > 1) n_acc = (size_t)snprintf(accum, sizeof accum, " accum=%d", s->accum);
     if (s->recompute)
-        snprintf(accum + n_acc, sizeof accum - n_acc, " recompute=%s (activations %.0f MiB)",
-                 model_recompute_name(s->recompute), model_activation_bytes(m) / 1048576.0);
+        n_acc += (size_t)snprintf(accum + n_acc, sizeof accum - n_acc,
+                                  " recompute=%s (activations %.0f MiB)",
+                                  model_recompute_name(s->recompute),
+                                  model_activation_bytes(m) / 1048576.0);
+    if (s->offload && n_acc < sizeof accum) snprintf(accum + n_acc, sizeof accum - n_acc, " offload");
     printf("%-16s params %7.1fM  B=%d T=%d%s  %6.1f ms/step  %9.0f tokens/s  MFU %5.1f%%  "
            "loss %.3f -> %.3f%s\n",
            name, model_num_params(m) / 1e6, s->B, s->T, accum, 1e3 * sec / s->steps, tok_s,
@@ -203,19 +244,25 @@ static int timed(const Shape *s, const char *name, Model *m, const Ops *ops, dou
     if (json) {
         fprintf(json,
                 "{\"bench\":\"%s\",\"params\":%zu,\"B\":%d,\"T\":%d,\"accum\":%d,"
-                "\"recompute\":\"%s\",\"act_bytes\":%zu,\"fused_norm\":%d,\"ms_per_step\":%.3f,"
+                "\"recompute\":\"%s\",\"offload\":%d,\"act_bytes\":%zu,\"fused_norm\":%d,"
+                "\"ms_per_step\":%.3f,"
                 "\"tokens_per_s\":%.1f,\"mfu\":%.4f,\"peak_tflops\":%.1f,\"loss_first\":%.4f,"
                 "\"loss_last\":%.4f",
                 name, model_num_params(m), s->B, s->T, s->accum, model_recompute_name(s->recompute),
-                model_activation_bytes(m), fused, 1e3 * sec / s->steps, tok_s, mfu,
+                s->offload, model_activation_bytes(m), fused, 1e3 * sec / s->steps, tok_s, mfu,
                 peak_flops / 1e12, first, loss);
         if (c->n_experts)
             fprintf(json, ",\"moe_load_worst\":%.4f,\"moe_load_mean\":%.4f", load_worst,
                     load_mean);
         fprintf(json, "}\n");
     }
+    int mem_fail = c->n_experts ? 0 : memory_line(s, name, ops, json);
     fflush(stdout);
     if (json) fflush(json);
+    if (mem_fail) {
+        free(tok), free(tgt);
+        return 1;
+    }
     /* the profiled steps, after the timed figures are out (the model runs on
      * the profiling wrapper, switched off until now) */
     if (profile_steps > 0) {
@@ -295,7 +342,11 @@ static int bench(const Shape *s, const Ops *ops, double peak_flops, int profile_
      * steps are done */
     const Ops *prof = profile_steps > 0 ? ops_profiled(ops) : NULL;
     if (prof) ops_profile_enable(0);
-    Model *m = model_create(&s->cfg, prof ? prof : ops, err, sizeof err);
+    size_t P = model_config_num_params(&s->cfg), total;
+    ops->sync();
+    if (ops_cuda_mem(&g_used0, &total)) g_used0 = 0;
+    ModelShard sh = {.stage = 0, .world = 1, .rank = 0, .pieces = &P, .offload = s->offload};
+    Model *m = model_create_sharded(&s->cfg, prof ? prof : ops, &sh, err, sizeof err);
     if (!m) {
         fprintf(stderr, "bench_cuda: %s: %s\n", s->name, err);
         return 1;
@@ -314,7 +365,7 @@ int main(int argc, char **argv) {
     const char *json_path = NULL, *only = NULL, *device = "cuda";
     double peak_tflops = 989.4;
     int profile = 0, profile_steps = 3, warmup = -1, steps = -1, batch = 0, seq = 0, accum = 1;
-    int layers = 0, recompute = MODEL_RECOMPUTE_NONE;
+    int layers = 0, recompute = -1, offload = -1;
     char err[256];
     Config cfg; /* only its [cuda] keys are used */
     config_init(&cfg);
@@ -351,6 +402,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--recompute") && i + 1 < argc &&
                  !model_recompute_parse(argv[i + 1], &recompute, err, sizeof err))
             i++;
+        else if (!strcmp(argv[i], "--offload"))
+            offload = 1;
+        else if (!strcmp(argv[i], "--no-offload"))
+            offload = 0;
         else {
             fprintf(stderr,
                     "usage: bench_cuda [--json FILE] [--peak-tflops X] [--only gpt2|llama|moe] "
@@ -358,15 +413,19 @@ int main(int argc, char **argv) {
                     "                  [--profile-steps N >= 1] [--device cpu|cuda|cuda-fp32]"
                     " [--warmup N >= 0] [--steps N >= 1] [--batch B] [--seq T]"
                     " [--accum N >= 1] [--layers N >= 1] [--recompute none|block]"
-                    " [--cuda.KEY=VALUE ...]\n");
+                    " [--offload | --no-offload] [--cuda.KEY=VALUE ...]\n");
             return 2;
         }
     }
-    if (only && strcmp(only, "gpt2") && strcmp(only, "llama") && strcmp(only, "moe")) {
-        fprintf(stderr, "bench_cuda: --only takes gpt2, llama or moe (got '%s')\n", only);
+    if (only && strcmp(only, "gpt2") && strcmp(only, "llama") && strcmp(only, "moe") &&
+        strcmp(only, "llama-3B") && strcmp(only, "llama-8B")) {
+        fprintf(stderr,
+                "bench_cuda: --only takes gpt2, llama, moe, llama-3B or llama-8B (got '%s')\n",
+                only);
         return 2;
     }
     const OpsOptions opt = config_to_ops_options(&cfg);
+    g_opt = opt;
     config_free(&cfg);
     const Ops *ops = ops_get(device, &opt, err, sizeof err);
     if (!ops) {
@@ -382,21 +441,21 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_cuda: cannot write %s\n", json_path);
         return 1;
     }
-    Shape shapes[3];
-    shapes[0].name = "gpt2-124M";
+    Shape shapes[5] = {0};
+    shapes[0].name = "gpt2-124M", shapes[0].alias = "gpt2";
     shapes[0].cfg = model_config_default(ARCH_GPT2);
     shapes[0].cfg.n_layer = 12, shapes[0].cfg.n_head = shapes[0].cfg.n_kv_head = 12;
     shapes[0].cfg.d_model = 768, shapes[0].cfg.d_ff = 3072, shapes[0].cfg.vocab_size = 50257;
     shapes[0].cfg.max_seq_len = 1024;
     shapes[0].B = 8, shapes[0].T = 1024, shapes[0].warmup = 2, shapes[0].steps = 10;
-    shapes[1].name = "llama-1.1B";
+    shapes[1].name = "llama-1.1B", shapes[1].alias = "llama";
     shapes[1].cfg = model_config_default(ARCH_LLAMA);
     shapes[1].cfg.n_layer = 22, shapes[1].cfg.n_head = 32, shapes[1].cfg.n_kv_head = 4;
     shapes[1].cfg.d_model = 2048, shapes[1].cfg.d_ff = 5632, shapes[1].cfg.vocab_size = 32000;
     shapes[1].cfg.max_seq_len = 2048, shapes[1].cfg.tie_embeddings = 0;
     /* T=2048 (the issue's shape), B=16: ~64 GB of an 80 GB card (above) */
     shapes[1].B = 16, shapes[1].T = 2048, shapes[1].warmup = 2, shapes[1].steps = 5;
-    shapes[2].name = "moe-e8k2";
+    shapes[2].name = "moe-e8k2", shapes[2].alias = "moe";
     shapes[2].cfg = model_config_default(ARCH_LLAMA);
     shapes[2].cfg.n_layer = 8, shapes[2].cfg.n_head = 16, shapes[2].cfg.n_kv_head = 8;
     shapes[2].cfg.d_model = 1024, shapes[2].cfg.d_ff = 2816, shapes[2].cfg.vocab_size = 32000;
@@ -404,11 +463,29 @@ int main(int argc, char **argv) {
     shapes[2].cfg.n_experts = 8, shapes[2].cfg.top_k = 2;
     shapes[2].cfg.lbl_coef = 0.01f, shapes[2].cfg.z_loss_coef = 0.001f;
     shapes[2].B = 4, shapes[2].T = 1024, shapes[2].warmup = 2, shapes[2].steps = 5;
+    /* issue 24's goals, only when --only names them: a Llama-3.2-3B shape
+     * (tied) at T=4096 on one GPU without offload, and the Llama-3.1-8B
+     * shape at T=4096 on one GPU with recomputation and the optimizer
+     * offloaded (host memory: 12 bytes a parameter, 96 GB) */
+    shapes[3].name = shapes[3].alias = "llama-3B";
+    shapes[3].cfg = model_config_default(ARCH_LLAMA);
+    shapes[3].cfg.n_layer = 28, shapes[3].cfg.n_head = 24, shapes[3].cfg.n_kv_head = 8;
+    shapes[3].cfg.d_model = 3072, shapes[3].cfg.d_ff = 8192, shapes[3].cfg.vocab_size = 128256;
+    shapes[3].cfg.max_seq_len = 4096, shapes[3].cfg.tie_embeddings = 1;
+    shapes[3].cfg.rope_theta = 500000.0f;
+    shapes[3].B = 1, shapes[3].T = 4096, shapes[3].warmup = 1, shapes[3].steps = 3;
+    shapes[4] = shapes[3];
+    shapes[4].name = shapes[4].alias = "llama-8B";
+    shapes[4].cfg.n_layer = 32, shapes[4].cfg.n_head = 32, shapes[4].cfg.d_model = 4096;
+    shapes[4].cfg.d_ff = 14336, shapes[4].cfg.tie_embeddings = 0;
+    shapes[4].recompute = MODEL_RECOMPUTE_BLOCK, shapes[4].offload = 1;
+    shapes[4].steps = 2;
     int rc = 0;
-    for (int i = 0; i < 3; i++) {
-        if (only && strncmp(shapes[i].name, only, strlen(only))) continue;
+    for (int i = 0; i < 5; i++) {
+        if (only ? strcmp(shapes[i].alias, only) : i >= 3) continue;
         shapes[i].accum = accum;
-        shapes[i].recompute = recompute;
+        if (recompute >= 0) shapes[i].recompute = recompute;
+        if (offload >= 0) shapes[i].offload = offload;
         if (warmup >= 0) shapes[i].warmup = warmup;
         if (steps >= 1) shapes[i].steps = steps;
         if (batch) shapes[i].B = batch;

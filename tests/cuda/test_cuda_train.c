@@ -44,6 +44,11 @@
  *    parameters bitwise equal, and fewer activation bytes with "block"
  *    (bf16: gpt2, llama, qwen3 at head size 64, moe; fp32: llama).
  *
+ * 6. Optimizer offload (--only offload; model.h ModelShard.offload): three
+ *    steps with the state in host memory and AdamW on the host against the
+ *    table's own AdamW: losses within 1e-5 relative, weights within 1e-6
+ *    (fp32 llama), 1e-5 (bf16 llama and moe: the fp32 master).
+ *
  * Usage: test_cuda_train [--json FILE] [--device cpu] [--only GROUP[,GROUP...]]
  *                        [--cuda.KEY=VALUE ...]
  * Exit 0 passed, 1 failed, 77 no GPU. --device cpu puts the CPU backend in
@@ -462,6 +467,56 @@ static void recompute_bits(const char *an, ModelConfig c, const Ops *ops) {
     for (int k = 0; k < 2; k++) free(h[k][0]), free(h[k][1]), model_free(m[k]);
 }
 
+/* Optimizer offload (ModelShard.offload, train.offload_optimizer) against
+ * the backend's own AdamW on the same table: three steps from the same
+ * weights and batches. The update is the CPU backend's adamw on the host
+ * instead of the backend's kernel (same formula; a GPU's fused multiply-adds
+ * may round differently): losses within 1e-5 relative, the fp32 weights
+ * (the master on the bf16 table) within tol; the moments are host memory. */
+static void offload_check(const char *an, ModelConfig c, const Ops *ops, double tol) {
+    enum { STEPS_OFF = 3 };
+    char what[96], err[256];
+    size_t P = model_config_num_params(&c);
+    ModelShard sh = {.stage = 0, .world = 1, .rank = 0, .pieces = &P, .offload = 1};
+    Model *m[2] = {make(&c, ops), model_create_sharded(&c, ops, &sh, err, sizeof err)};
+    if (!m[1]) {
+        fprintf(stderr, "test_cuda_train: offload: %s\n", err);
+        exit(1);
+    }
+    float *h[2], loss[2][STEPS_OFF];
+    for (int k = 0; k < 2; k++) model_init_weights(m[k], 13);
+    uint64_t rng0 = g_rng;
+    AdamWConfig opt = {0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    for (int k = 0; k < 2; k++) {
+        g_rng = rng0;
+        int32_t tok[B * T], tgt[B * T];
+        h[k] = malloc(P * 4);
+        for (int t = 1; t <= STEPS_OFF; t++) {
+            make_batch(tok, tgt, c.vocab_size);
+            model_zero_grad(m[k]);
+            if (fwd_bwd(m[k], tok, tgt, &loss[k][t - 1], err, sizeof err)) {
+                fprintf(stderr, "test_cuda_train: offload: %s\n", err);
+                exit(1);
+            }
+            model_adamw_step(m[k], &opt, 1e-3f, t);
+        }
+        model_get_params(m[k], h[k]);
+    }
+    double dl = 0, dw = 0;
+    for (int t = 0; t < STEPS_OFF; t++)
+        dl = fmax(dl, fabs((double)loss[0][t] - loss[1][t]) / fabs((double)loss[0][t]));
+    for (size_t i = 0; i < P; i++) dw = fmax(dw, fabs((double)h[0][i] - h[1][i]));
+    printf("%-6s %s offload: host state %zu bytes (optimizer %zu)\n", an, ops->name,
+           model_offload_host_bytes(m[1]), model_optimizer_bytes(m[1]));
+    snprintf(what, sizeof what, "offload %s loss rel", ops->name);
+    verdict(an, what, dl, 1e-5);
+    snprintf(what, sizeof what, "offload %s weight max", ops->name);
+    verdict(an, what, dw, tol);
+    snprintf(what, sizeof what, "offload %s host state", ops->name);
+    verdict(an, what, model_offload(m[1]) && model_offload_host_bytes(m[1]) > model_optimizer_bytes(m[1]) ? 0.0 : 1.0, 0.0);
+    for (int k = 0; k < 2; k++) free(h[k]), model_free(m[k]);
+}
+
 /* a copy of a table without the fused residual + norm ops */
 static const Ops *without_fused(const Ops *o, Ops *copy) {
     *copy = *o;
@@ -470,7 +525,8 @@ static const Ops *without_fused(const Ops *o, Ops *copy) {
     return copy;
 }
 
-/* --only's list: GROUP[,GROUP...] of dense, moe, arch, recompute; NULL = all */
+/* --only's list: GROUP[,GROUP...] of dense, moe, arch, recompute, offload;
+ * NULL = all */
 static int in_groups(const char *list, const char *group) {
     size_t n = strlen(group);
     for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
@@ -479,11 +535,11 @@ static int in_groups(const char *list, const char *group) {
 }
 
 static int groups_known(const char *list) {
-    static const char *const known[] = {"dense", "moe", "arch", "recompute"};
+    static const char *const known[] = {"dense", "moe", "arch", "recompute", "offload"};
     for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
         size_t n = strcspn(p, ",");
         int ok = 0;
-        for (int i = 0; i < 4; i++) ok |= strlen(known[i]) == n && !strncmp(p, known[i], n);
+        for (int i = 0; i < 5; i++) ok |= strlen(known[i]) == n && !strncmp(p, known[i], n);
         if (!ok) return 0;
     }
     return 1;
@@ -534,6 +590,7 @@ int main(int argc, char **argv) {
     const Ops *f32 = without_fused(f32_fused, &f32_copy), *bf = without_fused(bf_fused, &bf_copy);
     int dense = in_groups(only, "dense"), moe = in_groups(only, "moe");
     int arch = in_groups(only, "arch"), rc = in_groups(only, "recompute");
+    int off = in_groups(only, "offload");
     if (!self && opt.cuda.moe_grouped_gemm &&
         !(f32->moe_expert_matmul_fwd && bf->moe_expert_matmul_fwd)) {
         printf("cuda.moe_grouped_gemm = true but the CUDA tables have no grouped expert GEMMs "
@@ -566,6 +623,13 @@ int main(int argc, char **argv) {
     if (rc) recompute_bits("qwen3", tiny_qwen3(64), bf_fused);
     if (rc) recompute_bits("moe", tiny_moe(), bf_fused);
     if (rc) recompute_bits("llama", tiny(ARCH_LLAMA), f32_fused);
+    /* offload on the tables a run uses: fp32 weights to 1e-6; the bf16
+     * table's fp32 master to 1e-5 (a master one ulp apart may round to
+     * another bf16 weight, and the next steps' gradients follow it; on the
+     * emulator both are bitwise) */
+    if (off) offload_check("llama", tiny(ARCH_LLAMA), f32_fused, 1e-6);
+    if (off) offload_check("llama", tiny(ARCH_LLAMA), bf_fused, 1e-5);
+    if (off) offload_check("moe", tiny_moe(), bf_fused, 1e-5);
     if (json) fclose(json);
     printf("test_cuda_train: %s\n", n_fail ? "FAILED" : "passed");
     return n_fail ? 1 : 0;

@@ -6,7 +6,8 @@
 # micro LBL runs, which start from the same restored weights, zeroed Adam
 # state and tokens, must log the same first and last losses (one rank, one
 # forward per micro-batch: the two modes train alike; the emulator is
-# deterministic), and the profile must list the fused attention's kernels.
+# deterministic), and the profile must list the fused attention's kernels;
+# the dense shapes' device memory must be within 5% of dapt plan's.
 # Timings mean nothing here.
 set -euo pipefail
 bench=$1
@@ -22,6 +23,15 @@ python3 - "$out/bench.json" "$out/bench.log" <<'PY'
 import json, math, sys
 recs = [json.loads(l) for l in open(sys.argv[1])]
 log = open(sys.argv[2]).read()
+# the dense shapes' device memory against dapt plan (the emulator counts
+# every allocation): within 5%
+mem = [r for r in recs if r["bench"].endswith("-memory")]
+recs = [r for r in recs if not r["bench"].endswith("-memory")]
+if [r["bench"] for r in mem] != ["gpt2-124M-memory", "llama-1.1B-memory"]:
+    sys.exit(f"FAIL: memory records {[r['bench'] for r in mem]}")
+for r in mem:
+    if not r["pass"] or abs(r["ratio"] - 1) > 0.05:
+        sys.exit(f"FAIL: {r['bench']}: measured/plan {r['ratio']}")
 names = [r["bench"] for r in recs]
 want = ["gpt2-124M", "llama-1.1B", "moe-e8k2-grouped-global", "moe-e8k2-grouped-micro"]
 if names != want:

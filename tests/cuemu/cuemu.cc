@@ -539,6 +539,14 @@ cudaError_t cudaFreeHost(void *p) {
     free(p);
     return cudaSuccess;
 }
+/* an 80 GiB device whose used bytes are the emulator's live allocations */
+cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
+    size_t live, peak, total = (size_t)80 << 30;
+    cuemu::device_bytes(&live, &peak);
+    *total_bytes = total;
+    *free_bytes = live < total ? total - live : 0;
+    return cudaSuccess;
+}
 
 /* Streams: a queue of deferred work (cuemu.h, cuemu_stream_defer); empty
  * but for the emulated NCCL's collectives and what is enqueued behind them.

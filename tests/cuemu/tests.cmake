@@ -88,9 +88,10 @@ set_tests_properties(emu_train emu_train_moe_grouped emu_train_arch PROPERTIES
 # architecture, bf16 and fp32): seconds, so in the quick set, and again with
 # the grouped expert GEMMs
 add_test(NAME emu_train_recompute COMMAND test_cuda_train_emu --only recompute)
+add_test(NAME emu_train_offload COMMAND test_cuda_train_emu --only offload)
 add_test(NAME emu_train_recompute_grouped ${FULL} COMMAND test_cuda_train_emu --only recompute
          --cuda.moe_grouped_gemm=true)
-set_tests_properties(emu_train_recompute emu_train_recompute_grouped PROPERTIES LABELS emu
+set_tests_properties(emu_train_recompute emu_train_offload emu_train_recompute_grouped PROPERTIES LABELS emu
                      ENVIRONMENT OMP_NUM_THREADS=1)
 # again with blocks and threads in reverse order (CUEMU_ORDER=reverse): a
 # result that depends on the order of blocks, or of threads between
