@@ -2,7 +2,8 @@
 """tools/gpu/summarize.py: the results step of tools/gpu-check.
 
 Reads the JSON-lines files the CUDA test programs wrote under OUT
-(ops-fp32.jsonl, ops-bf16.jsonl, train.jsonl, train-arch.jsonl, bench.jsonl),
+(ops-fp32.jsonl, ops-bf16.jsonl, train.jsonl, train-arch.jsonl, train-mem.jsonl,
+bench.jsonl),
 prints one line
 per op and mode (worst relative error over its outputs and shapes, the
 tolerance, pass/FAIL), the training checks and the benchmark figures, and
@@ -58,7 +59,8 @@ def main():
             results["ops"].append(o)
 
     train = read_jsonl(os.path.join(out, "train.jsonl"))
-    for r in train + read_jsonl(os.path.join(out, "train-arch.jsonl")):
+    for r in (train + read_jsonl(os.path.join(out, "train-arch.jsonl")) +
+              read_jsonl(os.path.join(out, "train-mem.jsonl"))):
         if r.get("test") == "curve":
             results["curves"].append(r)
         else:
@@ -69,12 +71,25 @@ def main():
             print(f"  {r['arch']:<6} {r['check']:<28} {r['value']:<10.3g} tol {r['tol']:<7g} "
                   f"{'ok' if r['pass'] else 'FAIL'}")
 
-    results["bench"] = read_jsonl(os.path.join(out, "bench.jsonl"))
+    bench = read_jsonl(os.path.join(out, "bench.jsonl"))
+    # device memory against dapt plan (bench_cuda's "-memory" records)
+    results["memory"] = [b for b in bench if "-memory" in b["bench"]]
+    results["bench"] = [b for b in bench if not "-memory" in b["bench"]]
+    if results["memory"]:
+        print("\ndevice memory of the run against dapt plan:")
+        for b in results["memory"]:
+            print(f"  {b['bench']:<24} {b['used_bytes'] / 2**30:.2f} GiB, plan "
+                  f"{b['plan_bytes'] / 2**30:.2f} GiB: {b['ratio']:.3f}x "
+                  f"{'ok' if b['pass'] else 'FAIL'}")
     if results["bench"]:
         print("\nbenchmark (bf16):")
         for b in results["bench"]:
             accum = f" accum={b['accum']}" if b.get("accum", 1) > 1 else ""
             fused = " fused residual+norm" if b.get("fused_norm") else ""
+            if b.get("recompute", "none") != "none":
+                fused += f" recompute={b['recompute']}"
+            if b.get("offload"):
+                fused += " offload"
             print(f"  {b['bench']:<16} B={b['B']} T={b['T']}{accum} {b['ms_per_step']:.1f} ms/step "
                   f"{b['tokens_per_s']:.0f} tokens/s MFU {100 * b['mfu']:.1f}% "
                   f"(peak {b['peak_tflops']} TFLOPS){fused}")
