@@ -63,7 +63,11 @@ foreach(group memory embed norms matmul attention activations lmhead optimizer m
   if(group MATCHES "^(norms|attention)$")
     set(cfg ${FULL})
   endif()
-  add_test(NAME emu_ops_${group} ${cfg} COMMAND test_cuda_ops_emu --only ${group})
+  set(extra "")
+  if(group STREQUAL "attention")
+    set(extra --long-t 520) # the same tile paths as T = 1000 (test_cuda_ops.c)
+  endif()
+  add_test(NAME emu_ops_${group} ${cfg} COMMAND test_cuda_ops_emu --only ${group} ${extra})
   set_tests_properties(emu_ops_${group} PROPERTIES LABELS emu TIMEOUT 1200
                        ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_BANK_CONFLICTS=fail")
 endforeach()
@@ -98,7 +102,8 @@ set_tests_properties(emu_train_recompute emu_train_offload emu_train_recompute_g
 # barriers, differs between the two runs: the groups whose kernels depend
 # most on block and thread order (attention: the bf16 table's fused
 # kernel; norms; moe; arch: the q/k norms' column sums) and the training steps
-add_test(NAME emu_reverse_attention ${FULL} COMMAND test_cuda_ops_emu --only attention --mode bf16)
+add_test(NAME emu_reverse_attention ${FULL} COMMAND test_cuda_ops_emu --only attention --mode bf16
+         --long-t 520)
 add_test(NAME emu_reverse_norms ${FULL} COMMAND test_cuda_ops_emu --only norms)
 add_test(NAME emu_reverse_moe ${FULL} COMMAND test_cuda_ops_emu --only moe)
 add_test(NAME emu_reverse_arch ${FULL} COMMAND test_cuda_ops_emu --only arch)
