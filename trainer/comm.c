@@ -34,6 +34,7 @@ struct Comm {
     size_t n_par;
     size_t shard_off, shard_n;
     size_t *pieces; /* (world) rank r's shard length */
+    int step;       /* of the last comm_grad_sync_begin, for messages */
 };
 
 static int host_allreduce(Comm *c, void *buf, size_t n, char *err, size_t err_len) {
@@ -107,6 +108,8 @@ int comm_open(Dist *d, const Config *cfg, Comm **out, char *err, size_t err_len)
     return 0;
 }
 
+static int checked(Comm *c, int rc, int step, const char *err);
+
 /* The model's collectives for stages 2 and 3 (model.h ModelShardComm). */
 static int shard_allgather(void *ctx, void *buf, const size_t *counts, char *err,
                            size_t err_len) {
@@ -117,6 +120,26 @@ static int shard_reduce_scatter(void *ctx, void *buf, const size_t *counts, char
                                 size_t err_len) {
     Comm *c = ctx;
     return c->vt->reduce_scatter_sum(c, buf, counts, err, err_len);
+}
+/* stage 3's prefetch: over NCCL on the communicator's own stream after the
+ * compute stream's queued kernels (dist_nccl_gather_begin, one chunk),
+ * waited for under the watchdog; a failure ends the job there and then. On
+ * the host group the gather is done at begin (MPI's is blocking). */
+static int shard_gather_begin(void *ctx, void *buf, const size_t *counts, char *err,
+                              size_t err_len) {
+    Comm *c = ctx;
+    if (!c->nccl) return c->vt->allgather(c, buf, counts, err, err_len);
+    size_t n = 0;
+    for (int r = 0; r < dist_world(c->d); r++) n += counts[r];
+    return checked(c,
+                   dist_nccl_gather_begin(c->nccl, buf, n, c->elem_bytes, n ? n : 1, counts,
+                                          ops_cuda_stream(), err, err_len),
+                   c->step, err);
+}
+static int shard_gather_wait(void *ctx, char *err, size_t err_len) {
+    Comm *c = ctx;
+    if (!c->nccl) return 0;
+    return checked(c, dist_nccl_gather_finish(c->nccl, err, err_len), c->step, err);
 }
 
 int comm_zero_world(const Comm *c) {
@@ -151,7 +174,8 @@ int comm_bind(Comm *c, Model *m, const Ops *ops, char *err, size_t err_len) {
         return err_set(err, err_len, "internal error: the model is not made for ZeRO-%d",
                        c->zero);
     if (c->zero >= 2)
-        model_set_shard_comm(m, &(ModelShardComm){shard_allgather, shard_reduce_scatter, c});
+        model_set_shard_comm(m, &(ModelShardComm){shard_allgather, shard_reduce_scatter,
+                                                   shard_gather_begin, shard_gather_wait, c});
     /* the gradient sums overlap the last backward (with MPI on host
      * buffers they stay after it) */
     c->bucket_elems = (size_t)(c->bucket_mb * 1048576.0 / ops->act_bytes);
@@ -216,6 +240,7 @@ static int checked(Comm *c, int rc, int step, const char *err) {
 }
 
 int comm_grad_sync_begin(Comm *c, int last, int step, char *err, size_t err_len) {
+    c->step = step;
     const int arm = c->overlap && last;
     if (arm &&
         checked(c,

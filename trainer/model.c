@@ -100,9 +100,10 @@ struct Model {
     void *gwin[2];            /* stages 2, 3: gradients (2 with a tied head) */
     int gwin_unit[2];
     void **gptr;              /* (n_units) */
-    void *pwin[2];            /* stage 3: parameters */
-    int pwin_unit[2];
-    unsigned long pwin_tick[2], tick;
+    void *pwin[3];            /* stage 3: parameters (a unit, the next, one prefetched) */
+    int pwin_unit[3];
+    unsigned long pwin_tick[3], tick;
+    int pf_unit, pf_slot;     /* the unit being prefetched into pwin[pf_slot]; -1: none */
     void **pptr;              /* (n_units) */
     /* optimizer offload: adam_m, adam_v, master are host memory */
     int offload;
@@ -304,7 +305,9 @@ static int build_units(Model *m) {
         while (m->tensors[t].offset >= m->unit_lo[u + 1]) u++;
         m->tensor_unit[t] = u;
     }
-    m->gwin_unit[0] = m->gwin_unit[1] = m->pwin_unit[0] = m->pwin_unit[1] = -1;
+    m->gwin_unit[0] = m->gwin_unit[1] = -1;
+    for (int i = 0; i < 3; i++) m->pwin_unit[i] = -1;
+    m->pf_unit = -1;
     return 0;
 }
 
@@ -377,11 +380,11 @@ Model *model_create_sharded(const ModelConfig *cfg, const Ops *ops, const ModelS
         if (!m->off_g || (!m->master && !m->off_p)) goto oom;
     }
     /* gradient windows: one, and a second for the embeddings while a tied
-     * head's gradient waits for theirs; parameter windows: two (a block
-     * and the next block's first norm) */
+     * head's gradient waits for theirs; parameter windows: three (a block,
+     * the next block for its first norm, and the one after, prefetched) */
     for (int i = 0; m->zero >= 2 && i < (cfg->tie_embeddings ? 2 : 1); i++)
         if (!(m->gwin[i] = ops->alloc(m->win_elems * ab))) goto oom;
-    for (int i = 0; m->zero >= 3 && i < 2; i++)
+    for (int i = 0; m->zero >= 3 && i < 3; i++)
         if (!(m->pwin[i] = ops->alloc(m->win_elems * ab))) goto oom;
     if (cfg->n_experts && !(m->moe = moe_create(cfg, ops, err, err_len))) {
         model_free(m);
@@ -414,7 +417,7 @@ size_t model_offload_host_bytes(const Model *m) {
 }
 
 size_t model_param_bytes(const Model *m) {
-    return (param_elems(m) + (m->pwin[0] ? 2 * m->win_elems : 0)) * m->ops->act_bytes;
+    return (param_elems(m) + (m->pwin[0] ? 3 * m->win_elems : 0)) * m->ops->act_bytes;
 }
 
 size_t model_grad_bytes(const Model *m) {
@@ -437,43 +440,67 @@ static void unit_counts(Model *m, int u, size_t *a, size_t *b) {
     }
 }
 
+/* Stage 3's prefetch (ModelShardComm.allgather_begin): the pending unit's
+ * gather waited for and the unit made resident. A failure here has ended
+ * a NCCL job already (trainer/comm.c); anything else is a bug. */
+static int pf_finish(Model *m, char *err, size_t err_len) {
+    if (m->pf_unit < 0) return 0;
+    int u = m->pf_unit, slot = m->pf_slot;
+    m->pf_unit = -1;
+    if (m->sc.allgather_wait(m->sc.ctx, err, err_len)) return 1;
+    m->pwin_unit[slot] = u, m->pwin_tick[slot] = ++m->tick;
+    m->pptr[u] = m->pwin[slot];
+    return 0;
+}
+
+/* the window for a unit other than ua and ub: a free one, else the least
+ * recently used (its unit dropped) */
+static int free_slot(Model *m, int ua, int ub) {
+    int slot = -1;
+    for (int i = 0; i < 3; i++) {
+        int h = m->pwin_unit[i];
+        if (h >= 0 && (h == ua || h == ub)) continue; /* in use by this call */
+        if (h < 0) {
+            slot = i;
+            break;
+        }
+        if (slot < 0 || m->pwin_tick[i] < m->pwin_tick[slot]) slot = i;
+    }
+    if (m->pwin_unit[slot] >= 0) m->pptr[m->pwin_unit[slot]] = NULL;
+    m->pwin_unit[slot] = -1;
+    return slot;
+}
+
+/* this rank's piece of unit u into window w; the counts of every rank's */
+static void own_piece(Model *m, int u, char *w) {
+    size_t a, b, lo = m->unit_lo[u], ab = m->ops->act_bytes;
+    unit_counts(m, u, &a, &b);
+    if (b > a) m->ops->copy(w + (a - lo) * ab, param_at(m, a), (b - a) * ab);
+}
+
 /* Stage 3: units ua and ub (-1: none) gathered into the parameter windows,
- * each in one that holds neither unless it is there already; the least
- * recently used otherwise. The same calls on every rank make the same
+ * each in one that holds neither unless it is there already; a prefetched
+ * unit is waited for first. The same calls on every rank make the same
  * gathers. */
 static int need_units(Model *m, int ua, int ub, char *err, size_t err_len) {
     if (m->zero < 3) return 0;
+    if (pf_finish(m, err, err_len)) return 1;
     const int want[2] = {ua, ub};
     for (int k = 0; k < 2; k++) {
         int u = want[k];
         if (u < 0) continue;
         if (m->pptr[u]) {
-            for (int i = 0; i < 2; i++)
+            for (int i = 0; i < 3; i++)
                 if (m->pwin_unit[i] == u) m->pwin_tick[i] = ++m->tick;
             continue;
         }
-        int slot = -1;
-        for (int i = 0; i < 2; i++) {
-            int h = m->pwin_unit[i];
-            if (h >= 0 && (h == ua || h == ub)) continue; /* in use by this call */
-            if (h < 0) {
-                slot = i;
-                break;
-            }
-            if (slot < 0 || m->pwin_tick[i] < m->pwin_tick[slot]) slot = i;
-        }
-        if (m->pwin_unit[slot] >= 0) m->pptr[m->pwin_unit[slot]] = NULL;
-        size_t a, b, lo = m->unit_lo[u], ab = m->ops->act_bytes;
-        unit_counts(m, u, &a, &b);
+        int slot = free_slot(m, ua, ub);
         char *w = m->pwin[slot];
-        if (b > a) m->ops->copy(w + (a - lo) * ab, param_at(m, a), (b - a) * ab);
+        own_piece(m, u, w);
         if (m->world > 1) {
             if (!m->sc.allgather)
                 return err_set(err, err_len, "internal error: ZeRO-3 without collectives");
-            if (m->sc.allgather(m->sc.ctx, w, m->counts, err, err_len)) {
-                m->pwin_unit[slot] = -1;
-                return 1;
-            }
+            if (m->sc.allgather(m->sc.ctx, w, m->counts, err, err_len)) return 1;
         }
         m->pwin_unit[slot] = u, m->pwin_tick[slot] = ++m->tick;
         m->pptr[u] = w;
@@ -481,9 +508,33 @@ static int need_units(Model *m, int ua, int ub, char *err, size_t err_len) {
     return 0;
 }
 
-/* Stage 3: the gathered parameters are stale (an optimizer step, a set). */
+/* Stage 3: the gather of unit u (the next one a pass will need) started
+ * now, into a window other than ua's and ub's (the units the kernels just
+ * queued read), and waited for by the next need_units: the collective runs
+ * beside those kernels (NCCL) where the comm can start one
+ * (allgather_begin); nothing when u is there already. */
+static int prefetch(Model *m, int u, int ua, int ub, char *err, size_t err_len) {
+    if (m->zero < 3 || m->world < 2 || !m->sc.allgather_begin || u < 0 || u >= m->n_units ||
+        m->pptr[u])
+        return 0;
+    if (pf_finish(m, err, err_len)) return 1;
+    int slot = free_slot(m, ua, ub);
+    own_piece(m, u, m->pwin[slot]);
+    if (m->sc.allgather_begin(m->sc.ctx, m->pwin[slot], m->counts, err, err_len)) return 1;
+    m->pf_unit = u, m->pf_slot = slot;
+    return 0;
+}
+
+/* Stage 3: the gathered parameters are stale (an optimizer step, a set);
+ * a prefetch in flight is waited for first (nothing may write a window
+ * NCCL still writes). */
 static void drop_units(Model *m) {
-    for (int i = 0; i < 2; i++) {
+    char err[512];
+    if (pf_finish(m, err, sizeof err)) {
+        fprintf(stderr, "dapt: %s\n", err);
+        abort();
+    }
+    for (int i = 0; i < 3; i++) {
         if (m->pwin_unit[i] >= 0) m->pptr[m->pwin_unit[i]] = NULL;
         m->pwin_unit[i] = -1;
     }
@@ -513,6 +564,8 @@ static int grad_close(Model *m, int u, char *err, size_t err_len) {
     char *w = m->gptr[u];
     size_t a, b, lo = m->unit_lo[u], ab = m->ops->act_bytes;
     m->gptr[u] = NULL, m->gwin_unit[slot] = -1;
+    /* one collective at a time on the communicator: the prefetch first */
+    if (pf_finish(m, err, err_len)) return 1;
     unit_counts(m, u, &a, &b);
     if (m->world > 1) {
         if (!m->sc.reduce_scatter)
@@ -558,7 +611,9 @@ void model_free(Model *m) {
     if (!m) return;
     const Ops *o = m->ops;
     free_acts(m);
-    void *bufs[] = {m->params, m->grads, m->gwin[0], m->gwin[1], m->pwin[0], m->pwin[1]};
+    if (m->pf_unit >= 0) drop_units(m); /* waits for a prefetch in flight */
+    void *bufs[] = {m->params,  m->grads,   m->gwin[0], m->gwin[1],
+                    m->pwin[0], m->pwin[1], m->pwin[2]};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) o->free(bufs[i]);
     void *opt[] = {m->adam_m, m->adam_v, m->master, m->off_g, m->off_p};
@@ -978,6 +1033,9 @@ static int block_fwd(Model *m, int l, int B, int T, void *out, int again, char *
     return 0;
 }
 
+static int head_tensor(const Model *m) { return m->t_head >= 0 ? m->t_head : m->t_wte; }
+static int head_unit(const Model *m) { return m->tensor_unit[head_tensor(m)]; }
+
 /* Runs embeddings, blocks and the final norm; leaves x_L's norm in m->lnf.
  * Each residual add is fused with the norm that reads its result: block l's
  * attention residual with its norm2, its MLP residual with norm1 of block
@@ -986,7 +1044,9 @@ static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
     const ModelConfig *c = &m->cfg;
     const Ops *o = m->ops;
     int N = B * T, C = c->d_model;
-    if (params_needed(m, 0, err, err_len) || need_units(m, 0, 1, err, err_len)) return 1;
+    if (params_needed(m, 0, err, err_len) || need_units(m, 0, 1, err, err_len) ||
+        prefetch(m, 2, 0, 1, err, err_len))
+        return 1;
     o->embed_fwd(m->acts[0].resid, m->tokens, P(m, m->t_wte), P(m, m->t_wpe), B, T, C);
     norm_fwd(m, m->acts[0].ln1, m->acts[0].ln1_mean, m->acts[0].ln1_rstd, m->acts[0].resid,
              m->layers[0].ln1_w, m->layers[0].ln1_b, N);
@@ -995,7 +1055,11 @@ static int forward_blocks(Model *m, int B, int T, char *err, size_t err_len) {
         void *out = m->acts[l + 1].resid;
         /* this block's weights and the next block's norm (the last block:
          * the final norm and the head) */
-        if (params_needed(m, l + 1, err, err_len) || need_units(m, 1 + l, 2 + l, err, err_len))
+        /* (stage 3: and the unit after them prefetched; after the last
+         * block, the tied head's embeddings) */
+        int next = 3 + l < m->n_units ? 3 + l : head_unit(m);
+        if (params_needed(m, l + 1, err, err_len) || need_units(m, 1 + l, 2 + l, err, err_len) ||
+            prefetch(m, next, 1 + l, 2 + l, err, err_len))
             return 1;
         if (block_fwd(m, l, B, T, out, 0, err, err_len)) return 1;
         /* x_{l+1} = x_mid + mlp(...) (in place in `out`), and the norm that
@@ -1036,8 +1100,6 @@ static float mean_of_losses(Model *m, const int32_t *targets, int N) {
     return n ? (float)(s / n) : NAN;
 }
 
-static int head_tensor(const Model *m) { return m->t_head >= 0 ? m->t_head : m->t_wte; }
-static int head_unit(const Model *m) { return m->tensor_unit[head_tensor(m)]; }
 
 static int forward_common(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                           char *err, size_t err_len) {
@@ -1105,7 +1167,11 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
     for (int l = L - 1; l >= 0; l--) {
         const LayerTensors *w = &m->layers[l];
         LayerActs *a = &m->acts[l];
-        if (need_units(m, 1 + l, -1, err, err_len) || recompute_block(m, l, B, T, err, err_len))
+        /* stage 3: the block before prefetched (the embeddings' backward
+         * reads no parameters) */
+        if (need_units(m, 1 + l, -1, err, err_len) ||
+            prefetch(m, l >= 1 ? l : -1, 1 + l, -1, err, err_len) ||
+            recompute_block(m, l, B, T, err, err_len))
             return 1;
         grad_open(m, 1 + l);
         /* MLP: dresid is d(x_{l+1}) = d(mlp out) */

@@ -144,8 +144,10 @@ Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t er
  *            added to its gradient shard (every micro-batch);
  *   stage 3: also the parameters: before a unit's parameters are read (in
  *            the forward, and again in the backward) they are all-gathered
- *            into one of two windows; a gathered unit stays until its window
- *            is needed for another, or the parameters change.
+ *            into one of three windows, the next unit's gather begun while
+ *            the current one computes (ModelShardComm.allgather_begin); a
+ *            gathered unit stays until its window is needed for another, or
+ *            the parameters change.
  * Units: 0 = everything before block 0 (embeddings), 1 + l = block l
  * (from its first norm on), L + 1 = the final norm and an untied head.
  * Stage 0 keeps everything whole (the plain model). */
@@ -175,6 +177,14 @@ typedef struct {
     int (*allgather)(void *ctx, void *buf, const size_t *counts, char *err, size_t err_len);
     int (*reduce_scatter)(void *ctx, void *buf, const size_t *counts, char *err,
                           size_t err_len);
+    /* Optional (NULL: no prefetch): stage 3's gather of the next unit, begun
+     * after the kernels that read the current ones were queued and waited
+     * for when the unit is needed; one in flight at a time, and the model
+     * waits for it before any other collective. begin may return with the
+     * gather done (a blocking transport), wait then has nothing to do. */
+    int (*allgather_begin)(void *ctx, void *buf, const size_t *counts, char *err,
+                           size_t err_len);
+    int (*allgather_wait)(void *ctx, char *err, size_t err_len);
     void *ctx;
 } ModelShardComm;
 void model_set_shard_comm(Model *m, const ModelShardComm *sc);

@@ -80,12 +80,13 @@ void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
     p->n_params = P;
     /* ZeRO: dist_shard gives the first P % W ranks one element more; stage
      * 2 adds a gradient window of the largest unit (two with a tied head:
-     * the embeddings' waits through the backward), stage 3 two parameter
-     * windows (model.c model_create_sharded) */
+     * the embeddings' waits through the backward), stage 3 three parameter
+     * windows (the unit, the next, the prefetched; model.c
+     * model_create_sharded) */
     size_t W = s->zero_world > 1 ? (size_t)s->zero_world : 1, shard = (P + W - 1) / W;
     int stage = W > 1 ? (s->zero_stage ? s->zero_stage : 1) : 0;
     size_t unit = stage >= 2 ? model_config_max_unit(c) : 0;
-    p->param_windows = stage >= 3 ? 2 * unit * ab : 0;
+    p->param_windows = stage >= 3 ? 3 * unit * ab : 0;
     p->grad_windows = stage >= 2 ? (c->tie_embeddings ? 2 : 1) * unit * ab : 0;
     p->params = (stage >= 3 ? shard : P) * ab + p->param_windows;
     p->grads = (stage >= 2 ? shard : P) * ab + p->grad_windows;

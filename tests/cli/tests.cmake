@@ -21,4 +21,4 @@ set_tests_properties(cli_plan_8b PROPERTIES LABELS "c"
 add_test(NAME cli_plan_8b_zero3 COMMAND dapt plan ${CMAKE_SOURCE_DIR}/configs/plan-llama3-8b.toml
          --world 8 --dist.zero=3 --data.seq_len=8192 --train.recompute=block)
 set_tests_properties(cli_plan_8b_zero3 PROPERTIES LABELS "c"
-                     PASS_REGULAR_EXPRESSION "= peak +23\\.707 GiB")
+                     PASS_REGULAR_EXPRESSION "= peak +24\\.686 GiB")

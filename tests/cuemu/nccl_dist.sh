@@ -16,8 +16,9 @@
 #             plain 2-rank run: losses, weights and moments.
 #   zero23    ZeRO-2 at 2 ranks, ZeRO-3 at 3 ranks and ZeRO-3 with recompute
 #             = "block" at 2 ranks, cuda-fp32: the losses and weights of one
-#             process; bf16 ZeRO-3 at 2 ranks equals the plain 2-rank bf16
-#             run (one micro-batch a rank: the same sums)
+#             process, and ZeRO-3's prefetched gathers in flight while
+#             kernels are launched; bf16 ZeRO-3 at 2 ranks equals the plain
+#             2-rank bf16 run (one micro-batch a rank: the same sums)
 #   moe       global-batch LBL with the expert counts summed over NCCL
 #             (dist_nccl_isum_i64_*), cuda-fp32: 2 ranks with one micro-batch
 #             of 2 equal one process with one of 4, and each sum is in
@@ -141,6 +142,12 @@ zero23)
     "$py" "$dist/compare_losses.py" runs/w1 runs/$name 1e-6
     "$py" "$dist/compare_weights.py" runs/w1/$ck/model.safetensors runs/$name/$ck/model.safetensors 1e-6
   done
+  # ZeRO-3's prefetch: the next unit's gather (grouped broadcasts on NCCL's
+  # own stream) in flight while the current block's kernels are launched
+  line=$(grep -m1 "nccl_emu: rank 0: .* broadcasts;" z3.log) || fail "z3: no broadcasts counted"
+  echo "z3.log: $line"
+  [[ $line =~ flight:\ ([0-9]+)\ to\ ([0-9]+) ]] && (( BASH_REMATCH[2] >= 5 )) ||
+    fail "z3: the prefetched gathers overlapped fewer than 5 kernels: $line"
   # bf16, one micro-batch a rank: the plain 2-rank run's sums (one bf16
   # sum of the step's gradients in rank order), unit by unit: equal to it
   bf=(--run.device=cuda --train.micro_batch=6)

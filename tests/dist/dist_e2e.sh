@@ -95,12 +95,13 @@ zero23)
       "$py" "$here/compare_opt_shards.py" runs/w1/ckpt/step-00000020 runs/$run/ckpt/step-00000020 $n 1e-6
       "$ckcheck" runs/$run/ckpt/step-00000010 > /dev/null || fail "$run: step 10 is not a complete checkpoint"
       # what rank 0 holds: its shard of the gradients (and of the
-      # parameters at stage 3) and one window of a block for each
+      # parameters at stage 3) and one window of a block for the gradients,
+      # three for the parameters (a block, the next, the prefetched)
       line=$(grep "parameters: .* bytes, gradients: .* bytes on rank 0" $run.log) || fail "$run: no memory line"
       pb=$(sed -n 's/.*parameters: \([0-9]*\) bytes.*/\1/p' <<< "$line")
       gb=$(sed -n 's/.*gradients: \([0-9]*\) bytes.*/\1/p' <<< "$line")
       want_g=$(( 4 * (shard + block) ))
-      want_p=$(( z == 3 ? 4 * (shard + 2 * block) : 4 * P ))
+      want_p=$(( z == 3 ? 4 * (shard + 3 * block) : 4 * P ))
       [[ $gb == "$want_g" && $pb == "$want_p" ]] ||
         fail "$run: rank 0 holds $pb bytes of parameters and $gb of gradients, expected $want_p and $want_g"
       # dapt plan --world n predicts rank 0's peak (the cpu backend's count)

@@ -56,7 +56,7 @@ static void print_plan(const Plan *p, const PlanSetup *s, const ModelConfig *mc)
     const char *opt = stage ? "1/world shard" : "whole";
     const char *ty = s->act_bytes == 2 ? "bf16" : "fp32";
     snprintf(note, sizeof note, "%s, %s", ty,
-             stage >= 3 ? "1/world shard + 2 windows of the largest block" : "whole on every rank");
+             stage >= 3 ? "1/world shard + 3 windows of the largest block" : "whole on every rank");
     row("parameters", p->params, note);
     snprintf(note, sizeof note, "%s, %s", ty,
              stage < 2             ? "whole on every rank"
