@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -69,4 +70,24 @@ size_t edit_distance(const char *a, size_t n, const char *b) {
         }
     }
     return row[m];
+}
+
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int find_duplicate(const char *const *names, size_t n, const char **dup) {
+    if (n < 2) return 0;
+    const char **s = malloc(n * sizeof *s);
+    if (!s) return -1;
+    memcpy(s, names, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_name);
+    int found = 0;
+    for (size_t i = 1; i < n && !found; i++)
+        if (!strcmp(s[i - 1], s[i])) {
+            *dup = s[i];
+            found = 1;
+        }
+    free(s);
+    return found;
 }
