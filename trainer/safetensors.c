@@ -526,6 +526,15 @@ char *st_read_text(const char *path, size_t max_bytes, char *err, size_t err_len
         err_set(err, err_len, "%s: unreadable or larger than %zu bytes", path, max_bytes);
         return NULL;
     }
+    const char *nul = memchr(buf, 0, n);
+    if (nul) { /* everything after it would be silently ignored */
+        int line = 1;
+        for (const char *q = buf; q < nul; q++) line += *q == '\n';
+        err_set(err, err_len, "%s:%d: a NUL byte at byte offset %zu (a text file has none)", path,
+                line, (size_t)(nul - buf));
+        free(buf);
+        return NULL;
+    }
     buf[n] = 0;
     return buf;
 }
