@@ -91,3 +91,21 @@ int find_duplicate(const char *const *names, size_t n, const char **dup) {
     free(s);
     return found;
 }
+
+const char *str_escape(const char *s, char *out, size_t out_len) {
+    size_t k = 0;
+    if (!out_len) return out;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char piece[5];
+        if (ch == '\\') snprintf(piece, sizeof piece, "\\\\");
+        else if (ch < 0x20 || ch == 0x7f) snprintf(piece, sizeof piece, "\\x%02x", ch);
+        else piece[0] = (char)ch, piece[1] = 0;
+        size_t n = strlen(piece);
+        if (k + n >= out_len) break;
+        memcpy(out + k, piece, n);
+        k += n;
+    }
+    out[k] = 0;
+    return out;
+}

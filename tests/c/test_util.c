@@ -122,11 +122,22 @@ static void test_find_duplicate(void) {
     CHECK(find_duplicate(ends, 3, &dup) == 1 && !strcmp(dup, ""));
 }
 
+/* str_escape: control bytes and backslash escaped, the rest (UTF-8 too)
+ * kept; cut at the buffer's end, never mid-escape */
+static void test_str_escape(void) {
+    char out[64];
+    CHECK(!strcmp(str_escape("a\x1b[2Jb\\c\x7f\n", out, sizeof out), "a\\x1b[2Jb\\\\c\\x7f\\x0a"));
+    CHECK(!strcmp(str_escape("caf\xc3\xa9 ok", out, sizeof out), "caf\xc3\xa9 ok"));
+    CHECK(!strcmp(str_escape("ab\x01", out, 6), "ab"));
+    CHECK(!strcmp(str_escape("ab\x01", out, 7), "ab\\x01"));
+}
+
 int main(void) {
     test_err_set();
     test_mkdir_p();
     test_now_s();
     test_edit_distance();
     test_find_duplicate();
+    test_str_escape();
     return CHECK_DONE();
 }
