@@ -98,9 +98,12 @@ const char *str_escape(const char *s, char *out, size_t out_len) {
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
         char piece[5];
-        if (ch == '\\') snprintf(piece, sizeof piece, "\\\\");
-        else if (ch < 0x20 || ch == 0x7f) snprintf(piece, sizeof piece, "\\x%02x", ch);
-        else piece[0] = (char)ch, piece[1] = 0;
+        if (ch == '\\')
+            snprintf(piece, sizeof piece, "\\\\");
+        else if (ch < 0x20 || ch == 0x7f)
+            snprintf(piece, sizeof piece, "\\x%02x", ch);
+        else
+            piece[0] = (char)ch, piece[1] = 0;
         size_t n = strlen(piece);
         if (k + n >= out_len) break;
         memcpy(out + k, piece, n);

@@ -353,16 +353,20 @@ int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char 
     }
     Cfg c = {root, where, err, err_len};
     size_t n_keys = 0;
-    for (const cJSON *a = root->child; a; a = a->next) n_keys++;
+    for (const cJSON *a = root->child; a; a = a->next)
+        n_keys++;
     const char **keys = malloc((n_keys + 1) * sizeof *keys);
     const char *dup = NULL;
     n_keys = 0;
-    for (const cJSON *a = root->child; a && keys; a = a->next) keys[n_keys++] = a->string;
+    for (const cJSON *a = root->child; a && keys; a = a->next)
+        keys[n_keys++] = a->string;
     int dup_rc = keys ? find_duplicate(keys, n_keys, &dup) : -1;
     free(keys);
     if (dup_rc) {
-        if (dup_rc > 0) err_set(err, err_len, "%s: \"%s\" appears twice", where, dup);
-        else err_set(err, err_len, "%s: out of memory", where);
+        if (dup_rc > 0)
+            err_set(err, err_len, "%s: \"%s\" appears twice", where, dup);
+        else
+            err_set(err, err_len, "%s: out of memory", where);
         cJSON_Delete(root);
         return 1;
     }

@@ -88,12 +88,14 @@ static int check_rope(const ModelConfig *c, char *err, size_t err_len) {
  * head_dim, rows of a weight); these limits, checked here in 64-bit, are
  * what keeps every such product below 2^31, whatever the config came from
  * (a TOML file, a stranger's config.json, a GGUF's metadata). */
-#define LIMIT_COUNT (1 << 16)       /* n_layer, n_head, n_kv_head, n_experts */
-#define LIMIT_DIM (1 << 30)         /* d_model, d_ff, vocab_size, max_seq_len, head_dim */
-#define LIMIT_TENSORS (1 << 24)     /* entries in the parameter table */
-#define LIMIT_ELEMS 0x7fffffffLL    /* elements of one weight matrix (int-indexed) */
+#define LIMIT_COUNT   (1 << 16)    /* n_layer, n_head, n_kv_head, n_experts */
+#define LIMIT_DIM     (1 << 30)    /* d_model, d_ff, vocab_size, max_seq_len, head_dim */
+#define LIMIT_TENSORS (1 << 24)    /* entries in the parameter table */
+#define LIMIT_ELEMS   0x7fffffffLL /* elements of one weight matrix (int-indexed) */
 
-#define CHECK_MAX(field, lim)                                                                          if (c->field > (lim))                                                                              return err_set(err, err_len, #field " must be <= %d (got %d)", (int)(lim), c->field), 1
+#define CHECK_MAX(field, lim)                                                                      \
+    if (c->field > (lim))                                                                          \
+    return err_set(err, err_len, #field " must be <= %d (got %d)", (int)(lim), c->field), 1
 
 /* rows x cols of one weight (named) fits LIMIT_ELEMS; rows, cols < 2^32 */
 static int check_matrix(const char *what, long long rows, long long cols, char *err,
@@ -162,9 +164,9 @@ int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
                        "d_model / n_head (or set head_dim)",
                        c->d_model, c->n_head);
     if ((long long)c->n_head * model_head_dim(c) > 0x7fffffff / 4)
-        return err_set(err, err_len, "n_head (%d) * head size (%d) = %lld: more than the limit of %d",
-                       c->n_head, model_head_dim(c), (long long)c->n_head * model_head_dim(c),
-                       0x7fffffff / 4);
+        return err_set(err, err_len,
+                       "n_head (%d) * head size (%d) = %lld: more than the limit of %d", c->n_head,
+                       model_head_dim(c), (long long)c->n_head * model_head_dim(c), 0x7fffffff / 4);
     if (c->n_head % c->n_kv_head)
         return err_set(err, err_len,
                        "n_head (%d) must be divisible by n_kv_head (%d): each key/value head "

@@ -230,7 +230,8 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
     /* names: sorted, O(n log n) (a header may hold ~10^6 entries) */
     const char **names = malloc(((size_t)f->n + 1) * sizeof *names);
     if (!names) goto oom;
-    for (int i = 0; i < f->n; i++) names[i] = f->t[i].name;
+    for (int i = 0; i < f->n; i++)
+        names[i] = f->t[i].name;
     const char *dup = NULL;
     int dup_rc = find_duplicate(names, (size_t)f->n, &dup);
     if (dup_rc == 1)
@@ -529,7 +530,8 @@ char *st_read_text(const char *path, size_t max_bytes, char *err, size_t err_len
     const char *nul = memchr(buf, 0, n);
     if (nul) { /* everything after it would be silently ignored */
         int line = 1;
-        for (const char *q = buf; q < nul; q++) line += *q == '\n';
+        for (const char *q = buf; q < nul; q++)
+            line += *q == '\n';
         err_set(err, err_len, "%s:%d: a NUL byte at byte offset %zu (a text file has none)", path,
                 line, (size_t)(nul - buf));
         free(buf);

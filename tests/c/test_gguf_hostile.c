@@ -93,14 +93,14 @@ static void test_params_backed(void) {
     CHECK(nd == 2 && ne1 == 96, "blk.1.ffn_up.weight: n_dims %u ne[1] %llu", nd,
           (unsigned long long)ne1);
     uint64_t one = 1;
-    expect_refused(patched("ffn_rows", at + 12, &one, 8),
-                   "the metadata describe a model of");
+    expect_refused(patched("ffn_rows", at + 12, &one, 8), "the metadata describe a model of");
 }
 
 static int count_entries(const char *d, const char *prefix) {
     DIR *dd = opendir(d);
     int n = 0;
-    for (struct dirent *e; dd && (e = readdir(dd));) n += !strncmp(e->d_name, prefix, strlen(prefix));
+    for (struct dirent *e; dd && (e = readdir(dd));)
+        n += !strncmp(e->d_name, prefix, strlen(prefix));
     if (dd) closedir(dd);
     return n;
 }

@@ -397,7 +397,8 @@ static void many_names(void) {
         } else {
             char want[64];
             CHECK(f == NULL);
-            CHECK_MSG(err, dup == 1 ? "duplicate metadata key 'k.7'" : "duplicate tensor name 't.7'");
+            CHECK_MSG(err,
+                      dup == 1 ? "duplicate metadata key 'k.7'" : "duplicate tensor name 't.7'");
             snprintf(want, sizeof want, "byte offset %zu:", dup_at);
             CHECK_MSG(err, want);
         }

@@ -212,16 +212,20 @@ static void test_size_limits(void) {
     char err[512] = "";
     CHECK(parse("{\"model_type\":\"llama\",\"hidden_size\":16384,\"num_attention_heads\":128,"
                 "\"num_key_value_heads\":8,\"intermediate_size\":53248,\"vocab_size\":128256,"
-                "\"num_hidden_layers\":126}", &c, err, sizeof err) == 0, "%s", err);
+                "\"num_hidden_layers\":126}",
+                &c, err, sizeof err) == 0,
+          "%s", err);
     CHECK(parse("{\"model_type\":\"mixtral\",\"hidden_size\":7168,\"num_attention_heads\":128,"
                 "\"intermediate_size\":2048,\"vocab_size\":129280,\"num_hidden_layers\":61,"
-                "\"num_local_experts\":256,\"num_experts_per_tok\":8}", &c, err, sizeof err) == 0,
+                "\"num_local_experts\":256,\"num_experts_per_tok\":8}",
+                &c, err, sizeof err) == 0,
           "%s", err);
     /* a key repeated among 100,000 (the duplicate check sorts the keys) */
     enum { N = 100000 };
     char *js = malloc((size_t)N * 24 + 64);
     size_t n = (size_t)sprintf(js, "{\"model_type\":\"llama\"");
-    for (int i = 0; i < N; i++) n += (size_t)sprintf(js + n, ",\"k%d\":%d", i == N - 1 ? 5 : i, i);
+    for (int i = 0; i < N; i++)
+        n += (size_t)sprintf(js + n, ",\"k%d\":%d", i == N - 1 ? 5 : i, i);
     sprintf(js + n, "}");
     refuse(js, "\"k5\" appears twice");
     free(js);

@@ -156,7 +156,8 @@ static void test_validation(void) {
     /* issue 28: a second, smaller __metadata__ block was written past the
      * first's array (heap overflow under ASan) and the first leaked */
     refuse("{\"__metadata__\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\"},"
-           "\"__metadata__\":{\"d\":\"4\"}}", 0, "__metadata__ appears twice");
+           "\"__metadata__\":{\"d\":\"4\"}}",
+           0, "__metadata__ appears twice");
 
     char path[512], err[512] = "";
     snprintf(path, sizeof path, "%s/short.safetensors", dir);
@@ -244,8 +245,10 @@ static void test_many_names(void) {
         len += (size_t)sprintf(h + len, "{");
         for (int i = 0; i < N; i++) {
             int id = dup && i == N - 1 ? N / 2 : i;
-            len += (size_t)sprintf(h + len, "%s\"t%d\":{\"dtype\":\"F32\",\"shape\":[0],"
-                                   "\"data_offsets\":[0,0]}", i ? "," : "", id);
+            len += (size_t)sprintf(h + len,
+                                   "%s\"t%d\":{\"dtype\":\"F32\",\"shape\":[0],"
+                                   "\"data_offsets\":[0,0]}",
+                                   i ? "," : "", id);
         }
         len += (size_t)sprintf(h + len, "}");
         write_raw(path, h, NULL, 0);

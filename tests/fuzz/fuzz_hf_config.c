@@ -12,13 +12,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc = hf_parse_config(text, "fuzz.json", &c, err, sizeof err);
     free(text);
     if (rc) {
-        if (!strstr(err, "fuzz.json")) fuzz_fail("hf_parse_config", "a refusal without the file name");
+        if (!strstr(err, "fuzz.json"))
+            fuzz_fail("hf_parse_config", "a refusal without the file name");
         return 0;
     }
     if (model_config_check(&c, err, sizeof err)) fuzz_fail("accepted config fails the check", err);
     char *js = hf_config_json(&c);
     if (!js) fuzz_fail("hf_config_json", "NULL for an accepted config");
-    if (hf_parse_config(js, "written.json", &back, err, sizeof err)) fuzz_fail("written config.json refused", err);
+    if (hf_parse_config(js, "written.json", &back, err, sizeof err))
+        fuzz_fail("written config.json refused", err);
     if (!model_config_same(&c, &back)) fuzz_fail("config.json round trip", js);
     free(js);
     return 0;

@@ -23,7 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!f32 && t->dtype != ST_I32) continue;
         void *dst = malloc(t->numel * 4 + !t->numel);
         if (!dst) continue;
-        int bad = f32 ? st_read_f32(f, i, dst, err, sizeof err) : st_read_i32(f, i, dst, err, sizeof err);
+        int bad =
+            f32 ? st_read_f32(f, i, dst, err, sizeof err) : st_read_i32(f, i, dst, err, sizeof err);
         if (bad) fuzz_fail("reading an accepted tensor", err);
         free(dst);
     }

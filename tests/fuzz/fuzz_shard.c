@@ -6,9 +6,9 @@
  * An opened shard is scanned whole: every frame decoded, its token count
  * and ids checked by the reader; the scan's counts must then agree with
  * the header (shard_scan refuses otherwise, with a message). */
-#include "tests/fuzz/fuzz_util.h" /* first: _GNU_SOURCE */
 #include "data/hash.h"
 #include "data/shard.h"
+#include "tests/fuzz/fuzz_util.h"
 
 enum { HDR_AT = 8, HDR_CHECKED = 184 }; /* payload offset; check value after 184 bytes */
 
@@ -18,7 +18,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(b, data, size);
     if (size >= HDR_AT + HDR_CHECKED + 8) {
         uint64_t h = hash_bytes(b + HDR_AT, HDR_CHECKED, 0);
-        for (int i = 0; i < 8; i++) b[HDR_AT + HDR_CHECKED + i] = (uint8_t)(h >> (8 * i));
+        for (int i = 0; i < 8; i++)
+            b[HDR_AT + HDR_CHECKED + i] = (uint8_t)(h >> (8 * i));
     }
     const char *path = fuzz_path(b, size);
     free(b);

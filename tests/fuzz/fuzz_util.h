@@ -3,11 +3,11 @@
  * the input through one memfd, rewritten for each input: no disk writes,
  * no descriptor per input. A broken property (beyond a crash, which ASan
  * and UBSan report) ends the run through fuzz_fail, which prints it and
- * aborts so libFuzzer saves the input. */
+ * aborts so libFuzzer saves the input. (memfd_create needs _GNU_SOURCE:
+ * tests/fuzz/CMakeLists.txt defines it for every harness.) */
 #ifndef DAPT_FUZZ_UTIL_H
 #define DAPT_FUZZ_UTIL_H
 
-#define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -63,10 +63,10 @@ static void seeds_hf_config(void) {
         c.d_ff = 96, c.vocab_size = 100, c.max_seq_len = 64;
         cs[i] = c;
     }
-    cs[2].n_experts = 4;                          /* Mixtral */
-    cs[3].qkv_bias = 1;                           /* Qwen2 */
-    cs[4].qk_norm = 1, cs[4].head_dim = 32;       /* Qwen3 */
-    cs[5].rope_scaling = ROPE_SCALING_LLAMA3;     /* Llama 3.1 */
+    cs[2].n_experts = 4;                      /* Mixtral */
+    cs[3].qkv_bias = 1;                       /* Qwen2 */
+    cs[4].qk_norm = 1, cs[4].head_dim = 32;   /* Qwen3 */
+    cs[5].rope_scaling = ROPE_SCALING_LLAMA3; /* Llama 3.1 */
     cs[5].rope_factor = 8, cs[5].rope_low_freq_factor = 1, cs[5].rope_high_freq_factor = 4;
     cs[5].rope_original_max_pos = 32;
     cs[6].rope_scaling = ROPE_SCALING_LINEAR, cs[6].rope_factor = 2.5f, cs[6].tie_embeddings = 1;
@@ -84,7 +84,9 @@ static void seeds_hf_config(void) {
 static void seeds_shard(void) {
     char p[4200], err[SHARD_ERR_MAX];
     for (int wide = 0; wide < 2; wide++) {
-        ShardHeader h = {.vocab_size = wide ? 70000 : 300, .eos_id = 2, .tokens_per_frame = 16,
+        ShardHeader h = {.vocab_size = wide ? 70000 : 300,
+                         .eos_id = 2,
+                         .tokens_per_frame = 16,
                          .tokenizer_hash = 0x1234abcdULL};
         snprintf(h.name, sizeof h.name, "seed%d", wide);
         snprintf(p, sizeof p, "%s/shard", root);
@@ -92,7 +94,8 @@ static void seeds_shard(void) {
         snprintf(p, sizeof p, "%s/shard/seed%d.tok.zst", root, wide);
         ShardWriter *w;
         uint32_t tok[50];
-        for (int i = 0; i < 50; i++) tok[i] = i % 10 == 9 ? 2 : (uint32_t)(i * 37 % h.vocab_size);
+        for (int i = 0; i < 50; i++)
+            tok[i] = i % 10 == 9 ? 2 : (uint32_t)(i * 37 % h.vocab_size);
         if (shard_writer_open(&w, p, &h, 3, err, sizeof err) ||
             shard_writer_append(w, tok, 50, 5, err, sizeof err) ||
             shard_writer_close(w, err, sizeof err))

@@ -282,7 +282,8 @@ static GgufFile *parse(const uint8_t *buf, uint64_t len, const char *where, char
         fail(&c, c.pos, "out of memory");
         goto bad;
     }
-    for (uint64_t i = 0; i < n_kv; i++) f->kv_by_key[i] = &f->kvs[i];
+    for (uint64_t i = 0; i < n_kv; i++)
+        f->kv_by_key[i] = &f->kvs[i];
     qsort(f->kv_by_key, n_kv, sizeof *f->kv_by_key, cmp_kv_key);
     for (uint64_t i = 1; i < n_kv; i++) {
         const GgufKV *x = f->kv_by_key[i - 1], *y = f->kv_by_key[i];

@@ -249,7 +249,8 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
      * allocation), so the metadata's model may not have more parameters than
      * the file's tensors hold elements (their bytes are in the file). */
     uint64_t file_elems = 0;
-    for (int i = 0; i < gguf_n_tensors(f); i++) file_elems += gguf_tensor(f, i)->n_elems;
+    for (int i = 0; i < gguf_n_tensors(f); i++)
+        file_elems += gguf_tensor(f, i)->n_elems;
     if ((uint64_t)model_config_num_params(c) > file_elems)
         return err_set(err, err_len,
                        "%s: the metadata describe a model of %zu parameters but the file's tensors "
@@ -388,7 +389,8 @@ static int foreign_entry(const char *dir, char *other, size_t n) {
     for (struct dirent *e; !found && (e = readdir(d));) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         found = 1;
-        for (int i = 0; i < N_IMPORT_FILES && found; i++) found = strcmp(e->d_name, import_files[i]);
+        for (int i = 0; i < N_IMPORT_FILES && found; i++)
+            found = strcmp(e->d_name, import_files[i]);
         if (found) snprintf(other, n, "%s", e->d_name);
     }
     closedir(d);
