@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -69,4 +70,45 @@ size_t edit_distance(const char *a, size_t n, const char *b) {
         }
     }
     return row[m];
+}
+
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int find_duplicate(const char *const *names, size_t n, const char **dup) {
+    if (n < 2) return 0;
+    const char **s = malloc(n * sizeof *s);
+    if (!s) return -1;
+    memcpy(s, names, n * sizeof *s);
+    qsort(s, n, sizeof *s, cmp_name);
+    int found = 0;
+    for (size_t i = 1; i < n && !found; i++)
+        if (!strcmp(s[i - 1], s[i])) {
+            *dup = s[i];
+            found = 1;
+        }
+    free(s);
+    return found;
+}
+
+const char *str_escape(const char *s, char *out, size_t out_len) {
+    size_t k = 0;
+    if (!out_len) return out;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char piece[5];
+        if (ch == '\\')
+            snprintf(piece, sizeof piece, "\\\\");
+        else if (ch < 0x20 || ch == 0x7f)
+            snprintf(piece, sizeof piece, "\\x%02x", ch);
+        else
+            piece[0] = (char)ch, piece[1] = 0;
+        size_t n = strlen(piece);
+        if (k + n >= out_len) break;
+        memcpy(out + k, piece, n);
+        k += n;
+    }
+    out[k] = 0;
+    return out;
 }

@@ -32,6 +32,19 @@ int mkdir_p(const char *path, char *err, size_t err_len);
  * longer (names that long get no suggestion). */
 size_t edit_distance(const char *a, size_t n, const char *b);
 
+/* s for a terminal: bytes below 0x20, 0x7f and backslash as \xNN (\\ for
+ * the backslash), so a name read from a file cannot move the cursor or
+ * retitle the window; printable ASCII and UTF-8 bytes >= 0x80 kept. Into
+ * out (always terminated, cut at out_len - 1); returns out. */
+const char *str_escape(const char *s, char *out, size_t out_len);
+
+/* Whether n NUL-terminated names hold one twice, in O(n log n) (a sorted
+ * copy of the pointers, adjacent names compared): 0 when all differ, 1 with
+ * *dup pointing at a repeated name, -1 when the copy cannot be allocated.
+ * The parsers' duplicate-key checks (a file with 100,000 keys must not cost
+ * n^2 string compares). */
+int find_duplicate(const char *const *names, size_t n, const char **dup);
+
 #ifdef __cplusplus
 }
 #endif

@@ -352,13 +352,24 @@ int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char 
         return err_set(err, err_len, "%s: not a JSON object", where);
     }
     Cfg c = {root, where, err, err_len};
+    size_t n_keys = 0;
     for (const cJSON *a = root->child; a; a = a->next)
-        for (const cJSON *b = a->next; b; b = b->next)
-            if (!strcmp(a->string, b->string)) {
-                err_set(err, err_len, "%s: \"%s\" appears twice", where, a->string);
-                cJSON_Delete(root);
-                return 1;
-            }
+        n_keys++;
+    const char **keys = malloc((n_keys + 1) * sizeof *keys);
+    const char *dup = NULL;
+    n_keys = 0;
+    for (const cJSON *a = root->child; a && keys; a = a->next)
+        keys[n_keys++] = a->string;
+    int dup_rc = keys ? find_duplicate(keys, n_keys, &dup) : -1;
+    free(keys);
+    if (dup_rc) {
+        if (dup_rc > 0)
+            err_set(err, err_len, "%s: \"%s\" appears twice", where, dup);
+        else
+            err_set(err, err_len, "%s: out of memory", where);
+        cJSON_Delete(root);
+        return 1;
+    }
     Family fam = FAM_LLAMA;
     int rc = detect_family(&c, &fam);
     if (!rc) rc = fam == FAM_GPT2 ? parse_gpt2(&c, cfg) : parse_llama(&c, fam, cfg);
@@ -416,6 +427,11 @@ static void rope_head_json(char *buf, size_t n, const ModelConfig *c) {
 
 char *hf_config_json(const ModelConfig *c) {
     size_t cap = 4096;
+    /* JSON has no inf or nan: such a config.json would not load anywhere */
+    const float floats[] = {c->norm_eps, c->rope_theta, c->rope_factor, c->rope_low_freq_factor,
+                            c->rope_high_freq_factor};
+    for (size_t i = 0; i < sizeof floats / sizeof *floats; i++)
+        if (!isfinite(floats[i])) return NULL;
     char *s = malloc(cap), eps[40], theta[40], rope[400];
     if (!s) return NULL;
     fmt_float(eps, sizeof eps, c->norm_eps);
@@ -484,8 +500,11 @@ int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t er
     char path[4096];
     if (hf_path(path, sizeof path, dir, "config.json"))
         return err_set(err, err_len, "%s: path too long", dir);
+    char e[400];
+    if (model_config_check(cfg, e, sizeof e))
+        return err_set(err, err_len, "%s: not written: %s", path, e);
     char *text = hf_config_json(cfg);
-    if (!text) return err_set(err, err_len, "out of memory");
+    if (!text) return err_set(err, err_len, "%s: out of memory", path);
     int rc = hf_write_file_atomic(path, text, err, err_len);
     free(text);
     return rc;

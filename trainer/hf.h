@@ -36,7 +36,8 @@ int hf_parse_config(const char *json, const char *where, ModelConfig *cfg, char 
                     size_t err_len);
 /* config.json text for cfg (malloc'd; caller frees), loadable by
  * transformers: architectures, model_type, torch_dtype float32, the size
- * keys, head_dim when needed and rope_scaling. NULL when out of memory. */
+ * keys, head_dim when needed and rope_scaling. NULL when out of memory or
+ * when a float of cfg is inf or nan (JSON has neither). */
 char *hf_config_json(const ModelConfig *cfg);
 /* Writes DIR/config.json (via a temporary file, fsynced, renamed). */
 int hf_save_config(const char *dir, const ModelConfig *cfg, char *err, size_t err_len);

@@ -58,8 +58,9 @@ static int check_rope(const ModelConfig *c, char *err, size_t err_len) {
     if (HD % 2)
         return err_set(err, err_len, "RoPE needs an even head size (%s = %d)",
                        c->head_dim ? "head_dim" : "d_model / n_head", HD);
-    if (!(c->rope_theta > 0.0f))
-        return err_set(err, err_len, "rope_theta must be > 0 (got %g)", c->rope_theta);
+    if (!(c->rope_theta > 0.0f && isfinite(c->rope_theta)))
+        return err_set(err, err_len, "rope_theta must be a finite number > 0 (got %g)",
+                       c->rope_theta);
     if (c->rope_scaling == ROPE_SCALING_NONE) return 0;
     if (c->rope_scaling != ROPE_SCALING_LINEAR && c->rope_scaling != ROPE_SCALING_LLAMA3)
         return err_set(err, err_len, "unknown rope_scaling id %d", c->rope_scaling);
@@ -82,6 +83,67 @@ static int check_rope(const ModelConfig *c, char *err, size_t err_len) {
     return 0;
 }
 
+/* The size limits. model.c sizes and indexes the model with int
+ * arithmetic (tensor counts, 3 * d_model, (n_head + 2 * n_kv_head) *
+ * head_dim, rows of a weight); these limits, checked here in 64-bit, are
+ * what keeps every such product below 2^31, whatever the config came from
+ * (a TOML file, a stranger's config.json, a GGUF's metadata). */
+#define LIMIT_COUNT   (1 << 16)    /* n_layer, n_head, n_kv_head, n_experts */
+#define LIMIT_DIM     (1 << 30)    /* d_model, d_ff, vocab_size, max_seq_len, head_dim */
+#define LIMIT_TENSORS (1 << 24)    /* entries in the parameter table */
+#define LIMIT_ELEMS   0x7fffffffLL /* elements of one weight matrix (int-indexed) */
+
+#define CHECK_MAX(field, lim)                                                                      \
+    if (c->field > (lim))                                                                          \
+    return err_set(err, err_len, #field " must be <= %d (got %d)", (int)(lim), c->field), 1
+
+/* rows x cols of one weight (named) fits LIMIT_ELEMS; rows, cols < 2^32 */
+static int check_matrix(const char *what, long long rows, long long cols, char *err,
+                        size_t err_len) {
+    if (rows > LIMIT_ELEMS || rows * cols > LIMIT_ELEMS)
+        return err_set(err, err_len,
+                       "%s is %lld x %lld = %lld elements: more than the limit of %lld in one "
+                       "weight",
+                       what, rows, cols, rows * cols, LIMIT_ELEMS);
+    return 0;
+}
+
+static int check_sizes(const ModelConfig *c, char *err, size_t err_len) {
+    CHECK_MAX(n_layer, LIMIT_COUNT);
+    CHECK_MAX(n_head, LIMIT_COUNT);
+    CHECK_MAX(n_kv_head, LIMIT_COUNT);
+    CHECK_MAX(n_experts, LIMIT_COUNT);
+    CHECK_MAX(d_model, LIMIT_DIM);
+    CHECK_MAX(d_ff, LIMIT_DIM);
+    CHECK_MAX(vocab_size, LIMIT_DIM);
+    CHECK_MAX(max_seq_len, LIMIT_DIM);
+    long long n_tensors = 4 + (long long)c->n_layer * (17 + 3 * (long long)c->n_experts);
+    if (n_tensors > LIMIT_TENSORS)
+        return err_set(err, err_len,
+                       "n_layer (%d) and n_experts (%d) make %lld weight tensors: more than the "
+                       "limit of %d",
+                       c->n_layer, c->n_experts, n_tensors, LIMIT_TENSORS);
+    return 0;
+}
+
+/* The weights' shapes (after the head size is known to be valid). */
+static int check_matrices(const ModelConfig *c, char *err, size_t err_len) {
+    long long C = c->d_model, F = c->d_ff, HD = model_head_dim(c);
+    long long qkv = ((long long)c->n_head + 2LL * c->n_kv_head) * HD; /* gpt2: 3 d_model */
+    if (check_matrix("the embedding (vocab_size x d_model)", c->vocab_size, C, err, err_len) ||
+        check_matrix("the qkv weight ((n_head + 2 n_kv_head) * head_dim x d_model)", qkv, C, err,
+                     err_len) ||
+        check_matrix("the output projection (d_model x n_head * head_dim)", C,
+                     (long long)c->n_head * HD, err, err_len) ||
+        check_matrix("the up weight (2 d_ff x d_model)", 2 * F, C, err, err_len) ||
+        check_matrix("the router (n_experts x d_model)", c->n_experts, C, err, err_len))
+        return 1;
+    if (c->arch == ARCH_GPT2 && check_matrix("gpt2's position embedding (max_seq_len x d_model)",
+                                             c->max_seq_len, C, err, err_len))
+        return 1;
+    return 0;
+}
+
 int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
     if (c->arch != ARCH_GPT2 && c->arch != ARCH_LLAMA)
         return err_set(err, err_len, "unknown architecture id %d", (int)c->arch);
@@ -92,6 +154,7 @@ int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
     CHECK_POS(d_ff);
     CHECK_POS(vocab_size);
     CHECK_POS(max_seq_len);
+    if (check_sizes(c, err, err_len)) return 1;
     if (c->head_dim < 0 || c->head_dim > 65536)
         return err_set(err, err_len, "head_dim must be in [0, 65536] (0: d_model / n_head; got %d)",
                        c->head_dim);
@@ -101,7 +164,9 @@ int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
                        "d_model / n_head (or set head_dim)",
                        c->d_model, c->n_head);
     if ((long long)c->n_head * model_head_dim(c) > 0x7fffffff / 4)
-        return err_set(err, err_len, "n_head * head_dim is too large");
+        return err_set(err, err_len,
+                       "n_head (%d) * head size (%d) = %lld: more than the limit of %d", c->n_head,
+                       model_head_dim(c), (long long)c->n_head * model_head_dim(c), 0x7fffffff / 4);
     if (c->n_head % c->n_kv_head)
         return err_set(err, err_len,
                        "n_head (%d) must be divisible by n_kv_head (%d): each key/value head "
@@ -136,8 +201,7 @@ int model_config_check(const ModelConfig *c, char *err, size_t err_len) {
         return err_set(err, err_len, "qk_norm with experts (Qwen3-MoE) is not supported");
     if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
         return err_set(err, err_len, "norm_eps must be in (0, 1) (got %g)", c->norm_eps);
-    if (c->vocab_size > 0x7fffffff / c->d_model)
-        return err_set(err, err_len, "vocab_size * d_model is too large");
+    if (check_matrices(c, err, err_len)) return 1;
     return moe_config_check(c, err, err_len);
 }
 

@@ -203,6 +203,10 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
                 err_set(err, err_len, "%s: __metadata__ is not an object", f->path);
                 goto out;
             }
+            if (f->meta) { /* a second block would be written into the first's array */
+                err_set(err, err_len, "%s: __metadata__ appears twice in the header", f->path);
+                goto out;
+            }
             int nm = 0;
             for (const cJSON *m = e->child; m; m = m->next) nm++;
             f->meta = calloc(2 * (size_t)nm + 1, sizeof *f->meta);
@@ -220,15 +224,21 @@ static int parse_header(StFile *f, const char *json, size_t len, char *err, size
             }
             continue;
         }
-        for (int i = 0; i < f->n; i++)
-            if (!strcmp(f->t[i].name, e->string)) {
-                err_set(err, err_len, "%s: tensor '%s' appears twice in the header", f->path,
-                        e->string);
-                goto out;
-            }
         if (parse_entry(f, e, &f->t[f->n], data_bytes, err, err_len)) goto out;
         f->n++;
     }
+    /* names: sorted, O(n log n) (a header may hold ~10^6 entries) */
+    const char **names = malloc(((size_t)f->n + 1) * sizeof *names);
+    if (!names) goto oom;
+    for (int i = 0; i < f->n; i++)
+        names[i] = f->t[i].name;
+    const char *dup = NULL;
+    int dup_rc = find_duplicate(names, (size_t)f->n, &dup);
+    if (dup_rc == 1)
+        err_set(err, err_len, "%s: tensor '%s' appears twice in the header", f->path, dup);
+    free(names);
+    if (dup_rc < 0) goto oom;
+    if (dup_rc) goto out;
     /* overlap check on a copy sorted by begin (empty tensors overlap nothing) */
     StTensor *s = malloc(((size_t)f->n + 1) * sizeof *s);
     if (!s) goto oom;
@@ -515,6 +525,16 @@ char *st_read_text(const char *path, size_t max_bytes, char *err, size_t err_len
     if (bad) {
         free(buf);
         err_set(err, err_len, "%s: unreadable or larger than %zu bytes", path, max_bytes);
+        return NULL;
+    }
+    const char *nul = memchr(buf, 0, n);
+    if (nul) { /* everything after it would be silently ignored */
+        int line = 1;
+        for (const char *q = buf; q < nul; q++)
+            line += *q == '\n';
+        err_set(err, err_len, "%s:%d: a NUL byte at byte offset %zu (a text file has none)", path,
+                line, (size_t)(nul - buf));
+        free(buf);
         return NULL;
     }
     buf[n] = 0;

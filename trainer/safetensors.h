@@ -111,8 +111,10 @@ StFile *st_set_file(StSet *s, int i);
 /* Finds a tensor by name: returns 0 and sets *file, *index, or -1. */
 int st_set_find(StSet *s, const char *name, StFile **file, int *index);
 
-/* A whole (small) file as a NUL-terminated string (malloc'd), at most
- * max_bytes; NULL with a message naming the file. */
+/* A whole (small) text file as a NUL-terminated string (malloc'd), at most
+ * max_bytes; NULL with a message naming the file. A NUL byte in the file is
+ * refused ("path:line: a NUL byte at byte offset N"): the parsers would
+ * stop there and take the rest for missing. */
 char *st_read_text(const char *path, size_t max_bytes, char *err, size_t err_len);
 
 #endif

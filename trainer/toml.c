@@ -49,11 +49,18 @@ static int digits(Cur *c, char *out, size_t *n, size_t cap) {
     return 0;
 }
 
+/* one character into a number's buffer, refusing past cap - 1 (the NUL) */
+static int put_char(Cur *c, char *out, size_t *n, size_t cap) {
+    if (*n + 1 >= cap) return fail(c, "number too long");
+    out[(*n)++] = *c->p++;
+    return 0;
+}
+
 static int parse_number(Cur *c, Value *v) {
     char buf[128];
     size_t n = 0;
     const char *start = c->p;
-    if (*c->p == '+' || *c->p == '-') buf[n++] = *c->p++;
+    if ((*c->p == '+' || *c->p == '-') && put_char(c, buf, &n, sizeof buf)) return 1;
     if (!strncmp(c->p, "inf", 3) || !strncmp(c->p, "nan", 3))
         return fail(c, "inf and nan are not accepted");
     const char *int_start = c->p;
@@ -64,13 +71,13 @@ static int parse_number(Cur *c, Value *v) {
     }
     int is_float = 0;
     if (*c->p == '.') {
-        buf[n++] = *c->p++;
+        if (put_char(c, buf, &n, sizeof buf)) return 1;
         if (digits(c, buf, &n, sizeof buf)) return 1;
         is_float = 1;
     }
     if (*c->p == 'e' || *c->p == 'E') {
-        buf[n++] = *c->p++;
-        if (*c->p == '+' || *c->p == '-') buf[n++] = *c->p++;
+        if (put_char(c, buf, &n, sizeof buf)) return 1;
+        if ((*c->p == '+' || *c->p == '-') && put_char(c, buf, &n, sizeof buf)) return 1;
         if (digits(c, buf, &n, sizeof buf)) return 1;
         is_float = 1;
     }
@@ -158,6 +165,10 @@ static int parse_string(Cur *c, Value *v) {
                         return fail(c, "bad \\u escape (expected hex digits)");
                     }
                     cp = cp * 16 + (unsigned long)d;
+                }
+                if (!cp) { /* would cut the string short where it is used */
+                    free(out);
+                    return fail(c, "\\u0000 (a NUL character) is not allowed in a string");
                 }
                 if (put_utf8(out, &n, cp)) {
                     free(out);

@@ -280,7 +280,7 @@ static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double loss_
     int rank = dist_rank(d), world = dist_world(d);
     uint32_t *win = malloc(sizeof(uint32_t) * micro * (T + 1)); /* (micro, T + 1) */
     int32_t *inp = malloc(sizeof(int32_t) * micro * T), *tgt = malloc(sizeof(int32_t) * micro * T);
-    int rc = 0;
+    int rc = !win || !inp || !tgt ? err_set(err, err_len, "out of memory for the eval batch") : 0;
     for (int j = 0; j < stream_n_sources(s) && !rc; j++) {
         int role = stream_source_role(s, j);
         uint32_t n = stream_eval_count(s, j);
@@ -660,6 +660,7 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
         printf("resuming from %s (step %d)\n", resume_path, t->start_step);
     }
     t->config_text = config_to_toml(c);
+    if (!t->config_text) return err_set(err, err_len, "out of memory writing the resolved config");
     if (open_run_dir(t, err, err_len)) return 1;
     t->opt = config_to_adamw(c);
     t->ckpt = (TrainCkpt){.run_dir = t->run_dir,

@@ -1,5 +1,5 @@
 /* test_bpe_fuzz.c: a deterministic mutation fuzzer for the tokenizer.json
- * reader and the BPE encoder (tests/tok/fuzz_bpe.c, a libFuzzer harness,
+ * reader and the BPE encoder (tests/fuzz/fuzz_bpe_json.c, a libFuzzer harness,
  * explores further from the same seeds).
  *
  * Seeds: the .json files of tests/tok/corpus, small tokenizers of each

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tests/c/check.h"
 #include "trainer/config.h"
@@ -198,6 +199,37 @@ static void test_errors(void) {
            NULL);
     refuse("[model]\ninit_from = \"/models/qwen3\"\nqk_norm = true\n",
            "model.qk_norm (cfg.toml:3) is set, but model.init_from", NULL);
+}
+
+/* issue 28: hostile configs. A number of 127 digits then "e-5" wrote its
+ * exponent sign one byte past the parser's buffer (ASan: stack overflow);
+ * a NUL byte, raw or as \u0000, silently cut the file or the string. */
+static void test_hostile(void) {
+    Config c;
+    char err[1024] = "", arg[256];
+    int n = snprintf(arg, sizeof arg, "--train.lr=");
+    for (int d = 126; d <= 127; d++) {
+        snprintf(arg + n, sizeof arg - (size_t)n, "1%0*de-5", d - 1, 0);
+        char *ov[] = {arg};
+        err[0] = 0;
+        CHECK(config_from_args(&c, NULL, 1, ov, err, sizeof err) != 0);
+        CHECK_MSG(err, "number too long");
+        config_free(&c);
+    }
+    refuse("[run]\nname = \"a\\u0000b\"\n", "cfg.toml:2: run.name: \\u0000", "not allowed");
+    char path[] = "/tmp/dapt-test-config-nul-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    static const char text[] = "[train]\nlr = 0.1\n\0steps = 3\n";
+    CHECK(write(fd, text, sizeof text - 1) == (ssize_t)(sizeof text - 1));
+    close(fd);
+    config_init(&c);
+    err[0] = 0;
+    CHECK(config_load(&c, path, err, sizeof err) != 0);
+    CHECK_MSG(err, ":3: a NUL byte at byte offset 17");
+    CHECK_MSG(err, path);
+    config_free(&c);
+    unlink(path);
 }
 
 /* Qwen3- and Llama-3.1-shaped models from [model] keys */
@@ -462,6 +494,7 @@ int main(void) {
     test_defaults();
     test_full_file();
     test_errors();
+    test_hostile();
     test_overrides();
     test_arch_keys();
     test_backend_keys();

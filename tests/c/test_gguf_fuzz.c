@@ -1,7 +1,7 @@
 /* test_gguf_fuzz.c: a deterministic mutation fuzzer for the GGUF reader,
  * the GGUF byte-level BPE vocabulary reader (gguf_tokenizer_json) and the
  * sentencepiece protobuf reader (the libFuzzer harness in
- * tests/gguf/fuzz_gguf.c explores further; its corpus seeds this test).
+ * tests/fuzz/fuzz_gguf.c explores further; its corpus seeds this test).
  *
  * Seeds: the writer's sample file, an exported tiny llama model, a GGUF
  * with a tiny gpt2 vocabulary, a synthetic tokenizer.model, and every file

@@ -6,9 +6,12 @@
  * bit for bit (GPT-2 Conv1D weights transposed on disk), with missing,
  * extra and misshapen tensors refused by name. */
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tests/c/check.h"
 #include "tokenizer/tokenizer.h"
@@ -181,6 +184,51 @@ static void test_config_refusals(void) {
            "\"scale_attn_by_inverse_layer_idx\"");
     refuse("{\"model_type\":\"gpt2\",\"scale_attn_weights\":false}", "\"scale_attn_weights\"");
 #undef L
+}
+
+/* issue 28: configs whose sizes overflowed model.c's int arithmetic. The
+ * tensor table of a Mixtral with 65536 layers of 65536 experts has
+ * 4 + 65536 * (17 + 3 * 65536) entries (wrapped in int: SIGSEGV); GPT-2 with
+ * n_embd 2^30 has a (3 * 2^30, 2^30) qkv weight (3 * C wrapped). Both must
+ * be refused naming the keys and the limit; the largest real shapes pass. */
+static void test_size_limits(void) {
+    refuse("{\"model_type\":\"mixtral\",\"hidden_size\":64,\"num_attention_heads\":4,"
+           "\"intermediate_size\":8,\"vocab_size\":10,\"num_hidden_layers\":65536,"
+           "\"num_local_experts\":65536}",
+           "n_layer (65536) and n_experts (65536) make 12886016004 weight tensors: more than the "
+           "limit of 16777216");
+    refuse("{\"model_type\":\"gpt2\",\"vocab_size\":1,\"n_embd\":1073741824,\"n_head\":1,"
+           "\"n_layer\":1,\"n_positions\":1,\"n_inner\":1}",
+           "n_head (1) * head size (1073741824) = 1073741824: more than the limit of 536870911");
+    refuse("{\"model_type\":\"gpt2\",\"vocab_size\":1,\"n_embd\":268435456,\"n_head\":1,"
+           "\"n_layer\":1,\"n_positions\":1,\"n_inner\":1}",
+           "the qkv weight ((n_head + 2 n_kv_head) * head_dim x d_model) is 805306368 x 268435456");
+    refuse("{\"model_type\":\"llama\",\"hidden_size\":32768,\"num_attention_heads\":256,"
+           "\"num_key_value_heads\":1,\"intermediate_size\":65536,\"vocab_size\":10,"
+           "\"num_hidden_layers\":1}",
+           "the up weight (2 d_ff x d_model) is 131072 x 32768");
+    /* Llama 3.1 405B's shape, and DeepSeek-V3-like expert counts, are accepted */
+    ModelConfig c;
+    char err[512] = "";
+    CHECK(parse("{\"model_type\":\"llama\",\"hidden_size\":16384,\"num_attention_heads\":128,"
+                "\"num_key_value_heads\":8,\"intermediate_size\":53248,\"vocab_size\":128256,"
+                "\"num_hidden_layers\":126}",
+                &c, err, sizeof err) == 0,
+          "%s", err);
+    CHECK(parse("{\"model_type\":\"mixtral\",\"hidden_size\":7168,\"num_attention_heads\":128,"
+                "\"intermediate_size\":2048,\"vocab_size\":129280,\"num_hidden_layers\":61,"
+                "\"num_local_experts\":256,\"num_experts_per_tok\":8}",
+                &c, err, sizeof err) == 0,
+          "%s", err);
+    /* a key repeated among 100,000 (the duplicate check sorts the keys) */
+    enum { N = 100000 };
+    char *js = malloc((size_t)N * 24 + 64);
+    size_t n = (size_t)sprintf(js, "{\"model_type\":\"llama\"");
+    for (int i = 0; i < N; i++)
+        n += (size_t)sprintf(js + n, ",\"k%d\":%d", i == N - 1 ? 5 : i, i);
+    sprintf(js + n, "}");
+    refuse(js, "\"k5\" appears twice");
+    free(js);
 }
 
 static ModelConfig tiny(Arch arch, int tie, int qkv_bias) {
@@ -469,6 +517,30 @@ static void test_config_fuzz(void) {
     free(js);
 }
 
+/* issue 28: rope_theta = inf (from a GGUF's llama.rope.freq_base) was
+ * written into config.json as `inf`, which is not JSON: such a config is
+ * refused by the check and by the writer itself. */
+static void test_nonfinite_not_written(void) {
+    float bad[] = {INFINITY, -INFINITY, NAN, 0.0f, -1.0f};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        ModelConfig c = tiny(ARCH_LLAMA, 0, 0);
+        char err[512] = "", sub[300];
+        c.rope_theta = bad[i];
+        CHECK(model_config_check(&c, err, sizeof err) != 0);
+        CHECK_MSG(err, "rope_theta must be a finite number > 0");
+        snprintf(sub, sizeof sub, "%s/nonfinite", dir);
+        mkdir(sub, 0755);
+        err[0] = 0;
+        CHECK(hf_save_config(sub, &c, err, sizeof err) != 0);
+        CHECK_MSG(err, "config.json: not written: rope_theta");
+        if (!isfinite(bad[i])) CHECK(hf_config_json(&c) == NULL);
+        c = tiny(ARCH_LLAMA, 0, 0);
+        c.norm_eps = NAN;
+        CHECK(hf_config_json(&c) == NULL);
+        rmdir(sub);
+    }
+}
+
 int main(void) {
     test_config_fuzz();
     snprintf(dir, sizeof dir, "/tmp/dapt-test-hf-XXXXXX");
@@ -476,6 +548,8 @@ int main(void) {
     test_config_import();
     test_rope_scaling_import();
     test_config_refusals();
+    test_size_limits();
+    test_nonfinite_not_written();
     test_config_export();
     round_trip(tiny(ARCH_LLAMA, 0, 0), "llama_untied", 0);
     round_trip(tiny(ARCH_LLAMA, 1, 0), "llama_tied", 0);

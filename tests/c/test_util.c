@@ -108,10 +108,36 @@ static void test_edit_distance(void) {
     CHECK(edit_distance(long_name, strlen(long_name), "x") == (size_t)-1);
 }
 
+/* find_duplicate: none in distinct names (empty, one, many), the repeated
+ * one found wherever the two copies are; names compared by content */
+static void test_find_duplicate(void) {
+    const char *dup = NULL;
+    const char *none[] = {"b", "a", "c", "ab", ""};
+    CHECK(find_duplicate(none, 0, &dup) == 0 && find_duplicate(none, 1, &dup) == 0);
+    CHECK(find_duplicate(none, 5, &dup) == 0);
+    char x1[] = "x", x2[] = "x"; /* equal strings at different addresses */
+    const char *two[] = {"q", x1, "a", "z", x2, "b"};
+    CHECK(find_duplicate(two, 6, &dup) == 1 && dup && !strcmp(dup, "x"));
+    const char *ends[] = {"", "m", ""};
+    CHECK(find_duplicate(ends, 3, &dup) == 1 && !strcmp(dup, ""));
+}
+
+/* str_escape: control bytes and backslash escaped, the rest (UTF-8 too)
+ * kept; cut at the buffer's end, never mid-escape */
+static void test_str_escape(void) {
+    char out[64];
+    CHECK(!strcmp(str_escape("a\x1b[2Jb\\c\x7f\n", out, sizeof out), "a\\x1b[2Jb\\\\c\\x7f\\x0a"));
+    CHECK(!strcmp(str_escape("caf\xc3\xa9 ok", out, sizeof out), "caf\xc3\xa9 ok"));
+    CHECK(!strcmp(str_escape("ab\x01", out, 6), "ab"));
+    CHECK(!strcmp(str_escape("ab\x01", out, 7), "ab\\x01"));
+}
+
 int main(void) {
     test_err_set();
     test_mkdir_p();
     test_now_s();
     test_edit_distance();
+    test_find_duplicate();
+    test_str_escape();
     return CHECK_DONE();
 }

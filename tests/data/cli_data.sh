@@ -31,6 +31,14 @@ grep -q "GNU GENERAL PUBLIC LICENSE" "$tmp/decoded" || fail "decode: $(cat "$tmp
 "$dapt" inspect "$tmp/out/train-00000.tok.zst" --decode 80 --tokenizer "$tmp/out/tokenizer.model" > "$tmp/decoded2"
 cmp -s "$tmp/decoded" "$tmp/decoded2" || fail "inspect --tokenizer and --model decode differently"
 
+# A corpus name with terminal escape sequences (issue 28): inspect prints
+# them escaped, never the raw bytes.
+"$dapt" tokenize --model "$tmp/out/tokenizer.model" --out "$tmp/esc" --name $'evil\e]0;pwned\a\e[2J' \
+  --no-progress "$tmp/a.txt" > /dev/null
+"$dapt" inspect "$tmp/esc/train-00000.tok.zst" > "$tmp/inspect_esc"
+grep -qF 'corpus name     evil\x1b]0;pwned\x07\x1b[2J' "$tmp/inspect_esc" || fail "name not escaped: $(cat -v "$tmp/inspect_esc")"
+if grep -q $'\e' "$tmp/inspect_esc"; then fail "inspect printed a raw escape byte"; fi
+
 # A flipped byte in the middle of the shard: inspect fails naming the file.
 cp "$tmp/out/train-00000.tok.zst" "$tmp/bad.tok.zst"
 size=$(stat -c %s "$tmp/bad.tok.zst")

@@ -40,7 +40,18 @@ struct GgufFile {
     int n_kv;
     GgufTensor *tensors;
     int n_tensors;
+    /* sorted by key / name: duplicates are adjacent, lookups are bsearch
+     * (a file may hold ~10^6 of each: nothing here is quadratic) */
+    GgufKV **kv_by_key;
+    GgufTensor **tensor_by_name;
 };
+
+static int cmp_kv_key(const void *a, const void *b) {
+    return strcmp((*(GgufKV *const *)a)->key, (*(GgufKV *const *)b)->key);
+}
+static int cmp_tensor_name(const void *a, const void *b) {
+    return strcmp((*(GgufTensor *const *)a)->name, (*(GgufTensor *const *)b)->name);
+}
 
 typedef struct {
     const uint8_t *b;
@@ -254,11 +265,6 @@ static GgufFile *parse(const uint8_t *buf, uint64_t len, const char *where, char
             fail(&c, kv->offset, "empty metadata key");
             goto bad;
         }
-        for (uint64_t j = 0; j < i; j++)
-            if (!strcmp(f->kvs[j].key, kv->key)) {
-                fail(&c, kv->offset, "duplicate metadata key '%s'", kv->key);
-                goto bad;
-            }
         if (rd_value(&c, kv)) goto bad;
         if (!strcmp(kv->key, "general.alignment")) {
             if (kv->type != GGUF_UINT32 || kv->v.u == 0 || (kv->v.u & (kv->v.u - 1))) {
@@ -268,16 +274,46 @@ static GgufFile *parse(const uint8_t *buf, uint64_t len, const char *where, char
             f->alignment = (uint32_t)kv->v.u;
         }
     }
-    for (uint64_t i = 0; i < n_tensors; i++) {
-        uint64_t at = c.pos;
-        f->n_tensors++;
-        if (rd_tensor(&c, &f->tensors[i])) goto bad;
-        for (uint64_t j = 0; j < i; j++)
-            if (!strcmp(f->tensors[j].name, f->tensors[i].name)) {
-                fail(&c, at, "duplicate tensor name '%s'", f->tensors[i].name);
-                goto bad;
-            }
+    f->kv_by_key = malloc((n_kv ? n_kv : 1) * sizeof *f->kv_by_key);
+    f->tensor_by_name = malloc((n_tensors ? n_tensors : 1) * sizeof *f->tensor_by_name);
+    uint64_t *info_at = malloc((n_tensors ? n_tensors : 1) * sizeof *info_at);
+    if (!f->kv_by_key || !f->tensor_by_name || !info_at) {
+        free(info_at);
+        fail(&c, c.pos, "out of memory");
+        goto bad;
     }
+    for (uint64_t i = 0; i < n_kv; i++)
+        f->kv_by_key[i] = &f->kvs[i];
+    qsort(f->kv_by_key, n_kv, sizeof *f->kv_by_key, cmp_kv_key);
+    for (uint64_t i = 1; i < n_kv; i++) {
+        const GgufKV *x = f->kv_by_key[i - 1], *y = f->kv_by_key[i];
+        if (!strcmp(x->key, y->key)) { /* the second one's offset */
+            fail(&c, x->offset > y->offset ? x->offset : y->offset, "duplicate metadata key '%s'",
+                 x->key);
+            free(info_at);
+            goto bad;
+        }
+    }
+    for (uint64_t i = 0; i < n_tensors; i++) {
+        info_at[i] = c.pos;
+        f->n_tensors++;
+        if (rd_tensor(&c, &f->tensors[i])) {
+            free(info_at);
+            goto bad;
+        }
+        f->tensor_by_name[i] = &f->tensors[i];
+    }
+    qsort(f->tensor_by_name, n_tensors, sizeof *f->tensor_by_name, cmp_tensor_name);
+    for (uint64_t i = 1; i < n_tensors; i++) {
+        const GgufTensor *x = f->tensor_by_name[i - 1], *y = f->tensor_by_name[i];
+        if (!strcmp(x->name, y->name)) {
+            uint64_t ax = info_at[x - f->tensors], ay = info_at[y - f->tensors];
+            fail(&c, ax > ay ? ax : ay, "duplicate tensor name '%s'", x->name);
+            free(info_at);
+            goto bad;
+        }
+    }
+    free(info_at);
     uint64_t a = f->alignment;
     f->data_offset = (c.pos + a - 1) / a * a;
     if (n_tensors && f->data_offset > len) {
@@ -360,6 +396,8 @@ void gguf_close(GgufFile *f) {
     for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
     free(f->kvs);
     free(f->tensors);
+    free(f->kv_by_key);
+    free(f->tensor_by_name);
     if (f->map) munmap(f->map, (size_t)f->len);
     free(f);
 }
@@ -374,15 +412,16 @@ int gguf_n_tensors(const GgufFile *f) { return f->n_tensors; }
 const GgufTensor *gguf_tensor(const GgufFile *f, int i) { return &f->tensors[i]; }
 
 const GgufKV *gguf_find_kv(const GgufFile *f, const char *key) {
-    for (int i = 0; i < f->n_kv; i++)
-        if (!strcmp(f->kvs[i].key, key)) return &f->kvs[i];
-    return NULL;
+    GgufKV k = {.key = (char *)key}, *kp = &k;
+    GgufKV **hit = bsearch(&kp, f->kv_by_key, (size_t)f->n_kv, sizeof *hit, cmp_kv_key);
+    return hit ? *hit : NULL;
 }
 
 const GgufTensor *gguf_find_tensor(const GgufFile *f, const char *name) {
-    for (int i = 0; i < f->n_tensors; i++)
-        if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
-    return NULL;
+    GgufTensor t = {.name = (char *)name}, *tp = &t;
+    GgufTensor **hit =
+        bsearch(&tp, f->tensor_by_name, (size_t)f->n_tensors, sizeof *hit, cmp_tensor_name);
+    return hit ? *hit : NULL;
 }
 
 static const GgufKV *get_typed(const GgufFile *f, const char *key, uint32_t type, char *err,

@@ -26,8 +26,11 @@
  * silently dropped); what dapt cannot compute exactly (another rope scaling
  * type, a RoPE that rotates only part of the head, a quantized tensor) is
  * refused with the key or tensor and type named; the output directory appears only when
- * complete (OUT_DIR.tmp, renamed).
+ * complete (written in OUT_DIR.import-XXXXXX beside it, renamed). --force
+ * replaces only a directory that holds nothing but an import's files (moved
+ * aside whole, then removed): it never deletes what it did not write.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,6 +225,16 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
                        "%s: %d tensors, but a dapt %s model with %d blocks has %ld (unsupported "
                        "tensors, or a wrong block_count)",
                        path, gguf_n_tensors(f), arch, c->n_layer, expect);
+    if (!c->n_experts) {
+        /* feed_forward_length against the first FFN before it sizes anything */
+        const GgufTensor *up = gguf_find_tensor(f, "blk.0.ffn_up.weight");
+        if (!up || up->n_dims != 2 || up->ne[0] != (uint64_t)c->d_model ||
+            up->ne[1] != (uint64_t)c->d_ff)
+            return err_set(err, err_len,
+                           "%s: %s.feed_forward_length = %d needs a 2-D tensor blk.0.ffn_up.weight "
+                           "with ne = {embedding_length %d, %d}",
+                           path, arch, c->d_ff, c->d_model, c->d_ff);
+    }
     /* the head size (attention.key_length) against the q weight */
     const GgufTensor *q = gguf_find_tensor(f, "blk.0.attn_q.weight");
     if (c->arch == ARCH_LLAMA &&
@@ -231,6 +244,19 @@ static int read_config(const GgufFile *f, const char *path, ModelConfig *c, char
                        "%d",
                        path, c->n_head, model_head_dim(c));
     if (model_config_check(c, e, sizeof e)) return err_set(err, err_len, "%s: %s", path, e);
+    /* Nothing is allocated that the file cannot back: each model weight is
+     * one of the file's tensors (checked later, shape by shape, after the
+     * allocation), so the metadata's model may not have more parameters than
+     * the file's tensors hold elements (their bytes are in the file). */
+    uint64_t file_elems = 0;
+    for (int i = 0; i < gguf_n_tensors(f); i++)
+        file_elems += gguf_tensor(f, i)->n_elems;
+    if ((uint64_t)model_config_num_params(c) > file_elems)
+        return err_set(err, err_len,
+                       "%s: the metadata describe a model of %zu parameters but the file's tensors "
+                       "hold %llu elements (a size key such as feed_forward_length or block_count "
+                       "disagrees with the tensors)",
+                       path, model_config_num_params(c), (unsigned long long)file_elems);
     const GgufTensor *rf = gguf_find_tensor(f, "rope_freqs.weight");
     if (rf && check_rope_freqs(rf, c, e, sizeof e)) return err_set(err, err_len, "%s: %s", path, e);
     return 0;
@@ -336,15 +362,39 @@ bad:
     return NULL;
 }
 
+/* The files an import writes; a directory holding anything else is not
+ * the import's to replace. */
+static const char *const import_files[] = {"config.json", "model.safetensors", "tokenizer.json",
+                                           "tokenizer_config.json"};
+enum { N_IMPORT_FILES = sizeof import_files / sizeof *import_files };
+
+/* Removes the import's files (and their .tmp forms) from dir, then dir if
+ * that left it empty; nothing else is touched. */
 static void remove_dir(const char *dir) {
-    char p[4200];
-    const char *files[] = {"config.json",        "model.safetensors",
-                           "tokenizer.json",     "tokenizer_config.json",
-                           "config.json.tmp",    "model.safetensors.tmp",
-                           "tokenizer.json.tmp", "tokenizer_config.json.tmp"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
-        if (!hf_path(p, sizeof p, dir, files[i])) remove(p);
+    char p[4200], name[64];
+    for (int i = 0; i < N_IMPORT_FILES; i++)
+        for (int tmp = 0; tmp < 2; tmp++) {
+            snprintf(name, sizeof name, "%s%s", import_files[i], tmp ? ".tmp" : "");
+            if (!hf_path(p, sizeof p, dir, name)) remove(p);
+        }
     rmdir(dir);
+}
+
+/* 0 when dir holds only files an import writes; else 1 and the first other
+ * entry's name in `other` */
+static int foreign_entry(const char *dir, char *other, size_t n) {
+    DIR *d = opendir(dir);
+    if (!d) return snprintf(other, n, "(unreadable: %s)", strerror(errno)), 1;
+    int found = 0;
+    for (struct dirent *e; !found && (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        found = 1;
+        for (int i = 0; i < N_IMPORT_FILES && found; i++)
+            found = strcmp(e->d_name, import_files[i]);
+        if (found) snprintf(other, n, "%s", e->d_name);
+    }
+    closedir(d);
+    return found;
 }
 
 /* The file's byte-level BPE tokenizer as tokenizer.json and
@@ -379,21 +429,31 @@ static int write_text(const char *dir, const char *name, const char *text, char 
 
 int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *err, size_t err_len) {
     struct stat st;
-    if (stat(out_dir, &st) == 0 && !force)
+    int exists = stat(out_dir, &st) == 0;
+    if (exists && !force)
         return err_set(err, err_len, "%s exists (pass --force to replace it)", out_dir);
+    char other[300];
+    if (exists && (!S_ISDIR(st.st_mode) || foreign_entry(out_dir, other, sizeof other)))
+        return err_set(err, err_len,
+                       "%s: %s%s: --force replaces only a directory of an import's files (%s, "
+                       "%s, %s, %s); nothing was changed",
+                       out_dir, S_ISDIR(st.st_mode) ? "holds " : "is not a directory",
+                       S_ISDIR(st.st_mode) ? other : "", import_files[0], import_files[1],
+                       import_files[2], import_files[3]);
     Model *m = gguf_import_model(path, err, err_len);
     if (!m) return 1;
-    char tmp[4200];
+    char tmp[4200], old[4200];
     char *tok_json = NULL, *tok_config = NULL;
     int rc = 1;
     if (read_tokenizer(path, model_config(m)->vocab_size, &tok_json, &tok_config, err, err_len))
         goto out;
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", out_dir) >= sizeof tmp) {
+    /* a fresh directory beside the target (same file system: rename works) */
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.import-XXXXXX", out_dir) >= sizeof tmp ||
+        (size_t)snprintf(old, sizeof old, "%s.old-XXXXXX", out_dir) >= sizeof old) {
         err_set(err, err_len, "%s: path too long", out_dir);
         goto out;
     }
-    remove_dir(tmp);
-    if (mkdir(tmp, 0755)) {
+    if (!mkdtemp(tmp)) {
         err_set(err, err_len, "%s: %s", tmp, strerror(errno));
         goto out;
     }
@@ -404,13 +464,22 @@ int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *e
         remove_dir(tmp);
         goto out;
     }
-    if (stat(out_dir, &st) == 0) remove_dir(out_dir);
-    if (rename(tmp, out_dir)) {
-        err_set(err, err_len, "cannot rename %s to %s: %s (a non-empty directory is not replaced)",
-                tmp, out_dir, strerror(errno));
+    /* the old directory is moved aside whole, never emptied in place: at
+     * every moment out_dir is the old checkpoint or the new one */
+    if (exists && (!mkdtemp(old) || rename(out_dir, old))) {
+        err_set(err, err_len, "cannot move %s aside to %s: %s", out_dir, old, strerror(errno));
+        rmdir(old);
         remove_dir(tmp);
         goto out;
     }
+    if (rename(tmp, out_dir)) {
+        int e = errno, restored = !exists || rename(old, out_dir) == 0;
+        err_set(err, err_len, "cannot rename %s to %s: %s%s%s", tmp, out_dir, strerror(e),
+                restored ? "" : "; the old directory is now ", restored ? "" : old);
+        remove_dir(tmp);
+        goto out;
+    }
+    if (exists) remove_dir(old);
     rc = 0;
 out:
     free(tok_json);

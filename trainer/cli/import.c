@@ -15,7 +15,9 @@ static const char usage[] =
     "directory (config.json + model.safetensors, F32); an MoE file (llama.expert_count\n"
     "> 0) becomes a Mixtral checkpoint, a qwen3 file a Qwen3 one. Quantized files are\n"
     "refused.\n"
-    "OUT_DIR must not exist unless --force.\n";
+    "OUT_DIR must not exist unless --force, which replaces only a directory of an\n"
+    "import's files (config.json, model.safetensors, tokenizer.json,\n"
+    "tokenizer_config.json); one holding anything else is refused, unchanged.\n";
 
 int cmd_import(int argc, char **argv) {
     CliOpt opts[] = {{"--force", 0, 0, 0}, {NULL, 0, 0, 0}};

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "data/shard.h"
+#include "kernels/util.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/gguf/gguf.h"
 #include "trainer/cli/cli.h"
@@ -60,7 +61,8 @@ static int inspect_shard(const CliSpec *spec, const char *path, size_t decode_n,
     uint64_t nf = shard_n_frames(s), fb = shard_file_bytes(s);
     printf("file            %s\n", path);
     printf("format version  %u\n", h->version);
-    printf("corpus name     %s\n", h->name);
+    char name[4 * SHARD_NAME_MAX + 1];
+    printf("corpus name     %s\n", str_escape(h->name, name, sizeof name));
     printf("vocab size      %u (token width %u bytes)\n", h->vocab_size, h->token_bytes);
     printf("eos id          %u\n", h->eos_id);
     printf("tokenizer hash  %016llx\n", (unsigned long long)h->tokenizer_hash);

@@ -1,20 +1,10 @@
-/* fuzz_bpe.c: libFuzzer harness for the tokenizer.json reader and the BPE
- * encoder (not part of the build; clang only). An accepted file encodes a
- * few texts, and the ids decode; tests/c/test_bpe_fuzz.c is the
- * deterministic version that ctest runs, from the same seeds.
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/tok/fuzz_bpe.c \
- *       tokenizer/bpe.c tokenizer/bpe_json.c tokenizer/corpus.c kernels/util.c \
- *       -lcjson -lpcre2-8 -lutf8proc -lz -lzstd -o /tmp/fuzz_bpe
- *   mkdir -p /tmp/fzb && /tmp/fuzz_bpe -max_total_time=300 -max_len=16384 /tmp/fzb tests/tok/corpus
- */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
+/* fuzz_bpe_json.c: libFuzzer harness for the tokenizer.json reader
+ * (tokenizer/bpe_json.c) and the BPE encoder (built with -DDAPT_FUZZ=ON;
+ * tools/fuzz runs it). An accepted file encodes a few texts, and the ids
+ * decode; tests/c/test_bpe_fuzz.c is the deterministic version that ctest
+ * runs, from the same seeds (tests/tok/corpus). */
+#include "tests/fuzz/fuzz_util.h"
 #include "tokenizer/bpe.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const char *const texts[] = {"Hello world, it's 2024!",

@@ -1,26 +1,16 @@
 /* fuzz_gguf.c: libFuzzer harness for the GGUF reader, its byte-level BPE
- * vocabulary reader (gguf_tokenizer_json) and the sentencepiece protobuf
- * reader (not part of the build; clang only). An input starting with the
- * GGUF magic goes to the GGUF reader, any other to the sentencepiece
- * reader.
+ * vocabulary reader (gguf_tokenizer_json), the sentencepiece protobuf
+ * reader and the model import (built with -DDAPT_FUZZ=ON; tools/fuzz runs
+ * it). An input starting with the GGUF magic goes to the GGUF reader, any
+ * other to the sentencepiece reader.
  * An accepted GGUF is walked like tests/c/test_gguf_fuzz.c does, so a bad
- * offset or length that slipped through shows up as an ASan report, and its
- * vocabulary (if gpt2) is converted to tokenizer.json text.
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/gguf/fuzz_gguf.c \
- *       tools/gguf/gguf_read.c tools/gguf/gguf_quant.c tools/gguf/spm.c \
- *       tools/gguf/vocab_import.c tokenizer/bpe.c tokenizer/bpe_json.c \
- *       tokenizer/corpus.c kernels/util.c \
- *       $(pkg-config --cflags --libs libcjson libpcre2-8 libutf8proc) -lz -lzstd -lm \
- *       -o /tmp/fuzz_gguf
- *   mkdir -p /tmp/fz && /tmp/fuzz_gguf -max_total_time=300 -max_len=8192 /tmp/fz tests/gguf/corpus
- */
-#include <stdlib.h>
-#include <string.h>
-
+ * offset or length that slipped through shows up as an ASan report, its
+ * vocabulary (if gpt2) is converted to tokenizer.json text, and it is
+ * imported as a model (gguf_import_model: which must refuse, or build a
+ * model whose every weight came from the file, before allocating more than
+ * the file's tensors hold). */
+#include "tests/fuzz/fuzz_util.h"
 #include "tools/gguf/gguf.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char err[512];
@@ -51,5 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         free(config);
     }
     gguf_close(f);
+    const char *path = fuzz_path(data, size);
+    Model *m = path ? gguf_import_model(path, err, sizeof err) : NULL;
+    model_free(m);
     return 0;
 }
