@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "tokenizer/tokenizer.h"
+#include "trainer/hf.h"
 #include "trainer/model.h"
 
 #define CKPT_RNG_WORDS 4
@@ -55,11 +56,11 @@ typedef struct {
     char *tokenizer_path;
     /* save: model.safetensors shard size (0 = HF_SHARD_BYTES, 5 GiB) */
     size_t max_shard_bytes;
-    /* save: when set, a host fp32 copy of the whole weights
-     * (model_num_params floats, the model's layout) written instead of the
-     * model's own: a ZeRO-1 run gathers its ranks' master weights into it
-     * on rank 0. */
-    const float *params;
+    /* save: when set, the source of the weights written instead of the
+     * model's own (hf_save_weights_from): a ZeRO run gathers each chunk
+     * from the ranks that own it (trainer/train_ckpt.c). */
+    HfParamSource params_src;
+    void *params_ctx;
     /* The optimizer state's layout. save: 0 writes optimizer.safetensors
      * from the model; W > 0 says the state is already in the temporary
      * directory as W per-rank files (ckpt_save_opt_shard), rank r's holding

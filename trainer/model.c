@@ -77,7 +77,6 @@ struct Model {
     /* backward scratch */
     void *dresid, *dln, *datty, *dbig, *dact; /* (N,C) (N,C) (N,NH*HD) (N,max(QKV,UP)) (N,F) */
     float *datt;                              /* (B, NH, T, T) */
-    float *host_tmp;                          /* (n_params) for get/set and checks */
     char nonfinite_name[112];
     MoeState *moe; /* NULL for a dense model (trainer/moe.c) */
     ModelGradReady grad_ready; /* NULL: none (model_set_grad_ready) */
@@ -224,8 +223,7 @@ Model *model_create(const ModelConfig *cfg, const Ops *ops, char *err, size_t er
     m->grads = ops->alloc(n * ops->act_bytes);
     m->adam_m = ops->alloc(n * sizeof(float));
     m->adam_v = ops->alloc(n * sizeof(float));
-    m->host_tmp = malloc(n * sizeof(float));
-    if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->host_tmp) goto oom;
+    if (!m->params || !m->grads || !m->adam_m || !m->adam_v) goto oom;
     if (ops->act_bytes != sizeof(float)) {
         m->master = ops->alloc(n * sizeof(float));
         if (!m->master) goto oom;
@@ -280,7 +278,6 @@ void model_free(Model *m) {
     void *bufs[] = {m->params, m->grads, m->adam_m, m->adam_v, m->master};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) o->free(bufs[i]);
-    free(m->host_tmp);
     free(m->rope_inv_freq);
     moe_free(m->moe);
     free(m->tensors);
@@ -434,11 +431,17 @@ void model_init_weights(Model *m, uint64_t seed) {
     Rng rng;
     rng_seed(&rng, seed);
     uint64_t *u = malloc(2 * NORMAL_CHUNK * sizeof *u);
-    float *h = m->host_tmp;
+    size_t max_numel = 1;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].numel > max_numel) max_numel = m->tensors[i].numel;
+    float *p = malloc(max_numel * sizeof *p); /* one tensor at a time */
+    if (!p) {
+        fprintf(stderr, "dapt: out of host memory initialising a tensor of %zu floats\n", max_numel);
+        abort();
+    }
     float resid_std = 0.02f / sqrtf(2.0f * m->cfg.n_layer);
     for (int i = 0; i < m->n_tensors; i++) {
         const ParamTensor *t = &m->tensors[i];
-        float *p = h + t->offset;
         if (is_norm_weight(m, i)) {
             for (size_t k = 0; k < t->numel; k++) p[k] = 1.0f;
         } else if (t->ndim == 1) {
@@ -447,9 +450,10 @@ void model_init_weights(Model *m, uint64_t seed) {
             float std = is_residual_proj(m, i) ? resid_std : 0.02f;
             normals(&rng, p, t->numel, std, u);
         }
+        model_set_param_range(m, t->offset, t->numel, p);
     }
     free(u);
-    model_set_params(m, h);
+    free(p);
 }
 
 /* The optimizer shard's part only (model_optimizer_count floats each).
@@ -503,13 +507,54 @@ void model_set_adam_state(Model *m, const float *m_src, const float *v_src) {
     model_set_adam_shard(m, m_src + m->opt_off, v_src + m->opt_off);
 }
 
+/* [offset, offset + count) within the parameters, else a programming error */
+static void check_range(const Model *m, size_t offset, size_t count, const char *fn) {
+    if (offset > m->n_params || count > m->n_params - offset) {
+        fprintf(stderr, "dapt: %s: range [%zu, %zu) outside the %zu parameters\n", fn, offset,
+                offset + count, m->n_params);
+        abort();
+    }
+}
+
+/* The part of [offset, offset + count) inside the optimizer shard: [*lo, *hi). */
+static void shard_part(const Model *m, size_t offset, size_t count, size_t *lo, size_t *hi) {
+    *lo = offset > m->opt_off ? offset : m->opt_off;
+    *hi = offset + count < m->opt_off + m->opt_n ? offset + count : m->opt_off + m->opt_n;
+    if (*hi < *lo) *hi = *lo;
+}
+
+void model_get_param_range(const Model *m, size_t offset, size_t count, float *dst) {
+    check_range(m, offset, count, "model_get_param_range");
+    size_t lo, hi, ab = m->ops->act_bytes;
+    shard_part(m, offset, count, &lo, &hi);
+    if (!m->master || hi - lo < count)
+        m->ops->download(dst, (const char *)m->params + offset * ab, count);
+    if (m->master && hi > lo)
+        m->ops->download_bytes(dst + (lo - offset), m->master + (lo - m->opt_off),
+                               (hi - lo) * sizeof(float));
+}
+
+void model_set_param_range(Model *m, size_t offset, size_t count, const float *src) {
+    check_range(m, offset, count, "model_set_param_range");
+    size_t lo, hi;
+    shard_part(m, offset, count, &lo, &hi);
+    m->ops->upload((char *)m->params + offset * m->ops->act_bytes, src, count);
+    if (m->master && hi > lo)
+        m->ops->upload_bytes(m->master + (lo - m->opt_off), src + (lo - offset),
+                             (hi - lo) * sizeof(float));
+}
+
 /* A buffer of n floats holding old[off, off + n) (old holds the whole
  * parameter range), through the host; NULL when memory runs out. */
 static float *shard_copy(Model *m, const float *old, size_t off, size_t n) {
-    float *b = m->ops->alloc((n ? n : 1) * sizeof(float));
-    if (!b) return NULL;
-    m->ops->download_bytes(m->host_tmp, old, m->n_params * sizeof(float));
-    m->ops->upload_bytes(b, m->host_tmp + off, n * sizeof(float));
+    float *b = m->ops->alloc((n ? n : 1) * sizeof(float)), *h = malloc((n ? n : 1) * sizeof *h);
+    if (b && h) {
+        m->ops->download_bytes(h, old + off, n * sizeof(float));
+        m->ops->upload_bytes(b, h, n * sizeof(float));
+    } else if (b) {
+        m->ops->free(b), b = NULL;
+    }
+    free(h);
     return b;
 }
 
@@ -908,18 +953,31 @@ float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step) {
     return norm;
 }
 
+/* Scanned through the host in chunks of NONFINITE_CHUNK elements (4 MiB),
+ * never a whole-model copy; when the chunk cannot be allocated the answer
+ * says so (a checkpoint is then refused rather than written unchecked). */
+#define NONFINITE_CHUNK ((size_t)1 << 20)
 const char *model_find_nonfinite(Model *m) {
-    for (int pass = 0; pass < 2; pass++) {
-        m->ops->download(m->host_tmp, pass ? m->grads : m->params, m->n_params);
-        for (int i = 0; i < m->n_tensors; i++) {
+    float *h = malloc(NONFINITE_CHUNK * sizeof *h);
+    if (!h) return "(out of host memory for the finiteness check)";
+    const char *found = NULL;
+    for (int pass = 0; pass < 2 && !found; pass++) {
+        const char *buf = pass ? m->grads : m->params;
+        for (int i = 0; i < m->n_tensors && !found; i++) {
             const ParamTensor *t = &m->tensors[i];
-            for (size_t k = 0; k < t->numel; k++)
-                if (!isfinite(m->host_tmp[t->offset + k])) {
-                    snprintf(m->nonfinite_name, sizeof m->nonfinite_name, "%s%s",
-                             pass ? "grad:" : "", t->name);
-                    return m->nonfinite_name;
-                }
+            for (size_t at = 0; at < t->numel && !found; at += NONFINITE_CHUNK) {
+                size_t c = t->numel - at < NONFINITE_CHUNK ? t->numel - at : NONFINITE_CHUNK;
+                m->ops->download(h, buf + (t->offset + at) * m->ops->act_bytes, c);
+                for (size_t k = 0; k < c; k++)
+                    if (!isfinite(h[k])) {
+                        snprintf(m->nonfinite_name, sizeof m->nonfinite_name, "%s%s",
+                                 pass ? "grad:" : "", t->name);
+                        found = m->nonfinite_name;
+                        break;
+                    }
+            }
         }
     }
-    return NULL;
+    free(h);
+    return found;
 }

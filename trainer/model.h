@@ -154,6 +154,15 @@ void model_init_weights(Model *m, uint64_t seed);
  * parameters elsewhere, set reads src's shard into the master. */
 void model_get_params(const Model *m, float *dst);
 void model_set_params(Model *m, const float *src);
+/* The same for parameters [offset, offset + count) only (host fp32, count
+ * floats), so that checkpoints and loaders move a model tensor by tensor or
+ * chunk by chunk instead of through a whole-model host buffer. get returns
+ * the fp32 master where the range lies in the optimizer shard (the bf16
+ * parameters elsewhere); set writes the parameters (their bf16 rounding on
+ * a bf16 table) and the master of the part inside the shard. A range
+ * outside the parameters is a programming error and aborts. */
+void model_get_param_range(const Model *m, size_t offset, size_t count, float *dst);
+void model_set_param_range(Model *m, size_t offset, size_t count, const float *src);
 void model_get_grads(const Model *m, float *dst);
 
 /* Forward pass on tokens (B*T, host int32). With targets (B*T, host int32,

@@ -393,10 +393,18 @@ static int write_all(int fd, const void *p, size_t n) {
     return 0;
 }
 
-int st_write(const char *path, const StWriteTensor *tensors, int n, const char *const *meta,
-             int n_meta, char *err, size_t err_len) {
+/* the elements of a tensor's shape (checked against overflow by the caller's rank limit) */
+static uint64_t numel_of(const StWriteTensor *t) {
+    uint64_t numel = 1;
+    for (int d = 0; d < t->ndim; d++) numel *= (uint64_t)t->shape[d];
+    return numel;
+}
+
+int st_write_stream(const char *path, const StWriteTensor *tensors, int n, const char *const *meta,
+                    int n_meta, StFill fill, void *ctx, char *err, size_t err_len) {
     cJSON *root = cJSON_CreateObject();
     char *json = NULL, *tmp = NULL;
+    void *chunk = NULL;
     int fd = -1, rc = 1;
     if (!root) goto oom;
     if (n_meta) {
@@ -417,8 +425,7 @@ int st_write(const char *path, const StWriteTensor *tensors, int n, const char *
             err_set(err, err_len, "%s: tensor '%s': bad rank or duplicate name", path, t->name);
             goto out;
         }
-        uint64_t numel = 1;
-        for (int d = 0; d < t->ndim; d++) numel *= (uint64_t)t->shape[d];
+        uint64_t numel = numel_of(t);
         cJSON *e = cJSON_AddObjectToObject(root, t->name);
         double sh[ST_MAX_DIMS], offs[2] = {(double)off, (double)(off + numel * 4)};
         for (int d = 0; d < t->ndim; d++) sh[d] = (double)t->shape[d];
@@ -429,7 +436,8 @@ int st_write(const char *path, const StWriteTensor *tensors, int n, const char *
         off += numel * 4;
     }
     json = cJSON_PrintUnformatted(root);
-    if (!json) goto oom;
+    chunk = malloc(ST_STREAM_CHUNK * 4);
+    if (!json || !chunk) goto oom;
     size_t hlen = strlen(json), padded = (hlen + 7) / 8 * 8;
     tmp = malloc(strlen(path) + 5);
     if (!tmp) goto oom;
@@ -445,9 +453,12 @@ int st_write(const char *path, const StWriteTensor *tensors, int n, const char *
     int bad = write_all(fd, lenb, 8) || write_all(fd, json, hlen) ||
               write_all(fd, spaces, padded - hlen);
     for (int i = 0; i < n && !bad; i++) {
-        uint64_t numel = 1;
-        for (int d = 0; d < tensors[i].ndim; d++) numel *= (uint64_t)tensors[i].shape[d];
-        bad = write_all(fd, tensors[i].data, numel * 4);
+        uint64_t numel = numel_of(&tensors[i]);
+        for (uint64_t at = 0; at < numel && !bad; at += ST_STREAM_CHUNK) {
+            size_t k = numel - at < ST_STREAM_CHUNK ? (size_t)(numel - at) : ST_STREAM_CHUNK;
+            if (fill(ctx, i, at, k, chunk, err, err_len)) goto out;
+            bad = write_all(fd, chunk, k * 4);
+        }
     }
     if (bad || fsync(fd)) {
         err_set(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
@@ -471,9 +482,25 @@ out:
     if (fd >= 0) close(fd);
     if (rc && tmp) unlink(tmp);
     free(tmp);
+    free(chunk);
     free(json);
     cJSON_Delete(root);
     return rc;
+}
+
+/* st_write's fill: a copy from the tensor's own data */
+static int fill_from_data(void *ctx, int i, uint64_t first, size_t count, void *dst, char *err,
+                          size_t err_len) {
+    (void)err, (void)err_len;
+    const StWriteTensor *t = (const StWriteTensor *)ctx + i;
+    memcpy(dst, (const char *)t->data + first * 4, count * 4);
+    return 0;
+}
+
+int st_write(const char *path, const StWriteTensor *tensors, int n, const char *const *meta,
+             int n_meta, char *err, size_t err_len) {
+    return st_write_stream(path, tensors, n, meta, n_meta, fill_from_data, (void *)tensors, err,
+                           err_len);
 }
 
 /* ---------------- directory (single file or shards) ---------------- */
