@@ -535,9 +535,14 @@ int st_set_find(StSet *s, const char *name, StFile **file, int *index) {
 char *st_read_text(const char *path, size_t max_bytes, char *err, size_t err_len) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return err_set(err, err_len, "%s: cannot open: %s", path, strerror(errno)), NULL;
-    char *buf = malloc(max_bytes + 1);
-    size_t n = buf ? fread(buf, 1, max_bytes + 1, fp) : 0;
-    int bad = !buf || ferror(fp) || n > max_bytes;
+    /* a buffer of the file's size (one byte more to see it grow), not of max_bytes */
+    struct stat sb;
+    size_t cap = fstat(fileno(fp), &sb) == 0 && sb.st_size >= 0 && (uint64_t)sb.st_size < max_bytes
+                     ? (size_t)sb.st_size + 1
+                     : max_bytes + 1;
+    char *buf = malloc(cap + 1);
+    size_t n = buf ? fread(buf, 1, cap, fp) : 0;
+    int bad = !buf || ferror(fp) || n > max_bytes || (n == cap && cap <= max_bytes);
     fclose(fp);
     if (bad) {
         free(buf);
