@@ -19,7 +19,8 @@ static CkptState ckpt_state(const TrainCkpt *k, int step, long long tokens, doub
                        .data_fingerprint = (char *)fp,
                        .rng = {k->seed, 0, 0, 0},
                        .config_text = (char *)k->config_text,
-                       .tokenizer = k->tokenizer};
+                       .tokenizer = k->tokenizer,
+                       .max_shard_bytes = k->max_shard_bytes};
 }
 
 static int save_whole(const TrainCkpt *k, Model *m, int step, long long tokens, double lr) {

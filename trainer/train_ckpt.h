@@ -21,6 +21,7 @@ typedef struct {
     const Tokenizer *tokenizer; /* its files are copied into checkpoints; NULL: none */
     Dist *d;
     const size_t *pieces; /* ZeRO-1: rank r's optimizer shard length; NULL: whole state */
+    size_t max_shard_bytes; /* model.safetensors shards (ckpt.h); 0: HF_SHARD_BYTES */
 } TrainCkpt;
 
 /* Writes RUN/ckpt/step-NNNNNNNN (step, tokens, lr: the trainer state after
