@@ -598,6 +598,22 @@ out:
     return rc;
 }
 
+int hf_read_tensor(StSet *s, const Model *m, int i, float *dst, char *err, size_t err_len) {
+    const ParamTensor *p = model_tensor(m, i);
+    StFile *f;
+    int k;
+    if (find_param(s, m, i, "", &f, &k, err, err_len)) return 1;
+    if (!(p->ndim == 2 && p->hf_transposed)) return st_read_f32(f, k, dst, err, err_len);
+    float *file = malloc(p->numel * sizeof *file);
+    if (!file) return err_set(err, err_len, "out of memory for tensor '%s'", p->name);
+    int rc = st_read_f32(f, k, file, err, err_len);
+    int R = p->shape[1], C = p->shape[0]; /* file (in=R, out=C) -> memory (out, in) */
+    for (int r = 0; !rc && r < R; r++)
+        for (int c = 0; c < C; c++) dst[(size_t)c * R + r] = file[(size_t)r * C + c];
+    free(file);
+    return rc;
+}
+
 static int sink_buffer(void *ctx, size_t offset, size_t count, const float *src, char *err,
                        size_t err_len) {
     (void)err, (void)err_len;

@@ -90,6 +90,9 @@ int hf_check_params(StSet *s, const Model *m, const char *prefix, char *err, siz
  * tensor in table order, in chunks of at most ST_STREAM_CHUNK elements. */
 int hf_read_params_to(StSet *s, const Model *m, const char *prefix, HfParamSink sink, void *ctx,
                       char *err, size_t err_len);
+/* Tensor i of m's table alone from s into dst (its numel floats, in-memory
+ * layout; a GPT-2 Conv1D weight transposed through a buffer of its size). */
+int hf_read_tensor(StSet *s, const Model *m, int i, float *dst, char *err, size_t err_len);
 /* The same into a host buffer dst (model_num_params floats, m's layout). */
 int hf_read_params(StSet *s, const Model *m, const char *prefix, float *dst, char *err,
                    size_t err_len);

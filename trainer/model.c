@@ -377,6 +377,22 @@ size_t model_config_num_params(const ModelConfig *cfg) {
     return m.n_params;
 }
 
+Model *model_create_table(const ModelConfig *cfg, char *err, size_t err_len) {
+    if (model_config_check(cfg, err, err_len)) return NULL;
+    Model *m = calloc(1, sizeof *m);
+    if (m) {
+        m->cfg = *cfg;
+        m->tensors = calloc(4 + (size_t)cfg->n_layer * (16 + 1 + 3 * cfg->n_experts), sizeof *m->tensors);
+        m->layers = calloc(cfg->n_layer, sizeof *m->layers);
+    }
+    if (!m || !m->tensors || !m->layers) {
+        model_free(m);
+        return err_set(err, err_len, "out of host memory for a parameter table"), NULL;
+    }
+    build_table(m);
+    return m;
+}
+
 const ModelConfig *model_config(const Model *m) { return &m->cfg; }
 const Ops *model_ops(const Model *m) { return m->ops; }
 size_t model_num_params(const Model *m) { return m->n_params; }

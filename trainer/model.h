@@ -138,6 +138,12 @@ size_t model_num_params(const Model *m);
 /* The parameters model_create would allocate for cfg (a valid config),
  * counted without allocating them (0 when host memory runs out). */
 size_t model_config_num_params(const ModelConfig *cfg);
+/* The parameter table of cfg alone, nothing allocated on a backend: for
+ * tools that move weights between files tensor by tensor (GGUF export)
+ * without a Model's buffers. Only the table's accessors (model_config,
+ * model_num_params, model_num_tensors, model_tensor, model_find_tensor) and
+ * model_free may be called on it. */
+Model *model_create_table(const ModelConfig *cfg, char *err, size_t err_len);
 int model_num_tensors(const Model *m);
 const ParamTensor *model_tensor(const Model *m, int i);
 /* index of the tensor with this HF name, or -1 */

@@ -1,8 +1,10 @@
 /* test_ckpt_mem.c: saving and loading a model never holds it whole in host
  * memory. A llama of 17.8M parameters (a 71 MB fp32 copy; largest tensor
  * 2.1M floats, 8 MB) is saved (hf_save_weights, single file and HF
- * shards), loaded back (hf_load_weights), checked for non-finite values and
- * initialised under an address-space limit (RLIMIT_AS) of what the process
+ * shards), loaded back (hf_load_weights), exported to GGUF Q8_0 from the
+ * directory (gguf_export_dir: the same bytes as gguf_export_model of the
+ * Model), checked for non-finite values and initialised under an
+ * address-space limit (RLIMIT_AS) of what the process
  * had mapped after a first, unlimited round of the same calls plus half of
  * one whole-model fp32 buffer. The limit is real: a malloc of n_params
  * floats under it fails (checked), so a path that went back to a
@@ -23,6 +25,8 @@
 #include <sys/stat.h>
 
 #include "tests/c/check.h"
+#include "tests/c/gguf_testutil.h"
+#include "tools/gguf/gguf.h"
 #include "trainer/hf.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -64,6 +68,7 @@ static void round_trip(Model *m, Model *m2, float *a, float *b, size_t chunk) {
     snprintf(single, sizeof single, "%s/single", dir);
     snprintf(sharded, sizeof sharded, "%s/sharded", dir);
     mkdir(single, 0755), mkdir(sharded, 0755);
+    CHECK_OK(hf_save_config(single, model_config(m), err, sizeof err), err);
     CHECK_OK(hf_save_weights(single, m, 0, err, sizeof err), err);
     CHECK_OK(hf_save_weights(sharded, m, 24u << 20, err, sizeof err), err); /* 3 shards */
     const char *dirs[2] = {single, sharded};
@@ -80,6 +85,25 @@ static void round_trip(Model *m, Model *m2, float *a, float *b, size_t chunk) {
         CHECK(bad == 0, "%s: %zu chunks differ after the round trip\n", dirs[k], bad);
     }
     CHECK(model_find_nonfinite(m2) == NULL);
+    /* GGUF from the directory, tensor by tensor, equals GGUF from the Model */
+    char tok[300], g1[300], g2[300];
+    snprintf(tok, sizeof tok, "%s/tokenizer.model", dir);
+    snprintf(g1, sizeof g1, "%s/dir.gguf", dir);
+    snprintf(g2, sizeof g2, "%s/model.gguf", dir);
+    GgufExportOptions o = {.dtype = GGML_Q8_0, .tokenizer = tok, .force = 1};
+    size_t np = 0, n1 = 0, n2 = 0;
+    CHECK_OK(gguf_export_dir(single, g1, &o, &np, err, sizeof err), err);
+    CHECK(np == model_num_params(m));
+    CHECK_OK(gguf_export_model(m, g2, &o, err, sizeof err), err);
+    FILE *f1 = fopen(g1, "rb"), *f2 = fopen(g2, "rb");
+    int same = f1 && f2;
+    for (int x = 0, y = 0; same && x != EOF; n1++, n2++) {
+        x = fgetc(f1), y = fgetc(f2);
+        same = x == y;
+    }
+    if (f1) fclose(f1);
+    if (f2) fclose(f2);
+    CHECK(same && n1 > (size_t)model_num_params(m), "the GGUF files differ (%zu bytes)\n", n1);
 }
 
 int main(void) {
@@ -90,7 +114,12 @@ int main(void) {
     mallopt(M_ARENA_MAX, 1);
     snprintf(dir, sizeof dir, "/tmp/dapt-test-ckpt-mem-XXXXXX");
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
-    char err[512];
+    char err[512], path[400];
+    size_t spm_n;
+    uint8_t *spm = spm_test_model(24, &spm_n);
+    snprintf(path, sizeof path, "%s/tokenizer.model", dir);
+    CHECK(spm && write_bytes(path, spm, spm_n) == 0);
+    free(spm);
     ModelConfig cfg = cfg_llama();
     Model *m = model_create(&cfg, ops_cpu(), err, sizeof err);
     Model *m2 = m ? model_create(&cfg, ops_cpu(), err, sizeof err) : NULL;
