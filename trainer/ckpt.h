@@ -108,7 +108,10 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
 int ckpt_check(const char *ckpt_dir, char *err, size_t err_len);
 
 /* Loads weights, Adam moments and (when st != NULL) the trainer state into
- * an m whose config matches the checkpoint's config.json. A model whose
+ * an m whose config matches the checkpoint's config.json. Everything is
+ * checked and the moments read before m is touched; the weights then
+ * stream in tensor by tensor (hf_load_weights: no whole-model host buffer),
+ * so only an I/O error from then on leaves m partly loaded. A model whose
  * optimizer state is sharded (model_shard_optimizer) gets its shard; from
  * per-rank shard files only the overlapping ranges are read, so no rank
  * reads or holds the whole optimizer state (resharding W -> W' ranks). */

@@ -969,9 +969,10 @@ float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step) {
     return norm;
 }
 
-/* Scanned through the host in chunks of NONFINITE_CHUNK elements (4 MiB),
- * never a whole-model copy; when the chunk cannot be allocated the answer
- * says so (a checkpoint is then refused rather than written unchecked). */
+/* Scanned through the host in chunks of NONFINITE_CHUNK elements (4 MiB)
+ * of the flat buffers, never a whole-model copy; a hit is named by the
+ * tensor that holds it. When the chunk cannot be allocated the answer says
+ * so (a checkpoint is then refused rather than written unchecked). */
 #define NONFINITE_CHUNK ((size_t)1 << 20)
 const char *model_find_nonfinite(Model *m) {
     float *h = malloc(NONFINITE_CHUNK * sizeof *h);
@@ -979,19 +980,16 @@ const char *model_find_nonfinite(Model *m) {
     const char *found = NULL;
     for (int pass = 0; pass < 2 && !found; pass++) {
         const char *buf = pass ? m->grads : m->params;
-        for (int i = 0; i < m->n_tensors && !found; i++) {
-            const ParamTensor *t = &m->tensors[i];
-            for (size_t at = 0; at < t->numel && !found; at += NONFINITE_CHUNK) {
-                size_t c = t->numel - at < NONFINITE_CHUNK ? t->numel - at : NONFINITE_CHUNK;
-                m->ops->download(h, buf + (t->offset + at) * m->ops->act_bytes, c);
-                for (size_t k = 0; k < c; k++)
-                    if (!isfinite(h[k])) {
-                        snprintf(m->nonfinite_name, sizeof m->nonfinite_name, "%s%s",
-                                 pass ? "grad:" : "", t->name);
-                        found = m->nonfinite_name;
-                        break;
-                    }
-            }
+        for (size_t at = 0; at < m->n_params && !found; at += NONFINITE_CHUNK) {
+            size_t c = m->n_params - at < NONFINITE_CHUNK ? m->n_params - at : NONFINITE_CHUNK, k = 0;
+            m->ops->download(h, buf + at * m->ops->act_bytes, c);
+            while (k < c && isfinite(h[k])) k++;
+            if (k == c) continue;
+            int i = 0; /* the tensor holding element at + k */
+            while (i + 1 < m->n_tensors && m->tensors[i + 1].offset <= at + k) i++;
+            snprintf(m->nonfinite_name, sizeof m->nonfinite_name, "%s%s", pass ? "grad:" : "",
+                     m->tensors[i].name);
+            found = m->nonfinite_name;
         }
     }
     free(h);
