@@ -6,6 +6,7 @@
 #include "trainer/plan.h"
 
 #include "trainer/moe.h"
+#include "trainer/safetensors.h"
 
 #define CPU_LMHEAD_CHUNK_ROWS 256                /* kernels/cpu/ops_cpu.c LMHEAD_CHUNK_ROWS */
 #define CUDA_LT_WORKSPACE     ((size_t)32 << 20) /* kernels/cuda/ops_cuda.cu lt_ws_bytes */
@@ -71,6 +72,19 @@ static int n_moe_layers(const ModelConfig *c) {
     return n;
 }
 
+/* The largest host buffer of a rank besides the losses: model_init_weights'
+ * (and upcycling's) one tensor, or the 4 MiB chunk that checkpoints, loads
+ * and the finiteness check stream through (docs/checkpoints.md). */
+static size_t host_buffer_bytes(const ModelConfig *c) {
+    char err[256];
+    size_t n = ST_STREAM_CHUNK;
+    Model *t = model_create_table(c, err, sizeof err);
+    for (int i = 0; t && i < model_num_tensors(t); i++)
+        if (model_tensor(t, i)->numel > n) n = model_tensor(t, i)->numel;
+    model_free(t);
+    return n * 4;
+}
+
 void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
     *p = (Plan){0};
     size_t ab = s->act_bytes, N = (size_t)s->B * s->T, C = c->d_model, F = c->d_ff;
@@ -134,7 +148,7 @@ void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
      * freeing it; activations come later, at the first forward */
     p->startup = fixed + p->opt_startup + (W > 1 ? p->master + p->moments : 0);
     p->peak = p->steady > p->startup ? p->steady : p->startup;
-    p->host = P * 4 + N * 4; /* host_tmp, losses_host */
+    p->host = host_buffer_bytes(c) + N * 4; /* one tensor or chunk, losses_host */
     p->act_bytes_per_token =
         (double)(p->acts + p->moe_acts + p->bwd_scratch + p->io) / (double)(N ? N : 1);
 }
