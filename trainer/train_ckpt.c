@@ -82,7 +82,8 @@ static int gather_chunk(void *ctx, size_t offset, size_t count, float *dst, char
     size_t mine = 0, before = 0;
     if (dist_broadcast(g->d, req, sizeof req, 0, err, err_len)) return 1;
     chunk_counts(g, offset, count, &mine);
-    for (int r = 0; r < dist_rank(g->d); r++) before += g->counts[r];
+    for (int r = 0; r < dist_rank(g->d); r++)
+        before += g->counts[r];
     float *at = dst + before; /* rank 0's own part, already in place */
     if (g->counts[0]) model_get_param_range(g->m, mine, g->counts[0], at);
     return dist_gather(g->d, at, dst, g->counts, DIST_F32, 0, err, err_len);

@@ -43,7 +43,8 @@ static ModelConfig cfg_of(Arch arch) {
 static void fill(float *x, size_t n, uint64_t seed) {
     Rng r;
     rng_seed(&r, seed);
-    for (size_t i = 0; i < n; i++) x[i] = (float)rng_uniform(&r) - 0.5f;
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)rng_uniform(&r) - 0.5f;
 }
 
 /* the bytes of two files are equal */
@@ -70,7 +71,8 @@ static void round_trip(Dist *d, const char *root, Arch arch, size_t shard_bytes)
     if (!m) return;
     size_t n = model_num_params(m), off, cnt;
     size_t *pieces = malloc((size_t)world * sizeof *pieces);
-    for (int r = 0; r < world; r++) dist_shard(n, world, r, &off, &pieces[r]);
+    for (int r = 0; r < world; r++)
+        dist_shard(n, world, r, &off, &pieces[r]);
     dist_shard(n, world, rank, &off, &cnt);
     float *truth = malloc(n * sizeof *truth), *tm = malloc(n * sizeof *tm);
     float *tv = malloc(n * sizeof *tv), *got = malloc(n * sizeof *got);
@@ -83,8 +85,14 @@ static void round_trip(Dist *d, const char *root, Arch arch, size_t shard_bytes)
     model_set_params(m, got);
     model_set_adam_shard(m, tm + off, tv + off);
 
-    TrainCkpt k = {.run_dir = run, .keep = 0, .seed = 5, .fingerprint = 0x1234,
-                   .config_text = "", .d = d, .pieces = pieces, .max_shard_bytes = shard_bytes};
+    TrainCkpt k = {.run_dir = run,
+                   .keep = 0,
+                   .seed = 5,
+                   .fingerprint = 0x1234,
+                   .config_text = "",
+                   .d = d,
+                   .pieces = pieces,
+                   .max_shard_bytes = shard_bytes};
     CHECK(train_ckpt_save(&k, m, 3, 300, 1e-3) == 0, "rank %d: save failed\n", rank);
     snprintf(ck, sizeof ck, "%s/ckpt/step-00000003", run);
 

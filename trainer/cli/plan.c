@@ -147,7 +147,8 @@ int cmd_plan(int argc, char **argv) {
     size_t host_rank = p.host + (s.cuda ? 0 : p.peak);
     int ranks_host = (int)world < GPUS_PER_HOST ? (int)world : GPUS_PER_HOST;
     printf("\nper host (ASSUMPTION: %d rank%s a host):\n", ranks_host, ranks_host > 1 ? "s" : "");
-    row("host buffers a rank", p.host, "the largest tensor (init, upcycle) or a 4 MiB chunk (loads, checkpoints)");
+    row("host buffers a rank", p.host,
+        "the largest tensor (init, upcycle) or a 4 MiB chunk (loads, checkpoints)");
     row("= per host", host_rank * ranks_host,
         s.cuda ? "" : "CPU backend: its memory is host memory");
 
