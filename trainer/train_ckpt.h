@@ -1,6 +1,7 @@
 /* train_ckpt.h: the checkpoints `dapt train` writes (trainer/ckpt.h does
  * the files): the whole state from rank 0, or under ZeRO-1 the optimizer
- * state in per-rank shards. Internal to trainer/train.c. */
+ * state in per-rank shards and the weights streamed to rank 0 chunk by
+ * chunk from the ranks that own them. Internal to trainer/train.c. */
 #ifndef DAPT_TRAIN_CKPT_H
 #define DAPT_TRAIN_CKPT_H
 
