@@ -218,7 +218,8 @@ static int write_into(const char *dir, const Model *m, const CkptState *st, char
             return err_set(err, err_len, "%s: path too long", dir);
         if (copy_file(tf[i].path, path, err, err_len)) return 1;
     }
-    if (hf_save_weights_from(dir, m, st->params, st->max_shard_bytes, err, err_len) ||
+    if (hf_save_weights_from(dir, m, st->params_src, st->params_ctx, st->max_shard_bytes, err,
+                             err_len) ||
         hf_save_config(dir, model_config(m), err, err_len))
         return 1;
     if (st->opt_world <= 0 && write_opt_whole(dir, m, st->step, err, err_len)) return 1;
@@ -609,16 +610,13 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
     char path[4200];
     int rc = 1;
     size_t np = model_num_params(m), o = model_optimizer_offset(m), c = model_optimizer_count(m);
-    float *buf = malloc(np * sizeof *buf + 1), *mom = NULL; /* weights; exp_avg | exp_avg_sq */
+    float *mom = NULL; /* exp_avg | exp_avg_sq */
     StSet *f = NULL;
     CkptState tmp = {0};
     OptLayout L = {0};
-    if (!buf) {
-        err_set(err, err_len, "out of memory");
-        goto out;
-    }
-    /* read and check everything before touching the model */
-    if (hf_read_weights(dir, m, buf, err, err_len) || parse_state(r, dir, &tmp, err, err_len) ||
+    /* check everything (the weights' names and shapes, the state, the
+     * moments read) before touching the model; the weights then stream in */
+    if (hf_check_weights(dir, m, err, err_len) || parse_state(r, dir, &tmp, err, err_len) ||
         parse_layout(r, dir, &L, err, err_len))
         goto out;
     if (L.world) {
@@ -657,7 +655,7 @@ int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_le
             goto out;
         }
     }
-    model_set_params(m, buf);
+    if (hf_load_weights(dir, m, err, err_len)) goto out;
     if (L.world) model_set_adam_shard(m, mom, mom + c);
     else model_set_adam_state(m, mom, mom + np);
     if (tokenizer_find(dir, path, sizeof path) && !(tmp.tokenizer_path = strdup(path))) {
@@ -674,7 +672,7 @@ out:
     ckpt_state_free(&tmp);
     layout_free(&L);
     st_set_close(f);
-    free(buf), free(mom);
+    free(mom);
     cJSON_Delete(r);
     return rc;
 }

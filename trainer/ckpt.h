@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "tokenizer/tokenizer.h"
+#include "trainer/hf.h"
 #include "trainer/model.h"
 
 #define CKPT_RNG_WORDS 4
@@ -55,11 +56,11 @@ typedef struct {
     char *tokenizer_path;
     /* save: model.safetensors shard size (0 = HF_SHARD_BYTES, 5 GiB) */
     size_t max_shard_bytes;
-    /* save: when set, a host fp32 copy of the whole weights
-     * (model_num_params floats, the model's layout) written instead of the
-     * model's own: a ZeRO-1 run gathers its ranks' master weights into it
-     * on rank 0. */
-    const float *params;
+    /* save: when set, the source of the weights written instead of the
+     * model's own (hf_save_weights_from): a ZeRO run gathers each chunk
+     * from the ranks that own it (trainer/train_ckpt.c). */
+    HfParamSource params_src;
+    void *params_ctx;
     /* The optimizer state's layout. save: 0 writes optimizer.safetensors
      * from the model; W > 0 says the state is already in the temporary
      * directory as W per-rank files (ckpt_save_opt_shard), rank r's holding
@@ -107,7 +108,10 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
 int ckpt_check(const char *ckpt_dir, char *err, size_t err_len);
 
 /* Loads weights, Adam moments and (when st != NULL) the trainer state into
- * an m whose config matches the checkpoint's config.json. A model whose
+ * an m whose config matches the checkpoint's config.json. Everything is
+ * checked and the moments read before m is touched; the weights then
+ * stream in tensor by tensor (hf_load_weights: no whole-model host buffer),
+ * so only an I/O error from then on leaves m partly loaded. A model whose
  * optimizer state is sharded (model_shard_optimizer) gets its shard; from
  * per-rank shard files only the overlapping ranges are read, so no rank
  * reads or holds the whole optimizer state (resharding W -> W' ranks). */

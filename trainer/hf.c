@@ -2,8 +2,11 @@
  *
  * A missing config key takes the transformers default for that model type
  * (what from_pretrained would use for the same file); a key whose value
- * dapt cannot represent is refused by name. Weights move through one host
- * fp32 buffer in the Model's in-memory layout.
+ * dapt cannot represent is refused by name. Weights stream: loading reads
+ * each tensor in chunks of ST_STREAM_CHUNK elements into the Model
+ * (model_set_param_range), saving asks a source for each chunk as
+ * st_write_stream writes it; only a GPT-2 Conv1D weight (transposed between
+ * the two layouts) is held whole, one at a time. No whole-model host buffer.
  */
 #include "trainer/hf.h"
 #include "kernels/util.h"
@@ -529,73 +532,121 @@ static int is_known_buffer(const char *name) {
     return 0;
 }
 
-int hf_read_params(StSet *s, const Model *m, const char *prefix, float *dst, char *err,
-                   size_t err_len) {
-    float *tmp = NULL;
-    size_t tmp_n = 0;
-    int rc = 1;
+/* Tensor i of m as prefix + its name in s, with its HF shape: *file, *k. */
+static int find_param(StSet *s, const Model *m, int i, const char *prefix, StFile **file, int *k,
+                      char *err, size_t err_len) {
+    const ParamTensor *p = model_tensor(m, i);
+    char name[200];
+    snprintf(name, sizeof name, "%s%s", prefix, p->name);
+    int found = st_set_find(s, name, file, k) == 0;
+    const char *alt = strip_base_prefix(p->name);
+    if (!found && alt && !*prefix) found = st_set_find(s, alt, file, k) == 0;
+    if (!found)
+        return err_set(err, err_len, "%s: tensor '%s' is missing", st_path(st_set_file(s, 0)),
+                       name);
+    const StTensor *t = st_tensor(*file, *k);
+    int tr = p->ndim == 2 && p->hf_transposed;
+    int64_t want0 = tr ? p->shape[1] : p->shape[0], want1 = tr ? p->shape[0] : p->shape[1];
+    if (t->ndim == p->ndim && t->shape[0] == want0 && (p->ndim == 1 || t->shape[1] == want1))
+        return 0;
+    char got[120] = "";
+    for (int d = 0; d < t->ndim && strlen(got) < 90; d++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
+                 (long long)t->shape[d]);
+    if (p->ndim == 1)
+        return err_set(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld]",
+                       st_path(*file), t->name, got, (long long)want0);
+    return err_set(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld, %lld]",
+                   st_path(*file), t->name, got, (long long)want0, (long long)want1);
+}
+
+int hf_check_params(StSet *s, const Model *m, const char *prefix, char *err, size_t err_len) {
     for (int i = 0; i < model_num_tensors(m); i++) {
-        const ParamTensor *p = model_tensor(m, i);
-        char name[200];
         StFile *f;
         int k;
-        snprintf(name, sizeof name, "%s%s", prefix, p->name);
-        int found = st_set_find(s, name, &f, &k) == 0;
-        const char *alt = strip_base_prefix(p->name);
-        if (!found && alt && !*prefix) found = st_set_find(s, alt, &f, &k) == 0;
-        if (!found) {
-            err_set(err, err_len, "%s: tensor '%s' is missing", st_path(st_set_file(s, 0)), name);
-            goto out;
-        }
-        const StTensor *t = st_tensor(f, k);
-        int tr = p->ndim == 2 && p->hf_transposed;
-        int64_t want0 = tr ? p->shape[1] : p->shape[0], want1 = tr ? p->shape[0] : p->shape[1];
-        int ok = t->ndim == p->ndim && t->shape[0] == want0 && (p->ndim == 1 || t->shape[1] == want1);
-        if (!ok) {
-            char got[120] = "";
-            for (int d = 0; d < t->ndim && strlen(got) < 90; d++)
-                snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "",
-                         (long long)t->shape[d]);
-            if (p->ndim == 1)
-                err_set(err, err_len, "%s: tensor '%s' has shape [%s], the model needs [%lld]",
-                        st_path(f), t->name, got, (long long)want0);
-            else
-                err_set(err, err_len,
-                        "%s: tensor '%s' has shape [%s], the model needs [%lld, %lld]", st_path(f),
-                        t->name, got, (long long)want0, (long long)want1);
-            goto out;
-        }
-        float *out = dst + p->offset;
-        if (tr) {
-            if (tmp_n < p->numel) {
-                free(tmp);
-                tmp = malloc(p->numel * sizeof *tmp);
-                tmp_n = p->numel;
-                if (!tmp) {
-                    err_set(err, err_len, "out of memory");
-                    goto out;
-                }
-            }
-            if (st_read_f32(f, k, tmp, err, err_len)) goto out;
+        if (find_param(s, m, i, prefix, &f, &k, err, err_len)) return 1;
+    }
+    return 0;
+}
+
+/* The largest GPT-2 Conv1D (transposed) tensor: the one thing read or
+ * written whole rather than in chunks. */
+static size_t max_transposed_numel(const Model *m) {
+    size_t n = 0;
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        const ParamTensor *p = model_tensor(m, i);
+        if (p->ndim == 2 && p->hf_transposed && p->numel > n) n = p->numel;
+    }
+    return n;
+}
+
+int hf_read_params_to(StSet *s, const Model *m, const char *prefix, HfParamSink sink, void *ctx,
+                      char *err, size_t err_len) {
+    size_t nt = max_transposed_numel(m);
+    float *chunk = malloc(ST_STREAM_CHUNK * sizeof *chunk);
+    float *file = nt ? malloc(nt * sizeof *file) : NULL, *mem = nt ? malloc(nt * sizeof *mem) : NULL;
+    int rc = 1;
+    if (!chunk || (nt && (!file || !mem))) {
+        err_set(err, err_len, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < model_num_tensors(m); i++) {
+        const ParamTensor *p = model_tensor(m, i);
+        StFile *f;
+        int k;
+        if (find_param(s, m, i, prefix, &f, &k, err, err_len)) goto out;
+        if (p->ndim == 2 && p->hf_transposed) {
             /* file (in=R, out=C) -> memory (out, in) */
-            int R = (int)want0, C = (int)want1;
+            int R = p->shape[1], C = p->shape[0];
+            if (st_read_f32(f, k, file, err, err_len)) goto out;
             for (int r = 0; r < R; r++)
-                for (int c = 0; c < C; c++) out[(size_t)c * R + r] = tmp[(size_t)r * C + c];
-        } else if (st_read_f32(f, k, out, err, err_len)) {
-            goto out;
+                for (int c = 0; c < C; c++) mem[(size_t)c * R + r] = file[(size_t)r * C + c];
+            if (sink(ctx, p->offset, p->numel, mem, err, err_len)) goto out;
+            continue;
+        }
+        for (size_t at = 0; at < p->numel; at += ST_STREAM_CHUNK) {
+            size_t c = p->numel - at < ST_STREAM_CHUNK ? p->numel - at : ST_STREAM_CHUNK;
+            if (st_read_f32_range(f, k, at, c, chunk, err, err_len) ||
+                sink(ctx, p->offset + at, c, chunk, err, err_len))
+                goto out;
         }
     }
     rc = 0;
 out:
-    free(tmp);
+    free(chunk), free(file), free(mem);
     return rc;
 }
 
-int hf_read_weights(const char *dir, const Model *m, float *dst, char *err, size_t err_len) {
-    StSet *s = st_set_open(dir, err, err_len);
-    if (!s) return 1;
-    int rc = 1;
-    /* every tensor in the files must be a parameter or a known buffer */
+int hf_read_tensor(StSet *s, const Model *m, int i, float *dst, char *err, size_t err_len) {
+    const ParamTensor *p = model_tensor(m, i);
+    StFile *f;
+    int k;
+    if (find_param(s, m, i, "", &f, &k, err, err_len)) return 1;
+    if (!(p->ndim == 2 && p->hf_transposed)) return st_read_f32(f, k, dst, err, err_len);
+    float *file = malloc(p->numel * sizeof *file);
+    if (!file) return err_set(err, err_len, "out of memory for tensor '%s'", p->name);
+    int rc = st_read_f32(f, k, file, err, err_len);
+    int R = p->shape[1], C = p->shape[0]; /* file (in=R, out=C) -> memory (out, in) */
+    for (int r = 0; !rc && r < R; r++)
+        for (int c = 0; c < C; c++) dst[(size_t)c * R + r] = file[(size_t)r * C + c];
+    free(file);
+    return rc;
+}
+
+static int sink_buffer(void *ctx, size_t offset, size_t count, const float *src, char *err,
+                       size_t err_len) {
+    (void)err, (void)err_len;
+    memcpy((float *)ctx + offset, src, count * sizeof *src);
+    return 0;
+}
+
+int hf_read_params(StSet *s, const Model *m, const char *prefix, float *dst, char *err,
+                   size_t err_len) {
+    return hf_read_params_to(s, m, prefix, sink_buffer, dst, err, err_len);
+}
+
+/* every tensor in the files must be a parameter or a known buffer */
+static int check_extras(StSet *s, const Model *m, char *err, size_t err_len) {
     for (int fi = 0; fi < st_set_num_files(s); fi++) {
         StFile *f = st_set_file(s, fi);
         for (int i = 0; i < st_num_tensors(f); i++) {
@@ -605,24 +656,37 @@ int hf_read_weights(const char *dir, const Model *m, float *dst, char *err, size
             if (model_find_tensor(m, name) >= 0 || is_known_buffer(name)) continue;
             if (model_config(m)->arch == ARCH_GPT2 && model_find_tensor(m, full) >= 0) continue;
             if (!strcmp(name, "lm_head.weight") && model_config(m)->tie_embeddings) continue;
-            err_set(err, err_len, "%s: tensor '%s' is not a parameter of this %s model%s",
-                    st_path(f), name, model_arch_name(model_config(m)->arch),
-                    !strcmp(name, "lm_head.weight") ? " (config.json has tied embeddings)" : "");
-            goto out;
+            return err_set(err, err_len, "%s: tensor '%s' is not a parameter of this %s model%s",
+                           st_path(f), name, model_arch_name(model_config(m)->arch),
+                           !strcmp(name, "lm_head.weight") ? " (config.json has tied embeddings)"
+                                                           : "");
         }
     }
-    rc = hf_read_params(s, m, "", dst, err, err_len);
-out:
+    return 0;
+}
+
+int hf_check_weights(const char *dir, const Model *m, char *err, size_t err_len) {
+    StSet *s = st_set_open(dir, err, err_len);
+    if (!s) return 1;
+    int rc = check_extras(s, m, err, err_len) || hf_check_params(s, m, "", err, err_len);
     st_set_close(s);
     return rc;
 }
 
+static int sink_model(void *ctx, size_t offset, size_t count, const float *src, char *err,
+                      size_t err_len) {
+    (void)err, (void)err_len;
+    model_set_param_range(ctx, offset, count, src);
+    return 0;
+}
+
 int hf_load_weights(const char *dir, Model *m, char *err, size_t err_len) {
-    float *buf = malloc(model_num_params(m) * sizeof *buf);
-    if (!buf) return err_set(err, err_len, "out of memory for %zu parameters", model_num_params(m));
-    int rc = hf_read_weights(dir, m, buf, err, err_len);
-    if (!rc) model_set_params(m, buf);
-    free(buf);
+    StSet *s = st_set_open(dir, err, err_len);
+    if (!s) return 1;
+    /* every name and shape checked before the first write into m */
+    int rc = check_extras(s, m, err, err_len) || hf_check_params(s, m, "", err, err_len) ||
+             hf_read_params_to(s, m, "", sink_model, m, err, err_len);
+    st_set_close(s);
     return rc;
 }
 
@@ -638,62 +702,106 @@ Model *hf_load_model(const char *dir, const Ops *ops, char *err, size_t err_len)
     return m;
 }
 
-/* Tensors [t0, t1) of the parameter table, from each buffer, plus extra. */
-static int write_range(const char *path, const Model *m, const float *const *bufs,
-                       const char *const *prefixes, int n_bufs, int t0, int t1,
+/* What one file's fill (st_write_stream) needs: tensors [t0, t0 + nt) of
+ * the table from each of n_bufs sources, then the extra tensors. A
+ * transposed tensor is fetched whole into `tensor` (once: its chunks are
+ * asked for in order) and read out in file order. */
+typedef struct {
+    const Model *m;
+    int t0, nt, n_bufs;
+    const HfParamSource *fns;
+    void *const *ctxs;
+    const StWriteTensor *extra;
+    float *tensor; /* (max_transposed_numel) */
+    int cached;    /* file tensor index held in `tensor`, or -1 */
+} WriteCtx;
+
+static int fill_params(void *ctx, int i, uint64_t first, size_t count, void *dst, char *err,
+                       size_t err_len) {
+    WriteCtx *w = ctx;
+    if (i >= w->nt * w->n_bufs) {
+        const StWriteTensor *e = &w->extra[i - w->nt * w->n_bufs];
+        memcpy(dst, (const char *)e->data + first * 4, count * 4);
+        return 0;
+    }
+    int b = i / w->nt;
+    const ParamTensor *p = model_tensor(w->m, w->t0 + i % w->nt);
+    if (!(p->ndim == 2 && p->hf_transposed))
+        return w->fns[b](w->ctxs[b], p->offset + first, count, dst, err, err_len);
+    if (w->cached != i) {
+        if (w->fns[b](w->ctxs[b], p->offset, p->numel, w->tensor, err, err_len)) return 1;
+        w->cached = i;
+    }
+    /* memory (out=R, in=C) -> file (in, out): file element j = (c, r) */
+    size_t R = (size_t)p->shape[0], C = (size_t)p->shape[1];
+    float *d = dst;
+    for (size_t j = 0; j < count; j++) {
+        size_t f = (size_t)first + j, c = f / R, r = f % R;
+        d[j] = w->tensor[r * C + c];
+    }
+    return 0;
+}
+
+/* Tensors [t0, t1) of the parameter table, from each source, plus extra. */
+static int write_range(const char *path, const Model *m, const HfParamSource *fns,
+                       void *const *ctxs, const char *const *prefixes, int n_bufs, int t0, int t1,
                        const StWriteTensor *extra, int n_extra, char *err, size_t err_len) {
     int nt = t1 - t0, n = nt * n_bufs + n_extra, rc = 1;
+    size_t ntr = max_transposed_numel(m);
     StWriteTensor *ts = calloc((size_t)n + 1, sizeof *ts);
     char *names = calloc((size_t)n + 1, 200);
-    float **copies = calloc((size_t)n + 1, sizeof *copies); /* transposed tensors only */
-    if (!ts || !names || !copies) {
+    WriteCtx w = {m, t0, nt, n_bufs, fns, ctxs, extra, ntr ? malloc(ntr * sizeof(float)) : NULL, -1};
+    if (!ts || !names || (ntr && !w.tensor)) {
         err_set(err, err_len, "%s: out of memory", path);
         goto out;
     }
     for (int b = 0; b < n_bufs; b++) {
         for (int i = 0; i < nt; i++) {
             const ParamTensor *p = model_tensor(m, t0 + i);
-            const float *src = bufs[b] + p->offset;
             StWriteTensor *t = &ts[b * nt + i];
             char *nm = names + (size_t)(b * nt + i) * 200;
+            int tr = p->ndim == 2 && p->hf_transposed;
             snprintf(nm, 200, "%s%s", prefixes[b], p->name);
             t->name = nm;
             t->dtype = ST_F32;
             t->ndim = p->ndim;
-            t->shape[0] = p->shape[0];
-            t->shape[1] = p->shape[1];
-            t->data = src; /* written in place, except: */
-            if (p->ndim == 2 && p->hf_transposed) { /* memory (out=R, in=C) -> file (in, out) */
-                int R = p->shape[0], C = p->shape[1];
-                float *d = copies[b * nt + i] = malloc(p->numel * sizeof *d);
-                if (!d) {
-                    err_set(err, err_len, "%s: out of memory", path);
-                    goto out;
-                }
-                for (int r = 0; r < R; r++)
-                    for (int c = 0; c < C; c++) d[(size_t)c * R + r] = src[(size_t)r * C + c];
-                t->data = d;
-                t->shape[0] = C;
-                t->shape[1] = R;
-            }
+            t->shape[0] = tr ? p->shape[1] : p->shape[0];
+            t->shape[1] = tr ? p->shape[0] : p->shape[1];
         }
     }
     for (int i = 0; i < n_extra; i++) ts[nt * n_bufs + i] = extra[i];
     const char *meta[] = {"format", "pt"};
-    rc = st_write(path, ts, n, meta, 1, err, err_len);
+    rc = st_write_stream(path, ts, n, meta, 1, fill_params, &w, err, err_len);
 out:
-    for (int i = 0; copies && i < n; i++) free(copies[i]);
-    free(copies);
+    free(w.tensor);
     free(ts);
     free(names);
     return rc;
 }
 
+static int source_buffer(void *ctx, size_t offset, size_t count, float *dst, char *err,
+                         size_t err_len) {
+    (void)err, (void)err_len;
+    memcpy(dst, (const float *)ctx + offset, count * sizeof *dst);
+    return 0;
+}
+
+static int source_model(void *ctx, size_t offset, size_t count, float *dst, char *err,
+                        size_t err_len) {
+    (void)err, (void)err_len;
+    model_get_param_range(ctx, offset, count, dst);
+    return 0;
+}
+
 int hf_write_params(const char *path, const Model *m, const float *const *bufs,
                     const char *const *prefixes, int n_bufs, const StWriteTensor *extra,
                     int n_extra, char *err, size_t err_len) {
-    return write_range(path, m, bufs, prefixes, n_bufs, 0, model_num_tensors(m), extra, n_extra,
-                       err, err_len);
+    HfParamSource fns[4];
+    void *ctxs[4];
+    if (n_bufs < 0 || n_bufs > 4) return err_set(err, err_len, "%s: 0 to 4 buffers", path);
+    for (int b = 0; b < n_bufs; b++) fns[b] = source_buffer, ctxs[b] = (void *)bufs[b];
+    return write_range(path, m, fns, ctxs, prefixes, n_bufs, 0, model_num_tensors(m), extra,
+                       n_extra, err, err_len);
 }
 
 /* model.safetensors.index.json for shards: tensor i is in shard[i] */
@@ -736,21 +844,17 @@ static void remove_old_shards(const char *dir) {
 
 int hf_save_weights(const char *dir, const Model *m, size_t max_shard_bytes, char *err,
                     size_t err_len) {
-    return hf_save_weights_from(dir, m, NULL, max_shard_bytes, err, err_len);
+    return hf_save_weights_from(dir, m, NULL, NULL, max_shard_bytes, err, err_len);
 }
 
-int hf_save_weights_from(const char *dir, const Model *m, const float *params,
+int hf_save_weights_from(const char *dir, const Model *m, HfParamSource src, void *ctx,
                          size_t max_shard_bytes, char *err, size_t err_len) {
     char path[4200], file[64];
     int nt = model_num_tensors(m), rc = 1, n_shards = 1;
     if (!max_shard_bytes) max_shard_bytes = HF_SHARD_BYTES;
-    float *buf = params ? NULL : malloc(model_num_params(m) * sizeof *buf);
+    if (!src) src = source_model, ctx = (void *)m;
     int *shard = calloc((size_t)nt + 1, sizeof *shard);
-    if ((!params && !buf) || !shard) {
-        err_set(err, err_len, "out of memory");
-        goto out;
-    }
-    if (!params) model_get_params(m, buf);
+    if (!shard) return err_set(err, err_len, "out of memory");
     /* tensors in table order, a new shard when the next one would overflow */
     size_t cur = 0;
     for (int i = 0; i < nt; i++) {
@@ -759,7 +863,8 @@ int hf_save_weights_from(const char *dir, const Model *m, const float *params,
         shard[i] = n_shards - 1;
         cur += b;
     }
-    const float *bufs[] = {params ? params : buf};
+    const HfParamSource fns[] = {src};
+    void *const ctxs[] = {ctx};
     const char *prefixes[] = {""};
     const char *stale = n_shards == 1 ? "model.safetensors.index.json" : "model.safetensors";
     if (hf_path(path, sizeof path, dir, stale)) {
@@ -770,7 +875,7 @@ int hf_save_weights_from(const char *dir, const Model *m, const float *params,
     remove_old_shards(dir);
     if (n_shards == 1) {
         hf_path(path, sizeof path, dir, "model.safetensors");
-        rc = write_range(path, m, bufs, prefixes, 1, 0, nt, NULL, 0, err, err_len);
+        rc = write_range(path, m, fns, ctxs, prefixes, 1, 0, nt, NULL, 0, err, err_len);
         goto out;
     }
     for (int s = 0, t0 = 0; s < n_shards; s++) {
@@ -778,7 +883,7 @@ int hf_save_weights_from(const char *dir, const Model *m, const float *params,
         while (t1 < nt && shard[t1] == s) t1++;
         snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
         hf_path(path, sizeof path, dir, file);
-        if (write_range(path, m, bufs, prefixes, 1, t0, t1, NULL, 0, err, err_len)) goto out;
+        if (write_range(path, m, fns, ctxs, prefixes, 1, t0, t1, NULL, 0, err, err_len)) goto out;
         t0 = t1;
     }
     char *idx = index_json(m, shard, n_shards);
@@ -790,7 +895,6 @@ int hf_save_weights_from(const char *dir, const Model *m, const float *params,
     rc = hf_write_file_atomic(path, idx, err, err_len);
     free(idx);
 out:
-    free(buf);
     free(shard);
     return rc;
 }

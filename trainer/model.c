@@ -77,7 +77,6 @@ struct Model {
     /* backward scratch */
     void *dresid, *dln, *datty, *dbig, *dact; /* (N,C) (N,C) (N,NH*HD) (N,max(QKV,UP)) (N,F) */
     float *datt;                              /* (B, NH, T, T) */
-    float *host_tmp;                          /* (n_params) for get/set and checks */
     char nonfinite_name[112];
     MoeState *moe; /* NULL for a dense model (trainer/moe.c) */
     ModelGradReady grad_ready; /* NULL: none (model_set_grad_ready) */
@@ -367,8 +366,7 @@ Model *model_create_sharded(const ModelConfig *cfg, const Ops *ops, const ModelS
     m->offload = sh && sh->offload;
     m->adam_m = opt_alloc(m, on * sizeof(float));
     m->adam_v = opt_alloc(m, on * sizeof(float));
-    m->host_tmp = malloc(n * sizeof(float));
-    if (!m->params || !m->grads || !m->adam_m || !m->adam_v || !m->host_tmp) goto oom;
+    if (!m->params || !m->grads || !m->adam_m || !m->adam_v) goto oom;
     if (ops->act_bytes != sizeof(float)) {
         m->master = opt_alloc(m, on * sizeof(float));
         if (!m->master) goto oom;
@@ -611,14 +609,13 @@ void model_free(Model *m) {
     if (!m) return;
     const Ops *o = m->ops;
     free_acts(m);
-    if (m->pf_unit >= 0) drop_units(m); /* waits for a prefetch in flight */
+    if (m->zero >= 3 && m->pf_unit >= 0) drop_units(m); /* waits for a prefetch in flight */
     void *bufs[] = {m->params,  m->grads,   m->gwin[0], m->gwin[1],
                     m->pwin[0], m->pwin[1], m->pwin[2]};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         if (bufs[i]) o->free(bufs[i]);
     void *opt[] = {m->adam_m, m->adam_v, m->master, m->off_g, m->off_p};
     for (size_t i = 0; i < sizeof opt / sizeof *opt; i++) opt_free(m, opt[i]);
-    free(m->host_tmp);
     free(m->pieces), free(m->piece_off), free(m->counts);
     free(m->unit_lo), free(m->tensor_unit), free(m->gptr), free(m->pptr);
     free(m->rope_inv_freq);
@@ -730,6 +727,22 @@ static size_t config_table(const ModelConfig *cfg, int out) {
 size_t model_config_num_params(const ModelConfig *cfg) { return config_table(cfg, 0); }
 size_t model_config_max_unit(const ModelConfig *cfg) { return config_table(cfg, 1); }
 
+Model *model_create_table(const ModelConfig *cfg, char *err, size_t err_len) {
+    if (model_config_check(cfg, err, err_len)) return NULL;
+    Model *m = calloc(1, sizeof *m);
+    if (m) {
+        m->cfg = *cfg;
+        m->tensors = calloc(4 + (size_t)cfg->n_layer * (16 + 1 + 3 * cfg->n_experts), sizeof *m->tensors);
+        m->layers = calloc(cfg->n_layer, sizeof *m->layers);
+    }
+    if (!m || !m->tensors || !m->layers) {
+        model_free(m);
+        return err_set(err, err_len, "out of host memory for a parameter table"), NULL;
+    }
+    build_table(m);
+    return m;
+}
+
 const ModelConfig *model_config(const Model *m) { return &m->cfg; }
 const Ops *model_ops(const Model *m) { return m->ops; }
 size_t model_num_params(const Model *m) { return m->n_params; }
@@ -784,11 +797,17 @@ void model_init_weights(Model *m, uint64_t seed) {
     Rng rng;
     rng_seed(&rng, seed);
     uint64_t *u = malloc(2 * NORMAL_CHUNK * sizeof *u);
-    float *h = m->host_tmp;
+    size_t max_numel = 1;
+    for (int i = 0; i < m->n_tensors; i++)
+        if (m->tensors[i].numel > max_numel) max_numel = m->tensors[i].numel;
+    float *p = malloc(max_numel * sizeof *p); /* one tensor at a time */
+    if (!p) {
+        fprintf(stderr, "dapt: out of host memory initialising a tensor of %zu floats\n", max_numel);
+        abort();
+    }
     float resid_std = 0.02f / sqrtf(2.0f * m->cfg.n_layer);
     for (int i = 0; i < m->n_tensors; i++) {
         const ParamTensor *t = &m->tensors[i];
-        float *p = h + t->offset;
         if (is_norm_weight(m, i)) {
             for (size_t k = 0; k < t->numel; k++) p[k] = 1.0f;
         } else if (t->ndim == 1) {
@@ -797,9 +816,10 @@ void model_init_weights(Model *m, uint64_t seed) {
             float std = is_residual_proj(m, i) ? resid_std : 0.02f;
             normals(&rng, p, t->numel, std, u);
         }
+        model_set_param_range(m, t->offset, t->numel, p);
     }
     free(u);
-    model_set_params(m, h);
+    free(p);
 }
 
 /* The optimizer shard's part only (model_optimizer_count floats each).
@@ -878,13 +898,64 @@ void model_set_adam_state(Model *m, const float *m_src, const float *v_src) {
     model_set_adam_shard(m, m_src + m->opt_off, v_src + m->opt_off);
 }
 
+/* [offset, offset + count) within the parameters, else a programming error */
+static void check_range(const Model *m, size_t offset, size_t count, const char *fn) {
+    if (offset > m->n_params || count > m->n_params - offset) {
+        fprintf(stderr, "dapt: %s: range [%zu, %zu) outside the %zu parameters\n", fn, offset,
+                offset + count, m->n_params);
+        abort();
+    }
+}
+
+/* The part of [offset, offset + count) inside the optimizer shard: [*lo, *hi). */
+static void shard_part(const Model *m, size_t offset, size_t count, size_t *lo, size_t *hi) {
+    *lo = offset > m->opt_off ? offset : m->opt_off;
+    *hi = offset + count < m->opt_off + m->opt_n ? offset + count : m->opt_off + m->opt_n;
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* Under ZeRO-3 a rank has the parameters of its shard only: get gives
+ * zeros outside it, set ignores what lies outside it. The fp32 master
+ * (bf16 table), in its shard, is on the backend or offloaded. */
+void model_get_param_range(const Model *m, size_t offset, size_t count, float *dst) {
+    check_range(m, offset, count, "model_get_param_range");
+    size_t lo, hi;
+    shard_part(m, offset, count, &lo, &hi);
+    if (m->zero >= 3) {
+        if (hi - lo < count) memset(dst, 0, count * sizeof(float));
+        if (!m->master && hi > lo) m->ops->download(dst + (lo - offset), param_at(m, lo), hi - lo);
+    } else if (!m->master || hi - lo < count) {
+        m->ops->download(dst, param_at(m, offset), count);
+    }
+    if (m->master && hi > lo)
+        opt_get(m, dst + (lo - offset), m->master + (lo - m->opt_off), (hi - lo) * sizeof(float));
+}
+
+void model_set_param_range(Model *m, size_t offset, size_t count, const float *src) {
+    check_range(m, offset, count, "model_set_param_range");
+    size_t lo, hi;
+    shard_part(m, offset, count, &lo, &hi);
+    if (m->zero >= 3) {
+        if (hi > lo) m->ops->upload(param_at(m, lo), src + (lo - offset), hi - lo);
+        drop_units(m);
+    } else {
+        m->ops->upload(param_at(m, offset), src, count);
+    }
+    if (m->master && hi > lo)
+        opt_put(m, m->master + (lo - m->opt_off), src + (lo - offset), (hi - lo) * sizeof(float));
+}
+
 /* A buffer of n floats holding old[off, off + n) (old holds the whole
  * parameter range), through the host; NULL when memory runs out. */
 static float *shard_copy(Model *m, const float *old, size_t off, size_t n) {
-    float *b = m->ops->alloc((n ? n : 1) * sizeof(float));
-    if (!b) return NULL;
-    m->ops->download_bytes(m->host_tmp, old, m->n_params * sizeof(float));
-    m->ops->upload_bytes(b, m->host_tmp + off, n * sizeof(float));
+    float *b = m->ops->alloc((n ? n : 1) * sizeof(float)), *h = malloc((n ? n : 1) * sizeof *h);
+    if (b && h) {
+        m->ops->download_bytes(h, old + off, n * sizeof(float));
+        m->ops->upload_bytes(b, h, n * sizeof(float));
+    } else if (b) {
+        m->ops->free(b), b = NULL;
+    }
+    free(h);
     return b;
 }
 
@@ -1341,24 +1412,33 @@ float model_adamw_step(Model *m, const AdamWConfig *cfg, float lr, int step) {
     return norm;
 }
 
-/* The parameters and gradients this rank holds: the whole buffer, or the
- * shard [opt_off, opt_off + opt_n) where the stage shards it. */
+/* The parameters and gradients this rank holds (the whole buffers, or the
+ * shard [opt_off, opt_off + opt_n) where the stage shards them), scanned
+ * through the host in chunks of NONFINITE_CHUNK elements (4 MiB), never a
+ * whole-model copy; a hit is named by the tensor that holds it. When the
+ * chunk cannot be allocated the answer says so (a checkpoint is then
+ * refused rather than written unchecked). */
+#define NONFINITE_CHUNK ((size_t)1 << 20)
 const char *model_find_nonfinite(Model *m) {
-    for (int pass = 0; pass < 2; pass++) {
+    float *h = malloc(NONFINITE_CHUNK * sizeof *h);
+    if (!h) return "(out of host memory for the finiteness check)";
+    const char *found = NULL;
+    for (int pass = 0; pass < 2 && !found; pass++) {
+        const char *buf = pass ? m->grads : m->params;
         size_t n = pass ? grad_elems(m) : param_elems(m);
-        size_t base = n == m->n_params ? 0 : m->opt_off;
-        m->ops->download(m->host_tmp, pass ? m->grads : m->params, n);
-        for (int i = 0; i < m->n_tensors; i++) {
-            const ParamTensor *t = &m->tensors[i];
-            size_t lo = t->offset > base ? t->offset : base;
-            size_t hi = t->offset + t->numel < base + n ? t->offset + t->numel : base + n;
-            for (size_t k = lo; k < hi; k++)
-                if (!isfinite(m->host_tmp[k - base])) {
-                    snprintf(m->nonfinite_name, sizeof m->nonfinite_name, "%s%s",
-                             pass ? "grad:" : "", t->name);
-                    return m->nonfinite_name;
-                }
+        size_t base = n == m->n_params ? 0 : m->opt_off; /* flat offset of buf[0] */
+        for (size_t at = 0; at < n && !found; at += NONFINITE_CHUNK) {
+            size_t c = n - at < NONFINITE_CHUNK ? n - at : NONFINITE_CHUNK, k = 0;
+            m->ops->download(h, buf + at * m->ops->act_bytes, c);
+            while (k < c && isfinite(h[k])) k++;
+            if (k == c) continue;
+            int i = 0; /* the tensor holding flat element base + at + k */
+            while (i + 1 < m->n_tensors && m->tensors[i + 1].offset <= base + at + k) i++;
+            snprintf(m->nonfinite_name, sizeof m->nonfinite_name, "%s%s", pass ? "grad:" : "",
+                     m->tensors[i].name);
+            found = m->nonfinite_name;
         }
     }
-    return NULL;
+    free(h);
+    return found;
 }

@@ -216,6 +216,12 @@ size_t model_config_num_params(const ModelConfig *cfg);
  * of one parameter or gradient window under stages 2 and 3 (0 when host
  * memory runs out). */
 size_t model_config_max_unit(const ModelConfig *cfg);
+/* The parameter table of cfg alone, nothing allocated on a backend: for
+ * tools that move weights between files tensor by tensor (GGUF export)
+ * without a Model's buffers. Only the table's accessors (model_config,
+ * model_num_params, model_num_tensors, model_tensor, model_find_tensor) and
+ * model_free may be called on it. */
+Model *model_create_table(const ModelConfig *cfg, char *err, size_t err_len);
 int model_num_tensors(const Model *m);
 const ParamTensor *model_tensor(const Model *m, int i);
 /* index of the tensor with this HF name, or -1 */
@@ -232,6 +238,15 @@ void model_init_weights(Model *m, uint64_t seed);
  * parameters elsewhere, set reads src's shard into the master. */
 void model_get_params(const Model *m, float *dst);
 void model_set_params(Model *m, const float *src);
+/* The same for parameters [offset, offset + count) only (host fp32, count
+ * floats), so that checkpoints and loaders move a model tensor by tensor or
+ * chunk by chunk instead of through a whole-model host buffer. get returns
+ * the fp32 master where the range lies in the optimizer shard (the bf16
+ * parameters elsewhere); set writes the parameters (their bf16 rounding on
+ * a bf16 table) and the master of the part inside the shard. A range
+ * outside the parameters is a programming error and aborts. */
+void model_get_param_range(const Model *m, size_t offset, size_t count, float *dst);
+void model_set_param_range(Model *m, size_t offset, size_t count, const float *src);
 void model_get_grads(const Model *m, float *dst);
 
 /* Forward pass on tokens (B*T, host int32). With targets (B*T, host int32,

@@ -35,18 +35,18 @@ Model *model_upcycle(Model *dense, const ModelConfig *mc, float noise_std, uint6
         return err_set(err, err_len, "upcycle noise must be >= 0 (got %g)", noise_std), NULL;
     Model *m = model_create(mc, model_ops(dense), err, err_len);
     if (!m) return NULL;
-    float *src = malloc(model_num_params(dense) * sizeof *src);
-    float *dst = malloc(model_num_params(m) * sizeof *dst);
-    if (!src || !dst) {
-        free(src), free(dst), model_free(m);
+    size_t max_numel = 1; /* one tensor at a time through the host, never the model */
+    for (int i = 0; i < model_num_tensors(m); i++)
+        if (model_tensor(m, i)->numel > max_numel) max_numel = model_tensor(m, i)->numel;
+    float *out = malloc(max_numel * sizeof *out);
+    if (!out) {
+        model_free(m);
         return err_set(err, err_len, "out of host memory"), NULL;
     }
-    model_get_params(dense, src);
     Rng rng;
     rng_seed(&rng, seed);
     for (int i = 0; i < model_num_tensors(m); i++) {
         const ParamTensor *t = model_tensor(m, i);
-        float *out = dst + t->offset;
         int l, e;
         char w[4], name[120];
         const char *kind = NULL;
@@ -54,6 +54,7 @@ Model *model_upcycle(Model *dense, const ModelConfig *mc, float noise_std, uint6
             kind = !strcmp(w, "w1") ? "gate_proj" : !strcmp(w, "w3") ? "up_proj" : "down_proj";
         if (strstr(t->name, ".block_sparse_moe.gate.weight")) {
             for (size_t k = 0; k < t->numel; k++) out[k] = (float)(0.02 * rng_normal(&rng));
+            model_set_param_range(m, t->offset, t->numel, out);
             continue;
         }
         if (kind) snprintf(name, sizeof name, "model.layers.%d.mlp.%s.weight", l, kind);
@@ -62,14 +63,14 @@ Model *model_upcycle(Model *dense, const ModelConfig *mc, float noise_std, uint6
         if (j < 0 || model_tensor(dense, j)->numel != t->numel) {
             err_set(err, err_len, "upcycle_from: the dense model has no tensor %s for %s", name,
                     t->name);
-            free(src), free(dst), model_free(m);
+            free(out), model_free(m);
             return NULL;
         }
-        memcpy(out, src + model_tensor(dense, j)->offset, t->numel * sizeof *out);
+        model_get_param_range(dense, model_tensor(dense, j)->offset, t->numel, out);
         if (kind && noise_std > 0.0f)
             for (size_t k = 0; k < t->numel; k++) out[k] += (float)(noise_std * rng_normal(&rng));
+        model_set_param_range(m, t->offset, t->numel, out);
     }
-    model_set_params(m, dst);
-    free(src), free(dst);
+    free(out);
     return m;
 }

@@ -6,6 +6,7 @@
 #include "trainer/plan.h"
 
 #include "trainer/moe.h"
+#include "trainer/safetensors.h"
 
 #define CPU_LMHEAD_CHUNK_ROWS 256                /* kernels/cpu/ops_cpu.c LMHEAD_CHUNK_ROWS */
 #define CUDA_LT_WORKSPACE     ((size_t)32 << 20) /* kernels/cuda/ops_cuda.cu lt_ws_bytes */
@@ -69,6 +70,19 @@ static int n_moe_layers(const ModelConfig *c) {
     for (int l = 0; c->n_experts && l < c->n_layer; l++)
         n += moe_is_layer(c, l);
     return n;
+}
+
+/* The largest host buffer of a rank besides the losses: model_init_weights'
+ * (and upcycling's) one tensor, or the 4 MiB chunk that checkpoints, loads
+ * and the finiteness check stream through (docs/checkpoints.md). */
+static size_t host_buffer_bytes(const ModelConfig *c) {
+    char err[256];
+    size_t n = ST_STREAM_CHUNK;
+    Model *t = model_create_table(c, err, sizeof err);
+    for (int i = 0; t && i < model_num_tensors(t); i++)
+        if (model_tensor(t, i)->numel > n) n = model_tensor(t, i)->numel;
+    model_free(t);
+    return n * 4;
 }
 
 void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
@@ -144,7 +158,8 @@ void plan_compute(const ModelConfig *c, const PlanSetup *s, Plan *p) {
     }
     p->steady = fixed + opt + p->acts + p->moe_acts + p->bwd_scratch + p->lmhead_scratch + p->io;
     p->peak = p->steady;
-    p->host = P * 4 + N * 4 + p->offloaded; /* host_tmp, losses_host, the offloaded state */
+    /* one tensor or chunk, losses_host, the offloaded state */
+    p->host = host_buffer_bytes(c) + N * 4 + p->offloaded;
     p->act_bytes_per_token =
         (double)(p->acts + p->moe_acts + p->bwd_scratch + p->io) / (double)(N ? N : 1);
 }

@@ -58,7 +58,7 @@ typedef struct {
                             * (80 MiB); larger kernel needs are in the context allowance */
     size_t context;        /* PlanSetup.context_bytes on CUDA */
     size_t steady, peak; /* backend bytes */
-    size_t host;                  /* host buffers besides: model host_tmp, losses */
+    size_t host;         /* host buffers besides: the largest tensor, losses, the offloaded state */
     double act_bytes_per_token;   /* (acts + bwd_scratch + io) / (B*T) */
 } Plan;
 

@@ -403,10 +403,18 @@ static int write_all(int fd, const void *p, size_t n) {
     return 0;
 }
 
-int st_write(const char *path, const StWriteTensor *tensors, int n, const char *const *meta,
-             int n_meta, char *err, size_t err_len) {
+/* the elements of a tensor's shape (checked against overflow by the caller's rank limit) */
+static uint64_t numel_of(const StWriteTensor *t) {
+    uint64_t numel = 1;
+    for (int d = 0; d < t->ndim; d++) numel *= (uint64_t)t->shape[d];
+    return numel;
+}
+
+int st_write_stream(const char *path, const StWriteTensor *tensors, int n, const char *const *meta,
+                    int n_meta, StFill fill, void *ctx, char *err, size_t err_len) {
     cJSON *root = cJSON_CreateObject();
     char *json = NULL, *tmp = NULL;
+    void *chunk = NULL;
     int fd = -1, rc = 1;
     if (!root) goto oom;
     if (n_meta) {
@@ -427,8 +435,7 @@ int st_write(const char *path, const StWriteTensor *tensors, int n, const char *
             err_set(err, err_len, "%s: tensor '%s': bad rank or duplicate name", path, t->name);
             goto out;
         }
-        uint64_t numel = 1;
-        for (int d = 0; d < t->ndim; d++) numel *= (uint64_t)t->shape[d];
+        uint64_t numel = numel_of(t);
         cJSON *e = cJSON_AddObjectToObject(root, t->name);
         double sh[ST_MAX_DIMS], offs[2] = {(double)off, (double)(off + numel * 4)};
         for (int d = 0; d < t->ndim; d++) sh[d] = (double)t->shape[d];
@@ -439,7 +446,8 @@ int st_write(const char *path, const StWriteTensor *tensors, int n, const char *
         off += numel * 4;
     }
     json = cJSON_PrintUnformatted(root);
-    if (!json) goto oom;
+    chunk = malloc(ST_STREAM_CHUNK * 4);
+    if (!json || !chunk) goto oom;
     size_t hlen = strlen(json), padded = (hlen + 7) / 8 * 8;
     tmp = malloc(strlen(path) + 5);
     if (!tmp) goto oom;
@@ -455,9 +463,12 @@ int st_write(const char *path, const StWriteTensor *tensors, int n, const char *
     int bad = write_all(fd, lenb, 8) || write_all(fd, json, hlen) ||
               write_all(fd, spaces, padded - hlen);
     for (int i = 0; i < n && !bad; i++) {
-        uint64_t numel = 1;
-        for (int d = 0; d < tensors[i].ndim; d++) numel *= (uint64_t)tensors[i].shape[d];
-        bad = write_all(fd, tensors[i].data, numel * 4);
+        uint64_t numel = numel_of(&tensors[i]);
+        for (uint64_t at = 0; at < numel && !bad; at += ST_STREAM_CHUNK) {
+            size_t k = numel - at < ST_STREAM_CHUNK ? (size_t)(numel - at) : ST_STREAM_CHUNK;
+            if (fill(ctx, i, at, k, chunk, err, err_len)) goto out;
+            bad = write_all(fd, chunk, k * 4);
+        }
     }
     if (bad || fsync(fd)) {
         err_set(err, err_len, "%s: write failed: %s", tmp, strerror(errno));
@@ -481,9 +492,25 @@ out:
     if (fd >= 0) close(fd);
     if (rc && tmp) unlink(tmp);
     free(tmp);
+    free(chunk);
     free(json);
     cJSON_Delete(root);
     return rc;
+}
+
+/* st_write's fill: a copy from the tensor's own data */
+static int fill_from_data(void *ctx, int i, uint64_t first, size_t count, void *dst, char *err,
+                          size_t err_len) {
+    (void)err, (void)err_len;
+    const StWriteTensor *t = (const StWriteTensor *)ctx + i;
+    memcpy(dst, (const char *)t->data + first * 4, count * 4);
+    return 0;
+}
+
+int st_write(const char *path, const StWriteTensor *tensors, int n, const char *const *meta,
+             int n_meta, char *err, size_t err_len) {
+    return st_write_stream(path, tensors, n, meta, n_meta, fill_from_data, (void *)tensors, err,
+                           err_len);
 }
 
 /* ---------------- directory (single file or shards) ---------------- */
@@ -518,9 +545,14 @@ int st_set_find(StSet *s, const char *name, StFile **file, int *index) {
 char *st_read_text(const char *path, size_t max_bytes, char *err, size_t err_len) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return err_set(err, err_len, "%s: cannot open: %s", path, strerror(errno)), NULL;
-    char *buf = malloc(max_bytes + 1);
-    size_t n = buf ? fread(buf, 1, max_bytes + 1, fp) : 0;
-    int bad = !buf || ferror(fp) || n > max_bytes;
+    /* a buffer of the file's size (one byte more to see it grow), not of max_bytes */
+    struct stat sb;
+    size_t cap = fstat(fileno(fp), &sb) == 0 && sb.st_size >= 0 && (uint64_t)sb.st_size < max_bytes
+                     ? (size_t)sb.st_size + 1
+                     : max_bytes + 1;
+    char *buf = malloc(cap + 1);
+    size_t n = buf ? fread(buf, 1, cap, fp) : 0;
+    int bad = !buf || ferror(fp) || n > max_bytes || (n == cap && cap <= max_bytes);
     fclose(fp);
     if (bad) {
         free(buf);

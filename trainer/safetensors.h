@@ -97,6 +97,20 @@ typedef struct {
 int st_write(const char *path, const StWriteTensor *tensors, int n, const char *const *meta,
              int n_meta, char *err, size_t err_len);
 
+/* The streaming writer: the header is computed up front from the tensors'
+ * names, dtypes and shapes (their `data` is ignored), then tensor i's bytes
+ * are asked for in order, in pieces: fill(ctx, i, first, count, dst) writes
+ * elements [first, first + count) of tensor i (flat, row-major, count <=
+ * ST_STREAM_CHUNK) into dst. Host memory: the header and one chunk of
+ * ST_STREAM_CHUNK elements, whatever the tensors' sizes. Same file, same
+ * tmp + fsync + rename as st_write (st_write is this with a fill that
+ * copies from `data`). A nonzero fill (message in err) abandons the file. */
+#define ST_STREAM_CHUNK ((size_t)1 << 20)
+typedef int (*StFill)(void *ctx, int i, uint64_t first, size_t count, void *dst, char *err,
+                      size_t err_len);
+int st_write_stream(const char *path, const StWriteTensor *tensors, int n, const char *const *meta,
+                    int n_meta, StFill fill, void *ctx, char *err, size_t err_len);
+
 /* ---- a directory's weights, single file or sharded ---- */
 typedef struct StSet StSet;
 

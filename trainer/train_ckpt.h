@@ -1,6 +1,7 @@
 /* train_ckpt.h: the checkpoints `dapt train` writes (trainer/ckpt.h does
  * the files): the whole state from rank 0, or under ZeRO-1 the optimizer
- * state in per-rank shards. Internal to trainer/train.c. */
+ * state in per-rank shards and the weights streamed to rank 0 chunk by
+ * chunk from the ranks that own them. Internal to trainer/train.c. */
 #ifndef DAPT_TRAIN_CKPT_H
 #define DAPT_TRAIN_CKPT_H
 
@@ -21,6 +22,7 @@ typedef struct {
     const Tokenizer *tokenizer; /* its files are copied into checkpoints; NULL: none */
     Dist *d;
     const size_t *pieces; /* ZeRO-1: rank r's optimizer shard length; NULL: whole state */
+    size_t max_shard_bytes; /* model.safetensors shards (ckpt.h); 0: HF_SHARD_BYTES */
 } TrainCkpt;
 
 /* Writes RUN/ckpt/step-NNNNNNNN (step, tokens, lr: the trainer state after

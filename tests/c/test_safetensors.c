@@ -1,8 +1,8 @@
 /* test_safetensors.c: the safetensors reader and writer: round trip of F32
  * and I32, F16/BF16 decoding of known bit patterns, every validation error
- * class, sharded directories, and a fuzz loop (byte flips and truncations of
+ * class, sharded directories, a fuzz loop (byte flips and truncations of
  * a valid file must give an error or a fully readable file, never a crash:
- * run it under ASan). */
+ * run it under ASan), and the streaming writer's chunks and failure. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -321,6 +321,54 @@ static void test_fuzz(void) {
     free(orig);
 }
 
+/* st_write_stream: the fill is asked for each tensor's elements in order,
+ * in pieces of at most ST_STREAM_CHUNK, and the file reads back as what it
+ * produced; a tensor of ST_STREAM_CHUNK + 5 elements takes two pieces. A
+ * fill that fails abandons the file: no PATH, no PATH.tmp, its message. */
+typedef struct {
+    int calls, bad_order, fail_at;
+    uint64_t next[2];
+} Stream;
+
+static int stream_fill(void *ctx, int i, uint64_t first, size_t count, void *dst, char *err,
+                       size_t err_len) {
+    Stream *s = ctx;
+    if (++s->calls == s->fail_at) return snprintf(err, err_len, "fill says no"), 1;
+    s->bad_order += first != s->next[i] || count > ST_STREAM_CHUNK || (i == 1 && s->next[0] != 3);
+    s->next[i] = first + count;
+    float *d = dst;
+    for (size_t k = 0; k < count; k++) d[k] = (float)(first + k) * (i ? -1.0f : 0.5f);
+    return 0;
+}
+
+static void test_stream(void) {
+    char path[400], tmp[420], err[256];
+    snprintf(path, sizeof path, "%s/stream.safetensors", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    const int64_t big = (int64_t)ST_STREAM_CHUNK + 5;
+    StWriteTensor ts[2] = {{"small", ST_F32, 1, {3}, NULL}, {"big", ST_F32, 2, {big, 1}, NULL}};
+    Stream s = {0};
+    CHECK_OK(st_write_stream(path, ts, 2, NULL, 0, stream_fill, &s, err, sizeof err), err);
+    CHECK(s.calls == 3 && s.bad_order == 0, "%d calls, %d out of order\n", s.calls, s.bad_order);
+    StFile *f = st_open(path, err, sizeof err);
+    CHECK_OK(!f, err);
+    float *x = malloc((size_t)big * sizeof *x);
+    if (f && x) {
+        int ib = st_find(f, "big"), bad = 0;
+        CHECK(st_read_f32(f, ib, x, err, sizeof err) == 0);
+        for (int64_t k = 0; k < big; k++) bad += x[k] != -(float)k;
+        CHECK(bad == 0 && st_read_f32(f, st_find(f, "small"), x, err, sizeof err) == 0 &&
+              x[0] == 0.0f && x[1] == 0.5f && x[2] == 1.0f);
+    }
+    st_close(f);
+    free(x);
+    remove(path);
+    Stream s2 = {.fail_at = 3};
+    CHECK_FAILS(st_write_stream(path, ts, 2, NULL, 0, stream_fill, &s2, err, sizeof err), err,
+                "fill says no");
+    CHECK(access(path, F_OK) != 0 && access(tmp, F_OK) != 0);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/dapt-test-st-XXXXXX");
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
@@ -330,6 +378,7 @@ int main(void) {
     test_many_names();
     test_sharded();
     test_fuzz();
+    test_stream();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

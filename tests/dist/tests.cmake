@@ -6,6 +6,16 @@
 if(DAPT_HAVE_MPI AND MPIEXEC_EXECUTABLE)
   add_executable(ckpt_check ${CMAKE_CURRENT_LIST_DIR}/ckpt_check.c)
   target_link_libraries(ckpt_check PRIVATE ${dapt_libs})
+  # a ZeRO checkpoint's weights, streamed chunk by chunk from the ranks that
+  # own them, and its moments load back bitwise at 1, 2 and 3 ranks
+  add_executable(ckpt_roundtrip ${CMAKE_CURRENT_LIST_DIR}/ckpt_roundtrip.c)
+  target_link_libraries(ckpt_roundtrip PRIVATE ${dapt_libs})
+  foreach(np 1 2 3)
+    add_test(NAME dist_ckpt_roundtrip_np${np}
+             COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --bind-to none
+                     -x OMP_NUM_THREADS=1 -np ${np} $<TARGET_FILE:ckpt_roundtrip>)
+    set_tests_properties(dist_ckpt_roundtrip_np${np} PROPERTIES LABELS py TIMEOUT 300)
+  endforeach()
   add_test(NAME dist_collectives
            COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --bind-to none -np 3
                    $<TARGET_FILE:test_dist>)

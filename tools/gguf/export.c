@@ -16,6 +16,11 @@
  * parameters, from which import rebuilds the config (llama.cpp ignores
  * them).
  *
+ * Streaming: each GGUF tensor is registered with a fill (gguf_w_tensor_fill)
+ * that reads it (from the Model, or from a directory's safetensors with
+ * gguf_export_dir) when the writer reaches it, so host memory is one tensor
+ * (and its permuted copy), never the whole model.
+ *
  * Invariants: every Model tensor maps to exactly one GGUF tensor and no
  * other tensor is written but rope_freqs.weight (llama.cpp refuses files
  * with extra tensors); a tied head is written only as token_embd.weight;
@@ -44,6 +49,7 @@
 #include "kernels/util.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/gguf/gguf.h"
+#include "trainer/hf.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 
@@ -245,33 +251,78 @@ static uint32_t matrix_type(uint32_t dtype, int cols) {
     return dtype == GGML_Q8_0 && cols % GGUF_Q8_0_BLOCK ? GGML_F16 : dtype;
 }
 
+/* Where the exported weights come from: a Model's parameters
+ * (model_get_param_range), or, with set, a model directory's safetensors
+ * read tensor by tensor (m is then only the parameter table). */
+typedef struct {
+    const Model *m;
+    StSet *set;
+} Source;
+
+static int read_param(const Source *s, int i, float *dst, char *err, size_t err_len) {
+    if (s->set) return hf_read_tensor(s->set, s->m, i, dst, err, err_len);
+    const ParamTensor *t = model_tensor(s->m, i);
+    model_get_param_range(s->m, t->offset, t->numel, dst);
+    return 0;
+}
+
+/* One GGUF tensor's fill: table tensor i, rows permuted over perm heads
+ * (0: none); or, when block >= 0, the stack of block's experts' wK
+ * matrices (each of numel elements), expert e at slice e. */
+typedef struct {
+    const Source *src;
+    int i, perm, block, k;
+} Job;
+
+static int fill_tensor(void *ctx, float *dst, char *err, size_t err_len) {
+    const Job *j = ctx;
+    const Model *m = j->src->m;
+    const ParamTensor *t = model_tensor(m, j->i);
+    if (j->block >= 0) {
+        for (int e = 0; e < model_config(m)->n_experts; e++) {
+            char name[128];
+            snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight",
+                     j->block, e, j->k);
+            if (read_param(j->src, model_find_tensor(m, name), dst + (size_t)e * t->numel, err,
+                           err_len))
+                return 1;
+        }
+        return 0;
+    }
+    if (!j->perm) return read_param(j->src, j->i, dst, err, err_len);
+    float *tmp = malloc(t->numel * sizeof *tmp);
+    if (!tmp) return err_set(err, err_len, "out of memory for tensor %s", t->name);
+    int rc = read_param(j->src, j->i, tmp, err, err_len);
+    if (!rc) gguf_permute_rows(tmp, dst, t->shape[0], t->ndim == 2 ? t->shape[1] : 1, j->perm, 0);
+    free(tmp);
+    return rc;
+}
+
 /* blk.N.ffn_{gate,down,up}_exps.weight: the E experts' wK matrices of block
- * N stacked, ne = {cols, rows, E}; *buf (freed by the caller after the
- * file is written) holds the stack. */
-static int write_expert_stack(GgufWriter *w, const Model *m, const float *params,
-                              const ParamTensor *t0, int block, int k, const char *gname,
-                              uint32_t dtype, float **buf, char *err, size_t err_len) {
+ * N stacked, ne = {cols, rows, E}, filled by job when written; every
+ * expert's tensor is checked here, before anything is written. */
+static int write_expert_stack(GgufWriter *w, const Model *m, const ParamTensor *t0, Job *job,
+                              const char *gname, uint32_t dtype, char *err, size_t err_len) {
     const ModelConfig *c = model_config(m);
     int E = c->n_experts, rows = t0->shape[0], cols = t0->shape[1];
-    if (!(*buf = malloc((size_t)E * t0->numel * sizeof **buf)))
-        return err_set(err, err_len, "out of memory");
     for (int e = 0; e < E; e++) {
         char name[128];
-        snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight", block, e, k);
+        snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight",
+                 job->block, e, job->k);
         int j = model_find_tensor(m, name);
         const ParamTensor *t = j >= 0 ? model_tensor(m, j) : NULL;
         if (!t || t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
             return err_set(err, err_len, "expert tensor %s is missing or not [%d, %d]", name, rows,
                            cols);
-        memcpy(*buf + (size_t)e * t0->numel, params + t->offset, t0->numel * sizeof **buf);
     }
     uint64_t ne[3] = {(uint64_t)cols, (uint64_t)rows, (uint64_t)E};
-    gguf_w_tensor(w, gname, 3, ne, matrix_type(dtype, cols), *buf);
+    gguf_w_tensor_fill(w, gname, 3, ne, matrix_type(dtype, cols), fill_tensor, job);
     return 0;
 }
 
-int gguf_export_model(const Model *m, const char *path, const GgufExportOptions *o, char *err,
-                      size_t err_len) {
+static int export_from(const Source *src, const char *path, const GgufExportOptions *o, char *err,
+                       size_t err_len) {
+    const Model *m = src->m;
     const ModelConfig *c = model_config(m);
     if (c->arch != ARCH_LLAMA && c->arch != ARCH_GPT2)
         return err_set(err, err_len, "architecture %d cannot be exported to GGUF", (int)c->arch);
@@ -319,15 +370,13 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
     Tokenizer *tok;
     if (tokenizer_load(&tok, o->tokenizer, err, err_len)) return 1;
     GgufWriter *w = gguf_writer_new();
-    float *params = malloc(model_num_params(m) * sizeof *params);
-    float **copies = calloc((size_t)n, sizeof *copies);
+    Job *jobs = calloc((size_t)n + 1, sizeof *jobs); /* read when the file is written */
     float *freqs = malloc((size_t)(model_head_dim(c) / 2 + 1) * sizeof *freqs);
     int rc = 1;
-    if (!w || !params || !copies || !freqs) {
-        err_set(err, err_len, "out of memory for a model of %zu parameters", model_num_params(m));
+    if (!w || !jobs || !freqs) {
+        err_set(err, err_len, "out of memory");
         goto out;
     }
-    model_get_params(m, params);
     gguf_w_str(w, "general.architecture", gguf_arch_name(c));
     gguf_w_str(w, "general.name", o->name ? o->name : "dapt");
     gguf_w_u32(w, "general.file_type", file_type_of(o->dtype));
@@ -337,34 +386,26 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
         const ParamTensor *t = model_tensor(m, i);
         int perm, block, expert, k;
         int rows = t->shape[0], cols = t->ndim == 2 ? t->shape[1] : 1;
+        jobs[i] = (Job){src, i, 0, -1, 0};
         if (c->arch == ARCH_LLAMA && !parse_expert(t->name, &block, &expert, &k)) {
             /* expert 0's tensor writes the stack of all E experts' */
             if (expert != 0) continue;
             gguf_expert_tensor_name(t->name, gname, sizeof gname, &expert);
-            if (write_expert_stack(w, m, params, t, block, k, gname, o->dtype, &copies[i], err,
-                                   err_len))
-                goto out;
+            jobs[i].block = block, jobs[i].k = k;
+            if (write_expert_stack(w, m, t, &jobs[i], gname, o->dtype, err, err_len)) goto out;
             continue;
         }
         gguf_tensor_name(c->arch, t->name, c->n_head, c->n_kv_head, gname, sizeof gname, &perm);
         if (c->qk_norm) perm = 0; /* qwen3: rotate_half pairs, as HF */
-        const float *src = params + t->offset;
-        if (perm) {
-            if (!(copies[i] = malloc(t->numel * sizeof *copies[i]))) {
-                err_set(err, err_len, "out of memory");
-                goto out;
-            }
-            gguf_permute_rows(src, copies[i], rows, cols, perm, 0);
-            src = copies[i];
-        }
+        jobs[i].perm = perm;
         uint64_t ne[2] = {(uint64_t)cols, (uint64_t)rows};
         uint32_t type = GGML_F32;
         if (t->ndim == 2) {
             type = matrix_type(o->dtype, cols);
             if (strstr(gname, "ffn_gate_inp")) type = GGML_F32; /* the router, as llama.cpp's converter */
-            gguf_w_tensor(w, gname, 2, ne, type, src);
+            gguf_w_tensor_fill(w, gname, 2, ne, type, fill_tensor, &jobs[i]);
         } else {
-            gguf_w_tensor(w, gname, 1, ne + 1, type, src);
+            gguf_w_tensor_fill(w, gname, 1, ne + 1, type, fill_tensor, &jobs[i]);
         }
     }
     if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
@@ -377,12 +418,31 @@ int gguf_export_model(const Model *m, const char *path, const GgufExportOptions 
     }
     rc = gguf_writer_write(w, path, err, err_len);
 out:
-    if (copies)
-        for (int i = 0; i < n; i++) free(copies[i]);
-    free(copies);
-    free(params);
+    free(jobs);
     free(freqs);
     gguf_writer_free(w);
     tokenizer_free(tok);
+    return rc;
+}
+
+int gguf_export_model(const Model *m, const char *path, const GgufExportOptions *o, char *err,
+                      size_t err_len) {
+    Source src = {m, NULL};
+    return export_from(&src, path, o, err, err_len);
+}
+
+int gguf_export_dir(const char *dir, const char *path, const GgufExportOptions *o,
+                    size_t *n_params, char *err, size_t err_len) {
+    ModelConfig cfg;
+    if (hf_load_config(dir, &cfg, err, err_len)) return 1;
+    Model *table = model_create_table(&cfg, err, err_len);
+    if (!table) return 1;
+    Source src = {table, NULL};
+    int rc = hf_check_weights(dir, table, err, err_len) ||
+             !(src.set = st_set_open(dir, err, err_len)) ||
+             export_from(&src, path, o, err, err_len);
+    if (!rc && n_params) *n_params = model_num_params(table);
+    st_set_close(src.set);
+    model_free(table);
     return rc;
 }

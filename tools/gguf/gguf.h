@@ -94,6 +94,14 @@ void gguf_w_arr_i32(GgufWriter *w, const char *key, const int32_t *v, size_t n);
  * stay valid until gguf_writer_write returns. */
 void gguf_w_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *ne, uint32_t type,
                    const float *src);
+/* The same with the fp32 data produced when the tensor is written:
+ * fill(ctx, dst) writes the tensor's ne[0] * ne[1] * ... floats into dst
+ * (a buffer the writer holds for this tensor only; nonzero: failed, message
+ * in err, and the file is not written). ctx must stay valid until
+ * gguf_writer_write returns. Host memory: one tensor at a time. */
+typedef int (*GgufFill)(void *ctx, float *dst, char *err, size_t err_len);
+void gguf_w_tensor_fill(GgufWriter *w, const char *name, int n_dims, const uint64_t *ne,
+                        uint32_t type, GgufFill fill, void *ctx);
 /* Writes the file (general.alignment taken as 32: the writer adds that key
  * itself first) via PATH.tmp + fsync + rename. */
 int gguf_writer_write(GgufWriter *w, const char *path, char *err, size_t err_len);
@@ -209,6 +217,14 @@ struct Model;
  * renormalisation). */
 int gguf_export_model(const struct Model *m, const char *path, const GgufExportOptions *o,
                       char *err, size_t err_len);
+/* The same for the model directory DIR (config.json and model.safetensors
+ * or HF shards: an HF model or a dapt checkpoint) without loading it: each
+ * tensor is read from the safetensors, converted (permuted, quantized) and
+ * written before the next is read, so host memory holds one tensor (an MoE
+ * layer's stack of experts: all E of them) plus its permutation copy, never
+ * the model. The parameter count goes to *n_params (NULL: not wanted). */
+int gguf_export_dir(const char *dir, const char *path, const GgufExportOptions *o,
+                    size_t *n_params, char *err, size_t err_len);
 /* llama.cpp's architecture for a config: "gpt2"; "qwen3" for a llama with
  * q/k head norms; else "llama" (general.architecture and the key prefix). */
 const char *gguf_arch_name(const ModelConfig *c);

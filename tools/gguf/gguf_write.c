@@ -1,9 +1,10 @@
 /* gguf_write.c: writes GGUF v3 files.
  *
  * Metadata is serialised into a byte buffer as it is added (in order,
- * general.alignment first); tensors are recorded with their fp32 source and
- * converted row by row while the file is written, so no second copy of the
- * model is held in memory.
+ * general.alignment first); tensors are recorded with their fp32 source, or
+ * a fill that produces it when the tensor is written (one tensor's fp32 in
+ * host memory at a time), and converted row by row while the file is
+ * written, so no second copy of the model is held in memory.
  *
  * Invariants: keys and tensor names are unique (a duplicate is an error
  * reported by gguf_writer_write); every tensor's data starts at an offset
@@ -25,7 +26,9 @@ typedef struct {
     int n_dims;
     uint64_t ne[GGUF_MAX_DIMS];
     uint32_t type;
-    const float *src;
+    const float *src; /* or, when NULL, fill(ctx, ...) at write time */
+    GgufFill fill;
+    void *ctx;
 } WTensor;
 
 struct GgufWriter {
@@ -138,8 +141,9 @@ void gguf_w_arr_i32(GgufWriter *w, const char *key, const int32_t *v, size_t n) 
     put(w, v, n * sizeof *v);
 }
 
-void gguf_w_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *ne, uint32_t type,
-                   const float *src) {
+/* gguf_w_tensor and gguf_w_tensor_fill: src, or fill and ctx */
+static void add_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *ne,
+                       uint32_t type, const float *src, GgufFill fill, void *ctx) {
     if (w->fail[0]) return;
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS) return w_fail(w, "bad number of dimensions for tensor", name);
     if (!name[0] || strlen(name) > 63) return w_fail(w, "tensor names must have 1..63 bytes (ggml):", name);
@@ -163,7 +167,19 @@ void gguf_w_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *
     for (int i = 0; i < GGUF_MAX_DIMS; i++) t->ne[i] = i < n_dims ? ne[i] : 1;
     t->type = type;
     t->src = src;
+    t->fill = fill;
+    t->ctx = ctx;
     w->n_tensors++;
+}
+
+void gguf_w_tensor(GgufWriter *w, const char *name, int n_dims, const uint64_t *ne, uint32_t type,
+                   const float *src) {
+    add_tensor(w, name, n_dims, ne, type, src, NULL, NULL);
+}
+
+void gguf_w_tensor_fill(GgufWriter *w, const char *name, int n_dims, const uint64_t *ne,
+                        uint32_t type, GgufFill fill, void *ctx) {
+    add_tensor(w, name, n_dims, ne, type, NULL, fill, ctx);
 }
 
 static uint64_t row_bytes(uint32_t type, uint64_t ne0) {
@@ -216,10 +232,24 @@ static int write_all(GgufWriter *w, FILE *f, char *err, size_t err_len) {
             row_cap = rb;
             if (!(row = malloc(row_cap))) return err_set(err, err_len, "out of memory");
         }
+        float *filled = NULL; /* a fill's tensor, for this tensor only */
+        const float *src = t->src;
+        if (!src) {
+            if (!(filled = malloc((size_t)(rows * t->ne[0]) * sizeof *filled + 1))) {
+                free(row);
+                return err_set(err, err_len, "out of memory for tensor %s", t->name);
+            }
+            if (t->fill(t->ctx, filled, err, err_len)) {
+                free(filled), free(row);
+                return 1;
+            }
+            src = filled;
+        }
         for (uint64_t r = 0; r < rows && !bad; r++) {
-            gguf_convert_from_f32(t->type, t->src + r * t->ne[0], row, t->ne[0]);
+            gguf_convert_from_f32(t->type, src + r * t->ne[0], row, t->ne[0]);
             bad = fwrite(row, 1, rb, f) != rb;
         }
+        free(filled);
         uint64_t n = tensor_bytes(t);
         size_t pad = (size_t)(pad_to(n, GGUF_DEFAULT_ALIGNMENT) - n);
         if (!bad && pad) bad = fwrite(zeros, 1, pad, f) != pad;

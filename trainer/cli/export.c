@@ -1,6 +1,7 @@
 /* export.c: `dapt export gguf MODEL OUT.gguf [--dtype f32|f16|bf16|q8_0]
  * [--tokenizer PATH] [--name NAME] [--force]`: the command over
- * gguf_export_model. MODEL is a dapt checkpoint or an HF model directory;
+ * gguf_export_dir (tensor by tensor from MODEL's safetensors, never the
+ * whole model in memory). MODEL is a dapt checkpoint or an HF model directory;
  * the tokenizer defaults to MODEL's own (tokenizer.json or
  * tokenizer.model). All checks and the writing are the library's. */
 #include <stdio.h>
@@ -10,7 +11,6 @@
 #include "tools/gguf/gguf.h"
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
-#include "trainer/hf.h"
 
 static const char usage[] =
     "usage: dapt export gguf MODEL OUT.gguf [--dtype f32|f16|bf16|q8_0]\n"
@@ -63,13 +63,9 @@ int cmd_export(int argc, char **argv) {
     if (!tok && tokenizer_find(model_dir, tok_path, sizeof tok_path)) tok = model_dir;
     o.tokenizer = tok;
     char err[1024];
-    Model *m = hf_load_model(model_dir, ops_cpu(), err, sizeof err);
-    if (!m) return cli_fail(&spec, "%s", err);
-    rc = gguf_export_model(m, out, &o, err, sizeof err);
-    if (rc)
-        cli_fail(&spec, "%s", err);
-    else
-        printf("wrote %s (%zu parameters)\n", out, model_num_params(m));
-    model_free(m);
-    return rc ? 1 : 0;
+    size_t n_params = 0;
+    if (gguf_export_dir(model_dir, out, &o, &n_params, err, sizeof err))
+        return cli_fail(&spec, "%s", err);
+    printf("wrote %s (%zu parameters)\n", out, n_params);
+    return 0;
 }

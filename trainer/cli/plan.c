@@ -161,10 +161,9 @@ int cmd_plan(int argc, char **argv) {
     int ranks_host = (int)world < GPUS_PER_HOST ? (int)world : GPUS_PER_HOST;
     printf("\nper host (ASSUMPTION: %d rank%s a host):\n", ranks_host, ranks_host > 1 ? "s" : "");
     row("host buffers a rank", p.host,
-        s.offload ? "fp32 host copy of the parameters (model host_tmp), the offloaded state"
-                  : "fp32 host copy of the parameters (model host_tmp)");
-    if (cfg.model.init_from[0] || cfg.moe.upcycle_from[0])
-        row("  + while loading init_from", p.n_params * 4, "hf.c's fp32 staging buffer");
+        s.offload ? "the largest tensor (init, upcycle) or a 4 MiB chunk (loads, checkpoints), "
+                    "the offloaded state"
+                  : "the largest tensor (init, upcycle) or a 4 MiB chunk (loads, checkpoints)");
     row("= per host", host_rank * ranks_host,
         s.cuda ? "" : "CPU backend: its memory is host memory");
 
