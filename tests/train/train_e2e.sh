@@ -26,6 +26,13 @@
 #   recompute train.recompute = "block": the final weights, optimizer state
 #             and losses bitwise those of "none", a lower peak of the cpu
 #             backend's allocations, and the key in the resolved config
+#   sources   three [[data.sources]] (two domain sources weighted 2:1, one
+#             general): per-source sample counts within one sample of the
+#             exact weighted shares at every step, per-source losses and
+#             eval splits (check_metrics.py --sources); SIGKILL and --resume
+#             end bitwise as the uninterrupted run; another weight changes
+#             the data fingerprint; a glob without files and a config
+#             without a general source are clear errors
 set -euo pipefail
 dapt=$1 py=$2 mode=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -216,6 +223,55 @@ recompute)
         "$work/runs/block/ckpt/step-00000030/$f.safetensors" || fail "$f differs"
   done
   "$py" "$here/check_metrics.py" --same-losses "$work/runs/none" "$work/runs/block"
+  ;;
+sources)
+  # a second domain corpus: the kernel-interface headers
+  cat /usr/include/x86_64-linux-gnu/bits/*.h > "$work/bits.txt"
+  truncate -s 200000 "$work/bits.txt"
+  "$dapt" tokenize --model "$work/tok/tokenizer.model" --out "$work/bits" --val-frac 0.05 \
+    --no-progress "$work/bits.txt" > /dev/null
+  sed -E '/^(domain|general|val_domain|val_general) =/d' "$work/tiny.toml" > "$work/src.toml"
+  cat >> "$work/src.toml" <<EOF
+
+[[data.sources]]
+name = "headers"
+role = "domain"
+train = ["$work/domain/train-*.tok.zst"]
+val = ["$work/domain/val.tok.zst"]
+weight = 2
+
+[[data.sources]]
+name = "bits"
+role = "domain"
+train = ["$work/bits/train-*.tok.zst"]
+val = ["$work/bits/val.tok.zst"]
+
+[[data.sources]]
+name = "licenses"
+role = "general"
+train = ["$work/general/train-*.tok.zst"]
+val = ["$work/general/val.tok.zst"]
+weight = 0.5
+EOF
+  "$dapt" train "$work/src.toml" --run.name=straight > "$work/log"
+  "$py" "$here/check_metrics.py" --sources "$work/runs/straight" 8 30 \
+    "[[0,0.3],[0.85,0.3],[0.85,0.6],[1,0.6]]"
+  grep -q "val/bits loss" "$work/log" || fail "no per-source eval line"
+  kill_at_step10 "$work/src.toml"
+  "$dapt" train "$work/src.toml" --run.name=killed --resume > "$work/resumed.log"
+  cmp "$work/runs/straight/ckpt/step-00000030/model.safetensors" \
+      "$work/runs/killed/ckpt/step-00000030/model.safetensors" || fail "weights differ"
+  "$py" "$here/check_metrics.py" --same-losses "$work/runs/straight" "$work/runs/killed"
+  # the data fingerprint covers the sources: another weight is another stream
+  sed 's/^weight = 2$/weight = 3/' "$work/src.toml" > "$work/src3.toml"
+  expect_error "resume: the data stream differs from the checkpoint.s" \
+    "$dapt" train "$work/src3.toml" --run.name=killed --resume
+  sed "s#bits/train-#bits/nothing-#" "$work/src.toml" > "$work/bad.toml"
+  expect_error "\[\[data.sources\]\]: source 'bits': train glob '.*nothing-\*.tok.zst' matched no files" \
+    "$dapt" train "$work/bad.toml"
+  sed '/^name = "licenses"/,$d' "$work/src.toml" | sed '$d' > "$work/nogen.toml"
+  expect_error "no source has role \"general\", but mix.domain_frac \(.*\) asks" \
+    "$dapt" train "$work/nogen.toml"
   ;;
 *) fail "unknown mode $mode" ;;
 esac
