@@ -542,6 +542,9 @@ int config_validate(const Config *c, char *err, size_t err_len) {
                        where(c, "mix", "schedule", b, sizeof b));
     LrSchedule s;
     if (config_to_schedule(c, &s, e, sizeof e)) return err_set(err, err_len, "%s", e);
+    if (c->model.init_optimizer && !c->model.init_from[0])
+        return err_set(err, err_len, "%s = true needs model.init_from (the dapt checkpoint whose "
+                       "run to continue)", where(c, "model", "init_optimizer", a, sizeof a));
     if (c->model.init_from[0] && c->moe.upcycle_from[0])
         return err_set(err, err_len, "%s and %s are both given: a run starts from one model",
                        where(c, "model", "init_from", a, sizeof a),
@@ -791,7 +794,8 @@ char *config_to_toml(const Config *c) {
         for (int i = 0; i < config_num_keys; i++) {
             const KeyDef *k = &config_keys[i];
             if (strcmp(k->section, sec)) continue;
-            if (!strcmp(sec, "model") && c->model.init_from[0] && strcmp(k->key, "init_from")) continue;
+            if (!strcmp(sec, "model") && c->model.init_from[0] && strncmp(k->key, "init_", 5))
+                continue; /* init_from's config.json has the shape */
             if (!strcmp(sec, "model") && c->moe.upcycle_from[0] && strncmp(k->key, "upcycle_", 8))
                 continue; /* upcycling takes the shape from the dense model */
             if (!strcmp(sec, "moe") && c->model.init_from[0] && !is_moe_training_key(k->key))

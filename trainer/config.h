@@ -57,6 +57,7 @@ typedef struct {
     } run;
     struct {
         char init_from[CONFIG_PATH_LEN]; /* "" = from scratch */
+        int init_optimizer;              /* init_from's Adam moments and step count too */
         char arch[16];
         int n_layer, n_head, n_kv_head, d_model, d_ff, vocab_size, max_seq_len;
         double rope_theta, norm_eps;

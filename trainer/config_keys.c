@@ -27,6 +27,9 @@ const KeyDef config_keys[] = {
     {"model", "init_from", K_STR, F(model.init_from), SZ(model.init_from), 0, 0, 0, 0, NULL, "\"\"",
      "\"\" trains from scratch; else an HF model directory or a dapt checkpoint (its config.json "
      "gives the model's shape, so the shape keys below must not be set)"},
+    {"model", "init_optimizer", K_BOOL, F(model.init_optimizer), 0, 0, 0, 0, 0, NULL, "false",
+     "with init_from a dapt checkpoint: continue its run: take its Adam moments and step count "
+     "too (docs/train.md, \"Continuing a run\"); false: fresh moments"},
     {"model", "arch", K_STR, F(model.arch), SZ(model.arch), 1, 0, 0, 0, "gpt2|llama", "\"llama\"",
      "architecture"},
     {"model", "n_layer", K_INT, F(model.n_layer), 0, 1, 1024, 0, 0, NULL, "12", "transformer blocks"},

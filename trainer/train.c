@@ -96,9 +96,11 @@ static Model *create_sharded(const ModelConfig *mc, const Ops *ops, const Shard 
 }
 
 /* The base model, from init_from (an HF directory or a dapt checkpoint:
- * both are HF layout), upcycled, or fresh, created for the shard. */
-static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, char *err,
-                              size_t err_len) {
+ * both are HF layout; with init_optimizer the checkpoint's Adam moments,
+ * this rank's shard of them, and its trainer state into *st), upcycled, or
+ * fresh, created for the shard. */
+static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, CkptState *st,
+                              char *err, size_t err_len) {
     ModelConfig mc;
     Model *m = NULL;
     char why[512];
@@ -127,10 +129,22 @@ static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, 
                     c->model.init_from);
             return NULL;
         }
+        char state[CONFIG_PATH_LEN + 32];
+        snprintf(state, sizeof state, "%s/trainer_state.json", c->model.init_from);
+        if (c->model.init_optimizer && stat(state, &sb)) {
+            err_set(err, err_len,
+                    "model.init_optimizer = true, but model.init_from = \"%s\" has no optimizer "
+                    "state (no trainer_state.json: not a dapt checkpoint); set "
+                    "model.init_optimizer = false to start with fresh Adam moments",
+                    c->model.init_from);
+            return NULL;
+        }
         if (hf_load_config(c->model.init_from, &mc, why, sizeof why) ||
             !(m = create_sharded(&mc, ops, sh, why, sizeof why)) ||
-            hf_load_weights(c->model.init_from, m, why, sizeof why)) {
-            err_set(err, err_len, "model.init_from = \"%s\": %s", c->model.init_from, why);
+            (c->model.init_optimizer ? ckpt_load(c->model.init_from, m, st, why, sizeof why)
+                                     : hf_load_weights(c->model.init_from, m, why, sizeof why))) {
+            err_set(err, err_len, "model.init_from = \"%s\"%s: %s", c->model.init_from,
+                    c->model.init_optimizer ? " with model.init_optimizer" : "", why);
             model_free(m);
             return NULL;
         }
@@ -142,8 +156,9 @@ static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, 
     return m;
 }
 
-/* The model, resumed from a checkpoint (resume_dir) or from
- * load_base_model, created for this rank's ZeRO shard (zero_world > 0) so
+/* The model, resumed from a checkpoint (resume_dir; its state into *st) or
+ * from load_base_model (with init_optimizer, init_from's state into *st),
+ * created for this rank's ZeRO shard (zero_world > 0) so
  * that each rank allocates only its shard of what the stage shards, and a
  * resume reads only its range of the optimizer state (ckpt_load). */
 static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir, CkptState *st,
@@ -153,7 +168,7 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
     Model *m = NULL;
     Shard sh = {.stage = c->dist.zero, .world = zero_world, .rank = rank,
                 .offload = c->train.offload_optimizer};
-    if (!resume_dir) return load_base_model(c, ops, &sh, err, err_len);
+    if (!resume_dir) return load_base_model(c, ops, &sh, st, err, err_len);
     if (hf_load_config(resume_dir, &mc, why, sizeof why)) {
         err_set(err, err_len, "--resume: %s", why);
         return NULL;
@@ -372,7 +387,7 @@ typedef struct {
     Metrics *mf; /* rank 0 only */
     LrSchedule sched;
     AdamWConfig opt;
-    CkptState resumed; /* the trainer state of the checkpoint resumed from */
+    CkptState resumed; /* the trainer state of the checkpoint resumed (or continued) from */
     TrainCkpt ckpt;    /* what every checkpoint carries */
     char *config_text; /* config_to_toml */
     char run_dir[CONFIG_PATH_LEN * 2];
@@ -383,6 +398,7 @@ typedef struct {
     int32_t *inp, *tgt;                /* (micro, T) */
     int *roles;                        /* (micro) StreamRole of each row, for MoE routing metrics */
     int start_step;
+    int64_t adam_t0;   /* AdamW steps before step 0 (a continued run's): step s is t = adam_t0 + s + 1 */
     long long tokens;  /* trained on so far, all ranks */
     uint64_t *samples; /* (stream_n_sources) drawn from each source so far, all ranks */
 } Trainer;
@@ -475,7 +491,7 @@ static int train_step(Trainer *t, int step, StepOut *o, char *err, size_t err_le
     o->grad_norm = comm_grad_norm(t->comm, sums.grad_sumsq);
     step_results(t, &sums, o);
     if (o->nonfinite) return 0;
-    comm_optimizer_step(t->comm, &t->opt, (float)o->lr, step + 1, o->grad_norm);
+    comm_optimizer_step(t->comm, &t->opt, (float)o->lr, (int)(t->adam_t0 + step + 1), o->grad_norm);
     return comm_params_gather(t->comm, step, err, err_len);
 }
 
@@ -660,6 +676,28 @@ static void print_setup(const Trainer *t) {
                (unsigned long long)stream_source_windows(t->s, j));
 }
 
+/* model.init_optimizer: where the continued run starts. With the
+ * checkpoint's data stream (same fingerprint: sources, shards, seed,
+ * seq_len, global_batch, steps, mixture) it goes on from the checkpoint's
+ * step, as --resume would but in its own run directory; else it is a new
+ * run of train.steps steps from step 0 of its own stream and schedule,
+ * AdamW's step count going on from the checkpoint's. */
+static void continue_run(Trainer *t, const char *fp) {
+    const CkptState *r = &t->resumed;
+    if (r->data_fingerprint && !strcmp(r->data_fingerprint, fp) &&
+        r->step <= t->c->train.steps) {
+        t->start_step = (int)r->step;
+        t->tokens = r->tokens;
+        t->adam_t0 = r->adam_step - r->step;
+        printf("continuing %s from step %d: the same data stream, at its position\n",
+               t->c->model.init_from, t->start_step);
+    } else {
+        t->adam_t0 = r->adam_step;
+        printf("continuing %s (AdamW step %lld): a new data stream and schedule from step 0\n",
+               t->c->model.init_from, (long long)r->adam_step);
+    }
+}
+
 /* Everything a run needs, from the config: the collectives, the backend,
  * the model (resumed or from its base), the data stream, the run
  * directory and the step's buffers. On failure what was made stays in t
@@ -705,7 +743,10 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
                            fp, was ? was : "(none)", resume_path);
         t->start_step = (int)t->resumed.step;
         t->tokens = t->resumed.tokens;
+        t->adam_t0 = t->resumed.adam_step - t->resumed.step;
         printf("resuming from %s (step %d)\n", resume_path, t->start_step);
+    } else if (c->model.init_optimizer) {
+        continue_run(t, fp);
     }
     t->config_text = config_to_toml(c);
     if (open_run_dir(t, err, err_len)) return 1;
@@ -714,6 +755,7 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
                           .keep = c->ckpt.keep,
                           .seed = (uint64_t)c->run.seed,
                           .fingerprint = fingerprint,
+                          .adam_t0 = t->adam_t0,
                           .config_text = t->config_text,
                           .tokenizer = t->tok,
                           .d = t->d,

@@ -164,6 +164,7 @@ static void test_errors(void) {
     refuse("[train]\nlr =\n", "train.lr: missing value", NULL);
     refuse("[train\n", "cfg.toml:1: bad section header", NULL);
     refuse("[train] x\n", "bad section header", NULL);
+    refuse("[model]\ninit_optimizer = true\n", "model.init_optimizer (cfg.toml:2) = true needs model.init_from", NULL);
     refuse("[[train]]\n", "cfg.toml:1: bad header '[[train]]'", "the only array of tables is [[data.sources]]");
     refuse("[train]\n\"lr\" = 1\n", "bad key", NULL);
     refuse("[train]\ntrain.lr = 1\n", "bad key", NULL);
@@ -317,9 +318,10 @@ static void test_round_trip(void) {
     config_free(&b);
     /* a config with init_from omits the model's shape keys, and still round-trips */
     config_init(&a);
-    CHECK(config_load_string(&a, "[model]\ninit_from = \"/m/tiny\"\n[train]\nlr = 0.1\n", "i.toml", err, sizeof err) == 0);
+    CHECK(config_load_string(&a, "[model]\ninit_from = \"/m/tiny\"\ninit_optimizer = true\n[train]\nlr = 0.1\n", "i.toml", err, sizeof err) == 0);
     t1 = config_to_toml(&a);
-    CHECK(t1 && !strstr(t1, "n_layer") && strstr(t1, "init_from = \"/m/tiny\""));
+    CHECK(t1 && !strstr(t1, "n_layer") && strstr(t1, "init_from = \"/m/tiny\"") &&
+          strstr(t1, "init_optimizer = true"));
     config_init(&b);
     CHECK(config_load_string(&b, t1, "r.toml", err, sizeof err) == 0 && config_validate(&b, err, sizeof err) == 0);
     free(t1);
