@@ -184,6 +184,20 @@ int main(void) {
     split(w9, 2, 0);
     double w10[] = {1e-6, 1, 2.5e-5}; /* rounded, the smallest given its one slot */
     split(w10, 3, 0);
+    /* One source (data.domain / data.general shorthand): the identity, as
+     * before the exact split, so the shorthand's batches are unchanged. */
+    MixSplit *one;
+    double w_one[] = {0.5};
+    CHECK_OK(mix_split_create(&one, w_one, 1, err, sizeof err), err);
+    if (one) {
+        size_t bad = 0;
+        for (uint64_t k = 0; k < 100000; k += 7) {
+            uint64_t idx;
+            bad += mix_split_source(one, k, &idx) != 0 || idx != k || mix_split_count(one, 0, k) != k;
+        }
+        CHECK(bad == 0 && mix_split_period(one) == 1);
+        mix_split_free(one);
+    }
     double w5[] = {1, -1};
     MixSplit *m;
     CHECK_FAILS(mix_split_create(&m, w5, 2, err, sizeof err), err, "positive");

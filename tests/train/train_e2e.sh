@@ -270,6 +270,15 @@ EOF
   cmp "$work/runs/straight/ckpt/step-00000030/model.safetensors" \
       "$work/runs/killed/ckpt/step-00000030/model.safetensors" || fail "weights differ"
   "$py" "$here/check_metrics.py" --same-losses "$work/runs/straight" "$work/runs/killed"
+  "$py" - "$work/runs/straight" "$work/runs/killed" <<'PY' || fail "samples differ after --resume"
+import json, sys
+def last(run):  # the last record of each step (a resumed run repeats some)
+    return {r["step"]: r["samples"] for r in map(json.loads, open(f"{run}/metrics.jsonl"))
+            if r["type"] == "train"}
+a, b = last(sys.argv[1]), last(sys.argv[2])
+print(f"samples at step 30: {b[30]}")
+sys.exit(0 if a == b else 1)
+PY
   # the data fingerprint covers the sources: another weight is another stream
   sed 's/^weight = 2$/weight = 3/' "$work/src.toml" > "$work/src3.toml"
   expect_error "resume: the data stream differs from the checkpoint.s" \
