@@ -26,12 +26,12 @@ struct MixSchedule {
 
 struct MixSplit {
     int n;
-    uint32_t period;                  /* L */
-    uint32_t quota[MIX_MAX_SOURCES];  /* q_j, summing to L */
-    uint32_t start[MIX_MAX_SOURCES];  /* source j's positions are pos[start[j] ..] */
-    uint16_t *pattern;                /* (L) source of each position */
-    uint32_t *rank;                   /* (L) occurrences of pattern[t] before t */
-    uint32_t *pos;                    /* (L) positions grouped by source, ascending */
+    uint32_t period;                 /* L */
+    uint32_t quota[MIX_MAX_SOURCES]; /* q_j, summing to L */
+    uint32_t start[MIX_MAX_SOURCES]; /* source j's positions are pos[start[j] ..] */
+    uint16_t *pattern;               /* (L) source of each position */
+    uint32_t *rank;                  /* (L) occurrences of pattern[t] before t */
+    uint32_t *pos;                   /* (L) positions grouped by source, ascending */
 };
 
 double mix_schedule_fraction(const MixSchedule *m, double p) {

@@ -130,7 +130,8 @@ int metrics_write(Metrics *mf, MetricsRec *r, char *err, size_t err_len) {
     put(r, "}\n");
     if (r->oom || r->depth) {
         rc = 1;
-        err_set(err, err_len, "metrics record: %s", r->oom ? "out of memory" : "unclosed array or object");
+        err_set(err, err_len, "metrics record: %s",
+                r->oom ? "out of memory" : "unclosed array or object");
     } else if (mf && (fputs(r->s, mf->f) == EOF || fflush(mf->f))) {
         rc = 1;
         err_set(err, err_len, "cannot write %s: %s", mf->path, strerror(errno));
