@@ -26,9 +26,12 @@ struct MixSchedule {
 
 struct MixSplit {
     int n;
-    uint32_t quota[MIX_MAX_SOURCES];
-    uint16_t pattern[MIX_PATTERN];
-    uint16_t rank[MIX_PATTERN]; /* occurrences of pattern[t] before t */
+    uint32_t period;                 /* L */
+    uint32_t quota[MIX_MAX_SOURCES]; /* q_j, summing to L */
+    uint32_t start[MIX_MAX_SOURCES]; /* source j's positions are pos[start[j] ..] */
+    uint16_t *pattern;               /* (L) source of each position */
+    uint32_t *rank;                  /* (L) occurrences of pattern[t] before t */
+    uint32_t *pos;                   /* (L) positions grouped by source, ascending */
 };
 
 double mix_schedule_fraction(const MixSchedule *m, double p) {
@@ -132,74 +135,128 @@ void mix_schedule_range(const MixSchedule *m, double *lo, double *hi) {
     }
 }
 
+/* The smallest L <= MIX_PATTERN_MAX at which every share * L is a whole
+ * number >= 1 (within 1e-9), with q = those numbers; 0 when there is none. */
+static uint32_t exact_period(const double *share, int n, uint32_t *q) {
+    for (uint32_t L = 1; L <= MIX_PATTERN_MAX; L++) {
+        int ok = 1;
+        for (int j = 0; j < n && ok; j++) {
+            double x = share[j] * L, r = floor(x + 0.5);
+            ok = r >= 1 && fabs(x - r) <= 1e-9;
+        }
+        if (!ok) continue;
+        uint64_t sum = 0;
+        for (int j = 0; j < n; j++) sum += q[j] = (uint32_t)floor(share[j] * L + 0.5);
+        if (sum == L) return L;
+    }
+    return 0;
+}
+
+/* q by largest remainder over L = MIX_PATTERN_MAX, then at least one slot
+ * per source (taken from the largest). */
+static uint32_t rounded_period(const double *share, int n, uint32_t *q) {
+    const uint32_t L = MIX_PATTERN_MAX;
+    double rem[MIX_MAX_SOURCES];
+    uint32_t given = 0;
+    for (int j = 0; j < n; j++) {
+        double x = share[j] * L;
+        q[j] = (uint32_t)floor(x);
+        rem[j] = x - floor(x);
+        given += q[j];
+    }
+    while (given < L) {
+        int best = 0;
+        for (int j = 1; j < n; j++)
+            if (rem[j] > rem[best]) best = j;
+        q[best]++;
+        rem[best] = -1;
+        given++;
+    }
+    for (int j = 0; j < n; j++)
+        if (q[j] == 0) {
+            int big = 0;
+            for (int i = 1; i < n; i++)
+                if (q[i] > q[big]) big = i;
+            q[big]--;
+            q[j] = 1;
+        }
+    return L;
+}
+
 int mix_split_create(MixSplit **out, const double *w, int n, char *err, size_t errlen) {
     *out = NULL;
     if (n < 1 || n > MIX_MAX_SOURCES)
         return err_set(err, errlen, "%d sources in one role, expected 1 to %d", n, MIX_MAX_SOURCES);
-    double total = 0;
+    double total = 0, share[MIX_MAX_SOURCES];
     for (int j = 0; j < n; j++) {
         if (!(w[j] > 0) || !isfinite(w[j]))
             return err_set(err, errlen, "source weight %g must be positive", w[j]);
         total += w[j];
     }
+    if (!isfinite(total)) return err_set(err, errlen, "source weights sum to %g", total);
+    for (int j = 0; j < n; j++) share[j] = w[j] / total;
     MixSplit *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, errlen, "out of memory");
     m->n = n;
-    /* Largest remainder, then at least one slot per source (taken from the largest). */
-    double rem[MIX_MAX_SOURCES];
-    uint32_t given = 0;
-    for (int j = 0; j < n; j++) {
-        double x = w[j] / total * MIX_PATTERN;
-        m->quota[j] = (uint32_t)floor(x);
-        rem[j] = x - floor(x);
-        given += m->quota[j];
+    m->period = exact_period(share, n, m->quota);
+    if (!m->period) m->period = rounded_period(share, n, m->quota);
+    const uint32_t L = m->period;
+    m->pattern = malloc(L * sizeof *m->pattern);
+    m->rank = malloc(L * sizeof *m->rank);
+    m->pos = malloc(L * sizeof *m->pos);
+    if (!m->pattern || !m->rank || !m->pos) {
+        mix_split_free(m);
+        return err_set(err, errlen, "out of memory");
     }
-    while (given < MIX_PATTERN) {
-        int best = 0;
-        for (int j = 1; j < n; j++)
-            if (rem[j] > rem[best]) best = j;
-        m->quota[best]++;
-        rem[best] = -1;
-        given++;
-    }
-    for (int j = 0; j < n; j++)
-        if (m->quota[j] == 0) {
-            int big = 0;
-            for (int i = 1; i < n; i++)
-                if (m->quota[i] > m->quota[big]) big = i;
-            m->quota[big]--;
-            m->quota[j] = 1;
-        }
-    /* Largest deficit (t+1)*q_j - L*c_j first. */
+    for (int j = 1; j < n; j++) m->start[j] = m->start[j - 1] + m->quota[j - 1];
+    /* Earliest deadline first: source j's next slot i = c[j] is released at
+     * floor(i L / q_j) and due at ceil((i + 1) L / q_j) - 1. */
     uint32_t c[MIX_MAX_SOURCES] = {0};
-    for (uint32_t t = 0; t < MIX_PATTERN; t++) {
+    for (uint32_t t = 0; t < L; t++) {
         int best = -1;
-        int64_t best_d = 0;
+        uint64_t best_due = 0;
         for (int j = 0; j < n; j++) {
-            if (c[j] >= m->quota[j]) continue;
-            int64_t d = (int64_t)(t + 1) * m->quota[j] - (int64_t)MIX_PATTERN * c[j];
-            if (best < 0 || d > best_d) best = j, best_d = d;
+            uint64_t i = c[j], q = m->quota[j];
+            if (i >= q || i * L / q > t) continue;
+            uint64_t due = ((i + 1) * L + q - 1) / q - 1;
+            if (best < 0 || due < best_due) best = j, best_due = due;
+        }
+        if (best < 0 || best_due < t) { /* cannot happen: a feasible schedule exists */
+            mix_split_free(m);
+            return err_set(err, errlen, "internal error: no source due at pattern slot %u", t);
         }
         m->pattern[t] = (uint16_t)best;
-        m->rank[t] = (uint16_t)c[best]++;
+        m->rank[t] = c[best];
+        m->pos[m->start[best] + c[best]++] = t;
     }
     *out = m;
     return 0;
 }
 
-void mix_split_free(MixSplit *m) { free(m); }
+void mix_split_free(MixSplit *m) {
+    if (!m) return;
+    free(m->pattern), free(m->rank), free(m->pos);
+    free(m);
+}
 
 int mix_split_source(const MixSplit *m, uint64_t k, uint64_t *index_out) {
-    uint32_t t = (uint32_t)(k % MIX_PATTERN);
+    uint32_t t = (uint32_t)(k % m->period);
     int j = m->pattern[t];
-    *index_out = (k / MIX_PATTERN) * m->quota[j] + m->rank[t];
+    *index_out = (k / m->period) * m->quota[j] + m->rank[t];
     return j;
 }
 
 uint64_t mix_split_count(const MixSplit *m, int j, uint64_t n) {
-    uint64_t c = (n / MIX_PATTERN) * m->quota[j];
-    for (uint32_t t = 0; t < n % MIX_PATTERN; t++) c += m->pattern[t] == j;
-    return c;
+    uint32_t r = (uint32_t)(n % m->period), lo = 0, hi = m->quota[j];
+    const uint32_t *p = m->pos + m->start[j];
+    while (lo < hi) { /* positions of j before r */
+        uint32_t mid = (lo + hi) / 2;
+        if (p[mid] < r) lo = mid + 1;
+        else hi = mid;
+    }
+    return (n / m->period) * m->quota[j] + lo;
 }
 
 uint32_t mix_split_quota(const MixSplit *m, int j) { return m->quota[j]; }
+
+uint32_t mix_split_period(const MixSplit *m) { return m->period; }

@@ -12,18 +12,26 @@
  * round(C(s)) is within half a sample of C(s).
  *
  * Split. A role's k-th sample (k = 0, 1, ...) goes to source pattern[k % L]
- * of a fixed pattern of L = MIX_PATTERN slots in which source j holds q_j
- * slots, q_j = its weight share of L by largest remainder (at least 1 each),
- * ordered so that every prefix of the pattern is within one sample of the
- * shares (largest deficit first, ties to the lower index). Source j's own
- * sample index is (k / L) * q_j + (number of j before position k % L). */
+ * of a fixed pattern of L slots in which source j holds q_j slots. L is the
+ * smallest period, at most MIX_PATTERN_MAX, over which the shares w_j / sum w
+ * are whole numbers q_j / L (within 1e-9 of a slot): for weights 15:1:4,
+ * L = 20; for 0.3:0.7, L = 10. Weights with no such period (a share like
+ * 1/3 written 0.3333333, or token counts) fall back to L = MIX_PATTERN_MAX
+ * with q_j by largest remainder (at least 1 each): the shares are then
+ * exact to 1/L. The pattern is the earliest-deadline-first schedule of the
+ * unit jobs "source j's i-th slot", released at floor(i L / q_j) and due by
+ * position ceil((i + 1) L / q_j) - 1, ties to the lower index; it meets
+ * every deadline, so after any n samples source j holds c_j(n) with
+ * |c_j(n) - n q_j / L| < 1 (strictly), every n, not only whole periods.
+ * Source j's own sample index is (k / L) * q_j + (number of j before
+ * position k % L). */
 #ifndef DAPT_DATA_MIX_H
 #define DAPT_DATA_MIX_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define MIX_PATTERN 4096
+#define MIX_PATTERN_MAX 65536
 #define MIX_MAX_POINTS 64
 #define MIX_MAX_SOURCES 256
 
@@ -53,7 +61,8 @@ void mix_split_free(MixSplit *m);
 int mix_split_source(const MixSplit *m, uint64_t k, uint64_t *index_out);
 /* How many of the role's first n samples went to source j. */
 uint64_t mix_split_count(const MixSplit *m, int j, uint64_t n);
-/* Slots of source j in the pattern (q_j). */
+/* Slots of source j in the pattern (q_j), and the pattern's length L. */
 uint32_t mix_split_quota(const MixSplit *m, int j);
+uint32_t mix_split_period(const MixSplit *m);
 
 #endif

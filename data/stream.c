@@ -609,12 +609,15 @@ uint32_t stream_vocab_size(const Stream *st) { return st->vocab; }
 uint64_t stream_tokenizer_hash(const Stream *st) { return st->ref.tokenizer_hash; }
 uint32_t stream_eos_id(const Stream *st) { return st->eos; }
 
-double stream_source_epochs(const Stream *st, int j, uint64_t step) {
+uint64_t stream_source_samples(const Stream *st, int j, uint64_t steps) {
     const Source *src = &st->src[j];
-    uint64_t nd = mix_cum_domain(st->sched, step + 1);
-    uint64_t n_role = src->role == STREAM_DOMAIN ? nd : (step + 1) * st->cfg.global_batch - nd;
-    uint64_t n = mix_split_count(st->split[src->role], src->role_index, n_role);
-    return (double)n / (double)src->windows;
+    uint64_t nd = mix_cum_domain(st->sched, steps);
+    uint64_t n_role = src->role == STREAM_DOMAIN ? nd : steps * st->cfg.global_batch - nd;
+    return mix_split_count(st->split[src->role], src->role_index, n_role);
+}
+
+double stream_source_epochs(const Stream *st, int j, uint64_t step) {
+    return (double)stream_source_samples(st, j, step + 1) / (double)st->src[j].windows;
 }
 
 uint32_t stream_eval_count(const Stream *st, int j) { return st->src[j].n_eval; }

@@ -2,6 +2,8 @@
  *
  * Sources: named, each with a role (domain or general), train shard globs and
  * optional val shard globs. A sample is a window of seq_len + 1 tokens.
+ * (The trainer's [[data.sources]] tables, or data.domain / data.general as
+ * one source each, named "domain" and "general".)
  *
  * Order (all of it a function of the config and the shards, see docs/data.md):
  *  - Step s has global_batch slots; mix_count_at(s) of them are domain
@@ -87,6 +89,8 @@ const char *stream_source_name(const Stream *s, int j);
 StreamRole stream_source_role(const Stream *s, int j);
 uint64_t stream_source_tokens(const Stream *s, int j);  /* train tokens */
 uint64_t stream_source_windows(const Stream *s, int j); /* windows per epoch */
+/* Samples of source j in steps [0, steps), all ranks. */
+uint64_t stream_source_samples(const Stream *s, int j, uint64_t steps);
 /* Epochs of source j consumed by the end of step `step` (a fraction). */
 double stream_source_epochs(const Stream *s, int j, uint64_t step);
 uint32_t stream_vocab_size(const Stream *s);

@@ -114,6 +114,7 @@ static char *state_json(const CkptState *st) {
     if (!r || !cJSON_AddStringToObject(r, "format", "dapt-trainer-state") ||
         !cJSON_AddNumberToObject(r, "version", 1) ||
         !cJSON_AddNumberToObject(r, "step", (double)st->step) ||
+        !cJSON_AddNumberToObject(r, "adam_step", (double)(st->adam_step ? st->adam_step : st->step)) ||
         !cJSON_AddNumberToObject(r, "tokens", (double)st->tokens) ||
         !cJSON_AddNumberToObject(r, "lr", st->lr) ||
         !cJSON_AddStringToObject(r, "data_fingerprint", st->data_fingerprint ? st->data_fingerprint : "") ||
@@ -550,6 +551,8 @@ static int parse_state(const cJSON *r, const char *dir, CkptState *st, char *err
     memset(st, 0, sizeof *st);
     st->step = (int64_t)cJSON_GetObjectItemCaseSensitive(r, "step")->valuedouble;
     if (cJSON_IsNumber(j = cJSON_GetObjectItemCaseSensitive(r, "tokens"))) st->tokens = (int64_t)j->valuedouble;
+    j = cJSON_GetObjectItemCaseSensitive(r, "adam_step");
+    st->adam_step = cJSON_IsNumber(j) ? (int64_t)j->valuedouble : st->step;
     if (cJSON_IsNumber(j = cJSON_GetObjectItemCaseSensitive(r, "lr"))) st->lr = j->valuedouble;
     j = cJSON_GetObjectItemCaseSensitive(r, "data_fingerprint");
     st->data_fingerprint = strdup(cJSON_IsString(j) ? j->valuestring : "");

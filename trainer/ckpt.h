@@ -44,6 +44,11 @@
 
 typedef struct {
     int64_t step;   /* optimizer steps done */
+    /* the AdamW step count t (bias correction) after them: step, plus the
+     * steps of the run a continued run (model.init_optimizer) started from;
+     * save: 0 means step; load: trainer_state.json's "adam_step", or step
+     * in a checkpoint written before it existed */
+    int64_t adam_step;
     int64_t tokens; /* training tokens consumed */
     double lr;      /* learning rate of the last step */
     char *data_fingerprint; /* the data stream's identity (shards + mixture) */

@@ -21,14 +21,21 @@
 #include "trainer/hf.h"
 #include "trainer/moe.h"
 
+static void list_free(ConfigList *l) {
+    for (int k = 0; k < l->n; k++) free(l->items[k]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
 void config_free(Config *c) {
     ConfigList *ls[] = {&c->data.domain, &c->data.general, &c->data.val_domain, &c->data.val_general};
-    for (int i = 0; i < 4; i++) {
-        for (int k = 0; k < ls[i]->n; k++) free(ls[i]->items[k]);
-        free(ls[i]->items);
-        ls[i]->items = NULL;
-        ls[i]->n = 0;
+    for (int i = 0; i < 4; i++) list_free(ls[i]);
+    for (int j = 0; j < c->data.n_sources; j++) {
+        list_free(&c->data.sources[j].train);
+        list_free(&c->data.sources[j].val);
     }
+    c->data.n_sources = 0;
 }
 
 void config_init(Config *c) {
@@ -136,6 +143,7 @@ typedef struct {
     char raw[8192];         /* the current line, leading whitespace stripped */
     const char *value;      /* text after '=' in raw, for the handler */
     int section_seen[CONFIG_MAX_SECTIONS];
+    int in_source; /* key lines go to c->data.sources[n_sources - 1] */
     char *err;
     size_t err_len;
     int failed;
@@ -154,6 +162,65 @@ static void perr(Parse *p, const char *fmt, const char *a, const char *b) {
     p->failed = 1;
     int k = snprintf(p->err, p->err_len, "%s:%d: ", p->name, p->line);
     if (k > 0 && (size_t)k < p->err_len) snprintf(p->err + k, p->err_len - (size_t)k, fmt, a, b);
+}
+
+/* "[[data.sources]]": the only array of tables; opens a new source with
+ * its defaults (weight 1, no val shards). */
+static void source_header(Parse *p, const char *r) {
+    const char *s = r + 2;
+    while (*s == ' ' || *s == '\t') s++;
+    size_t n = strcspn(s, "] \t");
+    const char *close = strstr(s, "]]"), *after = close ? close + 2 : "";
+    while (*after == ' ' || *after == '\t') after++;
+    if (!close || n != 12 || strncmp(s, "data.sources", 12) || (*after && *after != '#')) {
+        perr(p, "bad header '%s': the only array of tables is [[data.sources]]%s", r, "");
+        return;
+    }
+    Config *c = p->c;
+    if (c->data.n_sources == CONFIG_MAX_SOURCES) {
+        char max[16];
+        snprintf(max, sizeof max, "%d", CONFIG_MAX_SOURCES);
+        perr(p, "more than %s [[data.sources]] tables%s", max, "");
+        return;
+    }
+    ConfigSource *src = &c->data.sources[c->data.n_sources++];
+    memset(src, 0, sizeof *src);
+    src->weight = 1.0;
+    src->line = p->line;
+    p->in_source = 1;
+}
+
+/* "key = value" inside a [[data.sources]] table. */
+static void source_key(Parse *p, const char *r, size_t kn) {
+    Config *c = p->c;
+    const int j = c->data.n_sources - 1;
+    ConfigSource *src = &c->data.sources[j];
+    char key[64], msg[700], e[400];
+    snprintf(key, sizeof key, "%.*s", (int)kn, r);
+    int k = 0;
+    while (k < source_num_keys && strcmp(source_keys[k].key, key)) k++;
+    if (k == source_num_keys) {
+        perr(p, "unknown key '%s' in [[data.sources]] (keys: name role train val weight)%s", key, "");
+        return;
+    }
+    if (src->key_line[k]) {
+        snprintf(msg, sizeof msg, "data.sources[%d].%s is set twice (first on line %d)", j, key,
+                 src->key_line[k]);
+        perr(p, "%s%s", msg, "");
+        return;
+    }
+    Value v;
+    int rc = value_parse(p->value, &v, e, sizeof e);
+    if (!rc) {
+        rc = key_assign(src, &source_keys[k], &v, e, sizeof e);
+        value_free(&v);
+    }
+    if (rc) {
+        snprintf(msg, sizeof msg, "data.sources[%d].%s: %s", j, key, e);
+        perr(p, "%s%s", msg, "");
+        return;
+    }
+    src->key_line[k] = p->line;
 }
 
 /* fgets-style reader for inih: hands over a normalised copy of each line
@@ -179,8 +246,9 @@ static char *reader(char *str, int num, void *stream) {
     char *r = p->raw;
     if (!len || r[0] == '#') return str; /* blank or comment: nothing for inih */
     if (r[0] == '[') {
+        p->in_source = 0;
         if (r[1] == '[') {
-            perr(p, "arrays of tables ([[...]]) are not accepted%s%s", "", "");
+            source_header(p, r);
             return str;
         }
         char *close = strchr(r, ']');
@@ -218,6 +286,10 @@ static char *reader(char *str, int num, void *stream) {
         return str;
     }
     p->value = eq + 1;
+    if (p->in_source) {
+        source_key(p, r, kn);
+        return str;
+    }
     snprintf(str, (size_t)num, "%.*s = v\n", (int)kn, r);
     return str;
 }
@@ -375,8 +447,77 @@ static const char *const shape_keys[] = {
     "rope_original_max_seq_len"};
 #define N_SHAPE_KEYS ((int)(sizeof shape_keys / sizeof *shape_keys))
 
+/* "data.sources[1].weight (cfg.toml:14)", or the table's header line for a
+ * key not set */
+static const char *src_where(const Config *c, int j, int k, char *buf, size_t n) {
+    const ConfigSource *s = &c->data.sources[j];
+    int line = k >= 0 && s->key_line[k] ? s->key_line[k] : s->line;
+    snprintf(buf, n, "data.sources[%d]%s%s (%s:%d)", j, k >= 0 ? "." : "",
+             k >= 0 ? source_keys[k].key : "", c->source, line);
+    return buf;
+}
+
+/* [[data.sources]]: complete tables, distinct names, not together with the
+ * shorthand keys, a source for every role the mixture schedule asks for. */
+static int validate_sources(const Config *c, char *err, size_t err_len) {
+    char a[CONFIG_PATH_LEN + 64], b[CONFIG_PATH_LEN + 64];
+    static const char *const shorthand[] = {"domain", "general", "val_domain", "val_general"};
+    if (!c->data.n_sources) return 0;
+    const ConfigList *lists[] = {&c->data.domain, &c->data.general, &c->data.val_domain,
+                                 &c->data.val_general};
+    for (int i = 0; i < 4; i++)
+        if (lists[i]->n)
+            return err_set(err, err_len,
+                           "%s and [[data.sources]] (%s:%d) are both given: use one (data.%s is "
+                           "shorthand for one source)",
+                           where(c, "data", shorthand[i], a, sizeof a), c->source,
+                           c->data.sources[0].line, shorthand[i]);
+    int has_role[2] = {0, 0};
+    for (int j = 0; j < c->data.n_sources; j++) {
+        const ConfigSource *s = &c->data.sources[j];
+        for (int k = 0; k < 3; k++) /* name, role, train: required */
+            if (!s->key_line[k])
+                return err_set(err, err_len, "%s has no %s (a source needs name, role and train)",
+                               src_where(c, j, -1, a, sizeof a), source_keys[k].key);
+        if (!strcmp(s->name, "domain") || !strcmp(s->name, "general"))
+            return err_set(err, err_len,
+                           "%s = \"%s\": the name is taken by the role aggregate val/%s; "
+                           "name the source after its corpus",
+                           src_where(c, j, 0, a, sizeof a), s->name, s->name);
+        for (int i = 0; i < j; i++)
+            if (!strcmp(c->data.sources[i].name, s->name))
+                return err_set(err, err_len, "%s = \"%s\" is also %s: names must differ",
+                               src_where(c, j, 0, a, sizeof a), s->name,
+                               src_where(c, i, 0, b, sizeof b));
+        if (s->train.n == 0)
+            return err_set(err, err_len, "%s is empty: a source needs train shards",
+                           src_where(c, j, 2, a, sizeof a));
+        has_role[strcmp(s->role, "domain") ? 1 : 0] = 1;
+    }
+    MixPoint pts[CONFIG_MAX_MIX_POINTS];
+    int n = config_mix_points(c, pts, CONFIG_MAX_MIX_POINTS);
+    double lo = 1, hi = 0;
+    for (int i = 0; i < n; i++) {
+        if (pts[i].fraction < lo) lo = pts[i].fraction;
+        if (pts[i].fraction > hi) hi = pts[i].fraction;
+    }
+    const char *mk = is_set(c, "mix", "schedule") ? "schedule" : "domain_frac";
+    if (hi > 0 && !has_role[0])
+        return err_set(err, err_len,
+                       "[[data.sources]]: no source has role \"domain\", but %s asks for domain "
+                       "samples (a domain fraction up to %g)",
+                       where(c, "mix", mk, a, sizeof a), hi);
+    if (lo < 1 && !has_role[1])
+        return err_set(err, err_len,
+                       "[[data.sources]]: no source has role \"general\", but %s asks for general "
+                       "samples (a domain fraction down to %g)",
+                       where(c, "mix", mk, a, sizeof a), lo);
+    return 0;
+}
+
 int config_validate(const Config *c, char *err, size_t err_len) {
     char a[CONFIG_PATH_LEN + 64], b[CONFIG_PATH_LEN + 64], e[400];
+    if (validate_sources(c, err, err_len)) return 1;
     if (c->train.global_batch % c->train.micro_batch)
         return err_set(err, err_len, "%s = %d must be a multiple of %s = %d",
                        where(c, "train", "global_batch", a, sizeof a), c->train.global_batch,
@@ -401,6 +542,9 @@ int config_validate(const Config *c, char *err, size_t err_len) {
                        where(c, "mix", "schedule", b, sizeof b));
     LrSchedule s;
     if (config_to_schedule(c, &s, e, sizeof e)) return err_set(err, err_len, "%s", e);
+    if (c->model.init_optimizer && !c->model.init_from[0])
+        return err_set(err, err_len, "%s = true needs model.init_from (the dapt checkpoint whose "
+                       "run to continue)", where(c, "model", "init_optimizer", a, sizeof a));
     if (c->model.init_from[0] && c->moe.upcycle_from[0])
         return err_set(err, err_len, "%s and %s are both given: a run starts from one model",
                        where(c, "model", "init_from", a, sizeof a),
@@ -650,7 +794,8 @@ char *config_to_toml(const Config *c) {
         for (int i = 0; i < config_num_keys; i++) {
             const KeyDef *k = &config_keys[i];
             if (strcmp(k->section, sec)) continue;
-            if (!strcmp(sec, "model") && c->model.init_from[0] && strcmp(k->key, "init_from")) continue;
+            if (!strcmp(sec, "model") && c->model.init_from[0] && strncmp(k->key, "init_", 5))
+                continue; /* init_from's config.json has the shape */
             if (!strcmp(sec, "model") && c->moe.upcycle_from[0] && strncmp(k->key, "upcycle_", 8))
                 continue; /* upcycling takes the shape from the dense model */
             if (!strcmp(sec, "moe") && c->model.init_from[0] && !is_moe_training_key(k->key))
@@ -677,6 +822,25 @@ char *config_to_toml(const Config *c) {
             }
             put(&b, "\n");
         }
+    }
+    for (int j = 0; j < c->data.n_sources; j++) {
+        const ConfigSource *src = &c->data.sources[j];
+        const ConfigList *ls[2] = {&src->train, &src->val};
+        put(&b, "\n[[data.sources]]\nname = ");
+        put_string(&b, src->name);
+        put(&b, "\nrole = ");
+        put_string(&b, src->role);
+        for (int i = 0; i < 2; i++) {
+            put(&b, "\n%s = [", i ? "val" : "train");
+            for (int g = 0; g < ls[i]->n; g++) {
+                if (g) put(&b, ", ");
+                put_string(&b, ls[i]->items[g]);
+            }
+            put(&b, "]");
+        }
+        put(&b, "\nweight = ");
+        put_float(&b, src->weight);
+        put(&b, "\n");
     }
     if (b.oom) {
         free(b.s);

@@ -34,6 +34,19 @@ typedef struct {
     int n;
 } ConfigList;
 
+#define CONFIG_MAX_SOURCES 32
+#define CONFIG_SOURCE_KEYS 5 /* name, role, train, val, weight */
+
+/* One [[data.sources]] table. */
+typedef struct {
+    char name[64];
+    char role[16];         /* "domain" | "general" */
+    ConfigList train, val; /* globs */
+    double weight;         /* share within its role, > 0 */
+    int line;                        /* of its [[data.sources]] header */
+    int key_line[CONFIG_SOURCE_KEYS]; /* where each key was set (source_keys order), 0: not */
+} ConfigSource;
+
 
 typedef struct {
     struct {
@@ -44,6 +57,7 @@ typedef struct {
     } run;
     struct {
         char init_from[CONFIG_PATH_LEN]; /* "" = from scratch */
+        int init_optimizer;              /* init_from's Adam moments and step count too */
         char arch[16];
         int n_layer, n_head, n_kv_head, d_model, d_ff, vocab_size, max_seq_len;
         double rope_theta, norm_eps;
@@ -54,7 +68,9 @@ typedef struct {
     } model;
     struct {
         int seq_len;
-        ConfigList domain, general, val_domain, val_general; /* globs */
+        ConfigList domain, general, val_domain, val_general; /* globs: one source each */
+        int n_sources;                                       /* [[data.sources]] tables */
+        ConfigSource sources[CONFIG_MAX_SOURCES];
         char tokenizer[CONFIG_PATH_LEN]; /* HF dir, tokenizer.json or .model; "" = init_from's */
     } data;
     struct {

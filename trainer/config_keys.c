@@ -27,6 +27,9 @@ const KeyDef config_keys[] = {
     {"model", "init_from", K_STR, F(model.init_from), SZ(model.init_from), 0, 0, 0, 0, NULL, "\"\"",
      "\"\" trains from scratch; else an HF model directory or a dapt checkpoint (its config.json "
      "gives the model's shape, so the shape keys below must not be set)"},
+    {"model", "init_optimizer", K_BOOL, F(model.init_optimizer), 0, 0, 0, 0, 0, NULL, "false",
+     "with init_from a dapt checkpoint: continue its run: take its Adam moments and step count "
+     "too (docs/train.md, \"Continuing a run\"); false: fresh moments"},
     {"model", "arch", K_STR, F(model.arch), SZ(model.arch), 1, 0, 0, 0, "gpt2|llama", "\"llama\"",
      "architecture"},
     {"model", "n_layer", K_INT, F(model.n_layer), 0, 1, 1024, 0, 0, NULL, "12", "transformer blocks"},
@@ -200,6 +203,25 @@ const char *const config_sections[] = {"run",  "model", "data", "mix",  "train",
                                        "eval", "ckpt",  "moe",  "dist", "cuda"};
 const int config_num_sections = 10;
 
+#define FS(field) offsetof(ConfigSource, field)
+#define SZS(field) sizeof(((ConfigSource *)0)->field)
+/* clang-format off */
+const KeyDef source_keys[] = {
+    {"data.sources", "name", K_STR, FS(name), SZS(name), 1, 0, 0, 0, NULL, NULL,
+     "the source's name (letters, digits, '.', '_', '-'; not \"domain\" or \"general\"): "
+     "its key in metrics.jsonl's samples and loss_by_source, its eval split val/NAME"},
+    {"data.sources", "role", K_STR, FS(role), SZS(role), 1, 0, 0, 0, "domain|general", NULL,
+     "which share of the mixture schedule the source draws from"},
+    {"data.sources", "train", K_GLOBS, FS(train), 0, 0, 0, 0, 0, NULL, NULL,
+     "globs of its .tok.zst train shards (at least one shard)"},
+    {"data.sources", "val", K_GLOBS, FS(val), 0, 0, 0, 0, 0, NULL, "[]",
+     "globs of its held-out shards ([]: no eval split for it)"},
+    {"data.sources", "weight", K_FLOAT, FS(weight), 0, 0, 1e12, 1, 0, NULL, "1.0",
+     "its share within its role: weight / (sum of the role's weights)"},
+};
+/* clang-format on */
+const int source_num_keys = (int)(sizeof source_keys / sizeof *source_keys);
+
 /* ---------------- typing and ranges ---------------- */
 
 static const char *type_name(KeyType t) {
@@ -241,7 +263,7 @@ static int want(const KeyDef *k, const char *got, char *err, size_t err_len) {
     return 1;
 }
 
-static int assign_list(Config *c, const KeyDef *k, const Value *v, char *err, size_t err_len) {
+static int assign_list(void *c, const KeyDef *k, const Value *v, char *err, size_t err_len) {
     if (v->type != V_ARRAY) return want(k, value_type_name(v), err, err_len);
     for (int i = 0; i < v->n; i++)
         if (v->items[i].type != V_STR || !v->items[i].s[0])
@@ -289,8 +311,8 @@ static int assign_points(Config *c, const KeyDef *k, const Value *v, char *err, 
     return 0;
 }
 
-int key_assign(Config *c, const KeyDef *k, const Value *v, char *err, size_t err_len) {
-    void *dst = (char *)c + k->off;
+int key_assign(void *base, const KeyDef *k, const Value *v, char *err, size_t err_len) {
+    void *dst = (char *)base + k->off;
     double x;
     switch (k->type) {
     case K_STR: {
@@ -345,11 +367,13 @@ int key_assign(Config *c, const KeyDef *k, const Value *v, char *err, size_t err
         if (v->type != V_BOOL) return want(k, value_type_name(v), err, err_len);
         *(int *)dst = v->b;
         return 0;
-    case K_GLOBS: return assign_list(c, k, v, err, err_len);
-    case K_POINTS: return assign_points(c, k, v, err, err_len);
+    case K_GLOBS: return assign_list(base, k, v, err, err_len);
+    case K_POINTS: return assign_points(base, k, v, err, err_len);
     }
     return 1;
 }
+_Static_assert(sizeof source_keys / sizeof *source_keys == CONFIG_SOURCE_KEYS,
+               "CONFIG_SOURCE_KEYS must count source_keys");
 _Static_assert(sizeof config_sections / sizeof *config_sections <= CONFIG_MAX_SECTIONS,
                "raise CONFIG_MAX_SECTIONS");
 _Static_assert(sizeof config_keys / sizeof *config_keys <=

@@ -15,7 +15,7 @@ typedef enum { K_STR, K_INT, K_INT64, K_FLOAT, K_BOOL, K_GLOBS, K_POINTS } KeyTy
 typedef struct {
     const char *section, *key;
     KeyType type;
-    size_t off;      /* offsetof(Config, ...) */
+    size_t off;      /* offsetof(Config, ...); source keys: offsetof(ConfigSource, ...) */
     size_t size;     /* K_STR: buffer size */
     double lo, hi;   /* numeric range; K_STR: minimum length in lo */
     int lo_open, hi_open;
@@ -28,10 +28,14 @@ extern const KeyDef config_keys[];
 extern const int config_num_keys;
 extern const char *const config_sections[];
 extern const int config_num_sections;
+/* The keys of one [[data.sources]] table (section "data.sources"). */
+extern const KeyDef source_keys[];
+extern const int source_num_keys;
 
-/* Stores v into key k of c after checking type, choices and range; the
- * message says what was expected ("expected an integer in [1, 1024]"). */
-int key_assign(Config *c, const KeyDef *k, const Value *v, char *err, size_t err_len);
+/* Stores v into key k of `base` (a Config, or a ConfigSource for
+ * source_keys) after checking type, choices and range; the message says
+ * what was expected ("expected an integer in [1, 1024]"). */
+int key_assign(void *base, const KeyDef *k, const Value *v, char *err, size_t err_len);
 /* "an integer in [1, 1024]" etc. */
 void key_expectation(const KeyDef *k, char *buf, size_t n);
 

@@ -101,19 +101,24 @@ void metrics_rec_str(MetricsRec *r, const char *key, const char *v) {
     put_string(r, v);
 }
 
-void metrics_rec_array_begin(MetricsRec *r, const char *key) {
+static void open_nested(MetricsRec *r, const char *key, const char *bracket) {
     put_key(r, key);
-    put(r, "[");
+    put(r, "%s", bracket);
     if (r->depth + 1 < METRICS_MAX_DEPTH)
         r->has[++r->depth] = 0;
     else
         r->oom = 1;
 }
 
-void metrics_rec_array_end(MetricsRec *r) {
-    put(r, "]");
+static void close_nested(MetricsRec *r, const char *bracket) {
+    put(r, "%s", bracket);
     if (r->depth > 0) r->depth--;
 }
+
+void metrics_rec_array_begin(MetricsRec *r, const char *key) { open_nested(r, key, "["); }
+void metrics_rec_array_end(MetricsRec *r) { close_nested(r, "]"); }
+void metrics_rec_object_begin(MetricsRec *r, const char *key) { open_nested(r, key, "{"); }
+void metrics_rec_object_end(MetricsRec *r) { close_nested(r, "}"); }
 
 void metrics_rec_free(MetricsRec *r) {
     free(r->s);
@@ -125,7 +130,8 @@ int metrics_write(Metrics *mf, MetricsRec *r, char *err, size_t err_len) {
     put(r, "}\n");
     if (r->oom || r->depth) {
         rc = 1;
-        err_set(err, err_len, "metrics record: %s", r->oom ? "out of memory" : "unclosed array");
+        err_set(err, err_len, "metrics record: %s",
+                r->oom ? "out of memory" : "unclosed array or object");
     } else if (mf && (fputs(r->s, mf->f) == EOF || fflush(mf->f))) {
         rc = 1;
         err_set(err, err_len, "cannot write %s: %s", mf->path, strerror(errno));

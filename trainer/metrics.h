@@ -29,7 +29,7 @@ typedef struct {
     char *s;
     size_t len, cap;
     int oom;
-    int depth;                            /* open arrays */
+    int depth;                            /* open arrays and objects */
     unsigned char has[METRICS_MAX_DEPTH]; /* a value was written at this depth */
 } MetricsRec;
 
@@ -41,6 +41,9 @@ void metrics_rec_num(MetricsRec *r, const char *key, const char *fmt, double v);
 void metrics_rec_str(MetricsRec *r, const char *key, const char *v);
 void metrics_rec_array_begin(MetricsRec *r, const char *key);
 void metrics_rec_array_end(MetricsRec *r);
+/* A nested object: its fields are written with their keys (key != NULL). */
+void metrics_rec_object_begin(MetricsRec *r, const char *key);
+void metrics_rec_object_end(MetricsRec *r);
 /* Appends the record and a newline to mf and flushes; frees the record
  * (also when mf is NULL: a rank other than 0 builds records it drops). */
 int metrics_write(Metrics *mf, MetricsRec *r, char *err, size_t err_len);

@@ -96,9 +96,11 @@ static Model *create_sharded(const ModelConfig *mc, const Ops *ops, const Shard 
 }
 
 /* The base model, from init_from (an HF directory or a dapt checkpoint:
- * both are HF layout), upcycled, or fresh, created for the shard. */
-static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, char *err,
-                              size_t err_len) {
+ * both are HF layout; with init_optimizer the checkpoint's Adam moments,
+ * this rank's shard of them, and its trainer state into *st), upcycled, or
+ * fresh, created for the shard. */
+static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, CkptState *st,
+                              char *err, size_t err_len) {
     ModelConfig mc;
     Model *m = NULL;
     char why[512];
@@ -127,10 +129,22 @@ static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, 
                     c->model.init_from);
             return NULL;
         }
+        char state[CONFIG_PATH_LEN + 32];
+        snprintf(state, sizeof state, "%s/trainer_state.json", c->model.init_from);
+        if (c->model.init_optimizer && stat(state, &sb)) {
+            err_set(err, err_len,
+                    "model.init_optimizer = true, but model.init_from = \"%s\" has no optimizer "
+                    "state (no trainer_state.json: not a dapt checkpoint); set "
+                    "model.init_optimizer = false to start with fresh Adam moments",
+                    c->model.init_from);
+            return NULL;
+        }
         if (hf_load_config(c->model.init_from, &mc, why, sizeof why) ||
             !(m = create_sharded(&mc, ops, sh, why, sizeof why)) ||
-            hf_load_weights(c->model.init_from, m, why, sizeof why)) {
-            err_set(err, err_len, "model.init_from = \"%s\": %s", c->model.init_from, why);
+            (c->model.init_optimizer ? ckpt_load(c->model.init_from, m, st, why, sizeof why)
+                                     : hf_load_weights(c->model.init_from, m, why, sizeof why))) {
+            err_set(err, err_len, "model.init_from = \"%s\"%s: %s", c->model.init_from,
+                    c->model.init_optimizer ? " with model.init_optimizer" : "", why);
             model_free(m);
             return NULL;
         }
@@ -142,8 +156,9 @@ static Model *load_base_model(const Config *c, const Ops *ops, const Shard *sh, 
     return m;
 }
 
-/* The model, resumed from a checkpoint (resume_dir) or from
- * load_base_model, created for this rank's ZeRO shard (zero_world > 0) so
+/* The model, resumed from a checkpoint (resume_dir; its state into *st) or
+ * from load_base_model (with init_optimizer, init_from's state into *st),
+ * created for this rank's ZeRO shard (zero_world > 0) so
  * that each rank allocates only its shard of what the stage shards, and a
  * resume reads only its range of the optimizer state (ckpt_load). */
 static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir, CkptState *st,
@@ -153,7 +168,7 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
     Model *m = NULL;
     Shard sh = {.stage = c->dist.zero, .world = zero_world, .rank = rank,
                 .offload = c->train.offload_optimizer};
-    if (!resume_dir) return load_base_model(c, ops, &sh, err, err_len);
+    if (!resume_dir) return load_base_model(c, ops, &sh, st, err, err_len);
     if (hf_load_config(resume_dir, &mc, why, sizeof why)) {
         err_set(err, err_len, "--resume: %s", why);
         return NULL;
@@ -176,13 +191,25 @@ static int apply_recompute(Model *m, const Config *c, char *err, size_t err_len)
     return 0;
 }
 
-/* One source per role that has train shards. */
+/* The [[data.sources]] tables, else one source per shorthand role that has
+ * train shards (named "domain" and "general", weight 0: the stream and its
+ * fingerprint as before the tables existed). */
 static int open_stream(const Config *c, int n_steps, Stream **out, char *err, size_t err_len) {
     static MixPoint pts[CONFIG_MAX_MIX_POINTS];
     int n_pts = config_mix_points(c, pts, CONFIG_MAX_MIX_POINTS);
-    StreamSourceConfig src[2];
+    StreamSourceConfig src[CONFIG_MAX_SOURCES];
     int n = 0;
-    if (c->data.domain.n) {
+    for (int j = 0; j < c->data.n_sources; j++) {
+        const ConfigSource *cs = &c->data.sources[j];
+        src[n++] = (StreamSourceConfig){cs->name,
+                                        strcmp(cs->role, "domain") ? STREAM_GENERAL : STREAM_DOMAIN,
+                                        (const char *const *)cs->train.items,
+                                        cs->train.n,
+                                        (const char *const *)cs->val.items,
+                                        cs->val.n,
+                                        cs->weight};
+    }
+    if (!c->data.n_sources && c->data.domain.n) {
         src[n++] = (StreamSourceConfig){"domain",
                                         STREAM_DOMAIN,
                                         (const char *const *)c->data.domain.items,
@@ -191,7 +218,7 @@ static int open_stream(const Config *c, int n_steps, Stream **out, char *err, si
                                         c->data.val_domain.n,
                                         0.0};
     }
-    if (c->data.general.n) {
+    if (!c->data.n_sources && c->data.general.n) {
         src[n++] = (StreamSourceConfig){"general",
                                         STREAM_GENERAL,
                                         (const char *const *)c->data.general.items,
@@ -215,7 +242,11 @@ static int open_stream(const Config *c, int n_steps, Stream **out, char *err, si
         .eval_windows = (uint32_t)(c->eval.batches * c->train.micro_batch),
         .prefetch = 2,
     };
-    return stream_open(out, &sc, err, err_len);
+    char e[1024];
+    if (stream_open(out, &sc, e, sizeof e))
+        return err_set(err, err_len, "%s: %s",
+                       c->data.n_sources ? "[[data.sources]]" : "data.domain / data.general", e);
+    return 0;
 }
 
 /* The shards must be tokenized for this model: vocabulary within the
@@ -270,13 +301,18 @@ static void split_windows(const uint32_t *win, int rows, int T, int32_t *inp, in
 
 /* ---------------- evaluation ---------------- */
 
-/* Mean loss over all eval windows of each role; NAN for a role without any. */
-static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double loss_out[2], char *err,
+/* Mean loss over all eval windows of each role (loss_out[0..1]) and of
+ * each source (loss_out[2 + j]); NAN for one without any. */
+static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double *loss_out, char *err,
                     size_t err_len) {
     /* rank r evaluates the micro-batches k with k % world == r; sums and
      * counts are reduced (red = {sum domain, sum general, count domain,
-     * count general}), so every rank gets the same losses */
-    double red[4] = {0, 0, 0, 0}, *sum = red, *count = red + 2;
+     * count general, then sum and count of each source}), so every rank
+     * gets the same losses (the role sums as before the per-source ones
+     * were added: val/domain and val/general are bitwise unchanged) */
+    const int n_src = stream_n_sources(s);
+    double red[4 + 2 * CONFIG_MAX_SOURCES] = {0}, *sum = red, *count = red + 2;
+    double *src_sum = red + 4, *src_count = red + 4 + n_src;
     int rank = dist_rank(d), world = dist_world(d);
     uint32_t *win = malloc(sizeof(uint32_t) * micro * (T + 1)); /* (micro, T + 1) */
     int32_t *inp = malloc(sizeof(int32_t) * micro * T), *tgt = malloc(sizeof(int32_t) * micro * T);
@@ -295,6 +331,8 @@ static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double loss_
             if (!rc) {
                 sum[role] += (double)loss * b * T;
                 count[role] += (double)b * T;
+                src_sum[j] += (double)loss * b * T;
+                src_count[j] += (double)b * T;
             }
         }
         /* ZeRO-3: every forward gathers the parameters, so every rank runs
@@ -303,27 +341,34 @@ static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double loss_
         if (!rc && (uint32_t)rank >= nb % world && nb % world)
             rc = model_forward_join(m, err, err_len);
     }
-    if (!rc) rc = dist_allreduce(d, red, 4, DIST_F64, DIST_SUM, err, err_len);
+    if (!rc) rc = dist_allreduce(d, red, 4 + 2 * n_src, DIST_F64, DIST_SUM, err, err_len);
     for (int r = 0; r < 2; r++)
         loss_out[r] = count[r] ? sum[r] / count[r] : NAN;
+    for (int j = 0; j < n_src; j++)
+        loss_out[2 + j] = src_count[j] ? src_sum[j] / src_count[j] : NAN;
     free(win), free(inp), free(tgt);
     return rc;
 }
 
-static int write_eval(Metrics *mf, int step, long long tokens, const double loss[2], char *err,
-                      size_t err_len) {
-    static const char *split[2] = {"val/domain", "val/general"};
+/* The role aggregates val/domain and val/general, then val/NAME for each
+ * [[data.sources]] table (the shorthand's sources are the aggregates). */
+static int write_eval(Metrics *mf, const Config *c, const Stream *s, int step, long long tokens,
+                      const double *loss, char *err, size_t err_len) {
     if (!mf) return 0; /* not rank 0 */
-    for (int r = 0; r < 2; r++) {
+    const int n_split = 2 + (c->data.n_sources ? stream_n_sources(s) : 0);
+    for (int r = 0; r < n_split; r++) {
         if (isnan(loss[r])) continue;
+        char split[96];
+        snprintf(split, sizeof split, "val/%s",
+                 r == 0 ? "domain" : r == 1 ? "general" : stream_source_name(s, r - 2));
         MetricsRec rec;
         metrics_rec_begin(&rec, "eval");
         metrics_rec_int(&rec, "step", step);
         metrics_rec_int(&rec, "tokens", tokens);
-        metrics_rec_str(&rec, "split", split[r]);
+        metrics_rec_str(&rec, "split", split);
         metrics_rec_num(&rec, "loss", "%.6f", loss[r]);
         if (metrics_write(mf, &rec, err, err_len)) return 1;
-        printf("eval step %d: %s loss %.4f (ppl %.2f)\n", step, split[r], loss[r], exp(loss[r]));
+        printf("eval step %d: %s loss %.4f (ppl %.2f)\n", step, split, loss[r], exp(loss[r]));
     }
     return 0;
 }
@@ -342,7 +387,7 @@ typedef struct {
     Metrics *mf; /* rank 0 only */
     LrSchedule sched;
     AdamWConfig opt;
-    CkptState resumed; /* the trainer state of the checkpoint resumed from */
+    CkptState resumed; /* the trainer state of the checkpoint resumed (or continued) from */
     TrainCkpt ckpt;    /* what every checkpoint carries */
     char *config_text; /* config_to_toml */
     char run_dir[CONFIG_PATH_LEN * 2];
@@ -353,7 +398,9 @@ typedef struct {
     int32_t *inp, *tgt;                /* (micro, T) */
     int *roles;                        /* (micro) StreamRole of each row, for MoE routing metrics */
     int start_step;
-    long long tokens; /* trained on so far, all ranks */
+    int64_t adam_t0;   /* AdamW steps before step 0 (a continued run's): step s is t = adam_t0 + s + 1 */
+    long long tokens;  /* trained on so far, all ranks */
+    uint64_t *samples; /* (stream_n_sources) drawn from each source so far, all ranks */
 } Trainer;
 
 /* The sums of one step over all ranks, reduced as one array of doubles. */
@@ -363,6 +410,8 @@ typedef struct {
     double role_rows[2]; /* rows per StreamRole */
     double stop;         /* > 0: some rank got SIGINT/SIGTERM; all stop after this step */
     double grad_sumsq;   /* ZeRO-1: Σ squared gradients of the shards (comm_grad_sumsq) */
+    double src_loss[CONFIG_MAX_SOURCES]; /* Σ rows' mean token loss, per source */
+    double src_rows[CONFIG_MAX_SOURCES]; /* rows per source */
 } StepSums;
 #define STEP_SUMS_N (sizeof(StepSums) / sizeof(double))
 
@@ -371,6 +420,7 @@ typedef struct {
     double lr, loss, loss_domain, loss_general; /* loss_*: NAN without rows of that role */
     double domain_frac;                         /* domain rows / global batch */
     double moe_aux;                             /* Σ micro-batches' MoE aux loss */
+    double src_loss[CONFIG_MAX_SOURCES];        /* mean row loss per source, NAN: no rows */
     float grad_norm;                            /* before clipping */
     int stop;                                   /* finish the run after this step */
     int nonfinite;                              /* loss or gradient not finite: not stepped */
@@ -390,17 +440,23 @@ static int add_losses(Trainer *t, int k, StepSums *sums, char *err, size_t err_l
             ls += tl[i * T + j];
         sums->role_loss[t->roles[i]] += ls / T;
         sums->role_rows[t->roles[i]]++;
+        sums->src_loss[t->src_ids[k * t->micro + i]] += ls / T;
+        sums->src_rows[t->src_ids[k * t->micro + i]]++;
         sums->loss_sum += ls;
     }
     return 0;
 }
 
-static void step_results(const Trainer *t, const StepSums *sums, StepOut *o) {
+static void step_results(Trainer *t, const StepSums *sums, StepOut *o) {
     int rows_domain = (int)sums->role_rows[0], rows_general = (int)sums->role_rows[1];
     o->loss = sums->loss_sum / ((double)t->B * t->T);
     o->loss_domain = rows_domain ? sums->role_loss[0] / rows_domain : NAN;
     o->loss_general = rows_general ? sums->role_loss[1] / rows_general : NAN;
     o->domain_frac = (double)rows_domain / t->B;
+    for (int j = 0; j < stream_n_sources(t->s); j++) {
+        o->src_loss[j] = sums->src_rows[j] ? sums->src_loss[j] / sums->src_rows[j] : NAN;
+        t->samples[j] += (uint64_t)sums->src_rows[j];
+    }
     o->stop = sums->stop > 0;
     o->nonfinite = !isfinite(o->loss) || !isfinite(o->grad_norm);
 }
@@ -435,7 +491,7 @@ static int train_step(Trainer *t, int step, StepOut *o, char *err, size_t err_le
     o->grad_norm = comm_grad_norm(t->comm, sums.grad_sumsq);
     step_results(t, &sums, o);
     if (o->nonfinite) return 0;
-    comm_optimizer_step(t->comm, &t->opt, (float)o->lr, step + 1, o->grad_norm);
+    comm_optimizer_step(t->comm, &t->opt, (float)o->lr, (int)(t->adam_t0 + step + 1), o->grad_norm);
     return comm_params_gather(t->comm, step, err, err_len);
 }
 
@@ -474,6 +530,14 @@ static int write_train(Trainer *t, int step, const StepOut *o, double tok_s, cha
     metrics_rec_num(&r, "grad_norm", "%.6g", o->grad_norm);
     metrics_rec_num(&r, "tok_s", "%.1f", tok_s);
     metrics_rec_num(&r, "domain_frac", "%.6f", o->domain_frac);
+    metrics_rec_object_begin(&r, "samples");
+    for (int j = 0; j < stream_n_sources(t->s); j++)
+        metrics_rec_int(&r, stream_source_name(t->s, j), (long long)t->samples[j]);
+    metrics_rec_object_end(&r);
+    metrics_rec_object_begin(&r, "loss_by_source");
+    for (int j = 0; j < stream_n_sources(t->s); j++)
+        metrics_rec_num(&r, stream_source_name(t->s, j), "%.6f", o->src_loss[j]);
+    metrics_rec_object_end(&r);
     if (moe_loop_step_fields(t->m, o->moe_aux, &r, console, console_len, err, err_len)) {
         metrics_rec_free(&r);
         return 1;
@@ -483,9 +547,9 @@ static int write_train(Trainer *t, int step, const StepOut *o, double tok_s, cha
 
 /* The eval records of the model after `step` steps. */
 static int eval_and_write(Trainer *t, int step, char *err, size_t err_len) {
-    double ev[2];
+    double ev[2 + CONFIG_MAX_SOURCES];
     return evaluate(t->m, t->s, t->d, t->micro, t->T, ev, err, err_len) ||
-           write_eval(t->mf, step, t->tokens, ev, err, err_len);
+           write_eval(t->mf, t->c, t->s, step, t->tokens, ev, err, err_len);
 }
 
 /* err, prefixed with the rank (when there are several) and the step */
@@ -612,6 +676,28 @@ static void print_setup(const Trainer *t) {
                (unsigned long long)stream_source_windows(t->s, j));
 }
 
+/* model.init_optimizer: where the continued run starts. With the
+ * checkpoint's data stream (same fingerprint: sources, shards, seed,
+ * seq_len, global_batch, steps, mixture) it goes on from the checkpoint's
+ * step, as --resume would but in its own run directory; else it is a new
+ * run of train.steps steps from step 0 of its own stream and schedule,
+ * AdamW's step count going on from the checkpoint's. */
+static void continue_run(Trainer *t, const char *fp) {
+    const CkptState *r = &t->resumed;
+    if (r->data_fingerprint && !strcmp(r->data_fingerprint, fp) &&
+        r->step <= t->c->train.steps) {
+        t->start_step = (int)r->step;
+        t->tokens = r->tokens;
+        t->adam_t0 = r->adam_step - r->step;
+        printf("continuing %s from step %d: the same data stream, at its position\n",
+               t->c->model.init_from, t->start_step);
+    } else {
+        t->adam_t0 = r->adam_step;
+        printf("continuing %s (AdamW step %lld): a new data stream and schedule from step 0\n",
+               t->c->model.init_from, (long long)r->adam_step);
+    }
+}
+
 /* Everything a run needs, from the config: the collectives, the backend,
  * the model (resumed or from its base), the data stream, the run
  * directory and the step's buffers. On failure what was made stays in t
@@ -657,7 +743,10 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
                            fp, was ? was : "(none)", resume_path);
         t->start_step = (int)t->resumed.step;
         t->tokens = t->resumed.tokens;
+        t->adam_t0 = t->resumed.adam_step - t->resumed.step;
         printf("resuming from %s (step %d)\n", resume_path, t->start_step);
+    } else if (c->model.init_optimizer) {
+        continue_run(t, fp);
     }
     t->config_text = config_to_toml(c);
     if (!t->config_text) return err_set(err, err_len, "out of memory writing the resolved config");
@@ -667,6 +756,7 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
                           .keep = c->ckpt.keep,
                           .seed = (uint64_t)c->run.seed,
                           .fingerprint = fingerprint,
+                          .adam_t0 = t->adam_t0,
                           .config_text = t->config_text,
                           .tokenizer = t->tok,
                           .d = t->d,
@@ -676,8 +766,11 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     t->inp = malloc(sizeof(int32_t) * t->micro * t->T);
     t->tgt = malloc(sizeof(int32_t) * t->micro * t->T);
     t->roles = malloc(sizeof(int) * t->micro);
-    if (!t->batch || !t->src_ids || !t->inp || !t->tgt || !t->roles)
+    t->samples = malloc(sizeof(uint64_t) * stream_n_sources(t->s));
+    if (!t->batch || !t->src_ids || !t->inp || !t->tgt || !t->roles || !t->samples)
         return err_set(err, err_len, "out of memory for the batch");
+    for (int j = 0; j < stream_n_sources(t->s); j++)
+        t->samples[j] = stream_source_samples(t->s, j, (uint64_t)t->start_step);
     print_setup(t);
     return 0;
 }
@@ -686,7 +779,7 @@ static void train_teardown(Trainer *t) {
     comm_drain(t->comm); /* nothing may free the parameters while NCCL still writes them */
     metrics_close(t->mf);
     free(t->config_text), free(t->batch), free(t->src_ids), free(t->inp), free(t->tgt);
-    free(t->roles);
+    free(t->roles), free(t->samples);
     ckpt_state_free(&t->resumed);
     tokenizer_free(t->tok);
     if (t->s) stream_close(t->s);

@@ -14,6 +14,7 @@
 static CkptState ckpt_state(const TrainCkpt *k, int step, long long tokens, double lr,
                             const char *fp) {
     return (CkptState){.step = step,
+                       .adam_step = step + k->adam_t0,
                        .tokens = tokens,
                        .lr = lr,
                        .data_fingerprint = (char *)fp,

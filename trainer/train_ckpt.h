@@ -18,6 +18,7 @@ typedef struct {
     int keep;                /* ckpt.keep */
     uint64_t seed;           /* run.seed */
     uint64_t fingerprint;    /* the data stream's */
+    int64_t adam_t0;         /* AdamW steps before this run's step 0 (model.init_optimizer) */
     const char *config_text; /* config_to_toml */
     const Tokenizer *tokenizer; /* its files are copied into checkpoints; NULL: none */
     Dist *d;

@@ -99,6 +99,7 @@ static void test_save_load(Arch arch) {
     CHECK(memcmp(mm, mm2, n * sizeof *p) == 0);
     CHECK(memcmp(vv, vv2, n * sizeof *p) == 0);
     CHECK(got.step == 120 && got.tokens == 123456789012LL && got.lr == 2.5e-4);
+    CHECK(got.adam_step == 120); /* saved as 0: AdamW's t is the step */
     CHECK(got.data_fingerprint && !strcmp(got.data_fingerprint, st.data_fingerprint));
     CHECK(got.config_text && !strcmp(got.config_text, st.config_text));
     CHECK(memcmp(got.rng, st.rng, sizeof st.rng) == 0);
@@ -159,9 +160,11 @@ static void test_save_load(Arch arch) {
     CHECK(!exists(path));
     /* re-saving an existing step replaces it */
     st.lr = 1e-5;
+    st.adam_step = 175; /* a continued run's: 50 steps before its step 0 */
     CHECK(ckpt_save(out, m, &st, 0, NULL, 0, err, sizeof err) == 0);
     snprintf(path, sizeof path, "%s/ckpt/step-00000125", out);
     CHECK(ckpt_load(path, m2, &got, err, sizeof err) == 0 && got.lr == 1e-5);
+    CHECK(got.step == 125 && got.adam_step == 175);
     ckpt_state_free(&got);
 
     free(p), free(mm), free(vv), free(p2), free(mm2), free(vv2);

@@ -165,7 +165,8 @@ static void test_errors(void) {
     refuse("[train]\nlr =\n", "train.lr: missing value", NULL);
     refuse("[train\n", "cfg.toml:1: bad section header", NULL);
     refuse("[train] x\n", "bad section header", NULL);
-    refuse("[[train]]\n", "arrays of tables", NULL);
+    refuse("[model]\ninit_optimizer = true\n", "model.init_optimizer (cfg.toml:2) = true needs model.init_from", NULL);
+    refuse("[[train]]\n", "cfg.toml:1: bad header '[[train]]'", "the only array of tables is [[data.sources]]");
     refuse("[train]\n\"lr\" = 1\n", "bad key", NULL);
     refuse("[train]\ntrain.lr = 1\n", "bad key", NULL);
     refuse("[run]\nname = {a = 1}\n", "inline tables", NULL);
@@ -349,14 +350,87 @@ static void test_round_trip(void) {
     config_free(&b);
     /* a config with init_from omits the model's shape keys, and still round-trips */
     config_init(&a);
-    CHECK(config_load_string(&a, "[model]\ninit_from = \"/m/tiny\"\n[train]\nlr = 0.1\n", "i.toml", err, sizeof err) == 0);
+    CHECK(config_load_string(&a, "[model]\ninit_from = \"/m/tiny\"\ninit_optimizer = true\n[train]\nlr = 0.1\n", "i.toml", err, sizeof err) == 0);
     t1 = config_to_toml(&a);
-    CHECK(t1 && !strstr(t1, "n_layer") && strstr(t1, "init_from = \"/m/tiny\""));
+    CHECK(t1 && !strstr(t1, "n_layer") && strstr(t1, "init_from = \"/m/tiny\"") &&
+          strstr(t1, "init_optimizer = true"));
     config_init(&b);
     CHECK(config_load_string(&b, t1, "r.toml", err, sizeof err) == 0 && config_validate(&b, err, sizeof err) == 0);
     free(t1);
     config_free(&a);
     config_free(&b);
+}
+
+/* [[data.sources]]: parsed into tables in order, defaults, round trip, and
+ * every bad input refused with file:line and the key. */
+static void test_sources(void) {
+    static const char *ok =
+        "[data]\nseq_len = 64\n"
+        "[[data.sources]]\nname = \"pubmed\"\nrole = \"domain\"\ntrain = [\"p/*.tok.zst\"]\n"
+        "val = [\"pv/*.tok.zst\"]\nweight = 15\n"
+        "[[data.sources]]  # clinical notes\nname = \"notes\"\nrole = \"domain\"\n"
+        "train = [\"n/a.tok.zst\", \"n/b.tok.zst\"]\n"
+        "[mix]\ndomain_frac = 0.5\n"
+        "[[data.sources]]\nname = \"web\"\nrole = \"general\"\ntrain = [\"w/*\"]\nweight = 0.25\n";
+    Config a, b;
+    char err[1024];
+    config_init(&a);
+    CHECK_OK(config_load_string(&a, ok, "s.toml", err, sizeof err), err);
+    CHECK_OK(config_validate(&a, err, sizeof err), err);
+    CHECK(a.data.n_sources == 3 && a.data.seq_len == 64 && a.mix.domain_frac == 0.5);
+    CHECK(!strcmp(a.data.sources[0].name, "pubmed") && !strcmp(a.data.sources[0].role, "domain") &&
+          a.data.sources[0].weight == 15 && a.data.sources[0].val.n == 1 &&
+          !strcmp(a.data.sources[0].val.items[0], "pv/*.tok.zst"));
+    CHECK(!strcmp(a.data.sources[1].name, "notes") && a.data.sources[1].weight == 1.0 &&
+          a.data.sources[1].train.n == 2 && a.data.sources[1].val.n == 0 &&
+          a.data.sources[1].line == 9);
+    CHECK(!strcmp(a.data.sources[2].role, "general") && a.data.sources[2].weight == 0.25);
+    char *t1 = config_to_toml(&a);
+    config_init(&b);
+    CHECK_OK(config_load_string(&b, t1, "r.toml", err, sizeof err), err);
+    CHECK_OK(config_validate(&b, err, sizeof err), err);
+    char *t2 = config_to_toml(&b);
+    CHECK(t1 && t2 && !strcmp(t1, t2) && strstr(t1, "[[data.sources]]\nname = \"web\""));
+    CHECK(b.data.n_sources == 3 && b.data.sources[2].weight == 0.25 &&
+          !strcmp(b.data.sources[1].train.items[1], "n/b.tok.zst"));
+    free(t1), free(t2);
+    config_free(&a), config_free(&b);
+
+    const char *dom = "[[data.sources]]\nname = \"d\"\nrole = \"domain\"\ntrain = [\"d\"]\n";
+    const char *gen = "[[data.sources]]\nname = \"g\"\nrole = \"general\"\ntrain = [\"g\"]\n";
+    char text[1024];
+    refuse("[[data.sources]]\nname = \"d\"\nweight = 0\n", "cfg.toml:3: data.sources[0].weight",
+           "expected a number in (0");
+    refuse("[[data.sources]]\nname = \"d\"\nweight = -2\n", "cfg.toml:3: data.sources[0].weight", NULL);
+    refuse("[[data.sources]]\nname = \"d\"\nrole = \"replay\"\n", "cfg.toml:3: data.sources[0].role",
+           "one of \"domain/general\"");
+    refuse("[[data.sources]]\nname = \"d\"\nname = \"e\"\n", "cfg.toml:3: data.sources[0].name is set twice",
+           "line 2");
+    refuse("[[data.sources]]\nname = \"a b\"\n", "cfg.toml:2: data.sources[0].name", "letters, digits");
+    refuse("[[data.sources]]\nshards = []\n", "cfg.toml:2: unknown key 'shards' in [[data.sources]]", NULL);
+    refuse("[[data.source]]\n", "cfg.toml:1: bad header", "[[data.sources]]");
+    snprintf(text, sizeof text, "%s%s[[data.sources]]\nname = \"d\"\nrole = \"general\"\ntrain = [\"x\"]\n", dom, gen);
+    refuse(text, "data.sources[2].name (cfg.toml:10) = \"d\" is also data.sources[0].name (cfg.toml:2)",
+           "names must differ");
+    snprintf(text, sizeof text, "%s[[data.sources]]\nname = \"g\"\nrole = \"general\"\ntrain = []\n", dom);
+    refuse(text, "data.sources[1].train (cfg.toml:8) is empty", "needs train shards");
+    snprintf(text, sizeof text, "%s[[data.sources]]\nname = \"g\"\nrole = \"general\"\n", dom);
+    refuse(text, "data.sources[1] (cfg.toml:5) has no train", NULL);
+    refuse("[[data.sources]]\nname = \"general\"\nrole = \"general\"\ntrain = [\"x\"]\n",
+           "data.sources[0].name (cfg.toml:2) = \"general\"", "role aggregate");
+    /* a role with no source while the schedule asks for it */
+    refuse(gen, "no source has role \"domain\"", "mix.domain_frac (default)");
+    refuse(dom, "no source has role \"general\"", "mix.domain_frac (default)");
+    snprintf(text, sizeof text, "%s[mix]\nschedule = [[0, 0.0], [0.9, 0.0], [0.9, 0.5]]\n", gen);
+    refuse(text, "no source has role \"domain\"", "mix.schedule (cfg.toml:6) asks for domain samples (a domain fraction up to 0.5)");
+    snprintf(text, sizeof text, "%s[mix]\ndomain_frac = 1.0\n", dom); /* fine: only domain samples */
+    config_init(&a);
+    CHECK_OK(config_load_string(&a, text, "d.toml", err, sizeof err), err);
+    CHECK_OK(config_validate(&a, err, sizeof err), err);
+    config_free(&a);
+    /* not together with the shorthand */
+    snprintf(text, sizeof text, "[data]\nval_general = [\"v\"]\n%s%s", dom, gen);
+    refuse(text, "data.val_general (cfg.toml:2) and [[data.sources]] (cfg.toml:3) are both given", NULL);
 }
 
 /* Random byte edits of a valid file: a clean error or success, no crash. */
@@ -481,9 +555,10 @@ static void test_documented(void) {
     size_t n = fread(doc, 1, sizeof doc - 1, f);
     fclose(f);
     doc[n] = 0;
-    for (int i = 0; i < config_num_keys; i++) {
+    for (int i = 0; i < config_num_keys + source_num_keys; i++) {
         char row[96];
-        snprintf(row, sizeof row, "| `%s` |", config_key_name(i));
+        if (i < config_num_keys) snprintf(row, sizeof row, "| `%s` |", config_key_name(i));
+        else snprintf(row, sizeof row, "| `data.sources.%s` |", source_keys[i - config_num_keys].key);
         if (!strstr(doc, row)) fprintf(stderr, "docs/config.md lacks the row %s\n", row);
         CHECK(strstr(doc, row) != NULL);
     }
@@ -501,6 +576,7 @@ int main(void) {
     test_line_endings();
     test_mix_points();
     test_round_trip();
+    test_sources();
     test_fuzz();
     return CHECK_DONE();
 }

@@ -117,36 +117,49 @@ static void schedules(void) {
     CHECK_FAILS(mix_schedule_create(&m, triple, 3, 100, 8, err, sizeof err), err, "more than two");
 }
 
-static void split(const double *w, int n) {
+/* exact: the weights' shares are multiples of 1/period_expected, so every
+ * prefix must be within one sample of the true weighted share (not only of
+ * the pattern's). */
+static void split(const double *w, int n, uint32_t period_expected) {
     MixSplit *m;
     CHECK_OK(mix_split_create(&m, w, n, err, sizeof err), err);
     if (!m) return;
+    const uint32_t L = mix_split_period(m);
     double total = 0;
     uint32_t qsum = 0;
     for (int j = 0; j < n; j++) total += w[j];
+    if (period_expected) CHECK(L == period_expected);
     for (int j = 0; j < n; j++) {
         uint32_t q = mix_split_quota(m, j);
         qsum += q;
         CHECK(q >= 1);
-        /* largest remainder: within one slot of the exact share (+1 for the minimum of one) */
-        CHECK(fabs(q - w[j] / total * MIX_PATTERN) < 2);
+        /* exact shares: q/L is the share; else largest remainder: within one
+         * slot of it (+1 for the minimum of one) */
+        CHECK(fabs(q - w[j] / total * L) < (period_expected ? 1e-9 : 2));
     }
-    CHECK(qsum == MIX_PATTERN);
+    CHECK(qsum == L);
     /* Over three periods: source j's indices are 0, 1, 2, ... in order and
-     * every prefix holds within one sample of q_j/L of the samples. */
+     * every prefix n holds strictly within one sample of n q_j / L (for
+     * exact shares, of n w_j / sum w). */
     uint64_t next[MIX_MAX_SOURCES] = {0};
-    size_t bad_index = 0, bad_prefix = 0;
-    for (uint64_t k = 0; k < 3 * MIX_PATTERN; k++) {
+    size_t bad_index = 0, bad_prefix = 0, bad_count = 0;
+    for (uint64_t k = 0; k < 3 * (uint64_t)L; k++) {
         uint64_t idx;
         int j = mix_split_source(m, k, &idx);
         if (j < 0 || j >= n || idx != next[j]) bad_index++;
         else next[j]++;
-        for (int i = 0; i < n; i++)
-            if (fabs((double)next[i] - (double)(k + 1) * mix_split_quota(m, i) / MIX_PATTERN) > 1.0) bad_prefix++;
+        for (int i = 0; i < n; i++) {
+            double exact = period_expected ? (double)(k + 1) * w[i] / total
+                                           : (double)(k + 1) * mix_split_quota(m, i) / L;
+            if (fabs((double)next[i] - exact) >= 1.0 - 1e-9) bad_prefix++;
+        }
+        if (k % 97 == 0)
+            for (int i = 0; i < n; i++) bad_count += mix_split_count(m, i, k + 1) != next[i];
     }
     CHECK(bad_index == 0);
     CHECK(bad_prefix == 0);
-    for (int j = 0; j < n; j++) CHECK(mix_split_count(m, j, 3 * MIX_PATTERN) == next[j]);
+    CHECK(bad_count == 0);
+    for (int j = 0; j < n; j++) CHECK(mix_split_count(m, j, 3 * (uint64_t)L) == next[j]);
     mix_split_free(m);
 }
 
@@ -154,13 +167,37 @@ int main(void) {
     perm();
     schedules();
     double w1[] = {1, 2, 3.5};
-    split(w1, 3);
+    split(w1, 3, 13); /* 2/13, 4/13, 7/13 */
     double w2[] = {0.0001, 1};
-    split(w2, 2);
+    split(w2, 2, 10001);
     double w3[] = {5};
-    split(w3, 1);
+    split(w3, 1, 1);
     double w4[] = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
-    split(w4, 11);
+    split(w4, 11, 44);
+    double w6[] = {15, 1, 4}; /* Me-LLaMA's biomedical : clinical : general */
+    split(w6, 3, 20);
+    double w7[] = {0.3, 0.7};
+    split(w7, 2, 10);
+    double w8[] = {1, 1, 1}; /* 1/3 exactly as far as doubles go */
+    split(w8, 3, 3);
+    double w9[] = {0.3333333, 0.6666667}; /* no period <= MIX_PATTERN_MAX: rounded */
+    split(w9, 2, 0);
+    double w10[] = {1e-6, 1, 2.5e-5}; /* rounded, the smallest given its one slot */
+    split(w10, 3, 0);
+    /* One source (data.domain / data.general shorthand): the identity, as
+     * before the exact split, so the shorthand's batches are unchanged. */
+    MixSplit *one;
+    double w_one[] = {0.5};
+    CHECK_OK(mix_split_create(&one, w_one, 1, err, sizeof err), err);
+    if (one) {
+        size_t bad = 0;
+        for (uint64_t k = 0; k < 100000; k += 7) {
+            uint64_t idx;
+            bad += mix_split_source(one, k, &idx) != 0 || idx != k || mix_split_count(one, 0, k) != k;
+        }
+        CHECK(bad == 0 && mix_split_period(one) == 1);
+        mix_split_free(one);
+    }
     double w5[] = {1, -1};
     MixSplit *m;
     CHECK_FAILS(mix_split_create(&m, w5, 2, err, sizeof err), err, "positive");

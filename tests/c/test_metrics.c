@@ -51,6 +51,12 @@ int main(void) {
     metrics_rec_array_end(&r);
     metrics_rec_array_begin(&r, "empty");
     metrics_rec_array_end(&r);
+    metrics_rec_object_begin(&r, "samples");
+    metrics_rec_int(&r, "pubmed", 7);
+    metrics_rec_num(&r, "web", "%.6f", NAN);
+    metrics_rec_object_end(&r);
+    metrics_rec_object_begin(&r, "none");
+    metrics_rec_object_end(&r);
     metrics_rec_num(&r, "last", "%.6g", 0.5);
     CHECK_OK(metrics_write(mf, &r, err, sizeof err), err);
 
@@ -62,6 +68,9 @@ int main(void) {
     metrics_rec_begin(&r, "eval");
     metrics_rec_array_begin(&r, "x");
     CHECK_FAILS(metrics_write(mf, &r, err, sizeof err), err, "unclosed array");
+    metrics_rec_begin(&r, "eval");
+    metrics_rec_object_begin(&r, "x");
+    CHECK_FAILS(metrics_write(mf, &r, err, sizeof err), err, "unclosed array or object");
     /* a rank without the file builds and drops records */
     metrics_rec_begin(&r, "eval");
     CHECK_OK(metrics_write(NULL, &r, err, sizeof err), err);
@@ -78,7 +87,8 @@ int main(void) {
     char *got = slurp(path);
     const char *want = "{\"type\":\"train\",\"step\":12,\"tokens\":3072000000000,\"loss\":4.712346,"
                        "\"loss_domain\":null,\"lr\":0.0025,\"tok_s\":null,\"moe_lbl\":[1.5,null],"
-                       "\"routing\":[[0,1,2],[3,4,5]],\"empty\":[],\"last\":0.5}\n"
+                       "\"routing\":[[0,1,2],[3,4,5]],\"empty\":[],"
+                       "\"samples\":{\"pubmed\":7,\"web\":null},\"none\":{},\"last\":0.5}\n"
                        "{\"type\":\"event\",\"tensor\":\"a\\\"b\\\\c\\u000ad\"}\n"
                        "{\"type\":\"eval\",\"split\":\"val/domain\"}\n";
     CHECK(got && !strcmp(got, want), "got:\n%s\nwant:\n%s", got ? got : "(nothing)", want);

@@ -5,7 +5,10 @@
 #   equal   -np 2 and -np 3 (and ZeRO-1 at -np 2 and 3) give the losses and
 #           the final weights of one process; with ZeRO-1 rank 0 holds about
 #           1/n of the optimizer state, and checkpoints hold it as n per-rank
-#           shard files with the plain run's moments
+#           shard files with the plain run's moments; a 3-source run at -np
+#           2 (ZeRO-1) gives one process's per-source samples, losses and
+#           eval splits, and a run continued from its step 10 with
+#           model.init_optimizer at -np 2 under ZeRO-3 equals it from step 11
 #   zero23  ZeRO-2 and ZeRO-3 at -np 2 and 3 (and ZeRO-3 with recompute =
 #           "block", and with train.offload_optimizer) give the losses and
 #           the final weights of one process (offload in one process:
@@ -76,6 +79,27 @@ equal)
     "$py" "$here/compare_opt_shards.py" runs/w$n/ckpt/step-00000020 runs/z$n/ckpt/step-00000020 $n 1e-6
     "$ckcheck" runs/z$n/ckpt/step-00000010 > /dev/null || fail "z$n: step 10 is not a complete checkpoint"
   done
+  # [[data.sources]] (two domain sources on the same shards under two
+  # names, weighted 2:1, and a general one): one process's per-source
+  # samples (exactly), losses and val/NAME at 2 ranks under ZeRO-1; a run
+  # continued with model.init_optimizer from its step-10 checkpoint under
+  # ZeRO-3 at 2 ranks (each rank reads its shard of the moments) equals it
+  # from step 11
+  sed -E '/^(domain|general|val_domain|val_general) =/d' tiny.toml > src.toml
+  for s in "hdrA domain 2 domain" "hdrB domain 1 domain" "lic general 1 general"; do
+    set -- $s
+    printf '\n[[data.sources]]\nname = "%s"\nrole = "%s"\nweight = %s\n' $1 $2 $3 >> src.toml
+    printf 'train = ["%s/%s/train-*.tok.zst"]\nval = ["%s/%s/val.tok.zst"]\n' "$work" $4 "$work" $4 >> src.toml
+  done
+  "$dapt" train src.toml "${args[@]}" --run.name=s1 > s1.log
+  grep -q '"samples":{"hdrA":' runs/s1/metrics.jsonl || fail "s1: no per-source samples"
+  mpi 2 "$dapt" train src.toml "${args[@]}" --run.name=s2 --dist.zero=1 > s2.log
+  same s1 s2
+  sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' src.toml > srcinit.toml
+  mpi 2 "$dapt" train srcinit.toml "${args[@]}" --run.name=c2 --dist.zero=3 \
+    --model.init_from="$work/runs/s1/ckpt/step-00000010" --model.init_optimizer=true > c2.log
+  grep -q "continuing .* from step 10: the same data stream" c2.log || fail "c2: $(head -5 c2.log)"
+  same s1 c2 11
   ;;
 zero23)
   "$dapt" train tiny.toml "${args[@]}" --run.name=w1 > w1.log

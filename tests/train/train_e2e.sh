@@ -26,6 +26,21 @@
 #   recompute train.recompute = "block": the final weights, optimizer state
 #             and losses bitwise those of "none", a lower peak of the cpu
 #             backend's allocations, and the key in the resolved config
+#   sources   three [[data.sources]] (two domain sources weighted 2:1, one
+#             general): per-source sample counts within one sample of the
+#             exact weighted shares at every step, per-source losses and
+#             eval splits (check_metrics.py --sources); SIGKILL and --resume
+#             end bitwise as the uninterrupted run; another weight changes
+#             the data fingerprint; a glob without files and a config
+#             without a general source are clear errors
+#   continue  model.init_optimizer: from step 10 of a run with nothing
+#             changed, bitwise the uninterrupted run's weights, moments and
+#             losses; a rewarmed, redecayed run on a new mixture from step
+#             30: its warmup, adam_step 50, its first update the AdamW
+#             update with t = 31 (not 1) recomputed from the moments it
+#             wrote; killed and resumed, bitwise the uninterrupted continued
+#             run; init_optimizer without init_from, from weights alone, or
+#             from a checkpoint without optimizer.safetensors: clear errors
 set -euo pipefail
 dapt=$1 py=$2 mode=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -216,6 +231,155 @@ recompute)
         "$work/runs/block/ckpt/step-00000030/$f.safetensors" || fail "$f differs"
   done
   "$py" "$here/check_metrics.py" --same-losses "$work/runs/none" "$work/runs/block"
+  ;;
+sources)
+  # a second domain corpus: the kernel-interface headers
+  cat /usr/include/x86_64-linux-gnu/bits/*.h > "$work/bits.txt"
+  truncate -s 200000 "$work/bits.txt"
+  "$dapt" tokenize --model "$work/tok/tokenizer.model" --out "$work/bits" --val-frac 0.05 \
+    --no-progress "$work/bits.txt" > /dev/null
+  sed -E '/^(domain|general|val_domain|val_general) =/d' "$work/tiny.toml" > "$work/src.toml"
+  cat >> "$work/src.toml" <<EOF
+
+[[data.sources]]
+name = "headers"
+role = "domain"
+train = ["$work/domain/train-*.tok.zst"]
+val = ["$work/domain/val.tok.zst"]
+weight = 2
+
+[[data.sources]]
+name = "bits"
+role = "domain"
+train = ["$work/bits/train-*.tok.zst"]
+val = ["$work/bits/val.tok.zst"]
+
+[[data.sources]]
+name = "licenses"
+role = "general"
+train = ["$work/general/train-*.tok.zst"]
+val = ["$work/general/val.tok.zst"]
+weight = 0.5
+EOF
+  "$dapt" train "$work/src.toml" --run.name=straight > "$work/log"
+  "$py" "$here/check_metrics.py" --sources "$work/runs/straight" 8 30 \
+    "[[0,0.3],[0.85,0.3],[0.85,0.6],[1,0.6]]"
+  grep -q "val/bits loss" "$work/log" || fail "no per-source eval line"
+  kill_at_step10 "$work/src.toml"
+  "$dapt" train "$work/src.toml" --run.name=killed --resume > "$work/resumed.log"
+  cmp "$work/runs/straight/ckpt/step-00000030/model.safetensors" \
+      "$work/runs/killed/ckpt/step-00000030/model.safetensors" || fail "weights differ"
+  "$py" "$here/check_metrics.py" --same-losses "$work/runs/straight" "$work/runs/killed"
+  "$py" - "$work/runs/straight" "$work/runs/killed" <<'PY' || fail "samples differ after --resume"
+import json, sys
+def last(run):  # the last record of each step (a resumed run repeats some)
+    return {r["step"]: r["samples"] for r in map(json.loads, open(f"{run}/metrics.jsonl"))
+            if r["type"] == "train"}
+a, b = last(sys.argv[1]), last(sys.argv[2])
+print(f"samples at step 30: {b[30]}")
+sys.exit(0 if a == b else 1)
+PY
+  # the data fingerprint covers the sources: another weight is another stream
+  sed 's/^weight = 2$/weight = 3/' "$work/src.toml" > "$work/src3.toml"
+  expect_error "resume: the data stream differs from the checkpoint.s" \
+    "$dapt" train "$work/src3.toml" --run.name=killed --resume
+  sed "s#bits/train-#bits/nothing-#" "$work/src.toml" > "$work/bad.toml"
+  expect_error "\[\[data.sources\]\]: source 'bits': train glob '.*nothing-\*.tok.zst' matched no files" \
+    "$dapt" train "$work/bad.toml"
+  sed '/^name = "licenses"/,$d' "$work/src.toml" | sed '$d' > "$work/nogen.toml"
+  expect_error "no source has role \"general\", but mix.domain_frac \(.*\) asks" \
+    "$dapt" train "$work/nogen.toml"
+  ;;
+continue)
+  sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
+    "$work/tiny.toml" > "$work/init.toml"
+  "$dapt" train "$work/tiny.toml" --ckpt.keep=0 --run.name=straight > /dev/null
+  a=$work/runs/straight/ckpt
+  # nothing changed: from step 10 on the same stream, bitwise the uninterrupted run
+  "$dapt" train "$work/init.toml" --model.init_from="$a/step-00000010" \
+    --model.init_optimizer=true --run.name=same > "$work/same.log"
+  grep -q "continuing .* from step 10: the same data stream" "$work/same.log" ||
+    fail "not continued at the position: $(cat "$work/same.log")"
+  for f in model optimizer; do
+    cmp "$a/step-00000030/$f.safetensors" "$work/runs/same/ckpt/step-00000030/$f.safetensors" ||
+      fail "$f differs from the uninterrupted run's"
+  done
+  "$py" - "$work/runs/straight" "$work/runs/same" <<'PY' || fail "losses differ"
+import json, sys
+def losses(run):
+    return {r["step"]: l.split('"loss":')[1].split(",")[0] for l in open(f"{run}/metrics.jsonl")
+            for r in [json.loads(l)] if r["type"] == "train"}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+bad = [s for s in range(11, 31) if a[s] != b.get(s)]
+print(f"steps 11..30: {20 - len(bad)} of 20 losses bitwise equal; continued run's steps {min(b)}..{max(b)}")
+sys.exit(1 if bad or sorted(b) != list(range(11, 31)) else 0)
+PY
+  # rewarm + redecay on a new mixture: a new run of 20 steps from step 0,
+  # AdamW's t going on from 30 (checked against the update it made)
+  re=(--model.init_from="$a/step-00000030" --model.init_optimizer=true --train.steps=20
+      --train.warmup_steps=5 --mix.domain_frac=0.5
+      --mix.upsample_domain_frac=0.5 --train.weight_decay=0 --ckpt.every=1 --ckpt.keep=0)
+  "$dapt" train "$work/init.toml" "${re[@]}" --run.name=rewarm > "$work/rewarm.log"
+  grep -q "AdamW step 30): a new data stream and schedule from step 0" "$work/rewarm.log" ||
+    fail "not a new schedule: $(cat "$work/rewarm.log")"
+  "$py" - "$a/step-00000030" "$work/runs/rewarm" <<'PY' || fail "rewarmed run"
+import json, math, struct, sys, tomllib
+def tensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    out = {}
+    for k, v in head.items():
+        if k == "__metadata__" or v["dtype"] != "F32":
+            continue
+        lo, hi = v["data_offsets"]
+        out[k] = struct.unpack(f"<{(hi - lo) // 4}f", raw[8 + n + lo:8 + n + hi])
+    return out
+base, run = sys.argv[1], sys.argv[2]
+cfg = tomllib.load(open(f"{run}/config.resolved.toml", "rb"))["train"]
+b1, b2, eps = cfg["beta1"], cfg["beta2"], cfg["eps"]
+recs = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
+train = [r for r in recs if r["type"] == "train"]
+lrs = [r["lr"] for r in train]
+# rewarm: the warmup again (lr * (s+1)/5), then the decay to min_lr
+assert [r["step"] for r in train] == list(range(1, 21)), "steps"
+assert all(abs(lrs[s] - cfg["lr"] * (s + 1) / 5) <= 1e-6 * cfg["lr"] for s in range(5)), lrs[:5]
+assert lrs[4] > lrs[10] > lrs[19] >= cfg["min_lr"] * (1 - 1e-6), lrs
+st = json.load(open(f"{run}/ckpt/step-00000020/trainer_state.json"))
+assert st["step"] == 20 and st["adam_step"] == 50, (st["step"], st["adam_step"])
+# step 1's update from the checkpoint's weights with the moments it wrote:
+# p1 = p0 - lr * (m1 / (1 - b1^t)) / (sqrt(v1 / (1 - b2^t)) + eps), t = 31
+p0, p1 = tensors(f"{base}/model.safetensors"), tensors(f"{run}/ckpt/step-00000001/model.safetensors")
+opt = tensors(f"{run}/ckpt/step-00000001/optimizer.safetensors")
+def worst(t):
+    bc1, bc2, w = 1 - b1 ** t, 1 - b2 ** t, 0.0
+    for name, a in p0.items():
+        m, v = opt["exp_avg." + name], opt["exp_avg_sq." + name]
+        for i in range(0, len(a), 7):
+            step = lrs[0] * (m[i] / bc1) / (math.sqrt(v[i] / bc2) + eps)
+            # float32 kernel, lr printed to 6 digits: 1e-4 of the update, 1e-6 of the weight
+            w = max(w, abs(a[i] - step - p1[name][i]) / (1e-4 * abs(step) + 1e-6 * abs(a[i]) + 1e-12))
+    return w
+w31, w1 = worst(31), worst(1)
+print(f"rewarm lr {lrs[:3]}..{lrs[-1]}; adam_step 50; step-1 update error / tolerance: "
+      f"t=31 {w31:.3f}, t=1 {w1:.1f}")
+sys.exit(0 if w31 <= 1 and w1 > 1 else 1)
+PY
+  # a continued run resumes like any run (its AdamW offset in the checkpoint)
+  "$dapt" train "$work/init.toml" "${re[@]}" --ckpt.every=10 --run.name=again > /dev/null
+  mkdir -p "$work/runs/part/ckpt" && cp -r "$work/runs/rewarm/ckpt/step-00000010" "$work/runs/part/ckpt/"
+  "$dapt" train "$work/init.toml" "${re[@]}" --ckpt.every=10 --run.name=part --resume > /dev/null
+  cmp "$work/runs/again/ckpt/step-00000020/model.safetensors" \
+      "$work/runs/part/ckpt/step-00000020/model.safetensors" || fail "resumed continued run differs"
+  # errors: init_optimizer without init_from; a checkpoint without optimizer state
+  expect_error "model.init_optimizer \(command line\) = true needs model.init_from" \
+    "$dapt" train "$work/tiny.toml" --model.init_optimizer=true
+  mkdir -p "$work/weights" && cp "$a/step-00000030/"{config.json,model.safetensors} "$work/weights/"
+  expect_error "model.init_optimizer = true, but model.init_from = \".*weights\" has no optimizer state" \
+    "$dapt" train "$work/init.toml" --model.init_from="$work/weights" --model.init_optimizer=true
+  cp -r "$a/step-00000030" "$work/noopt" && rm "$work/noopt/optimizer.safetensors"
+  expect_error "init_from = \".*noopt\" with model.init_optimizer: .*optimizer.safetensors" \
+    "$dapt" train "$work/init.toml" --model.init_from="$work/noopt" --model.init_optimizer=true
   ;;
 *) fail "unknown mode $mode" ;;
 esac
