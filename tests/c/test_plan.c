@@ -150,6 +150,15 @@ static void check_case(const char *name, const ModelConfig *cfg, int zero_world,
     }
 }
 
+/* a plan for the wrong setup s misses the peak of one step of cfg as the
+ * cases run now (recompute_case, offload_case; one process) */
+static void check_misses(const char *what, const ModelConfig *cfg, PlanSetup s) {
+    size_t measured = measure_step(cfg, 0, 0);
+    Plan wrong;
+    plan_compute(cfg, &s, &wrong);
+    CHECK(!within(wrong.peak, measured), "%s (%zu) passes %zu", what, wrong.peak, measured);
+}
+
 /* the largest micro-batch under a budget fits, one more does not */
 static void check_max_micro_batch(void) {
     ModelConfig c = shape(ARCH_LLAMA, 0);
@@ -184,28 +193,16 @@ int main(void) {
         check_case("moe z3/2", &moe, 2, 3);
         check_case("qwen3 z2/3", &qwen3, 3, 2); /* tied */
     }
-    {
-        /* a plan that forgets the recomputation misses the measured peak */
-        size_t measured = measure_step(&llama, 0, 0);
-        PlanSetup none = cpu_setup(0, 0);
-        Plan wrong;
-        plan_compute(&llama, &none, &wrong);
-        CHECK(!within(wrong.peak, measured), "a recompute-less plan (%zu) passes %zu", wrong.peak,
-              measured);
-    }
+    /* a plan that forgets the recomputation misses the measured peak */
+    check_misses("a plan without recomputation", &llama, cpu_setup(0, 0));
     /* train.offload_optimizer: the moments leave the backend (and a plan
      * that keeps them there misses) */
     offload_case = 1;
     check_case("llama off", &llama, 0, 0);
     check_case("llama z3 off", &llama, 3, 3);
-    {
-        size_t measured = measure_step(&llama, 0, 0);
-        PlanSetup kept = cpu_setup(0, 0);
-        Plan wrong;
-        plan_compute(&llama, &kept, &wrong);
-        CHECK(!within(wrong.peak, measured), "a plan without offload (%zu) passes %zu", wrong.peak,
-              measured);
-    }
+    PlanSetup kept = cpu_setup(0, 0);
+    kept.recompute = recompute_case;
+    check_misses("a plan without offload", &llama, kept);
     offload_case = 0;
     check_max_micro_batch();
     return CHECK_DONE();
