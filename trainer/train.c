@@ -563,6 +563,25 @@ static int step_failed(const Trainer *t, int step, char *err, size_t err_len) {
     return 1;
 }
 
+/* A write to metrics.jsonl failed on rank 0 (err says the file and the
+ * cause) after step_done steps: the run stops, after a checkpoint of them
+ * when it has made progress since its start. Only a single-rank run can
+ * checkpoint here: the other ranks of a job do not know of the failure, and
+ * the job ends with the message (cli/train.c aborts it). */
+static int metrics_failed_stop(Trainer *t, int step_done, double lr, char *err, size_t err_len) {
+    char cause[1024], e2[256];
+    snprintf(cause, sizeof cause, "%s", err);
+    if (t->world > 1 || step_done <= t->start_step)
+        return err_set(err, err_len, "after step %d: %s; stopping without a checkpoint", step_done,
+                       cause);
+    int bad = comm_gather_wait(t->comm, step_done - 1, e2, sizeof e2) ||
+              train_ckpt_save(&t->ckpt, t->m, step_done, t->tokens, lr);
+    return err_set(
+        err, err_len, "after step %d: %s; stopping %s", step_done, cause,
+        bad ? "(the checkpoint attempt failed too)"
+            : "after a checkpoint of it (--resume continues once the file can be written)");
+}
+
 /* The steps from start_step on, with evaluation, checkpoints, metrics and
  * the console line; stops early on a non-finite step (on_nonfinite =
  * "stop") or a signal. */
@@ -575,7 +594,8 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (t->start_step == 0 && c->eval.every > 0 && eval_and_write(t, 0, err, err_len))
-        return step_failed(t, 0, err, err_len);
+        return metrics_failed(t->mf) ? metrics_failed_stop(t, 0, 0, err, err_len)
+                                     : step_failed(t, 0, err, err_len);
     for (int step = t->start_step; step < steps; step++) {
         StepOut o;
         char moe_console[64];
@@ -590,7 +610,8 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
         steps_run++;
         double tok_s = (double)t->B * t->T / (now_s() - t0);
         if (write_train(t, step, &o, tok_s, moe_console, sizeof moe_console, err, err_len))
-            return step_failed(t, step, err, err_len);
+            return metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
+                                         : step_failed(t, step, err, err_len);
         if (tty || (step + 1) % every_print == 0 || step == t->start_step || step + 1 == steps) {
             char eta[32];
             double per = (now_s() - t_start) / steps_run;
@@ -615,8 +636,13 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
         if (c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || last) &&
             (comm_gather_wait(t->comm, step, err, err_len) ||
              eval_and_write(t, step + 1, err, err_len)))
-            return step_failed(t, step, err, err_len);
+            return metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
+                                         : step_failed(t, step, err, err_len);
         if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || o.stop) {
+            /* the records so far are on disk before the checkpoint that
+             * follows them */
+            if (metrics_sync(t->mf, err, err_len))
+                return metrics_failed_stop(t, step + 1, o.lr, err, err_len);
             /* the checkpoint reads the parameters: the gather must be done */
             if (comm_gather_wait(t->comm, step, err, err_len))
                 return step_failed(t, step, err, err_len);

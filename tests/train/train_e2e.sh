@@ -33,6 +33,11 @@
 #             end bitwise as the uninterrupted run; another weight changes
 #             the data fingerprint; a glob without files and a config
 #             without a general source are clear errors
+#   diskfull  metrics.jsonl on a full disk (a symlink to /dev/full): the run
+#             stops at its first train record with the file and ENOSPC named,
+#             after a checkpoint of that step; metrics.jsonl past a file size
+#             limit (RLIMIT_FSIZE, SIGXFSZ ignored): the run stops with EFBIG
+#             named and the file holds whole records only
 #   continue  model.init_optimizer: from step 10 of a run with nothing
 #             changed, bitwise the uninterrupted run's weights, moments and
 #             losses; a rewarmed, redecayed run on a new mixture from step
@@ -289,6 +294,28 @@ PY
   sed '/^name = "licenses"/,$d' "$work/src.toml" | sed '$d' > "$work/nogen.toml"
   expect_error "no source has role \"general\", but mix.domain_frac \(.*\) asks" \
     "$dapt" train "$work/nogen.toml"
+  ;;
+diskfull)
+  mkdir -p "$work/runs/full"
+  ln -s /dev/full "$work/runs/full/metrics.jsonl"
+  expect_error "cannot write .*runs/full/metrics.jsonl: No space left on device; stopping after a checkpoint" \
+    "$dapt" train "$work/tiny.toml" --run.name=full --eval.every=0
+  [[ -d $work/runs/full/ckpt/step-00000001 ]] || fail "no checkpoint of step 1: $(ls "$work/runs/full/ckpt" 2>&1)"
+  grep -q "checkpoint: .*step-00000001" "$work/out" || fail "the checkpoint was not reported"
+  # a file size limit of 4 KiB: metrics.jsonl fills up after ~12 train records
+  # (the checkpoints, bigger than the limit, are off)
+  expect_error "cannot write .*runs/limited/metrics.jsonl: File too large" \
+    bash -c 'trap "" XFSZ; ulimit -f 4; exec "$@"' _ "$dapt" train "$work/tiny.toml" \
+    --run.name=limited --ckpt.every=0
+  "$py" - "$work/runs/limited/metrics.jsonl" << 'EOF2' || fail "metrics.jsonl is not whole records"
+import json, sys
+text = open(sys.argv[1]).read()
+assert text.endswith("\n"), "ends mid-record: %r" % text[-80:]
+recs = [json.loads(line) for line in text.splitlines()]
+steps = [r["step"] for r in recs if r["type"] == "train"]
+assert steps == list(range(1, len(steps) + 1)) and len(steps) > 3, steps
+print("ok: %d whole records, train steps 1..%d" % (len(recs), steps[-1]))
+EOF2
   ;;
 continue)
   sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
