@@ -37,7 +37,8 @@ void ckpt_state_free(CkptState *st) {
     free(st->data_fingerprint);
     free(st->config_text);
     free(st->tokenizer_path);
-    st->data_fingerprint = st->config_text = st->tokenizer_path = NULL;
+    free(st->run_id);
+    st->data_fingerprint = st->config_text = st->tokenizer_path = st->run_id = NULL;
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -120,6 +121,7 @@ static char *state_json(const CkptState *st) {
         !cJSON_AddStringToObject(r, "data_fingerprint", st->data_fingerprint ? st->data_fingerprint : "") ||
         !cJSON_AddItemToObject(r, "rng", cJSON_CreateStringArray(hp, CKPT_RNG_WORDS)) ||
         !cJSON_AddStringToObject(r, "config", st->config_text ? st->config_text : "") ||
+        (st->run_id && !cJSON_AddStringToObject(r, "run_id", st->run_id)) ||
         !add_opt_layout(r, st)) {
         cJSON_Delete(r);
         return NULL;
@@ -287,6 +289,20 @@ static int ckpt_dir_of(const char *out_dir, char *ckdir, size_t len, char *err, 
     return 0;
 }
 
+static cJSON *load_state_json(const char *dir, char *err, size_t err_len);
+
+/* 1 when the checkpoint dir was written by run_id (any checkpoint when
+ * run_id is NULL); one whose trainer state cannot be read is not. */
+static int same_run(const char *dir, const char *run_id) {
+    char e[512];
+    if (!run_id) return 1;
+    cJSON *r = load_state_json(dir, e, sizeof e);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(r, "run_id");
+    int same = cJSON_IsString(id) && !strcmp(id->valuestring, run_id);
+    cJSON_Delete(r);
+    return same;
+}
+
 int ckpt_save_begin(const char *out_dir, int64_t step, char *tmp_dir, size_t tmp_len, char *err,
                     size_t err_len) {
     char ckdir[4096], name[64];
@@ -340,11 +356,12 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
     if (path_out) snprintf(path_out, path_len, "%s", final);
     if (keep > 0) {
         int64_t *steps;
-        int n;
+        int n, mine = 0;
         if (list_steps(ckdir, &steps, &n, err, err_len)) return 1;
-        for (int i = keep; i < n; i++) {
+        for (int i = 0; i < n; i++) {
             snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
             hf_path(old, sizeof old, ckdir, name);
+            if (!same_run(old, st->run_id) || ++mine <= keep) continue;
             if (rm_tree(old)) {
                 err_set(err, err_len, "%s: cannot delete an old checkpoint: %s", old,
                         strerror(errno));
@@ -558,6 +575,11 @@ static int parse_state(const cJSON *r, const char *dir, CkptState *st, char *err
     st->data_fingerprint = strdup(cJSON_IsString(j) ? j->valuestring : "");
     j = cJSON_GetObjectItemCaseSensitive(r, "config");
     st->config_text = strdup(cJSON_IsString(j) ? j->valuestring : "");
+    j = cJSON_GetObjectItemCaseSensitive(r, "run_id");
+    if (cJSON_IsString(j) && !(st->run_id = strdup(j->valuestring))) {
+        ckpt_state_free(st);
+        return err_set(err, err_len, "out of memory");
+    }
     if (!st->data_fingerprint || !st->config_text) {
         ckpt_state_free(st);
         return err_set(err, err_len, "out of memory");

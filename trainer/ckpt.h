@@ -25,8 +25,10 @@
  *
  * Invariants: a step-* directory is complete or absent: it is written as
  * OUT_DIR/ckpt/.tmp-step-NNNNNNNN, every file and the directory fsynced,
- * then renamed. After a save at most `keep` complete checkpoints remain
- * (the newest ones; keep <= 0 keeps all). Loading checks that every file is
+ * then renamed. After a save at most `keep` complete checkpoints of the
+ * saving run remain (the newest ones; keep <= 0 keeps all); checkpoints of
+ * another run id (or, when saving with a run id, without one) are never
+ * deleted. Loading checks that every file is
  * present and that the safetensors files are whole before touching the
  * Model; a damaged checkpoint is refused with the file named.
  */
@@ -54,6 +56,11 @@ typedef struct {
     char *data_fingerprint; /* the data stream's identity (shards + mixture) */
     uint64_t rng[CKPT_RNG_WORDS];
     char *config_text; /* resolved config (TOML) */
+    /* the run that wrote the checkpoint (16 hex digits, RUN/run.json);
+     * save: NULL writes none and `keep` prunes every checkpoint; set, keep
+     * prunes only checkpoints of this run id. load: NULL when the
+     * checkpoint has none (written before run ids existed). */
+    char *run_id;
     /* save: the tokenizer whose files are copied into the checkpoint;
      * NULL: none */
     const Tokenizer *tokenizer;

@@ -20,6 +20,7 @@ static CkptState ckpt_state(const TrainCkpt *k, int step, long long tokens, doub
                        .data_fingerprint = (char *)fp,
                        .rng = {k->seed, 0, 0, 0},
                        .config_text = (char *)k->config_text,
+                       .run_id = (char *)k->run_id,
                        .tokenizer = k->tokenizer,
                        .max_shard_bytes = k->max_shard_bytes};
 }

@@ -20,6 +20,7 @@ typedef struct {
     uint64_t fingerprint;    /* the data stream's */
     int64_t adam_t0;         /* AdamW steps before this run's step 0 (model.init_optimizer) */
     const char *config_text; /* config_to_toml */
+    const char *run_id;      /* RUN/run.json's: keep prunes only this run's checkpoints */
     const Tokenizer *tokenizer; /* its files are copied into checkpoints; NULL: none */
     Dist *d;
     const size_t *pieces; /* ZeRO-1: rank r's optimizer shard length; NULL: whole state */

@@ -33,6 +33,11 @@
 #             end bitwise as the uninterrupted run; another weight changes
 #             the data fingerprint; a glob without files and a config
 #             without a general source are clear errors
+#   rundir    a run directory belongs to one run: a second run there is
+#             refused naming the directory, --resume and --overwrite, and
+#             changes nothing; --overwrite moves the old run aside whole
+#             (RUN.old-*) and starts one with a new run id; run.json's run id
+#             is in every checkpoint's trainer_state.json and kept by --resume
 #   diskfull  metrics.jsonl on a full disk (a symlink to /dev/full): the run
 #             stops at its first train record with the file and ENOSPC named,
 #             after a checkpoint of that step; metrics.jsonl past a file size
@@ -294,6 +299,37 @@ PY
   sed '/^name = "licenses"/,$d' "$work/src.toml" | sed '$d' > "$work/nogen.toml"
   expect_error "no source has role \"general\", but mix.domain_frac \(.*\) asks" \
     "$dapt" train "$work/nogen.toml"
+  ;;
+rundir)
+  run_id() { "$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$1"; }
+  "$dapt" train "$work/tiny.toml" > /dev/null
+  r=$work/runs/tiny
+  id=$(run_id "$r/run.json")
+  [[ $id =~ ^[0-9a-f]{16}$ ]] || fail "run id '$id'"
+  [[ $(run_id "$r/ckpt/step-00000030/trainer_state.json") == "$id" ]] || fail "checkpoint's run id"
+  n=$(wc -l < "$r/metrics.jsonl")
+  expect_error "runs/tiny already holds a run .*--resume.*--overwrite.*runs/tiny.old-" \
+    "$dapt" train "$work/tiny.toml" --train.steps=10
+  [[ $(wc -l < "$r/metrics.jsonl") == "$n" ]] || fail "the refused run wrote metrics"
+  [[ $(ls "$r/ckpt") == "step-00000020"*"step-00000030" ]] || fail "checkpoints changed: $(ls "$r/ckpt")"
+  expect_error "exclude each other" "$dapt" train "$work/tiny.toml" --resume --overwrite
+  "$dapt" train "$work/tiny.toml" --train.steps=10 --overwrite > "$work/log"
+  grep -q "moved the previous run aside: .*runs/tiny -> .*runs/tiny.old-" "$work/log" ||
+    fail "no message: $(cat "$work/log")"
+  old=$(ls -d "$work"/runs/tiny.old-*)
+  [[ $(wc -l < "$old/metrics.jsonl") == "$n" && -d $old/ckpt/step-00000030 ]] || fail "old run not kept whole"
+  id2=$(run_id "$r/run.json")
+  [[ $id2 != "$id" && $(run_id "$r/ckpt/step-00000010/trainer_state.json") == "$id2" ]] ||
+    fail "new run id $id2 (old $id) not in its checkpoint"
+  grep -q '"step":30' "$r/metrics.jsonl" && fail "old records in the new metrics.jsonl"
+  # --resume keeps the run id (a killed run resumed)
+  kill_at_step10 "$work/tiny.toml"
+  id3=$(run_id "$work/runs/killed/run.json")
+  "$dapt" train "$work/tiny.toml" --run.name=killed --resume > /dev/null
+  [[ $(run_id "$work/runs/killed/run.json") == "$id3" &&
+     $(run_id "$work/runs/killed/ckpt/step-00000030/trainer_state.json") == "$id3" ]] ||
+    fail "--resume changed the run id"
+  echo "ok: run ids $id, $id2, $id3"
   ;;
 diskfull)
   mkdir -p "$work/runs/full"
