@@ -15,7 +15,8 @@
  *                        trainer_state.json's "optimizer" lists the files
  *                        with their offsets and counts
  *   trainer_state.json   step, tokens, lr, data fingerprint, rng state,
- *                        resolved config text
+ *                        resolved config text, run id, and the checksum of
+ *                        every other file (read back before the rename)
  *   tokenizer files      optional: every file of the run's tokenizer
  *                        (tokenizer_files: tokenizer.json and/or
  *                        tokenizer.model, tokenizer_config.json,
@@ -116,8 +117,14 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
                      size_t err_len);
 
 /* Every file of a checkpoint directory present and whole (safetensors
- * headers valid, data within the files, JSON parses); 0 when complete. */
+ * headers valid, data within the files, JSON parses) and, when
+ * trainer_state.json has "checksums" (every file the save wrote, hashed
+ * with data/hash.h's hash_file), every file matching its checksum; 0 when
+ * complete, else err names the file. Reads every byte of the checkpoint. */
 int ckpt_check(const char *ckpt_dir, char *err, size_t err_len);
+/* ckpt_check, and how many files it verified by checksum (0: a checkpoint
+ * written before checksums existed). */
+int ckpt_verify(const char *ckpt_dir, int *n_checksummed, char *err, size_t err_len);
 
 /* Loads weights, Adam moments and (when st != NULL) the trainer state into
  * an m whose config matches the checkpoint's config.json. Everything is
@@ -131,7 +138,9 @@ int ckpt_load(const char *ckpt_dir, Model *m, CkptState *st, char *err, size_t e
 
 /* Newest complete checkpoint under OUT_DIR/ckpt: 0 and its path, 1 when
  * there is none, -1 on an error (message in err). Damaged step-* directories
- * are skipped. */
+ * (ckpt_check: missing or broken files, a checksum that differs) are
+ * skipped; on 0 and 1 err then says why the newest skipped one was ("" when
+ * none was). */
 int ckpt_find_latest(const char *out_dir, char *path, size_t path_len, char *err, size_t err_len);
 
 #endif

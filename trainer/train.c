@@ -676,11 +676,13 @@ static int find_resume(const Trainer *t, char *path, size_t path_len, char *err,
     char why[1024];
     int f = ckpt_find_latest(t->run_dir, path, path_len, why, sizeof why);
     if (f < 0) return err_set(err, err_len, "--resume: %s", why);
+    if (why[0] && t->lead)
+        fprintf(stderr, "dapt train: --resume: %s; falling back to an older checkpoint\n", why);
     if (f > 0)
         return err_set(err, err_len,
                        "--resume: no complete checkpoint under %s/ckpt (start the run without "
-                       "--resume)",
-                       t->run_dir);
+                       "--resume)%s%s",
+                       t->run_dir, why[0] ? "; " : "", why);
     return 0;
 }
 

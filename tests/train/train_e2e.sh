@@ -38,6 +38,11 @@
 #             changes nothing; --overwrite moves the old run aside whole
 #             (RUN.old-*) and starts one with a new run id; run.json's run id
 #             is in every checkpoint's trainer_state.json and kept by --resume
+#   checksum  a byte flipped in the newest checkpoint's model.safetensors:
+#             `dapt inspect` of it exits 1 naming the file, of the one before
+#             says ok; --resume falls back to the one before, saying which
+#             file is bad; a checkpoint without checksums (removed from its
+#             trainer_state.json) still inspects and resumes, saying so
 #   diskfull  metrics.jsonl on a full disk (a symlink to /dev/full): the run
 #             stops at its first train record with the file and ENOSPC named,
 #             after a checkpoint of that step; metrics.jsonl past a file size
@@ -330,6 +335,32 @@ rundir)
      $(run_id "$work/runs/killed/ckpt/step-00000030/trainer_state.json") == "$id3" ]] ||
     fail "--resume changed the run id"
   echo "ok: run ids $id, $id2, $id3"
+  ;;
+checksum)
+  "$dapt" train "$work/tiny.toml" > /dev/null
+  ck=$work/runs/tiny/ckpt
+  "$py" -c 'import json,sys; c=json.load(open(sys.argv[1]))["checksums"]; assert c["algorithm"] == "fnv1a64-mix" and {"model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.model"} <= set(c["files"]), c' \
+    "$ck/step-00000030/trainer_state.json" || fail "checksums missing from trainer_state.json"
+  "$dapt" inspect "$ck/step-00000030" > "$work/out" || fail "inspect of a good checkpoint"
+  grep -q "match their checksums: ok" "$work/out" || fail "inspect: $(cat "$work/out")"
+  # flip one bit of the last weight byte: the file stays a valid safetensors
+  "$py" -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(-1,2); b=f.read(1); f.seek(-1,2); f.write(bytes([b[0]^1]))' \
+    "$ck/step-00000030/model.safetensors"
+  expect_error "step-00000030: model.safetensors does not match its checksum" \
+    "$dapt" inspect "$ck/step-00000030"
+  "$dapt" inspect "$ck/step-00000020" > /dev/null || fail "inspect of the previous checkpoint"
+  "$dapt" train "$work/tiny.toml" --resume > "$work/out" 2> "$work/err" || fail "resume: $(cat "$work/err")"
+  grep -q "skipped step-00000030: .*model.safetensors does not match its checksum.*falling back" "$work/err" ||
+    fail "no message naming the bad file: $(cat "$work/err")"
+  grep -q "resuming from .*step-00000020 (step 20)" "$work/out" || fail "did not resume from step 20: $(cat "$work/out")"
+  "$dapt" inspect "$ck/step-00000030" > /dev/null || fail "the rewritten step 30 does not verify"
+  # a checkpoint from before checksums: loads, inspect says it is not verified
+  "$py" -c 'import json,sys; p=sys.argv[1]; s=json.load(open(p)); del s["checksums"]; json.dump(s, open(p,"w"))' \
+    "$ck/step-00000030/trainer_state.json"
+  "$dapt" inspect "$ck/step-00000030" > "$work/out" || fail "inspect of a checkpoint without checksums"
+  grep -q "no checksums" "$work/out" || fail "inspect: $(cat "$work/out")"
+  "$dapt" train "$work/tiny.toml" --resume --train.steps=30 > "$work/out" || fail "resume without checksums"
+  grep -q "resuming from .*step-00000030" "$work/out" || fail "did not resume from 30: $(cat "$work/out")"
   ;;
 diskfull)
   mkdir -p "$work/runs/full"
