@@ -869,6 +869,13 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     }
     t->config_text = config_to_toml(c);
     if (!t->config_text) return err_set(err, err_len, "out of memory writing the resolved config");
+    if (a->resume && t->resumed.config_text && t->resumed.config_text[0]) {
+        char changed[2048], why[3072];
+        if (train_ckpt_compare_config(t->resumed.config_text, t->config_text, changed,
+                                      sizeof changed, why, sizeof why))
+            return err_set(err, err_len, "--resume from %s: %s", resume_path, why);
+        if (changed[0]) printf("--resume: changed since the checkpoint: %s\n", changed);
+    }
     if (open_run_dir(t, err, err_len)) return 1;
     t->opt = config_to_adamw(c);
     t->ckpt = (TrainCkpt){.run_dir = t->run_dir,

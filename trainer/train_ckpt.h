@@ -35,4 +35,15 @@ typedef struct {
  * others, whose abort may end this process before it returns. */
 int train_ckpt_save(const TrainCkpt *k, Model *m, int step, long long tokens, double lr);
 
+/* --resume: the run's resolved config (now, config_to_toml) against the
+ * checkpoint's (was, its trainer_state.json "config"), key by key. A key
+ * that shapes the model (every [model] key but the initialisation ones
+ * init_from, init_optimizer, upcycle_from, upcycle_noise; moe.n_experts,
+ * moe.top_k, moe.layer_start, moe.layer_step) that differs refuses: 1, and
+ * err names each as "model.KEY OLD -> NEW". Every other key that differs
+ * goes into changed the same way ("" when none). Keys only one side has (a
+ * config written by another dapt version) are not compared. */
+int train_ckpt_compare_config(const char *was, const char *now, char *changed,
+                              size_t changed_len, char *err, size_t err_len);
+
 #endif

@@ -43,6 +43,11 @@
 #             says ok; --resume falls back to the one before, saying which
 #             file is bad; a checkpoint without checksums (removed from its
 #             trainer_state.json) still inspects and resumes, saying so
+#   resumecfg --resume with a changed [model] (n_layer, d_model) is refused
+#             naming each key with the checkpoint's and the new value; with
+#             changed eval.every and ckpt.keep it resumes, says so in one
+#             line, and config.resolved.toml has the new values and the
+#             checkpoint's model
 #   diskfull  metrics.jsonl on a full disk (a symlink to /dev/full): the run
 #             stops at its first train record with the file and ENOSPC named,
 #             after a checkpoint of that step; metrics.jsonl past a file size
@@ -361,6 +366,17 @@ checksum)
   grep -q "no checksums" "$work/out" || fail "inspect: $(cat "$work/out")"
   "$dapt" train "$work/tiny.toml" --resume --train.steps=30 > "$work/out" || fail "resume without checksums"
   grep -q "resuming from .*step-00000030" "$work/out" || fail "did not resume from 30: $(cat "$work/out")"
+  ;;
+resumecfg)
+  kill_at_step10 "$work/tiny.toml"
+  expect_error "resume from .*step-00000010: the model differs from the checkpoint's: model.n_layer 2 -> 3, model.d_model 64 -> 128 \\(" \
+    "$dapt" train "$work/tiny.toml" --run.name=killed --resume --model.d_model=128 --model.n_layer=3
+  "$dapt" train "$work/tiny.toml" --run.name=killed --resume --eval.every=5 --ckpt.keep=3 > "$work/out" ||
+    fail "resume with eval and ckpt changed"
+  grep -q "^--resume: changed since the checkpoint: eval.every 10 -> 5, ckpt.keep 2 -> 3$" "$work/out" ||
+    fail "no line of the changed keys: $(cat "$work/out")"
+  "$py" -c 'import sys, tomllib; c = tomllib.load(open(sys.argv[1], "rb")); assert c["eval"]["every"] == 5 and c["ckpt"]["keep"] == 3 and c["model"]["d_model"] == 64 and c["model"]["n_layer"] == 2, c' \
+    "$work/runs/killed/config.resolved.toml" || fail "config.resolved.toml"
   ;;
 diskfull)
   mkdir -p "$work/runs/full"
