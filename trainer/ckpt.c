@@ -139,7 +139,8 @@ static cJSON *dir_checksums(const char *dir, char *err, size_t err_len) {
             break;
         }
         snprintf(hex, sizeof hex, "%016" PRIx64, h);
-        if (!cJSON_AddStringToObject(files, e->d_name, hex)) rc = err_set(err, err_len, "out of memory");
+        if (!cJSON_AddStringToObject(files, e->d_name, hex))
+            rc = err_set(err, err_len, "out of memory");
     }
     closedir(d);
     if (rc) cJSON_Delete(c);
@@ -171,8 +172,9 @@ static int verify_checksums(const cJSON *r, const char *dir, int *n_files, char 
         if (!cJSON_IsString(f) || !f->string[0] || strchr(f->string, '/') ||
             strlen(f->valuestring) != 16 ||
             (want = strtoull(f->valuestring, &end, 16), !end || *end))
-            return err_set(err, err_len, "%s/trainer_state.json: checksum of \"%s\" is not 16 hex digits",
-                           dir, f->string);
+            return err_set(err, err_len,
+                           "%s/trainer_state.json: checksum of \"%s\" is not 16 hex digits", dir,
+                           f->string);
         if (hf_path(path, sizeof path, dir, f->string))
             return err_set(err, err_len, "%s: path too long", dir);
         if (hash_file(path, &h))
