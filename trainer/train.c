@@ -711,15 +711,14 @@ static void new_run_id(char *id) {
     snprintf(id, 17, "%016llx", (unsigned long long)v);
 }
 
-/* 1 when RUN holds a run: a non-empty metrics.jsonl, run.json, or a
- * step-* checkpoint under ckpt/. */
+/* 1 when RUN holds a run: a non-empty metrics.jsonl or a step-*
+ * checkpoint under ckpt/ (a run that failed before its first record left
+ * nothing to lose; its run.json is replaced). */
 static int run_dir_used(const char *run_dir) {
     char path[CONFIG_PATH_LEN * 3];
     struct stat sb;
     snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
     if (!stat(path, &sb) && S_ISREG(sb.st_mode) && sb.st_size > 0) return 1;
-    snprintf(path, sizeof path, "%s/run.json", run_dir);
-    if (!access(path, F_OK)) return 1;
     snprintf(path, sizeof path, "%s/ckpt", run_dir);
     DIR *d = opendir(path);
     int used = 0;
@@ -744,7 +743,7 @@ static int claim_run_dir(Trainer *t, const TrainArgs *a, char *err, size_t err_l
         strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", gmtime(&now));
         if (!a->overwrite)
             return err_set(err, err_len,
-                           "%s already holds a run (metrics.jsonl, run.json or checkpoints): "
+                           "%s already holds a run (metrics.jsonl or checkpoints): "
                            "continue it with --resume, or start a new run there with "
                            "--overwrite (which moves the old one aside to %s.old-%s), or "
                            "choose another run.name",
