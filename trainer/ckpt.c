@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "data/hash.h"
 #include "trainer/hf.h"
 #include "trainer/safetensors.h"
 
@@ -37,7 +38,8 @@ void ckpt_state_free(CkptState *st) {
     free(st->data_fingerprint);
     free(st->config_text);
     free(st->tokenizer_path);
-    st->data_fingerprint = st->config_text = st->tokenizer_path = NULL;
+    free(st->run_id);
+    st->data_fingerprint = st->config_text = st->tokenizer_path = st->run_id = NULL;
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -103,7 +105,92 @@ static int add_opt_layout(cJSON *r, const CkptState *st) {
     return 1;
 }
 
-static char *state_json(const CkptState *st) {
+/* The checksum of every file: hash_file (data/hash.h: FNV-1a 64 over the
+ * bytes, then the splitmix64 finaliser), as 16 hex digits. */
+#define CKPT_CHECKSUM_ALGORITHM "fnv1a64-mix"
+
+/* "checksums": {"algorithm", "files": {NAME: HEX}} of every regular file
+ * in dir but trainer_state.json (which holds it), read back after they are
+ * written: a ZeRO run's per-rank optimizer shards included. NULL and err
+ * on failure. */
+static cJSON *dir_checksums(const char *dir, char *err, size_t err_len) {
+    char path[4200], hex[20];
+    cJSON *c = cJSON_CreateObject(), *files = NULL;
+    if (!c || !cJSON_AddStringToObject(c, "algorithm", CKPT_CHECKSUM_ALGORITHM) ||
+        !(files = cJSON_AddObjectToObject(c, "files"))) {
+        cJSON_Delete(c);
+        return err_set(err, err_len, "out of memory"), NULL;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        cJSON_Delete(c);
+        return err_set(err, err_len, "%s: cannot list: %s", dir, strerror(errno)), NULL;
+    }
+    int rc = 0;
+    for (struct dirent *e; !rc && (e = readdir(d));) {
+        struct stat sb;
+        uint64_t h;
+        if (e->d_name[0] == '.' || !strcmp(e->d_name, "trainer_state.json")) continue;
+        if (hf_path(path, sizeof path, dir, e->d_name) || stat(path, &sb) || !S_ISREG(sb.st_mode))
+            continue;
+        if (hash_file(path, &h)) {
+            rc = err_set(err, err_len, "%s: cannot read it back for its checksum: %s", path,
+                         strerror(errno));
+            break;
+        }
+        snprintf(hex, sizeof hex, "%016" PRIx64, h);
+        if (!cJSON_AddStringToObject(files, e->d_name, hex))
+            rc = err_set(err, err_len, "out of memory");
+    }
+    closedir(d);
+    if (rc) cJSON_Delete(c);
+    return rc ? NULL : c;
+}
+
+/* Checks dir's files against trainer_state.json's "checksums" (r); the
+ * number of files checked into *n_files, 0 for a checkpoint written before
+ * checksums existed. 1 and err naming the first file that is missing or
+ * differs. */
+static int verify_checksums(const cJSON *r, const char *dir, int *n_files, char *err,
+                            size_t err_len) {
+    char path[4200];
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(r, "checksums");
+    *n_files = 0;
+    if (!c) return 0;
+    const cJSON *alg = cJSON_GetObjectItemCaseSensitive(c, "algorithm");
+    const cJSON *files = cJSON_GetObjectItemCaseSensitive(c, "files");
+    if (!cJSON_IsString(alg) || strcmp(alg->valuestring, CKPT_CHECKSUM_ALGORITHM) ||
+        !cJSON_IsObject(files))
+        return err_set(err, err_len,
+                       "%s/trainer_state.json: \"checksums\" must be {\"algorithm\": \"%s\", "
+                       "\"files\": {NAME: HEX}}",
+                       dir, CKPT_CHECKSUM_ALGORITHM);
+    const cJSON *f;
+    cJSON_ArrayForEach(f, files) {
+        uint64_t h, want;
+        char *end = NULL;
+        if (!cJSON_IsString(f) || !f->string[0] || strchr(f->string, '/') ||
+            strlen(f->valuestring) != 16 ||
+            (want = strtoull(f->valuestring, &end, 16), !end || *end))
+            return err_set(err, err_len,
+                           "%s/trainer_state.json: checksum of \"%s\" is not 16 hex digits", dir,
+                           f->string);
+        if (hf_path(path, sizeof path, dir, f->string))
+            return err_set(err, err_len, "%s: path too long", dir);
+        if (hash_file(path, &h))
+            return err_set(err, err_len, "checkpoint %s: %s: cannot read it: %s", dir, f->string,
+                           strerror(errno));
+        if (h != want)
+            return err_set(err, err_len,
+                           "checkpoint %s: %s does not match its checksum (%s %016" PRIx64
+                           " recorded, %016" PRIx64 " now): the file is damaged",
+                           dir, f->string, CKPT_CHECKSUM_ALGORITHM, want, h);
+        (*n_files)++;
+    }
+    return 0;
+}
+
+static char *state_json(const CkptState *st, cJSON *checksums) {
     cJSON *r = cJSON_CreateObject();
     char hex[CKPT_RNG_WORDS][20];
     const char *hp[CKPT_RNG_WORDS];
@@ -120,7 +207,9 @@ static char *state_json(const CkptState *st) {
         !cJSON_AddStringToObject(r, "data_fingerprint", st->data_fingerprint ? st->data_fingerprint : "") ||
         !cJSON_AddItemToObject(r, "rng", cJSON_CreateStringArray(hp, CKPT_RNG_WORDS)) ||
         !cJSON_AddStringToObject(r, "config", st->config_text ? st->config_text : "") ||
-        !add_opt_layout(r, st)) {
+        (st->run_id && !cJSON_AddStringToObject(r, "run_id", st->run_id)) ||
+        !add_opt_layout(r, st) || !cJSON_AddItemToObject(r, "checksums", checksums)) {
+        if (!cJSON_GetObjectItemCaseSensitive(r, "checksums")) cJSON_Delete(checksums);
         cJSON_Delete(r);
         return NULL;
     }
@@ -224,7 +313,9 @@ static int write_into(const char *dir, const Model *m, const CkptState *st, char
         hf_save_config(dir, model_config(m), err, err_len))
         return 1;
     if (st->opt_world <= 0 && write_opt_whole(dir, m, st->step, err, err_len)) return 1;
-    char *js = state_json(st);
+    cJSON *sums = dir_checksums(dir, err, err_len);
+    if (!sums) return 1;
+    char *js = state_json(st, sums);
     if (!js) return err_set(err, err_len, "out of memory");
     if (hf_path(path, sizeof path, dir, "trainer_state.json")) {
         free(js);
@@ -287,6 +378,20 @@ static int ckpt_dir_of(const char *out_dir, char *ckdir, size_t len, char *err, 
     return 0;
 }
 
+static cJSON *load_state_json(const char *dir, char *err, size_t err_len);
+
+/* 1 when the checkpoint dir was written by run_id (any checkpoint when
+ * run_id is NULL); one whose trainer state cannot be read is not. */
+static int same_run(const char *dir, const char *run_id) {
+    char e[512];
+    if (!run_id) return 1;
+    cJSON *r = load_state_json(dir, e, sizeof e);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(r, "run_id");
+    int same = cJSON_IsString(id) && !strcmp(id->valuestring, run_id);
+    cJSON_Delete(r);
+    return same;
+}
+
 int ckpt_save_begin(const char *out_dir, int64_t step, char *tmp_dir, size_t tmp_len, char *err,
                     size_t err_len) {
     char ckdir[4096], name[64];
@@ -340,11 +445,12 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
     if (path_out) snprintf(path_out, path_len, "%s", final);
     if (keep > 0) {
         int64_t *steps;
-        int n;
+        int n, mine = 0;
         if (list_steps(ckdir, &steps, &n, err, err_len)) return 1;
-        for (int i = keep; i < n; i++) {
+        for (int i = 0; i < n; i++) {
             snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
             hf_path(old, sizeof old, ckdir, name);
+            if (!same_run(old, st->run_id) || ++mine <= keep) continue;
             if (rm_tree(old)) {
                 err_set(err, err_len, "%s: cannot delete an old checkpoint: %s", old,
                         strerror(errno));
@@ -508,7 +614,13 @@ static StFile *open_opt_shard(const char *dir, const OptLayout *L, int w, int64_
 }
 
 int ckpt_check(const char *dir, char *err, size_t err_len) {
+    int n;
+    return ckpt_verify(dir, &n, err, err_len);
+}
+
+int ckpt_verify(const char *dir, int *n_checksummed, char *err, size_t err_len) {
     char path[4200], idx[4200];
+    *n_checksummed = 0;
     if (hf_path(path, sizeof path, dir, ckpt_files[0]) ||
         hf_path(idx, sizeof idx, dir, "model.safetensors.index.json"))
         return err_set(err, err_len, "%s: path too long", dir);
@@ -526,14 +638,12 @@ int ckpt_check(const char *dir, char *err, size_t err_len) {
     OptLayout L;
     int rc = parse_layout(r, dir, &L, err, err_len);
     int64_t step = (int64_t)cJSON_GetObjectItemCaseSensitive(r, "step")->valuedouble;
-    cJSON_Delete(r);
-    if (rc) return 1;
-    if (!L.world) {
-        if (present(dir, "optimizer.safetensors", path, sizeof path, err, err_len)) return 1;
-        StFile *f = st_open(path, err, err_len);
-        if (!f) return 1;
+    if (!rc && !L.world) {
+        StFile *f = present(dir, "optimizer.safetensors", path, sizeof path, err, err_len)
+                        ? NULL
+                        : st_open(path, err, err_len);
+        rc = !f;
         st_close(f);
-        return 0;
     }
     for (int w = 0; w < L.world && !rc; w++) {
         int im, iv;
@@ -541,7 +651,10 @@ int ckpt_check(const char *dir, char *err, size_t err_len) {
         rc = !f;
         st_close(f);
     }
+    /* whole, then the same bytes as written */
+    if (!rc) rc = verify_checksums(r, dir, n_checksummed, err, err_len);
     layout_free(&L);
+    cJSON_Delete(r);
     return rc;
 }
 
@@ -558,6 +671,11 @@ static int parse_state(const cJSON *r, const char *dir, CkptState *st, char *err
     st->data_fingerprint = strdup(cJSON_IsString(j) ? j->valuestring : "");
     j = cJSON_GetObjectItemCaseSensitive(r, "config");
     st->config_text = strdup(cJSON_IsString(j) ? j->valuestring : "");
+    j = cJSON_GetObjectItemCaseSensitive(r, "run_id");
+    if (cJSON_IsString(j) && !(st->run_id = strdup(j->valuestring))) {
+        ckpt_state_free(st);
+        return err_set(err, err_len, "out of memory");
+    }
     if (!st->data_fingerprint || !st->config_text) {
         ckpt_state_free(st);
         return err_set(err, err_len, "out of memory");
@@ -688,12 +806,15 @@ int ckpt_find_latest(const char *out_dir, char *path, size_t path_len, char *err
     int n;
     if (list_steps(ckdir, &steps, &n, err, err_len)) return -1;
     int found = 1;
+    if (err_len) err[0] = 0;
     for (int i = 0; i < n && found; i++) {
         snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
         hf_path(dir, sizeof dir, ckdir, name);
         if (ckpt_check(dir, e2, sizeof e2) == 0) {
             snprintf(path, path_len, "%s", dir);
             found = 0;
+        } else if (err_len && !err[0]) {
+            err_set(err, err_len, "skipped %s: %s", name, e2);
         }
     }
     free(steps);

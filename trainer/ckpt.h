@@ -15,7 +15,8 @@
  *                        trainer_state.json's "optimizer" lists the files
  *                        with their offsets and counts
  *   trainer_state.json   step, tokens, lr, data fingerprint, rng state,
- *                        resolved config text
+ *                        resolved config text, run id, and the checksum of
+ *                        every other file (read back before the rename)
  *   tokenizer files      optional: every file of the run's tokenizer
  *                        (tokenizer_files: tokenizer.json and/or
  *                        tokenizer.model, tokenizer_config.json,
@@ -25,8 +26,10 @@
  *
  * Invariants: a step-* directory is complete or absent: it is written as
  * OUT_DIR/ckpt/.tmp-step-NNNNNNNN, every file and the directory fsynced,
- * then renamed. After a save at most `keep` complete checkpoints remain
- * (the newest ones; keep <= 0 keeps all). Loading checks that every file is
+ * then renamed. After a save at most `keep` complete checkpoints of the
+ * saving run remain (the newest ones; keep <= 0 keeps all); checkpoints of
+ * another run id (or, when saving with a run id, without one) are never
+ * deleted. Loading checks that every file is
  * present and that the safetensors files are whole before touching the
  * Model; a damaged checkpoint is refused with the file named.
  */
@@ -54,6 +57,11 @@ typedef struct {
     char *data_fingerprint; /* the data stream's identity (shards + mixture) */
     uint64_t rng[CKPT_RNG_WORDS];
     char *config_text; /* resolved config (TOML) */
+    /* the run that wrote the checkpoint (16 hex digits, RUN/run.json);
+     * save: NULL writes none and `keep` prunes every checkpoint; set, keep
+     * prunes only checkpoints of this run id. load: NULL when the
+     * checkpoint has none (written before run ids existed). */
+    char *run_id;
     /* save: the tokenizer whose files are copied into the checkpoint;
      * NULL: none */
     const Tokenizer *tokenizer;
@@ -109,8 +117,14 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
                      size_t err_len);
 
 /* Every file of a checkpoint directory present and whole (safetensors
- * headers valid, data within the files, JSON parses); 0 when complete. */
+ * headers valid, data within the files, JSON parses) and, when
+ * trainer_state.json has "checksums" (every file the save wrote, hashed
+ * with data/hash.h's hash_file), every file matching its checksum; 0 when
+ * complete, else err names the file. Reads every byte of the checkpoint. */
 int ckpt_check(const char *ckpt_dir, char *err, size_t err_len);
+/* ckpt_check, and how many files it verified by checksum (0: a checkpoint
+ * written before checksums existed). */
+int ckpt_verify(const char *ckpt_dir, int *n_checksummed, char *err, size_t err_len);
 
 /* Loads weights, Adam moments and (when st != NULL) the trainer state into
  * an m whose config matches the checkpoint's config.json. Everything is
@@ -124,7 +138,9 @@ int ckpt_load(const char *ckpt_dir, Model *m, CkptState *st, char *err, size_t e
 
 /* Newest complete checkpoint under OUT_DIR/ckpt: 0 and its path, 1 when
  * there is none, -1 on an error (message in err). Damaged step-* directories
- * are skipped. */
+ * (ckpt_check: missing or broken files, a checksum that differs) are
+ * skipped; on 0 and 1 err then says why the newest skipped one was ("" when
+ * none was). */
 int ckpt_find_latest(const char *out_dir, char *path, size_t path_len, char *err, size_t err_len);
 
 #endif

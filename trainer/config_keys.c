@@ -127,7 +127,7 @@ const KeyDef config_keys[] = {
     {"ckpt", "every", K_INT, F(ckpt.every), 0, 0, BIG, 0, 0, NULL, "1000",
      "steps between checkpoints; 0 = no periodic checkpoints"},
     {"ckpt", "keep", K_INT, F(ckpt.keep), 0, 0, 1e6, 0, 0, NULL, "3",
-     "newest checkpoints kept; 0 = all"},
+     "newest checkpoints of this run kept (another run id's are never deleted); 0 = all"},
     {"model", "upcycle_from", K_STR, F(moe.upcycle_from), SZ(moe.upcycle_from), 0, 0, 0, 0, NULL,
      "\"\"", "\"\" or a dense llama checkpoint / HF directory: build an MoE ([moe]) whose experts "
      "start as copies of its FFNs and whose routers are new (not with init_from)"},

@@ -8,10 +8,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct Metrics {
     FILE *f;
     char path[4096];
+    char failed[4400]; /* the first write failure's cause; "" while none */
+    off_t good;        /* bytes of whole records in the file */
 };
 
 int metrics_open(Metrics **out, const char *run_dir, char *err, size_t err_len) {
@@ -24,6 +28,11 @@ int metrics_open(Metrics **out, const char *run_dir, char *err, size_t err_len) 
         free(mf);
         return 1;
     }
+    /* unbuffered: a record goes to the file in metrics_write or not at all,
+     * so a failed one can be cut off and nothing is left to flush later */
+    setvbuf(mf->f, NULL, _IONBF, 0);
+    struct stat sb;
+    mf->good = fstat(fileno(mf->f), &sb) == 0 && S_ISREG(sb.st_mode) ? sb.st_size : 0;
     *out = mf;
     return 0;
 }
@@ -32,6 +41,34 @@ void metrics_close(Metrics *mf) {
     if (!mf) return;
     fclose(mf->f);
     free(mf);
+}
+
+/* Records the first failure (errno's text) and puts it into err; the part
+ * of a record that did reach the file is cut off (a reader never sees half
+ * a line). */
+static int metrics_fail(Metrics *mf, const char *what, int errnum, char *err, size_t err_len) {
+    struct stat sb;
+    if (fstat(fileno(mf->f), &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > mf->good &&
+        ftruncate(fileno(mf->f), mf->good) == 0)
+        fsync(fileno(mf->f));
+    if (!mf->failed[0])
+        snprintf(mf->failed, sizeof mf->failed, "cannot %s %s: %s", what, mf->path,
+                 errnum ? strerror(errnum) : "unknown error");
+    return err_set(err, err_len, "%s", mf->failed);
+}
+
+int metrics_sync(Metrics *mf, char *err, size_t err_len) {
+    if (!mf) return 0;
+    if (mf->failed[0]) return err_set(err, err_len, "%s", mf->failed);
+    errno = 0;
+    if (fflush(mf->f)) return metrics_fail(mf, "write", errno, err, err_len);
+    if (fsync(fileno(mf->f)) && errno != EINVAL) /* EINVAL: a file that cannot sync */
+        return metrics_fail(mf, "fsync", errno, err, err_len);
+    return 0;
+}
+
+int metrics_failed(const Metrics *mf) {
+    return mf && mf->failed[0];
 }
 
 static void put(MetricsRec *r, const char *fmt, ...) {
@@ -132,9 +169,14 @@ int metrics_write(Metrics *mf, MetricsRec *r, char *err, size_t err_len) {
         rc = 1;
         err_set(err, err_len, "metrics record: %s",
                 r->oom ? "out of memory" : "unclosed array or object");
-    } else if (mf && (fputs(r->s, mf->f) == EOF || fflush(mf->f))) {
-        rc = 1;
-        err_set(err, err_len, "cannot write %s: %s", mf->path, strerror(errno));
+    } else if (mf && mf->failed[0]) {
+        rc = err_set(err, err_len, "%s", mf->failed);
+    } else if (mf) {
+        errno = 0;
+        if (fwrite(r->s, 1, r->len, mf->f) != r->len || fflush(mf->f))
+            rc = metrics_fail(mf, "write", errno, err, err_len);
+        else
+            mf->good += (off_t)r->len;
     }
     metrics_rec_free(r);
     return rc;

@@ -17,10 +17,18 @@
 
 typedef struct Metrics Metrics;
 
-/* Opens (appends to) RUN/metrics.jsonl. */
+/* Opens (appends to) RUN/metrics.jsonl. Every record is flushed as it is
+ * written (metrics_write) and the file fsynced at checkpoints
+ * (metrics_sync); the first failed write, flush or fsync marks the file
+ * failed (metrics_failed) and every later write fails with the same cause. */
 int metrics_open(Metrics **out, const char *run_dir, char *err, size_t err_len);
 /* NULL is a no-op. */
 void metrics_close(Metrics *mf);
+/* Flushes and fsyncs the file (NULL: a no-op); 0 or err names the file and
+ * the cause. */
+int metrics_sync(Metrics *mf, char *err, size_t err_len);
+/* 1 when a write, flush or fsync of mf has failed (NULL: 0). */
+int metrics_failed(const Metrics *mf);
 
 #define METRICS_MAX_DEPTH 8
 

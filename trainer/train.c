@@ -29,6 +29,9 @@
  */
 #include "trainer/train.h"
 
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "data/hash.h"
 #include "data/stream.h"
 #include "kernels/util.h"
 #include "tokenizer/tokenizer.h"
@@ -48,6 +52,7 @@
 #include "trainer/model.h"
 #include "trainer/moe.h"
 #include "trainer/moe_loop.h"
+#include "trainer/safetensors.h"
 #include "trainer/sched.h"
 #include "trainer/train_ckpt.h"
 
@@ -391,6 +396,7 @@ typedef struct {
     TrainCkpt ckpt;    /* what every checkpoint carries */
     char *config_text; /* config_to_toml */
     char run_dir[CONFIG_PATH_LEN * 2];
+    char run_id[20]; /* 16 hex digits, RUN/run.json (rank 0's) */
     Tokenizer *tok;                    /* copied into checkpoints; NULL: none */
     int T, B, micro, B_local, n_micro; /* seq_len, global batch, micro-batch rows */
     uint32_t *batch;                   /* (B_local, T + 1) this rank's windows of the step */
@@ -563,6 +569,25 @@ static int step_failed(const Trainer *t, int step, char *err, size_t err_len) {
     return 1;
 }
 
+/* A write to metrics.jsonl failed on rank 0 (err says the file and the
+ * cause) after step_done steps: the run stops, after a checkpoint of them
+ * when it has made progress since its start. Only a single-rank run can
+ * checkpoint here: the other ranks of a job do not know of the failure, and
+ * the job ends with the message (cli/train.c aborts it). */
+static int metrics_failed_stop(Trainer *t, int step_done, double lr, char *err, size_t err_len) {
+    char cause[1024], e2[256];
+    snprintf(cause, sizeof cause, "%s", err);
+    if (t->world > 1 || step_done <= t->start_step)
+        return err_set(err, err_len, "after step %d: %s; stopping without a checkpoint", step_done,
+                       cause);
+    int bad = comm_gather_wait(t->comm, step_done - 1, e2, sizeof e2) ||
+              train_ckpt_save(&t->ckpt, t->m, step_done, t->tokens, lr);
+    return err_set(
+        err, err_len, "after step %d: %s; stopping %s", step_done, cause,
+        bad ? "(the checkpoint attempt failed too)"
+            : "after a checkpoint of it (--resume continues once the file can be written)");
+}
+
 /* The steps from start_step on, with evaluation, checkpoints, metrics and
  * the console line; stops early on a non-finite step (on_nonfinite =
  * "stop") or a signal. */
@@ -575,7 +600,8 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     if (t->start_step == 0 && c->eval.every > 0 && eval_and_write(t, 0, err, err_len))
-        return step_failed(t, 0, err, err_len);
+        return metrics_failed(t->mf) ? metrics_failed_stop(t, 0, 0, err, err_len)
+                                     : step_failed(t, 0, err, err_len);
     for (int step = t->start_step; step < steps; step++) {
         StepOut o;
         char moe_console[64];
@@ -590,7 +616,8 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
         steps_run++;
         double tok_s = (double)t->B * t->T / (now_s() - t0);
         if (write_train(t, step, &o, tok_s, moe_console, sizeof moe_console, err, err_len))
-            return step_failed(t, step, err, err_len);
+            return metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
+                                         : step_failed(t, step, err, err_len);
         if (tty || (step + 1) % every_print == 0 || step == t->start_step || step + 1 == steps) {
             char eta[32];
             double per = (now_s() - t_start) / steps_run;
@@ -615,8 +642,13 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
         if (c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || last) &&
             (comm_gather_wait(t->comm, step, err, err_len) ||
              eval_and_write(t, step + 1, err, err_len)))
-            return step_failed(t, step, err, err_len);
+            return metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
+                                         : step_failed(t, step, err, err_len);
         if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || o.stop) {
+            /* the records so far are on disk before the checkpoint that
+             * follows them */
+            if (metrics_sync(t->mf, err, err_len))
+                return metrics_failed_stop(t, step + 1, o.lr, err, err_len);
             /* the checkpoint reads the parameters: the gather must be done */
             if (comm_gather_wait(t->comm, step, err, err_len))
                 return step_failed(t, step, err, err_len);
@@ -644,19 +676,101 @@ static int find_resume(const Trainer *t, char *path, size_t path_len, char *err,
     char why[1024];
     int f = ckpt_find_latest(t->run_dir, path, path_len, why, sizeof why);
     if (f < 0) return err_set(err, err_len, "--resume: %s", why);
+    if (why[0] && t->lead)
+        fprintf(stderr, "dapt train: --resume: %s; falling back to an older checkpoint\n", why);
     if (f > 0)
         return err_set(err, err_len,
                        "--resume: no complete checkpoint under %s/ckpt (start the run without "
-                       "--resume)",
-                       t->run_dir);
+                       "--resume)%s%s",
+                       t->run_dir, why[0] ? "; " : "", why);
     return 0;
 }
 
-/* The run directory (rank 0's): config.resolved.toml and metrics.jsonl. */
-static int open_run_dir(Trainer *t, char *err, size_t err_len) {
+/* RUN/run.json's run id into id (17 bytes); 0 when read. */
+static int read_run_id(const char *run_dir, char *id) {
+    char path[CONFIG_PATH_LEN * 3], e[256];
+    snprintf(path, sizeof path, "%s/run.json", run_dir);
+    if (access(path, F_OK)) return 1;
+    char *text = st_read_text(path, 1 << 16, e, sizeof e);
+    cJSON *r = text ? cJSON_Parse(text) : NULL;
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(r, "run_id");
+    int rc = !cJSON_IsString(j) || strlen(j->valuestring) != 16;
+    if (!rc) snprintf(id, 17, "%s", j->valuestring);
+    cJSON_Delete(r);
+    free(text);
+    return rc;
+}
+
+/* A new run id: 64 random bits as 16 hex digits (the clock and the pid
+ * mixed in, should /dev/urandom be unreadable). */
+static void new_run_id(char *id) {
+    uint64_t v = hash_key((uint64_t)(now_s() * 1e9), (uint64_t)getpid()), r = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f && fread(&r, sizeof r, 1, f) == 1) v ^= r;
+    if (f) fclose(f);
+    snprintf(id, 17, "%016llx", (unsigned long long)v);
+}
+
+/* 1 when RUN holds a run: a non-empty metrics.jsonl or a step-*
+ * checkpoint under ckpt/ (a run that failed before its first record left
+ * nothing to lose; its run.json is replaced). */
+static int run_dir_used(const char *run_dir) {
     char path[CONFIG_PATH_LEN * 3];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    if (!stat(path, &sb) && S_ISREG(sb.st_mode) && sb.st_size > 0) return 1;
+    snprintf(path, sizeof path, "%s/ckpt", run_dir);
+    DIR *d = opendir(path);
+    int used = 0;
+    for (struct dirent *e; d && !used && (e = readdir(d));) used = !strncmp(e->d_name, "step-", 5);
+    if (d) closedir(d);
+    return used;
+}
+
+/* Rank 0: the run directory belongs to one run. A new run refuses a RUN
+ * that holds one (or, with --overwrite, moves it aside) and takes a new run
+ * id; --resume keeps RUN's run id (run.json), else the checkpoint's, else
+ * (a run from before run ids) a new one. */
+static int claim_run_dir(Trainer *t, const TrainArgs *a, char *err, size_t err_len) {
+    if (!t->lead) return 0;
+    if (a->resume) {
+        if (read_run_id(t->run_dir, t->run_id)) t->run_id[0] = 0; /* after the load */
+        return 0;
+    }
+    if (run_dir_used(t->run_dir)) {
+        char aside[CONFIG_PATH_LEN * 3], stamp[32];
+        time_t now = time(NULL);
+        strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", gmtime(&now));
+        if (!a->overwrite)
+            return err_set(err, err_len,
+                           "%s already holds a run (metrics.jsonl or checkpoints): "
+                           "continue it with --resume, or start a new run there with "
+                           "--overwrite (which moves the old one aside to %s.old-%s), or "
+                           "choose another run.name",
+                           t->run_dir, t->run_dir, stamp);
+        snprintf(aside, sizeof aside, "%s.old-%s", t->run_dir, stamp);
+        if (!access(aside, F_OK))
+            snprintf(aside, sizeof aside, "%s.old-%s-%ld", t->run_dir, stamp, (long)getpid());
+        if (rename(t->run_dir, aside))
+            return err_set(err, err_len, "--overwrite: cannot move %s to %s: %s", t->run_dir,
+                           aside, strerror(errno));
+        printf("--overwrite: moved the previous run aside: %s -> %s\n", t->run_dir, aside);
+    }
+    new_run_id(t->run_id);
+    return 0;
+}
+
+/* The run directory (rank 0's): run.json, config.resolved.toml and
+ * metrics.jsonl. */
+static int open_run_dir(Trainer *t, char *err, size_t err_len) {
+    char path[CONFIG_PATH_LEN * 3], js[64];
     if (!t->lead) return 0;
     if (mkdir_p(t->run_dir, err, err_len)) return 1;
+    if (!t->run_id[0]) /* resumed without run ids anywhere */
+        new_run_id(t->run_id);
+    snprintf(path, sizeof path, "%s/run.json", t->run_dir);
+    snprintf(js, sizeof js, "{\"run_id\": \"%s\"}\n", t->run_id);
+    if (hf_write_file_atomic(path, js, err, err_len)) return 1;
     snprintf(path, sizeof path, "%s/config.resolved.toml", t->run_dir);
     if (config_write(t->c, path, err, err_len)) return 1;
     return metrics_open(&t->mf, t->run_dir, err, err_len);
@@ -720,7 +834,9 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     if (!(t->ops = ops_get(c->run.device, &ops_opt, why, sizeof why)))
         return err_set(err, err_len, "run.device: %s", why);
     snprintf(t->run_dir, sizeof t->run_dir, "%s/%s", c->run.out_dir, c->run.name);
-    if (a->resume && find_resume(t, resume_path, sizeof resume_path, err, err_len)) return 1;
+    if (claim_run_dir(t, a, err, err_len) ||
+        (a->resume && find_resume(t, resume_path, sizeof resume_path, err, err_len)))
+        return 1;
     t->m = load_model(c, t->ops, a->resume ? resume_path : NULL, &t->resumed,
                       comm_zero_world(t->comm), t->rank, err, err_len);
     if (!t->m || comm_bind(t->comm, t->m, t->ops, err, err_len)) return 1;
@@ -744,12 +860,21 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
         t->start_step = (int)t->resumed.step;
         t->tokens = t->resumed.tokens;
         t->adam_t0 = t->resumed.adam_step - t->resumed.step;
+        if (t->lead && !t->run_id[0] && t->resumed.run_id && strlen(t->resumed.run_id) == 16)
+            snprintf(t->run_id, sizeof t->run_id, "%s", t->resumed.run_id);
         printf("resuming from %s (step %d)\n", resume_path, t->start_step);
     } else if (c->model.init_optimizer) {
         continue_run(t, fp);
     }
     t->config_text = config_to_toml(c);
     if (!t->config_text) return err_set(err, err_len, "out of memory writing the resolved config");
+    if (a->resume && t->resumed.config_text && t->resumed.config_text[0]) {
+        char changed[2048], why[3072];
+        if (train_ckpt_compare_config(t->resumed.config_text, t->config_text, changed,
+                                      sizeof changed, why, sizeof why))
+            return err_set(err, err_len, "--resume from %s: %s", resume_path, why);
+        if (changed[0]) printf("--resume: changed since the checkpoint: %s\n", changed);
+    }
     if (open_run_dir(t, err, err_len)) return 1;
     t->opt = config_to_adamw(c);
     t->ckpt = (TrainCkpt){.run_dir = t->run_dir,
@@ -758,6 +883,7 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
                           .fingerprint = fingerprint,
                           .adam_t0 = t->adam_t0,
                           .config_text = t->config_text,
+                          .run_id = t->run_id,
                           .tokenizer = t->tok,
                           .d = t->d,
                           .pieces = comm_zero_world(t->comm) ? comm_pieces(t->comm) : NULL};

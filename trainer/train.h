@@ -19,6 +19,9 @@ typedef struct {
     Config cfg;
     Dist *dist; /* the job's process group (dist_init) */
     int resume; /* continue from the newest complete checkpoint in RUN */
+    /* a new run in a RUN that holds one: move the old RUN aside to
+     * RUN.old-YYYYMMDD-HHMMSS (without it such a RUN is refused) */
+    int overwrite;
 } TrainArgs;
 
 /* Runs the training of a->cfg on this rank of a->dist. 0 when the run

@@ -20,6 +20,7 @@ static CkptState ckpt_state(const TrainCkpt *k, int step, long long tokens, doub
                        .data_fingerprint = (char *)fp,
                        .rng = {k->seed, 0, 0, 0},
                        .config_text = (char *)k->config_text,
+                       .run_id = (char *)k->run_id,
                        .tokenizer = k->tokenizer,
                        .max_shard_bytes = k->max_shard_bytes};
 }
@@ -188,6 +189,107 @@ static int save_sharded(const TrainCkpt *k, Model *m, int step, long long tokens
 out:
     free(g.counts), free(g.piece);
     return rc;
+}
+
+/* ---------------- the config of a resumed run ---------------- */
+
+/* One "key = value" line of config_to_toml's text, as "section.key". */
+typedef struct {
+    char key[160];
+    const char *val; /* into the text; val_len bytes */
+    int val_len;
+} TomlLine;
+
+/* The key lines of text ([[x]] tables numbered x[0], x[1], ...); malloc'd,
+ * count into *n; NULL when out of memory. */
+static TomlLine *toml_lines(const char *text, int *n) {
+    int cap = 64, arr = -1;
+    char sec[96] = "", last_arr[96] = "";
+    TomlLine *v = malloc(sizeof *v * cap);
+    *n = 0;
+    for (const char *p = text; v && p && *p;) {
+        const char *eol = strchr(p, '\n');
+        int len = eol ? (int)(eol - p) : (int)strlen(p);
+        if (len > 2 && p[0] == '[' && p[1] == '[') {
+            snprintf(sec, sizeof sec, "%.*s", len > 4 ? len - 4 : 0, p + 2);
+            arr = strcmp(sec, last_arr) ? 0 : arr + 1;
+            snprintf(last_arr, sizeof last_arr, "%s", sec);
+            snprintf(sec + strlen(sec), sizeof sec - strlen(sec), "[%d]", arr);
+        } else if (len > 1 && p[0] == '[') {
+            snprintf(sec, sizeof sec, "%.*s", len - 2, p + 1);
+        } else if (len && p[0] != '#') {
+            const char *eq = memchr(p, '=', (size_t)len);
+            if (eq && eq > p + 1 && eq[-1] == ' ' && eq + 2 <= p + len) {
+                if (*n == cap) {
+                    TomlLine *t = realloc(v, sizeof *v * (cap *= 2));
+                    if (!t) {
+                        free(v);
+                        return NULL;
+                    }
+                    v = t;
+                }
+                TomlLine *l = &v[(*n)++];
+                snprintf(l->key, sizeof l->key, "%s.%.*s", sec, (int)(eq - 1 - p), p);
+                l->val = eq + 2;
+                l->val_len = (int)(p + len - l->val);
+            }
+        }
+        p = eol ? eol + 1 : NULL;
+    }
+    return v;
+}
+
+/* 1 when key shapes the model (train_ckpt.h) */
+static int shapes_model(const char *key) {
+    static const char *const init_keys[] = {"model.init_from", "model.init_optimizer",
+                                            "model.upcycle_from", "model.upcycle_noise"};
+    static const char *const moe_keys[] = {"moe.n_experts", "moe.top_k", "moe.layer_start",
+                                           "moe.layer_step"};
+    for (size_t i = 0; i < sizeof moe_keys / sizeof *moe_keys; i++)
+        if (!strcmp(key, moe_keys[i])) return 1;
+    if (strncmp(key, "model.", 6)) return 0;
+    for (size_t i = 0; i < sizeof init_keys / sizeof *init_keys; i++)
+        if (!strcmp(key, init_keys[i])) return 0;
+    return 1;
+}
+
+/* ", KEY OLD -> NEW" (values cut at 60 bytes) appended to buf */
+static void append_change(char *buf, size_t len, const TomlLine *was, const TomlLine *now) {
+    size_t at = strlen(buf);
+    if (at + 1 >= len) return;
+    snprintf(buf + at, len - at, "%s%s %.*s%s -> %.*s%s", at ? ", " : "", now->key,
+             was->val_len > 60 ? 60 : was->val_len, was->val, was->val_len > 60 ? "..." : "",
+             now->val_len > 60 ? 60 : now->val_len, now->val, now->val_len > 60 ? "..." : "");
+}
+
+int train_ckpt_compare_config(const char *was, const char *now, char *changed,
+                              size_t changed_len, char *err, size_t err_len) {
+    int n_was, n_now;
+    char refused[2048] = "";
+    TomlLine *a = toml_lines(was, &n_was), *b = toml_lines(now, &n_now);
+    if (changed_len) changed[0] = 0;
+    if (!a || !b) {
+        free(a), free(b);
+        return err_set(err, err_len, "out of memory comparing the configs");
+    }
+    for (int j = 0; j < n_now; j++)
+        for (int i = 0; i < n_was; i++) {
+            if (strcmp(a[i].key, b[j].key)) continue;
+            if (a[i].val_len != b[j].val_len || memcmp(a[i].val, b[j].val, (size_t)a[i].val_len)) {
+                if (shapes_model(b[j].key)) append_change(refused, sizeof refused, &a[i], &b[j]);
+                else append_change(changed, changed_len, &a[i], &b[j]);
+            }
+            break;
+        }
+    free(a), free(b);
+    if (refused[0])
+        return err_set(err, err_len,
+                       "the model differs from the checkpoint's: %s (the checkpoint's model is "
+                       "what --resume continues: restore these keys, or train the changed model "
+                       "as a new run, e.g. --overwrite or another run.name with model.init_from "
+                       "= the checkpoint)",
+                       refused);
+    return 0;
 }
 
 int train_ckpt_save(const TrainCkpt *k, Model *m, int step, long long tokens, double lr) {

@@ -20,6 +20,7 @@ typedef struct {
     uint64_t fingerprint;    /* the data stream's */
     int64_t adam_t0;         /* AdamW steps before this run's step 0 (model.init_optimizer) */
     const char *config_text; /* config_to_toml */
+    const char *run_id;      /* RUN/run.json's: keep prunes only this run's checkpoints */
     const Tokenizer *tokenizer; /* its files are copied into checkpoints; NULL: none */
     Dist *d;
     const size_t *pieces; /* ZeRO-1: rank r's optimizer shard length; NULL: whole state */
@@ -33,5 +34,16 @@ typedef struct {
  * stderr at once ("dapt train: ..."), before the collective that tells the
  * others, whose abort may end this process before it returns. */
 int train_ckpt_save(const TrainCkpt *k, Model *m, int step, long long tokens, double lr);
+
+/* --resume: the run's resolved config (now, config_to_toml) against the
+ * checkpoint's (was, its trainer_state.json "config"), key by key. A key
+ * that shapes the model (every [model] key but the initialisation ones
+ * init_from, init_optimizer, upcycle_from, upcycle_noise; moe.n_experts,
+ * moe.top_k, moe.layer_start, moe.layer_step) that differs refuses: 1, and
+ * err names each as "model.KEY OLD -> NEW". Every other key that differs
+ * goes into changed the same way ("" when none). Keys only one side has (a
+ * config written by another dapt version) are not compared. */
+int train_ckpt_compare_config(const char *was, const char *now, char *changed,
+                              size_t changed_len, char *err, size_t err_len);
 
 #endif

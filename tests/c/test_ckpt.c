@@ -1,6 +1,6 @@
 /* test_ckpt.c: checkpoints: save -> load restores parameters, Adam moments
- * and trainer state exactly; keep-last-k; find-latest skips damaged and
- * temporary directories; truncated or missing files and a different model
+ * and trainer state exactly; keep-last-k (of the saving run id only);
+ * find-latest skips damaged and temporary directories; truncated or missing files and a different model
  * are refused with the file named; every file of the run's tokenizer is
  * copied and loads back as the same tokenizer. */
 #include <dirent.h>
@@ -347,8 +347,11 @@ static void test_opt_shards(void) {
     CHECK(ckpt_check(ck, err, sizeof err) != 0);
     CHECK_MSG(err, "optimizer-00002-of-00003.safetensors");
     CHECK_MSG(err, "step 7");
+    /* the right step but other moments (rank 0's values): the shard's
+     * checksum, recorded by the commit, differs */
     CHECK(ckpt_save_opt_shard(ck, 2, 3, 7, counts[2], mm, vv, err, sizeof err) == 0);
-    CHECK(ckpt_check(ck, err, sizeof err) == 0);
+    CHECK(ckpt_check(ck, err, sizeof err) != 0);
+    CHECK_MSG(err, "optimizer-00002-of-00003.safetensors does not match its checksum");
     truncate_file(path, 4);
     CHECK(ckpt_check(ck, err, sizeof err) != 0);
     CHECK_MSG(err, "optimizer-00002-of-00003.safetensors");
@@ -369,6 +372,50 @@ static void test_opt_shards(void) {
     free(p), free(mm), free(vv), free(got_m), free(got_v);
 }
 
+/* keep prunes only the saving run's checkpoints: another run's, newer or
+ * older, and one without a run id stay; the run id is written and read
+ * back. */
+static void test_keep_run_id(void) {
+    char out[300], path[400], err[512];
+    snprintf(out, sizeof out, "%s/runid", dir);
+    ModelConfig cfg = tiny(ARCH_LLAMA);
+    Model *m = model_create(&cfg, ops_cpu(), err, sizeof err);
+    CHECK(m != NULL);
+    if (!m) return;
+    CkptState st = {.step = 3, .tokens = 10, .data_fingerprint = "fp", .config_text = "",
+                    .run_id = "00000000000000bb"};
+    CHECK_OK(ckpt_save(out, m, &st, 1, NULL, 0, err, sizeof err), err); /* run B: 3 */
+    st.run_id = NULL;
+    st.step = 4;
+    CHECK_OK(ckpt_save(out, m, &st, 0, NULL, 0, err, sizeof err), err); /* no id: 4 */
+    st.run_id = "00000000000000aa";
+    for (int s = 1; s <= 2; s++) { /* run A: 1, 2 with keep = 1 */
+        st.step = s;
+        CHECK_OK(ckpt_save(out, m, &st, 1, NULL, 0, err, sizeof err), err);
+    }
+    st.run_id = "00000000000000bb";
+    st.step = 9; /* run B again, keep = 1: its step 3 goes, nothing of A's */
+    CHECK_OK(ckpt_save(out, m, &st, 1, NULL, 0, err, sizeof err), err);
+    const int want[] = {0, 0, 1, 0, 1, 0, 0, 0, 0, 1}; /* steps 0..9 */
+    for (int s = 0; s <= 9; s++) {
+        snprintf(path, sizeof path, "%s/ckpt/step-%08d", out, s);
+        CHECK(exists(path) == want[s], "step %d: exists %d, expected %d", s, exists(path),
+              want[s]);
+    }
+    snprintf(path, sizeof path, "%s/ckpt/step-00000004", out);
+    CHECK(exists(path), "the checkpoint without a run id was deleted");
+    CkptState got = {0};
+    snprintf(path, sizeof path, "%s/ckpt/step-00000002", out);
+    CHECK_OK(ckpt_load(path, m, &got, err, sizeof err), err);
+    CHECK(got.run_id && !strcmp(got.run_id, "00000000000000aa"));
+    ckpt_state_free(&got);
+    snprintf(path, sizeof path, "%s/ckpt/step-00000004", out);
+    CHECK_OK(ckpt_load(path, m, &got, err, sizeof err), err);
+    CHECK(got.run_id == NULL);
+    ckpt_state_free(&got);
+    model_free(m);
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "/tmp/dapt-test-ckpt-XXXXXX");
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
@@ -376,6 +423,7 @@ int main(void) {
     test_save_load(ARCH_GPT2);
     test_damage();
     test_opt_shards();
+    test_keep_run_id();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", dir);

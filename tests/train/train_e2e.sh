@@ -33,6 +33,26 @@
 #             end bitwise as the uninterrupted run; another weight changes
 #             the data fingerprint; a glob without files and a config
 #             without a general source are clear errors
+#   rundir    a run directory belongs to one run: a second run there is
+#             refused naming the directory, --resume and --overwrite, and
+#             changes nothing; --overwrite moves the old run aside whole
+#             (RUN.old-*) and starts one with a new run id; run.json's run id
+#             is in every checkpoint's trainer_state.json and kept by --resume
+#   checksum  a byte flipped in the newest checkpoint's model.safetensors:
+#             `dapt inspect` of it exits 1 naming the file, of the one before
+#             says ok; --resume falls back to the one before, saying which
+#             file is bad; a checkpoint without checksums (removed from its
+#             trainer_state.json) still inspects and resumes, saying so
+#   resumecfg --resume with a changed [model] (n_layer, d_model) is refused
+#             naming each key with the checkpoint's and the new value; with
+#             changed eval.every and ckpt.keep it resumes, says so in one
+#             line, and config.resolved.toml has the new values and the
+#             checkpoint's model
+#   diskfull  metrics.jsonl on a full disk (a symlink to /dev/full): the run
+#             stops at its first train record with the file and ENOSPC named,
+#             after a checkpoint of that step; metrics.jsonl past a file size
+#             limit (RLIMIT_FSIZE, SIGXFSZ ignored): the run stops with EFBIG
+#             named and the file holds whole records only
 #   continue  model.init_optimizer: from step 10 of a run with nothing
 #             changed, bitwise the uninterrupted run's weights, moments and
 #             losses; a rewarmed, redecayed run on a new mixture from step
@@ -289,6 +309,96 @@ PY
   sed '/^name = "licenses"/,$d' "$work/src.toml" | sed '$d' > "$work/nogen.toml"
   expect_error "no source has role \"general\", but mix.domain_frac \(.*\) asks" \
     "$dapt" train "$work/nogen.toml"
+  ;;
+rundir)
+  run_id() { "$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["run_id"])' "$1"; }
+  "$dapt" train "$work/tiny.toml" > /dev/null
+  r=$work/runs/tiny
+  id=$(run_id "$r/run.json")
+  [[ $id =~ ^[0-9a-f]{16}$ ]] || fail "run id '$id'"
+  [[ $(run_id "$r/ckpt/step-00000030/trainer_state.json") == "$id" ]] || fail "checkpoint's run id"
+  n=$(wc -l < "$r/metrics.jsonl")
+  expect_error "runs/tiny already holds a run .*--resume.*--overwrite.*runs/tiny.old-" \
+    "$dapt" train "$work/tiny.toml" --train.steps=10
+  [[ $(wc -l < "$r/metrics.jsonl") == "$n" ]] || fail "the refused run wrote metrics"
+  [[ $(ls "$r/ckpt") == "step-00000020"*"step-00000030" ]] || fail "checkpoints changed: $(ls "$r/ckpt")"
+  expect_error "exclude each other" "$dapt" train "$work/tiny.toml" --resume --overwrite
+  "$dapt" train "$work/tiny.toml" --train.steps=10 --overwrite > "$work/log"
+  grep -q "moved the previous run aside: .*runs/tiny -> .*runs/tiny.old-" "$work/log" ||
+    fail "no message: $(cat "$work/log")"
+  old=$(ls -d "$work"/runs/tiny.old-*)
+  [[ $(wc -l < "$old/metrics.jsonl") == "$n" && -d $old/ckpt/step-00000030 ]] || fail "old run not kept whole"
+  id2=$(run_id "$r/run.json")
+  [[ $id2 != "$id" && $(run_id "$r/ckpt/step-00000010/trainer_state.json") == "$id2" ]] ||
+    fail "new run id $id2 (old $id) not in its checkpoint"
+  grep -q '"step":30' "$r/metrics.jsonl" && fail "old records in the new metrics.jsonl"
+  # --resume keeps the run id (a killed run resumed)
+  kill_at_step10 "$work/tiny.toml"
+  id3=$(run_id "$work/runs/killed/run.json")
+  "$dapt" train "$work/tiny.toml" --run.name=killed --resume > /dev/null
+  [[ $(run_id "$work/runs/killed/run.json") == "$id3" &&
+     $(run_id "$work/runs/killed/ckpt/step-00000030/trainer_state.json") == "$id3" ]] ||
+    fail "--resume changed the run id"
+  echo "ok: run ids $id, $id2, $id3"
+  ;;
+checksum)
+  "$dapt" train "$work/tiny.toml" > /dev/null
+  ck=$work/runs/tiny/ckpt
+  "$py" -c 'import json,sys; c=json.load(open(sys.argv[1]))["checksums"]; assert c["algorithm"] == "fnv1a64-mix" and {"model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.model"} <= set(c["files"]), c' \
+    "$ck/step-00000030/trainer_state.json" || fail "checksums missing from trainer_state.json"
+  "$dapt" inspect "$ck/step-00000030" > "$work/out" || fail "inspect of a good checkpoint"
+  grep -q "match their checksums: ok" "$work/out" || fail "inspect: $(cat "$work/out")"
+  # flip one bit of the last weight byte: the file stays a valid safetensors
+  "$py" -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(-1,2); b=f.read(1); f.seek(-1,2); f.write(bytes([b[0]^1]))' \
+    "$ck/step-00000030/model.safetensors"
+  expect_error "step-00000030: model.safetensors does not match its checksum" \
+    "$dapt" inspect "$ck/step-00000030"
+  "$dapt" inspect "$ck/step-00000020" > /dev/null || fail "inspect of the previous checkpoint"
+  "$dapt" train "$work/tiny.toml" --resume > "$work/out" 2> "$work/err" || fail "resume: $(cat "$work/err")"
+  grep -q "skipped step-00000030: .*model.safetensors does not match its checksum.*falling back" "$work/err" ||
+    fail "no message naming the bad file: $(cat "$work/err")"
+  grep -q "resuming from .*step-00000020 (step 20)" "$work/out" || fail "did not resume from step 20: $(cat "$work/out")"
+  "$dapt" inspect "$ck/step-00000030" > /dev/null || fail "the rewritten step 30 does not verify"
+  # a checkpoint from before checksums: loads, inspect says it is not verified
+  "$py" -c 'import json,sys; p=sys.argv[1]; s=json.load(open(p)); del s["checksums"]; json.dump(s, open(p,"w"))' \
+    "$ck/step-00000030/trainer_state.json"
+  "$dapt" inspect "$ck/step-00000030" > "$work/out" || fail "inspect of a checkpoint without checksums"
+  grep -q "no checksums" "$work/out" || fail "inspect: $(cat "$work/out")"
+  "$dapt" train "$work/tiny.toml" --resume --train.steps=30 > "$work/out" || fail "resume without checksums"
+  grep -q "resuming from .*step-00000030" "$work/out" || fail "did not resume from 30: $(cat "$work/out")"
+  ;;
+resumecfg)
+  kill_at_step10 "$work/tiny.toml"
+  expect_error "resume from .*step-00000010: the model differs from the checkpoint's: model.n_layer 2 -> 3, model.d_model 64 -> 128 \\(" \
+    "$dapt" train "$work/tiny.toml" --run.name=killed --resume --model.d_model=128 --model.n_layer=3
+  "$dapt" train "$work/tiny.toml" --run.name=killed --resume --eval.every=5 --ckpt.keep=3 > "$work/out" ||
+    fail "resume with eval and ckpt changed"
+  grep -q "^--resume: changed since the checkpoint: eval.every 10 -> 5, ckpt.keep 2 -> 3$" "$work/out" ||
+    fail "no line of the changed keys: $(cat "$work/out")"
+  "$py" -c 'import sys, tomllib; c = tomllib.load(open(sys.argv[1], "rb")); assert c["eval"]["every"] == 5 and c["ckpt"]["keep"] == 3 and c["model"]["d_model"] == 64 and c["model"]["n_layer"] == 2, c' \
+    "$work/runs/killed/config.resolved.toml" || fail "config.resolved.toml"
+  ;;
+diskfull)
+  mkdir -p "$work/runs/full"
+  ln -s /dev/full "$work/runs/full/metrics.jsonl"
+  expect_error "cannot write .*runs/full/metrics.jsonl: No space left on device; stopping after a checkpoint" \
+    "$dapt" train "$work/tiny.toml" --run.name=full --eval.every=0
+  [[ -d $work/runs/full/ckpt/step-00000001 ]] || fail "no checkpoint of step 1: $(ls "$work/runs/full/ckpt" 2>&1)"
+  grep -q "checkpoint: .*step-00000001" "$work/out" || fail "the checkpoint was not reported"
+  # a file size limit of 4 KiB: metrics.jsonl fills up after ~12 train records
+  # (the checkpoints, bigger than the limit, are off)
+  expect_error "cannot write .*runs/limited/metrics.jsonl: File too large" \
+    bash -c 'trap "" XFSZ; ulimit -f 4; exec "$@"' _ "$dapt" train "$work/tiny.toml" \
+    --run.name=limited --ckpt.every=0
+  "$py" - "$work/runs/limited/metrics.jsonl" << 'EOF2' || fail "metrics.jsonl is not whole records"
+import json, sys
+text = open(sys.argv[1]).read()
+assert text.endswith("\n"), "ends mid-record: %r" % text[-80:]
+recs = [json.loads(line) for line in text.splitlines()]
+steps = [r["step"] for r in recs if r["type"] == "train"]
+assert steps == list(range(1, len(steps) + 1)) and len(steps) > 3, steps
+print("ok: %d whole records, train steps 1..%d" % (len(recs), steps[-1]))
+EOF2
   ;;
 continue)
   sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \

@@ -507,7 +507,11 @@ int law_sweep_run_state(const LawSweepRun *r, LawRunState *state, char *err, siz
 
 /* ---------------- child processes ---------------- */
 
-int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, int resume,
+const char *law_start_flag(LawStart how) {
+    return how == LAW_START_RESUME ? " --resume" : how == LAW_START_OVERWRITE ? " --overwrite" : "";
+}
+
+int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, LawStart how,
                    const char *log_path, int *exit_status, char *err, size_t err_len) {
     char *argv[LAW_SWEEP_MAX_OVERRIDES + 5];
     int a = 0;
@@ -515,7 +519,7 @@ int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, int
     argv[a++] = "train";
     argv[a++] = (char *)s->base;
     for (int i = 0; i < r->n_overrides; i++) argv[a++] = (char *)r->overrides[i];
-    if (resume) argv[a++] = "--resume";
+    if (how != LAW_START_NEW) argv[a++] = (char *)law_start_flag(how) + 1;
     argv[a] = NULL;
     int fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) return err_set(err, err_len, "cannot open %s: %s", log_path, strerror(errno));
@@ -625,10 +629,11 @@ int law_sweep_collect(const LawSweepRun *runs, int n_runs, const char *out_path,
     return 0;
 }
 
-int law_sweep_resumes(const LawSweepRun *r, LawRunState st) {
+LawStart law_sweep_resumes(const LawSweepRun *r, LawRunState st) {
     char ckpt[sizeof r->run_dir + 8];
     snprintf(ckpt, sizeof ckpt, "%s/ckpt", r->run_dir);
-    return st == LAW_RUN_PARTIAL && access(ckpt, F_OK) == 0;
+    if (st != LAW_RUN_PARTIAL) return LAW_START_NEW;
+    return access(ckpt, F_OK) == 0 ? LAW_START_RESUME : LAW_START_OVERWRITE;
 }
 
 int law_sweep_train(const char *exe, const LawSweep *s, const LawSweepRun *r, LawRunState st,

@@ -73,18 +73,24 @@ typedef enum { LAW_RUN_NONE = 0, LAW_RUN_PARTIAL = 1, LAW_RUN_COMPLETE = 2 } Law
  * file exists without that; NONE: it does not exist. */
 int law_sweep_run_state(const LawSweepRun *r, LawRunState *state, char *err, size_t err_len);
 
-/* 1 when run r in state st continues from a checkpoint: a partial run with
- * RUN/ckpt (its newest checkpoint). */
-int law_sweep_resumes(const LawSweepRun *r, LawRunState st);
+/* How run r in state st starts: LAW_START_RESUME (--resume) for a partial
+ * run with RUN/ckpt (its newest checkpoint); LAW_START_OVERWRITE
+ * (--overwrite: dapt train moves the old RUN aside) for a partial run
+ * without one, whose RUN `dapt train` would refuse as another run's;
+ * LAW_START_NEW otherwise. */
+typedef enum { LAW_START_NEW = 0, LAW_START_RESUME = 1, LAW_START_OVERWRITE = 2 } LawStart;
+LawStart law_sweep_resumes(const LawSweepRun *r, LawRunState st);
+/* the flag of a LawStart: "", " --resume" or " --overwrite" */
+const char *law_start_flag(LawStart how);
 
-/* Runs `exe train BASE OVERRIDES... [--resume]` as a child process with its
+/* Runs `exe train BASE OVERRIDES... [--resume | --overwrite]` as a child process with its
  * stdout and stderr appended to log_path and waits for it; *exit_status is
  * its exit status (128 + signal number when a signal ended it). */
-int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, int resume,
+int law_sweep_exec(const char *exe, const LawSweep *s, const LawSweepRun *r, LawStart how,
                    const char *log_path, int *exit_status, char *err, size_t err_len);
 
 /* Trains run r, in state st (law_sweep_run_state; not COMPLETE), to its
- * end: law_sweep_exec, with --resume when law_sweep_resumes(r, st). Then
+ * end: law_sweep_exec, started as law_sweep_resumes(r, st) says. Then
  * *status is 0 when the run is complete, the exit status when it was not 0,
  * and -1 when the run exited 0 without complete metrics. */
 int law_sweep_train(const char *exe, const LawSweep *s, const LawSweepRun *r, LawRunState st,

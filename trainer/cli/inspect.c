@@ -1,22 +1,31 @@
 /* inspect.c: `dapt inspect FILE`. Dispatches on the file name: a .tok.zst
  * shard is described and verified (shard_scan decodes every frame and checks
  * checksums and token ranges), optionally with its first tokens decoded; a
- * .gguf file is described by gguf_describe. */
+ * .gguf file is described by gguf_describe; a checkpoint directory is
+ * verified (ckpt_verify: every file present and whole, and matching the
+ * checksum trainer_state.json records). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "data/shard.h"
 #include "kernels/util.h"
 #include "tokenizer/tokenizer.h"
 #include "tools/gguf/gguf.h"
+#include "trainer/ckpt.h"
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
 
 static const char usage[] =
     "usage: dapt inspect FILE.tok.zst [--decode N --tokenizer PATH]\n"
+    "       dapt inspect FILE.gguf | CHECKPOINT_DIR\n"
     "\n"
-    "Prints the shard's header and statistics and verifies every frame (zstd\n"
+    "A checkpoint directory (RUN/ckpt/step-NNNNNNNN) is verified: every file\n"
+    "present and whole, and each matching the checksum in trainer_state.json;\n"
+    "exits 1 naming the first file that is damaged.\n"
+    "\n"
+    "A shard: prints its header and statistics and verifies every frame (zstd\n"
     "checksum, sizes, token ids below the vocab size); exits 1 on any error.\n"
     "  --decode N      also print the first N tokens as text\n"
     "  --tokenizer PATH  the tokenizer to decode with: an HF model directory, a\n"
@@ -107,6 +116,19 @@ int cmd_inspect(int argc, char **argv) {
     if (n_pos == 0) return cli_usage(&spec);
     const char *file = pos[0];
     if (decode_n && !model) return cli_usage_error(&spec, "--decode needs --tokenizer PATH");
+    struct stat sb;
+    if (!stat(file, &sb) && S_ISDIR(sb.st_mode)) {
+        char err[4600];
+        int n;
+        if (ckpt_verify(file, &n, err, sizeof err)) return cli_fail(&spec, "%s", err);
+        if (n)
+            printf("checkpoint %s: complete; %d files match their checksums: ok\n", file, n);
+        else
+            printf("checkpoint %s: complete (the structure checked); no checksums: written "
+                   "before dapt recorded them, its data is not verified\n",
+                   file);
+        return 0;
+    }
     if (ends_with(file, ".tok.zst")) return inspect_shard(&spec, file, (size_t)decode_n, model);
     if (gguf_is_gguf_file(file) || ends_with(file, ".gguf")) {
         char err[1024];

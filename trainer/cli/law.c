@@ -463,7 +463,7 @@ static int law_cmd_sweep(int argc, char **argv) {
             if (st == LAW_RUN_COMPLETE) continue;
             law_sweep_command(exe, &s, &runs[i], cmd, sizeof cmd);
             printf("%s%s%s%s\n", launcher->seen ? launcher->value : "", launcher->seen ? " " : "",
-                   cmd, law_sweep_resumes(&runs[i], st) ? " --resume" : "");
+                   cmd, law_start_flag(law_sweep_resumes(&runs[i], st)));
         }
         free(runs);
         return 0;
@@ -490,8 +490,11 @@ static int law_cmd_sweep(int argc, char **argv) {
         }
         char log_path[sizeof s.out_dir + sizeof r->name + 8];
         snprintf(log_path, sizeof log_path, "%s/%s.log", s.out_dir, r->name);
-        int resume = law_sweep_resumes(r, st);
-        printf("%s, %s ...\n", run_state_name(st), resume ? "resuming" : "training");
+        LawStart how = law_sweep_resumes(r, st);
+        printf("%s, %s ...\n", run_state_name(st),
+               how == LAW_START_RESUME      ? "resuming"
+               : how == LAW_START_OVERWRITE ? "training again (the partial run moved aside)"
+                                            : "training");
         fflush(stdout);
         double t0 = now_s();
         int status;

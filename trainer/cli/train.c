@@ -11,13 +11,16 @@
 #include "trainer/train.h"
 
 static const char USAGE[] =
-    "usage: dapt train CONFIG.toml [--section.key=value ...] [--resume]\n\n"
+    "usage: dapt train CONFIG.toml [--section.key=value ...] [--resume | --overwrite]\n\n"
     "Continues pretraining a model (model.init_from: an HF directory or a dapt\n"
     "checkpoint; empty: from scratch) on the domain/general mixture of [data] and\n"
     "[mix]. Writes RUN = run.out_dir/run.name: config.resolved.toml, metrics.jsonl,\n"
-    "ckpt/step-NNNNNNNN/. docs/config.md lists every key.\n\n"
+    "ckpt/step-NNNNNNNN/, run.json (the run id). docs/config.md lists every key.\n\n"
     "  --section.key=value  override one config key (any number)\n"
     "  --resume             continue from the newest complete checkpoint in RUN\n"
+    "  --overwrite          RUN holds another run: move it aside to\n"
+    "                       RUN.old-YYYYMMDD-HHMMSS and start a new one (without\n"
+    "                       --resume or --overwrite such a RUN is refused)\n"
     "SIGINT/SIGTERM finish the current step, write a checkpoint and exit 0.\n";
 
 int cmd_train(int argc, char **argv) {
@@ -25,7 +28,7 @@ int cmd_train(int argc, char **argv) {
     char **ovr = calloc(argc, sizeof *ovr);
     int n_ovr = 0, n_pos = 0;
     const char *pos[1];
-    CliOpt opts[] = {{"--resume", 0, 0, 0}, {NULL, 0, 0, 0}};
+    CliOpt opts[] = {{"--resume", 0, 0, 0}, {"--overwrite", 0, 0, 0}, {NULL, 0, 0, 0}};
     CliSpec spec = {"train", USAGE, opts, 1, ovr, &n_ovr};
     if (!ovr) return cli_fail(&spec, "out of memory");
     int st = cli_parse(&spec, argc, argv, 1, pos, &n_pos);
@@ -36,6 +39,11 @@ int cmd_train(int argc, char **argv) {
     }
     const char *path = pos[0];
     a.resume = cli_opt(&spec, "--resume")->seen > 0;
+    a.overwrite = cli_opt(&spec, "--overwrite")->seen > 0;
+    if (a.resume && a.overwrite) {
+        free(ovr);
+        return cli_usage_error(&spec, "--resume and --overwrite exclude each other");
+    }
     char err[4096] = "";
     if (dist_init(&a.dist, err, sizeof err)) {
         fprintf(stderr, "dapt train: %s\n", err);
