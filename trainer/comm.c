@@ -110,21 +110,23 @@ int comm_open(Dist *d, const Config *cfg, Comm **out, char *err, size_t err_len)
 
 static int checked(Comm *c, int rc, int step, const char *err);
 
-/* The model's collectives for stages 2 and 3 (model.h ModelShardComm). */
+/* The model's collectives for stages 2 and 3 (model.h ModelShardComm); a
+ * NCCL failure ends the job there and then (comm_fail), as the step's own
+ * collectives do, whether a training or an evaluation pass met it. */
 static int shard_allgather(void *ctx, void *buf, const size_t *counts, char *err,
                            size_t err_len) {
     Comm *c = ctx;
-    return c->vt->allgather(c, buf, counts, err, err_len);
+    return checked(c, c->vt->allgather(c, buf, counts, err, err_len), c->step, err);
 }
 static int shard_reduce_scatter(void *ctx, void *buf, const size_t *counts, char *err,
                                 size_t err_len) {
     Comm *c = ctx;
-    return c->vt->reduce_scatter_sum(c, buf, counts, err, err_len);
+    return checked(c, c->vt->reduce_scatter_sum(c, buf, counts, err, err_len), c->step, err);
 }
 /* stage 3's prefetch: over NCCL on the communicator's own stream after the
  * compute stream's queued kernels (dist_nccl_gather_begin, one chunk),
- * waited for under the watchdog; a failure ends the job there and then. On
- * the host group the gather is done at begin (MPI's is blocking). */
+ * waited for under the watchdog. On the host group the gather is done at
+ * begin (MPI's is blocking). */
 static int shard_gather_begin(void *ctx, void *buf, const size_t *counts, char *err,
                               size_t err_len) {
     Comm *c = ctx;
