@@ -384,6 +384,21 @@ static void zero_shard(const char *an, ModelConfig c, const Ops *ops) {
     model_free(w), model_free(sh[0]), model_free(sh[1]);
 }
 
+/* Two runs that must agree bit for bit: "LABEL loss differ" over the steps'
+ * losses, "LABEL grad differ" and "LABEL param differ" over the P
+ * gradients (h[k][0]) and parameters (h[k][1]) of run k, each 0. */
+static void bits_verdicts(const char *an, const char *label, float *const loss[2], int steps,
+                          float *const h[2][2], size_t P) {
+    static const char *const what[] = {"grad", "param"};
+    char name[96];
+    snprintf(name, sizeof name, "%s loss differ", label);
+    verdict(an, name, (double)n_differ(loss[0], loss[1], (size_t)steps), 0.0);
+    for (int j = 0; j < 2; j++) {
+        snprintf(name, sizeof name, "%s %s differ", label, what[j]);
+        verdict(an, name, (double)n_differ(h[0][j], h[1][j], P), 0.0);
+    }
+}
+
 /* The fused residual + norm forward (ops.h; on CUDA unless
  * cuda.fused_norm is false; main sets it on) against the same table without
  * it (the model then calls residual_fwd and the norm): three training steps
@@ -412,12 +427,8 @@ static void fused_norm_bits(const char *an, ModelConfig c, const Ops *plain, con
         model_get_grads(m[k], h[k][0]);
         model_get_params(m[k], h[k][1]);
     }
-    snprintf(what, sizeof what, "fused norm %s loss differ", fused->name);
-    verdict(an, what, (double)n_differ(loss[0], loss[1], STEPS_PARITY), 0.0);
-    snprintf(what, sizeof what, "fused norm %s grad differ", fused->name);
-    verdict(an, what, (double)n_differ(h[0][0], h[1][0], P), 0.0);
-    snprintf(what, sizeof what, "fused norm %s param differ", fused->name);
-    verdict(an, what, (double)n_differ(h[0][1], h[1][1], P), 0.0);
+    snprintf(what, sizeof what, "fused norm %s", fused->name);
+    bits_verdicts(an, what, (float *const[2]){loss[0], loss[1]}, STEPS_PARITY, h, P);
     for (int k = 0; k < 2; k++) free(h[k][0]), free(h[k][1]), model_free(m[k]);
 }
 
@@ -456,12 +467,8 @@ static void recompute_bits(const char *an, ModelConfig c, const Ops *ops) {
     size_t bytes[2] = {model_activation_bytes(m[0]), model_activation_bytes(m[1])};
     printf("%-6s %s B=%d T=%d: activations %zu bytes (none), %zu (block)\n", an, ops->name, B, T,
            bytes[0], bytes[1]);
-    snprintf(what, sizeof what, "recompute %s loss differ", ops->name);
-    verdict(an, what, (double)n_differ(loss[0], loss[1], STEPS_RC), 0.0);
-    snprintf(what, sizeof what, "recompute %s grad differ", ops->name);
-    verdict(an, what, (double)n_differ(h[0][0], h[1][0], P), 0.0);
-    snprintf(what, sizeof what, "recompute %s param differ", ops->name);
-    verdict(an, what, (double)n_differ(h[0][1], h[1][1], P), 0.0);
+    snprintf(what, sizeof what, "recompute %s", ops->name);
+    bits_verdicts(an, what, (float *const[2]){loss[0], loss[1]}, STEPS_RC, h, P);
     snprintf(what, sizeof what, "recompute %s block/none bytes", ops->name);
     verdict(an, what, (double)bytes[1] / (double)bytes[0], 0.9);
     for (int k = 0; k < 2; k++) free(h[k][0]), free(h[k][1]), model_free(m[k]);
