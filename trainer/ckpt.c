@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "data/hash.h"
 #include "trainer/hf.h"
@@ -105,9 +106,33 @@ static int add_opt_layout(cJSON *r, const CkptState *st) {
     return 1;
 }
 
-/* The checksum of every file: hash_file (data/hash.h: FNV-1a 64 over the
- * bytes, then the splitmix64 finaliser), as 16 hex digits. */
-#define CKPT_CHECKSUM_ALGORITHM "fnv1a64-mix"
+/* The checksum of every file: XXH3 64-bit (libxxhash; `xxhsum -H3 FILE`
+ * prints the same value), as 16 hex digits, read back in 4 MiB blocks
+ * after the file is written. Checkpoints written before it carry
+ * data/hash.h's hash_file (FNV-1a 64 + the splitmix64 finaliser, ~1 GB/s),
+ * which is still verified. */
+#define CKPT_CHECKSUM_ALGORITHM "xxh3-64"
+#define CKPT_CHECKSUM_OLD "fnv1a64-mix"
+
+/* XXH3 64 of a whole file; 0 on success, -1 (errno set) when unreadable. */
+static int file_xxh3(const char *path, uint64_t *hash_out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    enum { BLOCK = 4 << 20 };
+    unsigned char *buf = malloc(BLOCK);
+    XXH3_state_t *x = XXH3_createState();
+    int bad = !buf || !x || XXH3_64bits_reset(x) == XXH_ERROR;
+    size_t n;
+    while (!bad && (n = fread(buf, 1, BLOCK, f)) > 0)
+        bad = XXH3_64bits_update(x, buf, n) == XXH_ERROR;
+    bad = bad || ferror(f);
+    if (!bad) *hash_out = XXH3_64bits_digest(x);
+    fclose(f);
+    free(buf);
+    XXH3_freeState(x);
+    if (bad) errno = errno ? errno : EIO;
+    return bad ? -1 : 0;
+}
 
 /* "checksums": {"algorithm", "files": {NAME: HEX}} of every regular file
  * in dir but trainer_state.json (which holds it), read back after they are
@@ -133,7 +158,7 @@ static cJSON *dir_checksums(const char *dir, char *err, size_t err_len) {
         if (e->d_name[0] == '.' || !strcmp(e->d_name, "trainer_state.json")) continue;
         if (hf_path(path, sizeof path, dir, e->d_name) || stat(path, &sb) || !S_ISREG(sb.st_mode))
             continue;
-        if (hash_file(path, &h)) {
+        if (file_xxh3(path, &h)) {
             rc = err_set(err, err_len, "%s: cannot read it back for its checksum: %s", path,
                          strerror(errno));
             break;
@@ -159,7 +184,8 @@ static int verify_checksums(const cJSON *r, const char *dir, int *n_files, char 
     if (!c) return 0;
     const cJSON *alg = cJSON_GetObjectItemCaseSensitive(c, "algorithm");
     const cJSON *files = cJSON_GetObjectItemCaseSensitive(c, "files");
-    if (!cJSON_IsString(alg) || strcmp(alg->valuestring, CKPT_CHECKSUM_ALGORITHM) ||
+    int old = cJSON_IsString(alg) && !strcmp(alg->valuestring, CKPT_CHECKSUM_OLD);
+    if (!cJSON_IsString(alg) || (strcmp(alg->valuestring, CKPT_CHECKSUM_ALGORITHM) && !old) ||
         !cJSON_IsObject(files))
         return err_set(err, err_len,
                        "%s/trainer_state.json: \"checksums\" must be {\"algorithm\": \"%s\", "
@@ -177,14 +203,14 @@ static int verify_checksums(const cJSON *r, const char *dir, int *n_files, char 
                            f->string);
         if (hf_path(path, sizeof path, dir, f->string))
             return err_set(err, err_len, "%s: path too long", dir);
-        if (hash_file(path, &h))
+        if (old ? hash_file(path, &h) : file_xxh3(path, &h))
             return err_set(err, err_len, "checkpoint %s: %s: cannot read it: %s", dir, f->string,
                            strerror(errno));
         if (h != want)
             return err_set(err, err_len,
                            "checkpoint %s: %s does not match its checksum (%s %016" PRIx64
                            " recorded, %016" PRIx64 " now): the file is damaged",
-                           dir, f->string, CKPT_CHECKSUM_ALGORITHM, want, h);
+                           dir, f->string, alg->valuestring, want, h);
         (*n_files)++;
     }
     return 0;
@@ -613,12 +639,10 @@ static StFile *open_opt_shard(const char *dir, const OptLayout *L, int w, int64_
     return f;
 }
 
-int ckpt_check(const char *dir, char *err, size_t err_len) {
-    int n;
-    return ckpt_verify(dir, &n, err, err_len);
-}
 
-int ckpt_verify(const char *dir, int *n_checksummed, char *err, size_t err_len) {
+/* ckpt_verify, the checksums only when `sums` (else every file present and
+ * whole: what ckpt_load needs of a directory ckpt_find_latest verified). */
+static int verify_dir(const char *dir, int sums, int *n_checksummed, char *err, size_t err_len) {
     char path[4200], idx[4200];
     *n_checksummed = 0;
     if (hf_path(path, sizeof path, dir, ckpt_files[0]) ||
@@ -638,6 +662,15 @@ int ckpt_verify(const char *dir, int *n_checksummed, char *err, size_t err_len) 
     OptLayout L;
     int rc = parse_layout(r, dir, &L, err, err_len);
     int64_t step = (int64_t)cJSON_GetObjectItemCaseSensitive(r, "step")->valuedouble;
+    /* a step-N directory holds step N's state (not a copy of another step) */
+    const char *base = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir;
+    long long named;
+    int len = 0;
+    if (!rc && sscanf(base, "step-%lld%n", &named, &len) == 1 && !base[len] && named != step)
+        rc = err_set(err, err_len,
+                     "checkpoint %s: its trainer_state.json holds step %lld, its name says "
+                     "step %lld (a checkpoint copied or renamed from another step?)",
+                     dir, (long long)step, named);
     if (!rc && !L.world) {
         StFile *f = present(dir, "optimizer.safetensors", path, sizeof path, err, err_len)
                         ? NULL
@@ -652,10 +685,19 @@ int ckpt_verify(const char *dir, int *n_checksummed, char *err, size_t err_len) 
         st_close(f);
     }
     /* whole, then the same bytes as written */
-    if (!rc) rc = verify_checksums(r, dir, n_checksummed, err, err_len);
+    if (!rc && sums) rc = verify_checksums(r, dir, n_checksummed, err, err_len);
     layout_free(&L);
     cJSON_Delete(r);
     return rc;
+}
+
+int ckpt_check(const char *dir, char *err, size_t err_len) {
+    int n;
+    return verify_dir(dir, 1, &n, err, err_len);
+}
+
+int ckpt_verify(const char *dir, int *n_checksummed, char *err, size_t err_len) {
+    return verify_dir(dir, 1, n_checksummed, err, err_len);
 }
 
 /* trainer_state.json -> st (strings malloc'd) */
@@ -717,8 +759,10 @@ static int read_opt_range(const char *dir, const OptLayout *L, int64_t step, siz
     return 0;
 }
 
-int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_len) {
-    if (ckpt_check(dir, err, err_len)) return 1;
+static int load_dir(const char *dir, int sums, Model *m, CkptState *st, char *err,
+                    size_t err_len) {
+    int n_sums;
+    if (verify_dir(dir, sums, &n_sums, err, err_len)) return 1;
     ModelConfig cfg;
     if (hf_load_config(dir, &cfg, err, err_len)) return 1;
     if (!model_config_same(&cfg, model_config(m)))
@@ -796,6 +840,14 @@ out:
     free(mom);
     cJSON_Delete(r);
     return rc;
+}
+
+int ckpt_load(const char *dir, Model *m, CkptState *st, char *err, size_t err_len) {
+    return load_dir(dir, 1, m, st, err, err_len);
+}
+
+int ckpt_load_found(const char *dir, Model *m, CkptState *st, char *err, size_t err_len) {
+    return load_dir(dir, 0, m, st, err, err_len);
 }
 
 int ckpt_find_latest(const char *out_dir, char *path, size_t path_len, char *err, size_t err_len) {

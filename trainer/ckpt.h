@@ -119,8 +119,9 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
 /* Every file of a checkpoint directory present and whole (safetensors
  * headers valid, data within the files, JSON parses) and, when
  * trainer_state.json has "checksums" (every file the save wrote, hashed
- * with data/hash.h's hash_file), every file matching its checksum; 0 when
- * complete, else err names the file. Reads every byte of the checkpoint. */
+ * XXH3 64, or data/hash.h's hash_file in older checkpoints), every file
+ * matching its checksum; 0 when complete, else err names the file. Reads
+ * every byte of the checkpoint. */
 int ckpt_check(const char *ckpt_dir, char *err, size_t err_len);
 /* ckpt_check, and how many files it verified by checksum (0: a checkpoint
  * written before checksums existed). */
@@ -135,6 +136,10 @@ int ckpt_verify(const char *ckpt_dir, int *n_checksummed, char *err, size_t err_
  * per-rank shard files only the overlapping ranges are read, so no rank
  * reads or holds the whole optimizer state (resharding W -> W' ranks). */
 int ckpt_load(const char *ckpt_dir, Model *m, CkptState *st, char *err, size_t err_len);
+/* ckpt_load of a directory that ckpt_find_latest has just verified: the
+ * files are checked whole again, but not read a second time for their
+ * checksums (an 8B model's checkpoint is ~100 GB). */
+int ckpt_load_found(const char *ckpt_dir, Model *m, CkptState *st, char *err, size_t err_len);
 
 /* Newest complete checkpoint under OUT_DIR/ckpt: 0 and its path, 1 when
  * there is none, -1 on an error (message in err). Damaged step-* directories

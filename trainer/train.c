@@ -179,7 +179,8 @@ static Model *load_model(const Config *c, const Ops *ops, const char *resume_dir
         return NULL;
     }
     m = create_sharded(&mc, ops, &sh, err, err_len);
-    if (m && ckpt_load(resume_dir, m, st, why, sizeof why)) {
+    /* find_resume verified the checksums */
+    if (m && ckpt_load_found(resume_dir, m, st, why, sizeof why)) {
         err_set(err, err_len, "--resume: %s", why);
         model_free(m);
         return NULL;

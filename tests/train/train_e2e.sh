@@ -41,8 +41,13 @@
 #   checksum  a byte flipped in the newest checkpoint's model.safetensors:
 #             `dapt inspect` of it exits 1 naming the file, of the one before
 #             says ok; --resume falls back to the one before, saying which
-#             file is bad; a checkpoint without checksums (removed from its
-#             trainer_state.json) still inspects and resumes, saying so
+#             file is bad; each recorded checksum is `xxhsum -H3`'s; a
+#             checkpoint without checksums (removed from its
+#             trainer_state.json) still inspects and resumes, saying so; one
+#             with the older fnv1a64-mix checksums (computed in Python)
+#             verifies, and a wrong one is named; a step-N directory holding
+#             another step's checkpoint is refused by inspect and skipped by
+#             --resume
 #   resumecfg --resume with a changed [model] (n_layer, d_model) is refused
 #             naming each key with the checkpoint's and the new value; with
 #             changed eval.every and ckpt.keep it resumes, says so in one
@@ -344,8 +349,23 @@ rundir)
 checksum)
   "$dapt" train "$work/tiny.toml" > /dev/null
   ck=$work/runs/tiny/ckpt
-  "$py" -c 'import json,sys; c=json.load(open(sys.argv[1]))["checksums"]; assert c["algorithm"] == "fnv1a64-mix" and {"model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.model"} <= set(c["files"]), c' \
+  "$py" -c 'import json,sys; c=json.load(open(sys.argv[1]))["checksums"]; assert c["algorithm"] == "xxh3-64" and {"model.safetensors", "optimizer.safetensors", "config.json", "tokenizer.model"} <= set(c["files"]), c' \
     "$ck/step-00000030/trainer_state.json" || fail "checksums missing from trainer_state.json"
+  # each recorded checksum is xxHash's own XXH3 64 of the file (xxhsum, the
+  # xxhash package: the oracle)
+  command -v xxhsum > /dev/null || fail "xxhsum not found (tools/setup installs the xxhash package)"
+  "$py" - "$ck/step-00000030" <<'PY' || fail "a recorded checksum differs from xxhsum -H3's"
+import json, os, subprocess, sys
+d = sys.argv[1]
+files = json.load(open(os.path.join(d, "trainer_state.json")))["checksums"]["files"]
+assert len(files) >= 4, files
+for name, hex_ in files.items():
+    out = subprocess.run(["xxhsum", "-H3", os.path.join(d, name)], capture_output=True, text=True,
+                         check=True).stdout
+    want = out.split("=")[-1].strip()
+    assert len(want) == 16 and want == hex_, (name, hex_, out)
+print("checksums: %d files, each as xxhsum -H3 says" % len(files))
+PY
   "$dapt" inspect "$ck/step-00000030" > "$work/out" || fail "inspect of a good checkpoint"
   grep -q "match their checksums: ok" "$work/out" || fail "inspect: $(cat "$work/out")"
   # flip one bit of the last weight byte: the file stays a valid safetensors
@@ -366,6 +386,44 @@ checksum)
   grep -q "no checksums" "$work/out" || fail "inspect: $(cat "$work/out")"
   "$dapt" train "$work/tiny.toml" --resume --train.steps=30 > "$work/out" || fail "resume without checksums"
   grep -q "resuming from .*step-00000030" "$work/out" || fail "did not resume from 30: $(cat "$work/out")"
+  # a checkpoint of the older algorithm (FNV-1a 64 then the splitmix64
+  # finaliser, data/hash.h; computed here in Python) still verifies, and a
+  # wrong one of them is caught
+  "$py" - "$ck/step-00000030" <<'PY' || fail "rewriting the checksums as fnv1a64-mix"
+import json, os, sys
+M = (1 << 64) - 1
+def fnv_mix(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & M
+    h = (h + 0x9e3779b97f4a7c15) & M
+    h = ((h ^ (h >> 30)) * 0xbf58476d1ce4e5b9) & M
+    h = ((h ^ (h >> 27)) * 0x94d049bb133111eb) & M
+    return h ^ (h >> 31)
+d = sys.argv[1]
+p = os.path.join(d, "trainer_state.json")
+s = json.load(open(p))
+names = [n for n in sorted(os.listdir(d)) if n != "trainer_state.json"]
+s["checksums"] = {"algorithm": "fnv1a64-mix",
+                  "files": {n: "%016x" % fnv_mix(open(os.path.join(d, n), "rb").read()) for n in names}}
+json.dump(s, open(p, "w"))
+PY
+  "$dapt" inspect "$ck/step-00000030" > "$work/out" || fail "inspect of an fnv1a64-mix checkpoint: $(cat "$work/out")"
+  grep -q "match their checksums: ok" "$work/out" || fail "inspect: $(cat "$work/out")"
+  "$py" -c 'import json,sys; p=sys.argv[1]; s=json.load(open(p)); f=s["checksums"]["files"]; f["config.json"]="%016x" % (int(f["config.json"],16)^1); json.dump(s, open(p,"w"))' \
+    "$ck/step-00000030/trainer_state.json"
+  expect_error "step-00000030: config.json does not match its checksum \\(fnv1a64-mix" \
+    "$dapt" inspect "$ck/step-00000030"
+  # a checkpoint copied to another step's name is not resumed as that step
+  "$dapt" train "$work/tiny.toml" --run.name=copied > /dev/null
+  cp -r "$work/runs/copied/ckpt/step-00000020" "$work/runs/copied/ckpt/step-00000040"
+  expect_error "step-00000040: its trainer_state.json holds step 20, its name says step 40" \
+    "$dapt" inspect "$work/runs/copied/ckpt/step-00000040"
+  "$dapt" train "$work/tiny.toml" --run.name=copied --resume > "$work/out" 2> "$work/err" ||
+    fail "resume past a copied checkpoint: $(cat "$work/err")"
+  grep -q "skipped step-00000040: .*holds step 20, its name says step 40.*falling back" "$work/err" ||
+    fail "no message naming the copied checkpoint: $(cat "$work/err")"
+  grep -q "resuming from .*step-00000030 (step 30)" "$work/out" || fail "did not resume from step 30: $(cat "$work/out")"
   ;;
 resumecfg)
   kill_at_step10 "$work/tiny.toml"
