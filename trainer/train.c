@@ -408,6 +408,10 @@ typedef struct {
     int64_t adam_t0;   /* AdamW steps before step 0 (a continued run's): step s is t = adam_t0 + s + 1 */
     long long tokens;  /* trained on so far, all ranks */
     uint64_t *samples; /* (stream_n_sources) drawn from each source so far, all ranks */
+    /* rank 0 of a job: a metrics.jsonl write failed (the cause); the next
+     * step's sums tell every rank, and all stop after a checkpoint */
+    int metrics_down;
+    char metrics_err[1100];
 } Trainer;
 
 /* The sums of one step over all ranks, reduced as one array of doubles. */
@@ -416,6 +420,7 @@ typedef struct {
     double role_loss[2]; /* Σ rows' mean token loss, per StreamRole */
     double role_rows[2]; /* rows per StreamRole */
     double stop;         /* > 0: some rank got SIGINT/SIGTERM; all stop after this step */
+    double metrics_down; /* > 0: rank 0 cannot write metrics.jsonl; all stop after this step */
     double grad_sumsq;   /* ZeRO-1: Σ squared gradients of the shards (comm_grad_sumsq) */
     double src_loss[CONFIG_MAX_SOURCES]; /* Σ rows' mean token loss, per source */
     double src_rows[CONFIG_MAX_SOURCES]; /* rows per source */
@@ -430,6 +435,7 @@ typedef struct {
     double src_loss[CONFIG_MAX_SOURCES];        /* mean row loss per source, NAN: no rows */
     float grad_norm;                            /* before clipping */
     int stop;                                   /* finish the run after this step */
+    int metrics_down;                           /* rank 0's metrics failed: stop after a checkpoint */
     int nonfinite;                              /* loss or gradient not finite: not stepped */
 } StepOut;
 
@@ -465,6 +471,7 @@ static void step_results(Trainer *t, const StepSums *sums, StepOut *o) {
         t->samples[j] += (uint64_t)sums->src_rows[j];
     }
     o->stop = sums->stop > 0;
+    o->metrics_down = sums->metrics_down > 0;
     o->nonfinite = !isfinite(o->loss) || !isfinite(o->grad_norm);
 }
 
@@ -492,6 +499,7 @@ static int train_step(Trainer *t, int step, StepOut *o, char *err, size_t err_le
         if (add_losses(t, k, &sums, err, err_len)) return 1;
     }
     sums.stop = stop_requested;
+    sums.metrics_down = t->metrics_down;
     if (comm_grad_sync_finish(t->comm, step, err, err_len)) return 1;
     sums.grad_sumsq = comm_grad_sumsq(t->comm);
     if (dist_allreduce(t->d, &sums, STEP_SUMS_N, DIST_F64, DIST_SUM, err, err_len)) return 1;
@@ -571,14 +579,21 @@ static int step_failed(const Trainer *t, int step, char *err, size_t err_len) {
 }
 
 /* A write to metrics.jsonl failed on rank 0 (err says the file and the
- * cause) after step_done steps: the run stops, after a checkpoint of them
- * when it has made progress since its start. Only a single-rank run can
- * checkpoint here: the other ranks of a job do not know of the failure, and
- * the job ends with the message (cli/train.c aborts it). */
+ * cause) after step_done steps: a single-rank run stops, after a checkpoint
+ * of them when it has made progress since its start. In a job the other
+ * ranks do not know of it yet: rank 0 keeps the cause and goes on (0), the
+ * next step's sums tell every rank (metrics_down), and all stop after a
+ * checkpoint of that step (metrics_down_stop). */
 static int metrics_failed_stop(Trainer *t, int step_done, double lr, char *err, size_t err_len) {
     char cause[1024], e2[256];
     snprintf(cause, sizeof cause, "%s", err);
-    if (t->world > 1 || step_done <= t->start_step)
+    if (t->world > 1) {
+        if (!t->metrics_down)
+            snprintf(t->metrics_err, sizeof t->metrics_err, "after step %d: %s", step_done, cause);
+        t->metrics_down = 1;
+        return err[0] = 0, 0;
+    }
+    if (step_done <= t->start_step)
         return err_set(err, err_len, "after step %d: %s; stopping without a checkpoint", step_done,
                        cause);
     int bad = comm_gather_wait(t->comm, step_done - 1, e2, sizeof e2) ||
@@ -587,6 +602,20 @@ static int metrics_failed_stop(Trainer *t, int step_done, double lr, char *err, 
         err, err_len, "after step %d: %s; stopping %s", step_done, cause,
         bad ? "(the checkpoint attempt failed too)"
             : "after a checkpoint of it (--resume continues once the file can be written)");
+}
+
+/* A job's stop after the checkpoint of step_done that rank 0's metrics
+ * failure asked for (every rank returns 1 with the message). */
+static int metrics_down_stop(const Trainer *t, int step_done, char *err, size_t err_len) {
+    if (t->lead)
+        return err_set(err, err_len,
+                       "%s; stopping after a checkpoint of step %d (--resume continues once the "
+                       "file can be written)",
+                       t->metrics_err, step_done);
+    return err_set(err, err_len,
+                   "rank %d of %d: rank 0 cannot write metrics.jsonl; stopping after a checkpoint "
+                   "of step %d",
+                   t->rank, t->world, step_done);
 }
 
 /* The steps from start_step on, with evaluation, checkpoints, metrics and
@@ -600,9 +629,10 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
     int steps_run = 0;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    if (t->start_step == 0 && c->eval.every > 0 && eval_and_write(t, 0, err, err_len))
-        return metrics_failed(t->mf) ? metrics_failed_stop(t, 0, 0, err, err_len)
-                                     : step_failed(t, 0, err, err_len);
+    if (t->start_step == 0 && c->eval.every > 0 && eval_and_write(t, 0, err, err_len) &&
+        (metrics_failed(t->mf) ? metrics_failed_stop(t, 0, 0, err, err_len)
+                               : step_failed(t, 0, err, err_len)))
+        return 1;
     for (int step = t->start_step; step < steps; step++) {
         StepOut o;
         char moe_console[64];
@@ -616,9 +646,10 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
         t->tokens += (long long)t->B * t->T;
         steps_run++;
         double tok_s = (double)t->B * t->T / (now_s() - t0);
-        if (write_train(t, step, &o, tok_s, moe_console, sizeof moe_console, err, err_len))
-            return metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
-                                         : step_failed(t, step, err, err_len);
+        if (write_train(t, step, &o, tok_s, moe_console, sizeof moe_console, err, err_len) &&
+            (metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
+                                   : step_failed(t, step, err, err_len)))
+            return 1;
         if (tty || (step + 1) % every_print == 0 || step == t->start_step || step + 1 == steps) {
             char eta[32];
             double per = (now_s() - t_start) / steps_run;
@@ -642,19 +673,24 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
          * collectives only when that rank waits */
         if (c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || last) &&
             (comm_gather_wait(t->comm, step, err, err_len) ||
-             eval_and_write(t, step + 1, err, err_len)))
-            return metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
-                                         : step_failed(t, step, err, err_len);
-        if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || o.stop) {
+             eval_and_write(t, step + 1, err, err_len)) &&
+            (metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
+                                   : step_failed(t, step, err, err_len)))
+            return 1;
+        if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || o.stop ||
+            o.metrics_down) {
             /* the records so far are on disk before the checkpoint that
              * follows them */
-            if (metrics_sync(t->mf, err, err_len))
-                return metrics_failed_stop(t, step + 1, o.lr, err, err_len);
+            if (metrics_sync(t->mf, err, err_len) &&
+                metrics_failed_stop(t, step + 1, o.lr, err, err_len))
+                return 1;
             /* the checkpoint reads the parameters: the gather must be done */
             if (comm_gather_wait(t->comm, step, err, err_len))
                 return step_failed(t, step, err, err_len);
             if (train_ckpt_save(&t->ckpt, t->m, step + 1, t->tokens, o.lr))
                 return err[0] = 0, 1; /* the failing rank said why */
+            if (o.metrics_down || (last && t->metrics_down))
+                return metrics_down_stop(t, step + 1, err, err_len);
         }
         if (o.stop && !last) {
             printf("dapt train: %s: stopped after step %d with a checkpoint; continue "

@@ -24,7 +24,9 @@
 #           error on all ranks aborts the job with the rank named; SIGINT to
 #           rank 1 alone: all ranks stop after the same step, rank 0
 #           checkpoints, exit 0; a ZeRO-1 checkpoint that cannot be written
-#           stops every rank with the cause
+#           stops every rank with the cause; metrics.jsonl on a full disk
+#           stops both ranks after a checkpoint of the next step, with the
+#           cause, and --resume ends with one process's weights
 #
 # Tolerances. The ranks sum their micro-batch gradients locally and then
 # across ranks, so each gradient element is a differently ordered fp32 sum
@@ -237,6 +239,29 @@ kill)
   last=$(ls runs/int/ckpt)
   [[ $last == step-* && $last != step-00004000 ]] || fail "checkpoints after SIGINT: $last"
   "$ckcheck" "runs/int/ckpt/$last"
+  # rank 0 cannot write metrics.jsonl (a symlink to /dev/full) in a ZeRO-1
+  # job: the step-1 record fails on rank 0, the next step's sums tell rank
+  # 1, and both stop after a checkpoint of step 2 with the cause; --resume
+  # (the file writable again) ends with one process's weights
+  mkdir -p runs/full && ln -s /dev/full runs/full/metrics.jsonl
+  rc=0
+  timeout 120 "$mpirun" --oversubscribe --allow-run-as-root --bind-to none -x OMP_NUM_THREADS -np 2 \
+    "$dapt" train tiny.toml "${args[@]}" --dist.zero=1 --eval.every=0 --run.name=full \
+    > full.log 2> full.err || rc=$?
+  [[ $rc != 0 && $rc != 124 ]] || fail "metrics.jsonl on a full disk: exit status $rc (124: hung)"
+  grep -q "after step 1: cannot write .*runs/full/metrics.jsonl: No space left on device; stopping after a checkpoint of step 2" full.err ||
+    fail "rank 0 does not name the cause: $(cat full.err)"
+  grep -q "rank 1 of 2: rank 0 cannot write metrics.jsonl; stopping after a checkpoint of step 2" full.err ||
+    fail "rank 1 does not say why it stops: $(cat full.err)"
+  [[ $(ls runs/full/ckpt) == step-00000002 ]] || fail "checkpoints: $(ls runs/full/ckpt)"
+  "$ckcheck" runs/full/ckpt/step-00000002
+  rm runs/full/metrics.jsonl
+  mpi 2 "$dapt" train tiny.toml "${args[@]}" --dist.zero=1 --eval.every=0 --run.name=full \
+    --resume > full2.log || fail "--resume after the metrics failure"
+  grep -q "resuming from .*step-00000002" full2.log || fail "not resumed from step 2: $(cat full2.log)"
+  "$dapt" train tiny.toml "${args[@]}" --eval.every=0 --run.name=full1 > full1.log
+  "$py" "$here/compare_weights.py" runs/full1/ckpt/step-00000020/model.safetensors \
+    runs/full/ckpt/step-00000020/model.safetensors 1e-6
   ;;
 *) fail "unknown mode $mode" ;;
 esac
