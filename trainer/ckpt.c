@@ -477,7 +477,13 @@ int ckpt_save_commit(const char *out_dir, const char *tmp_dir, const Model *m,
             snprintf(name, sizeof name, "step-%08lld", (long long)steps[i]);
             hf_path(old, sizeof old, ckdir, name);
             if (!same_run(old, st->run_id) || ++mine <= keep) continue;
-            if (rm_tree(old)) {
+            /* renamed out of the step-* names first: a kill while the tree
+             * is deleted leaves a .old-step-* (removed by the next save),
+             * never a step-N missing some of its files */
+            char gone[4200];
+            snprintf(name, sizeof name, ".old-step-%08lld", (long long)steps[i]);
+            hf_path(gone, sizeof gone, ckdir, name);
+            if (rename(old, gone) || rm_tree(gone)) {
                 err_set(err, err_len, "%s: cannot delete an old checkpoint: %s", old,
                         strerror(errno));
                 free(steps);

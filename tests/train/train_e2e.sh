@@ -58,6 +58,14 @@
 #             after a checkpoint of that step; metrics.jsonl past a file size
 #             limit (RLIMIT_FSIZE, SIGXFSZ ignored): the run stops with EFBIG
 #             named and the file holds whole records only
+#   killloop  SIGKILL at pseudo-random moments (about half of them in a
+#             checkpoint save) and --resume, until the run finishes: every
+#             checkpoint left after each kill verifies (`dapt inspect`), and
+#             the end is bitwise the uninterrupted run
+#   ckptfull  a checkpoint save past a file size limit (a full disk) fails
+#             with the cause, keeps the previous checkpoint (keep = 1) whole
+#             and leaves nothing else; --resume then ends bitwise as the
+#             uninterrupted run
 #   continue  model.init_optimizer: from step 10 of a run with nothing
 #             changed, bitwise the uninterrupted run's weights, moments and
 #             losses; a rewarmed, redecayed run on a new mixture from step
@@ -457,6 +465,76 @@ steps = [r["step"] for r in recs if r["type"] == "train"]
 assert steps == list(range(1, len(steps) + 1)) and len(steps) > 3, steps
 print("ok: %d whole records, train steps 1..%d" % (len(recs), steps[-1]))
 EOF2
+  ;;
+killloop)
+  # the uninterrupted run, then the same run SIGKILLed at pseudo-random
+  # moments (a fixed sequence: RANDOM=7) and resumed until it finishes; a
+  # checkpoint every 2 steps, so about half the kills land in a save
+  args=(--train.steps=60 --ckpt.every=2 --ckpt.keep=1 --eval.every=0)
+  "$dapt" train "$work/tiny.toml" "${args[@]}" --run.name=straight > /dev/null
+  RANDOM=7
+  kills=0 done_=0
+  for i in $(seq 1 21); do
+    # --resume once a checkpoint exists; killed before the first one, the
+    # run directory holds a run that --overwrite moves aside
+    resume=()
+    if compgen -G "$work/runs/loop/ckpt/step-*" > /dev/null; then
+      resume=(--resume)
+    elif [[ -d $work/runs/loop ]]; then
+      resume=(--overwrite)
+    fi
+    "$dapt" train "$work/tiny.toml" "${args[@]}" --run.name=loop "${resume[@]}" \
+      > "$work/loop.log" 2> "$work/loop.err" &
+    pid=$!
+    # 20 kills at most, 0.05 to 1.5 s after the start (a run of 60 steps
+    # takes 2-4 s here), then the run is let finish
+    ms=$((50 + RANDOM % 1450))
+    ((i <= 20)) && sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+    if ((i <= 20)) && kill -9 $pid 2> /dev/null; then
+      wait $pid 2> /dev/null || true
+      kills=$((kills + 1))
+    else
+      wait $pid || fail "run $i failed: $(cat "$work/loop.err")"
+      done_=1
+      break
+    fi
+    # every checkpoint left verifies: a kill never leaves a damaged step-N
+    for ck in "$work"/runs/loop/ckpt/step-*; do
+      [[ -d $ck ]] || continue
+      "$dapt" inspect "$ck" > "$work/insp" 2>&1 || fail "after kill $kills: $ck: $(cat "$work/insp")"
+    done
+  done
+  ((done_)) || fail "the run did not finish"
+  ((kills >= 5)) || fail "only $kills kills landed: the loop did not test resuming"
+  for f in model optimizer; do
+    cmp "$work/runs/straight/ckpt/step-00000060/$f.safetensors" \
+      "$work/runs/loop/ckpt/step-00000060/$f.safetensors" ||
+      fail "$f differs from the uninterrupted run's after $kills kills"
+  done
+  echo "ok: $kills kills, each followed by --resume; step 60 bitwise the uninterrupted run's"
+  ;;
+ckptfull)
+  # a checkpoint save on a full disk (a 900 KiB file size limit: the
+  # 1.1 MB optimizer.safetensors cannot be written) keeps the checkpoint
+  # before it, even with keep = 1, and --resume goes on from there
+  args=(--ckpt.keep=1 --eval.every=0)
+  "$dapt" train "$work/tiny.toml" "${args[@]}" --run.name=straight > /dev/null
+  kill_at_step10 "$work/tiny.toml" "${args[@]}"
+  "$dapt" inspect "$work/runs/killed/ckpt/step-00000010" > /dev/null || fail "step 10 does not verify"
+  expect_error "checkpoint at step 20 failed: .*File too large" \
+    bash -c 'trap "" XFSZ; ulimit -f 900; exec "$@"' _ "$dapt" train "$work/tiny.toml" "${args[@]}" \
+    --run.name=killed --resume
+  [[ $(ls -A "$work/runs/killed/ckpt") == step-00000010 ]] ||
+    fail "after the failed save: $(ls -A "$work/runs/killed/ckpt")"
+  "$dapt" inspect "$work/runs/killed/ckpt/step-00000010" > /dev/null ||
+    fail "step 10 does not verify after the failed save"
+  "$dapt" train "$work/tiny.toml" "${args[@]}" --run.name=killed --resume > "$work/out" ||
+    fail "--resume after the failed save"
+  grep -q "resuming from .*step-00000010 (step 10)" "$work/out" || fail "not from step 10: $(cat "$work/out")"
+  for f in model optimizer; do
+    cmp "$work/runs/straight/ckpt/step-00000030/$f.safetensors" \
+      "$work/runs/killed/ckpt/step-00000030/$f.safetensors" || fail "$f differs from the uninterrupted run's"
+  done
   ;;
 continue)
   sed -E '/^(arch|n_layer|n_head|n_kv_head|d_model|d_ff|vocab_size|max_seq_len) =/d' \
