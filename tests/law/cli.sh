@@ -109,5 +109,18 @@ echo '{"format": "other"}' > "$tmp/notlaw.json"
 "$dapt" law predict "$tmp/notlaw.json" --N 1e8 --D 1e9 --r-domain 0.5 2> "$tmp/err.txt"; rc=$?
 [[ $rc == 1 ]] && grep -q "notlaw.json" "$tmp/err.txt" || fail "predict with a bad law file"
 
+# Every row at one ratio (issue 28): the fit goes on, with a warning naming
+# each target and the ratio; the sweep's own rows (7 ratios) give none.
+grep '"r_domain": 0,' "$tmp/sweep.jsonl" > "$tmp/r0.jsonl"
+[[ $(wc -l < "$tmp/r0.jsonl") == 20 ]] || fail "r_domain = 0 rows: $(wc -l < "$tmp/r0.jsonl"), expected 20"
+"$dapt" law fit "$tmp/r0.jsonl" --out "$tmp/r0.json" > /dev/null 2> "$tmp/err.txt" ||
+  fail "fit at r_domain = 0: $(cat "$tmp/err.txt")"
+grep -q "warning: every row with loss_domain has r_domain = 0: .*base model's" "$tmp/err.txt" ||
+  fail "no warning for a domain law fitted at r_domain = 0 only: $(cat "$tmp/err.txt")"
+grep -q "warning: every row with loss_general has r_domain = 0: " "$tmp/err.txt" ||
+  fail "no warning for the general law at one ratio: $(cat "$tmp/err.txt")"
+"$dapt" law fit "$tmp/sweep.jsonl" --out "$tmp/law2.json" > /dev/null 2> "$tmp/err.txt" || fail "refit"
+grep -q "warning: every row" "$tmp/err.txt" && fail "a warning for a sweep of 7 ratios: $(cat "$tmp/err.txt")"
+
 if ((fails)); then echo "tests/law/cli.sh: $fails failure(s)" >&2; exit 1; fi
 echo "tests/law/cli.sh: all passed"

@@ -179,6 +179,22 @@ static void print_fit(const char *title, const LawFit *f, int cross) {
     }
 }
 
+/* A warning when every row of a target has one mixture ratio: the law's
+ * terms in r (B r^eta / D^beta, C / (r + epsilon)^gamma) are then fitted
+ * to nothing that varies, and predictions at another r_domain are not
+ * backed by the data (the cross-domain law groups by domain instead). */
+static void note_one_ratio(const char *what, const LawFit *f, int cross) {
+    if (cross || f->n_groups != 1) return;
+    fprintf(stderr,
+            "warning: every row with %s has r_domain = %g: the law's dependence on the "
+            "mixture is not determined by these rows, and its predictions at any other "
+            "r_domain are not backed by data (add runs at other ratios)%s\n",
+            what, f->group_r[0],
+            f->group_r[0] == 0 && !strcmp(what, "loss_domain")
+                ? "; at r_domain = 0 the domain loss is the base model's, never trained on"
+                : "");
+}
+
 static int law_cmd_fit(int argc, char **argv) {
     CliOpt opts[] = {
         {"--out", 1, 0, 0},      {"--huber-delta", 1, 0, 0}, {"--starts", 1, 0, 0},
@@ -228,11 +244,13 @@ static int law_cmd_fit(int argc, char **argv) {
         rc = law_fit(&d, LAW_GENERAL, &fo, &m.general, err, sizeof err);
         m.has_general = !rc;
         if (!rc) print_fit("general loss (r = general share)", &m.general, m.cross);
+        if (!rc) note_one_ratio("loss_general", &m.general, m.cross);
     }
     if (!rc && n_domain) {
         rc = law_fit(&d, LAW_DOMAIN, &fo, &m.domain, err, sizeof err);
         m.has_domain = !rc;
         if (!rc) print_fit("domain loss (r = domain share)", &m.domain, m.cross);
+        if (!rc) note_one_ratio("loss_domain", &m.domain, m.cross);
     }
     law_data_free(&d);
     if (!rc) rc = law_model_save(&m, out, err, sizeof err);
