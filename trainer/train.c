@@ -870,6 +870,9 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
     const OpsOptions ops_opt = config_to_ops_options(c); /* [cuda] */
     if (!(t->ops = ops_get(c->run.device, &ops_opt, why, sizeof why)))
         return err_set(err, err_len, "run.device: %s", why);
+    /* the data first: a config without data (or with a bad shard) fails in
+     * milliseconds, before a model is built or the run directory claimed */
+    if (open_stream(c, c->train.steps, &t->s, err, err_len)) return 1;
     snprintf(t->run_dir, sizeof t->run_dir, "%s/%s", c->run.out_dir, c->run.name);
     if (claim_run_dir(t, a, err, err_len) ||
         (a->resume && find_resume(t, resume_path, sizeof resume_path, err, err_len)))
@@ -881,7 +884,6 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
         moe_loop_configure(t->m, c, err, err_len) ||
         apply_recompute(t->m, c, err, err_len) ||
         config_to_schedule(c, &t->sched, err, err_len) ||
-        open_stream(c, c->train.steps, &t->s, err, err_len) ||
         check_vocab(c, t->m, t->s, &t->tok, err, err_len))
         return 1;
     uint64_t fingerprint = stream_fingerprint(t->s);

@@ -158,6 +158,12 @@ errors)
     "$dapt" train "$work/init.toml" --model.init_from="$work/notamodel"
   expect_error "init_from = \".*init.toml\" is not a directory" \
     "$dapt" train "$work/init.toml" --model.init_from="$work/init.toml"
+  # the data is checked before any model is built or loaded (a config
+  # without data fails in milliseconds, not after building a 124M model):
+  # with both wrong, the data is named
+  expect_error "train glob '.*/nowhere/\*.tok.zst' matched no files" \
+    "$dapt" train "$work/init.toml" --model.init_from="$work/notamodel" \
+    --data.domain="[\"$work/nowhere/*.tok.zst\"]"
   expect_error "vocabulary of 512 tokens but the model has vocab_size 300" \
     "$dapt" train "$work/tiny.toml" --model.vocab_size=300
   "$dapt" tokenize --train-tokenizer --vocab-size 500 --out "$work/tok2" --no-progress \
