@@ -251,6 +251,24 @@ typedef struct Ops {
      * (sums over every row and head). saved, rstd: the forward's. */
     void (*qk_norm_bwd)(void *dqkv, void *dwq, void *dwk, const void *saved, const void *wq,
                         const void *wk, const float *rstd, int N, int NH, int NKV, int HD);
+
+    /* ---- documents packed in a window (data.doc_mask; appended) ----
+     * NULL where a backend has none (the model then refuses doc_mask).
+     * starts (B*T) int32 in backend memory: row n = b T + t belongs to the
+     * document that begins at window position starts[n] (0 <= starts[n] <=
+     * t, non-decreasing within a window). attention_doc_fwd is
+     * attention_fwd with query t attending to keys j in [starts[n], t]
+     * only: the saved probabilities are 0 outside that range, so
+     * attention_bwd (which reads them) is the backward unchanged. */
+    void (*attention_doc_fwd)(void *out, float *att, const void *qkv, int B, int T, int NH,
+                              int NKV, int HD, const int32_t *starts);
+    /* rope_fwd / rope_bwd at the positions pos[n] (B*T int32 in backend
+     * memory, 0 <= pos[n] < T) instead of n % T (data.reset_positions:
+     * each document counts from 0) */
+    void (*rope_pos_fwd)(void *qkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq,
+                         const int32_t *pos);
+    void (*rope_pos_bwd)(void *dqkv, int B, int T, int NH, int NKV, int HD,
+                         const float *inv_freq, const int32_t *pos);
 } Ops;
 
 /* The options a backend is created with: the [cuda] section of the config

@@ -55,6 +55,9 @@ enum {
     P_MOE_EXPERT_MATMUL_BWD,
     P_QK_NORM_FWD,
     P_QK_NORM_BWD,
+    P_ATTENTION_DOC_FWD,
+    P_ROPE_POS_FWD,
+    P_ROPE_POS_BWD,
     P_COUNT
 };
 static const char *const op_names[P_COUNT] = {
@@ -68,6 +71,7 @@ static const char *const op_names[P_COUNT] = {
     "moe_gather_fwd", "moe_gather_bwd", "moe_combine_fwd", "moe_combine_bwd",
     "residual_layernorm_fwd", "residual_rmsnorm_fwd",
     "moe_expert_mm_fwd", "moe_expert_mm_bwd", "qk_norm_fwd", "qk_norm_bwd",
+    "attention_doc_fwd", "rope_pos_fwd", "rope_pos_bwd",
 };
 
 /* one slot per op, plus one per matmul (direction, IC, OC) */
@@ -189,6 +193,16 @@ static void p_rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, const 
     PROF(P_ROPE_BWD, 0, 0, 0, 2.0 * B * T * (NH + NKV) * HD * AB,
          g.inner->rope_bwd(dqkv, B, T, NH, NKV, HD, inv_freq));
 }
+static void p_rope_pos_fwd(void *qkv, int B, int T, int NH, int NKV, int HD,
+                           const float *inv_freq, const int32_t *pos) {
+    PROF(P_ROPE_POS_FWD, 0, 0, 0, 2.0 * B * T * (NH + NKV) * HD * AB,
+         g.inner->rope_pos_fwd(qkv, B, T, NH, NKV, HD, inv_freq, pos));
+}
+static void p_rope_pos_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD,
+                           const float *inv_freq, const int32_t *pos) {
+    PROF(P_ROPE_POS_BWD, 0, 0, 0, 2.0 * B * T * (NH + NKV) * HD * AB,
+         g.inner->rope_pos_bwd(dqkv, B, T, NH, NKV, HD, inv_freq, pos));
+}
 /* q and k heads read and written, their input saved; the backward reads
  * the gradient, the saved input and writes the gradient */
 static void p_qk_norm_fwd(void *qkv, void *saved, float *rstd, const void *wq, const void *wk,
@@ -209,6 +223,12 @@ static void p_attention_fwd(void *out, float *att, const void *qkv, int B, int T
                             int HD) {
     PROF(P_ATTENTION_FWD, 0, 0, attention_flops(B, T, NH, HD), 0,
          g.inner->attention_fwd(out, att, qkv, B, T, NH, NKV, HD));
+}
+/* the causal count: an upper bound of the document-masked work */
+static void p_attention_doc_fwd(void *out, float *att, const void *qkv, int B, int T, int NH,
+                                int NKV, int HD, const int32_t *starts) {
+    PROF(P_ATTENTION_DOC_FWD, 0, 0, attention_flops(B, T, NH, HD), 0,
+         g.inner->attention_doc_fwd(out, att, qkv, B, T, NH, NKV, HD, starts));
 }
 static void p_attention_bwd(void *dqkv, float *datt, const void *dout, const void *out,
                             const void *qkv, const float *att, int B, int T, int NH, int NKV,
@@ -362,6 +382,9 @@ const Ops *ops_profiled(const Ops *in) {
     WRAP(residual_rmsnorm_fwd, p_residual_rmsnorm_fwd);
     WRAP(moe_expert_matmul_fwd, p_moe_expert_matmul_fwd);
     WRAP(moe_expert_matmul_bwd, p_moe_expert_matmul_bwd);
+    WRAP(attention_doc_fwd, p_attention_doc_fwd);
+    WRAP(rope_pos_fwd, p_rope_pos_fwd);
+    WRAP(rope_pos_bwd, p_rope_pos_bwd);
     g.inner = in;
     g.on = 1;
     ops_profile_reset();

@@ -522,6 +522,10 @@ int config_validate(const Config *c, char *err, size_t err_len) {
         return err_set(err, err_len, "%s = %d must be a multiple of %s = %d",
                        where(c, "train", "global_batch", a, sizeof a), c->train.global_batch,
                        where(c, "train", "micro_batch", b, sizeof b), c->train.micro_batch);
+    if (c->data.reset_positions && !c->data.doc_mask)
+        return err_set(err, err_len, "%s = true needs %s = true (positions restart per document)",
+                       where(c, "data", "reset_positions", a, sizeof a),
+                       where(c, "data", "doc_mask", b, sizeof b));
     if (is_set(c, "mix", "schedule") && is_set(c, "mix", "domain_frac"))
         return err_set(err, err_len, "%s and %s are both given: use one (a constant or a schedule)",
                        where(c, "mix", "domain_frac", a, sizeof a),

@@ -72,6 +72,8 @@ typedef struct {
         int n_sources;                                       /* [[data.sources]] tables */
         ConfigSource sources[CONFIG_MAX_SOURCES];
         char tokenizer[CONFIG_PATH_LEN]; /* HF dir, tokenizer.json or .model; "" = init_from's */
+        int doc_mask;        /* attend within each document of a window (model_set_doc_mask) */
+        int reset_positions; /* with doc_mask: RoPE positions from each document's start */
     } data;
     struct {
         double domain_frac;

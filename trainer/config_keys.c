@@ -79,6 +79,11 @@ const KeyDef config_keys[] = {
      "tokenizer the shards were made with (an HF model directory, a tokenizer.json or a "
      "sentencepiece .model): checked against the shards' tokenizer hash, and its files copied "
      "into every checkpoint (\"\": init_from's tokenizer.json or tokenizer.model, if any)"},
+    {"data", "doc_mask", K_BOOL, F(data.doc_mask), 0, 0, 0, 0, 0, NULL, "false",
+     "a token attends only to its own document within a packed window (documents end at the "
+     "shards' EOS); the CPU backend has it, CUDA not yet"},
+    {"data", "reset_positions", K_BOOL, F(data.reset_positions), 0, 0, 0, 0, 0, NULL, "false",
+     "with doc_mask: RoPE positions count from each document's start (llama-family models)"},
     {"mix", "domain_frac", K_FLOAT, F(mix.domain_frac), 0, 0, 1, 0, 0, NULL, "0.3",
      "constant fraction of domain samples (not with schedule)"},
     {"mix", "schedule", K_POINTS, F(mix.schedule), 0, 0, 1, 0, 0, NULL, "[]",

@@ -78,6 +78,11 @@ struct Model {
     void *dresid, *dln, *datty, *dbig, *dact; /* (N,C) (N,C) (N,NH*HD) (N,max(QKV,UP)) (N,F) */
     float *datt;                              /* (B, NH, T, T) */
     char nonfinite_name[112];
+    /* data.doc_mask (model_set_doc_mask): EOS id, -1 when off */
+    int doc_eos, doc_reset;
+    int32_t *doc_starts, *doc_pos; /* (doc_cap) backend: document start, position */
+    int32_t *doc_host;             /* (2 doc_cap) host: both, for the upload */
+    int doc_cap;
     MoeState *moe; /* NULL for a dense model (trainer/moe.c) */
     ModelGradReady grad_ready; /* NULL: none (model_set_grad_ready) */
     void *grad_ready_ctx;
@@ -150,6 +155,7 @@ static void build_table(Model *m) {
     int qd = c->n_head * HD, kvd = c->n_kv_head * HD;
     char nm[96];
     m->t_wpe = m->t_lnf_b = m->t_head = -1;
+    m->doc_eos = -1; /* data.doc_mask off */
     if (c->arch == ARCH_GPT2) {
         m->t_wte = add_tensor(m, "transformer.wte.weight", V, C, 1, 0);
         m->t_wpe = add_tensor(m, "transformer.wpe.weight", c->max_seq_len, C, 1, 0);
@@ -617,6 +623,9 @@ void model_free(Model *m) {
     void *opt[] = {m->adam_m, m->adam_v, m->master, m->off_g, m->off_p};
     for (size_t i = 0; i < sizeof opt / sizeof *opt; i++) opt_free(m, opt[i]);
     free(m->pieces), free(m->piece_off), free(m->counts);
+    if (m->doc_starts) o->free(m->doc_starts);
+    if (m->doc_pos) o->free(m->doc_pos);
+    free(m->doc_host);
     free(m->unit_lo), free(m->tensor_unit), free(m->gptr), free(m->pptr);
     free(m->rope_inv_freq);
     moe_free(m->moe);
@@ -1082,8 +1091,14 @@ static int block_fwd(Model *m, int l, int B, int T, void *out, int again, char *
     if (c->qk_norm)
         o->qk_norm_fwd(a->qkv, a->qk_pre, a->qk_rstd, P(m, w->q_norm_w), P(m, w->k_norm_w), N, NH,
                        NKV, HD, c->norm_eps);
-    if (c->arch == ARCH_LLAMA) o->rope_fwd(a->qkv, B, T, NH, NKV, HD, m->rope_inv_freq);
-    o->attention_fwd(a->atty, a->att, a->qkv, B, T, NH, NKV, HD);
+    if (c->arch == ARCH_LLAMA && m->doc_reset)
+        o->rope_pos_fwd(a->qkv, B, T, NH, NKV, HD, m->rope_inv_freq, m->doc_pos);
+    else if (c->arch == ARCH_LLAMA)
+        o->rope_fwd(a->qkv, B, T, NH, NKV, HD, m->rope_inv_freq);
+    if (m->doc_eos >= 0)
+        o->attention_doc_fwd(a->atty, a->att, a->qkv, B, T, NH, NKV, HD, m->doc_starts);
+    else
+        o->attention_fwd(a->atty, a->att, a->qkv, B, T, NH, NKV, HD);
     /* the o_proj output goes to `out` as a temporary, then x_mid = x + it */
     o->matmul_fwd(out, a->atty, P(m, w->o_w), P(m, w->o_b), N, NH * HD, C);
     resid_norm_fwd(m, a->resid_mid, a->resid, out, a->ln2, a->ln2_mean, a->ln2_rstd, w->ln2_w,
@@ -1172,12 +1187,60 @@ static float mean_of_losses(Model *m, const int32_t *targets, int N) {
 }
 
 
+/* data.doc_mask: each row's document start and position in its window,
+ * from the tokens (a document ends with doc_eos), uploaded */
+static int doc_bounds(Model *m, const int32_t *tokens, int B, int T, char *err, size_t err_len) {
+    const Ops *o = m->ops;
+    int N = B * T;
+    if (N > m->doc_cap) {
+        o->free(m->doc_starts), o->free(m->doc_pos), free(m->doc_host);
+        m->doc_starts = o->alloc((size_t)N * 4), m->doc_pos = o->alloc((size_t)N * 4);
+        m->doc_host = malloc((size_t)N * 8);
+        m->doc_cap = m->doc_starts && m->doc_pos && m->doc_host ? N : 0;
+        if (!m->doc_cap) return err_set(err, err_len, "out of memory for the document bounds");
+    }
+    int32_t *st = m->doc_host, *pos = m->doc_host + N;
+    for (int b = 0; b < B; b++)
+        for (int t = 0, s0 = 0; t < T; t++) {
+            int n = b * T + t;
+            if (t > 0 && tokens[n - 1] == m->doc_eos) s0 = t;
+            st[n] = s0, pos[n] = t - s0;
+        }
+    o->upload_bytes(m->doc_starts, st, (size_t)N * 4);
+    o->upload_bytes(m->doc_pos, pos, (size_t)N * 4);
+    return 0;
+}
+
+int model_set_doc_mask(Model *m, int eos_id, int reset_positions, char *err, size_t err_len) {
+    const Ops *o = m->ops;
+    if (eos_id < 0) {
+        m->doc_eos = -1, m->doc_reset = 0;
+        return 0;
+    }
+    if (eos_id >= m->cfg.vocab_size)
+        return err_set(err, err_len, "data.doc_mask: EOS id %d outside the vocabulary (%d)",
+                       eos_id, m->cfg.vocab_size);
+    if (!o->attention_doc_fwd || !o->rope_pos_fwd || !o->rope_pos_bwd)
+        return err_set(err, err_len,
+                       "data.doc_mask: the %s backend has no document-masked attention yet "
+                       "(run.device = \"cpu\" has it)",
+                       o->name);
+    if (reset_positions && m->cfg.arch != ARCH_LLAMA)
+        return err_set(err, err_len,
+                       "data.reset_positions: %s's learned position embeddings are not reset "
+                       "per document (RoPE models are); use data.doc_mask alone",
+                       model_arch_name(m->cfg.arch));
+    m->doc_eos = eos_id, m->doc_reset = reset_positions;
+    return 0;
+}
+
 static int forward_common(Model *m, const int32_t *tokens, const int32_t *targets, int B, int T,
                           char *err, size_t err_len) {
     if (check_inputs(m, tokens, targets, B, T, err, err_len)) return 1;
     int N = B * T;
     m->B = B;
     m->T = T;
+    if (m->doc_eos >= 0 && doc_bounds(m, tokens, B, T, err, err_len)) return 1;
     m->ops->upload_bytes(m->tokens, tokens, (size_t)N * 4);
     if (targets) m->ops->upload_bytes(m->targets, targets, (size_t)N * 4);
     if (forward_blocks(m, B, T, err, err_len)) return 1;
@@ -1269,7 +1332,10 @@ int model_forward_backward(Model *m, const int32_t *tokens, const int32_t *targe
         o->matmul_bwd(m->datty, G(m, w->o_w), G(m, w->o_b), m->dresid, a->atty, P(m, w->o_w), N,
                       NH * HD, C);
         o->attention_bwd(m->dbig, m->datt, m->datty, a->atty, a->qkv, a->att, B, T, NH, NKV, HD);
-        if (c->arch == ARCH_LLAMA) o->rope_bwd(m->dbig, B, T, NH, NKV, HD, m->rope_inv_freq);
+        if (c->arch == ARCH_LLAMA && m->doc_reset)
+            o->rope_pos_bwd(m->dbig, B, T, NH, NKV, HD, m->rope_inv_freq, m->doc_pos);
+        else if (c->arch == ARCH_LLAMA)
+            o->rope_bwd(m->dbig, B, T, NH, NKV, HD, m->rope_inv_freq);
         if (c->qk_norm)
             o->qk_norm_bwd(m->dbig, G(m, w->q_norm_w), G(m, w->k_norm_w), a->qk_pre,
                            P(m, w->q_norm_w), P(m, w->k_norm_w), a->qk_rstd, N, NH, NKV, HD);

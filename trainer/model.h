@@ -302,6 +302,16 @@ const char *model_recompute_name(int mode);
  * again, for the mode, by the next forward pass. */
 void model_set_recompute(Model *m, int mode);
 int model_recompute(const Model *m);
+
+/* Documents packed in a window (data.doc_mask, docs/data.md): a document
+ * ends with eos_id (the EOS is its last token; the next token starts the
+ * next document), and every token attends only to the tokens of its own
+ * document up to itself. reset_positions: RoPE positions count from each
+ * document's start (GPT-2's learned positions are not reset: refused).
+ * eos_id < 0 turns both off. Every later forward (training, evaluation)
+ * masks. 1 and err when the backend has no document-masked attention
+ * (ops.h attention_doc_fwd: the CPU backend has it, CUDA not yet). */
+int model_set_doc_mask(Model *m, int eos_id, int reset_positions, char *err, size_t err_len);
 /* Backend bytes allocated for activations and backward scratch (the MoE
  * FFN's included) for the largest B*T seen so far: 0 before the first
  * forward pass. */

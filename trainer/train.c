@@ -295,22 +295,31 @@ static int check_vocab(const Config *c, const Model *m, Stream *s, Tokenizer **t
 
 /* rows windows of T + 1 tokens, one after another, as the model's inputs
  * (tokens 0..T-1) and targets (tokens 1..T): inp, tgt (rows, T) */
-static void split_windows(const uint32_t *win, int rows, int T, int32_t *inp, int32_t *tgt) {
+void train_split_windows(const uint32_t *win, int rows, int T, int eos, int bos, int32_t *inp,
+                          int32_t *tgt) {
     for (int i = 0; i < rows; i++) {
         const uint32_t *w = win + (size_t)i * (T + 1);
         for (int j = 0; j < T; j++) {
             inp[i * T + j] = (int32_t)w[j];
             tgt[i * T + j] = (int32_t)w[j + 1];
+            if (bos >= 0 && (int64_t)w[j] == eos && (int64_t)w[j + 1] == bos) tgt[i * T + j] = -1;
         }
     }
+}
+
+/* valid targets (>= 0) among n */
+static int count_targets(const int32_t *tgt, int n) {
+    int k = 0;
+    for (int i = 0; i < n; i++) k += tgt[i] >= 0;
+    return k;
 }
 
 /* ---------------- evaluation ---------------- */
 
 /* Mean loss over all eval windows of each role (loss_out[0..1]) and of
  * each source (loss_out[2 + j]); NAN for one without any. */
-static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double *loss_out, char *err,
-                    size_t err_len) {
+static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, int bos, double *loss_out,
+                    char *err, size_t err_len) {
     /* rank r evaluates the micro-batches k with k % world == r; sums and
      * counts are reduced (red = {sum domain, sum general, count domain,
      * count general, then sum and count of each source}), so every rank
@@ -331,14 +340,16 @@ static int evaluate(Model *m, Stream *s, Dist *d, int micro, int T, double *loss
             int b = n - w0 < (uint32_t)micro ? (int)(n - w0) : micro;
             for (int i = 0; i < b && !rc; i++)
                 rc = stream_eval_window(s, j, w0 + i, win + (size_t)i * (T + 1), err, err_len);
-            if (!rc) split_windows(win, b, T, inp, tgt);
+            if (!rc) train_split_windows(win, b, T, (int)stream_eos_id(s), bos, inp, tgt);
             float loss;
             if (!rc) rc = model_forward(m, inp, tgt, b, T, &loss, err, err_len);
             if (!rc) {
-                sum[role] += (double)loss * b * T;
-                count[role] += (double)b * T;
-                src_sum[j] += (double)loss * b * T;
-                src_count[j] += (double)b * T;
+                /* the mean over the valid targets, weighted by their count */
+                double nv = count_targets(tgt, b * T);
+                sum[role] += nv ? (double)loss * nv : 0.0;
+                count[role] += nv;
+                src_sum[j] += nv ? (double)loss * nv : 0.0;
+                src_count[j] += nv;
             }
         }
         /* ZeRO-3: every forward gathers the parameters, so every rank runs
@@ -412,11 +423,13 @@ typedef struct {
      * step's sums tell every rank, and all stop after a checkpoint */
     int metrics_down;
     char metrics_err[1100];
+    int bos; /* the tokenizer's BOS when it starts every document with one, else -1 */
 } Trainer;
 
 /* The sums of one step over all ranks, reduced as one array of doubles. */
 typedef struct {
     double loss_sum;     /* Σ token losses */
+    double targets;      /* Σ valid targets (all but a BOS after an EOS) */
     double role_loss[2]; /* Σ rows' mean token loss, per StreamRole */
     double role_rows[2]; /* rows per StreamRole */
     double stop;         /* > 0: some rank got SIGINT/SIGTERM; all stop after this step */
@@ -451,9 +464,13 @@ static int add_losses(Trainer *t, int k, StepSums *sums, char *err, size_t err_l
         double ls = 0;
         for (int j = 0; j < T; j++)
             ls += tl[i * T + j];
-        sums->role_loss[t->roles[i]] += ls / T;
+        /* the row's mean over its valid targets (an ignored one's loss is 0) */
+        int nv = count_targets(t->tgt + (size_t)i * T, T);
+        sums->targets += nv;
+        double mean = nv ? ls / nv : 0.0;
+        sums->role_loss[t->roles[i]] += mean;
         sums->role_rows[t->roles[i]]++;
-        sums->src_loss[t->src_ids[k * t->micro + i]] += ls / T;
+        sums->src_loss[t->src_ids[k * t->micro + i]] += mean;
         sums->src_rows[t->src_ids[k * t->micro + i]]++;
         sums->loss_sum += ls;
     }
@@ -462,7 +479,7 @@ static int add_losses(Trainer *t, int k, StepSums *sums, char *err, size_t err_l
 
 static void step_results(Trainer *t, const StepSums *sums, StepOut *o) {
     int rows_domain = (int)sums->role_rows[0], rows_general = (int)sums->role_rows[1];
-    o->loss = sums->loss_sum / ((double)t->B * t->T);
+    o->loss = sums->targets ? sums->loss_sum / sums->targets : NAN;
     o->loss_domain = rows_domain ? sums->role_loss[0] / rows_domain : NAN;
     o->loss_general = rows_general ? sums->role_loss[1] / rows_general : NAN;
     o->domain_frac = (double)rows_domain / t->B;
@@ -490,7 +507,8 @@ static int train_step(Trainer *t, int step, StepOut *o, char *err, size_t err_le
     if (model_moe_begin_step(m, (int64_t)t->B * t->T, err, err_len)) return 1;
     for (int k = 0; k < t->n_micro; k++) {
         float loss;
-        split_windows(t->batch + (size_t)k * t->micro * (t->T + 1), t->micro, t->T, t->inp, t->tgt);
+        train_split_windows(t->batch + (size_t)k * t->micro * (t->T + 1), t->micro, t->T,
+                      (int)stream_eos_id(t->s), t->bos, t->inp, t->tgt);
         if (comm_grad_sync_begin(t->comm, k == t->n_micro - 1, step, err, err_len)) return 1;
         if (model_forward_backward(m, t->inp, t->tgt, t->micro, t->T, grad_scale, &loss, err,
                                    err_len))
@@ -563,7 +581,7 @@ static int write_train(Trainer *t, int step, const StepOut *o, double tok_s, cha
 /* The eval records of the model after `step` steps. */
 static int eval_and_write(Trainer *t, int step, char *err, size_t err_len) {
     double ev[2 + CONFIG_MAX_SOURCES];
-    return evaluate(t->m, t->s, t->d, t->micro, t->T, ev, err, err_len) ||
+    return evaluate(t->m, t->s, t->d, t->micro, t->T, t->bos, ev, err, err_len) ||
            write_eval(t->mf, t->c, t->s, step, t->tokens, ev, err, err_len);
 }
 
@@ -885,6 +903,10 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
         apply_recompute(t->m, c, err, err_len) ||
         config_to_schedule(c, &t->sched, err, err_len) ||
         check_vocab(c, t->m, t->s, &t->tok, err, err_len))
+        return 1;
+    t->bos = t->tok && tokenizer_add_bos(t->tok) ? tokenizer_bos_id(t->tok) : -1;
+    if (c->data.doc_mask &&
+        model_set_doc_mask(t->m, (int)stream_eos_id(t->s), c->data.reset_positions, err, err_len))
         return 1;
     uint64_t fingerprint = stream_fingerprint(t->s);
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)fingerprint);

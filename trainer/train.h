@@ -11,6 +11,7 @@
 #define DAPT_TRAIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "trainer/config.h"
 #include "trainer/dist.h"
@@ -30,5 +31,12 @@ typedef struct {
  * stderr, reports it: a failed checkpoint, a non-finite step). Progress goes
  * to stdout. A NCCL failure ends the job (dist_abort, trainer/comm.h). */
 int train_run(const TrainArgs *a, char *err, size_t err_len);
+
+/* Windows of T + 1 tokens (rows of them) -> inputs and next-token
+ * targets (rows x T each). bos >= 0 (a tokenizer that starts every document
+ * with BOS): a BOS right after an EOS is not a target (-1, ignored: the
+ * next document's BOS is not predicted from the previous one's EOS). */
+void train_split_windows(const uint32_t *win, int rows, int T, int eos, int bos, int32_t *inp,
+                         int32_t *tgt);
 
 #endif

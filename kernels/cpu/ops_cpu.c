@@ -294,13 +294,13 @@ static void cpu_matmul_bwd(void *dinp, void *dw, void *dbias_, const void *dout_
 
 /* dir = +1 rotates forward, -1 applies the inverse (transposed) rotation. */
 static void rope_apply(float *qkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq,
-                       float dir) {
+                       float dir, const int32_t *pos) {
     int half = HD / 2, row = (NH + 2 * NKV) * HD;
     float *cs = malloc(sizeof(float) * T * half), *sn = malloc(sizeof(float) * T * half);
     ops_rope_table(cs, sn, T, half, inv_freq);
 #pragma omp parallel for if (PAR((size_t)B * T * (NH + NKV) * HD))
     for (int n = 0; n < B * T; n++) {
-        int t = n % T;
+        int t = pos ? pos[n] : n % T;
         const float *c = cs + (size_t)t * half, *s = sn + (size_t)t * half;
         for (int h = 0; h < NH + NKV; h++) {
             float *x = qkv + (size_t)n * row + (size_t)h * HD;
@@ -316,10 +316,18 @@ static void rope_apply(float *qkv, int B, int T, int NH, int NKV, int HD, const 
 }
 
 static void cpu_rope_fwd(void *qkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq) {
-    rope_apply(qkv, B, T, NH, NKV, HD, inv_freq, 1.0f);
+    rope_apply(qkv, B, T, NH, NKV, HD, inv_freq, 1.0f, NULL);
 }
 static void cpu_rope_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD, const float *inv_freq) {
-    rope_apply(dqkv, B, T, NH, NKV, HD, inv_freq, -1.0f);
+    rope_apply(dqkv, B, T, NH, NKV, HD, inv_freq, -1.0f, NULL);
+}
+static void cpu_rope_pos_fwd(void *qkv, int B, int T, int NH, int NKV, int HD,
+                             const float *inv_freq, const int32_t *pos) {
+    rope_apply(qkv, B, T, NH, NKV, HD, inv_freq, 1.0f, pos);
+}
+static void cpu_rope_pos_bwd(void *dqkv, int B, int T, int NH, int NKV, int HD,
+                             const float *inv_freq, const int32_t *pos) {
+    rope_apply(dqkv, B, T, NH, NKV, HD, inv_freq, -1.0f, pos);
 }
 
 /* ---- q/k head norms (Qwen3) ----
@@ -381,11 +389,10 @@ static void cpu_qk_norm_bwd(void *dqkv_, void *dwq_, void *dwk_, const void *sav
  * than pays for the wasted half.
  *
  * Forward, task (b, h): S = scale Q K^T; row-wise causal softmax into att
- * (zeros above the diagonal); O = P V. */
-static void cpu_attention_fwd(void *out_, float *att, const void *qkv_, int B, int T, int NH,
-                              int NKV, int HD) {
-    float *out = out_;
-    const float *qkv = qkv_;
+ * (zeros above the diagonal, and before the row's document start when
+ * starts != NULL); O = P V. */
+static void attention_fwd(float *out, float *att, const float *qkv, int B, int T, int NH, int NKV,
+                          int HD, const int32_t *starts) {
     const int row = (NH + 2 * NKV) * HD, group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HD);
 #pragma omp parallel for collapse(2) if (PAR((size_t)B * NH * T * T * HD))
@@ -400,22 +407,34 @@ static void cpu_attention_fwd(void *out_, float *att, const void *qkv_, int B, i
                         0.0f, P, T);
             for (int t = 0; t < T; t++) {
                 float *p = P + (size_t)t * T;
+                const int s0 = starts ? starts[(size_t)b * T + t] : 0;
                 float maxv = -INFINITY;
-                for (int j = 0; j <= t; j++) maxv = p[j] > maxv ? p[j] : maxv;
+                for (int j = s0; j <= t; j++) maxv = p[j] > maxv ? p[j] : maxv;
                 float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-                for (int j = 0; j <= t; j++) {
+                for (int j = s0; j <= t; j++) {
                     p[j] = vec_expf(p[j] - maxv);
                     sum += p[j];
                 }
                 float inv = 1.0f / sum;
-                for (int j = 0; j <= t; j++) p[j] *= inv;
+                for (int j = 0; j < s0; j++) p[j] = 0.0f;
+                for (int j = s0; j <= t; j++) p[j] *= inv;
                 for (int j = t + 1; j < T; j++) p[j] = 0.0f;
             }
             float *o = out + (size_t)b * T * NH * HD + (size_t)h * HD;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HD, T, 1.0f, P, T, v, row,
                         0.0f, o, NH * HD);
         }
+}
+
+static void cpu_attention_fwd(void *out, float *att, const void *qkv, int B, int T, int NH,
+                              int NKV, int HD) {
+    attention_fwd(out, att, qkv, B, T, NH, NKV, HD, NULL);
+}
+
+static void cpu_attention_doc_fwd(void *out, float *att, const void *qkv, int B, int T, int NH,
+                                  int NKV, int HD, const int32_t *starts) {
+    attention_fwd(out, att, qkv, B, T, NH, NKV, HD, starts);
 }
 
 /* Backward, task (b, kv head g), the group's query heads in order (so the
@@ -655,6 +674,9 @@ static const Ops cpu_ops = {
     .qk_norm_bwd = cpu_qk_norm_bwd,
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
+    .attention_doc_fwd = cpu_attention_doc_fwd,
+    .rope_pos_fwd = cpu_rope_pos_fwd,
+    .rope_pos_bwd = cpu_rope_pos_bwd,
     .gelu_fwd = cpu_gelu_fwd,
     .gelu_bwd = cpu_gelu_bwd,
     .swiglu_fwd = cpu_swiglu_fwd,

@@ -20,3 +20,9 @@ foreach(case moe_global moe_micro moe_none)
                    --driver $<TARGET_FILE:refdrv> --case ${case})
   set_tests_properties(ref_${case} PROPERTIES LABELS py)
 endforeach()
+# document-masked attention and RoPE at per-document positions (CPU ops)
+# against PyTorch with an explicit block-diagonal causal mask
+add_test(NAME ref_docmask
+         COMMAND ${DAPT_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/check_docmask.py
+                 --driver $<TARGET_FILE:test_docmask>)
+set_tests_properties(ref_docmask PROPERTIES LABELS py)

@@ -158,6 +158,15 @@ errors)
     "$dapt" train "$work/init.toml" --model.init_from="$work/notamodel"
   expect_error "init_from = \".*init.toml\" is not a directory" \
     "$dapt" train "$work/init.toml" --model.init_from="$work/init.toml"
+  # data.doc_mask: reset_positions alone is refused naming both keys; a
+  # masked run trains, and its weights differ from the unmasked run's
+  expect_error "data.reset_positions \\(command line\\) = true needs data.doc_mask" \
+    "$dapt" train "$work/tiny.toml" --run.name=rp --data.reset_positions=true
+  "$dapt" train "$work/tiny.toml" --run.name=plain --train.steps=10 --eval.every=0 > /dev/null
+  "$dapt" train "$work/tiny.toml" --run.name=masked --train.steps=10 --eval.every=0 \
+    --data.doc_mask=true --data.reset_positions=true > /dev/null || fail "a doc_mask run"
+  cmp -s "$work/runs/plain/ckpt/step-00000010/model.safetensors" \
+    "$work/runs/masked/ckpt/step-00000010/model.safetensors" && fail "doc_mask changed nothing"
   # the data is checked before any model is built or loaded (a config
   # without data fails in milliseconds, not after building a 124M model):
   # with both wrong, the data is named
