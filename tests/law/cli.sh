@@ -22,9 +22,13 @@ within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = 
 "$dapt" law --help | grep -q "recommend" || fail "law --help"
 "$dapt" law fit --help | grep -q -- "--out" || fail "law fit --help"
 "$dapt" law recommend --help | grep -q -- "--domain-tokens" || fail "law recommend --help"
-"$dapt" law fit "$tmp/sweep.jsonl" 2>/dev/null; [[ $? == 2 ]] || fail "fit without --out: exit 2"
-"$dapt" law fit "$tmp/sweep.jsonl" --out x --bogus 2>/dev/null; [[ $? == 2 ]] || fail "unknown option: exit 2"
-"$dapt" law frob 2>/dev/null; [[ $? == 2 ]] || fail "unknown subcommand: exit 2"
+# usage errors: exit 2 and the message (tests/cli/expect.sh)
+expect=$(cd "$(dirname "$0")" && pwd)/../cli/expect.sh
+"$expect" 2 "^dapt law fit: --out is required" "$dapt" law fit "$tmp/sweep.jsonl" > /dev/null ||
+  fail "fit without --out"
+"$expect" 2 "^dapt law fit: unknown option --bogus" "$dapt" law fit "$tmp/sweep.jsonl" --out x --bogus \
+  > /dev/null || fail "unknown option"
+"$expect" 2 "^dapt law: unknown subcommand 'frob'" "$dapt" law frob > /dev/null || fail "unknown subcommand"
 
 # Fit from JSONL and CSV.
 "$dapt" law fit "$tmp/sweep.jsonl" --out "$tmp/law.json" > "$tmp/fit.txt" || fail "fit jsonl"

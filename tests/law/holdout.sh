@@ -30,9 +30,10 @@ ok = len(preds) == 40 and {p["r_domain"] for p in preds} == {0.25, 0.75} and \
 if not ok:
     sys.exit(f"{len(preds)} rows, max error {max(eg + ed):.4%}, printed {got} vs {want}")
 PY
-"$py" "$here/../../tools/law/holdout.py" "$tmp/sweep.jsonl" --hold 0.3 --out "$tmp/h2" --dapt "$dapt" \
-  > /dev/null 2> "$tmp/err.txt" && fail "a ratio without rows was accepted"
-grep -q "no rows with r_domain \[0.3\]" "$tmp/err.txt" || fail "message: $(cat "$tmp/err.txt")"
+# refused: exit 1 (sys.exit with the message) and the reason on stderr
+"$here/../cli/expect.sh" 1 "no rows with r_domain \[0\.3\]" "$py" "$here/../../tools/law/holdout.py" \
+  "$tmp/sweep.jsonl" --hold 0.3 --out "$tmp/h2" --dapt "$dapt" > "$tmp/err.txt" ||
+  fail "a ratio without rows: $(cat "$tmp/err.txt")"
 
 [[ $fails == 0 ]] && echo "law holdout: all checks passed"
 exit $((fails > 0))
