@@ -9,12 +9,16 @@ micro-batches), and the losses, gradient norms and final parameters of 10
 AdamW steps with warmup + cosine. Exits non-zero on any mismatch.
 
 Tolerances (fp32 on both sides; different summation orders in sgemm,
-softmax and norms give relative differences around 1e-7..1e-6):
-  logits, loss, eval loss: 1e-5 relative (||a-b|| / ||b||)
-  gradients per tensor:    1e-4 relative
-  training losses:         1e-5 relative per step
-  grad norms:              1e-4 relative per step
-  final parameters:        1e-4 relative per tensor. Adam divides by
+softmax and norms give relative differences around 1e-7..1e-6). Each is
+about 4-5x the worst measured over the 8 cases here and the 3 of
+check_moe.py (AMD EPYC, Debian torch 1.13, OMP_NUM_THREADS 1 and 2 alike):
+  logits, loss, eval loss: 8e-7 / 5e-7 relative (||a-b|| / ||b||; measured
+                           1.72e-7 gpt2_tied / 1.17e-7 moe_none)
+  gradients per tensor:    3e-6 relative (measured 7.31e-7, llama_qkv_bias)
+  training losses:         5e-7 relative per step (measured 1.20e-7)
+  grad norms:              1e-6 relative per step (measured 2.49e-7, llama_gqa)
+  final parameters:        3e-5 relative per tensor (measured 6.77e-6,
+                           gpt2_untied: 10 Adam steps amplify). Adam divides by
     sqrt(v): where a gradient element is near zero its update direction can
     differ between two fp32 programs, so whole tensors (not single elements)
     are compared. The key bias (gpt2 c_attn.bias[C:2C], llama k_proj.bias) is
@@ -26,7 +30,7 @@ softmax and norms give relative differences around 1e-7..1e-6):
     llama, RoPE rotates the bias by position, so only the rotation's
     variation carries gradient: the low-frequency components (angle t/theta^(2i/HD)
     near 0) are nearly invariant the same way. Its gradient is still
-    compared at 1e-4 like every other.
+    compared at the gradient tolerance like every other.
 """
 import argparse
 import json
@@ -75,7 +79,7 @@ CASES = {
                               rope_factor=4.0, B=2, T=16),
 }
 
-TOL = dict(logits=1e-5, loss=1e-5, grad=1e-4, train_loss=1e-5, grad_norm=1e-4, final=1e-4)
+TOL = dict(logits=8e-7, loss=5e-7, grad=3e-6, train_loss=5e-7, grad_norm=1e-6, final=3e-5)
 
 
 # The test's own settings. The oracle takes every setting from here (never

@@ -36,14 +36,15 @@ routings of a slice of it):
 
 The test is sensitive to the LBL/z gradient: for cases with an aux loss it
 asserts the aux term's share of the router gradient (torch) is > 1e-2, far
-above the 1e-4 gradient tolerance. Routing must be unambiguous: the gap
+above the 3e-6 gradient tolerance. Routing must be unambiguous: the gap
 between the k-th and (k+1)-th router probability of every token must exceed
 1e-5 (fp32 rounding of the probs is ~1e-8); otherwise the case fails as
 ill-posed rather than comparing different routings.
 
-Tolerances (fp32 both sides; see check.py): logits, losses 1e-5 relative;
-gradients 1e-4 relative per tensor; f exact to 1e-6 (ratios of small
-integer counts); P, LBL, z 1e-5 relative; final parameters 1e-4.
+Tolerances (fp32 both sides): logits, losses, gradients, final
+parameters those of check.py; f to 6e-8 absolute (ratios of small integer
+counts, rounded to fp32 on both sides: measured 1.5e-8); P, LBL, z 5e-7
+relative (measured 1.19e-7, moe_none).
 """
 import os
 import sys
@@ -76,6 +77,7 @@ OPTS = dict(DENSE_OPTS, micro="--micro", experts="--experts", top_k="--top-k", m
             lbl_norm="--lbl-norm", lbl_coef="--lbl-coef", z_coef="--z-coef",
             seed="--seed")
 MIN_GAP = 1e-5
+F_TOL, STAT_TOL = 6e-8, 5e-7  # measured 1.5e-8, 1.19e-7 (see above)
 
 
 def moe_config(c):
@@ -210,13 +212,13 @@ def main():
         P, lbl, z = lz1[i]
         df = (A[f"moe.{i}.f"] - f1[i]).abs().max().item()
         worst_stat = max(worst_stat, df)
-        if not df <= 1e-6:
+        if not df <= F_TOL:
             fails.append(f"layer {i}: whole-batch f differs by {df:.2e}")
         for nm, a, b in (("P", A[f"moe.{i}.p"], P), ("LBL", A[f"moe.{i}.lbl_z"][:1], lbl),
                          ("z", A[f"moe.{i}.lbl_z"][1:], z)):
             r = rel(a, b.detach().reshape(-1))
             worst_stat = max(worst_stat, r)
-            if not r <= 1e-5:
+            if not r <= STAT_TOL:
                 fails.append(f"layer {i}: {nm} relative error {r:.2e}")
     # sensitivity: the aux loss's share of the router gradients
     if cfg["lbl"] != "none" or cfg["z_loss_coef"] > 0:
@@ -241,9 +243,9 @@ def main():
         d_mode = (got - fM[i]).abs().max().item()
         d_union = (got - f1[i]).abs().max().item()
         print(f"  layer {i}: last micro-batch f vs reference {d_mode:.1e}, vs union f {d_union:.3e}")
-        if not d_mode <= 1e-6:
+        if not d_mode <= F_TOL:
             fails.append(f"layer {i}: accumulated f differs from the reference by {d_mode:.2e}")
-        if cfg["lbl"] == "global" and not d_union <= 1e-6:
+        if cfg["lbl"] == "global" and not d_union <= F_TOL:
             fails.append(f"layer {i}: global LBL f after {M} micro-batches is not the union's")
         if cfg["lbl"] == "micro" and not d_union > 1e-3:
             fails.append(f"layer {i}: micro LBL f equals the union's: the case cannot tell the modes apart")
