@@ -36,16 +36,17 @@ grep -q "leave-one-ratio-out error" "$tmp/fit.txt" || fail "fit prints the held-
 grep -qE '"format":[[:space:]]*"dapt-law"' "$tmp/law.json" || fail "law.json format"
 "$dapt" law fit "$tmp/sweep.csv" --out "$tmp/law_csv.json" --no-holdout > /dev/null || fail "fit csv"
 
-# Predict at points that are not on the grid: within 0.5% of the true law.
+# Predict at points that are not on the grid: within 4e-4 of the true law
+# (measured at most 9.8e-5, general loss at 1.5e8 7e8 0.4; about 4x).
 for q in "1.5e8 7e8 0.4" "3e8 3e9 0.6" "7e7 4e9 0.15"; do
   read -r N D r <<<"$q"
   out=$("$dapt" law predict "$tmp/law.json" --N "$N" --D "$D" --r-domain "$r" --json) || fail "predict $q"
   tg=$(awk "$lawfn"' BEGIN { printf "%.10g", lg('"$N"','"$D"','"$r"') }')
   td=$(awk "$lawfn"' BEGIN { printf "%.10g", ld('"$N"','"$D"','"$r"') }')
-  within "$(num loss_general "$out")" "$tg" 0.005 || fail "predict $q general: $out vs $tg"
-  within "$(num loss_domain "$out")" "$td" 0.005 || fail "predict $q domain: $out vs $td"
+  within "$(num loss_general "$out")" "$tg" 4e-4 || fail "predict $q general: $out vs $tg"
+  within "$(num loss_domain "$out")" "$td" 4e-4 || fail "predict $q domain: $out vs $td"
   out2=$("$dapt" law predict "$tmp/law_csv.json" --N "$N" --D "$D" --r-domain "$r" --json)
-  within "$(num loss_domain "$out2")" "$td" 0.005 || fail "predict (csv fit) $q: $out2 vs $td"
+  within "$(num loss_domain "$out2")" "$td" 4e-4 || fail "predict (csv fit) $q: $out2 vs $td"
 done
 "$dapt" law predict "$tmp/law.json" --N 124M --D 2B --r-domain 0.3 | grep -q "loss_domain" || fail "suffixes"
 
