@@ -14,7 +14,6 @@ Pure Python."""
 import array
 import json
 import os
-import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -110,6 +109,7 @@ for k in zero:
         pos += len(w)
     if pos != numel:
         fail(f"{whole_dir}: {pos} {k} values, the shards {numel}")
-print(f"{numel} parameters in {world} shards; moments by position: max |difference| {worst:.3g} at {where}")
+print(f"{numel} parameters in {world} shards; moments by position: "
+      f"max |difference| {worst:.3g} at {where}")
 if worst > tol:
     fail(f"moments differ by {worst:.3g} > {tol} at {where}")

@@ -33,6 +33,7 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.colors  # noqa: E402
 import matplotlib.figure  # noqa: E402
 import matplotlib.image  # noqa: E402
 
@@ -116,12 +117,14 @@ def main():
                 fail(f"{where}: {len(lines)} curves, expected one per r_domain ({len(ratios)})")
             for ln in lines:
                 x, y = [float(v) for v in ln.get_xdata()], [float(v) for v in ln.get_ydata()]
-                rd = [r for r, c in colour.items() if c == tuple(matplotlib.colors.to_rgba(ln.get_color()))]
+                rgba = tuple(matplotlib.colors.to_rgba(ln.get_color()))
+                rd = [r for r, c in colour.items() if c == rgba]
                 if len(rd) != 1:
                     fail(f"{where}: a curve's colour is no ratio's marker colour")
                 rd = rd[0]
                 if ln.get_label() != f"r_domain={rd:g}":
-                    fail(f"{where}: the curve in r_domain {rd:g}'s colour is labelled {ln.get_label()!r}")
+                    fail(f"{where}: the curve in r_domain {rd:g}'s colour is labelled "
+                         f"{ln.get_label()!r}")
                 if len(x) != points or not close(x[0], D_lo, 1e-9) or not close(x[-1], D_hi, 1e-9) \
                         or any(not b > a for a, b in zip(x, x[1:])):
                     fail(f"{where} r={rd:g}: the curve is not {points} D from {D_lo:g} to {D_hi:g}")

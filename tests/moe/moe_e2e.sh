@@ -8,7 +8,7 @@
 #      load, and the checkpoint's config.json is Mixtral;
 #   2. upcycling: a dense run's checkpoint upcycled ([model] upcycle_from)
 #      trains, and its first-step loss equals that of the dense checkpoint
-#      (init_from) on the same first batch within 1e-4: the upcycled MoE
+#      (init_from) on the same first batch within 4e-6: the upcycled MoE
 #      computes the dense function before its first update;
 #   3. bad input: a misspelled lbl mode, top_k > n_experts, MoE on gpt2.
 set -euo pipefail
@@ -67,8 +67,11 @@ cfg = json.load(open(sys.argv[1] + "/ckpt/step-00000001/config.json"))
 assert cfg["num_local_experts"] == 4, cfg
 d = abs(up[0]["loss"] - base[0]["loss"])
 print(f"upcycled step-1 loss {up[0]['loss']:.6f}, dense {base[0]['loss']:.6f}, diff {d:.2e}")
-# same batch, same function up to fp32 GEMM blocking: 1e-4 on a loss of ~5
-assert d <= 1e-4, d
+# same batch, same function up to fp32 GEMM blocking (~1e-7 relative, 6e-7
+# on a loss of ~5.7); metrics.jsonl logs the loss with 6 decimals, so two
+# equal losses can differ by 1e-6 there. Measured 0 (2026-12-08): 4e-6, four
+# log quanta (was 1e-4)
+assert d <= 4e-6, d
 PY
 
 # 3. bad input

@@ -272,7 +272,7 @@ def rel(a, b):
 
 def key_bias_slices(cfg):
     """(tensor name, slice of the key bias, slice of the query bias) per layer."""
-    C, hd = cfg["d_model"], cfg["d_model"] // cfg["n_head"]
+    C = cfg["d_model"]
     out = []
     for l in range(cfg["n_layer"]):
         if cfg["arch"] == "gpt2":

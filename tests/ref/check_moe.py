@@ -72,10 +72,9 @@ CASES = {
     "moe_none": dict(BASE, layers=3, experts=4, top_k=3, moe_step=2, lbl="none",
                      lbl_coef=0.0, z_coef=0.0, tie=1),
 }
-OPTS = dict(DENSE_OPTS, micro="--micro", experts="--experts", top_k="--top-k", moe_start="--moe-start",
-            moe_step="--moe-step", norm_topk="--norm-topk", lbl="--lbl",
-            lbl_norm="--lbl-norm", lbl_coef="--lbl-coef", z_coef="--z-coef",
-            seed="--seed")
+OPTS = dict(DENSE_OPTS, micro="--micro", experts="--experts", top_k="--top-k",
+            moe_start="--moe-start", moe_step="--moe-step", norm_topk="--norm-topk", lbl="--lbl",
+            lbl_norm="--lbl-norm", lbl_coef="--lbl-coef", z_coef="--z-coef", seed="--seed")
 MIN_GAP = 1e-5
 F_TOL, STAT_TOL = 6e-8, 5e-7  # measured 1.5e-8, 1.19e-7 (see above)
 
@@ -193,7 +192,7 @@ def objective(p, cfg, tokens, targets, M, with_ce=True):
 def main():
     case, tc, A = run_case(CASES, OPTS)
     cfg = moe_config(tc)
-    M, E = cfg["micro"], cfg["n_experts"]
+    M = cfg["micro"]
     ck = Checker()
     fails = ck.failures
     tok, tgt = A["tokens"], A["targets"]
