@@ -9,6 +9,8 @@ dapt=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# a refusal: exact exit status (not a crash) and the message on stderr
+expect=$(cd "$(dirname "$0")" && pwd)/../cli/expect.sh
 
 cat /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/Apache-2.0 > "$tmp/a.txt"
 gzip -c /usr/share/common-licenses/MPL-2.0 > "$tmp/b.txt.gz"
@@ -43,17 +45,15 @@ if grep -q $'\e' "$tmp/inspect_esc"; then fail "inspect printed a raw escape byt
 cp "$tmp/out/train-00000.tok.zst" "$tmp/bad.tok.zst"
 size=$(stat -c %s "$tmp/bad.tok.zst")
 printf '\xff' | dd of="$tmp/bad.tok.zst" bs=1 seek=$((size / 2)) conv=notrunc status=none
-if "$dapt" inspect "$tmp/bad.tok.zst" > /dev/null 2> "$tmp/err"; then fail "corrupt shard accepted"; fi
-grep -q "bad.tok.zst" "$tmp/err" || fail "error does not name the file: $(cat "$tmp/err")"
+"$expect" 1 "bad\.tok\.zst" "$dapt" inspect "$tmp/bad.tok.zst" || fail "corrupt shard"
 
-if "$dapt" inspect "$tmp/a.txt" 2> "$tmp/err"; then fail "inspect of a .txt succeeded"; fi
-grep -q "unknown file type" "$tmp/err" || fail "$(cat "$tmp/err")"
+"$expect" 1 "a\.txt: unknown file type" "$dapt" inspect "$tmp/a.txt" || fail "inspect of a .txt"
 
 printf '{"text": "ok"}\n{"txt": "no"}\n' > "$tmp/c.jsonl"
-if "$dapt" tokenize --model "$tmp/out/tokenizer.model" --out "$tmp/out2" --no-progress \
-  "$tmp/a.txt" "$tmp/c.jsonl" 2> "$tmp/err" > /dev/null; then fail "bad JSONL accepted"; fi
-grep -q "c.jsonl:2: " "$tmp/err" || fail "$(cat "$tmp/err")"
+"$expect" 1 "c\.jsonl:2: " "$dapt" tokenize --model "$tmp/out/tokenizer.model" --out "$tmp/out2" \
+  --no-progress "$tmp/a.txt" "$tmp/c.jsonl" || fail "bad JSONL"
 [[ -z $(ls -A "$tmp/out2") ]] || fail "files left in out2: $(ls "$tmp/out2")"
 
-if "$dapt" tokenize --out "$tmp/x" "$tmp/a.txt" 2> /dev/null; then fail "no --model accepted"; fi
+"$expect" 2 "--tokenizer PATH is required" "$dapt" tokenize --out "$tmp/x" "$tmp/a.txt" ||
+  fail "no tokenizer"
 echo "cli_data: ok"

@@ -22,9 +22,13 @@ within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = 
 "$dapt" law --help | grep -q "recommend" || fail "law --help"
 "$dapt" law fit --help | grep -q -- "--out" || fail "law fit --help"
 "$dapt" law recommend --help | grep -q -- "--domain-tokens" || fail "law recommend --help"
-"$dapt" law fit "$tmp/sweep.jsonl" 2>/dev/null; [[ $? == 2 ]] || fail "fit without --out: exit 2"
-"$dapt" law fit "$tmp/sweep.jsonl" --out x --bogus 2>/dev/null; [[ $? == 2 ]] || fail "unknown option: exit 2"
-"$dapt" law frob 2>/dev/null; [[ $? == 2 ]] || fail "unknown subcommand: exit 2"
+# usage errors: exit 2 and the message (tests/cli/expect.sh)
+expect=$(cd "$(dirname "$0")" && pwd)/../cli/expect.sh
+"$expect" 2 "^dapt law fit: --out is required" "$dapt" law fit "$tmp/sweep.jsonl" > /dev/null ||
+  fail "fit without --out"
+"$expect" 2 "^dapt law fit: unknown option --bogus" "$dapt" law fit "$tmp/sweep.jsonl" --out x --bogus \
+  > /dev/null || fail "unknown option"
+"$expect" 2 "^dapt law: unknown subcommand 'frob'" "$dapt" law frob > /dev/null || fail "unknown subcommand"
 
 # Fit from JSONL and CSV.
 "$dapt" law fit "$tmp/sweep.jsonl" --out "$tmp/law.json" > "$tmp/fit.txt" || fail "fit jsonl"
@@ -32,16 +36,17 @@ grep -q "leave-one-ratio-out error" "$tmp/fit.txt" || fail "fit prints the held-
 grep -qE '"format":[[:space:]]*"dapt-law"' "$tmp/law.json" || fail "law.json format"
 "$dapt" law fit "$tmp/sweep.csv" --out "$tmp/law_csv.json" --no-holdout > /dev/null || fail "fit csv"
 
-# Predict at points that are not on the grid: within 0.5% of the true law.
+# Predict at points that are not on the grid: within 4e-4 of the true law
+# (measured at most 9.8e-5, general loss at 1.5e8 7e8 0.4; about 4x).
 for q in "1.5e8 7e8 0.4" "3e8 3e9 0.6" "7e7 4e9 0.15"; do
   read -r N D r <<<"$q"
   out=$("$dapt" law predict "$tmp/law.json" --N "$N" --D "$D" --r-domain "$r" --json) || fail "predict $q"
   tg=$(awk "$lawfn"' BEGIN { printf "%.10g", lg('"$N"','"$D"','"$r"') }')
   td=$(awk "$lawfn"' BEGIN { printf "%.10g", ld('"$N"','"$D"','"$r"') }')
-  within "$(num loss_general "$out")" "$tg" 0.005 || fail "predict $q general: $out vs $tg"
-  within "$(num loss_domain "$out")" "$td" 0.005 || fail "predict $q domain: $out vs $td"
+  within "$(num loss_general "$out")" "$tg" 4e-4 || fail "predict $q general: $out vs $tg"
+  within "$(num loss_domain "$out")" "$td" 4e-4 || fail "predict $q domain: $out vs $td"
   out2=$("$dapt" law predict "$tmp/law_csv.json" --N "$N" --D "$D" --r-domain "$r" --json)
-  within "$(num loss_domain "$out2")" "$td" 0.005 || fail "predict (csv fit) $q: $out2 vs $td"
+  within "$(num loss_domain "$out2")" "$td" 4e-4 || fail "predict (csv fit) $q: $out2 vs $td"
 done
 "$dapt" law predict "$tmp/law.json" --N 124M --D 2B --r-domain 0.3 | grep -q "loss_domain" || fail "suffixes"
 

@@ -8,7 +8,7 @@
 #      load, and the checkpoint's config.json is Mixtral;
 #   2. upcycling: a dense run's checkpoint upcycled ([model] upcycle_from)
 #      trains, and its first-step loss equals that of the dense checkpoint
-#      (init_from) on the same first batch within 1e-4: the upcycled MoE
+#      (init_from) on the same first batch within 4e-6: the upcycled MoE
 #      computes the dense function before its first update;
 #   3. bad input: a misspelled lbl mode, top_k > n_experts, MoE on gpt2.
 set -euo pipefail
@@ -67,16 +67,19 @@ cfg = json.load(open(sys.argv[1] + "/ckpt/step-00000001/config.json"))
 assert cfg["num_local_experts"] == 4, cfg
 d = abs(up[0]["loss"] - base[0]["loss"])
 print(f"upcycled step-1 loss {up[0]['loss']:.6f}, dense {base[0]['loss']:.6f}, diff {d:.2e}")
-# same batch, same function up to fp32 GEMM blocking: 1e-4 on a loss of ~5
-assert d <= 1e-4, d
+# same batch, same function up to fp32 GEMM blocking (~1e-7 relative, 6e-7
+# on a loss of ~5.7); metrics.jsonl logs the loss with 6 decimals, so two
+# equal losses can differ by 1e-6 there. Measured 0 (2026-12-08): 4e-6, four
+# log quanta (was 1e-4)
+assert d <= 4e-6, d
 PY
 
 # 3. bad input
-expect_error() {
-  local pat=$1; shift
-  if "$@" > "$work/out" 2> "$work/err"; then fail "succeeded: $*"; fi
-  grep -qE "$pat" "$work/err" || { cat "$work/err" >&2; fail "error of '$*' lacks /$pat/"; }
-  echo "ok: $(head -c 200 "$work/err")"
+expect_error() { # expect_error PATTERN CMD...: CMD refuses with exit 1 (not a crash,
+  # not a usage error) and stderr matches PATTERN (tests/cli/expect.sh); its
+  # stdout and stderr are left in $work/out and $work/err
+  EXPECT_KEEP=$work "$here/../cli/expect.sh" 1 "$@" > "$work/expect" || { cat "$work/expect" >&2; fail "refusal of '${*:2}'"; }
+  cat "$work/expect"
 }
 expect_error 'moe.lbl' "$dapt" train "$work/tiny.toml" --moe.n_experts=4 --moe.lbl=globl
 expect_error 'top_k must be in \[1, n_experts = 4\]' "$dapt" train "$work/tiny.toml" --moe.n_experts=4 --moe.top_k=5

@@ -6,7 +6,9 @@
  * weights [out, in]), a batch, dapt's logits, loss and every gradient (from
  * one pass over the whole batch and from two accumulated micro-batches),
  * then the batches, losses and final parameters of `steps` AdamW steps with
- * warmup + cosine.
+ * warmup + cosine (--lr, --min-lr, --warmup, --beta1, --beta2, --adam-eps,
+ * --weight-decay, --grad-clip). meta.json restates the settings as dapt
+ * holds them, for a reader; the oracles take theirs from their own case.
  *
  * MoE models (--experts E > 0, tests/ref/check_moe.py): every optimizer step
  * starts with model_moe_begin_step(B*T); the accumulated pass uses --micro M
@@ -109,6 +111,9 @@ int main(int argc, char **argv) {
     const char *out = NULL, *arch = "llama";
     char err[256];
     int eps_set = 0;
+    AdamWConfig opt = {.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f,
+                       .grad_clip = 1.0f};
+    LrSchedule sched = {.kind = SCHED_COSINE, .lr = 3e-3f, .min_lr = 3e-4f, .warmup_steps = 3};
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (!strcmp(k, "--arch")) arch = v;
@@ -151,6 +156,14 @@ int main(int argc, char **argv) {
             if (moe_lbl_norm_parse(v, &c.lbl_norm, err, sizeof err)) die(err);
         } else if (!strcmp(k, "--lbl-coef")) c.lbl_coef = (float)atof(v);
         else if (!strcmp(k, "--z-coef")) c.z_loss_coef = (float)atof(v);
+        else if (!strcmp(k, "--lr")) sched.lr = (float)atof(v);
+        else if (!strcmp(k, "--min-lr")) sched.min_lr = (float)atof(v);
+        else if (!strcmp(k, "--warmup")) sched.warmup_steps = atoi(v);
+        else if (!strcmp(k, "--beta1")) opt.beta1 = (float)atof(v);
+        else if (!strcmp(k, "--beta2")) opt.beta2 = (float)atof(v);
+        else if (!strcmp(k, "--adam-eps")) opt.eps = (float)atof(v);
+        else if (!strcmp(k, "--weight-decay")) opt.weight_decay = (float)atof(v);
+        else if (!strcmp(k, "--grad-clip")) opt.grad_clip = (float)atof(v);
         else die("unknown option");
     }
     if (!out) die("--out DIR is required");
@@ -203,10 +216,8 @@ int main(int argc, char **argv) {
             c.norm_topk_prob, moe_lbl_mode_name(c.lbl_mode),
             c.lbl_norm == MOE_LBL_NORM_HF ? "hf" : "paper", c.lbl_coef, c.z_loss_coef);
 
-    AdamWConfig opt = {.beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f,
-                       .grad_clip = 1.0f};
-    LrSchedule sched = {.kind = SCHED_COSINE, .lr = 3e-3f, .min_lr = 3e-4f, .warmup_steps = 3,
-                        .total_steps = steps};
+    sched.total_steps = steps;
+    if (sched_check(&sched, err, sizeof err)) die(err);
     fprintf(dump.meta,
             "\"train\": {\"steps\": %d, \"lr\": %.9g, \"min_lr\": %.9g, \"warmup_steps\": %d, "
             "\"beta1\": %.9g, \"beta2\": %.9g, \"eps\": %.9g, \"weight_decay\": %.9g, "

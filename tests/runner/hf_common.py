@@ -7,9 +7,11 @@ import sys
 
 import torch
 
-# fp32 on both sides differs by summation order only: measured at most
-# 3.1e-6 with max|logit| ~4.2; a layout error is O(max|logit|).
-REL_TOL = 3e-5
+# fp32 on both sides differs by summation order only: max abs diff /
+# max|logit| measured at most 7.0e-7 over the 28 cases (import llama31:
+# 5.2e-6 at max|logit| 6.2; AMD EPYC, 2026-12-08), so 3e-6 (4.3x); a layout
+# error is O(max|logit|).
+REL_TOL = 3e-6
 
 
 def randomize(model, seed):

@@ -11,8 +11,10 @@ are compared.
 Tolerance: both sides compute in fp32 on the same weights; they differ only
 in summation order (BLAS blocking, attention and norm reductions), which
 moves a logit by a few ulps of the values summed per layer. With |logits| of
-O(1..10) that is ~1e-6..1e-5; we allow 3e-5 * max(1, max|logit|) (measured: at most
-3.1e-6 with max|logit| ~4.2, transformers 4.40.2 on torch 1.13 CPU), still
+O(1..10) that is ~1e-6..1e-5; we allow hf_common.REL_TOL = 3e-6 times
+max(1, max|logit|) (measured: at most 2.4e-6 with max|logit| ~3.6, i.e.
+6.6e-7 of it, transformers 4.40.2 on torch 1.13 CPU; 7.0e-7 in
+test_hf_arch.py), still
 far below what any layout error (a transposed or
 misplaced tensor, a wrong RoPE pairing, a missing bias) produces, which is
 O(max|logit|) (an untransposed GPT-2 Conv1D weight: 5.5). F16/BF16 files are compared with HF reading the same file
@@ -33,6 +35,7 @@ from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCaus
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 VOCAB, T = 64, 16
+LBL_TOL = 6e-7
 
 
 def make(kind):
@@ -113,9 +116,9 @@ def case_mixtral(driver, kind):
     before averaging (load_balancing_loss_func); dapt's LBL is per layer. So
     each dapt layer value is compared with load_balancing_loss_func on that
     layer's router logits alone, and for a one-layer model with the
-    model's own outputs.aux_loss. Tolerance 1e-5 relative: the counts are
-    exact when the routing agrees, the mean probabilities differ by fp32
-    rounding (~1e-7)."""
+    model's own outputs.aux_loss. Tolerance 6e-7 relative (LBL_TOL): the
+    counts are exact when the routing agrees, the mean probabilities differ
+    by fp32 rounding (measured at most 1.5e-7, so about 4x)."""
     ids = torch.randint(0, VOCAB, (T,), generator=torch.Generator().manual_seed(1)).tolist()
     model = randomize(make(kind), seed=2)
     cfg = model.config
@@ -142,11 +145,11 @@ def case_mixtral(driver, kind):
         ref = load_balancing_loss_func((rl,), E, K).item()
         err = abs(lbl[l].item() - ref) / ref
         print(f"layer {l}: HF aux loss {ref:.7f}, dapt LBL (hf norm) {lbl[l].item():.7f}, rel err {err:.2e}")
-        assert err <= 1e-5, f"layer {l}: LBL differs from HF's by {err:.2e}"
+        assert err <= LBL_TOL, f"layer {l}: LBL differs from HF's by {err:.2e}"
     if L == 1:
         err = abs(lbl[0].item() - out_hf.aux_loss.item()) / out_hf.aux_loss.item()
         print(f"model aux_loss {out_hf.aux_loss.item():.7f}, rel err {err:.2e}")
-        assert err <= 1e-5, f"HF aux_loss differs by {err:.2e}"
+        assert err <= LBL_TOL, f"HF aux_loss differs by {err:.2e}"
 
 
 def case_ckpt(driver, kind):

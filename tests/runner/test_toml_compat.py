@@ -86,7 +86,9 @@ def check_invalid(driver):
             rc, _, err = resolve(driver, t.name)
         finally:
             os.unlink(t.name)
-        assert rc != 0 and err.startswith(t.name + ":"), f"dapt accepted invalid TOML {text!r}"
+        # refused: exit 1 (a negative rc is a signal) with FILE: first
+        assert rc == 1 and err.startswith(t.name + ":"), \
+            f"dapt did not refuse invalid TOML {text!r} with exit 1 and its file: exit {rc}, {err!r}"
     print(f"{len(INVALID)} invalid TOML snippets refused by both")
 
 

@@ -33,9 +33,12 @@ import gguf_common as C  # noqa: E402
 
 
 def run(cmd, fail=False):
+    """runs cmd; it must exit 0, or with fail=True refuse with exit 1 (not a
+    usage error, not a crash: a signal is a negative returncode)"""
     r = subprocess.run(cmd, capture_output=True, text=True)
-    if (r.returncode != 0) != fail:
-        raise SystemExit(f"{' '.join(cmd)}: exit {r.returncode}\n{r.stdout}{r.stderr}")
+    if r.returncode != (1 if fail else 0):
+        raise SystemExit(f"{' '.join(cmd)}: exit {r.returncode}, expected {1 if fail else 0}\n"
+                         f"{r.stdout}{r.stderr}")
     return r
 
 
