@@ -42,7 +42,25 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
+
+def skip_without_oracle(argv):
+    """Exit 77 at once, before gguf_common loads torch (seconds), when the
+    case's oracle is missing: .venv-hf (every case), llama_cpp (llamacpp)."""
+    if len(argv) in (5, 6) and not os.access(argv[-1], os.X_OK):
+        print(f"{argv[-1]} not found: run tools/setup to make .venv-hf (transformers 4.51.3)")
+        sys.exit(77)
+    if argv[1:2] == ["llamacpp"]:
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            print("llama_cpp is not installed: run tools/setup, or "
+                  "tests/gguf/install_llama_cpp.sh .venv/bin/python")
+            sys.exit(77)
+
+
+skip_without_oracle(sys.argv)
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gguf_common as C  # noqa: E402
@@ -57,10 +75,8 @@ SHAPES = {"llama31": (4, 1, 16, 2, False), "llama_linear": (4, 2, 16, 2, True),
 
 
 def make(kind, mdir, hf_python):
-    """the model of KIND made by transformers 4.51 into mdir; exit 77 without it"""
-    if not os.access(hf_python, os.X_OK):
-        print(f"{hf_python} not found: run tools/setup to make .venv-hf (transformers 4.51.3)")
-        sys.exit(77)
+    """the model of KIND made by transformers 4.51 into mdir; exit 77 when
+    HF_NEW_PYTHON's transformers lacks it"""
     r = subprocess.run([hf_python, os.path.join(HERE, "make_arch_model.py"), kind, mdir,
                         *map(str, IDS)], capture_output=True, text=True)
     if r.returncode == 77:
@@ -251,11 +267,7 @@ def check_roundtrip(kind, dapt, hf_python):
 
 
 def check_llamacpp(kind, dtype, dapt, hf_python):
-    try:
-        import llama_cpp
-    except ImportError:
-        print("llama_cpp is not installed: run tests/gguf/install_llama_cpp.sh .venv/bin/python")
-        sys.exit(77)
+    import llama_cpp
     with tempfile.TemporaryDirectory() as tmp:
         tok = C.make_tokenizer(tmp)
         mdir, out = os.path.join(tmp, "model"), os.path.join(tmp, "m.gguf")

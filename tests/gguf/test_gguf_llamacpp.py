@@ -63,8 +63,8 @@ from tokenizer.ggml.add_bos_token).
 logits_bpe: the logits check (llama_gqa, f32) of a model exported with
 that tokenizer: llama.cpp loads the file with its gpt2 vocabulary.
 
-Exit status 77 (ctest: skipped) when llama_cpp is not importable: build it
-with tests/gguf/install_llama_cpp.sh .venv/bin/python.
+Exit status 77 (ctest: skipped) when llama_cpp is not importable, before
+torch loads: tools/setup installs it (tests/gguf/install_llama_cpp.sh).
 """
 import os
 import sys
@@ -75,8 +75,8 @@ import tempfile
 try:
     import llama_cpp
 except ImportError:
-    print("llama_cpp is not installed: run tests/gguf/install_llama_cpp.sh .venv/bin/python "
-          "(builds llama.cpp from source, minutes)")
+    print("llama_cpp is not installed: run tools/setup, or "
+          "tests/gguf/install_llama_cpp.sh .venv/bin/python (builds llama.cpp from source)")
     sys.exit(77)
 
 import numpy as np  # noqa: E402

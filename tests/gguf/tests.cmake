@@ -3,8 +3,8 @@
 #   label "c":    CLI refusals of the logits/export/import commands
 #   label "py":   gguf-py (llama.cpp's GGUF reader) reads every export; `dapt
 #                 logits` matches HF transformers. Python from tools/setup's .venv.
-#   label "slow": llama.cpp itself (PyPI llama-cpp-python, built from source
-#                 by tests/gguf/install_llama_cpp.sh: minutes) computes the
+#   label "slow": llama.cpp itself (PyPI llama-cpp-python, installed by
+#                 tools/setup through tests/gguf/install_llama_cpp.sh) computes the
 #                 same logits and tokenizes like sentencepiece and like HF
 #                 tokenizers (byte-level BPE).
 #                 In the full set only: ctest --test-dir build -C full -L slow
@@ -114,9 +114,9 @@ add_test(NAME gguf_cli_refuse_qwen_moe
 set_tests_properties(gguf_cli_refuse_qwen_moe PROPERTIES LABELS py)
 
 # --- llama.cpp itself (label slow) ---
-# They need llama-cpp-python in the .venv, which builds llama.cpp from source
-# (minutes): tests/gguf/install_llama_cpp.sh .venv/bin/python. Without it
-# they are reported as skipped (exit 77) with that instruction, never passed.
+# They need llama-cpp-python in the .venv (tools/setup installs it:
+# tests/gguf/install_llama_cpp.sh). Without it they exit 77 before torch
+# loads and are reported as skipped with that instruction, never passed.
 set(gguf_slow_cases "")
 foreach(kind llama_gqa llama_mha_tied llama_gqa_tied llama_mha qwen2 gpt2 mixtral)
   foreach(dtype f32 f16 bf16 q8_0)
