@@ -299,7 +299,16 @@ def main():
     elif len(a) == 5 and a[1] == "roundtrip":
         check_roundtrip(a[2], a[3], a[4])
     elif len(a) == 6 and a[1] == "llamacpp":
-        check_llamacpp(a[2], a[3], a[4], a[5])
+        # DTYPES comma-separated: one process (one torch import) for all
+        failed = []
+        for dtype in a[3].split(","):
+            try:
+                check_llamacpp(a[2], dtype, a[4], a[5])
+            except SystemExit as e:
+                print(f"FAIL: {a[2]} {dtype}: {e}")
+                failed.append(dtype)
+        if failed:
+            raise SystemExit(f"llama.cpp: {a[2]} failed for {','.join(failed)}")
     else:
         raise SystemExit(__doc__)
 

@@ -222,7 +222,17 @@ def check_tokenizer_bpe(family, dapt):
 
 def main():
     if len(sys.argv) == 5 and sys.argv[1] == "logits":
-        check_logits(sys.argv[2], sys.argv[3], sys.argv[4])
+        # DTYPES: one or more, comma-separated: one process pays the torch
+        # and transformers imports (~16 s here) once for all of them
+        failed = []
+        for dtype in sys.argv[3].split(","):
+            try:
+                check_logits(sys.argv[2], dtype, sys.argv[4])
+            except SystemExit as e:
+                print(f"FAIL: {sys.argv[2]} {dtype}: {e}")
+                failed.append(dtype)
+        if failed:
+            raise SystemExit(f"llama.cpp logits: {sys.argv[2]} failed for {','.join(failed)}")
     elif len(sys.argv) == 4 and sys.argv[1] == "logits_bpe":
         check_logits("llama_gqa", "f32", sys.argv[3], bpe_family=sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "tokenizer":

@@ -118,21 +118,19 @@ set_tests_properties(gguf_cli_refuse_qwen_moe PROPERTIES LABELS py)
 # tests/gguf/install_llama_cpp.sh). Without it they exit 77 before torch
 # loads and are reported as skipped with that instruction, never passed.
 set(gguf_slow_cases "")
+# one test per model kind, its dtypes in one process (the torch and
+# transformers imports, most of a case's time, paid once)
 foreach(kind llama_gqa llama_mha_tied llama_gqa_tied llama_mha qwen2 gpt2 mixtral)
-  foreach(dtype f32 f16 bf16 q8_0)
-    add_test(NAME gguf_llamacpp_${kind}_${dtype} ${FULL}
-             COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
-                     logits ${kind} ${dtype} $<TARGET_FILE:dapt>)
-    list(APPEND gguf_slow_cases gguf_llamacpp_${kind}_${dtype})
-  endforeach()
+  add_test(NAME gguf_llamacpp_${kind} ${FULL}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
+                   logits ${kind} f32,f16,bf16,q8_0 $<TARGET_FILE:dapt>)
+  list(APPEND gguf_slow_cases gguf_llamacpp_${kind})
 endforeach()
 foreach(kind llama31 llama_linear qwen3 qwen3_tied)
-  foreach(dtype f32 q8_0)
-    add_test(NAME gguf_llamacpp_arch_${kind}_${dtype} ${FULL}
-             COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_arch.py
-                     llamacpp ${kind} ${dtype} $<TARGET_FILE:dapt> ${DAPT_HF_NEW_PYTHON})
-    list(APPEND gguf_slow_cases gguf_llamacpp_arch_${kind}_${dtype})
-  endforeach()
+  add_test(NAME gguf_llamacpp_arch_${kind} ${FULL}
+           COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_arch.py
+                   llamacpp ${kind} f32,q8_0 $<TARGET_FILE:dapt> ${DAPT_HF_NEW_PYTHON})
+  list(APPEND gguf_slow_cases gguf_llamacpp_arch_${kind})
 endforeach()
 add_test(NAME gguf_llamacpp_tokenizer ${FULL}
          COMMAND sh -c "${gguf_need_venv}" ${DAPT_HF_PYTHON} ${gguf_dir}/test_gguf_llamacpp.py
