@@ -12,19 +12,26 @@ set(gguf_dir ${CMAKE_CURRENT_SOURCE_DIR}/gguf)
 set(gguf_need_venv "if [ ! -x \"$0\" ]; then echo \"$0 not found: run tools/setup to make the .venv\" >&2; exit 1; fi; exec \"$0\" \"$@\"")
 
 # --- CLI refusals (no Python) ---
-add_test(NAME gguf_cli_logits_bad_ids COMMAND dapt logits ${gguf_dir} --ids 1,x,3)
-set_tests_properties(gguf_cli_logits_bad_ids PROPERTIES LABELS c
-                     PASS_REGULAR_EXPRESSION "item 2 \\('x'\\) is not a token id")
-add_test(NAME gguf_cli_logits_no_model COMMAND dapt logits ${gguf_dir}/no-such-dir --ids 1)
-set_tests_properties(gguf_cli_logits_no_model PROPERTIES LABELS c WILL_FAIL TRUE)
-add_test(NAME gguf_cli_import_not_gguf COMMAND dapt import gguf ${gguf_dir}/tests.cmake ${CMAKE_BINARY_DIR}/gguf_never)
-set_tests_properties(gguf_cli_import_not_gguf PROPERTIES LABELS c
-                     PASS_REGULAR_EXPRESSION "byte offset 0: not a GGUF file")
-add_test(NAME gguf_cli_import_truncated COMMAND dapt import gguf ${gguf_dir}/corpus/truncated.gguf ${CMAKE_BINARY_DIR}/gguf_never)
-set_tests_properties(gguf_cli_import_truncated PROPERTIES LABELS c
-                     PASS_REGULAR_EXPRESSION "byte offset [0-9]+: .*past the end")
-add_test(NAME gguf_cli_export_usage COMMAND dapt export onnx a b)
-set_tests_properties(gguf_cli_export_usage PROPERTIES LABELS c PASS_REGULAR_EXPRESSION "the only format is gguf")
+# each through tests/cli/expect.sh: the exact exit status (2: a usage error,
+# 1: a refusal; a crash is neither) and the message on stderr
+set(gguf_expect ${CMAKE_SOURCE_DIR}/tests/cli/expect.sh)
+add_test(NAME gguf_cli_logits_bad_ids
+         COMMAND ${gguf_expect} 2 "item 2 \\('x'\\) is not a token id" $<TARGET_FILE:dapt> logits
+                 ${gguf_dir} --ids 1,x,3)
+add_test(NAME gguf_cli_logits_no_model
+         COMMAND ${gguf_expect} 1 "no-such-dir/config.json: cannot open" $<TARGET_FILE:dapt> logits
+                 ${gguf_dir}/no-such-dir --ids 1)
+add_test(NAME gguf_cli_import_not_gguf
+         COMMAND ${gguf_expect} 1 "tests.cmake: byte offset 0: not a GGUF file" $<TARGET_FILE:dapt>
+                 import gguf ${gguf_dir}/tests.cmake ${CMAKE_BINARY_DIR}/gguf_never)
+add_test(NAME gguf_cli_import_truncated
+         COMMAND ${gguf_expect} 1 "truncated.gguf: byte offset [0-9]+: .*past the end"
+                 $<TARGET_FILE:dapt> import gguf ${gguf_dir}/corpus/truncated.gguf
+                 ${CMAKE_BINARY_DIR}/gguf_never)
+add_test(NAME gguf_cli_export_usage
+         COMMAND ${gguf_expect} 2 "the only format is gguf" $<TARGET_FILE:dapt> export onnx a b)
+set_tests_properties(gguf_cli_logits_bad_ids gguf_cli_logits_no_model gguf_cli_import_not_gguf
+                     gguf_cli_import_truncated gguf_cli_export_usage PROPERTIES LABELS c)
 
 # --- gguf-py and transformers (label py) ---
 foreach(kind llama_gqa llama_mha_tied qwen2 gpt2 mixtral)
