@@ -393,6 +393,11 @@ void cp_async16(void *dst, const void *src, int valid) {
     if (((uintptr_t)dst & 15) || !in_smem(dst, 16))
         fail("cp.async: destination %p not 16-byte aligned shared memory", dst);
     if ((uintptr_t)src & 15) fail("cp.async: source %p not 16-byte aligned", src);
+    /* in flight, the destination holds neither the old nor the new bytes: a
+     * GPU may land them at any time until the wait, so another warp still
+     * reading the old data (a missing barrier before a buffer's reuse)
+     * reads NaN here, as a thread reading before its own wait does */
+    memset(dst, 0xff, 16);
     g_cur->copies.push_back(Pending{dst, src, valid, g_cur->committed});
 }
 void cp_async_commit(void) { g_cur->committed++; }
@@ -412,6 +417,12 @@ void cp_async_wait(int n) {
         }
     }
     f->copies.swap(rest);
+    /* a switch point, as a barrier is: the other threads run on while this
+     * one waits (the copies it issued before can overwrite what they read) */
+    g_events++;
+    f->waiting = "cp.async.wait_group";
+    yield();
+    f->waiting = NULL;
 }
 
 /* ---- launches ---- */

@@ -12,10 +12,11 @@
  *
  * Execution model: a launch runs its blocks one after the other; each
  * thread of a block is a fiber (ucontext) with its own stack, switched at
- * __syncthreads and at warp collectives (shuffles, mma, ldmatrix), which
- * wait until every live lane of the warp has arrived. Stricter than a GPU
- * where that helps find bugs: dynamic shared memory starts as NaN bytes,
- * cp.async copies land only when the issuing thread waits for their group,
+ * __syncthreads, at cp.async waits and at warp collectives (shuffles, mma,
+ * ldmatrix), which wait until every live lane of the warp has arrived.
+ * Stricter than a GPU where that helps find bugs: dynamic shared memory
+ * starts as NaN bytes, a cp.async destination is NaN from the issue until
+ * the issuing thread waits for its group, when the copy lands,
  * mismatched collectives in one warp, a lane exiting while its warp waits,
  * barriers no thread can pass, and > 48 KiB of dynamic shared memory
  * without cudaFuncSetAttribute are fatal errors. Arithmetic is the host's:

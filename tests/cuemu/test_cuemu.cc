@@ -169,6 +169,59 @@ static void check_cp_async(void) {
           out[7]);
 }
 
+/* A double-buffered pipeline, as the fused attention's: stage s + 1 is
+ * copied into one buffer while every thread reads stage s (what another
+ * warp copied) from the other; the barrier at the end of a stage keeps the
+ * next copy into a buffer from overwriting what slower warps still read.
+ * 64 threads; threads 0-15 copy a stage's 64 floats, 16 bytes each. */
+static void pipe_kernel(float *out, const float *src, int stages, int end_barrier) {
+    float *S = (float *)cuemu::dyn_smem(); /* (2, 64) */
+    int t = (int)threadIdx.x;
+    float acc = 0.0f;
+    if (t < 16) cuemu::cp_async16(S + 4 * t, src + 4 * t, 1);
+    cuemu::cp_async_commit();
+    for (int s = 0; s < stages; s++) {
+        if (s + 1 < stages && t < 16)
+            cuemu::cp_async16(S + 64 * ((s + 1) % 2) + 4 * t, src + 64 * (s + 1) + 4 * t, 1);
+        cuemu::cp_async_commit();
+        cuemu::cp_async_wait(1);
+        __syncthreads();
+        acc += S[64 * (s % 2) + 63 - t];
+        if (end_barrier) __syncthreads();
+    }
+    out[t] = acc;
+}
+
+/* without the end-of-stage barrier, a buffer's next copy is issued while
+ * other warps still read it: its bytes are NaN from the issue (a GPU may
+ * land them then), in both block and thread orders */
+static void check_cp_async_reuse(void) {
+    const int stages = 4;
+    float src[4 * 64], out[64];
+    for (int i = 0; i < stages * 64; i++) src[i] = (float)(i % 97);
+    for (int rev = 0; rev < 2; rev++) {
+        if (rev) setenv("CUEMU_ORDER", "reverse", 1);
+        for (int barrier = 1; barrier >= 0; barrier--) {
+            cuemu::launch(pipe_kernel, 1, 64, 2 * 64 * sizeof(float))(out, src, stages, barrier);
+            cudaDeviceSynchronize();
+            int wrong = 0, nan = 0;
+            for (int t = 0; t < 64; t++) {
+                float want = 0.0f;
+                for (int s = 0; s < stages; s++) want += src[64 * s + 63 - t];
+                wrong += out[t] != want;
+                nan += isnan(out[t]);
+            }
+            if (barrier)
+                CHECK(wrong == 0, "cp.async pipeline (%s): %d wrong sums", rev ? "reverse" : "forward",
+                      wrong);
+            else
+                CHECK(nan > 0, "cp.async into a buffer other warps still read (%s order): not seen",
+                      rev ? "reverse" : "forward");
+        }
+    }
+    unsetenv("CUEMU_ORDER");
+}
+
 /* ---- shuffles, barriers, static shared memory, grids, parameters ---- */
 
 static void warp_kernel(int *out) {
@@ -471,6 +524,7 @@ int main(void) {
     check_mma();
     check_ldmatrix();
     check_cp_async();
+    check_cp_async_reuse();
     check_threads();
     check_order();
     check_faults();
