@@ -20,8 +20,10 @@
  * GQA, its backward at every split of a group over dK/dV blocks (rows
  * dqkv@hpbN).
  *
- * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
+ * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE] [--digest FILE]
  *                      [--device cpu] [--only GROUP] [--long-t T] [--cuda.KEY=VALUE ...]
+ * --digest: a line per checked output with a hash of the device's values
+ * (tests/cuemu/order_check.sh compares two runs' bitwise).
  * --long-t: the sequence length of the attention group's two long shapes
  * (default 1000: 7 whole 128-row tiles and a partial one); the host
  * emulator's runs take 520 (4 whole tiles and a partial one, the same
@@ -65,6 +67,7 @@ typedef struct {
     uint64_t rng;
     int n_pass, n_fail;
     FILE *json;
+    FILE *digest; /* --digest: a hash of each checked device output */
 } Ctx;
 
 /* a buffer on both backends: b[0] on ref, b[1] on dev */
@@ -193,9 +196,21 @@ static double rel_err(const float *a, const float *b, size_t n, int *finite) {
     return r > 0 ? sqrt(d / r) : sqrt(d);
 }
 
+/* --digest: "op output mode shape fnv1a-64" of the device's values, so
+ * that two runs (the emulator's forward and reverse block and thread
+ * orders, tests/cuemu/order_check.sh) can be compared bitwise */
+static void digest(Ctx *c, const char *op, const char *what, const float *dev, size_t n) {
+    if (!c->digest) return;
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *b = (const unsigned char *)dev;
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+    fprintf(c->digest, "%s %s %s %s %016llx\n", op, what, c->mode, c->shape, (unsigned long long)h);
+}
+
 static void check_host(Ctx *c, const char *op, const char *what, const float *dev, const float *ref,
                        size_t n) {
     int finite;
+    digest(c, op, what, dev, n);
     double e = rel_err(dev, ref, n, &finite);
     record(c, op, what, finite ? e : NAN, finite && e <= c->tol);
 }
@@ -1199,7 +1214,7 @@ static int harness_selfcheck(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *mode = "both", *json_path = NULL, *device = "cuda";
+    const char *mode = "both", *json_path = NULL, *digest_path = NULL, *device = "cuda";
     uint64_t seed = 1234;
     char err[256] = "";
     Config cfg; /* only its [cuda] keys are used */
@@ -1216,6 +1231,8 @@ int main(int argc, char **argv) {
             seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json_path = argv[++i];
+        else if (!strcmp(argv[i], "--digest") && i + 1 < argc)
+            digest_path = argv[++i];
         else if (!strcmp(argv[i], "--device") && i + 1 < argc)
             device = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
@@ -1224,7 +1241,8 @@ int main(int argc, char **argv) {
             g_long_t = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] "
-                            "[--json FILE] [--device cpu] [--only GROUP] [--long-t T > 256] "
+                            "[--json FILE] [--digest FILE] [--device cpu] [--only GROUP] "
+                            "[--long-t T > 256] "
                             "[--cuda.KEY=VALUE ...]\n");
             return 2;
         }
@@ -1254,6 +1272,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "test_cuda_ops: cannot write %s\n", json_path);
         return 1;
     }
+    if (digest_path && !(c.digest = fopen(digest_path, "w"))) {
+        fprintf(stderr, "test_cuda_ops: cannot write %s\n", digest_path);
+        return 1;
+    }
     if (!strcmp(device, "cpu")) {
         c.dev = ops_cpu(), c.mode = "cpu", c.tol = 1e-5;
         run_all(&c);
@@ -1273,6 +1295,10 @@ int main(int argc, char **argv) {
         }
     }
     if (c.json) fclose(c.json);
+    if (c.digest && fclose(c.digest)) {
+        fprintf(stderr, "test_cuda_ops: cannot write %s\n", digest_path);
+        return 1;
+    }
     printf("test_cuda_ops: %d passed, %d failed\n", c.n_pass, c.n_fail);
     return c.n_fail || c.n_pass == 0 ? 1 : 0;
 }

@@ -58,6 +58,14 @@ set_tests_properties(cuemu_self PROPERTIES LABELS emu)
 # one OpenMP thread for the CPU reference, as the harness tests
 # CUEMU_BANK_CONFLICTS=fail: an ldmatrix whose rows share shared-memory
 # banks is a fault (the version-2 attention is designed conflict-free)
+# The groups with a reverse-order run below (norms, attention, moe, arch)
+# write a digest of their outputs for it to compare bitwise.
+# --long-t 300: the attention group's long shapes (the benchmark llama's GQA
+# group of 8, and HD 128 without GQA) at 2 whole 128-row query tiles and a
+# partial one, 4 whole 64-row key/value tiles and a partial one: every
+# buffer of the double-buffered loops is refilled, every dK/dV split of the
+# group runs (T = 1000 on a GPU; 520 before, (300/520)^2 = 1/3 of its work)
+set(order_groups norms attention moe arch)
 foreach(group memory embed norms matmul attention activations lmhead optimizer moe arch)
   set(cfg "")
   if(group MATCHES "^(norms|attention)$")
@@ -65,11 +73,17 @@ foreach(group memory embed norms matmul attention activations lmhead optimizer m
   endif()
   set(extra "")
   if(group STREQUAL "attention")
-    set(extra --long-t 520) # the same tile paths as T = 1000 (test_cuda_ops.c)
+    set(extra --long-t 300)
+  endif()
+  if(group IN_LIST order_groups)
+    list(APPEND extra --digest ${cuemu_dir}/order-${group}-forward.txt)
   endif()
   add_test(NAME emu_ops_${group} ${cfg} COMMAND test_cuda_ops_emu --only ${group} ${extra})
   set_tests_properties(emu_ops_${group} PROPERTIES LABELS emu TIMEOUT 1200
                        ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_BANK_CONFLICTS=fail")
+  if(group IN_LIST order_groups)
+    set_tests_properties(emu_ops_${group} PROPERTIES FIXTURES_SETUP order_${group})
+  endif()
 endforeach()
 # the LM head in chunks of 100 rows (cuda.lmhead_chunk_rows, an A/B knob of
 # kernels/cuda/lmhead.cu): every lmhead shape then spans several chunks
@@ -101,17 +115,26 @@ set_tests_properties(emu_train_recompute emu_train_offload emu_train_recompute_g
 # result that depends on the order of blocks, or of threads between
 # barriers, differs between the two runs: the groups whose kernels depend
 # most on block and thread order (attention: the bf16 table's fused
-# kernel; norms; moe; arch: the q/k norms' column sums) and the training steps
-add_test(NAME emu_reverse_attention ${FULL} COMMAND test_cuda_ops_emu --only attention --mode bf16
-         --long-t 520)
-add_test(NAME emu_reverse_norms ${FULL} COMMAND test_cuda_ops_emu --only norms)
-add_test(NAME emu_reverse_moe ${FULL} COMMAND test_cuda_ops_emu --only moe)
-add_test(NAME emu_reverse_arch ${FULL} COMMAND test_cuda_ops_emu --only arch)
+# kernel; norms; moe; arch: the q/k norms' column sums), each held to the
+# CPU tolerances and then compared bitwise with its forward run's digest
+# (order_check.sh: the kernels claim determinism, docs/cuda.md), and the
+# training steps
+foreach(group ${order_groups})
+  set(extra "")
+  if(group STREQUAL "attention")
+    set(extra --mode bf16 --long-t 300)
+  endif()
+  add_test(NAME emu_reverse_${group} ${FULL}
+           COMMAND ${CMAKE_CURRENT_LIST_DIR}/order_check.sh ${cuemu_dir}/order-${group}-forward.txt
+                   ${cuemu_dir}/order-${group}-reverse.txt $<TARGET_FILE:test_cuda_ops_emu>
+                   --only ${group} ${extra})
+  set_tests_properties(emu_reverse_${group} PROPERTIES FIXTURES_REQUIRED order_${group}
+                       ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_BANK_CONFLICTS=fail")
+endforeach()
 add_test(NAME emu_reverse_train ${FULL} COMMAND test_cuda_train_emu)
+set_tests_properties(emu_reverse_train PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_ORDER=reverse")
 set_tests_properties(emu_reverse_attention emu_reverse_norms emu_reverse_moe emu_reverse_arch
-                     emu_reverse_train
-                     PROPERTIES LABELS emu TIMEOUT 1200
-                     ENVIRONMENT "OMP_NUM_THREADS=1;CUEMU_ORDER=reverse")
+                     emu_reverse_train PROPERTIES LABELS emu TIMEOUT 1200)
 # bench_cuda's paths (--accum, --profile, the MoE global/micro restore, the
 # opt-in kernels' lines) at one layer: a smoke run, not a benchmark
 add_test(NAME emu_bench_smoke ${FULL} COMMAND ${CMAKE_CURRENT_LIST_DIR}/bench_smoke.sh
