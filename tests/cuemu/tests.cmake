@@ -4,8 +4,16 @@
 # nvcc, no GPU). Label "emu"; the programs are the GPU ones (tests/cuda)
 # linked against this library instead of the real backend.
 # Not in the sanitizer build (its fibers switch stacks behind ASan's back)
-# and only with the Python that hostify.py runs on.
-if(DAPT_SANITIZE OR NOT EXISTS ${DAPT_PYTHON})
+# and only with the Python that hostify.py runs on: without it one test,
+# cuemu_self, says so and is reported skipped (exit 77), instead of the
+# emulator's tests vanishing from the list.
+if(DAPT_SANITIZE)
+  return()
+endif()
+if(NOT EXISTS ${DAPT_PYTHON})
+  add_test(NAME cuemu_self COMMAND sh -c "echo 'skipped: the CUDA emulator and every emu_* \
+test are not built: no Python at DAPT_PYTHON=${DAPT_PYTHON} to run hostify.py'; exit 77")
+  set_tests_properties(cuemu_self PROPERTIES LABELS emu SKIP_RETURN_CODE 77)
   return()
 endif()
 set(cuemu_dir ${CMAKE_BINARY_DIR}/cuemu)
@@ -166,6 +174,15 @@ if(DAPT_HAVE_CUDA AND DAPT_NCCL_INC AND DAPT_HAVE_MPI)
   set_target_properties(dapt_emu PROPERTIES ENABLE_EXPORTS ON)
   add_dependencies(dapt_emu nccl_cuemu)
 endif()
+# without them the NCCL tests are registered as skipped (exit 77), saying why
+set(nccl_modes one equal zero23 moe overlap watchdog)
+if(NOT (TARGET nccl_cuemu AND MPIEXEC_EXECUTABLE))
+  foreach(mode ${nccl_modes})
+    add_test(NAME emu_nccl_${mode} ${FULL} COMMAND sh -c "echo 'skipped: the emulated NCCL \
+needs the CUDA toolkit headers, nccl.h (DAPT_NCCL_INC) and MPI with mpiexec'; exit 77")
+    set_tests_properties(emu_nccl_${mode} PROPERTIES LABELS emu SKIP_RETURN_CODE 77)
+  endforeach()
+endif()
 if(TARGET nccl_cuemu AND MPIEXEC_EXECUTABLE)
   # the NCCL path at world size 1 (tools/gpu-check's stage nccl, here with
   # mpirun -np 1 too), then at 2 and 3 ranks (tests/cuemu/nccl_dist.sh)
@@ -173,7 +190,8 @@ if(TARGET nccl_cuemu AND MPIEXEC_EXECUTABLE)
            $<TARGET_FILE:dapt_emu> make $<TARGET_FILE:dapt_emu>)
   set_tests_properties(emu_nccl_one PROPERTIES LABELS emu TIMEOUT 600 ENVIRONMENT
                        "OMP_NUM_THREADS=1;DAPT_NCCL_LIB=$<TARGET_FILE:nccl_cuemu>")
-  foreach(mode equal zero23 moe overlap watchdog)
+  list(REMOVE_ITEM nccl_modes one)
+  foreach(mode ${nccl_modes})
     add_test(NAME emu_nccl_${mode} ${FULL}
              COMMAND ${CMAKE_CURRENT_LIST_DIR}/nccl_dist.sh $<TARGET_FILE:dapt_emu>
                      $<TARGET_FILE:nccl_cuemu> ${DAPT_PYTHON} ${MPIEXEC_EXECUTABLE} ${mode})
