@@ -4,11 +4,13 @@
 # expert GEMMs, and the profile: each
 # shape must run (exit 0, finite losses), and the MoE shape's global and
 # micro LBL runs, which start from the same restored weights, zeroed Adam
-# state and tokens, must log the same first and last losses (one rank, one
-# forward per micro-batch: the two modes train alike; the emulator is
-# deterministic), and the profile must list the fused attention's kernels;
-# the dense shapes' device memory must be within 5% of dapt plan's.
-# Timings mean nothing here.
+# state and tokens, must log the same losses (one step: both are the
+# step's losses before any update, so this checks bench_cuda's restore of
+# the weights and Adam state, not the LBL: a broken global LBL passes it;
+# the global LBL's own checks are emu_nccl_moe's, 2 ranks against one
+# process with global differing from micro, and tests/moe's), and the
+# profile must list the fused attention's kernels; the dense shapes'
+# device memory must be within 5% of dapt plan's. Timings mean nothing here.
 set -euo pipefail
 bench=$1
 out=$(mktemp -d)
