@@ -770,7 +770,8 @@ static float lmhead_dw_rms(Ctx *c, const Pair *x, const Pair *w, const Pair *t, 
     float *h = xmalloc(n * sizeof(float));
     memset(h, 0, n * sizeof(float));
     void *dw = dev_alloc(o, n * o->act_bytes), *dx = dev_alloc(o, (size_t)N * C * o->act_bytes);
-    void *loss = dev_alloc(o, (size_t)N * 4), *scratch = dev_alloc(o, o->lmhead_scratch_bytes(N, V));
+    void *loss = dev_alloc(o, (size_t)N * 4);
+    void *scratch = dev_alloc(o, o->lmhead_scratch_bytes(N, V));
     o->upload(dw, h, n);
     o->lmhead_ce((float *)loss, dx, dw, x->b[0], w->b[0], (const int32_t *)t->b[0], N, C, V,
                  1.0f / N, scratch);

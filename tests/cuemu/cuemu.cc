@@ -569,7 +569,8 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
 
 /* Streams: a queue of work (cuemu.h, "Streams"): kernels, GEMMs, event
  * time stamps, the emulated NCCL's collectives (cuemu_stream_defer), waits
- * for other streams' events, and the copies behind them. The null stream is g_null; as the legacy default stream, the synchronous
+ * for other streams' events, and the copies behind them. The null stream
+ * is g_null; as the legacy default stream, the synchronous
  * cudaMemcpy/cudaMemset wait for it and for every stream created without
  * cudaStreamNonBlocking. */
 struct CUstream_st {

@@ -212,8 +212,8 @@ static void check_cp_async_reuse(void) {
                 nan += isnan(out[t]);
             }
             if (barrier)
-                CHECK(wrong == 0, "cp.async pipeline (%s): %d wrong sums", rev ? "reverse" : "forward",
-                      wrong);
+                CHECK(wrong == 0, "cp.async pipeline (%s): %d wrong sums",
+                      rev ? "reverse" : "forward", wrong);
             else
                 CHECK(nan > 0, "cp.async into a buffer other warps still read (%s order): not seen",
                       rev ? "reverse" : "forward");
