@@ -4,9 +4,11 @@
 # ("make" makes the tiny corpora first). DEVICE (default cuda) is the device
 # checked; `cpu` runs the same checks CPU against CPU (the harness: ctest).
 #   1. the tiny llama, 30 steps, on the cpu and on DEVICE: the per-step
-#      training losses of metrics.jsonl agree (relative, worst <= 5e-2, mean
-#      <= 2e-2: bf16 against fp32, the tolerance of test_cuda_train's
-#      curves), and so do the eval losses; DEVICE's loss falls.
+#      training losses of metrics.jsonl agree (relative, worst <= 2e-3, mean
+#      <= 7e-4, eval worst <= 2e-3: about 4x the worst measured, bf16
+#      against fp32: an H100 3.5e-4 worst; the emulator on an AMD EPYC
+#      (2026-12-08) 5.3e-4 worst, 1.7e-4 mean, eval 4.5e-4); DEVICE's loss
+#      falls.
 #   2. exact resume on DEVICE: a run restarted from the uninterrupted run's
 #      step-10 checkpoint (copied into a fresh run directory, `--resume`)
 #      ends with bitwise the same step-30 weights, optimizer state and
@@ -52,8 +54,8 @@ e = [abs(eb[k] - ea[k]) / abs(ea[k]) for k in ea]
 worst, mean = max(d), sum(d) / len(d)
 print(f"train loss cpu {ta[1]:.4f} -> {ta[30]:.4f}, device {tb[1]:.4f} -> {tb[30]:.4f}; "
       f"rel diff worst {worst:.2e} mean {mean:.2e}; eval worst {max(e):.2e} over {len(e)} values")
-if not (worst <= 5e-2 and mean <= 2e-2 and max(e) <= 5e-2):
-    sys.exit("over the tolerance (worst 5e-2, mean 2e-2, eval 5e-2)")
+if not (worst <= 2e-3 and mean <= 7e-4 and max(e) <= 2e-3):
+    sys.exit("over the tolerance (worst 2e-3, mean 7e-4, eval 2e-3)")
 if not tb[30] < 0.9 * tb[1]:
     sys.exit("the device run's loss did not fall")
 PY

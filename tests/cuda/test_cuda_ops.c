@@ -20,8 +20,10 @@
  * GQA, its backward at every split of a group over dK/dV blocks (rows
  * dqkv@hpbN).
  *
- * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE]
+ * Usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] [--json FILE] [--digest FILE]
  *                      [--device cpu] [--only GROUP] [--long-t T] [--cuda.KEY=VALUE ...]
+ * --digest: a line per checked output with a hash of the device's values
+ * (tests/cuemu/order_check.sh compares two runs' bitwise).
  * --long-t: the sequence length of the attention group's two long shapes
  * (default 1000: 7 whole 128-row tiles and a partial one); the host
  * emulator's runs take 520 (4 whole tiles and a partial one, the same
@@ -65,6 +67,7 @@ typedef struct {
     uint64_t rng;
     int n_pass, n_fail;
     FILE *json;
+    FILE *digest; /* --digest: a hash of each checked device output */
 } Ctx;
 
 /* a buffer on both backends: b[0] on ref, b[1] on dev */
@@ -193,9 +196,21 @@ static double rel_err(const float *a, const float *b, size_t n, int *finite) {
     return r > 0 ? sqrt(d / r) : sqrt(d);
 }
 
+/* --digest: "op output mode shape fnv1a-64" of the device's values, so
+ * that two runs (the emulator's forward and reverse block and thread
+ * orders, tests/cuemu/order_check.sh) can be compared bitwise */
+static void digest(Ctx *c, const char *op, const char *what, const float *dev, size_t n) {
+    if (!c->digest) return;
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *b = (const unsigned char *)dev;
+    for (size_t i = 0; i < n * sizeof(float); i++) h = (h ^ b[i]) * 1099511628211ull;
+    fprintf(c->digest, "%s %s %s %s %016llx\n", op, what, c->mode, c->shape, (unsigned long long)h);
+}
+
 static void check_host(Ctx *c, const char *op, const char *what, const float *dev, const float *ref,
                        size_t n) {
     int finite;
+    digest(c, op, what, dev, n);
     double e = rel_err(dev, ref, n, &finite);
     record(c, op, what, finite ? e : NAN, finite && e <= c->tol);
 }
@@ -203,6 +218,19 @@ static void check_host(Ctx *c, const char *op, const char *what, const float *de
 static void check(Ctx *c, const char *op, const char *what, const Pair *p) {
     c->dev->sync();
     float *r = fetch(c->ref, p->b[0], p->n, p->f32), *d = fetch(c->dev, p->b[1], p->n, p->f32);
+    check_host(c, op, what, d, r, p->n);
+    free(r);
+    free(d);
+}
+
+/* an accumulated output (+=) against the reference by its update: both
+ * sides minus the common start, so an op that leaves the buffer as it was
+ * fails (the start would otherwise dominate the norm) */
+static void check_update(Ctx *c, const char *op, const char *what, const Pair *p,
+                         const float *start) {
+    c->dev->sync();
+    float *r = fetch(c->ref, p->b[0], p->n, p->f32), *d = fetch(c->dev, p->b[1], p->n, p->f32);
+    for (size_t i = 0; i < p->n; i++) r[i] -= start[i], d[i] -= start[i];
     check_host(c, op, what, d, r, p->n);
     free(r);
     free(d);
@@ -734,6 +762,28 @@ static void test_activations(Ctx *c, int N, int F) {
     pair_free(c, &dgu);
 }
 
+/* the RMS of the reference's dw update (x^T dlogits) from a zero start */
+static float lmhead_dw_rms(Ctx *c, const Pair *x, const Pair *w, const Pair *t, int N, int C,
+                           int V) {
+    const Ops *o = c->ref;
+    size_t n = (size_t)V * C;
+    float *h = xmalloc(n * sizeof(float));
+    memset(h, 0, n * sizeof(float));
+    void *dw = dev_alloc(o, n * o->act_bytes), *dx = dev_alloc(o, (size_t)N * C * o->act_bytes);
+    void *loss = dev_alloc(o, (size_t)N * 4);
+    void *scratch = dev_alloc(o, o->lmhead_scratch_bytes(N, V));
+    o->upload(dw, h, n);
+    o->lmhead_ce((float *)loss, dx, dw, x->b[0], w->b[0], (const int32_t *)t->b[0], N, C, V,
+                 1.0f / N, scratch);
+    o->sync();
+    o->download(h, dw, n);
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) ss += (double)h[i] * h[i];
+    o->free(dw), o->free(dx), o->free(loss), o->free(scratch);
+    free(h);
+    return (float)sqrt(ss / (double)n);
+}
+
 static void test_lmhead(Ctx *c, int N, int C, int V) {
     int32_t *tg = xmalloc(N * sizeof(int32_t));
     for (int n = 0; n < N; n++) tg[n] = n % 5 == 3 ? -1 : (int32_t)(urand(c) * V) % V;
@@ -741,7 +791,14 @@ static void test_lmhead(Ctx *c, int N, int C, int V) {
     Pair w = pair_rand(c, (size_t)V * C, -0.5f, 0.5f);
     for (int train = 0; train < 2; train++) {
         Pair loss = pair_poison(c, N, 1), dx = pair_poison(c, (size_t)N * C, 0);
-        Pair dw = pair_rand(c, (size_t)V * C, -1, 1);
+        /* dw accumulates: it starts at the size of the update (drawn at the
+         * update's RMS), so that the act type's rounding of dw0 + update
+         * stays small against the update that check_update compares (from
+         * U(-1, 1), bf16's rounding of the start hid the update, and a
+         * kernel that never wrote dw passed the whole-buffer check) */
+        float a = lmhead_dw_rms(c, &x, &w, &t, N, C, V);
+        Pair dw = pair_rand(c, (size_t)V * C, -a, a);
+        float *dw0 = fetch(c->dev, dw.b[1], dw.n, 0);
         for (int s = 0; s < 2; s++) {
             const Ops *o = SIDE(c, s);
             void *scratch = dev_alloc(o, o->lmhead_scratch_bytes(N, V));
@@ -753,7 +810,11 @@ static void test_lmhead(Ctx *c, int N, int C, int V) {
         const char *name = train ? "lmhead_ce" : "lmhead_ce_eval";
         check(c, name, "losses", &loss);
         if (train) check(c, name, "dx", &dx);
-        check(c, name, "dw", &dw); /* unchanged in eval: still compared */
+        if (train)
+            check_update(c, name, "dw", &dw, dw0); /* dw += x^T dlogits */
+        else
+            check_same(c, name, "dw", &dw, dw0); /* eval leaves dw as it was */
+        free(dw0);
         pair_free(c, &loss), pair_free(c, &dx), pair_free(c, &dw);
     }
     free(tg);
@@ -1154,7 +1215,7 @@ static int harness_selfcheck(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *mode = "both", *json_path = NULL, *device = "cuda";
+    const char *mode = "both", *json_path = NULL, *digest_path = NULL, *device = "cuda";
     uint64_t seed = 1234;
     char err[256] = "";
     Config cfg; /* only its [cuda] keys are used */
@@ -1171,6 +1232,8 @@ int main(int argc, char **argv) {
             seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json_path = argv[++i];
+        else if (!strcmp(argv[i], "--digest") && i + 1 < argc)
+            digest_path = argv[++i];
         else if (!strcmp(argv[i], "--device") && i + 1 < argc)
             device = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc)
@@ -1179,7 +1242,8 @@ int main(int argc, char **argv) {
             g_long_t = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: test_cuda_ops [--mode fp32|bf16|both] [--seed N] "
-                            "[--json FILE] [--device cpu] [--only GROUP] [--long-t T > 256] "
+                            "[--json FILE] [--digest FILE] [--device cpu] [--only GROUP] "
+                            "[--long-t T > 256] "
                             "[--cuda.KEY=VALUE ...]\n");
             return 2;
         }
@@ -1209,6 +1273,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "test_cuda_ops: cannot write %s\n", json_path);
         return 1;
     }
+    if (digest_path && !(c.digest = fopen(digest_path, "w"))) {
+        fprintf(stderr, "test_cuda_ops: cannot write %s\n", digest_path);
+        return 1;
+    }
     if (!strcmp(device, "cpu")) {
         c.dev = ops_cpu(), c.mode = "cpu", c.tol = 1e-5;
         run_all(&c);
@@ -1224,10 +1292,18 @@ int main(int argc, char **argv) {
             }
             c.mode = modes[k];
             c.tol = k ? 1e-2 : 1e-5;
+            /* each mode from the seed: its inputs do not depend on whether
+             * the other mode ran (--mode bf16 digests as the bf16 half of
+             * --mode both) */
+            c.rng = seed * 2654435761u + 88172645463325252ull;
             run_all(&c);
         }
     }
     if (c.json) fclose(c.json);
+    if (c.digest && fclose(c.digest)) {
+        fprintf(stderr, "test_cuda_ops: cannot write %s\n", digest_path);
+        return 1;
+    }
     printf("test_cuda_ops: %d passed, %d failed\n", c.n_pass, c.n_fail);
     return c.n_fail || c.n_pass == 0 ? 1 : 0;
 }

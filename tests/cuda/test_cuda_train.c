@@ -20,9 +20,10 @@
  * 2. bf16 loss curve: "cuda-fp32" and "cuda" (bf16) from the same weights
  *    train 50 steps on a learnable sequence task. The fp32 loss must fall by
  *    at least 30% (or the comparison says nothing), and the bf16 loss must
- *    stay within 5% of the fp32 loss at every step and within 2% on average
- *    (bf16 keeps ~3 significant digits; fp32 master weights keep the updates
- *    exact, so the curves drift apart slowly).
+ *    stay within 2.5% of the fp32 loss at every step and within 0.4% on
+ *    average (bf16 keeps ~3 significant digits; fp32 master weights keep
+ *    the updates exact, so the curves drift apart slowly; measured: <= 5.9e-3
+ *    and 1e-3 on an H100, about 4x less than these).
  * 3. ZeRO-1 shards (model_shard_optimizer) on the bf16 table, whose fp32
  *    master weights are sharded with the Adam moments: three steps of a
  *    whole model and of two models holding one half of the optimizer state
@@ -50,7 +51,10 @@
  *    (fp32 llama), 1e-5 (bf16 llama and moe: the fp32 master).
  *
  * Usage: test_cuda_train [--json FILE] [--device cpu] [--only GROUP[,GROUP...]]
- *                        [--cuda.KEY=VALUE ...]
+ *                        [--no-curves] [--cuda.KEY=VALUE ...]
+ * --no-curves leaves out the 50-step bf16 curves (2.), the program's longest
+ * part (the emulator's reverse-order run: the 3-step parity covers the
+ * kernels there).
  * Exit 0 passed, 1 failed, 77 no GPU. --device cpu puts the CPU backend in
  * place of both CUDA tables: a self-check of the test (the fp32 curve must
  * still learn) that runs without a GPU. --only runs the listed groups: dense
@@ -309,8 +313,11 @@ static void curve(const char *an, ModelConfig c, const Ops *f32, const Ops *bf) 
     printf("%-6s loss fp32 %.4f -> %.4f, bf16 %.4f -> %.4f\n", an, l32[0], l32[STEPS_CURVE - 1],
            l16[0], l16[STEPS_CURVE - 1]);
     verdict(an, "fp32 loss last/first", l32[STEPS_CURVE - 1] / l32[0], 0.7);
-    verdict(an, "bf16 vs fp32 loss, worst", worst, 5e-2);
-    verdict(an, "bf16 vs fp32 loss, mean", mean, 2e-2);
+    /* about 4x the worst measured over the seven curves: an H100 <= 5.9e-3
+     * worst, <= 1e-3 mean; the emulator on an AMD EPYC (2026-12-08) 3.3e-3
+     * worst (gpt2-hd64), 1.02e-3 mean (llama-hd64) */
+    verdict(an, "bf16 vs fp32 loss, worst", worst, 2.5e-2);
+    verdict(an, "bf16 vs fp32 loss, mean", mean, 4e-3);
     if (json) {
         fprintf(json, "{\"test\":\"curve\",\"arch\":\"%s\",\"fp32\":[", an);
         for (int t = 0; t < STEPS_CURVE; t++) fprintf(json, "%s%.6g", t ? "," : "", l32[t]);
@@ -554,6 +561,7 @@ static int groups_known(const char *list) {
 
 int main(int argc, char **argv) {
     const char *device = "cuda", *only = NULL;
+    int curves = 1;
     char err[256];
     Config cfg; /* only its [cuda] keys are used */
     config_init(&cfg);
@@ -567,6 +575,8 @@ int main(int argc, char **argv) {
             device = argv[++i];
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc && groups_known(argv[i + 1])) {
             only = argv[++i];
+        } else if (!strcmp(argv[i], "--no-curves")) {
+            curves = 0;
         } else if (!strcmp(argv[i], "--json") && i + 1 < argc) {
             if (!(json = fopen(argv[++i], "w"))) {
                 fprintf(stderr, "test_cuda_train: cannot write %s\n", argv[i]);
@@ -575,7 +585,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr,
                     "usage: test_cuda_train [--json FILE] [--device cpu] [--only GROUP[,GROUP...]] "
-                    "[--cuda.KEY=VALUE ...]\n");
+                    "[--no-curves] [--cuda.KEY=VALUE ...]\n");
             return 2;
         }
     }
@@ -611,13 +621,13 @@ int main(int argc, char **argv) {
     if (moe) parity("moe", tiny_moe(), ops_cpu(), f32);
     if (arch) parity("llama3", tiny_llama3(), ops_cpu(), f32);
     if (arch) parity("qwen3", tiny_qwen3(32), ops_cpu(), f32);
-    if (dense) curve("gpt2", tiny(ARCH_GPT2), f32, bf);
-    if (dense) curve("llama", tiny(ARCH_LLAMA), f32, bf);
-    if (moe) curve("moe", tiny_moe(), f32, bf);
-    if (dense) curve("gpt2-hd64", hd64(tiny(ARCH_GPT2)), f32, bf);
-    if (dense) curve("llama-hd64", hd64(tiny(ARCH_LLAMA)), f32, bf);
-    if (arch) curve("llama3", tiny_llama3(), f32, bf);
-    if (arch) curve("qwen3-hd64", tiny_qwen3(64), f32, bf);
+    if (curves && dense) curve("gpt2", tiny(ARCH_GPT2), f32, bf);
+    if (curves && dense) curve("llama", tiny(ARCH_LLAMA), f32, bf);
+    if (curves && moe) curve("moe", tiny_moe(), f32, bf);
+    if (curves && dense) curve("gpt2-hd64", hd64(tiny(ARCH_GPT2)), f32, bf);
+    if (curves && dense) curve("llama-hd64", hd64(tiny(ARCH_LLAMA)), f32, bf);
+    if (curves && arch) curve("llama3", tiny_llama3(), f32, bf);
+    if (curves && arch) curve("qwen3-hd64", tiny_qwen3(64), f32, bf);
     if (dense) zero_shard("llama", tiny(ARCH_LLAMA), bf);
     if (dense) fused_norm_bits("gpt2", tiny(ARCH_GPT2), bf, bf_fused);
     if (dense) fused_norm_bits("llama", tiny(ARCH_LLAMA), bf, bf_fused);

@@ -393,6 +393,11 @@ void cp_async16(void *dst, const void *src, int valid) {
     if (((uintptr_t)dst & 15) || !in_smem(dst, 16))
         fail("cp.async: destination %p not 16-byte aligned shared memory", dst);
     if ((uintptr_t)src & 15) fail("cp.async: source %p not 16-byte aligned", src);
+    /* in flight, the destination holds neither the old nor the new bytes: a
+     * GPU may land them at any time until the wait, so another warp still
+     * reading the old data (a missing barrier before a buffer's reuse)
+     * reads NaN here, as a thread reading before its own wait does */
+    memset(dst, 0xff, 16);
     g_cur->copies.push_back(Pending{dst, src, valid, g_cur->committed});
 }
 void cp_async_commit(void) { g_cur->committed++; }
@@ -412,11 +417,18 @@ void cp_async_wait(int n) {
         }
     }
     f->copies.swap(rest);
+    /* a switch point, as a barrier is: the other threads run on while this
+     * one waits (the copies it issued before can overwrite what they read) */
+    g_events++;
+    f->waiting = "cp.async.wait_group";
+    yield();
+    f->waiting = NULL;
 }
 
 /* ---- launches ---- */
 
-void run_grid(const LaunchCfg &cfg, void (*body)(void *), void *ctx) {
+/* a launch's configuration, checked when it is queued */
+static void check_launch(const LaunchCfg &cfg) {
     if (g_cur) fail("kernel launch from inside a kernel");
     unsigned nthreads = cfg.block.x * cfg.block.y * cfg.block.z;
     if (nthreads == 0 || nthreads > 1024 || cfg.block.z > 64)
@@ -427,6 +439,11 @@ void run_grid(const LaunchCfg &cfg, void (*body)(void *), void *ctx) {
     if (cfg.smem > (size_t)smem_limit(cfg.kernel))
         fail("launch with %zu bytes of dynamic shared memory, %d allowed (cudaFuncSetAttribute)",
              cfg.smem, smem_limit(cfg.kernel));
+}
+
+void run_grid(const LaunchCfg &cfg, void (*body)(void *), void *ctx) {
+    check_launch(cfg);
+    unsigned nthreads = cfg.block.x * cfg.block.y * cfg.block.z;
     const char *order = getenv("CUEMU_ORDER");
     g_reverse = order && !strcmp(order, "reverse");
     ensure_stacks(nthreads);
@@ -524,6 +541,7 @@ cudaError_t cudaMalloc(void **p, size_t n) {
 cudaError_t cudaFree(void *p) {
     using namespace cuemu;
     if (!p) return cudaSuccess;
+    cudaDeviceSynchronize(); /* as the runtime: queued work may still use p */
     auto it = g_allocs.find(p);
     if (it == g_allocs.end()) fail("cudaFree(%p): not a cudaMalloc'd pointer", p);
     g_dev_bytes -= it->second.n;
@@ -536,6 +554,7 @@ cudaError_t cudaMallocHost(void **p, size_t n) {
     return *p ? cudaSuccess : (cuemu::g_last = cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFreeHost(void *p) {
+    cudaDeviceSynchronize(); /* queued copies may still use p */
     free(p);
     return cudaSuccess;
 }
@@ -548,9 +567,10 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes) {
     return cudaSuccess;
 }
 
-/* Streams: a queue of deferred work (cuemu.h, cuemu_stream_defer); empty
- * but for the emulated NCCL's collectives and what is enqueued behind them.
- * The null stream is g_null; as the legacy default stream, the synchronous
+/* Streams: a queue of work (cuemu.h, "Streams"): kernels, GEMMs, event
+ * time stamps, the emulated NCCL's collectives (cuemu_stream_defer), waits
+ * for other streams' events, and the copies behind them. The null stream
+ * is g_null; as the legacy default stream, the synchronous
  * cudaMemcpy/cudaMemset wait for it and for every stream created without
  * cudaStreamNonBlocking. */
 struct CUstream_st {
@@ -572,21 +592,33 @@ int stream_advance(CUstream_st *s, int wait, uint64_t upto) {
     }
     return 1;
 }
-/* f runs now when nothing is queued on s, else behind the queue */
+/* f queued on s: it runs when s gets to it (a host wait on s, on an event
+ * behind f, or on a stream that waits for such an event) */
+void stream_push(cudaStream_t st, std::function<void(void)> f) {
+    CUstream_st *s = stream_of(st);
+    s->q.push_back([f](int) { return f(), 1; }), s->queued++;
+}
+/* copies and memsets: f runs now when nothing is queued on s */
 void stream_run(cudaStream_t st, std::function<void(void)> f) {
     CUstream_st *s = stream_of(st);
     if (s->q.empty()) return f();
-    s->q.push_back([f](int) { return f(), 1; }), s->queued++;
+    stream_push(st, f);
+}
+unsigned long g_launches;
+/* a kernel or GEMM on s: counted now, run when s gets to it */
+void launch_on(cudaStream_t s, std::function<void(void)> f) {
+    g_launches++;
+    stream_push(s, f);
 }
 } // namespace
 void stream_finish(cudaStream_t st) {
     CUstream_st *s = stream_of(st);
     stream_advance(s, 1, s->queued);
 }
-unsigned long g_launches;
-void note_launch(cudaStream_t s) {
-    stream_finish(s);
-    g_launches++;
+void enqueue_grid(cudaStream_t s, const LaunchCfg &cfg, void (*body)(void *),
+                  std::shared_ptr<void> ctx) {
+    check_launch(cfg);
+    launch_on(s, [cfg, body, ctx] { run_grid(cfg, body, ctx.get()); });
 }
 /* the synchronous copies: after the legacy default stream's work */
 void legacy_sync(void) {
@@ -667,28 +699,42 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     return cudaSuccess;
 }
 /* an event is ready once its stream has finished the work queued before
- * its record (s: that stream, NULL when nothing was queued) */
+ * its record (s: that stream, NULL when nothing was queued); its time is
+ * the host clock when the stream got to it (records counts the records, so
+ * that a stamp queued by an earlier record does not overwrite a later) */
 struct cuemuEvent {
     double t;
     int recorded;
     CUstream_st *s;
-    uint64_t upto;
+    uint64_t upto, records;
 };
+static double host_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 cudaError_t cudaEventCreate(cudaEvent_t *e) {
-    *e = new cuemuEvent{0.0, 0, NULL, 0};
+    *e = new cuemuEvent{0.0, 0, NULL, 0, 0};
     return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    cudaEventSynchronize(e); /* its time stamp still queued refers to it */
     delete e;
     return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t st) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    e->t = ts.tv_sec + ts.tv_nsec * 1e-9, e->recorded = 1;
     CUstream_st *s = cuemu::stream_of(st);
-    e->s = s->q.empty() ? NULL : s, e->upto = s->queued;
+    uint64_t rec = ++e->records;
+    e->recorded = 1;
+    if (s->q.empty()) {
+        e->t = host_s(), e->s = NULL, e->upto = s->queued;
+        return cudaSuccess;
+    }
+    cuemu::stream_push(st, [e, rec] {
+        if (e->records == rec) e->t = host_s();
+    });
+    e->s = s, e->upto = s->queued;
     return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
@@ -930,7 +976,6 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
                               cublasLtMatrixLayout_t lb, const void *beta, const void *C,
                               cublasLtMatrixLayout_t lc, void *D, cublasLtMatrixLayout_t ld,
                               const cublasLtMatmulAlgo_t *algo, void *, size_t, cudaStream_t st) {
-    cuemu::note_launch(st);
     if (!algo || algo->data[0] != 0xc0e0)
         fail("cublasLtMatmul without an algorithm from the heuristic");
     cublasStatus_t s = check_shapes(d, la, lb, lc);
@@ -943,12 +988,19 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
     size_t ea = la->type == CUDA_R_32F ? 4 : 2, ec = lc->type == CUDA_R_32F ? 4 : 2;
     int k = (int)(d->ta == CUBLAS_OP_N ? la->cols : la->rows);
     int tf = d->compute == CUBLAS_COMPUTE_32F_FAST_TF32 && la->type == CUDA_R_32F;
-    for (int i = 0; i < lc->batch; i++)
-        gemm_cm(d->ta, d->tb, (int)lc->rows, (int)lc->cols, k, *(const float *)alpha,
-                (const char *)A + (size_t)(i * la->stride) * ea, la->type, la->ld,
-                (const char *)B + (size_t)(i * lb->stride) * ea, lb->type, lb->ld,
-                *(const float *)beta, (const char *)C + (size_t)(i * lc->stride) * ec, lc->type,
-                lc->ld, (char *)D + (size_t)(i * lc->stride) * ec, lc->ld, bias, bt, tf);
+    /* queued with the descriptors' values at the call (the host may change
+     * or destroy them before the stream gets to it, as with cuBLASLt) */
+    cuemuLtDesc dv = *d;
+    cuemuLtLayout a = *la, b = *lb, c = *lc;
+    float al = *(const float *)alpha, be = *(const float *)beta;
+    cuemu::launch_on(st, [=] {
+        for (int i = 0; i < c.batch; i++)
+            gemm_cm(dv.ta, dv.tb, (int)c.rows, (int)c.cols, k, al,
+                    (const char *)A + (size_t)(i * a.stride) * ea, a.type, a.ld,
+                    (const char *)B + (size_t)(i * b.stride) * ea, b.type, b.ld, be,
+                    (const char *)C + (size_t)(i * c.stride) * ec, c.type, c.ld,
+                    (char *)D + (size_t)(i * c.stride) * ec, c.ld, bias, bt, tf);
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -967,17 +1019,27 @@ cublasStatus_t cublasGemmGroupedBatchedEx(
     const void *beta, void *const C[], cudaDataType_t ct, const int ldc[], int group_count,
     const int group_size[], cublasComputeType_t compute) {
     if (compute != CUBLAS_COMPUTE_32F || at != bt || at != ct) return CUBLAS_STATUS_NOT_SUPPORTED;
-    cuemu::note_launch(h->stream);
-    const float *al = (const float *)alpha, *be = (const float *)beta;
-    int p = 0;
-    for (int g = 0; g < group_count; g++)
-        for (int i = 0; i < group_size[g]; i++, p++) {
-            int rows_a = transa[g] == CUBLAS_OP_N ? m[g] : k[g];
-            int rows_b = transb[g] == CUBLAS_OP_N ? k[g] : n[g];
-            if (lda[g] < rows_a || ldb[g] < rows_b || ldc[g] < m[g])
-                return CUBLAS_STATUS_INVALID_VALUE;
-            gemm_cm(transa[g], transb[g], m[g], n[g], k[g], al[g], A[p], at, lda[g], B[p], bt,
-                    ldb[g], be[g], C[p], ct, ldc[g], C[p], ldc[g], NULL, ct, 0);
-        }
+    /* the per-group host arrays copied at the call; A, B and C are device
+     * arrays of pointers, read when the stream gets to the GEMMs */
+    struct Group {
+        cublasOperation_t ta, tb;
+        int m, n, k, lda, ldb, ldc, size;
+        float alpha, beta;
+    };
+    std::vector<Group> gs;
+    for (int g = 0; g < group_count; g++) {
+        int rows_a = transa[g] == CUBLAS_OP_N ? m[g] : k[g];
+        int rows_b = transb[g] == CUBLAS_OP_N ? k[g] : n[g];
+        if (lda[g] < rows_a || ldb[g] < rows_b || ldc[g] < m[g]) return CUBLAS_STATUS_INVALID_VALUE;
+        gs.push_back(Group{transa[g], transb[g], m[g], n[g], k[g], lda[g], ldb[g], ldc[g],
+                           group_size[g], ((const float *)alpha)[g], ((const float *)beta)[g]});
+    }
+    cuemu::launch_on(h->stream, [=] {
+        int p = 0;
+        for (const Group &g : gs)
+            for (int i = 0; i < g.size; i++, p++)
+                gemm_cm(g.ta, g.tb, g.m, g.n, g.k, g.alpha, A[p], at, g.lda, B[p], bt, g.ldb,
+                        g.beta, C[p], ct, g.ldc, C[p], g.ldc, NULL, ct, 0);
+    });
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -12,10 +12,11 @@
  *
  * Execution model: a launch runs its blocks one after the other; each
  * thread of a block is a fiber (ucontext) with its own stack, switched at
- * __syncthreads and at warp collectives (shuffles, mma, ldmatrix), which
- * wait until every live lane of the warp has arrived. Stricter than a GPU
- * where that helps find bugs: dynamic shared memory starts as NaN bytes,
- * cp.async copies land only when the issuing thread waits for their group,
+ * __syncthreads, at cp.async waits and at warp collectives (shuffles, mma,
+ * ldmatrix), which wait until every live lane of the warp has arrived.
+ * Stricter than a GPU where that helps find bugs: dynamic shared memory
+ * starts as NaN bytes, a cp.async destination is NaN from the issue until
+ * the issuing thread waits for its group, when the copy lands,
  * mismatched collectives in one warp, a lane exiting while its warp waits,
  * barriers no thread can pass, and > 48 KiB of dynamic shared memory
  * without cudaFuncSetAttribute are fatal errors. Arithmetic is the host's:
@@ -25,9 +26,9 @@
  *
  * cuBLASLt (cublasLtMatmul with bias epilogue, batches, TF32 rounding) and
  * cublasGemmGroupedBatchedEx are emulated through OpenBLAS sgemm on fp32
- * copies of the operands. Streams run their work at once, but for what the
- * emulated NCCL defers onto them (below, cuemu_stream_defer); "device"
- * memory is host memory. */
+ * copies of the operands. Kernels and GEMMs are queued on their stream and
+ * run when the host waits for it (below, "Streams"); "device" memory is
+ * host memory. */
 #ifndef DAPT_CUEMU_H
 #define DAPT_CUEMU_H
 
@@ -38,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -177,24 +179,28 @@ typedef struct cuemuEvent *cudaEvent_t;
 cudaError_t cudaEventCreate(cudaEvent_t *e);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
-/* Streams run kernels, copies and GEMMs at once, on the host. Only work
- * deferred onto a stream by cuemu_stream_defer (the emulated NCCL's
- * collectives) makes a stream lag: what comes after it on that stream waits
- * (copies and events queue behind it; a kernel or GEMM launch first
- * finishes it), and an event recorded behind it is ready once it is done.
- * Stricter than a GPU: deferred work starts as soon as it is first in line
- * (reading its inputs early) but finishes (writing its outputs) only when
- * the host waits for it: cudaEventQuery/Synchronize on an event behind it,
- * cudaStreamSynchronize, a launch on its stream, a synchronous copy after a
- * blocking stream, cuemu_progress. A read that does not wait sees the old
- * data. An event's time is the host clock at its record. */
+/* Streams: each a queue. Kernels and GEMMs are queued (their launch
+ * checked and counted at the call) and run only when something waits for
+ * them: cudaStreamSynchronize, cudaDeviceSynchronize, cudaFree, a
+ * synchronous copy or memset (after the blocking streams),
+ * cudaEventQuery/Synchronize on an event behind them, cudaStreamWaitEvent
+ * on such an event, cuemu_progress; copies and memsets run at once on an
+ * empty queue, else behind it. Work deferred by cuemu_stream_defer (the
+ * emulated NCCL's collectives) starts as soon as it is first in line
+ * (reading its inputs then) and finishes (writing its outputs) only when
+ * the host waits for it. So work on one stream sees another stream's
+ * kernels only after a cudaStreamWaitEvent on an event recorded behind
+ * them: a missing wait reads the old data, as on a GPU where the other
+ * stream runs late. An event's time is the host clock when its stream gets
+ * to it. */
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = 0);
 cudaError_t cudaEventQuery(cudaEvent_t e);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t stop);
-/* work queued on s after this call runs after e's: a no-op when e is ready
- * (or on s itself), else a deferred wait on s that advances e's stream when
- * s is advanced (flags must be 0) */
+/* work queued on s after this call runs after e's: e's stream runs up to
+ * e now when it can without blocking (its kernels always can), else a
+ * deferred wait on s that advances e's stream when s is advanced (flags
+ * must be 0) */
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
 cudaError_t cudaGetLastError(void);
 const char *cudaGetErrorString(cudaError_t e);
@@ -202,10 +208,8 @@ const char *cudaGetErrorString(cudaError_t e);
 }
 namespace cuemu {
 void set_func_smem(const void *kernel, int bytes);
-/* finishes the work deferred onto stream s */
+/* finishes the work queued on stream s */
 void stream_finish(cudaStream_t s);
-/* a kernel or GEMM on stream s: finishes s's deferred work, counts it */
-void note_launch(cudaStream_t s);
 }
 template <class K> inline cudaError_t cudaFuncSetAttribute(K *kernel, cudaFuncAttribute a, int v) {
     if (a == cudaFuncAttributeMaxDynamicSharedMemorySize)
@@ -297,26 +301,33 @@ template <class P, class A> inline P param(A &&a) {
     }
 }
 
+/* the grid queued on stream s (checked now, run when s gets to it); ctx
+ * holds the arguments until then */
+void enqueue_grid(cudaStream_t s, const LaunchCfg &cfg, void (*body)(void *),
+                  std::shared_ptr<void> ctx);
+
 template <class F> struct Launcher;
 template <class... P> struct Launcher<void(P...)> {
     void (*k)(P...);
     LaunchCfg cfg;
+    cudaStream_t s;
     template <class... A> void operator()(A &&...a) const {
         /* the parameters as the kernel receives them, converted once */
         struct Ctx {
             void (*k)(P...);
             std::tuple<std::decay_t<P>...> args;
-        } ctx{k, std::tuple<std::decay_t<P>...>(param<std::decay_t<P>>(std::forward<A>(a))...)};
-        run_grid(cfg, [](void *c) {
+        };
+        auto ctx = std::make_shared<Ctx>(
+            Ctx{k, std::tuple<std::decay_t<P>...>(param<std::decay_t<P>>(std::forward<A>(a))...)});
+        enqueue_grid(s, cfg, [](void *c) {
             Ctx *x = (Ctx *)c;
             std::apply(x->k, x->args); /* every thread gets its own copies */
-        }, &ctx);
+        }, ctx);
     }
 };
 template <class F>
 inline Launcher<F> launch(F *kernel, dim3 grid, dim3 block, size_t smem = 0, cudaStream_t s = 0) {
-    note_launch(s);
-    return Launcher<F>{kernel, LaunchCfg{grid, block, smem, (const void *)kernel}};
+    return Launcher<F>{kernel, LaunchCfg{grid, block, smem, (const void *)kernel}, s};
 }
 
 } // namespace cuemu

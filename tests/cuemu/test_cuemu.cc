@@ -65,6 +65,7 @@ static void check_mma(void) {
     for (int i = 0; i < 256; i++) A[i] = __float2bfloat16_rn(urand());
     for (int i = 0; i < 128; i++) B[i] = __float2bfloat16_rn(urand()), C[i] = urand();
     cuemu::launch(mma_kernel, 1, 32)(D, A, B, C);
+    cudaDeviceSynchronize();
     double worst = 0;
     for (int r = 0; r < 16; r++)
         for (int n = 0; n < 8; n++) {
@@ -105,6 +106,7 @@ static void check_ldmatrix(void) {
     for (int i = 0; i < 8 * 40; i++) src[i] = __float2bfloat16_rn((float)i);
     uint32_t out[8 * 32];
     cuemu::launch(ldsm_kernel, 1, 32, 8 * 40 * sizeof(bf16))(out, src);
+    cudaDeviceSynchronize();
     int bad = 0;
     for (int trans = 0; trans < 2; trans++)
         for (int i = 0; i < 4; i++)
@@ -126,6 +128,7 @@ static void check_ldmatrix(void) {
     CHECK(mats == 8 && extra == 0, "ldmatrix: %ld matrices, %ld extra wavefronts (want 8, 0)", mats,
           extra);
     cuemu::launch(ldsm_conflict_kernel, 1, 32, 32 * 128)();
+    cudaDeviceSynchronize();
     long mats2, extra2;
     cuemu::ldmatrix_stats(&mats2, &extra2);
     CHECK(mats2 - mats == 4 && extra2 - extra == 4 * 7,
@@ -155,6 +158,7 @@ static void check_cp_async(void) {
     float src[16], out[8];
     for (int i = 0; i < 16; i++) src[i] = (float)(i + 1);
     cuemu::launch(cp_kernel, 1, 32, 64)(out, src);
+    cudaDeviceSynchronize();
     CHECK(isnan(out[0]) && isnan(out[1]), "cp.async: data visible before the wait (%g %g)", out[0],
           out[1]);
     CHECK(out[2] == 1.0f && out[3] == 0.0f, "cp.async: first group %g %g, want 1 0", out[2],
@@ -163,6 +167,59 @@ static void check_cp_async(void) {
           out[5]);
     CHECK(out[6] == 9.0f && out[7] == 13.0f, "cp.async: second group %g %g, want 9 13", out[6],
           out[7]);
+}
+
+/* A double-buffered pipeline, as the fused attention's: stage s + 1 is
+ * copied into one buffer while every thread reads stage s (what another
+ * warp copied) from the other; the barrier at the end of a stage keeps the
+ * next copy into a buffer from overwriting what slower warps still read.
+ * 64 threads; threads 0-15 copy a stage's 64 floats, 16 bytes each. */
+static void pipe_kernel(float *out, const float *src, int stages, int end_barrier) {
+    float *S = (float *)cuemu::dyn_smem(); /* (2, 64) */
+    int t = (int)threadIdx.x;
+    float acc = 0.0f;
+    if (t < 16) cuemu::cp_async16(S + 4 * t, src + 4 * t, 1);
+    cuemu::cp_async_commit();
+    for (int s = 0; s < stages; s++) {
+        if (s + 1 < stages && t < 16)
+            cuemu::cp_async16(S + 64 * ((s + 1) % 2) + 4 * t, src + 64 * (s + 1) + 4 * t, 1);
+        cuemu::cp_async_commit();
+        cuemu::cp_async_wait(1);
+        __syncthreads();
+        acc += S[64 * (s % 2) + 63 - t];
+        if (end_barrier) __syncthreads();
+    }
+    out[t] = acc;
+}
+
+/* without the end-of-stage barrier, a buffer's next copy is issued while
+ * other warps still read it: its bytes are NaN from the issue (a GPU may
+ * land them then), in both block and thread orders */
+static void check_cp_async_reuse(void) {
+    const int stages = 4;
+    float src[4 * 64], out[64];
+    for (int i = 0; i < stages * 64; i++) src[i] = (float)(i % 97);
+    for (int rev = 0; rev < 2; rev++) {
+        if (rev) setenv("CUEMU_ORDER", "reverse", 1);
+        for (int barrier = 1; barrier >= 0; barrier--) {
+            cuemu::launch(pipe_kernel, 1, 64, 2 * 64 * sizeof(float))(out, src, stages, barrier);
+            cudaDeviceSynchronize();
+            int wrong = 0, nan = 0;
+            for (int t = 0; t < 64; t++) {
+                float want = 0.0f;
+                for (int s = 0; s < stages; s++) want += src[64 * s + 63 - t];
+                wrong += out[t] != want;
+                nan += isnan(out[t]);
+            }
+            if (barrier)
+                CHECK(wrong == 0, "cp.async pipeline (%s): %d wrong sums",
+                      rev ? "reverse" : "forward", wrong);
+            else
+                CHECK(nan > 0, "cp.async into a buffer other warps still read (%s order): not seen",
+                      rev ? "reverse" : "forward");
+        }
+    }
+    unsetenv("CUEMU_ORDER");
 }
 
 /* ---- shuffles, barriers, static shared memory, grids, parameters ---- */
@@ -194,6 +251,7 @@ static void grid_kernel(int *count, size_t total) {
 static void check_threads(void) {
     int out[64 * 3];
     cuemu::launch(warp_kernel, 1, 64)(out);
+    cudaDeviceSynchronize();
     int bad = 0;
     for (int t = 0; t < 64; t++) {
         int l = t % 32, w = t / 32;
@@ -205,6 +263,7 @@ static void check_threads(void) {
 
     int b[3 * 64];
     cuemu::launch(block_kernel, 3, 64)(b, 2);
+    cudaDeviceSynchronize();
     bad = 0;
     for (int k = 0; k < 3; k++)
         for (int t = 0; t < 64; t++) bad += b[k * 64 + t] != (63 - t) * 2 + k;
@@ -212,6 +271,7 @@ static void check_threads(void) {
 
     static int count[10007];
     cuemu::launch(grid_kernel, dim3(3, 2, 2), dim3(8, 4))(count, (size_t)10007);
+    cudaDeviceSynchronize();
     bad = 0;
     for (int i = 0; i < 10007; i++) bad += count[i] != 1;
     CHECK(bad == 0, "grid-stride loop over a 3-d grid: %d elements not visited once", bad);
@@ -232,6 +292,7 @@ static void check_order(void) {
             unsetenv("CUEMU_ORDER");
         int order[4 + 32], counter = 0;
         cuemu::launch(order_kernel, 4, 32)(order, &counter);
+        cudaDeviceSynchronize();
         /* blocks in order (or reversed); after the barrier the thread that
          * completed it goes on first, the others in order (or reversed) */
         int bad = 0;
@@ -273,12 +334,14 @@ static void run_past_end(void) {
     cudaMalloc(&in, 64 * sizeof(float)); /* 256 bytes: ends at the guard page */
     cudaMalloc(&out, sizeof(float));
     cuemu::launch(past_end_kernel, 1, 32)(out, in, 64);
+    cudaDeviceSynchronize();
 }
 static void in_bounds(void) {
     float *in, *out;
     cudaMalloc(&in, 64 * sizeof(float));
     cudaMalloc(&out, sizeof(float));
     cuemu::launch(past_end_kernel, 1, 32)(out, in, 63);
+    cudaDeviceSynchronize();
     size_t cur, peak;
     cuemu::device_bytes(&cur, &peak);
     cudaFree(in), cudaFree(out);
@@ -297,6 +360,7 @@ static int dies_with(void (*f)(void), const char *want) {
         dup2(fd[1], 2);
         close(fd[0]);
         f();
+        cudaDeviceSynchronize(); /* the queued launch runs */
         _exit(0);
     }
     close(fd[1]);
@@ -319,6 +383,7 @@ static void run_big_smem(void) { cuemu::launch(nothing_kernel, 1, 32, 64 << 10)(
 static void run_ldsm_global(void) {
     static bf16 g[64];
     cuemu::launch(ldsm_global_kernel, 1, 32)(g);
+    cudaDeviceSynchronize();
 }
 
 static void check_faults(void) {
@@ -333,6 +398,7 @@ static void check_faults(void) {
     /* and with the attribute set, the launch runs */
     cudaFuncSetAttribute(nothing_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 << 10);
     cuemu::launch(nothing_kernel, 1, 32, 64 << 10)();
+    cudaDeviceSynchronize();
 }
 
 /* deferred work that is done at its `need`-th non-waiting poll */
@@ -347,6 +413,40 @@ static int deferred_poll(void *ctx, int wait) {
     return d->done;
 }
 static void add_one_kernel(float *x) { x[0] += 1.0f; }
+
+/* deferred work that copies src's first float to dst when it starts */
+struct Reader {
+    const float *src;
+    float got;
+};
+static int reader_poll(void *ctx, int wait) {
+    Reader *r = (Reader *)ctx;
+    if (wait < 0) r->got = r->src[0];
+    return wait >= 0;
+}
+
+/* Kernels are queued, so work on one stream (a collective of the emulated
+ * NCCL reads its input when it starts) sees another stream's kernels' results
+ * only when it waits for them: without cudaStreamWaitEvent it reads what
+ * was there before (dist_nccl.c's own_after_compute is this wait). */
+static void check_cross_stream(cudaStream_t s, cudaStream_t nb, float *dev, cudaEvent_t ev) {
+    cudaStreamSynchronize(nb);
+    float before = dev[0];
+    cuemu::launch(add_one_kernel, 1, 1, 0, nb)(dev);
+    Reader r = {dev, -1.0f};
+    cuemu_stream_defer(s, reader_poll, &r);
+    CHECK(r.got == before, "no wait: the other stream's work read %g, want %g (the kernel not run)",
+          r.got, before);
+    cudaStreamSynchronize(s);
+    cuemu::launch(add_one_kernel, 1, 1, 0, nb)(dev);
+    cudaEventRecord(ev, nb);
+    cudaStreamWaitEvent(s, ev, 0);
+    Reader w = {dev, -1.0f};
+    cuemu_stream_defer(s, reader_poll, &w);
+    cudaStreamSynchronize(s);
+    CHECK(w.got == before + 2.0f, "behind cudaStreamWaitEvent: read %g, want %g", w.got,
+          before + 2.0f);
+}
 
 static void check_streams(void) {
     cudaStream_t s, nb;
@@ -378,11 +478,15 @@ static void check_streams(void) {
     CHECK(ready && queries == 3 && a.done && back == 6.0f,
           "event: ready %d after %d queries (want 3), deferred done %d, copy %g (want 6)", ready,
           queries, a.done, back);
-    /* a launch on the stream finishes its deferred work first */
+    /* a launch is queued behind the stream's deferred work; it runs when
+     * the host waits for the stream */
     Deferred b = {0, 0, 1000, 0};
     cuemu_stream_defer(nb, deferred_poll, &b);
     cuemu::launch(add_one_kernel, 1, 1, 0, nb)(dev);
-    CHECK(b.done, "a launch on the stream did not finish its deferred work");
+    CHECK(!b.done && dev[0] == 6.0f, "a launch ran before the stream's deferred work (%g)", dev[0]);
+    cudaStreamSynchronize(nb);
+    CHECK(b.done && dev[0] == 7.0f, "synchronizing: deferred done %d, %g (want 1, 7)", b.done,
+          dev[0]);
     /* a synchronous copy waits for a blocking stream */
     Deferred c = {0, 0, 1000, 0};
     cuemu_stream_defer(s, deferred_poll, &c);
@@ -408,6 +512,7 @@ static void check_streams(void) {
     cuemu_stream_defer(s, deferred_poll, &f);
     CHECK(f.started, "a wait on a ready event held back the work behind it");
     cudaStreamSynchronize(s);
+    check_cross_stream(s, nb, dev, ev);
     cudaEventDestroy(ev);
     cudaFree(dev);
     cudaStreamDestroy(s);
@@ -419,6 +524,7 @@ int main(void) {
     check_mma();
     check_ldmatrix();
     check_cp_async();
+    check_cp_async_reuse();
     check_threads();
     check_order();
     check_faults();
