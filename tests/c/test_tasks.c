@@ -105,6 +105,30 @@ static void bad_lines(void) {
     CHECK_FAILS(tasks_load(&ts, text, err, sizeof err), err, "missing.jsonl: No such file");
 }
 
+/* The sample tasks of configs/tasks (tools/make_tasks.py) load, one task
+ * each of the type its name says (ctest runs this in tests/). */
+static void sample_tasks(void) {
+    static const struct {
+        const char *name;
+        TaskType type;
+        int n_items;
+    } files[] = {{"manpages_name", TASK_MULTIPLE_CHOICE, 200},
+                 {"fortunes_end", TASK_MULTIPLE_CHOICE, 200},
+                 {"manpages_ppl", TASK_PERPLEXITY, 20},
+                 {"fortunes_ppl", TASK_PERPLEXITY, 40}};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char path[256], err[1024];
+        snprintf(path, sizeof path, "../configs/tasks/%s.jsonl", files[i].name);
+        TaskSet *ts = NULL;
+        CHECK_OK(tasks_load(&ts, path, err, sizeof err), err);
+        if (!ts) continue;
+        CHECK(ts->n_tasks == 1 && !strcmp(ts->tasks[0].name, files[i].name) &&
+                  ts->tasks[0].type == files[i].type && ts->n_items == files[i].n_items,
+              "%s: %d tasks, %d items", path, ts->n_tasks, ts->n_items);
+        tasks_free(ts);
+    }
+}
+
 int main(void) {
     if (scratch_make(dir, sizeof dir, "tasks")) {
         CHECK(0, "no scratch directory");
@@ -112,6 +136,7 @@ int main(void) {
     }
     good_file();
     bad_lines();
+    sample_tasks();
     if (!check_failures) scratch_remove(dir);
     return CHECK_DONE();
 }
