@@ -13,7 +13,9 @@
  * step appends a train record to RUN/metrics.jsonl (trainer/metrics.h);
  * every eval.every steps (and at the end) the held-out windows of each
  * source are evaluated; every ckpt.every steps (and at the end, and on
- * SIGINT/SIGTERM) a checkpoint is written (trainer/train_ckpt.h).
+ * SIGINT/SIGTERM) a checkpoint is written (trainer/train_ckpt.h), then
+ * scored on the eval.tasks files (trainer/tasks.h, every rank) and handed to
+ * the eval.command hook (trainer/hook.h, rank 0, in the background).
  *
  * Data parallel (trainer/dist.h, under mpirun): rank r of W computes its
  * slots of the same global batch, so every rank applies the same update.
@@ -781,7 +783,8 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
                 return step_failed(t, step, err, err_len);
             if (train_ckpt_save(&t->ckpt, t->m, step + 1, t->tokens, o.lr))
                 return err[0] = 0, 1; /* the failing rank said why */
-            after_checkpoint(t, step + 1);
+            /* a stop (signal, metrics down) is not held up by evaluation */
+            if (!o.stop && !o.metrics_down) after_checkpoint(t, step + 1);
             if (o.metrics_down || (last && t->metrics_down))
                 return metrics_down_stop(t, step + 1, err, err_len);
         }
