@@ -71,8 +71,8 @@
 #             that checkpoint; an eval.command run per checkpoint recorded
 #             with its exit status and the JSON object of its last line,
 #             while the checkpoint existed; a failing one (exit 3) and a
-#             hanging one (killed after command_wait_s = 1, no process left)
-#             are recorded and the run's weights are bitwise those of a run
+#             hanging one (4 at once at most, then not started; killed after
+#             command_wait_s = 1, no process left) are recorded and the run's weights are bitwise those of a run
 #             without hooks; a task file with a bad line is refused before
 #             the first step with FILE:LINE, a glob without files too
 #   continue  model.init_optimizer: from step 10 of a run with nothing
@@ -706,7 +706,7 @@ PY
   start=$(date +%s)
   "$dapt" train "$work/tiny.toml" --run.name=failing "--eval.command=echo no json; exit 3" > /dev/null
   "$dapt" train "$work/tiny.toml" --run.name=hanging "--eval.command=sleep 300" \
-    --eval.command_wait_s=1 > "$work/hang.log" 2> "$work/hang.err"
+    --eval.command_wait_s=1 --ckpt.every=5 > "$work/hang.log" 2> "$work/hang.err"
   (( $(date +%s) - start < 60 )) || fail "a hanging hook held the run"
   for run in failing hanging; do
     cmp "$work/runs/plain/ckpt/step-00000030/model.safetensors" \
@@ -720,8 +720,10 @@ assert len(f) == 3 and all(r["status"] == "failed" and r["exit_code"] == 3 and "
                            for r in f), f
 h = [json.loads(l) for l in open(sys.argv[2])]
 h = [r for r in h if r["type"] == "hook"]
-assert len(h) == 3 and all(r["status"] == "killed" for r in h), h
-print("ok: failing hook recorded 3 times (exit 3), hanging hook killed 3 times")
+# 6 checkpoints: 4 runs at once, the 5th and 6th find them all busy
+assert [(r["step"], r["status"]) for r in h] == [(25, "not_started"), (30, "not_started"),
+    (5, "killed"), (10, "killed"), (15, "killed"), (20, "killed")], h
+print("ok: failing hook recorded 3 times (exit 3); hanging hook: 4 killed at the end, 2 not started")
 PY
   grep -q "was killed at the end of training" "$work/hang.err" || fail "no report of the killed hook"
   for pid in $(sed -n 's/.*started (pid \([0-9]*\).*/\1/p' "$work/hang.log"); do
