@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,7 @@ def main():
               f"acc_norm {res['tasks']['cloze']['acc_norm']:.4f}, ppl loss {loss / n_tok:.5f}")
     print(f"{case}: worst |loglik - oracle| {worst:.3e} (tolerance {LL_TOL:.0e}); perplexity "
           f"loss sum over {n_tok} tokens off by {worst_ppl:.3e}")
+    shutil.rmtree(tmp)  # kept when an assertion failed
     print("1 passed, 0 failed")
 
 

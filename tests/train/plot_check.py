@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 
@@ -148,6 +149,7 @@ def main():
                  f"moe.png load layer {layer}")
             same(list(lbls[0].get_ydata()), [r["moe_lbl"][layer] for r in train],
                  f"moe.png lbl layer {layer}")
+    shutil.rmtree(tmp)  # kept when a check failed
     print("ok: sources, tasks (acc, acc_norm, bits/byte, hook results) and MoE curves "
           "match the records; a run without them gets no tasks.png or moe.png")
 
