@@ -35,6 +35,7 @@ void config_free(Config *c) {
         list_free(&c->data.sources[j].train);
         list_free(&c->data.sources[j].val);
     }
+    list_free(&c->eval.tasks);
     c->data.n_sources = 0;
 }
 

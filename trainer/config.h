@@ -91,6 +91,10 @@ typedef struct {
     } train;
     struct {
         int every, batches;
+        ConfigList tasks;   /* task files (globs) scored at each checkpoint (trainer/tasks.h) */
+        int shots;          /* few-shot examples of their multiple_choice items */
+        char command[CONFIG_PATH_LEN]; /* run after each checkpoint ({ckpt}); "" = none */
+        int command_wait_s; /* at the end, how long to wait for running commands */
     } eval;
     struct {
         int every, keep;

@@ -129,6 +129,18 @@ const KeyDef config_keys[] = {
      "steps between evaluations; 0 = never"},
     {"eval", "batches", K_INT, F(eval.batches), 0, 1, 1e6, 0, 0, NULL, "20",
      "batches of each held-out source per evaluation"},
+    {"eval", "tasks", K_GLOBS, F(eval.tasks), 0, 0, 0, 0, 0, NULL, "[]",
+     "globs of `dapt eval` task files (docs/eval.md) scored at each checkpoint: \"task\" records "
+     "in metrics.jsonl"},
+    {"eval", "shots", K_INT, F(eval.shots), 0, 0, 1000, 0, 0, NULL, "0",
+     "few-shot examples before each multiple_choice item of eval.tasks"},
+    {"eval", "command", K_STR, F(eval.command), SZ(eval.command), 0, 0, 0, 0, NULL, "\"\"",
+     "a shell command run in the background after each checkpoint on rank 0, {ckpt} replaced by "
+     "the checkpoint directory: \"hook\" records of its exit status and the JSON object of its "
+     "last output line (docs/train.md); \"\" = none"},
+    {"eval", "command_wait_s", K_INT, F(eval.command_wait_s), 0, 0, 1e6, 0, 0, NULL, "600",
+     "at the end of training, seconds to wait for eval.command runs still going (then they are "
+     "killed and reported)"},
     {"ckpt", "every", K_INT, F(ckpt.every), 0, 0, BIG, 0, 0, NULL, "1000",
      "steps between checkpoints; 0 = no periodic checkpoints"},
     {"ckpt", "keep", K_INT, F(ckpt.keep), 0, 0, 1e6, 0, 0, NULL, "3",

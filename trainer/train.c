@@ -13,7 +13,9 @@
  * step appends a train record to RUN/metrics.jsonl (trainer/metrics.h);
  * every eval.every steps (and at the end) the held-out windows of each
  * source are evaluated; every ckpt.every steps (and at the end, and on
- * SIGINT/SIGTERM) a checkpoint is written (trainer/train_ckpt.h).
+ * SIGINT/SIGTERM) a checkpoint is written (trainer/train_ckpt.h), then
+ * scored on the eval.tasks files (trainer/tasks.h, every rank) and handed to
+ * the eval.command hook (trainer/hook.h, rank 0, in the background).
  *
  * Data parallel (trainer/dist.h, under mpirun): rank r of W computes its
  * slots of the same global batch, so every rank applies the same update.
@@ -32,6 +34,7 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <glob.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,12 +51,14 @@
 #include "trainer/ckpt.h"
 #include "trainer/comm.h"
 #include "trainer/hf.h"
+#include "trainer/hook.h"
 #include "trainer/metrics.h"
 #include "trainer/model.h"
 #include "trainer/moe.h"
 #include "trainer/moe_loop.h"
 #include "trainer/safetensors.h"
 #include "trainer/sched.h"
+#include "trainer/tasks.h"
 #include "trainer/train_ckpt.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -424,6 +429,10 @@ typedef struct {
     int metrics_down;
     char metrics_err[1100];
     int bos; /* the tokenizer's BOS when it starts every document with one, else -1 */
+    TaskSet **tasks; /* (n_tasks) eval.tasks files, scored at each checkpoint on every rank */
+    int n_tasks;
+    int tasks_off; /* a scoring failed: no more task scoring in this run */
+    Hook *hook;    /* eval.command, rank 0; NULL: none */
 } Trainer;
 
 /* The sums of one step over all ranks, reduced as one array of doubles. */
@@ -636,6 +645,72 @@ static int metrics_down_stop(const Trainer *t, int step_done, char *err, size_t 
                    t->rank, t->world, step_done);
 }
 
+/* eval.tasks on the model after `step` steps: every rank scores (the same
+ * items in the same order, so a ZeRO-3 model's gathers match), rank 0
+ * writes one "task" record per task. A scoring failure is reported and
+ * ends task scoring for the run, never the run. */
+static void score_tasks(Trainer *t, int step) {
+    char err[2048];
+    for (int f = 0; f < t->n_tasks && !t->tasks_off; f++) {
+        TaskSet *ts = t->tasks[f];
+        double t0 = now_s();
+        if (tasks_score(ts, t->m, t->tok, t->c->eval.shots, err, sizeof err)) {
+            t->tasks_off = 1;
+            if (!t->lead) return;
+            fprintf(stderr,
+                    "dapt train: eval.tasks at step %d: %s; no more task scoring in this run "
+                    "(training goes on)\n",
+                    step, err);
+            MetricsRec r;
+            metrics_rec_begin(&r, "event");
+            metrics_rec_int(&r, "step", step);
+            metrics_rec_str(&r, "event", "tasks_failed");
+            metrics_rec_str(&r, "error", err);
+            if (metrics_write(t->mf, &r, err, sizeof err)) fprintf(stderr, "dapt train: %s\n", err);
+            return;
+        }
+        for (int k = 0; t->lead && k < ts->n_tasks; k++) {
+            const Task *tk = &ts->tasks[k];
+            int mc = tk->type == TASK_MULTIPLE_CHOICE;
+            MetricsRec r;
+            metrics_rec_begin(&r, "task");
+            metrics_rec_int(&r, "step", step);
+            metrics_rec_int(&r, "tokens", t->tokens);
+            metrics_rec_str(&r, "task", tk->name);
+            metrics_rec_str(&r, "kind", mc ? "multiple_choice" : "perplexity");
+            metrics_rec_int(&r, "n_items", tk->n_items);
+            if (mc) {
+                metrics_rec_num(&r, "acc", "%.6f", tk->acc);
+                metrics_rec_num(&r, "acc_norm", "%.6f", tk->acc_norm);
+                metrics_rec_int(&r, "shots", t->c->eval.shots);
+            } else {
+                metrics_rec_num(&r, "loss", "%.6f", tk->mean_loss);
+                metrics_rec_num(&r, "ppl", "%.6g", tk->ppl);
+                metrics_rec_num(&r, "bits_per_byte", "%.6f", tk->bits_per_byte);
+            }
+            metrics_rec_num(&r, "seconds", "%.3f", now_s() - t0);
+            if (metrics_write(t->mf, &r, err, sizeof err)) fprintf(stderr, "dapt train: %s\n", err);
+            if (mc)
+                printf("task step %d: %s acc %.4f acc_norm %.4f\n", step, tk->name, tk->acc,
+                       tk->acc_norm);
+            else
+                printf("task step %d: %s loss %.4f bits/byte %.4f\n", step, tk->name,
+                       tk->mean_loss, tk->bits_per_byte);
+        }
+    }
+}
+
+/* What follows a checkpoint: eval.tasks, and eval.command in the
+ * background on rank 0. */
+static void after_checkpoint(Trainer *t, int step) {
+    score_tasks(t, step);
+    if (t->hook) {
+        char dir[CONFIG_PATH_LEN * 3];
+        snprintf(dir, sizeof dir, "%s/ckpt/step-%08d", t->run_dir, step);
+        hook_start(t->hook, t->mf, step, dir);
+    }
+}
+
 /* The steps from start_step on, with evaluation, checkpoints, metrics and
  * the console line; stops early on a non-finite step (on_nonfinite =
  * "stop") or a signal. */
@@ -663,6 +738,7 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
         }
         t->tokens += (long long)t->B * t->T;
         steps_run++;
+        hook_poll(t->hook, t->mf);
         double tok_s = (double)t->B * t->T / (now_s() - t0);
         if (write_train(t, step, &o, tok_s, moe_console, sizeof moe_console, err, err_len) &&
             (metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
@@ -707,6 +783,8 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
                 return step_failed(t, step, err, err_len);
             if (train_ckpt_save(&t->ckpt, t->m, step + 1, t->tokens, o.lr))
                 return err[0] = 0, 1; /* the failing rank said why */
+            /* a stop (signal, metrics down) is not held up by evaluation */
+            if (!o.stop && !o.metrics_down) after_checkpoint(t, step + 1);
             if (o.metrics_down || (last && t->metrics_down))
                 return metrics_down_stop(t, step + 1, err, err_len);
         }
@@ -867,6 +945,38 @@ static void continue_run(Trainer *t, const char *fp) {
     }
 }
 
+/* eval.tasks: every file of every glob, loaded (and so checked) before
+ * the first step. */
+static int load_tasks(Trainer *t, char *err, size_t err_len) {
+    const ConfigList *l = &t->c->eval.tasks;
+    if (l->n && !t->tok)
+        return err_set(err, err_len,
+                       "eval.tasks needs a tokenizer: set data.tokenizer (or model.init_from "
+                       "with one)");
+    for (int i = 0; i < l->n; i++) {
+        glob_t g;
+        if (glob(l->items[i], 0, NULL, &g) || g.gl_pathc == 0) {
+            globfree(&g);
+            return err_set(err, err_len, "eval.tasks: \"%s\" matches no file", l->items[i]);
+        }
+        for (size_t j = 0; j < g.gl_pathc; j++) {
+            TaskSet **nt = realloc(t->tasks, (size_t)(t->n_tasks + 1) * sizeof *nt);
+            if (!nt) {
+                globfree(&g);
+                return err_set(err, err_len, "out of memory");
+            }
+            t->tasks = nt;
+            if (tasks_load(&t->tasks[t->n_tasks], g.gl_pathv[j], err, err_len)) {
+                globfree(&g);
+                return 1;
+            }
+            t->n_tasks++;
+        }
+        globfree(&g);
+    }
+    return 0;
+}
+
 /* Everything a run needs, from the config: the collectives, the backend,
  * the model (resumed or from its base), the data stream, the run
  * directory and the step's buffers. On failure what was made stays in t
@@ -958,6 +1068,10 @@ static int train_setup(Trainer *t, const TrainArgs *a, char *err, size_t err_len
         return err_set(err, err_len, "out of memory for the batch");
     for (int j = 0; j < stream_n_sources(t->s); j++)
         t->samples[j] = stream_source_samples(t->s, j, (uint64_t)t->start_step);
+    if (load_tasks(t, err, err_len)) return 1;
+    if (t->lead && c->eval.command[0] &&
+        !(t->hook = hook_create(c->eval.command, t->run_dir, err, err_len)))
+        return 1;
     print_setup(t);
     return 0;
 }
@@ -968,6 +1082,10 @@ static void train_teardown(Trainer *t) {
     free(t->config_text), free(t->batch), free(t->src_ids), free(t->inp), free(t->tgt);
     free(t->roles), free(t->samples);
     ckpt_state_free(&t->resumed);
+    for (int i = 0; i < t->n_tasks; i++)
+        tasks_free(t->tasks[i]);
+    free(t->tasks);
+    hook_free(t->hook);
     tokenizer_free(t->tok);
     if (t->s) stream_close(t->s);
     model_free(t->m);
@@ -977,6 +1095,8 @@ static void train_teardown(Trainer *t) {
 int train_run(const TrainArgs *a, char *err, size_t err_len) {
     Trainer t = {0};
     int rc = train_setup(&t, a, err, err_len) || train_loop(&t, err, err_len);
+    /* a signal's stop does not wait for eval.command runs: they are killed */
+    hook_finish(t.hook, t.mf, stop_requested ? 0 : a->cfg.eval.command_wait_s);
     train_teardown(&t);
     return rc;
 }

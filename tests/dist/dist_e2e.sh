@@ -16,6 +16,9 @@
 #           rank 0 holds 1/n of the gradients (stage 2) and of the
 #           parameters too (stage 3), plus one unit's window of each; the
 #           checkpoints' optimizer shards hold one process's moments
+#   tasks   [eval] tasks and command at -np 2 (ZeRO-0 and ZeRO-3): the task
+#           records of one process (acc exactly, losses within 1e-5), one
+#           hook record per checkpoint (rank 0 alone runs the command)
 #   resume  a checkpoint of 2 ranks resumes on 3, one of 3 on 1 and 2, with
 #           and without ZeRO-1 on either side, and across stages 0..3: the
 #           resumed steps equal those of the 1-process run
@@ -161,6 +164,38 @@ zero23)
   grep -q "for $(( (P + 2) / 3 )) of $P parameters), offloaded" o3.log || fail "o3: rank 0 did not offload its shard: $(grep -m1 'optimizer state' o3.log)"
   same w1 o3
   "$py" "$here/compare_opt_shards.py" runs/w1/ckpt/step-00000020 runs/o3/ckpt/step-00000020 3 $mom_tol
+  ;;
+tasks)
+  for h in stdio stdlib string unistd; do
+    echo "{\"task\": \"headers\", \"context\": \"#include <$h\", \"choices\": [\".h>\", \".c>\", \"_h>\"], \"answer\": 0}"
+  done > tasks.jsonl
+  echo '{"task": "license_ppl", "type": "perplexity", "text": "This program is free software; you can redistribute it and/or modify it under the terms of the GNU General Public License."}' >> tasks.jsonl
+  ev=("--eval.tasks=[\"$work/tasks.jsonl\"]" "--eval.command=echo '{\"rank0\": 1}'")
+  "$dapt" train tiny.toml "${args[@]}" "${ev[@]}" --run.name=t1 > t1.log
+  mpi 2 "$dapt" train tiny.toml "${args[@]}" "${ev[@]}" --run.name=t2 > t2.log
+  mpi 2 "$dapt" train tiny.toml "${args[@]}" "${ev[@]}" --run.name=t3 --dist.zero=3 > t3.log
+  grep -q "ZeRO-3" t3.log || fail "--dist.zero=3 did not shard"
+  "$py" - runs/t1/metrics.jsonl runs/t2/metrics.jsonl runs/t3/metrics.jsonl << 'PY'
+import json, sys
+def load(p):
+    recs = [json.loads(l) for l in open(p)]
+    return ({(r["step"], r["task"]): r for r in recs if r["type"] == "task"},
+            [r for r in recs if r["type"] == "hook"])
+ref, ref_hooks = load(sys.argv[1])
+assert sorted(ref) == [(10, "headers"), (10, "license_ppl"), (20, "headers"), (20, "license_ppl")], sorted(ref)
+for path in sys.argv[2:]:
+    got, hooks = load(path)
+    assert sorted(got) == sorted(ref), (path, sorted(got))
+    for k, r in ref.items():
+        g = got[k]
+        if r["kind"] == "multiple_choice":
+            assert (g["acc"], g["acc_norm"]) == (r["acc"], r["acc_norm"]), (path, k, g, r)
+        else:
+            assert abs(g["loss"] - r["loss"]) <= 1e-5 * r["loss"], (path, k, g["loss"], r["loss"])
+    assert [(h["step"], h["status"], h["result"]) for h in hooks] == \
+        [(10, "ok", {"rank0": 1}), (20, "ok", {"rank0": 1})], (path, hooks)
+print("ok: task records of -np 2 (ZeRO-0, ZeRO-3) equal one process's; one hook record per checkpoint")
+PY
   ;;
 resume)
   "$dapt" train tiny.toml "${args[@]}" --run.name=w1 > w1.log

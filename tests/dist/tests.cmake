@@ -20,11 +20,11 @@ if(DAPT_HAVE_MPI AND MPIEXEC_EXECUTABLE)
            COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --bind-to none -np 3
                    $<TARGET_FILE:test_dist>)
   set_tests_properties(dist_collectives PROPERTIES LABELS py TIMEOUT 300)
-  foreach(mode equal zero23 resume kill)
+  foreach(mode equal zero23 tasks resume kill)
     # quick set: equal; the restarts (resume on other rank counts, a killed
     # rank) in the full set
     set(cfg ${FULL})
-    if(mode STREQUAL "equal" OR mode STREQUAL "zero23")
+    if(mode MATCHES "^(equal|zero23|tasks)$")
       set(cfg "")
     endif()
     add_test(NAME dist_${mode} ${cfg}

@@ -1,5 +1,5 @@
 # End-to-end tests of `dapt train` (tests/train/train_e2e.sh).
-foreach(mode metrics resume signal errors nonfinite arch plan recompute sources continue diskfull rundir checksum resumecfg killloop ckptfull)
+foreach(mode metrics resume signal errors nonfinite arch plan recompute sources continue diskfull rundir checksum resumecfg killloop ckptfull evalhook)
   # the kill loop (20-30 s) in the full set only
   set(cfg "")
   if(mode STREQUAL "killloop")
@@ -16,3 +16,8 @@ endforeach()
 add_test(NAME train_bpe_tokenizer
          COMMAND ${DAPT_HF_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/bpe_e2e.py $<TARGET_FILE:dapt>)
 set_tests_properties(train_bpe_tokenizer PROPERTIES LABELS py TIMEOUT 600)
+# tools/plot draws per-source curves, task scores, hook results and MoE
+# loads as the records say (tests/train/plot_check.py; matplotlib).
+add_test(NAME train_plot COMMAND ${DAPT_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/plot_check.py
+                                 ${CMAKE_SOURCE_DIR}/tools/plot)
+set_tests_properties(train_plot PROPERTIES LABELS py)

@@ -66,6 +66,15 @@
 #             with the cause, keeps the previous checkpoint (keep = 1) whole
 #             and leaves nothing else; --resume then ends bitwise as the
 #             uninterrupted run
+#   evalhook  [eval] tasks and command (docs/train.md): a "task" record per
+#             task at every checkpoint, the last one equal to `dapt eval` of
+#             that checkpoint; an eval.command run per checkpoint recorded
+#             with its exit status and the JSON object of its last line,
+#             while the checkpoint existed; a failing one (exit 3) and a
+#             hanging one (4 at once at most, then not started; killed after
+#             command_wait_s = 1, no process left) are recorded and the run's weights are bitwise those of a run
+#             without hooks; a task file with a bad line is refused before
+#             the first step with FILE:LINE, a glob without files too
 #   continue  model.init_optimizer: from step 10 of a run with nothing
 #             changed, bitwise the uninterrupted run's weights, moments and
 #             losses; a rewarmed, redecayed run on a new mixture from step
@@ -642,6 +651,91 @@ PY
   cp -r "$a/step-00000030" "$work/noopt" && rm "$work/noopt/optimizer.safetensors"
   expect_error "init_from = \".*noopt\" with model.init_optimizer: .*optimizer.safetensors" \
     "$dapt" train "$work/init.toml" --model.init_from="$work/noopt" --model.init_optimizer=true
+  ;;
+evalhook)
+  t=$work/tasks.jsonl
+  {
+    for h in stdio stdlib string unistd; do
+      echo "{\"task\": \"headers\", \"context\": \"#include <$h\", \"choices\": [\".h>\", \".c>\", \"_h>\"], \"answer\": 0}"
+    done
+    echo '{"task": "license_ppl", "type": "perplexity", "text": "This program is free software; you can redistribute it and/or modify it under the terms of the GNU General Public License."}'
+    echo '{"task": "license_ppl", "type": "perplexity", "text": "Permission is hereby granted, free of charge, to any person obtaining a copy"}'
+  } > "$t"
+  cat > "$work/hook.sh" << 'SH'
+echo "evaluating $1"
+if [ -f "$1/model.safetensors" ]; then has=true; else has=false; fi
+echo "{\"ckpt\": \"$1\", \"step\": $DAPT_STEP, \"has_model\": $has, \"nested\": {\"a\": [1, 2.5]}}"
+SH
+  "$dapt" train "$work/tiny.toml" --run.name=plain > /dev/null
+  "$dapt" train "$work/tiny.toml" --run.name=hooked "--eval.tasks=[\"$work/task*.jsonl\"]" \
+    --eval.shots=1 "--eval.command=sh $work/hook.sh {ckpt}" > "$work/log"
+  cat "$work/log" | grep -E "^task|eval.command" || true
+  "$dapt" eval "$work/runs/hooked/ckpt/step-00000030" --tasks "$t" --shots 1 --out "$work/cli.json" > /dev/null
+  "$py" - "$work/runs/hooked/metrics.jsonl" "$work/cli.json" "$work/runs/hooked" << 'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+cli = json.load(open(sys.argv[2]))["tasks"]
+tasks = [r for r in recs if r["type"] == "task"]
+steps = sorted({r["step"] for r in tasks})
+assert steps == [10, 20, 30], f"task records at steps {steps}, expected 10, 20, 30"
+for r in tasks:
+    assert r["task"] in ("headers", "license_ppl"), r
+    if r["task"] == "headers":
+        assert r["kind"] == "multiple_choice" and r["n_items"] == 4 and r["shots"] == 1, r
+        assert 0 <= r["acc"] <= 1 and 0 <= r["acc_norm"] <= 1, r
+    else:
+        assert r["kind"] == "perplexity" and r["n_items"] == 2 and r["loss"] > 0, r
+last = {r["task"]: r for r in tasks if r["step"] == 30}
+assert abs(last["headers"]["acc"] - cli["headers"]["acc"]) < 1e-6, (last["headers"], cli["headers"])
+assert abs(last["license_ppl"]["loss"] - cli["license_ppl"]["loss"]) < 1e-5, (last, cli)
+assert abs(last["license_ppl"]["bits_per_byte"] - cli["license_ppl"]["bits_per_byte"]) < 1e-5
+first = {r["task"]: r for r in tasks if r["step"] == 10}
+assert last["license_ppl"]["loss"] < first["license_ppl"]["loss"], "no learning between step 10 and 30?"
+hooks = sorted((r for r in recs if r["type"] == "hook"), key=lambda r: r["step"])
+assert [h["step"] for h in hooks] == [10, 20, 30], hooks
+for h in hooks:
+    ck = f"{sys.argv[3]}/ckpt/step-{h['step']:08d}"
+    assert h["status"] == "ok" and h["exit_code"] == 0, h
+    assert h["result"] == {"ckpt": ck, "step": h["step"], "has_model": 1, "nested": {"a": [1, 2.5]}}, h
+print(f"ok: {len(tasks)} task records, {len(hooks)} hook records; step 30 headers acc "
+      f"{last['headers']['acc']}, license_ppl loss {last['license_ppl']['loss']}")
+PY
+  cmp "$work/runs/plain/ckpt/step-00000030/model.safetensors" \
+      "$work/runs/hooked/ckpt/step-00000030/model.safetensors" || fail "tasks and hooks changed the weights"
+  # a failing hook and a hanging one: recorded, the run unharmed and bounded
+  start=$(date +%s)
+  "$dapt" train "$work/tiny.toml" --run.name=failing "--eval.command=echo no json; exit 3" > /dev/null
+  "$dapt" train "$work/tiny.toml" --run.name=hanging "--eval.command=sleep 300" \
+    --eval.command_wait_s=1 --ckpt.every=5 > "$work/hang.log" 2> "$work/hang.err"
+  (( $(date +%s) - start < 60 )) || fail "a hanging hook held the run"
+  for run in failing hanging; do
+    cmp "$work/runs/plain/ckpt/step-00000030/model.safetensors" \
+        "$work/runs/$run/ckpt/step-00000030/model.safetensors" || fail "$run hook changed the weights"
+  done
+  "$py" - "$work/runs/failing/metrics.jsonl" "$work/runs/hanging/metrics.jsonl" << 'PY'
+import json, sys
+f = [json.loads(l) for l in open(sys.argv[1])]
+f = [r for r in f if r["type"] == "hook"]
+assert len(f) == 3 and all(r["status"] == "failed" and r["exit_code"] == 3 and "result" not in r
+                           for r in f), f
+h = [json.loads(l) for l in open(sys.argv[2])]
+h = [r for r in h if r["type"] == "hook"]
+# 6 checkpoints: 4 runs at once, the 5th and 6th find them all busy
+assert [(r["step"], r["status"]) for r in h] == [(25, "not_started"), (30, "not_started"),
+    (5, "killed"), (10, "killed"), (15, "killed"), (20, "killed")], h
+print("ok: failing hook recorded 3 times (exit 3); hanging hook: 4 killed at the end, 2 not started")
+PY
+  grep -q "was killed at the end of training" "$work/hang.err" || fail "no report of the killed hook"
+  for pid in $(sed -n 's/.*started (pid \([0-9]*\).*/\1/p' "$work/hang.log"); do
+    ! kill -0 "$pid" 2> /dev/null || fail "hook process $pid still running"
+  done
+  # refusals before the first step
+  echo '{"task": "x", "context": "a", "choices": ["b"], "answer": 0}' > "$work/bad.jsonl"
+  expect_error "bad.jsonl:1: \"choices\" has 1 item" "$dapt" train "$work/tiny.toml" \
+    --run.name=bad "--eval.tasks=[\"$work/bad.jsonl\"]"
+  expect_error "matches no file" "$dapt" train "$work/tiny.toml" --run.name=bad2 \
+    "--eval.tasks=[\"$work/none*.jsonl\"]"
+  [[ ! -d $work/runs/bad/ckpt/step-00000010 ]] || fail "trained despite a bad task file"
   ;;
 *) fail "unknown mode $mode" ;;
 esac

@@ -23,6 +23,7 @@ static const Command commands[] = {
     {"inspect", cmd_inspect,
      "print the header and stats of a .tok.zst shard (verifying every frame) or a .gguf file"},
     {"law", cmd_law, "fit, predict and apply the D-CPT scaling law"},
+    {"eval", cmd_eval, "score a model on multiple-choice and perplexity tasks (JSONL)"},
     {"logits", cmd_logits, "logits of a model on token ids (the parity instrument)"},
     {"export", cmd_export, "export a model: `dapt export gguf MODEL OUT.gguf`"},
     {"import", cmd_import, "import a model: `dapt import gguf FILE.gguf OUT_DIR`"},
