@@ -828,7 +828,8 @@ static int open_run_dir(Trainer *t, char *err, size_t err_len) {
     if (hf_write_file_atomic(path, js, err, err_len)) return 1;
     snprintf(path, sizeof path, "%s/config.resolved.toml", t->run_dir);
     if (config_write(t->c, path, err, err_len)) return 1;
-    return metrics_open(&t->mf, t->run_dir, err, err_len);
+    if (metrics_open(&t->mf, t->run_dir, err, err_len)) return 1;
+    return t->c->log.tensorboard && metrics_tensorboard(t->mf, t->run_dir, err, err_len);
 }
 
 static void print_setup(const Trainer *t) {

@@ -66,6 +66,10 @@
 #             with the cause, keeps the previous checkpoint (keep = 1) whole
 #             and leaves nothing else; --resume then ends bitwise as the
 #             uninterrupted run
+#   tensorboard [log] tensorboard: check_tb.py reads the event files back
+#             with the tensorboard package (values and steps equal
+#             metrics.jsonl), after a straight run, a killed and resumed
+#             one (two files) and an MoE run; none without the key
 #   continue  model.init_optimizer: from step 10 of a run with nothing
 #             changed, bitwise the uninterrupted run's weights, moments and
 #             losses; a rewarmed, redecayed run on a new mixture from step
@@ -642,6 +646,24 @@ PY
   cp -r "$a/step-00000030" "$work/noopt" && rm "$work/noopt/optimizer.safetensors"
   expect_error "init_from = \".*noopt\" with model.init_optimizer: .*optimizer.safetensors" \
     "$dapt" train "$work/init.toml" --model.init_from="$work/noopt" --model.init_optimizer=true
+  ;;
+tensorboard)
+  # [log] tensorboard: the event files hold metrics.jsonl's numbers
+  # (check_tb.py reads them with the tensorboard package); a killed and
+  # resumed run adds a second file; a run without the key writes none; an
+  # MoE run's expert loads are there too
+  "$dapt" train "$work/tiny.toml" --log.tensorboard=true > "$work/log"
+  "$py" "$here/check_tb.py" "$work/runs/tiny" 1
+  grep -q "^tensorboard = true" "$work/runs/tiny/config.resolved.toml" || fail "key not resolved"
+  kill_at_step10 "$work/tiny.toml" --log.tensorboard=true
+  "$dapt" train "$work/tiny.toml" --run.name=killed --resume --log.tensorboard=true > /dev/null
+  "$py" "$here/check_tb.py" "$work/runs/killed" 2
+  "$dapt" train "$work/tiny.toml" --run.name=plain --train.steps=3 --train.warmup_steps=1 > /dev/null
+  [[ ! -e $work/runs/plain/tb ]] || fail "tb/ written without log.tensorboard"
+  "$dapt" train "$work/tiny.toml" --run.name=moe --train.steps=4 --train.warmup_steps=1 --eval.every=2 \
+    --moe.n_experts=4 --log.tensorboard=true > /dev/null
+  grep -q '"moe_load_max"' "$work/runs/moe/metrics.jsonl" || fail "no MoE fields to check"
+  "$py" "$here/check_tb.py" "$work/runs/moe" 1
   ;;
 *) fail "unknown mode $mode" ;;
 esac
