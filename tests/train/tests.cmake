@@ -1,5 +1,5 @@
 # End-to-end tests of `dapt train` (tests/train/train_e2e.sh).
-foreach(mode metrics resume signal errors nonfinite arch plan recompute sources continue diskfull rundir checksum resumecfg killloop ckptfull)
+foreach(mode metrics resume signal errors nonfinite arch plan recompute sources continue diskfull rundir checksum resumecfg killloop ckptfull progress)
   # the kill loop (20-30 s) in the full set only
   set(cfg "")
   if(mode STREQUAL "killloop")
