@@ -83,6 +83,7 @@ static void fmt_loss(char *dst, size_t n, double loss) {
 /* The terminal's progress line: its bar's width, and whether it is on the
  * screen without its newline (progress_end ends it before another line). */
 #define PROGRESS_BAR 24
+#define PROGRESS_HZ  10
 static int progress_open;
 static void progress_end(void) {
     if (progress_open) putchar('\n');
@@ -662,7 +663,10 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
     const Config *c = t->c;
     const int steps = c->train.steps;
     const int tty = isatty(STDOUT_FILENO), every_print = steps / 20 > 0 ? steps / 20 : 1;
-    double t_start = now_s();
+    /* the line rewritten in place: one process on a terminal (mpirun gives
+     * its ranks a pty but forwards their output by lines) */
+    const int live = tty && t->world == 1;
+    double t_start = now_s(), t_drawn = 0;
     int steps_run = 0;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -687,13 +691,15 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
             (metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
                                    : step_failed(t, step, err, err_len)))
             return 1;
-        if (tty || (step + 1) % every_print == 0 || step == t->start_step || step + 1 == steps) {
+        /* the terminal's line at most PROGRESS_HZ times a second (and at the end) */
+        int draw = live ? now_s() - t_drawn >= 1.0 / PROGRESS_HZ || step + 1 == steps : tty;
+        if (draw || (step + 1) % every_print == 0 || step == t->start_step || step + 1 == steps) {
             char eta[32], ld[16], lg[16];
             double per = (now_s() - t_start) / steps_run;
             fmt_duration(eta, sizeof eta, per * (steps - step - 1));
             fmt_loss(ld, sizeof ld, o.loss_domain);
             fmt_loss(lg, sizeof lg, o.loss_general);
-            if (tty && step > t->start_step) {
+            if (live && step > t->start_step) {
                 /* the terminal's line, rewritten in place until another line comes */
                 char bar[PROGRESS_BAR + 1];
                 int fill = (int)((long long)PROGRESS_BAR * (step + 1) / steps);
@@ -704,6 +710,7 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
                        "| ETA %s\033[K",
                        bar, step + 1, steps, o.loss, ld, lg, tok_s, o.lr, moe_console, eta);
                 progress_open = 1;
+                t_drawn = now_s();
             } else {
                 printf("step %5d/%d | loss %.4f (domain %s, general %s) | lr %.2e | gnorm %.3f | "
                        "%.0f tok/s | domain %.2f%s | ETA %s\n",

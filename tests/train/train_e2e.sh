@@ -683,8 +683,9 @@ progress)
     grep -qi "nan" "$work/tty" && fail "nan on the terminal"
     tr '\r' '\n' < "$work/tty" | grep -Eq "^\[[#.]+\] +6/6 .*domain -, general [0-9.]+" ||
       fail "no progress bar with '-' on the terminal: $(cat -v "$work/tty")"
+    # steps 2 and 6 at least (it is redrawn at most 10 times a second)
     n=$(grep -o $'\r' "$work/tty" | wc -l)
-    ((n >= 4)) || fail "the terminal's line is not rewritten in place ($n carriage returns)"
+    ((n >= 2)) || fail "the terminal's line is not rewritten in place ($n carriage returns)"
     echo "ok: terminal line: $(tr '\r' '\n' < "$work/tty" | grep -E '^\[' | tail -1)"
   fi
   ;;
