@@ -13,7 +13,7 @@
 
 struct Tb {
     FILE *f;
-    char path[4400];
+    char path[4608]; /* tb_open: dir (4200) + the longest name */
 };
 
 uint32_t tb_crc32c(const void *data, size_t n) {
