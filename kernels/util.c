@@ -53,6 +53,16 @@ int mkdir_p(const char *path, char *err, size_t err_len) {
     return 0;
 }
 
+int mkdir_parent(const char *path, char *err, size_t err_len) {
+    char dir[8192];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
+        return err_set(err, err_len, "cannot create directory for %.1000s: path too long", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return 0;
+    *slash = 0;
+    return mkdir_p(dir, err, err_len);
+}
+
 size_t edit_distance(const char *a, size_t n, const char *b) {
     size_t m = strlen(b), row[64];
     if (n >= 63 || m >= 63) return (size_t)-1;

@@ -26,6 +26,9 @@ double now_s(void);
 /* mkdir -p: creates path and its missing parents (mode 0755). Returns 0, or
  * -1 with "cannot create directory <component>: <reason>" in err. */
 int mkdir_p(const char *path, char *err, size_t err_len);
+/* mkdir_p of the directory that holds the file path (nothing for a bare
+ * file name): every command creates its outputs' directories. */
+int mkdir_parent(const char *path, char *err, size_t err_len);
 
 /* Levenshtein distance between the first n chars of a and the string b,
  * for "did you mean" suggestions; (size_t)-1 when either is 63 chars or

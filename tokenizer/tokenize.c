@@ -338,8 +338,7 @@ int tok_run(const TokOptions *o, TokStats *st, char *err, size_t errlen) {
             return err_set(err, errlen, "%s: cannot open: %s", o->inputs[i], strerror(errno));
         total_bytes += (uint64_t)sb.st_size;
     }
-    if (mkdir(o->out_dir, 0777) && errno != EEXIST)
-        return err_set(err, errlen, "%s: cannot create directory: %s", o->out_dir, strerror(errno));
+    if (mkdir_p(o->out_dir, err, errlen)) return 1;
     char path[4096];
     const char *existing[] = {"train-00000.tok.zst", "val.tok.zst"};
     for (int i = 0; i < 2; i++) {
@@ -507,9 +506,7 @@ static int dump_text(const TokOptions *o, const char *path, char *err, size_t er
 
 int tok_train_tokenizer(const TokOptions *o, uint32_t vocab_size, char *model_path,
                         size_t model_path_len, char *err, size_t errlen) {
-    if (mkdir(o->out_dir, 0777) && errno != EEXIST) {
-        return err_set(err, errlen, "%s: cannot create directory: %s", o->out_dir, strerror(errno));
-    }
+    if (mkdir_p(o->out_dir, err, errlen)) return 1;
     char txt[4096], prefix[4096];
     snprintf(txt, sizeof txt, "%s/tokenizer.train.txt", o->out_dir);
     snprintf(prefix, sizeof prefix, "%s/tokenizer", o->out_dir);

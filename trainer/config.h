@@ -99,6 +99,9 @@ typedef struct {
     struct {
         int every, keep;
     } ckpt;
+    struct {
+        int tensorboard; /* metrics also as TensorBoard events under RUN/tb (trainer/tb.h) */
+    } log;
     struct { /* [moe] (trainer/moe.h), plus [model] upcycle_from / upcycle_noise */
         int n_experts, top_k, layer_start, layer_step, norm_topk_prob;
         char lbl[8];      /* "global" | "micro" | "none" */

@@ -145,6 +145,9 @@ const KeyDef config_keys[] = {
      "steps between checkpoints; 0 = no periodic checkpoints"},
     {"ckpt", "keep", K_INT, F(ckpt.keep), 0, 0, 1e6, 0, 0, NULL, "3",
      "newest checkpoints of this run kept (another run id's are never deleted); 0 = all"},
+    {"log", "tensorboard", K_BOOL, F(log.tensorboard), 0, 0, 0, 0, 0, NULL, "false",
+     "also write every number of metrics.jsonl as TensorBoard events under RUN/tb (rank 0; "
+     "docs/train.md \"TensorBoard\")"},
     {"model", "upcycle_from", K_STR, F(moe.upcycle_from), SZ(moe.upcycle_from), 0, 0, 0, 0, NULL,
      "\"\"", "\"\" or a dense llama checkpoint / HF directory: build an MoE ([moe]) whose experts "
      "start as copies of its FFNs and whose routers are new (not with init_from)"},
@@ -217,8 +220,8 @@ const KeyDef config_keys[] = {
 /* clang-format on */
 const int config_num_keys = (int)(sizeof config_keys / sizeof *config_keys);
 const char *const config_sections[] = {"run",  "model", "data", "mix",  "train",
-                                       "eval", "ckpt",  "moe",  "dist", "cuda"};
-const int config_num_sections = 10;
+                                       "eval", "ckpt",  "log",  "moe",  "dist", "cuda"};
+const int config_num_sections = 11;
 
 #define FS(field) offsetof(ConfigSource, field)
 #define SZS(field) sizeof(((ConfigSource *)0)->field)

@@ -1,6 +1,7 @@
 /* metrics.c: see metrics.h. */
 #include "trainer/metrics.h"
 #include "kernels/util.h"
+#include "trainer/tb.h"
 
 #include <errno.h>
 #include <math.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 struct Metrics {
@@ -16,6 +18,7 @@ struct Metrics {
     char path[4096];
     char failed[4400]; /* the first write failure's cause; "" while none */
     off_t good;        /* bytes of whole records in the file */
+    Tb *tb;            /* [log] tensorboard: the records' numbers as events too */
 };
 
 int metrics_open(Metrics **out, const char *run_dir, char *err, size_t err_len) {
@@ -39,6 +42,7 @@ int metrics_open(Metrics **out, const char *run_dir, char *err, size_t err_len) 
 
 void metrics_close(Metrics *mf) {
     if (!mf) return;
+    tb_close(mf->tb);
     fclose(mf->f);
     free(mf);
 }
@@ -57,9 +61,27 @@ static int metrics_fail(Metrics *mf, const char *what, int errnum, char *err, si
     return err_set(err, err_len, "%s", mf->failed);
 }
 
+static double wall_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int metrics_tensorboard(Metrics *mf, const char *run_dir, char *err, size_t err_len) {
+    return tb_open(&mf->tb, run_dir, err, err_len);
+}
+
+/* A failed write of the event file fails the metrics like one of
+ * metrics.jsonl (whose records stay whole). */
+static int metrics_tb_fail(Metrics *mf, const char *cause, char *err, size_t err_len) {
+    if (!mf->failed[0]) snprintf(mf->failed, sizeof mf->failed, "%s", cause);
+    return err_set(err, err_len, "%s", mf->failed);
+}
+
 int metrics_sync(Metrics *mf, char *err, size_t err_len) {
     if (!mf) return 0;
     if (mf->failed[0]) return err_set(err, err_len, "%s", mf->failed);
+    if (mf->tb && tb_sync(mf->tb, err, err_len)) return metrics_tb_fail(mf, err, err, err_len);
     errno = 0;
     if (fflush(mf->f)) return metrics_fail(mf, "write", errno, err, err_len);
     if (fsync(fileno(mf->f)) && errno != EINVAL) /* EINVAL: a file that cannot sync */
@@ -177,6 +199,9 @@ int metrics_write(Metrics *mf, MetricsRec *r, char *err, size_t err_len) {
             rc = metrics_fail(mf, "write", errno, err, err_len);
         else
             mf->good += (off_t)r->len;
+        char e2[1200];
+        if (!rc && mf->tb && tb_write_record(mf->tb, r->s, wall_s(), e2, sizeof e2))
+            rc = metrics_tb_fail(mf, e2, err, err_len);
     }
     metrics_rec_free(r);
     return rc;

@@ -22,6 +22,11 @@ typedef struct Metrics Metrics;
  * (metrics_sync); the first failed write, flush or fsync marks the file
  * failed (metrics_failed) and every later write fails with the same cause. */
 int metrics_open(Metrics **out, const char *run_dir, char *err, size_t err_len);
+/* [log] tensorboard: every record written from now on also goes, as one
+ * event of its numbers, to a new event file under RUN/tb (trainer/tb.h),
+ * flushed with the record and fsynced by metrics_sync; a failed write of
+ * it fails the metrics like one of metrics.jsonl. */
+int metrics_tensorboard(Metrics *mf, const char *run_dir, char *err, size_t err_len);
 /* NULL is a no-op. */
 void metrics_close(Metrics *mf);
 /* Flushes and fsyncs the file (NULL: a no-op); 0 or err names the file and

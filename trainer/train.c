@@ -77,6 +77,24 @@ static void fmt_duration(char *dst, size_t n, double s) {
         snprintf(dst, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
+/* A role's loss on the console: "-" when it had no samples (NaN). */
+static void fmt_loss(char *dst, size_t n, double loss) {
+    if (isnan(loss))
+        snprintf(dst, n, "-");
+    else
+        snprintf(dst, n, "%.4f", loss);
+}
+
+/* The terminal's progress line: its bar's width, and whether it is on the
+ * screen without its newline (progress_end ends it before another line). */
+#define PROGRESS_BAR 24
+#define PROGRESS_HZ  10
+static int progress_open;
+static void progress_end(void) {
+    if (progress_open) putchar('\n');
+    progress_open = 0;
+}
+
 /* ---------------- setup ---------------- */
 
 /* The ZeRO shard of this rank: dist.zero's stage over world ranks (world
@@ -390,6 +408,7 @@ static int write_eval(Metrics *mf, const Config *c, const Stream *s, int step, l
         metrics_rec_str(&rec, "split", split);
         metrics_rec_num(&rec, "loss", "%.6f", loss[r]);
         if (metrics_write(mf, &rec, err, err_len)) return 1;
+        progress_end();
         printf("eval step %d: %s loss %.4f (ppl %.2f)\n", step, split, loss[r], exp(loss[r]));
     }
     return 0;
@@ -543,6 +562,7 @@ static void report_nonfinite(Trainer *t, int step, const StepOut *o) {
     const char *action = t->c->train.on_nonfinite;
     char err[256];
     if (!t->lead) return;
+    progress_end();
     MetricsRec r;
     metrics_rec_begin(&r, "event");
     metrics_rec_int(&r, "step", step);
@@ -718,7 +738,10 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
     const Config *c = t->c;
     const int steps = c->train.steps;
     const int tty = isatty(STDOUT_FILENO), every_print = steps / 20 > 0 ? steps / 20 : 1;
-    double t_start = now_s();
+    /* the line rewritten in place: one process on a terminal (mpirun gives
+     * its ranks a pty but forwards their output by lines) */
+    const int live = tty && t->world == 1;
+    double t_start = now_s(), t_drawn = 0;
     int steps_run = 0;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
@@ -744,14 +767,32 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
             (metrics_failed(t->mf) ? metrics_failed_stop(t, step + 1, o.lr, err, err_len)
                                    : step_failed(t, step, err, err_len)))
             return 1;
-        if (tty || (step + 1) % every_print == 0 || step == t->start_step || step + 1 == steps) {
-            char eta[32];
+        /* the terminal's line at most PROGRESS_HZ times a second (and at the end) */
+        int draw = live ? now_s() - t_drawn >= 1.0 / PROGRESS_HZ || step + 1 == steps : tty;
+        if (draw || (step + 1) % every_print == 0 || step == t->start_step || step + 1 == steps) {
+            char eta[32], ld[16], lg[16];
             double per = (now_s() - t_start) / steps_run;
             fmt_duration(eta, sizeof eta, per * (steps - step - 1));
-            printf("step %5d/%d | loss %.4f (domain %.4f, general %.4f) | lr %.2e | gnorm %.3f | "
-                   "%.0f tok/s | domain %.2f%s | ETA %s\n",
-                   step + 1, steps, o.loss, o.loss_domain, o.loss_general, o.lr, o.grad_norm, tok_s,
-                   o.domain_frac, moe_console, eta);
+            fmt_loss(ld, sizeof ld, o.loss_domain);
+            fmt_loss(lg, sizeof lg, o.loss_general);
+            if (live && step > t->start_step) {
+                /* the terminal's line, rewritten in place until another line comes */
+                char bar[PROGRESS_BAR + 1];
+                int fill = (int)((long long)PROGRESS_BAR * (step + 1) / steps);
+                for (int i = 0; i < PROGRESS_BAR; i++)
+                    bar[i] = i < fill ? '#' : '.';
+                bar[PROGRESS_BAR] = 0;
+                printf("\r[%s] %d/%d | loss %.4f (domain %s, general %s) | %.0f tok/s | lr %.2e%s "
+                       "| ETA %s\033[K",
+                       bar, step + 1, steps, o.loss, ld, lg, tok_s, o.lr, moe_console, eta);
+                progress_open = 1;
+                t_drawn = now_s();
+            } else {
+                printf("step %5d/%d | loss %.4f (domain %s, general %s) | lr %.2e | gnorm %.3f | "
+                       "%.0f tok/s | domain %.2f%s | ETA %s\n",
+                       step + 1, steps, o.loss, ld, lg, o.lr, o.grad_norm, tok_s, o.domain_frac,
+                       moe_console, eta);
+            }
             if (step == t->start_step && !strcmp(t->ops->name, "cpu")) {
                 size_t peak;
                 ops_cpu_mem(NULL, &peak);
@@ -773,6 +814,7 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
             return 1;
         if ((c->ckpt.every > 0 && (step + 1) % c->ckpt.every == 0) || last || o.stop ||
             o.metrics_down) {
+            progress_end();
             /* the records so far are on disk before the checkpoint that
              * follows them */
             if (metrics_sync(t->mf, err, err_len) &&
@@ -798,6 +840,7 @@ static int train_loop(Trainer *t, char *err, size_t err_len) {
             return 0;
         }
     }
+    progress_end();
     printf("dapt train: done, %d steps in %.1fs; metrics in %s/metrics.jsonl\n", steps_run,
            now_s() - t_start, t->run_dir);
     return 0;
@@ -906,7 +949,8 @@ static int open_run_dir(Trainer *t, char *err, size_t err_len) {
     if (hf_write_file_atomic(path, js, err, err_len)) return 1;
     snprintf(path, sizeof path, "%s/config.resolved.toml", t->run_dir);
     if (config_write(t->c, path, err, err_len)) return 1;
-    return metrics_open(&t->mf, t->run_dir, err, err_len);
+    if (metrics_open(&t->mf, t->run_dir, err, err_len)) return 1;
+    return t->c->log.tensorboard && metrics_tensorboard(t->mf, t->run_dir, err, err_len);
 }
 
 static void print_setup(const Trainer *t) {
@@ -1095,6 +1139,7 @@ static void train_teardown(Trainer *t) {
 int train_run(const TrainArgs *a, char *err, size_t err_len) {
     Trainer t = {0};
     int rc = train_setup(&t, a, err, err_len) || train_loop(&t, err, err_len);
+    progress_end(); /* before the caller's error line */
     /* a signal's stop does not wait for eval.command runs: they are killed */
     hook_finish(t.hook, t.mf, stop_requested ? 0 : a->cfg.eval.command_wait_s);
     train_teardown(&t);

@@ -2,7 +2,10 @@
  * oracle is the exact text the readers of metrics.jsonl were written
  * against: keys in call order, each number in its printf format, null for
  * a number that is not finite, nested arrays with commas only between
- * elements, strings escaped, one record per line, appended. */
+ * elements, strings escaped, one record per line, appended. Also the
+ * CRC32C of the TensorBoard event files (trainer/tb.h) against the test
+ * vectors of RFC 3720 B.4 and the check value of "123456789" (the event
+ * files themselves are read back by tests/train/check_tb.py). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +14,7 @@
 
 #include "tests/c/check.h"
 #include "trainer/metrics.h"
+#include "trainer/tb.h"
 
 /* the whole file as a string (malloc'd) */
 static char *slurp(const char *path) {
@@ -93,6 +97,25 @@ int main(void) {
                        "{\"type\":\"eval\",\"split\":\"val/domain\"}\n";
     CHECK(got && !strcmp(got, want), "got:\n%s\nwant:\n%s", got ? got : "(nothing)", want);
     free(got);
+
+    unsigned char zeros[32] = {0}, ones[32], inc[32];
+    for (int i = 0; i < 32; i++)
+        ones[i] = 0xFF, inc[i] = (unsigned char)i;
+    CHECK(tb_crc32c("123456789", 9) == 0xE3069283u, "crc32c 123456789 %08x",
+          tb_crc32c("123456789", 9));
+    CHECK(tb_crc32c(zeros, 32) == 0x8A9136AAu, "crc32c zeros %08x", tb_crc32c(zeros, 32));
+    CHECK(tb_crc32c(ones, 32) == 0x62A8AB43u, "crc32c ones %08x", tb_crc32c(ones, 32));
+    CHECK(tb_crc32c(inc, 32) == 0x46DD794Eu, "crc32c 0..31 %08x", tb_crc32c(inc, 32));
+
+    /* RUN/tb that cannot be a directory: the error names it */
+    CHECK_OK(metrics_open(&mf, dir, err, sizeof err), err);
+    snprintf(path, sizeof path, "%s/tb", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    CHECK_FAILS(metrics_tensorboard(mf, dir, err, sizeof err), err, "cannot create", "/tb");
+    metrics_close(mf);
+    unlink(path);
 
     snprintf(path, sizeof path, "%s/nodir", dir);
     CHECK_FAILS(metrics_open(&mf, path, err, sizeof err), err, "cannot open", "nodir");

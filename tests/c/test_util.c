@@ -70,6 +70,23 @@ static void test_mkdir_p(void) {
     CHECK_MSG(err, file);
     CHECK(mkdir_p(path, NULL, 0) == -1);
 
+    /* mkdir_parent: the directories above a file, not the file itself; a
+     * bare name needs none */
+    snprintf(path, sizeof path, "%s/p/q/out.gguf", root);
+    CHECK_OK(mkdir_parent(path, err, sizeof err), err);
+    snprintf(path, sizeof path, "%s/p/q", root);
+    CHECK(is_dir(path));
+    snprintf(path, sizeof path, "%s/p/q/out.gguf", root);
+    CHECK(access(path, F_OK) != 0, "mkdir_parent created the file's own name");
+    CHECK_OK(mkdir_parent("out.gguf", err, sizeof err), err);
+    snprintf(path, sizeof path, "%s/f/out.gguf", root);
+    CHECK(mkdir_parent(path, err, sizeof err) == -1);
+    CHECK_MSG(err, file);
+    snprintf(path, sizeof path, "%s/p/q", root);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/p", root);
+    rmdir(path);
+
     snprintf(path, sizeof path, "%s/a/b/c", root);
     rmdir(path);
     snprintf(path, sizeof path, "%s/a/b", root);

@@ -27,3 +27,9 @@ add_test(NAME cli_plan_8b_zero3 COMMAND ${expect} 0 "= peak +24\\.686 GiB"
          $<TARGET_FILE:dapt> plan ${CMAKE_SOURCE_DIR}/configs/plan-llama3-8b.toml
          --world 8 --dist.zero=3 --data.seq_len=8192 --train.recompute=block)
 set_tests_properties(cli_plan_8b_zero3 PROPERTIES LABELS "c")
+# The example commands of README.md and docs/data.md, taken from the
+# markdown and run in an empty directory (tests/cli/docs_walk.py; HF
+# tokenizers from the .venv make the BPE tokenizer directories they name)
+add_test(NAME cli_docs_walk
+         COMMAND ${DAPT_HF_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/docs_walk.py $<TARGET_FILE:dapt> ${CMAKE_SOURCE_DIR})
+set_tests_properties(cli_docs_walk PROPERTIES LABELS py TIMEOUT 600)

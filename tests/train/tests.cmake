@@ -1,5 +1,5 @@
 # End-to-end tests of `dapt train` (tests/train/train_e2e.sh).
-foreach(mode metrics resume signal errors nonfinite arch plan recompute sources continue diskfull rundir checksum resumecfg killloop ckptfull evalhook)
+foreach(mode metrics resume signal errors nonfinite arch plan recompute sources continue diskfull rundir checksum resumecfg killloop ckptfull evalhook progress)
   # the kill loop (20-30 s) in the full set only
   set(cfg "")
   if(mode STREQUAL "killloop")
@@ -9,6 +9,10 @@ foreach(mode metrics resume signal errors nonfinite arch plan recompute sources 
            COMMAND ${CMAKE_CURRENT_LIST_DIR}/train_e2e.sh $<TARGET_FILE:dapt> ${DAPT_PYTHON} ${mode})
   set_tests_properties(train_${mode} PROPERTIES LABELS py TIMEOUT 600)
 endforeach()
+# [log] tensorboard read back by the tensorboard package (PyPI, in the .venv)
+add_test(NAME train_tensorboard
+         COMMAND ${CMAKE_CURRENT_LIST_DIR}/train_e2e.sh $<TARGET_FILE:dapt> ${DAPT_HF_PYTHON} tensorboard)
+set_tests_properties(train_tensorboard PROPERTIES LABELS py TIMEOUT 600)
 # A Hugging Face byte-level BPE tokenizer directory end to end (tokenize,
 # train, checkpoint contents loaded by transformers' AutoTokenizer, sample,
 # init_from, refusals): tests/train/bpe_e2e.py, HF tokenizers and

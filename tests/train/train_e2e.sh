@@ -75,6 +75,13 @@
 #             command_wait_s = 1, no process left) are recorded and the run's weights are bitwise those of a run
 #             without hooks; a task file with a bad line is refused before
 #             the first step with FILE:LINE, a glob without files too
+#   tensorboard [log] tensorboard: check_tb.py reads the event files back
+#             with the tensorboard package (values and steps equal
+#             metrics.jsonl), after a straight run, a killed and resumed
+#             one (two files) and an MoE run; none without the key
+#   progress  a role without samples prints "-" (not nan) on the plain lines
+#             and on the terminal's progress line (script(1) gives a pty),
+#             which is rewritten in place
 #   continue  model.init_optimizer: from step 10 of a run with nothing
 #             changed, bitwise the uninterrupted run's weights, moments and
 #             losses; a rewarmed, redecayed run on a new mixture from step
@@ -736,6 +743,45 @@ PY
   expect_error "matches no file" "$dapt" train "$work/tiny.toml" --run.name=bad2 \
     "--eval.tasks=[\"$work/none*.jsonl\"]"
   [[ ! -d $work/runs/bad/ckpt/step-00000010 ]] || fail "trained despite a bad task file"
+  ;;
+tensorboard)
+  # [log] tensorboard: the event files hold metrics.jsonl's numbers
+  # (check_tb.py reads them with the tensorboard package); a killed and
+  # resumed run adds a second file; a run without the key writes none; an
+  # MoE run's expert loads are there too
+  "$dapt" train "$work/tiny.toml" --log.tensorboard=true > "$work/log"
+  "$py" "$here/check_tb.py" "$work/runs/tiny" 1
+  grep -q "^tensorboard = true" "$work/runs/tiny/config.resolved.toml" || fail "key not resolved"
+  kill_at_step10 "$work/tiny.toml" --log.tensorboard=true
+  "$dapt" train "$work/tiny.toml" --run.name=killed --resume --log.tensorboard=true > /dev/null
+  "$py" "$here/check_tb.py" "$work/runs/killed" 2
+  "$dapt" train "$work/tiny.toml" --run.name=plain --train.steps=3 --train.warmup_steps=1 > /dev/null
+  [[ ! -e $work/runs/plain/tb ]] || fail "tb/ written without log.tensorboard"
+  "$dapt" train "$work/tiny.toml" --run.name=moe --train.steps=4 --train.warmup_steps=1 --eval.every=2 \
+    --moe.n_experts=4 --log.tensorboard=true > /dev/null
+  grep -q '"moe_load_max"' "$work/runs/moe/metrics.jsonl" || fail "no MoE fields to check"
+  "$py" "$here/check_tb.py" "$work/runs/moe" 1
+  ;;
+progress)
+  # a role without samples in a step prints "-", not nan, on plain lines
+  # and on the terminal's line; the terminal's line is rewritten in place
+  "$dapt" train "$work/tiny.toml" --train.steps=6 --train.warmup_steps=1 --eval.every=0 --mix.domain_frac=0 \
+    --mix.upsample_domain_frac=0 > "$work/log"
+  cat "$work/log"
+  grep -qi "nan" "$work/log" && fail "nan on a plain line"
+  grep -Eq "^step +6/6 [|] loss [0-9.]+ \(domain -, general [0-9.]+\)" "$work/log" ||
+    fail "no '-' for the domain role on the plain line"
+  if command -v script > /dev/null; then
+    script -qec "'$dapt' train '$work/tiny.toml' --run.name=tty --train.steps=6 --train.warmup_steps=1 --eval.every=0 \
+      --mix.domain_frac=0 --mix.upsample_domain_frac=0" /dev/null > "$work/tty"
+    grep -qi "nan" "$work/tty" && fail "nan on the terminal"
+    tr '\r' '\n' < "$work/tty" | grep -Eq "^\[[#.]+\] +6/6 .*domain -, general [0-9.]+" ||
+      fail "no progress bar with '-' on the terminal: $(cat -v "$work/tty")"
+    # steps 2 and 6 at least (it is redrawn at most 10 times a second)
+    n=$(grep -o $'\r' "$work/tty" | wc -l)
+    ((n >= 2)) || fail "the terminal's line is not rewritten in place ($n carriage returns)"
+    echo "ok: terminal line: $(tr '\r' '\n' < "$work/tty" | grep -E '^\[' | tail -1)"
+  fi
   ;;
 *) fail "unknown mode $mode" ;;
 esac

@@ -264,6 +264,7 @@ int gguf_writer_write(GgufWriter *w, const char *path, char *err, size_t err_len
     char tmp[4200];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
         return err_set(err, err_len, "%s: path too long", path);
+    if (mkdir_parent(path, err, err_len)) return 1;
     FILE *f = fopen(tmp, "wb");
     if (!f) return err_set(err, err_len, "%s: %s", tmp, strerror(errno));
     char why[512] = "";

@@ -453,6 +453,7 @@ int gguf_import_to_dir(const char *path, const char *out_dir, int force, char *e
         err_set(err, err_len, "%s: path too long", out_dir);
         goto out;
     }
+    if (mkdir_parent(out_dir, err, err_len)) goto out;
     if (!mkdtemp(tmp)) {
         err_set(err, err_len, "%s: %s", tmp, strerror(errno));
         goto out;

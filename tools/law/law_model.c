@@ -99,6 +99,10 @@ int law_model_save(const LawModel *m, const char *path, char *err, size_t err_le
     if (!text) return err_set(err, err_len, "%s: out of memory", path);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (mkdir_parent(path, err, err_len)) {
+        free(text);
+        return 1;
+    }
     FILE *f = fopen(tmp, "w");
     int rc = 0;
     if (!f)

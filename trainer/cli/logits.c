@@ -62,6 +62,7 @@ static int write_f32(const char *path, const float *x, size_t n, char *err, size
     char tmp[4200];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
         return err_set(err, err_len, "%s: path too long", path);
+    if (mkdir_parent(path, err, err_len)) return 1;
     FILE *f = fopen(tmp, "wb");
     if (!f) return err_set(err, err_len, "%.900s: %s", tmp, strerror(errno));
     int bad = fwrite(x, sizeof *x, n, f) != n;

@@ -31,7 +31,8 @@ static const char usage[] =
     "                        (byte-level BPE: GPT-2, Llama 3, Qwen2) or a\n"
     "                        sentencepiece .model\n"
     "  --model PATH          the same as --tokenizer\n"
-    "  --out DIR             output directory (created; must not hold shards already)\n"
+    "  --out DIR             output directory (created with its parents; must not hold\n"
+    "                        shards already)\n"
     "  --val-frac F          held-out share of documents, by document hash (default 0.005)\n"
     "  --val-docs N          instead: hold out the N documents of smallest hash\n"
     "  --name NAME           corpus name stored in the shard headers (default: DIR's name)\n"
@@ -46,10 +47,11 @@ static const char usage[] =
     "                        inputs into DIR/tokenizer.model, then tokenize with it\n"
     "  --vocab-size V        vocabulary size for --train-tokenizer\n";
 
-/* The progress line, rewritten in place on the terminal. */
+/* The progress line, rewritten in place on the terminal; *(int *)ctx says
+ * whether it is on the screen without its newline. */
 static void show_progress(const TokStats *st, uint64_t bytes, uint64_t total, int final,
                           void *ctx) {
-    (void)ctx;
+    *(int *)ctx = !final;
     double dt = st->seconds > 0 ? st->seconds : 1e-9;
     double toks = (double)(st->tokens_train + st->tokens_val) / dt;
     double eta = bytes > 0 && total > bytes ? dt * (double)(total - bytes) / (double)bytes : 0;
@@ -157,7 +159,8 @@ int cmd_tokenize(int argc, char **argv) {
     }
     o.inputs = inputs;
     o.n_inputs = n_in;
-    if (progress) o.on_progress = show_progress;
+    int progress_open = 0;
+    if (progress) o.on_progress = show_progress, o.progress_ctx = &progress_open;
     char name[256], err[8192], model[4096];
     if (!strcmp(o.name, "corpus")) {
         const char *b = strrchr(o.out_dir, '/');
@@ -178,6 +181,7 @@ int cmd_tokenize(int argc, char **argv) {
     TokStats st;
     rc = tok_run(&o, &st, err, sizeof err);
     free(inputs);
+    if (rc && progress_open) fputc('\n', stderr); /* the error on a line of its own */
     if (rc) return cli_fail(&spec, "%s", err);
     print_summary(&st, o.n_threads);
     return 0;
