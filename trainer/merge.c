@@ -1,0 +1,609 @@
+/* merge.c: model merging (merge.h has the methods' definitions and the
+ * invariants). Checks every input against the reference before writing;
+ * then streams: for each reference tensor, the inputs' tensors are read,
+ * combined (OpenMP over elements: every element's result depends on that
+ * element alone, so on no thread count) and handed to st_write_stream. */
+#include "trainer/merge.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "trainer/hf.h"
+#include "trainer/model.h"
+#include "trainer/rng.h"
+#include "trainer/safetensors.h"
+
+static const char *const method_names[] = {"linear", "task_arithmetic", "ties", "dare", "della"};
+
+int merge_method_parse(const char *name) {
+    for (int i = 0; i < (int)(sizeof method_names / sizeof *method_names); i++)
+        if (!strcmp(name, method_names[i])) return i;
+    return -1;
+}
+
+const char *merge_method_name(MergeMethod m) {
+    return method_names[m];
+}
+
+static int fail(char *err, size_t err_len, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+/* ---------------- checks ---------------- */
+
+static int check_not_file(const char *path, char *err, size_t err_len) {
+    struct stat st;
+    if (stat(path, &st)) return fail(err, err_len, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return 0;
+    size_t n = strlen(path);
+    if (n >= 5 && !strcmp(path + n - 5, ".gguf"))
+        return fail(err, err_len,
+                    "%s: GGUF input is not supported by merge; convert it first with "
+                    "`dapt import gguf %s DIR`",
+                    path, path);
+    return fail(err, err_len, "%s: not a model directory (HF model or dapt checkpoint)", path);
+}
+
+/* The config keys that decide tensor shapes and the vocabulary, by their HF
+ * names. */
+static int check_config(const ModelConfig *ref, const char *ref_dir, const ModelConfig *c,
+                        const char *dir, char *err, size_t err_len) {
+    struct {
+        const char *key;
+        long a, b;
+    } keys[] = {
+        {"model_type (architecture)", ref->arch, c->arch},
+        {"vocab_size", ref->vocab_size, c->vocab_size},
+        {"hidden_size", ref->d_model, c->d_model},
+        {"num_hidden_layers", ref->n_layer, c->n_layer},
+        {"num_attention_heads", ref->n_head, c->n_head},
+        {"num_key_value_heads", ref->n_kv_head, c->n_kv_head},
+        {"intermediate_size", ref->d_ff, c->d_ff},
+        {"head_dim", ref->head_dim, c->head_dim},
+        {"tie_word_embeddings", ref->tie_embeddings, c->tie_embeddings},
+        {"attention_bias (q/k/v bias)", ref->qkv_bias, c->qkv_bias},
+        {"q/k norm (qwen3)", ref->qk_norm, c->qk_norm},
+        {"num_local_experts", ref->n_experts, c->n_experts},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (keys[i].a != keys[i].b)
+            return fail(err, err_len,
+                        "%s/config.json: %s is %ld, but %ld in %s/config.json: merge needs "
+                        "models of one shape and vocabulary (a vocabulary extension is refused)",
+                        dir, keys[i].key, keys[i].b, keys[i].a, ref_dir);
+    return 0;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return !stat(path, &st) && S_ISREG(st.st_mode);
+}
+
+/* 0 equal, 1 different, -1 I/O error (message in err) */
+static int files_differ(const char *a, const char *b, char *err, size_t err_len) {
+    FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
+    int r = 0;
+    if (!fa || !fb) {
+        r = -1;
+        fail(err, err_len, "%s: cannot open: %s", fa ? b : a, strerror(errno));
+    } else {
+        char ba[65536], bb[65536];
+        for (;;) {
+            size_t na = fread(ba, 1, sizeof ba, fa), nb = fread(bb, 1, sizeof bb, fb);
+            if (na != nb || memcmp(ba, bb, na)) {
+                r = 1;
+                break;
+            }
+            if (na == 0) break;
+        }
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    return r;
+}
+
+/* the files that define the vocabulary: compared where both inputs have them */
+static const char *const vocab_files[] = {"tokenizer.json", "tokenizer.model", "vocab.json",
+                                          "merges.txt"};
+/* copied from the reference into the output when present */
+static const char *const tokenizer_files[] = {
+    "tokenizer.json",    "tokenizer.model",       "vocab.json",
+    "merges.txt",        "tokenizer_config.json", "special_tokens_map.json",
+    "added_tokens.json", "generation_config.json"};
+
+static int check_tokenizer(const char *ref_dir, const char *dir, char *err, size_t err_len) {
+    for (size_t i = 0; i < sizeof vocab_files / sizeof *vocab_files; i++) {
+        char a[4200], b[4200];
+        if (hf_path(a, sizeof a, ref_dir, vocab_files[i]) ||
+            hf_path(b, sizeof b, dir, vocab_files[i]))
+            return fail(err, err_len, "%s: path too long", dir);
+        if (!file_exists(a) || !file_exists(b)) continue;
+        int d = files_differ(a, b, err, err_len);
+        if (d < 0) return 1;
+        if (d)
+            return fail(err, err_len,
+                        "%s differs from %s: merge needs one tokenizer (a vocabulary extension "
+                        "is refused)",
+                        b, a);
+    }
+    return 0;
+}
+
+static int copy_file(const char *src, const char *dst, char *err, size_t err_len) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
+    FILE *in = fopen(src, "rb");
+    if (!in) return fail(err, err_len, "%s: cannot open: %s", src, strerror(errno));
+    FILE *out = fopen(tmp, "wb");
+    if (!out) {
+        fclose(in);
+        return fail(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
+    }
+    char buf[65536];
+    size_t n;
+    int bad = 0;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) bad = 1;
+    if (ferror(in)) bad = 1;
+    fclose(in);
+    if (fflush(out) || fsync(fileno(out))) bad = 1;
+    if (fclose(out)) bad = 1;
+    if (bad || rename(tmp, dst)) {
+        unlink(tmp);
+        return fail(err, err_len, "%s: cannot write: %s", dst, strerror(errno));
+    }
+    return 0;
+}
+
+/* ---------------- the per-tensor math ---------------- */
+
+static uint64_t fnv1a64(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
+/* u_j of merge.h: splitmix64 output j of the stream starting at state key */
+static inline double drop_uniform(uint64_t key, uint64_t j) {
+    uint64_t s = key + j * 0x9E3779B97F4A7C15ull;
+    return (double)(rng_splitmix64(&s) >> 11) * 0x1.0p-53;
+}
+
+typedef struct {
+    float mag;
+    uint32_t idx;
+} MagIdx;
+
+static int cmp_mag_idx(const void *pa, const void *pb) {
+    const MagIdx *a = pa, *b = pb;
+    if (a->mag != b->mag) return a->mag < b->mag ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+/* the k-th largest of x[0..n) (1 <= k <= n), reordering x (quickselect,
+ * Hoare partition around a middle value: after a pass [lo, j] >= pivot,
+ * [i, hi] <= pivot and (j, i) == pivot) */
+static float kth_largest(float *x, int64_t n, int64_t k) {
+    int64_t want = k - 1, lo = 0, hi = n - 1;
+    while (lo < hi) {
+        float pivot = x[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (x[i] > pivot)
+                i++;
+            while (x[j] < pivot)
+                j--;
+            if (i <= j) {
+                float t = x[i];
+                x[i++] = x[j];
+                x[j--] = t;
+            }
+        }
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            return x[want];
+    }
+    return x[want];
+}
+
+typedef struct {
+    const MergeOptions *o;
+    uint64_t n_alloc;
+    float *base;                  /* (n) */
+    float *tau[MERGE_MAX_MODELS]; /* (n) each: m_k, then its (sparsified) task vector */
+    float *out;                   /* (n) */
+    float *scratch;               /* (n) ties: magnitudes for the quickselect */
+    MagIdx *rank;                 /* (n) della */
+} Work;
+
+/* ties' trim of t (n) to its k largest magnitudes (entries tied with the
+ * k-th are kept too) */
+static void trim_top(float *t, float *scratch, uint64_t n, double density) {
+    uint64_t k = (uint64_t)floor(density * (double)n + 0.5);
+    if (k >= n) return;
+    if (k == 0) {
+        memset(t, 0, n * sizeof *t);
+        return;
+    }
+    for (uint64_t j = 0; j < n; j++)
+        scratch[j] = fabsf(t[j]);
+    float thr = kth_largest(scratch, (int64_t)n, (int64_t)k);
+#pragma omp parallel for schedule(static)
+    for (uint64_t j = 0; j < n; j++)
+        if (fabsf(t[j]) < thr) t[j] = 0.0f;
+}
+
+static void dare_drop(float *t, uint64_t n, double density, uint64_t key) {
+#pragma omp parallel for schedule(static)
+    for (uint64_t j = 0; j < n; j++)
+        t[j] = drop_uniform(key, j) < density ? (float)(t[j] / density) : 0.0f;
+}
+
+static void della_drop(float *t, MagIdx *rank, uint64_t n, double density, double eps,
+                       uint64_t key) {
+    for (uint64_t j = 0; j < n; j++)
+        rank[j] = (MagIdx){fabsf(t[j]), (uint32_t)j};
+    qsort(rank, n, sizeof *rank, cmp_mag_idx);
+#pragma omp parallel for schedule(static)
+    for (uint64_t r = 0; r < n; r++) {
+        uint64_t j = rank[r].idx;
+        double q = n > 1 ? density - eps / 2 + eps * (double)r / (double)(n - 1) : density;
+        t[j] = drop_uniform(key, j) < q ? (float)(t[j] / q) : 0.0f;
+    }
+}
+
+static void combine(Work *w, uint64_t n) {
+    const MergeOptions *o = w->o;
+    int K = o->n_models;
+    double wsum = 0;
+    for (int k = 0; k < K; k++)
+        wsum += o->weights[k];
+    int ties = o->method == MERGE_TIES || ((o->method == MERGE_DARE || o->method == MERGE_DELLA) &&
+                                           o->combine == MERGE_COMBINE_TIES);
+#pragma omp parallel for schedule(static)
+    for (uint64_t j = 0; j < n; j++) {
+        if (o->method == MERGE_LINEAR) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += o->weights[k] * w->tau[k][j];
+            w->out[j] = (float)(s / wsum);
+            continue;
+        }
+        double s = 0;
+        for (int k = 0; k < K; k++)
+            s += o->weights[k] * w->tau[k][j];
+        if (ties) {
+            double num = 0, den = 0;
+            for (int k = 0; k < K; k++) {
+                float t = w->tau[k][j];
+                if ((s > 0 && t > 0) || (s < 0 && t < 0)) {
+                    num += o->weights[k] * t;
+                    den += o->weights[k];
+                }
+            }
+            s = den != 0 ? num / den : 0;
+        }
+        w->out[j] = (float)(w->base[j] + o->lambda * s);
+    }
+}
+
+static int work_reserve(Work *w, uint64_t n) {
+    if (n <= w->n_alloc) return 0;
+    int K = w->o->n_models;
+    float **bufs[] = {&w->base, &w->out, &w->scratch};
+    for (size_t i = 0; i < 3; i++) {
+        free(*bufs[i]);
+        *bufs[i] = malloc(n * sizeof(float));
+        if (!*bufs[i]) return 1;
+    }
+    for (int k = 0; k < K; k++) {
+        free(w->tau[k]);
+        if (!(w->tau[k] = malloc(n * sizeof(float)))) return 1;
+    }
+    if (w->o->method == MERGE_DELLA) {
+        free(w->rank);
+        if (!(w->rank = malloc(n * sizeof *w->rank))) return 1;
+    }
+    w->n_alloc = n;
+    return 0;
+}
+
+static void work_free(Work *w) {
+    free(w->base);
+    free(w->out);
+    free(w->scratch);
+    free(w->rank);
+    for (int k = 0; k < MERGE_MAX_MODELS; k++)
+        free(w->tau[k]);
+}
+
+/* ---------------- streaming ---------------- */
+
+typedef struct {
+    const char *name;
+    uint64_t numel;
+} RefTensor;
+
+typedef struct {
+    const MergeOptions *o;
+    StSet *base; /* NULL for linear */
+    StSet *models[MERGE_MAX_MODELS];
+    const RefTensor *tensors;
+    int n_tensors;
+    int computed; /* the tensor in w.out, -1 none */
+    Work w;
+    uint64_t done_elems, total_elems;
+    time_t last_print;
+} Stream;
+
+static int read_named(StSet *s, const char *dir, const char *name, float *dst, char *err,
+                      size_t err_len) {
+    StFile *f;
+    int idx;
+    if (st_set_find(s, name, &f, &idx)) return fail(err, err_len, "%s: no tensor %s", dir, name);
+    return st_read_f32(f, idx, dst, err, err_len);
+}
+
+static int compute_tensor(Stream *s, int i, char *err, size_t err_len) {
+    const MergeOptions *o = s->o;
+    const RefTensor *t = &s->tensors[i];
+    uint64_t n = t->numel;
+    Work *w = &s->w;
+    if (work_reserve(w, n))
+        return fail(err, err_len, "%s: out of memory (%llu elements)", t->name,
+                    (unsigned long long)n);
+    if (s->base && read_named(s->base, o->base, t->name, w->base, err, err_len)) return 1;
+    for (int k = 0; k < o->n_models; k++) {
+        if (read_named(s->models[k], o->models[k], t->name, w->tau[k], err, err_len)) return 1;
+        if (!s->base) continue;
+        float *tk = w->tau[k];
+        const float *b = w->base;
+#pragma omp parallel for schedule(static)
+        for (uint64_t j = 0; j < n; j++)
+            tk[j] -= b[j];
+        uint64_t key = o->seed ^ fnv1a64(t->name) ^ ((uint64_t)(k + 1) * 0xD1B54A32D192ED03ull);
+        if (o->method == MERGE_TIES) trim_top(tk, w->scratch, n, o->density[k]);
+        if (o->method == MERGE_DARE) dare_drop(tk, n, o->density[k], key);
+        if (o->method == MERGE_DELLA) della_drop(tk, w->rank, n, o->density[k], o->epsilon, key);
+    }
+    combine(w, n);
+    s->computed = i;
+    s->done_elems += n;
+    if (o->progress) {
+        time_t now = time(NULL);
+        if (now != s->last_print || i == s->n_tensors - 1) {
+            fprintf(stderr, "dapt merge: tensor %d/%d (%s), %.1f%% of %llu parameters\n", i + 1,
+                    s->n_tensors, t->name, 100.0 * (double)s->done_elems / (double)s->total_elems,
+                    (unsigned long long)s->total_elems);
+            s->last_print = now;
+        }
+    }
+    return 0;
+}
+
+static int stream_fill(void *ctx, int i, uint64_t first, size_t count, void *dst, char *err,
+                       size_t err_len) {
+    Stream *s = ctx;
+    if (s->computed != i && compute_tensor(s, i, err, err_len)) return 1;
+    memcpy(dst, s->w.out + first, count * sizeof(float));
+    return 0;
+}
+
+/* ---------------- the run ---------------- */
+
+static int check_options(const MergeOptions *o, char *err, size_t err_len) {
+    if (o->n_models < 1 || o->n_models > MERGE_MAX_MODELS)
+        return fail(err, err_len, "%d models: merge takes 1 to %d", o->n_models, MERGE_MAX_MODELS);
+    if (o->method == MERGE_LINEAR && o->base)
+        return fail(err, err_len, "linear takes no base (it averages the models)");
+    if (o->method != MERGE_LINEAR && !o->base)
+        return fail(err, err_len, "%s needs a base model", merge_method_name(o->method));
+    if (o->method == MERGE_LINEAR && o->n_models < 2)
+        return fail(err, err_len, "linear needs at least 2 models");
+    double wsum = 0;
+    for (int k = 0; k < o->n_models; k++) {
+        if (!isfinite(o->weights[k])) return fail(err, err_len, "weight %d is not finite", k + 1);
+        wsum += o->weights[k];
+        if (o->method >= MERGE_TIES && !(o->density[k] > 0 && o->density[k] <= 1))
+            return fail(err, err_len, "density %g of model %d is not in (0, 1]", o->density[k],
+                        k + 1);
+        if (o->method == MERGE_DELLA &&
+            !(o->density[k] - o->epsilon / 2 > 0 && o->density[k] + o->epsilon / 2 <= 1))
+            return fail(err, err_len,
+                        "della: density %g +- epsilon/2 (%g) of model %d leaves (0, 1]: "
+                        "every keep probability must be in (0, 1]",
+                        o->density[k], o->epsilon / 2, k + 1);
+    }
+    if (o->method == MERGE_LINEAR && wsum == 0)
+        return fail(err, err_len, "linear: the weights sum to 0");
+    if (o->method == MERGE_DELLA && !(o->epsilon >= 0))
+        return fail(err, err_len, "della: epsilon %g is negative", o->epsilon);
+    if (!isfinite(o->lambda)) return fail(err, err_len, "lambda is not finite");
+    return 0;
+}
+
+static int same_dir(const char *a, const char *b) {
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (!realpath(a, ra) || !realpath(b, rb)) return 0;
+    return !strcmp(ra, rb);
+}
+
+/* the reference's float tensors, in file order; every input has each with
+ * its shape and nothing else */
+static int collect_tensors(Stream *s, StSet *ref, const char *ref_dir, RefTensor **out, int *n_out,
+                           uint64_t *total, char *err, size_t err_len) {
+    const MergeOptions *o = s->o;
+    int n = 0, cap = 0;
+    RefTensor *list = NULL;
+    *total = 0;
+    for (int fi = 0; fi < st_set_num_files(ref); fi++) {
+        StFile *f = st_set_file(ref, fi);
+        for (int ti = 0; ti < st_num_tensors(f); ti++) {
+            const StTensor *t = st_tensor(f, ti);
+            if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
+                free(list);
+                return fail(err, err_len, "%s: tensor %s is %s: merge reads F32, F16, BF16 only",
+                            st_path(f), t->name, st_dtype_name(t->dtype));
+            }
+            if (t->numel > UINT32_MAX) {
+                free(list);
+                return fail(err, err_len, "%s: tensor %s has more than 2^32 elements", st_path(f),
+                            t->name);
+            }
+            for (int k = -1; k < o->n_models; k++) {
+                StSet *other = k < 0 ? s->base : s->models[k];
+                const char *dir = k < 0 ? o->base : o->models[k];
+                if (!other || other == ref) continue;
+                StFile *of;
+                int oi;
+                if (st_set_find(other, t->name, &of, &oi)) {
+                    free(list);
+                    return fail(err, err_len, "%s has no tensor %s (which %s has)", dir, t->name,
+                                ref_dir);
+                }
+                const StTensor *ot = st_tensor(of, oi);
+                int same = ot->ndim == t->ndim;
+                for (int d = 0; same && d < t->ndim; d++)
+                    same = ot->shape[d] == t->shape[d];
+                if (!same) {
+                    free(list);
+                    return fail(err, err_len, "%s: tensor %s has another shape than in %s", dir,
+                                t->name, ref_dir);
+                }
+            }
+            if (n == cap) {
+                cap = cap ? 2 * cap : 256;
+                RefTensor *g = realloc(list, (size_t)cap * sizeof *g);
+                if (!g) {
+                    free(list);
+                    return fail(err, err_len, "out of memory");
+                }
+                list = g;
+            }
+            list[n++] = (RefTensor){t->name, t->numel};
+            *total += t->numel;
+        }
+    }
+    /* no input has a tensor the reference lacks */
+    for (int k = -1; k < o->n_models; k++) {
+        StSet *other = k < 0 ? s->base : s->models[k];
+        const char *dir = k < 0 ? o->base : o->models[k];
+        if (!other || other == ref) continue;
+        for (int fi = 0; fi < st_set_num_files(other); fi++) {
+            StFile *f = st_set_file(other, fi);
+            for (int ti = 0; ti < st_num_tensors(f); ti++) {
+                StFile *rf;
+                int ri;
+                if (st_set_find(ref, st_tensor(f, ti)->name, &rf, &ri)) {
+                    free(list);
+                    return fail(err, err_len, "%s has tensor %s, which %s lacks", dir,
+                                st_tensor(f, ti)->name, ref_dir);
+                }
+            }
+        }
+    }
+    *out = list;
+    *n_out = n;
+    return 0;
+}
+
+int merge_run(const MergeOptions *o, const char *out_dir, uint64_t *n_params, char *err,
+              size_t err_len) {
+    if (check_options(o, err, err_len)) return 1;
+    const char *ref_dir = o->base ? o->base : o->models[0];
+    int n_in = o->n_models + (o->base ? 1 : 0);
+    const char *dirs[MERGE_MAX_MODELS + 1];
+    if (o->base) dirs[0] = o->base;
+    for (int k = 0; k < o->n_models; k++)
+        dirs[k + (o->base ? 1 : 0)] = o->models[k];
+    ModelConfig ref_cfg = {0};
+    for (int i = 0; i < n_in; i++) {
+        if (check_not_file(dirs[i], err, err_len)) return 1;
+        ModelConfig c;
+        if (hf_load_config(dirs[i], &c, err, err_len)) return 1;
+        if (i == 0)
+            ref_cfg = c;
+        else if (check_config(&ref_cfg, ref_dir, &c, dirs[i], err, err_len) ||
+                 check_tokenizer(ref_dir, dirs[i], err, err_len))
+            return 1;
+    }
+    if (mkdir(out_dir, 0755) && errno != EEXIST)
+        return fail(err, err_len, "%s: cannot create: %s", out_dir, strerror(errno));
+    for (int i = 0; i < n_in; i++)
+        if (same_dir(out_dir, dirs[i]))
+            return fail(err, err_len, "%s: the output is one of the inputs", out_dir);
+    char weights[4200], cfg_path[4200];
+    if (hf_path(weights, sizeof weights, out_dir, "model.safetensors") ||
+        hf_path(cfg_path, sizeof cfg_path, out_dir, "config.json"))
+        return fail(err, err_len, "%s: path too long", out_dir);
+    if (!o->force && (file_exists(weights) || file_exists(cfg_path)))
+        return fail(err, err_len, "%s already holds a model (--force to overwrite)", out_dir);
+
+    Stream s = {.o = o, .computed = -1, .w = {.o = o}};
+    int rc = 1;
+    RefTensor *tensors = NULL;
+    StWriteTensor *wt = NULL;
+    if (o->base && !(s.base = st_set_open(o->base, err, err_len))) goto done;
+    for (int k = 0; k < o->n_models; k++)
+        if (!(s.models[k] = st_set_open(o->models[k], err, err_len))) goto done;
+    StSet *ref = s.base ? s.base : s.models[0];
+    int n_t;
+    if (collect_tensors(&s, ref, ref_dir, &tensors, &n_t, &s.total_elems, err, err_len)) goto done;
+    s.tensors = tensors;
+    s.n_tensors = n_t;
+    if (!(wt = calloc((size_t)n_t, sizeof *wt))) {
+        fail(err, err_len, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n_t; i++) {
+        StFile *f;
+        int idx;
+        st_set_find(ref, tensors[i].name, &f, &idx);
+        const StTensor *t = st_tensor(f, idx);
+        wt[i].name = t->name;
+        wt[i].dtype = ST_F32;
+        wt[i].ndim = t->ndim;
+        memcpy(wt[i].shape, t->shape, sizeof t->shape);
+    }
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s of %d model(s), lambda %g, seed %llu",
+             merge_method_name(o->method), o->n_models, o->lambda, (unsigned long long)o->seed);
+    const char *meta[] = {"format", "pt", "dapt_merge", desc};
+    if (st_write_stream(weights, wt, n_t, meta, 2, stream_fill, &s, err, err_len)) goto done;
+    char src[4200], dst[4200];
+    hf_path(src, sizeof src, ref_dir, "config.json");
+    if (copy_file(src, cfg_path, err, err_len)) goto done;
+    for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files; i++) {
+        if (hf_path(src, sizeof src, ref_dir, tokenizer_files[i]) ||
+            hf_path(dst, sizeof dst, out_dir, tokenizer_files[i]))
+            continue;
+        if (file_exists(src) && copy_file(src, dst, err, err_len)) goto done;
+    }
+    *n_params = s.total_elems;
+    rc = 0;
+done:
+    work_free(&s.w);
+    free(wt);
+    free(tensors);
+    if (s.base) st_set_close(s.base);
+    for (int k = 0; k < o->n_models; k++)
+        if (s.models[k]) st_set_close(s.models[k]);
+    return rc;
+}
