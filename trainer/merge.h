@@ -68,6 +68,23 @@ typedef struct {
     int progress;                     /* a line on stderr about once a second */
 } MergeOptions;
 
+/* MERGE.toml (docs/merge.md): [merge] method, base, out, lambda, seed,
+ * combine, epsilon, density (the default of every model); [[model]] path,
+ * weight, density, once per input. o's paths point into the struct: keep it
+ * in place (no copies). */
+typedef struct {
+    MergeOptions o;
+    char out[4096], base[4096];
+    char models[MERGE_MAX_MODELS][4096];
+    double density;
+    int combine_set;
+} MergeConfig;
+
+/* Parses the text of PATH; nonzero with "PATH:LINE: KEY: what was wrong". */
+int merge_config_parse(const char *path, const char *text, MergeConfig *c, char *err,
+                       size_t err_len);
+int merge_config_load(const char *path, MergeConfig *c, char *err, size_t err_len);
+
 /* "linear" -> MERGE_LINEAR etc.; -1 when unknown. */
 int merge_method_parse(const char *name);
 const char *merge_method_name(MergeMethod m);

@@ -1,7 +1,7 @@
 """`dapt merge` against independent statements of each method.
 
 Usage: test_merge.py DAPT EXPECT_SH CASE, CASE one of
-  linear task_arithmetic ties dare della logits refusals
+  linear task_arithmetic ties dare della config logits refusals
 
 Random small Llama models from transformers (a base, and "fine-tuned" models
 = base + N(0, 0.05) so the task vectors are small against the weights, as
@@ -74,9 +74,10 @@ def make_models(tmp, n, seed=0):
     return dirs, tensors
 
 
-def merge(out, models, *args):
+def merge(out, models, *args, threads=None):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
     r = subprocess.run([DAPT, "merge", out, *models, "--quiet", *map(str, args)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=env)
     assert r.returncode == 0, f"dapt merge {args} failed ({r.returncode}): {r.stderr}"
     return {k: v.astype(np.float64) for k, v in load_file(
         os.path.join(out, "model.safetensors")).items()}
@@ -90,6 +91,11 @@ def compare(name, got, want):
         worst = max(worst, float(np.abs(got[k] - want[k]).max()))
     print(f"{name}: max abs diff {worst:.3e} (tolerance {ATOL:.0e})")
     assert worst <= ATOL, f"{name}: dapt differs from the reference by {worst:.3e}"
+
+
+def same_bytes(a, b):
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return fa.read() == fb.read()
 
 
 def ties_trim(t, density):
@@ -224,10 +230,15 @@ def case_dare(tmp):
                  "--density", d, "--lambda", lam, "--seed", seed + 1)
     same = np.mean([np.mean((got[k] != t[0][k]) == (got2[k] != t[0][k])) for k in got])
     assert same < 0.9, f"dare: seeds {seed} and {seed + 1} keep the same entries ({same})"
-    # two models, combine ties, exact with the documented RNG
+    # two models, combine ties, exact with the documented RNG; the same
+    # bytes on 1 and 3 threads
     dd = [0.3, 0.6]
-    got = merge(os.path.join(tmp, "ties"), dirs[1:], "--method", "dare", "--combine", "ties",
-                "--base", dirs[0], "--density", "0.3,0.6", "--seed", seed)
+    args = ("--method", "dare", "--combine", "ties", "--base", dirs[0], "--density", "0.3,0.6",
+            "--seed", seed)
+    got = merge(os.path.join(tmp, "ties"), dirs[1:], *args, threads=1)
+    merge(os.path.join(tmp, "ties3"), dirs[1:], *args, threads=3)
+    assert same_bytes(os.path.join(tmp, "ties", "model.safetensors"),
+                      os.path.join(tmp, "ties3", "model.safetensors")), "dare: threads matter"
     want = {}
     for k in t[0]:
         taus = []
@@ -272,6 +283,46 @@ def case_della(tmp):
             taus.append(np.where(u < q, tau / q, 0.0))
         want[k] = t[0][k] + ties_combine(taus, [1.0, 1.0])
     compare("della+ties (documented RNG)", got, want)
+
+
+def case_config(tmp):
+    """MERGE.toml gives what the flags give, byte for byte; its errors name
+    the file, line and key"""
+    dirs, t = make_models(tmp, 2)
+    merge(os.path.join(tmp, "flags"), dirs[1:], "--method", "della", "--base", dirs[0],
+          "--weights", "1,0.5", "--density", "0.5,0.7", "--lambda", "0.9", "--epsilon", "0.2",
+          "--seed", 11)
+    cfg = os.path.join(tmp, "merge.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""# della of two models
+[merge]
+method = "della"
+base = "{dirs[0]}"
+out = "{tmp}/config"
+lambda = 0.9
+epsilon = 0.2
+seed = 11
+density = 0.5   # the default
+
+[[model]]
+path = "{dirs[1]}"
+
+[[model]]
+path = "{dirs[2]}"
+weight = 0.5
+density = 0.7
+""")
+    r = subprocess.run([DAPT, "merge", cfg, "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert same_bytes(os.path.join(tmp, "flags", "model.safetensors"),
+                      os.path.join(tmp, "config", "model.safetensors")), "config != flags"
+    print("config: the same model.safetensors as the flags")
+    with open(cfg, "a") as f:
+        f.write("densty = 0.3\n")
+    r = subprocess.run([EXPECT, "1", "merge.toml:18: densty: unknown key in \\[\\[model\\]\\]",
+                        DAPT, "merge", cfg, "--force"], capture_output=True, text=True)
+    print(r.stdout.strip())
+    assert r.returncode == 0, r.stdout
 
 
 def case_logits(tmp):
@@ -343,7 +394,8 @@ def case_refusals(tmp):
 
 
 CASES = {f.__name__[5:]: f for f in (case_linear, case_task_arithmetic, case_ties, case_dare,
-                                      case_della, case_logits, case_refusals)}
+                                      case_della, case_config, case_logits,
+                                      case_refusals)}
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:

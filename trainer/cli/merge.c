@@ -1,4 +1,5 @@
-/* merge.c: `dapt merge OUT MODEL... --method M [--base DIR] ...`: the
+/* merge.c: `dapt merge OUT MODEL... --method M [--base DIR] ...` or
+ * `dapt merge CONFIG.toml` (trainer/merge_config.c): the
  * command over merge_run (trainer/merge.h: the methods, the checks, the
  * streaming). Parses the per-model lists (--weights, --density) and the
  * method's parameters; docs/merge.md describes each. */
@@ -12,13 +13,16 @@
 #include "trainer/merge.h"
 
 static const char usage[] =
-    "usage: dapt merge OUT MODEL... --method METHOD [--base DIR] [--weights W,...]\n"
+    "usage: dapt merge CONFIG.toml [--force] [--quiet]\n"
+    "       dapt merge OUT MODEL... --method METHOD [--base DIR] [--weights W,...]\n"
     "                  [--density D,...] [--lambda X] [--epsilon E]\n"
     "                  [--combine linear|ties] [--seed N] [--force] [--quiet]\n\n"
     "Merges MODELs (HF model directories or dapt checkpoints of one architecture,\n"
     "shape, vocabulary and tokenizer) into OUT, an HF model directory (config.json,\n"
     "model.safetensors in F32, the tokenizer files of the base, else of the first\n"
-    "model), tensor by tensor. Methods (docs/merge.md):\n"
+    "model), tensor by tensor. CONFIG.toml has a [merge] table (method, base, out,\n"
+    "lambda, seed, combine, epsilon, density) and a [[model]] table per input\n"
+    "(path, weight, density). Methods (docs/merge.md):\n"
     "  linear           sum w_k MODEL_k / sum w_k (no --base)\n"
     "  task_arithmetic  BASE + lambda * sum w_k (MODEL_k - BASE)  (chat vector)\n"
     "  ties             task vectors trimmed to the top --density magnitudes,\n"
@@ -68,6 +72,31 @@ static int parse_number(const CliSpec *spec, const char *opt, double *x) {
     return 0;
 }
 
+static int run(const CliSpec *spec, const MergeOptions *o, const char *out) {
+    char err[2048];
+    uint64_t n_params = 0;
+    if (merge_run(o, out, &n_params, err, sizeof err)) return cli_fail(spec, "%s", err);
+    printf("wrote %s (%s of %d model%s, %llu parameters)\n", out, merge_method_name(o->method),
+           o->n_models, o->n_models == 1 ? "" : "s", (unsigned long long)n_params);
+    return 0;
+}
+
+/* `dapt merge CONFIG.toml [--force] [--quiet]`: everything else is the
+ * config's */
+static int merge_from_config(const CliSpec *spec, const char *path) {
+    static const char *const flags[] = {"--method", "--base",    "--weights", "--density",
+                                        "--lambda", "--epsilon", "--combine", "--seed"};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        if (cli_opt(spec, flags[i])->seen)
+            return cli_usage_error(spec, "%s: with a config, give it in %s", flags[i], path);
+    static MergeConfig c; /* ~140 KiB of paths */
+    char err[2048];
+    if (merge_config_load(path, &c, err, sizeof err)) return cli_fail(spec, "%s", err);
+    c.o.force = cli_opt(spec, "--force")->seen > 0;
+    c.o.progress = cli_opt(spec, "--quiet")->seen == 0;
+    return run(spec, &c.o, c.out);
+}
+
 int cmd_merge(int argc, char **argv) {
     CliOpt opts[] = {{"--method", 1, 0, 0},  {"--base", 1, 0, 0},   {"--weights", 1, 0, 0},
                      {"--density", 1, 0, 0}, {"--lambda", 1, 0, 0}, {"--epsilon", 1, 0, 0},
@@ -78,6 +107,8 @@ int cmd_merge(int argc, char **argv) {
     int n_pos;
     int rc = cli_parse(&spec, argc, argv, 1, pos, &n_pos);
     if (rc) return rc == CLI_HELP ? 0 : rc;
+    size_t len0 = n_pos == 1 ? strlen(pos[0]) : 0;
+    if (len0 > 5 && !strcmp(pos[0] + len0 - 5, ".toml")) return merge_from_config(&spec, pos[0]);
     if (n_pos < 2) return cli_usage(&spec);
     MergeOptions o = {.lambda = 1.0, .epsilon = 0.1, .n_models = n_pos - 1};
     for (int k = 0; k < o.n_models; k++) {
@@ -136,10 +167,5 @@ int cmd_merge(int argc, char **argv) {
     if (cli_u64(&spec, cli_opt(&spec, "--seed"), 0, UINT64_MAX, &o.seed)) return 2;
     o.force = cli_opt(&spec, "--force")->seen > 0;
     o.progress = cli_opt(&spec, "--quiet")->seen == 0;
-    char err[2048];
-    uint64_t n_params = 0;
-    if (merge_run(&o, pos[0], &n_params, err, sizeof err)) return cli_fail(&spec, "%s", err);
-    printf("wrote %s (%s of %d model%s, %llu parameters)\n", pos[0], m, o.n_models,
-           o.n_models == 1 ? "" : "s", (unsigned long long)n_params);
-    return 0;
+    return run(&spec, &o, pos[0]);
 }
