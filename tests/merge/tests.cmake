@@ -19,3 +19,6 @@ add_test(NAME merge_cli_weights_count
          COMMAND ${merge_expect} 2 "--weights has 1 items for 2 models" $<TARGET_FILE:dapt>
                  merge out a b --method linear --weights 1)
 set_tests_properties(merge_cli_bad_method merge_cli_weights_count PROPERTIES LABELS c)
+# the chat-vector recipe end to end on dapt checkpoints (docs/merge.md's table)
+add_test(NAME merge_e2e COMMAND ${merge_dir}/merge_e2e.sh $<TARGET_FILE:dapt>)
+set_tests_properties(merge_e2e PROPERTIES LABELS py)
