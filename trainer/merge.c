@@ -22,7 +22,8 @@
 #include "trainer/rng.h"
 #include "trainer/safetensors.h"
 
-static const char *const method_names[] = {"linear", "task_arithmetic", "ties", "dare", "della"};
+static const char *const method_names[] = {"linear", "task_arithmetic", "ties",
+                                           "dare",   "della",           "moe"};
 
 int merge_method_parse(const char *name) {
     for (int i = 0; i < (int)(sizeof method_names / sizeof *method_names); i++)
@@ -279,7 +280,7 @@ static void combine(Work *w, uint64_t n) {
                                            o->combine == MERGE_COMBINE_TIES);
 #pragma omp parallel for schedule(static)
     for (uint64_t j = 0; j < n; j++) {
-        if (o->method == MERGE_LINEAR) {
+        if (o->method == MERGE_LINEAR || o->method == MERGE_MOE) {
             double s = 0;
             for (int k = 0; k < K; k++)
                 s += o->weights[k] * w->tau[k][j];
@@ -341,11 +342,23 @@ typedef struct {
     uint64_t numel;
 } RefTensor;
 
+/* what an output tensor is made of */
+typedef enum { OUT_MERGED = 0, OUT_EXPERT, OUT_ROUTER } OutKind;
+typedef struct {
+    char *name;      /* the output's name (malloc'd) */
+    const char *src; /* the inputs' name (OUT_MERGED, OUT_EXPERT) */
+    OutKind kind;
+    int k; /* OUT_EXPERT: the model */
+    uint64_t numel;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+} OutTensor;
+
 typedef struct {
     const MergeOptions *o;
     StSet *base; /* NULL for linear */
     StSet *models[MERGE_MAX_MODELS];
-    const RefTensor *tensors;
+    const OutTensor *tensors;
     int n_tensors;
     int computed; /* the tensor in w.out, -1 none */
     Work w;
@@ -361,29 +374,58 @@ static int read_named(StSet *s, const char *dir, const char *name, float *dst, c
     return st_read_f32(f, idx, dst, err, err_len);
 }
 
-static int compute_tensor(Stream *s, int i, char *err, size_t err_len) {
+/* the models' tensors t->src into w->tau (as task vectors against w->base
+ * for the methods with a base), sparsified, combined into w->out */
+static int merge_models(Stream *s, const OutTensor *t, uint64_t n, int deltas, char *err,
+                        size_t err_len) {
     const MergeOptions *o = s->o;
-    const RefTensor *t = &s->tensors[i];
-    uint64_t n = t->numel;
     Work *w = &s->w;
-    if (work_reserve(w, n))
-        return fail(err, err_len, "%s: out of memory (%llu elements)", t->name,
-                    (unsigned long long)n);
-    if (s->base && read_named(s->base, o->base, t->name, w->base, err, err_len)) return 1;
     for (int k = 0; k < o->n_models; k++) {
-        if (read_named(s->models[k], o->models[k], t->name, w->tau[k], err, err_len)) return 1;
-        if (!s->base) continue;
+        if (read_named(s->models[k], o->models[k], t->src, w->tau[k], err, err_len)) return 1;
+        if (!deltas) continue;
         float *tk = w->tau[k];
         const float *b = w->base;
 #pragma omp parallel for schedule(static)
         for (uint64_t j = 0; j < n; j++)
             tk[j] -= b[j];
-        uint64_t key = o->seed ^ fnv1a64(t->name) ^ ((uint64_t)(k + 1) * 0xD1B54A32D192ED03ull);
+        uint64_t key = o->seed ^ fnv1a64(t->src) ^ ((uint64_t)(k + 1) * 0xD1B54A32D192ED03ull);
         if (o->method == MERGE_TIES) trim_top(tk, w->scratch, n, o->density[k]);
         if (o->method == MERGE_DARE) dare_drop(tk, n, o->density[k], key);
         if (o->method == MERGE_DELLA) della_drop(tk, w->rank, n, o->density[k], o->epsilon, key);
     }
     combine(w, n);
+    return 0;
+}
+
+/* moe's router (E, C): N(0, 0.02) from the counter-based stream of merge.h */
+static void router_init(float *dst, uint64_t n, uint64_t seed, const char *name) {
+    uint64_t key = seed ^ fnv1a64(name);
+#pragma omp parallel for schedule(static)
+    for (uint64_t j = 0; j < n; j++) {
+        uint64_t a = key + 2 * j * 0x9E3779B97F4A7C15ull, b = a + 0x9E3779B97F4A7C15ull;
+        dst[j] = (float)(0.02 * rng_normal_of(rng_splitmix64(&a), rng_splitmix64(&b)));
+    }
+}
+
+static int compute_tensor(Stream *s, int i, char *err, size_t err_len) {
+    const MergeOptions *o = s->o;
+    const OutTensor *t = &s->tensors[i];
+    uint64_t n = t->numel;
+    Work *w = &s->w;
+    if (work_reserve(w, n))
+        return fail(err, err_len, "%s: out of memory (%llu elements)", t->name,
+                    (unsigned long long)n);
+    int deltas = o->method != MERGE_LINEAR && o->method != MERGE_MOE;
+    if (t->kind == OUT_EXPERT) {
+        if (read_named(s->models[t->k], o->models[t->k], t->src, w->out, err, err_len)) return 1;
+    } else if (t->kind == OUT_ROUTER) {
+        router_init(w->out, n, o->seed, t->name);
+    } else if (o->method == MERGE_MOE && o->shared == MERGE_SHARED_BASE) {
+        if (read_named(s->base, o->base, t->src, w->out, err, err_len)) return 1;
+    } else {
+        if (deltas && read_named(s->base, o->base, t->src, w->base, err, err_len)) return 1;
+        if (merge_models(s, t, n, deltas, err, err_len)) return 1;
+    }
     s->computed = i;
     s->done_elems += n;
     if (o->progress) {
@@ -413,15 +455,20 @@ static int check_options(const MergeOptions *o, char *err, size_t err_len) {
         return fail(err, err_len, "%d models: merge takes 1 to %d", o->n_models, MERGE_MAX_MODELS);
     if (o->method == MERGE_LINEAR && o->base)
         return fail(err, err_len, "linear takes no base (it averages the models)");
-    if (o->method != MERGE_LINEAR && !o->base)
+    if (o->method != MERGE_LINEAR && o->method != MERGE_MOE && !o->base)
         return fail(err, err_len, "%s needs a base model", merge_method_name(o->method));
-    if (o->method == MERGE_LINEAR && o->n_models < 2)
-        return fail(err, err_len, "linear needs at least 2 models");
+    if (o->method == MERGE_MOE && o->shared == MERGE_SHARED_BASE && !o->base)
+        return fail(err, err_len, "moe: shared tensors from the base need a base model");
+    if ((o->method == MERGE_LINEAR || o->method == MERGE_MOE) && o->n_models < 2)
+        return fail(err, err_len, "%s needs at least 2 models", merge_method_name(o->method));
+    if (o->method == MERGE_MOE && (o->top_k < 1 || o->top_k > o->n_models))
+        return fail(err, err_len, "moe: top_k %d is not in [1, %d models]", o->top_k, o->n_models);
     double wsum = 0;
     for (int k = 0; k < o->n_models; k++) {
         if (!isfinite(o->weights[k])) return fail(err, err_len, "weight %d is not finite", k + 1);
         wsum += o->weights[k];
-        if (o->method >= MERGE_TIES && !(o->density[k] > 0 && o->density[k] <= 1))
+        if ((o->method == MERGE_TIES || o->method == MERGE_DARE || o->method == MERGE_DELLA) &&
+            !(o->density[k] > 0 && o->density[k] <= 1))
             return fail(err, err_len, "density %g of model %d is not in (0, 1]", o->density[k],
                         k + 1);
         if (o->method == MERGE_DELLA &&
@@ -431,8 +478,8 @@ static int check_options(const MergeOptions *o, char *err, size_t err_len) {
                         "every keep probability must be in (0, 1]",
                         o->density[k], o->epsilon / 2, k + 1);
     }
-    if (o->method == MERGE_LINEAR && wsum == 0)
-        return fail(err, err_len, "linear: the weights sum to 0");
+    if ((o->method == MERGE_LINEAR || o->method == MERGE_MOE) && wsum == 0)
+        return fail(err, err_len, "%s: the weights sum to 0", merge_method_name(o->method));
     if (o->method == MERGE_DELLA && !(o->epsilon >= 0))
         return fail(err, err_len, "della: epsilon %g is negative", o->epsilon);
     if (!isfinite(o->lambda)) return fail(err, err_len, "lambda is not finite");
@@ -524,6 +571,109 @@ static int collect_tensors(Stream *s, StSet *ref, const char *ref_dir, RefTensor
     return 0;
 }
 
+/* appends t (its name copied) to *list */
+static int plan_push(OutTensor **list, int *n, int *cap, OutTensor t, const char *name) {
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 256;
+        OutTensor *g = realloc(*list, (size_t)*cap * sizeof *g);
+        if (!g) return 1;
+        *list = g;
+    }
+    if (!(t.name = strdup(name))) return 1;
+    (*list)[(*n)++] = t;
+    return 0;
+}
+
+static void plan_free(OutTensor *list, int n) {
+    for (int i = 0; i < n; i++)
+        free(list[i].name);
+    free(list);
+}
+
+/* The output tensors: the reference's, each merged; for moe, layer l's
+ * mlp.{gate,up,down}_proj become one expert per model and a router. */
+static int build_plan(const MergeOptions *o, const ModelConfig *cfg, StSet *ref,
+                      const RefTensor *in, int n_in, OutTensor **out, int *n_out, uint64_t *total,
+                      char *err, size_t err_len) {
+    static const char *const ffn[3] = {"gate", "up", "down"}, *expert[3] = {"w1", "w3", "w2"};
+    OutTensor *list = NULL;
+    int n = 0, cap = 0, n_expert = 0;
+    *total = 0;
+    for (int i = 0; i < n_in; i++) {
+        StFile *f;
+        int idx;
+        st_set_find(ref, in[i].name, &f, &idx);
+        const StTensor *st = st_tensor(f, idx);
+        OutTensor t = {.src = in[i].name, .kind = OUT_MERGED, .numel = st->numel, .ndim = st->ndim};
+        memcpy(t.shape, st->shape, sizeof t.shape);
+        int l = -1, end = -1, w = -1;
+        char which[16];
+        if (o->method == MERGE_MOE &&
+            sscanf(in[i].name, "model.layers.%d.mlp.%15[a-z]_proj.weight%n", &l, which, &end) ==
+                2 &&
+            end == (int)strlen(in[i].name))
+            for (int j = 0; j < 3; j++)
+                if (!strcmp(which, ffn[j])) w = j;
+        char name[256];
+        if (w < 0) {
+            if (plan_push(&list, &n, &cap, t, in[i].name)) goto oom;
+            *total += t.numel;
+            continue;
+        }
+        if (w == 0) { /* the layer's router, (E, C) */
+            OutTensor r = {.kind = OUT_ROUTER,
+                           .numel = (uint64_t)o->n_models * cfg->d_model,
+                           .ndim = 2,
+                           .shape = {o->n_models, cfg->d_model}};
+            snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.gate.weight", l);
+            if (plan_push(&list, &n, &cap, r, name)) goto oom;
+            *total += r.numel;
+        }
+        for (int k = 0; k < o->n_models; k++) {
+            t.kind = OUT_EXPERT;
+            t.k = k;
+            snprintf(name, sizeof name, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", l,
+                     k, expert[w]);
+            if (plan_push(&list, &n, &cap, t, name)) goto oom;
+            *total += t.numel;
+            n_expert++;
+        }
+    }
+    if (o->method == MERGE_MOE && n_expert != 3 * o->n_models * cfg->n_layer) {
+        plan_free(list, n);
+        return fail(err, err_len,
+                    "moe: found %d of the %d mlp.{gate,up,down}_proj.weight tensors of %d layers",
+                    n_expert / o->n_models, 3 * cfg->n_layer, cfg->n_layer);
+    }
+    *out = list;
+    *n_out = n;
+    return 0;
+oom:
+    plan_free(list, n);
+    return fail(err, err_len, "out of memory");
+}
+
+/* moe's output config: the reference's as Mixtral, every layer MoE */
+static int moe_config(const ModelConfig *ref, const char *ref_dir, const MergeOptions *o,
+                      ModelConfig *mc, char *err, size_t err_len) {
+    const char *why = ref->arch != ARCH_LLAMA ? "is not a llama"
+                      : ref->n_experts        ? "is already an MoE"
+                      : ref->qkv_bias         ? "has q/k/v biases (Mixtral has none)"
+                      : ref->qk_norm          ? "has q/k norms (Mixtral has none)"
+                      : (ref->head_dim && ref->head_dim * ref->n_head != ref->d_model)
+                          ? "has a head_dim apart from hidden_size / heads (Mixtral has none)"
+                          : NULL;
+    if (why) return fail(err, err_len, "moe: %s/config.json %s", ref_dir, why);
+    *mc = *ref;
+    mc->n_experts = o->n_models;
+    mc->top_k = o->top_k;
+    mc->moe_layer_start = 0;
+    mc->moe_layer_step = 1;
+    mc->norm_topk_prob = 1;
+    if (model_config_check(mc, err, err_len)) return 1;
+    return 0;
+}
+
 int merge_run(const MergeOptions *o, const char *out_dir, uint64_t *n_params, char *err,
               size_t err_len) {
     if (check_options(o, err, err_len)) return 1;
@@ -556,40 +706,45 @@ int merge_run(const MergeOptions *o, const char *out_dir, uint64_t *n_params, ch
     if (!o->force && (file_exists(weights) || file_exists(cfg_path)))
         return fail(err, err_len, "%s already holds a model (--force to overwrite)", out_dir);
 
+    ModelConfig moe_cfg;
+    if (o->method == MERGE_MOE && moe_config(&ref_cfg, ref_dir, o, &moe_cfg, err, err_len))
+        return 1;
+
     Stream s = {.o = o, .computed = -1, .w = {.o = o}};
-    int rc = 1;
+    int rc = 1, n_t = 0, n_out = 0;
     RefTensor *tensors = NULL;
+    OutTensor *plan = NULL;
     StWriteTensor *wt = NULL;
     if (o->base && !(s.base = st_set_open(o->base, err, err_len))) goto done;
     for (int k = 0; k < o->n_models; k++)
         if (!(s.models[k] = st_set_open(o->models[k], err, err_len))) goto done;
     StSet *ref = s.base ? s.base : s.models[0];
-    int n_t;
-    if (collect_tensors(&s, ref, ref_dir, &tensors, &n_t, &s.total_elems, err, err_len)) goto done;
-    s.tensors = tensors;
-    s.n_tensors = n_t;
-    if (!(wt = calloc((size_t)n_t, sizeof *wt))) {
+    uint64_t ref_elems;
+    if (collect_tensors(&s, ref, ref_dir, &tensors, &n_t, &ref_elems, err, err_len) ||
+        build_plan(o, &ref_cfg, ref, tensors, n_t, &plan, &n_out, &s.total_elems, err, err_len))
+        goto done;
+    s.tensors = plan;
+    s.n_tensors = n_out;
+    if (!(wt = calloc((size_t)n_out, sizeof *wt))) {
         fail(err, err_len, "out of memory");
         goto done;
     }
-    for (int i = 0; i < n_t; i++) {
-        StFile *f;
-        int idx;
-        st_set_find(ref, tensors[i].name, &f, &idx);
-        const StTensor *t = st_tensor(f, idx);
-        wt[i].name = t->name;
+    for (int i = 0; i < n_out; i++) {
+        wt[i].name = plan[i].name;
         wt[i].dtype = ST_F32;
-        wt[i].ndim = t->ndim;
-        memcpy(wt[i].shape, t->shape, sizeof t->shape);
+        wt[i].ndim = plan[i].ndim;
+        memcpy(wt[i].shape, plan[i].shape, sizeof plan[i].shape);
     }
     char desc[256];
     snprintf(desc, sizeof desc, "%s of %d model(s), lambda %g, seed %llu",
              merge_method_name(o->method), o->n_models, o->lambda, (unsigned long long)o->seed);
     const char *meta[] = {"format", "pt", "dapt_merge", desc};
-    if (st_write_stream(weights, wt, n_t, meta, 2, stream_fill, &s, err, err_len)) goto done;
+    if (st_write_stream(weights, wt, n_out, meta, 2, stream_fill, &s, err, err_len)) goto done;
     char src[4200], dst[4200];
     hf_path(src, sizeof src, ref_dir, "config.json");
-    if (copy_file(src, cfg_path, err, err_len)) goto done;
+    if (o->method == MERGE_MOE ? hf_save_config(out_dir, &moe_cfg, err, err_len)
+                               : copy_file(src, cfg_path, err, err_len))
+        goto done;
     for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files; i++) {
         if (hf_path(src, sizeof src, ref_dir, tokenizer_files[i]) ||
             hf_path(dst, sizeof dst, out_dir, tokenizer_files[i]))
@@ -601,6 +756,7 @@ int merge_run(const MergeOptions *o, const char *out_dir, uint64_t *n_params, ch
 done:
     work_free(&s.w);
     free(wt);
+    plan_free(plan, n_out);
     free(tensors);
     if (s.base) st_set_close(s.base);
     for (int k = 0; k < o->n_models; k++)

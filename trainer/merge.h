@@ -20,6 +20,15 @@
  *                    probability q_r = density_k - eps/2 + eps * r/(n-1) and
  *                    rescaled by 1/q_r (Deep et al. 2024's MagPrune, drop
  *                    probability 1 - q_r), then combined like dare
+ *   moe              the dense llama models become the experts of a
+ *                    Mixtral-shaped MoE (Branch-Train-MiX): layer l's
+ *                    mlp.{gate,up,down}_proj of model k are
+ *                    block_sparse_moe.experts.k.{w1,w3,w2}; every other
+ *                    tensor is the w-weighted average of the models (shared
+ *                    average) or the base's (shared base); each layer's
+ *                    router block_sparse_moe.gate.weight (E, C) is
+ *                    N(0, 0.02): entry j = 0.02 * rng_normal_of(splitmix64
+ *                    outputs 2j, 2j+1 of the stream at seed ^ fnv1a64(NAME))
  *
  * Random drops are counter-based: entry j of tensor NAME of model k draws
  *   u_j = (splitmix64 output j of the stream whose state starts at
@@ -45,8 +54,12 @@ typedef enum {
     MERGE_TASK_ARITHMETIC,
     MERGE_TIES,
     MERGE_DARE,
-    MERGE_DELLA
+    MERGE_DELLA,
+    MERGE_MOE
 } MergeMethod;
+
+/* moe: where the tensors outside the FFNs come from */
+typedef enum { MERGE_SHARED_AVERAGE = 0, MERGE_SHARED_BASE } MergeShared;
 
 /* how dare and della combine the sparsified task vectors */
 typedef enum { MERGE_COMBINE_LINEAR = 0, MERGE_COMBINE_TIES } MergeCombine;
@@ -63,7 +76,9 @@ typedef struct {
     double density[MERGE_MAX_MODELS]; /* ties, dare, della: in (0, 1] */
     double lambda;                    /* scale of the merged task vector */
     double epsilon;                   /* della: window of keep probabilities */
-    uint64_t seed;                    /* dare, della */
+    uint64_t seed;                    /* dare, della, moe (router) */
+    int top_k;                        /* moe: experts per token, 1..n_models */
+    MergeShared shared;               /* moe */
     int force;                        /* overwrite OUT's model files */
     int progress;                     /* a line on stderr about once a second */
 } MergeOptions;
@@ -90,7 +105,8 @@ int merge_method_parse(const char *name);
 const char *merge_method_name(MergeMethod m);
 
 /* Merges into out_dir (created when missing): model.safetensors (F32),
- * config.json and the tokenizer files of the reference, copied. Fills
+ * config.json (moe: the reference's as Mixtral, hf_save_config) and the
+ * tokenizer files of the reference, copied. Fills
  * *n_params (elements written). Nonzero with a message on any refusal or
  * I/O error. */
 int merge_run(const MergeOptions *o, const char *out_dir, uint64_t *n_params, char *err,

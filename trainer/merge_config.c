@@ -95,9 +95,23 @@ static int assign(const Src *s, MergeConfig *c, int table, const char *key, cons
         o->seed = (uint64_t)v->i;
         return 0;
     }
+    if (!strcmp(key, "top_k")) {
+        if (v->type != V_INT || v->i < 1 || v->i > MERGE_MAX_MODELS)
+            return src_err(s, key, "expected an integer in [1, %d]", MERGE_MAX_MODELS);
+        o->top_k = (int)v->i;
+        return 0;
+    }
+    if (!strcmp(key, "shared")) {
+        char m[32];
+        if (get_string(s, key, v, m, sizeof m)) return 1;
+        if (strcmp(m, "average") && strcmp(m, "base"))
+            return src_err(s, key, "'%s' is not one of average, base", m);
+        o->shared = strcmp(m, "base") ? MERGE_SHARED_AVERAGE : MERGE_SHARED_BASE;
+        return 0;
+    }
     return src_err(s, key,
                    "unknown key in [merge] (expected method, base, out, lambda, seed, combine, "
-                   "epsilon or density)");
+                   "epsilon, density, top_k or shared)");
 }
 
 int merge_config_parse(const char *path, const char *text, MergeConfig *c, char *err,
@@ -106,6 +120,7 @@ int merge_config_parse(const char *path, const char *text, MergeConfig *c, char 
     MergeOptions *o = &c->o;
     o->lambda = 1.0;
     o->epsilon = 0.1;
+    o->top_k = 2;
     c->density = 1.0;
     int density_set[MERGE_MAX_MODELS] = {0};
     Src s = {path, 0, err, err_len};

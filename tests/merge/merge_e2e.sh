@@ -5,6 +5,7 @@
 #   dom     base + 30 steps on the domain corpus only (the "CPT" model)
 #   gen     base + 30 steps on the general corpus only (the "instruct" stand-in)
 #   merged  dapt merge --method task_arithmetic --base base dom gen
+#   moe     dapt merge --method moe --top-k 1 --base base dom gen (then trained 5 steps)
 # Each model's held-out losses are read from the step-0 eval of a one-step
 # run with model.init_from = it (so the merged directory must load as
 # init_from: tokenizer.model copied, config.json, F32 weights). Asserts that
@@ -31,6 +32,12 @@ base=$work/runs/base/ckpt/step-00000040
   --mix.domain_frac=0 --mix.upsample_domain_frac=0 "${q[@]}" > /dev/null
 dom=$work/runs/dom/ckpt/step-00000030 gen=$work/runs/gen/ckpt/step-00000030
 "$dapt" merge "$work/merged" "$dom" "$gen" --method task_arithmetic --base "$base" --quiet
+# the specialists as the two experts of a Mixtral-shaped MoE (shared tensors
+# averaged): it loads as init_from and trains (routers and load balancing)
+"$dapt" merge "$work/moe" "$dom" "$gen" --method moe --base "$base" --top-k 1 --quiet
+"$dapt" train "$work/init.toml" --run.name=moe-train --model.init_from="$work/moe" \
+  --train.steps=5 --train.warmup_steps=0 --ckpt.every=0 > /dev/null
+grep -q '"moe_lbl"' "$work/runs/moe-train/metrics.jsonl" || { echo "FAIL: no MoE metrics" >&2; exit 1; }
 for f in config.json model.safetensors tokenizer.model; do
   [[ -f $work/merged/$f ]] || { echo "FAIL: merged/$f missing" >&2; exit 1; }
 done
@@ -46,8 +53,8 @@ for l in open(sys.argv[1]):
 }
 declare -A L
 printf '%-8s %12s %12s\n' model val/domain val/general
-for m in base dom gen merged; do
-  case $m in base) p=$base ;; dom) p=$dom ;; gen) p=$gen ;; merged) p=$work/merged ;; esac
+for m in base dom gen merged moe; do
+  case $m in base) p=$base ;; dom) p=$dom ;; gen) p=$gen ;; *) p=$work/$m ;; esac
   L[$m,d]=$(loss "$p" val/domain) L[$m,g]=$(loss "$p" val/general)
   printf '%-8s %12.4f %12.4f\n' "$m" "${L[$m,d]}" "${L[$m,g]}"
 done

@@ -1,7 +1,7 @@
 """`dapt merge` against independent statements of each method.
 
 Usage: test_merge.py DAPT EXPECT_SH CASE, CASE one of
-  linear task_arithmetic ties dare della config logits refusals
+  linear task_arithmetic ties dare della config logits moe refusals
 
 Random small Llama models from transformers (a base, and "fine-tuned" models
 = base + N(0, 0.05) so the task vectors are small against the weights, as
@@ -346,6 +346,57 @@ def case_logits(tmp):
     compare_logits("merged model", ref, dl)
 
 
+def case_moe(tmp):
+    """moe: each model's FFN an expert bit for bit, shared tensors the mean
+    (or the base's), routers N(0, 0.02); the result is a Mixtral that
+    transformers loads and `dapt logits` agrees with"""
+    from transformers import MixtralForCausalLM
+    dirs, t = make_models(tmp, 3)
+    out = os.path.join(tmp, "moe")
+    got = merge(out, dirs[1:], "--method", "moe", "--base", dirs[0], "--top-k", 2,
+                "--weights", "1,2,1", "--seed", 5)
+    L, C, E = CFG["num_hidden_layers"], CFG["hidden_size"], 3
+    want = {}
+    for k in t[0]:
+        parts = k.split(".")
+        if ".mlp." in k:
+            which = {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"}[parts[4]]
+            for e in range(E):
+                want[f"model.layers.{parts[2]}.block_sparse_moe.experts.{e}.{which}.weight"] = \
+                    t[1 + e][k]
+        else:
+            want[k] = (t[1][k] + 2 * t[2][k] + t[3][k]) / 4
+    routers = {f"model.layers.{l}.block_sparse_moe.gate.weight" for l in range(L)}
+    compare("moe (experts, shared mean)", {k: v for k, v in got.items() if k not in routers},
+            want)
+    r = np.concatenate([got[k].ravel() for k in sorted(routers)])
+    assert all(got[k].shape == (E, C) for k in routers), "router shape"
+    # the sample std of n normals is within 5 * 0.02 / sqrt(2n) of 0.02
+    band = 5 * 0.02 / np.sqrt(2 * r.size)
+    print(f"moe: router std {r.std():.5f} over {r.size} entries (0.02 +- {band:.5f}), "
+          f"mean {r.mean():.5f}")
+    assert abs(r.std() - 0.02) <= band and abs(r.mean()) <= 5 * 0.02 / np.sqrt(r.size)
+    assert not np.array_equal(got[sorted(routers)[0]], got[sorted(routers)[1]]), "routers equal"
+    model = MixtralForCausalLM.from_pretrained(out)
+    assert model.config.num_local_experts == E and model.config.num_experts_per_tok == 2
+    sd = model.state_dict()
+    for k, v in got.items():
+        assert np.array_equal(sd[k].numpy().astype(np.float64), v), f"{k} not loaded as written"
+    ids = [1, 5, 17, 42, 95, 3, 60, 8]
+    lpath = os.path.join(tmp, "logits.f32")
+    subprocess.run([DAPT, "logits", out, "--ids", ",".join(map(str, ids)), "--out", lpath],
+                   check=True, capture_output=True)
+    dl = torch.from_numpy(np.fromfile(lpath, dtype="<f4").reshape(len(ids), -1))
+    compare_logits("moe merged model", hf_logits(model, ids), dl)
+    # shared from the base
+    got = merge(os.path.join(tmp, "moe_base"), dirs[1:], "--method", "moe", "--base", dirs[0],
+                "--shared", "base")
+    compare("moe (shared base)", {k: got[k] for k in t[0] if ".mlp." not in k},
+            {k: v for k, v in t[0].items() if ".mlp." not in k})
+    expect(1, "moe: top_k 4 is not in \\[1, 3 models\\]", os.path.join(tmp, "x"), *dirs[1:],
+           "--method", "moe", "--top-k", 4)
+
+
 def expect(status, regex, *args):
     r = subprocess.run([EXPECT, str(status), regex, DAPT, "merge", *map(str, args)],
                        capture_output=True, text=True)
@@ -395,7 +446,7 @@ def case_refusals(tmp):
 
 CASES = {f.__name__[5:]: f for f in (case_linear, case_task_arithmetic, case_ties, case_dare,
                                       case_della, case_config, case_logits,
-                                      case_refusals)}
+                                      case_moe, case_refusals)}
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:

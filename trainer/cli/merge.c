@@ -32,6 +32,10 @@ static const char usage[] =
     "  della            magnitude-ranked keep probabilities density +- epsilon/2,\n"
     "                   rescale by 1/keep (Deep et al. 2024); --combine ties (default)\n"
     "                   or linear\n"
+    "  moe              the models' FFNs become the experts of a Mixtral-shaped MoE;\n"
+    "                   --shared average (default: the weighted mean of the models)\n"
+    "                   or base for the other tensors; routers N(0, 0.02) from --seed;\n"
+    "                   --top-k K experts per token (default 2)\n"
     "Options:\n"
     "  --base DIR       the model the task vectors are taken against\n"
     "  --weights LIST   one weight per MODEL, comma-separated (default 1 each)\n"
@@ -101,7 +105,8 @@ int cmd_merge(int argc, char **argv) {
     CliOpt opts[] = {{"--method", 1, 0, 0},  {"--base", 1, 0, 0},   {"--weights", 1, 0, 0},
                      {"--density", 1, 0, 0}, {"--lambda", 1, 0, 0}, {"--epsilon", 1, 0, 0},
                      {"--combine", 1, 0, 0}, {"--seed", 1, 0, 0},   {"--force", 0, 0, 0},
-                     {"--quiet", 0, 0, 0},   {NULL, 0, 0, 0}};
+                     {"--quiet", 0, 0, 0},   {"--top-k", 1, 0, 0},  {"--shared", 1, 0, 0},
+                     {NULL, 0, 0, 0}};
     const CliSpec spec = {"merge", usage, opts, MERGE_MAX_MODELS + 1, NULL, NULL};
     const char *pos[MERGE_MAX_MODELS + 1];
     int n_pos;
@@ -124,7 +129,7 @@ int cmd_merge(int argc, char **argv) {
     if (method < 0)
         return cli_usage_error(&spec,
                                "--method '%s' is not one of linear, task_arithmetic, ties, "
-                               "dare, della",
+                               "dare, della, moe",
                                m);
     o.method = (MergeMethod)method;
     o.combine = o.method == MERGE_DELLA ? MERGE_COMBINE_TIES : MERGE_COMBINE_LINEAR;
@@ -165,6 +170,16 @@ int cmd_merge(int argc, char **argv) {
     if (parse_number(&spec, "--lambda", &o.lambda) || parse_number(&spec, "--epsilon", &o.epsilon))
         return 2;
     if (cli_u64(&spec, cli_opt(&spec, "--seed"), 0, UINT64_MAX, &o.seed)) return 2;
+    if ((cli_opt(&spec, "--top-k")->seen || cli_opt(&spec, "--shared")->seen) &&
+        o.method != MERGE_MOE)
+        return cli_usage_error(&spec, "--top-k and --shared are for moe");
+    uint64_t top_k = 2;
+    if (cli_u64(&spec, cli_opt(&spec, "--top-k"), 1, MERGE_MAX_MODELS, &top_k)) return 2;
+    o.top_k = (int)top_k;
+    const char *sh = cli_opt(&spec, "--shared")->value;
+    if (sh && strcmp(sh, "average") && strcmp(sh, "base"))
+        return cli_usage_error(&spec, "--shared '%s' is not one of average, base", sh);
+    o.shared = sh && !strcmp(sh, "base") ? MERGE_SHARED_BASE : MERGE_SHARED_AVERAGE;
     o.force = cli_opt(&spec, "--force")->seen > 0;
     o.progress = cli_opt(&spec, "--quiet")->seen == 0;
     return run(&spec, &o, pos[0]);
