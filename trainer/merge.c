@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kernels/util.h"
 #include "trainer/hf.h"
 #include "trainer/model.h"
 #include "trainer/rng.h"
@@ -35,27 +35,19 @@ const char *merge_method_name(MergeMethod m) {
     return method_names[m];
 }
 
-static int fail(char *err, size_t err_len, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_len, fmt, ap);
-    va_end(ap);
-    return 1;
-}
-
 /* ---------------- checks ---------------- */
 
 static int check_not_file(const char *path, char *err, size_t err_len) {
     struct stat st;
-    if (stat(path, &st)) return fail(err, err_len, "%s: %s", path, strerror(errno));
+    if (stat(path, &st)) return err_set(err, err_len, "%s: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) return 0;
     size_t n = strlen(path);
     if (n >= 5 && !strcmp(path + n - 5, ".gguf"))
-        return fail(err, err_len,
-                    "%s: GGUF input is not supported by merge; convert it first with "
-                    "`dapt import gguf %s DIR`",
-                    path, path);
-    return fail(err, err_len, "%s: not a model directory (HF model or dapt checkpoint)", path);
+        return err_set(err, err_len,
+                       "%s: GGUF input is not supported by merge; convert it first with "
+                       "`dapt import gguf %s DIR`",
+                       path, path);
+    return err_set(err, err_len, "%s: not a model directory (HF model or dapt checkpoint)", path);
 }
 
 /* The config keys that decide tensor shapes and the vocabulary, by their HF
@@ -81,10 +73,10 @@ static int check_config(const ModelConfig *ref, const char *ref_dir, const Model
     };
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (keys[i].a != keys[i].b)
-            return fail(err, err_len,
-                        "%s/config.json: %s is %ld, but %ld in %s/config.json: merge needs "
-                        "models of one shape and vocabulary (a vocabulary extension is refused)",
-                        dir, keys[i].key, keys[i].b, keys[i].a, ref_dir);
+            return err_set(err, err_len,
+                           "%s/config.json: %s is %ld, but %ld in %s/config.json: merge needs "
+                           "models of one shape and vocabulary (a vocabulary extension is refused)",
+                           dir, keys[i].key, keys[i].b, keys[i].a, ref_dir);
     return 0;
 }
 
@@ -99,7 +91,7 @@ static int files_differ(const char *a, const char *b, char *err, size_t err_len)
     int r = 0;
     if (!fa || !fb) {
         r = -1;
-        fail(err, err_len, "%s: cannot open: %s", fa ? b : a, strerror(errno));
+        err_set(err, err_len, "%s: cannot open: %s", fa ? b : a, strerror(errno));
     } else {
         char ba[65536], bb[65536];
         for (;;) {
@@ -130,15 +122,15 @@ static int check_tokenizer(const char *ref_dir, const char *dir, char *err, size
         char a[4200], b[4200];
         if (hf_path(a, sizeof a, ref_dir, vocab_files[i]) ||
             hf_path(b, sizeof b, dir, vocab_files[i]))
-            return fail(err, err_len, "%s: path too long", dir);
+            return err_set(err, err_len, "%s: path too long", dir);
         if (!file_exists(a) || !file_exists(b)) continue;
         int d = files_differ(a, b, err, err_len);
         if (d < 0) return 1;
         if (d)
-            return fail(err, err_len,
-                        "%s differs from %s: merge needs one tokenizer (a vocabulary extension "
-                        "is refused)",
-                        b, a);
+            return err_set(err, err_len,
+                           "%s differs from %s: merge needs one tokenizer (a vocabulary extension "
+                           "is refused)",
+                           b, a);
     }
     return 0;
 }
@@ -147,11 +139,11 @@ static int copy_file(const char *src, const char *dst, char *err, size_t err_len
     char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp", dst);
     FILE *in = fopen(src, "rb");
-    if (!in) return fail(err, err_len, "%s: cannot open: %s", src, strerror(errno));
+    if (!in) return err_set(err, err_len, "%s: cannot open: %s", src, strerror(errno));
     FILE *out = fopen(tmp, "wb");
     if (!out) {
         fclose(in);
-        return fail(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
+        return err_set(err, err_len, "%s: cannot create: %s", tmp, strerror(errno));
     }
     char buf[65536];
     size_t n;
@@ -164,7 +156,7 @@ static int copy_file(const char *src, const char *dst, char *err, size_t err_len
     if (fclose(out)) bad = 1;
     if (bad || rename(tmp, dst)) {
         unlink(tmp);
-        return fail(err, err_len, "%s: cannot write: %s", dst, strerror(errno));
+        return err_set(err, err_len, "%s: cannot write: %s", dst, strerror(errno));
     }
     return 0;
 }
@@ -370,7 +362,7 @@ static int read_named(StSet *s, const char *dir, const char *name, float *dst, c
                       size_t err_len) {
     StFile *f;
     int idx;
-    if (st_set_find(s, name, &f, &idx)) return fail(err, err_len, "%s: no tensor %s", dir, name);
+    if (st_set_find(s, name, &f, &idx)) return err_set(err, err_len, "%s: no tensor %s", dir, name);
     return st_read_f32(f, idx, dst, err, err_len);
 }
 
@@ -413,8 +405,8 @@ static int compute_tensor(Stream *s, int i, char *err, size_t err_len) {
     uint64_t n = t->numel;
     Work *w = &s->w;
     if (work_reserve(w, n))
-        return fail(err, err_len, "%s: out of memory (%llu elements)", t->name,
-                    (unsigned long long)n);
+        return err_set(err, err_len, "%s: out of memory (%llu elements)", t->name,
+                       (unsigned long long)n);
     int deltas = o->method != MERGE_LINEAR && o->method != MERGE_MOE;
     if (t->kind == OUT_EXPERT) {
         if (read_named(s->models[t->k], o->models[t->k], t->src, w->out, err, err_len)) return 1;
@@ -452,37 +444,40 @@ static int stream_fill(void *ctx, int i, uint64_t first, size_t count, void *dst
 
 static int check_options(const MergeOptions *o, char *err, size_t err_len) {
     if (o->n_models < 1 || o->n_models > MERGE_MAX_MODELS)
-        return fail(err, err_len, "%d models: merge takes 1 to %d", o->n_models, MERGE_MAX_MODELS);
+        return err_set(err, err_len, "%d models: merge takes 1 to %d", o->n_models,
+                       MERGE_MAX_MODELS);
     if (o->method == MERGE_LINEAR && o->base)
-        return fail(err, err_len, "linear takes no base (it averages the models)");
+        return err_set(err, err_len, "linear takes no base (it averages the models)");
     if (o->method != MERGE_LINEAR && o->method != MERGE_MOE && !o->base)
-        return fail(err, err_len, "%s needs a base model", merge_method_name(o->method));
+        return err_set(err, err_len, "%s needs a base model", merge_method_name(o->method));
     if (o->method == MERGE_MOE && o->shared == MERGE_SHARED_BASE && !o->base)
-        return fail(err, err_len, "moe: shared tensors from the base need a base model");
+        return err_set(err, err_len, "moe: shared tensors from the base need a base model");
     if ((o->method == MERGE_LINEAR || o->method == MERGE_MOE) && o->n_models < 2)
-        return fail(err, err_len, "%s needs at least 2 models", merge_method_name(o->method));
+        return err_set(err, err_len, "%s needs at least 2 models", merge_method_name(o->method));
     if (o->method == MERGE_MOE && (o->top_k < 1 || o->top_k > o->n_models))
-        return fail(err, err_len, "moe: top_k %d is not in [1, %d models]", o->top_k, o->n_models);
+        return err_set(err, err_len, "moe: top_k %d is not in [1, %d models]", o->top_k,
+                       o->n_models);
     double wsum = 0;
     for (int k = 0; k < o->n_models; k++) {
-        if (!isfinite(o->weights[k])) return fail(err, err_len, "weight %d is not finite", k + 1);
+        if (!isfinite(o->weights[k]))
+            return err_set(err, err_len, "weight %d is not finite", k + 1);
         wsum += o->weights[k];
         if ((o->method == MERGE_TIES || o->method == MERGE_DARE || o->method == MERGE_DELLA) &&
             !(o->density[k] > 0 && o->density[k] <= 1))
-            return fail(err, err_len, "density %g of model %d is not in (0, 1]", o->density[k],
-                        k + 1);
+            return err_set(err, err_len, "density %g of model %d is not in (0, 1]", o->density[k],
+                           k + 1);
         if (o->method == MERGE_DELLA &&
             !(o->density[k] - o->epsilon / 2 > 0 && o->density[k] + o->epsilon / 2 <= 1))
-            return fail(err, err_len,
-                        "della: density %g +- epsilon/2 (%g) of model %d leaves (0, 1]: "
-                        "every keep probability must be in (0, 1]",
-                        o->density[k], o->epsilon / 2, k + 1);
+            return err_set(err, err_len,
+                           "della: density %g +- epsilon/2 (%g) of model %d leaves (0, 1]: "
+                           "every keep probability must be in (0, 1]",
+                           o->density[k], o->epsilon / 2, k + 1);
     }
     if ((o->method == MERGE_LINEAR || o->method == MERGE_MOE) && wsum == 0)
-        return fail(err, err_len, "%s: the weights sum to 0", merge_method_name(o->method));
+        return err_set(err, err_len, "%s: the weights sum to 0", merge_method_name(o->method));
     if (o->method == MERGE_DELLA && !(o->epsilon >= 0))
-        return fail(err, err_len, "della: epsilon %g is negative", o->epsilon);
-    if (!isfinite(o->lambda)) return fail(err, err_len, "lambda is not finite");
+        return err_set(err, err_len, "della: epsilon %g is negative", o->epsilon);
+    if (!isfinite(o->lambda)) return err_set(err, err_len, "lambda is not finite");
     return 0;
 }
 
@@ -506,13 +501,13 @@ static int collect_tensors(Stream *s, StSet *ref, const char *ref_dir, RefTensor
             const StTensor *t = st_tensor(f, ti);
             if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
                 free(list);
-                return fail(err, err_len, "%s: tensor %s is %s: merge reads F32, F16, BF16 only",
-                            st_path(f), t->name, st_dtype_name(t->dtype));
+                return err_set(err, err_len, "%s: tensor %s is %s: merge reads F32, F16, BF16 only",
+                               st_path(f), t->name, st_dtype_name(t->dtype));
             }
             if (t->numel > UINT32_MAX) {
                 free(list);
-                return fail(err, err_len, "%s: tensor %s has more than 2^32 elements", st_path(f),
-                            t->name);
+                return err_set(err, err_len, "%s: tensor %s has more than 2^32 elements",
+                               st_path(f), t->name);
             }
             for (int k = -1; k < o->n_models; k++) {
                 StSet *other = k < 0 ? s->base : s->models[k];
@@ -522,8 +517,8 @@ static int collect_tensors(Stream *s, StSet *ref, const char *ref_dir, RefTensor
                 int oi;
                 if (st_set_find(other, t->name, &of, &oi)) {
                     free(list);
-                    return fail(err, err_len, "%s has no tensor %s (which %s has)", dir, t->name,
-                                ref_dir);
+                    return err_set(err, err_len, "%s has no tensor %s (which %s has)", dir, t->name,
+                                   ref_dir);
                 }
                 const StTensor *ot = st_tensor(of, oi);
                 int same = ot->ndim == t->ndim;
@@ -531,8 +526,8 @@ static int collect_tensors(Stream *s, StSet *ref, const char *ref_dir, RefTensor
                     same = ot->shape[d] == t->shape[d];
                 if (!same) {
                     free(list);
-                    return fail(err, err_len, "%s: tensor %s has another shape than in %s", dir,
-                                t->name, ref_dir);
+                    return err_set(err, err_len, "%s: tensor %s has another shape than in %s", dir,
+                                   t->name, ref_dir);
                 }
             }
             if (n == cap) {
@@ -540,7 +535,7 @@ static int collect_tensors(Stream *s, StSet *ref, const char *ref_dir, RefTensor
                 RefTensor *g = realloc(list, (size_t)cap * sizeof *g);
                 if (!g) {
                     free(list);
-                    return fail(err, err_len, "out of memory");
+                    return err_set(err, err_len, "out of memory");
                 }
                 list = g;
             }
@@ -560,8 +555,8 @@ static int collect_tensors(Stream *s, StSet *ref, const char *ref_dir, RefTensor
                 int ri;
                 if (st_set_find(ref, st_tensor(f, ti)->name, &rf, &ri)) {
                     free(list);
-                    return fail(err, err_len, "%s has tensor %s, which %s lacks", dir,
-                                st_tensor(f, ti)->name, ref_dir);
+                    return err_set(err, err_len, "%s has tensor %s, which %s lacks", dir,
+                                   st_tensor(f, ti)->name, ref_dir);
                 }
             }
         }
@@ -641,16 +636,17 @@ static int build_plan(const MergeOptions *o, const ModelConfig *cfg, StSet *ref,
     }
     if (o->method == MERGE_MOE && n_expert != 3 * o->n_models * cfg->n_layer) {
         plan_free(list, n);
-        return fail(err, err_len,
-                    "moe: found %d of the %d mlp.{gate,up,down}_proj.weight tensors of %d layers",
-                    n_expert / o->n_models, 3 * cfg->n_layer, cfg->n_layer);
+        return err_set(
+            err, err_len,
+            "moe: found %d of the %d mlp.{gate,up,down}_proj.weight tensors of %d layers",
+            n_expert / o->n_models, 3 * cfg->n_layer, cfg->n_layer);
     }
     *out = list;
     *n_out = n;
     return 0;
 oom:
     plan_free(list, n);
-    return fail(err, err_len, "out of memory");
+    return err_set(err, err_len, "out of memory");
 }
 
 /* moe's output config: the reference's as Mixtral, every layer MoE */
@@ -663,7 +659,7 @@ static int moe_config(const ModelConfig *ref, const char *ref_dir, const MergeOp
                       : (ref->head_dim && ref->head_dim * ref->n_head != ref->d_model)
                           ? "has a head_dim apart from hidden_size / heads (Mixtral has none)"
                           : NULL;
-    if (why) return fail(err, err_len, "moe: %s/config.json %s", ref_dir, why);
+    if (why) return err_set(err, err_len, "moe: %s/config.json %s", ref_dir, why);
     *mc = *ref;
     mc->n_experts = o->n_models;
     mc->top_k = o->top_k;
@@ -695,16 +691,16 @@ int merge_run(const MergeOptions *o, const char *out_dir, uint64_t *n_params, ch
             return 1;
     }
     if (mkdir(out_dir, 0755) && errno != EEXIST)
-        return fail(err, err_len, "%s: cannot create: %s", out_dir, strerror(errno));
+        return err_set(err, err_len, "%s: cannot create: %s", out_dir, strerror(errno));
     for (int i = 0; i < n_in; i++)
         if (same_dir(out_dir, dirs[i]))
-            return fail(err, err_len, "%s: the output is one of the inputs", out_dir);
+            return err_set(err, err_len, "%s: the output is one of the inputs", out_dir);
     char weights[4200], cfg_path[4200];
     if (hf_path(weights, sizeof weights, out_dir, "model.safetensors") ||
         hf_path(cfg_path, sizeof cfg_path, out_dir, "config.json"))
-        return fail(err, err_len, "%s: path too long", out_dir);
+        return err_set(err, err_len, "%s: path too long", out_dir);
     if (!o->force && (file_exists(weights) || file_exists(cfg_path)))
-        return fail(err, err_len, "%s already holds a model (--force to overwrite)", out_dir);
+        return err_set(err, err_len, "%s already holds a model (--force to overwrite)", out_dir);
 
     ModelConfig moe_cfg;
     if (o->method == MERGE_MOE && moe_config(&ref_cfg, ref_dir, o, &moe_cfg, err, err_len))
@@ -726,7 +722,7 @@ int merge_run(const MergeOptions *o, const char *out_dir, uint64_t *n_params, ch
     s.tensors = plan;
     s.n_tensors = n_out;
     if (!(wt = calloc((size_t)n_out, sizeof *wt))) {
-        fail(err, err_len, "out of memory");
+        err_set(err, err_len, "out of memory");
         goto done;
     }
     for (int i = 0; i < n_out; i++) {
