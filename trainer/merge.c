@@ -224,6 +224,7 @@ typedef struct {
     float *out;                   /* (n) */
     float *scratch;               /* (n) ties: magnitudes for the quickselect */
     MagIdx *rank;                 /* (n) della */
+    double wt[MERGE_MAX_MODELS], dens[MERGE_MAX_MODELS]; /* this tensor's weights, densities */
 } Work;
 
 /* ties' trim of t (n) to its k largest magnitudes (entries tied with the
@@ -267,7 +268,7 @@ static void combine(Work *w, uint64_t n) {
     int K = o->n_models;
     double wsum = 0;
     for (int k = 0; k < K; k++)
-        wsum += o->weights[k];
+        wsum += w->wt[k];
     int ties = o->method == MERGE_TIES || ((o->method == MERGE_DARE || o->method == MERGE_DELLA) &&
                                            o->combine == MERGE_COMBINE_TIES);
 #pragma omp parallel for schedule(static)
@@ -275,20 +276,20 @@ static void combine(Work *w, uint64_t n) {
         if (o->method == MERGE_LINEAR || o->method == MERGE_MOE) {
             double s = 0;
             for (int k = 0; k < K; k++)
-                s += o->weights[k] * w->tau[k][j];
+                s += w->wt[k] * w->tau[k][j];
             w->out[j] = (float)(s / wsum);
             continue;
         }
         double s = 0;
         for (int k = 0; k < K; k++)
-            s += o->weights[k] * w->tau[k][j];
+            s += w->wt[k] * w->tau[k][j];
         if (ties) {
             double num = 0, den = 0;
             for (int k = 0; k < K; k++) {
                 float t = w->tau[k][j];
                 if ((s > 0 && t > 0) || (s < 0 && t < 0)) {
-                    num += o->weights[k] * t;
-                    den += o->weights[k];
+                    num += w->wt[k] * t;
+                    den += w->wt[k];
                 }
             }
             s = den != 0 ? num / den : 0;
@@ -366,12 +367,26 @@ static int read_named(StSet *s, const char *dir, const char *name, float *dst, c
     return st_read_f32(f, idx, dst, err, err_len);
 }
 
+/* the layer of a tensor (model.layers.L.*, transformer.h.L.*), or -1 */
+static int tensor_layer(const char *name) {
+    int l = -1, end = -1;
+    if ((sscanf(name, "model.layers.%d.%n", &l, &end) == 1 && end > 0) ||
+        (sscanf(name, "transformer.h.%d.%n", &l, &end) == 1 && end > 0))
+        return l;
+    return -1;
+}
+
 /* the models' tensors t->src into w->tau (as task vectors against w->base
  * for the methods with a base), sparsified, combined into w->out */
 static int merge_models(Stream *s, const OutTensor *t, uint64_t n, int deltas, char *err,
                         size_t err_len) {
     const MergeOptions *o = s->o;
     Work *w = &s->w;
+    int l = tensor_layer(t->src);
+    for (int k = 0; k < o->n_models; k++) {
+        w->wt[k] = l >= 0 && o->layer_weights[k] ? o->layer_weights[k][l] : o->weights[k];
+        w->dens[k] = l >= 0 && o->layer_density[k] ? o->layer_density[k][l] : o->density[k];
+    }
     for (int k = 0; k < o->n_models; k++) {
         if (read_named(s->models[k], o->models[k], t->src, w->tau[k], err, err_len)) return 1;
         if (!deltas) continue;
@@ -381,9 +396,9 @@ static int merge_models(Stream *s, const OutTensor *t, uint64_t n, int deltas, c
         for (uint64_t j = 0; j < n; j++)
             tk[j] -= b[j];
         uint64_t key = o->seed ^ fnv1a64(t->src) ^ ((uint64_t)(k + 1) * 0xD1B54A32D192ED03ull);
-        if (o->method == MERGE_TIES) trim_top(tk, w->scratch, n, o->density[k]);
-        if (o->method == MERGE_DARE) dare_drop(tk, n, o->density[k], key);
-        if (o->method == MERGE_DELLA) della_drop(tk, w->rank, n, o->density[k], o->epsilon, key);
+        if (o->method == MERGE_TIES) trim_top(tk, w->scratch, n, w->dens[k]);
+        if (o->method == MERGE_DARE) dare_drop(tk, n, w->dens[k], key);
+        if (o->method == MERGE_DELLA) della_drop(tk, w->rank, n, w->dens[k], o->epsilon, key);
     }
     combine(w, n);
     return 0;
@@ -457,24 +472,39 @@ static int check_options(const MergeOptions *o, char *err, size_t err_len) {
     if (o->method == MERGE_MOE && (o->top_k < 1 || o->top_k > o->n_models))
         return err_set(err, err_len, "moe: top_k %d is not in [1, %d models]", o->top_k,
                        o->n_models);
-    double wsum = 0;
+    /* l = -1: the tensors outside the layers; then every layer given */
+    int n_layer = 0;
     for (int k = 0; k < o->n_models; k++) {
-        if (!isfinite(o->weights[k]))
-            return err_set(err, err_len, "weight %d is not finite", k + 1);
-        wsum += o->weights[k];
-        if ((o->method == MERGE_TIES || o->method == MERGE_DARE || o->method == MERGE_DELLA) &&
-            !(o->density[k] > 0 && o->density[k] <= 1))
-            return err_set(err, err_len, "density %g of model %d is not in (0, 1]", o->density[k],
-                           k + 1);
-        if (o->method == MERGE_DELLA &&
-            !(o->density[k] - o->epsilon / 2 > 0 && o->density[k] + o->epsilon / 2 <= 1))
-            return err_set(err, err_len,
-                           "della: density %g +- epsilon/2 (%g) of model %d leaves (0, 1]: "
-                           "every keep probability must be in (0, 1]",
-                           o->density[k], o->epsilon / 2, k + 1);
+        if (o->layer_weights[k] && o->n_layer_weights[k] > n_layer) n_layer = o->n_layer_weights[k];
+        if (o->layer_density[k] && o->n_layer_density[k] > n_layer) n_layer = o->n_layer_density[k];
     }
-    if ((o->method == MERGE_LINEAR || o->method == MERGE_MOE) && wsum == 0)
-        return err_set(err, err_len, "%s: the weights sum to 0", merge_method_name(o->method));
+    for (int l = -1; l < n_layer; l++) {
+        double wsum = 0;
+        char where[48] = "";
+        if (l >= 0) snprintf(where, sizeof where, " in layer %d", l);
+        for (int k = 0; k < o->n_models; k++) {
+            int lw = l >= 0 && o->layer_weights[k] && l < o->n_layer_weights[k];
+            int ld = l >= 0 && o->layer_density[k] && l < o->n_layer_density[k];
+            double wk = lw ? o->layer_weights[k][l] : o->weights[k];
+            double dk = ld ? o->layer_density[k][l] : o->density[k];
+            if (!isfinite(wk))
+                return err_set(err, err_len, "the weight of model %d%s is not finite", k + 1,
+                               where);
+            wsum += wk;
+            if ((o->method == MERGE_TIES || o->method == MERGE_DARE || o->method == MERGE_DELLA) &&
+                !(dk > 0 && dk <= 1))
+                return err_set(err, err_len, "density %g of model %d%s is not in (0, 1]", dk, k + 1,
+                               where);
+            if (o->method == MERGE_DELLA && !(dk - o->epsilon / 2 > 0 && dk + o->epsilon / 2 <= 1))
+                return err_set(err, err_len,
+                               "della: density %g +- epsilon/2 (%g) of model %d%s leaves (0, 1]: "
+                               "every keep probability must be in (0, 1]",
+                               dk, o->epsilon / 2, k + 1, where);
+        }
+        if ((o->method == MERGE_LINEAR || o->method == MERGE_MOE) && wsum == 0)
+            return err_set(err, err_len, "%s: the weights sum to 0%s", merge_method_name(o->method),
+                           where);
+    }
     if (o->method == MERGE_DELLA && !(o->epsilon >= 0))
         return err_set(err, err_len, "della: epsilon %g is negative", o->epsilon);
     if (!isfinite(o->lambda)) return err_set(err, err_len, "lambda is not finite");
@@ -690,6 +720,14 @@ int merge_run(const MergeOptions *o, const char *out_dir, uint64_t *n_params, ch
                  check_tokenizer(ref_dir, dirs[i], err, err_len))
             return 1;
     }
+    for (int k = 0; k < o->n_models; k++)
+        if ((o->layer_weights[k] && o->n_layer_weights[k] != ref_cfg.n_layer) ||
+            (o->layer_density[k] && o->n_layer_density[k] != ref_cfg.n_layer))
+            return err_set(err, err_len, "model %d: %d per-layer values for %d layers (%s)", k + 1,
+                           o->layer_weights[k] && o->n_layer_weights[k] != ref_cfg.n_layer
+                               ? o->n_layer_weights[k]
+                               : o->n_layer_density[k],
+                           ref_cfg.n_layer, ref_dir);
     if (mkdir(out_dir, 0755) && errno != EEXIST)
         return err_set(err, err_len, "%s: cannot create: %s", out_dir, strerror(errno));
     for (int i = 0; i < n_in; i++)

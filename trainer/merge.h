@@ -65,6 +65,7 @@ typedef enum { MERGE_SHARED_AVERAGE = 0, MERGE_SHARED_BASE } MergeShared;
 typedef enum { MERGE_COMBINE_LINEAR = 0, MERGE_COMBINE_TIES } MergeCombine;
 
 #define MERGE_MAX_MODELS 32
+#define MERGE_MAX_LAYERS 1024
 
 typedef struct {
     MergeMethod method;
@@ -74,23 +75,34 @@ typedef struct {
     const char *models[MERGE_MAX_MODELS];
     double weights[MERGE_MAX_MODELS]; /* w_k */
     double density[MERGE_MAX_MODELS]; /* ties, dare, della: in (0, 1] */
-    double lambda;                    /* scale of the merged task vector */
-    double epsilon;                   /* della: window of keep probabilities */
-    uint64_t seed;                    /* dare, della, moe (router) */
-    int top_k;                        /* moe: experts per token, 1..n_models */
-    MergeShared shared;               /* moe */
-    int force;                        /* overwrite OUT's model files */
-    int progress;                     /* a line on stderr about once a second */
+    /* per layer: the tensors of layer l (model.layers.l.*, transformer.h.l.*)
+     * take model k's layer_weights[k][l] and layer_density[k][l] instead of
+     * weights[k], density[k] where given (NULL: not given); n_layer_* must
+     * then be the models' number of layers */
+    const double *layer_weights[MERGE_MAX_MODELS];
+    int n_layer_weights[MERGE_MAX_MODELS];
+    const double *layer_density[MERGE_MAX_MODELS];
+    int n_layer_density[MERGE_MAX_MODELS];
+    double lambda;      /* scale of the merged task vector */
+    double epsilon;     /* della: window of keep probabilities */
+    uint64_t seed;      /* dare, della, moe (router) */
+    int top_k;          /* moe: experts per token, 1..n_models */
+    MergeShared shared; /* moe */
+    int force;          /* overwrite OUT's model files */
+    int progress;       /* a line on stderr about once a second */
 } MergeOptions;
 
 /* MERGE.toml (docs/merge.md): [merge] method, base, out, lambda, seed,
  * combine, epsilon, density (the default of every model); [[model]] path,
  * weight, density, once per input. o's paths point into the struct: keep it
- * in place (no copies). */
+ * in place (no copies). [[model]] layer_weights, layer_densities: a list of
+ * one value per layer (MergeOptions.layer_weights, layer_density). */
 typedef struct {
     MergeOptions o;
     char out[4096], base[4096];
     char models[MERGE_MAX_MODELS][4096];
+    double layer_weights[MERGE_MAX_MODELS][MERGE_MAX_LAYERS];
+    double layer_density[MERGE_MAX_MODELS][MERGE_MAX_LAYERS];
     double density;
     int combine_set;
 } MergeConfig;

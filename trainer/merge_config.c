@@ -59,7 +59,28 @@ static int assign(const Src *s, MergeConfig *c, int table, const char *key, cons
             density_set[k] = 1;
             return get_number(s, key, v, &o->density[k]);
         }
-        return src_err(s, key, "unknown key in [[model]] (expected path, weight or density)");
+        if (!strcmp(key, "layer_weights") || !strcmp(key, "layer_densities")) {
+            int dens = !strcmp(key, "layer_densities");
+            if (v->type != V_ARRAY || v->n < 1 || v->n > MERGE_MAX_LAYERS)
+                return src_err(s, key, "expected a list of 1 to %d numbers (one per layer)",
+                               MERGE_MAX_LAYERS);
+            double *dst = dens ? c->layer_density[k] : c->layer_weights[k];
+            for (int i = 0; i < v->n; i++)
+                if (value_number(&v->items[i], &dst[i]))
+                    return src_err(s, key, "item %d is %s, not a number", i + 1,
+                                   value_type_name(&v->items[i]));
+            if (dens) {
+                o->layer_density[k] = dst;
+                o->n_layer_density[k] = v->n;
+            } else {
+                o->layer_weights[k] = dst;
+                o->n_layer_weights[k] = v->n;
+            }
+            return 0;
+        }
+        return src_err(s, key,
+                       "unknown key in [[model]] (expected path, weight, density, layer_weights "
+                       "or layer_densities)");
     }
     if (!strcmp(key, "method")) {
         char m[32];

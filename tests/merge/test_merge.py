@@ -1,7 +1,7 @@
 """`dapt merge` against independent statements of each method.
 
 Usage: test_merge.py DAPT EXPECT_SH CASE, CASE one of
-  linear task_arithmetic ties dare della config logits moe refusals
+  linear task_arithmetic ties dare della config layers logits moe refusals
 
 Random small Llama models from transformers (a base, and "fine-tuned" models
 = base + N(0, 0.05) so the task vectors are small against the weights, as
@@ -325,6 +325,54 @@ density = 0.7
     assert r.returncode == 0, r.stdout
 
 
+def case_layers(tmp):
+    """[[model]] layer_weights / layer_densities: layer l's tensors take
+    their own weight and density, the rest the model's (ties)"""
+    dirs, t = make_models(tmp, 2)
+    cfg = os.path.join(tmp, "merge.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[merge]
+method = "ties"
+base = "{dirs[0]}"
+out = "{tmp}/out"
+lambda = 1.1
+
+[[model]]
+path = "{dirs[1]}"
+weight = 1.0
+density = 0.6
+layer_weights = [0.2, 1.5]
+layer_densities = [0.3, 0.9]
+
+[[model]]
+path = "{dirs[2]}"
+weight = 0.5
+density = 0.4
+layer_weights = [1.0, 0.1]
+""")
+    r = subprocess.run([DAPT, "merge", cfg, "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = {k: v.astype(np.float64) for k, v in load_file(
+        os.path.join(tmp, "out", "model.safetensors")).items()}
+    b, want = t[0], {}
+    for k in b:
+        m = re.match(r"model\.layers\.(\d+)\.", k)
+        if m:
+            li = int(m.group(1))
+            w, d = [[0.2, 1.5][li], [1.0, 0.1][li]], [[0.3, 0.9][li], 0.4]
+        else:
+            w, d = [1.0, 0.5], [0.6, 0.4]
+        taus = [ties_trim(tk[k] - b[k], dk) for tk, dk in zip(t[1:], d)]
+        want[k] = b[k] + 1.1 * ties_combine(taus, w)
+    compare("ties, per-layer weights and densities", got, want)
+    with open(cfg, "a") as f:
+        f.write("layer_densities = [0.5, 0.5, 0.5]\n")
+    r = subprocess.run([EXPECT, "1", "model 2: 3 per-layer values for 2 layers", DAPT, "merge",
+                        cfg, "--force"], capture_output=True, text=True)
+    print(r.stdout.strip())
+    assert r.returncode == 0, r.stdout
+
+
 def case_logits(tmp):
     """the merged directory loads in transformers (weights exactly the file's)
     and `dapt logits` on it equals transformers' logits"""
@@ -445,7 +493,7 @@ def case_refusals(tmp):
 
 
 CASES = {f.__name__[5:]: f for f in (case_linear, case_task_arithmetic, case_ties, case_dare,
-                                      case_della, case_config, case_logits,
+                                      case_della, case_config, case_layers, case_logits,
                                       case_moe, case_refusals)}
 
 if __name__ == "__main__":
