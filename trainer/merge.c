@@ -177,14 +177,27 @@ static inline double drop_uniform(uint64_t key, uint64_t j) {
 }
 
 typedef struct {
-    float mag;
+    uint32_t mag; /* the bits of |x|: non-negative floats order as their bits */
     uint32_t idx;
 } MagIdx;
 
-static int cmp_mag_idx(const void *pa, const void *pb) {
-    const MagIdx *a = pa, *b = pb;
-    if (a->mag != b->mag) return a->mag < b->mag ? -1 : 1;
-    return a->idx < b->idx ? -1 : a->idx > b->idx;
+/* a[0..n) sorted by (mag, idx): LSD radix sort, 4 passes of 8 bits through
+ * tmp; each pass is stable, and a starts in index order, so equal
+ * magnitudes stay in index order. O(n), where qsort took 87 s for the
+ * della merge of two 110M-parameter models. */
+static void sort_mag_idx(MagIdx *a, MagIdx *tmp, uint64_t n) {
+    for (int shift = 0; shift < 32; shift += 8) {
+        uint64_t pos[257] = {0};
+        for (uint64_t j = 0; j < n; j++)
+            pos[((a[j].mag >> shift) & 255) + 1]++;
+        for (int b = 0; b < 256; b++)
+            pos[b + 1] += pos[b];
+        for (uint64_t j = 0; j < n; j++)
+            tmp[pos[(a[j].mag >> shift) & 255]++] = a[j];
+        MagIdx *t = a;
+        a = tmp;
+        tmp = t;
+    }
 }
 
 /* the k-th largest of x[0..n) (1 <= k <= n), reordering x (quickselect,
@@ -223,7 +236,7 @@ typedef struct {
     float *tau[MERGE_MAX_MODELS]; /* (n) each: m_k, then its (sparsified) task vector */
     float *out;                   /* (n) */
     float *scratch;               /* (n) ties: magnitudes for the quickselect */
-    MagIdx *rank;                 /* (n) della */
+    MagIdx *rank, *rank_tmp;      /* (n) each, della */
     double wt[MERGE_MAX_MODELS], dens[MERGE_MAX_MODELS]; /* this tensor's weights, densities */
 } Work;
 
@@ -250,11 +263,14 @@ static void dare_drop(float *t, uint64_t n, double density, uint64_t key) {
         t[j] = drop_uniform(key, j) < density ? (float)(t[j] / density) : 0.0f;
 }
 
-static void della_drop(float *t, MagIdx *rank, uint64_t n, double density, double eps,
+static void della_drop(float *t, MagIdx *rank, MagIdx *tmp, uint64_t n, double density, double eps,
                        uint64_t key) {
-    for (uint64_t j = 0; j < n; j++)
-        rank[j] = (MagIdx){fabsf(t[j]), (uint32_t)j};
-    qsort(rank, n, sizeof *rank, cmp_mag_idx);
+    for (uint64_t j = 0; j < n; j++) {
+        float m = fabsf(t[j]);
+        rank[j].idx = (uint32_t)j;
+        memcpy(&rank[j].mag, &m, sizeof m);
+    }
+    sort_mag_idx(rank, tmp, n);
 #pragma omp parallel for schedule(static)
     for (uint64_t r = 0; r < n; r++) {
         uint64_t j = rank[r].idx;
@@ -313,7 +329,10 @@ static int work_reserve(Work *w, uint64_t n) {
     }
     if (w->o->method == MERGE_DELLA) {
         free(w->rank);
-        if (!(w->rank = malloc(n * sizeof *w->rank))) return 1;
+        free(w->rank_tmp);
+        w->rank = malloc(n * sizeof *w->rank);
+        w->rank_tmp = malloc(n * sizeof *w->rank_tmp);
+        if (!w->rank || !w->rank_tmp) return 1;
     }
     w->n_alloc = n;
     return 0;
@@ -324,6 +343,7 @@ static void work_free(Work *w) {
     free(w->out);
     free(w->scratch);
     free(w->rank);
+    free(w->rank_tmp);
     for (int k = 0; k < MERGE_MAX_MODELS; k++)
         free(w->tau[k]);
 }
@@ -398,7 +418,8 @@ static int merge_models(Stream *s, const OutTensor *t, uint64_t n, int deltas, c
         uint64_t key = o->seed ^ fnv1a64(t->src) ^ ((uint64_t)(k + 1) * 0xD1B54A32D192ED03ull);
         if (o->method == MERGE_TIES) trim_top(tk, w->scratch, n, w->dens[k]);
         if (o->method == MERGE_DARE) dare_drop(tk, n, w->dens[k], key);
-        if (o->method == MERGE_DELLA) della_drop(tk, w->rank, n, w->dens[k], o->epsilon, key);
+        if (o->method == MERGE_DELLA)
+            della_drop(tk, w->rank, w->rank_tmp, n, w->dens[k], o->epsilon, key);
     }
     combine(w, n);
     return 0;

@@ -41,7 +41,7 @@
  * config shape keys, tensor names and shapes, and the same tokenizer files
  * where both have them; otherwise nothing is written and the message names
  * the key, tensor or file. Host memory: (inputs + 2) float tensors of the
- * largest tensor's size, plus (della) an 8-byte rank entry per element.
+ * largest tensor's size, plus (della) two 8-byte rank entries per element.
  */
 #ifndef DAPT_MERGE_H
 #define DAPT_MERGE_H
