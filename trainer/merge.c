@@ -41,13 +41,10 @@ static int check_not_file(const char *path, char *err, size_t err_len) {
     struct stat st;
     if (stat(path, &st)) return err_set(err, err_len, "%s: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) return 0;
-    size_t n = strlen(path);
-    if (n >= 5 && !strcmp(path + n - 5, ".gguf"))
-        return err_set(err, err_len,
-                       "%s: GGUF input is not supported by merge; convert it first with "
-                       "`dapt import gguf %s DIR`",
-                       path, path);
-    return err_set(err, err_len, "%s: not a model directory (HF model or dapt checkpoint)", path);
+    return err_set(err, err_len,
+                   "%s: not a model directory (HF model or dapt checkpoint; `dapt merge` "
+                   "imports GGUF files first)",
+                   path);
 }
 
 /* The config keys that decide tensor shapes and the vocabulary, by their HF

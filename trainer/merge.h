@@ -37,7 +37,8 @@
  * depends on the seed, the tensor's name and the model's position only,
  * never on tensor order or the number of threads.
  *
- * Invariants: every input has the reference's (base, else first model's)
+ * Inputs are directories (GGUF files are imported by the command, trainer/
+ * cli/merge.c). Invariants: every input has the reference's (base, else first model's)
  * config shape keys, tensor names and shapes, and the same tokenizer files
  * where both have them; otherwise nothing is written and the message names
  * the key, tensor or file. Host memory: (inputs + 2) float tensors of the

@@ -1,7 +1,7 @@
 """`dapt merge` against independent statements of each method.
 
 Usage: test_merge.py DAPT EXPECT_SH CASE, CASE one of
-  linear task_arithmetic ties dare della config layers logits moe refusals
+  linear task_arithmetic ties dare della config layers gguf logits moe refusals
 
 Random small Llama models from transformers (a base, and "fine-tuned" models
 = base + N(0, 0.05) so the task vectors are small against the weights, as
@@ -23,6 +23,7 @@ RNG reimplemented here, the whole two-model ties combination is exact.
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,26 +50,30 @@ CFG = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layer
 TOKENIZER_TEXT = '{"model": "a stand-in tokenizer file, compared byte for byte"}\n'
 
 
-def save(model, d, tokenizer_text=TOKENIZER_TEXT):
+def save(model, d, tokenizer_text=TOKENIZER_TEXT, tokenizer_dir=None):
     model.save_pretrained(d, safe_serialization=True)
+    if tokenizer_dir:
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(os.path.join(tokenizer_dir, f), d)
+        return d
     with open(os.path.join(d, "tokenizer.json"), "w") as f:
         f.write(tokenizer_text)
     return d
 
 
-def make_models(tmp, n, seed=0):
+def make_models(tmp, n, seed=0, cfg=CFG, tokenizer_dir=None):
     """base and n models base + N(0, 0.05); their directories and tensors."""
     torch.manual_seed(seed)
-    base = randomize(LlamaForCausalLM(LlamaConfig(**CFG)), seed)
-    dirs = [save(base, os.path.join(tmp, "base"))]
+    base = randomize(LlamaForCausalLM(LlamaConfig(**cfg)), seed)
+    dirs = [save(base, os.path.join(tmp, "base"), tokenizer_dir=tokenizer_dir)]
     g = torch.Generator().manual_seed(seed + 1)
     for k in range(n):
-        m = LlamaForCausalLM(LlamaConfig(**CFG))
+        m = LlamaForCausalLM(LlamaConfig(**cfg))
         m.load_state_dict(base.state_dict())
         with torch.no_grad():
             for p in m.parameters():
                 p.add_(torch.randn(p.shape, generator=g) * 0.05)
-        dirs.append(save(m, os.path.join(tmp, f"m{k}")))
+        dirs.append(save(m, os.path.join(tmp, f"m{k}"), tokenizer_dir=tokenizer_dir))
     tensors = [{k: v.astype(np.float64) for k, v in load_file(
         os.path.join(d, "model.safetensors")).items()} for d in dirs]
     return dirs, tensors
@@ -373,6 +378,31 @@ layer_weights = [1.0, 0.1]
     assert r.returncode == 0, r.stdout
 
 
+def case_gguf(tmp):
+    """GGUF inputs are imported and merged like directories: ties of two
+    models given as GGUF f32 files equals ties of the same models given as
+    HF directories (the import is exact for f32), and the staging
+    directories are gone afterwards"""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gguf"))
+    from gguf_common import make_bpe_tokenizer
+    from tokenizers import Tokenizer
+    tok = make_bpe_tokenizer(os.path.join(tmp, "tok"), "llama-bpe", vocab_size=310)
+    n_vocab = Tokenizer.from_file(os.path.join(tok, "tokenizer.json")).get_vocab_size(True)
+    dirs, t = make_models(tmp, 2, cfg=dict(CFG, vocab_size=n_vocab), tokenizer_dir=tok)
+    ggufs = []
+    for d in dirs:
+        r = subprocess.run([DAPT, "export", "gguf", d, d + ".gguf"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        ggufs.append(d + ".gguf")
+    args = ("--method", "ties", "--density", "0.4")
+    want = merge(os.path.join(tmp, "hf"), dirs[1:], "--base", dirs[0], *args)
+    out = os.path.join(tmp, "gg")
+    got = merge(out, ggufs[1:], "--base", ggufs[0], *args)
+    compare("ties of GGUF inputs vs HF inputs", got, want)
+    left = [f for f in os.listdir(out) if f.startswith(".gguf-input")]
+    assert not left, f"staging directories left: {left}"
+
+
 def case_logits(tmp):
     """the merged directory loads in transformers (weights exactly the file's)
     and `dapt logits` on it equals transformers' logits"""
@@ -455,6 +485,7 @@ def expect(status, regex, *args):
 def case_refusals(tmp):
     dirs, t = make_models(tmp, 1)
     out = os.path.join(tmp, "out")
+    open(os.path.join(tmp, "merge.txt"), "w").write("not a model\n")
     # another vocabulary (an extension), another width
     for key, val, name in (("vocab_size", 128, "vocab"), ("intermediate_size", 96, "ffn")):
         cfg = dict(CFG, **{key: val})
@@ -477,11 +508,15 @@ def case_refusals(tmp):
     save_file(sd, os.path.join(tmp, "miss", "model.safetensors"), metadata={"format": "pt"})
     expect(1, "miss has no tensor model.layers.1.mlp.up_proj.weight", out,
            os.path.join(tmp, "miss"), "--method", "dare", "--base", dirs[0])
-    # GGUF input, parameters out of range, the output among the inputs
+    # a truncated GGUF (its import fails; no staging directory is left),
+    # another file, parameters out of range, the output among the inputs
     gguf = os.path.join(tmp, "x.gguf")
     open(gguf, "wb").write(b"GGUF")
-    expect(1, "x.gguf: GGUF input is not supported by merge; convert it first with "
-              "`dapt import gguf", out, gguf, "--method", "task_arithmetic", "--base", dirs[0])
+    expect(1, "x.gguf: importing it for the merge: .*x.gguf: byte offset", out, gguf, "--method",
+           "task_arithmetic", "--base", dirs[0])
+    assert not [f for f in os.listdir(out) if f.startswith(".gguf")], "staging left behind"
+    expect(1, "merge.txt: not a model directory", out, os.path.join(tmp, "merge.txt"),
+           "--method", "task_arithmetic", "--base", dirs[0])
     expect(1, "density 1.5 of model 1 is not in \\(0, 1\\]", out, dirs[1], "--method", "ties",
            "--base", dirs[0], "--density", "1.5")
     expect(1, "della: density 0.1 \\+- epsilon/2 \\(0.1\\) of model 1 leaves \\(0, 1\\]", out,
@@ -493,7 +528,7 @@ def case_refusals(tmp):
 
 
 CASES = {f.__name__[5:]: f for f in (case_linear, case_task_arithmetic, case_ties, case_dare,
-                                      case_della, case_config, case_layers, case_logits,
+                                      case_della, case_config, case_layers, case_gguf, case_logits,
                                       case_moe, case_refusals)}
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 set(merge_dir ${CMAKE_CURRENT_SOURCE_DIR}/merge)
 set(merge_need_venv "if [ ! -x \"$0\" ]; then echo \"$0 not found: run tools/setup to make the .venv\" >&2; exit 1; fi; exec \"$0\" \"$@\"")
 set(merge_expect ${CMAKE_SOURCE_DIR}/tests/cli/expect.sh)
-foreach(case linear task_arithmetic ties dare della config layers logits moe refusals)
+foreach(case linear task_arithmetic ties dare della config layers gguf logits moe refusals)
   add_test(NAME merge_${case}
            COMMAND sh -c "${merge_need_venv}" ${DAPT_HF_PYTHON} ${merge_dir}/test_merge.py
                    $<TARGET_FILE:dapt> ${merge_expect} ${case})

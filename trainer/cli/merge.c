@@ -8,6 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <dirent.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tools/gguf/gguf.h"
 #include "trainer/cli/cli.h"
 #include "trainer/cli/opt.h"
 #include "trainer/merge.h"
@@ -17,7 +23,8 @@ static const char usage[] =
     "       dapt merge OUT MODEL... --method METHOD [--base DIR] [--weights W,...]\n"
     "                  [--density D,...] [--lambda X] [--epsilon E]\n"
     "                  [--combine linear|ties] [--seed N] [--force] [--quiet]\n\n"
-    "Merges MODELs (HF model directories or dapt checkpoints of one architecture,\n"
+    "Merges MODELs (HF model directories, dapt checkpoints or F32/F16/BF16 GGUF files\n"
+    "(imported into OUT/.gguf-input-N first, removed after) of one architecture,\n"
     "shape, vocabulary and tokenizer) into OUT, an HF model directory (config.json,\n"
     "model.safetensors in F32, the tokenizer files of the base, else of the first\n"
     "model), tensor by tensor. CONFIG.toml has a [merge] table (method, base, out,\n"
@@ -76,7 +83,60 @@ static int parse_number(const CliSpec *spec, const char *opt, double *x) {
     return 0;
 }
 
-static int run(const CliSpec *spec, const MergeOptions *o, const char *out) {
+static int merge_and_report(const CliSpec *spec, const MergeOptions *o, const char *out);
+
+/* GGUF inputs: each imported (gguf_import_to_dir, which holds the model in
+ * memory) into OUT/.gguf-input-N, merged from there like a checkpoint, and
+ * removed after the merge, whatever its outcome. */
+typedef struct {
+    char dirs[MERGE_MAX_MODELS + 1][4200];
+    int n;
+} GgufStage;
+
+static void stage_remove(GgufStage *g) {
+    for (int i = 0; i < g->n; i++) {
+        DIR *d = opendir(g->dirs[i]);
+        if (d) {
+            struct dirent *e;
+            char path[4600];
+            while ((e = readdir(d)))
+                if (e->d_name[0] != '.') {
+                    snprintf(path, sizeof path, "%s/%s", g->dirs[i], e->d_name);
+                    unlink(path);
+                }
+            closedir(d);
+        }
+        rmdir(g->dirs[i]);
+    }
+}
+
+static int stage_gguf(const CliSpec *spec, GgufStage *g, const char *out, const char **path) {
+    struct stat st;
+    if (stat(*path, &st) || !S_ISREG(st.st_mode) || !gguf_is_gguf_file(*path)) return 0;
+    if (mkdir(out, 0755) && errno != EEXIST)
+        return cli_fail(spec, "%s: cannot create: %s", out, strerror(errno));
+    char *dir = g->dirs[g->n];
+    snprintf(dir, sizeof g->dirs[0], "%s/.gguf-input-%d", out, g->n);
+    g->n++;
+    char err[2048];
+    if (gguf_import_to_dir(*path, dir, 1, err, sizeof err))
+        return cli_fail(spec, "%s: importing it for the merge: %s", *path, err);
+    *path = dir;
+    return 0;
+}
+
+static int run(const CliSpec *spec, const MergeOptions *in, const char *out) {
+    MergeOptions o = *in;
+    GgufStage g = {.n = 0};
+    int rc = o.base ? stage_gguf(spec, &g, out, &o.base) : 0;
+    for (int k = 0; !rc && k < o.n_models; k++)
+        rc = stage_gguf(spec, &g, out, &o.models[k]);
+    if (!rc) rc = merge_and_report(spec, &o, out);
+    stage_remove(&g);
+    return rc;
+}
+
+static int merge_and_report(const CliSpec *spec, const MergeOptions *o, const char *out) {
     char err[2048];
     uint64_t n_params = 0;
     if (merge_run(o, out, &n_params, err, sizeof err)) return cli_fail(spec, "%s", err);
