@@ -19,7 +19,7 @@ expect() {
   grep -qF -- "$pat" "$tmp/err" || fail "dapt $*: stderr lacks '$pat': $(cat "$tmp/err")"
 }
 for cmd in tokenize inspect logits sample plan "law fit" "law predict" "law recommend" "law sweep" \
-           "export gguf" "import gguf"; do
+           "export gguf" "import gguf" merge; do
   # shellcheck disable=SC2086
   "$dapt" $cmd --help >"$tmp/out" 2>&1 || fail "dapt $cmd --help: exit $?"
   grep -q "^usage: dapt ${cmd%% *}" "$tmp/out" || fail "dapt $cmd --help: $(head -1 "$tmp/out")"
@@ -37,4 +37,7 @@ expect 2 "dapt sample: --max-new: 'x' is not a number" sample m --prompt p --max
 expect 2 "dapt tokenize: --threads 0: expected an integer in [1, 256]" tokenize --threads=0 in
 expect 2 "dapt law fit: --starts 'abc' is not a number" law fit r --out o --starts=abc
 expect 2 "dapt logits: --ids: item 2" logits m --ids=1,x
+expect 2 "dapt merge: --top-k and --shared are for moe" merge o a b --method ties --top-k 2
+expect 2 "dapt merge: --density '0.5,x': item 2 is not a number" merge o a b --method ties \
+  --density 0.5,x
 echo "ok"

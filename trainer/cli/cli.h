@@ -15,5 +15,6 @@ int cmd_import(int argc, char **argv);   /* a GGUF file to a checkpoint */
 int cmd_sample(int argc, char **argv);   /* text generation */
 int cmd_plan(int argc, char **argv);     /* the memory a training config needs */
 int cmd_eval(int argc, char **argv);     /* tasks scored by log-likelihood */
+int cmd_merge(int argc, char **argv);    /* merge models (trainer/merge.h) */
 
 #endif

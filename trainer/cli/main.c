@@ -27,6 +27,8 @@ static const Command commands[] = {
     {"logits", cmd_logits, "logits of a model on token ids (the parity instrument)"},
     {"export", cmd_export, "export a model: `dapt export gguf MODEL OUT.gguf`"},
     {"import", cmd_import, "import a model: `dapt import gguf FILE.gguf OUT_DIR`"},
+    {"merge", cmd_merge,
+     "merge models: linear, task arithmetic (chat vector), TIES, DARE, DELLA, experts into an MoE"},
     {NULL, NULL, NULL},
 };
 
