@@ -17,7 +17,7 @@ set -euo pipefail
 bench=$1
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$bench" --layers 1 --batch 1 --seq 16 --warmup 0 --steps 1 --accum 2 --profile \
+"$bench" --layers 1 --batch 1 --seq 16 --warmup 0 --steps 2 --accum 2 --profile \
     --profile-steps 1 --cuda.moe_grouped_gemm=true --json "$out/bench.json" >"$out/bench.log" 2>&1 || {
     tail -20 "$out/bench.log"
     echo "FAIL: bench_cuda failed"
@@ -46,12 +46,14 @@ for r in recs:
     if r["accum"] != 2 or r["T"] != 16 or not r["fused_norm"]:
         sys.exit(f"FAIL: {r['bench']}: accum {r['accum']} T {r['T']} fused {r['fused_norm']}")
 g, m = recs[2], recs[3]
-if (g["loss_first"], g["loss_last"]) != (m["loss_first"], m["loss_last"]):
+if g["loss_first"] != m["loss_first"] or abs(g["loss_last"] - m["loss_last"]) < 5e-4:
     sys.exit(f"FAIL: global losses {g['loss_first']} {g['loss_last']} vs micro "
-             f"{m['loss_first']} {m['loss_last']}")
+             f"{m['loss_first']} {m['loss_last']}: the first must be equal, the second differ "
+             f"(by 2.7e-3 measured)")
 for what in ["profile (1 step(s)", "global / micro LBL tokens/s", "kernels inside ops",
              "flash_fwd ", "flash_bwd_D ", "flash_bwd_dkdv ", "flash_bwd_dq "]:
     if what not in log:
         sys.exit(f"FAIL: the log lacks '{what}'")
-print(f"ok: {', '.join(names)}; MoE global = micro losses {g['loss_first']:.4f} -> {g['loss_last']:.4f}")
+print(f"ok: {', '.join(names)}; MoE first loss {g['loss_first']:.4f} (both), second: global "
+      f"{g['loss_last']:.4f}, micro {m['loss_last']:.4f}")
 PY
