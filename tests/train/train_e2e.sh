@@ -58,8 +58,9 @@
 #             after a checkpoint of that step; metrics.jsonl past a file size
 #             limit (RLIMIT_FSIZE, SIGXFSZ ignored): the run stops with EFBIG
 #             named and the file holds whole records only
-#   killloop  SIGKILL at pseudo-random moments (about half of them in a
-#             checkpoint save) and --resume, until the run finishes: every
+#   killloop  SIGKILL at pseudo-random points of the run's progress (half
+#             of them inside a checkpoint save) and --resume, until the run
+#             finishes (at least 8 kills, 2 in a save): every
 #             checkpoint left after each kill verifies (`dapt inspect`), and
 #             the end is bitwise the uninterrupted run
 #   ckptfull  a checkpoint save past a file size limit (a full disk) fails
@@ -499,51 +500,63 @@ print("ok: %d whole records, train steps 1..%d" % (len(recs), steps[-1]))
 EOF2
   ;;
 killloop)
-  # the uninterrupted run, then the same run SIGKILLed at pseudo-random
-  # moments (a fixed sequence: RANDOM=7) and resumed until it finishes; a
-  # checkpoint every 2 steps, so about half the kills land in a save
+  # the uninterrupted run, then the same run SIGKILLed and resumed until it
+  # finishes. The kills follow the run's progress, not the clock (so a
+  # faster or slower machine kills at the same places): each picks a
+  # checkpoint step 2-6 steps past the newest one (a fixed pseudo-random
+  # sequence, RANDOM=7) and kills, on odd tries, while that step's save is
+  # in its .tmp-step directory, on even ones 0-19 ms after it is committed
+  # (inside the following steps or saves)
   args=(--train.steps=60 --ckpt.every=2 --ckpt.keep=1 --eval.every=0)
   "$dapt" train "$work/tiny.toml" "${args[@]}" --run.name=straight > /dev/null
   RANDOM=7
-  kills=0 done_=0
-  for i in $(seq 1 21); do
+  kills=0 in_save=0 done_=0
+  ck=$work/runs/loop/ckpt
+  for i in $(seq 1 40); do
     # --resume once a checkpoint exists; killed before the first one, the
     # run directory holds a run that --overwrite moves aside
-    resume=()
-    if compgen -G "$work/runs/loop/ckpt/step-*" > /dev/null; then
+    resume=() newest=0
+    if compgen -G "$ck/step-*" > /dev/null; then
       resume=(--resume)
+      newest=$(ls "$ck" | grep -E '^step-[0-9]+$' | tail -1)
+      newest=$((10#${newest#step-}))
     elif [[ -d $work/runs/loop ]]; then
       resume=(--overwrite)
     fi
+    target=$((newest + 2 * (1 + RANDOM % 3)))
     "$dapt" train "$work/tiny.toml" "${args[@]}" --run.name=loop "${resume[@]}" \
       > "$work/loop.log" 2> "$work/loop.err" &
     pid=$!
-    # 20 kills at most, 0.05 to 1.5 s after the start (a run of 60 steps
-    # takes 2-4 s here), then the run is let finish
-    ms=$((50 + RANDOM % 1450))
-    ((i <= 20)) && sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
-    if ((i <= 20)) && kill -9 $pid 2> /dev/null; then
-      wait $pid 2> /dev/null || true
-      kills=$((kills + 1))
-    else
+    if ((target >= 60)); then # the rest of the run, not killed
       wait $pid || fail "run $i failed: $(cat "$work/loop.err")"
       done_=1
       break
     fi
+    name=$(printf 'step-%08d' $target)
+    # wait for the target (tight polling: a tiny save lasts milliseconds)
+    t_end=$((SECONDS + 120))
+    while kill -0 $pid 2> /dev/null && ((SECONDS < t_end)); do
+      if ((i % 2)) && [[ -d $ck/.tmp-$name ]]; then in_save=$((in_save + 1)); break; fi
+      [[ -d $ck/$name ]] && { sleep "0.0$(printf '%02d' $((RANDOM % 20)))"; break; }
+    done
+    kill -9 $pid 2> /dev/null || fail "run $i ended before step $target: $(cat "$work/loop.err")"
+    wait $pid 2> /dev/null || true
+    kills=$((kills + 1))
     # every checkpoint left verifies: a kill never leaves a damaged step-N
-    for ck in "$work"/runs/loop/ckpt/step-*; do
-      [[ -d $ck ]] || continue
-      "$dapt" inspect "$ck" > "$work/insp" 2>&1 || fail "after kill $kills: $ck: $(cat "$work/insp")"
+    for c in "$ck"/step-*; do
+      [[ -d $c ]] || continue
+      "$dapt" inspect "$c" > "$work/insp" 2>&1 || fail "after kill $kills: $c: $(cat "$work/insp")"
     done
   done
   ((done_)) || fail "the run did not finish"
-  ((kills >= 5)) || fail "only $kills kills landed: the loop did not test resuming"
+  ((kills >= 8 && in_save >= 2)) ||
+    fail "$kills kills, $in_save of them in a save: the loop did not test resuming"
   for f in model optimizer; do
     cmp "$work/runs/straight/ckpt/step-00000060/$f.safetensors" \
       "$work/runs/loop/ckpt/step-00000060/$f.safetensors" ||
       fail "$f differs from the uninterrupted run's after $kills kills"
   done
-  echo "ok: $kills kills, each followed by --resume; step 60 bitwise the uninterrupted run's"
+  echo "ok: $kills kills ($in_save in a save), each followed by --resume; step 60 bitwise the uninterrupted run's"
   ;;
 ckptfull)
   # a checkpoint save on a full disk (a 900 KiB file size limit: the
