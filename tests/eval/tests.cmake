@@ -10,5 +10,9 @@ foreach(case llama gpt2)
   set_tests_properties(eval_hf_${case} PROPERTIES LABELS py)
 endforeach()
 # a bad task file is refused with FILE:LINE before any model is loaded
-add_test(NAME eval_cli_bad_tasks COMMAND dapt eval ${CMAKE_CURRENT_SOURCE_DIR}/eval --tasks ${CMAKE_CURRENT_SOURCE_DIR}/eval/tests.cmake)
-set_tests_properties(eval_cli_bad_tasks PROPERTIES LABELS c PASS_REGULAR_EXPRESSION "tests.cmake:1: not valid JSON")
+# (tests/cli/expect.sh: exit status 1 and the message on stderr)
+add_test(NAME eval_cli_bad_tasks
+         COMMAND ${CMAKE_SOURCE_DIR}/tests/cli/expect.sh 1 "tests.cmake:1: not valid JSON"
+                 $<TARGET_FILE:dapt> eval ${CMAKE_CURRENT_SOURCE_DIR}/eval
+                 --tasks ${CMAKE_CURRENT_SOURCE_DIR}/eval/tests.cmake)
+set_tests_properties(eval_cli_bad_tasks PROPERTIES LABELS c)

@@ -81,20 +81,17 @@ static cJSON *results_json(const TaskSet *ts, const char *model, int shots, cons
     return r;
 }
 
+/* results.json: the JSON text and a newline, written atomically (PATH.tmp,
+ * fsync, rename) into its directory, made with its parents if missing */
 static int write_text(const char *path, const char *text, char *err, size_t err_len) {
-    char tmp[4200];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
-        return err_set(err, err_len, "%s: path too long", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return err_set(err, err_len, "%.900s: %s", tmp, strerror(errno));
-    int bad = fputs(text, f) < 0 || fputc('\n', f) < 0;
-    if (fclose(f)) bad = 1;
-    if (bad || rename(tmp, path)) {
-        err_set(err, err_len, "%.900s: write failed: %s", path, strerror(errno));
-        remove(tmp);
-        return 1;
-    }
-    return 0;
+    size_t n = strlen(text);
+    char *line = malloc(n + 2);
+    if (!line) return err_set(err, err_len, "out of memory for %s", path);
+    memcpy(line, text, n);
+    line[n] = '\n', line[n + 1] = 0;
+    int rc = mkdir_parent(path, err, err_len) || hf_write_file_atomic(path, line, err, err_len);
+    free(line);
+    return rc;
 }
 
 int cmd_eval(int argc, char **argv) {
